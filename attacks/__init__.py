@@ -1,0 +1,5 @@
+"""Gradient-leakage attacks, one per file, registered with ``@register_attack``.
+
+Shared pieces sit beside them: ``labels`` (label inference), ``matching``
+(gradient-matching objectives and the optimiser loop), ``priors``.
+"""

@@ -1,0 +1,45 @@
+"""iDLG: improved Deep Leakage from Gradients (Zhao, Mopuri, Bilen 2020)."""
+
+from __future__ import annotations
+
+import torch
+
+from attacks.labels import idlg_label
+from attacks.matching import dummy_gradient, l2_distance, run_lbfgs
+from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from bench.registry import Param, register_attack
+
+
+@register_attack("idlg")
+class IDLG(Attack):
+    """The label from the sign of the last layer's gradient (batch 1), then L-BFGS on the image."""
+
+    paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
+    params = (
+        Param("steps", int, 300, low=1, high=100_000, help="L-BFGS steps (up to 20 evals each)"),
+        Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
+        Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
+        Param("history_size", int, 100, low=1, high=1000),
+    )
+
+    def incompatibility(self, ctx: CellContext) -> str | None:
+        if ctx.batch_size != 1:
+            return "iDLG's label rule holds only at batch size 1"
+        if ctx.client.mode != "fedsgd":
+            return "idlg matches a single gradient; it does not unroll FedAvg local steps"
+        return None
+
+    def reconstruct(self, obs: Observation) -> Reconstruction:
+        g, dev = obs.generator, obs.device
+        label = idlg_label(obs).to(dev)
+        x = torch.randn((1, *obs.input_shape), generator=g).to(dev).requires_grad_(True)
+        observed = [t.to(dev) for t in obs.update.tensors]
+
+        def objective() -> torch.Tensor:
+            return l2_distance(dummy_gradient(obs.model, x, label, obs), observed)
+
+        res = run_lbfgs([x], objective, self.steps, self.lr, self.max_eval_per_step,
+                        self.history_size, max_grad_evals=obs.max_grad_evals)
+        return Reconstruction(x.detach(), label.cpu(), res.iterations, res.grad_evals,
+                              res.loss_trace, {"final_loss": res.final_loss,
+                                               "diverged": res.diverged})

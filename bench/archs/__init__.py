@@ -1,0 +1,1 @@
+"""Victim architectures, one per file, registered with ``@register_arch``."""

@@ -1,0 +1,79 @@
+"""The client: computes its update on the private batch (FedSGD gradient or FedAvg delta)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.contracts import ClientSpec, Update
+
+
+def training_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; ``target`` holds class indices or (soft) probability rows."""
+    return F.cross_entropy(logits, target)
+
+
+def set_bn_mode(model: nn.Module, mode: str) -> None:
+    """Put the model in train mode, with BatchNorm layers in ``mode`` ("train" or "eval")."""
+    model.train()
+    if mode == "eval":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def batch_norm_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per BatchNorm layer, the (mean, variance) of the batch that reaches it."""
+    stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def hook(module, inputs, output):
+        h = inputs[0].detach()
+        dims = [0] + list(range(2, h.dim()))
+        stats.append((h.mean(dims), h.var(dims, unbiased=False)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def compute_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                   spec: ClientSpec) -> Update:
+    """The update the client would send for ``(x, target)``; ``model`` is left unchanged."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    bn_stats = None
+    if has_bn:
+        snapshot = copy.deepcopy(model)
+        set_bn_mode(snapshot, spec.bn_mode)
+        bn_stats = batch_norm_inputs(snapshot, x)
+    if spec.mode == "fedsgd":
+        work = copy.deepcopy(model) if has_bn else model  # BN in train mode moves running stats
+        set_bn_mode(work, spec.bn_mode)
+        work_params = [p for p in work.parameters() if p.requires_grad]
+        loss = training_loss(work(x), target)
+        grads = torch.autograd.grad(loss, work_params)
+        return Update([g.detach() for g in grads], "gradient", bn_stats, {"loss": float(loss.detach())})
+    if spec.mode == "fedavg":
+        local = copy.deepcopy(model)
+        set_bn_mode(local, spec.bn_mode)
+        local_params = [p for p in local.parameters() if p.requires_grad]
+        step = spec.local_batch_size or len(x)
+        for _ in range(spec.local_epochs):
+            for start in range(0, len(x), step):
+                loss = training_loss(local(x[start:start + step]), target[start:start + step])
+                grads = torch.autograd.grad(loss, local_params)
+                with torch.no_grad():
+                    for p, g in zip(local_params, grads):
+                        p -= spec.lr * g
+        delta = [(lp - p).detach() for lp, p in zip(local_params, params)]
+        return Update(delta, "delta", bn_stats, {"loss": float(loss.detach())})
+    raise ValueError(f"unknown client mode {spec.mode!r}")

@@ -1,0 +1,203 @@
+"""The data that crosses each boundary of a cell, and the component base classes.
+
+    client update ─► Update ─► Defense ─► defended Update ─► Observation ─► Attack ─► Reconstruction
+
+The attacker is handed an :class:`Observation` and nothing else: it never sees
+the private batch, and scoring happens outside the attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+from bench.registry import Component
+
+# Capabilities an attack may need beyond the always-granted model, update and batch size.
+LABELS = "labels"  # the true labels of the private batch
+BN_STATS = "bn_stats"  # the BatchNorm statistics of the private batch (or running stats)
+CAPABILITIES = (LABELS, BN_STATS)
+
+
+@dataclass
+class Update:
+    """What a client shares: per-parameter gradients (FedSGD) or weight deltas (FedAvg)."""
+
+    tensors: list[torch.Tensor]
+    kind: str = "gradient"  # "gradient" | "delta"
+    bn_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. epsilon reported by a defense
+
+    def clone(self) -> Update:
+        return Update(
+            [t.detach().clone() for t in self.tensors],
+            self.kind,
+            self.bn_stats,
+            dict(self.info),
+        )
+
+
+@dataclass
+class ClientSpec:
+    """How the client computes its update: FedSGD (one gradient) or FedAvg (local SGD steps)."""
+
+    mode: str = "fedsgd"  # "fedsgd" | "fedavg"
+    local_epochs: int = 1
+    local_batch_size: int = 0  # 0: the whole batch per step
+    lr: float = 0.1
+    bn_mode: str = "train"  # BatchNorm mode on the client: "train" | "eval"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "local_epochs": self.local_epochs,
+            "local_batch_size": self.local_batch_size,
+            "lr": self.lr,
+            "bn_mode": self.bn_mode,
+        }
+
+
+@dataclass
+class Observation:
+    """Everything the attacker is granted for one cell, and nothing more."""
+
+    model: nn.Module  # the architecture with the parameters the client started from
+    update: Update  # the defended update
+    batch_size: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]  # the data normalisation: the attacker knows the pixel box
+    std: tuple[float, ...]
+    client: ClientSpec
+    labels: torch.Tensor | None = None  # granted only with LABELS
+    bn_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # granted only with BN_STATS
+    device: torch.device = torch.device("cpu")
+    generator: torch.Generator | None = None  # the attack's own randomness, seeded per cell
+    max_iterations: int | None = None  # budget caps from the suite
+    max_grad_evals: int | None = None
+
+    def pixel_box(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds of a valid image in model-input space, shaped (1, C, 1, 1)."""
+        mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+
+@dataclass
+class Reconstruction:
+    """An attack's output: images in model-input space, labels if it inferred them, and its cost."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    iterations: int = 0
+    grad_evals: int = 0
+    loss_trace: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What is known about a cell before it runs, for compatibility checks."""
+
+    arch: str
+    arch_params: dict[str, Any]
+    dataset: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    batch_size: int
+    client: ClientSpec
+    granted: frozenset[str]
+
+    def build_model(self) -> nn.Module:
+        from bench.registry import ARCHS
+
+        arch = ARCHS.get(self.arch).cls(**self.arch_params)
+        return arch.build(self.input_shape, self.num_classes)
+
+
+class Attack(Component):
+    """Base class: reconstruct the private batch from an observation."""
+
+    needs: frozenset[str] = frozenset()  # capabilities from CAPABILITIES
+    supports_fedavg: bool = False
+    paper: str = ""
+
+    def incompatibility(self, ctx: CellContext) -> str | None:
+        """Why this attack cannot run on the cell, or None."""
+        return None
+
+    def reconstruct(self, obs: Observation) -> Reconstruction:
+        raise NotImplementedError
+
+
+class Defense(Component):
+    """Base class: transform the private batch (data level) and/or the update (update level)."""
+
+    paper: str = ""
+
+    def incompatibility(self, ctx: CellContext) -> str | None:
+        return None
+
+    def transform_batch(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data-level defenses change what the client trains on; ``y`` may become soft labels."""
+        return x, y
+
+    def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
+        """Update-level defenses change what the client shares."""
+        return update
+
+
+@dataclass
+class DefenseContext:
+    """What the client-side defense may use: the model and batch it computed the update on."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    client: ClientSpec
+    generator: torch.Generator
+    loss_fn: Any = None
+    sample_other_batch: Any = None  # callable() -> (x, y): other clients' data (secure aggregation)
+
+
+class Arch(Component):
+    """Base class: build a model for an input shape and a number of classes."""
+
+    paper: str = ""
+
+    def build(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def init_weights(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Re-initialise ``model`` deterministically; the default keeps torch's init under the seed."""
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+
+class Dataset(Component):
+    """Base class: images in [0,1] with labels, split into train and test."""
+
+    paper: str = ""
+
+    def meta(self) -> DatasetMeta:
+        raise NotImplementedError
+
+    def load(self, split: str) -> TorchDataset:
+        """Return ``split`` ("train" | "test") as (image in [0,1], shape C×H×W; int label) pairs.
+
+        The harness normalises with ``meta().mean/std`` before the model sees an image.
+        """
+        raise NotImplementedError

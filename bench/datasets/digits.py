@@ -1,0 +1,44 @@
+"""scikit-learn's bundled handwritten digits (8×8, 1 797 images), resized: offline MNIST-alike."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from bench.contracts import Dataset, DatasetMeta
+from bench.datasets.common import channel_stats, resize, split_every
+from bench.registry import Param, register_dataset
+
+
+@lru_cache(maxsize=8)
+def _digits(size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = resize(images, size).repeat(1, channels, 1, 1)
+    return images, torch.tensor(bunch.target, dtype=torch.long)
+
+
+@register_dataset("digits")
+class Digits(Dataset):
+    """Handwritten digits 0–9 shipped with scikit-learn (UCI optdigits), upsampled to `size`."""
+
+    paper = "Alpaydin & Kaynak, UCI optical recognition of handwritten digits"
+    params = (
+        Param("size", int, 32, low=8, high=256, help="side length after resizing"),
+        Param("channels", int, 1, choices=(1, 3), help="3 repeats the grey channel"),
+        Param("normalize", bool, False, help="standardise with the training split's statistics"),
+    )
+
+    def meta(self) -> DatasetMeta:
+        mean, std = (0.0,) * self.channels, (1.0,) * self.channels
+        if self.normalize:
+            mean, std = channel_stats(self.load("train").tensors[0])
+        return DatasetMeta((self.channels, self.size, self.size), 10, mean, std,
+                           tuple(str(i) for i in range(10)))
+
+    def load(self, split: str):
+        images, labels = _digits(self.size, self.channels)
+        return split_every(images, labels, split)

@@ -1,0 +1,140 @@
+"""The path of one cell, in one page:
+
+    cell → private batch + victim model → client update → defense → observation
+         → attack (timed alone) → score → record
+
+The attacker receives the :class:`Observation` only; the private batch stays here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from bench.client import compute_update
+from bench.contracts import BN_STATS, LABELS, DefenseContext, Observation, Update
+from bench.memory import PeakMemory
+from bench.provenance import provenance
+from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
+from bench.scoring import denormalize, score
+from bench.suite import Cell
+from bench.victim import victim_model
+
+RECORD_VERSION = 1
+
+
+def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A private batch of distinct training images, drawn with the scenario's seed."""
+    data = dataset.load("train")
+    idx = torch.randperm(len(data), generator=generator)[:batch_size]
+    xs, ys = zip(*(data[int(i)] for i in idx))
+    return torch.stack(xs), torch.tensor([int(y) for y in ys])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str, Any]:
+    """Run one cell end to end and return its record; never raises for a failing attack."""
+    record: dict[str, Any] = {"record_version": RECORD_VERSION, **cell.to_json(),
+                              "cell_id": cell.cell_id, "attack_label": cell.attack.label,
+                              "defense_label": cell.defense_label, "arch_label": cell.arch.label,
+                              "dataset_label": cell.dataset.label,
+                              "derived_seeds": cell.derived_seeds(),
+                              "success_psnr": success_psnr, "provenance": provenance(device)}
+    if cell.skip_reason:
+        return {**record, "status": "skipped", "error": cell.skip_reason}
+    timing: dict[str, float] = {}
+    stage = "setup"
+    try:
+        t0 = time.perf_counter()
+        seeds = cell.derived_seeds()
+        gen = torch.Generator().manual_seed(seeds["scenario"])
+        dataset = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
+        meta = dataset.meta()
+        x01, y = sample_batch(dataset, cell.batch_size, gen)
+        arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
+        model = victim_model(arch, dataset, meta, cell.victim, seeds["scenario"]).to(device)
+        mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+        std = torch.tensor(meta.std).view(1, -1, 1, 1)
+        x = ((x01 - mean) / std).to(device)
+        y = y.to(device)
+
+        stage = "client"
+        defenses = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
+        defense_gen = torch.Generator().manual_seed(seeds["defense"])
+        client = cell.client_spec
+        x_train, target = x, y
+        for d in defenses:  # data-level defenses change what the client trains on
+            x_train, target = d.transform_batch(x_train, target, defense_gen)
+        update = compute_update(model, x_train, target, client)
+        ctx = DefenseContext(model, x_train, target, client, defense_gen)
+        for d in defenses:  # update-level defenses change what it shares
+            update = d.transform_update(update, ctx)
+        _sync(device)
+        timing["setup_seconds"] = time.perf_counter() - t0
+
+        stage = "attack"
+        attack = ATTACKS.get(cell.attack.name).cls(**cell.attack.kwargs)
+        budget = dict(cell.budget)
+        shared = Update(update.tensors, update.kind, None, update.info)  # BN stats: by grant only
+        obs = Observation(
+            model=copy.deepcopy(model), update=shared, batch_size=cell.batch_size,
+            input_shape=meta.shape, num_classes=meta.num_classes, mean=meta.mean, std=meta.std,
+            client=client,
+            labels=y.detach().cpu().clone() if LABELS in cell.granted else None,
+            bn_stats=update.bn_stats if BN_STATS in cell.granted else None,
+            device=device, generator=torch.Generator().manual_seed(seeds["attack"]),
+            max_iterations=budget.get("max_iterations"),
+            max_grad_evals=budget.get("max_grad_evals"),
+        )
+        with PeakMemory(device) as mem:
+            _sync(device)
+            t1 = time.perf_counter()
+            recon = attack.reconstruct(obs)
+            _sync(device)
+            timing["attack_seconds"] = time.perf_counter() - t1
+
+        stage = "score"
+        t2 = time.perf_counter()
+        images = recon.images.detach().cpu().float()
+        finite = bool(torch.isfinite(images).all()) and not recon.info.get("diverged", False)
+        record.update({
+            "iterations": recon.iterations, "grad_evals": recon.grad_evals,
+            "loss_trace": [v if math.isfinite(v) else None for v in recon.loss_trace],
+            "attack_info": _jsonable(recon.info), "defense_info": _jsonable(update.info),
+            "peak_memory_bytes": mem.peak_bytes, "memory_kind": mem.kind,
+        })
+        if not finite:
+            record.update(status="diverged", error="the attack's loss or image became NaN/inf",
+                          metrics=None)
+        else:
+            metrics = score(x01, y.cpu(), denormalize(images, meta.mean, meta.std),
+                            recon.labels, success_psnr)
+            record.update(status="ok", error=None, metrics=metrics)
+            record["_images"] = (x01, denormalize(images, meta.mean, meta.std), metrics)
+        timing["score_seconds"] = time.perf_counter() - t2
+    except Exception as e:  # a failing cell becomes a record, never a lost run
+        record.update(status="error", error=f"{stage}: {type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=8), metrics=None)
+    record["timing"] = timing
+    return record
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif isinstance(v, torch.Tensor):
+            v = v.tolist()
+        out[k] = v
+    return out

@@ -1,0 +1,224 @@
+"""Registries of attacks, defenses, architectures and datasets.
+
+One registry per kind. A component is a class registered with a decorator
+(``@register_attack("dlg")``) that declares its parameters as a tuple of
+:class:`Param`. Parameters are validated once, when a suite is loaded, with an
+error that names the suite key. Other installed packages add components through
+the entry-point groups ``leakbench.attacks``, ``leakbench.defenses``,
+``leakbench.archs`` and ``leakbench.datasets``: loading the entry point is
+enough, because the decorator registers the class on import.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+
+class LeakbenchError(Exception):
+    """A user-facing error: one line, no traceback, exit status 2 from the CLI."""
+
+
+class UnknownComponentError(LeakbenchError):
+    pass
+
+
+class ParamError(LeakbenchError):
+    pass
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a component: name, type, default and allowed range."""
+
+    name: str
+    type: type
+    default: Any = _MISSING
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+    nullable: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+    def describe(self) -> str:
+        parts = [f"{self.name}: {self.type.__name__}"]
+        if not self.required:
+            parts.append(f"= {self.default!r}")
+        if self.choices is not None:
+            parts.append("in {" + ", ".join(map(str, self.choices)) + "}")
+        if self.low is not None or self.high is not None:
+            lo = "-inf" if self.low is None else f"{self.low:g}"
+            hi = "inf" if self.high is None else f"{self.high:g}"
+            parts.append(f"in [{lo}, {hi}]")
+        if self.help:
+            parts.append(f"— {self.help}")
+        return " ".join(parts)
+
+    def validate(self, value: Any, where: str) -> Any:
+        """Return ``value`` coerced to the declared type, or raise ParamError naming ``where``."""
+        if value is None and self.nullable:
+            return None
+        expected = self.type
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is float and isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-3" as a string
+                value = float(value)
+            except ValueError:
+                pass
+        if expected is bool and not isinstance(value, bool):
+            raise ParamError(f"{where}: expected a boolean, got {value!r}")
+        if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ParamError(f"{where}: expected an integer, got {value!r}")
+        if not isinstance(value, expected):
+            raise ParamError(f"{where}: expected {expected.__name__}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise ParamError(f"{where}: {value!r} is not one of {{{allowed}}}")
+        if self.low is not None and value < self.low:
+            raise ParamError(f"{where}: {value!r} is below the minimum {self.low:g}")
+        if self.high is not None and value > self.high:
+            raise ParamError(f"{where}: {value!r} is above the maximum {self.high:g}")
+        return value
+
+
+def validate_params(
+    params: Iterable[Param], given: Mapping[str, Any] | None, where: str
+) -> dict[str, Any]:
+    """Fill defaults and validate ``given`` against the declared ``params``."""
+    declared = {p.name: p for p in params}
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        hint = _suggest(unknown[0], declared)
+        raise ParamError(f"{where}: unknown parameter {unknown[0]!r}{hint}")
+    out: dict[str, Any] = {}
+    for name, p in declared.items():
+        if name in given:
+            out[name] = p.validate(given[name], f"{where}.{name}")
+        elif p.required:
+            raise ParamError(f"{where}: missing required parameter {name!r}")
+        else:
+            out[name] = p.default
+    return out
+
+
+def _suggest(name: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+@dataclass
+class Entry:
+    name: str
+    cls: type
+    kind: str
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(getattr(self.cls, "params", ()))
+
+    @property
+    def description(self) -> str:
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+C = TypeVar("C", bound=type)
+
+
+@dataclass
+class Registry:
+    """Name → component class for one kind, filled by decorators and entry points."""
+
+    kind: str
+    builtin_packages: tuple[str, ...]
+    entry_point_group: str
+    _entries: dict[str, Entry] = field(default_factory=dict)
+    _loaded: bool = False
+
+    def register(self, name: str) -> Callable[[C], C]:
+        def deco(cls: C) -> C:
+            if name in self._entries and self._entries[name].cls is not cls:
+                existing = self._entries[name].cls
+                if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+                    raise ValueError(f"{self.kind} {name!r} is registered twice")
+            cls.registry_name = name
+            self._entries[name] = Entry(name, cls, self.kind)
+            return cls
+
+        return deco
+
+    def load(self) -> None:
+        """Import the built-in components and the entry points of installed packages."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for pkg_name in self.builtin_packages:
+            pkg = importlib.import_module(pkg_name)
+            for mod in pkgutil.iter_modules(pkg.__path__):
+                if not mod.name.startswith("_"):
+                    importlib.import_module(f"{pkg_name}.{mod.name}")
+        for ep in entry_points(group=self.entry_point_group):
+            ep.load()
+
+    def names(self) -> list[str]:
+        self.load()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self.load()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def get(self, name: str) -> Entry:
+        self.load()
+        if not isinstance(name, str) or name not in self._entries:
+            hint = _suggest(str(name), self._entries)
+            raise UnknownComponentError(f"unknown {self.kind} {name!r}{hint}")
+        return self._entries[name]
+
+    def __contains__(self, name: str) -> bool:
+        self.load()
+        return name in self._entries
+
+
+ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")
+DEFENSES = Registry("defense", ("defenses",), "leakbench.defenses")
+ARCHS = Registry("arch", ("bench.archs",), "leakbench.archs")
+DATASETS = Registry("dataset", ("bench.datasets",), "leakbench.datasets")
+
+REGISTRIES: dict[str, Registry] = {
+    "attacks": ATTACKS,
+    "defenses": DEFENSES,
+    "archs": ARCHS,
+    "datasets": DATASETS,
+}
+
+register_attack = ATTACKS.register
+register_defense = DEFENSES.register
+register_arch = ARCHS.register
+register_dataset = DATASETS.register
+
+
+class Component:
+    """Base of every registered component: validated parameters as attributes."""
+
+    params: tuple[Param, ...] = ()
+    registry_name: str = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = validate_params(self.params, kwargs, self.registry_name or type(self).__name__)
+        for k, v in self.config.items():
+            setattr(self, k, v)

@@ -1,0 +1,1 @@
+"""Defenses, one per file, registered with ``@register_defense``."""
