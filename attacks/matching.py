@@ -70,7 +70,7 @@ def run_lbfgs(variables: list[torch.Tensor], objective: Callable[[], torch.Tenso
             break
         loss = opt.step(closure)
         res.iterations = step + 1
-        value = float(loss)
+        value = float(loss.detach())
         if step % trace_every == 0 or step == steps - 1:
             res.loss_trace.append(value)
         if not torch.isfinite(loss) or not all(torch.isfinite(v).all() for v in variables):

@@ -12,7 +12,19 @@ from bench.contracts import ClientSpec, Update
 
 
 def training_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; ``target`` holds class indices or (soft) probability rows."""
+    """The client's loss: mean cross-entropy, or the logistic loss for a single-logit model.
+
+    ``target`` holds class indices (B) or soft-label rows (B×K). A model with one output
+    (R-GAP's CNN6 and FCN3) is trained with the logistic loss log(1 + e^(−y·μ)) on the
+    label's parity: y = +1 for an even class, −1 for an odd one (soft rows: the summed
+    probability of the even classes).
+    """
+    if logits.shape[-1] == 1:
+        if target.dim() == 1:
+            positive = (target % 2 == 0).to(logits.dtype)
+        else:
+            positive = target[:, 0::2].sum(dim=1).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits[:, 0], positive)
     return F.cross_entropy(logits, target)
 
 

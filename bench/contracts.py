@@ -9,6 +9,7 @@ the private batch, and scoring happens outside the attack.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -143,9 +144,13 @@ class Defense(Component):
         return None
 
     def transform_batch(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+        self, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data-level defenses change what the client trains on; ``y`` may become soft labels."""
+        """Data-level defenses change what the client trains on.
+
+        ``x`` is in model-input space; ``y`` holds class indices or soft-label rows (B×K),
+        and a data-level defense may return soft labels.
+        """
         return x, y
 
     def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
@@ -155,15 +160,22 @@ class Defense(Component):
 
 @dataclass
 class DefenseContext:
-    """What the client-side defense may use: the model and batch it computed the update on."""
+    """What a client-side defense may use.
+
+    ``x``/``y`` are the batch the update was computed on (after data-level defenses);
+    ``generator`` is a CPU generator seeded per cell for the defense's randomness;
+    ``sample_batch(n)`` draws ``n`` further training images (model-input space) and labels
+    from the same dataset, seeded too: other clients' data for secure aggregation, or the
+    private dataset's other images for MixUp/InstaHide.
+    """
 
     model: nn.Module
     x: torch.Tensor
     y: torch.Tensor
     client: ClientSpec
     generator: torch.Generator
-    loss_fn: Any = None
-    sample_other_batch: Any = None  # callable() -> (x, y): other clients' data (secure aggregation)
+    num_classes: int
+    sample_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class Arch(Component):

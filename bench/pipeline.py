@@ -12,6 +12,7 @@ import copy
 import math
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,6 +36,20 @@ def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator
     idx = torch.randperm(len(data), generator=generator)[:batch_size]
     xs, ys = zip(*(data[int(i)] for i in idx))
     return torch.stack(xs), torch.tensor([int(y) for y in ys])
+
+
+def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int
+                  ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """A sampler of further training batches (model-input space) for defenses that need them."""
+    gen = torch.Generator().manual_seed(seed ^ 0x5EC)
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x01, y = sample_batch(dataset, n, gen)
+        return ((x01 - mean) / std).to(device), y.to(device)
+
+    return sample
 
 
 def _sync(device: torch.device) -> None:
@@ -72,11 +87,11 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str,
         defenses = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
         defense_gen = torch.Generator().manual_seed(seeds["defense"])
         client = cell.client_spec
-        x_train, target = x, y
+        ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes,
+                             other_batches(dataset, meta, device, seeds["defense"]))
         for d in defenses:  # data-level defenses change what the client trains on
-            x_train, target = d.transform_batch(x_train, target, defense_gen)
-        update = compute_update(model, x_train, target, client)
-        ctx = DefenseContext(model, x_train, target, client, defense_gen)
+            ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
+        update = compute_update(model, ctx.x, ctx.y, client)
         for d in defenses:  # update-level defenses change what it shares
             update = d.transform_update(update, ctx)
         _sync(device)
