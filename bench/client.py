@@ -73,7 +73,8 @@ def compute_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         work_params = [p for p in work.parameters() if p.requires_grad]
         loss = training_loss(work(x), target)
         grads = torch.autograd.grad(loss, work_params)
-        return Update([g.detach() for g in grads], "gradient", bn_stats, {"loss": float(loss.detach())})
+        info = {"loss": float(loss.detach())}
+        return Update([g.detach() for g in grads], "gradient", bn_stats, info)
     if spec.mode == "fedavg":
         local = copy.deepcopy(model)
         set_bn_mode(local, spec.bn_mode)

@@ -8,8 +8,8 @@ the private batch, and scoring happens outside the attack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -187,7 +187,7 @@ class Arch(Component):
         raise NotImplementedError
 
     def init_weights(self, model: nn.Module, generator: torch.Generator) -> None:
-        """Re-initialise ``model`` deterministically; the default keeps torch's init under the seed."""
+        """Re-initialise ``model`` from ``generator``; the default keeps torch's seeded init."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def _sync(device: torch.device) -> None:
 
 def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str, Any]:
     """Run one cell end to end and return its record; never raises for a failing attack."""
-    record: dict[str, Any] = {"record_version": RECORD_VERSION, **cell.to_json(),
+    record: dict[str, Any] = {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
                               "cell_id": cell.cell_id, "attack_label": cell.attack.label,
                               "defense_label": cell.defense_label, "arch_label": cell.arch.label,
                               "dataset_label": cell.dataset.label,

@@ -153,7 +153,9 @@ class Registry:
         def deco(cls: C) -> C:
             if name in self._entries and self._entries[name].cls is not cls:
                 existing = self._entries[name].cls
-                if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+                same = (existing.__module__, existing.__qualname__) == (
+                    cls.__module__, cls.__qualname__)
+                if not same:
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
             cls.registry_name = name
             self._entries[name] = Entry(name, cls, self.kind)
@@ -219,6 +221,7 @@ class Component:
     registry_name: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.config = validate_params(self.params, kwargs, self.registry_name or type(self).__name__)
+        where = self.registry_name or type(self).__name__
+        self.config = validate_params(self.params, kwargs, where)
         for k, v in self.config.items():
             setattr(self, k, v)

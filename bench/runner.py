@@ -39,8 +39,8 @@ def resolve_device(name: str) -> torch.device:
 def execute_and_save(cell: Cell, out_dir: Path, device: torch.device, success_psnr: float
                      ) -> dict[str, Any]:
     """Run one cell and write its record (and picture) atomically; returns the record."""
-    from bench.pipeline import run_cell
     from bench.pictures import save_cell_picture
+    from bench.pipeline import run_cell
 
     record = run_cell(cell, device, success_psnr)
     images = record.pop("_images", None)
@@ -59,7 +59,8 @@ def failure_record(cell: Cell, status: str, error: str, success_psnr: float,
     from bench.pipeline import RECORD_VERSION
     from bench.provenance import provenance
 
-    return {"record_version": RECORD_VERSION, **cell.to_json(), "cell_id": cell.cell_id,
+    return {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
+            "cell_id": cell.cell_id,
             "attack_label": cell.attack.label, "defense_label": cell.defense_label,
             "arch_label": cell.arch.label, "dataset_label": cell.dataset.label,
             "derived_seeds": cell.derived_seeds(), "success_psnr": success_psnr,
@@ -70,12 +71,19 @@ def failure_record(cell: Cell, status: str, error: str, success_psnr: float,
 def _worker(tasks: Any, results: Any, out_dir: str, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     dev = torch.device(device)
+    parent = os.getppid()
     while True:
-        item = tasks.get()
+        try:
+            item = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the runner was killed: don't linger as an orphan
+                return
+            continue
         if item is None:
             return
         cell_json, success_psnr = item
         cell = Cell.from_json(cell_json)
+        results.put((cell.cell_id, "started"))  # the cell's clock starts now, not at spawn
         record = execute_and_save(cell, Path(out_dir), dev, success_psnr)
         results.put((cell.cell_id, record["status"]))
 
@@ -85,7 +93,7 @@ class _Slot:
     process: Any
     tasks: Any
     cell: Cell | None = None
-    started: float = 0.0
+    started: float | None = None  # when the worker began the cell
 
 
 @dataclass
@@ -191,14 +199,17 @@ def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.devic
         while pending or any(s.cell is not None for s in slots):
             for s in slots:
                 if s.cell is None and pending:
-                    s.cell, s.started = pending.pop(), time.perf_counter()
+                    s.cell, s.started = pending.pop(), None
                     s.tasks.put((s.cell.to_json(), suite.success_psnr))
             try:
                 cid, status = results.get(timeout=0.2)
                 for s in slots:
                     if s.cell is not None and s.cell.cell_id == cid:
-                        s.cell = None
-                        _tick(bar, summary, status)
+                        if status == "started":
+                            s.started = time.perf_counter()
+                        else:
+                            s.cell = None
+                            _tick(bar, summary, status)
                 continue
             except queue.Empty:
                 pass
@@ -206,7 +217,7 @@ def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.devic
             for i, s in enumerate(slots):
                 if s.cell is None:
                     continue
-                elapsed = now - s.started
+                elapsed = now - s.started if s.started is not None else 0.0
                 if elapsed > suite.timeout:
                     status, error = "timeout", f"exceeded the cell timeout of {suite.timeout:g}s"
                 elif not s.process.is_alive():

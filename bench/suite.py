@@ -23,6 +23,7 @@ from bench.registry import (
     ATTACKS,
     DATASETS,
     DEFENSES,
+    REGISTRIES,
     LeakbenchError,
     Param,
     Registry,
@@ -76,6 +77,8 @@ class Spec:
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    kind: str = ""  # "attacks" | "defenses" | "archs" | "datasets": for labels only
+    shown: tuple[str, ...] = field(default=(), compare=False)  # given in the suite: labelled
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -83,12 +86,21 @@ class Spec:
 
     @property
     def label(self) -> str:
-        if not self.params:
+        """The name, with the parameters that differ from their defaults."""
+        defaults: dict[str, Any] = {}
+        if self.kind in REGISTRIES and self.name in REGISTRIES[self.kind]:
+            defaults = {p.name: p.default for p in REGISTRIES[self.kind].get(self.name).params}
+        shown = [(k, v) for k, v in self.params
+                 if k in self.shown or k not in defaults or defaults[k] != v]
+        if not shown:
             return self.name
-        return f"{self.name}(" + ",".join(f"{k}={_fmt(v)}" for k, v in self.params) + ")"
+        return f"{self.name}(" + ",".join(f"{k}={_fmt(v)}" for k, v in shown) + ")"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.kwargs}
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.as_dict(), "shown": list(self.shown)}
 
 
 def _fmt(v: Any) -> str:
@@ -167,15 +179,19 @@ class Cell:
                            meta.num_classes, self.batch_size, self.client_spec, self.granted)
 
     def to_json(self) -> dict[str, Any]:
-        return {"suite": self.suite, **self.identity(), "skip_reason": self.skip_reason}
+        return {"suite": self.suite, **self.identity(), "skip_reason": self.skip_reason,
+                "attack": self.attack.as_json(), "defense": [d.as_json() for d in self.defense],
+                "arch": self.arch.as_json(), "dataset": self.dataset.as_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cell:
-        def spec(s: dict[str, Any]) -> Spec:
-            return Spec(s["name"], tuple(sorted(s["params"].items())))
+        def spec(s: dict[str, Any], kind: str) -> Spec:
+            return Spec(s["name"], tuple(sorted(s["params"].items())), kind,
+                        tuple(s.get("shown", ())))
 
-        return cls(d["suite"], spec(d["attack"]), tuple(spec(s) for s in d["defense"]),
-                   spec(d["arch"]), spec(d["dataset"]), d["batch_size"],
+        return cls(d["suite"], spec(d["attack"], "attacks"),
+                   tuple(spec(s, "defenses") for s in d["defense"]),
+                   spec(d["arch"], "archs"), spec(d["dataset"], "datasets"), d["batch_size"],
                    tuple(sorted(d["client"].items())), d["victim"], d["seed"], d["base_seed"],
                    frozenset(d["granted"]), tuple(sorted(d["budget"].items())),
                    d.get("skip_reason"))
@@ -296,6 +312,16 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suite:
+    """Validate a suite mapping; every problem is a SuiteError naming its key."""
+    try:
+        return _parse_suite(raw, default_name, source)
+    except SuiteError:
+        raise
+    except LeakbenchError as e:
+        raise SuiteError(str(e)) from None
+
+
+def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     if not isinstance(raw, dict):
         raise SuiteError(f"{source or default_name}: a suite must be a mapping of keys")
     unknown = sorted(set(raw) - set(SUITE_KEYS))
@@ -428,7 +454,8 @@ def _expand_component(name: str, params: dict[str, Any], registry: Registry, whe
         specs = []
         for combo in _grid(params):
             validated = validate_params(entry.params, combo, where)
-            specs.append(Spec(name, tuple(sorted(validated.items()))))
+            specs.append(Spec(name, tuple(sorted(validated.items())), registry.kind + "s",
+                              tuple(sorted(params))))
         return specs
     except LeakbenchError as e:
         raise SuiteError(str(e)) from None

@@ -1,0 +1,142 @@
+"""The ``leakbench`` command line.
+
+    leakbench list [attacks|defenses|archs|datasets|suites]
+    leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
+    leakbench leaderboard [DIR] [--format markdown|latex]
+    leakbench export DIR [--format csv] [--output FILE]
+
+Bad input is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.registry import REGISTRIES, LeakbenchError
+
+DEFAULT_SUITE = "quick"
+RESULTS = Path("results")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.suite import builtin_suites, load_suite
+
+    kinds = [args.kind] if args.kind else [*REGISTRIES, "suites"]
+    for kind in kinds:
+        print(f"{kind}:")
+        if kind == "suites":
+            for name in builtin_suites():
+                suite = load_suite(name)
+                print(f"  {name:<16} {suite.description}")
+            continue
+        for entry in REGISTRIES[kind].entries():
+            print(f"  {entry.name:<16} {entry.description}")
+            for p in entry.params:
+                print(f"      {p.describe()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import plan, resolve_device, run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else RESULTS / suite.name
+    if args.jobs < 0:
+        raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {args.jobs}")
+    resolve_device(args.device)
+    if args.dry_run:
+        rows = plan(suite, out, args.force, args.retry_failed)
+        for cell, status in rows:
+            print(f"{cell.cell_id}  {status:<8.8s}  {cell.dataset.label} {cell.arch.label} "
+                  f"bs={cell.batch_size} seed={cell.seed} {cell.defense_label} "
+                  f"{cell.attack.label}" + (f"  ({status})" if status.startswith("skip") else ""))
+        counts = Counter(s.split(":")[0] for _, s in rows)
+        print(f"{suite.name}: {len(rows)} cells — " +
+              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return 0
+    summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
+                        retry_failed=args.retry_failed, progress=not args.quiet)
+    print(summary.line())
+    if not args.no_leaderboard and (out / "records").is_dir():
+        print(f"leaderboard: {write_leaderboard(out)}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import write_leaderboard
+
+    print(write_leaderboard(Path(args.dir), args.format))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.leaderboard import export
+
+    print(export(Path(args.dir), args.format, Path(args.output) if args.output else None))
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, status 2
+        self.exit(2, f"leakbench: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="leakbench", description="Benchmark gradient-leakage attacks and defenses.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("list", help="list registered components and built-in suites")
+    s.add_argument("kind", nargs="?", choices=[*REGISTRIES, "suites"])
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="run a suite (default: quick)")
+    s.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help="built-in name or YAML file")
+    s.add_argument("--out", help="output folder (default: results/<suite>)")
+    s.add_argument("--jobs", type=int, default=1, help="worker processes (0: inline, no timeout)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--force", action="store_true", help="re-run cells that have records")
+    s.add_argument("--retry-failed", action="store_true", help="re-run error/timeout cells")
+    s.add_argument("--dry-run", action="store_true", help="list cells and their status")
+    s.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboard.md")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("leaderboard", help="write the leaderboard of a results folder")
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("--format", default="markdown", choices=["markdown", "latex"])
+    s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("export", help="export one flat row per cell")
+    s.add_argument("dir")
+    s.add_argument("--format", default="csv", choices=["csv"])
+    s.add_argument("--output", help="file to write (default: DIR/cells.csv)")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LeakbenchError as e:
+        print(f"leakbench: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+    except KeyboardInterrupt:
+        print("leakbench: interrupted; finished cells are kept, re-run to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

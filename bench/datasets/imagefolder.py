@@ -1,0 +1,137 @@
+"""A folder of images in class sub-folders (LFW, CelebA or ImageNet-style), via torchvision.
+
+Two layouts are understood, under ``<root>`` = the suite's ``root`` or
+``$LEAKBENCH_DATA/<folder>``:
+
+- split folders: ``<root>/train/<class>/*.png|jpg…`` and ``<root>/test/<class>/…`` (or ``val/``
+  for ImageNet); the classes are the sub-folders of ``train/``;
+- one folder: ``<root>/<class>/*.png|jpg…`` (e.g. LFW's ``lfw/<person>/<person>_0001.jpg``);
+  then, in torchvision's sorted file order, every 5th image is the test split and the rest train.
+
+Images are decoded to RGB, resized so that the shorter side is ``size`` and centre-cropped to
+size×size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+import torchvision.transforms.functional as TF
+from torchvision.datasets.folder import find_classes
+
+from bench.contracts import Dataset, DatasetMeta
+from bench.datasets.torchvision_common import (
+    NORMALIZE_PARAM,
+    ROOT_PARAM,
+    DatasetNotFoundError,
+    TensorPairs,
+    check_split,
+    data_root,
+    evenly_spaced,
+    load_cached,
+    stats,
+    torchvision_call,
+)
+from bench.registry import Param, register_dataset
+
+TEST_EVERY = 5  # one folder: every 5th image (in sorted order) is a test image
+# The customary ImageNet statistics, used by ImageNet-style folders.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _FolderWithClasses(torchvision.datasets.ImageFolder):
+    """torchvision's ImageFolder with the class list fixed (the test split uses train's)."""
+
+    def __init__(self, root: str, classes: list[str]) -> None:
+        self._fixed = {c: i for i, c in enumerate(classes)}
+        super().__init__(root, allow_empty=True)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return list(self._fixed), dict(self._fixed)
+
+
+def _layout(root: Path) -> tuple[Path, Path | None]:
+    """(folder of the train classes, folder of the test classes or None for one folder)."""
+    train = root / "train"
+    for name in ("test", "val"):
+        if train.is_dir() and (root / name).is_dir():
+            return train, root / name
+    return root, None
+
+
+def _crop(size: int) -> Any:
+    def convert(img: Any) -> torch.Tensor:
+        img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        return TF.to_tensor(TF.center_crop(img, [size, size])).contiguous()
+
+    return convert
+
+
+@register_dataset("imagefolder")
+class ImageFolder(Dataset):
+    """Images in class sub-folders (LFW, CelebA, ImageNet-style), resized and centre-cropped."""
+
+    paper = "torchvision ImageFolder layout (LFW: Huang et al. 2007; CelebA: Liu et al. 2015)"
+    params = (
+        ROOT_PARAM,
+        Param("folder", str, "imagefolder",
+              help="sub-folder of $LEAKBENCH_DATA used when `root` is not given"),
+        Param("size", int, 32, low=8, high=512, help="side length after resize + centre crop"),
+        Param("max_images", int, None, low=1, nullable=True,
+              help="keep at most this many images per split, spread evenly over the files"),
+        NORMALIZE_PARAM,
+    )
+
+    def _root(self) -> Path:
+        root = data_root(self.root, self.registry_name, self.folder)
+        if not root.is_dir():
+            raise DatasetNotFoundError(
+                f"{self.registry_name}: folder {root} not found: point `root:` (or "
+                f"$LEAKBENCH_DATA/{self.folder}) at a folder of class sub-folders of images "
+                f"(<class>/<image>.png|jpg, or train/<class>/… and test/<class>/…)")
+        return root
+
+    def classes(self) -> list[str]:
+        """The class names: the sub-folders of the train folder, sorted (torchvision's rule)."""
+        train, _ = _layout(self._root())
+        try:
+            classes, _ = find_classes(train)
+        except FileNotFoundError as err:
+            raise DatasetNotFoundError(
+                f"{self.registry_name}: no class sub-folders in {train}: put each class's "
+                f"images in a sub-folder of its own (<class>/<image>.png|jpg)") from err
+        return classes
+
+    def meta(self) -> DatasetMeta:
+        """Needs the folder (the classes are its sub-folders), but no image is read."""
+        classes = self.classes()
+        mean, std = stats(IMAGENET_MEAN, IMAGENET_STD, 3, self.normalize)
+        return DatasetMeta((3, self.size, self.size), len(classes), mean, std, tuple(classes))
+
+    def load(self, split: str) -> TensorPairs:
+        check_split(split)
+        name = self.registry_name
+        root = self._root()
+        train, test = _layout(root)
+        classes = self.classes()
+        how = "check that the images are readable and in class sub-folders"
+        if test is None:
+            base = load_cached((name, str(root.resolve()), "all"), lambda: torchvision_call(
+                name, lambda: _FolderWithClasses(str(train), classes), how))
+            picked = [i for i in range(len(base))
+                      if (i % TEST_EVERY == 0) == (split == "test")]
+        else:
+            folder = train if split == "train" else test
+            base = load_cached((name, str(root.resolve()), split), lambda: torchvision_call(
+                name, lambda: _FolderWithClasses(str(folder), classes), how))
+            picked = list(range(len(base)))
+        if not picked:
+            raise DatasetNotFoundError(f"{name}: no {split} images found under {root}: {how}")
+        keep = evenly_spaced(len(picked), self.max_images)
+        if keep is not None:
+            picked = [picked[i] for i in keep]
+        return TensorPairs(base, _crop(self.size), picked)

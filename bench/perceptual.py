@@ -1,0 +1,258 @@
+"""Perceptual metrics from kept libraries, with weights found locally and never downloaded.
+
+- **LPIPS** (Zhang et al., CVPR 2018, "The unreasonable effectiveness of deep features as a
+  perceptual metric"): torchmetrics' implementation. Its linear calibration layers ship inside
+  the torchmetrics package; the ImageNet backbone (AlexNet by default) is torchvision's weights
+  file, looked for in this order:
+
+  1. the ``weights`` argument;
+  2. the environment variable ``LEAKBENCH_LPIPS_WEIGHTS``;
+  3. the torch hub cache, ``$TORCH_HOME/hub/checkpoints/`` (``~/.cache/torch/hub/checkpoints``),
+     under torchvision's own file name (``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``,
+     ``squeezenet1_1-b8a52dc0.pth``).
+
+  Images whose shorter side is below 64 px (MNIST, CIFAR) are bilinearly upsampled so that it
+  is 64 px before the backbone sees them, as torch-fidelity's LPIPS does: AlexNet's five layers
+  need about 32 px to keep a spatial map at all. Values at 32 px are therefore comparable with
+  each other, not with LPIPS computed at another resolution. Grey images repeat to 3 channels.
+
+- **FID** (Heusel et al., NeurIPS 2017) and **KID** (Bińkowski et al., ICLR 2018): torch-fidelity
+  with its ``inception-v3-compat`` feature extractor (2048-d pool features, the TensorFlow
+  Inception weights converted by torch-fidelity), comparing a pooled group of reconstructions
+  with the originals of the same cells. The weights file
+  ``weights-inception-2015-12-05-6726825d.pth`` comes from the ``weights`` argument,
+  ``LEAKBENCH_FID_WEIGHTS``, or the torch hub cache (where torch-fidelity's own download would
+  have put it). torch-fidelity's on-disk cache is off, so no stale features come back. FID on
+  few images is biased upwards (a 2048×2048 covariance from N samples); compare FID values only
+  between groups of equal size. KID is unbiased but noisy for small groups.
+
+Nothing here downloads: a missing file makes the metric "n/a" with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+LPIPS_ENV = "LEAKBENCH_LPIPS_WEIGHTS"
+FID_ENV = "LEAKBENCH_FID_WEIGHTS"
+FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+FID_LAYER = "2048"  # the Inception pool3 features of the FID/KID papers
+FID_LAYERS = ("64", "192", "768", "2048")
+LPIPS_MIN_SIDE = 64  # shorter side the backbone sees (upsampled below that)
+LPIPS_CHUNK = 64  # images per forward pass
+
+# LPIPS backbone → (torchvision model function, torchvision weights enum)
+_BACKBONES = {
+    "alex": ("alexnet", "AlexNet_Weights"),
+    "vgg": ("vgg16", "VGG16_Weights"),
+    "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights"),
+}
+
+
+def hub_checkpoints() -> Path:
+    """The torch hub checkpoint folder (honours ``TORCH_HOME`` / ``XDG_CACHE_HOME`` now)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def lpips_weights_file(net: str = "alex") -> str:
+    """torchvision's file name of the ImageNet weights of the LPIPS backbone ``net``."""
+    import torchvision.models
+
+    if net not in _BACKBONES:
+        raise ValueError(f"unknown LPIPS backbone {net!r} (expected one of {sorted(_BACKBONES)})")
+    enum = getattr(torchvision.models, _BACKBONES[net][1])
+    return enum.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+def _locate(explicit: str | None, env: str, filename: str) -> tuple[Path | None, str]:
+    """(path or None, where it was looked for): argument, environment variable, hub cache."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        return (path if path.is_file() else None), f"{path} (the weights argument)"
+    if os.environ.get(env, "").strip():
+        path = Path(os.environ[env].strip()).expanduser()
+        return (path if path.is_file() else None), f"{path} (${env})"
+    path = hub_checkpoints() / filename
+    return (path if path.is_file() else None), str(path.parent)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+# --- LPIPS ----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _lpips_model(net: str, file_key: tuple[str, int, int]) -> nn.Module:
+    """torchmetrics' LPIPS with the package's linear layers and the local backbone weights."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    # pnet_rand: build the backbone without weights (no download); pretrained: the calibrated
+    # linear layers that ship inside torchmetrics.
+    model = _LPIPS(pretrained=True, net=net, pnet_rand=True)
+    state = torch.load(file_key[0], map_location="cpu", weights_only=True)
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    own = model.net.state_dict()
+    mapped = {}
+    for key in own:
+        # torchmetrics slices torchvision's `features` keeping each layer's index:
+        # slice1.0.weight / slices.0.0.weight ↔ features.0.weight
+        source = "features." + re.sub(r"^(slice\d+|slices\.\d+)\.", "", key)
+        if source not in state:
+            raise KeyError(f"{source} missing: not a torchvision {_BACKBONES[net][0]} state dict")
+        mapped[key] = state[source]
+    model.net.load_state_dict(mapped, strict=True)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _lpips_load(net: str, weights: str | None) -> tuple[nn.Module | None, str]:
+    if net not in _BACKBONES:
+        return None, f"LPIPS n/a: unknown backbone {net!r} (expected one of {sorted(_BACKBONES)})"
+    filename = lpips_weights_file(net)
+    path, where = _locate(weights, LPIPS_ENV, filename)
+    if path is None:
+        return None, (f"LPIPS n/a: put {filename} in {where}, or set {LPIPS_ENV} to the "
+                      f"file's path")
+    try:
+        model = _lpips_model(net, _file_key(path))
+    except Exception as err:  # a corrupt or foreign file: say so in one line
+        return None, f"LPIPS n/a: {path} could not be loaded ({_first_line(err)})"
+    return model, f"LPIPS ({net}) with backbone weights {path}"
+
+
+def lpips_status(net: str = "alex", weights: str | None = None) -> tuple[bool, str]:
+    """(available?, one-line message) for LPIPS with backbone ``net``; never downloads."""
+    model, message = _lpips_load(net, weights)
+    return model is not None, message
+
+
+def _prepare(x: torch.Tensor, min_side: int | None) -> torch.Tensor:
+    """[0,1] images → float32, 3 channels, shorter side ≥ ``min_side`` (bilinear)."""
+    x = x.detach().float().clamp(0.0, 1.0)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    if x.shape[1] != 3:
+        raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}")
+    side = min(x.shape[-2:])
+    if min_side is not None and side < min_side:
+        scale = min_side / side
+        size = tuple(max(min_side, round(d * scale)) for d in x.shape[-2:])
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    return x
+
+
+def lpips_per_image(originals01: torch.Tensor, recon01: torch.Tensor, net: str = "alex",
+                    weights: str | None = None) -> list[float] | None:
+    """LPIPS distance of each reconstruction to its original (lower is closer); None if n/a.
+
+    Inputs are N×C×H×W in [0,1] (already matched one-to-one); the reason for None is
+    :func:`lpips_status`'s message.
+    """
+    if originals01.shape != recon01.shape:
+        raise ValueError(f"shapes differ: {tuple(originals01.shape)} vs {tuple(recon01.shape)}")
+    model, _ = _lpips_load(net, weights)
+    if model is None:
+        return None
+    device = originals01.device
+    model = model.to(device)
+    a = _prepare(originals01, LPIPS_MIN_SIDE)
+    b = _prepare(recon01, LPIPS_MIN_SIDE)
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(a), LPIPS_CHUNK):
+            d = model(a[i:i + LPIPS_CHUNK], b[i:i + LPIPS_CHUNK], normalize=True)
+            out.extend(float(v) for v in d.flatten().cpu())
+    return out
+
+
+# --- FID / KID ------------------------------------------------------------------------------------
+
+
+class _Uint8Images(TorchDataset):
+    """The input torch-fidelity takes: a Dataset of 3×H×W uint8 tensors."""
+
+    def __init__(self, images01: torch.Tensor) -> None:
+        x = _prepare(images01, None)
+        self.images = (x * 255).round().to(torch.uint8).cpu()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def _fid_weights(weights: str | None) -> tuple[Path | None, str]:
+    path, where = _locate(weights, FID_ENV, FID_WEIGHTS_FILE)
+    if path is None:
+        return None, (f"FID/KID n/a: put {FID_WEIGHTS_FILE} in {where}, or set {FID_ENV} to "
+                      f"the file's path")
+    return path, f"FID/KID with Inception weights {path}"
+
+
+def fid_status(weights: str | None = None) -> tuple[bool, str]:
+    """(weights file found?, one-line message) for FID/KID; never downloads."""
+    path, message = _fid_weights(weights)
+    return path is not None, message
+
+
+def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | None = None,
+            min_group: int = 10, feature_layer: str = FID_LAYER) -> dict[str, Any]:
+    """FID and KID between a pooled group of reconstructions and their originals.
+
+    Returns ``{"fid", "kid", "kid_std", "n", "reason", "feature_layer"}``: the metrics are None,
+    with a one-line ``reason``, when the group has fewer than ``min_group`` images (at least 2)
+    or the Inception weights are not found locally. KID uses subsets of min(N, 1000) images,
+    100 subsets, and torch-fidelity's fixed seed, so it is deterministic. ``feature_layer`` is
+    the standard "2048" (pool3); "64", "192" and "768" are the earlier pooled layers, cheap
+    enough for smoke checks on a CPU but not comparable with published FID/KID.
+    """
+    if feature_layer not in FID_LAYERS:
+        raise ValueError(f"unknown feature layer {feature_layer!r} (expected one of {FID_LAYERS})")
+    n = int(min(len(originals01), len(recon01)))
+    result: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "n": n, "reason": None,
+                              "feature_layer": feature_layer}
+    need = max(2, int(min_group))
+    if len(originals01) < need or len(recon01) < need:
+        result["reason"] = (f"FID/KID n/a: {n} images in the group, fewer than the "
+                            f"{need} required")
+        return result
+    path, message = _fid_weights(weights)
+    if path is None:
+        result["reason"] = message
+        return result
+    import torch_fidelity
+
+    try:
+        metrics = torch_fidelity.calculate_metrics(
+            input1=_Uint8Images(recon01), input2=_Uint8Images(originals01),
+            fid=True, kid=True, feature_extractor="inception-v3-compat",
+            feature_layer_fid=feature_layer, feature_layer_kid=feature_layer,
+            feature_extractor_weights_path=str(path), cache=False,
+            cuda=originals01.device.type == "cuda", batch_size=64, save_cpu_ram=True,
+            kid_subset_size=min(n, 1000), verbose=False)
+    except Exception as err:  # a corrupt or foreign weights file: n/a, in one line
+        result["reason"] = f"FID/KID n/a: torch-fidelity failed with {path} ({_first_line(err)})"
+        return result
+    result["fid"] = float(metrics["frechet_inception_distance"])
+    result["kid"] = float(metrics["kernel_inception_distance_mean"])
+    result["kid_std"] = float(metrics["kernel_inception_distance_std"])
+    return result

@@ -1,0 +1,115 @@
+"""Figures for the report: the privacy–utility trade-off and leakage against defense strength.
+
+Rendering is deterministic: matplotlib's object API with the Agg canvas (no pyplot, no global
+backend switch), matplotlib's default style whatever the user's matplotlibrc says, a fixed size
+and dpi, and PNG metadata without the "Software" version stamp. Regenerating a figure from the
+same data gives the same bytes, so committed pictures only change when their numbers do.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import style
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+FIGSIZE = (7.0, 5.0)  # inches
+DPI = 100  # → 700×500 px
+METADATA = {"Software": None}  # no matplotlib version stamp in the PNG
+
+
+def pareto_front(df: pd.DataFrame) -> list[str]:
+    """The defense labels on the privacy–utility Pareto front, by increasing accuracy.
+
+    Both high accuracy and low attack PSNR are good. A defense is on the front when no other
+    one has accuracy ≥ and PSNR ≤ with at least one of them strict. Rows whose accuracy or PSNR
+    is missing (NaN) are never on the front; identical points are all kept.
+    """
+    rows = df[["defense_label", "accuracy", "psnr"]].dropna(subset=["accuracy", "psnr"])
+    points = [(str(r.defense_label), float(r.accuracy), float(r.psnr))
+              for r in rows.itertuples(index=False)]
+    front = []
+    for label, acc, psnr in points:
+        dominated = any(a >= acc and p <= psnr and (a > acc or p < psnr)
+                        for _, a, p in points)
+        if not dominated:
+            front.append((acc, psnr, label))
+    return [label for _, _, label in sorted(front)]
+
+
+def _figure(title: str) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.grid(True, linewidth=0.5, alpha=0.5)
+    return fig, ax
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, metadata=METADATA)
+    return path
+
+
+def plot_privacy_utility(df: pd.DataFrame, path: Path, title: str) -> Path:
+    """Scatter test accuracy (x) against the best attack's mean PSNR (y), one point per defense.
+
+    ``df`` has columns ``defense_label``, ``psnr`` (dB) and ``accuracy`` (in [0,1]). Points are
+    labelled; the Pareto front (high accuracy, low PSNR: bottom right is best) is marked and
+    joined. Rows with a missing value are left out.
+    """
+    with style.context("default"):
+        fig, ax = _figure(title)
+        rows = df.dropna(subset=["accuracy", "psnr"]).sort_values(
+            ["accuracy", "psnr", "defense_label"])
+        front = set(pareto_front(rows))
+        on = rows[rows["defense_label"].astype(str).isin(front)]
+        off = rows[~rows["defense_label"].astype(str).isin(front)]
+        ax.scatter(off["accuracy"], off["psnr"], s=36, color="0.55", label="dominated", zorder=2)
+        ax.plot(on["accuracy"], on["psnr"], "-o", color="tab:red", markersize=7,
+                label="Pareto front", zorder=3)
+        for r in rows.itertuples(index=False):
+            ax.annotate(str(r.defense_label), (float(r.accuracy), float(r.psnr)),
+                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel("test accuracy (higher is better utility)")
+        ax.set_ylabel("best attack PSNR, dB (lower is better privacy)")
+        if len(rows):
+            ax.legend(loc="best", fontsize=8)
+        return _save(fig, path)
+
+
+def _log_span(values: list[float]) -> bool:
+    positive = [v for v in values if v > 0]
+    return len(positive) >= 2 and math.log10(max(positive) / min(positive)) > 2
+
+
+def plot_psnr_vs_strength(df: pd.DataFrame, path: Path, title: str) -> Path:
+    """Best attack PSNR against defense strength, one line per defense.
+
+    ``df`` has columns ``defense`` (name), ``strength`` (the defense's main parameter) and
+    ``psnr`` (dB). The x axis is logarithmic when the positive strengths span more than two
+    decades (symmetric-log, linear around 0, when a strength of 0 is present).
+    """
+    with style.context("default"):
+        fig, ax = _figure(title)
+        rows = df.dropna(subset=["strength", "psnr"])
+        for name, group in sorted(rows.groupby("defense"), key=lambda kv: str(kv[0])):
+            group = group.sort_values("strength")
+            ax.plot(group["strength"], group["psnr"], "-o", markersize=5, label=str(name))
+        strengths = [float(v) for v in rows["strength"]]
+        if _log_span(strengths):
+            if min(strengths) <= 0:
+                ax.set_xscale("symlog", linthresh=min(v for v in strengths if v > 0))
+            else:
+                ax.set_xscale("log")
+        ax.set_xlabel("defense strength (its main parameter)")
+        ax.set_ylabel("best attack PSNR, dB (lower is better privacy)")
+        if len(rows):
+            ax.legend(loc="best", fontsize=8)
+        return _save(fig, path)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+from bench.leaderboard import EXPORT_COLUMNS, export, write_leaderboard
+from bench.runner import run_suite
+from helpers import make_suite, run_cli
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lb")
+    suite = make_suite(seeds=2, defenses=["none", {"prune": {"ratio": 0.3}}],
+                       attacks=[{"dlg": {"steps": 3}}, {"idlg": {"steps": 3}}],
+                       batch_size=[1, 2])
+    run_suite(suite, out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+def test_leaderboard_is_byte_identical_when_regenerated(results, tmp_path):
+    first = write_leaderboard(results).read_bytes()
+    copy = tmp_path / "copy"
+    shutil.copytree(results / "records", copy / "records")
+    second = write_leaderboard(copy).read_bytes()
+    assert first == second
+    assert write_leaderboard(results).read_bytes() == first
+    tex = write_leaderboard(results, "latex").read_bytes()
+    assert tex == write_leaderboard(copy, "latex").read_bytes()
+
+
+def test_leaderboard_has_attack_and_defense_tables(results):
+    text = write_leaderboard(results).read_text()
+    assert "## Attacks · photos(size=16) · lenet · batch 1" in text
+    assert "## Defenses · photos(size=16) · lenet · batch 1" in text
+    assert "## Attacks · photos(size=16) · lenet · batch 2" in text
+    assert "Environment:" in text and "torch:" in text
+    for column in ("PSNR (dB)", "SSIM", "Label acc", "Success", "Median time (s)", "Failed"):
+        assert column in text
+    assert "dlg(steps=3)" in text and "prune(ratio=0.3)" in text
+
+
+def test_defense_table_ranks_by_strongest_attack(results):
+    text = write_leaderboard(results).read_text()
+    section = text.split("## Defenses · photos(size=16) · lenet · batch 1")[1].split("##")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| 1") or r.startswith("| 2")]
+    psnrs = [float(r.split("|")[4]) for r in rows]
+    assert psnrs == sorted(psnrs)
+
+
+def test_latex_export(results):
+    tex = write_leaderboard(results, "latex").read_text()
+    assert "\\begin{tabular}" in tex and "\\caption{Attacks" in tex
+
+
+def test_csv_export_has_one_row_per_cell(results):
+    path = export(results)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(list((results / "records").glob("*.json")))
+    for col in ("cell_id", "suite", "attack", "defense", "arch", "dataset", "batch_size", "seed",
+                "status", "psnr", "ssim", "mse", "label_acc", "attack_seconds"):
+        assert col in rows[0]
+    assert list(rows[0]) == EXPORT_COLUMNS
+    assert {r["status"] for r in rows} == {"ok", "skipped"}
+
+
+def test_cli_leaderboard_and_export(results):
+    out = run_cli("leaderboard", str(results), "--format", "latex")
+    assert out.returncode == 0 and out.stdout.strip().endswith("leaderboard.tex")
+    out = run_cli("export", str(results), "--format", "csv")
+    assert out.returncode == 0 and out.stdout.strip().endswith("cells.csv")
+    out = run_cli("leaderboard", str(results / "nowhere"))
+    assert out.returncode == 2 and "no records" in out.stderr

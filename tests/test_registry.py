@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from bench.registry import (
+    ARCHS,
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    Param,
+    ParamError,
+    UnknownComponentError,
+    validate_params,
+)
+from helpers import run_cli
+
+
+def test_builtin_components_are_registered():
+    assert {"dlg", "idlg"} <= set(ATTACKS.names())
+    assert {"none", "prune", "noise"} <= set(DEFENSES.names())
+    assert {"lenet", "mlp"} <= set(ARCHS.names())
+    assert {"digits", "photos"} <= set(DATASETS.names())
+
+
+def test_every_component_declares_a_description_and_valid_defaults():
+    for registry in (ATTACKS, DEFENSES, ARCHS, DATASETS):
+        for entry in registry.entries():
+            assert entry.description, f"{registry.kind} {entry.name} has no docstring"
+            defaults = {p.name: p.default for p in entry.params if not p.required}
+            # defaults must pass their own validation
+            assert validate_params(entry.params, defaults, entry.name) == defaults
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownComponentError, match=r"unknown attack 'dgl'.*'dlg'"):
+        ATTACKS.get("dgl")
+
+
+def test_param_validation_types_ranges_and_choices():
+    params = (Param("ratio", float, 0.2, low=0.0, high=1.0), Param("k", int, 3),
+              Param("mode", str, "a", choices=("a", "b")))
+    assert validate_params(params, {"ratio": 1}, "x") == {"ratio": 1.0, "k": 3, "mode": "a"}
+    assert validate_params(params, {"ratio": "1e-3"}, "x")["ratio"] == pytest.approx(1e-3)
+    with pytest.raises(ParamError, match=r"x.ratio: 1.5 is above the maximum 1"):
+        validate_params(params, {"ratio": 1.5}, "x")
+    with pytest.raises(ParamError, match=r"x.k: expected an integer"):
+        validate_params(params, {"k": 2.5}, "x")
+    with pytest.raises(ParamError, match=r"x.k: expected an integer"):
+        validate_params(params, {"k": True}, "x")
+    with pytest.raises(ParamError, match=r"not one of"):
+        validate_params(params, {"mode": "c"}, "x")
+    with pytest.raises(ParamError, match=r"unknown parameter 'ratoi' \(did you mean 'ratio'"):
+        validate_params(params, {"ratoi": 0.1}, "x")
+
+
+def test_list_prints_every_kind_with_parameters():
+    out = run_cli("list")
+    assert out.returncode == 0, out.stderr
+    for heading in ("attacks:", "defenses:", "archs:", "datasets:", "suites:"):
+        assert heading in out.stdout
+    assert "steps: int = 300" in out.stdout  # dlg's parameters
+    assert "smoke" in out.stdout and "quick" in out.stdout
+
+
+def test_entry_point_plugins_register_and_run(plugin_path, tmp_path):
+    listed = run_cli("list", "attacks", extra_path=plugin_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "boom" in listed.stdout and "sleepy" in listed.stdout
+    defenses = run_cli("list", "defenses", extra_path=plugin_path)
+    assert "flip" in defenses.stdout
+    # without the plugin on the path, the name is unknown
+    assert "boom" not in run_cli("list", "attacks").stdout

@@ -1,0 +1,97 @@
+"""Runner: records, failures as records, timeouts, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bench.runner import run_suite
+from bench.store import load_records
+from helpers import ROOT, make_suite, write_suite
+
+
+def test_inline_run_writes_one_record_per_cell_with_the_schema(tmp_path):
+    suite = make_suite(seeds=2, batch_size=[1, 2],
+                       attacks=[{"dlg": {"steps": 2}}, {"idlg": {"steps": 2}}])
+    summary = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = load_records(tmp_path)
+    assert len(records) == 8 and summary.counts["skipped"] == 2
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) == 6
+    r = ok[0]
+    for key in ("suite", "cell_id", "attack", "defense", "arch", "dataset", "batch_size", "seed",
+                "status", "error", "metrics", "timing", "iterations", "grad_evals",
+                "peak_memory_bytes", "provenance", "derived_seeds"):
+        assert key in r
+    assert r["timing"]["attack_seconds"] > 0 and r["timing"]["setup_seconds"] >= 0
+    assert r["grad_evals"] >= r["iterations"] >= 1
+    assert r["peak_memory_bytes"] > 0
+    for key in ("leakbench", "git_commit", "torch", "device_name", "python", "platform"):
+        assert key in r["provenance"]
+    assert (tmp_path / r["picture"]).is_file()
+    # a re-run finds every cell done
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert again.already_done == 8 and sum(again.counts.values()) == 0
+
+
+def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
+    path = write_suite(tmp_path / "fail.yaml", timeout=3,
+                       attacks=["boom", "nan", {"sleepy": {"seconds": 60}}, {"dlg": {"steps": 1}}])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(path), "--out",
+                          str(tmp_path / "out"), "--jobs", "1", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert time.time() - t0 < 120  # the sleeper was cut at its timeout
+    by_attack = {r["attack"]["name"]: r for r in load_records(tmp_path / "out")}
+    assert by_attack["boom"]["status"] == "error"
+    assert "boom goes the attack" in by_attack["boom"]["error"]
+    assert by_attack["nan"]["status"] == "diverged"
+    assert by_attack["sleepy"]["status"] == "timeout"
+    assert by_attack["dlg"]["status"] == "ok"
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| boom" in board  # a failure row, not a lost run
+    assert "1 error" in out.stdout and "1 timeout" in out.stdout
+
+
+def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
+    path = write_suite(tmp_path / "resume.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
+    out_dir = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
+           "--jobs", "1", "--quiet", "--no-leaderboard"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    records = out_dir / "records"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if records.is_dir() and len(list(records.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 2 <= len(first) < 6, "the run should have been killed partway"
+    for p in records.glob("*.json"):  # every record that exists is whole
+        json.loads(p.read_text())
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(first)} already done" in done.stdout
+    final = sorted(records.glob("*.json"))
+    assert len(final) == 6
+    assert len({json.loads(p.read_text())["cell_id"] for p in final}) == 6
+    for name, mtime in first.items():  # finished cells were not run again
+        assert (records / name).stat().st_mtime_ns == mtime
+    assert not list(records.glob(".*.tmp"))
+
+
+def test_force_reruns_finished_cells(tmp_path):
+    suite = make_suite()
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", force=True, progress=False)
+    assert again.counts["ok"] == 1 and again.already_done == 0

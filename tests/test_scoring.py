@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.scoring import PSNR_CAP_DB, denormalize, label_accuracy, match, score
+
+
+def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_permuted_reconstruction_is_matched_one_to_one():
+    x = _images()
+    perm = torch.tensor([2, 0, 3, 1])
+    m = score(x, torch.tensor([0, 1, 2, 3]), x[perm], None, 20.0)
+    assert m["psnr"] == PSNR_CAP_DB and m["ssim"] == pytest.approx(1.0)
+    assert [perm[i] for i in m["matching"]] == [0, 1, 2, 3]
+    assert m["label_acc"] is None and m["success"]
+
+
+def test_matching_never_reuses_a_reconstruction():
+    x = _images()
+    # every reconstruction is a copy of image 0: with replacement all would match image 0
+    recon = x[0:1].repeat(4, 1, 1, 1)
+    order = match(x, recon)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    m = score(x, torch.zeros(4, dtype=torch.long), recon, None, 20.0)
+    assert m["psnr_worst"] < 20 < PSNR_CAP_DB and m["psnr"] < PSNR_CAP_DB
+
+
+def test_psnr_and_mse_follow_their_definitions():
+    x = torch.full((1, 1, 16, 16), 0.5)
+    y = x + 0.1
+    m = score(x, torch.tensor([0]), y, None, 20.0)
+    assert m["mse"] == pytest.approx(0.01)
+    assert m["psnr"] == pytest.approx(20.0)
+
+
+def test_scores_are_computed_on_denormalised_clamped_images():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    x01 = _images(2)
+    normalised = (x01 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    assert torch.allclose(denormalize(normalised, mean, std), x01, atol=1e-6)
+    wild = normalised * 100  # far outside the pixel box
+    back = denormalize(wild, mean, std)
+    assert back.min() >= 0 and back.max() <= 1
+
+
+def test_ssim_is_the_standard_gaussian_ssim():
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    x = _images(2, 1)
+    y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    m = score(x, torch.tensor([0, 1]), y, None, 20.0)
+    ref = ssim(y.double(), x.double(), data_range=1.0, reduction="none")
+    assert m["per_image"]["ssim"] == pytest.approx(ref.tolist(), abs=1e-9)
+    assert 0 < m["ssim"] < 1
+
+
+def test_label_accuracy_ignores_order():
+    true = torch.tensor([1, 1, 2, 3])
+    assert label_accuracy(true, torch.tensor([3, 2, 1, 1])) == 1.0
+    assert label_accuracy(true, torch.tensor([1, 2, 2, 3])) == 0.75
+    assert label_accuracy(true, torch.tensor([0, 0, 0, 0])) == 0.0

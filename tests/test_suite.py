@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.suite import SuiteError, load_suite, parse_suite
+from helpers import ROOT, make_suite
+
+
+def test_expansion_is_the_cartesian_product():
+    suite = make_suite(
+        seeds=3, batch_size=[1, 2],
+        archs=["lenet", "mlp"],
+        defenses=["none", {"prune": {"ratio": [0.1, 0.3]}}, {"noise": {"scale": 0.01}}],
+        attacks=[{"dlg": {"steps": [1, 2]}}],
+    )
+    cells = suite.expand()
+    assert len(cells) == 3 * 2 * 2 * 4 * 2  # seeds × batch × archs × defenses × attack grid
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert {c.defense_label for c in cells} == {"none", "prune(ratio=0.1)", "prune(ratio=0.3)",
+                                                "noise(scale=0.01)"}
+
+
+def test_excludes_remove_matching_cells():
+    suite = make_suite(
+        seeds=2, archs=["lenet", "mlp"], defenses=["none", {"prune": {"ratio": [0.1, 0.3]}}],
+        exclude=[{"arch": "mlp", "defense": "prune"}, {"defense": "prune(ratio=0.1)"}],
+    )
+    cells = suite.expand()
+    # lenet: none + prune(0.3); mlp: none only → 3 combos × 2 seeds
+    assert len(cells) == 6
+    assert not any(c.arch.name == "mlp" and c.defense[0].name == "prune" for c in cells)
+    assert not any(c.defense_label == "prune(ratio=0.1)" for c in cells)
+
+
+def test_incompatible_cells_are_kept_as_skipped_with_reason():
+    suite = make_suite(batch_size=[1, 2], attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}])
+    cells = suite.expand()
+    assert len(cells) == 4
+    skipped = [c for c in cells if c.skip_reason]
+    assert len(skipped) == 1
+    assert skipped[0].attack.name == "idlg" and skipped[0].batch_size == 2
+    assert "batch size 1" in skipped[0].skip_reason
+
+
+def test_fedavg_cells_skip_attacks_that_do_not_unroll():
+    suite = make_suite(client=[{"mode": "fedsgd"}, {"mode": "fedavg", "local_epochs": 2}])
+    cells = suite.expand()
+    assert [bool(c.skip_reason) for c in cells] == [False, True]
+    assert "FedAvg" in cells[1].skip_reason
+
+
+def test_cell_ids_are_stable_across_processes_and_runs():
+    suite = load_suite("smoke")
+    ids = [c.cell_id for c in suite.expand()]
+    assert ids == [c.cell_id for c in load_suite("smoke").expand()]
+    code = ("import json; from bench.suite import load_suite; "
+            "print(json.dumps([c.cell_id for c in load_suite('smoke').expand()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={"PYTHONHASHSEED": "123", "PATH": ""}, check=True)
+    assert json.loads(out.stdout) == ids
+
+
+def test_cell_id_is_pinned_for_a_fixed_configuration():
+    # The id is a hash of the canonical configuration; a change here breaks every stored
+    # result's identity, so it must be deliberate.
+    cell = make_suite().expand()[0]
+    assert cell.cell_id == "58f1831782efcd2d"
+
+
+def test_seeds_derive_from_base_seed_and_identity():
+    a = make_suite(seeds=2).expand()
+    b = make_suite(seeds=2, seed=7).expand()
+    assert a[0].derived_seeds() != a[1].derived_seeds()
+    assert a[0].derived_seeds() != b[0].derived_seeds()
+    # attacks and defenses on the same scenario share its private batch and model
+    c = make_suite(defenses=["none", {"prune": {"ratio": 0.3}}],
+                   attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}]).expand()
+    assert len({x.derived_seeds()["scenario"] for x in c}) == 1
+    assert len({x.derived_seeds()["attack"] for x in c}) == 4
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"attacks": ["dgl"]}, r"attacks\[0\]: unknown attack 'dgl' \(did you mean 'dlg'"),
+    ({"attacks": [{"dlg": {"steps": "many"}}]}, r"attacks\[0\]\.dlg\.steps: expected an integer"),
+    ({"atacks": ["dlg"]}, r"unknown suite key 'atacks' \(did you mean 'attacks'"),
+    ({"exclude": [{"atack": "dlg"}]}, r"exclude\[0\]: unknown axis 'atack'"),
+    ({"grant": ["passwords"]}, r"grant: unknown capability 'passwords'"),
+    ({"seeds": 0}, r"seeds: expected a positive integer"),
+    ({"victim": ["trained"]}, r"victim: expected 'init' or 'trained:N'"),
+    ({"client": {"mode": "fedprox"}}, r"client\[0\].mode: 'fedprox' is not one of"),
+])
+def test_malformed_suites_name_the_problem(raw, message):
+    with pytest.raises(SuiteError, match=message):
+        make_suite(**raw)
+
+
+def test_missing_axis_is_an_error():
+    with pytest.raises(SuiteError, match="suite key 'attacks' is missing"):
+        parse_suite({"datasets": ["digits"], "archs": ["lenet"], "defenses": ["none"]})
+
+
+def test_chains_expand_their_grids_in_order():
+    suite = make_suite(defenses=[{"chain": [{"prune": {"ratio": [0.1, 0.2]}},
+                                            {"noise": {"scale": 0.01}}]}])
+    labels = [c.defense_label for c in suite.expand()]
+    assert labels == ["prune(ratio=0.1)+noise(scale=0.01)", "prune(ratio=0.2)+noise(scale=0.01)"]
+
+
+def test_builtin_suites_load_and_smoke_is_small():
+    from bench.suite import builtin_suites
+
+    for name in builtin_suites():
+        load_suite(name).expand()
+    assert len(load_suite("smoke").expand()) <= 12
+    quick = load_suite("quick")
+    names = {c.attack.name for c in quick.expand()}
+    assert {"dlg", "idlg"} <= names and len(quick.seeds) >= 3
