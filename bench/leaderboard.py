@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.registry import LeakbenchError
+from bench.registry import DEFENSES, LeakbenchError
 from bench.store import load_records, write_atomic
 
 EXPORT_COLUMNS = [
@@ -71,11 +71,62 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "error": r.get("error"),
             "picture": r.get("picture"),
             "success_psnr": r.get("success_psnr"),
+            "strength": defense_strength(r["defense"]),
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def defense_strength(chain: list[dict[str, Any]]) -> float | None:
+    """The main parameter of a single defense (its ``strength`` attribute, else its first
+    numeric parameter), for PSNR-against-strength plots; None for chains and ``none``."""
+    if len(chain) != 1:
+        return None
+    name, params = chain[0]["name"], chain[0]["params"]
+    if name not in DEFENSES:
+        return None
+    cls = DEFENSES.get(name).cls
+    key = getattr(cls, "strength", None)
+    if key is None:
+        numeric = [p.name for p in cls.params if p.type in (float, int)]
+        key = numeric[0] if numeric else None
+    value = params.get(key) if key else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per utility record: test accuracy and update cosine after defended training."""
+    rows = []
+    for r in records:
+        if r.get("kind") != "utility":
+            continue
+        m = r.get("metrics") or {}
+        rows.append({"dataset": r["dataset_label"], "arch": r["arch_label"],
+                     "defense": r["defense_label"], "seed": r["seed"], "status": r["status"],
+                     "accuracy": m.get("accuracy"), "update_cosine": m.get("update_cosine"),
+                     "chance": m.get("chance"), "cell_id": r["cell_id"]})
+    cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
+            "chance", "cell_id"]
+    return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
+
+
+def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
+    """Per defense: mean accuracy, paired drop against ``none`` on the same seeds, cosine."""
+    g = util[(util["dataset"] == dataset) & (util["arch"] == arch) & (util["status"] == "ok")]
+    if g.empty:
+        return pd.DataFrame(columns=["defense", "accuracy", "drop", "update_cosine"])
+    base = g[g["defense"] == "none"].set_index("seed")["accuracy"]
+    rows = []
+    for defense, d in g.groupby("defense", sort=True):
+        paired = d.set_index("seed")["accuracy"]
+        common = paired.index.intersection(base.index)
+        drop = float((base[common] - paired[common]).mean()) if len(common) else None
+        rows.append({"defense": defense, "accuracy": float(paired.mean()), "drop": drop,
+                     "update_cosine": float(d["update_cosine"].mean())})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,24 +275,90 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
     return tables
 
 
-def defense_tables(df: pd.DataFrame) -> list[Table]:
+def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
+                   plots: dict[tuple, str] | None = None) -> list[Table]:
+    """Per scenario: defenses ranked by the strongest attack against each (worst case over
+    attacks), with the utility track's accuracy, its paired drop and the Pareto front."""
+    from bench.plots import pareto_front
+
     tables = []
     for key, g in _scenarios(df):
         summary = summarize_attacks(g)
         if summary.empty:
             continue
         best = strongest_attacks(summary)
+        us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
+        has_utility = us is not None and not us.empty
+        front: set[str] = set()
+        if has_utility:
+            best = best.merge(us, on="defense", how="left")
+            both = best[best["psnr"].notna() & best["accuracy"].notna()]
+            front = set(pareto_front(both.rename(columns={"defense": "defense_label"})))
         rows = []
         for rank, (_, r) in enumerate(best.iterrows(), start=1):
-            rows.append({
+            row = {
                 "Rank": rank, "Defense": r["defense"], "Strongest attack": r["attack"],
                 "PSNR (dB)": _f(r["psnr"], 2), "SSIM": _f(r["ssim"], 3),
                 "Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"]),
-            })
+            }
+            if has_utility:
+                row.update({"Accuracy": _f(r["accuracy"], 3), "Δ acc": _f(r["drop"], 3),
+                            "Update cos": _f(r["update_cosine"], 3),
+                            "Pareto": "★" if r["defense"] in front else ""})
+            rows.append(row)
+        note = "Ranked by the best mean PSNR any attack reaches (lower is better)."
+        if has_utility:
+            note += (" Accuracy: test accuracy after the utility track's training with defended "
+                     "updates (mean over seeds); Δ acc: its drop against `none` on the same "
+                     "seeds; Update cos: cosine between defended and clean updates; ★: on the "
+                     "privacy–utility Pareto front (lower PSNR, higher accuracy).")
+        pics = [(f"figure: {_scenario_title(key)}", plots[key])] if plots and key in plots \
+            else []
         tables.append(Table(f"Defenses · {_scenario_title(key)}", pd.DataFrame(rows),
-                            note="Ranked by the best mean PSNR any attack reaches "
-                                 "(lower is better)."))
+                            note=note, pictures=pics))
     return tables
+
+
+def _slug(key: tuple) -> str:
+    """A file-name form of a scenario title: digits(size=16) · mlp · batch 1 → digits_size_16_…"""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.]+", "_", _scenario_title(key)).strip("_")
+
+
+def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tuple, str]:
+    """Per scenario: privacy–utility scatter with its Pareto front where the utility track ran,
+    else PSNR against defense strength. Returns scenario → path relative to ``out_dir``."""
+    from bench.plots import plot_privacy_utility, plot_psnr_vs_strength
+
+    paths: dict[tuple, str] = {}
+    for key, g in _scenarios(df):
+        summary = summarize_attacks(g)
+        if summary.empty:
+            continue
+        best = strongest_attacks(summary)
+        title = _scenario_title(key)
+        us = utility_summary(util, key[0], key[1]) if len(util) else None
+        if us is not None and not us.empty:
+            frame = best.merge(us, on="defense")
+            frame = frame[frame["psnr"].notna() & frame["accuracy"].notna()]
+            if frame.empty:
+                continue
+            rel = f"plots/privacy_utility_{_slug(key)}.png"
+            plot_privacy_utility(frame.rename(columns={"defense": "defense_label"})
+                                 [["defense_label", "psnr", "accuracy"]], out_dir / rel, title)
+        else:
+            strength = g[["defense", "defense_name", "strength"]].drop_duplicates("defense")
+            frame = best.merge(strength, on="defense")
+            frame = frame[frame["strength"].notna() & frame["psnr"].notna()]
+            if frame.empty or frame.groupby("defense_name").size().max() < 2:
+                continue
+            rel = f"plots/psnr_vs_strength_{_slug(key)}.png"
+            plot_psnr_vs_strength(frame.rename(columns={"defense": "defense_label",
+                                                        "defense_name": "defense"})
+                                  [["defense", "strength", "psnr"]], out_dir / rel, title)
+        paths[key] = rel
+    return paths
 
 
 def _environment(df: pd.DataFrame) -> list[str]:
@@ -275,12 +392,13 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "") -> str:
+def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
+           util: pd.DataFrame | None = None, plots: dict[tuple, str] | None = None) -> str:
     """The whole leaderboard as one markdown or LaTeX document."""
     if df.empty:
         raise LeakbenchError("no attack records to build a leaderboard from")
     suites = ", ".join(sorted(df["suite"].unique()))
-    tables = attack_tables(df) + defense_tables(df)
+    tables = attack_tables(df) + defense_tables(df, util, plots)
     if fmt == "markdown":
         out = [f"# leakbench leaderboard: {title or suites}", ""]
         out += protocol_lines(df) + ["", "Environment:"] + _environment(df) + [""]
@@ -318,14 +436,17 @@ def _tex(s: str) -> str:
 def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     """Render the leaderboard of the records under ``out_dir`` into ``out_dir``."""
     out_dir = Path(out_dir)
-    df = records_frame(load_records(out_dir))
+    records = load_records(out_dir)
+    df = records_frame(records)
     if df.empty:
         raise LeakbenchError(f"no records under {out_dir / 'records'}")
     name = {"markdown": "leaderboard.md", "latex": "leaderboard.tex"}.get(fmt)
     if name is None:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
+    util = utility_frame(records)
+    plots = write_plots(df, util, out_dir) if fmt == "markdown" else None
     path = out_dir / name
-    write_atomic(path, render(df, fmt))
+    write_atomic(path, render(df, fmt, util=util, plots=plots))
     return path
 
 

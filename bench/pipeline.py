@@ -57,8 +57,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str, Any]:
-    """Run one cell end to end and return its record; never raises for a failing attack."""
+def run_cell(cell: Cell, device: torch.device, success_psnr: float,
+             perceptual: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one cell end to end and return its record; never raises for a failing attack.
+
+    ``perceptual`` holds the suite's ``perceptual:`` settings (LPIPS on/off, net, weights).
+    """
     record: dict[str, Any] = {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
                               "cell_id": cell.cell_id, "attack_label": cell.attack.label,
                               "defense_label": cell.defense_label, "arch_label": cell.arch.label,
@@ -134,6 +138,8 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str,
         else:
             metrics = score(x01, y.cpu(), denormalize(images, meta.mean, meta.std),
                             recon.labels, success_psnr)
+            metrics.update(perceptual_metrics(x01, denormalize(images, meta.mean, meta.std),
+                                              metrics["matching"], perceptual or {}))
             record.update(status="ok", error=None, metrics=metrics)
             record["_images"] = (x01, denormalize(images, meta.mean, meta.std), metrics)
         timing["score_seconds"] = time.perf_counter() - t2
@@ -142,6 +148,24 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float) -> dict[str,
                       traceback=traceback.format_exc(limit=8), metrics=None)
     record["timing"] = timing
     return record
+
+
+def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
+                       settings: dict[str, Any]) -> dict[str, Any]:
+    """LPIPS of the matched pairs, or n/a with the one line that says how to supply weights."""
+    if not settings.get("lpips", True):
+        return {"lpips": None, "lpips_worst": None, "lpips_note": "LPIPS off in the suite"}
+    from bench.perceptual import lpips_per_image, lpips_status
+
+    net, weights = settings.get("lpips_net", "alex"), settings.get("lpips_weights")
+    available, message = lpips_status(net, weights)
+    if not available or len(matching) != len(x01):
+        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
+    values = lpips_per_image(x01, recon01[torch.as_tensor(matching)], net, weights)
+    if values is None:
+        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
+    return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
+            "lpips_note": None, "per_image_lpips": values}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
     help: str = ""
     nullable: bool = False
+    identity: bool = True  # False: where/how to load (a data root), not what is measured
 
     @property
     def required(self) -> bool:

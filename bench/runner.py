@@ -36,13 +36,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def execute_and_save(cell: Cell, out_dir: Path, device: torch.device, success_psnr: float
+@dataclass(frozen=True)
+class RunOptions:
+    """Suite-level settings every cell of a run shares (they are not part of cell identity)."""
+
+    success_psnr: float = 20.0
+    perceptual: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, suite: Suite) -> RunOptions:
+        return cls(suite.success_psnr, tuple(sorted(suite.perceptual.items())))
+
+
+def all_cells(suite: Suite) -> list[Any]:
+    """The attack cells of the matrix, then the utility-track cells (if the suite has any)."""
+    from bench.utility import utility_cells
+
+    return [*suite.expand(), *utility_cells(suite)]
+
+
+def cell_from_json(d: dict[str, Any]) -> Any:
+    if d.get("kind") == "utility":
+        from bench.utility import UtilityCell
+
+        return UtilityCell.from_json(d)
+    return Cell.from_json(d)
+
+
+def execute_and_save(cell: Any, out_dir: Path, device: torch.device, options: RunOptions
                      ) -> dict[str, Any]:
     """Run one cell and write its record (and picture) atomically; returns the record."""
+    if getattr(cell, "kind", "attack") == "utility":
+        from bench.utility import run_utility
+
+        record = run_utility(cell, device)
+        save_record(out_dir, record)
+        return record
+
     from bench.pictures import save_cell_picture
     from bench.pipeline import run_cell
 
-    record = run_cell(cell, device, success_psnr)
+    record = run_cell(cell, device, options.success_psnr, dict(options.perceptual))
     images = record.pop("_images", None)
     if images is not None:
         try:
@@ -54,18 +88,21 @@ def execute_and_save(cell: Cell, out_dir: Path, device: torch.device, success_ps
     return record
 
 
-def failure_record(cell: Cell, status: str, error: str, success_psnr: float,
+def failure_record(cell: Any, status: str, error: str, options: RunOptions,
                    elapsed: float) -> dict[str, Any]:
+    """The record of a cell that produced none itself: skipped, timed out, or its worker died."""
     from bench.pipeline import RECORD_VERSION
     from bench.provenance import provenance
 
-    return {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
-            "cell_id": cell.cell_id,
-            "attack_label": cell.attack.label, "defense_label": cell.defense_label,
-            "arch_label": cell.arch.label, "dataset_label": cell.dataset.label,
-            "derived_seeds": cell.derived_seeds(), "success_psnr": success_psnr,
-            "provenance": provenance(torch.device("cpu")), "status": status, "error": error,
-            "metrics": None, "timing": {"wall_seconds": elapsed}}
+    record = {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
+              "cell_id": cell.cell_id, "defense_label": cell.defense_label,
+              "arch_label": cell.arch.label, "dataset_label": cell.dataset.label,
+              "derived_seeds": cell.derived_seeds(),
+              "provenance": provenance(torch.device("cpu")), "status": status, "error": error,
+              "metrics": None, "timing": {"wall_seconds": elapsed}}
+    if record["kind"] == "attack":
+        record.update(attack_label=cell.attack.label, success_psnr=options.success_psnr)
+    return record
 
 
 def _worker(tasks: Any, results: Any, out_dir: str, device: str, threads: int) -> None:
@@ -81,10 +118,10 @@ def _worker(tasks: Any, results: Any, out_dir: str, device: str, threads: int) -
             continue
         if item is None:
             return
-        cell_json, success_psnr = item
-        cell = Cell.from_json(cell_json)
+        cell_json, options = item
+        cell = cell_from_json(cell_json)
         results.put((cell.cell_id, "started"))  # the cell's clock starts now, not at spawn
-        record = execute_and_save(cell, Path(out_dir), dev, success_psnr)
+        record = execute_and_save(cell, Path(out_dir), dev, options)
         results.put((cell.cell_id, record["status"]))
 
 
@@ -92,7 +129,7 @@ def _worker(tasks: Any, results: Any, out_dir: str, device: str, threads: int) -
 class _Slot:
     process: Any
     tasks: Any
-    cell: Cell | None = None
+    cell: Any = None
     started: float | None = None  # when the worker began the cell
 
 
@@ -115,11 +152,11 @@ class RunSummary:
 
 
 def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
-         ) -> list[tuple[Cell, str]]:
+         ) -> list[tuple[Any, str]]:
     """Every cell with its status: ``done``, ``to run`` or ``skipped: reason``."""
     done = done_ids(out_dir)
     rows = []
-    for cell in suite.expand():
+    for cell in all_cells(suite):
         cid = cell.cell_id
         if cid in done and not force:
             if retry_failed and load_record(record_path(out_dir, cid))["status"] in \
@@ -141,14 +178,15 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     rows = plan(suite, out_dir, force, retry_failed)
+    options = RunOptions.of(suite)
     summary = RunSummary(suite.name, out_dir, len(rows))
     summary.already_done = sum(1 for _, s in rows if s == "done")
     t0 = time.perf_counter()
-    todo: list[Cell] = []
+    todo: list[Any] = []
     for cell, status in rows:
         if status.startswith("skipped"):  # skipped cells are records too, written at once
             save_record(out_dir, failure_record(cell, "skipped", cell.skip_reason or "",
-                                                suite.success_psnr, 0.0))
+                                                options, 0.0))
             summary.counts["skipped"] += 1
         elif status == "to run":
             todo.append(cell)
@@ -156,10 +194,10 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
     try:
         if jobs <= 0:
             for cell in todo:
-                record = execute_and_save(cell, out_dir, dev, suite.success_psnr)
+                record = execute_and_save(cell, out_dir, dev, options)
                 _tick(bar, summary, record["status"])
         else:
-            _run_pool(todo, suite, out_dir, dev, jobs, bar, summary)
+            _run_pool(todo, suite.timeout, options, out_dir, dev, jobs, bar, summary)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -179,8 +217,8 @@ def _tick(bar: Any, summary: RunSummary, status: str) -> None:
     bar.update(1)
 
 
-def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.device, jobs: int,
-              bar: Any, summary: RunSummary) -> None:
+def _run_pool(todo: list[Any], timeout: float, options: RunOptions, out_dir: Path,
+              device: torch.device, jobs: int, bar: Any, summary: RunSummary) -> None:
     ctx = mp.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
     results = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -200,7 +238,7 @@ def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.devic
             for s in slots:
                 if s.cell is None and pending:
                     s.cell, s.started = pending.pop(), None
-                    s.tasks.put((s.cell.to_json(), suite.success_psnr))
+                    s.tasks.put((s.cell.to_json(), options))
             try:
                 cid, status = results.get(timeout=0.2)
                 for s in slots:
@@ -218,8 +256,8 @@ def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.devic
                 if s.cell is None:
                     continue
                 elapsed = now - s.started if s.started is not None else 0.0
-                if elapsed > suite.timeout:
-                    status, error = "timeout", f"exceeded the cell timeout of {suite.timeout:g}s"
+                if elapsed > timeout:
+                    status, error = "timeout", f"exceeded the cell timeout of {timeout:g}s"
                 elif not s.process.is_alive():
                     status = "error"
                     error = f"worker process died (exit code {s.process.exitcode})"
@@ -232,7 +270,7 @@ def _run_pool(todo: list[Cell], suite: Suite, out_dir: Path, device: torch.devic
                     status = load_record(path)["status"]
                 else:
                     save_record(out_dir, failure_record(by_id[s.cell.cell_id], status, error,
-                                                        suite.success_psnr, elapsed))
+                                                        options, elapsed))
                 _tick(bar, summary, status)
                 slots[i] = start()
     finally:

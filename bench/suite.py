@@ -50,6 +50,8 @@ SUITE_KEYS = {
     "timeout": "seconds a cell may run before it is recorded as timed out",
     "success_psnr": "a cell succeeds when its mean PSNR reaches this many dB",
     "budget": "caps for every attack: max_iterations, max_grad_evals",
+    "utility": "utility track: steps, batch_size, lr, eval_size (train with defended updates)",
+    "perceptual": "perceptual metrics: lpips (on/off), lpips_net, lpips_weights (a local path)",
 }
 
 CLIENT_PARAMS = (
@@ -62,6 +64,12 @@ CLIENT_PARAMS = (
 BUDGET_PARAMS = (
     Param("max_iterations", int, None, low=1, nullable=True),
     Param("max_grad_evals", int, None, low=1, nullable=True),
+)
+PERCEPTUAL_PARAMS = (
+    Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
+    Param("lpips_net", str, "alex", choices=("alex", "vgg", "squeeze")),
+    Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
+    Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "victim", "seed")
 DEFAULT_SUCCESS_PSNR = 20.0
@@ -87,20 +95,27 @@ class Spec:
     @property
     def label(self) -> str:
         """The name, with the parameters that differ from their defaults."""
-        defaults: dict[str, Any] = {}
-        if self.kind in REGISTRIES and self.name in REGISTRIES[self.kind]:
-            defaults = {p.name: p.default for p in REGISTRIES[self.kind].get(self.name).params}
+        declared = self._declared()
         shown = [(k, v) for k, v in self.params
-                 if k in self.shown or k not in defaults or defaults[k] != v]
+                 if k not in declared or (declared[k].identity and (
+                     k in self.shown or declared[k].default != v))]
         if not shown:
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={_fmt(v)}" for k, v in shown) + ")"
 
+    def _declared(self) -> dict[str, Param]:
+        if self.kind in REGISTRIES and self.name in REGISTRIES[self.kind]:
+            return {p.name: p for p in REGISTRIES[self.kind].get(self.name).params}
+        return {}
+
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.kwargs}
+        """The identity: parameters that change results (not, e.g., a local data root)."""
+        declared = self._declared()
+        return {"name": self.name, "params": {k: v for k, v in self.params
+                                              if k not in declared or declared[k].identity}}
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.as_dict(), "shown": list(self.shown)}
+        return {"name": self.name, "params": self.kwargs, "shown": list(self.shown)}
 
 
 def _fmt(v: Any) -> str:
@@ -224,6 +239,8 @@ class Suite:
     timeout: float = 600.0
     success_psnr: float = DEFAULT_SUCCESS_PSNR
     budget: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] | None = None
+    perceptual: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def expand(self) -> list[Cell]:
@@ -258,6 +275,18 @@ class Suite:
             "seed": {cell.seed},
         }
         return any(all(values[axis] & set(allowed) for axis, allowed in rule.items())
+                   for rule in self.exclude)
+
+    def excluded_utility(self, cell: Any) -> bool:
+        """Exclude rules apply to utility cells when they name only their axes."""
+        values = {
+            "defense": {d.name for d in cell.defense} | {cell.defense_label},
+            "arch": {cell.arch.name, cell.arch.label},
+            "dataset": {cell.dataset.name, cell.dataset.label},
+            "seed": {cell.seed},
+        }
+        return any(set(rule) <= set(values)
+                   and all(values[axis] & set(allowed) for axis, allowed in rule.items())
                    for rule in self.exclude)
 
 
@@ -366,6 +395,17 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     for v in victims:
         _check_victim(v)
     budget = validate_params(BUDGET_PARAMS, raw.get("budget") or {}, "budget")
+    from bench.utility import UTILITY_PARAMS
+
+    utility = raw.get("utility")
+    if utility is not None:
+        if not isinstance(utility, dict):
+            raise SuiteError(f"utility: expected a mapping of settings, got {utility!r}")
+        utility = validate_params(UTILITY_PARAMS, utility, "utility")
+    perceptual = raw.get("perceptual") or {}
+    if not isinstance(perceptual, dict):
+        raise SuiteError(f"perceptual: expected a mapping of settings, got {perceptual!r}")
+    perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
     timeout = _typed(raw, "timeout", (int, float), 600.0)
     if timeout <= 0:
         raise SuiteError(f"timeout: expected a positive number of seconds, got {timeout!r}")
@@ -386,6 +426,8 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         timeout=float(timeout),
         success_psnr=float(_typed(raw, "success_psnr", (int, float), DEFAULT_SUCCESS_PSNR)),
         budget=budget,
+        utility=utility,
+        perceptual=perceptual,
         source=source,
     )
     return suite

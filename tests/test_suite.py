@@ -119,3 +119,14 @@ def test_builtin_suites_load_and_smoke_is_small():
     quick = load_suite("quick")
     names = {c.attack.name for c in quick.expand()}
     assert {"dlg", "idlg"} <= names and len(quick.seeds) >= 3
+
+
+def test_data_location_params_stay_out_of_the_identity():
+    a = make_suite(datasets=[{"cifar10": {"root": "/data/a"}}]).expand()[0]
+    b = make_suite(datasets=[{"cifar10": {"root": "/elsewhere", "download": True}}]).expand()[0]
+    assert a.cell_id == b.cell_id and a.derived_seeds() == b.derived_seeds()
+    assert a.dataset.label == "cifar10"
+    # but they travel with the cell to the worker that loads the data
+    from bench.suite import Cell
+
+    assert Cell.from_json(a.to_json()).dataset.kwargs["root"] == "/data/a"

@@ -32,9 +32,11 @@ from bench.registry import LeakbenchError, Param
 DATA_ENV = "LEAKBENCH_DATA"
 
 # The parameters every torchvision-backed dataset declares.
-ROOT_PARAM = Param("root", str, None, nullable=True,
+# root/download/verify say where and how to load, not what is measured: they stay out of
+# the cell identity, so ids and seeds do not depend on a machine's paths.
+ROOT_PARAM = Param("root", str, None, nullable=True, identity=False,
                    help=f"folder given to torchvision as its root (default: ${DATA_ENV})")
-DOWNLOAD_PARAM = Param("download", bool, False,
+DOWNLOAD_PARAM = Param("download", bool, False, identity=False,
                        help="let torchvision download the files when they are missing")
 NORMALIZE_PARAM = Param("normalize", bool, False,
                         help="standardise with the dataset's customary mean/std")
@@ -235,7 +237,7 @@ class IdxDataset:
 
 # --- Checksums --------------------------------------------------------------------------------
 
-VERIFY_PARAM = Param("verify", bool, True,
+VERIFY_PARAM = Param("verify", bool, True, identity=False,
                      help="check torchvision's md5 checksums of the official files")
 
 

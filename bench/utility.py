@@ -1,0 +1,197 @@
+"""The utility track: what a defense costs the model.
+
+For each defense × arch × dataset × seed of a suite with a ``utility:`` key, train the victim
+from its initialisation for N steps of federated SGD with *defended* updates, then report test
+accuracy, next to the undefended run under the same seeds (the leaderboard pairs them), and the
+mean cosine similarity between the defended and the clean update. These are records too:
+resumable, in the same store, keyed by their own stable id.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.client import compute_update
+from bench.contracts import CellContext, ClientSpec, DefenseContext
+from bench.pipeline import RECORD_VERSION, other_batches, sample_batch
+from bench.provenance import provenance
+from bench.registry import ARCHS, DATASETS, DEFENSES, Param
+from bench.suite import Spec, _digest, _seed_from, chain_label
+from bench.victim import victim_model
+
+UTILITY_PARAMS = (
+    Param("steps", int, 100, low=1, high=1_000_000, help="federated SGD steps"),
+    Param("batch_size", int, 32, low=1, high=100_000, help="client batch per step"),
+    Param("lr", float, 0.05, low=0.0, help="server learning rate on the aggregated update"),
+    Param("eval_size", int, 1000, low=1, high=10_000_000, help="test images evaluated"),
+)
+
+
+@dataclass(frozen=True)
+class UtilityCell:
+    """Train one (defense, arch, dataset, seed) victim with defended updates."""
+
+    suite: str
+    defense: tuple[Spec, ...]
+    arch: Spec
+    dataset: Spec
+    seed: int
+    base_seed: int
+    config: tuple[tuple[str, Any], ...]
+    skip_reason: str | None = None
+    kind: str = "utility"
+
+    @property
+    def defense_label(self) -> str:
+        return chain_label(self.defense)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "utility", "defense": [d.as_dict() for d in self.defense],
+                "arch": self.arch.as_dict(), "dataset": self.dataset.as_dict(),
+                "seed": self.seed, "base_seed": self.base_seed, "utility": dict(self.config)}
+
+    @property
+    def cell_id(self) -> str:
+        return "u" + _digest(self.identity())[:15]
+
+    def derived_seeds(self) -> dict[str, int]:
+        """Model init and data order are shared by every defense; the defense has its own."""
+        ident = self.identity()
+        shared = {k: ident[k] for k in ("arch", "dataset", "seed", "base_seed", "utility")}
+        return {"scenario": _seed_from(shared), "defense": _seed_from(ident)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "utility", "suite": self.suite,
+                "defense": [d.as_json() for d in self.defense], "arch": self.arch.as_json(),
+                "dataset": self.dataset.as_json(), "seed": self.seed,
+                "base_seed": self.base_seed, "utility": dict(self.config),
+                "skip_reason": self.skip_reason}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> UtilityCell:
+        def spec(s: dict[str, Any], kind: str) -> Spec:
+            return Spec(s["name"], tuple(sorted(s["params"].items())), kind,
+                        tuple(s.get("shown", ())))
+
+        return cls(d["suite"], tuple(spec(s, "defenses") for s in d["defense"]),
+                   spec(d["arch"], "archs"), spec(d["dataset"], "datasets"), d["seed"],
+                   d["base_seed"], tuple(sorted(d["utility"].items())), d.get("skip_reason"))
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors])
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), chunk):
+        logits = model(x[i:i + chunk])
+        if logits.shape[-1] == 1:  # single-logit models predict the label's parity
+            pred_even = logits[:, 0] > 0
+            correct += int((pred_even == (y[i:i + chunk] % 2 == 0)).sum())
+        else:
+            correct += int((logits.argmax(-1) == y[i:i + chunk]).sum())
+    return correct / len(x)
+
+
+def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
+    """Train with defended updates and return the utility record; never raises."""
+    cfg = dict(cell.config)
+    record: dict[str, Any] = {
+        "record_version": RECORD_VERSION, **cell.to_json(), "cell_id": cell.cell_id,
+        "defense_label": cell.defense_label, "arch_label": cell.arch.label,
+        "dataset_label": cell.dataset.label, "derived_seeds": cell.derived_seeds(),
+        "provenance": provenance(device),
+    }
+    if cell.skip_reason:
+        return {**record, "status": "skipped", "error": cell.skip_reason, "metrics": None}
+    t0 = time.perf_counter()
+    try:
+        seeds = cell.derived_seeds()
+        dataset = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
+        meta = dataset.meta()
+        arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
+        model = victim_model(arch, dataset, meta, "init", seeds["scenario"]).to(device)
+        defenses = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
+        data_gen = torch.Generator().manual_seed(seeds["scenario"])
+        defense_gen = torch.Generator().manual_seed(seeds["defense"])
+        mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+        std = torch.tensor(meta.std).view(1, -1, 1, 1)
+        client = ClientSpec()
+        others = other_batches(dataset, meta, device, seeds["defense"])
+        cosines = []
+        for _ in range(cfg["steps"]):
+            x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
+            x, y = ((x01 - mean) / std).to(device), y.to(device)
+            ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
+            clean = compute_update(model, x, y, client)
+            for d in defenses:  # data-level defenses change what the client trains on
+                ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
+            mixed = ctx.x is not x or ctx.y is not y
+            update = compute_update(model, ctx.x, ctx.y, client) if mixed else clean
+            for d in defenses:
+                update = d.transform_update(update, ctx)
+            scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
+            a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
+            cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
+            cosines.append(max(-1.0, min(1.0, cos)))
+            with torch.no_grad():
+                params = [p for p in model.parameters() if p.requires_grad]
+                for p, u in zip(params, update.tensors):
+                    p -= cfg["lr"] * scale * u.to(p.device)
+            model.train()
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise FloatingPointError("training diverged (non-finite weights)")
+        test = dataset.load("test")
+        n = min(cfg["eval_size"], len(test))
+        xs, ys = zip(*(test[i] for i in range(n)))
+        xt = ((torch.stack(xs) - mean) / std).to(device)
+        yt = torch.tensor([int(v) for v in ys], device=device)
+        acc = accuracy(model, xt, yt)
+        record.update(status="ok", error=None, metrics={
+            "accuracy": acc, "eval_size": n, "update_cosine": sum(cosines) / len(cosines),
+            "chance": 1.0 / meta.num_classes if meta.num_classes > 1 else 0.5})
+    except Exception as e:  # a failing cell becomes a record
+        record.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
+                      traceback=traceback.format_exc(limit=8))
+    record["timing"] = {"train_seconds": time.perf_counter() - t0}
+    return record
+
+
+def utility_cells(suite: Any) -> list[UtilityCell]:
+    """One utility cell per defense × arch × dataset × seed of a suite with ``utility:``."""
+    if not suite.utility:
+        return []
+    config = tuple(sorted(suite.utility.items()))
+    cells = []
+    for ds in suite.datasets:
+        for arch in suite.archs:
+            for defense in suite.defenses:
+                for seed in suite.seeds:
+                    cell = UtilityCell(suite.name, defense, arch, ds, seed, suite.base_seed,
+                                       config)
+                    if suite.excluded_utility(cell):
+                        continue
+                    reason = _incompatibility(cell, suite.utility["batch_size"])
+                    cells.append(UtilityCell(**{**cell.__dict__, "skip_reason": reason}))
+    return cells
+
+
+
+def _incompatibility(cell: UtilityCell, batch_size: int) -> str | None:
+    ds = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
+    meta = ds.meta()
+    ctx = CellContext(cell.arch.name, cell.arch.kwargs, cell.dataset.name, meta.shape,
+                      meta.num_classes, batch_size, ClientSpec(), frozenset())
+    for d in cell.defense:
+        reason = DEFENSES.get(d.name).cls(**d.kwargs).incompatibility(ctx)
+        if reason:
+            return f"{d.name}: {reason}"
+    return None

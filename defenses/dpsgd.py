@@ -1,0 +1,200 @@
+"""DP-SGD (Abadi et al., CCS 2016): per-sample clipping to C, then Gaussian noise of std σC.
+
+The client recomputes its update from per-sample gradients (``torch.func``: functional_call,
+vmap, grad), clips each sample's gradient to L2 norm C over all parameters together, sums,
+adds N(0, σ²C²) to every coordinate of the sum and divides by the batch size, as Opacus does.
+In FedAvg mode every local step is such a noisy step. The (ε, δ) it reports come from
+Opacus's accountant for the configured sampling rate and number of steps: they describe a
+whole training run of that length, not this one update.
+
+In a chain, ``dpsgd`` recomputes the update from the batch the client trains on, so
+data-level links before it (MixUp, InstaHide) are honoured while update-level links before
+it are discarded: put it first among the update-level links.
+
+BatchNorm: in train mode a sample's output depends on the whole batch, so there is no
+per-sample gradient to clip; in eval mode the gradient is per sample, but the client would
+still share its batch's BatchNorm statistics, which are not clipped or noised. Opacus refuses
+BatchNorm for both reasons, and so do we: cells whose model has BatchNorm are skipped
+(GroupNorm, LayerNorm and InstanceNorm are per sample and fine).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from bench.client import set_bn_mode, training_loss
+from bench.contracts import CellContext, ClientSpec, Defense, DefenseContext, Update
+from bench.registry import Param, register_defense
+
+CLIP_EPS = 1e-6  # Opacus's guard: factor = C / (norm + 1e-6), so a clipped norm is below C
+BATCHNORM_REASON = ("DP-SGD needs per-sample gradients; BatchNorm mixes the samples of a batch "
+                    "(train mode) and its shared batch statistics are not privatised; "
+                    "use a model with GroupNorm/LayerNorm")
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@functools.lru_cache(maxsize=128)
+def dp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+               accountant: str = "rdp") -> tuple[float | None, str | None]:
+    """(ε, note) of ``steps`` Poisson-subsampled Gaussian steps, from Opacus's accountant.
+
+    ε is None when σ = 0 (no guarantee). The note carries the accountant's warning, if any.
+    """
+    if noise_multiplier == 0:
+        return None, "noise multiplier 0: no differential privacy guarantee"
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    acc = RDPAccountant() if accountant == "rdp" else PRVAccountant()
+    acc.history.append((noise_multiplier, sample_rate, steps))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eps = float(acc.get_epsilon(delta=delta))
+    note = "; ".join(str(w.message) for w in caught) or None
+    return (eps if math.isfinite(eps) else None), note
+
+
+def per_sample_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
+                         ) -> list[torch.Tensor]:
+    """One gradient per sample of the client's loss, stacked: a (B, *shape) tensor per parameter.
+
+    ``target`` holds class indices (B) or soft-label rows (B×K). The parameters are those of
+    ``model.parameters()`` that require gradients, in that order (the order of an Update).
+    """
+    named = [(n, p) for n, p in model.named_parameters()]
+    trainable = {n: p.detach() for n, p in named if p.requires_grad}
+    frozen = {n: p.detach() for n, p in named if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_of_one(params: dict[str, torch.Tensor], xi: torch.Tensor, ti: torch.Tensor
+                    ) -> torch.Tensor:
+        out = functional_call(model, ({**params, **frozen}, buffers), (xi.unsqueeze(0),))
+        return training_loss(out, ti.unsqueeze(0))
+
+    grads = vmap(grad(loss_of_one), in_dims=(None, 0, 0), randomness="different")(
+        trainable, x, target)
+    return [grads[n] for n in trainable]
+
+
+def clip_per_sample(per_sample: list[torch.Tensor], max_norm: float
+                    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Scale each sample's gradient (all parameters together) to L2 norm ≤ ``max_norm``.
+
+    Returns the clipped per-sample gradients and the norms before clipping (B).
+    """
+    norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in per_sample))
+    factor = (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+    clipped = [g * factor.view(-1, *([1] * (g.dim() - 1))) for g in per_sample]
+    return clipped, norms
+
+
+def noisy_mean(clipped: list[torch.Tensor], max_norm: float, noise_multiplier: float,
+               generator: torch.Generator) -> list[torch.Tensor]:
+    """(Σ clipped + N(0, σ²C²)) / B per coordinate; the noise is drawn on the CPU generator."""
+    batch = clipped[0].shape[0]
+    out = []
+    for g in clipped:
+        total = g.sum(0)
+        if noise_multiplier > 0:
+            noise = torch.randn(total.shape, generator=generator, dtype=total.dtype)
+            total = total + noise_multiplier * max_norm * noise.to(total.device)
+        out.append(total / batch)
+    return out
+
+
+def dp_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: ClientSpec,
+              max_norm: float, noise_multiplier: float, generator: torch.Generator
+              ) -> tuple[list[torch.Tensor], str, list[float]]:
+    """The DP-SGD update: one noisy gradient (FedSGD) or the delta of noisy local steps (FedAvg).
+
+    Returns the tensors, the update kind and the pre-clipping per-sample norms of every step.
+    """
+    if spec.mode == "fedsgd":
+        model.train()
+        per_sample = per_sample_gradients(model, x, target)
+        clipped, norms = clip_per_sample(per_sample, max_norm)
+        return noisy_mean(clipped, max_norm, noise_multiplier, generator), "gradient", \
+            norms.tolist()
+    if spec.mode == "fedavg":
+        local = copy.deepcopy(model)
+        set_bn_mode(local, spec.bn_mode)
+        params = [p for p in model.parameters() if p.requires_grad]
+        local_params = [p for p in local.parameters() if p.requires_grad]
+        step = spec.local_batch_size or len(x)
+        all_norms: list[float] = []
+        for _ in range(spec.local_epochs):
+            for start in range(0, len(x), step):
+                per_sample = per_sample_gradients(local, x[start:start + step],
+                                                  target[start:start + step])
+                clipped, norms = clip_per_sample(per_sample, max_norm)
+                all_norms += norms.tolist()
+                noisy = noisy_mean(clipped, max_norm, noise_multiplier, generator)
+                with torch.no_grad():
+                    for p, g in zip(local_params, noisy):
+                        p -= spec.lr * g
+        return [(lp - p).detach() for lp, p in zip(local_params, params)], "delta", all_norms
+    raise ValueError(f"unknown client mode {spec.mode!r}")
+
+
+@register_defense("dpsgd")
+class DPSGD(Defense):
+    """DP-SGD: clip every per-sample gradient to `max_grad_norm`, add N(0, (σ·C)²), report ε."""
+
+    paper = ("Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang. Deep Learning with "
+             "Differential Privacy. CCS 2016")
+    strength = "noise_multiplier"  # the parameter the privacy–utility plots sweep
+    params = (
+        Param("max_grad_norm", float, 1.0, low=1e-12,
+              help="C: per-sample L2 bound over all parameters together (not per tensor)"),
+        Param("noise_multiplier", float, 1.0, low=0.0,
+              help="σ: the noise on the clipped sum has standard deviation σ·C per coordinate "
+                   "(variance σ²C²); 0 turns the noise off (no guarantee)"),
+        Param("sample_rate", float, 0.01, low=1e-9, high=1.0,
+              help="q: Poisson sampling rate (batch size / dataset size) for the accountant"),
+        Param("steps", int, 1000, low=1, high=10**9,
+              help="T: number of noisy steps of the whole training, for the accountant"),
+        Param("delta", float, 1e-5, low=1e-300, high=0.999, help="δ at which ε is reported"),
+        Param("accountant", str, "rdp", choices=("rdp", "prv"),
+              help="Opacus's RDPAccountant (Mironov 2017) or PRVAccountant (Gopi et al. 2021)"),
+    )
+
+    def incompatibility(self, ctx: CellContext) -> str | None:
+        if has_batchnorm(ctx.build_model()):
+            return BATCHNORM_REASON
+        return None
+
+    def privacy(self) -> dict[str, Any]:
+        """ε at δ for the configured σ, q and T (Opacus's accountant), with the inputs."""
+        eps, note = dp_epsilon(self.noise_multiplier, self.sample_rate, self.steps, self.delta,
+                               self.accountant)
+        info: dict[str, Any] = {"epsilon": eps, "delta": self.delta,
+                                "dp_noise_multiplier": self.noise_multiplier,
+                                "dp_max_grad_norm": self.max_grad_norm,
+                                "dp_sample_rate": self.sample_rate, "dp_steps": self.steps,
+                                "dp_accountant": self.accountant}
+        if note:
+            info["epsilon_note"] = note
+        return info
+
+    def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
+        if has_batchnorm(ctx.model):
+            raise ValueError(f"dpsgd: {BATCHNORM_REASON}")
+        tensors, kind, norms = dp_update(ctx.model, ctx.x, ctx.y, ctx.client,
+                                         self.max_grad_norm, self.noise_multiplier,
+                                         ctx.generator)
+        out = Update(tensors, kind, update.bn_stats, dict(update.info))
+        out.info.update(self.privacy())
+        out.info["dp_per_sample_norms"] = norms
+        out.info["dp_clipped_fraction"] = (sum(n > self.max_grad_norm for n in norms)
+                                           / max(1, len(norms)))
+        return out

@@ -1,0 +1,332 @@
+"""Defenses: update-level (clip, quantize, top-k, prune, soteria), data-level (mixup, instahide),
+protocol-level (secagg), and chains applied in order by the pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bench.client import compute_update
+from bench.contracts import ClientSpec, DefenseContext, Update
+from bench.pipeline import run_cell
+from bench.registry import DEFENSES, ParamError
+from bench.runner import run_suite
+from bench.suite import parse_suite
+from defenses.prune import Prune
+from defenses.quantize import Quantize, int8_roundtrip
+from defenses.soteria import Soteria, last_linear_index, representation_and_input
+from defenses.topk import TopK
+
+NUM_CLASSES = 5
+
+
+def small_model(seed: int = 0) -> nn.Module:
+    """A LeNet-like victim on 3×8×8 inputs: conv, sigmoid, flatten, linear (192 features)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 12, 3, padding=1, stride=2), nn.Sigmoid(), nn.Flatten(),
+                         nn.Linear(12 * 4 * 4, NUM_CLASSES))
+
+
+def batch(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+
+
+def fixed_sampler(seed: int = 7):
+    """A deterministic stand-in for the dataset sampler; records every batch it hands out."""
+    g = torch.Generator().manual_seed(seed)
+    handed: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xy = (torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g))
+        handed.append(xy)
+        return xy
+
+    return sample, handed
+
+
+def context(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 3,
+            client: ClientSpec | None = None, sampler=None) -> DefenseContext:
+    return DefenseContext(model, x, y, client or ClientSpec(), torch.Generator().manual_seed(seed),
+                          NUM_CLASSES, sampler)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and spinning threads cost a lot on a busy box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_update(seed: int = 0) -> Update:
+    g = torch.Generator().manual_seed(seed)
+    return Update([torch.randn(40, 30, generator=g), torch.randn(30, generator=g),
+                   torch.randn(7, 3, 5, 5, generator=g)])
+
+
+# --- registration and documentation ---------------------------------------------------------
+
+NEW = ("clip", "dpsgd", "quantize", "topk", "soteria", "mixup", "instahide", "secagg")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_registered_with_docs_and_paper(name):
+    entry = DEFENSES.get(name)
+    assert entry.description and entry.cls.paper
+    for p in entry.params:
+        assert p.help, f"{name}.{p.name} has no help text"
+
+
+# --- sparsification: exact fractions --------------------------------------------------------
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.3, 0.5, 0.9])
+def test_prune_zeroes_exactly_the_fraction_per_tensor(ratio):
+    update = random_update()
+    out = Prune(ratio=ratio).transform_update(update, None)
+    for before, after in zip(update.tensors, out.tensors):
+        n = before.numel()
+        assert int((after == 0).sum()) == math.floor(ratio * n)
+        kept = after != 0
+        if (~kept).any() and kept.any():  # the zeroed ones are the smallest in magnitude
+            assert before[~kept].abs().max() <= before[kept].abs().min()
+        assert torch.equal(after[kept], before[kept])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 1.0])
+def test_topk_keeps_exactly_the_fraction_per_tensor(fraction):
+    update = random_update(1)
+    out = TopK(fraction=fraction).transform_update(update, None)
+    for before, after in zip(update.tensors, out.tensors):
+        n = before.numel()
+        kept = after != 0
+        assert int(kept.sum()) == math.ceil(round(fraction * n, 6))
+        if (~kept).any() and kept.any():
+            assert before[~kept].abs().max() <= before[kept].abs().min()
+        assert torch.equal(after[kept], before[kept])
+    if 0 < fraction < 1:  # top-k(f) is prune(1 − f): the two keep the same entries
+        pruned = Prune(ratio=1 - fraction).transform_update(update, None)
+        assert all(torch.equal(a, b) for a, b in zip(out.tensors, pruned.tensors))
+
+
+def test_topk_global_scope_keeps_the_fraction_of_all_entries():
+    update = random_update(2)
+    update.tensors[1] = update.tensors[1] * 100  # one tensor dominates globally
+    out = TopK(fraction=0.02, scope="global").transform_update(update, None)
+    total = sum(t.numel() for t in update.tensors)
+    assert sum(int((t != 0).sum()) for t in out.tensors) == math.ceil(0.02 * total)
+    assert int((out.tensors[1] != 0).sum()) == 30  # all of the large tensor survives
+    assert [t.shape for t in out.tensors] == [t.shape for t in update.tensors]
+
+
+# --- clipping and quantisation ----------------------------------------------------------------
+
+def test_clip_global_and_per_tensor():
+    update = random_update(3)
+    norm = torch.sqrt(sum((t ** 2).sum() for t in update.tensors))
+    out = DEFENSES.get("clip").cls(max_norm=2.0).transform_update(update, None)
+    after = torch.sqrt(sum((t ** 2).sum() for t in out.tensors))
+    assert after == pytest.approx(2.0, rel=1e-5)
+    assert out.info["clip_norm_before"] == pytest.approx(float(norm), rel=1e-6)
+    for a, b in zip(out.tensors, update.tensors):  # direction kept
+        assert torch.allclose(a, b * (2.0 / norm), atol=1e-6)
+    big = DEFENSES.get("clip").cls(max_norm=1e6).transform_update(update, None)
+    assert all(torch.equal(a, b) for a, b in zip(big.tensors, update.tensors))
+    per = DEFENSES.get("clip").cls(max_norm=1.0, scope="tensor").transform_update(update, None)
+    for t in per.tensors:
+        assert float(t.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_int8_round_trip_within_half_a_step_per_tensor():
+    g = torch.Generator().manual_seed(5)
+    for t in (torch.randn(1000, generator=g) * 1e-3, torch.randn(20, 20, generator=g) * 50,
+              torch.tensor([0.3, -0.3, 0.0, 1e-9])):
+        q, scale = int8_roundtrip(t)
+        assert scale == pytest.approx(float(t.abs().max()) / 127)
+        assert float((q - t).abs().max()) <= scale / 2 * (1 + 1e-5)
+        assert len(torch.unique(torch.round(q / scale))) <= 255  # at most 255 levels
+    update = random_update(4)
+    out = Quantize(mode="int8").transform_update(update, None)
+    for before, after, scale in zip(update.tensors, out.tensors, out.info["int8_scales"]):
+        assert float((after - before).abs().max()) <= scale / 2 * (1 + 1e-5)
+        assert float((after - before).abs().max()) > 0  # it does quantise
+    zero, scale = int8_roundtrip(torch.zeros(3))
+    assert scale == 0.0 and torch.equal(zero, torch.zeros(3))
+
+
+def test_fp16_and_sign():
+    update = random_update(5)
+    half = Quantize(mode="fp16").transform_update(update, None)
+    for before, after in zip(update.tensors, half.tensors):
+        assert after.dtype == before.dtype
+        assert torch.equal(after, before.half().float())
+        assert float(((after - before).abs() / before.abs()).max()) <= 2.0 ** -11
+    sign = Quantize(mode="sign").transform_update(update, None)
+    for before, after in zip(update.tensors, sign.tensors):
+        assert set(after.unique().tolist()) <= {-1.0, 0.0, 1.0}
+        assert torch.equal(after, torch.sign(before))
+
+
+# --- soteria ------------------------------------------------------------------------------------
+
+def reference_scores(model: nn.Module, x: torch.Tensor, offset: float) -> torch.Tensor:
+    """The criterion as the authors' code computes it: one backward pass per feature."""
+    r, xin = representation_and_input(model, x)
+    scores = torch.zeros(r.shape[1])
+    for f in range(r.shape[1]):
+        seed = torch.zeros_like(r)
+        seed[:, f] = 1
+        (g,) = torch.autograd.grad(r, xin, seed, retain_graph=True)
+        scores[f] = (g.flatten(1).norm(dim=1) / (r[:, f].detach() + offset)).sum()
+    return scores
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.4, 0.8])
+def test_soteria_prunes_the_columns_its_criterion_ranks_lowest(ratio):
+    model = small_model()
+    x, y = batch(2)
+    update = compute_update(model, x, y, ClientSpec())
+    out = Soteria(ratio=ratio, offset=0.1).transform_update(update, context(model, x, y))
+    index, layer = last_linear_index(model)
+    assert index == 2 and layer is model[3]
+    for i, (before, after) in enumerate(zip(update.tensors, out.tensors)):
+        if i != index:
+            assert torch.equal(before, after)  # only the representation layer's weight
+    zero_cols = (out.tensors[index] == 0).all(dim=0)
+    features = out.tensors[index].shape[1]
+    assert int(zero_cols.sum()) == math.floor(ratio * features)
+    assert out.info["soteria_pruned_features"] == math.floor(ratio * features)
+    expected = torch.argsort(reference_scores(model, x, 0.1), stable=True)
+    expected = expected[:math.floor(ratio * features)]
+    assert set(torch.nonzero(zero_cols).flatten().tolist()) == set(expected.tolist())
+    kept = ~zero_cols
+    assert torch.equal(out.tensors[index][:, kept], update.tensors[index][:, kept])
+
+
+# --- mixup and instahide ----------------------------------------------------------------------
+
+def test_mixup_coefficients_respect_their_bounds():
+    mixup = DEFENSES.get("mixup").cls()  # k=4, c1=0, c2=0.65 as in GradAttack
+    lam = mixup.draw_coefficients(3000, torch.Generator().manual_seed(0))
+    assert lam.shape == (3000, 4)
+    assert torch.allclose(lam.sum(1), torch.ones(3000, dtype=lam.dtype))
+    assert float(lam.min()) >= 0.0 and float(lam.max()) <= 0.65
+    # the private image's concentration is 3 (others 1): its coefficient is the largest on average
+    means = lam.mean(0)
+    assert means[0] > 0.4 and all(means[0] > means[j] + 0.15 for j in range(1, 4))
+    tight = DEFENSES.get("mixup").cls(k=3, c1=0.2, c2=0.5)
+    lam = tight.draw_coefficients(500, torch.Generator().manual_seed(1))
+    assert float(lam.min()) >= 0.2 and float(lam.max()) <= 0.5
+    with pytest.raises(ParamError):
+        DEFENSES.get("mixup").cls(k=4, c1=0.0, c2=0.2)  # 4 × 0.2 < 1: no valid mixture
+
+
+@pytest.mark.parametrize("name", ["mixup", "instahide"])
+def test_mixup_and_instahide_mix_images_and_labels_with_the_same_coefficients(name):
+    model = small_model()
+    x, y = batch(3)
+    sampler, handed = fixed_sampler()
+    defense = DEFENSES.get(name).cls(k=4)
+    mx, my = defense.transform_batch(x, y, context(model, x, y, sampler=sampler))
+    lam = defense.coefficients
+    assert lam.shape == (3, 4)
+    (ox, oy), = handed  # one draw of B·(k−1) other images
+    ox, oy = ox.view(3, 3, 3, 8, 8), oy.view(3, 3)
+    onehot = torch.nn.functional.one_hot
+    expected_x = lam[:, 0].view(-1, 1, 1, 1).float() * x
+    expected_y = lam[:, :1].float() * onehot(y, NUM_CLASSES)
+    for j in range(1, 4):
+        expected_x = expected_x + lam[:, j].view(-1, 1, 1, 1).float() * ox[j - 1]
+        expected_y = expected_y + lam[:, j:j + 1].float() * onehot(oy[j - 1], NUM_CLASSES)
+    assert my.shape == (3, NUM_CLASSES)
+    assert torch.allclose(my, expected_y, atol=1e-6)
+    assert torch.allclose(my.sum(1), torch.ones(3), atol=1e-6)
+    if name == "mixup":
+        assert torch.allclose(mx, expected_x, atol=1e-6)
+    else:  # the same mixture, each entry's sign flipped at random
+        assert torch.allclose(mx.abs(), expected_x.abs(), atol=1e-6)
+        flipped = (torch.sign(mx) != torch.sign(expected_x)).float().mean()
+        assert 0.35 < float(flipped) < 0.65
+    # the coefficients reach the record through the update's info
+    info = defense.transform_update(Update([torch.zeros(1)]), None).info
+    assert json.loads(json.dumps(info))[f"{name}_coefficients"] == lam.tolist()
+
+
+def test_mixup_with_k1_is_the_identity_with_one_hot_labels():
+    x, y = batch(2)
+    mixup = DEFENSES.get("mixup").cls(k=1)
+    mx, my = mixup.transform_batch(x, y, context(small_model(), x, y))
+    assert torch.equal(mx, x)
+    assert torch.equal(my, torch.nn.functional.one_hot(y, NUM_CLASSES).float())
+
+
+# --- secure aggregation -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["fedsgd", "fedavg"])
+def test_secagg_is_the_mean_of_k_client_updates(mode):
+    client = ClientSpec(mode=mode, local_epochs=2, lr=0.05)
+    model = small_model()
+    x, y = batch(2)
+    own = compute_update(model, x, y, client)
+    sampler, handed = fixed_sampler()
+    secagg = DEFENSES.get("secagg").cls(clients=3)
+    out = secagg.transform_update(own, context(model, x, y, client=client, sampler=sampler))
+    assert len(handed) == 2 and all(len(hx) == 2 for hx, _ in handed)  # K−1 batches of size B
+    others = [compute_update(model, hx, hy, client) for hx, hy in handed]
+    for i, t in enumerate(out.tensors):
+        expected = (own.tensors[i] + others[0].tensors[i] + others[1].tensors[i]) / 3
+        assert torch.allclose(t, expected, atol=1e-7)
+    assert out.kind == ("gradient" if mode == "fedsgd" else "delta")
+    assert out.info["secagg_clients"] == 3
+    total = DEFENSES.get("secagg").cls(clients=3, reduce="sum").transform_update(
+        own, context(model, x, y, client=client, sampler=fixed_sampler()[0]))
+    assert all(torch.allclose(a, 3 * b, atol=1e-6) for a, b in zip(total.tensors, out.tensors))
+    single = DEFENSES.get("secagg").cls(clients=1).transform_update(own, context(model, x, y))
+    assert single is own
+
+
+def test_secagg_with_four_clients_lowers_dlg_psnr(tmp_path, one_thread):
+    suite = parse_suite({
+        "name": "secagg-check", "seeds": 3, "batch_size": 1,
+        "datasets": [{"photos": {"size": 16}}], "archs": ["lenet"],
+        "defenses": [{"secagg": {"clients": [1, 4]}}], "attacks": [{"dlg": {"steps": 10}}],
+    })
+    summary = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert summary.counts["ok"] == 6
+    psnr: dict[tuple[int, int], float] = {}
+    for path in tmp_path.rglob("*.json"):
+        record = json.loads(path.read_text())
+        if record.get("status") == "ok":
+            clients = record["defense"][0]["params"]["clients"]
+            psnr[(clients, record["seed"])] = record["metrics"]["psnr"]
+    assert len(psnr) == 6
+    for seed in range(3):  # the same private image and model for both K
+        assert psnr[(4, seed)] < psnr[(1, seed)]
+    mean1 = sum(psnr[(1, s)] for s in range(3)) / 3
+    mean4 = sum(psnr[(4, s)] for s in range(3)) / 3
+    assert mean4 < mean1 - 10
+
+
+# --- chains -------------------------------------------------------------------------------------
+
+def test_chain_applies_its_links_in_order(one_thread):
+    suite = parse_suite({
+        "name": "chain-check", "seeds": 1, "datasets": [{"photos": {"size": 16}}],
+        "archs": ["lenet"], "attacks": [{"dlg": {"steps": 1}}],
+        "defenses": [{"chain": [{"topk": {"fraction": 0.1}}, {"clip": {"max_norm": 0.5}}]},
+                     {"chain": [{"clip": {"max_norm": 0.5}}, {"topk": {"fraction": 0.1}}]}],
+    })
+    cells = suite.expand()
+    assert [[d.name for d in c.defense] for c in cells] == [["topk", "clip"], ["clip", "topk"]]
+    records = [run_cell(c, torch.device("cpu"), 20.0) for c in cells]
+    assert all(r["status"] in ("ok", "diverged") for r in records), records
+    topk_first, clip_first = (r["defense_info"]["clip_norm_before"] for r in records)
+    # clip sees the sparsified update in one order and the full one in the other
+    assert 0 < topk_first < clip_first
+    # and the same private batch and model underlie both cells
+    assert records[0]["derived_seeds"]["scenario"] == records[1]["derived_seeds"]["scenario"]
