@@ -4,6 +4,8 @@
     leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
     leakbench leaderboard [DIR] [--format markdown|latex]
     leakbench export DIR [--format csv] [--output FILE]
+    leakbench report [DIR] [--fid-weights FILE]
+    leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
 
 Bad input is one line on stderr and exit status 2, never a traceback.
 """
@@ -75,6 +77,40 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    print(write_report(Path(args.dir), args.fid_weights))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from bench.rank import rank_report
+
+    try:
+        shape = tuple(int(v) for v in args.input_shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise LeakbenchError(f"--input-shape: expected C,H,W, got {args.input_shape!r}")
+    params = {}
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        params[key] = _yaml_value(value)
+    from bench.registry import ARCHS, validate_params
+
+    entry = ARCHS.get(args.arch)
+    params = validate_params(entry.params, params, args.arch)
+    print(rank_report(args.arch, params, shape, args.num_classes))
+    return 0
+
+
+def _yaml_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.leaderboard import export
 
@@ -111,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
     s.add_argument("--format", default="markdown", choices=["markdown", "latex"])
     s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("report", help="write DIR/report.md: tables, figures, FID/KID, gallery")
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("--fid-weights", help="torch-fidelity Inception weights (a local file)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("rank", help="R-GAP rank analysis of an architecture")
+    s.add_argument("arch")
+    s.add_argument("--input-shape", default="3,32,32", help="C,H,W (default 3,32,32)")
+    s.add_argument("--num-classes", type=int, default=10)
+    s.add_argument("--param", action="append", help="arch parameter NAME=VALUE (repeatable)")
+    s.set_defaults(func=cmd_rank)
 
     s = sub.add_parser("export", help="export one flat row per cell")
     s.add_argument("dir")

@@ -73,7 +73,7 @@ def execute_and_save(cell: Any, out_dir: Path, device: torch.device, options: Ru
         save_record(out_dir, record)
         return record
 
-    from bench.pictures import save_cell_picture
+    from bench.pictures import save_cell_arrays, save_cell_picture
     from bench.pipeline import run_cell
 
     record = run_cell(cell, device, options.success_psnr, dict(options.perceptual))
@@ -81,6 +81,7 @@ def execute_and_save(cell: Any, out_dir: Path, device: torch.device, options: Ru
     if images is not None:
         try:
             record["picture"] = save_cell_picture(out_dir, record["cell_id"], *images)
+            record["arrays"] = save_cell_arrays(out_dir, record["cell_id"], *images)
         except Exception as e:  # a picture is a nicety: never lose the record over it
             record["picture"] = None
             record["picture_error"] = f"{type(e).__name__}: {e}"

@@ -1,0 +1,112 @@
+"""``leakbench report DIR``: one self-contained markdown page for a paper appendix or a CI
+artifact — the leaderboard tables, the figures, FID/KID pooled per leaderboard group, and a
+gallery of every scenario's reconstructions. All links are relative to DIR and point at files
+that exist; like the leaderboard, the page is a pure function of the records (and of the
+locally available FID weights, which only decide between numbers and n/a).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tabulate import tabulate
+
+from bench.leaderboard import (
+    _f,
+    _scenario_title,
+    _scenarios,
+    records_frame,
+    render,
+    utility_frame,
+    write_plots,
+)
+from bench.pictures import load_cell_arrays
+from bench.registry import LeakbenchError
+from bench.store import load_records, write_atomic
+
+MIN_GROUP = 10
+
+
+def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
+                   min_group: int = MIN_GROUP, feature_layer: str = "2048") -> pd.DataFrame:
+    """Per leaderboard group (scenario × defense × attack): FID/KID of the reconstructions pooled
+    over its finished cells against the originals of the same cells; n/a below ``min_group``."""
+    from bench.perceptual import fid_kid
+
+    rows = []
+    for key, g in _scenarios(df):
+        ok = g[(g["status"] == "ok") & g["arrays"].notna()]
+        for (defense, attack), cells in ok.groupby(["defense", "attack"], sort=True):
+            originals, recons = [], []
+            for rel in cells.sort_values("cell_id")["arrays"]:
+                path = out_dir / rel
+                if path.is_file():
+                    o, r = load_cell_arrays(path)
+                    originals.append(o)
+                    recons.append(r)
+            n = sum(len(o) for o in originals)
+            if n >= max(2, min_group):
+                result = fid_kid(torch.cat(originals), torch.cat(recons), weights, min_group,
+                                 feature_layer)
+            else:
+                result = {"fid": None, "kid": None, "n": n,
+                          "reason": f"n/a: {n} images, fewer than the {min_group} required"}
+            rows.append({"Scenario": _scenario_title(key), "Defense": defense, "Attack": attack,
+                         "Images": result["n"], "FID": _f(result["fid"], 2),
+                         "KID": _f(result["kid"], 4), "Note": result["reason"] or ""})
+    return pd.DataFrame(rows)
+
+
+def _gallery(df: pd.DataFrame) -> list[str]:
+    out = []
+    for key, g in _scenarios(df):
+        ok = g[(g["status"] == "ok") & g["picture"].notna()]
+        if ok.empty:
+            continue
+        out += ["", f"### {_scenario_title(key)}", ""]
+        ordered = ok.sort_values(["defense", "attack", "seed"], kind="stable")
+        for _, r in ordered.iterrows():
+            caption = (f"{r['attack']} vs {r['defense']}, seed {r['seed']}: "
+                       f"{r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+            out.append(f"![{caption}]({r['picture']}) {caption}  ")
+    return out
+
+
+def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str = "2048"
+                 ) -> Path:
+    """Write ``DIR/report.md``; returns its path. ``fid_layer`` other than the standard
+    "2048" is for cheap checks only (not comparable with published FID)."""
+    out_dir = Path(out_dir)
+    records = load_records(out_dir)
+    df = records_frame(records)
+    if df.empty:
+        raise LeakbenchError(f"no records under {out_dir / 'records'}")
+    df["arrays"] = [r.get("arrays") for r in sorted(
+        (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
+    util = utility_frame(records)
+    plots = write_plots(df, util, out_dir)
+    page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots)
+    fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
+    lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
+    lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "
+                 f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images).")
+    if not fid.empty:
+        lines += ["", tabulate(fid, headers="keys", tablefmt="github", showindex=False,
+                               disable_numparse=True)]
+    lines += ["", "## Gallery", "",
+              "Each picture: the private images (top) above their matched reconstructions "
+              "(bottom)."]
+    lines += _gallery(df)
+    path = out_dir / "report.md"
+    write_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def linked_files(markdown: str) -> list[str]:
+    """Relative link targets of a markdown page (images and links)."""
+    import re
+
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", markdown) if "://" not in t]
+

@@ -1,0 +1,114 @@
+"""Perceptual metrics in records and tables, pooled FID/KID, and the report page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from PIL import Image
+
+from bench.leaderboard import write_leaderboard
+from bench.report import linked_files, write_report
+from bench.runner import run_suite
+from bench.store import load_records
+from helpers import make_suite, run_cli
+
+
+@pytest.fixture(scope="module")
+def alexnet(tmp_path_factory) -> Path:
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).features.state_dict()
+    path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
+    torch.save({f"features.{k}": v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inception(tmp_path_factory) -> Path:
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    cls = inception.FeatureExtractorInceptionV3
+    torch.manual_seed(0)
+    with mock.patch.object(cls, "load_state_dict", lambda self, state, *a, **k: None), \
+            mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: {}):
+        model = cls("inception-v3-compat", ["2048"])
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, alexnet):
+    out = tmp_path_factory.mktemp("report")
+    suite = make_suite(seeds=5, batch_size=2, datasets=[{"digits": {"size": 16}}],
+                       archs=[{"mlp": {"hidden": 32}}],
+                       defenses=["none", {"noise": {"scale": 0.3}}],
+                       attacks=[{"dlg": {"steps": 3}}],
+                       perceptual={"lpips_weights": str(alexnet)})
+    run_suite(suite, out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+def test_lpips_is_scored_per_cell_and_tabled(results):
+    records = load_records(results)
+    by = {r["defense_label"]: [] for r in records}
+    for r in records:
+        assert r["status"] == "ok"
+        assert r["metrics"]["lpips_note"] is None
+        by[r["defense_label"]].append(r["metrics"]["lpips"])
+    assert max(by["none"]) < min(by["noise(scale=0.3)"])  # noisy reconstructions look worse
+    assert "| LPIPS" in write_leaderboard(results).read_text()
+
+
+def test_lpips_reads_na_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("LEAKBENCH_LPIPS_WEIGHTS", raising=False)
+    run_suite(make_suite(attacks=[{"dlg": {"steps": 1}}]), tmp_path, jobs=0, device="cpu",
+              progress=False)
+    (record,) = load_records(tmp_path)
+    assert record["metrics"]["lpips"] is None
+    assert "LPIPS n/a" in record["metrics"]["lpips_note"]
+    assert "| LPIPS" not in write_leaderboard(tmp_path).read_text()  # no column of n/a
+
+
+def test_cell_pictures_are_valid_pngs_of_the_right_size(results):
+    for r in load_records(results):
+        with Image.open(results / r["picture"]) as im:
+            im.verify()
+        with Image.open(results / r["picture"]) as im:
+            # 2 rows (originals, reconstructions) of batch-2 images, 16 px enlarged ×4, padding 2
+            assert im.size == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2)
+
+
+def test_report_links_point_at_files_that_exist(results):
+    page = write_report(results).read_text()
+    links = linked_files(page)
+    assert len(links) >= 10 + 1  # every cell's picture, and the strength figure
+    for link in links:
+        assert (results / link).is_file(), link
+    assert "## FID and KID" in page and "## Gallery" in page
+    assert "LEAKBENCH_FID_WEIGHTS" in page or "torch hub" in page.lower()  # how to supply them
+
+
+def test_report_pools_fid_kid_per_group_with_local_weights(results, inception):
+    page = write_report(results, str(inception), fid_layer="64").read_text()
+    section = page.split("## FID and KID")[1].split("## Gallery")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| digits")]
+    assert len(rows) == 2  # one per (defense, attack) group
+    values = {r.split("|")[2].strip(): (int(r.split("|")[4]), float(r.split("|")[5]))
+              for r in rows}
+    assert values["none"][0] == 10 and values["noise(scale=0.3)"][0] == 10
+    assert values["none"][1] < values["noise(scale=0.3)"][1]  # near-exact vs noisy recons
+
+
+def test_report_cli(results):
+    out = run_cli("report", str(results))
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).name == "report.md"

@@ -1,0 +1,70 @@
+"""The utility track: training with defended updates, paired against `none`, in the store."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from bench.leaderboard import write_leaderboard
+from bench.runner import plan, run_suite
+from bench.store import load_records
+from helpers import make_suite
+
+UTILITY = {"steps": 60, "batch_size": 32, "lr": 0.5, "eval_size": 300}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("utility")
+    suite = make_suite(seeds=2, datasets=[{"digits": {"size": 16}}],
+                       archs=[{"mlp": {"hidden": 64}}],
+                       defenses=["none", {"noise": {"scale": 0.5}}, {"prune": {"ratio": 0.5}}],
+                       attacks=[{"dlg": {"steps": 3}}], utility=UTILITY)
+    run_suite(suite, out, jobs=0, device="cpu", progress=False)
+    return suite, out
+
+
+def test_utility_cells_are_records_in_the_same_store(results):
+    suite, out = results
+    utility = [r for r in load_records(out) if r.get("kind") == "utility"]
+    assert len(utility) == 3 * 2  # defenses × seeds (attacks and batch sizes do not multiply)
+    assert all(r["status"] == "ok" for r in utility)
+    assert all(r["cell_id"].startswith("u") for r in utility)
+    # resumable: a second plan finds them done
+    statuses = {c.cell_id: s for c, s in plan(suite, out)}
+    assert all(statuses[r["cell_id"]] == "done" for r in utility)
+
+
+def test_undefended_training_beats_chance_on_digits(results):
+    _, out = results
+    none = [r for r in load_records(out)
+            if r.get("kind") == "utility" and r["defense_label"] == "none"]
+    for r in none:
+        assert r["metrics"]["accuracy"] > 3 * r["metrics"]["chance"]  # chance is 0.1
+        assert r["metrics"]["update_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_heavy_noise_costs_accuracy_and_decorrelates_updates(results):
+    _, out = results
+    by = {}
+    for r in load_records(out):
+        if r.get("kind") == "utility":
+            by.setdefault(r["defense_label"], []).append(r["metrics"])
+    acc = {k: sum(m["accuracy"] for m in v) / len(v) for k, v in by.items()}
+    cos = {k: sum(m["update_cosine"] for m in v) / len(v) for k, v in by.items()}
+    assert acc["noise(scale=0.5)"] < acc["none"]
+    assert cos["noise(scale=0.5)"] < 0.5 < cos["prune(ratio=0.5)"] < 1.0
+
+
+def test_defense_leaderboard_shows_accuracy_drop_and_front(results):
+    _, out = results
+    text = write_leaderboard(out).read_text()
+    section = text.split("## Defenses")[1]
+    assert "Accuracy" in section and "Δ acc" in section and "Pareto" in section
+    assert "★" in section  # the undefended run is on the front: nothing beats its accuracy
+    pictures = sorted((out / "plots").glob("privacy_utility_*.png"))
+    assert len(pictures) == 1
+    with Image.open(pictures[0]) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    assert f"(plots/{pictures[0].name})" in text
+    assert write_leaderboard(out).read_text() == text
