@@ -1,0 +1,43 @@
+"""Committed results are functions of their records: regenerating gives identical bytes.
+
+Like RobustBench's checks, this fails when leaderboard code changes without the committed
+tables being regenerated (`leakbench leaderboard results/<suite>`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.leaderboard import write_leaderboard
+from bench.store import load_records
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+SUITES = sorted(p.parent.name for p in RESULTS.glob("*/leaderboard.md"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_committed_leaderboard_regenerates_byte_identically(suite, tmp_path):
+    src = RESULTS / suite
+    shutil.copytree(src / "records", tmp_path / "records")
+    for fmt, name in (("markdown", "leaderboard.md"), ("latex", "leaderboard.tex")):
+        if (src / name).exists():
+            assert write_leaderboard(tmp_path, fmt).read_bytes() == (src / name).read_bytes()
+    for plot in (tmp_path / "plots").glob("*.png"):
+        assert plot.read_bytes() == (src / "plots" / plot.name).read_bytes()
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_committed_records_are_whole_and_pictured(suite):
+    src = RESULTS / suite
+    records = load_records(src)
+    assert records
+    for r in records:
+        if r["status"] == "ok" and r.get("kind", "attack") == "attack":
+            assert (src / r["picture"]).is_file()
+
+
+def test_quick_results_are_committed():
+    assert "quick" in SUITES
