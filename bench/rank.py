@@ -1,0 +1,209 @@
+"""Rank analysis of R-GAP (Zhu & Blaschko, ICLR 2021, Sec. 4): do gradients pin the input down?
+
+R-GAP recovers a network's input layer by layer, top down, from linear systems (see
+:mod:`attacks.rgap`). Whether a layer's input is determined is a matter of counting: its
+unknowns against the independent equations the gradient and the layer above provide. The
+paper counts, per layer,
+
+- **unknowns**: the entries of the layer's input (padding excluded: it is known to be 0);
+- **gradient constraints**: one equation per weight, ``∇W = Σ_positions k · patch(x)``;
+- **forward constraints**: one per output entry, ``W x = z`` with ``z = σ⁻¹(input of the
+  layer above)``, valid when the layer above was recovered;
+- **virtual constraints**: what the layer above actually hands down. When the layer above
+  is fully determined these are all the forward constraints; when it is rank-deficient,
+  only as many independent constraints on ``z`` as the layer above had (the rest of ``z`` is
+  unknown). The paper calls these constraints, carried from layer to layer, virtual.
+
+Counting equations is not enough: they are not independent. We count each block by its
+generic (structural) rank, which matches the numerical rank of the actual systems (see
+tests/test_rank.py):
+
+- gradient constraints of a convolution: each input channel has its own identical block.
+  A kernel offset δ contributes ``min(O, L_δ)`` independent rows (O output channels, L_δ
+  output positions whose read at δ is not padding), and offsets that read the same stride
+  phase share the phase's input positions, so the rank per channel is
+  ``Σ_phases min(#positions of the phase, Σ_{δ in phase} min(O, L_δ))``. For a linear layer
+  ``∇W = k xᵀ`` determines all ``n`` inputs (given k ≠ 0);
+- the two blocks are linked by the identities ``Σ W[o'] · ∇W[o] = Σ_l k[o, l] z[o', l]`` (for
+  every pair of output channels o, o'), which remove up to ``O · min(O, C·kh·kw, L)``
+  equations.
+
+A layer's **rank** is ``min(unknowns, gradient rank + virtual − dependencies)`` and its
+**deficit** is ``unknowns − rank``: the directions of its input no gradient constrains.
+
+**Risk index** (our summary of the paper's analysis, in [0, 1]): the fraction of the input's
+degrees of freedom that R-GAP's layer-by-layer systems pin down, ``Π_layers rank/unknowns``.
+1 means every layer is determined: the gradient reveals the input exactly (CNN6, FCN3);
+below 1 the recursion meets a rank-deficient layer and can only return the minimum-norm
+part of it (CNN6-d, whose narrowed second conv has 280 undetermined directions at 32×32).
+A higher index means a higher risk. It is NaN for a network outside R-GAP's scope.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from attacks.rgap import Chain, Stage, parse_chain
+from attacks.rgap_solver import valid_range
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """The rank analysis of one layer (``index`` 0 is the bottom layer)."""
+
+    index: int
+    layer: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    unknowns: int
+    gradient_constraints: int  # one per weight (and bias) entry
+    gradient_rank: int  # independent gradient constraints
+    forward_constraints: int  # one per output entry (0 at the top)
+    virtual_constraints: int  # independent constraints handed down by the layer above
+    dependencies: int  # identities linking gradient and forward constraints
+    rank: int
+    deficit: int
+
+    @property
+    def determined(self) -> bool:
+        return self.deficit == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "determined": self.determined}
+
+
+def _describe(stage: Stage) -> str:
+    m = stage.module
+    if stage.kind == "conv":
+        return (f"Conv2d({m.in_channels}→{m.out_channels}, k{m.kernel_size[0]}"
+                f"{'' if m.kernel_size[0] == m.kernel_size[1] else 'x' + str(m.kernel_size[1])}"
+                f", s{m.stride[0]}, p{m.padding[0]})")
+    return f"Linear({m.in_features}→{m.out_features}{', bias' if m.bias is not None else ''})"
+
+
+def conv_gradient_rank(stage: Stage) -> int:
+    """Structural rank of a convolution's gradient constraints (see the module docstring)."""
+    m = stage.module
+    c, h, w = stage.in_shape
+    o, ho, wo = stage.out_shape
+    kh, kw = m.kernel_size
+    sh, sw = stage.stride
+    ph, pw = stage.padding
+    total = 0
+    for a in range(min(sh, kh)):
+        for b in range(min(sw, kw)):
+            rows_used: set[int] = set()
+            cols_used: set[int] = set()
+            eqs = 0
+            for i in range(a, kh, sh):
+                plo, phi = valid_range(ho, sh, i, ph, h)
+                rows_used.update(p * sh + i - ph for p in range(plo, phi))
+                for j in range(b, kw, sw):
+                    qlo, qhi = valid_range(wo, sw, j, pw, w)
+                    cols_used.update(q * sw + j - pw for q in range(qlo, qhi))
+                    eqs += min(o, max(0, phi - plo) * max(0, qhi - qlo))
+            total += min(len(rows_used) * len(cols_used), eqs)
+    return c * total
+
+
+def analyse_chain(chain: Chain) -> list[LayerRank]:
+    """Per-layer counts of an R-GAP chain, bottom layer first."""
+    stages = chain.stages
+    out: list[LayerRank] = []
+    above_rank: int | None = None
+    for idx in range(len(stages) - 1, -1, -1):
+        st = stages[idx]
+        n = math.prod(st.in_shape)
+        m = st.module
+        n_weights = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+        if idx == len(stages) - 1:  # the top: ∇W = k xᵀ with k from the logit equation/bias
+            g_rank, forward, virtual, dep = n, 0, 0, 0
+        else:
+            forward = math.prod(st.out_shape)
+            virtual = min(forward, above_rank if above_rank is not None else forward)
+            if st.kind == "conv":
+                g_rank = conv_gradient_rank(st)
+                o = st.out_shape[0]
+                patch = st.in_shape[0] * m.kernel_size[0] * m.kernel_size[1]
+                positions = st.out_shape[1] * st.out_shape[2]
+                dep = min(o * min(o, patch, positions), g_rank, virtual)
+            else:
+                g_rank = n
+                dep = min(m.out_features, g_rank, virtual)
+        rank = min(n, g_rank + virtual - dep)
+        out.append(LayerRank(idx, _describe(st), tuple(st.in_shape), tuple(st.out_shape), n,
+                             n_weights, g_rank, forward, virtual, dep, rank, n - rank))
+        above_rank = rank
+    return out[::-1]
+
+
+def rank_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRank]:
+    """The rank analysis of ``model`` on inputs of ``input_shape``; ValueError if out of scope."""
+    chain, reason = parse_chain(model, tuple(input_shape))
+    if chain is None:
+        raise ValueError(f"R-GAP's rank analysis does not apply: {reason}")
+    return analyse_chain(chain)
+
+
+def index_from_layers(layers: list[LayerRank]) -> float:
+    """Π rank/unknowns over the layers: the fraction of the input R-GAP's systems pin down."""
+    out = 1.0
+    for layer in layers:
+        out *= layer.rank / layer.unknowns if layer.unknowns else 1.0
+    return out
+
+
+def risk_index(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """The risk index of ``model`` (1 = fully determined by its gradient); NaN out of scope."""
+    try:
+        return index_from_layers(rank_layers(model, input_shape))
+    except ValueError:
+        return float("nan")
+
+
+def format_rank_table(layers: list[LayerRank], title: str = "") -> str:
+    """A plain-text table of the per-layer counts, top layer first, and the risk index."""
+    head = ("layer", "input", "unknowns", "grad eqs", "grad rank", "forward", "virtual",
+            "dependent", "rank", "deficit")
+    rows = [(f"{lr.index}: {lr.layer}", "×".join(map(str, lr.in_shape)), lr.unknowns,
+             lr.gradient_constraints, lr.gradient_rank, lr.forward_constraints,
+             lr.virtual_constraints, lr.dependencies, lr.rank, lr.deficit)
+            for lr in reversed(layers)]
+    widths = [max(len(str(v)) for v in col) for col in zip(head, *rows)]
+
+    def line(values: tuple[Any, ...]) -> str:
+        cells = [str(v).ljust(wd) if i < 2 else str(v).rjust(wd)
+                 for i, (v, wd) in enumerate(zip(values, widths))]
+        return "  ".join(cells).rstrip()
+
+    out = [title] if title else []
+    out += [line(head), "  ".join("-" * wd for wd in widths)]
+    out += [line(r) for r in rows]
+    risk = index_from_layers(layers)
+    deficient = [lr for lr in layers if lr.deficit]
+    verdict = ("every layer is determined: the gradient reveals the input" if not deficient
+               else "rank-deficient at " + ", ".join(f"layer {lr.index} ({lr.deficit} free "
+                                                       "directions)" for lr in deficient))
+    out.append(f"risk index: {risk:.4f} ({verdict})")
+    return "\n".join(out)
+
+
+def rank_report(arch_name: str, arch_params: dict[str, Any], input_shape: tuple[int, int, int],
+                num_classes: int) -> str:
+    """The rank table of a registered architecture, as text (for ``leakbench rank``)."""
+    from bench.registry import ARCHS
+
+    arch = ARCHS.get(arch_name).cls(**(arch_params or {}))
+    model = arch.build(tuple(input_shape), num_classes)
+    params = ", ".join(f"{k}={v}" for k, v in (arch_params or {}).items())
+    title = (f"R-GAP rank analysis of {arch_name}{f'({params})' if params else ''}"
+             f" on {'×'.join(map(str, input_shape))} inputs, {num_classes} classes")
+    try:
+        layers = rank_layers(model, tuple(input_shape))
+    except ValueError as e:
+        return f"{title}\n{e}\nrisk index: nan"
+    return format_rank_table(layers, title)

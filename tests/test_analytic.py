@@ -1,0 +1,92 @@
+"""The analytic attack (attacks/analytic.py): x = ∇W[j]/∇b[j] of a biased first linear layer."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from attacks.analytic import Analytic
+from bench.client import compute_update
+from bench.contracts import CellContext, ClientSpec, Observation
+from bench.pipeline import run_cell
+from helpers import make_suite
+
+CPU = torch.device("cpu")
+
+
+def _records(batch_size, activation, seeds=(0,)):
+    suite = make_suite(datasets=[{"digits": {"size": 16}}],
+                       archs=[{"mlp": {"activation": activation}}], attacks=["analytic"],
+                       seeds=list(seeds), batch_size=batch_size)
+    return [run_cell(cell, CPU, 20.0) for cell in suite.expand()]
+
+
+def test_exact_at_batch_one():
+    for rec in _records(1, "sigmoid", seeds=(0, 1)):
+        assert rec["status"] == "ok", rec.get("error")
+        assert rec["metrics"]["psnr"] >= 90.0  # exact up to float32 rounding
+        assert rec["metrics"]["label_acc"] == 1.0
+        assert rec["iterations"] == 1 and rec["grad_evals"] == 0
+
+
+def test_exact_in_model_space_with_normalisation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 20), nn.Tanh(), nn.Linear(20, 5))
+    x = torch.randn(1, 3, 4, 4)
+    obs = Observation(model=copy.deepcopy(model),
+                      update=compute_update(model, x, torch.tensor([3]), ClientSpec()),
+                      batch_size=1, input_shape=(3, 4, 4), num_classes=5,
+                      mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2), client=ClientSpec())
+    rec = Analytic().reconstruct(obs)
+    assert torch.allclose(rec.images, x, atol=1e-5)
+    assert rec.labels.tolist() == [3]
+
+
+def test_batch_of_four_returns_four_candidates():
+    """ReLU units excited by a single sample give pure rows: most images come back exactly.
+    Sigmoid units mix every sample: each candidate is an affine mixture of the batch."""
+    for rec in _records(4, "relu", seeds=(0, 1)):
+        psnr = rec["metrics"]["per_image"]["psnr"]
+        assert len(psnr) == 4
+        assert sum(p >= 60.0 for p in psnr) >= 3, psnr
+    (rec,) = _records(4, "sigmoid")
+    x01, recon01, _ = rec["_images"]
+    basis = x01.flatten(1).double().T
+    for img in recon01.double():
+        # candidates are clamped to [0,1] by the pipeline; unclamped ones lie in the span
+        a = img.flatten()
+        coef = torch.linalg.lstsq(basis, a[:, None]).solution
+        assert float((basis @ coef)[:, 0].sub(a).norm() / a.norm()) < 0.35
+
+
+def test_candidates_lie_in_the_affine_hull_of_the_batch():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10))
+    x = torch.rand(3, 1, 8, 8)
+    obs = Observation(model=copy.deepcopy(model),
+                      update=compute_update(model, x, torch.tensor([1, 4, 7]), ClientSpec()),
+                      batch_size=3, input_shape=(1, 8, 8), num_classes=10, mean=(0.0,),
+                      std=(1.0,), client=ClientSpec())
+    rec = Analytic().reconstruct(obs)
+    assert rec.images.shape == (3, 1, 8, 8)
+    basis = torch.cat([x.flatten(1).double().T, torch.ones(1, 3, dtype=torch.float64)])
+    for img in rec.images.double():
+        target = torch.cat([img.flatten(), torch.ones(1, dtype=torch.float64)])
+        coef = torch.linalg.lstsq(basis, target[:, None]).solution
+        assert float((basis @ coef)[:, 0].sub(target).norm() / target.norm()) < 1e-4
+    assert sorted(rec.labels.tolist()) == [1, 4, 7]
+
+
+def test_incompatible_without_a_biased_first_linear_layer():
+    def ctx(arch, params, mode="fedsgd"):
+        return CellContext(arch, params, "digits", (1, 16, 16), 10, 1, ClientSpec(mode=mode),
+                           frozenset())
+
+    assert "Conv2d" in Analytic().incompatibility(ctx("lenet", {}))
+    assert "no bias" in Analytic().incompatibility(ctx("fcn3", {}))
+    assert "FedAvg" in Analytic().incompatibility(ctx("mlp", {}, mode="fedavg"))
+    assert Analytic().incompatibility(ctx("mlp", {})) is None
+    (cell,) = make_suite(archs=["lenet"], attacks=["analytic"]).expand()
+    assert run_cell(cell, CPU, 20.0)["status"] == "skipped"

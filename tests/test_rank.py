@@ -1,0 +1,106 @@
+"""R-GAP's rank analysis (bench/rank.py): counts, structural ranks, the risk index, the table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import rgap_solver as rs
+from attacks.rgap import parse_chain
+from bench.rank import analyse_chain, rank_layers, rank_report, risk_index
+from bench.registry import ARCHS
+
+
+def _model(arch, shape, **params):
+    return ARCHS.get(arch).cls(**params).build(shape, 10)
+
+
+def test_risk_index_orders_the_papers_networks():
+    """FCN3 and CNN6 are fully determined by their gradients; CNN6-d, the paper's
+    rank-deficient variant, is not, so it carries the lower risk."""
+    r_cnn6 = risk_index(_model("cnn6", (3, 32, 32)), (3, 32, 32))
+    r_cnn6d = risk_index(_model("cnn6d", (3, 32, 32)), (3, 32, 32))
+    r_fcn3 = risk_index(_model("fcn3", (1, 28, 28)), (1, 28, 28))
+    assert r_cnn6 == 1.0 and r_fcn3 == 1.0
+    assert r_cnn6d < r_cnn6 and r_cnn6d < r_fcn3
+    assert r_cnn6d == pytest.approx(1 - 280 / 3468)
+
+
+def test_cnn6d_counts_at_32px():
+    layers = rank_layers(_model("cnn6d", (3, 32, 32)), (3, 32, 32))
+    assert [lr.unknowns for lr in layers] == [3072, 3468, 1620, 2916, 2916, 1600, 3200]
+    second = layers[1]  # conv 12→20, k3, s2: 2160 weights, 1968 independent equations
+    assert (second.gradient_constraints, second.gradient_rank) == (2160, 1968)
+    assert (second.forward_constraints, second.virtual_constraints) == (1620, 1620)
+    assert second.dependencies == 400 and second.rank == 3188 and second.deficit == 280
+    # the deficit travels down: the first layer gets fewer virtual than forward constraints
+    assert layers[0].forward_constraints == 3468 and layers[0].virtual_constraints == 3188
+    assert all(lr.deficit == 0 for lr in rank_layers(_model("cnn6", (3, 32, 32)), (3, 32, 32)))
+
+
+@pytest.fixture
+def one_thread():
+    """Dense eigen-decompositions on one thread: with two OpenMP threads on a busy machine
+    they can stall for seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _numeric_ranks(model, shape):
+    """Numerical ranks of each conv layer's gradient block and of both blocks stacked."""
+    chain, reason = parse_chain(model, shape)
+    assert chain is not None, reason
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for st in chain.stages[:-1]:
+        w = st.module.weight.detach().double()
+        k = torch.randn(st.out_shape, generator=gen, dtype=torch.float64)
+        gg = rs.conv_gradient_gram(k, st.in_shape, st.module.kernel_size, st.stride, st.padding)
+        gf = rs.conv_forward_gram(w, st.in_shape, st.stride, st.padding)
+
+        def rank(g):
+            ev = torch.linalg.eigvalsh(g)
+            return int((ev > 1e-9 * ev.max()).sum())
+
+        out.append((rank(gg), rank(gg / gg.diagonal().mean() + gf / gf.diagonal().mean())))
+    return chain, out
+
+
+@pytest.mark.parametrize("convs,shape", [
+    (((12, 4, 2, 2), (20, 3, 2, 1), (36, 3, 1, 1)), (3, 16, 16)),
+    (((4, 2, 2, 0), (6, 3, 3, 1), (5, 3, 1, 2)), (2, 11, 13)),
+    (((3, 5, 1, 2), (8, 3, 2, 0)), (3, 9, 9)),
+    (((2, 3, 1, 1), (3, 3, 1, 1)), (4, 6, 6)),
+])
+def test_structural_ranks_match_the_numerical_ranks(convs, shape, one_thread):
+    torch.manual_seed(0)
+    layers, c = [], shape[0]
+    for out, k, s, p in convs:
+        layers += [nn.Conv2d(c, out, k, stride=s, padding=p, bias=False), nn.LeakyReLU(0.2)]
+        c = out
+    body = nn.Sequential(*layers, nn.Flatten())
+    with torch.no_grad():
+        features = body(torch.zeros(1, *shape)).shape[1]
+    model = nn.Sequential(*body, nn.Linear(features, 1, bias=False))
+    chain, numeric = _numeric_ranks(model, shape)
+    for lr, (grad_rank, both_rank) in zip(analyse_chain(chain), numeric):
+        assert lr.gradient_rank == grad_rank, lr
+        if lr.virtual_constraints == lr.forward_constraints:  # the layer above is determined
+            assert lr.rank == both_rank, lr
+
+
+def test_report_and_out_of_scope_architectures():
+    text = rank_report("cnn6d", {}, (3, 32, 32), 10)
+    lines = text.splitlines()
+    assert "cnn6d" in lines[0] and "unknowns" in lines[1] and "virtual" in lines[1]
+    assert lines[3].startswith("6: Linear(3200→1)")  # top layer first
+    assert "risk index: 0.9193" in text and "280 free directions" in text
+    assert "every layer is determined" in rank_report("fcn3", {"head": "linear"}, (1, 28, 28), 10)
+    relu = rank_report("lenet", {"activation": "relu"}, (3, 32, 32), 10)
+    assert "does not apply" in relu and "ReLU" in relu and relu.endswith("nan")
+    assert math.isnan(risk_index(_model("mlp", (1, 16, 16)), (1, 16, 16)))
