@@ -361,6 +361,44 @@ def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tup
     return paths
 
 
+def architecture_table(records: list[dict[str, Any]]) -> Table | None:
+    """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
+    computed from the architecture alone (no attack involved)."""
+    from bench.rank import parse_chain, risk_index
+    from bench.registry import ARCHS, DATASETS
+
+    seen: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for r in records:
+        if r.get("kind", "attack") == "attack":
+            seen.setdefault((r["arch_label"], r["dataset_label"]), (r["arch"], r["dataset"]))
+    rows = []
+    for (arch_label, dataset_label), (arch, dataset) in sorted(seen.items()):
+        try:
+            ds = DATASETS.get(dataset["name"]).cls(**dataset["params"])
+            meta = ds.meta()
+            model = ARCHS.get(arch["name"]).cls(**arch["params"]).build(meta.shape,
+                                                                         meta.num_classes)
+        except Exception as e:  # an entry that no longer builds: say so, keep the table
+            rows.append({"Arch": arch_label, "Input": dataset_label, "Parameters": "n/a",
+                         "Risk index": "n/a", "Note": f"{type(e).__name__}: {e}"})
+            continue
+        n_params = sum(p.numel() for p in model.parameters())
+        index = risk_index(model, meta.shape)
+        _, reason = parse_chain(model, tuple(meta.shape))
+        rows.append({"Arch": arch_label,
+                     "Input": f"{dataset_label} ({'×'.join(map(str, meta.shape))})",
+                     "Parameters": f"{n_params:,}",
+                     "Risk index": "n/a" if pd.isna(index) else f"{index:.4f}",
+                     "Note": "" if not pd.isna(index) else f"outside R-GAP's scope: {reason}"})
+    if not rows:
+        return None
+    return Table("Architectures", pd.DataFrame(rows),
+                 note="Risk index: leakbench's summary of R-GAP's rank analysis (Zhu & Blaschko "
+                      "2021), the product over layers of rank/unknowns of each layer's "
+                      "system; 1 means the gradient determines the input "
+                      "(`leakbench rank ARCH` shows the per-layer counts).")
+
+
 def _environment(df: pd.DataFrame) -> list[str]:
     def uniq(col: str) -> str:
         vals = sorted({str(v) for v in df[col].dropna()}) if col in df else []
@@ -393,12 +431,13 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
-           util: pd.DataFrame | None = None, plots: dict[tuple, str] | None = None) -> str:
+           util: pd.DataFrame | None = None, plots: dict[tuple, str] | None = None,
+           archs: Table | None = None) -> str:
     """The whole leaderboard as one markdown or LaTeX document."""
     if df.empty:
         raise LeakbenchError("no attack records to build a leaderboard from")
     suites = ", ".join(sorted(df["suite"].unique()))
-    tables = attack_tables(df) + defense_tables(df, util, plots)
+    tables = attack_tables(df) + defense_tables(df, util, plots) + ([archs] if archs else [])
     if fmt == "markdown":
         out = [f"# leakbench leaderboard: {title or suites}", ""]
         out += protocol_lines(df) + ["", "Environment:"] + _environment(df) + [""]
@@ -446,7 +485,8 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     util = utility_frame(records)
     plots = write_plots(df, util, out_dir) if fmt == "markdown" else None
     path = out_dir / name
-    write_atomic(path, render(df, fmt, util=util, plots=plots))
+    write_atomic(path, render(df, fmt, util=util, plots=plots,
+                              archs=architecture_table(records)))
     return path
 
 

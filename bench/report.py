@@ -17,6 +17,7 @@ from bench.leaderboard import (
     _f,
     _scenario_title,
     _scenarios,
+    architecture_table,
     records_frame,
     render,
     utility_frame,
@@ -87,7 +88,8 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
         (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
     util = utility_frame(records)
     plots = write_plots(df, util, out_dir)
-    page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots)
+    page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots,
+                  archs=architecture_table(records))
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
     lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
     lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "
