@@ -6,9 +6,9 @@ Run with ``tox -e bench`` or ``pytest tests/benchmarks --benchmark-only``.
 from __future__ import annotations
 
 import torch
-from helpers import make_suite
 
 from bench.pipeline import run_cell
+from helpers import make_suite
 
 
 def test_bench_dlg_cell(benchmark):
