@@ -39,7 +39,8 @@ class DLG(Attack):
             return l2_distance(dummy_gradient(obs.model, x, soft_labels, obs), observed)
 
         res = run_lbfgs([x, logits], objective, self.steps, self.lr, self.max_eval_per_step,
-                        self.history_size, max_grad_evals=obs.max_grad_evals)
+                        self.history_size, max_grad_evals=obs.max_grad_evals,
+                        max_iterations=obs.max_iterations)
         labels = logits.detach().argmax(dim=-1).cpu()
         return Reconstruction(x.detach(), labels, res.iterations, res.grad_evals,
                               res.loss_trace, {"final_loss": res.final_loss,

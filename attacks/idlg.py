@@ -39,7 +39,8 @@ class IDLG(Attack):
             return l2_distance(dummy_gradient(obs.model, x, label, obs), observed)
 
         res = run_lbfgs([x], objective, self.steps, self.lr, self.max_eval_per_step,
-                        self.history_size, max_grad_evals=obs.max_grad_evals)
+                        self.history_size, max_grad_evals=obs.max_grad_evals,
+                        max_iterations=obs.max_iterations)
         return Reconstruction(x.detach(), label.cpu(), res.iterations, res.grad_evals,
                               res.loss_trace, {"final_loss": res.final_loss,
                                                "diverged": res.diverged})

@@ -1,6 +1,14 @@
-"""Label inference from the shared gradient, for attacks that are not granted the labels.
+"""Label inference from the shared update, for attacks that are not granted the labels.
 
 - :func:`idlg_label`: iDLG's rule (Zhao et al. 2020), exact at batch size 1.
+- :func:`count_labels`: the label counts of a batch from the last layer's bias gradient
+  (or, without a bias, its weight gradient), after Geng et al. 2021, "Towards General
+  Deep Leakage in Federated Learning" (arXiv 2110.09074).
+- :func:`infer_labels`: the shared entry point: iDLG's rule at batch 1, counts above.
+
+A FedAvg delta has the opposite sign of a gradient: ``θ_E − θ_0 = −lr Σ_s g_s``. The
+rules read ``−delta / (lr · local steps)`` as a gradient-equivalent, which is exact for
+the signs at batch 1 and a first-order approximation of the counts.
 """
 
 from __future__ import annotations
@@ -8,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.client import set_bn_mode
 from bench.contracts import Observation
 
 
@@ -21,12 +30,126 @@ def last_linear(model: nn.Module) -> tuple[int, nn.Linear]:
     return index[id(layer.weight)], layer
 
 
+def _bias_index(model: nn.Module, layer: nn.Linear) -> int | None:
+    if layer.bias is None or not layer.bias.requires_grad:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    return next(i for i, p in enumerate(params) if p is layer.bias)
+
+
 def idlg_label(obs: Observation) -> torch.Tensor:
     """The class whose row of the last layer's weight gradient has a negative sum.
 
     With softmax cross-entropy at batch 1 the row for class c is (p_c − y_c)·a; with
-    non-negative activations a only the true class gives a negative row.
+    non-negative activations a only the true class gives a negative row. A FedAvg delta
+    flips every sign, so there the true class has the positive row.
     """
     i, _ = last_linear(obs.model)
     grad_w = obs.update.tensors[i]
+    if obs.update.kind == "delta":
+        grad_w = -grad_w
     return grad_w.sum(dim=1).argmin().view(1)
+
+
+def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
+    """The shared tensor as a batch-mean gradient: FedAvg deltas become −delta/(lr·steps)."""
+    from attacks.matching import local_steps  # matching imports nothing from here
+
+    if obs.update.kind != "delta":
+        return t
+    steps = local_steps(obs.client, obs.batch_size)
+    return -t / (obs.client.lr * steps)
+
+
+def _dummy_statistics(obs: Observation, draws: int, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geng et al.'s estimates from random dummy inputs: mean class probabilities p̄ (K)
+    and the mean summed activation Ō entering the last linear layer."""
+    _, layer = last_linear(obs.model)
+    lo, hi = obs.pixel_box()
+    feats: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
+    probs = []
+    buffers = {k: v.clone() for k, v in obs.model.named_buffers()}  # BN train mode moves them
+    try:
+        set_bn_mode(obs.model, obs.client.bn_mode)
+        with torch.no_grad():
+            for _ in range(draws):  # batches of the client's size: BN in train mode sees alike
+                u = torch.rand((obs.batch_size, *obs.input_shape), generator=generator)
+                x = lo + (hi - lo) * u.to(obs.device)
+                logits = obs.model(x)
+                if logits.shape[-1] == 1:  # logistic loss on the label's parity
+                    probs.append(torch.sigmoid(logits))
+                else:
+                    probs.append(logits.softmax(-1))
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for k, v in obs.model.named_buffers():
+                v.copy_(buffers[k])
+    p_bar = torch.cat(probs).mean(0)
+    o_bar = torch.cat(feats).flatten(1).sum(1).mean()
+    return p_bar, o_bar
+
+
+def _round_counts(raw: torch.Tensor, total: int, present: torch.Tensor) -> torch.Tensor:
+    """Non-negative integer counts summing to ``total`` closest to ``raw`` (largest remainder);
+    classes known to be ``present`` get at least one when the total allows."""
+    raw = raw.clamp_min(0.0)
+    counts = raw.floor().long()
+    for c in torch.nonzero(present).flatten().tolist():
+        if counts[c] == 0 and int(counts.sum()) < total:
+            counts[c] = 1
+    while int(counts.sum()) < total:
+        counts[int((raw - counts).argmax())] += 1
+    while int(counts.sum()) > total:
+        slack = (raw - counts).masked_fill(counts == 0, float("inf"))
+        counts[int(slack.argmin())] -= 1
+    return counts
+
+
+def count_labels(obs: Observation, draws: int = 8) -> torch.Tensor:
+    """Labels of the whole batch from the last layer's gradient, as class counts (sorted).
+
+    Geng et al. 2021: with mean cross-entropy over a batch of B, the bias gradient of class
+    c is ∇b_c = p̄_c − n_c/B, where p̄_c is the batch-mean predicted probability, so
+    n_c = B·(p̄_c − ∇b_c). Without a bias, the summed weight row gives
+    Σ_j ∇W_cj ≈ Ō·(p̄_c − n_c/B) with Ō the mean summed activation entering the layer. The
+    attacker does not know p̄ and Ō; it estimates them from the model on random inputs in
+    the pixel box (``draws`` batches of B), which is accurate for models whose predictions
+    vary little between inputs (early training) and degrades on trained models. Counts are
+    rounded to integers summing to B; a class with a negative bias gradient is in the
+    batch for certain and gets at least one. Single-logit models (logistic loss on the
+    label's parity) return 0 for each inferred even label and 1 for each odd one.
+    """
+    i, layer = last_linear(obs.model)
+    bias_i = _bias_index(obs.model, layer)
+    gen = torch.Generator().manual_seed(0x1AB)  # fixed, and leaves obs.generator untouched
+    p_bar, o_bar = _dummy_statistics(obs, draws, gen)
+    b = obs.batch_size
+    if bias_i is not None:
+        g = _gradient_equivalent(obs, obs.update.tensors[bias_i].to(p_bar))
+        raw = b * (p_bar - g)
+        present = g < 0
+    else:
+        row = _gradient_equivalent(obs, obs.update.tensors[i].to(p_bar)).sum(1)
+        scale = o_bar if float(o_bar.abs()) > 1e-12 else torch.ones_like(o_bar)
+        raw = b * (p_bar - row / scale)
+        present = (row < 0) if float(o_bar) > 0 else torch.zeros_like(row, dtype=torch.bool)
+    if raw.numel() == 1:  # one logit: the count of positive (even-class) samples
+        split = _round_counts(torch.cat([raw, b - raw]).cpu(), b, torch.zeros(2, dtype=torch.bool))
+        positives = int(split[0])
+        return torch.tensor([0] * positives + [1] * (b - positives), dtype=torch.long)
+    counts = _round_counts(raw.cpu(), b, present.cpu())
+    return torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+
+def infer_labels(obs: Observation) -> torch.Tensor:
+    """The labels an attacker not granted LABELS works with: iDLG's rule at batch 1, else counts.
+
+    Returns class indices on the CPU, one per image of the batch.
+    """
+    _, layer = last_linear(obs.model)
+    if obs.batch_size == 1 and layer.out_features > 1:
+        return idlg_label(obs).cpu()
+    return count_labels(obs)

@@ -4,18 +4,30 @@ An optimisation attack is configuration over this loop: which distance between t
 dummy batch's gradient and the observed one, which priors, which optimiser. The
 loop counts every gradient evaluation (an L-BFGS step costs up to 20) and stops on
 a non-finite loss, which the harness then records as a diverged run.
+
+- :func:`dummy_gradient` / :func:`unrolled_delta` / :func:`dummy_update`: what the client
+  would have shared for a dummy batch, differentiably (FedSGD gradient, or the FedAvg
+  weight delta of Dimitrov et al. 2022's unrolled local SGD).
+- :func:`l2_distance` (DLG) and :func:`cosine_distance` (Inverting Gradients).
+- :func:`run_lbfgs` (DLG, iDLG) and :func:`run_signed_adam` (Inverting Gradients and
+  GradInversion: Adam on the gradient's sign, step decay, box projection, restarts).
+
+A "gradient evaluation" is one evaluation of an attack's objective with its gradient
+with respect to the dummy variables; for a FedAvg update it unrolls every local step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from bench.client import set_bn_mode, training_loss
-from bench.contracts import Observation
+from bench.contracts import ClientSpec, Observation
 
 
 def dummy_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
@@ -25,6 +37,51 @@ def dummy_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     params = [p for p in model.parameters() if p.requires_grad]
     loss = training_loss(model(x), target)
     return list(torch.autograd.grad(loss, params, create_graph=True))
+
+
+def unrolled_delta(model: nn.Module, x: torch.Tensor, target: torch.Tensor, client: ClientSpec
+                   ) -> list[torch.Tensor]:
+    """The FedAvg delta θ_E − θ_0 of the dummy batch, differentiable w.r.t. ``x``/``target``.
+
+    Dimitrov et al. 2022 ("Data leakage in federated averaging"): simulate the client's
+    local SGD (``local_epochs`` passes over the batch in order, mini-batches of
+    ``local_batch_size`` or the whole batch, step ``lr``, BN in the client's mode) with
+    ``create_graph`` so the attacker can differentiate the resulting delta. It follows
+    :func:`bench.client.compute_update` step for step; the delta is accumulated as
+    −lr·Σ gradients rather than subtracted at the end, which avoids cancellation.
+    """
+    set_bn_mode(model, client.bn_mode)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+    origin = [p for _, p in named]
+    shift = [torch.zeros_like(p) for p in origin]
+    step = client.local_batch_size or len(x)
+    for _ in range(client.local_epochs):
+        for start in range(0, len(x), step):
+            current = [p + s for p, s in zip(origin, shift)]
+            out = functional_call(model, dict(zip(names, current)), (x[start:start + step],))
+            loss = training_loss(out, target[start:start + step])
+            grads = torch.autograd.grad(loss, current, create_graph=True)
+            shift = [s - client.lr * g for s, g in zip(shift, grads)]
+    return shift
+
+
+def dummy_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, obs: Observation
+                 ) -> list[torch.Tensor]:
+    """The dummy batch's counterpart of ``obs.update``: a gradient, or an unrolled FedAvg delta."""
+    if obs.update.kind == "delta":
+        return unrolled_delta(model, x, target, obs.client)
+    if obs.update.kind == "gradient":
+        return dummy_gradient(model, x, target, obs)
+    raise ValueError(f"unknown update kind {obs.update.kind!r}")
+
+
+def local_steps(client: ClientSpec, batch_size: int) -> int:
+    """How many SGD steps the client takes locally (1 for FedSGD)."""
+    if client.mode != "fedavg":
+        return 1
+    per_epoch = math.ceil(batch_size / (client.local_batch_size or batch_size))
+    return client.local_epochs * per_epoch
 
 
 def l2_distance(dummy: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -52,11 +109,18 @@ class LoopResult:
 
 def run_lbfgs(variables: list[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int,
               lr: float = 1.0, max_eval_per_step: int = 20, history_size: int = 100,
-              max_grad_evals: int | None = None, trace_every: int = 10) -> LoopResult:
-    """Minimise ``objective`` over ``variables`` with torch's L-BFGS, as DLG does."""
+              max_grad_evals: int | None = None, trace_every: int = 10,
+              max_iterations: int | None = None) -> LoopResult:
+    """Minimise ``objective`` over ``variables`` with torch's L-BFGS, as DLG does.
+
+    ``max_iterations`` caps the L-BFGS steps and ``max_grad_evals`` the objective
+    evaluations: the last step's inner iterations are cut so the cap is never exceeded.
+    """
     opt = torch.optim.LBFGS(variables, lr=lr, max_iter=max_eval_per_step,
                             history_size=history_size)
     res = LoopResult()
+    if max_iterations is not None:
+        steps = min(steps, max_iterations)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -66,8 +130,12 @@ def run_lbfgs(variables: list[torch.Tensor], objective: Callable[[], torch.Tenso
         return loss
 
     for step in range(steps):
-        if max_grad_evals is not None and res.grad_evals >= max_grad_evals:
-            break
+        if max_grad_evals is not None:
+            remaining = max_grad_evals - res.grad_evals
+            if remaining <= 0:
+                break
+            # without line search, one L-BFGS step evaluates the objective at most max_iter times
+            opt.param_groups[0]["max_iter"] = min(max_eval_per_step, remaining)
         loss = opt.step(closure)
         res.iterations = step + 1
         value = float(loss.detach())
@@ -79,4 +147,119 @@ def run_lbfgs(variables: list[torch.Tensor], objective: Callable[[], torch.Tenso
         res.final_loss = value
         if value == 0.0:  # an exact match: L-BFGS can make no further progress
             break
+    return res
+
+
+@dataclass
+class SearchResult:
+    """The outcome of :func:`run_signed_adam`: the best restart's images and the total cost."""
+
+    images: torch.Tensor
+    iterations: int = 0  # optimiser steps, summed over restarts
+    grad_evals: int = 0  # objective evaluations, summed over restarts (scoring included)
+    loss_trace: list[float] = field(default_factory=list)
+    diverged: bool = False
+    final_loss: float = float("inf")
+    restart_losses: list[float] = field(default_factory=list)
+    best_restart: int = 0
+    restarts: int = 1
+    iterations_per_restart: int = 0
+
+
+def plan_budget(restarts: int, iterations: int, max_iterations: int | None,
+                max_grad_evals: int | None) -> tuple[int, int]:
+    """(restarts, iterations per restart) that fit the suite's caps.
+
+    Each restart costs ``iterations`` steps and ``iterations + 1`` objective evaluations
+    (the last one scores it). A cap is shared evenly between restarts; when it cannot
+    afford one step per restart, fewer restarts run.
+    """
+    def per_restart(r: int) -> int:
+        n = iterations
+        if max_iterations is not None:
+            n = min(n, max_iterations // r)
+        if max_grad_evals is not None:
+            n = min(n, max_grad_evals // r - 1)
+        return n
+
+    r = restarts
+    while r > 1 and per_restart(r) < 1:
+        r -= 1
+    return r, max(0, per_restart(r))
+
+
+def step_decay_lr(lr: float, iteration: int, iterations: int, decay: bool) -> float:
+    """Inverting Gradients' schedule: ×0.1 at 3/8, 5/8 and 7/8 of the iterations."""
+    if not decay:
+        return lr
+    milestones = (int(iterations * 3 / 8), int(iterations * 5 / 8), int(iterations * 7 / 8))
+    return lr * 0.1 ** sum(iteration >= m for m in milestones)
+
+
+def run_signed_adam(starts: list[torch.Tensor], objective: Callable[[torch.Tensor], torch.Tensor],
+                    iterations: int, lr: float = 0.1, signed: bool = True,
+                    lr_decay: bool = True, box: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    group: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None,
+                    trace_every: int = 10) -> SearchResult:
+    """Inverting Gradients' optimiser over several restarts, run in lock-step.
+
+    Each restart r holds dummy images ``starts[r]``. Every iteration evaluates
+    ``objective(x_r)`` (+ ``group(x_r, all x)`` when given: GradInversion's group
+    consistency, which is why restarts advance together), replaces the gradient by its
+    sign when ``signed`` (Geiping et al. 2020), takes an Adam step at the step-decay
+    learning rate and projects each image into ``box`` (the valid pixel range). A
+    restart whose loss or image becomes non-finite stops and is left out of the ranking.
+    At the end every live restart is scored by ``score`` (default: ``objective``), the
+    attack's own loss, and the lowest wins; ``diverged`` is set only if every restart
+    diverged.
+    """
+    xs = [s.detach().clone().requires_grad_(True) for s in starts]
+    alive = [True] * len(xs)
+    opt = torch.optim.Adam(xs, lr=lr)
+    res = SearchResult(images=xs[0].detach(), restarts=len(xs), iterations_per_restart=iterations)
+    for it in range(iterations):
+        for pg in opt.param_groups:
+            pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
+        losses = []
+        for r, x in enumerate(xs):
+            x.grad = None
+            if not alive[r]:
+                continue
+            loss = objective(x)
+            if group is not None and len(xs) > 1:
+                loss = loss + group(x, xs)
+            res.grad_evals += 1
+            res.iterations += 1
+            (g,) = torch.autograd.grad(loss, x)
+            if not torch.isfinite(loss) or not torch.isfinite(g).all():
+                alive[r] = False
+                continue
+            x.grad = g.sign() if signed else g
+            losses.append(float(loss.detach()))
+        if not any(alive):
+            break
+        opt.step()
+        if box is not None:
+            with torch.no_grad():
+                for x in xs:
+                    x.copy_(torch.clamp(x, box[0], box[1]))
+        if losses and (it % trace_every == 0 or it == iterations - 1):
+            res.loss_trace.append(min(losses))
+    score = score or objective
+    finals = []
+    for r, x in enumerate(xs):
+        value = math.inf
+        if alive[r] and torch.isfinite(x).all():
+            with torch.enable_grad():
+                value = float(score(x.detach()).detach())
+            res.grad_evals += 1
+        finals.append(value if math.isfinite(value) else math.inf)
+    res.restart_losses = finals
+    if all(math.isinf(v) for v in finals):
+        res.diverged = True
+        res.images = xs[0].detach()
+        return res
+    best = min(range(len(xs)), key=lambda r: finals[r])
+    res.best_restart, res.final_loss, res.images = best, finals[best], xs[best].detach()
     return res

@@ -1,19 +1,187 @@
-"""The victim model of a cell: its architecture at random init, or after N training steps."""
+"""The victim model of a cell: its architecture at random init, or after N training steps.
+
+``trained:N`` is produced by leakbench itself: N steps of SGD (batch 32, lr 0.05, momentum
+0.9, weight decay 5e-4, BatchNorm in train mode) with the client's training loss on the
+dataset's training split, normalised with the dataset's mean/std as the pipeline does.
+The initial weights and the order of the mini-batches (a fresh permutation per pass over
+the split) both derive from the cell's scenario seed, and training runs on the CPU, so
+the result does not depend on the device that runs the attack.
+
+The trained weights are cached under ``$LEAKBENCH_CACHE/victims/`` (default
+``~/.cache/leakbench/victims/``), one file per key: a hash of the architecture's name and
+parameters, the dataset's name and parameters, N, the seed and the training
+hyperparameters. The file is written atomically (a temporary file, then a rename), and
+training holds a lock file beside it, so parallel workers that need the same victim train
+it once and never leave a torn file.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bench.contracts import Arch, Dataset, DatasetMeta
 
+# Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
+TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+            "bn_mode": "train", "loss": "client training loss", "version": 1}
 
-def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, seed: int
-                 ) -> nn.Module:
-    """Build the model deterministically from ``seed``; ``state`` is "init" or "trained:N"."""
+
+def parse_state(state: str) -> int:
+    """The number of training steps of a victim state: 0 for "init", N for "trained:N"."""
+    if state == "init":
+        return 0
+    if isinstance(state, str) and state.startswith("trained:"):
+        n = state.split(":", 1)[1]
+        if n.isdigit():
+            return int(n)
+    raise ValueError(f"victim state {state!r} is neither 'init' nor 'trained:N'")
+
+
+def cache_dir() -> Path:
+    """Where trained victims are cached: $LEAKBENCH_CACHE/victims or ~/.cache/leakbench/victims."""
+    root = os.environ.get("LEAKBENCH_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
+    return base / "victims"
+
+
+def _spec(component: Any, spec: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:
+    if spec is not None:
+        name, params = spec
+    else:
+        name = getattr(component, "registry_name", "") or type(component).__name__
+        params = getattr(component, "config", {})
+    return {"name": name, "params": dict(sorted(params.items()))}
+
+
+def cache_key(arch: Arch, dataset: Dataset, steps: int, seed: int,
+              arch_spec: tuple[str, dict[str, Any]] | None = None,
+              dataset_spec: tuple[str, dict[str, Any]] | None = None) -> str:
+    """Hash of everything that determines the trained weights."""
+    ident = {"arch": _spec(arch, arch_spec), "dataset": _spec(dataset, dataset_spec),
+             "steps": steps, "seed": seed, "training": TRAINING}
+    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+
+
+def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
     torch.manual_seed(seed)  # torch's own initialisers draw from the global generator
     model = arch.build(meta.shape, meta.num_classes)
     arch.init_weights(model, torch.Generator().manual_seed(seed))
-    if state == "init":
+    return model
+
+
+def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: int, seed: int
+                ) -> None:
+    """``steps`` SGD steps on the training split, mini-batches drawn from ``seed`` (CPU)."""
+    from bench.client import set_bn_mode, training_loss
+
+    data = dataset.load("train")
+    n = len(data)
+    if n == 0:
+        raise ValueError("the dataset's training split is empty")
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
+    gen = torch.Generator().manual_seed(seed ^ 0x7EA1)
+    opt = torch.optim.SGD(model.parameters(), lr=TRAINING["lr"], momentum=TRAINING["momentum"],
+                          weight_decay=TRAINING["weight_decay"])
+    set_bn_mode(model, TRAINING["bn_mode"])
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    bs = min(TRAINING["batch_size"], n)
+    for step in range(steps):
+        if pos + bs > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + bs]
+        pos += bs
+        xs, ys = zip(*(data[int(i)] for i in idx))
+        x = (torch.stack(xs) - mean) / std
+        y = torch.tensor([int(v) for v in ys])
+        loss = training_loss(model(x), y)
+        if not torch.isfinite(loss):
+            raise ValueError(f"victim training diverged at step {step + 1} of {steps}")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+
+
+def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, seed: int,
+                 arch_spec: tuple[str, dict[str, Any]] | None = None,
+                 dataset_spec: tuple[str, dict[str, Any]] | None = None,
+                 cache: Path | None = None) -> nn.Module:
+    """Build the model deterministically from ``seed``; ``state`` is "init" or "trained:N".
+
+    ``arch_spec``/``dataset_spec`` are ``(name, params)`` for the cache key; by default
+    they come from the components themselves (their registered name and validated
+    parameters). ``cache`` overrides the cache directory.
+    """
+    steps = parse_state(state)
+    model = _initial(arch, meta, seed)
+    if steps == 0:
         return model
-    raise ValueError(f"victim state {state!r} is not supported yet")
+    key = cache_key(arch, dataset, steps, seed, arch_spec, dataset_spec)
+    path = (cache or cache_dir()) / f"{key}.pt"
+    if _load(model, path):
+        return model
+    with _training_lock(path):  # a second worker waits here, then loads the first one's file
+        if _load(model, path):
+            return model
+        model = _initial(arch, meta, seed)
+        train_steps(model, dataset, meta, steps, seed)
+        _save_atomic({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+    model.train()
+    return model
+
+
+def _load(model: nn.Module, path: Path) -> bool:
+    """Load cached weights into ``model``; False when absent or unreadable (then retrain)."""
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception:
+        return False
+    model.train()
+    return True
+
+
+@contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the cache file (POSIX ``flock``; no lock where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: the atomic write alone keeps it safe
+        yield
+        return
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

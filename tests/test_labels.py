@@ -1,0 +1,118 @@
+"""Label inference (attacks/labels.py): iDLG's rule at batch 1, Geng et al.'s counts above."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from attacks.labels import _round_counts, count_labels, idlg_label, infer_labels
+from bench.client import compute_update
+from bench.contracts import ClientSpec, Observation, Update
+from bench.pipeline import sample_batch
+from bench.registry import ARCHS, DATASETS
+from bench.scoring import label_accuracy
+from bench.victim import victim_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: no oversubscription of a shared machine, same sums everywhere."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def observe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, client: ClientSpec,
+            shape: tuple[int, int, int], classes: int = 10) -> Observation:
+    update = compute_update(model, x, y, client)
+    return Observation(model=copy.deepcopy(model), update=Update(update.tensors, update.kind),
+                       batch_size=len(x), input_shape=shape, num_classes=classes,
+                       mean=(0.0,) * shape[0], std=(1.0,) * shape[0], client=client)
+
+
+def scenario(arch: str, arch_kw: dict, batch: int, seed: int, client: ClientSpec,
+             dataset: str = "digits") -> tuple[Observation, torch.Tensor]:
+    ds = DATASETS.get(dataset).cls(size=16)
+    meta = ds.meta()
+    x, y = sample_batch(ds, batch, torch.Generator().manual_seed(seed))
+    model = victim_model(ARCHS.get(arch).cls(**arch_kw), ds, meta, "init", seed)
+    return observe(model, x, y, client, meta.shape), y
+
+
+ARCHS_SMALL = [("lenet", {}), ("convnet", {"width": 4}), ("resnet", {"depth": 8, "width": 4})]
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS_SMALL)
+def test_idlg_rule_is_exact_at_batch_one_for_gradients_and_deltas(arch, kw):
+    for seed in range(4):
+        for client in (ClientSpec(), ClientSpec(mode="fedavg", local_epochs=3, lr=0.1)):
+            obs, y = scenario(arch, kw, 1, seed, client)
+            assert int(idlg_label(obs)) == int(y[0]), (arch, seed, client.mode)
+            assert torch.equal(infer_labels(obs), y)
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS_SMALL)
+def test_counts_recover_batch_of_four_on_untrained_models(arch, kw):
+    # Geng et al. 2021: the bias gradient gives n_c = B (p̄_c − ∇b_c); at init the
+    # predictions vary little between inputs, so the dummy-data estimate of p̄ is close.
+    accs = []
+    for seed in range(6):
+        obs, y = scenario(arch, kw, 4, seed, ClientSpec(), "photos" if seed % 2 else "digits")
+        labels = infer_labels(obs)
+        assert labels.shape == (4,) and labels.dtype == torch.long
+        accs.append(label_accuracy(y, labels))
+    assert sum(accs) / len(accs) >= 0.95, accs
+
+
+def test_counts_handle_repeated_labels_and_the_weight_only_rule():
+    # A batch with a repeated class; a bias-free last layer forces the weight-row rule.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10, bias=False))
+    x = torch.rand(6, 3, 4, 4)
+    y = torch.tensor([3, 3, 3, 7, 1, 1])
+    obs = observe(model, x, y, ClientSpec(), (3, 4, 4))
+    assert label_accuracy(y, count_labels(obs)) >= 5 / 6
+    biased = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+    obs = observe(biased, x, y, ClientSpec(), (3, 4, 4))
+    assert sorted(count_labels(obs).tolist()) == sorted(y.tolist())
+
+
+def test_fedavg_deltas_are_read_with_the_opposite_sign():
+    # θ_E − θ_0 = −lr Σ g: the counts come from −delta/(lr·steps), not from the delta itself.
+    for seed in range(3):
+        client = ClientSpec(mode="fedavg", local_epochs=2, local_batch_size=2, lr=0.05)
+        obs, y = scenario("resnet", {"depth": 8, "width": 4}, 4, seed, client)
+        assert label_accuracy(y, infer_labels(obs)) == 1.0
+        flipped = copy.copy(obs)
+        flipped.update = Update(obs.update.tensors, "gradient")  # the wrong reading
+        assert label_accuracy(y, infer_labels(flipped)) < 1.0
+
+
+def test_single_logit_models_get_the_parity_of_their_labels():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU(), nn.Linear(16, 1))
+    x = torch.rand(4, 3, 4, 4)
+    y = torch.tensor([2, 4, 5, 8])  # three even (positive), one odd
+    labels = infer_labels(observe(model, x, y, ClientSpec(), (3, 4, 4)))
+    assert sorted(labels.tolist()) == [0, 0, 0, 1]
+
+
+def test_rounding_keeps_the_total_and_the_classes_known_present():
+    raw = torch.tensor([0.2, 2.6, 0.9, -0.5, 0.1])
+    present = torch.tensor([True, False, False, False, True])
+    counts = _round_counts(raw, 4, present)
+    assert int(counts.sum()) == 4 and bool((counts >= 0).all())
+    assert counts[0] >= 1 and counts[4] >= 1 and counts[3] == 0
+    assert torch.equal(_round_counts(torch.tensor([5.0, -1.0]), 2, torch.zeros(2, dtype=bool)),
+                       torch.tensor([2, 0]))
+
+
+def test_label_inference_leaves_the_model_untouched():
+    obs, _ = scenario("convnet", {"width": 4}, 4, 0, ClientSpec())
+    before = {k: v.clone() for k, v in obs.model.state_dict().items()}
+    infer_labels(obs)
+    assert all(torch.equal(before[k], v) for k, v in obs.model.state_dict().items())

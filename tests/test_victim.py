@@ -1,0 +1,146 @@
+"""Victim models (bench/victim.py): init, trained:N, the cache and its key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bench.victim as victim
+from bench.registry import ARCHS, DATASETS
+from bench.victim import cache_dir, cache_key, parse_state, victim_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: no oversubscription of a shared machine, same sums everywhere."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    return tmp_path / "victims"
+
+
+def parts(arch: str = "convnet", arch_kw: dict | None = None, size: int = 16):
+    ds = DATASETS.get("digits").cls(size=size)
+    return ARCHS.get(arch).cls(**(arch_kw or {"width": 4})), ds, ds.meta()
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def accuracy(model: torch.nn.Module, ds, meta) -> float:
+    x, y = ds.load("test").tensors
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_parse_state():
+    assert parse_state("init") == 0 and parse_state("trained:25") == 25
+    for bad in ("trained", "trained:x", "warm:3", "trained:-1"):
+        with pytest.raises(ValueError):
+            parse_state(bad)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path / "victims"
+    monkeypatch.delenv("LEAKBENCH_CACHE")
+    assert cache_dir() == victim.Path.home() / ".cache" / "leakbench" / "victims"
+
+
+def test_trained_victim_learns_is_deterministic_and_cached(cache):
+    arch, ds, meta = parts()
+    init = victim_model(arch, ds, meta, "init", 3)
+    trained = victim_model(arch, ds, meta, "trained:40", 3)
+    assert not same_weights(init, trained)
+    assert not any(cache.glob("*.tmp")) and len(list(cache.glob("*.pt"))) == 1
+    # 40 steps of SGD on digits take a 4-wide ConvNet well above chance (10%)
+    assert accuracy(trained, ds, meta) > 0.5 > accuracy(init, ds, meta)
+    again = victim_model(arch, ds, meta, "trained:40", 3)
+    assert same_weights(trained, again)
+    assert again.training  # returned in train mode, like a fresh model
+
+
+def test_cached_victim_is_loaded_not_retrained(cache, monkeypatch):
+    arch, ds, meta = parts()
+    first = victim_model(arch, ds, meta, "trained:5", 0)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained again despite the cache")
+
+    monkeypatch.setattr(victim, "train_steps", boom)
+    assert same_weights(first, victim_model(arch, ds, meta, "trained:5", 0))
+
+
+def test_unreadable_cache_file_is_replaced(cache):
+    arch, ds, meta = parts()
+    reference = victim_model(arch, ds, meta, "trained:5", 1)
+    (path,) = cache.glob("*.pt")
+    path.write_bytes(b"not a checkpoint")
+    rebuilt = victim_model(arch, ds, meta, "trained:5", 1)
+    assert same_weights(reference, rebuilt)
+    assert path.stat().st_size > 100
+
+
+def test_training_is_independent_of_the_cache(tmp_path, monkeypatch):
+    arch, ds, meta = parts()
+    a = victim_model(arch, ds, meta, "trained:5", 2, cache=tmp_path / "a")
+    b = victim_model(arch, ds, meta, "trained:5", 2, cache=tmp_path / "b")
+    c = victim_model(arch, ds, meta, "trained:5", 4, cache=tmp_path / "b")
+    assert same_weights(a, b) and not same_weights(a, c)
+
+
+def test_cache_key_covers_everything_that_changes_the_weights():
+    arch, ds, meta = parts()
+    base = cache_key(arch, ds, 10, 0)
+    assert base == cache_key(*parts()[:2], 10, 0)
+    assert base != cache_key(arch, ds, 11, 0)
+    assert base != cache_key(arch, ds, 10, 1)
+    assert base != cache_key(parts("convnet", {"width": 8})[0], ds, 10, 0)
+    assert base != cache_key(arch, parts(size=12)[1], 10, 0)
+    assert base != cache_key(ARCHS.get("lenet").cls(), ds, 10, 0)
+    assert base != cache_key(arch, ds, 10, 0, dataset_spec=("photos", {"size": 16}))
+
+
+def test_init_state_is_the_seeded_initialisation(cache):
+    arch, ds, meta = parts("resnet", {"depth": 8, "width": 4})
+    assert same_weights(victim_model(arch, ds, meta, "init", 5),
+                        victim_model(arch, ds, meta, "trained:0", 5))
+    assert not same_weights(victim_model(arch, ds, meta, "init", 5),
+                            victim_model(arch, ds, meta, "init", 6))
+    assert not cache.exists()  # nothing to cache for an untrained model
+
+
+def test_concurrent_requests_train_once(cache, monkeypatch):
+    import threading
+    import time
+
+    arch, ds, meta = parts()
+    calls = []
+    real = victim.train_steps
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.2)  # hold the lock long enough for the other thread to queue
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(victim, "train_steps", counted)
+    models: list = [None, None]
+
+    def build(i: int) -> None:
+        models[i] = victim_model(arch, ds, meta, "trained:3", 9)
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and same_weights(models[0], models[1])
