@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from attacks.matching import dummy_gradient, l2_distance, run_lbfgs
+from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
-from bench.registry import Param, register_attack
+from bench.registry import register_attack
 
 
 @register_attack("dlg")
@@ -14,12 +14,7 @@ class DLG(Attack):
     """L-BFGS on a dummy image and dummy soft-label logits, matching gradients in squared L2."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
-    params = (
-        Param("steps", int, 300, low=1, high=100_000, help="L-BFGS steps (up to 20 evals each)"),
-        Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
-        Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
-        Param("history_size", int, 100, low=1, high=1000),
-    )
+    params = LBFGS_PARAMS
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if ctx.client.mode != "fedsgd":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from attacks.labels import idlg_label
-from attacks.matching import dummy_gradient, l2_distance, run_lbfgs
+from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
-from bench.registry import Param, register_attack
+from bench.registry import register_attack
 
 
 @register_attack("idlg")
@@ -15,12 +15,7 @@ class IDLG(Attack):
     """The label from the sign of the last layer's gradient (batch 1), then L-BFGS on the image."""
 
     paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
-    params = (
-        Param("steps", int, 300, low=1, high=100_000, help="L-BFGS steps (up to 20 evals each)"),
-        Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
-        Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
-        Param("history_size", int, 100, low=1, high=1000),
-    )
+    params = LBFGS_PARAMS
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if ctx.batch_size != 1:

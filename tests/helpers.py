@@ -14,32 +14,25 @@ from bench.suite import Suite, parse_suite
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TINY_SUITE = {
+    "seeds": 1,
+    "batch_size": 1,
+    "datasets": [{"photos": {"size": 16}}],
+    "archs": ["lenet"],
+    "defenses": ["none"],
+    "attacks": [{"dlg": {"steps": 2}}],
+}
+"""One cell: DLG for two steps on LeNet and a 16-pixel photo crop."""
+
+
 def make_suite(**overrides) -> Suite:
     """A minimal suite (one cell unless axes are widened) for fast tests."""
-    raw = {
-        "name": "t",
-        "seeds": 1,
-        "batch_size": 1,
-        "datasets": [{"photos": {"size": 16}}],
-        "archs": ["lenet"],
-        "defenses": ["none"],
-        "attacks": [{"dlg": {"steps": 2}}],
-        "timeout": 120,
-    }
-    raw.update(overrides)
+    raw = {"name": "t", **TINY_SUITE, "timeout": 120, **overrides}
     return parse_suite(raw, source="test")
 
 
 def write_suite(path: Path, **overrides) -> Path:
-    raw = {
-        "seeds": 1,
-        "batch_size": 1,
-        "datasets": [{"photos": {"size": 16}}],
-        "archs": ["lenet"],
-        "defenses": ["none"],
-        "attacks": [{"dlg": {"steps": 2}}],
-    }
-    raw.update(overrides)
+    raw = {**TINY_SUITE, **overrides}
     path.write_text(yaml.safe_dump(raw))
     return path
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from statistics import mean
 
-import pytest
 import torch
 
 from bench.pipeline import run_cell
@@ -18,17 +17,6 @@ from helpers import make_suite
 
 CONVNET = {"convnet": {"width": 4}}
 RESNET = {"resnet": {"depth": 8, "width": 4}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the measured cells then do not depend on the machine's core
-    count (summation order changes the signed-Adam trajectories), and the tests do not
-    oversubscribe a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(**suite) -> list[dict]:

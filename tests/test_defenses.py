@@ -55,15 +55,6 @@ def context(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 3,
                           NUM_CLASSES, sampler)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads cost a lot on a busy box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_update(seed: int = 0) -> Update:
     g = torch.Generator().manual_seed(seed)
     return Update([torch.randn(40, 30, generator=g), torch.randn(30, generator=g),

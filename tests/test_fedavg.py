@@ -19,15 +19,6 @@ from bench.victim import victim_model
 from helpers import make_suite
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: reconstructions then do not depend on the machine's core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def scenario(arch: str, kw: dict, batch: int, client: ClientSpec, seed: int = 0,
              grant_bn: bool = False):
     ds = DATASETS.get("photos").cls(size=16)

@@ -23,15 +23,6 @@ from bench.scoring import denormalize, score
 from bench.victim import victim_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: reconstructions then do not depend on the machine's core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def scenario(arch: str = "convnet", arch_kw: dict | None = None, dataset: str = "photos",
              batch_size: int = 1, seed: int = 0, client: ClientSpec | None = None,
              grant_bn: bool = False, labels: torch.Tensor | None = None):

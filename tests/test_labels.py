@@ -17,15 +17,6 @@ from bench.scoring import label_accuracy
 from bench.victim import victim_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: no oversubscription of a shared machine, same sums everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def observe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, client: ClientSpec,
             shape: tuple[int, int, int], classes: int = 10) -> Observation:
     update = compute_update(model, x, y, client)

@@ -9,7 +9,6 @@ records the attempt and fails).
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -62,28 +61,6 @@ def alexnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = torchvision.models.alexnet(weights=None).features.state_dict()
     path = tmp_path_factory.mktemp("alex") / ALEX_FILE
     torch.save({f"features.{k}": v for k, v in state.items()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Inception-v3 state dict, made by torch-fidelity's own feature-extractor class.
-
-    The class loads weights in its constructor, so construction skips that step once; the
-    convolutions get He initialisation so activations neither vanish nor explode.
-    """
-    import torch_fidelity.feature_extractor_inceptionv3 as inception
-
-    cls = inception.FeatureExtractorInceptionV3
-    torch.manual_seed(0)
-    with mock.patch.object(cls, "load_state_dict", lambda self, state, *a, **k: None), \
-            mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: {}):
-        model = cls("inception-v3-compat", ["2048"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / FID_WEIGHTS_FILE
-    torch.save(model.state_dict(), path)
     return path
 
 

@@ -41,16 +41,6 @@ def test_cnn6d_counts_at_32px():
     assert all(lr.deficit == 0 for lr in rank_layers(_model("cnn6", (3, 32, 32)), (3, 32, 32)))
 
 
-@pytest.fixture
-def one_thread():
-    """Dense eigen-decompositions on one thread: with two OpenMP threads on a busy machine
-    they can stall for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _numeric_ranks(model, shape):
     """Numerical ranks of each conv layer's gradient block and of both blocks stacked."""
     chain, reason = parse_chain(model, shape)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -24,23 +23,6 @@ def alexnet(tmp_path_factory) -> Path:
     state = torchvision.models.alexnet(weights=None).features.state_dict()
     path = tmp_path_factory.mktemp("alex") / "alexnet-owt-7be5be79.pth"
     torch.save({f"features.{k}": v for k, v in state.items()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def inception(tmp_path_factory) -> Path:
-    import torch_fidelity.feature_extractor_inceptionv3 as inception
-
-    cls = inception.FeatureExtractorInceptionV3
-    torch.manual_seed(0)
-    with mock.patch.object(cls, "load_state_dict", lambda self, state, *a, **k: None), \
-            mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: {}):
-        model = cls("inception-v3-compat", ["2048"])
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    torch.save(model.state_dict(), path)
     return path
 
 
@@ -97,8 +79,8 @@ def test_report_links_point_at_files_that_exist(results):
     assert "LEAKBENCH_FID_WEIGHTS" in page or "torch hub" in page.lower()  # how to supply them
 
 
-def test_report_pools_fid_kid_per_group_with_local_weights(results, inception):
-    page = write_report(results, str(inception), fid_layer="64").read_text()
+def test_report_pools_fid_kid_per_group_with_local_weights(results, inception_weights):
+    page = write_report(results, str(inception_weights), fid_layer="64").read_text()
     section = page.split("## FID and KID")[1].split("## Gallery")[0]
     rows = [r for r in section.splitlines() if r.startswith("| digits")]
     assert len(rows) == 2  # one per (defense, attack) group

@@ -10,15 +10,6 @@ from bench.registry import ARCHS, DATASETS
 from bench.victim import cache_dir, cache_key, parse_state, victim_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: no oversubscription of a shared machine, same sums everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
