@@ -55,9 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = plan(suite, out, args.force, args.retry_failed)
         for cell, status in rows:
-            print(f"{cell.cell_id}  {status:<8.8s}  {cell.dataset.label} {cell.arch.label} "
-                  f"bs={cell.batch_size} seed={cell.seed} {cell.defense_label} "
-                  f"{cell.attack.label}" + (f"  ({status})" if status.startswith("skip") else ""))
+            print(f"{cell.cell_id}  {status:<8.8s}  {cell.describe()}"
+                  + (f"  ({status})" if status.startswith("skip") else ""))
         counts = Counter(s.split(":")[0] for _, s in rows)
         print(f"{suite.name}: {len(rows)} cells — " +
               ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

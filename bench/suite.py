@@ -172,6 +172,11 @@ class Cell:
     def cell_id(self) -> str:
         return _digest(self.identity())[:16]
 
+    def describe(self) -> str:
+        """One line for listings (``run --dry-run``)."""
+        return (f"{self.dataset.label} {self.arch.label} bs={self.batch_size} seed={self.seed} "
+                f"{self.defense_label} {self.attack.label}")
+
     def scenario(self) -> dict[str, Any]:
         """What fixes the private batch and the victim model: shared by attacks and defenses."""
         ident = self.identity()

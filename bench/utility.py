@@ -3,7 +3,9 @@
 For each defense × arch × dataset × seed of a suite with a ``utility:`` key, train the victim
 from its initialisation for N steps of federated SGD with *defended* updates, then report test
 accuracy, next to the undefended run under the same seeds (the leaderboard pairs them), and the
-mean cosine similarity between the defended and the clean update. These are records too:
+mean cosine similarity between the defended and the clean update. BatchNorm running statistics
+follow the batch the client trained on (FedAvg clients send their buffers with their weights);
+defenses act on the weights' update. These are records too:
 resumable, in the same store, keyed by their own stable id.
 """
 
@@ -58,6 +60,12 @@ class UtilityCell:
     @property
     def cell_id(self) -> str:
         return "u" + _digest(self.identity())[:15]
+
+    def describe(self) -> str:
+        """One line for listings (``run --dry-run``)."""
+        settings = ",".join(f"{k}={v}" for k, v in self.config)
+        return (f"{self.dataset.label} {self.arch.label} seed={self.seed} {self.defense_label} "
+                f"utility({settings})")
 
     def derived_seeds(self) -> dict[str, int]:
         """Model init and data order are shared by every defense; the defense has its own."""
@@ -143,6 +151,10 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
             cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
             cosines.append(max(-1.0, min(1.0, cos)))
             with torch.no_grad():
+                # BatchNorm's running statistics are buffers, not gradients: a FedAvg client
+                # sends them beside its weights, taken from the batch it trained on
+                model.train()
+                model(ctx.x)
                 params = [p for p in model.parameters() if p.requires_grad]
                 for p, u in zip(params, update.tensors):
                     p -= cfg["lr"] * scale * u.to(p.device)

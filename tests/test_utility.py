@@ -8,7 +8,7 @@ from PIL import Image
 from bench.leaderboard import write_leaderboard
 from bench.runner import plan, run_suite
 from bench.store import load_records
-from helpers import make_suite
+from helpers import make_suite, run_cli, write_suite
 
 UTILITY = {"steps": 60, "batch_size": 32, "lr": 0.5, "eval_size": 300}
 
@@ -68,3 +68,26 @@ def test_defense_leaderboard_shows_accuracy_drop_and_front(results):
         assert im.format == "PNG" and im.size[0] > 100
     assert f"(plots/{pictures[0].name})" in text
     assert write_leaderboard(out).read_text() == text
+
+
+def test_batchnorm_running_statistics_follow_training(tmp_path):
+    """Evaluation uses BN's running statistics: they must track the batches trained on (a model
+    whose buffers stay at their initial values scores below chance after training)."""
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], archs=[{"convnet": {"width": 4}}],
+                       attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 80, "batch_size": 32, "lr": 0.05, "eval_size": 200})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    [record] = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    assert record["status"] == "ok", record.get("error")
+    assert record["metrics"]["accuracy"] > 5 * record["metrics"]["chance"]
+
+
+def test_dry_run_lists_utility_cells(tmp_path):
+    path = write_suite(tmp_path / "s.yaml", datasets=[{"digits": {"size": 16}}],
+                       defenses=["none", {"noise": {"scale": 0.1}}], utility=UTILITY)
+    out = run_cli("run", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    utility = [line for line in lines if line.startswith("u")]
+    assert len(utility) == 2 and all("utility(batch_size=32" in line for line in utility)
+    assert lines[-1].endswith("4 cells — 4 to run")
