@@ -18,9 +18,9 @@ it once and never leave a torn file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from bench.contracts import Arch, Dataset, DatasetMeta
+from bench.store import write_atomic
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
 TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -116,18 +117,9 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
 
 
 def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, seed: int,

@@ -11,13 +11,10 @@ import torchvision
 
 from bench.contracts import Dataset
 from bench.datasets.torchvision_common import (
-    DOWNLOAD_PARAM,
-    NORMALIZE_PARAM,
-    ROOT_PARAM,
-    VERIFY_PARAM,
+    COLOUR_PARAMS,
     CifarDataset,
 )
-from bench.registry import Param, register_dataset
+from bench.registry import register_dataset
 
 
 @register_dataset("cifar10")
@@ -25,13 +22,7 @@ class CIFAR10(CifarDataset, Dataset):
     """CIFAR-10 natural images in 10 classes from the pickled python batches (torchvision)."""
 
     paper = "Krizhevsky 2009, Learning multiple layers of features from tiny images (CIFAR-10)"
-    params = (
-        ROOT_PARAM,
-        DOWNLOAD_PARAM,
-        VERIFY_PARAM,
-        Param("size", int, 32, low=8, high=256, help="side length after resizing"),
-        NORMALIZE_PARAM,
-    )
+    params = COLOUR_PARAMS
     tv_class = torchvision.datasets.CIFAR10
     title = "CIFAR-10"
     archive = "cifar-10-python.tar.gz"

@@ -11,13 +11,10 @@ import torchvision
 
 from bench.contracts import Dataset
 from bench.datasets.torchvision_common import (
-    DOWNLOAD_PARAM,
-    NORMALIZE_PARAM,
-    ROOT_PARAM,
-    VERIFY_PARAM,
+    COLOUR_PARAMS,
     CifarDataset,
 )
-from bench.registry import Param, register_dataset
+from bench.registry import register_dataset
 
 # The fine label names in label order (the ``fine_label_names`` of the archive's ``meta`` file).
 FINE_LABELS = (
@@ -41,13 +38,7 @@ class CIFAR100(CifarDataset, Dataset):
     """CIFAR-100 natural images in 100 fine classes from the pickled python files (torchvision)."""
 
     paper = "Krizhevsky 2009, Learning multiple layers of features from tiny images (CIFAR-100)"
-    params = (
-        ROOT_PARAM,
-        DOWNLOAD_PARAM,
-        VERIFY_PARAM,
-        Param("size", int, 32, low=8, high=256, help="side length after resizing"),
-        NORMALIZE_PARAM,
-    )
+    params = COLOUR_PARAMS
     tv_class = torchvision.datasets.CIFAR100
     title = "CIFAR-100"
     archive = "cifar-100-python.tar.gz"

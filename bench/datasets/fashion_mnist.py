@@ -10,12 +10,10 @@ import torchvision
 
 from bench.contracts import Dataset
 from bench.datasets.torchvision_common import (
-    DOWNLOAD_PARAM,
-    NORMALIZE_PARAM,
-    ROOT_PARAM,
+    GREY_PARAMS,
     IdxDataset,
 )
-from bench.registry import Param, register_dataset
+from bench.registry import register_dataset
 
 
 @register_dataset("fashion-mnist")
@@ -23,13 +21,7 @@ class FashionMNIST(IdxDataset, Dataset):
     """Fashion-MNIST: 10 classes of Zalando clothing photos from IDX files (torchvision reader)."""
 
     paper = "Xiao, Rasul & Vollgraf 2017, Fashion-MNIST (arXiv:1708.07747)"
-    params = (
-        ROOT_PARAM,
-        DOWNLOAD_PARAM,
-        Param("size", int, 28, low=8, high=256, help="side length after resizing"),
-        Param("channels", int, 1, choices=(1, 3), help="3 repeats the grey channel"),
-        NORMALIZE_PARAM,
-    )
+    params = GREY_PARAMS
     tv_class = torchvision.datasets.FashionMNIST
     title = "Fashion-MNIST"
     url = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

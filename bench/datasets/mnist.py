@@ -11,12 +11,10 @@ import torchvision
 
 from bench.contracts import Dataset
 from bench.datasets.torchvision_common import (
-    DOWNLOAD_PARAM,
-    NORMALIZE_PARAM,
-    ROOT_PARAM,
+    GREY_PARAMS,
     IdxDataset,
 )
-from bench.registry import Param, register_dataset
+from bench.registry import register_dataset
 
 
 @register_dataset("mnist")
@@ -24,13 +22,7 @@ class MNIST(IdxDataset, Dataset):
     """MNIST handwritten digits 0–9 from IDX files on disk (torchvision's reader)."""
 
     paper = "LeCun, Bottou, Bengio & Haffner 1998, Gradient-based learning (MNIST)"
-    params = (
-        ROOT_PARAM,
-        DOWNLOAD_PARAM,
-        Param("size", int, 28, low=8, high=256, help="side length after resizing"),
-        Param("channels", int, 1, choices=(1, 3), help="3 repeats the grey channel"),
-        NORMALIZE_PARAM,
-    )
+    params = GREY_PARAMS
     tv_class = torchvision.datasets.MNIST
     title = "MNIST"
     url = "https://ossci-datasets.s3.amazonaws.com/mnist/"

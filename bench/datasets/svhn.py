@@ -14,10 +14,7 @@ import torchvision
 
 from bench.contracts import Dataset, DatasetMeta
 from bench.datasets.torchvision_common import (
-    DOWNLOAD_PARAM,
-    NORMALIZE_PARAM,
-    ROOT_PARAM,
-    VERIFY_PARAM,
+    COLOUR_PARAMS,
     TensorPairs,
     check_files,
     check_split,
@@ -28,7 +25,7 @@ from bench.datasets.torchvision_common import (
     torchvision_call,
     without_checksums,
 )
-from bench.registry import Param, register_dataset
+from bench.registry import register_dataset
 
 SUBFOLDER = "SVHN"
 URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -47,13 +44,7 @@ class SVHN(Dataset):
 
     paper = ("Netzer et al. 2011, Reading digits in natural images with unsupervised "
              "feature learning")
-    params = (
-        ROOT_PARAM,
-        DOWNLOAD_PARAM,
-        VERIFY_PARAM,
-        Param("size", int, 32, low=8, high=256, help="side length after resizing"),
-        NORMALIZE_PARAM,
-    )
+    params = COLOUR_PARAMS
     classes = tuple(str(i) for i in range(10))
     # The customary per-channel statistics of the training set.
     mean = (0.4377, 0.4438, 0.4728)

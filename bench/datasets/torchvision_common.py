@@ -240,6 +240,24 @@ class IdxDataset:
 VERIFY_PARAM = Param("verify", bool, True, identity=False,
                      help="check torchvision's md5 checksums of the official files")
 
+# The parameter lists the torchvision-backed datasets share.
+GREY_PARAMS = (
+    ROOT_PARAM,
+    DOWNLOAD_PARAM,
+    Param("size", int, 28, low=8, high=256, help="side length after resizing"),
+    Param("channels", int, 1, choices=(1, 3), help="3 repeats the grey channel"),
+    NORMALIZE_PARAM,
+)
+"""MNIST-style IDX datasets: 28×28 grey images."""
+COLOUR_PARAMS = (
+    ROOT_PARAM,
+    DOWNLOAD_PARAM,
+    VERIFY_PARAM,
+    Param("size", int, 32, low=8, high=256, help="side length after resizing"),
+    NORMALIZE_PARAM,
+)
+"""Checksummed 32×32 RGB datasets: CIFAR-10/100, SVHN."""
+
 
 def without_checksums(tv_class: Any, **tables: Any) -> Any:
     """A subclass of a torchvision dataset whose file tables carry no md5 (existence only).
