@@ -294,6 +294,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
             best = best.merge(us, on="defense", how="left")
             both = best[best["psnr"].notna() & best["accuracy"].notna()]
             front = set(pareto_front(both.rename(columns={"defense": "defense_label"})))
+        epsilon = g.dropna(subset=["epsilon"]).groupby("defense")["epsilon"].first()
         rows = []
         for rank, (_, r) in enumerate(best.iterrows(), start=1):
             row = {
@@ -301,12 +302,18 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 "PSNR (dB)": _f(r["psnr"], 2), "SSIM": _f(r["ssim"], 3),
                 "Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"]),
             }
+            if len(epsilon):
+                eps = epsilon.get(r["defense"])
+                row["ε"] = "–" if eps is None else _f(eps, 2)
             if has_utility:
                 row.update({"Accuracy": _f(r["accuracy"], 3), "Δ acc": _f(r["drop"], 3),
                             "Update cos": _f(r["update_cosine"], 3),
                             "Pareto": "★" if r["defense"] in front else ""})
             rows.append(row)
         note = "Ranked by the best mean PSNR any attack reaches (lower is better)."
+        if len(epsilon):
+            note += (" ε: the differential-privacy budget at the defense's δ for its configured "
+                     "sampling rate and steps (Opacus's accountant), a whole training run's.")
         if has_utility:
             note += (" Accuracy: test accuracy after the utility track's training with defended "
                      "updates (mean over seeds); Δ acc: its drop against `none` on the same "

@@ -195,3 +195,21 @@ def test_dpsgd_is_skipped_on_a_batchnorm_model(monkeypatch):
         x = torch.rand(2, 3, 8, 8)
         y = torch.tensor([0, 1])
         run(DPSGD(), model, x, y)
+
+
+def test_defense_leaderboard_shows_epsilon_for_dpsgd_only(tmp_path):
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    suite = make_suite(defenses=["none", {"dpsgd": {"noise_multiplier": 2.0}}],
+                       attacks=[{"idlg": {"steps": 2}}])
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    section = write_leaderboard(tmp_path).read_text().split("## Defenses")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| Rank"))
+    assert "| ε " in header
+    eps, _ = dp_epsilon(2.0, 0.01, 1000, 1e-5)
+    rows = {line.split("|")[2].strip(): line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| Rank")}
+    assert f"| {eps:.2f} " in rows["dpsgd(noise_multiplier=2)"]
+    assert "| – " in rows["none"]
