@@ -15,7 +15,7 @@ from attacks.matching import (
     run_signed_adam,
 )
 from attacks.priors import total_variation
-from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from bench.contracts import LABELS, Attack, CellContext, Observation, Reconstruction
 from bench.registry import Param, register_attack
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -45,6 +45,7 @@ class InvertingGradients(Attack):
     paper = ("Geiping, Bauermeister, Dröge, Moeller. Inverting Gradients — How easy is it to "
              "break privacy in federated learning? NeurIPS 2020")
     supports_fedavg = True
+    wants = frozenset({LABELS})  # the true labels when the suite grants them, else inferred
     params = (
         Param("iterations", int, 200, low=0, high=1_000_000,
               help="Adam steps per restart (paper: 4800; 24000 in its ImageNet showcase)"),

@@ -37,6 +37,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         for entry in REGISTRIES[kind].entries():
             print(f"  {entry.name:<16} {entry.description}")
+            needs, wants = getattr(entry.cls, "needs", ()), getattr(entry.cls, "wants", ())
+            if needs or wants:
+                print("      threat model: " + "; ".join(
+                    part for part in (needs and "needs " + ", ".join(sorted(needs)),
+                                      wants and "uses if granted " + ", ".join(sorted(wants)))
+                    if part))
             for p in entry.params:
                 print(f"      {p.describe()}")
     return 0

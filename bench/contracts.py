@@ -123,7 +123,8 @@ class CellContext:
 class Attack(Component):
     """Base class: reconstruct the private batch from an observation."""
 
-    needs: frozenset[str] = frozenset()  # capabilities from CAPABILITIES
+    needs: frozenset[str] = frozenset()  # capabilities from CAPABILITIES; skipped without them
+    wants: frozenset[str] = frozenset()  # used when the suite grants them, never required
     supports_fedavg: bool = False
     paper: str = ""
 

@@ -257,7 +257,7 @@ class Suite:
             self.defenses, self.attacks, self.seeds,
         ):
             entry = ATTACKS.get(attack.name)
-            granted = frozenset(entry.cls.needs) & self.granted
+            granted = frozenset(entry.cls.needs | entry.cls.wants) & self.granted
             cell = Cell(self.name, attack, defense, arch, ds, bs, tuple(sorted(client.items())),
                         victim, seed, self.base_seed, granted, budget)
             if self._excluded(cell):

@@ -17,10 +17,11 @@ from attacks.matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.priors import BNStatsPrior, group_consistency, running_stats, total_variation
 from bench.client import compute_update
 from bench.contracts import BN_STATS, CellContext, ClientSpec, Observation, Update
-from bench.pipeline import sample_batch
+from bench.pipeline import run_cell, sample_batch
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.scoring import denormalize, score
 from bench.victim import victim_model
+from helpers import make_suite
 
 
 def scenario(arch: str = "convnet", arch_kw: dict | None = None, dataset: str = "photos",
@@ -142,6 +143,23 @@ def test_ig_uses_granted_labels_instead_of_inferring():
     obs, *_ = scenario(batch_size=2, labels=wrong)
     rec = InvertingGradients(iterations=2).reconstruct(obs)
     assert torch.equal(rec.labels, wrong) and not rec.info["labels_inferred"]
+
+
+
+@pytest.mark.parametrize("grant", [[], ["labels"]])
+def test_suite_grants_labels_to_ig_as_an_optional_capability(grant):
+    """ig *wants* labels: it gets them where the suite grants them, and is never skipped for
+    their absence; dlg neither needs nor wants them, so the grant does not reach it."""
+    suite = make_suite(grant=grant, batch_size=2, archs=[{"convnet": {"width": 4}}],
+                       attacks=[{"ig": {"iterations": 2}}, {"dlg": {"steps": 1}}])
+    cells = {c.attack.name: c for c in suite.expand()}
+    assert all(c.skip_reason is None for c in cells.values())
+    assert cells["ig"].granted == frozenset(grant) and cells["dlg"].granted == frozenset()
+    record = run_cell(cells["ig"], torch.device("cpu"), 60.0)
+    assert record["status"] in ("ok", "diverged"), record.get("error")
+    assert record["attack_info"]["labels_inferred"] is (not grant)
+    if grant:
+        assert record["metrics"]["label_acc"] == 1.0
 
 
 @pytest.mark.parametrize("attack", [InvertingGradients(iterations=50, restarts=3),
