@@ -188,7 +188,8 @@ def strongest_attacks(summary: pd.DataFrame) -> pd.DataFrame:
         best["attacks"] = len(g)
         rows.append(best)
     out = pd.DataFrame(rows)
-    out["_key"] = out["psnr"].fillna(-1e9)
+    # a defense no attack produced a score against ranks last, never first
+    out["_key"] = out["psnr"].astype(float).fillna(float("inf"))
     return out.sort_values(["_key", "defense"], kind="stable").drop(columns="_key")
 
 

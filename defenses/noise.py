@@ -28,6 +28,8 @@ class Noise(Defense):
                 n = torch.randn(t.shape, generator=g, dtype=t.dtype)
             else:  # Laplace(0, b) has std b·√2: draw with b = scale/√2
                 u = torch.rand(t.shape, generator=g, dtype=t.dtype) - 0.5
+                # rand can return exactly 0 (u = -0.5, log1p(-1) = -inf): keep |u| < 0.5
+                u = u.clamp(-0.5 + torch.finfo(t.dtype).eps, 0.5)
                 n = -torch.sign(u) * torch.log1p(-2 * u.abs()) / 2**0.5
             noisy.append(t + self.scale * n.to(t.device))
         out.tensors = noisy

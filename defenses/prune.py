@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from bench.contracts import Defense, DefenseContext, Update
@@ -10,7 +12,7 @@ from bench.registry import Param, register_defense
 
 def prune_smallest(t: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero exactly ``floor(ratio * numel)`` entries of ``t``: those of smallest magnitude."""
-    n_zero = int(ratio * t.numel())
+    n_zero = math.floor(round(ratio * t.numel(), 6))  # 0.7·90 is 63, not int(62.99…)
     if n_zero == 0:
         return t.clone()
     flat = t.flatten().clone()

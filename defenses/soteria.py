@@ -20,6 +20,7 @@ features are pruned. ``offset`` is 0.1 in the authors' Inverting-Gradients exper
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -85,7 +86,7 @@ def soteria_scores(model: nn.Module, x: torch.Tensor, offset: float = 0.1,
 
 def pruned_features(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     """Indices of the ⌊ratio·F⌋ features with the smallest scores."""
-    n = int(ratio * scores.numel())
+    n = math.floor(round(ratio * scores.numel(), 6))  # robust to float noise, as prune
     return torch.argsort(scores, stable=True)[:n]
 
 

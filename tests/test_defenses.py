@@ -76,17 +76,30 @@ def test_registered_with_docs_and_paper(name):
 
 # --- sparsification: exact fractions --------------------------------------------------------
 
-@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.3, 0.5, 0.9])
+def exact_floor(ratio: float, n: int) -> int:
+    """⌊ratio·n⌋ of the real numbers: 0.7·30 is 21 although the float product is 20.99…."""
+    from fractions import Fraction
+
+    return math.floor(Fraction(str(ratio)) * n)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
 def test_prune_zeroes_exactly_the_fraction_per_tensor(ratio):
     update = random_update()
     out = Prune(ratio=ratio).transform_update(update, None)
     for before, after in zip(update.tensors, out.tensors):
         n = before.numel()
-        assert int((after == 0).sum()) == math.floor(ratio * n)
+        assert int((after == 0).sum()) == exact_floor(ratio, n)
         kept = after != 0
         if (~kept).any() and kept.any():  # the zeroed ones are the smallest in magnitude
             assert before[~kept].abs().max() <= before[kept].abs().min()
         assert torch.equal(after[kept], before[kept])
+
+
+def test_prune_count_is_robust_to_float_noise():
+    t = torch.arange(1.0, 91.0)  # 0.7 · 90 is 62.99999999999999 in floats
+    out = Prune(ratio=0.7).transform_update(Update([t]), None)
+    assert int((out.tensors[0] == 0).sum()) == 63
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 1.0])
@@ -116,6 +129,17 @@ def test_topk_global_scope_keeps_the_fraction_of_all_entries():
 
 
 # --- clipping and quantisation ----------------------------------------------------------------
+
+def test_laplace_noise_is_finite_when_the_uniform_draw_is_zero(monkeypatch):
+    """torch.rand returns exactly 0 with probability 2⁻²⁴ per entry: the inverse CDF must not
+    turn it into an infinite entry."""
+    monkeypatch.setattr(torch, "rand", lambda shape, generator=None, dtype=None:
+                        torch.zeros(shape, dtype=dtype))
+    update = random_update(2)
+    out = DEFENSES.get("noise").cls(scale=0.1, distribution="laplace").transform_update(
+        update, context(nn.Linear(2, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long)))
+    assert all(bool(torch.isfinite(t).all()) for t in out.tensors)
+
 
 def test_clip_global_and_per_tensor():
     update = random_update(3)
@@ -191,7 +215,7 @@ def test_soteria_prunes_the_columns_its_criterion_ranks_lowest(ratio):
     zero_cols = (out.tensors[index] == 0).all(dim=0)
     features = out.tensors[index].shape[1]
     assert int(zero_cols.sum()) == math.floor(ratio * features)
-    assert out.info["soteria_pruned_features"] == math.floor(ratio * features)
+    assert out.info["soteria_pruned_features"] == exact_floor(ratio, features)
     expected = torch.argsort(reference_scores(model, x, 0.1), stable=True)
     expected = expected[:math.floor(ratio * features)]
     assert set(torch.nonzero(zero_cols).flatten().tolist()) == set(expected.tolist())

@@ -73,3 +73,17 @@ def test_cli_leaderboard_and_export(results):
     assert out.returncode == 0 and out.stdout.strip().endswith("cells.csv")
     out = run_cli("leaderboard", str(results / "nowhere"))
     assert out.returncode == 2 and "no records" in out.stderr
+
+
+def test_a_defense_without_any_score_ranks_last_not_first():
+    """Every attack failing against a defense is no evidence that the defense works."""
+    import pandas as pd
+
+    from bench.leaderboard import strongest_attacks
+
+    summary = pd.DataFrame([
+        {"defense": "none", "attack": "dlg", "psnr": 30.0},
+        {"defense": "prune", "attack": "dlg", "psnr": 12.0},
+        {"defense": "broken", "attack": "dlg", "psnr": None},
+    ])
+    assert list(strongest_attacks(summary)["defense"]) == ["prune", "none", "broken"]
