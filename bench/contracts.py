@@ -23,6 +23,11 @@ LABELS = "labels"  # the true labels of the private batch
 BN_STATS = "bn_stats"  # the BatchNorm statistics of the private batch (or running stats)
 CAPABILITIES = (LABELS, BN_STATS)
 
+# What a defense writes in ``Update.info`` that the server sees with the update: the number of
+# clients in a secure aggregate and int8 scales travel with the message. Everything else there
+# (the client's loss, mixing coefficients, per-sample norms, …) stays in the record only.
+PUBLIC_UPDATE_INFO = frozenset({"aggregate_of", "secagg_clients", "int8_scales"})
+
 
 @dataclass
 class Update:
@@ -40,6 +45,12 @@ class Update:
             self.bn_stats,
             dict(self.info),
         )
+
+
+def shared_update(update: Update) -> Update:
+    """The update as the server receives it: tensors, kind and public metadata only."""
+    public = {k: v for k, v in update.info.items() if k in PUBLIC_UPDATE_INFO}
+    return Update(update.tensors, update.kind, None, public)
 
 
 @dataclass
@@ -140,6 +151,10 @@ class Defense(Component):
     """Base class: transform the private batch (data level) and/or the update (update level)."""
 
     paper: str = ""
+    # "data": changes the batch the client trains on; "update": changes what it shares;
+    # "protocol": changes only what the server observes (the model trains as without it)
+    level: str = "update"
+    recomputes_update: bool = False  # rebuilds the update from the batch (DP-SGD)
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         return None

@@ -107,21 +107,28 @@ def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append({"dataset": r["dataset_label"], "arch": r["arch_label"],
                      "defense": r["defense_label"], "seed": r["seed"], "status": r["status"],
                      "accuracy": m.get("accuracy"), "update_cosine": m.get("update_cosine"),
-                     "chance": m.get("chance"), "cell_id": r["cell_id"]})
+                     "chance": m.get("chance"), "cell_id": r["cell_id"],
+                     "scenario": (r.get("derived_seeds") or {}).get("scenario")})
     cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
-            "chance", "cell_id"]
+            "chance", "cell_id", "scenario"]
     return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
 
 
 def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
-    """Per defense: mean accuracy, paired drop against ``none`` on the same seeds, cosine."""
-    g = util[(util["dataset"] == dataset) & (util["arch"] == arch) & (util["status"] == "ok")]
+    """Per defense: mean accuracy, paired drop against ``none`` on the same scenarios, cosine.
+
+    Runs whose training diverged count at chance accuracy (dropping them would flatter an
+    unstable defense). Pairs are matched on the scenario seed (same initialisation and data
+    order), not on the seed index, so records of other suites or settings never pair up.
+    """
+    g = util[(util["dataset"] == dataset) & (util["arch"] == arch)
+             & util["status"].isin(["ok", "diverged"])]
     if g.empty:
         return pd.DataFrame(columns=["defense", "accuracy", "drop", "update_cosine"])
-    base = g[g["defense"] == "none"].set_index("seed")["accuracy"]
+    base = g[g["defense"] == "none"].set_index("scenario")["accuracy"]
     rows = []
     for defense, d in g.groupby("defense", sort=True):
-        paired = d.set_index("seed")["accuracy"]
+        paired = d.set_index("scenario")["accuracy"]
         common = paired.index.intersection(base.index)
         drop = float((base[common] - paired[common]).mean()) if len(common) else None
         rows.append({"defense": defense, "accuracy": float(paired.mean()), "drop": drop,

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 from bench.client import compute_update
-from bench.contracts import BN_STATS, LABELS, DefenseContext, Observation, Update
+from bench.contracts import (
+    BN_STATS,
+    LABELS,
+    DefenseContext,
+    Observation,
+    shared_update,
+)
 from bench.memory import PeakMemory
 from bench.provenance import provenance
 from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
@@ -107,7 +113,7 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float,
         stage = "attack"
         attack = ATTACKS.get(cell.attack.name).cls(**cell.attack.kwargs)
         budget = dict(cell.budget)
-        shared = Update(update.tensors, update.kind, None, update.info)  # BN stats: by grant only
+        shared = shared_update(update)  # BN statistics and private metadata: by grant only
         obs = Observation(
             model=copy.deepcopy(model), update=shared, batch_size=cell.batch_size,
             input_shape=meta.shape, num_classes=meta.num_classes, mean=meta.mean, std=meta.std,

@@ -184,12 +184,17 @@ class Cell:
                                       "base_seed")}
 
     def derived_seeds(self) -> dict[str, int]:
-        """Seeds for the scenario (data, model), the defense's and the attack's randomness."""
+        """Seeds for the scenario (data, model), the defense's and the attack's randomness.
+
+        The attack's seed leaves the defense out: an attack starts from the same dummy data
+        against every defense of a scenario, so defense comparisons are paired (common random
+        numbers) and differ only by what the defense did.
+        """
         ident = self.identity()
         return {
             "scenario": _seed_from(self.scenario()),
             "defense": _seed_from({"scenario": self.scenario(), "defense": ident["defense"]}),
-            "attack": _seed_from(ident),
+            "attack": _seed_from({k: v for k, v in ident.items() if k != "defense"}),
         }
 
     def context(self) -> CellContext:
@@ -527,11 +532,27 @@ def _defenses(value: Any) -> list[tuple[Spec, ...]]:
                 raise SuiteError(f"defenses[{i}].chain: expected a list of defenses")
             links = [_components([item], DEFENSES, f"defenses[{i}].chain[{j}]")
                      for j, item in enumerate(params)]
-            chains += [tuple(c) for c in itertools.product(*links)]
+            expanded = [tuple(c) for c in itertools.product(*links)]
+            for chain in expanded:
+                _check_chain_order(chain, f"defenses[{i}].chain")
+            chains += expanded
         else:
             chains += [(s,) for s in _components([{name: params}], DEFENSES,
                                                  f"defenses[{i}]")]
     return _unique(chains)
+
+
+def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
+    """A link that rebuilds the update from the batch (DP-SGD) would silently discard the
+    update- and protocol-level links before it; only data-level links may precede it."""
+    for k, spec in enumerate(chain):
+        if not DEFENSES.get(spec.name).cls.recomputes_update:
+            continue
+        lost = [s.name for s in chain[:k] if DEFENSES.get(s.name).cls.level not in ("data", "none")]
+        if lost:
+            raise SuiteError(f"{where}: {spec.name} recomputes the update from the batch, so "
+                             f"{', '.join(lost)} before it would be discarded; put {spec.name} "
+                             f"before them")
 
 
 def _unique(items: list) -> list:

@@ -127,15 +127,21 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         meta = dataset.meta()
         arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
         model = victim_model(arch, dataset, meta, "init", seeds["scenario"]).to(device)
-        defenses = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
+        chain = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
+        # protocol-level links (secure aggregation) change what the server observes, not what
+        # trains the model: the aggregate of the same clients trains it as plain aggregation
+        # would, so they cost nothing here (training on K clients' data would flatter them)
+        defenses = [d for d in chain if d.level != "protocol"]
+        protocol = [d.registry_name for d in chain if d.level == "protocol"]
         data_gen = torch.Generator().manual_seed(seeds["scenario"])
         defense_gen = torch.Generator().manual_seed(seeds["defense"])
         mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
         std = torch.tensor(meta.std).view(1, -1, 1, 1)
         client = ClientSpec()
         others = other_batches(dataset, meta, device, seeds["defense"])
-        cosines = []
-        for _ in range(cfg["steps"]):
+        cosines: list[float] = []
+        diverged_at = None
+        for step in range(cfg["steps"]):
             x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
             x, y = ((x01 - mean) / std).to(device), y.to(device)
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
@@ -160,7 +166,21 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
                     p -= cfg["lr"] * scale * u.to(p.device)
             model.train()
             if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise FloatingPointError("training diverged (non-finite weights)")
+                diverged_at = step + 1
+                break
+        chance = 1.0 / meta.num_classes if meta.num_classes > 1 else 0.5
+        notes = {}
+        if protocol:
+            notes["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
+                                     "training (no utility cost by construction)")
+        if diverged_at is not None:  # a model with non-finite weights predicts nothing
+            record.update(status="diverged", error=f"training diverged (non-finite weights) at "
+                          f"step {diverged_at}: scored at chance accuracy", metrics={
+                              "accuracy": chance, "eval_size": 0, "chance": chance,
+                              "update_cosine": sum(cosines) / len(cosines),
+                              "diverged_at_step": diverged_at}, **notes)
+            record["timing"] = {"train_seconds": time.perf_counter() - t0}
+            return record
         test = dataset.load("test")
         n = min(cfg["eval_size"], len(test))
         # evenly spread over the split: test splits are often ordered by class
@@ -172,7 +192,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         acc = accuracy(model, xt, yt)
         record.update(status="ok", error=None, metrics={
             "accuracy": acc, "eval_size": n, "update_cosine": sum(cosines) / len(cosines),
-            "chance": 1.0 / meta.num_classes if meta.num_classes > 1 else 0.5})
+            "chance": chance}, **notes)
     except Exception as e:  # a failing cell becomes a record
         record.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
                       traceback=traceback.format_exc(limit=8))

@@ -150,6 +150,7 @@ def dp_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Cli
 class DPSGD(Defense):
     """DP-SGD: clip every per-sample gradient to `max_grad_norm`, add N(0, (σ·C)²), report ε."""
 
+    recomputes_update = True
     paper = ("Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang. Deep Learning with "
              "Differential Privacy. CCS 2016")
     strength = "noise_multiplier"  # the parameter the privacy–utility plots sweep

@@ -7,3 +7,5 @@ from bench.registry import register_defense
 @register_defense("none")
 class NoDefense(Defense):
     """Share the update unchanged (the undefended baseline)."""
+
+    level = "none"

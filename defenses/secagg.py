@@ -35,6 +35,7 @@ def pooled_bn_stats(stats: list[list[tuple[torch.Tensor, torch.Tensor]]]
 class SecAgg(Defense):
     """Aggregate the update with K−1 other clients' updates; the server sees the sum (or mean)."""
 
+    level = "protocol"
     paper = ("Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine "
              "Learning. CCS 2017")
     params = (

@@ -345,3 +345,36 @@ def test_chain_applies_its_links_in_order(one_thread):
     assert 0 < topk_first < clip_first
     # and the same private batch and model underlie both cells
     assert records[0]["derived_seeds"]["scenario"] == records[1]["derived_seeds"]["scenario"]
+
+
+@pytest.mark.parametrize("chain, ok", [
+    (["mixup", "dpsgd"], True),                       # data-level links first: honoured
+    (["dpsgd", {"prune": {"ratio": 0.3}}], True),     # update-level links after: applied
+    ([{"prune": {"ratio": 0.3}}, "dpsgd"], False),    # would be silently discarded
+    ([{"secagg": {"clients": 2}}, "dpsgd"], False),
+])
+def test_chain_rejects_links_dpsgd_would_discard(chain, ok):
+    from bench.suite import SuiteError
+
+    raw = {"name": "c", "datasets": ["digits"], "archs": ["lenet"], "attacks": ["dlg"],
+           "defenses": [{"chain": chain}]}
+    if ok:
+        assert parse_suite(raw).defenses
+    else:
+        with pytest.raises(SuiteError, match="dpsgd recomputes the update"):
+            parse_suite(raw)
+
+
+def test_the_server_sees_only_public_update_metadata():
+    """The client's loss, mixing coefficients and per-sample norms stay in the record; the
+    secure-aggregation count and int8 scales travel with the update."""
+    from bench.contracts import shared_update
+
+    update = Update([torch.ones(3)], "gradient", [(torch.zeros(1), torch.ones(1))],
+                    {"loss": 2.3, "mixup_coefficients": [0.6, 0.4], "dp_per_sample_norms": [1.0],
+                     "clip_norm_before": 5.0, "aggregate_of": 4, "secagg_clients": 4,
+                     "int8_scales": [0.1]})
+    shared = shared_update(update)
+    assert shared.info == {"aggregate_of": 4, "secagg_clients": 4, "int8_scales": [0.1]}
+    assert shared.bn_stats is None and shared.tensors is update.tensors
+    assert "loss" in update.info  # the record keeps everything

@@ -80,7 +80,12 @@ def test_seeds_derive_from_base_seed_and_identity():
     c = make_suite(defenses=["none", {"prune": {"ratio": 0.3}}],
                    attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}]).expand()
     assert len({x.derived_seeds()["scenario"] for x in c}) == 1
-    assert len({x.derived_seeds()["attack"] for x in c}) == 4
+    # an attack starts from the same dummy data against every defense: paired comparisons
+    attack_seeds = {(x.attack.name, x.defense_label): x.derived_seeds()["attack"] for x in c}
+    assert attack_seeds["dlg", "none"] == attack_seeds["dlg", "prune(ratio=0.3)"]
+    assert attack_seeds["idlg", "none"] == attack_seeds["idlg", "prune(ratio=0.3)"]
+    assert attack_seeds["dlg", "none"] != attack_seeds["idlg", "none"]
+    assert len({x.derived_seeds()["defense"] for x in c}) == 2
 
 
 @pytest.mark.parametrize("raw, message", [

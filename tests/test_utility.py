@@ -91,3 +91,47 @@ def test_dry_run_lists_utility_cells(tmp_path):
     utility = [line for line in lines if line.startswith("u")]
     assert len(utility) == 2 and all("utility(batch_size=32" in line for line in utility)
     assert lines[-1].endswith("4 cells — 4 to run")
+
+
+def test_secure_aggregation_costs_no_utility_and_says_why(tmp_path):
+    """secagg changes what the server observes, not what trains the model: its training must
+    not get K clients' data while `none` gets one client's."""
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], archs=[{"mlp": {"hidden": 64}}],
+                       defenses=["none", {"secagg": {"clients": 4}}],
+                       attacks=[{"dlg": {"steps": 1}}], utility=UTILITY)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    by = {r["defense_label"]: r for r in load_records(tmp_path) if r.get("kind") == "utility"}
+    none, secagg = by["none"], by["secagg(clients=4)"]
+    assert secagg["metrics"]["accuracy"] == none["metrics"]["accuracy"]
+    assert secagg["metrics"]["update_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert "protocol level" in secagg["utility_note"] and "utility_note" not in none
+
+
+def test_diverged_training_counts_at_chance_in_the_table(tmp_path):
+    from bench.leaderboard import utility_frame, utility_summary
+
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], archs=[{"mlp": {"hidden": 64}}],
+                       defenses=["none", {"noise": {"scale": 10.0}}],
+                       attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 5, "batch_size": 8, "lr": 1e38, "eval_size": 50})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    noisy = next(r for r in records if r["defense_label"] != "none")
+    assert noisy["status"] == "diverged" and "non-finite" in noisy["error"]
+    assert noisy["metrics"]["accuracy"] == noisy["metrics"]["chance"] == 0.1
+    summary = utility_summary(utility_frame(records), "digits(size=16)", "mlp(hidden=64)")
+    assert set(summary["defense"]) >= {"noise(scale=10)"}
+
+
+def test_utility_pairs_on_the_scenario_not_the_seed_index():
+    """Records of two settings in one folder share seed indices but not scenarios."""
+    import pandas as pd
+
+    from bench.leaderboard import utility_summary
+
+    rows = [("none", 0, 0.9, 11), ("none", 0, 0.5, 22), ("prune", 0, 0.8, 11)]
+    util = pd.DataFrame([{"dataset": "d", "arch": "a", "defense": d, "seed": s, "status": "ok",
+                          "accuracy": acc, "update_cosine": 1.0, "scenario": sc}
+                         for d, s, acc, sc in rows])
+    summary = utility_summary(util, "d", "a").set_index("defense")
+    assert summary.loc["prune", "drop"] == pytest.approx(0.1)  # against 0.9, not 0.5 or 0.7
