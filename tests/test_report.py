@@ -28,11 +28,13 @@ def alexnet(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, alexnet):
+    # The analytic attack is (near-)exact on a ReLU MLP and draws no random numbers, so every
+    # undefended reconstruction is good; DLG at batch 2 fails from some initialisations.
     out = tmp_path_factory.mktemp("report")
     suite = make_suite(seeds=5, batch_size=2, datasets=[{"digits": {"size": 16}}],
-                       archs=[{"mlp": {"hidden": 32}}],
+                       archs=[{"mlp": {"hidden": 64, "activation": "relu"}}],
                        defenses=["none", {"noise": {"scale": 0.3}}],
-                       attacks=[{"dlg": {"steps": 3}}],
+                       attacks=["analytic"],
                        perceptual={"lpips_weights": str(alexnet)})
     run_suite(suite, out, jobs=0, device="cpu", progress=False)
     return out
