@@ -18,17 +18,9 @@ import math
 import torch
 from torch import nn
 
-from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from attacks.closed_form import ClosedFormAttack, sequential_leaves
+from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
-
-
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    if isinstance(module, nn.Sequential):
-        out: list[nn.Module] = []
-        for child in module:
-            out += _leaves(child)
-        return out
-    return [module]
 
 
 def first_linear(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Linear | None,
@@ -37,7 +29,7 @@ def first_linear(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Lin
     if not isinstance(model, nn.Sequential):
         return None, (f"the analytic attack needs an nn.Sequential whose first layer is a "
                       f"biased Linear; {type(model).__name__} does not say which layer comes first")
-    for m in _leaves(model):
+    for m in sequential_leaves(model):
         if isinstance(m, (nn.Flatten, nn.Identity)):
             continue
         if not isinstance(m, nn.Linear):
@@ -55,7 +47,7 @@ def first_linear(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Lin
 
 
 @register_attack("analytic")
-class Analytic(Attack):
+class Analytic(ClosedFormAttack):
     """Closed form from a biased first linear layer: x = ∇W[j,:] / ∇b[j] (exact at batch 1)."""
 
     paper = ("Phong, Aono, Hayashi, Wang, Moriai. Privacy-Preserving Deep Learning via "
@@ -69,16 +61,14 @@ class Analytic(Attack):
                    "less than this fraction of the typical norm"),
     )
 
-    def incompatibility(self, ctx: CellContext) -> str | None:
-        if ctx.client.mode != "fedsgd":
-            return "the analytic attack divides one gradient; FedAvg's deltas mix several steps"
-        _, reason = first_linear(ctx.build_model(), ctx.input_shape)
-        return reason
+    fedavg_reason = "the analytic attack divides one gradient; FedAvg's deltas mix several steps"
+
+    def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
+                    ) -> tuple[nn.Linear | None, str | None]:
+        return first_linear(model, input_shape)
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
-        layer, reason = first_linear(obs.model, obs.input_shape)
-        if layer is None:
-            raise ValueError(f"analytic attack cannot run on this model: {reason}")
+        layer = self.parsed(obs)
         index = {id(p): i for i, p in enumerate(p for p in obs.model.parameters()
                                                   if p.requires_grad)}
         dev = obs.device

@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from attacks import rgap_solver as rs
-from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from attacks.closed_form import ClosedFormAttack, sequential_leaves
+from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
 
 ACTIVATIONS: dict[type, str] = {nn.LeakyReLU: "leaky_relu", nn.Sigmoid: "sigmoid",
@@ -91,15 +92,6 @@ class Chain:
         return all(s.act in ("leaky_relu", "identity") for s in self.stages[:-1])
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    if isinstance(module, nn.Sequential):
-        out: list[nn.Module] = []
-        for child in module:
-            out += _leaves(child)
-        return out
-    return [module]
-
-
 def parse_chain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Chain | None, str | None]:
     """The model as an R-GAP chain, or (None, every reason it is not one)."""
     if not isinstance(model, nn.Sequential):
@@ -111,7 +103,7 @@ def parse_chain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Chain |
     reasons: list[str] = []
     stages: list[Stage] = []
     pending_act = False  # the last stage already has an activation
-    for m in _leaves(model):
+    for m in sequential_leaves(model):
         name = type(m).__name__
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             if isinstance(m, nn.Conv2d):
@@ -314,7 +306,7 @@ def _layer_lists(layers: list[dict[str, float]], depth: int, top_unknowns: int
 
 
 @register_attack("rgap")
-class RGAP(Attack):
+class RGAP(ClosedFormAttack):
     """Closed-form recursive attack: per layer, least squares on gradient + forward constraints."""
 
     paper = "Zhu & Blaschko. R-GAP: Recursive Gradient Attack on Privacy. ICLR 2021"
@@ -333,16 +325,14 @@ class RGAP(Attack):
                    "this many times the best one"),
     )
 
-    def incompatibility(self, ctx: CellContext) -> str | None:
-        if ctx.client.mode != "fedsgd":
-            return "rgap inverts one gradient; FedAvg's weight deltas are not gradients"
-        _, reason = parse_chain(ctx.build_model(), ctx.input_shape)
-        return reason
+    fedavg_reason = "rgap inverts one gradient; FedAvg's weight deltas are not gradients"
+
+    def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
+                    ) -> tuple[Chain | None, str | None]:
+        return parse_chain(model, input_shape)
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
-        chain, reason = parse_chain(obs.model, obs.input_shape)
-        if chain is None:
-            raise ValueError(f"rgap cannot run on this model: {reason}")
+        chain = self.parsed(obs)
         dev = obs.device
         grads = [t.detach().to(dev, torch.float64) for t in obs.update.tensors]
         if not all(bool(torch.isfinite(g).all()) for g in grads):
