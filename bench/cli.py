@@ -37,12 +37,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         for entry in REGISTRIES[kind].entries():
             print(f"  {entry.name:<16} {entry.description}")
-            needs, wants = getattr(entry.cls, "needs", ()), getattr(entry.cls, "wants", ())
-            if needs or wants:
-                print("      threat model: " + "; ".join(
-                    part for part in (needs and "needs " + ", ".join(sorted(needs)),
-                                      wants and "uses if granted " + ", ".join(sorted(wants)))
-                    if part))
+            threat = []
+            if getattr(entry.cls, "needs", None):
+                threat.append("needs " + ", ".join(sorted(entry.cls.needs)))
+            if getattr(entry.cls, "wants", None):
+                threat.append("uses if granted " + ", ".join(sorted(entry.cls.wants)))
+            if threat:
+                print("      threat model: " + "; ".join(threat))
             for p in entry.params:
                 print(f"      {p.describe()}")
     return 0

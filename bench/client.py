@@ -28,6 +28,10 @@ def training_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def set_bn_mode(model: nn.Module, mode: str) -> None:
     """Put the model in train mode, with BatchNorm layers in ``mode`` ("train" or "eval")."""
     model.train()
@@ -61,7 +65,7 @@ def compute_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                    spec: ClientSpec) -> Update:
     """The update the client would send for ``(x, target)``; ``model`` is left unchanged."""
     params = [p for p in model.parameters() if p.requires_grad]
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    has_bn = has_batchnorm(model)
     bn_stats = None
     if has_bn:
         snapshot = copy.deepcopy(model)

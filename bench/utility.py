@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bench.client import compute_update
+from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext
 from bench.pipeline import RECORD_VERSION, other_batches, sample_batch
 from bench.provenance import provenance
@@ -139,6 +139,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         std = torch.tensor(meta.std).view(1, -1, 1, 1)
         client = ClientSpec()
         others = other_batches(dataset, meta, device, seeds["defense"])
+        has_bn = has_batchnorm(model)
         cosines: list[float] = []
         diverged_at = None
         for step in range(cfg["steps"]):
@@ -157,14 +158,12 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
             cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
             cosines.append(max(-1.0, min(1.0, cos)))
             with torch.no_grad():
-                # BatchNorm's running statistics are buffers, not gradients: a FedAvg client
-                # sends them beside its weights, taken from the batch it trained on
                 model.train()
-                model(ctx.x)
+                if has_bn:  # BatchNorm's running statistics are buffers, not gradients: a
+                    model(ctx.x)  # FedAvg client sends them, taken from the batch it trained on
                 params = [p for p in model.parameters() if p.requires_grad]
                 for p, u in zip(params, update.tensors):
                     p -= cfg["lr"] * scale * u.to(p.device)
-            model.train()
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 diverged_at = step + 1
                 break
@@ -173,26 +172,22 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         if protocol:
             notes["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                      "training (no utility cost by construction)")
+        metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines), "chance": chance}
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
+            metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
             record.update(status="diverged", error=f"training diverged (non-finite weights) at "
-                          f"step {diverged_at}: scored at chance accuracy", metrics={
-                              "accuracy": chance, "eval_size": 0, "chance": chance,
-                              "update_cosine": sum(cosines) / len(cosines),
-                              "diverged_at_step": diverged_at}, **notes)
-            record["timing"] = {"train_seconds": time.perf_counter() - t0}
-            return record
-        test = dataset.load("test")
-        n = min(cfg["eval_size"], len(test))
-        # evenly spread over the split: test splits are often ordered by class
-        picks = torch.linspace(0, len(test) - 1, n).round().long().unique()
-        n = len(picks)
-        xs, ys = zip(*(test[int(i)] for i in picks))
-        xt = ((torch.stack(xs) - mean) / std).to(device)
-        yt = torch.tensor([int(v) for v in ys], device=device)
-        acc = accuracy(model, xt, yt)
-        record.update(status="ok", error=None, metrics={
-            "accuracy": acc, "eval_size": n, "update_cosine": sum(cosines) / len(cosines),
-            "chance": chance}, **notes)
+                          f"step {diverged_at}: scored at chance accuracy")
+        else:
+            test = dataset.load("test")
+            n = min(cfg["eval_size"], len(test))
+            # evenly spread over the split: test splits are often ordered by class
+            picks = torch.linspace(0, len(test) - 1, n).round().long().unique()
+            xs, ys = zip(*(test[int(i)] for i in picks))
+            xt = ((torch.stack(xs) - mean) / std).to(device)
+            yt = torch.tensor([int(v) for v in ys], device=device)
+            metrics.update(accuracy=accuracy(model, xt, yt), eval_size=len(picks))
+            record.update(status="ok", error=None)
+        record.update(metrics=metrics, **notes)
     except Exception as e:  # a failing cell becomes a record
         record.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
                       traceback=traceback.format_exc(limit=8))

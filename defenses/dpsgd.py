@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from bench.client import set_bn_mode, training_loss
+from bench.client import has_batchnorm, set_bn_mode, training_loss
 from bench.contracts import CellContext, ClientSpec, Defense, DefenseContext, Update
 from bench.registry import Param, register_defense
 
@@ -38,10 +38,6 @@ CLIP_EPS = 1e-6  # Opacus's guard: factor = C / (norm + 1e-6), so a clipped norm
 BATCHNORM_REASON = ("DP-SGD needs per-sample gradients; BatchNorm mixes the samples of a batch "
                     "(train mode) and its shared batch statistics are not privatised; "
                     "use a model with GroupNorm/LayerNorm")
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @functools.lru_cache(maxsize=128)
