@@ -12,7 +12,6 @@ import copy
 import math
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,37 +24,15 @@ from bench.contracts import (
     Observation,
     shared_update,
 )
+from bench.data import denormalize, normalize, other_batches, sample_batch
 from bench.memory import PeakMemory
 from bench.provenance import provenance
 from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
-from bench.scoring import denormalize, score
+from bench.scoring import score
 from bench.suite import Cell
 from bench.victim import victim_model
 
 RECORD_VERSION = 1
-
-
-def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A private batch of distinct training images, drawn with the scenario's seed."""
-    data = dataset.load("train")
-    idx = torch.randperm(len(data), generator=generator)[:batch_size]
-    xs, ys = zip(*(data[int(i)] for i in idx))
-    return torch.stack(xs), torch.tensor([int(y) for y in ys])
-
-
-def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int
-                  ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """A sampler of further training batches (model-input space) for defenses that need them."""
-    gen = torch.Generator().manual_seed(seed ^ 0x5EC)
-    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
-    std = torch.tensor(meta.std).view(1, -1, 1, 1)
-
-    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x01, y = sample_batch(dataset, n, gen)
-        return ((x01 - mean) / std).to(device), y.to(device)
-
-    return sample
 
 
 def _sync(device: torch.device) -> None:
@@ -91,9 +68,7 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float,
         x01, y = sample_batch(dataset, cell.batch_size, gen)
         arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
         model = victim_model(arch, dataset, meta, cell.victim, seeds["scenario"]).to(device)
-        mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
-        std = torch.tensor(meta.std).view(1, -1, 1, 1)
-        x = ((x01 - mean) / std).to(device)
+        x = normalize(x01, meta.mean, meta.std).to(device)
         y = y.to(device)
 
         stage = "client"

@@ -19,15 +19,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from bench.data import denormalize  # noqa: F401  (re-exported for callers of scoring)
+
 PSNR_CAP_DB = 100.0
-
-
-def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
-                ) -> torch.Tensor:
-    """Model-input space → pixels in [0,1], clamped."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x * s + m).clamp(0.0, 1.0)
 
 
 def pairwise_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

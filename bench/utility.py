@@ -20,7 +20,8 @@ import torch
 
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext
-from bench.pipeline import RECORD_VERSION, other_batches, sample_batch
+from bench.data import normalize, other_batches, sample_batch, stack_items
+from bench.pipeline import RECORD_VERSION
 from bench.provenance import provenance
 from bench.registry import ARCHS, DATASETS, DEFENSES, Param
 from bench.suite import Spec, _digest, _seed_from, chain_label
@@ -135,8 +136,6 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         protocol = [d.registry_name for d in chain if d.level == "protocol"]
         data_gen = torch.Generator().manual_seed(seeds["scenario"])
         defense_gen = torch.Generator().manual_seed(seeds["defense"])
-        mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
-        std = torch.tensor(meta.std).view(1, -1, 1, 1)
         client = ClientSpec()
         others = other_batches(dataset, meta, device, seeds["defense"])
         has_bn = has_batchnorm(model)
@@ -144,7 +143,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
         diverged_at = None
         for step in range(cfg["steps"]):
             x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
-            x, y = ((x01 - mean) / std).to(device), y.to(device)
+            x, y = normalize(x01, meta.mean, meta.std).to(device), y.to(device)
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
             clean = compute_update(model, x, y, client)
             for d in defenses:  # data-level defenses change what the client trains on
@@ -182,9 +181,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
             n = min(cfg["eval_size"], len(test))
             # evenly spread over the split: test splits are often ordered by class
             picks = torch.linspace(0, len(test) - 1, n).round().long().unique()
-            xs, ys = zip(*(test[int(i)] for i in picks))
-            xt = ((torch.stack(xs) - mean) / std).to(device)
-            yt = torch.tensor([int(v) for v in ys], device=device)
+            xt01, yt = stack_items(test, picks)
+            xt, yt = normalize(xt01, meta.mean, meta.std).to(device), yt.to(device)
             metrics.update(accuracy=accuracy(model, xt, yt), eval_size=len(picks))
             record.update(status="ok", error=None)
         record.update(metrics=metrics, **notes)

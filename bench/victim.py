@@ -85,13 +85,12 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
                 ) -> None:
     """``steps`` SGD steps on the training split, mini-batches drawn from ``seed`` (CPU)."""
     from bench.client import set_bn_mode, training_loss
+    from bench.data import normalize, stack_items
 
     data = dataset.load("train")
     n = len(data)
     if n == 0:
         raise ValueError("the dataset's training split is empty")
-    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
-    std = torch.tensor(meta.std).view(1, -1, 1, 1)
     gen = torch.Generator().manual_seed(seed ^ 0x7EA1)
     opt = torch.optim.SGD(model.parameters(), lr=TRAINING["lr"], momentum=TRAINING["momentum"],
                           weight_decay=TRAINING["weight_decay"])
@@ -104,9 +103,8 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + bs]
         pos += bs
-        xs, ys = zip(*(data[int(i)] for i in idx))
-        x = (torch.stack(xs) - mean) / std
-        y = torch.tensor([int(v) for v in ys])
+        x01, y = stack_items(data, idx)
+        x = normalize(x01, meta.mean, meta.std)
         loss = training_loss(model(x), y)
         if not torch.isfinite(loss):
             raise ValueError(f"victim training diverged at step {step + 1} of {steps}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from baselines import CELL_IDS, SMOKE_METRICS, cpu_fingerprint, smoke_metrics, suite_cell_ids
 
 

@@ -175,7 +175,7 @@ def test_cifar10_batches_round_trip(tmp_path: Path) -> None:
 
 
 def test_cifar10_through_the_harness_batch_sampler(tmp_path: Path) -> None:
-    from bench.pipeline import sample_batch
+    from bench.data import sample_batch
 
     data = write_cifar10(tmp_path)
     ds = make("cifar10", root=str(tmp_path), verify=False, size=16)

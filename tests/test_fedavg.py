@@ -12,7 +12,7 @@ from attacks.ig import InvertingGradients
 from attacks.matching import dummy_gradient, dummy_update, local_steps, unrolled_delta
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
-from bench.pipeline import sample_batch
+from bench.data import sample_batch
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import denormalize, score
 from bench.victim import victim_model

@@ -17,7 +17,8 @@ from attacks.matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.priors import BNStatsPrior, group_consistency, running_stats, total_variation
 from bench.client import compute_update
 from bench.contracts import BN_STATS, CellContext, ClientSpec, Observation, Update
-from bench.pipeline import run_cell, sample_batch
+from bench.data import sample_batch
+from bench.pipeline import run_cell
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.scoring import denormalize, score
 from bench.victim import victim_model

@@ -11,7 +11,7 @@ from torch import nn
 from attacks.labels import _round_counts, count_labels, idlg_label, infer_labels
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
-from bench.pipeline import sample_batch
+from bench.data import sample_batch
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import label_accuracy
 from bench.victim import victim_model

@@ -18,7 +18,7 @@ import torch
 
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
-from bench.pipeline import sample_batch
+from bench.data import sample_batch
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.victim import victim_model
 

@@ -13,8 +13,8 @@ import torch
 from attacks.rgap import RGAP
 from bench.client import compute_update
 from bench.contracts import Observation
+from bench.data import sample_batch
 from bench.memory import PeakMemory, _rss_bytes
-from bench.pipeline import sample_batch
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import denormalize, score
 from bench.victim import victim_model
