@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from bench.store import PICTURES, write_atomic
+from bench.store import PICTURES
 
 MIN_SIDE = 64  # small images are enlarged (nearest neighbour) so the grid stays legible
 
@@ -35,37 +35,37 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def save_cell_picture(out_dir: Path, cell_id: str, originals01: torch.Tensor,
-                      recon01: torch.Tensor, metrics: dict[str, Any]) -> str:
-    """Write ``DIR/cells/<cell_id>.png`` and return its path relative to ``DIR``."""
-    rel = f"{PICTURES}/{cell_id}.png"
-    write_atomic(Path(out_dir) / rel, png_bytes(grid_image(originals01, recon01,
-                                                           metrics["matching"])))
-    return rel
-
-
-def save_cell_arrays(out_dir: Path, cell_id: str, originals01: torch.Tensor,
-                     recon01: torch.Tensor, metrics: dict[str, Any]) -> str:
-    """Write ``DIR/cells/<cell_id>.npy``: uint8 array (2, N, C, H, W) of originals and their
-    matched reconstructions, for metrics pooled over cells (FID/KID). Plain .npy: its bytes
-    depend on the data only."""
+def arrays_bytes(originals01: torch.Tensor, recon01: torch.Tensor, order: list[int]) -> bytes:
+    """A plain .npy, uint8 (2, N, C, H, W): originals and their matched reconstructions, for
+    metrics pooled over cells (FID/KID). Its bytes depend on the data only."""
     import numpy as np
 
-    recon = recon01[torch.as_tensor(metrics["matching"])] \
-        if len(recon01) == len(originals01) else recon01
+    recon = recon01[torch.as_tensor(order)] if len(recon01) == len(originals01) else recon01
     if recon.shape != originals01.shape:
         raise ValueError("reconstruction and batch shapes differ")
     both = torch.stack([originals01.float(), recon.float()]).clamp(0, 1)
     array = (both * 255).round().to(torch.uint8).numpy()
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    rel = f"{PICTURES}/{cell_id}.npy"
-    write_atomic(Path(out_dir) / rel, buf.getvalue())
-    return rel
+    return buf.getvalue()
+
+
+def cell_artifacts(cell_id: str, originals01: torch.Tensor, recon01: torch.Tensor,
+                   order: list[int]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The record fields and the files of a scored cell: ``cells/<id>.png`` (originals above
+    their matched reconstructions) and ``cells/<id>.npy``. A picture is a nicety: a failure
+    to draw it is noted in the record, never lost over."""
+    png, npy = f"{PICTURES}/{cell_id}.png", f"{PICTURES}/{cell_id}.npy"
+    try:
+        files = {png: png_bytes(grid_image(originals01, recon01, order)),
+                 npy: arrays_bytes(originals01, recon01, order)}
+    except Exception as e:
+        return {"picture": None, "picture_error": f"{type(e).__name__}: {e}"}, {}
+    return {"picture": png, "arrays": npy}, files
 
 
 def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(originals, reconstructions) in [0,1] from a file written by :func:`save_cell_arrays`."""
+    """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`."""
     import numpy as np
 
     array = torch.from_numpy(np.load(path, allow_pickle=False)).float() / 255.0

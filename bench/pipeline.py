@@ -27,12 +27,10 @@ from bench.contracts import (
 from bench.data import denormalize, normalize, other_batches, sample_batch
 from bench.memory import PeakMemory
 from bench.provenance import provenance
+from bench.records import RECORD_VERSION
 from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
 from bench.scoring import score
-from bench.suite import Cell
 from bench.victim import victim_model
-
-RECORD_VERSION = 1
 
 
 def _sync(device: torch.device) -> None:
@@ -40,7 +38,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(cell: Cell, device: torch.device, success_psnr: float,
+def run_cell(cell: Any, device: torch.device, success_psnr: float,
              perceptual: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell end to end and return its record; never raises for a failing attack.
 

@@ -103,7 +103,7 @@ def validate_params(
     given = dict(given or {})
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        hint = _suggest(unknown[0], declared)
+        hint = suggest(unknown[0], declared)
         raise ParamError(f"{where}: unknown parameter {unknown[0]!r}{hint}")
     out: dict[str, Any] = {}
     for name, p in declared.items():
@@ -116,7 +116,7 @@ def validate_params(
     return out
 
 
-def _suggest(name: str, names: Iterable[str]) -> str:
+def suggest(name: str, names: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
@@ -188,7 +188,7 @@ class Registry:
     def get(self, name: str) -> Entry:
         self.load()
         if not isinstance(name, str) or name not in self._entries:
-            hint = _suggest(str(name), self._entries)
+            hint = suggest(str(name), self._entries)
             raise UnknownComponentError(f"unknown {self.kind} {name!r}{hint}")
         return self._entries[name]
 

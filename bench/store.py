@@ -43,6 +43,13 @@ def save_record(out_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def save_outcome(out_dir: Path, record: dict[str, Any], artifacts: dict[str, bytes]) -> Path:
+    """Write a cell's artifacts, then its record (a record never points at a missing file)."""
+    for rel, data in artifacts.items():
+        write_atomic(Path(out_dir) / rel, data)
+    return save_record(out_dir, record)
+
+
 def load_record(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

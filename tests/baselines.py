@@ -19,8 +19,7 @@ SMOKE_KEYS = ("psnr", "ssim", "mse", "label_acc", "success")
 
 def suite_cell_ids() -> dict[str, list[str]]:
     """Every built-in suite's cell ids (attack and utility cells), in expansion order."""
-    from bench.runner import all_cells
-    from bench.suite import builtin_suites, load_suite
+    from bench.suite import all_cells, builtin_suites, load_suite
 
     return {name: [c.cell_id for c in all_cells(load_suite(name))] for name in builtin_suites()}
 

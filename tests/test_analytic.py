@@ -11,6 +11,7 @@ from attacks.analytic import Analytic
 from bench.client import compute_update
 from bench.contracts import CellContext, ClientSpec, Observation
 from bench.pipeline import run_cell
+from bench.suite import attack_cells
 from helpers import make_suite
 
 CPU = torch.device("cpu")
@@ -20,7 +21,7 @@ def _records(batch_size, activation, seeds=(0,)):
     suite = make_suite(datasets=[{"digits": {"size": 16}}],
                        archs=[{"mlp": {"activation": activation}}], attacks=["analytic"],
                        seeds=list(seeds), batch_size=batch_size)
-    return [run_cell(cell, CPU, 20.0) for cell in suite.expand()]
+    return [run_cell(cell, CPU, 20.0) for cell in attack_cells(suite)]
 
 
 def test_exact_at_batch_one():
@@ -88,5 +89,5 @@ def test_incompatible_without_a_biased_first_linear_layer():
     assert "no bias" in Analytic().incompatibility(ctx("fcn3", {}))
     assert "FedAvg" in Analytic().incompatibility(ctx("mlp", {}, mode="fedavg"))
     assert Analytic().incompatibility(ctx("mlp", {})) is None
-    (cell,) = make_suite(archs=["lenet"], attacks=["analytic"]).expand()
+    (cell,) = attack_cells(make_suite(archs=["lenet"], attacks=["analytic"]))
     assert run_cell(cell, CPU, 20.0)["status"] == "skipped"

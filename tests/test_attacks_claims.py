@@ -13,6 +13,7 @@ from statistics import mean
 import torch
 
 from bench.pipeline import run_cell
+from bench.suite import attack_cells
 from helpers import make_suite
 
 CONVNET = {"convnet": {"width": 4}}
@@ -21,7 +22,7 @@ RESNET = {"resnet": {"depth": 8, "width": 4}}
 
 def run(**suite) -> list[dict]:
     records = []
-    for cell in make_suite(**suite).expand():
+    for cell in attack_cells(make_suite(**suite)):
         assert cell.skip_reason is None, cell.skip_reason
         record = run_cell(cell, torch.device("cpu"), 20.0)
         assert record["status"] in ("ok", "diverged"), record.get("error")

@@ -12,7 +12,7 @@ from torch import nn
 from bench.client import compute_update
 from bench.contracts import Arch, CellContext, ClientSpec, DefenseContext, Update
 from bench.registry import ARCHS, Entry
-from bench.suite import parse_suite
+from bench.suite import attack_cells, parse_suite
 from defenses.dpsgd import DPSGD, dp_epsilon, per_sample_gradients
 
 NUM_CLASSES = 4
@@ -186,7 +186,7 @@ def test_dpsgd_is_skipped_on_a_batchnorm_model(monkeypatch):
     suite = parse_suite({"name": "dp-bn", "datasets": [{"photos": {"size": 16}}],
                          "archs": ["_bn_test_net", "lenet"], "defenses": ["dpsgd"],
                          "attacks": [{"dlg": {"steps": 1}}]})
-    cells = {c.arch.name: c for c in suite.expand()}
+    cells = {c.arch.name: c for c in attack_cells(suite)}
     assert cells["_bn_test_net"].skip_reason.startswith("dpsgd: ")
     assert "BatchNorm" in cells["_bn_test_net"].skip_reason
     assert cells["lenet"].skip_reason is None

@@ -15,7 +15,7 @@ from bench.contracts import ClientSpec, DefenseContext, Update
 from bench.pipeline import run_cell
 from bench.registry import DEFENSES, ParamError
 from bench.runner import run_suite
-from bench.suite import parse_suite
+from bench.suite import attack_cells, parse_suite
 from defenses.prune import Prune
 from defenses.quantize import Quantize, int8_roundtrip
 from defenses.soteria import Soteria, last_linear_index, representation_and_input
@@ -338,7 +338,7 @@ def test_chain_applies_its_links_in_order(one_thread):
         "defenses": [{"chain": [{"topk": {"fraction": 0.1}}, {"clip": {"max_norm": 0.5}}]},
                      {"chain": [{"clip": {"max_norm": 0.5}}, {"topk": {"fraction": 0.1}}]}],
     })
-    cells = suite.expand()
+    cells = attack_cells(suite)
     assert [[d.name for d in c.defense] for c in cells] == [["topk", "clip"], ["clip", "topk"]]
     records = [run_cell(c, torch.device("cpu"), 20.0) for c in cells]
     assert all(r["status"] in ("ok", "diverged") for r in records), records

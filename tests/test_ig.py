@@ -21,6 +21,7 @@ from bench.data import sample_batch
 from bench.pipeline import run_cell
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.scoring import denormalize, score
+from bench.suite import attack_cells
 from bench.victim import victim_model
 from helpers import make_suite
 
@@ -153,7 +154,7 @@ def test_suite_grants_labels_to_ig_as_an_optional_capability(grant):
     their absence; dlg neither needs nor wants them, so the grant does not reach it."""
     suite = make_suite(grant=grant, batch_size=2, archs=[{"convnet": {"width": 4}}],
                        attacks=[{"ig": {"iterations": 2}}, {"dlg": {"steps": 1}}])
-    cells = {c.attack.name: c for c in suite.expand()}
+    cells = {c.attack.name: c for c in attack_cells(suite)}
     assert all(c.skip_reason is None for c in cells.values())
     assert cells["ig"].granted == frozenset(grant) and cells["dlg"].granted == frozenset()
     record = run_cell(cells["ig"], torch.device("cpu"), 60.0)

@@ -18,6 +18,7 @@ from bench.client import compute_update
 from bench.contracts import CellContext, ClientSpec, Observation
 from bench.pipeline import run_cell
 from bench.scoring import score
+from bench.suite import attack_cells
 from helpers import make_suite
 
 CPU = torch.device("cpu")
@@ -26,7 +27,7 @@ CPU = torch.device("cpu")
 def _cell_record(arch, dataset, defense="none", seed=0, attack=None, batch_size=1):
     suite = make_suite(datasets=[dataset], archs=[arch], defenses=[defense],
                        attacks=[attack or "rgap"], seeds=[seed], batch_size=batch_size)
-    (cell,) = suite.expand()
+    (cell,) = attack_cells(suite)
     return cell, run_cell(cell, CPU, 20.0)
 
 
@@ -117,7 +118,7 @@ def _ctx(arch, params, shape=(3, 16, 16), mode="fedsgd"):
 
 def test_lenet_with_relu_is_skipped_with_reasons():
     suite = make_suite(archs=[{"lenet": {"activation": "relu"}}], attacks=["rgap"])
-    (cell,) = suite.expand()
+    (cell,) = attack_cells(suite)
     assert cell.skip_reason is not None
     assert "ReLU" in cell.skip_reason and "not invertible" in cell.skip_reason
     assert "bias" in cell.skip_reason

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.suite import SuiteError, load_suite, parse_suite
+from bench.suite import SuiteError, attack_cells, load_suite, parse_suite
 from helpers import ROOT, make_suite
 
 
@@ -17,7 +17,7 @@ def test_expansion_is_the_cartesian_product():
         defenses=["none", {"prune": {"ratio": [0.1, 0.3]}}, {"noise": {"scale": 0.01}}],
         attacks=[{"dlg": {"steps": [1, 2]}}],
     )
-    cells = suite.expand()
+    cells = attack_cells(suite)
     assert len(cells) == 3 * 2 * 2 * 4 * 2  # seeds × batch × archs × defenses × attack grid
     assert len({c.cell_id for c in cells}) == len(cells)
     assert {c.defense_label for c in cells} == {"none", "prune(ratio=0.1)", "prune(ratio=0.3)",
@@ -29,7 +29,7 @@ def test_excludes_remove_matching_cells():
         seeds=2, archs=["lenet", "mlp"], defenses=["none", {"prune": {"ratio": [0.1, 0.3]}}],
         exclude=[{"arch": "mlp", "defense": "prune"}, {"defense": "prune(ratio=0.1)"}],
     )
-    cells = suite.expand()
+    cells = attack_cells(suite)
     # lenet: none + prune(0.3); mlp: none only → 3 combos × 2 seeds
     assert len(cells) == 6
     assert not any(c.arch.name == "mlp" and c.defense[0].name == "prune" for c in cells)
@@ -38,7 +38,7 @@ def test_excludes_remove_matching_cells():
 
 def test_incompatible_cells_are_kept_as_skipped_with_reason():
     suite = make_suite(batch_size=[1, 2], attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}])
-    cells = suite.expand()
+    cells = attack_cells(suite)
     assert len(cells) == 4
     skipped = [c for c in cells if c.skip_reason]
     assert len(skipped) == 1
@@ -48,17 +48,17 @@ def test_incompatible_cells_are_kept_as_skipped_with_reason():
 
 def test_fedavg_cells_skip_attacks_that_do_not_unroll():
     suite = make_suite(client=[{"mode": "fedsgd"}, {"mode": "fedavg", "local_epochs": 2}])
-    cells = suite.expand()
+    cells = attack_cells(suite)
     assert [bool(c.skip_reason) for c in cells] == [False, True]
     assert "FedAvg" in cells[1].skip_reason
 
 
 def test_cell_ids_are_stable_across_processes_and_runs():
     suite = load_suite("smoke")
-    ids = [c.cell_id for c in suite.expand()]
-    assert ids == [c.cell_id for c in load_suite("smoke").expand()]
-    code = ("import json; from bench.suite import load_suite; "
-            "print(json.dumps([c.cell_id for c in load_suite('smoke').expand()]))")
+    ids = [c.cell_id for c in attack_cells(suite)]
+    assert ids == [c.cell_id for c in attack_cells(load_suite("smoke"))]
+    code = ("import json; from bench.suite import attack_cells, load_suite; "
+            "print(json.dumps([c.cell_id for c in attack_cells(load_suite('smoke'))]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, env={"PYTHONHASHSEED": "123", "PATH": ""}, check=True)
     assert json.loads(out.stdout) == ids
@@ -67,18 +67,18 @@ def test_cell_ids_are_stable_across_processes_and_runs():
 def test_cell_id_is_pinned_for_a_fixed_configuration():
     # The id is a hash of the canonical configuration; a change here breaks every stored
     # result's identity, so it must be deliberate.
-    cell = make_suite().expand()[0]
+    cell = attack_cells(make_suite())[0]
     assert cell.cell_id == "58f1831782efcd2d"
 
 
 def test_seeds_derive_from_base_seed_and_identity():
-    a = make_suite(seeds=2).expand()
-    b = make_suite(seeds=2, seed=7).expand()
+    a = attack_cells(make_suite(seeds=2))
+    b = attack_cells(make_suite(seeds=2, seed=7))
     assert a[0].derived_seeds() != a[1].derived_seeds()
     assert a[0].derived_seeds() != b[0].derived_seeds()
     # attacks and defenses on the same scenario share its private batch and model
-    c = make_suite(defenses=["none", {"prune": {"ratio": 0.3}}],
-                   attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}]).expand()
+    c = attack_cells(make_suite(defenses=["none", {"prune": {"ratio": 0.3}}],
+                   attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}]))
     assert len({x.derived_seeds()["scenario"] for x in c}) == 1
     # an attack starts from the same dummy data against every defense: paired comparisons
     attack_seeds = {(x.attack.name, x.defense_label): x.derived_seeds()["attack"] for x in c}
@@ -111,7 +111,7 @@ def test_missing_axis_is_an_error():
 def test_chains_expand_their_grids_in_order():
     suite = make_suite(defenses=[{"chain": [{"prune": {"ratio": [0.1, 0.2]}},
                                             {"noise": {"scale": 0.01}}]}])
-    labels = [c.defense_label for c in suite.expand()]
+    labels = [c.defense_label for c in attack_cells(suite)]
     assert labels == ["prune(ratio=0.1)+noise(scale=0.01)", "prune(ratio=0.2)+noise(scale=0.01)"]
 
 
@@ -119,19 +119,20 @@ def test_builtin_suites_load_and_smoke_is_small():
     from bench.suite import builtin_suites
 
     for name in builtin_suites():
-        load_suite(name).expand()
-    assert len(load_suite("smoke").expand()) <= 12
+        attack_cells(load_suite(name))
+    assert len(attack_cells(load_suite("smoke"))) <= 12
     quick = load_suite("quick")
-    names = {c.attack.name for c in quick.expand()}
+    names = {c.attack.name for c in attack_cells(quick)}
     assert {"dlg", "idlg"} <= names and len(quick.seeds) >= 3
 
 
 def test_data_location_params_stay_out_of_the_identity():
-    a = make_suite(datasets=[{"cifar10": {"root": "/data/a"}}]).expand()[0]
-    b = make_suite(datasets=[{"cifar10": {"root": "/elsewhere", "download": True}}]).expand()[0]
+    a = attack_cells(make_suite(datasets=[{"cifar10": {"root": "/data/a"}}]))[0]
+    elsewhere = {"root": "/elsewhere", "download": True}
+    b = attack_cells(make_suite(datasets=[{"cifar10": elsewhere}]))[0]
     assert a.cell_id == b.cell_id and a.derived_seeds() == b.derived_seeds()
     assert a.dataset.label == "cifar10"
     # but they travel with the cell to the worker that loads the data
-    from bench.suite import Cell
+    from bench.cells.attack import AttackCell as Cell
 
     assert Cell.from_json(a.to_json()).dataset.kwargs["root"] == "/data/a"

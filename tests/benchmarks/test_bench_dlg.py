@@ -8,12 +8,13 @@ from __future__ import annotations
 import torch
 
 from bench.pipeline import run_cell
+from bench.suite import attack_cells
 from helpers import make_suite
 
 
 def test_bench_dlg_cell(benchmark):
-    cell = make_suite(datasets=[{"photos": {"size": 32}}], attacks=[{"dlg": {"steps": 300}}]
-                      ).expand()[0]
+    suite = make_suite(datasets=[{"photos": {"size": 32}}], attacks=[{"dlg": {"steps": 300}}])
+    cell = attack_cells(suite)[0]
     records = []
 
     def once():

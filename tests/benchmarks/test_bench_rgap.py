@@ -17,13 +17,14 @@ from bench.data import sample_batch
 from bench.memory import PeakMemory, _rss_bytes
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import denormalize, score
+from bench.suite import attack_cells
 from bench.victim import victim_model
 from helpers import make_suite
 
 
 def _observation():
-    (cell,) = make_suite(datasets=[{"photos": {"size": 32}}], archs=["cnn6"],
-                         attacks=["rgap"]).expand()
+    (cell,) = attack_cells(make_suite(datasets=[{"photos": {"size": 32}}], archs=["cnn6"],
+                         attacks=["rgap"]))
     seeds = cell.derived_seeds()
     dataset = DATASETS.get("photos").cls(size=32)
     meta = dataset.meta()

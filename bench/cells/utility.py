@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from bench.cells.base import RunOptions, register_cell_kind
 from bench.client import compute_update, has_batchnorm
-from bench.contracts import CellContext, ClientSpec, DefenseContext
+from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
 from bench.data import normalize, other_batches, sample_batch, stack_items
-from bench.pipeline import RECORD_VERSION
-from bench.provenance import provenance
-from bench.registry import ARCHS, DATASETS, DEFENSES, Param
-from bench.suite import Spec, _digest, _seed_from, chain_label
+from bench.defend import defend
+from bench.identity import Spec, chain_label, digest, seed_from
+from bench.records import Outcome, UtilityRecord, new_record
+from bench.registry import Param
 from bench.victim import victim_model
 
 UTILITY_PARAMS = (
@@ -35,6 +36,7 @@ UTILITY_PARAMS = (
 )
 
 
+@register_cell_kind("utility")
 @dataclass(frozen=True)
 class UtilityCell:
     """Train one (defense, arch, dataset, seed) victim with defended updates."""
@@ -47,7 +49,6 @@ class UtilityCell:
     base_seed: int
     config: tuple[tuple[str, Any], ...]
     skip_reason: str | None = None
-    kind: str = "utility"
 
     @property
     def defense_label(self) -> str:
@@ -60,7 +61,7 @@ class UtilityCell:
 
     @property
     def cell_id(self) -> str:
-        return "u" + _digest(self.identity())[:15]
+        return "u" + digest(self.identity())[:15]
 
     def describe(self) -> str:
         """One line for listings (``run --dry-run``)."""
@@ -72,7 +73,31 @@ class UtilityCell:
         """Model init and data order are shared by every defense; the defense has its own."""
         ident = self.identity()
         shared = {k: ident[k] for k in ("arch", "dataset", "seed", "base_seed", "utility")}
-        return {"scenario": _seed_from(shared), "defense": _seed_from(ident)}
+        return {"scenario": seed_from(shared), "defense": seed_from(ident)}
+
+    def axes(self) -> dict[str, set[Any]]:
+        return {
+            "defense": {d.name for d in self.defense} | {self.defense_label},
+            "arch": {self.arch.name, self.arch.label},
+            "dataset": {self.dataset.name, self.dataset.label},
+            "seed": {self.seed},
+        }
+
+    def context(self) -> CellContext:
+        """The client trains with the track's batch size, FedSGD, and no grants."""
+        meta = self.dataset.build().meta()
+        return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
+                           meta.num_classes, dict(self.config)["batch_size"], ClientSpec(),
+                           frozenset())
+
+    def components(self) -> list[tuple[str, Any]]:
+        return [(f"{d.name}: ", d.build()) for d in self.defense]
+
+    def with_skip(self, reason: str | None) -> UtilityCell:
+        return replace(self, skip_reason=reason)
+
+    def run(self, device: torch.device, options: RunOptions) -> Outcome:
+        return Outcome(run_utility(self, device))
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "utility", "suite": self.suite,
@@ -83,13 +108,10 @@ class UtilityCell:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> UtilityCell:
-        def spec(s: dict[str, Any], kind: str) -> Spec:
-            return Spec(s["name"], tuple(sorted(s["params"].items())), kind,
-                        tuple(s.get("shown", ())))
-
-        return cls(d["suite"], tuple(spec(s, "defenses") for s in d["defense"]),
-                   spec(d["arch"], "archs"), spec(d["dataset"], "datasets"), d["seed"],
-                   d["base_seed"], tuple(sorted(d["utility"].items())), d.get("skip_reason"))
+        return cls(d["suite"], tuple(Spec.from_json(s, "defenses") for s in d["defense"]),
+                   Spec.from_json(d["arch"], "archs"), Spec.from_json(d["dataset"], "datasets"),
+                   d["seed"], d["base_seed"], tuple(sorted(d["utility"].items())),
+                   d.get("skip_reason"))
 
 
 def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -110,25 +132,20 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     return correct / len(x)
 
 
-def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
+def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     """Train with defended updates and return the utility record; never raises."""
-    cfg = dict(cell.config)
-    record: dict[str, Any] = {
-        "record_version": RECORD_VERSION, **cell.to_json(), "cell_id": cell.cell_id,
-        "defense_label": cell.defense_label, "arch_label": cell.arch.label,
-        "dataset_label": cell.dataset.label, "derived_seeds": cell.derived_seeds(),
-        "provenance": provenance(device),
-    }
     if cell.skip_reason:
-        return {**record, "status": "skipped", "error": cell.skip_reason, "metrics": None}
+        return new_record(cell, device, "skipped", cell.skip_reason)
+    cfg = dict(cell.config)
+    fields: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
         seeds = cell.derived_seeds()
-        dataset = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
+        dataset = cell.dataset.build()
         meta = dataset.meta()
-        arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
-        model = victim_model(arch, dataset, meta, "init", seeds["scenario"]).to(device)
-        chain = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
+        model = victim_model(cell.arch.build(), dataset, meta, "init",
+                             seeds["scenario"]).to(device)
+        chain = [d.build() for d in cell.defense]
         # protocol-level links (secure aggregation) change what the server observes, not what
         # trains the model: the aggregate of the same clients trains it as plain aggregation
         # would, so they cost nothing here (training on K clients' data would flatter them)
@@ -146,12 +163,12 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
             x, y = normalize(x01, meta.mean, meta.std).to(device), y.to(device)
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
             clean = compute_update(model, x, y, client)
-            for d in defenses:  # data-level defenses change what the client trains on
-                ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
-            mixed = ctx.x is not x or ctx.y is not y
-            update = compute_update(model, ctx.x, ctx.y, client) if mixed else clean
-            for d in defenses:
-                update = d.transform_update(update, ctx)
+
+            def compute(xb: torch.Tensor, yb: torch.Tensor, x=x, y=y, clean=clean) -> Update:
+                mixed = xb is not x or yb is not y  # a data-level link changed the batch
+                return compute_update(model, xb, yb, client) if mixed else clean
+
+            update = defend(defenses, ctx, compute)
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
             a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
             cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
@@ -167,14 +184,13 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
                 diverged_at = step + 1
                 break
         chance = 1.0 / meta.num_classes if meta.num_classes > 1 else 0.5
-        notes = {}
         if protocol:
-            notes["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
-                                     "training (no utility cost by construction)")
+            fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
+                                      "training (no utility cost by construction)")
         metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines), "chance": chance}
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
             metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
-            record.update(status="diverged", error=f"training diverged (non-finite weights) at "
+            fields.update(status="diverged", error=f"training diverged (non-finite weights) at "
                           f"step {diverged_at}: scored at chance accuracy")
         else:
             test = dataset.load("test")
@@ -184,42 +200,13 @@ def run_utility(cell: UtilityCell, device: torch.device) -> dict[str, Any]:
             xt01, yt = stack_items(test, picks)
             xt, yt = normalize(xt01, meta.mean, meta.std).to(device), yt.to(device)
             metrics.update(accuracy=accuracy(model, xt, yt), eval_size=len(picks))
-            record.update(status="ok", error=None)
-        record.update(metrics=metrics, **notes)
+            fields.update(status="ok", error=None)
+        fields["metrics"] = metrics
     except Exception as e:  # a failing cell becomes a record
-        record.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
+        fields.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
                       traceback=traceback.format_exc(limit=8))
-    record["timing"] = {"train_seconds": time.perf_counter() - t0}
-    return record
+    fields["timing"] = {"train_seconds": time.perf_counter() - t0}
+    status, error = fields.pop("status"), fields.pop("error")
+    return new_record(cell, device, status, error, **fields)
 
 
-def utility_cells(suite: Any) -> list[UtilityCell]:
-    """One utility cell per defense × arch × dataset × seed of a suite with ``utility:``."""
-    if not suite.utility:
-        return []
-    config = tuple(sorted(suite.utility.items()))
-    cells = []
-    for ds in suite.datasets:
-        for arch in suite.archs:
-            for defense in suite.defenses:
-                for seed in suite.seeds:
-                    cell = UtilityCell(suite.name, defense, arch, ds, seed, suite.base_seed,
-                                       config)
-                    if suite.excluded_utility(cell):
-                        continue
-                    reason = _incompatibility(cell, suite.utility["batch_size"])
-                    cells.append(UtilityCell(**{**cell.__dict__, "skip_reason": reason}))
-    return cells
-
-
-
-def _incompatibility(cell: UtilityCell, batch_size: int) -> str | None:
-    ds = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
-    meta = ds.meta()
-    ctx = CellContext(cell.arch.name, cell.arch.kwargs, cell.dataset.name, meta.shape,
-                      meta.num_classes, batch_size, ClientSpec(), frozenset())
-    for d in cell.defense:
-        reason = DEFENSES.get(d.name).cls(**d.kwargs).incompatibility(ctx)
-        if reason:
-            return f"{d.name}: {reason}"
-    return None

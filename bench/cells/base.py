@@ -1,0 +1,82 @@
+"""The unit of work: a cell kind's protocol and the registry of kinds.
+
+Every kind (the attack cell, the utility cell, later batched or text cells) has an identity,
+round-trips through JSON (a worker on another machine rebuilds it), and runs to an
+:class:`~bench.records.Outcome`. The runner and the executors know only this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from bench.registry import LeakbenchError
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.records import Outcome
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Suite-level settings every cell of a run shares (they are not part of cell identity)."""
+
+    success_psnr: float = 20.0
+    perceptual: tuple[tuple[str, Any], ...] = ()
+
+
+class CellKind(Protocol):
+    """What the runner, the executors and the store need from a unit of work."""
+
+    kind: ClassVar[str]
+    suite: str
+    skip_reason: str | None
+
+    @property
+    def cell_id(self) -> str: ...
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def derived_seeds(self) -> dict[str, int]: ...
+
+    def axes(self) -> dict[str, set[Any]]:
+        """The values an exclude rule compares, by axis (``attack``, ``defense``, …)."""
+        ...
+
+    def describe(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CellKind: ...
+
+    def with_skip(self, reason: str | None) -> CellKind: ...
+
+    def run(self, device: torch.device, options: RunOptions) -> Outcome:
+        """Run the cell; never raises for a failing component (the outcome says so)."""
+        ...
+
+
+CELL_KINDS: dict[str, type] = {}
+
+
+def register_cell_kind(name: str):  # noqa: ANN201 - a class decorator
+    """Register a cell class under ``name``; records carry it as ``kind``."""
+
+    def wrap(cls: type) -> type:
+        if name in CELL_KINDS:
+            raise LeakbenchError(f"cell kind {name!r} is registered twice")
+        cls.kind = name
+        CELL_KINDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def cell_from_json(d: dict[str, Any]) -> CellKind:
+    """Rebuild a cell of any registered kind from its JSON (records before kinds: attack)."""
+    kind = d.get("kind", "attack")
+    if kind not in CELL_KINDS:
+        raise LeakbenchError(f"unknown cell kind {kind!r}; known: {', '.join(sorted(CELL_KINDS))}")
+    return CELL_KINDS[kind].from_json(d)

@@ -1,0 +1,61 @@
+"""The executor protocol: cells in, outcomes out (record plus artifact bytes).
+
+An executor runs cells somewhere (this process, worker processes, later a cluster), enforces
+the per-cell timeout and turns a cell it could not finish into a ``timeout`` or ``error``
+outcome. It never writes the store: the runner does (benchopt's idea: parallel backends are
+configuration, not a second code path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from bench.cells.base import CellKind, RunOptions
+from bench.records import RECORD_TYPES, Outcome, new_record
+from bench.registry import LeakbenchError, suggest
+
+
+class Executor(Protocol):
+    """Runs cells and yields ``(cell, outcome)`` as each finishes, in any order."""
+
+    def run(self, cells: Sequence[CellKind], options: RunOptions) -> Iterator[
+            tuple[CellKind, Outcome]]: ...
+
+    def cancel(self) -> None:
+        """Stop every running cell now (the runner is shutting down)."""
+        ...
+
+
+def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
+                    elapsed: float) -> Outcome:
+    """The outcome of a cell that produced none itself: skipped, timed out, or its worker
+    died."""
+    declared = RECORD_TYPES[cell.kind].__dataclass_fields__
+    fields: dict[str, Any] = {"success_psnr": options.success_psnr}
+    fields = {k: v for k, v in fields.items() if k in declared}
+    record = new_record(cell, torch.device("cpu"), status, error,
+                        timing={"wall_seconds": elapsed}, **fields)
+    return Outcome(record)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {}
+
+
+def register_executor(name: str) -> Callable[[type], type]:
+    """Register an executor class: ``cls(device, timeout, jobs)``."""
+
+    def wrap(cls: type) -> type:
+        EXECUTORS[name] = cls
+        return cls
+
+    return wrap
+
+
+def make_executor(name: str, device: torch.device, timeout: float, jobs: int) -> Executor:
+    if name not in EXECUTORS:
+        raise LeakbenchError(f"--executor: unknown executor {name!r}"
+                             f"{suggest(name, EXECUTORS)}; known: {', '.join(sorted(EXECUTORS))}")
+    return EXECUTORS[name](device=device, timeout=timeout, jobs=jobs)

@@ -1,0 +1,134 @@
+"""Typed records: the documented schema of what one cell leaves behind, and the outcome a cell
+returns to the runner (record plus artifacts as separate values, so that a worker on another
+machine needs no shared disk: the runner is the only writer of the store).
+
+The JSON layout is flat and unchanged since ``record_version`` 1: a record is the cell's JSON
+(identity and labels) plus the outcome fields below. Keys a newer or older leakbench wrote that
+this type does not declare are kept verbatim in ``extra``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from bench.identity import component_labels
+from bench.provenance import provenance
+
+RECORD_VERSION = 1
+STATUSES = ("ok", "diverged", "error", "timeout", "skipped")
+FAILURE_STATUSES = ("error", "timeout")
+
+
+@dataclass(kw_only=True)
+class Record:
+    """The fields every cell kind's record has."""
+
+    record_version: int = RECORD_VERSION
+    kind: str
+    suite: str
+    cell_id: str
+    status: str  # one of STATUSES
+    error: str | None = None  # the error or skip reason
+    skip_reason: str | None = None
+    metrics: dict[str, Any] | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    derived_seeds: dict[str, int] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    defense: list[dict[str, Any]] = field(default_factory=list)
+    arch: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    base_seed: int = 0
+    defense_label: str = ""
+    arch_label: str = ""
+    dataset_label: str = ""
+    traceback: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # written only when set: absent keys and null values read the same
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"traceback"})
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "extra"}
+        out = {k: v for k, v in out.items() if not (k in self.OPTIONAL and v is None)}
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Record:
+        """A record of the right kind from its JSON; unknown keys land in ``extra``."""
+        kind_cls = RECORD_TYPES.get(d.get("kind", "attack"), Record)
+        names = {f.name for f in dataclasses.fields(kind_cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        known.setdefault("kind", "attack")
+        return kind_cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+
+@dataclass(kw_only=True)
+class AttackRecord(Record):
+    """An attack cell: the attack's cost and diagnostics beside the metrics."""
+
+    kind: str = "attack"
+    attack: dict[str, Any] = field(default_factory=dict)
+    attack_label: str = ""
+    batch_size: int = 1
+    client: dict[str, Any] = field(default_factory=dict)
+    victim: str = "init"
+    granted: list[str] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    success_psnr: float | None = None
+    iterations: int | None = None
+    grad_evals: int | None = None
+    loss_trace: list[float | None] | None = None
+    attack_info: dict[str, Any] | None = None
+    defense_info: dict[str, Any] | None = None
+    peak_memory_bytes: int | None = None
+    memory_kind: str | None = None
+    picture: str | None = None  # the PNG grid, relative to the results folder
+    arrays: str | None = None  # originals and matched reconstructions (.npy), for FID/KID
+    picture_error: str | None = None
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({
+        "traceback", "iterations", "grad_evals", "loss_trace", "attack_info", "defense_info",
+        "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error"})
+
+
+@dataclass(kw_only=True)
+class UtilityRecord(Record):
+    """A utility cell: test accuracy after training with defended updates."""
+
+    kind: str = "utility"
+    utility: dict[str, Any] = field(default_factory=dict)
+    utility_note: str | None = None
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"traceback", "utility_note"})
+
+
+RECORD_TYPES: dict[str, type[Record]] = {"attack": AttackRecord, "utility": UtilityRecord}
+
+
+def header(cell: Any, device: torch.device) -> dict[str, Any]:
+    """The fields every record of ``cell`` starts with: identity, labels, seeds, provenance."""
+    return {**cell.to_json(), "record_version": RECORD_VERSION, "kind": cell.kind,
+            "cell_id": cell.cell_id, **component_labels(cell),
+            "derived_seeds": cell.derived_seeds(), "provenance": provenance(device)}
+
+
+def new_record(cell: Any, device: torch.device, status: str, error: str | None = None,
+               **fields: Any) -> Record:
+    """A record of ``cell``'s kind with its header and the given outcome fields."""
+    return Record.from_json({**header(cell, device), "status": status, "error": error,
+                             **fields})
+
+
+@dataclass
+class Outcome:
+    """What running a cell returns: the record and its artifacts (path relative to the
+    results folder → bytes), written by the runner alone."""
+
+    record: Record
+    artifacts: dict[str, bytes] = field(default_factory=dict)

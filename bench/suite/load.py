@@ -1,0 +1,287 @@
+"""Loading a suite: a built-in name or a YAML file, validated once, every problem a
+:class:`SuiteError` naming its key."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.contracts import CAPABILITIES
+from bench.identity import Spec
+from bench.registry import (
+    ARCHS,
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    LeakbenchError,
+    Registry,
+    suggest,
+    validate_params,
+)
+from bench.suite.schema import (
+    BUDGET_PARAMS,
+    CLIENT_PARAMS,
+    DEFAULT_SUCCESS_PSNR,
+    EXCLUDE_AXES,
+    PERCEPTUAL_PARAMS,
+    SUITE_KEYS,
+    UTILITY_PARAMS,
+    Suite,
+    SuiteError,
+)
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+
+def builtin_suites() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a built-in suite by name or a YAML file by path; raise SuiteError naming the key."""
+    path = Path(name_or_path)
+    builtins = builtin_suites()
+    if name_or_path in builtins:
+        path = builtins[name_or_path]
+    elif not path.exists():
+        hint = suggest(name_or_path, builtins)
+        raise SuiteError(f"no built-in suite or file named {name_or_path!r}{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_suite(raw, default_name=path.stem, source=str(path))
+
+
+def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suite:
+    """Validate a suite mapping; every problem is a SuiteError naming its key."""
+    try:
+        return _parse_suite(raw, default_name, source)
+    except SuiteError:
+        raise
+    except LeakbenchError as e:
+        raise SuiteError(str(e)) from None
+
+
+def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{source or default_name}: a suite must be a mapping of keys")
+    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    if unknown:
+        raise SuiteError(f"unknown suite key {unknown[0]!r}{suggest(unknown[0], SUITE_KEYS)}")
+    for key in ("datasets", "archs", "defenses", "attacks"):
+        if key not in raw:
+            raise SuiteError(f"suite key {key!r} is missing")
+    name = _typed(raw, "name", str, default_name)
+    seed = _typed(raw, "seed", int, 0)
+    seeds_raw = raw.get("seeds", 1)
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw >= 1:
+        seeds = list(range(seeds_raw))
+    elif isinstance(seeds_raw, list) and seeds_raw and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw):
+        seeds = list(seeds_raw)
+    else:
+        raise SuiteError(f"seeds: expected a positive integer or a list of indices, "
+                         f"got {seeds_raw!r}")
+    batch_sizes = _int_list(raw.get("batch_size", 1), "batch_size")
+    granted = raw.get("grant", []) or []
+    if isinstance(granted, str):
+        granted = [granted]
+    if not isinstance(granted, list):
+        raise SuiteError(f"grant: expected a list of capabilities, got {granted!r}")
+    for g in granted:
+        if g not in CAPABILITIES:
+            raise SuiteError(f"grant: unknown capability {g!r}{suggest(str(g), CAPABILITIES)}")
+    clients_raw = raw.get("client", [{}])
+    if isinstance(clients_raw, dict):
+        clients_raw = [clients_raw]
+    if not isinstance(clients_raw, list):
+        raise SuiteError(f"client: expected a mapping or a list of mappings, got {clients_raw!r}")
+    clients = []
+    for i, c in enumerate(clients_raw):
+        if not isinstance(c, dict):
+            raise SuiteError(f"client[{i}]: expected a mapping, got {c!r}")
+        clients += [validate_params(CLIENT_PARAMS, g, f"client[{i}]") for g in _grid(c)]
+    victims = raw.get("victim", ["init"])
+    if isinstance(victims, str):
+        victims = [victims]
+    for v in victims:
+        _check_victim(v)
+    budget = validate_params(BUDGET_PARAMS, raw.get("budget") or {}, "budget")
+    utility = raw.get("utility")
+    if utility is not None:
+        if not isinstance(utility, dict):
+            raise SuiteError(f"utility: expected a mapping of settings, got {utility!r}")
+        utility = validate_params(UTILITY_PARAMS, utility, "utility")
+    perceptual = raw.get("perceptual") or {}
+    if not isinstance(perceptual, dict):
+        raise SuiteError(f"perceptual: expected a mapping of settings, got {perceptual!r}")
+    perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
+    timeout = _typed(raw, "timeout", (int, float), 600.0)
+    if timeout <= 0:
+        raise SuiteError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    suite = Suite(
+        name=name,
+        description=_typed(raw, "description", str, ""),
+        base_seed=seed,
+        seeds=seeds,
+        batch_sizes=batch_sizes,
+        granted=frozenset(granted),
+        clients=clients,
+        victims=list(victims),
+        datasets=_components(raw["datasets"], DATASETS, "datasets"),
+        archs=_components(raw["archs"], ARCHS, "archs"),
+        defenses=_defenses(raw["defenses"]),
+        attacks=_components(raw["attacks"], ATTACKS, "attacks"),
+        exclude=_excludes(raw.get("exclude", []) or []),
+        timeout=float(timeout),
+        success_psnr=float(_typed(raw, "success_psnr", (int, float), DEFAULT_SUCCESS_PSNR)),
+        budget=budget,
+        utility=utility,
+        perceptual=perceptual,
+        source=source,
+    )
+    return suite
+
+
+def _typed(raw: dict, key: str, types: Any, default: Any) -> Any:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, types):
+        want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise SuiteError(f"{key}: expected {want}, got {value!r}")
+    return value
+
+
+def _int_list(value: Any, key: str) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise SuiteError(f"{key}: expected a positive integer or a list of them, got {value!r}")
+    return values
+
+
+def _check_victim(v: Any) -> None:
+    if v == "init":
+        return
+    if isinstance(v, str) and v.startswith("trained:"):
+        n = v.split(":", 1)[1]
+        if n.isdigit() and int(n) >= 0:
+            return
+    raise SuiteError(f"victim: expected 'init' or 'trained:N', got {v!r}")
+
+
+def _grid(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Expand a parameter mapping whose list values are grids into every combination."""
+    keys = sorted(params)
+    axes = [params[k] if isinstance(params[k], list) else [params[k]] for k in keys]
+    for combo in itertools.product(*axes):
+        yield dict(zip(keys, combo))
+
+
+def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """Normalise a component list: ``name``, ``{name: {params}}`` or ``{name: null}``."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{key}: expected a non-empty list of component names")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            out.append((item, {}))
+        elif isinstance(item, dict) and len(item) == 1:
+            name, params = next(iter(item.items()))
+            if params is None:
+                params = {}
+            if not isinstance(params, dict) and not (name == "chain" and isinstance(params, list)):
+                raise SuiteError(f"{key}[{i}].{name}: expected a mapping of parameters, "
+                                 f"got {params!r}")
+            out.append((str(name), params))
+        else:
+            raise SuiteError(f"{key}[{i}]: expected a name or a one-key mapping, got {item!r}")
+    return out
+
+
+def _expand_component(name: str, params: dict[str, Any], registry: Registry, where: str
+                      ) -> list[Spec]:
+    entry = registry.get(name)
+    try:
+        specs = []
+        for combo in _grid(params):
+            validated = validate_params(entry.params, combo, where)
+            specs.append(Spec(name, tuple(sorted(validated.items())), registry.kind + "s",
+                              tuple(sorted(params))))
+        return specs
+    except LeakbenchError as e:
+        raise SuiteError(str(e)) from None
+
+
+def _components(value: Any, registry: Registry, key: str) -> list[Spec]:
+    specs: list[Spec] = []
+    for i, (name, params) in enumerate(_items(value, key)):
+        try:
+            registry.get(name)
+        except LeakbenchError as e:
+            raise SuiteError(f"{key}[{i}]: {e}") from None
+        specs += _expand_component(name, params, registry, f"{key}[{i}].{name}")
+    return _unique(specs)
+
+
+def _defenses(value: Any) -> list[tuple[Spec, ...]]:
+    chains: list[tuple[Spec, ...]] = []
+    for i, (name, params) in enumerate(_items(value, "defenses")):
+        if name == "chain":
+            if not isinstance(params, list) or not params:
+                raise SuiteError(f"defenses[{i}].chain: expected a list of defenses")
+            links = [_components([item], DEFENSES, f"defenses[{i}].chain[{j}]")
+                     for j, item in enumerate(params)]
+            expanded = [tuple(c) for c in itertools.product(*links)]
+            for chain in expanded:
+                _check_chain_order(chain, f"defenses[{i}].chain")
+            chains += expanded
+        else:
+            chains += [(s,) for s in _components([{name: params}], DEFENSES,
+                                                 f"defenses[{i}]")]
+    return _unique(chains)
+
+
+def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
+    """A link that rebuilds the update from the batch (DP-SGD) would silently discard the
+    update- and protocol-level links before it; only data-level links may precede it."""
+    for k, spec in enumerate(chain):
+        if not DEFENSES.get(spec.name).cls.recomputes_update:
+            continue
+        lost = [s.name for s in chain[:k] if DEFENSES.get(s.name).cls.level not in ("data", "none")]
+        if lost:
+            raise SuiteError(f"{where}: {spec.name} recomputes the update from the batch, so "
+                             f"{', '.join(lost)} before it would be discarded; put {spec.name} "
+                             f"before them")
+
+
+def _unique(items: list) -> list:
+    seen, out = set(), []
+    for it in items:
+        if it not in seen:
+            seen.add(it)
+            out.append(it)
+    return out
+
+
+def _excludes(value: Any) -> list[dict[str, list[Any]]]:
+    if not isinstance(value, list):
+        raise SuiteError(f"exclude: expected a list of rules, got {value!r}")
+    rules = []
+    for i, rule in enumerate(value):
+        if not isinstance(rule, dict) or not rule:
+            raise SuiteError(f"exclude[{i}]: expected a mapping of axis: name(s)")
+        for axis in rule:
+            if axis not in EXCLUDE_AXES:
+                raise SuiteError(f"exclude[{i}]: unknown axis {axis!r}"
+                                 f"{suggest(str(axis), EXCLUDE_AXES)}")
+        rules.append({k: v if isinstance(v, list) else [v] for k, v in rule.items()})
+    return rules

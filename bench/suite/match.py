@@ -1,0 +1,50 @@
+"""Which cells a suite leaves out (``exclude`` rules) and which it keeps as skipped records
+(a component declares the combination incompatible): one matcher for every cell kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.contracts import CellContext
+from bench.registry import ATTACKS
+
+
+def excluded(cell: Any, rules: list[dict[str, list[Any]]]) -> bool:
+    """A rule matches a cell when each of its axes is one of the cell's and shares a value.
+
+    A rule naming an axis a kind does not have (``attack`` for a utility cell) leaves that kind
+    alone.
+    """
+    values = cell.axes()
+    return any(set(rule) <= set(values)
+               and all(values[axis] & set(allowed) for axis, allowed in rule.items())
+               for rule in rules)
+
+
+_CONTEXT_CACHE: dict[Any, CellContext] = {}
+
+
+def _context(cell: Any) -> CellContext:
+    key = (type(cell).__name__, cell.arch, cell.dataset, getattr(cell, "batch_size", None),
+           getattr(cell, "client", None), getattr(cell, "granted", None),
+           getattr(cell, "config", None))
+    if key not in _CONTEXT_CACHE:
+        _CONTEXT_CACHE[key] = cell.context()
+    return _CONTEXT_CACHE[key]
+
+
+def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
+    """Why the cell cannot run, or None: a capability the suite does not grant, then each
+    component's own check (the attack's first, then each defense link's, prefixed by name)."""
+    attack = getattr(cell, "attack", None)
+    if attack is not None:
+        missing = sorted(set(ATTACKS.get(attack.name).cls.needs) - suite_grants)
+        if missing:
+            return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
+    ctx = _context(cell)
+    for prefix, component in cell.components():
+        check = getattr(component, "skip_reason", None) or component.incompatibility
+        reason = check(ctx)
+        if reason:
+            return f"{prefix}{reason}"
+    return None

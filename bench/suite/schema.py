@@ -1,0 +1,86 @@
+"""A suite's schema: its top-level keys declared with their help, the settings' parameters
+(validated like a component's), and the validated :class:`Suite` itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.identity import Spec
+from bench.registry import LeakbenchError, Param
+
+SUITE_KEYS = {
+    "name": "suite name (defaults to the file name)",
+    "description": "one line on what the suite shows",
+    "seed": "base seed every cell's seeds derive from",
+    "seeds": "number of repetitions (seed indices 0..n-1) or a list of indices",
+    "batch_size": "an integer or a list of integers",
+    "grant": "capabilities the threat model allows attacks to be given: labels, bn_stats",
+    "client": "a client spec or a list of them: mode, local_epochs, local_batch_size, lr, bn_mode",
+    "victim": "model states: init (random), trained:N (N SGD steps on the train split)",
+    "datasets": "registered dataset names with optional parameter grids",
+    "archs": "registered arch names with optional parameter grids",
+    "defenses": "registered defense names (or chains) with optional parameter grids",
+    "attacks": "registered attack names with optional parameter grids",
+    "exclude": "rules of axis: name(s); a matching cell is left out",
+    "timeout": "seconds a cell may run before it is recorded as timed out",
+    "success_psnr": "a cell succeeds when its mean PSNR reaches this many dB",
+    "budget": "caps for every attack: max_iterations, max_grad_evals",
+    "utility": "utility track: steps, batch_size, lr, eval_size (train with defended updates)",
+    "perceptual": "perceptual metrics: lpips (on/off), lpips_net, lpips_weights (a local path)",
+}
+
+CLIENT_PARAMS = (
+    Param("mode", str, "fedsgd", choices=("fedsgd", "fedavg")),
+    Param("local_epochs", int, 1, low=1, high=1000),
+    Param("local_batch_size", int, 0, low=0, high=100_000, help="0: the whole batch per step"),
+    Param("lr", float, 0.1, low=0.0),
+    Param("bn_mode", str, "train", choices=("train", "eval")),
+)
+BUDGET_PARAMS = (
+    Param("max_iterations", int, None, low=1, nullable=True),
+    Param("max_grad_evals", int, None, low=1, nullable=True),
+)
+PERCEPTUAL_PARAMS = (
+    Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
+    Param("lpips_net", str, "alex", choices=("alex", "vgg", "squeeze")),
+    Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
+    Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
+)
+EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "victim", "seed")
+DEFAULT_SUCCESS_PSNR = 20.0
+
+
+UTILITY_PARAMS = (
+    Param("steps", int, 100, low=1, high=1_000_000, help="federated SGD steps"),
+    Param("batch_size", int, 32, low=1, high=100_000, help="client batch per step"),
+    Param("lr", float, 0.05, low=0.0, help="server learning rate on the aggregated update"),
+    Param("eval_size", int, 1000, low=1, high=10_000_000, help="test images evaluated"),
+)
+
+
+class SuiteError(LeakbenchError):
+    """A suite that does not validate: one line naming the key."""
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    base_seed: int
+    seeds: list[int]
+    batch_sizes: list[int]
+    granted: frozenset[str]
+    clients: list[dict[str, Any]]
+    victims: list[str]
+    datasets: list[Spec]
+    archs: list[Spec]
+    defenses: list[tuple[Spec, ...]]
+    attacks: list[Spec]
+    exclude: list[dict[str, list[Any]]] = field(default_factory=list)
+    timeout: float = 600.0
+    success_psnr: float = DEFAULT_SUCCESS_PSNR
+    budget: dict[str, Any] = field(default_factory=dict)
+    utility: dict[str, Any] | None = None
+    perceptual: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
