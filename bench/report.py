@@ -10,34 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 from tabulate import tabulate
 
 from bench.leaderboard import (
-    _f,
-    _scenario_title,
-    _scenarios,
     architecture_table,
     records_frame,
     render,
+    scenario_title,
+    scenarios,
     utility_frame,
     write_plots,
 )
+from bench.metrics import get_metric
+from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
 from bench.pictures import load_cell_arrays
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
-
-MIN_GROUP = 10
 
 
 def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                    min_group: int = MIN_GROUP, feature_layer: str = "2048") -> pd.DataFrame:
     """Per leaderboard group (scenario × defense × attack): FID/KID of the reconstructions pooled
     over its finished cells against the originals of the same cells; n/a below ``min_group``."""
-    from bench.perceptual import fid_kid
-
+    fid, kid = get_metric("fid"), get_metric("kid")
     rows = []
-    for key, g in _scenarios(df):
+    for key, g in scenarios(df):
         ok = g[(g["status"] == "ok") & g["arrays"].notna()]
         for (defense, attack), cells in ok.groupby(["defense", "attack"], sort=True):
             originals, recons = [], []
@@ -47,30 +44,26 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                     o, r = load_cell_arrays(path)
                     originals.append(o)
                     recons.append(r)
-            n = sum(len(o) for o in originals)
-            if n >= max(2, min_group):
-                result = fid_kid(torch.cat(originals), torch.cat(recons), weights, min_group,
-                                 feature_layer)
-            else:
-                result = {"fid": None, "kid": None, "n": n,
-                          "reason": f"n/a: {n} images, fewer than the {min_group} required"}
-            rows.append({"Scenario": _scenario_title(key), "Defense": defense, "Attack": attack,
-                         "Images": result["n"], "FID": _f(result["fid"], 2),
-                         "KID": _f(result["kid"], 4), "Note": result["reason"] or ""})
+            result = fid_kid_of_group(originals, recons, weights, min_group, feature_layer)
+            rows.append({"Scenario": scenario_title(key), "Defense": defense, "Attack": attack,
+                         "Images": result["n"], fid.header(): fid.format(result["fid"]),
+                         kid.header(): kid.format(result["kid"]), "Note": result["reason"] or ""})
     return pd.DataFrame(rows)
 
 
 def _gallery(df: pd.DataFrame) -> list[str]:
+    psnr, ssim = get_metric("psnr"), get_metric("ssim")
     out = []
-    for key, g in _scenarios(df):
+    for key, g in scenarios(df):
         ok = g[(g["status"] == "ok") & g["picture"].notna()]
         if ok.empty:
             continue
-        out += ["", f"### {_scenario_title(key)}", ""]
+        out += ["", f"### {scenario_title(key)}", ""]
         ordered = ok.sort_values(["defense", "attack", "seed"], kind="stable")
         for _, r in ordered.iterrows():
             caption = (f"{r['attack']} vs {r['defense']}, seed {r['seed']}: "
-                       f"{r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+                       f"{r['psnr']:.{psnr.digits}f} {psnr.unit}, "
+                       f"{ssim.label} {r['ssim']:.{ssim.digits}f}")
             out.append(f"![{caption}]({r['picture']}) {caption}  ")
     return out
 

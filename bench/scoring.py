@@ -1,27 +1,28 @@
-"""Scoring: de-normalise, match one-to-one, then per-image MSE/PSNR/SSIM and label accuracy.
+"""Scoring: de-normalise, match one-to-one, then the registered per-item metrics of the cell.
 
 - Both batches are de-normalised to [0,1] and clamped before any metric.
 - Reconstructions are matched to originals one-to-one (Hungarian matching on MSE),
   never with replacement.
-- SSIM is torchmetrics' standard Gaussian-window SSIM (σ = 1.5, 11×11 window, or the
-  largest odd window that fits a smaller image).
-- PSNR uses data range 1; an exact reconstruction (MSE < 1e-10) is capped at 100 dB.
-- Label accuracy is the multiset overlap of true and inferred labels: order-independent.
-- A cell succeeds when its mean PSNR reaches the suite's ``success_psnr``.
+- Every per-item image metric of :mod:`bench.metrics` that needs no weights file is computed
+  on the matched pairs (PSNR, SSIM, MSE) and stored as its mean, its worst pair and the
+  per-image list; label metrics (label accuracy) compare the label multisets. LPIPS needs a
+  local weights file and is added by the pipeline with the suite's perceptual settings.
+- A cell succeeds when its :class:`~bench.metrics.SuccessRule` holds: by default, when its
+  mean PSNR reaches the suite's ``success_psnr``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from bench.data import denormalize  # noqa: F401  (re-exported for callers of scoring)
-
-PSNR_CAP_DB = 100.0
+from bench.metrics import SuccessRule, list_metrics
+from bench.metrics.label_accuracy import label_accuracy  # noqa: F401  (re-exported)
+from bench.metrics.psnr import PSNR_CAP_DB, psnr  # noqa: F401  (re-exported)
+from bench.metrics.ssim import ssim_per_image  # noqa: F401  (re-exported)
 
 
 def pairwise_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -38,28 +39,18 @@ def match(originals: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return order
 
 
-def psnr(mse: torch.Tensor) -> torch.Tensor:
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp_max(PSNR_CAP_DB)
-
-
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    side = min(a.shape[-2:])
-    kernel = min(11, side if side % 2 else side - 1)
-    return structural_similarity_index_measure(
-        b.double(), a.double(), gaussian_kernel=True, sigma=1.5 * kernel / 11,
-        kernel_size=kernel, data_range=1.0, reduction="none")
-
-
-def label_accuracy(true: torch.Tensor, inferred: torch.Tensor | None) -> float | None:
-    if inferred is None:
-        return None
-    overlap = Counter(true.tolist()) & Counter(inferred.flatten().tolist())
-    return sum(overlap.values()) / len(true)
-
-
 def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor,
-          inferred_labels: torch.Tensor | None, success_psnr: float) -> dict[str, Any]:
-    """Metrics of one cell from images already in [0,1] (N×C×H×W) on the CPU."""
+          inferred_labels: torch.Tensor | None, success_psnr: float | None = None, *,
+          success: SuccessRule | None = None) -> dict[str, Any]:
+    """Metrics of one cell from images already in [0,1] (N×C×H×W) on the CPU.
+
+    ``success_psnr`` is the shorthand for ``success=SuccessRule("psnr", success_psnr)``; give
+    one or the other (neither: PSNR ≥ 20 dB).
+    """
+    if success is not None and success_psnr is not None:
+        raise ValueError("give success_psnr or success, not both")
+    if success is None:
+        success = SuccessRule() if success_psnr is None else SuccessRule("psnr", success_psnr)
     originals01 = originals01.detach().cpu().double()
     recon01 = recon01.detach().cpu().double()
     if recon01.shape[1:] != originals01.shape[1:]:
@@ -67,19 +58,21 @@ def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor
                          f"the batch {tuple(originals01.shape)}")
     order = match(originals01, recon01)
     matched = recon01[order]
-    mse = ((matched - originals01) ** 2).flatten(1).mean(-1)
-    p = psnr(mse)
-    s = ssim_per_image(originals01, matched)
-    return {
-        "psnr": float(p.mean()),
-        "psnr_worst": float(p.min()),
-        "ssim": float(s.mean()),
-        "ssim_worst": float(s.min()),
-        "mse": float(mse.mean()),
-        "mse_worst": float(mse.max()),
-        "label_acc": label_accuracy(labels.cpu(), inferred_labels),
-        "success": bool(float(p.mean()) >= success_psnr),
-        "per_image": {"psnr": [float(v) for v in p], "ssim": [float(v) for v in s],
-                      "mse": [float(v) for v in mse]},
-        "matching": [int(i) for i in order],
-    }
+    out: dict[str, Any] = {}
+    per_image: dict[str, list[float]] = {}
+    for m in list_metrics("image", "per_item"):
+        if m.needs_weights:
+            continue
+        if m.inputs == "labels":
+            out[m.name] = m.compute(labels.cpu(), inferred_labels)
+            continue
+        values = m.compute(originals01, matched)
+        out[m.name] = float(values.mean())
+        out[f"{m.name}_worst"] = float(values.min() if m.higher_is_better else values.max())
+        per_image[m.name] = [float(v) for v in values]
+    if success.metric not in out:
+        raise ValueError(f"success rule over {success.metric!r}, which score() does not compute")
+    out["success"] = success.holds(out[success.metric])
+    out["per_image"] = per_image
+    out["matching"] = [int(i) for i in order]
+    return out

@@ -1,0 +1,126 @@
+"""Records → pandas frames: one row per attack cell, one per utility run, and the scenario
+groups every table is built per."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from bench.metrics import list_metrics
+from bench.registry import DEFENSES
+
+SCENARIO = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
+FAILED = ("error", "timeout")
+
+
+def metric_columns() -> list[str]:
+    """The frame columns of the per-item metrics: each one's mean, then each image metric's
+    worst pair (``psnr``, …, ``psnr_worst``, …), in the registry's order."""
+    per_item = list_metrics(kind="per_item")
+    return [m.name for m in per_item] + [f"{m.name}_worst" for m in per_item
+                                         if m.inputs == "images"]
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One flat row per cell record (utility records excluded), ordered by cell id."""
+    columns = metric_columns()
+    rows = []
+    for r in records:
+        if r.get("kind", "attack") != "attack":
+            continue
+        prov = r.get("provenance") or {}
+        timing = r.get("timing") or {}
+        client = r.get("client") or {}
+        metrics = r.get("metrics") or {}
+        rows.append({
+            "cell_id": r["cell_id"], "suite": r["suite"],
+            "attack": r["attack_label"], "defense": r["defense_label"],
+            "arch": r["arch_label"], "dataset": r["dataset_label"],
+            "batch_size": r["batch_size"], "seed": r["seed"], "status": r["status"],
+            **{c: metrics.get(c) for c in columns},
+            "success": metrics.get("success"),
+            "attack_seconds": timing.get("attack_seconds"),
+            "attack_name": r["attack"]["name"],
+            "defense_name": "+".join(d["name"] for d in r["defense"]),
+            "arch_name": r["arch"]["name"], "dataset_name": r["dataset"]["name"],
+            "mode": client.get("mode"), "bn_mode": client.get("bn_mode"),
+            "victim": r.get("victim"), "granted": ",".join(r.get("granted") or []),
+            "iterations": r.get("iterations"), "grad_evals": r.get("grad_evals"),
+            "setup_seconds": timing.get("setup_seconds"),
+            "score_seconds": timing.get("score_seconds"),
+            "peak_memory_bytes": r.get("peak_memory_bytes"), "memory_kind": r.get("memory_kind"),
+            "device": prov.get("device"), "device_name": prov.get("device_name"),
+            "torch": prov.get("torch"), "leakbench": prov.get("leakbench"),
+            "git_commit": prov.get("git_commit"),
+            "epsilon": (r.get("defense_info") or {}).get("epsilon"),
+            "error": r.get("error"),
+            "picture": r.get("picture"),
+            "success_psnr": r.get("success_psnr"),
+            "strength": defense_strength(r["defense"]),
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def defense_strength(chain: list[dict[str, Any]]) -> float | None:
+    """The main parameter of a single defense (its ``strength`` attribute, else its first
+    numeric parameter), for PSNR-against-strength plots; None for chains and ``none``."""
+    if len(chain) != 1:
+        return None
+    name, params = chain[0]["name"], chain[0]["params"]
+    if name not in DEFENSES:
+        return None
+    cls = DEFENSES.get(name).cls
+    key = getattr(cls, "strength", None)
+    if key is None:
+        numeric = [p.name for p in cls.params if p.type in (float, int)]
+        key = numeric[0] if numeric else None
+    value = params.get(key) if key else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per utility record: test accuracy and update cosine after defended training."""
+    rows = []
+    for r in records:
+        if r.get("kind") != "utility":
+            continue
+        m = r.get("metrics") or {}
+        rows.append({"dataset": r["dataset_label"], "arch": r["arch_label"],
+                     "defense": r["defense_label"], "seed": r["seed"], "status": r["status"],
+                     "accuracy": m.get("accuracy"), "update_cosine": m.get("update_cosine"),
+                     "chance": m.get("chance"), "cell_id": r["cell_id"],
+                     "scenario": (r.get("derived_seeds") or {}).get("scenario")})
+    cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
+            "chance", "cell_id", "scenario"]
+    return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
+
+
+def scenarios(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """The cells grouped by scenario (dataset, arch, batch size, mode, BN mode, victim),
+    in a stable order; every table and figure is per scenario."""
+    keyed = df.assign(**{c: df[c].fillna("") for c in ["mode", "bn_mode", "victim"]})
+    return [(key, g) for key, g in keyed.groupby(SCENARIO, sort=True)]
+
+
+def scenario_title(key: tuple) -> str:
+    """A scenario key as a title: digits(size=16) · mlp · batch 1 (defaults left out)."""
+    dataset, arch, bs, mode, bn_mode, victim = key
+    parts = [f"{dataset}", f"{arch}", f"batch {bs}"]
+    if mode and mode != "fedsgd":
+        parts.append(mode)
+    if bn_mode and bn_mode != "train":
+        parts.append(f"BN {bn_mode}")
+    if victim and victim != "init":
+        parts.append(f"victim {victim}")
+    return " · ".join(parts)
+
+
+def scenario_slug(key: tuple) -> str:
+    """A file-name form of a scenario title: digits(size=16) · mlp · batch 1 → digits_size_16_…"""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", scenario_title(key)).strip("_")

@@ -1,0 +1,25 @@
+"""Metrics as a registry: one module per metric, each registered with its schema.
+
+``list_metrics(modality, kind)`` and ``get_metric(name)`` give the metric classes (see
+:mod:`bench.metrics.base` for the schema); :class:`SuccessRule` says when a cell counts as a
+successful attack. Built-ins: PSNR, SSIM, MSE, label accuracy, LPIPS (per item), FID and KID
+(pooled over a group of cells).
+"""
+
+from bench.metrics.base import (
+    INPUTS,
+    KINDS,
+    METRICS,
+    MODALITIES,
+    Metric,
+    SuccessRule,
+    format_value,
+    get_metric,
+    list_metrics,
+    register_metric,
+)
+
+__all__ = [
+    "INPUTS", "KINDS", "METRICS", "MODALITIES", "Metric", "SuccessRule", "format_value",
+    "get_metric", "list_metrics", "register_metric",
+]

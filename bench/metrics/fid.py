@@ -1,0 +1,49 @@
+"""FID over a group of cells: reconstructions pooled over seeds against their originals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from bench.metrics.base import Metric, register_metric
+from bench.perceptual import FID_LAYER, fid_kid
+
+MIN_GROUP = 10  # fewer images give FID/KID too biased or noisy to show
+
+
+def fid_kid_of_group(originals: Sequence[torch.Tensor], recons: Sequence[torch.Tensor],
+                     weights: str | None = None, min_group: int = MIN_GROUP,
+                     feature_layer: str = FID_LAYER) -> dict[str, Any]:
+    """FID and KID (one torch-fidelity pass) of the cells' reconstructions pooled against their
+    originals: ``{"fid", "kid", "n", "reason", ...}``, n/a below ``min_group`` images."""
+    n = sum(len(o) for o in originals)
+    if n < max(2, min_group):
+        return {"fid": None, "kid": None, "n": n,
+                "reason": f"n/a: {n} images, fewer than the {min_group} required"}
+    return fid_kid(torch.cat(list(originals)), torch.cat(list(recons)), weights, min_group,
+                   feature_layer)
+
+
+def fid_of_group(originals: Sequence[torch.Tensor], recons: Sequence[torch.Tensor],
+                 **options: Any) -> float | None:
+    return fid_kid_of_group(originals, recons, **options)["fid"]
+
+
+@register_metric
+class FID(Metric):
+    """Fréchet Inception distance (Heusel et al., NeurIPS 2017) between Inception-v3 pool
+    features of pooled reconstructions and originals; biased upwards on few images, so compare
+    only groups of equal size. Needs local Inception weights (see bench.perceptual)."""
+
+    name = "fid"
+    label = "FID"
+    modality = "image"
+    higher_is_better = False
+    kind = "pooled"
+    digits = 2
+    order = 60
+    needs_weights = True
+    leaderboard = False
+    compute = staticmethod(fid_of_group)

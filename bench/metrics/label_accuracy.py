@@ -1,0 +1,34 @@
+"""Label accuracy: how many of the batch's labels the attack recovered, order-independent."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from bench.metrics.base import Metric, register_metric
+
+
+def label_accuracy(true: torch.Tensor, inferred: torch.Tensor | None) -> float | None:
+    """Multiset overlap of true and inferred labels over the batch size; None if none inferred."""
+    if inferred is None:
+        return None
+    overlap = Counter(true.tolist()) & Counter(inferred.flatten().tolist())
+    return sum(overlap.values()) / len(true)
+
+
+@register_metric
+class LabelAccuracy(Metric):
+    """Label accuracy: the share of the batch's labels recovered, as a multiset overlap so that
+    order does not matter (label inference as in iDLG, Zhao et al. 2020)."""
+
+    name = "label_acc"
+    label = "Label acc"
+    modality = "image"
+    higher_is_better = True
+    kind = "per_item"
+    inputs = "labels"
+    digits = 2
+    order = 50
+    best = 1.0
+    compute = staticmethod(label_accuracy)
