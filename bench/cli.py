@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.executors import EXECUTORS
 from bench.registry import REGISTRIES, LeakbenchError
 
 DEFAULT_SUITE = "quick"
@@ -69,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         return 0
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
-                        retry_failed=args.retry_failed, progress=not args.quiet)
+                        retry_failed=args.retry_failed, progress=not args.quiet,
+                        executor=args.executor)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         print(f"leaderboard: {write_leaderboard(out)}")
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help="built-in name or YAML file")
     s.add_argument("--out", help="output folder (default: results/<suite>)")
     s.add_argument("--jobs", type=int, default=1, help="worker processes (0: inline, no timeout)")
+    s.add_argument("--executor", choices=sorted(EXECUTORS),
+                   help="where cells run (default: process, or inline with --jobs 0)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--force", action="store_true", help="re-run cells that have records")
     s.add_argument("--retry-failed", action="store_true", help="re-run error/timeout cells")

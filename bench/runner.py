@@ -37,7 +37,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_options(suite: Suite) -> RunOptions:
     """The settings every cell of a suite's run shares."""
-    return RunOptions(suite.success_psnr, tuple(sorted(suite.perceptual.items())))
+    return RunOptions(suite.success, tuple(sorted(suite.perceptual.items())))
 
 
 @dataclass

@@ -5,8 +5,10 @@ import shutil
 
 import pytest
 
-from bench.leaderboard import EXPORT_COLUMNS, export, write_leaderboard
+from bench.leaderboard import export, export_columns, records_frame, write_leaderboard
+from bench.metrics import list_metrics
 from bench.runner import run_suite
+from bench.store import load_records
 from helpers import make_suite, run_cli
 
 
@@ -62,7 +64,11 @@ def test_csv_export_has_one_row_per_cell(results):
     for col in ("cell_id", "suite", "attack", "defense", "arch", "dataset", "batch_size", "seed",
                 "status", "psnr", "ssim", "mse", "label_acc", "attack_seconds"):
         assert col in rows[0]
-    assert list(rows[0]) == EXPORT_COLUMNS
+    frame = records_frame(load_records(results))
+    assert list(rows[0]) == export_columns(frame)
+    for metric in list_metrics(kind="per_item"):  # every registered metric is a column
+        assert metric.name in rows[0]
+    assert "picture" not in rows[0]
     assert {r["status"] for r in rows} == {"ok", "skipped"}
 
 

@@ -7,9 +7,10 @@ round-trips through JSON (a worker on another machine rebuilds it), and runs to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from bench.metrics import SuccessRule
 from bench.registry import LeakbenchError
 
 if TYPE_CHECKING:
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
 class RunOptions:
     """Suite-level settings every cell of a run shares (they are not part of cell identity)."""
 
-    success_psnr: float = 20.0
+    success: SuccessRule = field(default_factory=SuccessRule)
     perceptual: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def success_psnr(self) -> float | None:
+        """The PSNR threshold where the rule is on PSNR (records keep it for the tables)."""
+        return self.success.threshold if self.success.metric == "psnr" else None
 
 
 class CellKind(Protocol):

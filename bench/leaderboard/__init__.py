@@ -20,7 +20,7 @@ from bench.leaderboard.aggregate import (
     summarize_attacks,
     utility_summary,
 )
-from bench.leaderboard.export import EXPORT_COLUMNS, export
+from bench.leaderboard.export import export, export_columns
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import (
     FAILED,
@@ -50,7 +50,7 @@ from bench.leaderboard.tables import (
 )
 
 __all__ = [
-    "EXPORT_COLUMNS", "FAILED", "HEADLINE", "SCENARIO", "Table", "architecture_table",
+    "FAILED", "HEADLINE", "SCENARIO", "Table", "architecture_table", "export_columns",
     "attack_metrics", "attack_tables", "defense_metrics", "defense_order", "defense_strength",
     "defense_tables", "environment_lines", "export", "headline", "metric_columns",
     "protocol_lines", "records_frame", "render", "scenario_slug", "scenario_title", "scenarios",

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from bench.leaderboard.frames import records_frame
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
 
-# The CSV's schema, frozen: a new column (a new metric's) goes at the end, so existing
-# readers and committed files keep their layout.
-EXPORT_COLUMNS = [
-    "cell_id", "suite", "attack", "defense", "arch", "dataset", "batch_size", "seed", "status",
-    "psnr", "ssim", "mse", "label_acc", "attack_seconds",
-    "psnr_worst", "ssim_worst", "mse_worst", "success", "lpips",
-    "attack_name", "defense_name", "arch_name", "dataset_name", "mode", "bn_mode", "victim",
-    "granted", "iterations", "grad_evals", "setup_seconds", "score_seconds",
-    "peak_memory_bytes", "memory_kind", "device", "device_name", "torch", "leakbench",
-    "git_commit", "epsilon", "error",
-]
+# Frame columns that serve the tables only (a picture path, the threshold, a plot axis).
+INTERNAL_COLUMNS = ("picture", "success_psnr", "strength")
+
+
+def export_columns(df: pd.DataFrame) -> list[str]:
+    """The CSV's columns: the record frame's, in its order (identity, the registered metrics,
+    cost, provenance), less the table-only ones. A new metric is a new column, with no list
+    to edit."""
+    return [c for c in df.columns if c not in INTERNAL_COLUMNS]
 
 
 def export(out_dir: Path, fmt: str = "csv", output: Path | None = None) -> Path:
@@ -29,6 +29,6 @@ def export(out_dir: Path, fmt: str = "csv", output: Path | None = None) -> Path:
     if df.empty:
         raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
     path = Path(output) if output else Path(out_dir) / "cells.csv"
-    write_atomic(path, df[EXPORT_COLUMNS].to_csv(index=False, float_format="%.6g",
+    write_atomic(path, df[export_columns(df)].to_csv(index=False, float_format="%.6g",
                                                  lineterminator="\n"))
     return path

@@ -12,6 +12,7 @@ import yaml
 
 from bench.contracts import CAPABILITIES
 from bench.identity import Spec
+from bench.metrics import SuccessRule, get_metric
 from bench.registry import (
     ARCHS,
     ATTACKS,
@@ -25,9 +26,9 @@ from bench.registry import (
 from bench.suite.schema import (
     BUDGET_PARAMS,
     CLIENT_PARAMS,
-    DEFAULT_SUCCESS_PSNR,
     EXCLUDE_AXES,
     PERCEPTUAL_PARAMS,
+    SUCCESS_PARAMS,
     SUITE_KEYS,
     UTILITY_PARAMS,
     Suite,
@@ -142,13 +143,33 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         attacks=_components(raw["attacks"], ATTACKS, "attacks"),
         exclude=_excludes(raw.get("exclude", []) or []),
         timeout=float(timeout),
-        success_psnr=float(_typed(raw, "success_psnr", (int, float), DEFAULT_SUCCESS_PSNR)),
+        success=_success_rule(raw),
         budget=budget,
         utility=utility,
         perceptual=perceptual,
         source=source,
     )
     return suite
+
+
+def _success_rule(raw: dict[str, Any]) -> SuccessRule:
+    """``success: {metric, at_least | at_most}``, or the ``success_psnr`` shorthand."""
+    if "success" in raw and "success_psnr" in raw:
+        raise SuiteError("success and success_psnr both given: keep one")
+    if "success" not in raw:
+        return SuccessRule("psnr", float(_typed(raw, "success_psnr", (int, float), 20.0)))
+    if not isinstance(raw["success"], dict):
+        raise SuiteError(f"success: expected a mapping, got {raw['success']!r}")
+    rule = validate_params(SUCCESS_PARAMS, raw["success"], "success")
+    try:
+        metric = get_metric(rule["metric"])
+        if metric.kind != "per_item":
+            raise SuiteError(f"success.metric: {metric.name} is pooled over cells; a cell's "
+                             "success needs a per-item metric")
+        bound = {k: rule[k] for k in ("at_least", "at_most") if rule[k] is not None}
+        return SuccessRule(rule["metric"], **bound)
+    except (LeakbenchError, ValueError) as e:
+        raise SuiteError(f"success: {e}") from None
 
 
 def _typed(raw: dict, key: str, types: Any, default: Any) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.identity import Spec
+from bench.metrics import SuccessRule
 from bench.registry import LeakbenchError, Param
 
 SUITE_KEYS = {
@@ -24,7 +25,9 @@ SUITE_KEYS = {
     "attacks": "registered attack names with optional parameter grids",
     "exclude": "rules of axis: name(s); a matching cell is left out",
     "timeout": "seconds a cell may run before it is recorded as timed out",
-    "success_psnr": "a cell succeeds when its mean PSNR reaches this many dB",
+    "success_psnr": "a cell succeeds when its mean PSNR reaches this many dB (shorthand)",
+    "success": "when a cell succeeds: {metric: NAME, at_least: X} (or at_most for a "
+               "lower-is-better metric)",
     "budget": "caps for every attack: max_iterations, max_grad_evals",
     "utility": "utility track: steps, batch_size, lr, eval_size (train with defended updates)",
     "perceptual": "perceptual metrics: lpips (on/off), lpips_net, lpips_weights (a local path)",
@@ -48,7 +51,11 @@ PERCEPTUAL_PARAMS = (
     Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "victim", "seed")
-DEFAULT_SUCCESS_PSNR = 20.0
+SUCCESS_PARAMS = (
+    Param("metric", str, "psnr", help="a registered per-item metric"),
+    Param("at_least", float, None, nullable=True, help="bound of a higher-is-better metric"),
+    Param("at_most", float, None, nullable=True, help="bound of a lower-is-better metric"),
+)
 
 
 UTILITY_PARAMS = (
@@ -79,7 +86,7 @@ class Suite:
     attacks: list[Spec]
     exclude: list[dict[str, list[Any]]] = field(default_factory=list)
     timeout: float = 600.0
-    success_psnr: float = DEFAULT_SUCCESS_PSNR
+    success: SuccessRule = field(default_factory=SuccessRule)
     budget: dict[str, Any] = field(default_factory=dict)
     utility: dict[str, Any] | None = None
     perceptual: dict[str, Any] = field(default_factory=dict)
