@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
 

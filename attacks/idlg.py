@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from attacks.labels import idlg_label
-from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
 

@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import torch
 
-from attacks.labels import infer_labels
-from attacks.matching import (
+from attacks.gradient_matching import (
     cosine_distance,
     dummy_update,
     local_steps,
     plan_budget,
     run_signed_adam,
 )
+from attacks.labels import infer_labels
 from attacks.priors import total_variation
 from bench.contracts import LABELS, Attack, CellContext, Observation, Reconstruction
 from bench.registry import Param, register_attack

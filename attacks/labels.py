@@ -53,7 +53,7 @@ def idlg_label(obs: Observation) -> torch.Tensor:
 
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
     """The shared tensor as a batch-mean gradient: FedAvg deltas become −delta/(lr·steps)."""
-    from attacks.matching import local_steps  # matching imports nothing from here
+    from attacks.gradient_matching import local_steps  # gradient_matching imports nothing from here
 
     if obs.update.kind != "delta":
         return t

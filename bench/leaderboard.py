@@ -379,7 +379,7 @@ def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tup
 def architecture_table(records: list[dict[str, Any]]) -> Table | None:
     """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
     computed from the architecture alone (no attack involved)."""
-    from bench.rank import parse_chain, risk_index
+    from attacks.rgap_rank import parse_chain, risk_index
     from bench.registry import ARCHS, DATASETS
 
     seen: dict[tuple[str, str], tuple[dict, dict]] = {}

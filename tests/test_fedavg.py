@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from attacks.gradient_matching import dummy_gradient, dummy_update, local_steps, unrolled_delta
 from attacks.gradinversion import GradInversion
 from attacks.ig import InvertingGradients
-from attacks.matching import dummy_gradient, dummy_update, local_steps, unrolled_delta
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
 from bench.data import sample_batch

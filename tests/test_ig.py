@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from attacks.dlg import DLG
+from attacks.gradient_matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.gradinversion import GradInversion
 from attacks.idlg import IDLG
 from attacks.ig import InvertingGradients
-from attacks.matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.priors import BNStatsPrior, group_consistency, running_stats, total_variation
 from bench.client import compute_update
 from bench.contracts import BN_STATS, CellContext, ClientSpec, Observation, Update
