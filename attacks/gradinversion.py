@@ -62,9 +62,10 @@ class GradInversion(InvertingGradients):
             source = "running" if obs.client.bn_mode == "eval" else "granted"
         if source == "running":
             return running_stats(obs.model)
-        if obs.bn_stats is None:
+        granted = obs.grant(BN_STATS)
+        if granted is None:
             raise ValueError("gradinversion needs the client's BN statistics (grant: [bn_stats])")
-        return list(obs.bn_stats)
+        return list(granted)
 
     def priors(self, obs: Observation) -> list[Objective]:
         out = super().priors(obs)

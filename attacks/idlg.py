@@ -16,12 +16,11 @@ class IDLG(Attack):
 
     paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
     params = LBFGS_PARAMS
+    update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if ctx.batch_size != 1:
             return "iDLG's label rule holds only at batch size 1"
-        if ctx.client.mode != "fedsgd":
-            return "idlg matches a single gradient; it does not unroll FedAvg local steps"
         return None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:

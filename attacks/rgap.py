@@ -325,8 +325,6 @@ class RGAP(ClosedFormAttack):
                    "this many times the best one"),
     )
 
-    fedavg_reason = "rgap inverts one gradient; FedAvg's weight deltas are not gradients"
-
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[Chain | None, str | None]:
         return parse_chain(model, input_shape)
@@ -398,7 +396,7 @@ class RGAP(ClosedFormAttack):
                                            for i in range(len(cands))]
             alive = [i for i in alive if res[i] <= self.sign_margin * best + 1e-12
                      or not math.isfinite(best)]
-        lo, hi = obs.pixel_box()
+        lo, hi = obs.domain.bounds(obs.device)
         lo, hi = lo[0].to(torch.float64), hi[0].to(torch.float64)
         finals: dict[int, Descent] = {}
         for sign in (1.0, -1.0):  # one descent per sign; rescale for the other root if exact

@@ -17,14 +17,10 @@ from typing import Any
 import torch
 
 from bench.client import compute_update
-from bench.contracts import (
-    BN_STATS,
-    LABELS,
-    DefenseContext,
-    Observation,
-    shared_update,
-)
+from bench.contracts import DefenseContext, Observation, shared_update
 from bench.data import denormalize, normalize, other_batches, sample_batch
+from bench.domains import PixelBox
+from bench.grants import PrivateSide, provide_grants
 from bench.memory import PeakMemory
 from bench.provenance import provenance
 from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
@@ -91,10 +87,8 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float,
         shared = shared_update(update)  # BN statistics and private metadata: by grant only
         obs = Observation(
             model=copy.deepcopy(model), update=shared, batch_size=cell.batch_size,
-            input_shape=meta.shape, num_classes=meta.num_classes, mean=meta.mean, std=meta.std,
-            client=client,
-            labels=y.detach().cpu().clone() if LABELS in cell.granted else None,
-            bn_stats=update.bn_stats if BN_STATS in cell.granted else None,
+            domain=PixelBox(meta.shape, meta.mean, meta.std), num_classes=meta.num_classes,
+            client=client, grants=provide_grants(cell.granted, PrivateSide(x, y, update)),
             device=device, generator=torch.Generator().manual_seed(seeds["attack"]),
             max_iterations=budget.get("max_iterations"),
             max_grad_evals=budget.get("max_grad_evals"),
@@ -108,7 +102,7 @@ def run_cell(cell: Cell, device: torch.device, success_psnr: float,
 
         stage = "score"
         t2 = time.perf_counter()
-        images = recon.images.detach().cpu().float()
+        images = recon.data.detach().cpu().float()
         finite = bool(torch.isfinite(images).all()) and not recon.info.get("diverged", False)
         record.update({
             "iterations": recon.iterations, "grad_evals": recon.grad_evals,

@@ -313,7 +313,7 @@ def _incompatibility(cell: Cell, suite_grants: frozenset[str]) -> str | None:
         _CONTEXT_CACHE[key] = cell.context()
     ctx = _CONTEXT_CACHE[key]
     attack = attack_entry.cls(**cell.attack.kwargs)
-    reason = attack.incompatibility(ctx)
+    reason = attack.skip_reason(ctx)
     if reason:
         return reason
     for d in cell.defense:

@@ -11,8 +11,9 @@ from attacks.gradient_matching import dummy_gradient, dummy_update, local_steps,
 from attacks.gradinversion import GradInversion
 from attacks.ig import InvertingGradients
 from bench.client import compute_update
-from bench.contracts import ClientSpec, Observation, Update
+from bench.contracts import BN_STATS, ClientSpec, Observation, Update
 from bench.data import sample_batch
+from bench.domains import PixelBox
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import denormalize, score
 from bench.victim import victim_model
@@ -27,9 +28,9 @@ def scenario(arch: str, kw: dict, batch: int, client: ClientSpec, seed: int = 0,
     model = victim_model(ARCHS.get(arch).cls(**kw), ds, meta, "init", seed)
     update = compute_update(model, x01, y, client)
     obs = Observation(model=copy.deepcopy(model), update=Update(update.tensors, update.kind),
-                      batch_size=batch, input_shape=meta.shape, num_classes=meta.num_classes,
-                      mean=meta.mean, std=meta.std, client=client,
-                      bn_stats=update.bn_stats if grant_bn else None,
+                      batch_size=batch, domain=PixelBox(meta.shape, meta.mean, meta.std),
+                      num_classes=meta.num_classes, client=client,
+                      grants={BN_STATS: update.bn_stats} if grant_bn else {},
                       generator=torch.Generator().manual_seed(7 + seed))
     return obs, x01, y, meta
 
@@ -85,7 +86,7 @@ def test_ig_reconstructs_from_a_fedavg_delta():
     rec = InvertingGradients(iterations=100).reconstruct(obs)
     assert rec.info["update_kind"] == "delta" and rec.info["local_steps"] == 3
     assert torch.equal(rec.labels, y)  # iDLG's rule read with the delta's sign
-    p = score(x01, y, denormalize(rec.images, meta.mean, meta.std), rec.labels, 20)["psnr"]
+    p = score(x01, y, denormalize(rec.data, meta.mean, meta.std), rec.labels, 20)["psnr"]
     assert p > 15.0
 
 
@@ -93,7 +94,7 @@ def test_gradinversion_runs_on_fedavg_with_granted_statistics():
     client = ClientSpec(mode="fedavg", local_epochs=2, local_batch_size=1, lr=0.1)
     obs, *_ = scenario("convnet", {"width": 4}, 2, client, grant_bn=True)
     rec = GradInversion(iterations=3).reconstruct(obs)
-    assert rec.iterations == 3 and torch.isfinite(rec.images).all()
+    assert rec.iterations == 3 and torch.isfinite(rec.data).all()
     assert rec.info["local_steps"] == 4
 
 
@@ -104,4 +105,6 @@ def test_only_attacks_that_unroll_run_on_fedavg_cells():
         attacks=["dlg", "idlg", "ig", "gradinversion"])
     reasons = {c.attack.name: c.skip_reason for c in suite.expand()}
     assert reasons["ig"] is None and reasons["gradinversion"] is None
-    assert "FedAvg" in reasons["dlg"] and "FedAvg" in reasons["idlg"]
+    for name in ("dlg", "idlg"):
+        assert reasons[name] == f"{name} inverts only gradient updates; a fedavg client shares " \
+                                "a delta update"

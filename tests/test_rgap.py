@@ -16,6 +16,7 @@ from attacks import rgap_solver as rs
 from attacks.rgap import RGAP, parse_chain
 from bench.client import compute_update
 from bench.contracts import CellContext, ClientSpec, Observation
+from bench.domains import PixelBox
 from bench.pipeline import run_cell
 from bench.scoring import score
 from helpers import make_suite
@@ -34,8 +35,8 @@ def _observation(model, x, y, input_shape):
     update = compute_update(model, x, y, ClientSpec())
     c = input_shape[0]
     return Observation(model=copy.deepcopy(model), update=update, batch_size=len(x),
-                       input_shape=input_shape, num_classes=10, mean=(0.0,) * c,
-                       std=(1.0,) * c, client=ClientSpec(),
+                       domain=PixelBox(input_shape, (0.0,) * c, (1.0,) * c), num_classes=10,
+                       client=ClientSpec(),
                        generator=torch.Generator().manual_seed(0))
 
 
@@ -89,7 +90,7 @@ def test_both_label_signs_and_both_logit_roots_are_resolved():
             with torch.no_grad():
                 model[3].weight.div_(scale)
             seen_roots.add(len(rec.info["roots"]))
-            m = score(x, torch.tensor([label]), rec.images.clamp(0, 1), None, 20.0)
+            m = score(x, torch.tensor([label]), rec.data.clamp(0, 1), None, 20.0)
             assert m["psnr"] >= 45.0, (label, scale, rec.info)
     assert seen_roots == {1, 2}  # both the unique-root and the two-root case were exercised
 
@@ -103,7 +104,7 @@ def test_other_invertible_activations(act):
     x = torch.rand(1, 1, 12, 12)
     for label in (0, 1):
         rec = RGAP().reconstruct(_observation(model, x, torch.tensor([label]), (1, 12, 12)))
-        m = score(x, torch.tensor([label]), rec.images.clamp(0, 1), None, 20.0)
+        m = score(x, torch.tensor([label]), rec.data.clamp(0, 1), None, 20.0)
         assert m["psnr"] >= 45.0, (act.__name__, label)
 
 
@@ -141,8 +142,8 @@ def test_unsupported_models_give_reasons_not_crashes():
     for needle, model in cases.items():
         chain, reason = parse_chain(model, (3, 16, 16))
         assert chain is None and needle in reason, (needle, reason)
-    assert "FedAvg" in RGAP().incompatibility(_ctx("cnn6", {}, mode="fedavg"))
-    assert RGAP().incompatibility(_ctx("cnn6", {})) is None
+    assert "fedavg client shares a delta" in RGAP().skip_reason(_ctx("cnn6", {}, mode="fedavg"))
+    assert RGAP().skip_reason(_ctx("cnn6", {})) is None
     assert RGAP().incompatibility(_ctx("fcn3", {"head": "linear"})) is None
 
 
