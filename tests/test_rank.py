@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from attacks import rgap_solver as rs
-from attacks.rgap import parse_chain
+from attacks.rgap_chain import parse_chain
 from attacks.rgap_rank import analyse_chain, rank_layers, rank_report, risk_index
 from bench.registry import ARCHS
 
