@@ -111,7 +111,7 @@ def local_sgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Cli
     set_bn_mode(work, spec.bn_mode)
     named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
     names, weights = [n for n, _ in named], [p for _, p in named]
-    shift = [torch.zeros_like(p) for p in weights]  # unroll: the delta so far
+    shift = [torch.zeros_like(p) for p in weights] if unroll else []  # the delta so far
     loss = None
     for part in minibatches(len(x), spec):
         xb, tb = x[part], target[part]

@@ -10,7 +10,7 @@ import torch
 from attacks.gradient_matching import dummy_gradient, dummy_update, local_steps, unrolled_delta
 from attacks.gradinversion import GradInversion
 from attacks.ig import InvertingGradients
-from bench.client import compute_update
+from bench.client import compute_update, local_sgd, minibatches, training_loss
 from bench.contracts import BN_STATS, ClientSpec, Observation, Update
 from bench.data import sample_batch
 from bench.domains import PixelBox
@@ -68,6 +68,27 @@ def test_unroll_is_differentiable_and_leaves_the_model_alone():
     (grad,) = torch.autograd.grad(sum((d ** 2).sum() for d in delta), x)
     assert float(grad.abs().sum()) > 0
     assert all(torch.equal(p, q) for p, q in zip(before, obs.model.parameters()))
+
+
+def test_one_local_sgd_loop_with_a_step_gradient_hook():
+    """The client's loop with its own gradient plugged in as a hook gives the same delta, bit
+    for bit (DP-SGD plugs in its noisy gradient the same way); a hook cannot be unrolled."""
+    client = CLIENTS[2]
+    obs, x01, y, _ = scenario("lenet", {}, 4, client)
+    steps: list[int] = []
+
+    def plain(model, xb, tb):
+        steps.append(len(xb))
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.autograd.grad(training_loss(model(xb), tb), params)
+
+    hooked = local_sgd(obs.model, x01, y, client, step_gradient=plain)
+    default = local_sgd(obs.model, x01, y, client)
+    assert hooked.loss is None and default.loss is not None
+    assert all(torch.equal(a, b) for a, b in zip(hooked.delta, default.delta))
+    assert steps == [3, 1, 3, 1] and len(minibatches(4, client)) == 4  # 2 epochs, ragged
+    with pytest.raises(ValueError, match="unrolled"):
+        local_sgd(obs.model, x01, y, client, unroll=True, step_gradient=plain)
 
 
 def test_dummy_update_dispatches_on_the_update_kind():
