@@ -61,8 +61,6 @@ class Analytic(ClosedFormAttack):
                    "less than this fraction of the typical norm"),
     )
 
-    fedavg_reason = "the analytic attack divides one gradient; FedAvg's deltas mix several steps"
-
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[nn.Linear | None, str | None]:
         return first_linear(model, input_shape)
@@ -121,7 +119,7 @@ class Analytic(ClosedFormAttack):
             free &= ~close[best]
             free &= dist[best] > 0.05 * norm  # and near-copies of the same image
         if len(chosen) < b:
-            lo, hi = obs.pixel_box()
+            lo, hi = obs.domain.bounds(obs.device)
             c = obs.input_shape[0]
             lo = lo[0].to(cand.device, cand.dtype).reshape(c, 1, 1).expand(obs.input_shape)
             hi = hi[0].to(cand.device, cand.dtype).reshape(c, 1, 1).expand(obs.input_shape)

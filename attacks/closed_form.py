@@ -1,8 +1,8 @@
 """What the closed-form attacks (R-GAP, the analytic attack) share.
 
-Both invert one gradient of a model whose structure they parse first: FedAvg cells (weight
-deltas of several local steps) and models outside that structure are skipped, with the
-parser's own reason.
+Both invert one gradient of a model whose structure they parse first: they declare only the
+"gradient" update kind (FedAvg's weight deltas mix several local steps), and models outside
+that structure are skipped with the parser's own reason.
 """
 
 from __future__ import annotations
@@ -24,15 +24,13 @@ def sequential_leaves(module: nn.Module) -> list[nn.Module]:
 class ClosedFormAttack(Attack):
     """Base class: ``parse_model`` returns ``(structure, None)`` or ``(None, reason)``."""
 
-    fedavg_reason: str = "a closed-form attack inverts one gradient, not FedAvg's deltas"
+    update_kinds = frozenset({"gradient"})
 
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[Any | None, str | None]:
         raise NotImplementedError
 
     def incompatibility(self, ctx: CellContext) -> str | None:
-        if ctx.client.mode != "fedsgd":
-            return self.fedavg_reason
         return self.parse_model(ctx.build_model(), ctx.input_shape)[1]
 
     def parsed(self, obs: Observation) -> Any:

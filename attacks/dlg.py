@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
-from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
+from bench.contracts import Attack, Observation, Reconstruction
 from bench.registry import register_attack
 
 
@@ -15,11 +15,7 @@ class DLG(Attack):
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
-
-    def incompatibility(self, ctx: CellContext) -> str | None:
-        if ctx.client.mode != "fedsgd":
-            return "dlg matches a single gradient; it does not unroll FedAvg local steps"
-        return None
+    update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         g, dev = obs.generator, obs.device

@@ -8,7 +8,8 @@ import torch
 
 from attacks.ig import InvertingGradients, Objective
 from attacks.priors import BNStatsPrior, batchnorm_layers, group_consistency, running_stats
-from bench.contracts import BN_STATS, CellContext, Observation
+from bench.contracts import CellContext, Observation
+from bench.grants import BN_STATS
 from bench.registry import Param, register_attack
 
 
@@ -62,9 +63,10 @@ class GradInversion(InvertingGradients):
             source = "running" if obs.client.bn_mode == "eval" else "granted"
         if source == "running":
             return running_stats(obs.model)
-        if obs.bn_stats is None:
+        granted = obs.grant(BN_STATS)
+        if granted is None:
             raise ValueError("gradinversion needs the client's BN statistics (grant: [bn_stats])")
-        return list(obs.bn_stats)
+        return list(granted)
 
     def priors(self, obs: Observation) -> list[Objective]:
         out = super().priors(obs)

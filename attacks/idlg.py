@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from attacks.labels import idlg_label
-from attacks.matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
 
@@ -16,12 +16,11 @@ class IDLG(Attack):
 
     paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
     params = LBFGS_PARAMS
+    update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if ctx.batch_size != 1:
             return "iDLG's label rule holds only at batch size 1"
-        if ctx.client.mode != "fedsgd":
-            return "idlg matches a single gradient; it does not unroll FedAvg local steps"
         return None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:

@@ -6,16 +6,17 @@ from collections.abc import Callable
 
 import torch
 
-from attacks.labels import infer_labels
-from attacks.matching import (
+from attacks.gradient_matching import (
     cosine_distance,
     dummy_update,
     local_steps,
     plan_budget,
     run_signed_adam,
 )
+from attacks.labels import infer_labels
 from attacks.priors import total_variation
-from bench.contracts import LABELS, Attack, CellContext, Observation, Reconstruction
+from bench.contracts import Attack, Observation, Reconstruction
+from bench.grants import LABELS
 from bench.registry import Param, register_attack
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -30,7 +31,7 @@ class InvertingGradients(Attack):
     variation. The image is optimised by Adam on the sign of its gradient, with the
     learning rate dropped ×0.1 at 3/8, 5/8 and 7/8 of the iterations, projected into the
     valid pixel box after every step. Restarts are ranked by the matching loss alone, as
-    in the reference code. Labels are ``obs.labels`` when granted, otherwise inferred
+    in the reference code. Labels are ``obs.grant(LABELS)`` when granted, otherwise inferred
     (iDLG's rule at batch 1, counts from the last layer's gradient above).
 
     FedAvg: the client's local SGD is unrolled on the dummy batch (Dimitrov et al. 2022)
@@ -44,7 +45,7 @@ class InvertingGradients(Attack):
 
     paper = ("Geiping, Bauermeister, Dröge, Moeller. Inverting Gradients — How easy is it to "
              "break privacy in federated learning? NeurIPS 2020")
-    supports_fedavg = True
+    update_kinds = frozenset({"gradient", "delta"})  # FedAvg: the local steps are unrolled
     wants = frozenset({LABELS})  # the true labels when the suite grants them, else inferred
     params = (
         Param("iterations", int, 200, low=0, high=1_000_000,
@@ -59,11 +60,6 @@ class InvertingGradients(Attack):
         Param("init", str, "randn", choices=("randn", "rand", "zeros"),
               help="dummy init: N(0,1), uniform in the box, or zeros"),
     )
-
-    def incompatibility(self, ctx: CellContext) -> str | None:
-        if ctx.client.mode not in ("fedsgd", "fedavg"):
-            return f"{self.registry_name} does not know client mode {ctx.client.mode!r}"
-        return None
 
     # -- pieces a subclass (GradInversion) extends -------------------------------------------
 
@@ -83,7 +79,7 @@ class InvertingGradients(Attack):
 
     def initial_images(self, obs: Observation, restarts: int) -> list[torch.Tensor]:
         shape = (obs.batch_size, *obs.input_shape)
-        lo, hi = obs.pixel_box()
+        lo, hi = obs.domain.bounds(obs.device)
         starts = []
         for _ in range(restarts):
             if self.init == "randn":
@@ -98,8 +94,9 @@ class InvertingGradients(Attack):
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         dev = obs.device
-        inferred = obs.labels is None
-        labels = (infer_labels(obs) if inferred else obs.labels).to(dev)
+        granted = obs.grant(LABELS)
+        inferred = granted is None
+        labels = (infer_labels(obs) if inferred else granted).to(dev)
         observed = [t.to(dev) for t in obs.update.tensors]
         priors = self.priors(obs)
 
@@ -116,7 +113,7 @@ class InvertingGradients(Attack):
                                            obs.max_grad_evals)
         res = run_signed_adam(
             self.initial_images(obs, restarts), objective, iterations, self.lr, self.signed,
-            self.lr_decay, obs.pixel_box() if self.boxed else None,
+            self.lr_decay, obs.domain.bounds(obs.device) if self.boxed else None,
             score=objective if self.scores_with_priors() else match, group=self.group_term(obs))
         info = {"final_loss": res.final_loss, "diverged": res.diverged,
                 "restarts_run": res.restarts, "iterations_per_restart": res.iterations_per_restart,

@@ -53,7 +53,7 @@ def idlg_label(obs: Observation) -> torch.Tensor:
 
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
     """The shared tensor as a batch-mean gradient: FedAvg deltas become −delta/(lr·steps)."""
-    from attacks.matching import local_steps  # matching imports nothing from here
+    from attacks.gradient_matching import local_steps  # gradient_matching imports nothing from here
 
     if obs.update.kind != "delta":
         return t
@@ -66,7 +66,7 @@ def _dummy_statistics(obs: Observation, draws: int, generator: torch.Generator
     """Geng et al.'s estimates from random dummy inputs: mean class probabilities p̄ (K)
     and the mean summed activation Ō entering the last linear layer."""
     _, layer = last_linear(obs.model)
-    lo, hi = obs.pixel_box()
+    lo, hi = obs.domain.bounds(obs.device)
     feats: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
     probs = []

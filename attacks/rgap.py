@@ -16,7 +16,7 @@ activations (LeakyReLU with a positive slope, identity, sigmoid, tanh), ending i
   layer's input is ``∇Wᵀk/‖k‖²`` (= ``∇W[j]/∇b[j]`` for every row ``j``).
 
 Anything else (ReLU, BatchNorm, pooling, residual connections, biases below the top) is
-declared incompatible with the reason.
+declared incompatible with the reason (the parsing lives in :mod:`attacks.rgap_chain`).
 
 Ambiguities the gradient leaves, and how they are settled without the ground truth:
 
@@ -43,158 +43,10 @@ import torch
 from torch import nn
 
 from attacks import rgap_solver as rs
-from attacks.closed_form import ClosedFormAttack, sequential_leaves
+from attacks.closed_form import ClosedFormAttack
+from attacks.rgap_chain import Chain, Stage, parse_chain
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
-
-ACTIVATIONS: dict[type, str] = {nn.LeakyReLU: "leaky_relu", nn.Sigmoid: "sigmoid",
-                                nn.Tanh: "tanh"}
-NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-               nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
-POOL_LAYERS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-               nn.AdaptiveMaxPool2d, nn.LPPool2d)
-NON_INVERTIBLE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardtanh, nn.Softplus, nn.ELU,
-                  nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Softmax, nn.LogSoftmax)
-
-
-@dataclass
-class Stage:
-    """One parametric layer of the chain and the activation that follows it."""
-
-    module: nn.Module
-    kind: str  # "conv" | "linear"
-    weight_index: int  # into the list of trainable parameters (= the update's tensors)
-    bias_index: int | None
-    in_shape: tuple[int, ...]  # without the batch dimension
-    out_shape: tuple[int, ...]
-    act: str = "identity"
-    slope: float = 0.0
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        return tuple(self.module.stride)  # type: ignore[return-value]
-
-    @property
-    def padding(self) -> tuple[int, int]:
-        return tuple(self.module.padding)  # type: ignore[return-value]
-
-
-@dataclass
-class Chain:
-    """A model R-GAP can invert: its stages bottom to top, and the top layer's form."""
-
-    stages: list[Stage]
-    top: str  # "logit" (single bias-free output, logistic loss) | "bias" (biased linear top)
-
-    @property
-    def homogeneous(self) -> bool:
-        """Positively homogeneous (f(s·x) = s·f(x) for s > 0): LeakyReLU/identity, no bias."""
-        return all(s.act in ("leaky_relu", "identity") for s in self.stages[:-1])
-
-
-def parse_chain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Chain | None, str | None]:
-    """The model as an R-GAP chain, or (None, every reason it is not one)."""
-    if not isinstance(model, nn.Sequential):
-        return None, (f"R-GAP needs an nn.Sequential chain of layers; {type(model).__name__} "
-                      "may route its inputs (e.g. residual connections) in ways the layer-by-"
-                      "layer inversion cannot follow")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    index = {id(p): i for i, p in enumerate(trainable)}
-    reasons: list[str] = []
-    stages: list[Stage] = []
-    pending_act = False  # the last stage already has an activation
-    for m in sequential_leaves(model):
-        name = type(m).__name__
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if isinstance(m, nn.Conv2d):
-                if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
-                    reasons.append(f"{name}: only plain convolutions (groups 1, dilation 1, "
-                                   "zero padding) are supported")
-                if isinstance(m.padding, str):
-                    reasons.append(f"{name}: string padding {m.padding!r} is not supported")
-            if id(m.weight) not in index:
-                reasons.append(f"{name}: its weight is frozen, so there is no gradient to invert")
-                continue
-            bias_index = index.get(id(m.bias)) if m.bias is not None else None
-            if m.bias is not None and bias_index is None:
-                reasons.append(f"{name}: its bias is frozen")
-            stages.append(Stage(m, "conv" if isinstance(m, nn.Conv2d) else "linear",
-                                index[id(m.weight)], bias_index, (), ()))
-            pending_act = False
-        elif type(m) in ACTIVATIONS:
-            if not stages:
-                reasons.append(f"{name}: an activation before the first layer is not supported")
-            elif pending_act:
-                reasons.append(f"{name}: two activations in a row are not supported")
-            elif isinstance(m, nn.LeakyReLU) and not m.negative_slope > 0:
-                reasons.append(f"{name}: a LeakyReLU with slope {m.negative_slope:g} is not "
-                               "invertible")
-            else:
-                stages[-1].act = ACTIVATIONS[type(m)]
-                stages[-1].slope = float(getattr(m, "negative_slope", 0.0))
-                pending_act = True
-        elif isinstance(m, (nn.Identity, nn.Flatten)):
-            if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
-                reasons.append(f"{name}: only Flatten(1, -1) is supported")
-        elif isinstance(m, nn.Dropout) and m.p == 0:
-            pass
-        elif isinstance(m, NON_INVERTIBLE):
-            reasons.append(f"{name}: the activation is not invertible (R-GAP needs to recover "
-                           "the pre-activation from its output, e.g. LeakyReLU with slope > 0)")
-        elif isinstance(m, NORM_LAYERS):
-            reasons.append(f"{name}: normalisation layers (BatchNorm & co.) couple the batch and "
-                           "shift the features; R-GAP's closed form does not cover them")
-        elif isinstance(m, POOL_LAYERS):
-            reasons.append(f"{name}: pooling is not invertible by R-GAP's recursion")
-        elif isinstance(m, nn.Dropout):
-            reasons.append(f"{name}: dropout applies a random mask the attacker does not know")
-        else:
-            reasons.append(f"{name}: unsupported module for R-GAP")
-    if not stages:
-        reasons.append("the model has no Conv2d/Linear layer")
-    else:
-        top = stages[-1]
-        if top.kind != "linear":
-            reasons.append("R-GAP's top layer must be a Linear layer")
-        elif top.act != "identity":
-            reasons.append("an activation after the top layer is not supported")
-        elif top.module.bias is None and top.module.out_features != 1:
-            reasons.append("a bias-free top layer with several outputs leaves the logit "
-                           "gradient unknown; R-GAP needs a single logit or a biased top layer")
-        biased = [type(s.module).__name__ for s in stages[:-1] if s.module.bias is not None]
-        if biased:
-            reasons.append(f"{len(biased)} layer(s) below the top have a bias "
-                           f"({', '.join(dict.fromkeys(biased))}): R-GAP's equations assume "
-                           "bias-free layers below the top")
-    if reasons:
-        return None, "; ".join(dict.fromkeys(reasons))
-    shape_reason = _record_shapes(model, stages, input_shape)
-    if shape_reason:
-        return None, shape_reason
-    return Chain(stages, "bias" if top.module.bias is not None else "logit"), None
-
-
-def _record_shapes(model: nn.Module, stages: list[Stage], input_shape: tuple[int, ...]
-                   ) -> str | None:
-    shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-
-    def hook(module, inputs, output):
-        shapes[id(module)] = (tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
-
-    param = next(model.parameters())
-    handles = [s.module.register_forward_hook(hook) for s in stages]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    except Exception as e:  # a model that does not accept the input shape
-        return f"the model does not run on input {tuple(input_shape)}: {e}"
-    finally:
-        for h in handles:
-            h.remove()
-    for s in stages:
-        s.in_shape, s.out_shape = shapes[id(s.module)]
-    return None
-
 
 # ---------------------------------------------------------------------------------------------
 # the recursion
@@ -325,8 +177,6 @@ class RGAP(ClosedFormAttack):
                    "this many times the best one"),
     )
 
-    fedavg_reason = "rgap inverts one gradient; FedAvg's weight deltas are not gradients"
-
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[Chain | None, str | None]:
         return parse_chain(model, input_shape)
@@ -398,7 +248,7 @@ class RGAP(ClosedFormAttack):
                                            for i in range(len(cands))]
             alive = [i for i in alive if res[i] <= self.sign_margin * best + 1e-12
                      or not math.isfinite(best)]
-        lo, hi = obs.pixel_box()
+        lo, hi = obs.domain.bounds(obs.device)
         lo, hi = lo[0].to(torch.float64), hi[0].to(torch.float64)
         finals: dict[int, Descent] = {}
         for sign in (1.0, -1.0):  # one descent per sign; rescale for the other root if exact

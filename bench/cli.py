@@ -93,7 +93,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from bench.rank import rank_report
+    from attacks.rgap_rank import rank_report
 
     try:
         shape = tuple(int(v) for v in args.input_shape.split(","))

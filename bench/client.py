@@ -1,12 +1,19 @@
-"""The client: computes its update on the private batch (FedSGD gradient or FedAvg delta)."""
+"""The client: computes its update on the private batch (FedSGD gradient or FedAvg delta).
+
+:func:`local_sgd` is FedAvg's local training, written once for the client, DP-SGD's noisy
+steps and the attacks' differentiable unroll.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from bench.contracts import ClientSpec, Update
 
@@ -61,10 +68,77 @@ def batch_norm_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Ten
     return stats
 
 
+StepGradient = Callable[[nn.Module, torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
+"""A local step's gradient at the model's current weights, given one mini-batch (x, target)."""
+
+
+def minibatches(n: int, spec: ClientSpec) -> list[slice]:
+    """FedAvg's local schedule: ``local_epochs`` passes over the batch, in order, in mini-batches
+    of ``local_batch_size`` (0: the whole batch), one slice per SGD step."""
+    step = spec.local_batch_size or n
+    return [slice(start, start + step) for _ in range(spec.local_epochs)
+            for start in range(0, n, step)]
+
+
+@dataclass
+class LocalTraining:
+    """The outcome of :func:`local_sgd`: the weight delta θ_E − θ_0 and the last step's loss."""
+
+    delta: list[torch.Tensor]
+    loss: torch.Tensor | None  # None when a ``step_gradient`` hook computed the gradients
+
+
+def local_sgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: ClientSpec, *,
+              unroll: bool = False, step_gradient: StepGradient | None = None) -> LocalTraining:
+    """The client's local SGD (McMahan et al. 2017, FedAvg): every step of :func:`minibatches`
+    moves the trainable weights by −lr × the step's gradient, BatchNorm in ``spec.bn_mode``.
+
+    The one loop the client, DP-SGD and the attacks share:
+
+    - default: a copy of ``model`` is trained in place (``model`` is left unchanged) and the
+      delta is detached;
+    - ``unroll=True`` (attacks, Dimitrov et al. 2022): the steps are taken functionally on
+      ``model``'s weights with ``create_graph``, so the delta is differentiable with respect
+      to ``x``/``target``; it is accumulated as −lr·Σ gradients rather than subtracted at the
+      end, which avoids cancellation. ``model``'s BatchNorm buffers move as the client's do;
+    - ``step_gradient`` replaces the gradient of :func:`training_loss` (DP-SGD plugs in its
+      clipped, noised per-step gradient); it is called on the model at its current weights,
+      and is not available with ``unroll``.
+    """
+    if unroll and step_gradient is not None:
+        raise ValueError("local_sgd: a step_gradient hook cannot be unrolled")
+    work = model if unroll else copy.deepcopy(model)
+    set_bn_mode(work, spec.bn_mode)
+    named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
+    names, weights = [n for n, _ in named], [p for _, p in named]
+    shift = [torch.zeros_like(p) for p in weights] if unroll else []  # the delta so far
+    loss = None
+    for part in minibatches(len(x), spec):
+        xb, tb = x[part], target[part]
+        if step_gradient is not None:
+            grads = list(step_gradient(work, xb, tb))
+        elif unroll:
+            current = [p + s for p, s in zip(weights, shift)]
+            loss = training_loss(functional_call(work, dict(zip(names, current)), (xb,)), tb)
+            grads = list(torch.autograd.grad(loss, current, create_graph=True))
+        else:
+            loss = training_loss(work(xb), tb)
+            grads = list(torch.autograd.grad(loss, weights))
+        if unroll:
+            shift = [s - spec.lr * g for s, g in zip(shift, grads)]
+        else:
+            with torch.no_grad():
+                for p, g in zip(weights, grads):
+                    p -= spec.lr * g
+    if unroll:
+        return LocalTraining(shift, loss)
+    origin = [p for p in model.parameters() if p.requires_grad]
+    return LocalTraining([(p - p0).detach() for p, p0 in zip(weights, origin)], loss)
+
+
 def compute_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                    spec: ClientSpec) -> Update:
     """The update the client would send for ``(x, target)``; ``model`` is left unchanged."""
-    params = [p for p in model.parameters() if p.requires_grad]
     has_bn = has_batchnorm(model)
     bn_stats = None
     if has_bn:
@@ -80,17 +154,7 @@ def compute_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         info = {"loss": float(loss.detach())}
         return Update([g.detach() for g in grads], "gradient", bn_stats, info)
     if spec.mode == "fedavg":
-        local = copy.deepcopy(model)
-        set_bn_mode(local, spec.bn_mode)
-        local_params = [p for p in local.parameters() if p.requires_grad]
-        step = spec.local_batch_size or len(x)
-        for _ in range(spec.local_epochs):
-            for start in range(0, len(x), step):
-                loss = training_loss(local(x[start:start + step]), target[start:start + step])
-                grads = torch.autograd.grad(loss, local_params)
-                with torch.no_grad():
-                    for p, g in zip(local_params, grads):
-                        p -= spec.lr * g
-        delta = [(lp - p).detach() for lp, p in zip(local_params, params)]
-        return Update(delta, "delta", bn_stats, {"loss": float(loss.detach())})
+        local = local_sgd(model, x, target, spec)
+        assert local.loss is not None  # no step_gradient hook: the loss is known
+        return Update(local.delta, "delta", bn_stats, {"loss": float(local.loss.detach())})
     raise ValueError(f"unknown client mode {spec.mode!r}")

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
+from bench.domains import InputDomain
+from bench.grants import GRANTS
 from bench.registry import Component
 
-# Capabilities an attack may need beyond the always-granted model, update and batch size.
-LABELS = "labels"  # the true labels of the private batch
-BN_STATS = "bn_stats"  # the BatchNorm statistics of the private batch (or running stats)
-CAPABILITIES = (LABELS, BN_STATS)
+# The update each client mode shares: FedSGD one gradient, FedAvg the weight delta of its
+# local SGD steps.
+UPDATE_KINDS = {"fedsgd": "gradient", "fedavg": "delta"}
 
 # What a defense writes in ``Update.info`` that the server sees with the update: the number of
 # clients in a secure aggregate and int8 scales travel with the message. Everything else there
@@ -63,6 +64,11 @@ class ClientSpec:
     lr: float = 0.1
     bn_mode: str = "train"  # BatchNorm mode on the client: "train" | "eval"
 
+    @property
+    def update_kind(self) -> str | None:
+        """What this client shares: "gradient" (FedSGD) or "delta" (FedAvg); None if unknown."""
+        return UPDATE_KINDS.get(self.mode)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
@@ -80,30 +86,33 @@ class Observation:
     model: nn.Module  # the architecture with the parameters the client started from
     update: Update  # the defended update
     batch_size: int
-    input_shape: tuple[int, int, int]
+    domain: InputDomain  # the input space: shape and valid range (e.g. the pixel box)
     num_classes: int
-    mean: tuple[float, ...]  # the data normalisation: the attacker knows the pixel box
-    std: tuple[float, ...]
     client: ClientSpec
-    labels: torch.Tensor | None = None  # granted only with LABELS
-    bn_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # granted only with BN_STATS
+    grants: dict[str, Any] = field(default_factory=dict)  # by name; only those granted
     device: torch.device = torch.device("cpu")
     generator: torch.Generator | None = None  # the attack's own randomness, seeded per cell
     max_iterations: int | None = None  # budget caps from the suite
     max_grad_evals: int | None = None
 
-    def pixel_box(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower and upper bounds of a valid image in model-input space, shaped (1, C, 1, 1)."""
-        mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
-        return (0 - mean) / std, (1 - mean) / std
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample (C, H, W for images)."""
+        return tuple(self.domain.shape)
+
+    def grant(self, name: str) -> Any | None:
+        """The value of grant ``name`` (see bench.grants), or None when it was not granted."""
+        if name not in GRANTS:
+            raise KeyError(f"unknown grant {name!r}; known: {', '.join(GRANTS)}")
+        return self.grants.get(name)
 
 
 @dataclass
 class Reconstruction:
-    """An attack's output: images in model-input space, labels if it inferred them, and its cost."""
+    """An attack's output: the batch in model-input space (``data``, batch × domain shape),
+    labels if it inferred them, and its cost."""
 
-    images: torch.Tensor
+    data: torch.Tensor
     labels: torch.Tensor | None = None
     iterations: int = 0
     grad_evals: int = 0
@@ -134,13 +143,26 @@ class CellContext:
 class Attack(Component):
     """Base class: reconstruct the private batch from an observation."""
 
-    needs: frozenset[str] = frozenset()  # capabilities from CAPABILITIES; skipped without them
+    needs: frozenset[str] = frozenset()  # grants (bench.grants) it requires; skipped without
     wants: frozenset[str] = frozenset()  # used when the suite grants them, never required
-    supports_fedavg: bool = False
+    # the updates it can invert: "gradient" (FedSGD) and/or "delta" (FedAvg, e.g. by
+    # unrolling the local steps as Dimitrov et al. 2022 do)
+    update_kinds: frozenset[str] = frozenset({"gradient"})
     paper: str = ""
 
+    def skip_reason(self, ctx: CellContext) -> str | None:
+        """Why this attack cannot run on the cell, or None: the update kind, then its own checks."""
+        kind = ctx.client.update_kind
+        if kind is None:
+            return f"{self.registry_name} does not know client mode {ctx.client.mode!r}"
+        if kind not in self.update_kinds:
+            known = " or ".join(sorted(self.update_kinds)) or "no"
+            return (f"{self.registry_name} inverts only {known} updates; a {ctx.client.mode} "
+                    f"client shares a {kind} update")
+        return self.incompatibility(ctx)
+
     def incompatibility(self, ctx: CellContext) -> str | None:
-        """Why this attack cannot run on the cell, or None."""
+        """Attack-specific reasons it cannot run on the cell (layers, batch size), or None."""
         return None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:

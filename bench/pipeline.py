@@ -1,9 +1,12 @@
-"""The path of one cell, in one page:
+"""The path of one attack cell, in one page:
 
-    cell → private batch + victim model → client update → defense → observation
-         → attack (timed alone) → score → record
+    observe: private batch + victim model → client update → defense chain → Observation
+    attack:  Observation → Reconstruction (timed alone, peak memory)
+    score:   de-normalise → one-to-one matching → registered metrics (outside the attack)
+    record:  record + artifacts (the picture grid), returned to the runner, which writes them
 
-The attacker receives the :class:`Observation` only; the private batch stays here.
+``run_cell`` composes them; a batched engine or a test reuses each one. The attacker receives
+the :class:`Observation` only; the private side stays in :class:`Observed`.
 """
 
 from __future__ import annotations
@@ -12,25 +15,44 @@ import copy
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from bench.cells.base import RunOptions
 from bench.client import compute_update
-from bench.contracts import (
-    BN_STATS,
-    LABELS,
-    DefenseContext,
-    Observation,
-    shared_update,
-)
+from bench.contracts import DatasetMeta, DefenseContext, Observation, Reconstruction, shared_update
 from bench.data import denormalize, normalize, other_batches, sample_batch
+from bench.defend import defend
+from bench.domains import PixelBox
+from bench.grants import PrivateSide, provide_grants
 from bench.memory import PeakMemory
-from bench.provenance import provenance
-from bench.records import RECORD_VERSION
-from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES
+from bench.perceptual import lpips_per_image, lpips_status
+from bench.pictures import cell_artifacts
+from bench.records import AttackRecord, Outcome, new_record
 from bench.scoring import score
 from bench.victim import victim_model
+
+
+@dataclass
+class Observed:
+    """One cell observed: the attacker's view, and the private side kept apart for scoring."""
+
+    obs: Observation
+    private: PrivateSide  # the batch in model-input space and the full (defended) update
+    x01: torch.Tensor  # the private batch in [0,1], on the CPU
+    meta: DatasetMeta
+
+
+@dataclass
+class Attacked:
+    """An attack's output and what it cost."""
+
+    recon: Reconstruction
+    seconds: float
+    peak_memory_bytes: int
+    memory_kind: str
 
 
 def _sync(device: torch.device) -> None:
@@ -38,98 +60,114 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(cell: Any, device: torch.device, success_psnr: float,
-             perceptual: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one cell end to end and return its record; never raises for a failing attack.
+def observe(cell: Any, device: torch.device) -> Observed:
+    """The private batch and victim model from the scenario seed, the client's update through
+    the defense chain (defense seed), and the observation its threat model grants."""
+    seeds = cell.derived_seeds()
+    dataset = cell.dataset.build()
+    meta = dataset.meta()
+    x01, y = sample_batch(dataset, cell.batch_size, torch.Generator().manual_seed(
+        seeds["scenario"]))
+    model = victim_model(cell.arch.build(), dataset, meta, cell.victim,
+                         seeds["scenario"]).to(device)
+    x, y = normalize(x01, meta.mean, meta.std).to(device), y.to(device)
+    client = cell.client_spec
+    ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
+                         meta.num_classes, other_batches(dataset, meta, device, seeds["defense"]))
+    update = defend([d.build() for d in cell.defense], ctx,
+                    lambda xb, yb: compute_update(model, xb, yb, client))
+    private = PrivateSide(x, y, update)
+    budget = dict(cell.budget)
+    obs = Observation(
+        model=copy.deepcopy(model), update=shared_update(update), batch_size=cell.batch_size,
+        domain=PixelBox(meta.shape, meta.mean, meta.std), num_classes=meta.num_classes,
+        client=client, grants=provide_grants(cell.granted, private), device=device,
+        generator=torch.Generator().manual_seed(seeds["attack"]),
+        max_iterations=budget.get("max_iterations"), max_grad_evals=budget.get("max_grad_evals"))
+    return Observed(obs, private, x01, meta)
 
-    ``perceptual`` holds the suite's ``perceptual:`` settings (LPIPS on/off, net, weights).
-    """
-    record: dict[str, Any] = {"record_version": RECORD_VERSION, "kind": "attack", **cell.to_json(),
-                              "cell_id": cell.cell_id, "attack_label": cell.attack.label,
-                              "defense_label": cell.defense_label, "arch_label": cell.arch.label,
-                              "dataset_label": cell.dataset.label,
-                              "derived_seeds": cell.derived_seeds(),
-                              "success_psnr": success_psnr, "provenance": provenance(device)}
+
+def attack(cell: Any, obs: Observation) -> Attacked:
+    """Run the cell's attack on the observation alone: timed (CUDA-synchronised), with peak
+    memory."""
+    attacker = cell.attack.build()
+    with PeakMemory(obs.device) as mem:
+        _sync(obs.device)
+        t0 = time.perf_counter()
+        recon = attacker.reconstruct(obs)
+        _sync(obs.device)
+        seconds = time.perf_counter() - t0
+    return Attacked(recon, seconds, mem.peak_bytes, mem.kind)
+
+
+def score_attack(observed: Observed, recon: Reconstruction, options: RunOptions
+                 ) -> tuple[dict[str, Any], torch.Tensor] | None:
+    """Metrics of the reconstruction against the private batch, and the reconstruction in
+    [0,1]; None when it is not finite (a diverged attack)."""
+    data = recon.data.detach().cpu().float()
+    if not bool(torch.isfinite(data).all()) or recon.info.get("diverged", False):
+        return None
+    recon01 = denormalize(data, observed.meta.mean, observed.meta.std)
+    y = observed.private.y.cpu()
+    metrics = score(observed.x01, y, recon01, recon.labels, success=options.success)
+    metrics.update(perceptual_metrics(observed.x01, recon01, metrics["matching"],
+                                      dict(options.perceptual)))
+    return metrics, recon01
+
+
+def record_attack(cell: Any, device: torch.device, options: RunOptions, status: str,
+                  error: str | None, **fields: Any) -> AttackRecord:
+    """The attack cell's record: header, the success rule, and the outcome fields."""
+    rule = options.success
+    return new_record(cell, device, status, error, success_psnr=options.success_psnr,
+                      success_rule={"metric": rule.metric, "at_least": rule.at_least,
+                                    "at_most": rule.at_most}, **fields)
+
+
+def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
+    """observe → attack → score → record, each stage timed; never raises for a failing
+    component (the record says which stage failed)."""
     if cell.skip_reason:
-        return {**record, "status": "skipped", "error": cell.skip_reason}
+        return Outcome(record_attack(cell, device, options, "skipped", cell.skip_reason))
     # denormal floats (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of
     # magnitude; flushing them to zero changes nothing a metric can see
     torch.set_flush_denormal(True)
     timing: dict[str, float] = {}
-    stage = "setup"
+    fields: dict[str, Any] = {}
+    artifacts: dict[str, bytes] = {}
+    status, error, stage = "error", None, "setup"
     try:
         t0 = time.perf_counter()
-        seeds = cell.derived_seeds()
-        gen = torch.Generator().manual_seed(seeds["scenario"])
-        dataset = DATASETS.get(cell.dataset.name).cls(**cell.dataset.kwargs)
-        meta = dataset.meta()
-        x01, y = sample_batch(dataset, cell.batch_size, gen)
-        arch = ARCHS.get(cell.arch.name).cls(**cell.arch.kwargs)
-        model = victim_model(arch, dataset, meta, cell.victim, seeds["scenario"]).to(device)
-        x = normalize(x01, meta.mean, meta.std).to(device)
-        y = y.to(device)
-
-        stage = "client"
-        defenses = [DEFENSES.get(d.name).cls(**d.kwargs) for d in cell.defense]
-        defense_gen = torch.Generator().manual_seed(seeds["defense"])
-        client = cell.client_spec
-        ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes,
-                             other_batches(dataset, meta, device, seeds["defense"]))
-        for d in defenses:  # data-level defenses change what the client trains on
-            ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
-        update = compute_update(model, ctx.x, ctx.y, client)
-        for d in defenses:  # update-level defenses change what it shares
-            update = d.transform_update(update, ctx)
+        observed = observe(cell, device)
         _sync(device)
         timing["setup_seconds"] = time.perf_counter() - t0
-
         stage = "attack"
-        attack = ATTACKS.get(cell.attack.name).cls(**cell.attack.kwargs)
-        budget = dict(cell.budget)
-        shared = shared_update(update)  # BN statistics and private metadata: by grant only
-        obs = Observation(
-            model=copy.deepcopy(model), update=shared, batch_size=cell.batch_size,
-            input_shape=meta.shape, num_classes=meta.num_classes, mean=meta.mean, std=meta.std,
-            client=client,
-            labels=y.detach().cpu().clone() if LABELS in cell.granted else None,
-            bn_stats=update.bn_stats if BN_STATS in cell.granted else None,
-            device=device, generator=torch.Generator().manual_seed(seeds["attack"]),
-            max_iterations=budget.get("max_iterations"),
-            max_grad_evals=budget.get("max_grad_evals"),
-        )
-        with PeakMemory(device) as mem:
-            _sync(device)
-            t1 = time.perf_counter()
-            recon = attack.reconstruct(obs)
-            _sync(device)
-            timing["attack_seconds"] = time.perf_counter() - t1
-
+        done = attack(cell, observed.obs)
+        timing["attack_seconds"] = done.seconds
         stage = "score"
         t2 = time.perf_counter()
-        images = recon.images.detach().cpu().float()
-        finite = bool(torch.isfinite(images).all()) and not recon.info.get("diverged", False)
-        record.update({
-            "iterations": recon.iterations, "grad_evals": recon.grad_evals,
-            "loss_trace": [v if math.isfinite(v) else None for v in recon.loss_trace],
-            "attack_info": _jsonable(recon.info), "defense_info": _jsonable(update.info),
-            "peak_memory_bytes": mem.peak_bytes, "memory_kind": mem.kind,
-        })
-        if not finite:
-            record.update(status="diverged", error="the attack's loss or image became NaN/inf",
-                          metrics=None)
+        recon = done.recon
+        fields.update(
+            iterations=recon.iterations, grad_evals=recon.grad_evals,
+            loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
+            attack_info=_jsonable(recon.info),
+            defense_info=_jsonable(observed.private.update.info),
+            peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
+        scored = score_attack(observed, recon, options)
+        if scored is None:
+            status, error = "diverged", "the attack's loss or image became NaN/inf"
         else:
-            metrics = score(x01, y.cpu(), denormalize(images, meta.mean, meta.std),
-                            recon.labels, success_psnr)
-            metrics.update(perceptual_metrics(x01, denormalize(images, meta.mean, meta.std),
-                                              metrics["matching"], perceptual or {}))
-            record.update(status="ok", error=None, metrics=metrics)
-            record["_images"] = (x01, denormalize(images, meta.mean, meta.std), metrics)
+            metrics, recon01 = scored
+            status, fields["metrics"] = "ok", metrics
+            pictured, artifacts = cell_artifacts(cell.cell_id, observed.x01, recon01,
+                                                 metrics["matching"])
+            fields.update(pictured)
         timing["score_seconds"] = time.perf_counter() - t2
     except Exception as e:  # a failing cell becomes a record, never a lost run
-        record.update(status="error", error=f"{stage}: {type(e).__name__}: {e}",
-                      traceback=traceback.format_exc(limit=8), metrics=None)
-    record["timing"] = timing
-    return record
+        error = f"{stage}: {type(e).__name__}: {e}"
+        fields.update(traceback=traceback.format_exc(limit=8), metrics=None)
+    record = record_attack(cell, device, options, status, error, timing=timing, **fields)
+    return Outcome(record, artifacts)
 
 
 def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
@@ -137,8 +175,6 @@ def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[
     """LPIPS of the matched pairs, or n/a with the one line that says how to supply weights."""
     if not settings.get("lpips", True):
         return {"lpips": None, "lpips_worst": None, "lpips_note": "LPIPS off in the suite"}
-    from bench.perceptual import lpips_per_image, lpips_status
-
     net, weights = settings.get("lpips_net", "alex"), settings.get("lpips_weights")
     available, message = lpips_status(net, weights)
     if not available or len(matching) != len(x01):

@@ -80,7 +80,8 @@ class AttackRecord(Record):
     victim: str = "init"
     granted: list[str] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
-    success_psnr: float | None = None
+    success_psnr: float | None = None  # the rule's threshold when it is on PSNR
+    success_rule: dict[str, Any] | None = None  # {metric, at_least, at_most}
     iterations: int | None = None
     grad_evals: int | None = None
     loss_trace: list[float | None] | None = None
@@ -93,8 +94,8 @@ class AttackRecord(Record):
     picture_error: str | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
-        "traceback", "iterations", "grad_evals", "loss_trace", "attack_info", "defense_info",
-        "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error"})
+        "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
+        "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error"})
 
 
 @dataclass(kw_only=True)

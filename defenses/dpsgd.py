@@ -3,7 +3,8 @@
 The client recomputes its update from per-sample gradients (``torch.func``: functional_call,
 vmap, grad), clips each sample's gradient to L2 norm C over all parameters together, sums,
 adds N(0, σ²C²) to every coordinate of the sum and divides by the batch size, as Opacus does.
-In FedAvg mode every local step is such a noisy step. The (ε, δ) it reports come from
+In FedAvg mode every local step of the client's loop (``bench.client.local_sgd``) is such a
+noisy step. The (ε, δ) it reports come from
 Opacus's accountant for the configured sampling rate and number of steps: they describe a
 whole training run of that length, not this one update.
 
@@ -20,7 +21,6 @@ BatchNorm for both reasons, and so do we: cells whose model has BatchNorm are sk
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import warnings
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from bench.client import has_batchnorm, set_bn_mode, training_loss
+from bench.client import has_batchnorm, local_sgd, training_loss
 from bench.contracts import CellContext, ClientSpec, Defense, DefenseContext, Update
 from bench.registry import Param, register_defense
 
@@ -122,23 +122,16 @@ def dp_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Cli
         return noisy_mean(clipped, max_norm, noise_multiplier, generator), "gradient", \
             norms.tolist()
     if spec.mode == "fedavg":
-        local = copy.deepcopy(model)
-        set_bn_mode(local, spec.bn_mode)
-        params = [p for p in model.parameters() if p.requires_grad]
-        local_params = [p for p in local.parameters() if p.requires_grad]
-        step = spec.local_batch_size or len(x)
         all_norms: list[float] = []
-        for _ in range(spec.local_epochs):
-            for start in range(0, len(x), step):
-                per_sample = per_sample_gradients(local, x[start:start + step],
-                                                  target[start:start + step])
-                clipped, norms = clip_per_sample(per_sample, max_norm)
-                all_norms += norms.tolist()
-                noisy = noisy_mean(clipped, max_norm, noise_multiplier, generator)
-                with torch.no_grad():
-                    for p, g in zip(local_params, noisy):
-                        p -= spec.lr * g
-        return [(lp - p).detach() for lp, p in zip(local_params, params)], "delta", all_norms
+
+        def noisy_step(local: nn.Module, xb: torch.Tensor, tb: torch.Tensor
+                       ) -> list[torch.Tensor]:
+            clipped, norms = clip_per_sample(per_sample_gradients(local, xb, tb), max_norm)
+            all_norms.extend(norms.tolist())
+            return noisy_mean(clipped, max_norm, noise_multiplier, generator)
+
+        delta = local_sgd(model, x, target, spec, step_gradient=noisy_step).delta
+        return delta, "delta", all_norms
     raise ValueError(f"unknown client mode {spec.mode!r}")
 
 

@@ -1,4 +1,5 @@
-"""Test helpers: tiny suites, the CLI in a fresh interpreter, a plugin package."""
+"""Test helpers: tiny suites, observations built as the pipeline builds them, the CLI in a
+fresh interpreter, a plugin package."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
+from bench.cells import RunOptions
+from bench.cells.attack import AttackCell
+from bench.contracts import Observation
+from bench.grants import PrivateSide
+from bench.metrics import SuccessRule
+from bench.pipeline import attack, observe, run_cell, score_attack
 from bench.suite import Suite, parse_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +37,33 @@ def make_suite(**overrides) -> Suite:
     """A minimal suite (one cell unless axes are widened) for fast tests."""
     raw = {"name": "t", **TINY_SUITE, "timeout": 120, **overrides}
     return parse_suite(raw, source="test")
+
+
+CPU = torch.device("cpu")
+
+
+def observe_tiny(cell: AttackCell, device: torch.device = CPU
+                 ) -> tuple[Observation, PrivateSide]:
+    """The attacker's observation of ``cell`` and the private side it came from, through the
+    pipeline's own :func:`bench.pipeline.observe`."""
+    observed = observe(cell, device)
+    return observed.obs, observed.private
+
+
+def run_record(cell: AttackCell, success_psnr: float = 20.0) -> dict:
+    """Run one attack cell inline on the CPU; its record as JSON."""
+    options = RunOptions(SuccessRule("psnr", success_psnr))
+    return run_cell(cell, CPU, options).record.to_json()
+
+
+def scored_path(cell: AttackCell) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """observe → attack → score through the pipeline's functions: the private batch and the
+    reconstruction in [0,1], and the metrics (the cell must not diverge)."""
+    observed = observe(cell, CPU)
+    scored = score_attack(observed, attack(cell, observed.obs).recon, RunOptions())
+    assert scored is not None, "the attack diverged"
+    metrics, recon01 = scored
+    return observed.x01, recon01, metrics
 
 
 def write_suite(path: Path, **overrides) -> Path:

@@ -10,9 +10,9 @@ from torch import nn
 from attacks.analytic import Analytic
 from bench.client import compute_update
 from bench.contracts import CellContext, ClientSpec, Observation
-from bench.pipeline import run_cell
+from bench.domains import PixelBox
 from bench.suite import attack_cells
-from helpers import make_suite
+from helpers import make_suite, run_record, scored_path
 
 CPU = torch.device("cpu")
 
@@ -21,7 +21,7 @@ def _records(batch_size, activation, seeds=(0,)):
     suite = make_suite(datasets=[{"digits": {"size": 16}}],
                        archs=[{"mlp": {"activation": activation}}], attacks=["analytic"],
                        seeds=list(seeds), batch_size=batch_size)
-    return [run_cell(cell, CPU, 20.0) for cell in attack_cells(suite)]
+    return [run_record(cell, 20.0) for cell in attack_cells(suite)]
 
 
 def test_exact_at_batch_one():
@@ -38,10 +38,10 @@ def test_exact_in_model_space_with_normalisation():
     x = torch.randn(1, 3, 4, 4)
     obs = Observation(model=copy.deepcopy(model),
                       update=compute_update(model, x, torch.tensor([3]), ClientSpec()),
-                      batch_size=1, input_shape=(3, 4, 4), num_classes=5,
-                      mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2), client=ClientSpec())
+                      batch_size=1, domain=PixelBox((3, 4, 4), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)),
+                      num_classes=5, client=ClientSpec())
     rec = Analytic().reconstruct(obs)
-    assert torch.allclose(rec.images, x, atol=1e-5)
+    assert torch.allclose(rec.data, x, atol=1e-5)
     assert rec.labels.tolist() == [3]
 
 
@@ -52,8 +52,9 @@ def test_batch_of_four_returns_four_candidates():
         psnr = rec["metrics"]["per_image"]["psnr"]
         assert len(psnr) == 4
         assert sum(p >= 60.0 for p in psnr) >= 3, psnr
-    (rec,) = _records(4, "sigmoid")
-    x01, recon01, _ = rec["_images"]
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], batch_size=4,
+                       archs=[{"mlp": {"activation": "sigmoid"}}], attacks=["analytic"])
+    x01, recon01, _ = scored_path(attack_cells(suite)[0])
     basis = x01.flatten(1).double().T
     for img in recon01.double():
         # candidates are clamped to [0,1] by the pipeline; unclamped ones lie in the span
@@ -68,12 +69,12 @@ def test_candidates_lie_in_the_affine_hull_of_the_batch():
     x = torch.rand(3, 1, 8, 8)
     obs = Observation(model=copy.deepcopy(model),
                       update=compute_update(model, x, torch.tensor([1, 4, 7]), ClientSpec()),
-                      batch_size=3, input_shape=(1, 8, 8), num_classes=10, mean=(0.0,),
-                      std=(1.0,), client=ClientSpec())
+                      batch_size=3, domain=PixelBox((1, 8, 8), (0.0,), (1.0,)), num_classes=10,
+                      client=ClientSpec())
     rec = Analytic().reconstruct(obs)
-    assert rec.images.shape == (3, 1, 8, 8)
+    assert rec.data.shape == (3, 1, 8, 8)
     basis = torch.cat([x.flatten(1).double().T, torch.ones(1, 3, dtype=torch.float64)])
-    for img in rec.images.double():
+    for img in rec.data.double():
         target = torch.cat([img.flatten(), torch.ones(1, dtype=torch.float64)])
         coef = torch.linalg.lstsq(basis, target[:, None]).solution
         assert float((basis @ coef)[:, 0].sub(target).norm() / target.norm()) < 1e-4
@@ -87,7 +88,7 @@ def test_incompatible_without_a_biased_first_linear_layer():
 
     assert "Conv2d" in Analytic().incompatibility(ctx("lenet", {}))
     assert "no bias" in Analytic().incompatibility(ctx("fcn3", {}))
-    assert "FedAvg" in Analytic().incompatibility(ctx("mlp", {}, mode="fedavg"))
-    assert Analytic().incompatibility(ctx("mlp", {})) is None
+    assert "fedavg client shares a delta" in Analytic().skip_reason(ctx("mlp", {}, mode="fedavg"))
+    assert Analytic().skip_reason(ctx("mlp", {})) is None
     (cell,) = attack_cells(make_suite(archs=["lenet"], attacks=["analytic"]))
-    assert run_cell(cell, CPU, 20.0)["status"] == "skipped"
+    assert run_record(cell, 20.0)["status"] == "skipped"

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from statistics import mean
 
-import torch
-
-from bench.pipeline import run_cell
 from bench.suite import attack_cells
-from helpers import make_suite
+from helpers import make_suite, run_record
 
 CONVNET = {"convnet": {"width": 4}}
 RESNET = {"resnet": {"depth": 8, "width": 4}}
@@ -24,7 +21,7 @@ def run(**suite) -> list[dict]:
     records = []
     for cell in attack_cells(make_suite(**suite)):
         assert cell.skip_reason is None, cell.skip_reason
-        record = run_cell(cell, torch.device("cpu"), 20.0)
+        record = run_record(cell, 20.0)
         assert record["status"] in ("ok", "diverged"), record.get("error")
         records.append(record)
     return records

@@ -12,7 +12,6 @@ from torch import nn
 
 from bench.client import compute_update
 from bench.contracts import ClientSpec, DefenseContext, Update
-from bench.pipeline import run_cell
 from bench.registry import DEFENSES, ParamError
 from bench.runner import run_suite
 from bench.suite import attack_cells, parse_suite
@@ -20,6 +19,7 @@ from defenses.prune import Prune
 from defenses.quantize import Quantize, int8_roundtrip
 from defenses.soteria import Soteria, last_linear_index, representation_and_input
 from defenses.topk import TopK
+from helpers import run_record
 
 NUM_CLASSES = 5
 
@@ -340,7 +340,7 @@ def test_chain_applies_its_links_in_order(one_thread):
     })
     cells = attack_cells(suite)
     assert [[d.name for d in c.defense] for c in cells] == [["topk", "clip"], ["clip", "topk"]]
-    records = [run_cell(c, torch.device("cpu"), 20.0) for c in cells]
+    records = [run_record(c, 20.0) for c in cells]
     assert all(r["status"] in ("ok", "diverged") for r in records), records
     topk_first, clip_first = (r["defense_info"]["clip_norm_before"] for r in records)
     # clip sees the sparsified update in one order and the full one in the other

@@ -10,20 +10,21 @@ import torch
 from torch import nn
 
 from attacks.dlg import DLG
+from attacks.gradient_matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.gradinversion import GradInversion
 from attacks.idlg import IDLG
 from attacks.ig import InvertingGradients
-from attacks.matching import plan_budget, run_signed_adam, step_decay_lr
 from attacks.priors import BNStatsPrior, group_consistency, running_stats, total_variation
 from bench.client import compute_update
-from bench.contracts import BN_STATS, CellContext, ClientSpec, Observation, Update
+from bench.contracts import CellContext, ClientSpec, Observation, Update
 from bench.data import sample_batch
-from bench.pipeline import run_cell
+from bench.domains import PixelBox
+from bench.grants import BN_STATS, LABELS
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.scoring import denormalize, score
 from bench.suite import attack_cells
 from bench.victim import victim_model
-from helpers import make_suite
+from helpers import make_suite, run_record
 
 
 def scenario(arch: str = "convnet", arch_kw: dict | None = None, dataset: str = "photos",
@@ -37,16 +38,18 @@ def scenario(arch: str = "convnet", arch_kw: dict | None = None, dataset: str = 
                          seed)
     client = client or ClientSpec()
     update = compute_update(model, x01, y, client)
+    grants = {BN_STATS: update.bn_stats} if grant_bn else {}
+    if labels is not None:
+        grants[LABELS] = labels
     obs = Observation(model=copy.deepcopy(model), update=Update(update.tensors, update.kind),
-                      batch_size=batch_size, input_shape=meta.shape,
-                      num_classes=meta.num_classes, mean=meta.mean, std=meta.std, client=client,
-                      labels=labels, bn_stats=update.bn_stats if grant_bn else None,
+                      batch_size=batch_size, domain=PixelBox(meta.shape, meta.mean, meta.std),
+                      num_classes=meta.num_classes, client=client, grants=grants,
                       generator=torch.Generator().manual_seed(100 + seed))
     return obs, x01, y, meta
 
 
 def psnr(recon, x01, y, meta) -> float:
-    return score(x01, y, denormalize(recon.images, meta.mean, meta.std), recon.labels, 20)["psnr"]
+    return score(x01, y, denormalize(recon.data, meta.mean, meta.std), recon.labels, 20)["psnr"]
 
 
 # -- priors and the loop --------------------------------------------------------------------
@@ -109,10 +112,10 @@ def test_group_consistency_pulls_towards_the_group_mean():
 
 def test_bn_prior_vanishes_at_the_private_batch():
     obs, x01, _, _ = scenario(batch_size=4, grant_bn=True)
-    prior = BNStatsPrior(obs.model, obs.bn_stats, "train", obs.device)
+    prior = BNStatsPrior(obs.model, obs.grant(BN_STATS), "train", obs.device)
     assert float(prior(x01).detach()) < 1e-4
     assert float(prior(torch.rand(4, 3, 16, 16)).detach()) > 1e-2
-    assert len(running_stats(obs.model)) == len(obs.bn_stats) == 8
+    assert len(running_stats(obs.model)) == len(obs.grant(BN_STATS)) == 8
 
 
 # -- Inverting Gradients -----------------------------------------------------------------------
@@ -133,9 +136,9 @@ def test_ig_is_deterministic_and_stays_in_the_pixel_box():
     a = InvertingGradients(iterations=5, restarts=2).reconstruct(obs)
     obs.generator.manual_seed(100)
     b = InvertingGradients(iterations=5, restarts=2).reconstruct(obs)
-    assert torch.equal(a.images, b.images)
-    lo, hi = obs.pixel_box()
-    assert bool((a.images >= lo).all() and (a.images <= hi).all())
+    assert torch.equal(a.data, b.data)
+    lo, hi = obs.domain.bounds()
+    assert bool((a.data >= lo).all() and (a.data <= hi).all())
     assert a.info["restarts_run"] == 2 and len(a.info["restart_losses"]) == 2
     assert a.info["final_loss"] == min(a.info["restart_losses"])
 
@@ -157,7 +160,7 @@ def test_suite_grants_labels_to_ig_as_an_optional_capability(grant):
     cells = {c.attack.name: c for c in attack_cells(suite)}
     assert all(c.skip_reason is None for c in cells.values())
     assert cells["ig"].granted == frozenset(grant) and cells["dlg"].granted == frozenset()
-    record = run_cell(cells["ig"], torch.device("cpu"), 60.0)
+    record = run_record(cells["ig"], 60.0)
     assert record["status"] in ("ok", "diverged"), record.get("error")
     assert record["attack_info"]["labels_inferred"] is (not grant)
     if grant:
@@ -200,8 +203,8 @@ def test_gradinversion_declares_bn_statistics_and_needs_batchnorm():
     assert GradInversion().incompatibility(context("lenet", {})) is not None
     assert GradInversion().incompatibility(context("convnet", {"width": 4})) is None
     for cls in (InvertingGradients, GradInversion):
-        assert cls.supports_fedavg
-        assert cls().incompatibility(context("convnet", {"width": 4}, "fedavg")) is None
+        assert cls.update_kinds == frozenset({"gradient", "delta"})
+        assert cls().skip_reason(context("convnet", {"width": 4}, "fedavg")) is None
 
 
 def test_gradinversion_statistics_follow_the_bn_mode():
@@ -212,7 +215,7 @@ def test_gradinversion_statistics_follow_the_bn_mode():
     targets = GradInversion().bn_targets(obs)  # eval mode: the model's running statistics
     assert all(torch.equal(m, r) for (m, _), (r, _) in zip(targets, running_stats(obs.model)))
     rec = GradInversion(iterations=3).reconstruct(obs)
-    assert rec.iterations == 3 and torch.isfinite(rec.images).all()
+    assert rec.iterations == 3 and torch.isfinite(rec.data).all()
 
 
 def test_components_are_registered_with_documentation():

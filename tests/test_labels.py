@@ -12,6 +12,7 @@ from attacks.labels import _round_counts, count_labels, idlg_label, infer_labels
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
 from bench.data import sample_batch
+from bench.domains import PixelBox
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import label_accuracy
 from bench.victim import victim_model
@@ -21,8 +22,9 @@ def observe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, client: ClientSp
             shape: tuple[int, int, int], classes: int = 10) -> Observation:
     update = compute_update(model, x, y, client)
     return Observation(model=copy.deepcopy(model), update=Update(update.tensors, update.kind),
-                       batch_size=len(x), input_shape=shape, num_classes=classes,
-                       mean=(0.0,) * shape[0], std=(1.0,) * shape[0], client=client)
+                       batch_size=len(x), domain=PixelBox(shape, (0.0,) * shape[0],
+                                                          (1.0,) * shape[0]),
+                       num_classes=classes, client=client)
 
 
 def scenario(arch: str, arch_kw: dict, batch: int, seed: int, client: ClientSpec,

@@ -1,4 +1,4 @@
-"""R-GAP's rank analysis (bench/rank.py): counts, structural ranks, the risk index, the table."""
+"""R-GAP's rank analysis (attacks/rgap_rank.py): counts, structural ranks, risk index, table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from attacks import rgap_solver as rs
-from attacks.rgap import parse_chain
-from bench.rank import analyse_chain, rank_layers, rank_report, risk_index
+from attacks.rgap_chain import parse_chain
+from attacks.rgap_rank import analyse_chain, rank_layers, rank_report, risk_index
 from bench.registry import ARCHS
 
 

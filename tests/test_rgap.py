@@ -16,10 +16,10 @@ from attacks import rgap_solver as rs
 from attacks.rgap import RGAP, parse_chain
 from bench.client import compute_update
 from bench.contracts import CellContext, ClientSpec, Observation
-from bench.pipeline import run_cell
+from bench.domains import PixelBox
 from bench.scoring import score
 from bench.suite import attack_cells
-from helpers import make_suite
+from helpers import make_suite, run_record, scored_path
 
 CPU = torch.device("cpu")
 
@@ -28,15 +28,15 @@ def _cell_record(arch, dataset, defense="none", seed=0, attack=None, batch_size=
     suite = make_suite(datasets=[dataset], archs=[arch], defenses=[defense],
                        attacks=[attack or "rgap"], seeds=[seed], batch_size=batch_size)
     (cell,) = attack_cells(suite)
-    return cell, run_cell(cell, CPU, 20.0)
+    return cell, run_record(cell, 20.0)
 
 
 def _observation(model, x, y, input_shape):
     update = compute_update(model, x, y, ClientSpec())
     c = input_shape[0]
     return Observation(model=copy.deepcopy(model), update=update, batch_size=len(x),
-                       input_shape=input_shape, num_classes=10, mean=(0.0,) * c,
-                       std=(1.0,) * c, client=ClientSpec(),
+                       domain=PixelBox(input_shape, (0.0,) * c, (1.0,) * c), num_classes=10,
+                       client=ClientSpec(),
                        generator=torch.Generator().manual_seed(0))
 
 
@@ -90,7 +90,7 @@ def test_both_label_signs_and_both_logit_roots_are_resolved():
             with torch.no_grad():
                 model[3].weight.div_(scale)
             seen_roots.add(len(rec.info["roots"]))
-            m = score(x, torch.tensor([label]), rec.images.clamp(0, 1), None, 20.0)
+            m = score(x, torch.tensor([label]), rec.data.clamp(0, 1), None, 20.0)
             assert m["psnr"] >= 45.0, (label, scale, rec.info)
     assert seen_roots == {1, 2}  # both the unique-root and the two-root case were exercised
 
@@ -104,7 +104,7 @@ def test_other_invertible_activations(act):
     x = torch.rand(1, 1, 12, 12)
     for label in (0, 1):
         rec = RGAP().reconstruct(_observation(model, x, torch.tensor([label]), (1, 12, 12)))
-        m = score(x, torch.tensor([label]), rec.images.clamp(0, 1), None, 20.0)
+        m = score(x, torch.tensor([label]), rec.data.clamp(0, 1), None, 20.0)
         assert m["psnr"] >= 45.0, (act.__name__, label)
 
 
@@ -122,7 +122,7 @@ def test_lenet_with_relu_is_skipped_with_reasons():
     assert cell.skip_reason is not None
     assert "ReLU" in cell.skip_reason and "not invertible" in cell.skip_reason
     assert "bias" in cell.skip_reason
-    rec = run_cell(cell, CPU, 20.0)
+    rec = run_record(cell, 20.0)
     assert rec["status"] == "skipped"
 
 
@@ -142,8 +142,8 @@ def test_unsupported_models_give_reasons_not_crashes():
     for needle, model in cases.items():
         chain, reason = parse_chain(model, (3, 16, 16))
         assert chain is None and needle in reason, (needle, reason)
-    assert "FedAvg" in RGAP().incompatibility(_ctx("cnn6", {}, mode="fedavg"))
-    assert RGAP().incompatibility(_ctx("cnn6", {})) is None
+    assert "fedavg client shares a delta" in RGAP().skip_reason(_ctx("cnn6", {}, mode="fedavg"))
+    assert RGAP().skip_reason(_ctx("cnn6", {})) is None
     assert RGAP().incompatibility(_ctx("fcn3", {"head": "linear"})) is None
 
 
@@ -191,9 +191,10 @@ def test_sign_refinement_rescues_tiny_noise_on_cnn6():
 def test_batch_of_two_recovers_one_mixture():
     """At batch 2 the shared gradient is a mean: FCN3 with a biased head returns one image,
     a mixture that lies in the span of the two private images and matches neither."""
-    _, rec = _cell_record({"fcn3": {"head": "linear"}}, {"digits": {"size": 28}}, batch_size=2)
+    cell, rec = _cell_record({"fcn3": {"head": "linear"}}, {"digits": {"size": 28}},
+                             batch_size=2)
     assert rec["status"] == "ok", rec.get("error")
-    x01, recon01, metrics = rec["_images"]
+    x01, recon01, metrics = scored_path(cell)
     assert recon01.shape == x01.shape  # the mixture fills both slots
     assert torch.equal(recon01[0], recon01[1])
     a = recon01[0].flatten().double()

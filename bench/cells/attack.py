@@ -11,9 +11,8 @@ import torch
 from bench.cells.base import RunOptions, register_cell_kind
 from bench.contracts import CellContext, ClientSpec
 from bench.identity import Spec, chain_label, digest, seed_from
-from bench.pictures import cell_artifacts
 from bench.pipeline import run_cell
-from bench.records import Outcome, Record
+from bench.records import Outcome
 
 
 @register_cell_kind("attack")
@@ -127,11 +126,4 @@ class AttackCell:
                    d.get("skip_reason"))
 
     def run(self, device: torch.device, options: RunOptions) -> Outcome:
-        record = run_cell(self, device, options.success_psnr, dict(options.perceptual))
-        images = record.pop("_images", None)
-        artifacts: dict[str, bytes] = {}
-        if images is not None:
-            x01, recon01, metrics = images
-            fields, artifacts = cell_artifacts(self.cell_id, x01, recon01, metrics["matching"])
-            record.update(fields)
-        return Outcome(Record.from_json(record), artifacts)
+        return run_cell(self, device, options)

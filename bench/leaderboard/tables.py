@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from attacks.rgap_rank import parse_chain, risk_index
 from bench.leaderboard.aggregate import (
     defense_order,
     headline,
@@ -20,6 +21,7 @@ from bench.leaderboard.aggregate import (
 )
 from bench.leaderboard.frames import scenario_title, scenarios
 from bench.metrics import Metric, format_value, list_metrics
+from bench.registry import ARCHS, DATASETS
 
 
 @dataclass
@@ -158,9 +160,6 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
 def architecture_table(records: list[dict[str, Any]]) -> Table | None:
     """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
     computed from the architecture alone (no attack involved)."""
-    from bench.rank import parse_chain, risk_index
-    from bench.registry import ARCHS, DATASETS
-
     seen: dict[tuple[str, str], tuple[dict, dict]] = {}
     for r in records:
         if r.get("kind", "attack") == "attack":

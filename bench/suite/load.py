@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from bench.contracts import CAPABILITIES
+from bench.grants import CAPABILITIES
 from bench.identity import Spec
 from bench.metrics import SuccessRule, get_metric
 from bench.registry import (

@@ -19,6 +19,8 @@ import torch
 from bench.client import compute_update
 from bench.contracts import ClientSpec, Observation, Update
 from bench.data import sample_batch
+from bench.domains import PixelBox
+from bench.grants import BN_STATS
 from bench.registry import ARCHS, ATTACKS, DATASETS
 from bench.victim import victim_model
 
@@ -38,8 +40,9 @@ def observation() -> Observation:
     client = ClientSpec()
     update = compute_update(model, x, y, client)
     return Observation(model=copy.deepcopy(model), update=Update(update.tensors, update.kind),
-                       batch_size=1, input_shape=meta.shape, num_classes=meta.num_classes,
-                       mean=meta.mean, std=meta.std, client=client, bn_stats=update.bn_stats)
+                       batch_size=1, domain=PixelBox(meta.shape, meta.mean, meta.std),
+                       num_classes=meta.num_classes, client=client,
+                       grants={BN_STATS: update.bn_stats})
 
 
 @pytest.mark.parametrize("name", sorted(ATTACK_PARAMS))

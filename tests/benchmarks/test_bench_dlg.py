@@ -5,11 +5,8 @@ Run with ``tox -e bench`` or ``pytest tests/benchmarks --benchmark-only``.
 
 from __future__ import annotations
 
-import torch
-
-from bench.pipeline import run_cell
 from bench.suite import attack_cells
-from helpers import make_suite
+from helpers import make_suite, run_record
 
 
 def test_bench_dlg_cell(benchmark):
@@ -18,7 +15,7 @@ def test_bench_dlg_cell(benchmark):
     records = []
 
     def once():
-        records.append(run_cell(cell, torch.device("cpu"), 30.0))
+        records.append(run_record(cell, 30.0))
 
     benchmark.pedantic(once, rounds=3, iterations=1)
     r = records[-1]

@@ -14,6 +14,7 @@ from attacks.rgap import RGAP
 from bench.client import compute_update
 from bench.contracts import Observation
 from bench.data import sample_batch
+from bench.domains import PixelBox
 from bench.memory import PeakMemory, _rss_bytes
 from bench.registry import ARCHS, DATASETS
 from bench.scoring import denormalize, score
@@ -32,8 +33,8 @@ def _observation():
     model = victim_model(ARCHS.get("cnn6").cls(), dataset, meta, "init", seeds["scenario"])
     update = compute_update(model, x01, y, cell.client_spec)
     obs = Observation(model=copy.deepcopy(model), update=update, batch_size=1,
-                      input_shape=meta.shape, num_classes=meta.num_classes, mean=meta.mean,
-                      std=meta.std, client=cell.client_spec,
+                      domain=PixelBox(meta.shape, meta.mean, meta.std),
+                      num_classes=meta.num_classes, client=cell.client_spec,
                       generator=torch.Generator().manual_seed(seeds["attack"]))
     return obs, x01, y, meta
 
@@ -50,7 +51,7 @@ def test_bench_rgap_cnn6(benchmark):
     with PeakMemory(torch.device("cpu")) as mem:
         benchmark.pedantic(once, rounds=5, iterations=1, warmup_rounds=1)
     recon = results[-1]
-    metrics = score(x01, y, denormalize(recon.images, meta.mean, meta.std), recon.labels, 45.0)
+    metrics = score(x01, y, denormalize(recon.data, meta.mean, meta.std), recon.labels, 45.0)
     assert metrics["psnr"] >= 45.0
     assert mem.peak_bytes < 2 * 1024**3
     benchmark.extra_info.update({

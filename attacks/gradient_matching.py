@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from bench.client import set_bn_mode, training_loss
+from bench.client import local_sgd, minibatches, set_bn_mode, training_loss
 from bench.contracts import ClientSpec, Observation
 from bench.registry import Param
 
@@ -53,26 +52,10 @@ def unrolled_delta(model: nn.Module, x: torch.Tensor, target: torch.Tensor, clie
     """The FedAvg delta θ_E − θ_0 of the dummy batch, differentiable w.r.t. ``x``/``target``.
 
     Dimitrov et al. 2022 ("Data leakage in federated averaging"): simulate the client's
-    local SGD (``local_epochs`` passes over the batch in order, mini-batches of
-    ``local_batch_size`` or the whole batch, step ``lr``, BN in the client's mode) with
-    ``create_graph`` so the attacker can differentiate the resulting delta. It follows
-    :func:`bench.client.compute_update` step for step; the delta is accumulated as
-    −lr·Σ gradients rather than subtracted at the end, which avoids cancellation.
+    local SGD with ``create_graph`` so the attacker can differentiate the resulting delta.
+    It is the client's own loop, :func:`bench.client.local_sgd`, unrolled.
     """
-    set_bn_mode(model, client.bn_mode)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    names = [n for n, _ in named]
-    origin = [p for _, p in named]
-    shift = [torch.zeros_like(p) for p in origin]
-    step = client.local_batch_size or len(x)
-    for _ in range(client.local_epochs):
-        for start in range(0, len(x), step):
-            current = [p + s for p, s in zip(origin, shift)]
-            out = functional_call(model, dict(zip(names, current)), (x[start:start + step],))
-            loss = training_loss(out, target[start:start + step])
-            grads = torch.autograd.grad(loss, current, create_graph=True)
-            shift = [s - client.lr * g for s, g in zip(shift, grads)]
-    return shift
+    return local_sgd(model, x, target, client, unroll=True).delta
 
 
 def dummy_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, obs: Observation
@@ -89,8 +72,7 @@ def local_steps(client: ClientSpec, batch_size: int) -> int:
     """How many SGD steps the client takes locally (1 for FedSGD)."""
     if client.mode != "fedavg":
         return 1
-    per_epoch = math.ceil(batch_size / (client.local_batch_size or batch_size))
-    return client.local_epochs * per_epoch
+    return len(minibatches(batch_size, client))
 
 
 def l2_distance(dummy: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:

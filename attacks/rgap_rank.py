@@ -47,7 +47,7 @@ from typing import Any
 
 from torch import nn
 
-from attacks.rgap import Chain, Stage, parse_chain
+from attacks.rgap_chain import Chain, Stage, parse_chain
 from attacks.rgap_solver import valid_range
 
 
