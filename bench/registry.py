@@ -177,6 +177,10 @@ class Registry:
         for ep in entry_points(group=self.entry_point_group):
             ep.load()
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests and notebooks that register a component for a while)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         self.load()
         return sorted(self._entries)

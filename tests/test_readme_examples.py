@@ -1,0 +1,86 @@
+"""The README's "Extending leakbench" examples are real code: each one registers, runs through
+the harness, and is removed again."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from bench.cells import RunOptions
+from bench.executors import EXECUTORS, make_executor
+from bench.grants import GRANTS, Grant, provide_grants
+from bench.metrics import METRICS, get_metric
+from bench.registry import ATTACKS, DEFENSES
+from bench.scoring import score
+from bench.suite import attack_cells
+from helpers import ROOT, make_suite, observe_tiny, run_record
+
+SECTION = ROOT.joinpath("README.md").read_text().split("## Extending leakbench", 1)[1].split(
+    "\n## ", 1)[0]
+
+
+def example(heading: str) -> str:
+    """The first python block under ``### heading``."""
+    part = SECTION.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return re.search(r"```python\n(.*?)```", part, re.S).group(1)
+
+
+@pytest.fixture
+def registered():
+    names: list[tuple[object, str]] = []
+    yield names
+    for registry, name in names:
+        if isinstance(registry, dict):
+            registry.pop(name, None)
+        else:
+            registry.unregister(name)
+
+
+def test_the_attack_example_runs_as_a_cell(registered):
+    registered.append((ATTACKS, "zero"))
+    exec(example("An attack"), {})
+    rec = run_record(attack_cells(make_suite(attacks=["zero"], grant=["labels"]))[0])
+    assert rec["status"] == "ok" and rec["metrics"]["label_acc"] == 1.0
+    assert 0 < rec["metrics"]["psnr"] < 30
+
+
+def test_the_defense_example_scales_the_update(registered):
+    registered.append((DEFENSES, "halve"))
+    exec(example("A defense"), {})
+    (cell,) = attack_cells(make_suite(defenses=["halve"]))
+    (plain,) = attack_cells(make_suite())
+    obs, _ = observe_tiny(cell)
+    ref, _ = observe_tiny(plain)
+    for t, r in zip(obs.update.tensors, ref.update.tensors):
+        assert torch.allclose(t, 0.5 * r)
+
+
+def test_the_metric_example_is_scored_and_can_rule_success(registered):
+    registered.append((METRICS, "mae"))
+    exec(example("A metric"), {})
+    x = torch.rand(2, 3, 8, 8)
+    metrics = score(x, torch.tensor([0, 1]), x * 0.5, None)  # matched, then 0.25 on average
+    assert 0.1 < metrics["mae"] < 0.4 and get_metric("mae").higher_is_better is False
+    suite = make_suite(success={"metric": "mae", "at_most": 0.5})
+    assert suite.success.holds(0.1) and not suite.success.holds(0.9)
+
+
+def test_the_executor_example_runs_a_suite(registered, tmp_path):
+    registered.append((EXECUTORS, "serial"))
+    exec(example("An executor"), {})
+    (cell,) = attack_cells(make_suite())
+    ((done, outcome),) = list(make_executor("serial", torch.device("cpu"), 60, 1).run(
+        [cell], RunOptions()))
+    assert done is cell and outcome.record.status == "ok" and outcome.artifacts
+
+
+def test_the_grant_example_provides_its_value(registered):
+    grant = eval(example("A grant"), {"Grant": Grant})
+    registered.append((GRANTS, grant.name))
+    GRANTS[grant.name] = grant
+    (cell,) = attack_cells(make_suite())
+    _, private = observe_tiny(cell)
+    private.update.info["loss"] = 1.5
+    assert provide_grants({"loss"}, private) == {"loss": 1.5}
