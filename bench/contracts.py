@@ -181,6 +181,11 @@ class Defense(Component):
     def incompatibility(self, ctx: CellContext) -> str | None:
         return None
 
+    def privacy_of_training(self, sample_rate: float, steps: int) -> dict[str, Any] | None:
+        """The privacy budget (ε at δ) of a training run of ``steps`` steps at sampling rate
+        ``sample_rate`` under this defense, or None when it gives no guarantee."""
+        return None
+
     def transform_batch(
         self, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ from bench.memory import PeakMemory
 from bench.perceptual import lpips_per_image, lpips_status
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, new_record
-from bench.scoring import score
+from bench.scoring import floor_metrics, score
 from bench.victim import victim_model
 
 
@@ -139,6 +139,7 @@ def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
     try:
         t0 = time.perf_counter()
         observed = observe(cell, device)
+        fields["floor_metrics"] = floor_metrics(observed.x01)  # what a failed seed counts as
         _sync(device)
         timing["setup_seconds"] = time.perf_counter() - t0
         stage = "attack"

@@ -30,8 +30,36 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's word)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_isa() -> str:
+    """The instruction-set level torch's CPU kernels dispatch to (``AVX512``, ``AVX2``, …):
+    what decides floating-point summation order, and so optimisation trajectories."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except AttributeError:  # torch < 2.1
+        return "unknown"
+
+
+def cpu_fingerprint() -> dict[str, str]:
+    """What makes two CPUs give bit-identical results: model, kernel level, torch."""
+    return {"cpu_model": cpu_model(), "isa": cpu_isa(), "torch": torch.__version__.split("+")[0]}
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     return {
+        "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "leakbench": bench.__version__,
         "git_commit": git_commit(),
         "torch": torch.__version__,

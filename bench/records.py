@@ -92,10 +92,12 @@ class AttackRecord(Record):
     picture: str | None = None  # the PNG grid, relative to the results folder
     arrays: str | None = None  # originals and matched reconstructions (.npy), for FID/KID
     picture_error: str | None = None
+    floor_metrics: dict[str, float] | None = None  # the best constant image's scores
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
-        "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error"})
+        "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
+        "floor_metrics"})
 
 
 @dataclass(kw_only=True)

@@ -76,3 +76,17 @@ def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor
     out["per_image"] = per_image
     out["matching"] = [int(i) for i in order]
     return out
+
+
+def floor_metrics(originals01: torch.Tensor) -> dict[str, float]:
+    """The per-item image metrics (means over the batch) of the best constant guess: every
+    image replaced by the batch's per-channel mean colour, the MSE-optimal constant image.
+
+    It is what an attack that returns nothing would score, so a diverged, failed or timed-out
+    seed enters a leaderboard's means at this floor instead of dropping out of them.
+    """
+    originals01 = originals01.detach().cpu().double()
+    constant = originals01.mean(dim=(0, 2, 3), keepdim=True).expand_as(originals01)
+    return {m.name: float(m.compute(originals01, constant).mean())
+            for m in list_metrics("image", "per_item")
+            if not m.needs_weights and m.inputs == "images"}

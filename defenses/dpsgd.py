@@ -164,13 +164,19 @@ class DPSGD(Defense):
         return None
 
     def privacy(self) -> dict[str, Any]:
-        """ε at δ for the configured σ, q and T (Opacus's accountant), with the inputs."""
-        eps, note = dp_epsilon(self.noise_multiplier, self.sample_rate, self.steps, self.delta,
+        """ε at δ for the configured σ, q and T (Opacus's accountant), with the inputs: the
+        budget an attack record reports (labelled as the configured one in the tables)."""
+        return self.privacy_of_training(self.sample_rate, self.steps)
+
+    def privacy_of_training(self, sample_rate: float, steps: int) -> dict[str, Any]:
+        """ε at δ of ``steps`` noisy steps at Poisson rate ``sample_rate`` (Opacus's
+        accountant): the utility track asks it for its own run's q and T."""
+        eps, note = dp_epsilon(self.noise_multiplier, sample_rate, steps, self.delta,
                                self.accountant)
         info: dict[str, Any] = {"epsilon": eps, "delta": self.delta,
                                 "dp_noise_multiplier": self.noise_multiplier,
                                 "dp_max_grad_norm": self.max_grad_norm,
-                                "dp_sample_rate": self.sample_rate, "dp_steps": self.steps,
+                                "dp_sample_rate": sample_rate, "dp_steps": steps,
                                 "dp_accountant": self.accountant}
         if note:
             info["epsilon_note"] = note

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import cpu_fingerprint
+
 DATA = Path(__file__).resolve().parent / "data"
 CELL_IDS = DATA / "cell_ids.json"
 SMOKE_METRICS = DATA / "smoke_metrics.json"
@@ -22,24 +24,6 @@ def suite_cell_ids() -> dict[str, list[str]]:
     from bench.suite import all_cells, builtin_suites, load_suite
 
     return {name: [c.cell_id for c in all_cells(load_suite(name))] for name in builtin_suites()}
-
-
-def cpu_fingerprint() -> dict[str, Any]:
-    """What decides floating-point trajectories on a CPU: model, kernel level, torch, threads."""
-    import platform
-
-    import torch
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return {"cpu_model": model, "isa": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__.split("+")[0]}
 
 
 def smoke_metrics(out_dir: Path) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.client import compute_update
 from bench.contracts import Arch, CellContext, ClientSpec, DefenseContext, Update
-from bench.registry import ARCHS, Entry
+from bench.registry import ARCHS, DATASETS, Entry
 from bench.suite import attack_cells, parse_suite
 from defenses.dpsgd import DPSGD, dp_epsilon, per_sample_gradients
 
@@ -213,3 +213,26 @@ def test_defense_leaderboard_shows_epsilon_for_dpsgd_only(tmp_path):
             if line.startswith("| ") and not line.startswith("| Rank")}
     assert f"| {eps:.2f} " in rows["dpsgd(noise_multiplier=2)"]
     assert "| – " in rows["none"]
+
+
+def test_utility_run_reports_the_epsilon_of_its_own_sample_rate_and_steps(tmp_path):
+    """The ε beside an accuracy describes that training run: q = batch / train split, T = its
+    steps (not the defense's configured q and T, which the attack records keep)."""
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    utility = {"steps": 7, "batch_size": 16, "lr": 0.1, "eval_size": 50}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=[{"dpsgd": {"noise_multiplier": 1.5}}],
+                       attacks=[{"idlg": {"steps": 1}}], utility=utility)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = load_records(tmp_path)
+    (run,) = [r for r in records if r["kind"] == "utility"]
+    (attack,) = [r for r in records if r["kind"] == "attack"]
+    n_train = len(DATASETS.get("digits").cls(size=8).load("train"))
+    own, _ = dp_epsilon(1.5, 16 / n_train, 7, 1e-5)
+    configured, _ = dp_epsilon(1.5, 0.01, 1000, 1e-5)
+    assert run["metrics"]["privacy"]["epsilon"] == own
+    assert run["metrics"]["privacy"]["dp_steps"] == 7
+    assert attack["defense_info"]["epsilon"] == configured != own

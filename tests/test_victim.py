@@ -50,12 +50,14 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_trained_victim_learns_is_deterministic_and_cached(cache):
     arch, ds, meta = parts()
     init = victim_model(arch, ds, meta, "init", 3)
-    trained = victim_model(arch, ds, meta, "trained:40", 3)
+    trained = victim_model(arch, ds, meta, "trained:150", 3)
     assert not same_weights(init, trained)
     assert not any(cache.glob("*.tmp")) and len(list(cache.glob("*.pt"))) == 1
-    # 40 steps of SGD on digits take a 4-wide ConvNet well above chance (10%)
+    # 150 steps of SGD on digits take a 4-wide ConvNet far above chance (10%) on every CPU:
+    # 0.82-0.98 over seeds 0-5 here (AVX-512); at 40 steps the spread over seeds and kernels
+    # (0.30-0.79; 0.41 on an AVX2 machine for seed 3) was too wide for a fixed threshold
     assert accuracy(trained, ds, meta) > 0.5 > accuracy(init, ds, meta)
-    again = victim_model(arch, ds, meta, "trained:40", 3)
+    again = victim_model(arch, ds, meta, "trained:150", 3)
     assert same_weights(trained, again)
     assert again.training  # returned in train mode, like a fresh model
 

@@ -187,7 +187,12 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         if protocol:
             fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                       "training (no utility cost by construction)")
-        metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines), "chance": chance}
+        metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines),
+                                   "chance": chance}
+        privacy = [p for p in (d.privacy_of_training(
+            cfg["batch_size"] / len(dataset.load("train")), cfg["steps"]) for d in chain) if p]
+        if privacy:  # the ε of this very run (its own q and T), beside its accuracy
+            metrics["privacy"] = privacy[0]
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
             metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
             fields.update(status="diverged", error=f"training diverged (non-finite weights) at "
