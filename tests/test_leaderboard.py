@@ -47,8 +47,11 @@ def test_leaderboard_has_attack_and_defense_tables(results):
 def test_defense_table_ranks_by_strongest_attack(results):
     text = write_leaderboard(results).read_text()
     section = text.split("## Defenses · photos(size=16) · lenet · batch 1")[1].split("##")[0]
-    rows = [r for r in section.splitlines() if r.startswith("| 1") or r.startswith("| 2")]
-    psnrs = [float(r.split("|")[4]) for r in rows]
+    lines = [r for r in section.splitlines() if r.startswith("|")]
+    column = [c.strip() for c in lines[0].split("|")].index("PSNR (dB)")
+    rows = lines[2:]
+    assert len(rows) == 2
+    psnrs = [float(r.split("|")[column].split("±")[0]) for r in rows]
     assert psnrs == sorted(psnrs)
 
 

@@ -1,14 +1,26 @@
-"""Summaries over seeds: per (defense, attack) means, the strongest attack against each
-defense, and the utility track's paired accuracy drop."""
+"""Summaries over seeds: per (defense, attack) means with 95% t-intervals (failed seeds at
+their floor), the strongest attack against each defense, ranks shared where intervals
+overlap, and the utility track's paired accuracy drop."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from bench.leaderboard.frames import FAILED
+from bench.leaderboard.uncertainty import (
+    BATCH_FLOOR,
+    MISSING,
+    OWN_FLOOR,
+    SCENARIO_FLOOR,
+    Interval,
+    seed_values,
+    shared_ranks,
+    t_interval,
+)
 from bench.metrics import Metric, get_metric, list_metrics
 
-HEADLINE = "psnr"  # the metric attacks and defenses are ranked by (and its ± std is shown)
+HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
+FLOOR_SOURCES = (OWN_FLOOR, BATCH_FLOOR, SCENARIO_FLOOR)
 
 
 def headline() -> type[Metric]:
@@ -17,15 +29,31 @@ def headline() -> type[Metric]:
 
 
 def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (defense, attack): metrics over seeds. Non-finished runs count against success."""
+    """Per (defense, attack): every per-item metric's mean over all seeds run, its 95%
+    t-interval (``<m>_ci_low``, ``<m>_ci_high``), the seeds in it (``<m>_n``) and the mean over
+    finished seeds only (``<m>_converged``). A diverged, failed or timed-out seed enters at
+    its floor (:func:`~bench.leaderboard.uncertainty.seed_values`, pooled over ``cells``, one
+    scenario); ``n_floor`` counts those, ``n_missing`` the ones with no floor to use (left out
+    of the means, still counted under ``diverged``/``failed``). Skipped cells are no seeds."""
     ran = cells[cells["status"] != "skipped"]
-    per_item = [m.name for m in list_metrics(kind="per_item")]
+    metrics = list_metrics(kind="per_item")
     rows = []
     for (defense, attack), g in ran.groupby(["defense", "attack"], sort=True):
         ok = g[g["status"] == "ok"]
-        row = {"defense": defense, "attack": attack}
-        row.update({name: _mean(ok[name]) if name in ok else None for name in per_item})
-        row[f"{HEADLINE}_std"] = _std(ok[HEADLINE])
+        row: dict = {"defense": defense, "attack": attack}
+        for m in metrics:
+            if m.name not in g:
+                row.update({m.name: None, f"{m.name}_n": 0})
+                continue
+            values = seed_values(g, m.name, m.higher_is_better, pool=cells)
+            iv = t_interval(values["value"])
+            row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
+                        f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,
+                        f"{m.name}_converged": _mean(ok[m.name])})
+            if m.name == HEADLINE:
+                row[f"{HEADLINE}_std"] = _std(values["value"])
+                row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
+                row["n_missing"] = int((values["source"] == MISSING).sum())
         row.update({
             "success": float(ok["success"].fillna(False).astype(bool).sum()) / len(g),
             "n_success": int(ok["success"].fillna(False).astype(bool).sum()),
@@ -37,6 +65,18 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
         })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def interval(row: pd.Series | dict, name: str) -> Interval:
+    """The interval of column ``name`` in a summary row (built by :func:`summarize_attacks`
+    or :func:`utility_summary`)."""
+    def get(key: str) -> float | None:
+        v = row.get(key)
+        return None if v is None or pd.isna(v) else float(v)
+
+    n = row.get(f"{name}_n")
+    n = 0 if n is None or pd.isna(n) else int(n)
+    return Interval(get(name), get(f"{name}_ci_low"), get(f"{name}_ci_high"), n)
 
 
 def _mean(s: pd.Series) -> float | None:
@@ -81,15 +121,56 @@ def strongest_attacks(summary: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_key", "defense"], kind="stable").drop(columns="_key")
 
 
-def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
-    """Per defense: mean accuracy, paired drop against ``none`` on the same scenarios, cosine.
+def rank_attacks(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` ordered per defense (``none`` first) from the strongest attack to the
+    weakest by mean headline metric (unscored last, ties by name), with the ranks each
+    attack shares with those its interval overlaps: ``rank_best``, ``rank_worst``."""
+    h = headline()
+    out = summary.assign(_d=summary["defense"].map(defense_order))
+    value = out[h.name].astype(float)
+    out["_p"] = (value if h.higher_is_better else -value).fillna(-float("inf"))
+    out = out.sort_values(["_d", "_p", "attack"], ascending=[True, False, True],
+                          kind="stable").drop(columns=["_d", "_p"])
+    return _with_ranks(out, "defense", h.higher_is_better)
 
-    Runs whose training diverged count at chance accuracy (dropping them would flatter an
+
+def rank_defenses(best: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`strongest_attacks` (already ordered) with shared ranks: a defense
+    is better the worse its strongest attack does."""
+    return _with_ranks(best.assign(_all=0), "_all", not headline().higher_is_better) \
+        .drop(columns="_all")
+
+
+def _with_ranks(frame: pd.DataFrame, by: str, higher_is_better: bool) -> pd.DataFrame:
+    """``frame`` with ``rank_best``/``rank_worst`` per group of ``by``, in its row order."""
+    best = pd.Series(0, index=frame.index, dtype=int)
+    worst = pd.Series(0, index=frame.index, dtype=int)
+    for _, g in frame.groupby(by, sort=False):
+        ranks = shared_ranks([interval(r, HEADLINE) for _, r in g.iterrows()],
+                             higher_is_better)
+        best[g.index] = [b for b, _ in ranks]
+        worst[g.index] = [w for _, w in ranks]
+    return frame.assign(rank_best=best, rank_worst=worst)
+
+
+def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
+    """Per defense: mean accuracy, paired drop against ``none`` on the same scenarios, cosine,
+    each with its 95% t-interval (``<col>_ci_low``, ``<col>_ci_high``, ``<col>_n``).
+
+    Runs whose training diverged count at chance accuracy, and so do failed or timed-out
+    runs where the scenario's chance level is known (dropping them would flatter an
     unstable defense). Pairs are matched on the scenario seed (same initialisation and data
     order), not on the seed index, so records of other suites or settings never pair up.
     """
-    g = util[(util["dataset"] == dataset) & (util["arch"] == arch)
-             & util["status"].isin(["ok", "diverged"])]
+    mine = util[(util["dataset"] == dataset) & (util["arch"] == arch)]
+    g = mine[mine["status"].isin(["ok", "diverged", *FAILED])].copy()
+    chance = pd.to_numeric(mine["chance"], errors="coerce").dropna() if "chance" in mine \
+        else pd.Series(dtype=float)
+    failed = g["status"].isin(FAILED)
+    if len(chance):
+        g.loc[failed, "accuracy"] = float(chance.max())
+    else:
+        g = g[~failed]
     if g.empty:
         return pd.DataFrame(columns=["defense", "accuracy", "drop", "update_cosine"])
     base = g[g["defense"] == "none"].set_index("scenario")["accuracy"]
@@ -97,7 +178,13 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
     for defense, d in g.groupby("defense", sort=True):
         paired = d.set_index("scenario")["accuracy"]
         common = paired.index.intersection(base.index)
-        drop = float((base[common] - paired[common]).mean()) if len(common) else None
-        rows.append({"defense": defense, "accuracy": float(paired.mean()), "drop": drop,
-                     "update_cosine": float(d["update_cosine"].mean())})
+        row: dict = {"defense": defense}
+        for name, values in (("accuracy", paired),
+                             ("drop", base[common] - paired[common]),
+                             ("update_cosine", pd.to_numeric(d["update_cosine"],
+                                                             errors="coerce"))):
+            iv = t_interval(list(values))
+            row.update({name: iv.mean, f"{name}_ci_low": iv.low, f"{name}_ci_high": iv.high,
+                        f"{name}_n": iv.n})
+        rows.append(row)
     return pd.DataFrame(rows)

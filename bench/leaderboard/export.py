@@ -1,4 +1,5 @@
-"""``leakbench export``: one flat CSV row per cell, in a fixed column and row order."""
+"""``leakbench export``: one flat CSV row per cell, or (``aggregate``) one row per attack-table
+row with every mean's 95% interval and n, in a fixed column and row order."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.leaderboard.frames import records_frame
+from bench.leaderboard.aggregate import (
+    rank_attacks,
+    rank_defenses,
+    strongest_attacks,
+    summarize_attacks,
+)
+from bench.leaderboard.frames import SCENARIO, records_frame, scenarios
+from bench.metrics import list_metrics
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
 
@@ -21,14 +29,57 @@ def export_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in INTERNAL_COLUMNS]
 
 
-def export(out_dir: Path, fmt: str = "csv", output: Path | None = None) -> Path:
-    """One flat row per cell, in a stable column and row order."""
+def aggregate_columns() -> list[str]:
+    """The aggregated CSV's columns: the scenario, the row, its ranks and counts, then per
+    registered per-item metric its mean over every seed run, 95% t-interval, n and the mean
+    over finished seeds only; last the attack's cost."""
+    per_metric = [f"{m.name}{suffix}" for m in list_metrics(kind="per_item")
+                  for suffix in ("", "_ci_low", "_ci_high", "_n", "_converged")]
+    return [*SCENARIO, "defense", "attack", "rank_best", "rank_worst", "strongest",
+            "defense_rank_best", "defense_rank_worst", "n", "n_ok", "diverged", "failed",
+            "n_floor", "n_missing", *per_metric, "n_success", "success", "time",
+            "grad_evals"]
+
+
+def aggregate_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scenario, defense, attack) of the Attacks tables, in their order; the
+    row of each defense's strongest attack (the Defenses table's) has ``strongest`` set and
+    the defense's shared ranks."""
+    parts = []
+    for key, g in scenarios(df):
+        summary = summarize_attacks(g)
+        if summary.empty:
+            continue
+        ranked = rank_attacks(summary)
+        defenses = rank_defenses(strongest_attacks(summary))
+        top = {(r["defense"], r["attack"]): (r["rank_best"], r["rank_worst"])
+               for _, r in defenses.iterrows()}
+        pair = list(zip(ranked["defense"], ranked["attack"]))
+        ranked = ranked.assign(
+            **dict(zip(SCENARIO, key)),
+            strongest=[p in top for p in pair],
+            defense_rank_best=[top[p][0] if p in top else None for p in pair],
+            defense_rank_worst=[top[p][1] if p in top else None for p in pair])
+        parts.append(ranked)
+    cols = aggregate_columns()
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)
+    return out.reindex(columns=cols).astype({"defense_rank_best": "Int64",
+                                             "defense_rank_worst": "Int64"})
+
+
+def export(out_dir: Path, fmt: str = "csv", output: Path | None = None,
+           aggregate: bool = False) -> Path:
+    """One flat row per cell (``cells.csv``), or with ``aggregate`` one row per table row
+    (``aggregate.csv``, :func:`aggregate_frame`), in a stable column and row order."""
     if fmt != "csv":
         raise LeakbenchError(f"unknown export format {fmt!r} (expected csv)")
     df = records_frame(load_records(Path(out_dir)))
     if df.empty:
         raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
-    path = Path(output) if output else Path(out_dir) / "cells.csv"
-    write_atomic(path, df[export_columns(df)].to_csv(index=False, float_format="%.6g",
-                                                 lineterminator="\n"))
+    name = "aggregate.csv" if aggregate else "cells.csv"
+    path = Path(output) if output else Path(out_dir) / name
+    table = aggregate_frame(df) if aggregate else df[export_columns(df)]
+    write_atomic(path, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     return path

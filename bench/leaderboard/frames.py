@@ -24,8 +24,11 @@ def metric_columns() -> list[str]:
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One flat row per cell record (utility records excluded), ordered by cell id."""
+    """One flat row per cell record (utility records excluded), ordered by cell id; the
+    ``floor_<metric>`` columns are the record's ``floor_metrics`` (the best constant image's
+    scores, which a diverged or failed seed counts at), None where a record has none."""
     columns = metric_columns()
+    floor_names = [m.name for m in list_metrics(kind="per_item")]
     rows = []
     for r in records:
         if r.get("kind", "attack") != "attack":
@@ -34,6 +37,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         timing = r.get("timing") or {}
         client = r.get("client") or {}
         metrics = r.get("metrics") or {}
+        floors = r.get("floor_metrics") or {}
         rows.append({
             "cell_id": r["cell_id"], "suite": r["suite"],
             "attack": r["attack_label"], "defense": r["defense_label"],
@@ -41,12 +45,15 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "batch_size": r["batch_size"], "seed": r["seed"], "status": r["status"],
             **{c: metrics.get(c) for c in columns},
             "success": metrics.get("success"),
+            **{f"floor_{m}": floors.get(m) for m in floor_names},
             "attack_seconds": timing.get("attack_seconds"),
             "attack_name": r["attack"]["name"],
             "defense_name": "+".join(d["name"] for d in r["defense"]),
             "arch_name": r["arch"]["name"], "dataset_name": r["dataset"]["name"],
             "mode": client.get("mode"), "bn_mode": client.get("bn_mode"),
-            "victim": r.get("victim"), "granted": ",".join(r.get("granted") or []),
+            "victim": r.get("victim"),
+            "scenario_seed": (r.get("derived_seeds") or {}).get("scenario"),
+            "granted": ",".join(r.get("granted") or []),
             "iterations": r.get("iterations"), "grad_evals": r.get("grad_evals"),
             "setup_seconds": timing.get("setup_seconds"),
             "score_seconds": timing.get("score_seconds"),

@@ -3,6 +3,7 @@ then the tables; ``write_leaderboard`` renders the records of a results folder i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -41,9 +42,12 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
         "observation its threat model grants (model, defended update, batch size). "
         "Reconstructions and originals are de-normalised to [0,1], matched one-to-one "
         "(Hungarian, on MSE) and scored per image: PSNR (data range 1, capped at 100 dB), "
-        "Gaussian-window SSIM (torchmetrics). Metrics are means over finished seeds; "
-        f"a run succeeds when its mean PSNR reaches {thr} dB; diverged and failed runs count "
-        "as unsuccessful. Time is the attack alone (median over seeds).",
+        "Gaussian-window SSIM (torchmetrics). Metrics are means over every seed run, ± the "
+        "half-width of their 95% Student-t interval; a diverged, failed or timed-out seed "
+        "counts at its floor, the score of the best constant image (the batch's per-channel "
+        f"mean colour). A run succeeds when its mean PSNR reaches {thr} dB; diverged and "
+        "failed runs count as unsuccessful. Ranks are shared (a–b) where intervals overlap. "
+        "Time is the attack alone (median over finished seeds).",
     ]
 
 
@@ -76,8 +80,10 @@ def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
             out += ["", "\\begin{table}[t]", "\\centering", f"\\caption{{{tex(t.title)}}}",
                     tabulate(t.frame.map(lambda v: tex(str(v))), headers=[tex(c) for c in
                                                                          t.frame.columns],
-                             tablefmt="latex_raw", showindex=False, disable_numparse=True),
-                    "\\end{table}"]
+                             tablefmt="latex_raw", showindex=False, disable_numparse=True)]
+            if t.note:
+                out += ["\\par\\smallskip", f"{{\\footnotesize {tex_note(t.note)}}}"]
+            out.append("\\end{table}")
         return "\n".join(out) + "\n"
     raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
 
@@ -85,9 +91,14 @@ def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
 def tex(s: str) -> str:
     """``s`` with LaTeX's special characters escaped (and ±, · as math)."""
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                 ("#", "\\#"), ("±", "$\\pm$"), ("·", "$\\cdot$")):
+                 ("#", "\\#"), ("±", "$\\pm$"), ("·", "$\\cdot$"), ("–", "--")):
         s = s.replace(a, b)
     return s
+
+
+def tex_note(note: str) -> str:
+    """A table's markdown note as LaTeX: escaped, `code` as \\texttt."""
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", tex(note))
 
 
 def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:

@@ -13,13 +13,16 @@ import pandas as pd
 
 from attacks.rgap_rank import parse_chain, risk_index
 from bench.leaderboard.aggregate import (
-    defense_order,
     headline,
+    interval,
+    rank_attacks,
+    rank_defenses,
     strongest_attacks,
     summarize_attacks,
     utility_summary,
 )
 from bench.leaderboard.frames import scenario_title, scenarios
+from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, list_metrics
 from bench.registry import ARCHS, DATASETS
 
@@ -66,30 +69,58 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
     return pics
 
 
+ATTACK_NOTE = (
+    "Each metric: mean over the n seeds run ± the half-width of its 95% Student-t interval "
+    "(n/a for n = 1). A diverged, failed or timed-out seed counts at its floor (the score of "
+    "the best constant image: the batch's per-channel mean colour) and under Diverged/Failed; "
+    "none is dropped. Rank: one number where the attack's interval overlaps no other's; a "
+    "shared range a–b otherwise, from 1 + the attacks whose interval lies wholly above its "
+    "own to the last rank less those wholly below.")
+
+
+def _cell(m: type[Metric], r: pd.Series | dict, name: str | None = None) -> str:
+    """A metric's mean ± 95% half-width in a table cell."""
+    return interval(r, name or m.name).format(m.digits)
+
+
+def _converged(h: type[Metric], r: pd.Series | dict) -> str:
+    """The headline mean over finished seeds only, where it differs from the mean over all."""
+    if int(r["n_ok"]) == int(r["n"]):
+        return ""
+    return h.format(r[f"{h.name}_converged"]) + f" (n={int(r['n_ok'])})"
+
+
+def _missing_note(summary: pd.DataFrame) -> str:
+    missing = int(summary["n_missing"].sum()) if "n_missing" in summary else 0
+    if not missing:
+        return ""
+    return (f" {missing} diverged or failed seed(s) had no floor to count at (no "
+            "floor_metrics in the scenario's records): left out of the means and n, counted "
+            "under Diverged/Failed.")
+
+
 def attack_tables(df: pd.DataFrame) -> list[Table]:
     """Per scenario: every attack against every defense, ranked per defense by the headline
-    metric (mean over finished seeds)."""
+    metric (mean over every seed run, failures at their floor), ties where intervals
+    overlap."""
     h = headline()
     tables = []
     for key, g in scenarios(df):
         summary = summarize_attacks(g)
         if summary.empty:
             continue
-        summary["_d"] = summary["defense"].map(defense_order)
-        value = summary[h.name] if h.higher_is_better else -summary[h.name].astype(float)
-        summary["_p"] = value.fillna(-1e9)
-        summary = summary.sort_values(["_d", "_p", "attack"], ascending=[True, False, True],
-                                      kind="stable")
-        summary["rank"] = summary.groupby("defense", sort=False).cumcount() + 1
+        summary = rank_attacks(summary)
         shown = attack_metrics(summary)
+        unstable = bool((summary["n_ok"] < summary["n"]).any())
         rows = []
         for _, r in summary.iterrows():
-            row: dict[str, Any] = {"Defense": r["defense"], "Rank": int(r["rank"]),
-                                   "Attack": r["attack"]}
+            row: dict[str, Any] = {"Defense": r["defense"],
+                                   "Rank": format_rank(r["rank_best"], r["rank_worst"]),
+                                   "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
             for m in shown:
-                row[m.header()] = m.format(r[m.name])
-                if m.name == h.name:
-                    row["± std"] = m.format(r[f"{h.name}_std"])
+                row[m.header()] = _cell(m, r)
+                if m.name == h.name and unstable:
+                    row[f"{m.header()} converged only"] = _converged(h, r)
             row.update({
                 "Success": f"{r['n_success']}/{r['n']}",
                 "Median time (s)": format_value(r["time"], 2),
@@ -97,15 +128,20 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
+        note = ATTACK_NOTE + _missing_note(summary)
+        if unstable:
+            note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
+                     "them), shown where a seed diverged or failed.")
         tables.append(Table(f"Attacks · {scenario_title(key)}", pd.DataFrame(rows),
-                            pictures=_pictures(g)))
+                            note=note, pictures=_pictures(g)))
     return tables
 
 
 def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                    plots: dict[tuple, str] | None = None) -> list[Table]:
     """Per scenario: defenses ranked by the strongest attack against each (worst case over
-    attacks), with the utility track's accuracy, its paired drop and the Pareto front."""
+    attacks, ties where intervals overlap), with the utility track's accuracy, its paired
+    drop and the Pareto front."""
     from bench.plots import pareto_front
 
     h = headline()
@@ -115,7 +151,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         summary = summarize_attacks(g)
         if summary.empty:
             continue
-        best = strongest_attacks(summary)
+        best = rank_defenses(strongest_attacks(summary))
         us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
         has_utility = us is not None and not us.empty
         front: set[str] = set()
@@ -123,33 +159,46 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
             best = best.merge(us, on="defense", how="left")
             both = best[best[h.name].notna() & best["accuracy"].notna()]
             front = set(pareto_front(both.rename(columns={"defense": "defense_label"})))
+        unstable = bool((best["n_ok"] < best["n"]).any())
         epsilon = g.dropna(subset=["epsilon"]).groupby("defense")["epsilon"].first()
         rows = []
-        for rank, (_, r) in enumerate(best.iterrows(), start=1):
-            row: dict[str, Any] = {"Rank": rank, "Defense": r["defense"],
-                                   "Strongest attack": r["attack"]}
-            row.update({m.header(): m.format(r[m.name]) for m in shown})
+        for _, r in best.iterrows():
+            row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
+                                   "Defense": r["defense"], "Strongest attack": r["attack"],
+                                   "n": int(r[f"{h.name}_n"])}
+            for m in shown:
+                row[m.header()] = _cell(m, r)
+                if m.name == h.name and unstable:
+                    row[f"{m.header()} converged only"] = _converged(h, r)
             row.update({"Success": f"{r['n_success']}/{r['n']}",
                         "Attacks tried": int(r["attacks"])})
             if len(epsilon):
                 eps = epsilon.get(r["defense"])
                 row["ε"] = "–" if eps is None else format_value(eps, 2)
             if has_utility:
-                row.update({"Accuracy": format_value(r["accuracy"], 3),
-                            "Δ acc": format_value(r["drop"], 3),
-                            "Update cos": format_value(r["update_cosine"], 3),
+                n_acc = r.get("accuracy_n")
+                row.update({"Accuracy": interval(r, "accuracy").format(3),
+                            "Δ acc": interval(r, "drop").format(3),
+                            "Update cos": interval(r, "update_cosine").format(3),
+                            "n (utility)": "0" if pd.isna(n_acc) else str(int(n_acc)),
                             "Pareto": "★" if r["defense"] in front else ""})
             rows.append(row)
         direction = "lower" if h.higher_is_better else "higher"
-        note = f"Ranked by the best mean {h.label} any attack reaches ({direction} is better)."
+        note = (f"Ranked by the best mean {h.label} any attack reaches ({direction} is "
+                "better), over every seed run (failures at their floor); n: its seeds; ± and "
+                "the shared ranks as in the Attacks tables.") + _missing_note(summary)
+        if unstable:
+            note += (f" {h.label} converged only: that attack's mean over finished seeds "
+                     "alone, shown where a seed diverged or failed.")
         if len(epsilon):
             note += (" ε: the differential-privacy budget at the defense's δ for its configured "
                      "sampling rate and steps (Opacus's accountant), a whole training run's.")
         if has_utility:
             note += (" Accuracy: test accuracy after the utility track's training with defended "
-                     "updates (mean over seeds); Δ acc: its drop against `none` on the same "
-                     "seeds; Update cos: cosine between defended and clean updates; ★: on the "
-                     "privacy–utility Pareto front (lower PSNR, higher accuracy).")
+                     "updates (mean over the n (utility) seeds); Δ acc: its drop against `none` "
+                     "on the same seeds (paired); Update cos: cosine between defended and clean "
+                     "updates; ★: on the privacy–utility Pareto front (lower PSNR, higher "
+                     "accuracy, means).")
         pics = [(f"figure: {scenario_title(key)}", plots[key])] if plots and key in plots \
             else []
         tables.append(Table(f"Defenses · {scenario_title(key)}", pd.DataFrame(rows),

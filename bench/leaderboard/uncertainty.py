@@ -1,0 +1,165 @@
+"""Uncertainty over seeds, and the floor that makes every seed count.
+
+- :func:`t_interval`: the mean of a row's seeds and its two-sided 95% Student-t interval;
+- :func:`shared_ranks`: ranks shared where intervals overlap (shown as ``2–3``);
+- :func:`seed_values`: per cell, the value that enters a mean — the measured one for a
+  finished cell, the floor (the best constant image's score) for a diverged, failed or
+  timed-out one, so that no seed drops out of a mean.
+
+The same inputs always give the same numbers: no resampling, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy.stats import t as student_t
+
+LEVEL = 0.95  # two-sided coverage of every interval in the tables
+SEED_STATUSES = ("ok", "diverged", "error", "timeout")  # a skipped cell is no seed of its row
+FLOORED = ("diverged", "error", "timeout")  # enter the means at the floor
+FLOOR_PREFIX = "floor_"  # frame column of a record's floor_metrics[m]: floor_psnr, …
+
+# where a cell's value came from (seed_values' ``source``)
+MEASURED = "measured"
+OWN_FLOOR = "floor"
+BATCH_FLOOR = "floor of the same private batch"
+SCENARIO_FLOOR = "lowest floor of the scenario"
+MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over ``n`` seeds and its interval; ``low``/``high`` are None when n < 2."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def half(self) -> float | None:
+        """The interval's half-width (a t-interval is symmetric about the mean)."""
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+    def format(self, digits: int) -> str:
+        """``12.70 ± 6.39``; ``12.70 ± n/a`` for one seed (never ± 0); ``n/a`` for none."""
+        if self.mean is None:
+            return "n/a"
+        half = "n/a" if self.half is None else f"{self.half:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {half}"
+
+
+def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL) -> Interval:
+    """Mean ± t(1 − (1 − level)/2, n − 1) · s/√n over the finite values (s: sample standard
+    deviation, ddof 1). One value has a mean but no interval; none has neither."""
+    x = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(x)
+    if n == 0:
+        return Interval(None, None, None, 0)
+    mean = math.fsum(x) / n
+    if n == 1:
+        return Interval(mean, None, None, 1)
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(x) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def _clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:
+    """Whether ``a``'s interval lies wholly on the better side of ``b``'s (no overlap; an
+    undefined interval, n < 2, overlaps everything)."""
+    if None in (a.low, a.high, b.low, b.high):
+        return False
+    if higher_is_better:
+        return a.low > b.high  # type: ignore[operator]
+    return a.high < b.low  # type: ignore[operator]
+
+
+def shared_ranks(intervals: Sequence[Interval],
+                 higher_is_better: bool = True) -> list[tuple[int, int]]:
+    """Per entry, the ranks ``(best, worst)`` it could hold given the intervals.
+
+    best = 1 + the entries whose interval lies wholly on the better side of its own;
+    worst = the number of scored entries − those whose interval lies wholly on the worse
+    side. Touching intervals overlap. An entry without a mean ranks after every scored one
+    (best = scored + 1, worst = all). ``best == worst`` is an unshared rank.
+    """
+    total = len(intervals)
+    scored = [iv for iv in intervals if iv.mean is not None]
+    out = []
+    for iv in intervals:
+        if iv.mean is None:
+            out.append((len(scored) + 1, total))
+            continue
+        above = sum(_clearly_better(o, iv, higher_is_better) for o in scored)
+        below = sum(_clearly_better(iv, o, higher_is_better) for o in scored)
+        out.append((1 + above, len(scored) - below))  # unscored entries rank below it
+    return out
+
+
+def format_rank(best: int, worst: int) -> str:
+    """``2`` for an unshared rank, ``2–4`` for a shared one."""
+    return str(best) if best == worst else f"{best}–{worst}"
+
+
+def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
+                pool: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per seed of ``cells`` (skipped cells left out): the ``value`` of ``metric`` that enters
+    the mean and its ``source``.
+
+    A finished (``ok``) cell gives its measured value (NaN where the metric is n/a there,
+    e.g. LPIPS without weights). A diverged, failed or timed-out cell gives, in this order:
+    its own ``floor_metrics[metric]`` (frame column ``floor_<metric>``); the floor of a cell
+    of ``pool`` on the same private batch (same ``scenario_seed``); the worst floor in
+    ``pool`` (lowest for a higher-is-better metric: the least credit); else NaN with source
+    ``missing`` (left out of the mean, still counted as a failure). ``pool`` defaults to
+    ``cells``; the leaderboard passes the whole scenario.
+    """
+    pool = cells if pool is None else pool
+    col = FLOOR_PREFIX + metric
+    ran = cells[cells["status"].isin(SEED_STATUSES)]
+    floors = _floors(pool, col)
+    worst = (floors.min() if higher_is_better else floors.max()) if len(floors) else None
+    by_batch: dict = {}
+    if len(floors) and "scenario_seed" in pool:
+        seeds = pool.loc[floors.index, "scenario_seed"]
+        grouped = floors.groupby(seeds)
+        by_batch = (grouped.min() if higher_is_better else grouped.max()).to_dict()
+    values, sources = [], []
+    for _, r in ran.iterrows():
+        if r["status"] == "ok":
+            values.append(_number(r.get(metric)))
+            sources.append(MEASURED)
+            continue
+        own = _number(r.get(col))
+        batch = by_batch.get(r.get("scenario_seed"))
+        if not math.isnan(own):
+            values.append(own)
+            sources.append(OWN_FLOOR)
+        elif batch is not None and not math.isnan(batch):
+            values.append(float(batch))
+            sources.append(BATCH_FLOOR)
+        elif worst is not None:
+            values.append(float(worst))
+            sources.append(SCENARIO_FLOOR)
+        else:
+            values.append(math.nan)
+            sources.append(MISSING)
+    return pd.DataFrame({"value": values, "source": sources}, index=ran.index)
+
+
+def _floors(pool: pd.DataFrame, col: str) -> pd.Series:
+    if col not in pool:
+        return pd.Series(dtype=float)
+    return pd.to_numeric(pool[col], errors="coerce").dropna()
+
+
+def _number(v: object) -> float:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan

@@ -1,0 +1,249 @@
+"""Numbers a reviewer would trust: 95% t-intervals, ranks shared where intervals overlap, n in
+every table, and every seed counted (a diverged or failed seed at its floor)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.leaderboard import (
+    Interval,
+    aggregate_columns,
+    attack_tables,
+    defense_tables,
+    export,
+    format_rank,
+    records_frame,
+    render,
+    seed_values,
+    shared_ranks,
+    summarize_attacks,
+    t_interval,
+    utility_summary,
+)
+from bench.leaderboard.uncertainty import BATCH_FLOOR, MEASURED, OWN_FLOOR, SCENARIO_FLOOR
+from bench.store import load_records
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+# t quantiles (two-sided 95%) from a printed table: t(0.975; 1) and t(0.975; 2)
+T1, T2 = 12.7062, 4.3027
+
+
+def test_t_interval_by_hand():
+    iv = t_interval([10.0, 12.0, 14.0])  # mean 12, s = 2, n = 3
+    assert iv.mean == 12.0 and iv.n == 3
+    assert iv.half == pytest.approx(T2 * 2 / math.sqrt(3), abs=1e-3)  # 4.968
+    assert (iv.low, iv.high) == pytest.approx((12 - 4.96828, 12 + 4.96828), abs=1e-4)
+    two = t_interval([1.0, 3.0])  # mean 2, s = √2, half = t · √2/√2
+    assert two.half == pytest.approx(T1, abs=1e-3)
+    assert iv.format(2) == "12.00 ± 4.97"
+
+
+def test_t_interval_of_identical_values_is_a_point():
+    iv = t_interval([5.0, 5.0, 5.0])
+    assert (iv.low, iv.mean, iv.high) == (5.0, 5.0, 5.0)
+
+
+def test_one_seed_has_no_interval_and_none_has_no_mean():
+    one = t_interval([7.0, None, float("nan")])  # missing values are no seeds
+    assert one == Interval(7.0, None, None, 1)
+    assert one.format(2) == "7.00 ± n/a"  # never ± 0
+    assert t_interval([]).format(2) == "n/a" and t_interval([]).n == 0
+
+
+def test_ranks_are_shared_where_intervals_overlap():
+    a, b, c = Interval(20, 18, 22, 3), Interval(17, 15, 19, 3), Interval(10, 9, 11, 3)
+    assert shared_ranks([a, b, c]) == [(1, 2), (1, 2), (3, 3)]
+    assert [format_rank(*r) for r in shared_ranks([a, b, c])] == ["1–2", "1–2", "3"]
+    # a chain: A overlaps B, B overlaps C, A is clearly above C
+    a, b, c = Interval(12, 10, 14, 3), Interval(9, 7, 11, 3), Interval(6, 4, 8, 3)
+    assert shared_ranks([a, b, c]) == [(1, 2), (1, 3), (2, 3)]
+    # touching intervals overlap; separated ones do not
+    assert shared_ranks([Interval(3, 2, 4, 3), Interval(1, 0, 2, 3)]) == [(1, 2), (1, 2)]
+    assert shared_ranks([Interval(3, 2.5, 4, 3), Interval(1, 0, 2, 3)]) == [(1, 1), (2, 2)]
+
+
+def test_ranks_without_an_interval_or_a_mean():
+    one_seed = Interval(15, None, None, 1)  # no interval: separable from nothing
+    a, c = Interval(20, 19, 21, 3), Interval(10, 9, 11, 3)
+    assert shared_ranks([a, one_seed, c]) == [(1, 2), (1, 3), (2, 3)]
+    unscored = Interval(None, None, None, 0)
+    assert shared_ranks([a, c, unscored, unscored]) == [(1, 1), (2, 2), (3, 4), (3, 4)]
+    # lower is better (defenses): the lower interval ranks first
+    assert shared_ranks([c, a], higher_is_better=False) == [(1, 1), (2, 2)]
+
+
+# --- a synthetic record set ------------------------------------------------------------------
+
+def _template() -> dict:
+    path = sorted((RESULTS / "quick" / "records").glob("*.json"))[0]
+    return json.loads(path.read_text())
+
+
+def _record(t: dict, n: int, attack: str, seed: int, status: str, psnr: float | None = None,
+            floor: float | None = None, defense: str = "none") -> dict:
+    r = copy.deepcopy(t)
+    r.update(cell_id=f"{n:016x}", seed=seed, status=status, attack_label=attack,
+             defense_label=defense, error=None if status == "ok" else f"{status}!",
+             picture=None, arch_label="mlp", dataset_label="digits", batch_size=1,
+             derived_seeds={"scenario": 1000 + seed, "attack": n, "defense": n},
+             suite="synthetic")
+    r["attack"] = {"name": attack, "params": {}, "shown": []}
+    r["defense"] = [{"name": defense, "params": {}, "shown": []}]
+    r["client"] = {"mode": "fedsgd", "bn_mode": "train"}
+    r["victim"] = "init"
+    r["metrics"] = None if psnr is None else {"psnr": psnr, "ssim": 0.5, "mse": 0.01,
+                                              "label_acc": 1.0, "success": psnr >= 20}
+    if floor is not None:
+        r["floor_metrics"] = {"psnr": floor, "ssim": 0.0, "mse": 0.2}
+    else:
+        r.pop("floor_metrics", None)
+    if status == "skipped":
+        r["metrics"] = None
+    return r
+
+
+def synthetic() -> list[dict]:
+    """One scenario, three seeds each: ``stable`` finishes every seed at 20–22 dB;
+    ``unstable`` reaches 30 dB twice and diverges once (its own floor: 6 dB); ``flaky`` fails
+    (error) on seed 0 and times out on seed 2 without floors of their own (a killed worker's
+    record) and finishes seed 1: its failures take the floor of the same private batch from
+    the other attacks' records (8 dB on seed 0, 6 dB on seed 2); ``never`` is skipped on
+    every seed (a design skip: no seeds)."""
+    t = _template()
+    return [
+        _record(t, 1, "stable", 0, "ok", 20.0, floor=8.0),
+        _record(t, 2, "stable", 1, "ok", 21.0, floor=7.0),
+        _record(t, 3, "stable", 2, "ok", 22.0),
+        _record(t, 4, "unstable", 0, "ok", 30.0, floor=8.0),
+        _record(t, 5, "unstable", 1, "ok", 30.0, floor=7.0),
+        _record(t, 6, "unstable", 2, "diverged", floor=6.0),
+        _record(t, 7, "flaky", 0, "error"),
+        _record(t, 8, "flaky", 1, "ok", 25.0),
+        _record(t, 9, "flaky", 2, "timeout"),
+        _record(t, 10, "never", 0, "skipped"),
+        _record(t, 11, "never", 1, "skipped"),
+    ]
+
+
+def test_floor_values_come_from_the_record_then_its_batch_then_the_scenario():
+    df = records_frame(synthetic())
+    flaky = df[df["attack"] == "flaky"]
+    values = seed_values(flaky, "psnr", pool=df)
+    assert list(values["source"]) == [BATCH_FLOOR, MEASURED, BATCH_FLOOR]
+    # seed 0's batch has floors 8 (stable) and 8 (unstable); seed 2's only the diverged 6
+    assert list(values["value"]) == [8.0, 25.0, 6.0]
+    unstable = seed_values(df[df["attack"] == "unstable"], "psnr", pool=df)
+    assert list(unstable["source"]) == [MEASURED, MEASURED, OWN_FLOOR]
+    # no floor on the same batch: the scenario's lowest (least credit to the attack)
+    lone = df[df["cell_id"] == f"{9:016x}"].assign(scenario_seed=-1)
+    assert seed_values(lone, "psnr", pool=df)["source"].tolist() == [SCENARIO_FLOOR]
+    assert seed_values(lone, "psnr", pool=df)["value"].tolist() == [6.0]
+    # a lower-is-better metric's worst floor is its highest
+    assert seed_values(lone, "mse", higher_is_better=False, pool=df)["value"].tolist() == [0.2]
+    # skipped cells are no seeds
+    assert seed_values(df[df["attack"] == "never"], "psnr", pool=df).empty
+
+
+def test_a_diverged_seed_pulls_the_mean_down_to_its_floor_and_is_counted():
+    df = records_frame(synthetic())
+    s = summarize_attacks(df).set_index("attack")
+    assert "never" not in s.index  # only skipped: no row, no seeds
+    u = s.loc["unstable"]
+    assert u["psnr"] == pytest.approx((30 + 30 + 6) / 3)  # not 30: the floor counts
+    assert u["psnr_converged"] == pytest.approx(30.0)
+    assert (u["n"], u["n_ok"], u["psnr_n"], u["diverged"], u["failed"]) == (3, 2, 3, 1, 0)
+    assert u["n_floor"] == 1 and u["n_success"] == 2
+    expected = t_interval([30.0, 30.0, 6.0])
+    assert (u["psnr_ci_low"], u["psnr_ci_high"]) == pytest.approx((expected.low, expected.high))
+    f = s.loc["flaky"]
+    assert f["psnr"] == pytest.approx((8 + 25 + 6) / 3) and f["failed"] == 2
+    assert s.loc["stable", "psnr"] == pytest.approx(21.0) and s.loc["stable", "n_floor"] == 0
+    # the unstable attack is no longer ranked above the stable one by its lucky seeds alone
+    table = attack_tables(df)[0].frame.set_index("Attack")
+    assert "never" not in table.index and table.loc["unstable", "n"] == 3
+    assert table.loc["unstable", "PSNR (dB)"] == "22.00 ± " + f"{expected.half:.2f}"
+    assert table.loc["unstable", "PSNR (dB) converged only"] == "30.00 (n=2)"
+    assert table.loc["stable", "PSNR (dB) converged only"] == ""
+    assert table.loc["unstable", "Diverged"] == 1 and table.loc["flaky", "Failed"] == 2
+    assert set(table["Rank"]) == {"1–3"}  # 3 seeds: these intervals all overlap
+
+
+def test_a_seed_with_no_floor_anywhere_is_left_out_and_said_so():
+    t = _template()
+    records = [_record(t, 1, "a", 0, "ok", 20.0), _record(t, 2, "a", 1, "ok", 24.0),
+               _record(t, 3, "a", 2, "diverged")]  # committed-style: no floor_metrics at all
+    s = summarize_attacks(records_frame(records)).iloc[0]
+    assert s["psnr"] == pytest.approx(22.0) and s["psnr_n"] == 2 and s["n"] == 3
+    assert s["n_missing"] == 1 and s["diverged"] == 1
+    table = attack_tables(records_frame(records))[0]
+    assert "had no floor" in table.note and table.frame.iloc[0]["n"] == 2
+
+
+def test_every_table_shows_n_and_intervals_in_markdown_and_latex():
+    df = records_frame(synthetic())
+    for t in attack_tables(df) + defense_tables(df):
+        assert "n" in t.frame.columns and "Rank" in t.frame.columns
+    md = render(df)
+    assert "| n " in md and "±" in md and "95% Student-t" in md
+    tex = render(df, "latex")
+    assert "$\\pm$" in tex and "95\\% Student-t" in tex and " & n " in tex
+
+
+def test_defense_ranks_are_shared_where_the_strongest_attacks_overlap():
+    t = _template()
+    records = []
+    for i, (defense, values) in enumerate((("none", [40, 41, 42]), ("a", [10, 12, 14]),
+                                           ("b", [11, 12, 13]))):
+        records += [_record(t, 10 * i + s, "dlg", s, "ok", v, defense=defense)
+                    for s, v in enumerate(values)]
+    frame = defense_tables(records_frame(records))[0].frame
+    assert list(frame["Defense"]) == ["a", "b", "none"]
+    assert list(frame["Rank"]) == ["1–2", "1–2", "3"]
+
+
+def test_utility_failures_count_at_chance_with_intervals():
+    rows = [("none", "ok", 0.9, 1), ("none", "ok", 0.8, 2), ("p", "ok", 0.7, 1),
+            ("p", "error", None, 2)]
+    util = pd.DataFrame([{"dataset": "d", "arch": "a", "defense": d, "seed": sc,
+                          "status": st, "accuracy": acc, "update_cosine": 0.5 if acc else None,
+                          "chance": 0.1 if acc else None, "scenario": sc}
+                         for d, st, acc, sc in rows])
+    s = utility_summary(util, "d", "a").set_index("defense")
+    assert s.loc["p", "accuracy"] == pytest.approx(0.4) and s.loc["p", "accuracy_n"] == 2
+    assert s.loc["p", "drop"] == pytest.approx(((0.9 - 0.7) + (0.8 - 0.1)) / 2)
+    assert s.loc["p", "update_cosine_n"] == 1  # the failed run has no cosine
+
+
+def test_committed_records_without_floor_metrics_render(tmp_path):
+    records = load_records(RESULTS / "quick")
+    assert not any("floor_metrics" in r for r in records)
+    df = records_frame(records)
+    assert df["floor_psnr"].isna().all()
+    md = render(df)
+    assert "| n " in md and "± " in md
+
+
+def test_aggregated_csv_has_mean_interval_and_n_per_row(tmp_path):
+    (tmp_path / "records").mkdir()
+    for r in synthetic():
+        (tmp_path / "records" / f"{r['cell_id']}.json").write_text(json.dumps(r))
+    path = export(tmp_path, aggregate=True)
+    assert path.name == "aggregate.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == aggregate_columns()
+    by = {r["attack"]: r for r in rows}
+    assert set(by) == {"stable", "unstable", "flaky"}
+    u = by["unstable"]
+    assert float(u["psnr"]) == pytest.approx(22.0, abs=1e-4) and u["n"] == "3"
+    assert float(u["psnr_ci_low"]) < 22 < float(u["psnr_ci_high"])
+    assert u["diverged"] == "1" and u["n_floor"] == "1"
+    assert sum(r["strongest"] == "True" for r in rows) == 1
+    assert export(tmp_path, aggregate=True).read_bytes() == path.read_bytes()
