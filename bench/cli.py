@@ -122,7 +122,8 @@ def _yaml_value(text: str) -> object:
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.leaderboard import export
 
-    print(export(Path(args.dir), args.format, Path(args.output) if args.output else None))
+    print(export(Path(args.dir), args.format, Path(args.output) if args.output else None,
+                 aggregate=args.aggregate))
     return 0
 
 
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.add_argument("--format", default="csv", choices=["csv"])
     s.add_argument("--output", help="file to write (default: DIR/cells.csv)")
+    s.add_argument("--aggregate", action="store_true",
+                   help="one row per table row (mean, 95%% CI, n): DIR/aggregate.csv")
     s.set_defaults(func=cmd_export)
     return p
 

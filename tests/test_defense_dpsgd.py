@@ -236,3 +236,31 @@ def test_utility_run_reports_the_epsilon_of_its_own_sample_rate_and_steps(tmp_pa
     assert run["metrics"]["privacy"]["epsilon"] == own
     assert run["metrics"]["privacy"]["dp_steps"] == 7
     assert attack["defense_info"]["epsilon"] == configured != own
+
+
+def test_defense_table_epsilon_is_the_utility_runs_own(tmp_path):
+    """With a utility track, the ε column sits beside that run's accuracy: Opacus's ε for the
+    run's own sampling rate and steps, labelled as such (not the configured q, T)."""
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    utility = {"steps": 9, "batch_size": 16, "lr": 0.1, "eval_size": 50}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=["none", {"dpsgd": {"noise_multiplier": 1.5}}],
+                       attacks=[{"idlg": {"steps": 1}}], utility=utility)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    section = write_leaderboard(tmp_path).read_text().split("## Defenses")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| Rank"))
+    assert "| ε (utility run) " in header and "configured" not in header
+    n_train = len(DATASETS.get("digits").cls(size=8).load("train"))
+    own, _ = dp_epsilon(1.5, 16 / n_train, 9, 1e-5)
+    configured, _ = dp_epsilon(1.5, 0.01, 1000, 1e-5)
+    assert f"{own:.2f}" != f"{configured:.2f}"
+    columns = [c.strip() for c in header.split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| Rank")]
+    by_defense = {r[columns.index("Defense")]: r for r in rows}
+    assert by_defense["dpsgd(noise_multiplier=1.5)"][columns.index("ε (utility run)")] == \
+        f"{own:.2f}"
+    assert by_defense["none"][columns.index("ε (utility run)")] == "–"

@@ -178,7 +178,11 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
     for defense, d in g.groupby("defense", sort=True):
         paired = d.set_index("scenario")["accuracy"]
         common = paired.index.intersection(base.index)
-        row: dict = {"defense": defense}
+        eps = pd.to_numeric(d["epsilon"], errors="coerce").dropna() if "epsilon" in d \
+            else pd.Series(dtype=float)
+        # ε of the utility run itself (its q and T; the same for every seed of the defense)
+        row: dict = {"defense": defense,
+                     "utility_epsilon": float(eps.iloc[0]) if len(eps) else None}
         for name, values in (("accuracy", paired),
                              ("drop", base[common] - paired[common]),
                              ("update_cosine", pd.to_numeric(d["update_cosine"],

@@ -102,9 +102,10 @@ def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "defense": r["defense_label"], "seed": r["seed"], "status": r["status"],
                      "accuracy": m.get("accuracy"), "update_cosine": m.get("update_cosine"),
                      "chance": m.get("chance"), "cell_id": r["cell_id"],
+                     "epsilon": (m.get("privacy") or {}).get("epsilon"),
                      "scenario": (r.get("derived_seeds") or {}).get("scenario")})
     cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
-            "chance", "cell_id", "scenario"]
+            "chance", "cell_id", "epsilon", "scenario"]
     return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
 
 

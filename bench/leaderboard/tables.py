@@ -160,7 +160,14 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
             both = best[best[h.name].notna() & best["accuracy"].notna()]
             front = set(pareto_front(both.rename(columns={"defense": "defense_label"})))
         unstable = bool((best["n_ok"] < best["n"]).any())
-        epsilon = g.dropna(subset=["epsilon"]).groupby("defense")["epsilon"].first()
+        # ε beside the numbers it belongs to: the utility run's own (q, T) where the table
+        # shows its accuracy, else the attack cells' configured (q, T); never a mix
+        if has_utility and best["utility_epsilon"].notna().any():
+            epsilon = best.set_index("defense")["utility_epsilon"].dropna()
+            eps_column = "ε (utility run)"
+        else:
+            epsilon = g.dropna(subset=["epsilon"]).groupby("defense")["epsilon"].first()
+            eps_column = "ε (configured)" if has_utility else "ε"
         rows = []
         for _, r in best.iterrows():
             row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -174,7 +181,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                         "Attacks tried": int(r["attacks"])})
             if len(epsilon):
                 eps = epsilon.get(r["defense"])
-                row["ε"] = "–" if eps is None else format_value(eps, 2)
+                row[eps_column] = "–" if eps is None or pd.isna(eps) else format_value(eps, 2)
             if has_utility:
                 n_acc = r.get("accuracy_n")
                 row.update({"Accuracy": interval(r, "accuracy").format(3),
@@ -190,7 +197,11 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")
-        if len(epsilon):
+        if len(epsilon) and eps_column == "ε (utility run)":
+            note += (" ε (utility run): the differential-privacy budget at the defense's δ of "
+                     "the utility track's own training (sampling rate = its batch / the train "
+                     "split, steps = its steps; Opacus's accountant), beside its accuracy.")
+        elif len(epsilon):
             note += (" ε: the differential-privacy budget at the defense's δ for its configured "
                      "sampling rate and steps (Opacus's accountant), a whole training run's.")
         if has_utility:
