@@ -127,6 +127,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from bench.rerun import report, rerun
+
+    checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device)
+    print(report(checks, args.metric))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2
         self.exit(2, f"leakbench: error: {message}\n")
@@ -170,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=int, default=10)
     s.add_argument("--param", action="append", help="arch parameter NAME=VALUE (repeatable)")
     s.set_defaults(func=cmd_rank)
+
+    s = sub.add_parser("rerun", help="re-run N committed cells here; are they inside the "
+                                     "committed intervals?")
+    s.add_argument("dir")
+    s.add_argument("--sample", type=int, default=20, help="cells to re-run (default 20)")
+    s.add_argument("--metric", default="psnr", help="registered metric compared (default psnr)")
+    s.add_argument("--seed", type=int, default=0, help="which cells are drawn")
+    s.add_argument("--jobs", type=int, default=2, help="worker processes (0: inline)")
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    s.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("export", help="export one flat row per cell")
     s.add_argument("dir")

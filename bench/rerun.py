@@ -1,0 +1,155 @@
+"""``leakbench rerun DIR --sample N``: re-run N random committed cells on this machine and say,
+per row, whether the fresh values fall inside the committed intervals.
+
+Bit equality of a cell across CPUs is not promised: L-BFGS and Adam trajectories depend on the
+floating-point kernels (summation order differs between AVX2 and AVX-512 builds, and between
+thread counts), and a gradient-matching optimisation is chaotic, so one seed can land at 5 dB
+on one machine and 35 dB on another. What a second machine can check is the distribution: a
+fresh run of a seed is a new draw of the row's metric. Two intervals are reported for it: the
+committed row's 95% t-interval of the *mean* (the tables' ±), and the 95% prediction interval
+of *one new seed* (mean ± t·s·√(1 + 1/n)), the statistically apt check for a single value.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy.stats import t as student_t
+from tabulate import tabulate
+
+from bench.cells import RunOptions, cell_from_json
+from bench.executors import make_executor
+from bench.leaderboard.frames import SCENARIO, records_frame
+from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
+from bench.metrics import SuccessRule, get_metric
+from bench.records import STATUSES
+from bench.registry import LeakbenchError
+from bench.runner import resolve_device
+from bench.store import load_records
+
+ROW = [*SCENARIO, "defense", "attack"]
+
+
+@dataclass
+class Check:
+    """One re-run cell against its committed row."""
+
+    cell_id: str
+    row: str
+    n: int
+    mean: float | None
+    ci: tuple[float, float] | None  # of the mean
+    pi: tuple[float, float] | None  # for one new seed
+    committed: float | None
+    fresh: float | None
+    status: str
+
+    @property
+    def in_ci(self) -> bool | None:
+        return _inside(self.fresh, self.ci)
+
+    @property
+    def in_pi(self) -> bool | None:
+        return _inside(self.fresh, self.pi)
+
+
+def _inside(value: float | None, bounds: tuple[float, float] | None) -> bool | None:
+    if value is None or bounds is None or not math.isfinite(value):
+        return None
+    return bounds[0] <= value <= bounds[1]
+
+
+def prediction_interval(values: list[float], level: float = LEVEL) -> tuple[float, float] | None:
+    """The interval that holds one new draw with probability ``level`` (normal model)."""
+    if len(values) < 2:
+        return None
+    mean, s = statistics.fmean(values), statistics.stdev(values)
+    half = float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * s * math.sqrt(
+        1 + 1 / len(values))
+    return mean - half, mean + half
+
+
+def _row_label(r: pd.Series) -> str:
+    parts = [str(r[c]) for c in ROW if isinstance(r[c], str) and r[c] or c == "batch_size"]
+    return " · ".join(parts)
+
+
+def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
+    """The run's success rule, as its records state it (the suite's other settings do not
+    change a metric)."""
+    for r in records.values():
+        rule = r.get("success_rule")
+        if rule:
+            return RunOptions(SuccessRule(**rule))
+        if r.get("success_psnr") is not None:
+            return RunOptions(SuccessRule("psnr", r["success_psnr"]))
+    return RunOptions()
+
+
+def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0, jobs: int = 1,
+          device: str = "cpu", timeout: float = 600.0) -> list[Check]:
+    """Re-run ``sample`` random cells that ran (not skipped) and compare each with its row."""
+    records = load_records(Path(out_dir))
+    df = records_frame(records)
+    if df.empty:
+        raise LeakbenchError(f"no attack records under {Path(out_dir) / 'records'}")
+    m = get_metric(metric)
+    ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])]
+    if sample < 1:
+        raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
+    picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
+    by_id = {r["cell_id"]: r for r in records}
+    keyed = df.assign(**{c: df[c].fillna("") for c in ROW})
+    rows = {cid: keyed[keyed["cell_id"] == cid].iloc[0] for cid in picks}
+    cells = [cell_from_json(by_id[cid]) for cid in picks]
+    executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
+                             timeout, jobs)
+    fresh = {o.record.cell_id: o.record for _, o in executor.run(cells, options_of(by_id))}
+    checks = []
+    for cid in picks:
+        row = rows[cid]
+        group = keyed[(keyed[ROW] == row[ROW]).all(axis=1)]
+        values = [v for v in seed_values(group, m.name, m.higher_is_better)["value"]
+                  if math.isfinite(v)]
+        iv = t_interval(values)
+        rec = fresh[cid]
+        value = (rec.metrics or {}).get(m.name) if rec.status == "ok" else \
+            (getattr(rec, "floor_metrics", None) or {}).get(m.name)
+        committed = (by_id[cid].get("metrics") or {}).get(m.name)
+        checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
+                            None if iv.low is None else (iv.low, iv.high),
+                            prediction_interval(values), committed, value, rec.status))
+    return checks
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, tuple):
+        return f"[{v[0]:.{digits}f}, {v[1]:.{digits}f}]"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.{digits}f}"
+
+
+def report(checks: list[Check], metric: str = "psnr") -> str:
+    """A markdown table per re-run cell, then the fractions inside each interval."""
+    table = [{"Cell": c.cell_id, "Row": c.row, "n": c.n, "Committed": _fmt(c.committed),
+              "Fresh": _fmt(c.fresh), "Status": c.status, "95% CI of the mean": _fmt(c.ci),
+              "Inside": _fmt(c.in_ci), "95% PI of one seed": _fmt(c.pi),
+              "Inside PI": _fmt(c.in_pi)} for c in checks]
+    lines = [f"Re-ran {len(checks)} cells on this machine ({metric}).", "",
+             tabulate(table, headers="keys", tablefmt="github", disable_numparse=True), ""]
+    for name, attr in (("CI of the row's mean", "in_ci"), ("PI of one new seed", "in_pi")):
+        judged = [getattr(c, attr) for c in checks if getattr(c, attr) is not None]
+        frac = f"{sum(judged)}/{len(judged)}" if judged else "0/0"
+        lines.append(f"inside the committed 95% {name}: {frac}")
+    same = sum(c.committed is not None and c.fresh == c.committed for c in checks)
+    lines.append(f"bit-identical to the committed value: {same}/{len(checks)}")
+    return "\n".join(lines)

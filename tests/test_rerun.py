@@ -1,0 +1,57 @@
+"""``leakbench rerun``: fresh runs of committed cells against the committed intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.rerun import prediction_interval, report, rerun
+from bench.runner import run_suite
+from helpers import make_suite, run_cli
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rerun")
+    suite = make_suite(seeds=3, datasets=[{"digits": {"size": 8}}],
+                       archs=[{"mlp": {"hidden": 16}}], attacks=["analytic"])
+    run_suite(suite, out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+def test_prediction_interval_is_wider_than_the_mean_interval():
+    lo, hi = prediction_interval([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.3027; s = 1; half = 4.3027 * sqrt(1 + 1/3)
+    assert math.isclose(hi - 2.0, 4.302652729911275 * math.sqrt(4 / 3), rel_tol=1e-9)
+    assert math.isclose(lo, 4.0 - hi)
+    assert prediction_interval([5.0]) is None
+
+
+def test_rerun_on_the_same_machine_reproduces_and_lies_inside(store):
+    checks = rerun(store, 2, jobs=0)
+    assert len(checks) == 2 and all(c.fresh == c.committed for c in checks)
+    text = report(checks)
+    assert "bit-identical to the committed value: 2/2" in text
+
+
+def test_rerun_flags_values_outside_a_doctored_interval(store, tmp_path):
+    import shutil
+
+    doctored = tmp_path / "doctored"
+    shutil.copytree(store, doctored)
+    for path in (doctored / "records").glob("*.json"):
+        r = json.loads(path.read_text())
+        if r["status"] == "ok":
+            r["metrics"]["psnr"] = 10.0 + 0.01 * r["seed"]  # a tight row far below the truth
+            path.write_text(json.dumps(r))
+    checks = rerun(doctored, 3, jobs=0)
+    assert all(c.in_ci is False and c.in_pi is False for c in checks)
+    assert "inside the committed 95% CI of the row's mean: 0/3" in report(checks)
+
+
+def test_cli_rerun_prints_the_fraction(store):
+    out = run_cli("rerun", str(store), "--sample", "1", "--jobs", "0")
+    assert out.returncode == 0, out.stderr
+    assert "inside the committed 95% CI of the row's mean" in out.stdout
