@@ -92,10 +92,14 @@ class AttackRecord(Record):
     picture: str | None = None  # the PNG grid, relative to the results folder
     arrays: str | None = None  # originals and matched reconstructions (.npy), for FID/KID
     picture_error: str | None = None
+    # a secure aggregate: {clients: K, observed_batch: K·B, own_images: [start, stop]}, the
+    # private client's images within the scored batch (metrics own_psnr, own_recovered)
+    aggregate: dict[str, Any] | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
-        "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error"})
+        "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
+        "aggregate"})
 
 
 @dataclass(kw_only=True)
