@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_update, l2_distance, run_lbfgs
 from bench.contracts import Attack, Observation, Reconstruction
 from bench.registry import register_attack
 
@@ -27,7 +27,7 @@ class DLG(Attack):
 
         def objective() -> torch.Tensor:
             soft_labels = logits.softmax(dim=-1)
-            return l2_distance(dummy_gradient(obs.model, x, soft_labels, obs), observed)
+            return l2_distance(dummy_update(obs.model, x, soft_labels, obs), observed)
 
         res = run_lbfgs([x, logits], objective, self.steps, self.lr, self.max_eval_per_step,
                         self.history_size, max_grad_evals=obs.max_grad_evals,

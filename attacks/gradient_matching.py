@@ -7,7 +7,8 @@ a non-finite loss, which the harness then records as a diverged run.
 
 - :func:`dummy_gradient` / :func:`unrolled_delta` / :func:`dummy_update`: what the client
   would have shared for a dummy batch, differentiably (FedSGD gradient, or the FedAvg
-  weight delta of Dimitrov et al. 2022's unrolled local SGD).
+  weight delta of Dimitrov et al. 2022's unrolled local SGD); on a secure aggregate, the
+  K clients' updates combined as the server sees them.
 - :func:`l2_distance` (DLG) and :func:`cosine_distance` (Inverting Gradients).
 - :func:`run_lbfgs` (DLG, iDLG) and :func:`run_signed_adam` (Inverting Gradients and
   GradInversion: Adam on the gradient's sign, step decay, box projection, restarts).
@@ -60,7 +61,22 @@ def unrolled_delta(model: nn.Module, x: torch.Tensor, target: torch.Tensor, clie
 
 def dummy_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, obs: Observation
                  ) -> list[torch.Tensor]:
-    """The dummy batch's counterpart of ``obs.update``: a gradient, or an unrolled FedAvg delta."""
+    """The dummy batch's counterpart of ``obs.update``: a gradient, or an unrolled FedAvg delta.
+
+    On a K-client secure aggregate the dummy batch holds K·B samples: it is split into the K
+    clients' batches of B, each client's update is simulated on its own (BatchNorm in train
+    mode normalises each client's batch; FedAvg unrolls each client's local steps), and they
+    are combined as the server observes them (mean or sum), which the protocol makes public.
+    """
+    if obs.clients == 1:
+        return _client_update(model, x, target, obs)
+    b = obs.client_batch_size
+    parts = [_client_update(model, xc, tc, obs) for xc, tc in zip(x.split(b), target.split(b))]
+    return [torch.stack(ts).sum(0) * obs.aggregate_scale for ts in zip(*parts)]
+
+
+def _client_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, obs: Observation
+                   ) -> list[torch.Tensor]:
     if obs.update.kind == "delta":
         return unrolled_delta(model, x, target, obs.client)
     if obs.update.kind == "gradient":
@@ -69,7 +85,9 @@ def dummy_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, obs: O
 
 
 def local_steps(client: ClientSpec, batch_size: int) -> int:
-    """How many SGD steps the client takes locally (1 for FedSGD)."""
+    """How many SGD steps a client with ``batch_size`` samples takes locally (1 for FedSGD).
+
+    On an aggregate pass each client's batch (``obs.client_batch_size``), not K·B."""
     if client.mode != "fedavg":
         return 1
     return len(minibatches(batch_size, client))

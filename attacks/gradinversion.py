@@ -7,10 +7,17 @@ from collections.abc import Callable
 import torch
 
 from attacks.ig import InvertingGradients, Objective
-from attacks.priors import BNStatsPrior, batchnorm_layers, group_consistency, running_stats
-from bench.contracts import CellContext, Observation
+from attacks.priors import (
+    BNStatsPrior,
+    batchnorm_layers,
+    group_consistency,
+    running_stats,
+    untrained_stats,
+)
+from bench.contracts import CellContext, ClientSpec, Observation
 from bench.grants import BN_STATS
 from bench.registry import Param, register_attack
+from bench.victim import parse_state
 
 
 @register_attack("gradinversion")
@@ -22,11 +29,15 @@ class GradInversion(InvertingGradients):
     with ``bn_source: auto``, the client's batch statistics (capability BN_STATS) when
     the client runs BN in train mode, and the model's running statistics when it runs BN
     in eval mode (then the forward pass normalises with those, and the server holds them
-    with the model). ``l2`` adds Yin et al.'s image-norm prior, ``group`` their group
-    consistency over restarts (each restart is pulled towards the restarts' mean; the
-    paper's image registration is left out). The matching loss and optimiser are those of
-    Inverting Gradients, as in Huang et al. 2021's evaluation; restarts are ranked by the
-    whole objective (matching + TV + BN + ℓ2).
+    with the model). Running statistics are a prior only when they came from data: on an
+    untrained victim they are BatchNorm's initial 0 and 1, so such a cell is skipped with
+    the reason (and a model whose running statistics are still 0/1 raises). On a secure
+    aggregate the granted statistics are the K clients' pooled, and the dummy batch's are
+    pooled over its K client batches alike. ``l2`` adds Yin et al.'s image-norm prior,
+    ``group`` their group consistency over restarts (each restart is pulled towards the
+    restarts' mean; the paper's image registration is left out). The matching loss and
+    optimiser are those of Inverting Gradients, as in Huang et al. 2021's evaluation;
+    restarts are ranked by the whole objective (matching + TV + BN + ℓ2).
 
     The default ``bn`` of 0.1 is set for this objective's scale (cosine distance in [0, 2],
     signed steps): with it, gradinversion beat ig on ConvNet (photos and digits) and on
@@ -55,14 +66,25 @@ class GradInversion(InvertingGradients):
     def incompatibility(self, ctx: CellContext) -> str | None:
         if not batchnorm_layers(ctx.build_model()):
             return "gradinversion's prior needs BatchNorm layers; the model has none"
+        if self.source(ctx.client) == "running" and parse_state(ctx.victim) == 0:
+            return ("gradinversion's BN prior would be the running statistics of an untrained "
+                    "model (mean 0, variance 1), which describe no data: use a trained victim "
+                    "(trained:N), or BN in train mode with the granted batch statistics")
         return super().incompatibility(ctx)
 
+    def source(self, client: ClientSpec) -> str:
+        """Where the BN targets come from: "granted" (the client's batch) or "running"."""
+        if self.bn_source == "auto":
+            return "running" if client.bn_mode == "eval" else "granted"
+        return self.bn_source
+
     def bn_targets(self, obs: Observation) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        source = self.bn_source
-        if source == "auto":
-            source = "running" if obs.client.bn_mode == "eval" else "granted"
-        if source == "running":
-            return running_stats(obs.model)
+        if self.source(obs.client) == "running":
+            stats = running_stats(obs.model)
+            if untrained_stats(stats):
+                raise ValueError("the model's running statistics are BatchNorm's initial 0 and "
+                                 "1: they describe no data, so they make no prior")
+            return stats
         granted = obs.grant(BN_STATS)
         if granted is None:
             raise ValueError("gradinversion needs the client's BN statistics (grant: [bn_stats])")
@@ -71,7 +93,8 @@ class GradInversion(InvertingGradients):
     def priors(self, obs: Observation) -> list[Objective]:
         out = super().priors(obs)
         if self.bn > 0:
-            prior = BNStatsPrior(obs.model, self.bn_targets(obs), obs.client.bn_mode, obs.device)
+            prior = BNStatsPrior(obs.model, self.bn_targets(obs), obs.client.bn_mode, obs.device,
+                                 groups=obs.clients)
             out.append(lambda x: self.bn * prior(x))
         if self.l2 > 0:
             out.append(lambda x: self.l2 * (x ** 2).mean())

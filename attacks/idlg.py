@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.gradient_matching import LBFGS_PARAMS, dummy_gradient, l2_distance, run_lbfgs
+from attacks.gradient_matching import LBFGS_PARAMS, dummy_update, l2_distance, run_lbfgs
 from attacks.labels import idlg_label
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
@@ -19,6 +19,11 @@ class IDLG(Attack):
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
 
     def incompatibility(self, ctx: CellContext) -> str | None:
+        """The sign rule reads one sample's label: the observed batch must be 1 (on a
+        secure aggregate of K clients the server observes K·B samples)."""
+        if ctx.clients > 1 and ctx.batch_size != 1:
+            return (f"iDLG's label rule holds only for one sample; the server observes an "
+                    f"aggregate of {ctx.clients} clients, {ctx.batch_size} samples")
         if ctx.batch_size != 1:
             return "iDLG's label rule holds only at batch size 1"
         return None
@@ -30,7 +35,7 @@ class IDLG(Attack):
         observed = [t.to(dev) for t in obs.update.tensors]
 
         def objective() -> torch.Tensor:
-            return l2_distance(dummy_gradient(obs.model, x, label, obs), observed)
+            return l2_distance(dummy_update(obs.model, x, label, obs), observed)
 
         res = run_lbfgs([x], objective, self.steps, self.lr, self.max_eval_per_step,
                         self.history_size, max_grad_evals=obs.max_grad_evals,

@@ -118,7 +118,8 @@ class InvertingGradients(Attack):
         info = {"final_loss": res.final_loss, "diverged": res.diverged,
                 "restarts_run": res.restarts, "iterations_per_restart": res.iterations_per_restart,
                 "restart_losses": res.restart_losses, "best_restart": res.best_restart,
-                "labels_inferred": inferred, "local_steps": local_steps(obs.client, obs.batch_size),
+                "labels_inferred": inferred,
+                "local_steps": local_steps(obs.client, obs.client_batch_size),
                 "update_kind": obs.update.kind}
         return Reconstruction(res.images, labels.cpu(), res.iterations, res.grad_evals,
                               res.loss_trace, info)

@@ -9,6 +9,11 @@
 A FedAvg delta has the opposite sign of a gradient: ``θ_E − θ_0 = −lr Σ_s g_s``. The
 rules read ``−delta / (lr · local steps)`` as a gradient-equivalent, which is exact for
 the signs at batch 1 and a first-order approximation of the counts.
+
+On a secure aggregate of K clients with B samples each, the observed batch is K·B: the mean
+of the K clients' mean gradients is the mean gradient of the K·B samples (equal batches),
+so the count rule reads K·B labels; a raw sum (``aggregate_of``) is divided by K first.
+iDLG's rule is used only when the observed batch is one sample.
 """
 
 from __future__ import annotations
@@ -52,12 +57,14 @@ def idlg_label(obs: Observation) -> torch.Tensor:
 
 
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
-    """The shared tensor as a batch-mean gradient: FedAvg deltas become −delta/(lr·steps)."""
+    """The shared tensor as a batch-mean gradient over the observed batch: a summed aggregate
+    is divided by K, FedAvg deltas become −delta/(lr·steps) (steps of one client's batch)."""
     from attacks.gradient_matching import local_steps  # gradient_matching imports nothing from here
 
+    t = t / (obs.aggregate_scale * obs.clients)  # a mean over clients: ÷ 1; a sum: ÷ K
     if obs.update.kind != "delta":
         return t
-    steps = local_steps(obs.client, obs.batch_size)
+    steps = local_steps(obs.client, obs.client_batch_size)
     return -t / (obs.client.lr * steps)
 
 
@@ -74,8 +81,8 @@ def _dummy_statistics(obs: Observation, draws: int, generator: torch.Generator
     try:
         set_bn_mode(obs.model, obs.client.bn_mode)
         with torch.no_grad():
-            for _ in range(draws):  # batches of the client's size: BN in train mode sees alike
-                u = torch.rand((obs.batch_size, *obs.input_shape), generator=generator)
+            for _ in range(draws):  # batches of a client's size: BN in train mode sees alike
+                u = torch.rand((obs.client_batch_size, *obs.input_shape), generator=generator)
                 x = lo + (hi - lo) * u.to(obs.device)
                 logits = obs.model(x)
                 if logits.shape[-1] == 1:  # logistic loss on the label's parity
@@ -109,7 +116,8 @@ def _round_counts(raw: torch.Tensor, total: int, present: torch.Tensor) -> torch
 
 
 def count_labels(obs: Observation, draws: int = 8) -> torch.Tensor:
-    """Labels of the whole batch from the last layer's gradient, as class counts (sorted).
+    """Labels of the whole observed batch (K·B on an aggregate) from the last layer's
+    gradient, as class counts (sorted).
 
     Geng et al. 2021: with mean cross-entropy over a batch of B, the bias gradient of class
     c is ∇b_c = p̄_c − n_c/B, where p̄_c is the batch-mean predicted probability, so
@@ -145,7 +153,8 @@ def count_labels(obs: Observation, draws: int = 8) -> torch.Tensor:
 
 
 def infer_labels(obs: Observation) -> torch.Tensor:
-    """The labels an attacker not granted LABELS works with: iDLG's rule at batch 1, else counts.
+    """The labels an attacker not granted LABELS works with: iDLG's rule when the observed
+    batch is one sample, else counts (on a K-client aggregate: K·B of them).
 
     Returns class indices on the CPU, one per image of the batch.
     """

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bench.client import set_bn_mode
+from bench.client import pooled_bn_stats, set_bn_mode
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,12 @@ def running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return stats
 
 
+def untrained_stats(stats: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether running statistics are BatchNorm's initial values (mean 0, variance 1): those
+    of a model that has seen no data, which describe none."""
+    return all(bool((m == 0).all()) and bool((v == 1).all()) for m, v in stats)
+
+
 class BNStatsPrior:
     """Σ over BN layers of ‖μ_l(x̂) − μ_l‖₂ + ‖σ²_l(x̂) − σ²_l‖₂ (Yin et al. 2021, eq. 7).
 
@@ -48,36 +54,45 @@ class BNStatsPrior:
     batch statistics, or the model's running statistics when the client runs BN in eval
     mode. The dummy batch's statistics are those of the inputs that reach each BN layer
     in a forward pass of the whole dummy batch with the client's BN mode, the same
-    quantity the client-side hook records, so the two are comparable.
+    quantity the client-side hook records, so the two are comparable. With ``groups`` = K
+    (a secure aggregate) each client's B samples pass on their own, as each client's did,
+    and the K statistics are pooled as the aggregate's are.
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 bn_mode: str, device: torch.device) -> None:
+                 bn_mode: str, device: torch.device, groups: int = 1) -> None:
         self.model = model
         self.layers = batchnorm_layers(model)
         if len(self.layers) != len(targets):
             raise ValueError(f"{len(targets)} BN statistics for {len(self.layers)} BN layers")
         self.targets = [(m.to(device), v.to(device)) for m, v in targets]
         self.bn_mode = bn_mode
+        self.groups = groups
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    def statistics(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per BN layer, the (mean, biased variance) of the dummy batch reaching it."""
+        per_group: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
                  ) -> None:
             h = inputs[0]
             dims = [0] + list(range(2, h.dim()))
-            seen.append((h.mean(dims), h.var(dims, unbiased=False)))
+            per_group[-1].append((h.mean(dims), h.var(dims, unbiased=False)))
 
         handles = [m.register_forward_hook(hook) for m in self.layers]
         try:
             set_bn_mode(self.model, self.bn_mode)
-            self.model(x)
+            for chunk in x.chunk(self.groups):
+                per_group.append([])
+                self.model(chunk)
         finally:
             for h in handles:
                 h.remove()
+        return per_group[0] if len(per_group) == 1 else pooled_bn_stats(per_group)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         loss = x.new_zeros(())
-        for (mu, var), (tmu, tvar) in zip(seen, self.targets):
+        for (mu, var), (tmu, tvar) in zip(self.statistics(x), self.targets):
             loss = loss + torch.linalg.vector_norm(mu - tmu) + torch.linalg.vector_norm(var - tvar)
         return loss
 

@@ -68,6 +68,19 @@ def batch_norm_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Ten
     return stats
 
 
+def pooled_bn_stats(stats: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]]
+                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per BatchNorm layer, the mean and (biased) variance of the union of equal-size batches,
+    from each batch's: the statistics a secure aggregate of clients reports."""
+    pooled = []
+    for layer in zip(*stats):
+        means = torch.stack([m for m, _ in layer])
+        variances = torch.stack([v for _, v in layer])
+        mean = means.mean(0)
+        pooled.append((mean, variances.mean(0) + ((means - mean) ** 2).mean(0)))
+    return pooled
+
+
 StepGradient = Callable[[nn.Module, torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
 """A local step's gradient at the model's current weights, given one mini-batch (x, target)."""
 

@@ -8,8 +8,8 @@ the private batch, and scoring happens outside the attack.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -81,11 +81,16 @@ class ClientSpec:
 
 @dataclass
 class Observation:
-    """Everything the attacker is granted for one cell, and nothing more."""
+    """Everything the attacker is granted for one cell, and nothing more.
+
+    On a secure aggregate (Bonawitz et al. 2017) the server knows the number of clients K
+    and their batches: ``clients`` is K and ``batch_size`` the K·B samples the aggregate was
+    computed on, the batch an attack reconstructs. Without aggregation K = 1.
+    """
 
     model: nn.Module  # the architecture with the parameters the client started from
     update: Update  # the defended update
-    batch_size: int
+    batch_size: int  # samples in the observed update: K·B on a K-client aggregate
     domain: InputDomain  # the input space: shape and valid range (e.g. the pixel box)
     num_classes: int
     client: ClientSpec
@@ -94,6 +99,18 @@ class Observation:
     generator: torch.Generator | None = None  # the attack's own randomness, seeded per cell
     max_iterations: int | None = None  # budget caps from the suite
     max_grad_evals: int | None = None
+    clients: int = 1  # K: the clients whose updates the observed one aggregates
+
+    @property
+    def client_batch_size(self) -> int:
+        """B: the samples of each client in the aggregate (``batch_size`` when K = 1)."""
+        return self.batch_size // self.clients
+
+    @property
+    def aggregate_scale(self) -> float:
+        """The factor from the sum of the K clients' updates to the observed one: 1/K for a
+        mean, 1 for a raw sum (``aggregate_of`` travels with a sum: the server divides)."""
+        return 1.0 if "aggregate_of" in self.update.info else 1.0 / self.clients
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -122,7 +139,13 @@ class Reconstruction:
 
 @dataclass(frozen=True)
 class CellContext:
-    """What is known about a cell before it runs, for compatibility checks."""
+    """What is known about a cell before it runs, for compatibility checks.
+
+    A defense checks the client's context (``batch_size`` = B, ``clients`` = 1); an attack
+    checks what the server observes (:meth:`observed_through` the defense chain): on a
+    K-client secure aggregate ``batch_size`` is K·B and ``clients`` K, as in its
+    :class:`Observation`. ``victim`` is the model state ("init" or "trained:N").
+    """
 
     arch: str
     arch_params: dict[str, Any]
@@ -132,12 +155,20 @@ class CellContext:
     batch_size: int
     client: ClientSpec
     granted: frozenset[str]
+    victim: str = "init"
+    clients: int = 1
 
     def build_model(self) -> nn.Module:
         from bench.registry import ARCHS
 
         arch = ARCHS.get(self.arch).cls(**self.arch_params)
         return arch.build(self.input_shape, self.num_classes)
+
+    def observed_through(self, chain: Sequence[Defense]) -> CellContext:
+        """The context as the server observes the update after ``chain``: the batch each
+        link declares (:meth:`Defense.observed_batch`), and the clients it aggregates."""
+        batch = observed_batch(chain, self.batch_size)
+        return replace(self, batch_size=batch, clients=self.clients * batch // self.batch_size)
 
 
 class Attack(Component):
@@ -186,6 +217,11 @@ class Defense(Component):
         ``sample_rate`` under this defense, or None when it gives no guarantee."""
         return None
 
+    def observed_batch(self, batch_size: int) -> int:
+        """How many samples the update the server observes covers, for a client batch of
+        ``batch_size``: unchanged, except for aggregation (secure aggregation: K·B)."""
+        return batch_size
+
     def transform_batch(
         self, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +255,16 @@ class DefenseContext:
     generator: torch.Generator
     num_classes: int
     sample_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # the other clients' batches (model-input space, labels) a protocol-level defense
+    # aggregated with this client's update, in order: the pipeline scores against them too
+    aggregated: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def observed_batch(chain: Sequence[Defense], batch_size: int) -> int:
+    """The samples the observed update covers after every link of ``chain``."""
+    for d in chain:
+        batch_size = d.observed_batch(batch_size)
+    return batch_size
 
 
 class Arch(Component):

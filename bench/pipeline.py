@@ -15,19 +15,27 @@ import copy
 import math
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from bench.cells.base import RunOptions
 from bench.client import compute_update
-from bench.contracts import DatasetMeta, DefenseContext, Observation, Reconstruction, shared_update
+from bench.contracts import (
+    DatasetMeta,
+    DefenseContext,
+    Observation,
+    Reconstruction,
+    observed_batch,
+    shared_update,
+)
 from bench.data import denormalize, normalize, other_batches, sample_batch
 from bench.defend import defend
 from bench.domains import PixelBox
 from bench.grants import PrivateSide, provide_grants
 from bench.memory import PeakMemory
+from bench.metrics import SuccessRule
 from bench.perceptual import lpips_per_image, lpips_status
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, new_record
@@ -37,14 +45,21 @@ from bench.victim import victim_model
 
 @dataclass
 class Observed:
-    """One cell observed: the attacker's view, and the private side kept apart for scoring."""
+    """One cell observed: the attacker's view, and the private side kept apart for scoring.
+
+    On a secure aggregate ``x01`` (and the private side's batch) holds every aggregated
+    image, the private client's own first: ``own`` is their index range.
+    """
 
     obs: Observation
     private: PrivateSide  # the batch in model-input space and the full (defended) update
-    x01: torch.Tensor  # the private batch in [0,1], on the CPU
+    x01: torch.Tensor  # the observed batch in [0,1], on the CPU
     meta: DatasetMeta
+    own: slice = field(default_factory=lambda: slice(None))  # the client's own, within x01
 
-
+    @property
+    def clients(self) -> int:
+        return self.obs.clients
 @dataclass
 class Attacked:
     """An attack's output and what it cost."""
@@ -62,7 +77,11 @@ def _sync(device: torch.device) -> None:
 
 def observe(cell: Any, device: torch.device) -> Observed:
     """The private batch and victim model from the scenario seed, the client's update through
-    the defense chain (defense seed), and the observation its threat model grants."""
+    the defense chain (defense seed), and the observation its threat model grants.
+
+    A protocol-level defense that aggregates clients (secure aggregation) makes the observed
+    batch K·B: the observation says so (``batch_size``, ``clients``), and the other clients'
+    batches join the private side, after the client's own, for scoring and grants."""
     seeds = cell.derived_seeds()
     dataset = cell.dataset.build()
     meta = dataset.meta()
@@ -74,17 +93,26 @@ def observe(cell: Any, device: torch.device) -> Observed:
     client = cell.client_spec
     ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
                          meta.num_classes, other_batches(dataset, meta, device, seeds["defense"]))
-    update = defend([d.build() for d in cell.defense], ctx,
-                    lambda xb, yb: compute_update(model, xb, yb, client))
-    private = PrivateSide(x, y, update)
+    chain = [d.build() for d in cell.defense]
+    update = defend(chain, ctx, lambda xb, yb: compute_update(model, xb, yb, client))
+    batch = observed_batch(chain, cell.batch_size)
+    if cell.batch_size + sum(len(ox) for ox, _ in ctx.aggregated) != batch:
+        raise ValueError(f"the defense chain declares an observed batch of {batch} but "
+                         f"aggregated {len(ctx.aggregated)} further batches")
+    x_all = torch.cat([x, *(ox.to(device) for ox, _ in ctx.aggregated)])
+    y_all = torch.cat([y, *(oy.to(device) for _, oy in ctx.aggregated)])
+    x01_all = torch.cat([x01, *(denormalize(ox.cpu(), meta.mean, meta.std)
+                                for ox, _ in ctx.aggregated)])
+    private = PrivateSide(x_all, y_all, update)
     budget = dict(cell.budget)
     obs = Observation(
-        model=copy.deepcopy(model), update=shared_update(update), batch_size=cell.batch_size,
+        model=copy.deepcopy(model), update=shared_update(update), batch_size=batch,
         domain=PixelBox(meta.shape, meta.mean, meta.std), num_classes=meta.num_classes,
         client=client, grants=provide_grants(cell.granted, private), device=device,
         generator=torch.Generator().manual_seed(seeds["attack"]),
-        max_iterations=budget.get("max_iterations"), max_grad_evals=budget.get("max_grad_evals"))
-    return Observed(obs, private, x01, meta)
+        max_iterations=budget.get("max_iterations"), max_grad_evals=budget.get("max_grad_evals"),
+        clients=batch // cell.batch_size)
+    return Observed(obs, private, x01_all, meta, slice(0, cell.batch_size))
 
 
 def attack(cell: Any, obs: Observation) -> Attacked:
@@ -110,9 +138,23 @@ def score_attack(observed: Observed, recon: Reconstruction, options: RunOptions
     recon01 = denormalize(data, observed.meta.mean, observed.meta.std)
     y = observed.private.y.cpu()
     metrics = score(observed.x01, y, recon01, recon.labels, success=options.success)
+    if observed.clients > 1:
+        metrics.update(own_metrics(metrics, observed.own, options.success))
     metrics.update(perceptual_metrics(observed.x01, recon01, metrics["matching"],
                                       dict(options.perceptual)))
     return metrics, recon01
+
+
+def own_metrics(metrics: dict[str, Any], own: slice, success: SuccessRule) -> dict[str, Any]:
+    """On an aggregate, what the attack recovered of the private client's own images: their
+    mean matched PSNR and how many reach the success rule (per image; PSNR ≥ 20 dB when the
+    rule is not on a per-image metric)."""
+    per_image = metrics["per_image"]
+    rule = success if success.metric in per_image else SuccessRule()
+    values = per_image[rule.metric][own]
+    psnrs = per_image["psnr"][own]
+    return {"own_images": len(psnrs), "own_psnr": sum(psnrs) / len(psnrs),
+            "own_recovered": sum(bool(rule.holds(v)) for v in values)}
 
 
 def record_attack(cell: Any, device: torch.device, options: RunOptions, status: str,
@@ -154,6 +196,10 @@ def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
             attack_info=_jsonable(recon.info),
             defense_info=_jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
+        if observed.clients > 1:
+            fields["aggregate"] = {"clients": observed.clients,
+                                   "observed_batch": observed.obs.batch_size,
+                                   "own_images": [observed.own.start, observed.own.stop]}
         scored = score_attack(observed, recon, options)
         if scored is None:
             status, error = "diverged", "the attack's loss or image became NaN/inf"

@@ -93,11 +93,14 @@ class AttackRecord(Record):
     arrays: str | None = None  # originals and matched reconstructions (.npy), for FID/KID
     picture_error: str | None = None
     floor_metrics: dict[str, float] | None = None  # the best constant image's scores
+    # a secure aggregate: {clients: K, observed_batch: K·B, own_images: [start, stop]}, the
+    # private client's images within the scored batch (metrics own_psnr, own_recovered)
+    aggregate: dict[str, Any] | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
         "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
-        "floor_metrics"})
+        "floor_metrics", "aggregate"})
 
 
 @dataclass(kw_only=True)

@@ -8,27 +8,23 @@ a chain before ``secagg`` act on the private client's update only, links after i
 aggregate. With ``reduce: mean`` the aggregate is divided by K, which the server knows
 anyway: it is the gradient of the union of the K batches (equal batch sizes), the form an
 attack matches best. K = 1 leaves the update unchanged.
+
+What the server observes is an update of K·B samples, and the protocol makes K (and the
+batch size) public: :meth:`SecAgg.observed_batch` declares K·B, so an attack is checked
+against, and reconstructs, the whole aggregated batch. The other clients' batches go to
+``ctx.aggregated`` (never to the attacker), so that the harness scores a reconstruction
+against all K·B images and counts the private client's own separately.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bench.client import compute_update
+from bench.client import compute_update, pooled_bn_stats
 from bench.contracts import Defense, DefenseContext, Update
 from bench.registry import Param, register_defense
 
-
-def pooled_bn_stats(stats: list[list[tuple[torch.Tensor, torch.Tensor]]]
-                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per BatchNorm layer, the mean and (biased) variance of the union of equal-size batches."""
-    pooled = []
-    for layer in zip(*stats):
-        means = torch.stack([m for m, _ in layer])
-        variances = torch.stack([v for _, v in layer])
-        mean = means.mean(0)
-        pooled.append((mean, variances.mean(0) + ((means - mean) ** 2).mean(0)))
-    return pooled
+__all__ = ["SecAgg", "pooled_bn_stats"]
 
 
 @register_defense("secagg")
@@ -45,6 +41,10 @@ class SecAgg(Defense):
               help="mean: the sum divided by K (the server knows K); sum: the raw sum"),
     )
 
+    def observed_batch(self, batch_size: int) -> int:
+        """K·B: the aggregate covers every client's batch."""
+        return self.clients * batch_size
+
     def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
         if self.clients == 1:
             return update
@@ -55,6 +55,7 @@ class SecAgg(Defense):
         updates = [update]
         for _ in range(self.clients - 1):
             x, y = ctx.sample_batch(batch)
+            ctx.aggregated.append((x, y))
             updates.append(compute_update(ctx.model, x, y, ctx.client))
         tensors = [torch.stack(parts).sum(0) for parts in zip(*(u.tensors for u in updates))]
         if self.reduce == "mean":

@@ -8,13 +8,20 @@ has to move to change it, through the authors' approximation of ‖r_f (∂r_f/�
     score_f = Σ_b ‖∂r_{b,f}/∂x_b‖₂ / (r_{b,f} + offset)
 
 (summed over the batch; the backward pass is of Σ_b r_{b,f}, as in the reference code).
-Features with the smallest scores, those with the largest ‖r‖/‖∂r/∂x‖, reveal the
-input most; their columns of the last layer's weight gradient are zeroed. Every other
-tensor of the update is left as it is. The criterion is computed on the model the client
-starts from and on the batch it trains on, so it applies to FedSGD gradients and to FedAvg
-deltas alike. The reference code prunes by percentile; here exactly ⌊ratio·F⌋ of the F
-features are pruned. ``offset`` is 0.1 in the authors' Inverting-Gradients experiments
-(0 in their DLG notebook): it keeps the score finite for features at 0, such as ReLU's.
+Features whose score is smallest in **magnitude**, those with the largest |r|/‖∂r/∂x‖,
+reveal the input most; their columns of the last layer's weight gradient are zeroed. The
+reference code (github.com/jeremy313/Soteria, ``reconstruct_image.py`` and the DLG
+notebook) masks ``abs(score) < threshold``: a feature with a large negative score (a
+negative r_f, as LeakyReLU, tanh or an affine representation give) is as far from the
+input as a large positive one and is kept, where ranking the signed scores would prune it
+first. With ReLU features and offset > 0 every score is positive and the two agree. A
+feature with a non-finite score (r_f + offset = 0) is kept, as the reference's comparison
+does. Every other tensor of the update is left as it is. The criterion is computed on the
+model the client starts from and on the batch it trains on, so it applies to FedSGD
+gradients and to FedAvg deltas alike. The reference takes its threshold as a percentile;
+here exactly ⌊ratio·F⌋ of the F features are pruned. ``offset`` is 0.1 in the authors'
+Inverting-Gradients experiments (0 in their DLG notebook): it keeps the score finite for
+features at 0, such as ReLU's.
 """
 
 from __future__ import annotations
@@ -85,14 +92,17 @@ def soteria_scores(model: nn.Module, x: torch.Tensor, offset: float = 0.1,
 
 
 def pruned_features(scores: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Indices of the ⌊ratio·F⌋ features with the smallest scores."""
+    """Indices of the ⌊ratio·F⌋ features with the smallest |score| (the reference masks
+    ``abs(score) < threshold``); non-finite scores rank last."""
     n = math.floor(round(ratio * scores.numel(), 6))  # robust to float noise, as prune
-    return torch.argsort(scores, stable=True)[:n]
+    magnitude = scores.abs().nan_to_num(nan=math.inf)
+    return torch.argsort(magnitude, stable=True)[:n]
 
 
 @register_defense("soteria")
 class Soteria(Defense):
-    """Zero the last linear layer's weight-gradient columns of the most revealing features."""
+    """Zero the last linear layer's weight-gradient columns of the most revealing features
+    (smallest |score|)."""
 
     paper = ("Sun, Li, Wang, Chen, Li, Chen. Soteria: Provable Defense against Privacy Leakage "
              "in Federated Learning from Representation Perspective. CVPR 2021")

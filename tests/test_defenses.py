@@ -17,7 +17,12 @@ from bench.runner import run_suite
 from bench.suite import attack_cells, parse_suite
 from defenses.prune import Prune
 from defenses.quantize import Quantize, int8_roundtrip
-from defenses.soteria import Soteria, last_linear_index, representation_and_input
+from defenses.soteria import (
+    Soteria,
+    last_linear_index,
+    pruned_features,
+    representation_and_input,
+)
 from defenses.topk import TopK
 from helpers import run_record
 
@@ -216,11 +221,32 @@ def test_soteria_prunes_the_columns_its_criterion_ranks_lowest(ratio):
     features = out.tensors[index].shape[1]
     assert int(zero_cols.sum()) == math.floor(ratio * features)
     assert out.info["soteria_pruned_features"] == exact_floor(ratio, features)
-    expected = torch.argsort(reference_scores(model, x, 0.1), stable=True)
+    expected = torch.argsort(reference_scores(model, x, 0.1).abs(), stable=True)
     expected = expected[:math.floor(ratio * features)]
     assert set(torch.nonzero(zero_cols).flatten().tolist()) == set(expected.tolist())
     kept = ~zero_cols
     assert torch.equal(out.tensors[index][:, kept], update.tensors[index][:, kept])
+
+
+def test_soteria_prunes_the_smallest_magnitudes_as_the_reference_masks_them():
+    """The reference masks ``abs(score) < threshold`` (github.com/jeremy313/Soteria): a
+    feature with a large negative score is kept, and a non-finite one is never pruned."""
+    scores = torch.tensor([-5.0, 0.1, 2.0, -0.05, float("inf"), float("nan")])
+    assert set(pruned_features(scores, 0.5).tolist()) == {3, 1, 2}
+    assert set(pruned_features(scores, 4 / 6).tolist()) == {3, 1, 2, 0}
+    # an affine representation has negative features, hence negative scores
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.Linear(16, NUM_CLASSES))
+    x, y = batch(2)
+    scores = reference_scores(model, x, 0.1)
+    assert (scores < 0).any()
+    n = math.floor(0.5 * len(scores))
+    update = compute_update(model, x, y, ClientSpec())
+    out = Soteria(ratio=0.5, offset=0.1).transform_update(update, context(model, x, y))
+    index, _ = last_linear_index(model)
+    pruned = set(torch.nonzero((out.tensors[index] == 0).all(dim=0)).flatten().tolist())
+    assert pruned == set(torch.argsort(scores.abs())[:n].tolist())
+    assert pruned != set(torch.argsort(scores)[:n].tolist())  # the signed ranking differs
 
 
 # --- mixup and instahide ----------------------------------------------------------------------

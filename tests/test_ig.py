@@ -211,11 +211,36 @@ def test_gradinversion_statistics_follow_the_bn_mode():
     obs, *_ = scenario(batch_size=2)
     with pytest.raises(ValueError, match="bn_stats"):
         GradInversion(iterations=1).reconstruct(obs)  # train mode, nothing granted
-    obs, *_ = scenario(batch_size=2, client=ClientSpec(bn_mode="eval"))
+    obs, x01, _, meta = scenario(batch_size=2, client=ClientSpec(bn_mode="eval"))
+    with pytest.raises(ValueError, match="describe no data"):
+        GradInversion().bn_targets(obs)  # an untrained model's running statistics: 0 and 1
+    obs.model.train()
+    with torch.no_grad():  # running statistics that came from data
+        obs.model((x01 - torch.tensor(meta.mean).view(1, -1, 1, 1))
+                  / torch.tensor(meta.std).view(1, -1, 1, 1))
     targets = GradInversion().bn_targets(obs)  # eval mode: the model's running statistics
     assert all(torch.equal(m, r) for (m, _), (r, _) in zip(targets, running_stats(obs.model)))
     rec = GradInversion(iterations=3).reconstruct(obs)
     assert rec.iterations == 3 and torch.isfinite(rec.data).all()
+
+
+@pytest.mark.parametrize(("bn_mode", "victim", "source", "skipped"), [
+    ("eval", "init", "auto", True),        # the prior would be BatchNorm's initial 0 and 1
+    ("train", "init", "running", True),
+    ("eval", "trained:5", "auto", False),  # running statistics that came from data
+    ("train", "init", "auto", False),      # the client's granted batch statistics
+])
+def test_gradinversion_skips_a_prior_from_an_untrained_models_running_statistics(
+        bn_mode, victim, source, skipped):
+    suite = make_suite(archs=[{"convnet": {"width": 2}}], grant=[BN_STATS],
+                       client={"bn_mode": bn_mode}, victim=victim,
+                       attacks=[{"gradinversion": {"iterations": 1, "bn_source": source}}])
+    (cell,) = attack_cells(suite)  # expansion only: no victim is trained
+    if skipped:
+        assert "untrained model (mean 0, variance 1)" in cell.skip_reason
+        assert run_record(cell)["status"] == "skipped"
+    else:
+        assert cell.skip_reason is None
 
 
 def test_components_are_registered_with_documentation():

@@ -100,9 +100,11 @@ class AttackCell:
         }
 
     def context(self) -> CellContext:
+        """The client's context (batch B); the attack's is ``observed_through`` the chain."""
         meta = self.dataset.build().meta()
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
-                           meta.num_classes, self.batch_size, self.client_spec, self.granted)
+                           meta.num_classes, self.batch_size, self.client_spec, self.granted,
+                           self.victim)
 
     def components(self) -> list[tuple[str, Any]]:
         """The components whose compatibility with the cell is checked, with a message prefix."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.contracts import CellContext
+from bench.contracts import Attack, CellContext, Defense
 from bench.registry import ATTACKS
 
 
@@ -27,7 +27,7 @@ _CONTEXT_CACHE: dict[Any, CellContext] = {}
 def _context(cell: Any) -> CellContext:
     key = (type(cell).__name__, cell.arch, cell.dataset, getattr(cell, "batch_size", None),
            getattr(cell, "client", None), getattr(cell, "granted", None),
-           getattr(cell, "config", None))
+           getattr(cell, "config", None), getattr(cell, "victim", None))
     if key not in _CONTEXT_CACHE:
         _CONTEXT_CACHE[key] = cell.context()
     return _CONTEXT_CACHE[key]
@@ -35,16 +35,24 @@ def _context(cell: Any) -> CellContext:
 
 def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     """Why the cell cannot run, or None: a capability the suite does not grant, then each
-    component's own check (the attack's first, then each defense link's, prefixed by name)."""
+    component's own check (the attack's first, then each defense link's, prefixed by name).
+
+    Defenses check the client's context; the attack checks the context the server observes
+    after the chain (on a K-client secure aggregate: K·B samples, K clients)."""
     attack = getattr(cell, "attack", None)
     if attack is not None:
         missing = sorted(set(ATTACKS.get(attack.name).cls.needs) - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
     ctx = _context(cell)
-    for prefix, component in cell.components():
-        check = getattr(component, "skip_reason", None) or component.incompatibility
-        reason = check(ctx)
+    components = cell.components()
+    observed = ctx.observed_through([c for _, c in components if isinstance(c, Defense)])
+    for prefix, component in components:
+        if isinstance(component, Attack):
+            reason = component.skip_reason(observed)
+        else:
+            check = getattr(component, "skip_reason", None) or component.incompatibility
+            reason = check(ctx)
         if reason:
             return f"{prefix}{reason}"
     return None
