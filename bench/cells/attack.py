@@ -60,7 +60,8 @@ class AttackCell:
 
     @property
     def cell_id(self) -> str:
-        return digest(self.identity())[:16]
+        cached = self.__dict__.get("_cell_id")  # set by the expansion's fast path
+        return cached if cached is not None else digest(self.identity())[:16]
 
     def describe(self) -> str:
         """One line for listings (``run --dry-run``)."""

@@ -179,6 +179,9 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         perceptual=perceptual,
         source=source,
     )
+    from bench.suite.checks import check_rules
+
+    suite.warnings = check_rules(suite)
     return suite
 
 
