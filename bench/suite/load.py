@@ -123,8 +123,8 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     clients_raw = raw.get("client", [{}])
     if isinstance(clients_raw, dict):
         clients_raw = [clients_raw]
-    if not isinstance(clients_raw, list):
-        raise SuiteError(f"client: expected a mapping or a list of mappings, "
+    if not isinstance(clients_raw, list) or not clients_raw:
+        raise SuiteError(f"client: expected a mapping or a non-empty list of mappings, "
                          f"got {short(clients_raw)}")
     clients = []
     for i, c in enumerate(clients_raw):

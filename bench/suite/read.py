@@ -65,6 +65,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except (ValueError, TypeError, OverflowError, MemoryError) as e:  # e.g. a bad !!timestamp
         raise SuiteError(f"{where}: invalid YAML: {_one_line(str(e)) or type(e).__name__}"
                          ) from None
+    if raw is None:
+        raise SuiteError(f"{where}: the file is empty (only comments or blank lines)")
     check_document(raw, where)
     return raw
 
