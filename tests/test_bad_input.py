@@ -229,3 +229,27 @@ def test_max_cells_allows_a_larger_grid(tmp_path, capsys) -> None:
     assert ATTACKS.get("dlg")  # the registry is intact
     with pytest.raises(SuiteError):
         load_suite(str(tmp_path / "missing.yaml"))
+
+
+def test_many_idle_excludes_are_one_warning_line() -> None:
+    suite = make_suite(exclude=[{"batch_size": b} for b in range(2, 50)])
+    [line] = suite.warnings
+    assert line.startswith("48 exclude rules match no cell") and "45 more" in line
+
+
+def test_hostile_megabyte_files_load_or_fail_in_bounded_time(tmp_path: Path) -> None:
+    base = "datasets: [digits]\narchs: [lenet]\ndefenses: [none]\n"
+    n = 120_000  # about 1 MB each
+    texts = [base + "attacks:\n" + "  - dlg\n" * n,
+             base + "attacks: [dlg]\nbatch_size: [" + "2," * (3 * n) + "1]\n",
+             base + "attacks: [dlg]\nexclude:\n" + "  - {attack: dlg, seed: 5}\n" * (n // 4)]
+    for i, text in enumerate(texts):
+        path = tmp_path / f"h{i}.yaml"
+        path.write_text(text)
+        assert path.stat().st_size < 1_000_000
+        t0 = time.perf_counter()
+        try:
+            load_suite(str(path))
+        except SuiteError as e:
+            assert "\n" not in str(e)
+        assert time.perf_counter() - t0 < 60  # generous; measured 1.4-4 s on 2 busy cores

@@ -21,7 +21,8 @@ FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
+                    st.text(max_size=12),
                     st.sampled_from(["dlg", "idlg", "none", "lenet", "photos", "digits",
                                      "prune", "labels", "init", "trained:3", "fedavg", ".nan"]))
 values = st.recursive(scalars, lambda inner: st.one_of(

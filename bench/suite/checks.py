@@ -24,7 +24,7 @@ def check_rules(suite: Suite) -> list[str]:
         if axis == "seed":
             continue
         have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
-    warnings = []
+    warnings, idle = [], []
     for i, rule in enumerate(suite.exclude):
         for axis, allowed in rule.items():
             if axis not in COMPONENT_AXES:
@@ -35,7 +35,13 @@ def check_rules(suite: Suite) -> list[str]:
                     raise SuiteError(f"exclude[{i}].{axis}: {name!r} is not among the suite's "
                                      f"{COMPONENT_AXES[axis]}{hint}")
         if not _matches_any(rule, suite, have):
-            warnings.append(f"exclude[{i}] {_show(rule)} matches no cell: it does nothing")
+            idle.append(f"exclude[{i}] {_show(rule)}")
+    if len(idle) == 1:
+        warnings.append(f"{idle[0]} matches no cell: it does nothing")
+    elif idle:
+        more = f" (and {len(idle) - 3} more)" if len(idle) > 3 else ""
+        warnings.append(f"{len(idle)} exclude rules match no cell and do nothing: "
+                        f"{', '.join(idle[:3])}{more}")
     used = set()
     for spec in suite.attacks:
         cls = ATTACKS.get(spec.name).cls
