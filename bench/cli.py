@@ -2,6 +2,7 @@
 
     leakbench list [attacks|defenses|archs|datasets|suites]
     leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
+                  [--max-cells N] [--verbose]
     leakbench leaderboard [DIR] [--format markdown|latex]
     leakbench export DIR [--format csv] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.executors import EXECUTORS
-from bench.registry import REGISTRIES, LeakbenchError
+from bench.registry import REGISTRIES, LeakbenchError, warn
+
+if TYPE_CHECKING:
+    from bench.suite import Suite
 
 DEFAULT_SUITE = "quick"
 RESULTS = Path("results")
@@ -52,29 +56,48 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.leaderboard import write_leaderboard
-    from bench.runner import plan, resolve_device, run_suite
+    from bench.runner import MAX_CELLS, resolve_device, run_suite
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
+    for message in suite.warnings:
+        warn(f"{suite.source or suite.name}: {message}")
     out = Path(args.out) if args.out else RESULTS / suite.name
     if args.jobs < 0:
         raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {args.jobs}")
+    if args.max_cells is not None and args.max_cells < 1:
+        raise LeakbenchError(f"--max-cells: expected a positive number, got {args.max_cells}")
+    limit = args.max_cells or MAX_CELLS
     resolve_device(args.device)
     if args.dry_run:
-        rows = plan(suite, out, args.force, args.retry_failed)
-        for cell, status in rows:
-            print(f"{cell.cell_id}  {status:<8.8s}  {cell.describe()}"
-                  + (f"  ({status})" if status.startswith("skip") else ""))
-        counts = Counter(s.split(":")[0] for _, s in rows)
-        print(f"{suite.name}: {len(rows)} cells — " +
-              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        return 0
+        return _dry_run(suite, out, args, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
-                        executor=args.executor)
+                        executor=args.executor, max_cells=limit)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         print(f"leaderboard: {write_leaderboard(out)}")
+    return 0
+
+
+def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> int:
+    """List (or summarise by axis) the cells and their status; write nothing."""
+    from bench.runner import iter_plan
+    from bench.suite import count_cells
+    from bench.summary import axes_lines, print_plan
+
+    n = count_cells(suite)
+    if n > limit:
+        print(f"{suite.name}: {n} cells before exclude; axes:")
+        for line in axes_lines(suite):
+            print(line)
+        warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
+             f"--max-cells {n} allows it (nothing was expanded)")
+        return 0
+    counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed),
+                        args.verbose, n, sys.stdout)
+    print(f"{suite.name}: {sum(counts.values())} cells — " +
+          ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
     return 0
 
 
@@ -158,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="re-run cells that have records")
     s.add_argument("--retry-failed", action="store_true", help="re-run error/timeout cells")
     s.add_argument("--dry-run", action="store_true", help="list cells and their status")
+    s.add_argument("--max-cells", type=int, help="allow a grid of up to N cells (default 10000)")
+    s.add_argument("--verbose", action="store_true",
+                   help="--dry-run: list every cell even of a large matrix")
     s.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboard.md")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,19 @@ class UnknownComponentError(LeakbenchError):
 
 class ParamError(LeakbenchError):
     pass
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def warn(message: str) -> None:
+    """A user-facing warning: one line on stderr, ``leakbench: warning: …``."""
+    import sys
+
+    print(f"leakbench: warning: {message}", file=sys.stderr)
 
 
 _MISSING = object()
@@ -73,25 +87,30 @@ class Param:
             return None
         expected = self.type
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise ParamError(f"{where}: {short(value)} is too large for a float") from None
         if expected is float and isinstance(value, str):
             try:  # YAML 1.1 reads "1e-3" as a string
                 value = float(value)
             except ValueError:
                 pass
+        if expected is float and isinstance(value, float) and not math.isfinite(value):
+            raise ParamError(f"{where}: expected a finite number, got {short(value)}")
         if expected is bool and not isinstance(value, bool):
-            raise ParamError(f"{where}: expected a boolean, got {value!r}")
+            raise ParamError(f"{where}: expected a boolean, got {short(value)}")
         if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ParamError(f"{where}: expected an integer, got {value!r}")
+            raise ParamError(f"{where}: expected an integer, got {short(value)}")
         if not isinstance(value, expected):
-            raise ParamError(f"{where}: expected {expected.__name__}, got {value!r}")
+            raise ParamError(f"{where}: expected {expected.__name__}, got {short(value)}")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
-            raise ParamError(f"{where}: {value!r} is not one of {{{allowed}}}")
+            raise ParamError(f"{where}: {short(value)} is not one of {{{allowed}}}")
         if self.low is not None and value < self.low:
-            raise ParamError(f"{where}: {value!r} is below the minimum {self.low:g}")
+            raise ParamError(f"{where}: {short(value)} is below the minimum {self.low:g}")
         if self.high is not None and value > self.high:
-            raise ParamError(f"{where}: {value!r} is above the maximum {self.high:g}")
+            raise ParamError(f"{where}: {short(value)} is above the maximum {self.high:g}")
         return value
 
 
@@ -101,9 +120,9 @@ def validate_params(
     """Fill defaults and validate ``given`` against the declared ``params``."""
     declared = {p.name: p for p in params}
     given = dict(given or {})
-    unknown = sorted(set(given) - set(declared))
+    unknown = sorted((k for k in given if k not in declared), key=repr)
     if unknown:
-        hint = suggest(unknown[0], declared)
+        hint = suggest(str(unknown[0]), declared)
         raise ParamError(f"{where}: unknown parameter {unknown[0]!r}{hint}")
     out: dict[str, Any] = {}
     for name, p in declared.items():

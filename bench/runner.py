@@ -1,15 +1,19 @@
 """The runner: plans a suite's cells against the store, hands the ones to run to an executor,
 shows progress, and is the only writer of the record store.
 
-Cells that already have a record are skipped (resume); ``force`` re-runs them and
-``retry_failed`` re-runs ``error``/``timeout`` ones. Skipped cells are records too, written at
-once with their reason.
+Cells that already have a sound record are skipped (resume; damaged records are quarantined
+and their cells run again); ``force`` re-runs them and ``retry_failed`` re-runs
+``error``/``timeout`` ones. Skipped cells are records too, written at once with their reason.
+
+Before any work: the grid's size is checked against ``max_cells``, the output folder is locked
+(one run per folder), and every dataset the cells to run use is opened once.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,15 @@ from tqdm import tqdm
 
 from bench.cells.base import RunOptions
 from bench.executors import failure_outcome, make_executor
+from bench.lock import RunLock
+from bench.preflight import preflight_datasets
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError
-from bench.store import done_ids, load_record, record_path, save_outcome
-from bench.suite import Suite, all_cells
+from bench.store import record_statuses, save_outcome
+from bench.suite import Suite, count_cells, iter_cells
+
+MAX_CELLS = 10_000
+"""A run of a larger grid (before ``exclude``) is refused unless ``max_cells`` allows it."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,49 +67,82 @@ class RunSummary:
                 f"in {self.seconds:.1f}s → {self.out_dir}")
 
 
+def check_size(suite: Suite, max_cells: int | None = MAX_CELLS) -> int:
+    """The grid's size; a LeakbenchError when it is above ``max_cells`` (None: no limit)."""
+    n = count_cells(suite)
+    if max_cells is not None and n > max_cells:
+        raise LeakbenchError(f"{suite.source or suite.name}: the matrix has {n} cells (before "
+                             f"exclude), above the limit of {max_cells}: pass --max-cells {n} "
+                             f"to run it anyway")
+    return n
+
+
+def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
+              ) -> Iterator[tuple[Any, str]]:
+    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``."""
+    statuses = record_statuses(out_dir)
+    for cell in iter_cells(suite):
+        status = statuses.get(cell.cell_id)
+        if status is not None and not force:
+            if retry_failed and status in FAILURE_STATUSES:
+                yield cell, "to run"
+            else:
+                yield cell, "done"
+        elif cell.skip_reason:
+            yield cell, f"skipped: {cell.skip_reason}"
+        else:
+            yield cell, "to run"
+
+
 def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
          ) -> list[tuple[Any, str]]:
-    """Every cell with its status: ``done``, ``to run`` or ``skipped: reason``."""
-    done = done_ids(out_dir)
-    rows = []
-    for cell in all_cells(suite):
-        cid = cell.cell_id
-        if cid in done and not force:
-            if retry_failed and load_record(record_path(out_dir, cid))["status"] in \
-                    FAILURE_STATUSES:
-                rows.append((cell, "to run"))
-            else:
-                rows.append((cell, "done"))
-        elif cell.skip_reason:
-            rows.append((cell, f"skipped: {cell.skip_reason}"))
-        else:
-            rows.append((cell, "to run"))
-    return rows
+    """Every cell with its status, as a list (see :func:`iter_plan`)."""
+    return list(iter_plan(suite, out_dir, force, retry_failed))
 
 
 def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
               force: bool = False, retry_failed: bool = False, progress: bool = True,
-              executor: str | None = None) -> RunSummary:
+              executor: str | None = None, max_cells: int | None = MAX_CELLS) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
-    workers, or ``inline`` (no timeouts) for ``jobs=0``."""
+    workers, or ``inline`` (no timeouts) for ``jobs=0``. Refuses a grid above ``max_cells``
+    and a folder another live run holds."""
     out_dir = Path(out_dir)
     dev = resolve_device(device)
-    rows = plan(suite, out_dir, force, retry_failed)
+    check_size(suite, max_cells)
+    with RunLock(out_dir) as lock:
+        return _run_locked(suite, out_dir, dev, jobs, force, retry_failed, progress,
+                           executor, lock)
+
+
+def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force: bool,
+                retry_failed: bool, progress: bool, executor: str | None, lock: RunLock
+                ) -> RunSummary:
     options = run_options(suite)
-    summary = RunSummary(suite.name, out_dir, len(rows))
-    summary.already_done = sum(1 for _, s in rows if s == "done")
+    summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()
     todo: list[Any] = []
-    for cell, status in rows:
-        if status.startswith("skipped"):
-            _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options,
-                                            0.0), summary)
-        elif status == "to run":
+    skipped: list[Any] = []
+    for cell, status in iter_plan(suite, out_dir, force, retry_failed):
+        summary.total += 1
+        if status == "done":
+            summary.already_done += 1
+        elif status.startswith("skipped"):
+            skipped.append(cell)
+        else:
             todo.append(cell)
+    if todo:  # missing or damaged data: one line before any cell runs or is recorded
+        splits = ("train", "test") if suite.utility else ("train",)
+        preflight_datasets((c.dataset for c in todo), splits)
+    for cell in skipped:
+        _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0),
+               summary)
     name = executor or ("inline" if jobs <= 0 else "process")
     bar = _progress(len(todo), suite.name, progress)
+    runner = make_executor(name, dev, suite.timeout, jobs)
+    if hasattr(runner, "on_start"):
+        runner.on_start = lock.add_worker  # a later run waits for these if this one is killed
     try:
-        for _, outcome in make_executor(name, dev, suite.timeout, jobs).run(todo, options):
+        for _, outcome in runner.run(todo, options):
             _write(out_dir, outcome, summary)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)

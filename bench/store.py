@@ -1,4 +1,9 @@
-"""The record store: one JSON file per cell under ``DIR/records/``, written atomically."""
+"""The record store: one JSON file per cell under ``DIR/records/``, written atomically.
+
+Every reader goes through :func:`load_records` / :func:`record_statuses`: a record that does
+not parse or does not match the schema is never trusted. It is named in one warning line,
+moved to ``DIR/records/quarantine/``, and its cell counts as not done.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.records import RECORD_TYPES, STATUSES, Record
+from bench.registry import warn
+
 RECORDS = "records"
 PICTURES = "cells"
+QUARANTINE = "quarantine"
+MAX_RECORD_BYTES = 50_000_000
 
 
 def record_path(out_dir: Path, cell_id: str) -> Path:
@@ -51,17 +61,115 @@ def save_outcome(out_dir: Path, record: dict[str, Any], artifacts: dict[str, byt
 
 
 def load_record(path: Path) -> dict[str, Any]:
+    """One record's JSON, unchecked (see :func:`read_record` for the checked reader)."""
     return json.loads(Path(path).read_text())
 
 
-def load_records(out_dir: Path) -> list[dict[str, Any]]:
-    """Every record under ``out_dir``, ordered by cell id."""
+_COMMON = {"suite": str, "cell_id": str, "status": str, "seed": int, "defense": list,
+           "arch": dict, "dataset": dict, "defense_label": str, "arch_label": str,
+           "dataset_label": str}
+_ATTACK = {"attack": dict, "attack_label": str, "batch_size": int}
+_OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict,
+             "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str}
+
+
+def record_problem(d: Any, stem: str | None = None) -> str | None:
+    """Why a parsed record does not match the schema, or None when it does."""
+    if not isinstance(d, dict):
+        return "not a JSON object"
+    kind = d.get("kind", "attack")
+    if kind not in RECORD_TYPES:
+        return f"unknown kind {kind!r}"
+    required = {**_COMMON, **(_ATTACK if kind == "attack" else {})}
+    for key, typ in required.items():
+        if key not in d:
+            return f"missing field {key!r}"
+        if isinstance(d[key], bool) or not isinstance(d[key], typ):
+            return f"field {key!r} is not a {typ.__name__}"
+    for key, typ in _OPTIONAL.items():
+        if d.get(key) is not None and not isinstance(d[key], typ):
+            return f"field {key!r} is not a {typ.__name__}"
+    if d["status"] not in STATUSES:
+        return f"unknown status {d['status']!r}"
+    if stem is not None and d["cell_id"] != stem:
+        return f"its cell_id {d['cell_id']!r} is not its file name"
+    parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if kind == "attack" else [])]
+    if not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts):
+        return "a component without a name"
+    for key, value in (d.get("metrics") or {}).items():
+        if isinstance(value, (dict, list)) or value is None:
+            continue
+        ok = isinstance(value, str) if key.endswith("_note") else isinstance(
+            value, (int, float))
+        if not ok:
+            return f"metric {key!r} has a value of the wrong type"
+    try:
+        Record.from_json(d)
+    except (TypeError, ValueError) as e:
+        return f"does not build a record ({e})"
+    return None
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a sound record file, else (None, what is wrong with it)."""
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return None, f"larger than {MAX_RECORD_BYTES} bytes"
+        text = path.read_bytes().decode("utf-8")
+        d = json.loads(text)
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at line {e.lineno})"
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"unreadable ({type(e).__name__})"
+    problem = record_problem(d, path.stem)
+    return (None, problem) if problem else (d, None)
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a damaged record to ``records/quarantine/`` and say so in one warning line."""
+    folder = path.parent / QUARANTINE
+    folder.mkdir(exist_ok=True)
+    target, n = folder / path.name, 1
+    while target.exists():
+        target, n = folder / f"{path.stem}.{n}{path.suffix}", n + 1
+    try:
+        os.replace(path, target)
+    except OSError as e:
+        warn(f"{path}: damaged record ({reason}), ignored; could not move it to {folder} "
+             f"({e.strerror})")
+        return path
+    warn(f"{path}: damaged record ({reason}), ignored and moved to {target}")
+    return target
+
+
+def _scan(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     folder = Path(out_dir) / RECORDS
     if not folder.is_dir():
         return []
-    return [load_record(p) for p in sorted(folder.glob("*.json"))]
+    good = []
+    for path in sorted(folder.glob("*.json")):
+        if not path.is_file():
+            continue
+        d, problem = read_record(path)
+        if problem:
+            quarantine(path, problem)
+        else:
+            good.append((path, d))
+    return good
+
+
+def load_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined."""
+    return [d for _, d in _scan(out_dir)]
+
+
+def record_statuses(out_dir: Path) -> dict[str, str]:
+    """cell id → status of every sound record (resume and ``--retry-failed`` read this)."""
+    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir)}
 
 
 def done_ids(out_dir: Path) -> set[str]:
-    folder = Path(out_dir) / RECORDS
-    return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+    """The cells with a sound record."""
+    return set(record_statuses(out_dir))

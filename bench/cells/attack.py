@@ -60,7 +60,8 @@ class AttackCell:
 
     @property
     def cell_id(self) -> str:
-        return digest(self.identity())[:16]
+        cached = self.__dict__.get("_cell_id")  # set by the expansion's fast path
+        return cached if cached is not None else digest(self.identity())[:16]
 
     def describe(self) -> str:
         """One line for listings (``run --dry-run``)."""
@@ -105,10 +106,6 @@ class AttackCell:
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
                            meta.num_classes, self.batch_size, self.client_spec, self.granted,
                            self.victim)
-
-    def components(self) -> list[tuple[str, Any]]:
-        """The components whose compatibility with the cell is checked, with a message prefix."""
-        return [("", self.attack.build()), *((f"{d.name}: ", d.build()) for d in self.defense)]
 
     def with_skip(self, reason: str | None) -> AttackCell:
         return replace(self, skip_reason=reason)

@@ -90,9 +90,6 @@ class UtilityCell:
                            meta.num_classes, dict(self.config)["batch_size"], ClientSpec(),
                            frozenset())
 
-    def components(self) -> list[tuple[str, Any]]:
-        return [(f"{d.name}: ", d.build()) for d in self.defense]
-
     def with_skip(self, reason: str | None) -> UtilityCell:
         return replace(self, skip_reason=reason)
 

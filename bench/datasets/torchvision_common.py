@@ -92,9 +92,12 @@ def torchvision_call(name: str, build: Callable[[], TorchDataset], how: str) -> 
     """Run torchvision's constructor, turning its errors into one-line dataset errors."""
     try:
         return build()
-    except (RuntimeError, OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DatasetNotFoundError(f"{name}: torchvision could not read the files ({first}): "
+    except Exception as err:  # noqa: BLE001 - pickle, EOF, assertions: all one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        if isinstance(err, (RuntimeError, OSError)) and first:
+            what = first  # torchvision's own messages say what is wrong
+        raise DatasetNotFoundError(f"{name}: torchvision could not read the files ({what}): "
                                    f"{how}") from err
 
 

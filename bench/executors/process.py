@@ -4,6 +4,11 @@ The parent watches the clock: a cell past the timeout has its worker killed and 
 ``timeout`` outcome; a worker that dies becomes an ``error`` outcome naming its exit code.
 Either way the matrix goes on with a fresh worker. Workers return outcomes through a queue
 and write nothing.
+
+A worker dies with its parent, even mid-cell: on Linux the kernel sends it SIGKILL when the
+parent dies (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread exits the process within
+:data:`WATCHDOG_S` seconds of the parent's PID going away. A killed run leaves no worker
+computing behind it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +30,42 @@ from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.executors.base import failure_outcome, register_executor
 from bench.records import Outcome, Record
 
+WATCHDOG_S = 0.25
 
-def _worker(tasks: Any, results: Any, device: str, threads: int) -> None:
+
+def _parent_gone(parent: int) -> bool:
+    return os.getppid() != parent
+
+
+def die_with_parent(parent: int) -> None:
+    """Exit this process promptly once ``parent`` is gone, whatever it is doing."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if _parent_gone(parent):  # died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while not _parent_gone(parent):
+            time.sleep(WATCHDOG_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="leakbench-watchdog", daemon=True).start()
+
+
+def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int) -> None:
+    die_with_parent(parent)
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    parent = os.getppid()
     while True:
         try:
             item = tasks.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the runner was killed: don't linger as an orphan
-                return
             continue
         if item is None:
             return
@@ -57,13 +90,16 @@ class ProcessExecutor:
         self.device, self.timeout, self.jobs = device, timeout, max(1, jobs)
         self._ctx = mp.get_context("spawn")  # fresh interpreters: no inherited thread pools
         self._slots: list[_Slot] = []
+        self.on_start: Callable[[int], None] | None = None  # told each worker's PID
 
     def _start(self, results: Any) -> _Slot:
         tasks = self._ctx.Queue()
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        p = self._ctx.Process(target=_worker, args=(tasks, results, str(self.device), threads),
-                              daemon=True)
+        p = self._ctx.Process(target=_worker, daemon=True,
+                              args=(tasks, results, str(self.device), threads, os.getpid()))
         p.start()
+        if self.on_start is not None and p.pid is not None:
+            self.on_start(p.pid)
         return _Slot(p, tasks)
 
     def run(self, cells: Sequence[CellKind], options: RunOptions

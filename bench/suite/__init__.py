@@ -6,9 +6,9 @@
 - :mod:`bench.suite.match`: ``exclude`` rules and compatibility, for every cell kind.
 """
 
-from bench.suite.expand import all_cells, attack_cells, utility_cells
+from bench.suite.expand import all_cells, attack_cells, count_cells, iter_cells, utility_cells
 from bench.suite.load import builtin_suites, load_suite, parse_suite
 from bench.suite.schema import Suite, SuiteError
 
-__all__ = ["Suite", "SuiteError", "all_cells", "attack_cells", "builtin_suites", "load_suite",
-           "parse_suite", "utility_cells"]
+__all__ = ["Suite", "SuiteError", "all_cells", "attack_cells", "builtin_suites", "count_cells",
+           "iter_cells", "load_suite", "parse_suite", "utility_cells"]

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from bench.grants import CAPABILITIES
 from bench.identity import Spec
@@ -20,6 +20,7 @@ from bench.registry import (
     DEFENSES,
     LeakbenchError,
     Registry,
+    short,
     suggest,
     validate_params,
 )
@@ -35,6 +36,11 @@ from bench.suite.schema import (
     SuiteError,
 )
 
+MAX_GRID = 100_000
+"""Combinations one grid entry (a component's parameter lists, a chain) may expand into."""
+MAX_BATCH_SIZE = 100_000
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -44,21 +50,27 @@ def builtin_suites() -> dict[str, Path]:
 
 def load_suite(name_or_path: str) -> Suite:
     """Load a built-in suite by name or a YAML file by path; raise SuiteError naming the key."""
-    path = Path(name_or_path)
+    from bench.suite.read import parse_yaml, read_suite_text
+
     builtins = builtin_suites()
+    try:
+        path = Path(name_or_path)
+        exists = path.exists() or path.is_symlink()
+    except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
+        exists = False
     if name_or_path in builtins:
         path = builtins[name_or_path]
-    elif not path.exists():
+    elif not exists:
         hint = suggest(name_or_path, builtins)
-        raise SuiteError(f"no built-in suite or file named {name_or_path!r}{hint}")
+        raise SuiteError(f"no built-in suite or file named {short(name_or_path)}{hint}")
+    raw = parse_yaml(read_suite_text(path), str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
-    return parse_suite(raw, default_name=path.stem, source=str(path))
+        return parse_suite(raw, default_name=path.stem, source=str(path))
+    except SuiteError as e:
+        message = str(e)
+        if message.startswith(f"{path}:"):
+            raise
+        raise SuiteError(f"{path}: {message}") from None
 
 
 def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suite:
@@ -74,60 +86,78 @@ def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suit
 def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     if not isinstance(raw, dict):
         raise SuiteError(f"{source or default_name}: a suite must be a mapping of keys")
-    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    unknown = sorted((k for k in raw if k not in SUITE_KEYS), key=repr)
     if unknown:
-        raise SuiteError(f"unknown suite key {unknown[0]!r}{suggest(unknown[0], SUITE_KEYS)}")
+        raise SuiteError(f"unknown suite key {short(unknown[0])}"
+                         f"{suggest(str(unknown[0]), SUITE_KEYS)}")
     for key in ("datasets", "archs", "defenses", "attacks"):
         if key not in raw:
-            raise SuiteError(f"suite key {key!r} is missing")
+            raise SuiteError(f"suite key {short(key)} is missing")
     name = _typed(raw, "name", str, default_name)
+    if "name" in raw and not _NAME.fullmatch(name):
+        raise SuiteError(f"name: expected letters, digits, '.', '_', '+' or '-' (at most 100, "
+                         f"used as a folder name), got {short(name)}")
     seed = _typed(raw, "seed", int, 0)
     seeds_raw = raw.get("seeds", 1)
+    seeds: range | list[int]
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw >= 1:
-        seeds = list(range(seeds_raw))
+        seeds = range(seeds_raw)  # lazy: a count, not a list
     elif isinstance(seeds_raw, list) and seeds_raw and all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw):
-        seeds = list(seeds_raw)
+        seeds = _no_repeats(list(seeds_raw), "seeds")
     else:
         raise SuiteError(f"seeds: expected a positive integer or a list of indices, "
-                         f"got {seeds_raw!r}")
-    batch_sizes = _int_list(raw.get("batch_size", 1), "batch_size")
+                         f"got {short(seeds_raw)}")
+    batch_sizes = _no_repeats(_int_list(raw.get("batch_size", 1), "batch_size"), "batch_size")
+    if max(batch_sizes) > MAX_BATCH_SIZE:
+        raise SuiteError(f"batch_size: {max(batch_sizes)} is above the maximum "
+                         f"{MAX_BATCH_SIZE}")
     granted = raw.get("grant", []) or []
     if isinstance(granted, str):
         granted = [granted]
     if not isinstance(granted, list):
-        raise SuiteError(f"grant: expected a list of capabilities, got {granted!r}")
+        raise SuiteError(f"grant: expected a list of capabilities, got {short(granted)}")
     for g in granted:
-        if g not in CAPABILITIES:
-            raise SuiteError(f"grant: unknown capability {g!r}{suggest(str(g), CAPABILITIES)}")
+        if not isinstance(g, str) or g not in CAPABILITIES:
+            raise SuiteError(f"grant: unknown capability {short(g)}{suggest(str(g), CAPABILITIES)}")
     clients_raw = raw.get("client", [{}])
     if isinstance(clients_raw, dict):
         clients_raw = [clients_raw]
-    if not isinstance(clients_raw, list):
-        raise SuiteError(f"client: expected a mapping or a list of mappings, got {clients_raw!r}")
+    if not isinstance(clients_raw, list) or not clients_raw:
+        raise SuiteError(f"client: expected a mapping or a non-empty list of mappings, "
+                         f"got {short(clients_raw)}")
     clients = []
     for i, c in enumerate(clients_raw):
         if not isinstance(c, dict):
-            raise SuiteError(f"client[{i}]: expected a mapping, got {c!r}")
-        clients += [validate_params(CLIENT_PARAMS, g, f"client[{i}]") for g in _grid(c)]
+            raise SuiteError(f"client[{i}]: expected a mapping, got {short(c)}")
+        clients += [validate_params(CLIENT_PARAMS, g, f"client[{i}]")
+                    for g in _grid(c, f"client[{i}]")]
+    clients = _unique_dicts(clients)
     victims = raw.get("victim", ["init"])
     if isinstance(victims, str):
         victims = [victims]
+    if not isinstance(victims, list) or not victims:
+        raise SuiteError(f"victim: expected 'init', 'trained:N' or a list of them, "
+                         f"got {short(victims)}")
     for v in victims:
         _check_victim(v)
-    budget = validate_params(BUDGET_PARAMS, raw.get("budget") or {}, "budget")
+    victims = _no_repeats(victims, "victim")
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        raise SuiteError(f"budget: expected a mapping of caps, got {short(budget)}")
+    budget = validate_params(BUDGET_PARAMS, budget, "budget")
     utility = raw.get("utility")
     if utility is not None:
         if not isinstance(utility, dict):
-            raise SuiteError(f"utility: expected a mapping of settings, got {utility!r}")
+            raise SuiteError(f"utility: expected a mapping of settings, got {short(utility)}")
         utility = validate_params(UTILITY_PARAMS, utility, "utility")
     perceptual = raw.get("perceptual") or {}
     if not isinstance(perceptual, dict):
-        raise SuiteError(f"perceptual: expected a mapping of settings, got {perceptual!r}")
+        raise SuiteError(f"perceptual: expected a mapping of settings, got {short(perceptual)}")
     perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
-    timeout = _typed(raw, "timeout", (int, float), 600.0)
+    timeout = _finite(raw, "timeout", 600.0)
     if timeout <= 0:
-        raise SuiteError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        raise SuiteError(f"timeout: expected a positive number of seconds, got {short(timeout)}")
     suite = Suite(
         name=name,
         description=_typed(raw, "description", str, ""),
@@ -149,6 +179,9 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         perceptual=perceptual,
         source=source,
     )
+    from bench.suite.checks import check_rules
+
+    suite.warnings = check_rules(suite)
     return suite
 
 
@@ -157,9 +190,9 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
     if "success" in raw and "success_psnr" in raw:
         raise SuiteError("success and success_psnr both given: keep one")
     if "success" not in raw:
-        return SuccessRule("psnr", float(_typed(raw, "success_psnr", (int, float), 20.0)))
+        return SuccessRule("psnr", _finite(raw, "success_psnr", 20.0))
     if not isinstance(raw["success"], dict):
-        raise SuiteError(f"success: expected a mapping, got {raw['success']!r}")
+        raise SuiteError(f"success: expected a mapping, got {short(raw['success'])}")
     rule = validate_params(SUCCESS_PARAMS, raw["success"], "success")
     try:
         metric = get_metric(rule["metric"])
@@ -176,14 +209,46 @@ def _typed(raw: dict, key: str, types: Any, default: Any) -> Any:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, types):
         want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
-        raise SuiteError(f"{key}: expected {want}, got {value!r}")
+        raise SuiteError(f"{key}: expected {want}, got {short(value)}")
     return value
+
+
+def _finite(raw: dict, key: str, default: float) -> float:
+    """A finite number (NaN and infinities are refused here, not found later)."""
+    value = _typed(raw, key, (int, float), default)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise SuiteError(f"{key}: {short(value)} is too large") from None
+    if not math.isfinite(value):
+        raise SuiteError(f"{key}: expected a finite number, got {short(value)}")
+    return value
+
+
+def _no_repeats(values: list, key: str) -> list:
+    seen: set = set()
+    for v in values:
+        if v in seen:
+            raise SuiteError(f"{key}: {short(v)} appears twice (the cells would repeat)")
+        seen.add(v)
+    return values
+
+
+def _unique_dicts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for it in items:
+        key = tuple(sorted(it.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(it)
+    return out
 
 
 def _int_list(value: Any, key: str) -> list[int]:
     values = value if isinstance(value, list) else [value]
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise SuiteError(f"{key}: expected a positive integer or a list of them, got {value!r}")
+        raise SuiteError(f"{key}: expected a positive integer or a list of them, "
+                         f"got {short(value)}")
     return values
 
 
@@ -194,15 +259,26 @@ def _check_victim(v: Any) -> None:
         n = v.split(":", 1)[1]
         if n.isdigit() and int(n) >= 0:
             return
-    raise SuiteError(f"victim: expected 'init' or 'trained:N', got {v!r}")
+    raise SuiteError(f"victim: expected 'init' or 'trained:N', got {short(v)}")
 
 
-def _grid(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _grid(params: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
     """Expand a parameter mapping whose list values are grids into every combination."""
-    keys = sorted(params)
+    keys = sorted(params, key=lambda k: (not isinstance(k, str), str(k)))
     axes = [params[k] if isinstance(params[k], list) else [params[k]] for k in keys]
+    for k, axis in zip(keys, axes):
+        if not axis:
+            raise SuiteError(f"{where}.{k}: an empty list (a grid needs at least one value)")
+    _check_grid_size([len(a) for a in axes], where)
     for combo in itertools.product(*axes):
         yield dict(zip(keys, combo))
+
+
+def _check_grid_size(lengths: list[int], where: str) -> None:
+    size = math.prod(lengths)
+    if size > MAX_GRID:
+        raise SuiteError(f"{where}: a grid of {size} combinations, above the limit of "
+                         f"{MAX_GRID} per entry")
 
 
 def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
@@ -221,10 +297,10 @@ def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
                 params = {}
             if not isinstance(params, dict) and not (name == "chain" and isinstance(params, list)):
                 raise SuiteError(f"{key}[{i}].{name}: expected a mapping of parameters, "
-                                 f"got {params!r}")
+                                 f"got {short(params)}")
             out.append((str(name), params))
         else:
-            raise SuiteError(f"{key}[{i}]: expected a name or a one-key mapping, got {item!r}")
+            raise SuiteError(f"{key}[{i}]: expected a name or a one-key mapping, got {short(item)}")
     return out
 
 
@@ -233,7 +309,7 @@ def _expand_component(name: str, params: dict[str, Any], registry: Registry, whe
     entry = registry.get(name)
     try:
         specs = []
-        for combo in _grid(params):
+        for combo in _grid(params, where):
             validated = validate_params(entry.params, combo, where)
             specs.append(Spec(name, tuple(sorted(validated.items())), registry.kind + "s",
                               tuple(sorted(params))))
@@ -261,6 +337,7 @@ def _defenses(value: Any) -> list[tuple[Spec, ...]]:
                 raise SuiteError(f"defenses[{i}].chain: expected a list of defenses")
             links = [_components([item], DEFENSES, f"defenses[{i}].chain[{j}]")
                      for j, item in enumerate(params)]
+            _check_grid_size([len(link) for link in links], f"defenses[{i}].chain")
             expanded = [tuple(c) for c in itertools.product(*links)]
             for chain in expanded:
                 _check_chain_order(chain, f"defenses[{i}].chain")
@@ -295,14 +372,19 @@ def _unique(items: list) -> list:
 
 def _excludes(value: Any) -> list[dict[str, list[Any]]]:
     if not isinstance(value, list):
-        raise SuiteError(f"exclude: expected a list of rules, got {value!r}")
+        raise SuiteError(f"exclude: expected a list of rules, got {short(value)}")
     rules = []
     for i, rule in enumerate(value):
         if not isinstance(rule, dict) or not rule:
             raise SuiteError(f"exclude[{i}]: expected a mapping of axis: name(s)")
         for axis in rule:
             if axis not in EXCLUDE_AXES:
-                raise SuiteError(f"exclude[{i}]: unknown axis {axis!r}"
+                raise SuiteError(f"exclude[{i}]: unknown axis {short(axis)}"
                                  f"{suggest(str(axis), EXCLUDE_AXES)}")
-        rules.append({k: v if isinstance(v, list) else [v] for k, v in rule.items()})
+        values = {k: v if isinstance(v, list) else [v] for k, v in rule.items()}
+        for axis, allowed in values.items():
+            if not allowed or not all(isinstance(a, (str, int, float)) for a in allowed):
+                raise SuiteError(f"exclude[{i}].{axis}: expected a name, a number or a "
+                                 f"non-empty list of them, got {short(rule[axis])}")
+        rules.append(values)
     return rules

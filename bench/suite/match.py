@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.contracts import Attack, CellContext, Defense
+from bench.contracts import Attack, CellContext
 from bench.registry import ATTACKS
 
 
@@ -22,15 +22,27 @@ def excluded(cell: Any, rules: list[dict[str, list[Any]]]) -> bool:
 
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
+_REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
+
+
+def _context_key(cell: Any) -> tuple[Any, ...]:
+    return (type(cell).__name__, cell.arch, cell.dataset, getattr(cell, "batch_size", None),
+            getattr(cell, "client", None), getattr(cell, "granted", None),
+            getattr(cell, "config", None), getattr(cell, "victim", None))
 
 
 def _context(cell: Any) -> CellContext:
-    key = (type(cell).__name__, cell.arch, cell.dataset, getattr(cell, "batch_size", None),
-           getattr(cell, "client", None), getattr(cell, "granted", None),
-           getattr(cell, "config", None), getattr(cell, "victim", None))
+    key = _context_key(cell)
     if key not in _CONTEXT_CACHE:
         _CONTEXT_CACHE[key] = cell.context()
     return _CONTEXT_CACHE[key]
+
+
+def _checked(cell: Any) -> list[tuple[str, Any]]:
+    """(message prefix, component spec) of what is checked: the attack, then each link."""
+    attack = getattr(cell, "attack", None)
+    return [*([("", attack)] if attack is not None else []),
+            *((f"{d.name}: ", d) for d in cell.defense)]
 
 
 def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
@@ -38,21 +50,24 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     component's own check (the attack's first, then each defense link's, prefixed by name).
 
     Defenses check the client's context; the attack checks the context the server observes
-    after the chain (on a K-client secure aggregate: K·B samples, K clients)."""
+    after the chain (on a K-client secure aggregate: K·B samples, K clients). An answer is
+    cached per cell context (and, for the attack, per chain): it never depends on the seed."""
     attack = getattr(cell, "attack", None)
     if attack is not None:
         missing = sorted(set(ATTACKS.get(attack.name).cls.needs) - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
-    ctx = _context(cell)
-    components = cell.components()
-    observed = ctx.observed_through([c for _, c in components if isinstance(c, Defense)])
-    for prefix, component in components:
-        if isinstance(component, Attack):
-            reason = component.skip_reason(observed)
-        else:
-            check = getattr(component, "skip_reason", None) or component.incompatibility
-            reason = check(ctx)
+    key = _context_key(cell)
+    for prefix, spec in _checked(cell):
+        cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
+        if cache_key not in _REASON_CACHE:
+            component = spec.build()
+            if isinstance(component, Attack):
+                observed = _context(cell).observed_through([d.build() for d in cell.defense])
+                _REASON_CACHE[cache_key] = component.skip_reason(observed)
+            else:
+                _REASON_CACHE[cache_key] = component.incompatibility(_context(cell))
+        reason = _REASON_CACHE[cache_key]
         if reason:
             return f"{prefix}{reason}"
     return None

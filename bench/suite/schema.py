@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ class Suite:
     name: str
     description: str
     base_seed: int
-    seeds: list[int]
+    seeds: Sequence[int]  # a range for ``seeds: N``: lazy
     batch_sizes: list[int]
     granted: frozenset[str]
     clients: list[dict[str, Any]]
@@ -91,3 +92,4 @@ class Suite:
     utility: dict[str, Any] | None = None
     perceptual: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    warnings: list[str] = field(default_factory=list)  # excludes/grants that do nothing

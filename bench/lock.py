@@ -1,0 +1,143 @@
+"""One run per output folder: ``DIR/.lock`` holds the owner's PID, host and worker PIDs.
+
+The lock is taken atomically (``O_CREAT | O_EXCL``). A second run on the same folder while
+the owner lives is refused with a clear message. A stale lock (its PID dead on this host) is
+taken over, after the dead run's workers are gone: they stop on their own within a second or
+two of their parent's death (:mod:`bench.executors.process`); any still alive after a grace
+period is killed, so a restart never overlaps with the old run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.registry import LeakbenchError, warn
+
+LOCK = ".lock"
+WORKER_GRACE_S = 10.0
+
+
+class LockedError(LeakbenchError):
+    """Another live run owns the output folder."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) has finished running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class RunLock:
+    """``with RunLock(out_dir):`` owns ``out_dir`` for one run; released on exit."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / LOCK
+        self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
+                                     "workers": []}
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.info, f)
+            self.held = True
+            return
+        raise LockedError(f"{self.path}: could not take the run lock")
+
+    def _take_over_if_stale(self) -> None:
+        owner = self._read()
+        if owner is None:  # being written this instant, or garbage: look again shortly
+            time.sleep(0.2)
+            owner = self._read()
+            if owner is None:
+                warn(f"{self.path}: unreadable lock file, taken over")
+                self.path.unlink(missing_ok=True)
+                return
+        pid, host = owner.get("pid"), owner.get("host")
+        if host != self.info["host"]:
+            raise LockedError(f"{self.path.parent} is in use by PID {pid} on host {host}; if "
+                              f"that run is over, delete {self.path}")
+        if isinstance(pid, int) and pid_alive(pid):
+            raise LockedError(f"{self.path.parent} is in use by a running leakbench (PID {pid}"
+                              f"); wait for it to finish or stop it, or pass another --out")
+        workers = [w for w in owner.get("workers", []) if isinstance(w, int)]
+        wait_for_workers(workers)
+        warn(f"{self.path}: stale lock of PID {pid} (no longer running), taken over")
+        self.path.unlink(missing_ok=True)
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def add_worker(self, pid: int) -> None:
+        """Record a worker's PID, so that a run taking over a stale lock can wait for it."""
+        if not self.held:
+            return
+        live = [w for w in self.info["workers"] if pid_alive(w)]
+        self.info["workers"] = [*live, pid]
+        tmp = self.path.with_name(f"{LOCK}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.info))
+        os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        if self.held:
+            owner = self._read()
+            if owner is None or owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def wait_for_workers(pids: list[int], grace: float = WORKER_GRACE_S) -> None:
+    """Wait until a dead run's workers have exited; kill those still alive after ``grace``."""
+    deadline = time.monotonic() + grace
+    alive = [p for p in pids if pid_alive(p) and _is_worker(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if pid_alive(p)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether ``pid`` still looks like a Python worker (not a reused PID), where /proc says."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the PID
+    return b"multiprocessing" in cmdline or b"python" in cmdline.lower()

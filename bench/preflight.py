@@ -1,0 +1,49 @@
+"""Preflight: before the first cell runs, every dataset the cells to run use is opened once,
+so that missing or damaged data is one line and exit status 2, not a column of error
+records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from bench.identity import Spec
+from bench.registry import LeakbenchError
+
+
+class DataError(LeakbenchError):
+    """A dataset the suite uses cannot be read (one line naming the folder and the fix)."""
+
+
+def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)) -> None:
+    """Open each dataset once, read its first and last item of each split; raise DataError."""
+    splits = tuple(splits)
+    seen: set[Spec] = set()
+    for spec in specs:
+        if spec in seen:
+            continue
+        seen.add(spec)
+        params = spec.kwargs
+        root = params.get("root")
+        if root and not params.get("download") and not Path(root).expanduser().is_dir():
+            raise DataError(f"{spec.label}: root {root} is not a folder: fix `root:` in the "
+                            f"suite, or create it and put the data there")
+        try:
+            dataset = spec.build()
+            dataset.meta()
+            for split in splits:
+                data = dataset.load(split)
+                n = len(data)
+                if n == 0:
+                    raise DataError(f"{spec.label}: the {split} split has no items: check "
+                                    f"its files")
+                for i in sorted({0, n - 1}):
+                    data[i]
+        except LeakbenchError as e:
+            raise DataError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a loader's failure, whatever it is
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            where = f" under {root}" if root else ""
+            raise DataError(f"{spec.label}: its files{where} could not be read "
+                            f"({type(e).__name__}: {first}): replace the damaged files or "
+                            f"fix `root:`") from None

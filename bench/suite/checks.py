@@ -1,0 +1,71 @@
+"""Rules that do nothing: an ``exclude`` rule naming a component the suite does not have is
+an error (with a did-you-mean hint); one that matches no cell, and a ``grant`` no attack of the
+suite uses, are warnings. Decided from the axes alone, without expanding the grid: every
+combination of axis values is a cell, so a rule matches a cell exactly when each of its axes
+has a matching value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.registry import ATTACKS, suggest
+from bench.suite.expand import ATTACK_AXES, UTILITY_AXES, axis_match_values, axis_values
+from bench.suite.schema import Suite, SuiteError
+
+COMPONENT_AXES = {"attack": "attacks", "defense": "defenses", "arch": "archs",
+                  "dataset": "datasets"}
+
+
+def check_rules(suite: Suite) -> list[str]:
+    """The suite's warnings; a SuiteError for an exclude naming an absent component."""
+    values = axis_values(suite)
+    have: dict[str, set[Any]] = {}
+    for axis in ATTACK_AXES:
+        if axis == "seed":
+            continue
+        have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
+    warnings, idle = [], []
+    for i, rule in enumerate(suite.exclude):
+        for axis, allowed in rule.items():
+            if axis not in COMPONENT_AXES:
+                continue
+            for name in allowed:
+                if name not in have[axis]:
+                    hint = suggest(str(name), sorted(map(str, have[axis])))
+                    raise SuiteError(f"exclude[{i}].{axis}: {name!r} is not among the suite's "
+                                     f"{COMPONENT_AXES[axis]}{hint}")
+        if not _matches_any(rule, suite, have):
+            idle.append(f"exclude[{i}] {_show(rule)}")
+    if len(idle) == 1:
+        warnings.append(f"{idle[0]} matches no cell: it does nothing")
+    elif idle:
+        more = f" (and {len(idle) - 3} more)" if len(idle) > 3 else ""
+        warnings.append(f"{len(idle)} exclude rules match no cell and do nothing: "
+                        f"{', '.join(idle[:3])}{more}")
+    used = set()
+    for spec in suite.attacks:
+        cls = ATTACKS.get(spec.name).cls
+        used |= set(cls.needs) | set(cls.wants)
+    for g in sorted(suite.granted - used):
+        warnings.append(f"grant: no attack of the suite needs or uses {g!r}: it does nothing")
+    return warnings
+
+
+def _matches_any(rule: dict[str, list[Any]], suite: Suite, have: dict[str, set[Any]]) -> bool:
+    kinds = [ATTACK_AXES] + ([UTILITY_AXES] if suite.utility else [])
+    for axes in kinds:
+        if not set(rule) <= set(axes):
+            continue
+        if all(_axis_hit(axis, allowed, suite, have) for axis, allowed in rule.items()):
+            return True
+    return False
+
+
+def _axis_hit(axis: str, allowed: list[Any], suite: Suite, have: dict[str, set[Any]]) -> bool:
+    if axis == "seed":
+        return any(a in suite.seeds for a in allowed)
+    return any(a in have[axis] for a in allowed)
+
+
+def _show(rule: dict[str, list[Any]]) -> str:
+    return "{" + ", ".join(f"{k}: {v[0] if len(v) == 1 else v}" for k, v in rule.items()) + "}"

@@ -1,0 +1,110 @@
+"""Preflight: before the first cell runs, every dataset is opened once; missing or damaged data
+is one line naming the folder and the fix, exit status 2, and nothing is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_datasets_real import write_cifar10, write_idx, write_pickle
+
+from bench.cli import main
+from bench.datasets import torchvision_common
+from bench.preflight import DataError, preflight_datasets
+from bench.suite import parse_suite
+from helpers import TINY_SUITE
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    torchvision_common.clear_cache()
+    monkeypatch.delenv(torchvision_common.DATA_ENV, raising=False)
+
+
+def run_with(tmp_path: Path, capsys, dataset: dict) -> tuple[int, str]:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "datasets": [dataset]}))
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
+                 "--no-leaderboard"])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_one_line(code: int, err: str, *parts: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def test_a_missing_root_is_refused_before_any_cell(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nowhere"
+    code, err = run_with(tmp_path, capsys, {"cifar10": {"root": str(missing), "size": 16}})
+    assert_one_line(code, err, str(missing), "root")
+    assert not list((tmp_path / "out").glob("records/*.json"))
+
+
+def test_cifar_failing_its_checksums_is_one_line_and_verify_false_skips_them(tmp_path, capsys):
+    write_cifar10(tmp_path / "data")
+    root = str(tmp_path / "data")
+    code, err = run_with(tmp_path, capsys, {"cifar10": {"root": root, "size": 16}})
+    assert_one_line(code, err, "cifar10", "verify: false")
+    assert not list((tmp_path / "out").glob("records/*.json"))
+    spec = parse_suite({**TINY_SUITE, "datasets": [
+        {"cifar10": {"root": root, "size": 16, "verify": False}}]}).datasets
+    preflight_datasets(spec)  # loads: the checksums are really skipped
+
+
+def test_missing_files_name_the_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data").mkdir()
+    code, err = run_with(tmp_path, capsys, {"cifar10": {"root": str(tmp_path / "data")}})
+    assert_one_line(code, err, "cifar-10-batches-py", "download: true")
+
+
+def test_a_truncated_pickle_says_what_is_wrong(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:40])
+    specs = parse_suite({**TINY_SUITE, "datasets": [
+        {"cifar10": {"root": str(tmp_path), "verify": False}}]}).datasets
+    with pytest.raises(DataError, match="could not read the files") as e:
+        preflight_datasets(specs)
+    assert "\n" not in str(e.value)
+
+
+def test_a_bad_pickle_shape_says_what_is_wrong(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", {"nothing": 1})
+    specs = parse_suite({**TINY_SUITE, "datasets": [
+        {"cifar10": {"root": str(tmp_path), "verify": False}}]}).datasets
+    with pytest.raises(DataError, match="cifar10"):
+        preflight_datasets(specs)
+
+
+def test_damaged_idx_files_say_what_is_wrong(tmp_path: Path) -> None:
+    import numpy as np
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        write_idx(raw / name, np.zeros((2, 28, 28), np.uint8))
+    for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x01garbage")
+    specs = parse_suite({**TINY_SUITE, "datasets": [{"mnist": {"root": str(tmp_path)}}]}
+                        ).datasets
+    with pytest.raises(DataError, match="mnist"):
+        preflight_datasets(specs)
+
+
+def test_an_unreadable_image_in_a_folder_is_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / cls / "0.png")
+    (tmp_path / "b" / "1.png").write_bytes(b"not a png")
+    specs = parse_suite({**TINY_SUITE, "datasets": [{"imagefolder": {"root": str(tmp_path)}}]}
+                        ).datasets
+    with pytest.raises(DataError, match="1.png"):
+        preflight_datasets(specs)

@@ -1,0 +1,106 @@
+"""One run per output folder, and a killed run's workers stop with it: a restart right after
+``kill -9`` never overlaps with the old run, and every cell is recorded exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.lock import LOCK, LockedError, RunLock, pid_alive, wait_for_workers
+from bench.runner import run_suite
+from helpers import ROOT, make_suite, write_suite
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_second_run_on_a_live_folder_is_refused(tmp_path: Path) -> None:
+    with RunLock(tmp_path) as lock:
+        owner = json.loads((tmp_path / LOCK).read_text())
+        assert owner["pid"] == os.getpid() and owner["host"]
+        with pytest.raises(LockedError, match="in use by a running leakbench"):
+            RunLock(tmp_path).acquire()
+        with pytest.raises(LockedError):
+            run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=False)
+        assert lock.held
+    assert not (tmp_path / LOCK).exists()  # released
+    run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=False)
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_stale_lock_is_taken_over_after_its_workers_are_gone(tmp_path: Path, capsys) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / LOCK).write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename,
+                                                 "workers": [sleeper.pid]}))
+        import bench.lock
+
+        old = bench.lock.WORKER_GRACE_S
+        bench.lock.WORKER_GRACE_S = 0.5
+        try:
+            with RunLock(tmp_path):
+                assert sleeper.wait(timeout=10) == -signal.SIGKILL  # killed, not waited on
+        finally:
+            bench.lock.WORKER_GRACE_S = old
+        assert "stale lock" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+
+
+def test_another_hosts_lock_and_a_garbled_lock(tmp_path: Path, capsys) -> None:
+    (tmp_path / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(LockedError, match="elsewhere"):
+        RunLock(tmp_path).acquire()
+    (tmp_path / LOCK).write_text("{not json")
+    with RunLock(tmp_path):
+        pass
+    assert "unreadable lock" in capsys.readouterr().err
+    wait_for_workers([dead_pid()], grace=0.1)  # nothing to wait for
+
+
+def test_a_restart_after_kill_9_never_overlaps_and_records_every_cell_once(plugin_path,
+                                                                          tmp_path) -> None:
+    path = write_suite(tmp_path / "slow.yaml", seeds=4, timeout=300,
+                       attacks=[{"sleepy": {"seconds": 4}}])
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out), "--jobs",
+           "2", "--quiet", "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("records/*.json")):
+        time.sleep(0.05)
+    workers = json.loads((out / LOCK).read_text())["workers"]
+    assert workers and any(pid_alive(w) for w in workers)
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("records/*.json")}
+    assert 1 <= len(first) < 4
+    proc.send_signal(signal.SIGKILL)
+    killed = time.perf_counter()
+    proc.wait()
+    restart = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    while any(pid_alive(w) for w in workers) and time.perf_counter() - killed < 30:
+        time.sleep(0.01)
+    latency = time.perf_counter() - killed
+    assert not any(pid_alive(w) for w in workers)
+    print(f"old workers gone {latency:.2f}s after kill -9")
+    assert latency < 10  # generous: PDEATHSIG is immediate, the watchdog polls every 0.25 s
+    stdout, stderr = restart.communicate(timeout=600)
+    assert restart.returncode == 0, stderr
+    assert f"{len(first)} already done" in stdout
+    final = sorted(out.glob("records/*.json"))
+    ids = [json.loads(p.read_text())["cell_id"] for p in final]
+    assert len(final) == 4 and len(set(ids)) == 4
+    for name, mtime in first.items():
+        assert (out / "records" / name).stat().st_mtime_ns == mtime
+    assert not list(out.glob("records/.*.tmp")) and not (out / LOCK).exists()

@@ -1,0 +1,94 @@
+"""Damaged records are quarantined, never trusted: every reader skips them, names each in one
+warning line, moves it to records/quarantine/, and treats its cell as not done."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.runner import plan, run_suite
+from bench.store import QUARANTINE, load_records, record_problem
+from helpers import make_suite
+
+SUITE = {"seeds": 3}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean")
+    run_suite(make_suite(**SUITE), out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+def damage(clean: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of ``clean`` with one truncated and one wrong-shape record, plus strays."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    paths = sorted((out / "records").glob("*.json"))
+    truncated, wrong = paths[0], paths[1]
+    truncated.write_text(truncated.read_text()[:100])
+    record = json.loads(wrong.read_text())
+    record["attack"] = "dlg"  # a string where a component belongs
+    wrong.write_text(json.dumps(record))
+    (out / "records" / "0000000000000000.json").write_bytes(b"\xff\xfe binary")
+    (out / "records" / "1111111111111111.json").write_text("[1, 2, 3]")
+    bad = {truncated.name: "not valid JSON", wrong.name: "'attack' is not a dict",
+           "0000000000000000.json": "not UTF-8", "1111111111111111.json": "not a JSON object"}
+    return out, bad
+
+
+def check_quarantined(out: Path, err: str, bad: dict[str, str]) -> None:
+    warnings = [line for line in err.splitlines() if line.startswith("leakbench: warning:")]
+    assert len(warnings) == len(bad), err
+    for name, reason in bad.items():
+        [line] = [w for w in warnings if name in w]
+        assert reason in line and QUARANTINE in line
+        assert (out / "records" / QUARANTINE / name).is_file()
+        assert not (out / "records" / name).exists()
+    assert "Traceback" not in err
+
+
+def test_leaderboard_renders_the_valid_records_and_quarantines_the_rest(clean, tmp_path,
+                                                                        capsys) -> None:
+    out, bad = damage(clean, tmp_path)
+    assert main(["leaderboard", str(out)]) == 0
+    err = capsys.readouterr().err
+    check_quarantined(out, err, bad)
+    assert (out / "leaderboard.md").is_file()
+    assert len(load_records(out)) == 1  # the one sound record of three
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_export_and_report_skip_damaged_records(command, clean, tmp_path, capsys) -> None:
+    out, bad = damage(clean, tmp_path)
+    assert main([command, str(out)]) == 0
+    check_quarantined(out, capsys.readouterr().err, bad)
+
+
+def test_resume_and_retry_failed_treat_a_damaged_record_as_not_done(clean, tmp_path,
+                                                                    capsys) -> None:
+    out, bad = damage(clean, tmp_path)
+    suite = make_suite(**SUITE)
+    statuses = [s for _, s in plan(suite, out, retry_failed=True)]
+    assert statuses.count("done") == 1 and statuses.count("to run") == 2
+    check_quarantined(out, capsys.readouterr().err, bad)
+    summary = run_suite(suite, out, jobs=0, device="cpu", progress=False)
+    assert summary.already_done == 1 and summary.counts["ok"] == 2
+    assert len(load_records(out)) == 3
+
+
+def test_record_problems_cover_the_schema() -> None:
+    good = {"suite": "t", "cell_id": "a", "status": "ok", "seed": 0, "defense": [{"name": "x"}],
+            "arch": {"name": "lenet"}, "dataset": {"name": "d"}, "defense_label": "x",
+            "arch_label": "lenet", "dataset_label": "d", "attack": {"name": "dlg"},
+            "attack_label": "dlg", "batch_size": 1, "metrics": {"psnr": 1.0}}
+    assert record_problem(good, "a") is None
+    for change, reason in [({"status": "fine"}, "status"), ({"kind": "movie"}, "kind"),
+                           ({"batch_size": True}, "batch_size"), ({"cell_id": "b"}, "file"),
+                           ({"metrics": {"psnr": "high"}}, "psnr"), ({"metrics": [1]}, "metrics"),
+                           ({"defense": [{"nom": 1}]}, "name")]:
+        assert reason in record_problem({**good, **change}, "a")
