@@ -8,6 +8,7 @@ once with their reason.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from bench.cells.base import RunOptions
-from bench.executors import failure_outcome, make_executor
+from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError
 from bench.store import done_ids, load_record, record_path, save_outcome
@@ -80,9 +81,12 @@ def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = 
 
 def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
               force: bool = False, retry_failed: bool = False, progress: bool = True,
-              executor: str | None = None) -> RunSummary:
+              executor: str | None = None,
+              executor_options: ExecutorOptions | None = None) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
-    workers, or ``inline`` (no timeouts) for ``jobs=0``."""
+    workers, or ``inline`` (no timeouts) for ``jobs=0``; ``executor_options`` (a cluster's
+    address, per-task resources, retries) reach executors that take them, the suite's
+    ``resources`` filling what is not given."""
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     rows = plan(suite, out_dir, force, retry_failed)
@@ -100,7 +104,9 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
     name = executor or ("inline" if jobs <= 0 else "process")
     bar = _progress(len(todo), suite.name, progress)
     try:
-        for _, outcome in make_executor(name, dev, suite.timeout, jobs).run(todo, options):
+        ex = make_executor(name, dev, suite.timeout, jobs,
+                           with_resources(executor_options, suite.resources))
+        for _, outcome in ex.run(todo, options):
             _write(out_dir, outcome, summary)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)
@@ -109,6 +115,14 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
         bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def with_resources(options: ExecutorOptions | None, resources: dict[str, Any]
+                   ) -> ExecutorOptions:
+    """``options`` with the suite's per-task resources where the command line gave none."""
+    options = options or ExecutorOptions()
+    fill = {k: v for k, v in resources.items() if v is not None and getattr(options, k) is None}
+    return dataclasses.replace(options, **fill)
 
 
 def _write(out_dir: Path, outcome: Outcome, summary: RunSummary) -> None:
