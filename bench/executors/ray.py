@@ -110,7 +110,12 @@ class RayExecutor:
         if self.address is None:
             ray.init(address="local", runtime_env=local_runtime_env(), **quiet)
         else:
-            ray.init(address=self.address, **quiet)
+            try:
+                ray.init(address=self.address, **quiet)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
+                                     f"cluster: {first}") from None
         self._started_cluster = True
 
     def capacity(self) -> int:
