@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from bench.cli import main
 from bench.executors import ExecutorOptions
@@ -212,3 +213,21 @@ def test_executors_import_without_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_gpu_shares_pack_cells_and_the_suite_sets_resources(monkeypatch):
+    from bench.executors.ray import RayExecutor
+    from bench.runner import with_resources
+
+    suite = make_suite(resources={"gpus_per_task": 0.25})
+    options = with_resources(ExecutorOptions(max_retries=1), suite.resources)
+    assert options == ExecutorOptions(max_retries=1, gpus_per_task=0.25)
+    assert with_resources(ExecutorOptions(gpus_per_task=0.5), suite.resources).gpus_per_task \
+        == 0.5  # the flag wins
+    ex = RayExecutor(torch.device("cpu"), 60.0, options=options)
+    assert (ex.device, ex.gpus, ex.cpus, ex.threads) == ("cuda", 0.25, 1.0, 1)
+    monkeypatch.setattr(ex.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert ex.capacity() == 4  # four cells share the one GPU
+    cpu_only = RayExecutor(torch.device("cpu"), 60.0)
+    monkeypatch.setattr(cpu_only.ray, "cluster_resources", lambda: {"CPU": 3.0})
+    assert (cpu_only.device, cpu_only.gpus, cpu_only.capacity()) == ("cpu", 0.0, 3)
