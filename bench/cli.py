@@ -3,6 +3,8 @@
     leakbench list [attacks|defenses|archs|datasets|suites]
     leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
                   [--max-cells N] [--verbose]
+                  [--executor inline|process|ray] [--ray-address ADDR] [--gpus-per-task X]
+    leakbench merge OUT DIR...
     leakbench leaderboard [DIR] [--format markdown|latex]
     leakbench export DIR [--format csv] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.executors import EXECUTORS
+from bench.executors import EXECUTORS, ExecutorOptions
 from bench.registry import REGISTRIES, LeakbenchError, warn
 
 if TYPE_CHECKING:
@@ -73,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(suite, out, args, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
-                        executor=args.executor, max_cells=limit)
+                        executor=args.executor, max_cells=limit,
+                        executor_options=_executor_options(args))
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         print(f"leaderboard: {write_leaderboard(out)}")
@@ -98,6 +101,28 @@ def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> i
                         args.verbose, n, sys.stdout)
     print(f"{suite.name}: {sum(counts.values())} cells — " +
           ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
+    return 0
+
+
+def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    """The cluster options; given to an executor that runs no cluster, an error."""
+    options = ExecutorOptions(args.ray_address, args.cpus_per_task, args.gpus_per_task,
+                              args.max_retries)
+    flags = [f.replace("--address", "--ray-address") for f in options.given()]
+    if flags and args.executor != "ray":
+        raise LeakbenchError(f"{', '.join(flags)}: only with --executor ray")
+    if args.executor == "ray":
+        from bench.executors.ray import import_ray
+
+        import_ray()  # without Ray: one line naming the extra, before any work
+    return options
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.merge import merge_stores
+
+    for line in merge_stores(Path(args.out), [Path(d) for d in args.dirs]).lines():
+        print(line)
     return 0
 
 
@@ -177,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="worker processes (0: inline, no timeout)")
     s.add_argument("--executor", choices=sorted(EXECUTORS),
                    help="where cells run (default: process, or inline with --jobs 0)")
+    s.add_argument("--ray-address", help="--executor ray: a cluster to join (auto, HOST:PORT, "
+                   "ray://HOST:PORT); default: start a local one")
+    s.add_argument("--cpus-per-task", type=float, help="--executor ray: CPUs per cell (1)")
+    s.add_argument("--gpus-per-task", type=float,
+                   help="--executor ray: GPUs per cell, 0.25 packs four on one GPU")
+    s.add_argument("--max-retries", type=int,
+                   help="--executor ray: re-runs of a cell whose worker died (2)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--force", action="store_true", help="re-run cells that have records")
     s.add_argument("--retry-failed", action="store_true", help="re-run error/timeout cells")
@@ -187,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-leaderboard", action="store_true", help="do not write leaderboard.md")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("merge", help="merge record stores from other machines or runs into OUT")
+    s.add_argument("out")
+    s.add_argument("dirs", nargs="+", metavar="DIR")
+    s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("leaderboard", help="write the leaderboard of a results folder")
     s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))

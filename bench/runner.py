@@ -11,6 +11,7 @@ Before any work: the grid's size is checked against ``max_cells``, the output fo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from bench.cells.base import RunOptions
-from bench.executors import failure_outcome, make_executor
+from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.preflight import preflight_datasets
 from bench.records import FAILURE_STATUSES, Outcome
@@ -102,21 +103,24 @@ def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = 
 
 def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
               force: bool = False, retry_failed: bool = False, progress: bool = True,
-              executor: str | None = None, max_cells: int | None = MAX_CELLS) -> RunSummary:
+              executor: str | None = None, max_cells: int | None = MAX_CELLS,
+              executor_options: ExecutorOptions | None = None) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
-    workers, or ``inline`` (no timeouts) for ``jobs=0``. Refuses a grid above ``max_cells``
-    and a folder another live run holds."""
+    workers, or ``inline`` (no timeouts) for ``jobs=0``; ``executor_options`` (a cluster's
+    address, per-task resources, retries) reach executors that take them, the suite's
+    ``resources`` filling what is not given. Refuses a grid above ``max_cells`` and a folder
+    another live run holds."""
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
         return _run_locked(suite, out_dir, dev, jobs, force, retry_failed, progress,
-                           executor, lock)
+                           executor, executor_options, lock)
 
 
 def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force: bool,
-                retry_failed: bool, progress: bool, executor: str | None, lock: RunLock
-                ) -> RunSummary:
+                retry_failed: bool, progress: bool, executor: str | None,
+                executor_options: ExecutorOptions | None, lock: RunLock) -> RunSummary:
     options = run_options(suite)
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()
@@ -138,7 +142,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
                summary)
     name = executor or ("inline" if jobs <= 0 else "process")
     bar = _progress(len(todo), suite.name, progress)
-    runner = make_executor(name, dev, suite.timeout, jobs)
+    runner = make_executor(name, dev, suite.timeout, jobs,
+                           with_resources(executor_options, suite.resources))
     if hasattr(runner, "on_start"):
         runner.on_start = lock.add_worker  # a later run waits for these if this one is killed
     try:
@@ -151,6 +156,14 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
         bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def with_resources(options: ExecutorOptions | None, resources: dict[str, Any]
+                   ) -> ExecutorOptions:
+    """``options`` with the suite's per-task resources where the command line gave none."""
+    options = options or ExecutorOptions()
+    fill = {k: v for k, v in resources.items() if v is not None and getattr(options, k) is None}
+    return dataclasses.replace(options, **fill)
 
 
 def _write(out_dir: Path, outcome: Outcome, summary: RunSummary) -> None:

@@ -8,7 +8,9 @@ configuration, not a second code path).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -41,11 +43,27 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     return Outcome(record)
 
 
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Settings of executors that run cells elsewhere (a cluster); ``None`` is "not given":
+    the suite's ``resources`` or the executor's default apply."""
+
+    address: str | None = None  # a cluster to join (``auto``, ``ray://HOST:PORT``)
+    cpus_per_task: float | None = None
+    gpus_per_task: float | None = None  # a fraction packs several cells on one GPU
+    max_retries: int | None = None  # re-runs of a cell whose worker died
+
+    def given(self) -> list[str]:
+        """The options set, as their command-line flags."""
+        return [f"--{k.replace('_', '-')}" for k, v in vars(self).items() if v is not None]
+
+
 EXECUTORS: dict[str, Callable[..., Executor]] = {}
 
 
 def register_executor(name: str) -> Callable[[type], type]:
-    """Register an executor class: ``cls(device, timeout, jobs)``."""
+    """Register an executor class: ``cls(device, timeout, jobs)``, plus ``options``
+    (:class:`ExecutorOptions`) when its constructor declares that parameter."""
 
     def wrap(cls: type) -> type:
         EXECUTORS[name] = cls
@@ -54,8 +72,13 @@ def register_executor(name: str) -> Callable[[type], type]:
     return wrap
 
 
-def make_executor(name: str, device: torch.device, timeout: float, jobs: int) -> Executor:
+def make_executor(name: str, device: torch.device, timeout: float, jobs: int,
+                  options: ExecutorOptions | None = None) -> Executor:
+    """The executor registered as ``name``; ``options`` reach those that declare them."""
     if name not in EXECUTORS:
         raise LeakbenchError(f"--executor: unknown executor {name!r}"
                              f"{suggest(name, EXECUTORS)}; known: {', '.join(sorted(EXECUTORS))}")
-    return EXECUTORS[name](device=device, timeout=timeout, jobs=jobs)
+    cls = EXECUTORS[name]
+    if "options" not in inspect.signature(cls).parameters:
+        return cls(device=device, timeout=timeout, jobs=jobs)
+    return cls(device=device, timeout=timeout, jobs=jobs, options=options or ExecutorOptions())

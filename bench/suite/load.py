@@ -29,6 +29,7 @@ from bench.suite.schema import (
     CLIENT_PARAMS,
     EXCLUDE_AXES,
     PERCEPTUAL_PARAMS,
+    RESOURCE_PARAMS,
     SUCCESS_PARAMS,
     SUITE_KEYS,
     UTILITY_PARAMS,
@@ -155,6 +156,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     if not isinstance(perceptual, dict):
         raise SuiteError(f"perceptual: expected a mapping of settings, got {short(perceptual)}")
     perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise SuiteError(f"resources: expected a mapping of settings, got {short(resources)}")
+    resources = validate_params(RESOURCE_PARAMS, resources, "resources")
     timeout = _finite(raw, "timeout", 600.0)
     if timeout <= 0:
         raise SuiteError(f"timeout: expected a positive number of seconds, got {short(timeout)}")
@@ -177,6 +182,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         budget=budget,
         utility=utility,
         perceptual=perceptual,
+        resources=resources,
         source=source,
     )
     from bench.suite.checks import check_rules

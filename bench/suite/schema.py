@@ -32,6 +32,8 @@ SUITE_KEYS = {
     "budget": "caps for every attack: max_iterations, max_grad_evals",
     "utility": "utility track: steps, batch_size, lr, eval_size (train with defended updates)",
     "perceptual": "perceptual metrics: lpips (on/off), lpips_net, lpips_weights (a local path)",
+    "resources": "what one cell's task declares on a cluster (--executor ray): cpus_per_task, "
+                 "gpus_per_task (a fraction packs cells on one GPU)",
 }
 
 CLIENT_PARAMS = (
@@ -52,6 +54,11 @@ PERCEPTUAL_PARAMS = (
     Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "victim", "seed")
+RESOURCE_PARAMS = (
+    Param("cpus_per_task", float, None, low=0.0, nullable=True, help="CPUs per cell's task"),
+    Param("gpus_per_task", float, None, low=0.0, high=1000.0, nullable=True,
+          help="GPUs per cell's task: 0.25 runs four cells on one GPU"),
+)
 SUCCESS_PARAMS = (
     Param("metric", str, "psnr", help="a registered per-item metric"),
     Param("at_least", float, None, nullable=True, help="bound of a higher-is-better metric"),
@@ -91,5 +98,6 @@ class Suite:
     budget: dict[str, Any] = field(default_factory=dict)
     utility: dict[str, Any] | None = None
     perceptual: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # a cluster task's, per cell
     source: str = ""
     warnings: list[str] = field(default_factory=list)  # excludes/grants that do nothing

@@ -1,0 +1,188 @@
+"""The Ray executor: each cell one Ray task, on a local Ray cluster or one joined by address.
+
+A task declares its resources (``cpus_per_task``, default 1, and ``gpus_per_task``, a fraction
+packs several cells on one GPU), rebuilds its cell from JSON, runs it with as many torch threads
+as CPUs it holds, and returns the record and its artifacts: workers need no shared disk, the
+runner writes the store. The driver keeps at most as many tasks in flight as the cluster can run
+at once, so a task starts about when it is submitted: the cell's clock starts then. A task past
+the suite's timeout is cancelled (its worker killed) and becomes a ``timeout`` outcome; a worker
+that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries`` times,
+then the cell becomes an ``error`` outcome naming the cause. Ray is imported only when the
+executor is made: ``import bench.executors`` works without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.cells import CellKind, RunOptions, cell_from_json
+from bench.executors.base import ExecutorOptions, failure_outcome, register_executor
+from bench.records import Outcome, Record
+from bench.registry import LeakbenchError
+
+EXTRA = 'pip install "leakbench[ray]"'
+MAX_RETRIES = 2
+CAPACITY_REFRESH_S = 5.0  # how often the cluster's size is read again (autoscaling clusters)
+SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError",
+                   "OwnerDiedError", "LocalRayletDiedError")
+
+
+def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threads: int
+              ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The Ray task: one cell, in a worker with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    outcome = cell_from_json(cell_json).run(torch.device(device), options)
+    return outcome.record.to_json(), outcome.artifacts
+
+
+def import_ray() -> Any:
+    """Ray, or a one-line error naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise LeakbenchError(f"--executor ray: Ray is not installed; {EXTRA}") from None
+    return ray
+
+
+def local_runtime_env() -> dict[str, Any]:
+    """What workers of a cluster started here need to import leakbench and its plugins."""
+    root = str(Path(__file__).resolve().parents[2])
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+def failure_cause(error: Exception, max_retries: int) -> str:
+    """The ``error`` text of a task that Ray could not finish."""
+    name = type(error).__name__
+    cause = getattr(error, "cause", None)
+    if name in SYSTEM_FAILURES or type(cause).__name__ in SYSTEM_FAILURES:
+        first = (str(error).strip().splitlines() or [""])[0]
+        return (f"Ray worker died running the cell ({name}: {first}); "
+                f"gave up after {max_retries} retries")
+    if isinstance(cause, Exception):
+        return f"the Ray task raised {type(cause).__name__}: {cause}"
+    return f"Ray could not run the cell: {name}: {error}"
+
+
+@register_executor("ray")
+class RayExecutor:
+    """Cells as Ray tasks; ``jobs`` does not apply (the cluster's resources decide)."""
+
+    def __init__(self, device: torch.device, timeout: float, jobs: int = 1,
+                 options: ExecutorOptions | None = None) -> None:
+        self.ray = import_ray()
+        options = options or ExecutorOptions()
+        self.timeout, self.address = timeout, options.address
+        self.cpus = options.cpus_per_task if options.cpus_per_task is not None else 1.0
+        gpus = options.gpus_per_task
+        if gpus is None:
+            gpus = 1.0 if device.type == "cuda" else 0.0
+        elif device.type == "cuda" and gpus == 0:
+            raise LeakbenchError("--device cuda with --gpus-per-task 0: give each task a GPU "
+                                 "share (e.g. 0.25), or run on the CPU")
+        if self.cpus <= 0 or gpus < 0:
+            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
+                                 f"{self.cpus:g} and {gpus:g}")
+        self.gpus = gpus
+        self.max_retries = options.max_retries if options.max_retries is not None \
+            else MAX_RETRIES
+        if self.max_retries < 0:
+            raise LeakbenchError(f"--max-retries: expected 0 or more, got {self.max_retries}")
+        self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
+        self.threads = max(1, int(self.cpus))
+        self._inflight: dict[Any, tuple[CellKind, float]] = {}
+        self._capacity, self._capacity_at = 1, -CAPACITY_REFRESH_S
+        self._started_cluster = False
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():  # a cluster this process already joined (tests, notebooks)
+            return
+        quiet = {"include_dashboard": False, "logging_level": logging.ERROR,
+                 "log_to_driver": False}
+        if self.address is None:
+            ray.init(address="local", runtime_env=local_runtime_env(), **quiet)
+        else:
+            try:
+                ray.init(address=self.address, **quiet)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
+                                     f"cluster: {first}") from None
+        self._started_cluster = True
+
+    def capacity(self) -> int:
+        """How many tasks the cluster can run at once (read again every few seconds)."""
+        now = time.perf_counter()
+        if now - self._capacity_at >= CAPACITY_REFRESH_S:
+            total = self.ray.cluster_resources()
+            fits = [total.get("CPU", 0.0) / self.cpus]
+            if self.gpus > 0:
+                fits.append(total.get("GPU", 0.0) / self.gpus)
+            self._capacity, self._capacity_at = max(1, int(min(fits) + 1e-9)), now
+        return self._capacity
+
+    def run(self, cells: Sequence[CellKind], options: RunOptions
+            ) -> Iterator[tuple[CellKind, Outcome]]:
+        if not cells:
+            return
+        self._connect()
+        ray = self.ray
+        task = ray.remote(_run_cell).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
+            retry_exceptions=False, name="leakbench-cell")
+        pending = list(reversed(cells))
+        try:
+            while pending or self._inflight:
+                while pending and len(self._inflight) < self.capacity():
+                    cell = pending.pop()
+                    ref = task.remote(cell.to_json(), options, self.device, self.threads)
+                    self._inflight[ref] = (cell, time.perf_counter())
+                refs = list(self._inflight)
+                ready, rest = ray.wait(refs, num_returns=1, timeout=0.5)
+                if ready and rest:
+                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+                for ref in ready:
+                    cell, t0 = self._inflight.pop(ref)
+                    yield cell, self._collect(ref, cell, options, t0)
+                yield from self._expire(options)
+        finally:
+            self.cancel()
+            if self._started_cluster:
+                ray.shutdown()
+                self._started_cluster = False
+
+    def _collect(self, ref: Any, cell: CellKind, options: RunOptions, t0: float) -> Outcome:
+        try:
+            record, artifacts = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            return failure_outcome(cell, "error", failure_cause(e, self.max_retries), options,
+                                   time.perf_counter() - t0)
+        return Outcome(Record.from_json(record), artifacts)
+
+    def _expire(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
+        """Cells past the timeout: their tasks cancelled, a ``timeout`` outcome each."""
+        now = time.perf_counter()
+        late = [(ref, cell, now - t0) for ref, (cell, t0) in self._inflight.items()
+                if now - t0 > self.timeout]
+        for ref, cell, elapsed in late:
+            del self._inflight[ref]
+            self.ray.cancel(ref, force=True)
+            yield cell, failure_outcome(cell, "timeout",
+                                        f"exceeded the cell timeout of {self.timeout:g}s",
+                                        options, elapsed)
+
+    def cancel(self) -> None:
+        for ref in list(self._inflight):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+        self._inflight.clear()

@@ -1,0 +1,134 @@
+"""Merging record stores made on different machines or runs into one (``leakbench merge``).
+
+Stores are read in order: OUT's own records first (a merge never replaces one silently), then
+each DIR as given. Copies of a cell agree when their *result* (status and metrics) is the same;
+timings and provenance may differ. For each cell one copy is kept:
+
+1. the best status: ``ok`` > ``diverged`` > ``error`` = ``timeout`` > ``skipped``;
+2. among equals, the first in that order (OUT, then the DIRs as given).
+
+Agreeing copies are duplicates, kept once. Disagreeing ones are a conflict: one line each,
+naming the kept and the dropped copies with their status, PSNR and the machine they ran on. The
+kept record travels whole (its provenance with it), its artifacts (``picture``, ``arrays``)
+with it, written through the store (atomically, artifacts before the record).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.registry import LeakbenchError
+from bench.store import RECORDS, save_outcome
+
+STATUS_RANK = {"ok": 0, "diverged": 1, "error": 2, "timeout": 2, "skipped": 3}
+RESULT_FIELDS = ("status", "metrics", "utility")
+ARTIFACT_FIELDS = ("picture", "arrays")
+RULE = "best status (ok > diverged > error = timeout > skipped), then the first store given"
+
+
+@dataclass
+class Copy:
+    """One store's record of a cell."""
+
+    source: Path
+    order: int
+    record: dict[str, Any]
+
+    def rank(self) -> tuple[int, int]:
+        return STATUS_RANK.get(self.record.get("status", ""), 9), self.order
+
+    def result(self) -> str:
+        return json.dumps({k: self.record.get(k) for k in RESULT_FIELDS}, sort_keys=True)
+
+    def describe(self) -> str:
+        r, prov = self.record, self.record.get("provenance") or {}
+        psnr = (r.get("metrics") or {}).get("psnr")
+        where = prov.get("device_name") if prov.get("device") == "cuda" else \
+            prov.get("cpu_model", prov.get("device_name"))
+        commit = (prov.get("git_commit") or "")[:7]
+        parts = [r.get("status", "?")] + ([f"psnr {psnr:.4f}"] if isinstance(
+            psnr, (int, float)) else []) + [x for x in (where, commit) if x]
+        return f"{self.source} ({', '.join(parts)})"
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    stores: int = 0
+    cells: int = 0
+    written: int = 0  # records added to OUT or replaced there
+    duplicates: int = 0  # agreeing copies dropped
+    conflicts: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # damaged records, missing artifacts
+
+    def lines(self) -> list[str]:
+        summary = (f"merged {self.stores} stores into {self.out}: {self.cells} cells, "
+                   f"{self.written} written, {self.duplicates} duplicates, "
+                   f"{len(self.conflicts)} conflicts (kept: {RULE})")
+        return [*self.problems, *self.conflicts, summary]
+
+
+def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
+    copies = []
+    for path in sorted((folder / RECORDS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if record.get("cell_id") != path.stem:
+                raise ValueError(f"cell_id {record.get('cell_id')!r} in a file named {path.name}")
+        except (OSError, ValueError) as e:
+            report.problems.append(f"damaged record left out: {path} ({e})")
+            continue
+        copies.append(Copy(folder, order, record))
+    return copies
+
+
+def _label(record: dict[str, Any]) -> str:
+    keys = ("attack_label", "defense_label", "arch_label", "dataset_label")
+    return " · ".join(str(record[k]) for k in keys if record.get(k))
+
+
+def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:
+    files = {}
+    for key in ARTIFACT_FIELDS:
+        rel = kept.record.get(key)
+        if not isinstance(rel, str):
+            continue
+        try:
+            files[rel] = (kept.source / rel).read_bytes()
+        except OSError:
+            report.problems.append(f"{kept.record['cell_id']}: {kept.source / rel} is missing; "
+                                   "the record is merged without it")
+    return files
+
+
+def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
+    """Merge the record stores ``dirs`` into ``out`` (see the module docstring's rule)."""
+    out = Path(out)
+    stores = [out] if (out / RECORDS).is_dir() else []
+    for d in map(Path, dirs):
+        if not (d / RECORDS).is_dir():
+            raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
+        if d.resolve() not in {s.resolve() for s in stores}:
+            stores.append(d)
+    report = MergeReport(out, stores=len(stores))
+    by_cell: dict[str, list[Copy]] = {}
+    for order, folder in enumerate(stores):
+        for copy in _read_store(folder, order, report):
+            by_cell.setdefault(copy.record["cell_id"], []).append(copy)
+    report.cells = len(by_cell)
+    for cid in sorted(by_cell):
+        copies = sorted(by_cell[cid], key=Copy.rank)
+        kept = copies[0]
+        if len({c.result() for c in copies}) > 1:
+            dropped = "; ".join(c.describe() for c in copies[1:])
+            report.conflicts.append(f"conflict {cid} {_label(kept.record)}: kept "
+                                    f"{kept.describe()} over {dropped}")
+        else:
+            report.duplicates += len(copies) - 1
+        if kept.source.resolve() != out.resolve():
+            save_outcome(out, kept.record, _artifacts(kept, report))
+            report.written += 1
+    return report

@@ -1,0 +1,88 @@
+"""``leakbench merge``: stores from two machines into one, duplicates once, conflicts reported
+and decided by the documented rule (best status, then the first store given)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench.cli import main
+from bench.merge import RULE
+from bench.runner import run_suite
+from bench.store import load_records, record_path, save_record
+from helpers import make_suite
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two finished cells (inline run)."""
+    out = tmp_path_factory.mktemp("store")
+    run_suite(make_suite(seeds=2), out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+def _copy(store, dest, edit=None):
+    """A copy of ``store`` as another machine would leave it: ``edit(record)`` changes the
+    first cell's record."""
+    shutil.copytree(store, dest)
+    first = sorted((dest / "records").glob("*.json"))[0]
+    if edit:
+        record = json.loads(first.read_text())
+        edit(record)
+        save_record(dest, record)
+    return dest, first.stem
+
+
+def _other_machine(record):
+    record["metrics"]["psnr"] += 0.5
+    record["provenance"]["cpu_model"] = "Another CPU"
+
+
+def test_merge_keeps_duplicates_once_and_reports_the_conflict(store, tmp_path, capsys):
+    a, _ = _copy(store, tmp_path / "a")
+    b, conflicted = _copy(store, tmp_path / "b", _other_machine)
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (conflict,) = [line for line in lines if line.startswith("conflict")]
+    assert conflict.startswith(f"conflict {conflicted}") and "Another CPU" in conflict
+    assert conflict.index(str(a)) < conflict.index(str(b))  # kept: the first store given
+    assert lines[-1].endswith(f"2 cells, 2 written, 1 duplicates, 1 conflicts (kept: {RULE})")
+    merged = {r["cell_id"]: r for r in load_records(out)}
+    original = {r["cell_id"]: r for r in load_records(a)}
+    assert merged == original  # a's copies, provenance and all
+    for r in merged.values():  # artifacts travel with the record
+        assert (out / r["picture"]).read_bytes() == (a / r["picture"]).read_bytes()
+        assert (out / r["arrays"]).is_file()
+
+
+def test_a_better_status_wins_whatever_the_order(store, tmp_path, capsys):
+    def timed_out(record):
+        record.update(status="timeout", metrics=None, error="exceeded the cell timeout")
+
+    a, cid = _copy(store, tmp_path / "a", timed_out)
+    b, _ = _copy(store, tmp_path / "b")
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(a), str(b)]) == 0
+    assert json.loads(record_path(out, cid).read_text())["status"] == "ok"
+    (conflict,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("conflict")]
+    assert f"kept {b} (ok" in conflict and f"over {a} (timeout" in conflict
+
+
+def test_out_records_are_never_replaced_silently(store, tmp_path, capsys):
+    out, cid = _copy(store, tmp_path / "out")
+    b, _ = _copy(store, tmp_path / "b", _other_machine)
+    before = record_path(out, cid).read_text()
+    assert main(["merge", str(out), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert f"conflict {cid}" in text and f"kept {out} (ok" in text
+    assert record_path(out, cid).read_text() == before  # OUT came first: its copy stays
+    assert main(["merge", str(out), str(b)]) == 0  # merging again changes nothing
+    assert "0 written" in capsys.readouterr().out
+
+
+def test_merging_a_folder_without_records_is_an_error(tmp_path, capsys):
+    assert main(["merge", str(tmp_path / "out"), str(tmp_path)]) == 2
+    assert "holds no record store" in capsys.readouterr().err

@@ -1,0 +1,233 @@
+"""The Ray executor on a local Ray cluster the tests start (two CPUs, no dashboard): the smoke
+suite as the process executor runs it, a killed worker retried, a timeout, a killed driver."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from bench.cli import main
+from bench.executors import ExecutorOptions
+from bench.registry import ATTACKS
+from bench.runner import run_suite
+from bench.store import load_records
+from bench.suite import load_suite
+from helpers import ROOT, make_suite, write_suite
+
+RAY_PLUGIN = '''
+"""A test attack for the Ray executor: sleeps, after writing its worker's PID to a file."""
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from bench.contracts import Attack, Reconstruction
+from bench.registry import Param, register_attack
+
+
+@register_attack("raysleep")
+class RaySleep(Attack):
+    """Writes ``os.getpid()`` to ``pidfile`` (if given) and sleeps; with ``once``, a later
+    attempt (the retry) finds the file, notes its own PID beside it and returns at once."""
+
+    params = (Param("seconds", float, 600.0, low=0.0), Param("pidfile", str, ""),
+              Param("once", bool, False))
+
+    def reconstruct(self, obs):
+        if self.pidfile:
+            path = Path(self.pidfile)
+            if self.once and path.exists():
+                Path(self.pidfile + ".retry").write_text(str(os.getpid()))
+                return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+            path.write_text(str(os.getpid()))
+        time.sleep(self.seconds)
+        return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local two-CPU Ray cluster whose workers import leakbench and the test plugin."""
+    plugin = tmp_path_factory.mktemp("rayplugin")
+    (plugin / "leakbench_raytest.py").write_text(textwrap.dedent(RAY_PLUGIN))
+    info = plugin / "leakbench_raytest-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leakbench-raytest\n"
+                                   "Version: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[leakbench.attacks]\nraysleep = leakbench_raytest\n")
+    sys.path.insert(0, str(plugin))
+    importlib.import_module("leakbench_raytest")  # the driver plans cells with it
+    path = os.pathsep.join([str(ROOT), str(plugin), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    ATTACKS.unregister("raysleep")
+    sys.path.remove(str(plugin))
+
+
+def _kill_when_written(pidfile: Path, killed: list[int], times: int = 1) -> threading.Thread:
+    """A thread that SIGKILLs the PID written to ``pidfile`` as soon as it appears."""
+
+    def watch() -> None:
+        deadline = time.time() + 600
+        while len(killed) < times and time.time() < deadline:
+            if pidfile.exists() and pidfile.read_text():
+                pid = int(pidfile.read_text())
+                if pid not in killed:  # a retry writes its own PID (or, with once, no more)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_smoke_on_ray_gives_the_process_executors_cells_and_metrics(cluster, tmp_path):
+    suite = load_suite("smoke")
+    on_ray = run_suite(suite, tmp_path / "ray", device="cpu", progress=False, executor="ray")
+    # one torch thread per worker in both: the Ray task holds one CPU
+    run_suite(suite, tmp_path / "proc", jobs=os.cpu_count() or 1, device="cpu", progress=False,
+              executor="process")
+    ray_records = {r["cell_id"]: r for r in load_records(tmp_path / "ray")}
+    proc_records = {r["cell_id"]: r for r in load_records(tmp_path / "proc")}
+    assert set(ray_records) == set(proc_records) and on_ray.counts["ok"] == len(ray_records)
+    for cid, r in ray_records.items():
+        assert r["status"] == proc_records[cid]["status"] == "ok"
+        assert r["metrics"] == proc_records[cid]["metrics"], cid
+        assert r["provenance"]["torch_threads"] == 1
+        assert (tmp_path / "ray" / r["picture"]).is_file()
+
+
+def test_a_killed_worker_is_retried_and_the_cell_recorded_once(cluster, tmp_path):
+    pidfile = tmp_path / "pid"
+    suite = make_suite(seeds=2, attacks=[
+        {"raysleep": {"pidfile": str(pidfile), "once": True}}, {"dlg": {"steps": 2}}])
+    killed: list[int] = []
+    watcher = _kill_when_written(pidfile, killed)
+    summary = run_suite(suite, tmp_path / "out", device="cpu", progress=False, executor="ray",
+                        executor_options=ExecutorOptions(max_retries=2))
+    watcher.join(timeout=5)
+    assert len(killed) == 1
+    retried_in = int(Path(str(pidfile) + ".retry").read_text())
+    assert retried_in != killed[0]  # the retry ran in another worker process
+    records = load_records(tmp_path / "out")
+    assert len(records) == 4 == sum(summary.counts.values())  # one write per cell
+    assert {r["status"] for r in records} == {"ok"}
+
+
+def test_a_worker_that_keeps_dying_becomes_an_error_record(cluster, tmp_path):
+    pidfile = tmp_path / "pid"
+    suite = make_suite(attacks=[{"raysleep": {"pidfile": str(pidfile)}}])
+    killed: list[int] = []
+    watcher = _kill_when_written(pidfile, killed, times=2)
+    run_suite(suite, tmp_path / "out", device="cpu", progress=False, executor="ray",
+              executor_options=ExecutorOptions(max_retries=1))
+    watcher.join(timeout=5)
+    assert len(killed) == 2  # the first attempt and its one retry
+    (record,) = load_records(tmp_path / "out")
+    assert record["status"] == "error"
+    assert "Ray worker died" in record["error"] and "1 retries" in record["error"]
+
+
+def test_a_cell_over_its_timeout_is_cancelled_and_the_matrix_finishes(cluster, tmp_path):
+    # the clock starts at submission: leave room for a fresh worker's imports
+    suite = make_suite(seeds=2, timeout=30, attacks=[{"raysleep": {"seconds": 600}},
+                                                    {"dlg": {"steps": 2}}])
+    t0 = time.time()
+    summary = run_suite(suite, tmp_path, device="cpu", progress=False, executor="ray")
+    assert time.time() - t0 < 300
+    by_status: dict[str, list[str]] = {}
+    for r in load_records(tmp_path):
+        by_status.setdefault(r["status"], []).append(r["attack"]["name"])
+    assert sorted(by_status["timeout"]) == ["raysleep", "raysleep"]
+    assert sorted(by_status["ok"]) == ["dlg", "dlg"]
+    assert summary.counts["timeout"] == 2
+    assert all("30s" in r["error"] for r in load_records(tmp_path) if r["status"] == "timeout")
+
+
+def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
+    path = write_suite(tmp_path / "resume.yaml", seeds=4, attacks=[{"dlg": {"steps": 15}}])
+    out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
+           "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if records.is_dir() and len(list(records.glob("*.json"))) >= 1:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 1 <= len(first) < 4, "the driver should have been killed partway"
+    for p in records.glob("*.json"):  # every record that exists is whole
+        json.loads(p.read_text())
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(first)} already done" in done.stdout
+    final = sorted(records.glob("*.json"))
+    assert len({json.loads(p.read_text())["cell_id"] for p in final}) == len(final) == 4
+    for name, mtime in first.items():  # finished cells were not run again
+        assert (records / name).stat().st_mtime_ns == mtime
+    assert not list(records.glob(".*.tmp"))
+
+
+def test_without_ray_the_executor_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path,
+                                                                        capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
+    path = write_suite(tmp_path / "s.yaml")
+    assert main(["run", str(path), "--out", str(tmp_path), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'leakbench[ray]' in err
+    assert not (tmp_path / "records").exists()
+
+
+def test_cluster_options_need_the_ray_executor(tmp_path, capsys):
+    path = write_suite(tmp_path / "s.yaml")
+    assert main(["run", str(path), "--out", str(tmp_path), "--gpus-per-task", "0.25"]) == 2
+    assert "--gpus-per-task: only with --executor ray" in capsys.readouterr().err
+
+
+def test_executors_import_without_ray():
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import bench.executors, bench.cli\n"
+            "assert 'ray' in bench.executors.EXECUTORS")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_gpu_shares_pack_cells_and_the_suite_sets_resources(monkeypatch):
+    from bench.executors.ray import RayExecutor
+    from bench.runner import with_resources
+
+    suite = make_suite(resources={"gpus_per_task": 0.25})
+    options = with_resources(ExecutorOptions(max_retries=1), suite.resources)
+    assert options == ExecutorOptions(max_retries=1, gpus_per_task=0.25)
+    assert with_resources(ExecutorOptions(gpus_per_task=0.5), suite.resources).gpus_per_task \
+        == 0.5  # the flag wins
+    ex = RayExecutor(torch.device("cpu"), 60.0, options=options)
+    assert (ex.device, ex.gpus, ex.cpus, ex.threads) == ("cuda", 0.25, 1.0, 1)
+    monkeypatch.setattr(ex.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert ex.capacity() == 4  # four cells share the one GPU
+    cpu_only = RayExecutor(torch.device("cpu"), 60.0)
+    monkeypatch.setattr(cpu_only.ray, "cluster_resources", lambda: {"CPU": 3.0})
+    assert (cpu_only.device, cpu_only.gpus, cpu_only.capacity()) == ("cpu", 0.0, 3)
