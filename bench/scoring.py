@@ -79,14 +79,16 @@ def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor
 
 
 def floor_metrics(originals01: torch.Tensor) -> dict[str, float]:
-    """The per-item image metrics (means over the batch) of the best constant guess: every
-    image replaced by the batch's per-channel mean colour, the MSE-optimal constant image.
+    """The per-item image metrics (means over the batch) of a uniform mid-grey guess (0.5 in
+    every pixel and channel, the centre of the pixel box): what an attack that returns
+    nothing, knowing nothing of the private data, scores.
 
-    It is what an attack that returns nothing would score, so a diverged, failed or timed-out
-    seed enters a leaderboard's means at this floor instead of dropping out of them.
+    A diverged, failed or timed-out seed enters a leaderboard's means at this floor instead of
+    dropping out of them. The guess uses no private statistic (a batch-mean colour would be
+    one, and at batch 1 it scores far above many finished attacks).
     """
     originals01 = originals01.detach().cpu().double()
-    constant = originals01.mean(dim=(0, 2, 3), keepdim=True).expand_as(originals01)
-    return {m.name: float(m.compute(originals01, constant).mean())
+    grey = torch.full_like(originals01, 0.5)
+    return {m.name: float(m.compute(originals01, grey).mean())
             for m in list_metrics("image", "per_item")
             if not m.needs_weights and m.inputs == "images"}

@@ -136,3 +136,14 @@ def test_data_location_params_stay_out_of_the_identity():
     from bench.cells.attack import AttackCell as Cell
 
     assert Cell.from_json(a.to_json()).dataset.kwargs["root"] == "/data/a"
+
+
+@pytest.mark.parametrize("victims", [["init", "trained:5"], ["trained:5", "init"]])
+def test_a_skip_that_depends_on_the_victim_is_decided_per_victim(victims):
+    """GradInversion's eval-mode prior needs data-trained running statistics: skipped on
+    ``init``, run on ``trained:N``, whichever victim the suite lists first."""
+    suite = make_suite(victim=victims, client={"bn_mode": "eval"}, grant=["bn_stats"],
+                       archs=[{"convnet": {"width": 4}}],
+                       attacks=[{"gradinversion": {"iterations": 1}}])
+    skipped = {c.victim: bool(c.skip_reason) for c in attack_cells(suite)}
+    assert skipped == {"init": True, "trained:5": False}

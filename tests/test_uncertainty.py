@@ -222,9 +222,10 @@ def test_utility_failures_count_at_chance_with_intervals():
     assert s.loc["p", "update_cosine_n"] == 1  # the failed run has no cosine
 
 
-def test_committed_records_without_floor_metrics_render(tmp_path):
-    records = load_records(RESULTS / "quick")
-    assert not any("floor_metrics" in r for r in records)
+def test_records_without_floor_metrics_render(tmp_path):
+    """Records written before floors existed still render (the fallbacks apply)."""
+    records = [{k: v for k, v in r.items() if k != "floor_metrics"}
+               for r in load_records(RESULTS / "quick")]
     df = records_frame(records)
     assert df["floor_psnr"].isna().all()
     md = render(df)

@@ -44,8 +44,8 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
         "(Hungarian, on MSE) and scored per image: PSNR (data range 1, capped at 100 dB), "
         "Gaussian-window SSIM (torchmetrics). Metrics are means over every seed run, ± the "
         "half-width of their 95% Student-t interval; a diverged, failed or timed-out seed "
-        "counts at its floor, the score of the best constant image (the batch's per-channel "
-        f"mean colour). A run succeeds when its mean PSNR reaches {thr} dB; diverged and "
+        "counts at its floor, the score of a uniform mid-grey guess (0.5 in every pixel). "
+        f"A run succeeds when its mean PSNR reaches {thr} dB; diverged and "
         "failed runs count as unsuccessful. Ranks are shared (a–b) where intervals overlap. "
         "Time is the attack alone (median over finished seeds).",
     ]

@@ -72,7 +72,7 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
 ATTACK_NOTE = (
     "Each metric: mean over the n seeds run ± the half-width of its 95% Student-t interval "
     "(n/a for n = 1). A diverged, failed or timed-out seed counts at its floor (the score of "
-    "the best constant image: the batch's per-channel mean colour) and under Diverged/Failed; "
+    "a uniform mid-grey guess, 0.5 in every pixel) and under Diverged/Failed; "
     "none is dropped. Rank: one number where the attack's interval overlaps no other's; a "
     "shared range a–b otherwise, from 1 + the attacks whose interval lies wholly above its "
     "own to the last rank less those wholly below.")

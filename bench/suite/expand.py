@@ -124,8 +124,9 @@ def iter_attack_cells(suite: Suite) -> Iterator[AttackCell]:
               & masks["mode"][ci])
         client_t = tuple(sorted(client.items()))
         client_json = _canon(client)
-        reasons: dict[tuple[int, int], str | None] = {}  # this block's compatibility
         for vi, victim in enumerate(suite.victims):
+            # compatibility within this block and victim (a prior can depend on the victim)
+            reasons: dict[tuple[int, int], str | None] = {}
             m2 = m1 & masks["victim"][vi]
             for (fi, defense), (ki, attack) in itertools.product(enumerate(suite.defenses),
                                                                  enumerate(suite.attacks)):
