@@ -76,11 +76,15 @@ def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int) ->
         results.put((cell.cell_id, "done", (outcome.record.to_json(), outcome.artifacts)))
 
 
+STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
+
+
 @dataclass
 class _Slot:
     process: Any
     tasks: Any
     cell: Any = None
+    sent: float = 0.0  # when the cell was handed to the worker
     started: float | None = None  # when the worker began the cell
 
 
@@ -111,15 +115,14 @@ class ProcessExecutor:
             while pending or any(s.cell is not None for s in self._slots):
                 for s in self._slots:
                     if s.cell is None and pending:
-                        s.cell, s.started = pending.pop(), None
+                        s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.tasks.put((s.cell.to_json(), options))
                 try:
                     cid, event, payload = results.get(timeout=0.2)
                 except queue.Empty:
-                    yield from self._reap(results, options)
-                    continue
+                    cid = event = payload = None
                 for s in self._slots:
-                    if s.cell is None or s.cell.cell_id != cid:
+                    if cid is None or s.cell is None or s.cell.cell_id != cid:
                         continue
                     if event == "started":
                         s.started = time.perf_counter()
@@ -127,6 +130,9 @@ class ProcessExecutor:
                         record, artifacts = payload
                         cell, s.cell = s.cell, None
                         yield cell, Outcome(Record.from_json(record), artifacts)
+                # every turn, not only when the queue is quiet: busy batch-mates must not
+                # shield a hung cell from its timeout
+                yield from self._reap(results, options)
         finally:
             self.cancel()
 
@@ -136,7 +142,10 @@ class ProcessExecutor:
         for i, s in enumerate(self._slots):
             if s.cell is None:
                 continue
-            elapsed = now - s.started if s.started is not None else 0.0
+            if s.started is not None:
+                elapsed = now - s.started
+            else:  # not begun: a fresh worker imports torch first; allow for it, not forever
+                elapsed = max(0.0, now - s.sent - STARTUP_GRACE_SECONDS)
             if elapsed > self.timeout:
                 status, error = "timeout", f"exceeded the cell timeout of {self.timeout:g}s"
             elif not s.process.is_alive():
