@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attacks.gradient_matching import local_steps
 from bench.client import set_bn_mode
 from bench.contracts import Observation
 
@@ -59,7 +60,6 @@ def idlg_label(obs: Observation) -> torch.Tensor:
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
     """The shared tensor as a batch-mean gradient over the observed batch: a summed aggregate
     is divided by K, FedAvg deltas become −delta/(lr·steps) (steps of one client's batch)."""
-    from attacks.gradient_matching import local_steps  # gradient_matching imports nothing from here
 
     t = t / (obs.aggregate_scale * obs.clients)  # a mean over clients: ÷ 1; a sum: ÷ K
     if obs.update.kind != "delta":

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from bench.domains import InputDomain
 from bench.grants import GRANTS
-from bench.registry import Component
+from bench.registry import ARCHS, Component
 
 # The update each client mode shares: FedSGD one gradient, FedAvg the weight delta of its
 # local SGD steps.
@@ -51,7 +51,8 @@ class Update:
 def shared_update(update: Update) -> Update:
     """The update as the server receives it: tensors, kind and public metadata only."""
     public = {k: v for k, v in update.info.items() if k in PUBLIC_UPDATE_INFO}
-    return Update(update.tensors, update.kind, None, public)
+    # copies: an attack that edits its observation in place cannot reach the private side
+    return Update([t.detach().clone() for t in update.tensors], update.kind, None, public)
 
 
 @dataclass
@@ -159,7 +160,6 @@ class CellContext:
     clients: int = 1
 
     def build_model(self) -> nn.Module:
-        from bench.registry import ARCHS
 
         arch = ARCHS.get(self.arch).cls(**self.arch_params)
         return arch.build(self.input_shape, self.num_classes)

@@ -55,7 +55,8 @@ GRANTS: dict[str, Grant] = {g.name: g for g in (
     Grant(BN_STATS, "BatchNorm statistics of the private batch",
           "per BatchNorm layer, the (mean, variance) of the batch reaching it "
           "(GradInversion's prior, Yin et al. 2021)",
-          lambda private: private.update.bn_stats),
+          lambda private: None if private.update.bn_stats is None else
+          [(m.detach().clone(), v.detach().clone()) for m, v in private.update.bn_stats]),
 )}
 """Every grant a suite may give, by name."""
 

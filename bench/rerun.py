@@ -6,8 +6,9 @@ floating-point kernels (summation order differs between AVX2 and AVX-512 builds,
 thread counts), and a gradient-matching optimisation is chaotic, so one seed can land at 5 dB
 on one machine and 35 dB on another. What a second machine can check is the distribution: a
 fresh run of a seed is a new draw of the row's metric. Two intervals are reported for it: the
-committed row's 95% t-interval of the *mean* (the tables' ±), and the 95% prediction interval
-of *one new seed* (mean ± t·s·√(1 + 1/n)), the statistically apt check for a single value.
+committed row's 95% t-interval of the *mean* (the tables' ±, with the tables' floors), and
+the 95% prediction interval of *one new seed* (mean ± t·s·√(1 + 1/n)) from the row's *other*
+seeds, the statistically apt check for a single value.
 """
 
 from __future__ import annotations
@@ -115,16 +116,21 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0, jobs:
     for cid in picks:
         row = rows[cid]
         group = keyed[(keyed[ROW] == row[ROW]).all(axis=1)]
-        values = [v for v in seed_values(group, m.name, m.higher_is_better)["value"]
-                  if math.isfinite(v)]
-        iv = t_interval(values)
+        scenario = keyed[(keyed[SCENARIO] == row[SCENARIO]).all(axis=1)]
+        seeds = seed_values(group, m.name, m.higher_is_better, pool=scenario)  # as the tables
+        finite = seeds["value"].map(math.isfinite)
+        iv = t_interval(list(seeds["value"][finite]))
+        # the prediction interval leaves the re-run seed out: the fresh value is a draw of
+        # that seed, not independent of its committed value
+        others = [v for i, v in seeds["value"][finite].items()
+                  if group.loc[i, "cell_id"] != cid]
         rec = fresh[cid]
         value = (rec.metrics or {}).get(m.name) if rec.status == "ok" else \
             (getattr(rec, "floor_metrics", None) or {}).get(m.name)
         committed = (by_id[cid].get("metrics") or {}).get(m.name)
         checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
                             None if iv.low is None else (iv.low, iv.high),
-                            prediction_interval(values), committed, value, rec.status))
+                            prediction_interval(others), committed, value, rec.status))
     return checks
 
 

@@ -138,7 +138,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
         splits = ("train", "test") if suite.utility else ("train",)
         preflight_datasets((c.dataset for c in todo), splits)
     for cell in skipped:
-        _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0),
+        _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)
     name = executor or ("inline" if jobs <= 0 else "process")
     bar = _progress(len(todo), suite.name, progress)

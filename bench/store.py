@@ -168,8 +168,3 @@ def load_records(out_dir: Path) -> list[dict[str, Any]]:
 def record_statuses(out_dir: Path) -> dict[str, str]:
     """cell id → status of every sound record (resume and ``--retry-failed`` read this)."""
     return {d["cell_id"]: d["status"] for _, d in _scan(out_dir)}
-
-
-def done_ids(out_dir: Path) -> set[str]:
-    """The cells with a sound record."""
-    return set(record_statuses(out_dir))

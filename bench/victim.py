@@ -29,7 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.client import set_bn_mode, training_loss
 from bench.contracts import Arch, Dataset, DatasetMeta
+from bench.data import normalize, stack_items
 from bench.store import write_atomic
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
@@ -84,8 +86,6 @@ def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
 def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: int, seed: int
                 ) -> None:
     """``steps`` SGD steps on the training split, mini-batches drawn from ``seed`` (CPU)."""
-    from bench.client import set_bn_mode, training_loss
-    from bench.data import normalize, stack_items
 
     data = dataset.load("train")
     n = len(data)

@@ -3,8 +3,10 @@
 The private client's update is aggregated with the updates of K−1 other clients, each on
 its own batch of the same size drawn from the same dataset (``ctx.sample_batch``) and
 computed by the same client procedure (``bench.client.compute_update``: FedSGD gradient or
-FedAvg delta) from the same model. The other clients run no defense of their own: links of
-a chain before ``secagg`` act on the private client's update only, links after it on the
+FedAvg delta) from the same model. The other clients run no defense of their own. In a
+chain, every data-level link transforms the private client's batch (``bench.defend`` applies
+all batch transforms before the update is computed, wherever the link stands); update-level
+links before ``secagg`` act on the private client's update only, those after it on the
 aggregate. With ``reduce: mean`` the aggregate is divided by K, which the server knows
 anyway: it is the gradient of the union of the K batches (equal batch sizes), the form an
 attack matches best. K = 1 leaves the update unchanged.
@@ -23,8 +25,6 @@ import torch
 from bench.client import compute_update, pooled_bn_stats
 from bench.contracts import Defense, DefenseContext, Update
 from bench.registry import Param, register_defense
-
-__all__ = ["SecAgg", "pooled_bn_stats"]
 
 
 @register_defense("secagg")

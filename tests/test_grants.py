@@ -37,7 +37,10 @@ def test_grants_read_the_private_side():
     private = PrivateSide(torch.zeros(2, 1, 2, 2), y, Update([torch.ones(1)], bn_stats=bn))
     granted = provide_grants({LABELS, BN_STATS}, private)
     assert torch.equal(granted[LABELS], y) and granted[LABELS] is not y
-    assert granted[BN_STATS] is bn
+    # copies, like the labels: an attack editing them in place cannot reach the private side
+    assert granted[BN_STATS] is not bn
+    assert all(torch.equal(a, b) and a is not b
+               for got, want in zip(granted[BN_STATS], bn) for a, b in zip(got, want))
     assert provide_grants(set(), private) == {}
 
 

@@ -155,3 +155,10 @@ def test_the_dummy_update_of_the_true_batch_is_the_aggregate(reduce, client):
     one_client = compute_update(model, x_all, y_all, whole).tensors  # one batch of K·B
     assert not all(torch.allclose(a, o, atol=1e-6) for a, o in zip(one_client,
                                                                    obs.update.tensors))
+
+
+def test_a_chain_with_two_aggregations_is_refused_at_load():
+    from bench.suite import SuiteError
+
+    with pytest.raises(SuiteError, match="at most one protocol-level link"):
+        make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, {"secagg": {"clients": 3}}]}])

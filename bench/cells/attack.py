@@ -68,18 +68,6 @@ class AttackCell:
         return (f"{self.dataset.label} {self.arch.label} bs={self.batch_size} seed={self.seed} "
                 f"{self.defense_label} {self.attack.label}")
 
-    def axes(self) -> dict[str, set[Any]]:
-        return {
-            "attack": {self.attack.name, self.attack.label},
-            "defense": {d.name for d in self.defense} | {self.defense_label},
-            "arch": {self.arch.name, self.arch.label},
-            "dataset": {self.dataset.name, self.dataset.label},
-            "batch_size": {self.batch_size},
-            "mode": {dict(self.client)["mode"]},
-            "victim": {self.victim},
-            "seed": {self.seed},
-        }
-
     def scenario(self) -> dict[str, Any]:
         """What fixes the private batch and the victim model: shared by attacks and defenses."""
         ident = self.identity()

@@ -25,15 +25,7 @@ from bench.data import normalize, other_batches, sample_batch, stack_items
 from bench.defend import defend
 from bench.identity import Spec, chain_label, digest, seed_from
 from bench.records import Outcome, UtilityRecord, new_record
-from bench.registry import Param
 from bench.victim import victim_model
-
-UTILITY_PARAMS = (
-    Param("steps", int, 100, low=1, high=1_000_000, help="federated SGD steps"),
-    Param("batch_size", int, 32, low=1, high=100_000, help="client batch per step"),
-    Param("lr", float, 0.05, low=0.0, help="server learning rate on the aggregated update"),
-    Param("eval_size", int, 1000, low=1, high=10_000_000, help="test images evaluated"),
-)
 
 
 @register_cell_kind("utility")
@@ -74,14 +66,6 @@ class UtilityCell:
         ident = self.identity()
         shared = {k: ident[k] for k in ("arch", "dataset", "seed", "base_seed", "utility")}
         return {"scenario": seed_from(shared), "defense": seed_from(ident)}
-
-    def axes(self) -> dict[str, set[Any]]:
-        return {
-            "defense": {d.name for d in self.defense} | {self.defense_label},
-            "arch": {self.arch.name, self.arch.label},
-            "dataset": {self.dataset.name, self.dataset.label},
-            "seed": {self.seed},
-        }
 
     def context(self) -> CellContext:
         """The client trains with the track's batch size, FedSGD, and no grants."""

@@ -32,13 +32,15 @@ class Executor(Protocol):
 
 
 def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
-                    elapsed: float) -> Outcome:
+                    elapsed: float, device: torch.device | None = None) -> Outcome:
     """The outcome of a cell that produced none itself: skipped, timed out, or its worker
-    died."""
+    died (``device``: where it was to run, for the provenance)."""
     declared = RECORD_TYPES[cell.kind].__dataclass_fields__
-    fields: dict[str, Any] = {"success_psnr": options.success_psnr}
+    rule = options.success
+    fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
+        "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
     fields = {k: v for k, v in fields.items() if k in declared}
-    record = new_record(cell, torch.device("cpu"), status, error,
+    record = new_record(cell, device or torch.device("cpu"), status, error,
                         timing={"wall_seconds": elapsed}, **fields)
     return Outcome(record)
 

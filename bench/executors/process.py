@@ -157,7 +157,7 @@ class ProcessExecutor:
             s.process.join()
             cell = s.cell
             self._slots[i] = self._start(results)
-            yield cell, failure_outcome(cell, status, error, options, elapsed)
+            yield cell, failure_outcome(cell, status, error, options, elapsed, self.device)
 
     def cancel(self) -> None:
         for s in self._slots:

@@ -164,7 +164,7 @@ class RayExecutor:
             record, artifacts = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
             return failure_outcome(cell, "error", failure_cause(e, self.max_retries), options,
-                                   time.perf_counter() - t0)
+                                   time.perf_counter() - t0, torch.device(self.device))
         return Outcome(Record.from_json(record), artifacts)
 
     def _expire(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
@@ -177,7 +177,7 @@ class RayExecutor:
             self.ray.cancel(ref, force=True)
             yield cell, failure_outcome(cell, "timeout",
                                         f"exceeded the cell timeout of {self.timeout:g}s",
-                                        options, elapsed)
+                                        options, elapsed, torch.device(self.device))
 
     def cancel(self) -> None:
         for ref in list(self._inflight):

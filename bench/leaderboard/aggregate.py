@@ -173,10 +173,13 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
         g = g[~failed]
     if g.empty:
         return pd.DataFrame(columns=["defense", "accuracy", "drop", "update_cosine"])
-    base = g[g["defense"] == "none"].set_index("scenario")["accuracy"]
+    # one run per (defense, scenario seed) is the design; records without a scenario cannot
+    # pair, and repeated ones (merged stores) are averaged rather than misaligned
+    keyed = g[g["scenario"].notna()]
+    base = keyed[keyed["defense"] == "none"].groupby("scenario")["accuracy"].mean()
     rows = []
     for defense, d in g.groupby("defense", sort=True):
-        paired = d.set_index("scenario")["accuracy"]
+        paired = d[d["scenario"].notna()].groupby("scenario")["accuracy"].mean()
         common = paired.index.intersection(base.index)
         eps = pd.to_numeric(d["epsilon"], errors="coerce").dropna() if "epsilon" in d \
             else pd.Series(dtype=float)

@@ -24,6 +24,8 @@ from bench.registry import (
     suggest,
     validate_params,
 )
+from bench.suite.checks import check_rules
+from bench.suite.read import parse_yaml, read_suite_text
 from bench.suite.schema import (
     BUDGET_PARAMS,
     CLIENT_PARAMS,
@@ -51,7 +53,6 @@ def builtin_suites() -> dict[str, Path]:
 
 def load_suite(name_or_path: str) -> Suite:
     """Load a built-in suite by name or a YAML file by path; raise SuiteError naming the key."""
-    from bench.suite.read import parse_yaml, read_suite_text
 
     builtins = builtin_suites()
     try:
@@ -185,7 +186,6 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         resources=resources,
         source=source,
     )
-    from bench.suite.checks import check_rules
 
     suite.warnings = check_rules(suite)
     return suite
@@ -356,7 +356,11 @@ def _defenses(value: Any) -> list[tuple[Spec, ...]]:
 
 def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
     """A link that rebuilds the update from the batch (DP-SGD) would silently discard the
-    update- and protocol-level links before it; only data-level links may precede it."""
+    update- and protocol-level links before it; only data-level links may precede it. One
+    protocol-level link at most: a second aggregate of an aggregate is not simulated."""
+    protocol = [s.name for s in chain if DEFENSES.get(s.name).cls.level == "protocol"]
+    if len(protocol) > 1:
+        raise SuiteError(f"{where}: at most one protocol-level link, got {', '.join(protocol)}")
     for k, spec in enumerate(chain):
         if not DEFENSES.get(spec.name).cls.recomputes_update:
             continue

@@ -1,5 +1,6 @@
-"""Which cells a suite leaves out (``exclude`` rules) and which it keeps as skipped records
-(a component declares the combination incompatible): one matcher for every cell kind."""
+"""Which cells a suite keeps as skipped records (a component declares the combination
+incompatible): one compatibility check for every cell kind. ``exclude`` rules are applied as
+bit masks during expansion (:mod:`bench.suite.expand`)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,6 @@ from typing import Any
 
 from bench.contracts import Attack, CellContext
 from bench.registry import ATTACKS
-
-
-def excluded(cell: Any, rules: list[dict[str, list[Any]]]) -> bool:
-    """A rule matches a cell when each of its axes is one of the cell's and shares a value.
-
-    A rule naming an axis a kind does not have (``attack`` for a utility cell) leaves that kind
-    alone.
-    """
-    values = cell.axes()
-    return any(set(rule) <= set(values)
-               and all(values[axis] & set(allowed) for axis, allowed in rule.items())
-               for rule in rules)
-
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
 _REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
