@@ -1,6 +1,7 @@
 """One run per output folder: ``DIR/.lock`` holds the owner's PID, host and worker PIDs.
 
-The lock is taken atomically (``O_CREAT | O_EXCL``). A second run on the same folder while
+The lock is taken atomically (``O_CREAT | O_EXCL``), and acquisitions take turns under a
+kernel lock on ``DIR/.lock.guard``. A second run on the same folder while
 the owner lives is refused with a clear message. A stale lock (its PID dead on this host) is
 taken over, after the dead run's workers are gone: they stop on their own within a second or
 two of their parent's death (:mod:`bench.executors.process`); any still alive after a grace
@@ -9,6 +10,7 @@ period is killed, so a restart never overlaps with the old run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ from typing import Any
 from bench.registry import LeakbenchError, warn
 
 LOCK = ".lock"
+GUARD = ".lock.guard"  # serialises acquisitions of LOCK (never removed: it cannot go stale)
 WORKER_GRACE_S = 10.0
 
 
@@ -62,6 +65,17 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Acquisitions take turns: two restarts after a kill could otherwise both judge the
+        # lock stale and both take it, or read the other's lock half-written. The guard is a
+        # kernel lock (flock), released when its holder dies, so it can never go stale.
+        guard = os.open(self.path.with_name(GUARD), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            self._acquire()
+        finally:
+            os.close(guard)  # closing releases the flock
+
+    def _acquire(self) -> None:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

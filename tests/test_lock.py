@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,3 +105,34 @@ def test_a_restart_after_kill_9_never_overlaps_and_records_every_cell_once(plugi
     for name, mtime in first.items():
         assert (out / "records" / name).stat().st_mtime_ns == mtime
     assert not list(out.glob("records/.*.tmp")) and not (out / LOCK).exists()
+
+
+def _contend(out: str, results) -> None:
+    from bench.lock import LockedError, RunLock
+
+    try:
+        with RunLock(Path(out)):
+            results.put("held")
+            time.sleep(1.0)
+    except LockedError:
+        results.put("refused")
+
+
+def test_simultaneous_restarts_on_a_stale_lock_let_exactly_one_in(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    # the dead run's worker lingers for a second: every restart waits for it, then all move
+    # at once — the moment two of them could both take the lock over
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    (tmp_path / LOCK).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(),
+                                             "workers": [worker.pid]}))
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path), results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    worker.wait()
+    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    assert outcomes == ["held", "refused", "refused", "refused"]
