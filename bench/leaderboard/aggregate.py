@@ -4,9 +4,11 @@ overlap, and the utility track's paired accuracy drop."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
-from bench.leaderboard.frames import FAILED
+from bench.leaderboard.frames import FAILED, scenarios
 from bench.leaderboard.uncertainty import (
     BATCH_FLOOR,
     MISSING,
@@ -195,3 +197,13 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
                         f"{name}_n": iv.n})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def scenario_summaries(df: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, pd.DataFrame]]:
+    """Per scenario with attack rows to show: its key, its cells and their summary (what every
+    table, figure and export iterates over)."""
+    for key, g in scenarios(df):
+        summary = summarize_attacks(g)
+        if not summary.empty:
+            yield key, g, summary
+

@@ -10,10 +10,10 @@ import pandas as pd
 from bench.leaderboard.aggregate import (
     rank_attacks,
     rank_defenses,
+    scenario_summaries,
     strongest_attacks,
-    summarize_attacks,
 )
-from bench.leaderboard.frames import SCENARIO, records_frame, scenarios
+from bench.leaderboard.frames import SCENARIO, records_frame
 from bench.metrics import list_metrics
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
@@ -46,10 +46,7 @@ def aggregate_frame(df: pd.DataFrame) -> pd.DataFrame:
     row of each defense's strongest attack (the Defenses table's) has ``strongest`` set and
     the defense's shared ranks."""
     parts = []
-    for key, g in scenarios(df):
-        summary = summarize_attacks(g)
-        if summary.empty:
-            continue
+    for key, _, summary in scenario_summaries(df):
         ranked = rank_attacks(summary)
         defenses = rank_defenses(strongest_attacks(summary))
         top = {(r["defense"], r["attack"]): (r["rank_best"], r["rank_worst"])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.leaderboard.aggregate import strongest_attacks, summarize_attacks, utility_summary
-from bench.leaderboard.frames import scenario_slug, scenario_title, scenarios
+from bench.leaderboard.aggregate import scenario_summaries, strongest_attacks, utility_summary
+from bench.leaderboard.frames import scenario_slug, scenario_title
 
 
 def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tuple, str]:
@@ -16,10 +16,7 @@ def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tup
     from bench.plots import plot_privacy_utility, plot_psnr_vs_strength
 
     paths: dict[tuple, str] = {}
-    for key, g in scenarios(df):
-        summary = summarize_attacks(g)
-        if summary.empty:
-            continue
+    for key, g, summary in scenario_summaries(df):
         best = strongest_attacks(summary)
         title = scenario_title(key)
         us = utility_summary(util, key[0], key[1]) if len(util) else None

@@ -17,11 +17,11 @@ from bench.leaderboard.aggregate import (
     interval,
     rank_attacks,
     rank_defenses,
+    scenario_summaries,
     strongest_attacks,
-    summarize_attacks,
     utility_summary,
 )
-from bench.leaderboard.frames import scenario_title, scenarios
+from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, list_metrics
 from bench.registry import ARCHS, DATASETS
@@ -105,10 +105,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
     overlap."""
     h = headline()
     tables = []
-    for key, g in scenarios(df):
-        summary = summarize_attacks(g)
-        if summary.empty:
-            continue
+    for key, g, summary in scenario_summaries(df):
         summary = rank_attacks(summary)
         shown = attack_metrics(summary)
         unstable = bool((summary["n_ok"] < summary["n"]).any())
@@ -147,10 +144,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     h = headline()
     shown = defense_metrics()
     tables = []
-    for key, g in scenarios(df):
-        summary = summarize_attacks(g)
-        if summary.empty:
-            continue
+    for key, g, summary in scenario_summaries(df):
         best = rank_defenses(strongest_attacks(summary))
         us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
         has_utility = us is not None and not us.empty
