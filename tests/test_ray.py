@@ -49,10 +49,16 @@ class RaySleep(Attack):
     def reconstruct(self, obs):
         if self.pidfile:
             path = Path(self.pidfile)
-            if self.once and path.exists():
-                Path(self.pidfile + ".retry").write_text(str(os.getpid()))
-                return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
-            path.write_text(str(os.getpid()))
+            if self.once:  # exactly one attempt sleeps, even when two cells start at once
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    Path(self.pidfile + ".retry").write_text(str(os.getpid()))
+                    return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+            else:
+                path.write_text(str(os.getpid()))
         time.sleep(self.seconds)
         return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
 '''
@@ -115,7 +121,8 @@ def test_smoke_on_ray_gives_the_process_executors_cells_and_metrics(cluster, tmp
 
 def test_a_killed_worker_is_retried_and_the_cell_recorded_once(cluster, tmp_path):
     pidfile = tmp_path / "pid"
-    suite = make_suite(seeds=2, attacks=[
+    # the timeout covers a cell's retries too (a fresh worker's start after the kill)
+    suite = make_suite(seeds=2, timeout=300, attacks=[
         {"raysleep": {"pidfile": str(pidfile), "once": True}}, {"dlg": {"steps": 2}}])
     killed: list[int] = []
     watcher = _kill_when_written(pidfile, killed)
@@ -132,7 +139,7 @@ def test_a_killed_worker_is_retried_and_the_cell_recorded_once(cluster, tmp_path
 
 def test_a_worker_that_keeps_dying_becomes_an_error_record(cluster, tmp_path):
     pidfile = tmp_path / "pid"
-    suite = make_suite(attacks=[{"raysleep": {"pidfile": str(pidfile)}}])
+    suite = make_suite(timeout=300, attacks=[{"raysleep": {"pidfile": str(pidfile)}}])
     killed: list[int] = []
     watcher = _kill_when_written(pidfile, killed, times=2)
     run_suite(suite, tmp_path / "out", device="cpu", progress=False, executor="ray",
