@@ -3,14 +3,13 @@ random Inception-v3 weights file for FID/KID."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 
-from helpers import PLUGIN
+from helpers import PLUGIN, write_plugin
 
 
 @pytest.fixture(autouse=True)
@@ -28,16 +27,9 @@ def one_thread():
 @pytest.fixture(scope="session")
 def plugin_path(tmp_path_factory) -> Path:
     """A folder holding a module and its dist-info with leakbench entry points."""
-    root = tmp_path_factory.mktemp("plugin")
-    (root / "leakbench_testplugin.py").write_text(textwrap.dedent(PLUGIN))
-    info = root / "leakbench_testplugin-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leakbench-testplugin\n"
-                                   "Version: 0.0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[leakbench.attacks]\nboom = leakbench_testplugin\n\n"
-        "[leakbench.defenses]\nflip = leakbench_testplugin:Flip\n")
-    return root
+    return write_plugin(tmp_path_factory.mktemp("plugin"), "leakbench_testplugin", PLUGIN,
+                        "[leakbench.attacks]\nboom = leakbench_testplugin\n\n"
+                        "[leakbench.defenses]\nflip = leakbench_testplugin:Flip\n")
 
 
 @pytest.fixture(scope="session")

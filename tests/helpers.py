@@ -66,6 +66,20 @@ def scored_path(cell: AttackCell) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return observed.x01, recon01, metrics
 
 
+def write_plugin(root: Path, module: str, source: str, entry_points: str) -> Path:
+    """An installed-looking plugin in ``root``: ``module``.py and its dist-info with the given
+    ``entry_points.txt`` (leakbench finds components through these groups)."""
+    import textwrap
+
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{module}-0.0.1.dist-info"
+    info.mkdir()
+    name = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return root
+
+
 def write_suite(path: Path, **overrides) -> Path:
     raw = {**TINY_SUITE, **overrides}
     path.write_text(yaml.safe_dump(raw))

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from bench.registry import ATTACKS
 from bench.runner import run_suite
 from bench.store import load_records
 from bench.suite import load_suite
-from helpers import ROOT, make_suite, write_suite
+from helpers import ROOT, make_suite, write_plugin, write_suite
 
 RAY_PLUGIN = '''
 """A test attack for the Ray executor: sleeps, after writing its worker's PID to a file."""
@@ -67,13 +66,8 @@ class RaySleep(Attack):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A local two-CPU Ray cluster whose workers import leakbench and the test plugin."""
-    plugin = tmp_path_factory.mktemp("rayplugin")
-    (plugin / "leakbench_raytest.py").write_text(textwrap.dedent(RAY_PLUGIN))
-    info = plugin / "leakbench_raytest-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leakbench-raytest\n"
-                                   "Version: 0.0.1\n")
-    (info / "entry_points.txt").write_text("[leakbench.attacks]\nraysleep = leakbench_raytest\n")
+    plugin = write_plugin(tmp_path_factory.mktemp("rayplugin"), "leakbench_raytest", RAY_PLUGIN,
+                          "[leakbench.attacks]\nraysleep = leakbench_raytest\n")
     sys.path.insert(0, str(plugin))
     importlib.import_module("leakbench_raytest")  # the driver plans cells with it
     path = os.pathsep.join([str(ROOT), str(plugin), os.environ.get("PYTHONPATH", "")])
