@@ -14,7 +14,7 @@ from attacks.priors import (
     running_stats,
     untrained_stats,
 )
-from bench.contracts import CellContext, ClientSpec, Observation
+from bench.contracts import CellContext, ClientSpec, Observation, Reconstruction
 from bench.grants import BN_STATS
 from bench.registry import Param, register_attack
 from bench.victim import parse_state
@@ -53,7 +53,8 @@ class GradInversion(InvertingGradients):
              "Evaluating Gradient Inversion Attacks and Defenses in Federated Learning. "
              "NeurIPS 2021")
     needs = frozenset({BN_STATS})
-    params = InvertingGradients.params + (
+    params = tuple(p for p in InvertingGradients.params
+                   if p.name not in ("patience", "min_rel_improvement", "snapshots")) + (
         Param("bn", float, 0.1, low=0.0,
               help="BN-statistics prior weight (Huang et al. use 1e-3 to 5e-3 at their scale)"),
         Param("bn_source", str, "auto", choices=("auto", "granted", "running"),
@@ -62,6 +63,11 @@ class GradInversion(InvertingGradients):
         Param("group", float, 0.0, low=0.0,
               help="group-consistency weight over restarts (needs restarts > 1)"),
     )
+
+    batched_trials = False  # its BatchNorm prior hooks the module: restarts run one by one
+
+    def reconstruct(self, obs: Observation) -> Reconstruction:
+        return self.reconstruct_sequential(obs)
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if not batchnorm_layers(ctx.build_model()):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from attacks.batched_adam import Plateau, TrialsResult, run_signed_adam_trials
 from attacks.gradient_matching import (
     cosine_distance,
     dummy_update,
@@ -15,6 +16,7 @@ from attacks.gradient_matching import (
 )
 from attacks.labels import infer_labels
 from attacks.priors import total_variation
+from attacks.trials import TrialEngine, trials_of
 from bench.contracts import Attack, Observation, Reconstruction
 from bench.grants import LABELS
 from bench.registry import Param, register_attack
@@ -59,7 +61,16 @@ class InvertingGradients(Attack):
         Param("boxed", bool, True, help="project the image into the valid pixel box"),
         Param("init", str, "randn", choices=("randn", "rand", "zeros"),
               help="dummy init: N(0,1), uniform in the box, or zeros"),
+        Param("patience", int, 0, low=0, high=1_000_000,
+              help="stop a trial whose best loss gained < min_rel_improvement over this many "
+                   "steps (0: run the whole budget)"),
+        Param("min_rel_improvement", float, 1e-3, low=0.0, high=1.0,
+              help="the relative gain that counts as progress for patience"),
+        Param("snapshots", int, 4, low=0, high=64,
+              help="estimates kept during the run (at 1/2^k of the iterations) for the "
+                   "quality-versus-compute curve, scored outside the attack"),
     )
+    batched_trials = True  # cells differing only by seed share one vectorised pass
 
     # -- pieces a subclass (GradInversion) extends -------------------------------------------
 
@@ -93,10 +104,77 @@ class InvertingGradients(Attack):
         return starts
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
-        dev = obs.device
+        return self.reconstruct_trials([obs])[0]
+
+    def labels_for(self, obs: Observation) -> tuple[torch.Tensor, bool]:
+        """The granted labels, or those inferred from the update (and whether inferred)."""
         granted = obs.grant(LABELS)
-        inferred = granted is None
-        labels = (infer_labels(obs) if inferred else granted).to(dev)
+        if granted is None:
+            return infer_labels(obs).to(obs.device), True
+        return granted.to(obs.device), False
+
+    def snapshot_points(self, iterations: int) -> list[int]:
+        """Iteration counts at which estimates are kept: iterations/2, /4, … (``snapshots``)."""
+        return sorted({iterations >> k for k in range(1, self.snapshots + 1)} - {0})
+
+    def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        """Every cell's restarts as trials of one vectorised signed-Adam pass; each cell keeps
+        its best restart by its own objective."""
+        obs0 = observations[0]
+        restarts, iterations = plan_budget(self.restarts, self.iterations, obs0.max_iterations,
+                                           obs0.max_grad_evals)
+        cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
+        engine = TrialEngine(observations, cell_of)
+        labelled = [self.labels_for(o) for o in observations]
+        target = torch.stack([labelled[c][0] for c in cell_of])
+        starts = torch.stack([x for o in observations for x in self.initial_images(o, restarts)])
+        priors = self.priors(obs0)
+
+        def objective(x: torch.Tensor) -> torch.Tensor:
+            return engine.losses(cosine_distance, x, target, priors)
+
+        def match(x: torch.Tensor) -> torch.Tensor:
+            return engine.losses(cosine_distance, x, target)
+
+        res = run_signed_adam_trials(
+            starts, objective, iterations, self.lr, self.signed, self.lr_decay,
+            obs0.domain.bounds(obs0.device) if self.boxed else None,
+            score=objective if self.scores_with_priors() else match,
+            plateau=Plateau(self.patience, self.min_rel_improvement),
+            snapshot_at=self.snapshot_points(iterations))
+        return [self._cell_result(res, trials, obs, labels, inferred, iterations)
+                for trials, obs, (labels, inferred)
+                in zip(trials_of(cell_of, len(observations)), observations, labelled)]
+
+    def _cell_result(self, res: TrialsResult, trials: list[int], obs: Observation,
+                     labels: torch.Tensor, inferred: bool, iterations: int) -> Reconstruction:
+        """One cell's reconstruction: its best restart, its restarts' summed cost."""
+        mine = [res.trials[j] for j in trials]
+        finals = [t.final_loss for t in mine]
+        diverged = all(t.diverged or t.final_loss == float("inf") for t in mine)
+        best = 0 if diverged else min(range(len(mine)), key=lambda r: finals[r])
+        winner = mine[best]
+        width = max(len(t.loss_trace) for t in mine)
+        trace = [min(t.loss_trace[i] for t in mine if i < len(t.loss_trace))
+                 for i in range(width)]
+        info = {"final_loss": winner.final_loss, "diverged": diverged,
+                "restarts_run": len(mine), "iterations_per_restart": iterations,
+                "restart_losses": finals, "best_restart": best,
+                "labels_inferred": inferred,
+                "local_steps": local_steps(obs.client, obs.client_batch_size),
+                "update_kind": obs.update.kind,
+                "converged_at": winner.converged_at,
+                # the cell's cost so far: its restarts advance in lock-step
+                "snapshots": [(evals * len(mine), sec, x) for evals, sec, x in winner.snapshots]}
+        return Reconstruction(res.images[trials[best]], labels.cpu(),
+                              sum(t.iterations for t in mine), sum(t.grad_evals for t in mine),
+                              trace, info)
+
+    def reconstruct_sequential(self, obs: Observation) -> Reconstruction:
+        """The restarts one by one (an attack whose objective couples them: GradInversion's
+        group consistency, its BatchNorm hooks)."""
+        dev = obs.device
+        labels, inferred = self.labels_for(obs)
         observed = [t.to(dev) for t in obs.update.tensors]
         priors = self.priors(obs)
 

@@ -2,7 +2,7 @@
 
     leakbench list [attacks|defenses|archs|datasets|suites]
     leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
-                  [--max-cells N] [--verbose]
+                  [--max-cells N] [--verbose] [--trials K]
                   [--executor inline|process|ray] [--ray-address ADDR] [--gpus-per-task X]
     leakbench merge OUT DIR...
     leakbench leaderboard [DIR] [--format markdown|latex]
@@ -69,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {args.jobs}")
     if args.max_cells is not None and args.max_cells < 1:
         raise LeakbenchError(f"--max-cells: expected a positive number, got {args.max_cells}")
+    if args.trials < 1:
+        raise LeakbenchError(f"--trials: expected 1 (every cell alone) or more, got {args.trials}")
     limit = args.max_cells or MAX_CELLS
     resolve_device(args.device)
     if args.dry_run:
@@ -76,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
-                        executor_options=_executor_options(args))
+                        executor_options=_executor_options(args), trials=args.trials)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         print(f"leaderboard: {write_leaderboard(out)}")
@@ -210,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-retries", type=int,
                    help="--executor ray: re-runs of a cell whose worker died (2)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--trials", type=int, default=8,
+                   help="cells differing only by seed batched into one vectorised pass where "
+                        "the attack allows (1: every cell alone; default 8)")
     s.add_argument("--force", action="store_true", help="re-run cells that have records")
     s.add_argument("--retry-failed", action="store_true", help="re-run error/timeout cells")
     s.add_argument("--dry-run", action="store_true", help="list cells and their status")

@@ -199,6 +199,15 @@ class Attack(Component):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         raise NotImplementedError
 
+    # whether ``reconstruct_trials`` vectorises: the runner then groups cells that differ only
+    # by seed into one pass (records stay one per cell)
+    batched_trials: bool = False
+
+    def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        """One reconstruction per observation; attacks that vectorise over trials override
+        this (trials stay independent: each result depends on its own observation only)."""
+        return [self.reconstruct(o) for o in observations]
+
 
 class Defense(Component):
     """Base class: transform the private batch (data level) and/or the update (update level)."""

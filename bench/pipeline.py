@@ -171,50 +171,144 @@ def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
     component (the record says which stage failed)."""
     if cell.skip_reason:
         return Outcome(record_attack(cell, device, options, "skipped", cell.skip_reason))
+    return run_trials([cell], device, options)[0]
+
+
+def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> list[Outcome]:
+    """Cells that differ only by seed, attacked as trials of one vectorised pass when the
+    attack vectorises (:meth:`~bench.contracts.Attack.reconstruct_trials`): each is observed,
+    scored and recorded on its own, and the pass's time is divided equally between them. A
+    cell whose observation fails is an error record; a pass that raises is re-run cell by
+    cell, so no cell's failure takes down its batch-mates."""
     # denormal floats (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of
     # magnitude; flushing them to zero changes nothing a metric can see
     torch.set_flush_denormal(True)
-    timing: dict[str, float] = {}
-    fields: dict[str, Any] = {}
-    artifacts: dict[str, bytes] = {}
-    status, error, stage = "error", None, "setup"
-    try:
-        t0 = time.perf_counter()
-        observed = observe(cell, device)
-        fields["floor_metrics"] = floor_metrics(observed.x01)  # what a failed seed counts as
+    runs = [_Run(cell) for cell in cells]
+    for run in runs:
+        run.guard("setup", lambda r: r.observe(device))
+    live = [r for r in runs if r.error is None]
+    if len(live) > 1:
+        try:
+            _attack_together(live, device)
+        except Exception:  # re-run alone: the failing cell records its own error
+            for r in live:
+                r.fields["trial_batch"] = None
+    for r in live:
+        if r.done is None:
+            r.guard("attack", lambda r: r.attack_alone())
+    return [r.finish(device, options) for r in runs]
+
+
+def _attack_together(runs: list[_Run], device: torch.device) -> None:
+    cell0 = runs[0].cell
+    with PeakMemory(device) as mem:
         _sync(device)
-        timing["setup_seconds"] = time.perf_counter() - t0
-        stage = "attack"
-        done = attack(cell, observed.obs)
-        timing["attack_seconds"] = done.seconds
-        stage = "score"
+        t0 = time.perf_counter()
+        recons = cell0.attack.build().reconstruct_trials([r.observed.obs for r in runs])
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    share = {"cells": [r.cell.cell_id for r in runs], "trials": len(runs),
+             "pass_seconds": seconds, "time_share": "equal"}
+    for r, recon in zip(runs, recons):
+        r.done = Attacked(recon, seconds / len(runs), mem.peak_bytes, mem.kind)
+        r.fields["trial_batch"] = share
+
+
+@dataclass
+class _Run:
+    """One cell on its way through the stages (a batched pass holds several)."""
+
+    cell: Any
+    observed: Observed | None = None
+    done: Attacked | None = None
+    error: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def guard(self, stage: str, step: Any) -> None:
+        """Run ``step(self)``; an exception becomes this cell's error (never a lost run)."""
+        try:
+            step(self)
+        except Exception as e:
+            self.error = f"{stage}: {type(e).__name__}: {e}"
+            self.fields.update(traceback=traceback.format_exc(limit=8), metrics=None)
+
+    def observe(self, device: torch.device) -> None:
+        t0 = time.perf_counter()
+        self.observed = observe(self.cell, device)
+        self.fields["floor_metrics"] = floor_metrics(self.observed.x01)  # a failed seed's score
+        _sync(device)
+        self.timing["setup_seconds"] = time.perf_counter() - t0
+
+    def attack_alone(self) -> None:
+        assert self.observed is not None
+        self.done = attack(self.cell, self.observed.obs)
+
+    def finish(self, device: torch.device, options: RunOptions) -> Outcome:
+        status, artifacts = "error", {}
+        if self.error is None and self.done is not None:
+            self.guard("score", lambda r: r._score(options))
+            status = self.fields.pop("status", "error") if self.error is None else "error"
+        if self.fields.get("trial_batch") is None:
+            self.fields.pop("trial_batch", None)
+        artifacts = self.fields.pop("artifacts", artifacts)
+        error = self.error or self.fields.pop("diverged_error", None)
+        record = record_attack(self.cell, device, options, status, error, timing=self.timing,
+                               **self.fields)
+        return Outcome(record, artifacts)
+
+    def _score(self, options: RunOptions) -> None:
+        assert self.observed is not None and self.done is not None
+        observed, done = self.observed, self.done
+        self.timing["attack_seconds"] = done.seconds
         t2 = time.perf_counter()
         recon = done.recon
-        fields.update(
+        snapshots = recon.info.pop("snapshots", None) or []
+        self.fields.update(
             iterations=recon.iterations, grad_evals=recon.grad_evals,
             loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
             attack_info=_jsonable(recon.info),
             defense_info=_jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
+        if recon.info.get("converged_at"):
+            self.fields["converged_at"] = recon.info["converged_at"]
         if observed.clients > 1:
-            fields["aggregate"] = {"clients": observed.clients,
-                                   "observed_batch": observed.obs.batch_size,
-                                   "own_images": [observed.own.start, observed.own.stop]}
+            self.fields["aggregate"] = {"clients": observed.clients,
+                                        "observed_batch": observed.obs.batch_size,
+                                        "own_images": [observed.own.start, observed.own.stop]}
         scored = score_attack(observed, recon, options)
         if scored is None:
-            status, error = "diverged", "the attack's loss or image became NaN/inf"
+            self.fields.update(status="diverged",
+                               diverged_error="the attack's loss or image became NaN/inf")
         else:
             metrics, recon01 = scored
-            status, fields["metrics"] = "ok", metrics
-            pictured, artifacts = cell_artifacts(cell.cell_id, observed.x01, recon01,
-                                                 metrics["matching"])
-            fields.update(pictured)
-        timing["score_seconds"] = time.perf_counter() - t2
-    except Exception as e:  # a failing cell becomes a record, never a lost run
-        error = f"{stage}: {type(e).__name__}: {e}"
-        fields.update(traceback=traceback.format_exc(limit=8), metrics=None)
-    record = record_attack(cell, device, options, status, error, timing=timing, **fields)
-    return Outcome(record, artifacts)
+            self.fields.update(status="ok", metrics=metrics)
+            pictured, self.fields["artifacts"] = cell_artifacts(
+                self.cell.cell_id, observed.x01, recon01, metrics["matching"])
+            self.fields.update(pictured)
+            share = len(self.fields.get("trial_batch") or {"cells": [0]}["cells"])
+            self.fields["curve"] = quality_curve(observed, recon, snapshots, share,
+                                                 metrics, done.seconds, options)
+        self.timing["score_seconds"] = time.perf_counter() - t2
+
+
+def quality_curve(observed: Observed, recon: Reconstruction,
+                  snapshots: list[tuple[int, float, torch.Tensor]], share: int,
+                  final: dict[str, Any], seconds: float, options: RunOptions
+                  ) -> list[dict[str, float]]:
+    """PSNR against compute: each snapshot the attack kept (its evaluations, and its pass's
+    seconds divided by the trials sharing it), scored here, outside the attack; then the
+    final estimate."""
+    points = []
+    for evals, elapsed, data in snapshots:
+        if not bool(torch.isfinite(data).all()):
+            continue
+        snap01 = denormalize(data.detach().cpu().float(), observed.meta.mean, observed.meta.std)
+        m = score(observed.x01, observed.private.y.cpu(), snap01, recon.labels,
+                  success=options.success)
+        points.append({"grad_evals": evals, "seconds": elapsed / share, "psnr": m["psnr"]})
+    points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"]})
+    return points
 
 
 def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],

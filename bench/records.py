@@ -96,11 +96,16 @@ class AttackRecord(Record):
     # a secure aggregate: {clients: K, observed_batch: K·B, own_images: [start, stop]}, the
     # private client's images within the scored batch (metrics own_psnr, own_recovered)
     aggregate: dict[str, Any] | None = None
+    # PSNR against compute: [{grad_evals, seconds, psnr}], snapshots scored after the attack
+    curve: list[dict[str, float]] | None = None
+    converged_at: dict[str, float] | None = None  # where the stopping criterion ended the run
+    # a batched pass: {cells: [ids], trials: K, pass_seconds, time_share: "equal"}
+    trial_batch: dict[str, Any] | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
         "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
-        "floor_metrics", "aggregate"})
+        "floor_metrics", "aggregate", "curve", "converged_at", "trial_batch"})
 
 
 @dataclass(kw_only=True)

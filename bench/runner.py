@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from bench.cells.base import RunOptions
+from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.preflight import preflight_datasets
@@ -104,23 +105,26 @@ def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = 
 def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
               force: bool = False, retry_failed: bool = False, progress: bool = True,
               executor: str | None = None, max_cells: int | None = MAX_CELLS,
-              executor_options: ExecutorOptions | None = None) -> RunSummary:
+              executor_options: ExecutorOptions | None = None,
+              trials: int = DEFAULT_TRIALS) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
     workers, or ``inline`` (no timeouts) for ``jobs=0``; ``executor_options`` (a cluster's
     address, per-task resources, retries) reach executors that take them, the suite's
-    ``resources`` filling what is not given. Refuses a grid above ``max_cells`` and a folder
-    another live run holds."""
+    ``resources`` filling what is not given. Cells that differ only by seed run as one batched
+    pass of up to ``trials`` cells where their attack vectorises (1: every cell alone).
+    Refuses a grid above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
         return _run_locked(suite, out_dir, dev, jobs, force, retry_failed, progress,
-                           executor, executor_options, lock)
+                           executor, executor_options, lock, trials)
 
 
 def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force: bool,
                 retry_failed: bool, progress: bool, executor: str | None,
-                executor_options: ExecutorOptions | None, lock: RunLock) -> RunSummary:
+                executor_options: ExecutorOptions | None, lock: RunLock,
+                trials: int = DEFAULT_TRIALS) -> RunSummary:
     options = run_options(suite)
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()
@@ -147,7 +151,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
     if hasattr(runner, "on_start"):
         runner.on_start = lock.add_worker  # a later run waits for these if this one is killed
     try:
-        for _, outcome in runner.run(todo, options):
+        for _, outcome in runner.run(group_trials(todo, trials), options):
             _write(out_dir, outcome, summary)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)

@@ -45,6 +45,22 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     return Outcome(record)
 
 
+def task_failure(task: Any, status: str, error: str, options: RunOptions, elapsed: float,
+                 device: torch.device | None = None) -> list[tuple[CellKind, Outcome]]:
+    """A failure outcome for every cell of a task (a batched group fails as a whole)."""
+    from bench.cells.trials import members
+
+    return [(cell, failure_outcome(cell, status, error, options, elapsed, device))
+            for cell in members(task)]
+
+
+def task_timeout(task: Any, timeout: float) -> float:
+    """A task's time limit: the cell timeout for each cell it records."""
+    from bench.cells.trials import members
+
+    return timeout * len(members(task))
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
     """Settings of executors that run cells elsewhere (a cluster); ``None`` is "not given":

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from bench.cells.base import CellKind, RunOptions
+from bench.cells.trials import run_task
 from bench.executors.base import register_executor
 from bench.records import Outcome
 
@@ -19,8 +20,8 @@ class InlineExecutor:
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
-        for cell in cells:
-            yield cell, cell.run(self.device, options)
+        for task in cells:
+            yield from run_task(task, self.device, options)
 
     def cancel(self) -> None:
         pass

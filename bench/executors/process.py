@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
-from bench.executors.base import failure_outcome, register_executor
+from bench.cells.trials import members, run_task
+from bench.executors.base import register_executor, task_failure, task_timeout
 from bench.records import Outcome, Record
 
 WATCHDOG_S = 0.25
@@ -69,11 +70,11 @@ def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int) ->
             continue
         if item is None:
             return
-        cell_json, options = item
-        cell = cell_from_json(cell_json)
-        results.put((cell.cell_id, "started", None))  # the cell's clock starts now
-        outcome = cell.run(dev, options)
-        results.put((cell.cell_id, "done", (outcome.record.to_json(), outcome.artifacts)))
+        task_json, options = item
+        task = cell_from_json(task_json)  # a cell, or a group of batched trials
+        results.put((task.cell_id, "started", None))  # the task's clock starts now
+        outcomes = [(o.record.to_json(), o.artifacts) for _, o in run_task(task, dev, options)]
+        results.put((task.cell_id, "done", outcomes))
 
 
 STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
@@ -127,9 +128,9 @@ class ProcessExecutor:
                     if event == "started":
                         s.started = time.perf_counter()
                     else:
-                        record, artifacts = payload
-                        cell, s.cell = s.cell, None
-                        yield cell, Outcome(Record.from_json(record), artifacts)
+                        task, s.cell = s.cell, None
+                        for cell, (record, artifacts) in zip(members(task), payload):
+                            yield cell, Outcome(Record.from_json(record), artifacts)
                 # every turn, not only when the queue is quiet: busy batch-mates must not
                 # shield a hung cell from its timeout
                 yield from self._reap(results, options)
@@ -146,8 +147,11 @@ class ProcessExecutor:
                 elapsed = now - s.started
             else:  # not begun: a fresh worker imports torch first; allow for it, not forever
                 elapsed = max(0.0, now - s.sent - STARTUP_GRACE_SECONDS)
-            if elapsed > self.timeout:
+            limit = task_timeout(s.cell, self.timeout)
+            if elapsed > limit:
                 status, error = "timeout", f"exceeded the cell timeout of {self.timeout:g}s"
+                if limit != self.timeout:
+                    error += f" (× {len(members(s.cell))} cells sharing a batched pass)"
             elif not s.process.is_alive():
                 status = "error"
                 error = f"worker process died (exit code {s.process.exitcode})"
@@ -155,9 +159,9 @@ class ProcessExecutor:
                 continue
             s.process.kill()
             s.process.join()
-            cell = s.cell
+            task = s.cell
             self._slots[i] = self._start(results)
-            yield cell, failure_outcome(cell, status, error, options, elapsed, self.device)
+            yield from task_failure(task, status, error, options, elapsed, self.device)
 
     def cancel(self) -> None:
         for s in self._slots:

@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
-from bench.executors.base import ExecutorOptions, failure_outcome, register_executor
+from bench.cells.trials import members, run_task
+from bench.executors.base import (
+    ExecutorOptions,
+    register_executor,
+    task_failure,
+    task_timeout,
+)
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError
 
@@ -35,11 +41,13 @@ SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "O
 
 
 def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threads: int
-              ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The Ray task: one cell, in a worker with ``threads`` torch threads."""
+              ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
+    an outcome per cell."""
     torch.set_num_threads(threads)
-    outcome = cell_from_json(cell_json).run(torch.device(device), options)
-    return outcome.record.to_json(), outcome.artifacts
+    task = cell_from_json(cell_json)
+    return [(o.record.to_json(), o.artifacts) for _, o in run_task(task, torch.device(device),
+                                                                   options)]
 
 
 def import_ray() -> Any:
@@ -150,8 +158,8 @@ class RayExecutor:
                 if ready and rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in ready:
-                    cell, t0 = self._inflight.pop(ref)
-                    yield cell, self._collect(ref, cell, options, t0)
+                    task, t0 = self._inflight.pop(ref)
+                    yield from self._collect(ref, task, options, t0)
                 yield from self._expire(options)
         finally:
             self.cancel()
@@ -159,25 +167,27 @@ class RayExecutor:
                 ray.shutdown()
                 self._started_cluster = False
 
-    def _collect(self, ref: Any, cell: CellKind, options: RunOptions, t0: float) -> Outcome:
+    def _collect(self, ref: Any, task: CellKind, options: RunOptions, t0: float
+                 ) -> list[tuple[CellKind, Outcome]]:
         try:
-            record, artifacts = self.ray.get(ref)
+            outcomes = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
-            return failure_outcome(cell, "error", failure_cause(e, self.max_retries), options,
-                                   time.perf_counter() - t0, torch.device(self.device))
-        return Outcome(Record.from_json(record), artifacts)
+            return task_failure(task, "error", failure_cause(e, self.max_retries), options,
+                                time.perf_counter() - t0, torch.device(self.device))
+        return [(cell, Outcome(Record.from_json(record), artifacts))
+                for cell, (record, artifacts) in zip(members(task), outcomes)]
 
     def _expire(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
         """Cells past the timeout: their tasks cancelled, a ``timeout`` outcome each."""
         now = time.perf_counter()
-        late = [(ref, cell, now - t0) for ref, (cell, t0) in self._inflight.items()
-                if now - t0 > self.timeout]
-        for ref, cell, elapsed in late:
+        late = [(ref, task, now - t0) for ref, (task, t0) in self._inflight.items()
+                if now - t0 > task_timeout(task, self.timeout)]
+        for ref, task, elapsed in late:
             del self._inflight[ref]
             self.ray.cancel(ref, force=True)
-            yield cell, failure_outcome(cell, "timeout",
-                                        f"exceeded the cell timeout of {self.timeout:g}s",
-                                        options, elapsed, torch.device(self.device))
+            yield from task_failure(task, "timeout",
+                                    f"exceeded the cell timeout of {self.timeout:g}s",
+                                    options, elapsed, torch.device(self.device))
 
     def cancel(self) -> None:
         for ref in list(self._inflight):

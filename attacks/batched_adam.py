@@ -1,0 +1,142 @@
+"""Inverting Gradients' signed Adam over K independent trials in lock-step.
+
+Geiping et al. 2020 optimise the dummy image with Adam on the sign of the objective's
+gradient, a step-decay learning rate and a projection into the pixel box. Every one of those
+rules is element-wise, so K trials stacked along a leading dimension advance exactly as they
+would one by one: the trials of a batch are independent (tested). A trial whose loss or
+gradient becomes non-finite is frozen as diverged; a trial whose objective has stopped
+improving (:class:`Plateau`) is frozen as converged; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from attacks.gradient_matching import step_decay_lr
+
+TrialLosses = Callable[[torch.Tensor], torch.Tensor]  # x [K, ...] → losses [K]
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Convergence-aware stopping: a trial stops once its best loss has not improved by more
+    than ``min_rel_improvement`` (relative) over its last ``patience`` steps. ``patience`` 0
+    never stops early: the budget alone ends the run."""
+
+    patience: int = 0
+    min_rel_improvement: float = 1e-4
+
+    def stalled(self, history: Sequence[float]) -> bool:
+        """Whether the best loss of ``history`` (one value per step) has stalled."""
+        if self.patience <= 0 or len(history) <= self.patience:
+            return False
+        before = min(history[:-self.patience])
+        recent = min(history[-self.patience:])
+        if not math.isfinite(before):
+            return False
+        return before - recent <= self.min_rel_improvement * max(abs(before), 1e-12)
+
+
+@dataclass
+class TrialOutcome:
+    """One trial's cost and result."""
+
+    iterations: int = 0
+    grad_evals: int = 0
+    loss_trace: list[float] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)
+    diverged: bool = False
+    final_loss: float = math.inf
+    converged_at: dict[str, float] | None = None  # {"iterations", "grad_evals", "seconds"}
+    snapshots: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class TrialsResult:
+    images: torch.Tensor  # [K, ...], the final dummies
+    trials: list[TrialOutcome]
+    seconds: float = 0.0
+
+
+def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations: int,
+                           lr: float = 0.1, signed: bool = True, lr_decay: bool = True,
+                           box: tuple[torch.Tensor, torch.Tensor] | None = None,
+                           score: TrialLosses | None = None, trace_every: int = 10,
+                           plateau: Plateau | None = None,
+                           snapshot_at: Sequence[int] = ()) -> TrialsResult:
+    """Minimise every trial's ``losses(x)[k]`` over its slice ``x[k]`` of ``start`` [K, ...].
+
+    Each iteration evaluates all live trials in one pass (one gradient evaluation each),
+    replaces the gradient by its sign when ``signed``, takes an Adam step at the step-decay
+    rate and projects into ``box``. At the end each live trial is scored by ``score``
+    (default ``losses``), one more evaluation. ``snapshot_at`` lists iteration counts at
+    which each live trial's estimate is kept (on the CPU) with its evaluations and seconds,
+    for quality-versus-compute curves scored outside the attack.
+    """
+    plateau = plateau or Plateau()
+    k = start.shape[0]
+    x = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    out = [TrialOutcome() for _ in range(k)]
+    live = torch.ones(k, dtype=torch.bool, device=x.device)  # neither diverged nor converged
+    snaps = sorted(set(int(s) for s in snapshot_at if 0 < s <= iterations))
+    t0 = time.perf_counter()
+    for it in range(iterations):
+        if not bool(live.any()):
+            break
+        for pg in opt.param_groups:
+            pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
+        value = losses(x)
+        (g,) = torch.autograd.grad(value.sum(), x)
+        flat = g.reshape(k, -1)
+        finite = torch.isfinite(value.detach()) & torch.isfinite(flat).all(dim=1)
+        vals = value.detach().cpu().tolist()
+        for j in range(k):
+            if not bool(live[j]):
+                continue
+            t = out[j]
+            t.iterations += 1
+            t.grad_evals += 1
+            if not bool(finite[j]):
+                t.diverged = True
+                continue
+            t.history.append(vals[j])
+            if it % trace_every == 0 or it == iterations - 1:
+                t.loss_trace.append(vals[j])
+        live &= finite
+        mask = live.view(k, *([1] * (x.dim() - 1)))
+        g = torch.where(mask, g.sign() if signed else g, torch.zeros_like(g))
+        before = x.detach().clone()
+        x.grad = g
+        opt.step()
+        with torch.no_grad():
+            if box is not None:
+                x.copy_(torch.clamp(x, box[0], box[1]))
+            x.copy_(torch.where(mask, x, before))  # frozen trials do not move
+        elapsed = time.perf_counter() - t0
+        for j in range(k):
+            if bool(live[j]) and plateau.stalled(out[j].history):
+                t = out[j]
+                t.converged_at = {"iterations": t.iterations, "grad_evals": t.grad_evals,
+                                  "seconds": elapsed}
+                live[j] = False
+        if snaps and it + 1 == snaps[0]:
+            snaps.pop(0)
+            kept = x.detach().cpu()
+            for j in range(k):
+                if not out[j].diverged:
+                    out[j].snapshots.append((out[j].grad_evals, elapsed, kept[j].clone()))
+    scorer = score or losses
+    ok = [j for j in range(k) if not out[j].diverged and bool(torch.isfinite(x[j]).all())]
+    if ok:
+        with torch.enable_grad():
+            final = scorer(x.detach()).detach().cpu().tolist()
+        for j in ok:
+            out[j].grad_evals += 1
+            out[j].final_loss = final[j] if math.isfinite(final[j]) else math.inf
+    return TrialsResult(x.detach(), out, time.perf_counter() - t0)

@@ -1,0 +1,106 @@
+"""Batched trials as a unit of work: attack cells that differ only by seed, run as one pass.
+
+The runner groups such cells when their attack vectorises over trials
+(:attr:`~bench.contracts.Attack.batched_trials`); an executor runs the group as one task and
+gets one outcome per member, so records stay one per cell with the same ids. Each member is
+observed, scored and recorded on its own (:func:`bench.pipeline.run_trials`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.cells.attack import AttackCell
+from bench.cells.base import CellKind, RunOptions, register_cell_kind
+from bench.pipeline import run_trials
+from bench.records import Outcome
+from bench.registry import REGISTRIES
+
+DEFAULT_TRIALS = 8
+"""Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""
+
+
+@register_cell_kind("trials")
+@dataclass(frozen=True)
+class TrialsCell:
+    """Attack cells that share everything but the seed, attacked in one vectorised pass."""
+
+    cells: tuple[AttackCell, ...]
+    skip_reason: str | None = None
+
+    @property
+    def suite(self) -> str:
+        return self.cells[0].suite
+
+    @property
+    def cell_id(self) -> str:
+        return "trials:" + "+".join(c.cell_id for c in self.cells)
+
+    def describe(self) -> str:
+        return f"{len(self.cells)} trials of {self.cells[0].describe()}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "trials", "cells": [c.to_json() for c in self.cells]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrialsCell:
+        return cls(tuple(AttackCell.from_json(c) for c in d["cells"]))
+
+    def run_all(self, device: torch.device, options: RunOptions) -> list[Outcome]:
+        return run_trials(list(self.cells), device, options)
+
+
+def members(task: Any) -> tuple[CellKind, ...]:
+    """The cells a task records: a group's members, or the cell itself."""
+    return tuple(task.cells) if isinstance(task, TrialsCell) else (task,)
+
+
+def run_task(task: Any, device: torch.device, options: RunOptions
+             ) -> list[tuple[CellKind, Outcome]]:
+    """Run a cell or a group: one ``(cell, outcome)`` per member."""
+    if isinstance(task, TrialsCell):
+        return list(zip(task.cells, task.run_all(device, options)))
+    return [(task, task.run(device, options))]
+
+
+def _batchable(cell: Any) -> bool:
+    if not isinstance(cell, AttackCell) or cell.skip_reason:
+        return False
+    cls = REGISTRIES["attacks"].get(cell.attack.name).cls
+    return bool(getattr(cls, "batched_trials", False))
+
+
+def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
+    """Cells with groups of up to ``size`` batchable attack cells that differ only by seed,
+    in the order of each group's first cell; other cells stay alone."""
+    if size < 1:
+        raise ValueError(f"trials per pass must be at least 1, got {size}")
+    tasks: list[Any] = []
+    open_groups: dict[str, list[AttackCell]] = {}
+    for cell in cells:
+        if size == 1 or not _batchable(cell):
+            tasks.append(cell)
+            continue
+        ident = cell.identity()
+        key = repr(sorted((k, repr(v)) for k, v in ident.items() if k != "seed"))
+        group = open_groups.get(key)
+        if group is None or len(group) == size:
+            group = open_groups[key] = []
+            tasks.append(group)
+        group.append(cell)
+    return [_as_task(t) for t in tasks]
+
+
+def _as_task(item: Any) -> Any:
+    if isinstance(item, list):
+        return item[0] if len(item) == 1 else TrialsCell(tuple(item))
+    return item
+
+
+def task_cells(tasks: Sequence[Any]) -> int:
+    """How many cells the tasks record."""
+    return sum(len(members(t)) for t in tasks)
