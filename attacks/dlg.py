@@ -2,37 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from attacks.gradient_matching import LBFGS_PARAMS, dummy_update, l2_distance, run_lbfgs
+from attacks.gradient_matching import l2_distance
+from attacks.lbfgs_trials import LBFGS_PARAMS, best_restarts, run_trials_lbfgs
+from attacks.trials import TrialEngine
 from bench.contracts import Attack, Observation, Reconstruction
 from bench.registry import register_attack
 
 
 @register_attack("dlg")
 class DLG(Attack):
-    """L-BFGS on a dummy image and dummy soft-label logits, matching gradients in squared L2."""
+    """L-BFGS on a dummy image and dummy soft-label logits, matching gradients in squared L2.
+
+    Cells differing only by seed are trials of one vectorised pass, each with its own L-BFGS
+    state (see :mod:`attacks.batched_lbfgs`)."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
+    batched_trials = True
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
-        g, dev = obs.generator, obs.device
-        shape = (obs.batch_size, *obs.input_shape)
-        x = torch.randn(shape, generator=g).to(dev).requires_grad_(True)
-        logits = torch.randn(obs.batch_size, obs.num_classes, generator=g).to(dev)
-        logits.requires_grad_(True)
-        observed = [t.to(dev) for t in obs.update.tensors]
+        return self.reconstruct_trials([obs])[0]
 
-        def objective() -> torch.Tensor:
-            soft_labels = logits.softmax(dim=-1)
-            return l2_distance(dummy_update(obs.model, x, soft_labels, obs), observed)
+    def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        starts, logits = [], []
+        for obs in observations:  # each cell's own dummies, drawn as a lone run draws them
+            g = obs.generator
+            for _ in range(self.restarts):
+                starts.append(torch.randn((obs.batch_size, *obs.input_shape), generator=g))
+                logits.append(torch.randn(obs.batch_size, obs.num_classes, generator=g))
+        dev = observations[0].device
+        x = torch.stack(starts).to(dev).requires_grad_(True)
+        y = torch.stack(logits).to(dev).requires_grad_(True)
+        cell_of = [c for c in range(len(observations)) for _ in range(self.restarts)]
+        engine = TrialEngine(observations, cell_of)
 
-        res = run_lbfgs([x, logits], objective, self.steps, self.lr, self.max_eval_per_step,
-                        self.history_size, max_grad_evals=obs.max_grad_evals,
-                        max_iterations=obs.max_iterations)
-        labels = logits.detach().argmax(dim=-1).cpu()
-        return Reconstruction(x.detach(), labels, res.iterations, res.grad_evals,
-                              res.loss_trace, {"final_loss": res.final_loss,
-                                               "diverged": res.diverged})
+        def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
+            return engine.losses(l2_distance, v[0], v[1].softmax(dim=-1))
+
+        res = run_trials_lbfgs(self, observations, [x, y], objective)
+        return best_restarts(res, x.detach(), y.detach().argmax(dim=-1), len(observations),
+                             self.restarts)

@@ -28,15 +28,6 @@ from torch import nn
 
 from bench.client import local_sgd, minibatches, set_bn_mode, training_loss
 from bench.contracts import ClientSpec, Observation
-from bench.registry import Param
-
-LBFGS_PARAMS = (
-    Param("steps", int, 300, low=1, high=100_000, help="L-BFGS steps (up to 20 evals each)"),
-    Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
-    Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
-    Param("history_size", int, 100, low=1, high=1000),
-)
-"""The L-BFGS settings DLG and iDLG share (Zhu et al. 2019: 300 steps, learning rate 1)."""
 
 
 def dummy_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from attacks.gradient_matching import LBFGS_PARAMS, dummy_update, l2_distance, run_lbfgs
+from attacks.gradient_matching import l2_distance
 from attacks.labels import idlg_label
+from attacks.lbfgs_trials import LBFGS_PARAMS, best_restarts, run_trials_lbfgs
+from attacks.trials import TrialEngine
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
 
 
 @register_attack("idlg")
 class IDLG(Attack):
-    """The label from the sign of the last layer's gradient (batch 1), then L-BFGS on the image."""
+    """The label from the sign of the last layer's gradient (batch 1), then L-BFGS on the image.
+
+    Cells differing only by seed are trials of one vectorised pass (as DLG's)."""
 
     paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
     params = LBFGS_PARAMS
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
+    batched_trials = True
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         """The sign rule reads one sample's label: the observed batch must be 1 (on a
@@ -29,17 +36,17 @@ class IDLG(Attack):
         return None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
-        g, dev = obs.generator, obs.device
-        label = idlg_label(obs).to(dev)
-        x = torch.randn((1, *obs.input_shape), generator=g).to(dev).requires_grad_(True)
-        observed = [t.to(dev) for t in obs.update.tensors]
+        return self.reconstruct_trials([obs])[0]
 
-        def objective() -> torch.Tensor:
-            return l2_distance(dummy_update(obs.model, x, label, obs), observed)
+    def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        dev, r = observations[0].device, self.restarts
+        labels = torch.stack([idlg_label(o).to(dev) for o in observations for _ in range(r)])
+        x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)
+                         for o in observations for _ in range(r)]).to(dev).requires_grad_(True)
+        engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
 
-        res = run_lbfgs([x], objective, self.steps, self.lr, self.max_eval_per_step,
-                        self.history_size, max_grad_evals=obs.max_grad_evals,
-                        max_iterations=obs.max_iterations)
-        return Reconstruction(x.detach(), label.cpu(), res.iterations, res.grad_evals,
-                              res.loss_trace, {"final_loss": res.final_loss,
-                                               "diverged": res.diverged})
+        def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
+            return engine.losses(l2_distance, v[0], labels)
+
+        res = run_trials_lbfgs(self, observations, [x], objective)
+        return best_restarts(res, x.detach(), labels, len(observations), r)

@@ -113,3 +113,26 @@ def plot_psnr_vs_strength(df: pd.DataFrame, path: Path, title: str) -> Path:
         if len(rows):
             ax.legend(loc="best", fontsize=8)
         return _save(fig, path)
+
+
+def plot_quality_curves(df: pd.DataFrame, path: Path, title: str) -> Path:
+    """Each attack's mean PSNR against evaluations (left, log) and seconds (right, log).
+
+    ``df`` has columns ``attack``, ``point``, ``grad_evals``, ``seconds`` and ``psnr``."""
+    with style.context("default"):
+        fig = Figure(figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 2, sharey=True)
+        fig.suptitle(title)
+        for ax, x, label in ((axes[0], "grad_evals", "gradient evaluations per cell"),
+                             (axes[1], "seconds", "seconds per cell")):
+            for name, group in sorted(df.groupby("attack"), key=lambda kv: str(kv[0])):
+                group = group.sort_values("point")
+                ax.plot(group[x].clip(lower=1e-3), group["psnr"], "-o", markersize=4,
+                        label=str(name))
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.grid(True, linewidth=0.5, alpha=0.5)
+        axes[0].set_ylabel("mean PSNR, dB")
+        axes[1].legend(loc="best", fontsize=8)
+        return _save(fig, path)

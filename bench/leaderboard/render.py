@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import records_frame, utility_frame
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
@@ -53,12 +54,13 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
 
 def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
            util: pd.DataFrame | None = None, plots: dict[tuple, str] | None = None,
-           archs: Table | None = None) -> str:
+           archs: Table | None = None, curves: list[Table] | None = None) -> str:
     """The whole leaderboard as one markdown or LaTeX document."""
     if df.empty:
         raise LeakbenchError("no attack records to build a leaderboard from")
     suites = ", ".join(sorted(df["suite"].unique()))
     tables = attack_tables(df) + defense_tables(df, util, plots) + ([archs] if archs else [])
+    tables += curves or []
     if fmt == "markdown":
         out = [f"# leakbench leaderboard: {title or suites}", ""]
         out += protocol_lines(df) + ["", "Environment:"] + environment_lines(df) + [""]
@@ -114,6 +116,7 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     util = utility_frame(records)
     plots = write_plots(df, util, out_dir) if fmt == "markdown" else None
     path = out_dir / name
+    curves = curve_tables(records, out_dir if fmt == "markdown" else None)
     write_atomic(path, render(df, fmt, util=util, plots=plots,
-                              archs=architecture_table(records)))
+                              archs=architecture_table(records), curves=curves))
     return path

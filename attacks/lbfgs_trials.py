@@ -1,0 +1,94 @@
+"""DLG and iDLG over batched trials: the shared L-BFGS settings and the per-cell results.
+
+Both attacks minimise DLG's squared-L2 gradient distance with L-BFGS (Zhu et al. 2019: 300
+steps, learning rate 1). Their cells that differ only by seed run as trials of one pass of
+:func:`attacks.batched_lbfgs.run_batched_lbfgs`, each with its own curvature history and
+stopping; a single cell is a batch of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from attacks.batched_lbfgs import BatchedResult, TrialResult, run_batched_lbfgs
+from bench.contracts import Observation, Reconstruction
+from bench.registry import Param
+
+LBFGS_PARAMS = (
+    Param("steps", int, 300, low=1, high=100_000, help="L-BFGS steps (up to 20 evals each)"),
+    Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
+    Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
+    Param("history_size", int, 100, low=1, high=1000),
+    Param("patience", int, 0, low=0, high=100_000,
+          help="stop a trial whose best loss gained < min_rel_improvement over this many steps "
+               "(0: only L-BFGS's own tolerances stop it before the budget)"),
+    Param("min_rel_improvement", float, 1e-4, low=0.0, high=1.0,
+          help="the relative gain that counts as progress for patience"),
+    Param("restarts", int, 1, low=1, high=1000,
+          help="independent dummy initialisations, run as trials of the same pass; the cell "
+               "keeps the one with the lowest final loss"),
+    Param("snapshots", int, 4, low=0, high=64,
+          help="estimates kept at 1/2^k of the evaluation budget, for the quality-versus-"
+               "compute curve (scored outside the attack)"),
+)
+"""The L-BFGS settings DLG and iDLG share."""
+
+
+def snapshot_points(budget: int, count: int) -> list[int]:
+    """Evaluation counts budget/2, budget/4, … (``count`` of them), ascending."""
+    return sorted({budget >> k for k in range(1, count + 1)} - {0})
+
+
+def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
+                     variables: list[torch.Tensor],
+                     objective: Callable[[Sequence[torch.Tensor]], torch.Tensor]
+                     ) -> BatchedResult:
+    """Run the attack's L-BFGS settings over the stacked ``variables`` (trial first)."""
+    obs0 = observations[0]
+    budget = attack.steps * attack.max_eval_per_step
+    if obs0.max_grad_evals is not None:
+        budget = min(budget, obs0.max_grad_evals)
+    return run_batched_lbfgs(
+        variables, objective, attack.steps, attack.lr, attack.max_eval_per_step,
+        history_size=attack.history_size, max_grad_evals=obs0.max_grad_evals,
+        max_iterations=obs0.max_iterations, patience=attack.patience or None,
+        min_rel_improvement=attack.min_rel_improvement,
+        snapshot_at=snapshot_points(budget, attack.snapshots))
+
+
+def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, cells: int,
+                  restarts: int) -> list[Reconstruction]:
+    """Per cell (its trials are ``restarts`` consecutive ones), the restart with the lowest
+    final loss among those that did not diverge, with the cost of all its restarts."""
+    out = []
+    for c in range(cells):
+        ks = range(c * restarts, (c + 1) * restarts)
+        live = [k for k in ks if not res.trials[k].diverged]
+        best = min(live, key=lambda k: res.trials[k].final_loss) if live else ks[0]
+        recon = trial_reconstruction(res.trials[best], data[best], labels[best])
+        if restarts > 1:
+            mine = [res.trials[k] for k in ks]
+            recon.grad_evals = sum(t.grad_evals for t in mine)
+            recon.iterations = sum(t.iterations for t in mine)
+            recon.info.update(restarts_run=restarts, best_restart=best - ks[0],
+                              restart_losses=[t.final_loss for t in mine])
+            recon.info["snapshots"] = [(e * restarts, s, x) for e, s, x in recon.info["snapshots"]]
+        out.append(recon)
+    return out
+
+
+def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.Tensor
+                         ) -> Reconstruction:
+    """One cell's reconstruction from its trial: the estimate, its cost, how it stopped, and
+    its snapshots (the first variable: the dummy batch)."""
+    converged = None
+    if trial.converged_at is not None:
+        evals, step = trial.converged_at
+        converged = {"grad_evals": evals, "iterations": step, "reason": trial.stop_reason}
+    info = {"final_loss": trial.final_loss, "diverged": trial.diverged,
+            "stop_reason": trial.stop_reason, "converged_at": converged,
+            "snapshots": [(s.evals, s.seconds, s.variables[0]) for s in trial.snapshots]}
+    return Reconstruction(data.detach(), labels.cpu(), trial.iterations, trial.grad_evals,
+                          trial.loss_trace, info)

@@ -1,0 +1,77 @@
+"""Quality against compute: each attack's PSNR at the snapshots it kept, per scenario.
+
+Attacks keep a few estimates during their run; the pipeline scores them after the attack
+(``curve`` in the record: evaluations, seconds, PSNR). Averaged over seeds, the points show
+how much an attack gains from more budget, and compare attacks at equal compute, which is
+how attacks of different cost should be compared. Undefended cells only: the curve
+measures the attack, not a defense.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.leaderboard.frames import scenario_slug
+from bench.leaderboard.tables import Table
+
+
+def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (scenario, attack, point): mean evaluations, seconds and PSNR over seeds,
+    and how many seeds reached the point (a trial that stopped early keeps fewer points)."""
+    points: dict[tuple, list[dict[str, float]]] = defaultdict(list)
+    for r in records:
+        if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
+            continue
+        curve = r.get("curve") or []
+        if len(curve) < 2 or r.get("defense_label") != "none":
+            continue
+        client = r.get("client") or {}
+        key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
+               client.get("bn_mode"), r.get("victim"), r["attack_label"])
+        for i, p in enumerate(curve):
+            points[(*key, i)].append(p)
+    rows = []
+    for (*key, i), ps in sorted(points.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        n = len(ps)
+        rows.append({"dataset": key[0], "arch": key[1], "batch_size": key[2], "mode": key[3],
+                     "bn_mode": key[4], "victim": key[5], "attack": key[6], "point": i,
+                     "grad_evals": sum(p["grad_evals"] for p in ps) / n,
+                     "seconds": sum(p["seconds"] for p in ps) / n,
+                     "psnr": sum(p["psnr"] for p in ps) / n, "n": n})
+    return pd.DataFrame(rows)
+
+
+def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[Table]:
+    """Per scenario, a table of each attack's PSNR at its snapshots; with ``out_dir`` also
+    the figure (PSNR against evaluations and against seconds), linked from the table."""
+    frame = curve_frame(records)
+    if frame.empty:
+        return []
+    tables = []
+    scenario = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
+    for key, g in frame.groupby(scenario, sort=True, dropna=False):
+        rows = []
+        for attack, a in g.groupby("attack", sort=True):
+            a = a.sort_values("point")
+            rows.append({"attack": attack, "PSNR (dB) at evaluations → seconds per cell": "; ".join(
+                f"{p.psnr:.1f} @ {p.grad_evals:.0f} → {p.seconds:.2f}s"
+                + (f" (n={p.n})" if p.n != a["n"].max() else "") for p in a.itertuples())})
+        title = (f"Quality versus compute — {key[0]}, {key[1]}, batch {key[2]}, {key[3]}"
+                 f" (BN {key[4]}), victim {key[5]}, undefended")
+        note = ("Mean over seeds of the PSNR of the estimates each attack kept during its "
+                "run, scored after it, at the mean evaluations and seconds (a batched "
+                "pass's time divided equally between its cells); the last point is the "
+                "final estimate.")
+        pictures = []
+        if out_dir is not None:
+            from bench.plots import plot_quality_curves
+
+            rel = f"plots/quality_curve_{scenario_slug(key)}.png"
+            plot_quality_curves(g, out_dir / rel, title.split(" — ")[1])
+            pictures.append(("PSNR against evaluations and seconds", rel))
+        tables.append(Table(title, pd.DataFrame(rows), note, pictures))
+    return tables

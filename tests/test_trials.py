@@ -1,0 +1,178 @@
+"""Batched trials: the vectorised engine matches the per-cell objective, trials stay
+independent, grouped cells keep one record each, and a diverging trial spares its batch-mates.
+
+Tolerances: the engine evaluates K trials with batched kernels (``vmap`` turns a per-trial
+convolution into a grouped one), whose float32 rounding differs from a lone trial's by a few
+ulps. Objectives are compared at rel 1e-4 (float32 eps is 1.2e-7: three orders of margin).
+Trajectories are compared after a few optimiser steps only: gradient matching with ReLU/
+sigmoid nets is chaotic over hundreds of steps, so any rounding difference eventually grows
+to O(1) (the optimiser's own independence is exact: tests/test_batched_lbfgs.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attacks.gradient_matching import cosine_distance, dummy_update, l2_distance
+from attacks.trials import TrialEngine, TrialsIncompatible
+from bench.cells import RunOptions
+from bench.cells.trials import TrialsCell, group_trials, members
+from bench.contracts import ClientSpec
+from bench.leaderboard import write_leaderboard
+from bench.pipeline import run_trials
+from bench.runner import run_suite
+from bench.store import record_statuses
+from bench.suite import iter_cells
+from helpers import CPU, make_suite, observe_tiny
+
+LENET16 = {"datasets": [{"photos": {"size": 16}}], "archs": ["lenet"]}
+
+
+def observations(suite):
+    return [observe_tiny(c)[0] for c in iter_cells(suite)]
+
+
+@pytest.mark.parametrize("case", [
+    {"archs": ["lenet"]},
+    {"archs": [{"convnet": {"width": 2}}], "batch_size": 2},
+    {"archs": [{"convnet": {"width": 2}}], "batch_size": 2,
+     "client": [{"bn_mode": "eval"}]},
+    {"archs": ["mlp"], "batch_size": 4,
+     "client": [{"mode": "fedavg", "local_epochs": 2, "local_batch_size": 2}]},
+    {"archs": ["lenet"], "batch_size": 1, "defenses": [{"secagg": {"clients": 3}}]},
+], ids=["lenet", "convnet-bn-train", "convnet-bn-eval", "fedavg-unrolled", "secagg"])
+def test_engine_matches_the_lone_objective_of_every_trial(case):
+    suite = make_suite(seeds=3, **{"datasets": [{"photos": {"size": 16}}], **case})
+    obs = observations(suite)
+    engine = TrialEngine(obs)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((len(obs), obs[0].batch_size, *obs[0].input_shape), generator=g)
+    y = torch.randint(0, obs[0].num_classes, (len(obs), obs[0].batch_size), generator=g)
+    for distance in (l2_distance, cosine_distance):
+        batched = engine.losses(distance, x, y)
+        lone = torch.stack([distance(dummy_update(o.model, x[k], y[k], o), o.update.tensors)
+                            for k, o in enumerate(obs)])
+        assert torch.allclose(batched, lone, rtol=1e-4, atol=1e-7), (batched, lone)
+
+
+def test_engine_refuses_observations_that_cannot_share_a_pass():
+    a = observations(make_suite(**LENET16))[0]
+    b = observations(make_suite(datasets=[{"photos": {"size": 16}}],
+                                archs=[{"lenet": {"width": 6}}]))[0]
+    with pytest.raises(TrialsIncompatible):
+        TrialEngine([a, b])
+
+
+@pytest.mark.parametrize("attack", [{"ig": {"iterations": 12, "restarts": 2}},
+                                    {"dlg": {"steps": 2, "max_eval_per_step": 5}},
+                                    {"idlg": {"steps": 2, "max_eval_per_step": 5}}])
+def test_a_trial_alone_and_inside_a_batch_of_eight_reach_the_same_result(attack):
+    suite = make_suite(seeds=8, attacks=[attack], **LENET16)
+    cells = list(iter_cells(suite))
+    attacker = cells[0].attack.build()
+    together = attacker.reconstruct_trials(observations(suite))
+    for k in (0, 5):
+        alone = attacker.reconstruct(observe_tiny(cells[k])[0])
+        assert alone.grad_evals == together[k].grad_evals
+        assert torch.allclose(alone.data, together[k].data, atol=1e-3), \
+            (alone.data - together[k].data).abs().max()
+        assert math.isclose(alone.info["final_loss"], together[k].info["final_loss"],
+                            rel_tol=1e-3, abs_tol=1e-6)
+
+
+def test_cells_differing_only_by_seed_are_grouped_and_others_stay_alone():
+    suite = make_suite(seeds=5, attacks=["ig", "gradinversion", {"dlg": {"steps": 1}}],
+                       archs=[{"convnet": {"width": 2}}], grant=["bn_stats"],
+                       datasets=[{"photos": {"size": 16}}])
+    cells = [c for c in iter_cells(suite) if not c.skip_reason]
+    tasks = group_trials(cells, size=3)
+    groups = [t for t in tasks if isinstance(t, TrialsCell)]
+    # ig and dlg: 5 seeds in groups of 3 and 2; gradinversion (not batched): 5 alone
+    assert sorted(len(t.cells) for t in groups) == [2, 2, 3, 3]
+    assert sum(len(members(t)) for t in tasks) == len(cells)
+    assert sorted(c.cell_id for t in tasks for c in members(t)) == \
+        sorted(c.cell_id for c in cells)
+    for t in groups:
+        assert len({c.attack.label for c in t.cells}) == 1
+        assert len({c.seed for c in t.cells}) == len(t.cells)
+    assert group_trials(cells, size=1) == cells
+
+
+def test_grouped_cells_give_one_record_each_and_resume_reruns_only_the_missing(tmp_path):
+    suite = make_suite(seeds=4, attacks=[{"ig": {"iterations": 3}}], **LENET16)
+    ids = {c.cell_id for c in iter_cells(suite)}
+    summary = run_suite(suite, tmp_path, jobs=1, device="cpu", progress=False, trials=4)
+    assert summary.counts["ok"] == 4
+    import json
+
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")}
+    assert set(records) == ids
+    for r in records.values():
+        batch = r["trial_batch"]
+        assert set(batch["cells"]) == ids and batch["trials"] == 4
+        assert r["timing"]["attack_seconds"] == pytest.approx(batch["pass_seconds"] / 4)
+        assert r["curve"][-1]["grad_evals"] == r["grad_evals"]
+    # a run killed before two cells were written: resume runs exactly those two
+    lost = sorted(ids)[:2]
+    for cid in lost:
+        (tmp_path / "records" / f"{cid}.json").unlink()
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False, trials=4)
+    assert again.already_done == 2 and again.counts["ok"] == 2
+    assert set(record_statuses(tmp_path)) == ids
+    rerun = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")}
+    assert set(rerun[lost[0]]["trial_batch"]["cells"]) == set(lost)
+    kept = sorted(ids - set(lost))[0]
+    assert rerun[kept] == records[kept]
+    # the leaderboard shows the quality-versus-compute curve of the snapshots
+    text = write_leaderboard(tmp_path).read_text()
+    assert "## Quality versus compute" in text
+    picture = text.split("](plots/quality_curve_")[1].split(")")[0]
+    assert (tmp_path / "plots" / f"quality_curve_{picture}").stat().st_size > 0
+
+
+def test_a_nan_trial_becomes_a_diverged_record_while_its_batch_mates_finish(monkeypatch):
+    import bench.pipeline as pipeline
+
+    suite = make_suite(seeds=4, attacks=[{"ig": {"iterations": 5}}], **LENET16)
+    cells = list(iter_cells(suite))
+    observe = pipeline.observe
+
+    def poisoned(cell, device):
+        observed = observe(cell, device)
+        if cell.seed == 2:
+            observed.obs.update.tensors[0].fill_(float("nan"))
+        return observed
+
+    monkeypatch.setattr(pipeline, "observe", poisoned)
+    outcomes = run_trials(cells, CPU, RunOptions())
+    statuses = {o.record.seed: o.record.status for o in outcomes}
+    assert statuses == {0: "ok", 1: "ok", 2: "diverged", 3: "ok"}
+    assert all(o.record.trial_batch["trials"] == 4 for o in outcomes)
+
+
+def test_a_cell_whose_observation_fails_is_an_error_record_and_the_rest_run(monkeypatch):
+    import bench.pipeline as pipeline
+
+    suite = make_suite(seeds=3, attacks=[{"dlg": {"steps": 1}}], **LENET16)
+    observe = pipeline.observe
+
+    def broken(cell, device):
+        if cell.seed == 1:
+            raise RuntimeError("no data")
+        return observe(cell, device)
+
+    monkeypatch.setattr(pipeline, "observe", broken)
+    outcomes = run_trials(list(iter_cells(suite)), CPU, RunOptions())
+    assert [o.record.status for o in outcomes] == ["ok", "error", "ok"]
+    assert "setup: RuntimeError: no data" in outcomes[1].record.error
+    assert outcomes[0].record.trial_batch["trials"] == 2
+
+
+def test_client_spec_differences_keep_cells_apart():
+    suite = make_suite(seeds=2, client=[{"lr": 0.1}, {"lr": 0.2}], **LENET16)
+    tasks = group_trials(list(iter_cells(suite)), size=8)
+    assert len(tasks) == 2
+    assert {dict(t.cells[0].client)["lr"] for t in tasks} == {ClientSpec(lr=0.1).lr, 0.2}
