@@ -61,12 +61,12 @@ class InvertingGradients(Attack):
         Param("boxed", bool, True, help="project the image into the valid pixel box"),
         Param("init", str, "randn", choices=("randn", "rand", "zeros"),
               help="dummy init: N(0,1), uniform in the box, or zeros"),
-        Param("patience", int, 0, low=0, high=1_000_000,
+        Param("patience", int, 0, low=0, high=1_000_000, identity="non-default",
               help="stop a trial whose best loss gained < min_rel_improvement over this many "
                    "steps (0: run the whole budget)"),
-        Param("min_rel_improvement", float, 1e-3, low=0.0, high=1.0,
+        Param("min_rel_improvement", float, 1e-3, low=0.0, high=1.0, identity="non-default",
               help="the relative gain that counts as progress for patience"),
-        Param("snapshots", int, 4, low=0, high=64,
+        Param("snapshots", int, 4, low=0, high=64, identity=False,
               help="estimates kept during the run (at 1/2^k of the iterations) for the "
                    "quality-versus-compute curve, scored outside the attack"),
     )

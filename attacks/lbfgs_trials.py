@@ -21,15 +21,15 @@ LBFGS_PARAMS = (
     Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
     Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
     Param("history_size", int, 100, low=1, high=1000),
-    Param("patience", int, 0, low=0, high=100_000,
+    Param("patience", int, 0, low=0, high=100_000, identity="non-default",
           help="stop a trial whose best loss gained < min_rel_improvement over this many steps "
                "(0: only L-BFGS's own tolerances stop it before the budget)"),
-    Param("min_rel_improvement", float, 1e-4, low=0.0, high=1.0,
+    Param("min_rel_improvement", float, 1e-4, low=0.0, high=1.0, identity="non-default",
           help="the relative gain that counts as progress for patience"),
-    Param("restarts", int, 1, low=1, high=1000,
+    Param("restarts", int, 1, low=1, high=1000, identity="non-default",
           help="independent dummy initialisations, run as trials of the same pass; the cell "
                "keeps the one with the lowest final loss"),
-    Param("snapshots", int, 4, low=0, high=64,
+    Param("snapshots", int, 4, low=0, high=64, identity=False,
           help="estimates kept at 1/2^k of the evaluation budget, for the quality-versus-"
                "compute curve (scored outside the attack)"),
 )

@@ -49,7 +49,7 @@ class Spec:
         """The identity: parameters that change results (not, e.g., a local data root)."""
         declared = self._declared()
         return {"name": self.name, "params": {k: v for k, v in self.params
-                                              if k not in declared or declared[k].identity}}
+                                              if k not in declared or _in_identity(declared[k], v)}}
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.kwargs, "shown": list(self.shown)}
@@ -86,3 +86,9 @@ def component_labels(cell: Any) -> dict[str, str]:
     if getattr(cell, "attack", None) is not None:
         labels["attack_label"] = cell.attack.label
     return labels
+
+
+def _in_identity(param: Param, value: Any) -> bool:
+    if param.identity == "non-default":
+        return value != param.default
+    return bool(param.identity)

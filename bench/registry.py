@@ -61,7 +61,11 @@ class Param:
     choices: tuple[Any, ...] | None = None
     help: str = ""
     nullable: bool = False
-    identity: bool = True  # False: where/how to load (a data root), not what is measured
+    # True: part of every cell's identity. False: where/how to load (a data root) or what is
+    # kept beside the result, not what is measured. "non-default": only when set to another
+    # value than its default — for a parameter added later whose default keeps the old
+    # behaviour, so that existing cells keep their ids
+    identity: bool | str = True
 
     @property
     def required(self) -> bool:

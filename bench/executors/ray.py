@@ -158,8 +158,8 @@ class RayExecutor:
                 if ready and rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in ready:
-                    task, t0 = self._inflight.pop(ref)
-                    yield from self._collect(ref, task, options, t0)
+                    done, t0 = self._inflight.pop(ref)
+                    yield from self._collect(ref, done, options, t0)
                 yield from self._expire(options)
         finally:
             self.cancel()

@@ -1,0 +1,141 @@
+"""Benchmarks of batched trials (issue #12): K trials in one vectorised pass against one.
+
+- ``test_bench_trials_scaling``: wall time of one pass of K = 1, 8 and 32 trials (cells of
+  one scenario differing by seed) for ``dlg`` on LeNet and ``ig`` on the ``attacks`` suite's
+  ConvNet (width 4) and on ResNet-8, all at 32×32. ``extra_info`` has the time per trial
+  and the ratio to K = 1, measured in the same test run.
+- ``test_bench_dlg_time_to_40db``: DLG's own setting (LeNet-sigmoid, one 32×32 photo): the
+  seconds until the reconstruction first reaches 40 dB, for leakbench's ``dlg`` with 8
+  restarts as trials of one pass, and for the plain reference loop of the DLG paper's code
+  (``torch.optim.LBFGS``, lr 1, 300 steps, one trial), in the same run.
+
+Run with ``tox -e bench`` or ``pytest tests/benchmarks/test_bench_trials.py --benchmark-only``.
+Speed targets are figures in the README, never assertions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from attacks.gradient_matching import dummy_update, l2_distance
+from bench.data import denormalize
+from bench.scoring import score
+from bench.suite import iter_cells
+from helpers import make_suite, observe_tiny
+
+SCENARIOS = {
+    "dlg-lenet": ({"dlg": {"steps": 3}}, "lenet"),
+    "ig-convnet4": ({"ig": {"iterations": 20}}, {"convnet": {"width": 4}}),
+    "ig-resnet8": ({"ig": {"iterations": 5}}, "resnet"),
+}
+
+
+def _observations(attack: dict, arch, k: int) -> list:
+    suite = make_suite(seeds=k, attacks=[attack], archs=[arch],
+                       datasets=[{"photos": {"size": 32}}])
+    return [observe_tiny(c)[0] for c in iter_cells(suite)], list(iter_cells(suite))[0]
+
+
+def _pass_seconds(attack: dict, arch, k: int, rounds: int = 2) -> float:
+    obs, cell = _observations(attack, arch, k)
+    attacker = cell.attack.build()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        attacker.reconstruct_trials(obs)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("k", [8, 32])
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_bench_trials_scaling(benchmark, name, k):
+    torch.set_flush_denormal(True)
+    attack, arch = SCENARIOS[name]
+    one = _pass_seconds(attack, arch, 1)
+    obs, cell = _observations(attack, arch, k)
+    attacker = cell.attack.build()
+    benchmark.pedantic(lambda: attacker.reconstruct_trials(obs), rounds=2, iterations=1)
+    many = benchmark.stats.stats.min
+    benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
+                                 "ratio_to_k1": many / one, "seconds_per_trial": many / k,
+                                 "threads": torch.get_num_threads()})
+
+
+def _dlg_setting():
+    suite = make_suite(datasets=[{"photos": {"size": 32}}], archs=["lenet"],
+                       attacks=[{"dlg": {"steps": 300}}])
+    cell = list(iter_cells(suite))[0]
+    observed = __import__("bench.pipeline", fromlist=["observe"]).observe(cell,
+                                                                           torch.device("cpu"))
+    return cell, observed
+
+
+def _psnr(observed, data: torch.Tensor) -> float:
+    recon01 = denormalize(data.detach().float(), observed.meta.mean, observed.meta.std)
+    return score(observed.x01, observed.private.y, recon01, None)["psnr"]
+
+
+def reference_time_to(db: float, observed, steps: int = 300) -> tuple[float, float]:
+    """The DLG paper's loop: torch.optim.LBFGS(lr=1) on a dummy image and soft labels; the
+    seconds until PSNR first reaches ``db`` (PSNR checked after every step, off the clock)."""
+    obs = observed.obs
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((1, *obs.input_shape), generator=g).requires_grad_(True)
+    logits = torch.randn(1, obs.num_classes, generator=g).requires_grad_(True)
+    opt = torch.optim.LBFGS([x, logits], lr=1)
+    observed_update = obs.update.tensors
+    clock, best = 0.0, -1.0
+
+    def closure():
+        opt.zero_grad()
+        loss = l2_distance(dummy_update(obs.model, x, logits.softmax(-1), obs), observed_update)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        opt.step(closure)
+        clock += time.perf_counter() - t0
+        best = max(best, _psnr(observed, x))
+        if best >= db:
+            return clock, best
+    return float("inf"), best
+
+
+def leakbench_time_to(db: float, cell, observed, restarts: int = 8) -> tuple[float, float]:
+    """leakbench's dlg with ``restarts`` trials in one pass: the seconds of the shortest
+    budget (steps 10, 20, 40, …, 300) whose best restart reaches ``db``. L-BFGS's trajectory
+    up to a step does not depend on the budget, so this is the time to reach it."""
+    attacker = cell.attack.build()
+    best = -1.0
+    for steps in (10, 20, 40, 80, 160, 300):
+        attacker.steps, attacker.restarts = steps, restarts
+        fresh = observe_tiny(cell)[0]
+        t0 = time.perf_counter()
+        recon = attacker.reconstruct(fresh)
+        clock = time.perf_counter() - t0
+        best = _psnr(observed, recon.data)
+        if best >= db:
+            return clock, best
+    return float("inf"), best
+
+
+def test_bench_dlg_time_to_40db(benchmark):
+    torch.set_flush_denormal(True)
+    cell, observed = _dlg_setting()
+    ref_seconds, ref_psnr = reference_time_to(40.0, observed)
+    result = {}
+
+    def once():
+        result["leakbench"] = leakbench_time_to(40.0, cell, observed)
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    ours, our_psnr = result["leakbench"]
+    benchmark.extra_info.update({
+        "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
+        "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
+        "ratio": ours / ref_seconds if ref_seconds not in (0, float("inf")) else None})
