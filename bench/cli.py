@@ -1,14 +1,18 @@
 """The ``leakbench`` command line.
 
     leakbench list [attacks|defenses|archs|datasets|suites]
-    leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--device auto|cpu|cuda] [--force] [--dry-run]
-                  [--max-cells N] [--verbose] [--trials K]
+    leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--threads T] [--device auto|cpu|cuda]
+                  [--force] [--dry-run] [--max-cells N] [--verbose] [--trials K]
                   [--executor inline|process|ray] [--ray-address ADDR] [--gpus-per-task X]
     leakbench merge OUT DIR...
     leakbench leaderboard [DIR] [--format markdown|latex]
     leakbench export DIR [--format csv] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
+    leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
+
+--jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
+--threads T alone gives cores // T workers; see bench.cores.
 
 Bad input is one line on stderr and exit status 2, never a traceback.
 """
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.cores import check_parallelism
 from bench.executors import EXECUTORS, ExecutorOptions
 from bench.registry import REGISTRIES, LeakbenchError, warn
 
@@ -65,8 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for message in suite.warnings:
         warn(f"{suite.source or suite.name}: {message}")
     out = Path(args.out) if args.out else RESULTS / suite.name
-    if args.jobs < 0:
-        raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {args.jobs}")
+    check_parallelism(args.jobs, args.threads)
     if args.max_cells is not None and args.max_cells < 1:
         raise LeakbenchError(f"--max-cells: expected a positive number, got {args.max_cells}")
     if args.trials < 1:
@@ -78,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
-                        executor_options=_executor_options(args), trials=args.trials)
+                        executor_options=_executor_options(args), threads=args.threads,
+                        trials=args.trials)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         print(f"leaderboard: {write_leaderboard(out)}")
@@ -180,7 +185,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from bench.rerun import report, rerun
 
-    checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device)
+    checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device,
+                   threads=args.threads)
     print(report(checks, args.metric))
     return 0
 
@@ -201,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a suite (default: quick)")
     s.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help="built-in name or YAML file")
     s.add_argument("--out", help="output folder (default: results/<suite>)")
-    s.add_argument("--jobs", type=int, default=1, help="worker processes (0: inline, no timeout)")
+    s.add_argument("--jobs", type=int, help="worker processes (default: the usable cores, or "
+                   "cores // --threads; 0: inline, no timeout)")
+    s.add_argument("--threads", type=int, help="torch threads per worker (default: 1, or "
+                   "cores // --jobs; all cores inline; --executor ray: CPUs per task)")
     s.add_argument("--executor", choices=sorted(EXECUTORS),
                    help="where cells run (default: process, or inline with --jobs 0)")
     s.add_argument("--ray-address", help="--executor ray: a cluster to join (auto, HOST:PORT, "
@@ -253,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", type=int, default=20, help="cells to re-run (default 20)")
     s.add_argument("--metric", default="psnr", help="registered metric compared (default psnr)")
     s.add_argument("--seed", type=int, default=0, help="which cells are drawn")
-    s.add_argument("--jobs", type=int, default=2, help="worker processes (0: inline)")
+    s.add_argument("--jobs", type=int, help="worker processes (default: the usable cores; "
+                   "0: inline)")
+    s.add_argument("--threads", type=int, help="torch threads per worker (default: 1, or "
+                   "cores // --jobs)")
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     s.set_defaults(func=cmd_rerun)
 

@@ -25,6 +25,7 @@ from scipy.stats import t as student_t
 from tabulate import tabulate
 
 from bench.cells import RunOptions, cell_from_json
+from bench.cores import plan_parallelism, usable_cores
 from bench.executors import make_executor
 from bench.leaderboard.frames import SCENARIO, records_frame
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
@@ -93,9 +94,12 @@ def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
     return RunOptions()
 
 
-def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0, jobs: int = 1,
-          device: str = "cpu", timeout: float = 600.0) -> list[Check]:
-    """Re-run ``sample`` random cells that ran (not skipped) and compare each with its row."""
+def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
+          jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
+          threads: int | None = None) -> list[Check]:
+    """Re-run ``sample`` random cells that ran (not skipped) and compare each with its row
+    (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core)."""
+    jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     records = load_records(Path(out_dir))
     df = records_frame(records)
     if df.empty:
@@ -110,7 +114,7 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0, jobs:
     rows = {cid: keyed[keyed["cell_id"] == cid].iloc[0] for cid in picks}
     cells = [cell_from_json(by_id[cid]) for cid in picks]
     executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
-                             timeout, jobs)
+                             timeout, jobs, threads=threads)
     fresh = {o.record.cell_id: o.record for _, o in executor.run(cells, options_of(by_id))}
     checks = []
     for cid in picks:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bench.cells.base import RunOptions
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
+from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.preflight import preflight_datasets
@@ -59,14 +60,16 @@ class RunSummary:
     counts: Counter = field(default_factory=Counter)
     already_done: int = 0
     seconds: float = 0.0
+    parallelism: str = ""  # e.g. "2 workers × 1 thread", when cells ran
 
     def line(self) -> str:
         parts = [f"{self.counts[s]} {s}" for s in
                  ("ok", "diverged", "error", "timeout", "skipped") if self.counts[s]]
         done = f", {self.already_done} already done" if self.already_done else ""
         ran = ", ".join(parts) or "nothing to run"
+        how = f" ({self.parallelism})" if self.parallelism else ""
         return (f"{self.suite}: {self.total} cells — {ran}{done} "
-                f"in {self.seconds:.1f}s → {self.out_dir}")
+                f"in {self.seconds:.1f}s{how} → {self.out_dir}")
 
 
 def check_size(suite: Suite, max_cells: int | None = MAX_CELLS) -> int:
@@ -102,28 +105,36 @@ def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = 
     return list(iter_plan(suite, out_dir, force, retry_failed))
 
 
-def run_suite(suite: Suite, out_dir: Path, jobs: int = 1, device: str = "auto",
+def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str = "auto",
               force: bool = False, retry_failed: bool = False, progress: bool = True,
               executor: str | None = None, max_cells: int | None = MAX_CELLS,
               executor_options: ExecutorOptions | None = None,
-              trials: int = DEFAULT_TRIALS) -> RunSummary:
+              threads: int | None = None, trials: int = DEFAULT_TRIALS) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
-    workers, or ``inline`` (no timeouts) for ``jobs=0``; ``executor_options`` (a cluster's
+    workers of ``threads`` torch threads each, or ``inline`` (no timeouts) for ``jobs=0``;
+    ``None`` is "not given" and :func:`bench.cores.plan_parallelism` fills it from the usable
+    cores (default: one worker per core, one thread each). ``executor_options`` (a cluster's
     address, per-task resources, retries) reach executors that take them, the suite's
-    ``resources`` filling what is not given. Cells that differ only by seed run as one batched
-    pass of up to ``trials`` cells where their attack vectorises (1: every cell alone).
-    Refuses a grid above ``max_cells`` and a folder another live run holds."""
+    ``resources`` filling what is not given; Ray sizes its tasks by them, ``threads`` only
+    overriding their torch threads. Cells that differ only by seed run as one batched pass of
+    up to ``trials`` cells where their attack vectorises (1: every cell alone). Refuses a grid
+    above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
     dev = resolve_device(device)
+    name = executor or ("inline" if jobs == 0 else "process")
+    if name == "inline" and jobs is None:
+        jobs = 0  # one cell at a time: it gets every core
+    if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once
+        jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
-        return _run_locked(suite, out_dir, dev, jobs, force, retry_failed, progress,
-                           executor, executor_options, lock, trials)
+        return _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
+                           retry_failed, progress, executor_options, lock, trials)
 
 
-def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force: bool,
-                retry_failed: bool, progress: bool, executor: str | None,
-                executor_options: ExecutorOptions | None, lock: RunLock,
+def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
+                parallel: tuple[str, int, int | None], force: bool, retry_failed: bool,
+                progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
                 trials: int = DEFAULT_TRIALS) -> RunSummary:
     options = run_options(suite)
     summary = RunSummary(suite.name, out_dir, 0)
@@ -144,14 +155,15 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)
-    name = executor or ("inline" if jobs <= 0 else "process")
+    name, jobs, threads = parallel
     bar = _progress(len(todo), suite.name, progress)
     runner = make_executor(name, dev, suite.timeout, jobs,
-                           with_resources(executor_options, suite.resources))
+                           with_resources(executor_options, suite.resources), threads)
     if hasattr(runner, "on_start"):
         runner.on_start = lock.add_worker  # a later run waits for these if this one is killed
     try:
         for _, outcome in runner.run(group_trials(todo, trials), options):
+            stamp_parallelism(outcome, runner, jobs)
             _write(out_dir, outcome, summary)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)
@@ -159,7 +171,27 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device, jobs: int, force
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - t0
+    if todo:
+        summary.parallelism = _describe(runner, jobs)
     return summary
+
+
+def stamp_parallelism(outcome: Outcome, runner: Any, jobs: int) -> None:
+    """The record's provenance says under what parallelism its cell was timed: ``workers``
+    (cells run at once) beside ``torch_threads`` (threads per worker). A failure outcome the
+    executor made in this process gets its workers' thread count, not this process's."""
+    prov = outcome.record.provenance
+    prov["workers"] = getattr(runner, "workers", None) or max(1, jobs)
+    threads = getattr(runner, "threads", None)
+    if threads is not None and outcome.record.status in FAILURE_STATUSES:
+        prov["torch_threads"] = threads
+
+
+def _describe(runner: Any, jobs: int) -> str:
+    workers = getattr(runner, "workers", None) or max(1, jobs)
+    threads = getattr(runner, "threads", None)
+    each = f" × {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    return f"{workers} worker{'s' if workers != 1 else ''}{each}"
 
 
 def with_resources(options: ExecutorOptions | None, resources: dict[str, Any]

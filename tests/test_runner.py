@@ -63,8 +63,9 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
 def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
     out_dir = tmp_path / "out"
+    # batched passes of 2 seeds: a kill between passes leaves whole groups recorded
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
-           "--jobs", "1", "--quiet", "--no-leaderboard"]
+           "--jobs", "1", "--trials", "2", "--quiet", "--no-leaderboard"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

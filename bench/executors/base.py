@@ -81,7 +81,8 @@ EXECUTORS: dict[str, Callable[..., Executor]] = {}
 
 def register_executor(name: str) -> Callable[[type], type]:
     """Register an executor class: ``cls(device, timeout, jobs)``, plus ``options``
-    (:class:`ExecutorOptions`) when its constructor declares that parameter."""
+    (:class:`ExecutorOptions`) and ``threads`` (torch threads per worker, ``None``: the
+    executor's default) when its constructor declares those parameters."""
 
     def wrap(cls: type) -> type:
         EXECUTORS[name] = cls
@@ -91,12 +92,18 @@ def register_executor(name: str) -> Callable[[type], type]:
 
 
 def make_executor(name: str, device: torch.device, timeout: float, jobs: int,
-                  options: ExecutorOptions | None = None) -> Executor:
-    """The executor registered as ``name``; ``options`` reach those that declare them."""
+                  options: ExecutorOptions | None = None, threads: int | None = None
+                  ) -> Executor:
+    """The executor registered as ``name``; ``options`` and ``threads`` reach those that
+    declare them."""
     if name not in EXECUTORS:
         raise LeakbenchError(f"--executor: unknown executor {name!r}"
                              f"{suggest(name, EXECUTORS)}; known: {', '.join(sorted(EXECUTORS))}")
     cls = EXECUTORS[name]
-    if "options" not in inspect.signature(cls).parameters:
-        return cls(device=device, timeout=timeout, jobs=jobs)
-    return cls(device=device, timeout=timeout, jobs=jobs, options=options or ExecutorOptions())
+    declared = inspect.signature(cls).parameters
+    extra: dict[str, Any] = {}
+    if "options" in declared:
+        extra["options"] = options or ExecutorOptions()
+    if "threads" in declared:
+        extra["threads"] = threads
+    return cls(device=device, timeout=timeout, jobs=jobs, **extra)

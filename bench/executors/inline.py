@@ -1,5 +1,6 @@
 """The inline executor: every cell in this process, one after another, without timeouts
-(for debugging: breakpoints and tracebacks work)."""
+(for debugging: breakpoints and tracebacks work). With ``threads`` given, torch uses that many
+threads while the cells run, and this process's setting is restored after."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from bench.records import Outcome
 
 @register_executor("inline")
 class InlineExecutor:
-    def __init__(self, device: torch.device, timeout: float = 0.0, jobs: int = 0) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, timeout: float = 0.0, jobs: int = 0,
+                 threads: int | None = None) -> None:
+        self.device, self.threads = device, threads
+        self.workers = 1  # cells run at once, for the records' provenance
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
-        for task in cells:
-            yield from run_task(task, self.device, options)
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            for task in cells:
+                yield from run_task(task, self.device, options)
+        finally:
+            torch.set_num_threads(before)
 
     def cancel(self) -> None:
         pass

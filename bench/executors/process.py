@@ -1,4 +1,5 @@
-"""The process executor: cells in ``jobs`` spawned worker processes, one cell at a time each.
+"""The process executor: cells in ``jobs`` spawned worker processes, one cell at a time each,
+each with ``threads`` torch threads (default: the usable cores split among the workers).
 
 The parent watches the clock: a cell past the timeout has its worker killed and becomes a
 ``timeout`` outcome; a worker that dies becomes an ``error`` outcome naming its exit code.
@@ -28,6 +29,7 @@ import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.cells.trials import members, run_task
+from bench.cores import usable_cores
 from bench.executors.base import register_executor, task_failure, task_timeout
 from bench.records import Outcome, Record
 
@@ -91,17 +93,19 @@ class _Slot:
 
 @register_executor("process")
 class ProcessExecutor:
-    def __init__(self, device: torch.device, timeout: float, jobs: int = 1) -> None:
+    def __init__(self, device: torch.device, timeout: float, jobs: int = 1,
+                 threads: int | None = None) -> None:
         self.device, self.timeout, self.jobs = device, timeout, max(1, jobs)
+        self.threads = threads if threads is not None else max(1, usable_cores() // self.jobs)
+        self.workers = self.jobs  # cells run at once (fewer if fewer cells), for provenance
         self._ctx = mp.get_context("spawn")  # fresh interpreters: no inherited thread pools
         self._slots: list[_Slot] = []
         self.on_start: Callable[[int], None] | None = None  # told each worker's PID
 
     def _start(self, results: Any) -> _Slot:
         tasks = self._ctx.Queue()
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
         p = self._ctx.Process(target=_worker, daemon=True,
-                              args=(tasks, results, str(self.device), threads, os.getpid()))
+                              args=(tasks, results, str(self.device), self.threads, os.getpid()))
         p.start()
         if self.on_start is not None and p.pid is not None:
             self.on_start(p.pid)
@@ -112,6 +116,7 @@ class ProcessExecutor:
         results = self._ctx.Queue()
         pending = list(reversed(cells))
         self._slots = [self._start(results) for _ in range(min(self.jobs, len(cells)))]
+        self.workers = max(1, len(self._slots))
         try:
             while pending or any(s.cell is not None for s in self._slots):
                 for s in self._slots:

@@ -2,13 +2,13 @@
 
 A task declares its resources (``cpus_per_task``, default 1, and ``gpus_per_task``, a fraction
 packs several cells on one GPU), rebuilds its cell from JSON, runs it with as many torch threads
-as CPUs it holds, and returns the record and its artifacts: workers need no shared disk, the
-runner writes the store. The driver keeps at most as many tasks in flight as the cluster can run
-at once, so a task starts about when it is submitted: the cell's clock starts then. A task past
-the suite's timeout is cancelled (its worker killed) and becomes a ``timeout`` outcome; a worker
-that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries`` times,
-then the cell becomes an ``error`` outcome naming the cause. Ray is imported only when the
-executor is made: ``import bench.executors`` works without it.
+as CPUs it holds (or ``threads``, when given), and returns the record and its artifacts: workers
+need no shared disk, the runner writes the store. The driver keeps at most as many tasks in
+flight as the cluster can run at once, so a task starts about when it is submitted: the cell's
+clock starts then. A task past the suite's timeout is cancelled (its worker killed) and becomes
+a ``timeout`` outcome; a worker that dies (killed, out of memory, its node lost) is retried by
+Ray up to ``max_retries`` times, then the cell becomes an ``error`` outcome naming the cause.
+Ray is imported only when the executor is made: ``import bench.executors`` works without it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class RayExecutor:
     """Cells as Ray tasks; ``jobs`` does not apply (the cluster's resources decide)."""
 
     def __init__(self, device: torch.device, timeout: float, jobs: int = 1,
-                 options: ExecutorOptions | None = None) -> None:
+                 options: ExecutorOptions | None = None, threads: int | None = None) -> None:
         self.ray = import_ray()
         options = options or ExecutorOptions()
         self.timeout, self.address = timeout, options.address
@@ -104,7 +104,7 @@ class RayExecutor:
         if self.max_retries < 0:
             raise LeakbenchError(f"--max-retries: expected 0 or more, got {self.max_retries}")
         self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
-        self.threads = max(1, int(self.cpus))
+        self.threads = threads if threads is not None else max(1, int(self.cpus))
         self._inflight: dict[Any, tuple[CellKind, float]] = {}
         self._capacity, self._capacity_at = 1, -CAPACITY_REFRESH_S
         self._started_cluster = False
@@ -125,6 +125,11 @@ class RayExecutor:
                 raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
                                      f"cluster: {first}") from None
         self._started_cluster = True
+
+    @property
+    def workers(self) -> int:
+        """Cells run at once (the cluster's room, last read), for the records' provenance."""
+        return self._capacity
 
     def capacity(self) -> int:
         """How many tasks the cluster can run at once (read again every few seconds)."""

@@ -1,0 +1,103 @@
+"""How many cores this process may use, and how a run splits them into workers × threads.
+
+``usable_cores()`` is the smaller of the CPUs in the affinity mask (``taskset``, a container's
+cpuset) and the cgroup's CPU quota (a container's ``--cpus``), so a run inside a 2-CPU
+container on a 64-core host uses 2, not 64. ``plan_parallelism`` turns ``--jobs``/``--threads``
+into a plan that never asks for more threads than cores unless both were given explicitly:
+
+==================  =====================  ===================
+given               workers (``jobs``)     torch threads each
+==================  =====================  ===================
+neither             cores                  1
+``--threads T``     max(1, cores // T)     T
+``--jobs J``        J                      max(1, cores // J)
+``--jobs 0``        inline (this process)  cores (one cell at a time gets them all)
+both                as given (a warning when jobs × threads > cores)
+==================  =====================  ===================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from bench.registry import LeakbenchError, warn
+
+CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+             Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def affinity_cores() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where the
+    platform has no mask)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _quota(quota: str, period: str) -> int | None:
+    """``ceil(quota / period)``, or None for no limit (``max``, ``-1``) or unreadable text."""
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    if q <= 0 or p <= 0:
+        return None
+    return max(1, math.ceil(q / p))
+
+
+def cgroup_cores(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) -> int | None:
+    """The cgroup's CPU quota in whole cores (rounded up), or None when there is none.
+
+    cgroup v2: ``cpu.max`` holds ``"QUOTA PERIOD"`` or ``"max PERIOD"``; cgroup v1:
+    ``cpu.cfs_quota_us`` (``-1``: no limit) and ``cpu.cfs_period_us``."""
+    text = _read(v2)
+    if text is not None:
+        parts = text.split()
+        return _quota(*parts) if len(parts) == 2 else None  # "max PERIOD": no limit
+    quota, period = _read(v1[0]), _read(v1[1])
+    if quota is None or period is None:
+        return None
+    return _quota(quota, period)
+
+
+def usable_cores(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) -> int:
+    """The cores this process may use: the affinity mask, capped by the cgroup quota; >= 1."""
+    cores = affinity_cores()
+    quota = cgroup_cores(v2, v1)
+    return max(1, min(cores, quota) if quota is not None else cores)
+
+
+def check_parallelism(jobs: int | None, threads: int | None) -> None:
+    """A LeakbenchError for a negative ``--jobs`` or a ``--threads`` below 1."""
+    if jobs is not None and jobs < 0:
+        raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {jobs}")
+    if threads is not None and threads < 1:
+        raise LeakbenchError(f"--threads: expected 1 or more torch threads, got {threads}")
+
+
+def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple[int, int]:
+    """``(jobs, threads)`` for a run on ``cores`` cores (see the module's table); ``None`` is
+    "not given". ``jobs`` 0 is inline: cells run in this process, one at a time."""
+    check_parallelism(jobs, threads)
+    cores = max(1, cores)
+    if jobs is None:
+        return (cores, 1) if threads is None else (max(1, cores // threads), threads)
+    if threads is None:
+        return jobs, cores if jobs == 0 else max(1, cores // jobs)
+    if max(1, jobs) * threads > cores:
+        workers = "inline" if jobs == 0 else f"--jobs {jobs}"
+        warn(f"{workers} × --threads {threads} = {max(1, jobs) * threads} threads on "
+             f"{cores} usable core{'s' if cores != 1 else ''}: oversubscribed, timings will "
+             f"suffer")
+    return jobs, threads

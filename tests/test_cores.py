@@ -1,0 +1,145 @@
+"""Every core by default, never oversubscribed: usable cores (affinity mask, cgroup quota),
+the jobs × threads plan, and records that say under what parallelism they were timed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench.cores import cgroup_cores, plan_parallelism, usable_cores
+from bench.executors import make_executor
+from bench.registry import LeakbenchError
+from bench.runner import run_suite
+from bench.store import load_records
+from helpers import make_suite, run_cli, write_suite
+
+
+def cgroup(tmp_path, v2=None, quota=None, period=None):
+    """Paths to fake cgroup files (absent where not given)."""
+    paths = tmp_path / "cpu.max", (tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us")
+    for path, text in ((paths[0], v2), (paths[1][0], quota), (paths[1][1], period)):
+        if text is not None:
+            path.write_text(text + "\n")
+    return {"v2": paths[0], "v1": paths[1]}
+
+
+@pytest.mark.parametrize("files, cores", [
+    ({"v2": "max 100000"}, None),
+    ({"v2": "200000 100000"}, 2),
+    ({"v2": "150000 100000"}, 2),  # 1.5 CPUs: rounded up
+    ({"v2": "50000 100000"}, 1),  # half a CPU: still one
+    ({"v2": "garbage"}, None),
+    ({"quota": "300000", "period": "100000"}, 3),
+    ({"quota": "-1", "period": "100000"}, None),
+    ({"quota": "300000"}, None),  # no period: unreadable, no limit
+    ({}, None),
+])
+def test_cgroup_quota_is_parsed(tmp_path, files, cores):
+    assert cgroup_cores(**cgroup(tmp_path, **files)) == cores
+
+
+def test_cgroup_v2_wins_over_v1(tmp_path):
+    assert cgroup_cores(**cgroup(tmp_path, v2="100000 100000", quota="400000",
+                                 period="100000")) == 1
+
+
+def test_usable_cores_respects_the_affinity_mask_and_the_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    for name, v2, cores in (("none", None, 3), ("low", "200000 100000", 2),
+                            ("high", "800000 100000", 3)):
+        (tmp_path / name).mkdir()
+        assert usable_cores(**cgroup(tmp_path / name, v2=v2)) == cores  # the lower of the two
+
+
+def test_usable_cores_without_an_affinity_mask(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert usable_cores(**cgroup(tmp_path)) == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores(**cgroup(tmp_path)) == 1
+
+
+def test_usable_cores_on_this_machine_is_at_least_one():
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("jobs, threads, cores, plan", [
+    (None, None, 8, (8, 1)),  # every core, one thread each
+    (None, None, 1, (1, 1)),
+    (None, 2, 8, (4, 2)),
+    (None, 3, 8, (2, 3)),
+    (None, 16, 8, (1, 16)),  # more threads than cores: one worker, as asked
+    (2, None, 8, (2, 4)),
+    (3, None, 8, (3, 2)),
+    (16, None, 8, (16, 1)),  # more workers than cores: one thread each, as asked
+    (0, None, 8, (0, 8)),  # inline: one cell at a time gets every core
+    (2, 2, 8, (2, 2)),
+])
+def test_plan_parallelism(jobs, threads, cores, plan, capsys):
+    assert plan_parallelism(jobs, threads, cores) == plan
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("jobs, threads", [(4, 4), (0, 3)])
+def test_both_given_are_honoured_with_a_warning_when_oversubscribed(jobs, threads, capsys):
+    assert plan_parallelism(jobs, threads, 2) == (jobs, threads)
+    err = capsys.readouterr().err
+    assert err.startswith("leakbench: warning: ") and "oversubscribed" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("jobs, threads, flag", [(-1, None, "--jobs"), (None, 0, "--threads"),
+                                                 (2, -3, "--threads")])
+def test_bad_values_are_one_line_errors(jobs, threads, flag):
+    with pytest.raises(LeakbenchError, match=flag):
+        plan_parallelism(jobs, threads, 4)
+
+
+def test_inline_sets_threads_for_the_run_and_restores_them():
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    seen = []
+
+    class Cell:
+        def run(self, device, options):
+            seen.append(torch.get_num_threads())
+
+    executor = make_executor("inline", torch.device("cpu"), 0.0, 0, threads=want)
+    list(executor.run([Cell(), Cell()], None))
+    assert seen == [want, want]
+    assert torch.get_num_threads() == before
+
+
+def test_a_process_run_records_its_workers_and_one_thread_each(tmp_path):
+    # trials=1: the two seeds run as two tasks (batched, they would share one pass and worker)
+    summary = run_suite(make_suite(seeds=2), tmp_path, device="cpu", progress=False, trials=1)
+    records = load_records(tmp_path)
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    workers = min(usable_cores(), 2)  # the default: a worker a core (two tasks: two at most)
+    for r in records:
+        assert r["provenance"]["workers"] == workers
+        assert r["provenance"]["torch_threads"] == 1
+    assert f"{workers} worker" in summary.line() and "× 1 thread)" in summary.line()
+
+
+def test_threads_flag_reaches_the_workers(tmp_path):
+    out = run_cli("run", "--out", str(tmp_path), "--jobs", "1", "--threads", "2", "--quiet",
+                  "--no-leaderboard", str(write_tiny(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    (record,) = load_records(tmp_path)
+    assert record["provenance"]["torch_threads"] == 2
+    assert record["provenance"]["workers"] == 1
+
+
+def test_cli_refuses_bad_threads(tmp_path):
+    out = run_cli("run", str(write_tiny(tmp_path)), "--threads", "0", "--dry-run")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "leakbench: error: --threads: expected 1 or more torch threads, got 0"]
+
+
+def write_tiny(tmp_path):
+    return write_suite(tmp_path / "tiny.yaml")
