@@ -26,7 +26,7 @@ MAX_SUITE_BYTES = 1_000_000
 """A suite file larger than this is refused before it is read."""
 MAX_SUITE_DEPTH = 64
 """Nesting depth of a suite document (suites need fewer than ten levels)."""
-MAX_SUITE_NODES = 100_000
+MAX_SUITE_NODES = 50_000
 """Values in a suite document (keys included), counting each use of a YAML alias as a copy."""
 MAX_LIST_ITEMS = 10_000
 """Items in one YAML list (an axis, a parameter grid, the exclude rules, a seed list)."""
