@@ -18,6 +18,8 @@ imported (the imports take seconds), so a file that breaks them is refused at on
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,7 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     document = read_suite(args.suite)  # within the limits, before torch is imported
     from bench.suite import load_suite
 
-    suite = load_suite(document)
+    with _frozen_gc():
+        suite = load_suite(document)
     for message in suite.warnings:
         warn(f"{suite.source or suite.name}: {message}")
     out = Path(args.out) if args.out else RESULTS / suite.name
@@ -104,11 +107,24 @@ def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> i
         warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
              f"--max-cells {n} allows it (nothing was expanded)")
         return 0
-    counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed),
-                        args.verbose, n, sys.stdout)
+    with _frozen_gc():
+        counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed),
+                            args.verbose, n, sys.stdout)
     print(f"{suite.name}: {sum(counts.values())} cells — " +
           ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
     return 0
+
+
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """The objects alive now (torch's and the registries': some 400 000) left out of the
+    collections while a suite is validated or expanded, which allocate many objects and would
+    otherwise scan them all again and again (about half of a large suite's load time)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _executor_options(args: argparse.Namespace) -> ExecutorOptions:

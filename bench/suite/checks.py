@@ -22,11 +22,11 @@ the component names alone (difflib's cost grows with the candidates and their le
 def check_rules(suite: Suite) -> list[str]:
     """The suite's warnings; a SuiteError for an exclude naming an absent component."""
     values = axis_values(suite)
-    have: dict[str, set[Any]] = {}
+    named = {axis for rule in suite.exclude for axis in rule}
+    have: dict[str, set[Any]] = {}  # the match values of the axes the rules name (labels cost)
     for axis in ATTACK_AXES:
-        if axis == "seed":
-            continue
-        have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
+        if axis != "seed" and axis in named:
+            have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
     seeds = suite.seeds if isinstance(suite.seeds, range) else set(suite.seeds)
     warnings, idle = [], []
     for i, rule in enumerate(suite.exclude):

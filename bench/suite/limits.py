@@ -26,7 +26,7 @@ MAX_SUITE_BYTES = 1_000_000
 """A suite file larger than this is refused before it is read."""
 MAX_SUITE_DEPTH = 64
 """Nesting depth of a suite document (suites need fewer than ten levels)."""
-MAX_SUITE_NODES = 50_000
+MAX_SUITE_NODES = 20_000
 """Values in a suite document (keys included), counting each use of a YAML alias as a copy."""
 MAX_LIST_ITEMS = 10_000
 """Items in one YAML list (an axis, a parameter grid, the exclude rules, a seed list)."""
@@ -157,8 +157,8 @@ class _Scan:
             self.fail(f"nested deeper than {MAX_SUITE_DEPTH} levels")
         self.nodes += values
         if self.nodes > MAX_SUITE_NODES:
-            raise SuiteError(f"{self.where}: more than {MAX_SUITE_NODES} values once YAML "
-                             "aliases are expanded")
+            raise SuiteError(f"{self.where}: more than {MAX_SUITE_NODES} values in the document "
+                             "(YAML aliases expanded)")
 
 
 def _key_text(value: str, limit: int = 40) -> str:
