@@ -8,22 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.registry import ATTACKS, suggest
+from bench.registry import ATTACKS, short, suggest
 from bench.suite.expand import ATTACK_AXES, UTILITY_AXES, axis_match_values, axis_values
 from bench.suite.schema import Suite, SuiteError
 
 COMPONENT_AXES = {"attack": "attacks", "defense": "defenses", "arch": "archs",
                   "dataset": "datasets"}
+HINT_CANDIDATES = 200
+"""A did-you-mean hint compares with every label of an axis up to this many values, else with
+the component names alone (difflib's cost grows with the candidates and their length)."""
 
 
 def check_rules(suite: Suite) -> list[str]:
     """The suite's warnings; a SuiteError for an exclude naming an absent component."""
     values = axis_values(suite)
-    have: dict[str, set[Any]] = {}
+    named = {axis for rule in suite.exclude for axis in rule}
+    have: dict[str, set[Any]] = {}  # the match values of the axes the rules name (labels cost)
     for axis in ATTACK_AXES:
-        if axis == "seed":
-            continue
-        have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
+        if axis != "seed" and axis in named:
+            have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
+    seeds = suite.seeds if isinstance(suite.seeds, range) else set(suite.seeds)
     warnings, idle = [], []
     for i, rule in enumerate(suite.exclude):
         for axis, allowed in rule.items():
@@ -31,10 +35,10 @@ def check_rules(suite: Suite) -> list[str]:
                 continue
             for name in allowed:
                 if name not in have[axis]:
-                    hint = suggest(str(name), sorted(map(str, have[axis])))
-                    raise SuiteError(f"exclude[{i}].{axis}: {name!r} is not among the suite's "
-                                     f"{COMPONENT_AXES[axis]}{hint}")
-        if not _matches_any(rule, suite, have):
+                    raise SuiteError(f"exclude[{i}].{axis}: {short(name)} is not among the "
+                                     f"suite's {COMPONENT_AXES[axis]}"
+                                     f"{_hint(name, have[axis], values[axis])}")
+        if not _matches_any(rule, suite, have, seeds):
             idle.append(f"exclude[{i}] {_show(rule)}")
     if len(idle) == 1:
         warnings.append(f"{idle[0]} matches no cell: it does nothing")
@@ -51,21 +55,42 @@ def check_rules(suite: Suite) -> list[str]:
     return warnings
 
 
-def _matches_any(rule: dict[str, list[Any]], suite: Suite, have: dict[str, set[Any]]) -> bool:
+def _hint(name: Any, have: set[Any], values: Any) -> str:
+    """A did-you-mean hint among an axis's labels, or its component names when they are many."""
+    candidates = (have if len(have) <= HINT_CANDIDATES
+                  else {getattr(v, "name", None) for v in values} - {None})
+    return suggest(str(name)[:200], sorted(map(str, candidates)))
+
+
+def _matches_any(rule: dict[str, list[Any]], suite: Suite, have: dict[str, set[Any]],
+                 seeds: range | set[int]) -> bool:
     kinds = [ATTACK_AXES] + ([UTILITY_AXES] if suite.utility else [])
     for axes in kinds:
         if not set(rule) <= set(axes):
             continue
-        if all(_axis_hit(axis, allowed, suite, have) for axis, allowed in rule.items()):
+        if all(_axis_hit(axis, allowed, have, seeds) for axis, allowed in rule.items()):
             return True
     return False
 
 
-def _axis_hit(axis: str, allowed: list[Any], suite: Suite, have: dict[str, set[Any]]) -> bool:
+def _axis_hit(axis: str, allowed: list[Any], have: dict[str, set[Any]],
+              seeds: range | set[int]) -> bool:
     if axis == "seed":
-        return any(a in suite.seeds for a in allowed)
+        return any(_is_seed(a, seeds) for a in allowed)
     return any(a in have[axis] for a in allowed)
 
 
+def _is_seed(value: Any, seeds: range | set[int]) -> bool:
+    """``value in seeds`` (a rule's 1.0 names seed 1) without a range's linear scan of a
+    float."""
+    if isinstance(seeds, range) and isinstance(value, float):
+        return value.is_integer() and int(value) in seeds
+    return isinstance(value, (int, float)) and value in seeds
+
+
 def _show(rule: dict[str, list[Any]]) -> str:
-    return "{" + ", ".join(f"{k}: {v[0] if len(v) == 1 else v}" for k, v in rule.items()) + "}"
+    def text(v: list[Any]) -> str:
+        out = str(v[0] if len(v) == 1 else v)
+        return out if len(out) <= 60 else out[:57] + "..."
+
+    return "{" + ", ".join(f"{k}: {text(v)}" for k, v in rule.items()) + "}"

@@ -54,18 +54,29 @@ def axis_match_values(axis: str, value: Any) -> set[Any]:
 def _masks(suite: Suite, axes: Sequence[str]) -> dict[str, list[int]]:
     """Per axis (but ``seed``), per value: the bit mask of the exclude rules that value lets
     match. A rule naming an axis the cell kind lacks matches no cell of that kind (mask 0). A
-    cell is excluded when the AND of its values' masks is non-zero."""
+    cell is excluded when the AND of its values' masks is non-zero.
+
+    Linear in values plus rules: a value's mask is the bits of the rules that do not name the
+    axis, OR the bits indexed under each name it matches (not each value against each rule)."""
     values = axis_values(suite)
+    kept = [(bit, rule) for bit, rule in enumerate(suite.exclude) if set(rule) <= set(axes)]
     masks = {}
     for axis in axes:
         if axis == "seed":
             continue
+        free, named = 0, {}
+        for bit, rule in kept:
+            if axis not in rule:
+                free |= 1 << bit
+                continue
+            for allowed in rule[axis]:
+                named[allowed] = named.get(allowed, 0) | 1 << bit
         row = []
         for value in values[axis]:
-            have, mask = axis_match_values(axis, value), 0
-            for bit, rule in enumerate(suite.exclude):
-                if set(rule) <= set(axes) and (axis not in rule or have & set(rule[axis])):
-                    mask |= 1 << bit
+            mask = free
+            if named:
+                for have in axis_match_values(axis, value):
+                    mask |= named.get(have, 0)
             row.append(mask)
         masks[axis] = row
     return masks

@@ -7,7 +7,6 @@ import itertools
 import math
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from bench.grants import CAPABILITIES
@@ -25,7 +24,8 @@ from bench.registry import (
     validate_params,
 )
 from bench.suite.checks import check_rules
-from bench.suite.read import parse_yaml, read_suite_text
+from bench.suite.limits import MAX_AXIS_VALUES, check_axes
+from bench.suite.read import SuiteDocument, read_suite
 from bench.suite.schema import (
     BUDGET_PARAMS,
     CLIENT_PARAMS,
@@ -39,35 +39,19 @@ from bench.suite.schema import (
     SuiteError,
 )
 
-MAX_GRID = 100_000
+MAX_GRID = MAX_AXIS_VALUES
 """Combinations one grid entry (a component's parameter lists, a chain) may expand into."""
 MAX_BATCH_SIZE = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
-
-def builtin_suites() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
-
-
-def load_suite(name_or_path: str) -> Suite:
-    """Load a built-in suite by name or a YAML file by path; raise SuiteError naming the key."""
-
-    builtins = builtin_suites()
+def load_suite(source: str | SuiteDocument) -> Suite:
+    """Load a built-in suite by name, a YAML file by path, or a document :func:`read_suite`
+    has read; raise SuiteError naming the file and the key."""
+    document = source if isinstance(source, SuiteDocument) else read_suite(source)
+    path = document.path
     try:
-        path = Path(name_or_path)
-        exists = path.exists() or path.is_symlink()
-    except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
-        exists = False
-    if name_or_path in builtins:
-        path = builtins[name_or_path]
-    elif not exists:
-        hint = suggest(name_or_path, builtins)
-        raise SuiteError(f"no built-in suite or file named {short(name_or_path)}{hint}")
-    raw = parse_yaml(read_suite_text(path), str(path))
-    try:
-        return parse_suite(raw, default_name=path.stem, source=str(path))
+        return parse_suite(document.raw, default_name=path.stem, source=str(path))
     except SuiteError as e:
         message = str(e)
         if message.startswith(f"{path}:"):
@@ -88,6 +72,7 @@ def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suit
 def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     if not isinstance(raw, dict):
         raise SuiteError(f"{source or default_name}: a suite must be a mapping of keys")
+    check_axes(raw)  # a file's were checked as it was read; a mapping's here
     unknown = sorted((k for k in raw if k not in SUITE_KEYS), key=repr)
     if unknown:
         raise SuiteError(f"unknown suite key {short(unknown[0])}"

@@ -11,6 +11,7 @@ from bench.registry import ATTACKS
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
 _REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
+_OBSERVED_CACHE: dict[Any, CellContext] = {}  # (context key, chain) → the attack's context
 
 
 def _context_key(cell: Any) -> tuple[Any, ...]:
@@ -24,6 +25,15 @@ def _context(cell: Any) -> CellContext:
     if key not in _CONTEXT_CACHE:
         _CONTEXT_CACHE[key] = cell.context()
     return _CONTEXT_CACHE[key]
+
+
+def _observed(cell: Any, key: tuple[Any, ...]) -> CellContext:
+    """The context the server observes through the cell's chain: one per context and chain,
+    shared by every attack of a grid (built links and all)."""
+    chain = tuple(cell.defense)
+    if (key, chain) not in _OBSERVED_CACHE:
+        _OBSERVED_CACHE[key, chain] = _context(cell).observed_through([d.build() for d in chain])
+    return _OBSERVED_CACHE[key, chain]
 
 
 def _checked(cell: Any) -> list[tuple[str, Any]]:
@@ -51,8 +61,7 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         if cache_key not in _REASON_CACHE:
             component = spec.build()
             if isinstance(component, Attack):
-                observed = _context(cell).observed_through([d.build() for d in cell.defense])
-                _REASON_CACHE[cache_key] = component.skip_reason(observed)
+                _REASON_CACHE[cache_key] = component.skip_reason(_observed(cell, key))
             else:
                 _REASON_CACHE[cache_key] = component.incompatibility(_context(cell))
         reason = _REASON_CACHE[cache_key]

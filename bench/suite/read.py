@@ -1,23 +1,54 @@
-"""Reading a suite file safely: a size limit before reading, text checks (not a folder, not
-binary, UTF-8, not empty), YAML parsed with every failure turned into one line, and a bound on
-the document's size once YAML aliases are expanded (no "billion laughs")."""
+"""Reading a suite file safely, before torch or any registry is imported: a built-in name or a
+path resolved, a size limit before reading, text checks (not a folder, not binary, UTF-8, not
+empty), the YAML's structure checked from the parser's events before any object is built (no
+"billion laughs", see :mod:`bench.suite.limits`), YAML parsed with every failure turned into one
+line, and each axis sized before validation expands it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.registry import short, suggest
+from bench.suite.limits import MAX_SUITE_BYTES, check_axes, scan_yaml
 from bench.suite.schema import SuiteError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
-MAX_SUITE_BYTES = 1_000_000
-"""A suite file larger than this is refused before it is read."""
-MAX_SUITE_NODES = 1_000_000
-"""Values in a suite document, counting each use of a YAML alias as a copy."""
-MAX_SUITE_DEPTH = 64
-"""Nesting depth of a suite document (suites need fewer than ten levels)."""
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+
+@dataclass(frozen=True)
+class SuiteDocument:
+    """A suite file read and parsed within the limits: not validated yet."""
+
+    path: Path
+    raw: Any
+
+
+def builtin_suites() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+
+
+def read_suite(name_or_path: str) -> SuiteDocument:
+    """A built-in suite by name or a YAML file by path, read and parsed within the limits; a
+    SuiteError naming the file otherwise. Imports nothing heavy: the CLI calls it first."""
+    builtins = builtin_suites()
+    try:
+        path = Path(name_or_path)
+        exists = path.exists() or path.is_symlink()
+    except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
+        exists = False
+    if name_or_path in builtins:
+        path = builtins[name_or_path]
+    elif not exists:
+        hint = suggest(name_or_path, builtins)
+        raise SuiteError(f"no built-in suite or file named {short(name_or_path)}{hint}")
+    raw = parse_yaml(read_suite_text(path), str(path))
+    check_axes(raw, str(path))
+    return SuiteDocument(path, raw)
 
 
 def read_suite_text(path: Path) -> str:
@@ -53,7 +84,9 @@ def read_suite_text(path: Path) -> str:
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """``yaml.safe_load`` with every failure (syntax, recursion, bad tags) one SuiteError."""
+    """``yaml.safe_load`` with every failure (syntax, recursion, bad tags) one SuiteError;
+    the document's structure is checked from the parser's events first."""
+    scan_yaml(text, where, _LOADER)
     try:
         raw = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
@@ -68,29 +101,7 @@ def parse_yaml(text: str, where: str) -> Any:
                          ) from None
     if raw is None:
         raise SuiteError(f"{where}: the file is empty (only comments or blank lines)")
-    check_document(raw, where)
     return raw
-
-
-def check_document(raw: Any, where: str) -> None:
-    """Refuse documents too big once aliases are expanded, too deep, or recursive."""
-    nodes = 1
-    stack: list[tuple[Any, int, tuple[int, ...]]] = [(raw, 0, ())]
-    while stack:
-        value, depth, path = stack.pop()
-        if depth > MAX_SUITE_DEPTH:
-            raise SuiteError(f"{where}: nested deeper than {MAX_SUITE_DEPTH} levels")
-        if not isinstance(value, (dict, list, tuple, set, frozenset)):
-            continue
-        if id(value) in path:
-            raise SuiteError(f"{where}: a YAML alias refers to itself (a recursive structure)")
-        nodes += 2 * len(value) if isinstance(value, dict) else len(value)
-        if nodes > MAX_SUITE_NODES:
-            raise SuiteError(f"{where}: more than {MAX_SUITE_NODES} values once YAML aliases "
-                             "are expanded")
-        inner = (*path, id(value))
-        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        stack.extend((c, depth + 1, inner) for c in children)
 
 
 def _one_line(text: str) -> str:
