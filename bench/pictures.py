@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from bench.store import PICTURES
 
@@ -24,6 +23,8 @@ def grid_image(originals01: torch.Tensor, recon01: torch.Tensor, order: list[int
     if side < MIN_SIDE:
         factor = -(-MIN_SIDE // side)
         both = torch.nn.functional.interpolate(both, scale_factor=factor, mode="nearest")
+    from torchvision.utils import make_grid  # imported on use: it takes ~1 s (load bound)
+
     grid = make_grid(both, nrow=len(originals01), padding=2, pad_value=1.0)
     array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(array)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from bench.metrics.base import Metric, register_metric
 
@@ -11,6 +10,10 @@ from bench.metrics.base import Metric, register_metric
 def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """torchmetrics' Gaussian-window SSIM of ``b`` against ``a``: σ = 1.5 on an 11×11 window,
     or the largest odd window that fits a smaller image (σ scaled with it)."""
+    # imported here: torchmetrics (and torchvision under it) take about a second to import,
+    # which a suite's validation must not pay (leakbench run's 5-s load bound)
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     side = min(a.shape[-2:])
     kernel = min(11, side if side % 2 else side - 1)
     return structural_similarity_index_measure(
