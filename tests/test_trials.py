@@ -171,6 +171,18 @@ def test_a_cell_whose_observation_fails_is_an_error_record_and_the_rest_run(monk
     assert outcomes[0].record.trial_batch["trials"] == 2
 
 
+def test_defenses_share_a_pass_unless_they_change_the_observed_batch():
+    suite = make_suite(seeds=2, defenses=["none", {"noise": {"scale": 0.01}},
+                                          {"secagg": {"clients": 2}}], **LENET16)
+    tasks = group_trials(list(iter_cells(suite)), size=16)
+    sizes = sorted(len(members(t)) for t in tasks)
+    assert sizes == [2, 4]  # none + noise (2 seeds each) together; the aggregate's apart
+    outcomes = run_trials(list(tasks[0].cells if len(members(tasks[0])) == 4
+                               else tasks[1].cells), CPU, RunOptions())
+    assert all(o.record.status == "ok" for o in outcomes)
+    assert {o.record.defense_label for o in outcomes} == {"none", "noise(scale=0.01)"}
+
+
 def test_client_spec_differences_keep_cells_apart():
     suite = make_suite(seeds=2, client=[{"lr": 0.1}, {"lr": 0.2}], **LENET16)
     tasks = group_trials(list(iter_cells(suite)), size=8)

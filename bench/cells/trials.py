@@ -1,7 +1,10 @@
-"""Batched trials as a unit of work: attack cells that differ only by seed, run as one pass.
+"""Batched trials as a unit of work: attack cells that differ only by seed and defense, run as
+one pass.
 
 The runner groups such cells when their attack vectorises over trials
-(:attr:`~bench.contracts.Attack.batched_trials`); an executor runs the group as one task and
+(:attr:`~bench.contracts.Attack.batched_trials`) and their defense chains leave the observed
+batch the same (a secure aggregate observes K·B samples: its cells group among themselves);
+each trial has its own observed update. An executor runs the group as one task and
 gets one outcome per member, so records stay one per cell with the same ids. Each member is
 observed, scored and recorded on its own (:func:`bench.pipeline.run_trials`).
 """
@@ -16,18 +19,20 @@ import torch
 
 from bench.cells.attack import AttackCell
 from bench.cells.base import CellKind, RunOptions, register_cell_kind
+from bench.contracts import observed_batch
 from bench.pipeline import run_trials
 from bench.records import Outcome
 from bench.registry import REGISTRIES
 
-DEFAULT_TRIALS = 8
+DEFAULT_TRIALS = 16
 """Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""
 
 
 @register_cell_kind("trials")
 @dataclass(frozen=True)
 class TrialsCell:
-    """Attack cells that share everything but the seed, attacked in one vectorised pass."""
+    """Attack cells that share everything but the seed and the defense, attacked in one
+    vectorised pass."""
 
     cells: tuple[AttackCell, ...]
     skip_reason: str | None = None
@@ -75,8 +80,9 @@ def _batchable(cell: Any) -> bool:
 
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
-    """Cells with groups of up to ``size`` batchable attack cells that differ only by seed,
-    in the order of each group's first cell; other cells stay alone."""
+    """Cells with groups of up to ``size`` batchable attack cells that differ only by seed and
+    defense (with the same observed batch), in the order of each group's first cell; other
+    cells stay alone."""
     if size < 1:
         raise ValueError(f"trials per pass must be at least 1, got {size}")
     tasks: list[Any] = []
@@ -86,7 +92,9 @@ def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
             tasks.append(cell)
             continue
         ident = cell.identity()
-        key = repr(sorted((k, repr(v)) for k, v in ident.items() if k != "seed"))
+        key = repr(sorted((k, repr(v)) for k, v in ident.items() if k not in ("seed", "defense")))
+        chain = [d.build() for d in cell.defense]
+        key += f"|observed batch {observed_batch(chain, cell.batch_size)}"
         group = open_groups.get(key)
         if group is None or len(group) == size:
             group = open_groups[key] = []
