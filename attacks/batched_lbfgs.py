@@ -93,7 +93,6 @@ class _Trial:
     best: float = float("inf")
     bests: list[float] = field(default_factory=list)
     hist_len: int = 0
-    hist_head: int = 0
     snap_next: int = 0
 
 
@@ -238,35 +237,38 @@ def run_batched_lbfgs(
                 if st.hist_len < m:
                     pos = st.hist_len
                     st.hist_len += 1
-                else:  # full: overwrite the oldest pair
-                    pos = st.hist_head
-                    st.hist_head = (st.hist_head + 1) % m
+                else:  # full: drop the oldest pair (slots stay oldest-first)
+                    pos = m - 1
+                    s_hist[kk, :-1] = s_hist[kk, 1:].clone()
+                    y_hist[kk, :-1] = y_hist[kk, 1:].clone()
+                    ro[kk, :-1] = ro[kk, 1:].clone()
                 s_hist[kk, pos], y_hist[kk, pos] = s[j], y[j]
                 ro[kk, pos], h_diag[kk] = inv_ys[j], scale[j]
         for k in rows:
             st = states[k]
             if st.total_iter == 0:
-                st.hist_len = st.hist_head = 0
+                st.hist_len = 0
                 h_diag[k] = 1.0
             st.total_iter += 1
             st.n_iter += 1
             results[k].inner_iterations += 1
-        # two-loop recursion; a trial's pairs are slots head, head+1, ... (oldest first)
-        lens = torch.tensor([states[k].hist_len for k in rows], device=x.device)
-        heads = torch.tensor([states[k].hist_head for k in rows], device=x.device)
-        longest = int(lens.max())
+        # two-loop recursion over each trial's pairs, kept oldest-first in slots 0..len-1; the
+        # slots past a trial's length hold zeros (ro = 0), so there its terms vanish exactly
+        # and a shorter history needs no mask
+        longest = max(states[k].hist_len for k in rows)
+        whole = rows == list(range(k_trials))
+        hs, hy, hro = ((s_hist, y_hist, ro) if whole else
+                       (s_hist[ix, :longest], y_hist[ix, :longest], ro[ix, :longest]))
         q = gk.neg()
         alphas: list[torch.Tensor] = [q] * longest
         for i in range(longest - 1, -1, -1):
-            slot, valid = (heads + i) % m, i < lens
-            a = torch.where(valid, _rowdot(s_hist[ix, slot], q) * ro[ix, slot], 0.0)
+            a = _rowdot(hs[:, i], q) * hro[:, i]
             alphas[i] = a
-            q = torch.where(valid[:, None], q - a[:, None] * y_hist[ix, slot], q)
+            q = q - a[:, None] * hy[:, i]
         r = q * h_diag[ix, None]
         for i in range(longest):
-            slot, valid = (heads + i) % m, i < lens
-            be = _rowdot(y_hist[ix, slot], r) * ro[ix, slot]
-            r = torch.where(valid[:, None], r + (alphas[i] - be)[:, None] * s_hist[ix, slot], r)
+            be = _rowdot(hy[:, i], r) * hro[:, i]
+            r = r + (alphas[i] - be)[:, None] * hs[:, i]
         prev_g[ix] = gk
         first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
         tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,

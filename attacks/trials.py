@@ -83,6 +83,7 @@ class TrialEngine:
 
         self.params = {n: stacked(n, every) for n in self.names}
         self.state = {n: stacked(n, every) for n in state_names}
+        self._vectorised = True
         self.observed = [torch.stack([o.update.tensors[i].detach().to(self.device)
                                       for o in observations]).index_select(0, index)
                          for i in range(len(self.names))]
@@ -98,6 +99,11 @@ class TrialEngine:
         def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
             return training_loss(functional_call(self.base, (p, state), (x,)), target)
 
+        if not self._vectorised:  # one trial: plain autograd is faster than torch.func
+            names = list(params)
+            grads = torch.autograd.grad(loss(params), [params[n] for n in names],
+                                        create_graph=True)
+            return dict(zip(names, grads))
         return grad(loss)(params)
 
     def _client_update(self, params: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
@@ -140,6 +146,13 @@ class TrialEngine:
                 loss = loss + prior(xk)
             return loss
 
+        if self.trials == 1:  # the same function, without vmap's overhead
+            self._vectorised = False
+            leaves = {n: v[0].detach().requires_grad_(True) for n, v in self.params.items()}
+            loss = one(leaves, {n: v[0] for n, v in self.state.items()},
+                       [o[0] for o in self.observed], x[0], target[0])
+            return loss.unsqueeze(0)
+        self._vectorised = True
         return vmap(one)(self.params, self.state, self.observed, x, target)
 
     def matching(self, distance: Distance, x: torch.Tensor, target: torch.Tensor

@@ -79,7 +79,7 @@ def _psnr(observed, data: torch.Tensor) -> float:
     return score(observed.x01, observed.private.y, recon01, None)["psnr"]
 
 
-def reference_time_to(db: float, observed, steps: int = 300) -> tuple[float, float]:
+def reference_time_to(db: float, observed, steps: int = 300) -> tuple[float, float, int]:
     """The DLG paper's loop: torch.optim.LBFGS(lr=1) on a dummy image and soft labels; the
     seconds until PSNR first reaches ``db`` (PSNR checked after every step, off the clock)."""
     obs = observed.obs
@@ -89,8 +89,10 @@ def reference_time_to(db: float, observed, steps: int = 300) -> tuple[float, flo
     opt = torch.optim.LBFGS([x, logits], lr=1)
     observed_update = obs.update.tensors
     clock, best = 0.0, -1.0
+    evals = [0]
 
     def closure():
+        evals[0] += 1
         opt.zero_grad()
         loss = l2_distance(dummy_update(obs.model, x, logits.softmax(-1), obs), observed_update)
         loss.backward()
@@ -102,12 +104,12 @@ def reference_time_to(db: float, observed, steps: int = 300) -> tuple[float, flo
         clock += time.perf_counter() - t0
         best = max(best, _psnr(observed, x))
         if best >= db:
-            return clock, best
-    return float("inf"), best
+            return clock, best, evals[0]
+    return float("inf"), best, evals[0]
 
 
 def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
-                      every: int = 20) -> tuple[float, float]:
+                      every: int = 20) -> tuple[float, float, int]:
     """leakbench's ``dlg`` (300 steps) with ``restarts`` trials in one pass: the seconds until
     the restart it would return then (the lowest loss so far) first reaches ``db``. The
     estimates are kept every ``every`` evaluations and scored after the run, off the clock."""
@@ -135,24 +137,25 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
         chosen = min(by_evals[evals], key=lambda sn: sn.loss)
         best = _psnr(observed, chosen.variables[0])
         if best >= db:
-            return chosen.seconds, best
-    return float("inf"), best
+            return chosen.seconds, best, evals
+    return float("inf"), best, evals
 
 
 @pytest.mark.parametrize("restarts", [1, 8])
 def test_bench_dlg_time_to_40db(benchmark, restarts, monkeypatch):
     torch.set_flush_denormal(True)
     cell, observed = _dlg_setting()
-    ref_seconds, ref_psnr = reference_time_to(40.0, observed)
+    ref_seconds, ref_psnr, ref_evals = reference_time_to(40.0, observed)
     result = {}
 
     def once():
         result["leakbench"] = leakbench_time_to(40.0, cell, observed, restarts, monkeypatch)
 
     benchmark.pedantic(once, rounds=1, iterations=1)
-    ours, our_psnr = result["leakbench"]
+    ours, our_psnr, our_evals = result["leakbench"]
     benchmark.extra_info.update({
         "restarts": restarts, "threads": torch.get_num_threads(),
         "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
+        "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
         "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
         "ratio": ours / ref_seconds if 0 < ref_seconds < float("inf") else None})
