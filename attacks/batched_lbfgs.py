@@ -68,6 +68,7 @@ class TrialResult:
     diverged: bool = False
     converged: bool = False
     converged_at: tuple[int, int] | None = None  # (grad_evals, step) when it converged
+    converged_seconds: float | None = None  # since the run began, when it converged
     stop_reason: str = ""  # steps | max_grad_evals | tolerance_grad | tolerance_change |
     # zero_loss | patience | diverged
     snapshots: list[Snapshot] = field(default_factory=list)
@@ -172,6 +173,7 @@ def run_batched_lbfgs(
         if reason not in ("steps", "max_grad_evals", "diverged"):
             res.converged = True
             res.converged_at = (res.grad_evals, res.iterations)
+            res.converged_seconds = time.perf_counter() - t0
 
     def begin_step(k: int) -> None:
         """Start trial k's next outer step, or stop it on a cap (as run_lbfgs does)."""

@@ -86,7 +86,8 @@ def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.T
     converged = None
     if trial.converged_at is not None:
         evals, step = trial.converged_at
-        converged = {"grad_evals": evals, "iterations": step, "reason": trial.stop_reason}
+        converged = {"grad_evals": evals, "iterations": step, "reason": trial.stop_reason,
+                     "seconds": trial.converged_seconds}
     info = {"final_loss": trial.final_loss, "diverged": trial.diverged,
             "stop_reason": trial.stop_reason, "converged_at": converged,
             "snapshots": [(s.evals, s.seconds, s.variables[0]) for s in trial.snapshots]}

@@ -270,8 +270,12 @@ class _Run:
             attack_info=_jsonable(recon.info),
             defense_info=_jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
-        if recon.info.get("converged_at"):
-            self.fields["converged_at"] = recon.info["converged_at"]
+        converged = recon.info.get("converged_at")
+        if converged:  # seconds of the pass, divided between its cells as attack_seconds is
+            share = len((self.fields.get("trial_batch") or {}).get("cells") or [0])
+            self.fields["converged_at"] = {
+                **converged, **({"seconds": converged["seconds"] / share}
+                                if converged.get("seconds") is not None else {})}
         if observed.clients > 1:
             self.fields["aggregate"] = {"clients": observed.clients,
                                         "observed_batch": observed.obs.batch_size,
