@@ -249,3 +249,12 @@ def test_latex_output_compiles_with_pdflatex(store, tmp_path):
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "undefined" not in log.lower() and "Missing character" not in log
+
+
+def test_the_readme_example_is_the_committed_results_table():
+    readme = (ROOT / "README.md").read_text().split("### `leakbench table`", 1)[1]
+    shown = "\n".join(line for line in readme.split("\n## ", 1)[0].splitlines()
+                      if line.startswith("|"))
+    text, _ = write_table(ROOT / "results" / "quick", where=["arch=lenet,dataset=photos"],
+                          fmt="markdown")
+    assert text.split("\n\n")[0] == shown
