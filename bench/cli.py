@@ -7,6 +7,9 @@
     leakbench merge OUT DIR...
     leakbench leaderboard [DIR] [--format markdown|latex]
     leakbench export DIR [--format csv] [--output FILE]
+    leakbench table [DIR] [--rows AXIS] [--cols AXIS] [--value METRIC] [--where COL=VAL,...]
+                    [--best row|col|none] [--format latex|markdown|csv] [--caption TEXT]
+                    [--label LABEL] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
@@ -207,6 +210,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from bench.leaderboard.pivot import write_table
+
+    output = Path(args.output) if args.output else None
+    text, p = write_table(Path(args.dir), args.rows, args.cols, args.value, args.where,
+                          args.best, args.format, args.caption, args.label, output)
+    if p.pooled:
+        warn("table: each cell pools records across several values of " +
+             ", ".join(p.pooled) + " (the caption lists them); narrow with --where")
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        print(output)
+    return 0
+
+
 def cmd_rerun(args: argparse.Namespace) -> int:
     from bench.rerun import report, rerun
 
@@ -323,6 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aggregate", action="store_true",
                    help="one row per table row (mean, 95%% CI, n): DIR/aggregate.csv")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("table", help="one metric pivoted over two axes, for a paper "
+                                     "(mean ± 95%% CI, best in bold)")
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("--rows", default="defense", help="axis of the rows (default defense)")
+    s.add_argument("--cols", default="attack", help="axis of the columns (default attack)")
+    s.add_argument("--value", default="psnr", help="per-item metric shown (default psnr)")
+    s.add_argument("--where", action="append", metavar="COL=VAL,...",
+                   help="keep records with COL=VAL (label or registered name; a|b for "
+                        "either); repeatable")
+    s.add_argument("--best", default="row", choices=["row", "col", "none"],
+                   help="bold the best entry per row (default), per column, or none")
+    s.add_argument("--format", default="latex", choices=["latex", "markdown", "csv"])
+    s.add_argument("--caption", help="caption (default: metric, filters, interval, n)")
+    s.add_argument("--label", help="LaTeX label / markdown anchor (default tab:METRIC-ROWS-COLS)")
+    s.add_argument("--output", help="file to write atomically (default: stdout)")
+    s.set_defaults(func=cmd_table)
     return p
 
 

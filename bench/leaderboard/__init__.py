@@ -11,7 +11,8 @@ the records' provenance).
 - :mod:`~bench.leaderboard.tables`: the attack, defense and architecture tables;
 - :mod:`~bench.leaderboard.figures`: which figure each scenario gets;
 - :mod:`~bench.leaderboard.render`: markdown/LaTeX documents and ``write_leaderboard``;
-- :mod:`~bench.leaderboard.export`: the CSV exports (per cell, and aggregated per row).
+- :mod:`~bench.leaderboard.export`: the CSV exports (per cell, and aggregated per row);
+- :mod:`~bench.leaderboard.pivot`: ``leakbench table``, one metric over two axes for a paper.
 """
 
 from bench.leaderboard.aggregate import (

@@ -1,0 +1,348 @@
+"""``leakbench table``: one metric pivoted over two axes of the records, for a paper.
+
+:func:`pivot` builds the table as data (one row per rows × cols entry: mean, 95% interval,
+n, best and tie flags); :func:`render_pivot` writes it as LaTeX (booktabs), markdown or CSV.
+
+Every number agrees with the leaderboard: a cell's seeds are its records that ran (skipped
+ones are no seeds), a diverged, failed or timed-out seed enters at its floor, pooled over its
+scenario as the leaderboard pools it (:func:`~bench.leaderboard.uncertainty.seed_values`),
+and the interval is the same two-sided 95% Student-t one
+(:func:`~bench.leaderboard.uncertainty.t_interval`). The best entry of each row (or column) is
+bold; an entry that could also rank first — no entry of its row has an interval wholly on the
+better side of its own, its shared leaderboard rank includes 1 — is marked with a dagger.
+Same records, same options: byte-identical output (stable order, fixed decimals, no clock).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench.leaderboard.frames import records_frame, scenarios
+from bench.leaderboard.render import tex
+from bench.leaderboard.uncertainty import LEVEL, Interval, seed_values, shared_ranks, t_interval
+from bench.metrics import Metric, list_metrics
+from bench.registry import LeakbenchError, suggest
+from bench.store import load_records, write_atomic
+
+AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
+        "suite")
+"""What a row or a column can be: the frame columns that tell cells apart, seeds aside."""
+WHERE = (*AXES, "seed")
+"""What ``--where`` can filter on."""
+NAMED = ("attack", "defense", "arch", "dataset")
+"""Axes whose registered name also matches in ``--where`` (``defense=noise``: every noise)."""
+FORMATS = ("latex", "markdown", "csv")
+BEST = ("row", "col", "none")
+DAGGER = "†"
+
+
+@dataclass
+class Pivot:
+    """A pivot table as data: ``cells`` has one row per (row value, column value) with seeds,
+    columns ``row``, ``col``, ``mean``, ``low``, ``high``, ``half``, ``n``, ``best``, ``tied``."""
+
+    metric: type[Metric]
+    rows: str
+    cols: str
+    row_values: list[str]
+    col_values: list[str]
+    cells: pd.DataFrame
+    where: dict[str, list[str]] = field(default_factory=dict)
+    best: str = "row"
+    pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
+
+    def cell(self, row: str, col: str) -> dict[str, Any] | None:
+        hit = self.cells[(self.cells["row"] == row) & (self.cells["col"] == col)]
+        return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def table_metrics() -> list[type[Metric]]:
+    """The metrics a table can show: the per-item ones (a value per cell)."""
+    return list_metrics(kind="per_item")
+
+
+def parse_where(items: list[str] | None) -> dict[str, list[str]]:
+    """``["arch=lenet,batch_size=1", "attack=dlg|idlg"]`` → ``{"arch": ["lenet"], …}``.
+
+    Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
+    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        for part in _split_top(item):
+            key, eq, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not eq or not key or not value:
+                raise LeakbenchError(f"--where: expected COLUMN=VALUE, got {part.strip()!r}")
+            if key not in WHERE:
+                raise LeakbenchError(f"--where: unknown column {key!r}{suggest(key, WHERE)}; "
+                                     f"expected one of {', '.join(WHERE)}")
+            out.setdefault(key, []).extend(v.strip() for v in value.split("|"))
+    return out
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p.strip()]
+
+
+def _text(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+
+def _order(axis: str, values: set[str]) -> list[str]:
+    """Axis values in a stable order: ``none`` first for defenses, numbers by value."""
+    def key(v: str) -> tuple:
+        first = 0 if axis == "defense" and v == "none" else 1
+        return (first, 0, float(v), v) if re.fullmatch(r"-?\d+(\.\d+)?", v) else (first, 1, 0, v)
+
+    return sorted(values, key=key)
+
+
+def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "attack",
+          value: str = "psnr", where: dict[str, list[str]] | None = None,
+          best: str = "row") -> Pivot:
+    """``value``'s mean and 95% interval per (``rows`` value, ``cols`` value) over the attack
+    records matching ``where``; the best entry per row (``best="row"``), per column or none
+    flagged, and the entries whose shared rank includes 1 flagged as tied."""
+    metric = _metric(value)
+    for flag, axis in (("--rows", rows), ("--cols", cols)):
+        if axis not in AXES:
+            raise LeakbenchError(f"{flag}: unknown axis {axis!r}{suggest(axis, AXES)}; "
+                                 f"expected one of {', '.join(AXES)}")
+    if rows == cols:
+        raise LeakbenchError(f"--rows and --cols are both {rows!r}: pick two axes")
+    if best not in BEST:
+        raise LeakbenchError(f"--best: expected one of {', '.join(BEST)}, got {best!r}")
+    df = records_frame(records)
+    if df.empty:
+        raise LeakbenchError("no attack records to build a table from")
+    # every seed's value as the leaderboard takes it: floors pooled over the whole scenario,
+    # before any filter, so a filter never changes which floor a failed seed gets
+    parts = [seed_values(g, metric.name, metric.higher_is_better)["value"]
+             for _, g in scenarios(df)]
+    values = pd.concat(parts) if parts else pd.Series(dtype=float)
+    df = df.loc[values.index].assign(_value=values)
+    for axis in WHERE:
+        df[axis] = df[axis].map(_text)
+    where = where or {}
+    df = _filter(df, where)
+    groups = {(r, c): g for (r, c), g in df.groupby([rows, cols], sort=False)}
+    intervals = {k: t_interval(g["_value"]) for k, g in groups.items()}
+    row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
+    flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better)
+    cells = pd.DataFrame(
+        [{"row": r, "col": c, "mean": iv.mean, "low": iv.low, "high": iv.high,
+          "half": iv.half, "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1]}
+         for r in row_values for c in col_values if (iv := intervals.get((r, c)))],
+        columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied"])
+    pooled = {a: _order(a, set(df[a])) for a in AXES
+              if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
+    return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled)
+
+
+def _metric(name: str) -> type[Metric]:
+    known = {m.name: m for m in table_metrics()}
+    if name in known:
+        return known[name]
+    pooled = [m.name for m in list_metrics(kind="pooled")]
+    why = (f"{name!r} is pooled over groups of cells, not a value per cell" if name in pooled
+           else f"unknown metric {name!r}{suggest(name, known)}")
+    raise LeakbenchError(f"--value: {why}; expected one of {', '.join(known)}")
+
+
+def _filter(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    for key, wanted in where.items():
+        names = df[f"{key}_name"].map(_text) if key in NAMED else df[key]
+        for v in wanted:
+            if not ((df[key] == v) | (names == v)).any():
+                seen = _order(key, set(df[key]) | (set(names) if key in NAMED else set()))
+                raise LeakbenchError(f"--where: no record has {key}={v!r}{suggest(v, seen)}; "
+                                     f"{key} values: {', '.join(seen) or 'none'}")
+        keep &= df[key].isin(wanted) | names.isin(wanted)
+    if not keep.any():
+        shown = ", ".join(f"{k}={'|'.join(v)}" for k, v in where.items())
+        raise LeakbenchError(f"--where {shown}: each condition matches records, but no record "
+                             "matches them all")
+    return df[keep]
+
+
+def _flags(intervals: dict[tuple[str, str], Interval], row_values: list[str],
+           col_values: list[str], best: str, higher: bool) -> dict[tuple[str, str],
+                                                                    tuple[bool, bool]]:
+    """(best, tied) per entry: best = the best mean of its line (row or column) where the
+    line has two or more scored entries; tied = not best, but no entry of the line lies
+    wholly on the better side of it (shared rank includes 1)."""
+    flags = {k: (False, False) for k in intervals}
+    if best == "none":
+        return flags
+    lines = ([[(r, c) for c in col_values] for r in row_values] if best == "row"
+             else [[(r, c) for r in row_values] for c in col_values])
+    for line in lines:
+        keys = [k for k in line if k in intervals and intervals[k].mean is not None]
+        if len(keys) < 2:
+            continue
+        means = [intervals[k].mean for k in keys]
+        top = max(means) if higher else min(means)  # type: ignore[type-var]
+        ranks = shared_ranks([intervals[k] for k in keys], higher)
+        for k, m, (first, _) in zip(keys, means, ranks):
+            flags[k] = (m == top, m != top and first == 1)
+    return flags
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def _number(v: float | None, digits: int) -> str:
+    return "n/a" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def cell_text(cell: dict[str, Any] | None, digits: int) -> str:
+    """``12.70 ± 6.39``; ``± n/a`` for one seed; ``n/a`` without a value; ``–`` no seeds."""
+    if cell is None:
+        return "–"
+    if cell["mean"] is None or pd.isna(cell["mean"]):
+        return "n/a"
+    return f"{_number(cell['mean'], digits)} ± {_number(cell['half'], digits)}"
+
+
+def default_caption(p: Pivot) -> str:
+    m = p.metric
+    direction = "higher" if m.higher_is_better else "lower"
+    ns = sorted({int(n) for n in p.cells["n"]})
+    n = "n/a" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
+            f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
+            f"seed); n = {n} seeds per cell; a diverged, failed or timed-out seed counts at "
+            "its floor.")
+    if p.where:
+        text += " Records with " + ", ".join(f"{k}={'|'.join(v)}" for k, v in p.where.items()) \
+            + "."
+    if p.pooled:
+        text += " Pooled over " + "; ".join(f"{a}: {', '.join(v)}"
+                                            for a, v in p.pooled.items()) + "."
+    if p.best != "none":
+        line = {"row": "row", "col": "column"}[p.best]
+        text += (f" Bold: the best mean of its {line} ({direction} is better); "
+                 f"{DAGGER}: tied with it (no entry of the {line} has an interval wholly "
+                 "better than its own).")
+    return text
+
+
+def default_label(p: Pivot) -> str:
+    return "tab:" + re.sub(r"[^a-z0-9]+", "-", f"{p.metric.name}-{p.rows}-{p.cols}".lower())
+
+
+def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
+                 label: str | None = None) -> str:
+    """The table as LaTeX (booktabs; a ``table`` float with caption and label), markdown
+    (a pipe table, then a pandoc ``Table:`` caption with its ``{#label}``) or CSV (one line
+    per entry with seeds, numbers unrounded; no caption)."""
+    caption = default_caption(p) if caption is None else caption
+    label = default_label(p) if label is None else label
+    if fmt == "latex":
+        return _latex(p, caption, label)
+    if fmt == "markdown":
+        return _markdown(p, caption, label)
+    if fmt == "csv":
+        return _csv(p)
+    raise LeakbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def _grid(p: Pivot, mark: Any) -> list[list[str]]:
+    out = []
+    for r in p.row_values:
+        line = [r]
+        for c in p.col_values:
+            cell = p.cell(r, c)
+            text = cell_text(cell, p.metric.digits)
+            line.append(mark(text, cell) if cell is not None else text)
+        out.append(line)
+    return out
+
+
+def _markdown(p: Pivot, caption: str, label: str) -> str:
+    def mark(text: str, cell: dict[str, Any]) -> str:
+        return f"**{text}**" if cell["best"] else f"{text} {DAGGER}" if cell["tied"] else text
+
+    body = tabulate(_grid(p, mark), headers=[p.rows, *p.col_values], tablefmt="github",
+                    disable_numparse=True)
+    suffix = f" {{#{label}}}" if label else ""
+    return f"{body}\n\nTable: {caption}{suffix}\n"
+
+
+TEX_EXTRA = {"{": "\\{", "}": "\\}", "$": "\\$", "~": "\\textasciitilde{}",
+             "^": "\\textasciicircum{}", "†": "$^\\dagger$", "×": "$\\times$",
+             "ε": "$\\varepsilon$", "—": "---", "…": "\\ldots{}", "<": "$<$", ">": "$>$"}
+
+
+def tex_text(s: str) -> str:
+    """``s`` for LaTeX: :func:`~bench.leaderboard.render.tex`'s escapes, and braces, dollars,
+    tildes and carets, character by character (one pass: no escape is escaped again)."""
+    return "".join(TEX_EXTRA[ch] if ch in TEX_EXTRA else tex(ch) for ch in s)
+
+
+def _latex(p: Pivot, caption: str, label: str) -> str:
+    def mark(text: str, cell: dict[str, Any]) -> str:
+        t = tex_text(text)
+        return f"\\textbf{{{t}}}" if cell["best"] else f"{t}$^\\dagger$" if cell["tied"] else t
+
+    grid = _grid(p, mark)
+    header = " & ".join(tex_text(h) for h in [p.rows, *p.col_values])
+    lines = ["% Generated by `leakbench table`; needs \\usepackage{booktabs}.",
+             "\\begin{table}[t]", "\\centering", f"\\caption{{{tex_text(caption)}}}"]
+    if label:
+        lines.append(f"\\label{{{label}}}")
+    lines += [f"\\begin{{tabular}}{{l{'r' * len(p.col_values)}}}", "\\toprule",
+              f"{header} \\\\", "\\midrule"]
+    lines += [" & ".join([tex_text(line[0]), *line[1:]]) + " \\\\" for line in grid]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(p: Pivot) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([p.rows, p.cols, "metric", "mean", "half_width", "ci_low", "ci_high", "n",
+                "best", "tied"])
+    for c in p.cells.to_dict("records"):
+        w.writerow([c["row"], c["col"], p.metric.name, *(_raw(c[k]) for k in
+                    ("mean", "half", "low", "high")), int(c["n"]), int(c["best"]),
+                    int(c["tied"])])
+    return buf.getvalue()
+
+
+def _raw(v: float | None) -> str:
+    return "" if v is None or pd.isna(v) else repr(float(v))
+
+
+def write_table(out_dir: Path, rows: str = "defense", cols: str = "attack",
+                value: str = "psnr", where: list[str] | None = None, best: str = "row",
+                fmt: str = "latex", caption: str | None = None, label: str | None = None,
+                output: Path | None = None) -> tuple[str, Pivot]:
+    """Render the pivot of the records under ``out_dir``; written atomically to ``output``
+    where given. Returns the text and the pivot (its ``pooled`` axes are worth a warning)."""
+    if fmt not in FORMATS:
+        raise LeakbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    conditions = parse_where(where)
+    records = load_records(Path(out_dir))
+    if not records:
+        raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
+    p = pivot(records, rows, cols, value, conditions, best)
+    text = render_pivot(p, fmt, caption, label)
+    if output is not None:
+        write_atomic(Path(output), text)
+    return text, p

@@ -1,0 +1,260 @@
+"""``leakbench table``: one metric pivoted over two axes, numbers as the leaderboard's, best in
+bold, ties marked, filters, one-line errors, byte-identical output that pdflatex compiles."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.leaderboard import records_frame, summarize_attacks
+from bench.leaderboard.pivot import pivot, render_pivot, tex_text, write_table
+from helpers import ROOT, run_cli
+
+T2 = 4.3027  # t(0.975; 2), from a printed table
+H3 = T2 / math.sqrt(3)  # half-width of three values with s = 1
+
+
+def _template() -> dict:
+    path = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
+    return json.loads(path.read_text())
+
+
+def _record(t: dict, n: int, attack: str, defense: str, seed: int, psnr: float | None,
+            status: str = "ok", floor: float | None = None, arch: str = "mlp") -> dict:
+    r = copy.deepcopy(t)
+    r.update(cell_id=f"{n:016x}", seed=seed, status=status, attack_label=attack,
+             defense_label=defense, arch_label=arch, dataset_label="digits", batch_size=1,
+             error=None, picture=None, suite="synthetic",
+             derived_seeds={"scenario": 1000 + seed, "attack": n, "defense": n})
+    r["attack"] = {"name": attack.split("(")[0], "params": {}, "shown": []}
+    r["defense"] = [{"name": defense.split("(")[0], "params": {}, "shown": []}]
+    r["arch"] = {"name": arch, "params": {}, "shown": []}
+    r["client"], r["victim"] = {"mode": "fedsgd", "bn_mode": "train"}, "init"
+    r["metrics"] = None if psnr is None else {
+        "psnr": psnr, "mse": 10 ** (-psnr / 10), "ssim": 0.5, "label_acc": 1.0,
+        "success": psnr >= 20}
+    r["floor_metrics"] = None if floor is None else {"psnr": floor, "mse": 10 ** (-floor / 10),
+                                                     "ssim": 0.0}
+    return r
+
+
+PSNR = {  # (defense, attack) → the psnr of seeds 0, 1, 2 on mlp (None: see `records`)
+    ("none", "A"): [20.0, 21.0, 22.0],  # 21 ± H3
+    ("none", "B"): [30.0, 30.0, 30.0],  # 30, a point: clearly above A and C
+    ("none", "C"): [10.0, 11.0, 12.0],  # 11 ± H3
+    ("noise(scale=0.1)", "A"): [10.0, 12.0, 14.0],  # 12 ± 2·H3, overlaps B: tied
+    ("noise(scale=0.1)", "B"): [11.0, 13.0, 15.0],  # 13 ± 2·H3: best
+    ("noise(scale=0.1)", "C"): [5.0, 5.0, None],  # seed 2 diverged, floor 2: 4 ± T2, tied
+}
+
+
+def records() -> list[dict]:
+    """Six (defense, attack) entries on mlp, three seeds each; a skipped cell (no seed); and
+    three lenet records (filtered out by ``arch=mlp``)."""
+    t, out, n = _template(), [], 0
+    for (defense, attack), values in PSNR.items():
+        for seed, v in enumerate(values):
+            n += 1
+            out.append(_record(t, n, attack, defense, seed, v) if v is not None else
+                       _record(t, n, attack, defense, seed, None, "diverged", floor=2.0))
+    out.append(_record(t, 100, "C", "none", 3, None, "skipped"))
+    out += [_record(t, 200 + s, "A", "none", s, 50.0, arch="lenet") for s in range(3)]
+    return out
+
+
+MLP = {"arch": ["mlp"]}
+
+
+def _cells(p) -> dict:
+    return {(c["row"], c["col"]): c for c in p.cells.to_dict("records")}
+
+
+def test_values_are_the_hand_computed_means_and_intervals():
+    p = pivot(records(), where=MLP)
+    assert (p.row_values, p.col_values) == (["none", "noise(scale=0.1)"], ["A", "B", "C"])
+    cells = _cells(p)
+    a = cells[("none", "A")]
+    assert (a["mean"], a["n"]) == (21.0, 3) and a["half"] == pytest.approx(H3, abs=1e-3)
+    assert (a["low"], a["high"]) == pytest.approx((21 - H3, 21 + H3), abs=1e-3)
+    assert cells[("none", "B")]["half"] == 0.0
+    assert cells[("none", "C")]["n"] == 3  # the skipped cell is no seed
+    assert cells[("noise(scale=0.1)", "A")]["half"] == pytest.approx(2 * H3, abs=1e-3)
+    c = cells[("noise(scale=0.1)", "C")]  # the diverged seed counts at its floor (2 dB)
+    assert (c["mean"], c["n"]) == (4.0, 3) and c["half"] == pytest.approx(T2, abs=1e-3)
+    assert p.pooled == {}
+
+
+def test_values_agree_with_the_leaderboards_summary():
+    df = records_frame(records())
+    summary = summarize_attacks(df[df["arch"] == "mlp"])
+    cells = _cells(pivot(records(), where=MLP, value="ssim"))
+    for _, r in summary.iterrows():
+        c = cells[(r["defense"], r["attack"])]
+        assert (c["mean"], c["low"], c["high"], c["n"]) == (
+            r["ssim"], r["ssim_ci_low"], r["ssim_ci_high"], r["ssim_n"])
+
+
+def test_best_is_bold_and_overlapping_intervals_are_tied():
+    cells = _cells(pivot(records(), where=MLP))
+    flags = {k: (c["best"], c["tied"]) for k, c in cells.items()}
+    assert flags == {("none", "A"): (False, False), ("none", "B"): (True, False),
+                     ("none", "C"): (False, False),
+                     ("noise(scale=0.1)", "A"): (False, True),
+                     ("noise(scale=0.1)", "B"): (True, False),
+                     ("noise(scale=0.1)", "C"): (False, True)}
+    md = render_pivot(pivot(records(), where=MLP), "markdown")
+    assert "**30.00 ± 0.00**" in md and f"12.00 ± {2 * H3:.2f} †" in md
+    tex = render_pivot(pivot(records(), where=MLP), "latex")
+    assert "\\textbf{30.00 $\\pm$ 0.00}" in tex and f"12.00 $\\pm$ {2 * H3:.2f}$^\\dagger$" in tex
+
+
+def test_best_per_column_lower_is_better_and_none():
+    cols = _cells(pivot(records(), where=MLP, best="col"))
+    assert [k for k, c in cols.items() if c["best"]] == [
+        ("none", "A"), ("none", "B"), ("none", "C")]
+    assert not any(c["tied"] for c in cols.values())  # none's intervals clear noise's
+    mse = _cells(pivot(records(), where=MLP, value="mse"))  # lower is better: same winners
+    assert [k for k, c in mse.items() if c["best"]] == [("none", "B"), ("noise(scale=0.1)", "B")]
+    assert not any(c["best"] or c["tied"] for c in
+                   pivot(records(), where=MLP, best="none").cells.to_dict("records"))
+
+
+def test_filters_and_the_pooled_axes():
+    pooled = pivot(records())
+    assert _cells(pooled)[("none", "A")]["n"] == 6 and pooled.pooled == {"arch": ["lenet", "mlp"]}
+    assert "Pooled over arch: lenet, mlp" in render_pivot(pooled, "markdown")
+    lenet = pivot(records(), rows="arch", cols="defense", where={"attack": ["A"]})
+    assert lenet.row_values == ["lenet", "mlp"] and lenet.col_values[0] == "none"
+    assert _cells(lenet)[("lenet", "none")]["mean"] == 50.0
+    either = pivot(records(), where={"arch": ["mlp"], "attack": ["A", "B"]})
+    assert either.col_values == ["A", "B"]
+    by_name = pivot(records(), where={"arch": ["mlp"], "defense": ["noise"]})  # registered name
+    assert by_name.row_values == ["noise(scale=0.1)"]
+    caption = render_pivot(by_name, "latex").split("\\caption{")[1].split("}\n")[0]
+    assert "Records with arch=mlp, defense=noise." in caption and "n = 3 seeds" in caption
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    folder = tmp_path / "results" / "records"
+    folder.mkdir(parents=True)
+    for r in records():
+        (folder / f"{r['cell_id']}.json").write_text(json.dumps(r))
+    return tmp_path / "results"
+
+
+def test_regeneration_is_byte_identical(store, tmp_path):
+    for fmt in ("latex", "markdown", "csv"):
+        first, _ = write_table(store, where=["arch=mlp"], fmt=fmt, output=tmp_path / "a")
+        copy_dir = tmp_path / f"copy-{fmt}"
+        shutil.copytree(store, copy_dir)
+        second, _ = write_table(copy_dir, where=["arch=mlp"], fmt=fmt, output=tmp_path / "b")
+        assert first == second and (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+    shuffled = records()
+    random.Random(0).shuffle(shuffled)
+    assert render_pivot(pivot(shuffled, where=MLP)) == render_pivot(pivot(records(), where=MLP))
+
+
+def test_csv_has_one_line_per_entry(store):
+    text, _ = write_table(store, where=["arch=mlp"], fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 6 and list(rows[0]) == ["defense", "attack", "metric", "mean",
+                                                "half_width", "ci_low", "ci_high", "n",
+                                                "best", "tied"]
+    assert rows[1] == {"defense": "none", "attack": "B", "metric": "psnr", "mean": "30.0",
+                       "half_width": "0.0", "ci_low": "30.0", "ci_high": "30.0", "n": "3",
+                       "best": "1", "tied": "0"}
+
+
+def test_cli_writes_the_file_and_caption_label(store, tmp_path, capsys):
+    out = tmp_path / "t.tex"
+    assert main(["table", str(store), "--where", "arch=mlp", "--caption", "PSNR 50% & more",
+                 "--label", "tab:main", "--output", str(out)]) == 0
+    tex = out.read_text()
+    assert "\\caption{PSNR 50\\% \\& more}\n\\label{tab:main}\n" in tex
+    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == 1
+    assert main(["table", str(store), "--format", "markdown", "--rows", "attack", "--cols",
+                 "defense", "--where", "arch=mlp"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith(str(out)) and "| attack   | none" in printed.out
+    assert "{#tab:psnr-attack-defense}" in printed.out and printed.err == ""
+    assert main(["table", str(store), "--format", "csv"]) == 0
+    assert "several values of arch" in capsys.readouterr().err  # pooled: said on stderr, not fatal
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--rows", "defence"], "--rows: unknown axis 'defence' (did you mean 'defense'?)"),
+    (["--cols", "defense"], "--rows and --cols are both 'defense'"),
+    (["--value", "psrn"], "--value: unknown metric 'psrn' (did you mean 'psnr'?)"),
+    (["--value", "fid"], "'fid' is pooled over groups of cells"),
+    (["--where", "arhc=mlp"], "--where: unknown column 'arhc' (did you mean 'arch'?)"),
+    (["--where", "arch"], "--where: expected COLUMN=VALUE, got 'arch'"),
+    (["--where", "arch=mpl"], "--where: no record has arch='mpl' (did you mean 'mlp'?)"),
+    (["--where", "arch=lenet,defense=noise"], "--where arch=lenet, defense=noise: each "
+                                               "condition matches records, but no record"),
+])
+def test_bad_input_is_one_line_and_exit_2(store, capsys, argv, expected):
+    assert main(["table", str(store), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leakbench: error: ") and err.count("\n") == 1 and expected in err
+
+
+def test_bad_input_from_the_command_line(tmp_path):
+    done = run_cli("table", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"leakbench: error: no records under {tmp_path / 'nothing' / 'records'}\n"
+    done = run_cli("table", str(tmp_path), "--format", "html")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "html" in done.stderr
+
+
+def test_tex_escapes_every_special_character_once():
+    assert tex_text("a_b&c%{x}^~$#\\ ± ·") == (
+        "a\\_b\\&c\\%\\{x\\}\\textasciicircum{}\\textasciitilde{}\\$\\#\\textbackslash{} "
+        "$\\pm$ $\\cdot$")
+
+
+def test_latex_output_compiles_with_pdflatex(store, tmp_path):
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):  # set by .ci/run, which installs it
+            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base "
+                    "texlive-latex-recommended; .ci/run does)")
+    rs = records()
+    for r in rs:  # labels with every character LaTeX treats specially
+        if r["attack_label"] == "C":
+            r["attack_label"] = "c_1&{x}^2~50%$#\\"
+    (tmp_path / "table.tex").write_text(render_pivot(pivot(rs), "latex"))
+    (tmp_path / "grid.tex").write_text(render_pivot(pivot(rs, rows="arch", cols="defense",
+                                                          best="col"), "latex"))
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        "\\input{table}\n\\input{grid}\nSee Table~\\ref{tab:psnr-defense-attack}.\n"
+        "\\end{document}\n")
+    for _ in range(2):  # twice: the reference resolves
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                               "doc.tex"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout[-3000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert "undefined" not in log.lower() and "Missing character" not in log
+
+
+def test_the_readme_example_is_the_committed_results_table():
+    readme = (ROOT / "README.md").read_text().split("### `leakbench table`", 1)[1]
+    shown = "\n".join(line for line in readme.split("\n## ", 1)[0].splitlines()
+                      if line.startswith("|"))
+    text, _ = write_table(ROOT / "results" / "quick", where=["arch=lenet,dataset=photos"],
+                          fmt="markdown")
+    assert text.split("\n\n")[0] == shown
