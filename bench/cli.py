@@ -9,6 +9,7 @@
     leakbench export DIR [--format csv] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
+    leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
@@ -216,6 +217,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from bench.diff import diff, render
+
+    result = diff(Path(args.a), Path(args.b), args.metric)
+    sys.stdout.write(render(result, args.format))
+    return 1 if result.regressed else 0
+
+
 BUILTIN_EXECUTORS = ("inline", "process", "ray")
 """``--executor``'s built-in names, checked without importing the executors (and torch)."""
 
@@ -323,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aggregate", action="store_true",
                    help="one row per table row (mean, 95%% CI, n): DIR/aggregate.csv")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("diff", help="compare results folder B against A row by row; exit 1 "
+                                    "on a regression")
+    s.add_argument("a", metavar="A", help="reference results folder")
+    s.add_argument("b", metavar="B", help="results folder compared with A")
+    s.add_argument("--metric", action="append", help="registered per-item metric compared "
+                   "(repeatable or a,b; default psnr)")
+    s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
+    s.set_defaults(func=cmd_diff)
     return p
 
 
