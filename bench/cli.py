@@ -12,6 +12,7 @@
                     [--label LABEL] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
+    leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
@@ -25,13 +26,12 @@ imported (the imports take seconds), so a file that breaks them is refused at on
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, frozen_gc
 from bench.cores import check_parallelism
 from bench.registry import REGISTRIES, LeakbenchError, warn
 
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     document = read_suite(args.suite)  # within the limits, before torch is imported
     from bench.suite import load_suite
 
-    with _frozen_gc():
+    with frozen_gc():
         suite = load_suite(document)
     for message in suite.warnings:
         warn(f"{suite.source or suite.name}: {message}")
@@ -117,24 +117,12 @@ def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> i
         warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
              f"--max-cells {n} allows it (nothing was expanded)")
         return 0
-    with _frozen_gc():
+    with frozen_gc():
         counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed),
                             args.verbose, n, sys.stdout)
     print(f"{suite.name}: {sum(counts.values())} cells — " +
           ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
     return 0
-
-
-@contextlib.contextmanager
-def _frozen_gc() -> Iterator[None]:
-    """The objects alive now (torch's and the registries': some 400 000) left out of the
-    collections while a suite is validated or expanded, which allocate many objects and would
-    otherwise scan them all again and again (about half of a large suite's load time)."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
@@ -235,25 +223,12 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
-BUILTIN_EXECUTORS = ("inline", "process", "ray")
-"""``--executor``'s built-in names, checked without importing the executors (and torch)."""
+def cmd_diff(args: argparse.Namespace) -> int:
+    from bench.diff import diff, render
 
-
-class _Executors:
-    """``--executor``'s choices: a built-in name is accepted as is; another (a registered
-    plugin's), the help and the error's list import the executors."""
-
-    def __contains__(self, name: object) -> bool:
-        return name in BUILTIN_EXECUTORS or name in self._registered()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._registered())
-
-    @staticmethod
-    def _registered() -> list[str]:
-        from bench.executors import EXECUTORS
-
-        return sorted(EXECUTORS)
+    result = diff(Path(args.a), Path(args.b), args.metric)
+    sys.stdout.write(render(result, args.format))
+    return 1 if result.regressed else 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -276,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "cores // --threads; 0: inline, no timeout)")
     s.add_argument("--threads", type=int, help="torch threads per worker (default: 1, or "
                    "cores // --jobs; all cores inline; --executor ray: CPUs per task)")
-    s.add_argument("--executor", choices=_Executors(),
+    s.add_argument("--executor", choices=ExecutorChoices(),
                    metavar="{" + ",".join(BUILTIN_EXECUTORS) + "}",  # not the list: no import
                    help="where cells run (default: process, or inline with --jobs 0)")
     s.add_argument("--ray-address", help="--executor ray: a cluster to join (auto, HOST:PORT, "
@@ -359,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", help="LaTeX label / markdown anchor (default tab:METRIC-ROWS-COLS)")
     s.add_argument("--output", help="file to write atomically (default: stdout)")
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("diff", help="compare results folder B against A row by row; exit 1 "
+                                    "on a regression")
+    s.add_argument("a", metavar="A", help="reference results folder")
+    s.add_argument("b", metavar="B", help="results folder compared with A")
+    s.add_argument("--metric", action="append", help="registered per-item metric compared "
+                   "(repeatable or a,b; default psnr)")
+    s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
+    s.set_defaults(func=cmd_diff)
     return p
 
 

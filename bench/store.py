@@ -2,7 +2,9 @@
 
 Every reader goes through :func:`load_records` / :func:`record_statuses`: a record that does
 not parse or does not match the schema is never trusted. It is named in one warning line,
-moved to ``DIR/records/quarantine/``, and its cell counts as not done.
+moved to ``DIR/records/quarantine/``, and its cell counts as not done. A reader that only
+compares folders (``leakbench diff``) passes ``quarantine=False``: the damaged record is named
+and left out, and nothing in the folder moves.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def quarantine(path: Path, reason: str) -> Path:
     return target
 
 
-def _scan(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]:
     folder = Path(out_dir) / RECORDS
     if not folder.is_dir():
         return []
@@ -153,16 +155,19 @@ def _scan(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
         if not path.is_file():
             continue
         d, problem = read_record(path)
-        if problem:
+        if problem and move:
             quarantine(path, problem)
+        elif problem:
+            warn(f"{path}: damaged record ({problem}), ignored (left in place)")
         else:
             good.append((path, d))
     return good
 
 
-def load_records(out_dir: Path) -> list[dict[str, Any]]:
-    """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined."""
-    return [d for _, d in _scan(out_dir)]
+def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
+    """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined, or
+    with ``quarantine=False`` only named in a warning and left where they are (read-only)."""
+    return [d for _, d in _scan(out_dir, move=quarantine)]
 
 
 def record_statuses(out_dir: Path) -> dict[str, str]:

@@ -68,7 +68,7 @@ def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL)
     return Interval(mean, mean - half, mean + half, n)
 
 
-def _clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:
+def clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:
     """Whether ``a``'s interval lies wholly on the better side of ``b``'s (no overlap; an
     undefined interval, n < 2, overlaps everything)."""
     if None in (a.low, a.high, b.low, b.high):
@@ -94,8 +94,8 @@ def shared_ranks(intervals: Sequence[Interval],
         if iv.mean is None:
             out.append((len(scored) + 1, total))
             continue
-        above = sum(_clearly_better(o, iv, higher_is_better) for o in scored)
-        below = sum(_clearly_better(iv, o, higher_is_better) for o in scored)
+        above = sum(clearly_better(o, iv, higher_is_better) for o in scored)
+        below = sum(clearly_better(iv, o, higher_is_better) for o in scored)
         out.append((1 + above, len(scored) - below))  # unscored entries rank below it
     return out
 

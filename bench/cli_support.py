@@ -1,0 +1,42 @@
+"""Pieces of the command line that keep torch out of its import path: the ``--executor``
+choices checked without importing the executors, and the collector paused while a large suite
+loads."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """The objects alive now (torch's and the registries': some 400 000) left out of the
+    collections while a suite is validated or expanded, which allocate many objects and would
+    otherwise scan them all again and again (about half of a large suite's load time)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+BUILTIN_EXECUTORS = ("inline", "process", "ray")
+"""``--executor``'s built-in names, checked without importing the executors (and torch)."""
+
+
+class ExecutorChoices:
+    """``--executor``'s choices: a built-in name is accepted as is; another (a registered
+    plugin's), the help and the error's list import the executors."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in BUILTIN_EXECUTORS or name in self._registered()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registered())
+
+    @staticmethod
+    def _registered() -> list[str]:
+        from bench.executors import EXECUTORS
+
+        return sorted(EXECUTORS)

@@ -1,0 +1,328 @@
+"""``leakbench diff A B``: compare two results folders row by row and cell by cell.
+
+**Rows** are the Attacks-table rows, one per (scenario, defense, attack), with each chosen
+metric's mean over every seed run and its 95% t-interval, exactly as the leaderboard and the
+aggregated export compute them (:func:`bench.leaderboard.aggregate_frame`: failed seeds at
+their floor). For a row in both folders, per metric:
+
+- **regression**: B's interval lies wholly on the worse side of A's (for PSNR, B's high end
+  below A's low end; touching intervals overlap), the non-overlap test of the tables' shared
+  ranks (:func:`bench.leaderboard.uncertainty.clearly_better`);
+- **improvement**: B's interval lies wholly on the better side of A's;
+- **unchanged**: the intervals overlap;
+- **not judged**: a side has no interval (fewer than two seeds with a value), so no change
+  can be told from noise; listed only where the means differ.
+
+A row in one folder only is **new** (only in B) or **missing** (only in A).
+
+**Cells** are matched by cell id (every record, attack and utility): only in B is new, only
+in A missing, and a cell in both whose status differs (``ok`` → ``diverged``, …) is a status
+change. Cells whose status is the same but whose metric value differs are counted in the
+summary and listed in the CSV (a re-run on another CPU changes them all; the rows say whether
+that matters).
+
+Suites are not part of the key: a folder is compared as the leaderboard shows it. A suite in
+one folder only contributes new or missing cells and rows, and the summary names it.
+
+Both folders are only read: a damaged record is named in a warning and left in place, never
+quarantined (:func:`bench.store.load_records` with ``quarantine=False``). The exit status is
+1 when any row regressed, else 0; bad input (a missing folder, no records, an unknown or pooled
+metric) is a :class:`~bench.registry.LeakbenchError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench.leaderboard.aggregate import interval
+from bench.leaderboard.export import aggregate_frame
+from bench.leaderboard.frames import SCENARIO, records_frame, scenario_title
+from bench.leaderboard.uncertainty import Interval, clearly_better
+from bench.metrics import Metric, get_metric, list_metrics
+from bench.registry import LeakbenchError
+from bench.store import RECORDS, load_records
+
+ROW = [*SCENARIO, "defense", "attack"]
+REGRESSION, IMPROVEMENT, UNCHANGED, UNJUDGED = "regression", "improvement", "unchanged", \
+    "not judged"
+NEW, MISSING, STATUS, VALUE = "new", "missing", "status changed", "value changed"
+FORMATS = ("markdown", "csv")
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One row's comparison for one metric (``a``/``b`` None where the row is on one side)."""
+
+    key: tuple
+    metric: str
+    change: str
+    a: Interval | None
+    b: Interval | None
+
+    @property
+    def delta(self) -> float | None:
+        """B's mean minus A's, where both have one."""
+        if self.a is None or self.b is None or self.a.mean is None or self.b.mean is None:
+            return None
+        return self.b.mean - self.a.mean
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """A cell new, missing, whose status changed, or whose metric value changed."""
+
+    cell_id: str
+    change: str
+    label: str
+    a_status: str | None
+    b_status: str | None
+    metric: str | None = None
+    a_value: float | None = None
+    b_value: float | None = None
+
+
+@dataclass
+class Diff:
+    """Everything ``leakbench diff`` found; :attr:`regressed` decides the exit status."""
+
+    a: Path
+    b: Path
+    metrics: list[str]
+    rows: list[RowChange] = field(default_factory=list)
+    cells: list[CellChange] = field(default_factory=list)
+    suites_a: list[str] = field(default_factory=list)
+    suites_b: list[str] = field(default_factory=list)
+
+    def row_changes(self, change: str) -> list[RowChange]:
+        return [r for r in self.rows if r.change == change]
+
+    def cell_changes(self, change: str) -> list[CellChange]:
+        return [c for c in self.cells if c.change == change]
+
+    @property
+    def regressed(self) -> bool:
+        return any(r.change == REGRESSION for r in self.rows)
+
+
+def resolve_metrics(names: list[str] | None) -> list[type[Metric]]:
+    """The registered per-item metrics named (default PSNR); ``a,b`` and repeats allowed."""
+    wanted = [n.strip() for item in (names or ["psnr"]) for n in item.split(",") if n.strip()]
+    if not wanted:
+        raise LeakbenchError("--metric: expected a metric name")
+    out: list[type[Metric]] = []
+    for name in dict.fromkeys(wanted):
+        m = get_metric(name)  # unknown: one line with a did-you-mean
+        if m.kind != "per_item":
+            per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
+            raise LeakbenchError(f"--metric {name}: a pooled metric has no per-row interval; "
+                                 f"diff compares the per-item metrics ({per_item})")
+        out.append(m)
+    return out
+
+
+def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
+    """Every sound record of ``folder`` (read-only: damaged ones are named, not moved)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LeakbenchError(f"diff: {side} {folder}: no such folder")
+    if not (folder / RECORDS).is_dir():
+        raise LeakbenchError(f"diff: {side} {folder} holds no record store "
+                             f"({folder / RECORDS} is missing)")
+    records = load_records(folder, quarantine=False)
+    if not records:
+        raise LeakbenchError(f"diff: {side}: no records under {folder / RECORDS}")
+    return records
+
+
+def _rows(records: list[dict[str, Any]]) -> dict[tuple, pd.Series]:
+    df = records_frame(records)
+    if df.empty:
+        return {}
+    agg = aggregate_frame(df)
+    return {tuple(r[c] for c in ROW): r for _, r in agg.iterrows()}
+
+
+def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
+    """B against A: regression, improvement, unchanged (overlap) or not judged (no interval)."""
+    if None in (a.low, a.high, b.low, b.high):
+        return UNJUDGED
+    if clearly_better(a, b, higher_is_better):
+        return REGRESSION
+    if clearly_better(b, a, higher_is_better):
+        return IMPROVEMENT
+    return UNCHANGED
+
+
+def _label(r: dict[str, Any]) -> str:
+    keys = ("dataset_label", "arch_label", "defense_label", "attack_label")
+    parts = [str(r[k]) for k in keys if r.get(k)]
+    return " · ".join(parts + ([f"seed {r['seed']}"] if "seed" in r else []))
+
+
+def _value(r: dict[str, Any], metric: str) -> float | None:
+    v = (r.get("metrics") or {}).get(metric)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
+           metrics: list[str]) -> list[CellChange]:
+    by_a = {r["cell_id"]: r for r in a}
+    by_b = {r["cell_id"]: r for r in b}
+    out = []
+    for cid in sorted(by_a.keys() | by_b.keys()):
+        ra, rb = by_a.get(cid), by_b.get(cid)
+        if ra is None or rb is None:
+            r = rb if ra is None else ra
+            out.append(CellChange(cid, NEW if ra is None else MISSING, _label(r),
+                                  None if ra is None else ra["status"],
+                                  None if rb is None else rb["status"]))
+        elif ra["status"] != rb["status"]:
+            out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"]))
+        else:
+            for m in metrics:
+                va, vb = _value(ra, m), _value(rb, m)
+                if va != vb:
+                    out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],
+                                          m, va, vb))
+    return out
+
+
+def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
+    """Compare results folder ``b`` against ``a`` (the reference) on ``metrics``."""
+    chosen = resolve_metrics(metrics)
+    rec_a, rec_b = read_folder(a, "A"), read_folder(b, "B")
+    rows_a, rows_b = _rows(rec_a), _rows(rec_b)
+    out = Diff(Path(a), Path(b), [m.name for m in chosen],
+               suites_a=sorted({r["suite"] for r in rec_a}),
+               suites_b=sorted({r["suite"] for r in rec_b}))
+    for key in sorted(rows_a.keys() | rows_b.keys()):
+        ra, rb = rows_a.get(key), rows_b.get(key)
+        for m in chosen:
+            ia = None if ra is None else interval(ra, m.name)
+            ib = None if rb is None else interval(rb, m.name)
+            if ia is None or ib is None:
+                change = NEW if ia is None else MISSING
+            else:
+                change = judge(ia, ib, m.higher_is_better)
+            out.rows.append(RowChange(key, m.name, change, ia, ib))
+    out.cells = _cells(rec_a, rec_b, out.metrics)
+    return out
+
+
+# ---- rendering --------------------------------------------------------------------------
+
+def _fmt_iv(iv: Interval | None, digits: int) -> str:
+    if iv is None:
+        return "—"
+    return f"{iv.format(digits)} (n={iv.n})"
+
+
+def _row_table(rows: list[RowChange]) -> str:
+    table = []
+    for r in rows:
+        digits = get_metric(r.metric).digits
+        delta = "—" if r.delta is None else f"{r.delta:+.{digits}f}"
+        table.append({"Scenario": scenario_title(r.key[:len(SCENARIO)]),
+                      "Defense": r.key[-2], "Attack": r.key[-1], "Metric": r.metric,
+                      "A": _fmt_iv(r.a, digits), "B": _fmt_iv(r.b, digits), "Δ mean": delta})
+    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _cell_table(cells: list[CellChange]) -> str:
+    table = [{"Cell": c.cell_id, "Row": c.label, "A": c.a_status or "—",
+              "B": c.b_status or "—"} for c in cells]
+    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+
+
+def _means_differ(r: RowChange) -> bool:
+    a = None if r.a is None else r.a.mean
+    b = None if r.b is None else r.b.mean
+    return a != b
+
+
+def _once(rows: list[RowChange]) -> list[RowChange]:
+    """A new or missing row once, with the first metric (the CSV has every metric)."""
+    seen: dict[tuple, RowChange] = {}
+    for r in rows:
+        seen.setdefault(r.key, r)
+    return list(seen.values())
+
+
+def render_markdown(d: Diff) -> str:
+    """The report: summary counts, then one table per kind of change (empty kinds left out)."""
+    unjudged = [r for r in d.row_changes(UNJUDGED) if _means_differ(r)]
+    new_rows, missing_rows = _once(d.row_changes(NEW)), _once(d.row_changes(MISSING))
+    lines = [f"# leakbench diff: {d.a} → {d.b}", "",
+             f"Metrics: {', '.join(d.metrics)}. A row (scenario, defense, attack) changed where "
+             "the 95% intervals of its mean over seeds do not overlap; rows in both folders "
+             "are counted once per metric.", ""]
+    counts = [(REGRESSION + "s", len(d.row_changes(REGRESSION))),
+              (IMPROVEMENT + "s", len(d.row_changes(IMPROVEMENT))),
+              ("unchanged", len(d.row_changes(UNCHANGED))),
+              ("not judged (a side has n < 2)", len(d.row_changes(UNJUDGED))),
+              ("new rows", len(new_rows)), ("missing rows", len(missing_rows)),
+              ("cells with a changed status", len(d.cell_changes(STATUS))),
+              ("new cells", len(d.cell_changes(NEW))),
+              ("missing cells", len(d.cell_changes(MISSING))),
+              ("cells with a changed value, same status",
+               len({c.cell_id for c in d.cell_changes(VALUE)}))]
+    lines += [f"- {name}: {n}" for name, n in counts]
+    only_a = sorted(set(d.suites_a) - set(d.suites_b))
+    only_b = sorted(set(d.suites_b) - set(d.suites_a))
+    if only_a or only_b:
+        lines.append(f"- suites only in A: {', '.join(only_a) or 'none'}; only in B: "
+                     f"{', '.join(only_b) or 'none'}")
+    sections = [("Regressions", _row_table, d.row_changes(REGRESSION)),
+                ("Improvements", _row_table, d.row_changes(IMPROVEMENT)),
+                ("Not judged, means differ (a side has n < 2)", _row_table, unjudged),
+                ("Status changes", _cell_table, d.cell_changes(STATUS)),
+                (f"New rows (only in B; {d.metrics[0]})", _row_table, new_rows),
+                (f"Missing rows (only in A; {d.metrics[0]})", _row_table, missing_rows),
+                ("New cells (only in B)", _cell_table, d.cell_changes(NEW)),
+                ("Missing cells (only in A)", _cell_table, d.cell_changes(MISSING))]
+    for title, render, items in sections:
+        if items:
+            lines += ["", f"## {title}", "", render(items)]  # type: ignore[operator]
+    verdict = "regressions found" if d.regressed else "no regressions"
+    lines += ["", f"Result: {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["kind", "change", "metric", *SCENARIO, "defense", "attack", "a_mean", "a_ci_low",
+               "a_ci_high", "a_n", "b_mean", "b_ci_low", "b_ci_high", "b_n", "delta", "cell_id",
+               "row", "a_status", "b_status", "a_value", "b_value"]
+
+
+def render_csv(d: Diff) -> str:
+    """Every compared row (``kind`` row, unchanged ones too), then every cell change (``kind``
+    cell: new, missing, status changed, value changed), one line each."""
+    rows: list[dict[str, Any]] = []
+    for r in d.rows:
+        row: dict[str, Any] = {"kind": "row", "change": r.change, "metric": r.metric,
+                               **dict(zip(ROW, r.key)), "delta": r.delta}
+        for side, iv in (("a", r.a), ("b", r.b)):
+            if iv is not None:
+                row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,
+                            f"{side}_ci_high": iv.high, f"{side}_n": iv.n})
+        rows.append(row)
+    for c in d.cells:
+        rows.append({"kind": "cell", "change": c.change, "metric": c.metric,
+                     "cell_id": c.cell_id, "row": c.label, "a_status": c.a_status,
+                     "b_status": c.b_status, "a_value": c.a_value, "b_value": c.b_value})
+    frame = pd.DataFrame(rows, columns=CSV_COLUMNS).astype({"a_n": "Int64", "b_n": "Int64"})
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def render(d: Diff, fmt: str = "markdown") -> str:
+    """The report in ``fmt`` (markdown or csv)."""
+    if fmt not in FORMATS:
+        raise LeakbenchError(f"unknown diff format {fmt!r} (expected markdown or csv)")
+    return render_markdown(d) if fmt == "markdown" else render_csv(d)

@@ -1,0 +1,243 @@
+"""``leakbench diff A B`` on copies of the committed ``results/quick`` records, doctored: a row
+moved well outside its interval is a regression (exit 1) or an improvement (exit 0); removed,
+added and re-statused cells are listed; the folders are only read; bad input exits 2."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.diff import MISSING, NEW, REGRESSION, ROW, STATUS, diff
+from bench.leaderboard import aggregate_frame, records_frame
+from bench.store import load_records
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "results" / "quick"
+LABELS = ROOT / "results" / "labels"
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """The committed quick records, their frame and their aggregated rows."""
+    records = load_records(QUICK)
+    df = records_frame(records)
+    return records, df, aggregate_frame(df)
+
+
+def copy_records(src: Path, dst: Path) -> Path:
+    """A results folder holding only ``src``'s records (diff reads nothing else)."""
+    shutil.copytree(src / "records", dst / "records")
+    return dst
+
+
+def cells_of(df: pd.DataFrame, row: pd.Series) -> list[str]:
+    keyed = df.assign(**{c: df[c].fillna("") for c in ["mode", "bn_mode", "victim"]})
+    return list(keyed[(keyed[ROW] == row[ROW]).all(axis=1)]["cell_id"])
+
+
+def rewrite(folder: Path, cell_id: str, edit: Callable[[dict], None]) -> None:
+    path = folder / "records" / f"{cell_id}.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def set_metric(record: dict, metric: str, value: float) -> None:
+    """Every image of the cell at ``value``: mean, worst, per-image list and success agree."""
+    m = record["metrics"]
+    m[metric] = m[f"{metric}_worst"] = value
+    m["per_image"][metric] = [value] * len(m["per_image"][metric])
+    if metric == "psnr":
+        m["success"] = value >= (record.get("success_rule") or {}).get("at_least", 20.0)
+
+
+def doctor_row(folder: Path, df: pd.DataFrame, row: pd.Series, metric: str,
+               values: list[float]) -> list[str]:
+    cells = cells_of(df, row)
+    assert len(cells) == len(values) == row[f"{metric}_n"]
+    for cid, v in zip(cells, values):
+        rewrite(folder, cid, lambda r, v=v: set_metric(r, metric, v))
+    return cells
+
+
+def pick(agg: pd.DataFrame, metric: str, usable: Callable[[pd.Series], bool]) -> pd.Series:
+    rows = [r for _, r in agg.iterrows() if pd.notna(r[f"{metric}_ci_low"]) and usable(r)]
+    assert rows, "no row of results/quick fits the test"
+    return rows[0]
+
+
+def run(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(["diff", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def section(report: str, title: str) -> str:
+    """The text of the report's ``## title`` section ('' when absent)."""
+    parts = report.split("\n## ")
+    found = [p for p in parts if p.startswith(title)]
+    return found[0] if found else ""
+
+
+def test_identical_folders_flag_nothing(tmp_path, capsys) -> None:
+    b = copy_records(QUICK, tmp_path / "b")
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0, err
+    assert "- regressions: 0" in out and "- improvements: 0" in out
+    assert "- unchanged: 40" in out
+    assert "\n## " not in out  # no table of changes at all
+    assert out.rstrip().endswith("Result: no regressions.")
+
+
+@pytest.mark.parametrize("metric", ["psnr", "mse"])
+def test_a_doctored_regression_is_flagged_and_exits_1(metric, base, tmp_path, capsys) -> None:
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    if metric == "psnr":  # higher is better: every seed 20–22 dB below the interval
+        row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
+        values = [row["psnr_ci_low"] - 20 - 0.5 * i for i in range(int(row["psnr_n"]))]
+    else:  # lower is better: every seed's MSE well above the interval
+        row = pick(agg, "mse", lambda r: r["mse_ci_high"] < 0.05)
+        values = [row["mse_ci_high"] + 0.1 + 0.01 * i for i in range(int(row["mse_n"]))]
+    doctor_row(b, df, row, metric, values)
+
+    code, out, err = run(str(QUICK), str(b), "--metric", metric, capsys=capsys)
+    assert code == 1, err
+    assert "- regressions: 1" in out and "- improvements: 0" in out
+    table = section(out, "Regressions")
+    assert row["defense"] in table and row["attack"] in table
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 2  # head, row
+    assert f"- cells with a changed value, same status: {len(values)}" in out
+    assert out.rstrip().endswith("Result: regressions found.")
+
+    result = diff(QUICK, b, [metric])
+    (flagged,) = [r for r in result.rows if r.change == REGRESSION]
+    assert flagged.key == tuple(row[c] for c in ROW)
+    assert math.isclose(flagged.b.mean, sum(values) / len(values))
+
+
+def test_other_metrics_of_a_doctored_row_are_compared_apart(base, tmp_path, capsys) -> None:
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
+    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 20 - i for i in range(5)])
+    code, out, _ = run(str(QUICK), str(b), "--metric", "ssim,psnr", capsys=capsys)
+    assert code == 1
+    table = section(out, "Regressions")
+    assert "| psnr " in table and "| ssim " not in table  # SSIM untouched: unchanged
+
+
+def test_a_doctored_improvement_is_listed_and_exits_0(base, tmp_path, capsys) -> None:
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["psnr_ci_high"] < 60)
+    doctor_row(b, df, row, "psnr", [row["psnr_ci_high"] + 20 + i for i in range(5)])
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0, err
+    assert "- regressions: 0" in out and "- improvements: 1" in out
+    table = section(out, "Improvements")
+    assert row["defense"] in table and row["attack"] in table
+    assert not section(out, "Regressions")
+
+
+def test_removed_added_and_restatused_cells_are_listed(base, tmp_path, capsys) -> None:
+    records, _, _ = base
+    b = copy_records(QUICK, tmp_path / "b")
+    gone, flipped = records[0]["cell_id"], records[1]["cell_id"]
+    (b / "records" / f"{gone}.json").unlink()
+    added = sorted((LABELS / "records").glob("*.json"))[0]
+    shutil.copy(added, b / "records" / added.name)
+    rewrite(b, flipped, lambda r: r.update(status="diverged"))
+
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0, err  # the diverged seed enters at its floor; the intervals overlap
+    assert gone in section(out, "Missing cells (only in A)")
+    assert added.stem in section(out, "New cells (only in B)")
+    status = section(out, "Status changes")
+    assert flipped in status and "| ok " in status and "| diverged " in status
+    assert "- missing cells: 1" in out and "- new cells: 1" in out
+    assert "- cells with a changed status: 1" in out
+    assert "- new rows: 1" in out  # the labels cell is a row of its own scenario
+    assert "suites only in A: none; only in B: labels" in out
+
+    result = diff(QUICK, b)
+    kinds = {c.cell_id: c.change for c in result.cells}
+    assert kinds == {gone: MISSING, added.stem: NEW, flipped: STATUS}
+
+
+def test_a_row_only_in_a_is_missing(base, tmp_path, capsys) -> None:
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = agg.iloc[0]
+    for cid in cells_of(df, row):
+        (b / "records" / f"{cid}.json").unlink()
+    code, out, _ = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0
+    assert "- missing rows: 1" in out and "- missing cells: 5" in out
+    assert row["attack"] in section(out, "Missing rows (only in A")
+
+
+def test_csv_lists_every_row_and_cell_change(base, tmp_path, capsys) -> None:
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
+    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 20 - i for i in range(5)])
+    code, out, _ = run(str(QUICK), str(b), "--format", "csv", capsys=capsys)
+    assert code == 1
+    table = pd.read_csv(io.StringIO(out))
+    rows = table[table["kind"] == "row"]
+    assert len(rows) == len(agg)
+    assert rows["change"].value_counts().to_dict() == {"unchanged": len(agg) - 1,
+                                                       "regression": 1}
+    cells = table[table["kind"] == "cell"]
+    assert set(cells["change"]) == {"value changed"} and len(cells) == 5
+
+
+def test_diff_only_reads_a_folder_with_a_damaged_record(tmp_path, capsys) -> None:
+    b = copy_records(QUICK, tmp_path / "b")
+    bad = sorted((b / "records").glob("*.json"))[0]
+    bad.write_text("{not json")
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0
+    assert f"{bad}: damaged record" in err and "left in place" in err
+    assert bad.exists() and not (b / "records" / "quarantine").exists()
+    assert "- missing cells: 1" in out
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty"
+    (empty / "records").mkdir(parents=True)
+    cases = [([str(tmp_path / "nope"), str(QUICK)], "no such folder"),
+             ([str(QUICK), str(tmp_path)], "holds no record store"),
+             ([str(QUICK), str(empty)], "no records under"),
+             ([str(QUICK), str(QUICK), "--metric", "psnrr"], "did you mean 'psnr'"),
+             ([str(QUICK), str(QUICK), "--metric", "fid"], "pooled metric"),
+             ([str(QUICK), str(QUICK), "--metric", "fid"], "pooled metric")]
+    for args, message in cases:
+        code = main(["diff", *args])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and message in err, (args, err)
+    with pytest.raises(SystemExit) as raised:
+        main(["diff", str(QUICK), str(QUICK), "--format", "html"])
+    err = capsys.readouterr().err
+    assert raised.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "invalid choice" in err
+
+
+def test_the_command_line_exit_statuses(tmp_path) -> None:
+    out = run_cli("diff", str(tmp_path / "nope"), "results/quick")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        f"leakbench: error: diff: A {tmp_path / 'nope'}: no such folder"]
+    out = run_cli("diff", "results/quick", "results/quick")
+    assert out.returncode == 0 and "Result: no regressions." in out.stdout, out.stderr
