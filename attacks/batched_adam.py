@@ -91,6 +91,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             break
         for pg in opt.param_groups:
             pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
+        stepping = live.clone()  # the trials this iteration moves (snapshots: only these)
         value = losses(x)
         (g,) = torch.autograd.grad(value.sum(), x)
         flat = g.reshape(k, -1)
@@ -128,8 +129,8 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
         if snaps and it + 1 == snaps[0]:
             snaps.pop(0)
             kept = x.detach().cpu()
-            for j in range(k):
-                if not out[j].diverged:
+            for j in range(k):  # a trial that has stopped keeps no further snapshots
+                if bool(stepping[j]) and not out[j].diverged:
                     out[j].snapshots.append((out[j].grad_evals, elapsed, kept[j].clone()))
     scorer = score or losses
     ok = [j for j in range(k) if not out[j].diverged and bool(torch.isfinite(x[j]).all())]

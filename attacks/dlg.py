@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import torch
 
 from attacks.gradient_matching import l2_distance
-from attacks.lbfgs_trials import LBFGS_PARAMS, best_restarts, run_trials_lbfgs
+from attacks.lbfgs_trials import (
+    LBFGS_PARAMS,
+    best_restarts,
+    planned_restarts,
+    run_trials_lbfgs,
+)
 from attacks.trials import TrialEngine
 from bench.contracts import Attack, Observation, Reconstruction
 from bench.registry import register_attack
@@ -29,21 +34,22 @@ class DLG(Attack):
         return self.reconstruct_trials([obs])[0]
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        restarts = planned_restarts(self.restarts, observations[0])
+        cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
+        engine = TrialEngine(observations, cell_of)  # refuses before any dummy is drawn
         starts, logits = [], []
         for obs in observations:  # each cell's own dummies, drawn as a lone run draws them
             g = obs.generator
-            for _ in range(self.restarts):
+            for _ in range(restarts):
                 starts.append(torch.randn((obs.batch_size, *obs.input_shape), generator=g))
                 logits.append(torch.randn(obs.batch_size, obs.num_classes, generator=g))
         dev = observations[0].device
         x = torch.stack(starts).to(dev).requires_grad_(True)
         y = torch.stack(logits).to(dev).requires_grad_(True)
-        cell_of = [c for c in range(len(observations)) for _ in range(self.restarts)]
-        engine = TrialEngine(observations, cell_of)
 
         def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
             return engine.losses(l2_distance, v[0], v[1].softmax(dim=-1))
 
-        res = run_trials_lbfgs(self, observations, [x, y], objective)
+        res = run_trials_lbfgs(self, observations, [x, y], objective, restarts)
         return best_restarts(res, x.detach(), y.detach().argmax(dim=-1), len(observations),
-                             self.restarts)
+                             restarts)

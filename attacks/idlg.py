@@ -8,7 +8,12 @@ import torch
 
 from attacks.gradient_matching import l2_distance
 from attacks.labels import idlg_label
-from attacks.lbfgs_trials import LBFGS_PARAMS, best_restarts, run_trials_lbfgs
+from attacks.lbfgs_trials import (
+    LBFGS_PARAMS,
+    best_restarts,
+    planned_restarts,
+    run_trials_lbfgs,
+)
 from attacks.trials import TrialEngine
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
@@ -39,14 +44,14 @@ class IDLG(Attack):
         return self.reconstruct_trials([obs])[0]
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
-        dev, r = observations[0].device, self.restarts
+        dev, r = observations[0].device, planned_restarts(self.restarts, observations[0])
+        engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
         labels = torch.stack([idlg_label(o).to(dev) for o in observations for _ in range(r)])
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)
                          for o in observations for _ in range(r)]).to(dev).requires_grad_(True)
-        engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
 
         def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
             return engine.losses(l2_distance, v[0], labels)
 
-        res = run_trials_lbfgs(self, observations, [x], objective)
+        res = run_trials_lbfgs(self, observations, [x], objective, r)
         return best_restarts(res, x.detach(), labels, len(observations), r)

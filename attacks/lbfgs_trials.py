@@ -41,19 +41,31 @@ def snapshot_points(budget: int, count: int) -> list[int]:
     return sorted({budget >> k for k in range(1, count + 1)} - {0})
 
 
+def planned_restarts(restarts: int, obs: Observation) -> int:
+    """The restarts the suite's caps afford: each gets an equal share of ``max_grad_evals``
+    and ``max_iterations``, and fewer run when a share would be below one."""
+    caps = [c for c in (obs.max_grad_evals, obs.max_iterations) if c is not None]
+    while restarts > 1 and any(c // restarts < 1 for c in caps):
+        restarts -= 1
+    return restarts
+
+
 def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
                      variables: list[torch.Tensor],
-                     objective: Callable[[Sequence[torch.Tensor]], torch.Tensor]
-                     ) -> BatchedResult:
-    """Run the attack's L-BFGS settings over the stacked ``variables`` (trial first)."""
+                     objective: Callable[[Sequence[torch.Tensor]], torch.Tensor],
+                     restarts: int = 1) -> BatchedResult:
+    """Run the attack's L-BFGS settings over the stacked ``variables`` (trial first); with
+    ``restarts`` trials per cell, each gets its share of the suite's caps."""
     obs0 = observations[0]
+    cap_evals = None if obs0.max_grad_evals is None else obs0.max_grad_evals // restarts
+    cap_iters = None if obs0.max_iterations is None else obs0.max_iterations // restarts
     budget = attack.steps * attack.max_eval_per_step
-    if obs0.max_grad_evals is not None:
-        budget = min(budget, obs0.max_grad_evals)
+    if cap_evals is not None:
+        budget = min(budget, cap_evals)
     return run_batched_lbfgs(
         variables, objective, attack.steps, attack.lr, attack.max_eval_per_step,
-        history_size=attack.history_size, max_grad_evals=obs0.max_grad_evals,
-        max_iterations=obs0.max_iterations, patience=attack.patience or None,
+        history_size=attack.history_size, max_grad_evals=cap_evals,
+        max_iterations=cap_iters, patience=attack.patience or None,
         min_rel_improvement=attack.min_rel_improvement,
         snapshot_at=snapshot_points(budget, attack.snapshots))
 

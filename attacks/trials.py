@@ -36,8 +36,9 @@ class TrialsIncompatible(ValueError):
 
 def _signature(obs: Observation) -> tuple:
     shapes = tuple((n, tuple(p.shape), p.requires_grad) for n, p in obs.model.named_parameters())
-    return (type(obs.model), shapes, obs.update.kind, obs.client, obs.batch_size, obs.clients,
-            obs.num_classes, obs.input_shape, str(obs.device), obs.aggregate_scale)
+    update = tuple((tuple(t.shape), t.dtype) for t in obs.update.tensors)
+    return (type(obs.model), shapes, update, obs.update.kind, obs.client, obs.batch_size,
+            obs.clients, obs.num_classes, obs.input_shape, str(obs.device), obs.aggregate_scale)
 
 
 class TrialEngine:

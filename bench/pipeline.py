@@ -188,15 +188,24 @@ def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> l
         run.guard("setup", lambda r: r.observe(device))
     live = [r for r in runs if r.error is None]
     if len(live) > 1:
+        states = [_generator_state(r) for r in live]
         try:
             _attack_together(live, device)
-        except Exception:  # re-run alone: the failing cell records its own error
-            for r in live:
+        except Exception:  # re-run alone, from the same dummies: a failing cell records its
+            for r, state in zip(live, states):  # own error
                 r.fields["trial_batch"] = None
+                r.done = None
+                if state is not None:
+                    r.observed.obs.generator.set_state(state)
     for r in live:
         if r.done is None:
             r.guard("attack", lambda r: r.attack_alone())
     return [r.finish(device, options) for r in runs]
+
+
+def _generator_state(run: _Run) -> torch.Tensor | None:
+    generator = run.observed.obs.generator if run.observed is not None else None
+    return generator.get_state() if generator is not None else None
 
 
 def _attack_together(runs: list[_Run], device: torch.device) -> None:
@@ -311,7 +320,8 @@ def quality_curve(observed: Observed, recon: Reconstruction,
         m = score(observed.x01, observed.private.y.cpu(), snap01, recon.labels,
                   success=options.success)
         points.append({"grad_evals": evals, "seconds": elapsed / share, "psnr": m["psnr"]})
-    points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"]})
+    points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"],
+                   "final": True})
     return points
 
 
@@ -332,11 +342,18 @@ def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        elif isinstance(v, torch.Tensor):
-            v = v.tolist()
-        out[k] = v
-    return out
+    """``d`` as JSON can hold it: tensors as lists, non-finite floats (a diverged restart's
+    loss) as None, at any depth."""
+    return {k: _json_value(v) for k, v in d.items()}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.tolist()
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v

@@ -30,7 +30,7 @@ from bench.lock import RunLock
 from bench.preflight import preflight_datasets
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError
-from bench.store import record_statuses, save_outcome
+from bench.store import record_statuses, remove_stale_temporaries, save_outcome
 from bench.suite import Suite, count_cells, iter_cells
 
 MAX_CELLS = 10_000
@@ -137,6 +137,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
                 trials: int = DEFAULT_TRIALS) -> RunSummary:
     options = run_options(suite)
+    remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()
     todo: list[Any] = []

@@ -45,6 +45,19 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete the temporary files of writes a killed run left half-done (``.NAME.*.tmp``);
+    call only while holding the folder's run lock. Returns how many were removed."""
+    removed = 0
+    for sub in (RECORDS, PICTURES):
+        folder = Path(out_dir) / sub
+        if folder.is_dir():
+            for tmp in folder.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"
 

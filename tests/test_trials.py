@@ -188,3 +188,53 @@ def test_client_spec_differences_keep_cells_apart():
     tasks = group_trials(list(iter_cells(suite)), size=8)
     assert len(tasks) == 2
     assert {dict(t.cells[0].client)["lr"] for t in tasks} == {ClientSpec(lr=0.1).lr, 0.2}
+
+
+@pytest.mark.parametrize("attack", [{"ig": {"iterations": 4, "restarts": 2}},
+                                    {"dlg": {"steps": 2, "restarts": 2}}])
+def test_a_diverged_cell_with_restarts_is_written_and_the_run_goes_on(tmp_path, monkeypatch,
+                                                                      attack):
+    import bench.pipeline as pipeline
+
+    suite = make_suite(seeds=3, attacks=[attack], **LENET16)
+    observe = pipeline.observe
+
+    def poisoned(cell, device):
+        observed = observe(cell, device)
+        if cell.seed == 1:
+            observed.obs.update.tensors[0].fill_(float("nan"))
+        return observed
+
+    monkeypatch.setattr(pipeline, "observe", poisoned)
+    summary = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert summary.counts == {"ok": 2, "diverged": 1}
+    assert set(record_statuses(tmp_path).values()) == {"ok", "diverged"}
+
+
+@pytest.mark.parametrize("name", ["dlg", "idlg"])
+def test_restarts_share_the_suites_budget(name):
+    suite = make_suite(seeds=1, attacks=[{name: {"steps": 10, "restarts": 3}}],
+                       budget={"max_grad_evals": 30, "max_iterations": 4}, **LENET16)
+    recon = observe_and_attack(suite)
+    assert recon.grad_evals <= 30 and recon.iterations <= 4
+
+
+def observe_and_attack(suite):
+    cell = list(iter_cells(suite))[0]
+    return cell.attack.build().reconstruct(observe_tiny(cell)[0])
+
+
+def test_secure_aggregates_with_different_settings_do_not_share_a_pass():
+    suite = make_suite(seeds=2, defenses=[{"secagg": {"clients": 2}},
+                                          {"secagg": {"clients": 2, "reduce": "sum"}}],
+                       **LENET16)
+    tasks = group_trials(list(iter_cells(suite)), size=16)
+    assert sorted(len(members(t)) for t in tasks) == [2, 2]
+
+
+def test_a_restart_removes_the_temporaries_of_a_killed_write(tmp_path):
+    stale = tmp_path / "records" / ".abc.json.x1.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{")
+    run_suite(make_suite(**LENET16), tmp_path, jobs=0, device="cpu", progress=False)
+    assert not stale.exists()

@@ -94,7 +94,9 @@ def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
         ident = cell.identity()
         key = repr(sorted((k, repr(v)) for k, v in ident.items() if k not in ("seed", "defense")))
         chain = [d.build() for d in cell.defense]
-        key += f"|observed batch {observed_batch(chain, cell.batch_size)}"
+        # a protocol (secure aggregation) sets what the server observes: its settings too
+        protocol = [repr(s.as_dict()) for s, d in zip(cell.defense, chain) if d.level == "protocol"]
+        key += f"|observed batch {observed_batch(chain, cell.batch_size)}|{protocol}"
         group = open_groups.get(key)
         if group is None or len(group) == size:
             group = open_groups[key] = []

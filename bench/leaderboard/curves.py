@@ -9,6 +9,7 @@ measures the attack, not a defense.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from bench.leaderboard.tables import Table
 
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (scenario, attack, point): mean evaluations, seconds and PSNR over seeds,
-    and how many seeds reached the point (a trial that stopped early keeps fewer points)."""
+    and how many seeds reached the point (a trial that stopped early keeps fewer snapshots).
+    Snapshots are matched by their evaluation count (the attack's schedule, the same for
+    every seed); the final estimates form the last point, wherever each run stopped."""
     points: dict[tuple, list[dict[str, float]]] = defaultdict(list)
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
@@ -32,17 +35,26 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         client = r.get("client") or {}
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
-        for i, p in enumerate(curve):
-            points[(*key, i)].append(p)
+        for p in curve:  # snapshots align by their evaluation count, finals with finals
+            at = math.inf if p.get("final") else p["grad_evals"]
+            points[(*key, at)].append(p)
     rows = []
-    for (*key, i), ps in sorted(points.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (*key, at), ps in points.items():
         n = len(ps)
         rows.append({"dataset": key[0], "arch": key[1], "batch_size": key[2], "mode": key[3],
-                     "bn_mode": key[4], "victim": key[5], "attack": key[6], "point": i,
+                     "bn_mode": key[4], "victim": key[5], "attack": key[6], "at": at,
                      "grad_evals": sum(p["grad_evals"] for p in ps) / n,
                      "seconds": sum(p["seconds"] for p in ps) / n,
                      "psnr": sum(p["psnr"] for p in ps) / n, "n": n})
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).sort_values(
+        ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim", "attack", "at"],
+        key=lambda c: c.map(str) if c.name != "at" else c, kind="stable")
+    frame["point"] = frame.groupby(
+        ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim", "attack"],
+        dropna=False).cumcount()
+    return frame.reset_index(drop=True)
 
 
 def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[Table]:
