@@ -164,8 +164,11 @@ def test_a_cell_over_its_timeout_is_cancelled_and_the_matrix_finishes(cluster, t
 def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=4, attacks=[{"dlg": {"steps": 15}}])
     out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
+    # --trials 1: four tasks, so a kill can land between cells (batched passes are resumed
+    # in tests/test_runner.py)
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
-           "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard"]
+           "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard",
+           "--trials", "1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
