@@ -133,20 +133,25 @@ def test_grouped_cells_give_one_record_each_and_resume_reruns_only_the_missing(t
     assert (tmp_path / "plots" / f"quality_curve_{picture}").stat().st_size > 0
 
 
-def test_a_nan_trial_becomes_a_diverged_record_while_its_batch_mates_finish(monkeypatch):
+def poison_seed(monkeypatch, seed: int) -> None:
+    """The pipeline observes seed ``seed``'s update as NaN (its trial diverges)."""
     import bench.pipeline as pipeline
 
-    suite = make_suite(seeds=4, attacks=[{"ig": {"iterations": 5}}], **LENET16)
-    cells = list(iter_cells(suite))
     observe = pipeline.observe
 
     def poisoned(cell, device):
         observed = observe(cell, device)
-        if cell.seed == 2:
+        if cell.seed == seed:
             observed.obs.update.tensors[0].fill_(float("nan"))
         return observed
 
     monkeypatch.setattr(pipeline, "observe", poisoned)
+
+
+def test_a_nan_trial_becomes_a_diverged_record_while_its_batch_mates_finish(monkeypatch):
+    suite = make_suite(seeds=4, attacks=[{"ig": {"iterations": 5}}], **LENET16)
+    cells = list(iter_cells(suite))
+    poison_seed(monkeypatch, 2)
     outcomes = run_trials(cells, CPU, RunOptions())
     statuses = {o.record.seed: o.record.status for o in outcomes}
     assert statuses == {0: "ok", 1: "ok", 2: "diverged", 3: "ok"}
@@ -194,18 +199,8 @@ def test_client_spec_differences_keep_cells_apart():
                                     {"dlg": {"steps": 2, "restarts": 2}}])
 def test_a_diverged_cell_with_restarts_is_written_and_the_run_goes_on(tmp_path, monkeypatch,
                                                                       attack):
-    import bench.pipeline as pipeline
-
     suite = make_suite(seeds=3, attacks=[attack], **LENET16)
-    observe = pipeline.observe
-
-    def poisoned(cell, device):
-        observed = observe(cell, device)
-        if cell.seed == 1:
-            observed.obs.update.tensors[0].fill_(float("nan"))
-        return observed
-
-    monkeypatch.setattr(pipeline, "observe", poisoned)
+    poison_seed(monkeypatch, 1)
     summary = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
     assert summary.counts == {"ok": 2, "diverged": 1}
     assert set(record_statuses(tmp_path).values()) == {"ok", "diverged"}
