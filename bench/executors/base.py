@@ -54,6 +54,15 @@ def task_failure(task: Any, status: str, error: str, options: RunOptions, elapse
             for cell in members(task)]
 
 
+def timeout_error(task: Any, timeout: float) -> str:
+    """The ``error`` of a task past its limit (a batched pass: the cell timeout per cell)."""
+    from bench.cells.trials import members
+
+    error = f"exceeded the cell timeout of {timeout:g}s"
+    n = len(members(task))
+    return error + (f" (× {n} cells sharing a batched pass)" if n > 1 else "")
+
+
 def task_timeout(task: Any, timeout: float) -> float:
     """A task's time limit: the cell timeout for each cell it records."""
     from bench.cells.trials import members

@@ -30,7 +30,7 @@ import torch
 from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.cells.trials import members, run_task
 from bench.cores import usable_cores
-from bench.executors.base import register_executor, task_failure, task_timeout
+from bench.executors.base import register_executor, task_failure, task_timeout, timeout_error
 from bench.records import Outcome, Record
 
 WATCHDOG_S = 0.25
@@ -152,11 +152,8 @@ class ProcessExecutor:
                 elapsed = now - s.started
             else:  # not begun: a fresh worker imports torch first; allow for it, not forever
                 elapsed = max(0.0, now - s.sent - STARTUP_GRACE_SECONDS)
-            limit = task_timeout(s.cell, self.timeout)
-            if elapsed > limit:
-                status, error = "timeout", f"exceeded the cell timeout of {self.timeout:g}s"
-                if limit != self.timeout:
-                    error += f" (× {len(members(s.cell))} cells sharing a batched pass)"
+            if elapsed > task_timeout(s.cell, self.timeout):
+                status, error = "timeout", timeout_error(s.cell, self.timeout)
             elif not s.process.is_alive():
                 status = "error"
                 error = f"worker process died (exit code {s.process.exitcode})"

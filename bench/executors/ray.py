@@ -29,6 +29,7 @@ from bench.executors.base import (
     register_executor,
     task_failure,
     task_timeout,
+    timeout_error,
 )
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError
@@ -190,8 +191,7 @@ class RayExecutor:
         for ref, task, elapsed in late:
             del self._inflight[ref]
             self.ray.cancel(ref, force=True)
-            yield from task_failure(task, "timeout",
-                                    f"exceeded the cell timeout of {self.timeout:g}s",
+            yield from task_failure(task, "timeout", timeout_error(task, self.timeout),
                                     options, elapsed, torch.device(self.device))
 
     def cancel(self) -> None:
