@@ -98,7 +98,8 @@ class _Trial:
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(-1)
+    """Each row's dot product (one kernel, no temporary)."""
+    return torch.linalg.vecdot(a, b)
 
 
 def run_batched_lbfgs(
@@ -263,14 +264,17 @@ def run_batched_lbfgs(
                        (s_hist[ix, :longest], y_hist[ix, :longest], ro[ix, :longest]))
         q = gk.neg()
         alphas: list[torch.Tensor] = [q] * longest
+        # the hot path: views split off once, fused kernels, as few calls per pair as may be
+        pairs_s, pairs_y = hs[:, :longest].unbind(1), hy[:, :longest].unbind(1)
+        pairs_ro = hro[:, :longest].unsqueeze(2).unbind(1)
         for i in range(longest - 1, -1, -1):
-            a = _rowdot(hs[:, i], q) * hro[:, i]
+            a = _rowdot(pairs_s[i], q).unsqueeze(1).mul_(pairs_ro[i])
             alphas[i] = a
-            q = q - a[:, None] * hy[:, i]
+            q = torch.addcmul(q, a, pairs_y[i], value=-1)
         r = q * h_diag[ix, None]
         for i in range(longest):
-            be = _rowdot(hy[:, i], r) * hro[:, i]
-            r = r + (alphas[i] - be)[:, None] * hs[:, i]
+            be = _rowdot(pairs_y[i], r).unsqueeze(1).mul_(pairs_ro[i])
+            r = torch.addcmul(r, alphas[i] - be, pairs_s[i])
         prev_g[ix] = gk
         first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
         tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,
