@@ -75,6 +75,15 @@ def pick(agg: pd.DataFrame, metric: str, usable: Callable[[pd.Series], bool]) ->
     return rows[0]
 
 
+def doctored_psnr_regression(base: tuple, tmp_path: Path) -> tuple[Path, pd.Series]:
+    """A copy of the quick records with every seed of one row 20–24 dB below its interval."""
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
+    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 20 - i for i in range(5)])
+    return b, row
+
+
 def run(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     code = main(["diff", *args])
     out = capsys.readouterr()
@@ -126,10 +135,7 @@ def test_a_doctored_regression_is_flagged_and_exits_1(metric, base, tmp_path, ca
 
 
 def test_other_metrics_of_a_doctored_row_are_compared_apart(base, tmp_path, capsys) -> None:
-    _, df, agg = base
-    b = copy_records(QUICK, tmp_path / "b")
-    row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
-    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 20 - i for i in range(5)])
+    b, _ = doctored_psnr_regression(base, tmp_path)
     code, out, _ = run(str(QUICK), str(b), "--metric", "ssim,psnr", capsys=capsys)
     assert code == 1
     table = section(out, "Regressions")
@@ -187,10 +193,8 @@ def test_a_row_only_in_a_is_missing(base, tmp_path, capsys) -> None:
 
 
 def test_csv_lists_every_row_and_cell_change(base, tmp_path, capsys) -> None:
-    _, df, agg = base
-    b = copy_records(QUICK, tmp_path / "b")
-    row = pick(agg, "psnr", lambda r: r["psnr_ci_low"] > 30)
-    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 20 - i for i in range(5)])
+    agg = base[2]
+    b, _ = doctored_psnr_regression(base, tmp_path)
     code, out, _ = run(str(QUICK), str(b), "--format", "csv", capsys=capsys)
     assert code == 1
     table = pd.read_csv(io.StringIO(out))
