@@ -10,8 +10,10 @@ a non-finite loss, which the harness then records as a diverged run.
   weight delta of Dimitrov et al. 2022's unrolled local SGD); on a secure aggregate, the
   K clients' updates combined as the server sees them.
 - :func:`l2_distance` (DLG) and :func:`cosine_distance` (Inverting Gradients).
-- :func:`run_lbfgs` (DLG, iDLG) and :func:`run_signed_adam` (Inverting Gradients and
-  GradInversion: Adam on the gradient's sign, step decay, box projection, restarts).
+- :func:`run_signed_adam` (GradInversion, whose objective couples its restarts: Adam on
+  the gradient's sign, step decay, box projection, restarts). DLG, iDLG and Inverting
+  Gradients run their trials batched (:mod:`attacks.batched_lbfgs`,
+  :mod:`attacks.batched_adam`).
 
 A "gradient evaluation" is one evaluation of an attack's objective with its gradient
 with respect to the dummy variables; for a FedAvg update it unrolls every local step.
@@ -96,58 +98,6 @@ def cosine_distance(dummy: Sequence[torch.Tensor], observed: Sequence[torch.Tens
     dn = sum((d * d).sum() for d in dummy)
     on = sum((o * o).sum() for o in observed)
     return 1 - dot / (dn.sqrt() * on.sqrt() + 1e-12)
-
-
-@dataclass
-class LoopResult:
-    iterations: int = 0
-    grad_evals: int = 0
-    loss_trace: list[float] = field(default_factory=list)
-    diverged: bool = False
-    final_loss: float = float("inf")
-
-
-def run_lbfgs(variables: list[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int,
-              lr: float = 1.0, max_eval_per_step: int = 20, history_size: int = 100,
-              max_grad_evals: int | None = None, trace_every: int = 10,
-              max_iterations: int | None = None) -> LoopResult:
-    """Minimise ``objective`` over ``variables`` with torch's L-BFGS, as DLG does.
-
-    ``max_iterations`` caps the L-BFGS steps and ``max_grad_evals`` the objective
-    evaluations: the last step's inner iterations are cut so the cap is never exceeded.
-    """
-    opt = torch.optim.LBFGS(variables, lr=lr, max_iter=max_eval_per_step,
-                            history_size=history_size)
-    res = LoopResult()
-    if max_iterations is not None:
-        steps = min(steps, max_iterations)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        res.grad_evals += 1
-        return loss
-
-    for step in range(steps):
-        if max_grad_evals is not None:
-            remaining = max_grad_evals - res.grad_evals
-            if remaining <= 0:
-                break
-            # without line search, one L-BFGS step evaluates the objective at most max_iter times
-            opt.param_groups[0]["max_iter"] = min(max_eval_per_step, remaining)
-        loss = opt.step(closure)
-        res.iterations = step + 1
-        value = float(loss.detach())
-        if step % trace_every == 0 or step == steps - 1:
-            res.loss_trace.append(value)
-        if not torch.isfinite(loss) or not all(torch.isfinite(v).all() for v in variables):
-            res.diverged = True
-            break
-        res.final_loss = value
-        if value == 0.0:  # an exact match: L-BFGS can make no further progress
-            break
-    return res
 
 
 @dataclass

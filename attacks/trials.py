@@ -20,7 +20,6 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
 
 from bench.client import minibatches, set_bn_mode, training_loss
@@ -56,7 +55,6 @@ class TrialEngine:
         for o in observations[1:]:
             if _signature(o) != first:
                 raise TrialsIncompatible("the observations differ in model, client or batch")
-        self.observations = list(observations)
         self.cell_of = list(cell_of) if cell_of is not None else list(range(len(observations)))
         obs0 = observations[0]
         self.client: ClientSpec = obs0.client
@@ -74,17 +72,15 @@ class TrialEngine:
         state_names = [n for n, _ in base.named_parameters() if n not in trainable]
         state_names += [n for n, b in base.named_buffers() if b is not None]
 
-        def stacked(name: str, source: Callable[[nn.Module], dict[str, torch.Tensor]]
-                    ) -> torch.Tensor:
-            return torch.stack([source(o.model)[name].detach().to(self.device)
-                                for o in observations]).index_select(0, index)
+        tensors = [{**dict(o.model.named_parameters()), **dict(o.model.named_buffers())}
+                   for o in observations]
 
-        def every(m: nn.Module) -> dict[str, torch.Tensor]:
-            return {**dict(m.named_parameters()), **dict(m.named_buffers())}
+        def stacked(name: str) -> torch.Tensor:
+            return torch.stack([t[name].detach().to(self.device)
+                                for t in tensors]).index_select(0, index)
 
-        self.params = {n: stacked(n, every) for n in self.names}
-        self.state = {n: stacked(n, every) for n in state_names}
-        self._vectorised = True
+        self.params = {n: stacked(n) for n in self.names}
+        self.state = {n: stacked(n) for n in state_names}
         self.observed = [torch.stack([o.update.tensors[i].detach().to(self.device)
                                       for o in observations]).index_select(0, index)
                          for i in range(len(self.names))]
@@ -100,7 +96,7 @@ class TrialEngine:
         def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
             return training_loss(functional_call(self.base, (p, state), (x,)), target)
 
-        if not self._vectorised:  # one trial: plain autograd is faster than torch.func
+        if self.trials == 1:  # not under vmap: plain autograd is faster than torch.func
             names = list(params)
             grads = torch.autograd.grad(loss(params), [params[n] for n in names],
                                         create_graph=True)
@@ -148,18 +144,11 @@ class TrialEngine:
             return loss
 
         if self.trials == 1:  # the same function, without vmap's overhead
-            self._vectorised = False
             leaves = {n: v[0].detach().requires_grad_(True) for n, v in self.params.items()}
             loss = one(leaves, {n: v[0] for n, v in self.state.items()},
                        [o[0] for o in self.observed], x[0], target[0])
             return loss.unsqueeze(0)
-        self._vectorised = True
         return vmap(one)(self.params, self.state, self.observed, x, target)
-
-    def matching(self, distance: Distance, x: torch.Tensor, target: torch.Tensor
-                 ) -> torch.Tensor:
-        """Every trial's gradient-matching loss alone (no priors), shape [K]."""
-        return self.losses(distance, x, target)
 
 
 def trials_of(cell_of: Sequence[int], cells: int) -> list[list[int]]:

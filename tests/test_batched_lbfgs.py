@@ -37,7 +37,7 @@ def rosen_batch(x0: torch.Tensor, params: list[float], **kw):
 
 def torch_lbfgs(x0: torch.Tensor, a: float, steps: int, max_iter: int,
                 max_grad_evals: int | None = None, **kw):
-    """torch.optim.LBFGS driven as attacks.gradient_matching.run_lbfgs drives it."""
+    """torch.optim.LBFGS driven as DLG drives it: one ``step`` per outer step, caps cut."""
     p = x0.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([p], max_iter=max_iter, **kw)
     evals, trace = [0], []

@@ -11,7 +11,7 @@ observed, scored and recorded on its own (:func:`bench.pipeline.run_trials`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,8 +109,3 @@ def _as_task(item: Any) -> Any:
     if isinstance(item, list):
         return item[0] if len(item) == 1 else TrialsCell(tuple(item))
     return item
-
-
-def task_cells(tasks: Sequence[Any]) -> int:
-    """How many cells the tasks record."""
-    return sum(len(members(t)) for t in tasks)
