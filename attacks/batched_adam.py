@@ -18,28 +18,9 @@ from dataclasses import dataclass, field
 import torch
 
 from attacks.gradient_matching import step_decay_lr
+from attacks.stopping import Plateau
 
 TrialLosses = Callable[[torch.Tensor], torch.Tensor]  # x [K, ...] → losses [K]
-
-
-@dataclass(frozen=True)
-class Plateau:
-    """Convergence-aware stopping: a trial stops once its best loss has not improved by more
-    than ``min_rel_improvement`` (relative) over its last ``patience`` steps. ``patience`` 0
-    never stops early: the budget alone ends the run."""
-
-    patience: int = 0
-    min_rel_improvement: float = 1e-4
-
-    def stalled(self, history: Sequence[float]) -> bool:
-        """Whether the best loss of ``history`` (one value per step) has stalled."""
-        if self.patience <= 0 or len(history) <= self.patience:
-            return False
-        before = min(history[:-self.patience])
-        recent = min(history[-self.patience:])
-        if not math.isfinite(before):
-            return False
-        return before - recent <= self.min_rel_improvement * max(abs(before), 1e-12)
 
 
 @dataclass
@@ -49,7 +30,7 @@ class TrialOutcome:
     iterations: int = 0
     grad_evals: int = 0
     loss_trace: list[float] = field(default_factory=list)
-    history: list[float] = field(default_factory=list)
+    bests: list[float] = field(default_factory=list)  # the running best loss, per step
     diverged: bool = False
     final_loss: float = math.inf
     converged_at: dict[str, float] | None = None  # {"iterations", "grad_evals", "seconds"}
@@ -91,22 +72,21 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             break
         for pg in opt.param_groups:
             pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
-        stepping = live.clone()  # the trials this iteration moves (snapshots: only these)
+        stepping = live.tolist()  # the trials this iteration moves (snapshots: only these)
         value = losses(x)
         (g,) = torch.autograd.grad(value.sum(), x)
-        flat = g.reshape(k, -1)
-        finite = torch.isfinite(value.detach()) & torch.isfinite(flat).all(dim=1)
-        vals = value.detach().cpu().tolist()
+        finite = torch.isfinite(value.detach()) & torch.isfinite(g.reshape(k, -1)).all(dim=1)
+        vals, finite_list = value.detach().cpu().tolist(), finite.tolist()
         for j in range(k):
-            if not bool(live[j]):
+            if not stepping[j]:
                 continue
             t = out[j]
             t.iterations += 1
             t.grad_evals += 1
-            if not bool(finite[j]):
+            if not finite_list[j]:
                 t.diverged = True
                 continue
-            t.history.append(vals[j])
+            t.bests.append(min(vals[j], t.bests[-1]) if t.bests else vals[j])
             if it % trace_every == 0 or it == iterations - 1:
                 t.loss_trace.append(vals[j])
         live &= finite
@@ -121,7 +101,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             x.copy_(torch.where(mask, x, before))  # frozen trials do not move
         elapsed = time.perf_counter() - t0
         for j in range(k):
-            if bool(live[j]) and plateau.stalled(out[j].history):
+            if stepping[j] and finite_list[j] and plateau.stalled(out[j].bests):
                 t = out[j]
                 t.converged_at = {"iterations": t.iterations, "grad_evals": t.grad_evals,
                                   "seconds": elapsed}
@@ -130,7 +110,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             snaps.pop(0)
             kept = x.detach().cpu()
             for j in range(k):  # a trial that has stopped keeps no further snapshots
-                if bool(stepping[j]) and not out[j].diverged:
+                if stepping[j] and not out[j].diverged:
                     out[j].snapshots.append((out[j].grad_evals, elapsed, kept[j].clone()))
     scorer = score or losses
     ok = [j for j in range(k) if not out[j].diverged and bool(torch.isfinite(x[j]).all())]

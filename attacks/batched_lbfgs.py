@@ -12,7 +12,7 @@ batch follow the same trajectory, and a trial that turns non-finite is frozen wi
 touching the others.
 
 Per trial the algorithm is ``torch.optim.LBFGS`` with ``line_search_fn=None`` (fixed step
-``lr``), called once per outer step as :func:`attacks.gradient_matching.run_lbfgs` does
+``lr``), called once per outer step, the way DLG's loop calls it
 (written anew here, not copied): a step evaluates the objective, stops if ``max|g| <=
 tolerance_grad``, then makes up to ``max_iter`` inner iterations, the very first one along
 ``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along the two-loop recursion over the
@@ -29,7 +29,7 @@ loss, or ``g.d > -tolerance_change`` (no move; every later step would repeat it)
 step ``s``, it stops at step ``s`` when ``best_{s-patience} - best_s <= min_rel_improvement *
 |best_{s-patience}|``. Caps per trial: ``steps`` (and ``max_iterations``) outer steps, and
 ``max_grad_evals`` evaluations (a step's inner iterations are cut so the cap is never
-exceeded, as in ``run_lbfgs``). Strong-Wolfe line search is not implemented.
+exceeded). Strong-Wolfe line search is not implemented.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from attacks.stopping import Plateau
 
 _START, _INNER, _DONE = 0, 1, 2
 
@@ -56,7 +58,7 @@ class Snapshot:
 
 @dataclass
 class TrialResult:
-    """One trial's accounting. ``iterations`` counts outer steps begun (as ``run_lbfgs``);
+    """One trial's accounting. ``iterations`` counts outer steps begun;
     ``final_loss`` is the loss at the last point the trial evaluated (a step that ends on
     ``max_iter`` makes one last move that is not evaluated, as in torch)."""
 
@@ -128,7 +130,7 @@ def run_batched_lbfgs(
     trials, no cross-trial reductions), so that the gradient of ``losses.sum()`` is each
     trial's own gradient. Options follow ``torch.optim.LBFGS`` (``max_iter``: inner
     iterations per outer step; ``max_eval`` defaults to ``max_iter * 5 // 4``) and
-    ``run_lbfgs`` (``steps``, ``max_grad_evals``, ``max_iterations``, ``trace_every``: the
+    DLG's loop (``steps``, ``max_grad_evals``, ``max_iterations``, ``trace_every``: the
     step-start loss of steps ``0, trace_every, ...`` and ``steps - 1``). ``patience`` /
     ``min_rel_improvement``: the opt-in convergence stop of the module docstring.
     ``snapshot_at``: sorted evaluation counts at which each trial's variables are copied.
@@ -149,6 +151,7 @@ def run_batched_lbfgs(
         max_eval = max_iter * 5 // 4
     if max_iterations is not None:
         steps = min(steps, max_iterations)
+    plateau = Plateau(patience or 0, min_rel_improvement)
     snaps = sorted(snapshot_at or [])
     sizes = [v[0].numel() for v in variables]
     m = history_size
@@ -177,7 +180,7 @@ def run_batched_lbfgs(
             res.converged_seconds = time.perf_counter() - t0
 
     def begin_step(k: int) -> None:
-        """Start trial k's next outer step, or stop it on a cap (as run_lbfgs does)."""
+        """Start trial k's next outer step, or stop it on a cap (the suite's caps)."""
         st, res = states[k], results[k]
         if res.iterations >= steps:
             return stop(k, "steps")
@@ -334,9 +337,7 @@ def run_batched_lbfgs(
                     stop(k, "tolerance_grad")
                 elif f == 0.0:  # an exact match: L-BFGS can make no further progress
                     stop(k, "zero_loss")
-                elif patience is not None and len(st.bests) > patience and (
-                        st.bests[-1 - patience] - st.best
-                        <= min_rel_improvement * abs(st.bests[-1 - patience])):
+                elif plateau.stalled(st.bests):
                     stop(k, "patience")
                 else:
                     iterate.append(k)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from attacks.batched_adam import Plateau, TrialsResult, run_signed_adam_trials
+from attacks.batched_adam import TrialsResult, run_signed_adam_trials
 from attacks.gradient_matching import (
     cosine_distance,
     dummy_update,
@@ -16,6 +16,7 @@ from attacks.gradient_matching import (
 )
 from attacks.labels import infer_labels
 from attacks.priors import total_variation
+from attacks.stopping import Plateau
 from attacks.trials import TrialEngine, trials_of
 from bench.contracts import Attack, Observation, Reconstruction
 from bench.grants import LABELS

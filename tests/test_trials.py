@@ -233,3 +233,23 @@ def test_a_restart_removes_the_temporaries_of_a_killed_write(tmp_path):
     stale.write_text("{")
     run_suite(make_suite(**LENET16), tmp_path, jobs=0, device="cpu", progress=False)
     assert not stale.exists()
+
+
+def test_plateau_stops_once_the_running_best_gains_too_little():
+    from attacks.stopping import Plateau
+
+    rule = Plateau(patience=2, min_rel_improvement=0.1)
+    assert not rule.stalled([10.0, 5.0])  # not yet patience + 1 steps
+    assert not rule.stalled([10.0, 5.0, 4.0])  # 10 → 4 over two steps: progress
+    assert rule.stalled([10.0, 5.0, 4.8, 4.6])  # 5 → 4.6: under 10% of 5
+    assert not Plateau(patience=0).stalled([1.0] * 10)
+
+
+def test_ig_with_patience_records_where_each_trial_stopped():
+    suite = make_suite(seeds=2, attacks=[{"ig": {"iterations": 200, "patience": 3,
+                                                 "min_rel_improvement": 0.5}}], **LENET16)
+    recons = list(iter_cells(suite))[0].attack.build().reconstruct_trials(observations(suite))
+    for recon in recons:
+        stop = recon.info["converged_at"]
+        assert stop is not None and stop["iterations"] < 200 == recon.info["iterations_per_restart"]
+        assert recon.grad_evals == stop["grad_evals"] + 1  # plus the final scoring
