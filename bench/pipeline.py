@@ -193,8 +193,8 @@ def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> l
             _attack_together(live, device)
         except Exception:  # re-run alone, from the same dummies: a failing cell records its
             for r, state in zip(live, states):  # own error
-                r.fields["trial_batch"] = None
-                r.done = None
+                r.fields.pop("trial_batch", None)
+                r.done, r.share = None, 1
                 if state is not None:
                     r.observed.obs.generator.set_state(state)
     for r in live:
@@ -220,7 +220,7 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
              "pass_seconds": seconds, "time_share": "equal"}
     for r, recon in zip(runs, recons):
         r.done = Attacked(recon, seconds / len(runs), mem.peak_bytes, mem.kind)
-        r.fields["trial_batch"] = share
+        r.fields["trial_batch"], r.share = share, len(runs)
 
 
 @dataclass
@@ -231,8 +231,11 @@ class _Run:
     observed: Observed | None = None
     done: Attacked | None = None
     error: str | None = None
+    status: str = "error"  # until scored: "ok" or "diverged"
+    share: int = 1  # the cells whose pass this cell's time is a share of
     timing: dict[str, float] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # the record's outcome fields
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
     def guard(self, stage: str, step: Any) -> None:
         """Run ``step(self)``; an exception becomes this cell's error (never a lost run)."""
@@ -254,17 +257,14 @@ class _Run:
         self.done = attack(self.cell, self.observed.obs)
 
     def finish(self, device: torch.device, options: RunOptions) -> Outcome:
-        status, artifacts = "error", {}
         if self.error is None and self.done is not None:
             self.guard("score", lambda r: r._score(options))
-            status = self.fields.pop("status", "error") if self.error is None else "error"
-        if self.fields.get("trial_batch") is None:
-            self.fields.pop("trial_batch", None)
-        artifacts = self.fields.pop("artifacts", artifacts)
-        error = self.error or self.fields.pop("diverged_error", None)
+        status = "error" if self.error is not None else self.status
+        error = self.error or ("the attack's loss or image became NaN/inf"
+                               if status == "diverged" else None)
         record = record_attack(self.cell, device, options, status, error, timing=self.timing,
                                **self.fields)
-        return Outcome(record, artifacts)
+        return Outcome(record, self.artifacts)
 
     def _score(self, options: RunOptions) -> None:
         assert self.observed is not None and self.done is not None
@@ -281,9 +281,8 @@ class _Run:
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
         converged = recon.info.get("converged_at")
         if converged:  # seconds of the pass, divided between its cells as attack_seconds is
-            share = len((self.fields.get("trial_batch") or {}).get("cells") or [0])
             self.fields["converged_at"] = {
-                **converged, **({"seconds": converged["seconds"] / share}
+                **converged, **({"seconds": converged["seconds"] / self.share}
                                 if converged.get("seconds") is not None else {})}
         if observed.clients > 1:
             self.fields["aggregate"] = {"clients": observed.clients,
@@ -291,16 +290,14 @@ class _Run:
                                         "own_images": [observed.own.start, observed.own.stop]}
         scored = score_attack(observed, recon, options)
         if scored is None:
-            self.fields.update(status="diverged",
-                               diverged_error="the attack's loss or image became NaN/inf")
+            self.status = "diverged"
         else:
             metrics, recon01 = scored
-            self.fields.update(status="ok", metrics=metrics)
-            pictured, self.fields["artifacts"] = cell_artifacts(
-                self.cell.cell_id, observed.x01, recon01, metrics["matching"])
+            self.status, self.fields["metrics"] = "ok", metrics
+            pictured, self.artifacts = cell_artifacts(self.cell.cell_id, observed.x01, recon01,
+                                                      metrics["matching"])
             self.fields.update(pictured)
-            share = len(self.fields.get("trial_batch") or {"cells": [0]}["cells"])
-            self.fields["curve"] = quality_curve(observed, recon, snapshots, share,
+            self.fields["curve"] = quality_curve(observed, recon, snapshots, self.share,
                                                  metrics, done.seconds, options)
         self.timing["score_seconds"] = time.perf_counter() - t2
 
