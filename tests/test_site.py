@@ -83,9 +83,10 @@ def files(site: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def committed_site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site") / "site"
-    build_site(COMMITTED, out)
-    return out
+    """The site of every committed results folder, and of a small one with claims."""
+    root = tmp_path_factory.mktemp("site")
+    build_site([*COMMITTED, small_results(root, CLAIMS)], root / "site")
+    return root / "site"
 
 
 def small_results(root: Path, claims: dict | None = None) -> Path:
@@ -190,3 +191,148 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, problem):
     assert err.startswith("leakbench: error: ") and err.count("\n") == 1
     if problem == "foreign-out":
         assert (out / "notes.txt").read_text() == "mine"
+
+
+# ---- in a real browser: Chromium from the distribution, driven by Selenium ---------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    served: list[tuple[str, int]]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.served.append((self.path, int(code)))
+
+
+@pytest.fixture(scope="module")
+def server(committed_site):
+    """The site over HTTP on localhost; ``served`` lists every (path, status) it answered."""
+    served: list[tuple[str, int]] = []
+    handler = type("Handler", (_Handler,), {"served": served})
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(committed_site)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium for the module; skipped where it is not installed, unless
+    LEAKBENCH_REQUIRE_BROWSER is set (.ci/run installs it and sets it)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        binary = None
+    if binary is None or driver is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_BROWSER"):
+            pytest.fail("chromium, chromedriver or selenium is missing, and "
+                        "LEAKBENCH_REQUIRE_BROWSER is set")
+        pytest.skip("needs chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver; .ci/run does) and selenium (the test extra)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.set_page_load_timeout(60)
+    yield chrome
+    chrome.quit()
+
+
+def _open(browser, url: str) -> None:
+    browser.get(url)
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == [], url  # no script error, no resource that failed to load
+    assert browser.execute_script("return document.readyState") == "complete"
+
+
+def _column(browser, table, col: int) -> list[tuple[str, str | None]]:
+    return browser.execute_script(
+        "return Array.from(arguments[0].tBodies[0].rows, r => [r.cells[arguments[1]]"
+        ".textContent.trim(), r.cells[arguments[1]].dataset.value ?? null]);", table, col)
+
+
+def _header(browser, table, text: str) -> tuple[int, object]:
+    heads = table.find_elements("css selector", "thead th")
+    col = [h.text.rstrip(" ↕▲▼") for h in heads].index(text)
+    return col, heads[col].find_element("css selector", "button")
+
+
+def test_pages_render_and_images_load_in_chromium(browser, server, committed_site):
+    base, _ = server
+    pages = ["index.html", *[f"{r.name}/index.html" for r in COMMITTED], "small/claims.html",
+             "quick/cells.html", "labels/gallery/digits_size_16_lenet_batch_8.html",
+             "small/gallery/digits_size_16_lenet_batch_1.html"]
+    small = sorted((committed_site / "small" / "cells").glob("*.html"))
+    pages += [f"small/cells/{p.name}" for p in small[:3]]
+    for page in pages:
+        _open(browser, base + page)
+        tables = browser.find_elements("css selector", "table")
+        for table in tables:  # rendered: visible, a header row, body rows, a caption
+            assert table.find_elements("css selector", "thead th")
+            assert table.find_elements("css selector", "tbody tr")
+            assert table.find_element("css selector", "caption").get_attribute("textContent")
+        broken = browser.execute_script(
+            "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
+            ".map(i => i.src);")
+        assert broken == [], page
+        if "gallery" in page or "/cells/" in page:
+            sizes = browser.execute_script(
+                "return Array.from(document.querySelectorAll('.pairs img'), "
+                "i => i.getBoundingClientRect().width);")
+            assert all(w >= 128 for w in sizes), page  # shown enlarged
+        if page.startswith(("index", "quick/index", "small/claims")):
+            assert tables and tables[0].is_displayed()
+
+
+def test_clicking_a_header_sorts_its_column(browser, server):
+    base, _ = server
+    _open(browser, base + "attacks/cells.html")
+    table = browser.find_element("css selector", "table.sortable")
+    col, button = _header(browser, table, "PSNR (dB)")
+    before = _column(browser, table, col)
+    button.click()
+    up = _column(browser, table, col)
+    numbers = [float(v) for _, v in up if v is not None]
+    assert numbers == sorted(numbers) and up != before
+    assert sorted(map(str, numbers)) != list(map(str, numbers))  # numeric, not text order
+    blanks = [t for t, v in up if v is None]
+    assert blanks and all(v is None for _, v in up[-len(blanks):])  # n/a last
+    assert table.find_elements("css selector", "th[aria-sort=ascending]")
+    button.click()
+    down = [float(v) for _, v in _column(browser, table, col) if v is not None]
+    assert down == sorted(numbers, reverse=True)
+    assert _column(browser, table, col)[-1][1] is None  # still last when descending
+    col, button = _header(browser, table, "Defense")
+    button.click()
+    texts = [t for t, _ in _column(browser, table, col)]
+    button.click()
+    assert [t for t, _ in _column(browser, table, col)] == texts[::-1] or len(set(texts)) == 1
+    assert texts[0] <= texts[-1]
+
+
+def test_every_link_on_the_visited_pages_resolves_over_http(browser, server):
+    from urllib.request import urlopen
+
+    base, served = server
+    targets: set[str] = set()
+    for page in ["index.html", "quick/index.html", "quick/cells.html", "small/claims.html"]:
+        _open(browser, base + page)
+        targets |= set(browser.execute_script(
+            "return Array.from(document.querySelectorAll('a[href], img[src], link[href]'),"
+            " e => (e.href || e.src).split('#')[0]);"))
+    assert len(targets) > 200 and all(t.startswith(base) for t in targets)
+    for target in sorted(targets):
+        with urlopen(target) as response:
+            assert response.status == 200, target
+    assert [p for p, code in served if code >= 400] == []

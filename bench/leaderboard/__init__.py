@@ -74,8 +74,8 @@ __all__ = [
     "aggregate_frame", "architecture_table", "export_columns", "format_rank", "interval",
     "rank_attacks", "rank_defenses", "seed_values", "shared_ranks", "t_interval",
     "attack_metrics", "attack_tables", "defense_metrics", "defense_order", "defense_strength",
-    "defense_tables", "environment_lines", "export", "headline", "leaderboard_tables", "metric_columns",
+    "defense_tables", "environment_lines", "export", "headline", "metric_columns",
     "protocol_lines", "records_frame", "render", "scenario_slug", "scenario_title", "scenarios",
     "strongest_attacks", "summarize_attacks", "tex", "utility_frame", "utility_summary",
-    "write_leaderboard", "write_plots",
+    "write_leaderboard", "write_plots", "leaderboard_tables",
 ]

@@ -1,4 +1,5 @@
-"""The static leaderboard site: ``leakbench site DIR... --out SITE`` (see :mod:`bench.site.build`)."""
+"""The static leaderboard site: ``leakbench site DIR... --out SITE``
+(see :mod:`bench.site.build`)."""
 
 from bench.site.build import build_site
 

@@ -3,8 +3,9 @@
 Layout of SITE (every link relative, so the folder can be served anywhere or opened from disk):
 
 - ``index.html``: the suites, one per DIR;
-- ``<suite>/index.html``: its leaderboard (the tables of :func:`bench.leaderboard.leaderboard_tables`,
-  sortable), with the best/worst reconstructions and the figures, redrawn into ``<suite>/plots``;
+- ``<suite>/index.html``: its leaderboard (the tables of
+  :func:`bench.leaderboard.leaderboard_tables`, sortable), with the best/worst
+  reconstructions and the figures, redrawn into ``<suite>/plots``;
 - ``<suite>/cells.html`` and ``<suite>/cells/<cell>.html``: every record, key fields and JSON;
 - ``<suite>/gallery/<scenario>.html``: each finished cell's originals beside their
   reconstructions (``<suite>/img``);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from bench.leaderboard.curves import curve_tables
 from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
 from bench.site.gallery import Shot, write_shot
-from bench.site.pages import cell_fields, cells_table, suite_row
+from bench.site.pages import cell_fields, cells_table
 from bench.site.tables import HtmlTable, anchor, html_table, note_html
 from bench.store import load_records
 
@@ -150,6 +152,19 @@ def _galleries(site: SuiteSite) -> None:
                                           list(sections.items()), shots))
 
 
+def suite_row(site: SuiteSite) -> dict[str, str]:
+    """A suite's row in the site's index."""
+    statuses = Counter(r["status"] for r in site.records)
+    frame = site.frame
+    return {"Suite": site.name, "Cells": str(len(site.records)),
+            "Statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+            "Scenarios": str(len(set(site.scenario.values()))),
+            "Attacks": str(frame["attack"].nunique()) if not frame.empty else "0",
+            "Defenses": str(frame["defense"].nunique()) if not frame.empty else "0",
+            "Pictures": str(len(site.shots)),
+            "Claims": site.claims.counts() if site.claims else "–"}
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode("utf-8"))
@@ -229,5 +244,7 @@ def build_site(dirs: list[Path], out: Path) -> str:
         root="", crumbs=[("results", None)], sortable=True,
         table=html_table("Suites", "suites", rows, links={"Suite": [
             f"{s.name}/index.html" for s in sites]}), sites=sites))
-    shutil.copyfile(Path(__file__).parent / "static" / "style.css", out / "style.css")
-    return f"site: {len(sites)} suite(s), {pages + 1} pages, {images} pictures → {out / 'index.html'}"
+    for static in ("style.css", "favicon.svg"):
+        shutil.copyfile(Path(__file__).parent / "static" / static, out / static)
+    return (f"site: {len(sites)} suite(s), {pages + 1} pages, {images} pictures → "
+            f"{out / 'index.html'}")

@@ -1,18 +1,14 @@
-"""What the site's index, cell list and cell pages show of the records: plain rows of text,
+"""What the site's cell list and cell pages show of the records: plain rows of text,
 read from the record fields every kind of record has (a text or utility record shows what it
 holds, nothing here assumes images)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.leaderboard import scenario_title
 from bench.metrics import format_value, get_metric
 from bench.site.tables import HtmlTable, html_table
-
-if TYPE_CHECKING:
-    from bench.site.build import SuiteSite
 
 
 def _number(v: Any) -> str:
@@ -63,16 +59,3 @@ def cells_table(records: list[dict[str, Any]], scenario: dict[str, tuple]) -> Ht
                      "Note": r.get("skip_reason") or r.get("error") or ""})
     links = [f"cells/{r['cell_id']}.html" for r in records]
     return html_table("Every cell of the suite", "cells", rows, links={"Cell": links})
-
-
-def suite_row(site: SuiteSite) -> dict[str, str]:
-    """A suite's row in the site's index."""
-    statuses = Counter(r["status"] for r in site.records)
-    frame = site.frame
-    return {"Suite": site.name, "Cells": str(len(site.records)),
-            "Statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
-            "Scenarios": str(len({k for k in site.scenario.values()})),
-            "Attacks": str(frame["attack"].nunique()) if not frame.empty else "0",
-            "Defenses": str(frame["defense"].nunique()) if not frame.empty else "0",
-            "Pictures": str(len(site.shots)),
-            "Claims": site.claims.counts() if site.claims else "–"}
