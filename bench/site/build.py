@@ -7,7 +7,7 @@ Layout of SITE (every link relative, so the folder can be served anywhere or ope
   :func:`bench.leaderboard.leaderboard_tables`, sortable), with the best/worst
   reconstructions and the figures, redrawn into ``<suite>/plots``;
 - ``<suite>/cells.html`` and ``<suite>/cells/<cell>.html``: every record, key fields and JSON;
-- ``<suite>/gallery/<scenario>.html``: each finished cell's originals beside their
+- ``<suite>/gallery/<scenario>.html``: each finished cell's originals above their
   reconstructions (``<suite>/img``);
 - ``<suite>/claims.html``: the claims table of ``DIR/check.json`` where there is one.
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from bench.leaderboard import (
     architecture_table,
@@ -76,7 +77,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.site", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.filters["note"] = lambda s: jinja2.utils.markupsafe.Markup(note_html(s))
+    env.filters["note"] = lambda s: Markup(note_html(s))
     return env
 
 
@@ -99,7 +100,7 @@ def _load(results: Path) -> SuiteSite:
     records = load_records(results, quarantine=False)
     if not records:
         raise LeakbenchError(f"no records under {results / 'records'}")
-    site = SuiteSite(results.name, results, records, records_frame(records),
+    site = SuiteSite(results.resolve().name, results, records, records_frame(records),
                      read_claims(results))
     if not site.frame.empty:
         for key, g in scenarios(site.frame):
@@ -229,7 +230,6 @@ def build_site(dirs: list[Path], out: Path) -> str:
     env = _environment()
     pages = images = 0
     for site in sites:
-        site.name = site.results.resolve().name
         folder = out / site.name
         for r in site.records:
             shot = write_shot(r, site.results, folder)

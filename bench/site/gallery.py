@@ -1,4 +1,4 @@
-"""Reconstruction pictures for the site: each private image beside its matched reconstruction,
+"""Reconstruction pictures for the site: each private image above its matched reconstruction,
 enlarged by nearest neighbour so a 16-pixel digit is large enough to see, labelled with the
 pair's PSNR.
 
@@ -39,10 +39,9 @@ class Shot:
     """What the site shows of one cell's reconstruction."""
 
     cell_id: str
-    side: int  # displayed width and height of each image, pixels
+    size: tuple[int, int]  # displayed width and height of each image (or of the grid), pixels
     pairs: list[Pair] = field(default_factory=list)
     grid: str | None = None  # fallback: the record's picture grid, when there are no arrays
-    grid_size: tuple[int, int] = (0, 0)
 
 
 def _enlarge(array: np.ndarray) -> Image.Image:
@@ -72,14 +71,14 @@ def write_shot(record: dict[str, Any], results: Path, pages: Path) -> Shot | Non
         data = np.load(arrays, allow_pickle=False)
         if data.ndim == 5 and data.shape[0] == 2 and data.dtype == np.uint8:
             (pages / IMAGES).mkdir(parents=True, exist_ok=True)
-            shot = Shot(cell, 0)
+            shot = Shot(cell, (0, 0))
             for i, (score, original, recon) in enumerate(zip(_scores(record, data.shape[1]),
                                                              data[0], data[1])):
                 names = (f"{IMAGES}/{cell}_{i}o.png", f"{IMAGES}/{cell}_{i}r.png")
                 for name, array in zip(names, (original, recon)):
                     image = _enlarge(array)
                     (pages / name).write_bytes(png_bytes(image))
-                shot.side = image.width
+                shot.size = image.size
                 shot.pairs.append(Pair(*names, score))
             return shot
     picture = results / record["picture"] if record.get("picture") else None
@@ -90,5 +89,5 @@ def write_shot(record: dict[str, Any], results: Path, pages: Path) -> Shot | Non
         with Image.open(picture) as image:
             size = image.size
         factor = max(1, -(-2 * MIN_SIDE // max(size)))
-        return Shot(cell, 0, grid=name, grid_size=(size[0] * factor, size[1] * factor))
+        return Shot(cell, (size[0] * factor, size[1] * factor), grid=name)
     return None
