@@ -128,6 +128,9 @@ def test_site_builds_from_every_committed_results_folder(committed_site):
         assert board.tags.count("table") == board.tags.count("caption") \
             == board.tags.count("thead") > 0
         assert any(t.startswith("gallery/") for t in board.targets)
+        # the committed figures, redrawn from the records, are on the leaderboard page
+        plots = {f"plots/{p.name}" for p in (results / "plots").glob("*.png")}
+        assert plots <= set(board.targets)
     images = [p for p in committed_site.rglob("*.png")]
     assert images and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
 
