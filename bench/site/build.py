@@ -146,8 +146,7 @@ def _galleries(site: SuiteSite) -> None:
             shot = site.shots.get(r["cell_id"])
             shots += shot is not None
             sections.setdefault(f"{r['defense']} · {r['attack']}", []).append(
-                {"cell": r["cell_id"], "seed": r["seed"], "status": r["status"], "shot": shot,
-                 "psnr": r["psnr"]})
+                {"cell": r["cell_id"], "seed": r["seed"], "status": r["status"], "shot": shot})
         if shots:
             site.galleries.append(Gallery(scenario_title(key), scenario_slug(key),
                                           list(sections.items()), shots))
