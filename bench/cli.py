@@ -14,6 +14,7 @@
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
     leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
+    leakbench site DIR... --out SITE
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
 --threads T alone gives cores // T workers; see bench.cores.
@@ -231,6 +232,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if result.regressed else 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from bench.site import build_site
+
+    print(build_site([Path(d) for d in args.dirs], Path(args.out)))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2
         self.exit(2, f"leakbench: error: {message}\n")
@@ -343,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(repeatable or a,b; default psnr)")
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.set_defaults(func=cmd_diff)
+
+    s = sub.add_parser("site", help="write a static HTML site of results folders")
+    s.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, one suite each")
+    s.add_argument("--out", required=True, metavar="SITE", help="folder to write (replaced)")
+    s.set_defaults(func=cmd_site)
     return p
 
 

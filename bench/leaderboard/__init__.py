@@ -46,6 +46,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.render import (
     environment_lines,
+    leaderboard_tables,
     protocol_lines,
     render,
     tex,
@@ -76,5 +77,5 @@ __all__ = [
     "defense_tables", "environment_lines", "export", "headline", "metric_columns",
     "protocol_lines", "records_frame", "render", "scenario_slug", "scenario_title", "scenarios",
     "strongest_attacks", "summarize_attacks", "tex", "utility_frame", "utility_summary",
-    "write_leaderboard", "write_plots",
+    "write_leaderboard", "write_plots", "leaderboard_tables",
 ]

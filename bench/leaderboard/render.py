@@ -52,6 +52,15 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def leaderboard_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
+                       plots: dict[tuple, str] | None = None, archs: Table | None = None,
+                       curves: list[Table] | None = None) -> list[Table]:
+    """Every table of a leaderboard in its order: attacks, defenses, architectures, curves
+    (the markdown and LaTeX documents and the static site all show this list)."""
+    return (attack_tables(df) + defense_tables(df, util, plots) + ([archs] if archs else [])
+            + (curves or []))
+
+
 def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
            util: pd.DataFrame | None = None, plots: dict[tuple, str] | None = None,
            archs: Table | None = None, curves: list[Table] | None = None) -> str:
@@ -59,8 +68,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
     if df.empty:
         raise LeakbenchError("no attack records to build a leaderboard from")
     suites = ", ".join(sorted(df["suite"].unique()))
-    tables = attack_tables(df) + defense_tables(df, util, plots) + ([archs] if archs else [])
-    tables += curves or []
+    tables = leaderboard_tables(df, util, plots, archs, curves)
     if fmt == "markdown":
         out = [f"# leakbench leaderboard: {title or suites}", ""]
         out += protocol_lines(df) + ["", "Environment:"] + environment_lines(df) + [""]

@@ -1,0 +1,249 @@
+"""``leakbench site DIR... --out SITE``: every results folder as browsable, static HTML.
+
+Layout of SITE (every link relative, so the folder can be served anywhere or opened from disk):
+
+- ``index.html``: the suites, one per DIR;
+- ``<suite>/index.html``: its leaderboard (the tables of
+  :func:`bench.leaderboard.leaderboard_tables`, sortable), with the best/worst
+  reconstructions and the figures, redrawn into ``<suite>/plots``;
+- ``<suite>/cells.html`` and ``<suite>/cells/<cell>.html``: every record, key fields and JSON;
+- ``<suite>/gallery/<scenario>.html``: each finished cell's originals above their
+  reconstructions (``<suite>/img``);
+- ``<suite>/claims.html``: the claims table of ``DIR/check.json`` where there is one.
+
+Like the leaderboard, the site is a pure function of the records: no clock, sorted orders, so
+rebuilding gives identical bytes. SITE is replaced whole; a folder that is not a site built
+here is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from bench.leaderboard import (
+    architecture_table,
+    environment_lines,
+    leaderboard_tables,
+    protocol_lines,
+    records_frame,
+    scenario_slug,
+    scenario_title,
+    scenarios,
+    utility_frame,
+    write_plots,
+)
+from bench.leaderboard.curves import curve_tables
+from bench.registry import LeakbenchError
+from bench.site.claims import Claims, read_claims
+from bench.site.gallery import Shot, write_shot
+from bench.site.pages import cell_fields, cells_table
+from bench.site.tables import HtmlTable, anchor, html_table, note_html
+from bench.store import load_records
+
+MARKER = ".leakbench-site"  # marks a folder as a site this command may replace
+
+
+@dataclass
+class Gallery:
+    title: str
+    slug: str
+    sections: list[tuple[str, list[dict[str, Any]]]]  # (defense · attack, cells)
+    shots: int
+
+
+@dataclass
+class SuiteSite:
+    name: str
+    results: Path
+    records: list[dict[str, Any]]
+    frame: pd.DataFrame
+    claims: Claims | None
+    scenario: dict[str, tuple] = field(default_factory=dict)  # cell id → scenario key
+    shots: dict[str, Shot] = field(default_factory=dict)
+    galleries: list[Gallery] = field(default_factory=list)
+    tables: list[HtmlTable] = field(default_factory=list)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("bench.site", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters["note"] = lambda s: Markup(note_html(s))
+    return env
+
+
+def _prepare(out: Path, dirs: list[Path]) -> None:
+    for d in dirs:
+        if d.resolve() == out.resolve() or out.resolve() in d.resolve().parents:
+            raise LeakbenchError(f"--out {out} would replace the results folder {d}")
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file()):
+            raise LeakbenchError(f"--out {out} exists and is not a site built by leakbench "
+                                 "site; give a new or empty folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("built by `leakbench site`; replaced whole on each build\n")
+
+
+def _load(results: Path) -> SuiteSite:
+    if not results.is_dir():
+        raise LeakbenchError(f"{results}: no such results folder")
+    records = load_records(results, quarantine=False)
+    if not records:
+        raise LeakbenchError(f"no records under {results / 'records'}")
+    site = SuiteSite(results.resolve().name, results, records, records_frame(records),
+                     read_claims(results))
+    if not site.frame.empty:
+        for key, g in scenarios(site.frame):
+            for cell in g["cell_id"]:
+                site.scenario[cell] = key
+    return site
+
+
+def _leaderboard(site: SuiteSite, pages: Path) -> None:
+    """The leaderboard's tables, with their figures drawn into ``pages/plots``."""
+    if site.frame.empty:
+        return
+    util = utility_frame(site.records)
+    plots = write_plots(site.frame, util, pages)
+    tables = leaderboard_tables(site.frame, util, plots, architecture_table(site.records),
+                                curve_tables(site.records, pages))
+    by_picture = {r["picture"]: r for r in site.records if r.get("picture")}
+    seen: set[str] = set()
+    for t in tables:
+        slug, n = anchor(t.title), 2
+        while slug in seen:
+            slug, n = f"{anchor(t.title)}-{n}", n + 1
+        seen.add(slug)
+        table = html_table(t.title, slug, t.frame, t.note)
+        for caption, rel in t.pictures:
+            record = by_picture.get(rel)
+            if record is None:
+                table.figures.append({"caption": caption, "src": rel, "shot": None})
+            elif record["cell_id"] in site.shots:
+                table.figures.append({"caption": caption, "shot": site.shots[record["cell_id"]],
+                                      "href": f"cells/{record['cell_id']}.html"})
+        site.tables.append(table)
+
+
+def _galleries(site: SuiteSite) -> None:
+    if site.frame.empty:
+        return
+    for key, g in scenarios(site.frame):
+        sections: dict[str, list[dict[str, Any]]] = {}
+        shots = 0
+        for _, r in g.sort_values(["defense", "attack", "seed", "cell_id"], kind="stable"
+                                  ).iterrows():
+            shot = site.shots.get(r["cell_id"])
+            shots += shot is not None
+            sections.setdefault(f"{r['defense']} · {r['attack']}", []).append(
+                {"cell": r["cell_id"], "seed": r["seed"], "status": r["status"], "shot": shot})
+        if shots:
+            site.galleries.append(Gallery(scenario_title(key), scenario_slug(key),
+                                          list(sections.items()), shots))
+
+
+def suite_row(site: SuiteSite) -> dict[str, str]:
+    """A suite's row in the site's index."""
+    statuses = Counter(r["status"] for r in site.records)
+    frame = site.frame
+    return {"Suite": site.name, "Cells": str(len(site.records)),
+            "Statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+            "Scenarios": str(len(set(site.scenario.values()))),
+            "Attacks": str(frame["attack"].nunique()) if not frame.empty else "0",
+            "Defenses": str(frame["defense"].nunique()) if not frame.empty else "0",
+            "Pictures": str(len(site.shots)),
+            "Claims": site.claims.counts() if site.claims else "–"}
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8"))
+
+
+def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
+    """Every page of one suite; returns how many were written."""
+    name = site.name
+    home = ("results", "../index.html")
+    suite_crumb = (name, "index.html")
+    prot = protocol_lines(site.frame) if not site.frame.empty else []
+    envs = [line.removeprefix("- ") for line in environment_lines(site.frame)] \
+        if not site.frame.empty else []
+    _write(pages / "index.html", env.get_template("suite.html").render(
+        root="../", crumbs=[home, (name, None)], site=site, sortable=True,
+        protocol=[p for p in prot if p], environment=envs))
+    cells = cells_table(site.records, site.scenario)
+    _write(pages / "cells.html", env.get_template("cells.html").render(
+        root="../", crumbs=[home, suite_crumb, ("cells", None)], site=site, table=cells,
+        sortable=True))
+    count = 2
+    for gallery in site.galleries:
+        _write(pages / "gallery" / f"{gallery.slug}.html", env.get_template(
+            "gallery.html").render(root="../../", up="../", gallery=gallery, site=site,
+                                   crumbs=[("results", "../../index.html"),
+                                           (name, "../index.html"),
+                                           (f"gallery: {gallery.title}", None)],
+                                   sortable=False))
+        count += 1
+    slugs = {g.title: g.slug for g in site.galleries}
+    for r in site.records:
+        key = site.scenario.get(r["cell_id"])
+        title = scenario_title(key) if key else None
+        _write(pages / "cells" / f"{r['cell_id']}.html", env.get_template("cell.html").render(
+            root="../../", up="../", record=r, fields=cell_fields(r, title),
+            shot=site.shots.get(r["cell_id"]),
+            gallery=slugs.get(title or ""), sortable=False,
+            json=json.dumps(r, indent=1, sort_keys=True, ensure_ascii=False),
+            crumbs=[("results", "../../index.html"), (name, "../index.html"),
+                    ("cells", "../cells.html"), (r["cell_id"], None)]))
+        count += 1
+    if site.claims is not None:
+        table = html_table(f"Claims of {site.claims.suite}", "claims", site.claims.rows)
+        _write(pages / "claims.html", env.get_template("claims.html").render(
+            root="../", crumbs=[home, suite_crumb, ("claims", None)], site=site, table=table,
+            sortable=True))
+        count += 1
+    return count
+
+
+def build_site(dirs: list[Path], out: Path) -> str:
+    """Write the site of the results folders ``dirs`` into ``out``; returns a one-line summary."""
+    dirs = [Path(d) for d in dirs]
+    names = [d.resolve().name for d in dirs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise LeakbenchError(f"two results folders named {dupes[0]!r}: the site names a suite "
+                             "by its folder")
+    sites = [_load(d) for d in dirs]
+    out = Path(out)
+    _prepare(out, dirs)
+    env = _environment()
+    pages = images = 0
+    for site in sites:
+        folder = out / site.name
+        for r in site.records:
+            shot = write_shot(r, site.results, folder)
+            if shot is not None:
+                site.shots[r["cell_id"]] = shot
+                images += 2 * len(shot.pairs) or 1
+        _leaderboard(site, folder)
+        _galleries(site)
+        pages += _write_suite(env, site, folder)
+    rows = [suite_row(s) for s in sites]
+    _write(out / "index.html", env.get_template("index.html").render(
+        root="", crumbs=[("results", None)], sortable=True,
+        table=html_table("Suites", "suites", rows, links={"Suite": [
+            f"{s.name}/index.html" for s in sites]}), sites=sites))
+    for static in ("style.css", "favicon.svg"):
+        shutil.copyfile(Path(__file__).parent / "static" / static, out / static)
+    return (f"site: {len(sites)} suite(s), {pages + 1} pages, {images} pictures → "
+            f"{out / 'index.html'}")

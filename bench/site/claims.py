@@ -1,0 +1,57 @@
+"""A suite's claims table for the site, read from ``DIR/check.json`` (written by
+``leakbench check``): the paper's sentence, the value it reports, the value measured here and
+the verdict. Keys other than the shown columns are ignored; a file that does not match the
+schema is bad input (one line, exit status 2)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.registry import LeakbenchError
+
+CHECK_FILE = "check.json"
+COLUMNS = {"claim": "Claim", "paper": "Paper", "sentence": "Sentence", "reported": "Reported",
+           "measured": "Measured", "verdict": "Verdict"}
+VERDICTS = ("holds", "does not hold", "not run")
+
+
+@dataclass
+class Claims:
+    suite: str
+    rows: list[dict[str, str]]  # header → text, in the order of COLUMNS
+
+    def counts(self) -> str:
+        """e.g. "3 hold, 1 does not hold, 0 not run"."""
+        n = Counter(r["Verdict"] for r in self.rows)
+        return (f"{n['holds']} hold{'s' if n['holds'] == 1 else ''}, "
+                f"{n['does not hold']} do{'es' if n['does not hold'] == 1 else ''} not hold, "
+                f"{n['not run']} not run")
+
+
+def read_claims(results: Path) -> Claims | None:
+    """The claims of ``results/check.json``, or None when the folder has none."""
+    path = Path(results) / CHECK_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LeakbenchError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise LeakbenchError(f"{path}: expected an object with a list of rows")
+    rows = []
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict):
+            raise LeakbenchError(f"{path}: row {i} is not an object")
+        missing = [k for k in COLUMNS if not isinstance(row.get(k), (str, int, float))
+                   or isinstance(row.get(k), bool)]
+        if missing:
+            raise LeakbenchError(f"{path}: row {i} has no text for {', '.join(missing)}")
+        if row["verdict"] not in VERDICTS:
+            raise LeakbenchError(f"{path}: row {i}: verdict {row['verdict']!r} is not one of "
+                                 + ", ".join(VERDICTS))
+        rows.append({header: str(row[key]) for key, header in COLUMNS.items()})
+    return Claims(str(data.get("suite") or Path(results).name), rows)

@@ -1,0 +1,341 @@
+"""``leakbench site``: the static site builds from every committed results folder with no broken
+link, rebuilds byte-identically, renders a claims table, tolerates cells without pictures, and
+works in a real headless Chromium (tables render, headers sort, images load, no 404)."""
+
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import os
+import shutil
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from bench.cli import main
+from bench.site import build_site
+from helpers import ROOT
+
+COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("*/records"))
+SCENARIO = "digits(size=16)"  # the small folder: quick's cells of one scenario
+CLAIMS = {"suite": "small", "rows": [
+    {"claim": "dlg-noise", "paper": "Zhu et al. 2019, Fig. 8",
+     "sentence": "Noise of variance 1e-4 stops the attack.", "reported": "fails",
+     "measured": "16.3 ± 13.2 dB", "verdict": "does not hold", "tolerance": 2.0},
+    {"claim": "idlg-labels", "paper": "Zhao et al. 2020, Tab. 1", "sentence": "100% <labels>",
+     "reported": "100%", "measured": "100%", "verdict": "holds"},
+    {"claim": "rgap", "paper": "Zhu & Blaschko 2021", "sentence": "Closed form.",
+     "reported": "", "measured": "–", "verdict": "not run"}]}
+
+
+class Page(HTMLParser):
+    """The links, images, ids and table structure of one HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+        self.ids: set[str] = set()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append(tag)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        for key in ("href", "src"):
+            if a.get(key):
+                self.targets.append(a[key])
+
+
+@functools.cache
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every href/src of every page that is not relative or names no file (or no id)."""
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        for target in parse(page).targets:
+            parts = urlsplit(target)
+            if parts.scheme or parts.netloc or target.startswith("/"):
+                broken.append(f"{page.relative_to(site)}: {target} is not relative")
+                continue
+            path = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if not path.is_file() or site.resolve() not in path.parents:
+                broken.append(f"{page.relative_to(site)}: {target}")
+            elif parts.fragment and parts.fragment not in parse(path).ids:
+                broken.append(f"{page.relative_to(site)}: {target} (no such id)")
+    return broken
+
+
+def files(site: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def committed_site(tmp_path_factory) -> Path:
+    """The site of every committed results folder, and of a small one with claims."""
+    root = tmp_path_factory.mktemp("site")
+    build_site([*COMMITTED, small_results(root, CLAIMS)], root / "site")
+    return root / "site"
+
+
+def small_results(root: Path, claims: dict | None = None) -> Path:
+    """A results folder of quick's records of one dataset, one cell stripped of its arrays
+    (its grid picture is shown) and one of both (as a text cell would be)."""
+    src, out = ROOT / "results" / "quick", root / "small"
+    (out / "records").mkdir(parents=True)
+    (out / "cells").mkdir()
+    kept = [r for r in (json.loads(p.read_text()) for p in
+                        sorted((src / "records").glob("*.json")))
+            if r["dataset_label"] == SCENARIO and r["arch_label"] == "lenet"]
+    for i, r in enumerate(kept):
+        for key in ("picture", "arrays"):
+            if r.get(key):
+                shutil.copyfile(src / r[key], out / r[key])
+        if i == 0:
+            r.pop("arrays")
+        if i == 1:
+            r.update(picture=None, arrays=None)
+        (out / "records" / f"{r['cell_id']}.json").write_text(json.dumps(r, indent=1))
+    if claims is not None:
+        (out / "check.json").write_text(json.dumps(claims))
+    return out
+
+
+def test_site_builds_from_every_committed_results_folder(committed_site):
+    assert {p.name for p in COMMITTED} >= {"quick", "attacks", "defenses", "labels",
+                                                  "rgap"}
+    assert broken_links(committed_site) == []
+    index = parse(committed_site / "index.html")
+    for results in COMMITTED:
+        assert f"{results.name}/index.html" in index.targets
+        pages = committed_site / results.name
+        cells = {p.stem for p in (results / "records").glob("*.json")}
+        assert {p.stem for p in (pages / "cells").glob("*.html")} == cells
+        assert {f"cells/{c}.html" for c in cells} <= set(parse(pages / "cells.html").targets)
+        board = parse(pages / "index.html")
+        # every leaderboard table is a table with a caption and a header row
+        assert board.tags.count("table") == board.tags.count("caption") \
+            == board.tags.count("thead") > 0
+        assert any(t.startswith("gallery/") for t in board.targets)
+        # the committed figures, redrawn from the records, are on the leaderboard page
+        plots = {f"plots/{p.name}" for p in (results / "plots").glob("*.png")}
+        assert plots <= set(board.targets)
+    images = [p for p in committed_site.rglob("*.png")]
+    assert images and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
+
+
+def test_rebuild_gives_identical_bytes_and_tolerates_cells_without_pictures(tmp_path):
+    results = small_results(tmp_path)
+    first, second = tmp_path / "a", tmp_path / "b"
+    build_site([results], first)
+    build_site([results], second)
+    assert files(first) == files(second)
+    assert broken_links(first) == []
+    build_site([results], first)  # a site built here is replaced whole
+    assert files(first) == files(second)
+    records = sorted((results / "records").glob("*.json"))
+    grid_only, bare = (json.loads(p.read_text()) for p in records[:2])
+    grid_page = (first / "small" / "cells" / f"{grid_only['cell_id']}.html").read_text()
+    assert f'src="../img/{grid_only["cell_id"]}.png"' in grid_page
+    bare_page = (first / "small" / "cells" / f"{bare['cell_id']}.html").read_text()
+    assert "No reconstruction picture" in bare_page
+    assert f'"cell_id": "{bare["cell_id"]}"' in html.unescape(bare_page)  # the record
+    # enlarged pairs: originals and reconstructions, each labelled with the pair's PSNR
+    shown = json.loads(records[2].read_text())
+    page = (first / "small" / "cells" / f"{shown['cell_id']}.html").read_text()
+    psnr = shown["metrics"]["per_image"]["psnr"][0]
+    assert f"PSNR {psnr:.2f} dB" in page and "reconstruction" in page
+    from PIL import Image
+
+    with Image.open(first / "small" / "img" / f"{shown['cell_id']}_0r.png") as image:
+        assert min(image.size) >= 128
+
+
+def test_claims_table_from_check_json(tmp_path, capsys):
+    results = small_results(tmp_path, CLAIMS)
+    assert main(["site", str(results), "--out", str(tmp_path / "site")]) == 0
+    page = (tmp_path / "site" / "small" / "claims.html").read_text()
+    for row in CLAIMS["rows"]:
+        for key in ("claim", "paper", "reported", "measured", "verdict"):
+            assert f">{html.escape(row[key], quote=False)}</td>" in page
+    assert "100% &lt;labels&gt;" in page  # escaped
+    assert "tolerance" not in page  # extra keys are not columns
+    assert "1 holds, 1 does not hold, 1 not run" in (tmp_path / "site" / "index.html").read_text()
+    assert 'href="claims.html"' in (tmp_path / "site" / "small" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("problem", ["foreign-out", "bad-check", "bad-verdict", "missing-dir"])
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, problem):
+    results = small_results(tmp_path)
+    out = tmp_path / "site"
+    if problem == "foreign-out":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif problem == "bad-check":
+        (results / "check.json").write_text("{not json")
+    elif problem == "bad-verdict":
+        (results / "check.json").write_text(json.dumps(
+            {"suite": "s", "rows": [{**CLAIMS["rows"][0], "verdict": "maybe"}]}))
+    else:
+        results = tmp_path / "nowhere"
+    assert main(["site", str(results), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leakbench: error: ") and err.count("\n") == 1
+    if problem == "foreign-out":
+        assert (out / "notes.txt").read_text() == "mine"
+
+
+# ---- in a real browser: Chromium from the distribution, driven by Selenium ---------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    served: list[tuple[str, int]]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.served.append((self.path, int(code)))
+
+
+@pytest.fixture(scope="module")
+def server(committed_site):
+    """The site over HTTP on localhost; ``served`` lists every (path, status) it answered."""
+    served: list[tuple[str, int]] = []
+    handler = type("Handler", (_Handler,), {"served": served})
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(committed_site)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium for the module; skipped where it is not installed, unless
+    LEAKBENCH_REQUIRE_BROWSER is set (.ci/run installs it and sets it)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        binary = None
+    if binary is None or driver is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_BROWSER"):
+            pytest.fail("chromium, chromedriver or selenium is missing, and "
+                        "LEAKBENCH_REQUIRE_BROWSER is set")
+        pytest.skip("needs chromium and chromium-driver (apt-get install chromium "
+                    "chromium-driver; .ci/run does) and selenium (the test extra)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.set_page_load_timeout(60)
+    yield chrome
+    chrome.quit()
+
+
+def _open(browser, url: str) -> None:
+    browser.get(url)
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == [], url  # no script error, no resource that failed to load
+    assert browser.execute_script("return document.readyState") == "complete"
+
+
+def _column(browser, table, col: int) -> list[tuple[str, str | None]]:
+    return browser.execute_script(
+        "return Array.from(arguments[0].tBodies[0].rows, r => [r.cells[arguments[1]]"
+        ".textContent.trim(), r.cells[arguments[1]].dataset.value ?? null]);", table, col)
+
+
+def _header(browser, table, text: str) -> tuple[int, object]:
+    heads = table.find_elements("css selector", "thead th")
+    col = [h.text.rstrip(" ↕▲▼") for h in heads].index(text)
+    return col, heads[col].find_element("css selector", "button")
+
+
+def test_pages_render_and_images_load_in_chromium(browser, server, committed_site):
+    base, _ = server
+    pages = ["index.html", *[f"{r.name}/index.html" for r in COMMITTED], "small/claims.html",
+             "quick/cells.html", "labels/gallery/digits_size_16_lenet_batch_8.html",
+             "small/gallery/digits_size_16_lenet_batch_1.html"]
+    small = sorted((committed_site / "small" / "cells").glob("*.html"))
+    pages += [f"small/cells/{p.name}" for p in small[:3]]
+    for page in pages:
+        _open(browser, base + page)
+        tables = browser.find_elements("css selector", "table")
+        for table in tables:  # rendered: visible, a header row, body rows, a caption
+            assert table.find_elements("css selector", "thead th")
+            assert table.find_elements("css selector", "tbody tr")
+            assert table.find_element("css selector", "caption").get_attribute("textContent")
+        broken = browser.execute_script(
+            "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
+            ".map(i => i.src);")
+        assert broken == [], page
+        if "gallery" in page or "/cells/" in page:
+            sizes = browser.execute_script(
+                "return Array.from(document.querySelectorAll('.pairs img'), "
+                "i => i.getBoundingClientRect().width);")
+            assert all(w >= 128 for w in sizes), page  # shown enlarged
+        if page.startswith(("index", "quick/index", "small/claims")):
+            assert tables and tables[0].is_displayed()
+
+
+def test_clicking_a_header_sorts_its_column(browser, server):
+    base, _ = server
+    _open(browser, base + "attacks/cells.html")
+    table = browser.find_element("css selector", "table.sortable")
+    col, button = _header(browser, table, "PSNR (dB)")
+    before = _column(browser, table, col)
+    button.click()
+    up = _column(browser, table, col)
+    numbers = [float(v) for _, v in up if v is not None]
+    assert numbers == sorted(numbers) and up != before
+    assert sorted(map(str, numbers)) != list(map(str, numbers))  # numeric, not text order
+    blanks = [t for t, v in up if v is None]
+    assert blanks and all(v is None for _, v in up[-len(blanks):])  # n/a last
+    assert table.find_elements("css selector", "th[aria-sort=ascending]")
+    button.click()
+    down = [float(v) for _, v in _column(browser, table, col) if v is not None]
+    assert down == sorted(numbers, reverse=True)
+    assert _column(browser, table, col)[-1][1] is None  # still last when descending
+    col, button = _header(browser, table, "Defense")
+    button.click()
+    texts = [t for t, _ in _column(browser, table, col)]
+    button.click()
+    assert [t for t, _ in _column(browser, table, col)] == texts[::-1] or len(set(texts)) == 1
+    assert texts[0] <= texts[-1]
+
+
+def test_every_link_on_the_visited_pages_resolves_over_http(browser, server):
+    from urllib.request import urlopen
+
+    base, served = server
+    targets: set[str] = set()
+    for page in ["index.html", "quick/index.html", "quick/cells.html", "small/claims.html"]:
+        _open(browser, base + page)
+        targets |= set(browser.execute_script(
+            "return Array.from(document.querySelectorAll('a[href], img[src], link[href]'),"
+            " e => (e.href || e.src).split('#')[0]);"))
+    assert len(targets) > 200 and all(t.startswith(base) for t in targets)
+    for target in sorted(targets):
+        with urlopen(target) as response:
+            assert response.status == 200, target
+    assert [p for p, code in served if code >= 400] == []
