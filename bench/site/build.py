@@ -113,13 +113,18 @@ def _check_out(out: Path, dirs: list[Path]) -> None:
 
 def _replace(built: Path, out: Path) -> None:
     """Put the finished site ``built`` (a sibling of ``out``) in the place of ``out``."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / "site")
-    os.replace(built, out)
-    if old is not None:
-        shutil.rmtree(old)
+    if not out.exists():
+        os.replace(built, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, old / "site")
+    try:
+        os.replace(built, out)
+    except OSError:
+        os.replace(old / "site", out)  # put the old site back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _load(results: Path) -> SuiteSite:
@@ -264,9 +269,10 @@ def build_site(dirs: list[Path], out: Path) -> str:
     sites = [_load(d) for d in dirs]
     out = Path(out)
     _check_out(out, dirs)
+    target = Path(os.path.abspath(out))  # "." or "x/.." has a name and a parent
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
     except OSError as e:
         raise LeakbenchError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     try:
@@ -274,7 +280,7 @@ def build_site(dirs: list[Path], out: Path) -> str:
         (building / MARKER).write_text("built by `leakbench site`; replaced whole on each "
                                        "build\n")
         building.chmod(0o755)  # mkdtemp's 0700 would hide the site from a web server
-        _replace(building, out)
+        _replace(building, target)
     except OSError as e:
         raise LeakbenchError(f"--out {out}: cannot write the site ({e.strerror or e})"
                              ) from None
