@@ -12,18 +12,23 @@ Layout of SITE (every link relative, so the folder can be served anywhere or ope
 - ``<suite>/claims.html``: the claims table of ``DIR/check.json`` where there is one.
 
 Like the leaderboard, the site is a pure function of the records: no clock, sorted orders, so
-rebuilding gives identical bytes. SITE is replaced whole; a folder that is not a site built
-here is refused rather than overwritten.
+rebuilding gives identical bytes. SITE is built in a temporary sibling folder and renamed
+over SITE only when complete, so a failed build leaves the old site as it was; a folder that is
+not a site built here is refused rather than overwritten. Every link is relative and
+URL-encoded, segment by segment (a folder may be named ``a#b`` or ``50%``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import pandas as pd
@@ -50,10 +55,19 @@ from bench.site.tables import HtmlTable, anchor, html_table, note_html
 from bench.store import load_records
 
 MARKER = ".leakbench-site"  # marks a folder as a site this command may replace
+STATIC = ("style.css", "favicon.svg")
+RESERVED = frozenset(n.casefold() for n in ("index.html", MARKER, *STATIC))  # not suite names
+
+
+def url(*segments: str) -> str:
+    """A relative link from path segments, each URL-encoded ("a#b" → "a%23b")."""
+    return "/".join(quote(s, safe="") for s in segments)
 
 
 @dataclass
 class Gallery:
+    """One scenario's reconstructions page: per defense · attack, each seed's cell and shot."""
+
     title: str
     slug: str
     sections: list[tuple[str, list[dict[str, Any]]]]  # (defense · attack, cells)
@@ -62,6 +76,8 @@ class Gallery:
 
 @dataclass
 class SuiteSite:
+    """Everything the pages of one results folder show, filled in as the build goes."""
+
     name: str
     results: Path
     records: list[dict[str, Any]]
@@ -78,20 +94,37 @@ def _environment() -> jinja2.Environment:
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["note"] = lambda s: Markup(note_html(s))
+    env.filters["url"] = lambda s: url(*str(s).split("/"))
     return env
 
 
-def _prepare(out: Path, dirs: list[Path]) -> None:
+def _check_out(out: Path, dirs: list[Path]) -> None:
+    """Refuse an ``out`` this command must not replace (checked before anything is written)."""
+    if out.is_symlink():
+        raise LeakbenchError(f"--out {out} is a symbolic link; give the folder itself")
     for d in dirs:
         if d.resolve() == out.resolve() or out.resolve() in d.resolve().parents:
             raise LeakbenchError(f"--out {out} would replace the results folder {d}")
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file()):
-            raise LeakbenchError(f"--out {out} exists and is not a site built by leakbench "
-                                 "site; give a new or empty folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text("built by `leakbench site`; replaced whole on each build\n")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / MARKER).is_file())):
+        raise LeakbenchError(f"--out {out} exists and is not a site built by leakbench "
+                             "site; give a new or empty folder")
+
+
+def _replace(built: Path, out: Path) -> None:
+    """Put the finished site ``built`` (a sibling of ``out``) in the place of ``out``."""
+    if not out.exists():
+        os.replace(built, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, old / "site")
+    try:
+        os.replace(built, out)
+    except OSError:
+        os.replace(old / "site", out)  # put the old site back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _load(results: Path) -> SuiteSite:
@@ -100,7 +133,11 @@ def _load(results: Path) -> SuiteSite:
     records = load_records(results, quarantine=False)
     if not records:
         raise LeakbenchError(f"no records under {results / 'records'}")
-    site = SuiteSite(results.resolve().name, results, records, records_frame(records),
+    name = results.resolve().name
+    if name.casefold() in RESERVED:
+        raise LeakbenchError(f"{results}: a results folder may not be named {name!r}, a file "
+                             "of the site's own")
+    site = SuiteSite(name, results, records, records_frame(records),
                      read_claims(results))
     if not site.frame.empty:
         for key, g in scenarios(site.frame):
@@ -131,7 +168,7 @@ def _leaderboard(site: SuiteSite, pages: Path) -> None:
                 table.figures.append({"caption": caption, "src": rel, "shot": None})
             elif record["cell_id"] in site.shots:
                 table.figures.append({"caption": caption, "shot": site.shots[record["cell_id"]],
-                                      "href": f"cells/{record['cell_id']}.html"})
+                                      "href": url("cells", f"{record['cell_id']}.html")})
         site.tables.append(table)
 
 
@@ -170,6 +207,11 @@ def _write(path: Path, text: str) -> None:
     path.write_bytes(text.encode("utf-8"))
 
 
+def _claims_table(claims: Claims) -> HtmlTable | None:
+    return html_table(f"Claims of {claims.suite}", "claims", claims.rows) if claims.rows \
+        else None
+
+
 def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
     """Every page of one suite; returns how many were written."""
     name = site.name
@@ -178,8 +220,9 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
     prot = protocol_lines(site.frame) if not site.frame.empty else []
     envs = [line.removeprefix("- ") for line in environment_lines(site.frame)] \
         if not site.frame.empty else []
+    skipped = not site.frame.empty and bool((site.frame["status"] == "skipped").all())
     _write(pages / "index.html", env.get_template("suite.html").render(
-        root="../", crumbs=[home, (name, None)], site=site, sortable=True,
+        root="../", crumbs=[home, (name, None)], site=site, sortable=True, skipped=skipped,
         protocol=[p for p in prot if p], environment=envs))
     cells = cells_table(site.records, site.scenario)
     _write(pages / "cells.html", env.get_template("cells.html").render(
@@ -207,7 +250,7 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
                     ("cells", "../cells.html"), (r["cell_id"], None)]))
         count += 1
     if site.claims is not None:
-        table = html_table(f"Claims of {site.claims.suite}", "claims", site.claims.rows)
+        table = _claims_table(site.claims)
         _write(pages / "claims.html", env.get_template("claims.html").render(
             root="../", crumbs=[home, suite_crumb, ("claims", None)], site=site, table=table,
             sortable=True))
@@ -218,14 +261,35 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
 def build_site(dirs: list[Path], out: Path) -> str:
     """Write the site of the results folders ``dirs`` into ``out``; returns a one-line summary."""
     dirs = [Path(d) for d in dirs]
-    names = [d.resolve().name for d in dirs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    names = [d.resolve().name.casefold() for d in dirs]  # one folder on a case-blind disk
+    dupes = sorted({d.resolve().name for d, n in zip(dirs, names) if names.count(n) > 1})
     if dupes:
         raise LeakbenchError(f"two results folders named {dupes[0]!r}: the site names a suite "
                              "by its folder")
     sites = [_load(d) for d in dirs]
     out = Path(out)
-    _prepare(out, dirs)
+    _check_out(out, dirs)
+    target = Path(os.path.abspath(out))  # "." or "x/.." has a name and a parent
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+    except OSError as e:
+        raise LeakbenchError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    try:
+        summary = _build(sites, building)
+        (building / MARKER).write_text("built by `leakbench site`; replaced whole on each "
+                                       "build\n")
+        building.chmod(0o755)  # mkdtemp's 0700 would hide the site from a web server
+        _replace(building, target)
+    except OSError as e:
+        raise LeakbenchError(f"--out {out}: cannot write the site ({e.strerror or e})"
+                             ) from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return f"{summary} → {out / 'index.html'}"
+
+
+def _build(sites: list[SuiteSite], out: Path) -> str:
     env = _environment()
     pages = images = 0
     for site in sites:
@@ -242,8 +306,7 @@ def build_site(dirs: list[Path], out: Path) -> str:
     _write(out / "index.html", env.get_template("index.html").render(
         root="", crumbs=[("results", None)], sortable=True,
         table=html_table("Suites", "suites", rows, links={"Suite": [
-            f"{s.name}/index.html" for s in sites]}), sites=sites))
-    for static in ("style.css", "favicon.svg"):
+            url(s.name, "index.html") for s in sites]}), sites=sites))
+    for static in STATIC:
         shutil.copyfile(Path(__file__).parent / "static" / static, out / static)
-    return (f"site: {len(sites)} suite(s), {pages + 1} pages, {images} pictures → "
-            f"{out / 'index.html'}")
+    return f"site: {len(sites)} suite(s), {pages + 1} pages, {images} pictures"

@@ -20,6 +20,8 @@ VERDICTS = ("holds", "does not hold", "not run")
 
 @dataclass
 class Claims:
+    """The claims checked for one suite: its name as ``check.json`` gives it, and the rows."""
+
     suite: str
     rows: list[dict[str, str]]  # header → text, in the order of COLUMNS
 
@@ -42,6 +44,8 @@ def read_claims(results: Path) -> Claims | None:
         raise LeakbenchError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise LeakbenchError(f"{path}: expected an object with a list of rows")
+    if not isinstance(data.get("suite", ""), (str, type(None))):
+        raise LeakbenchError(f"{path}: suite should be text, got {data['suite']!r}")
     rows = []
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict):

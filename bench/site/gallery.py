@@ -5,12 +5,13 @@ pair's PSNR.
 The pairs come from the cell's ``arrays`` file (uint8 originals and matched reconstructions,
 see :func:`bench.pictures.arrays_bytes`); a cell with only the ``picture`` grid shows that grid
 enlarged by the browser; a cell with neither (skipped, failed, or a modality without images)
-has no shot, and its page says so.
+has no shot, and its page says so. An artifact outside the results folder or one that does not
+read as an image is treated as absent (with a warning), so one bad file costs one picture, not
+the build.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from PIL import Image
 
 from bench.metrics import get_metric
 from bench.pictures import png_bytes
+from bench.registry import warn
 
 MIN_SIDE = 128  # pixels: every shown image is enlarged by an integer factor to at least this
 IMAGES = "img"  # the folder, under a suite's pages, of the enlarged pictures
@@ -62,32 +64,67 @@ def _scores(record: dict[str, Any], n: int) -> list[str]:
             for v in values]
 
 
+def _artifact(results: Path, rel: Any, cell: str) -> Path | None:
+    """The record's artifact ``rel`` when it is a file inside ``results``; anything else (an
+    absolute path, ``../..``, a link out of the folder) is not shown."""
+    if not rel or not isinstance(rel, str):
+        return None
+    root = results.resolve()
+    path = (results / rel).resolve()
+    if root not in path.parents:
+        warn(f"cell {cell}: {rel!r} is outside {results}; not shown")
+        return None
+    return path if path.is_file() else None
+
+
+def _pairs(record: dict[str, Any], arrays: Path) -> tuple[Shot, dict[str, bytes]] | None:
+    """The enlarged pairs of an arrays file, or None when it holds no image pairs."""
+    cell = record["cell_id"]
+    data = np.load(arrays, allow_pickle=False)
+    if not (data.ndim == 5 and data.shape[0] == 2 and data.shape[1] > 0
+            and data.shape[2] in (1, 3, 4) and data.dtype == np.uint8):
+        return None
+    shot, files = Shot(cell, (0, 0)), {}
+    for i, (score, original, recon) in enumerate(zip(_scores(record, data.shape[1]),
+                                                     data[0], data[1])):
+        names = (f"{IMAGES}/{cell}_{i}o.png", f"{IMAGES}/{cell}_{i}r.png")
+        for name, array in zip(names, (original, recon)):
+            image = _enlarge(array)
+            files[name] = png_bytes(image)
+        shot.size = image.size
+        shot.pairs.append(Pair(*names, score))
+    return shot, files
+
+
+def _grid(cell: str, picture: Path) -> tuple[Shot, dict[str, bytes]]:
+    name = f"{IMAGES}/{cell}.png"
+    with Image.open(picture) as image:
+        image.load()  # a truncated file fails here, not in the browser
+        size = image.size
+        data = picture.read_bytes() if image.format == "PNG" else png_bytes(image)
+    factor = max(1, -(-2 * MIN_SIDE // max(size)))
+    return Shot(cell, (size[0] * factor, size[1] * factor), grid=name), {name: data}
+
+
 def write_shot(record: dict[str, Any], results: Path, pages: Path) -> Shot | None:
     """Write the enlarged pictures of one cell under ``pages/img/`` and describe them; None
-    when the record has no readable image artifact."""
+    when the record has no readable image artifact inside ``results`` (an unreadable one is
+    warned about: the cell is shown without a picture)."""
     cell = record["cell_id"]
-    arrays = results / record["arrays"] if record.get("arrays") else None
-    if arrays is not None and arrays.is_file():
-        data = np.load(arrays, allow_pickle=False)
-        if data.ndim == 5 and data.shape[0] == 2 and data.dtype == np.uint8:
+    for key in ("arrays", "picture"):
+        path = _artifact(results, record.get(key), cell)
+        if path is None:
+            continue
+        try:
+            found = _pairs(record, path) if key == "arrays" else _grid(cell, path)
+        except (OSError, ValueError, TypeError, EOFError, Image.DecompressionBombError) as e:
+            warn(f"cell {cell}: cannot read {record[key]} ({type(e).__name__}: {e}); "
+                 "shown without it")
+            continue
+        if found is not None:
+            shot, files = found
             (pages / IMAGES).mkdir(parents=True, exist_ok=True)
-            shot = Shot(cell, (0, 0))
-            for i, (score, original, recon) in enumerate(zip(_scores(record, data.shape[1]),
-                                                             data[0], data[1])):
-                names = (f"{IMAGES}/{cell}_{i}o.png", f"{IMAGES}/{cell}_{i}r.png")
-                for name, array in zip(names, (original, recon)):
-                    image = _enlarge(array)
-                    (pages / name).write_bytes(png_bytes(image))
-                shot.size = image.size
-                shot.pairs.append(Pair(*names, score))
+            for name, data in files.items():
+                (pages / name).write_bytes(data)
             return shot
-    picture = results / record["picture"] if record.get("picture") else None
-    if picture is not None and picture.is_file():
-        (pages / IMAGES).mkdir(parents=True, exist_ok=True)
-        name = f"{IMAGES}/{cell}.png"
-        shutil.copyfile(picture, pages / name)
-        with Image.open(picture) as image:
-            size = image.size
-        factor = max(1, -(-2 * MIN_SIDE // max(size)))
-        return Shot(cell, (size[0] * factor, size[1] * factor), grid=name)
     return None

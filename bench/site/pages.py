@@ -5,6 +5,7 @@ holds, nothing here assumes images)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from bench.leaderboard import scenario_title
 from bench.metrics import format_value, get_metric
@@ -57,5 +58,5 @@ def cells_table(records: list[dict[str, Any]], scenario: dict[str, tuple]) -> Ht
                      psnr.header(): format_value(m.get(psnr.name), psnr.digits),
                      "Accuracy": format_value(m.get("accuracy"), 3),
                      "Note": r.get("skip_reason") or r.get("error") or ""})
-    links = [f"cells/{r['cell_id']}.html" for r in records]
+    links = [f"cells/{quote(r['cell_id'], safe='')}.html" for r in records]
     return html_table("Every cell of the suite", "cells", rows, links={"Cell": links})

@@ -3,8 +3,10 @@ as header cells with a sort type and body cells with a numeric sort key.
 
 The keys are computed here, once, from the same text the markdown shows: the page's script
 only compares ``data-value`` attributes, so sorting does not parse "78.95 ± 8.94" in the
-browser. A column sorts as numbers when every non-blank cell starts with one (rank ranges by
-their best rank, successes "3/5" as a fraction); "n/a" and "–" sort last either way.
+browser. A column sorts as numbers when every non-blank cell is one, alone or followed by a
+space, "±", "/", "%" or "–" (rank ranges by their best rank, successes "3/5" as a fraction),
+and its header is not an identifier's (a cell id such as ``1e5a…`` is text); blanks ("", "n/a",
+"–") sort last either way, in text columns too.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+# a number, then the end, a space, "±", "/", "%" or "–" (a rank range "1–2"); not "1e5a…"
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?=$|[\s±/%–])")
 _FRACTION = re.compile(r"(\d+)/(\d+)")
 _BLANK = {"", "n/a", "–", "-", "—"}
+IDENTIFIERS = frozenset({"Cell", "Statuses", "Suite"})  # columns that are text whatever they hold
 
 
 def sort_key(text: str) -> float | None:
-    """The number a table cell sorts by, or None when it does not start with one."""
+    """The number a table cell sorts by, or None when it is not one (see the module's doc)."""
     t = text.strip()
     m = _FRACTION.fullmatch(t)
     if m:
@@ -34,15 +38,21 @@ def sort_key(text: str) -> float | None:
 
 @dataclass
 class Column:
+    """A header cell: its text and whether its column sorts as numbers."""
+
     header: str
     numeric: bool
 
 
 @dataclass
 class Cell:
+    """A body cell: its text, numeric sort key, link target (already URL-encoded) and whether
+    it is blank (sorted last)."""
+
     text: str
     value: str | None  # the numeric sort key as text, None for text and blank cells
     link: str | None = None
+    blank: bool = False
 
 
 @dataclass
@@ -70,7 +80,8 @@ def html_table(caption: str, anchor: str, frame: pd.DataFrame | Sequence[dict[st
     for j, header in enumerate(headers):
         found = [k is not None for k in (row[j] for row in keys)]
         blank = [row[j].strip() in _BLANK for row in texts]
-        numeric = any(found) and all(f or b for f, b in zip(found, blank))
+        numeric = header not in IDENTIFIERS and any(found) and all(
+            f or b for f, b in zip(found, blank))
         columns.append(Column(header, numeric))
     rows = []
     for i, (row, row_keys) in enumerate(zip(texts, keys)):
@@ -78,7 +89,7 @@ def html_table(caption: str, anchor: str, frame: pd.DataFrame | Sequence[dict[st
         for j, (text, key) in enumerate(zip(row, row_keys)):
             link = (links or {}).get(headers[j])
             cells.append(Cell(text, repr(key) if columns[j].numeric and key is not None
-                              else None, link[i] if link else None))
+                              else None, link[i] if link else None, text.strip() in _BLANK))
         rows.append(cells)
     return HtmlTable(caption, anchor, columns, rows, note)
 

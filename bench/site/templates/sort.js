@@ -1,5 +1,5 @@
 // Sortable tables: a header's button sorts its column (numbers by the cell's data-value,
-// blanks last either way; text by locale), a second click reverses. No dependencies.
+// text by locale; blank cells last either way), a second click reverses. No dependencies.
 document.querySelectorAll("table.sortable").forEach(function (table) {
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
   heads.forEach(function (th, col) {
@@ -19,6 +19,10 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
             return (u === undefined) - (v === undefined);
           }
           return sign * (parseFloat(u) - parseFloat(v));
+        }
+        var p = x.hasAttribute("data-blank"), q = y.hasAttribute("data-blank");
+        if (p || q) {
+          return p - q;
         }
         return sign * x.textContent.trim().localeCompare(y.textContent.trim(), undefined,
                                                          {numeric: true});
