@@ -36,11 +36,11 @@ class DMCMCInversion(Attack):
     wants = frozenset({LABELS})
     params = (
         Param("sweeps", int, 200, low=0, high=1_000_000, help="Langevin–Gibbs sweeps"),
-        Param("lam", float, 1000.0, low=0.0, help="λ: weight of the gradient distance"),
-        Param("eta", float, 0.5, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
+        Param("lam", float, 30000.0, low=0.0, help="λ: weight of the gradient distance"),
+        Param("eta", float, 1.0, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
         Param("sigma_lo", float, 0.02, low=1e-4, help="lowest noise level of the chain"),
-        Param("sigma_hi", float, 1.0, low=1e-3, help="highest noise level; the chain starts there"),
-        Param("denoise_steps", int, 2, low=1, high=1000,
+        Param("sigma_hi", float, 0.3, low=1e-3, help="highest noise level; the chain starts there"),
+        Param("denoise_steps", int, 3, low=1, high=1000,
               help="guided Heun levels from the chain's σ to 0 (2·steps − 1 evaluations)"),
         Param("score_steps", int, 2000, low=1, high=1_000_000,
               help="training steps of the score model (bench.scoremodel)"),
@@ -74,7 +74,7 @@ class DMCMCInversion(Attack):
                                                 .to(obs.device), labels, obs), observed)
             (grad,) = torch.autograd.grad(loss, x0)
             evals += 1
-            trace.append(float(loss))
+            trace.append(loss.item())
             return -self.lam * grad
 
         denoise_evals = 2 * self.denoise_steps - 1

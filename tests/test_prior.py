@@ -3,7 +3,9 @@ the Denoising-Langevin-Gibbs chain, and the dmcmc attack's grant."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from bench.registry import DATASETS, SAMPLERS
 from bench.samplers.common import gibbs_sweep
 from bench.scoremodel import CountedDenoiser, ScoreSettings, load_or_train
 from bench.suite import attack_cells
-from helpers import make_suite, observe_tiny, run_record
+from helpers import ROOT, make_suite, observe_tiny, run_record
 
 TINY = ScoreSettings(width=8, steps=4, batch_size=8)
 
@@ -129,3 +131,62 @@ def test_a_dmcmc_chain_moves_its_noise_level_both_ways():
     assert len(trace) == 31 + 1
     assert bool((steps > 0).any(0).all()) and bool((steps < 0).any(0).all())
     assert all(0.01 <= float(s.min()) and float(s.max()) <= 5.0 for s in trace)
+
+
+def test_dmcmc_reconstructs_within_its_gradient_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    dmcmc = {"sweeps": 50, "denoise_steps": 2, "score_steps": 3, "score_width": 8}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], grant=[PUBLIC_DATA],
+                       attacks=[{"dmcmc": dmcmc}], budget={"max_grad_evals": 7})
+    (cell,) = attack_cells(suite)
+    record = run_record(cell)
+    assert record["status"] == "ok", record.get("error")
+    assert record["grad_evals"] == 7 and record["iterations"] == 7 - 3  # 3 guided Heun evals
+    info = record["attack_info"]
+    assert info["nfe"] == 2 * 4 + 3  # two per sweep (estimate, trace probe), then the Heun
+    assert len(list((tmp_path / "scores").glob("*.pt"))) == 1  # trained once, cached
+    assert 0.02 <= min(info["chain_sigma"]) and max(info["chain_sigma"]) <= 0.3
+
+
+def test_fid_features_fall_back_to_a_network_trained_on_the_public_split(tmp_path, monkeypatch):
+    from bench import featurenet
+
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    monkeypatch.setitem(featurenet.TRAINING, "steps", 30)
+    monkeypatch.setattr(featurenet, "fid_status", lambda weights=None: (False, "none"))
+    public = public_data(DATASETS.get("digits").cls(size=8))
+    train = DATASETS.get("digits").cls(size=8).load("train")
+    real = torch.stack([train[i][0] for i in range(200)])
+    close = featurenet.quality(real, public.images[:200], public)
+    far = featurenet.quality(real, torch.rand(200, 1, 8, 8), public)
+    assert close["features"].startswith(featurenet.EXTRACTOR)  # no Inception weights here
+    assert close["fid"] < far["fid"] and close["kid"] < far["kid"]
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 1
+
+
+def test_the_curve_says_which_features_and_counts_each_samplers_nfe(tmp_path, monkeypatch):
+    from bench import featurenet
+    from bench.prior_curve import run_curve
+
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(featurenet.TRAINING, "steps", 10)
+    monkeypatch.setattr(featurenet, "fid_status", lambda weights=None: (False, "none"))
+    curve = [("heun", {"steps": 2}),
+             ("dmcmc", {"chains": 4, "burn_in": 2, "thin": 1, "denoise_steps": 1})]
+    records = run_curve("digits", {"size": 8}, tmp_path, samples=12, settings=TINY, curve=curve)
+    assert [r["nfe_per_sample"] * 12 for r in records] == [3 * 12, 2 * 4 * (2 + 3) + 12]
+    table = (tmp_path / "samplers.md").read_text()
+    assert f"Features: {featurenet.EXTRACTOR}" in table and "| dmcmc chains=4" in table
+    assert (tmp_path / "samplers.png").stat().st_size > 0
+
+
+def test_the_committed_curve_regenerates_byte_identically(tmp_path):
+    from bench.prior_curve import write_curve
+
+    committed = ROOT / "results" / "prior"
+    shutil.copy(committed / "samplers.json", tmp_path / "samplers.json")
+    write_curve(tmp_path)
+    for name in ("samplers.md", "samplers.png"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes()
+    records = json.loads((committed / "samplers.json").read_text())
+    assert {r["sampler"] for r in records} == {"heun", "dmcmc"}

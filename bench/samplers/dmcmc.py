@@ -29,7 +29,7 @@ class DenoisingMCMC(Sampler):
         Param("chains", int, 16, low=1, high=100_000, help="parallel chains"),
         Param("burn_in", int, 10, low=0, high=100_000, help="sweeps before the first sample"),
         Param("thin", int, 1, low=1, high=10_000, help="sweeps between two samples of a chain"),
-        Param("eta", float, 0.5, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
+        Param("eta", float, 1.0, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
         Param("sigma_lo", float, 0.05, low=1e-4, help="lowest noise level of a chain"),
         Param("sigma_hi", float, 1.0, low=1e-3, help="highest noise level; chains start there"),
         Param("denoise_steps", int, 3, low=1, high=1000,
