@@ -237,9 +237,14 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     if args.attacks:
         print(write_attack_quality(Path(args.attacks), args.inception))
         return 0
+    from bench.scoremodel import ScoreSettings
+
+    if args.samples < 2 or args.score_steps < 1:
+        raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
+                             "least 1")
     params = {"size": args.size} if args.size else {}
     run_curve(args.dataset, params, Path(args.out), args.samples, args.seed,
-              inception=args.inception)
+              ScoreSettings(steps=args.score_steps), inception=args.inception)
     print(Path(args.out) / "samplers.md")
     return 0
 
@@ -363,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=16, help="image side (default 16; 0: dataset's)")
     s.add_argument("--samples", type=int, default=1000, help="samples per configuration")
     s.add_argument("--seed", type=int, default=0, help="seed of the score model and samplers")
+    s.add_argument("--score-steps", type=int, default=2000, help="score-model training steps")
     s.add_argument("--inception", help="Inception weights file for FID/KID (default: the "
                    "usual places, else the public feature network)")
     s.add_argument("--out", default="results/prior", help="output folder")

@@ -13,6 +13,7 @@ configuration; ``samplers.md`` and ``samplers.png`` are functions of it
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ def fewest_nfe(records: list[dict[str, Any]], sampler: str, fid: float) -> float
     return min(hits) if hits else None
 
 
+def _front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each sampler's configurations that beat every cheaper one of the same sampler on FID."""
+    front = []
+    for name in ("heun", "dmcmc"):
+        best = float("inf")
+        for r in sorted((r for r in records if r["sampler"] == name),
+                        key=lambda r: (r["nfe_per_sample"], r["fid"])):
+            if r["fid"] < best:
+                front.append(r)
+                best = r["fid"]
+    return front
+
+
 def render_table(records: list[dict[str, Any]]) -> str:
     """The markdown table of the curve, and the NFE each sampler needs for given FIDs."""
     r0 = records[0]
@@ -103,13 +117,13 @@ def render_table(records: list[dict[str, Any]]) -> str:
     for r in sorted(records, key=lambda r: (r["sampler"], r["nfe_per_sample"], _label(r))):
         lines.append(f"| {_label(r)} | {r['nfe_per_sample']:.1f} | {r['fid']:.2f} | "
                      f"{r['kid']:.4f} | {r['kid_std']:.4f} |")
-    heun = sorted(r["fid"] for r in records if r["sampler"] == "heun")
-    targets = sorted({round(f, 1) for f in heun[:4]}, reverse=True)
-    lines += ["", "FID reached at the fewest NFE per sample:", "",
+    lines += ["", "For each FID on either sampler's front (no cheaper configuration of the same "
+              "sampler does as well), the fewest NFE per sample at which each reaches it "
+              "(—: never, in this curve):", "",
               "| FID ≤ | heun | dmcmc |", "|---:|---:|---:|"]
-    for f in targets:
+    for f in sorted({math.ceil(r["fid"] * 100) / 100 for r in _front(records)}, reverse=True):
         cells = [fewest_nfe(records, s, f) for s in ("heun", "dmcmc")]
-        lines.append(f"| {f:.1f} | " + " | ".join("—" if c is None else f"{c:.1f}"
+        lines.append(f"| {f:.2f} | " + " | ".join("—" if c is None else f"{c:.1f}"
                                                   for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from bench.public import PublicData
 from bench.scorenet import Preconditioned, TinyUNet
-from bench.victim import cache_dir, save_atomic, training_lock
+from bench.victim import cache_dir, load_state, save_atomic, training_lock
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,7 @@ def load_or_train(public: PublicData, settings: ScoreSettings, seed: int,
 
 
 def _load(model: torch.nn.Module, path: Path) -> bool:
-    if not path.exists():
-        return False
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception:
+    if not load_state(model, path):
         return False
     model.requires_grad_(False).eval()
     return True

@@ -149,13 +149,19 @@ def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, se
     return model
 
 
-def _load(model: nn.Module, path: Path) -> bool:
+def load_state(model: nn.Module, path: Path) -> bool:
     """Load cached weights into ``model``; False when absent or unreadable (then retrain)."""
     if not path.exists():
         return False
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception:
+        return False
+    return True
+
+
+def _load(model: nn.Module, path: Path) -> bool:
+    if not load_state(model, path):
         return False
     model.train()
     return True

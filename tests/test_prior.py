@@ -180,10 +180,19 @@ def test_the_curve_says_which_features_and_counts_each_samplers_nfe(tmp_path, mo
     assert (tmp_path / "samplers.png").stat().st_size > 0
 
 
-def test_the_committed_curve_regenerates_byte_identically(tmp_path):
+CURVES = sorted(p.parent.name
+                for p in (ROOT / "results" / "prior" / "curves").glob("*/samplers.json"))
+
+
+def test_both_curves_are_committed():
+    assert CURVES == ["digits16", "photos32"]
+
+
+@pytest.mark.parametrize("curve", CURVES)
+def test_the_committed_curve_regenerates_byte_identically(curve, tmp_path):
     from bench.prior_curve import write_curve
 
-    committed = ROOT / "results" / "prior"
+    committed = ROOT / "results" / "prior" / "curves" / curve
     shutil.copy(committed / "samplers.json", tmp_path / "samplers.json")
     write_curve(tmp_path)
     for name in ("samplers.md", "samplers.png"):
