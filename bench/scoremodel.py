@@ -128,8 +128,8 @@ class CountedDenoiser:
     """D(x, σ) of a score model, counting score evaluations exactly.
 
     ``nfe`` is the number of per-image evaluations (a call on a batch of B images adds B),
-    ``calls`` the number of network calls. ``score`` is (D − x)/σ². No gradient flows
-    through the network: samplers and attacks treat the score as a given vector field.
+    ``calls`` the number of network calls; the score is (D − x)/σ² (Tweedie). No gradient
+    flows through the network: samplers and attacks treat the score as a given vector field.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -143,10 +143,6 @@ class CountedDenoiser:
         self.calls += 1
         with torch.no_grad():
             return self.model(x.detach(), sigma)
-
-    def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(len(x))
-        return (self(x, s) - x) / s.view(-1, *[1] * (x.dim() - 1)) ** 2
 
 
 def describe(settings: ScoreSettings) -> dict[str, Any]:
