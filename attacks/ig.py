@@ -14,7 +14,7 @@ from attacks.gradient_matching import (
     plan_budget,
     run_signed_adam,
 )
-from attacks.labels import infer_labels
+from attacks.labels import labels_for
 from attacks.priors import total_variation
 from attacks.stopping import Plateau
 from attacks.trials import TrialEngine, trials_of
@@ -109,10 +109,7 @@ class InvertingGradients(Attack):
 
     def labels_for(self, obs: Observation) -> tuple[torch.Tensor, bool]:
         """The granted labels, or those inferred from the update (and whether inferred)."""
-        granted = obs.grant(LABELS)
-        if granted is None:
-            return infer_labels(obs).to(obs.device), True
-        return granted.to(obs.device), False
+        return labels_for(obs)
 
     def snapshot_points(self, iterations: int) -> list[int]:
         """Iteration counts at which estimates are kept: iterations/2, /4, … (``snapshots``)."""

@@ -162,3 +162,14 @@ def infer_labels(obs: Observation) -> torch.Tensor:
     if obs.batch_size == 1 and layer.out_features > 1:
         return idlg_label(obs).cpu()
     return count_labels(obs)
+
+
+def labels_for(obs: Observation) -> tuple[torch.Tensor, bool]:
+    """The granted labels (on the observation's device), or those inferred from the update;
+    and whether they were inferred."""
+    from bench.grants import LABELS
+
+    granted = obs.grant(LABELS)
+    if granted is None:
+        return infer_labels(obs).to(obs.device), True
+    return granted.to(obs.device), False

@@ -33,6 +33,7 @@ class PrivateSide:
     x: torch.Tensor
     y: torch.Tensor
     update: Any  # bench.contracts.Update (kept untyped here: contracts imports this module)
+    dataset: Any = None  # the cell's dataset component: the public split is read off it
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,16 @@ class Grant:
 
 LABELS = "labels"
 BN_STATS = "bn_stats"
+PUBLIC_DATA = "public_data"
+
+
+def _public_split(private: PrivateSide) -> Any:
+    if private.dataset is None:
+        raise ValueError("the public_data grant needs the cell's dataset")
+    from bench.public import public_data  # lazily: bench.public reads the dataset registry
+
+    return public_data(private.dataset)
+
 
 GRANTS: dict[str, Grant] = {g.name: g for g in (
     Grant(LABELS, "true labels of the private batch",
@@ -57,6 +68,10 @@ GRANTS: dict[str, Grant] = {g.name: g for g in (
           "(GradInversion's prior, Yin et al. 2021)",
           lambda private: None if private.update.bn_stats is None else
           [(m.detach().clone(), v.detach().clone()) for m, v in private.update.bn_stats]),
+    Grant(PUBLIC_DATA, "a public split of the same distribution, disjoint from every private image",
+          "the dataset's held-out split minus any image also in the training split that private "
+          "batches come from (bench.public): data to train a score-model prior on",
+          _public_split),
 )}
 """Every grant a suite may give, by name."""
 

@@ -103,7 +103,7 @@ def observe(cell: Any, device: torch.device) -> Observed:
     y_all = torch.cat([y, *(oy.to(device) for _, oy in ctx.aggregated)])
     x01_all = torch.cat([x01, *(denormalize(ox.cpu(), meta.mean, meta.std)
                                 for ox, _ in ctx.aggregated)])
-    private = PrivateSide(x_all, y_all, update)
+    private = PrivateSide(x_all, y_all, update, dataset)
     budget = dict(cell.budget)
     obs = Observation(
         model=copy.deepcopy(model), update=shared_update(update), batch_size=batch,

@@ -228,18 +228,21 @@ ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")
 DEFENSES = Registry("defense", ("defenses",), "leakbench.defenses")
 ARCHS = Registry("arch", ("bench.archs",), "leakbench.archs")
 DATASETS = Registry("dataset", ("bench.datasets",), "leakbench.datasets")
+SAMPLERS = Registry("sampler", ("bench.samplers",), "leakbench.samplers")
 
 REGISTRIES: dict[str, Registry] = {
     "attacks": ATTACKS,
     "defenses": DEFENSES,
     "archs": ARCHS,
     "datasets": DATASETS,
+    "samplers": SAMPLERS,
 }
 
 register_attack = ATTACKS.register
 register_defense = DEFENSES.register
 register_arch = ARCHS.register
 register_dataset = DATASETS.register
+register_sampler = SAMPLERS.register
 
 
 class Component:

@@ -7,7 +7,9 @@ locally available FID weights, which only decide between numbers and n/a).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
@@ -29,9 +31,12 @@ from bench.store import load_records, write_atomic
 
 
 def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
-                   min_group: int = MIN_GROUP, feature_layer: str = "2048") -> pd.DataFrame:
+                   min_group: int = MIN_GROUP, feature_layer: str = "2048",
+                   measure: Callable[[list, list], dict[str, Any]] | None = None
+                   ) -> pd.DataFrame:
     """Per leaderboard group (scenario × defense × attack): FID/KID of the reconstructions pooled
-    over its finished cells against the originals of the same cells; n/a below ``min_group``."""
+    over its finished cells against the originals of the same cells; n/a below ``min_group``.
+    ``measure(originals, recons)`` replaces the Inception measurement (other features)."""
     fid, kid = get_metric("fid"), get_metric("kid")
     rows = []
     for key, g in scenarios(df):
@@ -44,7 +49,8 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                     o, r = load_cell_arrays(path)
                     originals.append(o)
                     recons.append(r)
-            result = fid_kid_of_group(originals, recons, weights, min_group, feature_layer)
+            result = (measure(originals, recons) if measure is not None else
+                      fid_kid_of_group(originals, recons, weights, min_group, feature_layer))
             rows.append({"Scenario": scenario_title(key), "Defense": defense, "Attack": attack,
                          "Images": result["n"], fid.header(): fid.format(result["fid"]),
                          kid.header(): kid.format(result["kid"]), "Note": result["reason"] or ""})
@@ -68,17 +74,24 @@ def _gallery(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def attack_frame(out_dir: Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """The records of DIR and the leaderboard frame of its attack cells, with each cell's
+    saved arrays (for pooled FID/KID)."""
+    records = load_records(out_dir)
+    df = records_frame(records)
+    if df.empty:
+        raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
+    df["arrays"] = [r.get("arrays") for r in sorted(
+        (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
+    return records, df
+
+
 def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str = "2048"
                  ) -> Path:
     """Write ``DIR/report.md``; returns its path. ``fid_layer`` other than the standard
     "2048" is for cheap checks only (not comparable with published FID)."""
     out_dir = Path(out_dir)
-    records = load_records(out_dir)
-    df = records_frame(records)
-    if df.empty:
-        raise LeakbenchError(f"no records under {out_dir / 'records'}")
-    df["arrays"] = [r.get("arrays") for r in sorted(
-        (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
+    records, df = attack_frame(out_dir)
     util = utility_frame(records)
     plots = write_plots(df, util, out_dir)
     page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots,

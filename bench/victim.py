@@ -50,11 +50,12 @@ def parse_state(state: str) -> int:
     raise ValueError(f"victim state {state!r} is neither 'init' nor 'trained:N'")
 
 
-def cache_dir() -> Path:
-    """Where trained victims are cached: $LEAKBENCH_CACHE/victims or ~/.cache/leakbench/victims."""
+def cache_dir(kind: str = "victims") -> Path:
+    """Where built artifacts of ``kind`` are cached: $LEAKBENCH_CACHE/KIND or
+    ~/.cache/leakbench/KIND (trained victims; score models and feature networks too)."""
     root = os.environ.get("LEAKBENCH_CACHE")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
-    return base / "victims"
+    return base / kind
 
 
 def _spec(component: Any, spec: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
     model.zero_grad(set_to_none=True)
 
 
-def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(path, buffer.getvalue())
@@ -138,17 +139,17 @@ def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, se
     path = (cache or cache_dir()) / f"{key}.pt"
     if _load(model, path):
         return model
-    with _training_lock(path):  # a second worker waits here, then loads the first one's file
+    with training_lock(path):  # a second worker waits here, then loads the first one's file
         if _load(model, path):
             return model
         model = _initial(arch, meta, seed)
         train_steps(model, dataset, meta, steps, seed)
-        _save_atomic({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+        save_atomic({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
     model.train()
     return model
 
 
-def _load(model: nn.Module, path: Path) -> bool:
+def load_state(model: nn.Module, path: Path) -> bool:
     """Load cached weights into ``model``; False when absent or unreadable (then retrain)."""
     if not path.exists():
         return False
@@ -156,12 +157,18 @@ def _load(model: nn.Module, path: Path) -> bool:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception:
         return False
+    return True
+
+
+def _load(model: nn.Module, path: Path) -> bool:
+    if not load_state(model, path):
+        return False
     model.train()
     return True
 
 
 @contextmanager
-def _training_lock(path: Path) -> Iterator[None]:
+def training_lock(path: Path) -> Iterator[None]:
     """An exclusive lock beside the cache file (POSIX ``flock``; no lock where unavailable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from bench.contracts import Update
-from bench.grants import BN_STATS, CAPABILITIES, GRANTS, LABELS, PrivateSide, provide_grants
+from bench.grants import (
+    BN_STATS,
+    CAPABILITIES,
+    GRANTS,
+    LABELS,
+    PUBLIC_DATA,
+    PrivateSide,
+    provide_grants,
+)
 from bench.suite import attack_cells
 from helpers import ROOT, make_suite, observe_tiny
 
@@ -28,7 +36,7 @@ def test_readme_threat_model_lists_every_grant_with_what_it_hands(name):
 
 
 def test_capabilities_are_the_grants():
-    assert CAPABILITIES == tuple(GRANTS) == (LABELS, BN_STATS)
+    assert CAPABILITIES == tuple(GRANTS) == (LABELS, BN_STATS, PUBLIC_DATA)
 
 
 def test_grants_read_the_private_side():

@@ -99,6 +99,14 @@ def _missing_note(summary: pd.DataFrame) -> str:
             "under Diverged/Failed.")
 
 
+def _granted(g: pd.DataFrame) -> dict[str, str]:
+    """Each attack's grants in a scenario (bench.grants), or {} when no attack had one."""
+    if "granted" not in g or not g["granted"].astype(bool).any():
+        return {}
+    return {a: ", ".join(sorted({x for v in cells["granted"] for x in str(v).split(",") if x}))
+            for a, cells in g.groupby("attack", sort=True)}
+
+
 def attack_tables(df: pd.DataFrame) -> list[Table]:
     """Per scenario: every attack against every defense, ranked per defense by the headline
     metric (mean over every seed run, failures at their floor), ties where intervals
@@ -109,11 +117,14 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
         summary = rank_attacks(summary)
         shown = attack_metrics(summary)
         unstable = bool((summary["n_ok"] < summary["n"]).any())
+        granted = _granted(g)
         rows = []
         for _, r in summary.iterrows():
             row: dict[str, Any] = {"Defense": r["defense"],
                                    "Rank": format_rank(r["rank_best"], r["rank_worst"]),
                                    "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
+            if granted:  # the threat model's grants, where any attack of the scenario had one
+                row = {**row, "Granted": granted.get(r["attack"]) or "–"}
             for m in shown:
                 row[m.header()] = _cell(m, r)
                 if m.name == h.name and unstable:

@@ -17,7 +17,8 @@ SUITE_KEYS = {
     "seed": "base seed every cell's seeds derive from",
     "seeds": "number of repetitions (seed indices 0..n-1) or a list of indices",
     "batch_size": "an integer or a list of integers",
-    "grant": "capabilities the threat model allows attacks to be given: labels, bn_stats",
+    "grant": ("capabilities the threat model allows attacks to be given: labels, bn_stats, "
+              "public_data"),
     "client": "a client spec or a list of them: mode, local_epochs, local_batch_size, lr, bn_mode",
     "victim": "model states: init (random), trained:N (N SGD steps on the train split)",
     "datasets": "registered dataset names with optional parameter grids",

@@ -1,0 +1,1 @@
+"""Samplers of a score model's distribution, one per file, registered with ``@register_sampler``."""
