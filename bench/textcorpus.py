@@ -58,12 +58,7 @@ def pydoc_sentences() -> tuple[tuple[str, str], ...]:
 
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder of .txt files")
-    files = sorted(folder.rglob("*.txt"))
-    if not files:
-        raise ValueError(f"{folder} holds no .txt file")
+    files = sorted(Path(root).expanduser().rglob("*.txt"))
     return tuple((f.stem, s) for f in files
                  for s in prose_sentences(f.read_text(encoding="utf-8", errors="replace")))
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from bench.datasets.text_common import TEXT_PARAMS, TextDataset
+from bench.datasets.torchvision_common import DatasetNotFoundError, data_root
 from bench.registry import Param, register_dataset
 from bench.textcorpus import folder_sentences
 
 
 @lru_cache(maxsize=8)
-def _sentences(root: str) -> tuple[tuple[str, str], ...]:
-    return folder_sentences(root)
+def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
+    path = Path(folder)
+    if not path.is_dir() or not any(path.rglob("*.txt")):
+        raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
+    return folder_sentences(folder)
 
 
 @register_dataset("textfolder")
@@ -19,8 +24,9 @@ class TextFolder(TextDataset):
     """Sentences of every ``*.txt`` under `root`; topic = the file's name (classify task)."""
 
     paper = "local text files"
-    params = (Param("root", str, help="folder of .txt files, read recursively",
-                    identity=False),) + TEXT_PARAMS
+    params = (Param("root", str, None, nullable=True, identity=False,
+                    help="folder of .txt files, read recursively (default: $LEAKBENCH_DATA/text)"),
+              ) + TEXT_PARAMS
 
     def corpus(self) -> tuple[tuple[str, str], ...]:
-        return _sentences(str(self.root))
+        return _sentences(str(data_root(self.root, "textfolder", "text")))
