@@ -104,9 +104,9 @@ class Dager(Attack):
 
     def _tokens(self, model: nn.Module, basis: torch.Tensor, batch: int, length: int
                 ) -> list[list[tuple[float, int]]]:
-        """Per position, (residual, token) of the tokens in the span: at least the best one,
-        at most ``batch`` for the answer at B = 1 and the one-block fallback, and every one
-        for the token set (``self._all``), best first."""
+        """Per position, (residual, token) of the tokens in the span, best first: at least
+        the best one, at most B·L (the answer at B = 1 and the one-block fallback read the
+        first ones; the token set at B > 1 reads them all)."""
         emb = model.tok.weight
         out = []
         for p in range(length):

@@ -113,8 +113,3 @@ class TextDataset(Dataset):
             raise ValueError(f"unknown split {split!r}")
         x, y = getattr(self.prepared(), split)
         return TensorDataset(x, y)
-
-    def text_of(self, ids: torch.Tensor) -> list[str]:
-        """The tokens of one id sequence, as strings (the vocabulary is in ``meta``)."""
-        vocab = self.meta().vocab
-        return [vocab[int(i)] for i in ids]
