@@ -13,8 +13,9 @@ from attacks.lbfgs_trials import (
     planned_restarts,
     run_trials_lbfgs,
 )
+from attacks.text_matching import optimise_text, text_incompatibility
 from attacks.trials import TrialEngine
-from bench.contracts import Attack, Observation, Reconstruction
+from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
 
 
@@ -23,17 +24,27 @@ class DLG(Attack):
     """L-BFGS on a dummy image and dummy soft-label logits, matching gradients in squared L2.
 
     Cells differing only by seed are trials of one vectorised pass, each with its own L-BFGS
-    state (see :mod:`attacks.batched_lbfgs`)."""
+    state (see :mod:`attacks.batched_lbfgs`). On text (the paper's Sec. 4.2) the dummies are
+    token embeddings, projected to the nearest tokens at the end
+    (:mod:`attacks.text_matching`), one cell at a time."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
     batched_trials = True
+    modalities = frozenset({"image", "text"})
+
+    def incompatibility(self, ctx: CellContext) -> str | None:
+        return text_incompatibility(self.registry_name, ctx) if ctx.modality == "text" else None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         return self.reconstruct_trials([obs])[0]
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
+        if observations[0].domain.kind == "tokens":
+            return [optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
+                                  self.max_eval_per_step, self.history_size)
+                    for o in observations]
         restarts = planned_restarts(self.restarts, observations[0])
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
         engine = TrialEngine(observations, cell_of)  # refuses before any dummy is drawn

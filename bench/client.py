@@ -25,7 +25,12 @@ def training_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (R-GAP's CNN6 and FCN3) is trained with the logistic loss log(1 + e^(−y·μ)) on the
     label's parity: y = +1 for an even class, −1 for an odd one (soft rows: the summed
     probability of the even classes).
+
+    A language model's logits are per position (B×L×V) and its target holds the next token
+    at every position (B×L, or soft rows B×L×V): the mean cross-entropy over positions.
     """
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten(0, 1))
     if logits.shape[-1] == 1:
         if target.dim() == 1:
             positive = (target % 2 == 0).to(logits.dtype)

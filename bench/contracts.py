@@ -158,10 +158,18 @@ class CellContext:
     granted: frozenset[str]
     victim: str = "init"
     clients: int = 1
+    meta: DatasetMeta | None = None  # the dataset's metadata (modality, vocabulary, task)
+
+    @property
+    def modality(self) -> str:
+        """"image" or "text": the kind of data of the cell's dataset."""
+        return self.meta.modality if self.meta is not None else "image"
 
     def build_model(self) -> nn.Module:
 
         arch = ARCHS.get(self.arch).cls(**self.arch_params)
+        if self.meta is not None:
+            return arch.build_for(self.meta)
         return arch.build(self.input_shape, self.num_classes)
 
     def observed_through(self, chain: Sequence[Defense]) -> CellContext:
@@ -171,8 +179,19 @@ class CellContext:
         return replace(self, batch_size=batch, clients=self.clients * batch // self.batch_size)
 
 
+def modality_mismatch(component: Component, modalities: frozenset[str], modality: str
+                      ) -> str | None:
+    """Why ``component`` (declaring ``modalities``) cannot run on ``modality`` data, or None."""
+    if modality in modalities:
+        return None
+    return (f"{component.registry_name} works on {' and '.join(sorted(modalities))} data only; "
+            f"this cell's dataset is {modality}")
+
+
 class Attack(Component):
     """Base class: reconstruct the private batch from an observation."""
+
+    modalities: frozenset[str] = frozenset({"image"})  # the data it reconstructs
 
     needs: frozenset[str] = frozenset()  # grants (bench.grants) it requires; skipped without
     wants: frozenset[str] = frozenset()  # used when the suite grants them, never required
@@ -190,7 +209,8 @@ class Attack(Component):
             known = " or ".join(sorted(self.update_kinds)) or "no"
             return (f"{self.registry_name} inverts only {known} updates; a {ctx.client.mode} "
                     f"client shares a {kind} update")
-        return self.incompatibility(ctx)
+        return modality_mismatch(self, self.modalities, ctx.modality) or \
+            self.incompatibility(ctx)
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         """Attack-specific reasons it cannot run on the cell (layers, batch size), or None."""
@@ -217,6 +237,9 @@ class Defense(Component):
     # "protocol": changes only what the server observes (the model trains as without it)
     level: str = "update"
     recomputes_update: bool = False  # rebuilds the update from the batch (DP-SGD)
+    # the data it works on: an update-level transform does not look at the data; a data-level
+    # defense (MixUp) or one that reads image features (Soteria) declares {"image"}
+    modalities: frozenset[str] = frozenset({"image", "text"})
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         return None
@@ -280,9 +303,15 @@ class Arch(Component):
     """Base class: build a model for an input shape and a number of classes."""
 
     paper: str = ""
+    modalities: frozenset[str] = frozenset({"image"})  # the data it takes
 
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         raise NotImplementedError
+
+    def build_for(self, meta: DatasetMeta) -> nn.Module:
+        """The model for a dataset: :meth:`build` on its shape and classes (a text
+        architecture reads the vocabulary and the task from ``meta`` too)."""
+        return self.build(tuple(meta.shape), meta.num_classes)
 
     def init_weights(self, model: nn.Module, generator: torch.Generator) -> None:
         """Re-initialise ``model`` from ``generator``; the default keeps torch's seeded init."""
@@ -295,12 +324,17 @@ class DatasetMeta:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()
+    modality: str = "image"  # "image" or "text"
+    vocab: tuple[str, ...] = ()  # text: the tokenizer's tokens, by id
+    task: str = ""  # text: "lm" (next token) or "classify"
 
 
 class Dataset(Component):
-    """Base class: images in [0,1] with labels, split into train and test."""
+    """Base class: images in [0,1] with labels, split into train and test (a text dataset:
+    token-id sequences, see :mod:`bench.datasets.text_common`)."""
 
     paper: str = ""
+    modality: str = "image"
 
     def meta(self) -> DatasetMeta:
         raise NotImplementedError

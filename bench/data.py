@@ -26,8 +26,11 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
 
 
 def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (stacked) and integer labels of ``data[i]`` for each index."""
+    """Samples (stacked) and labels of ``data[i]`` for each index: integer labels, or label
+    tensors stacked (a language model's next tokens, one per position)."""
     xs, ys = zip(*(data[int(i)] for i in indices))
+    if isinstance(ys[0], torch.Tensor) and ys[0].dim() > 0:
+        return torch.stack(xs), torch.stack(ys)
     return torch.stack(xs), torch.tensor([int(y) for y in ys])
 
 
@@ -40,11 +43,14 @@ def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator
 
 def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int
                   ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """A sampler of further training batches (model-input space) for defenses that need them."""
+    """A sampler of further training batches (model-input space) for defenses that need them
+    (token ids pass through: text has no normalisation)."""
     gen = torch.Generator().manual_seed(seed ^ 0x5EC)
 
     def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         x01, y = sample_batch(dataset, n, gen)
+        if getattr(meta, "modality", "image") == "text":
+            return x01.to(device), y.to(device)
         return normalize(x01, meta.mean, meta.std).to(device), y.to(device)
 
     return sample

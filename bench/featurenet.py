@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.cache import cache_root, cached, torch_bytes
 from bench.perceptual import _Uint8Images, fid_kid, fid_status
 from bench.public import PublicData
-from bench.victim import cache_dir, save_atomic, training_lock
 
 EXTRACTOR = "leakbench-public"
 FEATURES = "64"
@@ -59,13 +59,8 @@ def _key(public: PublicData, seed: int) -> str:
 
 def feature_net_file(public: PublicData, seed: int = 0, cache: Path | None = None) -> Path:
     """The cached feature network of ``public`` (trained now when absent): its file."""
-    path = (cache or cache_dir("features")) / f"{_key(public, seed)}.pt"
-    if path.exists():
-        return path
-    with training_lock(path):
-        if not path.exists():
-            save_atomic(_train(public, seed), path)
-    return path
+    path = (cache or cache_root() / "features") / f"{_key(public, seed)}.pt"
+    return cached(path, lambda: torch_bytes(_train(public, seed)), lambda p: p)
 
 
 def _train(public: PublicData, seed: int) -> dict[str, Any]:

@@ -30,16 +30,18 @@ from bench.contracts import (
     observed_batch,
     shared_update,
 )
-from bench.data import denormalize, normalize, other_batches, sample_batch
+from bench.data import other_batches, sample_batch
 from bench.defend import defend
-from bench.domains import PixelBox
+from bench.domains import domain_of
 from bench.grants import PrivateSide, provide_grants
 from bench.memory import PeakMemory
 from bench.metrics import SuccessRule
 from bench.perceptual import lpips_per_image, lpips_status
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, new_record
+from bench.registry import DATASETS
 from bench.scoring import floor_metrics, score
+from bench.text_scoring import score_text, success_rule, text_floor_metrics, text_pairs
 from bench.victim import victim_model
 
 
@@ -53,13 +55,19 @@ class Observed:
 
     obs: Observation
     private: PrivateSide  # the batch in model-input space and the full (defended) update
-    x01: torch.Tensor  # the observed batch in [0,1], on the CPU
+    x01: torch.Tensor  # the observed batch in data space (pixels in [0,1], token ids), on the CPU
     meta: DatasetMeta
     own: slice = field(default_factory=lambda: slice(None))  # the client's own, within x01
 
     @property
     def clients(self) -> int:
         return self.obs.clients
+
+    @property
+    def text(self) -> bool:
+        return self.meta.modality == "text"
+
+
 @dataclass
 class Attacked:
     """An attack's output and what it cost."""
@@ -89,7 +97,8 @@ def observe(cell: Any, device: torch.device) -> Observed:
         seeds["scenario"]))
     model = victim_model(cell.arch.build(), dataset, meta, cell.victim,
                          seeds["scenario"]).to(device)
-    x, y = normalize(x01, meta.mean, meta.std).to(device), y.to(device)
+    domain = domain_of(meta)
+    x, y = domain.encode(x01).to(device), y.to(device)
     client = cell.client_spec
     ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
                          meta.num_classes, other_batches(dataset, meta, device, seeds["defense"]))
@@ -101,13 +110,12 @@ def observe(cell: Any, device: torch.device) -> Observed:
                          f"aggregated {len(ctx.aggregated)} further batches")
     x_all = torch.cat([x, *(ox.to(device) for ox, _ in ctx.aggregated)])
     y_all = torch.cat([y, *(oy.to(device) for _, oy in ctx.aggregated)])
-    x01_all = torch.cat([x01, *(denormalize(ox.cpu(), meta.mean, meta.std)
-                                for ox, _ in ctx.aggregated)])
+    x01_all = torch.cat([x01, *(domain.decode(ox.cpu()) for ox, _ in ctx.aggregated)])
     private = PrivateSide(x_all, y_all, update, dataset)
     budget = dict(cell.budget)
     obs = Observation(
         model=copy.deepcopy(model), update=shared_update(update), batch_size=batch,
-        domain=PixelBox(meta.shape, meta.mean, meta.std), num_classes=meta.num_classes,
+        domain=domain, num_classes=meta.num_classes,
         client=client, grants=provide_grants(cell.granted, private), device=device,
         generator=torch.Generator().manual_seed(seeds["attack"]),
         max_iterations=budget.get("max_iterations"), max_grad_evals=budget.get("max_grad_evals"),
@@ -131,11 +139,16 @@ def attack(cell: Any, obs: Observation) -> Attacked:
 def score_attack(observed: Observed, recon: Reconstruction, options: RunOptions
                  ) -> tuple[dict[str, Any], torch.Tensor] | None:
     """Metrics of the reconstruction against the private batch, and the reconstruction in
-    [0,1]; None when it is not finite (a diverged attack)."""
-    data = recon.data.detach().cpu().float()
+    data space ([0,1] pixels, token ids); None when it is not finite (a diverged attack).
+    Text is scored by :func:`bench.text_scoring.score_text`."""
+    data = recon.data.detach().cpu()
     if not bool(torch.isfinite(data).all()) or recon.info.get("diverged", False):
         return None
-    recon01 = denormalize(data, observed.meta.mean, observed.meta.std)
+    if observed.text:
+        ids = observed.obs.domain.decode(data)
+        rule = success_rule("text", options.success)
+        return score_text(observed.x01, ids, observed.meta.vocab, rule), ids
+    recon01 = observed.obs.domain.decode(data.float())
     y = observed.private.y.cpu()
     metrics = score(observed.x01, y, recon01, recon.labels, success=options.success)
     if observed.clients > 1:
@@ -159,11 +172,18 @@ def own_metrics(metrics: dict[str, Any], own: slice, success: SuccessRule) -> di
 
 def record_attack(cell: Any, device: torch.device, options: RunOptions, status: str,
                   error: str | None, **fields: Any) -> AttackRecord:
-    """The attack cell's record: header, the success rule, and the outcome fields."""
-    rule = options.success
-    return new_record(cell, device, status, error, success_psnr=options.success_psnr,
+    """The attack cell's record: header, the success rule (its dataset's modality's), and the
+    outcome fields."""
+    rule = success_rule(cell_modality(cell), options.success)
+    return new_record(cell, device, status, error,
+                      success_psnr=rule.threshold if rule.metric == "psnr" else None,
                       success_rule={"metric": rule.metric, "at_least": rule.at_least,
                                     "at_most": rule.at_most}, **fields)
+
+
+def cell_modality(cell: Any) -> str:
+    """"image" or "text": the modality of the cell's dataset."""
+    return DATASETS.get(cell.dataset.name).cls.modality
 
 
 def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
@@ -248,7 +268,9 @@ class _Run:
     def observe(self, device: torch.device) -> None:
         t0 = time.perf_counter()
         self.observed = observe(self.cell, device)
-        self.fields["floor_metrics"] = floor_metrics(self.observed.x01)  # a failed seed's score
+        x01 = self.observed.x01  # a failed seed counts at the floor's score
+        self.fields["floor_metrics"] = (text_floor_metrics(x01, self.observed.meta.vocab)
+                                        if self.observed.text else floor_metrics(x01))
         _sync(device)
         self.timing["setup_seconds"] = time.perf_counter() - t0
 
@@ -284,7 +306,7 @@ class _Run:
             self.fields["converged_at"] = {
                 **converged, **({"seconds": converged["seconds"] / self.share}
                                 if converged.get("seconds") is not None else {})}
-        if observed.clients > 1:
+        if observed.clients > 1 and not observed.text:
             self.fields["aggregate"] = {"clients": observed.clients,
                                         "observed_batch": observed.obs.batch_size,
                                         "own_images": [observed.own.start, observed.own.stop]}
@@ -294,6 +316,11 @@ class _Run:
         else:
             metrics, recon01 = scored
             self.status, self.fields["metrics"] = "ok", metrics
+            if observed.text:  # sentences side by side instead of a picture
+                self.fields["text_pairs"] = text_pairs(observed.x01, recon01,
+                                                       metrics["matching"], observed.meta.vocab)
+                self.timing["score_seconds"] = time.perf_counter() - t2
+                return
             pictured, self.artifacts = cell_artifacts(self.cell.cell_id, observed.x01, recon01,
                                                       metrics["matching"])
             self.fields.update(pictured)
@@ -313,7 +340,7 @@ def quality_curve(observed: Observed, recon: Reconstruction,
     for evals, elapsed, data in snapshots:
         if not bool(torch.isfinite(data).all()):
             continue
-        snap01 = denormalize(data.detach().cpu().float(), observed.meta.mean, observed.meta.std)
+        snap01 = observed.obs.domain.decode(data.detach().cpu().float())
         m = score(observed.x01, observed.private.y.cpu(), snap01, recon.labels,
                   success=options.success)
         points.append({"grad_evals": evals, "seconds": elapsed / share, "psnr": m["psnr"]})

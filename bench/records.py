@@ -92,6 +92,8 @@ class AttackRecord(Record):
     picture: str | None = None  # the PNG grid, relative to the results folder
     arrays: str | None = None  # originals and matched reconstructions (.npy), for FID/KID
     picture_error: str | None = None
+    # text: each original sentence beside its matched recovery, tokens marked when correct
+    text_pairs: list[dict[str, Any]] | None = None
     floor_metrics: dict[str, float] | None = None  # the best constant image's scores
     # a secure aggregate: {clients: K, observed_batch: K·B, own_images: [start, stop]}, the
     # private client's images within the scored batch (metrics own_psnr, own_recovered)
@@ -105,7 +107,7 @@ class AttackRecord(Record):
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
         "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
-        "floor_metrics", "aggregate", "curve", "converged_at", "trial_batch"})
+        "text_pairs", "floor_metrics", "aggregate", "curve", "converged_at", "trial_batch"})
 
 
 @dataclass(kw_only=True)

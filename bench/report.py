@@ -23,6 +23,7 @@ from bench.leaderboard import (
     utility_frame,
     write_plots,
 )
+from bench.leaderboard.render import split_modalities
 from bench.metrics import get_metric
 from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
 from bench.pictures import load_cell_arrays
@@ -93,7 +94,8 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     out_dir = Path(out_dir)
     records, df = attack_frame(out_dir)
     util = utility_frame(records)
-    plots = write_plots(df, util, out_dir)
+    images = split_modalities(df)[0]  # text cells show sentences, not plots or pictures
+    plots = write_plots(images, util, out_dir) if not images.empty else None
     page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots,
                   archs=architecture_table(records))
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)

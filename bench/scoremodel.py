@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.cache import cache_root, cached, load_weights, state_bytes
 from bench.public import PublicData
 from bench.scorenet import Preconditioned, TinyUNet
-from bench.victim import cache_dir, load_state, save_atomic, training_lock
 
 
 @dataclass(frozen=True)
@@ -105,23 +105,17 @@ def load_or_train(public: PublicData, settings: ScoreSettings, seed: int,
                   cache: Path | None = None, progress: bool = True
                   ) -> tuple[Preconditioned, bool]:
     """The score model of ``public`` (from the cache when there) and whether it was a hit."""
-    path = (cache or cache_dir("scores")) / f"{score_key(public, settings, seed)}.pt"
+    path = (cache or cache_root() / "scores") / f"{score_key(public, settings, seed)}.pt"
     model = build(public.images.shape[1], settings, seed)
-    if _load(model, path):
-        return model, True
-    with training_lock(path):  # a second worker waits here, then loads the first one's file
-        if _load(model, path):
-            return model, True
-        model = train_score(public, settings, seed, progress)
-        save_atomic({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
-    return model.requires_grad_(False).eval(), False
+    trained_now = False
 
+    def train() -> bytes:
+        nonlocal trained_now
+        trained_now = True
+        return state_bytes(train_score(public, settings, seed, progress))
 
-def _load(model: torch.nn.Module, path: Path) -> bool:
-    if not load_state(model, path):
-        return False
-    model.requires_grad_(False).eval()
-    return True
+    cached(path, train, lambda p: model if load_weights(model, p) else None)
+    return model.requires_grad_(False).eval(), not trained_now
 
 
 class CountedDenoiser:

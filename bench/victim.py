@@ -10,29 +10,24 @@ the result does not depend on the device that runs the attack.
 The trained weights are cached under ``$LEAKBENCH_CACHE/victims/`` (default
 ``~/.cache/leakbench/victims/``), one file per key: a hash of the architecture's name and
 parameters, the dataset's name and parameters, N, the seed and the training
-hyperparameters. The file is written atomically (a temporary file, then a rename), and
-training holds a lock file beside it, so parallel workers that need the same victim train
-it once and never leave a torn file.
+hyperparameters. The cache is :mod:`bench.cache`'s (a lock while training, an atomic
+write), so parallel workers that need the same victim train it once and never leave a torn
+file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bench.cache import cache_root, cached, load_weights, settings_key, state_bytes
 from bench.client import set_bn_mode, training_loss
 from bench.contracts import Arch, Dataset, DatasetMeta
-from bench.data import normalize, stack_items
-from bench.store import write_atomic
+from bench.data import stack_items
+from bench.domains import domain_of
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
 TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -50,12 +45,9 @@ def parse_state(state: str) -> int:
     raise ValueError(f"victim state {state!r} is neither 'init' nor 'trained:N'")
 
 
-def cache_dir(kind: str = "victims") -> Path:
-    """Where built artifacts of ``kind`` are cached: $LEAKBENCH_CACHE/KIND or
-    ~/.cache/leakbench/KIND (trained victims; score models and feature networks too)."""
-    root = os.environ.get("LEAKBENCH_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
-    return base / kind
+def cache_dir() -> Path:
+    """Where trained victims are cached: $LEAKBENCH_CACHE/victims or ~/.cache/leakbench/victims."""
+    return cache_root() / "victims"
 
 
 def _spec(component: Any, spec: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -73,13 +65,12 @@ def cache_key(arch: Arch, dataset: Dataset, steps: int, seed: int,
     """Hash of everything that determines the trained weights."""
     ident = {"arch": _spec(arch, arch_spec), "dataset": _spec(dataset, dataset_spec),
              "steps": steps, "seed": seed, "training": TRAINING}
-    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+    return settings_key(ident)
 
 
 def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
     torch.manual_seed(seed)  # torch's own initialisers draw from the global generator
-    model = arch.build(meta.shape, meta.num_classes)
+    model = arch.build_for(meta)
     arch.init_weights(model, torch.Generator().manual_seed(seed))
     return model
 
@@ -99,13 +90,14 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
     order = torch.randperm(n, generator=gen)
     pos = 0
     bs = min(TRAINING["batch_size"], n)
+    domain = domain_of(meta)
     for step in range(steps):
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + bs]
         pos += bs
         x01, y = stack_items(data, idx)
-        x = normalize(x01, meta.mean, meta.std)
+        x = domain.encode(x01)
         loss = training_loss(model(x), y)
         if not torch.isfinite(loss):
             raise ValueError(f"victim training diverged at step {step + 1} of {steps}")
@@ -113,12 +105,6 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
         loss.backward()
         opt.step()
     model.zero_grad(set_to_none=True)
-
-
-def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomic(path, buffer.getvalue())
 
 
 def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, seed: int,
@@ -136,49 +122,17 @@ def victim_model(arch: Arch, dataset: Dataset, meta: DatasetMeta, state: str, se
     if steps == 0:
         return model
     key = cache_key(arch, dataset, steps, seed, arch_spec, dataset_spec)
-    path = (cache or cache_dir()) / f"{key}.pt"
-    if _load(model, path):
-        return model
-    with training_lock(path):  # a second worker waits here, then loads the first one's file
-        if _load(model, path):
-            return model
-        model = _initial(arch, meta, seed)
-        train_steps(model, dataset, meta, steps, seed)
-        save_atomic({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+
+    def build() -> bytes:
+        trained = _initial(arch, meta, seed)
+        train_steps(trained, dataset, meta, steps, seed)
+        return state_bytes(trained)
+
+    model = cached((cache or cache_dir()) / f"{key}.pt", build, lambda p: _load(model, p))
     model.train()
     return model
 
 
-def load_state(model: nn.Module, path: Path) -> bool:
-    """Load cached weights into ``model``; False when absent or unreadable (then retrain)."""
-    if not path.exists():
-        return False
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception:
-        return False
-    return True
-
-
-def _load(model: nn.Module, path: Path) -> bool:
-    if not load_state(model, path):
-        return False
-    model.train()
-    return True
-
-
-@contextmanager
-def training_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock beside the cache file (POSIX ``flock``; no lock where unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: the atomic write alone keeps it safe
-        yield
-        return
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _load(model: nn.Module, path: Path) -> nn.Module | None:
+    """``model`` with the cached weights loaded; None when unreadable (then retrain)."""
+    return model.train() if load_weights(model, path) else None

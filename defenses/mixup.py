@@ -56,6 +56,7 @@ class MixUp(Defense):
     """Mix each image with k−1 others of the dataset, λ ~ Dirichlet(3,1,…) bounded in [c1, c2]."""
 
     level = "data"
+    modalities = frozenset({"image"})  # mixes pixels; a convex mix of token ids is no text
     paper = ("Zhang et al. mixup. ICLR 2018; coefficients as in Huang, Gupta, Song, Li, Arora. "
              "Evaluating Gradient Inversion Attacks and Defenses in Federated Learning. "
              "NeurIPS 2021 (GradAttack)")

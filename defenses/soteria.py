@@ -104,6 +104,7 @@ class Soteria(Defense):
     """Zero the last linear layer's weight-gradient columns of the most revealing features
     (smallest |score|)."""
 
+    modalities = frozenset({"image"})  # ranks the features of an image's representation
     paper = ("Sun, Li, Wang, Chen, Li, Chen. Soteria: Provable Defense against Privacy Leakage "
              "in Federated Learning from Representation Perspective. CVPR 2021")
     params = (

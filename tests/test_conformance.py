@@ -4,7 +4,9 @@ attack, defense, architecture or dataset is checked with no test edited.
 
 Attacks run on a tiny cell (12×12 digits) with a tiny budget; those that skip it (R-GAP and
 the analytic attack need particular layers) run on the first cell of their lookup that they
-accept, and a registered attack that accepts none of them fails.
+accept, and a registered attack that accepts none of them fails. Text-only attacks run on a
+tiny text cell (6-token pydoc sentences, a width-32 transformer). Components are checked on
+the data their ``modalities`` declare.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from bench.suite import attack_cells
 from helpers import make_suite, observe_tiny
 
 TINY_DATASET = {"digits": {"size": 12}}  # 12: ConvNet's two 3×3 pools need 9×9
+TINY_TEXT = {"pydoc": {"task": "classify", "seq_len": 6}}
+TEXT_ARCHS: list[Any] = [{"transformer": {"width": 32}}]
 MAX_GRAD_EVALS = 7  # small enough to bind every optimisation attack, big enough to iterate
 FALLBACK_ARCHS: list[Any] = [{"mlp": {"hidden": 16}}, {"lenet": {"width": 4}},
                              {"convnet": {"width": 4}}]
@@ -38,9 +42,11 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {  # attacks whose defaults build somet
 def tiny_cell(attack: str = "ig", defense: str = "none", mode: str = "fedsgd") -> Cell:
     """The first tiny cell (arch × batch 2 or 1) the attack and the defense accept."""
     reasons = []
-    for arch in SUITABLE_ARCHS.get(attack, []) + FALLBACK_ARCHS:
+    text = "image" not in ATTACKS.get(attack).cls.modalities
+    dataset = TINY_TEXT if text else TINY_DATASET
+    for arch in (TEXT_ARCHS if text else SUITABLE_ARCHS.get(attack, []) + FALLBACK_ARCHS):
         for batch in (2, 1):
-            suite = make_suite(datasets=[TINY_DATASET], archs=[arch], batch_size=batch,
+            suite = make_suite(datasets=[dataset], archs=[arch], batch_size=batch,
                                attacks=[{attack: TINY_PARAMS.get(attack, {})}],
                                defenses=[defense], grant=list(CAPABILITIES),
                                client={"mode": mode}, budget={"max_grad_evals": MAX_GRAD_EVALS})
@@ -112,18 +118,36 @@ def _axes(cell: Cell) -> dict[str, Any]:
 # -- architectures and datasets ---------------------------------------------------------------
 
 BUNDLED = [("digits", {}), ("digits", {"size": 16}), ("photos", {}), ("photos", {"size": 16})]
+BUNDLED_TEXT = [("pydoc", {"task": "classify"}), ("pydoc", {"task": "lm", "seq_len": 8})]
 
 
-@pytest.mark.parametrize("dataset,kwargs", BUNDLED, ids=lambda v: str(v))
-@pytest.mark.parametrize("arch", ARCHS.names())
+def _compatible(bundled: list[tuple[str, dict]]) -> list[tuple[str, str, dict]]:
+    """(arch, dataset, kwargs) for every arch and bundled dataset of a modality it takes."""
+    return [(arch, d, kw) for arch in ARCHS.names() for d, kw in bundled
+            if DATASETS.get(d).cls.modality in ARCHS.get(arch).cls.modalities]
+
+
+@pytest.mark.parametrize("arch,dataset,kwargs", _compatible(BUNDLED + BUNDLED_TEXT),
+                         ids=lambda v: str(v))
 def test_arch_builds_for_every_bundled_dataset_shape(arch, dataset, kwargs):
     """A forward pass gives (B, num_classes), or (B, 1) for a single-logit head (trained
-    with the logistic loss on the label's parity, see bench.client.training_loss)."""
+    with the logistic loss on the label's parity, see bench.client.training_loss); a
+    language model's is per position (B, L, vocabulary)."""
     meta = DATASETS.get(dataset).cls(**kwargs).meta()
-    model = ARCHS.get(arch).cls().build(meta.shape, meta.num_classes)
+    model = ARCHS.get(arch).cls().build_for(meta)
+    text = meta.modality == "text"
+    x = torch.randint(0, len(meta.vocab), (2, *meta.shape)) if text else \
+        torch.rand(2, *meta.shape)
     with torch.no_grad():
-        out = model.eval()(torch.rand(2, *meta.shape))
-    assert tuple(out.shape) in ((2, meta.num_classes), (2, 1))
+        out = model.eval()(x)
+    allowed = ((2, *meta.shape, meta.num_classes),) if meta.task == "lm" else \
+        ((2, meta.num_classes), (2, 1))
+    assert tuple(out.shape) in allowed
+
+
+@pytest.mark.parametrize("name", ARCHS.names())
+def test_every_arch_takes_some_bundled_dataset(name):
+    assert any(a == name for a, _, _ in _compatible(BUNDLED + BUNDLED_TEXT))
 
 
 def _reads_local_files(name: str) -> bool:
@@ -136,6 +160,9 @@ def test_dataset_yields_images_in_the_unit_box_of_its_shape(name):
         pytest.skip(f"{name} reads local files (tests/test_datasets_real.py covers it)")
     ds = DATASETS.get(name).cls()
     meta = ds.meta()
+    if meta.modality == "text":
+        _check_token_sequences(ds, meta)
+        return
     assert len(meta.mean) == len(meta.std) == meta.shape[0]
     assert all(s > 0 and math.isfinite(s) for s in meta.std)
     for split in ("train", "test"):
@@ -146,3 +173,13 @@ def test_dataset_yields_images_in_the_unit_box_of_its_shape(name):
             assert x.dtype == torch.float32 and tuple(x.shape) == meta.shape
             assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
             assert 0 <= int(y) < meta.num_classes
+
+
+def _check_token_sequences(ds: Any, meta: Any) -> None:
+    """A text dataset: token ids of the vocabulary, ``shape`` long, labels in range."""
+    assert meta.vocab and len(meta.shape) == 1
+    for split in ("train", "test"):
+        x, y = ds.load(split).tensors
+        assert len(x) > 0 and x.dtype == torch.long and tuple(x.shape[1:]) == meta.shape
+        assert int(x.min()) >= 0 and int(x.max()) < len(meta.vocab)
+        assert int(y.min()) >= 0 and int(y.max()) < meta.num_classes

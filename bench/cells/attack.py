@@ -93,7 +93,7 @@ class AttackCell:
         meta = self.dataset.build().meta()
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
                            meta.num_classes, self.batch_size, self.client_spec, self.granted,
-                           self.victim)
+                           self.victim, meta=meta)
 
     def with_skip(self, reason: str | None) -> AttackCell:
         return replace(self, skip_reason=reason)

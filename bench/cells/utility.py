@@ -72,7 +72,7 @@ class UtilityCell:
         meta = self.dataset.build().meta()
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
                            meta.num_classes, dict(self.config)["batch_size"], ClientSpec(),
-                           frozenset())
+                           frozenset(), meta=meta)
 
     def with_skip(self, reason: str | None) -> UtilityCell:
         return replace(self, skip_reason=reason)

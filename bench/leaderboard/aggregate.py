@@ -101,10 +101,11 @@ def defense_order(label: str) -> tuple[int, str]:
     return (0 if label == "none" else 1, label)
 
 
-def strongest_attacks(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per defense: the attack with the best mean headline metric against it (ties: by name);
-    defenses ordered from the most to the least protective, unscored ones last."""
-    h = headline()
+def strongest_attacks(summary: pd.DataFrame, h: type[Metric] | None = None) -> pd.DataFrame:
+    """Per defense: the attack with the best mean headline metric (``h``, default PSNR)
+    against it (ties: by name); defenses ordered from the most to the least protective,
+    unscored ones last."""
+    h = h or headline()
     rows = []
     for _, g in summary.groupby("defense", sort=True):
         scored = g[g[h.name].notna()]
@@ -123,32 +124,36 @@ def strongest_attacks(summary: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_key", "defense"], kind="stable").drop(columns="_key")
 
 
-def rank_attacks(summary: pd.DataFrame) -> pd.DataFrame:
+def rank_attacks(summary: pd.DataFrame, h: type[Metric] | None = None) -> pd.DataFrame:
     """``summary`` ordered per defense (``none`` first) from the strongest attack to the
-    weakest by mean headline metric (unscored last, ties by name), with the ranks each
-    attack shares with those its interval overlaps: ``rank_best``, ``rank_worst``."""
-    h = headline()
+    weakest by mean headline metric (``h``, default PSNR; unscored last, ties by name), with
+    the ranks each attack shares with those its interval overlaps: ``rank_best``,
+    ``rank_worst``."""
+    h = h or headline()
     out = summary.assign(_d=summary["defense"].map(defense_order))
     value = out[h.name].astype(float)
     out["_p"] = (value if h.higher_is_better else -value).fillna(-float("inf"))
     out = out.sort_values(["_d", "_p", "attack"], ascending=[True, False, True],
                           kind="stable").drop(columns=["_d", "_p"])
-    return _with_ranks(out, "defense", h.higher_is_better)
+    return _with_ranks(out, "defense", h.higher_is_better, h.name)
 
 
-def rank_defenses(best: pd.DataFrame) -> pd.DataFrame:
+def rank_defenses(best: pd.DataFrame, h: type[Metric] | None = None) -> pd.DataFrame:
     """The rows of :func:`strongest_attacks` (already ordered) with shared ranks: a defense
     is better the worse its strongest attack does."""
-    return _with_ranks(best.assign(_all=0), "_all", not headline().higher_is_better) \
+    h = h or headline()
+    return _with_ranks(best.assign(_all=0), "_all", not h.higher_is_better, h.name) \
         .drop(columns="_all")
 
 
-def _with_ranks(frame: pd.DataFrame, by: str, higher_is_better: bool) -> pd.DataFrame:
-    """``frame`` with ``rank_best``/``rank_worst`` per group of ``by``, in its row order."""
+def _with_ranks(frame: pd.DataFrame, by: str, higher_is_better: bool, name: str = HEADLINE
+                ) -> pd.DataFrame:
+    """``frame`` with ``rank_best``/``rank_worst`` per group of ``by``, in its row order,
+    from the intervals of column ``name``."""
     best = pd.Series(0, index=frame.index, dtype=int)
     worst = pd.Series(0, index=frame.index, dtype=int)
     for _, g in frame.groupby(by, sort=False):
-        ranks = shared_ranks([interval(r, HEADLINE) for _, r in g.iterrows()],
+        ranks = shared_ranks([interval(r, name) for _, r in g.iterrows()],
                              higher_is_better)
         best[g.index] = [b for b, _ in ranks]
         worst[g.index] = [w for _, w in ranks]

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics import list_metrics
-from bench.registry import DEFENSES
+from bench.registry import DATASETS, DEFENSES
 
 SCENARIO = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
 FAILED = ("error", "timeout")
@@ -64,13 +64,20 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "epsilon": (r.get("defense_info") or {}).get("epsilon"),
             "error": r.get("error"),
             "picture": r.get("picture"),
-            "success_psnr": r.get("success_psnr"),
+            "modality": record_modality(r), "text_pairs": r.get("text_pairs"),
+            "success_psnr": r.get("success_psnr"), "success_rule": r.get("success_rule"),
             "strength": defense_strength(r["defense"]),
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def record_modality(record: dict[str, Any]) -> str:
+    """"image" or "text": the modality of a record's dataset ("image" when unregistered)."""
+    name = (record.get("dataset") or {}).get("name")
+    return DATASETS.get(name).cls.modality if name in DATASETS else "image"
 
 
 def defense_strength(chain: list[dict[str, Any]]) -> float | None:

@@ -13,6 +13,7 @@ from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import records_frame, utility_frame
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
+from bench.leaderboard.text_tables import protocol_text, text_tables
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
 
@@ -31,13 +32,28 @@ def environment_lines(df: pd.DataFrame) -> list[str]:
 
 
 def protocol_lines(df: pd.DataFrame) -> list[str]:
+    """The cell counts, then the protocol of each modality the records hold."""
     statuses = df["status"].value_counts().sort_index()
     counts = ", ".join(f"{n} {s}" for s, n in statuses.items())
+    images, text = split_modalities(df)
+    lines = [f"Cells: {len(df)} ({counts})."]
+    if not images.empty:
+        lines += ["", *image_protocol(images)]
+    if not text.empty:
+        lines += ["", *protocol_text(text)]
+    return lines
+
+
+def split_modalities(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(image rows, text rows) of a records frame."""
+    text = df["modality"] == "text" if "modality" in df else pd.Series(False, index=df.index)
+    return df[~text], df[text]
+
+
+def image_protocol(df: pd.DataFrame) -> list[str]:
     threshold = sorted({float(v) for v in df["success_psnr"].dropna()})
     thr = ", ".join(f"{t:g}" for t in threshold) or "n/a"
     return [
-        f"Cells: {len(df)} ({counts}).",
-        "",
         "Protocol: each cell draws a private batch and a victim model from its seed; the client "
         "computes its update, the defense transforms it, and the attack sees only the "
         "observation its threat model grants (model, defended update, batch size). "
@@ -55,10 +71,14 @@ def protocol_lines(df: pd.DataFrame) -> list[str]:
 def leaderboard_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                        plots: dict[tuple, str] | None = None, archs: Table | None = None,
                        curves: list[Table] | None = None) -> list[Table]:
-    """Every table of a leaderboard in its order: attacks, defenses, architectures, curves
-    (the markdown and LaTeX documents and the static site all show this list)."""
-    return (attack_tables(df) + defense_tables(df, util, plots) + ([archs] if archs else [])
-            + (curves or []))
+    """Every table of a leaderboard in its order: image attacks and defenses, text tables,
+    architectures, curves (the markdown and LaTeX documents and the static site show this list)."""
+    images, text = split_modalities(df)
+    tables = []
+    if not images.empty:
+        tables += attack_tables(images) + defense_tables(images, util, plots)
+    tables += text_tables(text) if not text.empty else []
+    return tables + ([archs] if archs else []) + (curves or [])
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
@@ -122,7 +142,9 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     if name is None:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
     util = utility_frame(records)
-    plots = write_plots(df, util, out_dir) if fmt == "markdown" else None
+    images = split_modalities(df)[0]
+    plots = write_plots(images, util, out_dir) if fmt == "markdown" and not images.empty \
+        else None
     path = out_dir / name
     curves = curve_tables(records, out_dir if fmt == "markdown" else None)
     write_atomic(path, render(df, fmt, util=util, plots=plots,

@@ -21,7 +21,7 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
     utility_summary,
 )
-from bench.leaderboard.frames import scenario_title
+from bench.leaderboard.frames import record_modality, scenario_title
 from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, list_metrics
 from bench.registry import ARCHS, DATASETS
@@ -38,14 +38,14 @@ class Table:
 def attack_metrics(summary: pd.DataFrame) -> list[type[Metric]]:
     """The metric columns of an attack table: the per-item leaderboard metrics, leaving out
     a weights-needing one (LPIPS) that no cell of the table has a value for."""
-    return [m for m in list_metrics(kind="per_item") if m.leaderboard
+    return [m for m in list_metrics("image", "per_item") if m.leaderboard
             and (not m.needs_weights or summary[m.name].notna().any())]
 
 
 def defense_metrics() -> list[type[Metric]]:
     """The metric columns of a defense table: the strongest attack's image metrics that every
     finished cell has (on the leaderboard, no weights file needed: PSNR, SSIM)."""
-    return [m for m in list_metrics(kind="per_item") if m.leaderboard
+    return [m for m in list_metrics("image", "per_item") if m.leaderboard
             and m.inputs == "images" and not m.needs_weights]
 
 
@@ -224,10 +224,10 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
 
 def architecture_table(records: list[dict[str, Any]]) -> Table | None:
     """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
-    computed from the architecture alone (no attack involved)."""
+    computed from the architecture alone (no attack involved); image records only."""
     seen: dict[tuple[str, str], tuple[dict, dict]] = {}
     for r in records:
-        if r.get("kind", "attack") == "attack":
+        if r.get("kind", "attack") == "attack" and record_modality(r) == "image":
             seen.setdefault((r["arch_label"], r["dataset_label"]), (r["arch"], r["dataset"]))
     rows = []
     for (arch_label, dataset_label), (arch, dataset) in sorted(seen.items()):

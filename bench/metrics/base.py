@@ -11,6 +11,8 @@ per module in :mod:`bench.metrics`; other packages add theirs through the entry-
 - ``per_item`` on ``images``: ``compute(originals01, recon01) -> Tensor`` of N values, one per
   matched pair (N×C×H×W in [0,1]); a cell stores the mean, the worst and the per-image list.
 - ``per_item`` on ``labels``: ``compute(true, inferred) -> float | None`` over the batch.
+- ``per_item`` on ``tokens`` (text): ``compute(originals, recons) -> Tensor`` of N values, one
+  per matched pair of token-string sequences (``[PAD]`` left out).
 - ``pooled``: ``compute(originals, recons, **options) -> float | None`` over the concatenated
   images of a group of cells (FID/KID need many images; one cell has too few).
 """
@@ -26,7 +28,7 @@ from bench.registry import Registry
 
 MODALITIES = ("image", "text")
 KINDS = ("per_item", "pooled")
-INPUTS = ("images", "labels")
+INPUTS = ("images", "labels", "tokens")
 
 METRICS = Registry("metric", ("bench.metrics",), "leakbench.metrics")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.contracts import Attack, CellContext
+from bench.contracts import Attack, CellContext, modality_mismatch
 from bench.registry import ATTACKS
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
@@ -48,14 +48,22 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     component's own check (the attack's first, then each defense link's, prefixed by name).
 
     Defenses check the client's context; the attack checks the context the server observes
-    after the chain (on a K-client secure aggregate: K·B samples, K clients). An answer is
-    cached per cell context (and, for the attack, per chain): it never depends on the seed."""
+    after the chain (on a K-client secure aggregate: K·B samples, K clients). Every component
+    declares the data it works on (``modalities``: image, text); the architecture is checked
+    first. An answer is cached per cell context (and, for the attack, per chain): it never
+    depends on the seed."""
+    key = _context_key(cell)
+    if (key, "arch") not in _REASON_CACHE:
+        arch = cell.arch.build()
+        _REASON_CACHE[key, "arch"] = modality_mismatch(arch, arch.modalities,
+                                                       _context(cell).modality)
+    if _REASON_CACHE[key, "arch"]:
+        return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
     if attack is not None:
         missing = sorted(set(ATTACKS.get(attack.name).cls.needs) - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
-    key = _context_key(cell)
     for prefix, spec in _checked(cell):
         cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
         if cache_key not in _REASON_CACHE:
@@ -63,7 +71,9 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
             if isinstance(component, Attack):
                 _REASON_CACHE[cache_key] = component.skip_reason(_observed(cell, key))
             else:
-                _REASON_CACHE[cache_key] = component.incompatibility(_context(cell))
+                _REASON_CACHE[cache_key] = (
+                    modality_mismatch(component, component.modalities, _context(cell).modality)
+                    or component.incompatibility(_context(cell)))
         reason = _REASON_CACHE[cache_key]
         if reason:
             return f"{prefix}{reason}"

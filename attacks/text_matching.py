@@ -1,0 +1,121 @@
+"""Gradient matching on text: the loop DLG-on-text and TAG share.
+
+Tokens are discrete, so the attack optimises continuous dummy token *embeddings* (B×L×d) and,
+as DLG does, dummy label logits (a soft label per position for a language model, per
+sequence for classification), to make the gradient they induce match the observed one; at
+the end each position is mapped to the nearest token embedding (cosine), the paper's
+projection (Zhu et al. 2019, Sec. 4.2). The embedding table's own gradient is left out of
+the match: a continuous input never reaches it.
+
+The victim must take embeddings in place of ids (leakbench's transformer does:
+``model(embeddings)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from bench.client import training_loss
+from bench.contracts import CellContext, Observation, Reconstruction
+
+Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
+EMBEDDING = "tok.weight"
+
+
+def text_incompatibility(name: str, ctx: CellContext) -> str | None:
+    """Why an embedding-optimisation attack cannot run on a text cell, or None."""
+    if ctx.arch != "transformer":
+        return f"{name} on text optimises the input embeddings of leakbench's transformer"
+    if ctx.clients > 1:
+        return f"{name} on text inverts one client's update, not a secure aggregate"
+    return None
+
+
+def matched(model: nn.Module, observed: Sequence[torch.Tensor]
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(parameters, observed gradients) of every trainable tensor but the embedding table."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    keep = [i for i, (n, _) in enumerate(named) if n != EMBEDDING]
+    return [named[i][1] for i in keep], [observed[i].detach() for i in keep]
+
+
+def nearest_tokens(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
+    """Each position's nearest token (cosine similarity to the embedding table), B×L ids."""
+    table = nn.functional.normalize(model.tok.weight.detach(), dim=-1)
+    return (nn.functional.normalize(embeddings.detach(), dim=-1) @ table.T).argmax(dim=-1)
+
+
+def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: int, lr: float,
+                  max_eval_per_step: int = 20, history_size: int = 100) -> Reconstruction:
+    """Match gradients from dummy embeddings and soft labels with L-BFGS (one step = up to
+    ``max_eval_per_step`` evaluations) or Adam (one evaluation per step), within the
+    suite's caps; the dummies are drawn from the cell's attack generator."""
+    model = obs.model.to(obs.device)
+    model.train()
+    params, target = matched(model, obs.update.tensors)
+    batch, length = obs.batch_size, obs.input_shape[0]
+    width = model.tok.weight.shape[1]
+    scale = float(model.tok.weight.detach().std())
+    g = obs.generator
+    emb = (torch.randn(batch, length, width, generator=g) * scale).to(obs.device)
+    lm = getattr(obs.domain, "task", "lm") == "lm"
+    shape = (batch, length, obs.num_classes) if lm else (batch, obs.num_classes)
+    logits = torch.randn(shape, generator=g).to(obs.device)
+    emb.requires_grad_(True)
+    logits.requires_grad_(True)
+    budget = steps * (max_eval_per_step if optimizer == "lbfgs" else 1)
+    for cap in (obs.max_grad_evals, obs.max_iterations and obs.max_iterations * (
+            max_eval_per_step if optimizer == "lbfgs" else 1)):
+        if cap:
+            budget = min(budget, cap)
+    trace: list[float] = []
+    evals = 0
+
+    def loss_now() -> torch.Tensor:
+        nonlocal evals
+        evals += 1
+        loss = training_loss(model(emb), logits.softmax(dim=-1))
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        return distance(grads, target)
+
+    diverged = False
+    iterations = 0
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([emb, logits], lr=lr, max_iter=max_eval_per_step,
+                                history_size=history_size)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            value = loss_now()
+            value.backward()
+            return value
+
+        while evals < budget and not diverged:
+            opt.param_groups[0]["max_iter"] = min(max_eval_per_step, budget - evals)
+            opt.param_groups[0]["max_eval"] = opt.param_groups[0]["max_iter"] * 5 // 4
+            value = float(opt.step(closure).detach())
+            iterations += 1
+            trace.append(value)
+            diverged = not math.isfinite(value) or not bool(torch.isfinite(emb).all())
+    else:
+        opt = torch.optim.Adam([emb, logits], lr=lr)
+        while evals < budget and not diverged:
+            opt.zero_grad()
+            value = loss_now()
+            value.backward()
+            opt.step()
+            iterations += 1
+            if iterations % 10 == 1:
+                trace.append(float(value.detach()))
+            diverged = not math.isfinite(float(value.detach()))
+    ids = nearest_tokens(model, emb) if not diverged else torch.zeros(batch, length,
+                                                                       dtype=torch.long)
+    labels = None if lm else logits.detach().argmax(dim=-1).cpu()
+    return Reconstruction(data=ids.cpu(), labels=labels, iterations=iterations,
+                          grad_evals=evals, loss_trace=trace,
+                          info={"diverged": diverged, "optimizer": optimizer,
+                                "final_loss": trace[-1] if trace else None})

@@ -1,0 +1,93 @@
+"""One locked, atomic cache for built artifacts (trained victims, tokenizers), keyed by settings.
+
+Every artifact lives under ``$LEAKBENCH_CACHE/<kind>/`` (default ``~/.cache/leakbench/<kind>/``)
+as one file per key, a hash of everything that determines it. :func:`cached` reads the file
+if it is there and readable; otherwise it takes an exclusive lock beside it (POSIX ``flock``),
+looks again (a parallel worker may have just built it), builds, and writes atomically (a
+temporary file, then a rename): parallel workers build an artifact once and never read a torn
+file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from bench.store import write_atomic
+
+T = TypeVar("T")
+
+
+def cache_root() -> Path:
+    """$LEAKBENCH_CACHE, or ~/.cache/leakbench."""
+    root = os.environ.get("LEAKBENCH_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
+
+
+def settings_key(settings: dict[str, Any], length: int = 32) -> str:
+    """The hex SHA-256 of ``settings`` as canonical JSON, cut to ``length``."""
+    canon = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:length]
+
+
+@contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` (POSIX ``flock``; none where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: the atomic write alone keeps it safe
+        yield
+        return
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | None]) -> T:
+    """``load(path)``; when it gives None (absent or unreadable), build the bytes under the
+    lock, write them atomically and load them."""
+    found = load(path) if path.exists() else None
+    if found is not None:
+        return found
+    with build_lock(path):  # a second worker waits here, then loads the first one's file
+        found = load(path) if path.exists() else None
+        if found is not None:
+            return found
+        write_atomic(path, build())
+    found = load(path)
+    if found is None:
+        raise ValueError(f"{path}: the artifact just built does not load")
+    return found
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """``obj`` (tensors, dicts of them, plain data) as the bytes ``torch.save`` writes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def state_bytes(module: torch.nn.Module) -> bytes:
+    """A module's weights (a detached copy of its state dict) as ``torch.save`` bytes."""
+    return torch_bytes({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> bool:
+    """Load cached weights into ``module``; False when unreadable (then it is rebuilt)."""
+    try:
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception:
+        return False
+    return True

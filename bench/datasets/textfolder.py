@@ -1,0 +1,32 @@
+"""A folder of ``.txt`` files as a text corpus, for users who have real text."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from bench.datasets.text_common import TEXT_PARAMS, TextDataset
+from bench.datasets.torchvision_common import DatasetNotFoundError, data_root
+from bench.registry import Param, register_dataset
+from bench.textcorpus import folder_sentences
+
+
+@lru_cache(maxsize=8)
+def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
+    path = Path(folder)
+    if not path.is_dir() or not any(path.rglob("*.txt")):
+        raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
+    return folder_sentences(folder)
+
+
+@register_dataset("textfolder")
+class TextFolder(TextDataset):
+    """Sentences of every ``*.txt`` under `root`; topic = the file's name (classify task)."""
+
+    paper = "local text files"
+    params = (Param("root", str, None, nullable=True, identity=False,
+                    help="folder of .txt files, read recursively (default: $LEAKBENCH_DATA/text)"),
+              ) + TEXT_PARAMS
+
+    def corpus(self) -> tuple[tuple[str, str], ...]:
+        return _sentences(str(data_root(self.root, "textfolder", "text")))

@@ -1,0 +1,142 @@
+"""The leaderboard's text tables: attacks and defenses per text scenario, ranked by ROUGE-1,
+and the sentences themselves (original beside recovered, correct tokens in bold) instead of
+the image tables' pictures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from bench.leaderboard.aggregate import (
+    rank_attacks,
+    rank_defenses,
+    scenario_summaries,
+    strongest_attacks,
+)
+from bench.leaderboard.frames import scenario_title
+from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell
+from bench.leaderboard.uncertainty import format_rank
+from bench.metrics import Metric, format_value, get_metric, list_metrics
+
+TEXT_HEADLINE = "rouge1"
+SENTENCES_SHOWN = 4  # original/recovered pairs shown per cell
+
+TEXT_NOTE = ATTACK_NOTE.replace(
+    "(the score of a uniform mid-grey guess, 0.5 in every pixel)",
+    "(the score of an empty guess: every position [PAD])")
+
+
+def text_headline() -> type[Metric]:
+    return get_metric(TEXT_HEADLINE)
+
+
+def text_metrics() -> list[type[Metric]]:
+    return [m for m in list_metrics("text", "per_item") if m.leaderboard]
+
+
+def protocol_text(df: pd.DataFrame) -> list[str]:
+    """The text cells' protocol paragraph."""
+    rules = sorted({f"{get_metric(r['metric']).label} ≥ {r['at_least']:g}"
+                    for r in df["success_rule"]
+                    if isinstance(r, dict) and r.get("at_least") is not None}) \
+        if "success_rule" in df else []
+    return [
+        "Text protocol: each cell draws a batch of sentences (token ids) and a victim model "
+        "from its seed; the attack returns token ids. Recovered sequences are matched "
+        "one-to-one to the originals (Hungarian, on the positions that agree) and scored per "
+        "sequence, [PAD] left out: token accuracy (the original's tokens recovered at their "
+        "position), exact match, and ROUGE-1/2/L F-measures (`rouge-score`). Means over every "
+        "seed run ± 95% Student-t half-widths, failed seeds at an empty guess's score. "
+        f"A run succeeds when its mean {' or '.join(rules) or 'ROUGE-1 ≥ 0.5'}.",
+    ]
+
+
+def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    h = text_headline()
+    rows = []
+    for _, r in rank_attacks(summary, h).iterrows():
+        row: dict[str, Any] = {"Defense": r["defense"],
+                               "Rank": format_rank(r["rank_best"], r["rank_worst"]),
+                               "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
+        for m in text_metrics():
+            row[m.header()] = _cell(m, r)
+        row.update({"Success": f"{r['n_success']}/{r['n']}",
+                    "Median time (s)": format_value(r["time"], 2),
+                    "Grad evals": format_value(r["grad_evals"], 0),
+                    "Diverged": int(r["diverged"]), "Failed": int(r["failed"])})
+        rows.append(row)
+    return rows
+
+
+def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    h = text_headline()
+    best = rank_defenses(strongest_attacks(summary, h), h)
+    rows = []
+    for _, r in best.iterrows():
+        row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
+                               "Defense": r["defense"], "Strongest attack": r["attack"],
+                               "n": int(r[f"{h.name}_n"])}
+        for m in text_metrics():
+            row[m.header()] = _cell(m, r)
+        row.update({"Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"])})
+        rows.append(row)
+    return rows
+
+
+def md_token(token: str) -> str:
+    """A token safe inside a markdown table cell."""
+    for ch in "\\|*_`<[]":
+        token = token.replace(ch, "\\" + ch)
+    return token
+
+
+def marked(pair: dict[str, Any]) -> str:
+    """The recovered tokens, each in bold when it is the original's token at its position."""
+    return " ".join(f"**{md_token(t)}**" if ok else md_token(t)
+                    for t, ok in zip(pair["recovered"], pair["correct"]))
+
+
+def sentence_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
+    """Original beside recovered for the best and the worst finished cell (by ROUGE-1) of
+    each attack against no defense, and of the strongest attack against each defense."""
+    h = text_headline()
+    ok = cells[(cells["status"] == "ok") & cells["text_pairs"].notna()]
+    rows = []
+    for (defense, attack), g in ok.groupby(["defense", "attack"], sort=True):
+        ordered = g.sort_values([h.name, "cell_id"], ascending=[False, True], kind="stable")
+        picks = [("best", ordered.iloc[0])]
+        if len(ordered) > 1:
+            picks.append(("worst", ordered.iloc[-1]))
+        for which, r in picks:
+            for i, pair in enumerate(r["text_pairs"][:SENTENCES_SHOWN]):
+                rows.append({"Defense": defense, "Attack": attack,
+                             "Cell": f"{which}, seed {r['seed']}, {h.label} "
+                                     f"{r[h.name]:.{h.digits}f}" if i == 0 else "",
+                             "Original": " ".join(md_token(t) for t in pair["original"]),
+                             "Recovered (bold: correct token)": marked(pair)})
+    return rows
+
+
+def text_tables(df: pd.DataFrame) -> list[Table]:
+    """Per text scenario: attacks (ranked by ROUGE-1 per defense), defenses (by their
+    strongest attack's ROUGE-1), and sentences side by side."""
+    h = text_headline()
+    tables = []
+    for key, g, summary in scenario_summaries(df):
+        title = scenario_title(key)
+        tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
+                            note=TEXT_NOTE.replace("Rank:", f"Rank (by {h.label}):")))
+        tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
+                            note=f"Ranked by the best mean {h.label} any attack reaches "
+                                 "(lower is better), over every seed run; ranks shared where "
+                                 "intervals overlap."))
+        sentences = sentence_rows(g[g["defense"] == "none"]) if (g["defense"] == "none").any() \
+            else sentence_rows(g)
+        if sentences:
+            tables.append(Table(f"Sentences · {title}", pd.DataFrame(sentences),
+                                note="Against no defense: the best and the worst seed of each "
+                                     "attack by ROUGE-1, each original sentence (its first "
+                                     "tokens) beside its matched recovery; bold: the "
+                                     "recovered token is the original's at that position."))
+    return tables

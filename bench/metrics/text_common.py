@@ -1,0 +1,30 @@
+"""What the text metrics share: sequences as token strings, and ROUGE from ``rouge-score``.
+
+A text metric's ``compute(originals, recons)`` takes two equally long lists of token-string
+sequences, matched pairs (``[PAD]`` left out), and returns one value per pair.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+Sequences = list[list[str]]
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+
+
+def rouge_f(originals: Sequences, recons: Sequences, kind: str) -> torch.Tensor:
+    """ROUGE-``kind`` F-measure of each recovered sequence against its original (Lin 2004),
+    computed by ``rouge-score`` on the tokens joined by spaces (its own tokenizer then
+    lower-cases and keeps alphanumeric words)."""
+    values = [_scorer().score(" ".join(o), " ".join(r))[kind].fmeasure
+              for o, r in zip(originals, recons)]
+    return torch.tensor(values, dtype=torch.float64)

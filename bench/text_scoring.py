@@ -1,0 +1,95 @@
+"""Scoring text: match recovered sequences to the originals one-to-one, then the registered
+text metrics (token accuracy, exact match, ROUGE-1/2/L) on the matched pairs.
+
+- Sequences are token ids; the metrics see token strings, ``[PAD]`` left out.
+- Matching is Hungarian (no sequence is used twice) on the number of positions whose tokens
+  agree, ties broken by the position-free token overlap.
+- A text cell succeeds when the suite's success rule holds if that rule is on a text metric,
+  else when :data:`TEXT_SUCCESS` holds (mean ROUGE-1 ≥ 0.5): the success rule is per modality.
+- The record keeps the matched sentences side by side (``text_pairs``), each recovered token
+  marked when it is the original's token at that position.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from bench.metrics import SuccessRule, get_metric, list_metrics
+from bench.textcorpus import PAD
+
+TEXT_SUCCESS = SuccessRule("rouge1", 0.5)
+"""The text cells' success rule when the suite's is on another modality's metric."""
+
+
+def success_rule(modality: str, suite_rule: SuccessRule) -> SuccessRule:
+    """The rule a cell of ``modality`` is judged by: the suite's when it is on a metric of
+    that modality, else the modality's default (PSNR ≥ 20 dB, ROUGE-1 ≥ 0.5)."""
+    if get_metric(suite_rule.metric).modality == modality:
+        return suite_rule
+    return TEXT_SUCCESS if modality == "text" else SuccessRule()
+
+
+def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
+    """The token strings of one id sequence, [PAD] left out."""
+    return [vocab[int(i)] for i in ids if vocab[int(i)] != PAD]
+
+
+def match_sequences(originals: torch.Tensor, recon: torch.Tensor) -> list[int]:
+    """Indices into ``recon`` matched one-to-one to each original (B×L ids each)."""
+    same = (originals[:, None, :] == recon[None, :, :]).sum(-1).double()
+    overlap = torch.tensor([[sum((Counter(o.tolist()) & Counter(r.tolist())).values())
+                             for r in recon] for o in originals], dtype=torch.float64)
+    cost = -(same * (originals.shape[1] + 1) + overlap)
+    rows, cols = linear_sum_assignment(cost.numpy())
+    order = [0] * len(originals)
+    for r, c in zip(rows, cols):
+        order[int(r)] = int(c)
+    return order
+
+
+def score_text(originals: torch.Tensor, recon: torch.Tensor, vocab: tuple[str, ...],
+               success: SuccessRule) -> dict[str, Any]:
+    """Every per-item text metric on the matched pairs (mean, worst, per sequence)."""
+    originals, recon = originals.detach().cpu().long(), recon.detach().cpu().long()
+    if recon.shape != originals.shape:
+        raise ValueError(f"reconstruction shape {tuple(recon.shape)} does not match the "
+                         f"batch {tuple(originals.shape)}")
+    order = match_sequences(originals, recon)
+    orig = [tokens(o, vocab) for o in originals]
+    rec = [tokens(recon[i], vocab) for i in order]
+    out: dict[str, Any] = {}
+    per: dict[str, list[float]] = {}
+    for m in list_metrics("text", "per_item"):
+        values = m.compute(orig, rec)
+        out[m.name] = float(values.mean())
+        out[f"{m.name}_worst"] = float(values.min() if m.higher_is_better else values.max())
+        per[m.name] = [float(v) for v in values]
+    out["success"] = success.holds(out[success.metric])
+    out["per_sequence"] = per
+    out["matching"] = order
+    return out
+
+
+def text_floor_metrics(originals: torch.Tensor, vocab: tuple[str, ...]) -> dict[str, float]:
+    """The text metrics of an empty guess (every position [PAD]): what an attack that returns
+    nothing scores; a failed seed counts at it."""
+    blank = torch.zeros_like(originals.cpu().long())
+    scored = score_text(originals, blank, vocab, TEXT_SUCCESS)
+    return {m.name: scored[m.name] for m in list_metrics("text", "per_item")}
+
+
+def text_pairs(originals: torch.Tensor, recon: torch.Tensor, order: list[int],
+               vocab: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each original beside its matched recovery: the token strings, and per recovered token
+    whether it is the original's token at that position."""
+    pairs = []
+    for o, i in zip(originals.cpu(), order):
+        r = recon[i].cpu()
+        pairs.append({"original": tokens(o, vocab), "recovered": tokens(r, vocab),
+                      "correct": [bool(a == b) for a, b in zip(o.tolist(), r.tolist())
+                                  if vocab[int(b)] != PAD]})
+    return pairs

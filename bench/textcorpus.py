@@ -1,0 +1,103 @@
+"""Text corpora and their tokenizer: sentences from prose, a word-level tokenizer trained on
+them locally, cached by its settings.
+
+- :func:`pydoc_sentences`: the prose of Python's own documentation topics
+  (``pydoc_data.topics``, shipped with CPython under the PSF licence: the text ``help()``
+  shows), split into sentences, code blocks and headings left out. It is the running
+  Python's copy, so its sentences can differ between Python versions; the tokenizer's cache
+  key holds a hash of the text it was trained on.
+- :func:`folder_sentences`: the sentences of a folder of ``.txt`` files, one topic per file.
+- :func:`word_tokenizer`: a word-level tokenizer (Hugging Face ``tokenizers``: lower-cased,
+  split on whitespace and punctuation, the ``vocab_size`` most frequent words, ``[PAD]`` = 0
+  and ``[UNK]`` = 1), trained on the training sentences and cached under
+  ``$LEAKBENCH_CACHE/tokenizers/`` (:mod:`bench.cache`: locked, atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bench.cache import cache_root, cached, settings_key
+
+PAD, UNK = "[PAD]", "[UNK]"
+MIN_WORDS = 4  # shorter fragments (list items, labels) are not sentences
+_HEADING = re.compile(r"^[*=\-~^]{3,}\s*$")
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+def prose_sentences(text: str) -> list[str]:
+    """Sentences of reStructuredText-like prose: indented blocks (code, grammar) and headings
+    dropped, paragraphs joined, split after . ! ? before a capital or a quote."""
+    lines = text.splitlines()
+    paragraphs, current = [], []
+    for i, line in enumerate(lines):
+        heading = i + 1 < len(lines) and _HEADING.match(lines[i + 1])
+        if not line.strip() or line.startswith("   ") or _HEADING.match(line) or heading:
+            if current:
+                paragraphs.append(" ".join(current))
+                current = []
+            continue
+        current.append(line.strip())
+    if current:
+        paragraphs.append(" ".join(current))
+    return [s.strip() for p in paragraphs for s in _SPLIT.split(p)
+            if len(s.split()) >= MIN_WORDS]
+
+
+@lru_cache(maxsize=1)
+def pydoc_sentences() -> tuple[tuple[str, str], ...]:
+    """(topic, sentence) pairs of every pydoc topic, topics in name order."""
+    from pydoc_data.topics import topics
+
+    return tuple((name, s) for name in sorted(topics) for s in prose_sentences(topics[name]))
+
+
+def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
+    """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
+    files = sorted(Path(root).expanduser().rglob("*.txt"))
+    return tuple((f.stem, s) for f in files
+                 for s in prose_sentences(f.read_text(encoding="utf-8", errors="replace")))
+
+
+def tokenizer_cache() -> Path:
+    return cache_root() / "tokenizers"
+
+
+def word_tokenizer(sentences: tuple[str, ...], vocab_size: int) -> Any:
+    """A word-level ``tokenizers.Tokenizer`` with ``vocab_size`` tokens (specials included),
+    trained on ``sentences``, from the cache when it holds one for the same settings."""
+    digest = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+    key = settings_key({"kind": "word-level", "lowercase": True, "vocab_size": vocab_size,
+                        "specials": [PAD, UNK], "corpus_sha256": digest, "version": 1})
+    return _load_or_train(str(tokenizer_cache() / f"{key}.json"), sentences, vocab_size)
+
+
+@lru_cache(maxsize=16)
+def _load_or_train(path: str, sentences: tuple[str, ...], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer
+
+    def build() -> bytes:
+        return _train(sentences, vocab_size).to_str().encode()
+
+    def load(p: Path) -> Any:
+        try:
+            return Tokenizer.from_file(str(p))
+        except Exception:
+            return None
+
+    return cached(Path(path), build, load)
+
+
+def _train(sentences: tuple[str, ...], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK])
+    tok.train_from_iterator(sentences, trainer)
+    return tok

@@ -1,0 +1,74 @@
+"""DAGER's exactness (and its bound report), DLG on text and TAG, on the tiny transformer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.cells import RunOptions
+from bench.pipeline import attack, observe, score_attack
+from bench.suite import attack_cells
+from helpers import CPU, make_suite
+
+PYDOC = {"pydoc": {"task": "lm", "seq_len": 12}}
+
+
+def cells(attacks, batch_size, seeds=2, width=128, dataset=PYDOC, victim="init"):
+    return attack_cells(make_suite(datasets=[dataset], archs=[{"transformer": {"width": width}}],
+                                   batch_size=batch_size, attacks=attacks, seeds=seeds,
+                                   victim=victim))
+
+
+def scored(cell):
+    observed = observe(cell, CPU)
+    done = attack(cell, observed.obs)
+    metrics, ids = score_attack(observed, done.recon, RunOptions())
+    return observed, done.recon, metrics, ids
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4, 8])
+def test_dager_recovers_every_sequence_exactly_below_the_bound(batch):
+    for cell in cells(["dager"], batch):  # 12 · batch ≤ 96 < width 128
+        observed, recon, metrics, ids = scored(cell)
+        assert recon.info["bound_exceeded"] is False
+        assert metrics["token_acc"] >= 0.99 and metrics["exact"] == 1.0
+        assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
+
+
+def test_dager_classifier_victim_and_its_bound_report_when_exceeded():
+    (cell,) = cells(["dager"], 4, seeds=1, dataset={"pydoc": {"task": "classify"}})
+    assert scored(cell)[2]["exact"] == 1.0
+    (wide,) = cells(["dager"], 4, seeds=1, width=32)  # 4 · 12 = 48 ≥ 32
+    _, recon, metrics, _ = scored(wide)
+    assert recon.info["bound_exceeded"] is True and recon.info["rows"] == 48
+    assert metrics["exact"] < 1.0
+
+
+SMALL = {"pydoc": {"task": "classify", "seq_len": 6}}
+
+
+def test_dlg_on_text_recovers_single_sentences_and_reports_text_metrics():
+    results = []
+    for cell in cells([{"dlg": {"steps": 10}}], 1, seeds=3, width=32, dataset=SMALL):
+        _, recon, metrics, ids = scored(cell)
+        assert recon.grad_evals <= 200 and ids.shape == (1, 6)
+        assert set(metrics) >= {"token_acc", "exact", "rouge1", "rouge2", "rougel"}
+        assert recon.loss_trace[-1] < recon.loss_trace[0]  # the gradient distance went down
+        results.append(metrics["token_acc"])
+    # DLG's claim (a single sentence recovered token-wise) holds on some seeds; others stall
+    assert max(results) >= 0.99, results
+
+
+def test_tag_reports_text_metrics_and_labels():
+    for cell in cells([{"tag": {"iterations": 30}}], 2, seeds=2, width=32, dataset=SMALL):
+        _, recon, metrics, _ = scored(cell)
+        assert recon.grad_evals == 30 and recon.labels.shape == (2,)
+        for name in ("token_acc", "exact", "rouge1", "rouge2", "rougel"):
+            assert 0.0 <= metrics[name] <= 1.0
+        assert recon.loss_trace[-1] < recon.loss_trace[0]  # the L2 + α·L1 distance went down
+
+
+def test_text_attacks_are_deterministic_per_cell():
+    (cell,) = cells([{"tag": {"iterations": 5}}], 1, seeds=1, width=32, dataset=SMALL)
+    first, second = (attack(cell, observe(cell, CPU).obs).recon for _ in range(2))
+    assert torch.equal(first.data, second.data)

@@ -1,0 +1,65 @@
+"""Text metrics on hand-made examples, and one-to-one matching of sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.metrics import SuccessRule, get_metric
+from bench.metrics.exact_match import exact_match
+from bench.metrics.rouge1 import rouge1
+from bench.metrics.rouge2 import rouge2
+from bench.metrics.rougel import rougel
+from bench.metrics.token_accuracy import token_accuracy
+from bench.text_scoring import match_sequences, score_text, success_rule, text_pairs
+
+VOCAB = ("[PAD]", "[UNK]", "the", "cat", "sat", "on", "mat", "dog", "ran")
+
+
+def test_token_accuracy_and_exact_match_by_position():
+    originals = [["the", "cat", "sat"], ["the", "dog", "ran"], []]
+    recons = [["the", "cat", "sat"], ["dog", "the", "ran", "on"], ["the"]]
+    assert token_accuracy(originals, recons).tolist() == pytest.approx([1.0, 1 / 3, 1.0])
+    assert exact_match(originals, recons).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_rouge_values_by_hand():
+    o, r = [["the", "cat", "sat", "on", "the", "mat"]], [["the", "cat", "on", "the", "mat"]]
+    # unigrams: 5 of 6 reference, 5 of 5 candidate → F = 2·(5/6)/(5/6 + 1)
+    assert float(rouge1(o, r)[0]) == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))
+    # bigrams: reference 5, candidate 4, common ("the cat", "on the", "the mat") = 3
+    assert float(rouge2(o, r)[0]) == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))
+    assert float(rougel(o, r)[0]) == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))  # LCS = 5
+    assert float(rouge1([["the", "cat"]], [["dog", "ran"]])[0]) == 0.0
+    for name in ("token_acc", "exact", "rouge1", "rouge2", "rougel"):
+        assert get_metric(name).modality == "text"
+
+
+def test_matching_is_one_to_one_not_greedy():
+    originals = torch.tensor([[2, 3, 4], [2, 3, 5]])
+    # original 0 agrees equally with both rows (2 positions), original 1 best with row 0
+    # (3): matched with replacement both would take row 0
+    recon = torch.tensor([[2, 3, 5], [2, 7, 4]])
+    order = match_sequences(originals, recon)
+    assert sorted(order) == [0, 1]
+    assert order == [1, 0]
+
+
+def test_score_text_of_a_permuted_exact_batch_is_perfect_and_pads_are_left_out():
+    originals = torch.tensor([[2, 3, 4, 0], [2, 7, 8, 5]])
+    scored = score_text(originals, originals.flip(0), VOCAB, SuccessRule("rouge1", 0.5))
+    assert scored["matching"] == [1, 0]
+    for name in ("token_acc", "exact", "rouge1", "rouge2", "rougel"):
+        assert scored[name] == pytest.approx(1.0)
+    assert scored["success"] is True
+    wrong = score_text(originals, torch.tensor([[8, 8, 8, 8], [8, 8, 8, 8]]), VOCAB,
+                       SuccessRule("rouge1", 0.5))
+    assert wrong["token_acc"] == pytest.approx(1 / 8) and wrong["success"] is False
+    pairs = text_pairs(originals, originals, [0, 1], VOCAB)
+    assert pairs[0]["original"] == ["the", "cat", "sat"] and all(pairs[0]["correct"])
+
+
+def test_the_success_rule_is_per_modality():
+    assert success_rule("text", SuccessRule()).metric == "rouge1"
+    assert success_rule("image", SuccessRule("rouge1", 0.7)).metric == "psnr"
+    assert success_rule("text", SuccessRule("exact", 1.0)) == SuccessRule("exact", 1.0)
