@@ -14,6 +14,7 @@
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
     leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
+    leakbench check DIR [--claims NAME|FILE] [--against CHECK_JSON|DIR] [--format F]
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
 --threads T alone gives cores // T workers; see bench.cores.
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.claims.command import add_check_parser
 from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, frozen_gc
 from bench.cores import check_parallelism
 from bench.registry import REGISTRIES, LeakbenchError, warn
@@ -343,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(repeatable or a,b; default psnr)")
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.set_defaults(func=cmd_diff)
+    add_check_parser(sub)
     return p
 
 

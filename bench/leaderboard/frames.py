@@ -75,7 +75,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def defense_strength(chain: list[dict[str, Any]]) -> float | None:
     """The main parameter of a single defense (its ``strength`` attribute, else its first
-    numeric parameter that is set), for PSNR-against-strength plots; None for chains and ``none``."""
+    numeric parameter that is set), for PSNR-against-strength plots; None for chains and
+    ``none``."""
     if len(chain) != 1:
         return None
     name, params = chain[0]["name"], chain[0]["params"]
