@@ -260,3 +260,13 @@ def test_check_latex_compiles_with_pdflatex(store, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Missing character" not in (tmp_path / "doc.log").read_text(errors="replace")
+
+
+def test_the_readme_claim_example_is_a_claim_of_paper_dlg():
+    import yaml
+
+    section = (ROOT / "README.md").read_text().split("## Paper claims", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (example,) = yaml.safe_load(block)
+    shipped = yaml.safe_load((ROOT / "bench" / "suites" / "paper-dlg.claims.yaml").read_text())
+    assert example in shipped["claims"]
