@@ -19,6 +19,7 @@ from bench.claims.evaluate import VERDICTS, Outcome
 from bench.leaderboard.pivot import tex_text
 
 HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
+WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits
 TEX_MORE = {"≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$", "≈": "$\\approx$",
             "σ": "$\\sigma$", "²": "$^2$", "√": "$\\surd$", "−": "-", "’": "'", "“": "``",
             "”": "''", "μ": "$\\mu$"}
@@ -78,8 +79,8 @@ def render_latex(suite: str, outcomes: list[Outcome]) -> str:
              "\\begin{table}[t]", "\\centering", "\\small",
              f"\\caption{{{_escape(f'Claims of suite {suite} against its records: {summary(outcomes)}. Measured: mean ± half-width of the 95% Student-t interval over seeds (failed seeds at their floor), then the expectation tested.')}}}",  # noqa: E501
              f"\\label{{tab:check-{suite}}}",
-             "\\begin{tabular}{p{0.12\\linewidth}p{0.12\\linewidth}p{0.26\\linewidth}"
-             "p{0.12\\linewidth}p{0.2\\linewidth}l}",
+             "\\setlength{\\tabcolsep}{3pt}",
+             "\\begin{tabular}{" + "".join(f"p{{{w}\\linewidth}}" for w in WIDTHS) + "}",
              "\\toprule", " & ".join(HEADERS) + " \\\\", "\\midrule"]
     lines += [" & ".join(_escape(c) for c in _cells(o)) + " \\\\" for o in outcomes]
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
