@@ -270,3 +270,23 @@ def test_the_readme_claim_example_is_a_claim_of_paper_dlg():
     (example,) = yaml.safe_load(block)
     shipped = yaml.safe_load((ROOT / "bench" / "suites" / "paper-dlg.claims.yaml").read_text())
     assert example in shipped["claims"]
+
+
+def test_against_records_judges_the_reference_on_the_same_cells(store, tmp_path, capsys):
+    """A run of a subset of the committed cells (the nightly suite's) is compared with the
+    committed records of those cells, not with the committed table over all of them."""
+    assert check(store) == 0  # on all cells: every run claim holds
+    subset = tmp_path / "subset"
+    (subset / "records").mkdir(parents=True)
+    for r in load_records(store):
+        if r["attack_label"] != "A" or r["defense_label"] != "none" or r["seed"] == 0:
+            write(subset, r)  # A undefended on one seed: its interval is undefined
+    claims = str(tmp_path / "synthetic.claims.yaml")
+    assert main(["check", str(subset), "--claims", claims, "--against", str(store)]) == 1
+    assert verdicts(subset)["noise-helps"] == FAILS  # not separated on one seed
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 0
+    t = json.loads(TEMPLATE.read_text())
+    write(subset, record(t, 1, "A", "none", 0, 8.0))  # now a real regression of seed 0
+    capsys.readouterr()
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 1
+    assert "claim a-leaks held in the reference" in capsys.readouterr().err

@@ -4,7 +4,10 @@ Writes ``DIR/check.md``, ``DIR/check.tex`` and ``DIR/check.json`` and prints the
 The exit status is 1 when a claim that **holds** in the reference now **does not hold**; the
 reference is each ``--against`` (a ``check.json`` or a folder holding one), else the
 ``DIR/check.json`` already there, read before it is overwritten: the committed table of a
-committed results folder. A claim that does not hold stays in the table as such.
+committed results folder. ``--against-records REF`` instead evaluates the claims on REF's
+records of the cells DIR has (same cell ids): the reference for a run of a subset of REF's
+cells, such as the nightly suite's, where a claim on fewer seeds may read otherwise. A claim
+that does not hold stays in the table as such.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def add_check_parser(sub: Any) -> None:
                    "(repeatable; default: the claims of the records' suite)")
     s.add_argument("--against", action="append", help="reference check.json, or a folder "
                    "with one (repeatable; default: DIR/check.json before it is rewritten)")
+    s.add_argument("--against-records", action="append", metavar="REF", help="results folder "
+                   "whose records of DIR's cells give the reference verdicts (repeatable)")
     s.add_argument("--format", default="markdown", choices=["markdown", "latex", "both"],
                    help="what is printed (all three files are written)")
     s.set_defaults(func=cmd_check)
@@ -52,7 +57,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if len({c.id for c in claims}) != len(claims):
         raise LeakbenchError("--claims: two files give the same claim id")
     suite = "+".join(dict.fromkeys(f.suite or f.path.stem for f in files))
-    reference = _reference(out, args.against)
+    if args.against and args.against_records:
+        raise LeakbenchError("--against and --against-records: give one kind of reference")
+    reference = (_reference_records(claims, records, args.against_records)
+                 if args.against_records else _reference(out, args.against))
     outcomes = check_claims(claims, records)
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
@@ -73,6 +81,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"leakbench check: {summary(outcomes)}; {len(broken)} held claim(s) broken",
           file=sys.stderr)
     return 1 if broken else 0
+
+
+def _reference_records(claims: list[Any], records: list[dict[str, Any]],
+                       folders: list[str]) -> dict[str, str]:
+    """claim id → verdict on the reference folders' records of the cells ``records`` has."""
+    from bench.claims.evaluate import check_claims
+    from bench.store import load_records
+
+    ids = {r["cell_id"] for r in records}
+    ref: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        if not (Path(folder) / "records").is_dir():
+            raise LeakbenchError(f"--against-records: {folder} has no records folder")
+        ref.update({r["cell_id"]: r for r in load_records(Path(folder), quarantine=False)
+                    if r["cell_id"] in ids})
+    return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
 
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
