@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.claims.schema import RISK_INDEX, SUCCESS, Claim
@@ -97,8 +98,8 @@ def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFra
     for name, values in cols.items():
         ran[f"value:{name}"] = values.reindex(ran.index)
     if SUCCESS in metrics:  # a seed that did not finish did not succeed
-        ran[f"value:{SUCCESS}"] = [1.0 if s == "ok" and bool(v) else 0.0
-                                   for s, v in zip(ran["status"], ran["success"])]
+        ran[f"value:{SUCCESS}"] = [1.0 if s == "ok" and isinstance(v, (bool, np.bool_)) and v
+                                   else 0.0 for s, v in zip(ran["status"], ran["success"])]
     if RISK_INDEX in metrics:
         ran[f"value:{RISK_INDEX}"] = _risk_indices(records, ran)
     for axis in WHERE:
