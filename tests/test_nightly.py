@@ -57,3 +57,27 @@ def test_every_nightly_cell_is_a_paper_suite_cell():
     assert nightly and set(nightly) <= papers
     ids = [c.id for c in load_claims("nightly").claims]
     assert ids == [c.id for s in PAPERS for c in load_claims(s).claims]
+
+
+def test_each_paper_claim_reads_only_its_own_suite_s_cells():
+    """In the nightly folder the three papers' cells sit together: a claim's filter must not
+    reach another paper's cells (DLG on R-GAP's networks is no cell of the DLG paper's)."""
+    import pandas as pd
+
+    from bench.claims.evaluate import where_mask
+
+    rows = []
+    for suite in PAPERS:
+        for c in attack_cells(load_suite(suite)):
+            rows.append({"suite": suite, "seed": str(c.seed), "batch_size": str(c.batch_size),
+                         "attack": c.attack.label, "attack_name": c.attack.name,
+                         "defense": c.defense_label,
+                         "defense_name": "+".join(d.name for d in c.defense),
+                         "arch": c.arch.label, "arch_name": c.arch.name,
+                         "dataset": c.dataset.label, "dataset_name": c.dataset.name})
+    cells = pd.DataFrame(rows)
+    for suite in PAPERS:
+        for claim in load_claims(suite).claims:
+            for where in (claim.where, {**claim.where, **(claim.better_than or {})}):
+                hit = cells[where_mask(cells, where)]
+                assert len(hit) and set(hit["suite"]) == {suite}, (claim.id, where)
