@@ -15,6 +15,7 @@
     leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
     leakbench site DIR... --out SITE
+    leakbench check DIR [--claims NAME|FILE] [--against CHECK_JSON|DIR] [--format F]
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
 --threads T alone gives cores // T workers; see bench.cores.
@@ -32,9 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.claims.command import add_check_parser
 from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, frozen_gc
 from bench.cores import check_parallelism
+from bench.prior_command import add_prior_curve_parser
 from bench.registry import REGISTRIES, LeakbenchError, warn
+from bench.site.command import add_site_parser
 
 if TYPE_CHECKING:
     from bench.executors import ExecutorOptions
@@ -232,31 +236,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if result.regressed else 0
 
 
-def cmd_site(args: argparse.Namespace) -> int:
-    from bench.site import build_site
-
-    print(build_site([Path(d) for d in args.dirs], Path(args.out)))
-    return 0
-
-
-def cmd_prior_curve(args: argparse.Namespace) -> int:
-    from bench.prior_curve import run_curve, write_attack_quality
-
-    if args.attacks:
-        print(write_attack_quality(Path(args.attacks), args.inception))
-        return 0
-    from bench.scoremodel import ScoreSettings
-
-    if args.samples < 2 or args.score_steps < 1:
-        raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
-                             "least 1")
-    params = {"size": args.size} if args.size else {}
-    run_curve(args.dataset, params, Path(args.out), args.samples, args.seed,
-              ScoreSettings(steps=args.score_steps), inception=args.inception)
-    print(Path(args.out) / "samplers.md")
-    return 0
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2
         self.exit(2, f"leakbench: error: {message}\n")
@@ -370,23 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.set_defaults(func=cmd_diff)
 
-    s = sub.add_parser("site", help="write a static HTML site of results folders")
-    s.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, one suite each")
-    s.add_argument("--out", required=True, metavar="SITE", help="folder to write (replaced)")
-    s.set_defaults(func=cmd_site)
-    s = sub.add_parser("prior-curve", help="FID/KID against score evaluations for the Heun and "
-                                           "DMCMC samplers of a public-split score model")
-    s.add_argument("--dataset", default="digits", help="registered dataset (default digits)")
-    s.add_argument("--size", type=int, default=16, help="image side (default 16; 0: dataset's)")
-    s.add_argument("--samples", type=int, default=1000, help="samples per configuration")
-    s.add_argument("--seed", type=int, default=0, help="seed of the score model and samplers")
-    s.add_argument("--score-steps", type=int, default=2000, help="score-model training steps")
-    s.add_argument("--inception", help="Inception weights file for FID/KID (default: the "
-                   "usual places, else the public feature network)")
-    s.add_argument("--out", default="results/prior", help="output folder")
-    s.add_argument("--attacks", metavar="DIR", help="instead: FID/KID of DIR's reconstructions "
-                   "pooled per leaderboard group, in the same features (DIR/attack_quality.md)")
-    s.set_defaults(func=cmd_prior_curve)
+    add_site_parser(sub)
+    add_prior_curve_parser(sub)
+    add_check_parser(sub)
     return p
 
 

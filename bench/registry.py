@@ -254,5 +254,14 @@ class Component:
     def __init__(self, **kwargs: Any) -> None:
         where = self.registry_name or type(self).__name__
         self.config = validate_params(self.params, kwargs, where)
+        problem = self.check_params(self.config)
+        if problem:
+            raise ParamError(f"{where}: {problem}")
         for k, v in self.config.items():
             setattr(self, k, v)
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        """A rule between validated parameters that no single :class:`Param` can state; the
+        problem in words, or None. Checked when a suite loads and when the component is built."""
+        return None

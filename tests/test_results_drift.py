@@ -44,3 +44,22 @@ def test_committed_records_are_whole_and_pictured(suite):
 
 def test_quick_results_are_committed():
     assert "quick" in SUITES
+
+
+CHECKED = sorted(p.parent.name for p in RESULTS.glob("*/check.json"))
+
+
+@pytest.mark.parametrize("suite", CHECKED)
+def test_committed_check_tables_regenerate_byte_identically(suite, tmp_path):
+    """`leakbench check` on a copy of the records gives the committed check.md/.tex/.json."""
+    from bench.cli import main
+
+    src = RESULTS / suite
+    shutil.copytree(src / "records", tmp_path / "records")
+    assert main(["check", str(tmp_path), "--against", str(src), "--format", "latex"]) == 0
+    for name in ("check.md", "check.tex", "check.json"):
+        assert (tmp_path / name).read_bytes() == (src / name).read_bytes(), name
+
+
+def test_the_paper_results_are_committed_with_their_check_tables():
+    assert {"paper-dlg", "paper-idlg", "paper-rgap"} <= set(CHECKED)

@@ -82,7 +82,8 @@ def record_modality(record: dict[str, Any]) -> str:
 
 def defense_strength(chain: list[dict[str, Any]]) -> float | None:
     """The main parameter of a single defense (its ``strength`` attribute, else its first
-    numeric parameter), for PSNR-against-strength plots; None for chains and ``none``."""
+    numeric parameter that is set), for PSNR-against-strength plots; None for chains and
+    ``none``."""
     if len(chain) != 1:
         return None
     name, params = chain[0]["name"], chain[0]["params"]
@@ -90,8 +91,9 @@ def defense_strength(chain: list[dict[str, Any]]) -> float | None:
         return None
     cls = DEFENSES.get(name).cls
     key = getattr(cls, "strength", None)
-    if key is None:
-        numeric = [p.name for p in cls.params if p.type in (float, int)]
+    if key is None:  # the first numeric parameter set (noise: its scale, else its variance)
+        numeric = [p.name for p in cls.params
+                   if p.type in (float, int) and params.get(p.name) is not None]
         key = numeric[0] if numeric else None
     value = params.get(key) if key else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \

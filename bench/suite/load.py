@@ -302,6 +302,10 @@ def _expand_component(name: str, params: dict[str, Any], registry: Registry, whe
         specs = []
         for combo in _grid(params, where):
             validated = validate_params(entry.params, combo, where)
+            problem = entry.cls.check_params(validated) if hasattr(entry.cls, "check_params") \
+                else None
+            if problem:
+                raise SuiteError(f"{where}: {problem}")
             specs.append(Spec(name, tuple(sorted(validated.items())), registry.kind + "s",
                               tuple(sorted(params))))
         return specs

@@ -28,8 +28,12 @@ class SuiteDocument:
     raw: Any
 
 
+CLAIMS_SUFFIX = ".claims"  # paper-dlg.claims.yaml: the claims of suite paper-dlg, no suite
+
+
 def builtin_suites() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))
+            if not p.stem.endswith(CLAIMS_SUFFIX)}
 
 
 def read_suite(name_or_path: str) -> SuiteDocument:
@@ -51,35 +55,37 @@ def read_suite(name_or_path: str) -> SuiteDocument:
     return SuiteDocument(path, raw)
 
 
-def read_suite_text(path: Path) -> str:
-    """The text of a suite file, or a SuiteError naming the file and what is wrong with it."""
+def read_suite_text(path: Path, kind: str = "suite") -> str:
+    """The text of a suite file (or another YAML file of the ``kind`` named in messages), or
+    a SuiteError naming the file and what is wrong with it."""
     try:
         if path.is_dir():
-            raise SuiteError(f"{path}: is a folder, not a suite file (give a .yaml file)")
+            raise SuiteError(f"{path}: is a folder, not a {kind} file (give a .yaml file)")
         size = path.stat().st_size
         if not path.is_file():
             raise SuiteError(f"{path}: not a regular file")
         if size > MAX_SUITE_BYTES:
-            raise SuiteError(f"{path}: {size} bytes, above the suite size limit of "
+            raise SuiteError(f"{path}: {size} bytes, above the {kind} size limit of "
                              f"{MAX_SUITE_BYTES} bytes")
         with open(path, "rb") as f:
             data = f.read(MAX_SUITE_BYTES + 1)
     except OSError as e:
         raise SuiteError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     if len(data) > MAX_SUITE_BYTES:
-        raise SuiteError(f"{path}: above the suite size limit of {MAX_SUITE_BYTES} bytes")
+        raise SuiteError(f"{path}: above the {kind} size limit of {MAX_SUITE_BYTES} bytes")
     if b"\x00" in data:
-        raise SuiteError(f"{path}: a binary file (it holds NUL bytes), not a YAML suite")
+        raise SuiteError(f"{path}: a binary file (it holds NUL bytes), not a YAML {kind} file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SuiteError(f"{path}: not UTF-8 text (byte {e.start}): a suite is a YAML file"
+        raise SuiteError(f"{path}: not UTF-8 text (byte {e.start}): a {kind} file is YAML"
                          ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip():
-        raise SuiteError(f"{path}: the file is empty: a suite needs at least datasets, archs, "
-                         "defenses and attacks")
+        need = ("a suite needs at least datasets, archs, defenses and attacks"
+                if kind == "suite" else f"a {kind} file needs content")
+        raise SuiteError(f"{path}: the file is empty: {need}")
     return text
 
 

@@ -1,0 +1,119 @@
+"""``leakbench check DIR``: the papers' claims against a results folder's records.
+
+Writes ``DIR/check.md``, ``DIR/check.tex`` and ``DIR/check.json`` and prints the table.
+The exit status is 1 when a claim that **holds** in the reference now **does not hold**; the
+reference is each ``--against`` (a ``check.json`` or a folder holding one), else the
+``DIR/check.json`` already there, read before it is overwritten: the committed table of a
+committed results folder. ``--against-records REF`` instead evaluates the claims on REF's
+records of the cells DIR has (same cell ids): the reference for a run of a subset of REF's
+cells, such as the nightly suite's, where a claim on fewer seeds may read otherwise. A claim
+that does not hold stays in the table as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.registry import LeakbenchError, warn
+
+CHECK_FILES = ("check.md", "check.tex", "check.json")
+
+
+def add_check_parser(sub: Any) -> None:
+    s = sub.add_parser("check", help="test the papers' claims on a results folder; exit 1 "
+                                     "when a claim held in the reference now fails")
+    s.add_argument("dir")
+    s.add_argument("--claims", action="append", help="claims file or built-in name "
+                   "(repeatable; default: the claims of the records' suite)")
+    s.add_argument("--against", action="append", help="reference check.json, or a folder "
+                   "with one (repeatable; default: DIR/check.json before it is rewritten)")
+    s.add_argument("--against-records", action="append", metavar="REF", help="results folder "
+                   "whose records of DIR's cells give the reference verdicts (repeatable)")
+    s.add_argument("--format", default="markdown", choices=["markdown", "latex", "both"],
+                   help="what is printed (all three files are written)")
+    s.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.claims.evaluate import FAILS, HOLDS, check_claims
+    from bench.claims.render import render_json, render_latex, render_markdown, summary
+    from bench.claims.schema import load_claims
+    from bench.store import load_records, write_atomic
+
+    out = Path(args.dir)
+    if not (out / "records").is_dir():
+        raise LeakbenchError(f"{out}: no records folder (run a suite into it first)")
+    records = load_records(out)
+    if not records:
+        raise LeakbenchError(f"no records under {out / 'records'}")
+    suites = sorted({str(r.get("suite", "")) for r in records})
+    names = args.claims or suites
+    files = [load_claims(n) for n in names]
+    claims = [c for f in files for c in f.claims]
+    if len({c.id for c in claims}) != len(claims):
+        raise LeakbenchError("--claims: two files give the same claim id")
+    suite = "+".join(dict.fromkeys(f.suite or f.path.stem for f in files))
+    if args.against and args.against_records:
+        raise LeakbenchError("--against and --against-records: give one kind of reference")
+    reference = (_reference_records(claims, records, args.against_records)
+                 if args.against_records else _reference(out, args.against))
+    outcomes = check_claims(claims, records)
+    texts = {"check.md": render_markdown(suite, outcomes),
+             "check.tex": render_latex(suite, outcomes),
+             "check.json": render_json(suite, outcomes)}
+    for name, text in texts.items():
+        write_atomic(out / name, text)
+    if args.format in ("markdown", "both"):
+        sys.stdout.write(texts["check.md"])
+    if args.format in ("latex", "both"):
+        sys.stdout.write(texts["check.tex"])
+    broken = [o for o in outcomes if reference.get(o.claim.id) == HOLDS and o.verdict == FAILS]
+    for o in outcomes:
+        if reference.get(o.claim.id) == HOLDS and o.verdict != HOLDS and o not in broken:
+            warn(f"check: claim {o.claim.id} held in the reference and is {o.verdict} now")
+    for o in broken:
+        print(f"leakbench: claim {o.claim.id} held in the reference and does not hold now: "
+              f"{o.measured()} [{o.claim.expectation()}]", file=sys.stderr)
+    print(f"leakbench check: {summary(outcomes)}; {len(broken)} held claim(s) broken",
+          file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _reference_records(claims: list[Any], records: list[dict[str, Any]],
+                       folders: list[str]) -> dict[str, str]:
+    """claim id → verdict on the reference folders' records of the cells ``records`` has."""
+    from bench.claims.evaluate import check_claims
+    from bench.store import load_records
+
+    ids = {r["cell_id"] for r in records}
+    ref: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        if not (Path(folder) / "records").is_dir():
+            raise LeakbenchError(f"--against-records: {folder} has no records folder")
+        ref.update({r["cell_id"]: r for r in load_records(Path(folder), quarantine=False)
+                    if r["cell_id"] in ids})
+    return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
+
+
+def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
+    """claim id → verdict in the reference check tables (later files win on a repeated id)."""
+    paths = [Path(a) for a in against] if against else [out / "check.json"]
+    verdicts: dict[str, str] = {}
+    for path in paths:
+        if path.is_dir():
+            path = path / "check.json"
+        if not path.exists():
+            if against:
+                raise LeakbenchError(f"--against: {path} does not exist")
+            continue  # a first check of DIR: nothing to compare with
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            verdicts.update({str(r["claim"]): str(r["verdict"]) for r in rows})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
+                                 ) from None
+    return verdicts

@@ -1,0 +1,172 @@
+"""Claims against records: each claim's cells, its metric's mean with its 95% interval, and a
+verdict (``holds``, ``does not hold``, ``not run``).
+
+Every seed enters as the leaderboard takes it (:func:`~bench.leaderboard.uncertainty.
+seed_values`: a diverged, failed or timed-out seed at its floor, pooled over its scenario);
+``success`` is 1 or 0 per seed (a failed seed 0); ``risk_index`` is the cell architecture's
+R-GAP risk index. A bound (``at_least``/``at_most``) is tested on the mean; an ordering on the
+two means, or with ``separated`` on the intervals (no overlap). A claim none of whose cells
+ran is ``not run``: it is neither held nor failed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.claims.schema import RISK_INDEX, SUCCESS, Claim
+from bench.leaderboard.frames import records_frame, scenarios
+from bench.leaderboard.pivot import NAMED, WHERE, table_metrics
+from bench.leaderboard.uncertainty import (
+    SEED_STATUSES,
+    Interval,
+    clearly_better,
+    seed_values,
+    t_interval,
+)
+
+HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
+VERDICTS = (HOLDS, FAILS, NOT_RUN)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A claim's verdict with what was measured (``other``: the ordering's second side)."""
+
+    claim: Claim
+    verdict: str
+    value: Interval
+    other: Interval | None = None
+
+    def measured(self) -> str:
+        """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
+        if self.verdict == NOT_RUN and not self.value.n:
+            return "no cell ran"
+        text = _show(self.claim.metric, self.value)
+        if self.other is not None:
+            text += " vs " + _show(self.claim.metric, self.other)
+        return text
+
+    def row(self) -> dict[str, Any]:
+        """The claim's row of ``check.json``."""
+        c = self.claim
+        return {"claim": c.id, "paper": c.paper, "sentence": c.sentence,
+                "reported": c.reported or "n/a", "measured": self.measured(),
+                "verdict": self.verdict, "metric": c.metric, "expectation": c.expectation(),
+                "where": c.where, "value": _numbers(self.value),
+                "other": None if self.other is None else _numbers(self.other),
+                **({"note": c.note} if c.note else {})}
+
+
+def _numbers(iv: Interval) -> dict[str, Any]:
+    return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
+
+
+def _show(metric: str, iv: Interval) -> str:
+    if iv.mean is None:
+        return f"n/a (n={iv.n})"
+    digits = 2 if metric in (SUCCESS, RISK_INDEX) else _digits(metric)
+    half = "n/a" if iv.half is None else f"{iv.half:.{digits}f}"
+    if metric == SUCCESS:
+        wins = round(iv.mean * iv.n)
+        return f"{wins}/{iv.n} = {iv.mean:.2f} ± {half}"
+    if metric == RISK_INDEX:
+        return f"{iv.mean:.4f}"
+    return f"{iv.mean:.{digits}f} ± {half} (n={iv.n})"
+
+
+def _digits(metric: str) -> int:
+    return next(m.digits for m in table_metrics() if m.name == metric)
+
+
+def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFrame:
+    """One row per seed that ran (skipped cells left out), with the filter columns as text and
+    a ``value:<metric>`` column per metric asked for."""
+    df = records_frame(records)
+    if df.empty:
+        return df
+    cols: dict[str, pd.Series] = {}
+    for name in sorted(metrics - {SUCCESS, RISK_INDEX}):
+        higher = next(m.higher_is_better for m in table_metrics() if m.name == name)
+        parts = [seed_values(g, name, higher)["value"] for _, g in scenarios(df)]
+        cols[name] = pd.concat(parts) if parts else pd.Series(dtype=float)
+    ran = df[df["status"].isin(SEED_STATUSES)].copy()
+    for name, values in cols.items():
+        ran[f"value:{name}"] = values.reindex(ran.index)
+    if SUCCESS in metrics:  # a seed that did not finish did not succeed
+        ran[f"value:{SUCCESS}"] = [1.0 if s == "ok" and isinstance(v, (bool, np.bool_)) and v
+                                   else 0.0 for s, v in zip(ran["status"], ran["success"])]
+    if RISK_INDEX in metrics:
+        ran[f"value:{RISK_INDEX}"] = _risk_indices(records, ran)
+    for axis in WHERE:
+        ran[axis] = ran[axis].map(lambda v: "" if v is None or (isinstance(v, float)
+                                                                 and math.isnan(v)) else str(v))
+    return ran
+
+
+def _risk_indices(records: list[dict[str, Any]], ran: pd.DataFrame) -> list[float]:
+    from bench.leaderboard.tables import architecture_table
+
+    table = architecture_table(records)
+    index: dict[tuple[str, str], float] = {}
+    if table is not None:
+        for row in table.frame.to_dict("records"):
+            text = row["Risk index"]
+            arch = row["Arch"]
+            dataset = row["Input"].split(" (", 1)[0]
+            index[(arch, dataset)] = float("nan") if text == "n/a" else float(text)
+    return [index.get((a, d), float("nan")) for a, d in zip(ran["arch"], ran["dataset"])]
+
+
+def where_mask(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.Series:
+    """Rows whose every column named in ``where`` has one of its values (label or, for
+    attack/defense/arch/dataset, registered name)."""
+    keep = pd.Series(True, index=df.index)
+    for key, wanted in where.items():
+        hit = df[key].isin(wanted)
+        if key in NAMED:
+            hit |= df[f"{key}_name"].isin(wanted)
+        keep &= hit
+    return keep
+
+
+def evaluate(claim: Claim, df: pd.DataFrame) -> Outcome:
+    """The claim's verdict on the seeds of ``df`` (from :func:`claims_frame`)."""
+    higher = True if claim.metric in (SUCCESS, RISK_INDEX) else next(
+        m.higher_is_better for m in table_metrics() if m.name == claim.metric)
+    value = _interval(df, claim.where, claim.metric)
+    if claim.better_than is None:
+        if value.mean is None:
+            return Outcome(claim, NOT_RUN, value)
+        ok = (value.mean >= claim.at_least if claim.at_least is not None
+              else value.mean <= claim.at_most)  # type: ignore[operator]
+        return Outcome(claim, HOLDS if ok else FAILS, value)
+    other = _interval(df, {**claim.where, **claim.better_than}, claim.metric)
+    if value.mean is None or other.mean is None:
+        return Outcome(claim, NOT_RUN, value, other)
+    if claim.separated:
+        ok = clearly_better(value, other, higher)
+    else:
+        ok = value.mean > other.mean if higher else value.mean < other.mean
+    return Outcome(claim, HOLDS if ok else FAILS, value, other)
+
+
+def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Interval:
+    if df.empty:
+        return Interval(None, None, None, 0)
+    cells = df[where_mask(df, where)]
+    if metric == RISK_INDEX:  # a property of the architecture: no spread over seeds
+        values = cells[f"value:{metric}"].dropna()
+        mean = float(values.mean()) if len(values) else None
+        return Interval(mean, mean, mean, len(values))
+    return t_interval(cells[f"value:{metric}"])
+
+
+def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Outcome]:
+    """Every claim's outcome on ``records``, in the claims' order."""
+    df = claims_frame(records, {c.metric for c in claims})
+    return [evaluate(c, df) for c in claims]

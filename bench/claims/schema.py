@@ -1,0 +1,228 @@
+"""A claims file: what a paper says, as data that ``leakbench check`` tests against records.
+
+A built-in suite ``S`` ships its claims as ``bench/suites/S.claims.yaml``::
+
+    suite: paper-dlg                  # the suite whose records the claims are about
+    include: [paper-idlg]             # optional: other claims files' claims, in order
+    claims:
+      - id: noise-1e-2-stops-dlg      # unique, lower case, digits and dashes
+        paper: "Zhu et al., DLG, NeurIPS 2019, Fig. 8"
+        sentence: "Noise of variance 1e-2 or more stops the attack."
+        where: {attack: dlg, defense: ["noise(variance=0.01)", ...]}   # a filter over cells
+        metric: success               # a registered per-item metric, success or risk_index
+        expect: {at_most: 0.0}        # at_least | at_most | better_than (+ separated)
+        reported: "fails (Fig. 8)"    # the paper's value, where it gives one
+
+``where`` takes the ``leakbench table --where`` columns; a value is a cell's label or a
+registered name, a list means any of them. ``better_than`` is a second filter, laid over
+``where`` key by key: the claim holds when the cells of ``where`` score better on the metric
+(its direction) than those of ``better_than``; with ``separated: true`` only when their
+intervals do not overlap. Files are read within the suite files' limits; a problem is one
+line naming the file and the key (:class:`ClaimsError`, exit status 2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.leaderboard.pivot import WHERE
+from bench.registry import LeakbenchError, short, suggest
+from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR, parse_yaml, read_suite_text
+
+SUCCESS, RISK_INDEX = "success", "risk_index"
+"""Claim metrics beside the registered per-item ones: a seed's success (1 or 0, a failed seed
+0) and R-GAP's rank-analysis risk index of the cell's architecture."""
+BOUNDS = ("at_least", "at_most")
+EXPECT_KEYS = (*BOUNDS, "better_than", "separated")
+CLAIM_KEYS = ("id", "paper", "sentence", "where", "metric", "expect", "reported", "note")
+REQUIRED = ("id", "paper", "sentence", "where", "metric", "expect")
+FILE_KEYS = ("suite", "description", "include", "claims")
+ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+class ClaimsError(LeakbenchError):
+    """A claims file that cannot be used: one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper, with the cells it is about and what it expects of them."""
+
+    id: str
+    paper: str
+    sentence: str
+    where: dict[str, list[str]]
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    better_than: dict[str, list[str]] | None = None
+    separated: bool = False
+    reported: str = ""
+    note: str = ""
+
+    def expectation(self) -> str:
+        """The expectation in words: ``mean psnr ≥ 20``, ``psnr above defense=none``."""
+        what = "share of successes" if self.metric == SUCCESS else f"mean {self.metric}"
+        if self.at_least is not None:
+            return f"{what} ≥ {self.at_least:g}"
+        if self.at_most is not None:
+            return f"{what} ≤ {self.at_most:g}"
+        other = ", ".join(f"{k}={'|'.join(v)}" for k, v in (self.better_than or {}).items())
+        how = " (intervals apart)" if self.separated else ""
+        return f"{what} better than with {other}{how}"
+
+
+@dataclass(frozen=True)
+class ClaimsFile:
+    path: Path
+    suite: str
+    description: str
+    claims: list[Claim] = field(default_factory=list)
+
+
+def claims_path(name_or_path: str) -> Path:
+    """A built-in claims file by suite name (``paper-dlg``) or a path."""
+    builtin = SUITES_DIR / f"{name_or_path}{CLAIMS_SUFFIX}.yaml"
+    if builtin.is_file():
+        return builtin
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    names = sorted(p.name[: -len(CLAIMS_SUFFIX + ".yaml")]
+                   for p in SUITES_DIR.glob(f"*{CLAIMS_SUFFIX}.yaml"))
+    raise ClaimsError(f"no built-in claims file or file named {short(name_or_path)}"
+                      f"{suggest(name_or_path, names)}; built-in: {', '.join(names)}")
+
+
+def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
+    """The validated claims of a file (its ``include`` first), or a ClaimsError."""
+    path = claims_path(name_or_path)
+    if path.resolve() in _seen:
+        raise ClaimsError(f"{path}: include: the file includes itself")
+    try:
+        raw = parse_yaml(read_suite_text(path, "claims"), str(path))
+    except LeakbenchError as e:
+        raise ClaimsError(str(e)) from None
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise ClaimsError(f"{where}: expected a mapping with a claims list, got {short(raw)}")
+    _known(raw, FILE_KEYS, where)
+    claims: list[Claim] = []
+    for i, name in enumerate(_list(raw.get("include", []), f"{where}: include")):
+        if not isinstance(name, str):
+            raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
+                              f"got {short(name)}")
+        try:
+            claims += load_claims(name, (*_seen, path.resolve())).claims
+        except ClaimsError as e:
+            raise ClaimsError(f"{where}: include[{i}]: {e}") from None
+    items = _list(raw.get("claims", []), f"{where}: claims")
+    claims += [_claim(item, f"{where}: claims[{i}]") for i, item in enumerate(items)]
+    if not claims:
+        raise ClaimsError(f"{where}: no claims (give a claims list or an include)")
+    seen: set[str] = set()
+    for c in claims:
+        if c.id in seen:
+            raise ClaimsError(f"{where}: claim id {c.id!r} is given twice")
+        seen.add(c.id)
+    return ClaimsFile(path, str(raw.get("suite", "")), str(raw.get("description", "")), claims)
+
+
+def _claim(item: Any, where: str) -> Claim:
+    if not isinstance(item, dict):
+        raise ClaimsError(f"{where}: expected a mapping, got {short(item)}")
+    _known(item, CLAIM_KEYS, where)
+    for key in REQUIRED:
+        if key not in item:
+            raise ClaimsError(f"{where}: missing {key!r}")
+    cid = item["id"]
+    if not isinstance(cid, str) or not ID.fullmatch(cid):
+        raise ClaimsError(f"{where}.id: expected lower-case letters, digits and dashes "
+                          f"(up to 64), got {short(cid)}")
+    where = f"{where} ({cid})"
+    texts = {k: _text(item.get(k, ""), f"{where}.{k}", required=k in REQUIRED)
+             for k in ("paper", "sentence", "reported", "note")}
+    metric = _metric(item["metric"], f"{where}.metric")
+    expect = item["expect"]
+    if not isinstance(expect, dict) or not expect:
+        raise ClaimsError(f"{where}.expect: expected a mapping such as {{at_least: 20}}, "
+                          f"got {short(expect)}")
+    _known(expect, EXPECT_KEYS, f"{where}.expect")
+    given = [k for k in (*BOUNDS, "better_than") if k in expect]
+    if len(given) != 1:
+        raise ClaimsError(f"{where}.expect: give exactly one of at_least, at_most, "
+                          f"better_than (got {', '.join(given) or 'none'})")
+    bounds = {k: _number(expect[k], f"{where}.expect.{k}") for k in BOUNDS if k in expect}
+    separated = expect.get("separated", False)
+    if not isinstance(separated, bool):
+        raise ClaimsError(f"{where}.expect.separated: expected true or false, "
+                          f"got {short(separated)}")
+    if separated and "better_than" not in expect:
+        raise ClaimsError(f"{where}.expect.separated: only an ordering (better_than) has it")
+    better = (_filter(expect["better_than"], f"{where}.expect.better_than")
+              if "better_than" in expect else None)
+    return Claim(cid, texts["paper"], texts["sentence"], _filter(item["where"], f"{where}.where"),
+                 metric, bounds.get("at_least"), bounds.get("at_most"), better, separated,
+                 texts["reported"], texts["note"])
+
+
+def _filter(value: Any, where: str) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not value:
+        raise ClaimsError(f"{where}: expected a mapping of columns to values, "
+                          f"got {short(value)}")
+    out: dict[str, list[str]] = {}
+    for key, v in value.items():
+        if key not in WHERE:
+            raise ClaimsError(f"{where}: unknown column {short(key)}{suggest(str(key), WHERE)}; "
+                              f"expected one of {', '.join(WHERE)}")
+        values = v if isinstance(v, list) else [v]
+        if not values:
+            raise ClaimsError(f"{where}.{key}: an empty list matches nothing")
+        for x in values:
+            if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+                raise ClaimsError(f"{where}.{key}: expected a label, a name or a number, "
+                                  f"got {short(x)}")
+        out[key] = [str(x) for x in values]
+    return out
+
+
+def _metric(value: Any, where: str) -> str:
+    from bench.leaderboard.pivot import table_metrics
+
+    names = [m.name for m in table_metrics()] + [SUCCESS, RISK_INDEX]
+    if value not in names:
+        raise ClaimsError(f"{where}: unknown metric {short(value)}{suggest(str(value), names)}; "
+                          f"expected one of {', '.join(names)}")
+    return str(value)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")):
+        raise ClaimsError(f"{where}: expected a finite number, got {short(value)}")
+    return float(value)
+
+
+def _text(value: Any, where: str, required: bool) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = f"{value:g}"
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ClaimsError(f"{where}: expected {'non-empty ' if required else ''}text, "
+                          f"got {short(value)}")
+    return " ".join(value.split())
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ClaimsError(f"{where}: expected a list, got {short(value)}")
+    return value
+
+
+def _known(mapping: dict[Any, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in mapping:
+        if key not in keys:
+            raise ClaimsError(f"{where}: unknown key {short(key)}{suggest(str(key), keys)}; "
+                              f"expected {', '.join(keys)}")

@@ -1,0 +1,44 @@
+"""``leakbench prior-curve``: the command line of the learned-prior track's sample-quality
+curve (FID/KID against score evaluations, :mod:`bench.prior_curve`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench.registry import LeakbenchError
+
+
+def add_prior_curve_parser(sub: Any) -> None:
+    s = sub.add_parser("prior-curve", help="FID/KID against score evaluations for the Heun and "
+                                           "DMCMC samplers of a public-split score model")
+    s.add_argument("--dataset", default="digits", help="registered dataset (default digits)")
+    s.add_argument("--size", type=int, default=16, help="image side (default 16; 0: dataset's)")
+    s.add_argument("--samples", type=int, default=1000, help="samples per configuration")
+    s.add_argument("--seed", type=int, default=0, help="seed of the score model and samplers")
+    s.add_argument("--score-steps", type=int, default=2000, help="score-model training steps")
+    s.add_argument("--inception", help="Inception weights file for FID/KID (default: the "
+                   "usual places, else the public feature network)")
+    s.add_argument("--out", default="results/prior", help="output folder")
+    s.add_argument("--attacks", metavar="DIR", help="instead: FID/KID of DIR's reconstructions "
+                   "pooled per leaderboard group, in the same features (DIR/attack_quality.md)")
+    s.set_defaults(func=cmd_prior_curve)
+
+
+def cmd_prior_curve(args: argparse.Namespace) -> int:
+    from bench.prior_curve import run_curve, write_attack_quality
+
+    if args.attacks:
+        print(write_attack_quality(Path(args.attacks), args.inception))
+        return 0
+    from bench.scoremodel import ScoreSettings
+
+    if args.samples < 2 or args.score_steps < 1:
+        raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
+                             "least 1")
+    params = {"size": args.size} if args.size else {}
+    run_curve(args.dataset, params, Path(args.out), args.samples, args.seed,
+              ScoreSettings(steps=args.score_steps), inception=args.inception)
+    print(Path(args.out) / "samplers.md")
+    return 0

@@ -1,0 +1,292 @@
+"""``leakbench check``: claims files validated like suites, verdicts on synthetic and doctored
+records, byte-stable tables (pdflatex compiles the LaTeX), exit 1 when a held claim fails."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.claims.evaluate import FAILS, HOLDS, NOT_RUN, check_claims
+from bench.claims.schema import ClaimsError, load_claims
+from bench.cli import main
+from bench.store import load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
+
+CLAIMS = """\
+suite: synthetic
+claims:
+  - id: a-leaks
+    paper: "Someone 2020, Table 1"
+    sentence: "Attack A recovers the image undefended."
+    where: {attack: A, defense: none}
+    metric: success
+    expect: {at_least: 0.5}
+    reported: "always"
+  - id: a-psnr
+    paper: "Someone 2020, Fig. 2"
+    sentence: "A reaches 30 dB or more."
+    where: {attack: A, defense: none}
+    metric: psnr
+    expect: {at_least: 30}
+  - id: noise-helps
+    paper: "Someone 2020, Sec. 5"
+    sentence: "Noise lowers A's PSNR."
+    where: {attack: A, defense: none}
+    metric: psnr
+    expect:
+      better_than: {defense: noise}
+      separated: true
+  - id: b-labels
+    paper: "Someone 2020, Table 3"
+    sentence: "B gets every label."
+    where: {attack: B}
+    metric: label_acc
+    expect: {at_least: 0.99}
+"""
+
+
+def record(t: dict, n: int, attack: str, defense: str, seed: int, psnr: float | None,
+           status: str = "ok") -> dict:
+    r = copy.deepcopy(t)
+    r.update(cell_id=f"{n:016x}", seed=seed, status=status, attack_label=attack,
+             defense_label=defense, arch_label="mlp", dataset_label="digits", batch_size=1,
+             error=None, picture=None, suite="synthetic",
+             derived_seeds={"scenario": 1000 + seed, "attack": n, "defense": n})
+    r["attack"] = {"name": attack, "params": {}, "shown": []}
+    r["defense"] = [{"name": defense.split("(")[0], "params": {}, "shown": []}]
+    r["arch"] = {"name": "mlp", "params": {}, "shown": []}
+    r["client"], r["victim"] = {"mode": "fedsgd", "bn_mode": "train"}, "init"
+    r["metrics"] = None if psnr is None else {
+        "psnr": psnr, "mse": 10 ** (-psnr / 10), "ssim": 0.5, "label_acc": 1.0,
+        "success": psnr >= 20}
+    r["floor_metrics"] = {"psnr": 5.0, "mse": 10 ** -0.5, "ssim": 0.0}
+    return r
+
+
+PSNR = {("A", "none"): [40.0, 42.0, 44.0], ("A", "noise(scale=0.1)"): [10.0, 11.0, 12.0]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A results folder of synthetic records and the claims file about them."""
+    t = json.loads(TEMPLATE.read_text())
+    folder = tmp_path / "res"
+    (folder / "records").mkdir(parents=True)
+    n = 0
+    for (attack, defense), values in PSNR.items():
+        for seed, v in enumerate(values):
+            n += 1
+            write(folder, record(t, n, attack, defense, seed, v))
+    (tmp_path / "synthetic.claims.yaml").write_text(CLAIMS)
+    return folder
+
+
+def write(folder: Path, r: dict) -> None:
+    (folder / "records" / f"{r['cell_id']}.json").write_text(json.dumps(r, indent=1,
+                                                                        sort_keys=True))
+
+
+def check(folder: Path, *extra: str) -> int:
+    return main(["check", str(folder), "--claims", str(folder.parent / "synthetic.claims.yaml"),
+                 *extra])
+
+
+def verdicts(folder: Path) -> dict[str, str]:
+    rows = json.loads((folder / "check.json").read_text())["rows"]
+    return {r["claim"]: r["verdict"] for r in rows}
+
+
+def test_verdicts_tables_and_byte_stability(store, capsys):
+    assert check(store) == 0
+    out = capsys.readouterr().out
+    assert verdicts(store) == {"a-leaks": HOLDS, "a-psnr": HOLDS, "noise-helps": HOLDS,
+                               "b-labels": NOT_RUN}
+    doc = json.loads((store / "check.json").read_text())
+    assert doc["suite"] == "synthetic"
+    for row in doc["rows"]:
+        assert set(row) >= {"claim", "paper", "sentence", "reported", "measured", "verdict"}
+        assert all(isinstance(row[k], str) for k in ("claim", "paper", "sentence", "reported",
+                                                      "measured", "verdict"))
+    a = next(r for r in doc["rows"] if r["claim"] == "a-psnr")
+    assert a["measured"].startswith("42.00 ± 4.97 (n=3)")  # t(0.975, 2)·2/√3 = 4.97
+    assert a["reported"] == "n/a"
+    assert "| a-leaks" in out and "3/3 = 1.00" in out
+    tex = (store / "check.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\geq$" in tex
+    first = {n: (store / n).read_bytes() for n in ("check.md", "check.tex", "check.json")}
+    assert check(store, "--format", "both") == 0
+    assert {n: (store / n).read_bytes() for n in first} == first
+
+
+def test_a_held_claim_made_to_fail_exits_1(store, capsys):
+    assert check(store) == 0  # the committed state: every run claim holds
+    t = json.loads(TEMPLATE.read_text())
+    for seed in range(3):  # doctored: A's undefended seeds collapse (one diverges)
+        r = record(t, 1 + seed, "A", "none", seed, 8.0 if seed else None,
+                   "ok" if seed else "diverged")
+        write(store, r)
+    capsys.readouterr()
+    assert check(store) == 1
+    err = capsys.readouterr().err
+    assert "claim a-leaks held in the reference and does not hold now" in err
+    assert verdicts(store)["a-leaks"] == FAILS and verdicts(store)["noise-helps"] == FAILS
+    # the rewritten check.json is the reference now: failing again is no new breakage
+    assert check(store) == 0
+
+
+def test_against_an_explicit_reference_and_a_claim_that_never_held(store, tmp_path, capsys):
+    assert check(store) == 0
+    reference = tmp_path / "committed"
+    reference.mkdir()
+    shutil.copy(store / "check.json", reference / "check.json")
+    t = json.loads(TEMPLATE.read_text())
+    write(store, record(t, 1, "A", "none", 0, 31.0))  # a-psnr: mean 39, still ≥ 30
+    assert check(store, "--against", str(reference)) == 0
+    for seed in range(3):
+        write(store, record(t, 1 + seed, "A", "none", seed, 25.0))  # a-psnr fails, a-leaks holds
+    assert check(store, "--against", str(reference / "check.json")) == 1
+    assert "a-psnr" in capsys.readouterr().err
+    assert main(["check", str(store), "--claims", str(tmp_path / "synthetic.claims.yaml"),
+                 "--against", str(tmp_path / "nowhere")]) == 2
+
+
+def test_failed_seeds_count_as_floors_and_no_success(store):
+    t = json.loads(TEMPLATE.read_text())
+    write(store, record(t, 3, "A", "none", 2, None, "diverged"))  # floor 5 dB
+    claims = load_claims(str(store.parent / "synthetic.claims.yaml")).claims
+    out = {o.claim.id: o for o in check_claims(claims, load_records(store))}
+    assert out["a-leaks"].value.mean == pytest.approx(2 / 3)
+    assert out["a-psnr"].value.mean == pytest.approx((40 + 42 + 5) / 3)
+    assert out["a-psnr"].verdict == FAILS
+
+
+def test_risk_index_claims_on_the_committed_rgap_records():
+    claims = load_claims("paper-rgap").claims
+    rank = [c for c in claims if c.metric == "risk_index"]
+    records = [r for r in load_records(ROOT / "results" / "rgap")
+               if r["arch"]["name"] in ("cnn6", "cnn6d") and r["defense_label"] == "none"]
+    out = check_claims(rank, records)
+    assert [o.verdict for o in out] == [HOLDS, HOLDS]
+    assert out[0].value.mean == 1.0 and 0.9 < out[1].value.mean < 0.95
+
+
+@pytest.mark.parametrize("name", ["paper-dlg", "paper-idlg", "paper-rgap"])
+def test_builtin_claims_load_and_every_filter_matches_cells_of_their_suite(name):
+    from bench.suite import load_suite
+    from bench.suite.expand import attack_cells
+
+    claims = load_claims(name)
+    assert claims.suite == name
+    labels: dict[str, set[str]] = {"attack": set(), "defense": set(), "arch": set(),
+                                   "dataset": set(), "batch_size": set()}
+    for cell in attack_cells(load_suite(name)):
+        for axis, spec in (("attack", cell.attack), ("arch", cell.arch),
+                           ("dataset", cell.dataset)):
+            labels[axis] |= {spec.label, spec.name}
+        labels["defense"] |= {cell.defense_label, "+".join(d.name for d in cell.defense)}
+        labels["batch_size"].add(str(cell.batch_size))
+    for c in claims.claims:
+        for where in (c.where, {**c.where, **(c.better_than or {})}):
+            for axis, values in where.items():
+                assert set(values) <= labels[axis], (c.id, axis, values)
+
+
+BAD = {
+    "not_a_mapping": ("- a\n- b\n", "expected a mapping"),
+    "unknown_key": ("claimz: []\n", "unknown key 'claimz' (did you mean 'claims'?)"),
+    "no_claims": ("suite: x\nclaims: []\n", "no claims"),
+    "missing_metric": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                       "expect: {at_least: 1}}\n", "missing 'metric'"),
+    "bad_id": ("claims:\n- {id: A B, paper: p, sentence: s, where: {attack: dlg}, metric: psnr, "
+               "expect: {at_least: 1}}\n", ".id: expected lower-case"),
+    "unknown_metric": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                       "metric: pnsr, expect: {at_least: 1}}\n", "did you mean 'psnr'"),
+    "two_expectations": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                         "metric: psnr, expect: {at_least: 1, at_most: 2}}\n", "exactly one"),
+    "nan_bound": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                  "metric: psnr, expect: {at_least: .nan}}\n", "finite number"),
+    "unknown_column": ("claims:\n- {id: a, paper: p, sentence: s, where: {atack: dlg}, "
+                       "metric: psnr, expect: {at_least: 1}}\n", "unknown column 'atack'"),
+    "separated_bound": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                        "metric: psnr, expect: {at_least: 1, separated: true}}\n",
+                        "only an ordering"),
+    "twice": ("claims:\n" + "- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+              "metric: psnr, expect: {at_least: 1}}\n" * 2, "given twice"),
+    "empty": ("", "the file is empty"),
+    "yaml": ("claims: [\n", "invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_claims_files_are_one_line_and_exit_2(case, store, tmp_path, capsys):
+    text, message = BAD[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ClaimsError, match=re.escape(message)):
+        load_claims(str(path))
+    capsys.readouterr()
+    assert main(["check", str(store), "--claims", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leakbench: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_an_include_cycle_and_an_unknown_name_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"include: [{tmp_path / 'a.yaml'}]\n")
+    with pytest.raises(ClaimsError, match="includes itself"):
+        load_claims(str(tmp_path / "a.yaml"))
+    with pytest.raises(ClaimsError, match="did you mean 'paper-dlg'"):
+        load_claims("paper-dgl")
+
+
+def test_check_latex_compiles_with_pdflatex(store, tmp_path):
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):
+            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
+        pytest.skip("pdflatex is not installed (.ci/run installs it)")
+    assert check(store) == 0
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        f"\\input{{{store / 'check'}}}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "Missing character" not in (tmp_path / "doc.log").read_text(errors="replace")
+
+
+def test_the_readme_claim_example_is_a_claim_of_paper_dlg():
+    import yaml
+
+    section = (ROOT / "README.md").read_text().split("## Paper claims", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (example,) = yaml.safe_load(block)
+    shipped = yaml.safe_load((ROOT / "bench" / "suites" / "paper-dlg.claims.yaml").read_text())
+    assert example in shipped["claims"]
+
+
+def test_against_records_judges_the_reference_on_the_same_cells(store, tmp_path, capsys):
+    """A run of a subset of the committed cells (the nightly suite's) is compared with the
+    committed records of those cells, not with the committed table over all of them."""
+    assert check(store) == 0  # on all cells: every run claim holds
+    subset = tmp_path / "subset"
+    (subset / "records").mkdir(parents=True)
+    for r in load_records(store):
+        if r["attack_label"] != "A" or r["defense_label"] != "none" or r["seed"] == 0:
+            write(subset, r)  # A undefended on one seed: its interval is undefined
+    claims = str(tmp_path / "synthetic.claims.yaml")
+    assert main(["check", str(subset), "--claims", claims, "--against", str(store)]) == 1
+    assert verdicts(subset)["noise-helps"] == FAILS  # not separated on one seed
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 0
+    t = json.loads(TEMPLATE.read_text())
+    write(subset, record(t, 1, "A", "none", 0, 8.0))  # now a real regression of seed 0
+    capsys.readouterr()
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 1
+    assert "claim a-leaks held in the reference" in capsys.readouterr().err
