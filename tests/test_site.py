@@ -176,6 +176,57 @@ def test_rebuild_gives_identical_bytes_and_tolerates_cells_without_pictures(tmp_
         assert min(image.size) >= 128
 
 
+TEXT_CELLS = ("a343a7c142114fb8", "7398b2778f78605b")  # text's tag, batch 2: best, worst
+HOSTILE = '<b>x&"y</b>'  # a token as a user's corpus may hold
+
+
+def test_text_cells_show_their_sentences_side_by_side_with_marks(tmp_path):
+    """Two text records (one token made hostile): the leaderboard's best/worst examples, the
+    cell pages and the gallery show each original beside its matched recovery in the record's
+    order, the correct tokens (and only those) marked, each pair's scores; escaped, and
+    rebuilt byte-identically."""
+    results = tmp_path / "words"
+    (results / "records").mkdir(parents=True)
+    records = [json.loads((ROOT / "results" / "text" / "records" / f"{c}.json").read_text())
+               for c in TEXT_CELLS]
+    pair = records[0]["text_pairs"][0]
+    pair["original"][0] = pair["recovered"][0] = HOSTILE
+    pair["correct"][0] = True
+    for r in records:
+        (results / "records" / f"{r['cell_id']}.json").write_text(json.dumps(r))
+    build_site([results], tmp_path / "a")
+    build_site([results], tmp_path / "b")
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert broken_links(tmp_path / "a") == []
+    pages = tmp_path / "a" / "words"
+    board = (pages / "index.html").read_text()
+    galleries = sorted((pages / "gallery").glob("*.html"))
+    assert len(galleries) == 1 and f"gallery/{galleries[0].name}" in board
+    gallery = galleries[0].read_text()
+    for which, r in zip(("best", "worst"), records):
+        cell = (pages / "cells" / f"{r['cell_id']}.html").read_text()
+        rows = re.findall(r"<tr><td class=\"num\">\d+</td>.*?</tr>", cell)
+        assert len(rows) == len(r["text_pairs"])
+        for row, p, token_acc in zip(rows, r["text_pairs"],
+                                     r["metrics"]["per_sequence"]["token_acc"]):
+            _, original, recovered, score = re.findall(r"<td[^>]*>(.*?)</td>", row)
+            assert html.unescape(original) == " ".join(p["original"])
+            marks = [html.unescape(m) for m in re.findall(
+                r"<mark>(.*?)<span class=\"visually-hidden\"> \(correct\)</span></mark>",
+                recovered)]
+            assert marks == [t for t, ok in zip(p["recovered"], p["correct"]) if ok]
+            assert html.unescape(re.sub(r"<mark>|<span.*?</span></mark>", "", recovered)) \
+                == " ".join(p["recovered"])
+            assert f"Token acc {token_acc:.3f}" in score
+        for page in (board, gallery):  # the leaderboard's example and the gallery's
+            assert cell[cell.index("<table class=\"sentences\">"):].split("</table>")[0] \
+                .split("<tbody>")[1] in page
+        assert f'<a href="cells/{r["cell_id"]}.html">none · tag(iterations=120): {which}, ' \
+               f'seed {r["seed"]}' in board
+    assert HOSTILE not in board + gallery and "&lt;b&gt;x&amp;" in board
+    assert "No reconstruction picture" not in gallery + board
+
+
 def test_claims_table_from_check_json(committed_site):
     page = (committed_site / "small" / "claims.html").read_text()
     for row in CLAIMS["rows"]:
