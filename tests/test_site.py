@@ -145,6 +145,8 @@ def test_site_builds_from_every_committed_results_folder(committed_site):
         # the committed figures, redrawn from the records, are on the leaderboard page
         plots = {f"plots/{p.name}" for p in (results / "plots").glob("*.png")}
         assert plots <= set(board.targets)
+    text = (committed_site / "text" / "index.html").read_text()  # sentences, not pictures
+    assert text.count('<table class="sentences">') > 8 and "<mark>" in text
     images = [p for p in committed_site.rglob("*.png")]
     assert images and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
 
@@ -437,7 +439,10 @@ def test_pages_render_and_images_load_in_chromium(browser, server, committed_sit
     base, _ = server
     pages = ["index.html", *[f"{r.name}/index.html" for r in COMMITTED], "small/claims.html",
              "quick/cells.html", "labels/gallery/digits_size_16_lenet_batch_8.html",
-             "small/gallery/digits_size_16_lenet_batch_1.html"]
+             "small/gallery/digits_size_16_lenet_batch_1.html",
+             "text/gallery/pydoc_classes_4_seq_len_12_task_classify_vocab_size_1000_"
+             "transformer_heads_4_layers_2_width_128_batch_2.html",
+             f"text/cells/{TEXT_CELLS[0]}.html"]
     small = sorted((committed_site / "small" / "cells").glob("*.html"))
     pages += [f"small/cells/{p.name}" for p in small[:3]]
     for page in pages:
@@ -451,7 +456,14 @@ def test_pages_render_and_images_load_in_chromium(browser, server, committed_sit
             "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
             ".map(i => i.src);")
         assert broken == [], page
-        if "gallery" in page or "/cells/" in page:
+        if page.startswith("text/"):  # marked tokens: bold and underlined, not colour alone
+            marks = browser.execute_script(
+                "return Array.from(document.querySelectorAll('table.sentences mark'), m => "
+                "[getComputedStyle(m).fontWeight, getComputedStyle(m).textDecorationLine, "
+                "m.getBoundingClientRect().width]);")
+            assert marks and all(int(w) >= 600 and "underline" in d and x > 0
+                                 for w, d, x in marks), page
+        elif "gallery" in page or "/cells/" in page:
             sizes = browser.execute_script(
                 "return Array.from(document.querySelectorAll('.pairs img'), "
                 "i => i.getBoundingClientRect().width);")
