@@ -145,6 +145,8 @@ def test_site_builds_from_every_committed_results_folder(committed_site):
         # the committed figures, redrawn from the records, are on the leaderboard page
         plots = {f"plots/{p.name}" for p in (results / "plots").glob("*.png")}
         assert plots <= set(board.targets)
+    text = (committed_site / "text" / "index.html").read_text()  # sentences, not pictures
+    assert text.count('<table class="sentences">') > 8 and "<mark>" in text
     images = [p for p in committed_site.rglob("*.png")]
     assert images and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
 
@@ -174,6 +176,57 @@ def test_rebuild_gives_identical_bytes_and_tolerates_cells_without_pictures(tmp_
 
     with Image.open(first / "small" / "img" / f"{shown['cell_id']}_0r.png") as image:
         assert min(image.size) >= 128
+
+
+TEXT_CELLS = ("a343a7c142114fb8", "7398b2778f78605b")  # text's tag, batch 2: best, worst
+HOSTILE = '<b>x&"y</b>'  # a token as a user's corpus may hold
+
+
+def test_text_cells_show_their_sentences_side_by_side_with_marks(tmp_path):
+    """Two text records (one token made hostile): the leaderboard's best/worst examples, the
+    cell pages and the gallery show each original beside its matched recovery in the record's
+    order, the correct tokens (and only those) marked, each pair's scores; escaped, and
+    rebuilt byte-identically."""
+    results = tmp_path / "words"
+    (results / "records").mkdir(parents=True)
+    records = [json.loads((ROOT / "results" / "text" / "records" / f"{c}.json").read_text())
+               for c in TEXT_CELLS]
+    pair = records[0]["text_pairs"][0]
+    pair["original"][0] = pair["recovered"][0] = HOSTILE
+    pair["correct"][0] = True
+    for r in records:
+        (results / "records" / f"{r['cell_id']}.json").write_text(json.dumps(r))
+    build_site([results], tmp_path / "a")
+    build_site([results], tmp_path / "b")
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert broken_links(tmp_path / "a") == []
+    pages = tmp_path / "a" / "words"
+    board = (pages / "index.html").read_text()
+    galleries = sorted((pages / "gallery").glob("*.html"))
+    assert len(galleries) == 1 and f"gallery/{galleries[0].name}" in board
+    gallery = galleries[0].read_text()
+    for which, r in zip(("best", "worst"), records):
+        cell = (pages / "cells" / f"{r['cell_id']}.html").read_text()
+        rows = re.findall(r"<tr><td class=\"num\">\d+</td>.*?</tr>", cell)
+        assert len(rows) == len(r["text_pairs"])
+        for row, p, token_acc in zip(rows, r["text_pairs"],
+                                     r["metrics"]["per_sequence"]["token_acc"]):
+            _, original, recovered, score = re.findall(r"<td[^>]*>(.*?)</td>", row)
+            assert html.unescape(original) == " ".join(p["original"])
+            marks = [html.unescape(m) for m in re.findall(
+                r"<mark>(.*?)<span class=\"visually-hidden\"> \(correct\)</span></mark>",
+                recovered)]
+            assert marks == [t for t, ok in zip(p["recovered"], p["correct"]) if ok]
+            assert html.unescape(re.sub(r"<mark>|<span.*?</span></mark>", "", recovered)) \
+                == " ".join(p["recovered"])
+            assert f"Token acc {token_acc:.3f}" in score
+        for page in (board, gallery):  # the leaderboard's example and the gallery's
+            assert cell[cell.index("<table class=\"sentences\">"):].split("</table>")[0] \
+                .split("<tbody>")[1] in page
+        assert f'<a href="cells/{r["cell_id"]}.html">none · tag(iterations=120): {which}, ' \
+               f'seed {r["seed"]}' in board
+    assert HOSTILE not in board + gallery and "&lt;b&gt;x&amp;" in board
+    assert "No reconstruction picture" not in gallery + board
 
 
 def test_claims_table_from_check_json(committed_site):
@@ -386,7 +439,10 @@ def test_pages_render_and_images_load_in_chromium(browser, server, committed_sit
     base, _ = server
     pages = ["index.html", *[f"{r.name}/index.html" for r in COMMITTED], "small/claims.html",
              "quick/cells.html", "labels/gallery/digits_size_16_lenet_batch_8.html",
-             "small/gallery/digits_size_16_lenet_batch_1.html"]
+             "small/gallery/digits_size_16_lenet_batch_1.html",
+             "text/gallery/pydoc_classes_4_seq_len_12_task_classify_vocab_size_1000_"
+             "transformer_heads_4_layers_2_width_128_batch_2.html",
+             f"text/cells/{TEXT_CELLS[0]}.html"]
     small = sorted((committed_site / "small" / "cells").glob("*.html"))
     pages += [f"small/cells/{p.name}" for p in small[:3]]
     for page in pages:
@@ -400,7 +456,14 @@ def test_pages_render_and_images_load_in_chromium(browser, server, committed_sit
             "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
             ".map(i => i.src);")
         assert broken == [], page
-        if "gallery" in page or "/cells/" in page:
+        if page.startswith("text/"):  # marked tokens: bold and underlined, not colour alone
+            marks = browser.execute_script(
+                "return Array.from(document.querySelectorAll('table.sentences mark'), m => "
+                "[getComputedStyle(m).fontWeight, getComputedStyle(m).textDecorationLine, "
+                "m.getBoundingClientRect().width]);")
+            assert marks and all(int(w) >= 600 and "underline" in d and x > 0
+                                 for w, d, x in marks), page
+        elif "gallery" in page or "/cells/" in page:
             sizes = browser.execute_script(
                 "return Array.from(document.querySelectorAll('.pairs img'), "
                 "i => i.getBoundingClientRect().width);")
@@ -455,5 +518,6 @@ def test_every_link_on_the_visited_pages_resolves_over_http(browser, server):
     assert len(targets) > 200 and all(t.startswith(base) for t in targets)
     for target in sorted(targets):
         with urlopen(target) as response:
+            response.read()  # the whole body: no broken pipe on the server side
             assert response.status == 200, target
     assert [p for p, code in served if code >= 400] == []

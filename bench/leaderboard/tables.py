@@ -33,6 +33,7 @@ class Table:
     frame: pd.DataFrame
     note: str = ""
     pictures: list[tuple[str, str]] = field(default_factory=list)  # (caption, relative path)
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (caption, cell id)
 
 
 def attack_metrics(summary: pd.DataFrame) -> list[type[Metric]]:

@@ -91,30 +91,53 @@ def md_token(token: str) -> str:
     return token
 
 
+def token_marks(pair: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The recovered tokens of one ``text_pairs`` entry, each with whether it is the
+    original's token at its position (the markdown's bold, the site's mark)."""
+    return [(str(t), bool(ok)) for t, ok in zip(pair["recovered"], pair["correct"])]
+
+
 def marked(pair: dict[str, Any]) -> str:
     """The recovered tokens, each in bold when it is the original's token at its position."""
-    return " ".join(f"**{md_token(t)}**" if ok else md_token(t)
-                    for t, ok in zip(pair["recovered"], pair["correct"]))
+    return " ".join(f"**{md_token(t)}**" if ok else md_token(t) for t, ok in token_marks(pair))
+
+
+def cell_caption(which: str, r: pd.Series) -> str:
+    """e.g. "best, seed 0, ROUGE-1 1.000"."""
+    h = text_headline()
+    return f"{which}, seed {r['seed']}, {h.label} {r[h.name]:.{h.digits}f}"
+
+
+def sentence_picks(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.Series]]:
+    """(defense, attack, "best"/"worst", cell) for the best and the worst finished cell (by
+    ROUGE-1, ties by cell id) of each defense · attack that kept its sentences."""
+    h = text_headline()
+    ok = cells[(cells["status"] == "ok") & cells["text_pairs"].notna()]
+    picks = []
+    for (defense, attack), g in ok.groupby(["defense", "attack"], sort=True):
+        ordered = g.sort_values([h.name, "cell_id"], ascending=[False, True], kind="stable")
+        picks.append((defense, attack, "best", ordered.iloc[0]))
+        if len(ordered) > 1:
+            picks.append((defense, attack, "worst", ordered.iloc[-1]))
+    return picks
+
+
+def scenario_sentences(g: pd.DataFrame) -> pd.DataFrame:
+    """The cells of one scenario whose sentences are shown: against no defense where there
+    are such cells, else all."""
+    return g[g["defense"] == "none"] if (g["defense"] == "none").any() else g
 
 
 def sentence_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
     """Original beside recovered for the best and the worst finished cell (by ROUGE-1) of
     each attack against no defense, and of the strongest attack against each defense."""
-    h = text_headline()
-    ok = cells[(cells["status"] == "ok") & cells["text_pairs"].notna()]
     rows = []
-    for (defense, attack), g in ok.groupby(["defense", "attack"], sort=True):
-        ordered = g.sort_values([h.name, "cell_id"], ascending=[False, True], kind="stable")
-        picks = [("best", ordered.iloc[0])]
-        if len(ordered) > 1:
-            picks.append(("worst", ordered.iloc[-1]))
-        for which, r in picks:
-            for i, pair in enumerate(r["text_pairs"][:SENTENCES_SHOWN]):
-                rows.append({"Defense": defense, "Attack": attack,
-                             "Cell": f"{which}, seed {r['seed']}, {h.label} "
-                                     f"{r[h.name]:.{h.digits}f}" if i == 0 else "",
-                             "Original": " ".join(md_token(t) for t in pair["original"]),
-                             "Recovered (bold: correct token)": marked(pair)})
+    for defense, attack, which, r in sentence_picks(cells):
+        for i, pair in enumerate(r["text_pairs"][:SENTENCES_SHOWN]):
+            rows.append({"Defense": defense, "Attack": attack,
+                         "Cell": cell_caption(which, r) if i == 0 else "",
+                         "Original": " ".join(md_token(t) for t in pair["original"]),
+                         "Recovered (bold: correct token)": marked(pair)})
     return rows
 
 
@@ -131,10 +154,13 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run; ranks shared where "
                                  "intervals overlap."))
-        sentences = sentence_rows(g[g["defense"] == "none"]) if (g["defense"] == "none").any() \
-            else sentence_rows(g)
+        shown = scenario_sentences(g)
+        sentences = sentence_rows(shown)
         if sentences:
+            examples = [(f"{defense} · {attack}: {cell_caption(which, r)}", r["cell_id"])
+                        for defense, attack, which, r in sentence_picks(shown)]
             tables.append(Table(f"Sentences · {title}", pd.DataFrame(sentences),
+                                examples=examples,
                                 note="Against no defense: the best and the worst seed of each "
                                      "attack by ROUGE-1, each original sentence (its first "
                                      "tokens) beside its matched recovery; bold: the "

@@ -8,7 +8,7 @@ Layout of SITE (every link relative, so the folder can be served anywhere or ope
   reconstructions and the figures, redrawn into ``<suite>/plots``;
 - ``<suite>/cells.html`` and ``<suite>/cells/<cell>.html``: every record, key fields and JSON;
 - ``<suite>/gallery/<scenario>.html``: each finished cell's originals above their
-  reconstructions (``<suite>/img``);
+  reconstructions (``<suite>/img``), or, for text, its sentences beside their recoveries;
 - ``<suite>/claims.html``: the claims table of ``DIR/check.json`` where there is one.
 
 Like the leaderboard, the site is a pure function of the records: no clock, sorted orders, so
@@ -51,6 +51,7 @@ from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
 from bench.site.gallery import Shot, write_shot
 from bench.site.pages import cell_fields, cells_table
+from bench.site.sentences import NOTE, Sentences, cell_sentences
 from bench.site.tables import HtmlTable, anchor, html_table, note_html
 from bench.store import load_records
 
@@ -71,7 +72,8 @@ class Gallery:
     title: str
     slug: str
     sections: list[tuple[str, list[dict[str, Any]]]]  # (defense · attack, cells)
-    shots: int
+    shots: int  # cells with a picture or sentences
+    text: bool  # sentences rather than pictures
 
 
 @dataclass
@@ -85,6 +87,7 @@ class SuiteSite:
     claims: Claims | None
     scenario: dict[str, tuple] = field(default_factory=dict)  # cell id → scenario key
     shots: dict[str, Shot] = field(default_factory=dict)
+    sentences: dict[str, Sentences] = field(default_factory=dict)  # text cells
     galleries: list[Gallery] = field(default_factory=list)
     tables: list[HtmlTable] = field(default_factory=list)
 
@@ -161,6 +164,13 @@ def _leaderboard(site: SuiteSite, pages: Path) -> None:
         while slug in seen:
             slug, n = f"{anchor(t.title)}-{n}", n + 1
         seen.add(slug)
+        if t.examples:  # sentences: shown as marked tokens, not as the markdown's text
+            table = html_table(t.title, slug, [], NOTE)
+            table.figures = [{"caption": caption, "sentences": site.sentences[cell],
+                              "href": url("cells", f"{cell}.html")}
+                             for caption, cell in t.examples if cell in site.sentences]
+            site.tables.append(table)
+            continue
         table = html_table(t.title, slug, t.frame, t.note)
         for caption, rel in t.pictures:
             record = by_picture.get(rel)
@@ -181,12 +191,15 @@ def _galleries(site: SuiteSite) -> None:
         for _, r in g.sort_values(["defense", "attack", "seed", "cell_id"], kind="stable"
                                   ).iterrows():
             shot = site.shots.get(r["cell_id"])
-            shots += shot is not None
+            text = site.sentences.get(r["cell_id"])
+            shots += shot is not None or text is not None
             sections.setdefault(f"{r['defense']} · {r['attack']}", []).append(
-                {"cell": r["cell_id"], "seed": r["seed"], "status": r["status"], "shot": shot})
+                {"cell": r["cell_id"], "seed": r["seed"], "status": r["status"], "shot": shot,
+                 "sentences": text})
         if shots:
             site.galleries.append(Gallery(scenario_title(key), scenario_slug(key),
-                                          list(sections.items()), shots))
+                                          list(sections.items()), shots,
+                                          bool((g["modality"] == "text").all())))
 
 
 def suite_row(site: SuiteSite) -> dict[str, str]:
@@ -243,7 +256,7 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
         title = scenario_title(key) if key else None
         _write(pages / "cells" / f"{r['cell_id']}.html", env.get_template("cell.html").render(
             root="../../", up="../", record=r, fields=cell_fields(r, title),
-            shot=site.shots.get(r["cell_id"]),
+            shot=site.shots.get(r["cell_id"]), sentences=site.sentences.get(r["cell_id"]),
             gallery=slugs.get(title or ""), sortable=False,
             json=json.dumps(r, indent=1, sort_keys=True, ensure_ascii=False),
             crumbs=[("results", "../../index.html"), (name, "../index.html"),
@@ -295,6 +308,10 @@ def _build(sites: list[SuiteSite], out: Path) -> str:
     for site in sites:
         folder = out / site.name
         for r in site.records:
+            text = cell_sentences(r)
+            if text is not None:
+                site.sentences[r["cell_id"]] = text
+                continue
             shot = write_shot(r, site.results, folder)
             if shot is not None:
                 site.shots[r["cell_id"]] = shot
