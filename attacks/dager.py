@@ -13,11 +13,17 @@ combination of the rows. DAGER tests every possible row:
    embeddings add, so E[v] + P[p] is a combination of rows whenever v and p occur in the
    batch (E[v] + P[t] − E[w] + … ); at B = 1 the per-position check is exact and is the
    answer.
-2. Layer 2: sequences are grown token by token from that token set. A prefix extended by a
-   candidate token gives (the blocks are causal) the second block's input row at that
-   position, computed by running the first block; the attention and MLP make it a
-   non-linear function of the prefix, in the span of ``blocks.1.qkv``'s gradient iff the
-   prefix is one of the batch's (up to numerical coincidence).
+2. Later layers: sequences are grown token by token from that token set. A prefix extended
+   by a candidate token gives (the blocks are causal) every later linear layer's input row
+   at that position (the second block's query/key/value map, both blocks' attention output
+   and MLP maps), a non-linear function of the prefix, in each layer's gradient span iff
+   the prefix is one of the batch's. On a trained model the float32 gradient is dominated
+   by a few directions (the residual stream's common component), and the small singular
+   directions that separate a true prefix from a false one are lost in rounding: no single
+   layer separates them, so, as DAGER averages its layers, a candidate's score is its mean
+   log residual over all of them. A beam of prefixes, ranked by their worst step, survives
+   a false prefix that scores well at its last token; a sequence crossing two chosen ones
+   (it adds no new first-layer row) is skipped.
 
 Exact while B·L < d; when B·L ≥ d the span is the whole space, every candidate passes, and
 the record says so (``bound_exceeded``). With one block, sequences cannot be checked at a
@@ -26,6 +32,7 @@ second layer: a batch above 1 is then assembled by residual rank at each positio
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -52,17 +59,63 @@ def residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (z - proj).norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-30)
 
 
+OUTLIER = 4.0
+"""A true prefix's score lies this many median absolute deviations below the candidates'
+median (DAGER's outlier filter): the false candidates form the bulk."""
+
+BEAM = 4
+"""Prefixes kept per sequence of the batch, ranked by their worst step (z-score): a false
+prefix that scores near a true one at its last token falls behind once extended."""
+
+
+def prefix_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The blocks' linear layers whose input at a position is a function of the prefix up to
+    it (causal blocks), all but the first block's query/key/value map (the token check)."""
+    return [(n, m) for n, m in model.blocks.named_modules()
+            if isinstance(m, nn.Linear) and n != "0.qkv"]
+
+
+def log_residual(model: nn.Module, layers: list[tuple[str, nn.Linear]],
+                 bases: dict[str, torch.Tensor], ids: torch.Tensor, p: int) -> torch.Tensor:
+    """Mean over ``layers`` of log ‖z − proj(z)‖/‖z‖ for each sequence's input row at
+    position ``p``: one span check per layer, averaged as DAGER averages its layers (a float32
+    gradient of a trained model loses its small singular directions, so no single layer
+    separates every true prefix from every false one; together they do)."""
+    rows: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, i, _o, n=n: rows.__setitem__(n, i[0][:, p]))
+             for n, m in layers]
+    try:
+        model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    logs = [residual(rows[n], bases[n]).clamp_min(1e-30).log() for n, _ in layers]
+    return torch.stack(logs).mean(0).cpu()
+
+
+def new_span(span: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis of span(``span``'s columns, ``rows``), dropping rows already in it
+    (relative residual ≤ 1e-3)."""
+    for r in rows:
+        rest = r - span @ (span.T @ r)
+        if float(rest.norm()) > 1e-3 * float(r.norm()):
+            span = torch.cat([span, (rest / rest.norm())[:, None]], dim=1)
+    return span
+
+
 @register_attack("dager")
 class Dager(Attack):
-    """Span checks of the first two attention layers' gradients: the batch's tokens per
-    position, then its sequences by greedy extension (exact while batch × length < width)."""
+    """Span checks of the layers' gradients: the batch's tokens at the first attention layer,
+    then its sequences by beam extension over every later layer (exact while batch × length
+    < width)."""
 
     paper = ("Petrov, Dimitrov, Baader, Müller, Vechev. DAGER: Exact Gradient Inversion for "
              "Large Language Models. NeurIPS 2024")
     modalities = frozenset({"text"})
     params = (
         Param("tolerance", float, 5e-3, low=0.0, high=1.0,
-              help="largest relative residual of a row counted as in the gradient's span"),
+              help="largest relative residual counted as in the gradient's span (first layer; the "
+                   "geometric mean over the later layers)"),
         Param("rank_tol", float, 0.0, low=0.0, high=1.0,
               help="drop singular values below this fraction of the largest (0: top B·L kept)"),
     )
@@ -92,12 +145,11 @@ class Dager(Attack):
                 seqs = self._by_rank(per_position, batch)
                 info["ordering"] = "one sequence" if batch == 1 else "residual rank (one block)"
             else:
-                basis2 = row_basis(grads["blocks.1.qkv.weight"], cap, self.rank_tol)
-                info["rank_layer2"] = basis2.shape[1]
+                info["layers_checked"] = len(prefix_layers(model))
                 found = self._token_set(per_position, cap)
                 info["token_set"] = len(found)
-                seqs = self._extend(model, basis2, found, length, batch, obs.device)
-                info["ordering"] = "layer-2 span check"
+                seqs = self._extend(model, grads, found, length, batch, obs.device)
+                info["ordering"] = "span checks of every later layer"
         info["sequences_found"] = len({tuple(s) for s in seqs})
         data = torch.tensor(seqs, dtype=torch.long)
         return Reconstruction(data=data, iterations=0, grad_evals=0, info=info)
@@ -127,21 +179,51 @@ class Dager(Attack):
                 best[t] = min(r, best.get(t, r))
         return sorted(best, key=lambda t: (best[t], t))[:cap]
 
-    def _extend(self, model: nn.Module, basis: torch.Tensor, found: list[int], length: int,
-                batch: int, device: torch.device) -> list[list[int]]:
-        """Greedy extension: each prefix × each token of the set, kept when the second
-        block's input row at the new position is in the span (at most ``batch``, best
-        first; at least the best one)."""
-        prefixes: list[list[int]] = [[]]
+    def _extend(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
+                length: int, batch: int, device: torch.device) -> list[list[int]]:
+        """Beam extension: each prefix × each token of the set, scored by the mean over the
+        layers of :func:`prefix_layers` of the log residual of its row at the new position;
+        kept when its geometric mean residual is ≤ ``tolerance`` and an outlier below the
+        candidates' bulk; ``BEAM`` × ``batch`` prefixes ranked by their worst step; the
+        ``batch`` best full sequences (at least the best one)."""
+        layers = prefix_layers(model)
+        bases = {}
+        for name, lin in layers:
+            cap = min(batch * length, lin.in_features)
+            bases[name] = row_basis(grads[f"blocks.{name}.weight"], cap, self.rank_tol)
+        beam: list[tuple[list[int], float]] = [([], -math.inf)]  # prefix, its worst z
         for p in range(length):
-            cands = [seq + [t] for seq in prefixes for t in found]
-            ids = torch.tensor(cands, dtype=torch.long, device=device)
-            h = model.blocks[0](model.inputs(ids))
-            res = residual(model.blocks[1].ln1(h[:, p]), basis).cpu()
-            order = torch.argsort(res)[:batch].tolist()
-            keep = [i for i in order if res[i] <= self.tolerance] or order[:1]
-            prefixes = [cands[i] for i in keep]
-        return self._fill(prefixes, batch)
+            cands = [(seq + [t], total) for seq, total in beam for t in found]
+            ids = torch.tensor([c for c, _ in cands], dtype=torch.long, device=device)
+            score = log_residual(model, layers, bases, ids, p)
+            med = score.median()
+            spread = (score - med).abs().median().clamp_min(1e-12)
+            passed = [i for i in range(len(cands)) if score[i] <= math.log(self.tolerance)
+                      and score[i] <= med - OUTLIER * spread]
+            z = (score - med) / spread  # robust z-score of each candidate at this step
+            scored = [(cands[i][0], max(cands[i][1], float(z[i])))
+                      for i in passed or [int(score.argmin())]]
+            beam = sorted(scored, key=lambda c: c[1])[:BEAM * batch]
+        return self._fill(self._select(model, [seq for seq, _ in beam], batch, device), batch)
+
+    @staticmethod
+    def _select(model: nn.Module, seqs: list[list[int]], batch: int, device: torch.device
+                ) -> list[list[int]]:
+        """Up to ``batch`` of the beam's sequences, best first, skipping one whose first-block
+        rows add no direction to those already chosen: a false sequence crossing two chosen
+        true ones shares their (token, position) rows."""
+        ids = torch.tensor(seqs, dtype=torch.long, device=device)
+        rows = model.blocks[0].ln1(model.inputs(ids)).double().cpu()  # n × L × d
+        chosen: list[int] = []
+        span = torch.zeros(rows.shape[-1], 0, dtype=torch.float64)
+        for i in range(len(seqs)):
+            grown = new_span(span, rows[i])
+            if grown.shape[1] > span.shape[1] or not chosen:
+                chosen.append(i)
+                span = grown
+            if len(chosen) == batch:
+                break
+        return [seqs[i] for i in chosen]
 
     @staticmethod
     def _by_rank(per_position: list[list[tuple[float, int]]], batch: int) -> list[list[int]]:

@@ -35,6 +35,20 @@ def test_dager_recovers_every_sequence_exactly_below_the_bound(batch):
         assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
 
 
+CLASSIFY = {"pydoc": {"task": "classify", "seq_len": 12, "vocab_size": 1000, "classes": 4}}
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4, 8])
+def test_dager_recovers_every_sequence_exactly_on_the_trained_victim(batch):
+    # the text suite's victim after 50 SGD steps: its float32 gradients lose their small
+    # singular directions, which one layer's span check alone does not survive
+    for cell in cells(["dager"], batch, dataset=CLASSIFY, victim="trained:50"):
+        observed, recon, metrics, ids = scored(cell)
+        assert recon.info["bound_exceeded"] is False
+        assert metrics["token_acc"] >= 0.99 and metrics["exact"] == 1.0
+        assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
+
+
 def test_dager_classifier_victim_and_its_bound_report_when_exceeded():
     (cell,) = cells(["dager"], 4, seeds=1, dataset={"pydoc": {"task": "classify"}})
     assert scored(cell)[2]["exact"] == 1.0
