@@ -1,9 +1,11 @@
 """Scoring text: match recovered sequences to the originals one-to-one, then the registered
 text metrics (token accuracy, exact match, ROUGE-1/2/L) on the matched pairs.
 
-- Sequences are token ids; the metrics see token strings, ``[PAD]`` left out.
-- Matching is Hungarian (no sequence is used twice) on the number of positions whose tokens
-  agree, ties broken by the position-free token overlap.
+- Sequences are token ids; the metrics see token strings with the trailing ``[PAD]`` left
+  out. A ``[PAD]`` before a real token stays, as a wrong token at its position (ROUGE drops
+  it: it is no word).
+- Matching is Hungarian (no sequence is used twice) on the number of the original's real
+  positions whose tokens agree, ties broken by the position-free token overlap.
 - A text cell succeeds when the suite's success rule holds if that rule is on a text metric,
   else when :data:`TEXT_SUCCESS` holds (mean ROUGE-1 ≥ 0.5): the success rule is per modality.
 - The record keeps the matched sentences side by side (``text_pairs``), each recovered token
@@ -34,13 +36,20 @@ def success_rule(modality: str, suite_rule: SuccessRule) -> SuccessRule:
 
 
 def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
-    """The token strings of one id sequence, [PAD] left out."""
-    return [vocab[int(i)] for i in ids if vocab[int(i)] != PAD]
+    """The token strings of one id sequence, its trailing [PAD] left out. A [PAD] before the
+    last real token stays: there it is a wrong token, and dropping it would shift every later
+    token onto the original's positions."""
+    out = [vocab[int(i)] for i in ids]
+    while out and out[-1] == PAD:
+        out.pop()
+    return out
 
 
-def match_sequences(originals: torch.Tensor, recon: torch.Tensor) -> list[int]:
-    """Indices into ``recon`` matched one-to-one to each original (B×L ids each)."""
-    same = (originals[:, None, :] == recon[None, :, :]).sum(-1).double()
+def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 0) -> list[int]:
+    """Indices into ``recon`` matched one-to-one to each original (B×L ids each), on the
+    original's real (non-[PAD]) positions that agree."""
+    real = originals != pad_id  # a [PAD] recovered where the original pads is no evidence
+    same = ((originals[:, None, :] == recon[None, :, :]) & real[:, None, :]).sum(-1).double()
     overlap = torch.tensor([[sum((Counter(o.tolist()) & Counter(r.tolist())).values())
                              for r in recon] for o in originals], dtype=torch.float64)
     cost = -(same * (originals.shape[1] + 1) + overlap)
@@ -58,7 +67,7 @@ def score_text(originals: torch.Tensor, recon: torch.Tensor, vocab: tuple[str, .
     if recon.shape != originals.shape:
         raise ValueError(f"reconstruction shape {tuple(recon.shape)} does not match the "
                          f"batch {tuple(originals.shape)}")
-    order = match_sequences(originals, recon)
+    order = match_sequences(originals, recon, vocab.index(PAD))
     orig = [tokens(o, vocab) for o in originals]
     rec = [tokens(recon[i], vocab) for i in order]
     out: dict[str, Any] = {}
@@ -89,7 +98,8 @@ def text_pairs(originals: torch.Tensor, recon: torch.Tensor, order: list[int],
     pairs = []
     for o, i in zip(originals.cpu(), order):
         r = recon[i].cpu()
-        pairs.append({"original": tokens(o, vocab), "recovered": tokens(r, vocab),
-                      "correct": [bool(a == b) for a, b in zip(o.tolist(), r.tolist())
-                                  if vocab[int(b)] != PAD]})
+        recovered = tokens(r, vocab)
+        pairs.append({"original": tokens(o, vocab), "recovered": recovered,
+                      "correct": [bool(a == b) for a, b in
+                                  zip(o.tolist()[:len(recovered)], r.tolist()[:len(recovered)])]})
     return pairs

@@ -59,6 +59,22 @@ def test_score_text_of_a_permuted_exact_batch_is_perfect_and_pads_are_left_out()
     assert pairs[0]["original"] == ["the", "cat", "sat"] and all(pairs[0]["correct"])
 
 
+def test_a_pad_inside_a_recovery_is_a_wrong_token_not_a_shift():
+    rule = SuccessRule("rouge1", 0.5)
+    originals = torch.tensor([[2, 3, 4, 5, 0, 0]])  # the cat sat on [PAD] [PAD]
+    shifted = score_text(originals, torch.tensor([[0, 2, 3, 4, 5, 0]]), VOCAB, rule)
+    # no token at its position: dropping the leading [PAD] would have scored it perfect
+    assert shifted["token_acc"] == 0.0 and shifted["exact"] == 0.0
+    assert shifted["rouge1"] == pytest.approx(1.0)  # ROUGE is position-free; [PAD] no word
+    holed = torch.tensor([[2, 0, 4, 5, 0, 0]])  # the [PAD] sat on
+    scored = score_text(originals, holed, VOCAB, rule)
+    assert scored["token_acc"] == pytest.approx(3 / 4) and scored["exact"] == 0.0
+    (pair,) = text_pairs(originals, holed, [0], VOCAB)
+    assert pair["recovered"] == ["the", "[PAD]", "sat", "on"]
+    assert pair["correct"] == [True, False, True, True]  # the site's marks agree with the metric
+    assert sum(pair["correct"]) / len(pair["original"]) == scored["token_acc"]
+
+
 def test_the_success_rule_is_per_modality():
     assert success_rule("text", SuccessRule()).metric == "rouge1"
     assert success_rule("image", SuccessRule("rouge1", 0.7)).metric == "psnr"

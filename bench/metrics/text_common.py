@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from bench.textcorpus import PAD
+
 Sequences = list[list[str]]
 
 
@@ -24,7 +26,11 @@ def _scorer() -> Any:
 def rouge_f(originals: Sequences, recons: Sequences, kind: str) -> torch.Tensor:
     """ROUGE-``kind`` F-measure of each recovered sequence against its original (Lin 2004),
     computed by ``rouge-score`` on the tokens joined by spaces (its own tokenizer then
-    lower-cases and keeps alphanumeric words)."""
-    values = [_scorer().score(" ".join(o), " ".join(r))[kind].fmeasure
+    lower-cases and keeps alphanumeric words); a [PAD] inside a sequence is no word."""
+    values = [_scorer().score(_words(o), _words(r))[kind].fmeasure
               for o, r in zip(originals, recons)]
     return torch.tensor(values, dtype=torch.float64)
+
+
+def _words(sequence: list[str]) -> str:
+    return " ".join(t for t in sequence if t != PAD)
