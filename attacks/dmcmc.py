@@ -77,7 +77,10 @@ class DMCMCInversion(Attack):
             trace.append(loss.item())
             return -self.lam * grad
 
-        denoise_evals = 2 * self.denoise_steps - 1
+        denoise_steps = self.denoise_steps
+        if obs.max_grad_evals is not None:  # a budget below the finish shortens the finish
+            denoise_steps = max(1, min(denoise_steps, (obs.max_grad_evals + 1) // 2))
+        denoise_evals = 2 * denoise_steps - 1
         sweeps = self.sweeps
         if obs.max_grad_evals is not None:
             sweeps = max(0, min(sweeps, obs.max_grad_evals - denoise_evals))
@@ -93,7 +96,7 @@ class DMCMCInversion(Attack):
                                    self.sigma_hi, extra)
             sigmas.append(float(sigma.mean()))
         chain_sigma = sigma.detach().cpu()
-        x = heun(denoiser, x, karras_sigmas(self.denoise_steps, chain_sigma, 0.002, 7.0)
+        x = heun(denoiser, x, karras_sigmas(denoise_steps, chain_sigma, 0.002, 7.0)
                  .to(obs.device), extra)
         recon = normalize(from_unit(x.detach()).cpu(), mean, std)
         info = {"nfe": denoiser.nfe, "sweeps": sweeps, "sigma_trace": sigmas,

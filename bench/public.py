@@ -28,7 +28,7 @@ class PublicData:
 
     images: torch.Tensor
     labels: torch.Tensor
-    key: dict[str, Any]  # dataset name and parameters, and the split rule: for caches
+    key: dict[str, Any]  # dataset name, parameters, split rule, content hash: for caches
 
 
 def image_digest(image: torch.Tensor) -> str:
@@ -49,8 +49,12 @@ def _public(name: str, params: tuple[tuple[str, Any], ...]) -> PublicData:
     private = {image_digest(x) for x in train}
     images, labels = _all(dataset.load("test"))
     keep = [i for i, x in enumerate(images) if image_digest(x) not in private]
-    key = {"dataset": name, "params": dict(params), "split": SPLIT_RULE}
-    return PublicData(images[keep].clone(), labels[keep].clone(), key)
+    images, labels = images[keep].clone(), labels[keep].clone()
+    content = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+    # the content's hash too: a folder dataset's files (or $LEAKBENCH_DATA) can change
+    # under the same name and parameters, and a cached score model must not outlive them
+    key = {"dataset": name, "params": dict(params), "split": SPLIT_RULE, "sha256": content}
+    return PublicData(images, labels, key)
 
 
 def public_data(dataset: Any) -> PublicData:

@@ -146,6 +146,13 @@ def test_dmcmc_reconstructs_within_its_gradient_budget(tmp_path, monkeypatch):
     assert info["nfe"] == 2 * 4 + 3  # two per sweep (estimate, trace probe), then the Heun
     assert len(list((tmp_path / "scores").glob("*.pt"))) == 1  # trained once, cached
     assert 0.02 <= min(info["chain_sigma"]) and max(info["chain_sigma"]) <= 0.3
+    # a budget below the finish shortens the finish instead of overrunning the budget
+    tight = make_suite(datasets=[{"digits": {"size": 8}}], grant=[PUBLIC_DATA],
+                       attacks=[{"dmcmc": dict(dmcmc, denoise_steps=5)}],
+                       budget={"max_grad_evals": 4})
+    record = run_record(attack_cells(tight)[0])
+    assert record["status"] == "ok", record.get("error")
+    assert record["grad_evals"] <= 4
 
 
 def test_fid_features_fall_back_to_a_network_trained_on_the_public_split(tmp_path, monkeypatch):
