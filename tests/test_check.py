@@ -253,13 +253,17 @@ def test_check_latex_compiles_with_pdflatex(store, tmp_path):
             pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
         pytest.skip("pdflatex is not installed (.ci/run installs it)")
     assert check(store) == 0
+    committed = ROOT / "results" / "paper-dlg" / "check"  # the longest filters shipped
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        f"\\input{{{store / 'check'}}}\n\\end{{document}}\n")
+        f"\\input{{{store / 'check'}}}\n\\input{{{committed}}}\n\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "Missing character" not in (tmp_path / "doc.log").read_text(errors="replace")
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert "Missing character" not in log
+    overfull = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
+    assert max(overfull, default=0.0) < 5, overfull  # the table fits the text width
 
 
 def test_the_readme_claim_example_is_a_claim_of_paper_dlg():
@@ -290,3 +294,26 @@ def test_against_records_judges_the_reference_on_the_same_cells(store, tmp_path,
     capsys.readouterr()
     assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 1
     assert "claim a-leaks held in the reference" in capsys.readouterr().err
+
+
+def test_a_held_claim_whose_seeds_all_crashed_is_broken_not_merely_not_run(store, capsys):
+    t = json.loads(TEMPLATE.read_text())
+    for seed in range(3):
+        write(store, record(t, 10 + seed, "B", "none", seed, 30.0))
+    assert check(store) == 0 and verdicts(store)["b-labels"] == HOLDS
+    for seed in range(3):  # every B seed crashes: no label accuracy, and no floor for it
+        write(store, record(t, 10 + seed, "B", "none", seed, None, "error"))
+    capsys.readouterr()
+    assert check(store) == 1
+    assert verdicts(store)["b-labels"] == NOT_RUN
+    assert "claim b-labels held in the reference" in capsys.readouterr().err
+
+
+def test_against_records_refuses_cells_the_reference_lacks(store, tmp_path, capsys):
+    subset = tmp_path / "subset"
+    (subset / "records").mkdir(parents=True)
+    t = json.loads(TEMPLATE.read_text())
+    write(subset, record(t, 99, "A", "none", 0, 5.0))  # a cell id the reference never ran
+    claims = str(tmp_path / "synthetic.claims.yaml")
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 2
+    assert "have no record in" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not (out / "records").is_dir():
         raise LeakbenchError(f"{out}: no records folder (run a suite into it first)")
-    records = load_records(out)
+    records = load_records(out, quarantine=False)  # a check reads; it moves no file
     if not records:
         raise LeakbenchError(f"no records under {out / 'records'}")
     suites = sorted({str(r.get("suite", "")) for r in records})
@@ -71,7 +71,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write(texts["check.md"])
     if args.format in ("latex", "both"):
         sys.stdout.write(texts["check.tex"])
-    broken = [o for o in outcomes if reference.get(o.claim.id) == HOLDS and o.verdict == FAILS]
+    # a held claim breaks when it now fails, or when its cells are there but none gives a
+    # value (every seed crashed with no floor for the metric): "not run" only if none is
+    broken = [o for o in outcomes if reference.get(o.claim.id) == HOLDS
+              and (o.verdict == FAILS or (o.verdict != HOLDS and o.cells > 0))]
     for o in outcomes:
         if reference.get(o.claim.id) == HOLDS and o.verdict != HOLDS and o not in broken:
             warn(f"check: claim {o.claim.id} held in the reference and is {o.verdict} now")
@@ -96,6 +99,10 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
             raise LeakbenchError(f"--against-records: {folder} has no records folder")
         ref.update({r["cell_id"]: r for r in load_records(Path(folder), quarantine=False)
                     if r["cell_id"] in ids})
+    missing = ids - set(ref)
+    if missing:  # else those cells would drop out of the reference and nothing could break
+        raise LeakbenchError(f"--against-records: {len(missing)} of the {len(ids)} cells have "
+                             f"no record in {', '.join(folders)} (e.g. {min(missing)})")
     return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
 
 

@@ -12,7 +12,7 @@ ran is ``not run``: it is neither held nor failed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class Outcome:
     verdict: str
     value: Interval
     other: Interval | None = None
+    cells: int = 0  # the seeds of ``df`` the claim's filter matches, whatever their status
 
     def measured(self) -> str:
         """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
@@ -167,6 +168,8 @@ def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Int
 
 
 def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Outcome]:
-    """Every claim's outcome on ``records``, in the claims' order."""
+    """Every claim's outcome on ``records``, in the claims' order, with how many of their
+    seeds the claim's filter matched."""
     df = claims_frame(records, {c.metric for c in claims})
-    return [evaluate(c, df) for c in claims]
+    return [replace(evaluate(c, df), cells=0 if df.empty else int(where_mask(df, c.where).sum()))
+            for c in claims]

@@ -22,7 +22,10 @@ HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
 WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits
 TEX_MORE = {"≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$", "≈": "$\\approx$",
             "σ": "$\\sigma$", "²": "$^2$", "√": "$\\surd$", "−": "-", "’": "'", "“": "``",
-            "”": "''", "μ": "$\\mu$"}
+            "”": "''", "μ": "$\\mu$",
+            # long filters (defense=noise(...)|noise(...)) may break after these
+            "|": "\\textbar\\allowbreak{}", ",": ",\\allowbreak{}",
+            "=": "=\\allowbreak{}", "(": "(\\allowbreak{}"}
 
 
 def as_json(suite: str, outcomes: list[Outcome]) -> dict[str, Any]:
