@@ -14,8 +14,6 @@ the settings, the seed; atomic write under a lock), under ``$LEAKBENCH_CACHE/fea
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.cache import cache_root, cached, torch_bytes
+from bench.cache import cache_root, cached, settings_key, torch_bytes
 from bench.perceptual import _Uint8Images, fid_kid, fid_status
 from bench.public import PublicData
 
@@ -53,8 +51,7 @@ class FeatureNet(nn.Module):
 def _key(public: PublicData, seed: int) -> str:
     ident = {"data": public.key, "shape": list(public.images.shape[1:]), "training": TRAINING,
              "classes": int(public.labels.max()) + 1, "seed": seed}
-    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+    return settings_key(ident)
 
 
 def feature_net_file(public: PublicData, seed: int = 0, cache: Path | None = None) -> Path:

@@ -16,8 +16,6 @@ parallel workers train each model once. Training shows its progress and loss (tq
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.cache import cache_root, cached, load_weights, state_bytes
+from bench.cache import cache_root, cached, load_weights, settings_key, state_bytes
 from bench.public import PublicData
 from bench.scorenet import Preconditioned, TinyUNet
 
@@ -58,8 +56,7 @@ def from_unit(u: torch.Tensor) -> torch.Tensor:
 def score_key(public: PublicData, settings: ScoreSettings, seed: int) -> str:
     ident = {"data": public.key, "shape": list(public.images.shape[1:]),
              "settings": asdict(settings), "seed": seed}
-    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+    return settings_key(ident)
 
 
 def build(channels: int, settings: ScoreSettings, seed: int) -> Preconditioned:
