@@ -110,16 +110,9 @@ def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFra
 
 
 def _risk_indices(records: list[dict[str, Any]], ran: pd.DataFrame) -> list[float]:
-    from bench.leaderboard.tables import architecture_table
+    from bench.leaderboard.tables import risk_indices
 
-    table = architecture_table(records)
-    index: dict[tuple[str, str], float] = {}
-    if table is not None:
-        for row in table.frame.to_dict("records"):
-            text = row["Risk index"]
-            arch = row["Arch"]
-            dataset = row["Input"].split(" (", 1)[0]
-            index[(arch, dataset)] = float("nan") if text == "n/a" else float(text)
+    index = risk_indices(records)  # unrounded: the table's four decimals could pass a bound
     return [index.get((a, d), float("nan")) for a, d in zip(ran["arch"], ran["dataset"])]
 
 

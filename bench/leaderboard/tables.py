@@ -6,6 +6,7 @@ Metric columns, their headers, decimals and sort direction come from :mod:`bench
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,24 +224,42 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     return tables
 
 
-def architecture_table(records: list[dict[str, Any]]) -> Table | None:
-    """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
-    computed from the architecture alone (no attack involved); image records only."""
+def _built_architectures(records: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+    """Per (arch, dataset) label pair of the image attack records, sorted: the model and its
+    dataset's metadata, built anew, or the exception that stopped the build."""
     seen: dict[tuple[str, str], tuple[dict, dict]] = {}
     for r in records:
         if r.get("kind", "attack") == "attack" and record_modality(r) == "image":
             seen.setdefault((r["arch_label"], r["dataset_label"]), (r["arch"], r["dataset"]))
-    rows = []
     for (arch_label, dataset_label), (arch, dataset) in sorted(seen.items()):
         try:
-            ds = DATASETS.get(dataset["name"]).cls(**dataset["params"])
-            meta = ds.meta()
+            meta = DATASETS.get(dataset["name"]).cls(**dataset["params"]).meta()
             model = ARCHS.get(arch["name"]).cls(**arch["params"]).build(meta.shape,
                                                                          meta.num_classes)
-        except Exception as e:  # an entry that no longer builds: say so, keep the table
-            rows.append({"Arch": arch_label, "Input": dataset_label, "Parameters": "n/a",
-                         "Risk index": "n/a", "Note": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # an entry that no longer builds
+            yield arch_label, dataset_label, e
             continue
+        yield arch_label, dataset_label, (model, meta)
+
+
+def risk_indices(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """R-GAP's risk index per (arch label, dataset label) of the records (NaN where the
+    architecture is out of R-GAP's scope or no longer builds), unrounded."""
+    return {(a, d): float("nan") if isinstance(built, Exception)
+            else risk_index(built[0], built[1].shape)
+            for a, d, built in _built_architectures(records)}
+
+
+def architecture_table(records: list[dict[str, Any]]) -> Table | None:
+    """Per (arch, dataset) of the records: parameters and R-GAP's rank-analysis risk index,
+    computed from the architecture alone (no attack involved); image records only."""
+    rows = []
+    for arch_label, dataset_label, built in _built_architectures(records):
+        if isinstance(built, Exception):  # say so, keep the table
+            rows.append({"Arch": arch_label, "Input": dataset_label, "Parameters": "n/a",
+                         "Risk index": "n/a", "Note": f"{type(built).__name__}: {built}"})
+            continue
+        model, meta = built
         n_params = sum(p.numel() for p in model.parameters())
         index = risk_index(model, meta.shape)
         _, reason = parse_chain(model, tuple(meta.shape))
