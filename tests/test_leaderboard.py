@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 
 import pytest
@@ -96,3 +97,29 @@ def test_a_defense_without_any_score_ranks_last_not_first():
         {"defense": "broken", "attack": "dlg", "psnr": None},
     ])
     assert list(strongest_attacks(summary)["defense"]) == ["prune", "none", "broken"]
+
+
+def _curve_record(seed: int, curve: list[dict], attack: str = "ig") -> dict:
+    return {"kind": "attack", "status": "ok", "defense_label": "none", "seed": seed,
+            "dataset_label": "digits", "arch_label": "lenet", "batch_size": 1,
+            "client": {"mode": "fedsgd", "bn_mode": "eval"}, "victim": "init",
+            "attack_label": attack, "curve": curve}
+
+
+def test_a_seed_that_stopped_early_enters_later_curve_points_with_its_final_estimate():
+    from bench.leaderboard.curves import curve_frame
+
+    ran = [{"grad_evals": 100, "seconds": 1.0, "psnr": 10.0},
+           {"grad_evals": 200, "seconds": 2.0, "psnr": 20.0},
+           {"grad_evals": 400, "seconds": 4.0, "psnr": 30.0, "final": True}]
+    stopped = [{"grad_evals": 150, "seconds": 1.5, "psnr": 80.0, "final": True}]
+    frame = curve_frame([_curve_record(0, ran), _curve_record(1, stopped)])
+    by_point = {row.at: row for row in frame.itertuples()}
+    assert by_point[100].n == 1 and by_point[100].psnr == 10.0  # seed 1 had not stopped yet
+    assert by_point[200].n == 2 and by_point[200].psnr == 50.0  # seed 1 at its final 80 dB
+    assert by_point[200].grad_evals == 175.0  # what each seed had spent by then
+    assert by_point[math.inf].n == 2 and by_point[math.inf].psnr == 55.0
+    only_final = curve_frame([_curve_record(0, stopped, "idlg")])
+    assert list(only_final["at"]) == [math.inf] and list(only_final["psnr"]) == [80.0]
+    closed_form = [{"grad_evals": 0, "seconds": 0.5, "psnr": 100.0, "final": True}]
+    assert curve_frame([_curve_record(0, closed_form, "rgap")]).empty

@@ -22,22 +22,37 @@ from bench.leaderboard.tables import Table
 
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (scenario, attack, point): mean evaluations, seconds and PSNR over seeds,
-    and how many seeds reached the point (a trial that stopped early keeps fewer snapshots).
-    Snapshots are matched by their evaluation count (the attack's schedule, the same for
-    every seed); the final estimates form the last point, wherever each run stopped."""
-    points: dict[tuple, list[dict[str, float]]] = defaultdict(list)
+    and how many seeds the point averages. Snapshots are matched by their evaluation count
+    (the attack's schedule, the same for every seed); a seed that stopped before a point of
+    the schedule enters it with its final estimate (what it would return by then), so early
+    convergence does not drop the seeds that converged; the final estimates form the last
+    point, wherever each run stopped (the only point where every run stopped before the
+    first snapshot). Closed-form attacks (no gradient evaluations) have no curve."""
+    runs: dict[tuple, list[list[dict[str, Any]]]] = defaultdict(list)
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
             continue
         curve = r.get("curve") or []
-        if len(curve) < 2 or r.get("defense_label") != "none":
+        if not curve or r.get("defense_label") != "none":
             continue
         client = r.get("client") or {}
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
-        for p in curve:  # snapshots align by their evaluation count, finals with finals
-            at = math.inf if p.get("final") else p["grad_evals"]
-            points[(*key, at)].append(p)
+        runs[key].append(curve)
+    points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for key, curves in runs.items():
+        schedule = sorted({p["grad_evals"] for c in curves for p in c if not p.get("final")})
+        if not schedule and not any(p["grad_evals"] for c in curves for p in c):
+            continue  # a closed-form attack: no iterations to draw against
+        for curve in curves:
+            final = next(p for p in curve if p.get("final"))
+            kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
+            for at in schedule:
+                if at in kept:
+                    points[(*key, at)].append(kept[at])
+                elif final["grad_evals"] <= at:  # stopped before this point: its final
+                    points[(*key, at)].append(final)
+            points[(*key, math.inf)].append(final)
     rows = []
     for (*key, at), ps in points.items():
         n = len(ps)
