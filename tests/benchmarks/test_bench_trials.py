@@ -4,6 +4,10 @@
   one scenario differing by seed) for ``dlg`` on LeNet and ``ig`` on the ``attacks`` suite's
   ConvNet (width 4) and on ResNet-8, all at 32×32. ``extra_info`` has the time per trial
   and the ratio to K = 1, measured in the same test run.
+- ``test_bench_trials_floor``: the floor under the first benchmark's ``dlg`` row on this CPU:
+  the same 60 evaluations of DLG's objective and its gradient for K = 1, 8 and 32 LeNet
+  trials, written by hand as one channel-stacked model (grouped convolutions, no ``vmap``,
+  no optimiser bookkeeping). A batched engine cannot scale better than this arithmetic does.
 - ``test_bench_dlg_time_to_40db``: DLG's own setting (LeNet-sigmoid, one 32×32 photo): the
   seconds until the reconstruction first reaches 40 dB, for leakbench's ``dlg`` with 8
   restarts as trials of one pass, and for the plain reference loop of the DLG paper's code
@@ -63,6 +67,44 @@ def test_bench_trials_scaling(benchmark, name, k):
     benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
                                  "ratio_to_k1": many / one, "seconds_per_trial": many / k,
                                  "threads": torch.get_num_threads()})
+
+
+def _stacked_lenet_evals(k: int, evals: int = 60) -> float:
+    """Seconds for ``evals`` evaluations of K LeNet trials' L2 gradient-matching loss and its
+    gradient, as one hand-written channel-stacked model (trial k owns conv group k)."""
+    gen = torch.Generator().manual_seed(k)
+    shapes = [(k * 12, 3, 5, 5), (k * 12,), (k * 12, 12, 5, 5), (k * 12,),
+              (k * 12, 12, 5, 5), (k * 12,), (k, 10, 768), (k, 10)]
+    weights = [(torch.rand(s, generator=gen) - 0.5).requires_grad_(True) for s in shapes]
+    observed = [torch.randn(s, generator=gen) for s in shapes]
+    x = torch.randn(1, k * 3, 32, 32, generator=gen, requires_grad=True)
+    logits = torch.randn(k, 10, generator=gen, requires_grad=True)
+
+    def forward(w: list[torch.Tensor]) -> torch.Tensor:
+        h = x
+        for i, stride in enumerate((2, 2, 1)):
+            h = torch.sigmoid(torch.nn.functional.conv2d(h, w[2 * i], w[2 * i + 1], stride=stride,
+                                                         padding=2, groups=k))
+        return torch.einsum("kf,kof->ko", h.reshape(k, -1), w[6]) + w[7]
+
+    t0 = time.perf_counter()
+    for _ in range(evals):
+        loss = -(logits.softmax(-1) * forward(weights).log_softmax(-1)).sum()
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        distance = sum(((g - o) ** 2).sum() for g, o in zip(grads, observed))
+        torch.autograd.grad(distance, [x, logits])
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("k", [8, 32])
+def test_bench_trials_floor(benchmark, k):
+    torch.set_flush_denormal(True)
+    _stacked_lenet_evals(k, 3)  # warm-up
+    one = min(_stacked_lenet_evals(1) for _ in range(2))
+    benchmark.pedantic(lambda: _stacked_lenet_evals(k), rounds=2, iterations=1)
+    many = benchmark.stats.stats.min
+    benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
+                                 "ratio_to_k1": many / one, "threads": torch.get_num_threads()})
 
 
 def _dlg_setting():
