@@ -123,3 +123,20 @@ def test_a_seed_that_stopped_early_enters_later_curve_points_with_its_final_esti
     assert list(only_final["at"]) == [math.inf] and list(only_final["psnr"]) == [80.0]
     closed_form = [{"grad_evals": 0, "seconds": 0.5, "psnr": 100.0, "final": True}]
     assert curve_frame([_curve_record(0, closed_form, "rgap")]).empty
+
+
+def test_a_converged_seed_enters_later_points_at_its_own_stop_not_its_pass_time():
+    from bench.leaderboard.curves import curve_frame
+
+    ran = [{"grad_evals": 200, "seconds": 2.0, "psnr": 20.0},
+           {"grad_evals": 400, "seconds": 9.0, "psnr": 30.0, "final": True}]
+    # converged after 60 evaluations per restart (2 restarts: 120 in the snapshots' units) at
+    # 0.5 s of its own; its final carries the pass's 9 s and all restarts' evaluations
+    stopped = {**_curve_record(1, [{"grad_evals": 500, "seconds": 9.0, "psnr": 80.0,
+                                    "final": True}]),
+               "converged_at": {"grad_evals": 60, "seconds": 0.5},
+               "attack": {"params": {"restarts": 2}}}
+    frame = curve_frame([_curve_record(0, ran), stopped])
+    point = frame[frame["at"] == 200].iloc[0]
+    assert point.n == 2 and point.psnr == 50.0
+    assert point.grad_evals == 160.0 and point.seconds == 1.25

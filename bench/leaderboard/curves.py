@@ -20,38 +20,51 @@ from bench.leaderboard.frames import scenario_slug
 from bench.leaderboard.tables import Table
 
 
+def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """Where a run stopped, in its snapshots' units: a converged run's own evaluations (times
+    its restarts, as its snapshots count them) and seconds, not its pass's; else its final."""
+    converged = record.get("converged_at") or {}
+    if converged.get("grad_evals") is None or converged.get("seconds") is None:
+        return final
+    restarts = int(((record.get("attack") or {}).get("params") or {}).get("restarts", 1) or 1)
+    return {**final, "grad_evals": converged["grad_evals"] * restarts,
+            "seconds": converged["seconds"]}
+
+
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (scenario, attack, point): mean evaluations, seconds and PSNR over seeds,
     and how many seeds the point averages. Snapshots are matched by their evaluation count
-    (the attack's schedule, the same for every seed); a seed that stopped before a point of
-    the schedule enters it with its final estimate (what it would return by then), so early
-    convergence does not drop the seeds that converged; the final estimates form the last
-    point, wherever each run stopped (the only point where every run stopped before the
-    first snapshot). Closed-form attacks (no gradient evaluations) have no curve."""
-    runs: dict[tuple, list[list[dict[str, Any]]]] = defaultdict(list)
+    (the attack's schedule, the same for every seed); a seed that stopped (converged) before a
+    point of the schedule enters it with its final estimate, at the evaluations and seconds it
+    had spent when it stopped, so early convergence does not drop the seeds that converged;
+    the final estimates form the last point, wherever each run stopped (the only point where
+    every run stopped before the first snapshot). Closed-form attacks (no gradient
+    evaluations) have no curve."""
+    runs: dict[tuple, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = defaultdict(list)
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
             continue
         curve = r.get("curve") or []
-        if not curve or r.get("defense_label") != "none":
+        if not any(p.get("final") for p in curve) or r.get("defense_label") != "none":
             continue
         client = r.get("client") or {}
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
-        runs[key].append(curve)
+        runs[key].append((r, curve))
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for key, curves in runs.items():
-        schedule = sorted({p["grad_evals"] for c in curves for p in c if not p.get("final")})
-        if not schedule and not any(p["grad_evals"] for c in curves for p in c):
+    for key, group in runs.items():
+        schedule = sorted({p["grad_evals"] for _, c in group for p in c if not p.get("final")})
+        if not schedule and not any(p["grad_evals"] for _, c in group for p in c):
             continue  # a closed-form attack: no iterations to draw against
-        for curve in curves:
+        for record, curve in group:
             final = next(p for p in curve if p.get("final"))
+            stop = _stop(record, final)
             kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
             for at in schedule:
                 if at in kept:
                     points[(*key, at)].append(kept[at])
-                elif final["grad_evals"] <= at:  # stopped before this point: its final
-                    points[(*key, at)].append(final)
+                elif stop["grad_evals"] <= at:  # stopped before this point: its final
+                    points[(*key, at)].append(stop)
             points[(*key, math.inf)].append(final)
     rows = []
     for (*key, at), ps in points.items():
