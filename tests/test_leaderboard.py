@@ -135,7 +135,7 @@ def test_a_converged_seed_enters_later_points_at_its_own_stop_not_its_pass_time(
     stopped = {**_curve_record(1, [{"grad_evals": 500, "seconds": 9.0, "psnr": 80.0,
                                     "final": True}]),
                "converged_at": {"grad_evals": 60, "seconds": 0.5},
-               "attack": {"params": {"restarts": 2}}}
+               "attack_info": {"restarts_run": 2}}
     frame = curve_frame([_curve_record(0, ran), stopped])
     point = frame[frame["at"] == 200].iloc[0]
     assert point.n == 2 and point.psnr == 50.0

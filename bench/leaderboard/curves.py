@@ -22,11 +22,12 @@ from bench.leaderboard.tables import Table
 
 def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
     """Where a run stopped, in its snapshots' units: a converged run's own evaluations (times
-    its restarts, as its snapshots count them) and seconds, not its pass's; else its final."""
+    the restarts it ran, as its snapshots count them) and seconds, not its pass's; else its
+    final."""
     converged = record.get("converged_at") or {}
     if converged.get("grad_evals") is None or converged.get("seconds") is None:
         return final
-    restarts = int(((record.get("attack") or {}).get("params") or {}).get("restarts", 1) or 1)
+    restarts = int((record.get("attack_info") or {}).get("restarts_run") or 1)
     return {**final, "grad_evals": converged["grad_evals"] * restarts,
             "seconds": converged["seconds"]}
 
@@ -40,26 +41,26 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     the final estimates form the last point, wherever each run stopped (the only point where
     every run stopped before the first snapshot). Closed-form attacks (no gradient
     evaluations) have no curve."""
-    runs: dict[tuple, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = defaultdict(list)
+    # per scenario and attack, each run's snapshots by evaluation count, its stop, its final
+    runs: dict[tuple, list[tuple[dict, dict, dict]]] = defaultdict(list)
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
             continue
         curve = r.get("curve") or []
-        if not any(p.get("final") for p in curve) or r.get("defense_label") != "none":
+        final = next((p for p in curve if p.get("final")), None)
+        if final is None or r.get("defense_label") != "none":
             continue
         client = r.get("client") or {}
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
-        runs[key].append((r, curve))
+        kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
+        runs[key].append((kept, _stop(r, final), final))
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for key, group in runs.items():
-        schedule = sorted({p["grad_evals"] for _, c in group for p in c if not p.get("final")})
-        if not schedule and not any(p["grad_evals"] for _, c in group for p in c):
+        schedule = sorted({at for kept, _, _ in group for at in kept})
+        if not schedule and not any(final["grad_evals"] for _, _, final in group):
             continue  # a closed-form attack: no iterations to draw against
-        for record, curve in group:
-            final = next(p for p in curve if p.get("final"))
-            stop = _stop(record, final)
-            kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
+        for kept, stop, final in group:
             for at in schedule:
                 if at in kept:
                     points[(*key, at)].append(kept[at])
