@@ -36,6 +36,16 @@ def test_excludes_remove_matching_cells():
     assert not any(c.defense_label == "prune(ratio=0.1)" for c in cells)
 
 
+def test_a_bn_mode_exclude_pairs_the_client_with_other_axes():
+    suite = make_suite(seeds=2, batch_size=[1, 4], client={"bn_mode": ["train", "eval"]},
+                       exclude=[{"batch_size": 4, "bn_mode": "eval"}])
+    kept = {(c.batch_size, dict(c.client)["bn_mode"]) for c in attack_cells(suite)}
+    assert kept == {(1, "train"), (1, "eval"), (4, "train")}
+    assert len(attack_cells(suite)) == 3 * 2
+    idle = make_suite(client={"bn_mode": "train"}, exclude=[{"bn_mode": "eval"}])
+    assert idle.warnings == ["exclude[0] {bn_mode: eval} matches no cell: it does nothing"]
+
+
 def test_incompatible_cells_are_kept_as_skipped_with_reason():
     suite = make_suite(batch_size=[1, 2], attacks=[{"dlg": {"steps": 1}}, {"idlg": {"steps": 1}}])
     cells = attack_cells(suite)

@@ -16,7 +16,13 @@ from suite_files import HEAD, accepted, rejected
 
 from bench.cli import BUILTIN_EXECUTORS, main
 from bench.suite import SuiteError, count_cells, load_suite, parse_suite
-from bench.suite.expand import ATTACK_AXES, UTILITY_AXES, _masks, axis_match_values, axis_values
+from bench.suite.expand import (
+    ATTACK_RULE_AXES,
+    UTILITY_AXES,
+    _masks,
+    axis_match_values,
+    rule_axis_values,
+)
 from bench.suite.limits import (
     MAX_AXIS_VALUES,
     MAX_LIST_ITEMS,
@@ -173,7 +179,7 @@ def test_exclude_masks_match_the_rule_by_rule_definition() -> None:
             if axis == "seed":
                 continue
             row = []
-            for value in axis_values(suite)[axis]:
+            for value in rule_axis_values(suite)[axis]:
                 have, mask = axis_match_values(axis, value), 0
                 for bit, rule in enumerate(suite.exclude):
                     if set(rule) <= set(axes) and (axis not in rule or have & set(rule[axis])):
@@ -184,18 +190,19 @@ def test_exclude_masks_match_the_rule_by_rule_definition() -> None:
 
     names = {"attack": ["dlg", "idlg", "dlg(steps=2)", "idlg(steps=3)"],
              "defense": ["none", "prune", "prune(ratio=0.5)"], "batch_size": [1, 2, 2.0, True],
-             "mode": ["fedsgd", "fedavg"], "victim": ["init", "trained:2"], "seed": [0, 1.0],
+             "mode": ["fedsgd", "fedavg"], "bn_mode": ["train", "eval"], "victim": ["init", "trained:2"], "seed": [0, 1.0],
              "arch": ["lenet"], "dataset": ["photos", "photos(size=16)"]}
     suite = make_suite(attacks=[{"dlg": {"steps": [2, 3]}}, {"idlg": {"steps": 3}}],
                        defenses=["none", {"prune": {"ratio": [0.5, 0.9]}}], batch_size=[1, 2],
-                       client=[{"mode": "fedsgd"}, {"mode": "fedavg"}],
+                       client=[{"mode": "fedsgd"}, {"mode": "fedavg"},
+                               {"mode": "fedsgd", "bn_mode": "eval"}],
                        victim=["init", "trained:2"], seeds=2, utility={"steps": 1})
     rnd = random.Random(0)
     for _ in range(200):
         suite.exclude = [{a: rnd.sample(names[a], rnd.randint(1, min(2, len(names[a]))))
                           for a in rnd.sample(sorted(names), rnd.randint(1, 3))}
                          for _ in range(rnd.randint(0, 5))]
-        for axes in (ATTACK_AXES, UTILITY_AXES):
+        for axes in (ATTACK_RULE_AXES, UTILITY_AXES):
             assert _masks(suite, axes) == by_rule(suite, axes), suite.exclude
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from bench.registry import ATTACKS, short, suggest
-from bench.suite.expand import ATTACK_AXES, UTILITY_AXES, axis_match_values, axis_values
+from bench.suite.expand import (
+    ATTACK_RULE_AXES,
+    UTILITY_AXES,
+    axis_match_values,
+    rule_axis_values,
+)
 from bench.suite.schema import Suite, SuiteError
 
 COMPONENT_AXES = {"attack": "attacks", "defense": "defenses", "arch": "archs",
@@ -21,10 +26,10 @@ the component names alone (difflib's cost grows with the candidates and their le
 
 def check_rules(suite: Suite) -> list[str]:
     """The suite's warnings; a SuiteError for an exclude naming an absent component."""
-    values = axis_values(suite)
+    values = rule_axis_values(suite)
     named = {axis for rule in suite.exclude for axis in rule}
     have: dict[str, set[Any]] = {}  # the match values of the axes the rules name (labels cost)
-    for axis in ATTACK_AXES:
+    for axis in ATTACK_RULE_AXES:
         if axis != "seed" and axis in named:
             have[axis] = set().union(*(axis_match_values(axis, v) for v in values[axis]))
     seeds = suite.seeds if isinstance(suite.seeds, range) else set(suite.seeds)
@@ -64,7 +69,7 @@ def _hint(name: Any, have: set[Any], values: Any) -> str:
 
 def _matches_any(rule: dict[str, list[Any]], suite: Suite, have: dict[str, set[Any]],
                  seeds: range | set[int]) -> bool:
-    kinds = [ATTACK_AXES] + ([UTILITY_AXES] if suite.utility else [])
+    kinds = [ATTACK_RULE_AXES] + ([UTILITY_AXES] if suite.utility else [])
     for axes in kinds:
         if not set(rule) <= set(axes):
             continue

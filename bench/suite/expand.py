@@ -26,6 +26,9 @@ from bench.suite.match import incompatibility
 from bench.suite.schema import Suite
 
 ATTACK_AXES = ("dataset", "arch", "batch_size", "mode", "victim", "defense", "attack", "seed")
+ATTACK_RULE_AXES = (*ATTACK_AXES, "bn_mode")
+"""What an attack cell's ``exclude`` rules can name: its axes, and ``bn_mode``, the client's
+BatchNorm mode (read from the client axis, so that a rule can pair it with a batch size)."""
 UTILITY_AXES = ("dataset", "arch", "defense", "seed")
 
 
@@ -40,14 +43,20 @@ def axis_values(suite: Suite) -> dict[str, Sequence[Any]]:
             "attack": suite.attacks, "seed": suite.seeds}
 
 
+def rule_axis_values(suite: Suite) -> dict[str, Sequence[Any]]:
+    """The values ``exclude`` rules are matched on: the axes, and the clients again under
+    ``bn_mode``."""
+    return {**axis_values(suite), "bn_mode": suite.clients}
+
+
 def axis_match_values(axis: str, value: Any) -> set[Any]:
     """What an exclude rule compares on ``axis`` for one of the suite's values."""
     if axis in ("attack", "arch", "dataset"):
         return {value.name, value.label}
     if axis == "defense":
         return {d.name for d in value} | {"+".join(d.label for d in value)}
-    if axis == "mode":
-        return {value["mode"]}
+    if axis in ("mode", "bn_mode"):
+        return {value[axis]}
     return {value}
 
 
@@ -58,7 +67,7 @@ def _masks(suite: Suite, axes: Sequence[str]) -> dict[str, list[int]]:
 
     Linear in values plus rules: a value's mask is the bits of the rules that do not name the
     axis, OR the bits indexed under each name it matches (not each value against each rule)."""
-    values = axis_values(suite)
+    values = rule_axis_values(suite)
     kept = [(bit, rule) for bit, rule in enumerate(suite.exclude) if set(rule) <= set(axes)]
     masks = {}
     for axis in axes:
@@ -116,7 +125,7 @@ def iter_attack_cells(suite: Suite) -> Iterator[AttackCell]:
     """The attack cells, lazily: dataset × arch × batch × client × victim × defense × attack ×
     seed."""
     budget = tuple(sorted((k, v) for k, v in suite.budget.items() if v is not None))
-    masks = _masks(suite, ATTACK_AXES)
+    masks = _masks(suite, ATTACK_RULE_AXES)
     full = (1 << len(suite.exclude)) - 1
     grants = [frozenset(ATTACKS.get(a.name).cls.needs | ATTACKS.get(a.name).cls.wants)
               & suite.granted for a in suite.attacks]
@@ -125,14 +134,14 @@ def iter_attack_cells(suite: Suite) -> Iterator[AttackCell]:
             "defense": [_canon([d.as_dict() for d in chain]) for chain in suite.defenses],
             "attack": [_canon(a.as_dict()) for a in suite.attacks],
             "granted": [_canon(sorted(g)) for g in grants]}
-    seed_default, seed_named = _seed_mask(suite, ATTACK_AXES)
+    seed_default, seed_named = _seed_mask(suite, ATTACK_RULE_AXES)
     head = f',"base_seed":{_canon(suite.base_seed)},"batch_size":'
     budget_json = _canon(dict(budget))
     for (di, ds), (ai, arch), (bi, bs), (ci, client) in itertools.product(
             enumerate(suite.datasets), enumerate(suite.archs), enumerate(suite.batch_sizes),
             enumerate(suite.clients)):
         m1 = (full & masks["dataset"][di] & masks["arch"][ai] & masks["batch_size"][bi]
-              & masks["mode"][ci])
+              & masks["mode"][ci] & masks["bn_mode"][ci])
         client_t = tuple(sorted(client.items()))
         client_json = _canon(client)
         for vi, victim in enumerate(suite.victims):

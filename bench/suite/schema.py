@@ -54,7 +54,8 @@ PERCEPTUAL_PARAMS = (
     Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
     Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
 )
-EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "victim", "seed")
+EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
+                "seed")
 RESOURCE_PARAMS = (
     Param("cpus_per_task", float, None, low=0.0, nullable=True, help="CPUs per cell's task"),
     Param("gpus_per_task", float, None, low=0.0, high=1000.0, nullable=True,
