@@ -190,7 +190,8 @@ def test_exclude_masks_match_the_rule_by_rule_definition() -> None:
 
     names = {"attack": ["dlg", "idlg", "dlg(steps=2)", "idlg(steps=3)"],
              "defense": ["none", "prune", "prune(ratio=0.5)"], "batch_size": [1, 2, 2.0, True],
-             "mode": ["fedsgd", "fedavg"], "bn_mode": ["train", "eval"], "victim": ["init", "trained:2"], "seed": [0, 1.0],
+             "mode": ["fedsgd", "fedavg"], "bn_mode": ["train", "eval"],
+             "victim": ["init", "trained:2"], "seed": [0, 1.0],
              "arch": ["lenet"], "dataset": ["photos", "photos(size=16)"]}
     suite = make_suite(attacks=[{"dlg": {"steps": [2, 3]}}, {"idlg": {"steps": 3}}],
                        defenses=["none", {"prune": {"ratio": [0.5, 0.9]}}], batch_size=[1, 2],
