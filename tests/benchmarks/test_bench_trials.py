@@ -3,10 +3,11 @@
 - ``test_bench_trials_scaling``: wall time of one pass of K = 1, 8 and 32 trials (cells of
   one scenario differing by seed) for ``dlg`` on LeNet and ``ig`` on the ConvNet at width 4
   (where one trial is mostly per-step overhead: the issue's target) and at width 16 (the
-  ``attacks`` suite's, where one trial is mostly arithmetic) and on ResNet-8, all at 32×32. ``extra_info`` has the time per trial
-  and the ratio to K = 1, measured in the same test run, with one torch thread (how the
-  runner's workers run: one per core) and with two (one pass given the whole 2-core machine;
-  skipped with fewer usable cores). K = 1 gets the same threads as K.
+  ``attacks`` suite's, where one trial is mostly arithmetic) and on ResNet-8, all at 32×32.
+  ``extra_info`` has the time per trial and the ratio to K = 1, measured in the same test
+  run, with one torch thread (how the runner's workers run: one per core) and with two (one
+  pass given the whole 2-core machine; skipped with fewer usable cores). K = 1 gets the same
+  threads as K.
 - ``test_bench_trials_floor``: the floor under the first benchmark's ``dlg`` row on this CPU:
   the same 60 evaluations of DLG's objective and its gradient for K = 1, 8 and 32 LeNet
   trials, written by hand as one channel-stacked model (grouped convolutions, no ``vmap``,
