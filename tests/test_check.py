@@ -247,6 +247,19 @@ def test_an_include_cycle_and_an_unknown_name_are_refused(tmp_path):
         load_claims("paper-dgl")
 
 
+def test_a_relative_include_is_read_from_the_including_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    claim = ("claims:\n  - {id: x-succeeds, paper: P, sentence: S, where: {attack: dlg},\n"
+             "     metric: psnr, expect: {at_least: 20}}\n")
+    (folder / "base.yaml").write_text(claim)
+    (folder / "top.yaml").write_text("include: [base.yaml]\n")
+    monkeypatch.chdir(tmp_path)  # base.yaml is not in the working directory
+    assert [c.id for c in load_claims(str(folder / "top.yaml")).claims] == ["x-succeeds"]
+    (tmp_path / "base.yaml").write_text(claim.replace("x-succeeds", "cwd-copy"))
+    assert [c.id for c in load_claims("claims/top.yaml").claims] == ["x-succeeds"]
+
+
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):
     if shutil.which("pdflatex") is None:
         if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):

@@ -3,7 +3,8 @@
 A built-in suite ``S`` ships its claims as ``bench/suites/S.claims.yaml``::
 
     suite: paper-dlg                  # the suite whose records the claims are about
-    include: [paper-idlg]             # optional: other claims files' claims, in order
+    include: [paper-idlg]             # optional: other claims files' claims, in order (a
+                                      # built-in name, or a path from this file's folder)
     claims:
       - id: noise-1e-2-stops-dlg      # unique, lower case, digits and dashes
         paper: "Zhu et al., DLG, NeurIPS 2019, Fig. 8"
@@ -97,6 +98,15 @@ def claims_path(name_or_path: str) -> Path:
                       f"{suggest(name_or_path, names)}; built-in: {', '.join(names)}")
 
 
+def _included(name: str, including: Path) -> str:
+    """An ``include`` entry: a built-in name, else a relative path read from the including
+    file's folder (not the working directory), else the path as given."""
+    if (SUITES_DIR / f"{name}{CLAIMS_SUFFIX}.yaml").is_file() or Path(name).is_absolute():
+        return name
+    beside = including.parent / name
+    return str(beside) if beside.exists() else name
+
+
 def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
     """The validated claims of a file (its ``include`` first), or a ClaimsError."""
     path = claims_path(name_or_path)
@@ -116,7 +126,7 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
             raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
                               f"got {short(name)}")
         try:
-            claims += load_claims(name, (*_seen, path.resolve())).claims
+            claims += load_claims(_included(name, path), (*_seen, path.resolve())).claims
         except ClaimsError as e:
             raise ClaimsError(f"{where}: include[{i}]: {e}") from None
     items = _list(raw.get("claims", []), f"{where}: claims")
