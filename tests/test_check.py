@@ -116,6 +116,8 @@ def test_verdicts_tables_and_byte_stability(store, capsys):
         assert set(row) >= {"claim", "paper", "sentence", "reported", "measured", "verdict"}
         assert all(isinstance(row[k], str) for k in ("claim", "paper", "sentence", "reported",
                                                       "measured", "verdict"))
+    b = next(r for r in doc["rows"] if r["claim"] == "b-labels")
+    assert b["measured"] == "no cell ran (none with attack=B)"  # the filter named
     a = next(r for r in doc["rows"] if r["claim"] == "a-psnr")
     assert a["measured"].startswith("42.00 ± 4.97 (n=3)")  # t(0.975, 2)·2/√3 = 4.97
     assert a["reported"] == "n/a"

@@ -42,10 +42,13 @@ class Outcome:
     value: Interval
     other: Interval | None = None
     cells: int = 0  # the seeds of ``df`` the claim's filter matches, whatever their status
+    unmatched: tuple[str, ...] = ()  # ``key=value`` of the filters no seed that ran matches
 
     def measured(self) -> str:
         """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
         if self.verdict == NOT_RUN and not self.value.n:
+            if self.unmatched:  # most often a misspelt label: say which
+                return f"no cell ran (none with {', '.join(self.unmatched)})"
             return "no cell ran"
         text = _show(self.claim.metric, self.value)
         if self.other is not None:
@@ -128,6 +131,19 @@ def where_mask(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.Series:
     return keep
 
 
+def unmatched_filters(df: pd.DataFrame, claim: Claim) -> tuple[str, ...]:
+    """The claim's filters (``where``, then ``better_than``) under which no row of ``df`` at
+    all falls, as ``key=value`` texts (one per key, its values joined by ``|``)."""
+    out = []
+    for where in (claim.where, claim.better_than or {}):
+        for key, wanted in where.items():
+            if df.empty or not where_mask(df, {key: wanted}).any():
+                text = f"{key}={'|'.join(wanted)}"
+                if text not in out:
+                    out.append(text)
+    return tuple(out)
+
+
 def evaluate(claim: Claim, df: pd.DataFrame) -> Outcome:
     """The claim's verdict on the seeds of ``df`` (from :func:`claims_frame`)."""
     higher = True if claim.metric in (SUCCESS, RISK_INDEX) else next(
@@ -164,5 +180,6 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
     """Every claim's outcome on ``records``, in the claims' order, with how many of their
     seeds the claim's filter matched."""
     df = claims_frame(records, {c.metric for c in claims})
-    return [replace(evaluate(c, df), cells=0 if df.empty else int(where_mask(df, c.where).sum()))
+    return [replace(evaluate(c, df), cells=0 if df.empty else int(where_mask(df, c.where).sum()),
+                    unmatched=unmatched_filters(df, c))
             for c in claims]
