@@ -260,6 +260,28 @@ def test_a_relative_include_is_read_from_the_including_files_folder(tmp_path, mo
     assert [c.id for c in load_claims(str(folder / "top.yaml")).claims] == ["x-succeeds"]
     (tmp_path / "base.yaml").write_text(claim.replace("x-succeeds", "cwd-copy"))
     assert [c.id for c in load_claims("claims/top.yaml").claims] == ["x-succeeds"]
+    (folder / "base.yaml").unlink()  # only the working directory's copy is left: not read
+    with pytest.raises(ClaimsError, match=r"include\[0\]: no built-in claims file named "
+                                          r"'base.yaml', and no file .*claims/base.yaml"):
+        load_claims(str(folder / "top.yaml"))
+
+
+def test_a_misspelt_filter_is_named_and_a_cell_with_a_bar_stays_one_cell(store, tmp_path):
+    text = CLAIMS.replace("better_than: {defense: noise}", "better_than: {defense: nosie}")
+    (tmp_path / "synthetic.claims.yaml").write_text(text)
+    assert check(store) == 0
+    rows = {r["claim"]: r for r in json.loads((store / "check.json").read_text())["rows"]}
+    assert rows["noise-helps"]["verdict"] == NOT_RUN
+    assert rows["noise-helps"]["measured"].endswith("vs n/a (n=0) (none with defense=nosie)")
+    text = CLAIMS.replace("better_than: {defense: noise}", "better_than: {defense: [noise, x]}")
+    (tmp_path / "synthetic.claims.yaml").write_text(text)
+    assert check(store) == 0
+    table = [line for line in (store / "check.md").read_text().splitlines()
+             if line.startswith("| noise-helps")]
+    assert len(table) == 1 and "defense=noise\\|x" in table[0]
+    assert table[0].replace("\\|", "").count("|") == 7  # six cells: seven bars
+    outcomes = check_claims(load_claims(str(tmp_path / "synthetic.claims.yaml")).claims, [])
+    assert {o.measured() for o in outcomes} == {"no cell ran"}
 
 
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):

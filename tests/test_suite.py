@@ -44,6 +44,15 @@ def test_a_bn_mode_exclude_pairs_the_client_with_other_axes():
     assert len(attack_cells(suite)) == 3 * 2
     idle = make_suite(client={"bn_mode": "train"}, exclude=[{"bn_mode": "eval"}])
     assert idle.warnings == ["exclude[0] {bn_mode: eval} matches no cell: it does nothing"]
+    # mode and bn_mode are keys of one client: each value exists, but no client has both
+    apart = make_suite(client=[{"mode": "fedsgd"}, {"mode": "fedavg", "bn_mode": "eval"}],
+                       exclude=[{"mode": "fedsgd", "bn_mode": "eval"}])
+    assert len(attack_cells(apart)) == 2
+    assert apart.warnings == ["exclude[0] {mode: fedsgd, bn_mode: eval} matches no cell: it "
+                              "does nothing"]
+    with pytest.raises(SuiteError, match=r"exclude\[0\]\.bn_mode: 'evl' is not a client "
+                                         r"bn_mode \(did you mean 'eval'\?\)"):
+        make_suite(exclude=[{"bn_mode": "evl"}])
 
 
 def test_incompatible_cells_are_kept_as_skipped_with_reason():

@@ -46,13 +46,13 @@ class Outcome:
 
     def measured(self) -> str:
         """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
+        hint = f" (none with {', '.join(self.unmatched)})" if self.unmatched else ""
         if self.verdict == NOT_RUN and not self.value.n:
-            if self.unmatched:  # most often a misspelt label: say which
-                return f"no cell ran (none with {', '.join(self.unmatched)})"
-            return "no cell ran"
+            return "no cell ran" + hint  # a hint names a misspelt label, most often
         text = _show(self.claim.metric, self.value)
         if self.other is not None:
-            text += " vs " + _show(self.claim.metric, self.other)
+            text += " vs " + _show(self.claim.metric, self.other) + (hint if not self.other.n
+                                                                      else "")
         return text
 
     def row(self) -> dict[str, Any]:
@@ -133,11 +133,14 @@ def where_mask(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.Series:
 
 def unmatched_filters(df: pd.DataFrame, claim: Claim) -> tuple[str, ...]:
     """The claim's filters (``where``, then ``better_than``) under which no row of ``df`` at
-    all falls, as ``key=value`` texts (one per key, its values joined by ``|``)."""
-    out = []
+    all falls, as ``key=value`` texts (one per key, its values joined by ``|``); none when
+    ``df`` is empty (nothing ran: no filter is to blame)."""
+    out: list[str] = []
+    if df.empty:
+        return ()
     for where in (claim.where, claim.better_than or {}):
         for key, wanted in where.items():
-            if df.empty or not where_mask(df, {key: wanted}).any():
+            if not where_mask(df, {key: wanted}).any():
                 text = f"{key}={'|'.join(wanted)}"
                 if text not in out:
                     out.append(text)

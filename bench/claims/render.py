@@ -51,8 +51,8 @@ def _cells(o: Outcome) -> list[str]:
 
 
 def render_markdown(suite: str, outcomes: list[Outcome]) -> str:
-    body = tabulate([_cells(o) for o in outcomes], headers=HEADERS, tablefmt="github",
-                    disable_numparse=True)
+    rows = [[c.replace("|", "\\|") for c in _cells(o)] for o in outcomes]  # | splits a cell
+    body = tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True)
     return (f"# leakbench check: {suite}\n\n"
             "Each claim of the papers, tested on this folder's records by `leakbench check`. "
             "Measured: the mean over the claim's seeds ± the half-width of its 95% Student-t "

@@ -99,12 +99,14 @@ def claims_path(name_or_path: str) -> Path:
 
 
 def _included(name: str, including: Path) -> str:
-    """An ``include`` entry: a built-in name, else a relative path read from the including
-    file's folder (not the working directory), else the path as given."""
+    """An ``include`` entry: a built-in name, an absolute path, or a relative path read from
+    the including file's folder (never from the working directory)."""
     if (SUITES_DIR / f"{name}{CLAIMS_SUFFIX}.yaml").is_file() or Path(name).is_absolute():
         return name
     beside = including.parent / name
-    return str(beside) if beside.exists() else name
+    if not beside.exists():
+        raise ClaimsError(f"no built-in claims file named {short(name)}, and no file {beside}")
+    return str(beside)
 
 
 def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:

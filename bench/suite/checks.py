@@ -2,7 +2,8 @@
 an error (with a did-you-mean hint); one that matches no cell, and a ``grant`` no attack of the
 suite uses, are warnings. Decided from the axes alone, without expanding the grid: every
 combination of axis values is a cell, so a rule matches a cell exactly when each of its axes
-has a matching value."""
+has a matching value; ``mode`` and ``bn_mode`` are two keys of one client, so a rule naming
+both needs one client that has both."""
 
 from __future__ import annotations
 
@@ -73,9 +74,16 @@ def _matches_any(rule: dict[str, list[Any]], suite: Suite, have: dict[str, set[A
     for axes in kinds:
         if not set(rule) <= set(axes):
             continue
-        if all(_axis_hit(axis, allowed, have, seeds) for axis, allowed in rule.items()):
+        if all(_axis_hit(axis, allowed, have, seeds) for axis, allowed in rule.items()) \
+                and _client_hit(rule, suite):
             return True
     return False
+
+
+def _client_hit(rule: dict[str, list[Any]], suite: Suite) -> bool:
+    """Whether one client has every client key the rule names (``mode``, ``bn_mode``)."""
+    keys = [k for k in ("mode", "bn_mode") if k in rule]
+    return len(keys) < 2 or any(all(c[k] in rule[k] for k in keys) for c in suite.clients)
 
 
 def _axis_hit(axis: str, allowed: list[Any], have: dict[str, set[Any]],

@@ -369,6 +369,10 @@ def _unique(items: list) -> list:
     return out
 
 
+CLIENT_CHOICES = {p.name: p.choices for p in CLIENT_PARAMS if p.name in ("mode", "bn_mode")}
+"""The values an exclude rule's client keys can take."""
+
+
 def _excludes(value: Any) -> list[dict[str, list[Any]]]:
     if not isinstance(value, list):
         raise SuiteError(f"exclude: expected a list of rules, got {short(value)}")
@@ -385,5 +389,11 @@ def _excludes(value: Any) -> list[dict[str, list[Any]]]:
             if not allowed or not all(isinstance(a, (str, int, float)) for a in allowed):
                 raise SuiteError(f"exclude[{i}].{axis}: expected a name, a number or a "
                                  f"non-empty list of them, got {short(rule[axis])}")
+            choices = CLIENT_CHOICES.get(axis, ())
+            for a in allowed if choices else ():
+                if a not in choices:
+                    raise SuiteError(f"exclude[{i}].{axis}: {short(a)} is not a client {axis}"
+                                     f"{suggest(str(a), choices)}; expected one of "
+                                     f"{', '.join(choices)}")
         rules.append(values)
     return rules
