@@ -6,21 +6,26 @@ trials (seeds, restarts). Running them one after another leaves the hardware idl
 small kernels; here the K trials share every objective evaluation while each keeps its own
 L-BFGS state: curvature history, step size, counters and stopping. A trial's trajectory does
 not depend on the other trials: the optimiser's arithmetic is row-wise per trial (row sums,
-element-wise ops, ``torch.where`` masks; no cross-trial reduction), so with an objective
-whose per-trial losses depend only on that trial's variables a trial alone and inside a
-batch follow the same trajectory, and a trial that turns non-finite is frozen without
-touching the others.
+element-wise ops, ``torch.where`` masks; no cross-trial reduction) and each trial's direction
+is computed from its own history slices alone, so with an objective whose per-trial losses
+depend only on that trial's variables a trial alone and inside a batch follow the same
+trajectory (up to BLAS kernels that may round by memory alignment), and a trial that turns
+non-finite is frozen without touching the others.
 
 Per trial the algorithm is ``torch.optim.LBFGS`` with ``line_search_fn=None`` (fixed step
 ``lr``), called once per outer step, the way DLG's loop calls it
 (written anew here, not copied): a step evaluates the objective, stops if ``max|g| <=
 tolerance_grad``, then makes up to ``max_iter`` inner iterations, the very first one along
-``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along the two-loop recursion over the
-last ``history_size`` pairs (a pair kept only when ``y.s > 1e-10``; initial scale ``H =
-y.s / y.y``). An inner iteration evaluates the objective after its move unless it is the
-step's last; the step ends early when ``max_eval`` evaluations are used, ``max|g| <=
-tolerance_grad``, ``max|d t| <= tolerance_change``, the loss changed by less than
-``tolerance_change``, or the directional derivative ``g.d > -tolerance_change``.
+``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along ``-H g`` for the L-BFGS matrix
+``H`` of the last ``history_size`` pairs (a pair kept only when ``y.s > 1e-10``; initial
+scale ``H0 = y.s / y.y``), computed in the compact form of Byrd, Nocedal and Schnabel (1994)
+rather than torch's two-loop recursion: the same matrix in a fixed number of kernel calls
+per iteration (the two-loop makes four per pair), so ``history_size`` in the thousands is
+affordable; its arithmetic still grows with the history's length times ``n``.
+An inner iteration evaluates the objective after its move unless it is the step's last; the
+step ends early when ``max_eval`` evaluations are used, ``max|g| <= tolerance_grad``,
+``max|d t| <= tolerance_change``, the loss changed by less than ``tolerance_change``, or the
+directional derivative ``g.d > -tolerance_change``.
 
 Per-trial stopping: where torch's optimiser would go on evaluating the same point forever, a
 trial stops and counts as converged: ``max|g| <= tolerance_grad`` at a step's start, a zero
@@ -96,12 +101,47 @@ class _Trial:
     best: float = float("inf")
     bests: list[float] = field(default_factory=list)
     hist_len: int = 0
+    wrapped: bool = False  # the history ring has wrapped: slots are no longer oldest-first
     snap_next: int = 0
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Each row's dot product (one kernel, no temporary)."""
     return torch.linalg.vecdot(a, b)
+
+
+def _compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.Tensor,
+                       sy: torch.Tensor, yy: torch.Tensor, curv: torch.Tensor,
+                       age: torch.Tensor | None) -> torch.Tensor:
+    """One trial's L-BFGS direction ``-H g`` from its L curvature pairs, in the compact form.
+
+    Byrd, Nocedal, Schnabel 1994 (Thm 2.2): with the pairs ``S``, ``Y`` oldest-first, ``R``
+    the upper triangle of ``S^T Y``, ``D`` its diagonal and ``H0 = gamma I``,
+    ``H g = gamma g + S p - gamma Y u`` where ``R u = S^T g`` and
+    ``R^T p = (D + gamma Y^T Y) u - gamma Y^T g``. It equals the two-loop recursion in exact
+    arithmetic but costs four matrix-vector products and two small triangular solves (in
+    float64) whatever the history's length, where the two-loop makes four kernel calls per
+    pair.
+
+    ``s``, ``y`` [L, n] hold the pairs in ring slots; ``age`` [L] lists the slots oldest-first
+    (None: the slots are in that order); ``sy[i, j] = s_i.y_j``, ``yy[i, j] = y_i.y_j`` and
+    ``curv`` = ``D`` (float64) are indexed by slot. Only the upper triangle of ``sy`` in age
+    order is read.
+    """
+    if s.shape[0] == 0:
+        return -gamma * g
+    wide = sy.dtype
+    a, b = (s @ g).to(wide), (y @ g).to(wide)  # S^T g, Y^T g
+    if age is not None:  # slot order -> age order (the L x L matrices only)
+        sy, yy = sy[age][:, age], yy[age][:, age]
+        a, b, curv = a[age], b[age], curv[age]
+    u = torch.linalg.solve_triangular(sy, a.unsqueeze(1), upper=True)  # reads R only
+    rhs = curv.unsqueeze(1) * u + gamma * (yy @ u) - gamma * b.unsqueeze(1)
+    p = torch.linalg.solve_triangular(sy.T, rhs, upper=False)
+    u, p = u.squeeze(1), p.squeeze(1)
+    if age is not None:  # back to slot order
+        u, p = torch.zeros_like(u).scatter(0, age, u), torch.zeros_like(p).scatter(0, age, p)
+    return -(gamma * g + s.T @ p.to(g.dtype) - gamma * (y.T @ u.to(g.dtype)))
 
 
 def run_batched_lbfgs(
@@ -136,7 +176,9 @@ def run_batched_lbfgs(
     ``snapshot_at``: sorted evaluation counts at which each trial's variables are copied.
     A trial whose loss, gradient or variables turn non-finite is marked diverged and frozen.
     Memory: the curvature history takes ``2 * K * history_size * n`` elements (n: a trial's
-    variable count), as K separate torch optimisers would.
+    variable count), as K separate torch optimisers would, plus ``2 * K * history_size**2``
+    float64 inner products; ``history_size`` is first cut to the pairs the run can make
+    (``steps * max_iter``).
     """
     if line_search_fn is not None:
         raise ValueError("only line_search_fn=None (fixed step, as DLG uses) is implemented")
@@ -154,7 +196,7 @@ def run_batched_lbfgs(
     plateau = Plateau(patience or 0, min_rel_improvement)
     snaps = sorted(snapshot_at or [])
     sizes = [v[0].numel() for v in variables]
-    m = history_size
+    m = min(history_size, steps * max_iter)  # a pair per inner iteration at most
     t0 = time.perf_counter()
     with torch.no_grad():
         x = torch.cat([v.detach().reshape(k_trials, -1) for v in variables], 1).clone()
@@ -166,7 +208,10 @@ def run_batched_lbfgs(
     h_diag = torch.ones_like(t)
     s_hist = x.new_zeros(k_trials, m, n)
     y_hist = x.new_zeros(k_trials, m, n)
-    ro = x.new_zeros(k_trials, m)
+    sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
+    yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
+    curv = x.new_zeros(k_trials, m, dtype=torch.float64)  # s_i . y_i, 0 for an empty slot
+    age = torch.arange(m, device=x.device).repeat(k_trials, 1)  # each trial's slots, oldest first
     states = [_Trial() for _ in range(k_trials)]
     results = [TrialResult() for _ in range(k_trials)]
 
@@ -234,22 +279,29 @@ def run_batched_lbfgs(
             y = gk[upd] - prev_g[ui]
             s = d[ui] * t[ui, None]
             ys = _rowdot(y, s)
-            inv_ys, scale = 1.0 / ys, ys / _rowdot(y, y)
+            scale = ys / _rowdot(y, y)
+            added: list[tuple[int, int, int]] = []  # (trial, slot, row of s and y)
             for j, keep in enumerate((ys > 1e-10).tolist()):
-                st = states[rows[upd[j]]]
                 if not keep:
                     continue
                 kk = rows[upd[j]]
+                st = states[kk]
                 if st.hist_len < m:
-                    pos = st.hist_len
+                    slot = st.hist_len
                     st.hist_len += 1
-                else:  # full: drop the oldest pair (slots stay oldest-first)
-                    pos = m - 1
-                    s_hist[kk, :-1] = s_hist[kk, 1:].clone()
-                    y_hist[kk, :-1] = y_hist[kk, 1:].clone()
-                    ro[kk, :-1] = ro[kk, 1:].clone()
-                s_hist[kk, pos], y_hist[kk, pos] = s[j], y[j]
-                ro[kk, pos], h_diag[kk] = inv_ys[j], scale[j]
+                else:  # full: the oldest pair's slot takes the new one (a ring)
+                    slot = int(age[kk, 0])
+                    age[kk] = torch.roll(age[kk], -1)
+                    st.wrapped = True
+                s_hist[kk, slot], y_hist[kk, slot] = s[j], y[j]
+                h_diag[kk] = scale[j]
+                added.append((kk, slot, j))
+            for kk, slot, j in added:  # the new pair's products with the trial's pairs
+                top = states[kk].hist_len
+                sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)  # s_i . y_new
+                sy[kk, slot, :top] = (y_hist[kk, :top] @ s[j]).to(sy.dtype)  # s_new . y_i
+                yy[kk, :top, slot] = yy[kk, slot, :top] = (y_hist[kk, :top] @ y[j]).to(yy.dtype)
+                curv[kk, slot] = sy[kk, slot, slot]
         for k in rows:
             st = states[k]
             if st.total_iter == 0:
@@ -258,26 +310,13 @@ def run_batched_lbfgs(
             st.total_iter += 1
             st.n_iter += 1
             results[k].inner_iterations += 1
-        # two-loop recursion over each trial's pairs, kept oldest-first in slots 0..len-1; the
-        # slots past a trial's length hold zeros (ro = 0), so there its terms vanish exactly
-        # and a shorter history needs no mask
-        longest = max(states[k].hist_len for k in rows)
-        whole = rows == list(range(k_trials))
-        hs, hy, hro = ((s_hist, y_hist, ro) if whole else
-                       (s_hist[ix, :longest], y_hist[ix, :longest], ro[ix, :longest]))
-        q = gk.neg()
-        alphas: list[torch.Tensor] = [q] * longest
-        # the hot path: views split off once, fused kernels, as few calls per pair as may be
-        pairs_s, pairs_y = hs[:, :longest].unbind(1), hy[:, :longest].unbind(1)
-        pairs_ro = hro[:, :longest].unsqueeze(2).unbind(1)
-        for i in range(longest - 1, -1, -1):
-            a = _rowdot(pairs_s[i], q).unsqueeze(1).mul_(pairs_ro[i])
-            alphas[i] = a
-            q = torch.addcmul(q, a, pairs_y[i], value=-1)
-        r = q * h_diag[ix, None]
-        for i in range(longest):
-            be = _rowdot(pairs_y[i], r).unsqueeze(1).mul_(pairs_ro[i])
-            r = torch.addcmul(r, alphas[i] - be, pairs_s[i])
+        r = torch.empty_like(gk)
+        gammas = h_diag.tolist()
+        for j, k in enumerate(rows):  # one trial at a time: on the CPU, K matrix-vector
+            ln = states[k].hist_len  # products beat one batched GEMM with a vector each
+            r[j] = _compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
+                                      sy[k, :ln, :ln], yy[k, :ln, :ln], curv[k, :ln],
+                                      age[k] if states[k].wrapped else None)
         prev_g[ix] = gk
         first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
         tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,
