@@ -60,9 +60,10 @@ def torch_lbfgs(x0: torch.Tensor, a: float, steps: int, max_iter: int,
 
 # (lr, max_iter, history_size, max_grad_evals): fixed-step runs whose trajectories are
 # insensitive to rounding (a 1e-14 relative change of the start moves torch's losses by
-# <= 1e-13); a short history (the pairs wrap around), ones that converge early, cut by the cap
+# <= 1e-13); a short history (the pairs wrap around), ones that converge early, cut by the
+# cap, and a long history (176 pairs in the compact form's triangular systems)
 CONFIGS = [(0.1, 3, 3, None), (0.2, 1, 3, None), (0.1, 20, 10, None), (0.2, 5, 3, None),
-           (0.1, 5, 100, None), (0.1, 3, 3, 37), (0.1, 20, 10, 45)]
+           (0.1, 5, 100, None), (0.1, 3, 3, 37), (0.1, 20, 10, 45), (0.1, 20, 1000, None)]
 
 
 @pytest.mark.parametrize("lr,max_iter,history,cap", CONFIGS)
