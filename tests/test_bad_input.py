@@ -194,18 +194,16 @@ def test_expansion_is_lazy_and_its_ids_are_the_canonical_digest() -> None:
     suite = parse_suite({**MILLION, "seeds": 20})
     cells = iter_cells(suite)
     tracemalloc.start()
-    t0 = time.perf_counter()
     n = 0
     for cell in cells:
         n += 1
         if n % 997 == 0:
             assert cell.cell_id == digest(cell.identity())[:16]
-    elapsed = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert n == 20_000
     assert peak < 5_000_000  # bytes: the cells are not kept
-    assert n / elapsed > 2_000  # generous (traced); measured untraced: ~150 000 cells/s
+    # its speed is a benchmark: tests/benchmarks/test_bench_suite_load.py
 
 
 def test_a_large_dry_run_prints_a_summary_and_verbose_lists_every_cell(tmp_path, capsys):

@@ -8,6 +8,9 @@ machine. A refusal comes before torch is imported (about 0.1 s); a load pays the
 4 s for any suite, even one cell, on the shared machine) plus its own validation and plan
 (about 0.3 s at worst).
 
+``test_bench_cell_expansion``: cells per second of the lazy expansion (each cell with its id)
+of a 20 000-cell grid, in ``extra_info``.
+
 Run with ``pytest tests/benchmarks/test_bench_suite_load.py --benchmark-only``.
 """
 
@@ -44,3 +47,22 @@ def test_bench_cli_load_of_the_worst_file(benchmark, case: str, tmp_path: Path) 
 
     benchmark.extra_info["bytes"] = len(data)
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+def test_bench_cell_expansion(benchmark) -> None:
+    """Cells per second of ``iter_cells`` over a 20 000-cell grid, each with its id (the lazy
+    expansion of tests/test_bad_input.py, untraced)."""
+    from bench.suite import iter_cells, parse_suite
+    from helpers import TINY_SUITE
+
+    suite = parse_suite({**TINY_SUITE, "seeds": 20, "batch_size": [1, 2, 3, 4, 5],
+                         "archs": ["lenet", "mlp"], "defenses": ["none", {"prune": {"ratio": [
+                             0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}}],
+                         "attacks": [{"dlg": {"steps": list(range(1, 11))}}]})
+
+    def expand() -> int:
+        return sum(1 for cell in iter_cells(suite) if cell.cell_id)
+
+    assert benchmark.pedantic(expand, rounds=ROUNDS, iterations=1) == 20_000
+    benchmark.extra_info["cells_per_second"] = 20_000 / benchmark.stats.stats.min
+

@@ -24,13 +24,13 @@ Speed targets are figures in the README, never assertions.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import torch
 
 from attacks.gradient_matching import dummy_update, l2_distance
+from bench.cores import usable_cores
 from bench.data import denormalize
 from bench.scoring import score
 from bench.suite import iter_cells
@@ -49,7 +49,7 @@ THREADS = [1, 2]
 
 def _use_threads(threads: int) -> None:
     """``threads`` torch threads for this test (the autouse fixture restores the count)."""
-    if len(os.sched_getaffinity(0)) < threads:
+    if usable_cores() < threads:  # the affinity mask and the cgroup quota
         pytest.skip(f"{threads} threads need {threads} usable cores")
     torch.set_num_threads(threads)
 
