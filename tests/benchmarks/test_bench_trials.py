@@ -8,10 +8,11 @@
   run, with one torch thread (how the runner's workers run: one per core) and with two (one
   pass given the whole 2-core machine; skipped with fewer usable cores). K = 1 gets the same
   threads as K.
-- ``test_bench_trials_floor``: the floor under the first benchmark's ``dlg`` row on this CPU:
-  the same 60 evaluations of DLG's objective and its gradient for K = 1, 8 and 32 LeNet
-  trials, written by hand as one channel-stacked model (grouped convolutions, no ``vmap``,
-  no optimiser bookkeeping). A batched engine cannot scale better than this arithmetic does.
+- ``test_bench_trials_floor``: the floor under the first benchmark's ``dlg`` LeNet and ``ig``
+  ConvNet-width-4 rows on this CPU: the same evaluations of the attack's objective and its
+  gradient (60 of DLG's, 20 of Inverting Gradients') for K = 1, 8 and 32 trials, written by
+  hand as one channel-stacked model (grouped convolutions, no ``vmap``, no optimiser
+  bookkeeping). A batched engine built this way cannot scale better than this arithmetic does.
 - ``test_bench_dlg_time_to_40db``: DLG's own setting (LeNet-sigmoid, one 32×32 photo): the
   seconds until the reconstruction first reaches 40 dB, for leakbench's ``dlg`` (one trial;
   8 restarts as trials of one pass; one trial keeping 2 000 curvature pairs instead of
@@ -115,14 +116,68 @@ def _stacked_lenet_evals(k: int, evals: int = 60) -> float:
     return time.perf_counter() - t0
 
 
+def _stacked_convnet_evals(k: int, evals: int = 20, width: int = 4) -> float:
+    """Seconds for ``evals`` evaluations of K ConvNet trials' Inverting Gradients objective
+    (1 − cosine of the gradients, plus TV) and its gradient, as one hand-written
+    channel-stacked model: the ConvNet of ``bench/archs/convnet.py`` at ``width`` with
+    BatchNorm in train mode (per channel, so per trial), trial k owning conv group k."""
+    fn = torch.nn.functional
+    gen = torch.Generator().manual_seed(k)
+    plan = [(3, width), (width, 2 * width), (2 * width, 2 * width), (2 * width, 4 * width),
+            (4 * width, 4 * width), (4 * width, 4 * width), "pool", (4 * width, 4 * width),
+            (4 * width, 4 * width), "pool"]
+    convs = [c for c in plan if c != "pool"]
+    weights = []
+    for cin, cout in convs:  # conv weight, conv bias, BN weight, BN bias
+        weights += [torch.randn(k * cout, cin, 3, 3, generator=gen) / (3 * cin ** 0.5),
+                    torch.zeros(k * cout), torch.ones(k * cout), torch.zeros(k * cout)]
+    weights += [torch.randn(k, 10, 36 * width, generator=gen) * 0.05, torch.zeros(k, 10)]
+    weights = [w.requires_grad_(True) for w in weights]
+    observed = [torch.randn(w.shape, generator=gen) for w in weights]
+    x = torch.randn(1, k * 3, 32, 32, generator=gen, requires_grad=True)
+    labels = torch.randint(10, (k,), generator=gen)
+
+    def forward(w: list[torch.Tensor]) -> torch.Tensor:
+        h, i = x, 0
+        for item in plan:
+            if item == "pool":
+                h = fn.max_pool2d(h, 3)
+                continue
+            h = fn.conv2d(h, w[i], w[i + 1], padding=1, groups=k)
+            h = fn.relu(fn.batch_norm(h, None, None, w[i + 2], w[i + 3], training=True))
+            i += 4
+        return torch.einsum("kf,kof->ko", h.reshape(k, -1), w[i]) + w[i + 1]
+
+    def per_trial(ts: list[torch.Tensor]) -> torch.Tensor:  # [K]: each trial's own sum
+        return sum(t.reshape(k, -1).sum(1) for t in ts)
+
+    t0 = time.perf_counter()
+    for _ in range(evals):
+        loss = fn.cross_entropy(forward(weights), labels, reduction="sum")
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        dot = per_trial([gr * o for gr, o in zip(grads, observed)])
+        norms = per_trial([gr * gr for gr in grads]).sqrt() * per_trial(
+            [o * o for o in observed]).sqrt()
+        images = x.reshape(k, 3, 32, 32)
+        tv = ((images[:, :, 1:] - images[:, :, :-1]).abs().mean((1, 2, 3))
+              + (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean((1, 2, 3)))
+        torch.autograd.grad((1 - dot / norms + 1e-4 * tv).sum(), x)
+    return time.perf_counter() - t0
+
+
+FLOORS = {"dlg-lenet": _stacked_lenet_evals, "ig-convnet4": _stacked_convnet_evals}
+
+
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("k", [8, 32])
-def test_bench_trials_floor(benchmark, k, threads):
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_bench_trials_floor(benchmark, name, k, threads):
     _use_threads(threads)
     torch.set_flush_denormal(True)
-    _stacked_lenet_evals(k, 3)  # warm-up
-    one = min(_stacked_lenet_evals(1) for _ in range(2))
-    benchmark.pedantic(lambda: _stacked_lenet_evals(k), rounds=2, iterations=1)
+    evals = FLOORS[name]
+    evals(k, 3)  # warm-up
+    one = min(evals(1) for _ in range(2))
+    benchmark.pedantic(lambda: evals(k), rounds=2, iterations=1)
     many = benchmark.stats.stats.min
     benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
                                  "ratio_to_k1": many / one, "threads": torch.get_num_threads()})
