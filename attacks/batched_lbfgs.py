@@ -101,7 +101,7 @@ class _Trial:
     best: float = float("inf")
     bests: list[float] = field(default_factory=list)
     hist_len: int = 0
-    wrapped: bool = False  # the history ring has wrapped: slots are no longer oldest-first
+    head: int = 0  # the slot of the oldest pair (0 until the history ring wraps)
     snap_next: int = 0
 
 
@@ -110,37 +110,55 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a, b)
 
 
+def _solve_r(sy: torch.Tensor, rhs: torch.Tensor, head: int, transpose: bool) -> torch.Tensor:
+    """Solve ``R v = rhs`` (or ``R^T v = rhs``) for the upper triangle ``R`` of ``sy`` in age
+    order, where the ring's oldest slot is ``head`` (slots ``head..L-1`` then ``0..head-1``).
+    All by slot: ``R`` in age order is the block matrix [[R_AA, sy[A, B]], [0, R_BB]] over the
+    older slots A = head.. and the newer B = ..head, solved by blocks on views (no reordered
+    copy of the L x L matrix)."""
+    def tri(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if transpose:
+            return torch.linalg.solve_triangular(m.T, v, upper=False)
+        return torch.linalg.solve_triangular(m, v, upper=True)  # reads the upper triangle
+
+    if head == 0:
+        return tri(sy, rhs)
+    older, newer, cross = sy[head:, head:], sy[:head, :head], sy[head:, :head]
+    if transpose:  # R^T = [[R_AA^T, 0], [cross^T, R_BB^T]]
+        v_old = tri(older, rhs[head:])
+        v_new = tri(newer, rhs[:head] - cross.T @ v_old)
+    else:
+        v_new = tri(newer, rhs[:head])
+        v_old = tri(older, rhs[head:] - cross @ v_new)
+    return torch.cat([v_new, v_old])
+
+
 def _compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.Tensor,
-                       sy: torch.Tensor, yy: torch.Tensor, curv: torch.Tensor,
-                       age: torch.Tensor | None) -> torch.Tensor:
+                       sy: torch.Tensor, yy: torch.Tensor, curv: torch.Tensor, head: int
+                       ) -> torch.Tensor:
     """One trial's L-BFGS direction ``-H g`` from its L curvature pairs, in the compact form.
 
     Byrd, Nocedal, Schnabel 1994 (Thm 2.2): with the pairs ``S``, ``Y`` oldest-first, ``R``
     the upper triangle of ``S^T Y``, ``D`` its diagonal and ``H0 = gamma I``,
     ``H g = gamma g + S p - gamma Y u`` where ``R u = S^T g`` and
     ``R^T p = (D + gamma Y^T Y) u - gamma Y^T g``. It equals the two-loop recursion in exact
-    arithmetic but costs four matrix-vector products and two small triangular solves (in
-    float64) whatever the history's length, where the two-loop makes four kernel calls per
-    pair.
+    arithmetic. Per iteration: four products with the history (``S^T g``, ``Y^T g``, ``S p``,
+    ``Y u``), two L x L triangular solves and one L x L product in float64, where the two-loop
+    makes four kernel calls per pair: fewer calls, not less memory traffic.
 
-    ``s``, ``y`` [L, n] hold the pairs in ring slots; ``age`` [L] lists the slots oldest-first
-    (None: the slots are in that order); ``sy[i, j] = s_i.y_j``, ``yy[i, j] = y_i.y_j`` and
-    ``curv`` = ``D`` (float64) are indexed by slot. Only the upper triangle of ``sy`` in age
-    order is read.
+    ``s``, ``y`` [L, n] hold the pairs in ring slots, the oldest at slot ``head``;
+    ``sy[i, j] = s_i.y_j`` (only where slot i is not newer than slot j: the upper triangle in
+    age order is all that is read), ``yy[i, j] = y_i.y_j`` and ``curv`` = ``D`` (float64) are
+    indexed by slot.
     """
     if s.shape[0] == 0:
         return -gamma * g
     wide = sy.dtype
-    a, b = (s @ g).to(wide), (y @ g).to(wide)  # S^T g, Y^T g
-    if age is not None:  # slot order -> age order (the L x L matrices only)
-        sy, yy = sy[age][:, age], yy[age][:, age]
-        a, b, curv = a[age], b[age], curv[age]
-    u = torch.linalg.solve_triangular(sy, a.unsqueeze(1), upper=True)  # reads R only
-    rhs = curv.unsqueeze(1) * u + gamma * (yy @ u) - gamma * b.unsqueeze(1)
-    p = torch.linalg.solve_triangular(sy.T, rhs, upper=False)
-    u, p = u.squeeze(1), p.squeeze(1)
-    if age is not None:  # back to slot order
-        u, p = torch.zeros_like(u).scatter(0, age, u), torch.zeros_like(p).scatter(0, age, p)
+    a, b = (s @ g).to(wide).unsqueeze(1), (y @ g).to(wide).unsqueeze(1)  # S^T g, Y^T g
+    u = _solve_r(sy, a, head, transpose=False)
+    rhs = curv.unsqueeze(1) * u + gamma * (yy @ u) - gamma * b
+    p = _solve_r(sy, rhs, head, transpose=True).squeeze(1)
+    u = u.squeeze(1)
     return -(gamma * g + s.T @ p.to(g.dtype) - gamma * (y.T @ u.to(g.dtype)))
 
 
@@ -196,7 +214,9 @@ def run_batched_lbfgs(
     plateau = Plateau(patience or 0, min_rel_improvement)
     snaps = sorted(snapshot_at or [])
     sizes = [v[0].numel() for v in variables]
-    m = min(history_size, steps * max_iter)  # a pair per inner iteration at most
+    # a pair per inner iteration at most, and an inner iteration per evaluation
+    m = max(0, min(history_size, steps * max_iter,
+                   max_grad_evals if max_grad_evals is not None else history_size))
     t0 = time.perf_counter()
     with torch.no_grad():
         x = torch.cat([v.detach().reshape(k_trials, -1) for v in variables], 1).clone()
@@ -211,7 +231,6 @@ def run_batched_lbfgs(
     sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
     yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
     curv = x.new_zeros(k_trials, m, dtype=torch.float64)  # s_i . y_i, 0 for an empty slot
-    age = torch.arange(m, device=x.device).repeat(k_trials, 1)  # each trial's slots, oldest first
     states = [_Trial() for _ in range(k_trials)]
     results = [TrialResult() for _ in range(k_trials)]
 
@@ -280,9 +299,8 @@ def run_batched_lbfgs(
             s = d[ui] * t[ui, None]
             ys = _rowdot(y, s)
             scale = ys / _rowdot(y, y)
-            added: list[tuple[int, int, int]] = []  # (trial, slot, row of s and y)
             for j, keep in enumerate((ys > 1e-10).tolist()):
-                if not keep:
+                if not keep or m == 0:
                     continue
                 kk = rows[upd[j]]
                 st = states[kk]
@@ -290,18 +308,17 @@ def run_batched_lbfgs(
                     slot = st.hist_len
                     st.hist_len += 1
                 else:  # full: the oldest pair's slot takes the new one (a ring)
-                    slot = int(age[kk, 0])
-                    age[kk] = torch.roll(age[kk], -1)
-                    st.wrapped = True
+                    slot = st.head
+                    st.head = (st.head + 1) % m
                 s_hist[kk, slot], y_hist[kk, slot] = s[j], y[j]
                 h_diag[kk] = scale[j]
-                added.append((kk, slot, j))
-            for kk, slot, j in added:  # the new pair's products with the trial's pairs
-                top = states[kk].hist_len
-                sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)  # s_i . y_new
-                sy[kk, slot, :top] = (y_hist[kk, :top] @ s[j]).to(sy.dtype)  # s_new . y_i
+                # the new pair's products with the kept ones: the column s_i . y_new (its row,
+                # s_new . y_i, lies below the diagonal in age order and is never read), y_i .
+                # y_new, and on the diagonal the very ys that decided to keep the pair
+                top = st.hist_len
+                sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)
                 yy[kk, :top, slot] = yy[kk, slot, :top] = (y_hist[kk, :top] @ y[j]).to(yy.dtype)
-                curv[kk, slot] = sy[kk, slot, slot]
+                sy[kk, slot, slot] = curv[kk, slot] = ys[j].to(sy.dtype)
         for k in rows:
             st = states[k]
             if st.total_iter == 0:
@@ -316,7 +333,7 @@ def run_batched_lbfgs(
             ln = states[k].hist_len  # products beat one batched GEMM with a vector each
             r[j] = _compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
                                       sy[k, :ln, :ln], yy[k, :ln, :ln], curv[k, :ln],
-                                      age[k] if states[k].wrapped else None)
+                                      states[k].head)
         prev_g[ix] = gk
         first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
         tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,

@@ -21,8 +21,9 @@ LBFGS_PARAMS = (
     Param("lr", float, 1.0, low=0.0, help="L-BFGS learning rate"),
     Param("max_eval_per_step", int, 20, low=1, high=1000, help="torch's LBFGS max_iter"),
     Param("history_size", int, 100, low=1, high=10_000,
-          help="curvature pairs kept (torch's default, 100; thousands converge in fewer "
-               "evaluations, at 2·n floats per pair per trial)"),
+          help="curvature pairs kept (torch's default, 100; on DLG's LeNet setting 2 000 "
+               "reached 40 dB in fewer evaluations). Memory per trial: 2·n floats per pair "
+               "plus 2·pairs² float64"),
     Param("patience", int, 0, low=0, high=100_000, identity="non-default",
           help="stop a trial whose best loss gained < min_rel_improvement over this many steps "
                "(0: only L-BFGS's own tolerances stop it before the budget)"),

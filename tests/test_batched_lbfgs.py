@@ -60,8 +60,9 @@ def torch_lbfgs(x0: torch.Tensor, a: float, steps: int, max_iter: int,
 
 # (lr, max_iter, history_size, max_grad_evals): fixed-step runs whose trajectories are
 # insensitive to rounding (a 1e-14 relative change of the start moves torch's losses by
-# <= 1e-13); a short history (the pairs wrap around), ones that converge early, cut by the
-# cap, and a long history (176 pairs in the compact form's triangular systems)
+# <= 1e-13); a short history (the pairs wrap around: history 3, 10, and 100 over 173 inner
+# iterations), ones that converge early, cut by the cap, and a long one that never wraps (up
+# to 164 pairs in the compact form's triangular systems)
 CONFIGS = [(0.1, 3, 3, None), (0.2, 1, 3, None), (0.1, 20, 10, None), (0.2, 5, 3, None),
            (0.1, 5, 100, None), (0.1, 3, 3, 37), (0.1, 20, 10, 45), (0.1, 20, 1000, None)]
 
@@ -105,9 +106,11 @@ def same_trial(a, b) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_trial_alone_and_in_a_batch_of_8_is_identical_float64(threads):
-    # Exact: each trial's loss is computed on its own row, and the optimiser's arithmetic is
-    # row-wise (row sums of 8 elements, element-wise ops, masks), so a trial's operations are
-    # the same floating-point operations in any batch, with 1 or 2 threads.
+    # Exact: each trial's loss is computed on its own row, the optimiser's bookkeeping is
+    # row-wise (row sums of 8 elements, element-wise ops, masks), and each trial's direction
+    # comes from its own history slices with the same kernels in any batch; here the slices
+    # of the history and of the gradient sit at 64-byte multiples (3 pairs x 8 float64), so
+    # kernels that choose a path by alignment choose alike, with 1 or 2 threads.
     torch.set_num_threads(threads)
     x0 = starts(8)
     kw = dict(steps=40, lr=0.5, max_iter=5, history_size=3, trace_every=3)
