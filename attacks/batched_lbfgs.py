@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attacks.lbfgs_compact import compact_direction
 from attacks.stopping import Plateau
 
 _START, _INNER, _DONE = 0, 1, 2
@@ -108,58 +109,6 @@ class _Trial:
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Each row's dot product (one kernel, no temporary)."""
     return torch.linalg.vecdot(a, b)
-
-
-def _solve_r(sy: torch.Tensor, rhs: torch.Tensor, head: int, transpose: bool) -> torch.Tensor:
-    """Solve ``R v = rhs`` (or ``R^T v = rhs``) for the upper triangle ``R`` of ``sy`` in age
-    order, where the ring's oldest slot is ``head`` (slots ``head..L-1`` then ``0..head-1``).
-    All by slot: ``R`` in age order is the block matrix [[R_AA, sy[A, B]], [0, R_BB]] over the
-    older slots A = head.. and the newer B = ..head, solved by blocks on views (no reordered
-    copy of the L x L matrix)."""
-    def tri(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if transpose:
-            return torch.linalg.solve_triangular(m.T, v, upper=False)
-        return torch.linalg.solve_triangular(m, v, upper=True)  # reads the upper triangle
-
-    if head == 0:
-        return tri(sy, rhs)
-    older, newer, cross = sy[head:, head:], sy[:head, :head], sy[head:, :head]
-    if transpose:  # R^T = [[R_AA^T, 0], [cross^T, R_BB^T]]
-        v_old = tri(older, rhs[head:])
-        v_new = tri(newer, rhs[:head] - cross.T @ v_old)
-    else:
-        v_new = tri(newer, rhs[:head])
-        v_old = tri(older, rhs[head:] - cross @ v_new)
-    return torch.cat([v_new, v_old])
-
-
-def _compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.Tensor,
-                       sy: torch.Tensor, yy: torch.Tensor, curv: torch.Tensor, head: int
-                       ) -> torch.Tensor:
-    """One trial's L-BFGS direction ``-H g`` from its L curvature pairs, in the compact form.
-
-    Byrd, Nocedal, Schnabel 1994 (Thm 2.2): with the pairs ``S``, ``Y`` oldest-first, ``R``
-    the upper triangle of ``S^T Y``, ``D`` its diagonal and ``H0 = gamma I``,
-    ``H g = gamma g + S p - gamma Y u`` where ``R u = S^T g`` and
-    ``R^T p = (D + gamma Y^T Y) u - gamma Y^T g``. It equals the two-loop recursion in exact
-    arithmetic. Per iteration: four products with the history (``S^T g``, ``Y^T g``, ``S p``,
-    ``Y u``), two L x L triangular solves and one L x L product in float64, where the two-loop
-    makes four kernel calls per pair: fewer calls, not less memory traffic.
-
-    ``s``, ``y`` [L, n] hold the pairs in ring slots, the oldest at slot ``head``;
-    ``sy[i, j] = s_i.y_j`` (only where slot i is not newer than slot j: the upper triangle in
-    age order is all that is read), ``yy[i, j] = y_i.y_j`` and ``curv`` = ``D`` (float64) are
-    indexed by slot.
-    """
-    if s.shape[0] == 0:
-        return -gamma * g
-    wide = sy.dtype
-    a, b = (s @ g).to(wide).unsqueeze(1), (y @ g).to(wide).unsqueeze(1)  # S^T g, Y^T g
-    u = _solve_r(sy, a, head, transpose=False)
-    rhs = curv.unsqueeze(1) * u + gamma * (yy @ u) - gamma * b
-    p = _solve_r(sy, rhs, head, transpose=True).squeeze(1)
-    u = u.squeeze(1)
-    return -(gamma * g + s.T @ p.to(g.dtype) - gamma * (y.T @ u.to(g.dtype)))
 
 
 def run_batched_lbfgs(
@@ -331,7 +280,7 @@ def run_batched_lbfgs(
         gammas = h_diag.tolist()
         for j, k in enumerate(rows):  # one trial at a time: on the CPU, K matrix-vector
             ln = states[k].hist_len  # products beat one batched GEMM with a vector each
-            r[j] = _compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
+            r[j] = compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
                                       sy[k, :ln, :ln], yy[k, :ln, :ln], curv[k, :ln],
                                       states[k].head)
         prev_g[ix] = gk

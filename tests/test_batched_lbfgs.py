@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attacks.batched_lbfgs import run_batched_lbfgs
+from attacks.lbfgs_compact import compact_direction
 
 F64 = torch.float64
 
@@ -313,3 +314,42 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="leading"):
         run_batched_lbfgs([x, torch.zeros(3, 1, requires_grad=True)],
                           lambda v: (v[0] ** 2).sum(1), 1)
+
+
+def two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], gamma: float
+             ) -> torch.Tensor:
+    """-H g by Nocedal's two-loop recursion over ``pairs`` oldest-first (the textbook form)."""
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        a = s.dot(q) / y.dot(s)
+        alphas.append(a)
+        q = q - a * y
+    r = gamma * q
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        r = r + s * (a - y.dot(r) / y.dot(s))
+    return -r
+
+
+@pytest.mark.parametrize("length,head", [(0, 0), (1, 0), (7, 0), (7, 3), (7, 6), (40, 17)])
+def test_compact_direction_is_the_two_loop_direction(length, head):
+    # float64, well-conditioned random pairs (y = A s for a positive definite A, so y.s > 0):
+    # the two forms differ only by rounding; 1e-10 relative leaves a wide margin over it.
+    gen = torch.Generator().manual_seed(length + head)
+    n = 30
+    m = torch.randn(n, n, generator=gen, dtype=F64)
+    a = m @ m.T / n + torch.eye(n, dtype=F64)
+    pairs = []
+    for _ in range(length):
+        s = torch.randn(n, generator=gen, dtype=F64)
+        pairs.append((s, a @ s))
+    order = [(head + i) % max(length, 1) for i in range(length)]  # slot of the i-th oldest
+    s_slots, y_slots = torch.zeros(length, n, dtype=F64), torch.zeros(length, n, dtype=F64)
+    for age, slot in enumerate(order):
+        s_slots[slot], y_slots[slot] = pairs[age]
+    sy, yy = s_slots @ y_slots.T, y_slots @ y_slots.T
+    g = torch.randn(n, generator=gen, dtype=F64)
+    gamma = 0.7
+    ours = compact_direction(g, gamma, s_slots, y_slots, sy, yy, sy.diagonal().clone(), head)
+    theirs = two_loop(g, pairs, gamma)
+    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
