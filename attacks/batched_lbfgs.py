@@ -145,7 +145,7 @@ def run_batched_lbfgs(
     Memory: the curvature history takes ``2 * K * history_size * n`` elements (n: a trial's
     variable count), as K separate torch optimisers would, plus ``2 * K * history_size**2``
     float64 inner products; ``history_size`` is first cut to the pairs the run can make
-    (``steps * max_iter``).
+    (at most ``steps * max_iter`` and ``max_grad_evals``).
     """
     if line_search_fn is not None:
         raise ValueError("only line_search_fn=None (fixed step, as DLG uses) is implemented")

@@ -2,7 +2,8 @@
 
 - ``test_bench_trials_scaling``: wall time of one pass of K = 1, 8 and 32 trials (cells of
   one scenario differing by seed) for ``dlg`` on LeNet and ``ig`` on the ConvNet at width 4
-  (where one trial is mostly per-step overhead: the issue's target) and at width 16 (the
+  (the issue's target, which assumed one trial there is mostly per-step overhead; the floor
+  below says it is not, on the development CPU) and at width 16 (the
   ``attacks`` suite's, where one trial is mostly arithmetic) and on ResNet-8, all at 32×32.
   ``extra_info`` has the time per trial and the ratio to K = 1, measured in the same test
   run, with one torch thread (how the runner's workers run: one per core) and with two (one
