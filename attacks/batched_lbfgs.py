@@ -179,7 +179,6 @@ def run_batched_lbfgs(
     y_hist = x.new_zeros(k_trials, m, n)
     sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
     yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
-    curv = x.new_zeros(k_trials, m, dtype=torch.float64)  # s_i . y_i, 0 for an empty slot
     states = [_Trial() for _ in range(k_trials)]
     results = [TrialResult() for _ in range(k_trials)]
 
@@ -267,7 +266,7 @@ def run_batched_lbfgs(
                 top = st.hist_len
                 sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)
                 yy[kk, :top, slot] = yy[kk, slot, :top] = (y_hist[kk, :top] @ y[j]).to(yy.dtype)
-                sy[kk, slot, slot] = curv[kk, slot] = ys[j].to(sy.dtype)
+                sy[kk, slot, slot] = ys[j].to(sy.dtype)
         for k in rows:
             st = states[k]
             if st.total_iter == 0:
@@ -281,8 +280,7 @@ def run_batched_lbfgs(
         for j, k in enumerate(rows):  # one trial at a time: on the CPU, K matrix-vector
             ln = states[k].hist_len  # products beat one batched GEMM with a vector each
             r[j] = compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
-                                      sy[k, :ln, :ln], yy[k, :ln, :ln], curv[k, :ln],
-                                      states[k].head)
+                                      sy[k, :ln, :ln], yy[k, :ln, :ln], states[k].head)
         prev_g[ix] = gk
         first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
         tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,

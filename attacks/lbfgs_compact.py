@@ -35,8 +35,7 @@ def _solve_r(sy: torch.Tensor, rhs: torch.Tensor, head: int, transpose: bool) ->
 
 
 def compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.Tensor,
-                      sy: torch.Tensor, yy: torch.Tensor, curv: torch.Tensor, head: int
-                      ) -> torch.Tensor:
+                      sy: torch.Tensor, yy: torch.Tensor, head: int) -> torch.Tensor:
     """One trial's L-BFGS direction ``-H g`` from its L curvature pairs, in the compact form.
 
     Byrd, Nocedal, Schnabel 1994 (Thm 2.2): with the pairs ``S``, ``Y`` oldest-first, ``R``
@@ -49,15 +48,15 @@ def compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.T
 
     ``s``, ``y`` [L, n] hold the pairs in ring slots, the oldest at slot ``head``;
     ``sy[i, j] = s_i.y_j`` (only where slot i is not newer than slot j: the upper triangle in
-    age order is all that is read), ``yy[i, j] = y_i.y_j`` and ``curv`` = ``D`` (float64) are
-    indexed by slot.
+    age order is all that is read; its diagonal is ``D``) and ``yy[i, j] = y_i.y_j`` (float64)
+    are indexed by slot.
     """
     if s.shape[0] == 0:
         return -gamma * g
     wide = sy.dtype
     a, b = (s @ g).to(wide).unsqueeze(1), (y @ g).to(wide).unsqueeze(1)  # S^T g, Y^T g
     u = _solve_r(sy, a, head, transpose=False)
-    rhs = curv.unsqueeze(1) * u + gamma * (yy @ u) - gamma * b
+    rhs = sy.diagonal().unsqueeze(1) * u + gamma * (yy @ u) - gamma * b
     p = _solve_r(sy, rhs, head, transpose=True).squeeze(1)
     u = u.squeeze(1)
     return -(gamma * g + s.T @ p.to(g.dtype) - gamma * (y.T @ u.to(g.dtype)))
