@@ -33,6 +33,14 @@ TINY_SUITE = {
 """One cell: DLG for two steps on LeNet and a 16-pixel photo crop."""
 
 
+THOUSAND_PER_SEED = {**TINY_SUITE, "batch_size": [1, 2, 3, 4, 5], "archs": ["lenet", "mlp"],
+                     "defenses": ["none", {"prune": {"ratio": [
+                         0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}}],
+                     "attacks": [{"dlg": {"steps": list(range(1, 11))}}]}
+"""A grid of 1 000 cells per seed (5 batch sizes x 2 archs x 10 defenses x 10 attacks), for
+tests and benchmarks of expansion at scale."""
+
+
 def make_suite(**overrides) -> Suite:
     """A minimal suite (one cell unless axes are widened) for fast tests."""
     raw = {"name": "t", **TINY_SUITE, "timeout": 120, **overrides}

@@ -16,7 +16,7 @@ from bench.registry import ATTACKS, Param, ParamError
 from bench.runner import run_suite
 from bench.suite import SuiteError, count_cells, iter_cells, load_suite, parse_suite
 from bench.suite.read import MAX_SUITE_BYTES
-from helpers import TINY_SUITE, make_suite
+from helpers import THOUSAND_PER_SEED, TINY_SUITE, make_suite
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -161,10 +161,7 @@ def test_excludes_and_grants_that_do_nothing_are_warnings(tmp_path, capsys) -> N
     assert suite.warnings == [] and len(list(iter_cells(suite))) == 1
 
 
-MILLION = {**TINY_SUITE, "seeds": 1000, "batch_size": [1, 2, 3, 4, 5],
-           "archs": ["lenet", "mlp"], "defenses": ["none", {"prune": {"ratio": [
-               0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}}],
-           "attacks": [{"dlg": {"steps": list(range(1, 11))}}]}
+MILLION = {**THOUSAND_PER_SEED, "seeds": 1000}
 
 
 def test_a_million_cells_are_counted_refused_and_summarised_without_expanding(tmp_path,

@@ -53,16 +53,12 @@ def test_bench_cell_expansion(benchmark) -> None:
     """Cells per second of ``iter_cells`` over a 20 000-cell grid, each with its id (the lazy
     expansion of tests/test_bad_input.py, untraced)."""
     from bench.suite import iter_cells, parse_suite
-    from helpers import TINY_SUITE
+    from helpers import THOUSAND_PER_SEED
 
-    suite = parse_suite({**TINY_SUITE, "seeds": 20, "batch_size": [1, 2, 3, 4, 5],
-                         "archs": ["lenet", "mlp"], "defenses": ["none", {"prune": {"ratio": [
-                             0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}}],
-                         "attacks": [{"dlg": {"steps": list(range(1, 11))}}]})
+    suite = parse_suite({**THOUSAND_PER_SEED, "seeds": 20})
 
     def expand() -> int:
         return sum(1 for cell in iter_cells(suite) if cell.cell_id)
 
     assert benchmark.pedantic(expand, rounds=ROUNDS, iterations=1) == 20_000
     benchmark.extra_info["cells_per_second"] = 20_000 / benchmark.stats.stats.min
-
