@@ -207,7 +207,7 @@ def run_batched_lbfgs(
     for k in range(k_trials):
         begin_step(k)
 
-    def write_back(rows: torch.Tensor) -> None:
+    def write_back(rows: torch.Tensor | slice) -> None:
         with torch.no_grad():
             off = 0
             for v, size in zip(variables, sizes):
@@ -235,15 +235,22 @@ def run_batched_lbfgs(
                     [p.reshape(v.shape[1:]).cpu().clone() for p, v in zip(parts, variables)]))
             st.snap_next += 1
 
+    every = list(range(k_trials))
+
+    def index(rows: list[int]) -> torch.Tensor | slice:
+        """Rows ``rows`` of a [K, ...] tensor: a slice (views, no gathering) when they are all
+        the trials, as they are for a lone trial and for a batch that advances in step."""
+        return slice(None) if rows == every else torch.tensor(rows, device=x.device)
+
     @torch.no_grad()
     def _iterate(rows: list[int]) -> None:
         """One inner L-BFGS iteration (direction, step size, move) for trials ``rows``."""
-        ix = torch.tensor(rows, device=x.device)
+        ix = index(rows)
         gk = g[ix]
         upd = [j for j, k in enumerate(rows) if states[k].total_iter > 0]
         if upd:  # curvature pair from the previous iteration's move
-            ui = ix[torch.tensor(upd, device=x.device)]
-            y = gk[upd] - prev_g[ui]
+            ui = index([rows[j] for j in upd])
+            y = (gk if len(upd) == len(rows) else gk[upd]) - prev_g[ui]
             s = d[ui] * t[ui, None]
             ys = _rowdot(y, s)
             scale = ys / _rowdot(y, y)
@@ -267,6 +274,7 @@ def run_batched_lbfgs(
                 sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)
                 yy[kk, :top, slot] = yy[kk, slot, :top] = (y_hist[kk, :top] @ y[j]).to(yy.dtype)
                 sy[kk, slot, slot] = ys[j].to(sy.dtype)
+        first = []
         for k in rows:
             st = states[k]
             if st.total_iter == 0:
@@ -274,6 +282,7 @@ def run_batched_lbfgs(
                 h_diag[k] = 1.0
             st.total_iter += 1
             st.n_iter += 1
+            first.append(st.total_iter == 1)
             results[k].inner_iterations += 1
         r = torch.empty_like(gk)
         gammas = h_diag.tolist()
@@ -282,9 +291,10 @@ def run_batched_lbfgs(
             r[j] = compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
                                       sy[k, :ln, :ln], yy[k, :ln, :ln], states[k].head)
         prev_g[ix] = gk
-        first = torch.tensor([states[k].total_iter == 1 for k in rows], device=x.device)
-        tk = torch.where(first, (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr,
-                         torch.full_like(first, lr, dtype=x.dtype))
+        tk = torch.full((len(rows),), lr, dtype=x.dtype, device=x.device)
+        if any(first):  # the very first iteration's step: lr * min(1, 1/|g|_1)
+            tk = torch.where(torch.tensor(first, device=x.device),
+                             (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr, tk)
         d[ix], t[ix] = r, tk
         gtd = _rowdot(gk, r).tolist()
         movers = []
@@ -296,11 +306,11 @@ def run_batched_lbfgs(
                 movers.append(j)
         if not movers:
             return
-        mi = torch.tensor(movers, device=x.device)
-        step = r[mi] * tk[mi, None]
-        rows_m = ix[mi]
-        x[rows_m] = x[rows_m] + step
-        write_back(rows_m)
+        rows_m = [rows[j] for j in movers]
+        im = index(rows_m)
+        step = r * tk[:, None] if len(movers) == len(rows) else r[movers] * tk[movers, None]
+        x[im] = x[im] + step
+        write_back(im)
         for j, dt in zip(movers, step.abs().amax(1).tolist()):
             st = states[rows[j]]
             st.dt_max = dt
@@ -354,7 +364,7 @@ def run_batched_lbfgs(
                     iterate.append(k)
         fresh = [k for k in used if not results[k].diverged]
         if fresh:  # only the trials that used this evaluation; non-finite rows stay out
-            fi = torch.tensor(fresh, device=x.device)
+            fi = index(fresh)
             g[fi] = grads[fi]
         if iterate:
             _iterate(iterate)

@@ -80,6 +80,8 @@ class TrialEngine:
                                 for t in tensors]).index_select(0, index)
 
         self.params = {n: stacked(n) for n in self.names}
+        own = dict(base.named_parameters())
+        self._own = {n: own[n] for n in self.names}  # one trial's leaves: its model's own
         self.state = {n: stacked(n) for n in state_names}
         self.observed = [torch.stack([o.update.tensors[i].detach().to(self.device)
                                       for o in observations]).index_select(0, index)
@@ -94,6 +96,8 @@ class TrialEngine:
     def _gradient(self, params: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
                   x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            if p is self._own:  # the base model's own tensors: no swapping them in
+                return training_loss(self.base(x), target)
             return training_loss(functional_call(self.base, (p, state), (x,)), target)
 
         if self.trials == 1:  # not under vmap: plain autograd is faster than torch.func
@@ -143,8 +147,10 @@ class TrialEngine:
                 loss = loss + prior(xk)
             return loss
 
-        if self.trials == 1:  # the same function, without vmap's overhead
-            leaves = {n: v[0].detach().requires_grad_(True) for n, v in self.params.items()}
+        if self.trials == 1:  # the same function, without vmap's overhead, on the base
+            # model's own parameters (the trial's: ``base`` is a copy of its model)
+            leaves = self._own if self.cell_of == [0] else {
+                n: v[0].detach().requires_grad_(True) for n, v in self.params.items()}
             loss = one(leaves, {n: v[0] for n, v in self.state.items()},
                        [o[0] for o in self.observed], x[0], target[0])
             return loss.unsqueeze(0)
