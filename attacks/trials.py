@@ -81,7 +81,10 @@ class TrialEngine:
 
         self.params = {n: stacked(n) for n in self.names}
         own = dict(base.named_parameters())
-        self._own = {n: own[n] for n in self.names}  # one trial's leaves: its model's own
+        # a lone trial's leaves: the base model's own parameters, run without functional_call
+        # (its buffers are ``state``'s row 0 too); the stacked tensors are never changed after
+        # construction, or this copy would go stale
+        self._own = {n: own[n] for n in self.names}
         self.state = {n: stacked(n) for n in state_names}
         self.observed = [torch.stack([o.update.tensors[i].detach().to(self.device)
                                       for o in observations]).index_select(0, index)
