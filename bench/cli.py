@@ -93,13 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     limit = args.max_cells or MAX_CELLS
     resolve_device(args.device)
+    options = _executor_options(args)  # a dry run refuses what the run would refuse
     if args.dry_run:
         return _dry_run(suite, out, args, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
-                        executor_options=_executor_options(args), threads=args.threads,
-                        trials=args.trials)
+                        executor_options=options, threads=args.threads, trials=args.trials)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         from bench.leaderboard import write_leaderboard
@@ -177,6 +177,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise LeakbenchError(f"--input-shape: expected C,H,W, got {args.input_shape!r}")
+    if args.num_classes < 1:
+        raise LeakbenchError(f"--num-classes: expected a positive number, got "
+                             f"{args.num_classes}")
     params = {}
     for item in args.param or []:
         key, _, value = item.partition("=")
@@ -185,7 +188,13 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     entry = ARCHS.get(args.arch)
     params = validate_params(entry.params, params, args.arch)
-    print(rank_report(args.arch, params, shape, args.num_classes))
+    try:
+        report = rank_report(args.arch, params, shape, args.num_classes)
+    except (RuntimeError, ValueError) as e:  # the arch or torch refuses the shape
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeakbenchError(f"rank {args.arch} at --input-shape {args.input_shape}: "
+                             f"{first[:200]}") from None
+    print(report)
     return 0
 
 
@@ -365,6 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except OSError as e:  # a path given that cannot be read or written (a file, not a folder)
+        where = e.filename2 if e.filename2 is not None else e.filename  # a rename: its target
+        print(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("leakbench: interrupted; finished cells are kept, re-run to resume",
               file=sys.stderr)

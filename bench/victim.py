@@ -40,7 +40,7 @@ def parse_state(state: str) -> int:
         return 0
     if isinstance(state, str) and state.startswith("trained:"):
         n = state.split(":", 1)[1]
-        if n.isdigit():
+        if n.isascii() and n.isdigit():
             return int(n)
     raise ValueError(f"victim state {state!r} is neither 'init' nor 'trained:N'")
 

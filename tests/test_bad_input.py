@@ -125,6 +125,8 @@ MALFORMED = {
     "defense_list_params": ({"defenses": [{"prune": [1]}]}, "defenses[0].prune"),
     "chain_empty": ({"defenses": [{"chain": []}]}, "chain"),
     "datasets_none": ({"datasets": None}, "datasets"),
+    "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
+    "victim_superscript": ({"victim": ["trained:\u00b2"]}, "victim"),  # isdigit(), not int()
 }
 
 
@@ -135,6 +137,62 @@ def test_other_malformed_suites(case: str, tmp_path: Path, capsys) -> None:
     path.write_text(yaml.safe_dump({**TINY_SUITE, **overrides}))
     line = one_line_error(capsys, str(path))
     assert key in line
+
+
+def test_a_key_repeated_in_one_mapping_is_an_error(tmp_path: Path, capsys) -> None:
+    """YAML would keep the last of two ``attacks:`` silently."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text() + "attacks: [idlg]\n")
+    assert "the key 'attacks' appears twice" in one_line_error(capsys, str(path))
+
+
+def test_overlapping_entries_are_merged(tmp_path: Path) -> None:
+    """Separate entries whose grids overlap (or repeat, as YAML aliases do) give their union."""
+    suite = parse_suite({**TINY_SUITE, "attacks": [{"ig": {"tv": [0.1, 0.01]}},
+                                                   {"ig": {"tv": [0.1, 0.001]}}, "dlg", "dlg"]})
+    assert [dict(a.params).get("tv") for a in suite.attacks] == [0.1, 0.01, 0.001, None]
+
+
+@pytest.mark.parametrize("flags", [["--gpus-per-task", "-1"], ["--ray-address", "bogus"],
+                                   ["--max-retries", "-1"]])
+def test_a_dry_run_refuses_the_executor_options_a_run_refuses(flags, tmp_path, capsys) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text())
+    assert flags[0] in one_line_error(capsys, str(path), *flags)
+
+
+def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, capsys) -> None:
+    """An output path that is a file where a folder is needed, or a folder where a file is:
+    one line naming the path, exit 2 (no traceback)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text())
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cases = [("run", str(path), "--out", str(a_file), "--jobs", "0"),
+             ("merge", str(a_file), str(tmp_path)),
+             ("export", str(tmp_path), "--format", "csv", "--output", str(tmp_path))]
+    for args in cases:
+        code, _, err = cli(capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("leakbench: error: "), err
+        assert str(tmp_path) in lines[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--num-classes", "0"], "--num-classes"),
+    (["--num-classes", "-1"], "--num-classes"),
+    (["--input-shape", "3,1,1"], "convnet needs inputs of at least 9×9"),  # two 3×3 pools
+])
+def test_rank_refuses_what_it_cannot_analyse(args, needle, capsys) -> None:
+    code, _, err = cli(capsys, "rank", "convnet", *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:
+    code, _, err = cli(capsys, "prior-curve", "--inception", str(tmp_path / "nope.pt"),
+                       "--out", str(tmp_path / "out"))
+    assert code == 2 and "--inception" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_an_exclude_naming_an_absent_component_is_an_error_with_a_hint(tmp_path, capsys):

@@ -58,11 +58,12 @@ def scan_yaml(text: str, where: str, loader: type) -> None:
 class _Frame:
     """An open list or mapping: its items so far, the key being read, its anchor."""
 
-    __slots__ = ("is_map", "items", "key", "anchor", "start", "height")
+    __slots__ = ("is_map", "items", "key", "anchor", "start", "height", "keys")
 
     def __init__(self, is_map: bool, anchor: str | None, start: int) -> None:
         self.is_map, self.items, self.key = is_map, 0, "?"
         self.anchor, self.start, self.height = anchor, start, 0
+        self.keys: set[str] = set()  # a mapping's scalar keys so far
 
 
 class _Scan:
@@ -115,6 +116,11 @@ class _Scan:
                 if parent.items % 2:  # a key
                     parent.key = (_key_text(event.value) if kind is yaml.ScalarEvent
                                   else "?")
+                    if kind is yaml.ScalarEvent and event.value != "<<":
+                        if event.value in parent.keys:  # YAML would keep the last silently
+                            self.fail(f"the key {_key_text(event.value)!r} appears twice in "
+                                      "one mapping", container=True)
+                        parent.keys.add(event.value)
                     if parent.items // 2 + 1 > MAX_MAPPING_KEYS:
                         self.fail(f"a mapping of more than {MAX_MAPPING_KEYS} keys",
                                   container=True)

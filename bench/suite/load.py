@@ -248,7 +248,7 @@ def _check_victim(v: Any) -> None:
         return
     if isinstance(v, str) and v.startswith("trained:"):
         n = v.split(":", 1)[1]
-        if n.isdigit() and int(n) >= 0:
+        if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
             return
     raise SuiteError(f"victim: expected 'init' or 'trained:N', got {short(v)}")
 
@@ -320,8 +320,22 @@ def _components(value: Any, registry: Registry, key: str) -> list[Spec]:
             registry.get(name)
         except LeakbenchError as e:
             raise SuiteError(f"{key}[{i}]: {e}") from None
-        specs += _expand_component(name, params, registry, f"{key}[{i}].{name}")
+        where = f"{key}[{i}].{name}"
+        specs += _specs_once(_expand_component(name, params, registry, where), where)
     return _unique(specs)
+
+
+def _specs_once(specs: list[Spec], where: str) -> list[Spec]:
+    """One entry's grid must not name the same component twice (``steps: [2, 2]``), as seeds
+    and batch sizes must not repeat. Separate entries that overlap (or repeat, e.g. through a
+    YAML alias) are merged: the axis is the union of its entries."""
+    seen: set[Spec] = set()
+    for spec in specs:
+        if spec in seen:
+            raise SuiteError(f"{where}: {spec.name} with the same parameters appears twice in "
+                             f"its grid (the cells would repeat)")
+        seen.add(spec)
+    return specs
 
 
 def _defenses(value: Any) -> list[tuple[Spec, ...]]:
