@@ -92,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import MAX_CELLS, resolve_device, run_suite
 
     limit = args.max_cells or MAX_CELLS
-    resolve_device(args.device)
     options = _executor_options(args)  # a dry run refuses what the run would refuse
+    options.check(resolve_device(args.device).type)
     if args.dry_run:
         return _dry_run(suite, out, args, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,

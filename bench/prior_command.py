@@ -29,7 +29,7 @@ def add_prior_curve_parser(sub: Any) -> None:
 def cmd_prior_curve(args: argparse.Namespace) -> int:
     from bench.prior_curve import run_curve, write_attack_quality
 
-    if args.inception is not None and not Path(args.inception).is_file():
+    if args.inception and not Path(args.inception).expanduser().is_file():  # "": the usual
         raise LeakbenchError(f"--inception: no weights file at {args.inception}")
     if args.attacks:
         print(write_attack_quality(Path(args.attacks), args.inception))

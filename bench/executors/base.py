@@ -84,6 +84,20 @@ class ExecutorOptions:
         """The options set, as their command-line flags."""
         return [f"--{k.replace('_', '-')}" for k, v in vars(self).items() if v is not None]
 
+    def check(self, device: str) -> None:
+        """Refuse the values no executor can use, before any work (a dry run checks too);
+        ``device`` is the run's device type (a CUDA run needs a GPU share per task)."""
+        cpus, gpus = self.cpus_per_task, self.gpus_per_task
+        if device == "cuda" and gpus == 0:
+            raise LeakbenchError("--device cuda with --gpus-per-task 0: give each task a GPU "
+                                 "share (e.g. 0.25), or run on the CPU")
+        if (cpus is not None and cpus <= 0) or (gpus is not None and gpus < 0):
+            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
+                                 f"{cpus if cpus is not None else 1:g} and "
+                                 f"{gpus if gpus is not None else 0:g}")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise LeakbenchError(f"--max-retries: expected 0 or more, got {self.max_retries}")
+
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {}
 

@@ -88,22 +88,15 @@ class RayExecutor:
                  options: ExecutorOptions | None = None, threads: int | None = None) -> None:
         self.ray = import_ray()
         options = options or ExecutorOptions()
+        options.check(device.type)
         self.timeout, self.address = timeout, options.address
         self.cpus = options.cpus_per_task if options.cpus_per_task is not None else 1.0
         gpus = options.gpus_per_task
         if gpus is None:
             gpus = 1.0 if device.type == "cuda" else 0.0
-        elif device.type == "cuda" and gpus == 0:
-            raise LeakbenchError("--device cuda with --gpus-per-task 0: give each task a GPU "
-                                 "share (e.g. 0.25), or run on the CPU")
-        if self.cpus <= 0 or gpus < 0:
-            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
-                                 f"{self.cpus:g} and {gpus:g}")
         self.gpus = gpus
         self.max_retries = options.max_retries if options.max_retries is not None \
             else MAX_RETRIES
-        if self.max_retries < 0:
-            raise LeakbenchError(f"--max-retries: expected 0 or more, got {self.max_retries}")
         self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
         self.threads = threads if threads is not None else max(1, int(self.cpus))
         self._inflight: dict[Any, tuple[CellKind, float]] = {}
