@@ -332,8 +332,8 @@ def _specs_once(specs: list[Spec], where: str) -> list[Spec]:
     seen: set[Spec] = set()
     for spec in specs:
         if spec in seen:
-            raise SuiteError(f"{where}: {spec.name} with the same parameters appears twice in "
-                             f"its grid (the cells would repeat)")
+            raise SuiteError(f"{where}: {spec.label} appears twice in its grid (values that "
+                             f"validate alike, e.g. 1 and 1.0; the cells would repeat)")
         seen.add(spec)
     return specs
 
