@@ -1,0 +1,147 @@
+"""The component axes of a suite: entries, parameter grids and defense chains expanded into
+validated :class:`~bench.identity.Spec`s, each problem a :class:`SuiteError` naming its key."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from bench.identity import Spec
+from bench.registry import DEFENSES, LeakbenchError, Registry, short, validate_params
+from bench.suite.limits import MAX_AXIS_VALUES
+from bench.suite.schema import SuiteError
+
+MAX_GRID = MAX_AXIS_VALUES
+"""Combinations one grid entry (a component's parameter lists, a chain) may expand into."""
+
+
+def grid(params: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
+    """Expand a parameter mapping whose list values are grids into every combination."""
+    keys = sorted(params, key=lambda k: (not isinstance(k, str), str(k)))
+    axes = [params[k] if isinstance(params[k], list) else [params[k]] for k in keys]
+    for k, axis in zip(keys, axes):
+        if not axis:
+            raise SuiteError(f"{where}.{k}: an empty list (a grid needs at least one value)")
+    _check_grid_size([len(a) for a in axes], where)
+    for combo in itertools.product(*axes):
+        yield dict(zip(keys, combo))
+
+
+def _check_grid_size(lengths: list[int], where: str) -> None:
+    size = math.prod(lengths)
+    if size > MAX_GRID:
+        raise SuiteError(f"{where}: a grid of {size} combinations, above the limit of "
+                         f"{MAX_GRID} per entry")
+
+
+def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """Normalise a component list: ``name``, ``{name: {params}}`` or ``{name: null}``."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{key}: expected a non-empty list of component names")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            out.append((item, {}))
+        elif isinstance(item, dict) and len(item) == 1:
+            name, params = next(iter(item.items()))
+            if params is None:
+                params = {}
+            if not isinstance(params, dict) and not (name == "chain" and isinstance(params, list)):
+                raise SuiteError(f"{key}[{i}].{name}: expected a mapping of parameters, "
+                                 f"got {short(params)}")
+            out.append((str(name), params))
+        else:
+            raise SuiteError(f"{key}[{i}]: expected a name or a one-key mapping, got {short(item)}")
+    return out
+
+
+def _expand_component(name: str, params: dict[str, Any], registry: Registry, where: str
+                      ) -> list[Spec]:
+    entry = registry.get(name)
+    try:
+        specs = []
+        for combo in grid(params, where):
+            validated = validate_params(entry.params, combo, where)
+            problem = entry.cls.check_params(validated) if hasattr(entry.cls, "check_params") \
+                else None
+            if problem:
+                raise SuiteError(f"{where}: {problem}")
+            specs.append(Spec(name, tuple(sorted(validated.items())), registry.kind + "s",
+                              tuple(sorted(params))))
+        return specs
+    except LeakbenchError as e:
+        raise SuiteError(str(e)) from None
+
+
+def component_axis(value: Any, registry: Registry, key: str) -> list[Spec]:
+    specs: list[Spec] = []
+    for i, (name, params) in enumerate(_items(value, key)):
+        try:
+            registry.get(name)
+        except LeakbenchError as e:
+            raise SuiteError(f"{key}[{i}]: {e}") from None
+        where = f"{key}[{i}].{name}"
+        specs += _specs_once(_expand_component(name, params, registry, where), where)
+    return _unique(specs)
+
+
+def _specs_once(specs: list[Spec], where: str) -> list[Spec]:
+    """One entry's grid must not name the same component twice (``steps: [2, 2]``), as seeds
+    and batch sizes must not repeat. Separate entries that overlap (or repeat, e.g. through a
+    YAML alias) are merged: the axis is the union of its entries."""
+    seen: set[Spec] = set()
+    for spec in specs:
+        if spec in seen:
+            raise SuiteError(f"{where}: {spec.label} appears twice in its grid (values that "
+                             f"validate alike, e.g. 1 and 1.0; the cells would repeat)")
+        seen.add(spec)
+    return specs
+
+
+def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
+    chains: list[tuple[Spec, ...]] = []
+    for i, (name, params) in enumerate(_items(value, "defenses")):
+        if name == "chain":
+            if not isinstance(params, list) or not params:
+                raise SuiteError(f"defenses[{i}].chain: expected a list of defenses")
+            links = [component_axis([item], DEFENSES, f"defenses[{i}].chain[{j}]")
+                     for j, item in enumerate(params)]
+            _check_grid_size([len(link) for link in links], f"defenses[{i}].chain")
+            expanded = [tuple(c) for c in itertools.product(*links)]
+            for chain in expanded:
+                _check_chain_order(chain, f"defenses[{i}].chain")
+            chains += expanded
+        else:
+            chains += [(s,) for s in component_axis([{name: params}], DEFENSES,
+                                                 f"defenses[{i}]")]
+    return _unique(chains)
+
+
+def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
+    """A link that rebuilds the update from the batch (DP-SGD) would silently discard the
+    update- and protocol-level links before it; only data-level links may precede it. One
+    protocol-level link at most: a second aggregate of an aggregate is not simulated."""
+    protocol = [s.name for s in chain if DEFENSES.get(s.name).cls.level == "protocol"]
+    if len(protocol) > 1:
+        raise SuiteError(f"{where}: at most one protocol-level link, got {', '.join(protocol)}")
+    for k, spec in enumerate(chain):
+        if not DEFENSES.get(spec.name).cls.recomputes_update:
+            continue
+        lost = [s.name for s in chain[:k] if DEFENSES.get(s.name).cls.level not in ("data", "none")]
+        if lost:
+            raise SuiteError(f"{where}: {spec.name} recomputes the update from the batch, so "
+                             f"{', '.join(lost)} before it would be discarded; put {spec.name} "
+                             f"before them")
+
+
+def _unique(items: list) -> list:
+    seen, out = set(), []
+    for it in items:
+        if it not in seen:
+            seen.add(it)
+            out.append(it)
+    return out
