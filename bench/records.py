@@ -19,6 +19,8 @@ from bench.identity import component_labels
 from bench.provenance import provenance
 
 RECORD_VERSION = 1
+MAX_BATCH_SIZE = 100_000
+"""The largest batch a suite may ask for; a record with a larger one is damaged."""
 STATUSES = ("ok", "diverged", "error", "timeout", "skipped")
 FAILURE_STATUSES = ("error", "timeout")
 

@@ -10,12 +10,13 @@ and left out, and nothing in the folder moves.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.records import RECORD_TYPES, STATUSES, Record
+from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, STATUSES, Record
 from bench.registry import warn
 
 RECORDS = "records"
@@ -118,10 +119,30 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             value, (int, float))
         if not ok:
             return f"metric {key!r} has a value of the wrong type"
+        problem = _out_of_bounds(key, value)
+        if problem:
+            return problem
+    if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
+        return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
     try:
         Record.from_json(d)
     except (TypeError, ValueError) as e:
         return f"does not build a record ({e})"
+    return None
+
+
+def _out_of_bounds(key: str, value: object) -> str | None:
+    """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
+    by its schema's bounds (a hand-edited or damaged record), or None."""
+    from bench.metrics import METRICS, get_metric  # the registry, loaded on first use
+
+    name = key.removesuffix("_worst")
+    if isinstance(value, str) or name not in METRICS:
+        return None
+    low, high = get_metric(name).bounds()
+    slack = 1e-6 * max(1.0, abs(low), abs(high)) if math.isfinite(high - low) else 0.0
+    if not low - slack <= float(value) <= high + slack:  # type: ignore[arg-type]
+        return f"metric {key!r} is {value:g}, outside its range [{low:g}, {high:g}]"
     return None
 
 

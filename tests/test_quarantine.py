@@ -90,5 +90,16 @@ def test_record_problems_cover_the_schema() -> None:
     for change, reason in [({"status": "fine"}, "status"), ({"kind": "movie"}, "kind"),
                            ({"batch_size": True}, "batch_size"), ({"cell_id": "b"}, "file"),
                            ({"metrics": {"psnr": "high"}}, "psnr"), ({"metrics": [1]}, "metrics"),
-                           ({"defense": [{"nom": 1}]}, "name")]:
+                           ({"defense": [{"nom": 1}]}, "name"),
+                           # finite values no metric or suite can produce (a hand-edited or
+                           # damaged record would crash the plots downstream)
+                           ({"metrics": {"psnr": 1e308}}, "outside its range [0, 100]"),
+                           ({"metrics": {"ssim_worst": -1.5}}, "'ssim_worst'"),
+                           ({"metrics": {"label_acc": 2}}, "label_acc"),
+                           ({"batch_size": 10 ** 30}, "batch_size"),
+                           ({"batch_size": 0}, "batch_size")]:
         assert reason in record_problem({**good, **change}, "a")
+    # the ends of a range are values; an unbounded metric, an unknown key and a note are free
+    for metrics in [{"psnr": 100.0, "ssim": -1.0, "mse": 1.0}, {"lpips": 7.5},
+                    {"custom_score": 1e308}, {"lpips_note": "no weights"}]:
+        assert record_problem({**good, "metrics": metrics}, "a") is None

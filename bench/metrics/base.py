@@ -46,6 +46,7 @@ class Metric:
     order: ClassVar[int]  # position in records and tables (lower first)
     inputs: ClassVar[str] = "images"  # per_item: matched image pairs, or the batch's labels
     best: ClassVar[float | None] = None  # the value on identical inputs, where there is one
+    worst: ClassVar[float | None] = None  # the far end of its range, where it is bounded
     needs_weights: ClassVar[bool] = False  # a local weights file; n/a without it
     leaderboard: ClassVar[bool] = True  # a column of the attack tables
     compute: ClassVar[Callable[..., Any]]
@@ -54,6 +55,15 @@ class Metric:
     def header(cls) -> str:
         """The table header: label and unit."""
         return f"{cls.label} ({cls.unit})" if cls.unit else cls.label
+
+    @classmethod
+    def bounds(cls) -> tuple[float, float]:
+        """The values the metric can take: between ``best`` and ``worst`` (±inf where one is
+        not set); a record outside them is damaged."""
+        low, high = -math.inf, math.inf
+        if cls.best is not None and cls.worst is not None:
+            low, high = sorted((cls.best, cls.worst))
+        return low, high
 
     @classmethod
     def format(cls, value: Any) -> str:

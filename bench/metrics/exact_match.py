@@ -27,4 +27,5 @@ class ExactMatch(Metric):
     digits = 3
     order = 120
     best = 1.0
+    worst = 0.0
     compute = staticmethod(exact_match)

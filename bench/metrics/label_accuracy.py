@@ -31,4 +31,5 @@ class LabelAccuracy(Metric):
     digits = 2
     order = 50
     best = 1.0
+    worst = 0.0
     compute = staticmethod(label_accuracy)

@@ -25,5 +25,6 @@ class MSE(Metric):
     digits = 4
     order = 30
     best = 0.0
+    worst = 1.0
     leaderboard = False
     compute = staticmethod(mse_per_pair)

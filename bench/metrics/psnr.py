@@ -34,4 +34,5 @@ class PSNR(Metric):
     digits = 2
     order = 10
     best = PSNR_CAP_DB
+    worst = 0.0
     compute = staticmethod(psnr_per_pair)

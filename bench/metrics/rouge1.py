@@ -26,4 +26,5 @@ class Rouge1(Metric):
     digits = 3
     order = 130
     best = 1.0
+    worst = 0.0
     compute = staticmethod(rouge1)

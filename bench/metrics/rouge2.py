@@ -26,4 +26,5 @@ class Rouge2(Metric):
     digits = 3
     order = 131
     best = 1.0
+    worst = 0.0
     compute = staticmethod(rouge2)

@@ -27,4 +27,5 @@ class RougeL(Metric):
     digits = 3
     order = 132
     best = 1.0
+    worst = 0.0
     compute = staticmethod(rougel)

@@ -34,4 +34,5 @@ class SSIM(Metric):
     digits = 3
     order = 20
     best = 1.0
+    worst = -1.0
     compute = staticmethod(ssim_per_image)

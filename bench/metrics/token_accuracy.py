@@ -33,4 +33,5 @@ class TokenAccuracy(Metric):
     digits = 3
     order = 110
     best = 1.0
+    worst = 0.0
     compute = staticmethod(token_accuracy)

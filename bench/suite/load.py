@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.grants import CAPABILITIES
 from bench.metrics import SuccessRule, get_metric
+from bench.records import MAX_BATCH_SIZE
 from bench.registry import (
     ARCHS,
     ATTACKS,
@@ -35,7 +36,6 @@ from bench.suite.schema import (
     SuiteError,
 )
 
-MAX_BATCH_SIZE = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
