@@ -76,6 +76,8 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition."""
     out: dict[str, list[str]] = {}
     for item in items or []:
+        if not item.strip():  # e.g. an empty shell variable: no condition was meant as none
+            raise LeakbenchError("--where: expected COLUMN=VALUE, got an empty value")
         for part in _split_top(item):
             key, eq, value = part.partition("=")
             key, value = key.strip(), value.strip()
