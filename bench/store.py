@@ -122,6 +122,16 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         problem = _out_of_bounds(key, value)
         if problem:
             return problem
+    floors = d.get("floor_metrics")
+    if floors is not None and not isinstance(floors, dict):
+        return "field 'floor_metrics' is not a dict"
+    for key, value in (floors or {}).items():  # they enter the means for failed seeds
+        if value is not None and (isinstance(value, (bool, str)) or not isinstance(
+                value, (int, float))):
+            return f"floor metric {key!r} has a value of the wrong type"
+        problem = _out_of_bounds(key, value) if value is not None else None
+        if problem:
+            return "floor " + problem
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
     try:
@@ -133,17 +143,32 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
 
 def _out_of_bounds(key: str, value: object) -> str | None:
     """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
-    by its schema's bounds (a hand-edited or damaged record), or None."""
+    by its schema's bounds, or beyond ``MAX_METRIC_MAGNITUDE`` for any metric (a hand-edited
+    or damaged record), or None. Ints compare exactly: no float overflow."""
     from bench.metrics import METRICS, get_metric  # the registry, loaded on first use
 
+    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
+        return None
+    if value != value or not -MAX_METRIC_MAGNITUDE <= value <= MAX_METRIC_MAGNITUDE:  # NaN
+        return f"metric {key!r} is {_number_text(value)}, beyond what any metric takes"
     name = key.removesuffix("_worst")
-    if isinstance(value, str) or name not in METRICS:
+    if name not in METRICS:
         return None
     low, high = get_metric(name).bounds()
     slack = 1e-6 * max(1.0, abs(low), abs(high)) if math.isfinite(high - low) else 0.0
-    if not low - slack <= float(value) <= high + slack:  # type: ignore[arg-type]
-        return f"metric {key!r} is {value:g}, outside its range [{low:g}, {high:g}]"
+    if not low - slack <= value <= high + slack:
+        return (f"metric {key!r} is {_number_text(value)}, outside its range "
+                f"[{low:g}, {high:g}]")
     return None
+
+
+MAX_METRIC_MAGNITUDE = 1e12
+"""No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
+
+
+def _number_text(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:

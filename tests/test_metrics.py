@@ -141,3 +141,27 @@ def test_success_rule_on_a_lower_is_better_metric():
         SuccessRule("mse", at_least=1.0, at_most=0.01)
     with pytest.raises(ValueError, match="does not compute"):
         score(x, torch.tensor([0]), x, None, success=SuccessRule("lpips", at_most=0.1))
+
+
+@pytest.mark.parametrize("best,worst", [(float("nan"), 0.0), (1.0, "low"), (True, None)])
+def test_a_metric_with_unusable_bounds_is_refused_at_registration(best, worst) -> None:
+    """Bounds decide which records are damaged: a NaN or non-number would condemn them all."""
+    from bench.metrics.base import Metric, register_metric
+
+    class Odd(Metric):
+        """A metric whose bounds are not numbers."""
+
+        name, label, modality, kind = "odd_bounds", "Odd", "image", "per_item"
+        higher_is_better, digits, order = True, 2, 999
+        compute = staticmethod(lambda a, b: a.sum())
+
+    Odd.best, Odd.worst = best, worst
+    with pytest.raises(TypeError, match="best and worst"):
+        register_metric(Odd)
+
+
+def test_bounds_run_from_worst_to_best_and_open_where_worst_is_unset() -> None:
+    assert get_metric("psnr").bounds() == (0.0, 100.0)
+    assert get_metric("mse").bounds() == (0.0, 1.0)
+    assert get_metric("lpips").bounds() == (0.0, float("inf"))
+    assert get_metric("fid").bounds() == (float("-inf"), float("inf"))

@@ -93,13 +93,21 @@ def test_record_problems_cover_the_schema() -> None:
                            ({"defense": [{"nom": 1}]}, "name"),
                            # finite values no metric or suite can produce (a hand-edited or
                            # damaged record would crash the plots downstream)
-                           ({"metrics": {"psnr": 1e308}}, "outside its range [0, 100]"),
+                           ({"metrics": {"psnr": 150.0}}, "outside its range [0, 100]"),
                            ({"metrics": {"ssim_worst": -1.5}}, "'ssim_worst'"),
                            ({"metrics": {"label_acc": 2}}, "label_acc"),
+                           ({"metrics": {"lpips": -0.5}}, "outside its range [0, inf]"),
+                           ({"metrics": {"lpips": 1e308}}, "beyond what any metric takes"),
+                           ({"metrics": {"ssim": 10 ** 400}}, "beyond"),  # no float overflow
+                           ({"metrics": {"custom_score": 1e308}}, "beyond"),
+                           ({"floor_metrics": {"psnr": 1e308}}, "floor metric 'psnr'"),
+                           ({"floor_metrics": [1]}, "floor_metrics"),
                            ({"batch_size": 10 ** 30}, "batch_size"),
                            ({"batch_size": 0}, "batch_size")]:
         assert reason in record_problem({**good, **change}, "a")
-    # the ends of a range are values; an unbounded metric, an unknown key and a note are free
-    for metrics in [{"psnr": 100.0, "ssim": -1.0, "mse": 1.0}, {"lpips": 7.5},
-                    {"custom_score": 1e308}, {"lpips_note": "no weights"}]:
-        assert record_problem({**good, "metrics": metrics}, "a") is None
+    # the ends of a range are values; an open-ended metric, an unknown key and a note are free
+    for extra in [{"metrics": {"psnr": 100.0, "ssim": -1.0, "mse": 1.0}},
+                  {"metrics": {"lpips": 7.5, "kid": -0.01, "custom_score": 5.0}},
+                  {"metrics": {"lpips_note": "no weights"}},
+                  {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
+        assert record_problem({**good, **extra}, "a") is None

@@ -58,11 +58,12 @@ class Metric:
 
     @classmethod
     def bounds(cls) -> tuple[float, float]:
-        """The values the metric can take: between ``best`` and ``worst`` (±inf where one is
-        not set); a record outside them is damaged."""
-        low, high = -math.inf, math.inf
-        if cls.best is not None and cls.worst is not None:
-            low, high = sorted((cls.best, cls.worst))
+        """The values the metric can take: from ``worst`` to ``best``, open-ended on the worse
+        side when ``worst`` is not set (LPIPS: [0, inf)); a record outside them is damaged."""
+        worse = -math.inf if cls.higher_is_better else math.inf
+        ends = [worse if cls.worst is None else cls.worst,
+                -worse if cls.best is None else cls.best]
+        low, high = sorted(ends)
         return low, high
 
     @classmethod
@@ -102,6 +103,9 @@ def register_metric(cls: M) -> M:
         (isinstance(cls.digits, int) and cls.digits >= 0, "digits is not an int ≥ 0"),
         (isinstance(cls.order, int), "order is not an int"),
         (callable(cls.compute), "compute is not callable"),
+        (all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v)) for v in (cls.best, cls.worst)),
+         "best and worst must be finite numbers or None"),
         (bool((cls.__doc__ or "").strip()), "no docstring (say the paper and definition)"),
     ]
     for ok, problem in checks:
