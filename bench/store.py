@@ -141,6 +141,10 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     return None
 
 
+MAX_METRIC_MAGNITUDE = 1e12
+"""No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
+
+
 def _out_of_bounds(key: str, value: object) -> str | None:
     """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
     by its schema's bounds, or beyond ``MAX_METRIC_MAGNITUDE`` for any metric (a hand-edited
@@ -160,10 +164,6 @@ def _out_of_bounds(key: str, value: object) -> str | None:
         return (f"metric {key!r} is {_number_text(value)}, outside its range "
                 f"[{low:g}, {high:g}]")
     return None
-
-
-MAX_METRIC_MAGNITUDE = 1e12
-"""No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
 
 
 def _number_text(value: float) -> str:

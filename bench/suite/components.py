@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench.identity import Spec
@@ -85,21 +85,25 @@ def component_axis(value: Any, registry: Registry, key: str) -> list[Spec]:
         except LeakbenchError as e:
             raise SuiteError(f"{key}[{i}]: {e}") from None
         where = f"{key}[{i}].{name}"
-        specs += _specs_once(_expand_component(name, params, registry, where), where)
-    return _unique(specs)
+        specs += no_repeats(_expand_component(name, params, registry, where), where,
+                            lambda spec: spec.label, " in its grid",
+                            "; values that validate alike, e.g. 1 and 1.0, are one")
+    return unique(specs)
 
 
-def _specs_once(specs: list[Spec], where: str) -> list[Spec]:
-    """One entry's grid must not name the same component twice (``steps: [2, 2]``), as seeds
-    and batch sizes must not repeat. Separate entries that overlap (or repeat, e.g. through a
-    YAML alias) are merged: the axis is the union of its entries."""
-    seen: set[Spec] = set()
-    for spec in specs:
-        if spec in seen:
-            raise SuiteError(f"{where}: {spec.label} appears twice in its grid (values that "
-                             f"validate alike, e.g. 1 and 1.0; the cells would repeat)")
-        seen.add(spec)
-    return specs
+def no_repeats(values: list, key: str, label: Callable[[Any], str] = short, within: str = "",
+               hint: str = "") -> list:
+    """``values`` unchanged; a SuiteError naming the first value that appears twice (the cells
+    would repeat): seeds, batch sizes, victims, or the points of one entry's grid. Separate
+    entries that overlap (or repeat, e.g. through a YAML alias) are merged instead: the axis
+    is the union of its entries."""
+    seen: set = set()
+    for v in values:
+        if v in seen:
+            raise SuiteError(f"{key}: {label(v)} appears twice{within} (the cells would "
+                             f"repeat{hint})")
+        seen.add(v)
+    return values
 
 
 def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
@@ -118,7 +122,7 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
         else:
             chains += [(s,) for s in component_axis([{name: params}], DEFENSES,
                                                  f"defenses[{i}]")]
-    return _unique(chains)
+    return unique(chains)
 
 
 def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
@@ -138,10 +142,12 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
                              f"before them")
 
 
-def _unique(items: list) -> list:
+def unique(items: list, key: Callable[[Any], Any] = lambda item: item) -> list:
+    """``items`` without repeats (by ``key``), in first-seen order."""
     seen, out = set(), []
     for it in items:
-        if it not in seen:
-            seen.add(it)
+        k = key(it)
+        if k not in seen:
+            seen.add(k)
             out.append(it)
     return out

@@ -20,7 +20,7 @@ from bench.registry import (
     validate_params,
 )
 from bench.suite.checks import check_rules
-from bench.suite.components import component_axis, defense_axis, grid
+from bench.suite.components import component_axis, defense_axis, grid, no_repeats, unique
 from bench.suite.limits import check_axes
 from bench.suite.read import SuiteDocument, read_suite
 from bench.suite.schema import (
@@ -85,11 +85,11 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         seeds = range(seeds_raw)  # lazy: a count, not a list
     elif isinstance(seeds_raw, list) and seeds_raw and all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw):
-        seeds = _no_repeats(list(seeds_raw), "seeds")
+        seeds = no_repeats(list(seeds_raw), "seeds")
     else:
         raise SuiteError(f"seeds: expected a positive integer or a list of indices, "
                          f"got {short(seeds_raw)}")
-    batch_sizes = _no_repeats(_int_list(raw.get("batch_size", 1), "batch_size"), "batch_size")
+    batch_sizes = no_repeats(_int_list(raw.get("batch_size", 1), "batch_size"), "batch_size")
     if max(batch_sizes) > MAX_BATCH_SIZE:
         raise SuiteError(f"batch_size: {max(batch_sizes)} is above the maximum "
                          f"{MAX_BATCH_SIZE}")
@@ -113,7 +113,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
             raise SuiteError(f"client[{i}]: expected a mapping, got {short(c)}")
         clients += [validate_params(CLIENT_PARAMS, g, f"client[{i}]")
                     for g in grid(c, f"client[{i}]")]
-    clients = _unique_dicts(clients)
+    clients = unique(clients, key=lambda c: tuple(sorted(c.items())))
     victims = raw.get("victim", ["init"])
     if isinstance(victims, str):
         victims = [victims]
@@ -122,7 +122,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
                          f"got {short(victims)}")
     for v in victims:
         _check_victim(v)
-    victims = _no_repeats(victims, "victim")
+    victims = no_repeats(victims, "victim")
     budget = raw.get("budget") or {}
     if not isinstance(budget, dict):
         raise SuiteError(f"budget: expected a mapping of caps, got {short(budget)}")
@@ -208,25 +208,6 @@ def _finite(raw: dict, key: str, default: float) -> float:
     if not math.isfinite(value):
         raise SuiteError(f"{key}: expected a finite number, got {short(value)}")
     return value
-
-
-def _no_repeats(values: list, key: str) -> list:
-    seen: set = set()
-    for v in values:
-        if v in seen:
-            raise SuiteError(f"{key}: {short(v)} appears twice (the cells would repeat)")
-        seen.add(v)
-    return values
-
-
-def _unique_dicts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen, out = set(), []
-    for it in items:
-        key = tuple(sorted(it.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(it)
-    return out
 
 
 def _int_list(value: Any, key: str) -> list[int]:
