@@ -104,6 +104,7 @@ class _Trial:
     hist_len: int = 0
     head: int = 0  # the slot of the oldest pair (0 until the history ring wraps)
     snap_next: int = 0
+    gamma: float = 1.0  # H0 = gamma·I: y.s / y.y of the newest kept pair
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -172,11 +173,8 @@ def run_batched_lbfgs(
     n = x.shape[1]
     g = torch.zeros_like(x)
     prev_g = torch.zeros_like(x)
-    d = torch.zeros_like(x)
-    t = torch.zeros(k_trials, dtype=x.dtype, device=x.device)
-    h_diag = torch.ones_like(t)
-    s_hist = x.new_zeros(k_trials, m, n)
-    y_hist = x.new_zeros(k_trials, m, n)
+    moved = torch.zeros_like(x)  # each trial's last move, t·d: the next pair's s
+    pairs = x.new_zeros(k_trials, m, 2, n)  # pairs[k, slot] = (s, y), side by side
     sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
     yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
     states = [_Trial() for _ in range(k_trials)]
@@ -244,18 +242,22 @@ def run_batched_lbfgs(
 
     @torch.no_grad()
     def _iterate(rows: list[int]) -> None:
-        """One inner L-BFGS iteration (direction, step size, move) for trials ``rows``."""
+        """One inner L-BFGS iteration (direction, step size, move) for trials ``rows``.
+
+        Per-trial scalars (step size, ``H0``'s scale) live in Python floats, read from the
+        float32 tensors that computed them, so the arithmetic is the tensors' own."""
         ix = index(rows)
         gk = g[ix]
         upd = [j for j, k in enumerate(rows) if states[k].total_iter > 0]
         if upd:  # curvature pair from the previous iteration's move
-            ui = index([rows[j] for j in upd])
-            y = (gk if len(upd) == len(rows) else gk[upd]) - prev_g[ui]
-            s = d[ui] * t[ui, None]
-            ys = _rowdot(y, s)
-            scale = ys / _rowdot(y, y)
-            for j, keep in enumerate((ys > 1e-10).tolist()):
-                if not keep or m == 0:
+            every_row = len(upd) == len(rows)
+            ui = ix if every_row else index([rows[j] for j in upd])
+            y = (gk if every_row else gk[upd]) - prev_g[ui]
+            s = moved[ui]
+            ys_t = _rowdot(y, s)
+            ys_scale = torch.stack((ys_t, ys_t / _rowdot(y, y))).tolist()
+            for j, (ys, scale) in enumerate(zip(*ys_scale)):
+                if not ys > 1e-10 or m == 0:
                     continue
                 kk = rows[upd[j]]
                 st = states[kk]
@@ -265,55 +267,69 @@ def run_batched_lbfgs(
                 else:  # full: the oldest pair's slot takes the new one (a ring)
                     slot = st.head
                     st.head = (st.head + 1) % m
-                s_hist[kk, slot], y_hist[kk, slot] = s[j], y[j]
-                h_diag[kk] = scale[j]
-                # the new pair's products with the kept ones: the column s_i . y_new (its row,
-                # s_new . y_i, lies below the diagonal in age order and is never read), y_i .
-                # y_new, and on the diagonal the very ys that decided to keep the pair
+                pairs[kk, slot, 0], pairs[kk, slot, 1] = s[j], y[j]
+                st.gamma = scale
+                # the new pair's products with the kept ones, in one pass over the history:
+                # the column s_i . y_new (its row, s_new . y_i, lies below the diagonal in age
+                # order and is never read), y_i . y_new, and on the diagonal the very ys that
+                # decided to keep the pair
                 top = st.hist_len
-                sy[kk, :top, slot] = (s_hist[kk, :top] @ y[j]).to(sy.dtype)
-                yy[kk, :top, slot] = yy[kk, slot, :top] = (y_hist[kk, :top] @ y[j]).to(yy.dtype)
-                sy[kk, slot, slot] = ys[j].to(sy.dtype)
+                prod = (pairs[kk, :top].reshape(2 * top, n) @ y[j]).to(sy.dtype).view(top, 2)
+                sy[kk, :top, slot] = prod[:, 0]
+                yy[kk, :top, slot] = yy[kk, slot, :top] = prod[:, 1]
+                sy[kk, slot, slot] = ys
         first = []
-        for k in rows:
+        for j, k in enumerate(rows):
             st = states[k]
             if st.total_iter == 0:
-                st.hist_len = 0
-                h_diag[k] = 1.0
+                st.hist_len, st.gamma = 0, 1.0
+                first.append(j)
             st.total_iter += 1
             st.n_iter += 1
-            first.append(st.total_iter == 1)
             results[k].inner_iterations += 1
-        r = torch.empty_like(gk)
-        gammas = h_diag.tolist()
-        for j, k in enumerate(rows):  # one trial at a time: on the CPU, K matrix-vector
-            ln = states[k].hist_len  # products beat one batched GEMM with a vector each
-            r[j] = compact_direction(gk[j], gammas[k], s_hist[k, :ln], y_hist[k, :ln],
-                                      sy[k, :ln, :ln], yy[k, :ln, :ln], states[k].head)
+
+        def direction(j: int, k: int) -> torch.Tensor:
+            st = states[k]
+            ln = st.hist_len
+            return compact_direction(gk[j], st.gamma, pairs[k, :ln], sy[k, :ln, :ln],
+                                     yy[k, :ln, :ln], st.head)
+
+        if len(rows) == 1:
+            r = direction(0, rows[0]).unsqueeze(0)
+        else:  # one trial at a time: on the CPU, K matrix-vector products beat one batched
+            r = torch.stack([direction(j, k) for j, k in enumerate(rows)])  # GEMM per vector
         prev_g[ix] = gk
-        tk = torch.full((len(rows),), lr, dtype=x.dtype, device=x.device)
-        if any(first):  # the very first iteration's step: lr * min(1, 1/|g|_1)
-            tk = torch.where(torch.tensor(first, device=x.device),
-                             (1.0 / gk.abs().sum(1)).clamp(max=1.0) * lr, tk)
-        d[ix], t[ix] = r, tk
-        gtd = _rowdot(gk, r).tolist()
+        steps_t = [lr] * len(rows)
+        if first:  # the very first iteration's step: lr * min(1, 1/|g|_1)
+            sizes_1 = ((1.0 / gk[first].abs().sum(1)).clamp(max=1.0) * lr).tolist()
+            for j, size in zip(first, sizes_1):
+                steps_t[j] = size
+        tk = steps_t[0] if len(set(steps_t)) == 1 else torch.tensor(
+            steps_t, dtype=x.dtype, device=x.device)[:, None]
+        step = r * tk
+        gtd_dt = torch.stack((_rowdot(gk, r), step.abs().amax(1))).tolist()
         movers = []
         for j, k in enumerate(rows):
             states[k].prev_loss = states[k].loss
-            if gtd[j] > -tolerance_change:
+            if gtd_dt[0][j] > -tolerance_change:
                 stop(k, "tolerance_change")  # no move; every later step would repeat this
             else:
                 movers.append(j)
         if not movers:
             return
-        rows_m = [rows[j] for j in movers]
-        im = index(rows_m)
-        step = r * tk[:, None] if len(movers) == len(rows) else r[movers] * tk[movers, None]
-        x[im] = x[im] + step
+        if len(movers) == len(rows):
+            im = ix
+        else:
+            im, step = index([rows[j] for j in movers]), step[movers]
+        moved[im] = step
+        if isinstance(im, slice):
+            x.add_(step)
+        else:
+            x[im] = x[im] + step
         write_back(im)
-        for j, dt in zip(movers, step.abs().amax(1).tolist()):
+        for j in movers:
             st = states[rows[j]]
-            st.dt_max = dt
+            st.dt_max = gtd_dt[1][j]
             if st.n_iter == st.step_max_iter:
                 begin_step(rows[j])  # the step's last move is not evaluated
             else:
@@ -323,16 +339,15 @@ def run_batched_lbfgs(
     while any(st.phase != _DONE for st in states):
         losses, grads = evaluate()
         rounds += 1
-        with torch.no_grad():
-            finite = (torch.isfinite(grads).all(1) & torch.isfinite(x).all(1)).tolist()
-            gmax = grads.abs().amax(1).tolist()
+        with torch.no_grad():  # max|.| is NaN or inf exactly when a row is not finite
+            gmax, xmax = torch.stack((grads.abs().amax(1), x.abs().amax(1))).tolist()
         used = [k for k in range(k_trials) if states[k].phase != _DONE]
         iterate: list[int] = []
         for k in used:
             st, res = states[k], results[k]
             res.grad_evals += 1
             f = losses[k]
-            if not (finite[k] and math.isfinite(f)):
+            if not (math.isfinite(gmax[k]) and math.isfinite(xmax[k]) and math.isfinite(f)):
                 res.diverged = True
                 stop(k, "diverged")
                 continue

@@ -34,7 +34,7 @@ def _solve_r(sy: torch.Tensor, rhs: torch.Tensor, head: int, transpose: bool) ->
     return torch.cat([v_new, v_old])
 
 
-def compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.Tensor,
+def compact_direction(g: torch.Tensor, gamma: float, pairs: torch.Tensor,
                       sy: torch.Tensor, yy: torch.Tensor, head: int) -> torch.Tensor:
     """One trial's L-BFGS direction ``-H g`` from its L curvature pairs, in the compact form.
 
@@ -42,21 +42,24 @@ def compact_direction(g: torch.Tensor, gamma: float, s: torch.Tensor, y: torch.T
     the upper triangle of ``S^T Y``, ``D`` its diagonal and ``H0 = gamma I``,
     ``H g = gamma g + S p - gamma Y u`` where ``R u = S^T g`` and
     ``R^T p = (D + gamma Y^T Y) u - gamma Y^T g``. It equals the two-loop recursion in exact
-    arithmetic. Per iteration: four products with the history (``S^T g``, ``Y^T g``, ``S p``,
-    ``Y u``), two L x L triangular solves and one L x L product in float64, where the two-loop
-    makes four kernel calls per pair: fewer calls, not less memory traffic.
+    arithmetic. Per iteration: two passes over the history (``[S Y]^T g`` and
+    ``[S Y] [p; -gamma u]``, each one matrix-vector product because slot i stores ``s_i``
+    and ``y_i`` side by side), two L x L triangular solves and one L x L product in float64,
+    where the two-loop makes four kernel calls per pair: fewer calls, not less memory traffic.
 
-    ``s``, ``y`` [L, n] hold the pairs in ring slots, the oldest at slot ``head``;
-    ``sy[i, j] = s_i.y_j`` (only where slot i is not newer than slot j: the upper triangle in
-    age order is all that is read; its diagonal is ``D``) and ``yy[i, j] = y_i.y_j`` (float64)
-    are indexed by slot.
+    ``pairs`` [L, 2, n] holds the pairs in ring slots (``pairs[i] = (s_i, y_i)``), the oldest
+    at slot ``head``; ``sy[i, j] = s_i.y_j`` (only where slot i is not newer than slot j: the
+    upper triangle in age order is all that is read; its diagonal is ``D``) and
+    ``yy[i, j] = y_i.y_j`` (float64) are indexed by slot.
     """
-    if s.shape[0] == 0:
+    length = pairs.shape[0]
+    if length == 0:
         return -gamma * g
     wide = sy.dtype
-    a, b = (s @ g).to(wide).unsqueeze(1), (y @ g).to(wide).unsqueeze(1)  # S^T g, Y^T g
-    u = _solve_r(sy, a, head, transpose=False)
-    rhs = sy.diagonal().unsqueeze(1) * u + gamma * (yy @ u) - gamma * b
-    p = _solve_r(sy, rhs, head, transpose=True).squeeze(1)
-    u = u.squeeze(1)
-    return -(gamma * g + s.T @ p.to(g.dtype) - gamma * (y.T @ u.to(g.dtype)))
+    rows = pairs.reshape(2 * length, -1)  # s_0, y_0, s_1, y_1, ...
+    ab = (rows @ g).to(wide).view(length, 2)  # S^T g and Y^T g, by slot
+    u = _solve_r(sy, ab[:, :1], head, transpose=False)
+    rhs = sy.diagonal().unsqueeze(1) * u + gamma * (yy @ u) - gamma * ab[:, 1:]
+    p = _solve_r(sy, rhs, head, transpose=True)
+    coeff = torch.cat([p, -gamma * u], 1).reshape(-1).to(g.dtype)  # p_0, -γu_0, p_1, ...
+    return torch.addmv(g, rows.T, coeff, beta=-gamma, alpha=-1.0)  # -(γ g + S p - γ Y u)

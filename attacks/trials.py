@@ -89,6 +89,8 @@ class TrialEngine:
         self.observed = [torch.stack([o.update.tensors[i].detach().to(self.device)
                                       for o in observations]).index_select(0, index)
                          for i in range(len(self.names))]
+        self._state0 = {n: v[0] for n, v in self.state.items()}  # a lone trial's rows
+        self._observed0 = [o[0] for o in self.observed]
 
     @property
     def trials(self) -> int:
@@ -154,8 +156,7 @@ class TrialEngine:
             # model's own parameters (the trial's: ``base`` is a copy of its model)
             leaves = self._own if self.cell_of == [0] else {
                 n: v[0].detach().requires_grad_(True) for n, v in self.params.items()}
-            loss = one(leaves, {n: v[0] for n, v in self.state.items()},
-                       [o[0] for o in self.observed], x[0], target[0])
+            loss = one(leaves, self._state0, self._observed0, x[0], target[0])
             return loss.unsqueeze(0)
         return vmap(one)(self.params, self.state, self.observed, x, target)
 

@@ -349,7 +349,7 @@ def test_compact_direction_is_the_two_loop_direction(length, head):
     sy, yy = s_slots @ y_slots.T, y_slots @ y_slots.T
     g = torch.randn(n, generator=gen, dtype=F64)
     gamma = 0.7
-    ours = compact_direction(g, gamma, s_slots, y_slots, sy, yy, head)
+    ours = compact_direction(g, gamma, torch.stack([s_slots, y_slots], 1), sy, yy, head)
     theirs = two_loop(g, pairs, gamma)
     assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
