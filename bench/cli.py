@@ -99,7 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
-                        executor_options=options, threads=args.threads, trials=args.trials)
+                        executor_options=options, threads=args.threads, trials=args.trials,
+                        cpu_conv=args.cpu_conv)
     print(summary.line())
     if not args.no_leaderboard and (out / "records").is_dir():
         from bench.leaderboard import write_leaderboard
@@ -276,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-retries", type=int,
                    help="--executor ray: re-runs of a cell whose worker died (2)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--cpu-conv", default="onednn", choices=["onednn", "native"],
+                   help="kernels of the attacks' CPU convolutions: oneDNN (torch's default) or "
+                        "ATen's native ones, faster on LeNet-size networks on some CPUs "
+                        "(README, Benchmarks); recorded in each record's provenance")
     s.add_argument("--trials", type=int, default=8,
                    help="cells differing only by seed batched into one vectorised pass where "
                         "the attack allows (1: every cell alone; default 8)")

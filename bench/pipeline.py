@@ -30,6 +30,7 @@ from bench.contracts import (
     observed_batch,
     shared_update,
 )
+from bench.convolutions import cpu_convolutions
 from bench.data import other_batches, sample_batch
 from bench.defend import defend
 from bench.domains import domain_of
@@ -175,10 +176,13 @@ def record_attack(cell: Any, device: torch.device, options: RunOptions, status: 
     """The attack cell's record: header, the success rule (its dataset's modality's), and the
     outcome fields."""
     rule = success_rule(cell_modality(cell), options.success)
-    return new_record(cell, device, status, error,
-                      success_psnr=rule.threshold if rule.metric == "psnr" else None,
-                      success_rule={"metric": rule.metric, "at_least": rule.at_least,
-                                    "at_most": rule.at_most}, **fields)
+    record = new_record(cell, device, status, error,
+                        success_psnr=rule.threshold if rule.metric == "psnr" else None,
+                        success_rule={"metric": rule.metric, "at_least": rule.at_least,
+                                      "at_most": rule.at_most}, **fields)
+    if device.type == "cpu":  # the kernels round differently: a rerun uses the same
+        record.provenance["cpu_conv"] = options.cpu_conv
+    return record
 
 
 def cell_modality(cell: Any) -> str:
@@ -207,19 +211,20 @@ def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> l
     for run in runs:
         run.guard("setup", lambda r: r.observe(device))
     live = [r for r in runs if r.error is None]
-    if len(live) > 1:
-        states = [_generator_state(r) for r in live]
-        try:
-            _attack_together(live, device)
-        except Exception:  # re-run alone, from the same dummies: a failing cell records its
-            for r, state in zip(live, states):  # own error
-                r.fields.pop("trial_batch", None)
-                r.done, r.share = None, 1
-                if state is not None:
-                    r.observed.obs.generator.set_state(state)
-    for r in live:
-        if r.done is None:
-            r.guard("attack", lambda r: r.attack_alone())
+    with cpu_convolutions(options.cpu_conv, device):
+        if len(live) > 1:
+            states = [_generator_state(r) for r in live]
+            try:
+                _attack_together(live, device)
+            except Exception:  # re-run alone, from the same dummies: a failing cell records
+                for r, state in zip(live, states):  # its own error
+                    r.fields.pop("trial_batch", None)
+                    r.done, r.share = None, 1
+                    if state is not None:
+                        r.observed.obs.generator.set_state(state)
+        for r in live:
+            if r.done is None:
+                r.guard("attack", lambda r: r.attack_alone())
     return [r.finish(device, options) for r in runs]
 
 

@@ -25,6 +25,7 @@ from scipy.stats import t as student_t
 from tabulate import tabulate
 
 from bench.cells import RunOptions, cell_from_json
+from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import make_executor
 from bench.leaderboard.frames import SCENARIO, records_frame
@@ -84,14 +85,17 @@ def _row_label(r: pd.Series) -> str:
 
 def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
     """The run's success rule, as its records state it (the suite's other settings do not
-    change a metric)."""
+    change a metric), and the CPU convolution kernels its attacks ran on (they round
+    differently)."""
+    convs = [(r.get("provenance") or {}).get("cpu_conv") for r in records.values()]
+    conv = next((c for c in convs if c in CPU_CONV), DEFAULT_CPU_CONV)
     for r in records.values():
         rule = r.get("success_rule")
         if rule:
-            return RunOptions(SuccessRule(**rule))
+            return RunOptions(SuccessRule(**rule), cpu_conv=conv)
         if r.get("success_psnr") is not None:
-            return RunOptions(SuccessRule("psnr", r["success_psnr"]))
-    return RunOptions()
+            return RunOptions(SuccessRule("psnr", r["success_psnr"]), cpu_conv=conv)
+    return RunOptions(cpu_conv=conv)
 
 
 def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,

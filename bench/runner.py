@@ -15,7 +15,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bench.cells.base import RunOptions
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
+from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
@@ -109,7 +110,8 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
               force: bool = False, retry_failed: bool = False, progress: bool = True,
               executor: str | None = None, max_cells: int | None = MAX_CELLS,
               executor_options: ExecutorOptions | None = None,
-              threads: int | None = None, trials: int = DEFAULT_TRIALS) -> RunSummary:
+              threads: int | None = None, trials: int = DEFAULT_TRIALS,
+              cpu_conv: str = DEFAULT_CPU_CONV) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
     workers of ``threads`` torch threads each, or ``inline`` (no timeouts) for ``jobs=0``;
     ``None`` is "not given" and :func:`bench.cores.plan_parallelism` fills it from the usable
@@ -117,9 +119,11 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     address, per-task resources, retries) reach executors that take them, the suite's
     ``resources`` filling what is not given; Ray sizes its tasks by them, ``threads`` only
     overriding their torch threads. Cells that differ only by seed run as one batched pass of
-    up to ``trials`` cells where their attack vectorises (1: every cell alone). Refuses a grid
+    up to ``trials`` cells where their attack vectorises (1: every cell alone). ``cpu_conv``:
+    the kernels of the attacks' CPU convolutions (:mod:`bench.convolutions`). Refuses a grid
     above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
+    check_cpu_conv(cpu_conv)
     dev = resolve_device(device)
     name = executor or ("inline" if jobs == 0 else "process")
     if name == "inline" and jobs is None:
@@ -129,14 +133,16 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
         return _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
-                           retry_failed, progress, executor_options, lock, trials)
+                           retry_failed, progress, executor_options, lock, trials,
+                           replace(run_options(suite), cpu_conv=cpu_conv))
 
 
 def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 parallel: tuple[str, int, int | None], force: bool, retry_failed: bool,
                 progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
-                trials: int = DEFAULT_TRIALS) -> RunSummary:
-    options = run_options(suite)
+                trials: int = DEFAULT_TRIALS, options: RunOptions | None = None
+                ) -> RunSummary:
+    options = options or run_options(suite)
     remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()

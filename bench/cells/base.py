@@ -25,6 +25,7 @@ class RunOptions:
 
     success: SuccessRule = field(default_factory=SuccessRule)
     perceptual: tuple[tuple[str, Any], ...] = ()
+    cpu_conv: str = "onednn"  # the attack's CPU convolution kernels (bench.convolutions)
 
     @property
     def success_psnr(self) -> float | None:

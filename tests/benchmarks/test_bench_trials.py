@@ -16,10 +16,11 @@
   bookkeeping). A batched engine built this way cannot scale better than this arithmetic does.
 - ``test_bench_dlg_time_to_40db``: DLG's own setting (LeNet-sigmoid, one 32×32 photo): the
   seconds until the reconstruction first reaches 40 dB, for leakbench's ``dlg`` (one trial;
-  8 restarts as trials of one pass; one trial keeping 2 000 curvature pairs instead of
-  torch's 100), and for the plain reference loop of the DLG paper's code
-  (``torch.optim.LBFGS``, lr 1, 300 steps, one trial), in the same run; with 2 000 pairs also
-  for the reference loop given the same ``history_size``.
+  8 restarts as trials of one pass; one trial keeping 200 or 2 000 curvature pairs instead
+  of torch's 100; one trial on ATen's native CPU convolutions, ``--cpu-conv native``), and
+  for the plain reference loop of the DLG paper's code (``torch.optim.LBFGS``, lr 1, 300
+  steps, one trial, torch's default kernels), in the same run; where leakbench's settings
+  differ from the DLG code's, also for the reference loop given the same settings.
 
 Run with ``tox -e bench`` or ``pytest tests/benchmarks/test_bench_trials.py --benchmark-only``.
 Speed targets are figures in the README, never assertions.
@@ -32,7 +33,8 @@ import time
 import pytest
 import torch
 
-from attacks.gradient_matching import dummy_update, l2_distance
+from attacks.gradient_matching import dummy_update
+from bench.convolutions import cpu_convolutions
 from bench.cores import usable_cores
 from bench.data import denormalize
 from bench.scoring import score
@@ -199,11 +201,18 @@ def _psnr(observed, data: torch.Tensor) -> float:
     return score(observed.x01, observed.private.y, recon01, None)["psnr"]
 
 
-def reference_time_to(db: float, observed, steps: int = 300, history: int = 100
-                      ) -> tuple[float, float, int]:
+def reference_time_to(db: float, observed, steps: int = 300, history: int = 100,
+                      conv: str = "onednn") -> tuple[float, float, int]:
     """The DLG paper's loop: torch.optim.LBFGS(lr=1) on a dummy image and soft labels; the
     seconds until PSNR first reaches ``db`` (PSNR checked after every step, off the clock).
-    ``history``: torch's ``history_size`` (the DLG code leaves torch's default, 100)."""
+    ``history``: torch's ``history_size`` (the DLG code leaves torch's default, 100);
+    ``conv``: the CPU convolution kernels (the DLG code runs torch's default, oneDNN)."""
+    with cpu_convolutions(conv, torch.device("cpu")):
+        return _reference_time_to(db, observed, steps, history)
+
+
+def _reference_time_to(db: float, observed, steps: int, history: int
+                       ) -> tuple[float, float, int]:
     obs = observed.obs
     g = obs.generator  # the cell's attack seed: the same start as leakbench's first restart
     x = torch.randn((1, *obs.input_shape), generator=g).requires_grad_(True)
@@ -216,7 +225,8 @@ def reference_time_to(db: float, observed, steps: int = 300, history: int = 100
     def closure():
         evals[0] += 1
         opt.zero_grad()
-        loss = l2_distance(dummy_update(obs.model, x, logits.softmax(-1), obs), observed_update)
+        dummy = dummy_update(obs.model, x, logits.softmax(-1), obs)  # the DLG code's distance:
+        loss = sum(((d - o) ** 2).sum() for d, o in zip(dummy, observed_update))
         loss.backward()
         return loss
 
@@ -231,11 +241,13 @@ def reference_time_to(db: float, observed, steps: int = 300, history: int = 100
 
 
 def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
-                      every: int = 20, history: int = 100) -> tuple[float, float, int]:
-    """leakbench's ``dlg`` (300 steps, ``history`` curvature pairs) with ``restarts`` trials in
-    one pass: the seconds until the restart it would return then (the lowest loss so far)
-    first reaches ``db``. The estimates are kept every ``every`` evaluations and scored after
-    the run, off the clock."""
+                      every: int = 20, history: int = 100, conv: str = "onednn"
+                      ) -> tuple[float, float, int]:
+    """leakbench's ``dlg`` (300 steps, ``history`` curvature pairs, ``conv``'s CPU
+    convolutions: ``leakbench run --cpu-conv``) with ``restarts`` trials in one pass: the
+    seconds until the restart it would return then (the lowest loss so far) first reaches
+    ``db``. The estimates are kept every ``every`` evaluations and scored after the run, off
+    the clock."""
     import attacks.lbfgs_trials as lt
 
     captured = {}
@@ -251,7 +263,9 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
     attacker = cell.attack.build()
     attacker.restarts = restarts
     attacker.history_size = history
-    attacker.reconstruct(observe_tiny(cell)[0])
+    obs = observe_tiny(cell)[0]
+    with cpu_convolutions(conv, torch.device("cpu")):
+        attacker.reconstruct(obs)
     by_evals: dict[int, list] = {}
     for trial in captured["res"].trials:
         for snap in trial.snapshots:
@@ -265,8 +279,10 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
     return float("inf"), best, evals
 
 
-@pytest.mark.parametrize("restarts,history", [(1, 100), (8, 100), (1, 2000)])
-def test_bench_dlg_time_to_40db(benchmark, restarts, history, monkeypatch):
+@pytest.mark.parametrize("restarts,history,conv", [
+    (1, 100, "onednn"), (8, 100, "onednn"), (1, 200, "onednn"), (1, 2000, "onednn"),
+    (1, 100, "native"), (1, 200, "native")])
+def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, monkeypatch):
     torch.set_flush_denormal(True)
     cell, observed = _dlg_setting()
     ref_seconds, ref_psnr, ref_evals = reference_time_to(40.0, observed)
@@ -274,16 +290,19 @@ def test_bench_dlg_time_to_40db(benchmark, restarts, history, monkeypatch):
 
     def once():
         result["leakbench"] = leakbench_time_to(40.0, cell, observed, restarts, monkeypatch,
-                                                history=history)
+                                                history=history, conv=conv)
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     ours, our_psnr, our_evals = result["leakbench"]
-    if history != 100:  # torch's loop with the same history: what the compact form buys
-        same, _, same_evals = reference_time_to(40.0, observed, history=history)
-        benchmark.extra_info.update({"reference_same_history_seconds_to_40db": same,
-                                     "reference_same_history_evals": same_evals})
+    if history != 100 or conv != "onednn":  # torch's loop with the same settings: what
+        same, _, same_evals = reference_time_to(40.0, observed, history=history, conv=conv)
+        benchmark.extra_info.update({"reference_same_settings_seconds_to_40db": same,
+                                     "reference_same_settings_evals": same_evals,
+                                     "ratio_to_same_settings": ours / same if 0 < same < float(
+                                         "inf") else None})  # leakbench's own code buys
     benchmark.extra_info.update({
-        "restarts": restarts, "history_size": history, "threads": torch.get_num_threads(),
+        "restarts": restarts, "history_size": history, "cpu_conv": conv,
+        "threads": torch.get_num_threads(),
         "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
         "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
         "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
