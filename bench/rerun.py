@@ -137,9 +137,19 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
             (getattr(rec, "floor_metrics", None) or {}).get(m.name)
         committed = (by_id[cid].get("metrics") or {}).get(m.name)
         checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
-                            None if iv.low is None else (iv.low, iv.high),
-                            prediction_interval(others), committed, value, rec.status))
+                            _within(None if iv.low is None else (iv.low, iv.high), m.bounds()),
+                            _within(prediction_interval(others), m.bounds()), committed, value,
+                            rec.status))
     return checks
+
+
+def _within(interval: tuple[float, float] | None, bounds: tuple[float, float]
+            ) -> tuple[float, float] | None:
+    """``interval`` cut to the values the metric can take (a t-interval of PSNR near 0 dB
+    reaches below it); no verdict changes, since no value lies outside."""
+    if interval is None:
+        return None
+    return max(interval[0], bounds[0]), min(interval[1], bounds[1])
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

@@ -55,3 +55,19 @@ def test_cli_rerun_prints_the_fraction(store):
     out = run_cli("rerun", str(store), "--sample", "1", "--jobs", "0")
     assert out.returncode == 0, out.stderr
     assert "inside the committed 95% CI of the row's mean" in out.stdout
+
+
+def test_intervals_are_cut_to_the_metrics_range(store, tmp_path):
+    import shutil
+
+    doctored = tmp_path / "spread"
+    shutil.copytree(store, doctored)
+    for path in (doctored / "records").glob("*.json"):
+        r = json.loads(path.read_text())
+        if r["status"] == "ok":  # seeds at 0.5, 5.5 and 95.5 dB: t-intervals reach below 0 dB
+            r["metrics"]["psnr"] = [0.5, 5.5, 95.5][r["seed"] % 3]  # and above 100 dB
+            path.write_text(json.dumps(r))
+    checks = rerun(doctored, 3, jobs=0)
+    assert checks and all(c.ci is not None and c.pi is not None for c in checks)
+    assert all(c.ci[0] == 0.0 and c.ci[1] == 100.0 for c in checks)  # PSNR's [0, 100]
+    assert all(0.0 <= c.pi[0] <= c.pi[1] <= 100.0 for c in checks)
