@@ -6,7 +6,7 @@ trials (seeds, restarts). Running them one after another leaves the hardware idl
 small kernels; here the K trials share every objective evaluation while each keeps its own
 L-BFGS state: curvature history, step size, counters and stopping. A trial's trajectory does
 not depend on the other trials: the optimiser's arithmetic is row-wise per trial (row sums,
-element-wise ops, ``torch.where`` masks; no cross-trial reduction) and each trial's direction
+element-wise ops, per-trial Python scalars; no cross-trial reduction) and each trial's direction
 is computed from its own history slices alone, so with an objective whose per-trial losses
 depend only on that trial's variables a trial alone and inside a batch follow the same
 trajectory (up to BLAS kernels that may round by memory alignment), and a trial that turns
@@ -174,6 +174,7 @@ def run_batched_lbfgs(
     g = torch.zeros_like(x)
     prev_g = torch.zeros_like(x)
     moved = torch.zeros_like(x)  # each trial's last move, t·d: the next pair's s
+    keep_above = torch.tensor(1e-10, dtype=x.dtype).item()  # y.s > 1e-10 in x's precision
     pairs = x.new_zeros(k_trials, m, 2, n)  # pairs[k, slot] = (s, y), side by side
     sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
     yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
@@ -257,7 +258,7 @@ def run_batched_lbfgs(
             ys_t = _rowdot(y, s)
             ys_scale = torch.stack((ys_t, ys_t / _rowdot(y, y))).tolist()
             for j, (ys, scale) in enumerate(zip(*ys_scale)):
-                if not ys > 1e-10 or m == 0:
+                if not ys > keep_above or m == 0:
                     continue
                 kk = rows[upd[j]]
                 st = states[kk]

@@ -3,6 +3,7 @@
     leakbench list [attacks|defenses|archs|datasets|suites]
     leakbench run [SUITE|FILE] [--out DIR] [--jobs N] [--threads T] [--device auto|cpu|cuda]
                   [--force] [--dry-run] [--max-cells N] [--verbose] [--trials K]
+                  [--cpu-conv onednn|native]
                   [--executor inline|process|ray] [--ray-address ADDR] [--gpus-per-task X]
     leakbench merge OUT DIR...
     leakbench leaderboard [DIR] [--format markdown|latex]
@@ -93,7 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     limit = args.max_cells or MAX_CELLS
     options = _executor_options(args)  # a dry run refuses what the run would refuse
-    options.check(resolve_device(args.device).type)
+    device_type = resolve_device(args.device).type
+    options.check(device_type)
+    if args.cpu_conv != "onednn" and device_type != "cpu":
+        warn(f"--cpu-conv {args.cpu_conv}: chooses CPU convolution kernels; this run is on "
+             f"{device_type}, where it changes nothing")
     if args.dry_run:
         return _dry_run(suite, out, args, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +85,21 @@ def _row_label(r: pd.Series) -> str:
 
 def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
     """The run's success rule, as its records state it (the suite's other settings do not
-    change a metric), and the CPU convolution kernels its attacks ran on (they round
-    differently)."""
-    convs = [(r.get("provenance") or {}).get("cpu_conv") for r in records.values()]
-    conv = next((c for c in convs if c in CPU_CONV), DEFAULT_CPU_CONV)
+    change a metric)."""
     for r in records.values():
         rule = r.get("success_rule")
         if rule:
-            return RunOptions(SuccessRule(**rule), cpu_conv=conv)
+            return RunOptions(SuccessRule(**rule))
         if r.get("success_psnr") is not None:
-            return RunOptions(SuccessRule("psnr", r["success_psnr"]), cpu_conv=conv)
-    return RunOptions(cpu_conv=conv)
+            return RunOptions(SuccessRule("psnr", r["success_psnr"]))
+    return RunOptions()
+
+
+def cpu_conv_of(record: dict[str, Any]) -> str:
+    """The CPU convolution kernels the record's attack ran on (they round differently);
+    records from before ``--cpu-conv`` ran on torch's default."""
+    conv = (record.get("provenance") or {}).get("cpu_conv")
+    return conv if conv in CPU_CONV else DEFAULT_CPU_CONV
 
 
 def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
@@ -119,7 +123,11 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
     cells = [cell_from_json(by_id[cid]) for cid in picks]
     executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
                              timeout, jobs, threads=threads)
-    fresh = {o.record.cell_id: o.record for _, o in executor.run(cells, options_of(by_id))}
+    fresh = {}
+    for conv in sorted({cpu_conv_of(by_id[cid]) for cid in picks}):  # each on its own kernels
+        group = [c for c in cells if cpu_conv_of(by_id[c.cell_id]) == conv]
+        options = replace(options_of(by_id), cpu_conv=conv)
+        fresh.update({o.record.cell_id: o.record for _, o in executor.run(group, options)})
     checks = []
     for cid in picks:
         row = rows[cid]

@@ -40,8 +40,10 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
         "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
     fields = {k: v for k, v in fields.items() if k in declared}
-    record = new_record(cell, device or torch.device("cpu"), status, error,
-                        timing={"wall_seconds": elapsed}, **fields)
+    device = device or torch.device("cpu")
+    record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
+    if cell.kind == "attack" and device.type == "cpu":  # as the pipeline's own records
+        record.provenance["cpu_conv"] = options.cpu_conv
     return Outcome(record)
 
 
