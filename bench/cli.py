@@ -282,10 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-retries", type=int,
                    help="--executor ray: re-runs of a cell whose worker died (2)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--cpu-conv", default="onednn", choices=["onednn", "native"],
-                   help="kernels of the attacks' CPU convolutions: oneDNN (torch's default) or "
-                        "ATen's native ones, faster on LeNet-size networks on some CPUs "
-                        "(README, Benchmarks); recorded in each record's provenance")
+    s.add_argument("--cpu-conv", default="onednn", choices=["onednn", "native"], help="the "
+                   "attacks' CPU convolutions: oneDNN (torch's default) or ATen's native "
+                   "kernels, faster for LeNet-size networks on some CPUs; see README")
     s.add_argument("--trials", type=int, default=8,
                    help="cells differing only by seed batched into one vectorised pass where "
                         "the attack allows (1: every cell alone; default 8)")
