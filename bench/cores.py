@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.registry import LeakbenchError, warn
@@ -101,3 +102,22 @@ def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple
              f"{cores} usable core{'s' if cores != 1 else ''}: oversubscribed, timings will "
              f"suffer")
     return jobs, threads
+
+
+def worker_cores(index: int, jobs: int, threads: int,
+                 mask: Sequence[int] | None = None) -> list[int] | None:
+    """The cores worker ``index`` of ``jobs`` is pinned to: its own ``threads`` of them, when
+    the workers fill this process's affinity mask exactly (no cgroup quota below it); else
+    None (no pinning). Pinned, a worker shares its core only with outside load: beside one
+    CPU-bound process, two unpinned workers on two cores can be crowded onto one."""
+    if mask is None:
+        try:
+            mask = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return None
+        if usable_cores() != len(mask):  # a quota: the scheduler may run us anywhere
+            return None
+    if jobs < 2 or threads < 1 or len(mask) != jobs * threads or not 0 <= index < jobs:
+        return None
+    return list(mask[index * threads:(index + 1) * threads])
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -56,6 +57,22 @@ def cpu_fingerprint() -> dict[str, str]:
     return {"cpu_model": cpu_model(), "isa": cpu_isa(), "torch": torch.__version__.split("+")[0]}
 
 
+def cpu_affinity() -> str | None:
+    """The CPUs this process may run on, as ranges ("0-3,8"): a pinned worker names its own
+    core (:func:`bench.cores.worker_cores`); None where the platform has no affinity mask."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    runs: list[list[int]] = []
+    for c in cpus:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(),
@@ -66,6 +83,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "device": device.type,
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
+        "cpu_affinity": cpu_affinity(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
     }

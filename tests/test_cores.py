@@ -8,8 +8,9 @@ import os
 import pytest
 import torch
 
-from bench.cores import cgroup_cores, plan_parallelism, usable_cores
+from bench.cores import cgroup_cores, plan_parallelism, usable_cores, worker_cores
 from bench.executors import make_executor
+from bench.provenance import cpu_affinity
 from bench.registry import LeakbenchError
 from bench.runner import run_suite
 from bench.store import load_records
@@ -143,3 +144,28 @@ def test_cli_refuses_bad_threads(tmp_path):
 
 def write_tiny(tmp_path):
     return write_suite(tmp_path / "tiny.yaml")
+
+
+def test_workers_are_pinned_only_when_they_fill_the_mask_exactly():
+    assert [worker_cores(i, 2, 1, mask=[0, 1]) for i in range(2)] == [[0], [1]]
+    assert [worker_cores(i, 2, 2, mask=[4, 5, 6, 7]) for i in range(2)] == [[4, 5], [6, 7]]
+    assert worker_cores(0, 2, 1, mask=[0, 1, 2, 3]) is None  # fewer workers than cores
+    assert worker_cores(0, 4, 1, mask=[0, 1]) is None  # more (oversubscribed on purpose)
+    assert worker_cores(0, 1, 2, mask=[0, 1]) is None  # one worker: nothing to separate
+    assert worker_cores(2, 2, 1, mask=[0, 1]) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) != 2
+                    or usable_cores() != 2, reason="needs an affinity mask of exactly 2 cores")
+def test_two_workers_on_two_cores_run_on_one_core_each(tmp_path):
+    mask = sorted(os.sched_getaffinity(0))
+    run_suite(make_suite(seeds=4), tmp_path, jobs=2, threads=1, device="cpu", progress=False,
+              trials=1)
+    seen = [r["provenance"]["cpu_affinity"] for r in load_records(tmp_path)]
+    assert len(seen) == 4 and set(seen) <= {str(c) for c in mask}, seen
+    assert sorted(os.sched_getaffinity(0)) == mask  # the parent stays unpinned
+
+
+def test_cpu_affinity_reads_as_ranges(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 8, 10, 11})
+    assert cpu_affinity() == "0-3,8,10-11"

@@ -29,7 +29,7 @@ import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.cells.trials import members, run_task
-from bench.cores import usable_cores
+from bench.cores import usable_cores, worker_cores
 from bench.executors.base import register_executor, task_failure, task_timeout, timeout_error
 from bench.records import Outcome, Record
 
@@ -61,8 +61,14 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="leakbench-watchdog", daemon=True).start()
 
 
-def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int) -> None:
+def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int,
+            cores: list[int] | None = None) -> None:
     die_with_parent(parent)
+    if cores:
+        try:
+            os.sched_setaffinity(0, cores)
+        except OSError:  # a sandbox that refuses: run unpinned
+            pass
     torch.set_num_threads(threads)
     dev = torch.device(device)
     while True:
@@ -102,10 +108,12 @@ class ProcessExecutor:
         self._slots: list[_Slot] = []
         self.on_start: Callable[[int], None] | None = None  # told each worker's PID
 
-    def _start(self, results: Any) -> _Slot:
+    def _start(self, results: Any, index: int) -> _Slot:
         tasks = self._ctx.Queue()
+        cores = worker_cores(index, self.jobs, self.threads)  # worker i: its own cores
         p = self._ctx.Process(target=_worker, daemon=True,
-                              args=(tasks, results, str(self.device), self.threads, os.getpid()))
+                              args=(tasks, results, str(self.device), self.threads, os.getpid(),
+                                    cores))
         p.start()
         if self.on_start is not None and p.pid is not None:
             self.on_start(p.pid)
@@ -115,7 +123,7 @@ class ProcessExecutor:
             ) -> Iterator[tuple[CellKind, Outcome]]:
         results = self._ctx.Queue()
         pending = list(reversed(cells))
-        self._slots = [self._start(results) for _ in range(min(self.jobs, len(cells)))]
+        self._slots = [self._start(results, i) for i in range(min(self.jobs, len(cells)))]
         self.workers = max(1, len(self._slots))
         try:
             while pending or any(s.cell is not None for s in self._slots):
@@ -162,7 +170,7 @@ class ProcessExecutor:
             s.process.kill()
             s.process.join()
             task = s.cell
-            self._slots[i] = self._start(results)
+            self._slots[i] = self._start(results, i)
             yield from task_failure(task, status, error, options, elapsed, self.device)
 
     def cancel(self) -> None:
