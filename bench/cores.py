@@ -107,9 +107,10 @@ def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple
 def worker_cores(index: int, jobs: int, threads: int,
                  mask: Sequence[int] | None = None) -> list[int] | None:
     """The cores worker ``index`` of ``jobs`` is pinned to: its own ``threads`` of them, when
-    the workers fill this process's affinity mask exactly (no cgroup quota below it); else
-    None (no pinning). Pinned, a worker shares its core only with outside load: beside one
-    CPU-bound process, two unpinned workers on two cores can be crowded onto one."""
+    the workers fill this process's affinity mask exactly (and no cgroup quota, rounded up to
+    whole cores, is below it); else None (no pinning). Pinned, a worker shares its core only
+    with outside load: beside one CPU-bound process, two unpinned workers on two cores can
+    be crowded onto one."""
     if mask is None:
         try:
             mask = sorted(os.sched_getaffinity(0))

@@ -6,6 +6,7 @@ import functools
 import os
 import platform
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +62,15 @@ def cpu_affinity() -> str | None:
     """The CPUs this process may run on, as ranges ("0-3,8"): a pinned worker names its own
     core (:func:`bench.cores.worker_cores`); None where the platform has no affinity mask."""
     try:
-        cpus = sorted(os.sched_getaffinity(0))
+        return cpu_ranges(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return None
+
+
+def cpu_ranges(cpus: Iterable[int]) -> str:
+    """CPU numbers as ranges: {0, 1, 2, 8} -> "0-2,8"."""
     runs: list[list[int]] = []
-    for c in cpus:
+    for c in sorted(cpus):
         if runs and c == runs[-1][1] + 1:
             runs[-1][1] = c
         else:

@@ -10,7 +10,7 @@ import torch
 
 from bench.cores import cgroup_cores, plan_parallelism, usable_cores, worker_cores
 from bench.executors import make_executor
-from bench.provenance import cpu_affinity
+from bench.provenance import cpu_affinity, cpu_ranges
 from bench.registry import LeakbenchError
 from bench.runner import run_suite
 from bench.store import load_records
@@ -155,17 +155,38 @@ def test_workers_are_pinned_only_when_they_fill_the_mask_exactly():
     assert worker_cores(2, 2, 1, mask=[0, 1]) is None
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) != 2
-                    or usable_cores() != 2, reason="needs an affinity mask of exactly 2 cores")
-def test_two_workers_on_two_cores_run_on_one_core_each(tmp_path):
+def _can_pin() -> bool:
+    try:
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, mask)  # the same mask: refused only by a sandbox
+    except (AttributeError, OSError):
+        return False
+    return len(mask) >= 2 and len(mask) % 2 == 0 and usable_cores() == len(mask)
+
+
+@pytest.mark.skipif(not _can_pin(), reason="needs an even affinity mask, no lower CPU quota, "
+                    "and a system that lets a process set its affinity")
+def test_two_workers_filling_the_mask_each_run_on_their_own_half(tmp_path):
     mask = sorted(os.sched_getaffinity(0))
-    run_suite(make_suite(seeds=4), tmp_path, jobs=2, threads=1, device="cpu", progress=False,
-              trials=1)
+    half = len(mask) // 2
+    run_suite(make_suite(seeds=4), tmp_path, jobs=2, threads=half, device="cpu",
+              progress=False, trials=1)
     seen = [r["provenance"]["cpu_affinity"] for r in load_records(tmp_path)]
-    assert len(seen) == 4 and set(seen) <= {str(c) for c in mask}, seen
+    assert len(seen) == 4, seen
+    assert set(seen) <= {cpu_ranges(mask[:half]), cpu_ranges(mask[half:])}, seen
     assert sorted(os.sched_getaffinity(0)) == mask  # the parent stays unpinned
 
 
+@pytest.mark.skipif(not _can_pin(), reason="as above")
+def test_a_run_of_fewer_cells_than_workers_is_not_pinned(tmp_path):
+    mask = sorted(os.sched_getaffinity(0))  # one cell: one worker started, free to move
+    run_suite(make_suite(), tmp_path, jobs=2, threads=len(mask) // 2, device="cpu",
+              progress=False)
+    assert [r["provenance"]["cpu_affinity"] for r in load_records(tmp_path)] == [
+        cpu_ranges(mask)]
+
+
 def test_cpu_affinity_reads_as_ranges(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 8, 10, 11})
-    assert cpu_affinity() == "0-3,8,10-11"
+    assert cpu_ranges([11, 0, 1, 2, 3, 8, 10]) == "0-3,8,10-11"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2}, raising=False)
+    assert cpu_affinity() == "0,2"

@@ -61,14 +61,26 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="leakbench-watchdog", daemon=True).start()
 
 
+def pin_process(cores: list[int]) -> None:
+    """Pin every thread of this process to ``cores`` (the BLAS pools numpy and scipy started
+    at import too; threads started later inherit it); a sandbox that refuses leaves it
+    unpinned."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:
+            pass
+
+
 def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int,
             cores: list[int] | None = None) -> None:
     die_with_parent(parent)
     if cores:
-        try:
-            os.sched_setaffinity(0, cores)
-        except OSError:  # a sandbox that refuses: run unpinned
-            pass
+        pin_process(cores)
     torch.set_num_threads(threads)
     dev = torch.device(device)
     while True:
@@ -106,11 +118,13 @@ class ProcessExecutor:
         self.workers = self.jobs  # cells run at once (fewer if fewer cells), for provenance
         self._ctx = mp.get_context("spawn")  # fresh interpreters: no inherited thread pools
         self._slots: list[_Slot] = []
+        self._started = 0  # workers this run keeps (fewer than jobs for fewer cells)
         self.on_start: Callable[[int], None] | None = None  # told each worker's PID
 
     def _start(self, results: Any, index: int) -> _Slot:
         tasks = self._ctx.Queue()
-        cores = worker_cores(index, self.jobs, self.threads)  # worker i: its own cores
+        # worker i: its own cores, when the workers this run starts fill the mask
+        cores = worker_cores(index, self._started, self.threads)
         p = self._ctx.Process(target=_worker, daemon=True,
                               args=(tasks, results, str(self.device), self.threads, os.getpid(),
                                     cores))
@@ -123,7 +137,8 @@ class ProcessExecutor:
             ) -> Iterator[tuple[CellKind, Outcome]]:
         results = self._ctx.Queue()
         pending = list(reversed(cells))
-        self._slots = [self._start(results, i) for i in range(min(self.jobs, len(cells)))]
+        self._started = min(self.jobs, len(cells))
+        self._slots = [self._start(results, i) for i in range(self._started)]
         self.workers = max(1, len(self._slots))
         try:
             while pending or any(s.cell is not None for s in self._slots):
