@@ -38,6 +38,7 @@ from bench.claims.command import add_check_parser
 from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, frozen_gc
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
+from bench.rank_command import add_rank_parser
 from bench.registry import REGISTRIES, LeakbenchError, warn
 from bench.site.command import add_site_parser
 
@@ -174,42 +175,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rank(args: argparse.Namespace) -> int:
-    from attacks.rgap_rank import rank_report
-
-    try:
-        shape = tuple(int(v) for v in args.input_shape.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise LeakbenchError(f"--input-shape: expected C,H,W, got {args.input_shape!r}")
-    if args.num_classes < 1:
-        raise LeakbenchError(f"--num-classes: expected a positive number, got "
-                             f"{args.num_classes}")
-    params = {}
-    for item in args.param or []:
-        key, _, value = item.partition("=")
-        params[key] = _yaml_value(value)
-    from bench.registry import ARCHS, validate_params
-
-    entry = ARCHS.get(args.arch)
-    params = validate_params(entry.params, params, args.arch)
-    try:
-        report = rank_report(args.arch, params, shape, args.num_classes)
-    except (RuntimeError, ValueError) as e:  # the arch or torch refuses the shape
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LeakbenchError(f"rank {args.arch} at --input-shape {args.input_shape}: "
-                             f"{first[:200]}") from None
-    print(report)
-    return 0
-
-
-def _yaml_value(text: str) -> object:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.leaderboard import export
 
@@ -313,12 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fid-weights", help="torch-fidelity Inception weights (a local file)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("rank", help="R-GAP rank analysis of an architecture")
-    s.add_argument("arch")
-    s.add_argument("--input-shape", default="3,32,32", help="C,H,W (default 3,32,32)")
-    s.add_argument("--num-classes", type=int, default=10)
-    s.add_argument("--param", action="append", help="arch parameter NAME=VALUE (repeatable)")
-    s.set_defaults(func=cmd_rank)
+    add_rank_parser(sub)
 
     s = sub.add_parser("rerun", help="re-run N committed cells here; are they inside the "
                                      "committed intervals?")

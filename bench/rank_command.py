@@ -1,0 +1,54 @@
+"""``leakbench rank``: R-GAP's per-layer rank analysis of a registered architecture from the
+command line (:func:`attacks.rgap_rank.rank_report`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bench.registry import LeakbenchError
+
+
+def add_rank_parser(sub: Any) -> None:
+    s = sub.add_parser("rank", help="R-GAP rank analysis of an architecture")
+    s.add_argument("arch")
+    s.add_argument("--input-shape", default="3,32,32", help="C,H,W (default 3,32,32)")
+    s.add_argument("--num-classes", type=int, default=10)
+    s.add_argument("--param", action="append", help="arch parameter NAME=VALUE (repeatable)")
+    s.set_defaults(func=cmd_rank)
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from attacks.rgap_rank import rank_report
+
+    try:
+        shape = tuple(int(v) for v in args.input_shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise LeakbenchError(f"--input-shape: expected C,H,W, got {args.input_shape!r}")
+    if args.num_classes < 1:
+        raise LeakbenchError(f"--num-classes: expected a positive number, got "
+                             f"{args.num_classes}")
+    params = {}
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        params[key] = _yaml_value(value)
+    from bench.registry import ARCHS, validate_params
+
+    entry = ARCHS.get(args.arch)
+    params = validate_params(entry.params, params, args.arch)
+    try:
+        report = rank_report(args.arch, params, shape, args.num_classes)
+    except (RuntimeError, ValueError) as e:  # the arch or torch refuses the shape
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeakbenchError(f"rank {args.arch} at --input-shape {args.input_shape}: "
+                             f"{first[:200]}") from None
+    print(report)
+    return 0
+
+
+def _yaml_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
