@@ -140,3 +140,25 @@ def test_a_converged_seed_enters_later_points_at_its_own_stop_not_its_pass_time(
     point = frame[frame["at"] == 200].iloc[0]
     assert point.n == 2 and point.psnr == 50.0
     assert point.grad_evals == 160.0 and point.seconds == 1.25
+
+
+def test_one_leaderboard_summarises_each_scenario_once(results, monkeypatch):
+    import bench.leaderboard.aggregate as aggregate
+
+    calls = []
+    real = aggregate.summarize_attacks
+    monkeypatch.setattr(aggregate, "summarize_attacks", lambda g: calls.append(1) or real(g))
+    df = records_frame(load_records(results))
+    alone = [len(list(aggregate.scenario_summaries(df))) for _ in range(2)]
+    assert len(calls) == 2 * alone[0] > 0  # outside a scope, every call computes
+    calls.clear()
+    with aggregate.shared_summaries():
+        first = list(aggregate.scenario_summaries(df))
+        again = list(aggregate.scenario_summaries(df.copy()))  # the same cells, another frame
+    assert len(calls) == len(first) == len(again)
+    first[0][1]["suite"] = "edited"  # a caller's edit reaches no other caller
+    first[0][2]["edited"] = 1
+    assert "edited" not in set(again[0][1]["suite"]) and "edited" not in again[0][2]
+    calls.clear()
+    write_leaderboard(results)
+    assert len(calls) == len(first)  # figures and tables share one summary per scenario

@@ -4,6 +4,7 @@ overlap, and the utility track's paired accuracy drop."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pandas as pd
@@ -206,9 +207,32 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
 
 def scenario_summaries(df: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, pd.DataFrame]]:
     """Per scenario with attack rows to show: its key, its cells and their summary (what every
-    table, figure and export iterates over)."""
-    for key, g in scenarios(df):
-        summary = summarize_attacks(g)
-        if not summary.empty:
-            yield key, g, summary
+    table, figure and export iterates over). Inside :func:`shared_summaries` a frame of the
+    same cells is summarised once (a leaderboard's tables and figures each ask), and every
+    caller gets copies, so one that edits them changes no other's."""
+    memo = _memo[-1] if _memo else None
+    key = (tuple(df.index), tuple(df["cell_id"]) if "cell_id" in df else (), tuple(df.columns))
+    if memo is None or key not in memo:
+        found = [(k, g, summary) for k, g in scenarios(df)
+                 if not (summary := summarize_attacks(g)).empty]
+        if memo is None:
+            yield from found
+            return
+        memo[key] = found
+    for k, g, summary in memo[key]:
+        yield k, g.copy(), summary.copy()
+
+
+_memo: list[dict] = []  # the open shared_summaries scopes' memos
+
+
+@contextlib.contextmanager
+def shared_summaries() -> Iterator[None]:
+    """A scope (one leaderboard's rendering) in which frames of the same cells, from the same
+    records, share their scenario summaries."""
+    _memo.append({})
+    try:
+        yield
+    finally:
+        _memo.pop()
 

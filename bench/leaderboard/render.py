@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import records_frame, utility_frame
@@ -143,10 +144,12 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
     util = utility_frame(records)
     images = split_modalities(df)[0]
-    plots = write_plots(images, util, out_dir) if fmt == "markdown" and not images.empty \
-        else None
+    with shared_summaries():  # the figures and the tables summarise the same scenarios
+        plots = write_plots(images, util, out_dir) if fmt == "markdown" and not images.empty \
+            else None
+        curves = curve_tables(records, out_dir if fmt == "markdown" else None)
+        text = render(df, fmt, util=util, plots=plots, archs=architecture_table(records),
+                      curves=curves)
     path = out_dir / name
-    curves = curve_tables(records, out_dir if fmt == "markdown" else None)
-    write_atomic(path, render(df, fmt, util=util, plots=plots,
-                              archs=architecture_table(records), curves=curves))
+    write_atomic(path, text)
     return path
