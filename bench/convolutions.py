@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -28,6 +29,12 @@ def check_cpu_conv(name: str) -> str:
     if name not in CPU_CONV:
         raise LeakbenchError(f"--cpu-conv: expected one of {', '.join(CPU_CONV)}, got {name!r}")
     return name
+
+
+def stamp_cpu_conv(record: Any, device: torch.device, name: str) -> None:
+    """Name the kernels in an attack record's provenance when its cell ran on the CPU."""
+    if device.type == "cpu":
+        record.provenance["cpu_conv"] = name
 
 
 @contextlib.contextmanager

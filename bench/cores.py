@@ -121,4 +121,3 @@ def worker_cores(index: int, jobs: int, threads: int,
     if jobs < 2 or threads < 1 or len(mask) != jobs * threads or not 0 <= index < jobs:
         return None
     return list(mask[index * threads:(index + 1) * threads])
-

@@ -30,7 +30,7 @@ from bench.contracts import (
     observed_batch,
     shared_update,
 )
-from bench.convolutions import cpu_convolutions
+from bench.convolutions import cpu_convolutions, stamp_cpu_conv
 from bench.data import other_batches, sample_batch
 from bench.defend import defend
 from bench.domains import domain_of
@@ -180,8 +180,7 @@ def record_attack(cell: Any, device: torch.device, options: RunOptions, status: 
                         success_psnr=rule.threshold if rule.metric == "psnr" else None,
                         success_rule={"metric": rule.metric, "at_least": rule.at_least,
                                       "at_most": rule.at_most}, **fields)
-    if device.type == "cpu":  # the kernels round differently: a rerun uses the same
-        record.provenance["cpu_conv"] = options.cpu_conv
+    stamp_cpu_conv(record, device, options.cpu_conv)  # kernels round differently
     return record
 
 

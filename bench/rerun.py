@@ -123,11 +123,11 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
     cells = [cell_from_json(by_id[cid]) for cid in picks]
     executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
                              timeout, jobs, threads=threads)
-    fresh = {}
+    fresh, base = {}, options_of(by_id)
     for conv in sorted({cpu_conv_of(by_id[cid]) for cid in picks}):  # each on its own kernels
         group = [c for c in cells if cpu_conv_of(by_id[c.cell_id]) == conv]
-        options = replace(options_of(by_id), cpu_conv=conv)
-        fresh.update({o.record.cell_id: o.record for _, o in executor.run(group, options)})
+        outcomes = executor.run(group, replace(base, cpu_conv=conv))
+        fresh.update({o.record.cell_id: o.record for _, o in outcomes})
     checks = []
     for cid in picks:
         row = rows[cid]

@@ -140,9 +140,7 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
 def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 parallel: tuple[str, int, int | None], force: bool, retry_failed: bool,
                 progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
-                trials: int = DEFAULT_TRIALS, options: RunOptions | None = None
-                ) -> RunSummary:
-    options = options or run_options(suite)
+                trials: int, options: RunOptions) -> RunSummary:
     remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()

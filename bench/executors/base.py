@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from bench.cells.base import CellKind, RunOptions
+from bench.convolutions import stamp_cpu_conv
 from bench.records import RECORD_TYPES, Outcome, new_record
 from bench.registry import LeakbenchError, suggest
 
@@ -42,8 +43,8 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     fields = {k: v for k, v in fields.items() if k in declared}
     device = device or torch.device("cpu")
     record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
-    if cell.kind == "attack" and device.type == "cpu":  # as the pipeline's own records
-        record.provenance["cpu_conv"] = options.cpu_conv
+    if cell.kind == "attack":  # as the pipeline's own records
+        stamp_cpu_conv(record, device, options.cpu_conv)
     return Outcome(record)
 
 

@@ -210,17 +210,22 @@ def scenario_summaries(df: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, 
     table, figure and export iterates over). Inside :func:`shared_summaries` a frame of the
     same cells is summarised once (a leaderboard's tables and figures each ask), and every
     caller gets copies, so one that edits them changes no other's."""
-    memo = _memo[-1] if _memo else None
+    if not _memo:
+        yield from _summaries(df)
+        return
+    memo = _memo[-1]
     key = (tuple(df.index), tuple(df["cell_id"]) if "cell_id" in df else (), tuple(df.columns))
-    if memo is None or key not in memo:
-        found = [(k, g, summary) for k, g in scenarios(df)
-                 if not (summary := summarize_attacks(g)).empty]
-        if memo is None:
-            yield from found
-            return
-        memo[key] = found
+    if key not in memo:
+        memo[key] = list(_summaries(df))
     for k, g, summary in memo[key]:
         yield k, g.copy(), summary.copy()
+
+
+def _summaries(df: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame, pd.DataFrame]]:
+    for key, g in scenarios(df):
+        summary = summarize_attacks(g)
+        if not summary.empty:
+            yield key, g, summary
 
 
 _memo: list[dict] = []  # the open shared_summaries scopes' memos
