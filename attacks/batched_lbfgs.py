@@ -1,40 +1,36 @@
 """Batched L-BFGS: K independent trials of DLG/iDLG optimised together (issue #12).
 
 DLG (Zhu, Liu, Han, NeurIPS 2019) and iDLG (Zhao et al. 2020) minimise a gradient-matching
-loss with L-BFGS (Nocedal 1980; Liu & Nocedal 1989), and a benchmark cell runs many such
-trials (seeds, restarts). Running them one after another leaves the hardware idle between
-small kernels; here the K trials share every objective evaluation while each keeps its own
-L-BFGS state: curvature history, step size, counters and stopping. A trial's trajectory does
-not depend on the other trials: the optimiser's arithmetic is row-wise per trial (row sums,
-element-wise ops, per-trial Python scalars; no cross-trial reduction) and each trial's direction
-is computed from its own history slices alone, so with an objective whose per-trial losses
-depend only on that trial's variables a trial alone and inside a batch follow the same
-trajectory (up to BLAS kernels that may round by memory alignment), and a trial that turns
-non-finite is frozen without touching the others.
+loss with L-BFGS (Nocedal 1980; Liu & Nocedal 1989), and a cell runs many such trials (seeds,
+restarts). Here K trials share every objective evaluation while each keeps its own L-BFGS
+state (curvature history, step size, line search, counters, stopping). The arithmetic is
+row-wise per trial and each direction comes from the trial's own history slices, so a trial
+alone and inside a batch follow the same trajectory (up to BLAS kernels that may round by
+memory alignment), and a trial that turns non-finite is frozen without touching the others.
 
-Per trial the algorithm is ``torch.optim.LBFGS`` with ``line_search_fn=None`` (fixed step
-``lr``), called once per outer step, the way DLG's loop calls it
-(written anew here, not copied): a step evaluates the objective, stops if ``max|g| <=
-tolerance_grad``, then makes up to ``max_iter`` inner iterations, the very first one along
-``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along ``-H g`` for the L-BFGS matrix
-``H`` of the last ``history_size`` pairs (a pair kept only when ``y.s > 1e-10``; initial
-scale ``H0 = y.s / y.y``), computed in the compact form of Byrd, Nocedal and Schnabel (1994)
-rather than torch's two-loop recursion: the same matrix in a fixed number of kernel calls
-per iteration (the two-loop makes four per pair), so ``history_size`` in the thousands is
-affordable; its arithmetic still grows with the history's length times ``n``.
-An inner iteration evaluates the objective after its move unless it is the step's last; the
-step ends early when ``max_eval`` evaluations are used, ``max|g| <= tolerance_grad``,
-``max|d t| <= tolerance_change``, the loss changed by less than ``tolerance_change``, or the
-directional derivative ``g.d > -tolerance_change``.
+Per trial the algorithm is ``torch.optim.LBFGS`` called once per outer step, as DLG's loop
+calls it (written anew): a step evaluates the objective, stops if ``max|g| <=
+tolerance_grad``, then makes up to ``max_iter`` inner iterations, the first one of the run
+along ``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along ``-H g`` for the L-BFGS
+matrix of the last ``history_size`` pairs (kept when ``y.s > 1e-10``; ``H0 = y.s / y.y``), in
+the compact form (:mod:`attacks.lbfgs_compact`: a fixed number of kernel calls per
+iteration, so thousands of pairs are affordable). ``line_search_fn=None`` (DLG's code) moves
+by that fixed step and evaluates the objective after the move unless it is the step's last;
+``"strong_wolfe"`` searches from that step for a strong-Wolfe point (:mod:`attacks.strong_wolfe`,
+at most the step's remaining evaluations, as torch cuts it), and as that point is already
+evaluated, the next step begins without re-evaluating it (torch's loop does: the same path,
+one evaluation less per step; ``max_eval`` still counts it, so steps end where torch's do).
+A step ends early when ``max_eval`` evaluations are used, ``max|g| <= tolerance_grad``,
+``max|d t| <= tolerance_change``, the loss changed by less than ``tolerance_change``, or
+``g.d > -tolerance_change``.
 
-Per-trial stopping: where torch's optimiser would go on evaluating the same point forever, a
-trial stops and counts as converged: ``max|g| <= tolerance_grad`` at a step's start, a zero
-loss, or ``g.d > -tolerance_change`` (no move; every later step would repeat it). Opt-in
-``patience``: with ``best_s`` the lowest loss a trial has evaluated up to the start of outer
-step ``s``, it stops at step ``s`` when ``best_{s-patience} - best_s <= min_rel_improvement *
-|best_{s-patience}|``. Caps per trial: ``steps`` (and ``max_iterations``) outer steps, and
-``max_grad_evals`` evaluations (a step's inner iterations are cut so the cap is never
-exceeded). Strong-Wolfe line search is not implemented.
+Per-trial stopping, where torch would go on evaluating the same point forever (converged):
+``max|g| <= tolerance_grad`` at a step's start, a zero loss, ``g.d > -tolerance_change``, or a
+line search with evaluations to spare that finds no lower point. Opt-in ``patience``: with
+``best_s`` the lowest loss evaluated before outer step ``s``, stop at ``s`` when
+``best_{s-patience} - best_s <= min_rel_improvement * |best_{s-patience}|``. Caps: ``steps``
+(and ``max_iterations``) outer steps and ``max_grad_evals`` evaluations (a fixed step's inner
+iterations are cut to fit; a line search cut by it ends at the lowest point it evaluated).
 """
 
 from __future__ import annotations
@@ -46,47 +42,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attacks.lbfgs_compact import compact_direction
+from attacks.lbfgs_compact import CurvatureHistory
+from attacks.lbfgs_results import BatchedResult, Snapshot, TrialResult
 from attacks.stopping import Plateau
+from attacks.strong_wolfe import LineSearch, Point, strong_wolfe
 
-_START, _INNER, _DONE = 0, 1, 2
-
-
-@dataclass
-class Snapshot:
-    """One trial's variables (detached, on the CPU) right after its ``evals``-th evaluation."""
-
-    evals: int
-    seconds: float  # since the run began
-    loss: float  # the objective at these variables
-    variables: list[torch.Tensor]
-
-
-@dataclass
-class TrialResult:
-    """One trial's accounting. ``iterations`` counts outer steps begun;
-    ``final_loss`` is the loss at the last point the trial evaluated (a step that ends on
-    ``max_iter`` makes one last move that is not evaluated, as in torch)."""
-
-    iterations: int = 0
-    inner_iterations: int = 0
-    grad_evals: int = 0
-    loss_trace: list[float] = field(default_factory=list)
-    final_loss: float = float("inf")
-    diverged: bool = False
-    converged: bool = False
-    converged_at: tuple[int, int] | None = None  # (grad_evals, step) when it converged
-    converged_seconds: float | None = None  # since the run began, when it converged
-    stop_reason: str = ""  # steps | max_grad_evals | tolerance_grad | tolerance_change |
-    # zero_loss | patience | diverged
-    snapshots: list[Snapshot] = field(default_factory=list)
-
-
-@dataclass
-class BatchedResult:
-    trials: list[TrialResult]
-    rounds: int = 0  # batched objective evaluations
-    seconds: float = 0.0
+_START, _INNER, _SEARCH, _DONE = 0, 1, 2, 3
+LINE_SEARCHES = (None, "strong_wolfe")
 
 
 @dataclass
@@ -96,15 +58,15 @@ class _Trial:
     n_iter: int = 0  # inner iterations in the current step
     step_max_iter: int = 0
     step_evals: int = 0
-    loss: float = float("nan")
+    loss: float = float("nan")  # at the trial's current point
     prev_loss: float = float("nan")
     dt_max: float = float("inf")
     best: float = float("inf")
     bests: list[float] = field(default_factory=list)
-    hist_len: int = 0
-    head: int = 0  # the slot of the oldest pair (0 until the history ring wraps)
     snap_next: int = 0
-    gamma: float = 1.0  # H0 = gamma·I: y.s / y.y of the newest kept pair
+    search: LineSearch | None = None  # the running strong-Wolfe search
+    probe: float = 0.0  # the step length it is evaluating
+    lowest: Point | None = None  # the lowest point it has seen (where a cap cuts it)
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -132,24 +94,23 @@ def run_batched_lbfgs(
 ) -> BatchedResult:
     """Minimise K independent objectives with one L-BFGS per trial, evaluated together.
 
-    ``variables``: leaf tensors with ``requires_grad``, each of shape ``[K, ...]`` (trial
-    first), updated in place. ``objective(variables)`` returns the K per-trial losses, shape
-    ``[K]``; trial k's loss must depend only on row k of each variable (no BatchNorm across
-    trials, no cross-trial reductions), so that the gradient of ``losses.sum()`` is each
-    trial's own gradient. Options follow ``torch.optim.LBFGS`` (``max_iter``: inner
-    iterations per outer step; ``max_eval`` defaults to ``max_iter * 5 // 4``) and
-    DLG's loop (``steps``, ``max_grad_evals``, ``max_iterations``, ``trace_every``: the
-    step-start loss of steps ``0, trace_every, ...`` and ``steps - 1``). ``patience`` /
-    ``min_rel_improvement``: the opt-in convergence stop of the module docstring.
-    ``snapshot_at``: sorted evaluation counts at which each trial's variables are copied.
-    A trial whose loss, gradient or variables turn non-finite is marked diverged and frozen.
-    Memory: the curvature history takes ``2 * K * history_size * n`` elements (n: a trial's
-    variable count), as K separate torch optimisers would, plus ``2 * K * history_size**2``
-    float64 inner products; ``history_size`` is first cut to the pairs the run can make
-    (at most ``steps * max_iter`` and ``max_grad_evals``).
+    ``variables``: leaf tensors with ``requires_grad``, each ``[K, ...]`` (trial first),
+    updated in place. ``objective(variables)`` returns the K per-trial losses, shape ``[K]``;
+    trial k's loss must depend only on row k of each variable (no cross-trial BatchNorm or
+    reductions), so the gradient of ``losses.sum()`` is each trial's own. Options follow
+    ``torch.optim.LBFGS`` (``max_iter``: inner iterations per outer step; ``max_eval``
+    defaults to ``max_iter * 5 // 4``) and DLG's loop (``steps``, ``max_grad_evals``,
+    ``max_iterations``; ``trace_every``: the step-start loss of steps ``0, trace_every, ...``
+    and ``steps - 1``); ``patience``/``min_rel_improvement``: the module docstring's opt-in
+    stop; ``snapshot_at``: sorted evaluation counts at which each trial's variables are
+    copied. A trial whose loss, gradient or variables turn non-finite is marked diverged and
+    frozen. Memory: ``2 K m n`` elements of history plus ``2 K m**2`` float64 products, for
+    ``m = history_size`` cut to the pairs the run can make (``steps * max_iter``,
+    ``max_grad_evals``) and ``n`` a trial's variable count, as K torch optimisers would.
     """
-    if line_search_fn is not None:
-        raise ValueError("only line_search_fn=None (fixed step, as DLG uses) is implemented")
+    if line_search_fn not in LINE_SEARCHES:
+        raise ValueError(f"line_search_fn must be one of {LINE_SEARCHES}, got {line_search_fn!r}")
+    wolfe = line_search_fn == "strong_wolfe"
     if not variables or any(not (v.is_leaf and v.requires_grad) for v in variables):
         raise ValueError("variables must be leaf tensors with requires_grad=True")
     k_trials = variables[0].shape[0]
@@ -170,20 +131,19 @@ def run_batched_lbfgs(
     t0 = time.perf_counter()
     with torch.no_grad():
         x = torch.cat([v.detach().reshape(k_trials, -1) for v in variables], 1).clone()
-    n = x.shape[1]
     g = torch.zeros_like(x)
     prev_g = torch.zeros_like(x)
     moved = torch.zeros_like(x)  # each trial's last move, t·d: the next pair's s
+    origin = torch.zeros_like(x) if wolfe else x  # where each trial's line search started
+    ahead = torch.zeros_like(x) if wolfe else x  # and its direction d
     keep_above = torch.tensor(1e-10, dtype=x.dtype).item()  # y.s > 1e-10 in x's precision
-    pairs = x.new_zeros(k_trials, m, 2, n)  # pairs[k, slot] = (s, y), side by side
-    sy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # sy[k, i, j] = s_i . y_j
-    yy = x.new_zeros(k_trials, m, m, dtype=torch.float64)  # yy[k, i, j] = y_i . y_j
+    history = CurvatureHistory(k_trials, m, x)
     states = [_Trial() for _ in range(k_trials)]
     results = [TrialResult() for _ in range(k_trials)]
 
     def stop(k: int, reason: str) -> None:
         st, res = states[k], results[k]
-        st.phase = _DONE
+        st.phase, st.search = _DONE, None
         res.stop_reason = reason
         if reason not in ("steps", "max_grad_evals", "diverged"):
             res.converged = True
@@ -224,13 +184,13 @@ def run_batched_lbfgs(
                 else gr.reshape(k_trials, -1) for gr, s in zip(grads, sizes)]
         return losses.detach().tolist(), torch.cat(flat, 1)
 
-    def snapshot(k: int) -> None:
+    def snapshot(k: int, loss: float) -> None:
         st, res = states[k], results[k]
         while st.snap_next < len(snaps) and snaps[st.snap_next] <= res.grad_evals:
             if snaps[st.snap_next] == res.grad_evals:
                 parts = x[k].detach().split(sizes)
                 res.snapshots.append(Snapshot(
-                    res.grad_evals, time.perf_counter() - t0, st.loss,
+                    res.grad_evals, time.perf_counter() - t0, loss,
                     [p.reshape(v.shape[1:]).cpu().clone() for p, v in zip(parts, variables)]))
             st.snap_next += 1
 
@@ -241,9 +201,57 @@ def run_batched_lbfgs(
         the trials, as they are for a lone trial and for a batch that advances in step."""
         return slice(None) if rows == every else torch.tensor(rows, device=x.device)
 
+    def start_step(k: int, gmax: float, iterate: list[int]) -> None:
+        """Trial k begins an outer step at its current point (loss ``states[k].loss``)."""
+        st, res = states[k], results[k]
+        step = res.iterations
+        res.iterations += 1
+        if step % trace_every == 0 or step == steps - 1:
+            res.loss_trace.append(st.loss)
+        st.step_evals, st.n_iter = 1, 0  # torch's step evaluates its start (here, maybe not)
+        st.bests.append(st.best)
+        if gmax <= tolerance_grad:
+            stop(k, "tolerance_grad")
+        elif st.loss == 0.0:  # an exact match: L-BFGS can make no further progress
+            stop(k, "zero_loss")
+        elif plateau.stalled(st.bests):
+            stop(k, "patience")
+        else:
+            iterate.append(k)
+
+    def move_to(k: int, point: Point) -> None:
+        """Trial k's line search ends at ``point`` (evaluated): its point, gradient, loss."""
+        st = states[k]
+        st.search = st.lowest = None
+        with torch.no_grad():
+            moved[k] = ahead[k] * point.t
+            x[k] = origin[k] + moved[k]
+            g[k] = point.payload[0]
+        write_back(slice(k, k + 1))
+        st.loss = results[k].final_loss = point.f
+
+    def accept(k: int, point: Point, iterate: list[int]) -> None:
+        """Trial k's line search accepted ``point``: move there and go on as torch's step
+        does after its line search."""
+        st = states[k]
+        move_to(k, point)
+        gmax = point.payload[1]
+        st.dt_max = float(moved[k].abs().amax())  # 0 when no point along d was lower:
+        if point.t == 0.0 and st.step_evals < max_eval:  # with evaluations to spare, the
+            return stop(k, "tolerance_change")  # next search would repeat this one
+        if (st.n_iter == st.step_max_iter or st.step_evals >= max_eval
+                or gmax <= tolerance_grad or st.dt_max <= tolerance_change
+                or abs(st.loss - st.prev_loss) < tolerance_change):
+            begin_step(k)
+            if st.phase == _START:
+                start_step(k, gmax, iterate)
+        else:
+            iterate.append(k)
+
     @torch.no_grad()
     def _iterate(rows: list[int]) -> None:
-        """One inner L-BFGS iteration (direction, step size, move) for trials ``rows``.
+        """One inner L-BFGS iteration for trials ``rows``: the direction, then the fixed
+        step's move or the first point of a line search.
 
         Per-trial scalars (step size, ``H0``'s scale) live in Python floats, read from the
         float32 tensors that computed them, so the arithmetic is the tensors' own."""
@@ -258,47 +266,21 @@ def run_batched_lbfgs(
             ys_t = _rowdot(y, s)
             ys_scale = torch.stack((ys_t, ys_t / _rowdot(y, y))).tolist()
             for j, (ys, scale) in enumerate(zip(*ys_scale)):
-                if not ys > keep_above or m == 0:
-                    continue
-                kk = rows[upd[j]]
-                st = states[kk]
-                if st.hist_len < m:
-                    slot = st.hist_len
-                    st.hist_len += 1
-                else:  # full: the oldest pair's slot takes the new one (a ring)
-                    slot = st.head
-                    st.head = (st.head + 1) % m
-                pairs[kk, slot, 0], pairs[kk, slot, 1] = s[j], y[j]
-                st.gamma = scale
-                # the new pair's products with the kept ones, in one pass over the history:
-                # the column s_i . y_new (its row, s_new . y_i, lies below the diagonal in age
-                # order and is never read), y_i . y_new, and on the diagonal the very ys that
-                # decided to keep the pair
-                top = st.hist_len
-                prod = (pairs[kk, :top].reshape(2 * top, n) @ y[j]).to(sy.dtype).view(top, 2)
-                sy[kk, :top, slot] = prod[:, 0]
-                yy[kk, :top, slot] = yy[kk, slot, :top] = prod[:, 1]
-                sy[kk, slot, slot] = ys
+                if ys > keep_above:
+                    history.push(rows[upd[j]], s[j], y[j], ys, scale)
         first = []
         for j, k in enumerate(rows):
             st = states[k]
             if st.total_iter == 0:
-                st.hist_len, st.gamma = 0, 1.0
+                history.reset(k)
                 first.append(j)
             st.total_iter += 1
             st.n_iter += 1
             results[k].inner_iterations += 1
-
-        def direction(j: int, k: int) -> torch.Tensor:
-            st = states[k]
-            ln = st.hist_len
-            return compact_direction(gk[j], st.gamma, pairs[k, :ln], sy[k, :ln, :ln],
-                                     yy[k, :ln, :ln], st.head)
-
         if len(rows) == 1:
-            r = direction(0, rows[0]).unsqueeze(0)
+            r = history.direction(rows[0], gk[0]).unsqueeze(0)
         else:  # one trial at a time: on the CPU, K matrix-vector products beat one batched
-            r = torch.stack([direction(j, k) for j, k in enumerate(rows)])  # GEMM per vector
+            r = torch.stack([history.direction(k, gk[j]) for j, k in enumerate(rows)])  # GEMM
         prev_g[ix] = gk
         steps_t = [lr] * len(rows)
         if first:  # the very first iteration's step: lr * min(1, 1/|g|_1)
@@ -308,12 +290,15 @@ def run_batched_lbfgs(
         tk = steps_t[0] if len(set(steps_t)) == 1 else torch.tensor(
             steps_t, dtype=x.dtype, device=x.device)[:, None]
         step = r * tk
-        gtd_dt = torch.stack((_rowdot(gk, r), step.abs().amax(1))).tolist()
+        gtd_dt = torch.stack((_rowdot(gk, r), (r if wolfe else step).abs().amax(1),
+                              gk.abs().amax(1))).tolist()
         movers = []
         for j, k in enumerate(rows):
             states[k].prev_loss = states[k].loss
             if gtd_dt[0][j] > -tolerance_change:
                 stop(k, "tolerance_change")  # no move; every later step would repeat this
+            elif wolfe and max_grad_evals is not None and results[k].grad_evals >= max_grad_evals:
+                stop(k, "max_grad_evals")  # no evaluation left for a search
             else:
                 movers.append(j)
         if not movers:
@@ -321,7 +306,21 @@ def run_batched_lbfgs(
         if len(movers) == len(rows):
             im = ix
         else:
-            im, step = index([rows[j] for j in movers]), step[movers]
+            im, step, r = index([rows[j] for j in movers]), step[movers], r[movers]
+        if wolfe:  # each trial's search starts at its first step length
+            origin[im], ahead[im] = x[im], r
+            for j in movers:
+                st = states[rows[j]]
+                start = (gk[j].clone(), gtd_dt[2][j])  # the origin's gradient, max|g|
+                st.search = strong_wolfe(st.loss, gtd_dt[0][j], steps_t[j], gtd_dt[1][j],
+                                         start, tolerance_change=tolerance_change,
+                                         max_ls=max_eval - st.step_evals)  # as torch cuts it
+                st.lowest = Point(0.0, st.loss, gtd_dt[0][j], start)
+                st.probe = next(st.search)  # steps_t[j]
+                st.phase = _SEARCH
+            x[im] = origin[im] + step
+            write_back(im)
+            return
         moved[im] = step
         if isinstance(im, slice):
             x.add_(step)
@@ -341,9 +340,14 @@ def run_batched_lbfgs(
         losses, grads = evaluate()
         rounds += 1
         with torch.no_grad():  # max|.| is NaN or inf exactly when a row is not finite
-            gmax, xmax = torch.stack((grads.abs().amax(1), x.abs().amax(1))).tolist()
+            checks = [grads.abs().amax(1), x.abs().amax(1)]
+            if wolfe:
+                checks.append(_rowdot(grads, ahead))  # each search's slope g.d
+            gmax, xmax, *slope = torch.stack(checks).tolist()
         used = [k for k in range(k_trials) if states[k].phase != _DONE]
         iterate: list[int] = []
+        fresh: list[int] = []  # trials whose current gradient is this evaluation's
+        probes: list[tuple[int, float]] = []  # (trial, step length) to evaluate next
         for k in used:
             st, res = states[k], results[k]
             res.grad_evals += 1
@@ -352,24 +356,27 @@ def run_batched_lbfgs(
                 res.diverged = True
                 stop(k, "diverged")
                 continue
-            st.loss = res.final_loss = f
             st.best = min(st.best, f)
-            snapshot(k)
+            snapshot(k, f)
+            if st.phase == _SEARCH:
+                st.step_evals += 1
+                here = Point(st.probe, f, slope[0][k], (grads[k], gmax[k]))
+                st.lowest = min(st.lowest, here, key=lambda p: p.f)  # ties: the earlier
+                try:
+                    st.probe = st.search.send((here.f, here.gtd, here.payload))
+                except StopIteration as done:
+                    accept(k, done.value, iterate)
+                    continue
+                if max_grad_evals is not None and res.grad_evals >= max_grad_evals:
+                    move_to(k, st.lowest)  # the cap cuts the search at its lowest point
+                    stop(k, "max_grad_evals")
+                    continue
+                probes.append((k, st.probe))
+                continue
+            st.loss = res.final_loss = f
+            fresh.append(k)
             if st.phase == _START:
-                step = res.iterations
-                res.iterations += 1
-                if step % trace_every == 0 or step == steps - 1:
-                    res.loss_trace.append(f)
-                st.step_evals, st.n_iter = 1, 0
-                st.bests.append(st.best)
-                if gmax[k] <= tolerance_grad:
-                    stop(k, "tolerance_grad")
-                elif f == 0.0:  # an exact match: L-BFGS can make no further progress
-                    stop(k, "zero_loss")
-                elif plateau.stalled(st.bests):
-                    stop(k, "patience")
-                else:
-                    iterate.append(k)
+                start_step(k, gmax[k], iterate)
             else:
                 st.step_evals += 1
                 if (st.step_evals >= max_eval or gmax[k] <= tolerance_grad
@@ -378,10 +385,15 @@ def run_batched_lbfgs(
                     begin_step(k)
                 else:
                     iterate.append(k)
-        fresh = [k for k in used if not results[k].diverged]
         if fresh:  # only the trials that used this evaluation; non-finite rows stay out
             fi = index(fresh)
             g[fi] = grads[fi]
+        if probes:
+            with torch.no_grad():
+                ip = index([k for k, _ in probes])
+                ts = torch.tensor([t for _, t in probes], dtype=x.dtype, device=x.device)
+                x[ip] = origin[ip] + ahead[ip] * ts[:, None]
+            write_back(ip)
         if iterate:
             _iterate(iterate)
     seconds = time.perf_counter() - t0

@@ -10,6 +10,7 @@ from attacks.gradient_matching import l2_distance
 from attacks.lbfgs_trials import (
     LBFGS_PARAMS,
     best_restarts,
+    line_search_fn,
     planned_restarts,
     run_trials_lbfgs,
 )
@@ -43,7 +44,8 @@ class DLG(Attack):
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         if observations[0].domain.kind == "tokens":
             return [optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
-                                  self.max_eval_per_step, self.history_size)
+                                  self.max_eval_per_step, self.history_size,
+                                  line_search_fn(self.line_search))
                     for o in observations]
         restarts = planned_restarts(self.restarts, observations[0])
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]

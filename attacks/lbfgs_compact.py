@@ -3,7 +3,7 @@
 :mod:`attacks.batched_lbfgs` keeps each trial's curvature pairs in a ring of slots with their
 inner products (``sy[i, j] = s_i.y_j``, ``yy[i, j] = y_i.y_j``, float64) and asks here for the
 direction ``-H g``: the same matrix as torch's two-loop recursion, in a fixed number of kernel
-calls per iteration rather than four per pair.
+calls per iteration rather than four per pair. :class:`CurvatureHistory` is that ring.
 """
 
 from __future__ import annotations
@@ -63,3 +63,53 @@ def compact_direction(g: torch.Tensor, gamma: float, pairs: torch.Tensor,
     p = _solve_r(sy, rhs, head, transpose=True)
     coeff = torch.cat([p, -gamma * u], 1).reshape(-1).to(g.dtype)  # p_0, -γu_0, p_1, ...
     return torch.addmv(g, rows.T, coeff, beta=-gamma, alpha=-1.0)  # -(γ g + S p - γ Y u)
+
+
+class CurvatureHistory:
+    """K trials' last ``m`` curvature pairs ``(s, y)`` each, in ring slots, with their inner
+    products, and each trial's ``H0`` scale ``gamma = y.s / y.y`` of its newest pair.
+
+    Memory: ``pairs`` [K, m, 2, n] in the variables' dtype, ``sy``/``yy`` [K, m, m] float64.
+    Every method touches one trial's slices only, so trials never mix."""
+
+    def __init__(self, trials: int, m: int, like: torch.Tensor) -> None:
+        n = like.shape[-1]
+        self.m = m
+        self.pairs = like.new_zeros(trials, m, 2, n)  # pairs[k, slot] = (s, y), side by side
+        self.sy = like.new_zeros(trials, m, m, dtype=torch.float64)  # s_i . y_j
+        self.yy = like.new_zeros(trials, m, m, dtype=torch.float64)  # y_i . y_j
+        self.length = [0] * trials
+        self.head = [0] * trials  # the slot of the oldest pair (0 until the ring wraps)
+        self.gamma = [1.0] * trials
+
+    def reset(self, k: int) -> None:
+        """Forget trial k's pairs (its first iteration)."""
+        self.length[k], self.gamma[k] = 0, 1.0
+
+    def push(self, k: int, s: torch.Tensor, y: torch.Tensor, ys: float, gamma: float) -> None:
+        """Keep trial k's new pair (the oldest one's slot once the ring is full), with its
+        products with the kept ones in one pass over the history: the column s_i . y_new (its
+        row, s_new . y_i, lies below the diagonal in age order and is never read),
+        y_i . y_new, and on the diagonal ``ys``, the product that decided to keep it."""
+        if self.m == 0:
+            return
+        if self.length[k] < self.m:
+            slot = self.length[k]
+            self.length[k] += 1
+        else:
+            slot = self.head[k]
+            self.head[k] = (slot + 1) % self.m
+        self.pairs[k, slot, 0], self.pairs[k, slot, 1] = s, y
+        self.gamma[k] = gamma
+        top = self.length[k]
+        n = self.pairs.shape[-1]
+        prod = (self.pairs[k, :top].reshape(2 * top, n) @ y).to(self.sy.dtype).view(top, 2)
+        self.sy[k, :top, slot] = prod[:, 0]
+        self.yy[k, :top, slot] = self.yy[k, slot, :top] = prod[:, 1]
+        self.sy[k, slot, slot] = ys
+
+    def direction(self, k: int, g: torch.Tensor) -> torch.Tensor:
+        """Trial k's L-BFGS direction ``-H g``."""
+        ln = self.length[k]
+        return compact_direction(g, self.gamma[k], self.pairs[k, :ln], self.sy[k, :ln, :ln],
+                                 self.yy[k, :ln, :ln], self.head[k])

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from attacks.batched_lbfgs import BatchedResult, TrialResult, run_batched_lbfgs
+from attacks.batched_lbfgs import run_batched_lbfgs
+from attacks.lbfgs_results import BatchedResult, TrialResult
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param
 
@@ -24,6 +25,9 @@ LBFGS_PARAMS = (
           help="curvature pairs kept (torch's default, 100; on DLG's LeNet setting 2 000 "
                "reached 40 dB in fewer evaluations). Memory per trial: 2·n floats per pair "
                "plus 2·pairs² float64"),
+    Param("line_search", str, "none", choices=("none", "strong_wolfe"), identity="non-default",
+          help="none: a fixed step lr per iteration (the DLG code's loop); strong_wolfe: "
+               "each trial searches for a strong-Wolfe step (torch's line_search_fn)"),
     Param("patience", int, 0, low=0, high=100_000, identity="non-default",
           help="stop a trial whose best loss gained < min_rel_improvement over this many steps "
                "(0: only L-BFGS's own tolerances stop it before the budget)"),
@@ -37,6 +41,11 @@ LBFGS_PARAMS = (
                "compute curve (scored outside the attack)"),
 )
 """The L-BFGS settings DLG and iDLG share."""
+
+
+def line_search_fn(line_search: str) -> str | None:
+    """torch's ``line_search_fn`` for the ``line_search`` parameter."""
+    return None if line_search == "none" else line_search
 
 
 def snapshot_points(budget: int, count: int) -> list[int]:
@@ -68,6 +77,7 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
     return run_batched_lbfgs(
         variables, objective, attack.steps, attack.lr, attack.max_eval_per_step,
         history_size=attack.history_size, max_grad_evals=cap_evals,
+        line_search_fn=line_search_fn(attack.line_search),
         max_iterations=cap_iters, patience=attack.patience or None,
         min_rel_improvement=attack.min_rel_improvement,
         snapshot_at=snapshot_points(budget, attack.snapshots))

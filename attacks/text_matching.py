@@ -50,7 +50,8 @@ def nearest_tokens(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: int, lr: float,
-                  max_eval_per_step: int = 20, history_size: int = 100) -> Reconstruction:
+                  max_eval_per_step: int = 20, history_size: int = 100,
+                  line_search_fn: str | None = None) -> Reconstruction:
     """Match gradients from dummy embeddings and soft labels with L-BFGS (one step = up to
     ``max_eval_per_step`` evaluations) or Adam (one evaluation per step), within the
     suite's caps; the dummies are drawn from the cell's attack generator."""
@@ -86,7 +87,7 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
     iterations = 0
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([emb, logits], lr=lr, max_iter=max_eval_per_step,
-                                history_size=history_size)
+                                history_size=history_size, line_search_fn=line_search_fn)
 
         def closure() -> torch.Tensor:
             opt.zero_grad()

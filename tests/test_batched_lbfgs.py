@@ -98,6 +98,31 @@ def test_one_trial_follows_torch_lbfgs(lr, max_iter, history, cap):
         assert r.grad_evals == cap
 
 
+# (lr, max_iter, history_size): strong-Wolfe runs whose line searches never run out of the
+# step's evaluations (torch >= 2.5 cuts a search to them, older versions do not)
+WOLFE_CONFIGS = [(1.0, 20, 100), (0.5, 20, 10), (1.0, 10, 3), (1.0, 20, 1000)]
+
+
+@pytest.mark.parametrize("lr,max_iter,history", WOLFE_CONFIGS)
+def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, history):
+    # Tolerance as in the fixed-step test above: the same algorithm in float64; the line
+    # search's scalars are Python floats where torch keeps 0-d float64 tensors.
+    x0 = starts(1)[0]
+    kw = dict(lr=lr, history_size=history, line_search_fn="strong_wolfe")
+    ours_x, res = rosen_batch(x0[None], [1.0], steps=30, max_iter=max_iter, trace_every=1, **kw)
+    theirs_x, trace, evals = torch_lbfgs(x0, 1.0, 30, max_iter, None, **kw)
+    r = res.trials[0]
+    assert not r.diverged
+    assert r.loss_trace == pytest.approx(trace[:r.iterations], rel=1e-9, abs=1e-12)
+    assert torch.allclose(ours_x[0].detach(), theirs_x, rtol=0, atol=1e-9)
+    # torch's loop evaluates each step's start again: one evaluation more per later step
+    if r.converged:  # torch goes on evaluating the same point
+        assert r.stop_reason in ("tolerance_grad", "tolerance_change")
+        assert r.grad_evals < evals - (r.iterations - 1)
+    else:
+        assert (r.grad_evals, r.iterations) == (evals - (len(trace) - 1), len(trace))
+
+
 def same_trial(a, b) -> None:
     assert (a.iterations, a.inner_iterations, a.grad_evals, a.loss_trace, a.final_loss,
             a.diverged, a.converged_at, a.stop_reason) == (
@@ -105,8 +130,9 @@ def same_trial(a, b) -> None:
         b.diverged, b.converged_at, b.stop_reason)
 
 
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_trial_alone_and_in_a_batch_of_8_is_identical_float64(threads):
+def test_a_trial_alone_and_in_a_batch_of_8_is_identical_float64(threads, line_search):
     # Exact: each trial's loss is computed on its own row, the optimiser's bookkeeping is
     # row-wise (row sums of 8 elements, element-wise ops, masks), and each trial's direction
     # comes from its own history slices with the same kernels in any batch; here the slices
@@ -114,7 +140,8 @@ def test_a_trial_alone_and_in_a_batch_of_8_is_identical_float64(threads):
     # kernels that choose a path by alignment choose alike, with 1 or 2 threads.
     torch.set_num_threads(threads)
     x0 = starts(8)
-    kw = dict(steps=40, lr=0.5, max_iter=5, history_size=3, trace_every=3)
+    kw = dict(steps=40, lr=0.5, max_iter=5, history_size=3, trace_every=3,
+              line_search_fn=line_search)
     xb, batch = rosen_batch(x0, A_PARAMS, **kw)
     stops = {t.stop_reason for t in batch.trials}
     assert len({t.grad_evals for t in batch.trials}) > 1, stops  # trials stop differently
@@ -194,9 +221,11 @@ def test_dlg_float32_trial_alone_and_in_a_batch_of_8():
         assert a.final_loss == pytest.approx(b.final_loss, rel=1e-3)
 
 
-def test_a_nan_trial_is_frozen_and_does_not_touch_the_others():
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_a_nan_trial_is_frozen_and_does_not_touch_the_others(line_search):
     x0 = starts(8)
-    kw = dict(steps=30, lr=0.5, max_iter=5, history_size=3, trace_every=1)
+    kw = dict(steps=30, lr=0.5, max_iter=5, history_size=3, trace_every=1,
+              line_search_fn=line_search)
     xc, clean = rosen_batch(x0, A_PARAMS, **kw)
     evals = [0]
     x = x0.clone().requires_grad_(True)
@@ -234,7 +263,8 @@ def test_a_trial_that_overflows_is_frozen():
 @pytest.mark.parametrize("cap,max_iterations,steps,max_iter", [
     (1, None, 50, 20), (7, None, 50, 20), (23, None, 50, 4), (40, 3, 50, 20),
     (None, 4, 50, 20), (None, None, 6, 7), (0, None, 5, 20)])
-def test_caps_are_never_exceeded(cap, max_iterations, steps, max_iter):
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_caps_are_never_exceeded(cap, max_iterations, steps, max_iter, line_search):
     x0 = starts(8)
     evals = [0]
     x = x0.clone().requires_grad_(True)
@@ -244,11 +274,16 @@ def test_caps_are_never_exceeded(cap, max_iterations, steps, max_iter):
         return torch.stack([rosen(v[0][k], A_PARAMS[k]) for k in range(8)])
 
     res = run_batched_lbfgs([x], objective, steps=steps, lr=0.1, max_iter=max_iter,
-                            max_grad_evals=cap, max_iterations=max_iterations)
+                            max_grad_evals=cap, max_iterations=max_iterations,
+                            line_search_fn=line_search)
     step_cap = min(steps, max_iterations or steps)
     assert res.rounds == evals[0] == max(t.grad_evals for t in res.trials)
     for t in res.trials:
-        assert t.iterations <= step_cap and t.grad_evals <= t.iterations * max_iter
+        assert t.iterations <= step_cap
+        if line_search is None:  # at most one evaluation per inner iteration
+            assert t.grad_evals <= t.iterations * max_iter
+        else:  # at most max_eval per step, + 1: torch's count has each step's start evaluated,
+            assert t.grad_evals <= t.iterations * (max_iter * 5 // 4) + 1  # only the 1st is
         if cap is not None:
             assert t.grad_evals <= cap
         if t.stop_reason == "max_grad_evals":
@@ -308,7 +343,7 @@ def test_patience_stops_a_trial_that_stalls():
 def test_bad_arguments():
     x = torch.zeros(2, 3, requires_grad=True)
     with pytest.raises(ValueError, match="line_search_fn"):
-        run_batched_lbfgs([x], lambda v: (v[0] ** 2).sum(1), 1, line_search_fn="strong_wolfe")
+        run_batched_lbfgs([x], lambda v: (v[0] ** 2).sum(1), 1, line_search_fn="backtracking")
     with pytest.raises(ValueError, match="shape"):
         run_batched_lbfgs([x], lambda v: (v[0] ** 2).sum(), 1)
     with pytest.raises(ValueError, match="leading"):

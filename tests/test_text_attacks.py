@@ -86,3 +86,19 @@ def test_text_attacks_are_deterministic_per_cell():
     (cell,) = cells([{"tag": {"iterations": 5}}], 1, seeds=1, width=32, dataset=SMALL)
     first, second = (attack(cell, observe(cell, CPU).obs).recon for _ in range(2))
     assert torch.equal(first.data, second.data)
+
+
+def test_dlg_on_text_runs_torchs_lbfgs_with_the_cells_line_search(monkeypatch):
+    made = []
+    lbfgs = torch.optim.LBFGS
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return lbfgs(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "LBFGS", recording)
+    (cell,) = cells([{"dlg": {"steps": 2, "line_search": "strong_wolfe", "history_size": 7}}],
+                    1, seeds=1, width=32, dataset=SMALL)
+    recon = attack(cell, observe(cell, CPU).obs).recon
+    assert [(m["line_search_fn"], m["history_size"]) for m in made] == [("strong_wolfe", 7)]
+    assert recon.loss_trace[-1] < recon.loss_trace[0]

@@ -68,7 +68,9 @@ def test_engine_refuses_observations_that_cannot_share_a_pass():
 
 @pytest.mark.parametrize("attack", [{"ig": {"iterations": 12, "restarts": 2}},
                                     {"dlg": {"steps": 2, "max_eval_per_step": 5}},
-                                    {"idlg": {"steps": 2, "max_eval_per_step": 5}}])
+                                    {"idlg": {"steps": 2, "max_eval_per_step": 5}},
+                                    {"dlg": {"steps": 2, "max_eval_per_step": 5,
+                                             "line_search": "strong_wolfe"}}])
 def test_a_trial_alone_and_inside_a_batch_of_eight_reach_the_same_result(attack):
     suite = make_suite(seeds=8, attacks=[attack], **LENET16)
     cells = list(iter_cells(suite))
@@ -206,9 +208,11 @@ def test_a_diverged_cell_with_restarts_is_written_and_the_run_goes_on(tmp_path, 
     assert set(record_statuses(tmp_path).values()) == {"ok", "diverged"}
 
 
+@pytest.mark.parametrize("line_search", ["none", "strong_wolfe"])
 @pytest.mark.parametrize("name", ["dlg", "idlg"])
-def test_restarts_share_the_suites_budget(name):
-    suite = make_suite(seeds=1, attacks=[{name: {"steps": 10, "restarts": 3}}],
+def test_restarts_share_the_suites_budget(name, line_search):
+    suite = make_suite(seeds=1, attacks=[{name: {"steps": 10, "restarts": 3,
+                                                 "line_search": line_search}}],
                        budget={"max_grad_evals": 30, "max_iterations": 4}, **LENET16)
     recon = observe_and_attack(suite)
     assert recon.grad_evals <= 30 and recon.iterations <= 4

@@ -202,22 +202,25 @@ def _psnr(observed, data: torch.Tensor) -> float:
 
 
 def reference_time_to(db: float, observed, steps: int = 300, history: int = 100,
-                      conv: str = "onednn") -> tuple[float, float, int]:
+                      conv: str = "onednn", line_search: str = "none"
+                      ) -> tuple[float, float, int]:
     """The DLG paper's loop: torch.optim.LBFGS(lr=1) on a dummy image and soft labels; the
     seconds until PSNR first reaches ``db`` (PSNR checked after every step, off the clock).
     ``history``: torch's ``history_size`` (the DLG code leaves torch's default, 100);
-    ``conv``: the CPU convolution kernels (the DLG code runs torch's default, oneDNN)."""
+    ``conv``: the CPU convolution kernels (the DLG code runs torch's default, oneDNN);
+    ``line_search``: torch's ``line_search_fn`` (the DLG code's: none)."""
     with cpu_convolutions(conv, torch.device("cpu")):
-        return _reference_time_to(db, observed, steps, history)
+        return _reference_time_to(db, observed, steps, history, line_search)
 
 
-def _reference_time_to(db: float, observed, steps: int, history: int
+def _reference_time_to(db: float, observed, steps: int, history: int, line_search: str
                        ) -> tuple[float, float, int]:
     obs = observed.obs
     g = obs.generator  # the cell's attack seed: the same start as leakbench's first restart
     x = torch.randn((1, *obs.input_shape), generator=g).requires_grad_(True)
     logits = torch.randn(1, obs.num_classes, generator=g).requires_grad_(True)
-    opt = torch.optim.LBFGS([x, logits], lr=1, history_size=history)
+    opt = torch.optim.LBFGS([x, logits], lr=1, history_size=history,
+                            line_search_fn=None if line_search == "none" else line_search)
     observed_update = obs.update.tensors
     clock, best = 0.0, -1.0
     evals = [0]
@@ -241,8 +244,8 @@ def _reference_time_to(db: float, observed, steps: int, history: int
 
 
 def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
-                      every: int = 20, history: int = 100, conv: str = "onednn"
-                      ) -> tuple[float, float, int]:
+                      every: int = 20, history: int = 100, conv: str = "onednn",
+                      line_search: str = "none") -> tuple[float, float, int]:
     """leakbench's ``dlg`` (300 steps, ``history`` curvature pairs, ``conv``'s CPU
     convolutions: ``leakbench run --cpu-conv``) with ``restarts`` trials in one pass: the
     seconds until the restart it would return then (the lowest loss so far) first reaches
@@ -263,6 +266,7 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
     attacker = cell.attack.build()
     attacker.restarts = restarts
     attacker.history_size = history
+    attacker.line_search = line_search
     obs = observe_tiny(cell)[0]
     with cpu_convolutions(conv, torch.device("cpu")):
         attacker.reconstruct(obs)
@@ -279,10 +283,11 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
     return float("inf"), best, evals
 
 
-@pytest.mark.parametrize("restarts,history,conv", [
-    (1, 100, "onednn"), (8, 100, "onednn"), (1, 200, "onednn"), (1, 2000, "onednn"),
-    (1, 100, "native"), (1, 200, "native")])
-def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, monkeypatch):
+@pytest.mark.parametrize("restarts,history,conv,line_search", [
+    (1, 100, "onednn", "none"), (8, 100, "onednn", "none"), (1, 200, "native", "none"),
+    (1, 100, "onednn", "strong_wolfe"), (1, 100, "native", "strong_wolfe"),
+    (1, 300, "native", "strong_wolfe"), (1, 1000, "native", "strong_wolfe")])
+def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, line_search, monkeypatch):
     torch.set_flush_denormal(True)
     cell, observed = _dlg_setting()
     ref_seconds, ref_psnr, ref_evals = reference_time_to(40.0, observed)
@@ -290,18 +295,21 @@ def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, monkeypatch)
 
     def once():
         result["leakbench"] = leakbench_time_to(40.0, cell, observed, restarts, monkeypatch,
-                                                history=history, conv=conv)
+                                                history=history, conv=conv,
+                                                line_search=line_search)
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     ours, our_psnr, our_evals = result["leakbench"]
-    if history != 100 or conv != "onednn":  # torch's loop with the same settings: what
-        same, _, same_evals = reference_time_to(40.0, observed, history=history, conv=conv)
+    if history != 100 or conv != "onednn" or line_search != "none":  # torch's loop with the
+        same, _, same_evals = reference_time_to(40.0, observed, history=history, conv=conv,
+                                                line_search=line_search)  # same settings: what
         benchmark.extra_info.update({"reference_same_settings_seconds_to_40db": same,
                                      "reference_same_settings_evals": same_evals,
                                      "ratio_to_same_settings": ours / same if 0 < same < float(
-                                         "inf") else None})  # leakbench's own code buys
+                                         "inf") else None})  # leakbench's code buys
     benchmark.extra_info.update({
         "restarts": restarts, "history_size": history, "cpu_conv": conv,
+        "line_search": line_search,
         "threads": torch.get_num_threads(),
         "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
         "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
