@@ -10,26 +10,23 @@ memory alignment), and a trial that turns non-finite is frozen without touching 
 
 Per trial the algorithm is ``torch.optim.LBFGS`` called once per outer step, as DLG's loop
 calls it (written anew): a step evaluates the objective, stops if ``max|g| <=
-tolerance_grad``, then makes up to ``max_iter`` inner iterations, the first one of the run
-along ``-g`` with step ``lr * min(1, 1/|g|_1)``, later ones along ``-H g`` for the L-BFGS
-matrix of the last ``history_size`` pairs (kept when ``y.s > 1e-10``; ``H0 = y.s / y.y``), in
-the compact form (:mod:`attacks.lbfgs_compact`: a fixed number of kernel calls per
-iteration, so thousands of pairs are affordable). ``line_search_fn=None`` (DLG's code) moves
-by that fixed step and evaluates the objective after the move unless it is the step's last;
-``"strong_wolfe"`` searches from that step for a strong-Wolfe point (:mod:`attacks.strong_wolfe`,
-at most the step's remaining evaluations, as torch cuts it), and as that point is already
-evaluated, the next step begins without re-evaluating it (torch's loop does: the same path,
-one evaluation less per step; ``max_eval`` still counts it, so steps end where torch's do).
-A step ends early when ``max_eval`` evaluations are used, ``max|g| <= tolerance_grad``,
-``max|d t| <= tolerance_change``, the loss changed by less than ``tolerance_change``, or
-``g.d > -tolerance_change``.
+tolerance_grad``, then makes up to ``max_iter`` inner iterations, the run's first along ``-g``
+with step ``lr * min(1, 1/|g|_1)``, later ones along ``-H g`` for the last ``history_size``
+pairs (kept when ``y.s > 1e-10``; ``H0 = y.s / y.y``) in the compact form
+(:mod:`attacks.lbfgs_compact`). ``line_search_fn=None`` (DLG's code) moves by that fixed step
+and evaluates after the move unless it is the step's last; ``"strong_wolfe"`` searches from
+it (:mod:`attacks.strong_wolfe`; at most one evaluation more than the step has left, as torch
+cuts it), and the next step begins at the accepted, evaluated point without evaluating it
+again (torch does: the same path; ``max_eval`` still counts it, so steps end where torch's
+do). A step ends early on ``max_eval`` evaluations, ``max|g| <= tolerance_grad``, ``max|d t|
+<= tolerance_change``, a loss change below ``tolerance_change`` or ``g.d > -tolerance_change``.
 
 Per-trial stopping, where torch would go on evaluating the same point forever (converged):
 ``max|g| <= tolerance_grad`` at a step's start, a zero loss, ``g.d > -tolerance_change``, or a
-line search with evaluations to spare that finds no lower point. Opt-in ``patience``: with
-``best_s`` the lowest loss evaluated before outer step ``s``, stop at ``s`` when
-``best_{s-patience} - best_s <= min_rel_improvement * |best_{s-patience}|``. Caps: ``steps``
-(and ``max_iterations``) outer steps and ``max_grad_evals`` evaluations (a fixed step's inner
+line search (not the run's first) that finds no lower point with evaluations to spare.
+Opt-in ``patience``: with ``best_s`` the lowest loss evaluated before step ``s``, stop at
+``s`` when ``best_{s-patience} - best_s <= min_rel_improvement * |best_{s-patience}|``. Caps:
+``steps`` (and ``max_iterations``) and ``max_grad_evals`` evaluations (a fixed step's inner
 iterations are cut to fit; a line search cut by it ends at the lowest point it evaluated).
 """
 
@@ -38,35 +35,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from attacks.lbfgs_compact import CurvatureHistory
-from attacks.lbfgs_results import BatchedResult, Snapshot, TrialResult
+from attacks.lbfgs_results import START as _START
+from attacks.lbfgs_results import BatchedResult, Snapshot, TrialResult, TrialState
 from attacks.stopping import Plateau
-from attacks.strong_wolfe import LineSearch, Point, strong_wolfe
+from attacks.strong_wolfe import Point, strong_wolfe
 
-_START, _INNER, _SEARCH, _DONE = 0, 1, 2, 3
+_INNER, _SEARCH, _DONE = 1, 2, 3  # a trial's phases after _START
 LINE_SEARCHES = (None, "strong_wolfe")
-
-
-@dataclass
-class _Trial:
-    phase: int = _START
-    total_iter: int = 0  # inner iterations over the whole run (the first one is special)
-    n_iter: int = 0  # inner iterations in the current step
-    step_max_iter: int = 0
-    step_evals: int = 0
-    loss: float = float("nan")  # at the trial's current point
-    prev_loss: float = float("nan")
-    dt_max: float = float("inf")
-    best: float = float("inf")
-    bests: list[float] = field(default_factory=list)
-    snap_next: int = 0
-    search: LineSearch | None = None  # the running strong-Wolfe search
-    probe: float = 0.0  # the step length it is evaluating
-    lowest: Point | None = None  # the lowest point it has seen (where a cap cuts it)
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -138,7 +117,7 @@ def run_batched_lbfgs(
     ahead = torch.zeros_like(x) if wolfe else x  # and its direction d
     keep_above = torch.tensor(1e-10, dtype=x.dtype).item()  # y.s > 1e-10 in x's precision
     history = CurvatureHistory(k_trials, m, x)
-    states = [_Trial() for _ in range(k_trials)]
+    states = [TrialState() for _ in range(k_trials)]
     results = [TrialResult() for _ in range(k_trials)]
 
     def stop(k: int, reason: str) -> None:
@@ -184,13 +163,16 @@ def run_batched_lbfgs(
                 else gr.reshape(k_trials, -1) for gr, s in zip(grads, sizes)]
         return losses.detach().tolist(), torch.cat(flat, 1)
 
-    def snapshot(k: int, loss: float) -> None:
+    def snapshot(k: int, loss: float, searched: Point | None = None) -> None:
+        """Trial k's estimate now: its point, or a search's lowest (where a cap cuts it)."""
         st, res = states[k], results[k]
         while st.snap_next < len(snaps) and snaps[st.snap_next] <= res.grad_evals:
             if snaps[st.snap_next] == res.grad_evals:
-                parts = x[k].detach().split(sizes)
+                row = x[k] if searched is None else origin[k] + ahead[k] * searched.t
+                parts = row.detach().split(sizes)
                 res.snapshots.append(Snapshot(
-                    res.grad_evals, time.perf_counter() - t0, loss,
+                    res.grad_evals, time.perf_counter() - t0,
+                    loss if searched is None else searched.f,
                     [p.reshape(v.shape[1:]).cpu().clone() for p, v in zip(parts, variables)]))
             st.snap_next += 1
 
@@ -200,6 +182,9 @@ def run_batched_lbfgs(
         """Rows ``rows`` of a [K, ...] tensor: a slice (views, no gathering) when they are all
         the trials, as they are for a lone trial and for a batch that advances in step."""
         return slice(None) if rows == every else torch.tensor(rows, device=x.device)
+
+    def spent(k: int) -> bool:  # no evaluation left for a line search
+        return max_grad_evals is not None and results[k].grad_evals >= max_grad_evals
 
     def start_step(k: int, gmax: float, iterate: list[int]) -> None:
         """Trial k begins an outer step at its current point (loss ``states[k].loss``)."""
@@ -216,6 +201,8 @@ def run_batched_lbfgs(
             stop(k, "zero_loss")
         elif plateau.stalled(st.bests):
             stop(k, "patience")
+        elif wolfe and spent(k):
+            stop(k, "max_grad_evals")
         else:
             iterate.append(k)
 
@@ -230,21 +217,23 @@ def run_batched_lbfgs(
         write_back(slice(k, k + 1))
         st.loss = results[k].final_loss = point.f
 
-    def accept(k: int, point: Point, iterate: list[int]) -> None:
+    def accept(k: int, point: Point, exhausted: bool, iterate: list[int]) -> None:
         """Trial k's line search accepted ``point``: move there and go on as torch's step
         does after its line search."""
         st = states[k]
         move_to(k, point)
         gmax = point.payload[1]
         st.dt_max = float(moved[k].abs().amax())  # 0 when no point along d was lower:
-        if point.t == 0.0 and st.step_evals < max_eval:  # with evaluations to spare, the
-            return stop(k, "tolerance_change")  # next search would repeat this one
+        if point.t == 0.0 and not exhausted and st.total_iter > 1:  # the next search (not
+            return stop(k, "tolerance_change")  # cut, not the run's first) repeats this one
         if (st.n_iter == st.step_max_iter or st.step_evals >= max_eval
                 or gmax <= tolerance_grad or st.dt_max <= tolerance_change
                 or abs(st.loss - st.prev_loss) < tolerance_change):
-            begin_step(k)
+            begin_step(k)  # stops the trial on a cap
             if st.phase == _START:
                 start_step(k, gmax, iterate)
+        elif spent(k):
+            stop(k, "max_grad_evals")
         else:
             iterate.append(k)
 
@@ -297,8 +286,6 @@ def run_batched_lbfgs(
             states[k].prev_loss = states[k].loss
             if gtd_dt[0][j] > -tolerance_change:
                 stop(k, "tolerance_change")  # no move; every later step would repeat this
-            elif wolfe and max_grad_evals is not None and results[k].grad_evals >= max_grad_evals:
-                stop(k, "max_grad_evals")  # no evaluation left for a search
             else:
                 movers.append(j)
         if not movers:
@@ -357,23 +344,24 @@ def run_batched_lbfgs(
                 stop(k, "diverged")
                 continue
             st.best = min(st.best, f)
-            snapshot(k, f)
             if st.phase == _SEARCH:
                 st.step_evals += 1
                 here = Point(st.probe, f, slope[0][k], (grads[k], gmax[k]))
                 st.lowest = min(st.lowest, here, key=lambda p: p.f)  # ties: the earlier
+                snapshot(k, f, st.lowest)
                 try:
                     st.probe = st.search.send((here.f, here.gtd, here.payload))
                 except StopIteration as done:
-                    accept(k, done.value, iterate)
+                    accept(k, *done.value, iterate)
                     continue
-                if max_grad_evals is not None and res.grad_evals >= max_grad_evals:
+                if spent(k):
                     move_to(k, st.lowest)  # the cap cuts the search at its lowest point
                     stop(k, "max_grad_evals")
                     continue
                 probes.append((k, st.probe))
                 continue
             st.loss = res.final_loss = f
+            snapshot(k, f)
             fresh.append(k)
             if st.phase == _START:
                 start_step(k, gmax[k], iterate)

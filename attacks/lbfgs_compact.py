@@ -84,7 +84,7 @@ class CurvatureHistory:
 
     def reset(self, k: int) -> None:
         """Forget trial k's pairs (its first iteration)."""
-        self.length[k], self.gamma[k] = 0, 1.0
+        self.length[k], self.head[k], self.gamma[k] = 0, 0, 1.0
 
     def push(self, k: int, s: torch.Tensor, y: torch.Tensor, ys: float, gamma: float) -> None:
         """Keep trial k's new pair (the oldest one's slot once the ring is full), with its

@@ -1,7 +1,8 @@
-"""What a batched L-BFGS run returns: per trial, its accounting, stop and snapshots.
+"""A batched L-BFGS run's per-trial records: what it returns (accounting, stop, snapshots)
+and the state it keeps for each trial while it runs.
 
 :func:`attacks.batched_lbfgs.run_batched_lbfgs` fills these; :mod:`attacks.lbfgs_trials`
-turns each trial into a cell's reconstruction.
+turns each returned trial into a cell's reconstruction.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from attacks.strong_wolfe import LineSearch, Point
+
+START = 0  # a trial's first phase: its point is evaluated, then a step begins
 
 
 @dataclass
@@ -46,3 +51,24 @@ class BatchedResult:
     trials: list[TrialResult]
     rounds: int = 0  # batched objective evaluations
     seconds: float = 0.0
+
+
+@dataclass
+class TrialState:
+    """One trial's optimiser state while a run goes on (its L-BFGS history lives in
+    :class:`attacks.lbfgs_compact.CurvatureHistory`)."""
+
+    phase: int = START
+    total_iter: int = 0  # inner iterations over the whole run (the first one is special)
+    n_iter: int = 0  # inner iterations in the current step
+    step_max_iter: int = 0
+    step_evals: int = 0
+    loss: float = float("nan")  # at the trial's current point
+    prev_loss: float = float("nan")
+    dt_max: float = float("inf")
+    best: float = float("inf")
+    bests: list[float] = field(default_factory=list)
+    snap_next: int = 0
+    search: LineSearch | None = None  # the running strong-Wolfe search
+    probe: float = 0.0  # the step length it is evaluating
+    lowest: Point | None = None  # the lowest point it has seen (where a cap cuts it)

@@ -11,7 +11,8 @@ Why a coroutine: the batched optimiser evaluates every trial's objective in one 
 call, so a line search cannot call the objective itself. :func:`strong_wolfe` yields the
 step length it wants evaluated and is sent back ``(loss, directional derivative, payload)``
 for it; it returns the accepted :class:`Point`, whose ``payload`` (the caller's gradient at
-that point) saves re-evaluating it. Each trial's search reads only its own values.
+that point) saves re-evaluating it, and whether its evaluations ran out. Each trial's search
+reads only its own values.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Point:
     payload: Any = None  # what the caller sent with it (its gradient there)
 
 
-LineSearch = Generator[float, tuple[float, float, Any], Point]
+LineSearch = Generator[float, tuple[float, float, Any], tuple[Point, bool]]
 
 
 def cubic_minimiser(a: Point, b: Point, bounds: tuple[float, float] | None = None) -> float:
@@ -62,9 +63,10 @@ def strong_wolfe(f0: float, gtd0: float, t: float, d_max: float, start: Any = No
     """Search along a descent direction ``d`` (``gtd0 = g.d < 0``) from step ``t`` for a point
     meeting the strong Wolfe conditions ``f(t) <= f0 + c1 t gtd0`` and ``|g(t).d| <= c2
     |gtd0|``. ``d_max = max|d|`` scales the bracket's width for the ``tolerance_change`` stop;
-    ``start`` is the payload of the origin (t = 0), returned when no point was better.
-    Uses at most ``max_ls + 1`` evaluations; without a strong-Wolfe point it returns the
-    lowest loss of the final bracket."""
+    ``start`` is the payload of the origin (t = 0). Uses at most ``max_ls + 1`` evaluations.
+    Returns ``(point, exhausted)``: a strong-Wolfe point, or else the lower end of the final
+    bracket (the lower of the origin and the last point where the evaluations ran out while
+    extrapolating, as torch does); ``exhausted`` when the evaluations ran out."""
     origin = Point(0.0, f0, gtd0, start)
 
     def sufficient(p: Point) -> bool:
@@ -75,26 +77,29 @@ def strong_wolfe(f0: float, gtd0: float, t: float, d_max: float, start: Any = No
 
     prev, cur = origin, Point(t, *(yield t))
     extra = 0  # evaluations after the first one (torch's ls_iter)
-    bracket: tuple[Point, Point] | None = None
+    bracket: list[Point] | None = None
     while extra < max_ls:  # Algorithm 3.5: grow the step until a minimiser is bracketed
         if not sufficient(cur) or (extra > 1 and cur.f >= prev.f):
-            bracket = (prev, cur)
+            bracket = [prev, cur]
             break
         if flat(cur):
-            return cur
+            return cur, False
         if cur.gtd >= 0:
-            bracket = (prev, cur)
+            bracket = [prev, cur]
             break
         nxt = cubic_minimiser(prev, cur, (cur.t + 0.01 * (cur.t - prev.t), 10 * cur.t))
         prev, cur = cur, Point(nxt, *(yield nxt))
         extra += 1
     if bracket is None:  # the evaluations ran out while extrapolating
-        return origin if origin.f <= cur.f else cur
-    low, high = bracket if bracket[0].f <= bracket[1].f else bracket[::-1]
+        return (origin if origin.f <= cur.f else cur), True
+    # Algorithm 3.6: shrink the bracket. Its ends keep their positions, and on equal losses
+    # the first is the low end, as in torch (ties decide the path on flat stretches)
+    lo = 0 if bracket[0].f <= bracket[1].f else 1
     stuck = False
-    while extra < max_ls:  # Algorithm 3.6: shrink the bracket [low, high]
+    while extra < max_ls:
+        low, high = bracket[lo], bracket[1 - lo]
         if abs(high.t - low.t) * d_max < tolerance_change:
-            break
+            return low, False
         nxt = cubic_minimiser(low, high)
         top, bottom = max(low.t, high.t), min(low.t, high.t)
         margin = 0.1 * (top - bottom)
@@ -109,11 +114,12 @@ def strong_wolfe(f0: float, gtd0: float, t: float, d_max: float, start: Any = No
         new = Point(nxt, *(yield nxt))
         extra += 1
         if not sufficient(new) or new.f >= low.f:
-            low, high = (low, new) if low.f <= new.f else (new, low)
+            bracket[1 - lo] = new
+            lo = 0 if bracket[0].f <= bracket[1].f else 1
         elif flat(new):
-            return new
+            return new, False
         else:
             if new.gtd * (high.t - low.t) >= 0:
-                high = low
-            low = new
-    return low
+                bracket[1 - lo] = low
+            bracket[lo] = new
+    return bracket[lo], True

@@ -96,8 +96,14 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             return value
 
         while evals < budget and not diverged:
-            opt.param_groups[0]["max_iter"] = min(max_eval_per_step, budget - evals)
-            opt.param_groups[0]["max_eval"] = opt.param_groups[0]["max_iter"] * 5 // 4
+            left = budget - evals
+            group = opt.param_groups[0]
+            group["max_iter"] = min(max_eval_per_step, left)
+            group["max_eval"] = group["max_iter"] * 5 // 4
+            if line_search_fn is not None:  # a step evaluates its start, then searches: up
+                if left < 2:  # to max_eval + 1 evaluations (torch cuts each search to them)
+                    break
+                group["max_eval"] = min(group["max_eval"], left - 1)
             value = float(opt.step(closure).detach())
             iterations += 1
             trace.append(value)

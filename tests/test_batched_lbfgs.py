@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -98,19 +99,30 @@ def test_one_trial_follows_torch_lbfgs(lr, max_iter, history, cap):
         assert r.grad_evals == cap
 
 
-# (lr, max_iter, history_size): strong-Wolfe runs whose line searches never run out of the
-# step's evaluations (torch >= 2.5 cuts a search to them, older versions do not)
-WOLFE_CONFIGS = [(1.0, 20, 100), (0.5, 20, 10), (1.0, 10, 3), (1.0, 20, 1000)]
+def torch_cuts_searches() -> bool:
+    """Whether this torch's LBFGS cuts a line search to the step's evaluations left
+    (``max_ls=max_eval - current_evals``; older versions give every search 25)."""
+    return "max_ls=" in inspect.getsource(torch.optim.LBFGS.step)
 
 
-@pytest.mark.parametrize("lr,max_iter,history", WOLFE_CONFIGS)
-def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, history):
+# (lr, max_iter, max_eval, history_size, steps): strong-Wolfe runs that converge (the first
+# three), and runs whose small max_eval ends steps early and cuts searches, to the cap of
+# `steps` (1 step = 3, 4 or 7 evaluations counted as torch counts them)
+WOLFE_CONFIGS = [(1.0, 20, None, 100, 30), (0.5, 20, None, 10, 30), (1.0, 10, None, 3, 30),
+                 (1.0, 3, 2, 5, 20), (1.0, 3, 4, 5, 12), (0.5, 5, 7, 10, 6), (1.0, 1, 1, 5, 25)]
+
+
+@pytest.mark.parametrize("lr,max_iter,max_eval,history,steps", WOLFE_CONFIGS)
+def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, max_eval, history, steps):
     # Tolerance as in the fixed-step test above: the same algorithm in float64; the line
     # search's scalars are Python floats where torch keeps 0-d float64 tensors.
+    if max_eval is not None and not torch_cuts_searches():
+        pytest.skip("this torch gives each line search 25 evaluations whatever the step has")
     x0 = starts(1)[0]
-    kw = dict(lr=lr, history_size=history, line_search_fn="strong_wolfe")
-    ours_x, res = rosen_batch(x0[None], [1.0], steps=30, max_iter=max_iter, trace_every=1, **kw)
-    theirs_x, trace, evals = torch_lbfgs(x0, 1.0, 30, max_iter, None, **kw)
+    kw = dict(lr=lr, history_size=history, line_search_fn="strong_wolfe", max_eval=max_eval)
+    ours_x, res = rosen_batch(x0[None], [1.0], steps=steps, max_iter=max_iter, trace_every=1,
+                              **kw)
+    theirs_x, trace, evals = torch_lbfgs(x0, 1.0, steps, max_iter, None, **kw)
     r = res.trials[0]
     assert not r.diverged
     assert r.loss_trace == pytest.approx(trace[:r.iterations], rel=1e-9, abs=1e-12)
@@ -120,7 +132,9 @@ def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, history):
         assert r.stop_reason in ("tolerance_grad", "tolerance_change")
         assert r.grad_evals < evals - (r.iterations - 1)
     else:
-        assert (r.grad_evals, r.iterations) == (evals - (len(trace) - 1), len(trace))
+        assert (r.grad_evals, r.iterations, r.stop_reason) == (
+            evals - (len(trace) - 1), len(trace), "steps")
+    assert r.converged == (max_eval is None)  # the configurations are chosen so
 
 
 def same_trial(a, b) -> None:
@@ -388,3 +402,61 @@ def test_compact_direction_is_the_two_loop_direction(length, head):
     theirs = two_loop(g, pairs, gamma)
     assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
+
+
+def ridge(bump_from: float, bump_to: float, base):
+    """A loss of s = x1 + x2 with a flat bump of 20 (no gradient from it) on bump_from < s <=
+    bump_to: a line search along +s meets a wall it cannot see coming."""
+    def objective(v):
+        s = v[0][..., 0] + v[0][..., 1]
+        return base(s) + 20 * ((s > bump_from) & (s <= bump_to)).to(s.dtype)
+    return objective
+
+
+@pytest.mark.parametrize("max_eval", [11, 12, 13, 500])
+def test_a_search_that_finds_no_lower_point_stops_the_trial_once(max_eval):
+    # the first search from s = 0 meets the bump and ends on its tolerance after 11
+    # evaluations; the second (not the run's first: a step of lr) does the same. That is
+    # where torch would go on forever, whether or not the step's count is then used up
+    x = torch.zeros(1, 2, dtype=F64, requires_grad=True)
+    res = run_batched_lbfgs([x], ridge(0, math.inf, lambda s: 1 - s), 6, lr=1.0, max_iter=20,
+                            max_eval=max_eval, line_search_fn="strong_wolfe")
+    r = res.trials[0]
+    assert (r.stop_reason, r.converged, r.final_loss) == ("tolerance_change", True, 1.0)
+    assert r.grad_evals == 12 and r.iterations <= 2
+
+
+def test_a_first_search_that_finds_no_lower_point_does_not_stop_the_trial():
+    # the run's first step is lr·min(1, 1/|g|_1) = 1/6 into the bump (0 < s <= 1); the next
+    # step searches from lr = 1, past the bump, down to the minimum at s = 3, as torch does
+    kw = dict(lr=1.0, max_iter=20, max_eval=500, history_size=10, line_search_fn="strong_wolfe")
+    objective = ridge(0, 1, lambda s: (s - 3) ** 2 - 8)
+    p = torch.zeros(2, dtype=F64, requires_grad=True)
+    opt = torch.optim.LBFGS([p], **kw)
+
+    def closure():
+        opt.zero_grad()
+        loss = objective([p[None]])[0]
+        loss.backward()
+        return loss
+
+    theirs = [opt.step(closure).item() for _ in range(3)]
+    x = torch.zeros(1, 2, dtype=F64, requires_grad=True)
+    r = run_batched_lbfgs([x], objective, 3, trace_every=1, **kw).trials[0]
+    assert theirs[:2] == r.loss_trace[:2] == [1.0, 1.0]  # the first search found nothing
+    assert r.final_loss == pytest.approx(-8.0) == objective([x])[0].item()
+    assert r.final_loss == pytest.approx(theirs[-1])
+
+
+def test_line_search_snapshots_are_the_estimate_a_cut_would_return():
+    # during a search the snapshot is its lowest point so far, not the probe just evaluated
+    # (which may overshoot): with the line search the estimates only improve
+    x0 = starts(2)
+    _, res = rosen_batch(x0, A_PARAMS[:2], steps=30, lr=1.0, max_iter=5, history_size=4,
+                         line_search_fn="strong_wolfe", snapshot_at=list(range(1, 200)))
+    for k, t in enumerate(res.trials):
+        losses = [s.loss for s in t.snapshots]
+        assert len(losses) == t.grad_evals
+        assert all(b <= a for a, b in zip(losses, losses[1:]))
+        for s in t.snapshots[::7]:
+            assert s.loss == pytest.approx(rosen(s.variables[0], A_PARAMS[k]).item(), rel=1e-12)

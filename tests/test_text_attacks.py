@@ -102,3 +102,16 @@ def test_dlg_on_text_runs_torchs_lbfgs_with_the_cells_line_search(monkeypatch):
     recon = attack(cell, observe(cell, CPU).obs).recon
     assert [(m["line_search_fn"], m["history_size"]) for m in made] == [("strong_wolfe", 7)]
     assert recon.loss_trace[-1] < recon.loss_trace[0]
+
+
+@pytest.mark.parametrize("line_search", ["none", "strong_wolfe"])
+def test_dlg_on_text_keeps_to_the_evaluation_cap(line_search):
+    # a strong-Wolfe step may evaluate max_eval + 1 times: its max_eval is cut to fit the cap
+    for cap in (1, 5, 12):
+        suite = make_suite(datasets=[SMALL], archs=[{"transformer": {"width": 32}}],
+                           attacks=[{"dlg": {"steps": 50, "line_search": line_search}}],
+                           budget={"max_grad_evals": cap})
+        (cell,) = attack_cells(suite)
+        recon = attack(cell, observe(cell, CPU).obs).recon
+        assert recon.grad_evals <= cap
+        assert recon.grad_evals >= cap - 1  # the budget is used (a search needs 2)
