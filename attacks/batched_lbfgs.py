@@ -23,7 +23,8 @@ do). A step ends early on ``max_eval`` evaluations, ``max|g| <= tolerance_grad``
 
 Per-trial stopping, where torch would go on evaluating the same point forever (converged):
 ``max|g| <= tolerance_grad`` at a step's start, a zero loss, ``g.d > -tolerance_change``, or a
-line search (not the run's first) that finds no lower point with evaluations to spare.
+line search (not the run's first) that finds no lower point with the most evaluations a
+search gets (not cut short by earlier iterations of its step).
 Opt-in ``patience``: with ``best_s`` the lowest loss evaluated before step ``s``, stop at
 ``s`` when ``best_{s-patience} - best_s <= min_rel_improvement * |best_{s-patience}|``. Caps:
 ``steps`` (and ``max_iterations``) and ``max_grad_evals`` evaluations (a fixed step's inner
@@ -224,8 +225,9 @@ def run_batched_lbfgs(
         move_to(k, point)
         gmax = point.payload[1]
         st.dt_max = float(moved[k].abs().amax())  # 0 when no point along d was lower:
-        if point.t == 0.0 and not exhausted and st.total_iter > 1:  # the next search (not
-            return stop(k, "tolerance_change")  # cut, not the run's first) repeats this one
+        if point.t == 0.0 and st.total_iter > 1 and (not exhausted or st.n_iter == 1):
+            return stop(k, "tolerance_change")  # the next search would repeat this one:
+        # not the run's first (a smaller step), and not cut short by an earlier iteration
         if (st.n_iter == st.step_max_iter or st.step_evals >= max_eval
                 or gmax <= tolerance_grad or st.dt_max <= tolerance_change
                 or abs(st.loss - st.prev_loss) < tolerance_change):
@@ -348,12 +350,13 @@ def run_batched_lbfgs(
                 st.step_evals += 1
                 here = Point(st.probe, f, slope[0][k], (grads[k], gmax[k]))
                 st.lowest = min(st.lowest, here, key=lambda p: p.f)  # ties: the earlier
-                snapshot(k, f, st.lowest)
                 try:
                     st.probe = st.search.send((here.f, here.gtd, here.payload))
                 except StopIteration as done:
+                    snapshot(k, f, done.value[0])  # where the search ends
                     accept(k, *done.value, iterate)
                     continue
+                snapshot(k, f, st.lowest)  # where a cap would cut it
                 if spent(k):
                     move_to(k, st.lowest)  # the cap cuts the search at its lowest point
                     stop(k, "max_grad_evals")

@@ -105,15 +105,18 @@ def torch_cuts_searches() -> bool:
     return "max_ls=" in inspect.getsource(torch.optim.LBFGS.step)
 
 
-# (lr, max_iter, max_eval, history_size, steps): strong-Wolfe runs that converge (the first
-# three), and runs whose small max_eval ends steps early and cuts searches, to the cap of
-# `steps` (1 step = 3, 4 or 7 evaluations counted as torch counts them)
-WOLFE_CONFIGS = [(1.0, 20, None, 100, 30), (0.5, 20, None, 10, 30), (1.0, 10, None, 3, 30),
-                 (1.0, 3, 2, 5, 20), (1.0, 3, 4, 5, 12), (0.5, 5, 7, 10, 6), (1.0, 1, 1, 5, 25)]
+# (lr, max_iter, max_eval, history_size, steps, converges): strong-Wolfe runs that converge
+# (the first three), runs whose small max_eval ends steps early and cuts searches, to the
+# cap of `steps`, and two whose searches, cut to 1 or 2 evaluations, get stuck where torch
+# repeats the same search every step (stopped as converged: the same point as torch's)
+WOLFE_CONFIGS = [(1.0, 20, None, 100, 30, True), (0.5, 20, None, 10, 30, True),
+                 (1.0, 10, None, 3, 30, True), (1.0, 3, 4, 5, 12, False),
+                 (0.5, 5, 7, 10, 6, False), (1.0, 3, 2, 5, 20, True), (1.0, 1, 1, 5, 25, True)]
 
 
-@pytest.mark.parametrize("lr,max_iter,max_eval,history,steps", WOLFE_CONFIGS)
-def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, max_eval, history, steps):
+@pytest.mark.parametrize("lr,max_iter,max_eval,history,steps,converges", WOLFE_CONFIGS)
+def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, max_eval, history, steps,
+                                                    converges):
     # Tolerance as in the fixed-step test above: the same algorithm in float64; the line
     # search's scalars are Python floats where torch keeps 0-d float64 tensors.
     if max_eval is not None and not torch_cuts_searches():
@@ -134,7 +137,7 @@ def test_one_strong_wolfe_trial_follows_torch_lbfgs(lr, max_iter, max_eval, hist
     else:
         assert (r.grad_evals, r.iterations, r.stop_reason) == (
             evals - (len(trace) - 1), len(trace), "steps")
-    assert r.converged == (max_eval is None)  # the configurations are chosen so
+    assert r.converged == converges
 
 
 def same_trial(a, b) -> None:
@@ -460,3 +463,40 @@ def test_line_search_snapshots_are_the_estimate_a_cut_would_return():
         assert all(b <= a for a, b in zip(losses, losses[1:]))
         for s in t.snapshots[::7]:
             assert s.loss == pytest.approx(rosen(s.variables[0], A_PARAMS[k]).item(), rel=1e-12)
+
+
+GEN = torch.Generator().manual_seed(0)
+WAVES = (torch.randn(16, 6, 3, generator=GEN, dtype=F64),
+         torch.randn(16, 6, generator=GEN, dtype=F64),
+         2 * torch.randn(16, 6, generator=GEN, dtype=F64).abs())
+
+
+def wavy(v):
+    """Per trial, sum_j c_j sin(a_j . x + b_j) + 0.05 |x|^2: many minima, searches overshoot."""
+    a, b, c = WAVES
+    return (c * torch.sin(torch.einsum("kjn,kn->kj", a, v[0]) + b)).sum(1) + 0.05 * (
+        v[0] ** 2).sum(1)
+
+
+@pytest.mark.parametrize("max_iter,max_eval", [(3, 2), (4, 5), (20, None)])
+def test_the_snapshot_at_n_evaluations_is_what_a_cap_of_n_returns(max_iter, max_eval):
+    # a snapshot is the estimate of a run stopped there: inside a search its lowest point,
+    # at a search's last evaluation the point the search returns (which may be another)
+    x0 = 2 * torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    kw = dict(steps=40, lr=1.0, max_iter=max_iter, max_eval=max_eval, history_size=5,
+              line_search_fn="strong_wolfe")
+
+    def run(**more):
+        x = x0.clone().requires_grad_(True)
+        return x, run_batched_lbfgs([x], wavy, **kw, **more)
+
+    _, full = run(snapshot_at=list(range(1, 31)))
+    for n in range(1, 31):
+        xc, capped = run(max_grad_evals=n)
+        for k, (whole, cut) in enumerate(zip(full.trials, capped.trials)):
+            snap = [s for s in whole.snapshots if s.evals == n]
+            if not snap:  # the whole run stopped before n evaluations
+                assert whole.grad_evals < n
+                continue
+            assert torch.equal(snap[0].variables[0], xc[k].detach())
+            assert snap[0].loss == cut.final_loss
