@@ -281,8 +281,10 @@ def run_batched_lbfgs(
         tk = steps_t[0] if len(set(steps_t)) == 1 else torch.tensor(
             steps_t, dtype=x.dtype, device=x.device)[:, None]
         step = r * tk
-        gtd_dt = torch.stack((_rowdot(gk, r), (r if wolfe else step).abs().amax(1),
-                              gk.abs().amax(1))).tolist()
+        rowwise = [_rowdot(gk, r), (r if wolfe else step).abs().amax(1)]
+        if wolfe:  # a search starting here needs the origin's max|g| if it returns there
+            rowwise.append(gk.abs().amax(1))
+        gtd_dt = torch.stack(rowwise).tolist()
         movers = []
         for j, k in enumerate(rows):
             states[k].prev_loss = states[k].loss
