@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attacks import rgap_activations as ra
 from attacks import rgap_solver as rs
 from attacks.closed_form import ClosedFormAttack
 from attacks.rgap_chain import Chain, Stage, parse_chain
@@ -93,13 +94,13 @@ def descend(chain: Chain, grads: list[torch.Tensor], x_top: torch.Tensor, k_top:
         st, above = stages[i], stages[i + 1]
         w_above = above.module.weight.detach().to(dev, torch.float64)
         y = x.reshape(st.out_shape)  # the activation's output = the input of the layer above
-        z = rs.inverse_activation(st.act, y, st.slope)
+        z = ra.inverse_activation(st.act, y, st.slope)
         if above.kind == "linear":
             back = (k @ w_above).reshape(st.out_shape)
         else:
             back = rs.conv_input_gradient(w_above, k, above.in_shape, above.stride,
                                           above.padding).reshape(st.out_shape)
-        k = back * rs.activation_derivative(st.act, z, y, st.slope)
+        k = back * ra.activation_derivative(st.act, z, y, st.slope)
         w, g = _weights(st, grads, dev)
         res = _solve(st, w, g, k, z, ridge)
         signs, flipped, passes, last = z, 0, 0, z.numel()
@@ -118,7 +119,7 @@ def descend(chain: Chain, grads: list[torch.Tensor], x_top: torch.Tensor, k_top:
             flipped += count
             last = count
             passes += 1
-            k = back * rs.activation_derivative(st.act, signs, y, st.slope)
+            k = back * ra.activation_derivative(st.act, signs, y, st.slope)
             res = _solve(st, w, g, k, z, ridge)
         res.info.update(sign_flips=float(flipped), sign_passes=float(passes))
         x = res.x
@@ -203,7 +204,7 @@ class RGAP(ClosedFormAttack):
                 labels = torch.argsort(k)[:obs.batch_size].cpu()
         else:
             c = float((w_top * g_top).sum())
-            roots = rs.invert_udldu(c)
+            roots = ra.invert_udldu(c)
             info.update(udldu=c, roots=roots)
             cands = []
             for y in (1.0, -1.0):

@@ -48,7 +48,7 @@ from typing import Any
 from torch import nn
 
 from attacks.rgap_chain import Chain, Stage, parse_chain
-from attacks.rgap_solver import valid_range
+from attacks.rgap_gram import valid_range
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import rgap_solver as rs
+from attacks import rgap_gram as rg
 from attacks.rgap_chain import parse_chain
 from attacks.rgap_rank import analyse_chain, rank_layers, rank_report, risk_index
 from bench.registry import ARCHS
@@ -50,8 +50,8 @@ def _numeric_ranks(model, shape):
     for st in chain.stages[:-1]:
         w = st.module.weight.detach().double()
         k = torch.randn(st.out_shape, generator=gen, dtype=torch.float64)
-        gg = rs.conv_gradient_gram(k, st.in_shape, st.module.kernel_size, st.stride, st.padding)
-        gf = rs.conv_forward_gram(w, st.in_shape, st.stride, st.padding)
+        gg = rg.conv_gradient_gram(k, st.in_shape, st.module.kernel_size, st.stride, st.padding)
+        gf = rg.conv_forward_gram(w, st.in_shape, st.stride, st.padding)
 
         def rank(g):
             ev = torch.linalg.eigvalsh(g)

@@ -1,4 +1,4 @@
-"""R-GAP (attacks/rgap.py, attacks/rgap_solver.py): recovery, scope, noise, batches, solver."""
+"""R-GAP (attacks/rgap.py and its rgap_* modules): recovery, scope, noise, batches, solver."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from attacks import rgap_activations as ra
+from attacks import rgap_gram as rg
 from attacks import rgap_solver as rs
 from attacks.rgap import RGAP, parse_chain
 from bench.client import compute_update
@@ -227,11 +229,11 @@ def test_gram_matrices_match_the_operators(in_shape, out, kernel, stride, paddin
     grad = conv2d_input((1, *in_shape), conv2d_weight(v[None], w.shape, k, stride=stride,
                                                       padding=padding),
                         k, stride=stride, padding=padding)
-    vl = rs._channel_last(v)
-    gf = rs.conv_forward_gram(w, in_shape, stride, padding)
-    gg = rs.conv_gradient_gram(k[0], in_shape, kernel, stride, padding)
-    assert torch.allclose(gf @ vl, rs._channel_last(fwd), rtol=1e-10, atol=1e-10)
-    assert torch.allclose(gg @ vl, rs._channel_last(grad), rtol=1e-10, atol=1e-10)
+    vl = rg.channel_last(v)
+    gf = rg.conv_forward_gram(w, in_shape, stride, padding)
+    gg = rg.conv_gradient_gram(k[0], in_shape, kernel, stride, padding)
+    assert torch.allclose(gf @ vl, rg.channel_last(fwd), rtol=1e-10, atol=1e-10)
+    assert torch.allclose(gg @ vl, rg.channel_last(grad), rtol=1e-10, atol=1e-10)
 
 
 def test_solve_conv_recovers_a_determined_input_exactly():
@@ -247,10 +249,10 @@ def test_solve_conv_recovers_a_determined_input_exactly():
     assert res.info["residual_gradient"] < 1e-6 and res.info["residual_forward"] < 1e-10
 
 
-@pytest.mark.parametrize("c", [0.3, 1e-6, 0.0, -1e-6, -0.1, rs.F_MIN / 2])
+@pytest.mark.parametrize("c", [0.3, 1e-6, 0.0, -1e-6, -0.1, ra.F_MIN / 2])
 def test_invert_udldu_roots(c):
-    roots = rs.invert_udldu(c)
+    roots = ra.invert_udldu(c)
     assert len(roots) == (2 if c < 0 else 1)
     for u in roots:
-        assert math.isclose(rs.udldu(u), c, rel_tol=1e-9, abs_tol=1e-15)
-    assert rs.invert_udldu(rs.F_MIN * 1.5) == [rs.U_STAR]  # below the minimum: noise
+        assert math.isclose(ra.udldu(u), c, rel_tol=1e-9, abs_tol=1e-15)
+    assert ra.invert_udldu(ra.F_MIN * 1.5) == [ra.U_STAR]  # below the minimum: noise
