@@ -32,7 +32,7 @@ class DLG(Attack):
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
-    batched_trials = True
+    batched_trials = frozenset({"image"})  # text cells: one optimisation each
     modalities = frozenset({"image", "text"})
 
     def incompatibility(self, ctx: CellContext) -> str | None:

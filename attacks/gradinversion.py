@@ -64,7 +64,7 @@ class GradInversion(InvertingGradients):
               help="group-consistency weight over restarts (needs restarts > 1)"),
     )
 
-    batched_trials = False  # its BatchNorm prior hooks the module: restarts run one by one
+    batched_trials = frozenset()  # its BatchNorm prior hooks the module: restarts run one by one
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         return self.reconstruct_sequential(obs)

@@ -28,7 +28,7 @@ class IDLG(Attack):
     paper = "Zhao, Mopuri, Bilen. iDLG: Improved Deep Leakage from Gradients. arXiv 2001.02610"
     params = LBFGS_PARAMS
     update_kinds = frozenset({"gradient"})  # matches one gradient; FedAvg is not unrolled
-    batched_trials = True
+    batched_trials = frozenset({"image"})
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         """The sign rule reads one sample's label: the observed batch must be 1 (on a

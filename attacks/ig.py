@@ -71,7 +71,7 @@ class InvertingGradients(Attack):
               help="estimates kept during the run (at 1/2^k of the iterations) for the "
                    "quality-versus-compute curve, scored outside the attack"),
     )
-    batched_trials = True  # cells differing only by seed share one vectorised pass
+    batched_trials = frozenset({"image"})  # cells differing by seed share one pass
 
     # -- pieces a subclass (GradInversion) extends -------------------------------------------
 

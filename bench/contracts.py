@@ -219,9 +219,10 @@ class Attack(Component):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         raise NotImplementedError
 
-    # whether ``reconstruct_trials`` vectorises: the runner then groups cells that differ only
-    # by seed into one pass (records stay one per cell)
-    batched_trials: bool = False
+    # the data modalities on which ``reconstruct_trials`` vectorises: there the runner groups
+    # cells that differ only by seed into one pass (records stay one per cell); elsewhere
+    # each cell is a task of its own, with its own timeout
+    batched_trials: frozenset[str] = frozenset()
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         """One reconstruction per observation; attacks that vectorise over trials override

@@ -103,6 +103,21 @@ def test_cells_differing_only_by_seed_are_grouped_and_others_stay_alone():
     assert group_trials(cells, size=1) == cells
 
 
+def test_text_cells_are_never_grouped_where_the_attack_batches_only_images():
+    # dlg vectorises its image trials; on text it optimises each cell in turn, so a group
+    # would only stretch one task's timeout over K cells and share out their time equally
+    suite = make_suite(seeds=3, attacks=[{"dlg": {"steps": 1}}],
+                       archs=[{"transformer": {"width": 32}}, "lenet"],
+                       datasets=[{"pydoc": {"task": "classify", "seq_len": 8}},
+                                 {"photos": {"size": 16}}])
+    cells = [c for c in iter_cells(suite) if not c.skip_reason]
+    tasks = group_trials(cells, size=8)
+    grouped = [c for t in tasks if isinstance(t, TrialsCell) for c in t.cells]
+    assert grouped and {c.dataset.name for c in grouped} == {"photos"}
+    alone = [t for t in tasks if not isinstance(t, TrialsCell)]
+    assert len(alone) == 3 and {c.dataset.name for c in alone} == {"pydoc"}
+
+
 def test_grouped_cells_give_one_record_each_and_resume_reruns_only_the_missing(tmp_path):
     suite = make_suite(seeds=4, attacks=[{"ig": {"iterations": 3}}], **LENET16)
     ids = {c.cell_id for c in iter_cells(suite)}

@@ -75,8 +75,9 @@ def run_task(task: Any, device: torch.device, options: RunOptions
 def _batchable(cell: Any) -> bool:
     if not isinstance(cell, AttackCell) or cell.skip_reason:
         return False
-    cls = REGISTRIES["attacks"].get(cell.attack.name).cls
-    return bool(getattr(cls, "batched_trials", False))
+    attack = REGISTRIES["attacks"].get(cell.attack.name).cls
+    modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality
+    return modality in getattr(attack, "batched_trials", frozenset())
 
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
