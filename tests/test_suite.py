@@ -127,6 +127,21 @@ def test_missing_axis_is_an_error():
         parse_suite({"datasets": ["digits"], "archs": ["lenet"], "defenses": ["none"]})
 
 
+@pytest.mark.parametrize("attacks", [
+    [{"ig": {"iterations": 3, "snapshots": [2, 4]}}],  # a grid over it
+    [{"dlg": {"snapshots": 2}}, {"dlg": {"snapshots": 8}}],  # two entries
+])
+def test_entries_differing_only_outside_the_identity_are_refused(attacks):
+    # snapshots does not change a cell's id: the two variants' cells would share ids and one
+    # record would overwrite the other (one record of two was lost before)
+    with pytest.raises(SuiteError, match="differ only in snapshots, which does not change a "
+                                         "cell's identity"):
+        make_suite(seeds=2, attacks=attacks)
+    suite = make_suite(seeds=2, attacks=[{"ig": {"iterations": [3, 4], "snapshots": 2}}])
+    ids = [c.cell_id for c in attack_cells(suite)]
+    assert len(ids) == len(set(ids)) == 4  # identity parameters still make a grid
+
+
 def test_chains_expand_their_grids_in_order():
     suite = make_suite(defenses=[{"chain": [{"prune": {"ratio": [0.1, 0.2]}},
                                             {"noise": {"scale": 0.01}}]}])

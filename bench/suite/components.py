@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.identity import Spec
+from bench.identity import Spec, digest
 from bench.registry import DEFENSES, LeakbenchError, Registry, short, validate_params
 from bench.suite.limits import MAX_AXIS_VALUES
 from bench.suite.schema import SuiteError
@@ -88,7 +88,28 @@ def component_axis(value: Any, registry: Registry, key: str) -> list[Spec]:
         specs += no_repeats(_expand_component(name, params, registry, where), where,
                             lambda spec: spec.label, " in its grid",
                             "; values that validate alike, e.g. 1 and 1.0, are one")
-    return unique(specs)
+    return one_per_identity(unique(specs), key, lambda spec: (spec,))
+
+
+def one_per_identity(items: list, key: str, specs_of: Callable[[Any], tuple[Spec, ...]]
+                     ) -> list:
+    """``items`` unchanged; a SuiteError when two of them differ only in parameters outside
+    the identity (``Param(identity=False)``, e.g. ``snapshots``): their cells would share
+    ids, and one cell's record would overwrite the other's."""
+    seen: dict[str, tuple[Spec, ...]] = {}
+    for item in items:
+        specs = specs_of(item)
+        other = seen.setdefault(digest([s.as_dict() for s in specs]), specs)
+        if other == specs:
+            continue
+        for mine, theirs in zip(specs, other):
+            differ = sorted(k for k, v in mine.params if dict(theirs.params).get(k) != v)
+            if differ:
+                raise SuiteError(
+                    f"{key}: two {mine.name} entries differ only in {', '.join(differ)}, "
+                    f"which {'does' if len(differ) == 1 else 'do'} not change a cell's "
+                    f"identity: their cells would share ids; give one value")
+    return items
 
 
 def no_repeats(values: list, key: str, label: Callable[[Any], str] = short, within: str = "",
@@ -122,7 +143,7 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
         else:
             chains += [(s,) for s in component_axis([{name: params}], DEFENSES,
                                                  f"defenses[{i}]")]
-    return unique(chains)
+    return one_per_identity(unique(chains), "defenses", lambda chain: chain)
 
 
 def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
