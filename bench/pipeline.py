@@ -15,6 +15,7 @@ import copy
 import math
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,33 +199,49 @@ def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:
 
 
 def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> list[Outcome]:
+    """:func:`iter_trials`'s outcomes, in the order of ``cells``."""
+    done = dict(iter_trials(cells, device, options))
+    return [done[i] for i in range(len(cells))]
+
+
+def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
+                ) -> Iterator[tuple[int, Outcome]]:
     """Cells that differ only by seed, attacked as trials of one vectorised pass when the
     attack vectorises (:meth:`~bench.contracts.Attack.reconstruct_trials`): each is observed,
-    scored and recorded on its own, and the pass's time is divided equally between them. A
-    cell whose observation fails is an error record; a pass that raises is re-run cell by
-    cell, so no cell's failure takes down its batch-mates."""
+    scored and recorded on its own, and the pass's time is divided equally between them.
+    ``(index in cells, outcome)`` as each cell finishes, so an executor can keep what is done
+    when a later cell hangs. A cell whose observation fails is an error record at once; a
+    pass that raises is re-run cell by cell, so no cell's failure takes down its
+    batch-mates, and their records say why (``trial_batch.fallback``)."""
     # denormal floats (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of
     # magnitude; flushing them to zero changes nothing a metric can see
     torch.set_flush_denormal(True)
     runs = [_Run(cell) for cell in cells]
     for run in runs:
         run.guard("setup", lambda r: r.observe(device))
-    live = [r for r in runs if r.error is None]
-    with cpu_convolutions(options.cpu_conv, device):
-        if len(live) > 1:
-            states = [_generator_state(r) for r in live]
-            try:
-                _attack_together(live, device)
-            except Exception:  # re-run alone, from the same dummies: a failing cell records
-                for r, state in zip(live, states):  # its own error
-                    r.fields.pop("trial_batch", None)
-                    r.done, r.share = None, 1
-                    if state is not None:
-                        r.observed.obs.generator.set_state(state)
-        for r in live:
-            if r.done is None:
+    for i, r in enumerate(runs):
+        if r.error is not None:
+            yield i, r.finish(device, options)
+    live = [(i, r) for i, r in enumerate(runs) if r.error is None]
+    if len(live) > 1:
+        states = [_generator_state(r) for _, r in live]
+        try:
+            with cpu_convolutions(options.cpu_conv, device):
+                _attack_together([r for _, r in live], device)
+        except Exception as e:  # re-run alone, from the same dummies: a failing cell records
+            why = f"{type(e).__name__}: {e}"  # its own error
+            ids = [r.cell.cell_id for _, r in live]
+            for (_, r), state in zip(live, states):
+                r.fields["trial_batch"] = {"cells": ids, "trials": len(ids),
+                                           "fallback": " ".join(why.split())[:300]}
+                r.done, r.share = None, 1
+                if state is not None:
+                    r.observed.obs.generator.set_state(state)
+    for i, r in live:
+        if r.done is None:
+            with cpu_convolutions(options.cpu_conv, device):
                 r.guard("attack", lambda r: r.attack_alone())
-    return [r.finish(device, options) for r in runs]
+        yield i, r.finish(device, options)
 
 
 def _generator_state(run: _Run) -> torch.Tensor | None:

@@ -123,6 +123,26 @@ class Sleepy(Attack):
         return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
 
 
+_LONE_RUNS = [0]
+
+
+@register_attack("flaky_pass")
+class FlakyPass(Attack):
+    """Its batched pass raises, so its cells re-run alone; the third lone run in a process
+    sleeps past any timeout."""
+
+    batched_trials = frozenset({"image"})
+
+    def reconstruct_trials(self, observations):
+        raise RuntimeError("the batched pass fails")
+
+    def reconstruct(self, obs):
+        _LONE_RUNS[0] += 1
+        if _LONE_RUNS[0] == 3:
+            time.sleep(600)
+        return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+
+
 @register_attack("nan")
 class NaNAttack(Attack):
     """Returns a NaN image: a diverged run."""

@@ -38,6 +38,27 @@ def test_inline_run_writes_one_record_per_cell_with_the_schema(tmp_path):
     assert again.already_done == 8 and sum(again.counts.values()) == 0
 
 
+def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(plugin_path, tmp_path):
+    # flaky_pass's batched pass raises; its 3 cells re-run alone in the worker and the third
+    # hangs: the two that finished keep their records (before: all three became timeouts,
+    # the worker sent outcomes only at the task's end), each saying why it ran alone; the
+    # hung one is a timeout naming its group and the task's time
+    path = write_suite(tmp_path / "pass.yaml", timeout=5, seeds=3, attacks=["flaky_pass"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(path), "--out",
+                          str(tmp_path / "out"), "--jobs", "1", "--trials", "8", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    records = sorted(load_records(tmp_path / "out"), key=lambda r: r["seed"])
+    assert [r["status"] for r in records] == ["ok", "ok", "timeout"]
+    ids = sorted(r["cell_id"] for r in records)
+    for r in records[:2]:
+        assert sorted(r["trial_batch"]["cells"]) == ids
+        assert "RuntimeError: the batched pass fails" in r["trial_batch"]["fallback"]
+    hung = records[2]["trial_batch"]
+    assert sorted(hung["cells"]) == ids and hung["task_seconds"] >= 15  # 3 cells x 5 s
+
+
 def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     # the timeout covers the cell's setup too (data loading in a fresh worker): leave room
     path = write_suite(tmp_path / "fail.yaml", timeout=20,

@@ -11,7 +11,7 @@ observed, scored and recorded on its own (:func:`bench.pipeline.run_trials`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 from bench.cells.attack import AttackCell
 from bench.cells.base import CellKind, RunOptions, register_cell_kind
 from bench.contracts import observed_batch
-from bench.pipeline import run_trials
+from bench.pipeline import iter_trials, run_trials
 from bench.records import Outcome
 from bench.registry import REGISTRIES
 
@@ -66,10 +66,18 @@ def members(task: Any) -> tuple[CellKind, ...]:
 
 def run_task(task: Any, device: torch.device, options: RunOptions
              ) -> list[tuple[CellKind, Outcome]]:
-    """Run a cell or a group: one ``(cell, outcome)`` per member."""
+    """Run a cell or a group: one ``(cell, outcome)`` per member, in member order."""
+    done = dict(iter_task(task, device, options))
+    return [(cell, done[i]) for i, cell in enumerate(members(task))]
+
+
+def iter_task(task: Any, device: torch.device, options: RunOptions
+              ) -> Iterator[tuple[int, Outcome]]:
+    """Run a cell or a group: ``(member index, outcome)`` as each member finishes."""
     if isinstance(task, TrialsCell):
-        return list(zip(task.cells, task.run_all(device, options)))
-    return [(task, task.run(device, options))]
+        yield from iter_trials(list(task.cells), device, options)
+    else:
+        yield 0, task.run(device, options)
 
 
 def _batchable(cell: Any) -> bool:

@@ -49,12 +49,24 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
 
 
 def task_failure(task: Any, status: str, error: str, options: RunOptions, elapsed: float,
-                 device: torch.device | None = None) -> list[tuple[CellKind, Outcome]]:
-    """A failure outcome for every cell of a task (a batched group fails as a whole)."""
+                 device: torch.device | None = None, finished: frozenset[int] = frozenset()
+                 ) -> list[tuple[CellKind, Outcome]]:
+    """A failure outcome for every cell of a task but the ``finished`` members (indices)
+    whose outcomes arrived: a batched group's unfinished cells fail together, each record
+    naming the group (``trial_batch``: its cells and ``task_seconds``, the task's time)."""
     from bench.cells.trials import members
 
-    return [(cell, failure_outcome(cell, status, error, options, elapsed, device))
-            for cell in members(task)]
+    cells = members(task)
+    out = []
+    for i, cell in enumerate(cells):
+        if i in finished:
+            continue
+        outcome = failure_outcome(cell, status, error, options, elapsed, device)
+        if len(cells) > 1:
+            outcome.record.trial_batch = {"cells": [c.cell_id for c in cells],
+                                          "trials": len(cells), "task_seconds": elapsed}
+        out.append((cell, outcome))
+    return out
 
 
 def timeout_error(task: Any, timeout: float) -> str:

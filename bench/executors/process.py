@@ -22,13 +22,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
-from bench.cells.trials import members, run_task
+from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
 from bench.executors.base import register_executor, task_failure, task_timeout, timeout_error
 from bench.records import Outcome, Record
@@ -93,8 +93,10 @@ def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int,
         task_json, options = item
         task = cell_from_json(task_json)  # a cell, or a group of batched trials
         results.put((task.cell_id, "started", None))  # the task's clock starts now
-        outcomes = [(o.record.to_json(), o.artifacts) for _, o in run_task(task, dev, options)]
-        results.put((task.cell_id, "done", outcomes))
+        for i, outcome in iter_task(task, dev, options):  # each member as it finishes: a
+            results.put((task.cell_id, "cell", (i, outcome.record.to_json(),  # later hang
+                                                outcome.artifacts)))  # cannot take it down
+        results.put((task.cell_id, "done", None))
 
 
 STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
@@ -107,6 +109,7 @@ class _Slot:
     cell: Any = None
     sent: float = 0.0  # when the cell was handed to the worker
     started: float | None = None  # when the worker began the cell
+    finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
 
 
 @register_executor("process")
@@ -145,6 +148,7 @@ class ProcessExecutor:
                 for s in self._slots:
                     if s.cell is None and pending:
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
+                        s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
                 try:
                     cid, event, payload = results.get(timeout=0.2)
@@ -155,10 +159,12 @@ class ProcessExecutor:
                         continue
                     if event == "started":
                         s.started = time.perf_counter()
-                    else:
-                        task, s.cell = s.cell, None
-                        for cell, (record, artifacts) in zip(members(task), payload):
-                            yield cell, Outcome(Record.from_json(record), artifacts)
+                    elif event == "cell":
+                        i, record, artifacts = payload
+                        s.finished.add(i)
+                        yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
+                    else:  # "done"
+                        s.cell = None
                 # every turn, not only when the queue is quiet: busy batch-mates must not
                 # shield a hung cell from its timeout
                 yield from self._reap(results, options)
@@ -186,7 +192,8 @@ class ProcessExecutor:
             s.process.join()
             task = s.cell
             self._slots[i] = self._start(results, i)
-            yield from task_failure(task, status, error, options, elapsed, self.device)
+            yield from task_failure(task, status, error, options, elapsed, self.device,
+                                    frozenset(s.finished))
 
     def cancel(self) -> None:
         for s in self._slots:
