@@ -258,7 +258,8 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
         _sync(device)
         seconds = time.perf_counter() - t0
     share = {"cells": [r.cell.cell_id for r in runs], "trials": len(runs),
-             "pass_seconds": seconds, "time_share": "equal"}
+             "pass_seconds": seconds, "time_share": "equal",
+             "peak_memory": "pass"}  # peak_memory_bytes: the whole pass's, on every cell
     for r, recon in zip(runs, recons):
         r.done = Attacked(recon, seconds / len(runs), mem.peak_bytes, mem.kind)
         r.fields["trial_batch"], r.share = share, len(runs)

@@ -131,6 +131,7 @@ def test_grouped_cells_give_one_record_each_and_resume_reruns_only_the_missing(t
         batch = r["trial_batch"]
         assert set(batch["cells"]) == ids and batch["trials"] == 4
         assert r["timing"]["attack_seconds"] == pytest.approx(batch["pass_seconds"] / 4)
+        assert batch["peak_memory"] == "pass"  # peak_memory_bytes is the pass's, said so
         assert r["curve"][-1]["grad_evals"] == r["grad_evals"]
     # a run killed before two cells were written: resume runs exactly those two
     lost = sorted(ids)[:2]
