@@ -256,3 +256,19 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
     result["kid"] = float(metrics["kernel_inception_distance_mean"])
     result["kid_std"] = float(metrics["kernel_inception_distance_std"])
     return result
+
+
+def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
+                       settings: dict[str, Any]) -> dict[str, Any]:
+    """LPIPS of the matched pairs, or n/a with the one line that says how to supply weights."""
+    if not settings.get("lpips", True):
+        return {"lpips": None, "lpips_worst": None, "lpips_note": "LPIPS off in the suite"}
+    net, weights = settings.get("lpips_net", "alex"), settings.get("lpips_weights")
+    available, message = lpips_status(net, weights)
+    if not available or len(matching) != len(x01):
+        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
+    values = lpips_per_image(x01, recon01[torch.as_tensor(matching)], net, weights)
+    if values is None:
+        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
+    return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
+            "lpips_note": None, "per_image_lpips": values}

@@ -38,7 +38,7 @@ from bench.domains import domain_of
 from bench.grants import PrivateSide, provide_grants
 from bench.memory import PeakMemory
 from bench.metrics import SuccessRule
-from bench.perceptual import lpips_per_image, lpips_status
+from bench.perceptual import perceptual_metrics
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, new_record
 from bench.registry import DATASETS
@@ -369,22 +369,6 @@ def quality_curve(observed: Observed, recon: Reconstruction,
     points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"],
                    "final": True})
     return points
-
-
-def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
-                       settings: dict[str, Any]) -> dict[str, Any]:
-    """LPIPS of the matched pairs, or n/a with the one line that says how to supply weights."""
-    if not settings.get("lpips", True):
-        return {"lpips": None, "lpips_worst": None, "lpips_note": "LPIPS off in the suite"}
-    net, weights = settings.get("lpips_net", "alex"), settings.get("lpips_weights")
-    available, message = lpips_status(net, weights)
-    if not available or len(matching) != len(x01):
-        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
-    values = lpips_per_image(x01, recon01[torch.as_tensor(matching)], net, weights)
-    if values is None:
-        return {"lpips": None, "lpips_worst": None, "lpips_note": message}
-    return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
-            "lpips_note": None, "per_image_lpips": values}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

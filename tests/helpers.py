@@ -96,6 +96,7 @@ def write_suite(path: Path, **overrides) -> Path:
 
 PLUGIN = '''
 """A third-party package adding components to leakbench through entry points."""
+import os
 import time
 
 import torch
@@ -129,8 +130,9 @@ _LONE_RUNS = [0]
 @register_attack("flaky_pass")
 class FlakyPass(Attack):
     """Its batched pass raises, so its cells re-run alone; the third lone run in a process
-    sleeps past any timeout."""
+    sleeps past any timeout (``dies``: kills its process instead, as an OOM kill would)."""
 
+    params = (Param("dies", bool, False),)
     batched_trials = frozenset({"image"})
 
     def reconstruct_trials(self, observations):
@@ -139,6 +141,9 @@ class FlakyPass(Attack):
     def reconstruct(self, obs):
         _LONE_RUNS[0] += 1
         if _LONE_RUNS[0] == 3:
+            if self.dies:
+                time.sleep(1.0)  # the second cell's outcome is in the pipe by now
+                os._exit(9)
             time.sleep(600)
         return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
 

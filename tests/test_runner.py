@@ -59,6 +59,35 @@ def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(plugin_path, tmp_p
     assert sorted(hung["cells"]) == ids and hung["task_seconds"] >= 15  # 3 cells x 5 s
 
 
+SLOW_CONSUMER = """
+import sys, time
+import torch
+from bench.cells.base import RunOptions
+from bench.cells.trials import group_trials
+from bench.executors.process import ProcessExecutor
+from bench.suite import attack_cells, parse_suite
+import yaml
+suite = parse_suite(yaml.safe_load(open(sys.argv[1])))
+tasks = group_trials(list(attack_cells(suite)), 8)
+executor = ProcessExecutor(torch.device("cpu"), timeout=60, jobs=1, threads=1)
+for cell, outcome in executor.run(tasks, RunOptions()):
+    print(cell.seed, outcome.record.status, flush=True)
+    time.sleep(3)  # the runner writing a record, or other workers' events
+"""
+
+
+def test_outcomes_a_dead_worker_sent_first_are_kept(plugin_path, tmp_path):
+    # the third cell kills its worker after the second's outcome was sent: while the parent
+    # is busy with the first, it must not fail the second (its outcome is in the queue)
+    path = write_suite(tmp_path / "dies.yaml", seeds=3, attacks=[{"flaky_pass": {"dies": True}}])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
+    out = subprocess.run([sys.executable, "-c", SLOW_CONSUMER, str(path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    statuses = dict(line.split() for line in out.stdout.split("\n") if line.strip())
+    assert statuses == {"0": "ok", "1": "ok", "2": "error"}, out.stdout
+
+
 def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     # the timeout covers the cell's setup too (data loading in a fresh worker): leave room
     path = write_suite(tmp_path / "fail.yaml", timeout=20,

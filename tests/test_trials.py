@@ -103,6 +103,20 @@ def test_cells_differing_only_by_seed_are_grouped_and_others_stay_alone():
     assert group_trials(cells, size=1) == cells
 
 
+def test_a_plugin_declaring_batched_trials_as_a_boolean_still_groups_its_image_cells(
+        monkeypatch):
+    # the attribute was a bool before it named modalities: True meant the vectorised engine,
+    # which batches images
+    from attacks.ig import InvertingGradients
+
+    suite = make_suite(seeds=2, attacks=[{"ig": {"iterations": 1}}], **LENET16)
+    cells = list(iter_cells(suite))
+    for flag, groups in ((True, 1), (False, 0)):
+        monkeypatch.setattr(InvertingGradients, "batched_trials", flag)
+        tasks = group_trials(cells, size=8)
+        assert sum(isinstance(t, TrialsCell) for t in tasks) == groups
+
+
 def test_text_cells_are_never_grouped_where_the_attack_batches_only_images():
     # dlg vectorises its image trials; on text it optimises each cell in turn, so a group
     # would only stretch one task's timeout over K cells and share out their time equally

@@ -85,7 +85,10 @@ def _batchable(cell: Any) -> bool:
         return False
     attack = REGISTRIES["attacks"].get(cell.attack.name).cls
     modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality
-    return modality in getattr(attack, "batched_trials", frozenset())
+    batched = getattr(attack, "batched_trials", frozenset())
+    if isinstance(batched, bool):  # the form before modalities (a plugin's): images only,
+        batched = frozenset({"image"}) if batched else frozenset()  # the engine's domain
+    return modality in batched
 
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:

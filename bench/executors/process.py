@@ -150,31 +150,45 @@ class ProcessExecutor:
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
-                try:
-                    cid, event, payload = results.get(timeout=0.2)
-                except queue.Empty:
-                    cid = event = payload = None
-                for s in self._slots:
-                    if cid is None or s.cell is None or s.cell.cell_id != cid:
-                        continue
-                    if event == "started":
-                        s.started = time.perf_counter()
-                    elif event == "cell":
-                        i, record, artifacts = payload
-                        s.finished.add(i)
-                        yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
-                    else:  # "done"
-                        s.cell = None
+                yield from self._drain(results, wait=0.2)
                 # every turn, not only when the queue is quiet: busy batch-mates must not
                 # shield a hung cell from its timeout
                 yield from self._reap(results, options)
         finally:
             self.cancel()
 
+    def _drain(self, results: Any, wait: float = 0.0) -> Iterator[tuple[CellKind, Outcome]]:
+        """Every event queued now (waiting up to ``wait`` seconds for the first): a task
+        started, a member's outcome (yielded), or a task done."""
+        try:
+            event = results.get(timeout=wait) if wait else results.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            cid, kind, payload = event
+            for s in self._slots:
+                if s.cell is None or s.cell.cell_id != cid:
+                    continue
+                if kind == "started":
+                    s.started = time.perf_counter()
+                elif kind == "cell":
+                    i, record, artifacts = payload
+                    s.finished.add(i)
+                    yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
+                else:  # "done"
+                    s.cell = None
+            try:
+                event = results.get_nowait()
+            except queue.Empty:
+                return
+
     def _reap(self, results: Any, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
-        """Timed-out cells and dead workers: a failure outcome and a fresh worker each."""
+        """Timed-out cells and dead workers: a failure outcome for each member whose own
+        outcome did not arrive (read after the worker is gone: what it sent first counts),
+        and a fresh worker."""
         now = time.perf_counter()
-        for i, s in enumerate(self._slots):
+        for i in range(len(self._slots)):
+            s = self._slots[i]
             if s.cell is None:
                 continue
             if s.started is not None:
@@ -190,10 +204,12 @@ class ProcessExecutor:
                 continue
             s.process.kill()
             s.process.join()
+            yield from self._drain(results)  # the outcomes it sent before it stopped
             task = s.cell
             self._slots[i] = self._start(results, i)
-            yield from task_failure(task, status, error, options, elapsed, self.device,
-                                    frozenset(s.finished))
+            if task is not None:  # None: its last outcome was in the queue after all
+                yield from task_failure(task, status, error, options, elapsed, self.device,
+                                        frozenset(s.finished))
 
     def cancel(self) -> None:
         for s in self._slots:
