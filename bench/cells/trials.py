@@ -6,7 +6,7 @@ The runner groups such cells when their attack vectorises over trials
 batch the same (a secure aggregate observes K·B samples: its cells group among themselves);
 each trial has its own observed update. An executor runs the group as one task and
 gets one outcome per member, so records stay one per cell with the same ids. Each member is
-observed, scored and recorded on its own (:func:`bench.pipeline.run_trials`).
+observed, scored and recorded on its own (:func:`bench.pipeline.iter_trials`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from bench.cells.attack import AttackCell
 from bench.cells.base import CellKind, RunOptions, register_cell_kind
 from bench.contracts import observed_batch
-from bench.pipeline import iter_trials, run_trials
+from bench.pipeline import iter_trials
 from bench.records import Outcome
 from bench.registry import REGISTRIES
 
@@ -54,9 +54,6 @@ class TrialsCell:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrialsCell:
         return cls(tuple(AttackCell.from_json(c) for c in d["cells"]))
-
-    def run_all(self, device: torch.device, options: RunOptions) -> list[Outcome]:
-        return run_trials(list(self.cells), device, options)
 
 
 def members(task: Any) -> tuple[CellKind, ...]:
