@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+from bench.executors.process import receive
 from bench.runner import run_suite
 from bench.store import load_records
 from helpers import ROOT, make_suite, write_suite
@@ -86,6 +89,32 @@ def test_outcomes_a_dead_worker_sent_first_are_kept(plugin_path, tmp_path):
     assert out.returncode == 0, out.stderr
     statuses = dict(line.split() for line in out.stdout.split("\n") if line.strip())
     assert statuses == {"0": "ok", "1": "ok", "2": "error"}, out.stdout
+
+
+def _send_whole_then_large(events) -> None:
+    events.send(("cell", "whole"))
+    events.send(("cell", "x" * 4_000_000))  # blocks past the pipe's buffer: nobody reads yet
+
+
+def test_a_worker_killed_while_sending_ends_its_pipe_without_blocking_the_parent():
+    # a worker killed while its outcome is half written (the parent busy elsewhere past the
+    # cell's timeout): the parent reads what came whole, then the pipe's end; before, on a
+    # queue the workers shared, that read waited forever for the rest of the message
+    ctx = mp.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=_send_whole_then_large, args=(writer,), daemon=True)
+    worker.start()
+    writer.close()
+    assert reader.poll(60) and reader.recv() == ("cell", "whole")
+    assert reader.poll(60)  # the large message has begun to arrive
+    time.sleep(0.2)
+    worker.kill()
+    worker.join()
+    got: list = []
+    reading = threading.Thread(target=lambda: got.extend(receive(reader)), daemon=True)
+    reading.start()
+    reading.join(30)
+    assert not reading.is_alive() and got == [None]
 
 
 def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):

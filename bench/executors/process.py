@@ -3,8 +3,11 @@ each with ``threads`` torch threads (default: the usable cores split among the w
 
 The parent watches the clock: a cell past the timeout has its worker killed and becomes a
 ``timeout`` outcome; a worker that dies becomes an ``error`` outcome naming its exit code.
-Either way the matrix goes on with a fresh worker. Workers return outcomes through a queue
-and write nothing.
+Either way the matrix goes on with a fresh worker. Each worker sends its events (a task
+started, each cell's outcome as it finishes, the task done) through a pipe of its own and
+writes nothing: a worker killed halfway through sending a large outcome leaves a torn message
+that reads as the end of its pipe, never a read that blocks the parent or a lock held on a
+channel the other workers share.
 
 A worker dies with its parent, even mid-cell: on Linux the kernel sends it SIGKILL when the
 parent dies (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread exits the process within
@@ -23,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_any
 from typing import Any
 
 import torch
@@ -76,7 +81,7 @@ def pin_process(cores: list[int]) -> None:
             pass
 
 
-def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int,
+def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: int,
             cores: list[int] | None = None) -> None:
     die_with_parent(parent)
     if cores:
@@ -92,11 +97,24 @@ def _worker(tasks: Any, results: Any, device: str, threads: int, parent: int,
             return
         task_json, options = item
         task = cell_from_json(task_json)  # a cell, or a group of batched trials
-        results.put((task.cell_id, "started", None))  # the task's clock starts now
+        events.send(("started", None))  # the task's clock starts now
         for i, outcome in iter_task(task, dev, options):  # each member as it finishes: a
-            results.put((task.cell_id, "cell", (i, outcome.record.to_json(),  # later hang
-                                                outcome.artifacts)))  # cannot take it down
-        results.put((task.cell_id, "done", None))
+            events.send(("cell", (i, outcome.record.to_json(),  # later hang cannot take
+                                  outcome.artifacts)))  # it down
+        events.send(("done", None))
+
+
+def receive(events: Connection) -> list[Any] | None:
+    """Every whole message waiting in a worker's pipe, without blocking on one that is not
+    there; ``None`` after them when the pipe has ended (the worker exited or was killed, a
+    message it was sending torn: what came before it counts, the torn one does not)."""
+    out: list[Any] = []
+    try:
+        while events.poll():
+            out.append(events.recv())
+    except (EOFError, OSError):
+        out.append(None)
+    return out
 
 
 STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
@@ -106,6 +124,7 @@ STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out a
 class _Slot:
     process: Any
     tasks: Any
+    events: Connection | None  # the worker's pipe; None once it has ended
     cell: Any = None
     sent: float = 0.0  # when the cell was handed to the worker
     started: float | None = None  # when the worker began the cell
@@ -124,24 +143,25 @@ class ProcessExecutor:
         self._started = 0  # workers this run keeps (fewer than jobs for fewer cells)
         self.on_start: Callable[[int], None] | None = None  # told each worker's PID
 
-    def _start(self, results: Any, index: int) -> _Slot:
+    def _start(self, index: int) -> _Slot:
         tasks = self._ctx.Queue()
+        reader, writer = self._ctx.Pipe(duplex=False)
         # worker i: its own cores, when the workers this run starts fill the mask
         cores = worker_cores(index, self._started, self.threads)
         p = self._ctx.Process(target=_worker, daemon=True,
-                              args=(tasks, results, str(self.device), self.threads, os.getpid(),
+                              args=(tasks, writer, str(self.device), self.threads, os.getpid(),
                                     cores))
         p.start()
+        writer.close()  # the worker holds the only write end: its death ends the pipe
         if self.on_start is not None and p.pid is not None:
             self.on_start(p.pid)
-        return _Slot(p, tasks)
+        return _Slot(p, tasks, reader)
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
-        results = self._ctx.Queue()
         pending = list(reversed(cells))
         self._started = min(self.jobs, len(cells))
-        self._slots = [self._start(results, i) for i in range(self._started)]
+        self._slots = [self._start(i) for i in range(self._started)]
         self.workers = max(1, len(self._slots))
         try:
             while pending or any(s.cell is not None for s in self._slots):
@@ -150,39 +170,41 @@ class ProcessExecutor:
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
-                yield from self._drain(results, wait=0.2)
-                # every turn, not only when the queue is quiet: busy batch-mates must not
+                yield from self._drain(wait=0.2)
+                # every turn, not only when the pipes are quiet: busy batch-mates must not
                 # shield a hung cell from its timeout
-                yield from self._reap(results, options)
+                yield from self._reap(options)
         finally:
             self.cancel()
 
-    def _drain(self, results: Any, wait: float = 0.0) -> Iterator[tuple[CellKind, Outcome]]:
-        """Every event queued now (waiting up to ``wait`` seconds for the first): a task
-        started, a member's outcome (yielded), or a task done."""
-        try:
-            event = results.get(timeout=wait) if wait else results.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            cid, kind, payload = event
-            for s in self._slots:
-                if s.cell is None or s.cell.cell_id != cid:
-                    continue
-                if kind == "started":
-                    s.started = time.perf_counter()
-                elif kind == "cell":
-                    i, record, artifacts = payload
-                    s.finished.add(i)
-                    yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
-                else:  # "done"
-                    s.cell = None
-            try:
-                event = results.get_nowait()
-            except queue.Empty:
-                return
+    def _drain(self, wait: float = 0.0) -> Iterator[tuple[CellKind, Outcome]]:
+        """Every event the workers have sent (waiting up to ``wait`` seconds for the first):
+        a task started, a member's outcome (yielded), or a task done."""
+        open_ = {s.events: s for s in self._slots if s.events is not None}
+        for events in wait_for_any(list(open_), timeout=wait) if open_ else ():
+            yield from self._handle(open_[events])
 
-    def _reap(self, results: Any, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
+    def _handle(self, s: _Slot) -> Iterator[tuple[CellKind, Outcome]]:
+        """The events waiting in slot ``s``'s pipe, in the order its worker sent them."""
+        assert s.events is not None
+        for event in receive(s.events):
+            if event is None:  # the pipe ended: the worker is gone (``_reap`` says why)
+                s.events.close()
+                s.events = None
+                return
+            kind, payload = event
+            if s.cell is None:
+                continue
+            if kind == "started":
+                s.started = time.perf_counter()
+            elif kind == "cell":
+                i, record, artifacts = payload
+                s.finished.add(i)
+                yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
+            else:  # "done"
+                s.cell = None
+
+    def _reap(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
         """Timed-out cells and dead workers: a failure outcome for each member whose own
         outcome did not arrive (read after the worker is gone: what it sent first counts),
         and a fresh worker."""
@@ -204,10 +226,13 @@ class ProcessExecutor:
                 continue
             s.process.kill()
             s.process.join()
-            yield from self._drain(results)  # the outcomes it sent before it stopped
+            if s.events is not None:  # the outcomes it sent before it stopped
+                yield from self._handle(s)
+            if s.events is not None:
+                s.events.close()
             task = s.cell
-            self._slots[i] = self._start(results, i)
-            if task is not None:  # None: its last outcome was in the queue after all
+            self._slots[i] = self._start(i)
+            if task is not None:  # None: its last outcome was in its pipe after all
                 yield from task_failure(task, status, error, options, elapsed, self.device,
                                         frozenset(s.finished))
 
@@ -219,4 +244,6 @@ class ProcessExecutor:
             s.process.join(timeout=5)
             if s.process.is_alive():
                 s.process.kill()
+            if s.events is not None:
+                s.events.close()
         self._slots = []
