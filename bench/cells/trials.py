@@ -83,9 +83,9 @@ def _batchable(cell: Any) -> bool:
     attack = REGISTRIES["attacks"].get(cell.attack.name).cls
     modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality
     batched = getattr(attack, "batched_trials", frozenset())
-    if isinstance(batched, bool):  # the form before modalities (a plugin's): images only,
-        batched = frozenset({"image"}) if batched else frozenset()  # the engine's domain
-    return modality in batched
+    if not isinstance(batched, (set, frozenset, tuple, list)):  # the form before modalities
+        batched = frozenset({"image"}) if batched else frozenset()  # (a plugin's flag, True
+    return modality in batched  # or None, 0, 1): images only, the engine's domain
 
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
