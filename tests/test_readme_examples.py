@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.cells import RunOptions
+from bench.cells.trials import group_trials, members
 from bench.executors import EXECUTORS, make_executor
 from bench.grants import GRANTS, Grant, provide_grants
 from bench.metrics import METRICS, get_metric
@@ -70,10 +71,12 @@ def test_the_metric_example_is_scored_and_can_rule_success(registered):
 def test_the_executor_example_runs_a_suite(registered, tmp_path):
     registered.append((EXECUTORS, "serial"))
     exec(example("An executor"), {})
-    (cell,) = attack_cells(make_suite())
-    ((done, outcome),) = list(make_executor("serial", torch.device("cpu"), 60, 1).run(
-        [cell], RunOptions()))
-    assert done is cell and outcome.record.status == "ok" and outcome.artifacts
+    cells = attack_cells(make_suite(seeds=3, attacks=[{"dlg": {"steps": 1}}]))
+    tasks = group_trials(cells, 2)  # a pass of two cells, and one alone
+    assert [len(members(t)) for t in tasks] == [2, 1]
+    done = list(make_executor("serial", torch.device("cpu"), 60, 1).run(tasks, RunOptions()))
+    assert [c for c, _ in done] == cells
+    assert all(o.record.status == "ok" and o.artifacts for _, o in done)
 
 
 def test_the_grant_example_provides_its_value(registered):

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from bench.cells.base import CellKind, RunOptions
-from bench.cells.trials import run_task
+from bench.cells.trials import iter_task, members
 from bench.executors.base import register_executor
 from bench.records import Outcome
 
@@ -27,8 +27,10 @@ class InlineExecutor:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
-            for task in cells:
-                yield from run_task(task, self.device, options)
+            for task in cells:  # each cell's outcome as it finishes (a group's too): one
+                cells_of = members(task)  # interrupted mid-group keeps the finished ones
+                for i, outcome in iter_task(task, self.device, options):
+                    yield cells_of[i], outcome
         finally:
             torch.set_num_threads(before)
 
