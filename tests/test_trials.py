@@ -117,6 +117,23 @@ def test_a_plugin_declaring_batched_trials_as_a_flag_still_groups_its_image_cell
         assert sum(isinstance(t, TrialsCell) for t in tasks) == groups
 
 
+def test_groups_are_cut_evenly_until_every_worker_has_a_task():
+    # one pass of 10 cells would leave a second worker idle: cut it into even parts, in order
+    suite = make_suite(seeds=5, defenses=["none", {"prune": {"ratio": 0.3}}],
+                       attacks=[{"dlg": {"steps": 1}}])
+    cells = list(iter_cells(suite))
+    for workers, sizes in ((1, [10]), (2, [5, 5]), (3, [4, 3, 3]), (4, [3, 3, 2, 2]),
+                           (12, [1] * 10)):
+        tasks = group_trials(cells, 16, workers)
+        assert [len(members(t)) for t in tasks] == sizes
+        assert [c for t in tasks for c in members(t)] == cells
+    assert [len(members(t)) for t in group_trials(cells, 4, 2)] == [4, 4, 2]  # enough tasks
+    # cells that cannot be grouped count as tasks: 5 alone and a pass of 5 fill 2 workers
+    gi = list(iter_cells(make_suite(seeds=5, attacks=[{"dlg": {"steps": 1}},
+                                                      {"gradinversion": {"iterations": 1}}])))
+    assert sorted(len(members(t)) for t in group_trials(gi, 16, 2)) == [1] * 5 + [5]
+
+
 def test_text_cells_are_never_grouped_where_the_attack_batches_only_images():
     # dlg vectorises its image trials; on text it optimises each cell in turn, so a group
     # would only stretch one task's timeout over K cells and share out their time equally

@@ -88,10 +88,12 @@ def _batchable(cell: Any) -> bool:
     return modality in batched  # or None, 0, 1): images only, the engine's domain
 
 
-def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
+def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS, workers: int = 1
+                 ) -> list[Any]:
     """Cells with groups of up to ``size`` batchable attack cells that differ only by seed and
     defense (with the same observed batch), in the order of each group's first cell; other
-    cells stay alone."""
+    cells stay alone. With fewer tasks than ``workers``, groups are cut into even parts until
+    every worker has one (a pass of 10 on one of two cores leaves the other idle)."""
     if size < 1:
         raise ValueError(f"trials per pass must be at least 1, got {size}")
     tasks: list[Any] = []
@@ -111,7 +113,34 @@ def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
             group = open_groups[key] = []
             tasks.append(group)
         group.append(cell)
-    return [_as_task(t) for t in tasks]
+    return [_as_task(t) for t in _spread(tasks, workers)]
+
+
+def _spread(tasks: list[Any], workers: int) -> list[Any]:
+    """``tasks`` with each group (a list) cut into even consecutive parts, one part more for
+    the group whose parts are largest, until there are ``workers`` tasks or no part of two."""
+    groups = [t for t in tasks if isinstance(t, list)]
+    parts = {id(g): 1 for g in groups}
+
+    def largest(g: list[Any]) -> int:
+        return -(-len(g) // parts[id(g)])
+
+    while groups and len(tasks) - len(groups) + sum(parts.values()) < workers:
+        widest = max(groups, key=largest)
+        if largest(widest) < 2:
+            break
+        parts[id(widest)] += 1
+    out: list[Any] = []
+    for t in tasks:
+        if not isinstance(t, list):
+            out.append(t)
+            continue
+        q, r = divmod(len(t), parts[id(t)])
+        start = 0
+        for i in range(parts[id(t)]):
+            out.append(t[start:start + q + (i < r)])
+            start += q + (i < r)
+    return out
 
 
 def _as_task(item: Any) -> Any:
