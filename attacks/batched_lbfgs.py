@@ -25,10 +25,12 @@ Per-trial stopping, where torch would go on evaluating the same point forever (c
 ``max|g| <= tolerance_grad`` at a step's start, a zero loss, ``g.d > -tolerance_change``, or a
 line search (not the run's first) that finds no lower point with the most evaluations a
 search gets (not cut short by earlier iterations of its step).
-Opt-in ``patience``: with ``best_s`` the lowest loss evaluated before step ``s``, stop at
-``s`` when ``best_{s-patience} - best_s <= min_rel_improvement * |best_{s-patience}|``. Caps:
-``steps`` (and ``max_iterations``) and ``max_grad_evals`` evaluations (a fixed step's inner
-iterations are cut to fit; a line search cut by it ends at the lowest point it evaluated).
+A stopped trial is frozen; with ``rows_objective`` it also leaves the evaluations (the rest
+cost only their own rows). Opt-in ``patience``: with ``best_s`` the lowest loss evaluated
+before step ``s``, stop at ``s`` when ``best_{s-patience} - best_s <= min_rel_improvement *
+|best_{s-patience}|``. Caps: ``steps`` (and ``max_iterations``) and ``max_grad_evals``
+evaluations (a fixed step's inner iterations are cut to fit; a line search cut by it ends at
+the lowest point it evaluated).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from attacks.lbfgs_compact import CurvatureHistory
+from attacks.lbfgs_evaluate import RowsObjective, evaluate_trials
 from attacks.lbfgs_results import START as _START
 from attacks.lbfgs_results import BatchedResult, Snapshot, TrialResult, TrialState
 from attacks.stopping import Plateau
@@ -71,6 +74,7 @@ def run_batched_lbfgs(
     patience: int | None = None,
     min_rel_improvement: float = 0.0,
     snapshot_at: Sequence[int] | None = None,
+    rows_objective: RowsObjective | None = None,
 ) -> BatchedResult:
     """Minimise K independent objectives with one L-BFGS per trial, evaluated together.
 
@@ -84,9 +88,12 @@ def run_batched_lbfgs(
     and ``steps - 1``); ``patience``/``min_rel_improvement``: the module docstring's opt-in
     stop; ``snapshot_at``: sorted evaluation counts at which each trial's variables are
     copied. A trial whose loss, gradient or variables turn non-finite is marked diverged and
-    frozen. Memory: ``2 K m n`` elements of history plus ``2 K m**2`` float64 products, for
-    ``m = history_size`` cut to the pairs the run can make (``steps * max_iter``,
-    ``max_grad_evals``) and ``n`` a trial's variable count, as K torch optimisers would.
+    frozen. ``rows_objective(variables, rows)``, when given, is ``objective`` over the listed
+    trials only (``variables`` then hold those rows): once a trial has stopped, each
+    evaluation costs only the trials still running. Memory: ``2 K m n`` elements of history
+    plus ``2 K m**2`` float64 products, for ``m = history_size`` cut to the pairs the run
+    can make (``steps * max_iter``, ``max_grad_evals``) and ``n`` a trial's variable count,
+    as K torch optimisers would.
     """
     if line_search_fn not in LINE_SEARCHES:
         raise ValueError(f"line_search_fn must be one of {LINE_SEARCHES}, got {line_search_fn!r}")
@@ -154,15 +161,8 @@ def run_batched_lbfgs(
                 off += size
 
     def evaluate() -> tuple[list[float], torch.Tensor]:
-        with torch.enable_grad():
-            losses = objective(variables)
-            if losses.shape != (k_trials,):
-                raise ValueError(f"objective must return shape ({k_trials},), "
-                                 f"got {tuple(losses.shape)}")
-            grads = torch.autograd.grad(losses.sum(), list(variables), allow_unused=True)
-        flat = [torch.zeros(k_trials, s, dtype=x.dtype, device=x.device) if gr is None
-                else gr.reshape(k_trials, -1) for gr, s in zip(grads, sizes)]
-        return losses.detach().tolist(), torch.cat(flat, 1)
+        running = [k for k in range(k_trials) if states[k].phase != _DONE]
+        return evaluate_trials(variables, objective, rows_objective, running, x)
 
     def snapshot(k: int, loss: float, searched: Point | None = None) -> None:
         """Trial k's estimate now: its point, or a search's lowest (where a cap cuts it)."""

@@ -60,8 +60,8 @@ class DLG(Attack):
         x = torch.stack(starts).to(dev).requires_grad_(True)
         y = torch.stack(logits).to(dev).requires_grad_(True)
 
-        def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
-            return engine.losses(l2_distance, v[0], v[1].softmax(dim=-1))
+        def objective(v: Sequence[torch.Tensor], rows: list[int] | None) -> torch.Tensor:
+            return engine.losses(l2_distance, v[0], v[1].softmax(dim=-1), rows=rows)
 
         res = run_trials_lbfgs(self, observations, [x, y], objective, restarts)
         return best_restarts(res, x.detach(), y.detach().argmax(dim=-1), len(observations),

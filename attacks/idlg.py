@@ -50,8 +50,9 @@ class IDLG(Attack):
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)
                          for o in observations for _ in range(r)]).to(dev).requires_grad_(True)
 
-        def objective(v: Sequence[torch.Tensor]) -> torch.Tensor:
-            return engine.losses(l2_distance, v[0], labels)
+        def objective(v: Sequence[torch.Tensor], rows: list[int] | None) -> torch.Tensor:
+            return engine.losses(l2_distance, v[0], labels if rows is None else labels[rows],
+                                 rows=rows)
 
         res = run_trials_lbfgs(self, observations, [x], objective, r)
         return best_restarts(res, x.detach(), labels, len(observations), r)

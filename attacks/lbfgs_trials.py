@@ -64,10 +64,13 @@ def planned_restarts(restarts: int, obs: Observation) -> int:
 
 def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
                      variables: list[torch.Tensor],
-                     objective: Callable[[Sequence[torch.Tensor]], torch.Tensor],
+                     objective: Callable[[Sequence[torch.Tensor], list[int] | None],
+                                         torch.Tensor],
                      restarts: int = 1) -> BatchedResult:
     """Run the attack's L-BFGS settings over the stacked ``variables`` (trial first); with
-    ``restarts`` trials per cell, each gets its share of the suite's caps."""
+    ``restarts`` trials per cell, each gets its share of the suite's caps.
+    ``objective(variables, rows)``: the losses of trials ``rows`` (``None``: all), whose
+    rows ``variables`` hold; once some trials have stopped, only the others are evaluated."""
     obs0 = observations[0]
     cap_evals = None if obs0.max_grad_evals is None else obs0.max_grad_evals // restarts
     cap_iters = None if obs0.max_iterations is None else obs0.max_iterations // restarts
@@ -75,12 +78,12 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
     if cap_evals is not None:
         budget = min(budget, cap_evals)
     return run_batched_lbfgs(
-        variables, objective, attack.steps, attack.lr, attack.max_eval_per_step,
+        variables, lambda v: objective(v, None), attack.steps, attack.lr, attack.max_eval_per_step,
         history_size=attack.history_size, max_grad_evals=cap_evals,
         line_search_fn=line_search_fn(attack.line_search),
         max_iterations=cap_iters, patience=attack.patience or None,
         min_rel_improvement=attack.min_rel_improvement,
-        snapshot_at=snapshot_points(budget, attack.snapshots))
+        snapshot_at=snapshot_points(budget, attack.snapshots), rows_objective=objective)
 
 
 def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, cells: int,

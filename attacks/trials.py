@@ -91,6 +91,8 @@ class TrialEngine:
                          for i in range(len(self.names))]
         self._state0 = {n: v[0] for n, v in self.state.items()}  # a lone trial's rows
         self._observed0 = [o[0] for o in self.observed]
+        self._selected: tuple[tuple[int, ...], dict[str, torch.Tensor],
+                              dict[str, torch.Tensor], list[torch.Tensor]] | None = None
 
     @property
     def trials(self) -> int:
@@ -138,11 +140,25 @@ class TrialEngine:
 
     # -- all trials ------------------------------------------------------------------------------
 
+    def _rows(self, rows: Sequence[int]) -> tuple[dict[str, torch.Tensor],
+                                                  dict[str, torch.Tensor], list[torch.Tensor]]:
+        """The stacked weights, state and observed updates of trials ``rows`` (the last
+        selection is kept: a pass selects anew only when a trial stops)."""
+        key = tuple(rows)
+        if self._selected is None or self._selected[0] != key:
+            ix = torch.as_tensor(key, device=self.device)
+            self._selected = (key, {n: v.index_select(0, ix) for n, v in self.params.items()},
+                              {n: v.index_select(0, ix) for n, v in self.state.items()},
+                              [o.index_select(0, ix) for o in self.observed])
+        return self._selected[1:]
+
     def losses(self, distance: Distance, x: torch.Tensor, target: torch.Tensor,
-               priors: Sequence[Prior] = ()) -> torch.Tensor:
+               priors: Sequence[Prior] = (), rows: Sequence[int] | None = None
+               ) -> torch.Tensor:
         """Every trial's objective, shape [K]: ``distance(dummy update, observed)`` plus the
         priors of its own dummy batch. ``x`` is [K, B, ...]; ``target`` [K, B] class indices or
-        [K, B, classes] soft labels."""
+        [K, B, classes] soft labels. With ``rows``, only those trials' (``x`` and ``target``
+        then hold their rows): the losses of the trials still running."""
 
         def one(params: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
                 observed: list[torch.Tensor], xk: torch.Tensor, tk: torch.Tensor
@@ -152,6 +168,8 @@ class TrialEngine:
                 loss = loss + prior(xk)
             return loss
 
+        if rows is not None and list(rows) != list(range(self.trials)):
+            return vmap(one)(*self._rows(rows), x, target)
         if self.trials == 1:  # the same function, without vmap's overhead, on the base
             # model's own parameters (the trial's: ``base`` is a copy of its model)
             leaves = self._own if self.cell_of == [0] else {

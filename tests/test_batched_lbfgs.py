@@ -214,6 +214,36 @@ def run_dlg(net, observed, x0, logits0, **kw):
     return x.detach(), res
 
 
+def test_stopped_trials_leave_the_batch_and_the_others_run_on_unchanged():
+    # with rows_objective, an evaluation after a trial stopped computes only the running
+    # trials: the batch shrinks, and every trial's run is the one it makes with all rows
+    # evaluated throughout (float64, a per-trial objective: identical)
+    net, observed, x0, logits0 = dlg_setup(6)
+    net = net.double()
+    observed = [[o.double() for o in obs] for obs in observed]
+    x0, logits0 = x0.double(), logits0.double()
+    full = dlg_objective(net, observed)
+    evaluated: list[list[int]] = []
+
+    def rows_objective(v, rows):
+        evaluated.append(list(rows))
+        return dlg_objective(net, [observed[k] for k in rows])(v)
+
+    kw = dict(steps=12, lr=1.0, max_iter=5, history_size=10, tolerance_change=1e-6)
+    xs, runs = [], []
+    for extra in ({}, {"rows_objective": rows_objective}):
+        x, logits = x0.clone().requires_grad_(True), logits0.clone().requires_grad_(True)
+        runs.append(run_batched_lbfgs([x, logits], full, **kw, **extra))
+        xs.append(x.detach())
+    everyone, shrinking = runs
+    assert len({t.grad_evals for t in everyone.trials}) > 1  # trials stop at different times
+    assert evaluated and min(len(r) for r in evaluated) < 6  # the batch shrank
+    assert len(evaluated) < everyone.rounds  # the full-batch rounds ran through `full`
+    assert torch.equal(xs[0], xs[1])
+    for a, b in zip(everyone.trials, shrinking.trials):
+        same_trial(a, b)
+
+
 def test_dlg_float32_trial_alone_and_in_a_batch_of_8():
     # Tolerance: a trial does the same float32 operations alone and in the batch, and on the
     # development machine the results are bitwise equal. But float32 GEMMs (MKL/oneDNN) may

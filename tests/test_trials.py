@@ -56,6 +56,9 @@ def test_engine_matches_the_lone_objective_of_every_trial(case):
         lone = torch.stack([distance(dummy_update(o.model, x[k], y[k], o), o.update.tensors)
                             for k, o in enumerate(obs)])
         assert torch.allclose(batched, lone, rtol=1e-4, atol=1e-7), (batched, lone)
+        for rows in ([2], [0, 2], [1, 2]):  # the trials still running, once others stopped
+            some = engine.losses(distance, x[rows], y[rows], rows=rows)
+            assert torch.allclose(some, lone[rows], rtol=1e-4, atol=1e-7), (rows, some)
 
 
 def test_engine_refuses_observations_that_cannot_share_a_pass():
