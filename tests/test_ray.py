@@ -60,6 +60,26 @@ class RaySleep(Attack):
                 path.write_text(str(os.getpid()))
         time.sleep(self.seconds)
         return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+
+
+_LONE_RUNS = [0]
+
+
+@register_attack("raypass")
+class RayPass(Attack):
+    """Its batched pass raises, so its cells re-run alone in the task; every third lone run
+    in a worker sleeps past any timeout."""
+
+    batched_trials = frozenset({"image"})
+
+    def reconstruct_trials(self, observations):
+        raise RuntimeError("the batched pass fails")
+
+    def reconstruct(self, obs):
+        _LONE_RUNS[0] += 1
+        if _LONE_RUNS[0] % 3 == 0:
+            time.sleep(600)
+        return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
 '''
 
 
@@ -67,7 +87,8 @@ class RaySleep(Attack):
 def cluster(tmp_path_factory):
     """A local two-CPU Ray cluster whose workers import leakbench and the test plugin."""
     plugin = write_plugin(tmp_path_factory.mktemp("rayplugin"), "leakbench_raytest", RAY_PLUGIN,
-                          "[leakbench.attacks]\nraysleep = leakbench_raytest\n")
+                          "[leakbench.attacks]\nraysleep = leakbench_raytest\n"
+                          "raypass = leakbench_raytest\n")
     sys.path.insert(0, str(plugin))
     importlib.import_module("leakbench_raytest")  # the driver plans cells with it
     path = os.pathsep.join([str(ROOT), str(plugin), os.environ.get("PYTHONPATH", "")])
@@ -76,6 +97,7 @@ def cluster(tmp_path_factory):
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     ATTACKS.unregister("raysleep")
+    ATTACKS.unregister("raypass")
     sys.path.remove(str(plugin))
 
 
@@ -159,6 +181,20 @@ def test_a_cell_over_its_timeout_is_cancelled_and_the_matrix_finishes(cluster, t
     assert sorted(by_status["ok"]) == ["dlg", "dlg"]
     assert summary.counts["timeout"] == 2
     assert all("30s" in r["error"] for r in load_records(tmp_path) if r["status"] == "timeout")
+
+
+def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(cluster, tmp_path):
+    # a group's task streams each cell's outcome: when its third cell hangs and the task is
+    # cancelled, the two that finished keep their records (before: all three timed out)
+    suite = make_suite(seeds=3, timeout=12, attacks=["raypass"])
+    run_suite(suite, tmp_path, device="cpu", progress=False, executor="ray", trials=8)
+    records = sorted(load_records(tmp_path), key=lambda r: r["seed"])
+    assert [r["status"] for r in records] == ["ok", "ok", "timeout"]
+    ids = sorted(r["cell_id"] for r in records)
+    for r in records[:2]:
+        assert sorted(r["trial_batch"]["cells"]) == ids
+        assert "RuntimeError: the batched pass fails" in r["trial_batch"]["fallback"]
+    assert sorted(records[2]["trial_batch"]["cells"]) == ids
 
 
 def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):

@@ -1,13 +1,16 @@
 """The Ray executor: each cell one Ray task, on a local Ray cluster or one joined by address.
 
 A task declares its resources (``cpus_per_task``, default 1, and ``gpus_per_task``, a fraction
-packs several cells on one GPU), rebuilds its cell from JSON, runs it with as many torch threads
-as CPUs it holds (or ``threads``, when given), and returns the record and its artifacts: workers
-need no shared disk, the runner writes the store. The driver keeps at most as many tasks in
-flight as the cluster can run at once, so a task starts about when it is submitted: the cell's
-clock starts then. A task past the suite's timeout is cancelled (its worker killed) and becomes
-a ``timeout`` outcome; a worker that dies (killed, out of memory, its node lost) is retried by
-Ray up to ``max_retries`` times, then the cell becomes an ``error`` outcome naming the cause.
+packs several cells on one GPU), rebuilds its cell (or group of batched cells) from JSON, runs
+it with as many torch threads as CPUs it holds (or ``threads``, when given), and streams each
+cell's record and artifacts as the cell finishes (a Ray generator task): workers need no shared
+disk, the runner writes the store, and a group that fails later keeps its finished cells. The
+driver keeps at most as many tasks in flight as the cluster can run at once, so a task starts
+about when it is submitted: the cell's clock starts then. A task past the suite's timeout is
+cancelled (its worker killed) and its unfinished cells become ``timeout`` outcomes; a worker
+that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries``
+times (a cell a retry yields again is kept once), then the task's unfinished cells become
+``error`` outcomes naming the cause.
 Ray is imported only when the executor is made: ``import bench.executors`` works without it.
 """
 
@@ -17,13 +20,14 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
-from bench.cells.trials import members, run_task
+from bench.cells.trials import iter_task, members
 from bench.executors.base import (
     ExecutorOptions,
     register_executor,
@@ -42,13 +46,20 @@ SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "O
 
 
 def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threads: int
-              ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+              ) -> Iterator[tuple[int, dict[str, Any], dict[str, bytes]]]:
     """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
-    an outcome per cell."""
+    ``(member index, record, artifacts)`` as each cell finishes."""
     torch.set_num_threads(threads)
     task = cell_from_json(cell_json)
-    return [(o.record.to_json(), o.artifacts) for _, o in run_task(task, torch.device(device),
-                                                                   options)]
+    for i, outcome in iter_task(task, torch.device(device), options):
+        yield i, outcome.record.to_json(), outcome.artifacts
+
+
+@dataclass
+class _Running:
+    task: CellKind
+    started: float
+    finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
 
 
 def import_ray() -> Any:
@@ -99,7 +110,7 @@ class RayExecutor:
             else MAX_RETRIES
         self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
         self.threads = threads if threads is not None else max(1, int(self.cpus))
-        self._inflight: dict[Any, tuple[CellKind, float]] = {}
+        self._inflight: dict[Any, _Running] = {}  # by the task's ObjectRefGenerator
         self._capacity, self._capacity_at = 1, -CAPACITY_REFRESH_S
         self._started_cluster = False
 
@@ -150,15 +161,14 @@ class RayExecutor:
             while pending or self._inflight:
                 while pending and len(self._inflight) < self.capacity():
                     cell = pending.pop()
-                    ref = task.remote(cell.to_json(), options, self.device, self.threads)
-                    self._inflight[ref] = (cell, time.perf_counter())
-                refs = list(self._inflight)
-                ready, rest = ray.wait(refs, num_returns=1, timeout=0.5)
+                    stream = task.remote(cell.to_json(), options, self.device, self.threads)
+                    self._inflight[stream] = _Running(cell, time.perf_counter())
+                streams = list(self._inflight)
+                ready, rest = ray.wait(streams, num_returns=1, timeout=0.5)
                 if ready and rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-                for ref in ready:
-                    done, t0 = self._inflight.pop(ref)
-                    yield from self._collect(ref, done, options, t0)
+                for stream in ready:
+                    yield from self._collect(stream, options)
                 yield from self._expire(options)
         finally:
             self.cancel()
@@ -166,26 +176,39 @@ class RayExecutor:
                 ray.shutdown()
                 self._started_cluster = False
 
-    def _collect(self, ref: Any, task: CellKind, options: RunOptions, t0: float
-                 ) -> list[tuple[CellKind, Outcome]]:
+    def _collect(self, stream: Any, options: RunOptions) -> list[tuple[CellKind, Outcome]]:
+        """The next outcome a task streamed (a failure for its unfinished cells if the task
+        failed; nothing more once every cell has its outcome)."""
+        running = self._inflight[stream]
+        cells = members(running.task)
         try:
-            outcomes = self.ray.get(ref)
+            i, record, artifacts = self.ray.get(next(stream))
+        except StopIteration:  # the stream ended (every member was yielded)
+            del self._inflight[stream]
+            return []
         except self.ray.exceptions.RayError as e:
-            return task_failure(task, "error", failure_cause(e, self.max_retries), options,
-                                time.perf_counter() - t0, torch.device(self.device))
-        return [(cell, Outcome(Record.from_json(record), artifacts))
-                for cell, (record, artifacts) in zip(members(task), outcomes)]
+            del self._inflight[stream]
+            return task_failure(running.task, "error", failure_cause(e, self.max_retries),
+                                options, time.perf_counter() - running.started,
+                                torch.device(self.device), frozenset(running.finished))
+        if len(running.finished | {i}) == len(cells):
+            del self._inflight[stream]  # all in: no need to wait for the stream's end
+        if i in running.finished:  # a retried task yields its cells again: keep the first
+            return []
+        running.finished.add(i)
+        return [(cells[i], Outcome(Record.from_json(record), artifacts))]
 
     def _expire(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
         """Cells past the timeout: their tasks cancelled, a ``timeout`` outcome each."""
         now = time.perf_counter()
-        late = [(ref, task, now - t0) for ref, (task, t0) in self._inflight.items()
-                if now - t0 > task_timeout(task, self.timeout)]
-        for ref, task, elapsed in late:
-            del self._inflight[ref]
-            self.ray.cancel(ref, force=True)
-            yield from task_failure(task, "timeout", timeout_error(task, self.timeout),
-                                    options, elapsed, torch.device(self.device))
+        late = [(stream, run, now - run.started) for stream, run in self._inflight.items()
+                if now - run.started > task_timeout(run.task, self.timeout)]
+        for stream, run, elapsed in late:
+            del self._inflight[stream]
+            self.ray.cancel(stream, force=True)
+            yield from task_failure(run.task, "timeout", timeout_error(run.task, self.timeout),
+                                    options, elapsed, torch.device(self.device),
+                                    frozenset(run.finished))
 
     def cancel(self) -> None:
         for ref in list(self._inflight):
