@@ -109,12 +109,14 @@ def test_cells_differing_only_by_seed_are_grouped_and_others_stay_alone():
 def test_a_plugin_declaring_batched_trials_as_a_flag_still_groups_its_image_cells(
         monkeypatch):
     # the attribute was a flag before it named modalities (a bool, or whatever a plugin
-    # wrote: None, 0, 1): true meant the vectorised engine, which batches images
+    # wrote: None, 0, 1): true meant the vectorised engine, which batches images; a plugin
+    # may also name one modality as a string
     from attacks.ig import InvertingGradients
 
     suite = make_suite(seeds=2, attacks=[{"ig": {"iterations": 1}}], **LENET16)
     cells = list(iter_cells(suite))
-    for flag, groups in ((True, 1), (False, 0), (1, 1), (0, 0), (None, 0), (("image",), 1)):
+    for flag, groups in ((True, 1), (False, 0), (1, 1), (0, 0), (None, 0), (("image",), 1),
+                         ("image", 1), ("text", 0)):  # a string: the one modality it names
         monkeypatch.setattr(InvertingGradients, "batched_trials", flag)
         tasks = group_trials(cells, size=8)
         assert sum(isinstance(t, TrialsCell) for t in tasks) == groups

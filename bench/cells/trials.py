@@ -11,7 +11,7 @@ observed, scored and recorded on its own (:func:`bench.pipeline.iter_trials`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +83,11 @@ def _batchable(cell: Any) -> bool:
     attack = REGISTRIES["attacks"].get(cell.attack.name).cls
     modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality
     batched = getattr(attack, "batched_trials", frozenset())
-    if not isinstance(batched, (set, frozenset, tuple, list)):  # the form before modalities
-        batched = frozenset({"image"}) if batched else frozenset()  # (a plugin's flag, True
-    return modality in batched  # or None, 0, 1): images only, the engine's domain
+    if isinstance(batched, str):  # one modality named
+        batched = frozenset({batched})
+    elif not isinstance(batched, Collection):  # the form before modalities (a plugin's flag,
+        batched = frozenset({"image"}) if batched else frozenset()  # True or None, 0, 1):
+    return modality in batched  # images only, the engine's domain
 
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS, workers: int = 1

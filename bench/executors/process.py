@@ -104,7 +104,7 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
         events.send(("done", None))
 
 
-def receive(events: Connection) -> list[Any] | None:
+def receive(events: Connection) -> list[Any]:
     """Every whole message waiting in a worker's pipe, without blocking on one that is not
     there; ``None`` after them when the pipe has ended (the worker exited or was killed, a
     message it was sending torn: what came before it counts, the torn one does not)."""
@@ -165,8 +165,13 @@ class ProcessExecutor:
         self.workers = max(1, len(self._slots))
         try:
             while pending or any(s.cell is not None for s in self._slots):
-                for s in self._slots:
+                for i, s in enumerate(self._slots):
                     if s.cell is None and pending:
+                        if s.events is None or not s.process.is_alive():  # died idle
+                            s.process.join()
+                            if s.events is not None:
+                                s.events.close()
+                            s = self._slots[i] = self._start(i)
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
@@ -181,7 +186,10 @@ class ProcessExecutor:
         """Every event the workers have sent (waiting up to ``wait`` seconds for the first):
         a task started, a member's outcome (yielded), or a task done."""
         open_ = {s.events: s for s in self._slots if s.events is not None}
-        for events in wait_for_any(list(open_), timeout=wait) if open_ else ():
+        if not open_:  # every pipe ended: ``_reap`` restarts the workers
+            time.sleep(wait)
+            return
+        for events in wait_for_any(list(open_), timeout=wait):
             yield from self._handle(open_[events])
 
     def _handle(self, s: _Slot) -> Iterator[tuple[CellKind, Outcome]]:

@@ -10,7 +10,7 @@ about when it is submitted: the cell's clock starts then. A task past the suite'
 cancelled (its worker killed) and its unfinished cells become ``timeout`` outcomes; a worker
 that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries``
 times (a cell a retry yields again is kept once), then the task's unfinished cells become
-``error`` outcomes naming the cause.
+``error`` outcomes naming the cause (as do cells a stream ended without).
 Ray is imported only when the executor is made: ``import bench.executors`` works without it.
 """
 
@@ -177,33 +177,44 @@ class RayExecutor:
                 self._started_cluster = False
 
     def _collect(self, stream: Any, options: RunOptions) -> list[tuple[CellKind, Outcome]]:
-        """The next outcome a task streamed (a failure for its unfinished cells if the task
-        failed; nothing more once every cell has its outcome)."""
+        """The outcomes a task has streamed so far (call it when the stream is ready); its
+        unfinished cells fail if the task failed, or ended without yielding them."""
         running = self._inflight[stream]
         cells = members(running.task)
-        try:
-            i, record, artifacts = self.ray.get(next(stream))
-        except StopIteration:  # the stream ended (every member was yielded)
-            del self._inflight[stream]
-            return []
-        except self.ray.exceptions.RayError as e:
-            del self._inflight[stream]
-            return task_failure(running.task, "error", failure_cause(e, self.max_retries),
-                                options, time.perf_counter() - running.started,
-                                torch.device(self.device), frozenset(running.finished))
-        if len(running.finished | {i}) == len(cells):
-            del self._inflight[stream]  # all in: no need to wait for the stream's end
-        if i in running.finished:  # a retried task yields its cells again: keep the first
-            return []
-        running.finished.add(i)
-        return [(cells[i], Outcome(Record.from_json(record), artifacts))]
+        out: list[tuple[CellKind, Outcome]] = []
+        while True:
+            try:
+                i, record, artifacts = self.ray.get(next(stream))
+            except (StopIteration, self.ray.exceptions.RayError) as e:
+                del self._inflight[stream]
+                if len(running.finished) < len(cells):
+                    error = ("the Ray task ended without this cell's outcome"
+                             if isinstance(e, StopIteration) else
+                             failure_cause(e, self.max_retries))
+                    out += task_failure(running.task, "error", error, options,
+                                        time.perf_counter() - running.started,
+                                        torch.device(self.device), frozenset(running.finished))
+                return out
+            if i not in running.finished:  # a retried task may yield a cell again: once
+                running.finished.add(i)
+                out.append((cells[i], Outcome(Record.from_json(record), artifacts)))
+            if len(running.finished) == len(cells):
+                del self._inflight[stream]  # all in: no need to wait for the stream's end
+                return out
+            if not (stream.next_ready() or stream.is_finished()):
+                return out
 
     def _expire(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
-        """Cells past the timeout: their tasks cancelled, a ``timeout`` outcome each."""
+        """Tasks past the timeout: what they streamed before it kept, then cancelled, a
+        ``timeout`` outcome for each cell they did not finish."""
         now = time.perf_counter()
         late = [(stream, run, now - run.started) for stream, run in self._inflight.items()
                 if now - run.started > task_timeout(run.task, self.timeout)]
         for stream, run, elapsed in late:
+            if stream.next_ready():
+                yield from self._collect(stream, options)
+            if stream not in self._inflight:  # its last cells had arrived after all
+                continue
             del self._inflight[stream]
             self.ray.cancel(stream, force=True)
             yield from task_failure(run.task, "timeout", timeout_error(run.task, self.timeout),
