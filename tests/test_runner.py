@@ -91,6 +91,42 @@ def test_outcomes_a_dead_worker_sent_first_are_kept(plugin_path, tmp_path):
     assert statuses == {"0": "ok", "1": "ok", "2": "error"}, out.stdout
 
 
+IDLE_DEATH = """
+import os, signal, sys, time
+import torch
+from bench.cells.base import RunOptions
+from bench.cells.trials import group_trials
+from bench.executors.process import ProcessExecutor
+from bench.suite import attack_cells, parse_suite
+import yaml
+suite = parse_suite(yaml.safe_load(open(sys.argv[1])))
+tasks = group_trials(list(attack_cells(suite)), 1)  # every cell a task of its own
+executor = ProcessExecutor(torch.device("cpu"), timeout=60, jobs=1, threads=1)
+pids = []
+executor.on_start = pids.append
+for cell, outcome in executor.run(tasks, RunOptions()):
+    print(cell.seed, outcome.record.status, outcome.record.error, flush=True)
+    if len(pids) == 1:  # the first worker, done with its cell, dies before its next one
+        time.sleep(2)
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(1)
+print("workers", len(pids))
+"""
+
+
+def test_a_worker_that_died_between_cells_is_replaced_before_its_next_cell(tmp_path):
+    # a worker killed while idle (out of memory, an operator's kill): its next cell goes to a
+    # fresh worker and runs (before: into the dead worker's queue, then an error record)
+    path = write_suite(tmp_path / "idle.yaml", seeds=2, attacks=[{"dlg": {"steps": 2}}])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", IDLE_DEATH, str(path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().split("\n")
+    assert sorted(line.split()[:2] for line in lines[:-1]) == [["0", "ok"], ["1", "ok"]], lines
+    assert lines[-1] == "workers 2"
+
+
 def _send_whole_then_large(events) -> None:
     events.send(("cell", "whole"))
     events.send(("cell", "x" * 4_000_000))  # blocks past the pipe's buffer: nobody reads yet
