@@ -168,10 +168,7 @@ class ProcessExecutor:
                 for i, s in enumerate(self._slots):
                     if s.cell is None and pending:
                         if s.events is None or not s.process.is_alive():  # died idle
-                            s.process.join()
-                            if s.events is not None:
-                                s.events.close()
-                            s = self._slots[i] = self._start(i)
+                            s = self._replace(i)
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
@@ -236,13 +233,21 @@ class ProcessExecutor:
             s.process.join()
             if s.events is not None:  # the outcomes it sent before it stopped
                 yield from self._handle(s)
-            if s.events is not None:
-                s.events.close()
             task = s.cell
-            self._slots[i] = self._start(i)
+            self._replace(i)
             if task is not None:  # None: its last outcome was in its pipe after all
                 yield from task_failure(task, status, error, options, elapsed, self.device,
                                         frozenset(s.finished))
+
+    def _replace(self, i: int) -> _Slot:
+        """A fresh worker in slot ``i``, its old one killed and its pipe closed."""
+        s = self._slots[i]
+        s.process.kill()
+        s.process.join()
+        if s.events is not None:
+            s.events.close()
+        self._slots[i] = self._start(i)
+        return self._slots[i]
 
     def cancel(self) -> None:
         for s in self._slots:
