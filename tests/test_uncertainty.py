@@ -27,7 +27,13 @@ from bench.leaderboard import (
     t_interval,
     utility_summary,
 )
-from bench.leaderboard.uncertainty import BATCH_FLOOR, MEASURED, OWN_FLOOR, SCENARIO_FLOOR
+from bench.leaderboard.uncertainty import (
+    BATCH_FLOOR,
+    MEASURED,
+    OWN_FLOOR,
+    SCENARIO_FLOOR,
+    pool_floors,
+)
 from bench.store import load_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -150,6 +156,13 @@ def test_floor_values_come_from_the_record_then_its_batch_then_the_scenario():
     assert seed_values(lone, "mse", higher_is_better=False, pool=df)["value"].tolist() == [0.2]
     # skipped cells are no seeds
     assert seed_values(df[df["attack"] == "never"], "psnr", pool=df).empty
+    # the pool's floors computed once (as the leaderboard does per scenario) give the same
+    for cells in (flaky, df[df["attack"] == "unstable"], lone):
+        for metric, higher in (("psnr", True), ("mse", False)):
+            once = pool_floors(df, metric, higher)
+            pd.testing.assert_frame_equal(
+                seed_values(cells, metric, higher, floors=once),
+                seed_values(cells, metric, higher, pool=df))
 
 
 def test_a_diverged_seed_pulls_the_mean_down_to_its_floor_and_is_counted():

@@ -16,6 +16,7 @@ from bench.leaderboard.uncertainty import (
     OWN_FLOOR,
     SCENARIO_FLOOR,
     Interval,
+    pool_floors,
     seed_values,
     shared_ranks,
     t_interval,
@@ -40,6 +41,8 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     of the means, still counted under ``diverged``/``failed``). Skipped cells are no seeds."""
     ran = cells[cells["status"] != "skipped"]
     metrics = list_metrics(kind="per_item")
+    floors = {m.name: pool_floors(cells, m.name, m.higher_is_better) for m in metrics
+              if m.name in cells}  # one pool, the scenario: its floors once
     rows = []
     for (defense, attack), g in ran.groupby(["defense", "attack"], sort=True):
         ok = g[g["status"] == "ok"]
@@ -48,7 +51,7 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             if m.name not in g:
                 row.update({m.name: None, f"{m.name}_n": 0})
                 continue
-            values = seed_values(g, m.name, m.higher_is_better, pool=cells)
+            values = seed_values(g, m.name, m.higher_is_better, floors=floors[m.name])
             iv = t_interval(values["value"])
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,

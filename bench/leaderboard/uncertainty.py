@@ -105,8 +105,31 @@ def format_rank(best: int, worst: int) -> str:
     return str(best) if best == worst else f"{best}–{worst}"
 
 
+@dataclass(frozen=True)
+class PoolFloors:
+    """The floors of a pool of cells that a floored seed may borrow: the worst one, and the
+    worst one per private batch (``scenario_seed``)."""
+
+    worst: float | None
+    by_batch: dict
+
+
+def pool_floors(pool: pd.DataFrame, metric: str, higher_is_better: bool = True) -> PoolFloors:
+    """The floors of ``metric`` in ``pool`` (lowest for a higher-is-better metric: the least
+    credit); computed once per scenario where many rows share its pool."""
+    floors = _floors(pool, FLOOR_PREFIX + metric)
+    worst = (floors.min() if higher_is_better else floors.max()) if len(floors) else None
+    by_batch: dict = {}
+    if len(floors) and "scenario_seed" in pool:
+        seeds = pool.loc[floors.index, "scenario_seed"]
+        grouped = floors.groupby(seeds)
+        by_batch = (grouped.min() if higher_is_better else grouped.max()).to_dict()
+    return PoolFloors(worst, by_batch)
+
+
 def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
-                pool: pd.DataFrame | None = None) -> pd.DataFrame:
+                pool: pd.DataFrame | None = None,
+                floors: PoolFloors | None = None) -> pd.DataFrame:
     """Per seed of ``cells`` (skipped cells left out): the ``value`` of ``metric`` that enters
     the mean and its ``source``.
 
@@ -116,26 +139,28 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     of ``pool`` on the same private batch (same ``scenario_seed``); the worst floor in
     ``pool`` (lowest for a higher-is-better metric: the least credit); else NaN with source
     ``missing`` (left out of the mean, still counted as a failure). ``pool`` defaults to
-    ``cells``; the leaderboard passes the whole scenario.
+    ``cells``; the leaderboard passes the whole scenario, and ``floors`` (its
+    :func:`pool_floors`, where it has them already).
     """
-    pool = cells if pool is None else pool
+    if floors is None:
+        floors = pool_floors(cells if pool is None else pool, metric, higher_is_better)
+    worst, by_batch = floors.worst, floors.by_batch
     col = FLOOR_PREFIX + metric
-    ran = cells[cells["status"].isin(SEED_STATUSES)]
-    floors = _floors(pool, col)
-    worst = (floors.min() if higher_is_better else floors.max()) if len(floors) else None
-    by_batch: dict = {}
-    if len(floors) and "scenario_seed" in pool:
-        seeds = pool.loc[floors.index, "scenario_seed"]
-        grouped = floors.groupby(seeds)
-        by_batch = (grouped.min() if higher_is_better else grouped.max()).to_dict()
+    ran = cells["status"].isin(SEED_STATUSES).to_numpy()  # the frame is wide: no copy of it
+    index = cells.index[ran]
+
+    def column(name: str) -> list:  # plain lists: iterrows would build a Series per row
+        return cells[name].to_numpy()[ran].tolist() if name in cells else [None] * len(index)
+
     values, sources = [], []
-    for _, r in ran.iterrows():
-        if r["status"] == "ok":
-            values.append(_number(r.get(metric)))
+    for status, measured, floor, batch_seed in zip(column("status"), column(metric),
+                                                   column(col), column("scenario_seed")):
+        if status == "ok":
+            values.append(_number(measured))
             sources.append(MEASURED)
             continue
-        own = _number(r.get(col))
-        batch = by_batch.get(r.get("scenario_seed"))
+        own = _number(floor)
+        batch = by_batch.get(batch_seed)
         if not math.isnan(own):
             values.append(own)
             sources.append(OWN_FLOOR)
@@ -148,7 +173,7 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
         else:
             values.append(math.nan)
             sources.append(MISSING)
-    return pd.DataFrame({"value": values, "source": sources}, index=ran.index)
+    return pd.DataFrame({"value": values, "source": sources}, index=index)
 
 
 def _floors(pool: pd.DataFrame, col: str) -> pd.Series:
