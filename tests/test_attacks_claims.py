@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from statistics import mean
 
+import pytest
 import torch
 
 from bench.cells.base import RunOptions
@@ -57,6 +58,7 @@ def _get(record: dict, key: str):
     return record[key]
 
 
+@pytest.mark.slow
 def test_ig_beats_dlg_on_relu_networks_at_equal_gradient_budget():
     # Geiping et al. 2020, Sec. 4: DLG's L2 matching with L-BFGS fails on ReLU networks where
     # cosine matching with signed Adam, a TV prior and the pixel box succeeds. Both get the
@@ -72,6 +74,7 @@ def test_ig_beats_dlg_on_relu_networks_at_equal_gradient_budget():
         assert ig > dlg + 1.0, (arch, ig, dlg)
 
 
+@pytest.mark.slow
 def test_bn_prior_improves_ig_at_batch_four_when_statistics_are_granted():
     # Yin et al. 2021 / Huang et al. 2021: with the client's BN batch statistics granted,
     # matching them improves the reconstruction of a batch. Same TV and budget for both.
@@ -100,6 +103,7 @@ def test_count_based_labels_reach_ninety_percent_at_batch_four():
     assert len(accs) == 18 and mean(accs) >= 0.9, accs
 
 
+@pytest.mark.slow
 def test_attack_on_a_trained_victim_differs_from_init(tmp_path, monkeypatch):
     # Geiping et al. 2020 and Huang et al. 2021: the training stage of the model changes
     # how much it leaks. Here: the records of trained:40 and init victims differ.
@@ -114,6 +118,7 @@ def test_attack_on_a_trained_victim_differs_from_init(tmp_path, monkeypatch):
     assert len(list((tmp_path / "victims").glob("*.pt"))) == 2  # one cached victim per seed
 
 
+@pytest.mark.slow
 def test_more_fedavg_local_steps_lower_psnr():
     # Geiping et al. 2020 (Sec. 6) and Dimitrov et al. 2022: the more local steps the
     # client takes, the harder the unrolled inversion. 1 step (whole batch) vs 12 steps

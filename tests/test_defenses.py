@@ -384,6 +384,7 @@ def test_secagg_is_the_mean_of_k_client_updates(mode):
     assert single is own
 
 
+@pytest.mark.slow
 def test_secagg_with_four_clients_lowers_dlg_psnr(tmp_path, one_thread):
     suite = parse_suite({
         "name": "secagg-check", "seeds": 3, "batch_size": 1,

@@ -119,6 +119,7 @@ def _kill_when_written(pidfile: Path, killed: list[int], times: int = 1) -> thre
     return thread
 
 
+@pytest.mark.slow
 def test_smoke_on_ray_gives_the_process_executors_cells_and_metrics(cluster, tmp_path):
     suite = load_suite("smoke")
     on_ray = run_suite(suite, tmp_path / "ray", device="cpu", progress=False, executor="ray")
@@ -167,6 +168,7 @@ def test_a_worker_that_keeps_dying_becomes_an_error_record(cluster, tmp_path):
     assert "Ray worker died" in record["error"] and "1 retries" in record["error"]
 
 
+@pytest.mark.slow
 def test_a_cell_over_its_timeout_is_cancelled_and_the_matrix_finishes(cluster, tmp_path):
     # the clock starts at submission: leave room for a fresh worker's imports
     suite = make_suite(seeds=2, timeout=30, attacks=[{"raysleep": {"seconds": 600}},
@@ -183,6 +185,7 @@ def test_a_cell_over_its_timeout_is_cancelled_and_the_matrix_finishes(cluster, t
     assert all("30s" in r["error"] for r in load_records(tmp_path) if r["status"] == "timeout")
 
 
+@pytest.mark.slow
 def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(cluster, tmp_path):
     # a group's task streams each cell's outcome: when its third cell hangs and the task is
     # cancelled, the two that finished keep their records (before: all three timed out)
@@ -197,6 +200,7 @@ def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(cluster, tmp_path)
     assert sorted(records[2]["trial_batch"]["cells"]) == ids
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=4, attacks=[{"dlg": {"steps": 15}}])
     out_dir, records = tmp_path / "out", tmp_path / "out" / "records"

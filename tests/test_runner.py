@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from bench.executors.process import receive
 from bench.runner import run_suite
 from bench.store import load_records
@@ -175,6 +177,7 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     assert "1 error" in out.stdout and "1 timeout" in out.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
     out_dir = tmp_path / "out"
