@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from bench.executors.process import receive
 from bench.runner import run_suite
 from bench.store import load_records
@@ -62,6 +60,8 @@ def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(plugin_path, tmp_p
         assert "RuntimeError: the batched pass fails" in r["trial_batch"]["fallback"]
     hung = records[2]["trial_batch"]
     assert sorted(hung["cells"]) == ids and hung["task_seconds"] >= 15  # 3 cells x 5 s
+    # its error gives the limit the three cells shared, lone re-runs included
+    assert "cell timeout of 5s (a task of 3 cells: 15s" in records[2]["error"]
 
 
 SLOW_CONSUMER = """
@@ -177,7 +177,6 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     assert "1 error" in out.stdout and "1 timeout" in out.stdout
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
     out_dir = tmp_path / "out"

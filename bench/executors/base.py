@@ -70,12 +70,14 @@ def task_failure(task: Any, status: str, error: str, options: RunOptions, elapse
 
 
 def timeout_error(task: Any, timeout: float) -> str:
-    """The ``error`` of a task past its limit (a batched pass: the cell timeout per cell)."""
+    """The ``error`` of a task past its limit (a group: the cell timeout per cell, shared by
+    its batched pass and the lone re-runs that follow a failed pass)."""
     from bench.cells.trials import members
 
     error = f"exceeded the cell timeout of {timeout:g}s"
     n = len(members(task))
-    return error + (f" (× {n} cells sharing a batched pass)" if n > 1 else "")
+    return error + (f" (a task of {n} cells: {timeout * n:g}s for its batched pass and any "
+                    "lone re-runs after it)" if n > 1 else "")
 
 
 def task_timeout(task: Any, timeout: float) -> float:
