@@ -69,6 +69,7 @@ def test_another_hosts_lock_and_a_garbled_lock(tmp_path: Path, capsys) -> None:
     wait_for_workers([dead_pid()], grace=0.1)  # nothing to wait for
 
 
+@pytest.mark.slow
 def test_a_restart_after_kill_9_never_overlaps_and_records_every_cell_once(plugin_path,
                                                                           tmp_path) -> None:
     path = write_suite(tmp_path / "slow.yaml", seeds=4, timeout=300,
