@@ -76,8 +76,8 @@ def timeout_error(task: Any, timeout: float) -> str:
 
     error = f"exceeded the cell timeout of {timeout:g}s"
     n = len(members(task))
-    return error + (f" (a task of {n} cells: {timeout * n:g}s for its batched pass and any "
-                    "lone re-runs after it)" if n > 1 else "")
+    return error + (f" (a task of {n} cells: {task_timeout(task, timeout):g}s for its batched "
+                    "pass and any lone re-runs after it)" if n > 1 else "")
 
 
 def task_timeout(task: Any, timeout: float) -> float:
