@@ -167,6 +167,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     if hasattr(runner, "on_start"):
         runner.on_start = lock.add_worker  # a later run waits for these if this one is killed
     try:
+        if todo and hasattr(runner, "connect"):  # a cluster: its size is known once joined
+            runner.connect()
         tasks = group_trials(todo, trials, getattr(runner, "workers", None) or 1)
         for _, outcome in runner.run(tasks, options):
             stamp_parallelism(outcome, runner, jobs)

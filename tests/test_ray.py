@@ -17,12 +17,13 @@ import pytest
 import ray
 import torch
 
+from bench.cells.trials import members
 from bench.cli import main
 from bench.executors import ExecutorOptions
 from bench.registry import ATTACKS
 from bench.runner import run_suite
 from bench.store import load_records
-from bench.suite import load_suite
+from bench.suite import iter_cells, load_suite
 from helpers import ROOT, make_suite, write_plugin, write_suite
 
 RAY_PLUGIN = '''
@@ -190,7 +191,9 @@ def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(cluster, tmp_path)
     # a group's task streams each cell's outcome: when its third cell hangs and the task is
     # cancelled, the two that finished keep their records (before: all three timed out)
     suite = make_suite(seeds=3, timeout=12, attacks=["raypass"])
-    run_suite(suite, tmp_path, device="cpu", progress=False, executor="ray", trials=8)
+    # two CPUs a task: the cluster runs one at a time, so the group of three is not cut
+    run_suite(suite, tmp_path, device="cpu", progress=False, executor="ray", trials=8,
+              executor_options=ExecutorOptions(cpus_per_task=2))
     records = sorted(load_records(tmp_path), key=lambda r: r["seed"])
     assert [r["status"] for r in records] == ["ok", "ok", "timeout"]
     ids = sorted(r["cell_id"] for r in records)
@@ -275,3 +278,62 @@ def test_gpu_shares_pack_cells_and_the_suite_sets_resources(monkeypatch):
     cpu_only = RayExecutor(torch.device("cpu"), 60.0)
     monkeypatch.setattr(cpu_only.ray, "cluster_resources", lambda: {"CPU": 3.0})
     assert (cpu_only.device, cpu_only.gpus, cpu_only.capacity()) == ("cpu", 0.0, 3)
+
+
+def test_groups_are_cut_to_fill_the_clusters_room(monkeypatch, tmp_path):
+    from bench.executors.ray import RayExecutor
+
+    planned: list[list[str]] = []
+
+    def record_tasks(self, cells, options):  # what the runner hands the cluster, not run
+        planned.extend([[c.seed for c in members(t)] for t in cells])
+        return iter(())
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # "a cluster already joined"
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(RayExecutor, "run", record_tasks)
+    suite = make_suite(seeds=8, attacks=[{"dlg": {"steps": 2}}])
+    run_suite(suite, tmp_path / "four", device="cpu", progress=False, executor="ray", trials=8)
+    assert planned == [[0, 1], [2, 3], [4, 5], [6, 7]]  # one pass of 8 would fill one CPU
+    planned.clear()
+    run_suite(suite, tmp_path / "one", device="cpu", progress=False, executor="ray", trials=8,
+              executor_options=ExecutorOptions(cpus_per_task=4))
+    assert planned == [list(range(8))]
+
+
+def test_a_stream_that_ends_early_makes_its_missing_cells_error_records(monkeypatch):
+    from bench.cells import RunOptions
+    from bench.cells.trials import group_trials
+    from bench.executors.base import failure_outcome
+    from bench.executors.ray import RayExecutor, _Running
+
+    (group,) = group_trials(iter_cells(make_suite(seeds=3, attacks=["dlg"])), 8)
+    cells, options = members(group), RunOptions()
+    first = failure_outcome(cells[0], "diverged", "", options, 1.0).record.to_json()
+
+    class Stream:  # a generator task that yields its first cell, then ends
+        def __init__(self) -> None:
+            self.refs = [(0, first, {"picture.png": b"x"})]
+
+        def __next__(self):
+            if not self.refs:
+                raise StopIteration
+            return self.refs.pop(0)
+
+        def next_ready(self) -> bool:
+            return bool(self.refs)
+
+        def is_finished(self) -> bool:
+            return not self.refs
+
+    monkeypatch.setattr(ray, "get", lambda ref: ref)  # the fake refs are their values
+    ex = RayExecutor(torch.device("cpu"), 60.0)
+    stream = Stream()
+    ex._inflight[stream] = _Running(group, time.perf_counter())
+    out = ex._collect(stream, options)
+    assert [c.seed for c, _ in out] == [0, 1, 2] and not ex._inflight
+    assert out[0][1].record.status == "diverged" and out[0][1].artifacts == {"picture.png": b"x"}
+    for _, outcome in out[1:]:
+        assert outcome.record.status == "error"
+        assert outcome.record.error == "the Ray task ended without this cell's outcome"
+        assert outcome.record.trial_batch["cells"] == [c.cell_id for c in cells]

@@ -5,8 +5,9 @@ packs several cells on one GPU), rebuilds its cell (or group of batched cells) f
 it with as many torch threads as CPUs it holds (or ``threads``, when given), and streams each
 cell's record and artifacts as the cell finishes (a Ray generator task): workers need no shared
 disk, the runner writes the store, and a group that fails later keeps its finished cells. The
-driver keeps at most as many tasks in flight as the cluster can run at once, so a task starts
-about when it is submitted: the cell's clock starts then. A task past the suite's timeout is
+driver joins the cluster before the runner plans its tasks, so batched groups are cut to fill
+its room, and keeps at most as many tasks in flight as the cluster can run at once, so a task
+starts about when it is submitted: the cell's clock starts then. A task past the suite's timeout is
 cancelled (its worker killed) and its unfinished cells become ``timeout`` outcomes; a worker
 that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries``
 times (a cell a retry yields again is kept once), then the task's unfinished cells become
@@ -133,8 +134,15 @@ class RayExecutor:
 
     @property
     def workers(self) -> int:
-        """Cells run at once (the cluster's room, last read), for the records' provenance."""
+        """Tasks run at once (the cluster's room, last read): the runner cuts batched groups
+        to fill them, and the records' provenance names them. 1 until :meth:`connect`."""
         return self._capacity
+
+    def connect(self) -> None:
+        """Join (or start) the cluster and read its room, before the runner plans its tasks;
+        :meth:`run` leaves a cluster it started when it ends."""
+        self._connect()
+        self.capacity()
 
     def capacity(self) -> int:
         """How many tasks the cluster can run at once (read again every few seconds)."""
@@ -150,6 +158,7 @@ class RayExecutor:
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
         if not cells:
+            self._leave()
             return
         self._connect()
         ray = self.ray
@@ -172,9 +181,13 @@ class RayExecutor:
                 yield from self._expire(options)
         finally:
             self.cancel()
-            if self._started_cluster:
-                ray.shutdown()
-                self._started_cluster = False
+            self._leave()
+
+    def _leave(self) -> None:
+        """Shut down the cluster this executor started (one it joined stays up)."""
+        if self._started_cluster:
+            self.ray.shutdown()
+            self._started_cluster = False
 
     def _collect(self, stream: Any, options: RunOptions) -> list[tuple[CellKind, Outcome]]:
         """The outcomes a task has streamed so far (call it when the stream is ready); its
