@@ -5,7 +5,9 @@ gradient, a step-decay learning rate and a projection into the pixel box. Every 
 rules is element-wise, so K trials stacked along a leading dimension advance exactly as they
 would one by one: the trials of a batch are independent (tested). A trial whose loss or
 gradient becomes non-finite is frozen as diverged; a trial whose objective has stopped
-improving (:class:`Plateau`) is frozen as converged; the others go on.
+improving (:class:`Plateau`) is frozen as converged; the others go on. Each trial keeps its
+own clock, each iteration's wall time split evenly among the trials it moved, and its
+convergence and snapshots are timed by it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class TrialOutcome:
     final_loss: float = math.inf
     converged_at: dict[str, float] | None = None  # {"iterations", "grad_evals", "seconds"}
     snapshots: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)
+    seconds: float = 0.0  # its clock: each iteration's time split among the trials it moved
 
 
 @dataclass
@@ -66,7 +69,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
     out = [TrialOutcome() for _ in range(k)]
     live = torch.ones(k, dtype=torch.bool, device=x.device)  # neither diverged nor converged
     snaps = sorted(set(int(s) for s in snapshot_at if 0 < s <= iterations))
-    t0 = time.perf_counter()
+    t0 = mark = time.perf_counter()
     for it in range(iterations):
         if not bool(live.any()):
             break
@@ -99,19 +102,24 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             if box is not None:
                 x.copy_(torch.clamp(x, box[0], box[1]))
             x.copy_(torch.where(mask, x, before))  # frozen trials do not move
-        elapsed = time.perf_counter() - t0
+        now = time.perf_counter()
+        for j in range(k):
+            if stepping[j]:
+                out[j].seconds += (now - mark) / stepping.count(True)
+        mark = now
         for j in range(k):
             if stepping[j] and finite_list[j] and plateau.stalled(out[j].bests):
                 t = out[j]
                 t.converged_at = {"iterations": t.iterations, "grad_evals": t.grad_evals,
-                                  "seconds": elapsed}
+                                  "seconds": t.seconds}
                 live[j] = False
         if snaps and it + 1 == snaps[0]:
             snaps.pop(0)
             kept = x.detach().cpu()
             for j in range(k):  # a trial that has stopped keeps no further snapshots
                 if stepping[j] and not out[j].diverged:
-                    out[j].snapshots.append((out[j].grad_evals, elapsed, kept[j].clone()))
+                    out[j].snapshots.append((out[j].grad_evals, out[j].seconds,
+                                             kept[j].clone()))
     scorer = score or losses
     ok = [j for j in range(k) if not out[j].diverged and bool(torch.isfinite(x[j]).all())]
     if ok:

@@ -26,11 +26,14 @@ Per-trial stopping, where torch would go on evaluating the same point forever (c
 line search (not the run's first) that finds no lower point with the most evaluations a
 search gets (not cut short by earlier iterations of its step).
 A stopped trial is frozen; with ``rows_objective`` it also leaves the evaluations (the rest
-cost only their own rows). Opt-in ``patience``: with ``best_s`` the lowest loss evaluated
-before step ``s``, stop at ``s`` when ``best_{s-patience} - best_s <= min_rel_improvement *
-|best_{s-patience}|``. Caps: ``steps`` (and ``max_iterations``) and ``max_grad_evals``
-evaluations (a fixed step's inner iterations are cut to fit; a line search cut by it ends at
-the lowest point it evaluated).
+cost only their own rows). Each trial keeps its own clock: the wall time of every evaluation
+it took part in (with the bookkeeping since the one before), split evenly among the trials
+evaluated; its convergence and snapshots are timed by it, so a trial that stops early is not
+charged for the rounds its batch-mates ran after. Opt-in ``patience``: with ``best_s`` the
+lowest loss evaluated before step ``s``, stop at ``s`` when ``best_{s-patience} - best_s <=
+min_rel_improvement * |best_{s-patience}|``. Caps: ``steps`` (and ``max_iterations``) and
+``max_grad_evals`` evaluations (a fixed step's inner iterations are cut to fit; a line search
+cut by it ends at the lowest point it evaluated).
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ def run_batched_lbfgs(
         if reason not in ("steps", "max_grad_evals", "diverged"):
             res.converged = True
             res.converged_at = (res.grad_evals, res.iterations)
-            res.converged_seconds = time.perf_counter() - t0
+            res.converged_seconds = res.seconds
 
     def begin_step(k: int) -> None:
         """Start trial k's next outer step, or stop it on a cap (the suite's caps)."""
@@ -172,7 +175,7 @@ def run_batched_lbfgs(
                 row = x[k] if searched is None else origin[k] + ahead[k] * searched.t
                 parts = row.detach().split(sizes)
                 res.snapshots.append(Snapshot(
-                    res.grad_evals, time.perf_counter() - t0,
+                    res.grad_evals, res.seconds,
                     loss if searched is None else searched.f,
                     [p.reshape(v.shape[1:]).cpu().clone() for p, v in zip(parts, variables)]))
             st.snap_next += 1
@@ -326,16 +329,20 @@ def run_batched_lbfgs(
             else:
                 st.phase = _INNER
 
-    rounds = 0
+    rounds, mark = 0, t0
     while any(st.phase != _DONE for st in states):
+        used = [k for k in range(k_trials) if states[k].phase != _DONE]
         losses, grads = evaluate()
         rounds += 1
+        now = time.perf_counter()  # the trials evaluated share the time since the last one
+        for k in used:
+            results[k].seconds += (now - mark) / len(used)
+        mark = now
         with torch.no_grad():  # max|.| is NaN or inf exactly when a row is not finite
             checks = [grads.abs().amax(1), x.abs().amax(1)]
             if wolfe:
                 checks.append(_rowdot(grads, ahead))  # each search's slope g.d
             gmax, xmax, *slope = torch.stack(checks).tolist()
-        used = [k for k in range(k_trials) if states[k].phase != _DONE]
         iterate: list[int] = []
         fresh: list[int] = []  # trials whose current gradient is this evaluation's
         probes: list[tuple[int, float]] = []  # (trial, step length) to evaluate next

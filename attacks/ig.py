@@ -161,9 +161,12 @@ class InvertingGradients(Attack):
                 "labels_inferred": inferred,
                 "local_steps": local_steps(obs.client, obs.client_batch_size),
                 "update_kind": obs.update.kind,
-                "converged_at": winner.converged_at,
                 # the cell's cost so far: its restarts advance in lock-step
-                "snapshots": [(evals * len(mine), sec, x) for evals, sec, x in winner.snapshots]}
+                "converged_at": None if winner.converged_at is None else {
+                    **winner.converged_at, "seconds": winner.converged_at["seconds"] * len(mine)},
+                "trial_seconds": sum(t.seconds for t in mine),  # the runner divides a pass
+                "snapshots": [(evals * len(mine), sec * len(mine), x)
+                              for evals, sec, x in winner.snapshots]}
         return Reconstruction(res.images[trials[best]], labels.cpu(),
                               sum(t.iterations for t in mine), sum(t.grad_evals for t in mine),
                               trace, info)

@@ -21,7 +21,7 @@ class Snapshot:
     """One trial's variables (detached, on the CPU) right after its ``evals``-th evaluation."""
 
     evals: int
-    seconds: float  # since the run began
+    seconds: float  # the trial's clock (:class:`TrialResult` ``seconds``) at that point
     loss: float  # the objective at these variables
     variables: list[torch.Tensor]
 
@@ -40,7 +40,8 @@ class TrialResult:
     diverged: bool = False
     converged: bool = False
     converged_at: tuple[int, int] | None = None  # (grad_evals, step) when it converged
-    converged_seconds: float | None = None  # since the run began, when it converged
+    converged_seconds: float | None = None  # its clock (``seconds``) when it converged
+    seconds: float = 0.0  # its clock: each evaluation's time split among the trials in it
     stop_reason: str = ""  # steps | max_grad_evals | tolerance_grad | tolerance_change |
     # zero_loss | patience | diverged
     snapshots: list[Snapshot] = field(default_factory=list)

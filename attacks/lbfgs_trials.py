@@ -101,8 +101,13 @@ def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, 
             recon.grad_evals = sum(t.grad_evals for t in mine)
             recon.iterations = sum(t.iterations for t in mine)
             recon.info.update(restarts_run=restarts, best_restart=best - ks[0],
-                              restart_losses=[t.final_loss for t in mine])
-            recon.info["snapshots"] = [(e * restarts, s, x) for e, s, x in recon.info["snapshots"]]
+                              restart_losses=[t.final_loss for t in mine],
+                              trial_seconds=sum(t.seconds for t in mine))
+            # the cell's cost so far, as if its restarts had kept pace with the winner
+            recon.info["snapshots"] = [(e * restarts, s * restarts, x)
+                                       for e, s, x in recon.info["snapshots"]]
+            if recon.info["converged_at"] is not None:
+                recon.info["converged_at"]["seconds"] *= restarts
         out.append(recon)
     return out
 
@@ -118,6 +123,7 @@ def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.T
                      "seconds": trial.converged_seconds}
     info = {"final_loss": trial.final_loss, "diverged": trial.diverged,
             "stop_reason": trial.stop_reason, "converged_at": converged,
+            "trial_seconds": trial.seconds,  # its clock: the runner divides a pass by them
             "snapshots": [(s.evals, s.seconds, s.variables[0]) for s in trial.snapshots]}
     return Reconstruction(data.detach(), labels.cpu(), trial.iterations, trial.grad_evals,
                           trial.loss_trace, info)

@@ -208,7 +208,8 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
                 ) -> Iterator[tuple[int, Outcome]]:
     """Cells that differ only by seed, attacked as trials of one vectorised pass when the
     attack vectorises (:meth:`~bench.contracts.Attack.reconstruct_trials`): each is observed,
-    scored and recorded on its own, and the pass's time is divided equally between them.
+    scored and recorded on its own, and the pass's time is divided between them by their
+    trials' clocks (equally where the attack keeps none).
     ``(index in cells, outcome)`` as each cell finishes, so an executor can keep what is done
     when a later cell hangs. A cell whose observation fails is an error record at once; a
     pass that raises is re-run cell by cell, so no cell's failure takes down its
@@ -234,7 +235,7 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
             for (_, r), state in zip(live, states):
                 r.fields["trial_batch"] = {"cells": ids, "trials": len(ids),
                                            "fallback": " ".join(why.split())[:300]}
-                r.done, r.share = None, 1
+                r.done, r.time_scale = None, 1.0
                 if state is not None:
                     r.observed.obs.generator.set_state(state)
     for i, r in live:
@@ -257,12 +258,19 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
         recons = cell0.attack.build().reconstruct_trials([r.observed.obs for r in runs])
         _sync(device)
         seconds = time.perf_counter() - t0
+    clocks = [recon.info.pop("trial_seconds", None) for recon in recons]
+    by_clock = all(isinstance(c, (int, float)) and math.isfinite(c) and c >= 0
+                   for c in clocks) and sum(clocks) > 0
+    # each cell's trials' clocks (an evaluation's time split among the trials in it), scaled
+    # so that the cells add up to the pass; an attack that keeps none: equal parts
+    scale = seconds / sum(clocks) if by_clock else 1.0 / len(runs)
     share = {"cells": [r.cell.cell_id for r in runs], "trials": len(runs),
-             "pass_seconds": seconds, "time_share": "equal",
+             "pass_seconds": seconds, "time_share": "trial clock" if by_clock else "equal",
              "peak_memory": "pass"}  # peak_memory_bytes: the whole pass's, on every cell
-    for r, recon in zip(runs, recons):
-        r.done = Attacked(recon, seconds / len(runs), mem.peak_bytes, mem.kind)
-        r.fields["trial_batch"], r.share = share, len(runs)
+    for r, recon, clock in zip(runs, recons, clocks):
+        mine = clock * scale if by_clock else seconds / len(runs)
+        r.done = Attacked(recon, mine, mem.peak_bytes, mem.kind)
+        r.fields["trial_batch"], r.time_scale = share, scale
 
 
 @dataclass
@@ -274,7 +282,7 @@ class _Run:
     done: Attacked | None = None
     error: str | None = None
     status: str = "error"  # until scored: "ok" or "diverged"
-    share: int = 1  # the cells whose pass this cell's time is a share of
+    time_scale: float = 1.0  # the attack's times (convergence, snapshots) to the cell's share
     timing: dict[str, float] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)  # the record's outcome fields
     artifacts: dict[str, bytes] = field(default_factory=dict)
@@ -317,6 +325,7 @@ class _Run:
         t2 = time.perf_counter()
         recon = done.recon
         snapshots = recon.info.pop("snapshots", None) or []
+        recon.info.pop("trial_seconds", None)  # a lone cell's clock: its attack_seconds
         self.fields.update(
             iterations=recon.iterations, grad_evals=recon.grad_evals,
             loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
@@ -324,9 +333,9 @@ class _Run:
             defense_info=_jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
         converged = recon.info.get("converged_at")
-        if converged:  # seconds of the pass, divided between its cells as attack_seconds is
+        if converged:  # the attack's seconds, as the pass was divided for attack_seconds
             self.fields["converged_at"] = {
-                **converged, **({"seconds": converged["seconds"] / self.share}
+                **converged, **({"seconds": converged["seconds"] * self.time_scale}
                                 if converged.get("seconds") is not None else {})}
         if observed.clients > 1 and not observed.text:
             self.fields["aggregate"] = {"clients": observed.clients,
@@ -346,18 +355,18 @@ class _Run:
             pictured, self.artifacts = cell_artifacts(self.cell.cell_id, observed.x01, recon01,
                                                       metrics["matching"])
             self.fields.update(pictured)
-            self.fields["curve"] = quality_curve(observed, recon, snapshots, self.share,
+            self.fields["curve"] = quality_curve(observed, recon, snapshots, self.time_scale,
                                                  metrics, done.seconds, options)
         self.timing["score_seconds"] = time.perf_counter() - t2
 
 
 def quality_curve(observed: Observed, recon: Reconstruction,
-                  snapshots: list[tuple[int, float, torch.Tensor]], share: int,
+                  snapshots: list[tuple[int, float, torch.Tensor]], time_scale: float,
                   final: dict[str, Any], seconds: float, options: RunOptions
                   ) -> list[dict[str, float]]:
-    """PSNR against compute: each snapshot the attack kept (its evaluations, and its pass's
-    seconds divided by the trials sharing it), scored here, outside the attack; then the
-    final estimate."""
+    """PSNR against compute: each snapshot the attack kept (its evaluations, and its seconds
+    times ``time_scale``, the cell's share of a pass), scored here, outside the attack; then
+    the final estimate."""
     points = []
     for evals, elapsed, data in snapshots:
         if not bool(torch.isfinite(data).all()):
@@ -365,7 +374,8 @@ def quality_curve(observed: Observed, recon: Reconstruction,
         snap01 = observed.obs.domain.decode(data.detach().cpu().float())
         m = score(observed.x01, observed.private.y.cpu(), snap01, recon.labels,
                   success=options.success)
-        points.append({"grad_evals": evals, "seconds": elapsed / share, "psnr": m["psnr"]})
+        points.append({"grad_evals": evals, "seconds": elapsed * time_scale,
+                       "psnr": m["psnr"]})
     points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"],
                    "final": True})
     return points

@@ -103,7 +103,8 @@ class AttackRecord(Record):
     # PSNR against compute: [{grad_evals, seconds, psnr}], snapshots scored after the attack
     curve: list[dict[str, float]] | None = None
     converged_at: dict[str, float] | None = None  # where the stopping criterion ended the run
-    # a batched pass: {cells: [ids], trials: K, pass_seconds, time_share: "equal",
+    # a batched pass: {cells: [ids], trials: K, pass_seconds, time_share: "trial clock" (the
+    # pass divided by its trials' clocks) or "equal" (an attack that keeps none),
     # peak_memory: "pass" (peak_memory_bytes is the pass's, not the cell's)}; a pass
     # that raised: {cells, trials, fallback: its error} (each cell then ran alone); a task
     # that failed as a whole: {cells, trials, task_seconds} (wall_seconds: the task's)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -368,6 +369,38 @@ def test_per_trial_stopping_freezes_a_converged_trial():
         assert s.loss == rosen(s.variables[0], params[2]).item()
     assert torch.equal(t2.snapshots[0].variables[0], x0[2])
     assert all(a.seconds <= b.seconds for a, b in zip(t2.snapshots, t2.snapshots[1:]))
+
+
+def ticking_clock(monkeypatch, module) -> None:
+    """``module``'s ``time.perf_counter`` advances by exactly 1 s at each call."""
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+
+
+def test_each_trial_pays_its_share_of_the_evaluations_it_took_part_in(monkeypatch):
+    # one tick per evaluation: trial k's clock is the sum, over the evaluations it was in, of
+    # 1 / the trials evaluated, so a trial that stops early is not charged for the rest
+    import attacks.batched_lbfgs as batched_lbfgs
+
+    ticking_clock(monkeypatch, batched_lbfgs)
+    x0 = starts(4)
+    x0[0] = 1.0  # converges at its first evaluation
+    _, res = rosen_batch(x0, [1.0, 1.0, 1.5, -0.7], steps=12, lr=0.1, max_iter=5,
+                         history_size=4, snapshot_at=[1, 2, 7, 30])
+    evals = [t.grad_evals for t in res.trials]
+    assert evals[0] == 1 and len(set(evals)) > 1
+
+    def clock(e: int) -> float:  # the rounds 1..e, each split among the trials still in it
+        return sum(1 / sum(n >= r for n in evals) for r in range(1, e + 1))
+
+    for t in res.trials:
+        assert t.seconds == pytest.approx(clock(t.grad_evals))
+        assert [s.seconds for s in t.snapshots] == pytest.approx(
+            [clock(s.evals) for s in t.snapshots])
+        if t.converged:
+            assert t.converged_seconds == t.seconds
+    assert res.trials[0].seconds == pytest.approx(0.25)
+    assert sum(t.seconds for t in res.trials) == pytest.approx(res.rounds)
 
 
 def test_patience_stops_a_trial_that_stalls():

@@ -166,6 +166,7 @@ def test_grouped_cells_give_one_record_each_and_resume_reruns_only_the_missing(t
     for r in records.values():
         batch = r["trial_batch"]
         assert set(batch["cells"]) == ids and batch["trials"] == 4
+        assert batch["time_share"] == "trial clock"  # all four ran every iteration: equal
         assert r["timing"]["attack_seconds"] == pytest.approx(batch["pass_seconds"] / 4)
         assert batch["peak_memory"] == "pass"  # peak_memory_bytes is the pass's, said so
         assert r["curve"][-1]["grad_evals"] == r["grad_evals"]
@@ -210,6 +211,11 @@ def test_a_nan_trial_becomes_a_diverged_record_while_its_batch_mates_finish(monk
     statuses = {o.record.seed: o.record.status for o in outcomes}
     assert statuses == {0: "ok", 1: "ok", 2: "diverged", 3: "ok"}
     assert all(o.record.trial_batch["trials"] == 4 for o in outcomes)
+    # the pass is divided by the trials' clocks: the diverged trial left after its first
+    # iteration and pays for that one only, its batch-mates for it and the rest
+    seconds = {o.record.seed: o.record.timing["attack_seconds"] for o in outcomes}
+    assert seconds[2] < min(seconds[s] for s in (0, 1, 3))
+    assert sum(seconds.values()) == pytest.approx(outcomes[0].record.trial_batch["pass_seconds"])
 
 
 def test_a_cell_whose_observation_fails_is_an_error_record_and_the_rest_run(monkeypatch):
@@ -309,3 +315,29 @@ def test_ig_with_patience_records_where_each_trial_stopped():
         stop = recon.info["converged_at"]
         assert stop is not None and stop["iterations"] < 200 == recon.info["iterations_per_restart"]
         assert recon.grad_evals == stop["grad_evals"] + 1  # plus the final scoring
+
+
+def test_each_adam_trial_pays_for_the_iterations_it_took_part_in(monkeypatch):
+    from types import SimpleNamespace
+
+    import attacks.batched_adam as batched_adam
+    from attacks.batched_adam import run_signed_adam_trials
+    from attacks.stopping import Plateau
+
+    ticks = iter(range(10**9))  # one tick per iteration: the clocks are exact fractions
+    monkeypatch.setattr(batched_adam, "time",
+                        SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+
+    def losses(x):  # trial 0 descends, trial 1 turns NaN, trial 2 is flat (plateaus)
+        flat = (x[2] * 0).sum() + 1.0
+        return torch.stack([((x[0] - 1) ** 2).sum(), x[1].sum() * math.nan, flat])
+
+    res = run_signed_adam_trials(torch.zeros(3, 4), losses, 10, plateau=Plateau(3, 1e-3),
+                                 snapshot_at=[2, 5])
+    t0, t1, t2 = res.trials
+    assert (t0.iterations, t1.iterations, t2.iterations) == (10, 1, 4)
+    assert t1.diverged and t2.converged_at is not None
+    assert t1.seconds == pytest.approx(1 / 3)
+    assert t2.seconds == pytest.approx(1 / 3 + 3 / 2) == t2.converged_at["seconds"]
+    assert t0.seconds == pytest.approx(1 / 3 + 3 / 2 + 6)
+    assert [s for _, s, _ in t0.snapshots] == pytest.approx([1 / 3 + 1 / 2, 1 / 3 + 3 / 2 + 1])
