@@ -5,7 +5,8 @@ gradient, a step-decay learning rate and a projection into the pixel box. Every 
 rules is element-wise, so K trials stacked along a leading dimension advance exactly as they
 would one by one: the trials of a batch are independent (tested). A trial whose loss or
 gradient becomes non-finite is frozen as diverged; a trial whose objective has stopped
-improving (:class:`Plateau`) is frozen as converged; the others go on. Each trial keeps its
+improving (:class:`Plateau`) is frozen as converged; the others go on (with ``rows_losses``,
+evaluating only their own rows, so the pass costs less as trials stop). Each trial keeps its
 own clock, each iteration's wall time split evenly among the trials it moved, and its
 convergence and snapshots are timed by it.
 """
@@ -23,6 +24,7 @@ from attacks.gradient_matching import step_decay_lr
 from attacks.stopping import Plateau
 
 TrialLosses = Callable[[torch.Tensor], torch.Tensor]  # x [K, ...] → losses [K]
+RowsLosses = Callable[[torch.Tensor, list[int]], torch.Tensor]  # x's rows [R, ...] → [R]
 
 
 @dataclass
@@ -52,7 +54,8 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
                            box: tuple[torch.Tensor, torch.Tensor] | None = None,
                            score: TrialLosses | None = None, trace_every: int = 10,
                            plateau: Plateau | None = None,
-                           snapshot_at: Sequence[int] = ()) -> TrialsResult:
+                           snapshot_at: Sequence[int] = (),
+                           rows_losses: RowsLosses | None = None) -> TrialsResult:
     """Minimise every trial's ``losses(x)[k]`` over its slice ``x[k]`` of ``start`` [K, ...].
 
     Each iteration evaluates all live trials in one pass (one gradient evaluation each),
@@ -60,7 +63,9 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
     rate and projects into ``box``. At the end each live trial is scored by ``score``
     (default ``losses``), one more evaluation. ``snapshot_at`` lists iteration counts at
     which each live trial's estimate is kept (on the CPU) with its evaluations and seconds,
-    for quality-versus-compute curves scored outside the attack.
+    for quality-versus-compute curves scored outside the attack. ``rows_losses(rows of x,
+    rows)``, when given, is ``losses`` over the listed trials only: once a trial has
+    stopped, an iteration evaluates only the trials still running.
     """
     plateau = plateau or Plateau()
     k = start.shape[0]
@@ -76,8 +81,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
         for pg in opt.param_groups:
             pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
         stepping = live.tolist()  # the trials this iteration moves (snapshots: only these)
-        value = losses(x)
-        (g,) = torch.autograd.grad(value.sum(), x)
+        value, g = _evaluate(x, losses, rows_losses, [j for j in range(k) if stepping[j]])
         finite = torch.isfinite(value.detach()) & torch.isfinite(g.reshape(k, -1)).all(dim=1)
         vals, finite_list = value.detach().cpu().tolist(), finite.tolist()
         for j in range(k):
@@ -129,3 +133,20 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
             out[j].grad_evals += 1
             out[j].final_loss = final[j] if math.isfinite(final[j]) else math.inf
     return TrialsResult(x.detach(), out, time.perf_counter() - t0)
+
+
+def _evaluate(x: torch.Tensor, losses: TrialLosses, rows_losses: RowsLosses | None,
+              running: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every trial's loss [K] and gradient [K, ...]: all rows through ``losses``, or, once
+    some trials have stopped, the ``running`` rows through ``rows_losses`` (the others' loss
+    NaN and gradient 0: they are frozen, nobody reads them)."""
+    if rows_losses is None or len(running) == x.shape[0]:
+        value = losses(x)
+        (g,) = torch.autograd.grad(value.sum(), x)
+        return value, g
+    ix = torch.tensor(running, device=x.device)
+    rows = x.detach().index_select(0, ix).requires_grad_(True)
+    part = rows_losses(rows, running)
+    (g_rows,) = torch.autograd.grad(part.sum(), rows)
+    value = part.detach().new_full((x.shape[0],), math.nan).index_copy(0, ix, part.detach())
+    return value, torch.zeros_like(x).index_copy(0, ix, g_rows)

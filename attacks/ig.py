@@ -134,12 +134,15 @@ class InvertingGradients(Attack):
         def match(x: torch.Tensor) -> torch.Tensor:
             return engine.losses(cosine_distance, x, target)
 
+        def running(x: torch.Tensor, rows: list[int]) -> torch.Tensor:  # once some stopped
+            return engine.losses(cosine_distance, x, target[rows], priors, rows=rows)
+
         res = run_signed_adam_trials(
             starts, objective, iterations, self.lr, self.signed, self.lr_decay,
             obs0.domain.bounds(obs0.device) if self.boxed else None,
             score=objective if self.scores_with_priors() else match,
             plateau=Plateau(self.patience, self.min_rel_improvement),
-            snapshot_at=self.snapshot_points(iterations))
+            snapshot_at=self.snapshot_points(iterations), rows_losses=running)
         return [self._cell_result(res, trials, obs, labels, inferred, iterations)
                 for trials, obs, (labels, inferred)
                 in zip(trials_of(cell_of, len(observations)), observations, labelled)]

@@ -317,6 +317,26 @@ def test_ig_with_patience_records_where_each_trial_stopped():
         assert recon.grad_evals == stop["grad_evals"] + 1  # plus the final scoring
 
 
+def test_ig_evaluates_only_the_trials_still_running(monkeypatch):
+    suite = make_suite(seeds=3, attacks=[{"ig": {"iterations": 200, "patience": 5,
+                                                 "min_rel_improvement": 0.05}}], **LENET16)
+    calls: list[list[int]] = []
+    losses = TrialEngine.losses
+
+    def spy(self, *args, rows=None, **kw):
+        if rows is not None:
+            calls.append(list(rows))
+        return losses(self, *args, rows=rows, **kw)
+
+    monkeypatch.setattr(TrialEngine, "losses", spy)
+    recons = list(iter_cells(suite))[0].attack.build().reconstruct_trials(observations(suite))
+    stops = [r.info["converged_at"]["iterations"] for r in recons]
+    assert len(set(stops)) > 1 and max(stops) < 200
+    # iteration i evaluates the trials that had not stopped before it, once one has
+    running = [[j for j, s in enumerate(stops) if s >= i] for i in range(1, max(stops) + 1)]
+    assert calls == [rows for rows in running if len(rows) < 3]
+
+
 def test_each_adam_trial_pays_for_the_iterations_it_took_part_in(monkeypatch):
     from types import SimpleNamespace
 
@@ -341,3 +361,37 @@ def test_each_adam_trial_pays_for_the_iterations_it_took_part_in(monkeypatch):
     assert t2.seconds == pytest.approx(1 / 3 + 3 / 2) == t2.converged_at["seconds"]
     assert t0.seconds == pytest.approx(1 / 3 + 3 / 2 + 6)
     assert [s for _, s, _ in t0.snapshots] == pytest.approx([1 / 3 + 1 / 2, 1 / 3 + 3 / 2 + 1])
+
+
+def test_stopped_adam_trials_leave_the_evaluations_and_the_others_run_on_unchanged():
+    from attacks.batched_adam import run_signed_adam_trials
+    from attacks.stopping import Plateau
+
+    centre = torch.linspace(-1, 1, 5, dtype=torch.float64)[:, None] * torch.ones(5, 6,
+                                                                                 dtype=torch.float64)
+    scale = torch.tensor([1.0, 1e-9, 2.0, 1e-9, 0.5], dtype=torch.float64)  # 1, 3: flat;
+    # 2 starts at its minimum; 4 moves towards 1 and turns NaN past 0.9
+    evaluated: list[list[int]] = []
+
+    def losses(x):  # each row its own: a scaled quadratic, NaN once a row passes 0.9
+        out = scale * ((x - centre) ** 2).sum(dim=1) + 1.0
+        return out.masked_fill(x[:, 0] > 0.9, math.nan)
+
+    def rows_losses(x, rows):
+        evaluated.append(list(rows))
+        out = scale[rows] * ((x - centre[rows]) ** 2).sum(dim=1) + 1.0
+        return out.masked_fill(x[:, 0] > 0.9, math.nan)
+
+    runs = [run_signed_adam_trials(torch.zeros(5, 6, dtype=torch.float64), losses, 60,
+                                   lr=0.05, plateau=Plateau(4, 1e-6), snapshot_at=[10, 40],
+                                   rows_losses=extra) for extra in (None, rows_losses)]
+    everyone, shrinking = runs
+    assert len({t.iterations for t in everyone.trials}) > 1  # trials stop at different times
+    assert evaluated and min(map(len, evaluated)) < 5
+    assert torch.equal(everyone.images, shrinking.images)
+    for a, b in zip(everyone.trials, shrinking.trials):
+        assert (a.iterations, a.grad_evals, a.diverged, a.final_loss, a.loss_trace, a.bests) \
+            == (b.iterations, b.grad_evals, b.diverged, b.final_loss, b.loss_trace, b.bests)
+        assert (a.converged_at is None) == (b.converged_at is None)
+        assert [(e, x.tolist()) for e, _, x in a.snapshots] \
+            == [(e, x.tolist()) for e, _, x in b.snapshots]
