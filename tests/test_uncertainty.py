@@ -163,6 +163,8 @@ def test_floor_values_come_from_the_record_then_its_batch_then_the_scenario():
             pd.testing.assert_frame_equal(
                 seed_values(cells, metric, higher, floors=once),
                 seed_values(cells, metric, higher, pool=df))
+    with pytest.raises(ValueError, match="not both"):  # which pool would the floors be of?
+        seed_values(lone, "psnr", pool=df, floors=pool_floors(df, "psnr", True))
 
 
 def test_a_diverged_seed_pulls_the_mean_down_to_its_floor_and_is_counted():

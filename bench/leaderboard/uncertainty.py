@@ -139,9 +139,11 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     of ``pool`` on the same private batch (same ``scenario_seed``); the worst floor in
     ``pool`` (lowest for a higher-is-better metric: the least credit); else NaN with source
     ``missing`` (left out of the mean, still counted as a failure). ``pool`` defaults to
-    ``cells``; the leaderboard passes the whole scenario, and ``floors`` (its
-    :func:`pool_floors`, where it has them already).
+    ``cells``; the leaderboard passes the whole scenario, or ``floors`` (its
+    :func:`pool_floors`, where it has them already), never both.
     """
+    if pool is not None and floors is not None:
+        raise ValueError("seed_values: pass pool or its floors, not both")
     if floors is None:
         floors = pool_floors(cells if pool is None else pool, metric, higher_is_better)
     worst, by_batch = floors.worst, floors.by_batch
