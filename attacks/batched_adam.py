@@ -107,9 +107,10 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
                 x.copy_(torch.clamp(x, box[0], box[1]))
             x.copy_(torch.where(mask, x, before))  # frozen trials do not move
         now = time.perf_counter()
+        share = (now - mark) / stepping.count(True)  # each moved trial's part of it
         for j in range(k):
             if stepping[j]:
-                out[j].seconds += (now - mark) / stepping.count(True)
+                out[j].seconds += share
         mark = now
         for j in range(k):
             if stepping[j] and finite_list[j] and plateau.stalled(out[j].bests):
