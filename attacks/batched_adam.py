@@ -47,6 +47,7 @@ class TrialsResult:
     images: torch.Tensor  # [K, ...], the final dummies
     trials: list[TrialOutcome]
     seconds: float = 0.0
+    round_shares: list[float] = field(default_factory=list)  # each iteration's time per trial
 
 
 def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations: int,
@@ -75,6 +76,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
     live = torch.ones(k, dtype=torch.bool, device=x.device)  # neither diverged nor converged
     snaps = sorted(set(int(s) for s in snapshot_at if 0 < s <= iterations))
     t0 = mark = time.perf_counter()
+    shares: list[float] = []
     for it in range(iterations):
         if not bool(live.any()):
             break
@@ -107,10 +109,10 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
                 x.copy_(torch.clamp(x, box[0], box[1]))
             x.copy_(torch.where(mask, x, before))  # frozen trials do not move
         now = time.perf_counter()
-        share = (now - mark) / stepping.count(True)  # each moved trial's part of it
+        shares.append((now - mark) / stepping.count(True))  # each moved trial's part
         for j in range(k):
             if stepping[j]:
-                out[j].seconds += share
+                out[j].seconds += shares[-1]
         mark = now
         for j in range(k):
             if stepping[j] and finite_list[j] and plateau.stalled(out[j].bests):
@@ -133,7 +135,7 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
         for j in ok:
             out[j].grad_evals += 1
             out[j].final_loss = final[j] if math.isfinite(final[j]) else math.inf
-    return TrialsResult(x.detach(), out, time.perf_counter() - t0)
+    return TrialsResult(x.detach(), out, time.perf_counter() - t0, shares)
 
 
 def _evaluate(x: torch.Tensor, losses: TrialLosses, rows_losses: RowsLosses | None,

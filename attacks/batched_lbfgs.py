@@ -329,14 +329,15 @@ def run_batched_lbfgs(
             else:
                 st.phase = _INNER
 
-    rounds, mark = 0, t0
+    rounds, mark, shares = 0, t0, []
     while any(st.phase != _DONE for st in states):
         used = [k for k in range(k_trials) if states[k].phase != _DONE]
         losses, grads = evaluate()
         rounds += 1
         now = time.perf_counter()  # the trials evaluated share the time since the last one
+        shares.append((now - mark) / len(used))
         for k in used:
-            results[k].seconds += (now - mark) / len(used)
+            results[k].seconds += shares[-1]
         mark = now
         with torch.no_grad():  # max|.| is NaN or inf exactly when a row is not finite
             checks = [grads.abs().amax(1), x.abs().amax(1)]
@@ -396,5 +397,4 @@ def run_batched_lbfgs(
             write_back(ip)
         if iterate:
             _iterate(iterate)
-    seconds = time.perf_counter() - t0
-    return BatchedResult(results, rounds, seconds)
+    return BatchedResult(results, rounds, time.perf_counter() - t0, shares)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from attacks.batched_adam import TrialsResult, run_signed_adam_trials
+from attacks.clocks import RoundClock
 from attacks.gradient_matching import (
     cosine_distance,
     dummy_update,
@@ -155,6 +156,7 @@ class InvertingGradients(Attack):
         diverged = all(t.diverged or t.final_loss == float("inf") for t in mine)
         best = 0 if diverged else min(range(len(mine)), key=lambda r: finals[r])
         winner = mine[best]
+        clock, ran = RoundClock(res.round_shares), [t.iterations for t in mine]
         width = max(len(t.loss_trace) for t in mine)
         trace = [min(t.loss_trace[i] for t in mine if i < len(t.loss_trace))
                  for i in range(width)]
@@ -164,12 +166,14 @@ class InvertingGradients(Attack):
                 "labels_inferred": inferred,
                 "local_steps": local_steps(obs.client, obs.client_batch_size),
                 "update_kind": obs.update.kind,
-                # the cell's cost so far: its restarts advance in lock-step
+                # the seconds all its restarts had spent by then; the snapshots' evaluations:
+                # the schedule's (the winner's times the restarts, the same for every seed)
                 "converged_at": None if winner.converged_at is None else {
-                    **winner.converged_at, "seconds": winner.converged_at["seconds"] * len(mine)},
+                    **winner.converged_at,
+                    "seconds": clock.at(winner.converged_at["iterations"], ran)},
                 "trial_seconds": sum(t.seconds for t in mine),  # the runner divides a pass
-                "snapshots": [(evals * len(mine), sec * len(mine), x)
-                              for evals, sec, x in winner.snapshots]}
+                "snapshots": [(evals * len(mine), clock.at(evals, ran), x)
+                              for evals, _, x in winner.snapshots]}
         return Reconstruction(res.images[trials[best]], labels.cpu(),
                               sum(t.iterations for t in mine), sum(t.grad_evals for t in mine),
                               trace, info)

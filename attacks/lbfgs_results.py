@@ -52,6 +52,7 @@ class BatchedResult:
     trials: list[TrialResult]
     rounds: int = 0  # batched objective evaluations
     seconds: float = 0.0
+    round_shares: list[float] = field(default_factory=list)  # each one's time per trial in it
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from attacks.batched_lbfgs import run_batched_lbfgs
+from attacks.clocks import RoundClock
 from attacks.lbfgs_results import BatchedResult, TrialResult
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param
@@ -103,11 +104,14 @@ def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, 
             recon.info.update(restarts_run=restarts, best_restart=best - ks[0],
                               restart_losses=[t.final_loss for t in mine],
                               trial_seconds=sum(t.seconds for t in mine))
-            # the cell's cost so far, as if its restarts had kept pace with the winner
-            recon.info["snapshots"] = [(e * restarts, s * restarts, x)
-                                       for e, s, x in recon.info["snapshots"]]
+            # the schedule's evaluations (the winner's times the restarts, the same for every
+            # seed) and the seconds all the cell's restarts had spent by then
+            clock, ran = RoundClock(res.round_shares), [t.grad_evals for t in mine]
+            recon.info["snapshots"] = [(e * restarts, clock.at(e, ran), x)
+                                       for e, _, x in recon.info["snapshots"]]
             if recon.info["converged_at"] is not None:
-                recon.info["converged_at"]["seconds"] *= restarts
+                stop = recon.info["converged_at"]
+                stop["seconds"] = clock.at(stop["grad_evals"], ran)
         out.append(recon)
     return out
 

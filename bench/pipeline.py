@@ -326,13 +326,13 @@ class _Run:
         recon = done.recon
         snapshots = recon.info.pop("snapshots", None) or []
         recon.info.pop("trial_seconds", None)  # a lone cell's clock: its attack_seconds
+        converged = recon.info.pop("converged_at", None)  # the record's, on its clock (below)
         self.fields.update(
             iterations=recon.iterations, grad_evals=recon.grad_evals,
             loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
             attack_info=_jsonable(recon.info),
             defense_info=_jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
-        converged = recon.info.get("converged_at")
         if converged:  # the attack's seconds, as the pass was divided for attack_seconds
             self.fields["converged_at"] = {
                 **converged, **({"seconds": converged["seconds"] * self.time_scale}

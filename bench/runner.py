@@ -124,6 +124,8 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
     check_cpu_conv(cpu_conv)
+    if trials < 1:
+        raise LeakbenchError(f"trials per pass must be at least 1, got {trials}")
     dev = resolve_device(device)
     name = executor or ("inline" if jobs == 0 else "process")
     if name == "inline" and jobs is None:
@@ -178,6 +180,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             bar.update(1)
     finally:
         bar.close()
+        if hasattr(runner, "close"):  # a cluster it started, even if planning failed
+            runner.close()
     summary.seconds = time.perf_counter() - t0
     if todo:
         summary.parallelism = _describe(runner, jobs)

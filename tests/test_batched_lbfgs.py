@@ -400,6 +400,8 @@ def test_each_trial_pays_its_share_of_the_evaluations_it_took_part_in(monkeypatc
         if t.converged:
             assert t.converged_seconds == t.seconds
     assert res.trials[0].seconds == pytest.approx(0.25)
+    assert res.round_shares == pytest.approx(
+        [1 / sum(n >= r for n in evals) for r in range(1, res.rounds + 1)])
     assert sum(t.seconds for t in res.trials) == pytest.approx(res.rounds)
 
 

@@ -142,6 +142,23 @@ def test_a_converged_seed_enters_later_points_at_its_own_stop_not_its_pass_time(
     assert point.grad_evals == 160.0 and point.seconds == 1.25
 
 
+def test_the_curve_note_says_how_the_records_passes_were_divided():
+    from bench.leaderboard.curves import curve_tables
+
+    ran = [{"grad_evals": 200, "seconds": 2.0, "psnr": 20.0},
+           {"grad_evals": 400, "seconds": 4.0, "psnr": 30.0, "final": True}]
+
+    def note(*shares: str | None) -> str:
+        records = [{**_curve_record(i, ran), **({"trial_batch": {"time_share": s}} if s else {})}
+                   for i, s in enumerate(shares)]
+        (table,) = curve_tables(records)
+        return table.note
+
+    assert "divided equally between its cells)" in note(None, "equal")  # older records
+    assert "by their trials' clocks)" in note("trial clock", "trial clock", None)
+    assert "clocks or, where a record says so, equally" in note("trial clock", "equal")
+
+
 def test_one_leaderboard_summarises_each_scenario_once(results, monkeypatch):
     import bench.leaderboard.aggregate as aggregate
 

@@ -301,6 +301,25 @@ def test_groups_are_cut_to_fill_the_clusters_room(monkeypatch, tmp_path):
     assert planned == [list(range(8))]
 
 
+def test_a_cluster_the_run_started_is_shut_down_when_planning_fails(monkeypatch, tmp_path):
+    import bench.runner as runner
+
+    state = {"up": False, "shutdowns": 0}
+    monkeypatch.setattr(ray, "is_initialized", lambda: state["up"])
+    monkeypatch.setattr(ray, "init", lambda **kw: state.update(up=True))
+    monkeypatch.setattr(ray, "shutdown", lambda: state.update(up=False,
+                                                              shutdowns=state["shutdowns"] + 1))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+
+    def fails(*args, **kw):
+        raise RuntimeError("planning fails")
+
+    monkeypatch.setattr(runner, "group_trials", fails)
+    with pytest.raises(RuntimeError, match="planning fails"):
+        run_suite(make_suite(seeds=2), tmp_path, device="cpu", progress=False, executor="ray")
+    assert state == {"up": False, "shutdowns": 1}
+
+
 def test_a_stream_that_ends_early_makes_its_missing_cells_error_records(monkeypatch):
     from bench.cells import RunOptions
     from bench.cells.trials import group_trials

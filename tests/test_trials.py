@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 
+from attacks.clocks import RoundClock
 from attacks.gradient_matching import cosine_distance, dummy_update, l2_distance
 from attacks.trials import TrialEngine, TrialsIncompatible
 from bench.cells import RunOptions
@@ -361,6 +362,28 @@ def test_each_adam_trial_pays_for_the_iterations_it_took_part_in(monkeypatch):
     assert t2.seconds == pytest.approx(1 / 3 + 3 / 2) == t2.converged_at["seconds"]
     assert t0.seconds == pytest.approx(1 / 3 + 3 / 2 + 6)
     assert [s for _, s, _ in t0.snapshots] == pytest.approx([1 / 3 + 1 / 2, 1 / 3 + 3 / 2 + 1])
+    # a cell of these three restarts had spent e ticks by round e, whoever was still running
+    assert res.round_shares == pytest.approx([1 / 3] + [1 / 2] * 3 + [1] * 6)
+    clock = RoundClock(res.round_shares)
+    assert [clock.at(e, [10, 1, 4]) for e in range(11)] == pytest.approx(list(range(11)))
+    assert clock.at(4, [4]) == pytest.approx(t2.seconds) and clock.at(2, [1]) == t1.seconds
+
+
+@pytest.mark.parametrize("attack", [
+    {"ig": {"iterations": 200, "restarts": 4, "patience": 5, "min_rel_improvement": 0.05}},
+    {"dlg": {"steps": 60, "restarts": 4, "patience": 5, "min_rel_improvement": 0.01}},
+], ids=["ig", "dlg"])
+def test_a_lone_cells_restarts_are_timed_by_what_they_spent(attack):
+    # restarts that stop at different times: the winner's curve and stop are timed by the
+    # seconds all four restarts had spent by then, so never past the cell's own time
+    suite = make_suite(attacks=[attack], **LENET16)
+    (outcome,) = run_trials(list(iter_cells(suite)), CPU, RunOptions())
+    record = outcome.record
+    spent = record.timing["attack_seconds"]
+    assert record.attack_info["restarts_run"] == 4 and record.converged_at is not None
+    assert record.converged_at["seconds"] <= spent
+    seconds = [p["seconds"] for p in record.curve]
+    assert seconds == sorted(seconds) and seconds[-1] == spent
 
 
 def test_stopped_adam_trials_leave_the_evaluations_and_the_others_run_on_unchanged():
@@ -395,3 +418,12 @@ def test_stopped_adam_trials_leave_the_evaluations_and_the_others_run_on_unchang
         assert (a.converged_at is None) == (b.converged_at is None)
         assert [(e, x.tolist()) for e, _, x in a.snapshots] \
             == [(e, x.tolist()) for e, _, x in b.snapshots]
+
+
+def test_run_suite_refuses_fewer_than_one_trial_per_pass_before_it_starts(tmp_path):
+    from bench.registry import LeakbenchError
+
+    with pytest.raises(LeakbenchError, match="trials per pass must be at least 1, got 0"):
+        run_suite(make_suite(), tmp_path / "out", jobs=0, device="cpu", progress=False,
+                  trials=0)
+    assert not (tmp_path / "out").exists()

@@ -140,7 +140,7 @@ class RayExecutor:
 
     def connect(self) -> None:
         """Join (or start) the cluster and read its room, before the runner plans its tasks;
-        :meth:`run` leaves a cluster it started when it ends."""
+        :meth:`close` (or the end of :meth:`run`) shuts down a cluster it started."""
         self._connect()
         self.capacity()
 
@@ -158,7 +158,7 @@ class RayExecutor:
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
         if not cells:
-            self._leave()
+            self.close()
             return
         self._connect()
         ray = self.ray
@@ -181,10 +181,11 @@ class RayExecutor:
                 yield from self._expire(options)
         finally:
             self.cancel()
-            self._leave()
+            self.close()
 
-    def _leave(self) -> None:
-        """Shut down the cluster this executor started (one it joined stays up)."""
+    def close(self) -> None:
+        """Shut down the cluster this executor started (one it joined stays up); the runner
+        calls it when its run ends, however it ends, and calling it again does nothing."""
         if self._started_cluster:
             self.ray.shutdown()
             self._started_cluster = False

@@ -32,6 +32,15 @@ def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
             "seconds": converged["seconds"]}
 
 
+def _division(records: list[dict[str, Any]]) -> str:
+    """How the records' batched passes were divided between their cells, for the note."""
+    shares = {(r.get("trial_batch") or {}).get("time_share") for r in records} - {None}
+    if shares <= {"equal"}:
+        return "a batched pass's time divided equally between its cells"
+    by_clock = "a batched pass's time divided between its cells by their trials' clocks"
+    return by_clock + ("" if shares == {"trial clock"} else " or, where a record says so, equally")
+
+
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (scenario, attack, point): mean evaluations, seconds and PSNR over seeds,
     and how many seeds the point averages. Snapshots are matched by their evaluation count
@@ -92,6 +101,7 @@ def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> 
     frame = curve_frame(records)
     if frame.empty:
         return []
+    divided = _division(records)
     tables = []
     scenario = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
     for key, g in frame.groupby(scenario, sort=True, dropna=False):
@@ -104,9 +114,8 @@ def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> 
         title = (f"Quality versus compute — {key[0]}, {key[1]}, batch {key[2]}, {key[3]}"
                  f" (BN {key[4]}), victim {key[5]}, undefended")
         note = ("Mean over seeds of the PSNR of the estimates each attack kept during its "
-                "run, scored after it, at the mean evaluations and seconds (a batched "
-                "pass's time divided equally between its cells); the last point is the "
-                "final estimate.")
+                f"run, scored after it, at the mean evaluations and seconds ({divided}); the "
+                "last point is the final estimate.")
         pictures = []
         if out_dir is not None:
             from bench.plots import plot_quality_curves
