@@ -1,4 +1,4 @@
-"""Inverting Gradients' signed Adam over K independent trials in lock-step.
+"""Inverting Gradients' signed Adam over K independent trials, evaluated together.
 
 Geiping et al. 2020 optimise the dummy image with Adam on the sign of the objective's
 gradient, a step-decay learning rate and a projection into the pixel box. Every one of those

@@ -102,7 +102,9 @@ class AttackRecord(Record):
     aggregate: dict[str, Any] | None = None
     # PSNR against compute: [{grad_evals, seconds, psnr}], snapshots scored after the attack
     curve: list[dict[str, float]] | None = None
-    converged_at: dict[str, float] | None = None  # where the stopping criterion ended the run
+    # where the stopping criterion ended the run, its seconds on attack_seconds' clock (records
+    # before 2026-12-03 also repeat it in attack_info, with the attack's own seconds)
+    converged_at: dict[str, float] | None = None
     # a batched pass: {cells: [ids], trials: K, pass_seconds, time_share: "trial clock" (the
     # pass divided by its trials' clocks) or "equal" (an attack that keeps none),
     # peak_memory: "pass" (peak_memory_bytes is the pass's, not the cell's)}; a pass

@@ -157,6 +157,11 @@ def test_the_curve_note_says_how_the_records_passes_were_divided():
     assert "divided equally between its cells)" in note(None, "equal")  # older records
     assert "by their trials' clocks)" in note("trial clock", "trial clock", None)
     assert "clocks or, where a record says so, equally" in note("trial clock", "equal")
+    # each scenario's note reads its own records
+    lenet = {**_curve_record(0, ran), "trial_batch": {"time_share": "trial clock"}}
+    mlp = {**_curve_record(1, ran), "arch_label": "mlp", "trial_batch": {"time_share": "equal"}}
+    notes = {t.title.split(", ")[1]: t.note for t in curve_tables([lenet, mlp])}
+    assert "trials' clocks)" in notes["lenet"] and "equally between its cells)" in notes["mlp"]
 
 
 def test_one_leaderboard_summarises_each_scenario_once(results, monkeypatch):

@@ -22,7 +22,12 @@ from bench.registry import LeakbenchError, suggest
 
 
 class Executor(Protocol):
-    """Runs cells and yields ``(cell, outcome)`` as each finishes, in any order."""
+    """Runs cells and yields ``(cell, outcome)`` as each finishes, in any order.
+
+    Optional, used where present: ``workers`` (tasks run at once: the runner cuts groups of
+    seeds to fill them, records name them), ``connect()`` (called before the runner plans its
+    tasks, e.g. to join a cluster and learn its size) and ``close()`` (called when the run
+    ends, however it ends)."""
 
     def run(self, cells: Sequence[CellKind], options: RunOptions) -> Iterator[
             tuple[CellKind, Outcome]]: ...

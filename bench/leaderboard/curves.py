@@ -32,9 +32,9 @@ def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
             "seconds": converged["seconds"]}
 
 
-def _division(records: list[dict[str, Any]]) -> str:
-    """How the records' batched passes were divided between their cells, for the note."""
-    shares = {(r.get("trial_batch") or {}).get("time_share") for r in records} - {None}
+def _division(shares: set[str]) -> str:
+    """How a scenario's batched passes were divided between their cells (the records'
+    ``trial_batch.time_share``), for its note."""
     if shares <= {"equal"}:
         return "a batched pass's time divided equally between its cells"
     by_clock = "a batched pass's time divided between its cells by their trials' clocks"
@@ -52,6 +52,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     evaluations) have no curve."""
     # per scenario and attack, each run's snapshots by evaluation count, its stop, its final
     runs: dict[tuple, list[tuple[dict, dict, dict]]] = defaultdict(list)
+    time_shares: dict[tuple, set[str]] = defaultdict(set)  # per scenario, its passes' rule
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
             continue
@@ -64,6 +65,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))
+        time_shares[key[:-1]] |= {(r.get("trial_batch") or {}).get("time_share")} - {None}
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for key, group in runs.items():
         schedule = sorted({at for kept, _, _ in group for at in kept})
@@ -83,7 +85,8 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "bn_mode": key[4], "victim": key[5], "attack": key[6], "at": at,
                      "grad_evals": sum(p["grad_evals"] for p in ps) / n,
                      "seconds": sum(p["seconds"] for p in ps) / n,
-                     "psnr": sum(p["psnr"] for p in ps) / n, "n": n})
+                     "psnr": sum(p["psnr"] for p in ps) / n, "n": n,
+                     "time_share": ",".join(sorted(time_shares[tuple(key[:-1])]))})
     if not rows:
         return pd.DataFrame(rows)
     frame = pd.DataFrame(rows).sort_values(
@@ -95,13 +98,17 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _time_words(g: pd.DataFrame) -> str:
+    """The note's words on a scenario's time, from its rows of :func:`curve_frame`."""
+    return _division(set(",".join(g["time_share"]).split(",")) - {""})
+
+
 def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[Table]:
     """Per scenario, a table of each attack's PSNR at its snapshots; with ``out_dir`` also
     the figure (PSNR against evaluations and against seconds), linked from the table."""
     frame = curve_frame(records)
     if frame.empty:
         return []
-    divided = _division(records)
     tables = []
     scenario = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
     for key, g in frame.groupby(scenario, sort=True, dropna=False):
@@ -114,8 +121,8 @@ def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> 
         title = (f"Quality versus compute — {key[0]}, {key[1]}, batch {key[2]}, {key[3]}"
                  f" (BN {key[4]}), victim {key[5]}, undefended")
         note = ("Mean over seeds of the PSNR of the estimates each attack kept during its "
-                f"run, scored after it, at the mean evaluations and seconds ({divided}); the "
-                "last point is the final estimate.")
+                "run, scored after it, at the mean evaluations and seconds "
+                f"({_time_words(g)}); the last point is the final estimate.")
         pictures = []
         if out_dir is not None:
             from bench.plots import plot_quality_curves
