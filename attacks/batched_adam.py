@@ -83,7 +83,8 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
         for pg in opt.param_groups:
             pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
         stepping = live.tolist()  # the trials this iteration moves (snapshots: only these)
-        value, g = _evaluate(x, losses, rows_losses, [j for j in range(k) if stepping[j]])
+        moving = [j for j in range(k) if stepping[j]]
+        value, g = _evaluate(x, losses, rows_losses, moving)
         finite = torch.isfinite(value.detach()) & torch.isfinite(g.reshape(k, -1)).all(dim=1)
         vals, finite_list = value.detach().cpu().tolist(), finite.tolist()
         for j in range(k):
@@ -109,10 +110,9 @@ def run_signed_adam_trials(start: torch.Tensor, losses: TrialLosses, iterations:
                 x.copy_(torch.clamp(x, box[0], box[1]))
             x.copy_(torch.where(mask, x, before))  # frozen trials do not move
         now = time.perf_counter()
-        shares.append((now - mark) / stepping.count(True))  # each moved trial's part
-        for j in range(k):
-            if stepping[j]:
-                out[j].seconds += shares[-1]
+        shares.append((now - mark) / len(moving))  # each moved trial's part
+        for j in moving:
+            out[j].seconds += shares[-1]
         mark = now
         for j in range(k):
             if stepping[j] and finite_list[j] and plateau.stalled(out[j].bests):

@@ -163,10 +163,6 @@ def run_batched_lbfgs(
                 v[rows] = x[rows, off:off + size].reshape(-1, *v.shape[1:])
                 off += size
 
-    def evaluate() -> tuple[list[float], torch.Tensor]:
-        running = [k for k in range(k_trials) if states[k].phase != _DONE]
-        return evaluate_trials(variables, objective, rows_objective, running, x)
-
     def snapshot(k: int, loss: float, searched: Point | None = None) -> None:
         """Trial k's estimate now: its point, or a search's lowest (where a cap cuts it)."""
         st, res = states[k], results[k]
@@ -332,7 +328,7 @@ def run_batched_lbfgs(
     rounds, mark, shares = 0, t0, []
     while any(st.phase != _DONE for st in states):
         used = [k for k in range(k_trials) if states[k].phase != _DONE]
-        losses, grads = evaluate()
+        losses, grads = evaluate_trials(variables, objective, rows_objective, used, x)
         rounds += 1
         now = time.perf_counter()  # the trials evaluated share the time since the last one
         shares.append((now - mark) / len(used))

@@ -158,7 +158,6 @@ class RayExecutor:
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
         if not cells:
-            self.close()
             return
         self._connect()
         ray = self.ray

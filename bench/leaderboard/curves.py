@@ -86,7 +86,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "grad_evals": sum(p["grad_evals"] for p in ps) / n,
                      "seconds": sum(p["seconds"] for p in ps) / n,
                      "psnr": sum(p["psnr"] for p in ps) / n, "n": n,
-                     "time_share": ",".join(sorted(time_shares[tuple(key[:-1])]))})
+                     "time_share": frozenset(time_shares[tuple(key[:-1])])})
     if not rows:
         return pd.DataFrame(rows)
     frame = pd.DataFrame(rows).sort_values(
@@ -100,7 +100,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _time_words(g: pd.DataFrame) -> str:
     """The note's words on a scenario's time, from its rows of :func:`curve_frame`."""
-    return _division(set(",".join(g["time_share"]).split(",")) - {""})
+    return _division(set().union(*g["time_share"]))
 
 
 def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[Table]:
