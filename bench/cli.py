@@ -345,8 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as e:  # a path given that cannot be read or written (a file, not a folder)
         where = e.filename2 if e.filename2 is not None else e.filename  # a rename: its target
-        print(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
-              f"{e.strerror or e}", file=sys.stderr)
+        reason = e.strerror or str(e)
+        if (isinstance(e, FileExistsError) and where is not None and Path(where).exists()
+                and not Path(where).is_dir()):
+            reason = "exists and is not a folder"  # mkdir on a file
+        print(f"leakbench: error: {str(where) + ': ' if where is not None else ''}{reason}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("leakbench: interrupted; finished cells are kept, re-run to resume",

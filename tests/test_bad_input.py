@@ -186,6 +186,26 @@ def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, capsys) -> No
              ("export", str(tmp_path), "--format", "csv", "--output", str(tmp_path))]
     for args in cases:
         assert str(tmp_path) in one_line(capsys, *args)
+    line = one_line(capsys, *cases[0])
+    assert line == f"leakbench: error: {a_file}: exists and is not a folder", line
+
+
+def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """write_atomic writes through a temporary file; when that cannot be made (a read-only or
+    virtual folder), the error names the file asked for, which the CLI prints."""
+    import tempfile
+
+    from bench.store import write_atomic
+
+    def refuse(**kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".x.csv.abc.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as caught:
+        write_atomic(tmp_path / "x.csv", "a,b\n")
+    assert caught.value.filename == str(tmp_path / "x.csv")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args,needle", [
