@@ -133,7 +133,8 @@ def rerun(out_dir: Path, sample: int, metric: str = "psnr", seed: int = 0,
         row = rows[cid]
         group = keyed[(keyed[ROW] == row[ROW]).all(axis=1)]
         scenario = keyed[(keyed[SCENARIO] == row[SCENARIO]).all(axis=1)]
-        seeds = seed_values(group, m.name, m.higher_is_better, pool=scenario)  # as the tables
+        seeds = seed_values(group, m.name, m.higher_is_better, pool=scenario,  # as the tables
+                            no_floor_value=m.no_floor_value)
         finite = seeds["value"].map(math.isfinite)
         iv = t_interval(list(seeds["value"][finite]))
         # the prediction interval leaves the re-run seed out: the fresh value is a draw of

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.claims.evaluate import claims_frame
 from bench.leaderboard import (
     Interval,
     aggregate_columns,
@@ -27,9 +28,12 @@ from bench.leaderboard import (
     t_interval,
     utility_summary,
 )
+from bench.leaderboard.pivot import pivot
 from bench.leaderboard.uncertainty import (
     BATCH_FLOOR,
     MEASURED,
+    MISSING,
+    NO_FLOOR_VALUE,
     OWN_FLOOR,
     SCENARIO_FLOOR,
     pool_floors,
@@ -200,6 +204,35 @@ def test_a_seed_with_no_floor_anywhere_is_left_out_and_said_so():
     assert s["n_missing"] == 1 and s["diverged"] == 1
     table = attack_tables(records_frame(records))[0]
     assert "had no floor" in table.note and table.frame.iloc[0]["n"] == 2
+
+
+def test_a_failed_seed_of_an_attack_that_infers_labels_recovered_none():
+    """Label accuracy has no floor (no guess is scored for labels): a diverged seed of an
+    attack that reports labels counts at 0 in the tables, the pivot and the claims, instead
+    of dropping out; an attack that reports none (R-GAP) stays n/a."""
+    t = _template()
+    records = [_record(t, 1, "infers", 0, "ok", 25.0, floor=5.0),
+               _record(t, 2, "infers", 1, "ok", 26.0, floor=5.0),
+               _record(t, 3, "infers", 2, "diverged", floor=5.0),
+               _record(t, 4, "given", 0, "ok", 24.0, floor=5.0),
+               _record(t, 5, "given", 1, "diverged", floor=5.0)]
+    records[3]["metrics"]["label_acc"] = None  # the attack infers no labels
+    df = records_frame(records)
+    values = seed_values(df, "label_acc", no_floor_value=0.0)
+    assert list(values["source"]) == [MEASURED, MEASURED, NO_FLOOR_VALUE, MEASURED, MISSING]
+    assert values["value"].iloc[:3].tolist() == [1.0, 1.0, 0.0]
+    s = summarize_attacks(df).set_index("attack")
+    assert s.loc["infers", "label_acc"] == pytest.approx(2 / 3)
+    assert s.loc["infers", "label_acc_n"] == 3 and s.loc["given", "label_acc_n"] == 0
+    table = attack_tables(df)[0].frame.set_index("Attack")
+    assert table.loc["infers", "Label acc"].startswith("0.67 ± ")
+    assert table.loc["given", "Label acc"] == "n/a"
+    p = pivot(records, value="label_acc")
+    assert p.cell("none", "infers")["mean"] == pytest.approx(2 / 3)
+    assert p.cell("none", "infers")["n"] == 3
+    claims = claims_frame(records, {"label_acc"})
+    infers = claims[claims["attack"] == "infers"].sort_values("cell_id")
+    assert infers["value:label_acc"].tolist() == [1.0, 1.0, 0.0]
 
 
 def test_every_table_shows_n_and_intervals_in_markdown_and_latex():

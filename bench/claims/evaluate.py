@@ -95,8 +95,9 @@ def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFra
         return df
     cols: dict[str, pd.Series] = {}
     for name in sorted(metrics - {SUCCESS, RISK_INDEX}):
-        higher = next(m.higher_is_better for m in table_metrics() if m.name == name)
-        parts = [seed_values(g, name, higher)["value"] for _, g in scenarios(df)]
+        m = next(m for m in table_metrics() if m.name == name)
+        parts = [seed_values(g, name, m.higher_is_better, no_floor_value=m.no_floor_value)["value"]
+                 for _, g in scenarios(df)]
         cols[name] = pd.concat(parts) if parts else pd.Series(dtype=float)
     ran = df[df["status"].isin(SEED_STATUSES)].copy()
     for name, values in cols.items():

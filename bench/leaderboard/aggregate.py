@@ -13,6 +13,7 @@ from bench.leaderboard.frames import FAILED, scenarios
 from bench.leaderboard.uncertainty import (
     BATCH_FLOOR,
     MISSING,
+    NO_FLOOR_VALUE,
     OWN_FLOOR,
     SCENARIO_FLOOR,
     Interval,
@@ -24,7 +25,7 @@ from bench.leaderboard.uncertainty import (
 from bench.metrics import Metric, get_metric, list_metrics
 
 HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
-FLOOR_SOURCES = (OWN_FLOOR, BATCH_FLOOR, SCENARIO_FLOOR)
+FLOOR_SOURCES = (OWN_FLOOR, BATCH_FLOOR, SCENARIO_FLOOR, NO_FLOOR_VALUE)
 
 
 def headline() -> type[Metric]:
@@ -51,7 +52,8 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             if m.name not in g:
                 row.update({m.name: None, f"{m.name}_n": 0})
                 continue
-            values = seed_values(g, m.name, m.higher_is_better, floors=floors[m.name])
+            values = seed_values(g, m.name, m.higher_is_better, floors=floors[m.name],
+                                 no_floor_value=m.no_floor_value)
             iv = t_interval(values["value"])
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,

@@ -134,7 +134,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         raise LeakbenchError("no attack records to build a table from")
     # every seed's value as the leaderboard takes it: floors pooled over the whole scenario,
     # before any filter, so a filter never changes which floor a failed seed gets
-    parts = [seed_values(g, metric.name, metric.higher_is_better)["value"]
+    parts = [seed_values(g, metric.name, metric.higher_is_better,
+                         no_floor_value=metric.no_floor_value)["value"]
              for _, g in scenarios(df)]
     values = pd.concat(parts) if parts else pd.Series(dtype=float)
     df = df.loc[values.index].assign(_value=values)

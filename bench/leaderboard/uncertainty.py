@@ -4,7 +4,8 @@
 - :func:`shared_ranks`: ranks shared where intervals overlap (shown as ``2–3``);
 - :func:`seed_values`: per cell, the value that enters a mean — the measured one for a
   finished cell, the floor (the best constant image's score) for a diverged, failed or
-  timed-out one, so that no seed drops out of a mean.
+  timed-out one, or the metric's set value where it has no floor (label accuracy: 0), so
+  that no seed drops out of a mean.
 
 The same inputs always give the same numbers: no resampling, no clock.
 """
@@ -29,6 +30,7 @@ MEASURED = "measured"
 OWN_FLOOR = "floor"
 BATCH_FLOOR = "floor of the same private batch"
 SCENARIO_FLOOR = "lowest floor of the scenario"
+NO_FLOOR_VALUE = "the metric's value for a failed seed"
 MISSING = "missing"
 
 
@@ -129,7 +131,8 @@ def pool_floors(pool: pd.DataFrame, metric: str, higher_is_better: bool = True) 
 
 def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
                 pool: pd.DataFrame | None = None,
-                floors: PoolFloors | None = None) -> pd.DataFrame:
+                floors: PoolFloors | None = None,
+                no_floor_value: float | None = None) -> pd.DataFrame:
     """Per seed of ``cells`` (skipped cells left out): the ``value`` of ``metric`` that enters
     the mean and its ``source``.
 
@@ -137,8 +140,11 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     e.g. LPIPS without weights). A diverged, failed or timed-out cell gives, in this order:
     its own ``floor_metrics[metric]`` (frame column ``floor_<metric>``); the floor of a cell
     of ``pool`` on the same private batch (same ``scenario_seed``); the worst floor in
-    ``pool`` (lowest for a higher-is-better metric: the least credit); else NaN with source
-    ``missing`` (left out of the mean, still counted as a failure). ``pool`` defaults to
+    ``pool`` (lowest for a higher-is-better metric: the least credit); else, when a finished
+    cell of the same attack in ``cells`` measured the metric, ``no_floor_value`` (the
+    metric's ``Metric.no_floor_value``: label accuracy has no floor, a failed seed recovered
+    no labels); else NaN with source ``missing`` (left out of the mean, still counted as a
+    failure). ``pool`` defaults to
     ``cells``; the leaderboard passes the whole scenario, or ``floors`` (its
     :func:`pool_floors`, where it has them already), never both.
     """
@@ -154,9 +160,12 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     def column(name: str) -> list:  # plain lists: iterrows would build a Series per row
         return cells[name].to_numpy()[ran].tolist() if name in cells else [None] * len(index)
 
+    reports = {a for a, s, v in zip(column("attack"), column("status"), column(metric))
+               if s == "ok" and not math.isnan(_number(v))}  # attacks that give the metric
     values, sources = [], []
-    for status, measured, floor, batch_seed in zip(column("status"), column(metric),
-                                                   column(col), column("scenario_seed")):
+    for status, measured, floor, batch_seed, attack in zip(
+            column("status"), column(metric), column(col), column("scenario_seed"),
+            column("attack")):
         if status == "ok":
             values.append(_number(measured))
             sources.append(MEASURED)
@@ -172,6 +181,9 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
         elif worst is not None:
             values.append(float(worst))
             sources.append(SCENARIO_FLOOR)
+        elif no_floor_value is not None and attack in reports:
+            values.append(float(no_floor_value))  # type: ignore[arg-type]
+            sources.append(NO_FLOOR_VALUE)
         else:
             values.append(math.nan)
             sources.append(MISSING)

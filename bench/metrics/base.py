@@ -47,6 +47,7 @@ class Metric:
     inputs: ClassVar[str] = "images"  # per_item: matched image pairs, or the batch's labels
     best: ClassVar[float | None] = None  # the value on identical inputs, where there is one
     worst: ClassVar[float | None] = None  # the far end of its range, where it is bounded
+    no_floor_value: ClassVar[float | None] = None  # a failed seed's value: no floor is scored
     needs_weights: ClassVar[bool] = False  # a local weights file; n/a without it
     leaderboard: ClassVar[bool] = True  # a column of the attack tables
     compute: ClassVar[Callable[..., Any]]
@@ -106,6 +107,9 @@ def register_metric(cls: M) -> M:
         (all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                            and math.isfinite(v)) for v in (cls.best, cls.worst)),
          "best and worst must be finite numbers or None"),
+        (cls.no_floor_value is None or (cls.worst is not None
+                                        and cls.no_floor_value == cls.worst),
+         "no_floor_value must be None or the metric's worst"),
         (bool((cls.__doc__ or "").strip()), "no docstring (say the paper and definition)"),
     ]
     for ok, problem in checks:

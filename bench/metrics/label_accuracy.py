@@ -32,4 +32,5 @@ class LabelAccuracy(Metric):
     order = 50
     best = 1.0
     worst = 0.0
+    no_floor_value = 0.0  # no guess is scored for labels: a failed seed recovered none
     compute = staticmethod(label_accuracy)
