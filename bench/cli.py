@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("a", metavar="A", help="reference results folder")
     s.add_argument("b", metavar="B", help="results folder compared with A")
     s.add_argument("--metric", action="append", help="registered per-item metric compared "
-                   "(repeatable or a,b; default psnr)")
+                   "(repeatable or a,b; default: each row's leaderboard metric, psnr for "
+                   "images, rouge1 for text)")
     s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     s.set_defaults(func=cmd_diff)
 

@@ -3,7 +3,8 @@
 **Rows** are the Attacks-table rows, one per (scenario, defense, attack), with each chosen
 metric's mean over every seed run and its 95% t-interval, exactly as the leaderboard and the
 aggregated export compute them (:func:`bench.leaderboard.aggregate_frame`: failed seeds at
-their floor). For a row in both folders, per metric:
+their floor). The metric is, unless ``--metric`` names others, each row's leaderboard metric
+(PSNR for an image row, ROUGE-1 for a text row). For a row in both folders, per metric:
 
 - **regression**: B's interval lies wholly on the worse side of A's (for PSNR, B's high end
   below A's low end; touching intervals overlap), the non-overlap test of the tables' shared
@@ -11,7 +12,9 @@ their floor). For a row in both folders, per metric:
 - **improvement**: B's interval lies wholly on the better side of A's;
 - **unchanged**: the intervals overlap;
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
-  can be told from noise; listed only where the means differ.
+  can be told from noise; listed only where the means differ;
+- **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted.
+  A ``--metric`` with no value in any row of either folder is an error.
 
 A row in one folder only is **new** (only in B) or **missing** (only in A).
 
@@ -40,9 +43,10 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.leaderboard.aggregate import interval
+from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame
-from bench.leaderboard.frames import SCENARIO, records_frame, scenario_title
+from bench.leaderboard.frames import SCENARIO, record_modality, records_frame, scenario_title
+from bench.leaderboard.text_tables import text_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.metrics import Metric, get_metric, list_metrics
 from bench.registry import LeakbenchError
@@ -51,6 +55,7 @@ from bench.store import RECORDS, load_records
 ROW = [*SCENARIO, "defense", "attack"]
 REGRESSION, IMPROVEMENT, UNCHANGED, UNJUDGED = "regression", "improvement", "unchanged", \
     "not judged"
+NOT_APPLICABLE = "metric n/a"  # the metric has no value in the row on either side
 NEW, MISSING, STATUS, VALUE = "new", "missing", "status changed", "value changed"
 FORMATS = ("markdown", "csv")
 
@@ -110,9 +115,9 @@ class Diff:
         return any(r.change == REGRESSION for r in self.rows)
 
 
-def resolve_metrics(names: list[str] | None) -> list[type[Metric]]:
-    """The registered per-item metrics named (default PSNR); ``a,b`` and repeats allowed."""
-    wanted = [n.strip() for item in (names or ["psnr"]) for n in item.split(",") if n.strip()]
+def resolve_metrics(names: list[str]) -> list[type[Metric]]:
+    """The registered per-item metrics named; ``a,b`` and repeats allowed."""
+    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
     if not wanted:
         raise LeakbenchError("--metric: expected a metric name")
     out: list[type[Metric]] = []
@@ -140,12 +145,21 @@ def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
     return records
 
 
-def _rows(records: list[dict[str, Any]]) -> dict[tuple, pd.Series]:
+HEADLINES = {"image": headline, "text": text_headline}  # a modality's leaderboard metric
+
+
+def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
+    """Each Attacks-table row by key, with its modality ("image" or "text")."""
     df = records_frame(records)
     if df.empty:
         return {}
+    modality = dict(zip(map(tuple, df[ROW].to_numpy(dtype=object).tolist()), df["modality"]))
     agg = aggregate_frame(df)
-    return {tuple(r[c] for c in ROW): r for _, r in agg.iterrows()}
+    rows = {}
+    for _, r in agg.iterrows():
+        key = tuple(r[c] for c in ROW)
+        rows[key] = (r, modality.get(key, "image"))
+    return rows
 
 
 def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
@@ -173,7 +187,8 @@ def _value(r: dict[str, Any], metric: str) -> float | None:
 
 
 def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
-           metrics: list[str]) -> list[CellChange]:
+           metrics: list[str] | None) -> list[CellChange]:
+    """Cell changes; values compared on ``metrics``, or each record's leaderboard metric."""
     by_a = {r["cell_id"]: r for r in a}
     by_b = {r["cell_id"]: r for r in b}
     out = []
@@ -187,7 +202,7 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
         elif ra["status"] != rb["status"]:
             out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"]))
         else:
-            for m in metrics:
+            for m in metrics or [HEADLINES[record_modality(ra)]().name]:
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
                     out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],
@@ -196,24 +211,36 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
 
 
 def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
-    """Compare results folder ``b`` against ``a`` (the reference) on ``metrics``."""
-    chosen = resolve_metrics(metrics)
+    """Compare results folder ``b`` against ``a`` (the reference) on ``metrics``, by default
+    each row's leaderboard metric (PSNR for image rows, ROUGE-1 for text rows)."""
+    chosen = resolve_metrics(metrics) if metrics else None
     rec_a, rec_b = read_folder(a, "A"), read_folder(b, "B")
     rows_a, rows_b = _rows(rec_a), _rows(rec_b)
-    out = Diff(Path(a), Path(b), [m.name for m in chosen],
-               suites_a=sorted({r["suite"] for r in rec_a}),
-               suites_b=sorted({r["suite"] for r in rec_b}))
+    used: dict[str, None] = {}
+    rows = []
     for key in sorted(rows_a.keys() | rows_b.keys()):
         ra, rb = rows_a.get(key), rows_b.get(key)
-        for m in chosen:
-            ia = None if ra is None else interval(ra, m.name)
-            ib = None if rb is None else interval(rb, m.name)
+        modality = (ra or rb)[1]  # type: ignore[index]
+        for m in chosen or [HEADLINES[modality]()]:
+            used[m.name] = None
+            ia = None if ra is None else interval(ra[0], m.name)
+            ib = None if rb is None else interval(rb[0], m.name)
             if ia is None or ib is None:
                 change = NEW if ia is None else MISSING
+            elif ia.n == 0 and ib.n == 0:
+                change = NOT_APPLICABLE
             else:
                 change = judge(ia, ib, m.higher_is_better)
-            out.rows.append(RowChange(key, m.name, change, ia, ib))
-    out.cells = _cells(rec_a, rec_b, out.metrics)
+            rows.append(RowChange(key, m.name, change, ia, ib))
+    if chosen and rows and all(r.change == NOT_APPLICABLE for r in rows):
+        names = ", ".join(m.name for m in chosen)
+        raise LeakbenchError(f"diff: --metric {names} has no value in any row of A or B "
+                             f"(their rows are {', '.join(sorted({x[1] for x in rows_a.values()}))}"
+                             f"; default: each row's leaderboard metric)")
+    out = Diff(Path(a), Path(b), list(used) or [headline().name], rows=rows,
+               suites_a=sorted({r["suite"] for r in rec_a}),
+               suites_b=sorted({r["suite"] for r in rec_b}))
+    out.cells = _cells(rec_a, rec_b, [m.name for m in chosen] if chosen else None)
     return out
 
 
@@ -268,6 +295,7 @@ def render_markdown(d: Diff) -> str:
               (IMPROVEMENT + "s", len(d.row_changes(IMPROVEMENT))),
               ("unchanged", len(d.row_changes(UNCHANGED))),
               ("not judged (a side has n < 2)", len(d.row_changes(UNJUDGED))),
+              ("metric n/a on both sides", len(d.row_changes(NOT_APPLICABLE))),
               ("new rows", len(new_rows)), ("missing rows", len(missing_rows)),
               ("cells with a changed status", len(d.cell_changes(STATUS))),
               ("new cells", len(d.cell_changes(NEW))),

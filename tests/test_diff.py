@@ -51,11 +51,11 @@ def rewrite(folder: Path, cell_id: str, edit: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(record, indent=1, sort_keys=True))
 
 
-def set_metric(record: dict, metric: str, value: float) -> None:
+def set_metric(record: dict, metric: str, value: float, per: str = "per_image") -> None:
     """Every image of the cell at ``value``: mean, worst, per-image list and success agree."""
     m = record["metrics"]
     m[metric] = m[f"{metric}_worst"] = value
-    m["per_image"][metric] = [value] * len(m["per_image"][metric])
+    m[per][metric] = [value] * len(m[per][metric])
     if metric == "psnr":
         m["success"] = value >= (record.get("success_rule") or {}).get("at_least", 20.0)
 
@@ -245,3 +245,29 @@ def test_the_command_line_exit_statuses(tmp_path) -> None:
         f"leakbench: error: diff: A {tmp_path / 'nope'}: no such folder"]
     out = run_cli("diff", "results/quick", "results/quick")
     assert out.returncode == 0 and "Result: no regressions." in out.stdout, out.stderr
+
+
+def test_text_rows_are_compared_on_their_own_headline(tmp_path, capsys) -> None:
+    """Text rows have no PSNR: by default each row is compared on its leaderboard metric
+    (ROUGE-1 for text), so a text row whose seeds all lost their sentences is a regression;
+    ``--metric psnr`` on text folders is refused (no row has a value) instead of reporting
+    no regression."""
+    text = ROOT / "results" / "text"
+    records = load_records(text)
+    df = records_frame(records)
+    agg = aggregate_frame(df)
+    row = pick(agg, "rouge1", lambda r: r["rouge1_ci_low"] > 0.5)
+    a = copy_records(text, tmp_path / "a")
+    b = copy_records(text, tmp_path / "b")
+    for cid in cells_of(df, row):
+        rewrite(b, cid, lambda r: set_metric(r, "rouge1", 0.0, per="per_sequence"))
+    found = diff(a, b)
+    assert found.metrics == ["rouge1"]
+    regressed = [r for r in found.rows if r.change == REGRESSION]
+    assert [(r.key, r.metric) for r in regressed] == [(tuple(row[ROW]), "rouge1")]
+    code, out, _ = run(str(a), str(b), capsys=capsys)
+    assert code == 1 and "- regressions: 1" in out
+    changed = {c.cell_id for c in found.cells if c.metric == "rouge1"}
+    assert changed == set(cells_of(df, row))
+    code, _, err = run(str(a), str(b), "--metric", "psnr", capsys=capsys)
+    assert code == 2 and "--metric psnr has no value in any row" in err
