@@ -204,7 +204,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
     checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device,
                    threads=args.threads)
-    print(report(checks, args.metric))
+    print(report(checks))
     return 0
 
 
@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "committed intervals?")
     s.add_argument("dir")
     s.add_argument("--sample", type=int, default=20, help="cells to re-run (default 20)")
-    s.add_argument("--metric", default="psnr", help="registered metric compared (default psnr)")
+    s.add_argument("--metric", help="registered metric compared (default: the records' "
+                   "leaderboard metric, psnr for images, rouge1 for text)")
     s.add_argument("--seed", type=int, default=0, help="which cells are drawn")
     s.add_argument("--jobs", type=int, help="worker processes (default: the usable cores; "
                    "0: inline)")

@@ -46,7 +46,7 @@ from tabulate import tabulate
 from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import SCENARIO, record_modality, records_frame, scenario_title
-from bench.leaderboard.text_tables import text_headline
+from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.metrics import Metric, get_metric, list_metrics
 from bench.registry import LeakbenchError
@@ -145,9 +145,6 @@ def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
     return records
 
 
-HEADLINES = {"image": headline, "text": text_headline}  # a modality's leaderboard metric
-
-
 def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
     """Each Attacks-table row by key, with its modality ("image" or "text")."""
     df = records_frame(records)
@@ -202,7 +199,7 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
         elif ra["status"] != rb["status"]:
             out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"]))
         else:
-            for m in metrics or [HEADLINES[record_modality(ra)]().name]:
+            for m in metrics or [modality_headline(record_modality(ra)).name]:
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
                     out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],
@@ -221,7 +218,7 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
     for key in sorted(rows_a.keys() | rows_b.keys()):
         ra, rb = rows_a.get(key), rows_b.get(key)
         modality = (ra or rb)[1]  # type: ignore[index]
-        for m in chosen or [HEADLINES[modality]()]:
+        for m in chosen or [modality_headline(modality)]:
             used[m.name] = None
             ia = None if ra is None else interval(ra[0], m.name)
             ib = None if rb is None else interval(rb[0], m.name)

@@ -71,3 +71,23 @@ def test_intervals_are_cut_to_the_metrics_range(store, tmp_path):
     assert checks and all(c.ci is not None and c.pi is not None for c in checks)
     assert all(c.ci[0] == 0.0 and c.ci[1] == 100.0 for c in checks)  # PSNR's [0, 100]
     assert all(0.0 <= c.pi[0] <= c.pi[1] <= 100.0 for c in checks)
+
+
+def test_the_metric_follows_the_records_modality(store, capsys):
+    """By default the records' leaderboard metric (PSNR here, ROUGE-1 for text); a metric no
+    record can have is refused before a cell runs (a text folder re-run on PSNR reported
+    n/a for every cell)."""
+    from pathlib import Path
+
+    from bench.cli import main
+    from bench.leaderboard import records_frame
+    from bench.rerun import rerun_metric
+    from bench.store import load_records
+
+    assert rerun(store, 1, jobs=0)[0].metric == "psnr"
+    text = Path(__file__).resolve().parent.parent / "results" / "text"
+    assert rerun_metric(records_frame(load_records(text)), None).name == "rouge1"
+    assert main(["rerun", str(text), "--metric", "psnr", "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("leakbench: error: --metric psnr: an image metric, and the folder holds "
+                   "text records (default: rouge1)")

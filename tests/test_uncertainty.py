@@ -296,3 +296,25 @@ def test_aggregated_csv_has_mean_interval_and_n_per_row(tmp_path):
     assert u["diverged"] == "1" and u["n_floor"] == "1"
     assert sum(r["strongest"] == "True" for r in rows) == 1
     assert export(tmp_path, aggregate=True).read_bytes() == path.read_bytes()
+
+
+def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
+    """As the text tables do: each text row's rank and each defense's strongest attack come
+    from ROUGE-1 (text rows have no PSNR: every rank was shared and the strongest attack was
+    the first by name)."""
+    from bench.leaderboard.export import aggregate_frame
+    from bench.leaderboard.frames import SCENARIO
+
+    agg = aggregate_frame(records_frame(load_records(RESULTS / "text")))
+    assert len(agg) and agg["psnr"].isna().all() and agg["rouge1"].notna().all()
+    keys = agg[[*SCENARIO, "defense"]].astype(str).apply(tuple, axis=1)
+    for _, g in agg.groupby(keys, sort=False):
+        scored = g[g["rouge1"].notna()]
+        best = scored["rouge1"].max()
+        strongest = g[g["strongest"]]
+        assert len(strongest) == 1 and strongest["rouge1"].iloc[0] == best
+        assert list(g["rouge1"]) == sorted(g["rouge1"], reverse=True)  # in rank order
+        assert list(g["rank_best"]) == sorted(g["rank_best"])
+    assert (agg["rank_best"] > 1).any()  # separated intervals: not every rank shared
+    assert (agg["defense_rank_best"] > 1).any()
+

@@ -14,6 +14,7 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
 )
 from bench.leaderboard.frames import SCENARIO, records_frame
+from bench.leaderboard.text_tables import modality_headline
 from bench.metrics import list_metrics
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
@@ -46,9 +47,10 @@ def aggregate_frame(df: pd.DataFrame) -> pd.DataFrame:
     row of each defense's strongest attack (the Defenses table's) has ``strongest`` set and
     the defense's shared ranks."""
     parts = []
-    for key, _, summary in scenario_summaries(df):
-        ranked = rank_attacks(summary)
-        defenses = rank_defenses(strongest_attacks(summary))
+    for key, cells, summary in scenario_summaries(df):
+        h = modality_headline(cells["modality"].iloc[0])  # ranked as its tables rank it
+        ranked = rank_attacks(summary, h)
+        defenses = rank_defenses(strongest_attacks(summary, h), h)
         top = {(r["defense"], r["attack"]): (r["rank_best"], r["rank_worst"])
                for _, r in defenses.iterrows()}
         pair = list(zip(ranked["defense"], ranked["attack"]))

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from bench.leaderboard.aggregate import (
+    headline,
     rank_attacks,
     rank_defenses,
     scenario_summaries,
@@ -29,6 +30,11 @@ TEXT_NOTE = ATTACK_NOTE.replace(
 
 def text_headline() -> type[Metric]:
     return get_metric(TEXT_HEADLINE)
+
+
+def modality_headline(modality: str) -> type[Metric]:
+    """The metric a scenario of ``modality`` is ranked by: ROUGE-1 for text, else PSNR."""
+    return text_headline() if modality == "text" else headline()
 
 
 def text_metrics() -> list[type[Metric]]:
