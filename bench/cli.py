@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
     s.add_argument("--rows", default="defense", help="axis of the rows (default defense)")
     s.add_argument("--cols", default="attack", help="axis of the columns (default attack)")
-    s.add_argument("--value", default="psnr", help="per-item metric shown (default psnr)")
+    s.add_argument("--value", help="per-item metric shown (default: the records' leaderboard "
+                   "metric, psnr for images, rouge1 for text)")
     s.add_argument("--where", action="append", metavar="COL=VAL,...",
                    help="keep records with COL=VAL (label or registered name; a|b for "
                         "either); repeatable")

@@ -29,9 +29,9 @@ from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import make_executor
 from bench.leaderboard.frames import SCENARIO, records_frame
-from bench.leaderboard.text_tables import modality_headline
+from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
-from bench.metrics import Metric, SuccessRule, get_metric
+from bench.metrics import SuccessRule, get_metric
 from bench.records import STATUSES
 from bench.registry import LeakbenchError
 from bench.runner import resolve_device
@@ -104,34 +104,19 @@ def cpu_conv_of(record: dict[str, Any]) -> str:
     return conv if conv in CPU_CONV else DEFAULT_CPU_CONV
 
 
-def rerun_metric(df: pd.DataFrame, name: str | None) -> type[Metric]:
-    """The metric compared: ``name``, or the leaderboard metric of the records' modality
-    (PSNR for images, ROUGE-1 for text); one no record can have is refused before any run."""
-    modalities = sorted(set(df["modality"]))
-    if name is None:
-        if len(modalities) > 1:
-            raise LeakbenchError("the folder holds image and text records: name the --metric")
-        return modality_headline(modalities[0])
-    m = get_metric(name)
-    if m.modality not in modalities:
-        raise LeakbenchError(f"--metric {name}: an {m.modality} metric, and the folder holds "
-                             f"{' and '.join(modalities)} records (default: "
-                             f"{modality_headline(modalities[0]).name})")
-    return m
-
-
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
           jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
           threads: int | None = None) -> list[Check]:
     """Re-run ``sample`` random cells that ran (not skipped) and compare each with its row
-    on ``metric`` (:func:`rerun_metric`; cells of another modality are not drawn)
+    on ``metric`` (default: the records' leaderboard metric; cells of another modality
+    are not drawn)
     (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core)."""
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     records = load_records(Path(out_dir))
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(f"no attack records under {Path(out_dir) / 'records'}")
-    m = rerun_metric(df, metric)
+    m = records_metric(df, get_metric(metric) if metric else None, "--metric")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]
     if sample < 1:

@@ -81,13 +81,13 @@ def test_the_metric_follows_the_records_modality(store, capsys):
 
     from bench.cli import main
     from bench.leaderboard import records_frame
-    from bench.rerun import rerun_metric
+    from bench.leaderboard.text_tables import records_metric
     from bench.store import load_records
 
     assert rerun(store, 1, jobs=0)[0].metric == "psnr"
     text = Path(__file__).resolve().parent.parent / "results" / "text"
-    assert rerun_metric(records_frame(load_records(text)), None).name == "rouge1"
+    assert records_metric(records_frame(load_records(text)), None, "--metric").name == "rouge1"
     assert main(["rerun", str(text), "--metric", "psnr", "--jobs", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("leakbench: error: --metric psnr: an image metric, and the folder holds "
-                   "text records (default: rouge1)")
+    assert err == ("leakbench: error: --metric psnr: a metric of image cells, and the records "
+                   "are text cells (default: rouge1)")

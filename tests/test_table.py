@@ -19,6 +19,7 @@ import pytest
 from bench.cli import main
 from bench.leaderboard import records_frame, summarize_attacks
 from bench.leaderboard.pivot import pivot, render_pivot, tex_text, write_table
+from bench.store import load_records
 from helpers import ROOT, run_cli
 
 T2 = 4.3027  # t(0.975; 2), from a printed table
@@ -259,3 +260,16 @@ def test_the_readme_example_is_the_committed_results_table():
     text, _ = write_table(ROOT / "results" / "quick", where=["arch=lenet,dataset=photos"],
                           fmt="markdown")
     assert text.split("\n\n")[0] == shown
+
+
+def test_text_records_default_to_rouge1_and_refuse_an_image_metric(capsys):
+    """A text folder's table is of ROUGE-1 by default (it was of PSNR: n/a in every cell); an
+    image metric on text records is one line, exit 2."""
+    text = ROOT / "results" / "text"
+    p = pivot(load_records(text), where={"victim": ["init"], "batch_size": ["1"]})
+    assert p.metric.name == "rouge1"
+    assert p.cells["mean"].notna().all() and p.cells["n"].min() >= 2
+    assert main(["table", str(text), "--value", "psnr"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "leakbench: error: --value psnr: a metric of image cells, and the records are text "
+        "cells (default: rouge1)")

@@ -27,6 +27,7 @@ from tabulate import tabulate
 
 from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.render import tex
+from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, Interval, seed_values, shared_ranks, t_interval
 from bench.metrics import Metric, list_metrics
 from bench.registry import LeakbenchError, suggest
@@ -115,12 +116,13 @@ def _order(axis: str, values: set[str]) -> list[str]:
 
 
 def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "attack",
-          value: str = "psnr", where: dict[str, list[str]] | None = None,
+          value: str | None = None, where: dict[str, list[str]] | None = None,
           best: str = "row") -> Pivot:
     """``value``'s mean and 95% interval per (``rows`` value, ``cols`` value) over the attack
-    records matching ``where``; the best entry per row (``best="row"``), per column or none
-    flagged, and the entries whose shared rank includes 1 flagged as tied."""
-    metric = _metric(value)
+    records matching ``where`` (default: the records' leaderboard metric, PSNR or ROUGE-1);
+    the best entry per row (``best="row"``), per column or none flagged, and the entries
+    whose shared rank includes 1 flagged as tied."""
+    chosen = _metric(value) if value else None
     for flag, axis in (("--rows", rows), ("--cols", cols)):
         if axis not in AXES:
             raise LeakbenchError(f"{flag}: unknown axis {axis!r}{suggest(axis, AXES)}; "
@@ -132,6 +134,7 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError("no attack records to build a table from")
+    metric = records_metric(df, chosen, "--value")
     # every seed's value as the leaderboard takes it: floors pooled over the whole scenario,
     # before any filter, so a filter never changes which floor a failed seed gets
     parts = [seed_values(g, metric.name, metric.higher_is_better,
@@ -333,7 +336,7 @@ def _raw(v: float | None) -> str:
 
 
 def write_table(out_dir: Path, rows: str = "defense", cols: str = "attack",
-                value: str = "psnr", where: list[str] | None = None, best: str = "row",
+                value: str | None = None, where: list[str] | None = None, best: str = "row",
                 fmt: str = "latex", caption: str | None = None, label: str | None = None,
                 output: Path | None = None) -> tuple[str, Pivot]:
     """Render the pivot of the records under ``out_dir``; written atomically to ``output``

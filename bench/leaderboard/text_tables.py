@@ -19,6 +19,7 @@ from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell
 from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, get_metric, list_metrics
+from bench.registry import LeakbenchError
 
 TEXT_HEADLINE = "rouge1"
 SENTENCES_SHOWN = 4  # original/recovered pairs shown per cell
@@ -35,6 +36,22 @@ def text_headline() -> type[Metric]:
 def modality_headline(modality: str) -> type[Metric]:
     """The metric a scenario of ``modality`` is ranked by: ROUGE-1 for text, else PSNR."""
     return text_headline() if modality == "text" else headline()
+
+
+def records_metric(df: pd.DataFrame, chosen: type[Metric] | None, flag: str) -> type[Metric]:
+    """The metric a command reads off the records of ``df``: ``chosen``, or their leaderboard
+    metric (one modality); a metric that no record can have is refused (``flag`` names the
+    option), instead of a table of n/a."""
+    modalities = sorted(set(df["modality"]))
+    if chosen is None:
+        if len(modalities) > 1:
+            raise LeakbenchError(f"the records are image and text: name the {flag}")
+        return modality_headline(modalities[0])
+    if chosen.modality not in modalities:
+        raise LeakbenchError(f"{flag} {chosen.name}: a metric of {chosen.modality} cells, and "
+                             f"the records are {' and '.join(modalities)} cells (default: "
+                             f"{modality_headline(modalities[0]).name})")
+    return chosen
 
 
 def text_metrics() -> list[type[Metric]]:
