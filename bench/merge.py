@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.registry import LeakbenchError
-from bench.store import RECORDS, save_outcome
+from bench.store import RECORDS, read_record, save_outcome
 
 STATUS_RANK = {"ok": 0, "diverged": 1, "error": 2, "timeout": 2, "skipped": 3}
 RESULT_FIELDS = ("status", "metrics", "utility")
@@ -72,14 +72,14 @@ class MergeReport:
 
 
 def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
+    """The store's sound records; a damaged one (as every reader judges it:
+    :func:`bench.store.read_record`) is named and left out, so it never outranks a sound copy
+    in OUT nor replaces it."""
     copies = []
     for path in sorted((folder / RECORDS).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            if record.get("cell_id") != path.stem:
-                raise ValueError(f"cell_id {record.get('cell_id')!r} in a file named {path.name}")
-        except (OSError, ValueError) as e:
-            report.problems.append(f"damaged record left out: {path} ({e})")
+        record, problem = read_record(path)
+        if record is None:
+            report.problems.append(f"damaged record left out: {path} ({problem})")
             continue
         copies.append(Copy(folder, order, record))
     return copies

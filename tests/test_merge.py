@@ -86,3 +86,28 @@ def test_out_records_are_never_replaced_silently(store, tmp_path, capsys):
 def test_merging_a_folder_without_records_is_an_error(tmp_path, capsys):
     assert main(["merge", str(tmp_path / "out"), str(tmp_path)]) == 2
     assert "holds no record store" in capsys.readouterr().err
+
+
+def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store, tmp_path,
+                                                                          capsys):
+    """A record file that is not an object (a traceback before), or one outside the schema
+    with a better status, is named and left out: OUT's sound copy stays."""
+    def timed_out(record):
+        record.update(status="timeout", metrics=None, error="exceeded the cell timeout")
+
+    out, cid = _copy(store, tmp_path / "out", timed_out)
+    before = record_path(out, cid).read_text()
+    b, _ = _copy(store, tmp_path / "b")
+    damaged = json.loads(record_path(b, cid).read_text())
+    damaged["batch_size"] = 0  # status ok, but outside the schema
+    record_path(b, cid).write_text(json.dumps(damaged))
+    other = sorted((b / "records").glob("*.json"))[1]
+    other.write_text("[]")
+    assert main(["merge", str(out), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    left_out = [x for x in lines if x.startswith("damaged record left out")]
+    assert len(left_out) == 2
+    assert any(str(other) in x and "not a JSON object" in x for x in left_out)
+    assert any(cid in x and "batch_size" in x for x in left_out)
+    assert record_path(out, cid).read_text() == before
+    assert lines[-1].startswith(f"merged 2 stores into {out}: 2 cells, 0 written")
