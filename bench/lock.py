@@ -1,4 +1,6 @@
-"""One run per output folder: ``DIR/.lock`` holds the owner's PID, host and worker PIDs.
+"""One run per output folder: ``DIR/.lock`` holds the owner's PID, host and worker PIDs, each
+with its process start time (so that a PID reused since, by a container restart or another
+program, is not taken for the run or its worker).
 
 The lock is taken atomically (``O_CREAT | O_EXCL``), and acquisitions take turns under a
 kernel lock on ``DIR/.lock.guard``. A second run on the same folder while
@@ -47,13 +49,31 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, /proc/PID/stat field 22), or None where
+    /proc does not say. Two processes with the same PID and start time are the same one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, start: Any) -> bool:
+    """Whether the live ``pid`` is the process that had ``start`` (True where either start time
+    is unknown: an older lock file, or no /proc)."""
+    now = process_start(pid)
+    return not isinstance(start, int) or now is None or now == start
+
+
 class RunLock:
     """``with RunLock(out_dir):`` owns ``out_dir`` for one run; released on exit."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / LOCK
         self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
-                                     "workers": []}
+                                     "start": process_start(os.getpid()), "workers": [],
+                                     "worker_starts": {}}
         self.held = False
 
     def __enter__(self) -> RunLock:
@@ -101,11 +121,12 @@ class RunLock:
         if host != self.info["host"]:
             raise LockedError(f"{self.path.parent} is in use by PID {pid} on host {host}; if "
                               f"that run is over, delete {self.path}")
-        if isinstance(pid, int) and pid_alive(pid):
+        if isinstance(pid, int) and pid_alive(pid) and same_process(pid, owner.get("start")):
             raise LockedError(f"{self.path.parent} is in use by a running leakbench (PID {pid}"
                               f"); wait for it to finish or stop it, or pass another --out")
         workers = [w for w in owner.get("workers", []) if isinstance(w, int)]
-        wait_for_workers(workers)
+        starts = owner.get("worker_starts")
+        wait_for_workers(workers, starts=starts if isinstance(starts, dict) else None)
         warn(f"{self.path}: stale lock of PID {pid} (no longer running), taken over")
         self.path.unlink(missing_ok=True)
 
@@ -122,6 +143,9 @@ class RunLock:
             return
         live = [w for w in self.info["workers"] if pid_alive(w)]
         self.info["workers"] = [*live, pid]
+        self.info["worker_starts"] = {
+            **{k: v for k, v in self.info["worker_starts"].items() if int(k) in live},
+            str(pid): process_start(pid)}
         tmp = self.path.with_name(f"{LOCK}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.info))
         os.replace(tmp, self.path)
@@ -134,10 +158,19 @@ class RunLock:
             self.held = False
 
 
-def wait_for_workers(pids: list[int], grace: float = WORKER_GRACE_S) -> None:
-    """Wait until a dead run's workers have exited; kill those still alive after ``grace``."""
+def wait_for_workers(pids: list[int], grace: float = WORKER_GRACE_S,
+                     starts: dict[str, Any] | None = None) -> None:
+    """Wait until a dead run's workers have exited; kill those still alive after ``grace``.
+    A PID is the worker only while its start time is the one recorded (``starts``, by PID as
+    text); a lock without start times trusts a spawned worker's command line."""
     deadline = time.monotonic() + grace
-    alive = [p for p in pids if pid_alive(p) and _is_worker(p)]
+
+    def ours(pid: int) -> bool:
+        if starts is not None and str(pid) in starts:
+            return same_process(pid, starts[str(pid)])
+        return _is_worker(pid)
+
+    alive = [p for p in pids if pid_alive(p) and ours(p)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
         alive = [p for p in alive if pid_alive(p)]
@@ -149,9 +182,10 @@ def wait_for_workers(pids: list[int], grace: float = WORKER_GRACE_S) -> None:
 
 
 def _is_worker(pid: int) -> bool:
-    """Whether ``pid`` still looks like a Python worker (not a reused PID), where /proc says."""
+    """Whether ``pid`` still looks like a spawned worker (``multiprocessing`` in its command
+    line: not a reused PID of another program), where /proc says."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the PID
-    return b"multiprocessing" in cmdline or b"python" in cmdline.lower()
+    return b"multiprocessing" in cmdline

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.lock import LOCK, LockedError, RunLock, pid_alive, wait_for_workers
+from bench.lock import LOCK, LockedError, RunLock, pid_alive, process_start, wait_for_workers
 from bench.runner import run_suite
 from helpers import ROOT, make_suite, write_suite
 
@@ -39,23 +39,62 @@ def test_a_second_run_on_a_live_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / LOCK).exists()
 
 
-def test_a_stale_lock_is_taken_over_after_its_workers_are_gone(tmp_path: Path, capsys) -> None:
+def stale_lock(folder: Path, workers: list[int], starts: dict[str, int | None] | None,
+               owner: int | None = None, start: int | None = None) -> None:
+    info = {"pid": dead_pid() if owner is None else owner, "host": socket.gethostname(),
+            "workers": workers}
+    if starts is not None:
+        info["worker_starts"] = starts
+    if start is not None:
+        info["start"] = start
+    (folder / LOCK).write_text(json.dumps(info))
+
+
+def take_over(folder: Path, monkeypatch) -> None:
+    import bench.lock
+
+    monkeypatch.setattr(bench.lock, "WORKER_GRACE_S", 0.5)
+    with RunLock(folder):
+        pass
+
+
+def test_a_stale_lock_is_taken_over_after_its_workers_are_gone(tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        (tmp_path / LOCK).write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename,
-                                                 "workers": [sleeper.pid]}))
-        import bench.lock
-
-        old = bench.lock.WORKER_GRACE_S
-        bench.lock.WORKER_GRACE_S = 0.5
-        try:
-            with RunLock(tmp_path):
-                assert sleeper.wait(timeout=10) == -signal.SIGKILL  # killed, not waited on
-        finally:
-            bench.lock.WORKER_GRACE_S = old
+        stale_lock(tmp_path, [sleeper.pid], {str(sleeper.pid): process_start(sleeper.pid)})
+        take_over(tmp_path, monkeypatch)
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL  # killed, not waited on
         assert "stale lock" in capsys.readouterr().err
     finally:
         sleeper.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_reused_pid_is_neither_the_owner_nor_a_worker(tmp_path: Path, capsys,
+                                                        monkeypatch) -> None:
+    """A PID recorded in a stale lock and now held by another process (its start time
+    differs, or, in a lock without start times, it is not a spawned worker) is never killed;
+    a lock naming this very process with another start time (a container restarted with
+    the same PID) is stale, and one naming it with its own start time is live."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        start = process_start(other.pid)
+        assert start is not None
+        stale_lock(tmp_path, [other.pid], {str(other.pid): start - 1})
+        take_over(tmp_path, monkeypatch)
+        stale_lock(tmp_path, [other.pid], None)  # an older lock: no start times
+        take_over(tmp_path, monkeypatch)
+        assert other.poll() is None  # still running: not ours to kill
+        me, my_start = os.getpid(), process_start(os.getpid())
+        stale_lock(tmp_path, [], {}, owner=me, start=my_start - 1)
+        take_over(tmp_path, monkeypatch)
+        assert "stale lock of PID" in capsys.readouterr().err
+        stale_lock(tmp_path, [], {}, owner=me, start=my_start)
+        with pytest.raises(LockedError, match="in use by a running leakbench"):
+            RunLock(tmp_path).acquire()
+    finally:
+        other.kill()
 
 
 def test_another_hosts_lock_and_a_garbled_lock(tmp_path: Path, capsys) -> None:
