@@ -31,7 +31,10 @@ def pairwise_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def match(originals: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """Indices into ``recon`` matched one-to-one to each original, by least total MSE."""
+    """Indices into ``recon`` matched one-to-one to each original, by least total MSE (as
+    many reconstructions as originals: else some original would be left unmatched)."""
+    if len(recon) != len(originals):
+        raise ValueError(f"{len(recon)} reconstructions for {len(originals)} originals")
     cost = pairwise_mse(originals, recon).double().cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     order = torch.empty(len(originals), dtype=torch.long)
@@ -53,7 +56,7 @@ def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor
         success = SuccessRule() if success_psnr is None else SuccessRule("psnr", success_psnr)
     originals01 = originals01.detach().cpu().double()
     recon01 = recon01.detach().cpu().double()
-    if recon01.shape[1:] != originals01.shape[1:]:
+    if recon01.shape != originals01.shape:  # one image per original: matched one-to-one
         raise ValueError(f"reconstruction shape {tuple(recon01.shape)} does not match "
                          f"the batch {tuple(originals01.shape)}")
     order = match(originals01, recon01)

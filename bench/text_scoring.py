@@ -47,11 +47,16 @@ def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
 
 def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 0) -> list[int]:
     """Indices into ``recon`` matched one-to-one to each original (B×L ids each), on the
-    original's real (non-[PAD]) positions that agree."""
+    original's real (non-[PAD]) positions that agree, ties broken by the real tokens they
+    share in any position."""
     real = originals != pad_id  # a [PAD] recovered where the original pads is no evidence
     same = ((originals[:, None, :] == recon[None, :, :]) & real[:, None, :]).sum(-1).double()
-    overlap = torch.tensor([[sum((Counter(o.tolist()) & Counter(r.tolist())).values())
-                             for r in recon] for o in originals], dtype=torch.float64)
+
+    def words(ids: torch.Tensor) -> Counter:
+        return Counter(t for t in ids.tolist() if t != pad_id)
+
+    overlap = torch.tensor([[sum((words(o) & words(r)).values()) for r in recon]
+                            for o in originals], dtype=torch.float64)
     cost = -(same * (originals.shape[1] + 1) + overlap)
     rows, cols = linear_sum_assignment(cost.numpy())
     order = [0] * len(originals)
@@ -99,7 +104,9 @@ def text_pairs(originals: torch.Tensor, recon: torch.Tensor, order: list[int],
     for o, i in zip(originals.cpu(), order):
         r = recon[i].cpu()
         recovered = tokens(r, vocab)
-        pairs.append({"original": tokens(o, vocab), "recovered": recovered,
-                      "correct": [bool(a == b) for a, b in
-                                  zip(o.tolist()[:len(recovered)], r.tolist()[:len(recovered)])]})
+        original = tokens(o, vocab)  # past its end nothing is correct, [PAD] included
+        pairs.append({"original": original, "recovered": recovered,
+                      "correct": [k < len(original) and a == b for k, (a, b) in
+                                  enumerate(zip(o.tolist()[:len(recovered)],
+                                                r.tolist()[:len(recovered)]))]})
     return pairs

@@ -29,6 +29,18 @@ def test_matching_never_reuses_a_reconstruction():
     assert m["psnr_worst"] < 20 < PSNR_CAP_DB and m["psnr"] < PSNR_CAP_DB
 
 
+def test_fewer_or_more_reconstructions_than_originals_are_refused():
+    """Matching is one-to-one: with 3 reconstructions for 4 originals one original had no
+    match, and its entry was uninitialised memory (a reconstruction reused, or an index
+    error quoting a pointer)."""
+    x = _images()
+    for recon in (x[:3], torch.cat([x, x[:1]])):
+        with pytest.raises(ValueError, match="reconstructions for 4 originals"):
+            match(x, recon)
+        with pytest.raises(ValueError, match="does not match the batch"):
+            score(x, torch.zeros(4, dtype=torch.long), recon, None, 20.0)
+
+
 def test_psnr_and_mse_follow_their_definitions():
     x = torch.full((1, 1, 16, 16), 0.5)
     y = x + 0.1

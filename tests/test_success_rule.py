@@ -24,6 +24,7 @@ def test_success_rule_on_another_metric():
     ({"metric": "psnr", "at_most": 3}, "higher-is-better"),
     ({"metric": "nope", "at_least": 1}, "nope"),
     ({"metric": "fid", "at_most": 1}, "pooled"),
+    ({"metric": "lpips", "at_most": 0.2}, "weights file"),  # every cell errored in score()
     ("psnr", "mapping"),
     ({"metric": "psnr", "at_least": 20, "bogus": 1}, "bogus"),
 ])

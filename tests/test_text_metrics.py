@@ -45,6 +45,26 @@ def test_matching_is_one_to_one_not_greedy():
     assert order == [1, 0]
 
 
+def test_padding_is_no_evidence_in_the_tie_break_either():
+    """No position agrees under either pairing; the tie is broken by the real tokens shared,
+    not by [PAD]s shared: original 0 (three words, then [PAD]s) goes with the recovery that
+    holds its three words, not with the blank one."""
+    originals = torch.tensor([[2, 3, 4, 0, 0, 0], [5, 6, 7, 8, 2, 3]])
+    recon = torch.tensor([[0, 0, 0, 0, 0, 0], [3, 4, 2, 1, 1, 1]])
+    assert match_sequences(originals, recon) == [1, 0]
+
+
+def test_nothing_past_the_originals_end_is_marked_correct():
+    (pair,) = text_pairs(torch.tensor([[2, 3, 0, 0]]), torch.tensor([[2, 3, 0, 7]]), [0],
+                         VOCAB)
+    assert pair["recovered"] == ["the", "cat", "[PAD]", "dog"]
+    assert pair["correct"] == [True, True, False, False]
+    from bench.leaderboard.text_tables import token_marks
+
+    old = {**pair, "correct": [True, True, True, False]}  # as older records have it
+    assert [ok for _, ok in token_marks(old)] == [True, True, False, False]
+
+
 def test_score_text_of_a_permuted_exact_batch_is_perfect_and_pads_are_left_out():
     originals = torch.tensor([[2, 3, 4, 0], [2, 7, 8, 5]])
     scored = score_text(originals, originals.flip(0), VOCAB, SuccessRule("rouge1", 0.5))

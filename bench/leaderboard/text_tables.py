@@ -116,8 +116,11 @@ def md_token(token: str) -> str:
 
 def token_marks(pair: dict[str, Any]) -> list[tuple[str, bool]]:
     """The recovered tokens of one ``text_pairs`` entry, each with whether it is the
-    original's token at its position (the markdown's bold, the site's mark)."""
-    return [(str(t), bool(ok)) for t, ok in zip(pair["recovered"], pair["correct"])]
+    original's token at its position (the markdown's bold, the site's mark); none past the
+    original's end (records before that rule marked a [PAD] there correct)."""
+    end = len(pair["original"])
+    return [(str(t), bool(ok) and k < end)
+            for k, (t, ok) in enumerate(zip(pair["recovered"], pair["correct"]))]
 
 
 def marked(pair: dict[str, Any]) -> str:

@@ -184,6 +184,10 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
         if metric.kind != "per_item":
             raise SuiteError(f"success.metric: {metric.name} is pooled over cells; a cell's "
                              "success needs a per-item metric")
+        if metric.needs_weights:  # scored after the rule, and n/a without its weights file
+            raise SuiteError(f"success.metric: {metric.name} needs a local weights file and "
+                             "is n/a without it; a cell's success needs a metric every cell "
+                             "computes")
         bound = {k: rule[k] for k in ("at_least", "at_most") if rule[k] is not None}
         return SuccessRule(rule["metric"], **bound)
     except (LeakbenchError, ValueError) as e:
