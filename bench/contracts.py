@@ -278,7 +278,8 @@ class DefenseContext:
     ``generator`` is a CPU generator seeded per cell for the defense's randomness;
     ``sample_batch(n)`` draws ``n`` further training images (model-input space) and labels
     from the same dataset, seeded too: other clients' data for secure aggregation, or the
-    private dataset's other images for MixUp/InstaHide.
+    private dataset's other images for MixUp/InstaHide (in an attack cell, none of the
+    private batch and none drawn before: :func:`bench.data.other_batches`).
     """
 
     model: nn.Module

@@ -34,21 +34,41 @@ def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.
     return torch.stack(xs), torch.tensor([int(y) for y in ys])
 
 
-def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A private batch of distinct training images in [0,1], drawn with the scenario's seed."""
+def batch_indices(size: int, batch_size: int, generator: torch.Generator,
+                  taken: set[int] | None = None) -> list[int]:
+    """``batch_size`` distinct indices of ``range(size)`` in a random order; with ``taken``,
+    none of those, and the drawn ones are added to it (a draw that meets no taken index is
+    the draw without ``taken``: same picks, same generator state)."""
+    perm = torch.randperm(size, generator=generator).tolist()
+    picked = perm[:batch_size] if taken is None else [i for i in perm if i not in taken][
+        :batch_size]
+    if len(picked) < batch_size:
+        raise ValueError(f"the dataset's {size} training items cannot give {batch_size} more "
+                         f"distinct ones ({len(taken or ())} already held)")
+    if taken is not None:
+        taken.update(picked)
+    return picked
+
+
+def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator,
+                 taken: set[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of distinct training images in [0,1] (the private batch: drawn with the
+    scenario's seed), none of ``taken`` where given (:func:`batch_indices`)."""
     data = dataset.load("train")
-    return stack_items(data, torch.randperm(len(data), generator=generator)[:batch_size])
+    return stack_items(data, batch_indices(len(data), batch_size, generator, taken))
 
 
-def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int
+def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int,
+                  taken: set[int] | None = None
                   ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """A sampler of further training batches (model-input space) for defenses that need them
-    (token ids pass through: text has no normalisation)."""
+    (token ids pass through: text has no normalisation). With ``taken`` (the private batch's
+    indices) every draw is of images no earlier draw and not the private batch holds: the
+    other clients of a secure aggregate hold their own data, MixUp mixes with other images."""
     gen = torch.Generator().manual_seed(seed ^ 0x5EC)
 
     def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x01, y = sample_batch(dataset, n, gen)
+        x01, y = sample_batch(dataset, n, gen, taken)
         if getattr(meta, "modality", "image") == "text":
             return x01.to(device), y.to(device)
         return normalize(x01, meta.mean, meta.std).to(device), y.to(device)

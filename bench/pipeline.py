@@ -95,15 +95,17 @@ def observe(cell: Any, device: torch.device) -> Observed:
     seeds = cell.derived_seeds()
     dataset = cell.dataset.build()
     meta = dataset.meta()
+    held: set[int] = set()  # the private batch's images: no other client holds them
     x01, y = sample_batch(dataset, cell.batch_size, torch.Generator().manual_seed(
-        seeds["scenario"]))
+        seeds["scenario"]), held)
     model = victim_model(cell.arch.build(), dataset, meta, cell.victim,
                          seeds["scenario"]).to(device)
     domain = domain_of(meta)
     x, y = domain.encode(x01).to(device), y.to(device)
     client = cell.client_spec
     ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
-                         meta.num_classes, other_batches(dataset, meta, device, seeds["defense"]))
+                         meta.num_classes,
+                         other_batches(dataset, meta, device, seeds["defense"], held))
     chain = [d.build() for d in cell.defense]
     update = defend(chain, ctx, lambda xb, yb: compute_update(model, xb, yb, client))
     batch = observed_batch(chain, cell.batch_size)

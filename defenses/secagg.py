@@ -1,7 +1,8 @@
 """Secure aggregation (Bonawitz et al., CCS 2017): the server sees only the clients' sum.
 
 The private client's update is aggregated with the updates of K−1 other clients, each on
-its own batch of the same size drawn from the same dataset (``ctx.sample_batch``) and
+its own batch of the same size drawn from the same dataset (``ctx.sample_batch``: images no
+other client holds, the private one included) and
 computed by the same client procedure (``bench.client.compute_update``: FedSGD gradient or
 FedAvg delta) from the same model. The other clients run no defense of their own. In a
 chain, every data-level link transforms the private client's batch (``bench.defend`` applies
@@ -64,6 +65,8 @@ class SecAgg(Defense):
         if all(u.bn_stats is not None for u in updates):
             bn_stats = pooled_bn_stats([u.bn_stats for u in updates])  # type: ignore[misc]
         info = dict(update.info)
+        if "int8_scales" in info:  # the private client's own scales: the server sees the sum
+            info["own_int8_scales"] = info.pop("int8_scales")  # (kept in the record only)
         info["secagg_clients"] = self.clients
         if self.reduce == "sum":  # the server, knowing K, divides before it applies the update
             info["aggregate_of"] = self.clients

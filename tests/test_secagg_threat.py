@@ -162,3 +162,47 @@ def test_a_chain_with_two_aggregations_is_refused_at_load():
 
     with pytest.raises(SuiteError, match="at most one protocol-level link"):
         make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, {"secagg": {"clients": 3}}]}])
+
+
+def test_the_aggregate_shows_no_quantisation_scale_of_the_private_client():
+    """[quantize int8, secagg]: the private client's int8 scales (its own max|g|/127 per
+    tensor) described its update, not the sum the server sees; they stay in the record."""
+    suite = make_suite(defenses=[{"chain": [{"quantize": {"mode": "int8"}},
+                                            {"secagg": {"clients": 4}}]}],
+                       attacks=[{"dlg": {"steps": 2}}])
+    observed = observe(attack_cells(suite)[0], CPU)
+    assert "int8_scales" not in observed.obs.update.info
+    assert observed.obs.update.info["secagg_clients"] == 4
+    assert len(observed.private.update.info["own_int8_scales"]) > 0
+    alone = observe(attack_cells(make_suite(defenses=[{"quantize": {"mode": "int8"}}]))[0], CPU)
+    assert "int8_scales" in alone.obs.update.info  # without the aggregate they travel
+
+
+def test_no_two_clients_of_an_aggregate_hold_the_same_image(monkeypatch):
+    """The other clients' batches are drawn from the images neither the private client nor an
+    earlier client holds (independent draws repeated images: on a small split most cells)."""
+    import bench.data
+
+    drawn: list[list[int]] = []
+    original = bench.data.batch_indices
+
+    def spy(*args, **kwargs):
+        picked = original(*args, **kwargs)
+        drawn.append(picked)
+        return picked
+
+    monkeypatch.setattr(bench.data, "batch_indices", spy)
+    suite = make_suite(seeds=6, batch_size=4, datasets=[{"photos": {"size": 32}}],
+                       defenses=[{"secagg": {"clients": 10}}], attacks=[{"dlg": {"steps": 2}}])
+    for cell in attack_cells(suite):
+        drawn.clear()
+        observed = observe(cell, CPU)
+        assert len(drawn) == 10 and observed.x01.shape[0] == 40
+        flat = [i for batch in drawn for i in batch]
+        assert len(set(flat)) == 40  # none twice (of the 408 crops of the split)
+    from bench.data import batch_indices
+
+    taken = {0, 1, 2}
+    assert sorted(batch_indices(5, 2, torch.Generator().manual_seed(0), taken)) == [3, 4]
+    with pytest.raises(ValueError, match="cannot give 1 more distinct"):
+        batch_indices(5, 1, torch.Generator().manual_seed(0), taken)
