@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from attacks.gradient_matching import l2_distance
-from attacks.labels import idlg_label
+from attacks.labels import infer_labels
 from attacks.lbfgs_trials import (
     LBFGS_PARAMS,
     best_restarts,
@@ -46,7 +46,7 @@ class IDLG(Attack):
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         dev, r = observations[0].device, planned_restarts(self.restarts, observations[0])
         engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
-        labels = torch.stack([idlg_label(o).to(dev) for o in observations for _ in range(r)])
+        labels = torch.stack([infer_labels(o).to(dev) for o in observations for _ in range(r)])
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)
                          for o in observations for _ in range(r)]).to(dev).requires_grad_(True)
 

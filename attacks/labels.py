@@ -47,14 +47,44 @@ def idlg_label(obs: Observation) -> torch.Tensor:
     """The class whose row of the last layer's weight gradient has a negative sum.
 
     With softmax cross-entropy at batch 1 the row for class c is (p_c − y_c)·a; with
-    non-negative activations a only the true class gives a negative row. A FedAvg delta
-    flips every sign, so there the true class has the positive row.
+    non-negative activations a (ReLU, sigmoid) only the true class gives a negative row.
+    Where the features entering the layer can be negative (tanh), that sum's sign says
+    nothing, and the bias gradient p − y, negative only at the true class whatever the
+    activation, is read instead (when the layer has a bias). A FedAvg delta flips every
+    sign, so there the true class has the positive row.
     """
-    i, _ = last_linear(obs.model)
-    grad_w = obs.update.tensors[i]
-    if obs.update.kind == "delta":
-        grad_w = -grad_w
-    return grad_w.sum(dim=1).argmin().view(1)
+    i, layer = last_linear(obs.model)
+    sign = -1.0 if obs.update.kind == "delta" else 1.0
+    bias = _bias_index(obs.model, layer)
+    if bias is not None and not features_non_negative(obs, layer):
+        return (sign * obs.update.tensors[bias]).argmin().view(1)
+    return (sign * obs.update.tensors[i]).sum(dim=1).argmin().view(1)
+
+
+PROBES = 4  # random inputs whose features entering the last layer are checked for sign
+
+
+def features_non_negative(obs: Observation, layer: nn.Linear) -> bool:
+    """Whether the features entering ``layer`` were ≥ 0 on random inputs of the domain box
+    (a fixed probe seed: the observation's generator is the attack's, left untouched); the
+    model's modes and buffers are as before."""
+    if not hasattr(obs.domain, "bounds"):  # token ids: no box to probe (no iDLG on text)
+        return True
+    lo, hi = obs.domain.bounds(obs.device)
+    g = torch.Generator().manual_seed(0)
+    x = lo + (hi - lo) * torch.rand((PROBES, *obs.input_shape), generator=g).to(obs.device)
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    modes = {m: m.training for m in obs.model.modules()}
+    try:
+        obs.model.eval()  # no running statistics move; ReLU and sigmoid bound either way
+        with torch.no_grad():
+            obs.model(x)
+    finally:
+        handle.remove()
+        for m, training in modes.items():
+            m.training = training
+    return bool(seen) and bool((seen[0] >= 0).all())
 
 
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,30 @@ def test_idlg_rule_is_exact_at_batch_one_for_gradients_and_deltas(arch, kw):
             assert torch.equal(infer_labels(obs), y)
 
 
+@pytest.mark.parametrize("arch,kw", [("lenet", {"activation": "tanh"}),
+                                     ("mlp", {"activation": "tanh", "hidden": 32})])
+def test_idlg_rule_is_exact_where_features_can_be_negative(arch, kw):
+    """With tanh features the weight row's sum has no fixed sign (the weight-row rule missed
+    most seeds on LeNet-tanh); the bias gradient, negative only at the true class, is read."""
+    for seed in range(12):
+        for client in (ClientSpec(), ClientSpec(mode="fedavg", local_epochs=2, lr=0.1)):
+            obs, y = scenario(arch, kw, 1, seed, client)
+            assert int(idlg_label(obs)) == int(y[0]), (arch, seed, client.mode)
+
+
+def test_idlg_attack_reads_a_single_logit_heads_label_by_its_counts():
+    """A one-logit head (logistic loss on the label's parity) has one weight row: iDLG's
+    argmin always said class 0, so every odd label was attacked as even."""
+    from attacks.idlg import IDLG
+
+    for seed in range(4):
+        obs, y = scenario("fcn3", {}, 1, seed, ClientSpec())
+        expected = int(infer_labels(obs)[0])
+        assert expected % 2 == int(y[0]) % 2
+        rec = IDLG(steps=1).reconstruct(obs)
+        assert int(rec.labels[0]) == expected
+
+
 @pytest.mark.parametrize("arch,kw", ARCHS_SMALL)
 def test_counts_recover_batch_of_four_on_untrained_models(arch, kw):
     # Geng et al. 2021: the bias gradient gives n_c = B (p̄_c − ∇b_c); at init the
@@ -109,3 +133,18 @@ def test_label_inference_leaves_the_model_untouched():
     before = {k: v.clone() for k, v in obs.model.state_dict().items()}
     infer_labels(obs)
     assert all(torch.equal(before[k], v) for k, v in obs.model.state_dict().items())
+
+
+def test_the_feature_probe_leaves_the_model_and_the_attack_generator_as_they_were():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(4 * 2 * 2, 10))
+    model[1].eval()  # a mixed mode, as bn_mode "eval" sets it
+    obs = observe(model, torch.rand(1, 3, 4, 4), torch.tensor([7]), ClientSpec(), (3, 4, 4))
+    obs.generator = torch.Generator().manual_seed(1)
+    buffers = {k: v.clone() for k, v in obs.model.named_buffers()}
+    modes = [m.training for m in obs.model.modules()]
+    state = obs.generator.get_state()
+    assert int(idlg_label(obs)) == 7
+    assert [m.training for m in obs.model.modules()] == modes
+    assert all(torch.equal(v, buffers[k]) for k, v in obs.model.named_buffers())
+    assert torch.equal(obs.generator.get_state(), state)
