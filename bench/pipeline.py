@@ -89,13 +89,12 @@ def observe(cell: Any, device: torch.device) -> Observed:
     """The private batch and victim model from the scenario seed, the client's update through
     the defense chain (defense seed), and the observation its threat model grants.
 
-    A protocol-level defense that aggregates clients (secure aggregation) makes the observed
-    batch K·B: the observation says so (``batch_size``, ``clients``), and the other clients'
-    batches join the private side, after the client's own, for scoring and grants."""
+    A secure aggregate makes the observed batch K·B: the observation says so (``batch_size``,
+    ``clients``); the other clients' batches join the private side after the client's own."""
     seeds = cell.derived_seeds()
     dataset = cell.dataset.build()
     meta = dataset.meta()
-    held: set[int] = set()  # the private batch's images: no other client holds them
+    held: set[int] = set()  # the private batch's images: no later draw repeats them
     x01, y = sample_batch(dataset, cell.batch_size, torch.Generator().manual_seed(
         seeds["scenario"]), held)
     model = victim_model(cell.arch.build(), dataset, meta, cell.victim,
@@ -103,9 +102,9 @@ def observe(cell: Any, device: torch.device) -> Observed:
     domain = domain_of(meta)
     x, y = domain.encode(x01).to(device), y.to(device)
     client = cell.client_spec
+    others = other_batches(dataset, meta, device, seeds["defense"], held)
     ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
-                         meta.num_classes,
-                         other_batches(dataset, meta, device, seeds["defense"], held))
+                         meta.num_classes, others)
     chain = [d.build() for d in cell.defense]
     update = defend(chain, ctx, lambda xb, yb: compute_update(model, xb, yb, client))
     batch = observed_batch(chain, cell.batch_size)
