@@ -53,9 +53,18 @@ RESULTS = Path("results")
 def cmd_list(args: argparse.Namespace) -> int:
     from bench.suite import builtin_suites, load_suite
 
-    kinds = [args.kind] if args.kind else [*REGISTRIES, "suites"]
+    kinds = [args.kind] if args.kind else [*REGISTRIES, "metrics", "suites"]
     for kind in kinds:
         print(f"{kind}:")
+        if kind == "metrics":
+            from bench.metrics import list_metrics
+
+            for m in list_metrics():
+                better = "higher" if m.higher_is_better else "lower"
+                print(f"  {m.name:<16} {m.description()}")
+                print(f"      {m.modality}, {m.kind.replace('_', '-')}, {better} is better"
+                      + (", needs a local weights file" if m.needs_weights else ""))
+            continue
         if kind == "suites":
             for name in builtin_suites():
                 suite = load_suite(name)
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("list", help="list registered components and built-in suites")
-    s.add_argument("kind", nargs="?", choices=[*REGISTRIES, "suites"])
+    s.add_argument("kind", nargs="?", choices=[*REGISTRIES, "metrics", "suites"])
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("run", help="run a suite (default: quick)")

@@ -41,11 +41,17 @@ def pareto_front(df: pd.DataFrame) -> list[str]:
     return [label for _, _, label in sorted(front)]
 
 
+def plain(text: object) -> str:
+    """A label as plain text: a "$" would start matplotlib's mathtext (a label is free text,
+    an imagefolder's folder: "p$x^{$q" failed the whole leaderboard)."""
+    return str(text).replace("$", "\\$")
+
+
 def _figure(title: str) -> tuple[Figure, Axes]:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(title)
+    ax.set_title(plain(title))
     ax.grid(True, linewidth=0.5, alpha=0.5)
     return fig, ax
 
@@ -75,7 +81,7 @@ def plot_privacy_utility(df: pd.DataFrame, path: Path, title: str) -> Path:
         ax.plot(on["accuracy"], on["psnr"], "-o", color="tab:red", markersize=7,
                 label="Pareto front", zorder=3)
         for r in rows.itertuples(index=False):
-            ax.annotate(str(r.defense_label), (float(r.accuracy), float(r.psnr)),
+            ax.annotate(plain(r.defense_label), (float(r.accuracy), float(r.psnr)),
                         textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel("test accuracy (higher is better utility)")
         ax.set_ylabel("best attack PSNR, dB (lower is better privacy)")
@@ -101,7 +107,7 @@ def plot_psnr_vs_strength(df: pd.DataFrame, path: Path, title: str) -> Path:
         rows = df.dropna(subset=["strength", "psnr"])
         for name, group in sorted(rows.groupby("defense"), key=lambda kv: str(kv[0])):
             group = group.sort_values("strength")
-            ax.plot(group["strength"], group["psnr"], "-o", markersize=5, label=str(name))
+            ax.plot(group["strength"], group["psnr"], "-o", markersize=5, label=plain(name))
         strengths = [float(v) for v in rows["strength"]]
         if _log_span(strengths):
             if min(strengths) <= 0:
@@ -123,13 +129,13 @@ def plot_quality_curves(df: pd.DataFrame, path: Path, title: str) -> Path:
         fig = Figure(figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]), dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 2, sharey=True)
-        fig.suptitle(title)
+        fig.suptitle(plain(title))
         for ax, x, label in ((axes[0], "grad_evals", "gradient evaluations per cell"),
                              (axes[1], "seconds", "seconds per cell")):
             for name, group in sorted(df.groupby("attack"), key=lambda kv: str(kv[0])):
                 group = group.sort_values("point")
                 ax.plot(group[x].clip(lower=1e-3), group["psnr"], "-o", markersize=4,
-                        label=str(name))
+                        label=plain(name))
             ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.grid(True, linewidth=0.5, alpha=0.5)

@@ -132,6 +132,8 @@ MALFORMED = {
     "datasets_none": ({"datasets": None}, "datasets"),
     "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
     "victim_superscript": ({"victim": ["trained:\u00b2"]}, "victim"),  # isdigit(), not int()
+    "seeds_huge": ({"seeds": 10 ** 19}, "seeds: expected a count"),  # len(range) overflowed
+    "seed_index_huge": ({"seeds": [2 ** 70]}, "seeds: expected a count"),
 }
 
 
@@ -172,6 +174,17 @@ def test_a_dry_run_refuses_the_executor_options_a_run_refuses(flags, needle, tmp
     path = tmp_path / "s.yaml"
     path.write_text(suite_text())
     assert needle in one_line_error(capsys, str(path), *flags)
+
+
+def test_a_suite_named_by_its_file_needs_a_name_fit_for_a_folder(tmp_path: Path,
+                                                                capsys) -> None:
+    path = tmp_path / "we_ird%&<b>.yaml"
+    path.write_text(suite_text())
+    assert "name (from the file name; set name: to override)" in one_line_error(capsys,
+                                                                                 str(path))
+    path.write_text(suite_text(name="fine"))
+    code, _, _ = cli(capsys, "run", str(path), "--dry-run")
+    assert code == 0
 
 
 def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, capsys) -> None:

@@ -223,6 +223,14 @@ BAD = {
                         "only an ordering"),
     "twice": ("claims:\n" + "- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
               "metric: psnr, expect: {at_least: 1}}\n" * 2, "given twice"),
+    "huge_bound": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                   "metric: psnr, expect: {at_least: " + "9" * 400 + "}}\n", "beyond a float"),
+    "huge_reported": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: dlg}, "
+                      "metric: psnr, reported: " + "9" * 400 + ", expect: {at_least: 1}}\n",
+                      "beyond a float"),
+    "odd_suite": ("suite: 'odd_%&#$^~{}'\nclaims:\n- {id: a, paper: p, sentence: s, "
+                  "where: {attack: dlg}, metric: psnr, expect: {at_least: 1}}\n",
+                  "suite: expected a suite name"),  # it went raw into check.tex's label
     "empty": ("", "the file is empty"),
     "yaml": ("claims: [\n", "invalid YAML"),
 }

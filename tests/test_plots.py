@@ -81,3 +81,12 @@ def test_log_axis_only_for_wide_ranges(tmp_path: Path) -> None:
 
     assert not _log_span([0.1, 0.5, 0.9]) and _log_span([0.0, 1e-4, 1e-1])
     assert not _log_span([0.0, 1.0])
+
+
+def test_labels_with_dollars_and_carets_are_plain_text(tmp_path: Path) -> None:
+    """A label is free text (an imagefolder's folder): "p$x^{$q" was parsed as mathtext and
+    failed the whole leaderboard."""
+    frame = utility_frame().assign(defense_label=lambda d: d["defense_label"] + " p$x^{$q")
+    assert plot_privacy_utility(frame, tmp_path / "u.png", "in p$x^{$q").is_file()
+    strength = strength_frame().assign(defense=lambda d: d["defense"] + "$^")
+    assert plot_psnr_vs_strength(strength, tmp_path / "s.png", "$x^{").is_file()

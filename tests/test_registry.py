@@ -56,10 +56,15 @@ def test_param_validation_types_ranges_and_choices():
 def test_list_prints_every_kind_with_parameters():
     out = run_cli("list")
     assert out.returncode == 0, out.stderr
-    for heading in ("attacks:", "defenses:", "archs:", "datasets:", "suites:"):
+    for heading in ("attacks:", "defenses:", "archs:", "datasets:", "metrics:", "suites:"):
         assert heading in out.stdout
     assert "steps: int = 300" in out.stdout  # dlg's parameters
     assert "smoke" in out.stdout and "quick" in out.stdout
+    from bench.metrics import list_metrics  # what `table --value` and `diff --metric` take
+
+    metrics = out.stdout.split("metrics:", 1)[1].split("suites:", 1)[0]
+    assert all(f"  {m.name} " in metrics for m in list_metrics())
+    assert "lpips" in metrics and "needs a local weights file" in metrics
 
 
 def test_entry_point_plugins_register_and_run(plugin_path, tmp_path):

@@ -113,7 +113,7 @@ def test_seeds_derive_from_base_seed_and_identity():
     ({"atacks": ["dlg"]}, r"unknown suite key 'atacks' \(did you mean 'attacks'"),
     ({"exclude": [{"atack": "dlg"}]}, r"exclude\[0\]: unknown axis 'atack'"),
     ({"grant": ["passwords"]}, r"grant: unknown capability 'passwords'"),
-    ({"seeds": 0}, r"seeds: expected a positive integer"),
+    ({"seeds": 0}, r"seeds: expected a count from 1"),
     ({"victim": ["trained"]}, r"victim: expected 'init' or 'trained:N'"),
     ({"client": {"mode": "fedprox"}}, r"client\[0\].mode: 'fedprox' is not one of"),
 ])

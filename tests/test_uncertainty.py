@@ -318,3 +318,29 @@ def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
     assert (agg["rank_best"] > 1).any()  # separated intervals: not every rank shared
     assert (agg["defense_rank_best"] > 1).any()
 
+
+
+def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
+    """Labels are free text (an imagefolder's folder): a brace, dollar, caret or < in them
+    stopped pdflatex ("Missing $ inserted"); every special character is escaped."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):  # set by .ci/run, which installs it
+            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
+        pytest.skip("pdflatex is not installed (.ci/run installs it)")
+    records = synthetic()
+    for r in records:
+        r["attack_label"] = r["attack_label"] + " we_ird&50%#$x~^{y}<b>\\"
+        r["dataset_label"] = "folder(p$x^{$q)"
+    tex = render(records_frame(records), "latex")
+    assert "\\$x\\textasciitilde{}\\textasciicircum{}\\{y\\}$<$b$>$" in tex
+    (tmp_path / "board.tex").write_text(tex)
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{longtable}\n"
+        "\\begin{document}\n\\input{board}\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]

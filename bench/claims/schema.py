@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.leaderboard.pivot import WHERE
 from bench.registry import LeakbenchError, short, suggest
+from bench.suite.load import SUITE_NAME
 from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR, parse_yaml, read_suite_text
 
 SUCCESS, RISK_INDEX = "success", "risk_index"
@@ -140,7 +141,11 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
         if c.id in seen:
             raise ClaimsError(f"{where}: claim id {c.id!r} is given twice")
         seen.add(c.id)
-    return ClaimsFile(path, str(raw.get("suite", "")), str(raw.get("description", "")), claims)
+    suite = raw.get("suite", "")
+    if suite != "" and not (isinstance(suite, str) and SUITE_NAME.fullmatch(suite)):
+        raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
+                          f"'+', '-'), got {short(suite)}")
+    return ClaimsFile(path, suite, str(raw.get("description", "")), claims)
 
 
 def _claim(item: Any, where: str) -> Claim:
@@ -215,12 +220,18 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
             or value in (float("inf"), float("-inf")):
         raise ClaimsError(f"{where}: expected a finite number, got {short(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past the float range
+        raise ClaimsError(f"{where}: {short(value)} is beyond a float's range") from None
 
 
 def _text(value: Any, where: str, required: bool) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = f"{value:g}"
+        try:
+            value = f"{value:g}"
+        except OverflowError:  # an integer past the float range
+            raise ClaimsError(f"{where}: {short(value)} is beyond a float's range") from None
     if not isinstance(value, str) or (required and not value.strip()):
         raise ClaimsError(f"{where}: expected {'non-empty ' if required else ''}text, "
                           f"got {short(value)}")

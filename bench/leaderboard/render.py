@@ -119,12 +119,16 @@ def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
     raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
 
 
+TEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "_": "\\_", "#": "\\#",
+               "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "{": "\\{",
+               "}": "\\}", "<": "$<$", ">": "$>$", "±": "$\\pm$", "·": "$\\cdot$", "–": "--"}
+
+
 def tex(s: str) -> str:
-    """``s`` with LaTeX's special characters escaped (and ±, · as math)."""
-    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                 ("#", "\\#"), ("±", "$\\pm$"), ("·", "$\\cdot$"), ("–", "--")):
-        s = s.replace(a, b)
-    return s
+    """``s`` with LaTeX's special characters escaped (and ±, · as math), character by
+    character (one pass: no escape is escaped again). A label is free text (an imagefolder's
+    folder): a brace, dollar or caret in it would stop pdflatex."""
+    return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
 
 
 def tex_note(note: str) -> str:

@@ -36,7 +36,9 @@ from bench.suite.schema import (
     SuiteError,
 )
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+MAX_SEEDS = 1_000_000  # repetitions of one cell: far above any grid --max-cells allows
+MAX_SEED_INDEX = 2 ** 62
 
 
 def load_suite(source: str | SuiteDocument) -> Suite:
@@ -75,20 +77,23 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         if key not in raw:
             raise SuiteError(f"suite key {short(key)} is missing")
     name = _typed(raw, "name", str, default_name)
-    if "name" in raw and not _NAME.fullmatch(name):
-        raise SuiteError(f"name: expected letters, digits, '.', '_', '+' or '-' (at most 100, "
-                         f"used as a folder name), got {short(name)}")
+    if not SUITE_NAME.fullmatch(name):
+        given = "name" if "name" in raw else "name (from the file name; set name: to override)"
+        raise SuiteError(f"{given}: expected letters, digits, '.', '_', '+' or '-' (at most "
+                         f"100, used as a folder name), got {short(name)}")
     seed = _typed(raw, "seed", int, 0)
     seeds_raw = raw.get("seeds", 1)
     seeds: range | list[int]
-    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw >= 1:
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and \
+            1 <= seeds_raw <= MAX_SEEDS:
         seeds = range(seeds_raw)  # lazy: a count, not a list
     elif isinstance(seeds_raw, list) and seeds_raw and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw):
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < MAX_SEED_INDEX
+            for s in seeds_raw):
         seeds = no_repeats(list(seeds_raw), "seeds")
     else:
-        raise SuiteError(f"seeds: expected a positive integer or a list of indices, "
-                         f"got {short(seeds_raw)}")
+        raise SuiteError(f"seeds: expected a count from 1 to {MAX_SEEDS} or a list of indices "
+                         f"below 2**62, got {short(seeds_raw)}")
     batch_sizes = no_repeats(_int_list(raw.get("batch_size", 1), "batch_size"), "batch_size")
     if max(batch_sizes) > MAX_BATCH_SIZE:
         raise SuiteError(f"batch_size: {max(batch_sizes)} is above the maximum "
