@@ -344,3 +344,23 @@ def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_clients_that_differ_beyond_their_mode_are_separate_scenarios():
+    """Two FedAvg clients with different local epochs were pooled into one row (n doubled);
+    the mode label now carries the non-default parameters, and --where mode=fedavg still
+    selects both."""
+    t = _template()
+    records = []
+    for n, (epochs, seed) in enumerate([(1, 0), (1, 1), (3, 0), (3, 1)], start=1):
+        r = _record(t, n, "a", seed, "ok", 20.0 + n, floor=5.0)
+        r["client"] = {"mode": "fedavg", "bn_mode": "train", "local_epochs": epochs,
+                       "local_batch_size": 0, "lr": 0.1}
+        records.append(r)
+    df = records_frame(records)
+    assert sorted(set(df["mode"])) == ["fedavg", "fedavg(local_epochs=3)"]
+    tables = attack_tables(df)
+    assert len(tables) == 2 and all(t.frame.iloc[0]["n"] == 2 for t in tables)
+    assert any("fedavg(local_epochs=3)" in t.title for t in tables)
+    p = pivot(records, rows="mode", cols="attack", where={"mode": ["fedavg"]})
+    assert p.row_values == ["fedavg", "fedavg(local_epochs=3)"]

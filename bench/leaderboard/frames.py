@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.metrics import list_metrics
 from bench.registry import DATASETS, DEFENSES
+from bench.suite.schema import CLIENT_PARAMS
 
 SCENARIO = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
 FAILED = ("error", "timeout")
@@ -50,7 +51,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "attack_name": r["attack"]["name"],
             "defense_name": "+".join(d["name"] for d in r["defense"]),
             "arch_name": r["arch"]["name"], "dataset_name": r["dataset"]["name"],
-            "mode": client.get("mode"), "bn_mode": client.get("bn_mode"),
+            "mode": client_label(client), "mode_name": client.get("mode"),
+            "bn_mode": client.get("bn_mode"),
             "victim": r.get("victim"),
             "scenario_seed": (r.get("derived_seeds") or {}).get("scenario"),
             "granted": ",".join(r.get("granted") or []),
@@ -72,6 +74,19 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def client_label(client: dict[str, Any]) -> str | None:
+    """The client as a scenario label: its mode, with the parameters that differ from their
+    defaults (``fedavg(local_epochs=3)``), so that two clients never share a table row; BN
+    mode has its own column."""
+    mode = client.get("mode")
+    if mode is None:
+        return None
+    shown = [f"{p.name}={client[p.name]}" for p in CLIENT_PARAMS
+             if p.name not in ("mode", "bn_mode") and p.name in client
+             and client[p.name] != p.default]
+    return f"{mode}({','.join(shown)})" if shown else mode
 
 
 def record_modality(record: dict[str, Any]) -> str:
@@ -130,7 +145,7 @@ def scenario_title(key: tuple) -> str:
     dataset, arch, bs, mode, bn_mode, victim = key
     parts = [f"{dataset}", f"{arch}", f"batch {bs}"]
     if mode and mode != "fedsgd":
-        parts.append(mode)
+        parts.append(mode)  # with its non-default parameters: fedavg(local_epochs=3)
     if bn_mode and bn_mode != "train":
         parts.append(f"BN {bn_mode}")
     if victim and victim != "init":

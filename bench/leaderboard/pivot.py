@@ -38,7 +38,7 @@ AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode",
 """What a row or a column can be: the frame columns that tell cells apart, seeds aside."""
 WHERE = (*AXES, "seed")
 """What ``--where`` can filter on."""
-NAMED = ("attack", "defense", "arch", "dataset")
+NAMED = ("attack", "defense", "arch", "dataset", "mode")
 """Axes whose registered name also matches in ``--where`` (``defense=noise``: every noise)."""
 FORMATS = ("latex", "markdown", "csv")
 BEST = ("row", "col", "none")
