@@ -17,13 +17,24 @@ import bench
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The commit of leakbench's own checkout, or None: installed as a package inside some
+    other git repository (a project's .venv), ``rev-parse HEAD`` would name that project's
+    commit, so the checkout must be rooted where ``bench/`` lies and track this file."""
     root = Path(bench.__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                 text=True, timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root or \
+            git("ls-files", "--error-unmatch", "bench/provenance.py") is None:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return git("rev-parse", "HEAD")
 
 
 def device_name(device: torch.device) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from bench.executors.process import receive
 from bench.runner import run_suite
@@ -220,3 +221,31 @@ def test_force_reruns_finished_cells(tmp_path):
     run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
     again = run_suite(suite, tmp_path, jobs=0, device="cpu", force=True, progress=False)
     assert again.counts["ok"] == 1 and again.already_done == 0
+
+
+def test_provenance_names_no_commit_of_another_repository(tmp_path):
+    """Installed as a package inside some other git checkout (a project's .venv), the commit
+    recorded was that project's HEAD; it is leakbench's own checkout's, or none."""
+    import shutil
+
+    repo = tmp_path / "project"
+    (repo / "site-packages").mkdir(parents=True)
+    (repo / "README").write_text("another project\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=x@example.org", "-c", "user.name=x"]
+    for args in (["init", "-q"], ["add", "README"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    shutil.copytree(ROOT / "bench", repo / "site-packages" / "bench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-c", "from bench.provenance import git_commit; "
+                          "print(git_commit())"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(repo / "site-packages")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+    import bench
+    from bench.provenance import git_commit
+
+    if Path(bench.__file__).resolve().parent.parent == ROOT:  # run from the checkout itself
+        mine = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+        assert git_commit() == (mine or None)  # this checkout's own
