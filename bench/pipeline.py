@@ -40,7 +40,7 @@ from bench.memory import PeakMemory
 from bench.metrics import SuccessRule
 from bench.perceptual import perceptual_metrics
 from bench.pictures import cell_artifacts
-from bench.records import AttackRecord, Outcome, new_record
+from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.registry import DATASETS
 from bench.scoring import floor_metrics, score
 from bench.text_scoring import score_text, success_rule, text_floor_metrics, text_pairs
@@ -299,9 +299,9 @@ class _Run:
     def observe(self, device: torch.device) -> None:
         t0 = time.perf_counter()
         self.observed = observe(self.cell, device)
-        x01 = self.observed.x01  # a failed seed counts at the floor's score
-        self.fields["floor_metrics"] = (text_floor_metrics(x01, self.observed.meta.vocab)
-                                        if self.observed.text else floor_metrics(x01))
+        x01, meta = self.observed.x01, self.observed.meta  # failed seeds count at the floor
+        floors = text_floor_metrics(x01, meta.vocab) if self.observed.text else floor_metrics(x01)
+        self.fields.update(floor_metrics=floors, input_meta=input_meta(meta))
         _sync(device)
         self.timing["setup_seconds"] = time.perf_counter() - t0
 

@@ -97,6 +97,9 @@ class AttackRecord(Record):
     # text: each original sentence beside its matched recovery, tokens marked when correct
     text_pairs: list[dict[str, Any]] | None = None
     floor_metrics: dict[str, float] | None = None  # the best constant image's scores
+    # the dataset's {shape: [C, H, W], num_classes}: the architecture table reads it here, so
+    # a leaderboard never rebuilds a dataset (files absent on another machine)
+    input_meta: dict[str, Any] | None = None
     # a secure aggregate: {clients: K, observed_batch: K·B, own_images: [start, stop]}, the
     # private client's images within the scored batch (metrics own_psnr, own_recovered)
     aggregate: dict[str, Any] | None = None
@@ -115,7 +118,8 @@ class AttackRecord(Record):
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "traceback", "success_rule", "iterations", "grad_evals", "loss_trace", "attack_info",
         "defense_info", "peak_memory_bytes", "memory_kind", "picture", "arrays", "picture_error",
-        "text_pairs", "floor_metrics", "aggregate", "curve", "converged_at", "trial_batch"})
+        "text_pairs", "floor_metrics", "aggregate", "curve", "converged_at", "trial_batch",
+        "input_meta"})
 
 
 @dataclass(kw_only=True)
@@ -153,3 +157,8 @@ class Outcome:
 
     record: Record
     artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+def input_meta(meta: Any) -> dict[str, Any]:
+    """A dataset's input shape and class count, as a record keeps them."""
+    return {"shape": [int(d) for d in meta.shape], "num_classes": int(meta.num_classes)}

@@ -94,3 +94,23 @@ def test_report_and_out_of_scope_architectures():
     relu = rank_report("lenet", {"activation": "relu"}, (3, 32, 32), 10)
     assert "does not apply" in relu and "ReLU" in relu and relu.endswith("nan")
     assert math.isnan(risk_index(_model("mlp", (1, 16, 16)), (1, 16, 16)))
+
+
+def test_the_architecture_table_reads_the_input_shape_from_the_records(tmp_path):
+    """A leaderboard is a function of its records: the architecture table takes the input
+    shape from the record (``input_meta``) instead of rebuilding a dataset whose files may
+    be absent on this machine (it showed n/a and DatasetNotFoundError there)."""
+    from bench.leaderboard.tables import architecture_table
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=False)
+    (record,) = load_records(tmp_path)
+    assert record["input_meta"] == {"shape": [3, 16, 16], "num_classes": 8}
+    elsewhere = {**record, "dataset": {"name": "imagefolder",
+                                       "params": {"folder": str(tmp_path / "absent")}}}
+    row = architecture_table([elsewhere]).frame.iloc[0]
+    assert row["Input"].endswith("(3×16×16)") and row["Parameters"] != "n/a"
+    old = {k: v for k, v in elsewhere.items() if k != "input_meta"}  # a record before it
+    assert architecture_table([old]).frame.iloc[0]["Parameters"] == "n/a"

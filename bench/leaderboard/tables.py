@@ -225,28 +225,34 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
 
 
 def _built_architectures(records: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-    """Per (arch, dataset) label pair of the image attack records, sorted: the model and its
-    dataset's metadata, built anew, or the exception that stopped the build."""
-    seen: dict[tuple[str, str], tuple[dict, dict]] = {}
+    """Per (arch, dataset) label pair of the image attack records, sorted: the model, built
+    anew, and its input shape (the records' ``input_meta``; records before it: the dataset's
+    metadata, built), or the exception that stopped the build."""
+    seen: dict[tuple[str, str], tuple[dict, dict, Any]] = {}
     for r in records:
         if r.get("kind", "attack") == "attack" and record_modality(r) == "image":
-            seen.setdefault((r["arch_label"], r["dataset_label"]), (r["arch"], r["dataset"]))
-    for (arch_label, dataset_label), (arch, dataset) in sorted(seen.items()):
+            key = (r["arch_label"], r["dataset_label"])
+            if key not in seen or (seen[key][2] is None and r.get("input_meta")):
+                seen[key] = (r["arch"], r["dataset"], r.get("input_meta"))
+    for (arch_label, dataset_label), (arch, dataset, known) in sorted(seen.items()):
         try:
-            meta = DATASETS.get(dataset["name"]).cls(**dataset["params"]).meta()
-            model = ARCHS.get(arch["name"]).cls(**arch["params"]).build(meta.shape,
-                                                                         meta.num_classes)
+            if known:
+                shape, classes = tuple(known["shape"]), int(known["num_classes"])
+            else:
+                meta = DATASETS.get(dataset["name"]).cls(**dataset["params"]).meta()
+                shape, classes = tuple(meta.shape), meta.num_classes
+            model = ARCHS.get(arch["name"]).cls(**arch["params"]).build(shape, classes)
         except Exception as e:  # an entry that no longer builds
             yield arch_label, dataset_label, e
             continue
-        yield arch_label, dataset_label, (model, meta)
+        yield arch_label, dataset_label, (model, shape)
 
 
 def risk_indices(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     """R-GAP's risk index per (arch label, dataset label) of the records (NaN where the
     architecture is out of R-GAP's scope or no longer builds), unrounded."""
     return {(a, d): float("nan") if isinstance(built, Exception)
-            else risk_index(built[0], built[1].shape)
+            else risk_index(built[0], built[1])
             for a, d, built in _built_architectures(records)}
 
 
@@ -259,12 +265,12 @@ def architecture_table(records: list[dict[str, Any]]) -> Table | None:
             rows.append({"Arch": arch_label, "Input": dataset_label, "Parameters": "n/a",
                          "Risk index": "n/a", "Note": f"{type(built).__name__}: {built}"})
             continue
-        model, meta = built
+        model, shape = built
         n_params = sum(p.numel() for p in model.parameters())
-        index = risk_index(model, meta.shape)
-        _, reason = parse_chain(model, tuple(meta.shape))
+        index = risk_index(model, shape)
+        _, reason = parse_chain(model, shape)
         rows.append({"Arch": arch_label,
-                     "Input": f"{dataset_label} ({'×'.join(map(str, meta.shape))})",
+                     "Input": f"{dataset_label} ({'×'.join(map(str, shape))})",
                      "Parameters": f"{n_params:,}",
                      "Risk index": "n/a" if pd.isna(index) else f"{index:.4f}",
                      "Note": "" if not pd.isna(index) else f"outside R-GAP's scope: {reason}"})
