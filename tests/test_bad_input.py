@@ -133,6 +133,8 @@ MALFORMED = {
     "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
     "victim_superscript": ({"victim": ["trained:\u00b2"]}, "victim"),  # isdigit(), not int()
     "seeds_huge": ({"seeds": 10 ** 19}, "seeds: expected a count"),  # len(range) overflowed
+    "grant_repeat": ({"grant": ["labels", "labels"]}, "grant"),
+    "victim_steps_huge": ({"victim": ["trained:" + "9" * 30]}, "more than 1000000 steps"),
     "seed_index_huge": ({"seeds": [2 ** 70]}, "seeds: expected a count"),
 }
 

@@ -39,6 +39,7 @@ from bench.suite.schema import (
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 MAX_SEEDS = 1_000_000  # repetitions of one cell: far above any grid --max-cells allows
 MAX_SEED_INDEX = 2 ** 62
+MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 takes seconds)
 
 
 def load_suite(source: str | SuiteDocument) -> Suite:
@@ -106,6 +107,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     for g in granted:
         if not isinstance(g, str) or g not in CAPABILITIES:
             raise SuiteError(f"grant: unknown capability {short(g)}{suggest(str(g), CAPABILITIES)}")
+    no_repeats(granted, "grant")
     clients_raw = raw.get("client", [{}])
     if isinstance(clients_raw, dict):
         clients_raw = [clients_raw]
@@ -233,6 +235,9 @@ def _check_victim(v: Any) -> None:
     if isinstance(v, str) and v.startswith("trained:"):
         n = v.split(":", 1)[1]
         if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
+            if int(n) > MAX_VICTIM_STEPS:
+                raise SuiteError(f"victim: {short(v)} trains for more than {MAX_VICTIM_STEPS} "
+                                 "steps")
             return
     raise SuiteError(f"victim: expected 'init' or 'trained:N', got {short(v)}")
 
