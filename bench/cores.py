@@ -3,7 +3,8 @@
 ``usable_cores()`` is the smaller of the CPUs in the affinity mask (``taskset``, a container's
 cpuset) and the cgroup's CPU quota (a container's ``--cpus``), so a run inside a 2-CPU
 container on a 64-core host uses 2, not 64. ``plan_parallelism`` turns ``--jobs``/``--threads``
-into a plan that never asks for more threads than cores unless both were given explicitly:
+into a plan that never asks for more threads than cores unless a flag does (``--jobs`` or
+``--threads`` above the cores), and then says so in a warning:
 
 ==================  =====================  ===================
 given               workers (``jobs``)     torch threads each
@@ -12,7 +13,7 @@ neither             cores                  1
 ``--threads T``     max(1, cores // T)     T
 ``--jobs J``        J                      max(1, cores // J)
 ``--jobs 0``        inline (this process)  cores (one cell at a time gets them all)
-both                as given (a warning when jobs × threads > cores)
+both                as given
 ==================  =====================  ===================
 """
 
@@ -93,15 +94,17 @@ def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple
     check_parallelism(jobs, threads)
     cores = max(1, cores)
     if jobs is None:
-        return (cores, 1) if threads is None else (max(1, cores // threads), threads)
-    if threads is None:
-        return jobs, cores if jobs == 0 else max(1, cores // jobs)
-    if max(1, jobs) * threads > cores:
-        workers = "inline" if jobs == 0 else f"--jobs {jobs}"
-        warn(f"{workers} × --threads {threads} = {max(1, jobs) * threads} threads on "
+        plan = (cores, 1) if threads is None else (max(1, cores // threads), threads)
+    elif threads is None:
+        plan = jobs, cores if jobs == 0 else max(1, cores // jobs)
+    else:
+        plan = jobs, threads
+    if max(1, plan[0]) * plan[1] > cores:  # only where asked for: --jobs or --threads past
+        workers = "inline" if plan[0] == 0 else f"--jobs {plan[0]}"  # the cores
+        warn(f"{workers} × --threads {plan[1]} = {max(1, plan[0]) * plan[1]} threads on "
              f"{cores} usable core{'s' if cores != 1 else ''}: oversubscribed, timings will "
              f"suffer")
-    return jobs, threads
+    return plan
 
 
 def worker_cores(index: int, jobs: int, threads: int,

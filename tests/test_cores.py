@@ -72,10 +72,8 @@ def test_usable_cores_on_this_machine_is_at_least_one():
     (None, None, 1, (1, 1)),
     (None, 2, 8, (4, 2)),
     (None, 3, 8, (2, 3)),
-    (None, 16, 8, (1, 16)),  # more threads than cores: one worker, as asked
     (2, None, 8, (2, 4)),
     (3, None, 8, (3, 2)),
-    (16, None, 8, (16, 1)),  # more workers than cores: one thread each, as asked
     (0, None, 8, (0, 8)),  # inline: one cell at a time gets every core
     (2, 2, 8, (2, 2)),
 ])
@@ -84,9 +82,13 @@ def test_plan_parallelism(jobs, threads, cores, plan, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("jobs, threads", [(4, 4), (0, 3)])
-def test_both_given_are_honoured_with_a_warning_when_oversubscribed(jobs, threads, capsys):
-    assert plan_parallelism(jobs, threads, 2) == (jobs, threads)
+@pytest.mark.parametrize("jobs, threads, plan", [
+    (4, 4, (4, 4)), (0, 3, (0, 3)),
+    (None, 16, (1, 16)),  # more threads than cores: one worker, as asked
+    (16, None, (16, 1)),  # more workers than cores: one thread each, as asked
+])
+def test_a_flag_past_the_cores_is_honoured_with_a_warning(jobs, threads, plan, capsys):
+    assert plan_parallelism(jobs, threads, 2) == plan
     err = capsys.readouterr().err
     assert err.startswith("leakbench: warning: ") and "oversubscribed" in err
     assert err.count("\n") == 1
