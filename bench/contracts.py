@@ -347,3 +347,10 @@ class Dataset(Component):
         The harness normalises with ``meta().mean/std`` before the model sees an image.
         """
         raise NotImplementedError
+
+    def source(self) -> dict[str, Any] | None:
+        """Where the data comes from beyond the parameters: for files read from a folder (a
+        ``root`` or ``$LEAKBENCH_DATA``), the folder and a fingerprint of its files, so that
+        caches keyed on the dataset (trained victims) follow the files; None for data that
+        ships with a package."""
+        return None

@@ -65,6 +65,9 @@ def cache_key(arch: Arch, dataset: Dataset, steps: int, seed: int,
     """Hash of everything that determines the trained weights."""
     ident = {"arch": _spec(arch, arch_spec), "dataset": _spec(dataset, dataset_spec),
              "steps": steps, "seed": seed, "training": TRAINING}
+    source = dataset.source() if hasattr(dataset, "source") else None
+    if source is not None:  # files from a folder: the weights follow them (bundled: no key)
+        ident["source"] = source
     return settings_key(ident)
 
 

@@ -137,3 +137,34 @@ def test_concurrent_requests_train_once(cache, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and same_weights(models[0], models[1])
+
+
+def test_the_cache_key_follows_a_folder_datasets_files(tmp_path, monkeypatch):
+    """An imagefolder read from $LEAKBENCH_DATA has the same parameters whatever the folder
+    holds: a victim trained on one set of images was reused for another. The key now carries
+    the folder and a fingerprint of its files; bundled datasets have none (keys unchanged)."""
+    import numpy as np
+    from PIL import Image
+
+    def folder(name: str, value: int) -> None:
+        for cls in ("a", "b"):
+            (tmp_path / name / "imagefolder" / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                pixels = np.full((8, 8, 3), value + i, dtype=np.uint8)
+                pixels[0, 0] = value % 7  # sizes differ between the folders' PNGs
+                Image.fromarray(pixels).save(tmp_path / name / "imagefolder" / cls / f"{i}.png")
+
+    folder("A", 10)
+    folder("B", 200)
+    arch = ARCHS.get("convnet").cls(width=4)
+    keys = []
+    for name in ("A", "B", "A"):
+        monkeypatch.setenv("LEAKBENCH_DATA", str(tmp_path / name))
+        keys.append(cache_key(arch, DATASETS.get("imagefolder").cls(size=8), 10, 0))
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    dataset = DATASETS.get("imagefolder").cls(size=8)
+    assert dataset.source()["root"] == str((tmp_path / "A" / "imagefolder").resolve())
+    folder("A", 77)  # the same folder, other images
+    assert cache_key(arch, dataset, 10, 0) != keys[0]
+    assert DATASETS.get("digits").cls().source() is None
+    assert DATASETS.get("photos").cls().source() is None

@@ -31,6 +31,7 @@ from bench.datasets.torchvision_common import (
     check_split,
     data_root,
     evenly_spaced,
+    folder_source,
     load_cached,
     stats,
     torchvision_call,
@@ -94,6 +95,9 @@ class ImageFolder(Dataset):
                 f"$LEAKBENCH_DATA/{self.folder}) at a folder of class sub-folders of images "
                 f"(<class>/<image>.png|jpg, or train/<class>/… and test/<class>/…)")
         return root
+
+    def source(self) -> dict[str, Any]:
+        return folder_source(data_root(self.root, self.registry_name, self.folder))
 
     def classes(self) -> list[str]:
         """The class names: the sub-folders of the train folder, sorted (torchvision's rule)."""

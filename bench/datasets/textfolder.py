@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from bench.datasets.text_common import TEXT_PARAMS, TextDataset
-from bench.datasets.torchvision_common import DatasetNotFoundError, data_root
+from bench.datasets.torchvision_common import DatasetNotFoundError, data_root, folder_source
 from bench.registry import Param, register_dataset
 from bench.textcorpus import folder_sentences
 
@@ -30,3 +31,6 @@ class TextFolder(TextDataset):
 
     def corpus(self) -> tuple[tuple[str, str], ...]:
         return _sentences(str(data_root(self.root, "textfolder", "text")))
+
+    def source(self) -> dict[str, Any]:
+        return folder_source(data_root(self.root, "textfolder", "text"))

@@ -63,6 +63,20 @@ def data_root(root: str | None, name: str, subfolder: str = "") -> Path:
     return base / subfolder if subfolder else base
 
 
+def folder_source(folder: Path) -> dict[str, Any]:
+    """A folder and a fingerprint of its files (relative path, size, modification time), for
+    :meth:`bench.contracts.Dataset.source`; an absent folder has none."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if folder.is_dir():
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            st = path.stat()
+            digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                          .encode())
+    return {"root": str(folder.resolve()), "files": digest.hexdigest()}
+
+
 def check_files(name: str, folder: Path, files: Sequence[str], how: str) -> None:
     """Raise :class:`DatasetNotFoundError` naming the first missing file and how to get them."""
     missing = [f for f in files if not (folder / f).is_file()]
@@ -215,6 +229,9 @@ class IdxDataset:
         return DatasetMeta((self.channels, self.size, self.size), len(self.classes), mean, std,
                            self.classes)
 
+    def source(self) -> dict[str, Any]:
+        return folder_source(data_root(self.root, self.registry_name))  # type: ignore[attr-defined]
+
     def load(self, split: str) -> TensorPairs:
         check_split(split)
         name = self.registry_name  # type: ignore[attr-defined]
@@ -309,6 +326,9 @@ class CifarDataset:
 
         mean, std = stats(self.mean, self.std, 3, self.normalize)
         return DatasetMeta((3, self.size, self.size), len(self.classes), mean, std, self.classes)
+
+    def source(self) -> dict[str, Any]:
+        return folder_source(data_root(self.root, self.registry_name))  # type: ignore[attr-defined]
 
     def load(self, split: str) -> TensorPairs:
         check_split(split)
