@@ -337,6 +337,9 @@ class Dataset(Component):
 
     paper: str = ""
     modality: str = "image"
+    # why the held-out split shares content with the training split, where it does: then it
+    # cannot be a public split (bench.public) and an attack needing one is skipped
+    no_public_split: str | None = None
 
     def meta(self) -> DatasetMeta:
         raise NotImplementedError

@@ -3,7 +3,9 @@
 Private batches (the client's, other clients' in a secure aggregate, MixUp partners) are
 all drawn from a dataset's ``train`` split. The public split is its held-out ``test``
 split with every image that also occurs in ``train`` (pixel for pixel) removed, so that it
-shares no image with any private batch even where the raw data holds duplicates. An
+shares no image with any private batch even where the raw data holds duplicates. A dataset
+whose held-out items share content with training items in other ways (``photos``: crops
+overlapping by half) declares ``no_public_split`` and has none. An
 attacker granted ``public_data`` (bench.grants) receives it, e.g. to train a score model
 (bench.scoremodel) as its image prior; nothing trained on it ever saw a private image.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from bench.data import stack_items
+from bench.registry import LeakbenchError
 
 SPLIT_RULE = "test split minus exact duplicates of train images"
 
@@ -45,6 +48,8 @@ def _public(name: str, params: tuple[tuple[str, Any], ...]) -> PublicData:
     from bench.registry import DATASETS
 
     dataset = DATASETS.get(name).cls(**dict(params))
+    if dataset.no_public_split:  # its held-out items share pixels with training items
+        raise LeakbenchError(f"{name} has no public split: {dataset.no_public_split}")
     train, _ = _all(dataset.load("train"))
     private = {image_digest(x) for x in train}
     images, labels = _all(dataset.load("test"))

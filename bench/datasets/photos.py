@@ -43,6 +43,8 @@ class Photos(Dataset):
     """RGB crops cut from 8 photographs bundled with scikit-image; the class is the photograph."""
 
     paper = "scikit-image's bundled sample photographs (skimage.data)"
+    no_public_split = ("its crops overlap by half (stride half a crop), so every held-out crop "
+                       "shares pixels with training crops")
     params = (
         Param("size", int, 32, low=8, high=128, help="side length of a crop"),
         Param("scale", int, 256, low=64, high=512, help="photos are resized to this shorter side"),

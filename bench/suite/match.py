@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.contracts import Attack, CellContext, modality_mismatch
-from bench.registry import ATTACKS
+from bench.grants import PUBLIC_DATA
+from bench.registry import ATTACKS, DATASETS
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
 _REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
@@ -61,9 +62,13 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
     if attack is not None:
-        missing = sorted(set(ATTACKS.get(attack.name).cls.needs) - suite_grants)
+        needs = set(ATTACKS.get(attack.name).cls.needs)
+        missing = sorted(needs - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
+        overlap = getattr(DATASETS.get(cell.dataset.name).cls, "no_public_split", None)
+        if PUBLIC_DATA in needs and overlap:
+            return f"{attack.name} needs public_data, and {cell.dataset.name} has none: {overlap}"
     for prefix, spec in _checked(cell):
         cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
         if cache_key not in _REASON_CACHE:
