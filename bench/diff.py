@@ -150,7 +150,9 @@ def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
     df = records_frame(records)
     if df.empty:
         return {}
-    modality = dict(zip(map(tuple, df[ROW].to_numpy(dtype=object).tolist()), df["modality"]))
+    keyed = df.assign(**{c: df[c].fillna("") for c in ("mode", "bn_mode", "victim")})  # as
+    modality = dict(zip(map(tuple, keyed[ROW].to_numpy(dtype=object).tolist()),  # scenarios()
+                        df["modality"]))
     agg = aggregate_frame(df)
     rows = {}
     for _, r in agg.iterrows():

@@ -271,3 +271,18 @@ def test_text_rows_are_compared_on_their_own_headline(tmp_path, capsys) -> None:
     assert changed == set(cells_of(df, row))
     code, _, err = run(str(a), str(b), "--metric", "psnr", capsys=capsys)
     assert code == 2 and "--metric psnr has no value in any row" in err
+
+
+def test_text_rows_without_a_victim_field_keep_their_headline(tmp_path) -> None:
+    """Records without the optional ``victim`` (older or hand-made ones) fell back to PSNR:
+    the row keys were filled as scenarios() fills them, the modality map's were not."""
+    for side in ("a", "b"):
+        folder = tmp_path / side / "records"
+        folder.mkdir(parents=True)
+        for path in sorted((ROOT / "results" / "text" / "records").glob("*.json"))[:20]:
+            record = json.loads(path.read_text())
+            record.pop("victim", None)
+            (folder / path.name).write_text(json.dumps(record))
+    found = diff(tmp_path / "a", tmp_path / "b")
+    assert found.metrics == ["rouge1"]
+    assert {r.change for r in found.rows} <= {"unchanged", "not judged"}

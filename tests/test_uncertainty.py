@@ -233,6 +233,14 @@ def test_a_failed_seed_of_an_attack_that_infers_labels_recovered_none():
     claims = claims_frame(records, {"label_acc"})
     infers = claims[claims["attack"] == "infers"].sort_values("cell_id")
     assert infers["value:label_acc"].tolist() == [1.0, 1.0, 0.0]
+    # a row whose every seed failed: the attack reports labels elsewhere in the scenario, so
+    # the tables count 0 as the pivot and the claims do (the tables said n/a, n = 0)
+    failed = [_record(t, 10 + s, "infers", s, "error", floor=5.0, defense="noise")
+              for s in range(2)]
+    df = records_frame(records + failed)
+    row = summarize_attacks(df).set_index(["defense", "attack"]).loc[("noise", "infers")]
+    assert row["label_acc"] == 0.0 and row["label_acc_n"] == 2
+    assert pivot(records + failed, value="label_acc").cell("noise", "infers")["n"] == 2
 
 
 def test_every_table_shows_n_and_intervals_in_markdown_and_latex():
@@ -364,3 +372,25 @@ def test_clients_that_differ_beyond_their_mode_are_separate_scenarios():
     assert any("fedavg(local_epochs=3)" in t.title for t in tables)
     p = pivot(records, rows="mode", cols="attack", where={"mode": ["fedavg"]})
     assert p.row_values == ["fedavg", "fedavg(local_epochs=3)"]
+
+
+def test_quality_curves_tell_clients_apart_too():
+    """The curves' scenarios use the same client label as the tables (they merged two FedAvg
+    settings into one curve, n doubled)."""
+    import glob
+
+    from bench.leaderboard.curves import curve_frame
+
+    curved = [json.loads(Path(f).read_text())
+              for f in sorted(glob.glob(str(RESULTS / "attacks" / "records" / "*.json")))]
+    one = next(r for r in curved if r.get("curve") and r["status"] == "ok"
+               and r["defense_label"] == "none")
+    records = []
+    for epochs in (1, 3):
+        r = copy.deepcopy(one)
+        r["client"] = {**r["client"], "mode": "fedavg", "local_epochs": epochs}
+        r["cell_id"] = f"{r['cell_id']}{epochs}"
+        records.append(r)
+    frame = curve_frame(records)
+    assert sorted(set(frame["mode"])) == ["fedavg", "fedavg(local_epochs=3)"]
+    assert set(frame["n"]) == {1}

@@ -164,7 +164,10 @@ def test_the_cache_key_follows_a_folder_datasets_files(tmp_path, monkeypatch):
     assert keys[0] != keys[1] and keys[0] == keys[2]
     dataset = DATASETS.get("imagefolder").cls(size=8)
     assert dataset.source()["root"] == str((tmp_path / "A" / "imagefolder").resolve())
-    folder("A", 77)  # the same folder, other images
+    folder("A", 77)  # the same folder, other images (a later run: a new process)
+    from bench.datasets.torchvision_common import _fingerprint
+
+    _fingerprint.cache_clear()
     assert cache_key(arch, dataset, 10, 0) != keys[0]
     assert DATASETS.get("digits").cls().source() is None
     assert DATASETS.get("photos").cls().source() is None

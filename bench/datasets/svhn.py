@@ -9,6 +9,7 @@ torchvision maps the label 10 of the digit 0 to 0.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torchvision
 
@@ -19,6 +20,7 @@ from bench.datasets.torchvision_common import (
     check_files,
     check_split,
     data_root,
+    folder_source,
     load_cached,
     stats,
     to_tensor_image,
@@ -53,6 +55,9 @@ class SVHN(Dataset):
     def meta(self) -> DatasetMeta:
         mean, std = stats(self.mean, self.std, 3, self.normalize)
         return DatasetMeta((3, self.size, self.size), 10, mean, std, self.classes)
+
+    def source(self) -> dict[str, Any]:
+        return folder_source(data_root(self.root, self.registry_name, SUBFOLDER))
 
     def load(self, split: str) -> TensorPairs:
         check_split(split)

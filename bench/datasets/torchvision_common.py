@@ -17,6 +17,8 @@ as the :class:`bench.contracts.Dataset` contract asks.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,16 +67,22 @@ def data_root(root: str | None, name: str, subfolder: str = "") -> Path:
 
 def folder_source(folder: Path) -> dict[str, Any]:
     """A folder and a fingerprint of its files (relative path, size, modification time), for
-    :meth:`bench.contracts.Dataset.source`; an absent folder has none."""
-    import hashlib
+    :meth:`bench.contracts.Dataset.source`; an absent folder has none. Walked once per
+    process and folder (a run's files do not change under it)."""
+    resolved = str(folder.resolve())
+    return {"root": resolved, "files": _fingerprint(resolved)}
 
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(folder: str) -> str:
     digest = hashlib.sha256()
-    if folder.is_dir():
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    root = Path(folder)
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
             st = path.stat()
-            digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n"
+            digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
                           .encode())
-    return {"root": str(folder.resolve()), "files": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def check_files(name: str, folder: Path, files: Sequence[str], how: str) -> None:
@@ -229,8 +237,9 @@ class IdxDataset:
         return DatasetMeta((self.channels, self.size, self.size), len(self.classes), mean, std,
                            self.classes)
 
-    def source(self) -> dict[str, Any]:
-        return folder_source(data_root(self.root, self.registry_name))  # type: ignore[attr-defined]
+    def source(self) -> dict[str, Any]:  # the folder the reader opens, not all of the root
+        root = data_root(self.root, self.registry_name)  # type: ignore[attr-defined]
+        return folder_source(root / self.tv_class.__name__)
 
     def load(self, split: str) -> TensorPairs:
         check_split(split)
@@ -327,8 +336,9 @@ class CifarDataset:
         mean, std = stats(self.mean, self.std, 3, self.normalize)
         return DatasetMeta((3, self.size, self.size), len(self.classes), mean, std, self.classes)
 
-    def source(self) -> dict[str, Any]:
-        return folder_source(data_root(self.root, self.registry_name))  # type: ignore[attr-defined]
+    def source(self) -> dict[str, Any]:  # the folder the reader opens, not all of the root
+        root = data_root(self.root, self.registry_name)  # type: ignore[attr-defined]
+        return folder_source(root / self.tv_class.base_folder)
 
     def load(self, split: str) -> TensorPairs:
         check_split(split)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.leaderboard.frames import scenario_slug
+from bench.leaderboard.frames import client_label, scenario_slug
 from bench.leaderboard.tables import Table
 
 
@@ -61,7 +61,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         if final is None or r.get("defense_label") != "none":
             continue
         client = r.get("client") or {}
-        key = (r["dataset_label"], r["arch_label"], r["batch_size"], client.get("mode"),
+        key = (r["dataset_label"], r["arch_label"], r["batch_size"], client_label(client),
                client.get("bn_mode"), r.get("victim"), r["attack_label"])
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))

@@ -110,10 +110,12 @@ def format_rank(best: int, worst: int) -> str:
 @dataclass(frozen=True)
 class PoolFloors:
     """The floors of a pool of cells that a floored seed may borrow: the worst one, and the
-    worst one per private batch (``scenario_seed``)."""
+    worst one per private batch (``scenario_seed``); and the attacks that measured the metric
+    on a finished cell of the pool (a metric without floors: see ``no_floor_value``)."""
 
     worst: float | None
     by_batch: dict
+    reporting: frozenset = frozenset()
 
 
 def pool_floors(pool: pd.DataFrame, metric: str, higher_is_better: bool = True) -> PoolFloors:
@@ -126,7 +128,12 @@ def pool_floors(pool: pd.DataFrame, metric: str, higher_is_better: bool = True) 
         seeds = pool.loc[floors.index, "scenario_seed"]
         grouped = floors.groupby(seeds)
         by_batch = (grouped.min() if higher_is_better else grouped.max()).to_dict()
-    return PoolFloors(worst, by_batch)
+    reporting: frozenset = frozenset()
+    if metric in pool:
+        attacks = pool["attack"] if "attack" in pool else pd.Series(None, index=pool.index)
+        reporting = frozenset(a for a, s, v in zip(attacks, pool["status"], pool[metric])
+                              if s == "ok" and not math.isnan(_number(v)))
+    return PoolFloors(worst, by_batch, reporting)
 
 
 def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
@@ -141,7 +148,7 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     its own ``floor_metrics[metric]`` (frame column ``floor_<metric>``); the floor of a cell
     of ``pool`` on the same private batch (same ``scenario_seed``); the worst floor in
     ``pool`` (lowest for a higher-is-better metric: the least credit); else, when a finished
-    cell of the same attack in ``cells`` measured the metric, ``no_floor_value`` (the
+    cell of the same attack in ``pool`` measured the metric, ``no_floor_value`` (the
     metric's ``Metric.no_floor_value``: label accuracy has no floor, a failed seed recovered
     no labels); else NaN with source ``missing`` (left out of the mean, still counted as a
     failure). ``pool`` defaults to
@@ -160,8 +167,6 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     def column(name: str) -> list:  # plain lists: iterrows would build a Series per row
         return cells[name].to_numpy()[ran].tolist() if name in cells else [None] * len(index)
 
-    reports = {a for a, s, v in zip(column("attack"), column("status"), column(metric))
-               if s == "ok" and not math.isnan(_number(v))}  # attacks that give the metric
     values, sources = [], []
     for status, measured, floor, batch_seed, attack in zip(
             column("status"), column(metric), column(col), column("scenario_seed"),
@@ -181,7 +186,7 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
         elif worst is not None:
             values.append(float(worst))
             sources.append(SCENARIO_FLOOR)
-        elif no_floor_value is not None and attack in reports:
+        elif no_floor_value is not None and attack in floors.reporting:
             values.append(float(no_floor_value))  # type: ignore[arg-type]
             sources.append(NO_FLOOR_VALUE)
         else:

@@ -37,8 +37,7 @@ from bench.suite.schema import (
 )
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
-MAX_SEEDS = 1_000_000  # repetitions of one cell: far above any grid --max-cells allows
-MAX_SEED_INDEX = 2 ** 62
+MAX_SEEDS = MAX_SEED_INDEX = 2 ** 62  # a range's length must fit a C ssize_t (counted lazily)
 MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 takes seconds)
 
 
@@ -93,7 +92,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
             for s in seeds_raw):
         seeds = no_repeats(list(seeds_raw), "seeds")
     else:
-        raise SuiteError(f"seeds: expected a count from 1 to {MAX_SEEDS} or a list of indices "
+        raise SuiteError(f"seeds: expected a count from 1 to 2**62 or a list of indices "
                          f"below 2**62, got {short(seeds_raw)}")
     batch_sizes = no_repeats(_int_list(raw.get("batch_size", 1), "batch_size"), "batch_size")
     if max(batch_sizes) > MAX_BATCH_SIZE:
