@@ -66,25 +66,40 @@ PROBES = 4  # random inputs whose features entering the last layer are checked f
 
 def features_non_negative(obs: Observation, layer: nn.Linear) -> bool:
     """Whether the features entering ``layer`` were ≥ 0 on random inputs of the domain box
-    (a fixed probe seed: the observation's generator is the attack's, left untouched); the
-    model's modes and buffers are as before."""
+    (a fixed probe seed: the observation's generator is the attack's, left untouched)."""
     if not hasattr(obs.domain, "bounds"):  # token ids: no box to probe (no iDLG on text)
         return True
     lo, hi = obs.domain.bounds(obs.device)
     g = torch.Generator().manual_seed(0)
     x = lo + (hi - lo) * torch.rand((PROBES, *obs.input_shape), generator=g).to(obs.device)
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    feats, _ = _forward_features(obs, layer, [x], bn_mode=None)  # eval: no statistics move
+    return bool((feats[0] >= 0).all())
+
+
+def _forward_features(obs: Observation, layer: nn.Linear, inputs: list[torch.Tensor],
+                      bn_mode: str | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The features entering ``layer`` and the model's outputs for each input batch, without
+    gradient, with BatchNorm in ``bn_mode`` (None: the whole model in eval mode); the model's
+    modes and buffers are as before (BatchNorm in train mode moves the running statistics)."""
+    feats: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
     modes = {m: m.training for m in obs.model.modules()}
+    buffers = {k: v.clone() for k, v in obs.model.named_buffers()}
     try:
-        obs.model.eval()  # no running statistics move; ReLU and sigmoid bound either way
+        if bn_mode is None:
+            obs.model.eval()
+        else:
+            set_bn_mode(obs.model, bn_mode)
         with torch.no_grad():
-            obs.model(x)
+            outputs = [obs.model(x) for x in inputs]
     finally:
         handle.remove()
+        with torch.no_grad():
+            for k, v in obs.model.named_buffers():
+                v.copy_(buffers[k])
         for m, training in modes.items():
             m.training = training
-    return bool(seen) and bool((seen[0] >= 0).all())
+    return feats, outputs
 
 
 def _gradient_equivalent(obs: Observation, t: torch.Tensor) -> torch.Tensor:
@@ -104,26 +119,13 @@ def _dummy_statistics(obs: Observation, draws: int, generator: torch.Generator
     and the mean summed activation Ō entering the last linear layer."""
     _, layer = last_linear(obs.model)
     lo, hi = obs.domain.bounds(obs.device)
-    feats: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
-    probs = []
-    buffers = {k: v.clone() for k, v in obs.model.named_buffers()}  # BN train mode moves them
-    try:
-        set_bn_mode(obs.model, obs.client.bn_mode)
-        with torch.no_grad():
-            for _ in range(draws):  # batches of a client's size: BN in train mode sees alike
-                u = torch.rand((obs.client_batch_size, *obs.input_shape), generator=generator)
-                x = lo + (hi - lo) * u.to(obs.device)
-                logits = obs.model(x)
-                if logits.shape[-1] == 1:  # logistic loss on the label's parity
-                    probs.append(torch.sigmoid(logits))
-                else:
-                    probs.append(logits.softmax(-1))
-    finally:
-        handle.remove()
-        with torch.no_grad():
-            for k, v in obs.model.named_buffers():
-                v.copy_(buffers[k])
+    # batches of a client's size: BatchNorm in train mode sees alike
+    inputs = [lo + (hi - lo) * torch.rand((obs.client_batch_size, *obs.input_shape),
+                                          generator=generator).to(obs.device)
+              for _ in range(draws)]
+    feats, outputs = _forward_features(obs, layer, inputs, obs.client.bn_mode)
+    probs = [torch.sigmoid(logits) if logits.shape[-1] == 1  # logistic loss on the parity
+             else logits.softmax(-1) for logits in outputs]
     p_bar = torch.cat(probs).mean(0)
     o_bar = torch.cat(feats).flatten(1).sum(1).mean()
     return p_bar, o_bar

@@ -39,9 +39,9 @@ def batch_indices(size: int, batch_size: int, generator: torch.Generator,
     """``batch_size`` distinct indices of ``range(size)`` in a random order; with ``taken``,
     none of those, and the drawn ones are added to it (a draw that meets no taken index is
     the draw without ``taken``: same picks, same generator state)."""
-    perm = torch.randperm(size, generator=generator).tolist()
-    picked = perm[:batch_size] if taken is None else [i for i in perm if i not in taken][
-        :batch_size]
+    perm = torch.randperm(size, generator=generator)
+    picked = perm[:batch_size].tolist() if taken is None else [
+        i for i in perm.tolist() if i not in taken][:batch_size]
     if len(picked) < batch_size:
         raise ValueError(f"the dataset's {size} training items cannot give {batch_size} more "
                          f"distinct ones ({len(taken or ())} already held)")

@@ -45,7 +45,13 @@ from tabulate import tabulate
 
 from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame
-from bench.leaderboard.frames import SCENARIO, record_modality, records_frame, scenario_title
+from bench.leaderboard.frames import (
+    SCENARIO,
+    record_modality,
+    records_frame,
+    scenario_title,
+    scenarios,
+)
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.metrics import Metric, get_metric, list_metrics
@@ -150,14 +156,12 @@ def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
     df = records_frame(records)
     if df.empty:
         return {}
-    keyed = df.assign(**{c: df[c].fillna("") for c in ("mode", "bn_mode", "victim")})  # as
-    modality = dict(zip(map(tuple, keyed[ROW].to_numpy(dtype=object).tolist()),  # scenarios()
-                        df["modality"]))
+    modality = {key: g["modality"].iloc[0] for key, g in scenarios(df)}  # keyed as the rows
     agg = aggregate_frame(df)
     rows = {}
     for _, r in agg.iterrows():
         key = tuple(r[c] for c in ROW)
-        rows[key] = (r, modality.get(key, "image"))
+        rows[key] = (r, modality.get(key[:len(SCENARIO)], "image"))
     return rows
 
 

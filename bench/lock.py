@@ -42,20 +42,28 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie (killed, not yet reaped) has finished running
+    fields = _proc_stat(pid)  # a zombie (killed, not yet reaped) has finished running
+    return fields is None or fields[0] != "Z"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first: field 3), or None
+    where /proc does not say."""
+    try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+    return fields or None
 
 
 def process_start(pid: int) -> int | None:
     """When ``pid`` started (clock ticks after boot, /proc/PID/stat field 22), or None where
     /proc does not say. Two processes with the same PID and start time are the same one."""
+    fields = _proc_stat(pid)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 

@@ -55,8 +55,9 @@ def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 
     def words(ids: torch.Tensor) -> Counter:
         return Counter(t for t in ids.tolist() if t != pad_id)
 
-    overlap = torch.tensor([[sum((words(o) & words(r)).values()) for r in recon]
-                            for o in originals], dtype=torch.float64)
+    recovered = [words(r) for r in recon]
+    overlap = torch.tensor([[sum((w_o & w_r).values()) for w_r in recovered]
+                            for w_o in map(words, originals)], dtype=torch.float64)
     cost = -(same * (originals.shape[1] + 1) + overlap)
     rows, cols = linear_sum_assignment(cost.numpy())
     order = [0] * len(originals)
