@@ -175,3 +175,32 @@ def run_cli(*args: str, extra_path: Path | None = None, cwd: Path | None = None,
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+def require_pdflatex() -> None:
+    """Skip the calling test where pdflatex is missing, except under .ci/run (which installs
+    it and sets LEAKBENCH_REQUIRE_PDFLATEX): there a missing pdflatex fails."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):
+            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base "
+                    "texlive-latex-recommended; .ci/run does)")
+
+
+def pdflatex(folder: Path, body: str, preamble: str = "\\usepackage{booktabs}") -> str:
+    """Compile a document of ``body`` in ``folder`` with pdflatex's defaults (UTF-8 input,
+    OT1 fonts), halting on the first error; the log, after asserting that it compiled
+    without a missing glyph."""
+    (folder / "doc.tex").write_text(f"\\documentclass{{article}}\n{preamble}\n"
+                                    f"\\begin{{document}}\n{body}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                           "doc.tex"], cwd=folder, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    log = (folder / "doc.log").read_text(errors="replace")
+    assert "Missing character" not in log, log[-3000:]
+    return log

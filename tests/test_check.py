@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from bench.claims.evaluate import FAILS, HOLDS, NOT_RUN, check_claims
 from bench.claims.schema import ClaimsError, load_claims
 from bench.cli import main
 from bench.store import load_records
+from helpers import require_pdflatex
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
@@ -293,10 +293,7 @@ def test_a_misspelt_filter_is_named_and_a_cell_with_a_bar_stays_one_cell(store, 
 
 
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):
-            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
-        pytest.skip("pdflatex is not installed (.ci/run installs it)")
+    require_pdflatex()
     assert check(store) == 0
     committed = ROOT / "results" / "paper-dlg" / "check"  # the longest filters shipped
     (tmp_path / "doc.tex").write_text(

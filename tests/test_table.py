@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import math
-import os
 import random
 import shutil
 import subprocess
@@ -17,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.latex import tex
 from bench.leaderboard import records_frame, summarize_attacks
-from bench.leaderboard.pivot import pivot, render_pivot, tex_text, write_table
+from bench.leaderboard.pivot import pivot, render_pivot, write_table
 from bench.store import load_records
-from helpers import ROOT, run_cli
+from helpers import ROOT, require_pdflatex, run_cli
 
 T2 = 4.3027  # t(0.975; 2), from a printed table
 H3 = T2 / math.sqrt(3)  # half-width of three values with s = 1
@@ -221,17 +221,13 @@ def test_bad_input_from_the_command_line(tmp_path):
 
 
 def test_tex_escapes_every_special_character_once():
-    assert tex_text("a_b&c%{x}^~$#\\ ± ·") == (
+    assert tex("a_b&c%{x}^~$#\\ ± ·") == (
         "a\\_b\\&c\\%\\{x\\}\\textasciicircum{}\\textasciitilde{}\\$\\#\\textbackslash{} "
         "$\\pm$ $\\cdot$")
 
 
 def test_latex_output_compiles_with_pdflatex(store, tmp_path):
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):  # set by .ci/run, which installs it
-            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
-        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base "
-                    "texlive-latex-recommended; .ci/run does)")
+    require_pdflatex()
     rs = records()
     for r in rs:  # labels with every character LaTeX treats specially
         if r["attack_label"] == "C":

@@ -331,14 +331,11 @@ def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
 def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     """Labels are free text (an imagefolder's folder): a brace, dollar, caret or < in them
     stopped pdflatex ("Missing $ inserted"); every special character is escaped."""
-    import os
-    import shutil
     import subprocess
 
-    if shutil.which("pdflatex") is None:
-        if os.environ.get("LEAKBENCH_REQUIRE_PDFLATEX"):  # set by .ci/run, which installs it
-            pytest.fail("pdflatex is not installed, and LEAKBENCH_REQUIRE_PDFLATEX is set")
-        pytest.skip("pdflatex is not installed (.ci/run installs it)")
+    from helpers import require_pdflatex
+
+    require_pdflatex()
     records = synthetic()
     for r in records:
         r["attack_label"] = r["attack_label"] + " we_ird&50%#$x~^{y}<b>\\"

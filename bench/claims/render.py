@@ -16,16 +16,12 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.claims.evaluate import VERDICTS, Outcome
-from bench.leaderboard.pivot import tex_text
+from bench.latex import tex_char
 
 HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
 WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits
-TEX_MORE = {"≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$", "≈": "$\\approx$",
-            "σ": "$\\sigma$", "²": "$^2$", "√": "$\\surd$", "−": "-", "’": "'", "“": "``",
-            "”": "''", "μ": "$\\mu$",
-            # long filters (defense=noise(...)|noise(...)) may break after these
-            "|": "\\textbar\\allowbreak{}", ",": ",\\allowbreak{}",
-            "=": "=\\allowbreak{}", "(": "(\\allowbreak{}"}
+BREAKS = {"|": "\\textbar\\allowbreak{}", ",": ",\\allowbreak{}", "=": "=\\allowbreak{}",
+          "(": "(\\allowbreak{}"}  # long filters (defense=noise(...)|noise(...)) break here
 
 
 def as_json(suite: str, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -64,17 +60,8 @@ def render_markdown(suite: str, outcomes: list[Outcome]) -> str:
 
 
 def _escape(s: str) -> str:
-    """``s`` for pdflatex: the pivot table's escapes, and the symbols claims use."""
-    out, run = [], []
-    for ch in s:
-        if ch in TEX_MORE:
-            out.append(tex_text("".join(run)))
-            run = []
-            out.append(TEX_MORE[ch])
-        else:
-            run.append(ch)
-    out.append(tex_text("".join(run)))
-    return "".join(out)
+    """``s`` for pdflatex (:func:`bench.latex.tex_char`), breakable after ``| , = (``."""
+    return "".join(BREAKS.get(ch) or tex_char(ch) for ch in s)
 
 
 def render_latex(suite: str, outcomes: list[Outcome]) -> str:

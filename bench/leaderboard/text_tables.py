@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.latex import tex
 from bench.leaderboard.aggregate import (
     headline,
     rank_attacks,
@@ -123,9 +124,26 @@ def token_marks(pair: dict[str, Any]) -> list[tuple[str, bool]]:
             for k, (t, ok) in enumerate(zip(pair["recovered"], pair["correct"]))]
 
 
-def marked(pair: dict[str, Any]) -> str:
+class Tokens(str):
+    """A sentence cell: its markdown (the ``str``; bold tokens in ``**``), and its tokens with
+    their marks, from which :meth:`latex` writes the LaTeX (``\\textbf``) instead of
+    escaping the markdown's asterisks and backslashes."""
+
+    marks: tuple[tuple[str, bool], ...]
+
+    def __new__(cls, marks: list[tuple[str, bool]]) -> Tokens:
+        cell = super().__new__(cls, " ".join(f"**{md_token(t)}**" if ok else md_token(t)
+                                             for t, ok in marks))
+        cell.marks = tuple(marks)
+        return cell
+
+    def latex(self) -> str:
+        return " ".join(f"\\textbf{{{tex(t)}}}" if ok else tex(t) for t, ok in self.marks)
+
+
+def marked(pair: dict[str, Any]) -> Tokens:
     """The recovered tokens, each in bold when it is the original's token at its position."""
-    return " ".join(f"**{md_token(t)}**" if ok else md_token(t) for t, ok in token_marks(pair))
+    return Tokens(token_marks(pair))
 
 
 def cell_caption(which: str, r: pd.Series) -> str:
@@ -162,7 +180,7 @@ def sentence_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
         for i, pair in enumerate(r["text_pairs"][:SENTENCES_SHOWN]):
             rows.append({"Defense": defense, "Attack": attack,
                          "Cell": cell_caption(which, r) if i == 0 else "",
-                         "Original": " ".join(md_token(t) for t in pair["original"]),
+                         "Original": Tokens([(str(t), False) for t in pair["original"]]),
                          "Recovered (bold: correct token)": marked(pair)})
     return rows
 

@@ -1,0 +1,79 @@
+"""bench.latex: every LaTeX file leakbench writes compiles with pdflatex's defaults, whatever
+the free text in it (labels, parameters, sentences), and the committed ones do."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import unicodedata
+
+import pytest
+
+from bench.latex import tex, tex_char
+from helpers import ROOT, pdflatex, require_pdflatex
+
+
+def test_specials_are_escaped_once():
+    assert tex("a_b&c%{x}^~$#\\|<>[y]") == (
+        "a\\_b\\&c\\%\\{x\\}\\textasciicircum{}\\textasciitilde{}\\$\\#\\textbackslash{}"
+        "\\textbar{}$<$$>${[}y{]}")
+
+
+@pytest.mark.parametrize(("ch", "expected"), [
+    ("Δ", "$\\Delta$"), ("δ", "$\\delta$"), ("ε", "$\\varepsilon$"), ("μ", "$\\mu$"),
+    ("Α", "A"), ("ς", "$\\varsigma$"), ("∞", "$\\infty$"), ("★", "$\\star$"),
+    ("−", "-"), ("é", "é"), ("ß", "ß"), ("ą", "a"), ("ﬁ", "fi"), ("Ω", "$\\Omega$"),
+    ("猫", "{[}U+732B{]}"), ("\n", " "), ("\x00", "{[}U+0000{]}"),
+])
+def test_each_character_has_one_spelling(ch, expected):
+    assert tex_char(ch) == expected
+
+
+def _sample() -> str:
+    """Characters from every block a label or a claim plausibly holds: ASCII, Latin-1,
+    Latin Extended-A, Greek, general punctuation, arrows, mathematical operators, symbols,
+    CJK, and control characters."""
+    blocks = [(0x00, 0x250), (0x370, 0x400), (0x2000, 0x2070), (0x2100, 0x2300),
+              (0x2500, 0x2800), (0x4E00, 0x4E40), (0xFB00, 0xFB07)]
+    return "".join(chr(cp) for lo, hi in blocks for cp in range(lo, hi)
+                   if unicodedata.category(chr(cp)) not in ("Cs", "Cn"))
+
+
+def test_any_text_compiles(tmp_path):
+    """Δ in a defense label stopped pdflatex on the committed defenses leaderboard ("Unicode
+    character not set up for use with LaTeX"); any character now compiles."""
+    require_pdflatex()
+    text = _sample()
+    pdflatex(tmp_path, "\n\n".join(tex(text[i:i + 60]) for i in range(0, len(text), 60)))
+
+
+def test_a_table_cell_may_start_with_a_bracket(tmp_path):
+    require_pdflatex()
+    pdflatex(tmp_path, "\\begin{tabular}{ll}\na & b \\\\\n" + tex("[UNK] x") + " & "
+             + tex("[0,1]") + " \\\\\n\\end{tabular}")
+
+
+def test_every_committed_latex_file_compiles(tmp_path):
+    """The leaderboards, claims checks and tables committed under results/ (the drift tests
+    prove they are what the code writes from the records)."""
+    require_pdflatex()
+    files = sorted(ROOT.glob("results/*/*.tex"))
+    assert len(files) >= 10
+    for path in files:
+        log = pdflatex(tmp_path, f"\\input{{{path}}}")
+        assert "undefined" not in log.lower(), path
+
+
+def test_the_text_leaderboard_bolds_with_textbf_not_markdown():
+    """The LaTeX sentence tables carried the markdown: **bold** and \\[UNK\\] escapes, as
+    literal asterisks and backslashes."""
+    board = (ROOT / "results" / "text" / "leaderboard.tex").read_text()
+    assert not re.search(r"\*\*[a-z]+\*\*", board) and "textbackslash" not in board
+    assert "\\textbf{{[}UNK{]}}" in board and "\\textbf{function}" in board
+
+
+def test_pdflatex_helper_reports_a_failure(tmp_path):
+    require_pdflatex()
+    with pytest.raises(AssertionError):
+        pdflatex(tmp_path, "Δ")
+    assert subprocess.run(["true"]).returncode == 0
