@@ -21,8 +21,9 @@ def test_pydoc_splits_are_deterministic_disjoint_and_both_tasks_share_the_tokeni
     assert x_train.shape[1] == 10 and y_train.shape == x_train.shape  # next token per position
     assert torch.equal(x_train[:, 1:], y_train[:, :-1])  # the label is the input shifted by one
     sentences = textcorpus.pydoc_sentences()
-    assert len(x_test) == len(range(0, len(sentences), 5))  # every 5th sentence is test
-    assert len(x_train) + len(x_test) == len(sentences)
+    every_5th = len(range(0, len(sentences), 5))  # every 5th sentence is test ...
+    assert len(x_train) == len(sentences) - every_5th
+    assert 0 < len(x_test) < every_5th  # ... less those a training sequence also has
     vocab = lm.meta().vocab  # the first test sequence is the corpus's first sentence
     words = [vocab[i] for i in x_test[0].tolist() if i > 1]
     assert words and all(w in sentences[0][1].lower() for w in words)
@@ -68,6 +69,41 @@ def test_a_folder_of_txt_files_loads_through_the_same_component(tmp_path):
     assert x.shape[1] == 6 and len(x) + len(ds.load("test")) == 6
     with pytest.raises(LeakbenchError, match="textfolder"):
         TextFolder(root=str(tmp_path / "missing")).meta()
+
+
+@pytest.mark.parametrize("task", ["lm", "classify"])
+def test_no_test_sequence_is_also_a_training_sequence(task):
+    """pydoc repeats passages (and truncation makes sentences equal): 157 of the lm task's 423
+    test sequences at 12 tokens were training sequences too; they are left out of the test
+    split, and the training split (private batches, victims) is as it was."""
+    ds = PydocText(task=task, seq_len=12, classes=4)
+    x_train, y_train = ds.load("train").tensors
+    x_test, y_test = ds.load("test").tensors
+
+    def rows(x: torch.Tensor, y: torch.Tensor) -> set[tuple]:
+        return {(*a, b[-1]) if task == "lm" else tuple(a)
+                for a, b in zip(x.tolist(), y.tolist())}
+
+    assert not rows(x_test, y_test) & rows(x_train, y_train)
+    kept = [(i, topic) for i, (topic, _) in enumerate(textcorpus.pydoc_sentences())
+            if task == "lm" or topic in ds.meta().classes]
+    every_5th = sum(i % 5 == 0 for i, _ in kept)
+    assert len(x_train) == len(kept) - every_5th  # the training split is untouched
+    assert len(x_test) < every_5th
+
+
+def test_a_test_sentence_repeated_in_training_is_left_out(tmp_path):
+    """The repeated sentence is corpus item 0 (test) and item 1 (train); of the two test
+    sentences (items 0 and 5) the test split keeps item 5 only."""
+    (tmp_path / "a.txt").write_text("Birds fly over the sea. Birds fly over the sea. Fish swim in "
+                                    "the deep. Some birds swim in cold water. Cats sleep all "
+                                    "day long. Dogs bark at the moon.\n")
+    ds = TextFolder(root=str(tmp_path), task="lm", seq_len=6, vocab_size=40)
+    x_train = ds.load("train").tensors[0].tolist()
+    (test,) = ds.load("test").tensors[0].tolist()
+    assert len(x_train) == 4 and test not in x_train
+    vocab = ds.meta().vocab
+    assert [vocab[i] for i in x_train[0]][:3] == ["birds", "fly", "over"]
 
 
 @pytest.mark.parametrize("task", ["lm", "classify"])

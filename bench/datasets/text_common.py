@@ -11,7 +11,10 @@ ids (a sentence's first tokens, ``[PAD]``-padded); the label is, for the task
 
 Splits are deterministic, as for the image datasets: every 5th sentence of the corpus (in its
 order) is test, the rest train; the tokenizer (:func:`bench.textcorpus.word_tokenizer`) is
-trained on the training sentences of every topic, so both tasks share it.
+trained on the training sentences of every topic, so both tasks share it. A test sequence
+whose token ids are also a training sequence's is left out of the test split: corpora repeat
+passages (pydoc does), and truncation makes distinct sentences equal, so a utility figure would
+otherwise be measured partly on training items. The training split is not touched.
 """
 
 from __future__ import annotations
@@ -85,12 +88,26 @@ def prepare(corpus: tuple[tuple[str, str], ...], task: str, seq_len: int, vocab_
         else:
             xs.append(encode(tok, sentence, seq_len))
             ys.append(label_of[topic])  # type: ignore[index]
+    _drop_seen(splits, task)
     tensors = {t: (torch.tensor(xs, dtype=torch.long).view(-1, seq_len),
                    torch.tensor(ys, dtype=torch.long)) for t, (xs, ys) in splits.items()}
     num_classes = len(vocab) if task == "lm" else len(topics)
     meta = DatasetMeta((seq_len,), num_classes, (), (), topics, modality="text", vocab=vocab,
                        task=task)
     return Prepared(meta, tensors[False], tensors[True])
+
+
+def _drop_seen(splits: dict[bool, tuple[list, list]], task: str) -> None:
+    """Leave out of the test split (``splits[True]``) every sequence the training split holds
+    (for ``lm`` the whole encoded sentence: its inputs and next tokens)."""
+    def key(k: int, xs: list, ys: list) -> tuple:
+        return (*xs[k], ys[k][-1]) if task == "lm" else tuple(xs[k])
+
+    train_x, train_y = splits[False]
+    seen = {key(k, train_x, train_y) for k in range(len(train_x))}
+    test_x, test_y = splits[True]
+    kept = [k for k in range(len(test_x)) if key(k, test_x, test_y) not in seen]
+    splits[True] = ([test_x[k] for k in kept], [test_y[k] for k in kept])
 
 
 class TextDataset(Dataset):
