@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from bench.registry import warn
 from bench.store import PICTURES
 
 MIN_SIDE = 64  # small images are enlarged (nearest neighbour) so the grid stays legible
@@ -65,9 +66,30 @@ def cell_artifacts(cell_id: str, originals01: torch.Tensor, recon01: torch.Tenso
     return {"picture": png, "arrays": npy}, files
 
 
+def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
+    """The record's artifact ``rel`` when it is a file inside ``results``; anything else (an
+    absolute path, ``../..``, a link out of the folder) is not shown."""
+    if not rel or not isinstance(rel, str):
+        return None
+    root = results.resolve()
+    path = (results / rel).resolve()
+    if root not in path.parents:
+        warn(f"cell {cell}: {rel!r} is outside {results}; not shown")
+        return None
+    return path if path.is_file() else None
+
+
 def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`."""
+    """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`;
+    ValueError (or OSError) when the file is not one."""
     import numpy as np
 
-    array = torch.from_numpy(np.load(path, allow_pickle=False)).float() / 255.0
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.ndarray):  # a .npz archive
+        data.close()
+        raise ValueError("not a .npy array (a .npz archive?)")
+    if not (data.ndim >= 3 and data.shape[0] == 2 and data.dtype == np.uint8):
+        raise ValueError(f"not originals above reconstructions in uint8 (shape "
+                         f"{tuple(data.shape)}, {data.dtype})")
+    array = torch.from_numpy(data).float() / 255.0
     return array[0], array[1]

@@ -23,11 +23,13 @@ from bench.leaderboard import (
     utility_frame,
     write_plots,
 )
+from bench.leaderboard.aggregate import shared_summaries
+from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.render import split_modalities
 from bench.metrics import get_metric
 from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
-from bench.pictures import load_cell_arrays
-from bench.registry import LeakbenchError
+from bench.pictures import artifact_path, load_cell_arrays
+from bench.registry import LeakbenchError, warn
 from bench.store import load_records, write_atomic
 
 
@@ -44,12 +46,19 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
         ok = g[(g["status"] == "ok") & g["arrays"].notna()]
         for (defense, attack), cells in ok.groupby(["defense", "attack"], sort=True):
             originals, recons = [], []
-            for rel in cells.sort_values("cell_id")["arrays"]:
-                path = out_dir / rel
-                if path.is_file():
+            for cell, rel in cells.sort_values("cell_id")[["cell_id", "arrays"]].itertuples(
+                    index=False):
+                path = artifact_path(out_dir, rel, cell)
+                if path is None:
+                    continue
+                try:
                     o, r = load_cell_arrays(path)
-                    originals.append(o)
-                    recons.append(r)
+                except (OSError, ValueError, TypeError, EOFError) as e:
+                    warn(f"cell {cell}: cannot read {rel} ({type(e).__name__}: {e}); left out "
+                         "of FID/KID")
+                    continue
+                originals.append(o)
+                recons.append(r)
             result = (measure(originals, recons) if measure is not None else
                       fid_kid_of_group(originals, recons, weights, min_group, feature_layer))
             rows.append({"Scenario": scenario_title(key), "Defense": defense, "Attack": attack,
@@ -95,9 +104,11 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     records, df = attack_frame(out_dir)
     util = utility_frame(records)
     images = split_modalities(df)[0]  # text cells show sentences, not plots or pictures
-    plots = write_plots(images, util, out_dir) if not images.empty else None
-    page = render(df, "markdown", title=f"report of {out_dir.name}", util=util, plots=plots,
-                  archs=architecture_table(records))
+    with shared_summaries():  # the figures and the tables summarise the same scenarios
+        plots = write_plots(images, util, out_dir) if not images.empty else None
+        page = render(df, "markdown", title=f"report of {out_dir.resolve().name}", util=util,
+                      plots=plots, archs=architecture_table(records),
+                      curves=curve_tables(records, out_dir))
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
     lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
     lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "

@@ -184,3 +184,20 @@ def test_one_leaderboard_summarises_each_scenario_once(results, monkeypatch):
     calls.clear()
     write_leaderboard(results)
     assert len(calls) == len(first)  # figures and tables share one summary per scenario
+
+
+def test_records_without_client_or_victim_share_the_defaults_scenario():
+    """A record without `client`/`victim` (absent and null read the same) ran the defaults;
+    it was a scenario of its own with the same title and file names, so one gallery page and
+    one figure overwrote the other's."""
+    from bench.leaderboard import scenarios
+    from helpers import ROOT
+
+    records = sorted(load_records(ROOT / "results" / "quick"), key=lambda r: r["cell_id"])[:10]
+    keys = {key for key, _ in scenarios(records_frame(records))}
+    for r in records[::2]:
+        del r["client"]
+        r["victim"] = None
+    stripped = scenarios(records_frame(records))
+    assert {key for key, _ in stripped} == keys
+    assert sum(len(g) for _, g in stripped) == 10

@@ -96,3 +96,73 @@ def test_report_cli(results):
     out = run_cli("report", str(results))
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).name == "report.md"
+
+
+def test_an_unreadable_arrays_file_is_left_out_of_fid_with_a_warning(results, tmp_path,
+                                                                      capsys):
+    """A Git LFS pointer or a .npz archive where a cell's arrays belong crashed `leakbench
+    report` (and `site`, for the .npz) with a traceback; each is now warned about and left
+    out of its group's FID/KID."""
+    import shutil
+
+    import numpy as np
+
+    from bench.report import attack_frame, pooled_fid_kid
+
+    copy = tmp_path / "r"
+    shutil.copytree(results, copy)
+    cells = sorted((r for r in load_records(copy) if r["defense_label"] == "none"),
+                   key=lambda r: r["cell_id"])
+    (copy / cells[0]["arrays"]).write_text("version https://git-lfs.github.com/spec/v1\n"
+                                           "oid sha256:00\nsize 1\n")
+    np.savez(copy / cells[1]["arrays"], a=np.zeros(3))
+    (copy / (cells[1]["arrays"] + ".npz")).replace(copy / cells[1]["arrays"])
+    _, df = attack_frame(copy)
+
+    def count(originals: list, recons: list) -> dict:
+        return {"n": sum(len(o) for o in originals), "fid": None, "kid": None, "reason": None}
+
+    table = pooled_fid_kid(copy, df, measure=count).set_index("Defense")
+    assert table.loc["none", "Images"] == 6 and table.loc["noise(scale=0.3)", "Images"] == 10
+    err = capsys.readouterr().err
+    assert f"cell {cells[0]['cell_id']}: cannot read" in err
+    assert f"cell {cells[1]['cell_id']}: cannot read" in err and ".npz archive" in err
+    out = run_cli("site", str(copy), "--out", str(tmp_path / "site"))
+    assert out.returncode == 0, out.stderr
+    assert ".npz archive" in out.stderr and "shown without it" in out.stderr
+
+
+def test_committed_reports_hold_every_leaderboard_section():
+    """The report left out the leaderboard's quality-versus-compute tables and figures."""
+    import re
+
+    from helpers import ROOT
+
+    for report in sorted(ROOT.glob("results/*/report.md")):
+        board = (report.parent / "leaderboard.md").read_text()
+        page = report.read_text()
+        sections = set(re.findall(r"^## .*$", board, re.M)) - {board.splitlines()[0]}
+        assert sections <= set(re.findall(r"^## .*$", page, re.M)), report
+
+
+def test_the_report_shows_the_quality_versus_compute_curves(tmp_path):
+    """write_report rendered the leaderboard without its curve tables and figures."""
+    import json
+
+    from helpers import ROOT
+
+    (tmp_path / "records").mkdir()
+    kept = 0
+    for path in sorted((ROOT / "results" / "defenses" / "records").glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("curve") and r["defense_label"] == "none" and kept < 4:
+            (tmp_path / "records" / path.name).write_text(path.read_text())
+            for rel in filter(None, (r.get("picture"), r.get("arrays"))):
+                (tmp_path / rel).parent.mkdir(exist_ok=True)
+                (tmp_path / rel).write_bytes((ROOT / "results" / "defenses" / rel).read_bytes())
+            kept += 1
+    assert kept == 4
+    page = write_report(tmp_path).read_text()
+    assert "## Quality versus compute" in page
+    for link in linked_files(page):
+        assert (tmp_path / link).is_file(), link

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.leaderboard.frames import client_label, scenario_slug
+from bench.leaderboard.frames import client_label, record_client, record_victim, scenario_slug
 from bench.leaderboard.tables import Table
 
 
@@ -60,9 +60,9 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         final = next((p for p in curve if p.get("final")), None)
         if final is None or r.get("defense_label") != "none":
             continue
-        client = r.get("client") or {}
+        client = record_client(r)
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client_label(client),
-               client.get("bn_mode"), r.get("victim"), r["attack_label"])
+               client["bn_mode"], record_victim(r), r["attack_label"])
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))
         time_shares[key[:-1]] |= {(r.get("trial_batch") or {}).get("time_share")} - {None}

@@ -12,6 +12,8 @@ from bench.metrics import list_metrics
 from bench.registry import DATASETS, DEFENSES
 from bench.suite.schema import CLIENT_PARAMS
 
+CLIENT_DEFAULTS = {p.name: p.default for p in CLIENT_PARAMS}
+
 SCENARIO = ["dataset", "arch", "batch_size", "mode", "bn_mode", "victim"]
 FAILED = ("error", "timeout")
 
@@ -36,7 +38,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         prov = r.get("provenance") or {}
         timing = r.get("timing") or {}
-        client = r.get("client") or {}
+        client = record_client(r)
         metrics = r.get("metrics") or {}
         floors = r.get("floor_metrics") or {}
         rows.append({
@@ -53,7 +55,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "arch_name": r["arch"]["name"], "dataset_name": r["dataset"]["name"],
             "mode": client_label(client), "mode_name": client.get("mode"),
             "bn_mode": client.get("bn_mode"),
-            "victim": r.get("victim"),
+            "victim": record_victim(r),
             "scenario_seed": (r.get("derived_seeds") or {}).get("scenario"),
             "granted": ",".join(r.get("granted") or []),
             "iterations": r.get("iterations"), "grad_evals": r.get("grad_evals"),
@@ -74,6 +76,19 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def record_client(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's client with its defaults filled in: a record without a client (or with
+    null fields) ran the defaults (absent and null read the same), and must share their
+    scenario, title and files."""
+    given = record.get("client") or {}
+    return {**CLIENT_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+
+
+def record_victim(record: dict[str, Any]) -> str:
+    """The record's victim state, "init" where it has none."""
+    return record.get("victim") or "init"
 
 
 def client_label(client: dict[str, Any]) -> str | None:

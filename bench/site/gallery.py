@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bench.metrics import get_metric
-from bench.pictures import png_bytes
+from bench.pictures import artifact_path, png_bytes
 from bench.registry import warn
 
 MIN_SIDE = 128  # pixels: every shown image is enlarged by an integer factor to at least this
@@ -64,23 +64,13 @@ def _scores(record: dict[str, Any], n: int) -> list[str]:
             for v in values]
 
 
-def _artifact(results: Path, rel: Any, cell: str) -> Path | None:
-    """The record's artifact ``rel`` when it is a file inside ``results``; anything else (an
-    absolute path, ``../..``, a link out of the folder) is not shown."""
-    if not rel or not isinstance(rel, str):
-        return None
-    root = results.resolve()
-    path = (results / rel).resolve()
-    if root not in path.parents:
-        warn(f"cell {cell}: {rel!r} is outside {results}; not shown")
-        return None
-    return path if path.is_file() else None
-
-
 def _pairs(record: dict[str, Any], arrays: Path) -> tuple[Shot, dict[str, bytes]] | None:
     """The enlarged pairs of an arrays file, or None when it holds no image pairs."""
     cell = record["cell_id"]
     data = np.load(arrays, allow_pickle=False)
+    if not isinstance(data, np.ndarray):  # a .npz archive (NpzFile) is not an arrays file
+        data.close()
+        raise ValueError("not a .npy array (a .npz archive?)")
     if not (data.ndim == 5 and data.shape[0] == 2 and data.shape[1] > 0
             and data.shape[2] in (1, 3, 4) and data.dtype == np.uint8):
         return None
@@ -112,7 +102,7 @@ def write_shot(record: dict[str, Any], results: Path, pages: Path) -> Shot | Non
     warned about: the cell is shown without a picture)."""
     cell = record["cell_id"]
     for key in ("arrays", "picture"):
-        path = _artifact(results, record.get(key), cell)
+        path = artifact_path(results, record.get(key), cell)
         if path is None:
             continue
         try:
