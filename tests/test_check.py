@@ -295,10 +295,13 @@ def test_a_misspelt_filter_is_named_and_a_cell_with_a_bar_stays_one_cell(store, 
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):
     require_pdflatex()
     assert check(store) == 0
-    committed = ROOT / "results" / "paper-dlg" / "check"  # the longest filters shipped
+    committed = sorted(ROOT.glob("results/*/check.tex"))  # paper-dlg: the longest filters
+    assert len(committed) >= 4
+    inputs = "".join(f"\\input{{{p.with_suffix('')}}}\n" for p in [store / "check.tex",
+                                                                  *committed])
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        f"\\input{{{store / 'check'}}}\n\\input{{{committed}}}\n\\end{{document}}\n")
+        f"{inputs}\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -359,3 +362,62 @@ def test_against_records_refuses_cells_the_reference_lacks(store, tmp_path, caps
     claims = str(tmp_path / "synthetic.claims.yaml")
     assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 2
     assert "have no record in" in capsys.readouterr().err
+
+
+def _copy_records(tmp_path: Path, suites: list[str], keep=lambda r: True) -> Path:
+    folder = tmp_path / "+".join(suites)
+    (folder / "records").mkdir(parents=True)
+    for suite in suites:
+        for path in (ROOT / "results" / suite / "records").glob("*.json"):
+            if keep(json.loads(path.read_text())):
+                (folder / "records" / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_a_held_ordering_whose_other_side_did_not_run_is_a_warning(tmp_path, capsys):
+    """batch-1-easier-than-2 without the batch-2 cells is `not run`; it was counted as broken
+    (its batch-1 side had seeds) and the command exited 1 with nothing regressed."""
+    folder = _copy_records(tmp_path, ["paper-dlg"], lambda r: r["batch_size"] != 2)
+    assert main(["check", str(folder), "--against", str(ROOT / "results" / "paper-dlg")]) == 0
+    err = capsys.readouterr().err
+    assert "batch-1-easier-than-2 held in the reference and is not run now" in err
+    assert "0 held claim(s) broken" in err
+
+
+def test_a_metric_without_values_is_not_reported_as_no_cell_ran(tmp_path, capsys):
+    """LPIPS without its weights is n/a on every seed: the claim said "no cell ran" though
+    they ran, and `table --value lpips` printed a grid of n/a."""
+    folder = _copy_records(tmp_path, ["paper-dlg"])
+    (tmp_path / "lpips.claims.yaml").write_text(
+        "claims:\n  - id: lpips-low\n    paper: X\n    sentence: LPIPS is low.\n"
+        "    where: {attack: \"dlg(steps=300)\", defense: none, batch_size: 1}\n"
+        "    metric: lpips\n    expect: {at_most: 0.2}\n")
+    (outcome,) = check_claims(load_claims(str(tmp_path / "lpips.claims.yaml")).claims,
+                              load_records(folder))
+    assert outcome.verdict == NOT_RUN and outcome.cells > 0
+    assert outcome.measured() == f"lpips n/a on the {outcome.cells} seed(s) that ran"
+    assert main(["table", str(folder), "--value", "lpips"]) == 2
+    assert "--value lpips: n/a on every one of the" in capsys.readouterr().err
+
+
+def test_paper_claims_do_not_pool_other_suites_configurations(tmp_path):
+    """In a folder merged from paper-rgap and rgap, rgap's dlg(steps=5) seeds joined the
+    paper's DLG side of rgap-beats-dlg-cnn6 (n=10 instead of 5); merged with attacks, the
+    DLG paper's claims took in its dlg(min_rel_improvement=…,steps=300) cells."""
+    for paper, other in (("paper-rgap", "rgap"), ("paper-dlg", "attacks")):
+        merged = _copy_records(tmp_path, [paper, other])
+        alone = _copy_records(tmp_path, [paper])
+        claims = [c for c in load_claims(paper).claims
+                  if "dlg" in str(c.where) + str(c.better_than)]
+        assert claims
+        for mine, ref in zip(check_claims(claims, load_records(merged)),
+                             check_claims(claims, load_records(alone))):
+            assert (mine.other or mine.value).n == (ref.other or ref.value).n, mine.claim.id
+            assert mine.verdict == ref.verdict, mine.claim.id
+
+
+def test_the_latex_label_of_an_odd_claims_name_compiles(tmp_path):
+    from bench.claims.render import render_latex
+
+    tex = render_latex("my claims#1%", [])
+    assert "\\label{tab:check-my-claims-1-}" in tex

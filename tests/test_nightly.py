@@ -40,6 +40,24 @@ def test_the_workflow_runs_the_tox_environment_s_commands():
         assert step in joined
 
 
+def test_the_site_step_names_results_folders_only():
+    """`results/*` took in results/benchmark-history.md, a file, and `site` refused it: the
+    step failed every night. Every argument the step's shell expands is a results folder
+    (one with records) or the nightly run's output."""
+    import shlex
+    import subprocess
+
+    (step,) = [c for c in tox_commands() if "leakbench site" in c]
+    inner = shlex.split(step)[-1]  # bash -c "leakbench site … --out …"
+    args = subprocess.run(["bash", "-c", "echo " + inner.split("leakbench site", 1)[1]
+                           .split("--out")[0]], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+    committed = [a for a in args if a.startswith("results")]
+    assert len(committed) >= 10 and ".nightly/run" in args
+    for arg in committed:
+        assert (ROOT / arg / "records").is_dir(), arg
+
+
 def test_the_workflow_is_scheduled_and_uploads_the_report_and_the_site():
     doc = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
     on = doc.get("on", doc.get(True))  # YAML 1.1 reads the key `on` as true

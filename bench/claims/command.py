@@ -71,10 +71,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write(texts["check.md"])
     if args.format in ("latex", "both"):
         sys.stdout.write(texts["check.tex"])
-    # a held claim breaks when it now fails, or when its cells are there but none gives a
-    # value (every seed crashed with no floor for the metric): "not run" only if none is
+    # a held claim breaks when it now fails, or when a side's cells are there but none gives
+    # a value (every seed crashed with no floor for the metric); a side with no cells at all
+    # is "not run", a warning
     broken = [o for o in outcomes if reference.get(o.claim.id) == HOLDS
-              and (o.verdict == FAILS or (o.verdict != HOLDS and o.cells > 0))]
+              and (o.verdict == FAILS or (o.verdict != HOLDS and o.without_value))]
     for o in outcomes:
         if reference.get(o.claim.id) == HOLDS and o.verdict != HOLDS and o not in broken:
             warn(f"check: claim {o.claim.id} held in the reference and is {o.verdict} now")

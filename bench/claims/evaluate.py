@@ -42,18 +42,28 @@ class Outcome:
     value: Interval
     other: Interval | None = None
     cells: int = 0  # the seeds of ``df`` the claim's filter matches, whatever their status
+    other_cells: int = 0  # the same for the ordering's second side
     unmatched: tuple[str, ...] = ()  # ``key=value`` of the filters no seed that ran matches
 
     def measured(self) -> str:
         """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
         hint = f" (none with {', '.join(self.unmatched)})" if self.unmatched else ""
         if self.verdict == NOT_RUN and not self.value.n:
+            if self.cells:  # they ran; the metric has no value on them (LPIPS without weights)
+                return f"{self.claim.metric} n/a on the {self.cells} seed(s) that ran"
             return "no cell ran" + hint  # a hint names a misspelt label, most often
         text = _show(self.claim.metric, self.value)
         if self.other is not None:
-            text += " vs " + _show(self.claim.metric, self.other) + (hint if not self.other.n
-                                                                      else "")
+            text += " vs " + _show(self.claim.metric, self.other) + (
+                hint if not self.other.n and not self.other_cells else "")
         return text
+
+    @property
+    def without_value(self) -> bool:
+        """Whether a side of the claim has seeds that ran but none gives a value (every one
+        crashed with no floor for the metric): unlike a side with no seeds, a break."""
+        return (self.cells > 0 and not self.value.n) or (
+            self.other is not None and self.other_cells > 0 and not self.other.n)
 
     def row(self) -> dict[str, Any]:
         """The claim's row of ``check.json``."""
@@ -184,6 +194,11 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
     """Every claim's outcome on ``records``, in the claims' order, with how many of their
     seeds the claim's filter matched."""
     df = claims_frame(records, {c.metric for c in claims})
-    return [replace(evaluate(c, df), cells=0 if df.empty else int(where_mask(df, c.where).sum()),
+    def seeds(where: dict[str, list[str]] | None) -> int:
+        return 0 if df.empty or where is None else int(where_mask(df, where).sum())
+
+    return [replace(evaluate(c, df), cells=seeds(c.where),
+                    other_cells=seeds(None if c.better_than is None
+                                      else {**c.where, **c.better_than}),
                     unmatched=unmatched_filters(df, c))
             for c in claims]

@@ -146,6 +146,10 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         df[axis] = df[axis].map(_text)
     where = where or {}
     df = _filter(df, where)
+    if df["_value"].isna().all():  # else a grid of n/a captioned "n = 0 seeds per cell"
+        hint = " (it needs a local weights file)" if metric.needs_weights else ""
+        raise LeakbenchError(f"--value {metric.name}: n/a on every one of the {len(df)} "
+                             f"seed(s) the table would show{hint}")
     groups = {(r, c): g for (r, c), g in df.groupby([rows, cols], sort=False)}
     intervals = {k: t_interval(g["_value"]) for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
