@@ -162,4 +162,8 @@ def _record_shapes(model: nn.Module, stages: list[Stage], input_shape: tuple[int
             h.remove()
     for s in stages:
         s.in_shape, s.out_shape = shapes[id(s.module)]
+        if s.kind == "linear" and len(s.in_shape) != 1:  # it acts on the last dimension only
+            return (f"Linear({s.module.in_features}→{s.module.out_features}) gets a "
+                    f"{'×'.join(map(str, s.in_shape))} input: R-GAP needs a Flatten before a "
+                    "Linear layer (it would act on the last dimension alone)")
     return None

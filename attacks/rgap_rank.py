@@ -15,8 +15,10 @@ paper counts, per layer,
   unknown). The paper calls these constraints, carried from layer to layer, virtual.
 
 Counting equations is not enough: they are not independent. We count each block by its
-generic (structural) rank, which matches the numerical rank of the actual systems (see
-tests/test_rank.py):
+generic (structural) rank, which matches the numerical rank of the actual systems on the
+paper's networks and the configurations tests/test_rank.py checks; under wide padding with few
+output channels (Conv2d(3→4, k3, s2, p2) on 8×8: deficit 1 counted, 12 measured) it can still
+overstate the rank:
 
 - gradient constraints of a convolution: each input channel has its own identical block.
   A kernel offset δ contributes ``min(O, L_δ)`` independent rows (O output channels, L_δ
@@ -24,6 +26,10 @@ tests/test_rank.py):
   phase share the phase's input positions, so the rank per channel is
   ``Σ_phases min(#positions of the phase, Σ_{δ in phase} min(O, L_δ))``. For a linear layer
   ``∇W = k xᵀ`` determines all ``n`` inputs (given k ≠ 0);
+- the forward constraints of a convolution count per output position at most the
+  non-padding inputs its patch reads, ``min(O, C·|valid patch|)``;
+- an input position no kernel offset reads (stride 2 without padding can skip the last row
+  and column) is in no equation: the layer's rank is at most ``C ×`` the positions read;
 - the two blocks are linked by the identities ``Σ W[o'] · ∇W[o] = Σ_l k[o, l] z[o', l]`` (for
   every pair of output channels o, o'), which remove up to ``O · min(O, C·kh·kw, L)``
   equations.
@@ -110,6 +116,32 @@ def conv_gradient_rank(stage: Stage) -> int:
     return c * total
 
 
+def conv_read_positions(stage: Stage) -> int:
+    """Input positions (per channel) that some kernel offset reads at some output position:
+    with stride 2 and no padding the last row or column may never be read, and no equation
+    of the layer holds those pixels."""
+    m = stage.module
+    _, h, w = stage.in_shape
+    _, ho, wo = stage.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, stage.stride, stage.padding
+    rows = {p * sh + i - ph for i in range(kh) for p in range(*valid_range(ho, sh, i, ph, h))}
+    cols = {q * sw + j - pw for j in range(kw) for q in range(*valid_range(wo, sw, j, pw, w))}
+    return len(rows) * len(cols)
+
+
+def conv_forward_rank(stage: Stage) -> int:
+    """Structural rank of a convolution's forward constraints ``W x = z``: per output
+    position, at most as many independent rows as the non-padding inputs its patch reads
+    (a border position under wide padding reads fewer than ``O``)."""
+    m = stage.module
+    c, h, w = stage.in_shape
+    o, ho, wo = stage.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, stage.stride, stage.padding
+    rows = [sum(0 <= p * sh + i - ph < h for i in range(kh)) for p in range(ho)]
+    cols = [sum(0 <= q * sw + j - pw < w for j in range(kw)) for q in range(wo)]
+    return sum(min(o, c * r * k) for r in rows for k in cols)
+
+
 def analyse_chain(chain: Chain) -> list[LayerRank]:
     """Per-layer counts of an R-GAP chain, bottom layer first."""
     stages = chain.stages
@@ -124,7 +156,8 @@ def analyse_chain(chain: Chain) -> list[LayerRank]:
             g_rank, forward, virtual, dep = n, 0, 0, 0
         else:
             forward = math.prod(st.out_shape)
-            virtual = min(forward, above_rank if above_rank is not None else forward)
+            independent = conv_forward_rank(st) if st.kind == "conv" else min(forward, n)
+            virtual = min(independent, above_rank if above_rank is not None else forward)
             if st.kind == "conv":
                 g_rank = conv_gradient_rank(st)
                 o = st.out_shape[0]
@@ -134,7 +167,8 @@ def analyse_chain(chain: Chain) -> list[LayerRank]:
             else:
                 g_rank = n
                 dep = min(m.out_features, g_rank, virtual)
-        rank = min(n, g_rank + virtual - dep)
+        readable = st.in_shape[0] * conv_read_positions(st) if st.kind == "conv" else n
+        rank = min(readable, g_rank + virtual - dep)
         out.append(LayerRank(idx, _describe(st), tuple(st.in_shape), tuple(st.out_shape), n,
                              n_weights, g_rank, forward, virtual, dep, rank, n - rank))
         above_rank = rank

@@ -38,7 +38,11 @@ def git_commit() -> str | None:
 
 
 def device_name(device: torch.device) -> str:
+    """The device's name; a CUDA device this process cannot see (a Ray driver on a CPU
+    machine writing a GPU task's failure record) is "cuda (remote)", not a crash."""
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "cuda (remote)"
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
 

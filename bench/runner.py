@@ -171,7 +171,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     try:
         if todo and hasattr(runner, "connect"):  # a cluster: its size is known once joined
             runner.connect()
-        tasks = group_trials(todo, trials, getattr(runner, "workers", None) or 1)
+        tasks = group_trials(todo, trials)
         for _, outcome in runner.run(tasks, options):
             stamp_parallelism(outcome, runner, jobs)
             _write(out_dir, outcome, summary)

@@ -66,6 +66,11 @@ def _numeric_ranks(model, shape):
     (((4, 2, 2, 0), (6, 3, 3, 1), (5, 3, 1, 2)), (2, 11, 13)),
     (((3, 5, 1, 2), (8, 3, 2, 0)), (3, 9, 9)),
     (((2, 3, 1, 1), (3, 3, 1, 1)), (4, 6, 6)),
+    # stride 2 without padding never reads the last row and column: 30 pixels no equation
+    # holds, which the analysis counted as determined (risk index 1.0)
+    (((40, 3, 2, 0),), (2, 8, 8)),
+    (((12, 3, 2, 1),), (3, 8, 8)),
+    (((4, 2, 2, 0), (9, 3, 2, 0)), (2, 9, 11)),
 ])
 def test_structural_ranks_match_the_numerical_ranks(convs, shape, one_thread):
     torch.manual_seed(0)
@@ -78,9 +83,10 @@ def test_structural_ranks_match_the_numerical_ranks(convs, shape, one_thread):
         features = body(torch.zeros(1, *shape)).shape[1]
     model = nn.Sequential(*body, nn.Linear(features, 1, bias=False))
     chain, numeric = _numeric_ranks(model, shape)
-    for lr, (grad_rank, both_rank) in zip(analyse_chain(chain), numeric):
+    layers = analyse_chain(chain)
+    for lr, above, (grad_rank, both_rank) in zip(layers, layers[1:], numeric):
         assert lr.gradient_rank == grad_rank, lr
-        if lr.virtual_constraints == lr.forward_constraints:  # the layer above is determined
+        if above.deficit == 0:  # every forward constraint is known: the stacked system's rank
             assert lr.rank == both_rank, lr
 
 
@@ -114,3 +120,13 @@ def test_the_architecture_table_reads_the_input_shape_from_the_records(tmp_path)
     assert row["Input"].endswith("(3×16×16)") and row["Parameters"] != "n/a"
     old = {k: v for k, v in elsewhere.items() if k != "input_meta"}  # a record before it
     assert architecture_table([old]).frame.iloc[0]["Parameters"] == "n/a"
+
+
+def test_a_linear_layer_on_an_unflattened_input_is_out_of_scope():
+    """A Linear acting on a feature map's last dimension was accepted (a bogus rank table,
+    risk index 1.0), then R-GAP crashed with a size mismatch."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.LeakyReLU(0.2),
+                          nn.Linear(8, 5, bias=False), nn.LeakyReLU(0.2), nn.Flatten(),
+                          nn.Linear(160, 1, bias=False))
+    chain, reason = parse_chain(model, (3, 8, 8))
+    assert chain is None and "needs a Flatten before a Linear layer" in reason

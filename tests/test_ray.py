@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch
 from bench.cells.trials import members
 from bench.cli import main
 from bench.executors import ExecutorOptions
-from bench.registry import ATTACKS
+from bench.registry import ATTACKS, LeakbenchError
 from bench.runner import run_suite
 from bench.store import load_records
 from bench.suite import iter_cells, load_suite
@@ -280,7 +281,9 @@ def test_gpu_shares_pack_cells_and_the_suite_sets_resources(monkeypatch):
     assert (cpu_only.device, cpu_only.gpus, cpu_only.capacity()) == ("cpu", 0.0, 3)
 
 
-def test_groups_are_cut_to_fill_the_clusters_room(monkeypatch, tmp_path):
+def test_passes_do_not_depend_on_the_clusters_room(monkeypatch, tmp_path):
+    """Passes were cut to fill the cluster's room, so a cell's metrics changed with the
+    cluster's size; they depend on the cells and --trials only."""
     from bench.executors.ray import RayExecutor
 
     planned: list[list[str]] = []
@@ -291,14 +294,85 @@ def test_groups_are_cut_to_fill_the_clusters_room(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # "a cluster already joined"
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
     monkeypatch.setattr(RayExecutor, "run", record_tasks)
     suite = make_suite(seeds=8, attacks=[{"dlg": {"steps": 2}}])
     run_suite(suite, tmp_path / "four", device="cpu", progress=False, executor="ray", trials=8)
-    assert planned == [[0, 1], [2, 3], [4, 5], [6, 7]]  # one pass of 8 would fill one CPU
+    assert planned == [list(range(8))]
     planned.clear()
     run_suite(suite, tmp_path / "one", device="cpu", progress=False, executor="ray", trials=8,
               executor_options=ExecutorOptions(cpus_per_task=4))
     assert planned == [list(range(8))]
+
+
+def test_a_task_no_node_can_hold_is_refused_when_the_run_joins(monkeypatch, tmp_path):
+    """--cpus-per-task 4 on 2-CPU nodes, or a GPU share on a cluster without GPUs, waited
+    until the cell's timeout (then, for the GPU, crashed naming the driver's missing CUDA)."""
+    from bench.executors.ray import RayExecutor
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}},
+                                               {"Alive": True, "Resources": {"CPU": 2.0}},
+                                               {"Alive": False, "Resources": {"CPU": 8.0}}])
+    for options, what in ((ExecutorOptions(cpus_per_task=4), "4 CPU(s) and 0 GPU(s)"),
+                          (ExecutorOptions(gpus_per_task=0.5), "1 CPU(s) and 0.5 GPU(s)")):
+        ex = RayExecutor(torch.device("cpu"), 60.0, options=options)
+        with pytest.raises(LeakbenchError, match=re.escape(what)):
+            ex.connect()
+    fits = RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(cpus_per_task=2))
+    fits.connect()
+    assert fits.workers == 2
+    fits._tasks = 1  # a run of one task: one worker, as the records' provenance says
+    assert fits.workers == 1
+
+
+def test_an_address_nothing_answers_on_is_one_line_at_once():
+    """ray.init retried 127.0.0.1:1 for minutes; nothing listens there."""
+    from bench.executors.ray import reachable
+
+    t0 = time.perf_counter()
+    with pytest.raises(LeakbenchError, match="127.0.0.1:1: nothing answers there"):
+        reachable("127.0.0.1:1")
+    assert time.perf_counter() - t0 < 10
+    for address in ("auto", "ray://10.0.0.1:10001", "nonsense"):
+        reachable(address)  # Ray's own checks
+
+
+def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
+    """A task waiting for room on a busy cluster became a timeout record without running."""
+    from bench.cells import RunOptions
+    from bench.executors.ray import STARTED, RayExecutor, _Running
+
+    ex = RayExecutor(torch.device("cpu"), 1.0)
+    (cell,) = iter_cells(make_suite())
+
+    class Stream:
+        def __init__(self, items: list) -> None:
+            self.refs = items
+
+        def __next__(self):
+            if not self.refs:
+                raise StopIteration
+            return self.refs.pop(0)
+
+        def next_ready(self) -> bool:
+            return bool(self.refs)
+
+        def is_finished(self) -> bool:
+            return False
+
+    monkeypatch.setattr(ex.ray, "get", lambda ref: ref)
+    monkeypatch.setattr(ex.ray, "cancel", lambda ref, force: None)
+    waiting, working = Stream([]), Stream([(STARTED, {}, {})])
+    ex._inflight = {waiting: _Running(cell, time.perf_counter() - 100.0),
+                    working: _Running(cell, time.perf_counter() - 100.0)}
+    assert ex._collect(working, RunOptions()) == []
+    assert ex._inflight[working].begun and not ex._inflight[waiting].begun
+    assert list(ex._expire(RunOptions())) == []  # neither: one waits, one just started
+    ex._inflight[working].started -= 100.0
+    (timed_out,) = list(ex._expire(RunOptions()))
+    assert timed_out[1].record.status == "timeout" and waiting in ex._inflight
 
 
 def test_a_cluster_the_run_started_is_shut_down_when_planning_fails(monkeypatch, tmp_path):
@@ -310,6 +384,7 @@ def test_a_cluster_the_run_started_is_shut_down_when_planning_fails(monkeypatch,
     monkeypatch.setattr(ray, "shutdown", lambda: state.update(up=False,
                                                               shutdowns=state["shutdowns"] + 1))
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
 
     def fails(*args, **kw):
         raise RuntimeError("planning fails")
@@ -356,3 +431,10 @@ def test_a_stream_that_ends_early_makes_its_missing_cells_error_records(monkeypa
         assert outcome.record.status == "error"
         assert outcome.record.error == "the Ray task ended without this cell's outcome"
         assert outcome.record.trial_batch["cells"] == [c.cell_id for c in cells]
+
+
+def test_a_suite_asking_zero_cpus_per_task_is_refused_where_it_says_so():
+    """resources: {cpus_per_task: 0} passed the suite's checks and a dry run, then the run
+    failed naming --cpus-per-task, a flag nobody gave."""
+    with pytest.raises(LeakbenchError, match="cpus_per_task: 0.0 is below the minimum"):
+        make_suite(resources={"cpus_per_task": 0})

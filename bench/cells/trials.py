@@ -90,16 +90,17 @@ def _batchable(cell: Any) -> bool:
     return modality in batched  # images only, the engine's domain
 
 
-def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS, workers: int = 1
-                 ) -> list[Any]:
-    """Cells with groups of up to ``size`` batchable attack cells that differ only by seed and
-    defense (with the same observed batch), in the order of each group's first cell; other
-    cells stay alone. With fewer tasks than ``workers``, groups are cut into even parts until
-    every worker has one (a pass of 10 on one of two cores leaves the other idle)."""
+def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
+    """Cells with groups of batchable attack cells that differ only by seed and defense (with
+    the same observed batch), each group of n cut into ⌈n/size⌉ even consecutive passes (10
+    cells at size 8: two of 5), in the order of each group's first cell; other cells stay
+    alone. The passes depend on the cells and ``size`` only, never on the workers: which
+    cells share a pass changes float32 rounding, which a chaotic optimiser amplifies, so a
+    cell's metrics must not change with ``--jobs`` or the executor."""
     if size < 1:
         raise ValueError(f"trials per pass must be at least 1, got {size}")
     tasks: list[Any] = []
-    open_groups: dict[str, list[AttackCell]] = {}
+    groups: dict[str, list[AttackCell]] = {}
     for cell in cells:
         if size == 1 or not _batchable(cell):
             tasks.append(cell)
@@ -110,37 +111,20 @@ def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS, workers: int 
         # a protocol (secure aggregation) sets what the server observes: its settings too
         protocol = [repr(s.as_dict()) for s, d in zip(cell.defense, chain) if d.level == "protocol"]
         key += f"|observed batch {observed_batch(chain, cell.batch_size)}|{protocol}"
-        group = open_groups.get(key)
-        if group is None or len(group) == size:
-            group = open_groups[key] = []
-            tasks.append(group)
-        group.append(cell)
-    return [_as_task(t) for t in _spread(tasks, workers)]
-
-
-def _spread(tasks: list[Any], workers: int) -> list[Any]:
-    """``tasks`` with each group (a list) cut into even consecutive parts, one part more for
-    the group whose parts are largest, until there are ``workers`` tasks or no part of two."""
-    groups = [t for t in tasks if isinstance(t, list)]
-    parts = {id(g): 1 for g in groups}
-
-    def largest(g: list[Any]) -> int:
-        return -(-len(g) // parts[id(g)])
-
-    while groups and len(tasks) - len(groups) + sum(parts.values()) < workers:
-        widest = max(groups, key=largest)
-        if largest(widest) < 2:
-            break
-        parts[id(widest)] += 1
+        if key not in groups:
+            groups[key] = []
+            tasks.append(groups[key])
+        groups[key].append(cell)
     out: list[Any] = []
     for t in tasks:
         if not isinstance(t, list):
             out.append(t)
             continue
-        q, r = divmod(len(t), parts[id(t)])
+        parts = -(-len(t) // size)
+        q, r = divmod(len(t), parts)
         start = 0
-        for i in range(parts[id(t)]):
-            out.append(t[start:start + q + (i < r)])
+        for i in range(parts):
+            out.append(_as_task(t[start:start + q + (i < r)]))
             start += q + (i < r)
     return out
 

@@ -5,13 +5,14 @@ packs several cells on one GPU), rebuilds its cell (or group of batched cells) f
 it with as many torch threads as CPUs it holds (or ``threads``, when given), and streams each
 cell's record and artifacts as the cell finishes (a Ray generator task): workers need no shared
 disk, the runner writes the store, and a group that fails later keeps its finished cells. The
-driver joins the cluster before the runner plans its tasks, so batched groups are cut to fill
-its room, and keeps at most as many tasks in flight as the cluster can run at once, so a task
-starts about when it is submitted: the cell's clock starts then. A task past the suite's timeout is
-cancelled (its worker killed) and its unfinished cells become ``timeout`` outcomes; a worker
-that dies (killed, out of memory, its node lost) is retried by Ray up to ``max_retries``
-times (a cell a retry yields again is kept once), then the task's unfinished cells become
-``error`` outcomes naming the cause (as do cells a stream ended without).
+driver joins the cluster before the runner plans its tasks, refusing a task no node can hold,
+and keeps at most as many tasks in flight as the cluster can run at once; a cell's clock starts
+when a worker takes its task (its first streamed item), not while it waits for room on a busy
+cluster. A task past the suite's timeout is cancelled (its worker killed) and its unfinished
+cells become ``timeout`` outcomes; a worker that dies (killed, out of memory, its node lost) is
+retried by Ray up to ``max_retries`` times (a cell a retry yields again is kept once), then the
+task's unfinished cells become ``error`` outcomes naming the cause (as do cells a stream ended
+without).
 Ray is imported only when the executor is made: ``import bench.executors`` works without it.
 """
 
@@ -42,6 +43,7 @@ from bench.registry import LeakbenchError
 EXTRA = 'pip install "leakbench[ray]"'
 MAX_RETRIES = 2
 CAPACITY_REFRESH_S = 5.0  # how often the cluster's size is read again (autoscaling clusters)
+STARTED = -1  # the member index of a task's first item: it has a worker
 SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError",
                    "OwnerDiedError", "LocalRayletDiedError")
 
@@ -51,6 +53,7 @@ def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threa
     """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
     ``(member index, record, artifacts)`` as each cell finishes."""
     torch.set_num_threads(threads)
+    yield STARTED, {}, {}  # the cell's clock starts now, not when it waited for room
     task = cell_from_json(cell_json)
     for i, outcome in iter_task(task, torch.device(device), options):
         yield i, outcome.record.to_json(), outcome.artifacts
@@ -59,8 +62,9 @@ def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threa
 @dataclass
 class _Running:
     task: CellKind
-    started: float
+    started: float  # submitted, then (when ``begun``) the moment a worker took it
     finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
+    begun: bool = False
 
 
 def import_ray() -> Any:
@@ -77,6 +81,23 @@ def local_runtime_env() -> dict[str, Any]:
     root = str(Path(__file__).resolve().parents[2])
     paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+def reachable(address: str, seconds: float = 5.0) -> None:
+    """A ``HOST:PORT`` address that nothing answers on is one line within ``seconds``:
+    ``ray.init`` retries it for minutes. ``auto`` and ``ray://`` addresses are Ray's to
+    check."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), seconds).close()
+    except OSError as e:
+        raise LeakbenchError(f"--ray-address {address}: nothing answers there "
+                             f"({e.strerror or type(e).__name__}); is the Ray head running?"
+                             ) from None
 
 
 def failure_cause(error: Exception, max_retries: int) -> str:
@@ -114,6 +135,7 @@ class RayExecutor:
         self._inflight: dict[Any, _Running] = {}  # by the task's ObjectRefGenerator
         self._capacity, self._capacity_at = 1, -CAPACITY_REFRESH_S
         self._started_cluster = False
+        self._tasks = 0  # the tasks of the current run
 
     def _connect(self) -> None:
         ray = self.ray
@@ -124,6 +146,7 @@ class RayExecutor:
         if self.address is None:
             ray.init(address="local", runtime_env=local_runtime_env(), **quiet)
         else:
+            reachable(self.address)
             try:
                 ray.init(address=self.address, **quiet)
             except (ConnectionError, ValueError, RuntimeError) as e:
@@ -134,14 +157,23 @@ class RayExecutor:
 
     @property
     def workers(self) -> int:
-        """Tasks run at once (the cluster's room, last read): the runner cuts batched groups
-        to fill them, and the records' provenance names them. 1 until :meth:`connect`."""
-        return self._capacity
+        """Tasks run at once, as the records' provenance names them: the cluster's room
+        (last read), or the run's tasks where they are fewer. 1 until :meth:`connect`."""
+        return min(self._capacity, self._tasks) if self._tasks else self._capacity
 
     def connect(self) -> None:
         """Join (or start) the cluster and read its room, before the runner plans its tasks;
-        :meth:`close` (or the end of :meth:`run`) shuts down a cluster it started."""
+        :meth:`close` (or the end of :meth:`run`) shuts down a cluster it started. A task no
+        node of the cluster can hold is refused here (it would wait until its timeout)."""
         self._connect()
+        nodes = [n.get("Resources") or {} for n in self.ray.nodes() if n.get("Alive", True)]
+        if not any(r.get("CPU", 0.0) + 1e-9 >= self.cpus and r.get("GPU", 0.0) + 1e-9
+                   >= self.gpus for r in nodes):
+            most = {k: max((r.get(k, 0.0) for r in nodes), default=0.0) for k in ("CPU", "GPU")}
+            raise LeakbenchError(
+                f"--executor ray: no node of the cluster has {self.cpus:g} CPU(s) and "
+                f"{self.gpus:g} GPU(s) for a task (the largest: {most['CPU']:g} CPU(s), "
+                f"{most['GPU']:g} GPU(s)); lower --cpus-per-task/--gpus-per-task")
         self.capacity()
 
     def capacity(self) -> int:
@@ -160,6 +192,7 @@ class RayExecutor:
         if not cells:
             return
         self._connect()
+        self._tasks = len(cells)
         ray = self.ray
         task = ray.remote(_run_cell).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
@@ -208,7 +241,9 @@ class RayExecutor:
                                         time.perf_counter() - running.started,
                                         torch.device(self.device), frozenset(running.finished))
                 return out
-            if i not in running.finished:  # a retried task may yield a cell again: once
+            if i == STARTED:  # a worker took the task (again, on a retry): its clock starts
+                running.started, running.begun = time.perf_counter(), True
+            elif i not in running.finished:  # a retried task may yield a cell again: once
                 running.finished.add(i)
                 out.append((cells[i], Outcome(Record.from_json(record), artifacts)))
             if len(running.finished) == len(cells):
@@ -222,7 +257,7 @@ class RayExecutor:
         ``timeout`` outcome for each cell they did not finish."""
         now = time.perf_counter()
         late = [(stream, run, now - run.started) for stream, run in self._inflight.items()
-                if now - run.started > task_timeout(run.task, self.timeout)]
+                if run.begun and now - run.started > task_timeout(run.task, self.timeout)]
         for stream, run, elapsed in late:
             if stream.next_ready():
                 yield from self._collect(stream, options)

@@ -57,7 +57,8 @@ PERCEPTUAL_PARAMS = (
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
                 "seed")
 RESOURCE_PARAMS = (
-    Param("cpus_per_task", float, None, low=0.0, nullable=True, help="CPUs per cell's task"),
+    Param("cpus_per_task", float, None, low=0.01, nullable=True,
+          help="CPUs per cell's task (more than 0)"),
     Param("gpus_per_task", float, None, low=0.0, high=1000.0, nullable=True,
           help="GPUs per cell's task: 0.25 runs four cells on one GPU"),
 )
