@@ -92,11 +92,11 @@ def _batchable(cell: Any) -> bool:
 
 def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
     """Cells with groups of batchable attack cells that differ only by seed and defense (with
-    the same observed batch), each group of n cut into ⌈n/size⌉ even consecutive passes (10
-    cells at size 8: two of 5), in the order of each group's first cell; other cells stay
-    alone. The passes depend on the cells and ``size`` only, never on the workers: which
-    cells share a pass changes float32 rounding, which a chaotic optimiser amplifies, so a
-    cell's metrics must not change with ``--jobs`` or the executor."""
+    the same observed batch), each group cut into consecutive passes of ``size`` (10 cells at
+    size 8: 8 and 2), in the order of each group's first cell; other cells stay alone. The
+    passes depend on the cells and ``size`` only, never on the workers: which cells share a
+    pass changes float32 rounding, which a chaotic optimiser amplifies, so a cell's metrics
+    must not change with ``--jobs`` or the executor (the committed results' passes are these)."""
     if size < 1:
         raise ValueError(f"trials per pass must be at least 1, got {size}")
     tasks: list[Any] = []
@@ -120,12 +120,7 @@ def group_trials(cells: Iterable[Any], size: int = DEFAULT_TRIALS) -> list[Any]:
         if not isinstance(t, list):
             out.append(t)
             continue
-        parts = -(-len(t) // size)
-        q, r = divmod(len(t), parts)
-        start = 0
-        for i in range(parts):
-            out.append(_as_task(t[start:start + q + (i < r)]))
-            start += q + (i < r)
+        out += [_as_task(t[i:i + size]) for i in range(0, len(t), size)]
     return out
 
 
