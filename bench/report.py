@@ -25,6 +25,7 @@ from bench.leaderboard import (
 )
 from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
+from bench.leaderboard.frames import no_attack_records
 from bench.leaderboard.render import split_modalities
 from bench.metrics import get_metric
 from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
@@ -90,7 +91,7 @@ def attack_frame(out_dir: Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     records = load_records(out_dir)
     df = records_frame(records)
     if df.empty:
-        raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
+        raise LeakbenchError(no_attack_records(out_dir, records))
     df["arrays"] = [r.get("arrays") for r in sorted(
         (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
     return records, df

@@ -201,3 +201,21 @@ def test_records_without_client_or_victim_share_the_defaults_scenario():
     stripped = scenarios(records_frame(records))
     assert {key for key, _ in stripped} == keys
     assert sum(len(g) for _, g in stripped) == 10
+
+
+def test_a_folder_of_utility_records_only_says_so(tmp_path, capsys):
+    """It said "no records under …" of a folder that holds records."""
+    import json
+
+    from bench.cli import main
+    from helpers import ROOT
+
+    (tmp_path / "records").mkdir()
+    for path in sorted((ROOT / "results" / "defenses" / "records").glob("*.json")):
+        if json.loads(path.read_text()).get("kind") == "utility":
+            (tmp_path / "records" / path.name).write_bytes(path.read_bytes())
+            break
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    assert "no attack records under" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "(only 1 utility record(s)" in capsys.readouterr().err

@@ -91,6 +91,15 @@ def record_victim(record: dict[str, Any]) -> str:
     return record.get("victim") or "init"
 
 
+def no_attack_records(out_dir: object, records: list[dict[str, Any]]) -> str:
+    """Why a leaderboard of ``out_dir`` has nothing to rank: no records, or only utility
+    ones (whose table the site shows)."""
+    if not records:
+        return f"no records under {out_dir}/records"
+    return (f"no attack records under {out_dir}/records (only {len(records)} utility "
+            "record(s): `leakbench site` shows their table)")
+
+
 def client_label(client: dict[str, Any]) -> str | None:
     """The client as a scenario label: its mode, with the parameters that differ from their
     defaults (``fedavg(local_epochs=3)``), so that two clients never share a table row; BN

@@ -13,7 +13,7 @@ from bench.latex import tex
 from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
-from bench.leaderboard.frames import records_frame, utility_frame
+from bench.leaderboard.frames import no_attack_records, records_frame, utility_frame
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
 from bench.leaderboard.text_tables import Tokens, protocol_text, text_tables
 from bench.registry import LeakbenchError
@@ -135,7 +135,7 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     records = load_records(out_dir)
     df = records_frame(records)
     if df.empty:
-        raise LeakbenchError(f"no records under {out_dir / 'records'}")
+        raise LeakbenchError(no_attack_records(out_dir, records))
     name = {"markdown": "leaderboard.md", "latex": "leaderboard.tex"}.get(fmt)
     if name is None:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
