@@ -99,5 +99,8 @@ def tex_char(ch: str) -> str:
 
 
 def tex(s: str) -> str:
-    """``s`` as pdflatex text: every character through :func:`tex_char`, in one pass."""
-    return "".join(tex_char(ch) for ch in s)
+    """``s`` as pdflatex text: composed (NFC: a folder name from macOS spells é as e and a
+    combining accent), every character through :func:`tex_char`, in one pass; an accent
+    left without a composed form is dropped."""
+    return "".join("" if unicodedata.combining(ch) else tex_char(ch)
+                   for ch in unicodedata.normalize("NFC", s))

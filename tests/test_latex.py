@@ -77,3 +77,20 @@ def test_pdflatex_helper_reports_a_failure(tmp_path):
     with pytest.raises(AssertionError):
         pdflatex(tmp_path, "Δ")
     assert subprocess.run(["true"]).returncode == 0
+
+
+def test_decomposed_accents_are_composed():
+    """A folder name from macOS spells é as e + U+0301: it came out as e{[}U+0301{]}."""
+    assert tex("Cafe\u0301") == tex("Café") == "Café"
+    assert tex("q\u0301") == "q"  # no composed form: the accent is dropped
+
+
+def test_a_sentence_cell_survives_copy_and_pickle():
+    import copy
+    import pickle
+
+    from bench.leaderboard.text_tables import Tokens
+
+    cell = Tokens([("a", True), ("b_c", False)])
+    for other in (copy.copy(cell), copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):
+        assert other == cell and other.latex() == cell.latex() == "\\textbf{a} b\\_c"

@@ -373,6 +373,24 @@ def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
     ex._inflight[working].started -= 100.0
     (timed_out,) = list(ex._expire(RunOptions()))
     assert timed_out[1].record.status == "timeout" and waiting in ex._inflight
+    # a task no worker ever takes (its node died) still ends, after a bounded wait
+    monkeypatch.setattr("bench.executors.ray.QUEUE_WAIT_S", 50.0)
+    (gave_up,) = list(ex._expire(RunOptions()))
+    assert gave_up[1].record.status == "timeout" and not ex._inflight
+    assert "no worker took the task within 100s" in gave_up[1].record.error
+
+
+def test_a_joined_cluster_without_a_fitting_node_may_autoscale(monkeypatch, capsys):
+    """A cluster that scales worker nodes up from zero has no fitting node when the run
+    joins: a warning, not a refusal (the cluster the run starts itself is refused)."""
+    from bench.executors.ray import RayExecutor
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {}}])
+    ex = RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(address="auto"))
+    ex.connect()
+    assert "wait for an autoscaler" in capsys.readouterr().err
 
 
 def test_a_cluster_the_run_started_is_shut_down_when_planning_fails(monkeypatch, tmp_path):

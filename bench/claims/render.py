@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from tabulate import tabulate
 
 from bench.claims.evaluate import VERDICTS, Outcome
-from bench.latex import tex_char
+from bench.latex import tex
 
 HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
 WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits
@@ -61,8 +62,8 @@ def render_markdown(suite: str, outcomes: list[Outcome]) -> str:
 
 
 def _escape(s: str) -> str:
-    """``s`` for pdflatex (:func:`bench.latex.tex_char`), breakable after ``| , = (``."""
-    return "".join(BREAKS.get(ch) or tex_char(ch) for ch in s)
+    """``s`` for pdflatex (:func:`bench.latex.tex`), breakable after ``| , = (``."""
+    return "".join(BREAKS.get(ch) or tex(ch) for ch in unicodedata.normalize("NFC", s))
 
 
 def render_latex(suite: str, outcomes: list[Outcome]) -> str:

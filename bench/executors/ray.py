@@ -38,12 +38,13 @@ from bench.executors.base import (
     timeout_error,
 )
 from bench.records import Outcome, Record
-from bench.registry import LeakbenchError
+from bench.registry import LeakbenchError, warn
 
 EXTRA = 'pip install "leakbench[ray]"'
 MAX_RETRIES = 2
 CAPACITY_REFRESH_S = 5.0  # how often the cluster's size is read again (autoscaling clusters)
 STARTED = -1  # the member index of a task's first item: it has a worker
+QUEUE_WAIT_S = 600.0  # beyond its own limit, how long a task may wait for a worker
 SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError",
                    "OwnerDiedError", "LocalRayletDiedError")
 
@@ -170,10 +171,13 @@ class RayExecutor:
         if not any(r.get("CPU", 0.0) + 1e-9 >= self.cpus and r.get("GPU", 0.0) + 1e-9
                    >= self.gpus for r in nodes):
             most = {k: max((r.get(k, 0.0) for r in nodes), default=0.0) for k in ("CPU", "GPU")}
-            raise LeakbenchError(
-                f"--executor ray: no node of the cluster has {self.cpus:g} CPU(s) and "
-                f"{self.gpus:g} GPU(s) for a task (the largest: {most['CPU']:g} CPU(s), "
-                f"{most['GPU']:g} GPU(s)); lower --cpus-per-task/--gpus-per-task")
+            need = (f"no node of the cluster has {self.cpus:g} CPU(s) and {self.gpus:g} GPU(s) "
+                    f"for a task (the largest: {most['CPU']:g} CPU(s), {most['GPU']:g} GPU(s))")
+            if self.address is None:  # the cluster this run started: nothing will add a node
+                raise LeakbenchError(f"--executor ray: {need}; lower --cpus-per-task/"
+                                     "--gpus-per-task")
+            warn(f"--executor ray: {need} yet; the tasks wait for an autoscaler to add one "
+                 f"(up to {QUEUE_WAIT_S:g}s beyond a cell's timeout)")
         self.capacity()
 
     def capacity(self) -> int:
@@ -257,7 +261,8 @@ class RayExecutor:
         ``timeout`` outcome for each cell they did not finish."""
         now = time.perf_counter()
         late = [(stream, run, now - run.started) for stream, run in self._inflight.items()
-                if run.begun and now - run.started > task_timeout(run.task, self.timeout)]
+                if now - run.started > task_timeout(run.task, self.timeout)
+                + (0.0 if run.begun else QUEUE_WAIT_S)]
         for stream, run, elapsed in late:
             if stream.next_ready():
                 yield from self._collect(stream, options)
@@ -265,8 +270,11 @@ class RayExecutor:
                 continue
             del self._inflight[stream]
             self.ray.cancel(stream, force=True)
-            yield from task_failure(run.task, "timeout", timeout_error(run.task, self.timeout),
-                                    options, elapsed, torch.device(self.device),
+            error = timeout_error(run.task, self.timeout) if run.begun else (
+                f"no worker took the task within {elapsed:.0f}s of its submission (the "
+                "cluster stayed busy, or no node can hold it any more)")
+            yield from task_failure(run.task, "timeout", error, options,
+                                    elapsed if run.begun else 0.0, torch.device(self.device),
                                     frozenset(run.finished))
 
     def cancel(self) -> None:

@@ -137,6 +137,9 @@ class Tokens(str):
         cell.marks = tuple(marks)
         return cell
 
+    def __reduce__(self) -> tuple[type, tuple[list[tuple[str, bool]]]]:  # copy, pickle
+        return Tokens, (list(self.marks),)
+
     def latex(self) -> str:
         return " ".join(f"\\textbf{{{tex(t)}}}" if ok else tex(t) for t, ok in self.marks)
 
