@@ -85,6 +85,25 @@ class RayPass(Attack):
 '''
 
 
+class FakeStream:
+    """A Ray generator task's stream of (member, record, artifacts) items, already ready;
+    ``ends``: whether it is finished once its items are read."""
+
+    def __init__(self, items: list, ends: bool = True) -> None:
+        self.refs, self.ends = items, ends
+
+    def __next__(self):
+        if not self.refs:
+            raise StopIteration
+        return self.refs.pop(0)
+
+    def next_ready(self) -> bool:
+        return bool(self.refs)
+
+    def is_finished(self) -> bool:
+        return self.ends and not self.refs
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A local two-CPU Ray cluster whose workers import leakbench and the test plugin."""
@@ -347,24 +366,9 @@ def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
     ex = RayExecutor(torch.device("cpu"), 1.0)
     (cell,) = iter_cells(make_suite())
 
-    class Stream:
-        def __init__(self, items: list) -> None:
-            self.refs = items
-
-        def __next__(self):
-            if not self.refs:
-                raise StopIteration
-            return self.refs.pop(0)
-
-        def next_ready(self) -> bool:
-            return bool(self.refs)
-
-        def is_finished(self) -> bool:
-            return False
-
     monkeypatch.setattr(ex.ray, "get", lambda ref: ref)
     monkeypatch.setattr(ex.ray, "cancel", lambda ref, force: None)
-    waiting, working = Stream([]), Stream([(STARTED, {}, {})])
+    waiting, working = FakeStream([], ends=False), FakeStream([(STARTED, {}, {})], ends=False)
     ex._inflight = {waiting: _Running(cell, time.perf_counter() - 100.0),
                     working: _Running(cell, time.perf_counter() - 100.0)}
     assert ex._collect(working, RunOptions()) == []
@@ -422,25 +426,9 @@ def test_a_stream_that_ends_early_makes_its_missing_cells_error_records(monkeypa
     (group,) = group_trials(iter_cells(make_suite(seeds=3, attacks=["dlg"])), 8)
     cells, options = members(group), RunOptions()
     first = failure_outcome(cells[0], "diverged", "", options, 1.0).record.to_json()
-
-    class Stream:  # a generator task that yields its first cell, then ends
-        def __init__(self) -> None:
-            self.refs = [(0, first, {"picture.png": b"x"})]
-
-        def __next__(self):
-            if not self.refs:
-                raise StopIteration
-            return self.refs.pop(0)
-
-        def next_ready(self) -> bool:
-            return bool(self.refs)
-
-        def is_finished(self) -> bool:
-            return not self.refs
-
     monkeypatch.setattr(ray, "get", lambda ref: ref)  # the fake refs are their values
     ex = RayExecutor(torch.device("cpu"), 60.0)
-    stream = Stream()
+    stream = FakeStream([(0, first, {"picture.png": b"x"})])  # its first cell, then it ends
     ex._inflight[stream] = _Running(group, time.perf_counter())
     out = ex._collect(stream, options)
     assert [c.seed for c, _ in out] == [0, 1, 2] and not ex._inflight
