@@ -31,7 +31,8 @@ CLAIMS = {"suite": "small", "rows": [
      "sentence": "Noise of variance 1e-4 stops the attack.", "reported": "fails",
      "measured": "16.3 ± 13.2 dB", "verdict": "does not hold", "tolerance": 2.0},
     {"claim": "idlg-labels", "paper": "Zhao et al. 2020, Tab. 1", "sentence": "100% <labels>",
-     "reported": "100%", "measured": "100%", "verdict": "holds"},
+     "reported": "100%", "measured": "100%", "verdict": "holds",
+     "expectation": "mean label_acc ≥ 0.99 <x>"},
     {"claim": "rgap", "paper": "Zhu & Blaschko 2021", "sentence": "Closed form.",
      "reported": "", "measured": "–", "verdict": "not run"}]}
 
@@ -233,9 +234,12 @@ def test_claims_table_from_check_json(committed_site):
     page = (committed_site / "small" / "claims.html").read_text()
     for row in CLAIMS["rows"]:
         for key in ("claim", "paper", "reported", "measured", "verdict"):
-            assert f">{html.escape(row[key], quote=False)}</td>" in page
+            text = row[key] + (f" [{row['expectation']}]" if key == "measured"
+                               and "expectation" in row else "")
+            assert f">{html.escape(text, quote=False)}</td>" in page
     assert "100% &lt;labels&gt;" in page  # escaped
     assert "tolerance" not in page  # extra keys are not columns
+    assert ">100% [mean label_acc ≥ 0.99 &lt;x&gt;]</td>" in page  # the expectation tested
     assert "1 holds, 1 does not hold, 1 not run" in (committed_site / "index.html").read_text()
     assert 'href="claims.html"' in (committed_site / "small" / "index.html").read_text()
 

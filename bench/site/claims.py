@@ -1,7 +1,8 @@
 """A suite's claims table for the site, read from ``DIR/check.json`` (written by
-``leakbench check``): the paper's sentence, the value it reports, the value measured here and
-the verdict. Keys other than the shown columns are ignored; a file that does not match the
-schema is bad input (one line, exit status 2)."""
+``leakbench check``): the paper's sentence, the value it reports, the value measured here
+(with the expectation tested, in brackets, as ``check.md`` shows it) and the verdict. Keys
+other than the shown columns are ignored; a file that does not match the schema is bad input
+(one line, exit status 2)."""
 
 from __future__ import annotations
 
@@ -57,5 +58,9 @@ def read_claims(results: Path) -> Claims | None:
         if row["verdict"] not in VERDICTS:
             raise LeakbenchError(f"{path}: row {i}: verdict {row['verdict']!r} is not one of "
                                  + ", ".join(VERDICTS))
-        rows.append({header: str(row[key]) for key, header in COLUMNS.items()})
+        shown = {header: str(row[key]) for key, header in COLUMNS.items()}
+        expectation = row.get("expectation")  # what the verdict tested, as check.md shows it
+        if isinstance(expectation, str) and expectation:
+            shown["Measured"] += f" [{expectation}]"
+        rows.append(shown)
     return Claims(str(data.get("suite") or Path(results).name), rows)
