@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
 SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "_": "\\_", "#": "\\#",
            "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "{": "\\{",
@@ -98,9 +99,11 @@ def tex_char(ch: str) -> str:
     return f"{{[}}U+{ord(ch):04X}{{]}}"
 
 
-def tex(s: str) -> str:
+def tex(s: str, extra: Mapping[str, str] | None = None) -> str:
     """``s`` as pdflatex text: composed (NFC: a folder name from macOS spells é as e and a
-    combining accent), every character through :func:`tex_char`, in one pass; an accent
-    left without a composed form is dropped."""
-    return "".join("" if unicodedata.combining(ch) else tex_char(ch)
+    combining accent), every character through ``extra`` (a caller's spellings, e.g. break
+    points) or else :func:`tex_char`, in one pass; an accent left without a composed form is
+    dropped."""
+    extra = extra or {}
+    return "".join(extra.get(ch) or ("" if unicodedata.combining(ch) else tex_char(ch))
                    for ch in unicodedata.normalize("NFC", s))

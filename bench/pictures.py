@@ -79,15 +79,24 @@ def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`;
-    ValueError (or OSError) when the file is not one."""
+def read_arrays(path: Path) -> Any:
+    """The numpy array of a cell's arrays file, never unpickling; ValueError (or OSError)
+    when the file holds no single array (a .npz archive, a Git LFS pointer)."""
     import numpy as np
 
     data = np.load(path, allow_pickle=False)
     if not isinstance(data, np.ndarray):  # a .npz archive
         data.close()
         raise ValueError("not a .npy array (a .npz archive?)")
+    return data
+
+
+def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`;
+    ValueError (or OSError) when the file is not one."""
+    import numpy as np
+
+    data = read_arrays(path)
     if not (data.ndim >= 3 and data.shape[0] == 2 and data.dtype == np.uint8):
         raise ValueError(f"not originals above reconstructions in uint8 (shape "
                          f"{tuple(data.shape)}, {data.dtype})")

@@ -7,7 +7,6 @@ import copy
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from bench.claims.evaluate import FAILS, HOLDS, NOT_RUN, check_claims
 from bench.claims.schema import ClaimsError, load_claims
 from bench.cli import main
 from bench.store import load_records
-from helpers import require_pdflatex
+from helpers import pdflatex, require_pdflatex
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
@@ -299,14 +298,7 @@ def test_check_latex_compiles_with_pdflatex(store, tmp_path):
     assert len(committed) >= 4
     inputs = "".join(f"\\input{{{p.with_suffix('')}}}\n" for p in [store / "check.tex",
                                                                   *committed])
-    (tmp_path / "doc.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        f"{inputs}\\end{{document}}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:]
-    log = (tmp_path / "doc.log").read_text(errors="replace")
-    assert "Missing character" not in log
+    log = pdflatex(tmp_path, inputs)  # compiles, no missing character
     overfull = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
     assert max(overfull, default=0.0) < 5, overfull  # the table fits the text width
 

@@ -331,9 +331,7 @@ def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
 def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     """Labels are free text (an imagefolder's folder): a brace, dollar, caret or < in them
     stopped pdflatex ("Missing $ inserted"); every special character is escaped."""
-    import subprocess
-
-    from helpers import require_pdflatex
+    from helpers import pdflatex, require_pdflatex
 
     require_pdflatex()
     records = synthetic()
@@ -343,12 +341,7 @@ def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     tex = render(records_frame(records), "latex")
     assert "\\$x\\textasciitilde{}\\textasciicircum{}\\{y\\}$<$b$>$" in tex
     (tmp_path / "board.tex").write_text(tex)
-    (tmp_path / "doc.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{longtable}\n"
-        "\\begin{document}\n\\input{board}\n\\end{document}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:]
+    pdflatex(tmp_path, "\\input{board}", "\\usepackage{booktabs}\n\\usepackage{longtable}")
 
 
 def test_clients_that_differ_beyond_their_mode_are_separate_scenarios():

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bench.metrics import get_metric
-from bench.pictures import artifact_path, png_bytes
+from bench.pictures import artifact_path, png_bytes, read_arrays
 from bench.registry import warn
 
 MIN_SIDE = 128  # pixels: every shown image is enlarged by an integer factor to at least this
@@ -67,10 +67,7 @@ def _scores(record: dict[str, Any], n: int) -> list[str]:
 def _pairs(record: dict[str, Any], arrays: Path) -> tuple[Shot, dict[str, bytes]] | None:
     """The enlarged pairs of an arrays file, or None when it holds no image pairs."""
     cell = record["cell_id"]
-    data = np.load(arrays, allow_pickle=False)
-    if not isinstance(data, np.ndarray):  # a .npz archive (NpzFile) is not an arrays file
-        data.close()
-        raise ValueError("not a .npy array (a .npz archive?)")
+    data = read_arrays(arrays)
     if not (data.ndim == 5 and data.shape[0] == 2 and data.shape[1] > 0
             and data.shape[2] in (1, 3, 4) and data.dtype == np.uint8):
         return None
