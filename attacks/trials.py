@@ -20,8 +20,9 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
+from torch.func import functional_call, grad, vmap
 
+from attacks.batch_stats_norm import use_batch_statistics
 from bench.client import minibatches, set_bn_mode, training_loss
 from bench.contracts import ClientSpec, Observation
 
@@ -63,8 +64,8 @@ class TrialEngine:
         self.device = obs0.device
         base = copy.deepcopy(obs0.model).to(self.device)
         set_bn_mode(base, self.client.bn_mode)
-        if self.client.bn_mode == "train":  # batch statistics only: no buffers to move
-            replace_all_batch_norm_modules_(base)
+        if self.client.bn_mode == "train":  # batch statistics only: no buffers to move, and
+            use_batch_statistics(base)      # BatchNorm that vmap differentiates correctly
         self.base = base
         self.names = [n for n, p in base.named_parameters() if p.requires_grad]
         index = torch.as_tensor(self.cell_of, device=self.device)

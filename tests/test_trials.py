@@ -12,6 +12,7 @@ to O(1) (the optimiser's own independence is exact: tests/test_batched_lbfgs.py)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,6 +61,31 @@ def test_engine_matches_the_lone_objective_of_every_trial(case):
         for rows in ([2], [0, 2], [1, 2]):  # the trials still running, once others stopped
             some = engine.losses(distance, x[rows], y[rows], rows=rows)
             assert torch.allclose(some, lone[rows], rtol=1e-4, atol=1e-7), (rows, some)
+
+
+@pytest.mark.parametrize("arch", [{"convnet": {"width": 2}}, {"resnet": {"width": 4}}],
+                         ids=["convnet", "resnet"])
+def test_engine_gradients_through_batch_norm_in_train_mode_are_each_trials_own(arch):
+    """torch's vmap rule for affine ``batch_norm`` in training mode gets the input gradient
+    wrong (pytorch/functorch#534): the engine must not use it. In float64 the batched
+    gradient of every trial's objective with respect to its dummies equals plain autograd on
+    that trial alone through the client's own ``nn.BatchNorm2d`` (the bug: rel ~1e-3)."""
+    suite = make_suite(seeds=3, batch_size=2, archs=[arch], datasets=[{"photos": {"size": 16}}])
+    obs = [replace(o, model=o.model.double(),
+                   update=replace(o.update, tensors=[t.double() for t in o.update.tensors]))
+           for o in observations(suite)]
+    engine = TrialEngine(obs)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((len(obs), 2, *obs[0].input_shape), generator=g, dtype=torch.float64)
+    y = torch.randint(0, obs[0].num_classes, (len(obs), 2), generator=g)
+    xb = x.clone().requires_grad_(True)
+    batched = torch.autograd.grad(engine.losses(l2_distance, xb, y).sum(), xb)[0]
+    for k, o in enumerate(obs):
+        xk = x[k].clone().requires_grad_(True)
+        lone = torch.autograd.grad(l2_distance(dummy_update(o.model, xk, y[k], o),
+                                               o.update.tensors), xk)[0]
+        error = float((batched[k] - lone).norm() / lone.norm())
+        assert error < 1e-9, (k, error)
 
 
 def test_engine_refuses_observations_that_cannot_share_a_pass():
