@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from attacks.gradient_matching import l2_distance
+from attacks.labels import reported_labels
 from attacks.lbfgs_trials import (
     LBFGS_PARAMS,
     best_restarts,
@@ -64,5 +65,6 @@ class DLG(Attack):
             return engine.losses(l2_distance, v[0], v[1].softmax(dim=-1), rows=rows)
 
         res = run_trials_lbfgs(self, observations, [x, y], objective, restarts)
-        return best_restarts(res, x.detach(), y.detach().argmax(dim=-1), len(observations),
-                             restarts)
+        cells = [o for o in observations for _ in range(restarts)]
+        labels = [reported_labels(o, t.argmax(dim=-1)) for o, t in zip(cells, y.detach())]
+        return best_restarts(res, x.detach(), labels, len(observations), restarts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attacks.gradient_matching import cosine_distance, dummy_update
-from attacks.labels import labels_for
+from attacks.labels import labels_for, reported_labels
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.data import normalize
 from bench.grants import LABELS, PUBLIC_DATA
@@ -103,4 +103,5 @@ class DMCMCInversion(Attack):
                 "chain_sigma": chain_sigma.tolist(), "labels_inferred": inferred,
                 "final_loss": trace[-1] if trace else None,
                 "score_model": dict(self.settings().__dict__, seed=self.score_seed)}
-        return Reconstruction(recon.to(obs.device), labels.cpu(), sweeps, evals, trace, info)
+        return Reconstruction(recon.to(obs.device), reported_labels(obs, labels, inferred),
+                              sweeps, evals, trace, info)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from attacks.gradient_matching import l2_distance
-from attacks.labels import infer_labels
+from attacks.labels import infer_labels, reported_labels
 from attacks.lbfgs_trials import (
     LBFGS_PARAMS,
     best_restarts,
@@ -55,4 +55,6 @@ class IDLG(Attack):
                                  rows=rows)
 
         res = run_trials_lbfgs(self, observations, [x], objective, r)
-        return best_restarts(res, x.detach(), labels, len(observations), r)
+        cells = [o for o in observations for _ in range(r)]
+        reported = [reported_labels(o, t) for o, t in zip(cells, labels)]
+        return best_restarts(res, x.detach(), reported, len(observations), r)

@@ -15,7 +15,7 @@ from attacks.gradient_matching import (
     plan_budget,
     run_signed_adam,
 )
-from attacks.labels import labels_for
+from attacks.labels import labels_for, reported_labels
 from attacks.priors import total_variation
 from attacks.stopping import Plateau
 from attacks.trials import TrialEngine, trials_of
@@ -174,7 +174,7 @@ class InvertingGradients(Attack):
                 "trial_seconds": sum(t.seconds for t in mine),  # the runner divides a pass
                 "snapshots": [(evals * len(mine), clock.at(evals, ran), x)
                               for evals, _, x in winner.snapshots]}
-        return Reconstruction(res.images[trials[best]], labels.cpu(),
+        return Reconstruction(res.images[trials[best]], reported_labels(obs, labels, inferred),
                               sum(t.iterations for t in mine), sum(t.grad_evals for t in mine),
                               trace, info)
 
@@ -207,5 +207,6 @@ class InvertingGradients(Attack):
                 "labels_inferred": inferred,
                 "local_steps": local_steps(obs.client, obs.client_batch_size),
                 "update_kind": obs.update.kind}
-        return Reconstruction(res.images, labels.cpu(), res.iterations, res.grad_evals,
+        return Reconstruction(res.images, reported_labels(obs, labels, inferred), res.iterations,
+                              res.grad_evals,
                               res.loss_trace, info)

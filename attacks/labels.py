@@ -196,6 +196,20 @@ def infer_labels(obs: Observation) -> torch.Tensor:
     return count_labels(obs)
 
 
+def reported_labels(obs: Observation, labels: torch.Tensor | None, inferred: bool = True
+                    ) -> torch.Tensor | None:
+    """The labels a reconstruction reports for scoring (label accuracy), on the CPU: those the
+    attack recovered. None when the suite granted them (nothing was recovered: scoring them
+    would credit the grant) or when the model has one logit (what its update gives away is
+    each label's parity, not its class, so a class-label accuracy does not apply)."""
+    if labels is None or not inferred:
+        return None
+    linears = [m for m in obs.model.modules() if isinstance(m, nn.Linear)]
+    if linears and linears[-1].out_features < 2:
+        return None
+    return labels.detach().cpu()
+
+
 def labels_for(obs: Observation) -> tuple[torch.Tensor, bool]:
     """The granted labels (on the observation's device), or those inferred from the update;
     and whether they were inferred."""

@@ -87,10 +87,11 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
         snapshot_at=snapshot_points(budget, attack.snapshots), rows_objective=objective)
 
 
-def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, cells: int,
-                  restarts: int) -> list[Reconstruction]:
+def best_restarts(res: BatchedResult, data: torch.Tensor, labels: list[torch.Tensor | None],
+                  cells: int, restarts: int) -> list[Reconstruction]:
     """Per cell (its trials are ``restarts`` consecutive ones), the restart with the lowest
-    final loss among those that did not diverge, with the cost of all its restarts."""
+    final loss among those that did not diverge, with the cost of all its restarts.
+    ``labels``: each trial's labels to report (None: none to score)."""
     out = []
     for c in range(cells):
         ks = range(c * restarts, (c + 1) * restarts)
@@ -116,7 +117,7 @@ def best_restarts(res: BatchedResult, data: torch.Tensor, labels: torch.Tensor, 
     return out
 
 
-def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.Tensor
+def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.Tensor | None
                          ) -> Reconstruction:
     """One cell's reconstruction from its trial: the estimate, its cost, how it stopped, and
     its snapshots (the first variable: the dummy batch)."""
@@ -129,5 +130,5 @@ def trial_reconstruction(trial: TrialResult, data: torch.Tensor, labels: torch.T
             "stop_reason": trial.stop_reason, "converged_at": converged,
             "trial_seconds": trial.seconds,  # its clock: the runner divides a pass by them
             "snapshots": [(s.evals, s.seconds, s.variables[0]) for s in trial.snapshots]}
-    return Reconstruction(data.detach(), labels.cpu(), trial.iterations, trial.grad_evals,
-                          trial.loss_trace, info)
+    return Reconstruction(data.detach(), None if labels is None else labels.cpu(),
+                          trial.iterations, trial.grad_evals, trial.loss_trace, info)
