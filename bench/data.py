@@ -17,7 +17,7 @@ def _channels(values: Sequence[float], like: torch.Tensor | None = None) -> torc
 
 def normalize(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Pixels in [0,1] → model-input space, with the dataset's per-channel statistics."""
-    return (x01 - _channels(mean)) / _channels(std)
+    return (x01 - _channels(mean, x01)) / _channels(std, x01)
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

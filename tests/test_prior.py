@@ -223,3 +223,16 @@ def test_the_committed_curve_regenerates_byte_identically(curve, tmp_path):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes()
     records = json.loads((committed / "samplers.json").read_text())
     assert {r["sampler"] for r in records} == {"heun", "dmcmc"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normalize_keeps_the_batchs_device_and_dtype(dtype):
+    """dmcmc normalises its chain's images on the attack's device: the dataset statistics
+    must follow the batch (they were built on the CPU: a CUDA batch raised). The meta device
+    stands in for an accelerator here: a CPU constant mixed into it raises the same way."""
+    from bench.data import denormalize, normalize
+
+    x = torch.zeros(2, 3, 4, 4, dtype=dtype, device="meta")
+    for out in (normalize(x, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)),
+                denormalize(x, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))):
+        assert out.device.type == "meta" and out.dtype == dtype
