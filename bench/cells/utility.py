@@ -133,6 +133,20 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     return correct / scored, scored
 
 
+def run_privacy(chain: list[Any], sample_rate: float, steps: int) -> dict[str, Any] | None:
+    """The privacy guarantee of the first link that reports one for this run's q and T; a
+    link whose accounting raises reports ε None with the reason."""
+    for d in chain:
+        try:
+            info = d.privacy_of_training(sample_rate, steps)
+        except Exception as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            return {"epsilon": None, "epsilon_note": f"accountant failed: {reason}"}
+        if info:
+            return info
+    return None
+
+
 def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     """Train with defended updates and return the utility record; never raises."""
     if cell.skip_reason:
@@ -191,10 +205,6 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
                                       "training (no utility cost by construction)")
         metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines),
                                    "chance": chance}
-        privacy = [p for p in (d.privacy_of_training(
-            cfg["batch_size"] / len(dataset.load("train")), cfg["steps"]) for d in chain) if p]
-        if privacy:  # the ε of this very run (its own q and T), beside its accuracy
-            metrics["privacy"] = privacy[0]
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
             metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
             fields.update(status="diverged", error=f"training diverged (non-finite weights) at "
@@ -212,6 +222,12 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             if scored != len(picks):  # a language model: scored positions, padding left out
                 metrics["eval_positions"] = scored
             fields.update(status="ok", error=None)
+        # the ε of this very run (its own q and T), beside its accuracy: computed last, so that
+        # an accountant that fails costs the record its ε, never its accuracy
+        privacy = run_privacy(chain, cfg["batch_size"] / len(dataset.load("train")),
+                              cfg["steps"])
+        if privacy:
+            metrics["privacy"] = privacy
         fields["metrics"] = metrics
     except Exception as e:  # a failing cell becomes a record
         fields.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
