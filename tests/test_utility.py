@@ -177,3 +177,23 @@ def test_language_model_accuracy_is_per_scored_position():
     y = torch.tensor([[1, 1, 2, 0], [1, 3, 1, 0]])
     assert accuracy(Fixed(), x, y, pad_id=0) == (pytest.approx(4 / 6), 6)
     assert accuracy(Fixed(), x, y, chunk=1, pad_id=0) == (pytest.approx(4 / 6), 6)
+
+
+def test_a_non_finite_update_has_no_cosine_and_stays_out_of_the_mean(tmp_path):
+    """Noise of std 1e30 overflows fp16 to inf: the cosine of that update is NaN, which
+    clamping to [-1, 1] used to record as a perfect 1.0."""
+    from bench.leaderboard import utility_frame, utility_summary
+
+    chain = {"chain": [{"noise": {"scale": 1e30}}, {"quantize": {"mode": "fp16"}}]}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=["none", chain], attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 3, "batch_size": 8, "lr": 0.1, "eval_size": 50})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    (broken,) = [r for r in records if r["defense_label"] != "none"]
+    assert broken["status"] == "diverged" and broken["metrics"]["diverged_at_step"] == 1
+    assert broken["metrics"]["update_cosine"] is None
+    assert broken["metrics"]["nonfinite_cosine_steps"] == 1
+    summary = utility_summary(utility_frame(records), "digits(size=8)", "mlp(hidden=16)")
+    row = summary.set_index("defense").loc[broken["defense_label"]]
+    assert row["update_cosine_n"] == 0 and row["accuracy"] == pytest.approx(0.1)

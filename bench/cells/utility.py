@@ -4,14 +4,16 @@ For each defense × arch × dataset × seed of a suite with a ``utility:`` key, 
 from its initialisation for N steps of federated SGD with *defended* updates, then report test
 accuracy (a language model's: next-token accuracy over the positions whose target is not
 padding), next to the undefended run under the same seeds (the leaderboard pairs them), and the
-mean cosine similarity between the defended and the clean update. BatchNorm running statistics
-follow the batch the client trained on (FedAvg clients send their buffers with their weights);
-defenses act on the weights' update. These are records too:
+mean cosine similarity between the defended and the clean update (over the steps where it is
+finite: an update with an inf or NaN entry has none; None if no step has one). BatchNorm
+running statistics follow the batch the client trained on (FedAvg clients send their buffers
+with their weights); defenses act on the weights' update. These are records too:
 resumable, in the same store, keyed by their own stable id.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -188,7 +190,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
             a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
             cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
-            cosines.append(max(-1.0, min(1.0, cos)))
+            # an update with a non-finite entry has no cosine (NaN, which clamping turns to 1.0)
+            cosines.append(max(-1.0, min(1.0, cos)) if math.isfinite(cos) else None)
             with torch.no_grad():
                 model.train()
                 if has_bn:  # BatchNorm's running statistics are buffers, not gradients: a
@@ -203,8 +206,11 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         if protocol:
             fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                       "training (no utility cost by construction)")
-        metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines),
+        finite = [c for c in cosines if c is not None]
+        metrics: dict[str, Any] = {"update_cosine": sum(finite) / len(finite) if finite else None,
                                    "chance": chance}
+        if len(finite) < len(cosines):  # left out of the mean, counted
+            metrics["nonfinite_cosine_steps"] = len(cosines) - len(finite)
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
             metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
             fields.update(status="diverged", error=f"training diverged (non-finite weights) at "
