@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -40,23 +41,99 @@ BATCHNORM_REASON = ("DP-SGD needs per-sample gradients; BatchNorm mixes the samp
                     "use a model with GroupNorm/LayerNorm")
 
 
+PRV_MAX_POINTS = 2 ** 24  # above it the PRV accountant is not run (time and memory grow with it)
+NOTE_MAX_CHARS = 300  # an ε note is one short line, however many warnings the accountant gave
+
+
+def one_line(text: str, limit: int = NOTE_MAX_CHARS) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def warnings_note(messages: list[str]) -> str | None:
+    """The distinct warnings in order of first appearance, each with its count if repeated, on
+    one bounded line (Opacus's PRV accountant can repeat one numpy warning thousands of times)."""
+    counts: dict[str, int] = {}
+    for m in messages:
+        m = " ".join(m.split())
+        counts[m] = counts.get(m, 0) + 1
+    if not counts:
+        return None
+    return one_line("; ".join(m if n == 1 else f"{m} (×{n})" for m, n in counts.items()))
+
+
+@functools.lru_cache(maxsize=128)
+def prv_grid_points(noise_multiplier: float, sample_rate: float, steps: int, delta: float
+                    ) -> float | None:
+    """How many points the grid of Opacus's PRVAccountant would hold for these settings.
+
+    The PRV accountant (Gopi et al. 2021) discretises the privacy loss on [−L, L] with a mesh
+    that narrows as √T grows; its time and memory are proportional to the points (on a CPU
+    about 1 s and 130 MB per million). This mirrors its own domain rule
+    (``PRVAccountant._get_domain``: ``compute_safe_domain_size`` for L, mesh
+    ε_err / √(T·log(12/δ_err)/2), at its defaults ε_err = 0.01, δ_err = δ/1000) and costs a
+    fraction of a second. None where Opacus does not offer the rule or it fails.
+    """
+    try:
+        from opacus.accountants.analysis.prv import (
+            PoissonSubsampledGaussianPRV,
+            compute_safe_domain_size,
+        )
+        eps_error, delta_error = 0.01, delta / 1000
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            half = compute_safe_domain_size(
+                prvs=[PoissonSubsampledGaussianPRV(sample_rate, noise_multiplier)],
+                max_self_compositions=[steps], eps_error=eps_error, delta_error=delta_error)
+        mesh = eps_error / math.sqrt(steps * math.log(12 / delta_error) / 2)
+        points = 2 * float(half) / mesh
+    except Exception:  # the accountant itself will say what is wrong
+        return None
+    return points if math.isfinite(points) else float("inf")
+
+
+def prv_refusal(noise_multiplier: float, sample_rate: float, steps: int, delta: float
+                ) -> str | None:
+    """Why the PRV accountant is not run for these settings (its grid is too large), or None."""
+    if noise_multiplier == 0:
+        return None
+    points = prv_grid_points(noise_multiplier, sample_rate, steps, delta)
+    if points is None or points <= PRV_MAX_POINTS:
+        return None
+    return (f"the PRV accountant would need a grid of {points:.2g} points for σ="
+            f"{noise_multiplier:g}, q={sample_rate:g}, T={steps}, δ={delta:g} (limit "
+            f"{PRV_MAX_POINTS:.2g}; its time and memory grow with it): use accountant: rdp")
+
+
 @functools.lru_cache(maxsize=128)
 def dp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
                accountant: str = "rdp") -> tuple[float | None, str | None]:
     """(ε, note) of ``steps`` Poisson-subsampled Gaussian steps, from Opacus's accountant.
 
-    ε is None when σ = 0 (no guarantee). The note carries the accountant's warning, if any.
+    ε is None when σ = 0 (no guarantee), when the accountant fails (it raises on settings the
+    parameters' ranges allow, e.g. a PRV grid too large to allocate) or when the PRV grid is
+    over :data:`PRV_MAX_POINTS`; the note then says why. Otherwise the note carries the
+    accountant's distinct warnings, if any. Never raises: an ε that cannot be computed must
+    not cost a cell its reconstruction or its accuracy.
     """
     if noise_multiplier == 0:
         return None, "noise multiplier 0: no differential privacy guarantee"
-    from opacus.accountants import PRVAccountant, RDPAccountant
+    if accountant == "prv":
+        refusal = prv_refusal(noise_multiplier, sample_rate, steps, delta)
+        if refusal:
+            return None, one_line(f"accountant not run: {refusal}")
+    try:
+        from opacus.accountants import PRVAccountant, RDPAccountant
 
-    acc = RDPAccountant() if accountant == "rdp" else PRVAccountant()
-    acc.history.append((noise_multiplier, sample_rate, steps))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        eps = float(acc.get_epsilon(delta=delta))
-    note = "; ".join(str(w.message) for w in caught) or None
+        acc = RDPAccountant() if accountant == "rdp" else PRVAccountant()
+        acc.history.append((noise_multiplier, sample_rate, steps))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            eps = float(acc.get_epsilon(delta=delta))
+    except Exception as e:  # MemoryError, ValueError, OverflowError… from the accountant
+        return None, one_line(f"accountant failed: {type(e).__name__}: {e}")
+    note = warnings_note([str(w.message) for w in caught])
     return (eps if math.isfinite(eps) else None), note
 
 
@@ -157,6 +234,15 @@ class DPSGD(Defense):
         Param("accountant", str, "rdp", choices=("rdp", "prv"),
               help="Opacus's RDPAccountant (Mironov 2017) or PRVAccountant (Gopi et al. 2021)"),
     )
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        """A PRV accounting of the configured σ, q, T whose grid is obviously too large is
+        refused when the suite loads, not found out in every cell (see :func:`prv_refusal`)."""
+        if config.get("accountant") != "prv":
+            return None
+        return prv_refusal(config["noise_multiplier"], config["sample_rate"], config["steps"],
+                           config["delta"])
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if has_batchnorm(ctx.build_model()):

@@ -5,6 +5,13 @@ bounded in [c1, c2], soft labels mixed with the same coefficients); then every e
 the mixed image (each channel of each pixel) is multiplied by an independent random ±1,
 as in the GradAttack evaluation. The sign mask acts in model-input space and is fresh
 for every image; the labels are not flipped.
+
+Both the authors' code and GradAttack's flip *normalised* pixels (the channel mean
+subtracted: values of either sign), so a flip hides the sign of each centred value. On a
+dataset with ``normalize: false`` (the default of the bundled image datasets) model-input
+pixels lie in [0,1], the mixture is non-negative, and its absolute value undoes every flip:
+such cells measure MixUp plus a sign mask anyone can remove, not the paper's encoding. Use
+``normalize: true`` for the latter.
 """
 
 from __future__ import annotations

@@ -5,21 +5,30 @@ Each private image is mixed with k−1 other images of the private dataset
 into a soft row ỹ = λ₀·onehot(y) + Σⱼ λⱼ·onehot(yⱼ). The coefficients are drawn from a
 Dirichlet with concentration (3, 1, …, 1), the 3 going to the private image, and redrawn
 until every one lies in [c1, c2] (rejection sampling), as GradAttack's MixUp does
-(k = 4, c1 = 0, c2 = 0.65 in its evaluation). The mixing happens in model-input space.
+(k = 4, c1 = 0, c2 = 0.65 in its evaluation). A box the draws can never or almost never meet
+is refused when the suite loads: k·c1 < 1 < k·c2 (strictly: at equality only one point
+of the simplex is in the box), and an acceptance rate, estimated from
+:data:`ACCEPTANCE_DRAWS` fixed-seed draws, of at least :data:`MIN_ACCEPTANCE` (below it
+every image would take thousands of redraws, and some none within :data:`MAX_DRAWS`).
+The mixing happens in model-input space.
 The harness scores reconstructions against the private images, not the mixtures.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.contracts import Defense, DefenseContext, Update
-from bench.registry import Param, ParamError, register_defense
+from bench.registry import Param, register_defense
 
 MAX_DRAWS = 100_000  # rejection-sampling attempts per row before giving up
+MIN_ACCEPTANCE = 1e-3  # the least share of draws in [c1, c2] a suite may ask for
+ACCEPTANCE_DRAWS = 100_000  # fixed-seed draws that estimate it when a suite loads
 
 
 def numpy_rng(generator: torch.Generator) -> np.random.Generator:
@@ -42,6 +51,19 @@ def bounded_dirichlet(rows: int, alpha: list[float], low: float, high: float,
             raise RuntimeError(f"no Dirichlet{tuple(alpha)} draw within [{low}, {high}] "
                                f"in {MAX_DRAWS} attempts")
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def acceptance_rate(alpha: tuple[float, ...], low: float, high: float,
+                    draws: int = ACCEPTANCE_DRAWS) -> float:
+    """The share of ``draws`` Dirichlet(alpha) draws (numpy, seed 0) whose entries all lie in
+    [low, high]: an estimate of how often :func:`bounded_dirichlet` accepts a draw."""
+    rng = np.random.default_rng(0)
+    accepted = 0
+    for start in range(0, draws, 10_000):
+        lam = rng.dirichlet(alpha, size=min(10_000, draws - start))
+        accepted += int(((lam.min(axis=1) >= low) & (lam.max(axis=1) <= high)).sum())
+    return accepted / draws
 
 
 def soft_rows(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -70,11 +92,26 @@ class MixUp(Defense):
               help="Dirichlet concentration of each other image's coefficient"),
     )
 
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        """A box [c1, c2] the coefficients can (almost) never be drawn in is refused."""
+        k, c1, c2 = config["k"], config["c1"], config["c2"]
+        if k == 1:  # the private image alone, coefficient 1: no draw to bound
+            return None
+        if not k * c1 < 1.0 < k * c2:
+            return (f"coefficients in [c1={c1:g}, c2={c2:g}] cannot sum to 1 over k={k} "
+                    f"images with positive probability (needs k·c1 < 1 < k·c2)")
+        alpha = (config["alpha_private"],) + (config["alpha_others"],) * (k - 1)
+        rate = acceptance_rate(alpha, c1, c2)
+        if rate < MIN_ACCEPTANCE:
+            return (f"a Dirichlet({alpha[0]:g}, {alpha[1]:g}, …) draw of k={k} coefficients "
+                    f"lies in [c1={c1:g}, c2={c2:g}] with probability about {rate:.2g} (of "
+                    f"{ACCEPTANCE_DRAWS} fixed-seed draws; at least {MIN_ACCEPTANCE:g} needed): "
+                    "widen [c1, c2] or change alpha_private/alpha_others")
+        return None
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.k > 1 and not (self.k * self.c1 <= 1.0 <= self.k * self.c2 and self.c1 <= self.c2):
-            raise ParamError(f"{self.registry_name}: coefficients in [{self.c1}, {self.c2}] "
-                             f"cannot sum to 1 over k={self.k} images")
         self.coefficients: torch.Tensor | None = None  # B×k, of the last batch
 
     def draw_coefficients(self, rows: int, generator: torch.Generator) -> torch.Tensor:

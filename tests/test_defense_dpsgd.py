@@ -264,3 +264,83 @@ def test_defense_table_epsilon_is_the_utility_runs_own(tmp_path):
     assert by_defense["dpsgd(noise_multiplier=1.5)"][columns.index("ε (utility run)")] == \
         f"{own:.2f}"
     assert by_defense["none"][columns.index("ε (utility run)")] == "–"
+
+
+# --- accountant failures --------------------------------------------------------------------
+
+def test_an_accountant_that_raises_gives_no_epsilon_and_one_line_why():
+    """PRV raises on settings the parameters allow (δ = 1e-300: floating point errors): the
+    caller gets ε None and the reason, not an exception that would discard the cell."""
+    eps, note = dp_epsilon(1.0, 1e-9, 1, 1e-300, "prv")
+    assert eps is None
+    assert note.startswith("accountant failed: ValueError: ") and "\n" not in note
+
+
+def test_a_prv_grid_too_large_to_compute_is_not_run():
+    """σ = 0.001 at q = 0.01, T = 1000 asks PRV for ~1e13 grid points (numpy's MemoryError);
+    the size is estimated first and the accountant not run."""
+    from defenses.dpsgd import PRV_MAX_POINTS, prv_grid_points
+
+    assert prv_grid_points(0.001, 0.01, 1000, 1e-5) > 1e12
+    assert prv_grid_points(1.0, 0.01, 1000, 1e-5) < PRV_MAX_POINTS
+    eps, note = dp_epsilon(0.001, 0.01, 1000, 1e-5, "prv")
+    assert eps is None and note.startswith("accountant not run: ") and "rdp" in note
+
+
+def test_an_obviously_expensive_prv_accounting_is_refused_when_the_suite_loads(tmp_path):
+    from helpers import run_cli, write_suite
+
+    path = write_suite(tmp_path / "s.yaml", defenses=[
+        {"dpsgd": {"noise_multiplier": 0.3, "sample_rate": 0.1, "steps": 10_000,
+                   "accountant": "prv"}}])
+    out = run_cli("run", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"leakbench: error: {path}: defenses[0][0].dpsgd: the PRV accountant "
+                           "would need a grid")
+
+
+def test_repeated_accountant_warnings_are_counted_once_in_a_bounded_note(monkeypatch):
+    """Opacus's PRV accountant can emit one numpy warning thousands of times."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    from defenses.dpsgd import NOTE_MAX_CHARS
+
+    def noisy(self, delta):
+        for _ in range(3000):
+            warnings.warn("divide by zero encountered in log", RuntimeWarning, stacklevel=1)
+        warnings.warn("another " * 100, UserWarning, stacklevel=1)
+        return 2.0
+
+    monkeypatch.setattr(RDPAccountant, "get_epsilon", noisy)
+    dp_epsilon.cache_clear()
+    try:
+        eps, note = dp_epsilon(1.0, 0.01, 17, 1e-5, "rdp")
+    finally:
+        dp_epsilon.cache_clear()
+    assert eps == 2.0
+    assert note.startswith("divide by zero encountered in log (×3000); another another")
+    assert len(note) <= NOTE_MAX_CHARS and note.endswith("…")
+
+
+def test_a_failing_accountant_costs_the_utility_run_its_epsilon_not_its_accuracy(tmp_path):
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    utility = {"steps": 3, "batch_size": 8, "lr": 0.05, "eval_size": 50}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=[{"dpsgd": {"accountant": "prv", "delta": 1e-300}}],
+                       attacks=[{"idlg": {"steps": 1}}], utility=utility)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = load_records(tmp_path)
+    (run,) = [r for r in records if r["kind"] == "utility"]
+    (attack,) = [r for r in records if r["kind"] == "attack"]
+    assert run["status"] == "ok", run.get("error")
+    assert 0.0 <= run["metrics"]["accuracy"] <= 1.0
+    assert run["metrics"]["privacy"]["epsilon"] is None
+    assert run["metrics"]["privacy"]["epsilon_note"].startswith("accountant failed: ")
+    assert attack["status"] != "error", attack.get("error")
+    assert attack["defense_info"]["epsilon"] is None

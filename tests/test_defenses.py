@@ -321,6 +321,49 @@ def test_mixup_coefficients_respect_their_bounds():
 
 
 @pytest.mark.parametrize("name", ["mixup", "instahide"])
+@pytest.mark.parametrize("params,problem", [
+    ({"k": 4, "c1": 0.25, "c2": 0.25}, "positive probability"),  # one point of the simplex
+    ({"k": 2, "c1": 0.5, "c2": 0.5}, "positive probability"),
+    ({"k": 4, "c1": 0.0, "c2": 0.2}, "positive probability"),  # 4 × 0.2 < 1
+    ({"k": 4, "c2": 0.26}, "probability about"),  # feasible, ~2 draws in 100 000 accepted
+    ({"k": 4, "alpha_private": 1000.0}, "probability about"),  # λ₀ ≈ 0.997 > c2
+])
+def test_a_coefficient_box_that_is_never_or_almost_never_drawn_is_refused_at_load(
+        tmp_path, name, params, problem):
+    from bench.suite import SuiteError, load_suite
+    from helpers import write_suite
+
+    path = write_suite(tmp_path / "v.yaml", defenses=[{name: params}])
+    with pytest.raises(SuiteError) as err:
+        load_suite(str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: defenses[0][0].{name}: ") and problem in message
+    assert "\n" not in message
+
+
+def test_an_infeasible_mixup_box_exits_2_with_one_line(tmp_path):
+    from helpers import run_cli, write_suite
+
+    path = write_suite(tmp_path / "v.yaml", defenses=[{"mixup": {"k": 2, "c1": 0.5, "c2": 0.5}}])
+    out = run_cli("run", str(path), "--out", str(tmp_path / "out"), "--dry-run")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert f"{path}: defenses[0][0].mixup: coefficients in [c1=0.5, c2=0.5]" in line
+
+
+def test_the_acceptance_estimate_keeps_boxes_the_sampler_meets():
+    from defenses.mixup import MIN_ACCEPTANCE, acceptance_rate
+
+    assert acceptance_rate((3.0, 1.0, 1.0, 1.0), 0.0, 0.65) > 0.5  # GradAttack's box
+    assert acceptance_rate((3.0, 1.0, 1.0), 0.2, 0.5) > 10 * MIN_ACCEPTANCE
+    for k, c2 in ((4, 0.3), (64, 0.05)):  # tight but met: they load and draw
+        mixup = DEFENSES.get("mixup").cls(k=k, c2=c2)
+        lam = mixup.draw_coefficients(4, torch.Generator().manual_seed(0))
+        assert float(lam.max()) <= c2
+    assert DEFENSES.get("mixup").cls(k=1, c1=0.9, c2=0.9).k == 1  # no draw to bound
+
+
+@pytest.mark.parametrize("name", ["mixup", "instahide"])
 def test_mixup_and_instahide_mix_images_and_labels_with_the_same_coefficients(name):
     model = small_model()
     x, y = batch(3)

@@ -135,3 +135,65 @@ def test_utility_pairs_on_the_scenario_not_the_seed_index():
                          for d, s, acc, sc in rows])
     summary = utility_summary(util, "d", "a").set_index("defense")
     assert summary.loc["prune", "drop"] == pytest.approx(0.1)  # against 0.9, not 0.5 or 0.7
+
+
+TEXT_UTILITY = {"steps": 3, "batch_size": 8, "lr": 0.05, "eval_size": 20}
+
+
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_text_datasets_train_and_score_through_the_utility_track(tmp_path, task):
+    """Token ids go to the model as ids (not through the pixel normalisation), and a language
+    model's accuracy is a share of scored positions, never above 1."""
+    suite = make_suite(datasets=[{"pydoc": {"task": task, "seq_len": 8}}],
+                       archs=[{"transformer": {"width": 16, "layers": 1, "heads": 2}}],
+                       defenses=["none", {"noise": {"scale": 0.01}}],
+                       attacks=[{"dlg": {"steps": 1}}], utility=TEXT_UTILITY)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    assert len(records) == 2
+    for r in records:
+        assert r["status"] == "ok", r.get("error")
+        m = r["metrics"]
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["eval_size"] == 20
+        if task == "lm":  # padding targets are not scored: fewer positions than 20 × 8
+            assert 20 <= m["eval_positions"] < 20 * 8
+        else:
+            assert "eval_positions" not in m
+
+
+def test_language_model_accuracy_is_per_scored_position():
+    """2 sequences × 4 positions, 2 of them padding targets: 4 of the 6 others are right."""
+    import torch
+
+    from bench.cells.utility import accuracy
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):  # predicts token 1 at every position
+            logits = torch.zeros(*x.shape, 5)
+            logits[..., 1] = 1.0
+            return logits
+
+    x = torch.ones(2, 4, dtype=torch.long)
+    y = torch.tensor([[1, 1, 2, 0], [1, 3, 1, 0]])
+    assert accuracy(Fixed(), x, y, pad_id=0) == (pytest.approx(4 / 6), 6)
+    assert accuracy(Fixed(), x, y, chunk=1, pad_id=0) == (pytest.approx(4 / 6), 6)
+
+
+def test_a_non_finite_update_has_no_cosine_and_stays_out_of_the_mean(tmp_path):
+    """Noise of std 1e30 overflows fp16 to inf: the cosine of that update is NaN, which
+    clamping to [-1, 1] used to record as a perfect 1.0."""
+    from bench.leaderboard import utility_frame, utility_summary
+
+    chain = {"chain": [{"noise": {"scale": 1e30}}, {"quantize": {"mode": "fp16"}}]}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=["none", chain], attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 3, "batch_size": 8, "lr": 0.1, "eval_size": 50})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    (broken,) = [r for r in records if r["defense_label"] != "none"]
+    assert broken["status"] == "diverged" and broken["metrics"]["diverged_at_step"] == 1
+    assert broken["metrics"]["update_cosine"] is None
+    assert broken["metrics"]["nonfinite_cosine_steps"] == 1
+    summary = utility_summary(utility_frame(records), "digits(size=8)", "mlp(hidden=16)")
+    row = summary.set_index("defense").loc[broken["defense_label"]]
+    assert row["update_cosine_n"] == 0 and row["accuracy"] == pytest.approx(0.1)

@@ -2,15 +2,18 @@
 
 For each defense × arch × dataset × seed of a suite with a ``utility:`` key, train the victim
 from its initialisation for N steps of federated SGD with *defended* updates, then report test
-accuracy, next to the undefended run under the same seeds (the leaderboard pairs them), and the
-mean cosine similarity between the defended and the clean update. BatchNorm running statistics
-follow the batch the client trained on (FedAvg clients send their buffers with their weights);
-defenses act on the weights' update. These are records too:
+accuracy (a language model's: next-token accuracy over the positions whose target is not
+padding), next to the undefended run under the same seeds (the leaderboard pairs them), and the
+mean cosine similarity between the defended and the clean update (over the steps where it is
+finite: an update with an inf or NaN entry has none; None if no step has one). BatchNorm
+running statistics follow the batch the client trained on (FedAvg clients send their buffers
+with their weights); defenses act on the weights' update. These are records too:
 resumable, in the same store, keyed by their own stable id.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -21,8 +24,9 @@ import torch
 from bench.cells.base import RunOptions, register_cell_kind
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
-from bench.data import normalize, other_batches, sample_batch, stack_items
+from bench.data import other_batches, sample_batch, stack_items
 from bench.defend import defend
+from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
 from bench.records import Outcome, UtilityRecord, new_record
 from bench.victim import victim_model
@@ -100,17 +104,49 @@ def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256) -> float:
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256,
+             pad_id: int | None = None) -> tuple[float, int]:
+    """Test accuracy and the number of predictions it is over.
+
+    One prediction per sample for a classifier (single-logit models predict the label's
+    parity); a language model (logits B×L×V, labels B×L) makes one per position, and those
+    whose target is ``pad_id`` are not scored: predicting the padding after a sentence's end
+    is no skill, and counting it would let a short corpus flatter any model. Accuracy is the
+    share of correct predictions among the scored ones.
+    """
     model.eval()
-    correct = 0
+    correct = scored = 0
     for i in range(0, len(x), chunk):
-        logits = model(x[i:i + chunk])
-        if logits.shape[-1] == 1:  # single-logit models predict the label's parity
+        logits, target = model(x[i:i + chunk]), y[i:i + chunk]
+        if logits.dim() == 3:  # next-token prediction: a label per position
+            keep = torch.ones_like(target, dtype=torch.bool) if pad_id is None \
+                else target != pad_id
+            correct += int(((logits.argmax(-1) == target) & keep).sum())
+            scored += int(keep.sum())
+        elif logits.shape[-1] == 1:
             pred_even = logits[:, 0] > 0
-            correct += int((pred_even == (y[i:i + chunk] % 2 == 0)).sum())
+            correct += int((pred_even == (target % 2 == 0)).sum())
+            scored += len(target)
         else:
-            correct += int((logits.argmax(-1) == y[i:i + chunk]).sum())
-    return correct / len(x)
+            correct += int((logits.argmax(-1) == target).sum())
+            scored += len(target)
+    if scored == 0:
+        raise ValueError("the evaluation items have no position to score (all padding)")
+    return correct / scored, scored
+
+
+def run_privacy(chain: list[Any], sample_rate: float, steps: int) -> dict[str, Any] | None:
+    """The privacy guarantee of the first link that reports one for this run's q and T; a
+    link whose accounting raises reports ε None with the reason."""
+    for d in chain:
+        try:
+            info = d.privacy_of_training(sample_rate, steps)
+        except Exception as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            return {"epsilon": None, "epsilon_note": f"accountant failed: {reason}"}
+        if info:
+            return info
+    return None
 
 
 def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
@@ -124,6 +160,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         seeds = cell.derived_seeds()
         dataset = cell.dataset.build()
         meta = dataset.meta()
+        domain = domain_of(meta)  # pixels are normalised, token ids pass through
         model = victim_model(cell.arch.build(), dataset, meta, "init",
                              seeds["scenario"]).to(device)
         chain = [d.build() for d in cell.defense]
@@ -141,7 +178,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         diverged_at = None
         for step in range(cfg["steps"]):
             x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
-            x, y = normalize(x01, meta.mean, meta.std).to(device), y.to(device)
+            x, y = domain.encode(x01).to(device), y.to(device)
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
             clean = compute_update(model, x, y, client)
 
@@ -153,7 +190,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
             a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
             cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
-            cosines.append(max(-1.0, min(1.0, cos)))
+            # an update with a non-finite entry has no cosine (NaN, which clamping turns to 1.0)
+            cosines.append(max(-1.0, min(1.0, cos)) if math.isfinite(cos) else None)
             with torch.no_grad():
                 model.train()
                 if has_bn:  # BatchNorm's running statistics are buffers, not gradients: a
@@ -168,12 +206,11 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         if protocol:
             fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                       "training (no utility cost by construction)")
-        metrics: dict[str, Any] = {"update_cosine": sum(cosines) / len(cosines),
+        finite = [c for c in cosines if c is not None]
+        metrics: dict[str, Any] = {"update_cosine": sum(finite) / len(finite) if finite else None,
                                    "chance": chance}
-        privacy = [p for p in (d.privacy_of_training(
-            cfg["batch_size"] / len(dataset.load("train")), cfg["steps"]) for d in chain) if p]
-        if privacy:  # the ε of this very run (its own q and T), beside its accuracy
-            metrics["privacy"] = privacy[0]
+        if len(finite) < len(cosines):  # left out of the mean, counted
+            metrics["nonfinite_cosine_steps"] = len(cosines) - len(finite)
         if diverged_at is not None:  # a model with non-finite weights predicts nothing
             metrics.update(accuracy=chance, eval_size=0, diverged_at_step=diverged_at)
             fields.update(status="diverged", error=f"training diverged (non-finite weights) at "
@@ -184,9 +221,19 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             # evenly spread over the split: test splits are often ordered by class
             picks = torch.linspace(0, len(test) - 1, n).round().long().unique()
             xt01, yt = stack_items(test, picks)
-            xt, yt = normalize(xt01, meta.mean, meta.std).to(device), yt.to(device)
-            metrics.update(accuracy=accuracy(model, xt, yt), eval_size=len(picks))
+            xt, yt = domain.encode(xt01).to(device), yt.to(device)
+            pad = domain.pad_id if isinstance(domain, TokenDomain) else None
+            acc, scored = accuracy(model, xt, yt, pad_id=pad)
+            metrics.update(accuracy=acc, eval_size=len(picks))
+            if scored != len(picks):  # a language model: scored positions, padding left out
+                metrics["eval_positions"] = scored
             fields.update(status="ok", error=None)
+        # the ε of this very run (its own q and T), beside its accuracy: computed last, so that
+        # an accountant that fails costs the record its ε, never its accuracy
+        privacy = run_privacy(chain, cfg["batch_size"] / len(dataset.load("train")),
+                              cfg["steps"])
+        if privacy:
+            metrics["privacy"] = privacy
         fields["metrics"] = metrics
     except Exception as e:  # a failing cell becomes a record
         fields.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
