@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from attacks.closed_form import ClosedFormAttack, sequential_leaves
+from attacks.labels import count_labels
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
 
@@ -143,12 +144,16 @@ class Analytic(ClosedFormAttack):
         return chosen[:b]
 
     def _labels(self, obs: Observation) -> torch.Tensor | None:
-        """The classes with the most negative last-layer bias gradient (exact at batch 1)."""
+        """Batch 1: the class with the most negative last-layer bias gradient (exact). A
+        larger batch: Geng et al.'s counts (:func:`attacks.labels.count_labels`), which can
+        repeat a class, where the B most negative entries are B distinct classes."""
         linears = [m for m in obs.model.modules() if isinstance(m, nn.Linear)]
         last = linears[-1] if linears else None
         if last is None or last.bias is None or last.out_features < 2 \
                 or not last.bias.requires_grad:
             return None
+        if obs.batch_size > 1:
+            return count_labels(obs).cpu()
         index = {id(p): i for i, p in enumerate(p for p in obs.model.parameters()
                                                   if p.requires_grad)}
         gb = obs.update.tensors[index[id(last.bias)]].flatten()

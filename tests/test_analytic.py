@@ -92,3 +92,16 @@ def test_incompatible_without_a_biased_first_linear_layer():
     assert Analytic().skip_reason(ctx("mlp", {})) is None
     (cell,) = attack_cells(make_suite(archs=["lenet"], attacks=["analytic"]))
     assert run_record(cell, 20.0)["status"] == "skipped"
+
+
+def test_labels_of_a_batch_with_a_repeated_class_are_counted():
+    """The B most negative bias-gradient entries are B distinct classes: a batch holding a
+    class three times lost two of them. Geng et al.'s counts keep the repeats."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 10))
+    y = torch.tensor([3, 3, 3, 7])
+    update = compute_update(model, torch.rand(4, 3, 4, 4), y, ClientSpec())
+    obs = Observation(model=copy.deepcopy(model), update=update, batch_size=4,
+                      domain=PixelBox((3, 4, 4), (0.0,) * 3, (1.0,) * 3), num_classes=10,
+                      client=ClientSpec())
+    assert sorted(Analytic().reconstruct(obs).labels.tolist()) == [3, 3, 3, 7]
