@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -65,6 +66,13 @@ class GradInversion(InvertingGradients):
     )
 
     batched_trials = frozenset()  # its BatchNorm prior hooks the module: restarts run one by one
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        if config.get("group", 0.0) > 0 and config.get("restarts", 1) < 2:
+            return ("group consistency pulls each restart towards the restarts' mean: "
+                    "it needs restarts >= 2")
+        return None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         return self.reconstruct_sequential(obs)

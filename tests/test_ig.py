@@ -284,3 +284,22 @@ def test_resnet_depths(depth, bns, linear_in):
     assert model.fc.in_features == linear_in
     arch.init_weights(model, torch.Generator().manual_seed(0))
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_group_consistency_without_restarts_is_refused_at_load(tmp_path, capsys):
+    """gradinversion's group term pulls each restart towards the restarts' mean: with one
+    restart it was silently a no-op. The suite is refused in one line, exit 2."""
+    import yaml
+
+    from bench.cli import main
+    from helpers import TINY_SUITE
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "grant": ["bn_stats"],
+                                    "attacks": [{"gradinversion": {"group": 0.1}}]}))
+    code = main(["run", str(path), "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "restarts >= 2" in err[0], err
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "grant": ["bn_stats"], "attacks": [
+        {"gradinversion": {"group": 0.1, "restarts": 2}}]}))
+    assert main(["run", str(path), "--dry-run"]) == 0
