@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attacks.dager import numerical_rank
 from bench.cells import RunOptions
 from bench.pipeline import attack, observe, score_attack
 from bench.suite import attack_cells
@@ -13,8 +14,9 @@ from helpers import CPU, make_suite
 PYDOC = {"pydoc": {"task": "lm", "seq_len": 12}}
 
 
-def cells(attacks, batch_size, seeds=2, width=128, dataset=PYDOC, victim="init"):
-    return attack_cells(make_suite(datasets=[dataset], archs=[{"transformer": {"width": width}}],
+def cells(attacks, batch_size, seeds=2, width=128, dataset=PYDOC, victim="init", layers=2):
+    arch = {"transformer": {"width": width, "layers": layers}}
+    return attack_cells(make_suite(datasets=[dataset], archs=[arch],
                                    batch_size=batch_size, attacks=attacks, seeds=seeds,
                                    victim=victim))
 
@@ -56,6 +58,43 @@ def test_dager_classifier_victim_and_its_bound_report_when_exceeded():
     _, recon, metrics, _ = scored(wide)
     assert recon.info["bound_exceeded"] is True and recon.info["rows"] == 48
     assert metrics["exact"] < 1.0
+
+
+def test_dager_bound_is_the_dimension_the_candidate_rows_span():
+    """LayerNorm at init (gain 1, bias 0) puts every candidate row in the (d−1)-dimensional
+    plane of zero-sum vectors: at B·L = d − 1 = 35 the gradient's span is that whole plane and
+    every token passes the first-layer check, so the bound is exceeded there, not at d."""
+    short = {"pydoc": {"task": "lm", "seq_len": 7}}
+    (below,) = cells(["dager"], 4, seeds=1, width=36, dataset=short)  # 28 rows
+    (at,) = cells(["dager"], 5, seeds=1, width=36, dataset=short)  # 35 rows
+    info = attack(at, observe(at, CPU).obs).recon.info
+    assert info["rows"] == 35 and info["bound_exceeded"] is True
+    assert info["candidate_dim"] == 35
+    assert info["tokens_in_span"] > 35  # non-batch tokens pass: the check is vacuous
+    _, recon, metrics, _ = scored(below)
+    assert recon.info["bound_exceeded"] is False and metrics["exact"] == 1.0
+    assert recon.info["candidate_dim"] == 35 and recon.info["tokens_in_span"] <= 28
+
+
+def test_dager_reports_the_gradients_numerical_rank():
+    # repeated rows (the same token at the same position) add no direction to the gradient
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(6, 16, generator=g)
+    grad = torch.randn(48, 8, generator=g) @ torch.cat([rows, rows[:2]])  # 8 rows, rank 6
+    assert numerical_rank(grad) == 6
+    assert numerical_rank(torch.zeros(4, 4)) == 0
+
+
+@pytest.mark.parametrize("batch", [2, 4])
+def test_dager_checks_sequences_at_the_one_blocks_later_layers(batch):
+    """With one block the sequences are still checked: its attention output and MLP maps
+    see a function of the prefix (the attention is causal)."""
+    for cell in cells(["dager"], batch, width=64, layers=1,
+                      dataset={"pydoc": {"task": "lm", "seq_len": 8}}):
+        observed, recon, metrics, ids = scored(cell)
+        assert metrics["exact"] == 1.0
+        assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
+        assert recon.info["layers_checked"] == 3  # 0.proj, 0.mlp.0, 0.mlp.2
 
 
 SMALL = {"pydoc": {"task": "classify", "seq_len": 6}}
