@@ -5,7 +5,8 @@ The weight gradient of a linear layer is Σₜ δₜ zₜᵀ over the B·L input
 row space is spanned by those rows and its rank is at most B·L. When B·L is below the
 dimension the candidate rows span (at most the width d), a vector z lies in that span
 (numerically: its relative residual after projection onto the gradient's top singular
-vectors is below ``tolerance``) only if it is a linear combination of the rows. DAGER tests every possible row:
+vectors is below ``tolerance``) only if it is a linear combination of the rows. DAGER
+tests every possible row:
 
 1. Layer 1: the first block's query/key/value map (``blocks.0.qkv``) sees
    z = LayerNorm(token embedding + position embedding). A token v is in the batch iff
