@@ -154,3 +154,28 @@ def test_dlg_on_text_keeps_to_the_evaluation_cap(line_search):
         recon = attack(cell, observe(cell, CPU).obs).recon
         assert recon.grad_evals <= cap
         assert recon.grad_evals >= cap - 1  # the budget is used (a search needs 2)
+
+
+def dlg_text(budget=None, **params):
+    suite = make_suite(datasets=[SMALL], archs=[{"transformer": {"width": 32}}],
+                       attacks=[{"dlg": params}], **({"budget": budget} if budget else {}))
+    (cell,) = attack_cells(suite)
+    return attack(cell, observe(cell, CPU).obs).recon
+
+
+def test_dlg_on_text_stops_at_its_steps_and_the_suites_max_iterations():
+    # a step of 1e-12 ends each L-BFGS step early (tolerance_change): another step is not
+    # a free one, as the image path counts them
+    recon = dlg_text(steps=3, lr=1e-12)
+    assert recon.iterations == 3 and recon.info["stop_reason"] == "steps"
+    capped = dlg_text(budget={"max_iterations": 3}, steps=50, lr=1e-12)
+    assert capped.iterations == 3 and capped.grad_evals <= 3 * 20
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_dlg_on_text_stops_on_a_plateau_as_the_image_path_does(patience):
+    # min_rel_improvement 1: no step gains its whole loss, so the patience rule stops the run
+    # once it has `patience` steps to compare
+    recon = dlg_text(steps=6, patience=patience, min_rel_improvement=1.0)
+    assert recon.iterations == patience + 1 and recon.info["stop_reason"] == "patience"
+    assert dlg_text(steps=6, patience=0, min_rel_improvement=1.0).iterations == 6
