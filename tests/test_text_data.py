@@ -3,6 +3,8 @@ a folder of .txt files through the same component, and the transformer's shapes.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -69,6 +71,24 @@ def test_a_folder_of_txt_files_loads_through_the_same_component(tmp_path):
     assert x.shape[1] == 6 and len(x) + len(ds.load("test")) == 6
     with pytest.raises(LeakbenchError, match="textfolder"):
         TextFolder(root=str(tmp_path / "missing")).meta()
+
+
+def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(monkeypatch):
+    """Sentences began only before [A-Z"'(]: a Russian text was one sentence per paragraph.
+    A non-ASCII character that is no lower-case letter begins one now; English text, pydoc's
+    included, splits as it did."""
+    text = "Это море и гора. Это кот и дом! «Кот» спит на окне. это не начало предложения."
+    assert textcorpus.prose_sentences(text) == [
+        "Это море и гора.", "Это кот и дом!",
+        "«Кот» спит на окне. это не начало предложения."]
+    assert textcorpus.split_sentences("Ein Satz hier. Über den Fluss. über nichts.") == [
+        "Ein Satz hier.", "Über den Fluss. über nichts."]
+    from pydoc_data.topics import topics
+
+    now = [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
+    before = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")  # the rule pydoc's results were run with
+    monkeypatch.setattr(textcorpus, "split_sentences", before.split)
+    assert now == [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
 
 
 @pytest.mark.parametrize("task", ["lm", "classify"])
