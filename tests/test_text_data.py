@@ -14,6 +14,7 @@ from bench.datasets import text_common
 from bench.datasets.pydoc_text import PydocText
 from bench.datasets.textfolder import TextFolder
 from bench.registry import ARCHS, LeakbenchError
+from helpers import run_cli, write_suite
 
 
 def test_pydoc_splits_are_deterministic_disjoint_and_both_tasks_share_the_tokenizer():
@@ -89,6 +90,26 @@ def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(mo
     before = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")  # the rule pydoc's results were run with
     monkeypatch.setattr(textcorpus, "split_sentences", before.split)
     assert now == [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
+
+
+@pytest.mark.parametrize("case", ["no sentence", "one topic"])
+def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
+    """They raised ValueError while the cells were expanded: a traceback and exit status 1."""
+    folder = tmp_path / "text"
+    folder.mkdir()
+    if case == "no sentence":
+        (folder / "a.txt").write_text("Too short.\n\nNo.\n")
+        dataset, expected = {"textfolder": {"root": str(folder)}}, "hold no sentence"
+    else:
+        (folder / "a.txt").write_text("This is one sentence here. This is another one here.\n")
+        dataset = {"textfolder": {"root": str(folder), "task": "classify"}}
+        expected = "textfolder: task classify needs at least two topics"
+    suite = write_suite(tmp_path / "s.yaml", datasets=[dataset],
+                        archs=[{"transformer": {"width": 32}}], attacks=["dager"])
+    done = run_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("task", ["lm", "classify"])
