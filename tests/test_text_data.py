@@ -14,7 +14,7 @@ from bench.datasets import text_common
 from bench.datasets.pydoc_text import PydocText
 from bench.datasets.textfolder import TextFolder
 from bench.registry import ARCHS, LeakbenchError
-from helpers import run_cli, write_suite
+from helpers import make_suite, run_cli, write_suite
 
 
 def test_pydoc_splits_are_deterministic_disjoint_and_both_tasks_share_the_tokenizer():
@@ -167,3 +167,12 @@ def test_transformer_shapes_take_ids_or_embeddings(task):
         assert torch.allclose(model(changed)[:, :-1], out[:, :-1], atol=1e-6)
     with pytest.raises(ValueError, match="text"):
         arch.build((1, 16, 16), 10)
+
+
+def test_a_width_the_heads_do_not_divide_is_refused_when_the_suite_loads():
+    """It was refused when a cell built the model: every cell an error record."""
+    with pytest.raises(LeakbenchError, match="width 30 is not divisible by heads 4"):
+        make_suite(datasets=[{"pydoc": {"seq_len": 6}}], archs=[{"transformer": {"width": 30}}],
+                   attacks=["dager"])
+    with pytest.raises(LeakbenchError, match="not divisible"):
+        ARCHS.get("transformer").cls(width=30, heads=4)
