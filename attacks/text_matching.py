@@ -134,6 +134,8 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             if iterations % 10 == 1:
                 trace.append(float(value.detach()))
             diverged = not math.isfinite(float(value.detach()))
+    # a last step may leave non-finite dummies behind a finite loss: no token is nearest
+    diverged = diverged or not bool(torch.isfinite(emb).all() and torch.isfinite(logits).all())
     ids = nearest_tokens(model, emb) if not diverged else torch.zeros(batch, length,
                                                                        dtype=torch.long)
     labels = None if lm else logits.detach().argmax(dim=-1).cpu()

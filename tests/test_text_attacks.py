@@ -9,7 +9,7 @@ from attacks.dager import numerical_rank
 from bench.cells import RunOptions
 from bench.pipeline import attack, observe, score_attack
 from bench.suite import attack_cells
-from helpers import CPU, make_suite
+from helpers import CPU, make_suite, run_record
 
 PYDOC = {"pydoc": {"task": "lm", "seq_len": 12}}
 
@@ -179,3 +179,21 @@ def test_dlg_on_text_stops_on_a_plateau_as_the_image_path_does(patience):
     recon = dlg_text(steps=6, patience=patience, min_rel_improvement=1.0)
     assert recon.iterations == patience + 1 and recon.info["stop_reason"] == "patience"
     assert dlg_text(steps=6, patience=0, min_rel_improvement=1.0).iterations == 6
+
+
+def test_tag_whose_last_step_leaves_non_finite_embeddings_is_a_diverged_record(monkeypatch):
+    # a step from a finite loss that leaves a non-finite dummy (here forced): no token is
+    # nearest to it, so the cell is diverged, not scored on argmax(nan)
+    adam = torch.optim.Adam
+
+    class Overflowing(adam):
+        def step(self, closure=None):
+            out = super().step(closure)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+            return out
+
+    monkeypatch.setattr(torch.optim, "Adam", Overflowing)
+    (cell,) = cells([{"tag": {"iterations": 1}}], 1, seeds=1, width=32, dataset=SMALL)
+    record = run_record(cell)
+    assert record["status"] == "diverged" and record["attack_info"]["diverged"] is True
