@@ -2,10 +2,11 @@
 Müller, Vechev. DAGER: Exact Gradient Inversion for Large Language Models. NeurIPS 2024).
 
 The weight gradient of a linear layer is Σₜ δₜ zₜᵀ over the B·L input rows zₜ it saw, so its
-row space is spanned by those rows and its rank is at most B·L. When B·L is below the width
-d, a vector z lies in that span (numerically: its relative residual after projection onto
-the gradient's top singular vectors is below ``tolerance``) only if it is a linear
-combination of the rows. DAGER tests every possible row:
+row space is spanned by those rows and its rank is at most B·L. When B·L is below the
+dimension the candidate rows span (at most the width d), a vector z lies in that span
+(numerically: its relative residual after projection onto the gradient's top singular
+vectors is below ``tolerance``) only if it is a linear combination of the rows. DAGER
+tests every possible row:
 
 1. Layer 1: the first block's query/key/value map (``blocks.0.qkv``) sees
    z = LayerNorm(token embedding + position embedding). A token v is in the batch iff
@@ -25,9 +26,16 @@ combination of the rows. DAGER tests every possible row:
    a false prefix that scores well at its last token; a sequence crossing two chosen ones
    (it adds no new first-layer row) is skipped.
 
-Exact while B·L < d; when B·L ≥ d the span is the whole space, every candidate passes, and
-the record says so (``bound_exceeded``). With one block, sequences cannot be checked at a
-second layer: a batch above 1 is then assembled by residual rank at each position.
+Exact while B·L is below the dimension the candidate rows span: the check reads LayerNorm
+outputs, and at initialisation (gain 1, bias 0) every one sums to zero, so the candidates lie
+in a (d−1)-dimensional plane and at B·L = d − 1 the gradient's row space is that whole plane.
+That dimension is counted to the tolerance (``candidate_dim``: the fewest principal directions
+of the unit candidate rows that leave them an RMS residual ≤ ``tolerance``; by Eckart–Young no
+span of fewer dimensions holds them all). When B·L reaches it, or when more distinct tokens
+pass the first-layer check than the batch has rows, the check no longer separates the batch
+from the rest and the record says so (``bound_exceeded``). With one block, the sequences are
+checked at its attention output and MLP maps (the attention is causal: their input at a
+position is a function of the prefix up to it).
 """
 
 from __future__ import annotations
@@ -50,6 +58,26 @@ def row_basis(grad: torch.Tensor, cap: int, rank_tol: float) -> torch.Tensor:
         return torch.zeros(vh.shape[-1], 0, dtype=torch.float64)
     r = int((s > rank_tol * s[0]).sum()) if rank_tol > 0 else int((s > 0).sum())
     return vh[: max(1, min(r, cap))].T
+
+
+def numerical_rank(grad: torch.Tensor) -> int:
+    """The numerical rank of ``grad``: its singular values above the largest × max(m, n) × the
+    machine epsilon of its dtype (NumPy's ``matrix_rank`` rule)."""
+    s = torch.linalg.svdvals(grad.detach().double().cpu())
+    if s.numel() == 0 or float(s[0]) == 0.0:
+        return 0
+    eps = torch.finfo(grad.dtype).eps if grad.dtype.is_floating_point else 0.0
+    return int((s > s[0] * max(grad.shape) * eps).sum())
+
+
+def span_dimension(gram: torch.Tensor, count: int, tolerance: float) -> int:
+    """The fewest principal directions of ``count`` unit rows, given their Gram matrix
+    (d×d, Σ zzᵀ), that leave them an RMS relative residual ≤ ``tolerance``: the dimension the
+    rows span, counted to the span check's tolerance."""
+    ev = torch.linalg.eigvalsh(gram.double()).flip(0).clamp_min(0.0)  # descending
+    tail = ev.flip(0).cumsum(0).flip(0) / max(count, 1)  # tail[k]: mean residual² beyond k
+    within = (tail <= tolerance ** 2).nonzero()
+    return int(within[0]) if len(within) else int(ev.numel())
 
 
 def residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -107,7 +135,7 @@ def new_span(span: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 class Dager(Attack):
     """Span checks of the layers' gradients: the batch's tokens at the first attention layer,
     then its sequences by beam extension over every later layer (exact while batch × length
-    < width)."""
+    is below the dimension the first layer's candidate rows span: width − 1 at init)."""
 
     paper = ("Petrov, Dimitrov, Baader, Müller, Vechev. DAGER: Exact Gradient Inversion for "
              "Large Language Models. NeurIPS 2024")
@@ -132,18 +160,22 @@ class Dager(Attack):
         grads = dict(zip([n for n, p in model.named_parameters() if p.requires_grad],
                          obs.update.tensors))
         batch, length = obs.batch_size, obs.input_shape[0]
-        width = model.tok.weight.shape[1]
-        cap = min(batch * length, width)
+        rows, width = batch * length, model.tok.weight.shape[1]
+        cap = min(rows, width)
         basis1 = row_basis(grads["blocks.0.qkv.weight"], cap, self.rank_tol)
-        info: dict[str, Any] = {"rows": batch * length, "width": width,
-                                "bound_exceeded": batch * length >= width,
-                                "rank_layer1": basis1.shape[1]}
         with torch.no_grad():
-            per_position = self._tokens(model, basis1, batch, length)
+            residuals, gram = self._residuals(model, basis1, length)
+            dim = span_dimension(gram, len(residuals) * len(residuals[0]), self.tolerance)
+            in_span = int(torch.stack([r <= self.tolerance for r in residuals]).any(0).sum())
+            info: dict[str, Any] = {
+                "rows": rows, "width": width, "candidate_dim": dim, "tokens_in_span": in_span,
+                "bound_exceeded": rows >= dim or in_span > rows,
+                "rank_layer1": numerical_rank(grads["blocks.0.qkv.weight"])}
+            per_position = self._tokens(residuals, batch, length)
             info["tokens_per_position"] = [len(t) for t in per_position]
-            if batch == 1 or len(model.blocks) < 2:
+            if batch == 1 or not prefix_layers(model):
                 seqs = self._by_rank(per_position, batch)
-                info["ordering"] = "one sequence" if batch == 1 else "residual rank (one block)"
+                info["ordering"] = "one sequence" if batch == 1 else "residual rank"
             else:
                 info["layers_checked"] = len(prefix_layers(model))
                 found = self._token_set(per_position, cap)
@@ -154,16 +186,27 @@ class Dager(Attack):
         data = torch.tensor(seqs, dtype=torch.long)
         return Reconstruction(data=data, iterations=0, grad_evals=0, info=info)
 
-    def _tokens(self, model: nn.Module, basis: torch.Tensor, batch: int, length: int
-                ) -> list[list[tuple[float, int]]]:
-        """Per position, (residual, token) of the tokens in the span, best first: at least
-        the best one, at most B·L (the answer at B = 1 and the one-block fallback read the
-        first ones; the token set at B > 1 reads them all)."""
+    @staticmethod
+    def _residuals(model: nn.Module, basis: torch.Tensor, length: int
+                   ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per position, every token's relative residual z(v, p) against ``basis``; and the
+        Gram matrix (d×d) of the unit candidate rows z(v, p)/‖z(v, p)‖ over all of them."""
         emb = model.tok.weight
-        out = []
+        out, gram = [], torch.zeros(emb.shape[1], emb.shape[1], dtype=torch.float64)
         for p in range(length):
             z = model.blocks[0].ln1(emb + model.pos.weight[p])
-            res = residual(z, basis)
+            out.append(residual(z, basis))
+            unit = nn.functional.normalize(z.double().cpu(), dim=-1)
+            gram += unit.T @ unit
+        return out, gram
+
+    def _tokens(self, residuals: list[torch.Tensor], batch: int, length: int
+                ) -> list[list[tuple[float, int]]]:
+        """Per position, (residual, token) of the tokens in the span, best first: at least
+        the best one, at most B·L (the answer at B = 1 reads the first one; the token set at
+        B > 1 reads them all)."""
+        out = []
+        for res in residuals:
             order = torch.argsort(res)
             keep = [(float(res[i]), int(i)) for i in order[: max(batch, length * batch)]
                     if res[i] <= self.tolerance]

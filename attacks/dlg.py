@@ -15,6 +15,7 @@ from attacks.lbfgs_trials import (
     planned_restarts,
     run_trials_lbfgs,
 )
+from attacks.stopping import Plateau
 from attacks.text_matching import optimise_text, text_incompatibility
 from attacks.trials import TrialEngine
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
@@ -28,7 +29,8 @@ class DLG(Attack):
     Cells differing only by seed are trials of one vectorised pass, each with its own L-BFGS
     state (see :mod:`attacks.batched_lbfgs`). On text (the paper's Sec. 4.2) the dummies are
     token embeddings, projected to the nearest tokens at the end
-    (:mod:`attacks.text_matching`), one cell at a time."""
+    (:mod:`attacks.text_matching`), one cell at a time, with the same steps, caps and
+    ``patience``."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
@@ -44,9 +46,10 @@ class DLG(Attack):
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         if observations[0].domain.kind == "tokens":
+            plateau = Plateau(self.patience, self.min_rel_improvement)
             return [optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
                                   self.max_eval_per_step, self.history_size,
-                                  line_search_fn(self.line_search))
+                                  line_search_fn(self.line_search), plateau)
                     for o in observations]
         restarts = planned_restarts(self.restarts, observations[0])
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]

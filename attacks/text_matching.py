@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from attacks.stopping import Plateau
 from bench.client import training_loss
 from bench.contracts import CellContext, Observation, Reconstruction
 
@@ -51,10 +52,17 @@ def nearest_tokens(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
 
 def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: int, lr: float,
                   max_eval_per_step: int = 20, history_size: int = 100,
-                  line_search_fn: str | None = None) -> Reconstruction:
+                  line_search_fn: str | None = None, plateau: Plateau | None = None
+                  ) -> Reconstruction:
     """Match gradients from dummy embeddings and soft labels with L-BFGS (one step = up to
     ``max_eval_per_step`` evaluations) or Adam (one evaluation per step), within the
-    suite's caps; the dummies are drawn from the cell's attack generator."""
+    suite's caps; the dummies are drawn from the cell's attack generator.
+
+    As on images, at most ``steps`` steps and the suite's ``max_iterations`` (torch's L-BFGS
+    step may end early on its tolerances: another is not an extra step), and at most
+    ``steps`` × ``max_eval_per_step`` and ``max_grad_evals`` evaluations. ``plateau``
+    (L-BFGS): stop once the running best loss, one value per step (the lowest evaluated by
+    the step's end), has stalled (:class:`attacks.stopping.Plateau`)."""
     model = obs.model.to(obs.device)
     model.train()
     params, target = matched(model, obs.update.tensors)
@@ -68,22 +76,27 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
     logits = torch.randn(shape, generator=g).to(obs.device)
     emb.requires_grad_(True)
     logits.requires_grad_(True)
+    if obs.max_iterations:
+        steps = min(steps, obs.max_iterations)
     budget = steps * (max_eval_per_step if optimizer == "lbfgs" else 1)
-    for cap in (obs.max_grad_evals, obs.max_iterations and obs.max_iterations * (
-            max_eval_per_step if optimizer == "lbfgs" else 1)):
-        if cap:
-            budget = min(budget, cap)
+    if obs.max_grad_evals:
+        budget = min(budget, obs.max_grad_evals)
+    plateau = plateau or Plateau()
     trace: list[float] = []
+    bests: list[float] = []  # the running best loss at each L-BFGS step's end
     evals = 0
+    best = math.inf
 
     def loss_now() -> torch.Tensor:
-        nonlocal evals
+        nonlocal evals, best
         evals += 1
         loss = training_loss(model(emb), logits.softmax(dim=-1))
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        return distance(grads, target)
+        value = distance(grads, target)
+        best = min(best, float(value.detach()))
+        return value
 
-    diverged = False
+    diverged = stalled = False
     iterations = 0
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([emb, logits], lr=lr, max_iter=max_eval_per_step,
@@ -95,7 +108,7 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             value.backward()
             return value
 
-        while evals < budget and not diverged:
+        while iterations < steps and evals < budget and not diverged and not stalled:
             left = budget - evals
             group = opt.param_groups[0]
             group["max_iter"] = min(max_eval_per_step, left)
@@ -108,9 +121,11 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             iterations += 1
             trace.append(value)
             diverged = not math.isfinite(value) or not bool(torch.isfinite(emb).all())
+            bests.append(best)
+            stalled = plateau.stalled(bests)
     else:
         opt = torch.optim.Adam([emb, logits], lr=lr)
-        while evals < budget and not diverged:
+        while iterations < steps and evals < budget and not diverged:
             opt.zero_grad()
             value = loss_now()
             value.backward()
@@ -119,10 +134,23 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             if iterations % 10 == 1:
                 trace.append(float(value.detach()))
             diverged = not math.isfinite(float(value.detach()))
+    # a last step may leave non-finite dummies behind a finite loss: no token is nearest
+    diverged = diverged or not bool(torch.isfinite(emb).all() and torch.isfinite(logits).all())
     ids = nearest_tokens(model, emb) if not diverged else torch.zeros(batch, length,
                                                                        dtype=torch.long)
     labels = None if lm else logits.detach().argmax(dim=-1).cpu()
     return Reconstruction(data=ids.cpu(), labels=labels, iterations=iterations,
                           grad_evals=evals, loss_trace=trace,
                           info={"diverged": diverged, "optimizer": optimizer,
-                                "final_loss": trace[-1] if trace else None})
+                                "final_loss": trace[-1] if trace else None,
+                                "stop_reason": _stop_reason(diverged, stalled, iterations,
+                                                            steps)})
+
+
+def _stop_reason(diverged: bool, stalled: bool, iterations: int, steps: int) -> str:
+    """Why the optimisation stopped, in the image path's words."""
+    if diverged:
+        return "diverged"
+    if stalled:
+        return "patience"
+    return "steps" if iterations >= steps else "max_grad_evals"

@@ -26,12 +26,32 @@ from bench.cache import cache_root, cached, settings_key
 PAD, UNK = "[PAD]", "[UNK]"
 MIN_WORDS = 4  # shorter fragments (list items, labels) are not sentences
 _HEADING = re.compile(r"^[*=\-~^]{3,}\s*$")
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+_BREAK = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_STARTS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ\"'(")
+
+
+def _starts_sentence(c: str) -> bool:
+    """Whether a sentence may begin with ``c``: an ASCII capital, quote or parenthesis, or a
+    non-ASCII character that is not a lower-case letter (a capital of another script, a
+    letter of an uncased one, « or “)."""
+    return c in _STARTS or (ord(c) > 127 and not c.islower())
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """``paragraph`` cut after . ! ? and whitespace, where the next character may begin a
+    sentence (:func:`_starts_sentence`)."""
+    out, start = [], 0
+    for m in _BREAK.finditer(paragraph):
+        if _starts_sentence(paragraph[m.end()]):
+            out.append(paragraph[start:m.start()])
+            start = m.end()
+    return out + [paragraph[start:]]
 
 
 def prose_sentences(text: str) -> list[str]:
     """Sentences of reStructuredText-like prose: indented blocks (code, grammar) and headings
-    dropped, paragraphs joined, split after . ! ? before a capital or a quote."""
+    dropped, paragraphs joined, split after . ! ? before a capital (of any script) or a
+    quote (:func:`split_sentences`)."""
     lines = text.splitlines()
     paragraphs, current = [], []
     for i, line in enumerate(lines):
@@ -44,7 +64,7 @@ def prose_sentences(text: str) -> list[str]:
         current.append(line.strip())
     if current:
         paragraphs.append(" ".join(current))
-    return [s.strip() for p in paragraphs for s in _SPLIT.split(p)
+    return [s.strip() for p in paragraphs for s in split_sentences(p)
             if len(s.split()) >= MIN_WORDS]
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attacks.dager import numerical_rank
 from bench.cells import RunOptions
 from bench.pipeline import attack, observe, score_attack
 from bench.suite import attack_cells
-from helpers import CPU, make_suite
+from helpers import CPU, make_suite, run_record
 
 PYDOC = {"pydoc": {"task": "lm", "seq_len": 12}}
 
 
-def cells(attacks, batch_size, seeds=2, width=128, dataset=PYDOC, victim="init"):
-    return attack_cells(make_suite(datasets=[dataset], archs=[{"transformer": {"width": width}}],
+def cells(attacks, batch_size, seeds=2, width=128, dataset=PYDOC, victim="init", layers=2):
+    arch = {"transformer": {"width": width, "layers": layers}}
+    return attack_cells(make_suite(datasets=[dataset], archs=[arch],
                                    batch_size=batch_size, attacks=attacks, seeds=seeds,
                                    victim=victim))
 
@@ -56,6 +58,43 @@ def test_dager_classifier_victim_and_its_bound_report_when_exceeded():
     _, recon, metrics, _ = scored(wide)
     assert recon.info["bound_exceeded"] is True and recon.info["rows"] == 48
     assert metrics["exact"] < 1.0
+
+
+def test_dager_bound_is_the_dimension_the_candidate_rows_span():
+    """LayerNorm at init (gain 1, bias 0) puts every candidate row in the (d−1)-dimensional
+    plane of zero-sum vectors: at B·L = d − 1 = 35 the gradient's span is that whole plane and
+    every token passes the first-layer check, so the bound is exceeded there, not at d."""
+    short = {"pydoc": {"task": "lm", "seq_len": 7}}
+    (below,) = cells(["dager"], 4, seeds=1, width=36, dataset=short)  # 28 rows
+    (at,) = cells(["dager"], 5, seeds=1, width=36, dataset=short)  # 35 rows
+    info = attack(at, observe(at, CPU).obs).recon.info
+    assert info["rows"] == 35 and info["bound_exceeded"] is True
+    assert info["candidate_dim"] == 35
+    assert info["tokens_in_span"] > 35  # non-batch tokens pass: the check is vacuous
+    _, recon, metrics, _ = scored(below)
+    assert recon.info["bound_exceeded"] is False and metrics["exact"] == 1.0
+    assert recon.info["candidate_dim"] == 35 and recon.info["tokens_in_span"] <= 28
+
+
+def test_dager_reports_the_gradients_numerical_rank():
+    # repeated rows (the same token at the same position) add no direction to the gradient
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(6, 16, generator=g)
+    grad = torch.randn(48, 8, generator=g) @ torch.cat([rows, rows[:2]])  # 8 rows, rank 6
+    assert numerical_rank(grad) == 6
+    assert numerical_rank(torch.zeros(4, 4)) == 0
+
+
+@pytest.mark.parametrize("batch", [2, 4])
+def test_dager_checks_sequences_at_the_one_blocks_later_layers(batch):
+    """With one block the sequences are still checked: its attention output and MLP maps
+    see a function of the prefix (the attention is causal)."""
+    for cell in cells(["dager"], batch, width=64, layers=1,
+                      dataset={"pydoc": {"task": "lm", "seq_len": 8}}):
+        observed, recon, metrics, ids = scored(cell)
+        assert metrics["exact"] == 1.0
+        assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
+        assert recon.info["layers_checked"] == 3  # 0.proj, 0.mlp.0, 0.mlp.2
 
 
 SMALL = {"pydoc": {"task": "classify", "seq_len": 6}}
@@ -115,3 +154,46 @@ def test_dlg_on_text_keeps_to_the_evaluation_cap(line_search):
         recon = attack(cell, observe(cell, CPU).obs).recon
         assert recon.grad_evals <= cap
         assert recon.grad_evals >= cap - 1  # the budget is used (a search needs 2)
+
+
+def dlg_text(budget=None, **params):
+    suite = make_suite(datasets=[SMALL], archs=[{"transformer": {"width": 32}}],
+                       attacks=[{"dlg": params}], **({"budget": budget} if budget else {}))
+    (cell,) = attack_cells(suite)
+    return attack(cell, observe(cell, CPU).obs).recon
+
+
+def test_dlg_on_text_stops_at_its_steps_and_the_suites_max_iterations():
+    # a step of 1e-12 ends each L-BFGS step early (tolerance_change): another step is not
+    # a free one, as the image path counts them
+    recon = dlg_text(steps=3, lr=1e-12)
+    assert recon.iterations == 3 and recon.info["stop_reason"] == "steps"
+    capped = dlg_text(budget={"max_iterations": 3}, steps=50, lr=1e-12)
+    assert capped.iterations == 3 and capped.grad_evals <= 3 * 20
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_dlg_on_text_stops_on_a_plateau_as_the_image_path_does(patience):
+    # min_rel_improvement 1: no step gains its whole loss, so the patience rule stops the run
+    # once it has `patience` steps to compare
+    recon = dlg_text(steps=6, patience=patience, min_rel_improvement=1.0)
+    assert recon.iterations == patience + 1 and recon.info["stop_reason"] == "patience"
+    assert dlg_text(steps=6, patience=0, min_rel_improvement=1.0).iterations == 6
+
+
+def test_tag_whose_last_step_leaves_non_finite_embeddings_is_a_diverged_record(monkeypatch):
+    # a step from a finite loss that leaves a non-finite dummy (here forced): no token is
+    # nearest to it, so the cell is diverged, not scored on argmax(nan)
+    adam = torch.optim.Adam
+
+    class Overflowing(adam):
+        def step(self, closure=None):
+            out = super().step(closure)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+            return out
+
+    monkeypatch.setattr(torch.optim, "Adam", Overflowing)
+    (cell,) = cells([{"tag": {"iterations": 1}}], 1, seeds=1, width=32, dataset=SMALL)
+    record = run_record(cell)
+    assert record["status"] == "diverged" and record["attack_info"]["diverged"] is True

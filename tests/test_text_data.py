@@ -3,6 +3,8 @@ a folder of .txt files through the same component, and the transformer's shapes.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from bench.datasets import text_common
 from bench.datasets.pydoc_text import PydocText
 from bench.datasets.textfolder import TextFolder
 from bench.registry import ARCHS, LeakbenchError
+from helpers import make_suite, run_cli, write_suite
 
 
 def test_pydoc_splits_are_deterministic_disjoint_and_both_tasks_share_the_tokenizer():
@@ -71,6 +74,44 @@ def test_a_folder_of_txt_files_loads_through_the_same_component(tmp_path):
         TextFolder(root=str(tmp_path / "missing")).meta()
 
 
+def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(monkeypatch):
+    """Sentences began only before [A-Z"'(]: a Russian text was one sentence per paragraph.
+    A non-ASCII character that is no lower-case letter begins one now; English text, pydoc's
+    included, splits as it did."""
+    text = "Это море и гора. Это кот и дом! «Кот» спит на окне. это не начало предложения."
+    assert textcorpus.prose_sentences(text) == [
+        "Это море и гора.", "Это кот и дом!",
+        "«Кот» спит на окне. это не начало предложения."]
+    assert textcorpus.split_sentences("Ein Satz hier. Über den Fluss. über nichts.") == [
+        "Ein Satz hier.", "Über den Fluss. über nichts."]
+    from pydoc_data.topics import topics
+
+    now = [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
+    before = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")  # the rule pydoc's results were run with
+    monkeypatch.setattr(textcorpus, "split_sentences", before.split)
+    assert now == [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
+
+
+@pytest.mark.parametrize("case", ["no sentence", "one topic"])
+def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
+    """They raised ValueError while the cells were expanded: a traceback and exit status 1."""
+    folder = tmp_path / "text"
+    folder.mkdir()
+    if case == "no sentence":
+        (folder / "a.txt").write_text("Too short.\n\nNo.\n")
+        dataset, expected = {"textfolder": {"root": str(folder)}}, "hold no sentence"
+    else:
+        (folder / "a.txt").write_text("This is one sentence here. This is another one here.\n")
+        dataset = {"textfolder": {"root": str(folder), "task": "classify"}}
+        expected = "textfolder: task classify needs at least two topics"
+    suite = write_suite(tmp_path / "s.yaml", datasets=[dataset],
+                        archs=[{"transformer": {"width": 32}}], attacks=["dager"])
+    done = run_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("task", ["lm", "classify"])
 def test_no_test_sequence_is_also_a_training_sequence(task):
     """pydoc repeats passages (and truncation makes sentences equal): 157 of the lm task's 423
@@ -126,3 +167,12 @@ def test_transformer_shapes_take_ids_or_embeddings(task):
         assert torch.allclose(model(changed)[:, :-1], out[:, :-1], atol=1e-6)
     with pytest.raises(ValueError, match="text"):
         arch.build((1, 16, 16), 10)
+
+
+def test_a_width_the_heads_do_not_divide_is_refused_when_the_suite_loads():
+    """It was refused when a cell built the model: every cell an error record."""
+    with pytest.raises(LeakbenchError, match="width 30 is not divisible by heads 4"):
+        make_suite(datasets=[{"pydoc": {"seq_len": 6}}], archs=[{"transformer": {"width": 30}}],
+                   attacks=["dager"])
+    with pytest.raises(LeakbenchError, match="not divisible"):
+        ARCHS.get("transformer").cls(width=30, heads=4)

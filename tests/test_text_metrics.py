@@ -35,6 +35,19 @@ def test_rouge_values_by_hand():
         assert get_metric(name).modality == "text"
 
 
+def test_rouge_counts_the_sequences_own_tokens_in_any_script():
+    """rouge-score's default tokenizer keeps only [a-z0-9]: an exact recovery of Russian text
+    scored 0, and punctuation tokens were no words."""
+    ru = [["это", "море", "гора", "кот", "."]]
+    for metric in (rouge1, rouge2, rougel):
+        assert float(metric(ru, ru)[0]) == 1.0
+    # 2 of 5 reference words, 2 of 4 recovered ([PAD] no word): F = 2·(2/5)(1/2)/(2/5 + 1/2)
+    assert float(rouge1(ru, [["это", "море", "[PAD]", "дом", ","]])[0]) == pytest.approx(4 / 9)
+    # a token is one word: "__init__" and "." are not split or dropped; case is folded
+    o, r = [["the", "__init__", "method", "."]], [["The", "__init__", "method", ","]]
+    assert float(rouge1(o, r)[0]) == pytest.approx(0.75)
+
+
 def test_matching_is_one_to_one_not_greedy():
     originals = torch.tensor([[2, 3, 4], [2, 3, 5]])
     # original 0 agrees equally with both rows (2 positions), original 1 best with row 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,6 +82,13 @@ class Transformer(Arch):
         Param("mlp_ratio", int, 2, low=1, high=8, help="MLP hidden width / width"),
     )
 
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        """The heads split the width evenly (refused when the suite loads, not per cell)."""
+        if config["width"] % config["heads"]:
+            return f"width {config['width']} is not divisible by heads {config['heads']}"
+        return None
+
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         raise ValueError("transformer is a text architecture: it needs a text dataset's "
                          "vocabulary and task (build_for)")
@@ -87,9 +96,6 @@ class Transformer(Arch):
     def build_for(self, meta: DatasetMeta) -> nn.Module:
         if meta.modality != "text":
             raise ValueError("transformer takes token sequences: use a text dataset")
-        if self.width % self.heads:
-            raise ValueError(f"transformer: width {self.width} is not divisible by heads "
-                             f"{self.heads}")
         lm = meta.task == "lm"
         return TinyTransformer(len(meta.vocab), meta.shape[0], self.width, self.layers,
                                self.heads, self.mlp_ratio * self.width,

@@ -27,8 +27,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bench.contracts import Dataset, DatasetMeta
+from bench.preflight import DataError
 from bench.registry import Param
-from bench.textcorpus import word_tokenizer
+from bench.textcorpus import MIN_WORDS, word_tokenizer
 
 TASKS = ("lm", "classify")
 TEST_EVERY = 5
@@ -62,7 +63,7 @@ def prepare(corpus: tuple[tuple[str, str], ...], task: str, seq_len: int, vocab_
             classes: int) -> Prepared:
     """Split, tokenize and encode a corpus of (topic, sentence) pairs for ``task``."""
     if not corpus:
-        raise ValueError("the text corpus has no sentence")
+        raise DataError(f"the text corpus has no sentence of at least {MIN_WORDS} words")
     is_test = [i % TEST_EVERY == 0 for i in range(len(corpus))]
     train_text = tuple(s for (_, s), t in zip(corpus, is_test) if not t)
     tok = word_tokenizer(train_text, vocab_size)
@@ -74,7 +75,9 @@ def prepare(corpus: tuple[tuple[str, str], ...], task: str, seq_len: int, vocab_
         counts = Counter(topic for topic, _ in corpus)
         topics = tuple(sorted(counts, key=lambda t: (-counts[t], t))[:classes])
         if len(topics) < 2:
-            raise ValueError("classify needs at least two topics in the corpus")
+            raise DataError(f"task classify needs at least two topics (a textfolder's topics "
+                            f"are its files); the corpus has {len(topics)}: use task lm or "
+                            f"add sentences of another topic")
         label_of = {t: i for i, t in enumerate(topics)}
     splits: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
     for (topic, sentence), test in zip(corpus, is_test):
@@ -120,7 +123,11 @@ class TextDataset(Dataset):
         raise NotImplementedError
 
     def prepared(self) -> Prepared:
-        return prepare(self.corpus(), self.task, self.seq_len, self.vocab_size, self.classes)
+        try:
+            return prepare(self.corpus(), self.task, self.seq_len, self.vocab_size,
+                           self.classes)
+        except DataError as e:  # one line naming the dataset (the CLI exits 2)
+            raise DataError(f"{self.registry_name}: {e}") from None
 
     def meta(self) -> DatasetMeta:
         return self.prepared().meta

@@ -9,7 +9,7 @@ from typing import Any
 from bench.datasets.text_common import TEXT_PARAMS, TextDataset
 from bench.datasets.torchvision_common import DatasetNotFoundError, data_root, folder_source
 from bench.registry import Param, register_dataset
-from bench.textcorpus import folder_sentences
+from bench.textcorpus import MIN_WORDS, folder_sentences
 
 
 @lru_cache(maxsize=8)
@@ -17,7 +17,11 @@ def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
     path = Path(folder)
     if not path.is_dir() or not any(path.rglob("*.txt")):
         raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
-    return folder_sentences(folder)
+    sentences = folder_sentences(folder)
+    if not sentences:
+        raise DatasetNotFoundError(f"textfolder: the .txt files under {path} hold no sentence "
+                                   f"of at least {MIN_WORDS} words")
+    return sentences
 
 
 @register_dataset("textfolder")
