@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("diff", help="compare results folder B against A row by row; exit 1 "
-                                    "on a regression")
+                                    "on a regression or a cell that stopped finishing")
     s.add_argument("a", metavar="A", help="reference results folder")
     s.add_argument("b", metavar="B", help="results folder compared with A")
     s.add_argument("--metric", action="append", help="registered per-item metric compared "
