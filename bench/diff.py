@@ -132,8 +132,9 @@ class Diff:
         return any(r.change == REGRESSION for r in self.rows) or bool(self.stopped_finishing())
 
 
-def resolve_metrics(names: list[str]) -> list[type[Metric]]:
-    """The registered per-item metrics named; ``a,b`` and repeats allowed."""
+def resolve_metrics(names: list[str], command: str = "diff") -> list[type[Metric]]:
+    """The registered per-item metrics named; ``a,b`` and repeats allowed (``command``: the
+    one that compares them, for the message; ``rerun`` shares the check)."""
     wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
     if not wanted:
         raise LeakbenchError("--metric: expected a metric name")
@@ -143,7 +144,7 @@ def resolve_metrics(names: list[str]) -> list[type[Metric]]:
         if m.kind != "per_item":
             per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
             raise LeakbenchError(f"--metric {name}: a pooled metric has no per-row interval; "
-                                 f"diff compares the per-item metrics ({per_item})")
+                                 f"{command} compares the per-item metrics ({per_item})")
         out.append(m)
     return out
 

@@ -9,6 +9,9 @@ fresh run of a seed is a new draw of the row's metric. Two intervals are reporte
 committed row's 95% t-interval of the *mean* (the tables' ±, with the tables' floors), and
 the 95% prediction interval of *one new seed* (mean ± t·s·√(1 + 1/n)) from the row's *other*
 seeds, the statistically apt check for a single value.
+
+The metric is checked before any cell runs: a pooled one (FID, KID) has no value per cell,
+and LPIPS without its local weights has none either (:func:`rerun_metric`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from tabulate import tabulate
 from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
+from bench.diff import resolve_metrics
 from bench.executors import make_executor
 from bench.leaderboard.frames import SCENARIO, records_frame
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
-from bench.metrics import SuccessRule, get_metric
+from bench.metrics import Metric, SuccessRule
 from bench.records import STATUSES
 from bench.registry import LeakbenchError
 from bench.runner import resolve_device
@@ -104,6 +108,25 @@ def cpu_conv_of(record: dict[str, Any]) -> str:
     return conv if conv in CPU_CONV else DEFAULT_CPU_CONV
 
 
+def rerun_metric(name: str | None) -> type[Metric] | None:
+    """The one per-item metric ``--metric`` names (None: the records' leaderboard metric), as
+    ``diff`` resolves it; LPIPS only where its weights are found (rerun scores it with the
+    default backbone), else every fresh value would be n/a."""
+    if name is None:
+        return None
+    chosen = resolve_metrics([name], "rerun")
+    if len(chosen) > 1:
+        raise LeakbenchError(f"--metric {name}: rerun compares one metric")
+    m = chosen[0]
+    if m.name == "lpips":
+        from bench.perceptual import lpips_status
+
+        available, message = lpips_status()
+        if not available:
+            raise LeakbenchError(f"--metric lpips: {message}")
+    return m
+
+
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
           jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
           threads: int | None = None) -> list[Check]:
@@ -111,12 +134,13 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     on ``metric`` (default: the records' leaderboard metric; cells of another modality
     are not drawn)
     (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core)."""
+    chosen = rerun_metric(metric)
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     records = load_records(Path(out_dir))
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(f"no attack records under {Path(out_dir) / 'records'}")
-    m = records_metric(df, get_metric(metric) if metric else None, "--metric")
+    m = records_metric(df, chosen, "--metric")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]
     if sample < 1:

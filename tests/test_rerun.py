@@ -91,3 +91,26 @@ def test_the_metric_follows_the_records_modality(store, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("leakbench: error: --metric psnr: a metric of image cells, and the records "
                    "are text cells (default: rouge1)")
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("fid", "--metric fid: a pooled metric has no per-row interval; rerun compares the "
+            "per-item metrics"),
+    ("kid", "pooled metric"),
+    ("lpips", "--metric lpips: LPIPS n/a: put"),
+    ("psnr,ssim", "rerun compares one metric")])
+def test_a_metric_with_no_value_per_cell_is_refused_before_a_cell_runs(
+        metric, message, store, capsys, monkeypatch, tmp_path):
+    """FID (pooled) and LPIPS without weights were accepted, ran every drawn cell and
+    reported n/a for each; now one line, exit 2, and no cell runs."""
+    from bench.cli import main
+
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", str(tmp_path / "no-such-weights.pth"))
+
+    def no_cells(*args, **kwargs):
+        raise AssertionError("a cell ran")
+
+    monkeypatch.setattr("bench.rerun.make_executor", no_cells)
+    assert main(["rerun", str(store), "--metric", metric, "--jobs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
