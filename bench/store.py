@@ -89,7 +89,68 @@ _COMMON = {"suite": str, "cell_id": str, "status": str, "seed": int, "defense": 
            "dataset_label": str}
 _ATTACK = {"attack": dict, "attack_label": str, "batch_size": int}
 _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict,
-             "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str}
+             "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
+             "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
+             "converged_at": dict, "attack_info": dict}
+_NUMBER = "a number"
+_TEXT = "text"
+
+
+def _kind_of(value: Any, want: str) -> bool:
+    """Whether ``value`` is None or of the kind ``want`` (a number: int or float, not bool)."""
+    if value is None:
+        return True
+    if want == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _nested_problem(d: dict[str, Any]) -> str | None:
+    """Why a field inside the record (a grant, the client's mode, a curve point, ...) has a
+    type its readers cannot take (the frames, curves and plots read them as written), or
+    None. Absent or null fields read as their defaults."""
+    parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
+    if not all(isinstance(p.get("params"), dict) for p in parts):
+        return "a component without a params mapping"
+    if not all(isinstance(g, str) for g in d.get("granted") or []):
+        return "a grant that is not text"
+    client = d.get("client") or {}
+    for key, value in client.items():
+        if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")
+                                               and not _kind_of(value, _TEXT)):
+            return f"client field {key!r} has a value of the wrong type"
+    checks = [("success_psnr", d.get("success_psnr"), _NUMBER),
+              ("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon"), _NUMBER),
+              ("attack_info.restarts_run", (d.get("attack_info") or {}).get("restarts_run"),
+               _NUMBER),
+              ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
+              *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
+                for k in ("grad_evals", "iterations", "seconds"))]
+    for where, value, want in checks:
+        if not _kind_of(value, want):
+            return f"field {where!r} is not {want}"
+    for point in d.get("curve") or []:
+        if not isinstance(point, dict) or not all(
+                point.get(k) is not None and _kind_of(point[k], _NUMBER)
+                for k in ("grad_evals", "seconds", "psnr")):
+            return "a curve point without numbers for grad_evals, seconds and psnr"
+    return None
+
+
+def _non_finite(d: Any) -> str | None:
+    """The place of the first NaN or infinity in a parsed record (JSON readers accept them; the
+    store never writes them), or None."""
+    stack: list[tuple[str, Any]] = [("", d)]
+    while stack:
+        where, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{where}{key}" if isinstance(node, dict) else f"{where.rstrip('.')}[{key}]"
+            if isinstance(value, (dict, list)):
+                stack.append((f"{where}{key}." if isinstance(node, dict)
+                              else f"{where.rstrip('.')}[{key}].", value))
+    return None
 
 
 def record_problem(d: Any, stem: str | None = None) -> str | None:
@@ -137,6 +198,12 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             return "floor " + problem
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
+    problem = _nested_problem(d)
+    if problem:
+        return problem
+    where = _non_finite(d)
+    if where is not None:
+        return f"{where} is not a finite number (NaN or infinity)"
     try:
         Record.from_json(d)
     except (TypeError, ValueError) as e:

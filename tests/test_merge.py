@@ -179,3 +179,20 @@ def test_merge_waits_for_no_run_it_refuses_a_locked_out(store, tmp_path, capsys)
     assert not (out / "records").exists()
     assert main(["merge", str(out), str(b)]) == 0  # released: it merges
     assert len(load_records(out)) == 2
+
+
+def test_a_non_finite_number_is_a_damaged_record_not_a_half_merge(store, tmp_path, capsys):
+    """NaN in a record's timing parsed (JSON readers accept it) and crashed the writer
+    (``allow_nan=False``) after earlier cells were written: OUT half-merged. Now the record
+    is left out as damaged, before anything is written."""
+    b, _ = _copy(store, tmp_path / "b")
+    last = sorted((b / "records").glob("*.json"))[-1]
+    last.write_text(last.read_text().replace('"attack_seconds": ', '"attack_seconds": NaN, '
+                                             '"was": ', 1))
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [x for x in lines if x.startswith("damaged record left out")] == [
+        f"damaged record left out: {last} (timing.attack_seconds is not a finite number "
+        "(NaN or infinity))"]
+    assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")

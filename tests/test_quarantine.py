@@ -81,11 +81,17 @@ def test_resume_and_retry_failed_treat_a_damaged_record_as_not_done(clean, tmp_p
     assert len(load_records(out)) == 3
 
 
+GOOD = {"suite": "t", "cell_id": "a", "status": "ok", "seed": 0,
+        "defense": [{"name": "x", "params": {}}], "arch": {"name": "lenet", "params": {}},
+        "dataset": {"name": "d", "params": {}}, "defense_label": "x", "arch_label": "lenet",
+        "dataset_label": "d", "attack": {"name": "dlg", "params": {}}, "attack_label": "dlg",
+        "batch_size": 1, "metrics": {"psnr": 1.0}}
+"""A sound record (components carry their params: without them the frames' defense strength
+and rerun's cells fail on a KeyError)."""
+
+
 def test_record_problems_cover_the_schema() -> None:
-    good = {"suite": "t", "cell_id": "a", "status": "ok", "seed": 0, "defense": [{"name": "x"}],
-            "arch": {"name": "lenet"}, "dataset": {"name": "d"}, "defense_label": "x",
-            "arch_label": "lenet", "dataset_label": "d", "attack": {"name": "dlg"},
-            "attack_label": "dlg", "batch_size": 1, "metrics": {"psnr": 1.0}}
+    good = GOOD
     assert record_problem(good, "a") is None
     for change, reason in [({"status": "fine"}, "status"), ({"kind": "movie"}, "kind"),
                            ({"batch_size": True}, "batch_size"), ({"cell_id": "b"}, "file"),
@@ -111,3 +117,61 @@ def test_record_problems_cover_the_schema() -> None:
                   {"metrics": {"lpips_note": "no weights"}},
                   {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
         assert record_problem({**good, **extra}, "a") is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"granted": [1, 2]}, "grant"),
+    ({"client": {"bn_mode": ["x"]}}, "client field 'bn_mode'"),
+    ({"client": {"mode": 5}}, "client field 'mode'"),
+    ({"client": {"lr": {"x": 1}}}, "client field 'lr'"),
+    ({"victim": 5}, "'victim' is not a str"),
+    ({"budget": "x"}, "'budget' is not a dict"),
+    ({"curve": "abc"}, "'curve' is not a list"),
+    ({"curve": [{"grad_evals": "a", "seconds": 1.0, "psnr": 3.0, "final": True}]}, "curve"),
+    ({"curve": [{"grad_evals": 3}]}, "curve"),
+    ({"trial_batch": "x"}, "'trial_batch' is not a dict"),
+    ({"trial_batch": {"time_share": ["equal"]}}, "trial_batch.time_share"),
+    ({"converged_at": "x"}, "'converged_at' is not a dict"),
+    ({"converged_at": {"seconds": "soon"}}, "converged_at.seconds"),
+    ({"attack_info": {"restarts_run": "x"}}, "attack_info.restarts_run"),
+    ({"defense_info": {"epsilon": "x"}}, "defense_info.epsilon"),
+    ({"success_psnr": "x"}, "success_psnr"),
+    ({"success_psnr": True}, "success_psnr"),
+    ({"defense": [{"name": "noise"}]}, "params"),
+    ({"arch": {"name": "lenet", "params": None}}, "params"),
+    ({"timing": {"attack_seconds": float("nan")}}, "timing.attack_seconds is not a finite"),
+    ({"loss_trace": [1.0, float("inf")]}, "loss_trace[1] is not a finite"),
+    ({"curve": [{"grad_evals": 1, "seconds": float("-inf"), "psnr": 3.0}]},
+     "curve[0].seconds is not a finite")])
+def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
+    """Each passed record_problem and then crashed the leaderboard, export, diff, table or
+    rerun (a NaN timing crashed merge's writer half-way through OUT)."""
+    problem = record_problem({**GOOD, **change}, "a")
+    assert problem is not None and reason in problem, problem
+
+
+def test_null_and_default_nested_fields_are_sound() -> None:
+    """Absent and null read as the defaults (frames.record_client, record_victim)."""
+    for extra in [{"client": {"mode": None, "bn_mode": "eval", "lr": 0.1}}, {"victim": None},
+                  {"granted": []}, {"curve": None}, {"success_psnr": None},
+                  {"success_psnr": 20}, {"defense_info": {"epsilon": None, "loss": 1.5}},
+                  {"converged_at": {"grad_evals": 3, "seconds": 0.5, "reason": "plateau"}},
+                  {"trial_batch": {"time_share": "equal", "cells": ["a"]}}]:
+        assert record_problem({**GOOD, **extra}, "a") is None, extra
+
+
+def test_readers_quarantine_records_that_crashed_them(clean, tmp_path, capsys) -> None:
+    """The leaderboard on a folder with such records: each named in one line and
+    quarantined, no traceback."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    paths = sorted((out / "records").glob("*.json"))
+    edits = [{"client": {"bn_mode": ["x"]}}, {"defense_info": {"epsilon": "x"}}]  # one sound
+    for path, change in zip(paths, edits):
+        record = json.loads(path.read_text())
+        record.update(change)
+        path.write_text(json.dumps(record))
+    assert main(["leaderboard", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("damaged record") == 2 and "Traceback" not in err
+    assert len(list((out / "records" / QUARANTINE).glob("*.json"))) == 2
