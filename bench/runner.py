@@ -83,10 +83,11 @@ def check_size(suite: Suite, max_cells: int | None = MAX_CELLS) -> int:
     return n
 
 
-def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
-              ) -> Iterator[tuple[Any, str]]:
-    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``."""
-    statuses = record_statuses(out_dir)
+def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
+              quarantine: bool = True) -> Iterator[tuple[Any, str]]:
+    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``
+    (``quarantine=False``: damaged records are named and left in place, for a dry run)."""
+    statuses = record_statuses(out_dir, quarantine)
     for cell in iter_cells(suite):
         status = statuses.get(cell.cell_id)
         if status is not None and not force:

@@ -3,8 +3,11 @@
 Every reader goes through :func:`load_records` / :func:`record_statuses`: a record that does
 not parse or does not match the schema is never trusted. It is named in one warning line,
 moved to ``DIR/records/quarantine/``, and its cell counts as not done. A reader that only
-compares folders (``leakbench diff``) passes ``quarantine=False``: the damaged record is named
-and left out, and nothing in the folder moves.
+reads the folder (``leakbench diff``, ``rerun``, ``run --dry-run``) passes
+``quarantine=False``: the damaged record is named and left out, and nothing in the folder
+moves. A record file the system refuses to read (permissions, an I/O error) says nothing of
+its content: it is never quarantined, and the command ends with one line naming it
+(:class:`UnreadableRecord`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, STATUSES, Record
-from bench.registry import warn
+from bench.registry import LeakbenchError, warn
 
 RECORDS = "records"
 PICTURES = "cells"
@@ -241,8 +244,14 @@ def _number_text(value: float) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
+class UnreadableRecord(LeakbenchError):
+    """A record file the system would not read (its permissions, an I/O error): its content
+    is unknown, so it is neither trusted nor quarantined."""
+
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(record, None) for a sound record file, else (None, what is wrong with it)."""
+    """(record, None) for a sound record file, else (None, what is wrong with it); an
+    :class:`UnreadableRecord` when the file cannot be read at all."""
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None, f"larger than {MAX_RECORD_BYTES} bytes"
@@ -252,7 +261,11 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg} at line {e.lineno})"
-    except (OSError, ValueError, RecursionError) as e:
+    except OSError as e:
+        raise UnreadableRecord(f"{path}: cannot be read ({e.strerror or type(e).__name__}); "
+                               "left where it is: fix its permissions (or the disk) and run "
+                               "again") from None
+    except (ValueError, RecursionError) as e:
         return None, f"unreadable ({type(e).__name__})"
     problem = record_problem(d, path.stem)
     return (None, problem) if problem else (d, None)
@@ -299,6 +312,7 @@ def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]
     return [d for _, d in _scan(out_dir, move=quarantine)]
 
 
-def record_statuses(out_dir: Path) -> dict[str, str]:
-    """cell id → status of every sound record (resume and ``--retry-failed`` read this)."""
-    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir)}
+def record_statuses(out_dir: Path, quarantine: bool = True) -> dict[str, str]:
+    """cell id → status of every sound record (resume and ``--retry-failed`` read this;
+    ``quarantine=False``: damaged records left in place, as :func:`load_records`)."""
+    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir, move=quarantine)}

@@ -12,7 +12,7 @@ import pytest
 from bench.cli import main
 from bench.runner import plan, run_suite
 from bench.store import QUARANTINE, load_records, record_problem
-from helpers import make_suite
+from helpers import make_suite, write_suite
 
 SUITE = {"seeds": 3}
 
@@ -175,3 +175,54 @@ def test_readers_quarantine_records_that_crashed_them(clean, tmp_path, capsys) -
     err = capsys.readouterr().err
     assert err.count("damaged record") == 2 and "Traceback" not in err
     assert len(list((out / "records" / QUARANTINE).glob("*.json"))) == 2
+
+
+
+def test_a_dry_run_names_damaged_records_and_moves_nothing(clean, tmp_path, capsys) -> None:
+    """``run --dry-run`` writes nothing and holds no lock: it moved damaged records to
+    quarantine/ all the same."""
+    out, bad = damage(clean, tmp_path)
+    before = sorted(p.name for p in (out / "records").iterdir())
+    suite = write_suite(tmp_path / "t.yaml", name="t", timeout=120, **SUITE)
+    assert main(["run", str(suite), "--out", str(out), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "1 done" in captured.out and "2 to run" in captured.out
+    assert captured.err.count("left in place") == len(bad)
+    assert sorted(p.name for p in (out / "records").iterdir()) == before
+
+
+def refuse_reading(monkeypatch, name: str) -> None:
+    """``name`` cannot be read (as a record with mode 000 for a user other than root)."""
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["export"], ["run", "--dry-run"],
+                                     ["merge"]])
+def test_a_record_that_cannot_be_read_is_never_quarantined(command, clean, tmp_path, capsys,
+                                                           monkeypatch) -> None:
+    """An intact record the system refuses to read was taken for damaged and moved to
+    quarantine/ (its cell then re-run): now the command ends with one line naming it."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    locked = sorted((out / "records").glob("*.json"))[1]
+    refuse_reading(monkeypatch, locked.name)
+    if command[0] == "run":
+        suite = write_suite(tmp_path / "t.yaml", name="t", timeout=120, **SUITE)
+        args = ["run", str(suite), "--out", str(out), *command[1:]]
+    elif command[0] == "merge":
+        args = ["merge", str(tmp_path / "merged"), str(out)]
+    else:
+        args = [*command, str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"leakbench: error: {locked}: cannot be read (Permission denied); left "
+                   "where it is: fix its permissions (or the disk) and run again"]
+    assert locked.exists() and not (out / "records" / QUARANTINE).exists()
+    assert not (tmp_path / "merged" / "records").exists()
