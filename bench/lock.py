@@ -140,8 +140,8 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
     def _read(self) -> dict[str, Any] | None:
-        """The lock's owner, or None when the file is not a lock (garbage; a PID no system
-        gives, such as 2**70, included)."""
+        """The lock's owner, or None when the file is not a lock (garbage: no PID, or not one
+        a system gives, such as "12" or 2**70)."""
         try:
             owner = json.loads(self.path.read_text())
         except (OSError, ValueError, UnicodeDecodeError, RecursionError):
@@ -149,7 +149,7 @@ class RunLock:
         if not isinstance(owner, dict):
             return None
         pid = owner.get("pid")
-        if isinstance(pid, int) and not isinstance(pid, bool) and not 0 < pid <= PID_LIMIT:
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_LIMIT:
             return None
         return owner
 

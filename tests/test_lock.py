@@ -178,7 +178,7 @@ def test_simultaneous_restarts_on_a_stale_lock_let_exactly_one_in(tmp_path: Path
     assert outcomes == ["held", "refused", "refused", "refused"]
 
 
-@pytest.mark.parametrize("pid", [2 ** 70, -5, 0])
+@pytest.mark.parametrize("pid", [2 ** 70, -5, 0, "12", None, True])
 def test_a_lock_naming_no_possible_pid_is_garbage(pid, tmp_path: Path, capsys) -> None:
     """``os.kill(2**70, 0)`` raised OverflowError: a traceback instead of taking over a lock
     that no process can own."""
