@@ -125,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> int:
-    """List (or summarise by axis) the cells and their status; write nothing."""
+    """List (or summarise by axis) the cells and their status; write nothing (a damaged
+    record is named and left in place, not quarantined: no lock is held)."""
     from bench.runner import iter_plan
     from bench.suite import count_cells
     from bench.summary import axes_lines, print_plan
@@ -139,8 +140,8 @@ def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> i
              f"--max-cells {n} allows it (nothing was expanded)")
         return 0
     with frozen_gc():
-        counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed),
-                            args.verbose, n, sys.stdout)
+        counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed,
+                                             quarantine=False), args.verbose, n, sys.stdout)
     print(f"{suite.name}: {sum(counts.values())} cells — " +
           ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
     return 0
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("diff", help="compare results folder B against A row by row; exit 1 "
-                                    "on a regression")
+                                    "on a regression or a cell that stopped finishing")
     s.add_argument("a", metavar="A", help="reference results folder")
     s.add_argument("b", metavar="B", help="results folder compared with A")
     s.add_argument("--metric", action="append", help="registered per-item metric compared "

@@ -15,6 +15,10 @@ neither             cores                  1
 ``--jobs 0``        inline (this process)  cores (one cell at a time gets them all)
 both                as given
 ==================  =====================  ===================
+
+Either flag is at most ``MAX_PARALLELISM`` (4096): a bound on typos (``--threads`` with a
+digit too many reached torch as an integer overflow), not on oversubscription, which the
+warning covers.
 """
 
 from __future__ import annotations
@@ -80,12 +84,20 @@ def usable_cores(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) -> int
     return max(1, min(cores, quota) if quota is not None else cores)
 
 
+MAX_PARALLELISM = 4096
+"""The most workers (``--jobs``) or torch threads per worker (``--threads``) a run takes."""
+
+
 def check_parallelism(jobs: int | None, threads: int | None) -> None:
-    """A LeakbenchError for a negative ``--jobs`` or a ``--threads`` below 1."""
+    """A LeakbenchError for a ``--jobs`` outside 0..MAX_PARALLELISM or a ``--threads``
+    outside 1..MAX_PARALLELISM."""
     if jobs is not None and jobs < 0:
         raise LeakbenchError(f"--jobs: expected 0 (inline) or more workers, got {jobs}")
     if threads is not None and threads < 1:
         raise LeakbenchError(f"--threads: expected 1 or more torch threads, got {threads}")
+    for flag, value in (("--jobs", jobs), ("--threads", threads)):
+        if value is not None and value > MAX_PARALLELISM:
+            raise LeakbenchError(f"{flag}: at most {MAX_PARALLELISM}, got {value}")
 
 
 def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple[int, int]:

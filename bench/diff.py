@@ -11,6 +11,9 @@ their floor). The metric is, unless ``--metric`` names others, each row's leader
   ranks (:func:`bench.leaderboard.uncertainty.clearly_better`);
 - **improvement**: B's interval lies wholly on the better side of A's;
 - **unchanged**: the intervals overlap;
+- **regression** too: A's row has a value and every seed of B's row failed with no floor to
+  count at (a scenario whose cells all time out or die: their records have no
+  ``floor_metrics``), so B has no value at all; **improvement** the reverse;
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
   can be told from noise; listed only where the means differ;
 - **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted.
@@ -29,7 +32,8 @@ one folder only contributes new or missing cells and rows, and the summary names
 
 Both folders are only read: a damaged record is named in a warning and left in place, never
 quarantined (:func:`bench.store.load_records` with ``quarantine=False``). The exit status is
-1 when any row regressed, else 0; bad input (a missing folder, no records, an unknown or pooled
+1 when any row regressed or any cell that finished (``ok``) in A failed (``error``,
+``timeout``) in B, else 0; bad input (a missing folder, no records, an unknown or pooled
 metric) is a :class:`~bench.registry.LeakbenchError` (one line, exit 2).
 """
 
@@ -55,6 +59,7 @@ from bench.leaderboard.frames import (
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.metrics import Metric, get_metric, list_metrics
+from bench.records import FAILURE_STATUSES
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, load_records
 
@@ -116,13 +121,20 @@ class Diff:
     def cell_changes(self, change: str) -> list[CellChange]:
         return [c for c in self.cells if c.change == change]
 
+    def stopped_finishing(self) -> list[CellChange]:
+        """Cells that finished in A and failed (error, timeout) in B."""
+        return [c for c in self.cell_changes(STATUS)
+                if c.a_status == "ok" and c.b_status in FAILURE_STATUSES]
+
     @property
     def regressed(self) -> bool:
-        return any(r.change == REGRESSION for r in self.rows)
+        """A row regressed, or a cell that finished in A failed in B (exit status 1)."""
+        return any(r.change == REGRESSION for r in self.rows) or bool(self.stopped_finishing())
 
 
-def resolve_metrics(names: list[str]) -> list[type[Metric]]:
-    """The registered per-item metrics named; ``a,b`` and repeats allowed."""
+def resolve_metrics(names: list[str], command: str = "diff") -> list[type[Metric]]:
+    """The registered per-item metrics named; ``a,b`` and repeats allowed (``command``: the
+    one that compares them, for the message; ``rerun`` shares the check)."""
     wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
     if not wanted:
         raise LeakbenchError("--metric: expected a metric name")
@@ -132,7 +144,7 @@ def resolve_metrics(names: list[str]) -> list[type[Metric]]:
         if m.kind != "per_item":
             per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
             raise LeakbenchError(f"--metric {name}: a pooled metric has no per-row interval; "
-                                 f"diff compares the per-item metrics ({per_item})")
+                                 f"{command} compares the per-item metrics ({per_item})")
         out.append(m)
     return out
 
@@ -163,6 +175,13 @@ def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
         key = tuple(r[c] for c in ROW)
         rows[key] = (r, modality.get(key[:len(SCENARIO)], "image"))
     return rows
+
+
+def all_failed(row: pd.Series) -> bool:
+    """Whether every seed of an aggregated row ran and none finished (each diverged, failed or
+    timed out)."""
+    n, ok = row.get("n"), row.get("n_ok")
+    return not pd.isna(n) and int(n) > 0 and not pd.isna(ok) and int(ok) == 0
 
 
 def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
@@ -232,6 +251,10 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
                 change = NEW if ia is None else MISSING
             elif ia.n == 0 and ib.n == 0:
                 change = NOT_APPLICABLE
+            elif ib.n == 0 and all_failed(rb[0]):  # type: ignore[index]
+                change = REGRESSION  # no seed of B finished, none had a floor: no value
+            elif ia.n == 0 and all_failed(ra[0]):  # type: ignore[index]
+                change = IMPROVEMENT
             else:
                 change = judge(ia, ib, m.higher_is_better)
             rows.append(RowChange(key, m.name, change, ia, ib))
@@ -301,6 +324,8 @@ def render_markdown(d: Diff) -> str:
               ("metric n/a on both sides", len(d.row_changes(NOT_APPLICABLE))),
               ("new rows", len(new_rows)), ("missing rows", len(missing_rows)),
               ("cells with a changed status", len(d.cell_changes(STATUS))),
+              ("cells that finished in A and failed in B (error, timeout)",
+               len(d.stopped_finishing())),
               ("new cells", len(d.cell_changes(NEW))),
               ("missing cells", len(d.cell_changes(MISSING))),
               ("cells with a changed value, same status",

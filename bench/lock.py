@@ -26,6 +26,7 @@ from bench.registry import LeakbenchError, warn
 LOCK = ".lock"
 GUARD = ".lock.guard"  # serialises acquisitions of LOCK (never removed: it cannot go stale)
 WORKER_GRACE_S = 10.0
+PID_LIMIT = 1 << 22  # Linux's PID_MAX_LIMIT: a lock naming a larger PID is garbage
 
 
 class LockedError(LeakbenchError):
@@ -38,7 +39,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; past the C int (garbage)
         return False
     except PermissionError:
         return True
@@ -139,11 +140,18 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
     def _read(self) -> dict[str, Any] | None:
+        """The lock's owner, or None when the file is not a lock (garbage: no PID, or not one
+        a system gives, such as "12" or 2**70)."""
         try:
             owner = json.loads(self.path.read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             return None
-        return owner if isinstance(owner, dict) else None
+        if not isinstance(owner, dict):
+            return None
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_LIMIT:
+            return None
+        return owner
 
     def add_worker(self, pid: int) -> None:
         """Record a worker's PID, so that a run taking over a stale lock can wait for it."""

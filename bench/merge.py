@@ -2,7 +2,8 @@
 
 Stores are read in order: OUT's own records first (a merge never replaces one silently), then
 each DIR as given. Copies of a cell agree when their *result* (status and metrics) is the same;
-timings and provenance may differ. For each cell one copy is kept:
+timings and provenance may differ, and so may the metrics' ``*_note`` texts (``lpips_note``
+names the machine's weights path). For each cell one copy is kept:
 
 1. the best status: ``ok`` > ``diverged`` > ``error`` = ``timeout`` > ``skipped``;
 2. among equals, the first in that order (OUT, then the DIRs as given).
@@ -11,15 +12,23 @@ Agreeing copies are duplicates, kept once. Disagreeing ones are a conflict: one 
 naming the kept and the dropped copies with their status, PSNR and the machine they ran on. The
 kept record travels whole (its provenance with it), its artifacts (``picture``, ``arrays``)
 with it, written through the store (atomically, artifacts before the record).
+
+An artifact path is written under OUT as the record gives it, so a record whose path is
+absolute or climbs out (``..``) is left out like a damaged one, named in one line; a file
+is copied only when it lies inside its store (:func:`bench.pictures.artifact_path`, the
+check ``leakbench site`` makes: no link out of the folder). The merge holds OUT's run lock
+(:class:`bench.lock.RunLock`): it never writes into a folder a run is writing.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bench.lock import RunLock
+from bench.pictures import artifact_path
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, read_record, save_outcome
 
@@ -41,7 +50,12 @@ class Copy:
         return STATUS_RANK.get(self.record.get("status", ""), 9), self.order
 
     def result(self) -> str:
-        return json.dumps({k: self.record.get(k) for k in RESULT_FIELDS}, sort_keys=True)
+        """The fields two copies must share to agree; the metrics' notes (a machine's paths)
+        left out."""
+        out = {k: self.record.get(k) for k in RESULT_FIELDS}
+        if isinstance(out["metrics"], dict):
+            out["metrics"] = {k: v for k, v in out["metrics"].items() if not k.endswith("_note")}
+        return json.dumps(out, sort_keys=True)
 
     def describe(self) -> str:
         r, prov = self.record, self.record.get("provenance") or {}
@@ -81,6 +95,11 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
         if record is None:
             report.problems.append(f"damaged record left out: {path} ({problem})")
             continue
+        outside = [k for k in ARTIFACT_FIELDS if not _relative(record.get(k))]
+        if outside:
+            report.problems.append(f"record left out: {path} (its {outside[0]} "
+                                   f"{record[outside[0]]!r} is not a path inside its folder)")
+            continue
         copies.append(Copy(folder, order, record))
     return copies
 
@@ -90,17 +109,30 @@ def _label(record: dict[str, Any]) -> str:
     return " · ".join(str(record[k]) for k in keys if record.get(k))
 
 
+def _relative(rel: Any) -> bool:
+    """Whether an artifact field, written as OUT/rel, stays inside OUT: no path, or a relative
+    one that never climbs (``..``)."""
+    if not isinstance(rel, str):
+        return True
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and ".." not in path.parts
+
+
 def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:
     files = {}
     for key in ARTIFACT_FIELDS:
         rel = kept.record.get(key)
         if not isinstance(rel, str):
             continue
+        cid = kept.record["cell_id"]
+        path = artifact_path(kept.source, rel, cid)  # a file inside the store, or None
         try:
-            files[rel] = (kept.source / rel).read_bytes()
+            if path is None:
+                raise FileNotFoundError(rel)
+            files[rel] = path.read_bytes()
         except OSError:
-            report.problems.append(f"{kept.record['cell_id']}: {kept.source / rel} is missing; "
-                                   "the record is merged without it")
+            report.problems.append(f"{cid}: {kept.source / rel} is missing (or not a file "
+                                   f"inside {kept.source}); the record is merged without it")
     return files
 
 
@@ -113,6 +145,11 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
         if d.resolve() not in {s.resolve() for s in stores}:
             stores.append(d)
+    with RunLock(out):  # no run writes into OUT meanwhile, nor another merge
+        return _merge_locked(out, stores)
+
+
+def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
     report = MergeReport(out, stores=len(stores))
     by_cell: dict[str, list[Copy]] = {}
     for order, folder in enumerate(stores):

@@ -1,11 +1,14 @@
 """Preflight: before the first cell runs, every dataset the cells to run use is opened once,
 so that missing or damaged data is one line and exit status 2, not a column of error
-records."""
+records. Each dataset is read in the splits its cells read: ``train`` (private batches),
+``test`` too for a utility track and for a cell granted ``public_data`` (its public split is
+the test split: :mod:`bench.public`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bench.identity import Spec
 from bench.registry import LeakbenchError
@@ -13,6 +16,27 @@ from bench.registry import LeakbenchError
 
 class DataError(LeakbenchError):
     """A dataset the suite uses cannot be read (one line naming the folder and the fix)."""
+
+
+def cell_splits(cells: Iterable[Any], splits: Iterable[str] = ("train",)
+                ) -> dict[Spec, tuple[str, ...]]:
+    """Each dataset of ``cells`` with the splits they read: ``splits``, plus ``test`` where a
+    cell is granted ``public_data``."""
+    from bench.grants import PUBLIC_DATA  # lazily: the grants import torch
+
+    base = tuple(splits)
+    out: dict[Spec, tuple[str, ...]] = {}
+    for cell in cells:
+        wants = base + (("test",) if PUBLIC_DATA in getattr(cell, "granted", ()) else ())
+        out[cell.dataset] = tuple(dict.fromkeys(out.get(cell.dataset, ()) + wants))
+    return out
+
+
+def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) -> None:
+    """Open every dataset of ``cells`` once, in the splits they read (:func:`cell_splits`);
+    raise DataError."""
+    for spec, wanted in cell_splits(cells, splits).items():
+        preflight_datasets([spec], wanted)
 
 
 def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)) -> None:

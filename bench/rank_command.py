@@ -8,6 +8,13 @@ from typing import Any
 
 from bench.registry import LeakbenchError
 
+MAX_SIDE = 4096
+"""The largest channel count, height or width ``--input-shape`` takes."""
+MAX_INPUT_VALUES = 1 << 22
+"""The most values in one input (C·H·W; a 1024² RGB image is 3·2^20): the analysis's
+matrices grow with the input, and a larger one exhausts memory."""
+MAX_CLASSES = 100_000
+
 
 def add_rank_parser(sub: Any) -> None:
     s = sub.add_parser("rank", help="R-GAP rank analysis of an architecture")
@@ -27,20 +34,24 @@ def cmd_rank(args: argparse.Namespace) -> int:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise LeakbenchError(f"--input-shape: expected C,H,W, got {args.input_shape!r}")
-    if args.num_classes < 1:
-        raise LeakbenchError(f"--num-classes: expected a positive number, got "
+    if max(shape) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise LeakbenchError(f"--input-shape {args.input_shape}: at most {MAX_SIDE} per size "
+                             f"and {MAX_INPUT_VALUES} values (C·H·W) in all")
+    if not 1 <= args.num_classes <= MAX_CLASSES:
+        raise LeakbenchError(f"--num-classes: expected 1 to {MAX_CLASSES}, got "
                              f"{args.num_classes}")
     params = {}
     for item in args.param or []:
         key, _, value = item.partition("=")
-        params[key] = _yaml_value(value)
+        params[key] = _yaml_value(key, value)
     from bench.registry import ARCHS, validate_params
 
     entry = ARCHS.get(args.arch)
     params = validate_params(entry.params, params, args.arch)
     try:
         report = rank_report(args.arch, params, shape, args.num_classes)
-    except (RuntimeError, ValueError) as e:  # the arch or torch refuses the shape
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:  # the arch or torch
+        # refuses the shape (a size past torch's integers is a TypeError)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeakbenchError(f"rank {args.arch} at --input-shape {args.input_shape}: "
                              f"{first[:200]}") from None
@@ -48,7 +59,13 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _yaml_value(text: str) -> object:
+def _yaml_value(key: str, text: str) -> object:
+    """``--param``'s VALUE as YAML (safe: no tags that build objects); one line when it is
+    not YAML."""
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeakbenchError(f"--param {key}={text}: not a YAML value ({first[:120]})") from None

@@ -9,6 +9,10 @@ fresh run of a seed is a new draw of the row's metric. Two intervals are reporte
 committed row's 95% t-interval of the *mean* (the tables' ±, with the tables' floors), and
 the 95% prediction interval of *one new seed* (mean ± t·s·√(1 + 1/n)) from the row's *other*
 seeds, the statistically apt check for a single value.
+
+The metric is checked before any cell runs: a pooled one (FID, KID) has no value per cell,
+and LPIPS without its local weights has none either (:func:`rerun_metric`). The folder is only
+read: a damaged record is named and left in place, as ``leakbench diff`` leaves it.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from tabulate import tabulate
 from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
+from bench.diff import resolve_metrics
 from bench.executors import make_executor
-from bench.leaderboard.frames import SCENARIO, records_frame
+from bench.leaderboard.frames import SCENARIO, record_client, record_victim, records_frame
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
-from bench.metrics import SuccessRule, get_metric
+from bench.metrics import Metric, SuccessRule
 from bench.records import STATUSES
 from bench.registry import LeakbenchError
 from bench.runner import resolve_device
@@ -104,6 +109,34 @@ def cpu_conv_of(record: dict[str, Any]) -> str:
     return conv if conv in CPU_CONV else DEFAULT_CPU_CONV
 
 
+def cell_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as its cell's JSON, with the defaults the tables read into a record that
+    lacks a field (an older one: no client, victim, grants or budget), so it re-runs the cell
+    the tables show it as (:func:`bench.leaderboard.frames.record_client`)."""
+    return {**record, "client": record_client(record), "victim": record_victim(record),
+            "granted": record.get("granted") or [], "budget": record.get("budget") or {},
+            "base_seed": record.get("base_seed", 0)}
+
+
+def rerun_metric(name: str | None) -> type[Metric] | None:
+    """The one per-item metric ``--metric`` names (None: the records' leaderboard metric), as
+    ``diff`` resolves it; LPIPS only where its weights are found (rerun scores it with the
+    default backbone), else every fresh value would be n/a."""
+    if name is None:
+        return None
+    chosen = resolve_metrics([name], "rerun")
+    if len(chosen) > 1:
+        raise LeakbenchError(f"--metric {name}: rerun compares one metric")
+    m = chosen[0]
+    if m.name == "lpips":
+        from bench.perceptual import lpips_status
+
+        available, message = lpips_status()
+        if not available:
+            raise LeakbenchError(f"--metric lpips: {message}")
+    return m
+
+
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
           jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
           threads: int | None = None) -> list[Check]:
@@ -111,28 +144,32 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     on ``metric`` (default: the records' leaderboard metric; cells of another modality
     are not drawn)
     (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core)."""
+    if sample < 1:
+        raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
+    chosen = rerun_metric(metric)
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
-    records = load_records(Path(out_dir))
+    records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(f"no attack records under {Path(out_dir) / 'records'}")
-    m = records_metric(df, get_metric(metric) if metric else None, "--metric")
+    m = records_metric(df, chosen, "--metric")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]
-    if sample < 1:
-        raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
     by_id = {r["cell_id"]: r for r in records}
     keyed = df.assign(**{c: df[c].fillna("") for c in ROW})
     rows = {cid: keyed[keyed["cell_id"] == cid].iloc[0] for cid in picks}
-    cells = [cell_from_json(by_id[cid]) for cid in picks]
+    cells = {cid: cell_from_json(cell_json(by_id[cid])) for cid in picks}
+    # fresh outcomes by the cell object each came from: a record whose identity no longer
+    # hashes to its cell_id (written by an older leakbench) comes back under another id
+    owner = {id(cell): cid for cid, cell in cells.items()}
     executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
                              timeout, jobs, threads=threads)
     fresh, base = {}, options_of(by_id)
     for conv in sorted({cpu_conv_of(by_id[cid]) for cid in picks}):  # each on its own kernels
-        group = [c for c in cells if cpu_conv_of(by_id[c.cell_id]) == conv]
+        group = [cells[cid] for cid in picks if cpu_conv_of(by_id[cid]) == conv]
         outcomes = executor.run(group, replace(base, cpu_conv=conv))
-        fresh.update({o.record.cell_id: o.record for _, o in outcomes})
+        fresh.update({owner.get(id(c), o.record.cell_id): o.record for c, o in outcomes})
     checks = []
     for cid in picks:
         row = rows[cid]

@@ -28,7 +28,7 @@ from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
-from bench.preflight import preflight_datasets
+from bench.preflight import preflight_cells
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError
 from bench.store import record_statuses, remove_stale_temporaries, save_outcome
@@ -83,10 +83,11 @@ def check_size(suite: Suite, max_cells: int | None = MAX_CELLS) -> int:
     return n
 
 
-def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
-              ) -> Iterator[tuple[Any, str]]:
-    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``."""
-    statuses = record_statuses(out_dir)
+def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
+              quarantine: bool = True) -> Iterator[tuple[Any, str]]:
+    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``
+    (``quarantine=False``: damaged records are named and left in place, for a dry run)."""
+    statuses = record_statuses(out_dir, quarantine)
     for cell in iter_cells(suite):
         status = statuses.get(cell.cell_id)
         if status is not None and not force:
@@ -157,8 +158,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         else:
             todo.append(cell)
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
-        splits = ("train", "test") if suite.utility else ("train",)
-        preflight_datasets((c.dataset for c in todo), splits)
+        preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)

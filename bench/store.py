@@ -3,8 +3,11 @@
 Every reader goes through :func:`load_records` / :func:`record_statuses`: a record that does
 not parse or does not match the schema is never trusted. It is named in one warning line,
 moved to ``DIR/records/quarantine/``, and its cell counts as not done. A reader that only
-compares folders (``leakbench diff``) passes ``quarantine=False``: the damaged record is named
-and left out, and nothing in the folder moves.
+reads the folder (``leakbench diff``, ``rerun``, ``run --dry-run``) passes
+``quarantine=False``: the damaged record is named and left out, and nothing in the folder
+moves. A record file the system refuses to read (permissions, an I/O error) says nothing of
+its content: it is never quarantined, and the command ends with one line naming it
+(:class:`UnreadableRecord`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, STATUSES, Record
-from bench.registry import warn
+from bench.registry import LeakbenchError, warn
 
 RECORDS = "records"
 PICTURES = "cells"
@@ -89,7 +92,68 @@ _COMMON = {"suite": str, "cell_id": str, "status": str, "seed": int, "defense": 
            "dataset_label": str}
 _ATTACK = {"attack": dict, "attack_label": str, "batch_size": int}
 _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict,
-             "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str}
+             "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
+             "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
+             "converged_at": dict, "attack_info": dict}
+_NUMBER = "a number"
+_TEXT = "text"
+
+
+def _kind_of(value: Any, want: str) -> bool:
+    """Whether ``value`` is None or of the kind ``want`` (a number: int or float, not bool)."""
+    if value is None:
+        return True
+    if want == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _nested_problem(d: dict[str, Any]) -> str | None:
+    """Why a field inside the record (a grant, the client's mode, a curve point, ...) has a
+    type its readers cannot take (the frames, curves and plots read them as written), or
+    None. Absent or null fields read as their defaults."""
+    parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
+    if not all(isinstance(p.get("params"), dict) for p in parts):
+        return "a component without a params mapping"
+    if not all(isinstance(g, str) for g in d.get("granted") or []):
+        return "a grant that is not text"
+    client = d.get("client") or {}
+    for key, value in client.items():
+        if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")
+                                               and not _kind_of(value, _TEXT)):
+            return f"client field {key!r} has a value of the wrong type"
+    checks = [("success_psnr", d.get("success_psnr"), _NUMBER),
+              ("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon"), _NUMBER),
+              ("attack_info.restarts_run", (d.get("attack_info") or {}).get("restarts_run"),
+               _NUMBER),
+              ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
+              *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
+                for k in ("grad_evals", "iterations", "seconds"))]
+    for where, value, want in checks:
+        if not _kind_of(value, want):
+            return f"field {where!r} is not {want}"
+    for point in d.get("curve") or []:
+        if not isinstance(point, dict) or not all(
+                point.get(k) is not None and _kind_of(point[k], _NUMBER)
+                for k in ("grad_evals", "seconds", "psnr")):
+            return "a curve point without numbers for grad_evals, seconds and psnr"
+    return None
+
+
+def _non_finite(d: Any) -> str | None:
+    """The place of the first NaN or infinity in a parsed record (JSON readers accept them; the
+    store never writes them), or None."""
+    stack: list[tuple[str, Any]] = [("", d)]
+    while stack:
+        where, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{where}{key}" if isinstance(node, dict) else f"{where.rstrip('.')}[{key}]"
+            if isinstance(value, (dict, list)):
+                stack.append((f"{where}{key}." if isinstance(node, dict)
+                              else f"{where.rstrip('.')}[{key}].", value))
+    return None
 
 
 def record_problem(d: Any, stem: str | None = None) -> str | None:
@@ -137,6 +201,12 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             return "floor " + problem
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
+    problem = _nested_problem(d)
+    if problem:
+        return problem
+    where = _non_finite(d)
+    if where is not None:
+        return f"{where} is not a finite number (NaN or infinity)"
     try:
         Record.from_json(d)
     except (TypeError, ValueError) as e:
@@ -174,8 +244,14 @@ def _number_text(value: float) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
+class UnreadableRecord(LeakbenchError):
+    """A record file the system would not read (its permissions, an I/O error): its content
+    is unknown, so it is neither trusted nor quarantined."""
+
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(record, None) for a sound record file, else (None, what is wrong with it)."""
+    """(record, None) for a sound record file, else (None, what is wrong with it); an
+    :class:`UnreadableRecord` when the file cannot be read at all."""
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None, f"larger than {MAX_RECORD_BYTES} bytes"
@@ -185,7 +261,11 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg} at line {e.lineno})"
-    except (OSError, ValueError, RecursionError) as e:
+    except OSError as e:
+        raise UnreadableRecord(f"{path}: cannot be read ({e.strerror or type(e).__name__}); "
+                               "left where it is: fix its permissions (or the disk) and run "
+                               "again") from None
+    except (ValueError, RecursionError) as e:
         return None, f"unreadable ({type(e).__name__})"
     problem = record_problem(d, path.stem)
     return (None, problem) if problem else (d, None)
@@ -232,6 +312,7 @@ def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]
     return [d for _, d in _scan(out_dir, move=quarantine)]
 
 
-def record_statuses(out_dir: Path) -> dict[str, str]:
-    """cell id → status of every sound record (resume and ``--retry-failed`` read this)."""
-    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir)}
+def record_statuses(out_dir: Path, quarantine: bool = True) -> dict[str, str]:
+    """cell id → status of every sound record (resume and ``--retry-failed`` read this;
+    ``quarantine=False``: damaged records left in place, as :func:`load_records`)."""
+    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir, move=quarantine)}

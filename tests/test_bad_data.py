@@ -108,3 +108,27 @@ def test_an_unreadable_image_in_a_folder_is_named(tmp_path: Path) -> None:
                         ).datasets
     with pytest.raises(DataError, match="1.png"):
         preflight_datasets(specs)
+
+
+def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path, capsys):
+    """An attacker granted ``public_data`` reads the test split (bench.public); preflight read
+    only train, so a damaged test image failed every such cell as an error record."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png")
+    (tmp_path / "data" / "test" / "b" / "9.png").write_bytes(b"not a png")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        **TINY_SUITE, "grant": ["public_data"],
+        "datasets": [{"imagefolder": {"root": str(tmp_path / "data"), "size": 8}}],
+        "archs": [{"mlp": {"hidden": 8}}],
+        "attacks": [{"dmcmc": {"sweeps": 1, "score_steps": 1, "score_width": 4}}]}))
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
+                 "--no-leaderboard"])
+    assert_one_line(code, capsys.readouterr().err, "imagefolder", "9.png")
+    assert not list((tmp_path / "out").glob("records/*.json"))

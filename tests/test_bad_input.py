@@ -168,6 +168,12 @@ def test_overlapping_entries_are_merged(tmp_path: Path) -> None:
     (["--executor", "ray", "--gpus-per-task", "-1"], "--gpus-per-task >= 0"),
     (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be > 0"),
     (["--executor", "ray", "--max-retries", "-1"], "--max-retries"),
+    (["--executor", "ray", "--cpus-per-task", "nan"], "(finite numbers), got nan"),
+    (["--executor", "ray", "--cpus-per-task", "inf"], "(finite numbers), got inf"),
+    (["--executor", "ray", "--gpus-per-task", "inf"], "--gpus-per-task >= 0"),
+    (["--threads", "99999999999999999999"], "--threads: at most 4096, got 9999"),
+    (["--jobs", "99999999999999999999"], "--jobs: at most 4096"),
+    (["--jobs", "4097"], "--jobs"),
 ])
 def test_a_dry_run_refuses_the_executor_options_a_run_refuses(flags, needle, tmp_path,
                                                                capsys) -> None:
@@ -226,10 +232,38 @@ def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path: Path
 @pytest.mark.parametrize("args,needle", [
     (["--num-classes", "0"], "--num-classes"),
     (["--num-classes", "-1"], "--num-classes"),
+    (["--num-classes", "100000000000000000000"], "--num-classes: expected 1 to 100000"),
     (["--input-shape", "3,1,1"], "convnet needs inputs of at least 9×9"),  # two 3×3 pools
+    (["--input-shape", "1,10000000000,10000000000"], "at most 4096 per size"),
+    (["--input-shape", "3,4096,4096"], "4194304 values"),
+    (["--param", "width=[1"], "--param width=[1: not a YAML value"),
+    (["--param", "width=!!python/object/apply:os.system ['echo hi']"], "not a YAML value"),
 ])
 def test_rank_refuses_what_it_cannot_analyse(args, needle, capsys) -> None:
     assert needle in one_line(capsys, "rank", "convnet", *args)
+
+
+def test_rank_turns_torch_s_size_errors_into_one_line(capsys, monkeypatch) -> None:
+    """A size past torch's integers raised a TypeError (the shape is bounded before now,
+    the arch's own arithmetic may still overflow)."""
+    def overflow(*args: object) -> str:
+        raise TypeError("empty(): argument 'size' failed to unpack the object at pos 2")
+
+    monkeypatch.setattr("attacks.rgap_rank.rank_report", overflow)
+    assert "failed to unpack" in one_line(capsys, "rank", "mlp")
+
+
+def test_executor_options_refuse_non_finite_shares() -> None:
+    """nan passed every comparison (nan <= 0 is False) and reached Ray's int(cpus)."""
+    from bench.executors import ExecutorOptions
+    from bench.registry import LeakbenchError
+
+    for options in (ExecutorOptions(cpus_per_task=float("nan")),
+                    ExecutorOptions(cpus_per_task=float("inf")),
+                    ExecutorOptions(gpus_per_task=float("nan"))):
+        with pytest.raises(LeakbenchError, match="finite"):
+            options.check("cpu")
+    ExecutorOptions(cpus_per_task=0.5, gpus_per_task=0.0).check("cpu")
 
 
 def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:
@@ -348,3 +382,17 @@ def test_hostile_megabyte_files_load_or_fail_in_bounded_time(tmp_path: Path) -> 
         except SuiteError as e:
             assert "\n" not in str(e)
         assert time.perf_counter() - t0 < 60  # generous; measured 1.4-4 s on 2 busy cores
+
+
+@pytest.mark.parametrize("flags", [["--executor", "ray", "--cpus-per-task", "nan"],
+                                   ["--jobs", "0", "--threads", "99999999999999999999"]])
+def test_out_of_range_options_are_refused_before_the_folder_is_touched(flags, tmp_path,
+                                                                      capsys) -> None:
+    """Refused before the lock is taken and any record written (the inline executor raised
+    OverflowError in torch.set_num_threads, after the skipped cells' records)."""
+    if "ray" in flags:
+        pytest.importorskip("ray")
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text())
+    one_line(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--quiet", *flags)
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ import pytest
 from bench.cli import main
 from bench.diff import MISSING, NEW, REGRESSION, ROW, STATUS, diff
 from bench.leaderboard import aggregate_frame, records_frame
+from bench.leaderboard.frames import SCENARIO
 from bench.store import load_records
 from helpers import run_cli
 
@@ -286,3 +287,54 @@ def test_text_rows_without_a_victim_field_keep_their_headline(tmp_path) -> None:
     found = diff(tmp_path / "a", tmp_path / "b")
     assert found.metrics == ["rouge1"]
     assert {r.change for r in found.rows} <= {"unchanged", "not judged"}
+
+
+def time_out(record: dict) -> None:
+    """The record a timed-out or dead worker leaves: written by the parent, no metrics and no
+    floor_metrics."""
+    record.update(status="timeout", metrics=None, error="exceeded the cell timeout of 60s")
+    record.pop("floor_metrics", None)
+
+
+def test_a_scenario_that_stops_finishing_is_a_regression(base, tmp_path, capsys) -> None:
+    """Every cell of one scenario timed out in B: no seed has a value or a floor (n = 0), which
+    was "not judged" and exit 0; A's rows had values, so each of them regressed."""
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    scenario = tuple(agg.iloc[0][c] for c in SCENARIO)
+    keyed = df.assign(**{c: df[c].fillna("") for c in ["mode", "bn_mode", "victim"]})
+    match = keyed[SCENARIO] == pd.Series(scenario, index=SCENARIO)
+    cells = list(keyed[match.all(axis=1)]["cell_id"])
+    for cid in cells:
+        rewrite(b, cid, time_out)
+    rows = [tuple(r[ROW]) for _, r in agg.iterrows() if tuple(r[SCENARIO]) == scenario]
+    found = diff(QUICK, b)
+    regressed = sorted(r.key for r in found.rows if r.change == REGRESSION)
+    assert regressed == sorted(rows) and all(r.b.n == 0 for r in found.rows
+                                              if r.change == REGRESSION)
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 1, err
+    assert f"- regressions: {len(rows)}" in out
+    assert f"- cells that finished in A and failed in B (error, timeout): {len(cells)}" in out
+    assert out.rstrip().endswith("Result: regressions found.")
+    found = diff(b, QUICK)  # the reverse: every seed of A failed, B's have values
+    assert sorted(r.key for r in found.rows if r.change == "improvement") == sorted(rows)
+    assert not found.regressed
+
+
+def test_a_cell_that_stops_finishing_exits_1_even_where_its_row_holds(base, tmp_path,
+                                                                     capsys) -> None:
+    """One seed ok → error (its floor kept, so its row's interval may still overlap A's):
+    a cell that finished no longer does, exit 1; ok → diverged is the attack's own outcome
+    and exits 0 (test_removed_added_and_restatused_cells_are_listed)."""
+    records, _, _ = base
+    b = copy_records(QUICK, tmp_path / "b")
+    cid = next(r["cell_id"] for r in records if r["status"] == "ok")
+    rewrite(b, cid, lambda r: r.update(status="error", metrics=None, error="RuntimeError: x"))
+    result = diff(QUICK, b)
+    assert [c.cell_id for c in result.stopped_finishing()] == [cid]
+    assert result.regressed
+    code, out, _ = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 1
+    assert "- cells that finished in A and failed in B (error, timeout): 1" in out
+    assert cid in section(out, "Status changes")

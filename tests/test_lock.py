@@ -176,3 +176,16 @@ def test_simultaneous_restarts_on_a_stale_lock_let_exactly_one_in(tmp_path: Path
     worker.wait()
     outcomes = sorted(results.get(timeout=5) for _ in procs)
     assert outcomes == ["held", "refused", "refused", "refused"]
+
+
+@pytest.mark.parametrize("pid", [2 ** 70, -5, 0, "12", None, True])
+def test_a_lock_naming_no_possible_pid_is_garbage(pid, tmp_path: Path, capsys) -> None:
+    """``os.kill(2**70, 0)`` raised OverflowError: a traceback instead of taking over a lock
+    that no process can own."""
+    (tmp_path / LOCK).write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                             "workers": [2 ** 70, -1]}))
+    with RunLock(tmp_path):
+        pass
+    assert "unreadable lock file, taken over" in capsys.readouterr().err
+    assert not pid_alive(2 ** 70)
+    wait_for_workers([2 ** 70], grace=0.1)

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from bench.cli import main
+from bench.lock import RunLock
 from bench.merge import RULE
 from bench.runner import run_suite
 from bench.store import load_records, record_path, save_record
@@ -23,10 +24,10 @@ def store(tmp_path_factory):
     return out
 
 
-def _copy(store, dest, edit=None):
+def _copy(store, dest, edit=None, exist_ok=False):
     """A copy of ``store`` as another machine would leave it: ``edit(record)`` changes the
     first cell's record."""
-    shutil.copytree(store, dest)
+    shutil.copytree(store, dest, dirs_exist_ok=exist_ok)
     first = sorted((dest / "records").glob("*.json"))[0]
     if edit:
         record = json.loads(first.read_text())
@@ -111,3 +112,87 @@ def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store,
     assert any(cid in x and "batch_size" in x for x in left_out)
     assert record_path(out, cid).read_text() == before
     assert lines[-1].startswith(f"merged 2 stores into {out}: 2 cells, 0 written")
+
+
+@pytest.mark.parametrize("rel", ["../payload.sh", "ABSOLUTE", "cells/../../b/cells/x.png"])
+def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tmp_path,
+                                                                  capsys):
+    """A record's ``picture`` is written under OUT as given: ``../payload.sh`` wrote a file
+    next to OUT. Climbing or absolute paths leave the record out (one line); even one that
+    resolves inside its own store but climbs out of OUT."""
+    b = tmp_path / "b"
+    payload = tmp_path / "payload.sh"
+    payload.write_text("echo owned\n")
+    rel = str(payload) if rel == "ABSOLUTE" else rel
+    (b / "cells").mkdir(parents=True)
+    (b / "cells" / "x.png").write_bytes(b"png")
+    _, cid = _copy(store, b, lambda r: r.update(picture=rel), exist_ok=True)
+    out = tmp_path / "deep" / "out"
+    assert main(["merge", str(out), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    left = [x for x in lines if x.startswith("record left out")]
+    assert left == [f"record left out: {record_path(b, cid)} (its picture {rel!r} is not a "
+                    "path inside its folder)"]
+    assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
+    assert not record_path(out, cid).exists()
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+    assert payload.read_text() == "echo owned\n"
+
+
+def test_an_artifact_behind_a_link_out_of_the_store_is_not_copied(store, tmp_path, capsys):
+    """``cells`` a link to a folder outside the store: the picture is not read through it
+    (the site's check), the record is merged without it."""
+    b, cid = _copy(store, tmp_path / "b")
+    outside = tmp_path / "elsewhere"
+    shutil.move(b / "cells", outside)
+    (b / "cells").symlink_to(outside)
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(b)]) == 0
+    captured = capsys.readouterr()
+    assert "is outside" in captured.err
+    assert f"{cid}: {b / json.loads(record_path(b, cid).read_text())['picture']} is missing" \
+        in captured.out
+    assert record_path(out, cid).exists() and not (out / "cells").exists()
+
+
+def test_notes_naming_a_machine_s_files_are_no_conflict(store, tmp_path, capsys):
+    """``lpips_note`` holds the machine's torch-hub path: two machines' identical results
+    differed only there, and were reported as a conflict."""
+    def other_home(record):
+        record["metrics"]["lpips_note"] = "LPIPS n/a: put alexnet.pth in /home/other/.cache"
+
+    a, _ = _copy(store, tmp_path / "a")
+    b, _ = _copy(store, tmp_path / "b", other_home)
+    assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "conflict" not in out.replace("0 conflicts", "")
+    assert "2 duplicates, 0 conflicts" in out
+
+
+def test_merge_waits_for_no_run_it_refuses_a_locked_out(store, tmp_path, capsys):
+    """OUT held by a live run: the merge is refused before it writes anything."""
+    b, _ = _copy(store, tmp_path / "b")
+    out = tmp_path / "out"
+    with RunLock(out):
+        assert main(["merge", str(out), str(b)]) == 2
+    assert "in use by a running leakbench" in capsys.readouterr().err
+    assert not (out / "records").exists()
+    assert main(["merge", str(out), str(b)]) == 0  # released: it merges
+    assert len(load_records(out)) == 2
+
+
+def test_a_non_finite_number_is_a_damaged_record_not_a_half_merge(store, tmp_path, capsys):
+    """NaN in a record's timing parsed (JSON readers accept it) and crashed the writer
+    (``allow_nan=False``) after earlier cells were written: OUT half-merged. Now the record
+    is left out as damaged, before anything is written."""
+    b, _ = _copy(store, tmp_path / "b")
+    last = sorted((b / "records").glob("*.json"))[-1]
+    last.write_text(last.read_text().replace('"attack_seconds": ', '"attack_seconds": NaN, '
+                                             '"was": ', 1))
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [x for x in lines if x.startswith("damaged record left out")] == [
+        f"damaged record left out: {last} (timing.attack_seconds is not a finite number "
+        "(NaN or infinity))"]
+    assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")

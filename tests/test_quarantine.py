@@ -12,7 +12,7 @@ import pytest
 from bench.cli import main
 from bench.runner import plan, run_suite
 from bench.store import QUARANTINE, load_records, record_problem
-from helpers import make_suite
+from helpers import make_suite, write_suite
 
 SUITE = {"seeds": 3}
 
@@ -81,11 +81,17 @@ def test_resume_and_retry_failed_treat_a_damaged_record_as_not_done(clean, tmp_p
     assert len(load_records(out)) == 3
 
 
+GOOD = {"suite": "t", "cell_id": "a", "status": "ok", "seed": 0,
+        "defense": [{"name": "x", "params": {}}], "arch": {"name": "lenet", "params": {}},
+        "dataset": {"name": "d", "params": {}}, "defense_label": "x", "arch_label": "lenet",
+        "dataset_label": "d", "attack": {"name": "dlg", "params": {}}, "attack_label": "dlg",
+        "batch_size": 1, "metrics": {"psnr": 1.0}}
+"""A sound record (components carry their params: without them the frames' defense strength
+and rerun's cells fail on a KeyError)."""
+
+
 def test_record_problems_cover_the_schema() -> None:
-    good = {"suite": "t", "cell_id": "a", "status": "ok", "seed": 0, "defense": [{"name": "x"}],
-            "arch": {"name": "lenet"}, "dataset": {"name": "d"}, "defense_label": "x",
-            "arch_label": "lenet", "dataset_label": "d", "attack": {"name": "dlg"},
-            "attack_label": "dlg", "batch_size": 1, "metrics": {"psnr": 1.0}}
+    good = GOOD
     assert record_problem(good, "a") is None
     for change, reason in [({"status": "fine"}, "status"), ({"kind": "movie"}, "kind"),
                            ({"batch_size": True}, "batch_size"), ({"cell_id": "b"}, "file"),
@@ -111,3 +117,112 @@ def test_record_problems_cover_the_schema() -> None:
                   {"metrics": {"lpips_note": "no weights"}},
                   {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
         assert record_problem({**good, **extra}, "a") is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"granted": [1, 2]}, "grant"),
+    ({"client": {"bn_mode": ["x"]}}, "client field 'bn_mode'"),
+    ({"client": {"mode": 5}}, "client field 'mode'"),
+    ({"client": {"lr": {"x": 1}}}, "client field 'lr'"),
+    ({"victim": 5}, "'victim' is not a str"),
+    ({"budget": "x"}, "'budget' is not a dict"),
+    ({"curve": "abc"}, "'curve' is not a list"),
+    ({"curve": [{"grad_evals": "a", "seconds": 1.0, "psnr": 3.0, "final": True}]}, "curve"),
+    ({"curve": [{"grad_evals": 3}]}, "curve"),
+    ({"trial_batch": "x"}, "'trial_batch' is not a dict"),
+    ({"trial_batch": {"time_share": ["equal"]}}, "trial_batch.time_share"),
+    ({"converged_at": "x"}, "'converged_at' is not a dict"),
+    ({"converged_at": {"seconds": "soon"}}, "converged_at.seconds"),
+    ({"attack_info": {"restarts_run": "x"}}, "attack_info.restarts_run"),
+    ({"defense_info": {"epsilon": "x"}}, "defense_info.epsilon"),
+    ({"success_psnr": "x"}, "success_psnr"),
+    ({"success_psnr": True}, "success_psnr"),
+    ({"defense": [{"name": "noise"}]}, "params"),
+    ({"arch": {"name": "lenet", "params": None}}, "params"),
+    ({"timing": {"attack_seconds": float("nan")}}, "timing.attack_seconds is not a finite"),
+    ({"loss_trace": [1.0, float("inf")]}, "loss_trace[1] is not a finite"),
+    ({"curve": [{"grad_evals": 1, "seconds": float("-inf"), "psnr": 3.0}]},
+     "curve[0].seconds is not a finite")])
+def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
+    """Each passed record_problem and then crashed the leaderboard, export, diff, table or
+    rerun (a NaN timing crashed merge's writer half-way through OUT)."""
+    problem = record_problem({**GOOD, **change}, "a")
+    assert problem is not None and reason in problem, problem
+
+
+def test_null_and_default_nested_fields_are_sound() -> None:
+    """Absent and null read as the defaults (frames.record_client, record_victim)."""
+    for extra in [{"client": {"mode": None, "bn_mode": "eval", "lr": 0.1}}, {"victim": None},
+                  {"granted": []}, {"curve": None}, {"success_psnr": None},
+                  {"success_psnr": 20}, {"defense_info": {"epsilon": None, "loss": 1.5}},
+                  {"converged_at": {"grad_evals": 3, "seconds": 0.5, "reason": "plateau"}},
+                  {"trial_batch": {"time_share": "equal", "cells": ["a"]}}]:
+        assert record_problem({**GOOD, **extra}, "a") is None, extra
+
+
+def test_readers_quarantine_records_that_crashed_them(clean, tmp_path, capsys) -> None:
+    """The leaderboard on a folder with such records: each named in one line and
+    quarantined, no traceback."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    paths = sorted((out / "records").glob("*.json"))
+    edits = [{"client": {"bn_mode": ["x"]}}, {"defense_info": {"epsilon": "x"}}]  # one sound
+    for path, change in zip(paths, edits):
+        record = json.loads(path.read_text())
+        record.update(change)
+        path.write_text(json.dumps(record))
+    assert main(["leaderboard", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("damaged record") == 2 and "Traceback" not in err
+    assert len(list((out / "records" / QUARANTINE).glob("*.json"))) == 2
+
+
+
+def test_a_dry_run_names_damaged_records_and_moves_nothing(clean, tmp_path, capsys) -> None:
+    """``run --dry-run`` writes nothing and holds no lock: it moved damaged records to
+    quarantine/ all the same."""
+    out, bad = damage(clean, tmp_path)
+    before = sorted(p.name for p in (out / "records").iterdir())
+    suite = write_suite(tmp_path / "t.yaml", name="t", timeout=120, **SUITE)
+    assert main(["run", str(suite), "--out", str(out), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "1 done" in captured.out and "2 to run" in captured.out
+    assert captured.err.count("left in place") == len(bad)
+    assert sorted(p.name for p in (out / "records").iterdir()) == before
+
+
+def refuse_reading(monkeypatch, name: str) -> None:
+    """``name`` cannot be read (as a record with mode 000 for a user other than root)."""
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["export"], ["run", "--dry-run"],
+                                     ["merge"]])
+def test_a_record_that_cannot_be_read_is_never_quarantined(command, clean, tmp_path, capsys,
+                                                           monkeypatch) -> None:
+    """An intact record the system refuses to read was taken for damaged and moved to
+    quarantine/ (its cell then re-run): now the command ends with one line naming it."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    locked = sorted((out / "records").glob("*.json"))[1]
+    refuse_reading(monkeypatch, locked.name)
+    if command[0] == "run":
+        suite = write_suite(tmp_path / "t.yaml", name="t", timeout=120, **SUITE)
+        args = ["run", str(suite), "--out", str(out), *command[1:]]
+    elif command[0] == "merge":
+        args = ["merge", str(tmp_path / "merged"), str(out)]
+    else:
+        args = [*command, str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"leakbench: error: {locked}: cannot be read (Permission denied); left "
+                   "where it is: fix its permissions (or the disk) and run again"]
+    assert locked.exists() and not (out / "records" / QUARANTINE).exists()
+    assert not (tmp_path / "merged" / "records").exists()

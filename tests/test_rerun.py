@@ -91,3 +91,64 @@ def test_the_metric_follows_the_records_modality(store, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("leakbench: error: --metric psnr: a metric of image cells, and the records "
                    "are text cells (default: rouge1)")
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("fid", "--metric fid: a pooled metric has no per-row interval; rerun compares the "
+            "per-item metrics"),
+    ("kid", "pooled metric"),
+    ("lpips", "--metric lpips: LPIPS n/a: put"),
+    ("psnr,ssim", "rerun compares one metric")])
+def test_a_metric_with_no_value_per_cell_is_refused_before_a_cell_runs(
+        metric, message, store, capsys, monkeypatch, tmp_path):
+    """FID (pooled) and LPIPS without weights were accepted, ran every drawn cell and
+    reported n/a for each; now one line, exit 2, and no cell runs."""
+    from bench.cli import main
+
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", str(tmp_path / "no-such-weights.pth"))
+
+    def no_cells(*args, **kwargs):
+        raise AssertionError("a cell ran")
+
+    monkeypatch.setattr("bench.rerun.make_executor", no_cells)
+    assert main(["rerun", str(store), "--metric", metric, "--jobs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_records_without_optional_fields_or_with_an_old_identity_rerun(store, tmp_path):
+    """A record without client, victim, grants or budget (store and frames read them as the
+    defaults) raised KeyError 'client'; one whose identity no longer hashes to its cell_id
+    (an older leakbench's) came back under another id, a KeyError too."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(store, old)
+    paths = sorted((old / "records").glob("*.json"))
+    for i, path in enumerate(paths):
+        r = json.loads(path.read_text())
+        for key in ("client", "victim", "granted", "budget"):
+            r.pop(key, None)
+        if i == 0:  # the same run, under an identity that hashes elsewhere
+            r["budget"] = {"max_iterations": None}
+        path.write_text(json.dumps(r))
+    checks = rerun(old, len(paths), jobs=0)
+    assert sorted(c.cell_id for c in checks) == sorted(p.stem for p in paths)
+    assert all(c.fresh == c.committed for c in checks)
+
+
+def test_rerun_only_reads_the_folder(store, tmp_path, capsys):
+    """A damaged record is named and left in place (it was moved to quarantine/, even by a
+    refused --sample 0)."""
+    import shutil
+
+    from bench.cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    bad = sorted((copy / "records").glob("*.json"))[0]
+    bad.write_text("{not json")
+    assert main(["rerun", str(copy), "--sample", "0", "--jobs", "0"]) == 2
+    assert main(["rerun", str(copy), "--sample", "1", "--jobs", "0"]) == 0
+    assert "left in place" in capsys.readouterr().err
+    assert bad.exists() and not (copy / "records" / "quarantine").exists()

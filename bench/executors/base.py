@@ -9,6 +9,7 @@ configuration, not a second code path).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -113,8 +114,10 @@ class ExecutorOptions:
         if device == "cuda" and gpus == 0:
             raise LeakbenchError("--device cuda with --gpus-per-task 0: give each task a GPU "
                                  "share (e.g. 0.25), or run on the CPU")
-        if (cpus is not None and cpus <= 0) or (gpus is not None and gpus < 0):
-            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
+        if (cpus is not None and not (math.isfinite(cpus) and cpus > 0)) or (
+                gpus is not None and not (math.isfinite(gpus) and gpus >= 0)):  # nan, inf
+            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0 "
+                                 f"(finite numbers), got "
                                  f"{cpus if cpus is not None else 1:g} and "
                                  f"{gpus if gpus is not None else 0:g}")
         if self.max_retries is not None and self.max_retries < 0:
