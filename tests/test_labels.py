@@ -155,9 +155,8 @@ def test_the_feature_probe_leaves_the_model_and_the_attack_generator_as_they_wer
 def test_a_single_logit_model_reports_no_class_labels(attack):
     """A one-logit head (logistic loss on the label's parity) gives away parities, not
     classes: label accuracy against the 0–9 classes is n/a, not a score of the parities."""
-    from helpers import make_suite, run_record
-
     from bench.suite import iter_cells
+    from helpers import make_suite, run_record
 
     suite = make_suite(datasets=[{"digits": {"size": 16}}], archs=[{"fcn3": {"head": "logit"}}],
                        attacks=[attack])
