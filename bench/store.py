@@ -249,9 +249,13 @@ class UnreadableRecord(LeakbenchError):
     is unknown, so it is neither trusted nor quarantined."""
 
 
+VANISHED = "gone while it was read (another command moved it)"
+
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(record, None) for a sound record file, else (None, what is wrong with it); an
-    :class:`UnreadableRecord` when the file cannot be read at all."""
+    """(record, None) for a sound record file, else (None, what is wrong with it): (None,
+    :data:`VANISHED`) when it no longer exists (readers take no lock: another one may have
+    just quarantined it); an :class:`UnreadableRecord` when it cannot be read at all."""
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None, f"larger than {MAX_RECORD_BYTES} bytes"
@@ -261,6 +265,8 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg} at line {e.lineno})"
+    except FileNotFoundError:
+        return None, VANISHED
     except OSError as e:
         raise UnreadableRecord(f"{path}: cannot be read ({e.strerror or type(e).__name__}); "
                                "left where it is: fix its permissions (or the disk) and run "
@@ -297,6 +303,8 @@ def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]
         if not path.is_file():
             continue
         d, problem = read_record(path)
+        if problem == VANISHED:
+            continue
         if problem and move:
             quarantine(path, problem)
         elif problem:

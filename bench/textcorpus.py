@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,16 @@ _BREAK = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _STARTS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ\"'(")
 
 
+_OTHER_STARTS = frozenset(("Lu", "Lt", "Lo", "Ps", "Pi"))
+
+
 def _starts_sentence(c: str) -> bool:
     """Whether a sentence may begin with ``c``: an ASCII capital, quote or parenthesis, or a
-    non-ASCII character that is not a lower-case letter (a capital of another script, a
-    letter of an uncased one, « or “)."""
-    return c in _STARTS or (ord(c) > 127 and not c.islower())
+    non-ASCII capital, letter of an uncased script, opening bracket or opening quote (« “),
+    or ¿ ¡. Not a closing quote (French puts a space before »), a dash or a symbol."""
+    if c in _STARTS:
+        return True
+    return ord(c) > 127 and (unicodedata.category(c) in _OTHER_STARTS or c in "¿¡")
 
 
 def split_sentences(paragraph: str) -> list[str]:

@@ -226,3 +226,26 @@ def test_a_record_that_cannot_be_read_is_never_quarantined(command, clean, tmp_p
                    "where it is: fix its permissions (or the disk) and run again"]
     assert locked.exists() and not (out / "records" / QUARANTINE).exists()
     assert not (tmp_path / "merged" / "records").exists()
+
+
+def test_a_record_that_vanishes_mid_scan_is_skipped_not_an_error(clean, tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    """Readers take no lock: another one may quarantine a file between the listing and the
+    read. That file is simply gone (no quarantine, no 'fix its permissions' error)."""
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    gone = sorted((out / "records").glob("*.json"))[1]
+    original, calls = Path.stat, []
+
+    def stat(self: Path, *args, **kwargs):
+        if self.name == gone.name and self.parent.name == "records":
+            calls.append(self)
+            if len(calls) == 2:  # listed and seen as a file, then moved away before the read
+                gone.unlink(missing_ok=True)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    records = load_records(out)
+    assert gone.stem not in {r["cell_id"] for r in records} and records
+    assert not (out / "records" / QUARANTINE).exists()
+    assert "cannot be read" not in capsys.readouterr().err

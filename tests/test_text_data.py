@@ -84,6 +84,11 @@ def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(mo
         "«Кот» спит на окне. это не начало предложения."]
     assert textcorpus.split_sentences("Ein Satz hier. Über den Fluss. über nichts.") == [
         "Ein Satz hier.", "Über den Fluss. über nichts."]
+    # a closing quote, a dash or a symbol after the stop does not begin a sentence
+    assert textcorpus.split_sentences("Il a dit « Non ! » et il est parti. Elle répond "
+                                      "« Oui. » à sa mère. ¿Qué? 5. – une note. 3. → 4.") == [
+        "Il a dit « Non ! » et il est parti.", "Elle répond « Oui. » à sa mère.",
+        "¿Qué? 5. – une note. 3. → 4."]
     from pydoc_data.topics import topics
 
     now = [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
