@@ -162,5 +162,5 @@ def test_a_single_logit_model_reports_no_class_labels(attack):
                        attacks=[attack])
     (cell,) = list(iter_cells(suite))
     record = run_record(cell, 60.0)
-    assert record["status"] in ("ok", "diverged"), record.get("error")
-    assert record["metrics"] is None or record["metrics"]["label_acc"] is None
+    assert record["status"] == "ok", record.get("error")  # 1-2 steps: nothing to diverge
+    assert record["metrics"]["label_acc"] is None and record["metrics"]["psnr"] > 0
