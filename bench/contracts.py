@@ -292,6 +292,10 @@ class DefenseContext:
     # the other clients' batches (model-input space, labels) a protocol-level defense
     # aggregated with this client's update, in order: the pipeline scores against them too
     aggregated: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # the dataset's per-channel pixel mean in model-input space, (1, C, 1, 1) on the batch's
+    # device (0 where the harness normalises); None where unknown (text, or a dataset that
+    # states no ``pixel_mean``): :func:`bench.data.input_centre`
+    centre: torch.Tensor | None = None
 
 
 def observed_batch(chain: Sequence[Defense], batch_size: int) -> int:
@@ -329,6 +333,9 @@ class DatasetMeta:
     modality: str = "image"  # "image" or "text"
     vocab: tuple[str, ...] = ()  # text: the tokenizer's tokens, by id
     task: str = ""  # text: "lm" (next token) or "classify"
+    # images: the per-channel mean of the training pixels in [0,1], known whether or not the
+    # harness normalises (``mean`` is then 0): where a defense centres data (InstaHide)
+    pixel_mean: tuple[float, ...] = ()
 
 
 class Dataset(Component):

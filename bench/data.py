@@ -25,6 +25,16 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return (x * _channels(std, x) + _channels(mean, x)).clamp(0.0, 1.0)
 
 
+def input_centre(meta: Any, like: torch.Tensor) -> torch.Tensor | None:
+    """The dataset's per-channel pixel mean in model-input space, shaped (1, C, 1, 1) with
+    ``like``'s dtype and device (0 where the harness normalises with that mean); None for
+    text or a dataset whose metadata states no ``pixel_mean``."""
+    pixel_mean = getattr(meta, "pixel_mean", ())
+    if getattr(meta, "modality", "image") == "text" or not pixel_mean:
+        return None
+    return normalize(_channels(pixel_mean, like), meta.mean, meta.std)
+
+
 def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples (stacked) and labels of ``data[i]`` for each index: integer labels, or label
     tensors stacked (a language model's next tokens, one per position)."""

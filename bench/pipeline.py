@@ -32,7 +32,7 @@ from bench.contracts import (
     shared_update,
 )
 from bench.convolutions import cpu_convolutions, stamp_cpu_conv
-from bench.data import other_batches, sample_batch
+from bench.data import input_centre, other_batches, sample_batch
 from bench.defend import defend
 from bench.domains import domain_of
 from bench.grants import PrivateSide, provide_grants
@@ -104,7 +104,7 @@ def observe(cell: Any, device: torch.device) -> Observed:
     client = cell.client_spec
     others = other_batches(dataset, meta, device, seeds["defense"], held)
     ctx = DefenseContext(model, x, y, client, torch.Generator().manual_seed(seeds["defense"]),
-                         meta.num_classes, others)
+                         meta.num_classes, others, centre=input_centre(meta, x))
     chain = [d.build() for d in cell.defense]
     update = defend(chain, ctx, lambda xb, yb: compute_update(model, xb, yb, client))
     batch = observed_batch(chain, cell.batch_size)

@@ -2,16 +2,17 @@
 
 The mixture is built exactly as by ``mixup`` (k images, Dirichlet(3,1,…) coefficients
 bounded in [c1, c2], soft labels mixed with the same coefficients); then every entry of
-the mixed image (each channel of each pixel) is multiplied by an independent random ±1,
-as in the GradAttack evaluation. The sign mask acts in model-input space and is fresh
-for every image; the labels are not flipped.
+the mixed image (each channel of each pixel), centred on the dataset's channel mean, is
+multiplied by an independent random ±1, as in the GradAttack evaluation. The sign mask is
+fresh for every image; the labels are not flipped.
 
-Both the authors' code and GradAttack's flip *normalised* pixels (the channel mean
-subtracted: values of either sign), so a flip hides the sign of each centred value. On a
-dataset with ``normalize: false`` (the default of the bundled image datasets) model-input
-pixels lie in [0,1], the mixture is non-negative, and its absolute value undoes every flip:
-such cells measure MixUp plus a sign mask anyone can remove, not the paper's encoding. Use
-``normalize: true`` for the latter.
+The authors' code and GradAttack flip *normalised* pixels (the channel mean subtracted),
+so a flip hides the sign of each centred value. leakbench flips about the dataset's pixel
+mean in model-input space, x̃ = μ + s ⊙ (m − μ) (``ctx.centre``): with ``normalize: true``
+μ is 0 and this is the paper's encoding; with ``normalize: false`` (the bundled image
+datasets' default) it is the same encoding written in [0,1] pixels (an affine change of
+the model's input, the same for every image). Flipping uncentred [0,1] pixels instead
+would be undone by |x̃|. A dataset that states no pixel mean is flipped about model-input 0.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from defenses.mixup import MixUp
 
 @register_defense("instahide")
 class InstaHide(MixUp):
-    """MixUp of k images (bounded Dirichlet coefficients), then a random ±1 mask per pixel."""
+    """MixUp of k images (bounded Dirichlet coefficients), then a random ±1 per centred pixel."""
 
     paper = ("Huang, Song, Li, Arora. InstaHide: Instance-hiding Schemes for Private Distributed "
              "Learning. ICML 2020; settings of Huang et al. NeurIPS 2021 (GradAttack)")
@@ -34,4 +35,8 @@ class InstaHide(MixUp):
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         mixed_x, mixed_y = self.mix(x, y, ctx)
         sign = torch.randint(0, 2, mixed_x.shape, generator=ctx.generator) * 2 - 1
-        return mixed_x * sign.to(mixed_x.device, mixed_x.dtype), mixed_y
+        sign = sign.to(mixed_x.device, mixed_x.dtype)
+        if ctx.centre is None:
+            return mixed_x * sign, mixed_y
+        centre = ctx.centre.to(mixed_x.device, mixed_x.dtype)
+        return centre + sign * (mixed_x - centre), mixed_y

@@ -24,7 +24,7 @@ import torch
 from bench.cells.base import RunOptions, register_cell_kind
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
-from bench.data import other_batches, sample_batch, stack_items
+from bench.data import input_centre, other_batches, sample_batch, stack_items
 from bench.defend import defend
 from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
@@ -173,13 +173,15 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         defense_gen = torch.Generator().manual_seed(seeds["defense"])
         client = ClientSpec()
         others = other_batches(dataset, meta, device, seeds["defense"])
+        centre = input_centre(meta, torch.zeros((), device=device))
         has_bn = has_batchnorm(model)
         cosines: list[float] = []
         diverged_at = None
         for step in range(cfg["steps"]):
             x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
             x, y = domain.encode(x01).to(device), y.to(device)
-            ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others)
+            ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others,
+                                 centre=centre)
             clean = compute_update(model, x, y, client)
 
             def compute(xb: torch.Tensor, yb: torch.Tensor, x=x, y=y, clean=clean) -> Update:

@@ -33,11 +33,11 @@ class Digits(Dataset):
     )
 
     def meta(self) -> DatasetMeta:
-        mean, std = (0.0,) * self.channels, (1.0,) * self.channels
-        if self.normalize:
-            mean, std = channel_stats(self.load("train").tensors[0])
+        pixel_mean, pixel_std = channel_stats(self.load("train").tensors[0])
+        mean, std = (pixel_mean, pixel_std) if self.normalize else \
+            ((0.0,) * self.channels, (1.0,) * self.channels)
         return DatasetMeta((self.channels, self.size, self.size), 10, mean, std,
-                           tuple(str(i) for i in range(10)))
+                           tuple(str(i) for i in range(10)), pixel_mean=pixel_mean)
 
     def load(self, split: str):
         images, labels = _digits(self.size, self.channels)

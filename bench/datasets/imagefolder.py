@@ -33,6 +33,7 @@ from bench.datasets.torchvision_common import (
     evenly_spaced,
     folder_source,
     load_cached,
+    pixel_mean,
     stats,
     torchvision_call,
 )
@@ -114,7 +115,8 @@ class ImageFolder(Dataset):
         """Needs the folder (the classes are its sub-folders), but no image is read."""
         classes = self.classes()
         mean, std = stats(IMAGENET_MEAN, IMAGENET_STD, 3, self.normalize)
-        return DatasetMeta((3, self.size, self.size), len(classes), mean, std, tuple(classes))
+        return DatasetMeta((3, self.size, self.size), len(classes), mean, std, tuple(classes),
+                           pixel_mean=pixel_mean(IMAGENET_MEAN, 3))
 
     def load(self, split: str) -> TensorPairs:
         check_split(split)

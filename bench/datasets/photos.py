@@ -52,10 +52,11 @@ class Photos(Dataset):
     )
 
     def meta(self) -> DatasetMeta:
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        if self.normalize:
-            mean, std = channel_stats(self.load("train").tensors[0])
-        return DatasetMeta((3, self.size, self.size), len(PHOTOS), mean, std, PHOTOS)
+        pixel_mean, pixel_std = channel_stats(self.load("train").tensors[0])
+        mean, std = (pixel_mean, pixel_std) if self.normalize else \
+            ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        return DatasetMeta((3, self.size, self.size), len(PHOTOS), mean, std, PHOTOS,
+                           pixel_mean=pixel_mean)
 
     def load(self, split: str):
         images, labels = _crops(self.size, self.scale)

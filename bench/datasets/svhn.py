@@ -22,6 +22,7 @@ from bench.datasets.torchvision_common import (
     data_root,
     folder_source,
     load_cached,
+    pixel_mean,
     stats,
     to_tensor_image,
     torchvision_call,
@@ -54,7 +55,8 @@ class SVHN(Dataset):
 
     def meta(self) -> DatasetMeta:
         mean, std = stats(self.mean, self.std, 3, self.normalize)
-        return DatasetMeta((3, self.size, self.size), 10, mean, std, self.classes)
+        return DatasetMeta((3, self.size, self.size), 10, mean, std, self.classes,
+                           pixel_mean=pixel_mean(self.mean, 3))
 
     def source(self) -> dict[str, Any]:
         return folder_source(data_root(self.root, self.registry_name, SUBFOLDER))

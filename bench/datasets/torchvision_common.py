@@ -138,6 +138,11 @@ def stats(mean: Sequence[float], std: Sequence[float], channels: int, normalize:
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def pixel_mean(mean: Sequence[float], channels: int) -> tuple[float, ...]:
+    """The customary per-channel pixel mean, grey repeated to ``channels``, normalised or not."""
+    return stats(mean, mean, channels, True)[0]
+
+
 def to_tensor_image(size: int | None = None, channels: int | None = None
                     ) -> Callable[[Any], torch.Tensor]:
     """PIL image → float32 C×H×W in [0,1], resized to size×size, grey repeated to ``channels``."""
@@ -235,7 +240,7 @@ class IdxDataset:
 
         mean, std = stats(self.mean, self.std, self.channels, self.normalize)
         return DatasetMeta((self.channels, self.size, self.size), len(self.classes), mean, std,
-                           self.classes)
+                           self.classes, pixel_mean=pixel_mean(self.mean, self.channels))
 
     def source(self) -> dict[str, Any]:  # the folder the reader opens, not all of the root
         root = data_root(self.root, self.registry_name)  # type: ignore[attr-defined]
@@ -334,7 +339,8 @@ class CifarDataset:
         from bench.contracts import DatasetMeta
 
         mean, std = stats(self.mean, self.std, 3, self.normalize)
-        return DatasetMeta((3, self.size, self.size), len(self.classes), mean, std, self.classes)
+        return DatasetMeta((3, self.size, self.size), len(self.classes), mean, std, self.classes,
+                           pixel_mean=pixel_mean(self.mean, 3))
 
     def source(self) -> dict[str, Any]:  # the folder the reader opens, not all of the root
         root = data_root(self.root, self.registry_name)  # type: ignore[attr-defined]
