@@ -73,7 +73,8 @@ UTILITY_PARAMS = (
     Param("steps", int, 100, low=1, high=1_000_000, help="federated SGD steps"),
     Param("batch_size", int, 32, low=1, high=100_000, help="client batch per step"),
     Param("lr", float, 0.05, low=0.0, help="server learning rate on the aggregated update"),
-    Param("eval_size", int, 1000, low=1, high=10_000_000, help="test images evaluated"),
+    Param("eval_size", int, 1000, low=1, high=10_000_000,
+          help="test samples evaluated (images or sequences), capped at the test split"),
 )
 
 
