@@ -16,7 +16,7 @@ from attacks.lbfgs_trials import (
     run_trials_lbfgs,
 )
 from attacks.stopping import Plateau
-from attacks.text_matching import optimise_text, text_incompatibility
+from attacks.text_matching import best_text_restart, optimise_text, text_incompatibility
 from attacks.trials import TrialEngine
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import register_attack
@@ -29,8 +29,8 @@ class DLG(Attack):
     Cells differing only by seed are trials of one vectorised pass, each with its own L-BFGS
     state (see :mod:`attacks.batched_lbfgs`). On text (the paper's Sec. 4.2) the dummies are
     token embeddings, projected to the nearest tokens at the end
-    (:mod:`attacks.text_matching`), one cell at a time, with the same steps, caps and
-    ``patience``."""
+    (:mod:`attacks.text_matching`), one cell at a time, with the same steps, caps,
+    ``patience`` and ``restarts``."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019"
     params = LBFGS_PARAMS
@@ -47,9 +47,13 @@ class DLG(Attack):
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         if observations[0].domain.kind == "tokens":
             plateau = Plateau(self.patience, self.min_rel_improvement)
-            return [optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
-                                  self.max_eval_per_step, self.history_size,
-                                  line_search_fn(self.line_search), plateau)
+
+            def optimise(o: Observation) -> Reconstruction:
+                return optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
+                                     self.max_eval_per_step, self.history_size,
+                                     line_search_fn(self.line_search), plateau)
+
+            return [best_text_restart(o, planned_restarts(self.restarts, o), optimise)
                     for o in observations]
         restarts = planned_restarts(self.restarts, observations[0])
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -154,3 +155,27 @@ def _stop_reason(diverged: bool, stalled: bool, iterations: int, steps: int) -> 
     if stalled:
         return "patience"
     return "steps" if iterations >= steps else "max_grad_evals"
+
+
+def best_text_restart(obs: Observation, restarts: int,
+                      optimise: Callable[[Observation], Reconstruction]) -> Reconstruction:
+    """``optimise`` run ``restarts`` times on ``obs`` (each with an equal share of the suite's
+    caps, drawing its dummies from the cell's generator in turn, so the first restart is the
+    lone run's draw), and the restart with the lowest final loss among those that did not
+    diverge, with the cost of all of them, as on images."""
+    if restarts == 1:
+        return optimise(obs)
+    share = replace(obs, max_grad_evals=None if obs.max_grad_evals is None
+                    else obs.max_grad_evals // restarts,
+                    max_iterations=None if obs.max_iterations is None
+                    else obs.max_iterations // restarts)
+    runs = [optimise(share) for _ in range(restarts)]
+    live = [k for k, r in enumerate(runs)
+            if not r.info["diverged"] and r.info["final_loss"] is not None]
+    best = min(live, key=lambda k: runs[k].info["final_loss"]) if live else 0
+    out = runs[best]
+    out.grad_evals = sum(r.grad_evals for r in runs)
+    out.iterations = sum(r.iterations for r in runs)
+    out.info.update(restarts_run=restarts, best_restart=best,
+                    restart_losses=[r.info["final_loss"] for r in runs])
+    return out

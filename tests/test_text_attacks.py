@@ -197,3 +197,22 @@ def test_tag_whose_last_step_leaves_non_finite_embeddings_is_a_diverged_record(m
     (cell,) = cells([{"tag": {"iterations": 1}}], 1, seeds=1, width=32, dataset=SMALL)
     record = run_record(cell)
     assert record["status"] == "diverged" and record["attack_info"]["diverged"] is True
+
+
+def test_dlg_on_text_runs_its_restarts_and_keeps_the_lowest_final_loss():
+    from bench.registry import ATTACKS
+
+    suite = make_suite(datasets=[SMALL], archs=[{"transformer": {"width": 32}}],
+                       attacks=[{"dlg": {"steps": 4, "restarts": 3}}])
+    (cell,) = attack_cells(suite)
+    best = attack(cell, observe(cell, CPU).obs).recon
+    # the same cell's observation attacked once: the first restart is that lone run's draw
+    lone = ATTACKS.get("dlg").cls(steps=4).reconstruct(observe(cell, CPU).obs)
+    losses = best.info["restart_losses"]
+    assert best.info["restarts_run"] == 3 and len(set(losses)) == 3  # three different draws
+    assert losses[0] == lone.info["final_loss"]
+    assert best.info["final_loss"] == min(losses) == losses[best.info["best_restart"]]
+    assert lone.iterations < best.iterations <= 3 * 4 and best.grad_evals > lone.grad_evals
+    # the suite's caps are shared between the restarts
+    capped = dlg_text(budget={"max_grad_evals": 30}, steps=50, restarts=3)
+    assert capped.info["restarts_run"] == 3 and capped.grad_evals <= 30
