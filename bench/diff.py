@@ -25,7 +25,8 @@ A row in one folder only is **new** (only in B) or **missing** (only in A).
 in A missing, and a cell in both whose status differs (``ok`` → ``diverged``, …) is a status
 change. Cells whose status is the same but whose metric value differs are counted in the
 summary and listed in the CSV (a re-run on another CPU changes them all; the rows say whether
-that matters).
+that matters): an attack cell's on the chosen metrics, a utility cell's on its test accuracy
+and update cosine.
 
 Suites are not part of the key: a folder is compared as the leaderboard shows it. A suite in
 one folder only contributes new or missing cells and rows, and the summary names it.
@@ -64,6 +65,7 @@ from bench.registry import LeakbenchError
 from bench.store import RECORDS, load_records
 
 ROW = [*SCENARIO, "defense", "attack"]
+UTILITY_VALUES = ("accuracy", "update_cosine")  # what a utility cell's value change is on
 REGRESSION, IMPROVEMENT, UNCHANGED, UNJUDGED = "regression", "improvement", "unchanged", \
     "not judged"
 NOT_APPLICABLE = "metric n/a"  # the metric has no value in the row on either side
@@ -224,7 +226,9 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
         elif ra["status"] != rb["status"]:
             out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"]))
         else:
-            for m in metrics or [modality_headline(record_modality(ra)).name]:
+            utility = ra.get("kind") == "utility"
+            for m in UTILITY_VALUES if utility else \
+                    metrics or [modality_headline(record_modality(ra)).name]:
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
                     out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],

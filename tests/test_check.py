@@ -413,3 +413,30 @@ def test_the_latex_label_of_an_odd_claims_name_compiles(tmp_path):
 
     tex = render_latex("my claims#1%", [])
     assert "\\label{tab:check-my-claims-1-}" in tex
+
+
+def test_the_records_suites_claims_are_built_in_ones_each_claim_once(tmp_path, capsys,
+                                                                   monkeypatch):
+    """A folder of paper-dlg records and one nightly record: the nightly claims include the
+    paper's, which were then refused as '--claims: two files give the same claim id'
+    although no --claims was given. A suite without built-in claims is named, never read as
+    a path of the working directory."""
+    folder = _copy_records(tmp_path, ["paper-dlg"])
+    first = sorted((folder / "records").glob("*.json"))[0]
+    record = json.loads(first.read_text())
+    first.write_text(json.dumps({**record, "suite": "nightly"}))
+    assert main(["check", str(folder)]) == 0
+    report = (folder / "check.json").read_text()
+    ids = [c.id for c in load_claims("nightly").claims]
+    assert all(report.count(f'"{i}"') == 1 for i in ids)  # each paper claim once
+    # a suite with no built-in claims beside one with: a warning, the other's claims checked
+    quick = _copy_records(tmp_path, ["paper-idlg", "quick"])
+    assert main(["check", str(quick)]) == 0
+    assert "no built-in claims for suite(s) 'quick'" in capsys.readouterr().err
+    # only such suites: one line, exit 2, even where the working directory has a folder of
+    # the suite's name
+    only = _copy_records(tmp_path, ["quick"])  # the folder tmp_path/quick
+    monkeypatch.chdir(only.parent)
+    assert main(["check", "quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("no built-in claims for the records' suite(s) 'quick'; give --claims")

@@ -338,3 +338,16 @@ def test_a_cell_that_stops_finishing_exits_1_even_where_its_row_holds(base, tmp_
     assert code == 1
     assert "- cells that finished in A and failed in B (error, timeout): 1" in out
     assert cid in section(out, "Status changes")
+
+
+def test_a_utility_cells_accuracy_change_is_counted(tmp_path, capsys) -> None:
+    defenses = ROOT / "results" / "defenses"
+    b = copy_records(defenses, tmp_path / "b")
+    utility = sorted(r["cell_id"] for r in load_records(defenses) if r.get("kind") == "utility"
+                     and r["status"] == "ok")
+    rewrite(b, utility[0], lambda r: r["metrics"].update(accuracy=0.1))
+    code, out, _ = run(str(defenses), str(b), "--format", "csv", capsys=capsys)
+    table = pd.read_csv(io.StringIO(out))
+    cells = table[table["kind"] == "cell"]
+    assert len(cells) == 1 and cells["change"].iloc[0] == "value changed"
+    assert cells["cell_id"].iloc[0] == utility[0] and cells["metric"].iloc[0] == "accuracy"

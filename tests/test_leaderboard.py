@@ -154,8 +154,11 @@ def test_the_curve_note_says_how_the_records_passes_were_divided():
         (table,) = curve_tables(records)
         return table.note
 
-    assert "divided equally between its cells)" in note(None, "equal")  # older records
-    assert "by their trials' clocks)" in note("trial clock", "trial clock", None)
+    assert "divided equally between its cells)" in note("equal", "equal")
+    assert "by their trials' clocks)" in note("trial clock", "trial clock")
+    # a record of no batched pass (a cell that ran alone) is said so, not called batched
+    assert "own attack time: every cell ran alone)" in note(None, None)
+    assert "equally between its cells; a cell that ran alone, its own time)" in note(None, "equal")
     assert "clocks or, where a record says so, equally" in note("trial clock", "equal")
     # each scenario's note reads its own records
     lenet = {**_curve_record(0, ran), "trial_batch": {"time_share": "trial clock"}}
@@ -219,3 +222,33 @@ def test_a_folder_of_utility_records_only_says_so(tmp_path, capsys):
     assert "no attack records under" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "(only 1 utility record(s)" in capsys.readouterr().err
+
+
+def test_cells_of_other_grants_or_budgets_never_pool_into_one_row(results):
+    # a folder merged from two suites: the same scenario and attack label, once with the labels
+    # granted and a cap, once without: two rows, each of its own seeds, never one of both
+    from bench.leaderboard import aggregate_frame
+    from bench.leaderboard.curves import curve_frame
+
+    plain = [r for r in load_records(results) if r["attack_label"] == "dlg(steps=3)"]
+    granted = [{**r, "cell_id": "g" + r["cell_id"][1:], "granted": ["labels"],
+                "budget": {"max_grad_evals": 50}} for r in plain]
+    df = records_frame(plain + granted)
+    assert set(df["attack"]) == {"dlg(steps=3) [granted none; no cap]",
+                                 "dlg(steps=3) [granted labels; max_grad_evals=50]"}
+    agg = aggregate_frame(df)
+    assert list(agg.groupby("attack")["n"].sum()) == [len(plain), len(plain)]
+    # alone, each store keeps its plain label (committed tables do not change)
+    assert set(records_frame(plain)["attack"]) == {"dlg(steps=3)"}
+    # a different success rule alone is named alone
+    other_rule = [{**r, "cell_id": "s" + r["cell_id"][1:], "success_psnr": 30.0,
+                   "success_rule": {"metric": "psnr", "at_least": 30.0, "at_most": None}}
+                  for r in plain]
+    assert set(records_frame(plain + other_rule)["attack"]) == {
+        "dlg(steps=3) [success psnr>=20.0]", "dlg(steps=3) [success psnr>=30.0]"}
+    # the quality-against-compute curves key their rows the same way
+    curved = [{**r, "status": "ok", "defense_label": "none",
+               "curve": [{"grad_evals": 10, "seconds": 0.1, "psnr": 5.0},
+                         {"grad_evals": 20, "seconds": 0.2, "psnr": 6.0, "final": True}]}
+              for r in plain + granted]
+    assert set(curve_frame(curved)["attack"]) == set(df["attack"])

@@ -328,6 +328,23 @@ def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
 
 
 
+def test_a_diverged_text_seed_counts_at_its_rouge1_floor_not_as_missing():
+    """n_floor and n_missing count the scenario's ranking metric: a text seed has no PSNR
+    floor, but enters ROUGE-1 at one (it was counted missing while in the mean)."""
+    from bench.leaderboard.frames import SCENARIO
+
+    df = records_frame(load_records(RESULTS / "text"))
+    key = df[SCENARIO].astype(str).apply(tuple, axis=1)
+    first = df[key == key.iloc[0]]
+    dager = first[(first["attack"] == "dager") & (first["defense"] == "none")]
+    ids = set(dager["cell_id"])
+    records = [r for r in load_records(RESULTS / "text") if r["cell_id"] in ids]
+    records[0] = {**records[0], "status": "diverged", "metrics": None}
+    row = summarize_attacks(records_frame(records)).iloc[0]
+    assert row["diverged"] == 1 and row["rouge1_n"] == len(records)
+    assert row["n_floor"] == 1 and row["n_missing"] == 0
+
+
 def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     """Labels are free text (an imagefolder's folder): a brace, dollar, caret or < in them
     stopped pdflatex ("Missing $ inserted"); every special character is escaped."""

@@ -43,6 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bench.claims.render import render_json, render_latex, render_markdown, summary
     from bench.claims.schema import load_claims
     from bench.store import load_records, write_atomic
+    from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR
 
     out = Path(args.dir)
     if not (out / "records").is_dir():
@@ -51,11 +52,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not records:
         raise LeakbenchError(f"no records under {out / 'records'}")
     suites = sorted({str(r.get("suite", "")) for r in records})
-    names = args.claims or suites
-    files = [load_claims(n) for n in names]
-    claims = [c for f in files for c in f.claims]
-    if len({c.id for c in claims}) != len(claims):
-        raise LeakbenchError("--claims: two files give the same claim id")
+    if args.claims:
+        files = [load_claims(n) for n in args.claims]
+    else:  # the records' suites name built-in claims files only, never a path in the cwd
+        known = [s for s in suites if (SUITES_DIR / f"{s}{CLAIMS_SUFFIX}.yaml").is_file()]
+        unknown = ", ".join(repr(s) for s in suites if s not in known)
+        if not known:
+            raise LeakbenchError(f"{out}: no built-in claims for the records' suite(s) "
+                                 f"{unknown}; give --claims")
+        if unknown:
+            warn(f"check: no built-in claims for suite(s) {unknown}: only the claims of "
+                 f"{', '.join(known)} are checked")
+        files = [load_claims(n) for n in known]
+    claims = _unique_claims(files, "--claims" if args.claims else "the records' suites")
     suite = "+".join(dict.fromkeys(f.suite or f.path.stem for f in files))
     if args.against and args.against_records:
         raise LeakbenchError("--against and --against-records: give one kind of reference")
@@ -85,6 +94,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"leakbench check: {summary(outcomes)}; {len(broken)} held claim(s) broken",
           file=sys.stderr)
     return 1 if broken else 0
+
+
+def _unique_claims(files: list[Any], given_by: str) -> list[Any]:
+    """The files' claims in order, each once: two files may both hold a claim (one includes
+    the other, as the nightly claims include the papers'), but not two claims of one id."""
+    kept: dict[str, Any] = {}
+    for claim in (c for f in files for c in f.claims):
+        if claim.id in kept and kept[claim.id] != claim:
+            raise LeakbenchError(f"{given_by}: two files give claim id {claim.id!r}, "
+                                 "differently")
+        kept.setdefault(claim.id, claim)
+    return list(kept.values())
 
 
 def _reference_records(claims: list[Any], records: list[dict[str, Any]],

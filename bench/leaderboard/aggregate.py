@@ -25,6 +25,7 @@ from bench.leaderboard.uncertainty import (
 from bench.metrics import Metric, get_metric, list_metrics
 
 HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
+TEXT_HEADLINE = "rouge1"  # … in a text scenario
 FLOOR_SOURCES = (OWN_FLOOR, BATCH_FLOOR, SCENARIO_FLOOR, NO_FLOOR_VALUE)
 
 
@@ -39,8 +40,11 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     finished seeds only (``<m>_converged``). A diverged, failed or timed-out seed enters at
     its floor (:func:`~bench.leaderboard.uncertainty.seed_values`, pooled over ``cells``, one
     scenario); ``n_floor`` counts those, ``n_missing`` the ones with no floor to use (left out
-    of the means, still counted under ``diverged``/``failed``). Skipped cells are no seeds."""
+    of the means, still counted under ``diverged``/``failed``), both on the scenario's ranking
+    metric (ROUGE-1 for text, else PSNR). Skipped cells are no seeds."""
     ran = cells[cells["status"] != "skipped"]
+    text = "modality" in cells and len(cells) > 0 and bool((cells["modality"] == "text").all())
+    ranked = TEXT_HEADLINE if text else HEADLINE
     metrics = list_metrics(kind="per_item")
     floors = {m.name: pool_floors(cells, m.name, m.higher_is_better) for m in metrics
               if m.name in cells}  # one pool, the scenario: its floors once
@@ -60,6 +64,7 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
                         f"{m.name}_converged": _mean(ok[m.name])})
             if m.name == HEADLINE:
                 row[f"{HEADLINE}_std"] = _std(values["value"])
+            if m.name == ranked:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
                 row["n_missing"] = int((values["source"] == MISSING).sum())
         row.update({

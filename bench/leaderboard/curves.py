@@ -16,8 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from bench.leaderboard.frames import client_label, record_client, record_victim, scenario_slug
+from bench.leaderboard.frames import (
+    attack_row_labels,
+    client_label,
+    record_client,
+    record_victim,
+    row_label,
+    scenario_slug,
+)
 from bench.leaderboard.tables import Table
+
+ALONE = "alone"  # the time share of a record that ran in no batched pass
 
 
 def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
@@ -33,12 +42,18 @@ def _stop(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
 
 
 def _division(shares: set[str]) -> str:
-    """How a scenario's batched passes were divided between their cells (the records'
-    ``trial_batch.time_share``), for its note."""
-    if shares <= {"equal"}:
-        return "a batched pass's time divided equally between its cells"
-    by_clock = "a batched pass's time divided between its cells by their trials' clocks"
-    return by_clock + ("" if shares == {"trial clock"} else " or, where a record says so, equally")
+    """How a scenario's time was divided between its cells (the records'
+    ``trial_batch.time_share``; ``alone`` for a record that ran in no batched pass), for its
+    note."""
+    batched = shares - {ALONE}
+    if not batched:
+        return "each cell's own attack time: every cell ran alone"
+    if batched <= {"equal"}:
+        words = "a batched pass's time divided equally between its cells"
+    else:
+        words = "a batched pass's time divided between its cells by their trials' clocks" + (
+            "" if batched == {"trial clock"} else " or, where a record says so, equally")
+    return words + ("; a cell that ran alone, its own time" if ALONE in shares else "")
 
 
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -53,6 +68,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     # per scenario and attack, each run's snapshots by evaluation count, its stop, its final
     runs: dict[tuple, list[tuple[dict, dict, dict]]] = defaultdict(list)
     time_shares: dict[tuple, set[str]] = defaultdict(set)  # per scenario, its passes' rule
+    labels = attack_row_labels(records)
     for r in records:
         if r.get("kind", "attack") != "attack" or r.get("status") != "ok":
             continue
@@ -62,10 +78,11 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         client = record_client(r)
         key = (r["dataset_label"], r["arch_label"], r["batch_size"], client_label(client),
-               client["bn_mode"], record_victim(r), r["attack_label"])
+               client["bn_mode"], record_victim(r), row_label(r, labels))
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))
-        time_shares[key[:-1]] |= {(r.get("trial_batch") or {}).get("time_share")} - {None}
+        batch = r.get("trial_batch")
+        time_shares[key[:-1]] |= {ALONE if batch is None else batch.get("time_share") or "equal"}
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for key, group in runs.items():
         schedule = sorted({at for kept, _, _ in group for at in kept})
@@ -120,8 +137,9 @@ def curve_tables(records: list[dict[str, Any]], out_dir: Path | None = None) -> 
                 + (f" (n={p.n})" if p.n != a["n"].max() else "") for p in a.itertuples())})
         title = (f"Quality versus compute — {key[0]}, {key[1]}, batch {key[2]}, {key[3]}"
                  f" (BN {key[4]}), victim {key[5]}, undefended")
-        note = ("Mean over seeds of the PSNR of the estimates each attack kept during its "
-                "run, scored after it, at the mean evaluations and seconds "
+        note = ("Mean over the finished seeds (a diverged or failed run left no estimates) of "
+                "the PSNR of the estimates each attack kept during its run, scored after it, "
+                "at the mean evaluations and seconds "
                 f"({_time_words(g)}); the last point is the final estimate.")
         pictures = []
         if out_dir is not None:

@@ -4,6 +4,7 @@ groups every table is built per."""
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from typing import Any
 
 import pandas as pd
@@ -32,6 +33,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     scores, which a diverged or failed seed counts at), None where a record has none."""
     columns = metric_columns()
     floor_names = [m.name for m in list_metrics(kind="per_item")]
+    labels = attack_row_labels(records)
     rows = []
     for r in records:
         if r.get("kind", "attack") != "attack":
@@ -43,7 +45,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         floors = r.get("floor_metrics") or {}
         rows.append({
             "cell_id": r["cell_id"], "suite": r["suite"],
-            "attack": r["attack_label"], "defense": r["defense_label"],
+            "attack": row_label(r, labels), "defense": r["defense_label"],
             "arch": r["arch_label"], "dataset": r["dataset_label"],
             "batch_size": r["batch_size"], "seed": r["seed"], "status": r["status"],
             **{c: metrics.get(c) for c in columns},
@@ -76,6 +78,51 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Per attack record's cell id, the attack label of its table row (read it with
+    :func:`row_label`): the record's ``attack_label``, followed by its grants, budget or
+    success rule where records of the same scenario, defense and attack label differ in them
+    (a folder merged from suites with other threat models or caps: ``dlg(steps=100)
+    [granted labels]``), so that such cells never pool into one row."""
+    groups: dict[tuple, dict[str, tuple]] = defaultdict(dict)
+    for r in records:
+        if r.get("kind", "attack") != "attack":
+            continue
+        client = record_client(r)
+        row = (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
+               client_label(client), client.get("bn_mode"), record_victim(r),
+               r.get("defense_label"), r["attack_label"])
+        if r.get("cell_id") is not None:
+            groups[row][r["cell_id"]] = _threat(r)
+    labels = {}
+    for row, threats in groups.items():
+        differ = [i for i, parts in enumerate(zip(*threats.values())) if len(set(parts)) > 1]
+        for cid, threat in threats.items():
+            shown = "; ".join(threat[i] for i in differ)
+            labels[cid] = f"{row[-1]} [{shown}]" if differ else row[-1]
+    return labels
+
+
+def row_label(record: dict[str, Any], labels: dict[str, str]) -> str:
+    """The attack label of ``record``'s table row, from :func:`attack_row_labels`."""
+    return labels.get(record.get("cell_id"), record["attack_label"])  # type: ignore[arg-type]
+
+
+def _threat(record: dict[str, Any]) -> tuple[str, ...]:
+    """What an attack cell was granted, its budget and success rule, as short texts."""
+    granted = ",".join(sorted(record.get("granted") or [])) or "none"
+    budget = record.get("budget") or {}
+    caps = ",".join(f"{k}={budget[k]}" for k in sorted(budget)) or "no cap"
+    rule = record.get("success_rule") or {}
+    if rule.get("at_least") is not None:
+        success = f"success {rule.get('metric')}>={rule['at_least']}"
+    elif rule.get("at_most") is not None:
+        success = f"success {rule.get('metric')}<={rule['at_most']}"
+    else:
+        success = f"success psnr>={record.get('success_psnr')}"
+    return (f"granted {granted}", caps, success)
 
 
 def record_client(record: dict[str, Any]) -> dict[str, Any]:

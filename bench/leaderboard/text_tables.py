@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.latex import tex
 from bench.leaderboard.aggregate import (
+    TEXT_HEADLINE,
     headline,
     rank_attacks,
     rank_defenses,
@@ -22,7 +23,6 @@ from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, get_metric, list_metrics
 from bench.registry import LeakbenchError
 
-TEXT_HEADLINE = "rouge1"
 SENTENCES_SHOWN = 4  # original/recovered pairs shown per cell
 
 TEXT_NOTE = ATTACK_NOTE.replace(
