@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench.cells.base import RunOptions
+from bench.cells.base import RunOptions, fix_float_mode
 from bench.client import compute_update
 from bench.contracts import (
     DatasetMeta,
@@ -215,9 +215,7 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
     when a later cell hangs. A cell whose observation fails is an error record at once; a
     pass that raises is re-run cell by cell, so no cell's failure takes down its
     batch-mates, and their records say why (``trial_batch.fallback``)."""
-    # denormal floats (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of
-    # magnitude; flushing them to zero changes nothing a metric can see
-    torch.set_flush_denormal(True)
+    fix_float_mode()
     runs = [_Run(cell) for cell in cells]
     for run in runs:
         run.guard("setup", lambda r: r.observe(device))

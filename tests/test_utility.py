@@ -197,3 +197,26 @@ def test_a_non_finite_update_has_no_cosine_and_stays_out_of_the_mean(tmp_path):
     summary = utility_summary(utility_frame(records), "digits(size=8)", "mlp(hidden=16)")
     row = summary.set_index("defense").loc[broken["defense_label"]]
     assert row["update_cosine_n"] == 0 and row["accuracy"] == pytest.approx(0.1)
+
+
+def test_a_utility_run_does_not_depend_on_its_workers_float_mode():
+    """Denormal flushing is per process: the attack path turned it on and the utility path
+    left it as it found it, so a utility cell computed differently after an attack cell
+    than in a fresh worker (LeNet, signSGD: accuracy 0.66 against 0.71)."""
+    import torch
+
+    from bench.cells.utility import run_utility
+    from bench.suite import utility_cells
+    from helpers import CPU
+
+    suite = make_suite(datasets=[{"digits": {"size": 16}}],
+                       defenses=[{"quantize": {"mode": "sign"}}],
+                       utility={"steps": 300, "batch_size": 32, "lr": 0.3, "eval_size": 300})
+    (cell,) = utility_cells(suite)
+    results = []
+    for flush in (False, True):
+        torch.set_flush_denormal(flush)
+        record = run_utility(cell, CPU)
+        assert record.status == "ok", record.error
+        results.append(record.metrics)
+    assert results[0] == results[1]

@@ -64,6 +64,18 @@ class CellKind(Protocol):
 CELL_KINDS: dict[str, type] = {}
 
 
+def fix_float_mode() -> None:
+    """Flush denormal floats to zero, at the start of every cell of every kind.
+
+    Denormals (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of magnitude,
+    and flushing them changes nothing a metric can see; but the setting is per process, so
+    a cell that left it to its worker's history would compute differently after an attack
+    cell than in a fresh worker (a utility run under ``quantize: sign`` changed accuracy)."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def register_cell_kind(name: str):  # noqa: ANN201 - a class decorator
     """Register a cell class under ``name``; records carry it as ``kind``."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench.cells.base import RunOptions, register_cell_kind
+from bench.cells.base import RunOptions, fix_float_mode, register_cell_kind
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
 from bench.data import input_centre, other_batches, sample_batch, stack_items
@@ -156,6 +156,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     cfg = dict(cell.config)
     fields: dict[str, Any] = {}
     t0 = time.perf_counter()
+    fix_float_mode()
     try:
         seeds = cell.derived_seeds()
         dataset = cell.dataset.build()
