@@ -14,12 +14,15 @@ import torch
 
 import bench
 
+CODE_PATHS = ("bench", "attacks", "defenses", "pyproject.toml")  # what a record's result runs
+
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of leakbench's own checkout, or None: installed as a package inside some
     other git repository (a project's .venv), ``rev-parse HEAD`` would name that project's
-    commit, so the checkout must be rooted where ``bench/`` lies and track this file."""
+    commit, so the checkout must be rooted where ``bench/`` lies and track this file.
+    ``<sha>-dirty`` when tracked code differs from the commit (results may; code may not)."""
     root = Path(bench.__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -34,7 +37,9 @@ def git_commit() -> str | None:
     if top is None or Path(top).resolve() != root or \
             git("ls-files", "--error-unmatch", "bench/provenance.py") is None:
         return None
-    return git("rev-parse", "HEAD")
+    head = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return f"{head}-dirty" if head and changed else head
 
 
 def device_name(device: torch.device) -> str:

@@ -12,9 +12,11 @@ its content: it is never quarantined, and the command ends with one line naming 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,22 @@ def record_path(out_dir: Path, cell_id: str) -> Path:
     return Path(out_dir) / RECORDS / f"{cell_id}.json"
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0o022)  # read once per process: os.umask can only be read by setting it
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
+    """Write via a temporary file in the same folder and rename: never a half-written file.
+    The file gets the mode a plain write would give it: an existing file's, else 0666 less
+    the umask (the temporary file's own mode is 0600, owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
     data = text.encode() if isinstance(text, str) else text
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -44,6 +59,8 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

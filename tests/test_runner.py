@@ -248,4 +248,33 @@ def test_provenance_names_no_commit_of_another_repository(tmp_path):
     if Path(bench.__file__).resolve().parent.parent == ROOT:  # run from the checkout itself
         mine = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
-        assert git_commit() == (mine or None)  # this checkout's own
+        assert (git_commit() or "").removesuffix("-dirty") == mine  # this checkout's own
+
+
+def test_provenance_marks_a_commit_whose_code_was_changed(tmp_path):
+    """A record made from a checkout with uncommitted code names the commit it did not run
+    as it is: ``<sha>-dirty``; changed results (records written into the checkout) do not."""
+    import shutil
+
+    repo = tmp_path / "leakbench"
+    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "results").mkdir()
+    (repo / "results" / "r.json").write_text("{}")
+    git = ["git", "-C", str(repo), "-c", "user.email=x@example.org", "-c", "user.name=x"]
+    for args in (["init", "-q"], ["add", "bench", "results"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+
+    def commit() -> str:
+        out = subprocess.run([sys.executable, "-c", "from bench.provenance import git_commit; "
+                              "print(git_commit())"], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)})
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    (repo / "results" / "r.json").write_text('{"changed": 1}')
+    assert commit() == head
+    with (repo / "bench" / "registry.py").open("a") as f:
+        f.write("\n# a local change\n")
+    assert commit() == f"{head}-dirty"
