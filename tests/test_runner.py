@@ -216,6 +216,30 @@ def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     assert not list(records.glob(".*.tmp"))
 
 
+def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
+    """Ctrl-C signals the whole process group: every worker printed a KeyboardInterrupt
+    traceback before the parent's one line."""
+    path = write_suite(tmp_path / "stop.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
+    out_dir = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
+           "--jobs", "2", "--trials", "1", "--quiet", "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    records = out_dir / "records"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == ("leakbench: interrupted; finished cells are "
+                                           "kept, re-run to resume")
+    for p in records.glob("*.json"):  # what was written is whole
+        json.loads(p.read_text())
+
+
 def test_force_reruns_finished_cells(tmp_path):
     suite = make_suite()
     run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)

@@ -84,6 +84,9 @@ def pin_process(cores: list[int]) -> None:
 def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: int,
             cores: list[int] | None = None) -> None:
     die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent handles it (one line, the workers
+    # stopped by cancel()); a worker that raised KeyboardInterrupt printed a traceback each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cores:
         pin_process(cores)
     torch.set_num_threads(threads)
