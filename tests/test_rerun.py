@@ -36,6 +36,25 @@ def test_rerun_on_the_same_machine_reproduces_and_lies_inside(store):
     assert "bit-identical to the committed value: 2/2" in text
 
 
+def test_the_report_says_which_cells_shared_a_batched_pass(store, tmp_path):
+    """A re-run runs each cell alone; a record of a pass it shared with other cells rounds
+    differently, so its 'not bit-identical' is expected, and the report says so."""
+    import shutil
+
+    batched = tmp_path / "batched"
+    shutil.copytree(store, batched)
+    paths = sorted((batched / "records").glob("*.json"))
+    ids = [json.loads(p.read_text())["cell_id"] for p in paths]
+    for path in paths:
+        r = json.loads(path.read_text())
+        path.write_text(json.dumps({**r, "trial_batch": {"cells": ids, "trials": len(ids)}}))
+    checks = rerun(batched, 2, jobs=0)
+    assert all(c.batched for c in checks)
+    assert "(2 of the cells ran in a batched pass with others and were re-run alone" in \
+        report(checks)
+    assert not any(c.batched for c in rerun(store, 2, jobs=0))
+
+
 def test_rerun_flags_values_outside_a_doctored_interval(store, tmp_path):
     import shutil
 
