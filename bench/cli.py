@@ -156,6 +156,9 @@ def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
     flags = [f.replace("--address", "--ray-address") for f in options.given()]
     if flags and args.executor != "ray":
         raise LeakbenchError(f"{', '.join(flags)}: only with --executor ray")
+    if args.executor == "ray" and getattr(args, "jobs", None) is not None:
+        raise LeakbenchError("--jobs: not with --executor ray (the cluster's resources decide "
+                             "how many cells run at once; --cpus-per-task sizes each)")
     if args.executor == "ray":
         from bench.executors.ray import import_ray
 

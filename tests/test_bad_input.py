@@ -171,6 +171,7 @@ def test_overlapping_entries_are_merged(tmp_path: Path) -> None:
     (["--executor", "ray", "--cpus-per-task", "nan"], "(finite numbers), got nan"),
     (["--executor", "ray", "--cpus-per-task", "inf"], "(finite numbers), got inf"),
     (["--executor", "ray", "--gpus-per-task", "inf"], "--gpus-per-task >= 0"),
+    (["--executor", "ray", "--jobs", "2"], "--jobs: not with --executor ray"),
     (["--threads", "99999999999999999999"], "--threads: at most 4096, got 9999"),
     (["--jobs", "99999999999999999999"], "--jobs: at most 4096"),
     (["--jobs", "4097"], "--jobs"),
