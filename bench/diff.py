@@ -52,6 +52,7 @@ from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import (
     SCENARIO,
+    attack_row_labels,
     record_modality,
     records_frame,
     scenario_title,
@@ -165,9 +166,11 @@ def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
     return records
 
 
-def _rows(records: list[dict[str, Any]]) -> dict[tuple, tuple[pd.Series, str]]:
-    """Each Attacks-table row by key, with its modality ("image" or "text")."""
-    df = records_frame(records)
+def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
+          ) -> dict[tuple, tuple[pd.Series, str]]:
+    """Each Attacks-table row by key, with its modality ("image" or "text"); ``labels``: the
+    rows' attack labels, decided over both folders so that a row keeps its key in each."""
+    df = records_frame(records, labels)
     if df.empty:
         return {}
     modality = {key: g["modality"].iloc[0] for key, g in scenarios(df)}  # keyed as the rows
@@ -241,7 +244,8 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
     each row's leaderboard metric (PSNR for image rows, ROUGE-1 for text rows)."""
     chosen = resolve_metrics(metrics) if metrics else None
     rec_a, rec_b = read_folder(a, "A"), read_folder(b, "B")
-    rows_a, rows_b = _rows(rec_a), _rows(rec_b)
+    labels = attack_row_labels(rec_a + rec_b)  # one key per row in both folders
+    rows_a, rows_b = _rows(rec_a, labels), _rows(rec_b, labels)
     used: dict[str, None] = {}
     rows = []
     for key in sorted(rows_a.keys() | rows_b.keys()):

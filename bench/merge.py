@@ -62,7 +62,8 @@ class Copy:
         psnr = (r.get("metrics") or {}).get("psnr")
         where = prov.get("device_name") if prov.get("device") == "cuda" else \
             prov.get("cpu_model", prov.get("device_name"))
-        commit = (prov.get("git_commit") or "")[:7]
+        full = str(prov.get("git_commit") or "")
+        commit = full[:7] + ("-dirty" if full.endswith("-dirty") else "")
         parts = [r.get("status", "?")] + ([f"psnr {psnr:.4f}"] if isinstance(
             psnr, (int, float)) else []) + [x for x in (where, commit) if x]
         return f"{self.source} ({', '.join(parts)})"

@@ -22,12 +22,14 @@ def git_commit() -> str | None:
     """The commit of leakbench's own checkout, or None: installed as a package inside some
     other git repository (a project's .venv), ``rev-parse HEAD`` would name that project's
     commit, so the checkout must be rooted where ``bench/`` lies and track this file.
-    ``<sha>-dirty`` when tracked code differs from the commit (results may; code may not)."""
+    ``<sha>-dirty`` when the code differs from the commit: a tracked file changed, or an
+    untracked module under it (the registry imports every one); results may differ."""
     root = Path(bench.__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+        try:  # --no-optional-locks: a status never holds the index lock against a user's commit
+            out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args],
+                                 capture_output=True,
                                  text=True, timeout=5, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -38,7 +40,10 @@ def git_commit() -> str | None:
             git("ls-files", "--error-unmatch", "bench/provenance.py") is None:
         return None
     head = git("rev-parse", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    status = git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS) or ""
+    # a tracked file changed, or an untracked module the registry imports (a new attack)
+    changed = any(not line.startswith("??") or line.endswith(".py")
+                  for line in status.splitlines())
     return f"{head}-dirty" if head and changed else head
 
 

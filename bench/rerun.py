@@ -198,7 +198,8 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
 def _batched(record: dict[str, Any]) -> bool:
     """Whether ``record`` came from a pass it shared with other cells (a re-run runs each
     cell alone, whose rounding differs: its value is not expected bit for bit)."""
-    return len((record.get("trial_batch") or {}).get("cells") or []) > 1
+    batch = record.get("trial_batch") or {}
+    return len(batch.get("cells") or []) > 1 and not batch.get("fallback")  # fallback: alone
 
 
 def _within(interval: tuple[float, float] | None, bounds: tuple[float, float]

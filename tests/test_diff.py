@@ -351,3 +351,18 @@ def test_a_utility_cells_accuracy_change_is_counted(tmp_path, capsys) -> None:
     cells = table[table["kind"] == "cell"]
     assert len(cells) == 1 and cells["change"].iloc[0] == "value changed"
     assert cells["cell_id"].iloc[0] == utility[0] and cells["metric"].iloc[0] == "accuracy"
+
+
+def test_a_regression_is_seen_where_one_folder_has_cells_of_another_threat_model(
+        base, tmp_path, capsys) -> None:
+    """Row labels are decided over both folders: an extra granted cell in B relabelled B's
+    row alone, so A's row was 'missing', B's 'new', and the regression went unseen."""
+    b, row = doctored_psnr_regression(base, tmp_path)
+    records, df, _ = base
+    cid = cells_of(df, row)[0]
+    extra = json.loads((QUICK / "records" / f"{cid}.json").read_text())
+    extra.update(cell_id="f" + cid[1:], granted=["labels"])
+    (b / "records" / f"{extra['cell_id']}.json").write_text(json.dumps(extra))
+    code, out, _ = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 1
+    assert "- regressions: 1" in out and "- missing rows: 0" in out

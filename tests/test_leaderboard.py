@@ -159,6 +159,12 @@ def test_the_curve_note_says_how_the_records_passes_were_divided():
     # a record of no batched pass (a cell that ran alone) is said so, not called batched
     assert "own attack time: every cell ran alone)" in note(None, None)
     assert "equally between its cells; a cell that ran alone, its own time)" in note(None, "equal")
+    # a failed pass's cells re-ran alone (``fallback``): they are not a batched pass's
+    fell_back = [{**_curve_record(i, ran), "trial_batch": {"cells": ["a", "b"], "trials": 2,
+                                                           "fallback": "RuntimeError: x"}}
+                 for i in range(2)]
+    (table,) = curve_tables(fell_back)
+    assert "every cell ran alone)" in table.note
     assert "clocks or, where a record says so, equally" in note("trial clock", "equal")
     # each scenario's note reads its own records
     lenet = {**_curve_record(0, ran), "trial_batch": {"time_share": "trial clock"}}
@@ -246,6 +252,19 @@ def test_cells_of_other_grants_or_budgets_never_pool_into_one_row(results):
                   for r in plain]
     assert set(records_frame(plain + other_rule)["attack"]) == {
         "dlg(steps=3) [success psnr>=20.0]", "dlg(steps=3) [success psnr>=30.0]"}
+    # one attack keeps one label under every defense of its scenario: a granted copy under
+    # one defense relabels the attack under all of them, so its rows still line up
+    other_defense = [r for r in load_records(results) if r["attack_label"] == "dlg(steps=3)"
+                     and r["defense_label"] != "none"]
+    one = {**other_defense[0], "cell_id": "h" + other_defense[0]["cell_id"][1:],
+           "granted": ["labels"]}
+    relabelled = records_frame(load_records(results) + [one])
+    dlg = relabelled[relabelled["attack_name"] == "dlg"]
+    assert set(dlg.groupby("defense")["attack"].agg(lambda a: "dlg(steps=3) [granted none]" in
+                                                   set(a))) == {True}
+    # a malformed success rule or budget does not stop a table (the store validates neither)
+    odd = [{**plain[0], "success_rule": "psnr>=20", "budget": "none"}] + plain[1:]
+    assert len(records_frame(odd)) == len(plain)
     # the quality-against-compute curves key their rows the same way
     curved = [{**r, "status": "ok", "defense_label": "none",
                "curve": [{"grad_evals": 10, "seconds": 0.1, "psnr": 5.0},

@@ -299,6 +299,11 @@ def test_provenance_marks_a_commit_whose_code_was_changed(tmp_path):
 
     (repo / "results" / "r.json").write_text('{"changed": 1}')
     assert commit() == head
+    (repo / "bench" / "notes.txt").write_text("an untracked file that is no code")
+    assert commit() == head
+    (repo / "bench" / "mine.py").write_text("# an untracked module the registry imports\n")
+    assert commit() == f"{head}-dirty"
+    (repo / "bench" / "mine.py").unlink()
     with (repo / "bench" / "registry.py").open("a") as f:
         f.write("\n# a local change\n")
     assert commit() == f"{head}-dirty"

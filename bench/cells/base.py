@@ -67,10 +67,12 @@ CELL_KINDS: dict[str, type] = {}
 def fix_float_mode() -> None:
     """Flush denormal floats to zero, at the start of every cell of every kind.
 
-    Denormals (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of magnitude,
-    and flushing them changes nothing a metric can see; but the setting is per process, so
-    a cell that left it to its worker's history would compute differently after an attack
-    cell than in a fresh worker (a utility run under ``quantize: sign`` changed accuracy)."""
+    Denormals (tiny sigmoid/LeakyReLU gradients) slow CPU arithmetic by orders of magnitude.
+    Flushing them changes results (a utility run under ``quantize: sign`` takes the sign of a
+    flushed entry as 0), so every cell must run under the same setting: left to a worker's
+    history, a cell computed differently after an attack cell than in a fresh worker. The
+    setting is per thread; threads created afterwards inherit it, so a worker sets it before
+    torch's thread pool exists too (:mod:`bench.executors.process`)."""
     import torch
 
     torch.set_flush_denormal(True)

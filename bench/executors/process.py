@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
+from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
 from bench.executors.base import register_executor, task_failure, task_timeout, timeout_error
@@ -87,6 +88,7 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
     # Ctrl-C reaches the whole process group: the parent handles it (one line, the workers
     # stopped by cancel()); a worker that raised KeyboardInterrupt printed a traceback each
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fix_float_mode()  # before torch's thread pool exists: its threads inherit the mode
     if cores:
         pin_process(cores)
     torch.set_num_threads(threads)
@@ -254,10 +256,13 @@ class ProcessExecutor:
 
     def cancel(self) -> None:
         for s in self._slots:
-            if s.process.is_alive():
+            if s.cell is not None:  # busy: it reads no stop before its cell ends
+                s.process.kill()
+            elif s.process.is_alive():
                 s.tasks.put(None)
+        deadline = time.monotonic() + 5
         for s in self._slots:
-            s.process.join(timeout=5)
+            s.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if s.process.is_alive():
                 s.process.kill()
             if s.events is not None:

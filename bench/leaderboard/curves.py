@@ -82,7 +82,8 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))
         batch = r.get("trial_batch")
-        time_shares[key[:-1]] |= {ALONE if batch is None else batch.get("time_share") or "equal"}
+        alone = batch is None or bool(batch.get("fallback"))  # a failed pass's cells re-ran alone
+        time_shares[key[:-1]] |= {ALONE if alone else batch.get("time_share") or "equal"}
     points: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for key, group in runs.items():
         schedule = sorted({at for kept, _, _ in group for at in kept})

@@ -27,13 +27,16 @@ def metric_columns() -> list[str]:
                                          if m.inputs == "images"]
 
 
-def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None = None
+                  ) -> pd.DataFrame:
     """One flat row per cell record (utility records excluded), ordered by cell id; the
     ``floor_<metric>`` columns are the record's ``floor_metrics`` (the best constant image's
-    scores, which a diverged or failed seed counts at), None where a record has none."""
+    scores, which a diverged or failed seed counts at), None where a record has none.
+    ``labels``: the rows' attack labels (:func:`attack_row_labels`), when they must agree
+    with another frame's (two folders compared); by default those of ``records``."""
     columns = metric_columns()
     floor_names = [m.name for m in list_metrics(kind="per_item")]
-    labels = attack_row_labels(records)
+    labels = attack_row_labels(records) if labels is None else labels
     rows = []
     for r in records:
         if r.get("kind", "attack") != "attack":
@@ -83,9 +86,10 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     """Per attack record's cell id, the attack label of its table row (read it with
     :func:`row_label`): the record's ``attack_label``, followed by its grants, budget or
-    success rule where records of the same scenario, defense and attack label differ in them
-    (a folder merged from suites with other threat models or caps: ``dlg(steps=100)
-    [granted labels]``), so that such cells never pool into one row."""
+    success rule where records of the same scenario and attack label differ in them (a
+    folder merged from suites with other threat models or caps: ``dlg(steps=100)
+    [granted labels]``), so that such cells never pool into one row. Decided per scenario,
+    not per defense, so that an attack keeps one label under every defense."""
     groups: dict[tuple, dict[str, tuple]] = defaultdict(dict)
     for r in records:
         if r.get("kind", "attack") != "attack":
@@ -93,7 +97,7 @@ def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
         client = record_client(r)
         row = (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
                client_label(client), client.get("bn_mode"), record_victim(r),
-               r.get("defense_label"), r["attack_label"])
+               r["attack_label"])
         if r.get("cell_id") is not None:
             groups[row][r["cell_id"]] = _threat(r)
     labels = {}
@@ -112,10 +116,12 @@ def row_label(record: dict[str, Any], labels: dict[str, str]) -> str:
 
 def _threat(record: dict[str, Any]) -> tuple[str, ...]:
     """What an attack cell was granted, its budget and success rule, as short texts."""
-    granted = ",".join(sorted(record.get("granted") or [])) or "none"
-    budget = record.get("budget") or {}
+    granted = ",".join(sorted(map(str, record.get("granted") or []))) or "none"
+    budget = record.get("budget")
+    budget = budget if isinstance(budget, dict) else {}
     caps = ",".join(f"{k}={budget[k]}" for k in sorted(budget)) or "no cap"
-    rule = record.get("success_rule") or {}
+    rule = record.get("success_rule")
+    rule = rule if isinstance(rule, dict) else {}
     if rule.get("at_least") is not None:
         success = f"success {rule.get('metric')}>={rule['at_least']}"
     elif rule.get("at_most") is not None:
