@@ -219,7 +219,9 @@ def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
 def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
     """Ctrl-C signals the whole process group: every worker printed a KeyboardInterrupt
     traceback before the parent's one line."""
-    path = write_suite(tmp_path / "stop.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
+    # long enough (40 cells of 100 steps, interrupted after the first) that the run is still
+    # going when the signal comes on any machine: at 6 short cells it had sometimes finished
+    path = write_suite(tmp_path / "stop.yaml", seeds=40, attacks=[{"dlg": {"steps": 100}}])
     out_dir = tmp_path / "out"
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
            "--jobs", "2", "--trials", "1", "--quiet", "--no-leaderboard"]
@@ -236,7 +238,9 @@ def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] == ("leakbench: interrupted; finished cells are "
                                            "kept, re-run to resume")
-    for p in records.glob("*.json"):  # what was written is whole
+    written = list(records.glob("*.json"))
+    assert len(written) < 40, "the run had finished before the signal"
+    for p in written:  # what was written is whole
         json.loads(p.read_text())
 
 
