@@ -33,7 +33,13 @@ from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
 from bench.diff import resolve_metrics
 from bench.executors import make_executor
-from bench.leaderboard.frames import SCENARIO, record_client, record_victim, records_frame
+from bench.leaderboard.frames import (
+    SCENARIO,
+    record_client,
+    record_victim,
+    records_frame,
+    shared_pass,
+)
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
 from bench.metrics import Metric, SuccessRule
@@ -191,15 +197,8 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
                             _within(None if iv.low is None else (iv.low, iv.high), m.bounds()),
                             _within(prediction_interval(others), m.bounds()), committed, value,
-                            rec.status, m.name, _batched(by_id[cid])))
+                            rec.status, m.name, shared_pass(by_id[cid])))
     return checks
-
-
-def _batched(record: dict[str, Any]) -> bool:
-    """Whether ``record`` came from a pass it shared with other cells (a re-run runs each
-    cell alone, whose rounding differs: its value is not expected bit for bit)."""
-    batch = record.get("trial_batch") or {}
-    return len(batch.get("cells") or []) > 1 and not batch.get("fallback")  # fallback: alone
 
 
 def _within(interval: tuple[float, float] | None, bounds: tuple[float, float]

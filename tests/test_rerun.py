@@ -53,9 +53,9 @@ def test_the_report_says_which_cells_shared_a_batched_pass(store, tmp_path):
     assert "(2 of the cells ran in a batched pass with others and were re-run alone" in \
         report(checks)
     assert not any(c.batched for c in rerun(store, 2, jobs=0))
-    from bench.rerun import _batched
+    from bench.leaderboard.frames import shared_pass
 
-    assert not _batched({"trial_batch": {"cells": ids, "fallback": "RuntimeError: x"}})
+    assert not shared_pass({"trial_batch": {"cells": ids, "fallback": "RuntimeError: x"}})
 
 
 def test_rerun_flags_values_outside_a_doctored_interval(store, tmp_path):

@@ -109,6 +109,13 @@ def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
+def shared_pass(record: dict[str, Any]) -> bool:
+    """Whether ``record``'s cell ran in a batched pass with other cells: not alone, and not
+    one of a failed pass's cells, which re-ran alone (``trial_batch.fallback``)."""
+    batch = record.get("trial_batch") or {}
+    return len(batch.get("cells") or []) > 1 and not batch.get("fallback")
+
+
 def row_label(record: dict[str, Any], labels: dict[str, str]) -> str:
     """The attack label of ``record``'s table row, from :func:`attack_row_labels`."""
     return labels.get(record.get("cell_id"), record["attack_label"])  # type: ignore[arg-type]
