@@ -15,7 +15,7 @@ from bench.contracts import ClientSpec, DefenseContext
 from bench.data import input_centre
 from bench.registry import DATASETS, DEFENSES
 from bench.suite import attack_cells, utility_cells
-from helpers import CPU, make_suite, observe_tiny
+from helpers import CPU, make_suite, observe_tiny, run_record
 
 CLASSES = 5
 
@@ -90,6 +90,16 @@ def test_attack_and_utility_cells_hand_instahide_the_pixel_mean(monkeypatch):
     assert len(seen) == 2
     for centre in seen:
         assert centre is not None and float(centre) == pytest.approx(pixel_mean, abs=1e-6)
+
+
+def test_the_record_says_which_centre_the_signs_flipped_about():
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], defenses=["instahide"],
+                       attacks=[{"dlg": {"steps": 1}}])
+    pixel_mean = DATASETS.get("digits").cls(size=16).meta().pixel_mean[0]
+    record = run_record(next(iter(attack_cells(suite))))
+    assert record["status"] == "ok", record["error"]
+    assert record["defense_info"]["instahide_centre"] == pytest.approx([pixel_mean], abs=1e-6)
+    assert len(record["defense_info"]["instahide_coefficients"]) == record["batch_size"]
 
 
 def test_text_has_no_centre():
