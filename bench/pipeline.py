@@ -43,6 +43,7 @@ from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.registry import DATASETS
 from bench.scoring import floor_metrics, score
+from bench.store import jsonable
 from bench.text_scoring import score_text, success_rule, text_floor_metrics, text_pairs
 from bench.victim import victim_model
 
@@ -329,8 +330,8 @@ class _Run:
         self.fields.update(
             iterations=recon.iterations, grad_evals=recon.grad_evals,
             loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
-            attack_info=_jsonable(recon.info),
-            defense_info=_jsonable(observed.private.update.info),
+            attack_info=jsonable(recon.info),
+            defense_info=jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)
         if converged:  # the attack's seconds, as the pass was divided for attack_seconds
             self.fields["converged_at"] = {
@@ -378,21 +379,3 @@ def quality_curve(observed: Observed, recon: Reconstruction,
     points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"],
                    "final": True})
     return points
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` as JSON can hold it: tensors as lists, non-finite floats (a diverged restart's
-    loss) as None, at any depth."""
-    return {k: _json_value(v) for k, v in d.items()}
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        v = v.tolist()
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    return v

@@ -148,6 +148,17 @@ class FlakyPass(Attack):
         return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
 
 
+@register_attack("opaque")
+class Opaque(Attack):
+    """Reports an object JSON cannot hold beside a numpy scalar it can (as a number)."""
+
+    def reconstruct(self, obs):
+        import numpy as np
+
+        return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape),
+                              info={"scale": np.float32(0.5), "handle": object()})
+
+
 @register_attack("nan")
 class NaNAttack(Attack):
     """Returns a NaN image: a diverged run."""

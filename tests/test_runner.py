@@ -159,7 +159,8 @@ def test_a_worker_killed_while_sending_ends_its_pipe_without_blocking_the_parent
 def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     # the timeout covers the cell's setup too (data loading in a fresh worker): leave room
     path = write_suite(tmp_path / "fail.yaml", timeout=20,
-                       attacks=["boom", "nan", {"sleepy": {"seconds": 600}}, {"dlg": {"steps": 1}}])
+                       attacks=["boom", "nan", {"sleepy": {"seconds": 600}}, {"dlg": {"steps": 1}},
+                                "opaque"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
     t0 = time.time()
     out = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(path), "--out",
@@ -173,9 +174,13 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     assert by_attack["nan"]["status"] == "diverged"
     assert by_attack["sleepy"]["status"] == "timeout"
     assert by_attack["dlg"]["status"] == "ok"
+    # a field JSON cannot hold: that cell's error, named, where the worker ran it
+    assert by_attack["opaque"]["status"] == "error"
+    assert by_attack["opaque"]["error"].startswith("record.attack_info.handle is of type object")
+    assert by_attack["opaque"]["timing"]["attack_seconds"] >= 0
     board = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "| boom" in board  # a failure row, not a lost run
-    assert "1 error" in out.stdout and "1 timeout" in out.stdout
+    assert "| boom" in board and "| opaque" in board  # failure rows, not a lost run
+    assert "2 error" in out.stdout and "1 timeout" in out.stdout
 
 
 def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):

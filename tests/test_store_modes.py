@@ -36,3 +36,21 @@ def test_a_new_file_gets_the_umasks_mode_and_an_old_one_keeps_its_own(tmp_path, 
     old.chmod(0o604)
     store.write_atomic(old, "y")
     assert old.read_text() == "y" and mode(old) == 0o604
+
+
+def test_jsonable_writes_numpy_and_tensors_and_unwritable_names_the_rest():
+    import math
+
+    import numpy as np
+    import torch
+
+    from bench.store import dumps, jsonable, unwritable
+
+    info = jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": torch.tensor([1.0]),
+                     "d": {"e": [np.int64(2), math.inf]}})
+    assert info == {"a": 0.5, "b": [0, 1, 2], "c": [1.0], "d": {"e": [2, None]}}
+    assert unwritable(info) is None and dumps(info)
+    assert unwritable({"x": [1, {"y": object()}]}) == (
+        "record.x[1].y is of type object, which JSON cannot hold")
+    assert unwritable({"x": math.nan}, "info") == "info.x is nan, which JSON cannot hold"
+    assert unwritable({1: 2}) == "record has the key 1, not a string"

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from bench import pipeline  # the module: pipeline imports this package's base
 from bench.cells.base import RunOptions, register_cell_kind
 from bench.contracts import CellContext, ClientSpec
 from bench.identity import Spec, chain_label, digest, seed_from
-from bench.pipeline import run_cell
 from bench.records import Outcome
 
 
@@ -113,4 +113,4 @@ class AttackCell:
                    d.get("skip_reason"))
 
     def run(self, device: torch.device, options: RunOptions) -> Outcome:
-        return run_cell(self, device, options)
+        return pipeline.run_cell(self, device, options)

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from bench import pipeline  # the module: pipeline imports this package's base
 from bench.cells.attack import AttackCell
 from bench.cells.base import CellKind, RunOptions, register_cell_kind
 from bench.contracts import observed_batch
-from bench.pipeline import iter_trials
-from bench.records import Outcome
+from bench.records import Outcome, failure_outcome
 from bench.registry import REGISTRIES
+from bench.store import unwritable
 
 DEFAULT_TRIALS = 16
 """Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""
@@ -70,11 +71,28 @@ def run_task(task: Any, device: torch.device, options: RunOptions
 
 def iter_task(task: Any, device: torch.device, options: RunOptions
               ) -> Iterator[tuple[int, Outcome]]:
-    """Run a cell or a group: ``(member index, outcome)`` as each member finishes."""
-    if isinstance(task, TrialsCell):
-        yield from iter_trials(list(task.cells), device, options)
-    else:
-        yield 0, task.run(device, options)
+    """Run a cell or a group: ``(member index, outcome)`` as each member finishes. A record
+    that cannot be written as JSON (a plug-in's field) becomes that cell's error record here,
+    where the cell ran, before a worker pipe or the store meets it: never a lost run."""
+    cells = members(task)
+    done = (pipeline.iter_trials(list(task.cells), device, options) if isinstance(task, TrialsCell)
+            else iter([(0, task.run(device, options))]))
+    for i, outcome in done:
+        yield i, writable(cells[i], outcome, device, options)
+
+
+def writable(cell: CellKind, outcome: Outcome, device: torch.device, options: RunOptions
+             ) -> Outcome:
+    """``outcome``, or an ``error`` outcome naming the field its record cannot write."""
+    problem = unwritable(outcome.record.to_json())
+    if problem is None:
+        return outcome
+    failed = failure_outcome(cell, "error", f"{problem}: the cell's record cannot be written",
+                             options, 0.0, device)
+    failed.record.timing = dict(outcome.record.timing)  # the cell's own clocks
+    if getattr(outcome.record, "trial_batch", None) is not None:
+        failed.record.trial_batch = outcome.record.trial_batch
+    return failed
 
 
 def _batchable(cell: Any) -> bool:

@@ -17,8 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from bench.cells.base import CellKind, RunOptions
-from bench.convolutions import stamp_cpu_conv
-from bench.records import RECORD_TYPES, Outcome, new_record
+from bench.records import Outcome, failure_outcome
 from bench.registry import LeakbenchError, suggest
 
 
@@ -36,22 +35,6 @@ class Executor(Protocol):
     def cancel(self) -> None:
         """Stop every running cell now (the runner is shutting down)."""
         ...
-
-
-def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
-                    elapsed: float, device: torch.device | None = None) -> Outcome:
-    """The outcome of a cell that produced none itself: skipped, timed out, or its worker
-    died (``device``: where it was to run, for the provenance)."""
-    declared = RECORD_TYPES[cell.kind].__dataclass_fields__
-    rule = options.success
-    fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
-        "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
-    fields = {k: v for k, v in fields.items() if k in declared}
-    device = device or torch.device("cpu")
-    record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
-    if cell.kind == "attack":  # as the pipeline's own records
-        stamp_cpu_conv(record, device, options.cpu_conv)
-    return Outcome(record)
 
 
 def task_failure(task: Any, status: str, error: str, options: RunOptions, elapsed: float,
