@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from bench.convolutions import stamp_cpu_conv
 from bench.identity import component_labels
 from bench.provenance import provenance
-
-if TYPE_CHECKING:
-    from bench.cells.base import CellKind, RunOptions
 
 RECORD_VERSION = 1
 MAX_BATCH_SIZE = 100_000
@@ -166,19 +162,3 @@ class Outcome:
 def input_meta(meta: Any) -> dict[str, Any]:
     """A dataset's input shape and class count, as a record keeps them."""
     return {"shape": [int(d) for d in meta.shape], "num_classes": int(meta.num_classes)}
-
-
-def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
-                    elapsed: float, device: torch.device | None = None) -> Outcome:
-    """The outcome of a cell that produced none itself: skipped, timed out, or its worker
-    died (``device``: where it was to run, for the provenance)."""
-    declared = RECORD_TYPES[cell.kind].__dataclass_fields__
-    rule = options.success
-    fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
-        "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
-    fields = {k: v for k, v in fields.items() if k in declared}
-    device = device or torch.device("cpu")
-    record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
-    if cell.kind == "attack":  # as the pipeline's own records
-        stamp_cpu_conv(record, device, options.cpu_conv)
-    return Outcome(record)

@@ -8,15 +8,14 @@ round-trips through JSON (a worker on another machine rebuilds it), and runs to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+import torch
+
+from bench.convolutions import stamp_cpu_conv
 from bench.metrics import SuccessRule
+from bench.records import RECORD_TYPES, Outcome, new_record
 from bench.registry import LeakbenchError
-
-if TYPE_CHECKING:
-    import torch
-
-    from bench.records import Outcome
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,6 @@ def fix_float_mode() -> None:
     history, a cell computed differently after an attack cell than in a fresh worker. The
     setting is per thread; threads created afterwards inherit it, so a worker sets it before
     torch's thread pool exists too (:mod:`bench.executors.process`)."""
-    import torch
-
     torch.set_flush_denormal(True)
 
 
@@ -97,3 +94,19 @@ def cell_from_json(d: dict[str, Any]) -> CellKind:
     if kind not in CELL_KINDS:
         raise LeakbenchError(f"unknown cell kind {kind!r}; known: {', '.join(sorted(CELL_KINDS))}")
     return CELL_KINDS[kind].from_json(d)
+
+
+def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
+                    elapsed: float, device: torch.device | None = None) -> Outcome:
+    """The outcome of a cell that produced none itself: skipped, timed out, or its worker
+    died (``device``: where it was to run, for the provenance)."""
+    declared = RECORD_TYPES[cell.kind].__dataclass_fields__
+    rule = options.success
+    fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
+        "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
+    fields = {k: v for k, v in fields.items() if k in declared}
+    device = device or torch.device("cpu")
+    record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
+    if cell.kind == "attack":  # as the pipeline's own records
+        stamp_cpu_conv(record, device, options.cpu_conv)
+    return Outcome(record)

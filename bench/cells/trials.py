@@ -19,9 +19,9 @@ import torch
 
 from bench import pipeline  # the module: pipeline imports this package's base
 from bench.cells.attack import AttackCell
-from bench.cells.base import CellKind, RunOptions, register_cell_kind
+from bench.cells.base import CellKind, RunOptions, failure_outcome, register_cell_kind
 from bench.contracts import observed_batch
-from bench.records import Outcome, failure_outcome
+from bench.records import Outcome
 from bench.registry import REGISTRIES
 from bench.store import unwritable
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import torch
 
-from bench.cells.base import CellKind, RunOptions
-from bench.records import Outcome, failure_outcome
+from bench.cells.base import CellKind, RunOptions, failure_outcome
+from bench.records import Outcome
 from bench.registry import LeakbenchError, suggest
 
 
