@@ -93,7 +93,7 @@ def jsonable(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` as JSON can hold it: tensors and numpy arrays as lists, numpy scalars as numbers,
     non-finite floats (a diverged restart's loss) as None, at any depth. Anything else stays
     as it is (:func:`unwritable` names it)."""
-    return {k: _json_value(v) for k, v in d.items()}
+    return _json_value(dict(d))
 
 
 def _json_value(v: Any) -> Any:
@@ -101,8 +101,9 @@ def _json_value(v: Any) -> Any:
         v = v.tolist()
     if isinstance(v, float):
         return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, dict):  # keys as JSON writes them: 0 → "0"
+        return {k if isinstance(k, str) else json.dumps(_json_value(k)).strip('"'):
+                _json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_json_value(x) for x in v]
     return v

@@ -4,6 +4,7 @@ the jobs × threads plan, and records that say under what parallelism they were 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -109,6 +110,7 @@ def test_inline_sets_threads_for_the_run_and_restores_them():
     class Cell:
         def run(self, device, options):
             seen.append(torch.get_num_threads())
+            return SimpleNamespace(record=SimpleNamespace(to_json=dict))
 
     executor = make_executor("inline", torch.device("cpu"), 0.0, 0, threads=want)
     list(executor.run([Cell(), Cell()], None))

@@ -178,6 +178,8 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     assert by_attack["opaque"]["status"] == "error"
     assert by_attack["opaque"]["error"].startswith("record.attack_info.handle is of type object")
     assert by_attack["opaque"]["timing"]["attack_seconds"] >= 0
+    assert by_attack["opaque"]["floor_metrics"]["psnr"] > 0  # the seed counts at its floor
+    assert by_attack["opaque"].get("attack_info") is None
     board = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "| boom" in board and "| opaque" in board  # failure rows, not a lost run
     assert "2 error" in out.stdout and "1 timeout" in out.stdout

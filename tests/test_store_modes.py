@@ -49,6 +49,8 @@ def test_jsonable_writes_numpy_and_tensors_and_unwritable_names_the_rest():
     info = jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": torch.tensor([1.0]),
                      "d": {"e": [np.int64(2), math.inf]}})
     assert info == {"a": 0.5, "b": [0, 1, 2], "c": [1.0], "d": {"e": [2, None]}}
+    assert jsonable({"per_restart": {0: 1.0, np.int64(1): 2.0}}) == {
+        "per_restart": {"0": 1.0, "1": 2.0}}  # as json.dumps writes int keys
     assert unwritable(info) is None and dumps(info)
     assert unwritable({"x": [1, {"y": object()}]}) == (
         "record.x[1].y is of type object, which JSON cannot hold")

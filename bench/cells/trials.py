@@ -83,16 +83,24 @@ def iter_task(task: Any, device: torch.device, options: RunOptions
 
 def writable(cell: CellKind, outcome: Outcome, device: torch.device, options: RunOptions
              ) -> Outcome:
-    """``outcome``, or an ``error`` outcome naming the field its record cannot write."""
-    problem = unwritable(outcome.record.to_json())
+    """``outcome``, or an ``error`` outcome naming the field its record cannot write: the
+    same record (its floor, input shape and clocks kept, so the seed still counts at its
+    floor) with the offending top-level fields, metrics and pictures cleared."""
+    record = outcome.record.to_json()
+    problem = unwritable(record)
     if problem is None:
         return outcome
-    failed = failure_outcome(cell, "error", f"{problem}: the cell's record cannot be written",
-                             options, 0.0, device)
-    failed.record.timing = dict(outcome.record.timing)  # the cell's own clocks
-    if getattr(outcome.record, "trial_batch", None) is not None:
-        failed.record.trial_batch = outcome.record.trial_batch
-    return failed
+    for key, value in record.items():
+        if unwritable(value, key) is not None:
+            record[key] = None
+    error = f"{problem}: the cell's record cannot be written"
+    record.update(status="error", error=error, metrics=None)
+    for key in ("picture", "arrays", "curve", "text_pairs"):
+        if key in record:
+            record[key] = None
+    if unwritable(record) is None:
+        return Outcome(type(outcome.record).from_json(record))
+    return failure_outcome(cell, "error", error, options, 0.0, device)
 
 
 def _batchable(cell: Any) -> bool:
