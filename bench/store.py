@@ -93,7 +93,7 @@ def jsonable(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` as JSON can hold it: tensors and numpy arrays as lists, numpy scalars as numbers,
     non-finite floats (a diverged restart's loss) as None, at any depth. Anything else stays
     as it is (:func:`unwritable` names it)."""
-    return _json_value(dict(d))
+    return _json_value(d)
 
 
 def _json_value(v: Any) -> Any:
@@ -111,16 +111,17 @@ def _json_value(v: Any) -> Any:
 
 def unwritable(value: Any, where: str = "record") -> str | None:
     """Where ``value`` holds what :func:`dumps` cannot write (an object JSON has no form for,
-    a non-finite float, a non-string key), as one line; None when it can be written."""
+    a non-finite float, a non-string key), as one line; None when it can be written.
+    ``where`` names ``value`` in that line (empty: paths start at its keys)."""
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
+        return None if math.isfinite(value) else f"{where} is not a finite number (NaN or infinity)"
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                return f"{where} has the key {k!r}, not a string"
-            problem = unwritable(v, f"{where}.{k}")
+                return f"{where or 'the record'} has the key {k!r}, not a string"
+            problem = unwritable(v, f"{where}.{k}" if where else k)
             if problem:
                 return problem
         return None
@@ -201,22 +202,6 @@ def _nested_problem(d: dict[str, Any]) -> str | None:
     return None
 
 
-def _non_finite(d: Any) -> str | None:
-    """The place of the first NaN or infinity in a parsed record (JSON readers accept them; the
-    store never writes them), or None."""
-    stack: list[tuple[str, Any]] = [("", d)]
-    while stack:
-        where, node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            if isinstance(value, float) and not math.isfinite(value):
-                return f"{where}{key}" if isinstance(node, dict) else f"{where.rstrip('.')}[{key}]"
-            if isinstance(value, (dict, list)):
-                stack.append((f"{where}{key}." if isinstance(node, dict)
-                              else f"{where.rstrip('.')}[{key}].", value))
-    return None
-
-
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):
@@ -265,9 +250,9 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     problem = _nested_problem(d)
     if problem:
         return problem
-    where = _non_finite(d)
-    if where is not None:
-        return f"{where} is not a finite number (NaN or infinity)"
+    problem = unwritable(d, "")  # JSON readers accept NaN and infinity; the store never writes them
+    if problem:
+        return problem
     try:
         Record.from_json(d)
     except (TypeError, ValueError) as e:

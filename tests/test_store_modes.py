@@ -54,5 +54,6 @@ def test_jsonable_writes_numpy_and_tensors_and_unwritable_names_the_rest():
     assert unwritable(info) is None and dumps(info)
     assert unwritable({"x": [1, {"y": object()}]}) == (
         "record.x[1].y is of type object, which JSON cannot hold")
-    assert unwritable({"x": math.nan}, "info") == "info.x is nan, which JSON cannot hold"
+    assert unwritable({"x": math.nan}, "info") == (
+        "info.x is not a finite number (NaN or infinity)")
     assert unwritable({1: 2}) == "record has the key 1, not a string"
