@@ -17,6 +17,8 @@ would be undone by |x̃|. A dataset that states no pixel mean is flipped about m
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from bench.contracts import DefenseContext, Update
@@ -31,9 +33,14 @@ class InstaHide(MixUp):
     paper = ("Huang, Song, Li, Arora. InstaHide: Instance-hiding Schemes for Private Distributed "
              "Learning. ICML 2020; settings of Huang et al. NeurIPS 2021 (GradAttack)")
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.centre: torch.Tensor | None = None  # what the last batch's signs flipped about
+
     def transform_batch(self, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         mixed_x, mixed_y = self.mix(x, y, ctx)
+        self.centre = None if ctx.centre is None else ctx.centre.detach().cpu()
         sign = torch.randint(0, 2, mixed_x.shape, generator=ctx.generator) * 2 - 1
         sign = sign.to(mixed_x.device, mixed_x.dtype)
         if ctx.centre is None:
@@ -47,6 +54,6 @@ class InstaHide(MixUp):
         out = super().transform_update(update, ctx)
         if self.coefficients is None:
             return out
-        out.info["instahide_centre"] = (None if ctx.centre is None
-                                        else ctx.centre.detach().cpu().flatten().tolist())
+        out.info["instahide_centre"] = (None if self.centre is None
+                                        else self.centre.flatten().tolist())
         return out
