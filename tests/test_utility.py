@@ -137,6 +137,34 @@ def test_utility_pairs_on_the_scenario_not_the_seed_index():
     assert summary.loc["prune", "drop"] == pytest.approx(0.1)  # against 0.9, not 0.5 or 0.7
 
 
+def test_utility_of_different_training_settings_never_averages(tmp_path):
+    """A store merging two utility settings (30 and 5 steps): the table shows one setting's
+    accuracy, not the mean of both, and says which it left out."""
+    from bench.leaderboard import render, utility_frame, utility_summary
+    from bench.leaderboard.frames import records_frame
+
+    common = dict(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                  defenses=["none", {"prune": {"ratio": 0.5}}], attacks=[{"dlg": {"steps": 1}}])
+    long = make_suite(**common, seeds=2,
+                      utility={"steps": 30, "batch_size": 8, "lr": 0.3, "eval_size": 50})
+    short = make_suite(**common, seeds=1,
+                       utility={"steps": 1, "batch_size": 8, "lr": 0.3, "eval_size": 50})
+    run_suite(long, tmp_path, jobs=0, device="cpu", progress=False)
+    run_suite(short, tmp_path, jobs=0, device="cpu", progress=False)
+    records = load_records(tmp_path)
+    util = utility_frame(records)
+    assert util["setting"].nunique() == 2 and len(util) == 6
+    summary = utility_summary(util, "digits(size=8)", "mlp(hidden=16)").set_index("defense")
+    mine = util[util["setting"].str.contains("steps=30")]
+    for defense, acc in mine.groupby("defense")["accuracy"].mean().items():
+        assert summary.loc[defense, "accuracy"] == pytest.approx(acc)
+        assert summary.loc[defense, "accuracy_n"] == 2
+    assert summary.attrs["utility_left_out"] == {
+        "batch_size=8, eval_size=50, lr=0.3, steps=1": 2}
+    page = render(records_frame(records), "markdown", util=util)
+    assert "left out: batch_size=8, eval_size=50, lr=0.3, steps=1 (2 records)" in page
+
+
 TEXT_UTILITY = {"steps": 3, "batch_size": 8, "lr": 0.05, "eval_size": 20}
 
 

@@ -179,8 +179,26 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
     runs where the scenario's chance level is known (dropping them would flatter an
     unstable defense). Pairs are matched on the scenario seed (same initialisation and data
     order), not on the seed index, so records of other suites or settings never pair up.
+    Records of one training setting only (a merged store may hold several; 300 steps and
+    30 steps have different accuracies): the one with the most records, ties by name. The
+    result's ``attrs`` name it (``utility_setting``) and count the records of the others
+    (``utility_left_out``: setting → records).
     """
     mine = util[(util["dataset"] == dataset) & (util["arch"] == arch)]
+    settings = mine["setting"].fillna("").value_counts() if "setting" in mine \
+        else pd.Series(dtype=int)
+    chosen = min(settings.index, key=lambda s: (-settings[s], s)) if len(settings) else None
+    if chosen is not None:
+        mine = mine[mine["setting"].fillna("") == chosen]
+    summary = _utility_rows(mine)
+    summary.attrs["utility_setting"] = chosen
+    summary.attrs["utility_left_out"] = {s: int(n) for s, n in sorted(settings.items())
+                                         if s != chosen}
+    return summary
+
+
+def _utility_rows(mine: pd.DataFrame) -> pd.DataFrame:
+    """:func:`utility_summary` over the records of one dataset, arch and setting."""
     g = mine[mine["status"].isin(["ok", "diverged", *FAILED])].copy()
     chance = pd.to_numeric(mine["chance"], errors="coerce").dropna() if "chance" in mine \
         else pd.Series(dtype=float)

@@ -199,6 +199,11 @@ def defense_strength(chain: list[dict[str, Any]]) -> float | None:
         else None
 
 
+def utility_setting(config: dict[str, Any]) -> str:
+    """A utility record's training setting as one key: ``batch_size=32, lr=0.3, steps=300``."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+
+
 def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per utility record: test accuracy and update cosine after defended training."""
     rows = []
@@ -211,9 +216,10 @@ def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "accuracy": m.get("accuracy"), "update_cosine": m.get("update_cosine"),
                      "chance": m.get("chance"), "cell_id": r["cell_id"],
                      "epsilon": (m.get("privacy") or {}).get("epsilon"),
-                     "scenario": (r.get("derived_seeds") or {}).get("scenario")})
+                     "scenario": (r.get("derived_seeds") or {}).get("scenario"),
+                     "setting": utility_setting(r.get("utility") or {})})
     cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
-            "chance", "cell_id", "epsilon", "scenario"]
+            "chance", "cell_id", "epsilon", "scenario", "setting"]
     return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
 
 

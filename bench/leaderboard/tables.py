@@ -217,11 +217,24 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                      "on the same seeds (paired); Update cos: cosine between defended and clean "
                      "updates; ★: on the privacy–utility Pareto front (lower PSNR, higher "
                      "accuracy, means).")
+            note += _other_settings_note(us)
         pics = [(f"figure: {scenario_title(key)}", plots[key])] if plots and key in plots \
             else []
         tables.append(Table(f"Defenses · {scenario_title(key)}", pd.DataFrame(rows),
                             note=note, pictures=pics))
     return tables
+
+
+def _other_settings_note(us: pd.DataFrame) -> str:
+    """Where the store holds utility records of several training settings: which one the
+    table shows and what it leaves out (accuracies of different settings do not average)."""
+    left_out = us.attrs.get("utility_left_out") or {}
+    if not left_out:
+        return ""
+    others = "; ".join(f"{setting or 'no setting recorded'} ({n} records)"
+                       for setting, n in left_out.items())
+    return (f" Utility of the setting {us.attrs['utility_setting'] or 'none recorded'} (the "
+            f"one with the most records) only; left out: {others}.")
 
 
 def _built_architectures(records: list[dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
