@@ -329,7 +329,7 @@ class _Run:
         converged = recon.info.pop("converged_at", None)  # the record's, on its clock (below)
         self.fields.update(
             iterations=recon.iterations, grad_evals=recon.grad_evals,
-            loss_trace=[v if math.isfinite(v) else None for v in recon.loss_trace],
+            loss_trace=jsonable(list(recon.loss_trace)),  # non-finite losses as None
             attack_info=jsonable(recon.info),
             defense_info=jsonable(observed.private.update.info),
             peak_memory_bytes=done.peak_memory_bytes, memory_kind=done.memory_kind)

@@ -89,10 +89,10 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
-def jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` as JSON can hold it: tensors and numpy arrays as lists, numpy scalars as numbers,
-    non-finite floats (a diverged restart's loss) as None, at any depth. Anything else stays
-    as it is (:func:`unwritable` names it)."""
+def jsonable(d: Any) -> Any:
+    """``d`` (a dict, a list, a value) as JSON can hold it: tensors and numpy arrays as
+    lists, numpy scalars as numbers, non-finite floats (a diverged restart's loss) as None,
+    at any depth. Anything else stays as it is (:func:`unwritable` names it)."""
     return _json_value(d)
 
 

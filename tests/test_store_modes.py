@@ -9,8 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import store
+from bench.contracts import Attack, Defense, Reconstruction
 
 
 @pytest.fixture
@@ -57,3 +59,50 @@ def test_jsonable_writes_numpy_and_tensors_and_unwritable_names_the_rest():
     assert unwritable({"x": math.nan}, "info") == (
         "info.x is not a finite number (NaN or infinity)")
     assert unwritable({1: 2}) == "record has the key 1, not a string"
+
+
+class NumpyTrace(Attack):
+    """A plug-in attack whose loss trace holds numpy and tensor scalars, one of them NaN."""
+
+    def reconstruct(self, obs):
+        import numpy as np
+
+        return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape),
+                              loss_trace=[np.float32(1.5), np.float64("nan"), torch.tensor(0.5)])
+
+
+class NumpyEpsilon(Defense):
+    """A plug-in defense whose training guarantee reports a numpy ε."""
+
+    def transform_update(self, update, ctx):
+        return update
+
+    def privacy_of_training(self, sample_rate, steps):
+        import numpy as np
+
+        return {"epsilon": np.float32(3.0), "delta": np.float64(1e-5), "steps": np.int64(steps)}
+
+
+def test_numpy_values_in_a_loss_trace_or_a_training_guarantee_are_written(tmp_path):
+    """Both are a plug-in's numbers: they used to make the cell an error record."""
+    from bench.registry import REGISTRIES, register_attack, register_defense
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    register_attack("numpy_trace")(NumpyTrace)
+    register_defense("numpy_epsilon")(NumpyEpsilon)
+    try:
+        suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 8}}],
+                           defenses=["numpy_epsilon"], attacks=["numpy_trace"],
+                           utility={"steps": 2, "batch_size": 8, "lr": 0.1, "eval_size": 20})
+        run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    finally:
+        REGISTRIES["attacks"].unregister("numpy_trace")
+        REGISTRIES["defenses"].unregister("numpy_epsilon")
+    by_kind = {r.get("kind", "attack"): r for r in load_records(tmp_path)}
+    attack, utility = by_kind["attack"], by_kind["utility"]
+    assert attack["status"] == "ok", attack["error"]
+    assert attack["loss_trace"] == [1.5, None, 0.5]
+    assert utility["status"] == "ok", utility["error"]
+    assert utility["metrics"]["privacy"] == {"epsilon": 3.0, "delta": 1e-5, "steps": 2}

@@ -29,6 +29,7 @@ from bench.defend import defend
 from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
 from bench.records import Outcome, UtilityRecord, new_record
+from bench.store import jsonable
 from bench.victim import victim_model
 
 
@@ -145,7 +146,7 @@ def run_privacy(chain: list[Any], sample_rate: float, steps: int) -> dict[str, A
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             return {"epsilon": None, "epsilon_note": f"accountant failed: {reason}"}
         if info:
-            return info
+            return jsonable(info)  # a plug-in's numpy ε is a number, as in attack records
     return None
 
 
