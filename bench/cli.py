@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit = args.max_cells or MAX_CELLS
     options = _executor_options(args)  # a dry run refuses what the run would refuse
     device_type = resolve_device(args.device).type
-    options.check(device_type)
+    options.check(device_type, requested=args.device)
     if args.cpu_conv != "onednn" and device_type != "cpu":
         warn(f"--cpu-conv {args.cpu_conv}: chooses CPU convolution kernels; this run is on "
              f"{device_type}, where it changes nothing")

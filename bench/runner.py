@@ -30,7 +30,7 @@ from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.preflight import preflight_cells
 from bench.records import FAILURE_STATUSES, Outcome
-from bench.registry import LeakbenchError
+from bench.registry import LeakbenchError, warn
 from bench.store import record_statuses, remove_stale_temporaries, save_outcome
 from bench.suite import Suite, count_cells, iter_cells
 
@@ -129,6 +129,13 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
         raise LeakbenchError(f"trials per pass must be at least 1, got {trials}")
     dev = resolve_device(device)
     name = executor or ("inline" if jobs == 0 else "process")
+    executor_options = executor_options or ExecutorOptions()
+    executor_options.check(dev.type, requested=device)
+    if name == "ray" and device == "cpu" and executor_options.gpus_per_task is None and \
+            (suite.resources.get("gpus_per_task") or 0) > 0:
+        warn(f"{suite.name}: resources.gpus_per_task {suite.resources['gpus_per_task']:g} not "
+             "used: --device cpu runs every task on the CPU")
+        executor_options = replace(executor_options, gpus_per_task=0.0)
     if name == "inline" and jobs is None:
         jobs = 0  # one cell at a time: it gets every core
     if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once

@@ -444,3 +444,34 @@ def test_a_suite_asking_zero_cpus_per_task_is_refused_where_it_says_so():
     failed naming --cpus-per-task, a flag nobody gave."""
     with pytest.raises(LeakbenchError, match="cpus_per_task: 0.0 is below the minimum"):
         make_suite(resources={"cpus_per_task": 0})
+
+
+def test_an_explicit_cpu_run_gives_no_task_a_gpu_share(monkeypatch, tmp_path, capsys):
+    """A Ray task given a GPU share ran on that GPU under ``--device cpu``: the flag is
+    refused (dry run too), a suite's share is dropped with a warning; under ``auto`` a head
+    without a GPU still hands its tasks the suite's share (GPU workers)."""
+    import bench.runner
+
+    path = write_suite(tmp_path / "s.yaml", resources={"gpus_per_task": 0.25})
+    for extra in ([], ["--dry-run"]):
+        assert main(["run", str(path), "--out", str(tmp_path / "o"), "--executor", "ray",
+                     "--device", "cpu", "--gpus-per-task", "0.5", *extra]) == 2
+        assert "--device cpu with --gpus-per-task 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+    seen = {}
+
+    class Planned(Exception):
+        pass
+
+    def fake_executor(name, device, timeout, jobs, options, threads):
+        seen[name] = options
+        raise Planned
+
+    monkeypatch.setattr(bench.runner, "make_executor", fake_executor)
+    suite = load_suite(path)
+    for device, share in (("cpu", 0.0), ("auto", 0.25)):
+        with pytest.raises(Planned):
+            run_suite(suite, tmp_path / device, executor="ray", device=device, progress=False)
+        assert seen["ray"].gpus_per_task == share
+    assert "resources.gpus_per_task 0.25 not used: --device cpu" in capsys.readouterr().err

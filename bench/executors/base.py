@@ -90,13 +90,18 @@ class ExecutorOptions:
         """The options set, as their command-line flags."""
         return [f"--{k.replace('_', '-')}" for k, v in vars(self).items() if v is not None]
 
-    def check(self, device: str) -> None:
+    def check(self, device: str, requested: str | None = None) -> None:
         """Refuse the values no executor can use, before any work (a dry run checks too);
-        ``device`` is the run's device type (a CUDA run needs a GPU share per task)."""
+        ``device`` is the run's device type (a CUDA run needs a GPU share per task),
+        ``requested`` the ``--device`` given (an explicit ``cpu`` takes no GPU share: a Ray
+        task given one runs on its GPU)."""
         cpus, gpus = self.cpus_per_task, self.gpus_per_task
         if device == "cuda" and gpus == 0:
             raise LeakbenchError("--device cuda with --gpus-per-task 0: give each task a GPU "
                                  "share (e.g. 0.25), or run on the CPU")
+        if requested == "cpu" and gpus is not None and gpus > 0:
+            raise LeakbenchError(f"--device cpu with --gpus-per-task {gpus:g}: a task given a "
+                                 "GPU share runs on that GPU; drop one of the two")
         if (cpus is not None and not (math.isfinite(cpus) and cpus > 0)) or (
                 gpus is not None and not (math.isfinite(gpus) and gpus >= 0)):  # nan, inf
             raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0 "
