@@ -154,9 +154,10 @@ def score_attack(observed: Observed, recon: Reconstruction, options: RunOptions
         return score_text(observed.x01, ids, observed.meta.vocab, rule), ids
     recon01 = observed.obs.domain.decode(data.float())
     y = observed.private.y.cpu()
-    metrics = score(observed.x01, y, recon01, recon.labels, success=options.success)
+    rule = success_rule("image", options.success)  # a suite's text rule is not the images'
+    metrics = score(observed.x01, y, recon01, recon.labels, success=rule)
     if observed.clients > 1:
-        metrics.update(own_metrics(metrics, observed.own, options.success))
+        metrics.update(own_metrics(metrics, observed.own, rule))
     metrics.update(perceptual_metrics(observed.x01, recon01, metrics["matching"],
                                       dict(options.perceptual)))
     return metrics, recon01
@@ -373,7 +374,7 @@ def quality_curve(observed: Observed, recon: Reconstruction,
             continue
         snap01 = observed.obs.domain.decode(data.detach().cpu().float())
         m = score(observed.x01, observed.private.y.cpu(), snap01, recon.labels,
-                  success=options.success)
+                  success=success_rule("image", options.success))
         points.append({"grad_evals": evals, "seconds": elapsed * time_scale,
                        "psnr": m["psnr"]})
     points.append({"grad_evals": recon.grad_evals, "seconds": seconds, "psnr": final["psnr"],

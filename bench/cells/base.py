@@ -15,7 +15,8 @@ import torch
 from bench.convolutions import stamp_cpu_conv
 from bench.metrics import SuccessRule
 from bench.records import RECORD_TYPES, Outcome, new_record
-from bench.registry import LeakbenchError
+from bench.registry import DATASETS, LeakbenchError
+from bench.text_scoring import success_rule
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,12 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     died (``device``: where it was to run, for the provenance)."""
     declared = RECORD_TYPES[cell.kind].__dataclass_fields__
     rule = options.success
-    fields: dict[str, Any] = {"success_psnr": options.success_psnr, "success_rule": {
-        "metric": rule.metric, "at_least": rule.at_least, "at_most": rule.at_most}}
+    if cell.kind == "attack":  # the rule of its dataset's modality, as the pipeline's records
+        rule = success_rule(DATASETS.get(cell.dataset.name).cls.modality, rule)
+    fields: dict[str, Any] = {
+        "success_psnr": rule.threshold if rule.metric == "psnr" else None,
+        "success_rule": {"metric": rule.metric, "at_least": rule.at_least,
+                         "at_most": rule.at_most}}
     fields = {k: v for k, v in fields.items() if k in declared}
     device = device or torch.device("cpu")
     record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
