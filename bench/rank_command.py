@@ -66,6 +66,9 @@ def _yaml_value(key: str, text: str) -> object:
 
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except RecursionError:
+        raise LeakbenchError(f"--param {key}: not a YAML value (nested too deeply)") from None
+    except Exception as e:  # YAMLError, or a tag's constructor failing (!!int _: IndexError)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LeakbenchError(f"--param {key}={text}: not a YAML value ({first[:120]})") from None
+        raise LeakbenchError(f"--param {key}={text[:80]}: not a YAML value "
+                             f"({first[:120]})") from None

@@ -60,6 +60,11 @@ FILES = {
                    b"g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n", "aliases"),
     "mixed_keys": (b"1: x\nattacks: [dlg]\n", "unknown suite key 1"),
     "timestamp": (b"seed: 2001-02-30\n", "invalid YAML"),
+    # tags whose constructors raise what YAMLError is not (KeyError, IndexError, ...)
+    "bool_tag": (b"seed: !!bool x\n", "invalid YAML"),
+    "int_tag": (b"seed: !!int _\n", "invalid YAML"),
+    "int_sign_tag": (b"seed: !!int +\n", "invalid YAML"),
+    "timestamp_tag": (b"seed: !!timestamp x\n", "invalid YAML"),
 }
 
 
@@ -239,6 +244,8 @@ def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path: Path
     (["--input-shape", "3,4096,4096"], "4194304 values"),
     (["--param", "width=[1"], "--param width=[1: not a YAML value"),
     (["--param", "width=!!python/object/apply:os.system ['echo hi']"], "not a YAML value"),
+    (["--param", "width=!!int _"], "--param width=!!int _: not a YAML value"),
+    (["--param", "width=" + "[" * 5000], "--param width: not a YAML value (nested too deeply)"),
 ])
 def test_rank_refuses_what_it_cannot_analyse(args, needle, capsys) -> None:
     assert needle in one_line(capsys, "rank", "convnet", *args)

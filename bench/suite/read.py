@@ -102,9 +102,10 @@ def parse_yaml(text: str, where: str) -> Any:
         raise SuiteError(f"{where}: invalid YAML{at}: {_one_line(problem)}") from None
     except RecursionError:
         raise SuiteError(f"{where}: invalid YAML: nested too deeply") from None
-    except (ValueError, TypeError, OverflowError, MemoryError) as e:  # e.g. a bad !!timestamp
-        raise SuiteError(f"{where}: invalid YAML: {_one_line(str(e)) or type(e).__name__}"
-                         ) from None
+    except Exception as e:  # a tag's constructor on a value it cannot read: !!int _,
+        # !!bool x, !!timestamp x raise IndexError, KeyError, AttributeError, ValueError...
+        raise SuiteError(f"{where}: invalid YAML: a value its tag cannot hold "
+                         f"({type(e).__name__}: {_one_line(str(e))})") from None
     if raw is None:
         raise SuiteError(f"{where}: the file is empty (only comments or blank lines)")
     return raw
