@@ -25,7 +25,7 @@ from bench.data import stack_items
 from bench.featurenet import quality
 from bench.plots import _figure, _save
 from bench.public import public_data
-from bench.registry import DATASETS, SAMPLERS
+from bench.registry import DATASETS, SAMPLERS, LeakbenchError
 from bench.samplers.common import Sampler
 from bench.scoremodel import CountedDenoiser, ScoreSettings, describe, from_unit, load_or_train
 from bench.store import write_atomic
@@ -46,7 +46,11 @@ def run_curve(dataset: str, params: dict[str, Any], out: Path, samples: int = 10
               inception: str | None = None) -> list[dict[str, Any]]:
     """Measure every configuration; write OUT/samplers.json, .md and .png; the records."""
     settings = settings or ScoreSettings()
-    data = DATASETS.get(dataset).cls(**params)
+    cls = DATASETS.get(dataset).cls
+    if cls.modality != "image":
+        raise LeakbenchError(f"prior-curve --dataset {dataset}: the score model learns images, "
+                             f"and {dataset} is a {cls.modality} dataset")
+    data = cls(**params)
     public = public_data(data)
     model, _ = load_or_train(public, settings, seed)
     train = data.load("train")
@@ -165,8 +169,11 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
     out_dir = Path(out_dir)
     records, df = attack_frame(out_dir)
     specs = {json.dumps(r["dataset"], sort_keys=True) for r in records}
-    if len(specs) != 1:
-        raise ValueError(f"{out_dir}: pooled quality needs one dataset, found {len(specs)}")
+    if len(specs) != 1:  # one public split: the features and the KID's reference
+        names = sorted({r["dataset_label"] for r in records})
+        raise LeakbenchError(f"{out_dir}: pooled quality needs the records of one dataset, "
+                             f"found {len(specs)} ({', '.join(names) or 'none'}); merge or "
+                             "copy one dataset's records into a folder of their own")
     spec = records[0]["dataset"]
     public = public_data(DATASETS.get(spec["name"]).cls(**spec["params"]))
     used: set[str] = set()

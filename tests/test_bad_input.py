@@ -279,6 +279,23 @@ def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:
                                      str(tmp_path / "nope.pt"), "--out", str(tmp_path / "out"))
 
 
+def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, capsys
+                                                                ) -> None:
+    """The score model on token ids crashed inside torch; pooled quality over two datasets
+    raised a ValueError (a traceback) for a plain two-dataset run."""
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    line = one_line(capsys, "prior-curve", "--dataset", "pydoc", "--size", "0",
+                    "--samples", "2", "--score-steps", "1", "--out", str(tmp_path / "c"))
+    assert "pydoc is a text dataset" in line
+    suite = make_suite(datasets=[{"digits": {"size": 8}}, {"photos": {"size": 8}}],
+                       archs=[{"mlp": {"hidden": 8}}], attacks=[{"dlg": {"steps": 1}}])
+    run_suite(suite, tmp_path / "two", jobs=0, progress=False)
+    line = one_line(capsys, "prior-curve", "--attacks", str(tmp_path / "two"))
+    assert "needs the records of one dataset, found 2" in line
+
+
 def test_an_exclude_naming_an_absent_component_is_an_error_with_a_hint(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(suite_text(exclude=[{"attack": "dgl"}]))
