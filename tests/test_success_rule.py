@@ -27,6 +27,12 @@ def test_success_rule_on_another_metric():
     ({"metric": "lpips", "at_most": 0.2}, "weights file"),  # every cell errored in score()
     ("psnr", "mapping"),
     ({"metric": "psnr", "at_least": 20, "bogus": 1}, "bogus"),
+    # the default 20 was PSNR's: SSIM ≥ 20 made every cell a failure, silently
+    ({"metric": "ssim"}, "give ssim's bound (at_least"),
+    ({"metric": "label_acc"}, "give label_acc's bound"),
+    ({"metric": "ssim", "at_least": 5}, "5 is outside ssim's range [-1, 1]"),
+    ({"metric": "psnr", "at_least": 1000}, "outside psnr's range [0, 100]"),
+    ({"metric": "mse", "at_most": -1}, "outside mse's range"),
 ])
 def test_bad_success_rules_name_the_key(bad, words):
     with pytest.raises(SuiteError, match="success") as e:
@@ -34,6 +40,30 @@ def test_bad_success_rules_name_the_key(bad, words):
     assert words in str(e.value)
 
 
+def test_a_success_psnr_outside_psnr_s_range_is_refused():
+    with pytest.raises(SuiteError, match="success_psnr: 1000 is outside PSNR's range"):
+        make_suite(success_psnr=1000)
+    assert make_suite(success={"metric": "ssim", "at_least": 0.5}).success.threshold == 0.5
+
+
 def test_success_and_success_psnr_together_are_refused():
     with pytest.raises(SuiteError, match="both"):
         make_suite(success={"metric": "psnr", "at_least": 20}, success_psnr=20)
+
+
+def test_the_leaderboard_states_a_rule_on_another_metric(tmp_path):
+    """It said "mean PSNR reaches n/a dB" for a rule on SSIM."""
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import run_suite
+
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 8}}],
+                       attacks=[{"dlg": {"steps": 1}}],
+                       success={"metric": "ssim", "at_least": 0.5})
+    run_suite(suite, tmp_path, jobs=0, progress=False)
+    page = write_leaderboard(tmp_path).read_text()
+    assert "A run succeeds when its mean SSIM reaches 0.5;" in page and "n/a dB" not in page
+    mse = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 8}}],
+                     attacks=[{"dlg": {"steps": 2}}], success={"metric": "mse", "at_most": 0.01})
+    run_suite(mse, tmp_path, jobs=0, progress=False)
+    page = write_leaderboard(tmp_path).read_text()
+    assert "A run succeeds when its mean MSE is at most 0.01 or SSIM reaches 0.5;" in page

@@ -16,6 +16,7 @@ from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import no_attack_records, records_frame, utility_frame
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
 from bench.leaderboard.text_tables import Tokens, protocol_text, text_tables
+from bench.metrics import get_metric
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
 
@@ -52,9 +53,29 @@ def split_modalities(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df[~text], df[text]
 
 
-def image_protocol(df: pd.DataFrame) -> list[str]:
+def success_words(df: pd.DataFrame) -> str:
+    """The image cells' success rules in words: "PSNR reaches 20 dB", "SSIM reaches 0.5",
+    "MSE is at most 0.01" (joined by "or" where the records hold several)."""
     threshold = sorted({float(v) for v in df["success_psnr"].dropna()})
-    thr = ", ".join(f"{t:g}" for t in threshold) or "n/a"
+    parts = [f"PSNR reaches {', '.join(f'{t:g}' for t in threshold)} dB"] if threshold else []
+    rules = df["success_rule"] if "success_rule" in df else []
+    others = set()
+    for r in rules:
+        if not isinstance(r, dict) or r.get("metric") in (None, "psnr"):
+            continue
+        try:
+            m = get_metric(r["metric"])
+            label, unit = m.label, f" {m.unit}" if m.unit else ""
+        except LeakbenchError:  # a plug-in metric not installed here: its name
+            label, unit = str(r["metric"]), ""
+        if r.get("at_least") is not None:
+            others.add(f"{label} reaches {r['at_least']:g}{unit}")
+        elif r.get("at_most") is not None:
+            others.add(f"{label} is at most {r['at_most']:g}{unit}")
+    return " or ".join(parts + sorted(others)) or "PSNR reaches n/a dB"
+
+
+def image_protocol(df: pd.DataFrame) -> list[str]:
     return [
         "Protocol: each cell draws a private batch and a victim model from its seed; the client "
         "computes its update, the defense transforms it, and the attack sees only the "
@@ -64,7 +85,7 @@ def image_protocol(df: pd.DataFrame) -> list[str]:
         "Gaussian-window SSIM (torchmetrics). Metrics are means over every seed run, ± the "
         "half-width of their 95% Student-t interval; a diverged, failed or timed-out seed "
         "counts at its floor, the score of a uniform mid-grey guess (0.5 in every pixel). "
-        f"A run succeeds when its mean PSNR reaches {thr} dB; diverged and "
+        f"A run succeeds when its mean {success_words(df)}; diverged and "
         "failed runs count as unsuccessful. Ranks are shared (a–b) where intervals overlap. "
         "Time is the attack alone (median over finished seeds).",
     ]

@@ -181,7 +181,12 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
     if "success" in raw and "success_psnr" in raw:
         raise SuiteError("success and success_psnr both given: keep one")
     if "success" not in raw:
-        return SuccessRule("psnr", _finite(raw, "success_psnr", 20.0))
+        threshold = _finite(raw, "success_psnr", 20.0)
+        low, high = get_metric("psnr").bounds()
+        if not low <= threshold <= high:
+            raise SuiteError(f"success_psnr: {threshold:g} is outside PSNR's range "
+                             f"[{low:g}, {high:g}] dB")
+        return SuccessRule("psnr", threshold)
     if not isinstance(raw["success"], dict):
         raise SuiteError(f"success: expected a mapping, got {short(raw['success'])}")
     rule = validate_params(SUCCESS_PARAMS, raw["success"], "success")
@@ -195,6 +200,15 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
                              "is n/a without it; a cell's success needs a metric every cell "
                              "computes")
         bound = {k: rule[k] for k in ("at_least", "at_most") if rule[k] is not None}
+        side = "at_least" if metric.higher_is_better else "at_most"
+        if not bound and metric.name != "psnr":  # the default 20 is PSNR's (in dB)
+            raise SuiteError(f"success: give {metric.name}'s bound ({side}: a value; "
+                             f"{'higher' if metric.higher_is_better else 'lower'} is better)")
+        low, high = metric.bounds()
+        for key, value in bound.items():  # outside the range: no cell, or every cell, succeeds
+            if not low <= value <= high:
+                raise SuiteError(f"success.{key}: {value:g} is outside {metric.name}'s range "
+                                 f"[{low:g}, {high:g}]")
         return SuccessRule(rule["metric"], **bound)
     except (LeakbenchError, ValueError) as e:
         raise SuiteError(f"success: {e}") from None
