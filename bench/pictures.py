@@ -71,6 +71,9 @@ def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
     absolute path, ``../..``, a link out of the folder) is not shown."""
     if not rel or not isinstance(rel, str):
         return None
+    if "\0" in rel:  # no file has such a name (resolve() raised ValueError)
+        warn(f"cell {cell}: {rel!r} holds a NUL character; not shown")
+        return None
     root = results.resolve()
     path = (results / rel).resolve()
     if root not in path.parents:

@@ -177,6 +177,17 @@ def _nested_problem(d: dict[str, Any]) -> str | None:
     parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
     if not all(isinstance(p.get("params"), dict) for p in parts):
         return "a component without a params mapping"
+    if not all(isinstance(p.get("shown") or [], list) and all(
+            isinstance(k, str) for k in p.get("shown") or []) for p in parts):
+        return "a component whose 'shown' is not a list of parameter names"
+    for key in ("picture", "arrays"):  # file names under the folder: text, no NUL
+        if not _kind_of(d.get(key), _TEXT) or "\0" in (d.get(key) or ""):
+            return f"field {key!r} is not a file name"
+    per_image = (d.get("metrics") or {}).get("per_image")
+    if per_image is not None and not (isinstance(per_image, dict) and all(
+            isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
+            for v in per_image.values())):
+        return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
     client = d.get("client") or {}

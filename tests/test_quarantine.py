@@ -142,7 +142,14 @@ def test_record_problems_cover_the_schema() -> None:
     ({"timing": {"attack_seconds": float("nan")}}, "timing.attack_seconds is not a finite"),
     ({"loss_trace": [1.0, float("inf")]}, "loss_trace[1] is not a finite"),
     ({"curve": [{"grad_evals": 1, "seconds": float("-inf"), "psnr": 3.0}]},
-     "curve[0].seconds is not a finite")])
+     "curve[0].seconds is not a finite"),
+    # the site's gallery and rerun crashed on these (found by a bad-input fuzz)
+    ({"metrics": {"psnr": 10.0, "per_image": [1]}}, "metrics.per_image"),
+    ({"metrics": {"psnr": 10.0, "per_image": {"psnr": ["x"]}}}, "metrics.per_image"),
+    ({"attack": {"name": "dlg", "params": {}, "shown": 5}}, "'shown'"),
+    ({"arch": {"name": "lenet", "params": {}, "shown": [1]}}, "'shown'"),
+    ({"arrays": "cells/a\u0000b.npy"}, "'arrays' is not a file name"),
+    ({"picture": 5}, "'picture' is not a file name")])
 def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
     """Each passed record_problem and then crashed the leaderboard, export, diff, table or
     rerun (a NaN timing crashed merge's writer half-way through OUT)."""
@@ -249,3 +256,11 @@ def test_a_record_that_vanishes_mid_scan_is_skipped_not_an_error(clean, tmp_path
     assert gone.stem not in {r["cell_id"] for r in records} and records
     assert not (out / "records" / QUARANTINE).exists()
     assert "cannot be read" not in capsys.readouterr().err
+
+
+def test_an_artifact_name_with_a_nul_is_not_shown(tmp_path, capsys) -> None:
+    """resolve() raised ValueError (embedded null byte) in merge, site, report, prior-curve."""
+    from bench.pictures import artifact_path
+
+    assert artifact_path(tmp_path, "cells/a\0b.npy", "c1") is None
+    assert "NUL character" in capsys.readouterr().err
