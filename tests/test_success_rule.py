@@ -46,6 +46,23 @@ def test_a_success_psnr_outside_psnr_s_range_is_refused():
     assert make_suite(success={"metric": "ssim", "at_least": 0.5}).success.threshold == 0.5
 
 
+def test_numbers_yaml_reads_as_text_are_read_as_numbers_at_the_top_level():
+    """``timeout: 1e3`` was refused ("expected int or float, got '1e3'") where a component's
+    ``lr: 1e-1`` was accepted: YAML 1.1 reads both as strings."""
+    import yaml
+
+    from bench.suite import parse_suite
+    from helpers import TINY_SUITE
+
+    raw = yaml.safe_load("timeout: 1e3\nsuccess_psnr: 2e1\n")
+    assert raw == {"timeout": "1e3", "success_psnr": "2e1"}
+    suite = parse_suite({"name": "t", **TINY_SUITE, **raw})
+    assert suite.timeout == 1000.0 and suite.success == SuccessRule("psnr", 20.0)
+    for bad in ("soon", "nan", "inf"):
+        with pytest.raises(SuiteError, match="timeout"):
+            parse_suite({"name": "t", **TINY_SUITE, "timeout": bad})
+
+
 def test_success_and_success_psnr_together_are_refused():
     with pytest.raises(SuiteError, match="both"):
         make_suite(success={"metric": "psnr", "at_least": 20}, success_psnr=20)

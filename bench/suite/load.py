@@ -223,8 +223,17 @@ def _typed(raw: dict, key: str, types: Any, default: Any) -> Any:
 
 
 def _finite(raw: dict, key: str, default: float) -> float:
-    """A finite number (NaN and infinities are refused here, not found later)."""
-    value = _typed(raw, key, (int, float), default)
+    """A finite number (NaN and infinities are refused here, not found later); a string
+    such as ``1e3``, which YAML 1.1 reads as text, is read as the number it spells, as a
+    component's float parameters are."""
+    value = raw.get(key, default)
+    if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "+inf", "-inf",
+                                                                "infinity", "-infinity"):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    value = _typed({key: value}, key, (int, float), default)
     try:
         value = float(value)
     except OverflowError:
