@@ -156,7 +156,14 @@ def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
     flags = [f.replace("--address", "--ray-address") for f in options.given()]
     if flags and args.executor != "ray":
         raise LeakbenchError(f"{', '.join(flags)}: only with --executor ray")
-    if args.executor == "ray" and getattr(args, "jobs", None) is not None:
+    jobs = getattr(args, "jobs", None)
+    if args.executor == "inline" and jobs not in (None, 0):
+        raise LeakbenchError(f"--jobs {jobs}: not with --executor inline (it runs one cell "
+                             "at a time, in this process)")
+    if args.executor == "process" and jobs == 0:
+        raise LeakbenchError("--jobs 0 is inline: not with --executor process (give 1 or "
+                             "more workers)")
+    if args.executor == "ray" and jobs is not None:
         raise LeakbenchError("--jobs: not with --executor ray (the cluster's resources decide "
                              "how many cells run at once; --cpus-per-task sizes each)")
     if args.executor == "ray":

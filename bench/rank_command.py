@@ -43,6 +43,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     params = {}
     for item in args.param or []:
         key, _, value = item.partition("=")
+        if key in params:  # the last one silently won
+            raise LeakbenchError(f"--param {key}: given twice")
         params[key] = _yaml_value(key, value)
     from bench.registry import ARCHS, validate_params
 

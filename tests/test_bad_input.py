@@ -245,6 +245,7 @@ def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path: Path
     (["--param", "width=[1"], "--param width=[1: not a YAML value"),
     (["--param", "width=!!python/object/apply:os.system ['echo hi']"], "not a YAML value"),
     (["--param", "width=!!int _"], "--param width=!!int _: not a YAML value"),
+    (["--param", "width=4", "--param", "width=8"], "--param width: given twice"),
     (["--param", "width=" + "[" * 5000], "--param width: not a YAML value (nested too deeply)"),
 ])
 def test_rank_refuses_what_it_cannot_analyse(args, needle, capsys) -> None:
@@ -277,6 +278,33 @@ def test_executor_options_refuse_non_finite_shares() -> None:
 def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:
     assert "--inception" in one_line(capsys, "prior-curve", "--inception",
                                      str(tmp_path / "nope.pt"), "--out", str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("victim, needle", [
+    ("trained:0", "trains for no step: write 'init'"),
+    ("trained:05", "write 'trained:05' as 'trained:5'"),
+])
+def test_a_victim_spelled_as_another_is_refused(victim, needle, tmp_path, capsys) -> None:
+    """trained:05 beside trained:5 ran one model twice under two seeds; trained:0 is init."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text(victim=["trained:5", victim]))
+    assert needle in one_line_error(capsys, str(path))
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--executor", "inline", "--jobs", "3"], "--jobs 3: not with --executor inline"),
+    (["--executor", "process", "--jobs", "0"], "--jobs 0 is inline: not with --executor process"),
+])
+def test_an_executor_and_a_jobs_count_that_contradict_are_refused(flags, needle, tmp_path,
+                                                                   capsys) -> None:
+    """Both ran, ignoring one of the two (inline warned of 3 workers' threads, then ran one
+    cell at a time)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text())
+    for extra in ([], ["--dry-run"]):
+        line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), *flags, *extra)
+        assert needle in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, capsys

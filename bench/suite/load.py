@@ -257,6 +257,10 @@ def _check_victim(v: Any) -> None:
     if isinstance(v, str) and v.startswith("trained:"):
         n = v.split(":", 1)[1]
         if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
+            if int(n) == 0:  # the same model as init, under another cell id and seed
+                raise SuiteError(f"victim: {short(v)} trains for no step: write 'init'")
+            if n != str(int(n)):  # trained:05 and trained:5 were two victims of one model
+                raise SuiteError(f"victim: write {short(v)} as 'trained:{int(n)}'")
             if int(n) > MAX_VICTIM_STEPS:
                 raise SuiteError(f"victim: {short(v)} trains for more than {MAX_VICTIM_STEPS} "
                                  "steps")
