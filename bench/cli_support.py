@@ -38,5 +38,7 @@ class ExecutorChoices:
     @staticmethod
     def _registered() -> list[str]:
         from bench.executors import EXECUTORS
+        from bench.executors.base import load_executors
 
+        load_executors()  # a module added to bench/executors/, a package's entry point
         return sorted(EXECUTORS)

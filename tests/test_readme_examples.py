@@ -79,6 +79,43 @@ def test_the_executor_example_runs_a_suite(registered, tmp_path):
     assert all(o.record.status == "ok" and o.artifacts for _, o in done)
 
 
+def test_the_executor_example_is_picked_by_the_command_line(tmp_path):
+    """From a package's ``leakbench.executors`` entry point, and as a module of
+    bench/executors/ (a module added there was never imported: --executor NAME refused it)."""
+    import importlib
+
+    import bench.executors
+    from bench.executors.base import load_executors
+    from bench.store import load_records
+    from helpers import run_cli, write_plugin, write_suite
+
+    (tmp_path / "plugin").mkdir()
+    plugin = write_plugin(tmp_path / "plugin", "leakbench_serial", example("An executor"),
+                          "[leakbench.executors]\nserial = leakbench_serial\n")
+    suite = write_suite(tmp_path / "s.yaml", seeds=2, attacks=[{"dlg": {"steps": 1}}])
+    done = run_cli("run", str(suite), "--out", str(tmp_path / "out"), "--executor", "serial",
+                   "--quiet", "--no-leaderboard", extra_path=plugin)
+    assert done.returncode == 0, done.stderr
+    assert [r["status"] for r in load_records(tmp_path / "out")] == ["ok", "ok"]
+
+    folder = tmp_path / "executors"
+    folder.mkdir()
+    (folder / "serial_module.py").write_text(example("An executor").replace(
+        '"serial"', '"serial_module"'))
+    path = list(bench.executors.__path__)
+    bench.executors.__path__.append(str(folder))
+    load_executors.cache_clear()
+    try:
+        make_executor("serial_module", torch.device("cpu"), 60, 1)
+    finally:
+        bench.executors.__path__[:] = path
+        EXECUTORS.pop("serial_module", None)
+        import sys
+
+        sys.modules.pop("bench.executors.serial_module", None)
+        importlib.invalidate_caches()
+
+
 def test_the_grant_example_provides_its_value(registered):
     grant = eval(example("A grant"), {"Grant": Grant})
     registered.append((GRANTS, grant.name))

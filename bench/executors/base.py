@@ -8,10 +8,14 @@ configuration, not a second code path).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import math
+import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 import torch
@@ -127,11 +131,28 @@ def register_executor(name: str) -> Callable[[type], type]:
     return wrap
 
 
+ENTRY_POINT_GROUP = "leakbench.executors"
+
+
+@functools.cache
+def load_executors() -> None:
+    """Import every module of ``bench/executors/`` (each registers its executor) and the
+    ``leakbench.executors`` entry points of installed packages, once."""
+    package = importlib.import_module("bench.executors")
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"bench.executors.{module.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
 def make_executor(name: str, device: torch.device, timeout: float, jobs: int,
                   options: ExecutorOptions | None = None, threads: int | None = None
                   ) -> Executor:
     """The executor registered as ``name``; ``options`` and ``threads`` reach those that
     declare them."""
+    if name not in EXECUTORS:
+        load_executors()
     if name not in EXECUTORS:
         raise LeakbenchError(f"--executor: unknown executor {name!r}"
                              f"{suggest(name, EXECUTORS)}; known: {', '.join(sorted(EXECUTORS))}")
