@@ -166,6 +166,15 @@ def test_regeneration_is_byte_identical(store, tmp_path):
     assert render_pivot(pivot(shuffled, where=MLP)) == render_pivot(pivot(records(), where=MLP))
 
 
+def test_a_damaged_record_is_named_and_left_in_place(store, capsys):
+    """table only reads the folder (stdout, or --output): it moved damaged records away."""
+    damaged = store / "records" / "zz.json"
+    damaged.write_text("{")
+    text, _ = write_table(store, where=["arch=mlp"], fmt="csv")
+    assert text and damaged.exists() and not (store / "records" / "quarantine").exists()
+    assert "left in place" in capsys.readouterr().err
+
+
 def test_csv_has_one_line_per_entry(store):
     text, _ = write_table(store, where=["arch=mlp"], fmt="csv")
     rows = list(csv.DictReader(io.StringIO(text)))

@@ -337,7 +337,7 @@ def write_table(out_dir: Path, rows: str = "defense", cols: str = "attack",
     if fmt not in FORMATS:
         raise LeakbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     conditions = parse_where(where)
-    records = load_records(Path(out_dir))
+    records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     if not records:
         raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
     p = pivot(records, rows, cols, value, conditions, best)
