@@ -78,8 +78,9 @@ def same_process(pid: int, start: Any) -> bool:
 class RunLock:
     """``with RunLock(out_dir):`` owns ``out_dir`` for one run; released on exit."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, elsewhere: str = "pass another --out") -> None:
         self.path = Path(out_dir) / LOCK
+        self.elsewhere = elsewhere  # how the command that is refused names another folder
         self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
                                      "start": process_start(os.getpid()), "workers": [],
                                      "worker_starts": {}}
@@ -132,7 +133,7 @@ class RunLock:
                               f"that run is over, delete {self.path}")
         if isinstance(pid, int) and pid_alive(pid) and same_process(pid, owner.get("start")):
             raise LockedError(f"{self.path.parent} is in use by a running leakbench (PID {pid}"
-                              f"); wait for it to finish or stop it, or pass another --out")
+                              f"); wait for it to finish or stop it, or {self.elsewhere}")
         workers = [w for w in owner.get("workers", []) if isinstance(w, int)]
         starts = owner.get("worker_starts")
         wait_for_workers(workers, starts=starts if isinstance(starts, dict) else None)

@@ -175,7 +175,9 @@ def test_merge_waits_for_no_run_it_refuses_a_locked_out(store, tmp_path, capsys)
     out = tmp_path / "out"
     with RunLock(out):
         assert main(["merge", str(out), str(b)]) == 2
-    assert "in use by a running leakbench" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "in use by a running leakbench" in err and "merge into another OUT" in err
+    assert "--out" not in err  # merge has no --out option
     assert not (out / "records").exists()
     assert main(["merge", str(out), str(b)]) == 0  # released: it merges
     assert len(load_records(out)) == 2
