@@ -239,5 +239,5 @@ def rank_report(arch_name: str, arch_params: dict[str, Any], input_shape: tuple[
     try:
         layers = rank_layers(model, tuple(input_shape))
     except ValueError as e:
-        return f"{title}\n{e}\nrisk index: nan"
+        return f"{title}\n{e}\nrisk index: n/a (outside R-GAP's scope)"
     return format_rank_table(layers, title)

@@ -146,7 +146,8 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
         if d.resolve() not in {s.resolve() for s in stores}:
             stores.append(d)
-    with RunLock(out, elsewhere="merge into another OUT"):  # no run writes into OUT meanwhile, nor another merge
+    # no run writes into OUT meanwhile, nor another merge
+    with RunLock(out, elsewhere="merge into another OUT"):
         return _merge_locked(out, stores)
 
 
