@@ -175,7 +175,11 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
                              f"found {len(specs)} ({', '.join(names) or 'none'}); merge or "
                              "copy one dataset's records into a folder of their own")
     spec = records[0]["dataset"]
-    public = public_data(DATASETS.get(spec["name"]).cls(**spec["params"]))
+    cls = DATASETS.get(spec["name"]).cls
+    if cls.modality != "image":  # FID/KID compare images; text cells keep token ids
+        raise LeakbenchError(f"{out_dir}: pooled FID/KID needs image reconstructions, and "
+                             f"{records[0]['dataset_label']} is a {cls.modality} dataset")
+    public = public_data(cls(**spec["params"]))
     used: set[str] = set()
 
     def measure(originals: list, recons: list) -> dict[str, Any]:

@@ -312,7 +312,6 @@ def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, 
     """The score model on token ids crashed inside torch; pooled quality over two datasets
     raised a ValueError (a traceback) for a plain two-dataset run."""
     from bench.runner import run_suite
-    from helpers import make_suite
 
     line = one_line(capsys, "prior-curve", "--dataset", "pydoc", "--size", "0",
                     "--samples", "2", "--score-steps", "1", "--out", str(tmp_path / "c"))
@@ -322,6 +321,12 @@ def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, 
     run_suite(suite, tmp_path / "two", jobs=0, progress=False)
     line = one_line(capsys, "prior-curve", "--attacks", str(tmp_path / "two"))
     assert "needs the records of one dataset, found 2" in line
+    text = make_suite(datasets=[{"pydoc": {"task": "classify", "seq_len": 4}}],
+                      archs=[{"transformer": {"width": 8, "layers": 1, "heads": 1}}],
+                      attacks=[{"dlg": {"steps": 1}}])
+    run_suite(text, tmp_path / "text", jobs=0, progress=False)
+    line = one_line(capsys, "prior-curve", "--attacks", str(tmp_path / "text"))
+    assert "needs image reconstructions" in line and "text dataset" in line
 
 
 def test_an_exclude_naming_an_absent_component_is_an_error_with_a_hint(tmp_path, capsys):
