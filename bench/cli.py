@@ -191,6 +191,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
+    if args.fid_weights and not Path(args.fid_weights).expanduser().is_file():
+        raise LeakbenchError(f"--fid-weights: no weights file at {args.fid_weights}")
     print(write_report(Path(args.dir), args.fid_weights))
     return 0
 

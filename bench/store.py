@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, STATUSES, Record
-from bench.registry import LeakbenchError, warn
+from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, RECORD_VERSION, STATUSES, Record
+from bench.registry import LeakbenchError, short, warn
 
 RECORDS = "records"
 PICTURES = "cells"
@@ -220,6 +220,11 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     kind = d.get("kind", "attack")
     if kind not in RECORD_TYPES:
         return f"unknown kind {kind!r}"
+    version = d.get("record_version", RECORD_VERSION)  # absent: the records before the field
+    if isinstance(version, bool) or not isinstance(version, int) or \
+            not 1 <= version <= RECORD_VERSION:
+        return (f"record_version {short(version)} is not one this leakbench reads "
+                f"(1 to {RECORD_VERSION})")
     required = {**_COMMON, **(_ATTACK if kind == "attack" else {})}
     for key, typ in required.items():
         if key not in d:

@@ -16,7 +16,7 @@ from bench.registry import ATTACKS, Param, ParamError
 from bench.runner import run_suite
 from bench.suite import SuiteError, count_cells, iter_cells, load_suite, parse_suite
 from bench.suite.read import MAX_SUITE_BYTES
-from helpers import THOUSAND_PER_SEED, TINY_SUITE, make_suite
+from helpers import ROOT, THOUSAND_PER_SEED, TINY_SUITE, make_suite
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -273,6 +273,13 @@ def test_executor_options_refuse_non_finite_shares() -> None:
         with pytest.raises(LeakbenchError, match="finite"):
             options.check("cpu")
     ExecutorOptions(cpus_per_task=0.5, gpus_per_task=0.0).check("cpu")
+
+
+def test_a_missing_fid_weights_file_is_refused(tmp_path: Path, capsys) -> None:
+    """report printed an n/a note and exit 0; prior-curve refuses its --inception file."""
+    line = one_line(capsys, "report", str(ROOT / "results" / "quick"), "--fid-weights",
+                    str(tmp_path / "nope.pt"))
+    assert "--fid-weights: no weights file at" in line
 
 
 def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:

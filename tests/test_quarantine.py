@@ -149,7 +149,11 @@ def test_record_problems_cover_the_schema() -> None:
     ({"attack": {"name": "dlg", "params": {}, "shown": 5}}, "'shown'"),
     ({"arch": {"name": "lenet", "params": {}, "shown": [1]}}, "'shown'"),
     ({"arrays": "cells/a\u0000b.npy"}, "'arrays' is not a file name"),
-    ({"picture": 5}, "'picture' is not a file name")])
+    ({"picture": 5}, "'picture' is not a file name"),
+    # a future layout, or a hand edit, was read as version 1
+    ({"record_version": 999}, "record_version 999 is not one this leakbench reads (1 to 1)"),
+    ({"record_version": "x"}, "record_version 'x'"),
+    ({"record_version": None}, "record_version None")])
 def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
     """Each passed record_problem and then crashed the leaderboard, export, diff, table or
     rerun (a NaN timing crashed merge's writer half-way through OUT)."""
