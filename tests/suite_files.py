@@ -138,7 +138,7 @@ def accepted() -> dict[str, str]:
             + "]}}, {clip: {max_norm: [" + _floats(100) + "]}}]}]\nattacks: [" + grid + "]\n"
             "client: {local_epochs: [" + _ints(100, 1) + "], lr: [" + _floats(100) + "]}\n"
             "seeds: [" + _ints(5_000) + "]\nbatch_size: [" + _ints(5_000, 1) + "]\n"
-            "victim: [" + ",".join(f"'trained:{i}'" for i in range(5_000)) + "]\n"),
+            "victim: [" + ",".join(f"'trained:{i}'" for i in range(1, 5_001)) + "]\n"),
         # 8 000 attack cells, expanded, and 1 000 exclude rules naming one attack each
         "excludes_expanded": (
             HEAD + "attacks: [{dlg: {steps: [" + _ints(100, 1) + "], lr: [" + _floats(80)
