@@ -56,7 +56,7 @@ class Spec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], kind: str) -> Spec:
-        return cls(d["name"], tuple(sorted(d["params"].items())), kind, tuple(d.get("shown", ())))
+        return cls(d["name"], tuple(sorted(d["params"].items())), kind, tuple(d.get("shown") or ()))
 
 
 def _fmt(v: Any) -> str:

@@ -156,7 +156,7 @@ _ATTACK = {"attack": dict, "attack_label": str, "batch_size": int}
 _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict,
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
-             "converged_at": dict, "attack_info": dict}
+             "converged_at": dict, "attack_info": dict, "utility": dict}
 _NUMBER = "a number"
 _TEXT = "text"
 
@@ -177,9 +177,14 @@ def _nested_problem(d: dict[str, Any]) -> str | None:
     parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
     if not all(isinstance(p.get("params"), dict) for p in parts):
         return "a component without a params mapping"
-    if not all(isinstance(p.get("shown") or [], list) and all(
-            isinstance(k, str) for k in p.get("shown") or []) for p in parts):
+    if not all(isinstance(p.get("shown", []), list) and all(
+            isinstance(k, str) for k in p.get("shown", [])) for p in parts):
         return "a component whose 'shown' is not a list of parameter names"
+    rule = d.get("success_rule")
+    if rule is not None and not (isinstance(rule, dict) and _kind_of(rule.get("metric"), _TEXT)
+                                 and _kind_of(rule.get("at_least"), _NUMBER)
+                                 and _kind_of(rule.get("at_most"), _NUMBER)):
+        return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
     for key in ("picture", "arrays"):  # file names under the folder: text, no NUL
         if not _kind_of(d.get(key), _TEXT) or "\0" in (d.get(key) or ""):
             return f"field {key!r} is not a file name"

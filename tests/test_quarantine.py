@@ -153,7 +153,12 @@ def test_record_problems_cover_the_schema() -> None:
     # a future layout, or a hand edit, was read as version 1
     ({"record_version": 999}, "record_version 999 is not one this leakbench reads (1 to 1)"),
     ({"record_version": "x"}, "record_version 'x'"),
-    ({"record_version": None}, "record_version None")])
+    ({"record_version": None}, "record_version None"),
+    # the leaderboard and rerun crashed on these (found by a review)
+    ({"utility": "x"}, "'utility' is not a dict"),
+    ({"success_rule": {"metric": "ssim", "at_least": "x", "at_most": None}}, "success_rule"),
+    ({"success_rule": "psnr"}, "success_rule"),
+    ({"arch": {"name": "lenet", "params": {}, "shown": None}}, "'shown'")])
 def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
     """Each passed record_problem and then crashed the leaderboard, export, diff, table or
     rerun (a NaN timing crashed merge's writer half-way through OUT)."""

@@ -30,19 +30,23 @@ def test_success_rule_on_another_metric():
     # the default 20 was PSNR's: SSIM ≥ 20 made every cell a failure, silently
     ({"metric": "ssim"}, "give ssim's bound (at_least"),
     ({"metric": "label_acc"}, "give label_acc's bound"),
-    ({"metric": "ssim", "at_least": 5}, "5 is outside ssim's range [-1, 1]"),
-    ({"metric": "psnr", "at_least": 1000}, "outside psnr's range [0, 100]"),
-    ({"metric": "mse", "at_most": -1}, "outside mse's range"),
+    ({"metric": "ssim", "at_least": 5}, "success.at_least: 5 is not a bound some cells meet"),
+    ({"metric": "psnr", "at_least": 1000}, "psnr takes values in [0, 100]"),
+    ({"metric": "mse", "at_most": -1}, "success.at_most: -1 is not a bound"),
+    # at the metric's worst value every cell succeeds
+    ({"metric": "ssim", "at_least": -1}, "give one above -1"),
+    ({"metric": "mse", "at_most": 1}, "give one below 1"),
 ])
 def test_bad_success_rules_name_the_key(bad, words):
     with pytest.raises(SuiteError, match="success") as e:
         make_suite(success=bad)
-    assert words in str(e.value)
+    assert words in str(e.value) and "success: success" not in str(e.value)
 
 
 def test_a_success_psnr_outside_psnr_s_range_is_refused():
-    with pytest.raises(SuiteError, match="success_psnr: 1000 is outside PSNR's range"):
-        make_suite(success_psnr=1000)
+    for bad in (1000, 0):  # no cell meets 1000 dB, every cell meets 0 dB
+        with pytest.raises(SuiteError, match=f"success_psnr: {bad} is not a bound"):
+            make_suite(success_psnr=bad)
     assert make_suite(success={"metric": "ssim", "at_least": 0.5}).success.threshold == 0.5
 
 

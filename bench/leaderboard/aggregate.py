@@ -187,7 +187,9 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
     mine = util[(util["dataset"] == dataset) & (util["arch"] == arch)]
     settings = mine["setting"].fillna("").value_counts() if "setting" in mine \
         else pd.Series(dtype=int)
-    chosen = min(settings.index, key=lambda s: (-settings[s], s)) if len(settings) else None
+    # the most records; a tie goes to a recorded setting, then by name
+    chosen = min(settings.index, key=lambda s: (-settings[s], s == "", s)) \
+        if len(settings) else None
     if chosen is not None:
         mine = mine[mine["setting"].fillna("") == chosen]
     summary = _utility_rows(mine)

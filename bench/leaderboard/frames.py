@@ -217,7 +217,8 @@ def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "chance": m.get("chance"), "cell_id": r["cell_id"],
                      "epsilon": (m.get("privacy") or {}).get("epsilon"),
                      "scenario": (r.get("derived_seeds") or {}).get("scenario"),
-                     "setting": utility_setting(r.get("utility") or {})})
+                     "setting": utility_setting(r.get("utility")
+                                                if isinstance(r.get("utility"), dict) else {})})
     cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
             "chance", "cell_id", "epsilon", "scenario", "setting"]
     return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")

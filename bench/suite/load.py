@@ -182,10 +182,7 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
         raise SuiteError("success and success_psnr both given: keep one")
     if "success" not in raw:
         threshold = _finite(raw, "success_psnr", 20.0)
-        low, high = get_metric("psnr").bounds()
-        if not low <= threshold <= high:
-            raise SuiteError(f"success_psnr: {threshold:g} is outside PSNR's range "
-                             f"[{low:g}, {high:g}] dB")
+        _reachable(get_metric("psnr"), "success_psnr", threshold)
         return SuccessRule("psnr", threshold)
     if not isinstance(raw["success"], dict):
         raise SuiteError(f"success: expected a mapping, got {short(raw['success'])}")
@@ -204,14 +201,25 @@ def _success_rule(raw: dict[str, Any]) -> SuccessRule:
         if not bound and metric.name != "psnr":  # the default 20 is PSNR's (in dB)
             raise SuiteError(f"success: give {metric.name}'s bound ({side}: a value; "
                              f"{'higher' if metric.higher_is_better else 'lower'} is better)")
-        low, high = metric.bounds()
-        for key, value in bound.items():  # outside the range: no cell, or every cell, succeeds
-            if not low <= value <= high:
-                raise SuiteError(f"success.{key}: {value:g} is outside {metric.name}'s range "
-                                 f"[{low:g}, {high:g}]")
+        for key, value in bound.items():
+            _reachable(metric, f"success.{key}", value)
         return SuccessRule(rule["metric"], **bound)
+    except SuiteError:
+        raise
     except (LeakbenchError, ValueError) as e:
         raise SuiteError(f"success: {e}") from None
+
+
+def _reachable(metric: Any, where: str, bound: float) -> None:
+    """Refuse a success bound that no cell can meet (past the metric's best value) or that
+    every cell meets (at or past its worst: PSNR ≥ 0, MSE ≤ 1)."""
+    low, high = metric.bounds()
+    worst = low if metric.higher_is_better else high
+    if not low <= bound <= high or bound == worst:
+        side = "above" if metric.higher_is_better else "below"
+        raise SuiteError(f"{where}: {bound:g} is not a bound some cells meet and others not: "
+                         f"{metric.name} takes values in [{low:g}, {high:g}]; give one "
+                         f"{side} {worst:g}")
 
 
 def _typed(raw: dict, key: str, types: Any, default: Any) -> Any:
