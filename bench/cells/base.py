@@ -72,8 +72,15 @@ def fix_float_mode() -> None:
     flushed entry as 0), so every cell must run under the same setting: left to a worker's
     history, a cell computed differently after an attack cell than in a fresh worker. The
     setting is per thread; threads created afterwards inherit it, so a worker sets it before
-    torch's thread pool exists too (:mod:`bench.executors.process`)."""
+    torch's thread pool exists too (:mod:`bench.executors.process`).
+
+    CUDA arithmetic is strict float32: TF32, cuDNN's default for convolutions on Ampere and
+    later GPUs, rounds their inputs to 10 mantissa bits (about 1e-3 relative), which the
+    client's update and a gradient-matching attack's second-order gradients inherit: it caps
+    a reconstruction's PSNR and makes a CUDA record incomparable with a CPU one."""
     torch.set_flush_denormal(True)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def register_cell_kind(name: str):  # noqa: ANN201 - a class decorator

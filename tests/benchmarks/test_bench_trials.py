@@ -35,12 +35,13 @@ import pytest
 import torch
 
 from attacks.gradient_matching import dummy_update
+from bench.cells.base import fix_float_mode
 from bench.convolutions import cpu_convolutions
 from bench.cores import usable_cores
 from bench.data import denormalize
 from bench.scoring import score
 from bench.suite import iter_cells
-from helpers import make_suite, observe_tiny
+from helpers import CPU, make_suite, observe_tiny
 
 SCENARIOS = {
     "dlg-lenet": ({"dlg": {"steps": 3}}, "lenet"),
@@ -60,10 +61,10 @@ def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _observations(attack: dict, arch, k: int) -> list:
+def _observations(attack: dict, arch, k: int, device: torch.device = CPU) -> list:
     suite = make_suite(seeds=k, attacks=[attack], archs=[arch],
                        datasets=[{"photos": {"size": 32}}])
-    return [observe_tiny(c)[0] for c in iter_cells(suite)], list(iter_cells(suite))[0]
+    return [observe_tiny(c, device)[0] for c in iter_cells(suite)], list(iter_cells(suite))[0]
 
 
 def _pass_seconds(attack: dict, arch, k: int, rounds: int = 2) -> float:
@@ -92,6 +93,51 @@ def test_bench_trials_scaling(benchmark, name, k, threads):
     benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
                                  "ratio_to_k1": many / one, "seconds_per_trial": many / k,
                                  "threads": torch.get_num_threads()})
+
+
+CUDA_SCENARIOS = {  # more iterations than on the CPU: a pass's fixed costs stay small
+    "dlg-lenet": ({"dlg": {"steps": 3}}, "lenet"),
+    "ig-convnet4": ({"ig": {"iterations": 20}}, {"convnet": {"width": 4}}),
+    "ig-convnet16": ({"ig": {"iterations": 20}}, {"convnet": {"width": 16}}),
+    "ig-resnet8": ({"ig": {"iterations": 20}}, "resnet"),
+}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def _cuda_pass_seconds(attacker, obs: list, rounds: int = 3) -> float:
+    """The fastest of ``rounds`` passes, synchronised (the first warms cuDNN up)."""
+    best = float("inf")
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        attacker.reconstruct_trials(obs)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@needs_cuda
+@pytest.mark.parametrize("k", [8, 32, 128])
+@pytest.mark.parametrize("name", sorted(CUDA_SCENARIOS))
+def test_bench_trials_scaling_cuda(benchmark, name, k):
+    """The issue's GPU figure (K = 32 against K = 1, ``ig``, ConvNet width 16) and its
+    neighbours: one pass of K trials on the GPU against one trial, in the same test."""
+    fix_float_mode()  # strict float32, as a cell runs
+    cuda = torch.device("cuda")
+    attack, arch = CUDA_SCENARIOS[name]
+    obs1, cell = _observations(attack, arch, 1, cuda)
+    attacker = cell.attack.build()
+    one = _cuda_pass_seconds(attacker, obs1)
+    obs, _ = _observations(attack, arch, k, cuda)
+    _cuda_pass_seconds(attacker, obs, rounds=1)  # warm-up at this K
+    torch.cuda.reset_peak_memory_stats(cuda)
+    benchmark.pedantic(lambda: _cuda_pass_seconds(attacker, obs, rounds=1), rounds=3,
+                       iterations=1)
+    many = benchmark.stats.stats.min
+    benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
+                                 "ratio_to_k1": many / one, "seconds_per_trial": many / k,
+                                 "peak_memory_bytes": torch.cuda.max_memory_allocated(cuda),
+                                 "device_name": torch.cuda.get_device_name(cuda)})
 
 
 def _stacked_lenet_evals(k: int, evals: int = 60) -> float:
@@ -188,13 +234,23 @@ def test_bench_trials_floor(benchmark, name, k, threads):
                                  "ratio_to_k1": many / one, "threads": torch.get_num_threads()})
 
 
-def _dlg_setting():
+def _dlg_setting(device: torch.device = CPU):
     suite = make_suite(datasets=[{"photos": {"size": 32}}], archs=["lenet"],
                        attacks=[{"dlg": {"steps": 300}}])
     cell = list(iter_cells(suite))[0]
-    observed = __import__("bench.pipeline", fromlist=["observe"]).observe(cell,
-                                                                           torch.device("cpu"))
+    observed = __import__("bench.pipeline", fromlist=["observe"]).observe(cell, device)
     return cell, observed
+
+
+def _device_of(observed) -> torch.device:
+    return observed.obs.update.tensors[0].device
+
+
+def _clock() -> float:
+    """``time.perf_counter`` once the GPU (if any) has finished what was queued."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def _psnr(observed, data: torch.Tensor) -> float:
@@ -210,7 +266,7 @@ def reference_time_to(db: float, observed, steps: int = 300, history: int = 100,
     ``history``: torch's ``history_size`` (the DLG code leaves torch's default, 100);
     ``conv``: the CPU convolution kernels (the DLG code runs torch's default, oneDNN);
     ``line_search``: torch's ``line_search_fn`` (the DLG code's: none)."""
-    with cpu_convolutions(conv, torch.device("cpu")):
+    with cpu_convolutions(conv, _device_of(observed)):
         return _reference_time_to(db, observed, steps, history, line_search)
 
 
@@ -218,8 +274,9 @@ def _reference_time_to(db: float, observed, steps: int, history: int, line_searc
                        ) -> tuple[float, float, int]:
     obs = observed.obs
     g = obs.generator  # the cell's attack seed: the same start as leakbench's first restart
-    x = torch.randn((1, *obs.input_shape), generator=g).requires_grad_(True)
-    logits = torch.randn(1, obs.num_classes, generator=g).requires_grad_(True)
+    device = _device_of(observed)  # drawn on the CPU's generator, as the attack draws them
+    x = torch.randn((1, *obs.input_shape), generator=g).to(device).requires_grad_(True)
+    logits = torch.randn(1, obs.num_classes, generator=g).to(device).requires_grad_(True)
     opt = torch.optim.LBFGS([x, logits], lr=1, history_size=history,
                             line_search_fn=None if line_search == "none" else line_search)
     observed_update = obs.update.tensors
@@ -235,9 +292,9 @@ def _reference_time_to(db: float, observed, steps: int, history: int, line_searc
         return loss
 
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0 = _clock()
         opt.step(closure)
-        clock += time.perf_counter() - t0
+        clock += _clock() - t0
         best = max(best, _psnr(observed, x))
         if best >= db:
             return clock, best, evals[0]
@@ -268,8 +325,9 @@ def leakbench_time_to(db: float, cell, observed, restarts: int, monkeypatch,
     attacker.restarts = restarts
     attacker.history_size = history
     attacker.line_search = line_search
-    obs = observe_tiny(cell)[0]
-    with cpu_convolutions(conv, torch.device("cpu")):
+    device = _device_of(observed)
+    obs = observe_tiny(cell, device)[0]
+    with cpu_convolutions(conv, device):
         attacker.reconstruct(obs)
     by_evals: dict[int, list] = {}
     for trial in captured["res"].trials:
@@ -316,3 +374,37 @@ def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, line_search,
         "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
         "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
         "ratio": ours / ref_seconds if 0 < ref_seconds < float("inf") else None})
+
+
+@needs_cuda
+@pytest.mark.parametrize("restarts,line_search", [(1, "none"), (8, "none"), (1, "strong_wolfe"),
+                                                  (8, "strong_wolfe")])
+def test_bench_dlg_time_to_40db_cuda(benchmark, restarts, line_search, monkeypatch):
+    """DLG's own setting on the GPU, strict float32: leakbench's ``dlg`` against the DLG
+    code's loop on the same GPU, in the same test (and, for the line search, that loop with
+    torch's strong-Wolfe search)."""
+    fix_float_mode()
+    cell, observed = _dlg_setting(torch.device("cuda"))
+    reference_time_to(40.0, observed, steps=5)  # warm-up: cuDNN's first calls
+    ref_seconds, ref_psnr, ref_evals = reference_time_to(40.0, observed)
+    result = {}
+
+    def once():
+        result["leakbench"] = leakbench_time_to(40.0, cell, observed, restarts, monkeypatch,
+                                                line_search=line_search)
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    ours, our_psnr, our_evals = result["leakbench"]
+    info = {"restarts": restarts, "line_search": line_search,
+            "device_name": torch.cuda.get_device_name(),
+            "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
+            "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
+            "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
+            "ratio": ours / ref_seconds if 0 < ref_seconds < float("inf") else None}
+    if line_search != "none":
+        same, _, same_evals = reference_time_to(40.0, observed, line_search=line_search)
+        info.update({"reference_same_settings_seconds_to_40db": same,
+                     "reference_same_settings_evals": same_evals,
+                     "ratio_to_same_settings": ours / same if 0 < same < float("inf")
+                     else None})
+    benchmark.extra_info.update(info)
