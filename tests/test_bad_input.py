@@ -136,6 +136,10 @@ MALFORMED = {
     "chain_empty": ({"defenses": [{"chain": []}]}, "chain"),
     "datasets_none": ({"datasets": None}, "datasets"),
     "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
+    "client_grid_repeat": ({"client": {"lr": [0.1, 0.1]}},  # it was silently one value
+                           "client[0]: lr=0.1 appears twice in its grid"),
+    "client_grid_alike": ({"client": {"mode": "fedavg", "lr": [1, 1.0]}},
+                          "client[0]: lr=1.0, mode=fedavg appears twice"),
     "victim_superscript": ({"victim": ["trained:\u00b2"]}, "victim"),  # isdigit(), not int()
     "seeds_huge": ({"seeds": 10 ** 19}, "seeds: expected a count"),  # len(range) overflowed
     "grant_repeat": ({"grant": ["labels", "labels"]}, "grant"),

@@ -117,8 +117,12 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     for i, c in enumerate(clients_raw):
         if not isinstance(c, dict):
             raise SuiteError(f"client[{i}]: expected a mapping, got {short(c)}")
-        clients += [validate_params(CLIENT_PARAMS, g, f"client[{i}]")
-                    for g in grid(c, f"client[{i}]")]
+        points = [validate_params(CLIENT_PARAMS, g, f"client[{i}]")
+                  for g in grid(c, f"client[{i}]")]
+        no_repeats([tuple(sorted(p.items())) for p in points], f"client[{i}]",
+                   lambda point, given=c: ", ".join(f"{k}={v}" for k, v in point if k in given),
+                   " in its grid", "; values that validate alike, e.g. 1 and 1.0, are one")
+        clients += points
     clients = unique(clients, key=lambda c: tuple(sorted(c.items())))
     victims = raw.get("victim", ["init"])
     if isinstance(victims, str):
