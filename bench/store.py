@@ -153,6 +153,8 @@ _COMMON = {"suite": str, "cell_id": str, "status": str, "seed": int, "defense": 
            "arch": dict, "dataset": dict, "defense_label": str, "arch_label": str,
            "dataset_label": str}
 _ATTACK = {"attack": dict, "attack_label": str, "batch_size": int}
+_UTILITY = {"utility": dict}  # the training setting: every utility record has one
+_BY_KIND = {"attack": _ATTACK, "utility": _UTILITY}
 _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict,
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
@@ -230,7 +232,7 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             not 1 <= version <= RECORD_VERSION:
         return (f"record_version {short(version)} is not one this leakbench reads "
                 f"(1 to {RECORD_VERSION})")
-    required = {**_COMMON, **(_ATTACK if kind == "attack" else {})}
+    required = {**_COMMON, **_BY_KIND.get(kind, {})}
     for key, typ in required.items():
         if key not in d:
             return f"missing field {key!r}"

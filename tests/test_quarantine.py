@@ -158,7 +158,9 @@ def test_record_problems_cover_the_schema() -> None:
     ({"utility": "x"}, "'utility' is not a dict"),
     ({"success_rule": {"metric": "ssim", "at_least": "x", "at_most": None}}, "success_rule"),
     ({"success_rule": "psnr"}, "success_rule"),
-    ({"arch": {"name": "lenet", "params": {}, "shown": None}}, "'shown'")])
+    ({"arch": {"name": "lenet", "params": {}, "shown": None}}, "'shown'"),
+    # an attack record hand-edited to kind utility: every reader dropped it silently
+    ({"kind": "utility"}, "missing field 'utility'")])
 def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
     """Each passed record_problem and then crashed the leaderboard, export, diff, table or
     rerun (a NaN timing crashed merge's writer half-way through OUT)."""
