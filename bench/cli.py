@@ -176,7 +176,10 @@ def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
 def cmd_merge(args: argparse.Namespace) -> int:
     from bench.merge import merge_stores
 
-    for line in merge_stores(Path(args.out), [Path(d) for d in args.dirs]).lines():
+    report = merge_stores(Path(args.out), [Path(d) for d in args.dirs])
+    for problem in report.problems:  # as every other reader names a damaged record
+        warn(problem)
+    for line in report.lines()[len(report.problems):]:  # the conflicts, then the summary
         print(line)
     return 0
 

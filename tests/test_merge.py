@@ -15,6 +15,8 @@ from bench.runner import run_suite
 from bench.store import load_records, record_path, save_record
 from helpers import make_suite
 
+WARNING = "leakbench: warning: "
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -105,8 +107,10 @@ def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store,
     other = sorted((b / "records").glob("*.json"))[1]
     other.write_text("[]")
     assert main(["merge", str(out), str(b)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    left_out = [x for x in lines if x.startswith("damaged record left out")]
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    left_out = [x.removeprefix(WARNING) for x in captured.err.splitlines()
+                if x.startswith(WARNING + "damaged record left out")]
     assert len(left_out) == 2
     assert any(str(other) in x and "not a JSON object" in x for x in left_out)
     assert any(cid in x and "batch_size" in x for x in left_out)
@@ -129,8 +133,9 @@ def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tm
     _, cid = _copy(store, b, lambda r: r.update(picture=rel), exist_ok=True)
     out = tmp_path / "deep" / "out"
     assert main(["merge", str(out), str(b)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    left = [x for x in lines if x.startswith("record left out")]
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    left = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
     assert left == [f"record left out: {record_path(b, cid)} (its picture {rel!r} is not a "
                     "path inside its folder)"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
@@ -151,7 +156,7 @@ def test_an_artifact_behind_a_link_out_of_the_store_is_not_copied(store, tmp_pat
     captured = capsys.readouterr()
     assert "is outside" in captured.err
     assert f"{cid}: {b / json.loads(record_path(b, cid).read_text())['picture']} is missing" \
-        in captured.out
+        in captured.err
     assert record_path(out, cid).exists() and not (out / "cells").exists()
 
 
@@ -193,8 +198,9 @@ def test_a_non_finite_number_is_a_damaged_record_not_a_half_merge(store, tmp_pat
                                              '"was": ', 1))
     out = tmp_path / "out"
     assert main(["merge", str(out), str(b)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [x for x in lines if x.startswith("damaged record left out")] == [
-        f"damaged record left out: {last} (timing.attack_seconds is not a finite number "
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert captured.err.splitlines() == [
+        f"{WARNING}damaged record left out: {last} (timing.attack_seconds is not a finite number "
         "(NaN or infinity))"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
