@@ -47,18 +47,27 @@ def axes_lines(suite: Suite, counts: dict[str, Counter] | None = None) -> list[s
     return lines
 
 
+def _axis_key(axis: str, value: Any) -> Any:
+    """A suite's axis value as a cell carries it (a client's settings as sorted pairs)."""
+    return tuple(sorted(value.items())) if axis == "mode" else value
+
+
+def _cell_value(axis: str, cell: Any) -> Any:
+    """The cell's value on ``axis``; None where its kind has no such axis (a utility cell has
+    no attack, batch size, client or victim)."""
+    return getattr(cell, "client" if axis == "mode" else axis, None)
+
+
 def print_plan(suite: Suite, rows: Iterable[tuple[Any, str]], verbose: bool, expected: int,
                out: TextIO) -> Counter:
-    """List or summarise the planned cells; the status counts."""
+    """List or summarise the planned cells; the status counts. The summary counts every
+    cell under each axis it has, and says how many cells are of each kind."""
     listing = verbose or expected <= LIST_LIMIT
-    small = {axis: {id(v): i for i, v in enumerate(values)}
+    index = {axis: {_axis_key(axis, v): i for i, v in enumerate(values)}
              for axis, values in axis_values(suite).items()
-             if axis in ("dataset", "arch", "defense", "attack") and
-             len(values) <= AXIS_VALUES_SHOWN}
-    counts: dict[str, Counter] = {axis: Counter() for axis in axis_values(suite)}
-    plain = {axis: {v: i for i, v in enumerate(values)}
-             for axis, values in axis_values(suite).items()
-             if axis in ("batch_size", "victim") and len(values) <= AXIS_VALUES_SHOWN}
+             if len(values) <= AXIS_VALUES_SHOWN}
+    counts: dict[str, Counter] = {axis: Counter() for axis in index}
+    kinds: Counter = Counter()
     status_counts: Counter = Counter()
     for cell, status in rows:
         status_counts[status.split(":")[0]] += 1
@@ -66,18 +75,17 @@ def print_plan(suite: Suite, rows: Iterable[tuple[Any, str]], verbose: bool, exp
             print(f"{cell.cell_id}  {status:<8.8s}  {cell.describe()}"
                   + (f"  ({status})" if status.startswith("skip") else ""), file=out)
             continue
-        for axis, index in small.items():
-            key = id(getattr(cell, axis, None))
-            if key in index:
-                counts[axis][index[key]] += 1
-        for axis, index in plain.items():
-            value = getattr(cell, axis, None)
-            if value in index:
-                counts[axis][index[value]] += 1
+        kinds[cell.kind] += 1
+        for axis, positions in index.items():
+            value = _cell_value(axis, cell)
+            if value is not None and value in positions:
+                counts[axis][positions[value]] += 1
     if not listing:
         print(f"{suite.name}: summary by axis (cells per value; --verbose lists every cell)",
               file=out)
-        counted = {a: counts[a] for a in (*small, *plain)}
-        for line in axes_lines(suite, counted):
+        if len(kinds) > 1:
+            print("  kind       " + " · ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+                  file=out)
+        for line in axes_lines(suite, counts):
             print(line, file=out)
     return status_counts

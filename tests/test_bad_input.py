@@ -417,6 +417,23 @@ def test_a_large_dry_run_prints_a_summary_and_verbose_lists_every_cell(tmp_path,
     assert code == 0 and len(out.splitlines()) == 301
 
 
+def test_a_dry_run_summary_counts_every_axis_and_each_kind_of_cell(tmp_path, capsys):
+    """The client, defense and seed lines had no counts (a defense matched by object
+    identity never counted), and utility cells counted under some axes only, unexplained."""
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump({
+        **TINY_SUITE, "seeds": 101, "defenses": ["none", {"noise": {"scale": 0.1}}],
+        "client": {"lr": [0.1, 0.2]}, "utility": {"steps": 1}}))
+    code, out, _ = cli(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--dry-run")
+    lines = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert code == 0, out
+    # 101 seeds x 2 defenses x 2 clients attack cells, 101 x 2 utility cells (no client)
+    assert lines["kind"].split()[1:] == ["attack", "404", "·", "utility", "202"]
+    assert lines["defense"].endswith("none 303 · noise(scale=0.1) 303")
+    assert lines["client"].count(" 202") == 2 and "lr=0.2" in lines["client"]
+    assert lines["dataset"].endswith(" 606") and lines["seed"].split() == ["seed", "101", "values"]
+
+
 def test_max_cells_allows_a_larger_grid(tmp_path, capsys) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": 30}))
