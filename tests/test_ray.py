@@ -358,6 +358,20 @@ def test_an_address_nothing_answers_on_is_one_line_at_once():
         reachable(address)  # Ray's own checks
 
 
+def test_a_ray_task_imports_the_components_before_its_clock_starts(monkeypatch):
+    """A fresh Ray worker's first task paid every component's imports inside its clock."""
+    import bench.executors.ray as ray_executor
+    from bench.cells import RunOptions
+
+    order: list[str] = []
+    monkeypatch.setattr(ray_executor, "warm_up_worker", lambda: order.append("imports"))
+    (cell,) = iter_cells(make_suite())
+    task = ray_executor._run_cell(cell.to_json(), RunOptions(), "cpu", 1)
+    first = next(task)
+    assert order == ["imports"] and first[0] == ray_executor.STARTED
+    assert [i for i, _, _ in task] == [0]
+
+
 def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
     """A task waiting for room on a busy cluster became a timeout record without running."""
     from bench.cells import RunOptions

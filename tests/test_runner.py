@@ -318,3 +318,46 @@ def test_provenance_marks_a_commit_whose_code_was_changed(tmp_path):
     with (repo / "bench" / "registry.py").open("a") as f:
         f.write("\n# a local change\n")
     assert commit() == f"{head}-dirty"
+
+
+def test_a_worker_imports_the_components_before_its_first_tasks_clock_starts(monkeypatch):
+    """A fresh worker's first cell paid the imports of every component (torchvision among
+    them, seconds) inside its clock: its timeout and setup time. The worker now imports them
+    before it takes a task: the events it sends come after."""
+    import queue
+
+    import bench.executors.process as process
+    from bench.cells import RunOptions
+    from bench.suite import attack_cells
+
+    order: list[str] = []
+
+    class Pipe:
+        def send(self, event):
+            order.append(event[0])
+
+    monkeypatch.setattr(process, "die_with_parent", lambda parent: None)
+    monkeypatch.setattr(process.signal, "signal", lambda *args: None)  # the test's own SIGINT
+    monkeypatch.setattr(process, "warm_up_worker", lambda: order.append("imports"))
+    (cell,) = attack_cells(make_suite(attacks=[{"ig": {"iterations": 1}}]))
+    tasks: queue.Queue = queue.Queue()
+    tasks.put((cell.to_json(), RunOptions()))
+    tasks.put(None)
+    process._worker(tasks, Pipe(), "cpu", 1, os.getppid())
+    assert order == ["imports", "started", "cell", "done"]
+
+
+def test_warming_up_imports_every_registry_and_leaves_a_broken_one_to_its_cells(monkeypatch):
+    from bench.executors.base import warm_up_worker
+    from bench.registry import REGISTRIES
+
+    loaded: list[str] = []
+
+    def broken():
+        raise ImportError("a plugin that does not import")
+
+    for name, registry in REGISTRIES.items():
+        monkeypatch.setattr(registry, "load", broken if name == "defenses" else
+                            (lambda name=name: loaded.append(name)))
+    warm_up_worker()  # does not raise: the cell that uses the plugin records the error
+    assert sorted(loaded) == sorted(set(REGISTRIES) - {"defenses"})

@@ -73,6 +73,20 @@ def timeout_error(task: Any, timeout: float) -> str:
                     "pass and any lone re-runs after it)" if n > 1 else "")
 
 
+def warm_up_worker() -> None:
+    """Import every registered component (torchvision among them: seconds) in a fresh worker
+    before its first task's clock starts, so that task's setup time and timeout are its own,
+    not the worker's imports. A component that fails to import is left for the cell that
+    uses it, which records the error."""
+    from bench.registry import REGISTRIES
+
+    for registry in REGISTRIES.values():
+        try:
+            registry.load()
+        except Exception:  # noqa: BLE001 - the cell records it
+            pass
+
+
 def task_timeout(task: Any, timeout: float) -> float:
     """A task's time limit: the cell timeout for each cell it records."""
     from bench.cells.trials import members

@@ -36,7 +36,13 @@ from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
-from bench.executors.base import register_executor, task_failure, task_timeout, timeout_error
+from bench.executors.base import (
+    register_executor,
+    task_failure,
+    task_timeout,
+    timeout_error,
+    warm_up_worker,
+)
 from bench.records import Outcome, Record
 
 WATCHDOG_S = 0.25
@@ -93,6 +99,7 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
         pin_process(cores)
     torch.set_num_threads(threads)
     dev = torch.device(device)
+    warm_up_worker()  # before any task's clock starts
     while True:
         try:
             item = tasks.get(timeout=1.0)
