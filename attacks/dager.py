@@ -81,8 +81,9 @@ def span_dimension(gram: torch.Tensor, count: int, tolerance: float) -> int:
 
 
 def residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """‖z − proj(z)‖ / ‖z‖ for each row of ``z`` (…×d) against the span of ``basis``."""
-    z = z.double()
+    """‖z − proj(z)‖ / ‖z‖ for each row of ``z`` (…×d) against the span of ``basis``, on
+    the basis's device (the CPU, where :func:`row_basis` takes its SVD)."""
+    z = z.double().to(basis.device)
     proj = (z @ basis) @ basis.T
     return (z - proj).norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-30)
 

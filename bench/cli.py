@@ -179,7 +179,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     report = merge_stores(Path(args.out), [Path(d) for d in args.dirs])
     for problem in report.problems:  # as every other reader names a damaged record
         warn(problem)
-    for line in report.lines()[len(report.problems):]:  # the conflicts, then the summary
+    for line in [*report.conflicts, report.summary()]:
         print(line)
     return 0
 

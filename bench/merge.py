@@ -79,11 +79,13 @@ class MergeReport:
     conflicts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # damaged records, missing artifacts
 
+    def summary(self) -> str:
+        return (f"merged {self.stores} stores into {self.out}: {self.cells} cells, "
+                f"{self.written} written, {self.duplicates} duplicates, "
+                f"{len(self.conflicts)} conflicts (kept: {RULE})")
+
     def lines(self) -> list[str]:
-        summary = (f"merged {self.stores} stores into {self.out}: {self.cells} cells, "
-                   f"{self.written} written, {self.duplicates} duplicates, "
-                   f"{len(self.conflicts)} conflicts (kept: {RULE})")
-        return [*self.problems, *self.conflicts, summary]
+        return [*self.problems, *self.conflicts, self.summary()]
 
 
 def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:

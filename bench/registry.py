@@ -188,10 +188,11 @@ class Registry:
         return deco
 
     def load(self) -> None:
-        """Import the built-in components and the entry points of installed packages."""
+        """Import the built-in components and the entry points of installed packages. Loaded
+        once every import succeeded: after a failure the next use imports again and raises
+        the same error, never a half-filled registry's "unknown component"."""
         if self._loaded:
             return
-        self._loaded = True
         for pkg_name in self.builtin_packages:
             pkg = importlib.import_module(pkg_name)
             for mod in pkgutil.iter_modules(pkg.__path__):
@@ -199,6 +200,7 @@ class Registry:
                     importlib.import_module(f"{pkg_name}.{mod.name}")
         for ep in entry_points(group=self.entry_point_group):
             ep.load()
+        self._loaded = True
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests and notebooks that register a component for a while)."""

@@ -87,7 +87,8 @@ def _image_archs() -> list[str]:
 @pytest.mark.parametrize("arch", _image_archs())
 def test_the_clients_update_on_the_gpu_is_the_cpus(arch):
     """Same data, model and seed on both devices: the undefended FedSGD update agrees to rel
-    1e-4 per tensor (TF32 convolutions would not)."""
+    1e-4 per tensor (TF32 convolutions would not; a tensor below 1e-4 of the whole update's
+    norm is compared against that instead)."""
     fix_float_mode()
     cells = [c for batch in (2, 1) for c in attack_cells(make_suite(
         datasets=[{"photos": {"size": 32}}], archs=[arch], batch_size=batch))
@@ -95,8 +96,11 @@ def test_the_clients_update_on_the_gpu_is_the_cpus(arch):
     assert cells, f"no photos cell for {arch}"
     _, gpu = observe_tiny(cells[0], CUDA)
     _, cpu = observe_tiny(cells[0], CPU)
+    whole = float(torch.cat([c.flatten() for c in cpu.update.tensors]).norm())
     for g, c in zip(gpu.update.tensors, cpu.update.tensors):
-        error = float((g.cpu() - c).norm() / c.norm().clamp_min(1e-30))
+        # a tensor that is zero in exact arithmetic (a convolution's bias before train-mode
+        # BatchNorm) holds rounding noise on both devices: measured against the whole update
+        error = float((g.cpu() - c).norm()) / max(float(c.norm()), 1e-4 * whole)
         assert error < 1e-4, (arch, tuple(c.shape), error)
 
 

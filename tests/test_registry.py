@@ -75,3 +75,26 @@ def test_entry_point_plugins_register_and_run(plugin_path, tmp_path):
     assert "flip" in defenses.stdout
     # without the plugin on the path, the name is unknown
     assert "boom" not in run_cli("list", "attacks").stdout
+
+
+def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path, monkeypatch):
+    """The registry counted itself loaded before its imports: after one failed, the next use
+    found a half-filled registry and said "unknown attack" for a healthy component (a worker's
+    warm-up met that first, so its cells recorded the wrong error)."""
+    import sys
+
+    from bench.registry import Registry
+
+    package = tmp_path / "somepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a_good.py").write_text("")
+    (package / "b_broken.py").write_text("raise ImportError('b needs a missing library')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("thing", ("somepkg",), "leakbench.nothing-here")
+    for _ in range(2):
+        with pytest.raises(ImportError, match="b needs a missing library"):
+            registry.get("x")
+    assert "somepkg.b_broken" not in sys.modules
+    (package / "b_broken.py").write_text("")  # the library installed: the next use loads
+    assert registry.names() == []
