@@ -87,8 +87,11 @@ def _image_archs() -> list[str]:
 @pytest.mark.parametrize("arch", _image_archs())
 def test_the_clients_update_on_the_gpu_is_the_cpus(arch):
     """Same data, model and seed on both devices: the undefended FedSGD update agrees to rel
-    1e-4 per tensor (TF32 convolutions would not; a tensor below 1e-4 of the whole update's
-    norm is compared against that instead)."""
+    1e-4, as a whole and per tensor (TF32 convolutions would not: their rounding is ~1e-3).
+    A tensor below 1e-3 of the whole update's norm is left to the whole's check: one that is
+    zero in exact arithmetic (a convolution's bias before train-mode BatchNorm) holds
+    rounding noise on both devices (on an H200: rel 1.24 of its own norm of 7.8e-6, against
+    the whole's 9.4)."""
     fix_float_mode()
     cells = [c for batch in (2, 1) for c in attack_cells(make_suite(
         datasets=[{"photos": {"size": 32}}], archs=[arch], batch_size=batch))
@@ -96,12 +99,15 @@ def test_the_clients_update_on_the_gpu_is_the_cpus(arch):
     assert cells, f"no photos cell for {arch}"
     _, gpu = observe_tiny(cells[0], CUDA)
     _, cpu = observe_tiny(cells[0], CPU)
-    whole = float(torch.cat([c.flatten() for c in cpu.update.tensors]).norm())
-    for g, c in zip(gpu.update.tensors, cpu.update.tensors):
-        # a tensor that is zero in exact arithmetic (a convolution's bias before train-mode
-        # BatchNorm) holds rounding noise on both devices: measured against the whole update
-        error = float((g.cpu() - c).norm()) / max(float(c.norm()), 1e-4 * whole)
-        assert error < 1e-4, (arch, tuple(c.shape), error)
+    on_gpu = [g.cpu() for g in gpu.update.tensors]
+    flat_gpu = torch.cat([g.flatten() for g in on_gpu])
+    flat_cpu = torch.cat([c.flatten() for c in cpu.update.tensors])
+    whole = float(flat_cpu.norm())
+    assert float((flat_gpu - flat_cpu).norm()) < 1e-4 * whole, arch
+    for g, c in zip(on_gpu, cpu.update.tensors):
+        if float(c.norm()) >= 1e-3 * whole:
+            error = float((g - c).norm() / c.norm())
+            assert error < 1e-4, (arch, tuple(c.shape), error)
 
 
 @needs_cuda
