@@ -44,7 +44,13 @@ from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.registry import DATASETS
 from bench.scoring import floor_metrics, score
 from bench.store import jsonable
-from bench.text_scoring import score_text, success_rule, text_floor_metrics, text_pairs
+from bench.text_scoring import (
+    score_text,
+    success_fields,
+    success_rule,
+    text_floor_metrics,
+    text_pairs,
+)
 from bench.victim import victim_model
 
 
@@ -179,11 +185,8 @@ def record_attack(cell: Any, device: torch.device, options: RunOptions, status: 
                   error: str | None, **fields: Any) -> AttackRecord:
     """The attack cell's record: header, the success rule (its dataset's modality's), and the
     outcome fields."""
-    rule = success_rule(cell_modality(cell), options.success)
     record = new_record(cell, device, status, error,
-                        success_psnr=rule.threshold if rule.metric == "psnr" else None,
-                        success_rule={"metric": rule.metric, "at_least": rule.at_least,
-                                      "at_most": rule.at_most}, **fields)
+                        **success_fields(cell_modality(cell), options.success), **fields)
     stamp_cpu_conv(record, device, options.cpu_conv)  # kernels round differently
     return record
 

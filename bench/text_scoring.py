@@ -35,6 +35,15 @@ def success_rule(modality: str, suite_rule: SuccessRule) -> SuccessRule:
     return TEXT_SUCCESS if modality == "text" else SuccessRule()
 
 
+def success_fields(modality: str, suite_rule: SuccessRule) -> dict[str, Any]:
+    """An attack record's ``success_psnr`` and ``success_rule``: the rule its cell is judged
+    by (:func:`success_rule`), whatever became of the cell."""
+    rule = success_rule(modality, suite_rule)
+    return {"success_psnr": rule.threshold if rule.metric == "psnr" else None,
+            "success_rule": {"metric": rule.metric, "at_least": rule.at_least,
+                             "at_most": rule.at_most}}
+
+
 def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
     """The token strings of one id sequence, its trailing [PAD] left out. A [PAD] before the
     last real token stays: there it is a wrong token, and dropping it would shift every later

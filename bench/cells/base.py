@@ -14,9 +14,9 @@ import torch
 
 from bench.convolutions import stamp_cpu_conv
 from bench.metrics import SuccessRule
-from bench.records import RECORD_TYPES, Outcome, new_record
+from bench.records import Outcome, new_record
 from bench.registry import DATASETS, LeakbenchError
-from bench.text_scoring import success_rule
+from bench.text_scoring import success_fields
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,9 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
                     elapsed: float, device: torch.device | None = None) -> Outcome:
     """The outcome of a cell that produced none itself: skipped, timed out, or its worker
     died (``device``: where it was to run, for the provenance)."""
-    declared = RECORD_TYPES[cell.kind].__dataclass_fields__
-    rule = options.success
-    if cell.kind == "attack":  # the rule of its dataset's modality, as the pipeline's records
-        rule = success_rule(DATASETS.get(cell.dataset.name).cls.modality, rule)
-    fields: dict[str, Any] = {
-        "success_psnr": rule.threshold if rule.metric == "psnr" else None,
-        "success_rule": {"metric": rule.metric, "at_least": rule.at_least,
-                         "at_most": rule.at_most}}
-    fields = {k: v for k, v in fields.items() if k in declared}
+    fields: dict[str, Any] = {}
+    if cell.kind == "attack":  # its dataset's success rule, as the pipeline's records
+        fields = success_fields(DATASETS.get(cell.dataset.name).cls.modality, options.success)
     device = device or torch.device("cpu")
     record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
     if cell.kind == "attack":  # as the pipeline's own records
