@@ -193,13 +193,7 @@ class Registry:
         the same error, never a half-filled registry's "unknown component"."""
         if self._loaded:
             return
-        for pkg_name in self.builtin_packages:
-            pkg = importlib.import_module(pkg_name)
-            for mod in pkgutil.iter_modules(pkg.__path__):
-                if not mod.name.startswith("_"):
-                    importlib.import_module(f"{pkg_name}.{mod.name}")
-        for ep in entry_points(group=self.entry_point_group):
-            ep.load()
+        import_components(self.builtin_packages, self.entry_point_group)
         self._loaded = True
 
     def unregister(self, name: str) -> None:
@@ -224,6 +218,18 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self.load()
         return name in self._entries
+
+
+def import_components(packages: Iterable[str], entry_point_group: str) -> None:
+    """Import every public module of ``packages`` (each registers its components) and load
+    the ``entry_point_group`` entry points of installed packages."""
+    for pkg_name in packages:
+        pkg = importlib.import_module(pkg_name)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{mod.name}")
+    for ep in entry_points(group=entry_point_group):
+        ep.load()
 
 
 ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")

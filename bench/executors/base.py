@@ -9,20 +9,17 @@ configuration, not a second code path).
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import math
-import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 import torch
 
 from bench.cells.base import CellKind, RunOptions, failure_outcome
 from bench.records import Outcome
-from bench.registry import LeakbenchError, suggest
+from bench.registry import LeakbenchError, import_components, suggest
 
 
 class Executor(Protocol):
@@ -152,12 +149,7 @@ ENTRY_POINT_GROUP = "leakbench.executors"
 def load_executors() -> None:
     """Import every module of ``bench/executors/`` (each registers its executor) and the
     ``leakbench.executors`` entry points of installed packages, once."""
-    package = importlib.import_module("bench.executors")
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"bench.executors.{module.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+    import_components(("bench.executors",), ENTRY_POINT_GROUP)
 
 
 def make_executor(name: str, device: torch.device, timeout: float, jobs: int,
