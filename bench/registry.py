@@ -33,6 +33,10 @@ class ParamError(LeakbenchError):
     pass
 
 
+class PluginError(LeakbenchError):
+    """An installed package's leakbench entry point does not import."""
+
+
 def short(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters: a message stays one readable line."""
     text = repr(value)
@@ -229,7 +233,13 @@ def import_components(packages: Iterable[str], entry_point_group: str) -> None:
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
     for ep in entry_points(group=entry_point_group):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:  # a plug-in's own bug or typo: name the plug-in, not a traceback
+            dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
+            detail = str(e) if isinstance(e, LeakbenchError) else f"{type(e).__name__}: {e}"
+            raise PluginError(f"plug-in {ep.name} = {ep.value}{dist}, entry-point group "
+                              f"{entry_point_group}, failed to load: {detail}") from e
 
 
 ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")

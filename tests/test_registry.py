@@ -12,7 +12,7 @@ from bench.registry import (
     UnknownComponentError,
     validate_params,
 )
-from helpers import run_cli
+from helpers import run_cli, write_plugin
 
 
 def test_builtin_components_are_registered():
@@ -75,6 +75,25 @@ def test_entry_point_plugins_register_and_run(plugin_path, tmp_path):
     assert "flip" in defenses.stdout
     # without the plugin on the path, the name is unknown
     assert "boom" not in run_cli("list", "attacks").stdout
+
+
+@pytest.mark.parametrize("target, problem", [
+    ("leakbench_typoplugin_missing", "ModuleNotFoundError: No module named "
+                                     "'leakbench_typoplugin_missing'"),
+    ("leakbench_typoplugin:NoSuchClass", "AttributeError"),
+])
+def test_a_plugin_whose_entry_point_does_not_load_is_named_in_one_line(tmp_path, target,
+                                                                       problem):
+    """A typo in a third-party package's entry point gave a traceback from every command."""
+    root = write_plugin(tmp_path, "leakbench_typoplugin", "x = 1\n",
+                        f"[leakbench.attacks]\nmine = {target}\n")
+    out = run_cli("list", "attacks", extra_path=root)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()
+    assert len(last) == 1 and "Traceback" not in out.stderr
+    assert last[0].startswith("leakbench: error: plug-in mine = ")
+    assert "leakbench-typoplugin" in last[0] and "leakbench.attacks" in last[0]
+    assert problem in last[0]
 
 
 def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path, monkeypatch):
