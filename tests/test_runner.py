@@ -361,3 +361,18 @@ def test_warming_up_imports_every_registry_and_leaves_a_broken_one_to_its_cells(
                             (lambda name=name: loaded.append(name)))
     warm_up_worker()  # does not raise: the cell that uses the plugin records the error
     assert sorted(loaded) == sorted(set(REGISTRIES) - {"defenses"})
+
+
+def test_warming_up_imports_what_a_cells_setup_first_scores_with():
+    """A cell's setup scores the floor guess (SSIM through torchmetrics): in a fresh worker
+    that first import (about 2 s) fell inside the first cell's setup time and timeout."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bench.executors.base import warm_up_worker; "
+            "assert 'torchmetrics' not in sys.modules; warm_up_worker(); "
+            "print(sorted(m for m in ('torchmetrics', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "['torchmetrics', 'torchvision']"

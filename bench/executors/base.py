@@ -71,17 +71,25 @@ def timeout_error(task: Any, timeout: float) -> str:
 
 
 def warm_up_worker() -> None:
-    """Import every registered component (torchvision among them: seconds) in a fresh worker
-    before its first task's clock starts, so that task's setup time and timeout are its own,
-    not the worker's imports. A component that fails to import is left for the cell that
-    uses it, which records the error."""
+    """Import every registered component (torchvision among them: seconds) and the scoring
+    libraries a cell's setup first calls (its floor metrics: torchmetrics and what it pulls
+    in) in a fresh worker, before its first task's clock starts, so that task's setup time
+    and timeout are its own, not the worker's imports. A component that fails to import is
+    left for the cell that uses it, which records the error."""
+    import torch
+
     from bench.registry import REGISTRIES
+    from bench.scoring import floor_metrics
 
     for registry in REGISTRIES.values():
         try:
             registry.load()
         except Exception:  # noqa: BLE001 - the cell records it
             pass
+    try:
+        floor_metrics(torch.rand(1, 3, 16, 16))
+    except Exception:  # noqa: BLE001 - a cell meets it again, and records it
+        pass
 
 
 def task_timeout(task: Any, timeout: float) -> float:
