@@ -10,7 +10,7 @@ import torch
 
 from bench.cells.base import CellKind, RunOptions
 from bench.cells.trials import iter_task, members
-from bench.executors.base import register_executor
+from bench.executors.base import register_executor, warm_up_worker
 from bench.records import Outcome
 
 
@@ -23,6 +23,7 @@ class InlineExecutor:
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
+        warm_up_worker()  # imports before the first cell's clock, as in a worker process
         before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
