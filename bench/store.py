@@ -159,6 +159,8 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
+RANKED = ("psnr", "rouge1")
+"""The metrics a finished attack is ranked by (images, text): an ok record has one of them."""
 _NUMBER = "a number"
 _TEXT = "text"
 
@@ -258,6 +260,10 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         problem = _out_of_bounds(key, value)
         if problem:
             return problem
+    if kind == "attack" and d["status"] == "ok" and not any(
+            _kind_of(v, _NUMBER) and v is not None
+            for v in ((d.get("metrics") or {}).get(m) for m in RANKED)):
+        return "an ok attack record without the metric it is ranked by (psnr; rouge1 for text)"
     floors = d.get("floor_metrics")
     if floors is not None and not isinstance(floors, dict):
         return "field 'floor_metrics' is not a dict"

@@ -113,10 +113,17 @@ def test_record_problems_cover_the_schema() -> None:
         assert reason in record_problem({**good, **change}, "a")
     # the ends of a range are values; an open-ended metric, an unknown key and a note are free
     for extra in [{"metrics": {"psnr": 100.0, "ssim": -1.0, "mse": 1.0}},
-                  {"metrics": {"lpips": 7.5, "kid": -0.01, "custom_score": 5.0}},
-                  {"metrics": {"lpips_note": "no weights"}},
+                  {"metrics": {"psnr": 9.0, "lpips": 7.5, "kid": -0.01, "custom_score": 5.0}},
+                  {"metrics": {"psnr": 9.0, "lpips_note": "no weights"}},
+                  {"metrics": {"rouge1": 0.5}},  # text: ranked by ROUGE-1
+                  {"status": "diverged", "metrics": {}}, {"status": "skipped", "metrics": None},
                   {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
         assert record_problem({**good, **extra}, "a") is None
+    # a finished attack without the metric it is ranked by: the leaderboard's best-and-worst
+    # pictures formatted None and leaderboard, report and site crashed
+    for metrics in [{}, None, {"psnr": None}, {"ssim": 0.5}, {"rouge1_note": "n/a"}]:
+        assert "ranked by" in (record_problem({**good, "metrics": metrics}, "a") or "")
+    assert "ranked by" in record_problem({k: v for k, v in good.items() if k != "metrics"}, "a")
 
 
 @pytest.mark.parametrize("change, reason", [
