@@ -158,6 +158,12 @@ def test_against_an_explicit_reference_and_a_claim_that_never_held(store, tmp_pa
     assert "a-psnr" in capsys.readouterr().err
     assert main(["check", str(store), "--claims", str(tmp_path / "synthetic.claims.yaml"),
                  "--against", str(tmp_path / "nowhere")]) == 2
+    deep = tmp_path / "deep.json"  # nested past the parser's recursion limit: a traceback
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    capsys.readouterr()
+    assert main(["check", str(store), "--claims", str(tmp_path / "synthetic.claims.yaml"),
+                 "--against", str(deep)]) == 2
+    assert "deep.json: not a check.json (RecursionError" in capsys.readouterr().err
 
 
 def test_failed_seeds_count_as_floors_and_no_success(store):

@@ -142,7 +142,7 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
             verdicts.update({str(r["claim"]): str(r["verdict"]) for r in rows})
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
                                  ) from None
     return verdicts
