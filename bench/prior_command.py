@@ -39,6 +39,9 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     if args.samples < 2 or args.score_steps < 1:
         raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
                              "least 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # before minutes of sampling, not at the first write
+        raise LeakbenchError(f"--out {out}: exists and is not a folder")
     params = {"size": args.size} if args.size else {}
     run_curve(args.dataset, params, Path(args.out), args.samples, args.seed,
               ScoreSettings(steps=args.score_steps), inception=args.inception)

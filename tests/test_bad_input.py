@@ -318,6 +318,21 @@ def test_an_executor_and_a_jobs_count_that_contradict_are_refused(flags, needle,
     assert not (tmp_path / "o").exists()
 
 
+def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    """It trained and sampled every configuration (minutes), then failed at its first write."""
+    import bench.prior_curve
+
+    def ran(*args, **kwargs):
+        raise AssertionError("prior-curve sampled before it checked --out")
+
+    monkeypatch.setattr(bench.prior_curve, "run_curve", ran)
+    (tmp_path / "afile").write_text("x")
+    line = one_line(capsys, "prior-curve", "--samples", "2", "--score-steps", "1",
+                    "--out", str(tmp_path / "afile"))
+    assert line.endswith("afile: exists and is not a folder")
+
+
 def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, capsys
                                                                 ) -> None:
     """The score model on token ids crashed inside torch; pooled quality over two datasets
