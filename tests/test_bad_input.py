@@ -129,6 +129,13 @@ MALFORMED = {
     "victim_empty": ({"victim": []}, "victim"),
     "grant_list": ({"grant": [["labels"]]}, "grant"),
     "budget_list": ({"budget": [1]}, "budget"),
+    # a false value read as "none given" (``or {}``): ``perceptual: off`` kept LPIPS on
+    "perceptual_off": ({"perceptual": False}, "perceptual: expected a mapping"),
+    "perceptual_blank": ({"perceptual": ""}, "perceptual: expected a mapping"),
+    "budget_no": ({"budget": False}, "budget: expected a mapping"),
+    "resources_zero": ({"resources": 0}, "resources: expected a mapping"),
+    "grant_false": ({"grant": False}, "grant: expected a list"),
+    "exclude_zero": ({"exclude": 0}, "exclude: expected a list"),
     "exclude_nested": ({"exclude": [{"attack": [["dlg"]]}]}, "exclude[0].attack"),
     "name_path": ({"name": "../../etc"}, "name"),
     "param_key_number": ({"attacks": [{"dlg": {1: 2}}]}, "unknown parameter 1"),

@@ -98,7 +98,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     if max(batch_sizes) > MAX_BATCH_SIZE:
         raise SuiteError(f"batch_size: {max(batch_sizes)} is above the maximum "
                          f"{MAX_BATCH_SIZE}")
-    granted = raw.get("grant", []) or []
+    granted = _given(raw, "grant", [])
     if isinstance(granted, str):
         granted = [granted]
     if not isinstance(granted, list):
@@ -133,7 +133,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     for v in victims:
         _check_victim(v)
     victims = no_repeats(victims, "victim")
-    budget = raw.get("budget") or {}
+    budget = _given(raw, "budget", {})
     if not isinstance(budget, dict):
         raise SuiteError(f"budget: expected a mapping of caps, got {short(budget)}")
     budget = validate_params(BUDGET_PARAMS, budget, "budget")
@@ -142,11 +142,11 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         if not isinstance(utility, dict):
             raise SuiteError(f"utility: expected a mapping of settings, got {short(utility)}")
         utility = validate_params(UTILITY_PARAMS, utility, "utility")
-    perceptual = raw.get("perceptual") or {}
+    perceptual = _given(raw, "perceptual", {})
     if not isinstance(perceptual, dict):
         raise SuiteError(f"perceptual: expected a mapping of settings, got {short(perceptual)}")
     perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
-    resources = raw.get("resources") or {}
+    resources = _given(raw, "resources", {})
     if not isinstance(resources, dict):
         raise SuiteError(f"resources: expected a mapping of settings, got {short(resources)}")
     resources = validate_params(RESOURCE_PARAMS, resources, "resources")
@@ -166,7 +166,7 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         archs=component_axis(raw["archs"], ARCHS, "archs"),
         defenses=defense_axis(raw["defenses"]),
         attacks=component_axis(raw["attacks"], ATTACKS, "attacks"),
-        exclude=_excludes(raw.get("exclude", []) or []),
+        exclude=_excludes(_given(raw, "exclude", [])),
         timeout=float(timeout),
         success=_success_rule(raw),
         budget=budget,
@@ -283,6 +283,14 @@ def _check_victim(v: Any) -> None:
 
 CLIENT_CHOICES = {p.name: p.choices for p in CLIENT_PARAMS if p.name in ("mode", "bn_mode")}
 """The values an exclude rule's client keys can take."""
+
+
+def _given(raw: dict[str, Any], key: str, default: Any) -> Any:
+    """``raw[key]``, or ``default`` where the key is absent or null (``~``). Only those: a
+    false value (``perceptual: off`` reads as False) is a value, for the key's own check to
+    refuse; ``or default`` had turned it into the defaults (LPIPS stayed on)."""
+    value = raw.get(key)
+    return default if value is None else value
 
 
 def _excludes(value: Any) -> list[dict[str, list[Any]]]:
