@@ -136,6 +136,13 @@ MALFORMED = {
     "resources_zero": ({"resources": 0}, "resources: expected a mapping"),
     "grant_false": ({"grant": False}, "grant: expected a list"),
     "exclude_zero": ({"exclude": 0}, "exclude: expected a list"),
+    # a rule on another modality's metric was replaced by the default on every cell, silently
+    "success_text_on_images": ({"success": {"metric": "rouge1", "at_least": 0.5}},
+                               "success.metric: rouge1 scores text and this suite has only "
+                               "image datasets"),
+    "success_psnr_on_text": ({"datasets": [{"pydoc": {"task": "classify", "seq_len": 4}}],
+                              "archs": [{"transformer": {"width": 8, "layers": 1, "heads": 1}}],
+                              "success_psnr": 25}, "success_psnr: psnr scores image"),
     "exclude_nested": ({"exclude": [{"attack": [["dlg"]]}]}, "exclude[0].attack"),
     "name_path": ({"name": "../../etc"}, "name"),
     "param_key_number": ({"attacks": [{"dlg": {1: 2}}]}, "unknown parameter 1"),

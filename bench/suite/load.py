@@ -176,8 +176,23 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         source=source,
     )
 
+    _rule_applies(raw, suite)
     suite.warnings = check_rules(suite)
     return suite
+
+
+def _rule_applies(raw: dict[str, Any], suite: Suite) -> None:
+    """Refuse a success rule given on a metric of a modality no dataset of the suite has:
+    every cell would be judged by its own modality's default instead, with no word."""
+    if "success" not in raw and "success_psnr" not in raw:
+        return
+    metric = get_metric(suite.success.metric)
+    modalities = {DATASETS.get(d.name).cls.modality for d in suite.datasets}
+    if metric.modality not in modalities:
+        key = "success.metric" if "success" in raw else "success_psnr"
+        raise SuiteError(f"{key}: {metric.name} scores {metric.modality} and this suite has "
+                         f"only {' and '.join(sorted(modalities))} datasets (each cell would "
+                         "be judged by its modality's default rule instead)")
 
 
 def _success_rule(raw: dict[str, Any]) -> SuccessRule:
