@@ -71,3 +71,18 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
             raise DataError(f"{spec.label}: its files{where} could not be read "
                             f"({type(e).__name__}: {first}): replace the damaged files or "
                             f"fix `root:`") from None
+
+
+def preflight_perceptual(settings: dict[str, Any]) -> None:
+    """A weights file the suite names for its perceptual metrics exists and loads: without
+    it every record said LPIPS n/a, with a note that read as "put the file here"."""
+    lpips_weights, fid_weights = settings.get("lpips_weights"), settings.get("fid_weights")
+    for key, path in (("lpips_weights", lpips_weights), ("fid_weights", fid_weights)):
+        if path and not Path(path).expanduser().is_file():
+            raise LeakbenchError(f"perceptual.{key}: no weights file at {path}")
+    if lpips_weights and settings.get("lpips", True):
+        from bench.perceptual import lpips_status
+
+        available, message = lpips_status(settings.get("lpips_net", "alex"), lpips_weights)
+        if not available:
+            raise LeakbenchError(f"perceptual.lpips_weights: {message.removeprefix('LPIPS n/a: ')}")

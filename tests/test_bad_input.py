@@ -332,6 +332,25 @@ def test_an_executor_and_a_jobs_count_that_contradict_are_refused(flags, needle,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("settings, needle", [
+    ({"lpips_weights": "nope.pth"}, "perceptual.lpips_weights: no weights file at"),
+    ({"lpips_weights": "."}, "perceptual.lpips_weights: no weights file at"),  # a folder
+    ({"lpips_weights": "garbage.pth"}, "garbage.pth could not be loaded"),
+    ({"fid_weights": "nope.pt"}, "perceptual.fid_weights: no weights file at"),
+])
+def test_a_perceptual_weights_file_the_suite_names_must_load(settings, needle, tmp_path,
+                                                              capsys) -> None:
+    """Every cell ran and recorded LPIPS n/a, with a note that read "put the file in
+    <the path given>"; report --fid-weights refused the same mistake."""
+    (tmp_path / "garbage.pth").write_bytes(b"not a state dict")
+    settings = {k: str(tmp_path / v) for k, v in settings.items()}
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text(perceptual=settings))
+    line = one_line(capsys, "run", str(path), "--jobs", "0", "--out", str(tmp_path / "o"))
+    assert needle in line
+    assert not list((tmp_path / "o").glob("records/*.json"))
+
+
 def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
     """It trained and sampled every configuration (minutes), then failed at its first write."""
