@@ -147,7 +147,8 @@ MALFORMED = {
     "name_path": ({"name": "../../etc"}, "name"),
     "param_key_number": ({"attacks": [{"dlg": {1: 2}}]}, "unknown parameter 1"),
     "defense_list_params": ({"defenses": [{"prune": [1]}]}, "defenses[0].prune"),
-    "chain_empty": ({"defenses": [{"chain": []}]}, "chain"),
+    "chain_empty": ({"defenses": [{"chain": []}]},  # "expected a list" of a list
+                    "chain: expected a non-empty list of defenses, got an empty list"),
     "datasets_none": ({"datasets": None}, "datasets"),
     "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
     "client_grid_repeat": ({"client": {"lr": [0.1, 0.1]}},  # it was silently one value

@@ -132,7 +132,9 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
     for i, (name, params) in enumerate(_items(value, "defenses")):
         if name == "chain":
             if not isinstance(params, list) or not params:
-                raise SuiteError(f"defenses[{i}].chain: expected a list of defenses")
+                got = "an empty list" if params == [] else short(params)
+                raise SuiteError(f"defenses[{i}].chain: expected a non-empty list of defenses, "
+                                 f"got {got}")
             links = [component_axis([item], DEFENSES, f"defenses[{i}].chain[{j}]")
                      for j, item in enumerate(params)]
             _check_grid_size([len(link) for link in links], f"defenses[{i}].chain")
