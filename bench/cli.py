@@ -117,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         executor_options=options, threads=args.threads, trials=args.trials,
                         cpu_conv=args.cpu_conv)
     print(summary.line())
+    if summary.total == 0:
+        _no_cells(suite)
     if not args.no_leaderboard and (out / "records").is_dir():
         from bench.leaderboard import write_leaderboard
 
@@ -142,9 +144,20 @@ def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> i
     with frozen_gc():
         counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed,
                                              quarantine=False), args.verbose, n, sys.stdout)
-    print(f"{suite.name}: {sum(counts.values())} cells — " +
-          ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
+    statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items()))
+    print(f"{suite.name}: {sum(counts.values())} cells" + (f" — {statuses}" if counts else ""))
+    if not counts:
+        _no_cells(suite)
     return 0
+
+
+def _no_cells(suite: Suite) -> None:
+    """A matrix its exclude rules empty (the only way a suite has no cell) runs nothing: say
+    so, where a summary alone read like a finished run."""
+    from bench.suite import count_cells
+
+    warn(f"{suite.source or suite.name}: the exclude rules leave none of the matrix's "
+         f"{count_cells(suite)} cells: nothing runs")
 
 
 def _executor_options(args: argparse.Namespace) -> ExecutorOptions:

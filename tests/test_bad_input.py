@@ -531,3 +531,16 @@ def test_out_of_range_options_are_refused_before_the_folder_is_touched(flags, tm
     path.write_text(suite_text())
     one_line(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--quiet", *flags)
     assert not (tmp_path / "out").exists()
+
+
+def test_exclude_rules_that_leave_no_cell_are_warned_of(tmp_path, capsys) -> None:
+    """The dry run printed "s: 0 cells —" and the run "nothing to run", exit 0, no word of
+    why: a rule that excludes the whole matrix is most often a misplaced one."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text(attacks=["dlg"], exclude=[{"attack": "dlg"}]))
+    n = count_cells(load_suite(str(path)))
+    for extra in (["--dry-run"], ["--jobs", "0", "--quiet"]):
+        code, out, err = cli(capsys, "run", str(path), "--out", str(tmp_path / "o"), *extra)
+        assert code == 0, err
+        assert f"the exclude rules leave none of the matrix's {n} cells: nothing runs" in err
+        assert "—\n" not in out
