@@ -66,6 +66,7 @@ class Check:
     status: str
     metric: str = "psnr"
     batched: bool = False  # the committed record shared a pass with other cells
+    error: str | None = None  # why the fresh run ended as it did, when not ok
 
     @property
     def in_ci(self) -> bool | None:
@@ -197,7 +198,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
                             _within(None if iv.low is None else (iv.low, iv.high), m.bounds()),
                             _within(prediction_interval(others), m.bounds()), committed, value,
-                            rec.status, m.name, shared_pass(by_id[cid])))
+                            rec.status, m.name, shared_pass(by_id[cid]), rec.error))
     return checks
 
 
@@ -234,6 +235,10 @@ def report(checks: list[Check], metric: str | None = None) -> str:
         judged = [getattr(c, attr) for c in checks if getattr(c, attr) is not None]
         frac = f"{sum(judged)}/{len(judged)}" if judged else "0/0"
         lines.append(f"inside the committed 95% {name}: {frac}")
+    for c in checks:  # the fresh value of a failed cell is its floor: say why it failed
+        if c.status != "ok" and c.error:
+            why = c.error.strip().splitlines()[0][:200] if c.error.strip() else ""
+            lines.append(f"{c.cell_id} ended {c.status} here: {why}")
     same = sum(c.committed is not None and c.fresh == c.committed for c in checks)
     batched = sum(c.batched for c in checks)
     lines.append(f"bit-identical to the committed value: {same}/{len(checks)}" + (

@@ -73,6 +73,23 @@ def test_rerun_flags_values_outside_a_doctored_interval(store, tmp_path):
     assert "inside the committed 95% CI of the row's mean: 0/3" in report(checks)
 
 
+def test_the_report_says_why_a_fresh_cell_failed(store, tmp_path):
+    """A record naming an attack this leakbench lacks re-ran as an error row valued at its
+    floor, with no reason anywhere in the report."""
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(store, renamed)
+    for path in (renamed / "records").glob("*.json"):
+        r = json.loads(path.read_text())
+        r["attack"]["name"] = "analytik"
+        path.write_text(json.dumps(r))
+    checks = rerun(renamed, 1, jobs=0)
+    assert checks[0].status == "error" and "analytik" in (checks[0].error or "")
+    assert f"{checks[0].cell_id} ended error here: " in report(checks)
+    assert "ended" not in report(rerun(store, 1, jobs=0))
+
+
 def test_cli_rerun_prints_the_fraction(store):
     out = run_cli("rerun", str(store), "--sample", "1", "--jobs", "0")
     assert out.returncode == 0, out.stderr
