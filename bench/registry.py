@@ -15,6 +15,7 @@ import difflib
 import importlib
 import math
 import pkgutil
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -51,6 +52,16 @@ def warn(message: str) -> None:
 
 
 _MISSING = object()
+
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+                          r"|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def number_from_text(text: str) -> float | None:
+    """The number a YAML scalar that YAML 1.1 left as text spells (``1e-3``, ``.5``,
+    ``-inf``), or None. Only plain ASCII numerals: Python's ``float`` also takes ``'1_0'``,
+    other scripts' digits (``'٣'``) and padding, which no suite means as a number."""
+    return float(text) if _NUMBER_TEXT.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -99,17 +110,18 @@ class Param:
                 value = float(value)
             except OverflowError:
                 raise ParamError(f"{where}: {short(value)} is too large for a float") from None
-        if expected is float and isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-3" as a string
-                value = float(value)
-            except ValueError:
-                pass
+        if expected is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as text
+            number = number_from_text(value)
+            value = value if number is None else number
         if expected is float and isinstance(value, float) and not math.isfinite(value):
             raise ParamError(f"{where}: expected a finite number, got {short(value)}")
         if expected is bool and not isinstance(value, bool):
             raise ParamError(f"{where}: expected a boolean, got {short(value)}")
         if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ParamError(f"{where}: expected an integer, got {short(value)}")
+            number = number_from_text(value) if isinstance(value, str) else None
+            hint = (f" (write {int(number)})" if number is not None and math.isfinite(number)
+                    and number == int(number) and abs(number) < 1e18 else "")
+            raise ParamError(f"{where}: expected an integer, got {short(value)}{hint}")
         if not isinstance(value, expected):
             raise ParamError(f"{where}: expected {expected.__name__}, got {short(value)}")
         if self.choices is not None and value not in self.choices:

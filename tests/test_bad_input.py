@@ -117,6 +117,24 @@ def test_every_float_param_rejects_nan_and_inf() -> None:
                 p.validate(bad, "here")
 
 
+def test_float_params_read_only_plain_numerals_from_text() -> None:
+    """float() also took '1_0' (10), Arabic-Indic digits and padded text: none is a number a
+    suite means; YAML 1.1's text forms of numbers (1e-3, .5, +2.) still read as numbers."""
+    p = Param("lr", float, 1.0)
+    for text, number in (("1e-3", 1e-3), (".5", 0.5), ("+2.", 2.0), ("-1E+2", -100.0)):
+        assert p.validate(text, "here") == number
+    for text in ("1_0", "\u0663", " 2 ", "2 ", "0x10", "1e", "", "e3", "1.2.3"):
+        with pytest.raises(ParamError, match="expected float"):
+            p.validate(text, "here")
+
+
+def test_an_integer_written_as_a_float_names_the_integer() -> None:
+    with pytest.raises(ParamError, match=r"expected an integer, got '1e3' \(write 1000\)"):
+        Param("steps", int, 1).validate("1e3", "here")
+    with pytest.raises(ParamError, match=r"expected an integer, got '1\.5'$"):
+        Param("steps", int, 1).validate("1.5", "here")
+
+
 MALFORMED = {
     "seeds_repeat": ({"seeds": [0, 0]}, "seeds"),
     "batch_repeat": ({"batch_size": [1, 1]}, "batch_size"),

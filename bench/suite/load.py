@@ -15,6 +15,7 @@ from bench.registry import (
     ATTACKS,
     DATASETS,
     LeakbenchError,
+    number_from_text,
     short,
     suggest,
     validate_params,
@@ -254,12 +255,9 @@ def _finite(raw: dict, key: str, default: float) -> float:
     such as ``1e3``, which YAML 1.1 reads as text, is read as the number it spells, as a
     component's float parameters are."""
     value = raw.get(key, default)
-    if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "+inf", "-inf",
-                                                                "infinity", "-infinity"):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    if isinstance(value, str):
+        number = number_from_text(value)
+        value = value if number is None or not math.isfinite(number) else number
     value = _typed({key: value}, key, (int, float), default)
     try:
         value = float(value)
