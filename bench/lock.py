@@ -119,6 +119,9 @@ class RunLock:
         raise LockedError(f"{self.path}: could not take the run lock")
 
     def _take_over_if_stale(self) -> None:
+        if self.path.is_dir() and not self.path.is_symlink():  # nothing a run can take over
+            raise LockedError(f"{self.path}: is a folder where the run lock belongs; remove "
+                              "it if no run is using this folder")
         owner = self._read()
         if owner is None:  # being written this instant, or garbage: look again shortly
             time.sleep(0.2)

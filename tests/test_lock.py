@@ -108,6 +108,16 @@ def test_another_hosts_lock_and_a_garbled_lock(tmp_path: Path, capsys) -> None:
     wait_for_workers([dead_pid()], grace=0.1)  # nothing to wait for
 
 
+def test_a_folder_where_the_lock_belongs_is_refused_in_one_line(tmp_path: Path, capsys
+                                                                ) -> None:
+    """It warned "unreadable lock file, taken over", then failed on "Is a directory"."""
+    (tmp_path / LOCK).mkdir()
+    with pytest.raises(LockedError, match="is a folder where the run lock belongs"):
+        RunLock(tmp_path).acquire()
+    assert "taken over" not in capsys.readouterr().err
+    assert (tmp_path / LOCK).is_dir()
+
+
 @pytest.mark.slow
 def test_a_restart_after_kill_9_never_overlaps_and_records_every_cell_once(plugin_path,
                                                                           tmp_path) -> None:
