@@ -207,8 +207,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    if args.fid_weights and not Path(args.fid_weights).expanduser().is_file():
-        raise LeakbenchError(f"--fid-weights: no weights file at {args.fid_weights}")
+    if args.fid_weights:
+        from bench.perceptual import fid_weights_problem
+
+        problem = fid_weights_problem(args.fid_weights)
+        if problem:
+            raise LeakbenchError(f"--fid-weights: {problem}")
     print(write_report(Path(args.dir), args.fid_weights))
     return 0
 

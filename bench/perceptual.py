@@ -208,6 +208,22 @@ def _fid_weights(weights: str | None) -> tuple[Path | None, str]:
     return path, f"FID/KID with Inception weights {path}"
 
 
+def fid_weights_problem(path: str) -> str | None:
+    """Why ``path`` is not an Inception weights file torch-fidelity could use (missing, not a
+    state dict torch loads), or None: checked before a report's groups are scored, where a
+    bad file made every group n/a."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return f"no weights file at {path}"
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file, in one line
+        return f"{path} is not a weights file torch can load ({type(err).__name__})"
+    if not isinstance(state, dict) or not state:
+        return f"{path} holds no state dict (a mapping of weight tensors)"
+    return None
+
+
 def fid_status(weights: str | None = None) -> tuple[bool, str]:
     """(weights file found?, one-line message) for FID/KID; never downloads."""
     path, message = _fid_weights(weights)

@@ -77,9 +77,14 @@ def preflight_perceptual(settings: dict[str, Any]) -> None:
     """A weights file the suite names for its perceptual metrics exists and loads: without
     it every record said LPIPS n/a, with a note that read as "put the file here"."""
     lpips_weights, fid_weights = settings.get("lpips_weights"), settings.get("fid_weights")
-    for key, path in (("lpips_weights", lpips_weights), ("fid_weights", fid_weights)):
-        if path and not Path(path).expanduser().is_file():
-            raise LeakbenchError(f"perceptual.{key}: no weights file at {path}")
+    if lpips_weights and not Path(lpips_weights).expanduser().is_file():
+        raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {lpips_weights}")
+    if fid_weights:
+        from bench.perceptual import fid_weights_problem
+
+        problem = fid_weights_problem(fid_weights)
+        if problem:
+            raise LeakbenchError(f"perceptual.fid_weights: {problem}")
     if lpips_weights and settings.get("lpips", True):
         from bench.perceptual import lpips_status
 

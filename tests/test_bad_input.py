@@ -319,6 +319,23 @@ def test_a_missing_fid_weights_file_is_refused(tmp_path: Path, capsys) -> None:
     assert "--fid-weights: no weights file at" in line
 
 
+
+def test_an_fid_weights_file_that_does_not_load_is_refused(tmp_path: Path, capsys,
+                                                           inception_weights) -> None:
+    """report scored nothing and exit 0, each group's FID n/a "torch-fidelity failed with"."""
+    from bench.perceptual import fid_weights_problem
+
+    (tmp_path / "garbage.pth").write_bytes(b"not a state dict")
+    line = one_line(capsys, "report", str(ROOT / "results" / "quick"), "--fid-weights",
+                    str(tmp_path / "garbage.pth"))
+    assert "garbage.pth is not a weights file torch can load (UnpicklingError)" in line
+    import torch
+
+    torch.save([1, 2], tmp_path / "list.pth")
+    assert "holds no state dict" in fid_weights_problem(str(tmp_path / "list.pth"))
+    assert fid_weights_problem(str(inception_weights)) is None
+
+
 def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:
     assert "--inception" in one_line(capsys, "prior-curve", "--inception",
                                      str(tmp_path / "nope.pt"), "--out", str(tmp_path / "out"))
@@ -356,6 +373,7 @@ def test_an_executor_and_a_jobs_count_that_contradict_are_refused(flags, needle,
     ({"lpips_weights": "."}, "perceptual.lpips_weights: no weights file at"),  # a folder
     ({"lpips_weights": "garbage.pth"}, "garbage.pth could not be loaded"),
     ({"fid_weights": "nope.pt"}, "perceptual.fid_weights: no weights file at"),
+    ({"fid_weights": "garbage.pth"}, "garbage.pth is not a weights file torch can load"),
 ])
 def test_a_perceptual_weights_file_the_suite_names_must_load(settings, needle, tmp_path,
                                                               capsys) -> None:
