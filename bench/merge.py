@@ -148,6 +148,10 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
         if d.resolve() not in {s.resolve() for s in stores}:
             stores.append(d)
+        if out.resolve() != d.resolve() and out.resolve().is_relative_to(d.resolve()):
+            raise LeakbenchError(f"merge: OUT {out} lies inside the store {d}: it would become "
+                                 "part of what it merges (a store nested in its records); "
+                                 "choose a folder outside it")
     # no run writes into OUT meanwhile, nor another merge
     with RunLock(out, elsewhere="merge into another OUT"):
         return _merge_locked(out, stores)

@@ -91,6 +91,20 @@ def test_merging_a_folder_without_records_is_an_error(tmp_path, capsys):
     assert "holds no record store" in capsys.readouterr().err
 
 
+def test_an_out_inside_a_merged_store_is_refused(store, tmp_path, capsys):
+    """merge W/records W wrote a second store inside W's records/."""
+    import shutil
+
+    w = tmp_path / "w"
+    shutil.copytree(store, w)
+    before = sorted(p.relative_to(w) for p in w.rglob("*"))
+    for out in (w / "records", w / "merged"):
+        assert main(["merge", str(out), str(w)]) == 2
+        assert "lies inside the store" in capsys.readouterr().err
+    assert sorted(p.relative_to(w) for p in w.rglob("*")) == before
+    assert main(["merge", str(w), str(w)]) == 0  # into itself: nothing to do, no nesting
+
+
 def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store, tmp_path,
                                                                           capsys):
     """A record file that is not an object (a traceback before), or one outside the schema
