@@ -44,7 +44,6 @@ from bench.site.command import add_site_parser
 
 if TYPE_CHECKING:
     from bench.executors import ExecutorOptions
-    from bench.suite import Suite
 
 DEFAULT_SUITE = "quick"
 RESULTS = Path("results")
@@ -109,8 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cpu_conv != "onednn" and device_type != "cpu":
         warn(f"--cpu-conv {args.cpu_conv}: chooses CPU convolution kernels; this run is on "
              f"{device_type}, where it changes nothing")
+    from bench.summary import dry_run, warn_no_cells
+
     if args.dry_run:
-        return _dry_run(suite, out, args, limit)
+        return dry_run(suite, out, args.force, args.retry_failed, args.verbose, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
@@ -118,46 +119,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                         cpu_conv=args.cpu_conv)
     print(summary.line())
     if summary.total == 0:
-        _no_cells(suite)
+        warn_no_cells(suite)
     if not args.no_leaderboard and (out / "records").is_dir():
         from bench.leaderboard import write_leaderboard
 
         print(f"leaderboard: {write_leaderboard(out)}")
     return 0
-
-
-def _dry_run(suite: Suite, out: Path, args: argparse.Namespace, limit: int) -> int:
-    """List (or summarise by axis) the cells and their status; write nothing (a damaged
-    record is named and left in place, not quarantined: no lock is held)."""
-    from bench.runner import iter_plan
-    from bench.suite import count_cells
-    from bench.summary import axes_lines, print_plan
-
-    n = count_cells(suite)
-    if n > limit:
-        print(f"{suite.name}: {n} cells before exclude; axes:")
-        for line in axes_lines(suite):
-            print(line)
-        warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
-             f"--max-cells {n} allows it (nothing was expanded)")
-        return 0
-    with frozen_gc():
-        counts = print_plan(suite, iter_plan(suite, out, args.force, args.retry_failed,
-                                             quarantine=False), args.verbose, n, sys.stdout)
-    statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items()))
-    print(f"{suite.name}: {sum(counts.values())} cells" + (f" — {statuses}" if counts else ""))
-    if not counts:
-        _no_cells(suite)
-    return 0
-
-
-def _no_cells(suite: Suite) -> None:
-    """A matrix its exclude rules empty (the only way a suite has no cell) runs nothing: say
-    so, where a summary alone read like a finished run."""
-    from bench.suite import count_cells
-
-    warn(f"{suite.source or suite.name}: the exclude rules leave none of the matrix's "
-         f"{count_cells(suite)} cells: nothing runs")
 
 
 def _executor_options(args: argparse.Namespace) -> ExecutorOptions:

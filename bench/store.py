@@ -159,8 +159,7 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
-RANKED = ("psnr", "rouge1")
-"""The metrics a finished attack is ranked by (images, text): an ok record has one of them."""
+RANKED = ("psnr", "rouge1")  # what a finished attack is ranked by (images, text): it has one
 _NUMBER = "a number"
 _TEXT = "text"
 
@@ -260,9 +259,8 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         problem = _out_of_bounds(key, value)
         if problem:
             return problem
-    if kind == "attack" and d["status"] == "ok" and not any(
-            _kind_of(v, _NUMBER) and v is not None
-            for v in ((d.get("metrics") or {}).get(m) for m in RANKED)):
+    if kind == "attack" and d["status"] == "ok" and not any(isinstance(
+            (d.get("metrics") or {}).get(m), (int, float)) for m in RANKED):
         return "an ok attack record without the metric it is ranked by (psnr; rouge1 for text)"
     floors = d.get("floor_metrics")
     if floors is not None and not isinstance(floors, dict):

@@ -4,12 +4,16 @@ with ``--verbose``), else a summary by axis; for a grid above the cell limit, th
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TextIO
 
+from bench.cli_support import frozen_gc
 from bench.identity import chain_label
-from bench.suite import Suite
+from bench.registry import warn
+from bench.suite import Suite, count_cells
 from bench.suite.expand import axis_values
 
 LIST_LIMIT = 200
@@ -89,3 +93,34 @@ def print_plan(suite: Suite, rows: Iterable[tuple[Any, str]], verbose: bool, exp
         for line in axes_lines(suite, counts):
             print(line, file=out)
     return status_counts
+
+
+def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: bool,
+            limit: int) -> int:
+    """List (or summarise by axis) the cells and their status; write nothing (a damaged
+    record is named and left in place, not quarantined: no lock is held)."""
+    from bench.runner import iter_plan
+
+    n = count_cells(suite)
+    if n > limit:
+        print(f"{suite.name}: {n} cells before exclude; axes:")
+        for line in axes_lines(suite):
+            print(line)
+        warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
+             f"--max-cells {n} allows it (nothing was expanded)")
+        return 0
+    with frozen_gc():
+        counts = print_plan(suite, iter_plan(suite, out, force, retry_failed, quarantine=False),
+                            verbose, n, sys.stdout)
+    statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items()))
+    print(f"{suite.name}: {sum(counts.values())} cells" + (f" — {statuses}" if counts else ""))
+    if not counts:
+        warn_no_cells(suite)
+    return 0
+
+
+def warn_no_cells(suite: Suite) -> None:
+    """A matrix its exclude rules empty (the only way a suite has no cell) runs nothing: say
+    so, where a summary alone read like a finished run."""
+    warn(f"{suite.source or suite.name}: the exclude rules leave none of the matrix's "
+         f"{count_cells(suite)} cells: nothing runs")
