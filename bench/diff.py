@@ -53,7 +53,6 @@ from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import (
     SCENARIO,
     attack_row_labels,
-    record_modality,
     records_frame,
     scenario_title,
     scenarios,
@@ -61,7 +60,7 @@ from bench.leaderboard.frames import (
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.metrics import Metric, get_metric, list_metrics
-from bench.records import FAILURE_STATUSES
+from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, load_records
 

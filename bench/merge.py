@@ -139,6 +139,14 @@ def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:
     return files
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with its links followed; a loop of links is a one-line error."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as e:  # Python 3.11 raises RuntimeError on a loop
+        raise LeakbenchError(f"merge: {path}: cannot follow its links ({e})") from None
+
+
 def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     """Merge the record stores ``dirs`` into ``out`` (see the module docstring's rule)."""
     out = Path(out)
@@ -146,9 +154,9 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     for d in map(Path, dirs):
         if not (d / RECORDS).is_dir():
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
-        if d.resolve() not in {s.resolve() for s in stores}:
+        if _resolved(d) not in {_resolved(s) for s in stores}:
             stores.append(d)
-        if out.resolve() != d.resolve() and out.resolve().is_relative_to(d.resolve()):
+        if _resolved(out) != _resolved(d) and _resolved(out).is_relative_to(_resolved(d)):
             raise LeakbenchError(f"merge: OUT {out} lies inside the store {d}: it would become "
                                  "part of what it merges (a store nested in its records); "
                                  "choose a folder outside it")

@@ -138,6 +138,14 @@ def _lpips_load(net: str, weights: str | None) -> tuple[nn.Module | None, str]:
     return model, f"LPIPS ({net}) with backbone weights {path}"
 
 
+def lpips_check(net: str, weights: str) -> str | None:
+    """Why LPIPS with backbone ``net`` cannot load ``weights``, or None; the model built to
+    find out is not kept (a run's parent process scores nothing)."""
+    model, message = _lpips_load(net, weights)
+    _lpips_model.cache_clear()
+    return None if model is not None else message.removeprefix("LPIPS n/a: ")
+
+
 def lpips_status(net: str = "alex", weights: str | None = None) -> tuple[bool, str]:
     """(available?, one-line message) for LPIPS with backbone ``net``; never downloads."""
     model, message = _lpips_load(net, weights)

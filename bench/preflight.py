@@ -74,20 +74,15 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
 
 
 def preflight_perceptual(settings: dict[str, Any]) -> None:
-    """A weights file the suite names for its perceptual metrics exists and loads: without
-    it every record said LPIPS n/a, with a note that read as "put the file here"."""
-    lpips_weights, fid_weights = settings.get("lpips_weights"), settings.get("fid_weights")
-    if lpips_weights and not Path(lpips_weights).expanduser().is_file():
-        raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {lpips_weights}")
-    if fid_weights:
-        from bench.perceptual import fid_weights_problem
+    """The LPIPS weights file a suite names exists and loads, when LPIPS is on: without it
+    every record said LPIPS n/a, with a note that read as "put the file here"."""
+    weights = settings.get("lpips_weights")
+    if not weights or not settings.get("lpips", True):
+        return
+    if not Path(weights).expanduser().is_file():
+        raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {weights}")
+    from bench.perceptual import lpips_check
 
-        problem = fid_weights_problem(fid_weights)
-        if problem:
-            raise LeakbenchError(f"perceptual.fid_weights: {problem}")
-    if lpips_weights and settings.get("lpips", True):
-        from bench.perceptual import lpips_status
-
-        available, message = lpips_status(settings.get("lpips_net", "alex"), lpips_weights)
-        if not available:
-            raise LeakbenchError(f"perceptual.lpips_weights: {message.removeprefix('LPIPS n/a: ')}")
+    problem = lpips_check(settings.get("lpips_net", "alex"), weights)
+    if problem:
+        raise LeakbenchError(f"perceptual.lpips_weights: {problem}")

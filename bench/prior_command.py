@@ -40,10 +40,11 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
         raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
                              "least 1")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():  # before minutes of sampling, not at the first write
-        raise LeakbenchError(f"--out {out}: exists and is not a folder")
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # before minutes of sampling, not at the first write
+        raise LeakbenchError(f"--out {out}: {blocking} exists and is not a folder")
     params = {"size": args.size} if args.size else {}
-    run_curve(args.dataset, params, Path(args.out), args.samples, args.seed,
+    run_curve(args.dataset, params, out, args.samples, args.seed,
               ScoreSettings(steps=args.score_steps), inception=args.inception)
-    print(Path(args.out) / "samplers.md")
+    print(out / "samplers.md")
     return 0

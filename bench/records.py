@@ -10,6 +10,7 @@ this type does not declare are kept verbatim in ``extra``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -162,3 +163,41 @@ class Outcome:
 def input_meta(meta: Any) -> dict[str, Any]:
     """A dataset's input shape and class count, as a record keeps them."""
     return {"shape": [int(d) for d in meta.shape], "num_classes": int(meta.num_classes)}
+
+
+def record_modality(record: dict[str, Any]) -> str:
+    """"image" or "text": the modality of a record's dataset ("image" when unregistered)."""
+    from bench.registry import DATASETS
+
+    name = (record.get("dataset") or {}).get("name")
+    return DATASETS.get(name).cls.modality if name in DATASETS else "image"
+
+
+MAX_METRIC_MAGNITUDE = 1e12
+"""No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
+
+
+def metric_out_of_bounds(key: str, value: object) -> str | None:
+    """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
+    by its schema's bounds, or beyond ``MAX_METRIC_MAGNITUDE`` for any metric (a hand-edited
+    or damaged record), or None. Ints compare exactly: no float overflow."""
+    from bench.metrics import METRICS, get_metric  # the registry, loaded on first use
+
+    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
+        return None
+    if value != value or not -MAX_METRIC_MAGNITUDE <= value <= MAX_METRIC_MAGNITUDE:  # NaN
+        return f"metric {key!r} is {_number_text(value)}, beyond what any metric takes"
+    name = key.removesuffix("_worst")
+    if name not in METRICS:
+        return None
+    low, high = get_metric(name).bounds()
+    slack = 1e-6 * max(1.0, abs(low), abs(high)) if math.isfinite(high - low) else 0.0
+    if not low - slack <= value <= high + slack:
+        return (f"metric {key!r} is {_number_text(value)}, outside its range "
+                f"[{low:g}, {high:g}]")
+    return None
+
+
+def _number_text(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."

@@ -16,6 +16,7 @@ import importlib
 import math
 import pkgutil
 import re
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -53,14 +54,15 @@ def warn(message: str) -> None:
 
 _MISSING = object()
 
-_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
-                          r"|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+                          r"|[+-]?(nan|inf|infinity)", re.IGNORECASE)  # linear: no nested runs
 
 
 def number_from_text(text: str) -> float | None:
     """The number a YAML scalar that YAML 1.1 left as text spells (``1e-3``, ``.5``,
-    ``-inf``), or None. Only plain ASCII numerals: Python's ``float`` also takes ``'1_0'``,
-    other scripts' digits (``'٣'``) and padding, which no suite means as a number."""
+    ``-inf``), or None. Only plain ASCII numerals: Python's ``float`` also takes other
+    scripts' digits (``'٣'``), padding and underscores in quoted text (``'1_0'``: 10), none of
+    which reads as the number it becomes."""
     return float(text) if _NUMBER_TEXT.fullmatch(text) else None
 
 
@@ -120,7 +122,7 @@ class Param:
         if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
             number = number_from_text(value) if isinstance(value, str) else None
             hint = (f" (write {int(number)})" if number is not None and math.isfinite(number)
-                    and number == int(number) and abs(number) < 1e18 else "")
+                    and number == int(number) and abs(number) < 2 ** 53 else "")  # exact
             raise ParamError(f"{where}: expected an integer, got {short(value)}{hint}")
         if not isinstance(value, expected):
             raise ParamError(f"{where}: expected {expected.__name__}, got {short(value)}")
@@ -250,6 +252,10 @@ def import_components(packages: Iterable[str], entry_point_group: str) -> None:
         except Exception as e:  # a plug-in's own bug or typo: name the plug-in, not a traceback
             dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
             detail = str(e) if isinstance(e, LeakbenchError) else f"{type(e).__name__}: {e}"
+            frames = [f for f in traceback.extract_tb(e.__traceback__)
+                      if not f.filename.startswith("<")]  # not importlib's own frames
+            if frames and frames[-1].filename != __file__:  # where in the plug-in it broke
+                detail += f" ({frames[-1].filename}:{frames[-1].lineno})"
             raise PluginError(f"plug-in {ep.name} = {ep.value}{dist}, entry-point group "
                               f"{entry_point_group}, failed to load: {detail}") from e
 

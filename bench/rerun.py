@@ -236,8 +236,8 @@ def report(checks: list[Check], metric: str | None = None) -> str:
         frac = f"{sum(judged)}/{len(judged)}" if judged else "0/0"
         lines.append(f"inside the committed 95% {name}: {frac}")
     for c in checks:  # the fresh value of a failed cell is its floor: say why it failed
-        if c.status != "ok" and c.error:
-            why = c.error.strip().splitlines()[0][:200] if c.error.strip() else ""
+        if c.status != "ok" and c.error and c.error.strip():
+            why = c.error.strip().splitlines()[0][:200]
             lines.append(f"{c.cell_id} ended {c.status} here: {why}")
     same = sum(c.committed is not None and c.fresh == c.committed for c in checks)
     batched = sum(c.batched for c in checks)

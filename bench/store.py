@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.records import MAX_BATCH_SIZE, RECORD_TYPES, RECORD_VERSION, STATUSES, Record
+from bench.records import (
+    MAX_BATCH_SIZE,
+    RECORD_TYPES,
+    RECORD_VERSION,
+    STATUSES,
+    Record,
+    metric_out_of_bounds,
+    record_modality,
+)
 from bench.registry import LeakbenchError, short, warn
 
 RECORDS = "records"
@@ -159,7 +167,7 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
-RANKED = ("psnr", "rouge1")  # what a finished attack is ranked by (images, text): it has one
+RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
 _NUMBER = "a number"
 _TEXT = "text"
 
@@ -256,12 +264,13 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             value, (int, float))
         if not ok:
             return f"metric {key!r} has a value of the wrong type"
-        problem = _out_of_bounds(key, value)
+        problem = metric_out_of_bounds(key, value)
         if problem:
             return problem
-    if kind == "attack" and d["status"] == "ok" and not any(isinstance(
-            (d.get("metrics") or {}).get(m), (int, float)) for m in RANKED):
-        return "an ok attack record without the metric it is ranked by (psnr; rouge1 for text)"
+    ranked = RANKED[record_modality(d)] if kind == "attack" else None
+    if d["status"] == "ok" and ranked and not isinstance((d.get("metrics") or {}).get(ranked),
+                                                         (int, float)):
+        return f"an ok attack record without {ranked}, the metric it is ranked by"
     floors = d.get("floor_metrics")
     if floors is not None and not isinstance(floors, dict):
         return "field 'floor_metrics' is not a dict"
@@ -269,7 +278,7 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         if value is not None and (isinstance(value, (bool, str)) or not isinstance(
                 value, (int, float))):
             return f"floor metric {key!r} has a value of the wrong type"
-        problem = _out_of_bounds(key, value) if value is not None else None
+        problem = metric_out_of_bounds(key, value) if value is not None else None
         if problem:
             return "floor " + problem
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
@@ -285,36 +294,6 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     except (TypeError, ValueError) as e:
         return f"does not build a record ({e})"
     return None
-
-
-MAX_METRIC_MAGNITUDE = 1e12
-"""No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
-
-
-def _out_of_bounds(key: str, value: object) -> str | None:
-    """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
-    by its schema's bounds, or beyond ``MAX_METRIC_MAGNITUDE`` for any metric (a hand-edited
-    or damaged record), or None. Ints compare exactly: no float overflow."""
-    from bench.metrics import METRICS, get_metric  # the registry, loaded on first use
-
-    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
-        return None
-    if value != value or not -MAX_METRIC_MAGNITUDE <= value <= MAX_METRIC_MAGNITUDE:  # NaN
-        return f"metric {key!r} is {_number_text(value)}, beyond what any metric takes"
-    name = key.removesuffix("_worst")
-    if name not in METRICS:
-        return None
-    low, high = get_metric(name).bounds()
-    slack = 1e-6 * max(1.0, abs(low), abs(high)) if math.isfinite(high - low) else 0.0
-    if not low - slack <= value <= high + slack:
-        return (f"metric {key!r} is {_number_text(value)}, outside its range "
-                f"[{low:g}, {high:g}]")
-    return None
-
-
-def _number_text(value: float) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
 
 
 class UnreadableRecord(LeakbenchError):

@@ -103,6 +103,9 @@ def test_an_out_inside_a_merged_store_is_refused(store, tmp_path, capsys):
         assert "lies inside the store" in capsys.readouterr().err
     assert sorted(p.relative_to(w) for p in w.rglob("*")) == before
     assert main(["merge", str(w), str(w)]) == 0  # into itself: nothing to do, no nesting
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # resolve() raised RuntimeError
+    assert main(["merge", str(tmp_path / "loop" / "out"), str(w)]) == 2
+    assert "cannot follow its links" in capsys.readouterr().err
 
 
 def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store, tmp_path,

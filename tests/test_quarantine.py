@@ -115,14 +115,19 @@ def test_record_problems_cover_the_schema() -> None:
     for extra in [{"metrics": {"psnr": 100.0, "ssim": -1.0, "mse": 1.0}},
                   {"metrics": {"psnr": 9.0, "lpips": 7.5, "kid": -0.01, "custom_score": 5.0}},
                   {"metrics": {"psnr": 9.0, "lpips_note": "no weights"}},
-                  {"metrics": {"rouge1": 0.5}},  # text: ranked by ROUGE-1
+                  {"dataset": {"name": "pydoc", "params": {}},  # text: ranked by ROUGE-1
+                   "metrics": {"rouge1": 0.5}},
                   {"status": "diverged", "metrics": {}}, {"status": "skipped", "metrics": None},
                   {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
         assert record_problem({**good, **extra}, "a") is None
     # a finished attack without the metric it is ranked by: the leaderboard's best-and-worst
     # pictures formatted None and leaderboard, report and site crashed
-    for metrics in [{}, None, {"psnr": None}, {"ssim": 0.5}, {"rouge1_note": "n/a"}]:
-        assert "ranked by" in (record_problem({**good, "metrics": metrics}, "a") or "")
+    for metrics in [{}, None, {"psnr": None}, {"ssim": 0.5}, {"rouge1_note": "n/a"},
+                    {"rouge1": 0.5}]:  # an image record's is PSNR, whatever else it has
+        assert "without psnr, the metric it is ranked by" in (
+            record_problem({**good, "metrics": metrics}, "a") or "")
+    text = {**good, "dataset": {"name": "pydoc", "params": {}}, "metrics": {"psnr": 30.0}}
+    assert "without rouge1" in record_problem(text, "a")
     assert "ranked by" in record_problem({k: v for k, v in good.items() if k != "metrics"}, "a")
 
 

@@ -96,6 +96,16 @@ def test_a_plugin_whose_entry_point_does_not_load_is_named_in_one_line(tmp_path,
     assert problem in last[0]
 
 
+def test_a_plugin_that_raises_as_it_imports_is_named_with_the_line(tmp_path):
+    root = write_plugin(tmp_path, "leakbench_brokenplugin", "import os\n\nundefined_name\n",
+                        "[leakbench.defenses]\nmine = leakbench_brokenplugin\n")
+    out = run_cli("list", "defenses", extra_path=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith(
+        f"NameError: name 'undefined_name' is not defined "
+        f"({root / 'leakbench_brokenplugin.py'}:3)")
+
+
 def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path, monkeypatch):
     """The registry counted itself loaded before its imports: after one failed, the next use
     found a half-filled registry and said "unknown attack" for a healthy component (a worker's

@@ -23,7 +23,8 @@ class InlineExecutor:
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
-        warm_up_worker()  # imports before the first cell's clock, as in a worker process
+        if cells:  # imports before the first cell's clock, as in a worker process
+            warm_up_worker()
         before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)

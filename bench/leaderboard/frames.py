@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics import list_metrics
-from bench.registry import DATASETS, DEFENSES
+from bench.records import record_modality
+from bench.registry import DEFENSES
 from bench.suite.schema import CLIENT_PARAMS
 
 CLIENT_DEFAULTS = {p.name: p.default for p in CLIENT_PARAMS}
@@ -171,12 +172,6 @@ def client_label(client: dict[str, Any]) -> str | None:
              if p.name not in ("mode", "bn_mode") and p.name in client
              and client[p.name] != p.default]
     return f"{mode}({','.join(shown)})" if shown else mode
-
-
-def record_modality(record: dict[str, Any]) -> str:
-    """"image" or "text": the modality of a record's dataset ("image" when unregistered)."""
-    name = (record.get("dataset") or {}).get("name")
-    return DATASETS.get(name).cls.modality if name in DATASETS else "image"
 
 
 def defense_strength(chain: list[dict[str, Any]]) -> float | None:

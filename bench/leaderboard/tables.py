@@ -22,9 +22,10 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
     utility_summary,
 )
-from bench.leaderboard.frames import record_modality, scenario_title
+from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, format_value, list_metrics
+from bench.records import record_modality
 from bench.registry import ARCHS, DATASETS
 
 

@@ -257,7 +257,7 @@ def _finite(raw: dict, key: str, default: float) -> float:
     value = raw.get(key, default)
     if isinstance(value, str):
         number = number_from_text(value)
-        value = value if number is None or not math.isfinite(number) else number
+        value = value if number is None else number  # "inf": the finite check names it
     value = _typed({key: value}, key, (int, float), default)
     try:
         value = float(value)
