@@ -134,23 +134,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     for v in victims:
         _check_victim(v)
     victims = no_repeats(victims, "victim")
-    budget = _given(raw, "budget", {})
-    if not isinstance(budget, dict):
-        raise SuiteError(f"budget: expected a mapping of caps, got {short(budget)}")
-    budget = validate_params(BUDGET_PARAMS, budget, "budget")
-    utility = raw.get("utility")
-    if utility is not None:
-        if not isinstance(utility, dict):
-            raise SuiteError(f"utility: expected a mapping of settings, got {short(utility)}")
-        utility = validate_params(UTILITY_PARAMS, utility, "utility")
-    perceptual = _given(raw, "perceptual", {})
-    if not isinstance(perceptual, dict):
-        raise SuiteError(f"perceptual: expected a mapping of settings, got {short(perceptual)}")
-    perceptual = validate_params(PERCEPTUAL_PARAMS, perceptual, "perceptual")
-    resources = _given(raw, "resources", {})
-    if not isinstance(resources, dict):
-        raise SuiteError(f"resources: expected a mapping of settings, got {short(resources)}")
-    resources = validate_params(RESOURCE_PARAMS, resources, "resources")
+    budget = _settings(raw, "budget", BUDGET_PARAMS, of="caps")
+    utility = None if raw.get("utility") is None else _settings(raw, "utility", UTILITY_PARAMS)
+    perceptual = _settings(raw, "perceptual", PERCEPTUAL_PARAMS)
+    resources = _settings(raw, "resources", RESOURCE_PARAMS)
     timeout = _finite(raw, "timeout", 600.0)
     if timeout <= 0:
         raise SuiteError(f"timeout: expected a positive number of seconds, got {short(timeout)}")
@@ -304,6 +291,16 @@ def _given(raw: dict[str, Any], key: str, default: Any) -> Any:
     refuse; ``or default`` had turned it into the defaults (LPIPS stayed on)."""
     value = raw.get(key)
     return default if value is None else value
+
+
+def _settings(raw: dict[str, Any], key: str, params: tuple, of: str = "settings"
+              ) -> dict[str, Any]:
+    """The mapping under ``key`` (absent or null: every default), validated against
+    ``params``; anything but a mapping is refused in one line."""
+    value = _given(raw, key, {})
+    if not isinstance(value, dict):
+        raise SuiteError(f"{key}: expected a mapping of {of}, got {short(value)}")
+    return validate_params(params, value, key)
 
 
 def _excludes(value: Any) -> list[dict[str, list[Any]]]:
