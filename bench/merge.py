@@ -150,13 +150,17 @@ def _resolved(path: Path) -> Path:
 def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     """Merge the record stores ``dirs`` into ``out`` (see the module docstring's rule)."""
     out = Path(out)
+    out_real = _resolved(out)
     stores = [out] if (out / RECORDS).is_dir() else []
+    seen = {_resolved(s) for s in stores}
     for d in map(Path, dirs):
         if not (d / RECORDS).is_dir():
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
-        if _resolved(d) not in {_resolved(s) for s in stores}:
+        real = _resolved(d)
+        if real not in seen:
             stores.append(d)
-        if _resolved(out) != _resolved(d) and _resolved(out).is_relative_to(_resolved(d)):
+            seen.add(real)
+        if out_real != real and out_real.is_relative_to(real):
             raise LeakbenchError(f"merge: OUT {out} lies inside the store {d}: it would become "
                                  "part of what it merges (a store nested in its records); "
                                  "choose a folder outside it")
