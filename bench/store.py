@@ -267,7 +267,7 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         problem = metric_out_of_bounds(key, value)
         if problem:
             return problem
-    ranked = RANKED[record_modality(d)] if kind == "attack" else None
+    ranked = RANKED.get(record_modality(d)) if kind == "attack" else None
     if d["status"] == "ok" and ranked and not isinstance((d.get("metrics") or {}).get(ranked),
                                                          (int, float)):
         return f"an ok attack record without {ranked}, the metric it is ranked by"

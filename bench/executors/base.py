@@ -87,7 +87,7 @@ def warm_up_worker() -> None:
         except Exception:  # noqa: BLE001 - the cell records it
             pass
     try:
-        floor_metrics(torch.rand(1, 3, 16, 16))
+        floor_metrics(torch.linspace(0.0, 1.0, 768).reshape(1, 3, 16, 16))  # no RNG drawn
     except Exception:  # noqa: BLE001 - a cell meets it again, and records it
         pass
 
