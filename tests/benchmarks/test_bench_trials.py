@@ -386,12 +386,13 @@ def test_bench_dlg_time_to_40db(benchmark, restarts, history, conv, line_search,
 
 
 @needs_cuda
-@pytest.mark.parametrize("restarts,line_search", [(1, "none"), (8, "none"), (1, "strong_wolfe"),
-                                                  (8, "strong_wolfe")])
-def test_bench_dlg_time_to_40db_cuda(benchmark, restarts, line_search, monkeypatch):
+@pytest.mark.parametrize("restarts,line_search,history", [
+    (1, "none", 100), (8, "none", 100), (1, "strong_wolfe", 100), (8, "strong_wolfe", 100),
+    (1, "strong_wolfe", 1000)])
+def test_bench_dlg_time_to_40db_cuda(benchmark, restarts, line_search, history, monkeypatch):
     """DLG's own setting on the GPU, strict float32: leakbench's ``dlg`` against the DLG
-    code's loop on the same GPU, in the same test (and, for the line search, that loop with
-    torch's strong-Wolfe search)."""
+    code's loop on the same GPU, in the same test (and, where the settings differ from the
+    DLG code's, that loop given the same line search and curvature pairs)."""
     fix_float_mode()
     cell, observed = _dlg_setting(torch.device("cuda"))
     reference_time_to(40.0, observed, steps=5)  # warm-up: cuDNN's first calls
@@ -400,18 +401,19 @@ def test_bench_dlg_time_to_40db_cuda(benchmark, restarts, line_search, monkeypat
 
     def once():
         result["leakbench"] = leakbench_time_to(40.0, cell, observed, restarts, monkeypatch,
-                                                line_search=line_search)
+                                                history=history, line_search=line_search)
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     ours, our_psnr, our_evals = result["leakbench"]
-    info = {"restarts": restarts, "line_search": line_search,
+    info = {"restarts": restarts, "line_search": line_search, "history_size": history,
             "device_name": torch.cuda.get_device_name(),
             "reference_seconds_to_40db": ref_seconds, "reference_psnr": ref_psnr,
             "reference_evals": ref_evals, "leakbench_evals_per_trial": our_evals,
             "leakbench_seconds_to_40db": ours, "leakbench_psnr": our_psnr,
             "ratio": ours / ref_seconds if 0 < ref_seconds < float("inf") else None}
-    if line_search != "none":
-        same, _, same_evals = reference_time_to(40.0, observed, line_search=line_search)
+    if line_search != "none" or history != 100:
+        same, _, same_evals = reference_time_to(40.0, observed, history=history,
+                                                line_search=line_search)
         info.update({"reference_same_settings_seconds_to_40db": same,
                      "reference_same_settings_evals": same_evals,
                      "ratio_to_same_settings": ours / same if 0 < same < float("inf")
