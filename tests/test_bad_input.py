@@ -152,6 +152,9 @@ MALFORMED = {
     # a false value read as "none given" (``or {}``): ``perceptual: off`` kept LPIPS on
     "perceptual_off": ({"perceptual": False}, "perceptual: expected a mapping"),
     "perceptual_blank": ({"perceptual": ""}, "perceptual: expected a mapping"),
+    # a declared key nothing read: report takes the weights from --fid-weights or the env
+    "perceptual_fid_weights": ({"perceptual": {"fid_weights": "w.pth"}},
+                               "perceptual.fid_weights is not a suite setting"),
     "budget_no": ({"budget": False}, "budget: expected a mapping"),
     "resources_zero": ({"resources": 0}, "resources: expected a mapping"),
     "grant_false": ({"grant": False}, "grant: expected a list"),

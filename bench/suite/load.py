@@ -136,6 +136,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     victims = no_repeats(victims, "victim")
     budget = _settings(raw, "budget", BUDGET_PARAMS, of="caps")
     utility = None if raw.get("utility") is None else _settings(raw, "utility", UTILITY_PARAMS)
+    if isinstance(raw.get("perceptual"), dict) and "fid_weights" in raw["perceptual"]:
+        raise SuiteError("perceptual.fid_weights is not a suite setting: FID and KID are "
+                         "scored by `leakbench report`, which takes the Inception weights from "
+                         "--fid-weights or $LEAKBENCH_FID_WEIGHTS")
     perceptual = _settings(raw, "perceptual", PERCEPTUAL_PARAMS)
     resources = _settings(raw, "resources", RESOURCE_PARAMS)
     timeout = _finite(raw, "timeout", 600.0)

@@ -52,7 +52,6 @@ PERCEPTUAL_PARAMS = (
     Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
     Param("lpips_net", str, "alex", choices=("alex", "vgg", "squeeze")),
     Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
-    Param("fid_weights", str, None, nullable=True, help="torch-fidelity inception weights"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
                 "seed")
