@@ -446,3 +446,21 @@ def test_the_records_suites_claims_are_built_in_ones_each_claim_once(tmp_path, c
     assert main(["check", "quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("no built-in claims for the records' suite(s) 'quick'; give --claims")
+
+
+def test_a_file_reached_twice_through_includes_gives_its_claims_once(tmp_path):
+    """A diamond (top includes left and right, both include base) read base's claim twice
+    and refused it as "given twice"; two different claims of one id are still refused."""
+    claim = ("claims:\n  - {id: x-succeeds, paper: P, sentence: S, where: {attack: dlg},\n"
+             "     metric: psnr, expect: {at_least: 20}}\n")
+    (tmp_path / "base.yaml").write_text(claim)
+    (tmp_path / "left.yaml").write_text("include: [base.yaml]\n")
+    (tmp_path / "right.yaml").write_text("include: [base.yaml]\n")
+    (tmp_path / "top.yaml").write_text("include: [left.yaml, right.yaml]\n")
+    assert [c.id for c in load_claims(str(tmp_path / "top.yaml")).claims] == ["x-succeeds"]
+    (tmp_path / "right.yaml").write_text(claim.replace("at_least: 20", "at_least: 30"))
+    with pytest.raises(ClaimsError, match="claim id 'x-succeeds' is given twice"):
+        load_claims(str(tmp_path / "top.yaml"))
+    (tmp_path / "twice.yaml").write_text("include: [base.yaml]\n" + claim)
+    with pytest.raises(ClaimsError, match="given twice"):  # a file repeating what it includes
+        load_claims(str(tmp_path / "twice.yaml"))

@@ -129,9 +129,10 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
             raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
                               f"got {short(name)}")
         try:
-            claims += load_claims(_included(name, path), (*_seen, path.resolve())).claims
+            included = load_claims(_included(name, path), (*_seen, path.resolve())).claims
         except ClaimsError as e:
             raise ClaimsError(f"{where}: include[{i}]: {e}") from None
+        claims += [c for c in included if c not in claims]  # a file reached twice (a diamond)
     items = _list(raw.get("claims", []), f"{where}: claims")
     claims += [_claim(item, f"{where}: claims[{i}]") for i, item in enumerate(items)]
     if not claims:
