@@ -28,7 +28,7 @@ from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
-from bench.preflight import preflight_cells, preflight_perceptual
+from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
 from bench.store import record_statuses, remove_stale_temporaries, save_outcome
@@ -165,7 +165,10 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         else:
             todo.append(cell)
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
-        preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
+        try:
+            preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
+        except DataError as e:
+            raise DataError(f"{suite.source or suite.name}: {e}") from None
         preflight_perceptual(suite.perceptual)
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),

@@ -41,8 +41,16 @@ def assert_one_line(code: int, err: str, *parts: str) -> None:
 def test_a_missing_root_is_refused_before_any_cell(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "nowhere"
     code, err = run_with(tmp_path, capsys, {"cifar10": {"root": str(missing), "size": 16}})
-    assert_one_line(code, err, str(missing), "root")
+    assert_one_line(code, err, f"{tmp_path / 's.yaml'}: cifar10", str(missing), "root")
     assert not list((tmp_path / "out").glob("records/*.json"))
+
+
+@pytest.mark.parametrize("dataset", [{"imagefolder": {"root": "nowhere"}},
+                                     {"textfolder": {"root": "nowhere"}}])
+def test_a_data_error_names_the_suite_file(tmp_path: Path, capsys, dataset) -> None:
+    """Every other suite error starts with the file; a dataset's began with its name."""
+    code, err = run_with(tmp_path, capsys, dataset)
+    assert_one_line(code, err, f"leakbench: error: {tmp_path / 's.yaml'}: {next(iter(dataset))}")
 
 
 def test_cifar_failing_its_checksums_is_one_line_and_verify_false_skips_them(tmp_path, capsys):

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.cells.attack import AttackCell
 from bench.cells.utility import UtilityCell
-from bench.registry import ATTACKS
+from bench.registry import ATTACKS, LeakbenchError
 from bench.suite.match import incompatibility
 from bench.suite.schema import Suite
 
@@ -164,10 +164,20 @@ def iter_attack_cells(suite: Suite) -> Iterator[AttackCell]:
                         continue
                     if (fi, ki) not in reasons:
                         probe = AttackCell(**fields, seed=seed)
-                        reasons[fi, ki] = incompatibility(probe, suite.granted)
+                        reasons[fi, ki] = _incompatibility(probe, suite)
                     cid = hashlib.sha256(f"{prefix}{seed}{suffix}".encode()).hexdigest()[:16]
                     yield _new_cell(AttackCell, cid, **fields, seed=seed,
                                     skip_reason=reasons[fi, ki])
+
+
+def _incompatibility(cell: Any, suite: Suite) -> str | None:
+    """Why ``cell`` is skipped, or None; an error building its components (a dataset's folder
+    not found, say) names the suite file first, as every other suite error does."""
+    try:
+        return incompatibility(cell, suite.granted)
+    except LeakbenchError as e:
+        e.args = (f"{suite.source or suite.name}: {e}",)
+        raise
 
 
 def iter_utility_cells(suite: Suite) -> Iterator[UtilityCell]:
@@ -187,7 +197,7 @@ def iter_utility_cells(suite: Suite) -> Iterator[UtilityCell]:
                 continue
             cell = UtilityCell(suite.name, defense, arch, ds, seed, suite.base_seed, config)
             if not reason:
-                reason.append(incompatibility(cell, suite.granted))
+                reason.append(_incompatibility(cell, suite))
             yield cell.with_skip(reason[0])
 
 
