@@ -65,6 +65,10 @@ FILES = {
     "int_tag": (b"seed: !!int _\n", "invalid YAML"),
     "int_sign_tag": (b"seed: !!int +\n", "invalid YAML"),
     "timestamp_tag": (b"seed: !!timestamp x\n", "invalid YAML"),
+    # PyYAML's "could not find expected ':'" alone did not say what was wrong
+    "long_key": (b"seed: 0\n" + b"k" * 1100 + b": 1\n",
+                 "line 2 is 1103 characters long; a YAML key may be at most 1024"),
+    "long_flow_key": (b"attacks: {" + b"k" * 1100 + b": 1}\n", "at most 1024"),
 }
 
 

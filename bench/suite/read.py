@@ -17,6 +17,7 @@ from bench.suite.limits import MAX_SUITE_BYTES, check_axes, scan_yaml
 from bench.suite.schema import SuiteError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+MAX_KEY = 1024  # YAML 1.1: an implicit key on one line, at most 1024 characters
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -99,7 +100,8 @@ def parse_yaml(text: str, where: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or type(e).__name__
-        raise SuiteError(f"{where}: invalid YAML{at}: {_one_line(problem)}") from None
+        raise SuiteError(f"{where}: invalid YAML{at}: {_one_line(problem)}"
+                         f"{_long_line_hint(text, mark)}") from None
     except RecursionError:
         raise SuiteError(f"{where}: invalid YAML: nested too deeply") from None
     except Exception as e:  # a tag's constructor on a value it cannot read: !!int _,
@@ -109,6 +111,16 @@ def parse_yaml(text: str, where: str) -> Any:
     if raw is None:
         raise SuiteError(f"{where}: the file is empty (only comments or blank lines)")
     return raw
+
+
+def _long_line_hint(text: str, mark: Any) -> str:
+    """PyYAML reads a key of over 1024 characters as no key at all ("could not find expected
+    ':'"): where the failing line is that long, say so."""
+    lines = text.splitlines()
+    if mark is None or not 0 <= mark.line < len(lines) or len(lines[mark.line]) <= MAX_KEY:
+        return ""
+    return (f" (line {mark.line + 1} is {len(lines[mark.line])} characters long; a YAML key "
+            f"may be at most {MAX_KEY})")
 
 
 def _one_line(text: str) -> str:
