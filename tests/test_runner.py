@@ -348,8 +348,11 @@ def test_a_worker_imports_the_components_before_its_first_tasks_clock_starts(mon
 
 
 def test_warming_up_imports_every_registry_and_leaves_a_broken_one_to_its_cells(monkeypatch):
+    from bench.executors import base
     from bench.executors.base import warm_up_worker
     from bench.registry import REGISTRIES
+
+    monkeypatch.setattr(base, "_WARM", False)  # a fresh worker (this process may have warmed)
 
     loaded: list[str] = []
 
@@ -360,6 +363,8 @@ def test_warming_up_imports_every_registry_and_leaves_a_broken_one_to_its_cells(
         monkeypatch.setattr(registry, "load", broken if name == "defenses" else
                             (lambda name=name: loaded.append(name)))
     warm_up_worker()  # does not raise: the cell that uses the plugin records the error
+    assert sorted(loaded) == sorted(set(REGISTRIES) - {"defenses"})
+    warm_up_worker()  # once per process: a Ray worker calls it at each task's start
     assert sorted(loaded) == sorted(set(REGISTRIES) - {"defenses"})
 
 

@@ -70,12 +70,20 @@ def timeout_error(task: Any, timeout: float) -> str:
                     "pass and any lone re-runs after it)" if n > 1 else "")
 
 
+_WARM = False  # this process has run warm_up_worker
+
+
 def warm_up_worker() -> None:
     """Import every registered component (torchvision among them: seconds) and the scoring
     libraries a cell's setup first calls (its floor metrics: torchmetrics and what it pulls
     in) in a fresh worker, before its first task's clock starts, so that task's setup time
     and timeout are its own, not the worker's imports. A component that fails to import is
-    left for the cell that uses it, which records the error."""
+    left for the cell that uses it, which records the error. Once per process: a Ray worker
+    calls it at every task's start."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
     import torch
 
     from bench.registry import REGISTRIES

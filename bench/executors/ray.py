@@ -55,7 +55,7 @@ def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threa
     """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
     ``(member index, record, artifacts)`` as each cell finishes."""
     torch.set_num_threads(threads)
-    warm_up_worker()  # a fresh worker's imports: before the clock, once per worker
+    warm_up_worker()  # a fresh worker's imports, before the clock (once per process)
     yield STARTED, {}, {}  # the cell's clock starts now, not when it waited for room
     task = cell_from_json(cell_json)
     for i, outcome in iter_task(task, torch.device(device), options):
