@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.record_fields import nested_problem
 from bench.records import (
     MAX_BATCH_SIZE,
     RECORD_TYPES,
@@ -168,67 +169,6 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
-_NUMBER = "a number"
-_TEXT = "text"
-
-
-def _kind_of(value: Any, want: str) -> bool:
-    """Whether ``value`` is None or of the kind ``want`` (a number: int or float, not bool)."""
-    if value is None:
-        return True
-    if want == _NUMBER:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _nested_problem(d: dict[str, Any]) -> str | None:
-    """Why a field inside the record (a grant, the client's mode, a curve point, ...) has a
-    type its readers cannot take (the frames, curves and plots read them as written), or
-    None. Absent or null fields read as their defaults."""
-    parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
-    if not all(isinstance(p.get("params"), dict) for p in parts):
-        return "a component without a params mapping"
-    if not all(isinstance(p.get("shown", []), list) and all(
-            isinstance(k, str) for k in p.get("shown", [])) for p in parts):
-        return "a component whose 'shown' is not a list of parameter names"
-    rule = d.get("success_rule")
-    if rule is not None and not (isinstance(rule, dict) and _kind_of(rule.get("metric"), _TEXT)
-                                 and _kind_of(rule.get("at_least"), _NUMBER)
-                                 and _kind_of(rule.get("at_most"), _NUMBER)):
-        return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
-    for key in ("picture", "arrays"):  # file names under the folder: text, no NUL
-        if not _kind_of(d.get(key), _TEXT) or "\0" in (d.get(key) or ""):
-            return f"field {key!r} is not a file name"
-    per_image = (d.get("metrics") or {}).get("per_image")
-    if per_image is not None and not (isinstance(per_image, dict) and all(
-            isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
-            for v in per_image.values())):
-        return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
-    if not all(isinstance(g, str) for g in d.get("granted") or []):
-        return "a grant that is not text"
-    client = d.get("client") or {}
-    for key, value in client.items():
-        if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")
-                                               and not _kind_of(value, _TEXT)):
-            return f"client field {key!r} has a value of the wrong type"
-    checks = [("success_psnr", d.get("success_psnr"), _NUMBER),
-              ("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon"), _NUMBER),
-              ("attack_info.restarts_run", (d.get("attack_info") or {}).get("restarts_run"),
-               _NUMBER),
-              ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
-              *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
-                for k in ("grad_evals", "iterations", "seconds"))]
-    for where, value, want in checks:
-        if not _kind_of(value, want):
-            return f"field {where!r} is not {want}"
-    for point in d.get("curve") or []:
-        if not isinstance(point, dict) or not all(
-                point.get(k) is not None and _kind_of(point[k], _NUMBER)
-                for k in ("grad_evals", "seconds", "psnr")):
-            return "a curve point without numbers for grad_evals, seconds and psnr"
-    return None
-
-
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):
@@ -283,7 +223,7 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
             return "floor " + problem
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
-    problem = _nested_problem(d)
+    problem = nested_problem(d)
     if problem:
         return problem
     problem = unwritable(d, "")  # JSON readers accept NaN and infinity; the store never writes them

@@ -172,7 +172,27 @@ def test_record_problems_cover_the_schema() -> None:
     ({"success_rule": "psnr"}, "success_rule"),
     ({"arch": {"name": "lenet", "params": {}, "shown": None}}, "'shown'"),
     # an attack record hand-edited to kind utility: every reader dropped it silently
-    ({"kind": "utility"}, "missing field 'utility'")])
+    ({"kind": "utility"}, "missing field 'utility'"),
+    # found by a bad-input hunt: seven commands crashed (unhashable pool key), the text
+    # tables and rerun crashed, the architecture table built LeNet at 3x20000x20000
+    ({"derived_seeds": {"scenario": [1]}}, "'derived_seeds'"),
+    ({"derived_seeds": {"scenario": True}}, "'derived_seeds'"),
+    ({"base_seed": "x"}, "'base_seed' is not an integer"),
+    ({"defense": []}, "empty chain"),
+    ({"trial_batch": {"cells": 5}}, "'trial_batch'"),
+    ({"trial_batch": {"cells": [1]}}, "'trial_batch'"),
+    ({"trial_batch": {"cells": ["a"], "trials": "8"}}, "'trial_batch'"),
+    ({"text_pairs": 5}, "'text_pairs'"),
+    ({"text_pairs": [{"original": 3}]}, "'text_pairs'"),
+    ({"input_meta": {"shape": [3, 20000, 20000], "num_classes": 10}}, "'input_meta'"),
+    ({"input_meta": {"shape": [3, 2048, 2048], "num_classes": 10}}, "'input_meta'"),
+    ({"input_meta": {"shape": [3, 8, 8], "num_classes": 0}}, "'input_meta'"),
+    ({"input_meta": [3, 8, 8]}, "'input_meta'"),
+    ({"curve": [{"grad_evals": 20, "seconds": 1.0, "psnr": 1e308}]}, "psnr"),
+    ({"curve": [{"grad_evals": 20, "seconds": -1e308, "psnr": 3.0}]}, "curve point seconds"),
+    ({"grad_evals": "many"}, "field 'grad_evals' is not a number"),
+    ({"grad_evals": -5}, "grad_evals -5 is outside"),
+    ({"timing": {"attack_seconds": "fast"}}, "'timing.attack_seconds' is not a number")])
 def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
     """Each passed record_problem and then crashed the leaderboard, export, diff, table or
     rerun (a NaN timing crashed merge's writer half-way through OUT)."""
@@ -186,7 +206,11 @@ def test_null_and_default_nested_fields_are_sound() -> None:
                   {"granted": []}, {"curve": None}, {"success_psnr": None},
                   {"success_psnr": 20}, {"defense_info": {"epsilon": None, "loss": 1.5}},
                   {"converged_at": {"grad_evals": 3, "seconds": 0.5, "reason": "plateau"}},
-                  {"trial_batch": {"time_share": "equal", "cells": ["a"]}}]:
+                  {"trial_batch": {"time_share": "equal", "cells": ["a"]}},
+                  {"input_meta": {"shape": [12], "num_classes": 4}},  # text
+                  {"input_meta": {"shape": [3, 32, 32], "num_classes": 10}},
+                  {"text_pairs": [{"original": ["a"], "recovered": ["b"], "correct": [False]}]},
+                  {"derived_seeds": {"scenario": 3, "attack": 4}}]:
         assert record_problem({**GOOD, **extra}, "a") is None, extra
 
 

@@ -1,0 +1,137 @@
+"""The record's nested fields, checked before any reader trusts them: each reader (the
+frames, the curves, the plots, the architecture and text tables) takes them as written, so a
+field of the wrong type or an absurd size is a damaged record, named and quarantined, never a
+traceback or a model built at a hand-edited shape."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.rank_command import MAX_CLASSES, MAX_INPUT_VALUES, MAX_SIDE  # the same bounds
+from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds
+from bench.registry import short
+
+_NUMBER = "a number"
+_TEXT = "text"
+
+
+def _kind_of(value: Any, want: str) -> bool:
+    """Whether ``value`` is None or of the kind ``want`` (a number: int or float, not bool)."""
+    if value is None:
+        return True
+    if want == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def nested_problem(d: dict[str, Any]) -> str | None:
+    """Why a field inside the record (a grant, the client's mode, a curve point, ...) has a
+    type its readers cannot take (the frames, curves and plots read them as written), or
+    None. Absent or null fields read as their defaults."""
+    parts = [d["arch"], d["dataset"], *d["defense"], *([d["attack"]] if "attack" in d else [])]
+    if not all(isinstance(p.get("params"), dict) for p in parts):
+        return "a component without a params mapping"
+    if not all(isinstance(p.get("shown", []), list) and all(
+            isinstance(k, str) for k in p.get("shown", [])) for p in parts):
+        return "a component whose 'shown' is not a list of parameter names"
+    rule = d.get("success_rule")
+    if rule is not None and not (isinstance(rule, dict) and _kind_of(rule.get("metric"), _TEXT)
+                                 and _kind_of(rule.get("at_least"), _NUMBER)
+                                 and _kind_of(rule.get("at_most"), _NUMBER)):
+        return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
+    for key in ("picture", "arrays"):  # file names under the folder: text, no NUL
+        if not _kind_of(d.get(key), _TEXT) or "\0" in (d.get(key) or ""):
+            return f"field {key!r} is not a file name"
+    per_image = (d.get("metrics") or {}).get("per_image")
+    if per_image is not None and not (isinstance(per_image, dict) and all(
+            isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
+            for v in per_image.values())):
+        return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
+    if not all(isinstance(g, str) for g in d.get("granted") or []):
+        return "a grant that is not text"
+    client = d.get("client") or {}
+    for key, value in client.items():
+        if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")
+                                               and not _kind_of(value, _TEXT)):
+            return f"client field {key!r} has a value of the wrong type"
+    checks = [("success_psnr", d.get("success_psnr"), _NUMBER),
+              ("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon"), _NUMBER),
+              ("attack_info.restarts_run", (d.get("attack_info") or {}).get("restarts_run"),
+               _NUMBER),
+              ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
+              *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
+                for k in ("grad_evals", "iterations", "seconds"))]
+    for where, value, want in checks:
+        if not _kind_of(value, want):
+            return f"field {where!r} is not {want}"
+    for point in d.get("curve") or []:
+        if not isinstance(point, dict) or not all(
+                point.get(k) is not None and _kind_of(point[k], _NUMBER)
+                for k in ("grad_evals", "seconds", "psnr")):
+            return "a curve point without numbers for grad_evals, seconds and psnr"
+        problem = (metric_out_of_bounds("psnr", point["psnr"]) if math.isfinite(point["psnr"])
+                   else None) or _count_problem("curve point", point, ("grad_evals", "seconds"))
+        if problem:
+            return problem
+    return _shape_problem(d)
+
+
+def _count_problem(where: str, values: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """A count or a duration that is negative or beyond any run (the tables print it); NaN
+    and infinity are the writer's check (:func:`bench.store.unwritable`)."""
+    for key in keys:
+        value = values.get(key)
+        if value is not None and math.isfinite(value) and not 0 <= value <= MAX_METRIC_MAGNITUDE:
+            return f"{where} {key} {short(value)} is outside 0..{MAX_METRIC_MAGNITUDE:g}"
+    return None
+
+
+def _shape_problem(d: dict[str, Any]) -> str | None:
+    """The fields the frames key or index by: seeds (pool keys), a pass's cells, the input
+    shape the architecture table builds a model at, the sentence pairs the text tables show."""
+    seeds = d.get("derived_seeds") or {}
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in seeds.items()):
+        return "field 'derived_seeds' is not a mapping of name → integer seed"
+    if "base_seed" in d and (isinstance(d["base_seed"], bool)
+                             or not isinstance(d["base_seed"], int)):
+        return "field 'base_seed' is not an integer"
+    if not d["defense"]:
+        return "field 'defense' is an empty chain (no defense is [none])"
+    batch = d.get("trial_batch") or {}
+    if not (isinstance(batch.get("cells", []), list)
+            and all(isinstance(c, str) for c in batch.get("cells", []))
+            and _kind_of(batch.get("trials"), _NUMBER)):
+        return "field 'trial_batch' is not {cells: [cell ids], trials: a number, ...}"
+    numbers = {"grad_evals": d.get("grad_evals"), "iterations": d.get("iterations"),
+               **{f"timing.{k}": v for k, v in (d.get("timing") or {}).items()}}
+    for key, value in numbers.items():
+        if not _kind_of(value, _NUMBER):
+            return f"field {key!r} is not a number"
+    problem = _count_problem("field", numbers, tuple(numbers))
+    if problem:
+        return problem
+    meta = d.get("input_meta")
+    if meta is not None and not _input_meta_ok(meta):
+        return (f"field 'input_meta' is not {{shape: 1 to 3 sizes of 1..{MAX_SIDE}, at most "
+                f"{MAX_INPUT_VALUES} values, num_classes: 1..{MAX_CLASSES}}}")
+    pairs = d.get("text_pairs")
+    if pairs is not None and not (isinstance(pairs, list) and all(
+            isinstance(p, dict) and all(isinstance(p.get(k), list)
+                                        for k in ("original", "recovered", "correct"))
+            for p in pairs)):
+        return "field 'text_pairs' is not a list of {original, recovered, correct} lists"
+    return None
+
+
+def _input_meta_ok(meta: Any) -> bool:
+    if not isinstance(meta, dict):
+        return False
+    shape, classes = meta.get("shape"), meta.get("num_classes")
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 3 and all(
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SIDE
+            for n in shape) and math.prod(shape) <= MAX_INPUT_VALUES):
+        return False
+    return isinstance(classes, int) and not isinstance(classes, bool) and \
+        1 <= classes <= MAX_CLASSES
