@@ -81,6 +81,20 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user named (``--output``): atomically onto a regular file or a new
+    one, through a symbolic link onto its target (the link stays), and straight into a
+    device or a FIFO (``/dev/stdout``, a pipe), as a shell's redirection would. A rename
+    onto those replaced them with a regular file."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists() and not target.is_file() and not target.is_dir():
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    write_atomic(target, text)
+
+
 def remove_stale_temporaries(out_dir: Path) -> int:
     """Delete the temporary files of writes a killed run left half-done (``.NAME.*.tmp``);
     call only while holding the folder's run lock. Returns how many were removed."""

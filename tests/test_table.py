@@ -270,3 +270,27 @@ def test_text_records_default_to_rouge1_and_refuse_an_image_metric(capsys):
     assert capsys.readouterr().err.strip() == (
         "leakbench: error: --value psnr: a metric of image cells, and the records are text "
         "cells (default: rouge1)")
+
+
+def test_output_through_a_link_or_into_a_fifo_leaves_them_in_place(store, tmp_path, capsys):
+    """--output was written to a temporary file renamed over the path: a symbolic link was
+    replaced (its target untouched) and a FIFO or a device (/dev/full, found by a bad-input
+    hunt) became a regular file."""
+    import os
+    import stat
+
+    target, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(["export", str(store), "--output", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("cell_id")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the write does not wait
+    try:
+        assert main(["table", str(store), "--format", "csv", "--output", str(fifo)]) == 0
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        assert os.read(reader, 1 << 16).decode().count("\n") >= 2
+    finally:
+        os.close(reader)
+    capsys.readouterr()

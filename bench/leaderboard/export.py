@@ -17,7 +17,7 @@ from bench.leaderboard.frames import SCENARIO, records_frame
 from bench.leaderboard.text_tables import modality_headline
 from bench.metrics import list_metrics
 from bench.registry import LeakbenchError
-from bench.store import load_records, write_atomic
+from bench.store import load_records, write_output
 
 # Frame columns that serve the tables only (a picture path, the threshold, a plot axis).
 INTERNAL_COLUMNS = ("picture", "success_psnr", "strength")
@@ -80,5 +80,5 @@ def export(out_dir: Path, fmt: str = "csv", output: Path | None = None,
     name = "aggregate.csv" if aggregate else "cells.csv"
     path = Path(output) if output else Path(out_dir) / name
     table = aggregate_frame(df) if aggregate else df[export_columns(df)]
-    write_atomic(path, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    write_output(path, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     return path

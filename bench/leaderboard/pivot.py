@@ -31,7 +31,7 @@ from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, Interval, seed_values, shared_ranks, t_interval
 from bench.metrics import Metric, list_metrics
 from bench.registry import LeakbenchError, suggest
-from bench.store import load_records, write_atomic
+from bench.store import load_records, write_output
 
 AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
         "suite")
@@ -343,5 +343,5 @@ def write_table(out_dir: Path, rows: str = "defense", cols: str = "attack",
     p = pivot(records, rows, cols, value, conditions, best)
     text = render_pivot(p, fmt, caption, label)
     if output is not None:
-        write_atomic(Path(output), text)
+        write_output(Path(output), text)
     return text, p
