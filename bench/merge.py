@@ -13,9 +13,10 @@ naming the kept and the dropped copies with their status, PSNR and the machine t
 kept record travels whole (its provenance with it), its artifacts (``picture``, ``arrays``)
 with it, written through the store (atomically, artifacts before the record).
 
-An artifact path is written under OUT as the record gives it, so a record whose path is
-absolute or climbs out (``..``) is left out like a damaged one, named in one line; a file
-is copied only when it lies inside its store (:func:`bench.pictures.artifact_path`, the
+An artifact path is written under OUT as the record gives it, so a record whose path is not
+under ``cells/`` (absolute, climbing out with ``..``, or into ``records/``, where it would
+overwrite another cell's record) is damaged, named in one line and left out; a file is
+copied only when it lies inside its store (:func:`bench.pictures.artifact_path`, the
 check ``leakbench site`` makes: no link out of the folder). The merge holds OUT's run lock
 (:class:`bench.lock.RunLock`): it never writes into a folder a run is writing.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from bench.lock import RunLock
@@ -98,11 +99,6 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
         if record is None:
             report.problems.append(f"damaged record left out: {path} ({problem})")
             continue
-        outside = [k for k in ARTIFACT_FIELDS if not _relative(record.get(k))]
-        if outside:
-            report.problems.append(f"record left out: {path} (its {outside[0]} "
-                                   f"{record[outside[0]]!r} is not a path inside its folder)")
-            continue
         copies.append(Copy(folder, order, record))
     return copies
 
@@ -110,15 +106,6 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
 def _label(record: dict[str, Any]) -> str:
     keys = ("attack_label", "defense_label", "arch_label", "dataset_label")
     return " · ".join(str(record[k]) for k in keys if record.get(k))
-
-
-def _relative(rel: Any) -> bool:
-    """Whether an artifact field, written as OUT/rel, stays inside OUT: no path, or a relative
-    one that never climbs (``..``)."""
-    if not isinstance(rel, str):
-        return True
-    path = PurePosixPath(rel)
-    return not path.is_absolute() and ".." not in path.parts
 
 
 def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:

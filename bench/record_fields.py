@@ -6,11 +6,14 @@ traceback or a model built at a hand-edited shape."""
 from __future__ import annotations
 
 import math
+from pathlib import PurePosixPath
 from typing import Any
 
 from bench.rank_command import MAX_CLASSES, MAX_INPUT_VALUES, MAX_SIDE  # the same bounds
 from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds
 from bench.registry import short
+
+PICTURES = "cells"  # the results folder's artifacts (a cell's picture and arrays)
 
 _NUMBER = "a number"
 _TEXT = "text"
@@ -40,9 +43,10 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                                  and _kind_of(rule.get("at_least"), _NUMBER)
                                  and _kind_of(rule.get("at_most"), _NUMBER)):
         return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
-    for key in ("picture", "arrays"):  # file names under the folder: text, no NUL
-        if not _kind_of(d.get(key), _TEXT) or "\0" in (d.get(key) or ""):
-            return f"field {key!r} is not a file name"
+    for key in ("picture", "arrays"):  # a file under the folder's cells/: merge and rerun
+        rel = d.get(key)  # write it there (a path into records/ overwrote another's record)
+        if rel is not None and not (isinstance(rel, str) and "\0" not in rel and _in_cells(rel)):
+            return f"field {key!r} is not a file name under {PICTURES}/"
     per_image = (d.get("metrics") or {}).get("per_image")
     if per_image is not None and not (isinstance(per_image, dict) and all(
             isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
@@ -75,6 +79,11 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         if problem:
             return problem
     return _shape_problem(d)
+
+
+def _in_cells(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return len(parts) >= 2 and parts[0] == PICTURES and ".." not in parts
 
 
 def _count_problem(where: str, values: dict[str, Any], keys: tuple[str, ...]) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.record_fields import nested_problem
+from bench.record_fields import PICTURES, nested_problem
 from bench.records import (
     MAX_BATCH_SIZE,
     RECORD_TYPES,
@@ -37,7 +37,6 @@ from bench.records import (
 from bench.registry import LeakbenchError, short, warn
 
 RECORDS = "records"
-PICTURES = "cells"
 QUARANTINE = "quarantine"
 MAX_RECORD_BYTES = 50_000_000
 

@@ -135,12 +135,15 @@ def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store,
     assert lines[-1].startswith(f"merged 2 stores into {out}: 2 cells, 0 written")
 
 
-@pytest.mark.parametrize("rel", ["../payload.sh", "ABSOLUTE", "cells/../../b/cells/x.png"])
+@pytest.mark.parametrize("rel", ["../payload.sh", "ABSOLUTE", "cells/../../b/cells/x.png",
+                                 "records/OTHER.json"])
 def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tmp_path,
                                                                   capsys):
     """A record's ``picture`` is written under OUT as given: ``../payload.sh`` wrote a file
-    next to OUT. Climbing or absolute paths leave the record out (one line); even one that
-    resolves inside its own store but climbs out of OUT."""
+    next to OUT, and a picture at another cell's record path overwrote that record after the
+    merge had said it kept it (a bad-input hunt). A path not under ``cells/`` is a damaged
+    record, left out (one line); even one that resolves inside its own store but climbs out
+    of OUT."""
     b = tmp_path / "b"
     payload = tmp_path / "payload.sh"
     payload.write_text("echo owned\n")
@@ -153,8 +156,8 @@ def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tm
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     left = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
-    assert left == [f"record left out: {record_path(b, cid)} (its picture {rel!r} is not a "
-                    "path inside its folder)"]
+    assert left == [f"damaged record left out: {record_path(b, cid)} (field 'picture' is not "
+                    "a file name under cells/)"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
     assert not record_path(out, cid).exists()
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]

@@ -162,6 +162,9 @@ def test_record_problems_cover_the_schema() -> None:
     ({"arch": {"name": "lenet", "params": {}, "shown": [1]}}, "'shown'"),
     ({"arrays": "cells/a\u0000b.npy"}, "'arrays' is not a file name"),
     ({"picture": 5}, "'picture' is not a file name"),
+    ({"picture": "records/b.json"}, "'picture' is not a file name under cells/"),  # merge
+    ({"arrays": "cells/../records/b.json"}, "under cells/"),  # wrote it over b's record
+    ({"arrays": "/etc/x.npy"}, "under cells/"),
     # a future layout, or a hand edit, was read as version 1
     ({"record_version": 999}, "record_version 999 is not one this leakbench reads (1 to 1)"),
     ({"record_version": "x"}, "record_version 'x'"),

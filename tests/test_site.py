@@ -281,8 +281,9 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, problem):
 
 
 def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
-    """An unreadable arrays file or picture, one with no images, and artifacts outside the
-    results folder (absolute or ``../``): the build goes on, those cells have no picture."""
+    """An unreadable arrays file or picture, one with no images: the build goes on, those
+    cells have no picture. Artifacts outside the results' cells/ (absolute or ``../``) make
+    a damaged record, named and left out."""
     results = small_results(tmp_path, {"suite": "small", "rows": []})
     secret = tmp_path / "secret.png"  # a readable image outside the results folder
     paths = sorted((results / "records").glob("*.json"))
@@ -290,13 +291,13 @@ def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
     shutil.copyfile(results / records[0]["picture"], secret)
     bad = {2: {"arrays": "cells/garbage.npy", "picture": None},
            3: {"arrays": None, "picture": "cells/cut.png"},
-           4: {"arrays": "cells/empty.npy", "picture": None},
-           5: {"arrays": None, "picture": str(secret)},
-           6: {"arrays": None, "picture": "../secret.png"}}
+           4: {"arrays": "cells/empty.npy", "picture": None}}
+    damaged = {5: {"arrays": None, "picture": str(secret)},
+               6: {"arrays": None, "picture": "../secret.png"}}
     (results / "cells" / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
     (results / "cells" / "cut.png").write_bytes(secret.read_bytes()[:60])  # truncated
     np.save(results / "cells" / "empty.npy", np.zeros((2, 0, 1, 16, 16), np.uint8))
-    for i, fields in bad.items():
+    for i, fields in {**bad, **damaged}.items():
         records[i].update(fields)
         paths[i].write_text(json.dumps(records[i]))
     assert main(["site", str(results), "--out", str(tmp_path / "site")]) == 0
@@ -308,6 +309,12 @@ def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
         assert "No reconstruction picture" in page and "None" not in page, i
         assert not list((pages / "img").glob(f"{cell}*")), i  # nothing copied
         assert (f"cell {cell}" in err) == (i != 4), i  # warned, but for the empty file
+    for i in damaged:
+        cell = records[i]["cell_id"]
+        assert (f"{cell}.json: damaged record (field 'picture' is not a file name under "
+                "cells/)") in err, i
+        assert not (pages / "cells" / f"{cell}.html").exists(), i
+        assert not list((pages / "img").glob(f"{cell}*")), i
     assert broken_links(tmp_path / "site") == []
     claims = (pages / "claims.html").read_text()
     assert "No claims" in claims and "<table" not in claims
