@@ -31,7 +31,13 @@ from bench.lock import RunLock
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
-from bench.store import record_statuses, remove_stale_temporaries, save_outcome
+from bench.store import (
+    PICTURES,
+    RECORDS,
+    record_statuses,
+    remove_stale_temporaries,
+    save_outcome,
+)
 from bench.suite import Suite, count_cells, iter_cells
 
 MAX_CELLS = 10_000
@@ -152,6 +158,10 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
                 trials: int, options: RunOptions) -> RunSummary:
     remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
+    for sub in (RECORDS, PICTURES):  # else the first save fails, its cell's work lost
+        if (out_dir / sub).exists() and not (out_dir / sub).is_dir():
+            raise LeakbenchError(f"{out_dir / sub}: exists and is not a folder (the run "
+                                 "keeps its records and pictures there)")
     summary = RunSummary(suite.name, out_dir, 0)
     t0 = time.perf_counter()
     todo: list[Any] = []

@@ -588,3 +588,18 @@ def test_exclude_rules_that_leave_no_cell_are_warned_of(tmp_path, capsys) -> Non
         assert code == 0, err
         assert f"the exclude rules leave none of the matrix's {n} cells: nothing runs" in err
         assert "—\n" not in out
+
+
+@pytest.mark.parametrize("sub", ["records", "cells"])
+def test_a_file_where_the_run_keeps_records_or_pictures_is_refused_before_any_cell(
+        sub, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The first save failed on it, after that cell's work (a bad-input hunt)."""
+    import bench.runner
+
+    path, out = tmp_path / "s.yaml", tmp_path / "o"
+    path.write_text(suite_text())
+    out.mkdir()
+    (out / sub).write_text("")
+    monkeypatch.setattr(bench.runner, "make_executor", lambda *a, **k: pytest.fail("ran"))
+    line = one_line(capsys, "run", str(path), "--out", str(out), "--jobs", "0")
+    assert f"{out / sub}: exists and is not a folder" in line
