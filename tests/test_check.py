@@ -464,3 +464,29 @@ def test_a_file_reached_twice_through_includes_gives_its_claims_once(tmp_path):
     (tmp_path / "twice.yaml").write_text("include: [base.yaml]\n" + claim)
     with pytest.raises(ClaimsError, match="given twice"):  # a file repeating what it includes
         load_claims(str(tmp_path / "twice.yaml"))
+
+
+def test_a_reference_that_is_not_a_regular_file_or_too_large_is_one_line(store, tmp_path,
+                                                                        capsys, monkeypatch):
+    """--against /dev/zero filled the memory and a FIFO hung (a bad-input hunt); the site
+    reads check.json through the same reader (a nested one was a RecursionError there)."""
+    import os
+
+    from bench.claims import render
+    from bench.registry import LeakbenchError
+    from bench.site.claims import read_claims
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    claims = str(tmp_path / "synthetic.claims.yaml")
+    assert main(["check", str(store), "--claims", claims, "--against", str(fifo)]) == 2
+    assert "pipe.json: not a check.json (not a regular file)" in capsys.readouterr().err
+    big = tmp_path / "big.json"
+    big.write_text(" " * 101)
+    monkeypatch.setattr(render, "MAX_CHECK_BYTES", 100)
+    assert main(["check", str(store), "--claims", claims, "--against", str(big)]) == 2
+    assert "big.json: not a check.json (larger than 100 bytes)" in capsys.readouterr().err
+    monkeypatch.setattr(render, "MAX_CHECK_BYTES", 10 ** 6)
+    (tmp_path / "check.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(LeakbenchError, match="not a check.json .RecursionError"):
+        read_claims(tmp_path)

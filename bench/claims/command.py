@@ -13,7 +13,6 @@ that does not hold stays in the table as such.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -130,6 +129,8 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
     """claim id → verdict in the reference check tables (later files win on a repeated id)."""
+    from bench.claims.render import read_check_json
+
     paths = [Path(a) for a in against] if against else [out / "check.json"]
     verdicts: dict[str, str] = {}
     for path in paths:
@@ -139,10 +140,10 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
             if against:
                 raise LeakbenchError(f"--against: {path} does not exist")
             continue  # a first check of DIR: nothing to compare with
+        data = read_check_json(path)
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-            verdicts.update({str(r["claim"]): str(r["verdict"]) for r in rows})
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            verdicts.update({str(r["claim"]): str(r["verdict"]) for r in data["rows"]})
+        except (KeyError, TypeError) as e:
             raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
                                  ) from None
     return verdicts

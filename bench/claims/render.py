@@ -12,12 +12,37 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from bench.claims.evaluate import VERDICTS, Outcome
 from bench.latex import tex
+from bench.registry import LeakbenchError
+
+MAX_CHECK_BYTES = 50_000_000  # as a record's limit: thousands of claims fit
+
+
+def read_check_json(path: Path) -> Any:
+    """The parsed JSON of a ``check.json`` (the reference of ``check --against``, the site's
+    claims table), or one LeakbenchError naming the file: a regular file of at most
+    ``MAX_CHECK_BYTES`` (a FIFO hung the reader and ``/dev/zero`` filled its memory), UTF-8
+    JSON nested no deeper than the parser's limit."""
+    try:
+        if not path.is_file():
+            raise LeakbenchError(f"{path}: not a check.json (not a regular file)")
+        if path.stat().st_size > MAX_CHECK_BYTES:
+            raise LeakbenchError(f"{path}: not a check.json (larger than {MAX_CHECK_BYTES} "
+                                 "bytes)")
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise LeakbenchError(f"{path}: cannot be read ({e.strerror or type(e).__name__})"
+                             ) from None
+    except (ValueError, RecursionError) as e:  # a decode or JSON error, or nested too deep
+        raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
+                             ) from None
+
 
 HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
 WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits

@@ -6,11 +6,11 @@ other than the shown columns are ignored; a file that does not match the schema 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.claims.render import read_check_json
 from bench.registry import LeakbenchError
 
 CHECK_FILE = "check.json"
@@ -39,10 +39,7 @@ def read_claims(results: Path) -> Claims | None:
     path = Path(results) / CHECK_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LeakbenchError(f"{path}: not valid JSON ({e})") from None
+    data = read_check_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise LeakbenchError(f"{path}: expected an object with a list of rows")
     if not isinstance(data.get("suite", ""), (str, type(None))):
