@@ -36,6 +36,8 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
         return 0
     from bench.scoremodel import ScoreSettings
 
+    if not 0 <= args.seed < 2 ** 63:  # torch.manual_seed overflowed past 2**64, after setup
+        raise LeakbenchError(f"prior-curve: --seed must be 0 to 2**63 - 1, got {args.seed}")
     if args.samples < 2 or args.score_steps < 1:
         raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
                              "least 1")

@@ -409,6 +409,9 @@ def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: P
         line = one_line(capsys, "prior-curve", "--samples", "2", "--score-steps", "1",
                         "--out", str(tmp_path / out))
         assert line.endswith(f"{tmp_path / 'afile'} exists and is not a folder")
+    for seed in ("99999999999999999999999", "-1"):  # torch.manual_seed's overflow, after setup
+        line = one_line(capsys, "prior-curve", "--seed", seed, "--out", str(tmp_path / "c"))
+        assert f"--seed must be 0 to 2**63 - 1, got {seed}" in line
 
 
 def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, capsys
