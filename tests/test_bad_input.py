@@ -171,6 +171,12 @@ MALFORMED = {
                               "archs": [{"transformer": {"width": 8, "layers": 1, "heads": 1}}],
                               "success_psnr": 25}, "success_psnr: psnr scores image"),
     "exclude_nested": ({"exclude": [{"attack": [["dlg"]]}]}, "exclude[0].attack"),
+    # true excluded seed 1 and every batch of 1; "0" matched nothing, warned as {seed: 0}
+    "exclude_seed_bool": ({"exclude": [{"seed": True}]}, "exclude[0].seed: expected an integer"),
+    "exclude_batch_bool": ({"exclude": [{"batch_size": [1, True]}]},
+                           "exclude[0].batch_size: expected an integer"),
+    "exclude_seed_text": ({"exclude": [{"seed": "0"}]}, "exclude[0].seed: expected an integer"),
+    "exclude_seed_float": ({"exclude": [{"seed": 0.0}]}, "exclude[0].seed: expected an integer"),
     "name_path": ({"name": "../../etc"}, "name"),
     "param_key_number": ({"attacks": [{"dlg": {1: 2}}]}, "unknown parameter 1"),
     "defense_list_params": ({"defenses": [{"prune": [1]}]}, "defenses[0].prune"),
