@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from attacks.gradient_matching import cosine_distance, dummy_update
@@ -10,7 +13,7 @@ from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.data import normalize
 from bench.grants import LABELS, PUBLIC_DATA
 from bench.registry import Param, register_attack
-from bench.samplers.common import gibbs_sweep, heun, karras_sigmas
+from bench.samplers.common import gibbs_sweep, heun, karras_sigmas, noise_range_problem
 from bench.scoremodel import CountedDenoiser, ScoreSettings, from_unit, load_or_train
 
 
@@ -47,6 +50,10 @@ class DMCMCInversion(Attack):
         Param("score_width", int, 16, low=4, high=256, help="the score U-Net's base width"),
         Param("score_seed", int, 0, low=0, help="seed of the score model's training"),
     )
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        return noise_range_problem(config)
 
     def incompatibility(self, ctx: CellContext) -> str | None:
         if len(ctx.input_shape) != 3:

@@ -172,6 +172,9 @@ MALFORMED = {
                               "success_psnr": 25}, "success_psnr: psnr scores image"),
     "exclude_nested": ({"exclude": [{"attack": [["dlg"]]}]}, "exclude[0].attack"),
     # true excluded seed 1 and every batch of 1; "0" matched nothing, warned as {seed: 0}
+    # the chain's noise range upside down: it ran and finished "ok" (a bad-input hunt)
+    "dmcmc_sigma_order": ({"attacks": [{"dmcmc": {"sigma_lo": 1.0, "sigma_hi": 0.5}}]},
+                          "dmcmc: sigma_lo (1) must be below sigma_hi (0.5)"),
     "exclude_seed_bool": ({"exclude": [{"seed": True}]}, "exclude[0].seed: expected an integer"),
     "exclude_batch_bool": ({"exclude": [{"batch_size": [1, True]}]},
                            "exclude[0].batch_size: expected an integer"),
@@ -612,3 +615,11 @@ def test_a_file_where_the_run_keeps_records_or_pictures_is_refused_before_any_ce
     monkeypatch.setattr(bench.runner, "make_executor", lambda *a, **k: pytest.fail("ran"))
     line = one_line(capsys, "run", str(path), "--out", str(out), "--jobs", "0")
     assert f"{out / sub}: exists and is not a folder" in line
+
+
+def test_the_dmcmc_sampler_refuses_an_upside_down_noise_range() -> None:
+    from bench.registry import SAMPLERS
+
+    with pytest.raises(ParamError, match=r"sigma_lo \(0.5\) must be below sigma_hi \(0.5\)"):
+        SAMPLERS.get("dmcmc").cls(sigma_lo=0.5, sigma_hi=0.5)
+    SAMPLERS.get("dmcmc").cls()  # the defaults are a range

@@ -8,6 +8,7 @@ All of them work in the score model's space ([−1, 1]) through a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,6 +31,15 @@ class Sampler(Component):
     def nfe_per_sample(self, n: int) -> float:
         """The score evaluations per sample this sampler spends on ``n`` samples."""
         raise NotImplementedError
+
+
+def noise_range_problem(config: Any) -> str | None:
+    """DMCMC's noise levels must run from ``sigma_lo`` up to ``sigma_hi`` (the chain starts
+    at the top); an upside-down range ran and finished "ok"."""
+    if config["sigma_lo"] >= config["sigma_hi"]:
+        return (f"sigma_lo ({config['sigma_lo']:g}) must be below sigma_hi "
+                f"({config['sigma_hi']:g})")
+    return None
 
 
 def karras_sigmas(steps: int, sigma_max: torch.Tensor | float, sigma_min: float, rho: float

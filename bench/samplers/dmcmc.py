@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from bench.registry import Param, register_sampler
-from bench.samplers.common import Sampler, gibbs_sweep, heun, karras_sigmas
+from bench.samplers.common import Sampler, gibbs_sweep, heun, karras_sigmas, noise_range_problem
 from bench.scoremodel import CountedDenoiser
 
 
@@ -39,6 +41,10 @@ class DenoisingMCMC(Sampler):
         Param("sigma_min", float, 0.002, low=1e-5, help="the last level before 0"),
         Param("rho", float, 7.0, low=1.0, help="schedule curvature of the denoising"),
     )
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        return noise_range_problem(config)
 
     def chain(self, denoiser: CountedDenoiser, n: int, shape: tuple[int, ...],
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
