@@ -175,6 +175,9 @@ MALFORMED = {
     # the chain's noise range upside down: it ran and finished "ok" (a bad-input hunt)
     "dmcmc_sigma_order": ({"attacks": [{"dmcmc": {"sigma_lo": 1.0, "sigma_hi": 0.5}}]},
                           "dmcmc: sigma_lo (1) must be below sigma_hi (0.5)"),
+    # fedavg with a zero or an overflowing step: each ig cell "diverged", blaming the attack
+    "fedavg_lr_zero": ({"client": {"mode": "fedavg", "lr": 0}}, "client[0]: lr 0 with fedavg"),
+    "fedavg_lr_huge": ({"client": {"mode": "fedavg", "lr": 1e308}}, "client[0].lr"),
     "exclude_seed_bool": ({"exclude": [{"seed": True}]}, "exclude[0].seed: expected an integer"),
     "exclude_batch_bool": ({"exclude": [{"batch_size": [1, True]}]},
                            "exclude[0].batch_size: expected an integer"),

@@ -120,6 +120,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
             raise SuiteError(f"client[{i}]: expected a mapping, got {short(c)}")
         points = [validate_params(CLIENT_PARAMS, g, f"client[{i}]")
                   for g in grid(c, f"client[{i}]")]
+        for p in points:  # a zero step shares a zero update: every attack "diverged"
+            if p["mode"] == "fedavg" and p["lr"] == 0:
+                raise SuiteError(f"client[{i}]: lr 0 with fedavg shares no update (local steps "
+                                 "of size 0); give lr above 0")
         no_repeats([tuple(sorted(p.items())) for p in points], f"client[{i}]",
                    lambda point, given=c: ", ".join(f"{k}={v}" for k, v in point if k in given),
                    " in its grid", "; values that validate alike, e.g. 1 and 1.0, are one")

@@ -41,7 +41,7 @@ CLIENT_PARAMS = (
     Param("mode", str, "fedsgd", choices=("fedsgd", "fedavg")),
     Param("local_epochs", int, 1, low=1, high=1000),
     Param("local_batch_size", int, 0, low=0, high=100_000, help="0: the whole batch per step"),
-    Param("lr", float, 0.1, low=0.0),
+    Param("lr", float, 0.1, low=0.0, high=1000.0, help="fedavg's local step size"),
     Param("bn_mode", str, "train", choices=("train", "eval")),
 )
 BUDGET_PARAMS = (
