@@ -236,6 +236,15 @@ BAD = {
     "odd_suite": ("suite: 'odd_%&#$^~{}'\nclaims:\n- {id: a, paper: p, sentence: s, "
                   "where: {attack: dlg}, metric: psnr, expect: {at_least: 1}}\n",
                   "suite: expected a suite name"),  # it went raw into check.tex's label
+    # 1.0 is not the label 1: the claim matched no cell and read "not run" (a bad-input hunt)
+    "float_batch": ("claims:\n- {id: a, paper: p, sentence: s, where: {batch_size: 1.0}, "
+                    "metric: psnr, expect: {at_least: 1}}\n",
+                    "where.batch_size: expected an integer, got 1.0"),
+    "text_seed": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A, seed: x}, "
+                  "metric: psnr, expect: {at_least: 1}}\n", "where.seed: expected an integer"),
+    "better_than_itself": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A}, "
+                           "metric: psnr, expect: {better_than: {attack: A}}}\n",
+                           "compares the cells with themselves"),
     "empty": ("", "the file is empty"),
     "yaml": ("claims: [\n", "invalid YAML"),
 }

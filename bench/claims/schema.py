@@ -182,7 +182,11 @@ def _claim(item: Any, where: str) -> Claim:
         raise ClaimsError(f"{where}.expect.separated: only an ordering (better_than) has it")
     better = (_filter(expect["better_than"], f"{where}.expect.better_than")
               if "better_than" in expect else None)
-    return Claim(cid, texts["paper"], texts["sentence"], _filter(item["where"], f"{where}.where"),
+    cells = _filter(item["where"], f"{where}.where")
+    if better is not None and {**cells, **better} == cells:  # the cells against themselves
+        raise ClaimsError(f"{where}.expect.better_than: changes nothing of where, so it "
+                          "compares the cells with themselves")
+    return Claim(cid, texts["paper"], texts["sentence"], cells,
                  metric, bounds.get("at_least"), bounds.get("at_most"), better, separated,
                  texts["reported"], texts["note"])
 
@@ -203,8 +207,22 @@ def _filter(value: Any, where: str) -> dict[str, list[str]]:
             if isinstance(x, bool) or not isinstance(x, (str, int, float)):
                 raise ClaimsError(f"{where}.{key}: expected a label, a name or a number, "
                                   f"got {short(x)}")
+            problem = _value_problem(key, x)
+            if problem:  # it matched no cell: the claim read "not run", check exited 0
+                raise ClaimsError(f"{where}.{key}: {problem}")
         out[key] = [str(x) for x in values]
     return out
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """Why a ``where`` value can match no cell: a seed or batch size that is not an integer
+    (cells' are, and ``1.0`` is not the label ``1``). Names are not checked here: records may
+    come from a machine with plug-ins this one lacks (``check`` hints at values that match
+    nothing)."""
+    text = str(value)
+    if key in ("seed", "batch_size") and not (text.isascii() and text.isdigit()):
+        return f"expected an integer, got {short(value)}"
+    return None
 
 
 def _metric(value: Any, where: str) -> str:
