@@ -35,12 +35,19 @@ def cell_splits(cells: Iterable[Any], splits: Iterable[str] = ("train",)
 def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) -> None:
     """Open every dataset of ``cells`` once, in the splits they read (:func:`cell_splits`);
     raise DataError."""
+    cells = list(cells)
+    largest: dict[Spec, int] = {}
+    for cell in cells:  # an attack cell draws batch_size distinct training items
+        largest[cell.dataset] = max(largest.get(cell.dataset, 1),
+                                    int(getattr(cell, "batch_size", 1) or 1))
     for spec, wanted in cell_splits(cells, splits).items():
-        preflight_datasets([spec], wanted)
+        preflight_datasets([spec], wanted, batch=largest.get(spec, 1))
 
 
-def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)) -> None:
-    """Open each dataset once, read its first and last item of each split; raise DataError."""
+def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",),
+                       batch: int = 1) -> None:
+    """Open each dataset once, read its first and last item of each split; raise DataError,
+    also when the train split holds fewer than ``batch`` items (every such cell failed)."""
     splits = tuple(splits)
     seen: set[Spec] = set()
     for spec in specs:
@@ -61,6 +68,10 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
                 if n == 0:
                     raise DataError(f"{spec.label}: the {split} split has no items: check "
                                     f"its files")
+                if split == "train" and n < batch:
+                    raise DataError(f"{spec.label}: the train split has {n} items, fewer than "
+                                    f"the batch of {batch} a cell draws: lower batch_size or "
+                                    "give the dataset more items")
                 for i in sorted({0, n - 1}):
                     data[i]
         except LeakbenchError as e:
