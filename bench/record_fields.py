@@ -6,13 +6,14 @@ traceback or a model built at a hand-edited shape."""
 from __future__ import annotations
 
 import math
-from pathlib import PurePosixPath
 from typing import Any
 
-from bench.rank_command import MAX_CLASSES, MAX_INPUT_VALUES, MAX_SIDE  # the same bounds
 from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds
 from bench.registry import short
 
+MAX_SIDE = 1 << 15  # a stored input's channels, height or width (or a text's length)
+MAX_INPUT_VALUES = 1 << 26  # a shape past these was hand-edited: the architecture table
+MAX_CLASSES = 1 << 24  # builds a model at it (a vocabulary of 128k fits)
 PICTURES = "cells"  # the results folder's artifacts (a cell's picture and arrays)
 
 _NUMBER = "a number"
@@ -43,10 +44,10 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                                  and _kind_of(rule.get("at_least"), _NUMBER)
                                  and _kind_of(rule.get("at_most"), _NUMBER)):
         return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
-    for key in ("picture", "arrays"):  # a file under the folder's cells/: merge and rerun
-        rel = d.get(key)  # write it there (a path into records/ overwrote another's record)
-        if rel is not None and not (isinstance(rel, str) and "\0" not in rel and _in_cells(rel)):
-            return f"field {key!r} is not a file name under {PICTURES}/"
+    for key, suffix in (("picture", "png"), ("arrays", "npy")):  # merge writes it there: a
+        rel, own = d.get(key), f"{PICTURES}/{d['cell_id']}.{suffix}"  # path into records/,
+        if rel is not None and rel != own:  # or another cell's picture, overwrote that file
+            return f"field {key!r} is not its own file {own}"
     per_image = (d.get("metrics") or {}).get("per_image")
     if per_image is not None and not (isinstance(per_image, dict) and all(
             isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
@@ -74,16 +75,16 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                 point.get(k) is not None and _kind_of(point[k], _NUMBER)
                 for k in ("grad_evals", "seconds", "psnr")):
             return "a curve point without numbers for grad_evals, seconds and psnr"
-        problem = (metric_out_of_bounds("psnr", point["psnr"]) if math.isfinite(point["psnr"])
+        problem = (metric_out_of_bounds("psnr", point["psnr"]) if _finite(point["psnr"])
                    else None) or _count_problem("curve point", point, ("grad_evals", "seconds"))
         if problem:
             return problem
     return _shape_problem(d)
 
 
-def _in_cells(rel: str) -> bool:
-    parts = PurePosixPath(rel).parts
-    return len(parts) >= 2 and parts[0] == PICTURES and ".." not in parts
+def _finite(value: float) -> bool:
+    """Not NaN or infinity; an integer of any size is finite (math.isfinite overflowed)."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _count_problem(where: str, values: dict[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -91,7 +92,7 @@ def _count_problem(where: str, values: dict[str, Any], keys: tuple[str, ...]) ->
     and infinity are the writer's check (:func:`bench.store.unwritable`)."""
     for key in keys:
         value = values.get(key)
-        if value is not None and math.isfinite(value) and not 0 <= value <= MAX_METRIC_MAGNITUDE:
+        if value is not None and _finite(value) and not 0 <= value <= MAX_METRIC_MAGNITUDE:
             return f"{where} {key} {short(value)} is outside 0..{MAX_METRIC_MAGNITUDE:g}"
     return None
 

@@ -136,7 +136,7 @@ def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store,
 
 
 @pytest.mark.parametrize("rel", ["../payload.sh", "ABSOLUTE", "cells/../../b/cells/x.png",
-                                 "records/OTHER.json"])
+                                 "records/OTHER.json", "cells/x.png"])
 def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tmp_path,
                                                                   capsys):
     """A record's ``picture`` is written under OUT as given: ``../payload.sh`` wrote a file
@@ -157,7 +157,7 @@ def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tm
     lines = captured.out.splitlines()
     left = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
     assert left == [f"damaged record left out: {record_path(b, cid)} (field 'picture' is not "
-                    "a file name under cells/)"]
+                    f"its own file cells/{cid}.png)"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
     assert not record_path(out, cid).exists()
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]

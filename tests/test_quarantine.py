@@ -160,11 +160,16 @@ def test_record_problems_cover_the_schema() -> None:
     ({"metrics": {"psnr": 10.0, "per_image": {"psnr": ["x"]}}}, "metrics.per_image"),
     ({"attack": {"name": "dlg", "params": {}, "shown": 5}}, "'shown'"),
     ({"arch": {"name": "lenet", "params": {}, "shown": [1]}}, "'shown'"),
-    ({"arrays": "cells/a\u0000b.npy"}, "'arrays' is not a file name"),
-    ({"picture": 5}, "'picture' is not a file name"),
-    ({"picture": "records/b.json"}, "'picture' is not a file name under cells/"),  # merge
-    ({"arrays": "cells/../records/b.json"}, "under cells/"),  # wrote it over b's record
-    ({"arrays": "/etc/x.npy"}, "under cells/"),
+    ({"arrays": "cells/a\u0000b.npy"}, "'arrays' is not its own file cells/a.npy"),
+    ({"picture": 5}, "'picture' is not its own file cells/a.png"),
+    # merge wrote a picture at records/b.json over b's record, and at cells/b.png over b's
+    ({"picture": "records/b.json"}, "'picture' is not its own file cells/a.png"),
+    ({"picture": "cells/b.png"}, "'picture' is not its own file cells/a.png"),
+    ({"arrays": "cells/../records/b.json"}, "'arrays' is not its own file"),
+    ({"arrays": "/etc/x.npy"}, "'arrays' is not its own file"),
+    ({"grad_evals": 10 ** 400}, "grad_evals"),  # math.isfinite overflowed: a traceback
+    ({"curve": [{"grad_evals": 10 ** 400, "seconds": 1.0, "psnr": 3.0}]}, "curve point"),
+    ({"curve": [{"grad_evals": 2, "seconds": 1.0, "psnr": 10 ** 400}]}, "psnr"),
     # a future layout, or a hand edit, was read as version 1
     ({"record_version": 999}, "record_version 999 is not one this leakbench reads (1 to 1)"),
     ({"record_version": "x"}, "record_version 'x'"),
@@ -188,7 +193,8 @@ def test_record_problems_cover_the_schema() -> None:
     ({"text_pairs": 5}, "'text_pairs'"),
     ({"text_pairs": [{"original": 3}]}, "'text_pairs'"),
     ({"input_meta": {"shape": [3, 20000, 20000], "num_classes": 10}}, "'input_meta'"),
-    ({"input_meta": {"shape": [3, 2048, 2048], "num_classes": 10}}, "'input_meta'"),
+    ({"input_meta": {"shape": [3, 8192, 8192], "num_classes": 10}}, "'input_meta'"),
+    ({"input_meta": {"shape": [3, 8, 8], "num_classes": 1 << 25}}, "'input_meta'"),
     ({"input_meta": {"shape": [3, 8, 8], "num_classes": 0}}, "'input_meta'"),
     ({"input_meta": [3, 8, 8]}, "'input_meta'"),
     ({"curve": [{"grad_evals": 20, "seconds": 1.0, "psnr": 1e308}]}, "psnr"),

@@ -289,14 +289,15 @@ def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
     paths = sorted((results / "records").glob("*.json"))
     records = [json.loads(p.read_text()) for p in paths]
     shutil.copyfile(results / records[0]["picture"], secret)
-    bad = {2: {"arrays": "cells/garbage.npy", "picture": None},
-           3: {"arrays": None, "picture": "cells/cut.png"},
-           4: {"arrays": "cells/empty.npy", "picture": None}}
+    own = [f"cells/{r['cell_id']}" for r in records]  # the only artifact paths a record has
+    bad = {2: {"arrays": f"{own[2]}.npy", "picture": None},
+           3: {"arrays": None, "picture": f"{own[3]}.png"},
+           4: {"arrays": f"{own[4]}.npy", "picture": None}}
     damaged = {5: {"arrays": None, "picture": str(secret)},
                6: {"arrays": None, "picture": "../secret.png"}}
-    (results / "cells" / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
-    (results / "cells" / "cut.png").write_bytes(secret.read_bytes()[:60])  # truncated
-    np.save(results / "cells" / "empty.npy", np.zeros((2, 0, 1, 16, 16), np.uint8))
+    (results / f"{own[2]}.npy").write_bytes(b"\x93NUMPY garbage")
+    (results / f"{own[3]}.png").write_bytes(secret.read_bytes()[:60])  # truncated
+    np.save(results / f"{own[4]}.npy", np.zeros((2, 0, 1, 16, 16), np.uint8))
     for i, fields in {**bad, **damaged}.items():
         records[i].update(fields)
         paths[i].write_text(json.dumps(records[i]))
@@ -311,8 +312,8 @@ def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
         assert (f"cell {cell}" in err) == (i != 4), i  # warned, but for the empty file
     for i in damaged:
         cell = records[i]["cell_id"]
-        assert (f"{cell}.json: damaged record (field 'picture' is not a file name under "
-                "cells/)") in err, i
+        assert (f"{cell}.json: damaged record (field 'picture' is not its own file "
+                f"cells/{cell}.png)") in err, i
         assert not (pages / "cells" / f"{cell}.html").exists(), i
         assert not list((pages / "img").glob(f"{cell}*")), i
     assert broken_links(tmp_path / "site") == []
