@@ -13,10 +13,11 @@ naming the kept and the dropped copies with their status, PSNR and the machine t
 kept record travels whole (its provenance with it), its artifacts (``picture``, ``arrays``)
 with it, written through the store (atomically, artifacts before the record).
 
-An artifact path is written under OUT as the record gives it, so a record whose path is not
-under ``cells/`` (absolute, climbing out with ``..``, or into ``records/``, where it would
-overwrite another cell's record) is damaged, named in one line and left out; a file is
-copied only when it lies inside its store (:func:`bench.pictures.artifact_path`, the
+An artifact path is written under OUT as the record gives it: a record whose path is not
+under ``cells/`` (absolute, climbing out with ``..``, or into ``records/``) is damaged, and
+one whose path is not its own ``cells/<cell_id>.png`` or ``.npy`` (another cell's picture,
+which it would overwrite) is left out too, each named in one line; a file is copied only
+when it lies inside its store (:func:`bench.pictures.artifact_path`, the
 check ``leakbench site`` makes: no link out of the folder). The merge holds OUT's run lock
 (:class:`bench.lock.RunLock`): it never writes into a folder a run is writing.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lock import RunLock
-from bench.pictures import artifact_path
+from bench.pictures import artifact_path, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, read_record, save_outcome
 
@@ -98,6 +99,13 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
         record, problem = read_record(path)
         if record is None:
             report.problems.append(f"damaged record left out: {path} ({problem})")
+            continue
+        foreign = next((k for k in ARTIFACT_FIELDS if record.get(k) not in (
+            None, own_artifact(record["cell_id"], k))), None)
+        if foreign:  # written as OUT/rel: another cell's picture would be overwritten
+            report.problems.append(f"record left out: {path} (its {foreign} "
+                                   f"{record[foreign]!r} is not its own file "
+                                   f"{own_artifact(record['cell_id'], foreign)})")
             continue
         copies.append(Copy(folder, order, record))
     return copies

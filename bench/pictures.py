@@ -57,13 +57,18 @@ def cell_artifacts(cell_id: str, originals01: torch.Tensor, recon01: torch.Tenso
     """The record fields and the files of a scored cell: ``cells/<id>.png`` (originals above
     their matched reconstructions) and ``cells/<id>.npy``. A picture is a nicety: a failure
     to draw it is noted in the record, never lost over."""
-    png, npy = f"{PICTURES}/{cell_id}.png", f"{PICTURES}/{cell_id}.npy"
+    png, npy = own_artifact(cell_id, "picture"), own_artifact(cell_id, "arrays")
     try:
         files = {png: png_bytes(grid_image(originals01, recon01, order)),
                  npy: arrays_bytes(originals01, recon01, order)}
     except Exception as e:
         return {"picture": None, "picture_error": f"{type(e).__name__}: {e}"}, {}
     return {"picture": png, "arrays": npy}, files
+
+
+def own_artifact(cell_id: str, field: str) -> str:
+    """The path a cell's ``picture`` or ``arrays`` has under its results folder."""
+    return f"{PICTURES}/{cell_id}.{'png' if field == 'picture' else 'npy'}"
 
 
 def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:

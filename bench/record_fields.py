@@ -6,6 +6,7 @@ traceback or a model built at a hand-edited shape."""
 from __future__ import annotations
 
 import math
+from pathlib import PurePosixPath
 from typing import Any
 
 from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds
@@ -44,10 +45,10 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                                  and _kind_of(rule.get("at_least"), _NUMBER)
                                  and _kind_of(rule.get("at_most"), _NUMBER)):
         return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
-    for key, suffix in (("picture", "png"), ("arrays", "npy")):  # merge writes it there: a
-        rel, own = d.get(key), f"{PICTURES}/{d['cell_id']}.{suffix}"  # path into records/,
-        if rel is not None and rel != own:  # or another cell's picture, overwrote that file
-            return f"field {key!r} is not its own file {own}"
+    for key in ("picture", "arrays"):  # a file under the folder's cells/ (merge writes it
+        rel = d.get(key)  # there: a path into records/ overwrote another cell's record)
+        if rel is not None and not (isinstance(rel, str) and "\0" not in rel and _in_cells(rel)):
+            return f"field {key!r} is not a file name under {PICTURES}/"
     per_image = (d.get("metrics") or {}).get("per_image")
     if per_image is not None and not (isinstance(per_image, dict) and all(
             isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
@@ -80,6 +81,11 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         if problem:
             return problem
     return _shape_problem(d)
+
+
+def _in_cells(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return len(parts) >= 2 and parts[0] == PICTURES and ".." not in parts
 
 
 def _finite(value: float) -> bool:

@@ -12,6 +12,7 @@ Before any work: the grid's size is checked against ``max_cells``, the output fo
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -159,7 +160,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 trials: int, options: RunOptions) -> RunSummary:
     remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
     for sub in (RECORDS, PICTURES):  # else the first save fails, its cell's work lost
-        if (out_dir / sub).exists() and not (out_dir / sub).is_dir():
+        if os.path.lexists(out_dir / sub) and not (out_dir / sub).is_dir():  # a dangling link
             raise LeakbenchError(f"{out_dir / sub}: exists and is not a folder (the run "
                                  "keeps its records and pictures there)")
     summary = RunSummary(suite.name, out_dir, 0)

@@ -82,16 +82,15 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 
 def write_output(path: Path, text: str) -> None:
     """Write a file the user named (``--output``): atomically onto a regular file or a new
-    one, through a symbolic link onto its target (the link stays), and straight into a
-    device or a FIFO (``/dev/stdout``, a pipe), as a shell's redirection would. A rename
-    onto those replaced them with a regular file."""
+    one; through a symbolic link (the link stays, ``/dev/stdout`` into a pipe or a log
+    opened for appending) and into a device or a FIFO, straight, as a shell's redirection
+    would. A rename onto those replaced them with a regular file."""
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
-    if target.exists() and not target.is_file() and not target.is_dir():
-        with open(target, "w", encoding="utf-8") as f:
+    if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
+        with open(path, "w", encoding="utf-8") as f:  # a loop of links: ELOOP, one line
             f.write(text)
         return
-    write_atomic(target, text)
+    write_atomic(path, text)
 
 
 def remove_stale_temporaries(out_dir: Path) -> int:

@@ -605,16 +605,20 @@ def test_exclude_rules_that_leave_no_cell_are_warned_of(tmp_path, capsys) -> Non
         assert "—\n" not in out
 
 
-@pytest.mark.parametrize("sub", ["records", "cells"])
+@pytest.mark.parametrize("sub,link", [("records", False), ("cells", False), ("records", True)])
 def test_a_file_where_the_run_keeps_records_or_pictures_is_refused_before_any_cell(
-        sub, tmp_path: Path, capsys, monkeypatch) -> None:
-    """The first save failed on it, after that cell's work (a bad-input hunt)."""
+        sub, link, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The first save failed on it, after that cell's work (a bad-input hunt); a dangling
+    link there too."""
     import bench.runner
 
     path, out = tmp_path / "s.yaml", tmp_path / "o"
     path.write_text(suite_text())
     out.mkdir()
-    (out / sub).write_text("")
+    if link:
+        (out / sub).symlink_to(tmp_path / "nowhere")
+    else:
+        (out / sub).write_text("")
     monkeypatch.setattr(bench.runner, "make_executor", lambda *a, **k: pytest.fail("ran"))
     line = one_line(capsys, "run", str(path), "--out", str(out), "--jobs", "0")
     assert f"{out / sub}: exists and is not a folder" in line

@@ -136,7 +136,7 @@ def test_damaged_records_are_left_out_never_crash_nor_replace_a_sound_one(store,
 
 
 @pytest.mark.parametrize("rel", ["../payload.sh", "ABSOLUTE", "cells/../../b/cells/x.png",
-                                 "records/OTHER.json", "cells/x.png"])
+                                 "records/OTHER.json"])
 def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tmp_path,
                                                                   capsys):
     """A record's ``picture`` is written under OUT as given: ``../payload.sh`` wrote a file
@@ -157,11 +157,29 @@ def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tm
     lines = captured.out.splitlines()
     left = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
     assert left == [f"damaged record left out: {record_path(b, cid)} (field 'picture' is not "
-                    f"its own file cells/{cid}.png)"]
+                    "a file name under cells/)"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
     assert not record_path(out, cid).exists()
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
     assert payload.read_text() == "echo owned\n"
+
+
+def test_a_record_naming_another_cells_picture_is_left_out(store, tmp_path, capsys):
+    """Its picture was written as OUT/cells/<other>.png over the other cell's (a review)."""
+    ids = sorted(p.stem for p in (store / "records").glob("*.json"))
+    other = f"cells/{ids[1]}.png"
+    out = tmp_path / "out"
+    shutil.copytree(store, out)
+    before = (out / other).read_bytes()
+    b, cid = _copy(store, tmp_path / "b", lambda r: r.update(picture=other))
+    (b / "records" / f"{ids[1]}.json").unlink()
+    (b / other).write_bytes(b"not the other cell's picture")
+    (out / "records" / f"{cid}.json").unlink()
+    assert main(["merge", str(out), str(b)]) == 0
+    left = [x.removeprefix(WARNING) for x in capsys.readouterr().err.splitlines()]
+    assert left == [f"record left out: {record_path(b, cid)} (its picture {other!r} is not "
+                    f"its own file cells/{cid}.png)"]
+    assert (out / other).read_bytes() == before and not record_path(out, cid).exists()
 
 
 def test_an_artifact_behind_a_link_out_of_the_store_is_not_copied(store, tmp_path, capsys):

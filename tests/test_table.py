@@ -294,3 +294,18 @@ def test_output_through_a_link_or_into_a_fifo_leaves_them_in_place(store, tmp_pa
     finally:
         os.close(reader)
     capsys.readouterr()
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    assert main(["export", str(store), "--output", str(loop)]) == 2  # a traceback before
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_output_to_dev_stdout_writes_into_the_pipe(store):
+    """/dev/stdout resolved to /proc/<pid>/fd/pipe:[N], which does not exist: exit 2."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "export", str(store), "--output",
+                          "/dev/stdout"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("cell_id") and out.stdout.count("\n") >= 2
