@@ -37,11 +37,20 @@ def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) ->
     raise DataError."""
     cells = list(cells)
     largest: dict[Spec, int] = {}
-    for cell in cells:  # an attack cell draws batch_size distinct training items
-        largest[cell.dataset] = max(largest.get(cell.dataset, 1),
-                                    int(getattr(cell, "batch_size", 1) or 1))
+    for cell in cells:
+        largest[cell.dataset] = max(largest.get(cell.dataset, 1), _draws(cell))
     for spec, wanted in cell_splits(cells, splits).items():
         preflight_datasets([spec], wanted, batch=largest.get(spec, 1))
+
+
+def _draws(cell: Any) -> int:
+    """The distinct training items a cell draws at once: an attack cell its observed batch
+    (a secure aggregate's clients x batch), a utility cell its client batch per step."""
+    if hasattr(cell, "batch_size"):
+        from bench.contracts import observed_batch
+
+        return observed_batch([d.build() for d in cell.defense], int(cell.batch_size))
+    return int(dict(getattr(cell, "config", ())).get("batch_size", 1))
 
 
 def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",),

@@ -142,13 +142,18 @@ def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path,
     assert not list((tmp_path / "out").glob("records/*.json"))
 
 
-def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(tmp_path, capsys):
-    """Every such cell became an error record at run time (a bad-input hunt)."""
+@pytest.mark.parametrize("change, draws", [
+    ({"batch_size": [1, 500]}, 500),
+    ({"batch_size": 300, "defenses": [{"secagg": {"clients": 2}}]}, 600),  # clients x batch
+    ({"utility": {"steps": 1, "batch_size": 500}}, 500)])  # a utility cell's client batch
+def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, draws,
+                                                                        tmp_path, capsys):
+    """Every such cell became an error record at run time (a bad-input hunt, a review)."""
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**TINY_SUITE, "batch_size": [1, 500],
+    path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
                                     "datasets": [{"photos": {"size": 32}}]}))
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
                  "--no-leaderboard"])
     assert_one_line(code, capsys.readouterr().err, "photos", "the train split has 408 items, "
-                    "fewer than the batch of 500 a cell draws")
+                    f"fewer than the batch of {draws} a cell draws")
     assert not (tmp_path / "out" / "records").exists()

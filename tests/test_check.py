@@ -239,9 +239,12 @@ BAD = {
     # 1.0 is not the label 1: the claim matched no cell and read "not run" (a bad-input hunt)
     "float_batch": ("claims:\n- {id: a, paper: p, sentence: s, where: {batch_size: 1.0}, "
                     "metric: psnr, expect: {at_least: 1}}\n",
-                    "where.batch_size: expected an integer, got 1.0"),
+                    "where.batch_size: expected a non-negative integer as cells have it, "
+                    "got 1.0"),
+    "padded_seed": ("claims:\n- {id: a, paper: p, sentence: s, where: {seed: '01'}, "
+                    "metric: psnr, expect: {at_least: 1}}\n", "where.seed: expected a non-"),
     "text_seed": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A, seed: x}, "
-                  "metric: psnr, expect: {at_least: 1}}\n", "where.seed: expected an integer"),
+                  "metric: psnr, expect: {at_least: 1}}\n", "where.seed: expected a non-negative"),
     "better_than_itself": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A}, "
                            "metric: psnr, expect: {better_than: {attack: A}}}\n",
                            "compares the cells with themselves"),

@@ -220,8 +220,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     come from a machine with plug-ins this one lacks (``check`` hints at values that match
     nothing)."""
     text = str(value)
-    if key in ("seed", "batch_size") and not (text.isascii() and text.isdigit()):
-        return f"expected an integer, got {short(value)}"
+    if key in ("seed", "batch_size") and not (text.isascii() and text.isdigit()
+                                              and str(int(text)) == text):  # "01": no cell's
+        return f"expected a non-negative integer as cells have it, got {short(value)}"
     return None
 
 

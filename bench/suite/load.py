@@ -327,10 +327,11 @@ def _excludes(value: Any) -> list[dict[str, list[Any]]]:
             if not allowed or not all(isinstance(a, (str, int, float)) for a in allowed):
                 raise SuiteError(f"exclude[{i}].{axis}: expected a name, a number or a "
                                  f"non-empty list of them, got {short(rule[axis])}")
+            # a rule matches by value: true dropped seed 1, and "0" matched no cell
             if axis in ("seed", "batch_size") and not all(
-                    isinstance(a, int) and not isinstance(a, bool) for a in allowed):
-                raise SuiteError(f"exclude[{i}].{axis}: expected an integer or a list of "  # true
-                                 f"them, got {short(rule[axis])}")  # dropped seed 1, "0" none
+                    isinstance(a, (int, float)) and not isinstance(a, bool) for a in allowed):
+                raise SuiteError(f"exclude[{i}].{axis}: expected a number or a list of them, "
+                                 f"got {short(rule[axis])}")
             choices = CLIENT_CHOICES.get(axis, ())
             for a in allowed if choices else ():
                 if a not in choices:

@@ -6,6 +6,7 @@ line, and each axis sized before validation expands it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from bench.suite.schema import SuiteError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
 MAX_KEY = 1024  # YAML 1.1: an implicit key on one line, at most 1024 characters
+LONG_KEY = re.compile(r"[^\s:,\[\]{}]{" + str(MAX_KEY + 1) + r",}\s*:")  # a plain key too long
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -117,8 +119,8 @@ def _long_line_hint(text: str, mark: Any) -> str:
     """PyYAML reads a key of over 1024 characters as no key at all ("could not find expected
     ':'"): where the failing line is that long, say so."""
     lines = text.splitlines()
-    if mark is None or not 0 <= mark.line < len(lines) or len(lines[mark.line]) <= MAX_KEY:
-        return ""
+    if mark is None or not 0 <= mark.line < len(lines) or not LONG_KEY.search(lines[mark.line]):
+        return ""  # a long line of short items, say, is not this
     return (f" (line {mark.line + 1} is {len(lines[mark.line])} characters long; a YAML key "
             f"may be at most {MAX_KEY})")
 
