@@ -37,8 +37,10 @@ def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) ->
     raise DataError."""
     cells = list(cells)
     largest: dict[Spec, int] = {}
-    for cell in cells:
-        largest[cell.dataset] = max(largest.get(cell.dataset, 1), _draws(cell))
+    kinds = {(c.dataset, tuple(c.defense), getattr(c, "batch_size", None),  # seeds alike: one
+              getattr(c, "config", None)): c for c in cells}  # defense chain built per kind
+    for (dataset, *_), cell in kinds.items():
+        largest[dataset] = max(largest.get(dataset, 1), _draws(cell))
     for spec, wanted in cell_splits(cells, splits).items():
         preflight_datasets([spec], wanted, batch=largest.get(spec, 1))
 

@@ -67,7 +67,8 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                _NUMBER),
               ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
               *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
-                for k in ("grad_evals", "iterations", "seconds"))]
+                for k in ("grad_evals", "iterations", "seconds")),
+              *((key, value, _NUMBER) for key, value in _counts(d).items())]
     for where, value, want in checks:
         if not _kind_of(value, want):
             return f"field {where!r} is not {want}"
@@ -81,6 +82,12 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         if problem:
             return problem
     return _shape_problem(d)
+
+
+def _counts(d: dict[str, Any]) -> dict[str, Any]:
+    """The record's evaluation counts and timings, by their field names."""
+    return {"grad_evals": d.get("grad_evals"), "iterations": d.get("iterations"),
+            **{f"timing.{k}": v for k, v in (d.get("timing") or {}).items()}}
 
 
 def _in_cells(rel: str) -> bool:
@@ -120,11 +127,7 @@ def _shape_problem(d: dict[str, Any]) -> str | None:
             and all(isinstance(c, str) for c in batch.get("cells", []))
             and _kind_of(batch.get("trials"), _NUMBER)):
         return "field 'trial_batch' is not {cells: [cell ids], trials: a number, ...}"
-    numbers = {"grad_evals": d.get("grad_evals"), "iterations": d.get("iterations"),
-               **{f"timing.{k}": v for k, v in (d.get("timing") or {}).items()}}
-    for key, value in numbers.items():
-        if not _kind_of(value, _NUMBER):
-            return f"field {key!r} is not a number"
+    numbers = _counts(d)  # numbers already (nested_problem's checks)
     problem = _count_problem("field", numbers, tuple(numbers))
     if problem:
         return problem
