@@ -170,6 +170,9 @@ MALFORMED = {
     "success_psnr_on_text": ({"datasets": [{"pydoc": {"task": "classify", "seq_len": 4}}],
                               "archs": [{"transformer": {"width": 8, "layers": 1, "heads": 1}}],
                               "success_psnr": 25}, "success_psnr: psnr scores image"),
+    # a hypothesis fuzz found it: the name's newline split the error over two lines
+    "name_newline": ({"archs": {"\n": False}}, "archs[0].'\\n': expected a mapping of "
+                     "parameters, got False"),
     "exclude_nested": ({"exclude": [{"attack": [["dlg"]]}]}, "exclude[0].attack"),
     # the chain's noise range upside down: it ran and finished "ok" (a bad-input hunt)
     "dmcmc_sigma_order": ({"attacks": [{"dmcmc": {"sigma_lo": 1.0, "sigma_hi": 0.5}}]},

@@ -51,8 +51,9 @@ def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
             if params is None:
                 params = {}
             if not isinstance(params, dict) and not (name == "chain" and isinstance(params, list)):
-                raise SuiteError(f"{key}[{i}].{name}: expected a mapping of parameters, "
-                                 f"got {short(params)}")
+                shown = name if isinstance(name, str) and name.isprintable() else short(name)
+                raise SuiteError(f"{key}[{i}].{shown}: expected a mapping of parameters, "
+                                 f"got {short(params)}")  # a newline in the name: two lines
             out.append((str(name), params))
         else:
             raise SuiteError(f"{key}[{i}]: expected a name or a one-key mapping, got {short(item)}")
