@@ -49,7 +49,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.leaderboard.aggregate import headline, interval
-from bench.leaderboard.export import aggregate_frame
+from bench.leaderboard.export import aggregate_frame, exact_csv
 from bench.leaderboard.frames import (
     SCENARIO,
     attack_row_labels,
@@ -381,7 +381,7 @@ def render_csv(d: Diff) -> str:
                      "cell_id": c.cell_id, "row": c.label, "a_status": c.a_status,
                      "b_status": c.b_status, "a_value": c.a_value, "b_value": c.b_value})
     frame = pd.DataFrame(rows, columns=CSV_COLUMNS).astype({"a_n": "Int64", "b_n": "Int64"})
-    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    return exact_csv(frame)
 
 
 def render(d: Diff, fmt: str = "markdown") -> str:

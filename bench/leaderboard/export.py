@@ -21,6 +21,12 @@ from bench.store import load_records, write_output
 
 # Frame columns that serve the tables only (a picture path, the threshold, a plot axis).
 INTERNAL_COLUMNS = ("picture", "success_psnr", "strength")
+# Whole-number columns: pandas holds them as floats as soon as one row has none (a skipped
+# cell's grad_evals), so they are written as nullable integers, every digit kept.
+COUNT_COLUMNS = ("batch_size", "seed", "scenario_seed", "iterations", "grad_evals",
+                 "peak_memory_bytes", "rank_best", "rank_worst", "defense_rank_best",
+                 "defense_rank_worst", "n", "n_ok", "diverged", "failed", "n_floor",
+                 "n_missing", "n_success")
 
 
 def export_columns(df: pd.DataFrame) -> list[str]:
@@ -80,5 +86,18 @@ def export(out_dir: Path, fmt: str = "csv", output: Path | None = None,
     name = "aggregate.csv" if aggregate else "cells.csv"
     path = Path(output) if output else Path(out_dir) / name
     table = aggregate_frame(df) if aggregate else df[export_columns(df)]
-    write_output(path, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    write_output(path, exact_csv(table))
     return path
+
+
+def exact_csv(table: pd.DataFrame) -> str:
+    """``table`` as CSV with no digit lost: floats as Python writes them (the shortest text
+    that reads back as the same float), whole-number columns as integers."""
+    counts = {}
+    for col in COUNT_COLUMNS:
+        if col in table.columns:
+            values = pd.to_numeric(table[col], errors="coerce")
+            kept = values.dropna()
+            if len(kept) == table[col].notna().sum() and (kept == kept.round()).all():
+                counts[col] = values.astype("Int64")
+    return table.assign(**counts).to_csv(index=False, lineterminator="\n")
