@@ -206,7 +206,8 @@ def context(arch: str, kw: dict, mode: str = "fedsgd") -> CellContext:
 
 
 def test_gradinversion_declares_bn_statistics_and_needs_batchnorm():
-    assert GradInversion.needs == frozenset({BN_STATS}) and not InvertingGradients.needs
+    assert BN_STATS in GradInversion.wants and not GradInversion.needs
+    assert not InvertingGradients.needs
     assert GradInversion().incompatibility(context("lenet", {})) is not None
     assert GradInversion().incompatibility(context("convnet", {"width": 4})) is None
     for cls in (InvertingGradients, GradInversion):
@@ -248,6 +249,26 @@ def test_gradinversion_skips_a_prior_from_an_untrained_models_running_statistics
         assert run_record(cell)["status"] == "skipped"
     else:
         assert cell.skip_reason is None
+
+
+@pytest.mark.parametrize(("bn_mode", "victim", "skip"), [
+    ("train", "init", "needs the client's batch statistics (bn_stats)"),
+    ("eval", "trained:5", None),  # the running statistics: the server holds them
+    ("eval", "init", "untrained model (mean 0, variance 1)"),
+])
+def test_gradinversion_needs_the_batch_statistics_only_where_its_prior_reads_them(
+        bn_mode, victim, skip):
+    """Huang et al.'s setting: a trained victim with BN in eval mode and no private batch
+    statistics granted; the prior then reads the model's running statistics."""
+    suite = make_suite(archs=[{"convnet": {"width": 2}}], client={"bn_mode": bn_mode},
+                       victim=victim, attacks=[{"gradinversion": {"iterations": 1}}])
+    (cell,) = attack_cells(suite)  # expansion only: no victim is trained
+    assert BN_STATS not in cell.granted
+    if skip is None:
+        assert cell.skip_reason is None
+        assert run_record(cell)["status"] == "ok"
+    else:
+        assert skip in cell.skip_reason
 
 
 def test_components_are_registered_with_documentation():
