@@ -212,8 +212,12 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     for key, value in (d.get("metrics") or {}).items():
         if isinstance(value, (dict, list)) or value is None:
             continue
-        ok = isinstance(value, str) if key.endswith("_note") else isinstance(
-            value, (int, float))
+        if key == "success":  # counted by the tables and by check alike: a bool only
+            ok = isinstance(value, bool)
+        elif key.endswith("_note"):
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
             return f"metric {key!r} has a value of the wrong type"
         problem = metric_out_of_bounds(key, value)

@@ -109,7 +109,12 @@ def test_record_problems_cover_the_schema() -> None:
                            ({"floor_metrics": {"psnr": 1e308}}, "floor metric 'psnr'"),
                            ({"floor_metrics": [1]}, "floor_metrics"),
                            ({"batch_size": 10 ** 30}, "batch_size"),
-                           ({"batch_size": 0}, "batch_size")]:
+                           ({"batch_size": 0}, "batch_size"),
+                           # the tables counted a success of 1 (or 0.3) as true, check as
+                           # false: a claim held in one and failed in the other
+                           ({"metrics": {"psnr": 9.0, "success": 1}}, "'success'"),
+                           ({"metrics": {"psnr": 9.0, "success": 0.3}}, "'success'"),
+                           ({"metrics": {"psnr": True}}, "'psnr'")]:
         assert reason in record_problem({**good, **change}, "a")
     # the ends of a range are values; an open-ended metric, an unknown key and a note are free
     for extra in [{"metrics": {"psnr": 100.0, "ssim": -1.0, "mse": 1.0}},
@@ -118,6 +123,8 @@ def test_record_problems_cover_the_schema() -> None:
                   {"dataset": {"name": "pydoc", "params": {}},  # text: ranked by ROUGE-1
                    "metrics": {"rouge1": 0.5}},
                   {"status": "diverged", "metrics": {}}, {"status": "skipped", "metrics": None},
+                  {"metrics": {"psnr": 9.0, "success": False}},
+                  {"metrics": {"psnr": 9.0, "success": None}},
                   {"floor_metrics": {"psnr": 12.0, "lpips": None}}]:
         assert record_problem({**good, **extra}, "a") is None
     # a finished attack without the metric it is ranked by: the leaderboard's best-and-worst
