@@ -112,3 +112,17 @@ def test_the_success_rule_is_per_modality():
     assert success_rule("text", SuccessRule()).metric == "rouge1"
     assert success_rule("image", SuccessRule("rouge1", 0.7)).metric == "psnr"
     assert success_rule("text", SuccessRule("exact", 1.0)) == SuccessRule("exact", 1.0)
+
+
+def test_the_text_protocol_names_every_rule_even_a_plugin_metric_not_installed():
+    """Records from a machine with a plug-in metric render here with its name (the image
+    protocol did so, the text one raised), and an at-most rule is said too."""
+    import pandas as pd
+
+    from bench.leaderboard.text_tables import protocol_text
+
+    rules = [{"metric": "rouge1", "at_least": 0.5}, {"metric": "plugin_score", "at_least": 0.7},
+             {"metric": "plugin_loss", "at_most": 2.0}, None]
+    (text,) = protocol_text(pd.DataFrame({"success_rule": rules}))
+    assert text.endswith("succeeds when its mean ROUGE-1 ≥ 0.5 or plugin_loss ≤ 2 or "
+                         "plugin_score ≥ 0.7.")

@@ -15,8 +15,7 @@ from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import no_attack_records, records_frame, utility_frame
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
-from bench.leaderboard.text_tables import Tokens, protocol_text, text_tables
-from bench.metrics import get_metric
+from bench.leaderboard.text_tables import Tokens, protocol_text, rule_metric_words, text_tables
 from bench.registry import LeakbenchError
 from bench.store import load_records, write_atomic
 
@@ -63,11 +62,8 @@ def success_words(df: pd.DataFrame) -> str:
     for r in rules:
         if not isinstance(r, dict) or r.get("metric") in (None, "psnr"):
             continue
-        try:
-            m = get_metric(r["metric"])
-            label, unit = m.label, f" {m.unit}" if m.unit else ""
-        except LeakbenchError:  # a plug-in metric not installed here: its name
-            label, unit = str(r["metric"]), ""
+        label, unit = rule_metric_words(r["metric"])
+        unit = f" {unit}" if unit else ""
         if r.get("at_least") is not None:
             others.add(f"{label} reaches {r['at_least']:g}{unit}")
         elif r.get("at_most") is not None:

@@ -59,12 +59,28 @@ def text_metrics() -> list[type[Metric]]:
     return [m for m in list_metrics("text", "per_item") if m.leaderboard]
 
 
+def rule_metric_words(name: Any) -> tuple[str, str]:
+    """A success rule's metric as a table says it: its label and unit, or, for a plug-in
+    metric not installed here, its name (the records still render)."""
+    try:
+        m = get_metric(name)
+    except LeakbenchError:
+        return str(name), ""
+    return m.label, m.unit or ""
+
+
 def protocol_text(df: pd.DataFrame) -> list[str]:
     """The text cells' protocol paragraph."""
-    rules = sorted({f"{get_metric(r['metric']).label} ≥ {r['at_least']:g}"
-                    for r in df["success_rule"]
-                    if isinstance(r, dict) and r.get("at_least") is not None}) \
-        if "success_rule" in df else []
+    rules = set()
+    for r in df["success_rule"] if "success_rule" in df else []:
+        if not isinstance(r, dict):
+            continue
+        label, _ = rule_metric_words(r.get("metric"))
+        if r.get("at_least") is not None:
+            rules.add(f"{label} ≥ {r['at_least']:g}")
+        elif r.get("at_most") is not None:
+            rules.add(f"{label} ≤ {r['at_most']:g}")
+    rules = sorted(rules)
     return [
         "Text protocol: each cell draws a batch of sentences (token ids) and a victim model "
         "from its seed; the attack returns token ids. Recovered sequences are matched "
