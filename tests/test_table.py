@@ -309,3 +309,18 @@ def test_output_to_dev_stdout_writes_into_the_pipe(store):
                           "/dev/stdout"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("cell_id") and out.stdout.count("\n") >= 2
+
+
+def test_the_caption_counts_seeds_of_the_entries_that_have_a_value():
+    """An entry whose attack does not report the metric (n/a, n = 0) is no seed count: the
+    caption said "n = 0–4 seeds per cell" where every shown entry had 4."""
+    import pandas as pd
+
+    from bench.leaderboard.pivot import Pivot, default_caption
+    from bench.metrics import get_metric
+
+    cells = pd.DataFrame({"row": ["none"] * 3, "col": ["A", "B", "C"], "n": [0, 4, 4]})
+    p = Pivot(get_metric("label_acc"), "defense", "attack", ["none"], ["A", "B", "C"], cells)
+    assert "n = 4 seeds per cell" in default_caption(p)
+    none = Pivot(get_metric("label_acc"), "defense", "attack", ["none"], ["A"], cells[:1])
+    assert "n = n/a seeds per cell" in default_caption(none)

@@ -232,7 +232,7 @@ def cell_text(cell: dict[str, Any] | None, digits: int) -> str:
 def default_caption(p: Pivot) -> str:
     m = p.metric
     direction = "higher" if m.higher_is_better else "lower"
-    ns = sorted({int(n) for n in p.cells["n"]})
+    ns = sorted({int(n) for n in p.cells["n"] if n})  # an n/a entry has no seeds to count
     n = "n/a" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
     text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
             f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
