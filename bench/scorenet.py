@@ -16,13 +16,19 @@ import torch
 from torch import nn
 
 
+def _norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm in 8 groups (one per channel below 8), or, where 8 does not divide the
+    channels, in as many as do (a width of 4 or 12 had crashed on its 3·width channels)."""
+    return nn.GroupNorm(channels if channels < 8 else math.gcd(8, channels), channels)
+
+
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, emb: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(min(8, cin), cin)
+        self.norm1 = _norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.shift = nn.Linear(emb, cout)
-        self.norm2 = nn.GroupNorm(min(8, cout), cout)
+        self.norm2 = _norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         self.act = nn.SiLU()
@@ -48,8 +54,8 @@ class TinyUNet(nn.Module):
         self.mid2 = _Block(2 * width, 2 * width, emb)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.up1 = _Block(3 * width, width, emb)
-        self.out = nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, channels, 3,
-                                                                               padding=1))
+        self.out = nn.Sequential(_norm(width), nn.SiLU(), nn.Conv2d(width, channels, 3,
+                                                                     padding=1))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         phase = 2 * math.pi * c_noise[:, None] * self.freqs[None]

@@ -236,3 +236,17 @@ def test_normalize_keeps_the_batchs_device_and_dtype(dtype):
     for out in (normalize(x, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)),
                 denormalize(x, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))):
         assert out.device.type == "meta" and out.dtype == dtype
+
+
+@pytest.mark.parametrize("width", [4, 12, 20, 8, 16])
+def test_every_score_width_the_attack_accepts_builds_a_network(width):
+    """``score_width`` takes 4..256; GroupNorm's 8 groups had to divide 3·width, so 4, 12
+    and 20 failed when the cell ran. Multiples of 8 keep their 8 groups (cached models)."""
+    from bench.scorenet import TinyUNet
+
+    net = TinyUNet(1, width=width)
+    out = net(torch.zeros(2, 1, 16, 16), torch.zeros(2))
+    assert out.shape == (2, 1, 16, 16)
+    groups = {m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm)}
+    if width % 8 == 0:
+        assert groups == {8}
