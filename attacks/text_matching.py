@@ -135,6 +135,8 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             if iterations % 10 == 1:
                 trace.append(float(value.detach()))
             diverged = not math.isfinite(float(value.detach()))
+        if iterations and iterations % 10 != 1:  # the last loss, where it was not logged:
+            trace.append(float(value.detach()))  # final_loss ranks restarts
     # a last step may leave non-finite dummies behind a finite loss: no token is nearest
     diverged = diverged or not bool(torch.isfinite(emb).all() and torch.isfinite(logits).all())
     ids = nearest_tokens(model, emb) if not diverged else torch.zeros(batch, length,

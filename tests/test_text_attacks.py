@@ -119,6 +119,15 @@ def test_tag_reports_text_metrics_and_labels():
         for name in ("token_acc", "exact", "rouge1", "rouge2", "rougel"):
             assert 0.0 <= metrics[name] <= 1.0
         assert recon.loss_trace[-1] < recon.loss_trace[0]  # the L2 + α·L1 distance went down
+        # every 10th loss (1, 11, 21) and the last (30): final_loss, which ranks restarts,
+        # had been the 21st
+        assert len(recon.loss_trace) == 4 and recon.info["final_loss"] == recon.loss_trace[-1]
+
+
+def test_tag_logs_its_last_loss_once():
+    (cell,) = cells([{"tag": {"iterations": 21}}], 1, seeds=1, width=32, dataset=SMALL)
+    recon = attack(cell, observe(cell, CPU).obs).recon
+    assert recon.iterations == 21 and len(recon.loss_trace) == 3  # 1, 11, 21: no repeat
 
 
 def test_text_attacks_are_deterministic_per_cell():
