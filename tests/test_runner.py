@@ -232,9 +232,12 @@ def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
     out_dir = tmp_path / "out"
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
            "--jobs", "2", "--trials", "1", "--quiet", "--no-leaderboard"]
+    # SIGINT handled as a terminal's Ctrl-C is: a test run started as a background job
+    # without job control (nohup ... &) ignores SIGINT, and Python keeps an inherited ignore
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     records = out_dir / "records"
     deadline = time.time() + 600
     while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
