@@ -18,6 +18,7 @@ from bench.cli import main
 from bench.latex import tex
 from bench.leaderboard import records_frame, summarize_attacks
 from bench.leaderboard.pivot import pivot, render_pivot, write_table
+from bench.registry import LeakbenchError
 from bench.store import load_records
 from helpers import ROOT, pdflatex, require_pdflatex, run_cli
 
@@ -324,3 +325,12 @@ def test_the_caption_counts_seeds_of_the_entries_that_have_a_value():
     assert "n = 4 seeds per cell" in default_caption(p)
     none = Pivot(get_metric("label_acc"), "defense", "attack", ["none"], ["A"], cells[:1])
     assert "n = n/a seeds per cell" in default_caption(none)
+
+
+@pytest.mark.parametrize("label", ["a}b", "tab:x y", "a\\b", "50%", "a\nb"])
+def test_a_label_latex_or_pandoc_cannot_hold_is_refused(label):
+    """--label went into \\label{...} verbatim: exit 0, and LaTeX that did not compile."""
+    with pytest.raises(LeakbenchError, match="--label: .* is no LaTeX label"):
+        render_pivot(pivot(records()), "latex", label=label)
+    assert "\\label{tab:psnr-v2.1/a_b+c}" in render_pivot(pivot(records()), "latex",
+                                                           label="tab:psnr-v2.1/a_b+c")

@@ -30,7 +30,7 @@ from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, Interval, seed_values, shared_ranks, t_interval
 from bench.metrics import Metric, list_metrics
-from bench.registry import LeakbenchError, suggest
+from bench.registry import LeakbenchError, short, suggest
 from bench.store import load_records, write_output
 
 AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
@@ -256,6 +256,9 @@ def default_label(p: Pivot) -> str:
     return "tab:" + re.sub(r"[^a-z0-9]+", "-", f"{p.metric.name}-{p.rows}-{p.cols}".lower())
 
 
+LABEL = re.compile(r"[A-Za-z0-9:._/+-]+")  # \label{...} and pandoc's {#...} take these as is
+
+
 def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
                  label: str | None = None) -> str:
     """The table as LaTeX (booktabs; a ``table`` float with caption and label), markdown
@@ -263,6 +266,9 @@ def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
     per entry with seeds, numbers unrounded; no caption)."""
     caption = default_caption(p) if caption is None else caption
     label = default_label(p) if label is None else label
+    if label and not LABEL.fullmatch(label):
+        raise LeakbenchError(f"--label: {short(label)} is no LaTeX label or markdown anchor "
+                             "(letters, digits and : . _ - / + only)")
     if fmt == "latex":
         return _latex(p, caption, label)
     if fmt == "markdown":
