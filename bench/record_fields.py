@@ -9,7 +9,7 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds
+from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds, victim_problem
 from bench.registry import short
 
 MAX_SIDE = 1 << 15  # a stored input's channels, height or width (or a text's length)
@@ -56,6 +56,9 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
+    victim = victim_problem(d["victim"]) if d.get("victim") is not None else None
+    if victim:  # rerun trains it again: trained:999999999 ran for hours
+        return f"field 'victim': {victim}"
     client = d.get("client") or {}
     for key, value in client.items():
         if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")

@@ -18,11 +18,32 @@ import torch
 
 from bench.identity import component_labels
 from bench.provenance import provenance
+from bench.registry import short
 
 RECORD_VERSION = 1
 MAX_BATCH_SIZE = 100_000
 """The largest batch a suite may ask for; a record with a larger one is damaged."""
+MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 takes seconds)
 STATUSES = ("ok", "diverged", "error", "timeout", "skipped")
+
+
+def victim_problem(v: Any) -> str | None:
+    """Why ``v`` is no victim state a suite may name ("init" or "trained:N", N from 1 to
+    MAX_VICTIM_STEPS, written without leading zeros), or None; a suite and a record are
+    held to the same rule (a record's victim is trained again by ``rerun``)."""
+    if v == "init":
+        return None
+    if isinstance(v, str) and v.startswith("trained:"):
+        n = v.split(":", 1)[1]
+        if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
+            if int(n) == 0:  # the same model as init, under another cell id and seed
+                return f"{short(v)} trains for no step: write 'init'"
+            if n != str(int(n)):  # trained:05 and trained:5 were two victims of one model
+                return f"write {short(v)} as 'trained:{int(n)}'"
+            if int(n) > MAX_VICTIM_STEPS:
+                return f"{short(v)} trains for more than {MAX_VICTIM_STEPS} steps"
+            return None
+    return f"expected 'init' or 'trained:N', got {short(v)}"
 FAILURE_STATUSES = ("error", "timeout")
 
 

@@ -144,6 +144,9 @@ def test_record_problems_cover_the_schema() -> None:
     ({"client": {"mode": 5}}, "client field 'mode'"),
     ({"client": {"lr": {"x": 1}}}, "client field 'lr'"),
     ({"victim": 5}, "'victim' is not a str"),
+    # rerun trains a record's victim again: trained:999999999 ran ~1e9 SGD steps
+    ({"victim": "trained:999999999"}, "field 'victim': 'trained:999999999' trains for more"),
+    ({"victim": "trained:0"}, "field 'victim'"), ({"victim": "pretrained"}, "field 'victim'"),
     ({"budget": "x"}, "'budget' is not a dict"),
     ({"curve": "abc"}, "'curve' is not a list"),
     ({"curve": [{"grad_evals": "a", "seconds": 1.0, "psnr": 3.0, "final": True}]}, "curve"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.grants import CAPABILITIES
 from bench.metrics import SuccessRule, get_metric
-from bench.records import MAX_BATCH_SIZE
+from bench.records import MAX_BATCH_SIZE, victim_problem
 from bench.registry import (
     ARCHS,
     ATTACKS,
@@ -39,7 +39,6 @@ from bench.suite.schema import (
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 MAX_SEEDS = MAX_SEED_INDEX = 2 ** 62  # a range's length must fit a C ssize_t (counted lazily)
-MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 takes seconds)
 
 
 def load_suite(source: str | SuiteDocument) -> Suite:
@@ -272,20 +271,9 @@ def _int_list(value: Any, key: str) -> list[int]:
 
 
 def _check_victim(v: Any) -> None:
-    if v == "init":
-        return
-    if isinstance(v, str) and v.startswith("trained:"):
-        n = v.split(":", 1)[1]
-        if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
-            if int(n) == 0:  # the same model as init, under another cell id and seed
-                raise SuiteError(f"victim: {short(v)} trains for no step: write 'init'")
-            if n != str(int(n)):  # trained:05 and trained:5 were two victims of one model
-                raise SuiteError(f"victim: write {short(v)} as 'trained:{int(n)}'")
-            if int(n) > MAX_VICTIM_STEPS:
-                raise SuiteError(f"victim: {short(v)} trains for more than {MAX_VICTIM_STEPS} "
-                                 "steps")
-            return
-    raise SuiteError(f"victim: expected 'init' or 'trained:N', got {short(v)}")
+    problem = victim_problem(v)
+    if problem:
+        raise SuiteError(f"victim: {problem}")
 
 
 
