@@ -478,6 +478,24 @@ def test_a_file_reached_twice_through_includes_gives_its_claims_once(tmp_path):
         load_claims(str(tmp_path / "twice.yaml"))
 
 
+def test_a_chain_of_diamonds_reads_each_file_once(tmp_path, monkeypatch):
+    """f0 includes f1 twice, f1 includes f2 twice, ...: every include was read again, 2^depth
+    reads (depth 16 took 46 s, depth 40 would take years); now each file is read once."""
+    from bench.claims import schema
+
+    depth = 12  # the old reading: 8 191 reads, seconds; so a regression fails, not hangs
+    (tmp_path / f"f{depth}.yaml").write_text(
+        "claims:\n  - {id: x-succeeds, paper: P, sentence: S, where: {attack: dlg},\n"
+        "     metric: psnr, expect: {at_least: 20}}\n")
+    for i in range(depth):
+        (tmp_path / f"f{i}.yaml").write_text(f"include: [f{i + 1}.yaml, f{i + 1}.yaml]\n")
+    reads = []
+    real = schema.read_suite_text
+    monkeypatch.setattr(schema, "read_suite_text", lambda p, *a: reads.append(p) or real(p, *a))
+    assert [c.id for c in load_claims(str(tmp_path / "f0.yaml")).claims] == ["x-succeeds"]
+    assert len(reads) == depth + 1
+
+
 def test_a_reference_that_is_not_a_regular_file_or_too_large_is_one_line(store, tmp_path,
                                                                         capsys, monkeypatch):
     """--against /dev/zero filled the memory and a FIFO hung (a bad-input hunt); the site

@@ -110,11 +110,16 @@ def _included(name: str, including: Path) -> str:
     return str(beside)
 
 
-def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
-    """The validated claims of a file (its ``include`` first), or a ClaimsError."""
+def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
+                _loaded: dict[Path, ClaimsFile] | None = None) -> ClaimsFile:
+    """The validated claims of a file (its ``include`` first), or a ClaimsError. Each file is
+    read once per call, however often it is included (a chain of diamonds read 2^depth)."""
     path = claims_path(name_or_path)
     if path.resolve() in _seen:
         raise ClaimsError(f"{path}: include: the file includes itself")
+    loaded = {} if _loaded is None else _loaded
+    if path.resolve() in loaded:
+        return loaded[path.resolve()]
     try:
         raw = parse_yaml(read_suite_text(path, "claims"), str(path))
     except LeakbenchError as e:
@@ -129,7 +134,8 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
             raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
                               f"got {short(name)}")
         try:
-            included = load_claims(_included(name, path), (*_seen, path.resolve())).claims
+            included = load_claims(_included(name, path), (*_seen, path.resolve()),
+                                   loaded).claims
         except ClaimsError as e:
             raise ClaimsError(f"{where}: include[{i}]: {e}") from None
         claims += [c for c in included if c not in claims]  # a file reached twice (a diamond)
@@ -146,7 +152,8 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = ()) -> ClaimsFile:
     if suite != "" and not (isinstance(suite, str) and SUITE_NAME.fullmatch(suite)):
         raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
                           f"'+', '-'), got {short(suite)}")
-    return ClaimsFile(path, suite, str(raw.get("description", "")), claims)
+    loaded[path.resolve()] = ClaimsFile(path, suite, str(raw.get("description", "")), claims)
+    return loaded[path.resolve()]
 
 
 def _claim(item: Any, where: str) -> Claim:
