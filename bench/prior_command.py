@@ -29,8 +29,15 @@ def add_prior_curve_parser(sub: Any) -> None:
 def cmd_prior_curve(args: argparse.Namespace) -> int:
     from bench.prior_curve import run_curve, write_attack_quality
 
-    if args.inception and not Path(args.inception).expanduser().is_file():  # "": the usual
-        raise LeakbenchError(f"--inception: no weights file at {args.inception}")
+    if args.inception:  # "": the usual places
+        from bench.perceptual import fid_weights_problem
+
+        problem = fid_weights_problem(args.inception)  # before the work, not after it
+        if problem:
+            raise LeakbenchError(f"--inception: {problem}")
+    for flag, value in (("--attacks", args.attacks), ("--out", args.out)):
+        if value is not None and not value.strip():  # '' had meant: no --attacks, the cwd
+            raise LeakbenchError(f"prior-curve: {flag}: expected a folder, got {value!r}")
     if args.attacks:
         print(write_attack_quality(Path(args.attacks), args.inception))
         return 0

@@ -426,6 +426,16 @@ def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: P
     for seed in ("99999999999999999999999", "-1"):  # torch.manual_seed's overflow, after setup
         line = one_line(capsys, "prior-curve", "--seed", seed, "--out", str(tmp_path / "c"))
         assert f"--seed must be 0 to 2**63 - 1, got {seed}" in line
+    # --attacks '' had meant no --attacks (a 2000-step score model, 1000 samples each, into
+    # ./results/prior), --out '' the working directory; a file torch cannot load as
+    # --inception was a TypeError after all the sampling
+    for flag in ("--attacks", "--out"):
+        line = one_line(capsys, "prior-curve", flag, "")
+        assert line.endswith(f"prior-curve: {flag}: expected a folder, got ''")
+    (tmp_path / "junk.pt").write_text("not weights")
+    line = one_line(capsys, "prior-curve", "--inception", str(tmp_path / "junk.pt"),
+                    "--out", str(tmp_path / "c"))
+    assert "--inception: " in line and "is not a weights file torch can load" in line
 
 
 def test_prior_curve_refuses_a_text_dataset_and_a_folder_of_two(tmp_path: Path, capsys

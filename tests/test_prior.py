@@ -204,6 +204,21 @@ def test_the_curve_says_which_features_and_counts_each_samplers_nfe(tmp_path, mo
     assert (tmp_path / "samplers.png").stat().st_size > 0
 
 
+def test_inception_weights_that_give_no_fid_stop_the_curve_at_its_first_sampler(tmp_path,
+                                                                             monkeypatch):
+    """A weights file torch loads but torch-fidelity cannot use: every sampler had run, then
+    the progress line raised a TypeError on FID None."""
+    from bench import prior_curve
+    from bench.registry import LeakbenchError
+
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(prior_curve, "quality", lambda *a: {"fid": None, "reason": "bad keys"})
+    with pytest.raises(LeakbenchError, match="FID/KID n/a with w.pt: bad keys"):
+        prior_curve.run_curve("digits", {"size": 8}, tmp_path, samples=2, settings=TINY,
+                              curve=[("heun", {"steps": 2}), ("heun", {"steps": 3})],
+                              inception="w.pt")
+
+
 CURVES = sorted(p.parent.name
                 for p in (ROOT / "results" / "prior" / "curves").glob("*/samplers.json"))
 
