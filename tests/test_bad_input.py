@@ -3,6 +3,7 @@ limits before work; excludes and grants that do nothing are reported."""
 
 from __future__ import annotations
 
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -230,12 +231,18 @@ def test_overlapping_entries_are_merged(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags,needle", [
     (["--gpus-per-task", "-1"], "only with --executor ray"),
     (["--ray-address", "bogus"], "only with --executor ray"),
-    (["--executor", "ray", "--gpus-per-task", "-1"], "--gpus-per-task >= 0"),
-    (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be > 0"),
+    (["--executor", "ray", "--gpus-per-task", "-1"], "--gpus-per-task: expected 0 or more"),
+    (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task: expected more than 0"),
     (["--executor", "ray", "--max-retries", "-1"], "--max-retries"),
     (["--executor", "ray", "--cpus-per-task", "nan"], "(finite numbers), got nan"),
     (["--executor", "ray", "--cpus-per-task", "inf"], "(finite numbers), got inf"),
-    (["--executor", "ray", "--gpus-per-task", "inf"], "--gpus-per-task >= 0"),
+    (["--executor", "ray", "--gpus-per-task", "inf"], "--gpus-per-task: expected 0 or more"),
+    # finer than Ray's unit, or past a C long: tracebacks from Ray after the setup
+    (["--executor", "ray", "--cpus-per-task", "0.00001"], "at least Ray's unit 0.0001"),
+    (["--executor", "ray", "--gpus-per-task", "1e-300"], "at least Ray's unit 0.0001"),
+    (["--executor", "ray", "--gpus-per-task", "1e300"], "at most 1000"),
+    (["--executor", "ray", "--max-retries", "99999999999999999999"],
+     "--max-retries: expected 0 to 1000"),
     (["--executor", "ray", "--jobs", "2"], "--jobs: not with --executor ray"),
     (["--threads", "99999999999999999999"], "--threads: at most 4096, got 9999"),
     (["--jobs", "99999999999999999999"], "--jobs: at most 4096"),
@@ -650,3 +657,15 @@ def test_a_long_line_without_a_long_key_gets_no_key_hint() -> None:
     with pytest.raises(SuiteError) as e:
         parse_yaml("attacks: [" + "dlg, " * 300 + "}\n", "f.yaml")
     assert str(e.value).endswith("invalid YAML at line 1: did not find expected node content")
+
+
+@pytest.mark.parametrize("resources,needle", [
+    ({"gpus_per_task": 0.00001}, "resources.gpus_per_task: expected 0 or more, at most 1000 "
+                                 "and at least Ray's unit 0.0001"),
+    ({"cpus_per_task": 1e300}, "resources.cpus_per_task"),
+])
+def test_a_suites_task_resources_are_held_to_rays_rules(resources, needle) -> None:
+    """Within the schema's range, refused by Ray at the first task (a traceback)."""
+    with pytest.raises(SuiteError, match=re.escape(needle)):
+        parse_suite({**TINY_SUITE, "resources": resources})
+    assert parse_suite({**TINY_SUITE, "resources": {"gpus_per_task": 0.0}}).resources

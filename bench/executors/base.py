@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ import torch
 from bench.cells.base import CellKind, RunOptions, failure_outcome
 from bench.records import Outcome
 from bench.registry import LeakbenchError, import_components, suggest
+from bench.suite.schema import MAX_TASK_RETRIES, resource_problem
 
 
 class Executor(Protocol):
@@ -133,14 +133,13 @@ class ExecutorOptions:
         if requested == "cpu" and gpus is not None and gpus > 0:
             raise LeakbenchError(f"--device cpu with --gpus-per-task {gpus:g}: a task given a "
                                  "GPU share runs on that GPU; drop one of the two")
-        if (cpus is not None and not (math.isfinite(cpus) and cpus > 0)) or (
-                gpus is not None and not (math.isfinite(gpus) and gpus >= 0)):  # nan, inf
-            raise LeakbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0 "
-                                 f"(finite numbers), got "
-                                 f"{cpus if cpus is not None else 1:g} and "
-                                 f"{gpus if gpus is not None else 0:g}")
-        if self.max_retries is not None and self.max_retries < 0:
-            raise LeakbenchError(f"--max-retries: expected 0 or more, got {self.max_retries}")
+        for name, value in (("cpus_per_task", cpus), ("gpus_per_task", gpus)):
+            problem = None if value is None else resource_problem(name, value)  # nan, inf,
+            if problem:  # 1e-5 and 1e300 reached Ray and were tracebacks
+                raise LeakbenchError(f"--{name.replace('_', '-')}: {problem}")
+        if self.max_retries is not None and not 0 <= self.max_retries <= MAX_TASK_RETRIES:
+            raise LeakbenchError(f"--max-retries: expected 0 to {MAX_TASK_RETRIES}, got "
+                                 f"{self.max_retries}")
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {}

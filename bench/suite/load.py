@@ -35,6 +35,7 @@ from bench.suite.schema import (
     UTILITY_PARAMS,
     Suite,
     SuiteError,
+    resource_problem,
 )
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -145,6 +146,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
                          "--fid-weights or $LEAKBENCH_FID_WEIGHTS")
     perceptual = _settings(raw, "perceptual", PERCEPTUAL_PARAMS)
     resources = _settings(raw, "resources", RESOURCE_PARAMS)
+    for name, value in resources.items():
+        problem = None if value is None else resource_problem(name, value)
+        if problem:  # a GPU share of 1e-5: within the schema's range, refused by Ray
+            raise SuiteError(f"resources.{name}: {problem}")
     timeout = _finite(raw, "timeout", 600.0)
     if timeout <= 0:
         raise SuiteError(f"timeout: expected a positive number of seconds, got {short(timeout)}")

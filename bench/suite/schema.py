@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,12 +56,27 @@ PERCEPTUAL_PARAMS = (
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
                 "seed")
+RAY_RESOURCE_UNIT = 1e-4  # Ray refuses a finer share (and overflows on a huge one)
+MAX_TASK_CPUS = MAX_TASK_GPUS = 1000.0
+MAX_TASK_RETRIES = 1000
 RESOURCE_PARAMS = (
-    Param("cpus_per_task", float, None, low=0.01, nullable=True,
+    Param("cpus_per_task", float, None, low=0.01, high=MAX_TASK_CPUS, nullable=True,
           help="CPUs per cell's task (more than 0)"),
-    Param("gpus_per_task", float, None, low=0.0, high=1000.0, nullable=True,
+    Param("gpus_per_task", float, None, low=0.0, high=MAX_TASK_GPUS, nullable=True,
           help="GPUs per cell's task: 0.25 runs four cells on one GPU"),
 )
+
+
+def resource_problem(name: str, value: float) -> str | None:
+    """Why ``value`` is no share of ``name`` (cpus_per_task: more than 0; gpus_per_task: 0 or
+    more) a Ray task can declare, or None: finite, within 1000 and, where not 0, at least
+    Ray's unit of 0.0001."""
+    least = "more than 0" if name == "cpus_per_task" else "0 or more"
+    if not (math.isfinite(value) and value <= MAX_TASK_CPUS and (
+            value >= RAY_RESOURCE_UNIT or (value == 0 and name == "gpus_per_task"))):
+        return (f"expected {least}, at most {MAX_TASK_CPUS:g} and at least Ray's unit "
+                f"{RAY_RESOURCE_UNIT:g} (finite numbers), got {value:g}")
+    return None
 SUCCESS_PARAMS = (
     Param("metric", str, "psnr", help="a registered per-item metric"),
     Param("at_least", float, None, nullable=True, help="bound of a higher-is-better metric"),
