@@ -358,6 +358,40 @@ def test_an_address_nothing_answers_on_is_one_line_at_once():
         reachable(address)  # Ray's own checks
 
 
+@pytest.mark.parametrize("reply,refused", [
+    (b"HTTP/1.0 400 Bad request\r\n\r\n", True),  # an HTTP server: ray.init hung there
+    (b"", True),  # a port that accepts and closes
+    (bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]), False),  # a gRPC server's SETTINGS frame
+])
+def test_an_address_where_no_ray_head_answers_is_one_line(reply, refused):
+    import socket
+    import threading
+
+    from bench.executors.ray import reachable
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        if refused:
+            with pytest.raises(LeakbenchError, match=f"127.0.0.1:{port}: what answers there "
+                                                     "is no Ray head"):
+                reachable(f"127.0.0.1:{port}")
+        else:
+            reachable(f"127.0.0.1:{port}")
+    finally:
+        thread.join(10)
+        server.close()
+
+
 def test_a_ray_task_imports_the_components_before_its_clock_starts(monkeypatch):
     """A fresh Ray worker's first task paid every component's imports inside its clock."""
     import bench.executors.ray as ray_executor

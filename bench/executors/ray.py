@@ -87,8 +87,9 @@ def local_runtime_env() -> dict[str, Any]:
 
 
 def reachable(address: str, seconds: float = 5.0) -> None:
-    """A ``HOST:PORT`` address that nothing answers on is one line within ``seconds``:
-    ``ray.init`` retries it for minutes. ``auto`` and ``ray://`` addresses are Ray's to
+    """A ``HOST:PORT`` address that nothing answers on, or where what answers does not speak
+    gRPC (a web server), is one line within ``seconds``: ``ray.init`` waits on it for minutes
+    (with ``RAY_USE_TLS`` set only the port is tried). ``auto`` and ``ray://`` addresses are Ray's to
     check."""
     import socket
 
@@ -96,11 +97,36 @@ def reachable(address: str, seconds: float = 5.0) -> None:
     if address == "auto" or "://" in address or not sep or not port.isdigit():
         return
     try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), seconds).close()
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                      seconds) as conn:
+            speaks = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") or \
+                speaks_http2(conn, seconds)
     except OSError as e:
         raise LeakbenchError(f"--ray-address {address}: nothing answers there "
                              f"({e.strerror or type(e).__name__}); is the Ray head running?"
                              ) from None
+    if not speaks:  # ray.init waited on it for minutes
+        raise LeakbenchError(f"--ray-address {address}: what answers there is no Ray head "
+                             "(it does not speak gRPC, as Ray's GCS does; its default port "
+                             "is 6379)")
+
+
+def speaks_http2(conn: Any, seconds: float) -> bool:
+    """Whether the server on ``conn`` answers HTTP/2's connection preface with a SETTINGS
+    frame, as every gRPC server (Ray's GCS) does; an HTTP/1 server, a database or a silent
+    port does not."""
+    conn.settimeout(seconds)
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    head = b""
+    try:
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:  # a timeout: nothing answered
+        return False
+    return head[3] == 4  # the frame type: SETTINGS
 
 
 def failure_cause(error: Exception, max_retries: int) -> str:
