@@ -89,8 +89,8 @@ def local_runtime_env() -> dict[str, Any]:
 def reachable(address: str, seconds: float = 5.0) -> None:
     """A ``HOST:PORT`` address that nothing answers on, or where what answers does not speak
     gRPC (a web server), is one line within ``seconds``: ``ray.init`` waits on it for minutes
-    (with ``RAY_USE_TLS`` set only the port is tried). ``auto`` and ``ray://`` addresses are Ray's to
-    check."""
+    (with ``RAY_USE_TLS`` set only the port is tried). ``auto`` and ``ray://`` addresses
+    are Ray's to check."""
     import socket
 
     host, sep, port = address.rpartition(":")
