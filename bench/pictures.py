@@ -87,12 +87,13 @@ def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def read_arrays(path: Path) -> Any:
-    """The numpy array of a cell's arrays file, never unpickling; ValueError (or OSError)
-    when the file holds no single array (a .npz archive, a Git LFS pointer)."""
+def read_arrays(path: Path, mapped: bool = False) -> Any:
+    """The numpy array of a cell's arrays file, never unpickling (``mapped``: read-only, from
+    disk as it is indexed); ValueError (or OSError) when the file holds no single array (a
+    .npz archive, a Git LFS pointer)."""
     import numpy as np
 
-    data = np.load(path, allow_pickle=False)
+    data = np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
     if not isinstance(data, np.ndarray):  # a .npz archive
         data.close()
         raise ValueError("not a .npy array (a .npz archive?)")

@@ -321,6 +321,28 @@ def test_bad_pictures_cost_their_cell_a_picture_not_the_build(tmp_path, capsys):
     assert "No claims" in claims and "<table" not in claims
 
 
+def test_an_arrays_file_of_many_or_huge_images_costs_a_bounded_gallery(tmp_path, capsys):
+    """A 40 KB arrays file of 20 000 one-pixel pairs wrote 40 000 PNGs (171 MB): the first 64
+    pairs are shown; images larger than any reconstruction here are not shown at all."""
+    from bench.site.gallery import MAX_PAIRS
+
+    results = small_results(tmp_path, {"suite": "small", "rows": []})
+    paths = sorted((results / "records").glob("*.json"))
+    records = [json.loads(p.read_text()) for p in paths]
+    many, huge = records[0]["cell_id"], records[1]["cell_id"]
+    np.save(results / "cells" / f"{many}.npy", np.zeros((2, 20000, 1, 1, 1), np.uint8))
+    np.save(results / "cells" / f"{huge}.npy", np.zeros((2, 1, 1, 1, 4096), np.uint8))
+    for i, cell in ((0, many), (1, huge)):
+        records[i].update(arrays=f"cells/{cell}.npy")
+        paths[i].write_text(json.dumps(records[i]))
+    assert main(["site", str(results), "--out", str(tmp_path / "site")]) == 0
+    err = capsys.readouterr().err
+    img = tmp_path / "site" / "small" / "img"
+    assert len(list(img.glob(f"{many}_*.png"))) == 2 * MAX_PAIRS
+    assert f"cell {many}: 20000 image pairs; the first {MAX_PAIRS} are shown" in err
+    assert not list(img.glob(f"{huge}_*.png")) and f"cell {huge}: cannot read" in err
+
+
 def test_a_failed_build_leaves_the_old_site_as_it_was(tmp_path, capsys, monkeypatch):
     results = small_results(tmp_path)
     out = tmp_path / "site"

@@ -24,6 +24,8 @@ from bench.pictures import artifact_path, png_bytes, read_arrays
 from bench.registry import warn
 
 MIN_SIDE = 128  # pixels: every shown image is enlarged by an integer factor to at least this
+MAX_PAIRS = 64  # pairs shown per cell (a hand-made arrays file of 20 000 gave 40 000 PNGs)
+MAX_SHOWN_SIDE = 1024  # pixels of a stored image; larger is no reconstruction of this field
 IMAGES = "img"  # the folder, under a suite's pages, of the enlarged pictures
 
 
@@ -67,13 +69,18 @@ def _scores(record: dict[str, Any], n: int) -> list[str]:
 def _pairs(record: dict[str, Any], arrays: Path) -> tuple[Shot, dict[str, bytes]] | None:
     """The enlarged pairs of an arrays file, or None when it holds no image pairs."""
     cell = record["cell_id"]
-    data = read_arrays(arrays)
+    data = read_arrays(arrays, mapped=True)  # only the pairs shown are read
     if not (data.ndim == 5 and data.shape[0] == 2 and data.shape[1] > 0
             and data.shape[2] in (1, 3, 4) and data.dtype == np.uint8):
         return None
+    if max(data.shape[3:]) > MAX_SHOWN_SIDE:
+        raise ValueError(f"images of {data.shape[3]}x{data.shape[4]} pixels, above the "
+                         f"{MAX_SHOWN_SIDE} a picture shows")
+    if data.shape[1] > MAX_PAIRS:
+        warn(f"cell {cell}: {data.shape[1]} image pairs; the first {MAX_PAIRS} are shown")
     shot, files = Shot(cell, (0, 0)), {}
-    for i, (score, original, recon) in enumerate(zip(_scores(record, data.shape[1]),
-                                                     data[0], data[1])):
+    shown = zip(_scores(record, data.shape[1]), data[0, :MAX_PAIRS], data[1, :MAX_PAIRS])
+    for i, (score, original, recon) in enumerate(shown):
         names = (f"{IMAGES}/{cell}_{i}o.png", f"{IMAGES}/{cell}_{i}r.png")
         for name, array in zip(names, (original, recon)):
             image = _enlarge(array)
