@@ -668,4 +668,6 @@ def test_a_suites_task_resources_are_held_to_rays_rules(resources, needle) -> No
     """Within the schema's range, refused by Ray at the first task (a traceback)."""
     with pytest.raises(SuiteError, match=re.escape(needle)):
         parse_suite({**TINY_SUITE, "resources": resources})
-    assert parse_suite({**TINY_SUITE, "resources": {"gpus_per_task": 0.0}}).resources
+    suite = parse_suite({**TINY_SUITE, "name": "mine", "resources": {"gpus_per_task": 0.0}})
+    assert suite.resources["gpus_per_task"] == 0.0
+    assert suite.name == "mine"  # the check's loop once rebound the suite's name

@@ -146,10 +146,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
                          "--fid-weights or $LEAKBENCH_FID_WEIGHTS")
     perceptual = _settings(raw, "perceptual", PERCEPTUAL_PARAMS)
     resources = _settings(raw, "resources", RESOURCE_PARAMS)
-    for name, value in resources.items():
-        problem = None if value is None else resource_problem(name, value)
+    for resource, value in resources.items():
+        problem = None if value is None else resource_problem(resource, value)
         if problem:  # a GPU share of 1e-5: within the schema's range, refused by Ray
-            raise SuiteError(f"resources.{name}: {problem}")
+            raise SuiteError(f"resources.{resource}: {problem}")
     timeout = _finite(raw, "timeout", 600.0)
     if timeout <= 0:
         raise SuiteError(f"timeout: expected a positive number of seconds, got {short(timeout)}")
