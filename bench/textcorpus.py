@@ -15,6 +15,7 @@ them locally, cached by its settings.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import unicodedata
@@ -85,6 +86,9 @@ def pydoc_sentences() -> tuple[tuple[str, str], ...]:
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
     files = sorted(Path(root).expanduser().rglob("*.txt"))
+    for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
+        if f.exists() and not f.is_dir() and not f.is_file():
+            raise OSError(errno.EINVAL, "not a regular file", str(f))
     return tuple((f.stem, s) for f in files
                  for s in prose_sentences(f.read_text(encoding="utf-8", errors="replace")))
 

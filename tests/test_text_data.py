@@ -97,12 +97,19 @@ def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(mo
     assert now == [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
 
 
-@pytest.mark.parametrize("case", ["no sentence", "one topic"])
+@pytest.mark.parametrize("case", ["no sentence", "one topic", "a fifo"])
 def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
-    """They raised ValueError while the cells were expanded: a traceback and exit status 1."""
+    """They raised ValueError while the cells were expanded: a traceback and exit status 1;
+    a FIFO named like a text file blocked the run (even --dry-run) for ever."""
+    import os
+
     folder = tmp_path / "text"
     folder.mkdir()
-    if case == "no sentence":
+    if case == "a fifo":
+        (folder / "a.txt").write_text("This is one sentence here. This is another one here.\n")
+        os.mkfifo(folder / "b.txt")
+        dataset, expected = {"textfolder": {"root": str(folder)}}, "b.txt: not a regular file"
+    elif case == "no sentence":
         (folder / "a.txt").write_text("Too short.\n\nNo.\n")
         dataset, expected = {"textfolder": {"root": str(folder)}}, "hold no sentence"
     else:
@@ -111,7 +118,7 @@ def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
         expected = "textfolder: task classify needs at least two topics"
     suite = write_suite(tmp_path / "s.yaml", datasets=[dataset],
                         archs=[{"transformer": {"width": 32}}], attacks=["dager"])
-    done = run_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    done = run_cli("run", str(suite), "--out", str(tmp_path / "out"), timeout=120)
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
