@@ -345,9 +345,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Arguments that name a folder or file: an empty one would mean the working directory (site
+# --out '' replaced it), so it is refused for every command at once.
+PATH_ARGUMENTS = ("out", "dir", "dirs", "output", "a", "b", "against", "attacks")
+
+
+def empty_path_problem(args: argparse.Namespace) -> str | None:
+    """The first path argument given as empty text, in one line, or None."""
+    for name in PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                positional = name in ("dir", "dirs", "a", "b") or (
+                    name == "out" and args.command == "merge")
+                flag = name.upper() if positional else f"--{name}"
+                return f"{args.command}: {flag}: expected a path, got {v!r}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = empty_path_problem(args)
+    if problem:
+        print(f"leakbench: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except LeakbenchError as e:

@@ -35,9 +35,6 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
         problem = fid_weights_problem(args.inception)  # before the work, not after it
         if problem:
             raise LeakbenchError(f"--inception: {problem}")
-    for flag, value in (("--attacks", args.attacks), ("--out", args.out)):
-        if value is not None and not value.strip():  # '' had meant: no --attacks, the cwd
-            raise LeakbenchError(f"prior-curve: {flag}: expected a folder, got {value!r}")
     if args.attacks:
         print(write_attack_quality(Path(args.attacks), args.inception))
         return 0

@@ -438,7 +438,7 @@ def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: P
     # --inception was a TypeError after all the sampling
     for flag in ("--attacks", "--out"):
         line = one_line(capsys, "prior-curve", flag, "")
-        assert line.endswith(f"prior-curve: {flag}: expected a folder, got ''")
+        assert line.endswith(f"prior-curve: {flag}: expected a path, got ''")
     (tmp_path / "junk.pt").write_text("not weights")
     line = one_line(capsys, "prior-curve", "--inception", str(tmp_path / "junk.pt"),
                     "--out", str(tmp_path / "c"))
@@ -671,3 +671,17 @@ def test_a_suites_task_resources_are_held_to_rays_rules(resources, needle) -> No
     suite = parse_suite({**TINY_SUITE, "name": "mine", "resources": {"gpus_per_task": 0.0}})
     assert suite.resources["gpus_per_task"] == 0.0
     assert suite.name == "mine"  # the check's loop once rebound the suite's name
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["site", "results/quick", "--out", ""], "site: --out: expected a path, got ''"),
+    (["run", "smoke", "--dry-run", "--out", ""], "run: --out: expected a path, got ''"),
+    (["merge", "", "results/quick"], "merge: OUT: expected a path, got ''"),
+    (["merge", "x", ""], "merge: DIRS: expected a path, got ''"),
+    (["export", "results/quick", "--output", " "], "export: --output: expected a path, got ' '"),
+    (["diff", "", "results/quick"], "diff: A: expected a path, got ''"),
+    (["leaderboard", ""], "leaderboard: DIR: expected a path, got ''"),
+])
+def test_an_empty_path_is_refused_for_every_command(args, expected, capsys) -> None:
+    """'' named the working directory: site built beside it and renamed over it."""
+    assert one_line(capsys, *args).endswith(expected)
