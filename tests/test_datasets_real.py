@@ -274,6 +274,25 @@ def test_imagefolder_one_folder_split_and_round_trip(tmp_path: Path) -> None:
     assert len(make("imagefolder", root=str(root), size=8, max_images=5).load("train")) == 5
 
 
+def test_imagefolder_reads_regular_files_only_and_refuses_a_huge_image(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """A FIFO named like an image blocked the run for ever; an image PIL warns is huge (over
+    its MAX_IMAGE_PIXELS, decoded whole: 1.9 GB at 144 million pixels) is an error, as one
+    twice that size already was, not a two-line Python warning."""
+    import os
+
+    root = tmp_path / "lfw"
+    write_pngs(root, {"alice": 5, "bob": 5}, side=12, seed=0)
+    os.mkfifo(root / "alice" / "alice_0002b.png")  # sorts among alice's images
+    ds = make("imagefolder", root=str(root), size=8)
+    train = ds.load("train")
+    assert len(train) + len(ds.load("test")) == 10  # the FIFO is no image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 12x12 = 144: PIL warns (< 200)
+    torchvision_common.clear_cache()
+    with pytest.raises(Image.DecompressionBombWarning):
+        make("imagefolder", root=str(root), size=8).load("train")[0]
+
+
 def test_imagefolder_split_folders_resize_and_env(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "faces"  # $LEAKBENCH_DATA/<folder>

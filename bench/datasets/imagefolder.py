@@ -14,13 +14,21 @@ size×size.
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 import torchvision.transforms.functional as TF
-from torchvision.datasets.folder import find_classes
+from PIL import Image
+from torchvision.datasets.folder import (
+    IMG_EXTENSIONS,
+    default_loader,
+    find_classes,
+    has_file_allowed_extension,
+)
 
 from bench.contracts import Dataset, DatasetMeta
 from bench.datasets.torchvision_common import (
@@ -45,12 +53,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _regular_image(path: str) -> bool:
+    """An image file torchvision would take, and a regular one: a FIFO named 01.png blocked
+    the run for ever."""
+    return has_file_allowed_extension(path, IMG_EXTENSIONS) and os.path.isfile(path)
+
+
+def _open_image(path: str) -> Any:
+    """torchvision's loader, with PIL's warning about a huge image (over 89 million pixels,
+    decoded whole) raised as the error it gives past twice that."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return default_loader(path)
+
+
 class _FolderWithClasses(torchvision.datasets.ImageFolder):
     """torchvision's ImageFolder with the class list fixed (the test split uses train's)."""
 
     def __init__(self, root: str, classes: list[str]) -> None:
         self._fixed = {c: i for i, c in enumerate(classes)}
-        super().__init__(root, allow_empty=True)
+        super().__init__(root, loader=_open_image, is_valid_file=_regular_image,
+                         allow_empty=True)
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         return list(self._fixed), dict(self._fixed)
