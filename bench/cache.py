@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from bench.registry import LeakbenchError
 from bench.store import write_atomic
 
 T = TypeVar("T")
@@ -30,6 +31,17 @@ def cache_root() -> Path:
     """$LEAKBENCH_CACHE, or ~/.cache/leakbench."""
     root = os.environ.get("LEAKBENCH_CACHE")
     return Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
+
+
+def cache_problem() -> str | None:
+    """Why the cache folder cannot hold entries (it, or a folder above it, is a file), or
+    None: checked before a run, where every trained-victim cell had become an error record."""
+    root = cache_root()
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE") else "the cache folder"
+        return f"{where} {root}: {blocking} exists and is not a folder"
+    return None
 
 
 def settings_key(settings: dict[str, Any], length: int = 32) -> str:
@@ -57,7 +69,10 @@ def build_lock(path: Path) -> Iterator[None]:
 
 def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | None]) -> T:
     """``load(path)``; when it gives None (absent or unreadable), build the bytes under the
-    lock, write them atomically and load them."""
+    lock, write them atomically and load them. An entry that is not a regular file (a FIFO
+    blocked the load for ever, a folder failed the rename) is refused in one line."""
+    if path.exists() and not path.is_file():
+        raise LeakbenchError(f"cache entry {path} is not a regular file: remove it")
     found = load(path) if path.exists() else None
     if found is not None:
         return found

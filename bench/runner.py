@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.cache import cache_problem
 from bench.cells.base import RunOptions
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
@@ -159,6 +160,9 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                 progress: bool, executor_options: ExecutorOptions | None, lock: RunLock,
                 trials: int, options: RunOptions) -> RunSummary:
     remove_stale_temporaries(out_dir)  # half-writes of a killed run: this run owns the folder
+    problem = cache_problem()  # trained victims, score models, tokenizers live there
+    if problem:
+        raise LeakbenchError(problem)
     for sub in (RECORDS, PICTURES):  # else the first save fails, its cell's work lost
         if os.path.lexists(out_dir / sub) and not (out_dir / sub).is_dir():  # a dangling link
             raise LeakbenchError(f"{out_dir / sub}: exists and is not a folder (the run "

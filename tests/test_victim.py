@@ -83,6 +83,38 @@ def test_unreadable_cache_file_is_replaced(cache):
     assert path.stat().st_size > 100
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_cache_entry_that_is_not_a_regular_file_is_refused_in_one_line(cache, kind):
+    """A FIFO in a victim's place blocked the cell for ever (or until its timeout); a folder
+    failed the rename after the training."""
+    import os
+
+    from bench.registry import LeakbenchError
+
+    arch, ds, meta = parts()
+    victim_model(arch, ds, meta, "trained:5", 1)
+    (path,) = cache.glob("*.pt")
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    with pytest.raises(LeakbenchError, match=f"cache entry {path} is not a regular file"):
+        victim_model(arch, ds, meta, "trained:5", 1)
+
+
+def test_a_run_refuses_a_cache_folder_that_is_a_file(tmp_path, monkeypatch, capsys):
+    """Every trained-victim cell became an error record (NotADirectoryError)."""
+    from bench.cli import main
+    from helpers import write_suite
+
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cachefile"))
+    suite = write_suite(tmp_path / "s.yaml", victim="trained:1")
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"leakbench: error: $LEAKBENCH_CACHE {tmp_path / 'cachefile'}: "
+                       f"{tmp_path / 'cachefile'} exists and is not a folder")
+    assert not list((tmp_path / "out").glob("records/*.json"))
+
+
 def test_training_is_independent_of_the_cache(tmp_path, monkeypatch):
     arch, ds, meta = parts()
     a = victim_model(arch, ds, meta, "trained:5", 2, cache=tmp_path / "a")
