@@ -319,6 +319,21 @@ def test_rank_refuses_what_it_cannot_analyse(args, needle, capsys) -> None:
     assert needle in one_line(capsys, "rank", "convnet", *args)
 
 
+@pytest.mark.parametrize("args", [
+    ["mlp", "--param", "hidden=65536", "--param", "depth=16", "--input-shape", "1,8,8"],
+    ["fcn3", "--param", "hidden1=100000", "--param", "hidden2=100000"],
+])
+def test_rank_refuses_a_network_too_large_to_build_before_building_it(args, capsys,
+                                                                      monkeypatch) -> None:
+    """Parameters within their ranges asked for 17 GB a layer (mlp) and 40 GB (fcn3)."""
+    import attacks.rgap_rank
+
+    monkeypatch.setattr(attacks.rgap_rank, "rank_report", lambda *a: 1 / 0)  # never built
+    line = one_line(capsys, "rank", *args)
+    assert f"rank {args[0]}: " in line and "parameters at these settings, above the " \
+        "100,000,000 the analysis builds" in line
+
+
 def test_rank_turns_torch_s_size_errors_into_one_line(capsys, monkeypatch) -> None:
     """A size past torch's integers raised a TypeError (the shape is bounded before now,
     the arch's own arithmetic may still overflow)."""
