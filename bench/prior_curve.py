@@ -66,7 +66,8 @@ def run_curve(dataset: str, params: dict[str, Any], out: Path, samples: int = 10
         seconds = time.perf_counter() - t0
         q = quality(reference, images, public, inception)
         if q["fid"] is None:  # weights torch loads but torch-fidelity cannot use: say so now
-            raise LeakbenchError(f"FID/KID n/a with {inception}: {q.get('reason')}")
+            used = f" with {inception}" if inception else ""
+            raise LeakbenchError(f"FID/KID n/a{used}: {q.get('reason')}")
         records.append({"dataset": dataset, "dataset_params": params, "sampler": name,
                         "params": sampler.config, "samples": samples, "seed": seed,
                         "nfe_per_sample": denoiser.nfe / samples,

@@ -56,7 +56,7 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
-    victim = victim_problem(d["victim"]) if d.get("victim") is not None else None
+    victim = victim_problem(d["victim"], written=True) if d.get("victim") is not None else None
     if victim:  # rerun trains it again: trained:999999999 ran for hours
         return f"field 'victim': {victim}"
     client = d.get("client") or {}
@@ -88,8 +88,9 @@ def nested_problem(d: dict[str, Any]) -> str | None:
 
 
 def _counts(d: dict[str, Any]) -> dict[str, Any]:
-    """The record's evaluation counts and timings, by their field names."""
+    """The record's evaluation counts, peak memory and timings, by their field names."""
     return {"grad_evals": d.get("grad_evals"), "iterations": d.get("iterations"),
+            "peak_memory_bytes": d.get("peak_memory_bytes"),
             **{f"timing.{k}": v for k, v in (d.get("timing") or {}).items()}}
 
 

@@ -27,18 +27,19 @@ MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 take
 STATUSES = ("ok", "diverged", "error", "timeout", "skipped")
 
 
-def victim_problem(v: Any) -> str | None:
+def victim_problem(v: Any, written: bool = False) -> str | None:
     """Why ``v`` is no victim state a suite may name ("init" or "trained:N", N from 1 to
-    MAX_VICTIM_STEPS, written without leading zeros), or None; a suite and a record are
-    held to the same rule (a record's victim is trained again by ``rerun``)."""
+    MAX_VICTIM_STEPS, written without leading zeros), or None. ``written``: a record's,
+    held to the form and the step cap only (``rerun`` trains it again; older suites took
+    trained:0 and trained:05, and their records stay readable)."""
     if v == "init":
         return None
     if isinstance(v, str) and v.startswith("trained:"):
         n = v.split(":", 1)[1]
         if n.isascii() and n.isdigit():  # not "²", which isdigit() accepts and int() refuses
-            if int(n) == 0:  # the same model as init, under another cell id and seed
+            if int(n) == 0 and not written:  # the same model as init, another cell id
                 return f"{short(v)} trains for no step: write 'init'"
-            if n != str(int(n)):  # trained:05 and trained:5 were two victims of one model
+            if n != str(int(n)) and not written:  # trained:05 and trained:5: one model
                 return f"write {short(v)} as 'trained:{int(n)}'"
             if int(n) > MAX_VICTIM_STEPS:
                 return f"{short(v)} trains for more than {MAX_VICTIM_STEPS} steps"

@@ -252,7 +252,7 @@ def test_gradinversion_skips_a_prior_from_an_untrained_models_running_statistics
 
 
 @pytest.mark.parametrize(("bn_mode", "victim", "skip"), [
-    ("train", "init", "needs the client's batch statistics (bn_stats)"),
+    ("train", "init", "reads the client's batch statistics here"),
     ("eval", "trained:5", None),  # the running statistics: the server holds them
     ("eval", "init", "untrained model (mean 0, variance 1)"),
 ])

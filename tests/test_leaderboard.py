@@ -292,3 +292,14 @@ def test_csv_export_keeps_every_digit(results, tmp_path):
     assert row["grad_evals"] == "1234567" and row["peak_memory_bytes"] == "1395281920"
     assert float(row["psnr"]) == 12.345678901234567
     assert all(r["batch_size"] in ("1", "2") for r in rows.values())
+
+
+def test_csv_export_leaves_counts_a_float_cannot_hold_whole_as_floats():
+    """A whole float past 2**53 (a damaged count) made the Int64 cast raise: a traceback."""
+    import pandas as pd
+
+    from bench.leaderboard.export import exact_csv
+
+    table = pd.DataFrame({"grad_evals": [2.0 ** 60, None], "peak_memory_bytes": [3.0, None]})
+    assert exact_csv(table).splitlines() == ["grad_evals,peak_memory_bytes",
+                                             f"{2.0 ** 60!r},3", ","]

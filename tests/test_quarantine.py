@@ -144,9 +144,11 @@ def test_record_problems_cover_the_schema() -> None:
     ({"client": {"mode": 5}}, "client field 'mode'"),
     ({"client": {"lr": {"x": 1}}}, "client field 'lr'"),
     ({"victim": 5}, "'victim' is not a str"),
+    ({"peak_memory_bytes": 10 ** 19}, "peak_memory_bytes"),  # the export cast it to Int64
+    ({"peak_memory_bytes": "x"}, "peak_memory_bytes"),
     # rerun trains a record's victim again: trained:999999999 ran ~1e9 SGD steps
     ({"victim": "trained:999999999"}, "field 'victim': 'trained:999999999' trains for more"),
-    ({"victim": "trained:0"}, "field 'victim'"), ({"victim": "pretrained"}, "field 'victim'"),
+    ({"victim": "trained:²"}, "field 'victim'"), ({"victim": "pretrained"}, "field 'victim'"),
     ({"budget": "x"}, "'budget' is not a dict"),
     ({"curve": "abc"}, "'curve' is not a list"),
     ({"curve": [{"grad_evals": "a", "seconds": 1.0, "psnr": 3.0, "final": True}]}, "curve"),
@@ -221,6 +223,8 @@ def test_nested_fields_that_crash_readers_are_problems(change, reason) -> None:
 def test_null_and_default_nested_fields_are_sound() -> None:
     """Absent and null read as the defaults (frames.record_client, record_victim)."""
     for extra in [{"client": {"mode": None, "bn_mode": "eval", "lr": 0.1}}, {"victim": None},
+                  # suites took these before the rule tightened: their records stay readable
+                  {"victim": "trained:0"}, {"victim": "trained:05"},
                   {"granted": []}, {"curve": None}, {"success_psnr": None},
                   {"success_psnr": 20}, {"defense_info": {"epsilon": None, "loss": 1.5}},
                   {"converged_at": {"grad_evals": 3, "seconds": 0.5, "reason": "plateau"}},

@@ -98,6 +98,7 @@ def exact_csv(table: pd.DataFrame) -> str:
         if col in table.columns:
             values = pd.to_numeric(table[col], errors="coerce")
             kept = values.dropna()
-            if len(kept) == table[col].notna().sum() and (kept == kept.round()).all():
+            if len(kept) == table[col].notna().sum() and (kept == kept.round()).all() and (
+                    kept.abs() <= 2 ** 53).all():  # beyond, a float holds no whole number
                 counts[col] = values.astype("Int64")
     return table.assign(**counts).to_csv(index=False, lineterminator="\n")

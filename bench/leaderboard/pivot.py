@@ -256,7 +256,7 @@ def default_label(p: Pivot) -> str:
     return "tab:" + re.sub(r"[^a-z0-9]+", "-", f"{p.metric.name}-{p.rows}-{p.cols}".lower())
 
 
-LABEL = re.compile(r"[A-Za-z0-9:._/+-]+")  # \label{...} and pandoc's {#...} take these as is
+LABEL = re.compile(r"[A-Za-z0-9:._-]+")  # \label{...} and a pandoc {#...} identifier take these
 
 
 def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
@@ -268,7 +268,7 @@ def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
     label = default_label(p) if label is None else label
     if label and not LABEL.fullmatch(label):
         raise LeakbenchError(f"--label: {short(label)} is no LaTeX label or markdown anchor "
-                             "(letters, digits and : . _ - / + only)")
+                             "(letters, digits and : . _ - only)")
     if fmt == "latex":
         return _latex(p, caption, label)
     if fmt == "markdown":

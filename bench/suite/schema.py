@@ -60,7 +60,7 @@ RAY_RESOURCE_UNIT = 1e-4  # Ray refuses a finer share (and overflows on a huge o
 MAX_TASK_CPUS = MAX_TASK_GPUS = 1000.0
 MAX_TASK_RETRIES = 1000
 RESOURCE_PARAMS = (
-    Param("cpus_per_task", float, None, low=0.01, high=MAX_TASK_CPUS, nullable=True,
+    Param("cpus_per_task", float, None, low=RAY_RESOURCE_UNIT, high=MAX_TASK_CPUS, nullable=True,
           help="CPUs per cell's task (more than 0)"),
     Param("gpus_per_task", float, None, low=0.0, high=MAX_TASK_GPUS, nullable=True,
           help="GPUs per cell's task: 0.25 runs four cells on one GPU"),
@@ -75,7 +75,7 @@ def resource_problem(name: str, value: float) -> str | None:
     if not (math.isfinite(value) and value <= MAX_TASK_CPUS and (
             value >= RAY_RESOURCE_UNIT or (value == 0 and name == "gpus_per_task"))):
         return (f"expected {least}, at most {MAX_TASK_CPUS:g} and at least Ray's unit "
-                f"{RAY_RESOURCE_UNIT:g} (finite numbers), got {value:g}")
+                f"{RAY_RESOURCE_UNIT:g} (finite numbers), got {value!r}")
     return None
 SUCCESS_PARAMS = (
     Param("metric", str, "psnr", help="a registered per-item metric"),
