@@ -89,9 +89,10 @@ class GradInversion(InvertingGradients):
         if not batchnorm_layers(ctx.build_model()):
             return "gradinversion's prior needs BatchNorm layers; the model has none"
         if self.source(ctx.client) == "granted" and BN_STATS not in ctx.granted:
-            return ("gradinversion's prior with BN in train mode needs the client's batch "
-                    f"statistics ({BN_STATS}), which the suite does not grant: grant them, or "
-                    "run BN in eval mode on a trained victim (the running statistics)")
+            return ("gradinversion's prior reads the client's batch statistics here (BN in "
+                    f"train mode, or bn_source: granted), which the suite does not grant "
+                    f"({BN_STATS}): grant them, or read the running statistics of a trained "
+                    "victim (BN in eval mode, bn_source auto or running)")
         if self.source(ctx.client) == "running" and parse_state(ctx.victim) == 0:
             return ("gradinversion's BN prior would be the running statistics of an untrained "
                     "model (mean 0, variance 1), which describe no data: use a trained victim "
