@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.claims.command import add_check_parser
-from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, frozen_gc
+from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, empty_path_problem, frozen_gc
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
@@ -343,29 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_prior_curve_parser(sub)
     add_check_parser(sub)
     return p
-
-
-# Path arguments for which an empty value named the working directory (site --out '' built
-# beside it and renamed over it); refused for every command at once. (run --out '', export
-# and table --output '' mean their defaults, as they always did.)
-POSITIONAL_PATHS = ("dir", "dirs", "a", "b")
-OPTION_PATHS = ("against", "against_records", "attacks")
-OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
-
-
-def empty_path_problem(args: argparse.Namespace) -> str | None:
-    """The first path argument given as empty text, in one line, or None."""
-    names = (*POSITIONAL_PATHS, *OPTION_PATHS,
-             *(("out",) if args.command in OUT_IS_A_PATH else ()))
-    for name in names:
-        value = getattr(args, name, None)
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str) and not v.strip():
-                positional = name in POSITIONAL_PATHS or (
-                    name == "out" and args.command == "merge")
-                flag = name.upper() if positional else f"--{name.replace('_', '-')}"
-                return f"{args.command}: {flag}: expected a path, got {v!r}"
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

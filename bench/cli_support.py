@@ -4,6 +4,7 @@ loads."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 from collections.abc import Iterator
@@ -42,3 +43,26 @@ class ExecutorChoices:
 
         load_executors()  # a module added to bench/executors/, a package's entry point
         return sorted(EXECUTORS)
+
+
+# Path arguments for which an empty value named the working directory (site --out '' built
+# beside it and renamed over it); refused for every command at once. (run --out '', export
+# and table --output '' mean their defaults, as they always did.)
+POSITIONAL_PATHS = ("dir", "dirs", "a", "b")
+OPTION_PATHS = ("against", "against_records", "attacks")
+OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
+
+
+def empty_path_problem(args: argparse.Namespace) -> str | None:
+    """The first path argument given as empty text, in one line, or None."""
+    names = (*POSITIONAL_PATHS, *OPTION_PATHS,
+             *(("out",) if args.command in OUT_IS_A_PATH else ()))
+    for name in names:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                positional = name in POSITIONAL_PATHS or (
+                    name == "out" and args.command == "merge")
+                flag = name.upper() if positional else f"--{name.replace('_', '-')}"
+                return f"{args.command}: {flag}: expected a path, got {v!r}"
+    return None
