@@ -62,8 +62,6 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,
                         f"{m.name}_converged": _mean(ok[m.name])})
-            if m.name == HEADLINE:
-                row[f"{HEADLINE}_std"] = _std(values["value"])
             if m.name == ranked:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
                 row["n_missing"] = int((values["source"] == MISSING).sum())
@@ -95,11 +93,6 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
 def _mean(s: pd.Series) -> float | None:
     s = pd.to_numeric(s, errors="coerce").dropna()
     return float(s.mean()) if len(s) else None
-
-
-def _std(s: pd.Series) -> float | None:
-    s = pd.to_numeric(s, errors="coerce").dropna()
-    return float(s.std(ddof=0)) if len(s) else None
 
 
 def _median(s: pd.Series) -> float | None:
