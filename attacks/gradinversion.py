@@ -88,12 +88,13 @@ class GradInversion(InvertingGradients):
     def incompatibility(self, ctx: CellContext) -> str | None:
         if not batchnorm_layers(ctx.build_model()):
             return "gradinversion's prior needs BatchNorm layers; the model has none"
-        if self.source(ctx.client) == "granted" and BN_STATS not in ctx.granted:
+        source = self.source(ctx.client)
+        if source == "granted" and BN_STATS not in ctx.granted:
             return ("gradinversion's prior reads the client's batch statistics here (BN in "
                     f"train mode, or bn_source: granted), which the suite does not grant "
                     f"({BN_STATS}): grant them, or read the running statistics of a trained "
                     "victim (BN in eval mode, bn_source auto or running)")
-        if self.source(ctx.client) == "running" and parse_state(ctx.victim) == 0:
+        if source == "running" and parse_state(ctx.victim) == 0:
             return ("gradinversion's BN prior would be the running statistics of an untrained "
                     "model (mean 0, variance 1), which describe no data: use a trained victim "
                     "(trained:N), or BN in train mode with the granted batch statistics")

@@ -115,11 +115,12 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
     """The validated claims of a file (its ``include`` first), or a ClaimsError. Each file is
     read once per call, however often it is included (a chain of diamonds read 2^depth)."""
     path = claims_path(name_or_path)
-    if path.resolve() in _seen:
+    key = path.resolve()
+    if key in _seen:
         raise ClaimsError(f"{path}: include: the file includes itself")
     loaded = {} if _loaded is None else _loaded
-    if path.resolve() in loaded:
-        return loaded[path.resolve()]
+    if key in loaded:
+        return loaded[key]
     try:
         raw = parse_yaml(read_suite_text(path, "claims"), str(path))
     except LeakbenchError as e:
@@ -134,8 +135,7 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
             raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
                               f"got {short(name)}")
         try:
-            included = load_claims(_included(name, path), (*_seen, path.resolve()),
-                                   loaded).claims
+            included = load_claims(_included(name, path), (*_seen, key), loaded).claims
         except ClaimsError as e:
             raise ClaimsError(f"{where}: include[{i}]: {e}") from None
         claims += [c for c in included if c not in claims]  # a file reached twice (a diamond)
@@ -152,8 +152,8 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
     if suite != "" and not (isinstance(suite, str) and SUITE_NAME.fullmatch(suite)):
         raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
                           f"'+', '-'), got {short(suite)}")
-    loaded[path.resolve()] = ClaimsFile(path, suite, str(raw.get("description", "")), claims)
-    return loaded[path.resolve()]
+    loaded[key] = ClaimsFile(path, suite, str(raw.get("description", "")), claims)
+    return loaded[key]
 
 
 def _claim(item: Any, where: str) -> Claim:

@@ -71,10 +71,11 @@ def resource_problem(name: str, value: float) -> str | None:
     """Why ``value`` is no share of ``name`` (cpus_per_task: more than 0; gpus_per_task: 0 or
     more) a Ray task can declare, or None: finite, within 1000 and, where not 0, at least
     Ray's unit of 0.0001."""
-    least = "more than 0" if name == "cpus_per_task" else "0 or more"
-    if not (math.isfinite(value) and value <= MAX_TASK_CPUS and (
-            value >= RAY_RESOURCE_UNIT or (value == 0 and name == "gpus_per_task"))):
-        return (f"expected {least}, at most {MAX_TASK_CPUS:g} and at least Ray's unit "
+    cpus = name == "cpus_per_task"
+    least, most = ("more than 0", MAX_TASK_CPUS) if cpus else ("0 or more", MAX_TASK_GPUS)
+    if not (math.isfinite(value) and value <= most and (
+            value >= RAY_RESOURCE_UNIT or (value == 0 and not cpus))):
+        return (f"expected {least}, at most {most:g} and at least Ray's unit "
                 f"{RAY_RESOURCE_UNIT:g} (finite numbers), got {value!r}")
     return None
 SUCCESS_PARAMS = (
