@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.claims.evaluate import FAILS, HOLDS, NOT_RUN, check_claims
+from bench.claims.evaluate import FAILS, HOLDS, NOT_JUDGED, NOT_RUN, check_claims
 from bench.claims.schema import ClaimsError, load_claims
 from bench.cli import main
 from bench.store import load_records
@@ -341,8 +341,11 @@ def test_against_records_judges_the_reference_on_the_same_cells(store, tmp_path,
         if r["attack_label"] != "A" or r["defense_label"] != "none" or r["seed"] == 0:
             write(subset, r)  # A undefended on one seed: its interval is undefined
     claims = str(tmp_path / "synthetic.claims.yaml")
-    assert main(["check", str(subset), "--claims", claims, "--against", str(store)]) == 1
-    assert verdicts(subset)["noise-helps"] == FAILS  # not separated on one seed
+    capsys.readouterr()
+    # one seed has no interval: "separated" cannot be judged (diff's "not judged"), a warning
+    assert main(["check", str(subset), "--claims", claims, "--against", str(store)]) == 0
+    assert verdicts(subset)["noise-helps"] == NOT_JUDGED
+    assert "noise-helps held in the reference and is not judged now" in capsys.readouterr().err
     assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 0
     t = json.loads(TEMPLATE.read_text())
     write(subset, record(t, 1, "A", "none", 0, 8.0))  # now a real regression of seed 0
@@ -520,3 +523,16 @@ def test_a_reference_that_is_not_a_regular_file_or_too_large_is_one_line(store, 
     (tmp_path / "check.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(LeakbenchError, match="not a check.json .RecursionError"):
         read_claims(tmp_path)
+
+
+def test_summary_counts_not_judged_only_when_there_is_one():
+    """The summary line keeps its committed bytes when no claim is ``not judged``."""
+    from bench.claims.evaluate import Outcome
+    from bench.claims.render import summary
+    from bench.claims.schema import Claim
+    from bench.leaderboard.uncertainty import Interval
+    claim = Claim("a", "p", "s", {"attack": ["dlg"]}, "psnr", at_least=1.0)
+    iv = Interval(1.0, None, None, 1)
+    assert summary([Outcome(claim, HOLDS, iv)]) == "1 hold, 0 do not hold, 0 not run (1 claims)"
+    assert summary([Outcome(claim, HOLDS, iv), Outcome(claim, NOT_JUDGED, iv)]) == \
+        "1 hold, 0 do not hold, 0 not run, 1 not judged (2 claims)"

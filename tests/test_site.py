@@ -555,3 +555,11 @@ def test_every_link_on_the_visited_pages_resolves_over_http(browser, server):
             response.read()  # the whole body: no broken pipe on the server side
             assert response.status == 200, target
     assert [p for p, code in served if code >= 400] == []
+
+
+def test_claims_counts_a_claim_that_is_not_judged(tmp_path):
+    """check.json's fourth verdict (a separated ordering on one seed) is read and counted."""
+    from bench.site.claims import read_claims
+    rows = [*CLAIMS["rows"], {**CLAIMS["rows"][0], "claim": "apart", "verdict": "not judged"}]
+    (tmp_path / "check.json").write_text(json.dumps({"suite": "s", "rows": rows}))
+    assert read_claims(tmp_path).counts() == "1 holds, 1 does not hold, 1 not run, 1 not judged"

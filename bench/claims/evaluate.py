@@ -1,12 +1,13 @@
 """Claims against records: each claim's cells, its metric's mean with its 95% interval, and a
-verdict (``holds``, ``does not hold``, ``not run``).
+verdict (``holds``, ``does not hold``, ``not run``, ``not judged``).
 
 Every seed enters as the leaderboard takes it (:func:`~bench.leaderboard.uncertainty.
 seed_values`: a diverged, failed or timed-out seed at its floor, pooled over its scenario);
 ``success`` is 1 or 0 per seed (a failed seed 0); ``risk_index`` is the cell architecture's
 R-GAP risk index. A bound (``at_least``/``at_most``) is tested on the mean; an ordering on the
 two means, or with ``separated`` on the intervals (no overlap). A claim none of whose cells
-ran is ``not run``: it is neither held nor failed.
+ran is ``not run``; a ``separated`` ordering with a side of fewer than two seeds (no interval)
+is ``not judged``, as ``leakbench diff`` calls such a row: either is neither held nor failed.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from bench.leaderboard.uncertainty import (
     t_interval,
 )
 
-HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
-VERDICTS = (HOLDS, FAILS, NOT_RUN)
+HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
+VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_JUDGED)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ def evaluate(claim: Claim, df: pd.DataFrame) -> Outcome:
     if value.mean is None or other.mean is None:
         return Outcome(claim, NOT_RUN, value, other)
     if claim.separated:
+        if value.half is None or other.half is None:  # n < 2: an interval overlaps nothing
+            return Outcome(claim, NOT_JUDGED, value, other)
         ok = clearly_better(value, other, higher)
     else:
         ok = value.mean > other.mean if higher else value.mean < other.mean

@@ -3,7 +3,7 @@
 ``check.json``'s schema (the site reads it)::
 
     {"suite": str, "rows": [{"claim": str, "paper": str, "sentence": str, "reported": str,
-      "measured": str, "verdict": "holds" | "does not hold" | "not run", ...}]}
+      "measured": str, "verdict": "holds" | "does not hold" | "not run" | "not judged", ...}]}
 
 with extra keys per row (``metric``, ``expectation``, ``where``, ``value``, ``other``).
 """
@@ -63,10 +63,12 @@ def render_json(suite: str, outcomes: list[Outcome]) -> str:
 
 
 def summary(outcomes: list[Outcome]) -> str:
-    """``5 hold, 1 does not hold, 0 not run (6 claims)``."""
+    """``5 hold, 1 do not hold, 0 not run (6 claims)``; ``, 1 not judged`` before the
+    parenthesis when a claim is."""
     counts = {v: sum(o.verdict == v for o in outcomes) for v in VERDICTS}
+    unjudged = f", {counts['not judged']} not judged" if counts["not judged"] else ""
     return (f"{counts['holds']} hold, {counts['does not hold']} do not hold, "
-            f"{counts['not run']} not run ({len(outcomes)} claims)")
+            f"{counts['not run']} not run{unjudged} ({len(outcomes)} claims)")
 
 
 def _cells(o: Outcome) -> list[str]:

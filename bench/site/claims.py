@@ -10,13 +10,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.claims.evaluate import VERDICTS
 from bench.claims.render import read_check_json
 from bench.registry import LeakbenchError
 
 CHECK_FILE = "check.json"
 COLUMNS = {"claim": "Claim", "paper": "Paper", "sentence": "Sentence", "reported": "Reported",
            "measured": "Measured", "verdict": "Verdict"}
-VERDICTS = ("holds", "does not hold", "not run")
 
 
 @dataclass
@@ -27,11 +27,12 @@ class Claims:
     rows: list[dict[str, str]]  # header → text, in the order of COLUMNS
 
     def counts(self) -> str:
-        """e.g. "3 hold, 1 does not hold, 0 not run"."""
+        """e.g. "3 hold, 1 does not hold, 0 not run" (", 1 not judged" when one is)."""
         n = Counter(r["Verdict"] for r in self.rows)
         return (f"{n['holds']} hold{'s' if n['holds'] == 1 else ''}, "
                 f"{n['does not hold']} do{'es' if n['does not hold'] == 1 else ''} not hold, "
-                f"{n['not run']} not run")
+                f"{n['not run']} not run"
+                + (f", {n['not judged']} not judged" if n["not judged"] else ""))
 
 
 def read_claims(results: Path) -> Claims | None:
