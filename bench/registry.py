@@ -249,9 +249,12 @@ def import_components(packages: Iterable[str], entry_point_group: str) -> None:
     for ep in entry_points(group=entry_point_group):
         try:
             ep.load()
-        except Exception as e:  # a plug-in's own bug or typo: name the plug-in, not a traceback
+        except (Exception, SystemExit) as e:  # a plug-in's own bug or typo (or its
+            # sys.exit, which had ended every command silently): name it, not a traceback
             dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
-            detail = str(e) if isinstance(e, LeakbenchError) else f"{type(e).__name__}: {e}"
+            detail = (str(e) if isinstance(e, LeakbenchError)
+                      else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+                      else f"{type(e).__name__}: {e}")
             frames = [f for f in traceback.extract_tb(e.__traceback__)
                       if not f.filename.startswith("<")]  # not importlib's own frames
             if frames and frames[-1].filename != __file__:  # where in the plug-in it broke

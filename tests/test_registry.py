@@ -106,6 +106,17 @@ def test_a_plugin_that_raises_as_it_imports_is_named_with_the_line(tmp_path):
         f"({root / 'leakbench_brokenplugin.py'}:3)")
 
 
+def test_a_plugin_that_exits_as_it_imports_is_named_not_silent(tmp_path):
+    """A plug-in's ``sys.exit(3)`` at import had ended every command with status 3 and no
+    word of why."""
+    root = write_plugin(tmp_path, "leakbench_exitplugin", "import sys\n\nsys.exit(3)\n",
+                        "[leakbench.attacks]\nmine = leakbench_exitplugin\n")
+    out = run_cli("list", "attacks", extra_path=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith(
+        f"it called sys.exit(3) ({root / 'leakbench_exitplugin.py'}:3)")
+
+
 def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path, monkeypatch):
     """The registry counted itself loaded before its imports: after one failed, the next use
     found a half-filled registry and said "unknown attack" for a healthy component (a worker's
