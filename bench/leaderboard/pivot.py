@@ -74,12 +74,15 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     """``["arch=lenet,batch_size=1", "attack=dlg|idlg"]`` → ``{"arch": ["lenet"], …}``.
 
     Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
-    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition."""
+    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition, and
+    a column is named once (two conditions on it read as "and", which keeps nothing)."""
     out: dict[str, list[str]] = {}
     for item in items or []:
-        if not item.strip():  # e.g. an empty shell variable: no condition was meant as none
-            raise LeakbenchError("--where: expected COLUMN=VALUE, got an empty value")
-        for part in _split_top(item):
+        parts = _split_top(item)
+        if not parts:  # an empty shell variable, or ",": no condition was meant as none
+            raise LeakbenchError(f"--where: expected COLUMN=VALUE, got an empty value"
+                                 f"{'' if not item.strip() else f' ({item.strip()!r})'}")
+        for part in parts:
             key, eq, value = part.partition("=")
             key, value = key.strip(), value.strip()
             if not eq or not key or not value:
@@ -87,7 +90,9 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
             if key not in WHERE:
                 raise LeakbenchError(f"--where: unknown column {key!r}{suggest(key, WHERE)}; "
                                      f"expected one of {', '.join(WHERE)}")
-            out.setdefault(key, []).extend(v.strip() for v in value.split("|"))
+            if key in out:  # "and" of two values of one column keeps nothing; "or" is a|b
+                raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
+            out[key] = [v.strip() for v in value.split("|")]
     return out
 
 
