@@ -29,6 +29,7 @@ from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
+from bench.identity import component_labels
 from bench.lock import RunLock
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
@@ -36,12 +37,13 @@ from bench.registry import LeakbenchError, warn
 from bench.store import (
     PICTURES,
     RECORDS,
-    record_statuses,
+    load_records,
     remove_stale_temporaries,
     save_outcome,
 )
 from bench.suite import Suite, count_cells, iter_cells
 
+LABELS = ("attack_label", "defense_label", "arch_label", "dataset_label")
 MAX_CELLS = 10_000
 """A run of a larger grid (before ``exclude``) is refused unless ``max_cells`` allows it."""
 
@@ -91,22 +93,63 @@ def check_size(suite: Suite, max_cells: int | None = MAX_CELLS) -> int:
     return n
 
 
-def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
-              quarantine: bool = True) -> Iterator[tuple[Any, str]]:
-    """Every cell with its status, lazily: ``done``, ``to run`` or ``skipped: reason``
-    (``quarantine=False``: damaged records are named and left in place, for a dry run)."""
-    statuses = record_statuses(out_dir, quarantine)
-    for cell in iter_cells(suite):
-        status = statuses.get(cell.cell_id)
-        if status is not None and not force:
-            if retry_failed and status in FAILURE_STATUSES:
-                yield cell, "to run"
+class FolderPlan:
+    """The suite's cells with their statuses in ``out_dir`` (iterate once, lazily: ``done``,
+    ``to run`` or ``skipped: reason``); afterwards :meth:`warn_mismatch` names what the
+    folder's records say beyond the suite. ``quarantine=False``: damaged records are named and
+    left in place, for a dry run."""
+
+    def __init__(self, suite: Suite, out_dir: Path, force: bool = False,
+                 retry_failed: bool = False, quarantine: bool = True) -> None:
+        self.suite, self.out_dir = suite, Path(out_dir)
+        self.force, self.retry_failed = force, retry_failed
+        self.records = {d["cell_id"]: {k: d.get(k) for k in ("status", *LABELS)}
+                        for d in load_records(out_dir, quarantine)}  # all a plan reads
+        self.planned: set[str] = set()
+        self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
+
+    def __iter__(self) -> Iterator[tuple[Any, str]]:
+        for cell in iter_cells(self.suite):
+            self.planned.add(cell.cell_id)
+            record = self.records.get(cell.cell_id)
+            if record is not None:
+                self._compare_labels(cell, record)
+            if record is not None and not self.force:
+                failed = self.retry_failed and record["status"] in FAILURE_STATUSES
+                yield cell, "to run" if failed else "done"
+            elif cell.skip_reason:
+                yield cell, f"skipped: {cell.skip_reason}"
             else:
-                yield cell, "done"
-        elif cell.skip_reason:
-            yield cell, f"skipped: {cell.skip_reason}"
-        else:
-            yield cell, "to run"
+                yield cell, "to run"
+
+    def _compare_labels(self, cell: Any, record: dict[str, Any]) -> None:
+        for key, label in component_labels(cell).items():
+            if record.get(key) != label:  # one id, two spellings: the leaderboard splits it
+                self.relabelled.append((str(record.get(key)), label))
+                return
+
+    def warn_mismatch(self) -> None:
+        """Warn of records that are not cells of the suite, and of finished cells whose
+        labels the suite now spells otherwise: the leaderboard reads every record of the
+        folder and keys its rows by label, so either changes its tables."""
+        where = f"{self.out_dir}: "
+        foreign = len(self.records.keys() - self.planned)
+        if foreign:
+            warn(f"{where}{foreign} record(s) are not cells of suite {self.suite.name} (a "
+                 "changed suite, or another suite's); its leaderboard counts them: run into "
+                 "a fresh --out to leave them out")
+        if self.relabelled and not self.force:
+            old, new = self.relabelled[0]
+            warn(f"{where}{len(self.relabelled)} finished cell(s) carry other labels than "
+                 f"suite {self.suite.name} now gives them (e.g. {old!r}, now {new!r}: a "
+                 "parameter written at its default is shown); the leaderboard's rows split "
+                 "by label: keep the suite's spelling, or run into a fresh --out")
+
+
+def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
+              quarantine: bool = True) -> FolderPlan:
+    """Every cell with its status, lazily (a :class:`FolderPlan`)."""
+    return FolderPlan(suite, out_dir, force, retry_failed, quarantine)
 
 
 def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
@@ -171,7 +214,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     t0 = time.perf_counter()
     todo: list[Any] = []
     skipped: list[Any] = []
-    for cell, status in iter_plan(suite, out_dir, force, retry_failed):
+    folder = iter_plan(suite, out_dir, force, retry_failed)
+    for cell, status in folder:
         summary.total += 1
         if status == "done":
             summary.already_done += 1
@@ -179,6 +223,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             skipped.append(cell)
         else:
             todo.append(cell)
+    folder.warn_mismatch()
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))

@@ -110,8 +110,9 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
              f"--max-cells {n} allows it (nothing was expanded)")
         return 0
     with frozen_gc():
-        counts = print_plan(suite, iter_plan(suite, out, force, retry_failed, quarantine=False),
-                            verbose, n, sys.stdout)
+        folder = iter_plan(suite, out, force, retry_failed, quarantine=False)
+        counts = print_plan(suite, folder, verbose, n, sys.stdout)
+    folder.warn_mismatch()
     statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items()))
     print(f"{suite.name}: {sum(counts.values())} cells" + (f" — {statuses}" if counts else ""))
     if not counts:

@@ -282,6 +282,34 @@ def test_executors_import_without_ray():
     assert out.returncode == 0, out.stderr
 
 
+def test_threads_alone_are_the_tasks_cpus_and_more_threads_than_cpus_are_named(capsys):
+    """``--threads 4`` under Ray had kept 1 CPU per task and run 4 torch threads in each:
+    a local cluster of N cores ran N tasks of 4 threads, with no warning."""
+    from bench.executors.ray import RayExecutor
+
+    alone = RayExecutor(torch.device("cpu"), 60.0, threads=4)
+    assert (alone.cpus, alone.threads) == (4.0, 4) and capsys.readouterr().err == ""
+    both = RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(cpus_per_task=1),
+                       threads=4)
+    assert (both.cpus, both.threads) == (1.0, 4)
+    assert "tasks of 1 CPU(s) each run 4 torch thread(s)" in capsys.readouterr().err
+    half = RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(cpus_per_task=0.5))
+    assert half.threads == 1 and "tasks of 0.5 CPU(s) each run 1" in capsys.readouterr().err
+
+
+def test_a_local_cluster_gets_the_cores_this_process_may_use(monkeypatch):
+    """Ray counted the machine's CPUs, ignoring the affinity mask the process pool obeys."""
+    from bench.executors import ray as ray_executor
+
+    seen = {}
+    ex = ray_executor.RayExecutor(torch.device("cpu"), 60.0)
+    monkeypatch.setattr(ex.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ex.ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(ray_executor, "usable_cores", lambda: 1)
+    ex._connect()
+    assert seen["address"] == "local" and seen["num_cpus"] == 1
+
+
 def test_gpu_shares_pack_cells_and_the_suite_sets_resources(monkeypatch):
     from bench.executors.ray import RayExecutor
     from bench.runner import with_resources

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from bench.executors.process import receive
 from bench.runner import run_suite
 from bench.store import load_records
@@ -261,6 +263,30 @@ def test_force_reruns_finished_cells(tmp_path):
     assert again.counts["ok"] == 1 and again.already_done == 0
 
 
+def test_a_resume_names_records_the_suite_no_longer_has_and_labels_it_spells_otherwise(
+        tmp_path, capsys):
+    """The leaderboard reads every record of the folder and keys rows by label: a suite cut
+    from 2 seeds to 1 had its leaderboard count the removed seed, and ``lr: 1.0`` written at
+    its default split one attack into two rows, each without a word."""
+    attack = {"dlg": {"steps": 2}}
+    run_suite(make_suite(seeds=2, attacks=[attack]), tmp_path, jobs=0, device="cpu",
+              progress=False)
+    capsys.readouterr()
+    again = run_suite(make_suite(seeds=2, attacks=[attack]), tmp_path, jobs=0, device="cpu",
+                      progress=False)
+    assert again.already_done == 2 and capsys.readouterr().err == ""  # a plain resume
+    run_suite(make_suite(seeds=1, attacks=[attack]), tmp_path, jobs=0, device="cpu",
+              progress=False)
+    err = capsys.readouterr().err
+    assert "1 record(s) are not cells of suite t" in err and "finished cell" not in err
+    spelt = run_suite(make_suite(seeds=2, attacks=[{"dlg": {"steps": 2, "lr": 1.0}}]),
+                      tmp_path, jobs=0, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert spelt.already_done == 2  # the same cells: nothing re-runs
+    assert "2 finished cell(s) carry other labels" in err
+    assert "'dlg(steps=2)', now 'dlg(lr=1,steps=2)'" in err and "not cells of" not in err
+
+
 def test_provenance_names_no_commit_of_another_repository(tmp_path):
     """Installed as a package inside some other git checkout (a project's .venv), the commit
     recorded was that project's HEAD; it is leakbench's own checkout's, or none."""
@@ -384,3 +410,50 @@ def test_warming_up_imports_what_a_cells_setup_first_scores_with():
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[-2] == "['torchmetrics', 'torchvision']"
+
+
+def _group_of_two():
+    from bench.cells.trials import group_trials
+    from bench.suite import iter_cells
+
+    tasks = group_trials(list(iter_cells(make_suite(seeds=2))), 8)
+    assert len(tasks) == 1  # dlg's two seeds: one batched pass
+    return tasks[0]
+
+
+def test_a_member_the_task_ends_without_fails_in_the_inline_executor(monkeypatch):
+    """A task that yields fewer outcomes than members (a batched attack's bug) lost the rest
+    without a record; Ray's executor already made them errors."""
+    from bench.executors import inline
+    from bench.executors.base import ENDED_WITHOUT
+    from bench.runner import run_options
+
+    task = _group_of_two()
+    real = inline.iter_task
+    monkeypatch.setattr(inline, "iter_task", lambda t, d, o: (
+        (i, out) for i, out in real(t, d, o) if i == 0))
+    outcomes = list(inline.InlineExecutor(torch.device("cpu")).run(
+        [task], run_options(make_suite(seeds=2))))
+    assert [o.record.status for _, o in outcomes] == ["ok", "error"]
+    assert outcomes[1][1].record.error == ENDED_WITHOUT
+    assert outcomes[1][0].cell_id == task.cells[1].cell_id
+
+
+def test_a_member_the_task_ends_without_fails_in_the_process_executor():
+    from bench.executors.base import ENDED_WITHOUT, failure_outcome
+    from bench.executors.process import ProcessExecutor, _Slot
+    from bench.runner import run_options
+
+    task = _group_of_two()
+    options = run_options(make_suite(seeds=2))
+    reader, writer = mp.Pipe(duplex=False)
+    first = failure_outcome(task.cells[0], "ok", "", options, 0.1)
+    for event in (("started", None), ("cell", (0, first.record.to_json(), {})), ("done", None)):
+        writer.send(event)
+    slot = _Slot(None, None, reader, cell=task, sent=time.perf_counter())
+    ex = ProcessExecutor.__new__(ProcessExecutor)
+    ex.device = torch.device("cpu")
+    outcomes = list(ex._handle(slot, options))
+    assert [c.cell_id for c, _ in outcomes] == [c.cell_id for c in task.cells]
+    assert outcomes[1][1].record.status == "error"
+    assert outcomes[1][1].record.error == ENDED_WITHOUT and slot.cell is None

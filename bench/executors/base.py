@@ -38,6 +38,10 @@ class Executor(Protocol):
         ...
 
 
+ENDED_WITHOUT = "the task ended without this cell's outcome"
+"""The error of a cell whose task finished without yielding it (a bug in a batched attack)."""
+
+
 def task_failure(task: Any, status: str, error: str, options: RunOptions, elapsed: float,
                  device: torch.device | None = None, finished: frozenset[int] = frozenset()
                  ) -> list[tuple[CellKind, Outcome]]:

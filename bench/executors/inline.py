@@ -4,13 +4,19 @@ threads while the cells run, and this process's setting is restored after."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from bench.cells.base import CellKind, RunOptions
 from bench.cells.trials import iter_task, members
-from bench.executors.base import register_executor, warm_up_worker
+from bench.executors.base import (
+    ENDED_WITHOUT,
+    register_executor,
+    task_failure,
+    warm_up_worker,
+)
 from bench.records import Outcome
 
 
@@ -31,8 +37,13 @@ class InlineExecutor:
         try:
             for task in cells:  # each cell's outcome as it finishes (a group's too): one
                 cells_of = members(task)  # interrupted mid-group keeps the finished ones
+                finished, t0 = set(), time.perf_counter()
                 for i, outcome in iter_task(task, self.device, options):
+                    finished.add(i)
                     yield cells_of[i], outcome
+                yield from task_failure(task, "error", ENDED_WITHOUT, options,  # none, or
+                                        time.perf_counter() - t0, self.device,  # a cell the
+                                        frozenset(finished))  # task ended without
         finally:
             torch.set_num_threads(before)
 

@@ -37,6 +37,7 @@ from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
 from bench.executors.base import (
+    ENDED_WITHOUT,
     register_executor,
     task_failure,
     task_timeout,
@@ -184,14 +185,15 @@ class ProcessExecutor:
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
-                yield from self._drain(wait=0.2)
+                yield from self._drain(options, wait=0.2)
                 # every turn, not only when the pipes are quiet: busy batch-mates must not
                 # shield a hung cell from its timeout
                 yield from self._reap(options)
         finally:
             self.cancel()
 
-    def _drain(self, wait: float = 0.0) -> Iterator[tuple[CellKind, Outcome]]:
+    def _drain(self, options: RunOptions, wait: float = 0.0
+               ) -> Iterator[tuple[CellKind, Outcome]]:
         """Every event the workers have sent (waiting up to ``wait`` seconds for the first):
         a task started, a member's outcome (yielded), or a task done."""
         open_ = {s.events: s for s in self._slots if s.events is not None}
@@ -199,10 +201,11 @@ class ProcessExecutor:
             time.sleep(wait)
             return
         for events in wait_for_any(list(open_), timeout=wait):
-            yield from self._handle(open_[events])
+            yield from self._handle(open_[events], options)
 
-    def _handle(self, s: _Slot) -> Iterator[tuple[CellKind, Outcome]]:
-        """The events waiting in slot ``s``'s pipe, in the order its worker sent them."""
+    def _handle(self, s: _Slot, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
+        """The events waiting in slot ``s``'s pipe, in the order its worker sent them; a
+        member the task ended without an outcome for fails (``error``), as on Ray."""
         assert s.events is not None
         for event in receive(s.events):
             if event is None:  # the pipe ended: the worker is gone (``_reap`` says why)
@@ -219,7 +222,10 @@ class ProcessExecutor:
                 s.finished.add(i)
                 yield members(s.cell)[i], Outcome(Record.from_json(record), artifacts)
             else:  # "done"
-                s.cell = None
+                task, s.cell = s.cell, None
+                yield from task_failure(task, "error", ENDED_WITHOUT, options,
+                                        time.perf_counter() - (s.started or s.sent),
+                                        self.device, frozenset(s.finished))
 
     def _reap(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
         """Timed-out cells and dead workers: a failure outcome for each member whose own
@@ -244,7 +250,7 @@ class ProcessExecutor:
             s.process.kill()
             s.process.join()
             if s.events is not None:  # the outcomes it sent before it stopped
-                yield from self._handle(s)
+                yield from self._handle(s, options)
             task = s.cell
             self._replace(i)
             if task is not None:  # None: its last outcome was in its pipe after all

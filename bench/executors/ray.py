@@ -1,8 +1,9 @@
 """The Ray executor: each cell one Ray task, on a local Ray cluster or one joined by address.
 
-A task declares its resources (``cpus_per_task``, default 1, and ``gpus_per_task``, a fraction
-packs several cells on one GPU), rebuilds its cell (or group of batched cells) from JSON, runs
-it with as many torch threads as CPUs it holds (or ``threads``, when given), and streams each
+A task declares its resources (``cpus_per_task``, default ``threads`` or 1, and
+``gpus_per_task``, a fraction packs several cells on one GPU), rebuilds its cell (or group of
+batched cells) from JSON, runs it with as many torch threads as CPUs it holds (or ``threads``,
+when given), and streams each
 cell's record and artifacts as the cell finishes (a Ray generator task): workers need no shared
 disk, the runner writes the store, and a group that fails later keeps its finished cells. The
 driver joins the cluster before the runner plans its tasks, refusing a task no node can hold,
@@ -30,6 +31,7 @@ import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
 from bench.cells.trials import iter_task, members
+from bench.cores import usable_cores
 from bench.executors.base import (
     ExecutorOptions,
     register_executor,
@@ -152,7 +154,8 @@ class RayExecutor:
         options = options or ExecutorOptions()
         options.check(device.type)
         self.timeout, self.address = timeout, options.address
-        self.cpus = options.cpus_per_task if options.cpus_per_task is not None else 1.0
+        cpus = options.cpus_per_task  # --threads alone is the task's CPUs, as its help says
+        self.cpus = cpus if cpus is not None else float(threads) if threads is not None else 1.0
         gpus = options.gpus_per_task
         if gpus is None:
             gpus = 1.0 if device.type == "cuda" else 0.0
@@ -161,6 +164,10 @@ class RayExecutor:
             else MAX_RETRIES
         self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
         self.threads = threads if threads is not None else max(1, int(self.cpus))
+        if self.threads > self.cpus:  # Ray counts CPUs; torch would spin more threads
+            warn(f"Ray tasks of {self.cpus:g} CPU(s) each run {self.threads} torch "
+                 f"thread(s): more threads than CPUs, so tasks slow each other down "
+                 f"(--cpus-per-task {self.threads:g} gives each the cores its threads use)")
         self._inflight: dict[Any, _Running] = {}  # by the task's ObjectRefGenerator
         self._capacity, self._capacity_at = 1, -CAPACITY_REFRESH_S
         self._started_cluster = False
@@ -173,7 +180,9 @@ class RayExecutor:
         quiet = {"include_dashboard": False, "logging_level": logging.ERROR,
                  "log_to_driver": False}
         if self.address is None:
-            ray.init(address="local", runtime_env=local_runtime_env(), **quiet)
+            # the cores this process may use (affinity, cgroup), as the process pool counts
+            ray.init(address="local", num_cpus=usable_cores(), runtime_env=local_runtime_env(),
+                     **quiet)
         else:
             reachable(self.address)
             try:
