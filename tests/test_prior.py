@@ -188,6 +188,31 @@ def test_fid_features_fall_back_to_a_network_trained_on_the_public_split(tmp_pat
     assert len(list((tmp_path / "features").glob("*.pt"))) == 1
 
 
+def test_the_feature_network_barely_depends_on_the_cpus_kernels(monkeypatch):
+    """Trained in float32, the network's weights after 400 steps depended on the kernels
+    (threads, oneDNN, AVX2 or AVX-512) enough to move committed FIDs by 10%; in float64 the
+    two runs here agree far inside the printed digits (in float32 they were 0.13 apart at
+    40 steps on an AMD EPYC)."""
+    from bench import featurenet
+
+    monkeypatch.setitem(featurenet.TRAINING, "steps", 40)
+    public = public_data(DATASETS.get("digits").cls(size=16))
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    try:
+        torch.set_num_threads(1)
+        one = featurenet._train(public, 0)["state"]
+        torch.set_num_threads(2)
+        torch.backends.mkldnn.enabled = not mkldnn
+        two = featurenet._train(public, 0)["state"]
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
+    assert all(v.dtype == torch.float32 for v in one.values())  # what the extractor loads
+    worst = max(float((one[k] - two[k]).abs().max() / one[k].abs().max().clamp_min(1e-12))
+                for k in one)
+    assert worst < 1e-6
+
+
 def test_the_curve_says_which_features_and_counts_each_samplers_nfe(tmp_path, monkeypatch):
     from bench import featurenet
     from bench.prior_curve import run_curve
