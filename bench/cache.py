@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from bench.paths import expanded
 from bench.registry import LeakbenchError
 from bench.store import write_atomic
 
@@ -30,7 +31,7 @@ T = TypeVar("T")
 def cache_root() -> Path:
     """$LEAKBENCH_CACHE, or ~/.cache/leakbench."""
     root = os.environ.get("LEAKBENCH_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "leakbench"
+    return expanded(root) if root else expanded("~") / ".cache" / "leakbench"
 
 
 def cache_problem() -> str | None:

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
+from bench.paths import expanded
+
 LPIPS_ENV = "LEAKBENCH_LPIPS_WEIGHTS"
 FID_ENV = "LEAKBENCH_FID_WEIGHTS"
 FID_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -76,10 +78,10 @@ def lpips_weights_file(net: str = "alex") -> str:
 def _locate(explicit: str | None, env: str, filename: str) -> tuple[Path | None, str]:
     """(path or None, where it was looked for): argument, environment variable, hub cache."""
     if explicit:
-        path = Path(explicit).expanduser()
+        path = expanded(explicit)
         return (path if path.is_file() else None), f"{path} (the weights argument)"
     if os.environ.get(env, "").strip():
-        path = Path(os.environ[env].strip()).expanduser()
+        path = expanded(os.environ[env].strip())
         return (path if path.is_file() else None), f"{path} (${env})"
     path = hub_checkpoints() / filename
     return (path if path.is_file() else None), str(path.parent)
@@ -220,7 +222,7 @@ def fid_weights_problem(path: str) -> str | None:
     """Why ``path`` is not an Inception weights file torch-fidelity could use (missing, not a
     state dict torch loads), or None: checked before a report's groups are scored, where a
     bad file made every group n/a."""
-    file = Path(path).expanduser()
+    file = expanded(path)
     if not file.is_file():
         return f"no weights file at {path}"
     try:

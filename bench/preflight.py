@@ -7,10 +7,10 @@ the test split: :mod:`bench.public`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from bench.identity import Spec
+from bench.paths import expanded
 from bench.registry import LeakbenchError
 
 
@@ -67,7 +67,7 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
         seen.add(spec)
         params = spec.kwargs
         root = params.get("root")
-        if root and not params.get("download") and not Path(root).expanduser().is_dir():
+        if root and not params.get("download") and not expanded(root, DataError).is_dir():
             raise DataError(f"{spec.label}: root {root} is not a folder: fix `root:` in the "
                             f"suite, or create it and put the data there")
         try:
@@ -101,7 +101,7 @@ def preflight_perceptual(settings: dict[str, Any]) -> None:
     weights = settings.get("lpips_weights")
     if not weights or not settings.get("lpips", True):
         return
-    if not Path(weights).expanduser().is_file():
+    if not expanded(weights).is_file():
         raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {weights}")
     from bench.perceptual import lpips_check
 

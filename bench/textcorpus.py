@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cache import cache_root, cached, settings_key
+from bench.paths import expanded
 
 PAD, UNK = "[PAD]", "[UNK]"
 MIN_WORDS = 4  # shorter fragments (list items, labels) are not sentences
@@ -85,7 +86,7 @@ def pydoc_sentences() -> tuple[tuple[str, str], ...]:
 
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
-    files = sorted(Path(root).expanduser().rglob("*.txt"))
+    files = sorted(expanded(root).rglob("*.txt"))
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
             raise OSError(errno.EINVAL, "not a regular file", str(f))

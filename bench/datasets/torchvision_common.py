@@ -29,6 +29,7 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset as TorchDataset
 
 from bench.datasets.common import resize
+from bench.paths import expanded
 from bench.registry import LeakbenchError, Param
 
 DATA_ENV = "LEAKBENCH_DATA"
@@ -55,13 +56,13 @@ class DatasetNotFoundError(LeakbenchError):
 def data_root(root: str | None, name: str, subfolder: str = "") -> Path:
     """The folder to read ``name`` from: the suite's ``root``, else ``$LEAKBENCH_DATA[/sub]``."""
     if root:
-        return Path(root).expanduser()
+        return expanded(root, DatasetNotFoundError)
     env = os.environ.get(DATA_ENV, "").strip()
     if not env:
         raise DatasetNotFoundError(
             f"{name}: no data folder: set `root:` in the suite's dataset parameters, or the "
             f"environment variable {DATA_ENV}")
-    base = Path(env).expanduser()
+    base = expanded(env, DatasetNotFoundError)
     return base / subfolder if subfolder else base
 
 

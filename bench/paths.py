@@ -1,0 +1,20 @@
+"""Paths the user gives (flags, suite parameters, environment variables), expanded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.registry import LeakbenchError
+
+
+def expanded(path: str | os.PathLike[str], error: type[LeakbenchError] = LeakbenchError
+             ) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded. ``~nosuchuser/x``, or ``~`` where
+    no home directory is known, is one ``error`` naming the path: ``Path.expanduser``'s
+    RuntimeError had been a traceback from every command that read such a path."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise error(f"{os.fspath(path)}: '~' here names no user with a home directory"
+                    ) from None
