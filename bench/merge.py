@@ -66,8 +66,9 @@ class Copy:
             prov.get("cpu_model", prov.get("device_name"))
         full = str(prov.get("git_commit") or "")
         commit = full[:7] + ("-dirty" if full.endswith("-dirty") else "")
-        parts = [r.get("status", "?")] + ([f"psnr {psnr:.4f}"] if isinstance(
-            psnr, (int, float)) else []) + [x for x in (where, commit) if x]
+        parts = [str(r.get("status", "?"))] + ([f"psnr {psnr:.4f}"] if isinstance(
+            psnr, (int, float)) else []) + [str(x) for x in (where, commit) if x]  # a
+        # hand-edited provenance may hold numbers
         return f"{self.source} ({', '.join(parts)})"
 
 

@@ -42,18 +42,23 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         return "a component whose 'shown' is not a list of parameter names"
     rule = d.get("success_rule")
     if rule is not None and not (isinstance(rule, dict) and _kind_of(rule.get("metric"), _TEXT)
+                                 and set(rule) <= {"metric", "at_least", "at_most"}
                                  and _kind_of(rule.get("at_least"), _NUMBER)
-                                 and _kind_of(rule.get("at_most"), _NUMBER)):
-        return "field 'success_rule' is not {metric: text, at_least/at_most: numbers}"
+                                 and _kind_of(rule.get("at_most"), _NUMBER)
+                                 and (rule.get("at_least") is None) != (
+                                     rule.get("at_most") is None)):
+        return ("field 'success_rule' is not {metric: text, and one of at_least/at_most: a "
+                "number}")
     for key in ("picture", "arrays"):  # a file under the folder's cells/ (merge writes it
         rel = d.get(key)  # there: a path into records/ overwrote another cell's record)
         if rel is not None and not (isinstance(rel, str) and "\0" not in rel and _in_cells(rel)):
             return f"field {key!r} is not a file name under {PICTURES}/"
-    per_image = (d.get("metrics") or {}).get("per_image")
-    if per_image is not None and not (isinstance(per_image, dict) and all(
-            isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
-            for v in per_image.values())):
-        return "field 'metrics.per_image' is not a mapping of metric → list of numbers"
+    for key in ("per_image", "per_sequence"):  # the site formats them as numbers
+        per_item = (d.get("metrics") or {}).get(key)
+        if per_item is not None and not (isinstance(per_item, dict) and all(
+                isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
+                for v in per_item.values())):
+            return f"field 'metrics.{key}' is not a mapping of metric → list of numbers"
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
     victim = victim_problem(d["victim"], written=True) if d.get("victim") is not None else None

@@ -104,7 +104,11 @@ def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
     for r in records.values():
         rule = r.get("success_rule")
         if rule:
-            return RunOptions(SuccessRule(**rule))
+            try:  # the record check took its form; its metric and direction are checked here
+                return RunOptions(SuccessRule(**rule))
+            except (ValueError, LeakbenchError) as e:
+                raise LeakbenchError(f"record {r.get('cell_id')}: success_rule {rule}: {e}"
+                                     ) from None
         if r.get("success_psnr") is not None:
             return RunOptions(SuccessRule("psnr", r["success_psnr"]))
     return RunOptions()

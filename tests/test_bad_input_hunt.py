@@ -3,6 +3,7 @@ correctly, where it had been a traceback, a silent wrong answer or minutes of wo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,54 @@ def test_a_tilde_naming_no_user_is_one_line(where, tmp_path, capsys, monkeypatch
     else:
         args = ["report", str(ROOT / "results" / "quick"), "--fid-weights", NO_HOME]
     assert f"{NO_HOME}: '~' here names no user with a home directory" in one_line(capsys, *args)
+
+
+def copy_records(src: Path, dst: Path, keep: int) -> list[Path]:
+    """The first ``keep`` records of ``src`` (a committed folder) under ``dst/records``."""
+    (dst / "records").mkdir(parents=True)
+    files = sorted((src / "records").glob("*.json"))[:keep]
+    for f in files:
+        (dst / "records" / f.name).write_bytes(f.read_bytes())
+    return sorted((dst / "records").glob("*.json"))
+
+
+def edit(path: Path, change) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("rule, sound", [
+    ({"metric": "psnr", "at_least": 20, "at_most": None}, True),
+    ({"metric": "psnr", "at_least": 20, "at_most": None, "extra": 1}, False),
+    ({"metric": "psnr", "at_least": None, "at_most": None}, False),
+    ({"metric": "psnr", "at_least": 20, "at_most": 1}, False),
+])
+def test_a_records_success_rule_has_its_three_keys_and_one_bound(rule, sound):
+    """``rerun`` built ``SuccessRule(**rule)`` from what the record check had let through:
+    an extra key or no bound was a TypeError or ValueError traceback."""
+    from bench.store import record_problem
+
+    path = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
+    record = {**json.loads(path.read_text()), "success_rule": rule}
+    assert (record_problem(record) is None) == sound
+
+
+def test_rerun_refuses_a_success_rule_against_its_metrics_direction(tmp_path, capsys):
+    [path] = copy_records(ROOT / "results" / "quick", tmp_path, 1)
+    edit(path, lambda r: r.update(success_rule={"metric": "psnr", "at_least": None,
+                                                "at_most": 20}))
+    line = one_line(capsys, "rerun", str(tmp_path), "--sample", "1", "--jobs", "0")
+    assert "success_rule" in line and "psnr is higher-is-better" in line
+
+
+def test_a_text_records_per_sequence_scores_are_numbers():
+    """``site`` formatted ``metrics.per_sequence`` as numbers: strings were a ValueError."""
+    from bench.store import record_problem
+
+    path = sorted((ROOT / "results" / "text" / "records").glob("*.json"))[0]
+    record = json.loads(path.read_text())
+    assert record_problem(record) is None
+    scores = record["metrics"]["per_sequence"]["rouge1"]
+    record["metrics"]["per_sequence"]["rouge1"] = [str(x) for x in scores]
+    assert "metrics.per_sequence" in record_problem(record)

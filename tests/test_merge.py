@@ -242,3 +242,17 @@ def test_a_non_finite_number_is_a_damaged_record_not_a_half_merge(store, tmp_pat
         f"{WARNING}damaged record left out: {last} (timing.attack_seconds is not a finite number "
         "(NaN or infinity))"]
     assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
+
+
+def test_a_conflict_whose_provenance_holds_a_number_is_described(store, tmp_path, capsys):
+    """A hand-edited ``cpu_model: 123`` made the conflict line a TypeError traceback."""
+    def numbered(record):
+        record["metrics"]["psnr"] += 0.5
+        record["provenance"]["cpu_model"] = 123
+
+    a, _ = _copy(store, tmp_path / "a")
+    b, conflicted = _copy(store, tmp_path / "b", numbered)
+    assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 0
+    (conflict,) = [line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("conflict")]
+    assert conflict.startswith(f"conflict {conflicted}") and "123" in conflict
