@@ -100,14 +100,21 @@ def read_arrays(path: Path, mapped: bool = False) -> Any:
     return data
 
 
+MAX_ARRAY_VALUES = 1 << 27
+"""Originals and reconstructions of one cell, at most: twice a record's largest input
+(2^26 values), so a larger arrays file was not written by a cell."""
+
+
 def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(originals, reconstructions) in [0,1] from a file written from :func:`arrays_bytes`;
     ValueError (or OSError) when the file is not one."""
     import numpy as np
 
-    data = read_arrays(path)
-    if not (data.ndim >= 3 and data.shape[0] == 2 and data.dtype == np.uint8):
-        raise ValueError(f"not originals above reconstructions in uint8 (shape "
-                         f"{tuple(data.shape)}, {data.dtype})")
-    array = torch.from_numpy(data).float() / 255.0
+    data = read_arrays(path, mapped=True)  # the header's shape first: a hand-made header
+    if not (data.ndim >= 3 and data.shape[0] == 2 and data.dtype == np.uint8):  # of a
+        raise ValueError(f"not originals above reconstructions in uint8 (shape "  # sparse
+                         f"{tuple(data.shape)}, {data.dtype})")  # 6 GB file was read whole
+    if data.size > MAX_ARRAY_VALUES:
+        raise ValueError(f"{data.size} values, above the {MAX_ARRAY_VALUES} a cell writes")
+    array = torch.from_numpy(np.array(data)).float() / 255.0
     return array[0], array[1]

@@ -102,3 +102,25 @@ def test_a_text_records_per_sequence_scores_are_numbers():
     scores = record["metrics"]["per_sequence"]["rouge1"]
     record["metrics"]["per_sequence"]["rouge1"] = [str(x) for x in scores]
     assert "metrics.per_sequence" in record_problem(record)
+
+
+def test_an_arrays_file_larger_than_a_cell_writes_is_refused_before_it_is_read(tmp_path):
+    """A hand-made .npy header of shape (2, 4000, 3, 512, 512) over a sparse 6 GB file was
+    read whole (then converted to float, 25 GB) by ``report`` and ``prior-curve``."""
+    import numpy as np
+
+    from bench.pictures import MAX_ARRAY_VALUES, load_cell_arrays
+
+    path = tmp_path / "big.npy"
+    shape = (2, 4000, 3, 512, 512)
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.uint8))
+    header["shape"] = shape
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.truncate(f.tell() + int(np.prod(shape)))  # sparse: no disk, no memory
+    with pytest.raises(ValueError, match=f"above the {MAX_ARRAY_VALUES}"):
+        load_cell_arrays(path)
+    small = tmp_path / "small.npy"
+    np.save(small, np.full((2, 1, 1, 4, 4), 255, np.uint8))
+    originals, recons = load_cell_arrays(small)
+    assert originals.shape == (1, 1, 4, 4) and float(recons.max()) == 1.0
