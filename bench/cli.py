@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints as its bytes
+        getattr(stream, "reconfigure", lambda **_: None)(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = empty_path_problem(args)

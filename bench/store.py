@@ -61,7 +61,8 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         mode = 0o666 & ~_umask()
-    data = text.encode() if isinstance(text, str) else text
+    # a folder's name need not be UTF-8 (a report names it): its own bytes, as the disk has them
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:  # name the file asked for, not the temporary one

@@ -124,3 +124,30 @@ def test_an_arrays_file_larger_than_a_cell_writes_is_refused_before_it_is_read(t
     np.save(small, np.full((2, 1, 1, 4, 4), 255, np.uint8))
     originals, recons = load_cell_arrays(small)
     assert originals.shape == (1, 1, 4, 4) and float(recons.max()) == 1.0
+
+
+def test_a_results_folder_whose_name_is_not_utf8(tmp_path):
+    """``report`` wrote its title with the folder's name and ``site`` made it a page's
+    folder and link: a name that is not UTF-8 was a UnicodeEncodeError traceback."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = os.fsencode(str(tmp_path)) + b"/bad\xff"
+    os.makedirs(folder + b"/records")
+    for f in sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[:2]:
+        shutil.copy(f, os.fsdecode(folder + b"/records/" + f.name.encode()))
+
+    def cli(*args: bytes) -> subprocess.CompletedProcess:  # bytes out: no decoding here
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env,
+                              capture_output=True, timeout=300)
+
+    report = cli(b"report", folder)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.strip() == folder + b"/report.md"  # the name's own bytes
+    assert b"bad\xff" in open(folder + b"/report.md", "rb").read()
+    site = cli(b"site", folder, b"--out", os.fsencode(str(tmp_path / "site")))
+    assert site.returncode == 2 and b"Traceback" not in site.stderr
+    assert b"is not printable UTF-8: rename the folder" in site.stderr

@@ -274,6 +274,10 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
 def build_site(dirs: list[Path], out: Path) -> str:
     """Write the site of the results folders ``dirs`` into ``out``; returns a one-line summary."""
     dirs = [Path(d) for d in dirs]
+    for d in dirs:  # its name is the suite's page folder and link text, in UTF-8 HTML
+        if not d.resolve().name.isprintable():  # a byte not UTF-8 decodes to a surrogate
+            raise LeakbenchError(f"{os.fsdecode(d)!r}: the site names a suite by its folder, "
+                                 "and this name is not printable UTF-8: rename the folder")
     names = [d.resolve().name.casefold() for d in dirs]  # one folder on a case-blind disk
     dupes = sorted({d.resolve().name for d, n in zip(dirs, names) if names.count(n) > 1})
     if dupes:
