@@ -56,6 +56,10 @@ from torch import nn
 from attacks.rgap_chain import Chain, Stage, parse_chain
 from attacks.rgap_gram import valid_range
 
+MAX_RANK_PARAMETERS = 100_000_000
+"""The largest network the rank analysis builds (400 MB of float32 weights), counted on
+the meta device first: a hand-edited input shape or width had asked for tens of GB."""
+
 
 @dataclass(frozen=True)
 class LayerRank:

@@ -322,6 +322,17 @@ class Arch(Component):
     def init_weights(self, model: nn.Module, generator: torch.Generator) -> None:
         """Re-initialise ``model`` from ``generator``; the default keeps torch's seeded init."""
 
+    def parameter_count(self, input_shape: tuple[int, int, int], num_classes: int
+                        ) -> int | None:
+        """The parameters :meth:`build` would make, counted on the meta device (nothing
+        allocated), or None where it does not build there (then the real build decides)."""
+        try:
+            with torch.device("meta"):
+                model = self.build(input_shape, num_classes)
+        except Exception:  # noqa: BLE001 - the real build reports it
+            return None
+        return sum(p.numel() for p in model.parameters())
+
 
 @dataclass(frozen=True)
 class DatasetMeta:

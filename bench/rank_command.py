@@ -26,7 +26,7 @@ def add_rank_parser(sub: Any) -> None:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from attacks.rgap_rank import rank_report
+    from attacks.rgap_rank import MAX_RANK_PARAMETERS, rank_report
 
     try:
         shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -50,7 +50,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     entry = ARCHS.get(args.arch)
     params = validate_params(entry.params, params, args.arch)
-    size = parameter_count(entry.cls(**params), shape, args.num_classes)
+    size = entry.cls(**params).parameter_count(shape, args.num_classes)
     if size is not None and size > MAX_RANK_PARAMETERS:  # mlp hidden=65536 depth=16: 17 GB
         raise LeakbenchError(f"rank {args.arch}: {size:,} parameters at these settings, above "
                              f"the {MAX_RANK_PARAMETERS:,} the analysis builds")
@@ -63,22 +63,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
                              f"{first[:200]}") from None
     print(report)
     return 0
-
-
-MAX_RANK_PARAMETERS = 100_000_000  # 400 MB of float32 weights, before any analysis
-
-
-def parameter_count(arch: Any, shape: tuple[int, int, int], num_classes: int) -> int | None:
-    """The parameters ``arch`` would build, counted on the meta device (nothing allocated),
-    or None where it does not build there (then the real build decides)."""
-    import torch
-
-    try:
-        with torch.device("meta"):
-            model = arch.build(shape, num_classes)
-    except Exception:  # noqa: BLE001 - the real build reports it
-        return None
-    return sum(p.numel() for p in model.parameters())
 
 
 def _yaml_value(key: str, text: str) -> object:

@@ -165,3 +165,18 @@ def test_digits_meta_reads_the_grey_images_only():
     data = digits.Digits(size=24, channels=3).load("train").tensors[0]
     assert (meta.mean, meta.std) == channel_stats(data) and meta.pixel_mean == meta.mean
 
+
+def test_the_architecture_table_counts_a_network_before_it_builds_it():
+    """A record's ``input_meta`` of 1×4096×4096 on an mlp made ``leaderboard`` build 2.1
+    billion parameters (27 s, 9.2 GB); ``hidden: 512`` would have asked for 34 GB."""
+    from attacks.rgap_rank import MAX_RANK_PARAMETERS
+    from bench.leaderboard.tables import architecture_table
+    from bench.store import load_records
+
+    records = [r for r in load_records(ROOT / "results" / "quick", quarantine=False)
+               if r["arch"]["name"] == "mlp"][:1]
+    records[0]["input_meta"] = {"shape": [1, 4096, 4096], "num_classes": 10}
+    table = architecture_table(records)
+    assert table is not None
+    assert table.frame["Parameters"].tolist() == ["n/a"]
+    assert f"above the {MAX_RANK_PARAMETERS:,} the table builds" in table.frame["Note"][0]

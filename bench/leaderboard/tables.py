@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from attacks.rgap_rank import parse_chain, risk_index
+from attacks.rgap_rank import MAX_RANK_PARAMETERS, parse_chain, risk_index
 from bench.leaderboard.aggregate import (
     headline,
     interval,
@@ -255,7 +255,12 @@ def _built_architectures(records: list[dict[str, Any]]) -> Iterator[tuple[str, s
             else:
                 meta = DATASETS.get(dataset["name"]).cls(**dataset["params"]).meta()
                 shape, classes = tuple(meta.shape), meta.num_classes
-            model = ARCHS.get(arch["name"]).cls(**arch["params"]).build(shape, classes)
+            built = ARCHS.get(arch["name"]).cls(**arch["params"])
+            size = built.parameter_count(shape, classes)
+            if size is not None and size > MAX_RANK_PARAMETERS:  # a hand-edited input_meta:
+                raise ValueError(f"{size:,} parameters at {'×'.join(map(str, shape))}, "  # GBs
+                                 f"above the {MAX_RANK_PARAMETERS:,} the table builds")
+            model = built.build(shape, classes)
         except Exception as e:  # an entry that no longer builds
             yield arch_label, dataset_label, e
             continue
