@@ -28,6 +28,7 @@ def add_prior_curve_parser(sub: Any) -> None:
 
 def cmd_prior_curve(args: argparse.Namespace) -> int:
     from bench.prior_curve import run_curve, write_attack_quality
+    from bench.store import writable_problem
 
     if args.inception:  # "": the usual places
         from bench.perceptual import fid_weights_problem
@@ -49,6 +50,9 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # before minutes of sampling, not at the first write
         raise LeakbenchError(f"--out {out}: {blocking} exists and is not a folder")
+    problem = writable_problem(out)
+    if problem:
+        raise LeakbenchError(f"--out {problem}")
     params = {"size": args.size} if args.size else {}
     run_curve(args.dataset, params, out, args.samples, args.seed,
               ScoreSettings(steps=args.score_steps), inception=args.inception)

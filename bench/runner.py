@@ -40,6 +40,7 @@ from bench.store import (
     load_records,
     remove_stale_temporaries,
     save_outcome,
+    writable_problem,
 )
 from bench.suite import Suite, count_cells, iter_cells
 
@@ -225,6 +226,10 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             todo.append(cell)
     folder.warn_mismatch()
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
+        problem = next(filter(None, (writable_problem(out_dir / sub)
+                                     for sub in (RECORDS, PICTURES))), None)
+        if problem:  # else the first cells' work is lost at their first save
+            raise LeakbenchError(problem)
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:

@@ -81,6 +81,20 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def writable_problem(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (made here when absent), or None: checked
+    before work whose results the first write would lose (an immutable or read-only folder
+    had been found only after minutes of cells or sampling)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{folder}: cannot write there ({e.strerror or type(e).__name__})"
+    return None
+
+
 def write_output(path: Path, text: str) -> None:
     """Write a file the user named (``--output``): atomically onto a regular file or a new
     one; through a symbolic link (the link stays, ``/dev/stdout`` into a pipe or a log

@@ -180,3 +180,36 @@ def test_the_architecture_table_counts_a_network_before_it_builds_it():
     assert table is not None
     assert table.frame["Parameters"].tolist() == ["n/a"]
     assert f"above the {MAX_RANK_PARAMETERS:,} the table builds" in table.frame["Note"][0]
+
+
+def test_prior_curve_refuses_an_out_it_cannot_write_before_it_samples(capsys):
+    """Only "exists and is not a folder" was checked first: an immutable or read-only --out
+    was found after the score model and every sampler had run (65 s at 2 samples)."""
+    import time
+
+    t0 = time.perf_counter()
+    line = one_line(capsys, "prior-curve", "--out", "/proc/leakbench-cannot-write/sub",
+                    "--samples", "2", "--score-steps", "1")
+    assert "cannot write there" in line and time.perf_counter() - t0 < 30
+
+
+def test_a_run_refuses_a_records_folder_it_cannot_write_before_any_cell(tmp_path, capsys,
+                                                                        monkeypatch):
+    """An immutable ``records/`` was found at the first cell's save: the cells that had
+    finished by then were lost, their pictures left without records."""
+    import tempfile
+
+    from bench import store
+
+    real = tempfile.mkstemp
+
+    def refuse_records(*args, **kwargs):
+        if Path(kwargs.get("dir", "")).name == "records":
+            raise PermissionError(1, "Operation not permitted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse_records)
+    out = tmp_path / "o"
+    line = one_line(capsys, "run", write_suite(tmp_path), "--out", str(out), "--jobs", "0")
+    assert f"{out / 'records'}: cannot write there (Operation not permitted)" in line
+    assert not list((out / "cells").glob("*"))  # no cell ran
