@@ -84,12 +84,19 @@ def pydoc_sentences() -> tuple[tuple[str, str], ...]:
     return tuple((name, s) for name in sorted(topics) for s in prose_sentences(topics[name]))
 
 
+MAX_TEXT_FILE_BYTES = 100_000_000
+"""The largest ``.txt`` file a text folder reads (an image folder caps its images alike)."""
+
+
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
     files = sorted(expanded(root).rglob("*.txt"))
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
             raise OSError(errno.EINVAL, "not a regular file", str(f))
+        if f.is_file() and f.stat().st_size > MAX_TEXT_FILE_BYTES:  # a 3 GB file: 62 s, 7 GB
+            raise OSError(errno.EFBIG, f"larger than {MAX_TEXT_FILE_BYTES} bytes, more text "
+                          "than a benchmark's sentences need: split it", str(f))
     return tuple((f.stem, s) for f in files
                  for s in prose_sentences(f.read_text(encoding="utf-8", errors="replace")))
 

@@ -213,3 +213,18 @@ def test_a_run_refuses_a_records_folder_it_cannot_write_before_any_cell(tmp_path
     line = one_line(capsys, "run", write_suite(tmp_path), "--out", str(out), "--jobs", "0")
     assert f"{out / 'records'}: cannot write there (Operation not permitted)" in line
     assert not list((out / "cells").glob("*"))  # no cell ran
+
+
+def test_a_text_folder_refuses_a_file_larger_than_its_cap_before_reading_it(tmp_path, capsys):
+    """Every ``*.txt`` was read whole: a 3 GB file took 62 s and 7 GB before a dry run."""
+    from bench.textcorpus import MAX_TEXT_FILE_BYTES
+
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The quick brown fox jumps over the lazy dog near the bank.")
+    with open(folder / "big.txt", "wb") as f:
+        f.truncate(MAX_TEXT_FILE_BYTES + 1)  # sparse: no disk
+    suite = write_suite(tmp_path, datasets=[{"textfolder": {"root": str(folder)}}],
+                        archs=["transformer"], attacks=["tag"])
+    line = one_line(capsys, "run", suite, "--out", str(tmp_path / "o"), "--dry-run")
+    assert f"big.txt: larger than {MAX_TEXT_FILE_BYTES} bytes" in line
