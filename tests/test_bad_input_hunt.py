@@ -228,3 +228,30 @@ def test_a_text_folder_refuses_a_file_larger_than_its_cap_before_reading_it(tmp_
                         archs=["transformer"], attacks=["tag"])
     line = one_line(capsys, "run", suite, "--out", str(tmp_path / "o"), "--dry-run")
     assert f"big.txt: larger than {MAX_TEXT_FILE_BYTES} bytes" in line
+
+
+@pytest.mark.parametrize("row, needle", [
+    ({"claim": "x", "verdict": "Holds"}, "row 0: expected a claim id and a verdict"),
+    ({"claim": {"id": "x"}, "verdict": "holds"}, "row 0: expected a claim id and a verdict"),
+    ({"claim": "x", "verdict": ["holds"]}, "row 0: expected a claim id and a verdict"),
+])
+def test_check_refuses_a_reference_verdict_it_cannot_read(row, needle, tmp_path, capsys):
+    """``"verdict": "Holds"`` matched no verdict, so a broken claim passed the gate, exit 0."""
+    folder = tmp_path / "dlg"
+    copy_records(ROOT / "results" / "paper-dlg", folder, 4)
+    reference = tmp_path / "check.json"
+    reference.write_text(json.dumps({"suite": "paper-dlg", "rows": [row]}))
+    assert needle in one_line(capsys, "check", str(folder), "--against", str(reference))
+
+
+def test_check_warns_of_reference_claims_and_a_claims_file_of_another_suite(tmp_path, capsys):
+    folder = tmp_path / "q"
+    copy_records(ROOT / "results" / "quick", folder, 4)
+    reference = tmp_path / "check.json"
+    reference.write_text(json.dumps({"rows": [{"claim": "no-such-claim", "verdict": "holds"}]}))
+    assert main(["check", str(folder), "--claims", "paper-dlg", "--against",
+                 str(reference)]) == 0
+    err = capsys.readouterr().err
+    assert "paper-dlg.claims.yaml holds the claims of suite paper-dlg; the records are of " \
+           "quick" in err
+    assert "1 claim(s) of the reference are not checked here: no-such-claim" in err

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.registry import LeakbenchError, warn
+from bench.registry import LeakbenchError, short, warn
 
 CHECK_FILES = ("check.md", "check.tex", "check.json")
 
@@ -53,6 +53,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     suites = sorted({str(r.get("suite", "")) for r in records})
     if args.claims:
         files = [load_claims(n) for n in args.claims]
+        for f in files:  # quick's records against paper-dlg's claims: "11 not run", exit 0
+            if f.suite and f.suite not in suites:
+                warn(f"check: {f.path.name} holds the claims of suite {f.suite}; the records "
+                     f"are of {', '.join(suites)}")
     else:  # the records' suites name built-in claims files only, never a path in the cwd
         known = [s for s in suites if (SUITES_DIR / f"{s}{CLAIMS_SUFFIX}.yaml").is_file()]
         unknown = ", ".join(repr(s) for s in suites if s not in known)
@@ -69,6 +73,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise LeakbenchError("--against and --against-records: give one kind of reference")
     reference = (_reference_records(claims, records, args.against_records)
                  if args.against_records else _reference(out, args.against))
+    unknown = sorted(set(reference) - {c.id for c in claims})
+    if unknown:  # a misspelt or foreign reference would hold no claim to account
+        warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
+             f"{', '.join(unknown[:5])}{', …' if len(unknown) > 5 else ''}")
     outcomes = check_claims(claims, records)
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
@@ -129,6 +137,7 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
     """claim id → verdict in the reference check tables (later files win on a repeated id)."""
+    from bench.claims.evaluate import VERDICTS
     from bench.claims.render import read_check_json
 
     paths = [Path(a) for a in against] if against else [out / "check.json"]
@@ -142,8 +151,14 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
             continue  # a first check of DIR: nothing to compare with
         data = read_check_json(path)
         try:
-            verdicts.update({str(r["claim"]): str(r["verdict"]) for r in data["rows"]})
+            rows = [(r["claim"], r["verdict"]) for r in data["rows"]]
         except (KeyError, TypeError) as e:
             raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
                                  ) from None
+        for i, (claim, verdict) in enumerate(rows):  # "Holds" had silently matched nothing
+            if not isinstance(claim, str) or verdict not in VERDICTS:
+                raise LeakbenchError(f"{path}: row {i}: expected a claim id and a verdict of "
+                                     f"{', '.join(VERDICTS)}, got {short(claim)} and "
+                                     f"{short(verdict)}")
+        verdicts.update(rows)
     return verdicts
