@@ -172,14 +172,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.perceptual import given_fid_weights_problem
     from bench.report import write_report
 
-    if args.fid_weights:
-        from bench.perceptual import fid_weights_problem
-
-        problem = fid_weights_problem(args.fid_weights)
-        if problem:
-            raise LeakbenchError(f"--fid-weights: {problem}")
+    problem = given_fid_weights_problem(args.fid_weights, "--fid-weights")
+    if problem:
+        raise LeakbenchError(problem)
     print(write_report(Path(args.dir), args.fid_weights))
     return 0
 

@@ -218,6 +218,18 @@ def _fid_weights(weights: str | None) -> tuple[Path | None, str]:
     return path, f"FID/KID with Inception weights {path}"
 
 
+def given_fid_weights_problem(explicit: str | None, flag: str) -> str | None:
+    """:func:`fid_weights_problem` of the weights the user named, ``flag``'s value or else
+    ``$LEAKBENCH_FID_WEIGHTS``, with what named them; None when neither is set. A broken
+    file the variable named had made every group n/a, exit 0."""
+    if explicit:
+        problem = fid_weights_problem(explicit)
+        return f"{flag}: {problem}" if problem else None
+    named = os.environ.get(FID_ENV, "").strip()
+    problem = fid_weights_problem(named) if named else None
+    return f"${FID_ENV}: {problem}" if problem else None
+
+
 def fid_weights_problem(path: str) -> str | None:
     """Why ``path`` is not an Inception weights file torch-fidelity could use (missing, not a
     state dict torch loads), or None: checked before a report's groups are scored, where a

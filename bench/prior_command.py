@@ -27,15 +27,13 @@ def add_prior_curve_parser(sub: Any) -> None:
 
 
 def cmd_prior_curve(args: argparse.Namespace) -> int:
+    from bench.perceptual import given_fid_weights_problem
     from bench.prior_curve import run_curve, write_attack_quality
     from bench.store import writable_problem
 
-    if args.inception:  # "": the usual places
-        from bench.perceptual import fid_weights_problem
-
-        problem = fid_weights_problem(args.inception)  # before the work, not after it
-        if problem:
-            raise LeakbenchError(f"--inception: {problem}")
+    problem = given_fid_weights_problem(args.inception, "--inception")  # "": the usual places
+    if problem:  # before the work, not after it
+        raise LeakbenchError(problem)
     if args.attacks:
         print(write_attack_quality(Path(args.attacks), args.inception))
         return 0

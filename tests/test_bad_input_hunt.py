@@ -255,3 +255,16 @@ def test_check_warns_of_reference_claims_and_a_claims_file_of_another_suite(tmp_
     assert "paper-dlg.claims.yaml holds the claims of suite paper-dlg; the records are of " \
            "quick" in err
     assert "1 claim(s) of the reference are not checked here: no-such-claim" in err
+
+
+@pytest.mark.parametrize("command", [["report", str(ROOT / "results" / "quick")],
+                                     ["prior-curve", "--attacks", str(ROOT / "results" / "quick")]])
+def test_fid_weights_named_by_the_environment_are_checked_as_the_flag_is(command, tmp_path,
+                                                                         capsys, monkeypatch):
+    """``$LEAKBENCH_FID_WEIGHTS`` naming a file that is not weights made every group n/a,
+    exit 0, where ``--fid-weights`` naming it was one line."""
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not weights")
+    monkeypatch.setenv("LEAKBENCH_FID_WEIGHTS", str(junk))
+    assert one_line(capsys, *command).startswith(
+        "leakbench: error: $LEAKBENCH_FID_WEIGHTS: ")
