@@ -167,6 +167,9 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     m = records_metric(df, chosen, "--metric")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]
+    if ran.empty:  # every cell skipped: "Re-ran 0 cells", "0/0" read like a pass
+        raise LeakbenchError(f"{out_dir}: no {m.modality} cell ran (every one is skipped, or "
+                             f"of another modality): nothing to re-run")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
     by_id = {r["cell_id"]: r for r in records}
     keyed = df.assign(**{c: df[c].fillna("") for c in ROW})

@@ -268,3 +268,17 @@ def test_fid_weights_named_by_the_environment_are_checked_as_the_flag_is(command
     monkeypatch.setenv("LEAKBENCH_FID_WEIGHTS", str(junk))
     assert one_line(capsys, *command).startswith(
         "leakbench: error: $LEAKBENCH_FID_WEIGHTS: ")
+
+
+def test_rerun_of_a_folder_where_every_cell_was_skipped_is_one_line(tmp_path, capsys):
+    """It printed "Re-ran 0 cells", an empty table and "0/0", exit 0."""
+    for path in copy_records(ROOT / "results" / "quick", tmp_path, 3):
+        edit(path, lambda r: r.update(status="skipped", skip_reason="a test", metrics={}))
+    assert "no image cell ran" in one_line(capsys, "rerun", str(tmp_path), "--jobs", "0")
+
+
+def test_a_markdown_caption_stays_one_paragraph(capsys):
+    """A caption with a blank line ended pandoc's ``Table:`` paragraph mid-caption."""
+    assert main(["table", str(ROOT / "results" / "quick"), "--format", "markdown",
+                 "--caption", "a\n\n| b"]) == 0
+    assert capsys.readouterr().out.endswith("\n\nTable: a | b {#tab:psnr-defense-attack}\n")

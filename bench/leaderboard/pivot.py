@@ -302,7 +302,8 @@ def _markdown(p: Pivot, caption: str, label: str) -> str:
     body = tabulate(_grid(p, mark), headers=[p.rows, *p.col_values], tablefmt="github",
                     disable_numparse=True)
     suffix = f" {{#{label}}}" if label else ""
-    return f"{body}\n\nTable: {caption}{suffix}\n"
+    caption = " ".join(caption.split())  # pandoc's caption is one paragraph: a blank line
+    return f"{body}\n\nTable: {caption}{suffix}\n"  # had ended it
 
 
 def _latex(p: Pivot, caption: str, label: str) -> str:
