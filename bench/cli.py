@@ -29,6 +29,7 @@ imported (the imports take seconds), so a file that breaks them is refused at on
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -365,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (isinstance(e, FileExistsError) and where is not None and Path(where).exists()
                 and not Path(where).is_dir()):
             reason = "exists and is not a folder"  # mkdir on a file
+        elif isinstance(e, FileExistsError) and where is not None and os.path.islink(where):
+            reason = f"a symbolic link to {os.readlink(where)}, which is missing or a loop"
         print(f"leakbench: error: {str(where) + ': ' if where is not None else ''}{reason}",
               file=sys.stderr)
         return 2

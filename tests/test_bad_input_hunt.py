@@ -282,3 +282,27 @@ def test_a_markdown_caption_stays_one_paragraph(capsys):
     assert main(["table", str(ROOT / "results" / "quick"), "--format", "markdown",
                  "--caption", "a\n\n| b"]) == 0
     assert capsys.readouterr().out.endswith("\n\nTable: a | b {#tab:psnr-defense-attack}\n")
+
+
+def test_wrong_words_a_hunt_found(tmp_path, capsys):
+    """Each was one line naming the wrong problem: a table of only skipped cells blamed an
+    empty --where; an export of only utility records said there were none; a run into a
+    dangling link or a loop of links said "File exists"."""
+    skipped = tmp_path / "skipped"
+    for path in copy_records(ROOT / "results" / "quick", skipped, 3):
+        edit(path, lambda r: r.update(status="skipped", skip_reason="a test", metrics={}))
+    assert "no attack cell ran: all 3 record(s) are skipped" in one_line(
+        capsys, "table", str(skipped))
+    utility = tmp_path / "utility"
+    (utility / "records").mkdir(parents=True)
+    for f in (ROOT / "results" / "defenses" / "records").glob("*.json"):
+        if json.loads(f.read_text()).get("kind") == "utility":
+            (utility / "records" / f.name).write_bytes(f.read_bytes())
+            break
+    assert "only 1 utility record(s)" in one_line(capsys, "export", str(utility))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    for link in ("dangling", "loop_a"):
+        line = one_line(capsys, "run", write_suite(tmp_path), "--out", str(tmp_path / link))
+        assert "a symbolic link to " in line and "which is missing or a loop" in line

@@ -13,7 +13,7 @@ from bench.leaderboard.aggregate import (
     scenario_summaries,
     strongest_attacks,
 )
-from bench.leaderboard.frames import SCENARIO, records_frame
+from bench.leaderboard.frames import SCENARIO, no_attack_records, records_frame
 from bench.leaderboard.text_tables import modality_headline
 from bench.metrics import list_metrics
 from bench.registry import LeakbenchError
@@ -80,9 +80,10 @@ def export(out_dir: Path, fmt: str = "csv", output: Path | None = None,
     (``aggregate.csv``, :func:`aggregate_frame`), in a stable column and row order."""
     if fmt != "csv":
         raise LeakbenchError(f"unknown export format {fmt!r} (expected csv)")
-    df = records_frame(load_records(Path(out_dir)))
-    if df.empty:
-        raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
+    records = load_records(Path(out_dir))
+    df = records_frame(records)
+    if df.empty:  # no records, or only utility ones: say which
+        raise LeakbenchError(no_attack_records(Path(out_dir), records))
     name = "aggregate.csv" if aggregate else "cells.csv"
     path = Path(output) if output else Path(out_dir) / name
     table = aggregate_frame(df) if aggregate else df[export_columns(df)]

@@ -147,6 +147,9 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
              for _, g in scenarios(df)]
     values = pd.concat(parts) if parts else pd.Series(dtype=float)
     df = df.loc[values.index].assign(_value=values)
+    if df.empty:  # seed_values leaves skipped cells out: "--where : no record matches them all"
+        raise LeakbenchError(f"no attack cell ran: all {len(records)} record(s) are skipped or "
+                             "of another kind")
     for axis in WHERE:
         df[axis] = df[axis].map(_text)
     where = where or {}
