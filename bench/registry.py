@@ -174,8 +174,13 @@ class Entry:
 
     @property
     def description(self) -> str:
-        doc = (self.cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return doc_summary(self.cls.__doc__)
+
+
+def doc_summary(doc: str | None) -> str:
+    """A docstring's first paragraph on one line (its first line alone had cut sentences
+    off mid-way: "…of standard deviation `scale` or")."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 C = TypeVar("C", bound=type)

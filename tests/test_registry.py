@@ -138,3 +138,12 @@ def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path,
     assert "somepkg.b_broken" not in sys.modules
     (package / "b_broken.py").write_text("")  # the library installed: the next use loads
     assert registry.names() == []
+
+
+def test_a_description_is_the_docstrings_whole_first_paragraph():
+    """``leakbench list`` printed the first line only, cutting sentences off mid-way."""
+    from bench.registry import DEFENSES
+
+    noise = DEFENSES.get("noise")
+    assert noise.description == " ".join(noise.cls.__doc__.strip().split("\n\n")[0].split())
+    assert noise.description.endswith(".") and "\n" not in noise.description

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from bench.registry import Registry
+from bench.registry import Registry, doc_summary
 
 MODALITIES = ("image", "text")
 KINDS = ("per_item", "pooled")
@@ -74,8 +74,7 @@ class Metric:
 
     @classmethod
     def description(cls) -> str:
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return doc_summary(cls.__doc__)
 
 
 def format_value(value: Any, digits: int) -> str:
