@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where cells run (default: process, or inline with --jobs 0)")
     s.add_argument("--ray-address", help="--executor ray: a cluster to join (auto, HOST:PORT, "
                    "ray://HOST:PORT); default: start a local one")
-    s.add_argument("--cpus-per-task", type=float, help="--executor ray: CPUs per cell (1)")
+    s.add_argument("--cpus-per-task", type=float,
+                   help="--executor ray: CPUs per cell (--threads, else 1)")
     s.add_argument("--gpus-per-task", type=float,
                    help="--executor ray: GPUs per cell, 0.25 packs four on one GPU")
     s.add_argument("--max-retries", type=int,

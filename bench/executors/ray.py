@@ -43,7 +43,7 @@ from bench.executors.base import (
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError, warn
 
-EXTRA = 'pip install "leakbench[ray]"'
+EXTRA = 'pip install "ray>=2.9" (the extra leakbench[ray]; from a clone: pip install -e ".[ray]")'
 MAX_RETRIES = 2
 CAPACITY_REFRESH_S = 5.0  # how often the cluster's size is read again (autoscaling clusters)
 STARTED = -1  # the member index of a task's first item: it has a worker
