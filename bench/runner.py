@@ -33,7 +33,7 @@ from bench.identity import component_labels
 from bench.lock import RunLock
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
-from bench.registry import LeakbenchError, warn
+from bench.registry import DATASETS, LeakbenchError, warn
 from bench.store import (
     PICTURES,
     RECORDS,
@@ -43,6 +43,7 @@ from bench.store import (
     writable_problem,
 )
 from bench.suite import Suite, count_cells, iter_cells
+from bench.text_scoring import success_fields
 
 LABELS = ("attack_label", "defense_label", "arch_label", "dataset_label")
 MAX_CELLS = 10_000
@@ -104,10 +105,11 @@ class FolderPlan:
                  retry_failed: bool = False, quarantine: bool = True) -> None:
         self.suite, self.out_dir = suite, Path(out_dir)
         self.force, self.retry_failed = force, retry_failed
-        self.records = {d["cell_id"]: {k: d.get(k) for k in ("status", *LABELS)}
+        self.records = {d["cell_id"]: {k: d.get(k) for k in ("status", "success_rule", *LABELS)}
                         for d in load_records(out_dir, quarantine)}  # all a plan reads
         self.planned: set[str] = set()
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
+        self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         for cell in iter_cells(self.suite):
@@ -127,12 +129,19 @@ class FolderPlan:
         for key, label in component_labels(cell).items():
             if record.get(key) != label:  # one id, two spellings: the leaderboard splits it
                 self.relabelled.append((str(record.get(key)), label))
-                return
+                break
+        rule = record.get("success_rule")  # outside the id: a record keeps the rule it ran by
+        if rule is not None and getattr(cell, "attack", None) is not None:
+            modality = DATASETS.get(cell.dataset.name).cls.modality
+            now = success_fields(modality, self.suite.success)["success_rule"]
+            if rule != now:
+                self.rejudged.append((rule, now))
 
     def warn_mismatch(self) -> None:
-        """Warn of records that are not cells of the suite, and of finished cells whose
-        labels the suite now spells otherwise: the leaderboard reads every record of the
-        folder and keys its rows by label, so either changes its tables."""
+        """Warn of records that are not cells of the suite, of finished cells whose labels
+        the suite now spells otherwise, and of finished cells judged by another success rule:
+        the leaderboard reads every record of the folder, keys its rows by label and counts
+        each record's own verdict, so each changes its tables."""
         where = f"{self.out_dir}: "
         foreign = len(self.records.keys() - self.planned)
         if foreign:
@@ -145,6 +154,18 @@ class FolderPlan:
                  f"suite {self.suite.name} now gives them (e.g. {old!r}, now {new!r}: a "
                  "parameter written at its default is shown); the leaderboard's rows split "
                  "by label: keep the suite's spelling, or run into a fresh --out")
+        if self.rejudged and not self.force:
+            old, new = (_rule_text(r) for r in self.rejudged[0])
+            warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "
+                 f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
+                 "counts each record's own verdict: --force re-runs them")
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    bound = ("≥", rule.get("at_least")) if rule.get("at_least") is not None else \
+        ("≤", rule.get("at_most"))
+    return f"{rule.get('metric')} {bound[0]} {bound[1]:g}" if isinstance(
+        bound[1], (int, float)) else str(rule)
 
 
 def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,

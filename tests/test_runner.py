@@ -285,6 +285,12 @@ def test_a_resume_names_records_the_suite_no_longer_has_and_labels_it_spells_oth
     assert spelt.already_done == 2  # the same cells: nothing re-runs
     assert "2 finished cell(s) carry other labels" in err
     assert "'dlg(steps=2)', now 'dlg(lr=1,steps=2)'" in err and "not cells of" not in err
+    stricter = run_suite(make_suite(seeds=2, attacks=[attack], success_psnr=25), tmp_path,
+                         jobs=0, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert stricter.already_done == 2  # the rule is outside the id: nothing re-runs
+    assert "2 finished cell(s) were judged by another success rule (psnr ≥ 20) than suite " \
+           "t's now (psnr ≥ 25)" in err
 
 
 def test_provenance_names_no_commit_of_another_repository(tmp_path):
