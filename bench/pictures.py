@@ -100,9 +100,9 @@ def read_arrays(path: Path, mapped: bool = False) -> Any:
     return data
 
 
-MAX_ARRAY_VALUES = 1 << 27
-"""Originals and reconstructions of one cell, at most: twice a record's largest input
-(2^26 values), so a larger arrays file was not written by a cell."""
+MAX_ARRAY_VALUES = 1 << 29
+"""Originals and reconstructions of one cell, at most (2 GB once in float): a batch of 256
+RGB images of 512 px is 2^28.6 values in all, a hand-made header claiming gigabytes more."""
 
 
 def load_cell_arrays(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

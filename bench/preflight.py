@@ -6,6 +6,7 @@ the test split: :mod:`bench.public`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,7 +100,14 @@ def preflight_perceptual(settings: dict[str, Any]) -> None:
     """The LPIPS weights file a suite names exists and loads, when LPIPS is on: without it
     every record said LPIPS n/a, with a note that read as "put the file here"."""
     weights = settings.get("lpips_weights")
-    if not weights or not settings.get("lpips", True):
+    if not settings.get("lpips", True):
+        return
+    if not weights:  # the variable's path is read in every cell: '~nosuchuser' made each an
+        from bench.perceptual import LPIPS_ENV  # error record, the run exit 0
+
+        named = os.environ.get(LPIPS_ENV, "").strip()
+        if named:
+            expanded(named, LeakbenchError)
         return
     if not expanded(weights).is_file():
         raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {weights}")

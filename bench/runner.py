@@ -191,9 +191,10 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     ``None`` is "not given" and :func:`bench.cores.plan_parallelism` fills it from the usable
     cores (default: one worker per core, one thread each). ``executor_options`` (a cluster's
     address, per-task resources, retries) reach executors that take them, the suite's
-    ``resources`` filling what is not given; Ray sizes its tasks by them, ``threads`` only
-    overriding their torch threads. Cells that differ only by seed run as one batched pass of
-    up to ``trials`` cells where their attack vectorises (1: every cell alone). ``cpu_conv``:
+    ``resources`` filling what is not given; Ray sizes its tasks by them (``threads`` alone
+    sets a task's CPUs, and with them only its torch threads). Cells that differ only by
+    seed run as one batched pass of up to ``trials`` cells where their attack vectorises (1:
+    every cell alone). ``cpu_conv``:
     the kernels of the attacks' CPU convolutions (:mod:`bench.convolutions`). Refuses a grid
     above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
@@ -247,15 +248,15 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             todo.append(cell)
     folder.warn_mismatch()
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
-        problem = next(filter(None, (writable_problem(out_dir / sub)
-                                     for sub in (RECORDS, PICTURES))), None)
-        if problem:  # else the first cells' work is lost at their first save
-            raise LeakbenchError(problem)
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:
             raise DataError(f"{suite.source or suite.name}: {e}") from None
         preflight_perceptual(suite.perceptual)
+        problem = next(filter(None, (writable_problem(out_dir / sub)
+                                     for sub in (RECORDS, PICTURES))), None)
+        if problem:  # else the first cells' work is lost at their first save
+            raise LeakbenchError(problem)
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)

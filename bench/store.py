@@ -1,6 +1,6 @@
 """The record store: one JSON file per cell under ``DIR/records/``, written atomically.
 
-Every reader goes through :func:`load_records` / :func:`record_statuses`: a record that does
+Every reader goes through :func:`load_records`: a record that does
 not parse or does not match the schema is never trusted. It is named in one warning line,
 moved to ``DIR/records/quarantine/``, and its cell counts as not done. A reader that only
 reads the folder (``leakbench diff``, ``rerun``, ``run --dry-run``) passes
@@ -82,12 +82,15 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 
 
 def writable_problem(folder: Path) -> str | None:
-    """Why no file can be created in ``folder`` (made here when absent), or None: checked
-    before work whose results the first write would lose (an immutable or read-only folder
-    had been found only after minutes of cells or sampling)."""
+    """Why no file can be created in ``folder``, or None, tried in it or, while it does not
+    exist, in its nearest existing parent (nothing is created): checked before work whose
+    results the first write would lose (an immutable or read-only folder had been found only
+    after minutes of cells or sampling)."""
+    target = Path(folder)
+    while not target.exists() and target.parent != target:
+        target = target.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".probe.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -102,7 +105,8 @@ def write_output(path: Path, text: str) -> None:
     would. A rename onto those replaced them with a regular file."""
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
-        with open(path, "w", encoding="utf-8") as f:  # a loop of links: ELOOP, one line
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop of
+            # links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given
             f.write(text)
         return
     write_atomic(path, text)
@@ -341,9 +345,3 @@ def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]
     """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined, or
     with ``quarantine=False`` only named in a warning and left where they are (read-only)."""
     return [d for _, d in _scan(out_dir, move=quarantine)]
-
-
-def record_statuses(out_dir: Path, quarantine: bool = True) -> dict[str, str]:
-    """cell id → status of every sound record (resume and ``--retry-failed`` read this;
-    ``quarantine=False``: damaged records left in place, as :func:`load_records`)."""
-    return {d["cell_id"]: d["status"] for _, d in _scan(out_dir, move=quarantine)}

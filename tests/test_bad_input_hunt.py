@@ -31,13 +31,15 @@ def write_suite(tmp_path: Path, **overrides: object) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("where", ["cache", "data", "root", "fid", "textroot"])
+@pytest.mark.parametrize("where", ["cache", "data", "root", "fid", "textroot", "lpips"])
 def test_a_tilde_naming_no_user_is_one_line(where, tmp_path, capsys, monkeypatch):
     """``Path.expanduser`` raised RuntimeError ("Could not determine home directory") from
     $LEAKBENCH_CACHE, $LEAKBENCH_DATA, a dataset's root and --fid-weights: a traceback."""
     args = ["run", write_suite(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"]
-    if where in ("cache", "data", "root"):  # a dry run reads no cache and opens no data
-        args.remove("--dry-run")
+    if where in ("cache", "data", "root", "lpips"):  # a dry run reads no cache and opens no
+        args.remove("--dry-run")  # data
+    if where == "lpips":
+        monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", NO_HOME)
     if where == "cache":
         monkeypatch.setenv("LEAKBENCH_CACHE", NO_HOME)
     elif where == "data":
@@ -74,7 +76,7 @@ def edit(path: Path, change) -> None:
     ({"metric": "psnr", "at_least": None, "at_most": None}, False),
     ({"metric": "psnr", "at_least": 20, "at_most": 1}, False),
 ])
-def test_a_records_success_rule_has_its_three_keys_and_one_bound(rule, sound):
+def test_a_records_success_rule_has_no_other_key_and_one_bound(rule, sound):
     """``rerun`` built ``SuccessRule(**rule)`` from what the record check had let through:
     an extra key or no bound was a TypeError or ValueError traceback."""
     from bench.store import record_problem
@@ -112,7 +114,7 @@ def test_an_arrays_file_larger_than_a_cell_writes_is_refused_before_it_is_read(t
     from bench.pictures import MAX_ARRAY_VALUES, load_cell_arrays
 
     path = tmp_path / "big.npy"
-    shape = (2, 4000, 3, 512, 512)
+    shape = (2, 4000, 3, 512, 512)  # 6.3e9 values
     header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.uint8))
     header["shape"] = shape
     with open(path, "wb") as f:
@@ -210,9 +212,22 @@ def test_a_run_refuses_a_records_folder_it_cannot_write_before_any_cell(tmp_path
 
     monkeypatch.setattr(store.tempfile, "mkstemp", refuse_records)
     out = tmp_path / "o"
+    (out / "records").mkdir(parents=True)  # an immutable folder left by an earlier run
     line = one_line(capsys, "run", write_suite(tmp_path), "--out", str(out), "--jobs", "0")
     assert f"{out / 'records'}: cannot write there (Operation not permitted)" in line
-    assert not list((out / "cells").glob("*"))  # no cell ran
+    assert not (out / "cells").exists()  # no cell ran
+
+
+def test_the_writability_probe_creates_no_folder(tmp_path, capsys):
+    """A run refused for its data (checked first) leaves no records/ or cells/ behind, and
+    the probe of a folder not yet made tries its nearest existing parent."""
+    from bench.store import writable_problem
+
+    assert writable_problem(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()
+    suite = write_suite(tmp_path, datasets=[{"mnist": {"root": str(tmp_path / "empty")}}])
+    (tmp_path / "empty").mkdir()
+    one_line(capsys, "run", suite, "--out", str(tmp_path / "o"), "--jobs", "0")
+    assert not (tmp_path / "o" / "records").exists() and not (tmp_path / "o" / "cells").exists()
 
 
 def test_a_text_folder_refuses_a_file_larger_than_its_cap_before_reading_it(tmp_path, capsys):

@@ -164,7 +164,8 @@ class RayExecutor:
             else MAX_RETRIES
         self.device = "cuda" if gpus > 0 else "cpu"  # a GPU share: the one Ray assigned
         self.threads = threads if threads is not None else max(1, int(self.cpus))
-        if self.threads > self.cpus:  # Ray counts CPUs; torch would spin more threads
+        if self.threads > max(1.0, self.cpus):  # Ray counts CPUs; torch spins more threads
+            # (a fraction of a CPU with one thread is the packing the user asked for)
             warn(f"Ray tasks of {self.cpus:g} CPU(s) each run {self.threads} torch "
                  f"thread(s): more threads than CPUs, so tasks slow each other down "
                  f"(--cpus-per-task {self.threads:g} gives each the cores its threads use)")

@@ -75,7 +75,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
 
     Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
     distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition, and
-    a column is named once (two conditions on it read as "and", which keeps nothing)."""
+    a column is named once (two conditions on it are ambiguous: "and" would keep nothing)."""
     out: dict[str, list[str]] = {}
     for item in items or []:
         parts = _split_top(item)
@@ -90,7 +90,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
             if key not in WHERE:
                 raise LeakbenchError(f"--where: unknown column {key!r}{suggest(key, WHERE)}; "
                                      f"expected one of {', '.join(WHERE)}")
-            if key in out:  # "and" of two values of one column keeps nothing; "or" is a|b
+            if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
                 raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
             out[key] = [v.strip() for v in value.split("|")]
     return out
