@@ -79,6 +79,10 @@ def seed_from(obj: Any) -> int:
     return int(digest(obj)[:8], 16)
 
 
+LABEL_FIELDS = ("attack_label", "defense_label", "arch_label", "dataset_label")
+"""A record's display labels (:func:`component_labels`), attack first."""
+
+
 def component_labels(cell: Any) -> dict[str, str]:
     """The ``*_label`` fields of a record, for the components the cell has."""
     labels = {"defense_label": chain_label(cell.defense), "arch_label": cell.arch.label,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.identity import LABEL_FIELDS
 from bench.lock import RunLock
 from bench.pictures import artifact_path, own_artifact
 from bench.registry import LeakbenchError
@@ -113,8 +114,7 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
 
 
 def _label(record: dict[str, Any]) -> str:
-    keys = ("attack_label", "defense_label", "arch_label", "dataset_label")
-    return " · ".join(str(record[k]) for k in keys if record.get(k))
+    return " · ".join(str(record[k]) for k in LABEL_FIELDS if record.get(k))
 
 
 def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:

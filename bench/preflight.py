@@ -107,7 +107,7 @@ def preflight_perceptual(settings: dict[str, Any]) -> None:
 
         named = os.environ.get(LPIPS_ENV, "").strip()
         if named:
-            expanded(named, LeakbenchError)
+            expanded(named)
         return
     if not expanded(weights).is_file():
         raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {weights}")

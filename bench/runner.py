@@ -29,7 +29,7 @@ from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
-from bench.identity import component_labels
+from bench.identity import LABEL_FIELDS, component_labels
 from bench.lock import RunLock
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
@@ -45,7 +45,6 @@ from bench.store import (
 from bench.suite import Suite, count_cells, iter_cells
 from bench.text_scoring import success_fields
 
-LABELS = ("attack_label", "defense_label", "arch_label", "dataset_label")
 MAX_CELLS = 10_000
 """A run of a larger grid (before ``exclude``) is refused unless ``max_cells`` allows it."""
 
@@ -105,8 +104,9 @@ class FolderPlan:
                  retry_failed: bool = False, quarantine: bool = True) -> None:
         self.suite, self.out_dir = suite, Path(out_dir)
         self.force, self.retry_failed = force, retry_failed
-        self.records = {d["cell_id"]: {k: d.get(k) for k in ("status", "success_rule", *LABELS)}
-                        for d in load_records(out_dir, quarantine)}  # all a plan reads
+        kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
+        self.records = {d["cell_id"]: {k: d.get(k) for k in kept}
+                        for d in load_records(out_dir, quarantine)}
         self.planned: set[str] = set()
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
@@ -115,9 +115,8 @@ class FolderPlan:
         for cell in iter_cells(self.suite):
             self.planned.add(cell.cell_id)
             record = self.records.get(cell.cell_id)
-            if record is not None:
-                self._compare_labels(cell, record)
-            if record is not None and not self.force:
+            if record is not None and not self.force:  # kept: is it the cell the suite says?
+                self._compare(cell, record)
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
                 yield cell, "to run" if failed else "done"
             elif cell.skip_reason:
@@ -125,7 +124,7 @@ class FolderPlan:
             else:
                 yield cell, "to run"
 
-    def _compare_labels(self, cell: Any, record: dict[str, Any]) -> None:
+    def _compare(self, cell: Any, record: dict[str, Any]) -> None:
         for key, label in component_labels(cell).items():
             if record.get(key) != label:  # one id, two spellings: the leaderboard splits it
                 self.relabelled.append((str(record.get(key)), label))
@@ -148,13 +147,13 @@ class FolderPlan:
             warn(f"{where}{foreign} record(s) are not cells of suite {self.suite.name} (a "
                  "changed suite, or another suite's); its leaderboard counts them: run into "
                  "a fresh --out to leave them out")
-        if self.relabelled and not self.force:
+        if self.relabelled:
             old, new = self.relabelled[0]
             warn(f"{where}{len(self.relabelled)} finished cell(s) carry other labels than "
                  f"suite {self.suite.name} now gives them (e.g. {old!r}, now {new!r}: a "
                  "parameter written at its default is shown); the leaderboard's rows split "
                  "by label: keep the suite's spelling, or run into a fresh --out")
-        if self.rejudged and not self.force:
+        if self.rejudged:
             old, new = (_rule_text(r) for r in self.rejudged[0])
             warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "
                  f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
@@ -162,10 +161,10 @@ class FolderPlan:
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
-    bound = ("≥", rule.get("at_least")) if rule.get("at_least") is not None else \
-        ("≤", rule.get("at_most"))
-    return f"{rule.get('metric')} {bound[0]} {bound[1]:g}" if isinstance(
-        bound[1], (int, float)) else str(rule)
+    """``psnr ≥ 20``: the record check has given the rule one numeric bound."""
+    if rule.get("at_least") is not None:
+        return f"{rule['metric']} ≥ {rule['at_least']:g}"
+    return f"{rule['metric']} ≤ {rule['at_most']:g}"
 
 
 def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
