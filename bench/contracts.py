@@ -296,6 +296,9 @@ class DefenseContext:
     # device (0 where the harness normalises); None where unknown (text, or a dataset that
     # states no ``pixel_mean``): :func:`bench.data.input_centre`
     centre: torch.Tensor | None = None
+    # a Poisson-sampled batch's expected size (the utility track's DP training), by which a DP
+    # mean divides; None: the batch has a fixed size, len(x)
+    expected_batch: int | None = None
 
 
 def observed_batch(chain: Sequence[Defense], batch_size: int) -> int:

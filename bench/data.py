@@ -68,6 +68,20 @@ def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator,
     return stack_items(data, batch_indices(len(data), batch_size, generator, taken))
 
 
+def poisson_batch(dataset: Any, sample_rate: float, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Poisson-sampled batch of training items in [0,1]: each joins independently with
+    probability ``sample_rate``, so its size varies and may be 0 (the sampling DP-SGD's
+    accountants assume: Abadi et al. 2016, Opacus)."""
+    data = dataset.load("train")
+    picked = (torch.rand(len(data), generator=generator) < sample_rate).nonzero()[:, 0]
+    if len(picked):
+        return stack_items(data, picked.tolist())
+    x0, y0 = data[0]
+    y0 = y0 if isinstance(y0, torch.Tensor) and y0.dim() > 0 else torch.tensor(int(y0))
+    return x0.new_empty((0, *x0.shape)), y0.new_empty((0, *y0.shape))
+
+
 def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int,
                   taken: set[int] | None = None
                   ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:

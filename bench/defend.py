@@ -17,7 +17,8 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
     ``ctx.x``/``ctx.y`` hold the transformed batch afterwards.
     """
     for d in chain:
-        ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
+        if len(ctx.x):  # an empty batch (a Poisson draw of none) has nothing to transform
+            ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
     update = compute(ctx.x, ctx.y)
     for d in chain:
         update = d.transform_update(update, ctx)

@@ -172,9 +172,14 @@ def clip_per_sample(per_sample: list[torch.Tensor], max_norm: float
 
 
 def noisy_mean(clipped: list[torch.Tensor], max_norm: float, noise_multiplier: float,
-               generator: torch.Generator) -> list[torch.Tensor]:
-    """(Σ clipped + N(0, σ²C²)) / B per coordinate; the noise is drawn on the CPU generator."""
-    batch = clipped[0].shape[0]
+               generator: torch.Generator, divisor: int | None = None) -> list[torch.Tensor]:
+    """(Σ clipped + N(0, σ²C²)) / B per coordinate; the noise is drawn on the CPU generator.
+
+    B is the batch's size, or ``divisor`` where given: the expected size of a Poisson-sampled
+    batch (Opacus), whose drawn size must not set the scale of a private update."""
+    batch = divisor if divisor is not None else clipped[0].shape[0]
+    if batch <= 0:
+        raise ValueError("an empty batch has no mean: give the sampler's expected batch size")
     out = []
     for g in clipped:
         total = g.sum(0)
@@ -186,18 +191,19 @@ def noisy_mean(clipped: list[torch.Tensor], max_norm: float, noise_multiplier: f
 
 
 def dp_update(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: ClientSpec,
-              max_norm: float, noise_multiplier: float, generator: torch.Generator
-              ) -> tuple[list[torch.Tensor], str, list[float]]:
+              max_norm: float, noise_multiplier: float, generator: torch.Generator,
+              expected_batch: int | None = None) -> tuple[list[torch.Tensor], str, list[float]]:
     """The DP-SGD update: one noisy gradient (FedSGD) or the delta of noisy local steps (FedAvg).
 
+    ``expected_batch``: a Poisson sampler's expected batch size, the FedSGD mean's divisor.
     Returns the tensors, the update kind and the pre-clipping per-sample norms of every step.
     """
     if spec.mode == "fedsgd":
         model.train()
         per_sample = per_sample_gradients(model, x, target)
         clipped, norms = clip_per_sample(per_sample, max_norm)
-        return noisy_mean(clipped, max_norm, noise_multiplier, generator), "gradient", \
-            norms.tolist()
+        return noisy_mean(clipped, max_norm, noise_multiplier, generator, expected_batch), \
+            "gradient", norms.tolist()
     if spec.mode == "fedavg":
         all_norms: list[float] = []
 
@@ -273,7 +279,7 @@ class DPSGD(Defense):
             raise ValueError(f"dpsgd: {BATCHNORM_REASON}")
         tensors, kind, norms = dp_update(ctx.model, ctx.x, ctx.y, ctx.client,
                                          self.max_grad_norm, self.noise_multiplier,
-                                         ctx.generator)
+                                         ctx.generator, ctx.expected_batch)
         out = Update(tensors, kind, update.bn_stats, dict(update.info))
         out.info.update(self.privacy())
         out.info["dp_per_sample_norms"] = norms

@@ -344,3 +344,62 @@ def test_a_failing_accountant_costs_the_utility_run_its_epsilon_not_its_accuracy
     assert run["metrics"]["privacy"]["epsilon_note"].startswith("accountant failed: ")
     assert attack["status"] != "error", attack.get("error")
     assert attack["defense_info"]["epsilon"] is None
+
+
+def test_noisy_mean_divides_by_the_expected_batch_under_poisson_sampling():
+    """Under Poisson sampling the DP mean is the noisy sum over the *expected* batch size (as
+    Opacus does): dividing by the drawn size would make the sensitivity depend on it."""
+    from defenses.dpsgd import noisy_mean
+
+    clipped = [torch.ones(3, 2)]
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(noisy_mean(clipped, 1.0, 0.0, gen)[0], torch.ones(2))
+    assert torch.equal(noisy_mean(clipped, 1.0, 0.0, gen, divisor=6)[0], torch.full((2,), 0.5))
+    empty = [torch.zeros(0, 2)]
+    noise_only = noisy_mean(empty, 2.0, 1.0, torch.Generator().manual_seed(1), divisor=4)[0]
+    expected = torch.randn(2, generator=torch.Generator().manual_seed(1)) * 2.0 / 4
+    assert torch.allclose(noise_only, expected)
+    with pytest.raises(ValueError, match="expected batch size"):
+        noisy_mean(empty, 1.0, 1.0, gen)
+
+
+def test_poisson_batches_draw_each_item_independently_at_the_rate():
+    from bench.data import poisson_batch
+
+    data = DATASETS.get("digits").cls(size=8)
+    n = len(data.load("train"))
+    gen = torch.Generator().manual_seed(0)
+    sizes = [len(poisson_batch(data, 16 / n, gen)[0]) for _ in range(400)]
+    # mean 16, std 4 per draw: the mean of 400 draws is within 0.2 of 16 (one std); 1.5 is 7.5
+    assert abs(sum(sizes) / len(sizes) - 16) < 1.5
+    assert len(set(sizes)) > 5  # not a fixed-size batch
+    x, y = poisson_batch(data, 1e-9, torch.Generator().manual_seed(0))
+    assert x.shape == (0, *data.meta().shape) and y.shape == (0,)
+
+
+def test_a_dp_utility_run_samples_as_its_accountant_assumes(tmp_path):
+    """Opacus's accountant bounds Poisson-subsampled steps, so a DP-SGD training run draws its
+    batches that way (empty ones included: a step of noise only); other defenses keep
+    fixed-size batches."""
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    utility = {"steps": 30, "batch_size": 1, "lr": 0.1, "eval_size": 50}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=["none", {"dpsgd": {"noise_multiplier": 1.0}},
+                                 {"chain": [{"mixup": {"k": 2}}, "dpsgd"]}],
+                       attacks=[{"idlg": {"steps": 1}}], utility=utility)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    runs = {r["defense_label"]: r for r in load_records(tmp_path) if r["kind"] == "utility"}
+    assert all(r["status"] == "ok" for r in runs.values()), {
+        k: r.get("error") for k, r in runs.items()}
+    assert "privacy" not in runs["none"]["metrics"]
+    for label, r in runs.items():
+        if label == "none":
+            continue
+        m = r["metrics"]["privacy"]
+        assert m["dp_sampling"] == "poisson"
+        # at q = 1/N a step is empty with probability (1 - 1/N)^N ≈ e^-1: some of 30 are
+        assert 0 < m["dp_empty_batches"] < 30
+        assert 0 < m["dp_mean_batch"] < 3

@@ -7,7 +7,8 @@ padding), next to the undefended run under the same seeds (the leaderboard pairs
 mean cosine similarity between the defended and the clean update (over the steps where it is
 finite: an update with an inf or NaN entry has none; None if no step has one). BatchNorm
 running statistics follow the batch the client trained on (FedAvg clients send their buffers
-with their weights); defenses act on the weights' update. These are records too:
+with their weights); defenses act on the weights' update. A defense with a privacy accountant
+(DP-SGD) trains on Poisson-sampled batches, the sampling its ε assumes. These are records too:
 resumable, in the same store, keyed by their own stable id.
 """
 
@@ -24,7 +25,7 @@ import torch
 from bench.cells.base import RunOptions, fix_float_mode, register_cell_kind
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
-from bench.data import input_centre, other_batches, sample_batch, stack_items
+from bench.data import input_centre, other_batches, poisson_batch, sample_batch, stack_items
 from bench.defend import defend
 from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
@@ -177,14 +178,25 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         others = other_batches(dataset, meta, device, seeds["defense"])
         centre = input_centre(meta, torch.zeros((), device=device))
         has_bn = has_batchnorm(model)
-        cosines: list[float] = []
+        # the ε of this very run (its own q and T), beside its accuracy; a defense with an
+        # accountant trains on the batches it assumes: Poisson-sampled at q (Abadi et al.)
+        sample_rate = cfg["batch_size"] / len(dataset.load("train"))
+        privacy = run_privacy(chain, sample_rate, cfg["steps"])
+        poisson = privacy is not None
+        cosines: list[float | None] = []
+        sizes: list[int] = []
         diverged_at = None
         for step in range(cfg["steps"]):
-            x01, y = sample_batch(dataset, cfg["batch_size"], data_gen)
+            x01, y = poisson_batch(dataset, sample_rate, data_gen) if poisson \
+                else sample_batch(dataset, cfg["batch_size"], data_gen)
             x, y = domain.encode(x01).to(device), y.to(device)
+            sizes.append(len(x))
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others,
-                                 centre=centre)
-            clean = compute_update(model, x, y, client)
+                                 centre=centre,
+                                 expected_batch=cfg["batch_size"] if poisson else None)
+            clean = compute_update(model, x, y, client) if len(x) else \
+                Update([torch.zeros_like(p) for p in model.parameters() if p.requires_grad],
+                       "gradient", None, {})
 
             def compute(xb: torch.Tensor, yb: torch.Tensor, x=x, y=y, clean=clean) -> Update:
                 mixed = xb is not x or yb is not y  # a data-level link changed the batch
@@ -193,12 +205,14 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             update = defend(defenses, ctx, compute)
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
             a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
-            cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
-            # an update with a non-finite entry has no cosine (NaN, which clamping turns to 1.0)
-            cosines.append(max(-1.0, min(1.0, cos)) if math.isfinite(cos) else None)
+            if len(x):  # an empty batch has no clean update to compare with
+                cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
+                # an update with a non-finite entry has no cosine (NaN, which clamping turns
+                # to 1.0)
+                cosines.append(max(-1.0, min(1.0, cos)) if math.isfinite(cos) else None)
             with torch.no_grad():
                 model.train()
-                if has_bn:  # BatchNorm's running statistics are buffers, not gradients: a
+                if has_bn and len(ctx.x):  # BatchNorm's running statistics are buffers: a
                     model(ctx.x)  # FedAvg client sends them, taken from the batch it trained on
                 params = [p for p in model.parameters() if p.requires_grad]
                 for p, u in zip(params, update.tensors):
@@ -232,12 +246,10 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             if scored != len(picks):  # a language model: scored positions, padding left out
                 metrics["eval_positions"] = scored
             fields.update(status="ok", error=None)
-        # the ε of this very run (its own q and T), beside its accuracy: computed last, so that
-        # an accountant that fails costs the record its ε, never its accuracy
-        privacy = run_privacy(chain, cfg["batch_size"] / len(dataset.load("train")),
-                              cfg["steps"])
-        if privacy:
-            metrics["privacy"] = privacy
+        if privacy:  # with how this run drew its batches, beside the guarantee that assumes it
+            metrics["privacy"] = {**privacy, "dp_sampling": "poisson",
+                                  "dp_mean_batch": sum(sizes) / max(1, len(sizes)),
+                                  "dp_empty_batches": sizes.count(0)}
         fields["metrics"] = metrics
     except Exception as e:  # a failing cell becomes a record
         fields.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
