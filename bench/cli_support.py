@@ -47,9 +47,10 @@ class ExecutorChoices:
 
 # Path arguments for which an empty value named the working directory (site --out '' built
 # beside it and renamed over it); refused for every command at once. (run --out '', export
-# and table --output '' mean their defaults, as they always did.)
+# and table --output '' mean their defaults, as they always did; report --fid-weights '' had
+# meant no weights, losing the FID columns of a script's unset variable in silence.)
 POSITIONAL_PATHS = ("dir", "dirs", "a", "b")
-OPTION_PATHS = ("against", "against_records", "attacks")
+OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights")
 OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
 
 

@@ -696,6 +696,9 @@ def test_a_suites_task_resources_are_held_to_rays_rules(resources, needle) -> No
      "check: --against-records: expected a path, got ''"),
     (["diff", "", "results/quick"], "diff: A: expected a path, got ''"),
     (["leaderboard", ""], "leaderboard: DIR: expected a path, got ''"),
+    # '' had meant no weights: a script's unset variable silently lost the FID columns
+    (["report", "results/quick", "--fid-weights", ""],
+     "report: --fid-weights: expected a path, got ''"),
 ])
 def test_an_empty_path_is_refused_for_every_command(args, expected, capsys) -> None:
     """'' named the working directory: site built beside it and renamed over it."""
