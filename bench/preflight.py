@@ -99,20 +99,17 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
 def preflight_perceptual(settings: dict[str, Any]) -> None:
     """The LPIPS weights file a suite names exists and loads, when LPIPS is on: without it
     every record said LPIPS n/a, with a note that read as "put the file here"."""
-    weights = settings.get("lpips_weights")
     if not settings.get("lpips", True):
         return
-    if not weights:  # the variable's path is read in every cell: '~nosuchuser' made each an
-        from bench.perceptual import LPIPS_ENV  # error record, the run exit 0
+    from bench.perceptual import LPIPS_ENV, lpips_check
 
-        named = os.environ.get(LPIPS_ENV, "").strip()
-        if named:
-            expanded(named)
-        return
+    weights, source = settings.get("lpips_weights"), "perceptual.lpips_weights"
+    if not weights:  # the variable's file is read in every cell: a missing or broken one
+        weights, source = os.environ.get(LPIPS_ENV, "").strip(), f"${LPIPS_ENV}"  # gave
+        if not weights:  # each record LPIPS n/a ('~nosuchuser' an error), the run exit 0
+            return
     if not expanded(weights).is_file():
-        raise LeakbenchError(f"perceptual.lpips_weights: no weights file at {weights}")
-    from bench.perceptual import lpips_check
-
+        raise LeakbenchError(f"{source}: no weights file at {weights}")
     problem = lpips_check(settings.get("lpips_net", "alex"), weights)
     if problem:
-        raise LeakbenchError(f"perceptual.lpips_weights: {problem}")
+        raise LeakbenchError(f"{source}: {problem}")

@@ -439,6 +439,25 @@ def test_a_perceptual_weights_file_the_suite_names_must_load(settings, needle, t
     assert not list((tmp_path / "o").glob("records/*.json"))
 
 
+@pytest.mark.parametrize("named, needle", [
+    ("nope.pth", "$LEAKBENCH_LPIPS_WEIGHTS: no weights file at"),
+    ("garbage.pth", "garbage.pth could not be loaded"),
+])
+def test_the_lpips_weights_variable_is_checked_as_the_suite_key_is(named, needle, tmp_path,
+                                                                    capsys, monkeypatch) -> None:
+    """A missing or broken file the variable named gave every record LPIPS n/a, exit 0."""
+    (tmp_path / "garbage.pth").write_bytes(b"not a state dict")
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", str(tmp_path / named))
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text())
+    line = one_line(capsys, "run", str(path), "--jobs", "0", "--out", str(tmp_path / "o"))
+    assert needle in line
+    assert not list((tmp_path / "o").glob("records/*.json"))
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", str(tmp_path / "nope.pth"))
+    path.write_text(suite_text(perceptual={"lpips": False}))  # LPIPS off: not needed
+    assert cli(capsys, "run", str(path), "--jobs", "0", "--out", str(tmp_path / "o2"))[0] == 0
+
+
 def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
     """It trained and sampled every configuration (minutes), then failed at its first write."""
