@@ -189,6 +189,8 @@ MALFORMED = {
     # fedavg with a zero or an overflowing step: each ig cell "diverged", blaming the attack
     "fedavg_lr_zero": ({"client": {"mode": "fedavg", "lr": 0}}, "client[0]: lr 0 with fedavg"),
     "fedavg_lr_huge": ({"client": {"mode": "fedavg", "lr": 1e308}}, "client[0].lr"),
+    # the utility track's model never moved, and its chance-level accuracy read as "ok"
+    "utility_lr_zero": ({"utility": {"lr": 0}}, "utility.lr: 0 never moves the model"),
     # true excluded seed 1 and every batch of 1; "0" matched nothing, warned as {seed: 0}
     "exclude_seed_bool": ({"exclude": [{"seed": True}]}, "exclude[0].seed: expected a number"),
     "exclude_batch_bool": ({"exclude": [{"batch_size": [1, True]}]},

@@ -140,6 +140,9 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
     victims = no_repeats(victims, "victim")
     budget = _settings(raw, "budget", BUDGET_PARAMS, of="caps")
     utility = None if raw.get("utility") is None else _settings(raw, "utility", UTILITY_PARAMS)
+    if utility is not None and utility["lr"] == 0:  # an untrained model's accuracy, "ok"
+        raise SuiteError("utility.lr: 0 never moves the model, so no defense costs anything; "
+                         "give lr above 0")
     if isinstance(raw.get("perceptual"), dict) and "fid_weights" in raw["perceptual"]:
         raise SuiteError("perceptual.fid_weights is not a suite setting: FID and KID are "
                          "scored by `leakbench report`, which takes the Inception weights from "
