@@ -199,6 +199,14 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
+def _metric_value_key(key: str) -> bool:
+    """Whether ``key`` holds one number (or None): a registered metric, its ``_worst``, or
+    ``success`` (a bool)."""
+    from bench.metrics import METRICS  # the registry, loaded on first use
+
+    return key == "success" or key.removesuffix("_worst") in METRICS
+
+
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
@@ -229,8 +237,8 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     if not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts):
         return "a component without a name"
     for key, value in (d.get("metrics") or {}).items():
-        if isinstance(value, (dict, list)) or value is None:
-            continue
+        if value is None or (isinstance(value, (dict, list)) and not _metric_value_key(key)):
+            continue  # n/a, or a structure beside the metrics (per_image, matching, privacy)
         if key == "success":  # counted by the tables and by check alike: a bool only
             ok = isinstance(value, bool)
         elif key.endswith("_note"):

@@ -114,7 +114,12 @@ def test_record_problems_cover_the_schema() -> None:
                            # false: a claim held in one and failed in the other
                            ({"metrics": {"psnr": 9.0, "success": 1}}, "'success'"),
                            ({"metrics": {"psnr": 9.0, "success": 0.3}}, "'success'"),
-                           ({"metrics": {"psnr": True}}, "'psnr'")]:
+                           ({"metrics": {"psnr": True}}, "'psnr'"),
+                           # a list where a metric's number goes read as n/a: the table's n
+                           # and mean changed with no warning
+                           ({"metrics": {"psnr": 9.0, "ssim": [1, 2]}}, "'ssim'"),
+                           ({"metrics": {"psnr": 9.0, "lpips_worst": {"a": 1}}}, "'lpips_worst'"),
+                           ({"metrics": {"psnr": 9.0, "success": [True]}}, "'success'")]:
         assert reason in record_problem({**good, **change}, "a")
     # the ends of a range are values; an open-ended metric, an unknown key and a note are free
     for extra in [{"metrics": {"psnr": 100.0, "ssim": -1.0, "mse": 1.0}},
