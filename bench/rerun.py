@@ -44,7 +44,7 @@ from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
 from bench.metrics import Metric, SuccessRule
 from bench.records import STATUSES
-from bench.registry import LeakbenchError
+from bench.registry import REGISTRIES, LeakbenchError, validate_params
 from bench.runner import resolve_device
 from bench.store import load_records
 
@@ -149,6 +149,21 @@ def rerun_metric(name: str | None) -> type[Metric] | None:
     return m
 
 
+def component_problem(record: dict[str, Any]) -> str | None:
+    """Why a record's components would not build as recorded (a parameter their registry
+    does not declare or refuses), or None."""
+    parts = [("attacks", record["attack"]), ("archs", record["arch"]),
+             ("datasets", record["dataset"]), *(("defenses", d) for d in record["defense"])]
+    for kind, part in parts:
+        try:
+            validate_params(REGISTRIES[kind].get(part["name"]).params, part["params"],
+                            part["name"])
+        except LeakbenchError as err:
+            return (f"its {kind[:-1]}'s params do not validate ({err}): hand-edited, or "
+                    "written by another leakbench")
+    return None
+
+
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
           jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
           threads: int | None = None) -> list[Check]:
@@ -172,6 +187,10 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
                              f"of another modality): nothing to re-run")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
     by_id = {r["cell_id"]: r for r in records}
+    for cid in picks:  # else each became an error record, counted as a re-run, exit 0
+        problem = component_problem(by_id[cid])
+        if problem:
+            raise LeakbenchError(f"{out_dir}: record {cid}: {problem}")
     keyed = df.assign(**{c: df[c].fillna("") for c in ROW})
     rows = {cid: keyed[keyed["cell_id"] == cid].iloc[0] for cid in picks}
     cells = {cid: cell_from_json(cell_json(by_id[cid])) for cid in picks}

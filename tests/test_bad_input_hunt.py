@@ -321,3 +321,15 @@ def test_wrong_words_a_hunt_found(tmp_path, capsys):
     for link in ("dangling", "loop_a"):
         line = one_line(capsys, "run", write_suite(tmp_path), "--out", str(tmp_path / link))
         assert "a symbolic link to " in line and "which is missing or a loop" in line
+
+
+@pytest.mark.parametrize("part, change", [
+    ("attack", {"bogus": 1}), ("arch", {"hidden": -3})])
+def test_rerun_refuses_records_whose_components_do_not_validate(part, change, tmp_path,
+                                                                  capsys):
+    """Each re-run cell ended "error: ParamError", was counted inside the committed
+    interval, and the command exited 0."""
+    for path in copy_records(ROOT / "results" / "quick", tmp_path, 200):
+        edit(path, lambda r: r[part]["params"].update(change))
+    line = one_line(capsys, "rerun", str(tmp_path), "--sample", "2", "--jobs", "0")
+    assert "do not validate" in line and next(iter(change)) in line

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from bench.registry import LeakbenchError
 from bench.rerun import prediction_interval, report, rerun
 from bench.runner import run_suite
 from helpers import make_suite, run_cli
@@ -73,9 +74,26 @@ def test_rerun_flags_values_outside_a_doctored_interval(store, tmp_path):
     assert "inside the committed 95% CI of the row's mean: 0/3" in report(checks)
 
 
-def test_the_report_says_why_a_fresh_cell_failed(store, tmp_path):
-    """A record naming an attack this leakbench lacks re-ran as an error row valued at its
-    floor, with no reason anywhere in the report."""
+def test_the_report_says_why_a_fresh_cell_failed(store, monkeypatch):
+    """A fresh cell that fails re-ran as an error row valued at its floor, with no reason
+    anywhere in the report."""
+    from attacks.analytic import Analytic
+
+    assert "ended" not in report(rerun(store, 1, jobs=0))
+
+    def fails(self, obs):
+        raise RuntimeError("the attack broke here")
+
+    monkeypatch.setattr(Analytic, "reconstruct", fails)
+    checks = rerun(store, 1, jobs=0)
+    assert checks[0].status == "error" and "the attack broke here" in (checks[0].error or "")
+    assert f"{checks[0].cell_id} ended error here: attack: RuntimeError: the attack" in \
+        report(checks)
+
+
+def test_a_record_this_leakbench_cannot_build_is_refused(store, tmp_path):
+    """A record naming an attack this leakbench lacks re-ran as an error row, valued at its
+    floor and counted inside the committed interval; it cannot be re-run, so it is refused."""
     import shutil
 
     renamed = tmp_path / "renamed"
@@ -84,10 +102,9 @@ def test_the_report_says_why_a_fresh_cell_failed(store, tmp_path):
         r = json.loads(path.read_text())
         r["attack"]["name"] = "analytik"
         path.write_text(json.dumps(r))
-    checks = rerun(renamed, 1, jobs=0)
-    assert checks[0].status == "error" and "analytik" in (checks[0].error or "")
-    assert f"{checks[0].cell_id} ended error here: " in report(checks)
-    assert "ended" not in report(rerun(store, 1, jobs=0))
+    with pytest.raises(LeakbenchError, match="unknown attack 'analytik'.*do not validate|"
+                                              "do not validate.*analytik"):
+        rerun(renamed, 1, jobs=0)
 
 
 def test_cli_rerun_prints_the_fraction(store):
