@@ -107,14 +107,15 @@ class FolderPlan:
         kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
         self.records = {d["cell_id"]: {k: d.get(k) for k in kept}
                         for d in load_records(out_dir, quarantine)}
-        self.planned: set[str] = set()
+        self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         for cell in iter_cells(self.suite):
-            self.planned.add(cell.cell_id)
             record = self.records.get(cell.cell_id)
+            if record is not None:
+                self.planned.add(cell.cell_id)
             if record is not None and not self.force:  # kept: is it the cell the suite says?
                 self._compare(cell, record)
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
