@@ -270,6 +270,12 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
         raise LeakbenchError(f"diff: --metric {names} has no value in any row of A or B "
                              f"(their rows are {', '.join(sorted({x[1] for x in rows_a.values()}))}"
                              f"; default: each row's leaderboard metric)")
+    if rows_a and rows_b and not rows_a.keys() & rows_b.keys():  # every row new or missing:
+        # "no regressions" had passed a comparison against the wrong folder
+        suites = [", ".join(sorted({r["suite"] for r in rec})) for rec in (rec_a, rec_b)]
+        raise LeakbenchError(f"diff: A ({suites[0]}) and B ({suites[1]}) have no row in "
+                             "common: nothing to compare (diff compares two runs of one "
+                             "suite's matrix)")
     out = Diff(Path(a), Path(b), list(used) or [headline().name], rows=rows,
                suites_a=sorted({r["suite"] for r in rec_a}),
                suites_b=sorted({r["suite"] for r in rec_b}))

@@ -366,3 +366,13 @@ def test_a_regression_is_seen_where_one_folder_has_cells_of_another_threat_model
     code, out, _ = run(str(QUICK), str(b), capsys=capsys)
     assert code == 1
     assert "- regressions: 1" in out and "- missing rows: 0" in out
+
+
+def test_two_folders_with_no_row_in_common_are_refused(capsys) -> None:
+    """Two different suites printed "Result: no regressions." with exit 0, every row new or
+    missing: a comparison against the wrong folder passed."""
+    from helpers import ROOT
+
+    assert main(["diff", str(ROOT / "results" / "quick"), str(ROOT / "results" / "text")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no row in common" in err and "quick" in err, err
