@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ LOCK = ".lock"
 GUARD = ".lock.guard"  # serialises acquisitions of LOCK (never removed: it cannot go stale)
 WORKER_GRACE_S = 10.0
 PID_LIMIT = 1 << 22  # Linux's PID_MAX_LIMIT: a lock naming a larger PID is garbage
+MAX_LOCK_BYTES = 1 << 18
+"""A lock file's size, at most: its JSON is ~40 bytes a worker, 160 KB for the most workers a
+run starts (4 096); a larger file is no lock, and is not read."""
 
 
 class LockedError(LeakbenchError):
@@ -122,6 +126,7 @@ class RunLock:
         if self.path.is_dir() and not self.path.is_symlink():  # nothing a run can take over
             raise LockedError(f"{self.path}: is a folder where the run lock belongs; remove "
                               "it if no run is using this folder")
+        self._check_file()
         owner = self._read()
         if owner is None:  # being written this instant, or garbage: look again shortly
             time.sleep(0.2)
@@ -143,11 +148,41 @@ class RunLock:
         warn(f"{self.path}: stale lock of PID {pid} (no longer running), taken over")
         self.path.unlink(missing_ok=True)
 
+    def _check_file(self) -> None:
+        """Refuse a lock path no run wrote, before it is opened: a FIFO there blocked the read
+        for ever, a link to /dev/zero read until memory ran out."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return  # gone meanwhile, or a dangling link: read as garbage, taken over
+        if not stat.S_ISREG(info.st_mode):
+            raise LockedError(f"{self.path}: not a regular file (a FIFO, a device, or a link "
+                              "to one) where the run lock belongs; remove it if no run is "
+                              "using this folder")
+        if info.st_size > MAX_LOCK_BYTES:
+            raise LockedError(f"{self.path}: {info.st_size} bytes, larger than any run lock "
+                              f"({MAX_LOCK_BYTES} at most); remove it if no run is using "
+                              "this folder")
+
+    def _read_text(self) -> str | None:
+        """The lock file's text; None where it is not a regular file of at most
+        ``MAX_LOCK_BYTES`` (swapped since :meth:`_check_file`: never blocks, never reads
+        more)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without a writer
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = f.read(MAX_LOCK_BYTES + 1)
+        return data.decode() if len(data) <= MAX_LOCK_BYTES else None
+
     def _read(self) -> dict[str, Any] | None:
         """The lock's owner, or None when the file is not a lock (garbage: no PID, or not one
         a system gives, such as "12" or 2**70)."""
         try:
-            owner = json.loads(self.path.read_text())
+            text = self._read_text()
+            if text is None:
+                return None
+            owner = json.loads(text)
         except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(owner, dict):
