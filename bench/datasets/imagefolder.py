@@ -9,7 +9,9 @@ Two layouts are understood, under ``<root>`` = the suite's ``root`` or
   then, in torchvision's sorted file order, every 5th image is the test split and the rest train.
 
 Images are decoded to RGB, resized so that the shorter side is ``size`` and centre-cropped to
-size×size.
+size×size. 16-bit greyscale images (PIL modes ``I;16*``, and ``I`` from a PNG) are scaled by
+1/65535 (converting them to RGB clipped every value above 255 to white); images of no known
+range (float, 32-bit integer) are refused, naming the file.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.datasets.folder import (
     IMG_EXTENSIONS,
-    default_loader,
     find_classes,
     has_file_allowed_extension,
 )
@@ -51,6 +53,7 @@ TEST_EVERY = 5  # one folder: every 5th image (in sorted order) is a test image
 # The customary ImageNet statistics, used by ImageNet-style folders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # PIL's 16-bit greyscale: 0..65535
 
 
 def _regular_image(path: str) -> bool:
@@ -60,11 +63,20 @@ def _regular_image(path: str) -> bool:
 
 
 def _open_image(path: str) -> Any:
-    """torchvision's loader, with PIL's warning about a huge image (over 89 million pixels,
-    decoded whole) raised as the error it gives past twice that."""
+    """torchvision's loader (an RGB image), with PIL's warning about a huge image (over 89
+    million pixels, decoded whole) raised as the error it gives past twice that; a 16-bit grey
+    image is a 3×H×W float tensor in [0,1] instead, as converting it to RGB clipped it."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return default_loader(path)
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            if image.mode in GREY16_MODES or (image.mode == "I" and image.format == "PNG"):
+                grey = np.asarray(image).astype(np.float32) / 65535  # a PNG holds 16 bits
+                return torch.from_numpy(grey).expand(3, *grey.shape)
+            if image.mode in ("I", "F") or image.mode.startswith(("I;", "F;")):
+                raise ValueError(f"{path}: PIL mode {image.mode} (a float or 32-bit image) has "
+                                 "no known range of values: save it as 8-bit or 16-bit")
+            return image.convert("RGB")
 
 
 class _FolderWithClasses(torchvision.datasets.ImageFolder):
@@ -89,9 +101,11 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
 
 
 def _crop(size: int) -> Any:
+    """A PIL image or float tensor → size×size tensor: resized, then centre-cropped."""
     def convert(img: Any) -> torch.Tensor:
         img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        return TF.to_tensor(TF.center_crop(img, [size, size])).contiguous()
+        img = TF.center_crop(img, [size, size])
+        return (img if isinstance(img, torch.Tensor) else TF.to_tensor(img)).contiguous()
 
     return convert
 
@@ -159,7 +173,9 @@ class ImageFolder(Dataset):
                 name, lambda: _FolderWithClasses(str(folder), classes), how))
             picked = list(range(len(base)))
         if not picked:
-            raise DatasetNotFoundError(f"{name}: no {split} images found under {root}: {how}")
+            raise DatasetNotFoundError(
+                f"{name}: no {split} images found under {root}: {how} (images are the files "
+                f"ending {', '.join(IMG_EXTENSIONS)}; others, such as .gif, are not read)")
         keep = evenly_spaced(len(picked), self.max_images)
         if keep is not None:
             picked = [picked[i] for i in keep]
