@@ -11,7 +11,9 @@ Two layouts are understood, under ``<root>`` = the suite's ``root`` or
 Images are decoded to RGB, resized so that the shorter side is ``size`` and centre-cropped to
 size×size. 16-bit greyscale images (PIL modes ``I;16*``, and ``I`` from a PNG) are scaled by
 1/65535 (converting them to RGB clipped every value above 255 to white); images of no known
-range (float, 32-bit integer) are refused, naming the file.
+range (float, 32-bit integer) are refused, naming the file. An image so elongated that its
+resized long side would pass ``MAX_RESIZED_SIDE`` is centre-cropped to a square first (a
+1×1,000,000 PNG of 32 KB became 24×24,000,000 pixels before the crop).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ TEST_EVERY = 5  # one folder: every 5th image (in sorted order) is a test image
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # PIL's 16-bit greyscale: 0..65535
+MAX_RESIZED_SIDE = 4096  # pixels: an image resized longer is centre-cropped to a square first
 
 
 def _regular_image(path: str) -> bool:
@@ -101,8 +104,14 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
 
 
 def _crop(size: int) -> Any:
-    """A PIL image or float tensor → size×size tensor: resized, then centre-cropped."""
+    """A PIL image or float tensor → size×size tensor: resized, then centre-cropped; an image
+    whose resized long side would pass ``MAX_RESIZED_SIDE`` is cropped to its central square
+    first (the same pixels, without the resized image of gigabytes)."""
     def convert(img: Any) -> torch.Tensor:
+        _, height, width = TF.get_dimensions(img)
+        short = min(height, width)
+        if size * max(height, width) > MAX_RESIZED_SIDE * short:
+            img = TF.center_crop(img, [short, short])
         img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
         img = TF.center_crop(img, [size, size])
         return (img if isinstance(img, torch.Tensor) else TF.to_tensor(img)).contiguous()
