@@ -18,20 +18,24 @@ under ``cells/`` (absolute, climbing out with ``..``, or into ``records/``) is d
 one whose path is not its own ``cells/<cell_id>.png`` or ``.npy`` (another cell's picture,
 which it would overwrite) is left out too, each named in one line; a file is copied only
 when it lies inside its store (:func:`bench.pictures.artifact_path`, the
-check ``leakbench site`` makes: no link out of the folder). The merge holds OUT's run lock
+check ``leakbench site`` makes: no link out of the folder). An artifact is copied in chunks,
+never read whole, and one larger than ``MAX_ARTIFACT_BYTES`` is left out unread, named in one
+line (an 8 GB sparse picture was read whole: a MemoryError). The merge holds OUT's run lock
 (:class:`bench.lock.RunLock`): it never writes into a folder a run is writing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bench.identity import LABEL_FIELDS
 from bench.lock import RunLock
-from bench.pictures import artifact_path, own_artifact
+from bench.pictures import MAX_ARRAY_VALUES, artifact_path, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, read_record, save_outcome
 
@@ -39,6 +43,10 @@ STATUS_RANK = {"ok": 0, "diverged": 1, "error": 2, "timeout": 2, "skipped": 3}
 RESULT_FIELDS = ("status", "metrics", "utility")
 ARTIFACT_FIELDS = ("picture", "arrays")
 RULE = "best status (ok > diverged > error = timeout > skipped), then the first store given"
+MAX_ARTIFACT_BYTES = 4 * MAX_ARRAY_VALUES
+"""An artifact's size at most (2 GiB): a cell's arrays are at most ``MAX_ARRAY_VALUES`` bytes
+(512 MiB) and its picture, a PNG of the same images, about as large; a larger file is none of
+a cell's."""
 
 
 @dataclass
@@ -117,7 +125,9 @@ def _label(record: dict[str, Any]) -> str:
     return " · ".join(str(record[k]) for k in LABEL_FIELDS if record.get(k))
 
 
-def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:
+def _artifacts(kept: Copy, report: MergeReport, opened: ExitStack) -> dict[str, IO[bytes]]:
+    """The kept copy's artifact files, open (closed with ``opened``) for the store to copy in
+    chunks; a missing one, or one larger than ``MAX_ARTIFACT_BYTES``, is named and left out."""
     files = {}
     for key in ARTIFACT_FIELDS:
         rel = kept.record.get(key)
@@ -128,10 +138,18 @@ def _artifacts(kept: Copy, report: MergeReport) -> dict[str, bytes]:
         try:
             if path is None:
                 raise FileNotFoundError(rel)
-            files[rel] = path.read_bytes()
+            file = opened.enter_context(open(path, "rb"))
+            size = os.fstat(file.fileno()).st_size
         except OSError:
             report.problems.append(f"{cid}: {kept.source / rel} is missing (or not a file "
                                    f"inside {kept.source}); the record is merged without it")
+            continue
+        if size > MAX_ARTIFACT_BYTES:
+            report.problems.append(f"{cid}: {kept.source / rel} is {size} bytes, larger than "
+                                   f"any cell writes ({MAX_ARTIFACT_BYTES} at most); the "
+                                   "record is merged without it")
+            continue
+        files[rel] = file
     return files
 
 
@@ -182,6 +200,7 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
         else:
             report.duplicates += len(copies) - 1
         if kept.source.resolve() != out.resolve():
-            save_outcome(out, kept.record, _artifacts(kept, report))
+            with ExitStack() as opened:
+                save_outcome(out, kept.record, _artifacts(kept, report, opened))
             report.written += 1
     return report

@@ -16,10 +16,11 @@ import functools
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -52,10 +53,11 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: Path, text: str | bytes | IO[bytes]) -> None:
     """Write via a temporary file in the same folder and rename: never a half-written file.
     The file gets the mode a plain write would give it: an existing file's, else 0666 less
-    the umask (the temporary file's own mode is 0600, owner-only)."""
+    the umask (the temporary file's own mode is 0600, owner-only). An open binary file is
+    copied in chunks (merge copies artifacts of hundreds of MB), never read whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -69,7 +71,10 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                shutil.copyfileobj(data, f)
             f.flush()
             if hasattr(os, "fchmod"):  # POSIX
                 os.fchmod(f.fileno(), mode)
@@ -177,8 +182,10 @@ def save_record(out_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def save_outcome(out_dir: Path, record: dict[str, Any], artifacts: dict[str, bytes]) -> Path:
-    """Write a cell's artifacts, then its record (a record never points at a missing file)."""
+def save_outcome(out_dir: Path, record: dict[str, Any],
+                 artifacts: dict[str, bytes | IO[bytes]]) -> Path:
+    """Write a cell's artifacts (bytes, or an open file to copy), then its record (a record
+    never points at a missing file)."""
     for rel, data in artifacts.items():
         write_atomic(Path(out_dir) / rel, data)
     return save_record(out_dir, record)
