@@ -7,11 +7,13 @@ see :func:`bench.pictures.arrays_bytes`); a cell with only the ``picture`` grid 
 enlarged by the browser; a cell with neither (skipped, failed, or a modality without images)
 has no shot, and its page says so. An artifact outside the results folder or one that does not
 read as an image is treated as absent (with a warning), so one bad file costs one picture, not
-the build.
+the build; so is a grid of more than ``MAX_GRID_PIXELS`` pixels or ``MAX_GRID_BYTES`` bytes,
+judged by its header and size before it is decoded or read.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ MIN_SIDE = 128  # pixels: every shown image is enlarged by an integer factor to 
 MAX_PAIRS = 64  # pairs shown per cell (a hand-made arrays file of 20 000 gave 40 000 PNGs)
 MAX_SHOWN_SIDE = 1024  # pixels of a stored image; larger is no reconstruction of this field
 IMAGES = "img"  # the folder, under a suite's pages, of the enlarged pictures
+MAX_GRID_PIXELS = 1 << 26
+"""A picture grid's pixels at most, twice a grid of 64 pairs of 512-pixel images: a 12000x12000
+PNG was decoded whole (1.35 GB) and copied."""
+MAX_GRID_BYTES = 4 * MAX_GRID_PIXELS  # its file's: an uncompressed RGBA PNG of as many pixels
 
 
 @dataclass
@@ -91,8 +97,20 @@ def _pairs(record: dict[str, Any], arrays: Path) -> tuple[Shot, dict[str, bytes]
 
 
 def _grid(cell: str, picture: Path) -> tuple[Shot, dict[str, bytes]]:
+    """The record's picture grid, copied (a PNG) or converted; ValueError, before it is decoded
+    or read, for one larger than a grid a cell draws."""
     name = f"{IMAGES}/{cell}.png"
-    with Image.open(picture) as image:
+    with warnings.catch_warnings():  # PIL's own warning, at 89 million pixels: judged below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(picture)  # reads the header only
+    with image:
+        width, height = image.size
+        if width * height > MAX_GRID_PIXELS:
+            raise ValueError(f"{width}x{height} pixels, above the {MAX_GRID_PIXELS} a picture "
+                             "shows")
+        if picture.stat().st_size > MAX_GRID_BYTES:
+            raise ValueError(f"{picture.stat().st_size} bytes, above the {MAX_GRID_BYTES} a "
+                             "picture shows")
         image.load()  # a truncated file fails here, not in the browser
         size = image.size
         data = picture.read_bytes() if image.format == "PNG" else png_bytes(image)
