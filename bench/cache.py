@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 def cache_root() -> Path:
     """$LEAKBENCH_CACHE, or ~/.cache/leakbench."""
-    root = os.environ.get("LEAKBENCH_CACHE")
+    root = os.environ.get("LEAKBENCH_CACHE", "").strip()  # blank is unset, as elsewhere
     return expanded(root) if root else expanded("~") / ".cache" / "leakbench"
 
 
@@ -40,7 +40,8 @@ def cache_problem() -> str | None:
     root = cache_root()
     blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE") else "the cache folder"
+        where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE", "").strip() else \
+            "the cache folder"
         return f"{where} {root}: {blocking} exists and is not a folder"
     return None
 

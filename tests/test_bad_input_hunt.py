@@ -333,3 +333,16 @@ def test_rerun_refuses_records_whose_components_do_not_validate(part, change, tm
         edit(path, lambda r: r[part]["params"].update(change))
     line = one_line(capsys, "rerun", str(tmp_path), "--sample", "2", "--jobs", "0")
     assert "do not validate" in line and next(iter(change)) in line
+
+
+def test_a_blank_cache_variable_means_the_default_cache(monkeypatch, tmp_path):
+    """LEAKBENCH_CACHE=" " made a folder named " " in the working directory; the other
+    variables read blank as unset."""
+    from bench.cache import cache_root
+
+    monkeypatch.delenv("LEAKBENCH_CACHE", raising=False)
+    default = cache_root()
+    monkeypatch.setenv("LEAKBENCH_CACHE", " ")
+    assert cache_root() == default
+    monkeypatch.setenv("LEAKBENCH_CACHE", f" {tmp_path} ")
+    assert cache_root() == tmp_path
