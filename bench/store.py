@@ -109,6 +109,11 @@ def write_output(path: Path, text: str) -> None:
     opened for appending) and into a device or a FIFO, straight, as a shell's redirection
     would. A rename onto those replaced them with a regular file."""
     path = Path(path)
+    folder = path.absolute().parent
+    if folder.name in (RECORDS, PICTURES) and (folder.parent / RECORDS).is_dir():
+        raise LeakbenchError(f"--output {path}: inside a results folder's {folder.name}/, "
+                             "whose files the store reads as its own (a record there would be "
+                             "quarantined, or overwritten): write it elsewhere")
     if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop of
             # links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given

@@ -346,3 +346,15 @@ def test_a_blank_cache_variable_means_the_default_cache(monkeypatch, tmp_path):
     assert cache_root() == default
     monkeypatch.setenv("LEAKBENCH_CACHE", f" {tmp_path} ")
     assert cache_root() == tmp_path
+
+
+@pytest.mark.parametrize("command, sub", [("export", "records"), ("table", "cells")])
+def test_output_into_a_stores_own_folders_is_refused(command, sub, tmp_path, capsys):
+    """export --output DIR/records/zz.json wrote a CSV that the next command quarantined as a
+    damaged record; the same flag could overwrite a real record."""
+    copy_records(ROOT / "results" / "quick", tmp_path, 200)
+    (tmp_path / "cells").mkdir()
+    target = tmp_path / sub / "zz.json"
+    line = one_line(capsys, command, str(tmp_path), "--output", str(target))
+    assert f"{sub}/" in line and "--output" in line
+    assert not target.exists()
