@@ -97,7 +97,7 @@ def test_sentences_of_other_scripts_are_split_and_pydocs_splits_are_unchanged(mo
     assert now == [textcorpus.prose_sentences(topics[n]) for n in sorted(topics)]
 
 
-@pytest.mark.parametrize("case", ["no sentence", "one topic", "a fifo"])
+@pytest.mark.parametrize("case", ["no sentence", "one topic", "a fifo", "fewer topics"])
 def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
     """They raised ValueError while the cells were expanded: a traceback and exit status 1;
     a FIFO named like a text file blocked the run (even --dry-run) for ever."""
@@ -112,6 +112,12 @@ def test_an_unusable_textfolder_is_one_line_and_exit_2(tmp_path, case):
     elif case == "no sentence":
         (folder / "a.txt").write_text("Too short.\n\nNo.\n")
         dataset, expected = {"textfolder": {"root": str(folder)}}, "hold no sentence"
+    elif case == "fewer topics":  # it ran with 2 classes, its label saying classes=4
+        for name in ("a", "b"):
+            (folder / f"{name}.txt").write_text("This is one sentence here. This is another "
+                                                "one here.\n")
+        dataset = {"textfolder": {"root": str(folder), "task": "classify", "classes": 4}}
+        expected = "classes: 4 topics asked for, but the corpus has 2"
     else:
         (folder / "a.txt").write_text("This is one sentence here. This is another one here.\n")
         dataset = {"textfolder": {"root": str(folder), "task": "classify"}}

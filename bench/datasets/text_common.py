@@ -78,6 +78,10 @@ def prepare(corpus: tuple[tuple[str, str], ...], task: str, seq_len: int, vocab_
             raise DataError(f"task classify needs at least two topics (a textfolder's topics "
                             f"are its files); the corpus has {len(topics)}: use task lm or "
                             f"add sentences of another topic")
+        if len(topics) < classes:  # else it ran with fewer, its label saying `classes`
+            raise DataError(f"classes: {classes} topics asked for, but the corpus has "
+                            f"{len(topics)} (a textfolder's topics are its files): give "
+                            f"classes: {len(topics)}, or add topics")
         label_of = {t: i for i, t in enumerate(topics)}
     splits: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
     for (topic, sentence), test in zip(corpus, is_test):
