@@ -111,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
              f"{device_type}, where it changes nothing")
     from bench.summary import dry_run, warn_no_cells
 
+    if args.verbose and not args.dry_run:
+        warn("--verbose: lists every cell of a --dry-run; without one it is ignored")
     if args.dry_run:
         return dry_run(suite, out, args.force, args.retry_failed, args.verbose, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
@@ -195,6 +197,10 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.leaderboard.pivot import write_table
 
     output = Path(args.output) if args.output else None
+    if args.format == "csv":  # a CSV is the numbers alone
+        for flag, given in (("--caption", args.caption), ("--label", args.label)):
+            if given is not None:
+                warn(f"{flag}: a CSV has no caption or label; ignored")
     text, p = write_table(Path(args.dir), args.rows, args.cols, args.value, args.where,
                           args.best, args.format, args.caption, args.label, output)
     if p.pooled:
