@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -215,3 +216,16 @@ def pdflatex(folder: Path, body: str, preamble: str = "\\usepackage{booktabs}") 
     log = (folder / "doc.log").read_text(errors="replace")
     assert "Missing character" not in log, log[-3000:]
     return log
+
+
+def one_line(capsys: Any, *args: str) -> str:
+    """The CLI's error for ``args``, run in this process: exit 2, one line on stderr starting
+    ``leakbench: error:``, no traceback."""
+    from bench.cli import main
+
+    code = main(list(args))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("leakbench: error: "), err
+    return lines[0]

@@ -10,19 +10,9 @@ import pytest
 import yaml
 
 from bench.cli import main
-from helpers import ROOT, TINY_SUITE
+from helpers import ROOT, TINY_SUITE, one_line
 
 NO_HOME = "~nosuchuser-leakbench/x"
-
-
-def one_line(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """The command's error: exit 2, one line on stderr, no traceback."""
-    code = main(list(args))
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("leakbench: error: "), err
-    return lines[0]
 
 
 def write_suite(tmp_path: Path, **overrides: object) -> str:

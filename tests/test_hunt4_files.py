@@ -1,4 +1,4 @@
-"""Bad files a fourth hunt found (2026-12-06): a lock that is no file, images PIL decodes
+"""Bad files a fourth hunt found (2026-12-05): a lock that is no file, images PIL decodes
 to a range RGB clips, an image of extreme aspect, and artifacts too large to read whole. Each
 is one line and exit status 2, a warning line, or runs correctly, where it had hung, run out
 of memory or given a silently wrong image."""
@@ -20,17 +20,7 @@ from PIL import Image, ImageFile
 from bench.cli import main
 from bench.datasets import torchvision_common
 from bench.registry import DATASETS
-from helpers import ROOT, TINY_SUITE, run_cli
-
-
-def one_line(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """The command's error: exit 2, one line on stderr, no traceback."""
-    code = main(list(args))
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("leakbench: error: "), err
-    return lines[0]
+from helpers import ROOT, TINY_SUITE, one_line, run_cli
 
 
 def cli_one_line(*args: str) -> str:
