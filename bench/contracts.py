@@ -247,7 +247,11 @@ class Defense(Component):
 
     def privacy_of_training(self, sample_rate: float, steps: int) -> dict[str, Any] | None:
         """The privacy budget (ε at δ) of a training run of ``steps`` steps at sampling rate
-        ``sample_rate`` under this defense, or None when it gives no guarantee."""
+        ``sample_rate`` under this defense, or None when it gives no guarantee.
+
+        A defense that gives one makes the utility track draw Poisson batches (the sampling
+        the accountants assume): its :meth:`transform_update` then sees batches of any size,
+        empty ones included, and divides a mean by ``ctx.expected_batch``, not ``len(ctx.x)``."""
         return None
 
     def observed_batch(self, batch_size: int) -> int:
@@ -296,8 +300,8 @@ class DefenseContext:
     # device (0 where the harness normalises); None where unknown (text, or a dataset that
     # states no ``pixel_mean``): :func:`bench.data.input_centre`
     centre: torch.Tensor | None = None
-    # a Poisson-sampled batch's expected size (the utility track's DP training), by which a DP
-    # mean divides; None: the batch has a fixed size, len(x)
+    # a Poisson-sampled batch's expected size (the utility track's DP training, FedSGD), by
+    # which a DP mean divides; None: the batch has a fixed size, len(x)
     expected_batch: int | None = None
 
 

@@ -159,8 +159,8 @@ def component_problem(record: dict[str, Any]) -> str | None:
             validate_params(REGISTRIES[kind].get(part["name"]).params, part["params"],
                             part["name"])
         except LeakbenchError as err:
-            return (f"its {kind[:-1]}'s params do not validate ({err}): hand-edited, or "
-                    "written by another leakbench")
+            return (f"its {kind[:-1]} does not validate ({err}): hand-edited, or written by "
+                    "another leakbench or with a plug-in not loaded")
     return None
 
 

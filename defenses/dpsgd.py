@@ -146,6 +146,8 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     """
     named = [(n, p) for n, p in model.named_parameters()]
     trainable = {n: p.detach() for n, p in named if p.requires_grad}
+    if len(x) == 0:  # an empty Poisson draw: vmap over no sample fails in many layers
+        return [p.new_zeros((0, *p.shape)) for p in trainable.values()]
     frozen = {n: p.detach() for n, p in named if not p.requires_grad}
     buffers = dict(model.named_buffers())
 

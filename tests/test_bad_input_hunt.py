@@ -322,7 +322,7 @@ def test_rerun_refuses_records_whose_components_do_not_validate(part, change, tm
     for path in copy_records(ROOT / "results" / "quick", tmp_path, 200):
         edit(path, lambda r: r[part]["params"].update(change))
     line = one_line(capsys, "rerun", str(tmp_path), "--sample", "2", "--jobs", "0")
-    assert "do not validate" in line and next(iter(change)) in line
+    assert "does not validate" in line and next(iter(change)) in line
 
 
 def test_a_blank_cache_variable_means_the_default_cache(monkeypatch, tmp_path):
@@ -367,3 +367,12 @@ def test_a_flag_the_command_ignores_is_named(args, flag, tmp_path, capsys, monke
         pass
     err = capsys.readouterr().err
     assert f"{flag}" in err and "ignored" in err, err
+
+
+def test_output_into_a_folder_named_records_that_is_no_store_is_written(tmp_path, capsys):
+    """Only a results store's records/ (it holds record files) is refused."""
+    target = tmp_path / "notes" / "records" / "t.md"
+    target.parent.mkdir(parents=True)
+    assert main(["table", str(ROOT / "results" / "quick"), "--format", "markdown",
+                 "--output", str(target)]) == 0
+    assert target.stat().st_size > 0

@@ -403,3 +403,33 @@ def test_a_dp_utility_run_samples_as_its_accountant_assumes(tmp_path):
         # at q = 1/N a step is empty with probability (1 - 1/N)^N ≈ e^-1: some of 30 are
         assert 0 < m["dp_empty_batches"] < 30
         assert 0 < m["dp_mean_batch"] < 3
+
+
+@pytest.mark.parametrize("arch, dataset", [
+    ("lenet", {"digits": {"size": 16}}), ("cnn6", {"photos": {"size": 32}}),
+    ({"transformer": {"width": 16, "layers": 1, "heads": 1}},
+     {"pydoc": {"task": "lm", "seq_len": 8}})])
+def test_an_empty_poisson_batch_is_a_step_of_noise_on_every_network(arch, dataset):
+    """vmap over no sample failed inside conv, logistic and embedding layers: an empty draw
+    (a step in e^-B) made the DP utility run an error record."""
+    from bench.suite import utility_cells
+    from defenses.dpsgd import dp_update
+    from helpers import make_suite
+
+    suite = make_suite(datasets=[dataset], archs=[arch], defenses=["dpsgd"],
+                       attacks=["dlg"], utility={"steps": 1, "batch_size": 4, "lr": 0.1,
+                                                 "eval_size": 10})
+    cell = next(iter(utility_cells(suite)))
+    data = cell.dataset.build()
+    model = cell.arch.build().build_for(data.meta())
+    x, y = data.load("train")[0]
+    x = x.new_empty((0, *x.shape))
+    y = torch.as_tensor(y)
+    y = y.new_empty((0, *y.shape))
+    tensors, kind, norms = dp_update(model, x, y, ClientSpec(), 1.0, 2.0,
+                                     torch.Generator().manual_seed(0), expected_batch=4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert kind == "gradient" and norms == []
+    assert [t.shape for t in tensors] == [p.shape for p in params]
+    flat = torch.cat([t.flatten() for t in tensors])
+    assert 0.3 < float(flat.std()) < 0.7  # σC / B = 2 / 4: noise alone

@@ -8,7 +8,9 @@ mean cosine similarity between the defended and the clean update (over the steps
 finite: an update with an inf or NaN entry has none; None if no step has one). BatchNorm
 running statistics follow the batch the client trained on (FedAvg clients send their buffers
 with their weights); defenses act on the weights' update. A defense with a privacy accountant
-(DP-SGD) trains on Poisson-sampled batches, the sampling its ε assumes. These are records too:
+(DP-SGD) trains on Poisson-sampled batches, the sampling its ε assumes, so its batches are
+not the fixed-size ones of its `none` pair; an empty draw has no clean update and no cosine.
+These are records too:
 resumable, in the same store, keyed by their own stable id.
 """
 
