@@ -252,7 +252,9 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:
             raise DataError(f"{suite.source or suite.name}: {e}") from None
-        preflight_perceptual(suite.perceptual)
+        if any(getattr(c, "attack", None) is not None  # LPIPS scores image attack cells only
+               and DATASETS.get(c.dataset.name).cls.modality == "image" for c in todo):
+            preflight_perceptual(suite.perceptual)
         problem = next(filter(None, (writable_problem(out_dir / sub)
                                      for sub in (RECORDS, PICTURES))), None)
         if problem:  # else the first cells' work is lost at their first save

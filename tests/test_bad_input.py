@@ -460,6 +460,17 @@ def test_the_lpips_weights_variable_is_checked_as_the_suite_key_is(named, needle
     assert cli(capsys, "run", str(path), "--jobs", "0", "--out", str(tmp_path / "o2"))[0] == 0
 
 
+def test_a_text_suite_needs_no_lpips_weights(tmp_path, capsys, monkeypatch) -> None:
+    """LPIPS scores images only: a broken weights variable does not stop a text run."""
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", str(tmp_path / "nope.pth"))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        **TINY_SUITE, "datasets": [{"pydoc": {"task": "classify", "seq_len": 6}}],
+        "archs": [{"transformer": {"width": 16, "layers": 1, "heads": 1}}],
+        "attacks": ["dager"]}))
+    assert cli(capsys, "run", str(path), "--jobs", "0", "--out", str(tmp_path / "o"))[0] == 0
+
+
 def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
     """It trained and sampled every configuration (minutes), then failed at its first write."""
