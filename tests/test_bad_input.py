@@ -224,6 +224,14 @@ def test_other_malformed_suites(case: str, tmp_path: Path, capsys) -> None:
     assert key in line
 
 
+def test_a_base_60_number_is_no_number(tmp_path: Path, capsys) -> None:
+    """YAML 1.1 read ``lr: 1:30`` as 90, a learning rate no one meant."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text() + "utility: {steps: 2, batch_size: 4, lr: 1:30}\n")
+    line = one_line_error(capsys, str(path))
+    assert "utility.lr" in line and "'1:30'" in line
+
+
 def test_a_key_repeated_in_one_mapping_is_an_error(tmp_path: Path, capsys) -> None:
     """YAML would keep the last of two ``attacks:`` silently."""
     path = tmp_path / "s.yaml"

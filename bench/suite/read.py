@@ -17,7 +17,28 @@ from bench.registry import short, suggest
 from bench.suite.limits import MAX_SUITE_BYTES, check_axes, scan_yaml
 from bench.suite.schema import SuiteError
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader without YAML 1.1's base-60 numbers: ``lr: 1:30`` was read as 90 (and
+    ``1:30.5`` as 90.5); it is text now, which a number parameter refuses in one line."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
+    [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+_LOADER = _Loader
 MAX_KEY = 1024  # YAML 1.1: an implicit key on one line, at most 1024 characters
 LONG_KEY = re.compile(r"[^\s:,\[\]{}]{" + str(MAX_KEY + 1) + r",}\s*:")  # a plain key too long
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
