@@ -109,7 +109,8 @@ def write_output(path: Path, text: str) -> None:
     opened for appending) and into a device or a FIFO, straight, as a shell's redirection
     would. A rename onto those replaced them with a regular file."""
     path = Path(path)
-    folder = path.resolve().parent  # through links: the folder the file would land in
+    folder = Path(os.path.realpath(path)).parent  # through links (a loop: as given, no
+    # RuntimeError): the folder the file would land in
     if folder.name in (RECORDS, PICTURES) and any((folder.parent / RECORDS).glob("*.json")):
         raise LeakbenchError(f"--output {path}: inside a results folder's {folder.name}/, "
                              "whose files the store reads as its own (a record there would be "
