@@ -77,9 +77,8 @@ def poisson_batch(dataset: Any, sample_rate: float, generator: torch.Generator
     picked = (torch.rand(len(data), generator=generator) < sample_rate).nonzero()[:, 0]
     if len(picked):
         return stack_items(data, picked.tolist())
-    x0, y0 = data[0]
-    y0 = y0 if isinstance(y0, torch.Tensor) and y0.dim() > 0 else torch.tensor(int(y0))
-    return x0.new_empty((0, *x0.shape)), y0.new_empty((0, *y0.shape))
+    x, y = stack_items(data, [0])  # none drawn: the shapes and dtypes of one item, no rows
+    return x[:0], y[:0]
 
 
 def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int,

@@ -212,6 +212,8 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
              "derived_seeds": dict, "granted": list, "defense_info": dict, "error": str,
              "budget": dict, "victim": str, "curve": list, "trial_batch": dict,
              "converged_at": dict, "attack_info": dict, "utility": dict}
+
+
 def _metric_value_key(key: str) -> bool:
     """Whether ``key`` holds one number (or None): a registered metric, its ``_worst``, or
     ``success`` (a bool)."""
@@ -221,6 +223,8 @@ def _metric_value_key(key: str) -> bool:
 
 
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
+
+
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):

@@ -206,8 +206,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
 
             update = defend(defenses, ctx, compute)
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
-            a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
             if len(x):  # an empty batch has no clean update to compare with
+                a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
                 cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
                 # an update with a non-finite entry has no cosine (NaN, which clamping turns
                 # to 1.0)
