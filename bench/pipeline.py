@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench.cells.base import RunOptions, fix_float_mode
+from bench.cells.base import RunOptions, cell_modality, fix_float_mode
 from bench.client import compute_update
 from bench.contracts import (
     DatasetMeta,
@@ -41,7 +41,6 @@ from bench.metrics import SuccessRule
 from bench.perceptual import perceptual_metrics
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
-from bench.registry import DATASETS
 from bench.scoring import floor_metrics, score
 from bench.store import jsonable
 from bench.text_scoring import (
@@ -189,11 +188,6 @@ def record_attack(cell: Any, device: torch.device, options: RunOptions, status: 
                         **success_fields(cell_modality(cell), options.success), **fields)
     stamp_cpu_conv(record, device, options.cpu_conv)  # kernels round differently
     return record
-
-
-def cell_modality(cell: Any) -> str:
-    """"image" or "text": the modality of the cell's dataset."""
-    return DATASETS.get(cell.dataset.name).cls.modality
 
 
 def run_cell(cell: Any, device: torch.device, options: RunOptions) -> Outcome:

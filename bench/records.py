@@ -199,18 +199,27 @@ MAX_METRIC_MAGNITUDE = 1e12
 """No metric's value is larger in magnitude (FID is in the hundreds); a record's is damaged."""
 
 
+def registered_metric(key: str) -> str | None:
+    """The registered metric a record's metrics ``key`` holds (``psnr`` for ``psnr`` and
+    ``psnr_worst``), or None."""
+    from bench.metrics import METRICS  # the registry, loaded on first use
+
+    name = key.removesuffix("_worst")
+    return name if name in METRICS else None
+
+
 def metric_out_of_bounds(key: str, value: object) -> str | None:
     """Why a metric's value (``psnr`` or its ``psnr_worst``) cannot be one the metric takes,
     by its schema's bounds, or beyond ``MAX_METRIC_MAGNITUDE`` for any metric (a hand-edited
     or damaged record), or None. Ints compare exactly: no float overflow."""
-    from bench.metrics import METRICS, get_metric  # the registry, loaded on first use
+    from bench.metrics import get_metric  # the registry, loaded on first use
 
     if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
         return None
     if value != value or not -MAX_METRIC_MAGNITUDE <= value <= MAX_METRIC_MAGNITUDE:  # NaN
         return f"metric {key!r} is {_number_text(value)}, beyond what any metric takes"
-    name = key.removesuffix("_worst")
-    if name not in METRICS:
+    name = registered_metric(key)
+    if name is None:
         return None
     low, high = get_metric(name).bounds()
     slack = 1e-6 * max(1.0, abs(low), abs(high)) if math.isfinite(high - low) else 0.0

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from bench.cache import cache_problem
-from bench.cells.base import RunOptions
+from bench.cells.base import RunOptions, cell_modality
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
@@ -33,7 +33,7 @@ from bench.identity import LABEL_FIELDS, component_labels
 from bench.lock import RunLock
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
-from bench.registry import DATASETS, LeakbenchError, warn
+from bench.registry import LeakbenchError, warn
 from bench.store import (
     PICTURES,
     RECORDS,
@@ -132,7 +132,7 @@ class FolderPlan:
                 break
         rule = record.get("success_rule")  # outside the id: a record keeps the rule it ran by
         if rule is not None and getattr(cell, "attack", None) is not None:
-            modality = DATASETS.get(cell.dataset.name).cls.modality
+            modality = cell_modality(cell)
             now = success_fields(modality, self.suite.success)["success_rule"]
             if rule != now:
                 self.rejudged.append((rule, now))
@@ -253,7 +253,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         except DataError as e:
             raise DataError(f"{suite.source or suite.name}: {e}") from None
         if any(getattr(c, "attack", None) is not None  # LPIPS scores image attack cells only
-               and DATASETS.get(c.dataset.name).cls.modality == "image" for c in todo):
+               and cell_modality(c) == "image" for c in todo):
             preflight_perceptual(suite.perceptual)
         problem = next(filter(None, (writable_problem(out_dir / sub)
                                      for sub in (RECORDS, PICTURES))), None)

@@ -34,6 +34,7 @@ from bench.records import (
     Record,
     metric_out_of_bounds,
     record_modality,
+    registered_metric,
 )
 from bench.registry import LeakbenchError, short, warn
 
@@ -217,9 +218,7 @@ _OPTIONAL = {"metrics": dict, "timing": dict, "provenance": dict, "client": dict
 def _metric_value_key(key: str) -> bool:
     """Whether ``key`` holds one number (or None): a registered metric, its ``_worst``, or
     ``success`` (a bool)."""
-    from bench.metrics import METRICS  # the registry, loaded on first use
-
-    return key == "success" or key.removesuffix("_worst") in METRICS
+    return key == "success" or registered_metric(key) is not None
 
 
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it

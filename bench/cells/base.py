@@ -104,13 +104,18 @@ def cell_from_json(d: dict[str, Any]) -> CellKind:
     return CELL_KINDS[kind].from_json(d)
 
 
+def cell_modality(cell: Any) -> str:
+    """"image" or "text": the modality of an attack cell's dataset."""
+    return DATASETS.get(cell.dataset.name).cls.modality
+
+
 def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions,
                     elapsed: float, device: torch.device | None = None) -> Outcome:
     """The outcome of a cell that produced none itself: skipped, timed out, or its worker
     died (``device``: where it was to run, for the provenance)."""
     fields: dict[str, Any] = {}
     if cell.kind == "attack":  # its dataset's success rule, as the pipeline's records
-        fields = success_fields(DATASETS.get(cell.dataset.name).cls.modality, options.success)
+        fields = success_fields(cell_modality(cell), options.success)
     device = device or torch.device("cpu")
     record = new_record(cell, device, status, error, timing={"wall_seconds": elapsed}, **fields)
     if cell.kind == "attack":  # as the pipeline's own records
