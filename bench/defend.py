@@ -14,12 +14,24 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
     """Every link's batch transform (data level: what the client trains on), then the client's
     update on the transformed batch, then every link's update transform (what it shares).
 
-    ``ctx.x``/``ctx.y`` hold the transformed batch afterwards.
+    ``ctx.x``/``ctx.y`` hold the transformed batch afterwards. Int8 scales describe the int8
+    message: once a later link changes its tensors (clip, noise, an aggregate), they no longer
+    travel with it and stay in the record as ``own_int8_scales``.
     """
     for d in chain:
         if len(ctx.x):  # an empty batch (a Poisson draw of none) has nothing to transform
             ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
     update = compute(ctx.x, ctx.y)
     for d in chain:
+        before = update
         update = d.transform_update(update, ctx)
+        if "int8_scales" in before.info and _changed(before, update) \
+                and update.info.get("int8_scales") == before.info["int8_scales"]:
+            update.info["own_int8_scales"] = update.info.pop("int8_scales")
     return update
+
+
+def _changed(before: Update, after: Update) -> bool:
+    """Whether a link changed the shared tensors (not merely the record's info)."""
+    return len(before.tensors) != len(after.tensors) or any(
+        a.shape != b.shape or not torch.equal(a, b) for a, b in zip(before.tensors, after.tensors))

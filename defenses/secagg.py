@@ -64,9 +64,7 @@ class SecAgg(Defense):
         bn_stats = None
         if all(u.bn_stats is not None for u in updates):
             bn_stats = pooled_bn_stats([u.bn_stats for u in updates])  # type: ignore[misc]
-        info = dict(update.info)
-        if "int8_scales" in info:  # the private client's own scales: the server sees the sum
-            info["own_int8_scales"] = info.pop("int8_scales")  # (kept in the record only)
+        info = dict(update.info)  # a quantised client's int8 scales: made private by defend
         info["secagg_clients"] = self.clients
         if self.reduce == "sum":  # the server, knowing K, divides before it applies the update
             info["aggregate_of"] = self.clients

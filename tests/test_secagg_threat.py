@@ -206,3 +206,16 @@ def test_no_two_clients_of_an_aggregate_hold_the_same_image(monkeypatch):
     assert sorted(batch_indices(5, 2, torch.Generator().manual_seed(0), taken)) == [3, 4]
     with pytest.raises(ValueError, match="cannot give 1 more distinct"):
         batch_indices(5, 1, torch.Generator().manual_seed(0), taken)
+
+
+@pytest.mark.parametrize("later", [{"clip": {"max_norm": 0.01}}, {"noise": {"scale": 0.1}}])
+def test_int8_scales_stay_private_once_a_later_link_changes_the_message(later):
+    """[quantize int8, clip]: the scales (max|g|/127 before clipping) would give the attacker
+    the clip factor exactly; [quantize int8, noise]: each tensor's un-noised max|g|. The
+    message the server sees is no longer that int8 one, so its scales do not travel."""
+    chain = [{"quantize": {"mode": "int8"}}, later]
+    observed = observe(attack_cells(make_suite(defenses=[{"chain": chain}]))[0], CPU)
+    assert "int8_scales" not in observed.obs.update.info
+    assert len(observed.private.update.info["own_int8_scales"]) > 0
+    last = observe(attack_cells(make_suite(defenses=[{"chain": chain[::-1]}]))[0], CPU)
+    assert "int8_scales" in last.obs.update.info  # quantised last: they describe the message
