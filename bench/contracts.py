@@ -238,6 +238,9 @@ class Defense(Component):
     # "protocol": changes only what the server observes (the model trains as without it)
     level: str = "update"
     recomputes_update: bool = False  # rebuilds the update from the batch (DP-SGD)
+    # its update transform reads the client's batch (Soteria's feature scores): after a
+    # protocol-level link it would act on an aggregate of batches it never saw
+    reads_batch: bool = False
     # the data it works on: an update-level transform does not look at the data; a data-level
     # defense (MixUp) or one that reads image features (Soteria) declares {"image"}
     modalities: frozenset[str] = frozenset({"image", "text"})

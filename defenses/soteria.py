@@ -105,6 +105,7 @@ class Soteria(Defense):
     (smallest |score|)."""
 
     modalities = frozenset({"image"})  # ranks the features of an image's representation
+    reads_batch = True  # its mask comes from the client's own images
     paper = ("Sun, Li, Wang, Chen, Li, Chen. Soteria: Provable Defense against Privacy Leakage "
              "in Federated Learning from Representation Perspective. CVPR 2021")
     params = (

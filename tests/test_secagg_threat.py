@@ -164,6 +164,18 @@ def test_a_chain_with_two_aggregations_is_refused_at_load():
         make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, {"secagg": {"clients": 3}}]}])
 
 
+def test_a_link_reading_the_batch_after_the_aggregate_is_refused_at_load():
+    """[secagg, soteria]: Soteria's mask comes from one client's images but would prune the
+    K clients' aggregate, which no party could do; [soteria, secagg] is each client's own."""
+    from bench.suite import SuiteError
+
+    with pytest.raises(SuiteError, match="soteria reads the client's batch.*put soteria "
+                                         "before secagg"):
+        make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, "soteria"]}])
+    make_suite(defenses=[{"chain": ["soteria", {"secagg": {"clients": 2}}]}])
+    make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, "noise"]}])
+
+
 def test_the_aggregate_shows_no_quantisation_scale_of_the_private_client():
     """[quantize int8, secagg]: the private client's int8 scales (its own max|g|/127 per
     tensor) described its update, not the sum the server sees; they stay in the record."""

@@ -152,10 +152,19 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
 def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
     """A link that rebuilds the update from the batch (DP-SGD) would silently discard the
     update- and protocol-level links before it; only data-level links may precede it. One
-    protocol-level link at most: a second aggregate of an aggregate is not simulated."""
+    protocol-level link at most: a second aggregate of an aggregate is not simulated. No
+    link that reads the client's batch after a protocol-level one: it would act on the
+    aggregate from one client's data, which no party holds beside the aggregate."""
     protocol = [s.name for s in chain if DEFENSES.get(s.name).cls.level == "protocol"]
     if len(protocol) > 1:
         raise SuiteError(f"{where}: at most one protocol-level link, got {', '.join(protocol)}")
+    if protocol:
+        after = chain[[s.name for s in chain].index(protocol[0]) + 1:]
+        blind = [s.name for s in after if DEFENSES.get(s.name).cls.reads_batch]
+        if blind:
+            raise SuiteError(f"{where}: {', '.join(blind)} reads the client's batch, but after "
+                             f"{protocol[0]} the update is an aggregate of batches it never "
+                             f"saw; put {', '.join(blind)} before {protocol[0]}")
     for k, spec in enumerate(chain):
         if not DEFENSES.get(spec.name).cls.recomputes_update:
             continue
