@@ -536,3 +536,35 @@ def test_summary_counts_not_judged_only_when_there_is_one():
     assert summary([Outcome(claim, HOLDS, iv)]) == "1 hold, 0 do not hold, 0 not run (1 claims)"
     assert summary([Outcome(claim, HOLDS, iv), Outcome(claim, NOT_JUDGED, iv)]) == \
         "1 hold, 0 do not hold, 0 not run, 1 not judged (2 claims)"
+
+
+def test_cells_on_one_private_batch_count_as_one_seed(store):
+    """Two noise defenses on the same three private batches (the same scenario seeds) are
+    three seeds, not six: pooled as six they narrowed the interval by √2·t(5)/t(2), and a
+    separated ordering held on intervals that the private batches do not support."""
+    t = json.loads(TEMPLATE.read_text())
+    for seed, v in enumerate([10.5, 11.5, 12.5]):  # a second noise on seeds 0–2
+        write(store, record(t, 20 + seed, "A", "noise(scale=0.2)", seed, v))
+    claims = load_claims(str(store.parent / "synthetic.claims.yaml")).claims
+    (noise,) = [c for c in claims if c.id == "noise-helps"]
+    (out,) = check_claims([noise], load_records(store))
+    assert out.other.n == 3 and out.other_cells == 6
+    assert out.other.mean == pytest.approx(11.25)
+    per_batch = [10.25, 11.25, 12.25]  # each batch's two noises at their mean
+    from bench.leaderboard.uncertainty import t_interval
+    assert out.other.half == pytest.approx(t_interval(per_batch).half)
+
+
+def test_a_success_rate_has_a_wilson_interval_that_never_collapses(store):
+    """0/3 and 3/3 read ± 0.00 under a t-interval of 0/1 values; Wilson's keeps a width,
+    so that 2/2 against 0/2 is no separation."""
+    from bench.leaderboard.uncertainty import wilson_interval
+
+    none = wilson_interval([0.0] * 8)
+    assert none.low == 0.0 and none.high == pytest.approx(0.3244, abs=1e-4)  # z = 1.96
+    all_ = wilson_interval([1.0] * 2)
+    assert all_.low == pytest.approx(0.3424, abs=1e-4) and all_.high == 1.0
+    assert wilson_interval([1.0]).low is None and wilson_interval([]).mean is None
+    claims = load_claims(str(store.parent / "synthetic.claims.yaml")).claims
+    out = {o.claim.id: o for o in check_claims(claims, load_records(store))}
+    assert out["a-leaks"].measured() == "3/3 = 1.00 [0.44, 1.00]"

@@ -37,7 +37,8 @@ def _record(t: dict, n: int, attack: str, defense: str, seed: int, psnr: float |
     r.update(cell_id=f"{n:016x}", seed=seed, status=status, attack_label=attack,
              defense_label=defense, arch_label=arch, dataset_label="digits", batch_size=1,
              error=None, picture=None, suite="synthetic",
-             derived_seeds={"scenario": 1000 + seed, "attack": n, "defense": n})
+             derived_seeds={"scenario": 1000 + seed + 100 * (arch != "mlp"), "attack": n,
+                            "defense": n})  # as a real scenario seed, it names the arch
     r["attack"] = {"name": attack.split("(")[0], "params": {}, "shown": []}
     r["defense"] = [{"name": defense.split("(")[0], "params": {}, "shown": []}]
     r["arch"] = {"name": arch, "params": {}, "shown": []}
@@ -129,6 +130,20 @@ def test_best_per_column_lower_is_better_and_none():
     assert [k for k, c in mse.items() if c["best"]] == [("none", "B"), ("noise(scale=0.1)", "B")]
     assert not any(c["best"] or c["tied"] for c in
                    pivot(records(), where=MLP, best="none").cells.to_dict("records"))
+
+
+def test_cells_a_pooled_axis_puts_on_one_private_batch_are_one_seed():
+    """Pooled over defenses, attack A's cells on mlp are 3 private batches, not 6 seeds: each
+    batch's two defenses enter at their mean (none 20/21/22, noise 10/12/14 → 15, 16.5, 18)."""
+    t = _template()
+    recs = [_record(t, 10 * i + s, "A", d, s, v) for i, (d, vs) in enumerate(
+        [("none", [20.0, 21.0, 22.0]), ("noise(scale=0.1)", [10.0, 12.0, 14.0])])
+        for s, v in enumerate(vs)]
+    (cell,) = pivot(recs, rows="attack", cols="arch").cells.to_dict("records")
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(16.5)
+    assert cell["half"] == pytest.approx(1.5 * H3, rel=1e-4)  # batch means 15, 16.5, 18: s 1.5
+    assert "a seed is a private batch" in render_pivot(pivot(recs, rows="attack", cols="arch"),
+                                                        "markdown")
 
 
 def test_filters_and_the_pooled_axes():

@@ -3,11 +3,13 @@ verdict (``holds``, ``does not hold``, ``not run``, ``not judged``).
 
 Every seed enters as the leaderboard takes it (:func:`~bench.leaderboard.uncertainty.
 seed_values`: a diverged, failed or timed-out seed at its floor, pooled over its scenario);
-``success`` is 1 or 0 per seed (a failed seed 0); ``risk_index`` is the cell architecture's
-R-GAP risk index. A bound (``at_least``/``at_most``) is tested on the mean; an ordering on the
-two means, or with ``separated`` on the intervals (no overlap). A claim none of whose cells
-ran is ``not run``; a ``separated`` ordering with a side of fewer than two seeds (no interval)
-is ``not judged``, as ``leakbench diff`` calls such a row: either is neither held nor failed.
+``success`` is 1 or 0 per seed (a failed seed 0), its interval Wilson's; ``risk_index`` is the
+cell architecture's R-GAP risk index. A seed is a private batch: cells a claim pools on one
+(other defenses, attacks, client modes) enter at their mean. A bound (``at_least``/
+``at_most``) is tested on the mean; an ordering on the two means, or with ``separated`` on the
+intervals (no overlap). A claim none of whose cells ran is ``not run``; a ``separated``
+ordering with a side of fewer than two seeds (no interval) is ``not judged``, as ``leakbench
+diff`` calls such a row: either is neither held nor failed.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from bench.leaderboard.uncertainty import (
     SEED_STATUSES,
     Interval,
     clearly_better,
+    per_private_batch,
     seed_values,
     t_interval,
+    wilson_interval,
 )
 
 HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
@@ -47,7 +51,7 @@ class Outcome:
     unmatched: tuple[str, ...] = ()  # ``key=value`` of the filters no seed that ran matches
 
     def measured(self) -> str:
-        """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 ± 0.80``."""
+        """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 [0.30, 0.95]``."""
         hint = f" (none with {', '.join(self.unmatched)})" if self.unmatched else ""
         if self.verdict == NOT_RUN and not self.value.n:
             if self.cells:  # they ran; the metric has no value on them (LPIPS without weights)
@@ -86,9 +90,11 @@ def _show(metric: str, iv: Interval) -> str:
         return f"n/a (n={iv.n})"
     digits = 2 if metric in (SUCCESS, RISK_INDEX) else _digits(metric)
     half = "n/a" if iv.half is None else f"{iv.half:.{digits}f}"
-    if metric == SUCCESS:
-        wins = round(iv.mean * iv.n)
-        return f"{wins}/{iv.n} = {iv.mean:.2f} ± {half}"
+    if metric == SUCCESS:  # a Wilson interval: not symmetric about the rate
+        wins = iv.mean * iv.n  # a private batch pooling cells adds its share of successes
+        count = f"{round(wins)}" if abs(wins - round(wins)) < 1e-9 else f"{wins:.1f}"
+        bounds = "n/a" if iv.low is None else f"{iv.low:.2f}, {iv.high:.2f}"
+        return f"{count}/{iv.n} = {iv.mean:.2f} [{bounds}]"
     if metric == RISK_INDEX:
         return f"{iv.mean:.4f}"
     return f"{iv.mean:.{digits}f} ± {half} (n={iv.n})"
@@ -190,7 +196,10 @@ def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Int
         values = cells[f"value:{metric}"].dropna()
         mean = float(values.mean()) if len(values) else None
         return Interval(mean, mean, mean, len(values))
-    return t_interval(cells[f"value:{metric}"])
+    values = cells[f"value:{metric}"]
+    if "scenario_seed" in cells:  # one value per private batch: pooled cells are no new seed
+        values = per_private_batch(values, cells["scenario_seed"])
+    return wilson_interval(values) if metric == SUCCESS else t_interval(values)
 
 
 def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Outcome]:

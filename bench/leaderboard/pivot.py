@@ -6,7 +6,8 @@ n, best and tie flags); :func:`render_pivot` writes it as LaTeX (booktabs), mark
 Every number agrees with the leaderboard: a cell's seeds are its records that ran (skipped
 ones are no seeds), a diverged, failed or timed-out seed enters at its floor, pooled over its
 scenario as the leaderboard pools it (:func:`~bench.leaderboard.uncertainty.seed_values`),
-and the interval is the same two-sided 95% Student-t one
+a pooled axis's cells on one private batch enter at their mean (one seed), and the interval
+is the same two-sided 95% Student-t one
 (:func:`~bench.leaderboard.uncertainty.t_interval`). The best entry of each row (or column) is
 bold; an entry that could also rank first — no entry of its row has an interval wholly on the
 better side of its own, its shared leaderboard rank includes 1 — is marked with a dagger.
@@ -28,7 +29,14 @@ from tabulate import tabulate
 from bench.latex import tex
 from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.text_tables import records_metric
-from bench.leaderboard.uncertainty import LEVEL, Interval, seed_values, shared_ranks, t_interval
+from bench.leaderboard.uncertainty import (
+    LEVEL,
+    Interval,
+    per_private_batch,
+    seed_values,
+    shared_ranks,
+    t_interval,
+)
 from bench.metrics import Metric, list_metrics
 from bench.registry import LeakbenchError, short, suggest
 from bench.store import load_records, write_output
@@ -159,7 +167,9 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         raise LeakbenchError(f"--value {metric.name}: n/a on every one of the {len(df)} "
                              f"seed(s) the table would show{hint}")
     groups = {(r, c): g for (r, c), g in df.groupby([rows, cols], sort=False)}
-    intervals = {k: t_interval(g["_value"]) for k, g in groups.items()}
+    # a seed is a private batch: cells a pooled axis puts on one enter at their mean
+    intervals = {k: t_interval(per_private_batch(g["_value"], g["scenario_seed"]))
+                 for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
     flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better)
     cells = pd.DataFrame(
@@ -251,7 +261,8 @@ def default_caption(p: Pivot) -> str:
             + "."
     if p.pooled:
         text += " Pooled over " + "; ".join(f"{a}: {', '.join(v)}"
-                                            for a, v in p.pooled.items()) + "."
+                                            for a, v in p.pooled.items()) + \
+            " (a seed is a private batch: its pooled cells enter at their mean)."
     if p.best != "none":
         line = {"row": "row", "col": "column"}[p.best]
         text += (f" Bold: the best mean of its {line} ({direction} is better); "

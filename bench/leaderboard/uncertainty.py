@@ -1,6 +1,10 @@
 """Uncertainty over seeds, and the floor that makes every seed count.
 
 - :func:`t_interval`: the mean of a row's seeds and its two-sided 95% Student-t interval;
+- :func:`per_private_batch`: one value per private batch, where a filter pools cells that
+  share one (other defenses, attacks or client modes on the same seed are no new seed);
+- :func:`wilson_interval`: a success rate's interval (a t-interval of 0/1 values collapses to
+  ± 0 at 0/n and n/n);
 - :func:`shared_ranks`: ranks shared where intervals overlap (shown as ``2–3``);
 - :func:`seed_values`: per cell, the value that enters a mean — the measured one for a
   finished cell, the floor (the best constant image's score) for a diverged, failed or
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy.stats import norm
 from scipy.stats import t as student_t
 
 LEVEL = 0.95  # two-sided coverage of every interval in the tables
@@ -68,6 +73,40 @@ def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL)
         return Interval(mean, None, None, 1)
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(x) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def per_private_batch(values: pd.Series, batches: pd.Series) -> pd.Series:
+    """The mean of the finite ``values`` of each private batch (``batches``: the cells'
+    ``scenario_seed``; a cell without one is its own). Cells on one private batch share its
+    images and victim (a scenario seed leaves out the defense, the client and BatchNorm mode,
+    and an attack starts from the same dummy data against every defense), so pooling them
+    would narrow an interval without adding a seed. Where no two cells share a batch, the
+    values are returned as they are."""
+    v = pd.to_numeric(values, errors="coerce").astype(float)
+    v = v[v.map(math.isfinite)]
+    key = batches.reindex(v.index)
+    key = [f"cell {i}" if b is None or (isinstance(b, float) and math.isnan(b)) else str(b)
+           for i, b in zip(v.index, key)]
+    if len(set(key)) == len(key):
+        return v
+    return v.groupby(pd.Series(key, index=v.index), sort=False).mean()
+
+
+def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -> Interval:
+    """A success rate over ``n`` independent seeds (each 0 or 1, or a private batch's share)
+    and its Wilson score interval (Wilson 1927): unlike a t-interval of 0/1 values it does
+    not collapse to a point at 0/n or n/n (0/8: [0, 0.32]). One seed has no interval."""
+    x = [float(v) for v in shares if v is not None and math.isfinite(float(v))]
+    n = len(x)
+    if n == 0:
+        return Interval(None, None, None, 0)
+    p = math.fsum(x) / n
+    if n == 1:
+        return Interval(p, None, None, 1)
+    z = float(norm.ppf(0.5 + level / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
 
 
 def clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:
