@@ -28,7 +28,7 @@ from bench.leaderboard import (
     t_interval,
     utility_summary,
 )
-from bench.leaderboard.pivot import pivot
+from bench.leaderboard.pivot import default_caption, pivot
 from bench.leaderboard.uncertainty import (
     BATCH_FLOOR,
     MEASURED,
@@ -204,6 +204,27 @@ def test_a_seed_with_no_floor_anywhere_is_left_out_and_said_so():
     assert s["n_missing"] == 1 and s["diverged"] == 1
     table = attack_tables(records_frame(records))[0]
     assert "had no floor" in table.note and table.frame.iloc[0]["n"] == 2
+
+
+def test_a_failed_seed_without_an_lpips_floor_is_said_so_under_the_lpips_column():
+    """LPIPS has no floor (the grey guess is not scored with it): an attack's crashed seeds
+    leave its LPIPS mean over the lucky ones, under the table's n of every seed; the note
+    says how many are left out, where the PSNR column counts them at their floor."""
+    t = _template()
+    records = [_record(t, 1, "a", 0, "ok", 40.0), _record(t, 2, "a", 1, "ok", 41.0),
+               _record(t, 3, "a", 2, "error", floor=8.0), _record(t, 4, "a", 3, "error", floor=8.0)]
+    for r, v in zip(records[:2], (0.05, 0.06)):
+        r["metrics"].update(lpips=v, lpips_worst=v)
+    df = records_frame(records)
+    s = summarize_attacks(df).iloc[0]
+    assert (s["psnr_n"], s["lpips_n"], s["lpips_n_missing"], s["n_missing"]) == (4, 2, 2, 0)
+    table = attack_tables(df)[0]
+    assert table.frame.iloc[0]["n"] == 4
+    assert "LPIPS: 2 diverged or failed seed(s) have no floor for it" in table.note
+    assert "had no floor" not in table.note  # PSNR's failed seeds counted at their floor
+    lpips = pivot(records, value="lpips")  # leakbench table --value lpips: its caption too
+    assert lpips.missing == 2 and lpips.cells.iloc[0]["n"] == 2
+    assert "2 diverged or failed seed(s) have no floor for lpips" in default_caption(lpips)
 
 
 def test_a_failed_seed_of_an_attack_that_infers_labels_recovered_none():

@@ -41,7 +41,8 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     its floor (:func:`~bench.leaderboard.uncertainty.seed_values`, pooled over ``cells``, one
     scenario); ``n_floor`` counts those, ``n_missing`` the ones with no floor to use (left out
     of the means, still counted under ``diverged``/``failed``), both on the scenario's ranking
-    metric (ROUGE-1 for text, else PSNR). Skipped cells are no seeds."""
+    metric (ROUGE-1 for text, else PSNR), and ``<m>_n_missing`` per metric (LPIPS has no
+    floor: the grey guess is not scored with it). Skipped cells are no seeds."""
     ran = cells[cells["status"] != "skipped"]
     text = "modality" in cells and len(cells) > 0 and bool((cells["modality"] == "text").all())
     ranked = TEXT_HEADLINE if text else HEADLINE
@@ -61,7 +62,8 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             iv = t_interval(values["value"])
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,
-                        f"{m.name}_converged": _mean(ok[m.name])})
+                        f"{m.name}_converged": _mean(ok[m.name]),
+                        f"{m.name}_n_missing": int((values["source"] == MISSING).sum())})
             if m.name == ranked:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
                 row["n_missing"] = int((values["source"] == MISSING).sum())

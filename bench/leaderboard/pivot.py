@@ -31,6 +31,7 @@ from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import (
     LEVEL,
+    MISSING,
     Interval,
     per_private_batch,
     seed_values,
@@ -67,6 +68,7 @@ class Pivot:
     where: dict[str, list[str]] = field(default_factory=dict)
     best: str = "row"
     pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
+    missing: int = 0  # failed seeds with no floor for the metric: left out of the means
 
     def cell(self, row: str, col: str) -> dict[str, Any] | None:
         hit = self.cells[(self.cells["row"] == row) & (self.cells["col"] == col)]
@@ -151,10 +153,9 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
     # every seed's value as the leaderboard takes it: floors pooled over the whole scenario,
     # before any filter, so a filter never changes which floor a failed seed gets
     parts = [seed_values(g, metric.name, metric.higher_is_better,
-                         no_floor_value=metric.no_floor_value)["value"]
-             for _, g in scenarios(df)]
-    values = pd.concat(parts) if parts else pd.Series(dtype=float)
-    df = df.loc[values.index].assign(_value=values)
+                         no_floor_value=metric.no_floor_value) for _, g in scenarios(df)]
+    values = pd.concat(parts) if parts else pd.DataFrame({"value": [], "source": []})
+    df = df.loc[values.index].assign(_value=values["value"], _source=values["source"])
     if df.empty:  # seed_values leaves skipped cells out: "--where : no record matches them all"
         raise LeakbenchError(f"no attack cell ran: all {len(records)} record(s) are skipped or "
                              "of another kind")
@@ -179,7 +180,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied"])
     pooled = {a: _order(a, set(df[a])) for a in AXES
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
-    return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled)
+    missing = int((df["_source"] == MISSING).sum())
+    return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, missing)
 
 
 def _metric(name: str) -> type[Metric]:
@@ -256,6 +258,9 @@ def default_caption(p: Pivot) -> str:
             f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
             f"seed); n = {n} seeds per cell; a diverged, failed or timed-out seed counts at "
             "its floor.")
+    if p.missing:
+        text += (f" {p.missing} diverged or failed seed(s) have no floor for {m.name}: left out "
+                 "of the means and n.")
     if p.where:
         text += " Records with " + ", ".join(f"{k}={'|'.join(v)}" for k, v in p.where.items()) \
             + "."

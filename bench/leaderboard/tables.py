@@ -93,13 +93,25 @@ def _converged(h: type[Metric], r: pd.Series | dict) -> str:
     return h.format(r[f"{h.name}_converged"]) + f" (n={int(r['n_ok'])})"
 
 
-def _missing_note(summary: pd.DataFrame) -> str:
+def _missing_note(summary: pd.DataFrame, shown: list[type[Metric]] = ()) -> str:
+    """Failed seeds left out of a mean: on the ranking metric (no floor in the scenario's
+    records), and on a shown metric that has no floor where the ranking metric has one
+    (LPIPS: the grey guess is not scored with it), whose column's n is then smaller."""
     missing = int(summary["n_missing"].sum()) if "n_missing" in summary else 0
-    if not missing:
-        return ""
-    return (f" {missing} diverged or failed seed(s) had no floor to count at (no "
-            "floor_metrics in the scenario's records): left out of the means and n, counted "
-            "under Diverged/Failed.")
+    text = "" if not missing else (
+        f" {missing} diverged or failed seed(s) had no floor to count at (no "
+        "floor_metrics in the scenario's records): left out of the means and n, counted "
+        "under Diverged/Failed.")
+    for m in shown:
+        col = f"{m.name}_n_missing"
+        if col not in summary:
+            continue
+        more = int((summary[col].fillna(0) - summary.get("n_missing", 0)).clip(lower=0).sum())
+        if more:
+            text += (f" {m.label}: {more} diverged or failed seed(s) have no floor for it "
+                     f"(no floor_{m.name} in the records): left out of its mean, which is "
+                     "over fewer seeds than n.")
+    return text
 
 
 def _granted(g: pd.DataFrame) -> dict[str, str]:
@@ -139,7 +151,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
-        note = ATTACK_NOTE + _missing_note(summary)
+        note = ATTACK_NOTE + _missing_note(summary, shown)
         if unstable:
             note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
                      "them), shown where a seed diverged or failed.")
