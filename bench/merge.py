@@ -73,6 +73,8 @@ class Copy:
         psnr = (r.get("metrics") or {}).get("psnr")
         where = prov.get("device_name") if prov.get("device") == "cuda" else \
             prov.get("cpu_model", prov.get("device_name"))
+        if where and prov.get("device") != "cuda" and prov.get("cpu_isa"):
+            where = f"{where} {prov['cpu_isa']}"  # kernels differ by ISA on one CPU model
         full = str(prov.get("git_commit") or "")
         commit = full[:7] + ("-dirty" if full.endswith("-dirty") else "")
         parts = [str(r.get("status", "?"))] + ([f"psnr {psnr:.4f}"] if isinstance(

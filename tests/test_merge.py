@@ -256,3 +256,20 @@ def test_a_conflict_whose_provenance_holds_a_number_is_described(store, tmp_path
     (conflict,) = [line for line in capsys.readouterr().out.splitlines()
                    if line.startswith("conflict")]
     assert conflict.startswith(f"conflict {conflicted}") and "123" in conflict
+
+
+def test_a_conflict_names_each_copys_instruction_set(store, tmp_path, capsys):
+    """Two copies from one CPU model with other vector units (AVX-512, AVX2) differ by
+    their kernels: the conflict line says so, where it had read "AMD EPYC" twice."""
+    def isa(value):
+        def edit(record):
+            record["metrics"]["psnr"] += 0.5 if value == "AVX2" else 0.0
+            record["provenance"].update(cpu_model="AMD EPYC", cpu_isa=value, device="cpu")
+        return edit
+
+    a, _ = _copy(store, tmp_path / "a", isa("AVX512"))
+    b, _ = _copy(store, tmp_path / "b", isa("AVX2"))
+    assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 0
+    (conflict,) = [line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("conflict")]
+    assert "AMD EPYC AVX512" in conflict and "AMD EPYC AVX2" in conflict
