@@ -35,7 +35,7 @@ from bench.convolutions import cpu_convolutions, stamp_cpu_conv
 from bench.data import input_centre, other_batches, sample_batch
 from bench.defend import defend
 from bench.domains import domain_of
-from bench.grants import PrivateSide, provide_grants
+from bench.grants import LABELS, PrivateSide, provide_grants
 from bench.memory import PeakMemory
 from bench.metrics import SuccessRule
 from bench.perceptual import perceptual_metrics
@@ -160,7 +160,8 @@ def score_attack(observed: Observed, recon: Reconstruction, options: RunOptions
     recon01 = observed.obs.domain.decode(data.float())
     y = observed.private.y.cpu()
     rule = success_rule("image", options.success)  # a suite's text rule is not the images'
-    metrics = score(observed.x01, y, recon01, recon.labels, success=rule)
+    labels = None if LABELS in observed.obs.grants else recon.labels  # granted: not recovered
+    metrics = score(observed.x01, y, recon01, labels, success=rule)
     if observed.clients > 1:
         metrics.update(own_metrics(metrics, observed.own, rule))
     metrics.update(perceptual_metrics(observed.x01, recon01, metrics["matching"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -103,6 +104,13 @@ def cpu_ranges(cpus: Iterable[int]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(),
@@ -110,6 +118,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "leakbench": bench.__version__,
         "git_commit": git_commit(),
         "torch": torch.__version__,
+        "torchmetrics": _version("torchmetrics"),  # SSIM's border rule changed in 1.4.2
         "device": device.type,
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),

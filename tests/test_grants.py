@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from bench.contracts import Update
+from bench.cells import RunOptions
+from bench.contracts import Reconstruction, Update
 from bench.grants import (
     BN_STATS,
     CAPABILITIES,
@@ -18,8 +19,9 @@ from bench.grants import (
     PrivateSide,
     provide_grants,
 )
+from bench.pipeline import observe, score_attack
 from bench.suite import attack_cells
-from helpers import ROOT, make_suite, observe_tiny
+from helpers import CPU, ROOT, make_suite, observe_tiny
 
 
 def threat_model_rows() -> list[str]:
@@ -66,3 +68,19 @@ def test_an_observation_carries_only_what_the_suite_grants():
     assert obs.grants == {} and obs.grant(LABELS) is None
     with pytest.raises(KeyError, match="unknown grant"):
         obs.grant("labls")
+
+
+def test_granted_labels_returned_by_an_attack_are_not_credited_as_recovered():
+    """An attack following the README's template hands the granted labels back: scored, they
+    read label accuracy 1.00 for nothing (the built-in attacks drop them themselves)."""
+    suite = make_suite(batch_size=4, grant=["labels"], attacks=["ig"])
+    observed = observe(attack_cells(suite)[0], CPU)
+    lo, hi = observed.obs.domain.bounds()
+    grey = (lo + 0.5 * (hi - lo)).expand(4, *observed.obs.domain.shape).clone()
+    metrics, _ = score_attack(observed, Reconstruction(grey, observed.obs.grant("labels")),
+                              RunOptions())
+    assert observed.obs.grant("labels") is not None and metrics["label_acc"] is None
+    plain = observe(attack_cells(make_suite(batch_size=4, attacks=["ig"]))[0], CPU)
+    inferred = plain.private.y.clone()  # recovered, not granted: credited
+    metrics, _ = score_attack(plain, Reconstruction(grey, inferred), RunOptions())
+    assert metrics["label_acc"] == 1.0

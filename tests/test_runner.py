@@ -36,7 +36,8 @@ def test_inline_run_writes_one_record_per_cell_with_the_schema(tmp_path):
     assert r["timing"]["attack_seconds"] > 0 and r["timing"]["setup_seconds"] >= 0
     assert r["grad_evals"] >= r["iterations"] >= 1
     assert r["peak_memory_bytes"] > 0
-    for key in ("leakbench", "git_commit", "torch", "device_name", "python", "platform"):
+    for key in ("leakbench", "git_commit", "torch", "torchmetrics", "device_name", "python",
+                "platform"):
         assert key in r["provenance"]
     assert (tmp_path / r["picture"]).is_file()
     # a re-run finds every cell done

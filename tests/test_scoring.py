@@ -75,3 +75,51 @@ def test_label_accuracy_ignores_order():
     assert label_accuracy(true, torch.tensor([3, 2, 1, 1])) == 1.0
     assert label_accuracy(true, torch.tensor([1, 2, 2, 3])) == 0.75
     assert label_accuracy(true, torch.tensor([0, 0, 0, 0])) == 0.0
+
+
+def test_extra_labels_count_against_label_accuracy():
+    """Every class returned B times covers any batch's multiset: over the batch size it read
+    1.00; over the number of guesses it is their hit rate."""
+    true = torch.tensor([0, 1, 2, 3])
+    assert label_accuracy(true, torch.arange(8).repeat(4)) == 4 / 32
+    assert label_accuracy(true, torch.tensor([3, 2, 1, 0])) == 1.0
+    assert label_accuracy(true, torch.tensor([0, 1])) == 0.5  # fewer: over the batch
+
+
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5
+              ) -> torch.Tensor:
+    """The Gaussian SSIM map (Wang et al. 2004; K1 0.01, K2 0.03, data range 1) of images
+    reflect-padded by half a window, one value per pixel and channel."""
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum()).outer(g / g.sum())
+    c = x.shape[1]
+    w = g.expand(c, 1, size, size)
+    pad = size // 2
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        z = torch.nn.functional.pad(z, (pad, pad, pad, pad), mode="reflect")
+        return torch.nn.functional.conv2d(z, w, groups=c)
+
+    x, y = x.double(), y.double()
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+
+
+def test_ssim_averages_the_whole_reflect_padded_map():
+    """torchmetrics before 1.4.2 cropped the border (as skimage does): an error only in a
+    3-pixel border strip then hardly counted. The records' SSIM is the whole-map one,
+    checked against an independent implementation; pyproject requires torchmetrics ≥ 1.4.2
+    and provenance records its version."""
+    from bench.metrics.ssim import ssim_per_image
+
+    x = _images(2, 5)
+    y = x.clone()
+    y[:, :, :3, :] = 1 - y[:, :, :3, :]  # the error lies in the border strip alone
+    got = ssim_per_image(x, y)
+    whole = _ssim_map(y, x)
+    assert got.tolist() == pytest.approx(whole.flatten(1).mean(1).tolist(), abs=1e-9)
+    cropped = whole[..., 5:-5, 5:-5].flatten(1).mean(1)  # torchmetrics < 1.4.2, skimage
+    assert (got < 0.9).all() and (cropped > got + 0.05).all()

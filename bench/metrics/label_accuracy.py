@@ -10,11 +10,14 @@ from bench.metrics.base import Metric, register_metric
 
 
 def label_accuracy(true: torch.Tensor, inferred: torch.Tensor | None) -> float | None:
-    """Multiset overlap of true and inferred labels over the batch size; None if none inferred."""
+    """Multiset overlap of true and inferred labels over the batch size, or over the inferred
+    count where an attack returned more labels than the batch holds (every class B times
+    would otherwise score 1); None if none inferred."""
     if inferred is None:
         return None
-    overlap = Counter(true.tolist()) & Counter(inferred.flatten().tolist())
-    return sum(overlap.values()) / len(true)
+    guesses = inferred.flatten().tolist()
+    overlap = Counter(true.tolist()) & Counter(guesses)
+    return sum(overlap.values()) / max(len(true), len(guesses))
 
 
 @register_metric
