@@ -13,7 +13,13 @@ from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.data import normalize
 from bench.grants import LABELS, PUBLIC_DATA
 from bench.registry import Param, register_attack
-from bench.samplers.common import gibbs_sweep, heun, karras_sigmas, noise_range_problem
+from bench.samplers.common import (
+    MAX_SIGMA,
+    gibbs_sweep,
+    heun,
+    karras_sigmas,
+    noise_range_problem,
+)
 from bench.scoremodel import CountedDenoiser, ScoreSettings, from_unit, load_or_train
 
 
@@ -41,14 +47,17 @@ class DMCMCInversion(Attack):
         Param("sweeps", int, 200, low=0, high=1_000_000, help="Langevin–Gibbs sweeps"),
         Param("lam", float, 30000.0, low=0.0, help="λ: weight of the gradient distance"),
         Param("eta", float, 1.0, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
-        Param("sigma_lo", float, 0.02, low=1e-4, help="lowest noise level of the chain"),
-        Param("sigma_hi", float, 0.3, low=1e-3, help="highest noise level; the chain starts there"),
+        Param("sigma_lo", float, 0.02, low=1e-4, high=MAX_SIGMA,
+              help="lowest noise level of the chain"),
+        Param("sigma_hi", float, 0.3, low=1e-3, high=MAX_SIGMA,
+              help="highest noise level; the chain starts there"),
         Param("denoise_steps", int, 3, low=1, high=1000,
               help="guided Heun levels from the chain's σ to 0 (2·steps − 1 evaluations)"),
         Param("score_steps", int, 2000, low=1, high=1_000_000,
               help="training steps of the score model (bench.scoremodel)"),
         Param("score_width", int, 16, low=4, high=256, help="the score U-Net's base width"),
-        Param("score_seed", int, 0, low=0, help="seed of the score model's training"),
+        Param("score_seed", int, 0, low=0, high=2 ** 63 - 1,
+              help="seed of the score model's training"),
     )
 
     @classmethod

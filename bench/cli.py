@@ -351,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(text: str) -> str:
+    """``text`` with its ASCII control characters escaped (a path holding a newline split the
+    error in two lines)."""
+    return "".join(repr(c)[1:-1] if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints as its bytes
         getattr(stream, "reconfigure", lambda **_: None)(errors="surrogateescape")
@@ -358,12 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     problem = empty_path_problem(args)
     if problem:
-        print(f"leakbench: error: {problem}", file=sys.stderr)
+        print(f"leakbench: error: {one_line(problem)}", file=sys.stderr)
         return 2
     try:
         return args.func(args)
     except LeakbenchError as e:
-        print(f"leakbench: error: {e}", file=sys.stderr)
+        print(f"leakbench: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into head
         return 0
@@ -375,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = "exists and is not a folder"  # mkdir on a file
         elif isinstance(e, FileExistsError) and where is not None and os.path.islink(where):
             reason = f"a symbolic link to {os.readlink(where)}, which is missing or a loop"
-        print(f"leakbench: error: {str(where) + ': ' if where is not None else ''}{reason}",
-              file=sys.stderr)
+        print(one_line(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
+                       f"{reason}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("leakbench: interrupted; finished cells are kept, re-run to resume",

@@ -108,6 +108,8 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
     in OUT nor replaces it."""
     copies = []
     for path in sorted((folder / RECORDS).glob("*.json")):
+        if not path.is_file():  # a FIFO would block the read, a folder is no record: every
+            continue  # other reader skips them too (bench.store)
         record, problem = read_record(path)
         if record is None:
             report.problems.append(f"damaged record left out: {path} ({problem})")

@@ -9,6 +9,9 @@ from typing import Any
 
 from bench.registry import LeakbenchError
 
+MAX_SAMPLES = 100_000  # per configuration; the committed curve draws 1 000 (4–6 min)
+MAX_SCORE_STEPS = 1_000_000  # as a suite's dmcmc score_steps
+
 
 def add_prior_curve_parser(sub: Any) -> None:
     s = sub.add_parser("prior-curve", help="FID/KID against score evaluations for the Heun and "
@@ -41,9 +44,12 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.seed < 2 ** 63:  # torch.manual_seed overflowed past 2**64, after setup
         raise LeakbenchError(f"prior-curve: --seed must be 0 to 2**63 - 1, got {args.seed}")
-    if args.samples < 2 or args.score_steps < 1:
-        raise LeakbenchError("prior-curve: --samples must be at least 2 and --score-steps at "
-                             "least 1")
+    if not 2 <= args.samples <= MAX_SAMPLES:
+        raise LeakbenchError(f"prior-curve: --samples must be 2 to {MAX_SAMPLES}, got "
+                             f"{args.samples}")
+    if not 1 <= args.score_steps <= MAX_SCORE_STEPS:  # a suite's dmcmc score_steps' bound
+        raise LeakbenchError(f"prior-curve: --score-steps must be 1 to {MAX_SCORE_STEPS}, got "
+                             f"{args.score_steps}")
     out = Path(args.out)
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # before minutes of sampling, not at the first write

@@ -273,3 +273,22 @@ def test_a_conflict_names_each_copys_instruction_set(store, tmp_path, capsys):
     (conflict,) = [line for line in capsys.readouterr().out.splitlines()
                    if line.startswith("conflict")]
     assert "AMD EPYC AVX512" in conflict and "AMD EPYC AVX2" in conflict
+
+
+def test_a_fifo_or_a_folder_named_like_a_record_is_skipped(store, tmp_path, capsys):
+    """A FIFO at records/x.json blocked merge's read forever (every other reader skips what
+    is not a regular file), and a folder there refused the whole store with advice about
+    permissions; both are left out, as the leaderboard leaves them."""
+    import os
+    import subprocess
+    import sys
+
+    a, _ = _copy(store, tmp_path / "a")
+    os.mkfifo(a / "records" / "zzzz.json")
+    (a / "records" / "yyyy.json").mkdir()
+    out = tmp_path / "out"
+    code = "import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "merge", str(out), str(a)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(load_records(out)) == 2

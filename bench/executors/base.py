@@ -144,6 +144,21 @@ class ExecutorOptions:
         if self.max_retries is not None and not 0 <= self.max_retries <= MAX_TASK_RETRIES:
             raise LeakbenchError(f"--max-retries: expected 0 to {MAX_TASK_RETRIES}, got "
                                  f"{self.max_retries}")
+        problem = address_problem(self.address)
+        if problem:
+            raise LeakbenchError(problem)
+
+
+def address_problem(address: str | None) -> str | None:
+    """Why a Ray address's port cannot be one (``HOST:PORT``, ``ray://HOST:PORT``): ASCII
+    digits from 1 to 65535 ("6²" passed ``str.isdigit`` and was a traceback, Arabic-Indic
+    digits were read as a port); an address without a port, or ``auto``, is Ray's to read."""
+    if address is None or address == "auto":
+        return None
+    _, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return f"--ray-address {address!r}: the port must be a number from 1 to 65535"
+    return None
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {}

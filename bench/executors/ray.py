@@ -96,7 +96,8 @@ def reachable(address: str, seconds: float = 5.0) -> None:
     import socket
 
     host, sep, port = address.rpartition(":")
-    if address == "auto" or "://" in address or not sep or not port.isdigit():
+    if address == "auto" or "://" in address or not sep or not port.isascii() \
+            or not port.isdigit():
         return
     try:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),

@@ -33,6 +33,11 @@ class Sampler(Component):
         raise NotImplementedError
 
 
+MAX_SIGMA = 1e4
+"""The highest noise level a chain may start from: far above any image's scale in [0,1] (a
+float32 σ of 1e39 overflowed inside the cell, an error record after the suite loaded)."""
+
+
 def noise_range_problem(config: Any) -> str | None:
     """DMCMC's noise levels must run from ``sigma_lo`` up to ``sigma_hi`` (the chain starts
     at the top); an upside-down range ran and finished "ok"."""

@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from bench.registry import Param, register_sampler
-from bench.samplers.common import Sampler, gibbs_sweep, heun, karras_sigmas, noise_range_problem
+from bench.samplers.common import (
+    MAX_SIGMA,
+    Sampler,
+    gibbs_sweep,
+    heun,
+    karras_sigmas,
+    noise_range_problem,
+)
 from bench.scoremodel import CountedDenoiser
 
 
@@ -32,8 +39,10 @@ class DenoisingMCMC(Sampler):
         Param("burn_in", int, 10, low=0, high=100_000, help="sweeps before the first sample"),
         Param("thin", int, 1, low=1, high=10_000, help="sweeps between two samples of a chain"),
         Param("eta", float, 1.0, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
-        Param("sigma_lo", float, 0.05, low=1e-4, help="lowest noise level of a chain"),
-        Param("sigma_hi", float, 1.0, low=1e-3, help="highest noise level; chains start there"),
+        Param("sigma_lo", float, 0.05, low=1e-4, high=MAX_SIGMA,
+              help="lowest noise level of a chain"),
+        Param("sigma_hi", float, 1.0, low=1e-3, high=MAX_SIGMA,
+              help="highest noise level; chains start there"),
         Param("denoise_steps", int, 3, low=1, high=1000,
               help="Heun levels from a chain's σ to 0 (2·steps − 1 evaluations)"),
         Param("probe", bool, True,
