@@ -248,6 +248,13 @@ BAD = {
     "better_than_itself": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A}, "
                            "metric: psnr, expect: {better_than: {attack: A}}}\n",
                            "compares the cells with themselves"),
+    # sides that share cells (a fifth bad-input hunt: batch 1 "held" against batch 1 and 2)
+    "sides_share_a_value": ("claims:\n- {id: a, paper: p, sentence: s, where: {batch_size: 1}, "
+                            "metric: psnr, expect: {better_than: {batch_size: [1, 2]}}}\n",
+                            "batch_size=1 is on both sides"),
+    "where_leaves_the_key_open": ("claims:\n- {id: a, paper: p, sentence: s, where: "
+                                  "{attack: A}, metric: psnr, expect: {better_than: "
+                                  "{defense: noise}}}\n", "where does not fix defense"),
     "empty": ("", "the file is empty"),
     "yaml": ("claims: [\n", "invalid YAML"),
 }

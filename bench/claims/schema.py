@@ -193,6 +193,15 @@ def _claim(item: Any, where: str) -> Claim:
     if better is not None and {**cells, **better} == cells:  # the cells against themselves
         raise ClaimsError(f"{where}.expect.better_than: changes nothing of where, so it "
                           "compares the cells with themselves")
+    for key, values in (better or {}).items():  # two sides sharing cells compare nothing
+        if key not in cells:
+            raise ClaimsError(f"{where}.expect.better_than: where does not fix {key}, so its "
+                              f"side holds the {key}={'|'.join(values)} cells too; give "
+                              f"where a {key}")
+        shared = [v for v in values if v in cells[key]]
+        if shared:
+            raise ClaimsError(f"{where}.expect.better_than: {key}={'|'.join(shared)} is on "
+                              "both sides (where has it too)")
     return Claim(cid, texts["paper"], texts["sentence"], cells,
                  metric, bounds.get("at_least"), bounds.get("at_most"), better, separated,
                  texts["reported"], texts["note"])
