@@ -255,6 +255,9 @@ BAD = {
     "where_leaves_the_key_open": ("claims:\n- {id: a, paper: p, sentence: s, where: "
                                   "{attack: A}, metric: psnr, expect: {better_than: "
                                   "{defense: noise}}}\n", "where does not fix defense"),
+    "name_and_label": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: A, defense: "
+                       "noise}, metric: psnr, expect: {better_than: {defense: "
+                       "'noise(scale=0.1)'}}}\n", "defense=noise(scale=0.1) is on both sides"),
     "empty": ("", "the file is empty"),
     "yaml": ("claims: [\n", "invalid YAML"),
 }
@@ -565,12 +568,14 @@ def test_cells_on_one_private_batch_count_as_one_seed(store):
 def test_a_success_rate_has_a_wilson_interval_that_never_collapses(store):
     """0/3 and 3/3 read ± 0.00 under a t-interval of 0/1 values; Wilson's keeps a width,
     so that 2/2 against 0/2 is no separation."""
-    from bench.leaderboard.uncertainty import wilson_interval
+    from bench.leaderboard.uncertainty import clearly_better, wilson_interval
 
     none = wilson_interval([0.0] * 8)
     assert none.low == 0.0 and none.high == pytest.approx(0.3244, abs=1e-4)  # z = 1.96
     all_ = wilson_interval([1.0] * 2)
     assert all_.low == pytest.approx(0.3424, abs=1e-4) and all_.high == 1.0
+    assert not clearly_better(all_, wilson_interval([0.0] * 2), True)  # 2/2 vs 0/2: no verdict
+    assert wilson_interval([0.0] * 100).low == 0.0 and wilson_interval([1.0] * 100).high == 1.0
     assert wilson_interval([1.0]).low is None and wilson_interval([]).mean is None
     claims = load_claims(str(store.parent / "synthetic.claims.yaml")).claims
     out = {o.claim.id: o for o in check_claims(claims, load_records(store))}

@@ -34,6 +34,10 @@ def test_a_ray_port_must_be_ascii_digits_in_range_even_in_a_dry_run(capsys, tmp_
         line = one_line(capsys, "run", str(suite), "--executor", "ray", "--dry-run",
                         "--ray-address", address, "--out", str(tmp_path / "o"))
         assert f"--ray-address {address!r}: the port must be a number from 1 to 65535" in line
+    from bench.executors.base import address_problem
+
+    for address in ("auto", "[::1]", "ray://[::1]", "ray://head:10001/", "head", "[::1]:6379"):
+        assert address_problem(address) is None, address  # Ray's to read
 
 
 def test_an_error_naming_a_path_with_a_newline_stays_one_line(capsys, tmp_path):

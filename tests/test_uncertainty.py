@@ -225,6 +225,10 @@ def test_a_failed_seed_without_an_lpips_floor_is_said_so_under_the_lpips_column(
     lpips = pivot(records, value="lpips")  # leakbench table --value lpips: its caption too
     assert lpips.missing == 2 and lpips.cells.iloc[0]["n"] == 2
     assert "2 diverged or failed seed(s) have no floor for lpips" in default_caption(lpips)
+    for r in records[:2]:  # an attack that reports no labels: its column is n/a, and no
+        r["metrics"]["label_acc"] = None  # note says a failed seed left its mean
+    note = attack_tables(records_frame(records))[0].note
+    assert "LPIPS: 2 diverged" in note and "Label acc:" not in note
 
 
 def test_a_failed_seed_of_an_attack_that_infers_labels_recovered_none():

@@ -19,7 +19,13 @@ import torch
 
 from bench import pipeline  # the module: pipeline imports this package's base
 from bench.cells.attack import AttackCell
-from bench.cells.base import CellKind, RunOptions, failure_outcome, register_cell_kind
+from bench.cells.base import (
+    CellKind,
+    RunOptions,
+    cell_modality,
+    failure_outcome,
+    register_cell_kind,
+)
 from bench.contracts import observed_batch
 from bench.records import Outcome
 from bench.registry import REGISTRIES
@@ -107,7 +113,7 @@ def _batchable(cell: Any) -> bool:
     if not isinstance(cell, AttackCell) or cell.skip_reason:
         return False
     attack = REGISTRIES["attacks"].get(cell.attack.name).cls
-    modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality
+    modality = cell_modality(cell)
     batched = getattr(attack, "batched_trials", frozenset())
     if isinstance(batched, str):  # one modality named
         batched = frozenset({batched})

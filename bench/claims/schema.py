@@ -198,7 +198,7 @@ def _claim(item: Any, where: str) -> Claim:
             raise ClaimsError(f"{where}.expect.better_than: where does not fix {key}, so its "
                               f"side holds the {key}={'|'.join(values)} cells too; give "
                               f"where a {key}")
-        shared = [v for v in values if v in cells[key]]
+        shared = [v for v in values if any(_same_cells(v, w) for w in cells[key])]
         if shared:
             raise ClaimsError(f"{where}.expect.better_than: {key}={'|'.join(shared)} is on "
                               "both sides (where has it too)")
@@ -285,3 +285,10 @@ def _known(mapping: dict[Any, Any], keys: tuple[str, ...], where: str) -> None:
         if key not in keys:
             raise ClaimsError(f"{where}: unknown key {short(key)}{suggest(str(key), keys)}; "
                               f"expected {', '.join(keys)}")
+
+
+def _same_cells(a: str, b: str) -> bool:
+    """Whether two filter values can match one cell: equal, or a registered name and a label
+    of it (``noise`` matches ``noise(scale=0.1)``: a filter takes either)."""
+    return a == b or ("(" not in a and b.split("(")[0] == a) or \
+        ("(" not in b and a.split("(")[0] == b)

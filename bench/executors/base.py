@@ -155,7 +155,10 @@ def address_problem(address: str | None) -> str | None:
     digits were read as a port); an address without a port, or ``auto``, is Ray's to read."""
     if address is None or address == "auto":
         return None
-    _, sep, port = address.split("://", 1)[-1].rpartition(":")
+    rest = address.split("://", 1)[-1].rstrip("/")
+    if rest.endswith("]"):  # [IPv6] without a port
+        return None
+    _, sep, port = rest.rpartition(":")
     if sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         return f"--ray-address {address!r}: the port must be a number from 1 to 65535"
     return None

@@ -180,7 +180,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied"])
     pooled = {a: _order(a, set(df[a])) for a in AXES
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
-    missing = int((df["_source"] == MISSING).sum())
+    missing = sum(int((g["_source"] == MISSING).sum()) for g in groups.values()
+                  if g["_value"].notna().any())  # an n/a entry left no seed out of a mean
     return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, missing)
 
 

@@ -106,7 +106,8 @@ def _missing_note(summary: pd.DataFrame, shown: list[type[Metric]] = ()) -> str:
         col = f"{m.name}_n_missing"
         if col not in summary:
             continue
-        more = int((summary[col].fillna(0) - summary.get("n_missing", 0)).clip(lower=0).sum())
+        rows = summary[summary[f"{m.name}_n"].fillna(0) > 0]  # an n/a column drops no seed
+        more = int((rows[col].fillna(0) - rows.get("n_missing", 0)).clip(lower=0).sum())
         if more:
             text += (f" {m.label}: {more} diverged or failed seed(s) have no floor for it "
                      f"(no floor_{m.name} in the records): left out of its mean, which is "

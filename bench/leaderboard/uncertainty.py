@@ -85,8 +85,7 @@ def per_private_batch(values: pd.Series, batches: pd.Series) -> pd.Series:
     v = pd.to_numeric(values, errors="coerce").astype(float)
     v = v[v.map(math.isfinite)]
     key = batches.reindex(v.index)
-    key = [f"cell {i}" if b is None or (isinstance(b, float) and math.isnan(b)) else str(b)
-           for i, b in zip(v.index, key)]
+    key = [f"cell {i}" if pd.isna(b) else str(b) for i, b in zip(v.index, key)]
     if len(set(key)) == len(key):
         return v
     return v.groupby(pd.Series(key, index=v.index), sort=False).mean()
@@ -106,7 +105,9 @@ def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -
     z = float(norm.ppf(0.5 + level / 2))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    low = 0.0 if p == 0 else max(0.0, centre - half)  # exact ends: no 3e-18 in check.json
+    high = 1.0 if p == 1 else min(1.0, centre + half)
+    return Interval(p, low, high, n)
 
 
 def clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:
