@@ -40,7 +40,7 @@ from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, empty_path_pro
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
-from bench.registry import REGISTRIES, LeakbenchError, warn
+from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
 from bench.site.command import add_site_parser
 
 if TYPE_CHECKING:
@@ -349,12 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_prior_curve_parser(sub)
     add_check_parser(sub)
     return p
-
-
-def one_line(text: str) -> str:
-    """``text`` with its ASCII control characters escaped (a path holding a newline split the
-    error in two lines)."""
-    return "".join(repr(c)[1:-1] if ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

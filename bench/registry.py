@@ -45,11 +45,17 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def one_line(text: str) -> str:
+    """``text`` with its ASCII control characters escaped (a path holding a newline split an
+    error or a warning in two lines)."""
+    return "".join(repr(c)[1:-1] if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
 def warn(message: str) -> None:
     """A user-facing warning: one line on stderr, ``leakbench: warning: …``."""
     import sys
 
-    print(f"leakbench: warning: {message}", file=sys.stderr)
+    print(f"leakbench: warning: {one_line(message)}", file=sys.stderr)
 
 
 _MISSING = object()

@@ -44,6 +44,10 @@ def test_an_error_naming_a_path_with_a_newline_stays_one_line(capsys, tmp_path):
     folder = tmp_path / "a\nb"
     line = one_line(capsys, "table", str(folder))
     assert "a\\nb" in line
+    from bench.registry import warn
+
+    warn(f"left {folder} alone")  # a warning too
+    assert capsys.readouterr().err == f"leakbench: warning: left {tmp_path}/a\\nb alone\n"
 
 
 def test_dmcmc_seeds_and_noise_levels_past_what_runs_are_refused_at_load(capsys, tmp_path):
