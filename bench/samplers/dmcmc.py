@@ -47,7 +47,8 @@ class DenoisingMCMC(Sampler):
               help="Heun levels from a chain's σ to 0 (2·steps − 1 evaluations)"),
         Param("probe", bool, True,
               help="estimate the noise level with Tweedie's trace term (2 evaluations a sweep)"),
-        Param("sigma_min", float, 0.002, low=1e-5, help="the last level before 0"),
+        Param("sigma_min", float, 0.002, low=1e-5, high=MAX_SIGMA,
+              help="the last level before 0"),
         Param("rho", float, 7.0, low=1.0, help="schedule curvature of the denoising"),
     )
 

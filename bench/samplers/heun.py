@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bench.registry import Param, register_sampler
-from bench.samplers.common import Sampler, heun, karras_sigmas
+from bench.samplers.common import MAX_SIGMA, Sampler, heun, karras_sigmas
 from bench.scoremodel import CountedDenoiser
 
 
@@ -20,8 +20,9 @@ class HeunFromNoise(Sampler):
              "Generative Models. NeurIPS 2022 (Algorithm 1)")
     params = (
         Param("steps", int, 18, low=1, high=1000, help="noise levels (NFE = 2·steps − 1)"),
-        Param("sigma_max", float, 20.0, low=1e-3, help="the starting noise level"),
-        Param("sigma_min", float, 0.002, low=1e-5, help="the last level before 0"),
+        Param("sigma_max", float, 20.0, low=1e-3, high=MAX_SIGMA, help="the starting noise level"),
+        Param("sigma_min", float, 0.002, low=1e-5, high=MAX_SIGMA,
+              help="the last level before 0"),
         Param("rho", float, 7.0, low=1.0, help="schedule curvature (EDM: 7)"),
     )
 
