@@ -117,9 +117,14 @@ def write_output(path: Path, text: str) -> None:
                              "whose files the store reads as its own (a record there would be "
                              "quarantined, or overwritten): write it elsewhere")
     if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
-        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop of
-            # links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given
-            f.write(text)
+        try:
+            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop
+                # of links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given
+                f.write(text)
+        except OSError as e:  # a write's error names no file (/dev/full: "No space left")
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            raise
         return
     write_atomic(path, text)
 

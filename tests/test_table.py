@@ -317,6 +317,9 @@ def test_output_through_a_link_or_into_a_fifo_leaves_them_in_place(store, tmp_pa
     loop.symlink_to(loop)
     assert main(["export", str(store), "--output", str(loop)]) == 2  # a traceback before
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["export", str(store), "--output", "/dev/full"]) == 2  # the error names it
+    assert capsys.readouterr().err == ("leakbench: error: /dev/full: No space left on "
+                                       "device\n")
 
 
 def test_output_to_dev_stdout_writes_into_the_pipe(store):
