@@ -64,15 +64,22 @@ class Interval:
 def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL) -> Interval:
     """Mean ± t(1 − (1 − level)/2, n − 1) · s/√n over the finite values (s: sample standard
     deviation, ddof 1). One value has a mean but no interval; none has neither."""
-    x = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    x = _finite(values)
+    if len(x) < 2:
+        return _too_few(x)
     n = len(x)
-    if n == 0:
-        return Interval(None, None, None, 0)
     mean = math.fsum(x) / n
-    if n == 1:
-        return Interval(mean, None, None, 1)
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(x) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def _finite(values: Sequence[float | None] | pd.Series) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _too_few(x: list[float]) -> Interval:
+    """The interval of fewer than two values: a mean without bounds, or nothing."""
+    return Interval(x[0], None, None, 1) if x else Interval(None, None, None, 0)
 
 
 def per_private_batch(values: pd.Series, batches: pd.Series) -> pd.Series:
@@ -95,13 +102,11 @@ def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -
     """A success rate over ``n`` independent seeds (each 0 or 1, or a private batch's share)
     and its Wilson score interval (Wilson 1927): unlike a t-interval of 0/1 values it does
     not collapse to a point at 0/n or n/n (0/8: [0, 0.32]). One seed has no interval."""
-    x = [float(v) for v in shares if v is not None and math.isfinite(float(v))]
+    x = _finite(shares)
+    if len(x) < 2:
+        return _too_few(x)
     n = len(x)
-    if n == 0:
-        return Interval(None, None, None, 0)
     p = math.fsum(x) / n
-    if n == 1:
-        return Interval(p, None, None, 1)
     z = float(norm.ppf(0.5 + level / 2))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
