@@ -40,6 +40,16 @@ def test_a_ray_port_must_be_ascii_digits_in_range_even_in_a_dry_run(capsys, tmp_
         assert address_problem(address) is None, address  # Ray's to read
 
 
+def test_the_address_check_and_the_reachability_probe_split_host_and_port_alike():
+    from bench.executors.base import host_port
+
+    assert host_port("ray://head:10001/") == ("head", "10001")
+    assert host_port("[::1]:6379") == ("::1", "6379")
+    assert host_port(":6379") == ("", "6379")
+    for address in ("auto", None, "head", "[::1]", "ray://[::1]"):
+        assert host_port(address) is None, address
+
+
 def test_an_error_naming_a_path_with_a_newline_stays_one_line(capsys, tmp_path):
     folder = tmp_path / "a\nb"
     line = one_line(capsys, "table", str(folder))

@@ -149,17 +149,24 @@ class ExecutorOptions:
             raise LeakbenchError(problem)
 
 
-def address_problem(address: str | None) -> str | None:
-    """Why a Ray address's port cannot be one (``HOST:PORT``, ``ray://HOST:PORT``): ASCII
-    digits from 1 to 65535 ("6²" passed ``str.isdigit`` and was a traceback, Arabic-Indic
-    digits were read as a port); an address without a port, or ``auto``, is Ray's to read."""
+def host_port(address: str | None) -> tuple[str, str] | None:
+    """A Ray address's host and port text (``HOST:PORT``, ``[IPv6]:PORT``, ``ray://HOST:PORT``,
+    a trailing ``/`` allowed), or ``None`` for ``auto``, none, or an address without a port
+    (Ray's to read)."""
     if address is None or address == "auto":
         return None
     rest = address.split("://", 1)[-1].rstrip("/")
     if rest.endswith("]"):  # [IPv6] without a port
         return None
-    _, sep, port = rest.rpartition(":")
-    if sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+    host, sep, port = rest.rpartition(":")
+    return (host.strip("[]"), port) if sep else None
+
+
+def address_problem(address: str | None) -> str | None:
+    """Why a Ray address's port cannot be one: ASCII digits from 1 to 65535 ("6²" passed
+    ``str.isdigit`` and was a traceback, Arabic-Indic digits were read as a port)."""
+    parts = host_port(address)
+    if parts and not (parts[1].isascii() and parts[1].isdigit() and 1 <= int(parts[1]) <= 65535):
         return f"--ray-address {address!r}: the port must be a number from 1 to 65535"
     return None
 

@@ -34,6 +34,8 @@ from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores
 from bench.executors.base import (
     ExecutorOptions,
+    address_problem,
+    host_port,
     register_executor,
     task_failure,
     task_timeout,
@@ -95,12 +97,11 @@ def reachable(address: str, seconds: float = 5.0) -> None:
     are Ray's to check."""
     import socket
 
-    host, sep, port = address.rpartition(":")
-    if address == "auto" or "://" in address or not sep or not port.isascii() \
-            or not port.isdigit():
+    parts = host_port(address)
+    if parts is None or "://" in address or address_problem(address):
         return
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+        with socket.create_connection((parts[0] or "127.0.0.1", int(parts[1])),
                                       seconds) as conn:
             speaks = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") or \
                 speaks_http2(conn, seconds)
