@@ -580,3 +580,43 @@ def test_a_success_rate_has_a_wilson_interval_that_never_collapses(store):
     claims = load_claims(str(store.parent / "synthetic.claims.yaml")).claims
     out = {o.claim.id: o for o in check_claims(claims, load_records(store))}
     assert out["a-leaks"].measured() == "3/3 = 1.00 [0.44, 1.00]"
+
+
+def _two_sides(tmp_path: Path, none: list[float], noise: list[float], noise_seeds: list[int]
+               ) -> Path:
+    t = json.loads(TEMPLATE.read_text())
+    folder = tmp_path / "paired"
+    (folder / "records").mkdir(parents=True)
+    for n, (seed, v) in enumerate(enumerate(none), 1):
+        write(folder, record(t, n, "A", "none", seed, v))
+    for n, (seed, v) in enumerate(zip(noise_seeds, noise), 100):
+        write(folder, record(t, n, "A", "noise(scale=0.1)", seed, v))
+    return folder
+
+
+def test_a_separated_ordering_on_shared_private_batches_is_a_paired_test(tmp_path):
+    """Noise costs every private batch about 1 dB, but the batches themselves range over 20 dB:
+    the two sides' intervals overlap, the per-batch differences do not straddle 0. The harness
+    runs both defenses on the same batches (common random numbers), so the paired test is
+    the one that applies; on batches one side lacks, the intervals must still be apart."""
+    claims = load_claims_text(tmp_path)
+    none, noise = [20.0, 30.0, 40.0, 25.0], [19.0, 28.8, 39.1, 24.0]
+    (paired,) = check_claims(claims, load_records(_two_sides(tmp_path, none, noise, [0, 1, 2, 3])))
+    assert paired.value.low < paired.other.high  # the unpaired intervals overlap
+    assert paired.verdict == HOLDS and paired.difference.n == 4
+    assert paired.difference.mean == pytest.approx(1.025)
+    assert 0 < paired.difference.low < paired.difference.high < 2
+    assert "; paired difference 1.02 ± " in paired.measured()
+    assert paired.row()["difference"]["n"] == 4
+    other = tmp_path / "unpaired"
+    other.mkdir()
+    (unpaired,) = check_claims(claims, load_records(_two_sides(other, none, noise, [4, 5, 6, 7])))
+    assert unpaired.difference is None and unpaired.verdict == FAILS  # intervals overlap
+    assert unpaired.row()["difference"] is None
+
+
+def load_claims_text(tmp_path: Path) -> list:
+    only = CLAIMS.split("  - id: noise-helps")[1].split("  - id: b-labels")[0]
+    path = tmp_path / "one.claims.yaml"
+    path.write_text("suite: synthetic\nclaims:\n  - id: noise-helps" + only)
+    return load_claims(str(path)).claims

@@ -6,8 +6,12 @@ seed_values`: a diverged, failed or timed-out seed at its floor, pooled over its
 ``success`` is 1 or 0 per seed (a failed seed 0), its interval Wilson's; ``risk_index`` is the
 cell architecture's R-GAP risk index. A seed is a private batch: cells a claim pools on one
 (other defenses, attacks, client modes) enter at their mean. A bound (``at_least``/
-``at_most``) is tested on the mean; an ordering on the two means, or with ``separated`` on the
-intervals (no overlap). A claim none of whose cells ran is ``not run``; a ``separated``
+``at_most``) is tested on the mean; an ordering on the two means, or with ``separated`` on an
+interval: where both sides ran on the same private batches (two defenses, or two attacks, of
+one scenario: the harness pairs them by design), the 95% t-interval of the per-batch
+differences must exclude 0 (a paired test, as the two sides share each batch's images,
+victim and dummy start); otherwise (two architectures, or batches one side lacks) the two
+intervals must not overlap. A claim none of whose cells ran is ``not run``; a ``separated``
 ordering with a side of fewer than two seeds (no interval) is ``not judged``, as ``leakbench
 diff`` calls such a row: either is neither held nor failed.
 """
@@ -49,6 +53,7 @@ class Outcome:
     cells: int = 0  # the seeds of ``df`` the claim's filter matches, whatever their status
     other_cells: int = 0  # the same for the ordering's second side
     unmatched: tuple[str, ...] = ()  # ``key=value`` of the filters no seed that ran matches
+    difference: Interval | None = None  # a separated ordering's paired per-batch difference
 
     def measured(self) -> str:
         """The measured value in words: ``38.12 ± 35.20 (n=4)``, ``3/4 = 0.75 [0.30, 0.95]``."""
@@ -61,6 +66,8 @@ class Outcome:
         if self.other is not None:
             text += " vs " + _show(self.claim.metric, self.other) + (
                 hint if not self.other.n and not self.other_cells else "")
+        if self.difference is not None:
+            text += "; paired difference " + _show(self.claim.metric, self.difference)
         return text
 
     @property
@@ -78,6 +85,7 @@ class Outcome:
                 "verdict": self.verdict, "metric": c.metric, "expectation": c.expectation(),
                 "where": c.where, "value": _numbers(self.value),
                 "other": None if self.other is None else _numbers(self.other),
+                "difference": None if self.difference is None else _numbers(self.difference),
                 **({"note": c.note} if c.note else {})}
 
 
@@ -182,6 +190,10 @@ def evaluate(claim: Claim, df: pd.DataFrame) -> Outcome:
     if claim.separated:
         if value.half is None or other.half is None:  # n < 2: an interval overlaps nothing
             return Outcome(claim, NOT_JUDGED, value, other)
+        difference = _paired_difference(df, claim)
+        if difference is not None:
+            ok = difference.low > 0 if higher else difference.high < 0  # type: ignore[operator]
+            return Outcome(claim, HOLDS if ok else FAILS, value, other, difference=difference)
         ok = clearly_better(value, other, higher)
     else:
         ok = value.mean > other.mean if higher else value.mean < other.mean
@@ -200,6 +212,30 @@ def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Int
     if "scenario_seed" in cells:  # one value per private batch: pooled cells are no new seed
         values = per_private_batch(values, cells["scenario_seed"])
     return wilson_interval(values) if metric == SUCCESS else t_interval(values)
+
+
+def _batch_means(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> pd.Series:
+    """A side's finite values averaged per private batch, keyed by scenario seed (empty where
+    a cell has none: it cannot be paired)."""
+    cells = df[where_mask(df, where)]
+    v = pd.to_numeric(cells[f"value:{metric}"], errors="coerce").astype(float)
+    v = v[v.map(math.isfinite)]
+    if "scenario_seed" not in cells or cells["scenario_seed"].reindex(v.index).isna().any():
+        return pd.Series(dtype=float)
+    return v.groupby(cells["scenario_seed"].reindex(v.index).astype(str)).mean()
+
+
+def _paired_difference(df: pd.DataFrame, claim: Claim) -> Interval | None:
+    """The t-interval of the per-private-batch differences of a separated ordering's two
+    sides, where both ran on the same (two or more) batches; ``None`` otherwise (a success
+    rate keeps Wilson's intervals; an architecture property has no seeds to pair)."""
+    if claim.metric in (SUCCESS, RISK_INDEX) or claim.better_than is None:
+        return None
+    a = _batch_means(df, claim.where, claim.metric)
+    b = _batch_means(df, {**claim.where, **claim.better_than}, claim.metric)
+    if len(a) < 2 or set(a.index) != set(b.index):
+        return None
+    return t_interval((a - b.reindex(a.index)).tolist())
 
 
 def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Outcome]:

@@ -5,7 +5,8 @@
     {"suite": str, "rows": [{"claim": str, "paper": str, "sentence": str, "reported": str,
       "measured": str, "verdict": "holds" | "does not hold" | "not run" | "not judged", ...}]}
 
-with extra keys per row (``metric``, ``expectation``, ``where``, ``value``, ``other``).
+with extra keys per row (``metric``, ``expectation``, ``where``, ``value``, ``other``,
+``difference``: a separated ordering's paired per-batch difference, or null).
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def render_markdown(suite: str, outcomes: list[Outcome]) -> str:
             "timed-out seed counts at its floor, and as no success; cells on one private "
             "batch, pooled over defenses or attacks, count as one seed at their mean), then "
             "the expectation tested, in brackets. An ordering compares two "
-            "means (or two intervals, where the claim says so). Generated from the records "
+            "means; where the claim says so (separated at 95%), the 95% interval of the "
+            "paired per-batch difference must exclude 0 (two sides on the same private "
+            "batches) or the two intervals must not overlap. Generated from the records "
             "and the claims file; do not edit by hand.\n\n"
             f"{summary(outcomes)}.\n\n{body}\n")
 

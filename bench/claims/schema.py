@@ -17,9 +17,11 @@ A built-in suite ``S`` ships its claims as ``bench/suites/S.claims.yaml``::
 ``where`` takes the ``leakbench table --where`` columns; a value is a cell's label or a
 registered name, a list means any of them. ``better_than`` is a second filter, laid over
 ``where`` key by key: the claim holds when the cells of ``where`` score better on the metric
-(its direction) than those of ``better_than``; with ``separated: true`` only when their
-intervals do not overlap. Files are read within the suite files' limits; a problem is one
-line naming the file and the key (:class:`ClaimsError`, exit status 2).
+(its direction) than those of ``better_than``; with ``separated: true`` only when the 95%
+interval of their paired per-batch difference excludes 0 (or, where the two sides share no
+private batches, when their intervals do not overlap). Files are read within the suite
+files' limits; a problem is one line naming the file and the key (:class:`ClaimsError`, exit
+status 2).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Claim:
         if self.at_most is not None:
             return f"{what} ≤ {self.at_most:g}"
         other = ", ".join(f"{k}={'|'.join(v)}" for k, v in (self.better_than or {}).items())
-        how = " (intervals apart)" if self.separated else ""
+        how = " (separated at 95%)" if self.separated else ""
         return f"{what} better than with {other}{how}"
 
 
