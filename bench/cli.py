@@ -204,8 +204,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     text, p = write_table(Path(args.dir), args.rows, args.cols, args.value, args.where,
                           args.best, args.format, args.caption, args.label, output)
     if p.pooled:
+        uneven = f"; entries pool different values of {', '.join(p.uneven)}" if p.uneven else ""
         warn("table: each cell pools records across several values of " +
-             ", ".join(p.pooled) + " (the caption lists them); narrow with --where")
+             ", ".join(p.pooled) + f"{uneven} (the caption lists them); narrow with --where")
     if output is None:
         sys.stdout.write(text)
     else:

@@ -355,3 +355,33 @@ def test_a_label_latex_or_pandoc_cannot_hold_is_refused(label):
         render_pivot(pivot(records()), "latex", label=label)
     assert "\\label{tab:psnr-v2.1_a}" in render_pivot(pivot(records()), "latex",
                                                        label="tab:psnr-v2.1_a")
+
+
+def test_entries_pooling_different_values_say_which_and_show_their_n():
+    """Without ``arch=mlp`` the none/A entry pools mlp and lenet (six seeds), every other
+    entry mlp alone: the caption names the uneven pooling, each entry shows its n."""
+    p = pivot(records())
+    assert p.uneven == {"arch": "arch lenet, mlp in none/A; mlp in the other 5 entries"}
+    text = render_pivot(p, "markdown")
+    assert "Entries pool different values, so they compare different settings: arch lenet, " \
+        "mlp in none/A; mlp in the other 5 entries." in text
+    assert "(n=6)" in text and "(n=3)" in text and "(shown where it varies)" in text
+    balanced = render_pivot(pivot(records(), where=MLP), "markdown")
+    assert "(n=" not in balanced and "pool different values" not in balanced
+
+
+def test_entries_that_print_the_same_mean_are_both_best():
+    """18.7273 and 18.7303 both print 18.73: one bold and one † read as a difference the
+    table does not show."""
+    t, rs = _template(), []
+    for n, (attack, values) in enumerate({"A": [18.7273] * 3, "B": [18.7303] * 3}.items()):
+        rs += [_record(t, 10 * n + s, attack, "none", s, v) for s, v in enumerate(values)]
+    cells = pivot(rs).cells.set_index("col")
+    assert cells.loc["A", "best"] and cells.loc["B", "best"]
+    assert not cells.loc["A", "tied"] and not cells.loc["B", "tied"]
+
+
+def test_a_metric_without_a_floor_says_what_a_failed_seed_counts_as():
+    caption = render_pivot(pivot(records(), value="label_acc", where=MLP), "markdown")
+    assert "seed counts as 0 (the metric has no floor)" in caption
+    assert "counts at its floor" in render_pivot(pivot(records(), where=MLP), "markdown")

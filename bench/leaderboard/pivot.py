@@ -68,6 +68,7 @@ class Pivot:
     where: dict[str, list[str]] = field(default_factory=dict)
     best: str = "row"
     pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
+    uneven: dict[str, str] = field(default_factory=dict)  # pooled axes whose cells differ
     missing: int = 0  # failed seeds with no floor for the metric: left out of the means
 
     def cell(self, row: str, col: str) -> dict[str, Any] | None:
@@ -172,7 +173,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
     intervals = {k: t_interval(per_private_batch(g["_value"], g["scenario_seed"]))
                  for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
-    flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better)
+    flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better,
+                   metric.digits)
     cells = pd.DataFrame(
         [{"row": r, "col": c, "mean": iv.mean, "low": iv.low, "high": iv.high,
           "half": iv.half, "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1]}
@@ -182,7 +184,26 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
     missing = sum(int((g["_source"] == MISSING).sum()) for g in groups.values()
                   if g["_value"].notna().any())  # an n/a entry left no seed out of a mean
-    return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, missing)
+    uneven = {a: text for a in pooled if (text := _uneven(a, groups))}
+    return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, uneven,
+                 missing)
+
+
+def _uneven(axis: str, groups: dict[tuple[str, str], pd.DataFrame]) -> str:
+    """Which values of a pooled ``axis`` each entry pools, where entries pool different ones
+    (an undefended row over batch sizes 1, 2 and 4 beside defenses run at batch 1 alone reads
+    16 dB below its batch-1 value); empty where all pool the same."""
+    by_set: dict[tuple[str, ...], list[str]] = {}
+    for (r, c), g in groups.items():
+        by_set.setdefault(tuple(_order(axis, set(g[axis]))), []).append(f"{r}/{c}")
+    if len(by_set) < 2:
+        return ""
+    ordered = sorted(by_set.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    parts = [f"{', '.join(values)} in {', '.join(entries[:6])}"
+             + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+             for values, entries in ordered[1:]]
+    return (f"{axis} " + "; ".join(parts)
+            + f"; {', '.join(ordered[0][0])} in the other {len(ordered[0][1])} entries")
 
 
 def _metric(name: str) -> type[Metric]:
@@ -213,11 +234,12 @@ def _filter(df: pd.DataFrame, where: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def _flags(intervals: dict[tuple[str, str], Interval], row_values: list[str],
-           col_values: list[str], best: str, higher: bool) -> dict[tuple[str, str],
-                                                                    tuple[bool, bool]]:
-    """(best, tied) per entry: best = the best mean of its line (row or column) where the
-    line has two or more scored entries; tied = not best, but no entry of the line lies
-    wholly on the better side of it (shared rank includes 1)."""
+           col_values: list[str], best: str, higher: bool, digits: int
+           ) -> dict[tuple[str, str], tuple[bool, bool]]:
+    """(best, tied) per entry: best = the best mean of its line (row or column) as printed
+    (to ``digits`` decimals: two entries that read the same are both best) where the line
+    has two or more scored entries; tied = not best, but no entry of the line lies wholly
+    on the better side of it (shared rank includes 1)."""
     flags = {k: (False, False) for k in intervals}
     if best == "none":
         return flags
@@ -227,8 +249,8 @@ def _flags(intervals: dict[tuple[str, str], Interval], row_values: list[str],
         keys = [k for k in line if k in intervals and intervals[k].mean is not None]
         if len(keys) < 2:
             continue
-        means = [intervals[k].mean for k in keys]
-        top = max(means) if higher else min(means)  # type: ignore[type-var]
+        means = [round(intervals[k].mean, digits) for k in keys]  # type: ignore[arg-type]
+        top = max(means) if higher else min(means)
         ranks = shared_ranks([intervals[k] for k in keys], higher)
         for k, m, (first, _) in zip(keys, means, ranks):
             flags[k] = (m == top, m != top and first == 1)
@@ -255,10 +277,13 @@ def default_caption(p: Pivot) -> str:
     direction = "higher" if m.higher_is_better else "lower"
     ns = sorted({int(n) for n in p.cells["n"] if n})  # an n/a entry has no seeds to count
     n = "n/a" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    counts = ("at its floor" if m.no_floor_value is None
+              else f"as {m.no_floor_value:g} (the metric has no floor)")
+    shown = " (shown where it varies)" if len(ns) > 1 else ""
     text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
             f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
-            f"seed); n = {n} seeds per cell; a diverged, failed or timed-out seed counts at "
-            "its floor.")
+            f"seed); n = {n} seeds per cell{shown}; a diverged, failed or timed-out seed "
+            f"counts {counts}.")
     if p.missing:
         text += (f" {p.missing} diverged or failed seed(s) have no floor for {m.name}: left out "
                  "of the means and n.")
@@ -269,6 +294,9 @@ def default_caption(p: Pivot) -> str:
         text += " Pooled over " + "; ".join(f"{a}: {', '.join(v)}"
                                             for a, v in p.pooled.items()) + \
             " (a seed is a private batch: its pooled cells enter at their mean)."
+    if p.uneven:
+        text += (" Entries pool different values, so they compare different settings: "
+                 + "; ".join(p.uneven.values()) + ".")
     if p.best != "none":
         line = {"row": "row", "col": "column"}[p.best]
         text += (f" Bold: the best mean of its {line} ({direction} is better); "
@@ -305,11 +333,14 @@ def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
 
 def _grid(p: Pivot, mark: Any) -> list[list[str]]:
     out = []
+    varies = len({int(n) for n in p.cells["n"] if n}) > 1
     for r in p.row_values:
         line = [r]
         for c in p.col_values:
             cell = p.cell(r, c)
             text = cell_text(cell, p.metric.digits)
+            if varies and cell is not None and cell["n"]:
+                text += f" (n={int(cell['n'])})"
             line.append(mark(text, cell) if cell is not None else text)
         out.append(line)
     return out
