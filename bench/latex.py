@@ -23,6 +23,11 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+BREAKS = {"|": "\\textbar\\allowbreak{}", ",": ",\\allowbreak{}", "=": "=\\allowbreak{}",
+          "(": "(\\allowbreak{}"}
+"""Where a long label (``pydoc(classes=4,seq_len=12,…)``, ``noise(...)|noise(...)``) may break
+in a caption or a paragraph cell: a label has no spaces, and ran past the line."""
+
 SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "_": "\\_", "#": "\\#",
            "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "{": "\\{",
            "}": "\\}", "<": "$<$", ">": "$>$", "|": "\\textbar{}", "[": "{[}", "]": "{]}"}

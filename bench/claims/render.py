@@ -19,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.claims.evaluate import VERDICTS, Outcome
-from bench.latex import tex
+from bench.latex import BREAKS, tex
 from bench.registry import LeakbenchError
 
 MAX_CHECK_BYTES = 50_000_000  # as a record's limit: thousands of claims fit
@@ -47,8 +47,6 @@ def read_check_json(path: Path) -> Any:
 
 HEADERS = ("Claim", "Paper", "Sentence", "Reported", "Measured", "Verdict")
 WIDTHS = (0.1, 0.11, 0.22, 0.11, 0.18, 0.09)  # of \linewidth, with 3pt column gaps: it fits
-BREAKS = {"|": "\\textbar\\allowbreak{}", ",": ",\\allowbreak{}", "=": "=\\allowbreak{}",
-          "(": "(\\allowbreak{}"}  # long filters (defense=noise(...)|noise(...)) break here
 # a claim id's words may hyphenate (TeX does not after an explicit hyphen, and
 # "rank-cnn6-determined" overran its column)
 ID_BREAKS = {**BREAKS, "-": "-\\hspace{0pt}"}

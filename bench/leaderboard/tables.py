@@ -214,7 +214,9 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         direction = "lower" if h.higher_is_better else "higher"
         note = (f"Ranked by the best mean {h.label} any attack reaches ({direction} is "
                 "better), over every seed run (failures at their floor); n: its seeds; ± and "
-                "the shared ranks as in the Attacks tables.") + _missing_note(summary)
+                "the shared ranks as in the Attacks tables; the metrics and Success are that "
+                "strongest attack's (another may succeed on seeds it misses: see the Attacks "
+                "tables).") + _missing_note(summary)
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")
