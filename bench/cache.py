@@ -35,14 +35,17 @@ def cache_root() -> Path:
 
 
 def cache_problem() -> str | None:
-    """Why the cache folder cannot hold entries (it, or a folder above it, is a file), or
-    None: checked before a run, where every trained-victim cell had become an error record."""
+    """Why the cache folder cannot hold entries (it, or a folder above it, is a file or a link
+    that leads nowhere), or None: checked before a run, where every trained-victim cell had
+    become an error record."""
     root = cache_root()
-    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE", "").strip() else \
-            "the cache folder"
-        return f"{where} {root}: {blocking} exists and is not a folder"
+    where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE", "").strip() else \
+        "the cache folder"
+    for p in (root, *root.parents):
+        if p.is_symlink() and not p.exists():  # a loop, or a dangling link
+            return f"{where} {root}: {p} is a link that leads nowhere (a loop, or no target)"
+        if p.exists() and not p.is_dir():
+            return f"{where} {root}: {p} exists and is not a folder"
     return None
 
 

@@ -379,9 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
                        f"{reason}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("leakbench: interrupted; finished cells are kept, re-run to resume",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # a forced run's unreached cells keep their old records
+        print("leakbench: interrupted; finished cells are kept, " + (
+            "the cells not reached keep their old records: --force again redoes every cell"
+            if getattr(args, "force", False) else "re-run to resume"), file=sys.stderr)
         return 130
 
 

@@ -49,8 +49,8 @@ class ExecutorChoices:
 # beside it and renamed over it); refused for every command at once. (run --out '', export
 # and table --output '' mean their defaults, as they always did; report --fid-weights '' had
 # meant no weights, losing the FID columns of a script's unset variable in silence.)
-POSITIONAL_PATHS = ("dir", "dirs", "a", "b")
-OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights")
+POSITIONAL_PATHS = ("dir", "dirs", "a", "b", "suite")
+OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights", "claims")
 OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
 
 

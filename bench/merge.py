@@ -35,6 +35,8 @@ from typing import IO, Any
 
 from bench.identity import LABEL_FIELDS
 from bench.lock import RunLock
+from bench.outputs import store_part_problem
+from bench.paths import resolved
 from bench.pictures import MAX_ARRAY_VALUES, artifact_path, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, read_record, save_outcome
@@ -157,24 +159,19 @@ def _artifacts(kept: Copy, report: MergeReport, opened: ExitStack) -> dict[str, 
     return files
 
 
-def _resolved(path: Path) -> Path:
-    """``path`` with its links followed; a loop of links is a one-line error."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError) as e:  # Python 3.11 raises RuntimeError on a loop
-        raise LeakbenchError(f"merge: {path}: cannot follow its links ({e})") from None
-
-
 def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     """Merge the record stores ``dirs`` into ``out`` (see the module docstring's rule)."""
     out = Path(out)
-    out_real = _resolved(out)
+    problem = store_part_problem(out, f"merge: OUT {out}")  # records/records/ in a store
+    if problem:
+        raise LeakbenchError(problem)
+    out_real = resolved(out, "merge: ")
     stores = [out] if (out / RECORDS).is_dir() else []
-    seen = {_resolved(s) for s in stores}
+    seen = {resolved(s, "merge: ") for s in stores}
     for d in map(Path, dirs):
         if not (d / RECORDS).is_dir():
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
-        real = _resolved(d)
+        real = resolved(d, "merge: ")
         if real not in seen:
             stores.append(d)
             seen.add(real)

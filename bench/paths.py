@@ -18,3 +18,13 @@ def expanded(path: str | os.PathLike[str], error: type[LeakbenchError] = Leakben
     except RuntimeError:
         raise error(f"{os.fspath(path)}: '~' here names no user with a home directory"
                     ) from None
+
+
+def resolved(path: str | os.PathLike[str], what: str = "") -> Path:
+    """``path`` with its links followed (``Path.resolve``); a loop of links (RuntimeError on
+    Python 3.11, OSError later) is one LeakbenchError naming the path after ``what``."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as e:
+        raise LeakbenchError(f"{what}{os.fspath(path)}: cannot follow its links ({e})"
+                             ) from None

@@ -79,8 +79,11 @@ def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
     if "\0" in rel:  # no file has such a name (resolve() raised ValueError)
         warn(f"cell {cell}: {rel!r} holds a NUL character; not shown")
         return None
-    root = results.resolve()
-    path = (results / rel).resolve()
+    try:
+        root, path = results.resolve(), (results / rel).resolve()
+    except (OSError, RuntimeError) as e:  # a loop of links: RuntimeError on Python 3.11
+        warn(f"cell {cell}: {rel!r} cannot be followed ({e}); not shown")
+        return None
     if root not in path.parents:
         warn(f"cell {cell}: {rel!r} is outside {results}; not shown")
         return None

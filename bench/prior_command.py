@@ -30,9 +30,9 @@ def add_prior_curve_parser(sub: Any) -> None:
 
 
 def cmd_prior_curve(args: argparse.Namespace) -> int:
+    from bench.outputs import writable_problem
     from bench.perceptual import given_fid_weights_problem
     from bench.prior_curve import run_curve, write_attack_quality
-    from bench.store import writable_problem
 
     problem = given_fid_weights_problem(args.inception, "--inception")  # "": the usual places
     if problem:  # before the work, not after it

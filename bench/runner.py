@@ -31,6 +31,7 @@ from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.identity import LABEL_FIELDS, component_labels
 from bench.lock import RunLock
+from bench.outputs import store_part_problem, writable_problem
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
@@ -40,7 +41,6 @@ from bench.store import (
     load_records,
     remove_stale_temporaries,
     save_outcome,
-    writable_problem,
 )
 from bench.suite import Suite, count_cells, iter_cells
 from bench.text_scoring import success_fields
@@ -105,8 +105,10 @@ class FolderPlan:
         self.suite, self.out_dir = suite, Path(out_dir)
         self.force, self.retry_failed = force, retry_failed
         kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
-        self.records = {d["cell_id"]: {k: d.get(k) for k in kept}
+        self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
+                                       "settings": _settings(d.get("provenance"))}
                         for d in load_records(out_dir, quarantine)}
+        self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
@@ -119,6 +121,10 @@ class FolderPlan:
             if record is not None and not self.force:  # kept: is it the cell the suite says?
                 self._compare(cell, record)
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
+                if not failed and record["settings"] is not None and \
+                        record["status"] != "skipped":  # a skipped cell holds no result
+                    key = record["settings"]
+                    self.kept_settings[key] = self.kept_settings.get(key, 0) + 1
                 yield cell, "to run" if failed else "done"
             elif cell.skip_reason:
                 yield cell, f"skipped: {cell.skip_reason}"
@@ -161,6 +167,31 @@ class FolderPlan:
                  "counts each record's own verdict: --force re-runs them")
 
 
+    def warn_settings(self, device: torch.device, cpu_conv: str) -> None:
+        """Warn where the cells about to run join finished ones run on another device or with
+        other CPU convolution kernels: the two round differently, and the leaderboard pools
+        them under one row. Called only when cells will run."""
+        now = (device.type, cpu_conv if device.type == "cpu" else "")
+        other = {k: n for k, n in self.kept_settings.items() if k != now}
+        def words(dev: str, conv: str) -> str:
+            return dev + (f" with --cpu-conv {conv}" if conv else "")
+
+        if other:
+            ran = "; ".join(f"{n} on {words(*k)}" for k, n in sorted(other.items()))
+            warn(f"{self.out_dir}: finished cells ran otherwise ({ran}) than this run's, on "
+                 f"{words(*now)}, and the leaderboard pools both: --force re-runs them all, "
+                 "or run into a fresh --out")
+
+
+def _settings(provenance: Any) -> tuple[str, str] | None:
+    """(device type, CPU convolution kernels, or "" off the CPU) a record ran with."""
+    if not isinstance(provenance, dict) or not isinstance(provenance.get("device"), str):
+        return None
+    device = provenance["device"].split(":")[0]
+    conv = provenance.get("cpu_conv") if device == "cpu" else ""
+    return (device, conv if isinstance(conv, str) else DEFAULT_CPU_CONV)
+
+
 def _rule_text(rule: dict[str, Any]) -> str:
     """``psnr ≥ 20``: the record check has given the rule one numeric bound."""
     if rule.get("at_least") is not None:
@@ -198,6 +229,9 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     the kernels of the attacks' CPU convolutions (:mod:`bench.convolutions`). Refuses a grid
     above ``max_cells`` and a folder another live run holds."""
     out_dir = Path(out_dir)
+    problem = store_part_problem(out_dir, f"--out {out_dir}")  # records/records/ inside a store
+    if problem:
+        raise LeakbenchError(problem)
     check_cpu_conv(cpu_conv)
     if trials < 1:
         raise LeakbenchError(f"trials per pass must be at least 1, got {trials}")
@@ -247,6 +281,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         else:
             todo.append(cell)
     folder.warn_mismatch()
+    if todo:
+        folder.warn_settings(dev, options.cpu_conv)
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))

@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -85,48 +86,6 @@ def write_atomic(path: Path, text: str | bytes | IO[bytes]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def writable_problem(folder: Path) -> str | None:
-    """Why no file can be created in ``folder``, or None, tried in it or, while it does not
-    exist, in its nearest existing parent (nothing is created): checked before work whose
-    results the first write would lose (an immutable or read-only folder had been found only
-    after minutes of cells or sampling)."""
-    target = Path(folder)
-    while not target.exists() and target.parent != target:
-        target = target.parent
-    try:
-        fd, probe = tempfile.mkstemp(dir=target, prefix=".probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        return f"{folder}: cannot write there ({e.strerror or type(e).__name__})"
-    return None
-
-
-def write_output(path: Path, text: str) -> None:
-    """Write a file the user named (``--output``): atomically onto a regular file or a new
-    one; through a symbolic link (the link stays, ``/dev/stdout`` into a pipe or a log
-    opened for appending) and into a device or a FIFO, straight, as a shell's redirection
-    would. A rename onto those replaced them with a regular file."""
-    path = Path(path)
-    folder = Path(os.path.realpath(path)).parent  # through links (a loop: as given, no
-    # RuntimeError): the folder the file would land in
-    if folder.name in (RECORDS, PICTURES) and any((folder.parent / RECORDS).glob("*.json")):
-        raise LeakbenchError(f"--output {path}: inside a results folder's {folder.name}/, "
-                             "whose files the store reads as its own (a record there would be "
-                             "quarantined, or overwritten): write it elsewhere")
-    if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
-        try:
-            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop
-                # of links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given
-                f.write(text)
-        except OSError as e:  # a write's error names no file (/dev/full: "No space left")
-            if e.filename is None:
-                raise OSError(e.errno, e.strerror, str(path)) from None
-            raise
-        return
-    write_atomic(path, text)
 
 
 def remove_stale_temporaries(out_dir: Path) -> int:
@@ -229,6 +188,9 @@ def _metric_value_key(key: str) -> bool:
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):
@@ -285,6 +247,11 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         problem = metric_out_of_bounds(key, value) if value is not None else None
         if problem:
             return "floor " + problem
+    shown = [(k, v) for k, v in d.items() if k.endswith("_label") or k == "suite"]
+    shown += [(f"provenance.{k}", v) for k, v in (d.get("provenance") or {}).items()]
+    for key, value in shown:  # tables print them: a newline broke a table, or began a heading
+        if isinstance(value, str) and _CONTROL.search(value):
+            return f"field {key!r} holds a control character (a line break, a tab, …)"
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
     problem = nested_problem(d)
@@ -308,6 +275,19 @@ class UnreadableRecord(LeakbenchError):
 VANISHED = "gone while it was read (another command moved it)"
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) for a sound record file, else (None, what is wrong with it): (None,
     :data:`VANISHED`) when it no longer exists (readers take no lock: another one may have
@@ -316,9 +296,11 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None, f"larger than {MAX_RECORD_BYTES} bytes"
         text = path.read_bytes().decode("utf-8")
-        d = json.loads(text)
+        d = json.loads(text, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
+    except _RepeatedKey as e:  # json keeps the last copy: an appended "status" won silently
+        return None, f"key {e.args[0]!r} appears twice in one object"
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg} at line {e.lineno})"
     except FileNotFoundError:
@@ -372,5 +354,29 @@ def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]
 
 def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined, or
-    with ``quarantine=False`` only named in a warning and left where they are (read-only)."""
-    return [d for _, d in _scan(out_dir, move=quarantine)]
+    with ``quarantine=False`` only named in a warning and left where they are (read-only).
+    Records that describe one cell under two ids are named in a warning."""
+    records = [d for _, d in _scan(out_dir, move=quarantine)]
+    _warn_copies(records, Path(out_dir))
+    return records
+
+
+_SAME_CELL = ("suite", "kind", "attack_label", "defense_label", "arch_label", "dataset_label",
+              "batch_size", "seed", "victim", "client", "derived_seeds")
+
+
+def _warn_copies(records: list[dict[str, Any]], out_dir: Path) -> None:
+    """A cell's id is the digest of its configuration, so two ids with one configuration are
+    a copy made by hand (or another tool): every table would count it twice."""
+    first: dict[str, str] = {}
+    copies = []
+    for d in records:
+        key = json.dumps([d.get(k) for k in _SAME_CELL], sort_keys=True, default=str)
+        if key in first:
+            copies.append((first[key], d["cell_id"]))
+        else:
+            first[key] = d["cell_id"]
+    if copies:
+        a, b = copies[0]
+        warn(f"{out_dir / RECORDS}: {len(copies)} record(s) repeat another's cell under "
+             f"another id (e.g. {b} repeats {a}), and every table counts both: remove the copy")

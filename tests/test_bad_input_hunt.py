@@ -211,7 +211,7 @@ def test_a_run_refuses_a_records_folder_it_cannot_write_before_any_cell(tmp_path
 def test_the_writability_probe_creates_no_folder(tmp_path, capsys):
     """A run refused for its data (checked first) leaves no records/ or cells/ behind, and
     the probe of a folder not yet made tries its nearest existing parent."""
-    from bench.store import writable_problem
+    from bench.outputs import writable_problem
 
     assert writable_problem(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()
     suite = write_suite(tmp_path, datasets=[{"mnist": {"root": str(tmp_path / "empty")}}])

@@ -99,6 +99,42 @@ def test_outcomes_a_dead_worker_sent_first_are_kept(plugin_path, tmp_path):
     assert statuses == {"0": "ok", "1": "ok", "2": "error"}, out.stdout
 
 
+LAST_DEATH = """
+import sys
+import torch
+from bench.cells.base import RunOptions
+from bench.cells.trials import group_trials
+from bench.executors.process import ProcessExecutor
+from bench.suite import attack_cells, parse_suite
+import yaml
+suite = parse_suite(yaml.safe_load(open(sys.argv[1])))
+tasks = group_trials(list(attack_cells(suite)), 8)
+executor = ProcessExecutor(torch.device("cpu"), timeout=60, jobs=1, threads=1)
+pids = []
+executor.on_start = pids.append
+for cell, outcome in executor.run(tasks, RunOptions()):
+    r = outcome.record
+    print(cell.seed, r.status, (r.timing or {}).get("wall_seconds"), flush=True)
+print("workers", len(pids))
+"""
+
+
+def test_a_worker_dying_on_the_last_task_is_not_replaced_and_its_cell_keeps_its_time(
+        plugin_path, tmp_path):
+    """No task is left for a fresh worker (one had been started, importing torch beside the
+    cells other workers were timing, and killed at the end); the dead worker's cell is timed
+    from when it began (a worker dying before it began had read 0 s)."""
+    path = write_suite(tmp_path / "last.yaml", seeds=3, attacks=[{"flaky_pass": {"dies": True}}])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_path)])}
+    out = subprocess.run([sys.executable, "-c", LAST_DEATH, str(path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().split("\n")
+    assert lines[-1] == "workers 1", lines
+    died = [line.split() for line in lines[:-1] if line.split()[1] == "error"]
+    assert len(died) == 1 and float(died[0][2]) >= 1.0, lines  # it slept 1 s, then died
+
+
 IDLE_DEATH = """
 import os, signal, sys, time
 import torch

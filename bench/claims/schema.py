@@ -154,7 +154,8 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
     if suite != "" and not (isinstance(suite, str) and SUITE_NAME.fullmatch(suite)):
         raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
                           f"'+', '-'), got {short(suite)}")
-    loaded[key] = ClaimsFile(path, suite, str(raw.get("description", "")), claims)
+    description = _text(raw.get("description", ""), f"{where}: description", required=False)
+    loaded[key] = ClaimsFile(path, suite, description, claims)
     return loaded[key]
 
 
@@ -183,6 +184,10 @@ def _claim(item: Any, where: str) -> Claim:
         raise ClaimsError(f"{where}.expect: give exactly one of at_least, at_most, "
                           f"better_than (got {', '.join(given) or 'none'})")
     bounds = {k: _number(expect[k], f"{where}.expect.{k}") for k in BOUNDS if k in expect}
+    for k, bound in bounds.items():  # a share past 0..1 never holds (or always does)
+        if metric == SUCCESS and not 0 <= bound <= 1:
+            raise ClaimsError(f"{where}.expect.{k}: a share of successes lies between 0 and "
+                              f"1, got {bound:g}")
     separated = expect.get("separated", False)
     if not isinstance(separated, bool):
         raise ClaimsError(f"{where}.expect.separated: expected true or false, "

@@ -230,7 +230,8 @@ class ProcessExecutor:
     def _reap(self, options: RunOptions) -> Iterator[tuple[CellKind, Outcome]]:
         """Timed-out cells and dead workers: a failure outcome for each member whose own
         outcome did not arrive (read after the worker is gone: what it sent first counts),
-        and a fresh worker."""
+        timed from the hand-off (or the start, where it began); the slot gets a fresh worker
+        when it is next given a task (none is started for a run with none left)."""
         now = time.perf_counter()
         for i in range(len(self._slots)):
             s = self._slots[i]
@@ -247,14 +248,17 @@ class ProcessExecutor:
                 error = f"worker process died (exit code {s.process.exitcode})"
             else:
                 continue
+            wall = now - (s.started if s.started is not None else s.sent)
             s.process.kill()
             s.process.join()
             if s.events is not None:  # the outcomes it sent before it stopped
                 yield from self._handle(s, options)
-            task = s.cell
-            self._replace(i)
+            task, s.cell = s.cell, None
+            if s.events is not None:
+                s.events.close()
+                s.events = None  # the dispatch loop replaces a dead worker before its next task
             if task is not None:  # None: its last outcome was in its pipe after all
-                yield from task_failure(task, status, error, options, elapsed, self.device,
+                yield from task_failure(task, status, error, options, wall, self.device,
                                         frozenset(s.finished))
 
     def _replace(self, i: int) -> _Slot:

@@ -16,8 +16,9 @@ from bench.leaderboard.aggregate import (
 from bench.leaderboard.frames import SCENARIO, no_attack_records, records_frame
 from bench.leaderboard.text_tables import modality_headline
 from bench.metrics import list_metrics
+from bench.outputs import write_output
 from bench.registry import LeakbenchError
-from bench.store import load_records, write_output
+from bench.store import load_records
 
 # Frame columns that serve the tables only (a picture path, the threshold, a plot axis).
 INTERNAL_COLUMNS = ("picture", "success_psnr", "strength")

@@ -38,17 +38,12 @@ from bench.leaderboard.uncertainty import (
     shared_ranks,
     t_interval,
 )
+from bench.leaderboard.where import AXES, NAMED, WHERE, parse_where
 from bench.metrics import Metric, list_metrics
+from bench.outputs import write_output
 from bench.registry import LeakbenchError, short, suggest
-from bench.store import load_records, write_output
+from bench.store import load_records
 
-AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
-        "suite")
-"""What a row or a column can be: the frame columns that tell cells apart, seeds aside."""
-WHERE = (*AXES, "seed")
-"""What ``--where`` can filter on."""
-NAMED = ("attack", "defense", "arch", "dataset", "mode")
-"""Axes whose registered name also matches in ``--where`` (``defense=noise``: every noise)."""
 FORMATS = ("latex", "markdown", "csv")
 BEST = ("row", "col", "none")
 DAGGER = "†"
@@ -81,43 +76,6 @@ def table_metrics() -> list[type[Metric]]:
     return list_metrics(kind="per_item")
 
 
-def parse_where(items: list[str] | None) -> dict[str, list[str]]:
-    """``["arch=lenet,batch_size=1", "attack=dlg|idlg"]`` → ``{"arch": ["lenet"], …}``.
-
-    Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
-    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition, and
-    a column is named once (two conditions on it are ambiguous: "and" would keep nothing)."""
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        parts = _split_top(item)
-        if not parts:  # an empty shell variable, or ",": no condition was meant as none
-            raise LeakbenchError(f"--where: expected COLUMN=VALUE, got an empty value"
-                                 f"{'' if not item.strip() else f' ({item.strip()!r})'}")
-        for part in parts:
-            key, eq, value = part.partition("=")
-            key, value = key.strip(), value.strip()
-            if not eq or not key or not value:
-                raise LeakbenchError(f"--where: expected COLUMN=VALUE, got {part.strip()!r}")
-            if key not in WHERE:
-                raise LeakbenchError(f"--where: unknown column {key!r}{suggest(key, WHERE)}; "
-                                     f"expected one of {', '.join(WHERE)}")
-            if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
-                raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
-            out[key] = [v.strip() for v in value.split("|")]
-    return out
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p for p in parts if p.strip()]
-
-
 def _text(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
@@ -138,7 +96,7 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
     records matching ``where`` (default: the records' leaderboard metric, PSNR or ROUGE-1);
     the best entry per row (``best="row"``), per column or none flagged, and the entries
     whose shared rank includes 1 flagged as tied."""
-    chosen = _metric(value) if value else None
+    chosen = _metric(value) if value is not None else None  # '': unknown, not the default
     for flag, axis in (("--rows", rows), ("--cols", cols)):
         if axis not in AXES:
             raise LeakbenchError(f"{flag}: unknown axis {axis!r}{suggest(axis, AXES)}; "

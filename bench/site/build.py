@@ -47,6 +47,7 @@ from bench.leaderboard import (
     write_plots,
 )
 from bench.leaderboard.curves import curve_tables
+from bench.paths import resolved
 from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
 from bench.site.gallery import Shot, write_shot
@@ -106,7 +107,8 @@ def _check_out(out: Path, dirs: list[Path]) -> None:
     if out.is_symlink():
         raise LeakbenchError(f"--out {out} is a symbolic link; give the folder itself")
     for d in dirs:
-        if d.resolve() == out.resolve() or out.resolve() in d.resolve().parents:
+        real, out_real = resolved(d), resolved(out, "--out ")
+        if real == out_real or out_real in real.parents:
             raise LeakbenchError(f"--out {out} would replace the results folder {d}")
     if out.exists() and (not out.is_dir() or (any(out.iterdir())
                                               and not (out / MARKER).is_file())):
@@ -275,7 +277,7 @@ def build_site(dirs: list[Path], out: Path) -> str:
     """Write the site of the results folders ``dirs`` into ``out``; returns a one-line summary."""
     dirs = [Path(d) for d in dirs]
     for d in dirs:  # its name is the suite's page folder and link text, in UTF-8 HTML
-        if not d.resolve().name.isprintable():  # a byte not UTF-8 decodes to a surrogate
+        if not resolved(d).name.isprintable():  # a byte not UTF-8 decodes to a surrogate
             raise LeakbenchError(f"{os.fsdecode(d)!r}: the site names a suite by its folder, "
                                  "and this name is not printable UTF-8: rename the folder")
     names = [d.resolve().name.casefold() for d in dirs]  # one folder on a case-blind disk

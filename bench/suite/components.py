@@ -139,7 +139,10 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
             links = [component_axis([item], DEFENSES, f"defenses[{i}].chain[{j}]")
                      for j, item in enumerate(params)]
             _check_grid_size([len(link) for link in links], f"defenses[{i}].chain")
-            expanded = [tuple(c) for c in itertools.product(*links)]
+            # a `none` link does nothing: [none, none] is `none`, [noise, none] is noise (each
+            # had been a cell of its own beside the one it equals)
+            expanded = [tuple(s for s in c if s.name != "none") or (c[0],)
+                        for c in itertools.product(*links)]
             for chain in expanded:
                 _check_chain_order(chain, f"defenses[{i}].chain")
             chains += expanded
@@ -155,20 +158,24 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
     protocol-level link at most: a second aggregate of an aggregate is not simulated. No
     link that reads the client's batch after a protocol-level one: it would act on the
     aggregate from one client's data, which no party holds beside the aggregate."""
-    protocol = [s.name for s in chain if DEFENSES.get(s.name).cls.level == "protocol"]
+    classes = [DEFENSES.get(s.name).cls for s in chain]
+    protocol = [k for k, cls in enumerate(classes) if cls.level == "protocol"]
     if len(protocol) > 1:
-        raise SuiteError(f"{where}: at most one protocol-level link, got {', '.join(protocol)}")
+        raise SuiteError(f"{where}: at most one protocol-level link, got "
+                         f"{', '.join(chain[k].name for k in protocol)}")
     if protocol:
-        after = chain[[s.name for s in chain].index(protocol[0]) + 1:]
-        blind = [s.name for s in after if DEFENSES.get(s.name).cls.reads_batch]
+        first = chain[protocol[0]].name
+        blind = [s.name for s, cls in zip(chain[protocol[0] + 1:], classes[protocol[0] + 1:])
+                 if cls.reads_batch]
         if blind:
             raise SuiteError(f"{where}: {', '.join(blind)} reads the client's batch, but after "
-                             f"{protocol[0]} the update is an aggregate of batches it never "
-                             f"saw; put {', '.join(blind)} before {protocol[0]}")
+                             f"{first} the update is an aggregate of batches it never "
+                             f"saw; put {', '.join(blind)} before {first}")
     for k, spec in enumerate(chain):
-        if not DEFENSES.get(spec.name).cls.recomputes_update:
+        if not classes[k].recomputes_update:
             continue
-        lost = [s.name for s in chain[:k] if DEFENSES.get(s.name).cls.level not in ("data", "none")]
+        lost = [s.name for s, cls in zip(chain[:k], classes[:k])
+                if cls.level not in ("data", "none")]
         if lost:
             raise SuiteError(f"{where}: {spec.name} recomputes the update from the batch, so "
                              f"{', '.join(lost)} before it would be discarded; put {spec.name} "

@@ -147,6 +147,9 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         raise SuiteError("perceptual.fid_weights is not a suite setting: FID and KID are "
                          "scored by `leakbench report`, which takes the Inception weights from "
                          "--fid-weights or $LEAKBENCH_FID_WEIGHTS")
+    if "perceptual" in raw and raw["perceptual"] is None:  # `perceptual:` blank: off, or on?
+        raise SuiteError("perceptual: null would keep LPIPS on (the defaults); give a mapping, "
+                         "e.g. {lpips: false} to turn it off, or leave the key out")
     perceptual = _settings(raw, "perceptual", PERCEPTUAL_PARAMS)
     resources = _settings(raw, "resources", RESOURCE_PARAMS)
     for resource, value in resources.items():

@@ -1,0 +1,50 @@
+"""The axes a table or a claim filters on, and ``--where``'s conditions over them."""
+
+from __future__ import annotations
+
+from bench.registry import LeakbenchError, suggest
+
+AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
+        "suite")
+"""What a row or a column can be: the frame columns that tell cells apart, seeds aside."""
+WHERE = (*AXES, "seed")
+"""What ``--where`` can filter on."""
+NAMED = ("attack", "defense", "arch", "dataset", "mode")
+"""Axes whose registered name also matches in ``--where`` (``defense=noise``: every noise)."""
+
+
+def parse_where(items: list[str] | None) -> dict[str, list[str]]:
+    """``["arch=lenet,batch_size=1", "attack=dlg|idlg"]`` → ``{"arch": ["lenet"], …}``.
+
+    Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
+    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition, and
+    a column is named once (two conditions on it are ambiguous: "and" would keep nothing)."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        parts = _split_top(item)
+        if not parts:  # an empty shell variable, or ",": no condition was meant as none
+            raise LeakbenchError(f"--where: expected COLUMN=VALUE, got an empty value"
+                                 f"{'' if not item.strip() else f' ({item.strip()!r})'}")
+        for part in parts:
+            key, eq, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not eq or not key or not value:
+                raise LeakbenchError(f"--where: expected COLUMN=VALUE, got {part.strip()!r}")
+            if key not in WHERE:
+                raise LeakbenchError(f"--where: unknown column {key!r}{suggest(key, WHERE)}; "
+                                     f"expected one of {', '.join(WHERE)}")
+            if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
+                raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
+            out[key] = [v.strip() for v in value.split("|")]
+    return out
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p.strip()]

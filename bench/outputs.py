@@ -1,0 +1,65 @@
+"""Files and folders a command writes where the user said: checked before the work that
+would be lost at the first write, and written as a shell's redirection would."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.registry import LeakbenchError
+from bench.store import PICTURES, RECORDS, write_atomic
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or None, tried in it or, while it does not
+    exist, in its nearest existing parent (nothing is created): checked before work whose
+    results the first write would lose (an immutable or read-only folder had been found only
+    after minutes of cells or sampling)."""
+    target = Path(folder)
+    while not target.exists() and target.parent != target:
+        if target.is_symlink():  # a link to nowhere: the first write fails after the work
+            return f"{folder}: {target} is a link that leads nowhere (a loop, or no target)"
+        target = target.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{folder}: cannot write there ({e.strerror or type(e).__name__})"
+    return None
+
+
+def store_part_problem(folder: Path, what: str) -> str | None:
+    """Why ``folder`` (through links) may not receive ``what``: it is a results folder's own
+    ``records/`` or ``cells/``, whose files the store reads as its own (a record written there
+    would be quarantined, or overwritten), or None."""
+    real = Path(os.path.realpath(folder))
+    if real.name in (RECORDS, PICTURES) and any((real.parent / RECORDS).glob("*.json")):
+        return (f"{what}: inside a results folder's {real.name}/, whose files the store reads "
+                "as its own (a record there would be quarantined, or overwritten): write it "
+                "elsewhere")
+    return None
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user named (``--output``): atomically onto a regular file or a new
+    one; through a symbolic link (the link stays, ``/dev/stdout`` into a pipe or a log
+    opened for appending) and into a device or a FIFO, straight, as a shell's redirection
+    would. A rename onto those replaced them with a regular file."""
+    path = Path(path)
+    # through links (a loop: as given, no RuntimeError): the folder the file would land in
+    problem = store_part_problem(Path(os.path.realpath(path)).parent, f"--output {path}")
+    if problem:
+        raise LeakbenchError(problem)
+    if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
+        try:
+            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:  # a loop
+                # of links: ELOOP, one line; a caption's bytes that are not UTF-8 stay as given
+                f.write(text)
+        except OSError as e:  # a write's error names no file (/dev/full: "No space left")
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, str(path)) from None
+            raise
+        return
+    write_atomic(path, text)
