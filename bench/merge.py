@@ -162,9 +162,6 @@ def _artifacts(kept: Copy, report: MergeReport, opened: ExitStack) -> dict[str, 
 def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     """Merge the record stores ``dirs`` into ``out`` (see the module docstring's rule)."""
     out = Path(out)
-    problem = store_part_problem(out, f"merge: OUT {out}")  # records/records/ in a store
-    if problem:
-        raise LeakbenchError(problem)
     out_real = resolved(out, "merge: ")
     stores = [out] if (out / RECORDS).is_dir() else []
     seen = {resolved(s, "merge: ") for s in stores}
@@ -179,6 +176,9 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
             raise LeakbenchError(f"merge: OUT {out} lies inside the store {d}: it would become "
                                  "part of what it merges (a store nested in its records); "
                                  "choose a folder outside it")
+    problem = store_part_problem(out, f"merge: OUT {out}")  # another store's records/
+    if problem:
+        raise LeakbenchError(problem)
     # no run writes into OUT meanwhile, nor another merge
     with RunLock(out, elsewhere="merge into another OUT"):
         return _merge_locked(out, stores)

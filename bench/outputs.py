@@ -4,11 +4,14 @@ would be lost at the first write, and written as a shell's redirection would."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from bench.registry import LeakbenchError
 from bench.store import PICTURES, RECORDS, write_atomic
+
+_RECORD_FILE = re.compile(r"(u[0-9a-f]{15}|[0-9a-f]{16})\.json")  # a cell id (utility: u…)
 
 
 def writable_problem(folder: Path) -> str | None:
@@ -35,7 +38,8 @@ def store_part_problem(folder: Path, what: str) -> str | None:
     ``records/`` or ``cells/``, whose files the store reads as its own (a record written there
     would be quarantined, or overwritten), or None."""
     real = Path(os.path.realpath(folder))
-    if real.name in (RECORDS, PICTURES) and any((real.parent / RECORDS).glob("*.json")):
+    if real.name in (RECORDS, PICTURES) and any(  # record files, not check.json beside them
+            _RECORD_FILE.fullmatch(p.name) for p in (real.parent / RECORDS).glob("*.json")):
         return (f"{what}: inside a results folder's {real.name}/, whose files the store reads "
                 "as its own (a record there would be quarantined, or overwritten): write it "
                 "elsewhere")

@@ -132,6 +132,9 @@ class Param:
             raise ParamError(f"{where}: expected an integer, got {short(value)}{hint}")
         if not isinstance(value, expected):
             raise ParamError(f"{where}: expected {expected.__name__}, got {short(value)}")
+        if isinstance(value, str) and any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
+            # it enters the cell's label, which the tables print and the record check refuses
+            raise ParamError(f"{where}: {one_line(repr(value))} holds a control character")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise ParamError(f"{where}: {short(value)} is not one of {{{allowed}}}")

@@ -106,7 +106,7 @@ class FolderPlan:
         self.force, self.retry_failed = force, retry_failed
         kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
-                                       "settings": _settings(d.get("provenance"))}
+                                       "settings": _settings(d)}
                         for d in load_records(out_dir, quarantine)}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
@@ -183,9 +183,12 @@ class FolderPlan:
                  "or run into a fresh --out")
 
 
-def _settings(provenance: Any) -> tuple[str, str] | None:
-    """(device type, CPU convolution kernels, or "" off the CPU) a record ran with."""
-    if not isinstance(provenance, dict) or not isinstance(provenance.get("device"), str):
+def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
+    """(device type, CPU convolution kernels, or "" off the CPU) an attack record ran with;
+    None for a utility record (its training uses no attack kernels)."""
+    provenance = record.get("provenance")
+    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict) or \
+            not isinstance(provenance.get("device"), str):
         return None
     device = provenance["device"].split(":")[0]
     conv = provenance.get("cpu_conv") if device == "cpu" else ""

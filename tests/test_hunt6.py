@@ -91,12 +91,14 @@ def test_a_cache_that_is_a_link_to_nowhere_is_refused_before_a_run(tmp_path, mon
 
 
 def test_a_stores_own_folders_are_no_output(tmp_path, capsys):
-    """run --out STORE/records and merge into STORE/cells nested a store inside a store."""
+    """run --out STORE/records and merge into STORE/cells (of a store not merged) nested a
+    store inside a store."""
     store = _store(tmp_path)
+    other = shutil.copytree(store, tmp_path / "other")
     suite = tmp_path / "s.yaml"
     suite.write_text(yaml.safe_dump(TINY_SUITE))
     for args in (("run", str(suite), "--out", str(store / "records"), "--jobs", "0"),
-                 ("merge", str(store / "cells"), str(store))):
+                 ("merge", str(store / "cells"), str(other))):
         assert "inside a results folder's" in one_line(capsys, *args)
     assert not (store / "records" / "records").exists()
 
@@ -203,3 +205,26 @@ def test_an_interrupted_forced_run_does_not_promise_a_resume(tmp_path, capsys, m
                          (["--force"], "the cells not reached keep their old records")):
         assert main(["run", str(suite), "--out", str(tmp_path / "o"), *flags]) == 130
         assert words in capsys.readouterr().err
+
+
+def test_review_a_records_named_folder_a_utility_record_and_a_control_character(tmp_path):
+    """From the review of the fixes above: a results folder named ``records`` holding
+    check.json is no store part; a utility record uses no attack kernels, so it cannot have
+    run "otherwise"; a control character in a parameter is refused at load, not written into
+    labels the next load would quarantine."""
+    from bench.outputs import store_part_problem
+    from bench.runner import _settings
+    from bench.suite import parse_suite
+    from bench.suite.schema import SuiteError
+
+    folder = tmp_path / "records"
+    (folder / "records").mkdir(parents=True)
+    (folder / "check.json").write_text("{}")
+    assert store_part_problem(folder, "--out") is None
+    (folder / "0123456789abcdef.json").write_text("{}")  # now it is a store's records/
+    assert store_part_problem(folder, "--out") is not None
+    assert _settings({"kind": "utility", "provenance": {"device": "cpu"}}) is None
+    assert _settings({"provenance": {"device": "cpu"}}) == ("cpu", "onednn")
+    assert _settings({"provenance": {"device": "cuda:0", "cpu_conv": "native"}}) == ("cuda", "")
+    with pytest.raises(SuiteError, match="holds a control character"):
+        parse_suite({**TINY_SUITE, "datasets": [{"imagefolder": {"folder": "a\tb"}}]})

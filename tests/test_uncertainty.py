@@ -383,7 +383,7 @@ def test_leaderboard_latex_with_free_text_labels_compiles(tmp_path):
     tex = render(records_frame(records), "latex")
     assert "\\$x\\textasciitilde{}\\textasciicircum{}\\{y\\}$<$b$>$" in tex
     (tmp_path / "board.tex").write_text(tex)
-    pdflatex(tmp_path, "\\input{board}", "\\usepackage{booktabs}\n\\usepackage{longtable}")
+    pdflatex(tmp_path, "\\input{board}", "\\usepackage{booktabs}\n\\usepackage{graphicx}")
 
 
 def test_clients_that_differ_beyond_their_mode_are_separate_scenarios():

@@ -197,7 +197,7 @@ class ProcessExecutor:
         """Every event the workers have sent (waiting up to ``wait`` seconds for the first):
         a task started, a member's outcome (yielded), or a task done."""
         open_ = {s.events: s for s in self._slots if s.events is not None}
-        if not open_:  # every pipe ended: ``_reap`` restarts the workers
+        if not open_:  # every pipe ended: the dispatch loop restarts a dead worker it gives a task
             time.sleep(wait)
             return
         for events in wait_for_any(list(open_), timeout=wait):
