@@ -303,3 +303,20 @@ def test_csv_export_leaves_counts_a_float_cannot_hold_whole_as_floats():
     table = pd.DataFrame({"grad_evals": [2.0 ** 60, None], "peak_memory_bytes": [3.0, None]})
     assert exact_csv(table).splitlines() == ["grad_evals,peak_memory_bytes",
                                              f"{2.0 ** 60!r},3", ","]
+
+
+def test_csv_export_writes_structures_as_json():
+    """A text cell's pairs and its success rule were Python's repr (single quotes, None):
+    no JSON reader took them."""
+    import json
+
+    import pandas as pd
+
+    from bench.leaderboard.export import exact_csv
+
+    table = pd.DataFrame({"success_rule": [{"metric": "rouge1", "at_most": None}, None],
+                          "text_pairs": [[{"correct": [True, False]}], None], "psnr": [1.5, 2.0]})
+    rows = list(csv.DictReader(exact_csv(table).splitlines()))
+    assert json.loads(rows[0]["success_rule"]) == {"metric": "rouge1", "at_most": None}
+    assert json.loads(rows[0]["text_pairs"]) == [{"correct": [True, False]}]
+    assert rows[1]["success_rule"] == "" and rows[1]["psnr"] == "2.0"

@@ -3,6 +3,7 @@ row with every mean's 95% interval and n, in a fixed column and row order."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -94,8 +95,15 @@ def export(out_dir: Path, fmt: str = "csv", output: Path | None = None,
 
 def exact_csv(table: pd.DataFrame) -> str:
     """``table`` as CSV with no digit lost: floats as Python writes them (the shortest text
-    that reads back as the same float), whole-number columns as integers."""
-    counts = {}
+    that reads back as the same float), whole-number columns as integers, a structure (a
+    text cell's pairs, a success rule) as JSON (pandas wrote Python's repr, which no JSON
+    reader takes)."""
+    counts: dict[str, pd.Series] = {}
+    for col in table.columns:
+        if table[col].map(lambda v: isinstance(v, (dict, list))).any():
+            counts[col] = table[col].map(lambda v: json.dumps(v, sort_keys=True,
+                                                              ensure_ascii=False)
+                                         if isinstance(v, (dict, list)) else v)
     for col in COUNT_COLUMNS:
         if col in table.columns:
             values = pd.to_numeric(table[col], errors="coerce")
