@@ -30,6 +30,7 @@ from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.pivot import NAMED, WHERE, table_metrics
 from bench.leaderboard.uncertainty import (
     SEED_STATUSES,
+    UNBATCHED,
     Interval,
     clearly_better,
     per_private_batch,
@@ -218,11 +219,11 @@ def _batch_means(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> 
     """A side's finite values averaged per private batch, keyed by scenario seed (empty where
     a cell has none: it cannot be paired)."""
     cells = df[where_mask(df, where)]
-    v = pd.to_numeric(cells[f"value:{metric}"], errors="coerce").astype(float)
-    v = v[v.map(math.isfinite)]
-    if "scenario_seed" not in cells or cells["scenario_seed"].reindex(v.index).isna().any():
+    if "scenario_seed" not in cells:
         return pd.Series(dtype=float)
-    return v.groupby(cells["scenario_seed"].reindex(v.index).astype(str)).mean()
+    means = per_private_batch(cells[f"value:{metric}"], cells["scenario_seed"])
+    unpaired = any(str(k).startswith(UNBATCHED) for k in means.index)
+    return pd.Series(dtype=float) if unpaired else means
 
 
 def _paired_difference(df: pd.DataFrame, claim: Claim) -> Interval | None:

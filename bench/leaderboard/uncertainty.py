@@ -82,20 +82,23 @@ def _too_few(x: list[float]) -> Interval:
     return Interval(x[0], None, None, 1) if x else Interval(None, None, None, 0)
 
 
+UNBATCHED = "cell "
+"""The key prefix of a cell without a scenario seed in :func:`per_private_batch`: its own
+batch, which no other cell shares (so no paired comparison can use it)."""
+
+
 def per_private_batch(values: pd.Series, batches: pd.Series) -> pd.Series:
-    """The mean of the finite ``values`` of each private batch (``batches``: the cells'
-    ``scenario_seed``; a cell without one is its own). Cells on one private batch share its
-    images and victim (a scenario seed leaves out the defense, the client and BatchNorm mode,
-    and an attack starts from the same dummy data against every defense), so pooling them
-    would narrow an interval without adding a seed. Where no two cells share a batch, the
-    values are returned as they are."""
+    """The mean of the finite ``values`` of each private batch, keyed by it (``batches``: the
+    cells' ``scenario_seed``, as text; a cell without one is its own, ``UNBATCHED`` + its
+    index). Cells on one private batch share its images and victim (a scenario seed leaves
+    out the defense, the client and BatchNorm mode, and an attack starts from the same dummy
+    data against every defense), so pooling them would narrow an interval without adding a
+    seed."""
     v = pd.to_numeric(values, errors="coerce").astype(float)
     v = v[v.map(math.isfinite)]
-    key = batches.reindex(v.index)
-    key = [f"cell {i}" if pd.isna(b) else str(b) for i, b in zip(v.index, key)]
-    if len(set(key)) == len(key):
-        return v
-    return v.groupby(pd.Series(key, index=v.index), sort=False).mean()
+    key = [f"{UNBATCHED}{i}" if pd.isna(b) else str(b)
+           for i, b in zip(v.index, batches.reindex(v.index))]
+    return v.groupby(pd.Series(key, index=v.index, dtype=object), sort=False).mean()
 
 
 def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -> Interval:
