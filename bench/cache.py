@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from bench.paths import expanded
+from bench.paths import expanded, leads_nowhere
 from bench.registry import LeakbenchError
 from bench.store import write_atomic
 
@@ -42,8 +42,9 @@ def cache_problem() -> str | None:
     where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE", "").strip() else \
         "the cache folder"
     for p in (root, *root.parents):
-        if p.is_symlink() and not p.exists():  # a loop, or a dangling link
-            return f"{where} {root}: {p} is a link that leads nowhere (a loop, or no target)"
+        nowhere = leads_nowhere(p)
+        if nowhere:
+            return f"{where} {root}: {nowhere}"
         if p.exists() and not p.is_dir():
             return f"{where} {root}: {p} exists and is not a folder"
     return None

@@ -8,6 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from bench.paths import leads_nowhere
 from bench.registry import LeakbenchError
 from bench.store import PICTURES, RECORDS, write_atomic
 
@@ -21,8 +22,9 @@ def writable_problem(folder: Path) -> str | None:
     after minutes of cells or sampling)."""
     target = Path(folder)
     while not target.exists() and target.parent != target:
-        if target.is_symlink():  # a link to nowhere: the first write fails after the work
-            return f"{folder}: {target} is a link that leads nowhere (a loop, or no target)"
+        nowhere = leads_nowhere(target)  # the first write would fail after the work
+        if nowhere:
+            return f"{folder}: {nowhere}"
         target = target.parent
     try:
         fd, probe = tempfile.mkstemp(dir=target, prefix=".probe.", suffix=".tmp")

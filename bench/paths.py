@@ -20,6 +20,14 @@ def expanded(path: str | os.PathLike[str], error: type[LeakbenchError] = Leakben
                     ) from None
 
 
+def leads_nowhere(path: Path) -> str | None:
+    """Why ``path`` cannot be followed when it is a symbolic link to nowhere (a loop, or a
+    missing target: ``exists()`` is False, and a mkdir or a write there fails), else None."""
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a link that leads nowhere (a loop, or no target)"
+    return None
+
+
 def resolved(path: str | os.PathLike[str], what: str = "") -> Path:
     """``path`` with its links followed (``Path.resolve``); a loop of links (RuntimeError on
     Python 3.11, OSError later) is one LeakbenchError naming the path after ``what``."""

@@ -51,6 +51,12 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a C0 or C1 control character (a line break, a tab, DEL, …),
+    which would break a line or a table row it is printed in."""
+    return any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in text)
+
+
 def warn(message: str) -> None:
     """A user-facing warning: one line on stderr, ``leakbench: warning: …``."""
     import sys
@@ -132,7 +138,7 @@ class Param:
             raise ParamError(f"{where}: expected an integer, got {short(value)}{hint}")
         if not isinstance(value, expected):
             raise ParamError(f"{where}: expected {expected.__name__}, got {short(value)}")
-        if isinstance(value, str) and any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
+        if isinstance(value, str) and has_control(value):
             # it enters the cell's label, which the tables print and the record check refuses
             raise ParamError(f"{where}: {one_line(repr(value))} holds a control character")
         if self.choices is not None and value not in self.choices:

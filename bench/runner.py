@@ -173,6 +173,7 @@ class FolderPlan:
         them under one row. Called only when cells will run."""
         now = (device.type, cpu_conv if device.type == "cpu" else "")
         other = {k: n for k, n in self.kept_settings.items() if k != now}
+
         def words(dev: str, conv: str) -> str:
             return dev + (f" with --cpu-conv {conv}" if conv else "")
 
@@ -284,9 +285,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         else:
             todo.append(cell)
     folder.warn_mismatch()
-    if todo:
-        folder.warn_settings(dev, options.cpu_conv)
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
+        folder.warn_settings(dev, options.cpu_conv)
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:

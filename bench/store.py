@@ -16,7 +16,6 @@ import functools
 import json
 import math
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -37,7 +36,7 @@ from bench.records import (
     record_modality,
     registered_metric,
 )
-from bench.registry import LeakbenchError, short, warn
+from bench.registry import LeakbenchError, has_control, short, warn
 
 RECORDS = "records"
 QUARANTINE = "quarantine"
@@ -188,9 +187,6 @@ def _metric_value_key(key: str) -> bool:
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):
@@ -250,7 +246,7 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     shown = [(k, v) for k, v in d.items() if k.endswith("_label") or k == "suite"]
     shown += [(f"provenance.{k}", v) for k, v in (d.get("provenance") or {}).items()]
     for key, value in shown:  # tables print them: a newline broke a table, or began a heading
-        if isinstance(value, str) and _CONTROL.search(value):
+        if isinstance(value, str) and has_control(value):
             return f"field {key!r} holds a control character (a line break, a tab, …)"
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"

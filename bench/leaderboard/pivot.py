@@ -66,6 +66,10 @@ class Pivot:
     uneven: dict[str, str] = field(default_factory=dict)  # pooled axes whose cells differ
     missing: int = 0  # failed seeds with no floor for the metric: left out of the means
 
+    def seed_counts(self) -> list[int]:
+        """The distinct n of the entries, ascending (an n/a entry has no seeds to count)."""
+        return sorted({int(n) for n in self.cells["n"] if n})
+
     def cell(self, row: str, col: str) -> dict[str, Any] | None:
         hit = self.cells[(self.cells["row"] == row) & (self.cells["col"] == col)]
         return None if hit.empty else hit.iloc[0].to_dict()
@@ -233,7 +237,7 @@ def cell_text(cell: dict[str, Any] | None, digits: int) -> str:
 def default_caption(p: Pivot) -> str:
     m = p.metric
     direction = "higher" if m.higher_is_better else "lower"
-    ns = sorted({int(n) for n in p.cells["n"] if n})  # an n/a entry has no seeds to count
+    ns = p.seed_counts()
     n = "n/a" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
     counts = ("at its floor" if m.no_floor_value is None
               else f"as {m.no_floor_value:g} (the metric has no floor)")
@@ -291,7 +295,7 @@ def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
 
 def _grid(p: Pivot, mark: Any) -> list[list[str]]:
     out = []
-    varies = len({int(n) for n in p.cells["n"] if n}) > 1
+    varies = len(p.seed_counts()) > 1
     for r in p.row_values:
         line = [r]
         for c in p.col_values:
