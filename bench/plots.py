@@ -17,21 +17,28 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.metrics import get_metric
+
 FIGSIZE = (7.0, 5.0)  # inches
 DPI = 100  # → 700×500 px
 METADATA = {"Software": None}  # no matplotlib version stamp in the PNG
+ACCURACY_DIGITS = 3  # the decimals of test accuracy in the defense tables
 
 
-def pareto_front(df: pd.DataFrame) -> list[str]:
+def pareto_front(df: pd.DataFrame, digits: tuple[int, int] | None = None) -> list[str]:
     """The defense labels on the privacy–utility Pareto front, by increasing accuracy.
 
     Both high accuracy and low attack PSNR are good. A defense is on the front when no other
-    one has accuracy ≥ and PSNR ≤ with at least one of them strict. Rows whose accuracy or PSNR
-    is missing (NaN) are never on the front; identical points are all kept.
+    one has accuracy ≥ and PSNR ≤ with at least one of them strict, compared as the tables
+    print them (rounded to ``digits``: accuracy's, PSNR's; by default the tables' decimals),
+    so two defenses that read level are level. Rows whose accuracy or PSNR is missing (NaN) are
+    never on the front; identical points are all kept.
     """
+    if digits is None:
+        digits = (ACCURACY_DIGITS, get_metric("psnr").digits)
     rows = df[["defense_label", "accuracy", "psnr"]].dropna(subset=["accuracy", "psnr"])
-    points = [(str(r.defense_label), float(r.accuracy), float(r.psnr))
-              for r in rows.itertuples(index=False)]
+    points = [(str(r.defense_label), round(float(r.accuracy), digits[0]),
+               round(float(r.psnr), digits[1])) for r in rows.itertuples(index=False)]
     front = []
     for label, acc, psnr in points:
         dominated = any(a >= acc and p <= psnr and (a > acc or p < psnr)

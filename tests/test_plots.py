@@ -41,6 +41,19 @@ def test_pareto_front_ties_and_single_point() -> None:
     assert pareto_front(empty) == []
 
 
+def test_pareto_front_compares_means_as_printed() -> None:
+    # the defenses suite's case: sign 5.9996 dB and soteria 6.0002 dB both read 6.00, and
+    # soteria's accuracy is higher, so soteria dominates sign as the table prints them
+    df = pd.DataFrame({"defense_label": ["sign", "soteria"], "accuracy": [0.500, 0.919],
+                       "psnr": [5.9996, 6.0002]})
+    assert pareto_front(df) == ["soteria"]
+    assert pareto_front(df, digits=(3, 4)) == ["sign", "soteria"]  # 6.0000 < 6.0002
+    # accuracy too: 0.9194 and 0.9186 both read 0.919, so the lower PSNR alone decides
+    close = pd.DataFrame({"defense_label": ["a", "b"], "accuracy": [0.9194, 0.9186],
+                          "psnr": [12.0, 11.0]})
+    assert pareto_front(close) == ["b"]
+
+
 def strength_frame() -> pd.DataFrame:
     rows = []
     for s, p in ((0.0, 44.0), (1e-4, 40.0), (1e-3, 31.0), (1e-2, 14.0), (1e-1, 8.0)):

@@ -166,7 +166,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     """Per scenario: defenses ranked by the strongest attack against each (worst case over
     attacks, ties where intervals overlap), with the utility track's accuracy, its paired
     drop and the Pareto front."""
-    from bench.plots import pareto_front
+    from bench.plots import ACCURACY_DIGITS, pareto_front
 
     h = headline()
     shown = defense_metrics()
@@ -205,9 +205,9 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 row[eps_column] = "–" if eps is None or pd.isna(eps) else format_value(eps, 2)
             if has_utility:
                 n_acc = r.get("accuracy_n")
-                row.update({"Accuracy": interval(r, "accuracy").format(3),
-                            "Δ acc": interval(r, "drop").format(3),
-                            "Update cos": interval(r, "update_cosine").format(3),
+                row.update({"Accuracy": interval(r, "accuracy").format(ACCURACY_DIGITS),
+                            "Δ acc": interval(r, "drop").format(ACCURACY_DIGITS),
+                            "Update cos": interval(r, "update_cosine").format(ACCURACY_DIGITS),
                             "n (utility)": "0" if pd.isna(n_acc) else str(int(n_acc)),
                             "Pareto": "★" if r["defense"] in front else ""})
             rows.append(row)
@@ -232,7 +232,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                      "updates (mean over the n (utility) seeds); Δ acc: its drop against `none` "
                      "on the same seeds (paired); Update cos: cosine between defended and clean "
                      "updates; ★: on the privacy–utility Pareto front (lower PSNR, higher "
-                     "accuracy, means).")
+                     "accuracy, means as printed).")
             note += _other_settings_note(us)
         pics = [(f"figure: {scenario_title(key)}", plots[key])] if plots and key in plots \
             else []
