@@ -119,14 +119,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                         retry_failed=args.retry_failed, progress=not args.quiet,
                         executor=args.executor, max_cells=limit,
                         executor_options=options, threads=args.threads, trials=args.trials,
-                        cpu_conv=args.cpu_conv)
+                        cpu_conv=args.cpu_conv, leaderboard=not args.no_leaderboard)
     print(summary.line())
     if summary.total == 0:
         warn_no_cells(suite)
-    if not args.no_leaderboard and (out / "records").is_dir():
-        from bench.leaderboard import write_leaderboard
-
-        print(f"leaderboard: {write_leaderboard(out)}")
+    if summary.leaderboard_problem:
+        raise LeakbenchError(summary.leaderboard_problem)
+    if summary.leaderboard is not None:
+        print(f"leaderboard: {summary.leaderboard}")
     return 0
 
 

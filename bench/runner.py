@@ -73,6 +73,8 @@ class RunSummary:
     already_done: int = 0
     seconds: float = 0.0
     parallelism: str = ""  # e.g. "2 workers × 1 thread", when cells ran
+    leaderboard: Path | None = None  # written before the run let go of its folder
+    leaderboard_problem: str = ""  # why none was (no attack records), for after the summary
 
     def line(self) -> str:
         parts = [f"{self.counts[s]} {s}" for s in
@@ -220,7 +222,7 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
               executor: str | None = None, max_cells: int | None = MAX_CELLS,
               executor_options: ExecutorOptions | None = None,
               threads: int | None = None, trials: int = DEFAULT_TRIALS,
-              cpu_conv: str = DEFAULT_CPU_CONV) -> RunSummary:
+              cpu_conv: str = DEFAULT_CPU_CONV, leaderboard: bool = False) -> RunSummary:
     """Run every cell not yet recorded. ``executor`` defaults to ``process`` with ``jobs``
     workers of ``threads`` torch threads each, or ``inline`` (no timeouts) for ``jobs=0``;
     ``None`` is "not given" and :func:`bench.cores.plan_parallelism` fills it from the usable
@@ -231,7 +233,9 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     seed run as one batched pass of up to ``trials`` cells where their attack vectorises (1:
     every cell alone). ``cpu_conv``:
     the kernels of the attacks' CPU convolutions (:mod:`bench.convolutions`). Refuses a grid
-    above ``max_cells`` and a folder another live run holds."""
+    above ``max_cells`` and a folder another live run holds. ``leaderboard``: render the
+    folder's leaderboard (:attr:`RunSummary.leaderboard`) while the run still holds the
+    folder, so that no other run's records enter it half-way."""
     out_dir = Path(out_dir)
     problem = store_part_problem(out_dir, f"--out {out_dir}")  # records/records/ inside a store
     if problem:
@@ -254,9 +258,17 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
         jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
-        return _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
-                           retry_failed, progress, executor_options, lock, trials,
-                           replace(run_options(suite), cpu_conv=cpu_conv))
+        summary = _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
+                              retry_failed, progress, executor_options, lock, trials,
+                              replace(run_options(suite), cpu_conv=cpu_conv))
+        if leaderboard and (out_dir / RECORDS).is_dir():
+            from bench.leaderboard import write_leaderboard
+
+            try:
+                summary.leaderboard = write_leaderboard(out_dir)
+            except LeakbenchError as e:
+                summary.leaderboard_problem = str(e)
+        return summary
 
 
 def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,

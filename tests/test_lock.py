@@ -199,3 +199,45 @@ def test_a_lock_naming_no_possible_pid_is_garbage(pid, tmp_path: Path, capsys) -
     assert "unreadable lock file, taken over" in capsys.readouterr().err
     assert not pid_alive(2 ** 70)
     wait_for_workers([2 ** 70], grace=0.1)
+
+
+def test_the_run_writes_its_leaderboard_before_it_lets_go_of_the_folder(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    # else another run could take the folder and add or replace records while it renders
+    import bench.leaderboard
+
+    held = []
+    real = bench.leaderboard.write_leaderboard
+
+    def write(out_dir: Path, fmt: str = "markdown") -> Path:
+        owner = json.loads((Path(out_dir) / LOCK).read_text())  # raises if released
+        held.append(owner["pid"] == os.getpid())
+        return real(out_dir, fmt)
+
+    monkeypatch.setattr(bench.leaderboard, "write_leaderboard", write)
+    summary = run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=False,
+                        leaderboard=True)
+    assert held == [True]
+    assert summary.leaderboard == tmp_path / "leaderboard.md" and summary.leaderboard.is_file()
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_leaderboard_that_cannot_be_written_comes_after_the_summary(tmp_path: Path,
+                                                                      capsys, monkeypatch
+                                                                      ) -> None:
+    # a folder with no attack records to rank: the summary line first, then one error line
+    import bench.leaderboard
+    from bench.cli import main
+    from bench.registry import LeakbenchError
+
+    def refuse(out_dir: Path, fmt: str = "markdown") -> Path:
+        raise LeakbenchError(f"no attack records under {out_dir}/records")
+
+    monkeypatch.setattr(bench.leaderboard, "write_leaderboard", refuse)
+    suite = write_suite(tmp_path / "s.yaml")
+    code = main(["run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "1 cells" in out and "leaderboard:" not in out
+    assert err.count("\n") == 1 and "no attack records" in err
+    assert not (tmp_path / "out" / LOCK).exists()
