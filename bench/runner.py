@@ -29,6 +29,7 @@ from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
+from bench.executors.base import timed_out_under
 from bench.identity import LABEL_FIELDS, component_labels
 from bench.lock import RunLock
 from bench.outputs import store_part_problem, writable_problem
@@ -108,12 +109,13 @@ class FolderPlan:
         self.force, self.retry_failed = force, retry_failed
         kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
-                                       "settings": _settings(d)}
+                                       "settings": _settings(d), "limit": _limit(d)}
                         for d in load_records(out_dir, quarantine)}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
+        self.longer: list[float] = []  # the shorter timeouts of timed-out cells run again
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         for cell in iter_cells(self.suite):
@@ -123,6 +125,9 @@ class FolderPlan:
             if record is not None and not self.force:  # kept: is it the cell the suite says?
                 self._compare(cell, record)
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
+                if record["limit"] is not None and record["limit"] < self.suite.timeout:
+                    self.longer.append(record["limit"])  # it may finish in the time it has now
+                    failed = True
                 if not failed and record["settings"] is not None and \
                         record["status"] != "skipped":  # a skipped cell holds no result
                     key = record["settings"]
@@ -162,6 +167,10 @@ class FolderPlan:
                  f"suite {self.suite.name} now gives them (e.g. {old!r}, now {new!r}: a "
                  "parameter written at its default is shown); the leaderboard's rows split "
                  "by label: keep the suite's spelling, or run into a fresh --out")
+        if self.longer:
+            warn(f"{where}{len(self.longer)} cell(s) timed out under a shorter cell timeout "
+                 f"({max(self.longer):g}s or less) than suite {self.suite.name}'s now "
+                 f"({self.suite.timeout:g}s): they run again")
         if self.rejudged:
             old, new = (_rule_text(r) for r in self.rejudged[0])
             warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "
@@ -196,6 +205,11 @@ def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
     device = provenance["device"].split(":")[0]
     conv = provenance.get("cpu_conv") if device == "cpu" else ""
     return (device, conv if isinstance(conv, str) else DEFAULT_CPU_CONV)
+
+
+def _limit(record: dict[str, Any]) -> float | None:
+    """The cell timeout a timed-out record ran under (None for any other record)."""
+    return timed_out_under(record.get("error")) if record.get("status") == "timeout" else None
 
 
 def _rule_text(rule: dict[str, Any]) -> str:

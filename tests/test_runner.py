@@ -332,6 +332,37 @@ def test_a_resume_names_records_the_suite_no_longer_has_and_labels_it_spells_oth
            "t's now (psnr ≥ 25)" in err
 
 
+def test_a_resume_under_a_longer_timeout_runs_the_cells_that_timed_out_under_a_shorter(
+        tmp_path, capsys):
+    """A timeout says nothing about a cell given more time: raising the suite's timeout and
+    resuming had kept its timeout records as done, unless --retry-failed re-ran every
+    failure."""
+    from bench.executors.base import timeout_error
+    from bench.runner import plan
+
+    attack = {"dlg": {"steps": 2}}
+    suite = make_suite(seeds=3, attacks=[attack])  # timeout 120 s
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    paths = sorted((tmp_path / "records").glob("*.json"))
+    cells = [json.loads(p.read_text()) for p in paths]
+    for path, record, limit in zip(paths, cells, (5.0, 120.0, 900.0)):
+        record.update(status="timeout", metrics={},
+                      error=timeout_error(type("Task", (), {})(), limit))
+        path.write_text(json.dumps(record))
+    capsys.readouterr()
+    statuses = dict((c.cell_id, s) for c, s in plan(suite, tmp_path))
+    assert [statuses[r["cell_id"]] for r in cells] == ["to run", "done", "done"]
+    err = capsys.readouterr().err
+    assert err == ""  # plan() warns nowhere; the run does, once
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert again.already_done == 2 and again.counts["ok"] == 1
+    assert err.count("timed out under a shorter cell timeout (5s or less) than suite t's now "
+                     "(120s): they run again") == 1
+    by_id = {r["cell_id"]: r for r in load_records(tmp_path)}
+    assert [by_id[r["cell_id"]]["status"] for r in cells] == ["ok", "timeout", "timeout"]
+
+
 def test_provenance_names_no_commit_of_another_repository(tmp_path):
     """Installed as a package inside some other git checkout (a project's .venv), the commit
     recorded was that project's HEAD; it is leakbench's own checkout's, or none."""

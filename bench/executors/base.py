@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,6 +64,9 @@ def task_failure(task: Any, status: str, error: str, options: RunOptions, elapse
     return out
 
 
+TIMEOUT_ERROR = re.compile(r"exceeded the cell timeout of ([0-9.e+]+)s")
+
+
 def timeout_error(task: Any, timeout: float) -> str:
     """The ``error`` of a task past its limit (a group: the cell timeout per cell, shared by
     its batched pass and the lone re-runs that follow a failed pass)."""
@@ -72,6 +76,16 @@ def timeout_error(task: Any, timeout: float) -> str:
     n = len(members(task))
     return error + (f" (a task of {n} cells: {task_timeout(task, timeout):g}s for its batched "
                     "pass and any lone re-runs after it)" if n > 1 else "")
+
+
+def timed_out_under(error: object) -> float | None:
+    """The cell timeout a ``timeout`` record's ``error`` says it ran under (None: another
+    kind of timeout, such as a task no cluster worker took)."""
+    match = TIMEOUT_ERROR.match(error) if isinstance(error, str) else None
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
 
 
 _WARM = False  # this process has run warm_up_worker
