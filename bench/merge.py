@@ -17,7 +17,7 @@ An artifact path is written under OUT as the record gives it: a record whose pat
 under ``cells/`` (absolute, climbing out with ``..``, or into ``records/``) is damaged, and
 one whose path is not its own ``cells/<cell_id>.png`` or ``.npy`` (another cell's picture,
 which it would overwrite) is left out too, each named in one line; a file is copied only
-when it lies inside its store (:func:`bench.pictures.artifact_path`, the
+when it lies inside its store (:func:`bench.pictures.locate_artifact`, the
 check ``leakbench site`` makes: no link out of the folder). An artifact is copied in chunks,
 never read whole, and one larger than ``MAX_ARTIFACT_BYTES`` is left out unread, named in one
 line (an 8 GB sparse picture was read whole: a MemoryError). The merge holds OUT's run lock
@@ -37,7 +37,7 @@ from bench.identity import LABEL_FIELDS
 from bench.lock import RunLock
 from bench.outputs import store_part_problem
 from bench.paths import resolved
-from bench.pictures import MAX_ARRAY_VALUES, artifact_path, own_artifact
+from bench.pictures import MAX_ARRAY_VALUES, locate_artifact, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, read_record, save_outcome
 
@@ -140,15 +140,16 @@ def _artifacts(kept: Copy, report: MergeReport, opened: ExitStack) -> dict[str, 
         if not isinstance(rel, str):
             continue
         cid = kept.record["cell_id"]
-        path = artifact_path(kept.source, rel, cid)  # a file inside the store, or None
+        path, why = locate_artifact(kept.source, rel)  # a file inside the store, or why not
         try:
             if path is None:
                 raise FileNotFoundError(rel)
             file = opened.enter_context(open(path, "rb"))
             size = os.fstat(file.fileno()).st_size
-        except OSError:
-            report.problems.append(f"{cid}: {kept.source / rel} is missing (or not a file "
-                                   f"inside {kept.source}); the record is merged without it")
+        except OSError as e:
+            why = why or f"cannot be read ({e.strerror or e})"
+            report.problems.append(f"{cid}: {kept.source / rel} {why}; the record is merged "
+                                   "without it")
             continue
         if size > MAX_ARTIFACT_BYTES:
             report.problems.append(f"{cid}: {kept.source / rel} is {size} bytes, larger than "

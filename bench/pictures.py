@@ -71,23 +71,31 @@ def own_artifact(cell_id: str, field: str) -> str:
     return f"{PICTURES}/{cell_id}.{'png' if field == 'picture' else 'npy'}"
 
 
-def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
-    """The record's artifact ``rel`` when it is a file inside ``results``; anything else (an
-    absolute path, ``../..``, a link out of the folder) is not shown."""
+def locate_artifact(results: Path, rel: Any) -> tuple[Path | None, str]:
+    """``(path, "")`` for the record's artifact ``rel`` when it is a file inside ``results``;
+    else ``(None, why)``: an absolute path, ``../..`` or a link out of the folder, a loop of
+    links, a name no file has, or no file there."""
     if not rel or not isinstance(rel, str):
-        return None
+        return None, "is no file name"
     if "\0" in rel:  # no file has such a name (resolve() raised ValueError)
-        warn(f"cell {cell}: {rel!r} holds a NUL character; not shown")
-        return None
+        return None, "holds a NUL character"
     try:
         root, path = results.resolve(), (results / rel).resolve()
     except (OSError, RuntimeError) as e:  # a loop of links: RuntimeError on Python 3.11
-        warn(f"cell {cell}: {rel!r} cannot be followed ({e}); not shown")
-        return None
+        return None, f"cannot be followed ({e})"
     if root not in path.parents:
-        warn(f"cell {cell}: {rel!r} is outside {results}; not shown")
-        return None
-    return path if path.is_file() else None
+        return None, f"is outside {results}"
+    return (path, "") if path.is_file() else (None, "is missing or not a file")
+
+
+def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
+    """The record's artifact ``rel`` when it is a file inside ``results``; anything else is
+    not shown, with a warning where the record points somewhere it should not (a missing
+    file is the caller's to name)."""
+    path, why = locate_artifact(results, rel)
+    if path is None and rel and isinstance(rel, str) and why != "is missing or not a file":
+        warn(f"cell {cell}: {rel!r} {why}; not shown")
+    return path
 
 
 def read_arrays(path: Path, mapped: bool = False) -> Any:

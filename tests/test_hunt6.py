@@ -48,10 +48,13 @@ def test_a_cells_file_that_is_a_loop_of_links_is_left_out_with_a_warning(tmp_pat
     arrays.symlink_to(_loop(tmp_path))
     assert main(["merge", str(tmp_path / "merged"), str(store)]) == 0
     assert len(list((tmp_path / "merged" / "records").glob("*.json"))) == 2
+    named = [x for x in capsys.readouterr().err.splitlines() if record["arrays"] in x]
+    assert len(named) == 1 and "cannot be followed" in named[0]  # once, not twice
+    assert named[0].endswith("the record is merged without it")
     assert main(["site", str(store), "--out", str(tmp_path / "site")]) == 0
     assert main(["report", str(store)]) == 0
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "cannot be followed" in err
+    assert "Traceback" not in err and "cannot be followed" in err and "not shown" in err
 
 
 def test_a_results_folder_or_site_out_through_a_loop_is_one_line(tmp_path, capsys):
