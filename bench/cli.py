@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--executor ray: GPUs per cell, 0.25 packs four on one GPU")
     s.add_argument("--max-retries", type=int,
                    help="--executor ray: re-runs of a cell whose worker died (2)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where cells run (default auto: cuda where there is one, else cpu)")
     s.add_argument("--cpu-conv", default="onednn", choices=["onednn", "native"], help="the "
                    "attacks' CPU convolutions: oneDNN (torch's default) or ATen's native "
                    "kernels, faster for LeNet-size networks on some CPUs; see README")
@@ -280,17 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("merge", help="merge record stores from other machines or runs into OUT")
-    s.add_argument("out")
-    s.add_argument("dirs", nargs="+", metavar="DIR")
+    s.add_argument("out", help="the store to merge into (created where missing)")
+    s.add_argument("dirs", nargs="+", metavar="DIR", help="record stores to merge from")
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("leaderboard", help="write the leaderboard of a results folder")
-    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE),
+                   help=f"results folder (default {RESULTS / DEFAULT_SUITE})")
     s.add_argument("--format", default="markdown", choices=["markdown", "latex"])
     s.set_defaults(func=cmd_leaderboard)
 
     s = sub.add_parser("report", help="write DIR/report.md: tables, figures, FID/KID, gallery")
-    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE),
+                   help=f"results folder (default {RESULTS / DEFAULT_SUITE})")
     s.add_argument("--fid-weights", help="torch-fidelity Inception weights (a local file)")
     s.set_defaults(func=cmd_report)
 
@@ -298,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("rerun", help="re-run N committed cells here; are they inside the "
                                      "committed intervals?")
-    s.add_argument("dir")
+    s.add_argument("dir", help="results folder")
     s.add_argument("--sample", type=int, default=20, help="cells to re-run (default 20)")
     s.add_argument("--metric", help="registered metric compared (default: the records' "
                    "leaderboard metric, psnr for images, rouge1 for text)")
@@ -307,11 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "0: inline)")
     s.add_argument("--threads", type=int, help="torch threads per worker (default: 1, or "
                    "cores // --jobs)")
-    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the cells re-run (default cpu)")
     s.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("export", help="export one flat row per cell")
-    s.add_argument("dir")
+    s.add_argument("dir", help="results folder")
     s.add_argument("--format", default="csv", choices=["csv"])
     s.add_argument("--output", help="file to write (default: DIR/cells.csv)")
     s.add_argument("--aggregate", action="store_true",
@@ -320,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("table", help="one metric pivoted over two axes, for a paper "
                                      "(mean ± 95%% CI, best in bold)")
-    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE))
+    s.add_argument("dir", nargs="?", default=str(RESULTS / DEFAULT_SUITE),
+                   help=f"results folder (default {RESULTS / DEFAULT_SUITE})")
     s.add_argument("--rows", default="defense", help="axis of the rows (default defense)")
     s.add_argument("--cols", default="attack", help="axis of the columns (default attack)")
     s.add_argument("--value", help="per-item metric shown (default: the records' leaderboard "

@@ -338,7 +338,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             runner.connect()
         tasks = group_trials(todo, trials)
         for _, outcome in runner.run(tasks, options):
-            stamp_parallelism(outcome, runner, jobs)
+            stamp_parallelism(outcome, runner)
             _write(out_dir, outcome, summary)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)
@@ -349,25 +349,29 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             runner.close()
     summary.seconds = time.perf_counter() - t0
     if todo:
-        summary.parallelism = _describe(runner, jobs)
+        summary.parallelism = _describe(runner)
     return summary
 
 
-def stamp_parallelism(outcome: Outcome, runner: Any, jobs: int) -> None:
+def stamp_parallelism(outcome: Outcome, runner: Any) -> None:
     """The record's provenance says under what parallelism its cell was timed: ``workers``
     (cells run at once) beside ``torch_threads`` (threads per worker). A failure outcome the
-    executor made in this process gets its workers' thread count, not this process's."""
+    executor made in this process gets its workers' thread count, not this process's. An
+    executor that does not say how many cells it runs at once (a plugin without ``workers``)
+    gets ``None``: not known, rather than ``--jobs``'s guess."""
     prov = outcome.record.provenance
-    prov["workers"] = getattr(runner, "workers", None) or max(1, jobs)
+    prov["workers"] = getattr(runner, "workers", None)
     threads = getattr(runner, "threads", None)
     if threads is not None and outcome.record.status in FAILURE_STATUSES:
         prov["torch_threads"] = threads
 
 
-def _describe(runner: Any, jobs: int) -> str:
-    workers = getattr(runner, "workers", None) or max(1, jobs)
+def _describe(runner: Any) -> str:
+    workers = getattr(runner, "workers", None)
     threads = getattr(runner, "threads", None)
     each = f" × {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    if workers is None:  # a plugin executor that does not say
+        return f"{type(runner).__name__}{each}"
     return f"{workers} worker{'s' if workers != 1 else ''}{each}"
 
 

@@ -125,3 +125,26 @@ def test_the_grant_example_provides_its_value(registered):
     _, private = observe_tiny(cell)
     private.update.info["loss"] = 1.5
     assert provide_grants({"loss"}, private) == {"loss": 1.5}
+
+
+def test_the_python_api_example_runs_as_a_script(tmp_path) -> None:
+    """The README's "From Python" block, run as a script file (its ``__main__`` guard is what
+    spawn needs there) on a one-cell suite into a temporary folder."""
+    import subprocess
+    import sys
+
+    from helpers import write_suite
+
+    part = ROOT.joinpath("README.md").read_text().split("- **From Python.**", 1)[1]
+    code = re.search(r"```python\n(.*?)```", part, re.S).group(1)
+    code = "\n".join(line.removeprefix("  ") for line in code.splitlines())
+    suite = write_suite(tmp_path / "tiny.yaml")
+    assert 'load_suite("smoke")' in code and '"results/smoke-api"' in code
+    code = code.replace('load_suite("smoke")', f"load_suite({str(suite)!r})").replace(
+        '"results/smoke-api"', repr(str(tmp_path / "out")))
+    script = tmp_path / "api.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 ok" in done.stdout and str(tmp_path / "out" / "leaderboard.md") in done.stdout

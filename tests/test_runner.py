@@ -533,3 +533,52 @@ def test_a_member_the_task_ends_without_fails_in_the_process_executor():
     assert [c.cell_id for c, _ in outcomes] == [c.cell_id for c in task.cells]
     assert outcomes[1][1].record.status == "error"
     assert outcomes[1][1].record.error == ENDED_WITHOUT and slot.cell is None
+
+
+def test_an_executor_that_does_not_say_its_workers_records_none_not_a_guess(tmp_path,
+                                                                            monkeypatch):
+    """The README's ``Serial`` example has no ``workers``: its records said ``workers: 2``
+    (the default --jobs) for cells run one at a time (a new user's walkthrough)."""
+    from bench.cells.trials import iter_task, members
+    from bench.executors.base import EXECUTORS
+
+    class Serial:
+        def __init__(self, device, timeout, jobs):
+            self.device = device
+
+        def run(self, tasks, options):
+            for task in tasks:
+                cells = members(task)
+                for i, outcome in iter_task(task, self.device, options):
+                    yield cells[i], outcome
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setitem(EXECUTORS, "serial-test", Serial)
+    summary = run_suite(make_suite(seeds=2, attacks=[{"dlg": {"steps": 2}}]), tmp_path,
+                        jobs=2, device="cpu", progress=False, executor="serial-test")
+    records = load_records(tmp_path)
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert [r["provenance"]["workers"] for r in records] == [None, None]
+    assert summary.parallelism == "Serial"
+    inline = run_suite(make_suite(), tmp_path / "inline", jobs=0, device="cpu", progress=False)
+    assert load_records(tmp_path / "inline")[0]["provenance"]["workers"] == 1
+    assert inline.parallelism.startswith("1 worker")
+
+
+def test_a_run_from_a_script_read_on_stdin_starts_its_workers(tmp_path):
+    """``python - <<EOF`` with the process executor: spawn re-ran ``__main__`` from the file
+    ``<stdin>`` in each worker, which died at once; every cell became an error record
+    (a new user's walkthrough)."""
+    script = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+              "from helpers import make_suite\n"
+              "from bench.runner import run_suite\n"
+              f"run_suite(make_suite(seeds=2), {str(tmp_path)!r}, jobs=2, device='cpu', "
+              "progress=False)\n"
+              "assert sys.modules['__main__'].__file__ == '<stdin>'  # put back\n")
+    done = subprocess.run([sys.executable, "-"], input=script, text=True, capture_output=True,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = load_records(tmp_path)
+    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]

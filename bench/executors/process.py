@@ -17,6 +17,7 @@ computing behind it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -133,6 +134,26 @@ def receive(events: Connection) -> list[Any]:
 STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
 
 
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start workers without re-running ``__main__`` from a file that does not exist: a
+    script read from stdin (``python - <<EOF``) has ``__file__ == "<stdin>"``, which spawn
+    tried to run in each worker, and every cell became an error record ("worker process
+    died (exit code 1)"). Workers import only leakbench, so they start as under ``python
+    -c``, where ``__main__`` has no file."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or getattr(main, "__spec__", None) is not None or path is None or \
+            os.path.isfile(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 @dataclass
 class _Slot:
     process: Any
@@ -164,7 +185,8 @@ class ProcessExecutor:
         p = self._ctx.Process(target=_worker, daemon=True,
                               args=(tasks, writer, str(self.device), self.threads, os.getpid(),
                                     cores))
-        p.start()
+        with _main_not_rerun():
+            p.start()
         writer.close()  # the worker holds the only write end: its death ends the pipe
         if self.on_start is not None and p.pid is not None:
             self.on_start(p.pid)
