@@ -70,6 +70,19 @@ class Copy:
             out["metrics"] = {k: v for k, v in out["metrics"].items() if not k.endswith("_note")}
         return json.dumps(out, sort_keys=True)
 
+    def differs(self, other: Copy) -> str:
+        """Where ``other``'s result first differs from this copy's: ``status ok ≠ diverged``,
+        ``ssim 0.987312 ≠ 0.987305``; empty where they agree."""
+        a, b = json.loads(self.result()), json.loads(other.result())
+        if a["status"] != b["status"]:
+            return f"status {a['status']} ≠ {b['status']}"
+        ma, mb = a["metrics"], b["metrics"]
+        if isinstance(ma, dict) and isinstance(mb, dict):
+            for key in sorted(ma.keys() | mb.keys()):
+                if ma.get(key) != mb.get(key):
+                    return f"{key} {_number(ma.get(key))} ≠ {_number(mb.get(key))}"
+        return next((f"{k} differs" for k in RESULT_FIELDS if a[k] != b[k]), "")
+
     def describe(self) -> str:
         r, prov = self.record, self.record.get("provenance") or {}
         psnr = (r.get("metrics") or {}).get("psnr")
@@ -85,6 +98,14 @@ class Copy:
         return f"{self.source} ({', '.join(parts)})"
 
 
+def _number(value: Any) -> str:
+    """A metric value in a conflict line: six significant digits, enough to show a rounding
+    difference that the tables' decimals hide; anything else as JSON."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value)
+
+
 @dataclass
 class MergeReport:
     out: Path
@@ -93,12 +114,15 @@ class MergeReport:
     written: int = 0  # records added to OUT or replaced there
     duplicates: int = 0  # agreeing copies dropped
     conflicts: list[str] = field(default_factory=list)
+    status_conflicts: int = 0  # of the conflicts, those whose copies differ in status
     problems: list[str] = field(default_factory=list)  # damaged records, missing artifacts
 
     def summary(self) -> str:
+        values = len(self.conflicts) - self.status_conflicts
+        which = f"{values} in values only, " if self.conflicts else ""
         return (f"merged {self.stores} stores into {self.out}: {self.cells} cells, "
                 f"{self.written} written, {self.duplicates} duplicates, "
-                f"{len(self.conflicts)} conflicts (kept: {RULE})")
+                f"{len(self.conflicts)} conflicts ({which}kept: {RULE})")
 
     def lines(self) -> list[str]:
         return [*self.problems, *self.conflicts, self.summary()]
@@ -196,9 +220,11 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
         copies = sorted(by_cell[cid], key=Copy.rank)
         kept = copies[0]
         if len({c.result() for c in copies}) > 1:
-            dropped = "; ".join(c.describe() for c in copies[1:])
+            dropped = "; ".join(c.describe() + (f" [{kept.differs(c)}]" if kept.differs(c)
+                                                else "") for c in copies[1:])
             report.conflicts.append(f"conflict {cid} {_label(kept.record)}: kept "
                                     f"{kept.describe()} over {dropped}")
+            report.status_conflicts += len({c.record.get("status") for c in copies}) > 1
         else:
             report.duplicates += len(copies) - 1
         if kept.source.resolve() != out.resolve():

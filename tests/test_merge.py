@@ -52,7 +52,11 @@ def test_merge_keeps_duplicates_once_and_reports_the_conflict(store, tmp_path, c
     (conflict,) = [line for line in lines if line.startswith("conflict")]
     assert conflict.startswith(f"conflict {conflicted}") and "Another CPU" in conflict
     assert conflict.index(str(a)) < conflict.index(str(b))  # kept: the first store given
-    assert lines[-1].endswith(f"2 cells, 2 written, 1 duplicates, 1 conflicts (kept: {RULE})")
+    psnr = json.loads(record_path(a, conflicted).read_text())["metrics"]["psnr"]
+    # what differs, to six digits: a rounding difference the tables hide still shows
+    assert conflict.endswith(f"[psnr {psnr:.6g} ≠ {psnr + 0.5:.6g}]")
+    assert lines[-1].endswith(f"2 cells, 2 written, 1 duplicates, 1 conflicts (1 in values "
+                              f"only, kept: {RULE})")
     merged = {r["cell_id"]: r for r in load_records(out)}
     original = {r["cell_id"]: r for r in load_records(a)}
     assert merged == original  # a's copies, provenance and all
@@ -70,8 +74,11 @@ def test_a_better_status_wins_whatever_the_order(store, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["merge", str(out), str(a), str(b)]) == 0
     assert json.loads(record_path(out, cid).read_text())["status"] == "ok"
-    (conflict,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("conflict")]
+    lines = capsys.readouterr().out.splitlines()
+    (conflict,) = [x for x in lines if x.startswith("conflict")]
     assert f"kept {b} (ok" in conflict and f"over {a} (timeout" in conflict
+    assert conflict.endswith("[status ok ≠ timeout]")
+    assert "1 conflicts (0 in values only, kept:" in lines[-1]
 
 
 def test_out_records_are_never_replaced_silently(store, tmp_path, capsys):
