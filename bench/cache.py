@@ -10,10 +10,14 @@ file.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any, TypeVar
 import torch
 
 from bench.paths import expanded, leads_nowhere
-from bench.registry import LeakbenchError
+from bench.registry import LeakbenchError, warn
 from bench.store import write_atomic
 
 T = TypeVar("T")
@@ -73,21 +77,53 @@ def build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+_WARNED_UNWRITABLE: set[Path] = set()
+
+
 def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | None]) -> T:
     """``load(path)``; when it gives None (absent or unreadable), build the bytes under the
     lock, write them atomically and load them. An entry that is not a regular file (a FIFO
-    blocked the load for ever, a folder failed the rename) is refused in one line."""
+    blocked the load for ever, a folder failed the rename) is refused in one line. A cache
+    that can be read but not written (a read-only mount of shared, pre-built entries) serves
+    what it holds; what it lacks is built and used uncached, with a warning, where every such
+    cell had become an error record."""
     if path.exists() and not path.is_file():
         raise LeakbenchError(f"cache entry {path} is not a regular file: remove it")
     found = load(path) if path.exists() else None
     if found is not None:
         return found
-    with build_lock(path):  # a second worker waits here, then loads the first one's file
-        found = load(path) if path.exists() else None
-        if found is not None:
-            return found
-        write_atomic(path, build())
+    stage, data = "lock", None
+    try:
+        with build_lock(path):  # a second worker waits here, then loads the first one's file
+            found = load(path) if path.exists() else None
+            if found is not None:
+                return found
+            stage = "build"
+            data = build()
+            stage = "write"
+            write_atomic(path, data)
+    except OSError as e:
+        if stage == "build" or e.errno not in UNWRITABLE:
+            raise
+        return _uncached(path, data if data is not None else build(), load, e)
     found = load(path)
+    if found is None:
+        raise ValueError(f"{path}: the artifact just built does not load")
+    return found
+
+
+def _uncached(path: Path, data: bytes, load: Callable[[Path], T | None], error: OSError) -> T:
+    """The artifact loaded from a private temporary copy: the cache folder is not writable."""
+    if path.parent not in _WARNED_UNWRITABLE:  # once per folder and process
+        _WARNED_UNWRITABLE.add(path.parent)
+        warn(f"cache folder {path.parent} is not writable ({error.strerror or error}): "
+             "built artifacts are used uncached, and rebuilt for every cell that needs them")
+    # a folder of this process's, removed at its exit: a load may keep the path it is given
+    spare = Path(tempfile.mkdtemp(prefix="leakbench-uncached-")) / path.name
+    atexit.register(shutil.rmtree, spare.parent, ignore_errors=True)
+    spare.write_bytes(data)
+    found = load(spare)
     if found is None:
         raise ValueError(f"{path}: the artifact just built does not load")
     return found

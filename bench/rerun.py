@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.stats import t as student_t
 from tabulate import tabulate
 
+from bench.cache import cache_problem
 from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
@@ -175,6 +176,9 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
     chosen = rerun_metric(metric)
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
+    problem = cache_problem()  # as a run checks it: else each drawn cell ends in an error
+    if problem:
+        raise LeakbenchError(problem)
     records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     df = records_frame(records)
     if df.empty:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.leaderboard.pivot import WHERE
-from bench.registry import LeakbenchError, short, suggest
+from bench.registry import LeakbenchError, number_from_text, short, suggest
 from bench.suite.load import SUITE_NAME
 from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR, parse_yaml, read_suite_text
 
@@ -260,6 +260,8 @@ def _metric(value: Any, where: str) -> str:
 
 
 def _number(value: Any, where: str) -> float:
+    if isinstance(value, str) and number_from_text(value) is not None:
+        value = number_from_text(value)  # YAML 1.1 leaves 1e-3 as text; suites take it too
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
             or value in (float("inf"), float("-inf")):
         raise ClaimsError(f"{where}: expected a finite number, got {short(value)}")

@@ -1,0 +1,88 @@
+"""Bad input a seventh hunt found (2026-12-05): a read-only cache, `rerun` without the cache
+check a run makes, claims numbers written as YAML 1.1 text. Each is now served, one line
+and exit status 2 before any work, or read as a suite reads it."""
+
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import bench.cache
+from bench.cache import cached
+from bench.cli import main
+from bench.runner import run_suite
+from bench.store import load_records
+from helpers import ROOT, make_suite, one_line
+
+QUICK = ROOT / "results" / "quick"
+
+
+@contextmanager
+def _read_only(path: Path):
+    raise OSError(errno.EROFS, "Read-only file system", str(path.parent))
+    yield  # pragma: no cover
+
+
+def test_a_read_only_cache_builds_what_it_lacks_uncached_with_one_warning(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A read-only cache (a shared mount) had every trained-victim cell end in an error
+    record: ``OSError: [Errno 30] Read-only file system``."""
+    monkeypatch.setattr(bench.cache, "build_lock", _read_only)
+    monkeypatch.setattr(bench.cache, "_WARNED_UNWRITABLE", set())
+    built = []
+
+    def build() -> bytes:
+        built.append(1)
+        return b"artifact"
+
+    entry = tmp_path / "kind" / "key.bin"
+    for _ in range(2):  # a load that keeps its path gets a file that is still there
+        path = cached(entry, build, lambda p: p)
+        assert path.read_bytes() == b"artifact" and path != entry
+    assert len(built) == 2 and not entry.exists()  # built each time, nothing written
+    err = capsys.readouterr().err
+    assert err.count("is not writable") == 1 and err.count("\n") == 1
+    # a failure of the build itself is the build's, not taken for a read-only cache
+    monkeypatch.setattr(bench.cache, "build_lock", lambda p: contextmanager(
+        lambda: (yield))())
+
+    def broken() -> bytes:
+        raise OSError(errno.EACCES, "Permission denied", "/data/file")
+
+    with pytest.raises(OSError, match="Permission denied"):
+        cached(tmp_path / "other.bin", broken, lambda p: p)
+
+
+def test_a_trained_victim_cell_runs_on_a_read_only_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench.cache, "build_lock", _read_only)
+    monkeypatch.setattr(bench.cache, "_WARNED_UNWRITABLE", set())
+    run_suite(make_suite(victim="trained:2"), tmp_path / "out", jobs=0, device="cpu",
+              progress=False)
+    (record,) = load_records(tmp_path / "out")
+    assert record["status"] == "ok", record.get("error")
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_rerun_refuses_a_cache_that_is_a_file_before_running(tmp_path, capsys, monkeypatch):
+    """``run`` refused it in one line; ``rerun`` ran the drawn cells into error rows, exit 0."""
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cachefile"))
+    line = one_line(capsys, "rerun", str(QUICK), "--sample", "1", "--jobs", "0")
+    assert "exists and is not a folder" in line
+
+
+def test_claims_read_a_number_written_as_yaml_1_1_text(tmp_path):
+    """``at_most: 1e-3`` is text to YAML 1.1: suites read it as 0.001, claims refused it."""
+    from bench.claims.schema import load_claims
+
+    path = tmp_path / "c.claims.yaml"
+    path.write_text("claims:\n  - id: x\n    paper: p\n    sentence: s\n"
+                    "    where: {attack: dlg}\n    metric: mse\n    expect: {at_most: 1e-3}\n")
+    (claim,) = load_claims(str(path)).claims
+    assert claim.at_most == 0.001
+    path.write_text(path.read_text().replace("1e-3", "'a lot'"))
+    assert main(["check", str(QUICK), "--claims", str(path)]) == 2
