@@ -329,11 +329,10 @@ def render_markdown(d: Diff) -> str:
     lines = [f"# leakbench diff: {d.a} → {d.b}", "",
              f"Metrics: {', '.join(d.metrics)}. A row (scenario, defense, attack) changed where "
              "the 95% intervals of its mean over seeds do not overlap; rows in both folders "
-             "are counted once per metric. Each row is tested on its own, with no correction "
-             "for their number: where nothing changed, two such intervals miss each other by "
-             "chance for about 1 row in 200, half of them false regressions (normal seeds of "
-             "equal spread, 2–30 seeds each), "
-             "so among hundreds of rows a lone flag wants a re-run before it is believed.", ""]
+             "are counted once per metric. Each row is tested alone, with no correction for "
+             "their number: where nothing changed, the intervals miss each other by chance "
+             "for about 1 row in 200, half of them false regressions (normal seeds of equal "
+             "spread, 2–30 seeds each): a lone flag among hundreds wants a re-run.", ""]
     counts = [(REGRESSION + "s", len(d.row_changes(REGRESSION))),
               (IMPROVEMENT + "s", len(d.row_changes(IMPROVEMENT))),
               ("unchanged", len(d.row_changes(UNCHANGED))),

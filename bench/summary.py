@@ -99,7 +99,7 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
             limit: int) -> int:
     """List (or summarise by axis) the cells and their status; write nothing (a damaged
     record is named and left in place, not quarantined: no lock is held)."""
-    from bench.runner import iter_plan
+    from bench.resume import iter_plan
 
     n = count_cells(suite)
     if n > limit:

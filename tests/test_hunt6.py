@@ -216,7 +216,7 @@ def test_review_a_records_named_folder_a_utility_record_and_a_control_character(
     run "otherwise"; a control character in a parameter is refused at load, not written into
     labels the next load would quarantine."""
     from bench.outputs import store_part_problem
-    from bench.runner import _settings
+    from bench.resume import _settings
     from bench.suite import parse_suite
     from bench.suite.schema import SuiteError
 

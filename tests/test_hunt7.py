@@ -86,3 +86,26 @@ def test_claims_read_a_number_written_as_yaml_1_1_text(tmp_path):
     assert claim.at_most == 0.001
     path.write_text(path.read_text().replace("1e-3", "'a lot'"))
     assert main(["check", str(QUICK), "--claims", str(path)]) == 2
+
+
+def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folders(
+        tmp_path, capsys):
+    """An imagefolder suite whose ``root:`` was edited resumed with "1 already done" and
+    nothing else: the root is outside the cell id (it says where files lie), yet for an
+    image folder it is the data."""
+    from test_datasets_real import write_pngs
+
+    for name, seed in (("A", 0), ("B", 1)):
+        write_pngs(tmp_path / name, {"cat": 3, "dog": 3}, side=8, seed=seed)
+    suites = [make_suite(datasets=[{"imagefolder": {"root": str(tmp_path / name), "size": 8}}])
+              for name in ("A", "B")]
+    run_suite(suites[0], tmp_path / "out", jobs=0, device="cpu", progress=False)
+    capsys.readouterr()
+    again = run_suite(suites[0], tmp_path / "out", jobs=0, device="cpu", progress=False)
+    assert again.already_done == 1 and capsys.readouterr().err == ""
+    moved = run_suite(suites[1], tmp_path / "out", jobs=0, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert moved.already_done == 1  # kept: a moved folder of the same images is no new data
+    assert err.count("\n") == 1 and "1 finished cell(s) read their dataset from another " \
+        f"root ({str(tmp_path / 'A')!r}, now {str(tmp_path / 'B')!r})" in err
+    assert "--force re-runs them" in err

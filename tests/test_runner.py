@@ -338,7 +338,7 @@ def test_a_resume_under_a_longer_timeout_runs_the_cells_that_timed_out_under_a_s
     resuming had kept its timeout records as done, unless --retry-failed re-ran every
     failure."""
     from bench.executors.base import timeout_error
-    from bench.runner import plan
+    from bench.resume import plan
 
     attack = {"dlg": {"steps": 2}}
     suite = make_suite(seeds=3, attacks=[attack])  # timeout 120 s

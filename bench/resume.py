@@ -1,0 +1,175 @@
+"""Resume: which of a suite's cells a results folder already holds (``done``), which to run
+(``to run``: no sound record; ``--force``; ``--retry-failed`` on a failure; a timeout under a
+shorter limit than the suite's now), and which the suite skips; then one warning each for
+what the folder's records say beyond the suite (other cells, other labels, another success
+rule, another dataset root, shorter timeouts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.cells.base import cell_modality
+from bench.convolutions import DEFAULT_CPU_CONV
+from bench.executors.base import timed_out_under
+from bench.identity import LABEL_FIELDS, component_labels
+from bench.records import FAILURE_STATUSES
+from bench.registry import warn
+from bench.store import load_records
+from bench.suite import Suite, iter_cells
+from bench.text_scoring import success_fields
+
+
+class FolderPlan:
+    """The suite's cells with their statuses in ``out_dir`` (iterate once, lazily: ``done``,
+    ``to run`` or ``skipped: reason``); afterwards :meth:`warn_mismatch` names what the
+    folder's records say beyond the suite. ``quarantine=False``: damaged records are named and
+    left in place, for a dry run."""
+
+    def __init__(self, suite: Suite, out_dir: Path, force: bool = False,
+                 retry_failed: bool = False, quarantine: bool = True) -> None:
+        self.suite, self.out_dir = suite, Path(out_dir)
+        self.force, self.retry_failed = force, retry_failed
+        kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
+        self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
+                                       "settings": _settings(d), "limit": _limit(d),
+                                       "root": _data_root(d)}
+                        for d in load_records(out_dir, quarantine)}
+        self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
+        self.planned: set[str] = set()  # of the records' ids only: memory stays flat
+        self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
+        self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
+        self.longer: list[float] = []  # the shorter timeouts of timed-out cells run again
+        self.moved: list[tuple[Any, Any]] = []  # (the record's dataset root, the suite's)
+
+    def __iter__(self) -> Iterator[tuple[Any, str]]:
+        for cell in iter_cells(self.suite):
+            record = self.records.get(cell.cell_id)
+            if record is not None:
+                self.planned.add(cell.cell_id)
+            if record is not None and not self.force:  # kept: is it the cell the suite says?
+                self._compare(cell, record)
+                failed = self.retry_failed and record["status"] in FAILURE_STATUSES
+                if record["limit"] is not None and record["limit"] < self.suite.timeout:
+                    self.longer.append(record["limit"])  # it may finish in the time it has now
+                    failed = True
+                if not failed and record["settings"] is not None and \
+                        record["status"] != "skipped":  # a skipped cell holds no result
+                    key = record["settings"]
+                    self.kept_settings[key] = self.kept_settings.get(key, 0) + 1
+                yield cell, "to run" if failed else "done"
+            elif cell.skip_reason:
+                yield cell, f"skipped: {cell.skip_reason}"
+            else:
+                yield cell, "to run"
+
+    def _compare(self, cell: Any, record: dict[str, Any]) -> None:
+        for key, label in component_labels(cell).items():
+            if record.get(key) != label:  # one id, two spellings: the leaderboard splits it
+                self.relabelled.append((str(record.get(key)), label))
+                break
+        root = dict(cell.dataset.params).get("root")  # outside the id: where the data lies
+        if record["root"] != root:
+            self.moved.append((record["root"], root))
+        rule = record.get("success_rule")  # outside the id: a record keeps the rule it ran by
+        if rule is not None and getattr(cell, "attack", None) is not None:
+            modality = cell_modality(cell)
+            now = success_fields(modality, self.suite.success)["success_rule"]
+            if rule != now:
+                self.rejudged.append((rule, now))
+
+    def warn_mismatch(self) -> None:
+        """Warn of records that are not cells of the suite, of finished cells whose labels
+        the suite now spells otherwise, and of finished cells judged by another success rule:
+        the leaderboard reads every record of the folder, keys its rows by label and counts
+        each record's own verdict, so each changes its tables."""
+        where = f"{self.out_dir}: "
+        foreign = len(self.records.keys() - self.planned)
+        if foreign:
+            warn(f"{where}{foreign} record(s) are not cells of suite {self.suite.name} (a "
+                 "changed suite, or another suite's); its leaderboard counts them: run into "
+                 "a fresh --out to leave them out")
+        if self.relabelled:
+            old, new = self.relabelled[0]
+            warn(f"{where}{len(self.relabelled)} finished cell(s) carry other labels than "
+                 f"suite {self.suite.name} now gives them (e.g. {old!r}, now {new!r}: a "
+                 "parameter written at its default is shown); the leaderboard's rows split "
+                 "by label: keep the suite's spelling, or run into a fresh --out")
+        if self.moved:
+            old, new = self.moved[0]
+            warn(f"{where}{len(self.moved)} finished cell(s) read their dataset from another "
+                 f"root ({old!r}, now {new!r}); a root is outside a cell's id, so they are "
+                 "kept: if the folders hold other data, --force re-runs them")
+        if self.longer:
+            warn(f"{where}{len(self.longer)} cell(s) timed out under a shorter cell timeout "
+                 f"({max(self.longer):g}s or less) than suite {self.suite.name}'s now "
+                 f"({self.suite.timeout:g}s): they run again")
+        if self.rejudged:
+            old, new = (_rule_text(r) for r in self.rejudged[0])
+            warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "
+                 f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
+                 "counts each record's own verdict: --force re-runs them")
+
+
+    def warn_settings(self, device: torch.device, cpu_conv: str) -> None:
+        """Warn where the cells about to run join finished ones run on another device or with
+        other CPU convolution kernels: the two round differently, and the leaderboard pools
+        them under one row. Called only when cells will run."""
+        now = (device.type, cpu_conv if device.type == "cpu" else "")
+        other = {k: n for k, n in self.kept_settings.items() if k != now}
+
+        def words(dev: str, conv: str) -> str:
+            return dev + (f" with --cpu-conv {conv}" if conv else "")
+
+        if other:
+            ran = "; ".join(f"{n} on {words(*k)}" for k, n in sorted(other.items()))
+            warn(f"{self.out_dir}: finished cells ran otherwise ({ran}) than this run's, on "
+                 f"{words(*now)}, and the leaderboard pools both: --force re-runs them all, "
+                 "or run into a fresh --out")
+
+
+def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
+    """(device type, CPU convolution kernels, or "" off the CPU) an attack record ran with;
+    None for a utility record (its training uses no attack kernels)."""
+    provenance = record.get("provenance")
+    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict) or \
+            not isinstance(provenance.get("device"), str):
+        return None
+    device = provenance["device"].split(":")[0]
+    conv = provenance.get("cpu_conv") if device == "cpu" else ""
+    return (device, conv if isinstance(conv, str) else DEFAULT_CPU_CONV)
+
+
+def _data_root(record: dict[str, Any]) -> Any:
+    """The ``root`` parameter of the dataset a record's cell read (None: the default)."""
+    dataset = record.get("dataset")
+    params = dataset.get("params") if isinstance(dataset, dict) else None
+    return params.get("root") if isinstance(params, dict) else None
+
+
+def _limit(record: dict[str, Any]) -> float | None:
+    """The cell timeout a timed-out record ran under (None for any other record)."""
+    return timed_out_under(record.get("error")) if record.get("status") == "timeout" else None
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    """``psnr ≥ 20``: the record check has given the rule one numeric bound."""
+    if rule.get("at_least") is not None:
+        return f"{rule['metric']} ≥ {rule['at_least']:g}"
+    return f"{rule['metric']} ≤ {rule['at_most']:g}"
+
+
+def iter_plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False,
+              quarantine: bool = True) -> FolderPlan:
+    """Every cell with its status, lazily (a :class:`FolderPlan`)."""
+    return FolderPlan(suite, out_dir, force, retry_failed, quarantine)
+
+
+def plan(suite: Suite, out_dir: Path, force: bool = False, retry_failed: bool = False
+         ) -> list[tuple[Any, str]]:
+    """Every cell with its status, as a list (see :func:`iter_plan`)."""
+    return list(iter_plan(suite, out_dir, force, retry_failed))
