@@ -109,3 +109,28 @@ def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folde
     assert err.count("\n") == 1 and "1 finished cell(s) read their dataset from another " \
         f"root ({str(tmp_path / 'A')!r}, now {str(tmp_path / 'B')!r})" in err
     assert "--force re-runs them" in err
+
+
+def test_a_check_of_other_claims_leaves_the_folders_reference_in_place(tmp_path, capsys):
+    """Checking another suite's claims (or a subset) rewrote DIR/check.json, the reference
+    of the next check: a claim that then broke went unseen (exit 0)."""
+    out = tmp_path / "out"
+    run_suite(make_suite(), out, jobs=0, device="cpu", progress=False)
+
+    def claims(name: str, at_least: float) -> str:
+        path = tmp_path / f"{name}.claims.yaml"
+        path.write_text("claims:\n  - id: c1\n    paper: p\n    sentence: s\n"
+                        "    where: {arch: lenet}\n    metric: psnr\n"
+                        f"    expect: {{at_least: {at_least}}}\n")
+        return str(path)
+
+    assert main(["check", str(out), "--claims", claims("holds", 1)]) == 0
+    reference = (out / "check.json").read_bytes()
+    capsys.readouterr()
+    assert main(["check", str(out), "--claims", "paper-idlg"]) == 0  # other claims: not run
+    err = capsys.readouterr().err
+    assert "holds 1 claim(s) not checked here (c1): the check files are left as they are" \
+        in err
+    assert (out / "check.json").read_bytes() == reference
+    assert main(["check", str(out), "--claims", claims("fails", 1e6)]) == 1  # seen: broken
+    assert (out / "check.json").read_bytes() != reference  # the same claims: rewritten

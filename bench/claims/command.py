@@ -73,16 +73,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise LeakbenchError("--against and --against-records: give one kind of reference")
     reference = (_reference_records(claims, records, args.against_records)
                  if args.against_records else _reference(out, args.against))
+    own = args.against is None and args.against_records is None  # DIR/check.json
     unknown = sorted(set(reference) - {c.id for c in claims})
-    if unknown:  # a misspelt or foreign reference would hold no claim to account
+    if unknown and not own:  # a misspelt or foreign reference would hold no claim to account
         warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
-             f"{', '.join(unknown[:5])}{', …' if len(unknown) > 5 else ''}")
+             f"{_few(unknown)}")
+    # DIR/check.json is the folder's reference: a check of other claims, or of some of them,
+    # must not replace it (its rows were lost, and the next real breakage went unseen)
+    dropped = sorted(set(reference if own else _own_claims(out)) - {c.id for c in claims})
+    if dropped:
+        warn(f"check: {out / 'check.json'} holds {len(dropped)} claim(s) not checked here "
+             f"({_few(dropped)}): the check files are left as they are, the folder's "
+             "reference; remove them to write this check's")
     outcomes = check_claims(claims, records)
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
              "check.json": render_json(suite, outcomes)}
     for name, text in texts.items():
-        write_atomic(out / name, text)
+        if not dropped:
+            write_atomic(out / name, text)
     if args.format in ("markdown", "both"):
         sys.stdout.write(texts["check.md"])
     if args.format in ("latex", "both"):
@@ -133,6 +142,18 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
         raise LeakbenchError(f"--against-records: {len(missing)} of the {len(ids)} cells have "
                              f"no record in {', '.join(folders)} (e.g. {min(missing)})")
     return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
+
+
+def _few(ids: list[str]) -> str:
+    return f"{', '.join(ids[:5])}{', …' if len(ids) > 5 else ''}"
+
+
+def _own_claims(out: Path) -> dict[str, str]:
+    """The claims of DIR/check.json, where it is one (a damaged file is no reference to keep)."""
+    try:
+        return _reference(out, None)
+    except LeakbenchError:
+        return {}
 
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
