@@ -35,6 +35,20 @@ def writable_problem(folder: Path) -> str | None:
     return None
 
 
+def blocked_cell_file(out_dir: Path, cell_ids: list[str]) -> str | None:
+    """Why a cell to run could not save its work: a folder stands where its record, picture or
+    arrays file goes (a file is renamed over a link or a FIFO, never over a folder), or None.
+    Checked before any cell runs, where the first such save had ended the run with the
+    finished cells' work of its batch lost."""
+    for cid in cell_ids:
+        for name in (f"{RECORDS}/{cid}.json", f"{PICTURES}/{cid}.png", f"{PICTURES}/{cid}.npy"):
+            path = Path(out_dir) / name
+            if path.is_dir() and not path.is_symlink():
+                return (f"{path}: a folder stands where cell {cid} saves its results: remove "
+                        "it, or run into another --out")
+    return None
+
+
 def store_part_problem(folder: Path, what: str) -> str | None:
     """Why ``folder`` (through links) may not receive ``what``: it is a results folder's own
     ``records/`` or ``cells/``, whose files the store reads as its own (a record written there

@@ -29,7 +29,7 @@ from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
-from bench.outputs import store_part_problem, writable_problem
+from bench.outputs import blocked_cell_file, store_part_problem, writable_problem
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
@@ -186,6 +186,9 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                                      for sub in (RECORDS, PICTURES))), None)
         if problem:  # else the first cells' work is lost at their first save
             raise LeakbenchError(problem)
+    problem = blocked_cell_file(out_dir, [c.cell_id for c in (*todo, *skipped)])
+    if problem:  # else the run ends at that cell's save, its batch-mates' work lost
+        raise LeakbenchError(problem)
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)

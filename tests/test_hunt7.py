@@ -134,3 +134,19 @@ def test_a_check_of_other_claims_leaves_the_folders_reference_in_place(tmp_path,
     assert (out / "check.json").read_bytes() == reference
     assert main(["check", str(out), "--claims", claims("fails", 1e6)]) == 1  # seen: broken
     assert (out / "check.json").read_bytes() != reference  # the same claims: rewritten
+
+
+@pytest.mark.parametrize("name", ["records/{}.json", "cells/{}.png"])
+def test_a_folder_where_a_cell_saves_is_one_line_before_any_cell_runs(name, tmp_path, capsys):
+    """``mkdir records/<id>.json``: the run stopped at that cell's save ("Is a directory"),
+    its batch-mate's work lost with it."""
+    from bench.suite import iter_cells
+    from helpers import write_suite
+
+    suite = write_suite(tmp_path / "two.yaml", seeds=2)
+    cid = sorted(c.cell_id for c in iter_cells(make_suite(seeds=2)))[1]
+    out = tmp_path / "out"
+    (out / name.format(cid)).mkdir(parents=True)
+    line = one_line(capsys, "run", str(suite), "--out", str(out), "--jobs", "0", "--quiet")
+    assert f"{out / name.format(cid)}: a folder stands where cell {cid} saves" in line
+    assert [p for p in (out / "records").glob("*.json") if p.is_file()] == []  # none ran
