@@ -37,29 +37,35 @@ def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) ->
     """Open every dataset of ``cells`` once, in the splits they read (:func:`cell_splits`);
     raise DataError."""
     cells = list(cells)
-    largest: dict[Spec, int] = {}
+    largest: dict[Spec, tuple[int, str]] = {}
     kinds = {(c.dataset, tuple(c.defense), getattr(c, "batch_size", None),  # seeds alike: one
               getattr(c, "config", None)): c for c in cells}  # defense chain built per kind
     for (dataset, *_), cell in kinds.items():
-        largest[dataset] = max(largest.get(dataset, 1), _draws(cell))
+        largest[dataset] = max(largest.get(dataset, (1, "")), _draws(cell))
     for spec, wanted in cell_splits(cells, splits).items():
-        preflight_datasets([spec], wanted, batch=largest.get(spec, 1))
+        batch, why = largest.get(spec, (1, ""))
+        preflight_datasets([spec], wanted, batch=batch, why=why)
 
 
-def _draws(cell: Any) -> int:
-    """The distinct training items a cell draws at once: an attack cell its observed batch
-    (a secure aggregate's clients x batch), a utility cell its client batch per step."""
+def _draws(cell: Any) -> tuple[int, str]:
+    """The distinct training items a cell draws at once, and the setting that says so: an
+    attack cell its observed batch (a secure aggregate's clients x batch), a utility cell
+    its client batch per step."""
     if hasattr(cell, "batch_size"):
         from bench.contracts import observed_batch
 
-        return observed_batch([d.build() for d in cell.defense], int(cell.batch_size))
-    return int(dict(getattr(cell, "config", ())).get("batch_size", 1))
+        b = int(cell.batch_size)
+        n = observed_batch([d.build() for d in cell.defense], b)
+        chain = "+".join(d.label for d in cell.defense)
+        return n, "batch_size" if n == b else f"batch_size {b}, {n} through the defense {chain}"
+    return int(dict(getattr(cell, "config", ())).get("batch_size", 1)), "utility.batch_size"
 
 
 def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",),
-                       batch: int = 1) -> None:
+                       batch: int = 1, why: str = "batch_size") -> None:
     """Open each dataset once, read its first and last item of each split; raise DataError,
-    also when the train split holds fewer than ``batch`` items (every such cell failed)."""
+    also when the train split holds fewer than ``batch`` items (every such cell failed;
+    ``why``: the suite's setting that asks for them)."""
     splits = tuple(splits)
     seen: set[Spec] = set()
     for spec in specs:
@@ -82,7 +88,7 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
                                     f"its files")
                 if split == "train" and n < batch:
                     raise DataError(f"{spec.label}: the train split has {n} items, fewer than "
-                                    f"the batch of {batch} a cell draws: lower batch_size or "
+                                    f"the {batch} a cell draws at once ({why}): lower it or "
                                     "give the dataset more items")
                 for i in sorted({0, n - 1}):
                     data[i]

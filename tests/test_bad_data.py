@@ -143,17 +143,21 @@ def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path,
 
 
 @pytest.mark.parametrize("change, draws", [
-    ({"batch_size": [1, 500]}, 500),
-    ({"batch_size": 300, "defenses": [{"secagg": {"clients": 2}}]}, 600),  # clients x batch
-    ({"utility": {"steps": 1, "batch_size": 500}}, 500)])  # a utility cell's client batch
+    ({"batch_size": [1, 500]}, "500 a cell draws at once (batch_size)"),
+    ({"batch_size": 300, "defenses": [{"secagg": {"clients": 2}}]},  # clients x batch
+     "600 a cell draws at once (batch_size 300, 600 through the defense secagg(clients=2))"),
+    ({"utility": {"steps": 1, "batch_size": 500}},  # a utility cell's client batch
+     "500 a cell draws at once (utility.batch_size)")])
 def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, draws,
                                                                         tmp_path, capsys):
-    """Every such cell became an error record at run time (a bad-input hunt, a review)."""
+    """Every such cell became an error record at run time (a bad-input hunt, a review); the
+    line names the setting that asks for the items (it had said "lower batch_size" for the
+    utility track's batch, with batch_size 1 already)."""
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
                                     "datasets": [{"photos": {"size": 32}}]}))
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
                  "--no-leaderboard"])
     assert_one_line(code, capsys.readouterr().err, "photos", "the train split has 408 items, "
-                    f"fewer than the batch of {draws} a cell draws")
+                    f"fewer than the {draws}")
     assert not (tmp_path / "out" / "records").exists()
