@@ -150,3 +150,16 @@ def test_a_folder_where_a_cell_saves_is_one_line_before_any_cell_runs(name, tmp_
     line = one_line(capsys, "run", str(suite), "--out", str(out), "--jobs", "0", "--quiet")
     assert f"{out / name.format(cid)}: a folder stands where cell {cid} saves" in line
     assert [p for p in (out / "records").glob("*.json") if p.is_file()] == []  # none ran
+
+
+@pytest.mark.parametrize("text", ['{"rows": {}}', '{"rows": {"c1": "holds"}}',
+                                  '{"rows": ["holds"]}', '{"rows": [{"claim": "c1"}]}', "[]"])
+def test_a_reference_whose_rows_are_no_list_of_rows_is_one_line(text, tmp_path, capsys):
+    """``"rows": {}`` was read as an empty reference in silence, and a dict of rows gave
+    Python's "TypeError: string indices must be integers"."""
+    reference = tmp_path / "ref.json"
+    reference.write_text(text)
+    line = one_line(capsys, "check", str(ROOT / "results" / "paper-dlg"), "--against",
+                    str(reference))
+    assert line.endswith('not a check.json (expected "rows": a list of objects with a claim '
+                         'and a verdict)') and "TypeError" not in line

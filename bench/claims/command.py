@@ -171,11 +171,12 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
                 raise LeakbenchError(f"--against: {path} does not exist")
             continue  # a first check of DIR: nothing to compare with
         data = read_check_json(path)
-        try:
-            rows = [(r["claim"], r["verdict"]) for r in data["rows"]]
-        except (KeyError, TypeError) as e:
-            raise LeakbenchError(f"{path}: not a check.json ({type(e).__name__}: {e})"[:300]
-                                 ) from None
+        rows_in = data.get("rows") if isinstance(data, dict) else None
+        if not isinstance(rows_in, list) or not all(isinstance(r, dict) and "claim" in r and
+                                                    "verdict" in r for r in rows_in):
+            raise LeakbenchError(f"{path}: not a check.json (expected \"rows\": a list of "
+                                 "objects with a claim and a verdict)")
+        rows = [(r["claim"], r["verdict"]) for r in rows_in]
         for i, (claim, verdict) in enumerate(rows):  # "Holds" had silently matched nothing
             if not isinstance(claim, str) or verdict not in VERDICTS:
                 raise LeakbenchError(f"{path}: row {i}: expected a claim id and a verdict of "
