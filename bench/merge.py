@@ -72,7 +72,8 @@ class Copy:
 
     def differs(self, other: Copy) -> str:
         """Where ``other``'s result first differs from this copy's: ``status ok ≠ diverged``,
-        ``ssim 0.987312 ≠ 0.987305``; empty where they agree."""
+        ``ssim 0.987312 ≠ 0.987305``, ``psnr 23.456789 ≠ 23.45679``; empty where they
+        agree."""
         a, b = json.loads(self.result()), json.loads(other.result())
         if a["status"] != b["status"]:
             return f"status {a['status']} ≠ {b['status']}"
@@ -80,7 +81,7 @@ class Copy:
         if isinstance(ma, dict) and isinstance(mb, dict):
             for key in sorted(ma.keys() | mb.keys()):
                 if ma.get(key) != mb.get(key):
-                    return f"{key} {_number(ma.get(key))} ≠ {_number(mb.get(key))}"
+                    return f"{key} {_numbers(ma.get(key), mb.get(key))}"
         return next((f"{k} differs" for k in RESULT_FIELDS if a[k] != b[k]), "")
 
     def describe(self) -> str:
@@ -98,12 +99,13 @@ class Copy:
         return f"{self.source} ({', '.join(parts)})"
 
 
-def _number(value: Any) -> str:
-    """A metric value in a conflict line: six significant digits, enough to show a rounding
-    difference that the tables' decimals hide; anything else as JSON."""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return json.dumps(value)
+def _numbers(a: Any, b: Any) -> str:
+    """``a ≠ b`` for a conflict line: floats to six significant digits, or as many more as
+    tell them apart (another CPU's float32 rounding shows near the seventh); else JSON."""
+    if isinstance(a, float) and isinstance(b, float):
+        digits = next((d for d in range(6, 18) if f"{a:.{d}g}" != f"{b:.{d}g}"), 17)
+        return f"{a:.{digits}g} ≠ {b:.{digits}g}"
+    return f"{json.dumps(a)} ≠ {json.dumps(b)}"
 
 
 @dataclass

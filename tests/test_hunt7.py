@@ -111,29 +111,37 @@ def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folde
     assert "--force re-runs them" in err
 
 
-def test_a_check_of_other_claims_leaves_the_folders_reference_in_place(tmp_path, capsys):
-    """Checking another suite's claims (or a subset) rewrote DIR/check.json, the reference
-    of the next check: a claim that then broke went unseen (exit 0)."""
+def test_a_check_of_other_claims_keeps_the_reference_rows_it_does_not_check(tmp_path, capsys):
+    """Checking another suite's claims (or a subset, or a renamed claim) rewrote
+    DIR/check.json, the reference of the next check: a claim that then broke went unseen
+    (exit 0). Its rows are carried over, marked, and the site leaves them out."""
+    import json
+
+    from bench.site.claims import read_claims
+
     out = tmp_path / "out"
     run_suite(make_suite(), out, jobs=0, device="cpu", progress=False)
 
-    def claims(name: str, at_least: float) -> str:
+    def claims(name: str, claim: str, at_least: float) -> str:
         path = tmp_path / f"{name}.claims.yaml"
-        path.write_text("claims:\n  - id: c1\n    paper: p\n    sentence: s\n"
+        path.write_text(f"claims:\n  - id: {claim}\n    paper: p\n    sentence: s\n"
                         "    where: {arch: lenet}\n    metric: psnr\n"
                         f"    expect: {{at_least: {at_least}}}\n")
         return str(path)
 
-    assert main(["check", str(out), "--claims", claims("holds", 1)]) == 0
-    reference = (out / "check.json").read_bytes()
+    assert main(["check", str(out), "--claims", claims("holds", "c1", 1)]) == 0
     capsys.readouterr()
     assert main(["check", str(out), "--claims", "paper-idlg"]) == 0  # other claims: not run
-    err = capsys.readouterr().err
-    assert "holds 1 claim(s) not checked here (c1): the check files are left as they are" \
-        in err
-    assert (out / "check.json").read_bytes() == reference
-    assert main(["check", str(out), "--claims", claims("fails", 1e6)]) == 1  # seen: broken
-    assert (out / "check.json").read_bytes() != reference  # the same claims: rewritten
+    assert "keeps 1 claim(s) not checked here (c1) as they were" in capsys.readouterr().err
+    rows = json.loads((out / "check.json").read_text())["rows"]
+    assert [r["claim"] for r in rows if r.get("carried")] == ["c1"]
+    assert "c1" not in (out / "check.md").read_text()
+    assert "c1" not in [r["Claim"] for r in read_claims(out).rows]  # the site: this check's
+    assert main(["check", str(out), "--claims", claims("fails", "c1", 1e6)]) == 1  # seen
+    # a renamed claim: the new name enters the reference beside the old one
+    assert main(["check", str(out), "--claims", claims("renamed", "c1b", 1)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out), "--claims", claims("renamed_fails", "c1b", 1e6)]) == 1
 
 
 @pytest.mark.parametrize("name", ["records/{}.json", "cells/{}.png"])

@@ -65,6 +65,16 @@ def test_merge_keeps_duplicates_once_and_reports_the_conflict(store, tmp_path, c
         assert (out / r["arrays"]).is_file()
 
 
+def test_a_conflict_of_rounding_shows_the_digits_that_differ():
+    """Another CPU's float32 rounding differs near the seventh digit: six digits printed
+    the two values alike (a review)."""
+    from bench.merge import _numbers
+
+    assert _numbers(23.45678901, 23.45679012) == "23.456789 ≠ 23.45679"
+    assert _numbers(0.987312, 0.987305) == "0.987312 ≠ 0.987305"
+    assert _numbers(None, 2.0) == "null ≠ 2.0"
+
+
 def test_a_better_status_wins_whatever_the_order(store, tmp_path, capsys):
     def timed_out(record):
         record.update(status="timeout", metrics=None, error="exceeded the cell timeout")

@@ -78,20 +78,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     if unknown and not own:  # a misspelt or foreign reference would hold no claim to account
         warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
              f"{_few(unknown)}")
-    # DIR/check.json is the folder's reference: a check of other claims, or of some of them,
-    # must not replace it (its rows were lost, and the next real breakage went unseen)
-    dropped = sorted(set(reference if own else _own_claims(out)) - {c.id for c in claims})
-    if dropped:
-        warn(f"check: {out / 'check.json'} holds {len(dropped)} claim(s) not checked here "
-             f"({_few(dropped)}): the check files are left as they are, the folder's "
-             "reference; remove them to write this check's")
+    # DIR/check.json is the next check's reference: the rows of claims not checked now
+    # (another suite's --claims, a subset, a renamed claim) are kept in it as they were,
+    # marked carried (they had been lost, and the next real breakage went unseen)
+    carried = [r for r in _own_rows(out) if r["claim"] not in {c.id for c in claims}]
+    if carried:
+        warn(f"check: {out / 'check.json'} keeps {len(carried)} claim(s) not checked here "
+             f"({_few([r['claim'] for r in carried])}) as they were, for the next check; "
+             "check.md and check.tex show this check's")
     outcomes = check_claims(claims, records)
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
-             "check.json": render_json(suite, outcomes)}
+             "check.json": render_json(suite, outcomes, carried)}
     for name, text in texts.items():
-        if not dropped:
-            write_atomic(out / name, text)
+        write_atomic(out / name, text)
     if args.format in ("markdown", "both"):
         sys.stdout.write(texts["check.md"])
     if args.format in ("latex", "both"):
@@ -148,12 +148,17 @@ def _few(ids: list[str]) -> str:
     return f"{', '.join(ids[:5])}{', …' if len(ids) > 5 else ''}"
 
 
-def _own_claims(out: Path) -> dict[str, str]:
-    """The claims of DIR/check.json, where it is one (a damaged file is no reference to keep)."""
+def _own_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of DIR/check.json, where it is one (a damaged file is no reference to keep)."""
+    from bench.claims.render import read_check_json
+
     try:
-        return _reference(out, None)
-    except LeakbenchError:
-        return {}
+        rows = read_check_json(out / "check.json")["rows"] if (out / "check.json").is_file() \
+            else []
+        _reference(out, None)  # the rows' schema, as a reference
+    except (LeakbenchError, KeyError, TypeError):
+        return []
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:

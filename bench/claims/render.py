@@ -6,7 +6,9 @@
       "measured": str, "verdict": "holds" | "does not hold" | "not run" | "not judged", ...}]}
 
 with extra keys per row (``metric``, ``expectation``, ``where``, ``value``, ``other``,
-``difference``: a separated ordering's paired per-batch difference, or null).
+``difference``: a separated ordering's paired per-batch difference, or null), and
+``"carried": true`` on a row an earlier check wrote for a claim not checked this time (kept
+as the next check's reference; check.md, check.tex and the site leave it out).
 """
 
 from __future__ import annotations
@@ -56,9 +58,14 @@ def as_json(suite: str, outcomes: list[Outcome]) -> dict[str, Any]:
     return {"suite": suite, "rows": [o.row() for o in outcomes]}
 
 
-def render_json(suite: str, outcomes: list[Outcome]) -> str:
-    return json.dumps(as_json(suite, outcomes), indent=1, sort_keys=True,
-                      ensure_ascii=False) + "\n"
+def render_json(suite: str, outcomes: list[Outcome], carried: list[dict[str, Any]] = ()
+                ) -> str:
+    """``check.json``: this check's rows, then ``carried`` (rows of an earlier check.json
+    whose claims were not checked now, kept for the next check's reference) marked
+    ``"carried": true``."""
+    data = as_json(suite, outcomes)
+    data["rows"] += [{**r, "carried": True} for r in carried]
+    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def summary(outcomes: list[Outcome]) -> str:
