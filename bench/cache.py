@@ -79,6 +79,7 @@ def build_lock(path: Path) -> Iterator[None]:
 
 UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _WARNED_UNWRITABLE: set[Path] = set()
+_UNCACHED: dict[Path, Path] = {}  # cache entry → this process's private copy of it
 
 
 def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | None]) -> T:
@@ -86,11 +87,13 @@ def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | No
     lock, write them atomically and load them. An entry that is not a regular file (a FIFO
     blocked the load for ever, a folder failed the rename) is refused in one line. A cache
     that can be read but not written (a read-only mount of shared, pre-built entries) serves
-    what it holds; what it lacks is built and used uncached, with a warning, where every such
-    cell had become an error record."""
+    what it holds; what it lacks is built once in this process and kept in a private copy,
+    with a warning, where every such cell had become an error record."""
     if path.exists() and not path.is_file():
         raise LeakbenchError(f"cache entry {path} is not a regular file: remove it")
     found = load(path) if path.exists() else None
+    if found is None and path in _UNCACHED:  # built here before, the cache being read-only
+        found = load(_UNCACHED[path])
     if found is not None:
         return found
     stage, data = "lock", None
@@ -118,11 +121,12 @@ def _uncached(path: Path, data: bytes, load: Callable[[Path], T | None], error: 
     if path.parent not in _WARNED_UNWRITABLE:  # once per folder and process
         _WARNED_UNWRITABLE.add(path.parent)
         warn(f"cache folder {path.parent} is not writable ({error.strerror or error}): "
-             "built artifacts are used uncached, and rebuilt for every cell that needs them")
+             "what it lacks is built once in each worker process and not kept")
     # a folder of this process's, removed at its exit: a load may keep the path it is given
     spare = Path(tempfile.mkdtemp(prefix="leakbench-uncached-")) / path.name
     atexit.register(shutil.rmtree, spare.parent, ignore_errors=True)
     spare.write_bytes(data)
+    _UNCACHED[path] = spare
     found = load(spare)
     if found is None:
         raise ValueError(f"{path}: the artifact just built does not load")

@@ -7,6 +7,7 @@ rule, another dataset root, shorter timeouts).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,27 +55,33 @@ class FolderPlan:
             if record is not None and not self.force:  # kept: is it the cell the suite says?
                 self._compare(cell, record)
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
-                if record["limit"] is not None and record["limit"] < self.suite.timeout:
+                if record["limit"] is not None and \
+                        record["limit"] < self.suite.timeout * (1 - 1e-9):  # text rounds
                     self.longer.append(record["limit"])  # it may finish in the time it has now
                     failed = True
-                if not failed and record["settings"] is not None and \
-                        record["status"] != "skipped":  # a skipped cell holds no result
-                    key = record["settings"]
-                    self.kept_settings[key] = self.kept_settings.get(key, 0) + 1
+                if not failed and record["status"] != "skipped":  # kept, and holds a result
+                    self._kept(cell, record)
                 yield cell, "to run" if failed else "done"
             elif cell.skip_reason:
                 yield cell, f"skipped: {cell.skip_reason}"
             else:
                 yield cell, "to run"
 
+    def _kept(self, cell: Any, record: dict[str, Any]) -> None:
+        """Note what a finished cell kept as done ran with: its device and kernels, and the
+        folder its dataset was read from (outside the id: where the data lies)."""
+        if record["settings"] is not None:
+            key = record["settings"]
+            self.kept_settings[key] = self.kept_settings.get(key, 0) + 1
+        before, now = record["root"], dict(cell.dataset.params).get("root")
+        if before != now and _where(before) != _where(now):  # ~/data is /home/u/data
+            self.moved.append((before, now))
+
     def _compare(self, cell: Any, record: dict[str, Any]) -> None:
         for key, label in component_labels(cell).items():
             if record.get(key) != label:  # one id, two spellings: the leaderboard splits it
                 self.relabelled.append((str(record.get(key)), label))
                 break
-        root = dict(cell.dataset.params).get("root")  # outside the id: where the data lies
-        if record["root"] != root:
-            self.moved.append((record["root"], root))
         rule = record.get("success_rule")  # outside the id: a record keeps the rule it ran by
         if rule is not None and getattr(cell, "attack", None) is not None:
             modality = cell_modality(cell)
@@ -149,6 +156,16 @@ def _data_root(record: dict[str, Any]) -> Any:
     dataset = record.get("dataset")
     params = dataset.get("params") if isinstance(dataset, dict) else None
     return params.get("root") if isinstance(params, dict) else None
+
+
+def _where(root: Any) -> str | None:
+    """A dataset root as the folder it names (None: the default folder)."""
+    if not isinstance(root, str):
+        return None
+    try:
+        return os.path.realpath(os.path.expanduser(root))
+    except (OSError, ValueError):
+        return root
 
 
 def _limit(record: dict[str, Any]) -> float | None:

@@ -225,14 +225,14 @@ def stamp_parallelism(outcome: Outcome, runner: Any) -> None:
     executor that does not say how many cells it runs at once (a plugin without ``workers``)
     gets ``None``: not known, rather than ``--jobs``'s guess."""
     prov = outcome.record.provenance
-    prov["workers"] = getattr(runner, "workers", None)
+    prov["workers"] = getattr(runner, "workers", None) or None  # 0 (no room said): unknown
     threads = getattr(runner, "threads", None)
     if threads is not None and outcome.record.status in FAILURE_STATUSES:
         prov["torch_threads"] = threads
 
 
 def _describe(runner: Any) -> str:
-    workers = getattr(runner, "workers", None)
+    workers = getattr(runner, "workers", None) or None
     threads = getattr(runner, "threads", None)
     each = f" × {threads} thread{'s' if threads != 1 else ''}" if threads else ""
     if workers is None:  # a plugin executor that does not say

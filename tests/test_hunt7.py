@@ -32,6 +32,7 @@ def test_a_read_only_cache_builds_what_it_lacks_uncached_with_one_warning(tmp_pa
     record: ``OSError: [Errno 30] Read-only file system``."""
     monkeypatch.setattr(bench.cache, "build_lock", _read_only)
     monkeypatch.setattr(bench.cache, "_WARNED_UNWRITABLE", set())
+    monkeypatch.setattr(bench.cache, "_UNCACHED", {})
     built = []
 
     def build() -> bytes:
@@ -42,7 +43,7 @@ def test_a_read_only_cache_builds_what_it_lacks_uncached_with_one_warning(tmp_pa
     for _ in range(2):  # a load that keeps its path gets a file that is still there
         path = cached(entry, build, lambda p: p)
         assert path.read_bytes() == b"artifact" and path != entry
-    assert len(built) == 2 and not entry.exists()  # built each time, nothing written
+    assert len(built) == 1 and not entry.exists()  # built once here, nothing written
     err = capsys.readouterr().err
     assert err.count("is not writable") == 1 and err.count("\n") == 1
     # a failure of the build itself is the build's, not taken for a read-only cache
@@ -60,6 +61,7 @@ def test_a_trained_victim_cell_runs_on_a_read_only_cache(tmp_path, capsys, monke
     monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(bench.cache, "build_lock", _read_only)
     monkeypatch.setattr(bench.cache, "_WARNED_UNWRITABLE", set())
+    monkeypatch.setattr(bench.cache, "_UNCACHED", {})
     run_suite(make_suite(victim="trained:2"), tmp_path / "out", jobs=0, device="cpu",
               progress=False)
     (record,) = load_records(tmp_path / "out")
@@ -89,7 +91,7 @@ def test_claims_read_a_number_written_as_yaml_1_1_text(tmp_path):
 
 
 def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folders(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
     """An imagefolder suite whose ``root:`` was edited resumed with "1 already done" and
     nothing else: the root is outside the cell id (it says where files lie), yet for an
     image folder it is the data."""
@@ -109,6 +111,13 @@ def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folde
     assert err.count("\n") == 1 and "1 finished cell(s) read their dataset from another " \
         f"root ({str(tmp_path / 'A')!r}, now {str(tmp_path / 'B')!r})" in err
     assert "--force re-runs them" in err
+    monkeypatch.setenv("HOME", str(tmp_path))  # the same folder spelt otherwise: no warning
+    spelt = make_suite(datasets=[{"imagefolder": {"root": "~/B", "size": 8}}])
+    run_suite(suites[1], tmp_path / "out2", jobs=0, device="cpu", progress=False)
+    capsys.readouterr()
+    assert run_suite(spelt, tmp_path / "out2", jobs=0, device="cpu",
+                     progress=False).already_done == 1
+    assert capsys.readouterr().err == ""
 
 
 def test_a_check_of_other_claims_keeps_the_reference_rows_it_does_not_check(tmp_path, capsys):
@@ -171,3 +180,12 @@ def test_a_reference_whose_rows_are_no_list_of_rows_is_one_line(text, tmp_path, 
                     str(reference))
     assert line.endswith('not a check.json (expected "rows": a list of objects with a claim '
                          'and a verdict)') and "TypeError" not in line
+
+
+@pytest.mark.parametrize("limit", [600.0, 1e-5, 1234567.0, 1000000.5, 3600.0000001, 0.1])
+def test_a_timeout_records_its_limit_exactly_enough_to_be_compared(limit):
+    """``:g`` kept six digits and the pattern no minus: 1e-05 read as no limit, and 1000000.5
+    as less than itself, so each resume re-ran the cell and timed out again (a review)."""
+    from bench.executors.base import timed_out_under, timeout_error
+
+    assert timed_out_under(timeout_error(object(), limit)) == limit

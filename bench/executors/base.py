@@ -64,7 +64,7 @@ def task_failure(task: Any, status: str, error: str, options: RunOptions, elapse
     return out
 
 
-TIMEOUT_ERROR = re.compile(r"exceeded the cell timeout of ([0-9.e+]+)s")
+TIMEOUT_ERROR = re.compile(r"exceeded the cell timeout of ([0-9.eE+-]+)s")
 
 
 def timeout_error(task: Any, timeout: float) -> str:
@@ -72,7 +72,7 @@ def timeout_error(task: Any, timeout: float) -> str:
     its batched pass and the lone re-runs that follow a failed pass)."""
     from bench.cells.trials import members
 
-    error = f"exceeded the cell timeout of {timeout:g}s"
+    error = f"exceeded the cell timeout of {timeout:.15g}s"  # read back by timed_out_under
     n = len(members(task))
     return error + (f" (a task of {n} cells: {task_timeout(task, timeout):g}s for its batched "
                     "pass and any lone re-runs after it)" if n > 1 else "")

@@ -134,6 +134,9 @@ def receive(events: Connection) -> list[Any]:
 STARTUP_GRACE_SECONDS = 120.0  # a worker that never begins its cell times out after this
 
 
+_MAIN_LOCK = threading.Lock()  # runs in threads of one process start workers one at a time
+
+
 @contextlib.contextmanager
 def _main_not_rerun() -> Iterator[None]:
     """Start workers without re-running ``__main__`` from a file that does not exist: a
@@ -141,17 +144,18 @@ def _main_not_rerun() -> Iterator[None]:
     tried to run in each worker, and every cell became an error record ("worker process
     died (exit code 1)"). Workers import only leakbench, so they start as under ``python
     -c``, where ``__main__`` has no file."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or getattr(main, "__spec__", None) is not None or path is None or \
-            os.path.isfile(path):
-        yield
-        return
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        if main is None or getattr(main, "__spec__", None) is not None or path is None or \
+                os.path.isfile(path):
+            yield
+            return
+        del main.__file__
+        try:
+            yield
+        finally:
+            main.__file__ = path
 
 
 @dataclass
