@@ -121,7 +121,6 @@ class FolderPlan:
                  f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
                  "counts each record's own verdict: --force re-runs them")
 
-
     def warn_settings(self, device: torch.device, cpu_conv: str) -> None:
         """Warn where the cells about to run join finished ones run on another device or with
         other CPU convolution kernels: the two round differently, and the leaderboard pools
