@@ -92,8 +92,12 @@ def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | No
     if path.exists() and not path.is_file():
         raise LeakbenchError(f"cache entry {path} is not a regular file: remove it")
     found = load(path) if path.exists() else None
-    if found is None and path in _UNCACHED:  # built here before, the cache being read-only
-        found = load(_UNCACHED[path])
+    spare = _UNCACHED.get(path)  # built here before, the cache being read-only
+    if found is None and spare is not None:
+        if spare.is_file():
+            found = load(spare)
+        else:  # a cleaner removed the private copy: build it again
+            del _UNCACHED[path]
     if found is not None:
         return found
     stage, data = "lock", None

@@ -80,8 +80,9 @@ class Copy:
         ma, mb = a["metrics"], b["metrics"]
         if isinstance(ma, dict) and isinstance(mb, dict):
             for key in sorted(ma.keys() | mb.keys()):
-                if ma.get(key) != mb.get(key):
-                    return f"{key} {_numbers(ma.get(key), mb.get(key))}"
+                x, y = ma.get(key), mb.get(key)
+                if x != y and not (x != x and y != y):  # NaN ≠ NaN, yet they agree
+                    return f"{key} {_numbers(x, y)}"
         return next((f"{k} differs" for k in RESULT_FIELDS if a[k] != b[k]), "")
 
     def describe(self) -> str:

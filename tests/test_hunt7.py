@@ -44,6 +44,11 @@ def test_a_read_only_cache_builds_what_it_lacks_uncached_with_one_warning(tmp_pa
         path = cached(entry, build, lambda p: p)
         assert path.read_bytes() == b"artifact" and path != entry
     assert len(built) == 1 and not entry.exists()  # built once here, nothing written
+    import shutil
+
+    shutil.rmtree(path.parent)  # a cleaner took the private copy: built again, not trusted
+    again = cached(entry, build, lambda p: p)
+    assert again.read_bytes() == b"artifact" and len(built) == 2
     err = capsys.readouterr().err
     assert err.count("is not writable") == 1 and err.count("\n") == 1
     # a failure of the build itself is the build's, not taken for a read-only cache
@@ -123,7 +128,8 @@ def test_a_resume_with_another_dataset_root_says_the_kept_cells_read_other_folde
 def test_a_check_of_other_claims_keeps_the_reference_rows_it_does_not_check(tmp_path, capsys):
     """Checking another suite's claims (or a subset, or a renamed claim) rewrote
     DIR/check.json, the reference of the next check: a claim that then broke went unseen
-    (exit 0). Its rows are carried over, marked, and the site leaves them out."""
+    (exit 0). Another suite's claims now leave the files alone; a subset or a rename carries
+    the held claims it does not check, marked, and the site leaves them out."""
     import json
 
     from bench.site.claims import read_claims
@@ -139,18 +145,35 @@ def test_a_check_of_other_claims_keeps_the_reference_rows_it_does_not_check(tmp_
         return str(path)
 
     assert main(["check", str(out), "--claims", claims("holds", "c1", 1)]) == 0
+    files = {n: (out / n).read_bytes() for n in ("check.md", "check.tex", "check.json")}
     capsys.readouterr()
     assert main(["check", str(out), "--claims", "paper-idlg"]) == 0  # other claims: not run
+    assert "the folder's check files are left as they are" in capsys.readouterr().err
+    assert {n: (out / n).read_bytes() for n in files} == files
+    assert main(["check", str(out), "--claims", claims("other", "c2", 1)]) == 0  # a rename
     assert "keeps 1 claim(s) not checked here (c1) as they were" in capsys.readouterr().err
     rows = json.loads((out / "check.json").read_text())["rows"]
-    assert [r["claim"] for r in rows if r.get("carried")] == ["c1"]
+    assert [(r["claim"], r.get("carried")) for r in rows] == [("c2", None), ("c1", True)]
     assert "c1" not in (out / "check.md").read_text()
-    assert "c1" not in [r["Claim"] for r in read_claims(out).rows]  # the site: this check's
+    assert [r["Claim"] for r in read_claims(out).rows] == ["c2"]  # the site: this check's
     assert main(["check", str(out), "--claims", claims("fails", "c1", 1e6)]) == 1  # seen
-    # a renamed claim: the new name enters the reference beside the old one
-    assert main(["check", str(out), "--claims", claims("renamed", "c1b", 1)]) == 0
     capsys.readouterr()
-    assert main(["check", str(out), "--claims", claims("renamed_fails", "c1b", 1e6)]) == 1
+    assert main(["check", str(out), "--claims", claims("other", "c2", 1)]) == 0
+    rows = json.loads((out / "check.json").read_text())["rows"]
+    assert [r["claim"] for r in rows] == ["c2"]  # c1 no longer holds: nothing to carry
+    assert main(["check", str(out), "--claims", claims("c2_fails", "c2", 1e6)]) == 1
+
+
+def test_the_site_reads_a_carried_row_that_has_only_a_claim_and_a_verdict(tmp_path) -> None:
+    """A reference row needs only its claim and verdict; carried, the site had asked it for
+    the shown columns and stopped the site build (a review)."""
+    import json
+
+    from bench.site.claims import read_claims
+
+    (tmp_path / "check.json").write_text(json.dumps({"suite": "s", "rows": [
+        {"claim": "old", "verdict": "holds", "carried": True}]}))
+    assert read_claims(tmp_path).rows == []
 
 
 @pytest.mark.parametrize("name", ["records/{}.json", "cells/{}.png"])

@@ -75,6 +75,18 @@ def test_a_conflict_of_rounding_shows_the_digits_that_differ():
     assert _numbers(None, 2.0) == "null ≠ 2.0"
 
 
+def test_a_conflict_names_the_metric_that_differs_past_two_nans(tmp_path):
+    """NaN ≠ NaN: the line would say ``lpips nan ≠ nan`` and hide the PSNR that differed."""
+    from bench.merge import Copy
+
+    def copy(psnr: float) -> Copy:
+        return Copy(tmp_path, 0, {"status": "ok", "metrics": {"lpips": float("nan"),
+                                                             "psnr": psnr}})
+
+    assert copy(20.0).differs(copy(21.0)) == "psnr 20 ≠ 21"
+    assert copy(20.0).differs(copy(20.0)) == ""
+
+
 def test_a_better_status_wins_whatever_the_order(store, tmp_path, capsys):
     def timed_out(record):
         record.update(status="timeout", metrics=None, error="exceeded the cell timeout")

@@ -53,11 +53,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     suites = sorted({str(r.get("suite", "")) for r in records})
     if args.claims:
         files = [load_claims(n) for n in args.claims]
+        foreign = all(f.suite and f.suite not in suites for f in files)
         for f in files:  # quick's records against paper-dlg's claims: "11 not run", exit 0
             if f.suite and f.suite not in suites:
                 warn(f"check: {f.path.name} holds the claims of suite {f.suite}; the records "
-                     f"are of {', '.join(suites)}")
+                     f"are of {', '.join(suites)}" + ("; the folder's check files are left "
+                                                      "as they are" if foreign else ""))
     else:  # the records' suites name built-in claims files only, never a path in the cwd
+        foreign = False
         known = [s for s in suites if (SUITES_DIR / f"{s}{CLAIMS_SUFFIX}.yaml").is_file()]
         unknown = ", ".join(repr(s) for s in suites if s not in known)
         if not known:
@@ -78,10 +81,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if unknown and not own:  # a misspelt or foreign reference would hold no claim to account
         warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
              f"{_few(unknown)}")
-    # DIR/check.json is the next check's reference: the rows of claims not checked now
-    # (another suite's --claims, a subset, a renamed claim) are kept in it as they were,
-    # marked carried (they had been lost, and the next real breakage went unseen)
-    carried = [r for r in _own_rows(out) if r["claim"] not in {c.id for c in claims}]
+    # DIR/check.json is the next check's reference: the held claims not checked now (a
+    # subset, a renamed claim) are kept in it as they were, marked carried (they had been
+    # lost, and the next real breakage went unseen); only another suite's claims leave the
+    # files alone
+    carried = [] if foreign else [r for r in _own_rows(out) if r["verdict"] == HOLDS and
+                                  r["claim"] not in {c.id for c in claims}]
     if carried:
         warn(f"check: {out / 'check.json'} keeps {len(carried)} claim(s) not checked here "
              f"({_few([r['claim'] for r in carried])}) as they were, for the next check; "
@@ -91,7 +96,8 @@ def cmd_check(args: argparse.Namespace) -> int:
              "check.tex": render_latex(suite, outcomes),
              "check.json": render_json(suite, outcomes, carried)}
     for name, text in texts.items():
-        write_atomic(out / name, text)
+        if not foreign:
+            write_atomic(out / name, text)
     if args.format in ("markdown", "both"):
         sys.stdout.write(texts["check.md"])
     if args.format in ("latex", "both"):

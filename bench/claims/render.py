@@ -7,8 +7,8 @@
 
 with extra keys per row (``metric``, ``expectation``, ``where``, ``value``, ``other``,
 ``difference``: a separated ordering's paired per-batch difference, or null), and
-``"carried": true`` on a row an earlier check wrote for a claim not checked this time (kept
-as the next check's reference; check.md, check.tex and the site leave it out).
+``"carried": true`` on a row an earlier check wrote for a held claim not checked this time
+(kept as the next check's reference; check.md, check.tex and the site leave it out).
 """
 
 from __future__ import annotations

@@ -49,12 +49,12 @@ def read_claims(results: Path) -> Claims | None:
     for i, row in enumerate(data["rows"]):
         if not isinstance(row, dict):
             raise LeakbenchError(f"{path}: row {i} is not an object")
+        if row.get("carried") is True:  # an earlier check's row, kept as a reference only
+            continue
         missing = [k for k in COLUMNS if not isinstance(row.get(k), (str, int, float))
                    or isinstance(row.get(k), bool)]
         if missing:
             raise LeakbenchError(f"{path}: row {i} has no text for {', '.join(missing)}")
-        if row.get("carried") is True:  # an earlier check's row, kept as a reference only
-            continue
         if row["verdict"] not in VERDICTS:
             raise LeakbenchError(f"{path}: row {i}: verdict {row['verdict']!r} is not one of "
                                  + ", ".join(VERDICTS))
