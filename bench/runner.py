@@ -35,8 +35,10 @@ from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
 from bench.resume import iter_plan, plan  # noqa: F401  (plan: kept importable from here)
 from bench.store import (
+    NEWER,
     PICTURES,
     RECORDS,
+    newer_records,
     remove_stale_temporaries,
     save_outcome,
 )
@@ -189,6 +191,11 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     problem = blocked_cell_file(out_dir, [c.cell_id for c in (*todo, *skipped)])
     if problem:  # else the run ends at that cell's save, its batch-mates' work lost
         raise LeakbenchError(problem)
+    newer = newer_records(out_dir, [c.cell_id for c in (*todo, *skipped)])
+    if newer:  # left in place by the plan: this run would write over them
+        raise LeakbenchError(f"{out_dir / RECORDS}: {len(newer)} record(s) of cells to run "
+                             f"were {NEWER} (e.g. {newer[0]}.json): upgrade leakbench, or run "
+                             "into another --out")
     for cell in skipped:
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)

@@ -187,6 +187,9 @@ def _metric_value_key(key: str) -> bool:
 RANKED = {"image": "psnr", "text": "rouge1"}  # what a finished attack is ranked by: it has it
 
 
+NEWER = "written by a newer leakbench"
+
+
 def record_problem(d: Any, stem: str | None = None) -> str | None:
     """Why a parsed record does not match the schema, or None when it does."""
     if not isinstance(d, dict):
@@ -195,8 +198,9 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     if kind not in RECORD_TYPES:
         return f"unknown kind {kind!r}"
     version = d.get("record_version", RECORD_VERSION)  # absent: the records before the field
-    if isinstance(version, bool) or not isinstance(version, int) or \
-            not 1 <= version <= RECORD_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
+        return f"{NEWER} (record_version {version}; this one reads 1 to {RECORD_VERSION})"
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         return (f"record_version {short(version)} is not one this leakbench reads "
                 f"(1 to {RECORD_VERSION})")
     required = {**_COMMON, **_BY_KIND.get(kind, {})}
@@ -332,20 +336,33 @@ def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]
     folder = Path(out_dir) / RECORDS
     if not folder.is_dir():
         return []
-    good = []
+    good, newer = [], []
     for path in sorted(folder.glob("*.json")):
         if not path.is_file():
             continue
         d, problem = read_record(path)
         if problem == VANISHED:
             continue
-        if problem and move:
+        if problem and problem.startswith(NEWER):  # not damaged: never moved, not read
+            newer.append(path)
+        elif problem and move:
             quarantine(path, problem)
         elif problem:
             warn(f"{path}: damaged record ({problem}), ignored (left in place)")
         else:
             good.append((path, d))
+    if newer:
+        warn(f"{folder}: {len(newer)} record(s) were {NEWER}, e.g. {newer[0].name}: left out "
+             "and left in place (upgrade leakbench to read them)")
     return good
+
+
+def newer_records(out_dir: Path, cell_ids: list[str]) -> list[str]:
+    """Those of ``cell_ids`` whose record under ``out_dir`` a newer leakbench wrote (a run
+    refuses to write over them)."""
+    paths = (record_path(out_dir, c) for c in cell_ids)
+    return [p.stem for p in paths if p.is_file() and
+            (read_record(p)[1] or "").startswith(NEWER)]
 
 
 def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:

@@ -212,3 +212,24 @@ def test_a_timeout_records_its_limit_exactly_enough_to_be_compared(limit):
     from bench.executors.base import timed_out_under, timeout_error
 
     assert timed_out_under(timeout_error(object(), limit)) == limit
+
+
+def test_a_record_a_newer_leakbench_wrote_is_left_in_place_and_never_written_over(
+        tmp_path, capsys):
+    """An older leakbench quarantined (moved) a newer one's records as damaged, and a run
+    then wrote its own older record over the cell."""
+    import json
+
+    run_suite(make_suite(seeds=2), tmp_path, jobs=0, device="cpu", progress=False)
+    first, second = sorted((tmp_path / "records").glob("*.json"))
+    record = json.loads(first.read_text())
+    first.write_text(json.dumps({**record, "record_version": 2}))
+    before = first.read_bytes()
+    capsys.readouterr()
+    assert len(load_records(tmp_path)) == 1  # the newer one is not read
+    err = capsys.readouterr().err
+    assert "1 record(s) were written by a newer leakbench" in err and "left in place" in err
+    assert first.read_bytes() == before and not (tmp_path / "records" / "quarantine").exists()
+    with pytest.raises(Exception, match="written by a newer leakbench .e.g. " + first.stem):
+        run_suite(make_suite(seeds=2), tmp_path, jobs=0, device="cpu", progress=False)
+    assert first.read_bytes() == before

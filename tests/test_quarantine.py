@@ -187,7 +187,9 @@ def test_record_problems_cover_the_schema() -> None:
     ({"curve": [{"grad_evals": 10 ** 400, "seconds": 1.0, "psnr": 3.0}]}, "curve point"),
     ({"curve": [{"grad_evals": 2, "seconds": 1.0, "psnr": 10 ** 400}]}, "psnr"),
     # a future layout, or a hand edit, was read as version 1
-    ({"record_version": 999}, "record_version 999 is not one this leakbench reads (1 to 1)"),
+    ({"record_version": 999}, "written by a newer leakbench (record_version 999; this one "
+                              "reads 1 to 1)"),
+    ({"record_version": 0}, "record_version 0 is not one this leakbench reads (1 to 1)"),
     ({"record_version": "x"}, "record_version 'x'"),
     ({"record_version": None}, "record_version None"),
     # the leaderboard and rerun crashed on these (found by a review)
