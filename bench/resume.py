@@ -20,7 +20,7 @@ from bench.executors.base import timed_out_under
 from bench.identity import LABEL_FIELDS, component_labels
 from bench.records import FAILURE_STATUSES
 from bench.registry import warn
-from bench.store import load_records
+from bench.store import read_store
 from bench.suite import Suite, iter_cells
 from bench.text_scoring import success_fields
 
@@ -36,10 +36,10 @@ class FolderPlan:
         self.suite, self.out_dir = suite, Path(out_dir)
         self.force, self.retry_failed = force, retry_failed
         kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
+        records, self.newer = read_store(out_dir, quarantine)  # newer: left in place, unread
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
-                                       "root": _data_root(d)}
-                        for d in load_records(out_dir, quarantine)}
+                                       "root": _data_root(d)} for d in records}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)

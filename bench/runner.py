@@ -38,7 +38,6 @@ from bench.store import (
     NEWER,
     PICTURES,
     RECORDS,
-    newer_records,
     remove_stale_temporaries,
     save_outcome,
 )
@@ -191,7 +190,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     problem = blocked_cell_file(out_dir, [c.cell_id for c in (*todo, *skipped)])
     if problem:  # else the run ends at that cell's save, its batch-mates' work lost
         raise LeakbenchError(problem)
-    newer = newer_records(out_dir, [c.cell_id for c in (*todo, *skipped)])
+    newer = [c.cell_id for c in (*todo, *skipped) if c.cell_id in folder.newer]
     if newer:  # left in place by the plan: this run would write over them
         raise LeakbenchError(f"{out_dir / RECORDS}: {len(newer)} record(s) of cells to run "
                              f"were {NEWER} (e.g. {newer[0]}.json): upgrade leakbench, or run "

@@ -332,10 +332,12 @@ def quarantine(path: Path, reason: str) -> Path:
     return target
 
 
-def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]:
+def _scan(out_dir: Path, move: bool = True) -> tuple[list[tuple[Path, dict[str, Any]]],
+                                                     list[str]]:
+    """The sound records with their paths, and the ids of those a newer leakbench wrote."""
     folder = Path(out_dir) / RECORDS
     if not folder.is_dir():
-        return []
+        return [], []
     good, newer = [], []
     for path in sorted(folder.glob("*.json")):
         if not path.is_file():
@@ -354,24 +356,23 @@ def _scan(out_dir: Path, move: bool = True) -> list[tuple[Path, dict[str, Any]]]
     if newer:
         warn(f"{folder}: {len(newer)} record(s) were {NEWER}, e.g. {newer[0].name}: left out "
              "and left in place (upgrade leakbench to read them)")
-    return good
-
-
-def newer_records(out_dir: Path, cell_ids: list[str]) -> list[str]:
-    """Those of ``cell_ids`` whose record under ``out_dir`` a newer leakbench wrote (a run
-    refuses to write over them)."""
-    paths = (record_path(out_dir, c) for c in cell_ids)
-    return [p.stem for p in paths if p.is_file() and
-            (read_record(p)[1] or "").startswith(NEWER)]
+    return good, [p.stem for p in newer]
 
 
 def load_records(out_dir: Path, quarantine: bool = True) -> list[dict[str, Any]]:
     """Every sound record under ``out_dir``, ordered by cell id; damaged ones quarantined, or
     with ``quarantine=False`` only named in a warning and left where they are (read-only).
     Records that describe one cell under two ids are named in a warning."""
-    records = [d for _, d in _scan(out_dir, move=quarantine)]
+    return read_store(out_dir, quarantine)[0]
+
+
+def read_store(out_dir: Path, quarantine: bool = True) -> tuple[list[dict[str, Any]], set[str]]:
+    """:func:`load_records`, and the cell ids whose records a newer leakbench wrote (left in
+    place, not read: a run must not write over them)."""
+    good, newer = _scan(out_dir, move=quarantine)
+    records = [d for _, d in good]
     _warn_copies(records, Path(out_dir))
-    return records
+    return records, set(newer)
 
 
 _SAME_CELL = ("suite", "kind", "attack_label", "defense_label", "arch_label", "dataset_label",
