@@ -156,22 +156,15 @@ def _few(ids: list[str]) -> str:
 
 def _own_rows(out: Path) -> list[dict[str, Any]]:
     """The rows of DIR/check.json, where it is one (a damaged file is no reference to keep)."""
-    from bench.claims.render import read_check_json
-
+    path = out / "check.json"
     try:
-        rows = read_check_json(out / "check.json")["rows"] if (out / "check.json").is_file() \
-            else []
-        _reference(out, None)  # the rows' schema, as a reference
-    except (LeakbenchError, KeyError, TypeError):
+        return _check_rows(path) if path.exists() else []
+    except LeakbenchError:
         return []
-    return [r for r in rows if isinstance(r, dict)]
 
 
 def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
     """claim id → verdict in the reference check tables (later files win on a repeated id)."""
-    from bench.claims.evaluate import VERDICTS
-    from bench.claims.render import read_check_json
-
     paths = [Path(a) for a in against] if against else [out / "check.json"]
     verdicts: dict[str, str] = {}
     for path in paths:
@@ -181,17 +174,24 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
             if against:
                 raise LeakbenchError(f"--against: {path} does not exist")
             continue  # a first check of DIR: nothing to compare with
-        data = read_check_json(path)
-        rows_in = data.get("rows") if isinstance(data, dict) else None
-        if not isinstance(rows_in, list) or not all(isinstance(r, dict) and "claim" in r and
-                                                    "verdict" in r for r in rows_in):
-            raise LeakbenchError(f"{path}: not a check.json (expected \"rows\": a list of "
-                                 "objects with a claim and a verdict)")
-        rows = [(r["claim"], r["verdict"]) for r in rows_in]
-        for i, (claim, verdict) in enumerate(rows):  # "Holds" had silently matched nothing
-            if not isinstance(claim, str) or verdict not in VERDICTS:
-                raise LeakbenchError(f"{path}: row {i}: expected a claim id and a verdict of "
-                                     f"{', '.join(VERDICTS)}, got {short(claim)} and "
-                                     f"{short(verdict)}")
-        verdicts.update(rows)
+        verdicts.update((r["claim"], r["verdict"]) for r in _check_rows(path))
     return verdicts
+
+
+def _check_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a check.json, each with a claim id and a verdict, or one LeakbenchError."""
+    from bench.claims.evaluate import VERDICTS
+    from bench.claims.render import read_check_json
+
+    data = read_check_json(path)
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "claim" in r and
+                                             "verdict" in r for r in rows):
+        raise LeakbenchError(f"{path}: not a check.json (expected \"rows\": a list of "
+                             "objects with a claim and a verdict)")
+    for i, r in enumerate(rows):  # "Holds" had silently matched nothing
+        if not isinstance(r["claim"], str) or r["verdict"] not in VERDICTS:
+            raise LeakbenchError(f"{path}: row {i}: expected a claim id and a verdict of "
+                                 f"{', '.join(VERDICTS)}, got {short(r['claim'])} and "
+                                 f"{short(r['verdict'])}")
+    return rows
