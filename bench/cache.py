@@ -114,9 +114,14 @@ def cached(path: Path, build: Callable[[], bytes], load: Callable[[Path], T | No
         if stage == "build" or e.errno not in UNWRITABLE:
             raise
         return _uncached(path, data if data is not None else build(), load, e)
-    found = load(path)
+    return _built(path, path, load)
+
+
+def _built(entry: Path, file: Path, load: Callable[[Path], T | None]) -> T:
+    """``load(file)``, just built for the cache ``entry``: it must load."""
+    found = load(file)
     if found is None:
-        raise ValueError(f"{path}: the artifact just built does not load")
+        raise ValueError(f"{entry}: the artifact just built does not load")
     return found
 
 
@@ -131,10 +136,7 @@ def _uncached(path: Path, data: bytes, load: Callable[[Path], T | None], error: 
     atexit.register(shutil.rmtree, spare.parent, ignore_errors=True)
     spare.write_bytes(data)
     _UNCACHED[path] = spare
-    found = load(spare)
-    if found is None:
-        raise ValueError(f"{path}: the artifact just built does not load")
-    return found
+    return _built(path, spare, load)
 
 
 def torch_bytes(obj: Any) -> bytes:

@@ -100,6 +100,12 @@ class Copy:
         return f"{self.source} ({', '.join(parts)})"
 
 
+def _dropped(kept: Copy, copy: Copy) -> str:
+    """A dropped copy in a conflict line, with where it first differs from the kept one."""
+    where = kept.differs(copy)
+    return copy.describe() + (f" [{where}]" if where else "")
+
+
 def _numbers(a: Any, b: Any) -> str:
     """``a ≠ b`` for a conflict line: floats to six significant digits, or as many more as
     tell them apart (another CPU's float32 rounding shows near the seventh); else JSON."""
@@ -223,8 +229,7 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
         copies = sorted(by_cell[cid], key=Copy.rank)
         kept = copies[0]
         if len({c.result() for c in copies}) > 1:
-            dropped = "; ".join(c.describe() + (f" [{kept.differs(c)}]" if kept.differs(c)
-                                                else "") for c in copies[1:])
+            dropped = "; ".join(_dropped(kept, c) for c in copies[1:])
             report.conflicts.append(f"conflict {cid} {_label(kept.record)}: kept "
                                     f"{kept.describe()} over {dropped}")
             report.status_conflicts += len({c.record.get("status") for c in copies}) > 1

@@ -71,6 +71,9 @@ def own_artifact(cell_id: str, field: str) -> str:
     return f"{PICTURES}/{cell_id}.{'png' if field == 'picture' else 'npy'}"
 
 
+MISSING = "is missing or not a file"  # a record's artifact that is simply not there
+
+
 def locate_artifact(results: Path, rel: Any) -> tuple[Path | None, str]:
     """``(path, "")`` for the record's artifact ``rel`` when it is a file inside ``results``;
     else ``(None, why)``: an absolute path, ``../..`` or a link out of the folder, a loop of
@@ -85,7 +88,7 @@ def locate_artifact(results: Path, rel: Any) -> tuple[Path | None, str]:
         return None, f"cannot be followed ({e})"
     if root not in path.parents:
         return None, f"is outside {results}"
-    return (path, "") if path.is_file() else (None, "is missing or not a file")
+    return (path, "") if path.is_file() else (None, MISSING)
 
 
 def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
@@ -93,7 +96,7 @@ def artifact_path(results: Path, rel: Any, cell: str) -> Path | None:
     not shown, with a warning where the record points somewhere it should not (a missing
     file is the caller's to name)."""
     path, why = locate_artifact(results, rel)
-    if path is None and rel and isinstance(rel, str) and why != "is missing or not a file":
+    if path is None and rel and isinstance(rel, str) and why != MISSING:
         warn(f"cell {cell}: {rel!r} {why}; not shown")
     return path
 
