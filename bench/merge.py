@@ -20,7 +20,9 @@ which it would overwrite) is left out too, each named in one line; a file is cop
 when it lies inside its store (:func:`bench.pictures.locate_artifact`, the
 check ``leakbench site`` makes: no link out of the folder). An artifact is copied in chunks,
 never read whole, and one larger than ``MAX_ARTIFACT_BYTES`` is left out unread, named in one
-line (an 8 GB sparse picture was read whole: a MemoryError). The merge holds OUT's run lock
+line (an 8 GB sparse picture was read whole: a MemoryError). A record a newer leakbench wrote
+(a higher ``record_version``) is left out, and where OUT holds one, its cell is not written:
+an older copy never replaces it. The merge holds OUT's run lock
 (:class:`bench.lock.RunLock`): it never writes into a folder a run is writing.
 """
 
@@ -39,7 +41,7 @@ from bench.outputs import store_part_problem
 from bench.paths import resolved
 from bench.pictures import MAX_ARRAY_VALUES, locate_artifact, own_artifact
 from bench.registry import LeakbenchError
-from bench.store import RECORDS, read_record, save_outcome
+from bench.store import NEWER, RECORDS, read_record, save_outcome
 
 STATUS_RANK = {"ok": 0, "diverged": 1, "error": 2, "timeout": 2, "skipped": 3}
 RESULT_FIELDS = ("status", "metrics", "utility")
@@ -125,6 +127,8 @@ class MergeReport:
     conflicts: list[str] = field(default_factory=list)
     status_conflicts: int = 0  # of the conflicts, those whose copies differ in status
     problems: list[str] = field(default_factory=list)  # damaged records, missing artifacts
+    newer_in_out: dict[str, Path] = field(default_factory=dict)  # cell id: OUT's record that
+    # a newer leakbench wrote (never written over)
 
     def summary(self) -> str:
         values = len(self.conflicts) - self.status_conflicts
@@ -146,6 +150,11 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
         if not path.is_file():  # a FIFO would block the read, a folder is no record: every
             continue  # other reader skips them too (bench.store)
         record, problem = read_record(path)
+        if record is None and problem.startswith(NEWER):  # sound to that leakbench: not
+            report.problems.append(f"record left out: {path} ({problem})")  # "damaged"
+            if order == 0 and folder == report.out:
+                report.newer_in_out[path.stem] = path
+            continue
         if record is None:
             report.problems.append(f"damaged record left out: {path} ({problem})")
             continue
@@ -235,7 +244,10 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
             report.status_conflicts += len({c.record.get("status") for c in copies}) > 1
         else:
             report.duplicates += len(copies) - 1
-        if kept.source.resolve() != out.resolve():
+        if cid in report.newer_in_out:  # an older record would replace a newer one
+            report.problems.append(f"{cid}: not written: OUT's record "
+                                   f"{report.newer_in_out[cid]} was {NEWER}")
+        elif kept.source.resolve() != out.resolve():
             with ExitStack() as opened:
                 save_outcome(out, kept.record, _artifacts(kept, report, opened))
             report.written += 1

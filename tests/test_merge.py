@@ -322,3 +322,28 @@ def test_a_fifo_or_a_folder_named_like_a_record_is_skipped(store, tmp_path, caps
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(load_records(out)) == 2
+
+
+def test_a_newer_leakbenchs_record_is_neither_called_damaged_nor_written_over(store, tmp_path,
+                                                                            capsys):
+    """A record of a newer schema was reported as "damaged", and where OUT held it, the
+    source's older copy of the cell replaced it: the newer leakbench's result was lost."""
+    out, cid = _copy(store, tmp_path / "out")
+    newer = json.loads(record_path(out, cid).read_text())
+    record_path(out, cid).write_text(json.dumps({**newer, "record_version": 2}))
+    before = record_path(out, cid).read_bytes()
+    b, _ = _copy(store, tmp_path / "b")
+    c, _ = _copy(store, tmp_path / "c")
+    ids = sorted(p.stem for p in (c / "records").glob("*.json"))
+    in_c = record_path(c, ids[1])
+    in_c.write_text(json.dumps({**json.loads(in_c.read_text()), "record_version": 3}))
+    assert main(["merge", str(out), str(b), str(c)]) == 0
+    captured = capsys.readouterr()
+    err = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
+    assert not [x for x in err if "damaged" in x]
+    assert f"record left out: {record_path(out, cid)} (written by a newer leakbench " \
+           "(record_version 2; this one reads 1 to 1))" in err
+    assert any(x.startswith(f"record left out: {in_c} (written by a newer leakbench") for x in err)
+    assert f"{cid}: not written: OUT's record {record_path(out, cid)} was written by a newer " \
+           "leakbench" in err
+    assert record_path(out, cid).read_bytes() == before
