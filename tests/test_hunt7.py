@@ -233,3 +233,16 @@ def test_a_record_a_newer_leakbench_wrote_is_left_in_place_and_never_written_ove
     with pytest.raises(Exception, match="written by a newer leakbench .e.g. " + first.stem):
         run_suite(make_suite(seeds=2), tmp_path, jobs=0, device="cpu", progress=False)
     assert first.read_bytes() == before
+
+
+@pytest.mark.parametrize("limit,timeout,shorter", [
+    (1234.5644, 1234.5644, False), (600.0, 600.0, False), (1.0000004e-5, 1.0000004e-5, False),
+    (1234.5, 1234.5644, True), (5.0, 120.0, True)])
+def test_a_timeout_text_of_six_digits_is_read_as_its_own_limit(limit, timeout, shorter):
+    """Records before 2026-12-05 kept the limit to ``:g``'s six digits: 1234.5644 s read back
+    as 1234.56 s, shorter than itself, so such a cell ran once more on every resume."""
+    from bench.executors.base import timed_out_under
+    from bench.resume import _shorter
+
+    old_text = f"exceeded the cell timeout of {limit:g}s"
+    assert _shorter(timed_out_under(old_text), timeout) is shorter
