@@ -17,7 +17,11 @@ def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
     path = Path(folder)
     if not path.is_dir() or not any(path.rglob("*.txt")):
         raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
-    sentences = folder_sentences(folder)
+    try:
+        sentences = folder_sentences(folder)
+    except OSError as e:  # a folder named *.txt, a FIFO, a file too large or unreadable
+        where = e.filename or path
+        raise DatasetNotFoundError(f"textfolder: {where}: {e.strerror or e}") from e
     if not sentences:
         raise DatasetNotFoundError(f"textfolder: the .txt files under {path} hold no sentence "
                                    f"of at least {MIN_WORDS} words")
