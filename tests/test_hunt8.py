@@ -30,3 +30,14 @@ def test_a_text_folder_entry_that_is_no_file_names_the_suite_and_the_dataset(tmp
                     str(tmp_path / "o"), "--dry-run")
     assert line.startswith(f"leakbench: error: {tmp_path / 's.yaml'}: textfolder: {odd}: ")
 
+
+def test_run_given_a_claims_file_says_what_it_is_and_what_to_run(tmp_path, capsys):
+    """``leakbench run bench/suites/paper-dlg.claims.yaml`` said "unknown suite key 'claims'
+    (did you mean 'victim', 'client'?)": no hint that claims are checked, not run."""
+    from helpers import ROOT
+
+    claims = ROOT / "bench" / "suites" / "paper-dlg.claims.yaml"
+    line = one_line(capsys, "run", str(claims), "--out", str(tmp_path / "o"), "--dry-run")
+    assert line == (f"leakbench: error: {claims}: a claims file (of suite 'paper-dlg'), not a "
+                    "suite: run the suite, then 'leakbench check DIR --claims FILE' tests them")
+    assert not (tmp_path / "o").exists()

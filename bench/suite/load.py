@@ -71,6 +71,9 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         raise SuiteError(f"{source or default_name}: a suite must be a mapping of keys")
     check_axes(raw)  # a file's were checked as it was read; a mapping's here
     unknown = sorted((k for k in raw if k not in SUITE_KEYS), key=repr)
+    if "claims" in unknown and isinstance(raw.get("suite"), str):  # a claims file given to run
+        raise SuiteError(f"a claims file (of suite {short(raw['suite'])}), not a suite: run "
+                         f"the suite, then 'leakbench check DIR --claims FILE' tests them")
     if unknown:
         raise SuiteError(f"unknown suite key {short(unknown[0])}"
                          f"{suggest(str(unknown[0]), SUITE_KEYS)}")
