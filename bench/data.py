@@ -39,9 +39,15 @@ def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.
     """Samples (stacked) and labels of ``data[i]`` for each index: integer labels, or label
     tensors stacked (a language model's next tokens, one per position)."""
     xs, ys = zip(*(data[int(i)] for i in indices))
+    x = torch.stack(xs)
+    if x.is_floating_point() and x.numel() and not (0 <= float(x.min()) and
+                                                    float(x.max()) <= 1):  # NaN too
+        raise ValueError(f"the dataset's images lie outside [0, 1] (min {float(x.min()):.4g}, "
+                         f"max {float(x.max()):.4g}): a dataset's load() returns pixels in "
+                         "[0, 1] (not 0–255, nor normalised: DatasetMeta's mean and std do that)")
     if isinstance(ys[0], torch.Tensor) and ys[0].dim() > 0:
-        return torch.stack(xs), torch.stack(ys)
-    return torch.stack(xs), torch.tensor([int(y) for y in ys])
+        return x, torch.stack(ys)
+    return x, torch.tensor([int(y) for y in ys])
 
 
 def batch_indices(size: int, batch_size: int, generator: torch.Generator,

@@ -11,6 +11,7 @@ observed, scored and recorded on its own (:func:`bench.pipeline.iter_trials`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from bench.cells.base import (
 from bench.contracts import observed_batch
 from bench.records import Outcome
 from bench.registry import REGISTRIES
-from bench.store import unwritable
+from bench.store import dumps, record_problem, unwritable
 
 DEFAULT_TRIALS = 16
 """Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""
@@ -95,18 +96,32 @@ def writable(cell: CellKind, outcome: Outcome, device: torch.device, options: Ru
     record = outcome.record.to_json()
     problem = unwritable(record)
     if problem is None:
-        return outcome
-    for key, value in record.items():
-        if unwritable(value, key) is not None:
-            record[key] = None
-    error = f"{problem}: the cell's record cannot be written"
+        problem = _refused(record)  # written, it would be quarantined by the next reader
+        if problem is None:
+            return outcome
+        error = f"{problem}: the record check would refuse the cell's record"
+    else:
+        for key, value in record.items():
+            if unwritable(value, key) is not None:
+                record[key] = None
+        error = f"{problem}: the cell's record cannot be written"
     record.update(status="error", error=error, metrics=None)
     for key in ("picture", "arrays", "curve", "text_pairs"):
         if key in record:
             record[key] = None
-    if unwritable(record) is None:
+    if unwritable(record) is None and _refused(record) is not None:
+        record["floor_metrics"] = None  # a grey guess out of a metric's range: the images
+    if unwritable(record) is None and _refused(record) is None:
         return Outcome(type(outcome.record).from_json(record))
     return failure_outcome(cell, "error", error, options, 0.0, device)
+
+
+def _refused(record: dict[str, Any]) -> str | None:
+    """What the store's record check (:func:`bench.store.record_problem`, every reader's)
+    finds wrong with ``record`` as it would be written: a plug-in metric's value outside its
+    declared range, say; None when it passes."""
+    written = json.loads(dumps(record))  # as the store writes it (unwritable: None)
+    return record_problem(written, written.get("cell_id"))
 
 
 def _batchable(cell: Any) -> bool:
