@@ -50,7 +50,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     entry = ARCHS.get(args.arch)
     params = validate_params(entry.params, params, args.arch)
-    size = entry.cls(**params).parameter_count(shape, args.num_classes)
+    try:
+        size = entry.cls(**params).parameter_count(shape, args.num_classes)
+    except Exception as e:  # noqa: BLE001 - a plug-in's constructor may raise anything
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise LeakbenchError(f"rank {args.arch}: its constructor raised {type(e).__name__}"
+                             f"{': ' + first if first else ''}") from None
     if size is not None and size > MAX_RANK_PARAMETERS:  # mlp hidden=65536 depth=16: 17 GB
         raise LeakbenchError(f"rank {args.arch}: {size:,} parameters at these settings, above "
                              f"the {MAX_RANK_PARAMETERS:,} the analysis builds")

@@ -41,3 +41,135 @@ def test_run_given_a_claims_file_says_what_it_is_and_what_to_run(tmp_path, capsy
     assert line == (f"leakbench: error: {claims}: a claims file (of suite 'paper-dlg'), not a "
                     "suite: run the suite, then 'leakbench check DIR --claims FILE' tests them")
     assert not (tmp_path / "o").exists()
+
+
+def _run_tiny(tmp_path, **overrides):
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    return run_suite(make_suite(seeds=1, **overrides), tmp_path, jobs=0, device="cpu",
+                     progress=False)
+
+
+def test_a_metric_value_outside_its_declared_range_is_an_error_record_not_quarantined(
+        tmp_path, capsys):
+    """A plug-in metric whose value left its declared [best, worst]: the run wrote the record,
+    its own next read quarantined it ("damaged record"), and the run ended "no records" (exit
+    2); every later run did the same. The cell now ends in an error record naming the value."""
+    from bench.metrics.base import METRICS, Metric, register_metric
+    from bench.metrics.mse import mse_per_pair
+    from bench.store import load_records
+
+    class Narrow(Metric):
+        """MSE declared to stay below 1e-12: any real reconstruction leaves that range."""
+
+        name, label, modality, kind = "narrow_mse", "Narrow", "image", "per_item"
+        higher_is_better, digits, order, best, worst = False, 4, 999, 0.0, 1e-12
+        compute = staticmethod(mse_per_pair)
+
+    register_metric(Narrow)
+    try:
+        summary = _run_tiny(tmp_path)
+        (record,) = load_records(tmp_path)
+    finally:
+        METRICS.unregister("narrow_mse")
+    err = capsys.readouterr().err
+    assert "damaged" not in err and not (tmp_path / "records" / "quarantine").exists()
+    assert summary.counts == {"error": 1}
+    assert record["status"] == "error" and record["metrics"] is None
+    assert "metric 'narrow_mse' is " in record["error"] and "outside its range [0, 1e-12]: " \
+        "the record check would refuse the cell's record" in record["error"]
+
+
+def test_a_dataset_whose_pixels_are_not_in_the_unit_box_is_an_error_naming_it(tmp_path,
+                                                                             monkeypatch):
+    """Images in [0, 255] (a plug-in that forgot /255) scored PSNR −44.9 dB and MSE 31 120,
+    outside their ranges: the record was quarantined by the run that wrote it."""
+    from torch.utils.data import TensorDataset
+
+    from bench.datasets.digits import Digits
+    from bench.store import load_records
+
+    load = Digits.load
+    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
+        *(lambda d: (d.tensors[0] * 255, d.tensors[1]))(load(self, split))))
+    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error"
+    assert "the dataset's images lie outside [0, 1] (min 0, max 255): a dataset's load() " \
+           "returns pixels in [0, 1]" in record["error"]
+
+
+def test_a_dataset_label_beyond_its_classes_is_an_error_naming_it(tmp_path, monkeypatch):
+    from torch.utils.data import TensorDataset
+
+    from bench.datasets.digits import Digits
+    from bench.store import load_records
+
+    load = Digits.load
+    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
+        *(lambda d: (d.tensors[0], d.tensors[1] + 10))(load(self, split))))
+    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error"
+    assert "the dataset's labels lie outside 0…9 (min 1" in record["error"]
+    assert "its DatasetMeta says 10 classes" in record["error"]
+
+
+@pytest.mark.parametrize("kind", ["attack", "defense", "arch"])
+def test_a_component_constructor_that_raises_is_one_line_naming_it(kind, tmp_path, capsys):
+    """A plug-in whose constructor raised (for one grid point) crashed ``run`` and
+    ``run --dry-run`` with a traceback, exit 1, while the suite's cells were checked."""
+    from bench.contracts import Arch, Attack, Defense
+    from bench.registry import REGISTRIES, Param, register_arch, register_attack, register_defense
+
+    base = {"attack": Attack, "defense": Defense, "arch": Arch}[kind]
+    register = {"attack": register_attack, "defense": register_defense,
+                "arch": register_arch}[kind]
+
+    class Exploding(base):
+        """Refuses ``mode: init`` by raising, not by a declared choice."""
+
+        params = (Param("mode", str, "ok"),)
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            if self.mode == "init":
+                raise RuntimeError("constructor exploded")
+
+    register("exploding")(Exploding)
+    axis = {"attack": "attacks", "defense": "defenses", "arch": "archs"}[kind]
+    try:
+        suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, axis: [
+            {"exploding": {"mode": ["ok", "init"]}}]})
+        for extra in ([], ["--dry-run"]):
+            line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), *extra)
+            assert line == (f"leakbench: error: {suite}: {kind} exploding(mode=init) raised "
+                            "RuntimeError: constructor exploded while the suite was checked "
+                            "(its constructor or its compatibility check)")
+    finally:
+        REGISTRIES[axis].unregister("exploding")
+    assert not (tmp_path / "o" / "records").exists()
+
+
+def test_rank_of_an_arch_whose_constructor_raises_is_one_line(capsys):
+    from bench.contracts import Arch
+    from bench.registry import ARCHS, Param, register_arch
+
+    @register_arch("exploding_rank")
+    class ExplodingRank(Arch):
+        """Raises for ``mode: init``."""
+
+        params = (Param("mode", str, "ok"),)
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            if self.mode == "init":
+                raise RuntimeError("constructor exploded")
+
+    try:
+        line = one_line(capsys, "rank", "exploding_rank", "--param", "mode=init")
+    finally:
+        ARCHS.unregister("exploding_rank")
+    assert line == ("leakbench: error: rank exploding_rank: its constructor raised "
+                    "RuntimeError: constructor exploded")

@@ -4,11 +4,13 @@ bit masks during expansion (:mod:`bench.suite.expand`)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from bench.contracts import Attack, CellContext, modality_mismatch
 from bench.grants import PUBLIC_DATA
-from bench.registry import ATTACKS, DATASETS
+from bench.registry import ATTACKS, DATASETS, LeakbenchError
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
 _REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
@@ -21,10 +23,26 @@ def _context_key(cell: Any) -> tuple[Any, ...]:
             getattr(cell, "config", None), getattr(cell, "victim", None))
 
 
+@contextlib.contextmanager
+def _naming(kind: str, spec: Any) -> Iterator[None]:
+    """A component's own code raising (a plug-in's constructor, its ``incompatibility``) as
+    one line naming the component: it had reached the user as a traceback, before any cell."""
+    try:
+        yield
+    except LeakbenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
+        text = str(e).strip().splitlines()
+        raise LeakbenchError(f"{kind} {spec.label} raised {type(e).__name__}"
+                             f"{': ' + text[0][:300] if text else ''} while the suite was "
+                             "checked (its constructor or its compatibility check)") from e
+
+
 def _context(cell: Any) -> CellContext:
     key = _context_key(cell)
     if key not in _CONTEXT_CACHE:
-        _CONTEXT_CACHE[key] = cell.context()
+        with _naming("dataset", cell.dataset):
+            _CONTEXT_CACHE[key] = cell.context()
     return _CONTEXT_CACHE[key]
 
 
@@ -33,7 +51,11 @@ def _observed(cell: Any, key: tuple[Any, ...]) -> CellContext:
     shared by every attack of a grid (built links and all)."""
     chain = tuple(cell.defense)
     if (key, chain) not in _OBSERVED_CACHE:
-        _OBSERVED_CACHE[key, chain] = _context(cell).observed_through([d.build() for d in chain])
+        context, built = _context(cell), []
+        for d in chain:
+            with _naming("defense", d):
+                built.append(d.build())
+        _OBSERVED_CACHE[key, chain] = context.observed_through(built)
     return _OBSERVED_CACHE[key, chain]
 
 
@@ -55,9 +77,11 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     depends on the seed."""
     key = _context_key(cell)
     if (key, "arch") not in _REASON_CACHE:
-        arch = cell.arch.build()
-        _REASON_CACHE[key, "arch"] = modality_mismatch(arch, arch.modalities,
-                                                       _context(cell).modality)
+        context = _context(cell)
+        with _naming("arch", cell.arch):
+            arch = cell.arch.build()
+            _REASON_CACHE[key, "arch"] = modality_mismatch(arch, arch.modalities,
+                                                           context.modality)
     if _REASON_CACHE[key, "arch"]:
         return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
@@ -72,13 +96,15 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     for prefix, spec in _checked(cell):
         cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
         if cache_key not in _REASON_CACHE:
-            component = spec.build()
-            if isinstance(component, Attack):
-                _REASON_CACHE[cache_key] = component.skip_reason(_observed(cell, key))
-            else:
-                _REASON_CACHE[cache_key] = (
-                    modality_mismatch(component, component.modalities, _context(cell).modality)
-                    or component.incompatibility(_context(cell)))
+            seen = _observed(cell, key) if spec is attack else _context(cell)
+            with _naming("attack" if spec is attack else "defense", spec):
+                component = spec.build()
+                if isinstance(component, Attack):
+                    _REASON_CACHE[cache_key] = component.skip_reason(seen)
+                else:
+                    _REASON_CACHE[cache_key] = (
+                        modality_mismatch(component, component.modalities, seen.modality)
+                        or component.incompatibility(seen))
         reason = _REASON_CACHE[cache_key]
         if reason:
             return f"{prefix}{reason}"
