@@ -21,7 +21,13 @@ from typing import Any
 
 import torch
 
-from bench.cells.base import RunOptions, cell_modality, fix_float_mode
+from bench.cells.base import (
+    CELL_FAILURES,
+    RunOptions,
+    cell_modality,
+    failure_text,
+    fix_float_mode,
+)
 from bench.client import compute_update
 from bench.contracts import (
     DatasetMeta,
@@ -232,8 +238,8 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
         try:
             with cpu_convolutions(options.cpu_conv, device):
                 _attack_together([r for _, r in live], device)
-        except Exception as e:  # re-run alone, from the same dummies: a failing cell records
-            why = f"{type(e).__name__}: {e}"  # its own error
+        except CELL_FAILURES as e:  # re-run alone, from the same dummies: a failing cell
+            why = failure_text(e)  # records its own error
             ids = [r.cell.cell_id for _, r in live]
             for (_, r), state in zip(live, states):
                 r.fields["trial_batch"] = {"cells": ids, "trials": len(ids),
@@ -294,8 +300,8 @@ class _Run:
         """Run ``step(self)``; an exception becomes this cell's error (never a lost run)."""
         try:
             step(self)
-        except Exception as e:
-            self.error = f"{stage}: {type(e).__name__}: {e}"
+        except CELL_FAILURES as e:
+            self.error = f"{stage}: {failure_text(e)}"
             self.fields.update(traceback=traceback.format_exc(limit=8), metrics=None)
 
     def observe(self, device: torch.device) -> None:

@@ -47,7 +47,7 @@ def _run_tiny(tmp_path, **overrides):
     from bench.runner import run_suite
     from helpers import make_suite
 
-    return run_suite(make_suite(seeds=1, **overrides), tmp_path, jobs=0, device="cpu",
+    return run_suite(make_suite(**{"seeds": 1, **overrides}), tmp_path, jobs=0, device="cpu",
                      progress=False)
 
 
@@ -173,3 +173,27 @@ def test_rank_of_an_arch_whose_constructor_raises_is_one_line(capsys):
         ARCHS.unregister("exploding_rank")
     assert line == ("leakbench: error: rank exploding_rank: its constructor raised "
                     "RuntimeError: constructor exploded")
+
+
+def test_sys_exit_inside_an_attack_run_inline_is_that_cells_error_record(tmp_path):
+    """``raise SystemExit(3)`` in a plug-in's ``reconstruct`` under ``--jobs 0`` ended the
+    whole run with exit status 3: no record, no summary, no leaderboard."""
+    from bench.contracts import Attack
+    from bench.registry import ATTACKS, register_attack
+    from bench.store import load_records
+
+    @register_attack("exiting")
+    class Exiting(Attack):
+        """Calls sys.exit from inside the attack."""
+
+        def reconstruct(self, obs):
+            raise SystemExit(3)
+
+    try:
+        summary = _run_tiny(tmp_path, seeds=2, attacks=["exiting", {"dlg": {"steps": 1}}])
+    finally:
+        ATTACKS.unregister("exiting")
+    records = load_records(tmp_path)
+    assert summary.counts == {"error": 2, "ok": 2}
+    errors = [r["error"] for r in records if r["status"] == "error"]
+    assert errors == ["attack: SystemExit: sys.exit(3) called inside the cell"] * 2

@@ -121,3 +121,17 @@ def failure_outcome(cell: CellKind, status: str, error: str, options: RunOptions
     if cell.kind == "attack":  # as the pipeline's own records
         stamp_cpu_conv(record, device, options.cpu_conv)
     return Outcome(record)
+
+
+CELL_FAILURES = (Exception, SystemExit)
+"""What a cell's own code may raise and the cell records: any exception, and ``sys.exit()``
+called in a component (under ``--jobs 0`` it had ended the whole run, with no record and no
+summary; in a worker process it was a dead worker). KeyboardInterrupt still stops the run."""
+
+
+def failure_text(e: BaseException) -> str:
+    """An exception as a record's error: ``RuntimeError: boom``; ``SystemExit: sys.exit(3)
+    called inside the cell``."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit: sys.exit({e.code!r}) called inside the cell"
+    return f"{type(e).__name__}: {e}"

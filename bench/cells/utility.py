@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
-from bench.cells.base import RunOptions, fix_float_mode, register_cell_kind
+from bench.cells.base import (
+    CELL_FAILURES,
+    RunOptions,
+    failure_text,
+    fix_float_mode,
+    register_cell_kind,
+)
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
 from bench.data import input_centre, other_batches, poisson_batch, sample_batch, stack_items
@@ -253,8 +259,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
                                   "dp_mean_batch": sum(sizes) / max(1, len(sizes)),
                                   "dp_empty_batches": sizes.count(0)}
         fields["metrics"] = metrics
-    except Exception as e:  # a failing cell becomes a record
-        fields.update(status="error", error=f"{type(e).__name__}: {e}", metrics=None,
+    except CELL_FAILURES as e:  # a failing cell becomes a record
+        fields.update(status="error", error=failure_text(e), metrics=None,
                       traceback=traceback.format_exc(limit=8))
     fields["timing"] = {"train_seconds": time.perf_counter() - t0}
     status, error = fields.pop("status"), fields.pop("error")
