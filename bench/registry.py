@@ -78,6 +78,10 @@ def number_from_text(text: str) -> float | None:
     return float(text) if _NUMBER_TEXT.fullmatch(text) else None
 
 
+PARAM_TYPES = (int, float, str, bool)
+"""The types a component's parameter may declare: what a suite's YAML scalars give."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One declared parameter of a component: name, type, default and allowed range."""
@@ -95,6 +99,23 @@ class Param:
     # value than its default — for a parameter added later whose default keeps the old
     # behaviour, so that existing cells keep their ids
     identity: bool | str = True
+
+    def __post_init__(self) -> None:
+        """A declaration a suite could never use is refused where it is written (a plug-in's
+        module then fails to load, in one line): ``list`` values crashed the suite's
+        grid expansion (unhashable), and a default outside its own range or choices was
+        reported as the user's suite error."""
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise TypeError(f"Param {self.name!r}: the name must be a Python identifier")
+        if self.type not in PARAM_TYPES:
+            raise TypeError(f"Param {self.name!r}: type {getattr(self.type, '__name__', self.type)}"
+                            " is not one a suite can give (int, float, str or bool; a list is "
+                            "read as a grid of values)")
+        if self.default is not _MISSING and not (self.default is None and self.nullable):
+            try:
+                self.validate(self.default, f"Param {self.name!r}: its default")
+            except ParamError as e:
+                raise TypeError(str(e)) from None
 
     @property
     def required(self) -> bool:

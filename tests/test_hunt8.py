@@ -197,3 +197,29 @@ def test_sys_exit_inside_an_attack_run_inline_is_that_cells_error_record(tmp_pat
     assert summary.counts == {"error": 2, "ok": 2}
     errors = [r["error"] for r in records if r["status"] == "error"]
     assert errors == ["attack: SystemExit: sys.exit(3) called inside the cell"] * 2
+
+
+@pytest.mark.parametrize("args,kwargs,needle", [
+    (("widths", list, [4, 4]), {}, "type list is not one a suite can give"),
+    (("shape", tuple, (1, 2)), {}, "type tuple is not one a suite can give"),
+    (("scale", float, 2.0), {"high": 1.0}, "its default: 2.0 is above the maximum 1"),
+    (("mode", str, "fast"), {"choices": ("slow",)}, "its default: 'fast' is not one of {slow}"),
+    (("steps", int, 2.5), {}, "its default: expected an integer, got 2.5"),
+    (("bad name", int, 1), {}, "the name must be a Python identifier"),
+])
+def test_a_parameter_declaration_no_suite_could_use_is_refused_where_it_is_written(
+        args, kwargs, needle):
+    """``Param("widths", list, …)`` crashed every suite naming the component with
+    ``TypeError: unhashable type: 'list'``; a default outside its own range or choices was
+    reported as the user's suite error (``s.yaml: oddparams.scale: 2.0 is above …``)."""
+    from bench.registry import Param
+
+    with pytest.raises(TypeError, match="^Param ") as caught:
+        Param(*args, **kwargs)
+    assert needle in str(caught.value)
+
+
+def test_a_nullable_parameter_may_default_to_none():
+    from bench.registry import Param
+
+    assert Param("root", str, None, nullable=True).default is None
