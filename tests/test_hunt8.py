@@ -223,3 +223,20 @@ def test_a_nullable_parameter_may_default_to_none():
     from bench.registry import Param
 
     assert Param("root", str, None, nullable=True).default is None
+
+
+def test_an_executor_registered_under_a_taken_name_is_refused():
+    """A plug-in's ``@register_executor("process")`` silently replaced the process executor
+    for the rest of the process (the other registries refuse a second registration)."""
+    from bench.executors.base import EXECUTORS, load_executors, register_executor
+
+    load_executors()
+    ours = EXECUTORS["process"]
+
+    class Hijack:
+        """Not the process executor."""
+
+    with pytest.raises(ValueError, match="executor 'process' is registered twice"):
+        register_executor("process")(Hijack)
+    assert EXECUTORS["process"] is ours
+    register_executor("process")(ours)  # the same class again (a re-import) is no clash

@@ -194,6 +194,10 @@ def register_executor(name: str) -> Callable[[type], type]:
     executor's default) when its constructor declares those parameters."""
 
     def wrap(cls: type) -> type:
+        existing = EXECUTORS.get(name)  # a plug-in's "process" had silently replaced ours
+        if existing is not None and existing is not cls and (
+                existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"executor {name!r} is registered twice")
         EXECUTORS[name] = cls
         return cls
 
