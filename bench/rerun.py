@@ -255,9 +255,12 @@ def report(checks: list[Check], metric: str | None = None) -> str:
     """A markdown table per re-run cell, then the fractions inside each interval (``metric``:
     the checks' own by default)."""
     metric = metric or (checks[0].metric if checks else "psnr")
-    table = [{"Cell": c.cell_id, "Row": c.row, "n": c.n, "Committed": _fmt(c.committed),
-              "Fresh": _fmt(c.fresh), "Status": c.status, "95% CI of the mean": _fmt(c.ci),
-              "Inside": _fmt(c.in_ci), "95% PI of one seed": _fmt(c.pi),
+    from bench.metrics import METRICS  # the registry: a plug-in's metric prints its digits
+
+    d = METRICS.get(metric).cls.digits if metric in METRICS else 2  # as the tables print it
+    table = [{"Cell": c.cell_id, "Row": c.row, "n": c.n, "Committed": _fmt(c.committed, d),
+              "Fresh": _fmt(c.fresh, d), "Status": c.status, "95% CI of the mean": _fmt(c.ci, d),
+              "Inside": _fmt(c.in_ci), "95% PI of one seed": _fmt(c.pi, d),
               "Inside PI": _fmt(c.in_pi)} for c in checks]
     lines = [f"Re-ran {len(checks)} cells on this machine ({metric}).", "",
              tabulate(table, headers="keys", tablefmt="github", disable_numparse=True), ""]

@@ -240,3 +240,16 @@ def test_an_executor_registered_under_a_taken_name_is_refused():
         register_executor("process")(Hijack)
     assert EXECUTORS["process"] is ours
     register_executor("process")(ours)  # the same class again (a re-import) is no clash
+
+
+def test_the_rerun_report_prints_a_metric_to_its_own_digits():
+    """``rerun --metric ssim`` printed 0.00 and [-0.00, 0.03]: two decimals for every metric,
+    where the tables print SSIM to three (a plug-in's MAE, to its own digits)."""
+    from bench.rerun import Check, report
+
+    check = Check("c1", "row", 3, 0.0123, (0.0011, 0.0234), (0.0, 0.05), 0.0125, 0.0131, "ok",
+                  "ssim", False, None)
+    lines = report([check]).splitlines()
+    row = next(x for x in lines if x.startswith("| c1"))
+    assert "| 0.013 " in row and "[0.001, 0.023]" in row and "[0.000, 0.050]" in row
+    assert "0.01 " not in row
