@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.identity import LABEL_FIELDS
+from bench.leaderboard.frames import label_splits
 from bench.lock import RunLock
 from bench.outputs import store_part_problem
 from bench.paths import resolved
@@ -234,9 +235,11 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
         for copy in _read_store(folder, order, report):
             by_cell.setdefault(copy.record["cell_id"], []).append(copy)
     report.cells = len(by_cell)
+    kept_records = []
     for cid in sorted(by_cell):
         copies = sorted(by_cell[cid], key=Copy.rank)
         kept = copies[0]
+        kept_records.append(kept.record)
         if len({c.result() for c in copies}) > 1:
             dropped = "; ".join(_dropped(kept, c) for c in copies[1:])
             report.conflicts.append(f"conflict {cid} {_label(kept.record)}: kept "
@@ -251,4 +254,5 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
             with ExitStack() as opened:
                 save_outcome(out, kept.record, _artifacts(kept, report, opened))
             report.written += 1
+    report.problems += label_splits(kept_records)  # what OUT's tables will read
     return report

@@ -253,3 +253,30 @@ def test_the_rerun_report_prints_a_metric_to_its_own_digits():
     row = next(x for x in lines if x.startswith("| c1"))
     assert "| 0.013 " in row and "[0.001, 0.023]" in row and "[0.000, 0.050]" in row
     assert "0.01 " not in row
+
+
+def test_merging_two_spellings_of_one_configuration_says_it_fills_two_rows(tmp_path, capsys):
+    """``defenses: [prune]`` in one run and ``{prune: {ratio: [0.2, 0.5]}}`` in another label
+    the same cells ``prune`` and ``prune(ratio=0.2)``: the merged leaderboard split one
+    configuration into two rows, and neither merge nor leaderboard said so."""
+    from bench.cli import main
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    plain, grid = tmp_path / "plain", tmp_path / "grid"
+    common = {"datasets": [{"digits": {"size": 8}}], "archs": [{"mlp": {"hidden": 8}}],
+              "attacks": ["analytic"]}
+    run_suite(make_suite(seeds=1, defenses=["prune"], **common), plain, jobs=0,
+              device="cpu", progress=False)
+    run_suite(make_suite(seeds=2, defenses=[{"prune": {"ratio": [0.2, 0.5]}}], **common),
+              grid, jobs=0, device="cpu", progress=False)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(plain), str(grid)]) == 0
+    line = ("defense: 'prune' and 'prune(ratio=0.2)' name one configuration (suites that "
+            "spelled it differently); the tables list them as separate rows")
+    assert capsys.readouterr().err.count(line) == 1
+    assert main(["leaderboard", str(out)]) == 0
+    assert capsys.readouterr().err.count(f"{out}: {line}") == 1
+    assert main(["leaderboard", str(grid)]) == 0
+    assert "name one configuration" not in capsys.readouterr().err

@@ -110,6 +110,29 @@ def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
+LABELLED = (("attack", "attack_label"), ("defense", "defense_label"), ("arch", "arch_label"),
+            ("dataset", "dataset_label"))
+
+
+def label_splits(records: list[dict[str, Any]]) -> list[str]:
+    """One line per component configuration that the records label twice (``prune`` and
+    ``prune(ratio=0.2)``: suites that spelled it differently, merged into one folder); the
+    tables key rows on labels, so such a configuration fills two rows."""
+    labels: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in records:
+        for field, label in LABELLED:
+            config, name = r.get(field), r.get(label)
+            if config is None or not isinstance(name, str):
+                continue
+            links = config if isinstance(config, list) else [config]
+            key = repr([(d.get("name"), sorted((d.get("params") or {}).items()))
+                        for d in links if isinstance(d, dict)])
+            labels[field, key].add(name)
+    return [f"{field}: {' and '.join(repr(x) for x in sorted(names))} name one configuration "
+            "(suites that spelled it differently); the tables list them as separate rows"
+            for (field, _), names in sorted(labels.items()) if len(names) > 1]
+
+
 def shared_pass(record: dict[str, Any]) -> bool:
     """Whether ``record``'s cell ran in a batched pass with other cells: not alone, and not
     one of a failed pass's cells, which re-ran alone (``trial_batch.fallback``)."""

@@ -13,10 +13,15 @@ from bench.latex import BREAKS, tex
 from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
-from bench.leaderboard.frames import no_attack_records, records_frame, utility_frame
+from bench.leaderboard.frames import (
+    label_splits,
+    no_attack_records,
+    records_frame,
+    utility_frame,
+)
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
 from bench.leaderboard.text_tables import Tokens, protocol_text, rule_metric_words, text_tables
-from bench.registry import LeakbenchError
+from bench.registry import LeakbenchError, warn
 from bench.store import load_records, write_atomic
 
 
@@ -178,6 +183,8 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(no_attack_records(out_dir, records))
+    for line in label_splits(records):
+        warn(f"{out_dir}: {line}")
     name = {"markdown": "leaderboard.md", "latex": "leaderboard.tex"}.get(fmt)
     if name is None:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
