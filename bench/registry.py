@@ -14,12 +14,16 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
 import pkgutil
 import re
+import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TypeVar
 
 
@@ -59,8 +63,6 @@ def has_control(text: str) -> bool:
 
 def warn(message: str) -> None:
     """A user-facing warning: one line on stderr, ``leakbench: warning: …``."""
-    import sys
-
     print(f"leakbench: warning: {one_line(message)}", file=sys.stderr)
 
 
@@ -252,7 +254,8 @@ class Registry:
         the same error, never a half-filled registry's "unknown component"."""
         if self._loaded:
             return
-        import_components(self.builtin_packages, self.entry_point_group)
+        import_components(self.builtin_packages, self.entry_point_group,
+                          lambda: len(self._entries), self.kind)
         self._loaded = True
 
     def unregister(self, name: str) -> None:
@@ -279,29 +282,53 @@ class Registry:
         return name in self._entries
 
 
-def import_components(packages: Iterable[str], entry_point_group: str) -> None:
+def import_components(packages: Iterable[str], entry_point_group: str,
+                      count: Callable[[], int] | None = None, what: str = "component") -> None:
     """Import every public module of ``packages`` (each registers its components) and load
-    the ``entry_point_group`` entry points of installed packages."""
+    the ``entry_point_group`` entry points of installed packages. ``count``: how many
+    components are registered, to warn where a plug-in's module registered none (a class
+    without its ``@register_…`` decorator: the suite then only said "unknown …")."""
     for pkg_name in packages:
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
     for ep in entry_points(group=entry_point_group):
+        dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
+        where = f"plug-in {ep.name} = {ep.value}{dist}, entry-point group {entry_point_group}"
+        fresh = ep.module not in sys.modules  # a module two entry points share registers once
+        before = count() if count is not None else 0
         try:
             ep.load()
         except (Exception, SystemExit) as e:  # a plug-in's own bug or typo (or its
             # sys.exit, which had ended every command silently): name it, not a traceback
-            dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
             detail = (str(e) if isinstance(e, LeakbenchError)
                       else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
                       else f"{type(e).__name__}: {e}")
-            frames = [f for f in traceback.extract_tb(e.__traceback__)
-                      if not f.filename.startswith("<")]  # not importlib's own frames
-            if frames and frames[-1].filename != __file__:  # where in the plug-in it broke
-                detail += f" ({frames[-1].filename}:{frames[-1].lineno})"
-            raise PluginError(f"plug-in {ep.name} = {ep.value}{dist}, entry-point group "
-                              f"{entry_point_group}, failed to load: {detail}") from e
+            frame = _plugin_frame(e)
+            if frame is not None:  # where in the plug-in it broke
+                detail += f" ({frame.filename}:{frame.lineno})"
+            raise PluginError(f"{where}, failed to load: {detail}") from e
+        if count is not None and fresh and count() == before:
+            warn(f"{where}: loaded, but registered no {what} (a class without its "
+                 f"@register_{what} decorator?)")
+
+
+def _plugin_frame(e: BaseException) -> traceback.FrameSummary | None:
+    """The last frame of ``e``'s traceback in the plug-in's own code: not Python's
+    (importlib, the standard library) nor leakbench's, which only report it."""
+    paths = sysconfig.get_paths()
+    def under(name: str, roots: Iterable[Any]) -> bool:
+        return any(name.startswith(str(Path(r).resolve()) + os.sep) for r in roots)
+
+    here = Path(__file__).resolve().parent.parent  # leakbench's packages
+    ours = [here / "bench", here / "attacks", here / "defenses"]
+    installed = [paths["purelib"], paths["platlib"]]  # inside stdlib on a system install
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith("<")
+              and not under(str(Path(f.filename).resolve()), ours)
+              and not (under(str(Path(f.filename).resolve()), [paths["stdlib"]])
+                       and not under(str(Path(f.filename).resolve()), installed))]
+    return frames[-1] if frames else None
 
 
 ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")

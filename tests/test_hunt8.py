@@ -280,3 +280,60 @@ def test_merging_two_spellings_of_one_configuration_says_it_fills_two_rows(tmp_p
     assert capsys.readouterr().err.count(f"{out}: {line}") == 1
     assert main(["leaderboard", str(grid)]) == 0
     assert "name one configuration" not in capsys.readouterr().err
+
+
+FORGOT = '''
+from bench.contracts import Attack
+
+
+class Forgot(Attack):
+    """An attack whose author forgot ``@register_attack``."""
+'''
+
+BAD_METRIC = '''
+from bench.metrics.base import Metric, register_metric
+
+
+class NoBounds(Metric):
+    """A metric whose bounds are not numbers."""
+
+    name, label, modality, kind = "nobounds", "NoBounds", "image", "per_item"
+    higher_is_better, digits, order, best, worst = True, 2, 999, "high", None
+    compute = staticmethod(lambda a, b: a.sum())
+
+
+register_metric(NoBounds)
+'''
+
+
+def test_a_plugin_that_registers_nothing_is_named_with_the_likely_cause(tmp_path):
+    """An entry point to a class without its decorator loaded, registered nothing, and the
+    suite only said "unknown attack 'forgot'"."""
+    from helpers import run_cli, write_plugin
+
+    root = write_plugin(tmp_path, "leakbench_forgot", FORGOT,
+                        "[leakbench.attacks]\nforgot = leakbench_forgot:Forgot\n")
+    out = run_cli("list", "attacks", extra_path=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == (
+        "leakbench: warning: plug-in forgot = leakbench_forgot:Forgot (package "
+        "leakbench-forgot), entry-point group leakbench.attacks: loaded, but registered no "
+        "attack (a class without its @register_attack decorator?)")
+
+
+def test_a_plugin_load_error_points_into_the_plugin_not_into_leakbench_or_python(tmp_path):
+    """A bad metric schema was located at ``bench/metrics/base.py:116``, a missing module at
+    ``importlib/__init__.py:126``: the last frame, not the plug-in's."""
+    from helpers import run_cli, write_plugin
+
+    root = write_plugin(tmp_path, "leakbench_badmetric", BAD_METRIC,
+                        "[leakbench.metrics]\nnobounds = leakbench_badmetric\n")
+    out = run_cli("list", "metrics", extra_path=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith(f"({root / 'leakbench_badmetric.py'}:13)"), out.stderr
+    (tmp_path / "m").mkdir()
+    missing = write_plugin(tmp_path / "m", "leakbench_gone", "x = 1\n",
+                           "[leakbench.attacks]\ngone = leakbench_gone_missing\n")
+    out = run_cli("list", "attacks", extra_path=missing)
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith("No module named 'leakbench_gone_missing'"), out.stderr

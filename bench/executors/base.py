@@ -211,7 +211,7 @@ ENTRY_POINT_GROUP = "leakbench.executors"
 def load_executors() -> None:
     """Import every module of ``bench/executors/`` (each registers its executor) and the
     ``leakbench.executors`` entry points of installed packages, once."""
-    import_components(("bench.executors",), ENTRY_POINT_GROUP)
+    import_components(("bench.executors",), ENTRY_POINT_GROUP, lambda: len(EXECUTORS), "executor")
 
 
 def make_executor(name: str, device: torch.device, timeout: float, jobs: int,
