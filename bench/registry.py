@@ -242,6 +242,11 @@ class Registry:
                     cls.__module__, cls.__qualname__)
                 if not same:
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
+            from bench.declarations import declaration_problem  # it reads the grants
+
+            problem = declaration_problem(self.kind, name, cls)
+            if problem:
+                raise TypeError(f"{self.kind} {name!r}: {problem}")
             cls.registry_name = name
             self._entries[name] = Entry(name, cls, self.kind)
             return cls

@@ -337,3 +337,36 @@ def test_a_plugin_load_error_points_into_the_plugin_not_into_leakbench_or_python
     out = run_cli("list", "attacks", extra_path=missing)
     assert out.returncode == 2
     assert out.stderr.strip().endswith("No module named 'leakbench_gone_missing'"), out.stderr
+
+
+@pytest.mark.parametrize("attrs,name,needle", [
+    ({"needs": frozenset({"labelz"})}, "needsbogus",
+     "attack 'needsbogus': needs names 'labelz', not one of bn_stats, labels, public_data"),
+    ({"update_kinds": frozenset({"gradients"})}, "kindbogus",
+     "attack 'kindbogus': update_kinds names 'gradients', not one of delta, gradient"),
+    ({"update_kinds": frozenset()}, "kindless",
+     "attack 'kindless': update_kinds is empty: no cell could ever run it"),
+    ({"needs": "labels"}, "stringneeds", "attack 'stringneeds': needs must be a set of names"),
+    ({}, "Bad Name!", "attack 'Bad Name!': the name 'Bad Name!' is not one a suite can write"),
+])
+def test_an_attack_declaring_what_no_suite_could_use_is_refused_at_registration(attrs, name,
+                                                                                needle):
+    """``needs = {"labelz"}`` skipped every cell ("needs labelz, which the suite does not
+    grant"), ``update_kinds = {"gradients"}`` too: the plug-in's typo read as the suite's."""
+    from bench.contracts import Attack
+    from bench.registry import ATTACKS, register_attack
+
+    cls = type("Declared", (Attack,), {"__doc__": "A declaration under test.", **attrs})
+    with pytest.raises(TypeError) as caught:
+        register_attack(name)(cls)
+    assert str(caught.value).startswith(needle)
+    assert name not in ATTACKS
+
+
+def test_a_defense_for_no_data_is_refused_at_registration():
+    from bench.contracts import Defense
+    from bench.registry import register_defense
+
+    cls = type("Nowhere", (Defense,), {"__doc__": "No data.", "modalities": frozenset()})
+    with pytest.raises(TypeError, match="defense 'nowhere': modalities is empty"):
+        register_defense("nowhere")(cls)

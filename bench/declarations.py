@@ -1,0 +1,44 @@
+"""What a component declares about itself, checked where it is registered.
+
+A plug-in's declaration that no suite could satisfy (``needs = {"labelz"}``, an update kind
+that does not exist, a name a suite cannot write) had every cell skipped or refused with a
+message that blamed the suite. It is now refused when the module registers the component: the
+plug-in fails to load, in one line naming it (:func:`bench.registry.import_components`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+MODALITIES = frozenset({"image", "text"})  # the data a cell's dataset holds
+UPDATE_KINDS = frozenset({"gradient", "delta"})  # what a FedSGD / FedAvg client shares
+
+
+def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
+    """Why ``cls``, registered as ``name`` in the ``kind`` registry, declares what no suite
+    could use; None when it declares nothing wrong."""
+    from bench.grants import CAPABILITIES  # lazily: the registry loads before the grants
+
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        return (f"the name {name!r} is not one a suite can write (letters, digits, '_', '.', "
+                "'+' or '-', starting with a letter or digit, at most 64)")
+    sets = {"modalities": MODALITIES, "needs": frozenset(CAPABILITIES),
+            "wants": frozenset(CAPABILITIES), "update_kinds": UPDATE_KINDS,
+            "batched_trials": MODALITIES}
+    for attr, known in sets.items():
+        value = getattr(cls, attr, None)
+        if value is None or (attr != "modalities" and kind != "attack"):
+            continue
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            return f"{attr} must be a set of names, got {value!r}"
+        unknown = sorted(set(value) - known)
+        if unknown:
+            return (f"{attr} names {', '.join(map(repr, unknown))}, not one of "
+                    f"{', '.join(sorted(known))}")
+    required = ("modalities", "update_kinds") if kind == "attack" else ("modalities",)
+    for attr in required:
+        if getattr(cls, attr, None) is not None and not getattr(cls, attr):
+            return f"{attr} is empty: no cell could ever run it"
+    return None
