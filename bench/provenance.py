@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,37 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
     }
+
+
+OWN_PACKAGES = frozenset({"bench", "attacks", "defenses"})  # leakbench's top-level packages
+
+
+def plugin_versions(cell: Any) -> dict[str, str]:
+    """``{distribution: version}`` of the installed packages outside leakbench whose code
+    ``cell`` runs: its attack, defense links, architecture and dataset, and the metrics that
+    score it. A record names leakbench's commit; this names what else made its numbers (a
+    plug-in changed under a finished record otherwise left no trace)."""
+    from bench.metrics import METRICS  # the registries, loaded by now
+    from bench.registry import REGISTRIES
+
+    specs = [getattr(cell, "attack", None), *getattr(cell, "defense", ()),
+             getattr(cell, "arch", None), getattr(cell, "dataset", None)]
+    classes = [REGISTRIES[s.kind].get(s.name).cls for s in specs
+               if s is not None and s.kind in REGISTRIES and s.name in REGISTRIES[s.kind]]
+    classes += [e.cls for e in METRICS.entries()]
+    found: dict[str, str] = {}
+    for cls in classes:
+        found.update(_distributions(cls.__module__.split(".")[0]))
+    return dict(sorted(found.items()))
+
+
+@functools.cache
+def _distributions(top: str) -> dict[str, str]:
+    if top in OWN_PACKAGES:
+        return {}
+    names = importlib.metadata.packages_distributions().get(top) or []
+    found = {name: _version(name) or "unknown" for name in names}
+    if found:
+        return found
+    module = sys.modules.get(top)  # on the path, not installed: its own version, if it says
+    return {top: str(getattr(module, "__version__", None) or "unknown")}

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from bench.identity import component_labels
-from bench.provenance import provenance
+from bench.provenance import plugin_versions, provenance
 from bench.registry import short
 
 RECORD_VERSION = 1
@@ -161,9 +161,13 @@ RECORD_TYPES: dict[str, type[Record]] = {"attack": AttackRecord, "utility": Util
 
 def header(cell: Any, device: torch.device) -> dict[str, Any]:
     """The fields every record of ``cell`` starts with: identity, labels, seeds, provenance."""
+    prov = provenance(device)
+    plugins = plugin_versions(cell)
+    if plugins:  # only where a plug-in ran: built-in cells' records are as they were
+        prov["plugins"] = plugins
     return {**cell.to_json(), "record_version": RECORD_VERSION, "kind": cell.kind,
             "cell_id": cell.cell_id, **component_labels(cell),
-            "derived_seeds": cell.derived_seeds(), "provenance": provenance(device)}
+            "derived_seeds": cell.derived_seeds(), "provenance": prov}
 
 
 def new_record(cell: Any, device: torch.device, status: str, error: str | None = None,

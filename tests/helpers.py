@@ -86,6 +86,7 @@ def write_plugin(root: Path, module: str, source: str, entry_points: str) -> Pat
     name = module.replace("_", "-")
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
     (info / "entry_points.txt").write_text(entry_points)
+    (info / "top_level.txt").write_text(f"{module}\n")  # its import name, as a wheel says
     return root
 
 

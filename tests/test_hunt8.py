@@ -370,3 +370,29 @@ def test_a_defense_for_no_data_is_refused_at_registration():
     cls = type("Nowhere", (Defense,), {"__doc__": "No data.", "modalities": frozenset()})
     with pytest.raises(TypeError, match="defense 'nowhere': modalities is empty"):
         register_defense("nowhere")(cls)
+
+
+def test_a_record_names_the_plugins_its_cell_ran(plugin_path, tmp_path):
+    """A record named leakbench's commit only: after a plug-in changed, its finished cells
+    were kept as done with nothing saying which plug-in made them."""
+    import json
+
+    from helpers import run_cli
+
+    suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "attacks": ["nan"],
+                                               "defenses": ["none", "flip"]})
+    done = run_cli("run", str(suite), "--out", str(tmp_path / "o"), "--jobs", "0",
+                   extra_path=plugin_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(p.read_text()) for p in (tmp_path / "o" / "records").glob("*.json")]
+    assert len(records) == 2
+    assert all(r["provenance"]["plugins"] == {"leakbench-testplugin": "0.0.1"}
+               for r in records), [r["provenance"].get("plugins") for r in records]
+
+
+def test_a_built_in_cells_record_names_no_plugins(tmp_path):
+    from bench.store import load_records
+
+    _run_tiny(tmp_path)
+    (record,) = load_records(tmp_path)
+    assert "plugins" not in record["provenance"]
