@@ -1,7 +1,7 @@
 """What a component declares about itself, checked where it is registered.
 
-A plug-in's declaration that no suite could satisfy (``needs = {"labelz"}``, an update kind
-that does not exist, a name a suite cannot write) had every cell skipped or refused with a
+A plug-in's declaration that no suite could satisfy (an update kind that does not exist, a
+name a suite cannot write) had every cell skipped or refused with a
 message that blamed the suite. It is now refused when the module registers the component: the
 plug-in fails to load, in one line naming it (:func:`bench.registry.import_components`).
 """
@@ -19,14 +19,12 @@ UPDATE_KINDS = frozenset({"gradient", "delta"})  # what a FedSGD / FedAvg client
 def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
     """Why ``cls``, registered as ``name`` in the ``kind`` registry, declares what no suite
     could use; None when it declares nothing wrong."""
-    from bench.grants import CAPABILITIES  # lazily: the registry loads before the grants
-
     if not isinstance(name, str) or not NAME.fullmatch(name):
         return (f"the name {name!r} is not one a suite can write (letters, digits, '_', '.', "
                 "'+' or '-', starting with a letter or digit, at most 64)")
-    sets = {"modalities": MODALITIES, "needs": frozenset(CAPABILITIES),
-            "wants": frozenset(CAPABILITIES), "update_kinds": UPDATE_KINDS,
-            "batched_trials": MODALITIES}
+    sets = {"modalities": MODALITIES, "update_kinds": UPDATE_KINDS,
+            "batched_trials": MODALITIES}  # an attack's needs/wants: checked against the
+    # grants when a suite names it (bench.suite.match), since a grant may be added at run time
     for attr, known in sets.items():
         value = getattr(cls, attr, None)
         if value is None or (attr != "modalities" and kind != "attack"):

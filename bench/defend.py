@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bench.contracts import Defense, DefenseContext, Update
+from bench.returns import check_update, kind_of
 
 
 def defend(chain: Sequence[Defense], ctx: DefenseContext,
@@ -20,11 +21,17 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
     """
     for d in chain:
         if len(ctx.x):  # an empty batch (a Poisson draw of none) has nothing to transform
-            ctx.x, ctx.y = d.transform_batch(ctx.x, ctx.y, ctx)
+            out = d.transform_batch(ctx.x, ctx.y, ctx)
+            if not (isinstance(out, tuple) and len(out) == 2
+                    and all(isinstance(t, torch.Tensor) for t in out)):
+                raise TypeError(f"defense {d.registry_name}: transform_batch returned "
+                                f"{kind_of(out)}, expected a tuple (x, y) of tensors")
+            ctx.x, ctx.y = out
     update = compute(ctx.x, ctx.y)
     for d in chain:
         before = update
         update = d.transform_update(update, ctx)
+        check_update(d, before, update)
         if "int8_scales" in before.info and _changed(before, update) \
                 and update.info.get("int8_scales") == before.info["int8_scales"]:
             update.info["own_int8_scales"] = update.info.pop("int8_scales")
@@ -35,3 +42,4 @@ def _changed(before: Update, after: Update) -> bool:
     """Whether a link changed the shared tensors (not merely the record's info)."""
     return len(before.tensors) != len(after.tensors) or any(
         a.shape != b.shape or not torch.equal(a, b) for a, b in zip(before.tensors, after.tensors))
+

@@ -47,6 +47,7 @@ from bench.metrics import SuccessRule
 from bench.perceptual import perceptual_metrics
 from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
+from bench.returns import checked_reconstructions
 from bench.scoring import floor_metrics, score
 from bench.store import jsonable
 from bench.text_scoring import (
@@ -149,7 +150,7 @@ def attack(cell: Any, obs: Observation) -> Attacked:
     with PeakMemory(obs.device) as mem:
         _sync(obs.device)
         t0 = time.perf_counter()
-        recon = attacker.reconstruct(obs)
+        recon = checked_reconstructions(attacker, [attacker.reconstruct(obs)], 1, "reconstruct")[0]
         _sync(obs.device)
         seconds = time.perf_counter() - t0
     return Attacked(recon, seconds, mem.peak_bytes, mem.kind)
@@ -264,7 +265,9 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
     with PeakMemory(device) as mem:
         _sync(device)
         t0 = time.perf_counter()
-        recons = cell0.attack.build().reconstruct_trials([r.observed.obs for r in runs])
+        attacker = cell0.attack.build()
+        recons = checked_reconstructions(attacker, attacker.reconstruct_trials(
+            [r.observed.obs for r in runs]), len(runs))
         _sync(device)
         seconds = time.perf_counter() - t0
     clocks = [recon.info.pop("trial_seconds", None) for recon in recons]

@@ -340,19 +340,18 @@ def test_a_plugin_load_error_points_into_the_plugin_not_into_leakbench_or_python
 
 
 @pytest.mark.parametrize("attrs,name,needle", [
-    ({"needs": frozenset({"labelz"})}, "needsbogus",
-     "attack 'needsbogus': needs names 'labelz', not one of bn_stats, labels, public_data"),
     ({"update_kinds": frozenset({"gradients"})}, "kindbogus",
      "attack 'kindbogus': update_kinds names 'gradients', not one of delta, gradient"),
     ({"update_kinds": frozenset()}, "kindless",
      "attack 'kindless': update_kinds is empty: no cell could ever run it"),
-    ({"needs": "labels"}, "stringneeds", "attack 'stringneeds': needs must be a set of names"),
+    ({"modalities": "image"}, "stringmodalities",
+     "attack 'stringmodalities': modalities must be a set of names"),
     ({}, "Bad Name!", "attack 'Bad Name!': the name 'Bad Name!' is not one a suite can write"),
 ])
 def test_an_attack_declaring_what_no_suite_could_use_is_refused_at_registration(attrs, name,
                                                                                 needle):
-    """``needs = {"labelz"}`` skipped every cell ("needs labelz, which the suite does not
-    grant"), ``update_kinds = {"gradients"}`` too: the plug-in's typo read as the suite's."""
+    """``update_kinds = {"gradients"}`` skipped every cell ("inverts only gradients updates;
+    a fedsgd client shares a gradient update"): the plug-in's typo read as the suite's."""
     from bench.contracts import Attack
     from bench.registry import ATTACKS, register_attack
 
@@ -396,3 +395,65 @@ def test_a_built_in_cells_record_names_no_plugins(tmp_path):
     _run_tiny(tmp_path)
     (record,) = load_records(tmp_path)
     assert "plugins" not in record["provenance"]
+
+
+def test_an_attack_needing_a_grant_that_does_not_exist_is_one_line_naming_the_typo(tmp_path,
+                                                                                   capsys):
+    """``needs = {"labelz"}`` skipped every cell with "needs labelz, which the suite does not
+    grant": a suite cannot grant what does not exist."""
+    from bench.contracts import Attack
+    from bench.registry import ATTACKS, register_attack
+
+    register_attack("needsbogus")(type("NeedsBogus", (Attack,), {
+        "__doc__": "Needs a grant that does not exist.", "needs": frozenset({"labelz"})}))
+    try:
+        suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "attacks": ["needsbogus"]})
+        line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--dry-run")
+    finally:
+        ATTACKS.unregister("needsbogus")
+    assert line == (f"leakbench: error: {suite}: attack needsbogus declares needs/wants "
+                    "'labelz', which no grant provides (grants: bn_stats, labels, public_data)")
+
+
+@pytest.mark.parametrize("kind,body,needle", [
+    ("attack", "return None",
+     "attack: TypeError: attack badreturn: reconstruct returned None, expected a "
+     "Reconstruction"),
+    ("attack", "return [1]",
+     "attack: TypeError: attack badreturn: reconstruct returned list, expected a "
+     "Reconstruction"),
+    ("defense", "return None",
+     "setup: TypeError: defense badreturn: transform_update returned None, expected an Update"),
+    ("defense", "out = update.clone(); out.tensors = out.tensors[:-1]; return out",
+     "setup: ValueError: defense badreturn: transform_update returned 7 tensors for the "
+     "model's 8 parameters"),
+])
+def test_a_component_returning_the_wrong_thing_is_an_error_naming_it(kind, body, needle,
+                                                                      tmp_path):
+    """A plug-in attack returning None ended ``score: AttributeError: 'NoneType' object has no
+    attribute 'info'``, a defense dropping a tensor ``attack: IndexError``: the wrong stage,
+    no component named."""
+    import textwrap
+
+    from bench.contracts import Attack, Defense
+    from bench.registry import REGISTRIES, register_attack, register_defense
+    from bench.store import load_records
+
+    method = "reconstruct(self, obs)" if kind == "attack" else \
+        "transform_update(self, update, ctx)"
+    namespace: dict = {}
+    exec(textwrap.dedent(f"""
+        def method({method.split("(", 1)[1]}:
+            {body}
+    """), namespace)
+    base, register = (Attack, register_attack) if kind == "attack" else \
+        (Defense, register_defense)
+    register("badreturn")(type("BadReturn", (base,), {
+        "__doc__": "Returns the wrong thing.", method.split("(")[0]: namespace["method"]}))
+    axis = kind + "s"
+    try:
+        _run_tiny(tmp_path, **{axis: ["badreturn"]})
+    finally:
+        REGISTRIES[axis].unregister("badreturn")
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error" and record["error"].startswith(needle), record["error"]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench.contracts import Attack, CellContext, modality_mismatch
-from bench.grants import PUBLIC_DATA
+from bench.grants import GRANTS, PUBLIC_DATA
 from bench.registry import ATTACKS, DATASETS, LeakbenchError
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
@@ -86,7 +86,13 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
     if attack is not None:
-        needs = set(ATTACKS.get(attack.name).cls.needs)
+        cls = ATTACKS.get(attack.name).cls
+        needs = set(cls.needs)
+        unknown = sorted((needs | set(cls.wants)) - set(GRANTS))  # a plug-in's typo, not
+        if unknown:  # the suite's: "needs labelz, which the suite does not grant" misled
+            raise LeakbenchError(f"attack {attack.name} declares needs/wants "
+                                 f"{', '.join(map(repr, unknown))}, which no grant provides "
+                                 f"(grants: {', '.join(sorted(GRANTS))})")
         missing = sorted(needs - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
