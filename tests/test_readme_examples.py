@@ -148,3 +148,22 @@ def test_the_python_api_example_runs_as_a_script(tmp_path) -> None:
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 ok" in done.stdout and str(tmp_path / "out" / "leaderboard.md") in done.stdout
+
+
+def test_the_architecture_example_runs_as_a_cell(registered):
+    from bench.registry import ARCHS
+
+    registered.append((ARCHS, "tinymlp"))
+    exec(example("An architecture"), {})
+    rec = run_record(attack_cells(make_suite(archs=[{"tinymlp": {"hidden": 8}}]))[0])
+    assert rec["status"] == "ok" and rec["arch_label"] == "tinymlp(hidden=8)"
+
+
+def test_the_dataset_example_runs_as_a_cell(registered):
+    from bench.registry import DATASETS
+
+    registered.append((DATASETS, "blobs"))
+    exec(example("A dataset"), {})
+    rec = run_record(attack_cells(make_suite(datasets=[{"blobs": {"size": 8}}],
+                                             archs=[{"mlp": {"hidden": 8}}]))[0])
+    assert rec["status"] == "ok" and rec["input_meta"]["shape"] == [1, 8, 8]
