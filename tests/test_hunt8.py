@@ -457,3 +457,23 @@ def test_a_component_returning_the_wrong_thing_is_an_error_naming_it(kind, body,
         REGISTRIES[axis].unregister("badreturn")
     (record,) = load_records(tmp_path)
     assert record["status"] == "error" and record["error"].startswith(needle), record["error"]
+
+
+def test_a_leaderboard_missing_a_plugins_metric_says_so(tmp_path, capsys):
+    """Uninstalling a metric plug-in dropped its column from the leaderboard in silence, while
+    the records still held it."""
+    import json
+
+    from bench.cli import main
+
+    _run_tiny(tmp_path)
+    (path,) = (tmp_path / "records").glob("*.json")
+    record = json.loads(path.read_text())
+    record["metrics"].update(mae=0.25, mae_worst=0.25)
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path)]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"leakbench: warning: {tmp_path}: the records hold metric(s) 'mae' that no installed "
+        "metric defines: the tables leave them out (install the plug-in that registers them to "
+        "render the leaderboard they were run with)")

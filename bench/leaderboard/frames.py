@@ -133,6 +133,17 @@ def label_splits(records: list[dict[str, Any]]) -> list[str]:
             for (field, _), names in sorted(labels.items()) if len(names) > 1]
 
 
+def unregistered_metrics(records: list[dict[str, Any]]) -> list[str]:
+    """Per-item metrics the records hold (a value with its ``_worst``) that no installed
+    metric defines: a plug-in's, not installed here. The tables have no column for them."""
+    from bench.metrics import METRICS  # the registry, with its plug-ins
+
+    held = {k.removesuffix("_worst") for r in records
+            for k in (r.get("metrics") if isinstance(r.get("metrics"), dict) else {})
+            if isinstance(k, str) and k.endswith("_worst")}
+    return sorted(held - set(METRICS.names()))
+
+
 def shared_pass(record: dict[str, Any]) -> bool:
     """Whether ``record``'s cell ran in a batched pass with other cells: not alone, and not
     one of a failed pass's cells, which re-ran alone (``trial_batch.fallback``)."""

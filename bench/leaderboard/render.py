@@ -17,6 +17,7 @@ from bench.leaderboard.frames import (
     label_splits,
     no_attack_records,
     records_frame,
+    unregistered_metrics,
     utility_frame,
 )
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
@@ -185,6 +186,11 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
         raise LeakbenchError(no_attack_records(out_dir, records))
     for line in label_splits(records):
         warn(f"{out_dir}: {line}")
+    missing = unregistered_metrics(records)
+    if missing:  # the plug-in that defines them is not installed here
+        warn(f"{out_dir}: the records hold metric(s) {', '.join(map(repr, missing))} that no "
+             "installed metric defines: the tables leave them out (install the plug-in that "
+             "registers them to render the leaderboard they were run with)")
     name = {"markdown": "leaderboard.md", "latex": "leaderboard.tex"}.get(fmt)
     if name is None:
         raise LeakbenchError(f"unknown leaderboard format {fmt!r} (expected markdown or latex)")
