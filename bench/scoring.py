@@ -69,7 +69,7 @@ def score(originals01: torch.Tensor, labels: torch.Tensor, recon01: torch.Tensor
         if m.inputs == "labels":
             out[m.name] = m.compute(labels.cpu(), inferred_labels)
             continue
-        values = m.compute(originals01, matched)
+        values = per_item(m, originals01, matched)
         out[m.name] = float(values.mean())
         out[f"{m.name}_worst"] = float(values.min() if m.higher_is_better else values.max())
         per_image[m.name] = [float(v) for v in values]
@@ -92,6 +92,18 @@ def floor_metrics(originals01: torch.Tensor) -> dict[str, float]:
     """
     originals01 = originals01.detach().cpu().double()
     grey = torch.full_like(originals01, 0.5)
-    return {m.name: float(m.compute(originals01, grey).mean())
+    return {m.name: float(per_item(m, originals01, grey).mean())
             for m in list_metrics("image", "per_item")
             if not m.needs_weights and m.inputs == "images"}
+
+
+def per_item(metric: Any, originals01: torch.Tensor, recon01: torch.Tensor) -> torch.Tensor:
+    """A per-item metric's values, one per image: a plug-in's scalar or 2N values had been
+    averaged (or failed) with no word of which metric was wrong."""
+    values = metric.compute(originals01, recon01)
+    n = len(originals01)
+    if not isinstance(values, torch.Tensor) or tuple(values.shape) != (n,):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"metric {metric.name}: compute returned {shape}, expected a tensor "
+                         f"of {n} values, one per image")
+    return values

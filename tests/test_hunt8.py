@@ -477,3 +477,34 @@ def test_a_leaderboard_missing_a_plugins_metric_says_so(tmp_path, capsys):
         f"leakbench: warning: {tmp_path}: the records hold metric(s) 'mae' that no installed "
         "metric defines: the tables leave them out (install the plug-in that registers them to "
         "render the leaderboard they were run with)")
+
+
+@pytest.mark.parametrize("compute,shape", [
+    (lambda a, b: (a - b).abs().mean(), "()"),
+    (lambda a, b: (a - b).abs().flatten(1).mean(-1).repeat(2), "(4,)"),
+    (lambda a, b: [0.1, 0.2], "list"),
+])
+def test_a_per_item_metric_returning_other_than_one_value_per_image_is_named(compute, shape):
+    """A plug-in metric returning a scalar, or 2N values, was averaged as if it were N (or
+    failed) without naming the metric."""
+    import torch
+
+    from bench.metrics.base import METRICS, Metric, register_metric
+    from bench.scoring import score
+
+    class Odd(Metric):
+        """A per-item metric of the wrong shape."""
+
+        name, label, modality, kind = "odd_shape", "Odd", "image", "per_item"
+        higher_is_better, digits, order, best, worst = False, 4, 999, 0.0, 1.0
+
+    Odd.compute = staticmethod(compute)
+    register_metric(Odd)
+    try:
+        x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        with pytest.raises(ValueError) as caught:
+            score(x, torch.tensor([0, 1]), x.flip(0), None)
+    finally:
+        METRICS.unregister("odd_shape")
+    assert str(caught.value) == (f"metric odd_shape: compute returned {shape}, expected a "
+                                 "tensor of 2 values, one per image")
