@@ -35,15 +35,21 @@ def input_centre(meta: Any, like: torch.Tensor) -> torch.Tensor | None:
     return normalize(_channels(pixel_mean, like), meta.mean, meta.std)
 
 
+PIXEL_SLACK = 1e-4
+"""How far past [0, 1] a pixel may lie before its dataset is refused: a float image resized
+with antialiasing overshoots by ~1e-6 (imagefolder's 16-bit greys), a 0–255 or normalised
+image by far more."""
+
+
 def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples (stacked) and labels of ``data[i]`` for each index: integer labels, or label
     tensors stacked (a language model's next tokens, one per position)."""
     xs, ys = zip(*(data[int(i)] for i in indices))
     x = torch.stack(xs)
-    if x.is_floating_point() and x.numel() and not (0 <= float(x.min()) and
-                                                    float(x.max()) <= 1):  # NaN too
-        raise ValueError(f"the dataset's images lie outside [0, 1] (min {float(x.min()):.4g}, "
-                         f"max {float(x.max()):.4g}): a dataset's load() returns pixels in "
+    if x.is_floating_point() and x.numel() and not (-PIXEL_SLACK <= float(x.min()) and
+                                                    float(x.max()) <= 1 + PIXEL_SLACK):  # NaN
+        raise ValueError(f"the dataset's images lie outside [0, 1] (min {float(x.min()):.7g}, "
+                         f"max {float(x.max()):.7g}): a dataset's load() returns pixels in "
                          "[0, 1] (not 0–255, nor normalised: DatasetMeta's mean and std do that)")
     if isinstance(ys[0], torch.Tensor) and ys[0].dim() > 0:
         return x, torch.stack(ys)

@@ -9,6 +9,7 @@ plug-in fails to load, in one line naming it (:func:`bench.registry.import_compo
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
@@ -29,7 +30,11 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
         value = getattr(cls, attr, None)
         if value is None or (attr != "modalities" and kind != "attack"):
             continue
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        if attr == "batched_trials":  # read as the runner reads it: a flag, one name, a set
+            value = {value} if isinstance(value, str) else value if isinstance(
+                value, Collection) else ()
+        if isinstance(value, str) or not isinstance(value, Collection) or not all(
+                isinstance(v, str) for v in value):
             return f"{attr} must be a set of names, got {value!r}"
         unknown = sorted(set(value) - known)
         if unknown:

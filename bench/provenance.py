@@ -144,7 +144,9 @@ def plugin_versions(cell: Any) -> dict[str, str]:
              getattr(cell, "arch", None), getattr(cell, "dataset", None)]
     classes = [REGISTRIES[s.kind].get(s.name).cls for s in specs
                if s is not None and s.kind in REGISTRIES and s.name in REGISTRIES[s.kind]]
-    classes += [e.cls for e in METRICS.entries()]
+    if getattr(cell, "attack", None) is not None and cell.dataset.name in REGISTRIES["datasets"]:
+        modality = REGISTRIES["datasets"].get(cell.dataset.name).cls.modality  # what scores it
+        classes += [e.cls for e in METRICS.entries() if e.cls.modality == modality]
     found: dict[str, str] = {}
     for cls in classes:
         found.update(_distributions(cls.__module__.split(".")[0]))
@@ -155,9 +157,15 @@ def plugin_versions(cell: Any) -> dict[str, str]:
 def _distributions(top: str) -> dict[str, str]:
     if top in OWN_PACKAGES:
         return {}
-    names = importlib.metadata.packages_distributions().get(top) or []
+    names = _top_level_distributions().get(top) or []
     found = {name: _version(name) or "unknown" for name in names}
     if found:
         return found
     module = sys.modules.get(top)  # on the path, not installed: its own version, if it says
     return {top: str(getattr(module, "__version__", None) or "unknown")}
+
+
+@functools.cache
+def _top_level_distributions() -> dict[str, list[str]]:
+    """Import name → distributions, scanned once per process (0.1–0.2 s)."""
+    return dict(importlib.metadata.packages_distributions())

@@ -14,17 +14,15 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
-import os
 import pkgutil
 import re
 import sys
-import sysconfig
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, TypeVar
+
+from bench.plugin_frames import plugin_frame
 
 
 class LeakbenchError(Exception):
@@ -80,6 +78,7 @@ def number_from_text(text: str) -> float | None:
     return float(text) if _NUMBER_TEXT.fullmatch(text) else None
 
 
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 PARAM_TYPES = (int, float, str, bool)
 """The types a component's parameter may declare: what a suite's YAML scalars give."""
 
@@ -107,8 +106,9 @@ class Param:
         module then fails to load, in one line): ``list`` values crashed the suite's
         grid expansion (unhashable), and a default outside its own range or choices was
         reported as the user's suite error."""
-        if not (isinstance(self.name, str) and self.name.isidentifier()):
-            raise TypeError(f"Param {self.name!r}: the name must be a Python identifier")
+        if not (isinstance(self.name, str) and PARAM_NAME.fullmatch(self.name)):
+            raise TypeError(f"Param {self.name!r}: the name must be letters, digits, '_' or '-', "
+                            "starting with a letter or '_'")
         if self.type not in PARAM_TYPES:
             raise TypeError(f"Param {self.name!r}: type {getattr(self.type, '__name__', self.type)}"
                             " is not one a suite can give (int, float, str or bool; a list is "
@@ -117,7 +117,8 @@ class Param:
             try:
                 self.validate(self.default, f"Param {self.name!r}: its default")
             except ParamError as e:
-                raise TypeError(str(e)) from None
+                hint = " (declare nullable=True)" if self.default is None else ""
+                raise TypeError(f"{e}{hint}") from None
 
     @property
     def required(self) -> bool:
@@ -310,30 +311,13 @@ def import_components(packages: Iterable[str], entry_point_group: str,
             detail = (str(e) if isinstance(e, LeakbenchError)
                       else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
                       else f"{type(e).__name__}: {e}")
-            frame = _plugin_frame(e)
+            frame = plugin_frame(e, ep.module)
             if frame is not None:  # where in the plug-in it broke
                 detail += f" ({frame.filename}:{frame.lineno})"
             raise PluginError(f"{where}, failed to load: {detail}") from e
         if count is not None and fresh and count() == before:
             warn(f"{where}: loaded, but registered no {what} (a class without its "
                  f"@register_{what} decorator?)")
-
-
-def _plugin_frame(e: BaseException) -> traceback.FrameSummary | None:
-    """The last frame of ``e``'s traceback in the plug-in's own code: not Python's
-    (importlib, the standard library) nor leakbench's, which only report it."""
-    paths = sysconfig.get_paths()
-    def under(name: str, roots: Iterable[Any]) -> bool:
-        return any(name.startswith(str(Path(r).resolve()) + os.sep) for r in roots)
-
-    here = Path(__file__).resolve().parent.parent  # leakbench's packages
-    ours = [here / "bench", here / "attacks", here / "defenses"]
-    installed = [paths["purelib"], paths["platlib"]]  # inside stdlib on a system install
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith("<")
-              and not under(str(Path(f.filename).resolve()), ours)
-              and not (under(str(Path(f.filename).resolve()), [paths["stdlib"]])
-                       and not under(str(Path(f.filename).resolve()), installed))]
-    return frames[-1] if frames else None
 
 
 ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")

@@ -205,7 +205,9 @@ def test_sys_exit_inside_an_attack_run_inline_is_that_cells_error_record(tmp_pat
     (("scale", float, 2.0), {"high": 1.0}, "its default: 2.0 is above the maximum 1"),
     (("mode", str, "fast"), {"choices": ("slow",)}, "its default: 'fast' is not one of {slow}"),
     (("steps", int, 2.5), {}, "its default: expected an integer, got 2.5"),
-    (("bad name", int, 1), {}, "the name must be a Python identifier"),
+    (("bad name", int, 1), {}, "the name must be letters, digits, '_' or '-'"),
+    (("cap", int, None), {}, "its default: expected an integer, got None (declare "
+                             "nullable=True)"),
 ])
 def test_a_parameter_declaration_no_suite_could_use_is_refused_where_it_is_written(
         args, kwargs, needle):
@@ -508,3 +510,116 @@ def test_a_per_item_metric_returning_other_than_one_value_per_image_is_named(com
         METRICS.unregister("odd_shape")
     assert str(caught.value) == (f"metric odd_shape: compute returned {shape}, expected a "
                                  "tensor of 2 values, one per image")
+
+
+
+def test_a_hyphenated_parameter_name_is_still_declared():
+    from bench.registry import Param
+
+    assert Param("max-iter", int, 3).default == 3
+
+
+def test_pixels_a_resize_overshoots_by_rounding_are_kept_as_they_are():
+    """An antialiased resize of a float image overshoots 1 by ~1e-7 (imagefolder's 16-bit
+    greys): the exact [0, 1] check refused a built-in dataset (a review)."""
+    import torch
+
+    from bench.data import stack_items
+
+    near = [(torch.full((1, 2, 2), 1.0000002), 0), (torch.full((1, 2, 2), -2e-7), 1)]
+    x, _ = stack_items(near, [0, 1])
+    assert float(x.max()) == pytest.approx(1.0000002) and float(x.min()) == pytest.approx(-2e-7)
+    with pytest.raises(ValueError, match=r"lie outside \[0, 1\] \(min 0, max 1.001\)"):
+        stack_items([(torch.full((1, 2, 2), 1.001), 0), (torch.zeros(1, 2, 2), 0)], [0, 1])
+
+
+def test_a_dataset_of_integer_pixels_is_an_error_naming_them(tmp_path, monkeypatch):
+    """uint8 images (0–255) failed only later, as an MSE of 16 774 outside its range."""
+    from torch.utils.data import TensorDataset
+
+    from bench.datasets.digits import Digits
+    from bench.store import load_records
+
+    load = Digits.load
+    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
+        *(lambda d: ((d.tensors[0] * 255).round().byte(), d.tensors[1]))(load(self, split))))
+    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error"
+    assert "the dataset's images are uint8 (0–255?): a dataset's load() returns float pixels " \
+           "in [0, 1]" in record["error"]
+
+
+@pytest.mark.parametrize("flag", [True, False, 1, 0, None, "image", frozenset({"image"})])
+def test_batched_trials_in_the_forms_the_runner_reads_still_registers(flag):
+    """``batched_trials = True`` (the form before modalities), which the runner still reads,
+    stopped a plug-in loading with a bare "'bool' object is not iterable" (a review)."""
+    from bench.contracts import Attack
+    from bench.registry import ATTACKS, register_attack
+
+    cls = type("Flagged", (Attack,), {"__doc__": "Batched by a flag.", "batched_trials": flag})
+    try:
+        register_attack("flagged")(cls)
+    finally:
+        ATTACKS.unregister("flagged")
+
+
+def test_rays_termination_is_not_recorded_as_the_cells_own_exit(tmp_path):
+    """Ray's SIGTERM handler raises a SystemExit carrying ``ray_terminate_msg`` (a node
+    drained): recorded, it blamed the cell and kept Ray from retrying the task (a review)."""
+    from bench.contracts import Attack
+    from bench.registry import ATTACKS, register_attack
+
+    @register_attack("terminated")
+    class Terminated(Attack):
+        """Told to stop, as Ray tells a worker."""
+
+        def reconstruct(self, obs):
+            e = SystemExit(1)
+            e.ray_terminate_msg = "The process receives a SIGTERM."
+            raise e
+
+    try:
+        with pytest.raises(SystemExit) as caught:
+            _run_tiny(tmp_path, attacks=["terminated"])
+    finally:
+        ATTACKS.unregister("terminated")
+    assert caught.value.ray_terminate_msg == "The process receives a SIGTERM."
+
+
+def test_a_record_too_large_to_read_back_is_the_cells_error_record(tmp_path, monkeypatch):
+    """The readers refuse a record over ``MAX_RECORD_BYTES``; written, it was quarantined by
+    the next read (a review)."""
+    import bench.cells.trials
+    from bench.store import load_records
+
+    monkeypatch.setattr(bench.cells.trials, "MAX_RECORD_BYTES", 2000)
+    _run_tiny(tmp_path)
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error"
+    assert "bytes, larger than a record may be (2000): the record check would refuse" in \
+        record["error"]
+
+
+FAKELIB = '''
+def load_weights(path):
+    raise FileNotFoundError(path)
+'''
+
+CALLS_FAKELIB = '''
+import leakbench_fakelib
+
+WEIGHTS = leakbench_fakelib.load_weights("/nonexistent/weights.npy")
+'''
+
+
+def test_a_plugin_failing_inside_a_library_is_located_at_its_own_line(tmp_path):
+    """A plug-in's ``np.load`` failing at import was located in numpy's file (a review)."""
+    from helpers import run_cli, write_plugin
+
+    root = write_plugin(tmp_path, "leakbench_callslib", CALLS_FAKELIB,
+                        "[leakbench.attacks]\ncallslib = leakbench_callslib\n")
+    (root / "leakbench_fakelib.py").write_text(FAKELIB)
+    out = run_cli("list", "attacks", extra_path=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith(f"({root / 'leakbench_callslib.py'}:4)"), out.stderr

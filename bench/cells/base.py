@@ -131,7 +131,12 @@ summary; in a worker process it was a dead worker). KeyboardInterrupt still stop
 
 def failure_text(e: BaseException) -> str:
     """An exception as a record's error: ``RuntimeError: boom``; ``SystemExit: sys.exit(3)
-    called inside the cell``."""
+    called inside the cell``. An exit that is the process being told to stop is raised again:
+    Ray's SIGTERM handler (a node drained, ``ray stop``) raises a SystemExit carrying
+    ``ray_terminate_msg``; recorded, it would blame the cell and keep Ray from retrying."""
     if isinstance(e, SystemExit):
-        return f"SystemExit: sys.exit({e.code!r}) called inside the cell"
+        if hasattr(e, "ray_terminate_msg"):
+            raise e
+        return f"SystemExit: sys.exit({'' if e.code is None else repr(e.code)}) called inside " \
+               "the cell"
     return f"{type(e).__name__}: {e}"

@@ -30,7 +30,7 @@ from bench.cells.base import (
 from bench.contracts import observed_batch
 from bench.records import Outcome
 from bench.registry import REGISTRIES
-from bench.store import dumps, record_problem, unwritable
+from bench.store import MAX_RECORD_BYTES, dumps, record_problem, unwritable
 
 DEFAULT_TRIALS = 16
 """Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""
@@ -120,7 +120,10 @@ def _refused(record: dict[str, Any]) -> str | None:
     """What the store's record check (:func:`bench.store.record_problem`, every reader's)
     finds wrong with ``record`` as it would be written: a plug-in metric's value outside its
     declared range, say; None when it passes."""
-    written = json.loads(dumps(record))  # as the store writes it (unwritable: None)
+    text = dumps(record)  # as the store writes it (unwritable: None)
+    if len(text.encode()) > MAX_RECORD_BYTES:
+        return f"{len(text.encode())} bytes, larger than a record may be ({MAX_RECORD_BYTES})"
+    written = json.loads(text)
     return record_problem(written, written.get("cell_id"))
 
 
