@@ -12,9 +12,11 @@ import torch
 from bench.cores import cgroup_cores, plan_parallelism, usable_cores, worker_cores
 from bench.executors import make_executor
 from bench.provenance import cpu_affinity, cpu_ranges
+from bench.records import new_record
 from bench.registry import LeakbenchError
 from bench.runner import run_suite
 from bench.store import load_records
+from bench.suite import attack_cells
 from helpers import make_suite, run_cli, write_suite
 
 
@@ -107,10 +109,12 @@ def test_inline_sets_threads_for_the_run_and_restores_them():
     want = 1 if before != 1 else 2
     seen = []
 
+    real = attack_cells(make_suite())[0]  # a stub cell's record must pass the record check
+
     class Cell:
         def run(self, device, options):
             seen.append(torch.get_num_threads())
-            return SimpleNamespace(record=SimpleNamespace(to_json=dict))
+            return SimpleNamespace(record=new_record(real, device, "skipped", "a stub"))
 
     executor = make_executor("inline", torch.device("cpu"), 0.0, 0, threads=want)
     list(executor.run([Cell(), Cell()], None))
