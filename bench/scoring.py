@@ -100,7 +100,10 @@ def floor_metrics(originals01: torch.Tensor) -> dict[str, float]:
 def per_item(metric: Any, originals01: torch.Tensor, recon01: torch.Tensor) -> torch.Tensor:
     """A per-item metric's values, one per image: a plug-in's scalar or 2N values had been
     averaged (or failed) with no word of which metric was wrong."""
-    values = metric.compute(originals01, recon01)
+    try:
+        values = metric.compute(originals01, recon01)
+    except Exception as e:  # a plug-in's: the record had said only "setup: KeyError: 3"
+        raise ValueError(f"metric {metric.name}: compute raised {type(e).__name__}: {e}") from e
     n = len(originals01)
     if not isinstance(values, torch.Tensor) or tuple(values.shape) != (n,):
         shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__

@@ -623,3 +623,28 @@ def test_a_plugin_failing_inside_a_library_is_located_at_its_own_line(tmp_path):
     out = run_cli("list", "attacks", extra_path=root)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().endswith(f"({root / 'leakbench_callslib.py'}:4)"), out.stderr
+
+
+def test_a_metric_that_raises_is_named_in_the_cells_error(tmp_path):
+    """A plug-in metric raising while the floor was scored ended ``setup: KeyError: 3``."""
+    from bench.metrics.base import METRICS, Metric, register_metric
+    from bench.store import load_records
+
+    def broken(a, b):
+        raise KeyError(3)
+
+    class Broken(Metric):
+        """Raises."""
+
+        name, label, modality, kind = "broken_metric", "Broken", "image", "per_item"
+        higher_is_better, digits, order, best, worst = False, 4, 999, 0.0, 1.0
+        compute = staticmethod(broken)
+
+    register_metric(Broken)
+    try:
+        _run_tiny(tmp_path)
+    finally:
+        METRICS.unregister("broken_metric")
+    (record,) = load_records(tmp_path)
+    assert record["error"] == "setup: ValueError: metric broken_metric: compute raised " \
+        "KeyError: 3"
