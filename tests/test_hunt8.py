@@ -116,6 +116,27 @@ def test_a_dataset_label_beyond_its_classes_is_an_error_naming_it(tmp_path, monk
     assert "its DatasetMeta says 10 classes" in record["error"]
 
 
+def test_a_defense_whose_observed_batch_raises_is_one_line_naming_it(tmp_path, capsys):
+    from bench.contracts import Defense
+    from bench.registry import DEFENSES, register_defense
+
+    @register_defense("badbatch")
+    class BadBatch(Defense):
+        """Its observed batch raises."""
+
+        def observed_batch(self, batch_size):
+            raise ZeroDivisionError("division by zero")
+
+    try:
+        suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "defenses": ["badbatch"]})
+        line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--dry-run")
+    finally:
+        DEFENSES.unregister("badbatch")
+    assert line == (f"leakbench: error: {suite}: defense badbatch raised ZeroDivisionError: "
+                    "division by zero while the suite was checked (its constructor or its "
+                    "compatibility check)")
+
+
 @pytest.mark.parametrize("kind", ["attack", "defense", "arch"])
 def test_a_component_constructor_that_raises_is_one_line_naming_it(kind, tmp_path, capsys):
     """A plug-in whose constructor raised (for one grid point) crashed ``run`` and

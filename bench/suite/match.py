@@ -55,6 +55,10 @@ def _observed(cell: Any, key: tuple[Any, ...]) -> CellContext:
         for d in chain:
             with _naming("defense", d):
                 built.append(d.build())
+        batch = context.batch_size
+        for d, link in zip(chain, built):  # each link's observed batch: a plug-in's may raise
+            with _naming("defense", d):
+                batch = link.observed_batch(batch)
         _OBSERVED_CACHE[key, chain] = context.observed_through(built)
     return _OBSERVED_CACHE[key, chain]
 
