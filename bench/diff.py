@@ -16,10 +16,9 @@ their floor). The metric is, unless ``--metric`` names others, each row's leader
   ``floor_metrics``), so B has no value at all; **improvement** the reverse;
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
   can be told from noise; listed only where the means differ;
-- **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted.
-  A ``--metric`` with no value in any row of either folder is an error.
-
-A row in one folder only is **new** (only in B) or **missing** (only in A).
+- **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted. A
+  ``--metric`` with no value in any row of either folder is an error. A row in one folder
+  only is **new** (only in B) or **missing** (only in A).
 
 **Cells** are matched by cell id (every record, attack and utility): only in B is new, only
 in A missing, and a cell in both whose status differs (``ok`` → ``diverged``, …) is a status
@@ -29,9 +28,8 @@ that matters): an attack cell's on the chosen metrics, a utility cell's on its t
 and update cosine.
 
 Suites are not part of the key: a folder is compared as the leaderboard shows it. A suite in
-one folder only contributes new or missing cells and rows, and the summary names it.
-
-Both folders are only read: a damaged record is named in a warning and left in place, never
+one folder only contributes new or missing cells and rows, and the summary names it. Both
+folders are only read: a damaged record is named in a warning and left in place, never
 quarantined (:func:`bench.store.load_records` with ``quarantine=False``). The exit status is
 1 when any row regressed or any cell that finished (``ok``) in A failed (``error``,
 ``timeout``) in B, else 0; bad input (a missing folder, no records, an unknown or pooled
@@ -363,7 +361,9 @@ def render_markdown(d: Diff) -> str:
     for title, render, items in sections:
         if items:
             lines += ["", f"## {title}", "", render(items)]  # type: ignore[operator]
-    verdict = "regressions found" if d.regressed else "no regressions"
+    verdict = "no regressions" if not d.regressed else "regressions found" + ("" if any(
+        r.change == REGRESSION for r in d.rows) else f": {len(d.stopped_finishing())} cell(s) "
+        "that finished in A failed in B, though no row's mean regressed")
     lines += ["", f"Result: {verdict}."]
     return "\n".join(lines) + "\n"
 

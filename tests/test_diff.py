@@ -338,6 +338,9 @@ def test_a_cell_that_stops_finishing_exits_1_even_where_its_row_holds(base, tmp_
     assert code == 1
     assert "- cells that finished in A and failed in B (error, timeout): 1" in out
     assert cid in section(out, "Status changes")
+    assert "- regressions: 0" in out  # the row held: the verdict says which kind
+    assert out.rstrip().endswith("Result: regressions found: 1 cell(s) that finished in A "
+                                 "failed in B, though no row's mean regressed.")
 
 
 def test_a_utility_cells_accuracy_change_is_counted(tmp_path, capsys) -> None:
