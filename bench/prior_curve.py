@@ -199,7 +199,8 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
             f"Reconstructions of a group's finished cells, pooled over seeds, against the "
             f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
             f"Features: {'; '.join(sorted(used)) or 'none (no group large enough)'}.", "",
-            tabulate(table, headers="keys", tablefmt="github", showindex=False)]
+            tabulate(table, headers="keys", tablefmt="github", showindex=False,
+                     disable_numparse=True)]  # fixed decimals, as formatted
     path = out_dir / "attack_quality.md"
     write_atomic(path, "\n".join(text) + "\n")
     return path

@@ -669,3 +669,18 @@ def test_a_metric_that_raises_is_named_in_the_cells_error(tmp_path):
     (record,) = load_records(tmp_path)
     assert record["error"] == "setup: ValueError: metric broken_metric: compute raised " \
         "KeyError: 3"
+
+
+def test_the_committed_attack_quality_table_regenerates_with_fixed_decimals(tmp_path):
+    """tabulate re-parsed the formatted KID values: -1.3110 printed as -1.311 beside
+    -8.8825 (the one tabulate call without ``disable_numparse``)."""
+    import shutil
+
+    from bench.cli import main
+    from helpers import ROOT
+
+    committed = ROOT / "results" / "prior" / "attack_quality.md"
+    shutil.copytree(ROOT / "results" / "prior", tmp_path / "prior")
+    assert main(["prior-curve", "--attacks", str(tmp_path / "prior")]) == 0
+    assert (tmp_path / "prior" / "attack_quality.md").read_bytes() == committed.read_bytes()
+    assert "| -1.3110 |" in committed.read_text()
