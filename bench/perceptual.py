@@ -210,12 +210,19 @@ class _Uint8Images(TorchDataset):
         return self.images[i]
 
 
+HUB_WORDS = "torch's hub checkpoints ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/" \
+    "checkpoints)"
+"""Where the hub cache is, in words: a report's note names no machine's home folder, so the
+committed report regenerates byte for byte on any machine."""
+
+
 def _fid_weights(weights: str | None) -> tuple[Path | None, str]:
     path, where = _locate(weights, FID_ENV, FID_WEIGHTS_FILE)
     if path is None:
+        where = where if weights or os.environ.get(FID_ENV, "").strip() else HUB_WORDS
         return None, (f"FID/KID n/a: put {FID_WEIGHTS_FILE} in {where}, or set {FID_ENV} to "
                       f"the file's path")
-    return path, f"FID/KID with Inception weights {path}"
+    return path, f"FID/KID with Inception weights {path.name}"  # the file, not where it lies
 
 
 def given_fid_weights_problem(explicit: str | None, flag: str) -> str | None:

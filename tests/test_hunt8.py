@@ -684,3 +684,22 @@ def test_the_committed_attack_quality_table_regenerates_with_fixed_decimals(tmp_
     assert main(["prior-curve", "--attacks", str(tmp_path / "prior")]) == 0
     assert (tmp_path / "prior" / "attack_quality.md").read_bytes() == committed.read_bytes()
     assert "| -1.3110 |" in committed.read_text()
+
+
+def test_a_committed_report_regenerates_byte_for_byte_under_another_home(tmp_path,
+                                                                         monkeypatch):
+    """The FID/KID note named this machine's hub folder (``/root/.cache/torch/hub/…``): under
+    another ``$HOME`` or ``$TORCH_HOME`` the committed report.md changed."""
+    import shutil
+
+    from bench.cli import main
+    from helpers import ROOT
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME", "LEAKBENCH_FID_WEIGHTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    shutil.copytree(ROOT / "results" / "labels", tmp_path / "labels")
+    assert main(["report", str(tmp_path / "labels")]) == 0
+    committed = (ROOT / "results" / "labels" / "report.md").read_bytes()
+    assert (tmp_path / "labels" / "report.md").read_bytes() == committed
+    assert b"/root" not in committed and str(tmp_path).encode() not in committed
