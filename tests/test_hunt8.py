@@ -703,3 +703,16 @@ def test_a_committed_report_regenerates_byte_for_byte_under_another_home(tmp_pat
     committed = (ROOT / "results" / "labels" / "report.md").read_bytes()
     assert (tmp_path / "labels" / "report.md").read_bytes() == committed
     assert b"/root" not in committed and str(tmp_path).encode() not in committed
+
+
+def test_a_claims_measured_value_is_laid_out_as_text_on_the_site():
+    """A claim's Measured cell ("3/4 = 0.75 [0.30, 0.95] [share of successes ≥ 0.5]") was
+    a number column (right-aligned, no wrapping): the Verdict column left the page."""
+    from bench.site.tables import html_table
+
+    table = html_table("Claims", "claims", [
+        {"Claim": "a", "Measured": "3/4 = 0.75 [0.30, 0.95] [share of successes ≥ 0.5]",
+         "Verdict": "holds"},
+        {"Claim": "b", "Measured": "8.37 dB [6.1, 10.6]", "Verdict": "does not hold"}])
+    measured = next(c for c in table.columns if c.header == "Measured")
+    assert not measured.numeric

@@ -23,7 +23,9 @@ import pandas as pd
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?=$|[\s±/%–])")
 _FRACTION = re.compile(r"(\d+)/(\d+)")
 _BLANK = {"", "n/a", "–", "-", "—"}
-IDENTIFIERS = frozenset({"Cell", "Statuses", "Suite"})  # columns that are text whatever they hold
+IDENTIFIERS = frozenset({"Cell", "Statuses", "Suite", "Measured"})  # text, whatever they hold
+# (a claim's Measured value starts with a number but runs on for a sentence: laid out as a
+# number, on one line, it pushed the Verdict column off the page)
 
 
 def sort_key(text: str) -> float | None:
