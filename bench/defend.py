@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bench.contracts import Defense, DefenseContext, Update
-from bench.returns import check_update, kind_of
+from bench.returns import check_update, checked_batch
 
 
 def defend(chain: Sequence[Defense], ctx: DefenseContext,
@@ -21,12 +21,7 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
     """
     for d in chain:
         if len(ctx.x):  # an empty batch (a Poisson draw of none) has nothing to transform
-            out = d.transform_batch(ctx.x, ctx.y, ctx)
-            if not (isinstance(out, tuple) and len(out) == 2
-                    and all(isinstance(t, torch.Tensor) for t in out)):
-                raise TypeError(f"defense {d.registry_name}: transform_batch returned "
-                                f"{kind_of(out)}, expected a tuple (x, y) of tensors")
-            ctx.x, ctx.y = out
+            ctx.x, ctx.y = checked_batch(d, d.transform_batch(ctx.x, ctx.y, ctx))
     update = compute(ctx.x, ctx.y)
     for d in chain:
         before = update
@@ -39,7 +34,7 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
 
 
 def _changed(before: Update, after: Update) -> bool:
-    """Whether a link changed the shared tensors (not merely the record's info)."""
-    return len(before.tensors) != len(after.tensors) or any(
-        a.shape != b.shape or not torch.equal(a, b) for a, b in zip(before.tensors, after.tensors))
-
+    """Whether a link changed the shared tensors (not merely the record's info); both hold a
+    tensor per parameter (:func:`bench.returns.check_update`)."""
+    return any(a.shape != b.shape or not torch.equal(a, b)
+               for a, b in zip(before.tensors, after.tensors))

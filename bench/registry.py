@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from bench.declarations import declaration_problem
 from bench.plugin_frames import plugin_frame
 
 
@@ -243,8 +244,6 @@ class Registry:
                     cls.__module__, cls.__qualname__)
                 if not same:
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
-            from bench.declarations import declaration_problem  # it reads the grants
-
             problem = declaration_problem(self.kind, name, cls)
             if problem:
                 raise TypeError(f"{self.kind} {name!r}: {problem}")

@@ -39,6 +39,16 @@ def checked_reconstructions(attack: Any, recons: object, count: int,
     return list(recons)
 
 
+def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """A link's ``transform_batch`` result when it is a tuple ``(x, y)`` of tensors."""
+    if not (isinstance(out, tuple) and len(out) == 2
+            and all(isinstance(t, torch.Tensor) for t in out)):
+        name = getattr(defense, "registry_name", type(defense).__name__)
+        raise TypeError(f"defense {name}: transform_batch returned {kind_of(out)}, expected a "
+                        "tuple (x, y) of tensors")
+    return out  # type: ignore[return-value]
+
+
 def check_update(defense: Any, before: Update, after: object) -> None:
     """A link's update is an :class:`Update` of the same parameters."""
     name = getattr(defense, "registry_name", type(defense).__name__)

@@ -109,10 +109,10 @@ def writable(cell: CellKind, outcome: Outcome, device: torch.device, options: Ru
     for key in ("picture", "arrays", "curve", "text_pairs"):
         if key in record:
             record[key] = None
-    if unwritable(record) is None and _refused(record) is not None:
-        record["floor_metrics"] = None  # a grey guess out of a metric's range: the images
-    if unwritable(record) is None and _refused(record) is None:
-        return Outcome(type(outcome.record).from_json(record))
+    for also_cleared in ((), ("floor_metrics",)):  # the grey guess may be what is out of range
+        record.update(dict.fromkeys(also_cleared))
+        if unwritable(record) is None and _refused(record) is None:
+            return Outcome(type(outcome.record).from_json(record))
     return failure_outcome(cell, "error", error, options, 0.0, device)
 
 

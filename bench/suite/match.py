@@ -10,6 +10,7 @@ from typing import Any
 
 from bench.contracts import Attack, CellContext, modality_mismatch
 from bench.grants import GRANTS, PUBLIC_DATA
+from bench.identity import chain_label
 from bench.registry import ATTACKS, DATASETS, LeakbenchError
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
@@ -24,7 +25,7 @@ def _context_key(cell: Any) -> tuple[Any, ...]:
 
 
 @contextlib.contextmanager
-def _naming(kind: str, spec: Any) -> Iterator[None]:
+def _naming(kind: str, label: str) -> Iterator[None]:
     """A component's own code raising (a plug-in's constructor, its ``incompatibility``) as
     one line naming the component: it had reached the user as a traceback, before any cell."""
     try:
@@ -33,7 +34,7 @@ def _naming(kind: str, spec: Any) -> Iterator[None]:
         raise
     except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
         text = str(e).strip().splitlines()
-        raise LeakbenchError(f"{kind} {spec.label} raised {type(e).__name__}"
+        raise LeakbenchError(f"{kind} {label} raised {type(e).__name__}"
                              f"{': ' + text[0][:300] if text else ''} while the suite was "
                              "checked (its constructor or its compatibility check)") from e
 
@@ -41,7 +42,7 @@ def _naming(kind: str, spec: Any) -> Iterator[None]:
 def _context(cell: Any) -> CellContext:
     key = _context_key(cell)
     if key not in _CONTEXT_CACHE:
-        with _naming("dataset", cell.dataset):
+        with _naming("dataset", cell.dataset.label):
             _CONTEXT_CACHE[key] = cell.context()
     return _CONTEXT_CACHE[key]
 
@@ -53,13 +54,10 @@ def _observed(cell: Any, key: tuple[Any, ...]) -> CellContext:
     if (key, chain) not in _OBSERVED_CACHE:
         context, built = _context(cell), []
         for d in chain:
-            with _naming("defense", d):
+            with _naming("defense", d.label):
                 built.append(d.build())
-        batch = context.batch_size
-        for d, link in zip(chain, built):  # each link's observed batch: a plug-in's may raise
-            with _naming("defense", d):
-                batch = link.observed_batch(batch)
-        _OBSERVED_CACHE[key, chain] = context.observed_through(built)
+        with _naming("defense", chain_label(chain)):  # each link's observed batch
+            _OBSERVED_CACHE[key, chain] = context.observed_through(built)
     return _OBSERVED_CACHE[key, chain]
 
 
@@ -82,7 +80,7 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     key = _context_key(cell)
     if (key, "arch") not in _REASON_CACHE:
         context = _context(cell)
-        with _naming("arch", cell.arch):
+        with _naming("arch", cell.arch.label):
             arch = cell.arch.build()
             _REASON_CACHE[key, "arch"] = modality_mismatch(arch, arch.modalities,
                                                            context.modality)
@@ -107,7 +105,7 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
         if cache_key not in _REASON_CACHE:
             seen = _observed(cell, key) if spec is attack else _context(cell)
-            with _naming("attack" if spec is attack else "defense", spec):
+            with _naming("attack" if spec is attack else "defense", spec.label):
                 component = spec.build()
                 if isinstance(component, Attack):
                     _REASON_CACHE[cache_key] = component.skip_reason(seen)
