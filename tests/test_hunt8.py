@@ -81,39 +81,40 @@ def test_a_metric_value_outside_its_declared_range_is_an_error_record_not_quaran
         "the record check would refuse the cell's record" in record["error"]
 
 
+def _digits_error(tmp_path, monkeypatch, images=lambda x: x, labels=lambda y: y) -> str:
+    """The error of a one-cell run on digits whose ``load()`` gives ``images(x)`` and
+    ``labels(y)`` (a plug-in dataset's mistakes, played on a built-in one)."""
+    from torch.utils.data import TensorDataset
+
+    from bench.datasets.digits import Digits
+    from bench.store import load_records
+
+    load = Digits.load
+
+    def altered(self, split):
+        x, y = load(self, split).tensors
+        return TensorDataset(images(x), labels(y))
+
+    monkeypatch.setattr(Digits, "load", altered)
+    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error"
+    return record["error"]
+
+
 def test_a_dataset_whose_pixels_are_not_in_the_unit_box_is_an_error_naming_it(tmp_path,
                                                                              monkeypatch):
     """Images in [0, 255] (a plug-in that forgot /255) scored PSNR −44.9 dB and MSE 31 120,
     outside their ranges: the record was quarantined by the run that wrote it."""
-    from torch.utils.data import TensorDataset
-
-    from bench.datasets.digits import Digits
-    from bench.store import load_records
-
-    load = Digits.load
-    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
-        *(lambda d: (d.tensors[0] * 255, d.tensors[1]))(load(self, split))))
-    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
-    (record,) = load_records(tmp_path)
-    assert record["status"] == "error"
+    error = _digits_error(tmp_path, monkeypatch, images=lambda x: x * 255)
     assert "the dataset's images lie outside [0, 1] (min 0, max 255): a dataset's load() " \
-           "returns pixels in [0, 1]" in record["error"]
+           "returns pixels in [0, 1]" in error
 
 
 def test_a_dataset_label_beyond_its_classes_is_an_error_naming_it(tmp_path, monkeypatch):
-    from torch.utils.data import TensorDataset
-
-    from bench.datasets.digits import Digits
-    from bench.store import load_records
-
-    load = Digits.load
-    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
-        *(lambda d: (d.tensors[0], d.tensors[1] + 10))(load(self, split))))
-    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
-    (record,) = load_records(tmp_path)
-    assert record["status"] == "error"
-    assert "the dataset's labels lie outside 0…9 (min 1" in record["error"]
-    assert "its DatasetMeta says 10 classes" in record["error"]
+    error = _digits_error(tmp_path, monkeypatch, labels=lambda y: y + 10)
+    assert "the dataset's labels lie outside 0…9 (min 1" in error
+    assert "its DatasetMeta says 10 classes" in error
 
 
 def test_a_defense_whose_observed_batch_raises_is_one_line_naming_it(tmp_path, capsys):
@@ -556,19 +557,9 @@ def test_pixels_a_resize_overshoots_by_rounding_are_kept_as_they_are():
 
 def test_a_dataset_of_integer_pixels_is_an_error_naming_them(tmp_path, monkeypatch):
     """uint8 images (0–255) failed only later, as an MSE of 16 774 outside its range."""
-    from torch.utils.data import TensorDataset
-
-    from bench.datasets.digits import Digits
-    from bench.store import load_records
-
-    load = Digits.load
-    monkeypatch.setattr(Digits, "load", lambda self, split: TensorDataset(
-        *(lambda d: ((d.tensors[0] * 255).round().byte(), d.tensors[1]))(load(self, split))))
-    _run_tiny(tmp_path, datasets=[{"digits": {"size": 8}}])
-    (record,) = load_records(tmp_path)
-    assert record["status"] == "error"
+    error = _digits_error(tmp_path, monkeypatch, images=lambda x: (x * 255).round().byte())
     assert "the dataset's images are uint8 (0–255?): a dataset's load() returns float pixels " \
-           "in [0, 1]" in record["error"]
+           "in [0, 1]" in error
 
 
 @pytest.mark.parametrize("flag", [True, False, 1, 0, None, "image", frozenset({"image"})])
