@@ -136,12 +136,39 @@ def test_a_held_claim_made_to_fail_exits_1(store, capsys):
                    "ok" if seed else "diverged")
         write(store, r)
     capsys.readouterr()
+    committed = {n: (store / n).read_bytes() for n in ("check.md", "check.tex", "check.json")}
     assert check(store) == 1
-    err = capsys.readouterr().err
-    assert "claim a-leaks held in the reference and does not hold now" in err
+    captured = capsys.readouterr()
+    assert "claim a-leaks held in the reference and does not hold now" in captured.err
+    assert "check files are left as they were" in captured.err
+    assert "| a-leaks" in captured.out and "does not hold" in captured.out  # printed
+    # the reference is left as it was, so a second run (a CI retry) fails again
+    assert {n: (store / n).read_bytes() for n in committed} == committed
+    assert check(store) == 1
+    assert verdicts(store)["a-leaks"] == HOLDS
+    # --accept records the new verdicts (still exit 1: a held claim broke); they are the
+    # reference after it
+    assert check(store, "--accept") == 1
     assert verdicts(store)["a-leaks"] == FAILS and verdicts(store)["noise-helps"] == FAILS
-    # the rewritten check.json is the reference now: failing again is no new breakage
+    assert "does not hold" in (store / "check.md").read_text()
     assert check(store) == 0
+
+
+def test_a_break_against_another_reference_still_writes_dirs_files(store, tmp_path, capsys):
+    """Only DIR's own check.json is kept on a break: against another file (or the nightly's
+    --against-records) DIR's files are this check's report, and the reference is elsewhere."""
+    assert check(store) == 0
+    reference = tmp_path / "committed.json"
+    shutil.copy(store / "check.json", reference)
+    t = json.loads(TEMPLATE.read_text())
+    for seed in range(3):
+        write(store, record(t, 1 + seed, "A", "none", seed, 8.0))
+    assert check(store, "--against", str(reference)) == 1
+    assert verdicts(store)["a-leaks"] == FAILS
+    assert "left as they were" not in capsys.readouterr().err
+    shutil.copy(reference, store / "check.json")  # --against naming DIR itself is its own
+    assert check(store, "--against", str(store)) == 1
+    assert verdicts(store)["a-leaks"] == HOLDS
 
 
 def test_against_an_explicit_reference_and_a_claim_that_never_held(store, tmp_path, capsys):
@@ -372,7 +399,7 @@ def test_a_held_claim_whose_seeds_all_crashed_is_broken_not_merely_not_run(store
     for seed in range(3):  # every B seed crashes: no label accuracy, and no floor for it
         write(store, record(t, 10 + seed, "B", "none", seed, None, "error"))
     capsys.readouterr()
-    assert check(store) == 1
+    assert check(store, "--accept") == 1
     assert verdicts(store)["b-labels"] == NOT_RUN
     assert "claim b-labels held in the reference" in capsys.readouterr().err
 

@@ -4,7 +4,9 @@ Writes ``DIR/check.md``, ``DIR/check.tex`` and ``DIR/check.json`` and prints the
 The exit status is 1 when a claim that **holds** in the reference now **does not hold**; the
 reference is each ``--against`` (a ``check.json`` or a folder holding one), else the
 ``DIR/check.json`` already there, read before it is overwritten: the committed table of a
-committed results folder. ``--against-records REF`` instead evaluates the claims on REF's
+committed results folder. A check that breaks a held claim of DIR's own check.json leaves
+DIR's three files as they were, so that running it again fails again (a retry hid the
+break); ``--accept`` writes them. ``--against-records REF`` instead evaluates the claims on REF's
 records of the cells DIR has (same cell ids): the reference for a run of a subset of REF's
 cells, such as the nightly suite's, where a claim on fewer seeds may read otherwise. A claim
 that does not hold stays in the table as such.
@@ -34,6 +36,9 @@ def add_check_parser(sub: Any) -> None:
                    "whose records of DIR's cells give the reference verdicts (repeatable)")
     s.add_argument("--format", default="markdown", choices=["markdown", "latex", "both"],
                    help="what is printed (all three files are written)")
+    s.add_argument("--accept", action="store_true", help="write DIR's check files even "
+                   "when a held claim of DIR's own check.json broke (they are left as "
+                   "they were, the reference, without it)")
     s.set_defaults(func=cmd_check)
 
 
@@ -95,18 +100,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
              "check.json": render_json(suite, outcomes, carried)}
-    for name, text in texts.items():
-        if not foreign:
-            write_atomic(out / name, text)
-    if args.format in ("markdown", "both"):
-        sys.stdout.write(texts["check.md"])
-    if args.format in ("latex", "both"):
-        sys.stdout.write(texts["check.tex"])
     # a held claim breaks when it now fails, or when a side's cells are there but none gives
     # a value (every seed crashed with no floor for the metric); a side with no cells at all
     # is "not run", a warning
     broken = [o for o in outcomes if reference.get(o.claim.id) == HOLDS
               and (o.verdict == FAILS or (o.verdict != HOLDS and o.without_value))]
+    # DIR's own check.json broken against stays the reference: rewritten, a second run (a
+    # CI retry) would read the broken verdicts as the reference and pass
+    kept = bool(broken) and not args.accept and _is_own_reference(out, args)
+    if kept and not foreign:
+        warn(f"check: {out}'s check files are left as they were ({out / 'check.json'} is the "
+             "reference the claims broke against); --accept writes this check's")
+    for name, text in texts.items():
+        if not (foreign or kept):
+            write_atomic(out / name, text)
+    if args.format in ("markdown", "both"):
+        sys.stdout.write(texts["check.md"])
+    if args.format in ("latex", "both"):
+        sys.stdout.write(texts["check.tex"])
     for o in outcomes:
         if reference.get(o.claim.id) == HOLDS and o.verdict != HOLDS and o not in broken:
             warn(f"check: claim {o.claim.id} held in the reference and is {o.verdict} now")
@@ -148,6 +159,16 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
         raise LeakbenchError(f"--against-records: {len(missing)} of the {len(ids)} cells have "
                              f"no record in {', '.join(folders)} (e.g. {min(missing)})")
     return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
+
+
+def _is_own_reference(out: Path, args: argparse.Namespace) -> bool:
+    """Whether the reference read is DIR's own check.json (the default, or ``--against``
+    naming it or DIR)."""
+    if args.against_records:
+        return False
+    own = (out / "check.json").resolve()
+    paths = [Path(a) for a in args.against] if args.against else [out / "check.json"]
+    return any((p / "check.json" if p.is_dir() else p).resolve() == own for p in paths)
 
 
 def _few(ids: list[str]) -> str:
