@@ -112,3 +112,16 @@ def tex(s: str, extra: Mapping[str, str] | None = None) -> str:
     extra = extra or {}
     return "".join(extra.get(ch) or ("" if unicodedata.combining(ch) else tex_char(ch))
                    for ch in unicodedata.normalize("NFC", s))
+
+
+def shrink_to_line(tabular: str) -> str:
+    """A ``tabular`` scaled down to the line where it is wider, kept at its size where it is
+    narrower (a wide table stays legible in the PDF's zoom); needs graphicx."""
+    return ("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            + tabular + "}")
+
+
+def label_slug(*parts: str) -> str:
+    """A ``\\label`` key of ``parts``: lower-case letters, digits and ``-``, parts joined by
+    ``:`` (\\label takes any text, but a paper's \\ref and a pandoc anchor take these)."""
+    return ":".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts)

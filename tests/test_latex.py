@@ -70,6 +70,28 @@ def test_every_committed_latex_file_compiles_within_the_page(tmp_path):
     assert "needs booktabs and graphicx" in (ROOT / "results/quick/leaderboard.tex").read_text()
 
 
+def test_every_committed_leaderboard_table_has_a_label_unique_across_suites(tmp_path):
+    """A paper \\inputs several suites' leaderboards and \\refs their tables: each table
+    float has a \\label, none repeats within or across the committed files, and a \\ref to
+    one resolves."""
+    labels = []
+    for path in sorted(ROOT.glob("results/*/leaderboard.tex")):
+        text = path.read_text()
+        found = re.findall(r"\\label\{([^}]*)\}", text)
+        assert len(found) == text.count("\\begin{table}") > 0, path
+        assert all(re.fullmatch(r"tab(:[a-z0-9-]+)+", k) for k in found), found
+        labels += found
+    assert len(labels) == len(set(labels)) >= 50
+    require_pdflatex()
+    quick = ROOT / "results/quick/leaderboard.tex"
+    first = re.search(r"\\label\{([^}]*)\}", quick.read_text()).group(1)
+    body = f"\\input{{{quick}}}\nSee Table~\\ref{{{first}}}."
+    preamble = "\\usepackage{booktabs}\n\\usepackage{graphicx}"
+    pdflatex(tmp_path, body, preamble)
+    log = pdflatex(tmp_path, body, preamble)  # the second pass resolves the reference
+    assert "undefined" not in log.lower()
+
+
 def test_the_text_leaderboard_bolds_with_textbf_not_markdown():
     """The LaTeX sentence tables carried the markdown: **bold** and \\[UNK\\] escapes, as
     literal asterisks and backslashes."""

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -263,10 +264,27 @@ def test_latex_output_compiles_with_pdflatex(store, tmp_path):
     (tmp_path / "grid.tex").write_text(render_pivot(pivot(rs, rows="arch", cols="defense",
                                                           best="col"), "latex"))
     body = "\\input{table}\n\\input{grid}\nSee Table~\\ref{tab:psnr-defense-attack}."
-    pdflatex(tmp_path, body)  # twice: the reference resolves
-    log = pdflatex(tmp_path, body)
+    preamble = "\\usepackage{booktabs}\n\\usepackage{graphicx}"  # as the header says
+    assert "needs booktabs and graphicx" in (tmp_path / "table.tex").read_text()
+    pdflatex(tmp_path, body, preamble)  # twice: the reference resolves
+    log = pdflatex(tmp_path, body, preamble)
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "undefined" not in log.lower()
+
+
+def test_a_wide_latex_table_is_scaled_to_the_line(tmp_path):
+    """Columns of long attack labels (the attacks suite's ran 833 pt past the line) are
+    scaled down to it; a narrow table keeps its size."""
+    require_pdflatex()
+    rs = records()
+    for r in rs:
+        r["attack_label"] = f"{r['attack_label']}(iterations=2000,restarts=2,tv=0.0001)"
+    text = render_pivot(pivot(rs, where=MLP), "latex")
+    assert "\\resizebox{\\ifdim\\width>\\linewidth" in text
+    (tmp_path / "wide.tex").write_text(text)
+    log = pdflatex(tmp_path, "\\input{wide}", "\\usepackage{booktabs}\n\\usepackage{graphicx}")
+    over = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
+    assert max(over, default=0) < 5, over
 
 
 def test_the_readme_example_is_the_committed_results_table():
