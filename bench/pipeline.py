@@ -156,7 +156,7 @@ def attack(cell: Any, obs: Observation) -> Attacked:
         recon = attacker.reconstruct(obs)
         _sync(obs.device)
         seconds = time.perf_counter() - t0
-    (recon,) = checked_reconstructions(attacker, [recon], 1, "reconstruct")  # off the clock
+    (recon,) = checked_reconstructions(attacker, [recon], [obs], "reconstruct")  # off the clock
     return Attacked(recon, seconds, mem.peak_bytes, mem.kind)
 
 
@@ -273,7 +273,8 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
         recons = attacker.reconstruct_trials([r.observed.obs for r in runs])
         _sync(device)
         seconds = time.perf_counter() - t0
-    recons = checked_reconstructions(attacker, recons, len(runs))  # off the pass's clock
+    # checked off the pass's clock
+    recons = checked_reconstructions(attacker, recons, [r.observed.obs for r in runs])
     clocks = [recon.info.pop("trial_seconds", None) for recon in recons]
     by_clock = all(isinstance(c, (int, float)) and math.isfinite(c) and c >= 0
                    for c in clocks) and sum(clocks) > 0

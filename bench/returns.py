@@ -20,23 +20,55 @@ def kind_of(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def checked_reconstructions(attack: Any, recons: object, count: int,
+def checked_reconstructions(attack: Any, recons: object, observations: Sequence[Any],
                             method: str = "reconstruct_trials") -> list[Reconstruction]:
-    """``recons`` when it is ``count`` :class:`Reconstruction` objects holding a tensor."""
+    """``recons`` when it is one :class:`Reconstruction` per observation, each holding a tensor
+    of the observed batch's shape (floating-point for pixels: a grey image for a colour batch
+    had been broadcast to three channels, integer data read as pixels) and, where it inferred
+    labels, class indices of the observation's classes."""
     name = getattr(attack, "registry_name", type(attack).__name__)
+    count = len(observations)
     if not isinstance(recons, Sequence) or len(recons) != count:
         raise TypeError(f"attack {name}: {method} returned {kind_of(recons)}"
                         f"{f' of {len(recons)}' if isinstance(recons, Sequence) else ''}, "
                         f"expected a list of {count} Reconstruction, one per observation")
-    for recon in recons:
+    for recon, obs in zip(recons, observations):
         if not isinstance(recon, Reconstruction):
             one = "reconstruct" if method == "reconstruct" else f"{method}'s item"
             raise TypeError(f"attack {name}: {one} returned {kind_of(recon)}, expected a "
                             "Reconstruction")
-        if not isinstance(recon.data, torch.Tensor):
-            raise TypeError(f"attack {name}: its Reconstruction.data is "
-                            f"{kind_of(recon.data)}, expected a tensor")
+        _check_data(name, recon.data, obs)
+        if recon.labels is not None:
+            _check_labels(name, recon.labels, obs.num_classes)
     return list(recons)
+
+
+def _check_data(name: str, data: object, obs: Any) -> None:
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"attack {name}: its Reconstruction.data is {kind_of(data)}, "
+                        "expected a tensor")
+    expected = (obs.batch_size, *obs.domain.shape)
+    if tuple(data.shape) != expected:
+        raise ValueError(f"attack {name}: its Reconstruction.data has shape "
+                         f"{tuple(data.shape)}, expected {expected} (the observed batch of "
+                         f"{obs.batch_size}, each of shape {tuple(obs.domain.shape)})")
+    if obs.domain.kind == "pixels" and not data.is_floating_point():
+        raise TypeError(f"attack {name}: its Reconstruction.data is {data.dtype}, expected a "
+                        "floating-point tensor in model-input space")
+
+
+def _check_labels(name: str, labels: object, num_classes: int) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"attack {name}: its Reconstruction.labels is {kind_of(labels)}, "
+                        "expected a tensor of class indices or None")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"attack {name}: its Reconstruction.labels is {labels.dtype}, "
+                        "expected integer class indices (not scores or one-hot rows)")
+    outside = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()
+    if outside:
+        raise ValueError(f"attack {name}: its Reconstruction.labels holds "
+                         f"{', '.join(map(str, outside[:5]))}{', …' if len(outside) > 5 else ''}"
+                         f", outside the classes 0…{num_classes - 1}")
 
 
 def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -483,6 +483,43 @@ def test_a_component_returning_the_wrong_thing_is_an_error_naming_it(kind, body,
     assert record["status"] == "error" and record["error"].startswith(needle), record["error"]
 
 
+@pytest.mark.parametrize("data,labels,needle", [
+    ("torch.zeros(1, 1, 16, 16)", None,
+     "its Reconstruction.data has shape (1, 1, 16, 16), expected (1, 3, 16, 16)"),
+    ("torch.zeros(1, 3, 16, 16, dtype=torch.int64)", None,
+     "its Reconstruction.data is torch.int64, expected a floating-point tensor"),
+    ("torch.zeros(1, 3, 16, 16)", "torch.tensor([57])",
+     "its Reconstruction.labels holds 57, outside the classes 0…7"),
+    ("torch.zeros(1, 3, 16, 16)", "torch.zeros(1, 10)",
+     "its Reconstruction.labels is torch.float32, expected integer class indices"),
+])
+def test_a_reconstruction_of_the_wrong_shape_dtype_or_classes_is_an_error_naming_it(
+        data, labels, needle, tmp_path):
+    """A grey reconstruction of a colour batch was broadcast to three channels and scored,
+    integer data was read as pixels, and label 57 of 10 classes (or a row of scores) was
+    scored as a wrong guess: a plug-in's bug became a low score."""
+    import torch
+
+    from bench.contracts import Attack, Reconstruction
+    from bench.registry import ATTACKS, register_attack
+    from bench.store import load_records
+
+    def reconstruct(self, obs):
+        return Reconstruction(eval(data, {"torch": torch}),  # noqa: S307 (the test's own)
+                              None if labels is None else eval(labels, {"torch": torch}))
+
+    register_attack("badshape")(type("BadShape", (Attack,), {
+        "__doc__": "Returns a malformed reconstruction.", "reconstruct": reconstruct}))
+    try:
+        _run_tiny(tmp_path, attacks=["badshape"])
+    finally:
+        ATTACKS.unregister("badshape")
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error", record
+    assert record["error"].startswith("attack: ") and f"attack badshape: {needle}" in \
+        record["error"], record["error"]
+
+
 def test_a_leaderboard_missing_a_plugins_metric_says_so(tmp_path, capsys):
     """Uninstalling a metric plug-in dropped its column from the leaderboard in silence, while
     the records still held it."""
