@@ -57,7 +57,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
-from bench.metrics import Metric, get_metric, list_metrics
+from bench.metrics import get_metric, resolve_per_item
 from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, load_records
@@ -130,23 +130,6 @@ class Diff:
     def regressed(self) -> bool:
         """A row regressed, or a cell that finished in A failed in B (exit status 1)."""
         return any(r.change == REGRESSION for r in self.rows) or bool(self.stopped_finishing())
-
-
-def resolve_metrics(names: list[str], command: str = "diff") -> list[type[Metric]]:
-    """The registered per-item metrics named; ``a,b`` and repeats allowed (``command``: the
-    one that compares them, for the message; ``rerun`` shares the check)."""
-    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
-    if not wanted:
-        raise LeakbenchError("--metric: expected a metric name")
-    out: list[type[Metric]] = []
-    for name in dict.fromkeys(wanted):
-        m = get_metric(name)  # unknown: one line with a did-you-mean
-        if m.kind != "per_item":
-            per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
-            raise LeakbenchError(f"--metric {name}: a pooled metric has no per-row interval; "
-                                 f"{command} compares the per-item metrics ({per_item})")
-        out.append(m)
-    return out
 
 
 def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
@@ -239,7 +222,7 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
 def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
     """Compare results folder ``b`` against ``a`` (the reference) on ``metrics``, by default
     each row's leaderboard metric (PSNR for image rows, ROUGE-1 for text rows)."""
-    chosen = resolve_metrics(metrics) if metrics else None
+    chosen = resolve_per_item(metrics) if metrics else None
     rec_a, rec_b = read_folder(a, "A"), read_folder(b, "B")
     labels = attack_row_labels(rec_a + rec_b)  # one key per row in both folders
     rows_a, rows_b = _rows(rec_a, labels), _rows(rec_b, labels)

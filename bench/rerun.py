@@ -32,7 +32,6 @@ from bench.cache import cache_problem
 from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
-from bench.diff import resolve_metrics
 from bench.executors import make_executor
 from bench.leaderboard.frames import (
     SCENARIO,
@@ -43,7 +42,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
-from bench.metrics import Metric, SuccessRule
+from bench.metrics import Metric, SuccessRule, resolve_per_item
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, validate_params
 from bench.runner import resolve_device
@@ -137,7 +136,7 @@ def rerun_metric(name: str | None) -> type[Metric] | None:
     default backbone), else every fresh value would be n/a."""
     if name is None:
         return None
-    chosen = resolve_metrics([name], "rerun")
+    chosen = resolve_per_item([name], "rerun")
     if len(chosen) > 1:
         raise LeakbenchError(f"--metric {name}: rerun compares one metric")
     m = chosen[0]

@@ -224,8 +224,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys) -> None:
     cases = [([str(tmp_path / "nope"), str(QUICK)], "no such folder"),
              ([str(QUICK), str(tmp_path)], "holds no record store"),
              ([str(QUICK), str(empty)], "no records under"),
-             ([str(QUICK), str(QUICK), "--metric", "psnrr"], "did you mean 'psnr'"),
-             ([str(QUICK), str(QUICK), "--metric", "fid"], "pooled metric"),
+             ([str(QUICK), str(QUICK), "--metric", "psnrr"],
+              "--metric: unknown metric 'psnrr' (did you mean 'psnr'?); expected one of psnr, "
+              "ssim, mse"),  # as table's --value words it
+             ([str(QUICK), str(QUICK), "--metric", ","], "--metric: expected a metric name, "
+              "one of psnr"),
              ([str(QUICK), str(QUICK), "--metric", "fid"], "pooled metric")]
     for args, message in cases:
         code = main(["diff", *args])

@@ -17,9 +17,10 @@ from bench.metrics.base import (
     get_metric,
     list_metrics,
     register_metric,
+    resolve_per_item,
 )
 
 __all__ = [
     "INPUTS", "KINDS", "METRICS", "MODALITIES", "Metric", "SuccessRule", "format_value",
-    "get_metric", "list_metrics", "register_metric",
+    "get_metric", "list_metrics", "register_metric", "resolve_per_item",
 ]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from bench.registry import Registry, doc_summary
+from bench.registry import LeakbenchError, Registry, doc_summary
 
 MODALITIES = ("image", "text")
 KINDS = ("per_item", "pooled")
@@ -128,6 +128,26 @@ def list_metrics(modality: str | None = None, kind: str | None = None) -> list[t
 def get_metric(name: str) -> type[Metric]:
     """The metric registered as ``name`` (UnknownComponentError with a suggestion otherwise)."""
     return METRICS.get(name).cls
+
+
+def resolve_per_item(names: list[str], command: str = "diff") -> list[type[Metric]]:
+    """The registered per-item metrics ``--metric`` names; ``a,b`` and repeats allowed
+    (``command``: the one that compares them, for the message; ``diff`` and ``rerun``)."""
+    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
+    if not wanted:
+        raise LeakbenchError(f"--metric: expected a metric name, one of {per_item}")
+    out: list[type[Metric]] = []
+    for name in dict.fromkeys(wanted):
+        try:
+            m = get_metric(name)
+        except LeakbenchError as e:  # its did-you-mean, and the choices, as --value gives
+            raise LeakbenchError(f"--metric: {e}; expected one of {per_item}") from None
+        if m.kind != "per_item":
+            raise LeakbenchError(f"--metric {name}: a pooled metric has no per-row interval; "
+                                 f"{command} compares the per-item metrics ({per_item})")
+        out.append(m)
+    return out
 
 
 DEFAULT_AT_LEAST = 20.0
