@@ -364,6 +364,18 @@ def test_the_caption_counts_seeds_of_the_entries_that_have_a_value():
     assert "n = 4 seeds per cell" in default_caption(p)
     none = Pivot(get_metric("label_acc"), "defense", "attack", ["none"], ["A"], cells[:1])
     assert "n = n/a seeds per cell" in default_caption(none)
+    one = Pivot(get_metric("label_acc"), "defense", "attack", ["none"], ["A"],
+                cells[1:2].assign(n=1))
+    assert "n = 1 seed per cell" in default_caption(one)  # not "1 seeds"
+
+
+@pytest.mark.parametrize("caption", ["", "  "])
+def test_an_empty_caption_is_refused(caption, store, capsys):
+    """``--caption ''`` wrote ``\\caption{}``: a bare "Table 1:" in the paper."""
+    from helpers import one_line
+
+    assert one_line(capsys, "table", str(store), "--caption", caption) == (
+        "leakbench: error: --caption: empty (leave it out for the default caption)")
 
 
 @pytest.mark.parametrize("label", ["a}b", "tab:x y", "a\\b", "50%", "a\nb", "a/b", "a+b"])

@@ -244,8 +244,8 @@ def default_caption(p: Pivot) -> str:
     shown = " (shown where it varies)" if len(ns) > 1 else ""
     text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
             f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
-            f"seed); n = {n} seeds per cell{shown}; a diverged, failed or timed-out seed "
-            f"counts {counts}.")
+            f"seed); n = {n} {'seed' if n == '1' else 'seeds'} per cell{shown}; a diverged, "
+            f"failed or timed-out seed counts {counts}.")
     if p.missing:
         text += (f" {p.missing} diverged or failed seed(s) have no floor for {m.name}: left out "
                  "of the means and n.")
@@ -279,6 +279,8 @@ def render_pivot(p: Pivot, fmt: str = "latex", caption: str | None = None,
     """The table as LaTeX (booktabs; a ``table`` float with caption and label), markdown
     (a pipe table, then a pandoc ``Table:`` caption with its ``{#label}``) or CSV (one line
     per entry with seeds, numbers unrounded; no caption)."""
+    if caption is not None and not caption.strip() and fmt != "csv":  # "Table 1: " alone
+        raise LeakbenchError("--caption: empty (leave it out for the default caption)")
     caption = default_caption(p) if caption is None else caption
     label = default_label(p) if label is None else label
     if label and not LABEL.fullmatch(label):
