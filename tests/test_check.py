@@ -346,6 +346,25 @@ def test_a_misspelt_filter_is_named_and_a_cell_with_a_bar_stays_one_cell(store, 
     assert {o.measured() for o in outcomes} == {"no cell ran"}
 
 
+def test_a_long_check_table_goes_on_in_continued_floats():
+    """Eleven claims in one float ran 354 pt past an article page: at most ROWS_PER_FLOAT
+    claims per float, the caption and label on the first, the rest "(continued, n/N)"."""
+    from bench.claims.evaluate import check_claims
+    from bench.claims.render import ROWS_PER_FLOAT, render_latex
+    from bench.claims.schema import load_claims
+
+    outcomes = check_claims(load_claims("paper-dlg").claims, [])
+    assert len(outcomes) > 2 * ROWS_PER_FLOAT
+    tex = render_latex("paper-dlg", outcomes)
+    floats = tex.split("\\begin{table}")[1:]
+    assert len(floats) == -(-len(outcomes) // ROWS_PER_FLOAT)
+    assert [f.count("\\\\\n") - 1 for f in floats] == [
+        min(ROWS_PER_FLOAT, len(outcomes) - i) for i in range(0, len(outcomes), ROWS_PER_FLOAT)]
+    assert "\\label{tab:check-paper-dlg}" in floats[0] and "Measured:" in floats[0]
+    assert "(continued, 2/3)" in floats[1] and "\\label{tab:check-paper-dlg-2}" in floats[1]
+    assert render_latex("x", outcomes[:1]).count("\\begin{table}") == 1
+
+
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):
     require_pdflatex()
     assert check(store) == 0
