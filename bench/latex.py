@@ -1,9 +1,10 @@
 """Text for pdflatex: the one escaper behind every LaTeX file leakbench writes.
 
 Leaderboards, `leakbench table` and `leakbench check` write LaTeX fragments that a paper
-``\\input``s with nothing but ``booktabs`` in its preamble, under pdflatex's defaults (UTF-8
-input, the OT1 font encoding). Their text is free: imagefolder labels, defense parameters
-(ε, δ), claims' sentences (≥, ∞). A character LaTeX treats specially, or one its UTF-8
+``\\input``s with nothing but ``booktabs`` (and ``graphicx``, for the tables scaled to the
+line) in its preamble, under pdflatex's defaults (UTF-8 input, the OT1 font encoding).
+Their text is free: imagefolder labels, defense parameters (ε, δ), claims' sentences (≥, ∞).
+A character LaTeX treats specially, or one its UTF-8
 input has no glyph for (Δ, ∞, ★, «), stops pdflatex, so each character becomes:
 
 - LaTeX's specials (``\\ & % _ # $ ~ ^ { } < > |``) escaped (OT1 prints ``<>|`` as ¡¿—),

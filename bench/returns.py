@@ -39,7 +39,7 @@ def checked_reconstructions(attack: Any, recons: object, observations: Sequence[
                             "Reconstruction")
         _check_data(name, recon.data, obs)
         if recon.labels is not None:
-            _check_labels(name, recon.labels, obs.num_classes)
+            _check_labels(name, recon.labels, obs)
     return list(recons)
 
 
@@ -57,13 +57,19 @@ def _check_data(name: str, data: object, obs: Any) -> None:
                         "floating-point tensor in model-input space")
 
 
-def _check_labels(name: str, labels: object, num_classes: int) -> None:
+def _check_labels(name: str, labels: object, obs: Any) -> None:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"attack {name}: its Reconstruction.labels is {kind_of(labels)}, "
                         "expected a tensor of class indices or None")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"attack {name}: its Reconstruction.labels is {labels.dtype}, "
                         "expected integer class indices (not scores or one-hot rows)")
+    per_position = obs.domain.kind == "tokens" and getattr(obs.domain, "task", "") == "lm"
+    if labels.dim() != 1 and not per_position:  # an integer one-hot row passed the above
+        raise ValueError(f"attack {name}: its Reconstruction.labels has shape "
+                         f"{tuple(labels.shape)}, expected one class index per sample (a "
+                         "1-D tensor, not one-hot rows)")
+    num_classes = obs.num_classes
     outside = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()
     if outside:
         raise ValueError(f"attack {name}: its Reconstruction.labels holds "

@@ -361,8 +361,41 @@ def test_a_long_check_table_goes_on_in_continued_floats():
     assert [f.count("\\\\\n") - 1 for f in floats] == [
         min(ROWS_PER_FLOAT, len(outcomes) - i) for i in range(0, len(outcomes), ROWS_PER_FLOAT)]
     assert "\\label{tab:check-paper-dlg}" in floats[0] and "Measured:" in floats[0]
-    assert "(continued, 2/3)" in floats[1] and "\\label{tab:check-paper-dlg-2}" in floats[1]
+    assert "(continued, 2/3)" in floats[1] and "\\label{tab:check-paper-dlg:2}" in floats[1]
     assert render_latex("x", outcomes[:1]).count("\\begin{table}") == 1
+
+
+def test_a_break_against_a_mixed_reference_keeps_dirs_files_only_for_its_own_verdicts(
+        store, tmp_path, capsys):
+    """``--against DIR --against held.json``: a claim broken against held.json's verdict
+    (DIR's own said otherwise) had kept DIR's files and blamed DIR's check.json."""
+    assert check(store) == 0
+    t = json.loads(TEMPLATE.read_text())
+    for seed in range(3):
+        write(store, record(t, 1 + seed, "A", "none", seed, 25.0))  # a-psnr fails now
+    assert check(store, "--accept") == 1  # DIR's own: a-psnr does not hold
+    held = json.loads((store / "check.json").read_text())
+    for row in held["rows"]:
+        row["verdict"] = HOLDS if row["claim"] == "a-psnr" else row["verdict"]
+    (tmp_path / "held.json").write_text(json.dumps(held))
+    capsys.readouterr()
+    assert check(store, "--against", str(store), "--against", str(tmp_path / "held.json")) == 1
+    assert "left as they were" not in capsys.readouterr().err  # held.json's verdict broke
+    assert check(store, "--against", str(tmp_path / "held.json"), "--against", str(store)) == 0
+
+
+def test_against_records_writes_dirs_files_on_a_break(store, tmp_path, capsys):
+    """The nightly's reference is the committed records: its folder's check files are the
+    report it uploads, written on a break too."""
+    subset = tmp_path / "subset"
+    shutil.copytree(store, subset)
+    t = json.loads(TEMPLATE.read_text())
+    for seed in range(3):
+        write(subset, record(t, 1 + seed, "A", "none", seed, 8.0))
+    claims = str(tmp_path / "synthetic.claims.yaml")
+    assert main(["check", str(subset), "--claims", claims, "--against-records", str(store)]) == 1
+    assert verdicts(subset)["a-leaks"] == FAILS
+    assert "left as they were" not in capsys.readouterr().err
 
 
 def test_check_latex_compiles_with_pdflatex(store, tmp_path):

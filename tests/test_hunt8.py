@@ -492,12 +492,14 @@ def test_a_component_returning_the_wrong_thing_is_an_error_naming_it(kind, body,
      "its Reconstruction.labels holds 57, outside the classes 0…7"),
     ("torch.zeros(1, 3, 16, 16)", "torch.zeros(1, 10)",
      "its Reconstruction.labels is torch.float32, expected integer class indices"),
+    ("torch.zeros(1, 3, 16, 16)", "torch.nn.functional.one_hot(torch.tensor([3]), 8)",
+     "its Reconstruction.labels has shape (1, 8), expected one class index per sample"),
 ])
 def test_a_reconstruction_of_the_wrong_shape_dtype_or_classes_is_an_error_naming_it(
         data, labels, needle, tmp_path):
     """A grey reconstruction of a colour batch was broadcast to three channels and scored,
-    integer data was read as pixels, and label 57 of 10 classes (or a row of scores) was
-    scored as a wrong guess: a plug-in's bug became a low score."""
+    integer data was read as pixels, and label 57 of 8 classes (or a row of scores, or an
+    integer one-hot row) was scored as a wrong guess: a plug-in's bug became a low score."""
     import torch
 
     from bench.contracts import Attack, Reconstruction

@@ -274,7 +274,7 @@ def test_latex_output_compiles_with_pdflatex(store, tmp_path):
 
 def test_a_wide_latex_table_is_scaled_to_the_line(tmp_path):
     """Columns of long attack labels (the attacks suite's ran 833 pt past the line) are
-    scaled down to it; a narrow table keeps its size."""
+    scaled down to it."""
     require_pdflatex()
     rs = records()
     for r in rs:

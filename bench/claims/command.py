@@ -79,9 +79,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     suite = "+".join(dict.fromkeys(f.suite or f.path.stem for f in files))
     if args.against and args.against_records:
         raise LeakbenchError("--against and --against-records: give one kind of reference")
-    reference = (_reference_records(claims, records, args.against_records)
-                 if args.against_records else _reference(out, args.against))
-    own = args.against is None and args.against_records is None  # DIR/check.json
+    # claim id → verdict, and → the check.json it was read from (none for --against-records)
+    reference, sources = ((_reference_records(claims, records, args.against_records), {})
+                          if args.against_records else _reference(out, args.against))
+    own_file = (out / "check.json").resolve()
+    own = not args.against_records and set(sources.values()) <= {own_file}  # DIR/check.json
     unknown = sorted(set(reference) - {c.id for c in claims})
     if unknown and not own:  # a misspelt or foreign reference would hold no claim to account
         warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
@@ -92,10 +94,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     # files alone
     carried = [] if foreign else [r for r in _own_rows(out) if r["verdict"] == HOLDS and
                                   r["claim"] not in {c.id for c in claims}]
-    if carried:
-        warn(f"check: {out / 'check.json'} keeps {len(carried)} claim(s) not checked here "
-             f"({_few([r['claim'] for r in carried])}) as they were, for the next check; "
-             "check.md and check.tex show this check's")
     outcomes = check_claims(claims, records)
     texts = {"check.md": render_markdown(suite, outcomes),
              "check.tex": render_latex(suite, outcomes),
@@ -107,7 +105,11 @@ def cmd_check(args: argparse.Namespace) -> int:
               and (o.verdict == FAILS or (o.verdict != HOLDS and o.without_value))]
     # DIR's own check.json broken against stays the reference: rewritten, a second run (a
     # CI retry) would read the broken verdicts as the reference and pass
-    kept = bool(broken) and not args.accept and _is_own_reference(out, args)
+    kept = not args.accept and any(sources.get(o.claim.id) == own_file for o in broken)
+    if carried and not kept:
+        warn(f"check: {out / 'check.json'} keeps {len(carried)} claim(s) not checked here "
+             f"({_few([r['claim'] for r in carried])}) as they were, for the next check; "
+             "check.md and check.tex show this check's")
     if kept and not foreign:
         warn(f"check: {out}'s check files are left as they were ({out / 'check.json'} is the "
              "reference the claims broke against); --accept writes this check's")
@@ -161,16 +163,6 @@ def _reference_records(claims: list[Any], records: list[dict[str, Any]],
     return {o.claim.id: o.verdict for o in check_claims(claims, list(ref.values()))}
 
 
-def _is_own_reference(out: Path, args: argparse.Namespace) -> bool:
-    """Whether the reference read is DIR's own check.json (the default, or ``--against``
-    naming it or DIR)."""
-    if args.against_records:
-        return False
-    own = (out / "check.json").resolve()
-    paths = [Path(a) for a in args.against] if args.against else [out / "check.json"]
-    return any((p / "check.json" if p.is_dir() else p).resolve() == own for p in paths)
-
-
 def _few(ids: list[str]) -> str:
     return f"{', '.join(ids[:5])}{', …' if len(ids) > 5 else ''}"
 
@@ -184,10 +176,13 @@ def _own_rows(out: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
-    """claim id → verdict in the reference check tables (later files win on a repeated id)."""
+def _reference(out: Path, against: list[str] | None
+               ) -> tuple[dict[str, str], dict[str, Path]]:
+    """claim id → verdict in the reference check tables (later files win on a repeated id),
+    and claim id → the (resolved) check.json that verdict came from."""
     paths = [Path(a) for a in against] if against else [out / "check.json"]
     verdicts: dict[str, str] = {}
+    sources: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
             path = path / "check.json"
@@ -195,8 +190,10 @@ def _reference(out: Path, against: list[str] | None) -> dict[str, str]:
             if against:
                 raise LeakbenchError(f"--against: {path} does not exist")
             continue  # a first check of DIR: nothing to compare with
-        verdicts.update((r["claim"], r["verdict"]) for r in _check_rows(path))
-    return verdicts
+        for r in _check_rows(path):
+            verdicts[r["claim"]] = r["verdict"]
+            sources[r["claim"]] = path.resolve()
+    return verdicts, sources
 
 
 def _check_rows(path: Path) -> list[dict[str, Any]]:

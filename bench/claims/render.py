@@ -117,7 +117,7 @@ def render_latex(suite: str, outcomes: list[Outcome]) -> str:
         more = tex(f"Claims of suite {suite} (continued, {n}/{len(chunks)}).")
         lines += ["\\begin{table}[t]", "\\centering", "\\small",
                   f"\\caption{{{caption if first else more}}}",
-                  f"\\label{{tab:check-{slug}{'' if first else f'-{n}'}}}",
+                  f"\\label{{tab:check-{slug}{'' if first else f':{n}'}}}",  # no slug has :
                   "\\setlength{\\tabcolsep}{3pt}",
                   "\\begin{tabular}{" + "".join(f"p{{{w}\\linewidth}}" for w in WIDTHS) + "}",
                   "\\toprule", " & ".join(HEADERS) + " \\\\", "\\midrule"]

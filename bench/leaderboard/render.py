@@ -169,11 +169,12 @@ def latex_tabular(frame: pd.DataFrame) -> str:
 
 
 def _unique(label: str, taken: set[str]) -> str:
-    """``label``, or ``label-2``, ``-3``… where a table of the same title took it."""
+    """``label``, or ``label:2``, ``:3``… where a table of the same title took it (``-2``
+    could be another title's own ending: "… batch 2")."""
     n, out = 1, label
     while out in taken:
         n += 1
-        out = f"{label}-{n}"
+        out = f"{label}:{n}"
     taken.add(out)
     return out
 
