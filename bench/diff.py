@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame, exact_csv
@@ -57,6 +56,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
+from bench.markdown import pipe_table
 from bench.metrics import get_metric, resolve_per_item
 from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
@@ -280,13 +280,13 @@ def _row_table(rows: list[RowChange]) -> str:
         table.append({"Scenario": scenario_title(r.key[:len(SCENARIO)]),
                       "Defense": r.key[-2], "Attack": r.key[-1], "Metric": r.metric,
                       "A": _fmt_iv(r.a, digits), "B": _fmt_iv(r.b, digits), "Δ mean": delta})
-    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+    return pipe_table(table)
 
 
 def _cell_table(cells: list[CellChange]) -> str:
     table = [{"Cell": c.cell_id, "Row": c.label, "A": c.a_status or "—",
               "B": c.b_status or "—"} for c in cells]
-    return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
+    return pipe_table(table)
 
 
 def _means_differ(r: RowChange) -> bool:

@@ -23,6 +23,7 @@ from matplotlib import style
 
 from bench.data import stack_items
 from bench.featurenet import quality
+from bench.markdown import pipe_table
 from bench.plots import _figure, _save
 from bench.public import public_data
 from bench.registry import DATASETS, SAMPLERS, LeakbenchError
@@ -164,8 +165,6 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
     """OUT/attack_quality.md: FID/KID of each leaderboard group's reconstructions pooled over
     its cells against their originals (at least MIN_GROUP images), in the features
     :func:`bench.featurenet.quality` picks (Inception if supplied, else the public network)."""
-    from tabulate import tabulate
-
     from bench.metrics.fid import MIN_GROUP
     from bench.report import attack_frame, pooled_fid_kid
 
@@ -199,8 +198,7 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
             f"Reconstructions of a group's finished cells, pooled over seeds, against the "
             f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
             f"Features: {'; '.join(sorted(used)) or 'none (no group large enough)'}.", "",
-            tabulate(table, headers="keys", tablefmt="github", showindex=False,
-                     disable_numparse=True)]  # fixed decimals, as formatted
+            pipe_table(table)]  # fixed decimals, as formatted
     path = out_dir / "attack_quality.md"
     write_atomic(path, "\n".join(text) + "\n")
     return path

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from bench.leaderboard import (
     architecture_table,
@@ -27,6 +26,7 @@ from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.frames import no_attack_records
 from bench.leaderboard.render import split_modalities
+from bench.markdown import pipe_table
 from bench.metrics import get_metric
 from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
 from bench.pictures import artifact_path, load_cell_arrays
@@ -115,8 +115,7 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "
                  f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images).")
     if not fid.empty:
-        lines += ["", tabulate(fid, headers="keys", tablefmt="github", showindex=False,
-                               disable_numparse=True)]
+        lines += ["", pipe_table(fid)]
     lines += ["", "## Gallery", "",
               "Each picture: the private images (top) above their matched reconstructions "
               "(bottom)."]

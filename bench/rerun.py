@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 from scipy.stats import t as student_t
-from tabulate import tabulate
 
 from bench.cache import cache_problem
 from bench.cells import RunOptions, cell_from_json
@@ -42,6 +41,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
+from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, validate_params
@@ -262,7 +262,7 @@ def report(checks: list[Check], metric: str | None = None) -> str:
               "Inside": _fmt(c.in_ci), "95% PI of one seed": _fmt(c.pi, d),
               "Inside PI": _fmt(c.in_pi)} for c in checks]
     lines = [f"Re-ran {len(checks)} cells on this machine ({metric}).", "",
-             tabulate(table, headers="keys", tablefmt="github", disable_numparse=True), ""]
+             pipe_table(table), ""]
     for name, attr in (("CI of the row's mean", "in_ci"), ("PI of one new seed", "in_pi")):
         judged = [getattr(c, attr) for c in checks if getattr(c, attr) is not None]
         frac = f"{sum(judged)}/{len(judged)}" if judged else "0/0"

@@ -18,10 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from bench.claims.evaluate import VERDICTS, Outcome
 from bench.latex import BREAKS, tex
+from bench.markdown import pipe_table
 from bench.registry import LeakbenchError
 
 MAX_CHECK_BYTES = 50_000_000  # as a record's limit: thousands of claims fit
@@ -84,8 +83,7 @@ def _cells(o: Outcome) -> list[str]:
 
 
 def render_markdown(suite: str, outcomes: list[Outcome]) -> str:
-    rows = [[c.replace("|", "\\|") for c in _cells(o)] for o in outcomes]  # | splits a cell
-    body = tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True)
+    body = pipe_table([_cells(o) for o in outcomes], HEADERS)  # a | in a cell escaped
     return (f"# leakbench check: {suite}\n\n"
             "Each claim of the papers, tested on this folder's records by `leakbench check`. "
             "Measured: the mean over the claim's seeds ± the half-width of its 95% Student-t "

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from bench.latex import shrink_to_line, tex
 from bench.leaderboard.frames import records_frame, scenarios
@@ -39,6 +38,7 @@ from bench.leaderboard.uncertainty import (
     t_interval,
 )
 from bench.leaderboard.where import AXES, NAMED, WHERE, parse_where
+from bench.markdown import pipe_table
 from bench.metrics import Metric, list_metrics
 from bench.outputs import write_output
 from bench.registry import LeakbenchError, short, suggest
@@ -314,8 +314,7 @@ def _markdown(p: Pivot, caption: str, label: str) -> str:
     def mark(text: str, cell: dict[str, Any]) -> str:
         return f"**{text}**" if cell["best"] else f"{text} {DAGGER}" if cell["tied"] else text
 
-    body = tabulate(_grid(p, mark), headers=[p.rows, *p.col_values], tablefmt="github",
-                    disable_numparse=True)
+    body = pipe_table(_grid(p, mark), [p.rows, *p.col_values])
     suffix = f" {{#{label}}}" if label else ""
     caption = " ".join(caption.split())  # pandoc's caption is one paragraph: a blank line
     return f"{body}\n\nTable: {caption}{suffix}\n"  # had ended it

@@ -22,6 +22,7 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
 from bench.leaderboard.text_tables import Tokens, protocol_text, rule_metric_words, text_tables
+from bench.markdown import pipe_table
 from bench.registry import LeakbenchError, warn
 from bench.store import load_records, write_atomic
 
@@ -127,8 +128,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", title: str = "",
             out += ["", f"## {t.title}", ""]
             if t.note:
                 out += [t.note, ""]
-            out.append(tabulate(t.frame, headers="keys", tablefmt="github", showindex=False,
-                                disable_numparse=True))
+            out.append(pipe_table(t.frame))
             for caption, path in t.pictures:
                 out += ["", f"![{caption}]({path})", f"*{caption}*"]
         return "\n".join(out) + "\n"
