@@ -16,7 +16,8 @@
     leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
     leakbench site DIR... --out SITE
-    leakbench check DIR [--claims NAME|FILE] [--against CHECK_JSON|DIR] [--format F]
+    leakbench check DIR [--claims NAME|FILE] [--against CHECK_JSON|DIR | --against-records DIR]
+                    [--format F] [--accept]
 
 --jobs defaults to the usable cores (affinity mask and cgroup quota), one torch thread each;
 --threads T alone gives cores // T workers; see bench.cores.
