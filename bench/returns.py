@@ -24,8 +24,9 @@ def checked_reconstructions(attack: Any, recons: object, observations: Sequence[
                             method: str = "reconstruct_trials") -> list[Reconstruction]:
     """``recons`` when it is one :class:`Reconstruction` per observation, each holding a tensor
     of the observed batch's shape (floating-point for pixels: a grey image for a colour batch
-    had been broadcast to three channels, integer data read as pixels) and, where it inferred
-    labels, class indices of the observation's classes."""
+    had been broadcast to three channels, integer data read as pixels; integer ids of the
+    vocabulary for tokens, unless it diverged) and, where it inferred labels, class indices of
+    the observation's classes."""
     name = getattr(attack, "registry_name", type(attack).__name__)
     count = len(observations)
     if not isinstance(recons, Sequence) or len(recons) != count:
@@ -37,13 +38,14 @@ def checked_reconstructions(attack: Any, recons: object, observations: Sequence[
             one = "reconstruct" if method == "reconstruct" else f"{method}'s item"
             raise TypeError(f"attack {name}: {one} returned {kind_of(recon)}, expected a "
                             "Reconstruction")
-        _check_data(name, recon.data, obs)
+        diverged = isinstance(recon.info, dict) and bool(recon.info.get("diverged"))
+        _check_data(name, recon.data, obs, diverged)
         if recon.labels is not None:
             _check_labels(name, recon.labels, obs)
     return list(recons)
 
 
-def _check_data(name: str, data: object, obs: Any) -> None:
+def _check_data(name: str, data: object, obs: Any, diverged: bool) -> None:
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"attack {name}: its Reconstruction.data is {kind_of(data)}, "
                         "expected a tensor")
@@ -55,6 +57,17 @@ def _check_data(name: str, data: object, obs: Any) -> None:
     if obs.domain.kind == "pixels" and not data.is_floating_point():
         raise TypeError(f"attack {name}: its Reconstruction.data is {data.dtype}, expected a "
                         "floating-point tensor in model-input space")
+    if obs.domain.kind == "tokens" and not diverged:  # decoding truncated 3.7, clamped 5000
+        vocab = obs.domain.vocab_size
+        if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
+            raise TypeError(f"attack {name}: its Reconstruction.data is {data.dtype}, "
+                            "expected token ids (an integer tensor)")
+        outside = data[(data < 0) | (data >= vocab)].unique().tolist()
+        if outside:
+            raise ValueError(f"attack {name}: its Reconstruction.data holds token id(s) "
+                             f"{', '.join(map(str, outside[:5]))}"
+                             f"{', …' if len(outside) > 5 else ''}, outside the vocabulary "
+                             f"0…{vocab - 1}")
 
 
 def _check_labels(name: str, labels: object, obs: Any) -> None:

@@ -522,6 +522,42 @@ def test_a_reconstruction_of_the_wrong_shape_dtype_or_classes_is_an_error_naming
         record["error"], record["error"]
 
 
+@pytest.mark.parametrize("data,info,outcome", [
+    ("torch.full((1, 8), 3.7)", {}, "its Reconstruction.data is torch.float32, expected token "
+     "ids (an integer tensor)"),
+    ("torch.full((1, 8), 5000)", {}, "its Reconstruction.data holds token id(s) 5000, outside "
+     "the vocabulary 0…"),
+    ("torch.full((1, 8), float('nan'))", {"diverged": True}, "diverged"),
+])
+def test_a_text_reconstruction_of_other_than_token_ids_is_an_error_naming_it(
+        data, info, outcome, tmp_path):
+    """Token data went through ``decode``, which truncated 3.7 to 3 and clamped 5000 to the
+    vocabulary's last id, and the cell was scored; a diverged trial's data stays its own."""
+    import torch
+
+    from bench.contracts import Attack, Reconstruction
+    from bench.registry import ATTACKS, register_attack
+    from bench.store import load_records
+
+    def reconstruct(self, obs):
+        return Reconstruction(eval(data, {"torch": torch}), info=dict(info))  # noqa: S307
+
+    register_attack("badtokens")(type("BadTokens", (Attack,), {
+        "__doc__": "Returns malformed token ids.", "reconstruct": reconstruct,
+        "modalities": frozenset({"text"})}))
+    try:
+        _run_tiny(tmp_path, attacks=["badtokens"], archs=[{"transformer": {"width": 32}}],
+                  datasets=[{"pydoc": {"task": "classify", "seq_len": 8}}])
+    finally:
+        ATTACKS.unregister("badtokens")
+    (record,) = load_records(tmp_path)
+    if outcome == "diverged":
+        assert record["status"] == "diverged", record
+    else:
+        assert record["status"] == "error" and f"attack badtokens: {outcome}" in \
+            record["error"], record["error"]
+
+
 def test_a_leaderboard_missing_a_plugins_metric_says_so(tmp_path, capsys):
     """Uninstalling a metric plug-in dropped its column from the leaderboard in silence, while
     the records still held it."""
