@@ -261,4 +261,7 @@ def _write(out_dir: Path, outcome: Outcome, summary: RunSummary) -> None:
 
 
 def _progress(total: int, name: str, enabled: bool) -> Any:
-    return tqdm(total=total, desc=name, unit="cell", disable=not enabled, dynamic_ncols=True)
+    """The run's progress bar; none with no cell to run (it drew "0cell [00:00, ?cell/s]"
+    twice above "nothing to run")."""
+    return tqdm(total=total, desc=name, unit="cell", disable=not enabled or total == 0,
+                dynamic_ncols=True)

@@ -558,6 +558,17 @@ def test_a_text_reconstruction_of_other_than_token_ids_is_an_error_naming_it(
             record["error"], record["error"]
 
 
+def test_a_run_with_nothing_to_run_draws_no_empty_progress_bar(tmp_path, capsys):
+    """A resumed run whose cells were all done drew "quick: 0cell [00:00, ?cell/s]" twice."""
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=True)
+    assert "1/1" in capsys.readouterr().err  # the bar of the first run
+    run_suite(make_suite(), tmp_path, jobs=0, device="cpu", progress=True)
+    assert "cell/s" not in capsys.readouterr().err
+
+
 def test_a_leaderboard_missing_a_plugins_metric_says_so(tmp_path, capsys):
     """Uninstalling a metric plug-in dropped its column from the leaderboard in silence, while
     the records still held it."""
