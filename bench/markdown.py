@@ -1,26 +1,28 @@
 """Markdown pipe tables: every table leakbench writes in markdown goes through here.
 
 A ``|`` in a cell ends it: a label holding one (a path parameter, a hand-edited record) had
-shifted every later cell of its row into the wrong column. Text cells and headers have it
-escaped (``\\|``), unless escaped already: a sentence cell
-(:class:`~bench.leaderboard.text_tables.Tokens`) is its own markdown.
+shifted every later cell of its row into the wrong column. Text cells and headers have every
+``|`` escaped (``\\|``); a :class:`Markdown` cell (a sentence cell, whose tokens escape their
+own) is written as it is.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
 
+class Markdown(str):
+    """Text that is markdown already (its specials escaped): a table writes it as it is."""
+
+
 def _escape(value: Any) -> Any:
-    """``|`` as ``\\|``, where it is not escaped already (a sentence cell's markdown is)."""
-    return _PIPE.sub(r"\\|", value) if isinstance(value, str) else value
-
-
-_PIPE = re.compile(r"(?<!\\)\|")
+    """A text cell's ``|`` as ``\\|``; a :class:`Markdown` cell and a number as they are."""
+    if isinstance(value, str) and not isinstance(value, Markdown):
+        return value.replace("|", "\\|")
+    return value
 
 
 def pipe_table(data: Any, headers: Any = "keys") -> str:

@@ -62,7 +62,8 @@ def _check_data(name: str, data: object, obs: Any, diverged: bool) -> None:
         if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
             raise TypeError(f"attack {name}: its Reconstruction.data is {data.dtype}, "
                             "expected token ids (an integer tensor)")
-        outside = data[(data < 0) | (data >= vocab)].unique().tolist()
+        ids = data.long()  # compared in int8, 50 000 wraps round and 1 looked outside
+        outside = ids[(ids < 0) | (ids >= vocab)].unique().tolist()
         if outside:
             raise ValueError(f"attack {name}: its Reconstruction.data holds token id(s) "
                              f"{', '.join(map(str, outside[:5]))}"
@@ -83,7 +84,8 @@ def _check_labels(name: str, labels: object, obs: Any) -> None:
                          f"{tuple(labels.shape)}, expected one class index per sample (a "
                          "1-D tensor, not one-hot rows)")
     num_classes = obs.num_classes
-    outside = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()
+    classes = labels.long()  # compared in a narrow integer type, num_classes may wrap round
+    outside = classes[(classes < 0) | (classes >= num_classes)].unique().tolist()
     if outside:
         raise ValueError(f"attack {name}: its Reconstruction.labels holds "
                          f"{', '.join(map(str, outside[:5]))}{', …' if len(outside) > 5 else ''}"

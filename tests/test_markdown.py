@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 
-from bench.markdown import pipe_table
+from bench.markdown import Markdown, pipe_table
 from helpers import ROOT
 
 
@@ -19,12 +19,13 @@ def _cells(line: str) -> int:
 
 def test_every_form_of_table_escapes_bars_once():
     frame = pd.DataFrame({"Attack": ["a|b", "c"], "n|m": ["1", "2"]})
-    rows = [["a|b", "already \\| escaped"], ["c", "d"]]
+    rows = [["a|b", Markdown("already \\| markdown")], ["c", "d"]]
     for text in (pipe_table(frame), pipe_table(frame.to_dict("records")),
                  pipe_table(rows, ["x|y", "z"])):
         lines = text.splitlines()
         assert {_cells(line) for line in lines} == {2}, text
-    assert "already \\| escaped" in pipe_table(rows, ["x", "z"])  # not \\\\|
+    assert "already \\| markdown" in pipe_table(rows, ["x", "z"])  # as it is, not \\\\|
+    assert "a\\\\|b" in pipe_table([["a\\|b"]], ["x"])  # a label's own backslash, then \|
     assert pipe_table([], ["x"]).splitlines()[0].startswith("| x")
 
 

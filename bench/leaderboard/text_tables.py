@@ -20,6 +20,7 @@ from bench.leaderboard.aggregate import (
 from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell
 from bench.leaderboard.uncertainty import format_rank
+from bench.markdown import Markdown
 from bench.metrics import Metric, format_value, get_metric, list_metrics
 from bench.registry import LeakbenchError
 
@@ -140,7 +141,7 @@ def token_marks(pair: dict[str, Any]) -> list[tuple[str, bool]]:
             for k, (t, ok) in enumerate(zip(pair["recovered"], pair["correct"]))]
 
 
-class Tokens(str):
+class Tokens(Markdown):
     """A sentence cell: its markdown (the ``str``; bold tokens in ``**``), and its tokens with
     their marks, from which :meth:`latex` writes the LaTeX (``\\textbf``) instead of
     escaping the markdown's asterisks and backslashes."""
