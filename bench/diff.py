@@ -344,9 +344,12 @@ def render_markdown(d: Diff) -> str:
     for title, render, items in sections:
         if items:
             lines += ["", f"## {title}", "", render(items)]  # type: ignore[operator]
-    verdict = "no regressions" if not d.regressed else "regressions found" + ("" if any(
-        r.change == REGRESSION for r in d.rows) else f": {len(d.stopped_finishing())} cell(s) "
-        "that finished in A failed in B, though no row's mean regressed")
+    verdict = "no regressions"
+    if d.row_changes(REGRESSION):
+        verdict = "regressions found"
+    elif d.regressed:  # only cells that stopped finishing
+        verdict = (f"regressions found: {len(d.stopped_finishing())} cell(s) that finished in "
+                   "A failed in B, though no row's mean regressed")
     lines += ["", f"Result: {verdict}."]
     return "\n".join(lines) + "\n"
 

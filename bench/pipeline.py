@@ -270,11 +270,11 @@ def _attack_together(runs: list[_Run], device: torch.device) -> None:
         _sync(device)
         t0 = time.perf_counter()
         attacker = cell0.attack.build()
-        recons = attacker.reconstruct_trials([r.observed.obs for r in runs])
+        observations = [r.observed.obs for r in runs]
+        recons = attacker.reconstruct_trials(observations)
         _sync(device)
         seconds = time.perf_counter() - t0
-    # checked off the pass's clock
-    recons = checked_reconstructions(attacker, recons, [r.observed.obs for r in runs])
+    recons = checked_reconstructions(attacker, recons, observations)  # off the pass's clock
     clocks = [recon.info.pop("trial_seconds", None) for recon in recons]
     by_clock = all(isinstance(c, (int, float)) and math.isfinite(c) and c >= 0
                    for c in clocks) and sum(clocks) > 0

@@ -59,23 +59,20 @@ def _check_data(name: str, data: object, obs: Any, diverged: bool) -> None:
                         "floating-point tensor in model-input space")
     if obs.domain.kind == "tokens" and not diverged:  # decoding truncated 3.7, clamped 5000
         vocab = obs.domain.vocab_size
-        if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
+        if not _integer(data):
             raise TypeError(f"attack {name}: its Reconstruction.data is {data.dtype}, "
                             "expected token ids (an integer tensor)")
-        ids = data.long()  # compared in int8, 50 000 wraps round and 1 looked outside
-        outside = ids[(ids < 0) | (ids >= vocab)].unique().tolist()
+        outside = _outside(data, vocab)
         if outside:
             raise ValueError(f"attack {name}: its Reconstruction.data holds token id(s) "
-                             f"{', '.join(map(str, outside[:5]))}"
-                             f"{', …' if len(outside) > 5 else ''}, outside the vocabulary "
-                             f"0…{vocab - 1}")
+                             f"{outside}, outside the vocabulary 0…{vocab - 1}")
 
 
 def _check_labels(name: str, labels: object, obs: Any) -> None:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"attack {name}: its Reconstruction.labels is {kind_of(labels)}, "
                         "expected a tensor of class indices or None")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+    if not _integer(labels):
         raise TypeError(f"attack {name}: its Reconstruction.labels is {labels.dtype}, "
                         "expected integer class indices (not scores or one-hot rows)")
     per_position = obs.domain.kind == "tokens" and getattr(obs.domain, "task", "") == "lm"
@@ -83,13 +80,22 @@ def _check_labels(name: str, labels: object, obs: Any) -> None:
         raise ValueError(f"attack {name}: its Reconstruction.labels has shape "
                          f"{tuple(labels.shape)}, expected one class index per sample (a "
                          "1-D tensor, not one-hot rows)")
-    num_classes = obs.num_classes
-    classes = labels.long()  # compared in a narrow integer type, num_classes may wrap round
-    outside = classes[(classes < 0) | (classes >= num_classes)].unique().tolist()
+    outside = _outside(labels, obs.num_classes)
     if outside:
-        raise ValueError(f"attack {name}: its Reconstruction.labels holds "
-                         f"{', '.join(map(str, outside[:5]))}{', …' if len(outside) > 5 else ''}"
-                         f", outside the classes 0…{num_classes - 1}")
+        raise ValueError(f"attack {name}: its Reconstruction.labels holds {outside}, outside "
+                         f"the classes 0…{obs.num_classes - 1}")
+
+
+def _integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _outside(values: torch.Tensor, bound: int) -> str:
+    """The distinct values outside 0…bound − 1, the first five written out ('' for none);
+    compared as int64 (in int8, 1 000 wraps round and good values looked outside)."""
+    wide = values.long()
+    outside = wide[(wide < 0) | (wide >= bound)].unique().tolist()
+    return ", ".join(map(str, outside[:5])) + (", …" if len(outside) > 5 else "")
 
 
 def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:
