@@ -36,3 +36,16 @@ def resolved(path: str | os.PathLike[str], what: str = "") -> Path:
     except (OSError, RuntimeError) as e:
         raise LeakbenchError(f"{what}{os.fspath(path)}: cannot follow its links ({e})"
                              ) from None
+
+
+def store_problem(out_dir: Path) -> str | None:
+    """Why ``out_dir`` holds no record store (no such folder, a file, no ``records/`` in it),
+    or None: a command that reads a results folder names that, not an empty store."""
+    folder = Path(out_dir)
+    if not folder.exists():
+        return f"{folder}: no such folder"
+    if not folder.is_dir():
+        return f"{folder}: not a folder"
+    if not (folder / "records").is_dir():
+        return f"{folder}: no records folder (run a suite into it first)"
+    return None

@@ -43,6 +43,7 @@ from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
 from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
+from bench.paths import store_problem
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, validate_params
 from bench.runner import resolve_device
@@ -181,7 +182,8 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     df = records_frame(records)
     if df.empty:
-        raise LeakbenchError(f"no attack records under {Path(out_dir) / 'records'}")
+        raise LeakbenchError(store_problem(Path(out_dir))
+                             or f"no attack records under {Path(out_dir) / 'records'}")
     m = records_metric(df, chosen, "--metric")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]

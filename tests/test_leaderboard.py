@@ -82,7 +82,7 @@ def test_cli_leaderboard_and_export(results):
     out = run_cli("export", str(results), "--format", "csv")
     assert out.returncode == 0 and out.stdout.strip().endswith("cells.csv")
     out = run_cli("leaderboard", str(results / "nowhere"))
-    assert out.returncode == 2 and "no records" in out.stderr
+    assert out.returncode == 2 and out.stderr.endswith(": no such folder\n")
 
 
 def test_a_defense_without_any_score_ranks_last_not_first():

@@ -243,7 +243,7 @@ def test_bad_input_is_one_line_and_exit_2(store, capsys, argv, expected):
 def test_bad_input_from_the_command_line(tmp_path):
     done = run_cli("table", str(tmp_path / "nothing"))
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"leakbench: error: no records under {tmp_path / 'nothing' / 'records'}\n"
+    assert done.stderr == f"leakbench: error: {tmp_path / 'nothing'}: no such folder\n"
     done = run_cli("table", str(tmp_path), "--format", "html")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "html" in done.stderr
 

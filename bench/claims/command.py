@@ -46,12 +46,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bench.claims.evaluate import FAILS, HOLDS, check_claims
     from bench.claims.render import render_json, render_latex, render_markdown, summary
     from bench.claims.schema import load_claims
+    from bench.paths import store_problem
     from bench.store import load_records, write_atomic
     from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR
 
     out = Path(args.dir)
-    if not (out / "records").is_dir():
-        raise LeakbenchError(f"{out}: no records folder (run a suite into it first)")
+    problem = store_problem(out)
+    if problem:
+        raise LeakbenchError(problem)
     records = load_records(out, quarantine=False)  # a check reads; it moves no file
     if not records:
         raise LeakbenchError(f"no records under {out / 'records'}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bench.metrics import list_metrics
+from bench.paths import store_problem
 from bench.records import record_modality
 from bench.registry import DEFENSES
 from bench.suite.schema import CLIENT_PARAMS
@@ -190,7 +192,7 @@ def no_attack_records(out_dir: object, records: list[dict[str, Any]]) -> str:
     """Why a leaderboard of ``out_dir`` has nothing to rank: no records, or only utility
     ones (whose table the site shows)."""
     if not records:
-        return f"no records under {out_dir}/records"
+        return store_problem(Path(str(out_dir))) or f"no records under {out_dir}/records"
     return (f"no attack records under {out_dir}/records (only {len(records)} utility "
             "record(s): `leakbench site` shows their table)")
 

@@ -41,6 +41,7 @@ from bench.leaderboard.where import AXES, NAMED, WHERE, parse_where
 from bench.markdown import pipe_table
 from bench.metrics import Metric, list_metrics
 from bench.outputs import write_output
+from bench.paths import store_problem
 from bench.registry import LeakbenchError, short, suggest
 from bench.store import load_records
 
@@ -366,7 +367,8 @@ def write_table(out_dir: Path, rows: str = "defense", cols: str = "attack",
     conditions = parse_where(where)
     records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     if not records:
-        raise LeakbenchError(f"no records under {Path(out_dir) / 'records'}")
+        raise LeakbenchError(store_problem(Path(out_dir))
+                             or f"no records under {Path(out_dir) / 'records'}")
     p = pivot(records, rows, cols, value, conditions, best)
     text = render_pivot(p, fmt, caption, label)
     if output is not None:

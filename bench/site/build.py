@@ -47,7 +47,7 @@ from bench.leaderboard import (
     write_plots,
 )
 from bench.leaderboard.curves import curve_tables
-from bench.paths import resolved
+from bench.paths import resolved, store_problem
 from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
 from bench.site.gallery import Shot, write_shot
@@ -133,8 +133,9 @@ def _replace(built: Path, out: Path) -> None:
 
 
 def _load(results: Path) -> SuiteSite:
-    if not results.is_dir():
-        raise LeakbenchError(f"{results}: no such results folder")
+    problem = store_problem(results)
+    if problem:
+        raise LeakbenchError(problem)
     records = load_records(results, quarantine=False)
     if not records:
         raise LeakbenchError(f"no records under {results / 'records'}")
