@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, empty_path_pro
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
-from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
+from bench.registry import REGISTRIES, LeakbenchError, one_line, suggest, warn
 from bench.site.command import add_site_parser
 
 if TYPE_CHECKING:
@@ -232,8 +233,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if result.regressed else 0
 
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<name>.*?)'? \(choose from (?P<choices>.*)\)$")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2
+        """argparse's message, with the close choices of an invalid one named
+        (``leakbench list suite`` → "did you mean 'suites'?") as every registry names them."""
+        wrong = _INVALID_CHOICE.search(message)
+        if wrong and "mean" not in message:  # Python 3.14's suggest_on_error words its own
+            choices = [c.strip().strip("'\"") for c in wrong["choices"].split(",")]
+            close = suggest(wrong["name"], choices)
+            if close:
+                message = (f"{message[:wrong.start()]}invalid choice: {wrong['name']!r}{close}; "
+                           f"expected one of {', '.join(choices)}")
         self.exit(2, f"leakbench: error: {message}\n")
 
 

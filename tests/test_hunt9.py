@@ -41,3 +41,33 @@ def test_an_empty_records_folder_still_says_no_records(tmp_path, capsys, command
     (folder / "records").mkdir(parents=True)
     line = one_line(capsys, *_argv(command, str(folder), tmp_path))
     assert "no records under" in line or "no attack records under" in line, line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["list", "suite"], "argument kind: invalid choice: 'suite' (did you mean 'suites'?); "
+                        "expected one of attacks, defenses, archs, datasets, samplers, metrics, "
+                        "suites"),
+    (["rnu"], "invalid choice: 'rnu' (did you mean 'run', "),
+    (["run", "--device", "cdua"], "invalid choice: 'cdua' (did you mean 'cuda', 'cpu'?)"),
+])
+def test_a_mistyped_choice_gets_the_close_ones(capsys, argv, expected):
+    """``leakbench list suite`` listed the choices with no hint; a registry name or a metric
+    mistyped was already answered with "did you mean"."""
+    assert expected in _parser_error(capsys, argv)
+
+
+def test_a_choice_far_from_every_other_keeps_argparse_words(capsys):
+    line = _parser_error(capsys, ["list", "zzz"])
+    assert "invalid choice: 'zzz'" in line and "did you mean" not in line
+
+
+def _parser_error(capsys, argv: list[str]) -> str:
+    """argparse's refusal: exit status 2 and one line on stderr."""
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("leakbench: error: "), err
+    return err.strip()
