@@ -31,18 +31,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.claims.command import add_check_parser
-from bench.cli_support import BUILTIN_EXECUTORS, ExecutorChoices, empty_path_problem, frozen_gc
+from bench.cli_support import (
+    BUILTIN_EXECUTORS,
+    ExecutorChoices,
+    Parser,
+    empty_path_problem,
+    frozen_gc,
+)
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
-from bench.registry import REGISTRIES, LeakbenchError, one_line, suggest, warn
+from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
 from bench.site.command import add_site_parser
 
 if TYPE_CHECKING:
@@ -233,26 +238,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if result.regressed else 0
 
 
-_INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<name>.*?)'? \(choose from (?P<choices>.*)\)$")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, status 2
-        """argparse's message, with the close choices of an invalid one named
-        (``leakbench list suite`` → "did you mean 'suites'?") as every registry names them."""
-        wrong = _INVALID_CHOICE.search(message)
-        if wrong and "mean" not in message:  # Python 3.14's suggest_on_error words its own
-            choices = [c.strip().strip("'\"") for c in wrong["choices"].split(",")]
-            close = suggest(wrong["name"], choices)
-            if close:
-                message = (f"{message[:wrong.start()]}invalid choice: {wrong['name']!r}{close}; "
-                           f"expected one of {', '.join(choices)}")
-        self.exit(2, f"leakbench: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="leakbench", description="Benchmark gradient-leakage attacks and defenses.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="leakbench", description="Benchmark gradient-leakage attacks and defenses.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("list", help="list registered components and built-in suites")
     s.add_argument("kind", nargs="?", choices=[*REGISTRIES, "metrics", "suites"])

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import re
 from collections.abc import Iterator
+
+from bench.registry import suggest
 
 
 @contextlib.contextmanager
@@ -67,3 +70,22 @@ def empty_path_problem(args: argparse.Namespace) -> str | None:
                 flag = name.upper() if positional else f"--{name.replace('_', '-')}"
                 return f"{args.command}: {flag}: expected a path, got {v!r}"
     return None
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<name>.*?)'? \(choose from (?P<choices>.*)\)$")
+
+
+class Parser(argparse.ArgumentParser):
+    """leakbench's argument parser: its refusals are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # one line, status 2
+        """argparse's message, with the close choices of an invalid one named
+        (``leakbench list suite`` → "did you mean 'suites'?") as every registry names them."""
+        wrong = _INVALID_CHOICE.search(message)
+        if wrong and "mean" not in message:  # Python 3.14's suggest_on_error words its own
+            choices = [c.strip().strip("'\"") for c in wrong["choices"].split(",")]
+            close = suggest(wrong["name"], choices)
+            if close:
+                message = (f"{message[:wrong.start()]}invalid choice: {wrong['name']!r}{close}; "
+                           f"expected one of {', '.join(choices)}")
+        self.exit(2, f"leakbench: error: {message}\n")

@@ -50,16 +50,25 @@ def blocked_cell_file(out_dir: Path, cell_ids: list[str]) -> str | None:
 
 
 def store_part_problem(folder: Path, what: str) -> str | None:
-    """Why ``folder`` (through links) may not receive ``what``: it is a results folder's own
-    ``records/`` or ``cells/``, whose files the store reads as its own (a record written there
-    would be quarantined, or overwritten), or None."""
+    """Why ``folder`` (through links) may not receive ``what``: it is, or lies inside, a
+    results folder's own ``records/`` or ``cells/``, whose files the store reads as its own or
+    quarantines into (a record written there would be quarantined, or overwritten), or None."""
     real = Path(os.path.realpath(folder))
-    if real.name in (RECORDS, PICTURES) and any(  # record files, not check.json beside them
-            _RECORD_FILE.fullmatch(p.name) for p in (real.parent / RECORDS).glob("*.json")):
-        return (f"{what}: inside a results folder's {real.name}/, whose files the store reads "
-                "as its own (a record there would be quarantined, or overwritten): write it "
-                "elsewhere")
+    for part in (real, *real.parents):
+        if part.name in (RECORDS, PICTURES) and any(  # record files, not check.json beside
+                _RECORD_FILE.fullmatch(p.name) for p in (part.parent / RECORDS).glob("*.json")):
+            return (f"{what}: inside a results folder's {part.name}/, whose files the store "
+                    "reads as its own (a record there would be quarantined, or overwritten): "
+                    "write it elsewhere")
     return None
+
+
+def out_folder_problem(out_dir: Path) -> str | None:
+    """Why a run may not write its store into ``out_dir`` (a file stands there, or it lies in
+    another store's ``records/`` or ``cells/``), or None: what a run and its dry run refuse."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"{out_dir}: exists and is not a folder"
+    return store_part_problem(out_dir, f"--out {out_dir}")
 
 
 def write_output(path: Path, text: str) -> None:

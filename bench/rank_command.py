@@ -42,7 +42,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
                              f"{args.num_classes}")
     params = {}
     for item in args.param or []:
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():  # "width" read as width=None
+            raise LeakbenchError(f"--param {item}: expected NAME=VALUE, e.g. width=8")
         if key in params:  # the last one silently won
             raise LeakbenchError(f"--param {key}: given twice")
         params[key] = _yaml_value(key, value)

@@ -29,7 +29,7 @@ from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
-from bench.outputs import blocked_cell_file, store_part_problem, writable_problem
+from bench.outputs import blocked_cell_file, out_folder_problem, writable_problem
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
@@ -114,7 +114,7 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     folder's leaderboard (:attr:`RunSummary.leaderboard`) while the run still holds the
     folder, so that no other run's records enter it half-way."""
     out_dir = Path(out_dir)
-    problem = store_part_problem(out_dir, f"--out {out_dir}")  # records/records/ inside a store
+    problem = out_folder_problem(out_dir)  # a file, or records/records/ inside a store
     if problem:
         raise LeakbenchError(problem)
     check_cpu_conv(cpu_conv)

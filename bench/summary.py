@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from bench.cli_support import frozen_gc
 from bench.identity import chain_label
-from bench.registry import warn
+from bench.registry import LeakbenchError, warn
 from bench.suite import Suite, count_cells
 from bench.suite.expand import axis_values
 
@@ -98,8 +98,14 @@ def print_plan(suite: Suite, rows: Iterable[tuple[Any, str]], verbose: bool, exp
 def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: bool,
             limit: int) -> int:
     """List (or summarise by axis) the cells and their status; write nothing (a damaged
-    record is named and left in place, not quarantined: no lock is held)."""
+    record is named and left in place, not quarantined: no lock is held). Refuses the ``out``
+    a run would refuse."""
+    from bench.outputs import out_folder_problem
     from bench.resume import iter_plan
+
+    problem = out_folder_problem(out)
+    if problem:
+        raise LeakbenchError(problem)
 
     n = count_cells(suite)
     if n > limit:

@@ -47,6 +47,7 @@ from bench.leaderboard import (
     write_plots,
 )
 from bench.leaderboard.curves import curve_tables
+from bench.outputs import store_part_problem
 from bench.paths import resolved, store_problem
 from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
@@ -110,6 +111,9 @@ def _check_out(out: Path, dirs: list[Path]) -> None:
         real, out_real = resolved(d), resolved(out, "--out ")
         if real == out_real or out_real in real.parents:
             raise LeakbenchError(f"--out {out} would replace the results folder {d}")
+    problem = store_part_problem(out, f"--out {out}")  # a store's records/ or cells/
+    if problem:
+        raise LeakbenchError(problem)
     if out.exists() and (not out.is_dir() or (any(out.iterdir())
                                               and not (out / MARKER).is_file())):
         raise LeakbenchError(f"--out {out} exists and is not a site built by leakbench "
