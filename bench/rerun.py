@@ -32,6 +32,7 @@ from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import make_executor
+from bench.grants import CAPABILITIES
 from bench.leaderboard.frames import (
     SCENARIO,
     record_client,
@@ -45,9 +46,10 @@ from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
 from bench.paths import store_problem
 from bench.records import STATUSES
-from bench.registry import REGISTRIES, LeakbenchError, validate_params
+from bench.registry import REGISTRIES, LeakbenchError, short, validate_params
 from bench.runner import resolve_device
 from bench.store import load_records
+from bench.suite.schema import BUDGET_PARAMS, CLIENT_PARAMS
 
 ROW = [*SCENARIO, "defense", "attack"]
 
@@ -151,8 +153,9 @@ def rerun_metric(name: str | None) -> type[Metric] | None:
 
 
 def component_problem(record: dict[str, Any]) -> str | None:
-    """Why a record's components would not build as recorded (a parameter their registry
-    does not declare or refuses), or None."""
+    """Why a record's cell would not build as recorded (a component's parameter its registry
+    does not declare or refuses; a client, grant or budget the suite schema refuses), or
+    None: else the cell re-ran into an error record ("ended error here"), exit 0."""
     parts = [("attacks", record["attack"]), ("archs", record["arch"]),
              ("datasets", record["dataset"]), *(("defenses", d) for d in record["defense"])]
     for kind, part in parts:
@@ -160,9 +163,23 @@ def component_problem(record: dict[str, Any]) -> str | None:
             validate_params(REGISTRIES[kind].get(part["name"]).params, part["params"],
                             part["name"])
         except LeakbenchError as err:
-            return (f"its {kind[:-1]} does not validate ({err}): hand-edited, or written by "
-                    "another leakbench or with a plug-in not loaded")
+            return f"its {kind[:-1]} does not validate ({err}): {_WHY_INVALID}"
+    for key in ("client", "budget"):
+        if not isinstance(record.get(key) or {}, dict):
+            return f"its {key} {short(record[key])} is not a mapping: {_WHY_INVALID}"
+    cell = cell_json(record)
+    if not isinstance(cell["granted"], list) or not all(
+            isinstance(g, str) and g in CAPABILITIES for g in cell["granted"]):
+        return f"its grants {short(cell['granted'])} are not capabilities: {_WHY_INVALID}"
+    for key, params in (("client", CLIENT_PARAMS), ("budget", BUDGET_PARAMS)):
+        try:
+            validate_params(params, cell[key], key)
+        except LeakbenchError as err:
+            return f"its {key} does not validate ({err}): {_WHY_INVALID}"
     return None
+
+
+_WHY_INVALID = "hand-edited, or written by another leakbench or with a plug-in not loaded"
 
 
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
