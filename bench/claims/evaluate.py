@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.claims.schema import RISK_INDEX, SUCCESS, Claim
+from bench.claims.schema import RISK_INDEX, SUCCESS, Claim, ClaimsError
 from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.pivot import NAMED, WHERE, table_metrics
 from bench.leaderboard.uncertainty import (
@@ -243,6 +243,9 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
     """Every claim's outcome on ``records``, in the claims' order, with how many of their
     seeds the claim's filter matched."""
     df = claims_frame(records, {c.metric for c in claims})
+    for c in claims:
+        _check_modality(c, df)
+
     def seeds(where: dict[str, list[str]] | None) -> int:
         return 0 if df.empty or where is None else int(where_mask(df, where).sum())
 
@@ -251,3 +254,15 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
                                       else {**c.where, **c.better_than}),
                     unmatched=unmatched_filters(df, c))
             for c in claims]
+
+
+def _check_modality(claim: Claim, df: pd.DataFrame) -> None:
+    """Refuse a claim on a metric of another modality than every cell it names (ROUGE on
+    image cells read "not run", as if the cells were missing)."""
+    if claim.metric in (SUCCESS, RISK_INDEX) or df.empty:
+        return
+    named = df.loc[where_mask(df, claim.where), "modality"]
+    modality = next(m.modality for m in table_metrics() if m.name == claim.metric)
+    if len(named) and not (named == modality).any():
+        raise ClaimsError(f"claim {claim.id}: {claim.metric} is a metric of {modality} cells, "
+                          f"and the cells it names are {named.iloc[0]} cells")

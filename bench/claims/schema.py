@@ -184,10 +184,15 @@ def _claim(item: Any, where: str) -> Claim:
         raise ClaimsError(f"{where}.expect: give exactly one of at_least, at_most, "
                           f"better_than (got {', '.join(given) or 'none'})")
     bounds = {k: _number(expect[k], f"{where}.expect.{k}") for k in BOUNDS if k in expect}
-    for k, bound in bounds.items():  # a share past 0..1 never holds (or always does)
-        if metric == SUCCESS and not 0 <= bound <= 1:
+    for k, bound in bounds.items():  # past the metric's range: never holds, or always does
+        low, high = _value_range(metric)
+        if metric == SUCCESS and not low <= bound <= high:
             raise ClaimsError(f"{where}.expect.{k}: a share of successes lies between 0 and "
                               f"1, got {bound:g}")
+        if not low <= bound <= high or bound == (low if k == "at_least" else high):
+            raise ClaimsError(f"{where}.expect.{k}: {bound:g} is not a bound some results "
+                              f"meet and others not: {metric} takes values in [{low:g}, "
+                              f"{high:g}]")
     separated = expect.get("separated", False)
     if not isinstance(separated, bool):
         raise ClaimsError(f"{where}.expect.separated: expected true or false, "
@@ -257,6 +262,16 @@ def _metric(value: Any, where: str) -> str:
         raise ClaimsError(f"{where}: unknown metric {short(value)}{suggest(str(value), names)}; "
                           f"expected one of {', '.join(names)}")
     return str(value)
+
+
+def _value_range(metric: str) -> tuple[float, float]:
+    """The values a claim's metric takes: a share of successes and the risk index in [0, 1],
+    a registered metric in its declared bounds (PSNR [0, 100], SSIM [-1, 1], …)."""
+    if metric in (SUCCESS, RISK_INDEX):
+        return 0.0, 1.0
+    from bench.metrics import get_metric
+
+    return get_metric(metric).bounds()
 
 
 def _number(value: Any, where: str) -> float:
