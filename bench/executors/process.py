@@ -158,6 +158,23 @@ def _main_not_rerun() -> Iterator[None]:
             main.__file__ = path
 
 
+@contextlib.contextmanager
+def _interrupt_ignored_by_children() -> Iterator[None]:
+    """Start a worker with SIGINT ignored from its first instruction: a disposition of
+    SIG_IGN survives the spawn's exec, and Python then installs no KeyboardInterrupt handler.
+    A Ctrl-C while a worker still imported torch (seconds, before ``_worker`` ignores it)
+    printed the worker's traceback above the parent's one line. The parent ignores SIGINT
+    only while ``start`` runs (milliseconds); off the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class _Slot:
     process: Any
@@ -189,7 +206,7 @@ class ProcessExecutor:
         p = self._ctx.Process(target=_worker, daemon=True,
                               args=(tasks, writer, str(self.device), self.threads, os.getpid(),
                                     cores))
-        with _main_not_rerun():
+        with _main_not_rerun(), _interrupt_ignored_by_children():
             p.start()
         writer.close()  # the worker holds the only write end: its death ends the pipe
         if self.on_start is not None and p.pid is not None:
