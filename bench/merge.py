@@ -252,7 +252,10 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
                                    f"{report.newer_in_out[cid]} was {NEWER}")
         elif kept.source.resolve() != out.resolve():
             with ExitStack() as opened:
-                save_outcome(out, kept.record, _artifacts(kept, report, opened))
+                files = _artifacts(kept, report, opened)
+                left_out = {k: None for k in ARTIFACT_FIELDS  # never a link to a missing file
+                            if isinstance(kept.record.get(k), str) and kept.record[k] not in files}
+                save_outcome(out, {**kept.record, **left_out}, files)
             report.written += 1
     report.problems += label_splits(kept_records)  # what OUT's tables will read
     return report

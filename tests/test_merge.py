@@ -226,6 +226,12 @@ def test_an_artifact_behind_a_link_out_of_the_store_is_not_copied(store, tmp_pat
     assert named == [f"{WARNING}{cid}: {picture} is outside {b}; the record is merged without "
                      "it"]  # one line per artifact (it had been named twice)
     assert record_path(out, cid).exists() and not (out / "cells").exists()
+    # and says so: its picture field had still named cells/CID.png, which the leaderboard
+    # showed as a broken image
+    merged = json.loads(record_path(out, cid).read_text())
+    assert merged["picture"] is None and "picture" in json.loads(record_path(b, cid).read_text())
+    assert main(["leaderboard", str(out)]) == 0
+    assert f"cells/{cid}.png" not in (out / "leaderboard.md").read_text()
 
 
 def test_notes_naming_a_machine_s_files_are_no_conflict(store, tmp_path, capsys):
