@@ -262,6 +262,12 @@ class Defense(Component):
         ``batch_size``: unchanged, except for aggregation (secure aggregation: K·B)."""
         return batch_size
 
+    def extra_items(self, batch_size: int) -> int:
+        """The distinct training items beyond the private batch of ``batch_size`` that this
+        link draws (``DefenseContext.sample_batch``): checked before a run, where too few
+        had made every cell an error record."""
+        return 0
+
     def transform_batch(
         self, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext
     ) -> tuple[torch.Tensor, torch.Tensor]:

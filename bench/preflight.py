@@ -52,11 +52,9 @@ def _draws(cell: Any) -> tuple[int, str]:
     attack cell its observed batch (a secure aggregate's clients x batch), a utility cell
     its client batch per step."""
     if hasattr(cell, "batch_size"):
-        from bench.contracts import observed_batch
-
         b = int(cell.batch_size)
-        n = observed_batch([d.build() for d in cell.defense], b)
-        chain = "+".join(d.label for d in cell.defense)
+        n = b + sum(d.build().extra_items(b) for d in cell.defense)  # mixed-in images, other
+        chain = "+".join(d.label for d in cell.defense)  # clients' batches: all distinct
         return n, "batch_size" if n == b else f"batch_size {b}, {n} through the defense {chain}"
     return int(dict(getattr(cell, "config", ())).get("batch_size", 1)), "utility.batch_size"
 

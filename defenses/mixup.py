@@ -114,6 +114,10 @@ class MixUp(Defense):
         super().__init__(**kwargs)
         self.coefficients: torch.Tensor | None = None  # B×k, of the last batch
 
+    def extra_items(self, batch_size: int) -> int:
+        """The k − 1 images mixed into each private one, distinct over the batch."""
+        return batch_size * (self.k - 1)
+
     def draw_coefficients(self, rows: int, generator: torch.Generator) -> torch.Tensor:
         alpha = [self.alpha_private] + [self.alpha_others] * (self.k - 1)
         lam = bounded_dirichlet(rows, alpha, self.c1, self.c2, numpy_rng(generator))

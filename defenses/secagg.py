@@ -46,6 +46,10 @@ class SecAgg(Defense):
         """K·B: the aggregate covers every client's batch."""
         return self.clients * batch_size
 
+    def extra_items(self, batch_size: int) -> int:
+        """The K − 1 other clients' batches."""
+        return (self.clients - 1) * batch_size
+
     def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
         if self.clients == 1:
             return update

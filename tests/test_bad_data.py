@@ -146,13 +146,22 @@ def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path,
     ({"batch_size": [1, 500]}, "500 a cell draws at once (batch_size)"),
     ({"batch_size": 300, "defenses": [{"secagg": {"clients": 2}}]},  # clients x batch
      "600 a cell draws at once (batch_size 300, 600 through the defense secagg(clients=2))"),
+    ({"batch_size": 100, "defenses": [{"mixup": {"k": 5}}]},  # the k − 1 mixed-in images
+     "500 a cell draws at once (batch_size 100, 500 through the defense mixup(k=5))"),
+    ({"batch_size": 100, "defenses": [{"instahide": {"k": 5}}]},
+     "500 a cell draws at once (batch_size 100, 500 through the defense instahide(k=5))"),
+    ({"batch_size": 50, "defenses": [{"chain": [{"mixup": {"k": 3}},  # all distinct: 50 + 100
+                                                {"secagg": {"clients": 7}}]}]},  # + 6 × 50
+     "450 a cell draws at once (batch_size 50, 450 through the defense mixup(k=3)+secagg("
+     "clients=7))"),
     ({"utility": {"steps": 1, "batch_size": 500}},  # a utility cell's client batch
      "500 a cell draws at once (utility.batch_size)")])
 def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, draws,
                                                                         tmp_path, capsys):
     """Every such cell became an error record at run time (a bad-input hunt, a review); the
     line names the setting that asks for the items (it had said "lower batch_size" for the
-    utility track's batch, with batch_size 1 already)."""
+    utility track's batch, with batch_size 1 already). MixUp's mixed-in images count too
+    (a mixup k above the split had been an error record per cell)."""
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
                                     "datasets": [{"photos": {"size": 32}}]}))
