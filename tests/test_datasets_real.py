@@ -274,6 +274,20 @@ def test_imagefolder_one_folder_split_and_round_trip(tmp_path: Path) -> None:
     assert len(make("imagefolder", root=str(root), size=8, max_images=5).load("train")) == 5
 
 
+def test_imagefolder_of_one_image_says_it_is_too_few_to_split(tmp_path: Path) -> None:
+    """One readable image in a class sub-folder: it is the test split's, and the train split
+    was refused as "no train images found …: check that the images are readable and in class
+    sub-folders", which they were."""
+    from bench.datasets.torchvision_common import DatasetNotFoundError
+
+    root = tmp_path / "one"
+    write_pngs(root, {"a": 1}, side=8, seed=0)
+    ds = make("imagefolder", root=str(root), size=8)
+    assert len(ds.load("test")) == 1
+    with pytest.raises(DatasetNotFoundError, match=r"1 image\(s\) under .*, too few to split"):
+        ds.load("train")
+
+
 def test_imagefolder_reads_regular_files_only_and_refuses_a_huge_image(tmp_path: Path,
                                                                        monkeypatch) -> None:
     """A FIFO named like an image blocked the run for ever; an image PIL warns is huge (over

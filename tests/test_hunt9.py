@@ -71,3 +71,169 @@ def _parser_error(capsys, argv: list[str]) -> str:
     assert stop.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("leakbench: error: "), err
     return err.strip()
+
+
+def _store(tmp_path):
+    """A results folder holding one committed record."""
+    from helpers import ROOT
+
+    store = tmp_path / "store"
+    (store / "records").mkdir(parents=True)
+    first = sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
+    (store / "records" / first.name).write_bytes(first.read_bytes())
+    return store
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "smoke", "--out", "{store}/records/quarantine", "--jobs", "0"],
+    ["run", "smoke", "--out", "{store}/records/quarantine", "--dry-run"],
+    ["run", "smoke", "--out", "{store}/cells/deeper/still", "--dry-run"],
+    ["export", "{store}", "--output", "{store}/records/quarantine/0123456789abcdef.json"],
+    ["table", "{store}", "--output", "{store}/records/sub/x.tex"],
+    ["site", "{store}", "--out", "{store}/records/quarantine"],
+    ["site", "{store}", "--out", "{store}/cells/x"],
+], ids=["run", "dry-run", "dry-run-cells", "export", "table", "site", "site-cells"])
+def test_nothing_is_written_anywhere_inside_a_stores_records_or_cells(tmp_path, capsys, argv):
+    """Only a store's own ``records/`` or ``cells/`` was refused: one folder deeper
+    (``records/quarantine``, where damaged records are moved) a run, a merge, an export, a
+    table or a site was written into the store."""
+    store = _store(tmp_path)
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    line = one_line(capsys, *[a.format(store=store) for a in argv])
+    assert "inside a results folder's " in line and "write it elsewhere" in line
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_a_dry_run_refuses_a_file_as_out_as_the_run_does(tmp_path, capsys):
+    """``run --out notes.txt --dry-run`` listed the cells "to run"; the run then refused."""
+    plain = tmp_path / "notes.txt"
+    plain.write_text("x")
+    for extra in (["--dry-run"], ["--jobs", "0"]):
+        assert one_line(capsys, "run", "smoke", "--out", str(plain), *extra) == (
+            f"leakbench: error: {plain}: exists and is not a folder")
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("client", {"mode": "weird"}, "its client does not validate (client.mode: 'weird'"),
+    ("client", {"lr": "fast"}, "its client does not validate (client.lr: expected float"),
+    ("client", {"local_epochs": -3}, "its client does not validate (client.local_epochs: -3 "
+                                     "is below the minimum 1)"),
+    ("granted", ["flying"], "its grants ['flying'] are not capabilities"),
+    ("budget", {"max_iterations": "x"}, "its budget does not validate (budget.max_iterations: "
+                                        "expected an integer"),
+])
+def test_rerun_refuses_a_record_whose_client_grants_or_budget_do_not_validate(
+        tmp_path, capsys, field, value, named):
+    """Only the components were checked: a hand-edited client, grant or budget re-ran into an
+    error record ("ended error here: setup: KeyError: 'flying'") and the command exited 0,
+    or ran as ``fedsgd(lr=fast)``."""
+    import json
+
+    store = _store(tmp_path)
+    path = next((store / "records").glob("*.json"))
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    line = one_line(capsys, "rerun", str(store), "--sample", "1", "--jobs", "0")
+    assert f"record {record['cell_id']}: {named}" in line and "hand-edited" in line
+
+
+def test_a_worker_ignores_ctrl_c_from_its_start_and_the_parent_keeps_its_handler():
+    """A Ctrl-C while a worker still imported torch (before its own code ignores SIGINT)
+    printed the worker's KeyboardInterrupt traceback above the parent's one line. The
+    signal is ignored from the worker's first instruction now (read from /proc as soon as
+    the worker exists, long before its imports end)."""
+    import signal
+
+    import torch
+
+    from bench.executors.process import ProcessExecutor
+
+    seen: dict[str, int] = {}
+
+    def ignored_signals(pid: int) -> None:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("SigIgn:"):
+                seen["mask"] = int(line.split()[1], 16)
+
+    before = signal.getsignal(signal.SIGINT)
+    executor = ProcessExecutor(torch.device("cpu"), timeout=60.0, jobs=1, threads=1)
+    executor.on_start = ignored_signals
+    slot = executor._start(0)
+    try:
+        assert seen["mask"] & (1 << (signal.SIGINT - 1)), hex(seen["mask"])
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        slot.process.kill()
+        slot.process.join()
+
+
+@pytest.mark.parametrize("metric, expect, named", [
+    ("psnr", {"at_least": 500}, "500 is not a bound some results meet and others not: psnr "
+                                "takes values in [0, 100]"),
+    ("psnr", {"at_least": -50}, "-50 is not a bound"),
+    ("psnr", {"at_least": 0}, "0 is not a bound"),  # every result meets it
+    ("ssim", {"at_least": 2}, "ssim takes values in [-1, 1]"),
+    ("label_acc", {"at_least": 1.5}, "label_acc takes values in [0, 1]"),
+    ("label_acc", {"at_most": 1}, "1 is not a bound"),
+    ("mse", {"at_most": 1}, "mse takes values in [0, 1]"),
+    ("risk_index", {"at_least": 2}, "risk_index takes values in [0, 1]"),
+])
+def test_a_claim_bound_no_result_can_meet_or_every_one_meets_is_refused(tmp_path, metric,
+                                                                        expect, named):
+    """``psnr at_least 500`` was accepted and never held, ``at_least -50`` always held; a
+    suite's success bound was already checked against the metric's range."""
+    import yaml
+
+    from bench.claims.schema import ClaimsError, load_claims
+
+    claim = {"id": "x", "paper": "p", "sentence": "s", "where": {"attack": "dlg"},
+             "metric": metric, "expect": expect}
+    path = tmp_path / "c.claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim]}))
+    with pytest.raises(ClaimsError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        load_claims(str(path))
+
+
+@pytest.mark.parametrize("metric, expect", [
+    ("psnr", {"at_least": 100}), ("label_acc", {"at_most": 0}), ("label_acc", {"at_least": 1}),
+    ("mse", {"at_least": 0.5}), ("success", {"at_most": 0}), ("risk_index", {"at_least": 1})])
+def test_a_bound_at_the_far_end_of_the_range_is_a_claim(tmp_path, metric, expect):
+    """Exact recovery (label accuracy 1, PSNR at its cap) and no recovery at all are claims
+    papers make; only the bound every result meets is refused."""
+    import yaml
+
+    from bench.claims.schema import load_claims
+
+    claim = {"id": "x", "paper": "p", "sentence": "s", "where": {"attack": "dlg"},
+             "metric": metric, "expect": expect}
+    path = tmp_path / "c.claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim]}))
+    assert load_claims(str(path)).claims[0].metric == metric
+
+
+def test_a_claim_on_a_text_metric_of_image_cells_is_refused_not_read_as_not_run(tmp_path,
+                                                                               capsys):
+    import yaml
+
+    from helpers import ROOT
+
+    claim = {"id": "x", "paper": "p", "sentence": "s", "where": {"attack": "dlg"},
+             "metric": "rouge1", "expect": {"at_least": 0.5}}
+    path = tmp_path / "c.claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim]}))
+    store = tmp_path / "store"
+    (store / "records").mkdir(parents=True)
+    for f in sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[:20]:
+        (store / "records" / f.name).write_bytes(f.read_bytes())
+    assert one_line(capsys, "check", str(store), "--claims", str(path)) == (
+        "leakbench: error: claim x: rouge1 is a metric of text cells, and the cells it names "
+        "are image cells")
+    assert sorted(p.name for p in store.iterdir()) == ["records"]
+
+
+@pytest.mark.parametrize("param", ["width", "=3"])
+def test_rank_param_without_a_value_asks_for_name_equals_value(capsys, param):
+    """``rank lenet --param width`` said "lenet.width: expected an integer, got None"."""
+    assert one_line(capsys, "rank", "lenet", "--param", param) == (
+        f"leakbench: error: --param {param}: expected NAME=VALUE, e.g. width=8")

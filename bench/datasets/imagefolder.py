@@ -181,6 +181,11 @@ class ImageFolder(Dataset):
             base = load_cached((name, str(root.resolve()), split), lambda: torchvision_call(
                 name, lambda: _FolderWithClasses(str(folder), classes), how))
             picked = list(range(len(base)))
+        if not picked and len(base):  # one image: every one lands in the test split
+            raise DatasetNotFoundError(
+                f"{name}: {len(base)} image(s) under {root}, too few to split: every "
+                f"{TEST_EVERY}th is a test image and the rest train; give at least 2, or "
+                "train/<class>/… and test/<class>/… folders")
         if not picked:
             raise DatasetNotFoundError(
                 f"{name}: no {split} images found under {root}: {how} (images are the files "
