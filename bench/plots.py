@@ -8,6 +8,7 @@ same data gives the same bytes, so committed pictures only change when their num
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.metrics import get_metric
+from bench.store import write_atomic
 
 FIGSIZE = (7.0, 5.0)  # inches
 DPI = 100  # → 700×500 px
@@ -64,9 +66,12 @@ def _figure(title: str) -> tuple[Figure, Axes]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """The figure as a PNG at ``path``, atomically: a run killed while its leaderboard was
+    drawn had left a truncated plot."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata=METADATA)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=DPI, metadata=METADATA)
+    write_atomic(path, image.getvalue())
     return path
 
 

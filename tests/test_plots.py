@@ -103,3 +103,29 @@ def test_labels_with_dollars_and_carets_are_plain_text(tmp_path: Path) -> None:
     assert plot_privacy_utility(frame, tmp_path / "u.png", "in p$x^{$q").is_file()
     strength = strength_frame().assign(defense=lambda d: d["defense"] + "$^")
     assert plot_psnr_vs_strength(strength, tmp_path / "s.png", "$x^{").is_file()
+
+
+def test_a_plot_that_fails_half_way_leaves_the_old_file(tmp_path):
+    """Plots were drawn straight into their file: a run killed while its leaderboard was
+    drawn left a truncated PNG (a runner review). They are written atomically now."""
+    from matplotlib.figure import Figure
+
+    from bench.plots import _save
+
+    path = tmp_path / "plots" / "p.png"
+    path.parent.mkdir()
+    path.write_bytes(b"the old plot")
+
+    class Broken(Figure):
+        def savefig(self, target, **kwargs):
+            data = b"\x89PNG half"
+            if hasattr(target, "write"):
+                target.write(data)
+            else:
+                Path(target).write_bytes(data)
+            raise RuntimeError("killed while drawing")
+
+    with pytest.raises(RuntimeError):
+        _save(Broken(), path)
+    assert path.read_bytes() == b"the old plot"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["p.png"]
