@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bold the best entry per row (default), per column, or none")
     s.add_argument("--format", default="latex", choices=["latex", "markdown", "csv"])
     s.add_argument("--caption", help="caption (default: metric, filters, interval, n)")
-    s.add_argument("--label", help="LaTeX label / markdown anchor (default tab:METRIC-ROWS-COLS)")
+    s.add_argument("--label", help="LaTeX label / markdown anchor (default "
+                   "tab:METRIC-ROWS-COLS; '' for none)")
     s.add_argument("--output", help="file to write atomically (default: stdout)")
     s.set_defaults(func=cmd_table)
 

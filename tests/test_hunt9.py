@@ -237,3 +237,19 @@ def test_rank_param_without_a_value_asks_for_name_equals_value(capsys, param):
     """``rank lenet --param width`` said "lenet.width: expected an integer, got None"."""
     assert one_line(capsys, "rank", "lenet", "--param", param) == (
         f"leakbench: error: --param {param}: expected NAME=VALUE, e.g. width=8")
+
+
+def test_fedavg_settings_on_a_fedsgd_client_are_named(capsys):
+    """``client: {mode: fedsgd, local_epochs: 5}`` ran in silence: the one gradient FedSGD
+    shares ignores FedAvg's local schedule and step, but the cells (and rows) were apart."""
+    from bench.suite import parse_suite
+    from helpers import TINY_SUITE
+
+    suite = parse_suite({**TINY_SUITE, "client": [{"mode": "fedsgd", "local_epochs": 5},
+                                                  {"mode": "fedavg", "lr": 0.5}]})
+    assert suite.warnings == ["client: local_epochs=5 with mode fedsgd changes nothing "
+                              "(FedAvg's local steps; fedsgd shares one gradient) but makes "
+                              "cells of its own: leave it out of the fedsgd client (an entry "
+                              "of its own), or set mode: fedavg"]
+    assert parse_suite({**TINY_SUITE, "client": {"mode": "fedavg", "local_epochs": 2}}
+                       ).warnings == []

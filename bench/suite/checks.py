@@ -16,7 +16,7 @@ from bench.suite.expand import (
     axis_match_values,
     rule_axis_values,
 )
-from bench.suite.schema import Suite, SuiteError
+from bench.suite.schema import CLIENT_PARAMS, Suite, SuiteError
 
 COMPONENT_AXES = {"attack": "attacks", "defense": "defenses", "arch": "archs",
                   "dataset": "datasets"}
@@ -58,7 +58,21 @@ def check_rules(suite: Suite) -> list[str]:
         used |= set(cls.needs) | set(cls.wants)
     for g in sorted(suite.granted - used):
         warnings.append(f"grant: no attack of the suite needs or uses {g!r}: it does nothing")
-    return warnings
+    return warnings + _fedsgd_settings(suite.clients)
+
+
+FEDAVG_ONLY = ("local_epochs", "local_batch_size", "lr")
+
+
+def _fedsgd_settings(clients: list[dict[str, Any]]) -> list[str]:
+    """A FedSGD client shares one gradient of its batch: FedAvg's local schedule and step
+    size change nothing in it, but make a cell (and a table row) of their own."""
+    default = {p.name: p.default for p in CLIENT_PARAMS}
+    return [f"client: {', '.join(f'{k}={c[k]}' for k in set_keys)} with mode fedsgd changes "
+            "nothing (FedAvg's local steps; fedsgd shares one gradient) but makes cells of "
+            "its own: leave it out of the fedsgd client (an entry of its own), or set mode: fedavg"
+            for c in clients if c["mode"] == "fedsgd"
+            for set_keys in [[k for k in FEDAVG_ONLY if c[k] != default[k]]] if set_keys]
 
 
 def _hint(name: Any, have: set[Any], values: Any) -> str:
