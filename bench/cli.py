@@ -43,6 +43,7 @@ from bench.cli_support import (
     Parser,
     empty_path_problem,
     frozen_gc,
+    ignored_run_flags,
 )
 from bench.cores import check_parallelism
 from bench.prior_command import add_prior_curve_parser
@@ -118,8 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
              f"{device_type}, where it changes nothing")
     from bench.summary import dry_run, warn_no_cells
 
-    if args.verbose and not args.dry_run:
-        warn("--verbose: lists every cell of a --dry-run; without one it is ignored")
+    for message in ignored_run_flags(args):
+        warn(message)
     if args.dry_run:
         return dry_run(suite, out, args.force, args.retry_failed, args.verbose, limit)
     summary = run_suite(suite, out, jobs=args.jobs, device=args.device, force=args.force,
@@ -262,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--executor ray: CPUs per cell (--threads, else 1)")
     s.add_argument("--gpus-per-task", type=float,
                    help="--executor ray: GPUs per cell, 0.25 packs four on one GPU")
-    s.add_argument("--max-retries", type=int,
-                   help="--executor ray: re-runs of a cell whose worker died (2)")
+    s.add_argument("--max-retries", type=int, help="--executor ray: reruns of a dead worker's cell")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where cells run (default auto: cuda where there is one, else cpu)")
     s.add_argument("--cpu-conv", default="onednn", choices=["onednn", "native"], help="the "

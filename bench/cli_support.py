@@ -72,6 +72,17 @@ def empty_path_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def ignored_run_flags(args: argparse.Namespace) -> list[str]:
+    """Warnings for ``run`` flags that change nothing in this run: ``--verbose`` without
+    ``--dry-run``, and what a dry run neither shows nor writes."""
+    if not args.dry_run:
+        return (["--verbose: lists every cell of a --dry-run; without one it is ignored"]
+                if args.verbose else [])
+    return [f"{flag}: a --dry-run {what}; ignored" for flag, on, what in (
+        ("--quiet", args.quiet, "draws no progress bar"),
+        ("--no-leaderboard", args.no_leaderboard, "writes no leaderboard")) if on]
+
+
 _INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<name>.*?)'? \(choose from (?P<choices>.*)\)$")
 
 
