@@ -44,6 +44,7 @@ from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
 from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
+from bench.metrics.base import fixed
 from bench.paths import store_problem
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, short, validate_params
@@ -263,10 +264,10 @@ def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, tuple):
-        return f"[{v[0]:.{digits}f}, {v[1]:.{digits}f}]"
+        return f"[{fixed(v[0], digits)}, {fixed(v[1], digits)}]"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    return f"{v:.{digits}f}"
+    return fixed(v, digits)
 
 
 def report(checks: list[Check], metric: str | None = None) -> str:

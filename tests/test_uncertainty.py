@@ -426,3 +426,14 @@ def test_quality_curves_tell_clients_apart_too():
     frame = curve_frame(records)
     assert sorted(set(frame["mode"])) == ["fedavg", "fedavg(local_epochs=3)"]
     assert set(frame["n"]) == {1}
+
+
+def test_a_mean_that_rounds_to_zero_is_never_shown_as_minus_zero():
+    """paper-rgap's CNN6 DLG row showed SSIM "-0.000 ± 0.004" (a mean of −5e-6)."""
+    from bench.leaderboard.uncertainty import Interval
+    from bench.metrics.base import fixed
+
+    assert Interval(-5.05e-6, -0.004, 0.004, 5).format(3) == "0.000 ± 0.004"
+    assert [fixed(v, 3) for v in (-5e-6, -0.0004, -0.0006, -0.0, 0.0, -2.5)] == [
+        "0.000", "0.000", "-0.001", "0.000", "0.000", "-2.500"]
+    assert fixed(-0.4, 0) == "0" and fixed(-12.345, 2) == "-12.35"

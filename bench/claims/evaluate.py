@@ -38,6 +38,7 @@ from bench.leaderboard.uncertainty import (
     t_interval,
     wilson_interval,
 )
+from bench.metrics.base import fixed
 
 HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
 VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_JUDGED)
@@ -98,7 +99,7 @@ def _show(metric: str, iv: Interval) -> str:
     if iv.mean is None:
         return f"n/a (n={iv.n})"
     digits = 2 if metric in (SUCCESS, RISK_INDEX) else _digits(metric)
-    half = "n/a" if iv.half is None else f"{iv.half:.{digits}f}"
+    half = "n/a" if iv.half is None else fixed(iv.half, digits)
     if metric == SUCCESS:  # a Wilson interval: not symmetric about the rate
         wins = iv.mean * iv.n  # a private batch pooling cells adds its share of successes
         count = f"{round(wins)}" if abs(wins - round(wins)) < 1e-9 else f"{wins:.1f}"
@@ -106,7 +107,7 @@ def _show(metric: str, iv: Interval) -> str:
         return f"{count}/{iv.n} = {iv.mean:.2f} [{bounds}]"
     if metric == RISK_INDEX:
         return f"{iv.mean:.4f}"
-    return f"{iv.mean:.{digits}f} ± {half} (n={iv.n})"
+    return f"{fixed(iv.mean, digits)} ± {half} (n={iv.n})"
 
 
 def _digits(metric: str) -> int:

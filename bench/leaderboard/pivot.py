@@ -40,6 +40,7 @@ from bench.leaderboard.uncertainty import (
 from bench.leaderboard.where import AXES, NAMED, WHERE, parse_where
 from bench.markdown import pipe_table
 from bench.metrics import Metric, list_metrics
+from bench.metrics.base import fixed
 from bench.outputs import write_output
 from bench.paths import store_problem
 from bench.registry import LeakbenchError, short, suggest
@@ -223,7 +224,7 @@ def _flags(intervals: dict[tuple[str, str], Interval], row_values: list[str],
 # --- rendering -------------------------------------------------------------------------------
 
 def _number(v: float | None, digits: int) -> str:
-    return "n/a" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+    return "n/a" if v is None or pd.isna(v) else fixed(v, digits)
 
 
 def cell_text(cell: dict[str, Any] | None, digits: int) -> str:

@@ -25,6 +25,8 @@ import pandas as pd
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
+from bench.metrics.base import fixed
+
 LEVEL = 0.95  # two-sided coverage of every interval in the tables
 SEED_STATUSES = ("ok", "diverged", "error", "timeout")  # a skipped cell is no seed of its row
 FLOORED = ("diverged", "error", "timeout")  # enter the means at the floor
@@ -57,8 +59,8 @@ class Interval:
         """``12.70 ± 6.39``; ``12.70 ± n/a`` for one seed (never ± 0); ``n/a`` for none."""
         if self.mean is None:
             return "n/a"
-        half = "n/a" if self.half is None else f"{self.half:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {half}"
+        half = "n/a" if self.half is None else fixed(self.half, digits)
+        return f"{fixed(self.mean, digits)} ± {half}"
 
 
 def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL) -> Interval:

@@ -81,7 +81,14 @@ def format_value(value: Any, digits: int) -> str:
     """A table cell: fixed decimals, "n/a" for a missing value (None or NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.{digits}f}"
+    return fixed(value, digits)
+
+
+def fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, a negative value that rounds to zero shown as 0
+    (an SSIM mean of −5e-6 read "-0.000"; Python 3.10 has no ``z`` format option)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 M = TypeVar("M", bound=type[Metric])
