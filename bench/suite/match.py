@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+
 from bench.contracts import Attack, CellContext, modality_mismatch
 from bench.grants import GRANTS, PUBLIC_DATA
 from bench.identity import chain_label
@@ -68,6 +70,22 @@ def _checked(cell: Any) -> list[tuple[str, Any]]:
             *((f"{d.name}: ", d) for d in cell.defense)]
 
 
+def _build_problem(arch: Any, meta: Any) -> str | None:
+    """Why no model of ``arch`` builds for ``meta``'s data (``build_for``'s ValueError: an
+    input smaller than the ConvNet's pools, say), or None; tried on the meta device (nothing
+    allocated), so that the cells are skipped with the reason rather than run into error
+    records, or the suite refused in another component's name. Any other failure is left
+    to the real build."""
+    try:
+        with torch.device("meta"):
+            arch.build_for(meta)
+    except ValueError as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - reported by the cell's own build
+        return None
+    return None
+
+
 def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     """Why the cell cannot run, or None: a capability the suite does not grant, then each
     component's own check (the attack's first, then each defense link's, prefixed by name).
@@ -83,7 +101,8 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         with _naming("arch", cell.arch.label):
             arch = cell.arch.build()
             _REASON_CACHE[key, "arch"] = modality_mismatch(arch, arch.modalities,
-                                                           context.modality)
+                                                           context.modality) or (
+                None if context.meta is None else _build_problem(arch, context.meta))
     if _REASON_CACHE[key, "arch"]:
         return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
