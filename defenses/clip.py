@@ -21,7 +21,8 @@ class Clip(Defense):
              "Models. ICLR 2018 (update clipping of DP-FedAvg)")
     params = (
         Param("max_norm", float, 1.0, low=0.0,
-              help="L2 norm bound, in the units of the update (gradient or weight delta)"),
+              help="L2 norm bound, in the units of the update (gradient or weight delta); "
+                   "met up to the update's float32 rounding (~1e-7 relative)"),
         Param("scope", str, "global", choices=("global", "tensor"),
               help="global: one norm over all tensors; tensor: each tensor clipped separately"),
     )

@@ -38,8 +38,9 @@ class Quantize(Defense):
              "Bernstein et al. signSGD. ICML 2018 (sign)")
     params = (
         Param("mode", str, "int8", choices=("fp16", "int8", "sign"),
-              help="fp16: IEEE half round trip; int8: symmetric, one scale per tensor "
-                   "(max|t|/127); sign: −1, 0 or +1 per entry (magnitudes dropped)"),
+              help="fp16: IEEE half round trip (entries beyond ±65504 become ±inf, as "
+                   "in half precision); int8: symmetric, one scale per tensor (max|t|/127); "
+                   "sign: −1, 0 or +1 per entry (magnitudes dropped)"),
     )
 
     def transform_update(self, update: Update, ctx: DefenseContext) -> Update:

@@ -253,3 +253,19 @@ def test_fedavg_settings_on_a_fedsgd_client_are_named(capsys):
                               "of its own), or set mode: fedavg"]
     assert parse_suite({**TINY_SUITE, "client": {"mode": "fedavg", "local_epochs": 2}}
                        ).warnings == []
+
+
+@pytest.mark.parametrize("attack", [{"ig": {"iterations": 1}}, "analytic", "rgap"])
+@pytest.mark.parametrize("defense", ["none", "dpsgd", "soteria"])
+def test_an_architecture_that_cannot_take_the_input_is_skipped_with_its_reason(attack,
+                                                                                defense):
+    """A ConvNet on 8×8 digits (two 3×3 pools need 9×9): with ``ig`` every cell ran into an
+    error record; with ``analytic``, ``rgap``, ``dpsgd`` or ``soteria`` (which build the
+    model while the suite is checked) the suite was refused in that component's name."""
+    from bench.suite import attack_cells
+    from helpers import make_suite
+
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=["convnet"],
+                       attacks=[attack], defenses=[defense])
+    reasons = {c.skip_reason for c in attack_cells(suite)}
+    assert reasons == {"convnet needs inputs of at least 9×9 (two 3×3 pools), got 8×8"}
