@@ -51,12 +51,18 @@ def _draws(cell: Any) -> tuple[int, str]:
     """The distinct training items a cell draws at once, and the setting that says so: an
     attack cell its observed batch (a secure aggregate's clients x batch), a utility cell
     its client batch per step."""
-    if hasattr(cell, "batch_size"):
-        b = int(cell.batch_size)
-        n = b + sum(d.build().extra_items(b) for d in cell.defense)  # mixed-in images, other
-        chain = "+".join(d.label for d in cell.defense)  # clients' batches: all distinct
+    from bench.contracts import observed_batch
+
+    links = [d.build() for d in cell.defense]
+    chain = "+".join(d.label for d in cell.defense)
+    if hasattr(cell, "batch_size"):  # mixed-in images and other clients' batches, distinct
+        b = int(cell.batch_size)  # over the cell (a plug-in aggregate: its observed batch)
+        n = max(b + sum(d.extra_items(b) for d in links), observed_batch(links, b))
         return n, "batch_size" if n == b else f"batch_size {b}, {n} through the defense {chain}"
-    return int(dict(getattr(cell, "config", ())).get("batch_size", 1)), "utility.batch_size"
+    b = int(dict(getattr(cell, "config", ())).get("batch_size", 1))  # a utility step: each
+    n = max([b] + [d.extra_items(b) for d in links if d.level != "protocol"])  # draw alone
+    return n, ("utility.batch_size" if n == b
+               else f"utility.batch_size {b}, {n} through the defense {chain}")
 
 
 def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",),

@@ -155,7 +155,10 @@ def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path,
      "450 a cell draws at once (batch_size 50, 450 through the defense mixup(k=3)+secagg("
      "clients=7))"),
     ({"utility": {"steps": 1, "batch_size": 500}},  # a utility cell's client batch
-     "500 a cell draws at once (utility.batch_size)")])
+     "500 a cell draws at once (utility.batch_size)"),
+    ({"utility": {"steps": 1, "batch_size": 150}, "defenses": [{"mixup": {"k": 5}}]},  # a
+     "600 a cell draws at once (utility.batch_size 150, 600 through the defense mixup(k=5))"),
+    ])  # step's mixed-in images, drawn anew each step
 def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, draws,
                                                                         tmp_path, capsys):
     """Every such cell became an error record at run time (a bad-input hunt, a review); the
