@@ -58,6 +58,7 @@ from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.markdown import pipe_table
 from bench.metrics import get_metric, resolve_per_item
+from bench.paths import store_problem
 from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
 from bench.store import RECORDS, load_records
@@ -135,8 +136,8 @@ class Diff:
 def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
     """Every sound record of ``folder`` (read-only: damaged ones are named, not moved)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise LeakbenchError(f"diff: {side} {folder}: no such folder")
+    if not folder.is_dir():  # missing, or a file
+        raise LeakbenchError(f"diff: {side} {store_problem(folder)}")
     if not (folder / RECORDS).is_dir():
         raise LeakbenchError(f"diff: {side} {folder} holds no record store "
                              f"({folder / RECORDS} is missing)")

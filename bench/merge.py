@@ -39,7 +39,7 @@ from bench.identity import LABEL_FIELDS
 from bench.leaderboard.frames import label_splits
 from bench.lock import RunLock
 from bench.outputs import store_part_problem
-from bench.paths import resolved
+from bench.paths import resolved, store_problem
 from bench.pictures import MAX_ARRAY_VALUES, locate_artifact, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import NEWER, RECORDS, read_record, save_outcome
@@ -210,6 +210,8 @@ def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
     stores = [out] if (out / RECORDS).is_dir() else []
     seen = {resolved(s, "merge: ") for s in stores}
     for d in map(Path, dirs):
+        if not d.is_dir():
+            raise LeakbenchError(f"merge: {store_problem(d)}")
         if not (d / RECORDS).is_dir():
             raise LeakbenchError(f"merge: {d} holds no record store ({d / RECORDS} is missing)")
         real = resolved(d, "merge: ")

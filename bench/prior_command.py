@@ -30,7 +30,7 @@ def add_prior_curve_parser(sub: Any) -> None:
 
 
 def cmd_prior_curve(args: argparse.Namespace) -> int:
-    from bench.outputs import writable_problem
+    from bench.outputs import store_part_problem, writable_problem
     from bench.perceptual import given_fid_weights_problem
     from bench.prior_curve import run_curve, write_attack_quality
 
@@ -57,6 +57,9 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     problem = writable_problem(out)
     if problem:
         raise LeakbenchError(f"--out {problem}")
+    problem = store_part_problem(out, f"--out {out}")  # samplers.json read as a record
+    if problem:
+        raise LeakbenchError(problem)
     params = {"size": args.size} if args.size else {}
     run_curve(args.dataset, params, out, args.samples, args.seed,
               ScoreSettings(steps=args.score_steps), inception=args.inception)

@@ -43,7 +43,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     params = {}
     for item in args.param or []:
         key, equals, value = item.partition("=")
-        if not equals or not key.strip():  # "width" read as width=None
+        if not equals or not key.strip() or not value.strip():  # "width": width=None
             raise LeakbenchError(f"--param {item}: expected NAME=VALUE, e.g. width=8")
         if key in params:  # the last one silently won
             raise LeakbenchError(f"--param {key}: given twice")
