@@ -24,6 +24,7 @@ from matplotlib import style
 from bench.data import stack_items
 from bench.featurenet import quality
 from bench.markdown import pipe_table
+from bench.metrics import fixed
 from bench.plots import _figure, _save
 from bench.public import public_data
 from bench.registry import DATASETS, SAMPLERS, LeakbenchError
@@ -123,8 +124,8 @@ def render_table(records: list[dict[str, Any]]) -> str:
              "| sampler | NFE / sample | FID | KID | KID std |",
              "|---|---:|---:|---:|---:|"]
     for r in sorted(records, key=lambda r: (r["sampler"], r["nfe_per_sample"], _label(r))):
-        lines.append(f"| {_label(r)} | {r['nfe_per_sample']:.1f} | {r['fid']:.2f} | "
-                     f"{r['kid']:.4f} | {r['kid_std']:.4f} |")
+        lines.append(f"| {_label(r)} | {r['nfe_per_sample']:.1f} | {fixed(r['fid'], 2)} | "
+                     f"{fixed(r['kid'], 4)} | {fixed(r['kid_std'], 4)} |")
     lines += ["", "For each FID on either sampler's front (no cheaper configuration of the same "
               "sampler does as well), the fewest NFE per sample at which each reaches it "
               "(—: never, in this curve):", "",

@@ -27,7 +27,7 @@ from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.frames import no_attack_records
 from bench.leaderboard.render import split_modalities
 from bench.markdown import pipe_table
-from bench.metrics import get_metric
+from bench.metrics import fixed, get_metric
 from bench.metrics.fid import MIN_GROUP, fid_kid_of_group
 from bench.pictures import artifact_path, load_cell_arrays
 from bench.registry import LeakbenchError, warn
@@ -79,8 +79,8 @@ def _gallery(df: pd.DataFrame) -> list[str]:
         ordered = ok.sort_values(["defense", "attack", "seed"], kind="stable")
         for _, r in ordered.iterrows():
             caption = (f"{r['attack']} vs {r['defense']}, seed {r['seed']}: "
-                       f"{r['psnr']:.{psnr.digits}f} {psnr.unit}, "
-                       f"{ssim.label} {r['ssim']:.{ssim.digits}f}")
+                       f"{fixed(r['psnr'], psnr.digits)} {psnr.unit}, "
+                       f"{ssim.label} {fixed(r['ssim'], ssim.digits)}")
             out.append(f"![{caption}]({r['picture']}) {caption}  ")
     return out
 

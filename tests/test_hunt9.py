@@ -269,3 +269,52 @@ def test_an_architecture_that_cannot_take_the_input_is_skipped_with_its_reason(a
                        attacks=[attack], defenses=[defense])
     reasons = {c.skip_reason for c in attack_cells(suite)}
     assert reasons == {"convnet needs inputs of at least 9×9 (two 3×3 pools), got 8×8"}
+
+
+def test_diff_and_merge_name_a_file_given_as_a_folder(tmp_path, capsys):
+    """``diff A notes.txt`` said "no such folder" of a file that exists; ``merge OUT
+    notes.txt`` said ".../notes.txt/records is missing"."""
+    from helpers import ROOT
+
+    plain = tmp_path / "notes.txt"
+    plain.write_text("x")
+    quick = str(ROOT / "results" / "quick")
+    assert one_line(capsys, "diff", quick, str(plain)) == (
+        f"leakbench: error: diff: B {plain}: not a folder")
+    assert one_line(capsys, "merge", str(tmp_path / "out"), str(plain)) == (
+        f"leakbench: error: merge: {plain}: not a folder")
+    assert one_line(capsys, "merge", str(tmp_path / "out"), str(tmp_path / "nope")) == (
+        f"leakbench: error: merge: {tmp_path / 'nope'}: no such folder")
+    assert not (tmp_path / "out").exists()
+
+
+def test_rank_param_with_an_empty_value_asks_for_one(capsys):
+    assert one_line(capsys, "rank", "lenet", "--param", "width=") == (
+        "leakbench: error: --param width=: expected NAME=VALUE, e.g. width=8")
+
+
+def test_prior_curve_writes_nothing_inside_a_stores_records(tmp_path, capsys):
+    """``prior-curve --out STORE/records`` would write samplers.json where the store reads
+    every ``*.json`` as a record."""
+    store = _store(tmp_path)
+    line = one_line(capsys, "prior-curve", "--out", str(store / "records"), "--samples", "4")
+    assert "inside a results folder's records/" in line
+
+
+def test_the_parent_gets_a_handler_back_that_python_did_not_set(monkeypatch):
+    """``signal.signal`` answers None for a handler installed outside Python; putting None
+    back raised TypeError and left SIGINT ignored in the parent."""
+    import signal
+
+    from bench.executors import process
+
+    calls: list = []
+
+    def fake(signum, handler):
+        calls.append(handler)
+        return None if len(calls) == 1 else signal.SIG_IGN
+
+    monkeypatch.setattr(process.signal, "signal", fake)
+    with process._interrupt_ignored_by_children():
+        pass
+    assert calls == [signal.SIG_IGN, signal.default_int_handler]

@@ -24,7 +24,7 @@ from bench.leaderboard.aggregate import (
 )
 from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.uncertainty import format_rank
-from bench.metrics import Metric, format_value, list_metrics
+from bench.metrics import Metric, fixed, format_value, list_metrics
 from bench.records import record_modality
 from bench.registry import ARCHS, DATASETS
 
@@ -62,7 +62,7 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
     best, worst = ordered.iloc[0], ordered.iloc[-1]
 
     def value(r: Any) -> str:
-        return f"{r[h.name]:.{h.digits}f}" + (f" {h.unit}" if h.unit else "")
+        return fixed(r[h.name], h.digits) + (f" {h.unit}" if h.unit else "")
 
     pics = [(f"best: {best['attack']} vs {best['defense']}, seed {best['seed']}, "
              f"{value(best)}", best["picture"])]

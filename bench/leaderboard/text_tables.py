@@ -21,7 +21,7 @@ from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell
 from bench.leaderboard.uncertainty import format_rank
 from bench.markdown import Markdown
-from bench.metrics import Metric, format_value, get_metric, list_metrics
+from bench.metrics import Metric, fixed, format_value, get_metric, list_metrics
 from bench.registry import LeakbenchError
 
 SENTENCES_SHOWN = 4  # original/recovered pairs shown per cell
@@ -169,7 +169,7 @@ def marked(pair: dict[str, Any]) -> Tokens:
 def cell_caption(which: str, r: pd.Series) -> str:
     """e.g. "best, seed 0, ROUGE-1 1.000"."""
     h = text_headline()
-    return f"{which}, seed {r['seed']}, {h.label} {r[h.name]:.{h.digits}f}"
+    return f"{which}, seed {r['seed']}, {h.label} {fixed(r[h.name], h.digits)}"
 
 
 def sentence_picks(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.Series]]:

@@ -13,6 +13,7 @@ from bench.metrics.base import (
     MODALITIES,
     Metric,
     SuccessRule,
+    fixed,
     format_value,
     get_metric,
     list_metrics,
@@ -21,6 +22,7 @@ from bench.metrics.base import (
 )
 
 __all__ = [
-    "INPUTS", "KINDS", "METRICS", "MODALITIES", "Metric", "SuccessRule", "format_value",
+    "INPUTS", "KINDS", "METRICS", "MODALITIES", "Metric", "SuccessRule", "fixed",
+    "format_value",
     "get_metric", "list_metrics", "register_metric", "resolve_per_item",
 ]
