@@ -228,8 +228,9 @@ class Dager(Attack):
         """Beam extension: each prefix × each token of the set, scored by the mean over the
         layers of :func:`prefix_layers` of the log residual of its row at the new position;
         kept when its geometric mean residual is ≤ ``tolerance`` and an outlier below the
-        candidates' bulk; ``BEAM`` × ``batch`` prefixes ranked by their worst step; the
-        ``batch`` best full sequences (at least the best one)."""
+        candidates' bulk (the residual alone where no candidate is an outlier); ``BEAM`` ×
+        ``batch`` prefixes ranked by their worst step; the ``batch`` best full sequences (at
+        least the best one)."""
         layers = prefix_layers(model)
         bases = {}
         for name, lin in layers:
@@ -242,11 +243,13 @@ class Dager(Attack):
             score = log_residual(model, layers, bases, ids, p)
             med = score.median()
             spread = (score - med).abs().median().clamp_min(1e-12)
-            passed = [i for i in range(len(cands)) if score[i] <= math.log(self.tolerance)
-                      and score[i] <= med - OUTLIER * spread]
+            below = [i for i in range(len(cands)) if score[i] <= math.log(self.tolerance)]
+            passed = [i for i in below if score[i] <= med - OUTLIER * spread]
             z = (score - med) / spread  # robust z-score of each candidate at this step
+            # no outlier: the true prefixes are no minority (at the first position of short
+            # sequences, B of about B·L candidates), and the span check alone decides
             scored = [(cands[i][0], max(cands[i][1], float(z[i])))
-                      for i in passed or [int(score.argmin())]]
+                      for i in passed or below or [int(score.argmin())]]
             beam = sorted(scored, key=lambda c: c[1])[:BEAM * batch]
         return self._fill(self._select(model, [seq for seq, _ in beam], batch, device), batch)
 

@@ -37,6 +37,20 @@ def test_dager_recovers_every_sequence_exactly_below_the_bound(batch):
         assert sorted(map(tuple, ids.tolist())) == sorted(map(tuple, observed.x01.tolist()))
 
 
+@pytest.mark.parametrize("batch", [2, 4])
+def test_dager_is_exact_on_short_sequences_where_the_true_prefixes_are_no_minority(batch):
+    """At length 2 the first position's candidates are the token set (about 2B tokens), half
+    of them true: none was an outlier below the bulk, only the best survived, and DAGER
+    returned one sentence repeated (exact 0.5 at batch 2) with ``bound_exceeded`` false. The
+    span check alone decides there now (a review's finding)."""
+    short = {"pydoc": {"task": "lm", "seq_len": 2}}
+    for cell in cells(["dager"], batch, seeds=4, dataset=short):
+        observed, recon, metrics, ids = scored(cell)
+        assert recon.info["bound_exceeded"] is False
+        assert recon.info["sequences_found"] == len({tuple(r) for r in observed.x01.tolist()})
+        assert metrics["exact"] == 1.0, cell.seed
+
+
 CLASSIFY = {"pydoc": {"task": "classify", "seq_len": 12, "vocab_size": 1000, "classes": 4}}
 
 
