@@ -89,16 +89,19 @@ MAX_TEXT_FILE_BYTES = 100_000_000
 
 
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
-    """(file stem, sentence) pairs of every ``*.txt`` under ``root``, files in path order."""
-    files = sorted(expanded(root).rglob("*.txt"))
+    """(topic, sentence) pairs of every ``*.txt`` under ``root``, files in path order; the
+    topic is the file's path under ``root`` without ``.txt`` (``a/t`` and ``b/t`` are two
+    topics, not one ``t``). A byte-order mark is not text (it had become an [UNK] token)."""
+    top = expanded(root)
+    files = sorted(top.rglob("*.txt"))
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
             raise OSError(errno.EINVAL, "not a regular file", str(f))
         if f.is_file() and f.stat().st_size > MAX_TEXT_FILE_BYTES:  # a 3 GB file: 62 s, 7 GB
             raise OSError(errno.EFBIG, f"larger than {MAX_TEXT_FILE_BYTES} bytes, more text "
                           "than a benchmark's sentences need: split it", str(f))
-    return tuple((f.stem, s) for f in files
-                 for s in prose_sentences(f.read_text(encoding="utf-8", errors="replace")))
+    return tuple((f.relative_to(top).with_suffix("").as_posix(), s) for f in files
+                 for s in prose_sentences(f.read_text(encoding="utf-8-sig", errors="replace")))
 
 
 def tokenizer_cache() -> Path:

@@ -194,3 +194,33 @@ def test_a_width_the_heads_do_not_divide_is_refused_when_the_suite_loads():
                    attacks=["dager"])
     with pytest.raises(LeakbenchError, match="not divisible"):
         ARCHS.get("transformer").cls(width=30, heads=4)
+
+
+def test_a_text_folder_keeps_same_named_files_apart_and_reads_no_byte_order_mark(tmp_path):
+    """``x/t.txt`` and ``y/t.txt`` were one topic ``t``; a file saved with a UTF-8 byte-order
+    mark (Windows editors) began its first sentence with an [UNK] token."""
+    from bench.textcorpus import folder_sentences
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "t.txt").write_text("The cat sat on the mat today.\n", encoding="utf-8")
+    (tmp_path / "y" / "t.txt").write_bytes("\ufeffThe dog ran in the park today.\n"
+                                           .encode("utf-8"))
+    (tmp_path / "top.txt").write_text("A bird sang in the tall tree.\n", encoding="utf-8")
+    assert folder_sentences(str(tmp_path)) == (
+        ("top", "A bird sang in the tall tree."), ("x/t", "The cat sat on the mat today."),
+        ("y/t", "The dog ran in the park today."))
+
+
+def test_pydoc_victims_are_cached_under_the_corpus_they_trained_on(monkeypatch):
+    """The trained-victim cache key held only pydoc's parameters: weights trained on one
+    Python's topics (and vocabulary) were reused under another Python's."""
+    from bench.datasets.pydoc_text import PydocText
+    from bench.registry import ARCHS
+    from bench.victim import cache_key
+
+    arch, ds = ARCHS.get("transformer").cls(), PydocText(task="classify")
+    before = cache_key(arch, ds, 50, 0)
+    monkeypatch.setattr("bench.datasets.pydoc_text.pydoc_sentences",
+                        lambda: (("topic", "Another Python documents this otherwise."),))
+    assert cache_key(arch, ds, 50, 0) != before

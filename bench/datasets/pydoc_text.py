@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from bench.datasets.text_common import TextDataset
 from bench.registry import register_dataset
 from bench.textcorpus import pydoc_sentences
@@ -16,3 +19,9 @@ class PydocText(TextDataset):
 
     def corpus(self) -> tuple[tuple[str, str], ...]:
         return pydoc_sentences()
+
+    def source(self) -> dict[str, Any]:
+        """The corpus's hash: the topics ship with CPython and differ between its versions,
+        so trained victims cached under one Python are not reused under another."""
+        text = "\n".join(f"{topic}\t{sentence}" for topic, sentence in pydoc_sentences())
+        return {"corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}

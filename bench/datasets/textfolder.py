@@ -30,7 +30,8 @@ def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
 
 @register_dataset("textfolder")
 class TextFolder(TextDataset):
-    """Sentences of every ``*.txt`` under `root`; topic = the file's name (classify task)."""
+    """Sentences of every ``*.txt`` under `root`; topic = the file's path under it, without
+    ``.txt`` (classify task)."""
 
     paper = "local text files"
     params = (Param("root", str, None, nullable=True, identity=False,
