@@ -46,6 +46,7 @@ from bench.cli_support import (
     ignored_run_flags,
 )
 from bench.cores import check_parallelism
+from bench.list_command import cmd_list
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
 from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
@@ -56,40 +57,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SUITE = "quick"
 RESULTS = Path("results")
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from bench.suite import builtin_suites, load_suite
-
-    kinds = [args.kind] if args.kind else [*REGISTRIES, "metrics", "suites"]
-    for kind in kinds:
-        print(f"{kind}:")
-        if kind == "metrics":
-            from bench.metrics import list_metrics
-
-            for m in list_metrics():
-                better = "higher" if m.higher_is_better else "lower"
-                print(f"  {m.name:<16} {m.description()}")
-                print(f"      {m.modality}, {m.kind.replace('_', '-')}, {better} is better"
-                      + (", needs a local weights file" if m.needs_weights else ""))
-            continue
-        if kind == "suites":
-            for name in builtin_suites():
-                suite = load_suite(name)
-                print(f"  {name:<16} {suite.description}")
-            continue
-        for entry in REGISTRIES[kind].entries():
-            print(f"  {entry.name:<16} {entry.description}")
-            threat = []
-            if getattr(entry.cls, "needs", None):
-                threat.append("needs " + ", ".join(sorted(entry.cls.needs)))
-            if getattr(entry.cls, "wants", None):
-                threat.append("uses if granted " + ", ".join(sorted(entry.cls.wants)))
-            if threat:
-                print("      threat model: " + "; ".join(threat))
-            for p in entry.params:
-                print(f"      {p.describe()}")
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -40,6 +40,11 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
         if unknown:
             return (f"{attr} names {', '.join(map(repr, unknown))}, not one of "
                     f"{', '.join(sorted(known))}")
+    for attr in ("needs", "wants") if kind == "attack" else ():  # their names: when a suite
+        value = getattr(cls, attr, frozenset())  # names the attack (grants may be added)
+        if isinstance(value, str) or not isinstance(value, Collection) or not all(
+                isinstance(v, str) for v in value):
+            return f"{attr} must be a set of capability names, got {value!r}"
     required = ("modalities", "update_kinds") if kind == "attack" else ("modalities",)
     for attr in required:
         if getattr(cls, attr, None) is not None and not getattr(cls, attr):

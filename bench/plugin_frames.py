@@ -22,6 +22,9 @@ def plugin_frame(e: BaseException, module: str) -> traceback.FrameSummary | None
     in the plug-in's own files (its package folder, or its module file), else the last one
     outside Python's standard library and leakbench (a missing module has none)."""
     frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith("<")]
+    mine = [f for f in frames if _under(f.filename, [_module_file(module)])]
+    if mine:  # the module's own file first (a file in bench/archs: not bench/registry.py)
+        return mine[-1]
     files = _plugin_files(module)
     own = [f for f in frames if _under(f.filename, files)]
     if own:
@@ -33,6 +36,15 @@ def plugin_frame(e: BaseException, module: str) -> traceback.FrameSummary | None
     rest = [f for f in frames if not _under(f.filename, ours) and not (
         _under(f.filename, [paths["stdlib"]]) and not _under(f.filename, installed))]
     return rest[-1] if rest else None
+
+
+def _module_file(module: str) -> str:
+    """The file of ``module`` ("" where it has none, or cannot be found)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return ""
+    return (spec.origin or "") if spec is not None else ""
 
 
 def _plugin_files(module: str) -> list[str]:

@@ -243,7 +243,8 @@ class Registry:
                 same = (existing.__module__, existing.__qualname__) == (
                     cls.__module__, cls.__qualname__)
                 if not same:
-                    raise ValueError(f"{self.kind} {name!r} is registered twice")
+                    raise ValueError(f"{self.kind} {name!r} is registered twice: by "
+                                     f"{_defined_in(existing)} and by {_defined_in(cls)}")
             problem = declaration_problem(self.kind, name, cls)
             if problem:
                 raise TypeError(f"{self.kind} {name!r}: {problem}")
@@ -297,7 +298,13 @@ def import_components(packages: Iterable[str], entry_point_group: str,
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
-                importlib.import_module(f"{pkg_name}.{mod.name}")
+                try:
+                    importlib.import_module(f"{pkg_name}.{mod.name}")
+                except (Exception, SystemExit) as e:  # a component file dropped into the
+                    # package (the README's first route), as an entry point's: one line
+                    name = f"{pkg_name}.{mod.name}"
+                    raise PluginError(f"component module {name} failed to load: "
+                                      f"{load_failure(e, name)}") from e
     for ep in entry_points(group=entry_point_group):
         dist = f" (package {ep.dist.name})" if getattr(ep, "dist", None) else ""
         where = f"plug-in {ep.name} = {ep.value}{dist}, entry-point group {entry_point_group}"
@@ -307,16 +314,29 @@ def import_components(packages: Iterable[str], entry_point_group: str,
             ep.load()
         except (Exception, SystemExit) as e:  # a plug-in's own bug or typo (or its
             # sys.exit, which had ended every command silently): name it, not a traceback
-            detail = (str(e) if isinstance(e, LeakbenchError)
-                      else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
-                      else f"{type(e).__name__}: {e}")
-            frame = plugin_frame(e, ep.module)
-            if frame is not None:  # where in the plug-in it broke
-                detail += f" ({frame.filename}:{frame.lineno})"
-            raise PluginError(f"{where}, failed to load: {detail}") from e
+            raise PluginError(f"{where}, failed to load: {load_failure(e, ep.module)}") from e
         if count is not None and fresh and count() == before:
             warn(f"{where}: loaded, but registered no {what} (a class without its "
                  f"@register_{what} decorator?)")
+
+
+def load_failure(e: BaseException, module: str) -> str:
+    """What went wrong loading the component module ``module`` and where in it: its message
+    (a leakbench refusal as it is, another error with its type, a ``sys.exit``), then the
+    file and line."""
+    detail = (str(e) if isinstance(e, LeakbenchError)
+              else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+              else f"{type(e).__name__}: {e}")
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{detail} ({e.filename}:{e.lineno})"
+    frame = plugin_frame(e, module)
+    return f"{detail} ({frame.filename}:{frame.lineno})" if frame is not None else detail
+
+
+def _defined_in(cls: type) -> str:
+    """``cls``'s class name and file, for a clash of two components' names."""
+    where = getattr(sys.modules.get(cls.__module__), "__file__", None) or cls.__module__
+    return f"{cls.__qualname__} ({where})"
 
 
 ATTACKS = Registry("attack", ("attacks",), "leakbench.attacks")

@@ -318,3 +318,82 @@ def test_the_parent_gets_a_handler_back_that_python_did_not_set(monkeypatch):
     with process._interrupt_ignored_by_children():
         pass
     assert calls == [signal.SIG_IGN, signal.default_int_handler]
+
+
+@pytest.mark.parametrize("body, named", [
+    ("import sys\nsys.exit(5)\n", "it called sys.exit(5) ({file}:2)"),
+    ("from bench.registry import Param\nP = Param('level', float, 2.0, low=0.0, high=1.0)\n",
+     "TypeError: Param 'level': its default: 2.0 is above the maximum 1 ({file}:2)"),
+    ("def f(:\n    pass\n", "SyntaxError: "),
+    ("import no_such_module_here\n", "ModuleNotFoundError: No module named "
+                                     "'no_such_module_here' ({file}:1)"),
+])
+def test_a_component_file_that_fails_to_load_is_one_line_naming_it(tmp_path, monkeypatch,
+                                                                   body, named):
+    """A file dropped into attacks/ (the README's first plug-in route) that broke gave a
+    40-line traceback and exit 1, or, calling sys.exit, ended every command silently; an
+    entry point's was already one line naming its file and line."""
+    import sys
+
+    from bench.registry import PluginError, import_components
+
+    package = tmp_path / "mycomponents"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mycomponents", raising=False)
+    with pytest.raises(PluginError) as err:
+        import_components(["mycomponents"], "leakbench.no-such-group")
+    assert str(err.value).startswith("component module mycomponents.broken failed to load: ")
+    assert named.format(file=package / "broken.py") in str(err.value)
+
+
+def test_two_components_of_one_name_are_named_with_their_files():
+    """``@register_attack("dlg")`` in a plug-in said "attack 'dlg' is registered twice",
+    naming neither class nor file (the traceback pointed at the built-in's)."""
+    from bench.registry import Registry
+
+    registry = Registry("attack", (), "leakbench.no-such-group")
+
+    class First:
+        """One."""
+
+    class Second:
+        """Two."""
+
+    registry.register("same")(First)
+    with pytest.raises(ValueError, match=r"attack 'same' is registered twice: by .*First "
+                                         r"\(.*test_hunt9.py\) and by .*Second"):
+        registry.register("same")(Second)
+
+
+def test_needs_given_as_one_name_is_refused_at_registration():
+    """``needs = "labels"`` crashed a suite's load with "unsupported operand type(s) for |:
+    'str' and 'frozenset'", a traceback."""
+    from bench.declarations import declaration_problem
+
+    class Mine:
+        needs = "labels"
+        modalities = frozenset({"image"})
+        update_kinds = frozenset({"gradient"})
+
+    assert declaration_problem("attack", "mine", Mine) == (
+        "needs must be a set of capability names, got 'labels'")
+    Mine.needs = frozenset({"labels"})
+    assert declaration_problem("attack", "mine", Mine) is None
+
+
+def test_list_prints_nothing_before_a_plug_in_that_fails_to_load(monkeypatch, capsys):
+    """``list attacks`` printed "attacks:" on stdout before the plug-in's error."""
+    from bench.registry import ATTACKS, PluginError
+
+    def broken() -> None:
+        raise PluginError("plug-in x failed to load: it broke")
+
+    from bench.cli import main
+
+    monkeypatch.setattr(ATTACKS, "entries", broken)
+    assert main(["list", "attacks"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "leakbench: error: plug-in x failed to load: it broke\n")

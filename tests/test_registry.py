@@ -123,7 +123,7 @@ def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path,
     warm-up met that first, so its cells recorded the wrong error)."""
     import sys
 
-    from bench.registry import Registry
+    from bench.registry import PluginError, Registry
 
     package = tmp_path / "somepkg"
     package.mkdir()
@@ -133,7 +133,8 @@ def test_a_component_that_fails_to_import_fails_every_use_the_same_way(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = Registry("thing", ("somepkg",), "leakbench.nothing-here")
     for _ in range(2):
-        with pytest.raises(ImportError, match="b needs a missing library"):
+        with pytest.raises(PluginError, match="component module somepkg.b_broken failed to "
+                                              "load: ImportError: b needs a missing library"):
             registry.get("x")
     assert "somepkg.b_broken" not in sys.modules
     (package / "b_broken.py").write_text("")  # the library installed: the next use loads
