@@ -38,3 +38,13 @@ def _changed(before: Update, after: Update) -> bool:
     tensor per parameter (:func:`bench.returns.check_update`)."""
     return any(a.shape != b.shape or not torch.equal(a, b)
                for a, b in zip(before.tensors, after.tensors))
+
+
+def diverged_reason(update: Update | None, chain_label: str) -> str:
+    """Why a cell diverged: the attack's loss or image became NaN/inf, and where the shared
+    update already held such values, that the defense made them (fp16 past ±65504, a plug-in
+    multiplying by NaN), which had read as the attack's failure alone."""
+    reason = "the attack's loss or image became NaN/inf"
+    if update is not None and not all(bool(torch.isfinite(t).all()) for t in update.tensors):
+        reason += f" (the update shared after {chain_label} already held non-finite values)"
+    return reason

@@ -39,7 +39,7 @@ from bench.contracts import (
 )
 from bench.convolutions import cpu_convolutions, stamp_cpu_conv
 from bench.data import input_centre, other_batches, sample_batch
-from bench.defend import defend
+from bench.defend import defend, diverged_reason
 from bench.domains import domain_of
 from bench.grants import LABELS, PrivateSide, provide_grants
 from bench.memory import PeakMemory
@@ -329,7 +329,8 @@ class _Run:
         if self.error is None and self.done is not None:
             self.guard("score", lambda r: r._score(options))
         status = "error" if self.error is not None else self.status
-        error = self.error or ("the attack's loss or image became NaN/inf"
+        error = self.error or (diverged_reason(self.observed and self.observed.obs.update,
+                                               self.cell.defense_label)
                                if status == "diverged" else None)
         record = record_attack(self.cell, device, options, status, error, timing=self.timing,
                                **self.fields)

@@ -397,3 +397,58 @@ def test_list_prints_nothing_before_a_plug_in_that_fails_to_load(monkeypatch, ca
     assert main(["list", "attacks"]) == 2
     out, err = capsys.readouterr()
     assert (out, err) == ("", "leakbench: error: plug-in x failed to load: it broke\n")
+
+
+def test_a_defense_that_shares_nan_is_named_in_the_diverged_record(tmp_path):
+    """A defense whose update held NaN gave the cell "the attack's loss or image became
+    NaN/inf", blaming the attack alone."""
+    from bench.contracts import Defense
+    from bench.registry import DEFENSES, register_defense
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    @register_defense("nanify")
+    class Nanify(Defense):
+        """Multiplies the update by NaN."""
+
+        def transform_update(self, update, ctx):
+            out = update.clone()
+            out.tensors = [t * float("nan") for t in update.tensors]
+            return out
+
+    try:
+        run_suite(make_suite(defenses=["nanify"], seeds=1), tmp_path, jobs=0, device="cpu",
+                  progress=False)
+    finally:
+        DEFENSES.unregister("nanify")
+    import json
+
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")]
+    assert record["status"] == "diverged"
+    assert record["error"] == ("the attack's loss or image became NaN/inf (the update shared "
+                               "after nanify already held non-finite values)")
+
+
+def test_a_constructor_calling_sys_exit_is_one_line(tmp_path, capsys):
+    """A plug-in defense whose constructor called ``sys.exit(4)`` ended ``run`` with exit 4
+    and no word."""
+    import sys
+
+    from bench.contracts import Defense
+    from bench.registry import DEFENSES, register_defense
+    from helpers import TINY_SUITE, write_suite
+
+    @register_defense("quitter")
+    class Quitter(Defense):
+        """Quits."""
+
+        def __init__(self, **kwargs):
+            sys.exit(4)
+
+    try:
+        suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "defenses": ["quitter"]})
+        line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--dry-run")
+    finally:
+        DEFENSES.unregister("quitter")
+    assert line == (f"leakbench: error: {suite}: defense quitter raised SystemExit: sys.exit(4) "
+                    "while the suite was checked (its constructor or its compatibility check)")

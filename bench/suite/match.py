@@ -34,8 +34,10 @@ def _naming(kind: str, label: str) -> Iterator[None]:
         yield
     except LeakbenchError:
         raise
-    except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
-        text = str(e).strip().splitlines()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a plug-in's code may raise
+        # anything, or call sys.exit (which had ended the command in silence)
+        said = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else str(e).strip()
+        text = said.splitlines()
         raise LeakbenchError(f"{kind} {label} raised {type(e).__name__}"
                              f"{': ' + text[0][:300] if text else ''} while the suite was "
                              "checked (its constructor or its compatibility check)") from e
