@@ -15,6 +15,7 @@ from typing import Any
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MODALITIES = frozenset({"image", "text"})  # the data a cell's dataset holds
 UPDATE_KINDS = frozenset({"gradient", "delta"})  # what a FedSGD / FedAvg client shares
+LEVELS = ("none", "data", "update", "protocol")  # where a defense acts (contracts.Defense)
 
 
 def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
@@ -45,6 +46,8 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
         if isinstance(value, str) or not isinstance(value, Collection) or not all(
                 isinstance(v, str) for v in value):
             return f"{attr} must be a set of capability names, got {value!r}"
+    if kind == "defense" and getattr(cls, "level", "update") not in LEVELS:
+        return f"level must be one of {', '.join(LEVELS)}, got {cls.level!r}"
     required = ("modalities", "update_kinds") if kind == "attack" else ("modalities",)
     for attr in required:
         if getattr(cls, attr, None) is not None and not getattr(cls, attr):

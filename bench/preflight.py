@@ -49,8 +49,8 @@ def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) ->
 
 def _draws(cell: Any) -> tuple[int, str]:
     """The distinct training items a cell draws at once, and the setting that says so: an
-    attack cell its observed batch (a secure aggregate's clients x batch), a utility cell
-    its client batch per step."""
+    attack cell its batch, the images its MixUp mixes in and a secure aggregate's other
+    batches; a utility cell its client batch per step, or a step's mixed-in images."""
     from bench.contracts import observed_batch
 
     links = [d.build() for d in cell.defense]

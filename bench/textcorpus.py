@@ -93,7 +93,7 @@ def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     topic is the file's path under ``root`` without ``.txt`` (``a/t`` and ``b/t`` are two
     topics, not one ``t``). A byte-order mark is not text (it had become an [UNK] token)."""
     top = expanded(root)
-    files = sorted(top.rglob("*.txt"))
+    files = sorted(f for f in top.rglob("*") if f.suffix.lower() == ".txt")  # A.TXT too
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
             raise OSError(errno.EINVAL, "not a regular file", str(f))

@@ -452,3 +452,41 @@ def test_a_constructor_calling_sys_exit_is_one_line(tmp_path, capsys):
         DEFENSES.unregister("quitter")
     assert line == (f"leakbench: error: {suite}: defense quitter raised SystemExit: sys.exit(4) "
                     "while the suite was checked (its constructor or its compatibility check)")
+
+
+def test_a_text_folder_reads_txt_files_whatever_the_case_of_their_suffix(tmp_path):
+    """``A.TXT`` and ``b.Txt`` (Windows editors' names) were skipped in silence."""
+    from bench.textcorpus import folder_sentences
+
+    (tmp_path / "A.TXT").write_text("The cat sat on the mat today.\n")
+    (tmp_path / "b.Txt").write_text("The dog ran in the park today.\n")
+    (tmp_path / "c.md").write_text("Not a text file of the corpus here.\n")
+    assert folder_sentences(str(tmp_path)) == (
+        ("A", "The cat sat on the mat today."), ("b", "The dog ran in the park today."))
+
+
+def test_a_defense_level_or_a_metric_direction_that_contradicts_itself_is_refused():
+    """A defense ``level = "updates"`` (a typo) was accepted and acted as no level; a metric
+    whose best lies below its worst while higher is better was accepted."""
+    from bench.declarations import declaration_problem
+    from bench.metrics.base import Metric, register_metric
+
+    class Typo:
+        modalities = frozenset({"image"})
+        level = "updates"
+
+    assert declaration_problem("defense", "typo", Typo) == (
+        "level must be one of none, data, update, protocol, got 'updates'")
+
+    class Backwards(Metric):
+        """A distance declared higher-is-better."""
+
+        name, label, modality, kind, digits = "backwards", "B", "image", "per_item", 3
+        higher_is_better, best, worst, order = True, 0.0, 1.0, 99
+
+        @staticmethod
+        def compute(a, b):
+            return a
+
+    with pytest.raises(TypeError, match="best and worst contradict higher_is_better"):
+        register_metric(Backwards)

@@ -15,7 +15,7 @@ from bench.textcorpus import MIN_WORDS, folder_sentences
 @lru_cache(maxsize=8)
 def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
     path = Path(folder)
-    if not path.is_dir() or not any(path.rglob("*.txt")):
+    if not path.is_dir() or not any(p.suffix.lower() == ".txt" for p in path.rglob("*")):
         raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
     try:
         sentences = folder_sentences(folder)

@@ -113,6 +113,9 @@ def register_metric(cls: M) -> M:
         (all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                            and math.isfinite(v)) for v in (cls.best, cls.worst)),
          "best and worst must be finite numbers or None"),
+        (not all(isinstance(v, (int, float)) for v in (cls.best, cls.worst))  # (above)
+         or (cls.best != cls.worst and (cls.best > cls.worst) == cls.higher_is_better),
+         "best and worst contradict higher_is_better (or are equal)"),
         (cls.no_floor_value is None or (cls.worst is not None
                                         and cls.no_floor_value == cls.worst),
          "no_floor_value must be None or the metric's worst"),
