@@ -34,8 +34,7 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
         if attr == "batched_trials":  # read as the runner reads it: a flag, one name, a set
             value = {value} if isinstance(value, str) else value if isinstance(
                 value, Collection) else ()
-        if isinstance(value, str) or not isinstance(value, Collection) or not all(
-                isinstance(v, str) for v in value):
+        if not _names(value):
             return f"{attr} must be a set of names, got {value!r}"
         unknown = sorted(set(value) - known)
         if unknown:
@@ -43,8 +42,7 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
                     f"{', '.join(sorted(known))}")
     for attr in ("needs", "wants") if kind == "attack" else ():  # their names: when a suite
         value = getattr(cls, attr, frozenset())  # names the attack (grants may be added)
-        if isinstance(value, str) or not isinstance(value, Collection) or not all(
-                isinstance(v, str) for v in value):
+        if not _names(value):
             return f"{attr} must be a set of capability names, got {value!r}"
     if kind == "defense" and getattr(cls, "level", "update") not in LEVELS:
         return f"level must be one of {', '.join(LEVELS)}, got {cls.level!r}"
@@ -53,3 +51,10 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
         if getattr(cls, attr, None) is not None and not getattr(cls, attr):
             return f"{attr} is empty: no cell could ever run it"
     return None
+
+
+def _names(value: Any) -> bool:
+    """Whether ``value`` is a collection of names (not one name: a str is a collection of
+    letters)."""
+    return (not isinstance(value, str) and isinstance(value, Collection)
+            and all(isinstance(v, str) for v in value))

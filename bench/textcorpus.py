@@ -19,6 +19,7 @@ import errno
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,16 @@ MAX_TEXT_FILE_BYTES = 100_000_000
 """The largest ``.txt`` file a text folder reads (an image folder caps its images alike)."""
 
 
+def text_files(root: str) -> Iterator[Path]:
+    """The ``.txt`` files under ``root`` (``A.TXT`` too), as the walk finds them."""
+    return (f for f in expanded(root).rglob("*") if f.suffix.lower() == ".txt")
+
+
 def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
     """(topic, sentence) pairs of every ``*.txt`` under ``root``, files in path order; the
     topic is the file's path under ``root`` without ``.txt`` (``a/t`` and ``b/t`` are two
     topics, not one ``t``). A byte-order mark is not text (it had become an [UNK] token)."""
-    top = expanded(root)
-    files = sorted(f for f in top.rglob("*") if f.suffix.lower() == ".txt")  # A.TXT too
+    top, files = expanded(root), sorted(text_files(root))
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
             raise OSError(errno.EINVAL, "not a regular file", str(f))

@@ -184,8 +184,8 @@ def _claim(item: Any, where: str) -> Claim:
         raise ClaimsError(f"{where}.expect: give exactly one of at_least, at_most, "
                           f"better_than (got {', '.join(given) or 'none'})")
     bounds = {k: _number(expect[k], f"{where}.expect.{k}") for k in BOUNDS if k in expect}
+    low, high = _value_range(metric)
     for k, bound in bounds.items():  # past the metric's range: never holds, or always does
-        low, high = _value_range(metric)
         if metric == SUCCESS and not low <= bound <= high:
             raise ClaimsError(f"{where}.expect.{k}: a share of successes lies between 0 and "
                               f"1, got {bound:g}")

@@ -9,13 +9,13 @@ from typing import Any
 from bench.datasets.text_common import TEXT_PARAMS, TextDataset
 from bench.datasets.torchvision_common import DatasetNotFoundError, data_root, folder_source
 from bench.registry import Param, register_dataset
-from bench.textcorpus import MIN_WORDS, folder_sentences
+from bench.textcorpus import MIN_WORDS, folder_sentences, text_files
 
 
 @lru_cache(maxsize=8)
 def _sentences(folder: str) -> tuple[tuple[str, str], ...]:
     path = Path(folder)
-    if not path.is_dir() or not any(p.suffix.lower() == ".txt" for p in path.rglob("*")):
+    if not path.is_dir() or next(text_files(folder), None) is None:
         raise DatasetNotFoundError(f"textfolder: {path} is not a folder holding .txt files")
     try:
         sentences = folder_sentences(folder)
