@@ -109,7 +109,8 @@ def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor
 
 
 def check_update(defense: Any, before: Update, after: object) -> None:
-    """A link's update is an :class:`Update` of the same parameters."""
+    """A link's update is an :class:`Update` of the same parameters: one floating-point tensor
+    of each parameter's shape, in order."""
     name = getattr(defense, "registry_name", type(defense).__name__)
     if not isinstance(after, Update):
         raise TypeError(f"defense {name}: transform_update returned {kind_of(after)}, "
@@ -119,3 +120,9 @@ def check_update(defense: Any, before: Update, after: object) -> None:
         raise ValueError(f"defense {name}: transform_update returned {len(after.tensors)} "
                          f"tensors for the model's {len(before.tensors)} parameters (one "
                          "tensor per parameter, in order)")
+    for i, (b, a) in enumerate(zip(before.tensors, after.tensors)):
+        if a.shape != b.shape or not a.is_floating_point():
+            what = f"shape {tuple(a.shape)}" if a.shape != b.shape else f"a {a.dtype} tensor"
+            raise ValueError(f"defense {name}: transform_update returned {what} for parameter "
+                             f"{i}, expected a floating-point tensor of shape {tuple(b.shape)} (an "
+                             "attack would have matched the wrong coordinates)")

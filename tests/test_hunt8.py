@@ -451,6 +451,12 @@ def test_an_attack_needing_a_grant_that_does_not_exist_is_one_line_naming_the_ty
     ("defense", "out = update.clone(); out.tensors = out.tensors[:-1]; return out",
      "setup: ValueError: defense badreturn: transform_update returned 7 tensors for the "
      "model's 8 parameters"),
+    ("defense", "out = update.clone(); out.tensors[0] = out.tensors[0].flatten(); return out",
+     "setup: ValueError: defense badreturn: transform_update returned shape (900,) for "
+     "parameter 0, expected a floating-point tensor of shape (12, 3, 5, 5)"),
+    ("defense", "out = update.clone(); out.tensors[1] = out.tensors[1].long(); return out",
+     "setup: ValueError: defense badreturn: transform_update returned a torch.int64 tensor "
+     "for parameter 1, expected a floating-point tensor of shape (12,)"),
 ])
 def test_a_component_returning_the_wrong_thing_is_an_error_naming_it(kind, body, needle,
                                                                       tmp_path):
