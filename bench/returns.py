@@ -98,6 +98,18 @@ def _outside(values: torch.Tensor, bound: int) -> str:
     return ", ".join(map(str, outside[:5])) + (", …" if len(outside) > 5 else "")
 
 
+def checked_model(arch: Any, model: object) -> torch.nn.Module:
+    """An architecture's ``build`` result when it is a module with a trainable parameter."""
+    name = getattr(arch, "registry_name", type(arch).__name__)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"arch {name}: build returned {kind_of(model)}, expected a "
+                        "torch.nn.Module")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"arch {name}: build returned a model with no trainable parameter "
+                         "(its clients would share an empty update)")
+    return model
+
+
 def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:
     """A link's ``transform_batch`` result when it is a tuple ``(x, y)`` of tensors."""
     if not (isinstance(out, tuple) and len(out) == 2

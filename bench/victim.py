@@ -28,6 +28,7 @@ from bench.client import set_bn_mode, training_loss
 from bench.contracts import Arch, Dataset, DatasetMeta
 from bench.data import stack_items
 from bench.domains import domain_of
+from bench.returns import checked_model
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
 TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -73,7 +74,7 @@ def cache_key(arch: Arch, dataset: Dataset, steps: int, seed: int,
 
 def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
     torch.manual_seed(seed)  # torch's own initialisers draw from the global generator
-    model = arch.build_for(meta)
+    model = checked_model(arch, arch.build_for(meta))
     arch.init_weights(model, torch.Generator().manual_seed(seed))
     return model
 

@@ -800,3 +800,29 @@ def test_a_claims_measured_value_is_laid_out_as_text_on_the_site():
         {"Claim": "b", "Measured": "8.37 dB [6.1, 10.6]", "Verdict": "does not hold"}])
     measured = next(c for c in table.columns if c.header == "Measured")
     assert not measured.numeric
+
+
+@pytest.mark.parametrize("model,needle", [
+    ("None", "setup: TypeError: arch badbuild: build returned None, expected a torch.nn.Module"),
+    ("torch.nn.Flatten()", "setup: ValueError: arch badbuild: build returned a model with no "
+     "trainable parameter"),
+])
+def test_an_arch_building_no_trainable_model_is_an_error_naming_it(model, needle, tmp_path):
+    """A plug-in arch whose ``build`` returned None ended ``setup: AttributeError: 'NoneType'
+    object has no attribute 'to'``, one without parameters ``setup: RuntimeError: `inputs`
+    argument to `grad()` cannot be empty``: neither named the architecture."""
+    import torch
+
+    from bench.contracts import Arch
+    from bench.registry import ARCHS, register_arch
+    from bench.store import load_records
+
+    register_arch("badbuild")(type("BadBuild", (Arch,), {
+        "__doc__": "Builds no trainable model.",
+        "build": lambda self, input_shape, num_classes: eval(model, {"torch": torch})}))
+    try:
+        _run_tiny(tmp_path, archs=["badbuild"])
+    finally:
+        ARCHS.unregister("badbuild")
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "error" and record["error"].startswith(needle), record["error"]
