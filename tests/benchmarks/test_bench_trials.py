@@ -44,6 +44,7 @@ from bench.cores import usable_cores
 from bench.data import denormalize
 from bench.scoring import score
 from bench.suite import iter_cells
+from floors import FLOORS, autograd_seconds
 from helpers import CPU, make_suite, observe_tiny
 
 SCENARIOS = {
@@ -143,95 +144,16 @@ def test_bench_trials_scaling_cuda(benchmark, name, k):
                                  "device_name": torch.cuda.get_device_name(cuda)})
 
 
-def _stacked_lenet_evals(k: int, evals: int = 60) -> float:
-    """Seconds for ``evals`` evaluations of K LeNet trials' L2 gradient-matching loss and its
-    gradient, as one hand-written channel-stacked model (trial k owns conv group k)."""
-    gen = torch.Generator().manual_seed(k)
-    shapes = [(k * 12, 3, 5, 5), (k * 12,), (k * 12, 12, 5, 5), (k * 12,),
-              (k * 12, 12, 5, 5), (k * 12,), (k, 10, 768), (k, 10)]
-    weights = [(torch.rand(s, generator=gen) - 0.5).requires_grad_(True) for s in shapes]
-    observed = [torch.randn(s, generator=gen) for s in shapes]
-    x = torch.randn(1, k * 3, 32, 32, generator=gen, requires_grad=True)
-    logits = torch.randn(k, 10, generator=gen, requires_grad=True)
-
-    def forward(w: list[torch.Tensor]) -> torch.Tensor:
-        h = x
-        for i, stride in enumerate((2, 2, 1)):
-            h = torch.sigmoid(torch.nn.functional.conv2d(h, w[2 * i], w[2 * i + 1], stride=stride,
-                                                         padding=2, groups=k))
-        return torch.einsum("kf,kof->ko", h.reshape(k, -1), w[6]) + w[7]
-
-    t0 = time.perf_counter()
-    for _ in range(evals):
-        loss = -(logits.softmax(-1) * forward(weights).log_softmax(-1)).sum()
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
-        distance = sum(((g - o) ** 2).sum() for g, o in zip(grads, observed))
-        torch.autograd.grad(distance, [x, logits])
-    return time.perf_counter() - t0
-
-
-def _stacked_convnet_evals(k: int, evals: int = 20, width: int = 4) -> float:
-    """Seconds for ``evals`` evaluations of K ConvNet trials' Inverting Gradients objective
-    (1 − cosine of the gradients, plus TV) and its gradient, as one hand-written
-    channel-stacked model: the ConvNet of ``bench/archs/convnet.py`` at ``width`` with
-    BatchNorm in train mode (per channel, so per trial), trial k owning conv group k."""
-    fn = torch.nn.functional
-    gen = torch.Generator().manual_seed(k)
-    plan = [(3, width), (width, 2 * width), (2 * width, 2 * width), (2 * width, 4 * width),
-            (4 * width, 4 * width), (4 * width, 4 * width), "pool", (4 * width, 4 * width),
-            (4 * width, 4 * width), "pool"]
-    convs = [c for c in plan if c != "pool"]
-    weights = []
-    for cin, cout in convs:  # conv weight, conv bias, BN weight, BN bias
-        weights += [torch.randn(k * cout, cin, 3, 3, generator=gen) / (3 * cin ** 0.5),
-                    torch.zeros(k * cout), torch.ones(k * cout), torch.zeros(k * cout)]
-    weights += [torch.randn(k, 10, 36 * width, generator=gen) * 0.05, torch.zeros(k, 10)]
-    weights = [w.requires_grad_(True) for w in weights]
-    observed = [torch.randn(w.shape, generator=gen) for w in weights]
-    x = torch.randn(1, k * 3, 32, 32, generator=gen, requires_grad=True)
-    labels = torch.randint(10, (k,), generator=gen)
-
-    def forward(w: list[torch.Tensor]) -> torch.Tensor:
-        h, i = x, 0
-        for item in plan:
-            if item == "pool":
-                h = fn.max_pool2d(h, 3)
-                continue
-            h = fn.conv2d(h, w[i], w[i + 1], padding=1, groups=k)
-            h = fn.relu(fn.batch_norm(h, None, None, w[i + 2], w[i + 3], training=True))
-            i += 4
-        return torch.einsum("kf,kof->ko", h.reshape(k, -1), w[i]) + w[i + 1]
-
-    def per_trial(ts: list[torch.Tensor]) -> torch.Tensor:  # [K]: each trial's own sum
-        return sum(t.reshape(k, -1).sum(1) for t in ts)
-
-    t0 = time.perf_counter()
-    for _ in range(evals):
-        loss = fn.cross_entropy(forward(weights), labels, reduction="sum")
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
-        dot = per_trial([gr * o for gr, o in zip(grads, observed)])
-        norms = per_trial([gr * gr for gr in grads]).sqrt() * per_trial(
-            [o * o for o in observed]).sqrt()
-        images = x.reshape(k, 3, 32, 32)
-        tv = ((images[:, :, 1:] - images[:, :, :-1]).abs().mean((1, 2, 3))
-              + (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean((1, 2, 3)))
-        torch.autograd.grad((1 - dot / norms + 1e-4 * tv).sum(), x)
-    return time.perf_counter() - t0
-
-
-FLOORS = {"dlg-lenet": _stacked_lenet_evals, "ig-convnet4": _stacked_convnet_evals}
-
-
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("k", [8, 32])
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_bench_trials_floor(benchmark, name, k, threads):
     _use_threads(threads)
     torch.set_flush_denormal(True)
-    evals = FLOORS[name]
-    evals(k, 3)  # warm-up
-    one = min(evals(1) for _ in range(2))
-    benchmark.pedantic(lambda: evals(k), rounds=2, iterations=1)
+    floor, evals = FLOORS[name]
+    autograd_seconds(floor(k), 3)  # warm-up
+    one = min(autograd_seconds(floor(1), evals) for _ in range(2))
+    benchmark.pedantic(lambda: autograd_seconds(floor(k), evals), rounds=2, iterations=1)
     many = benchmark.stats.stats.min
     benchmark.extra_info.update({"trials": k, "k1_seconds": one, "pass_seconds": many,
                                  "ratio_to_k1": many / one, "threads": torch.get_num_threads()})
