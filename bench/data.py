@@ -3,6 +3,8 @@ batch, and further batches from the same dataset (other clients, MixUp partners)
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,19 +43,64 @@ with antialiasing overshoots by ~1e-6 (imagefolder's 16-bit greys), a 0–255 or
 image by far more."""
 
 
-def stack_items(data: Any, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_items(data: Any, indices: Sequence[int], meta: Any = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples (stacked) and labels of ``data[i]`` for each index: integer labels, or label
-    tensors stacked (a language model's next tokens, one per position)."""
+    tensors stacked (a language model's next tokens, one per position).
+
+    Pixels must lie in [0, 1]. With the dataset's ``meta`` (:class:`bench.contracts.
+    DatasetMeta`), images must be floating-point of its shape (float64 or float16 become
+    float32, the harness's precision) and labels class indices of its classes: items that
+    disagreed with their metadata had ended in torch's shape or dtype errors naming no
+    dataset, or ran with truncated labels."""
     xs, ys = zip(*(data[int(i)] for i in indices))
+    if not all(isinstance(v, torch.Tensor) for v in xs):
+        raise TypeError(f"the dataset's load() gives items of type {type(xs[0]).__name__}, "
+                        "expected tensors")
+    if len({v.shape for v in xs}) > 1:
+        raise ValueError(f"the dataset's items differ in shape ({tuple(xs[0].shape)}, "
+                         f"{next(tuple(v.shape) for v in xs if v.shape != xs[0].shape)})")
     x = torch.stack(xs)
     if x.is_floating_point() and x.numel() and not (-PIXEL_SLACK <= float(x.min()) and
                                                     float(x.max()) <= 1 + PIXEL_SLACK):  # NaN
         raise ValueError(f"the dataset's images lie outside [0, 1] (min {float(x.min()):.7g}, "
                          f"max {float(x.max()):.7g}): a dataset's load() returns pixels in "
                          "[0, 1] (not 0–255, nor normalised: DatasetMeta's mean and std do that)")
+    image = meta is not None and getattr(meta, "modality", "image") == "image"
+    if image:
+        x = _checked_images(x, meta)
     if isinstance(ys[0], torch.Tensor) and ys[0].dim() > 0:
+        if meta is not None and (image or getattr(meta, "task", "") != "lm"):
+            raise ValueError(f"the dataset's labels are tensors of shape {tuple(ys[0].shape)}: "
+                             "a dataset's load() gives one class index per item (not one-hot "
+                             "rows)")
         return x, torch.stack(ys)
-    return x, torch.tensor([int(y) for y in ys])
+    y = torch.tensor([_class_index(v) for v in ys])
+    if meta is not None and len(y) and not 0 <= int(y.min()) <= int(y.max()) < meta.num_classes:
+        raise ValueError(f"the dataset's labels lie outside 0…{meta.num_classes - 1} (min "
+                         f"{int(y.min())}, max {int(y.max())}): its DatasetMeta says "
+                         f"{meta.num_classes} classes")
+    return x, y
+
+
+def _checked_images(x: torch.Tensor, meta: Any) -> torch.Tensor:
+    if not x.is_floating_point():
+        raise ValueError(f"the dataset's images are {str(x.dtype).removeprefix('torch.')} "
+                         "(0–255?): a dataset's load() returns float pixels in [0, 1]")
+    if tuple(x.shape[1:]) != tuple(meta.shape):
+        raise ValueError(f"the dataset's items have shape {tuple(x.shape[1:])}, its "
+                         f"DatasetMeta says {tuple(meta.shape)}")
+    return x.float()
+
+
+def _class_index(label: object) -> int:
+    value = label.item() if isinstance(label, torch.Tensor) and label.numel() == 1 else label
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value):
+        return int(value)
+    raise ValueError(f"the dataset's labels are class indices (whole numbers): its load() "
+                     f"gave {label!r}")
 
 
 def batch_indices(size: int, batch_size: int, generator: torch.Generator,
@@ -73,23 +120,25 @@ def batch_indices(size: int, batch_size: int, generator: torch.Generator,
 
 
 def sample_batch(dataset: Any, batch_size: int, generator: torch.Generator,
-                 taken: set[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 taken: set[int] | None = None, meta: Any = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of distinct training images in [0,1] (the private batch: drawn with the
-    scenario's seed), none of ``taken`` where given (:func:`batch_indices`)."""
+    scenario's seed), none of ``taken`` where given (:func:`batch_indices`), checked against
+    ``meta`` where given (:func:`stack_items`)."""
     data = dataset.load("train")
-    return stack_items(data, batch_indices(len(data), batch_size, generator, taken))
+    return stack_items(data, batch_indices(len(data), batch_size, generator, taken), meta)
 
 
-def poisson_batch(dataset: Any, sample_rate: float, generator: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def poisson_batch(dataset: Any, sample_rate: float, generator: torch.Generator,
+                  meta: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A Poisson-sampled batch of training items in [0,1]: each joins independently with
     probability ``sample_rate``, so its size varies and may be 0 (the sampling DP-SGD's
     accountants assume: Abadi et al. 2016, Opacus)."""
     data = dataset.load("train")
     picked = (torch.rand(len(data), generator=generator) < sample_rate).nonzero()[:, 0]
     if len(picked):
-        return stack_items(data, picked.tolist())
-    x, y = stack_items(data, [0])  # none drawn: the shapes and dtypes of one item, no rows
+        return stack_items(data, picked.tolist(), meta)
+    x, y = stack_items(data, [0], meta)  # none drawn: the shapes and dtypes of one item, no rows
     return x[:0], y[:0]
 
 
@@ -103,7 +152,7 @@ def other_batches(dataset: Any, meta: Any, device: torch.device, seed: int,
     gen = torch.Generator().manual_seed(seed ^ 0x5EC)
 
     def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x01, y = sample_batch(dataset, n, gen, taken)
+        x01, y = sample_batch(dataset, n, gen, taken, meta)
         if getattr(meta, "modality", "image") == "text":
             return x01.to(device), y.to(device)
         return normalize(x01, meta.mean, meta.std).to(device), y.to(device)

@@ -109,14 +109,7 @@ def observe(cell: Any, device: torch.device) -> Observed:
     meta = dataset.meta()
     held: set[int] = set()  # the private batch's images: no later draw repeats them
     x01, y = sample_batch(dataset, cell.batch_size, torch.Generator().manual_seed(
-        seeds["scenario"]), held)
-    if meta.modality == "image" and not x01.is_floating_point():
-        raise ValueError(f"the dataset's images are {str(x01.dtype).removeprefix('torch.')} "
-                         "(0–255?): a dataset's load() returns float pixels in [0, 1]")
-    if y.dim() == 1 and len(y) and not 0 <= int(y.min()) <= int(y.max()) < meta.num_classes:
-        raise ValueError(f"the dataset's labels lie outside 0…{meta.num_classes - 1} (min "
-                         f"{int(y.min())}, max {int(y.max())}): its DatasetMeta says "
-                         f"{meta.num_classes} classes")
+        seeds["scenario"]), held, meta)
     model = victim_model(cell.arch.build(), dataset, meta, cell.victim,
                          seeds["scenario"]).to(device)
     domain = domain_of(meta)

@@ -8,12 +8,14 @@ name the component, the method and what it should have returned.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from bench.contracts import Reconstruction, Update
+from bench.contracts import DatasetMeta, Reconstruction, Update
 
 
 def kind_of(value: object) -> str:
@@ -99,7 +101,8 @@ def _outside(values: torch.Tensor, bound: int) -> str:
 
 
 def checked_model(arch: Any, model: object) -> torch.nn.Module:
-    """An architecture's ``build`` result when it is a module with a trainable parameter."""
+    """An architecture's ``build`` result when it is a module with a trainable parameter,
+    all of its parameters float32 (the harness's inputs and updates are)."""
     name = getattr(arch, "registry_name", type(arch).__name__)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"arch {name}: build returned {kind_of(model)}, expected a "
@@ -107,7 +110,69 @@ def checked_model(arch: Any, model: object) -> torch.nn.Module:
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"arch {name}: build returned a model with no trainable parameter "
                          "(its clients would share an empty update)")
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                     if p.dtype != torch.float32})
+    if dtypes:
+        raise TypeError(f"arch {name}: build returned a model with {', '.join(dtypes)} "
+                        "parameters, expected float32 (the data and updates are float32)")
     return model
+
+
+def output_problem(out: object, meta: DatasetMeta, batch: int) -> str | None:
+    """What is wrong with a model's output on a batch of ``batch`` items of ``meta``'s data,
+    or None: logits, floating-point, one row of ``num_classes`` per item (a single logit
+    where the model is trained with the logistic loss), per position for a language model,
+    and depending on the parameters (a detached output has no gradient to share)."""
+    if not isinstance(out, torch.Tensor):
+        return f"its model returned {kind_of(out)}, expected a tensor of logits"
+    if not out.is_floating_point():
+        return f"its model returned {str(out.dtype).removeprefix('torch.')} logits, expected " \
+            "floating-point ones"
+    if meta.modality == "text" and meta.task == "lm":
+        shapes = [(batch, *meta.shape, meta.num_classes)]
+    else:
+        shapes = [(batch, meta.num_classes), (batch, 1)]
+    if tuple(out.shape) not in shapes:
+        return (f"its model returned logits of shape {tuple(out.shape)} for {batch} items, "
+                f"expected {' or '.join(map(str, shapes))} (the dataset has "
+                f"{meta.num_classes} classes)")
+    if not out.requires_grad:
+        return "its model's output does not depend on its parameters (detached): a client " \
+            "would share no gradient"
+    return None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def meta_problem(meta: object) -> str | None:
+    """What is wrong with a dataset's ``meta()``, or None: a :class:`DatasetMeta` of at least
+    one class and, for images, a (channels, height, width) shape with one finite mean and one
+    finite positive std per channel."""
+    if not isinstance(meta, DatasetMeta):
+        return f"meta() returned {kind_of(meta)}, expected a DatasetMeta"
+    classes = meta.num_classes
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        return f"its DatasetMeta has num_classes {classes!r}, expected a whole number ≥ 1"
+    if meta.modality not in ("image", "text"):
+        return f"its DatasetMeta has modality {meta.modality!r}, expected 'image' or 'text'"
+    shape = tuple(meta.shape)
+    if meta.modality == "text":
+        return None
+    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                  for n in shape):
+        return f"its DatasetMeta has shape {shape}, expected (channels, height, width)"
+    for what, values in (("mean", meta.mean), ("std", meta.std)):
+        if len(values) != shape[0]:
+            return (f"its DatasetMeta has {len(values)} {what} value(s) for {shape[0]} "
+                    "channel(s), expected one per channel")
+    if not all(_finite(m) for m in meta.mean) or not all(
+            _finite(s) and s > 0 for s in meta.std):
+        return (f"its DatasetMeta has mean {tuple(meta.mean)} and std {tuple(meta.std)}, "
+                "expected finite values and a std above 0")
+    return None
 
 
 def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:

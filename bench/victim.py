@@ -17,6 +17,8 @@ file.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +75,27 @@ def cache_key(arch: Arch, dataset: Dataset, steps: int, seed: int,
 
 
 def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
+    """The architecture's model for ``meta`` from ``seed``; its ``build_for`` or
+    ``init_weights`` raising is an error naming the arch (a plug-in's TypeError had read
+    ``setup: TypeError: …`` with no component)."""
     torch.manual_seed(seed)  # torch's own initialisers draw from the global generator
-    model = checked_model(arch, arch.build_for(meta))
-    arch.init_weights(model, torch.Generator().manual_seed(seed))
+    with _naming(arch, "build"):
+        model = arch.build_for(meta)
+    model = checked_model(arch, model)
+    with _naming(arch, "init_weights"):
+        arch.init_weights(model, torch.Generator().manual_seed(seed))
     return model
+
+
+@contextlib.contextmanager
+def _naming(arch: Arch, method: str) -> Iterator[None]:
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError):
+        raise  # the machine's, not the arch's
+    except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
+        name = getattr(arch, "registry_name", type(arch).__name__)
+        raise RuntimeError(f"arch {name}: {method} raised {type(e).__name__}: {e}") from e
 
 
 def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: int, seed: int
@@ -100,7 +119,7 @@ def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: in
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + bs]
         pos += bs
-        x01, y = stack_items(data, idx)
+        x01, y = stack_items(data, idx, meta)
         x = domain.encode(x01)
         loss = training_loss(model(x), y)
         if not torch.isfinite(loss):

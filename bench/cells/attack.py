@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from bench import pipeline  # the module: pipeline imports this package's base
-from bench.cells.base import RunOptions, register_cell_kind
+from bench.cells.base import RunOptions, dataset_meta, register_cell_kind
 from bench.contracts import CellContext, ClientSpec
 from bench.identity import Spec, chain_label, digest, seed_from
 from bench.records import Outcome
@@ -90,7 +90,7 @@ class AttackCell:
 
     def context(self) -> CellContext:
         """The client's context (batch B); the attack's is ``observed_through`` the chain."""
-        meta = self.dataset.build().meta()
+        meta = dataset_meta(self.dataset)
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
                            meta.num_classes, self.batch_size, self.client_spec, self.granted,
                            self.victim, meta=meta)

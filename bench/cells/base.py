@@ -12,10 +12,12 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from bench.contracts import DatasetMeta
 from bench.convolutions import stamp_cpu_conv
 from bench.metrics import SuccessRule
 from bench.records import Outcome, new_record
 from bench.registry import DATASETS, LeakbenchError
+from bench.returns import meta_problem
 from bench.text_scoring import success_fields
 
 
@@ -102,6 +104,17 @@ def cell_from_json(d: dict[str, Any]) -> CellKind:
     if kind not in CELL_KINDS:
         raise LeakbenchError(f"unknown cell kind {kind!r}; known: {', '.join(sorted(CELL_KINDS))}")
     return CELL_KINDS[kind].from_json(d)
+
+
+def dataset_meta(spec: Any) -> DatasetMeta:
+    """The metadata of the dataset ``spec`` builds, refused in one line naming the dataset
+    where it cannot describe its data (:func:`bench.returns.meta_problem`): a mean per
+    channel missing or a std of 0 had ended in torch's shape errors or NaN cells."""
+    meta = spec.build().meta()
+    problem = meta_problem(meta)
+    if problem:
+        raise LeakbenchError(f"dataset {spec.label}: {problem}")
+    return meta
 
 
 def cell_modality(cell: Any) -> str:

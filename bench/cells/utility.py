@@ -27,6 +27,7 @@ import torch
 from bench.cells.base import (
     CELL_FAILURES,
     RunOptions,
+    dataset_meta,
     failure_text,
     fix_float_mode,
     register_cell_kind,
@@ -83,7 +84,7 @@ class UtilityCell:
 
     def context(self) -> CellContext:
         """The client trains with the track's batch size, FedSGD, and no grants."""
-        meta = self.dataset.build().meta()
+        meta = dataset_meta(self.dataset)
         return CellContext(self.arch.name, self.arch.kwargs, self.dataset.name, meta.shape,
                            meta.num_classes, dict(self.config)["batch_size"], ClientSpec(),
                            frozenset(), meta=meta)
@@ -195,8 +196,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         sizes: list[int] = []
         diverged_at = None
         for step in range(cfg["steps"]):
-            x01, y = poisson_batch(dataset, sample_rate, data_gen) if poisson \
-                else sample_batch(dataset, cfg["batch_size"], data_gen)
+            x01, y = poisson_batch(dataset, sample_rate, data_gen, meta) if poisson \
+                else sample_batch(dataset, cfg["batch_size"], data_gen, meta=meta)
             x, y = domain.encode(x01).to(device), y.to(device)
             sizes.append(len(x))
             ctx = DefenseContext(model, x, y, client, defense_gen, meta.num_classes, others,
@@ -246,7 +247,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             n = min(cfg["eval_size"], len(test))
             # evenly spread over the split: test splits are often ordered by class
             picks = torch.linspace(0, len(test) - 1, n).round().long().unique()
-            xt01, yt = stack_items(test, picks)
+            xt01, yt = stack_items(test, picks, meta)
             xt, yt = domain.encode(xt01).to(device), yt.to(device)
             pad = domain.pad_id if isinstance(domain, TokenDomain) else None
             acc, scored = accuracy(model, xt, yt, pad_id=pad)

@@ -1,0 +1,197 @@
+"""A plug-in dataset or architecture that disagrees with its own declarations (session 50's
+plug-in hunt): its metadata, items, labels or logits. Each had ended in torch's errors naming
+no component (``mat1 and mat2 shapes cannot be multiplied``, ``'tuple' object has no
+attribute 'dim'``), in a NaN cell blamed on the attack, or in ok cells scored on truncated
+labels or the wrong number of classes. Now a declaration that cannot hold refuses the suite in
+one line naming the component; data that breaks it at run time is an error record saying
+what."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench.contracts import Arch, Dataset, DatasetMeta
+from bench.registry import ARCHS, DATASETS, Param, register_arch, register_dataset
+from helpers import TINY_SUITE, make_suite, one_line, write_suite
+
+
+class OddData(Dataset):
+    """Grey 16×16 noise in four classes, spoilt as ``mode`` says."""
+
+    params = (Param("mode", str, "ok"),)
+
+    def meta(self) -> DatasetMeta:
+        if self.mode == "none_meta":
+            return None  # type: ignore[return-value]
+        mean, std, classes = (0.0,), (1.0,), 4
+        if self.mode == "mean_len":
+            mean = (0.0, 0.0, 0.0)
+        elif self.mode == "std_zero":
+            std = (0.0,)
+        elif self.mode == "no_classes":
+            classes = 0
+        return DatasetMeta((1, 16, 16), classes, mean, std)
+
+    def load(self, split: str) -> list:
+        x = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(len(split)))
+        labels: list = [i % 4 for i in range(16)]
+        if self.mode == "hw_only":
+            x = x[:, 0]
+        elif self.mode == "f64":
+            x = x.double()
+        elif self.mode == "u8":
+            x = (x * 255).to(torch.uint8)
+        elif self.mode == "half_labels":
+            labels = [y + 0.5 for y in labels]
+        elif self.mode == "one_hot":
+            labels = [nn.functional.one_hot(torch.tensor(y), 4) for y in labels]
+        elif self.mode == "six_labels":
+            labels = [i % 6 for i in range(16)]
+        return list(zip(x, labels))
+
+
+class OddArch(Arch):
+    """A linear model, spoilt as ``mode`` says."""
+
+    params = (Param("mode", str, "ok"),)
+
+    def build(self, input_shape, num_classes):
+        if self.mode == "type_error":
+            raise TypeError("a bug in build")
+        mode, features = self.mode, input_shape[0] * input_shape[1] * input_shape[2]
+        outputs = num_classes + 3 if mode == "classes" else num_classes
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.fc = nn.Linear(features, outputs)
+
+            def forward(self, x):
+                out = self.fc(x.flatten(1))
+                return {"tuple": (out, out), "detach": out.detach()}.get(mode, out)
+
+        return Net().double() if mode == "f64" else Net()
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    register_dataset("odddata")(OddData)
+    register_arch("oddarch")(OddArch)
+    yield
+    DATASETS.unregister("odddata")
+    ARCHS.unregister("oddarch")
+
+
+def _records(tmp_path, data: str = "ok", arch: str = "ok", **overrides) -> list[dict]:
+    from bench.runner import run_suite
+    from bench.store import load_records
+
+    suite = make_suite(**{"seeds": 1, "datasets": [{"odddata": {"mode": data}}],
+                          "archs": [{"oddarch": {"mode": arch}}], **overrides})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    return load_records(tmp_path)
+
+
+@pytest.mark.parametrize("mode,problem", [
+    ("mean_len", "its DatasetMeta has 3 mean value(s) for 1 channel(s), expected one per "
+                 "channel"),
+    ("std_zero", "its DatasetMeta has mean (0.0,) and std (0.0,), expected finite values and a "
+                 "std above 0"),
+    ("no_classes", "its DatasetMeta has num_classes 0, expected a whole number ≥ 1"),
+    ("none_meta", "meta() returned None, expected a DatasetMeta"),
+])
+def test_a_dataset_whose_metadata_cannot_describe_its_data_is_one_line(mode, problem, tmp_path,
+                                                                        capsys):
+    """Three mean values for a grey dataset had been broadcast into a 3-channel batch (``mat1
+    and mat2 shapes cannot be multiplied``), a std of 0 made a NaN cell blamed on the attack,
+    0 classes built a model of no outputs."""
+    suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "archs": ["mlp"],
+                                               "datasets": [{"odddata": {"mode": mode}}]})
+    line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--dry-run")
+    assert line == f"leakbench: error: {suite}: dataset odddata(mode={mode}): {problem}", line
+
+
+@pytest.mark.parametrize("mode,needle", [
+    ("hw_only", "setup: ValueError: the dataset's items have shape (16, 16), its DatasetMeta "
+                "says (1, 16, 16)"),
+    ("half_labels", "setup: ValueError: the dataset's labels are class indices (whole numbers): "
+                    "its load() gave 0.5"),
+    ("one_hot", "setup: ValueError: the dataset's labels are tensors of shape (4,): a "
+                "dataset's load() gives one class index per item"),
+])
+def test_items_that_disagree_with_their_metadata_are_an_error_record_saying_so(mode, needle,
+                                                                               tmp_path):
+    """Grey items without a channel axis had ended ``metric ssim: compute raised`` (blaming
+    a metric) or in LeNet's channel error; labels 0.5, 1.5 were truncated and scored ok; one-hot
+    rows read as a language model's per-position labels."""
+    (record,) = _records(tmp_path, data=mode)
+    assert record["status"] == "error" and record["error"].startswith(needle), record["error"]
+
+
+def test_float64_images_run_in_float32(tmp_path):
+    """They had ended ``mat1 and mat2 must have the same dtype``."""
+    (record,) = _records(tmp_path, data="f64")
+    assert record["status"] == "ok", record["error"]
+
+
+@pytest.mark.parametrize("mode,needle", [
+    ("u8", "the dataset's images are uint8 (0–255?)"),
+    ("six_labels", "the dataset's labels lie outside 0…3"),
+])
+def test_the_utility_track_checks_its_batches_as_the_attack_does(mode, needle, tmp_path):
+    """uint8 images had made a utility cell ``diverged`` ("non-finite weights"), labels past
+    the metadata's classes ``IndexError: Target 5 is out of bounds``: no dataset named."""
+    records = _records(tmp_path, data=mode, attacks=[{"idlg": {"steps": 1}}],
+                       utility={"steps": 2, "batch_size": 4, "lr": 0.1, "eval_size": 8})
+    (record,) = [r for r in records if r.get("kind") == "utility"]
+    assert record["status"] == "error" and needle in record["error"], record
+
+
+@pytest.mark.parametrize("mode,problem", [
+    ("tuple", "its model returned tuple, expected a tensor of logits"),
+    ("classes", "its model returned logits of shape (2, 7) for 2 items, expected (2, 4) or "
+                "(2, 1) (the dataset has 4 classes)"),
+    ("detach", "its model's output does not depend on its parameters (detached)"),
+])
+def test_an_arch_whose_logits_cannot_be_trained_on_is_one_line(mode, problem, tmp_path, capsys):
+    """A tuple had ended ``'tuple' object has no attribute 'dim'``, a detached output
+    ``element 0 of tensors does not require grad``, seven logits for four classes ran ok
+    (``ig``, ``idlg``, the utility track at a wrong chance)."""
+    suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "datasets": [{"odddata": {}}],
+                                               "archs": [{"oddarch": {"mode": mode}}]})
+    line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--dry-run")
+    assert line.startswith(f"leakbench: error: {suite}: arch oddarch(mode={mode}): {problem}"), \
+        line
+
+
+@pytest.mark.parametrize("mode,needle", [
+    ("f64", "setup: TypeError: arch oddarch: build returned a model with float64 parameters, "
+            "expected float32"),
+    ("type_error", "setup: RuntimeError: arch oddarch: build raised TypeError: a bug in build"),
+])
+def test_an_arch_that_fails_at_its_real_build_is_an_error_record_naming_it(mode, needle,
+                                                                           tmp_path):
+    """``mat1 and mat2 must have the same dtype``, ``setup: TypeError: a bug in build``."""
+    (record,) = _records(tmp_path, arch=mode)
+    assert record["status"] == "error" and record["error"].startswith(needle), record["error"]
+
+
+def test_every_built_in_dataset_and_arch_passes_the_checks():
+    """The checks refuse none of the shipped components: each bundled dataset's metadata,
+    and each arch's logits on the meta device for the modalities it takes."""
+    from bench.returns import meta_problem
+    from bench.suite.match import _build_problem
+
+    metas = {}
+    for name in ("photos", "digits", "pydoc"):
+        metas[name] = DATASETS.get(name).cls().meta()
+        assert meta_problem(metas[name]) is None, name
+    for name in ARCHS.names():
+        if name == "oddarch":
+            continue
+        arch = ARCHS.get(name).cls()
+        for meta in metas.values():
+            if meta.modality in arch.modalities:
+                assert _build_problem(arch, meta, name) is None, (name, meta.shape)
