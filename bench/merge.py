@@ -134,12 +134,17 @@ class MergeReport:
     def summary(self) -> str:
         values = len(self.conflicts) - self.status_conflicts
         which = f"{values} in values only, " if self.conflicts else ""
-        return (f"merged {self.stores} stores into {self.out}: {self.cells} cells, "
-                f"{self.written} written, {self.duplicates} duplicates, "
-                f"{len(self.conflicts)} conflicts ({which}kept: {RULE})")
+        return (f"merged {_count(self.stores, 'store')} into {self.out}: "
+                f"{_count(self.cells, 'cell')}, {self.written} written, "
+                f"{_count(self.duplicates, 'duplicate')}, "
+                f"{_count(len(self.conflicts), 'conflict')} ({which}kept: {RULE})")
 
     def lines(self) -> list[str]:
         return [*self.problems, *self.conflicts, self.summary()]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:

@@ -55,7 +55,7 @@ def test_merge_keeps_duplicates_once_and_reports_the_conflict(store, tmp_path, c
     psnr = json.loads(record_path(a, conflicted).read_text())["metrics"]["psnr"]
     # what differs, to six digits: a rounding difference the tables hide still shows
     assert conflict.endswith(f"[psnr {psnr:.6g} ≠ {psnr + 0.5:.6g}]")
-    assert lines[-1].endswith(f"2 cells, 2 written, 1 duplicates, 1 conflicts (1 in values "
+    assert lines[-1].endswith(f"2 cells, 2 written, 1 duplicate, 1 conflict (1 in values "
                               f"only, kept: {RULE})")
     merged = {r["cell_id"]: r for r in load_records(out)}
     original = {r["cell_id"]: r for r in load_records(a)}
@@ -100,7 +100,7 @@ def test_a_better_status_wins_whatever_the_order(store, tmp_path, capsys):
     (conflict,) = [x for x in lines if x.startswith("conflict")]
     assert f"kept {b} (ok" in conflict and f"over {a} (timeout" in conflict
     assert conflict.endswith("[status ok ≠ timeout]")
-    assert "1 conflicts (0 in values only, kept:" in lines[-1]
+    assert "1 conflict (0 in values only, kept:" in lines[-1]
 
 
 def test_out_records_are_never_replaced_silently(store, tmp_path, capsys):
@@ -187,7 +187,7 @@ def test_an_artifact_path_out_of_the_folder_leaves_its_record_out(rel, store, tm
     left = [x.removeprefix(WARNING) for x in captured.err.splitlines()]
     assert left == [f"damaged record left out: {record_path(b, cid)} (field 'picture' is not "
                     "a file name under cells/)"]
-    assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
+    assert lines[-1].startswith(f"merged 1 store into {out}: 1 cell, 1 written")
     assert not record_path(out, cid).exists()
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
     assert payload.read_text() == "echo owned\n"
@@ -277,7 +277,7 @@ def test_a_non_finite_number_is_a_damaged_record_not_a_half_merge(store, tmp_pat
     assert captured.err.splitlines() == [
         f"{WARNING}damaged record left out: {last} (timing.attack_seconds is not a finite number "
         "(NaN or infinity))"]
-    assert lines[-1].startswith(f"merged 1 stores into {out}: 1 cells, 1 written")
+    assert lines[-1].startswith(f"merged 1 store into {out}: 1 cell, 1 written")
 
 
 def test_a_conflict_whose_provenance_holds_a_number_is_described(store, tmp_path, capsys):
