@@ -61,20 +61,30 @@ def stack_items(data: Any, indices: Sequence[int], meta: Any = None
         raise ValueError(f"the dataset's items differ in shape ({tuple(xs[0].shape)}, "
                          f"{next(tuple(v.shape) for v in xs if v.shape != xs[0].shape)})")
     x = torch.stack(xs)
-    if x.is_floating_point() and x.numel() and not (-PIXEL_SLACK <= float(x.min()) and
-                                                    float(x.max()) <= 1 + PIXEL_SLACK):  # NaN
+    image = meta is not None and getattr(meta, "modality", "image") == "image"
+    per_position = meta is not None and not image and getattr(meta, "task", "") == "lm"
+    if (image or meta is None) and x.is_floating_point() and x.numel() and not (
+            -PIXEL_SLACK <= float(x.min()) and float(x.max()) <= 1 + PIXEL_SLACK):  # NaN
         raise ValueError(f"the dataset's images lie outside [0, 1] (min {float(x.min()):.7g}, "
                          f"max {float(x.max()):.7g}): a dataset's load() returns pixels in "
                          "[0, 1] (not 0–255, nor normalised: DatasetMeta's mean and std do that)")
-    image = meta is not None and getattr(meta, "modality", "image") == "image"
-    if image:
-        x = _checked_images(x, meta)
+    if meta is not None:
+        x = _checked_items(x, meta, image)
     if isinstance(ys[0], torch.Tensor) and ys[0].dim() > 0:
-        if meta is not None and (image or getattr(meta, "task", "") != "lm"):
+        if meta is not None and not per_position:
             raise ValueError(f"the dataset's labels are tensors of shape {tuple(ys[0].shape)}: "
                              "a dataset's load() gives one class index per item (not one-hot "
                              "rows)")
-        return x, torch.stack(ys)
+        y = torch.stack(ys)
+        if per_position and y.shape != x.shape:
+            raise ValueError(f"the dataset's labels have shape {tuple(y.shape[1:])} per item, "
+                             f"its items {tuple(x.shape[1:])}: a language model's labels are "
+                             "the next token at every position")
+        return x, y
+    if per_position:
+        raise ValueError("the dataset's labels are one number per item: a language model's "
+                         "labels are the next token at every position (its DatasetMeta's task "
+                         "is 'lm')")
     y = torch.tensor([_class_index(v) for v in ys])
     if meta is not None and len(y) and not 0 <= int(y.min()) <= int(y.max()) < meta.num_classes:
         raise ValueError(f"the dataset's labels lie outside 0…{meta.num_classes - 1} (min "
@@ -83,18 +93,26 @@ def stack_items(data: Any, indices: Sequence[int], meta: Any = None
     return x, y
 
 
-def _checked_images(x: torch.Tensor, meta: Any) -> torch.Tensor:
-    if not x.is_floating_point():
-        raise ValueError(f"the dataset's images are {str(x.dtype).removeprefix('torch.')} "
-                         "(0–255?): a dataset's load() returns float pixels in [0, 1]")
+def _checked_items(x: torch.Tensor, meta: Any, image: bool) -> torch.Tensor:
+    dtype = str(x.dtype).removeprefix("torch.")
+    if image and not x.is_floating_point():
+        raise ValueError(f"the dataset's images are {dtype} (0–255?): a dataset's load() "
+                         "returns float pixels in [0, 1]")
+    if not image and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise ValueError(f"the dataset's token ids are {dtype}, expected integers")
     if tuple(x.shape[1:]) != tuple(meta.shape):
         raise ValueError(f"the dataset's items have shape {tuple(x.shape[1:])}, its "
                          f"DatasetMeta says {tuple(meta.shape)}")
-    return x.float()
+    return x.float() if image else x
 
 
 def _class_index(label: object) -> int:
-    value = label.item() if isinstance(label, torch.Tensor) and label.numel() == 1 else label
+    value = label
+    if not isinstance(label, (int, float)) and hasattr(label, "item"):  # a tensor, numpy's
+        try:
+            value = label.item()
+        except (ValueError, RuntimeError):  # more than one element
+            pass
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value):

@@ -25,6 +25,7 @@ from bench.cells.base import (
     CELL_FAILURES,
     RunOptions,
     cell_modality,
+    dataset_meta,
     failure_text,
     fix_float_mode,
 )
@@ -106,7 +107,7 @@ def observe(cell: Any, device: torch.device) -> Observed:
     ``clients``); the other clients' batches join the private side after the client's own."""
     seeds = cell.derived_seeds()
     dataset = cell.dataset.build()
-    meta = dataset.meta()
+    meta = dataset_meta(cell.dataset, dataset)  # checked again: a rerun skips the expansion
     held: set[int] = set()  # the private batch's images: no later draw repeats them
     x01, y = sample_batch(dataset, cell.batch_size, torch.Generator().manual_seed(
         seeds["scenario"]), held, meta)

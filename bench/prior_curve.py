@@ -28,6 +28,7 @@ from bench.metrics import fixed
 from bench.plots import _figure, _save
 from bench.public import public_data
 from bench.registry import DATASETS, SAMPLERS, LeakbenchError
+from bench.returns import meta_problem
 from bench.samplers.common import Sampler
 from bench.scoremodel import CountedDenoiser, ScoreSettings, describe, from_unit, load_or_train
 from bench.store import write_atomic
@@ -53,10 +54,14 @@ def run_curve(dataset: str, params: dict[str, Any], out: Path, samples: int = 10
         raise LeakbenchError(f"prior-curve --dataset {dataset}: the score model learns images, "
                              f"and {dataset} is a {cls.modality} dataset")
     data = cls(**params)
+    meta = data.meta()
+    problem = meta_problem(meta)
+    if problem:
+        raise LeakbenchError(f"prior-curve --dataset {dataset}: {problem}")
     public = public_data(data)
     model, _ = load_or_train(public, settings, seed)
     train = data.load("train")
-    reference, _ = stack_items(train, range(len(train)))
+    reference, _ = stack_items(train, range(len(train)), meta)
     shape = tuple(public.images.shape[1:])
     records = []
     for name, config in curve or CURVE:

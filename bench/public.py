@@ -39,8 +39,8 @@ def image_digest(image: torch.Tensor) -> str:
     return hashlib.sha256(image.detach().float().contiguous().numpy().tobytes()).hexdigest()
 
 
-def _all(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    return stack_items(data, range(len(data)))
+def _all(data: Any, meta: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return stack_items(data, range(len(data)), meta)
 
 
 @lru_cache(maxsize=8)
@@ -50,9 +50,10 @@ def _public(name: str, params: tuple[tuple[str, Any], ...]) -> PublicData:
     dataset = DATASETS.get(name).cls(**dict(params))
     if dataset.no_public_split:  # its held-out items share pixels with training items
         raise LeakbenchError(f"{name} has no public split: {dataset.no_public_split}")
-    train, _ = _all(dataset.load("train"))
+    meta = dataset.meta()  # the items checked as the private batch's are (float32 images)
+    train, _ = _all(dataset.load("train"), meta)
     private = {image_digest(x) for x in train}
-    images, labels = _all(dataset.load("test"))
+    images, labels = _all(dataset.load("test"), meta)
     keep = [i for i, x in enumerate(images) if image_digest(x) not in private]
     images, labels = images[keep].clone(), labels[keep].clone()
     content = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()

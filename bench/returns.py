@@ -142,9 +142,44 @@ def output_problem(out: object, meta: DatasetMeta, batch: int) -> str | None:
     return None
 
 
+def meta_device_probe(arch: Any, meta: DatasetMeta) -> tuple[str | None, str | None]:
+    """(Why no model of ``arch`` builds for ``meta``'s data: ``build_for``'s ValueError, an
+    input smaller than the ConvNet's pools, say; what is wrong with the logits of the model
+    it builds on a batch of two: :func:`output_problem`), each None where nothing is found.
+
+    Both run on the meta device: nothing allocated, no random draw. A build or forward that
+    fails otherwise (an op without a meta kernel, a plug-in's bug) is left to the real one."""
+    try:
+        with torch.device("meta"):
+            model = arch.build_for(meta)
+    except ValueError as e:
+        return str(e), None
+    except Exception:  # noqa: BLE001 - reported by the cell's own build
+        return None, None
+    if not isinstance(model, torch.nn.Module) or not any(p.requires_grad
+                                                         for p in model.parameters()):
+        return None, None  # the real build's check names it (checked_model)
+    try:
+        with torch.device("meta"):
+            out = model(torch.zeros((2, *meta.shape), dtype=torch.long
+                                    if meta.modality == "text" else torch.float32))
+    except Exception:  # noqa: BLE001 - as above
+        return None, None
+    return None, output_problem(out, meta, 2)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _finite(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    """A finite real number, of any kind ``float`` reads (numpy's, a one-element tensor)."""
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        return False
 
 
 def meta_problem(meta: object) -> str | None:
@@ -154,22 +189,30 @@ def meta_problem(meta: object) -> str | None:
     if not isinstance(meta, DatasetMeta):
         return f"meta() returned {kind_of(meta)}, expected a DatasetMeta"
     classes = meta.num_classes
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+    if not _whole(classes) or classes < 1:
         return f"its DatasetMeta has num_classes {classes!r}, expected a whole number ≥ 1"
     if meta.modality not in ("image", "text"):
         return f"its DatasetMeta has modality {meta.modality!r}, expected 'image' or 'text'"
-    shape = tuple(meta.shape)
+    expected = "(sequence length,)" if meta.modality == "text" else "(channels, height, width)"
+    try:
+        shape = tuple(meta.shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != (1 if meta.modality == "text" else 3) or not all(
+            _whole(n) and n > 0 for n in shape):
+        return f"its DatasetMeta has shape {meta.shape!r}, expected {expected}"
     if meta.modality == "text":
         return None
-    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
-                                  for n in shape):
-        return f"its DatasetMeta has shape {shape}, expected (channels, height, width)"
-    for what, values in (("mean", meta.mean), ("std", meta.std)):
+    for what in ("mean", "std"):
+        values = getattr(meta, what)
+        if not isinstance(values, (tuple, list)):
+            return (f"its DatasetMeta's {what} is {kind_of(values)}, expected a tuple of one "
+                    "value per channel")
         if len(values) != shape[0]:
-            return (f"its DatasetMeta has {len(values)} {what} value(s) for {shape[0]} "
+            return (f"its DatasetMeta's {what} has {len(values)} value(s) for {shape[0]} "
                     "channel(s), expected one per channel")
     if not all(_finite(m) for m in meta.mean) or not all(
-            _finite(s) and s > 0 for s in meta.std):
+            _finite(s) and float(s) > 0 for s in meta.std):
         return (f"its DatasetMeta has mean {tuple(meta.mean)} and std {tuple(meta.std)}, "
                 "expected finite values and a std above 0")
     return None

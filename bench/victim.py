@@ -30,7 +30,7 @@ from bench.client import set_bn_mode, training_loss
 from bench.contracts import Arch, Dataset, DatasetMeta
 from bench.data import stack_items
 from bench.domains import domain_of
-from bench.returns import checked_model
+from bench.returns import checked_model, meta_device_probe
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
 TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -82,6 +82,10 @@ def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
     with _naming(arch, "build"):
         model = arch.build_for(meta)
     model = checked_model(arch, model)
+    _, problem = meta_device_probe(arch, meta)  # as at expansion: a rerun skips that
+    if problem:
+        raise ValueError(f"arch {getattr(arch, 'registry_name', type(arch).__name__)}: "
+                         f"{problem}")
     with _naming(arch, "init_weights"):
         arch.init_weights(model, torch.Generator().manual_seed(seed))
     return model
@@ -91,7 +95,7 @@ def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
 def _naming(arch: Arch, method: str) -> Iterator[None]:
     try:
         yield
-    except (torch.OutOfMemoryError, MemoryError):
+    except (torch.cuda.OutOfMemoryError, MemoryError):  # torch.OutOfMemoryError: 2.5 on
         raise  # the machine's, not the arch's
     except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
         name = getattr(arch, "registry_name", type(arch).__name__)

@@ -8,13 +8,20 @@ what."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from bench.cells import cell_from_json
 from bench.contracts import Arch, Dataset, DatasetMeta
+from bench.data import stack_items
 from bench.registry import ARCHS, DATASETS, Param, register_arch, register_dataset
-from helpers import TINY_SUITE, make_suite, one_line, write_suite
+from bench.returns import meta_problem
+from bench.suite import iter_cells
+from helpers import TINY_SUITE, make_suite, one_line, run_record, write_suite
 
 
 class OddData(Dataset):
@@ -26,6 +33,10 @@ class OddData(Dataset):
         if self.mode == "none_meta":
             return None  # type: ignore[return-value]
         mean, std, classes = (0.0,), (1.0,), 4
+        if self.mode == "numpy_meta":  # numpy's integers, statistics as 0-dim tensors
+            x = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+            return DatasetMeta(tuple(np.array([1, 16, 16])), np.int64(4),
+                               tuple(x.mean((0, 2, 3))), tuple(x.std((0, 2, 3))))
         if self.mode == "mean_len":
             mean = (0.0, 0.0, 0.0)
         elif self.mode == "std_zero":
@@ -95,7 +106,7 @@ def _records(tmp_path, data: str = "ok", arch: str = "ok", **overrides) -> list[
 
 
 @pytest.mark.parametrize("mode,problem", [
-    ("mean_len", "its DatasetMeta has 3 mean value(s) for 1 channel(s), expected one per "
+    ("mean_len", "its DatasetMeta's mean has 3 value(s) for 1 channel(s), expected one per "
                  "channel"),
     ("std_zero", "its DatasetMeta has mean (0.0,) and std (0.0,), expected finite values and a "
                  "std above 0"),
@@ -195,3 +206,83 @@ def test_every_built_in_dataset_and_arch_passes_the_checks():
         for meta in metas.values():
             if meta.modality in arch.modalities:
                 assert _build_problem(arch, meta, name) is None, (name, meta.shape)
+
+
+def test_numpy_integers_and_tensor_statistics_in_the_metadata_are_accepted(tmp_path):
+    """``np.int64`` classes and shape, and a mean taken as ``tuple(images.mean((0, 2, 3)))``
+    ran before the metadata was checked: they still do."""
+    (record,) = _records(tmp_path, data="numpy_meta")
+    assert record["status"] == "ok", record["error"]
+
+
+def test_an_arch_error_is_named_on_a_torch_without_torch_out_of_memory_error(tmp_path,
+                                                                              monkeypatch):
+    """``torch.OutOfMemoryError`` came with torch 2.5 (leakbench admits 2.2): the handler
+    naming the arch had itself raised AttributeError there."""
+    monkeypatch.delattr(torch, "OutOfMemoryError", raising=False)
+    (record,) = _records(tmp_path, arch="type_error")
+    assert record["error"].startswith("setup: RuntimeError: arch oddarch: build raised "
+                                      "TypeError: a bug in build"), record["error"]
+
+
+@pytest.mark.parametrize("axis,mode,needle", [
+    ("dataset", "std_zero", "dataset odddata(mode=std_zero): its DatasetMeta has mean (0.0,) "
+                            "and std (0.0,)"),
+    ("arch", "classes", "arch oddarch: its model returned logits of shape (2, 7) for 2 items"),
+])
+def test_a_cell_run_without_its_suite_expansion_checks_as_the_expansion_does(axis, mode, needle):
+    """``leakbench rerun`` rebuilds a cell from its record's JSON and skips the expansion: a
+    std of 0 was a diverged cell blamed on the attack there, seven logits for four classes
+    an ok cell."""
+    (cell,) = iter_cells(make_suite(seeds=1, datasets=[{"odddata": {}}],
+                                    archs=[{"oddarch": {}}]))
+    data = cell.to_json()
+    data[axis]["params"] = {"mode": mode}
+    record = run_record(cell_from_json(data))
+    assert record["status"] == "error" and needle in record["error"], record["error"]
+
+
+TEXT_LM = DatasetMeta((12,), 50, (), (), modality="text", task="lm")
+
+
+@pytest.mark.parametrize("items,needle", [
+    ([(torch.zeros(10, dtype=torch.long), torch.zeros(10, dtype=torch.long))],
+     "the dataset's items have shape (10,), its DatasetMeta says (12,)"),
+    ([(torch.zeros(12), torch.zeros(12, dtype=torch.long))],
+     "the dataset's token ids are float32, expected integers"),
+    ([(torch.zeros(12, dtype=torch.long), 3)],
+     "the dataset's labels are one number per item: a language model's labels are the next "
+     "token at every position"),
+    ([(torch.zeros(12, dtype=torch.long), torch.zeros(11, dtype=torch.long))],
+     "the dataset's labels have shape (11,) per item, its items (12,)"),
+])
+def test_text_items_are_checked_against_their_metadata(items, needle):
+    """Sequences of 10 tokens where the metadata says 12 ran ok (the transformer slices its
+    position table), float token ids and one label per sequence failed later, in torch."""
+    with pytest.raises(ValueError) as caught:
+        stack_items(items, [0], TEXT_LM)
+    assert str(caught.value).startswith(needle), caught.value
+
+
+def test_the_public_split_is_checked_and_float32_as_the_private_batch_is():
+    from bench.public import public_data
+
+    public = public_data(OddData(mode="f64"))
+    assert public.images.dtype == torch.float32 and public.labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize("label,index", [(np.True_, 1), (np.array(3), 3), (np.float32(2.0), 2),
+                                         (torch.tensor(1), 1)])
+def test_numpy_and_tensor_labels_read_as_class_indices(label, index):
+    _, y = stack_items([(torch.zeros(1, 16, 16), label)], [0], OddData().meta())
+    assert y.tolist() == [index]
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"mean": None}, "its DatasetMeta's mean is None, expected a tuple of one value per "
+                     "channel"),
+    ({"modality": "text", "shape": 12}, "its DatasetMeta has shape 12, expected (sequence "
+                                        "length,)"),
+])
+def test_metadata_of_the_wrong_kind_is_a_problem_not_a_crash(change, problem):
+    assert meta_problem(dataclasses.replace(OddData().meta(), **change)) == problem

@@ -106,11 +106,12 @@ def cell_from_json(d: dict[str, Any]) -> CellKind:
     return CELL_KINDS[kind].from_json(d)
 
 
-def dataset_meta(spec: Any) -> DatasetMeta:
-    """The metadata of the dataset ``spec`` builds, refused in one line naming the dataset
-    where it cannot describe its data (:func:`bench.returns.meta_problem`): a mean per
-    channel missing or a std of 0 had ended in torch's shape errors or NaN cells."""
-    meta = spec.build().meta()
+def dataset_meta(spec: Any, dataset: Any = None) -> DatasetMeta:
+    """The metadata of the dataset ``spec`` builds (or of ``dataset``, built from it),
+    refused in one line naming the dataset where it cannot describe its data
+    (:func:`bench.returns.meta_problem`): a mean per channel missing or a std of 0 had ended
+    in torch's shape errors or NaN cells."""
+    meta = (dataset if dataset is not None else spec.build()).meta()
     problem = meta_problem(meta)
     if problem:
         raise LeakbenchError(f"dataset {spec.label}: {problem}")

@@ -171,7 +171,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     try:
         seeds = cell.derived_seeds()
         dataset = cell.dataset.build()
-        meta = dataset.meta()
+        meta = dataset_meta(cell.dataset, dataset)
         domain = domain_of(meta)  # pixels are normalised, token ids pass through
         model = victim_model(cell.arch.build(), dataset, meta, "init",
                              seeds["scenario"]).to(device)

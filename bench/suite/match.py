@@ -8,13 +8,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
 from bench.contracts import Attack, CellContext, modality_mismatch
 from bench.grants import GRANTS, PUBLIC_DATA
 from bench.identity import chain_label
 from bench.registry import ATTACKS, DATASETS, LeakbenchError
-from bench.returns import output_problem
+from bench.returns import meta_device_probe
 
 _CONTEXT_CACHE: dict[Any, CellContext] = {}
 _REASON_CACHE: dict[Any, str | None] = {}  # (context key, component spec) → reason
@@ -74,36 +72,16 @@ def _checked(cell: Any) -> list[tuple[str, Any]]:
 
 
 def _build_problem(arch: Any, meta: Any, label: str) -> str | None:
-    """Why no model of ``arch`` builds for ``meta``'s data (``build_for``'s ValueError: an
-    input smaller than the ConvNet's pools, say), or None; tried on the meta device (nothing
-    allocated), so that the cells are skipped with the reason rather than run into error
-    records, or the suite refused in another component's name. Any other failure is left
-    to the real build.
-
-    The model built there also runs a batch of two there: logits of the wrong shape or kind
-    (a tuple, the wrong number of classes, detached) refuse the suite in the arch's name
-    (:func:`bench.returns.output_problem`); they had ended in torch's errors naming no
-    component, or in ok cells. A forward that the meta device cannot run is left to the
-    real one."""
-    try:
-        with torch.device("meta"):
-            model = arch.build_for(meta)
-    except ValueError as e:
-        return str(e)
-    except Exception:  # noqa: BLE001 - reported by the cell's own build
-        return None
-    try:
-        with torch.device("meta"):
-            batch = torch.zeros((2, *meta.shape),
-                                dtype=torch.long if meta.modality == "text" else torch.float32)
-            out = model(batch)
-    except Exception:  # noqa: BLE001 - an op without a meta kernel, a plug-in's bug: the
-        return None  # real forward reports it
-    problem = output_problem(out, meta, 2) if isinstance(model, torch.nn.Module) and any(
-        p.requires_grad for p in model.parameters()) else None  # else the real build's
+    """Why no model of ``arch`` builds for ``meta``'s data, or None
+    (:func:`bench.returns.meta_device_probe`), so that the cells are skipped with the reason
+    rather than run into error records, or the suite refused in another component's name.
+    Logits of the wrong shape or kind (a tuple, the wrong number of classes, detached)
+    refuse the suite in the arch's name: they had ended in torch's errors naming no
+    component, or in ok cells."""
+    reason, problem = meta_device_probe(arch, meta)
     if problem:
         raise LeakbenchError(f"arch {label}: {problem}")
-    return None
+    return reason
 
 
 def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
