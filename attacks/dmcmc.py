@@ -9,9 +9,10 @@ import torch
 
 from attacks.gradient_matching import cosine_distance, dummy_update
 from attacks.labels import labels_for, reported_labels
-from bench.contracts import Attack, CellContext, Observation, Reconstruction
+from bench.contracts import Attack, CellContext, Dataset, Observation, Reconstruction
 from bench.data import normalize
 from bench.grants import LABELS, PUBLIC_DATA
+from bench.public import public_data
 from bench.registry import Param, register_attack
 from bench.samplers.common import (
     MAX_SIGMA,
@@ -71,6 +72,12 @@ class DMCMCInversion(Attack):
 
     def settings(self) -> ScoreSettings:
         return ScoreSettings(width=self.score_width, steps=self.score_steps)
+
+    def prepare(self, dataset: Dataset, progress: bool = False) -> None:
+        """Trains (or finds cached) the score model of ``dataset``'s public split before the
+        run's cells: trained inside the first cell, it had counted as that cell's attack time
+        and, past the cell's timeout, been killed in every cell, never cached."""
+        load_or_train(public_data(dataset), self.settings(), self.score_seed, progress=progress)
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         public = obs.grant(PUBLIC_DATA)

@@ -229,6 +229,10 @@ class Attack(Component):
         this (trials stay independent: each result depends on its own observation only)."""
         return [self.reconstruct(o) for o in observations]
 
+    def prepare(self, dataset: Dataset, progress: bool = False) -> None:
+        """Build and cache, before any cell runs, what this attack's cells on ``dataset``
+        share (a learned prior): no cell's attack time or timeout then pays for it."""
+
 
 class Defense(Component):
     """Base class: transform the private batch (data level) and/or the update (update level)."""

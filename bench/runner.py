@@ -31,6 +31,7 @@ from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.outputs import blocked_cell_file, out_folder_problem, writable_problem
 from bench.preflight import DataError, preflight_cells, preflight_perceptual
+from bench.prepare import prepare_attacks
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
 from bench.resume import iter_plan, plan  # noqa: F401  (plan: kept importable from here)
@@ -187,6 +188,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
                                      for sub in (RECORDS, PICTURES))), None)
         if problem:  # else the first cells' work is lost at their first save
             raise LeakbenchError(problem)
+        prepare_attacks(todo, progress)  # a learned prior: off every cell's clock
     problem = blocked_cell_file(out_dir, [c.cell_id for c in (*todo, *skipped)])
     if problem:  # else the run ends at that cell's save, its batch-mates' work lost
         raise LeakbenchError(problem)

@@ -286,3 +286,58 @@ def test_numpy_and_tensor_labels_read_as_class_indices(label, index):
 ])
 def test_metadata_of_the_wrong_kind_is_a_problem_not_a_crash(change, problem):
     assert meta_problem(dataclasses.replace(OddData().meta(), **change)) == problem
+
+
+def test_a_run_prepares_each_attack_once_per_dataset_before_any_cell(tmp_path):
+    """An attack's shared, cached work (dmcmc's score model) ran inside its first cell:
+    timed as that cell's attack and, past the cell timeout, killed in every cell."""
+    from bench.contracts import Attack, Reconstruction
+    from bench.registry import ATTACKS, register_attack
+
+    calls: list[tuple[str, int]] = []
+
+    class Prepared(Attack):
+        """Guesses zeros; prepares first."""
+
+        params = (Param("tag", int, 0),)
+
+        def prepare(self, dataset, progress=False):
+            calls.append(("prepare", self.tag))
+
+        def reconstruct(self, obs):
+            calls.append(("cell", self.tag))
+            return Reconstruction(torch.zeros(obs.batch_size, *obs.input_shape))
+
+    register_attack("prepared")(Prepared)
+    try:
+        _records(tmp_path, seeds=2, attacks=[{"prepared": {"tag": [1, 2]}}])
+    finally:
+        ATTACKS.unregister("prepared")
+    assert calls[:2] == [("prepare", 1), ("prepare", 2)] and len(calls) == 6, calls
+    assert sorted(calls[2:]) == [("cell", 1), ("cell", 1), ("cell", 2), ("cell", 2)]
+
+
+def test_dmcmc_cells_load_the_score_model_the_run_prepared(tmp_path, monkeypatch):
+    from bench import scoremodel
+    from bench.grants import PUBLIC_DATA
+    from bench.runner import run_suite
+    from bench.store import load_records
+
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path / "cache"))
+    where: list[str] = []
+    train = scoremodel.train_score
+
+    def tracked(*args, **kwargs):
+        import traceback
+
+        inside = {frame.name for frame in traceback.extract_stack()}
+        where.append("prepare" if "prepare_attacks" in inside else "cell")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(scoremodel, "train_score", tracked)
+    dmcmc = {"sweeps": 2, "denoise_steps": 1, "score_steps": 3, "score_width": 8}
+    suite = make_suite(seeds=2, datasets=[{"digits": {"size": 8}}], grant=[PUBLIC_DATA],
+                       attacks=[{"dmcmc": dmcmc}])
+    run_suite(suite, tmp_path / "o", jobs=0, device="cpu", progress=False)
+    assert where == ["prepare"]  # trained once, before the cells, which loaded it
+    assert {r["status"] for r in load_records(tmp_path / "o")} == {"ok"}
