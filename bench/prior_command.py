@@ -11,19 +11,21 @@ from bench.registry import LeakbenchError
 
 MAX_SAMPLES = 100_000  # per configuration; the committed curve draws 1 000 (4–6 min)
 MAX_SCORE_STEPS = 1_000_000  # as a suite's dmcmc score_steps
+CURVE_DEFAULTS = {"dataset": "digits", "size": 16, "samples": 1000, "seed": 0,
+                  "score_steps": 2000, "out": "results/prior"}
 
 
 def add_prior_curve_parser(sub: Any) -> None:
     s = sub.add_parser("prior-curve", help="FID/KID against score evaluations for the Heun and "
                                            "DMCMC samplers of a public-split score model")
-    s.add_argument("--dataset", default="digits", help="registered dataset (default digits)")
-    s.add_argument("--size", type=int, default=16, help="image side (default 16; 0: dataset's)")
-    s.add_argument("--samples", type=int, default=1000, help="samples per configuration")
-    s.add_argument("--seed", type=int, default=0, help="seed of the score model and samplers")
-    s.add_argument("--score-steps", type=int, default=2000, help="score-model training steps")
+    s.add_argument("--dataset", help="registered dataset (default digits)")
+    s.add_argument("--size", type=int, help="image side (default 16; 0: dataset's)")
+    s.add_argument("--samples", type=int, help="samples per configuration (default 1000)")
+    s.add_argument("--seed", type=int, help="seed of the score model and samplers (default 0)")
+    s.add_argument("--score-steps", type=int, help="score-model training steps (default 2000)")
     s.add_argument("--inception", help="Inception weights file for FID/KID (default: the "
                    "usual places, else the public feature network)")
-    s.add_argument("--out", default="results/prior", help="output folder")
+    s.add_argument("--out", help="output folder (default results/prior)")
     s.add_argument("--attacks", metavar="DIR", help="instead: FID/KID of DIR's reconstructions "
                    "pooled per leaderboard group, in the same features (DIR/attack_quality.md)")
     s.set_defaults(func=cmd_prior_curve)
@@ -37,9 +39,18 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     problem = given_fid_weights_problem(args.inception, "--inception")  # "": the usual places
     if problem:  # before the work, not after it
         raise LeakbenchError(problem)
+    curve_flags = [f"--{name.replace('_', '-')}" for name in CURVE_DEFAULTS
+                   if getattr(args, name) is not None]
     if args.attacks:
+        if curve_flags:  # they had been ignored in silence (--out too: DIR is written)
+            raise LeakbenchError(f"prior-curve --attacks: {', '.join(curve_flags)} set(s) the "
+                                 "sampler curve, not --attacks (which writes "
+                                 "DIR/attack_quality.md with --inception's features)")
         print(write_attack_quality(Path(args.attacks), args.inception))
         return 0
+    for name, default in CURVE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     from bench.scoremodel import ScoreSettings
 
     if not 0 <= args.seed < 2 ** 63:  # torch.manual_seed overflowed past 2**64, after setup

@@ -341,3 +341,29 @@ def test_dmcmc_cells_load_the_score_model_the_run_prepared(tmp_path, monkeypatch
     run_suite(suite, tmp_path / "o", jobs=0, device="cpu", progress=False)
     assert where == ["prepare"]  # trained once, before the cells, which loaded it
     assert {r["status"] for r in load_records(tmp_path / "o")} == {"ok"}
+
+
+@pytest.mark.parametrize("name,config,message", [
+    ("heun", {"rho": 1e10}, "heun.rho: 10000000000.0 is above the maximum 100"),
+    ("heun", {"sigma_min": 100.0}, "heun: sigma_min (100) must be below sigma_max (20)"),
+    ("dmcmc", {"sigma_min": 0.1}, "dmcmc: sigma_min (0.1) must be below sigma_lo (0.05)"),
+])
+def test_a_sampler_schedule_that_collapses_is_refused(name, config, message):
+    """ρ = 1e10 made every float32 level 1.0, σ_min above σ_max a constant schedule: both
+    spent their evaluations and ran "ok"."""
+    from bench.registry import SAMPLERS, ParamError
+
+    SAMPLERS.load()
+    with pytest.raises(ParamError) as caught:
+        SAMPLERS.get(name).cls(**config)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("flags,named", [(["--out", "X"], "--out"),
+                                         (["--samples", "1", "--seed", "-5"], "--samples, --seed")])
+def test_prior_curve_attacks_refuses_the_curves_flags(flags, named, capsys, tmp_path):
+    """``--attacks DIR --out X --samples 1 --seed -5`` wrote DIR/attack_quality.md, every
+    other flag ignored in silence."""
+    line = one_line(capsys, "prior-curve", "--attacks", str(tmp_path), *flags)
+    assert line.startswith(f"leakbench: error: prior-curve --attacks: {named} set(s) the "
+                           "sampler curve, not --attacks"), line

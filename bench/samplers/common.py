@@ -47,6 +47,20 @@ def noise_range_problem(config: Any) -> str | None:
     return None
 
 
+MAX_RHO = 100.0
+"""The schedule's curvature bound: EDM uses 7; past some 1e6 the float32 levels collapse
+(ρ = 1e10 made every level 1.0, 1e7 started above σ_max), and ran "ok"."""
+
+
+def schedule_problem(config: Any, top: str) -> str | None:
+    """The denoising schedule must run down from ``config[top]`` to ``sigma_min``: an
+    upside-down one collapsed to constant levels and ran "ok"."""
+    if config["sigma_min"] >= config[top]:
+        return (f"sigma_min ({config['sigma_min']:g}) must be below {top} "
+                f"({config[top]:g})")
+    return None
+
+
 def karras_sigmas(steps: int, sigma_max: torch.Tensor | float, sigma_min: float, rho: float
                   ) -> torch.Tensor:
     """Karras et al.'s schedule: ``steps`` levels from σ_max to σ_min (ρ-spaced), then 0.

@@ -10,12 +10,14 @@ import torch
 
 from bench.registry import Param, register_sampler
 from bench.samplers.common import (
+    MAX_RHO,
     MAX_SIGMA,
     Sampler,
     gibbs_sweep,
     heun,
     karras_sigmas,
     noise_range_problem,
+    schedule_problem,
 )
 from bench.scoremodel import CountedDenoiser
 
@@ -49,12 +51,13 @@ class DenoisingMCMC(Sampler):
               help="estimate the noise level with Tweedie's trace term (2 evaluations a sweep)"),
         Param("sigma_min", float, 0.002, low=1e-5, high=MAX_SIGMA,
               help="the last level before 0"),
-        Param("rho", float, 7.0, low=1.0, help="schedule curvature of the denoising"),
+        Param("rho", float, 7.0, low=1.0, high=MAX_RHO,
+              help="schedule curvature of the denoising"),
     )
 
     @classmethod
     def check_params(cls, config: Mapping[str, Any]) -> str | None:
-        return noise_range_problem(config)
+        return noise_range_problem(config) or schedule_problem(config, "sigma_lo")
 
     def chain(self, denoiser: CountedDenoiser, n: int, shape: tuple[int, ...],
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from bench.registry import Param, register_sampler
-from bench.samplers.common import MAX_SIGMA, Sampler, heun, karras_sigmas
+from bench.samplers.common import (
+    MAX_RHO,
+    MAX_SIGMA,
+    Sampler,
+    heun,
+    karras_sigmas,
+    schedule_problem,
+)
 from bench.scoremodel import CountedDenoiser
 
 
@@ -23,8 +33,12 @@ class HeunFromNoise(Sampler):
         Param("sigma_max", float, 20.0, low=1e-3, high=MAX_SIGMA, help="the starting noise level"),
         Param("sigma_min", float, 0.002, low=1e-5, high=MAX_SIGMA,
               help="the last level before 0"),
-        Param("rho", float, 7.0, low=1.0, help="schedule curvature (EDM: 7)"),
+        Param("rho", float, 7.0, low=1.0, high=MAX_RHO, help="schedule curvature (EDM: 7)"),
     )
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        return schedule_problem(config, "sigma_max")
 
     def sample(self, denoiser: CountedDenoiser, n: int, shape: tuple[int, ...],
                generator: torch.Generator) -> torch.Tensor:
