@@ -42,13 +42,25 @@ def test_dager_is_exact_on_short_sequences_where_the_true_prefixes_are_no_minori
     """At length 2 the first position's candidates are the token set (about 2B tokens), half
     of them true: none was an outlier below the bulk, only the best survived, and DAGER
     returned one sentence repeated (exact 0.5 at batch 2) with ``bound_exceeded`` false. The
-    span check alone decides there now (a review's finding)."""
+    span check alone decides there now (a review's finding).
+
+    A batch may hold one sentence twice (seed 1 at batch 4: (2, 1) twice): the span shows
+    each distinct sentence, not how often, so which one fills the fourth row is decided by
+    rounding (it was (2, 1) with AVX-512 kernels, (23, 7) with AVX2 ones, at scores 3e-3
+    apart): every distinct sentence is recovered exactly, and the batch exactly where its
+    sentences are distinct."""
     short = {"pydoc": {"task": "lm", "seq_len": 2}}
+    repeats = 0
     for cell in cells(["dager"], batch, seeds=4, dataset=short):
         observed, recon, metrics, ids = scored(cell)
+        true = {tuple(r) for r in observed.x01.tolist()}
         assert recon.info["bound_exceeded"] is False
-        assert recon.info["sequences_found"] == len({tuple(r) for r in observed.x01.tolist()})
-        assert metrics["exact"] == 1.0, cell.seed
+        assert recon.info["sequences_found"] == len(true)
+        assert {tuple(r) for r in ids.tolist()} == true, cell.seed
+        if len(true) == batch:
+            assert metrics["exact"] == 1.0, cell.seed
+        repeats += len(true) < batch
+    assert repeats < 4  # the exact-batch assertion ran
 
 
 CLASSIFY = {"pydoc": {"task": "classify", "seq_len": 12, "vocab_size": 1000, "classes": 4}}
