@@ -13,6 +13,7 @@ from typing import Any
 from bench.identity import Spec
 from bench.paths import expanded
 from bench.registry import LeakbenchError
+from bench.returns import kind_of
 
 
 class DataError(LeakbenchError):
@@ -86,6 +87,10 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
             dataset.meta()
             for split in splits:
                 data = dataset.load(split)
+                if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+                    raise DataError(f"{spec.label}: load({split!r}) returned "
+                                    f"{kind_of(data)}, expected a sequence of (item, label) "
+                                    "pairs")
                 n = len(data)
                 if n == 0:
                     raise DataError(f"{spec.label}: the {split} split has no items: check "
@@ -101,9 +106,10 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
         except Exception as e:  # noqa: BLE001 - a loader's failure, whatever it is
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             where = f" under {root}" if root else ""
+            fix = "replace the damaged files or fix `root:`" if "root" in params else \
+                "check its load()"  # a dataset without files to fix
             raise DataError(f"{spec.label}: its files{where} could not be read "
-                            f"({type(e).__name__}: {first}): replace the damaged files or "
-                            f"fix `root:`") from None
+                            f"({type(e).__name__}: {first}): {fix}") from None
 
 
 def preflight_perceptual(settings: dict[str, Any]) -> None:

@@ -46,6 +46,10 @@ class OddData(Dataset):
         return DatasetMeta((1, 16, 16), classes, mean, std)
 
     def load(self, split: str) -> list:
+        if self.mode == "load_none":
+            return None  # type: ignore[return-value]
+        if self.mode == "load_raises":
+            raise KeyError(split)
         x = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(len(split)))
         labels: list = [i % 4 for i in range(16)]
         if self.mode == "hw_only":
@@ -367,3 +371,17 @@ def test_prior_curve_attacks_refuses_the_curves_flags(flags, named, capsys, tmp_
     line = one_line(capsys, "prior-curve", "--attacks", str(tmp_path), *flags)
     assert line.startswith(f"leakbench: error: prior-curve --attacks: {named} set(s) the "
                            "sampler curve, not --attacks"), line
+
+
+@pytest.mark.parametrize("mode,problem", [
+    ("load_none", "load('train') returned None, expected a sequence of (item, label) pairs"),
+    ("load_raises", "its files could not be read (KeyError: 'train'): check its load()"),
+])
+def test_a_dataset_whose_load_fails_is_one_line_that_fits_it(mode, problem, tmp_path, capsys):
+    """``load()`` returning None read "its files could not be read (TypeError: object of type
+    'NoneType' has no len()): replace the damaged files or fix `root:`", for a dataset with
+    neither files nor ``root``."""
+    suite = write_suite(tmp_path / "s.yaml", **{**TINY_SUITE, "archs": ["mlp"],
+                                               "datasets": [{"odddata": {"mode": mode}}]})
+    line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--jobs", "0")
+    assert line.endswith(f"odddata(mode={mode}): {problem}"), line
