@@ -22,6 +22,11 @@ def kind_of(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
+def name_of(component: object) -> str:
+    """A component's registered name (its class name where it was never registered)."""
+    return getattr(component, "registry_name", type(component).__name__)
+
+
 def checked_reconstructions(attack: Any, recons: object, observations: Sequence[Any],
                             method: str = "reconstruct_trials") -> list[Reconstruction]:
     """``recons`` when it is one :class:`Reconstruction` per observation, each holding a tensor
@@ -29,7 +34,7 @@ def checked_reconstructions(attack: Any, recons: object, observations: Sequence[
     had been broadcast to three channels, integer data read as pixels; integer ids of the
     vocabulary for tokens, unless it diverged) and, where it inferred labels, class indices of
     the observation's classes."""
-    name = getattr(attack, "registry_name", type(attack).__name__)
+    name = name_of(attack)
     count = len(observations)
     if not isinstance(recons, Sequence) or len(recons) != count:
         raise TypeError(f"attack {name}: {method} returned {kind_of(recons)}"
@@ -103,7 +108,7 @@ def _outside(values: torch.Tensor, bound: int) -> str:
 def checked_model(arch: Any, model: object) -> torch.nn.Module:
     """An architecture's ``build`` result when it is a module with a trainable parameter,
     all of its parameters float32 (the harness's inputs and updates are)."""
-    name = getattr(arch, "registry_name", type(arch).__name__)
+    name = name_of(arch)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"arch {name}: build returned {kind_of(model)}, expected a "
                         "torch.nn.Module")
@@ -222,7 +227,7 @@ def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor
     """A link's ``transform_batch`` result when it is a tuple ``(x, y)`` of tensors."""
     if not (isinstance(out, tuple) and len(out) == 2
             and all(isinstance(t, torch.Tensor) for t in out)):
-        name = getattr(defense, "registry_name", type(defense).__name__)
+        name = name_of(defense)
         raise TypeError(f"defense {name}: transform_batch returned {kind_of(out)}, expected a "
                         "tuple (x, y) of tensors")
     return out  # type: ignore[return-value]
@@ -231,7 +236,7 @@ def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor
 def check_update(defense: Any, before: Update, after: object) -> None:
     """A link's update is an :class:`Update` of the same parameters: one floating-point tensor
     of each parameter's shape, in order."""
-    name = getattr(defense, "registry_name", type(defense).__name__)
+    name = name_of(defense)
     if not isinstance(after, Update):
         raise TypeError(f"defense {name}: transform_update returned {kind_of(after)}, "
                         "expected an Update")

@@ -30,7 +30,7 @@ from bench.client import set_bn_mode, training_loss
 from bench.contracts import Arch, Dataset, DatasetMeta
 from bench.data import stack_items
 from bench.domains import domain_of
-from bench.returns import checked_model, meta_device_probe
+from bench.returns import checked_model, meta_device_probe, name_of
 
 # Training hyperparameters of ``trained:N``; every one of them is part of the cache key.
 TRAINING = {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -82,13 +82,25 @@ def _initial(arch: Arch, meta: DatasetMeta, seed: int) -> nn.Module:
     with _naming(arch, "build"):
         model = arch.build_for(meta)
     model = checked_model(arch, model)
-    _, problem = meta_device_probe(arch, meta)  # as at expansion: a rerun skips that
+    problem = _logits_problem(arch, meta)  # as at expansion: a rerun skips that
     if problem:
-        raise ValueError(f"arch {getattr(arch, 'registry_name', type(arch).__name__)}: "
-                         f"{problem}")
+        raise ValueError(f"arch {name_of(arch)}: {problem}")
     with _naming(arch, "init_weights"):
         arch.init_weights(model, torch.Generator().manual_seed(seed))
     return model
+
+
+_LOGITS_PROBLEMS: dict[str, str | None] = {}
+
+
+def _logits_problem(arch: Arch, meta: DatasetMeta) -> str | None:
+    """:func:`bench.returns.meta_device_probe`'s verdict on the logits, once per arch setting
+    and dataset metadata in a process: a ResNet's probe costs some 50 ms, and every cell
+    builds its victim here (a trained one twice)."""
+    key = repr((type(arch), sorted(getattr(arch, "config", {}).items()), meta))
+    if key not in _LOGITS_PROBLEMS:
+        _LOGITS_PROBLEMS[key] = meta_device_probe(arch, meta)[1]
+    return _LOGITS_PROBLEMS[key]
 
 
 @contextlib.contextmanager
@@ -98,8 +110,8 @@ def _naming(arch: Arch, method: str) -> Iterator[None]:
     except (torch.cuda.OutOfMemoryError, MemoryError):  # torch.OutOfMemoryError: 2.5 on
         raise  # the machine's, not the arch's
     except Exception as e:  # noqa: BLE001 - a plug-in's code may raise anything
-        name = getattr(arch, "registry_name", type(arch).__name__)
-        raise RuntimeError(f"arch {name}: {method} raised {type(e).__name__}: {e}") from e
+        raise RuntimeError(f"arch {name_of(arch)}: {method} raised {type(e).__name__}: "
+                           f"{e}") from e
 
 
 def train_steps(model: nn.Module, dataset: Dataset, meta: DatasetMeta, steps: int, seed: int
