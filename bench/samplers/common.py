@@ -41,9 +41,13 @@ float32 σ of 1e39 overflowed inside the cell, an error record after the suite l
 def noise_range_problem(config: Any) -> str | None:
     """DMCMC's noise levels must run from ``sigma_lo`` up to ``sigma_hi`` (the chain starts
     at the top); an upside-down range ran and finished "ok"."""
-    if config["sigma_lo"] >= config["sigma_hi"]:
-        return (f"sigma_lo ({config['sigma_lo']:g}) must be below sigma_hi "
-                f"({config['sigma_hi']:g})")
+    return below_problem(config, "sigma_lo", "sigma_hi")
+
+
+def below_problem(config: Any, low: str, high: str) -> str | None:
+    """``config[low]`` must lie below ``config[high]``."""
+    if config[low] >= config[high]:
+        return f"{low} ({config[low]:g}) must be below {high} ({config[high]:g})"
     return None
 
 
@@ -55,10 +59,7 @@ MAX_RHO = 100.0
 def schedule_problem(config: Any, top: str) -> str | None:
     """The denoising schedule must run down from ``config[top]`` to ``sigma_min``: an
     upside-down one collapsed to constant levels and ran "ok"."""
-    if config["sigma_min"] >= config[top]:
-        return (f"sigma_min ({config['sigma_min']:g}) must be below {top} "
-                f"({config[top]:g})")
-    return None
+    return below_problem(config, "sigma_min", top)
 
 
 def karras_sigmas(steps: int, sigma_max: torch.Tensor | float, sigma_min: float, rho: float
