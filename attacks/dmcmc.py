@@ -38,6 +38,8 @@ class DMCMCInversion(Attack):
     the same guided score. Cost: one gradient evaluation per sweep and per guided
     denoising evaluation; the score evaluations are counted apart (``nfe`` in the info).
     A suite's ``max_grad_evals`` caps the sweeps, so budgets compare with ``ig``'s.
+    ``lam: 0`` samples the prior alone (a baseline that ignores the update): no gradient is
+    evaluated, so none of the budget is spent and only ``max_iterations`` caps the sweeps.
     """
 
     paper = ("Kim, Ye. Denoising MCMC for Accelerating Diffusion-Based Generative Models. "
@@ -46,7 +48,8 @@ class DMCMCInversion(Attack):
     wants = frozenset({LABELS})
     params = (
         Param("sweeps", int, 200, low=0, high=1_000_000, help="Langevin–Gibbs sweeps"),
-        Param("lam", float, 30000.0, low=0.0, help="λ: weight of the gradient distance"),
+        Param("lam", float, 30000.0, low=0.0,
+              help="λ: weight of the gradient distance (0: the prior alone)"),
         Param("eta", float, 1.0, low=1e-4, high=2.0, help="Langevin step ε = η·σ²"),
         Param("sigma_lo", float, 0.02, low=1e-4, high=MAX_SIGMA,
               help="lowest noise level of the chain"),
@@ -100,13 +103,16 @@ class DMCMCInversion(Attack):
             trace.append(loss.item())
             return -self.lam * grad
 
+        # λ = 0 samples the prior alone: it evaluates no gradient, so spends none of the budget
+        guide = extra if self.lam > 0 else None
+        budget = obs.max_grad_evals if guide is not None else None
         denoise_steps = self.denoise_steps
-        if obs.max_grad_evals is not None:  # a budget below the finish shortens the finish
-            denoise_steps = max(1, min(denoise_steps, (obs.max_grad_evals + 1) // 2))
+        if budget is not None:  # a budget below the finish shortens the finish
+            denoise_steps = max(1, min(denoise_steps, (budget + 1) // 2))
         denoise_evals = 2 * denoise_steps - 1
         sweeps = self.sweeps
-        if obs.max_grad_evals is not None:
-            sweeps = max(0, min(sweeps, obs.max_grad_evals - denoise_evals))
+        if budget is not None:
+            sweeps = max(0, min(sweeps, budget - denoise_evals))
         if obs.max_iterations is not None:
             sweeps = min(sweeps, obs.max_iterations)
         gen = obs.generator or torch.Generator()
@@ -116,11 +122,11 @@ class DMCMCInversion(Attack):
         sigmas = []
         for _ in range(sweeps):
             x, sigma = gibbs_sweep(denoiser, x, sigma, gen, self.eta, self.sigma_lo,
-                                   self.sigma_hi, extra)
+                                   self.sigma_hi, guide)
             sigmas.append(float(sigma.mean()))
         chain_sigma = sigma.detach().cpu()
         x = heun(denoiser, x, karras_sigmas(denoise_steps, chain_sigma, 0.002, 7.0)
-                 .to(obs.device), extra)
+                 .to(obs.device), guide)
         recon = normalize(from_unit(x.detach()).cpu(), mean, std)
         info = {"nfe": denoiser.nfe, "sweeps": sweeps, "sigma_trace": sigmas,
                 "chain_sigma": chain_sigma.tolist(), "labels_inferred": inferred,

@@ -290,3 +290,16 @@ def test_every_score_width_the_attack_accepts_builds_a_network(width):
     groups = {m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm)}
     if width % 8 == 0:
         assert groups == {8}
+
+
+def test_dmcmc_without_guidance_samples_the_prior_and_spends_no_gradient(tmp_path, monkeypatch):
+    """λ = 0 had evaluated (and counted) the matching gradient at every sweep and Heun
+    level only to multiply it by zero, and let the gradient budget cut its sweeps."""
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    dmcmc = {"sweeps": 6, "denoise_steps": 2, "score_steps": 3, "score_width": 8, "lam": 0.0}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], grant=[PUBLIC_DATA],
+                       attacks=[{"dmcmc": dmcmc}], budget={"max_grad_evals": 4})
+    record = run_record(attack_cells(suite)[0])
+    assert record["status"] == "ok", record.get("error")
+    assert record["grad_evals"] == 0 and record["attack_info"]["sweeps"] == 6
+    assert record["attack_info"]["nfe"] == 2 * 6 + 3 and record["attack_info"]["final_loss"] is None
