@@ -229,6 +229,8 @@ def test_cli_writes_the_file_and_caption_label(store, tmp_path, capsys):
     (["--where", "arch"], "--where: expected COLUMN=VALUE, got 'arch'"),
     (["--where", "  "], "--where: expected COLUMN=VALUE, got an empty value"),
     (["--where", ","], "--where: expected COLUMN=VALUE, got an empty value (',')"),
+    (["--where", "arch=mlp,"], "--where 'arch=mlp,': an empty condition between commas"),
+    (["--where", "arch=mlp,,attack=dlg"], "an empty condition between commas"),
     (["--where", "arch=mlp,arch=lenet"], "--where: arch is given twice; arch=A|B keeps either"),
     (["--where", "arch=mlp", "--where", "arch=lenet"], "--where: arch is given twice"),
     (["--where", "arch=mpl"], "--where: no record has arch='mpl' (did you mean 'mlp'?)"),

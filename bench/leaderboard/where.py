@@ -22,9 +22,12 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for item in items or []:
         parts = _split_top(item)
-        if not parts:  # an empty shell variable, or ",": no condition was meant as none
+        if not any(p.strip() for p in parts):  # an empty shell variable, or ",": no condition
             raise LeakbenchError(f"--where: expected COLUMN=VALUE, got an empty value"
                                  f"{'' if not item.strip() else f' ({item.strip()!r})'}")
+        if not all(p.strip() for p in parts):  # "arch=lenet,": was a condition left out?
+            raise LeakbenchError(f"--where {item.strip()!r}: an empty condition between "
+                                 f"commas; drop the stray comma or finish the condition")
         for part in parts:
             key, eq, value = part.partition("=")
             key, value = key.strip(), value.strip()
@@ -47,4 +50,4 @@ def _split_top(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     parts.append(text[start:])
-    return [p for p in parts if p.strip()]
+    return parts
