@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -30,7 +31,25 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
         if "int8_scales" in before.info and _changed(before, update) \
                 and update.info.get("int8_scales") == before.info["int8_scales"]:
             update.info["own_int8_scales"] = update.info.pop("int8_scales")
+    update.info = voided_privacy(update.info, chain)
     return update
+
+
+def voided_privacy(info: dict[str, Any], chain: Sequence[Defense]) -> dict[str, Any]:
+    """``info`` with its ε set to None and an ``epsilon_note`` where a data-level link of
+    ``chain`` mixes each private item with other training items (MixUp, InstaHide; every batch
+    transform runs before the update is computed, wherever the link stands). An item then
+    also enters other rows as a partner, drawn whether or not the step sampled it, so one item
+    moves several clipped rows and joins steps beyond its sampling rate: DP-SGD's per-item
+    accounting (sensitivity C, rate q) no longer bounds it, and reporting its ε would
+    overstate the guarantee."""
+    mixers = [d.registry_name for d in chain if d.level == "data" and d.extra_items(1) > 0]
+    if not mixers or info.get("epsilon") is None:
+        return info
+    return {**info, "epsilon": None,
+            "epsilon_note": f"no ε: {', '.join(mixers)} mixes each item with other training "
+                            f"items before the update, which the per-item accountant does not "
+                            f"bound (an item enters other rows and other steps as a partner)"}
 
 
 def _changed(before: Update, after: Update) -> bool:

@@ -433,3 +433,30 @@ def test_an_empty_poisson_batch_is_a_step_of_noise_on_every_network(arch, datase
     assert [t.shape for t in tensors] == [p.shape for p in params]
     flat = torch.cat([t.flatten() for t in tensors])
     assert 0.3 < float(flat.std()) < 0.7  # σC / B = 2 / 4: noise alone
+
+
+@pytest.mark.parametrize("mixer", [{"mixup": {"k": 2}}, {"instahide": {"k": 2}}])
+def test_mixing_other_items_before_dpsgd_voids_its_epsilon_in_both_tracks(tmp_path, mixer):
+    """MixUp/InstaHide draw partner images from the whole split, whether or not the step
+    sampled them, so one item can sit in several clipped rows and in steps beyond its rate:
+    the per-item accountant no longer bounds it. The chain had reported plain DP-SGD's ε."""
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    utility = {"steps": 3, "batch_size": 8, "lr": 0.1, "eval_size": 20}
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 16}}],
+                       defenses=[{"chain": [mixer, {"dpsgd": {"noise_multiplier": 1.5}}]},
+                                 {"dpsgd": {"noise_multiplier": 1.5}}],
+                       attacks=[{"idlg": {"steps": 1}}], utility=utility)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = load_records(tmp_path)
+    name = next(iter(mixer))
+    for r in records:
+        privacy = r["defense_info"] if r["kind"] == "attack" else r["metrics"]["privacy"]
+        if "+" in r["defense_label"] or name in r["defense_label"]:
+            assert privacy["epsilon"] is None and name in privacy["epsilon_note"], r["kind"]
+            assert privacy["dp_noise_multiplier"] == 1.5  # the mechanism is still recorded
+        else:
+            assert privacy["epsilon"] > 0, r["kind"]
+    assert {r["kind"] for r in records} == {"attack", "utility"} and len(records) == 4

@@ -35,7 +35,7 @@ from bench.cells.base import (
 from bench.client import compute_update, has_batchnorm
 from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
 from bench.data import input_centre, other_batches, poisson_batch, sample_batch, stack_items
-from bench.defend import defend
+from bench.defend import defend, voided_privacy
 from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
 from bench.records import Outcome, UtilityRecord, new_record
@@ -155,8 +155,8 @@ def run_privacy(chain: list[Any], sample_rate: float, steps: int) -> dict[str, A
         except Exception as e:
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             return {"epsilon": None, "epsilon_note": f"accountant failed: {reason}"}
-        if info:
-            return jsonable(info)  # a plug-in's numpy ε is a number, as in attack records
+        if info:  # a plug-in's numpy ε is a number, as in attack records
+            return jsonable(voided_privacy(info, chain))
     return None
 
 
