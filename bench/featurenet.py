@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cache import cache_root, cached, settings_key, torch_bytes
-from bench.perceptual import _Uint8Images, fid_kid, fid_status
+from bench.perceptual import _Uint8Images, fid_kid, fid_status, kid_subsets
 from bench.public import PublicData
 
 EXTRACTOR = "leakbench-public"
@@ -150,7 +150,7 @@ def quality(reference01: torch.Tensor, samples01: torch.Tensor, public: PublicDa
         input1=_Uint8Images(samples01), input2=_Uint8Images(reference01), fid=True, kid=True,
         feature_extractor=EXTRACTOR, feature_layer_fid=FEATURES, feature_layer_kid=FEATURES,
         feature_extractor_weights_path=str(path), cache=False, cuda=False, batch_size=64,
-        kid_subset_size=min(n, 1000), verbose=False, save_cpu_ram=True)
+        verbose=False, save_cpu_ram=True, **kid_subsets(n))
     return {"fid": float(metrics["frechet_inception_distance"]),
             "kid": float(metrics["kernel_inception_distance_mean"]),
             "kid_std": float(metrics["kernel_inception_distance_std"]), "n": n,

@@ -253,6 +253,17 @@ def fid_weights_problem(path: str) -> str | None:
     return None
 
 
+def kid_subsets(n: int) -> dict[str, int]:
+    """torch-fidelity's KID settings for sets of at least ``n`` images: 100 random subsets of
+    min(n // 2, 1000) images a side, drawn without replacement. The KID is their mean (each
+    subset's estimate is unbiased, so the mean is too) and ``kid_std`` their spread, which
+    for half-subsets is the delete-half jackknife's estimate of a KID's sampling error
+    (Shao & Wu 1989). Subsets of all n images, torch-fidelity's choice for n ≤ 1000, are the
+    same set in 100 orders: their spread was rounding (some 1e-16) for a group against its
+    originals, and for 1 000 samples against a larger reference only the reference's part."""
+    return {"kid_subsets": 100, "kid_subset_size": max(2, min(n // 2, 1000))}
+
+
 def fid_status(weights: str | None = None) -> tuple[bool, str]:
     """(weights file found?, one-line message) for FID/KID; never downloads."""
     path, message = _fid_weights(weights)
@@ -264,9 +275,9 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
     """FID and KID between a pooled group of reconstructions and their originals.
 
     Returns ``{"fid", "kid", "kid_std", "n", "reason", "feature_layer"}``: the metrics are None,
-    with a one-line ``reason``, when the group has fewer than ``min_group`` images (at least 2)
-    or the Inception weights are not found locally. KID uses subsets of min(N, 1000) images,
-    100 subsets, and torch-fidelity's fixed seed, so it is deterministic. ``feature_layer`` is
+    with a one-line ``reason``, when the group has fewer than ``min_group`` images (at least 4)
+    or the Inception weights are not found locally. KID is over ``kid_subsets(n)`` and
+    torch-fidelity's fixed seed, so it is deterministic. ``feature_layer`` is
     the standard "2048" (pool3); "64", "192" and "768" are the earlier pooled layers, cheap
     enough for smoke checks on a CPU but not comparable with published FID/KID.
     """
@@ -275,7 +286,7 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
     n = int(min(len(originals01), len(recon01)))
     result: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "n": n, "reason": None,
                               "feature_layer": feature_layer}
-    need = max(2, int(min_group))
+    need = max(4, int(min_group))
     if len(originals01) < need or len(recon01) < need:
         result["reason"] = (f"FID/KID n/a: {n} images in the group, fewer than the "
                             f"{need} required")
@@ -293,7 +304,7 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
             feature_layer_fid=feature_layer, feature_layer_kid=feature_layer,
             feature_extractor_weights_path=str(path), cache=False,
             cuda=originals01.device.type == "cuda", batch_size=64, save_cpu_ram=True,
-            kid_subset_size=min(n, 1000), verbose=False)
+            verbose=False, **kid_subsets(n))
     except Exception as err:  # a corrupt or foreign weights file: n/a, in one line
         result["reason"] = f"FID/KID n/a: torch-fidelity failed with {path} ({_first_line(err)})"
         return result

@@ -201,6 +201,8 @@ MALFORMED = {
     "defense_list_params": ({"defenses": [{"prune": [1]}]}, "defenses[0].prune"),
     "chain_empty": ({"defenses": [{"chain": []}]},  # "expected a list" of a list
                     "chain: expected a non-empty list of defenses, got an empty list"),
+    "chain_repeat": ({"defenses": [{"chain": [{"mixup": {"k": 2}}, {"mixup": {"k": 3}}]}]},
+                     "mixup appears twice in one chain"),  # the first link's info was lost
     "datasets_none": ({"datasets": None}, "datasets"),
     "grid_repeat": ({"attacks": [{"dlg": {"steps": [2, 2]}}]}, "appears twice in its grid"),
     "client_grid_repeat": ({"client": {"lr": [0.1, 0.1]}},  # it was silently one value

@@ -20,6 +20,7 @@ from bench.perceptual import (
     LPIPS_ENV,
     fid_kid,
     fid_status,
+    kid_subsets,
     lpips_per_image,
     lpips_status,
 )
@@ -146,6 +147,8 @@ def test_fid_kid_small_layer(inception_weights: Path, monkeypatch: pytest.Monkey
     assert abs(same["fid"]) < 1e-6 * diff["fid"]
     assert diff["fid"] > 0 and diff["kid"] > 0 and diff["kid_std"] >= 0
     assert diff["kid"] > 10 * abs(same["kid"])
+    # the spread of half-subsets, not of the whole group in 100 orders (rounding, ~1e-16)
+    assert diff["kid_std"] > 1e-3 * diff["kid"]
     # nothing was cached: a third group gives its own value, and no cache folder appeared
     other = fid_kid(a, images(3, 10, scale=0.7), feature_layer="64")
     assert 0 < other["fid"] < diff["fid"]
@@ -159,7 +162,8 @@ def test_fid_kid_default_layer(inception_weights: Path) -> None:
     result = fid_kid(a, a, weights=str(inception_weights), min_group=4)
     assert result["reason"] is None and result["feature_layer"] == "2048"
     assert abs(result["fid"]) < 1e-3
-    # the unbiased MMD² of a set against itself is (2/m)·(mean k(x,x') − mean k(x,x)) ≤ 0
+    # two random halves of one set share an image with probability 1/n a draw, so the mean of
+    # their unbiased MMD² is (2/n)·(mean k(x,x') − mean k(x,x)) ≤ 0 in expectation
     assert result["kid"] <= 1e-9
 
 
@@ -180,3 +184,9 @@ def test_fid_kid_not_available(tmp_path: Path, inception_weights: Path,
     bad = fid_kid(a, a, weights=str(broken))
     assert bad["fid"] is None and "torch-fidelity failed" in bad["reason"]
     assert downloads == []
+
+
+@pytest.mark.parametrize("n, size", [(4, 2), (5, 2), (10, 5), (1000, 500), (2000, 1000),
+                                     (50_000, 1000)])
+def test_kid_draws_halves_so_its_std_is_a_sampling_error(n: int, size: int) -> None:
+    assert kid_subsets(n) == {"kid_subsets": 100, "kid_subset_size": size}

@@ -18,10 +18,10 @@ def fid_kid_of_group(originals: Sequence[torch.Tensor], recons: Sequence[torch.T
                      feature_layer: str = FID_LAYER) -> dict[str, Any]:
     """FID and KID (one torch-fidelity pass) of the cells' reconstructions pooled against their
     originals: ``{"fid", "kid", "n", "reason", ...}``, n/a below ``min_group`` images."""
-    n = sum(len(o) for o in originals)
-    if n < max(2, min_group):
+    n, need = sum(len(o) for o in originals), max(4, min_group)  # KID: two halves of 2+
+    if n < need:
         return {"fid": None, "kid": None, "n": n,
-                "reason": f"n/a: {n} images, fewer than the {min_group} required"}
+                "reason": f"n/a: {n} images, fewer than the {need} required"}
     return fid_kid(torch.cat(list(originals)), torch.cat(list(recons)), weights, min_group,
                    feature_layer)
 

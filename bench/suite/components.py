@@ -157,7 +157,9 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
     update- and protocol-level links before it; only data-level links may precede it. One
     protocol-level link at most: a second aggregate of an aggregate is not simulated. No
     link that reads the client's batch after a protocol-level one: it would act on the
-    aggregate from one client's data, which no party holds beside the aggregate."""
+    aggregate from one client's data, which no party holds beside the aggregate. A defense
+    once: a record keeps one ``defense_info`` entry per name (``mixup_coefficients``…), so a
+    second link's would overwrite the first's."""
     classes = [DEFENSES.get(s.name).cls for s in chain]
     protocol = [k for k, cls in enumerate(classes) if cls.level == "protocol"]
     if len(protocol) > 1:
@@ -171,6 +173,11 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
             raise SuiteError(f"{where}: {', '.join(blind)} reads the client's batch, but after "
                              f"{first} the update is an aggregate of batches it never "
                              f"saw; put {', '.join(blind)} before {first}")
+    names = [s.name for s in chain]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SuiteError(f"{where}: {', '.join(twice)} appears twice in one chain; a record "
+                         f"keeps one link's info per defense, so give each defense once")
     for k, spec in enumerate(chain):
         if not classes[k].recomputes_update:
             continue
