@@ -3,7 +3,8 @@
 ``list_metrics(modality, kind)`` and ``get_metric(name)`` give the metric classes (see
 :mod:`bench.metrics.base` for the schema); :class:`SuccessRule` says when a cell counts as a
 successful attack. Built-ins: PSNR, SSIM, MSE, label accuracy, LPIPS (per item), FID and KID
-(pooled over a group of cells).
+(pooled over a group of cells) for images; token accuracy, exact match and ROUGE-1/2/L for
+text.
 """
 
 from bench.metrics.base import (
