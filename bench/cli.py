@@ -12,7 +12,7 @@
                     [--best row|col|none] [--format latex|markdown|csv] [--caption TEXT]
                     [--label LABEL] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
-    leakbench rerun DIR [--sample N] [--jobs N] [--threads T]
+    leakbench rerun DIR [--sample N] [--jobs N] [--threads T] [--timeout S]
     leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
     leakbench site DIR... --out SITE
@@ -193,7 +193,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from bench.rerun import report, rerun
 
     checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device,
-                   threads=args.threads)
+                   timeout=args.timeout, threads=args.threads)
     print(report(checks))
     return 0
 
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "cores // --jobs)")
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where the cells re-run (default cpu)")
+    s.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds a cell may run (default 600; a cell that timed out re-runs "
+                   "under its own record's limit where lower)")
     s.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("export", help="export one flat row per cell")

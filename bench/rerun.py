@@ -32,6 +32,7 @@ from bench.cells import RunOptions, cell_from_json
 from bench.convolutions import CPU_CONV, DEFAULT_CPU_CONV
 from bench.cores import plan_parallelism, usable_cores
 from bench.executors import make_executor
+from bench.executors.base import timed_out_under
 from bench.grants import CAPABILITIES
 from bench.leaderboard.frames import (
     SCENARIO,
@@ -183,13 +184,22 @@ def component_problem(record: dict[str, Any]) -> str | None:
 _WHY_INVALID = "hand-edited, or written by another leakbench or with a plug-in not loaded"
 
 
+def limit_of(record: dict[str, Any], timeout: float) -> float:
+    """The limit a cell re-runs under: a ``timeout`` record's own (the one its ``error``
+    names, where below ``timeout``), else ``timeout``."""
+    own = timed_out_under(record.get("error")) if record.get("status") == "timeout" else None
+    return min(own, timeout) if own is not None and own > 0 else timeout
+
+
 def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
           jobs: int | None = None, device: str = "cpu", timeout: float = 600.0,
           threads: int | None = None) -> list[Check]:
     """Re-run ``sample`` random cells that ran (not skipped) and compare each with its row
     on ``metric`` (default: the records' leaderboard metric; cells of another modality
     are not drawn)
-    (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core)."""
+    (``jobs``/``threads``: as :func:`bench.cores.plan_parallelism`; default a worker a core;
+    ``timeout``: seconds a cell may run, or a ``timeout`` record's own limit where lower;
+    ``jobs=0`` runs inline, with no limit)."""
     if sample < 1:
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
     chosen = rerun_metric(metric)
@@ -220,11 +230,16 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     # fresh outcomes by the cell object each came from: a record whose identity no longer
     # hashes to its cell_id (written by an older leakbench) comes back under another id
     owner = {id(cell): cid for cid, cell in cells.items()}
-    executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
-                             timeout, jobs, threads=threads)
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise LeakbenchError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    # each on its own kernels, and a cell that timed out under its limit: a fresh "ok" after
+    # 600 s had been compared with the intervals of a cell that never finished
+    plan = {cid: (cpu_conv_of(by_id[cid]), limit_of(by_id[cid], timeout)) for cid in picks}
     fresh, base = {}, options_of(by_id)
-    for conv in sorted({cpu_conv_of(by_id[cid]) for cid in picks}):  # each on its own kernels
-        group = [cells[cid] for cid in picks if cpu_conv_of(by_id[cid]) == conv]
+    for conv, limit in sorted(set(plan.values())):
+        executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
+                                 limit, jobs, threads=threads)
+        group = [cells[cid] for cid in picks if plan[cid] == (conv, limit)]
         outcomes = executor.run(group, replace(base, cpu_conv=conv))
         fresh.update({owner.get(id(c), o.record.cell_id): o.record for c, o in outcomes})
     checks = []

@@ -207,3 +207,37 @@ def test_rerun_only_reads_the_folder(store, tmp_path, capsys):
     assert main(["rerun", str(copy), "--sample", "1", "--jobs", "0"]) == 0
     assert "left in place" in capsys.readouterr().err
     assert bad.exists() and not (copy / "records" / "quarantine").exists()
+
+
+def test_a_cell_that_timed_out_reruns_under_its_own_limit(store, tmp_path, monkeypatch):
+    """rerun ran every cell under a fixed 600 s: a cell that had timed out under its suite's
+    1 s came back "ok" after up to 10 minutes and was judged against the intervals."""
+    import shutil
+
+    import bench.rerun as rerun_module
+
+    copy = tmp_path / "timed-out"
+    shutil.copytree(store, copy)
+    paths = sorted((copy / "records").glob("*.json"))
+    for path in paths:
+        r = json.loads(path.read_text())
+        r.update(status="timeout", error="exceeded the cell timeout of 1.5s")
+        path.write_text(json.dumps(r))
+    limits = []
+    real = rerun_module.make_executor
+
+    def recording(name, device, timeout, jobs, **kw):
+        limits.append(timeout)
+        return real("inline", device, timeout, 0, **kw)
+
+    monkeypatch.setattr(rerun_module, "make_executor", recording)
+    rerun(copy, 1, jobs=1)
+    assert limits == [1.5]  # its own limit, below the default
+    limits.clear()
+    rerun(copy, 1, jobs=1, timeout=0.5)
+    assert limits == [0.5]  # --timeout stays the cap
+    limits.clear()
+    rerun(store, 1, jobs=1, timeout=30)
+    assert limits == [30]  # a finished cell: --timeout
+    with pytest.raises(LeakbenchError, match="--timeout: expected a positive number"):
+        rerun(store, 1, jobs=0, timeout=0)
