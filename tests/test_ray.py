@@ -159,7 +159,6 @@ def test_smoke_on_ray_gives_the_process_executors_cells_and_metrics(cluster, tmp
 
 def test_a_killed_worker_is_retried_and_the_cell_recorded_once(cluster, tmp_path):
     pidfile = tmp_path / "pid"
-    # the timeout covers a cell's retries too (a fresh worker's start after the kill)
     suite = make_suite(seeds=2, timeout=300, attacks=[
         {"raysleep": {"pidfile": str(pidfile), "once": True}}, {"dlg": {"steps": 2}}])
     killed: list[int] = []
@@ -458,6 +457,51 @@ def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
     (gave_up,) = list(ex._expire(RunOptions()))
     assert gave_up[1].record.status == "timeout" and not ex._inflight
     assert "no worker took the task within 100s" in gave_up[1].record.error
+
+
+def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(monkeypatch):
+    """Ray's own retries re-yield no first item, so a retry's wait and worker start counted
+    against the cell's timeout: a cell whose worker crashed after 2.5 s of a 4 s limit was
+    recorded "timeout", its crash lost, its time the limit's."""
+    from bench.cells import RunOptions
+    from bench.executors.ray import STARTED, RayExecutor, _Running
+
+    ex = RayExecutor(torch.device("cpu"), 4.0, options=ExecutorOptions(max_retries=1))
+    (cell,) = iter_cells(make_suite())
+
+    def get(ref):
+        if isinstance(ref, Exception):
+            raise ref
+        return ref
+
+    monkeypatch.setattr(ex.ray, "get", get)
+    monkeypatch.setattr(ex.ray, "cancel", lambda ref, force: None)
+    submitted: list[FakeStream] = []
+
+    class Remote:
+        def remote(self, *args):
+            submitted.append(FakeStream([], ends=False))
+            return submitted[-1]
+
+    ex._remote = Remote()
+    first = FakeStream([(STARTED, {}, {})], ends=False)
+    ex._inflight = {first: _Running(cell, time.perf_counter())}
+    assert ex._collect(first, RunOptions()) == [] and ex._inflight[first].begun
+    ex._inflight[first].started -= 2.5  # 2.5 s of work, then the worker dies
+    first.refs.append(ray.exceptions.WorkerCrashedError())
+    assert ex._collect(first, RunOptions()) == []  # no outcome: submitted again
+    (retry,) = submitted
+    assert list(ex._inflight) == [retry] and ex._inflight[retry].attempt == 1
+    ex._inflight[retry].started -= 3.0  # its worker took 3 s to start: not the cell's time
+    assert list(ex._expire(RunOptions())) == []  # 2.5 + 3 s > 4 s, but no clock ran out
+    retry.refs.append((STARTED, {}, {}))
+    assert ex._collect(retry, RunOptions()) == []
+    ex._inflight[retry].started -= 1.0
+    retry.refs.append(ray.exceptions.WorkerCrashedError())
+    ((_, outcome),) = ex._collect(retry, RunOptions())  # the last retry died too: an error
+    assert outcome.record.status == "error" and not ex._inflight and len(submitted) == 1
+    assert "Ray worker died" in outcome.record.error and "1 retries" in outcome.record.error
+    assert 3.5 <= outcome.record.timing["wall_seconds"] < 4.5  # the attempts' 2.5 + 1 s
 
 
 def test_a_joined_cluster_without_a_fitting_node_may_autoscale(monkeypatch, capsys):

@@ -10,10 +10,12 @@ driver joins the cluster before the runner plans its tasks, refusing a task no n
 and keeps at most as many tasks in flight as the cluster can run at once; a cell's clock starts
 when a worker takes its task (its first streamed item), not while it waits for room on a busy
 cluster. A task past the suite's timeout is cancelled (its worker killed) and its unfinished
-cells become ``timeout`` outcomes; a worker that dies (killed, out of memory, its node lost) is
-retried by Ray up to ``max_retries`` times (a cell a retry yields again is kept once), then the
-task's unfinished cells become ``error`` outcomes naming the cause (as do cells a stream ended
-without).
+cells become ``timeout`` outcomes; a task whose worker dies (killed, out of memory, its node
+lost) is submitted again by the driver up to ``max_retries`` times, each attempt on its own
+clock from when a worker takes it (Ray's own retries re-yield no first item, so a retry's
+worker start had counted against the timeout and a crash could end as a timeout), a cell a
+retry yields again kept once; then the task's unfinished cells become ``error`` outcomes
+naming the cause (as do cells a stream ended without), timed by their attempts' work.
 Ray is imported only when the executor is made: ``import bench.executors`` works without it.
 """
 
@@ -23,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,12 @@ class _Running:
     started: float  # submitted, then (when ``begun``) the moment a worker took it
     finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
     begun: bool = False
+    attempt: int = 0  # retries so far (the driver's, after a worker died)
+    spent: float = 0.0  # seconds the earlier attempts ran after a worker took them
+
+    def elapsed(self, now: float) -> float:
+        """Seconds of work over the attempts: a retry's wait and worker start not counted."""
+        return self.spent + (now - self.started if self.begun else 0.0)
 
 
 def import_ray() -> Any:
@@ -133,11 +141,18 @@ def speaks_http2(conn: Any, seconds: float) -> bool:
     return head[3] == 4  # the frame type: SETTINGS
 
 
+def system_failure(error: Exception) -> bool:
+    """Whether a task failed because its worker or node did (worth another attempt), not
+    because the cell raised."""
+    return type(error).__name__ in SYSTEM_FAILURES \
+        or type(getattr(error, "cause", None)).__name__ in SYSTEM_FAILURES
+
+
 def failure_cause(error: Exception, max_retries: int) -> str:
     """The ``error`` text of a task that Ray could not finish."""
     name = type(error).__name__
     cause = getattr(error, "cause", None)
-    if name in SYSTEM_FAILURES or type(cause).__name__ in SYSTEM_FAILURES:
+    if system_failure(error):
         first = (str(error).strip().splitlines() or [""])[0]
         return (f"Ray worker died running the cell ({name}: {first}); "
                 f"gave up after {max_retries} retries")
@@ -238,16 +253,14 @@ class RayExecutor:
         self._connect()
         self._tasks = len(cells)
         ray = self.ray
-        task = ray.remote(_run_cell).options(
-            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
-            retry_exceptions=False, name="leakbench-cell")
+        self._remote = ray.remote(_run_cell).options(  # retried by the driver (_collect)
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, retry_exceptions=False,
+            name="leakbench-cell")
         pending = list(reversed(cells))
         try:
             while pending or self._inflight:
                 while pending and len(self._inflight) < self.capacity():
-                    cell = pending.pop()
-                    stream = task.remote(cell.to_json(), options, self.device, self.threads)
-                    self._inflight[stream] = _Running(cell, time.perf_counter())
+                    self._submit(_Running(pending.pop(), time.perf_counter()), options)
                 streams = list(self._inflight)
                 ready, rest = ray.wait(streams, num_returns=1, timeout=0.5)
                 if ready and rest:
@@ -266,6 +279,10 @@ class RayExecutor:
             self.ray.shutdown()
             self._started_cluster = False
 
+    def _submit(self, running: _Running, options: RunOptions) -> None:
+        stream = self._remote.remote(running.task.to_json(), options, self.device, self.threads)
+        self._inflight[stream] = running
+
     def _collect(self, stream: Any, options: RunOptions) -> list[tuple[CellKind, Outcome]]:
         """The outcomes a task has streamed so far (call it when the stream is ready); its
         unfinished cells fail if the task failed, or ended without yielding them."""
@@ -277,15 +294,21 @@ class RayExecutor:
                 i, record, artifacts = self.ray.get(next(stream))
             except (StopIteration, self.ray.exceptions.RayError) as e:
                 del self._inflight[stream]
-                if len(running.finished) < len(cells):
+                now = time.perf_counter()
+                if len(running.finished) < len(cells) and not isinstance(e, StopIteration) \
+                        and system_failure(e) and running.attempt < self.max_retries:
+                    self._submit(replace(running, started=now, begun=False,
+                                         attempt=running.attempt + 1,
+                                         spent=running.elapsed(now)), options)
+                elif len(running.finished) < len(cells):
                     error = ("the Ray task ended without this cell's outcome"
                              if isinstance(e, StopIteration) else
                              failure_cause(e, self.max_retries))
                     out += task_failure(running.task, "error", error, options,
-                                        time.perf_counter() - running.started,
-                                        torch.device(self.device), frozenset(running.finished))
+                                        running.elapsed(now), torch.device(self.device),
+                                        frozenset(running.finished))
                 return out
-            if i == STARTED:  # a worker took the task (again, on a retry): its clock starts
+            if i == STARTED:  # a worker took the task (this attempt): its clock starts
                 running.started, running.begun = time.perf_counter(), True
             elif i not in running.finished:  # a retried task may yield a cell again: once
                 running.finished.add(i)
@@ -314,7 +337,7 @@ class RayExecutor:
                 f"no worker took the task within {elapsed:.0f}s of its submission (the "
                 "cluster stayed busy, or no node can hold it any more)")
             yield from task_failure(run.task, "timeout", error, options,
-                                    elapsed if run.begun else 0.0, torch.device(self.device),
+                                    run.elapsed(now), torch.device(self.device),
                                     frozenset(run.finished))
 
     def cancel(self) -> None:
