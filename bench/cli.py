@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +42,11 @@ from bench.cli_support import (
     BUILTIN_EXECUTORS,
     ExecutorChoices,
     Parser,
+    Terminated,
     empty_path_problem,
     frozen_gc,
     ignored_run_flags,
+    sigterm_as_interrupt,
 )
 from bench.cores import check_parallelism
 from bench.list_command import cmd_list
@@ -340,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"leakbench: error: {one_line(problem)}", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with sigterm_as_interrupt():
+            return args.func(args)
     except LeakbenchError as e:
         print(f"leakbench: error: {one_line(str(e))}", file=sys.stderr)
         return 2
@@ -357,11 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
                        f"{reason}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a forced run's unreached cells keep their old records
-        print("leakbench: interrupted; finished cells are kept, " + (
+    except KeyboardInterrupt as e:  # a forced run's unreached cells keep their old records
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"leakbench: {how}; finished cells are kept, " + (
             "the cells not reached keep their old records: --force again redoes every cell"
             if getattr(args, "force", False) else "re-run to resume"), file=sys.stderr)
-        return 130
+        return 128 + (Terminated.signum if isinstance(e, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

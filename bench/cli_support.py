@@ -8,6 +8,8 @@ import argparse
 import contextlib
 import gc
 import re
+import signal
+import threading
 from collections.abc import Iterator
 
 from bench.registry import suggest
@@ -100,3 +102,30 @@ class Parser(argparse.ArgumentParser):
                 message = (f"{message[:wrong.start()]}invalid choice: {wrong['name']!r}{close}; "
                            f"expected one of {', '.join(choices)}")
         self.exit(2, f"leakbench: error: {message}\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: a run stopped by a job
+    scheduler or ``kill`` then stops its workers, releases its folder's lock and keeps its
+    finished cells as Ctrl-C does (it had died at once, leaving the lock and its workers'
+    semaphores behind)."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the block runs (in the main thread only,
+    where Python delivers signals); the previous handler is restored after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -295,6 +295,36 @@ def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
         json.loads(p.read_text())
 
 
+def test_sigterm_to_the_run_stops_it_as_ctrl_c_does(tmp_path):
+    """``kill PID`` (a job scheduler's stop) had killed the parent at once: exit -15, its
+    folder's lock and its workers' semaphores left behind. It now stops the workers,
+    releases the lock, keeps the finished cells and says so in one line, exit 143."""
+    from bench.lock import LOCK
+
+    path = write_suite(tmp_path / "stop.yaml", seeds=40, attacks=[{"dlg": {"steps": 100}}])
+    out_dir = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
+           "--jobs", "2", "--trials", "1", "--quiet", "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    records = out_dir / "records"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # the parent alone, as `kill PID` sends it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "leaked semaphore" not in err, err
+    assert err.strip().splitlines()[-1] == ("leakbench: terminated (SIGTERM); finished cells "
+                                           "are kept, re-run to resume")
+    assert not (out_dir / LOCK).exists()  # released, not left for the next run to take over
+    written = list(records.glob("*.json"))
+    assert len(written) < 40, "the run had finished before the signal"
+    for p in written:
+        json.loads(p.read_text())
+
+
 def test_force_reruns_finished_cells(tmp_path):
     suite = make_suite()
     run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
