@@ -363,9 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:  # a forced run's unreached cells keep their old records
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"leakbench: {how}; finished cells are kept, " + (
+        kept = "" if args.command != "run" else "; finished cells are kept, " + (
             "the cells not reached keep their old records: --force again redoes every cell"
-            if getattr(args, "force", False) else "re-run to resume"), file=sys.stderr)
+            if getattr(args, "force", False) else "re-run to resume")
+        print(f"leakbench: {how}{kept}", file=sys.stderr)
         return 128 + (Terminated.signum if isinstance(e, Terminated) else signal.SIGINT)
 
 

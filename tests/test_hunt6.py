@@ -210,6 +210,19 @@ def test_an_interrupted_forced_run_does_not_promise_a_resume(tmp_path, capsys, m
         assert words in capsys.readouterr().err
 
 
+
+def test_an_interrupted_reading_command_promises_no_cells(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in `leakbench table` had said "finished cells are kept, re-run to resume"."""
+    import bench.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.cli, "cmd_table", interrupted)  # the parser is built in main
+    assert main(["table", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "leakbench: interrupted\n"
+
+
 def test_review_a_records_named_folder_a_utility_record_and_a_control_character(tmp_path):
     """From the review of the fixes above: a results folder named ``records`` holding
     check.json is no store part; a utility record uses no attack kernels, so it cannot have
