@@ -245,6 +245,7 @@ class Defense(Component):
     # its update transform reads the client's batch (Soteria's feature scores): after a
     # protocol-level link it would act on an aggregate of batches it never saw
     reads_batch: bool = False
+    in_aggregate: bool = False  # can run inside secure aggregation (noise: shares sum to it)
     # the data it works on: an update-level transform does not look at the data; a data-level
     # defense (MixUp) or one that reads image features (Soteria) declares {"image"}
     modalities: frozenset[str] = frozenset({"image", "text"})

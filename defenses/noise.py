@@ -20,6 +20,10 @@ class Noise(Defense):
     of variance `variance` (DLG quotes variances); one of the two, 1e-3 std when neither."""
 
     paper = "Zhu, Liu, Han. Deep Leakage from Gradients. NeurIPS 2019 (Sec. 5)"
+    # after secagg it is the aggregate's noise, made inside the protocol from the clients'
+    # shares (distributed DP, e.g. Kairouz, Liu, Steinke, ICML 2021), which the server never
+    # sees apart
+    in_aggregate = True
     params = (
         # both nullable, in a cell's identity only when set: cells that gave `scale` keep
         # the ids they had before `variance` existed

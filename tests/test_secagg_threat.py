@@ -176,6 +176,21 @@ def test_a_link_reading_the_batch_after_the_aggregate_is_refused_at_load():
     make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, "noise"]}])
 
 
+@pytest.mark.parametrize("later", ["prune", "topk", "clip", {"quantize": {"mode": "int8"}}])
+def test_an_update_link_no_protocol_runs_on_the_aggregate_is_refused_after_it(later):
+    """[secagg, prune] had run: the server observed a pruned aggregate, but the server is the
+    attacker and holds the aggregate before any such link. Noise stays: distributed DP
+    adds it inside the protocol from the clients' shares."""
+    from bench.suite import SuiteError
+
+    name = later if isinstance(later, str) else next(iter(later))
+    with pytest.raises(SuiteError, match=f"{name} after secagg would act on the aggregate, "
+                                         "which only the server"):
+        make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, later]}])
+    make_suite(defenses=[{"chain": [later, {"secagg": {"clients": 2}}]}])  # each client's own
+    make_suite(defenses=[{"chain": [{"secagg": {"clients": 2}}, "noise"]}])
+
+
 def test_the_aggregate_shows_no_quantisation_scale_of_the_private_client():
     """[quantize int8, secagg]: the private client's int8 scales (its own max|g|/127 per
     tensor) described its update, not the sum the server sees; they stay in the record."""

@@ -157,7 +157,9 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
     update- and protocol-level links before it; only data-level links may precede it. One
     protocol-level link at most: a second aggregate of an aggregate is not simulated. No
     link that reads the client's batch after a protocol-level one: it would act on the
-    aggregate from one client's data, which no party holds beside the aggregate. A defense
+    aggregate from one client's data, which no party holds beside the aggregate; nor an
+    update-level one that no protocol can run on the aggregate (any but noise): the server,
+    the attacker, would hold the sum before it. A defense
     once: a record keeps one ``defense_info`` entry per name (``mixup_coefficients``…), so a
     second link's would overwrite the first's."""
     classes = [DEFENSES.get(s.name).cls for s in chain]
@@ -173,6 +175,13 @@ def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
             raise SuiteError(f"{where}: {', '.join(blind)} reads the client's batch, but after "
                              f"{first} the update is an aggregate of batches it never "
                              f"saw; put {', '.join(blind)} before {first}")
+        outside = [s.name for s, cls in zip(chain[protocol[0] + 1:], classes[protocol[0] + 1:])
+                   if cls.level == "update" and not (cls.in_aggregate or cls.recomputes_update)]
+        if outside:  # the server is the attacker: it holds the aggregate before them
+            raise SuiteError(f"{where}: {', '.join(outside)} after {first} would act on the "
+                             f"aggregate, which only the server (the attacker) holds, so it "
+                             f"protects nothing; put {', '.join(outside)} before {first} "
+                             f"(each client's own update)")
     names = [s.name for s in chain]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
