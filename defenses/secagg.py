@@ -7,10 +7,12 @@ computed by the same client procedure (``bench.client.compute_update``: FedSGD g
 FedAvg delta) from the same model. The other clients run no defense of their own. In a
 chain, every data-level link transforms the private client's batch (``bench.defend`` applies
 all batch transforms before the update is computed, wherever the link stands); update-level
-links before ``secagg`` act on the private client's update only, those after it on the
-aggregate. With ``reduce: mean`` the aggregate is divided by K, which the server knows
-anyway: it is the gradient of the union of the K batches (equal batch sizes), the form an
-attack matches best. K = 1 leaves the update unchanged.
+links before ``secagg`` act on the private client's update only; after it only ``noise``
+(``in_aggregate``: made inside the protocol) may follow. With ``reduce: mean`` the aggregate
+is divided by K, which the server knows anyway: for FedSGD without BatchNorm in train mode
+it is the gradient of the union of the K batches (equal batch sizes; BatchNorm's batch
+statistics and FedAvg's local steps are per client), the form an attack matches best.
+K = 1 leaves the update unchanged.
 
 What the server observes is an update of K·B samples, and the protocol makes K (and the
 batch size) public: :meth:`SecAgg.observed_batch` declares K·B, so an attack is checked
