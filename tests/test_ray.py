@@ -502,6 +502,19 @@ def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(mo
     assert outcome.record.status == "error" and not ex._inflight and len(submitted) == 1
     assert "Ray worker died" in outcome.record.error and "1 retries" in outcome.record.error
     assert 3.5 <= outcome.record.timing["wall_seconds"] < 4.5  # the attempts' 2.5 + 1 s
+    # an attempt already past its limit when its worker dies is a timeout, not retried
+    late = FakeStream([(STARTED, {}, {})], ends=False)
+    ex._inflight = {late: _Running(cell, time.perf_counter())}
+    ex._collect(late, RunOptions())
+    ex._inflight[late].started -= 10.0
+    late.refs.append(ray.exceptions.WorkerCrashedError())
+    ((_, outcome),) = ex._collect(late, RunOptions())
+    assert outcome.record.status == "timeout" and len(submitted) == 1
+    # a failure Ray raises as a subclass of a system one is retried too
+    from bench.executors.ray import system_failure
+
+    assert system_failure(ray.exceptions.ObjectReconstructionFailedError("x"))
+    assert not system_failure(ValueError("the cell raised"))
 
 
 def test_a_joined_cluster_without_a_fitting_node_may_autoscale(monkeypatch, capsys):

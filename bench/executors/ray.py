@@ -144,8 +144,8 @@ def speaks_http2(conn: Any, seconds: float) -> bool:
 def system_failure(error: Exception) -> bool:
     """Whether a task failed because its worker or node did (worth another attempt), not
     because the cell raised."""
-    return type(error).__name__ in SYSTEM_FAILURES \
-        or type(getattr(error, "cause", None)).__name__ in SYSTEM_FAILURES
+    return any(c.__name__ in SYSTEM_FAILURES  # subclasses too (ObjectReconstructionFailed…)
+               for e in (error, getattr(error, "cause", None)) for c in type(e).__mro__)
 
 
 def failure_cause(error: Exception, max_retries: int) -> str:
@@ -295,16 +295,21 @@ class RayExecutor:
             except (StopIteration, self.ray.exceptions.RayError) as e:
                 del self._inflight[stream]
                 now = time.perf_counter()
+                over = running.begun and now - running.started > task_timeout(
+                    running.task, self.timeout)  # past its limit: a timeout, not a retry
                 if len(running.finished) < len(cells) and not isinstance(e, StopIteration) \
-                        and system_failure(e) and running.attempt < self.max_retries:
+                        and system_failure(e) and running.attempt < self.max_retries \
+                        and not over:
                     self._submit(replace(running, started=now, begun=False,
                                          attempt=running.attempt + 1,
                                          spent=running.elapsed(now)), options)
                 elif len(running.finished) < len(cells):
-                    error = ("the Ray task ended without this cell's outcome"
+                    error = (timeout_error(running.task, self.timeout) if over else
+                             "the Ray task ended without this cell's outcome"
                              if isinstance(e, StopIteration) else
                              failure_cause(e, self.max_retries))
-                    out += task_failure(running.task, "error", error, options,
+                    out += task_failure(running.task, "timeout" if over else "error", error,
+                                        options,
                                         running.elapsed(now), torch.device(self.device),
                                         frozenset(running.finished))
                 return out
