@@ -42,7 +42,7 @@ from bench.leaderboard.frames import (
     shared_pass,
 )
 from bench.leaderboard.text_tables import records_metric
-from bench.leaderboard.uncertainty import LEVEL, seed_values, t_interval
+from bench.leaderboard.uncertainty import LEVEL, metric_interval, seed_values
 from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
 from bench.metrics.base import fixed
@@ -250,7 +250,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         seeds = seed_values(group, m.name, m.higher_is_better, pool=scenario,  # as the tables
                             no_floor_value=m.no_floor_value)
         finite = seeds["value"].map(math.isfinite)
-        iv = t_interval(list(seeds["value"][finite]))
+        iv = metric_interval(list(seeds["value"][finite]), m.share)  # the tables' ±
         # the prediction interval leaves the re-run seed out: the fresh value is a draw of
         # that seed, not independent of its committed value
         others = [v for i, v in seeds["value"][finite].items()

@@ -250,7 +250,7 @@ def test_a_failed_seed_of_an_attack_that_infers_labels_recovered_none():
     assert s.loc["infers", "label_acc"] == pytest.approx(2 / 3)
     assert s.loc["infers", "label_acc_n"] == 3 and s.loc["given", "label_acc_n"] == 0
     table = attack_tables(df)[0].frame.set_index("Attack")
-    assert table.loc["infers", "Label acc"].startswith("0.67 ± ")
+    assert table.loc["infers", "Label acc"].startswith("0.67 [")  # a share: Wilson's
     assert table.loc["given", "Label acc"] == "n/a"
     p = pivot(records, value="label_acc")
     assert p.cell("none", "infers")["mean"] == pytest.approx(2 / 3)
@@ -437,3 +437,34 @@ def test_a_mean_that_rounds_to_zero_is_never_shown_as_minus_zero():
     assert [fixed(v, 3) for v in (-5e-6, -0.0004, -0.0006, -0.0, 0.0, -2.5)] == [
         "0.000", "0.000", "-0.001", "0.000", "0.000", "-2.500"]
     assert fixed(-0.4, 0) == "0" and fixed(-12.345, 2) == "-12.35"
+
+
+def test_a_share_metric_takes_wilsons_interval_so_all_0_or_all_1_seeds_are_no_point():
+    """Label accuracy at batch 1 is 0 or 1 per seed: two seeds of 1 against two of 0 were
+    "1.00 ± 0.00" and "0.00 ± 0.00", clearly separated in ranks, daggers and diff."""
+    from bench.leaderboard.uncertainty import clearly_better, metric_interval
+    from bench.metrics import get_metric
+
+    assert [get_metric(m).share for m in ("label_acc", "exact", "token_acc")] == [True] * 3
+    assert not any(get_metric(m).share for m in ("psnr", "ssim", "rouge1"))
+    ones, zeros = metric_interval([1.0, 1.0], share=True), metric_interval([0.0, 0.0], True)
+    assert ones.low < zeros.high and not clearly_better(ones, zeros, True)
+    assert clearly_better(metric_interval([1.0, 1.0]), metric_interval([0.0, 0.0]), True)
+    assert ones.format(2) == "1.00 [0.34, 1.00]" and zeros.format(2) == "0.00 [0.00, 0.66]"
+    assert metric_interval([1.0], share=True).format(2) == "1.00 ± n/a"
+    assert metric_interval([1.0, 3.0]).format(2) == "2.00 ± 12.71"  # t: centred, as before
+
+
+def test_a_share_metric_must_run_from_0_to_1():
+    from bench.metrics import Metric, register_metric
+
+    class Odd(Metric):
+        """A share whose best is 100: not a share of trials."""
+
+        name, label, modality, higher_is_better, kind = "odd_share", "Odd", "image", True, \
+            "per_item"
+        digits, order, best, worst, share = 2, 99, 100.0, 0.0, True
+        compute = staticmethod(lambda o, r: 0.0)
+
+    with pytest.raises(TypeError, match="share must be a bool, and a share's best 1"):
+        register_metric(Odd)

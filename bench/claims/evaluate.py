@@ -33,12 +33,13 @@ from bench.leaderboard.uncertainty import (
     UNBATCHED,
     Interval,
     clearly_better,
+    metric_interval,
     per_private_batch,
     seed_values,
     t_interval,
     wilson_interval,
 )
-from bench.metrics.base import fixed
+from bench.metrics.base import METRICS, get_metric
 
 HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
 VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_JUDGED)
@@ -99,7 +100,6 @@ def _show(metric: str, iv: Interval) -> str:
     if iv.mean is None:
         return f"n/a (n={iv.n})"
     digits = 2 if metric in (SUCCESS, RISK_INDEX) else _digits(metric)
-    half = "n/a" if iv.half is None else fixed(iv.half, digits)
     if metric == SUCCESS:  # a Wilson interval: not symmetric about the rate
         wins = iv.mean * iv.n  # a private batch pooling cells adds its share of successes
         count = f"{round(wins)}" if abs(wins - round(wins)) < 1e-9 else f"{wins:.1f}"
@@ -107,7 +107,7 @@ def _show(metric: str, iv: Interval) -> str:
         return f"{count}/{iv.n} = {iv.mean:.2f} [{bounds}]"
     if metric == RISK_INDEX:
         return f"{iv.mean:.4f}"
-    return f"{fixed(iv.mean, digits)} ± {half} (n={iv.n})"
+    return f"{iv.format(digits)} (n={iv.n})"  # a share: [its Wilson interval]
 
 
 def _digits(metric: str) -> int:
@@ -213,7 +213,9 @@ def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Int
     values = cells[f"value:{metric}"]
     if "scenario_seed" in cells:  # one value per private batch: pooled cells are no new seed
         values = per_private_batch(values, cells["scenario_seed"])
-    return wilson_interval(values) if metric == SUCCESS else t_interval(values)
+    if metric == SUCCESS:
+        return wilson_interval(values)
+    return metric_interval(values, metric in METRICS and get_metric(metric).share)
 
 
 def _batch_means(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> pd.Series:

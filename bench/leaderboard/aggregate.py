@@ -17,12 +17,13 @@ from bench.leaderboard.uncertainty import (
     OWN_FLOOR,
     SCENARIO_FLOOR,
     Interval,
+    metric_interval,
     pool_floors,
     seed_values,
     shared_ranks,
     t_interval,
 )
-from bench.metrics import Metric, get_metric, list_metrics
+from bench.metrics import METRICS, Metric, get_metric, list_metrics
 
 HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
 TEXT_HEADLINE = "rouge1"  # … in a text scenario
@@ -59,7 +60,7 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
                 continue
             values = seed_values(g, m.name, m.higher_is_better, floors=floors[m.name],
                                  no_floor_value=m.no_floor_value)
-            iv = t_interval(values["value"])
+            iv = metric_interval(values["value"], m.share)
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,
                         f"{m.name}_converged": _mean(ok[m.name]),
@@ -89,7 +90,8 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
 
     n = row.get(f"{name}_n")
     n = 0 if n is None or pd.isna(n) else int(n)
-    return Interval(get(name), get(f"{name}_ci_low"), get(f"{name}_ci_high"), n)
+    share = name in METRICS and get_metric(name).share  # a Wilson interval (metric_interval)
+    return Interval(get(name), get(f"{name}_ci_low"), get(f"{name}_ci_high"), n, not share)
 
 
 def _mean(s: pd.Series) -> float | None:

@@ -7,8 +7,8 @@ Every number agrees with the leaderboard: a cell's seeds are its records that ra
 ones are no seeds), a diverged, failed or timed-out seed enters at its floor, pooled over its
 scenario as the leaderboard pools it (:func:`~bench.leaderboard.uncertainty.seed_values`),
 a pooled axis's cells on one private batch enter at their mean (one seed), and the interval
-is the same two-sided 95% Student-t one
-(:func:`~bench.leaderboard.uncertainty.t_interval`). The best entry of each row (or column) is
+is the same two-sided 95% one (:func:`~bench.leaderboard.uncertainty.metric_interval`:
+Student's t, Wilson's for a share such as label accuracy). The best entry of each row (or column) is
 bold; an entry that could also rank first — no entry of its row has an interval wholly on the
 better side of its own, its shared leaderboard rank includes 1 — is marked with a dagger.
 Same records, same options: byte-identical output (stable order, fixed decimals, no clock).
@@ -32,15 +32,15 @@ from bench.leaderboard.uncertainty import (
     LEVEL,
     MISSING,
     Interval,
+    interval_text,
+    metric_interval,
     per_private_batch,
     seed_values,
     shared_ranks,
-    t_interval,
 )
 from bench.leaderboard.where import AXES, NAMED, WHERE, parse_where
 from bench.markdown import pipe_table
 from bench.metrics import Metric, list_metrics
-from bench.metrics.base import fixed
 from bench.outputs import write_output
 from bench.paths import store_problem
 from bench.registry import LeakbenchError, short, suggest
@@ -134,16 +134,18 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                              f"seed(s) the table would show{hint}")
     groups = {(r, c): g for (r, c), g in df.groupby([rows, cols], sort=False)}
     # a seed is a private batch: cells a pooled axis puts on one enter at their mean
-    intervals = {k: t_interval(per_private_batch(g["_value"], g["scenario_seed"]))
+    intervals = {k: metric_interval(per_private_batch(g["_value"], g["scenario_seed"]),
+                                    metric.share)
                  for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
     flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better,
                    metric.digits)
     cells = pd.DataFrame(
         [{"row": r, "col": c, "mean": iv.mean, "low": iv.low, "high": iv.high,
-          "half": iv.half, "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1]}
+          "half": iv.half, "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1],
+          "centred": iv.centred}
          for r in row_values for c in col_values if (iv := intervals.get((r, c)))],
-        columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied"])
+        columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied", "centred"])
     pooled = {a: _order(a, set(df[a])) for a in AXES
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
     missing = sum(int((g["_source"] == MISSING).sum()) for g in groups.values()
@@ -223,17 +225,14 @@ def _flags(intervals: dict[tuple[str, str], Interval], row_values: list[str],
 
 # --- rendering -------------------------------------------------------------------------------
 
-def _number(v: float | None, digits: int) -> str:
-    return "n/a" if v is None or pd.isna(v) else fixed(v, digits)
-
-
 def cell_text(cell: dict[str, Any] | None, digits: int) -> str:
     """``12.70 ± 6.39``; ``± n/a`` for one seed; ``n/a`` without a value; ``–`` no seeds."""
     if cell is None:
         return "–"
     if cell["mean"] is None or pd.isna(cell["mean"]):
         return "n/a"
-    return f"{_number(cell['mean'], digits)} ± {_number(cell['half'], digits)}"
+    return interval_text(*(None if pd.isna(cell[k]) else float(cell[k])
+                           for k in ("mean", "low", "high")), digits, bool(cell["centred"]))
 
 
 def default_caption(p: Pivot) -> str:
@@ -244,9 +243,11 @@ def default_caption(p: Pivot) -> str:
     counts = ("at its floor" if m.no_floor_value is None
               else f"as {m.no_floor_value:g} (the metric has no floor)")
     shown = " (shown where it varies)" if len(ns) > 1 else ""
+    spread = (f"and its two-sided {LEVEL:.0%} Wilson interval (a share; n/a for one seed)"
+              if m.share else f"± the half-width of the two-sided {LEVEL:.0%} Student-t "
+              "interval (n/a for one seed)")
     text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
-            f"± the half-width of the two-sided {LEVEL:.0%} Student-t interval (n/a for one "
-            f"seed); n = {n} {'seed' if n == '1' else 'seeds'} per cell{shown}; a diverged, "
+            f"{spread}; n = {n} {'seed' if n == '1' else 'seeds'} per cell{shown}; a diverged, "
             f"failed or timed-out seed counts {counts}.")
     if p.missing:
         text += (f" {p.missing} diverged or failed seed(s) have no floor for {m.name}: left out "

@@ -74,7 +74,9 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
 
 ATTACK_NOTE = (
     "Each metric: mean over the n seeds run ± the half-width of its 95% Student-t interval "
-    "(n/a for n = 1). A diverged, failed or timed-out seed counts at its floor (the score of "
+    "(n/a for n = 1); label accuracy, a share of labels: [its 95% Wilson interval], which "
+    "does not shrink to a point where every seed is 0 or 1. A diverged, failed or timed-out "
+    "seed counts at its floor (the score of "
     "a uniform mid-grey guess, 0.5 in every pixel) and under Diverged/Failed; "
     "none is dropped. Rank: one number where the attack's interval overlaps no other's; a "
     "shared range a–b otherwise, from 1 + the attacks whose interval lies wholly above its "

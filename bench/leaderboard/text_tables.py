@@ -88,7 +88,8 @@ def protocol_text(df: pd.DataFrame) -> list[str]:
         "one-to-one to the originals (Hungarian, on the positions that agree) and scored per "
         "sequence, [PAD] left out: token accuracy (the original's tokens recovered at their "
         "position), exact match, and ROUGE-1/2/L F-measures (`rouge-score`). Means over every "
-        "seed run ± 95% Student-t half-widths, failed seeds at an empty guess's score. "
+        "seed run ± 95% Student-t half-widths (token accuracy and exact match, shares: [95% "
+        "Wilson intervals]), failed seeds at an empty guess's score. "
         f"A run succeeds when its mean {' or '.join(rules) or 'ROUGE-1 ≥ 0.5'}.",
     ]
 

@@ -49,6 +49,7 @@ class Interval:
     low: float | None
     high: float | None
     n: int
+    centred: bool = True  # a t-interval; Wilson's is not centred on its mean (shown [lo, hi])
 
     @property
     def half(self) -> float | None:
@@ -56,11 +57,21 @@ class Interval:
         return None if self.low is None or self.high is None else (self.high - self.low) / 2
 
     def format(self, digits: int) -> str:
-        """``12.70 ± 6.39``; ``12.70 ± n/a`` for one seed (never ± 0); ``n/a`` for none."""
-        if self.mean is None:
-            return "n/a"
-        half = "n/a" if self.half is None else fixed(self.half, digits)
-        return f"{fixed(self.mean, digits)} ± {half}"
+        """``12.70 ± 6.39``; ``12.70 ± n/a`` for one seed (never ± 0); ``n/a`` for none;
+        ``1.00 [0.34, 1.00]`` for an interval not centred on its mean (Wilson's)."""
+        return interval_text(self.mean, self.low, self.high, digits, self.centred)
+
+
+def interval_text(mean: float | None, low: float | None, high: float | None, digits: int,
+                  centred: bool = True) -> str:
+    """How a table shows a mean and its interval (:meth:`Interval.format`)."""
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{fixed(mean, digits)} ± n/a"
+    if centred:
+        return f"{fixed(mean, digits)} ± {fixed((high - low) / 2, digits)}"
+    return f"{fixed(mean, digits)} [{fixed(low, digits)}, {fixed(high, digits)}]"
 
 
 def t_interval(values: Sequence[float | None] | pd.Series, level: float = LEVEL) -> Interval:
@@ -117,7 +128,16 @@ def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     low = 0.0 if p == 0 else max(0.0, centre - half)  # exact ends: no 3e-18 in check.json
     high = 1.0 if p == 1 else min(1.0, centre + half)
-    return Interval(p, low, high, n)
+    return Interval(p, low, high, n, centred=False)
+
+
+def metric_interval(values: Sequence[float | None] | pd.Series, share: bool = False
+                    ) -> Interval:
+    """A row's interval of a metric: Wilson's for a metric whose values are shares of trials
+    (``Metric.share``: label accuracy, exact match, token accuracy), whose t-interval is a
+    point where every seed is 0 or every seed is 1 ("1.00 ± 0.00" after two seeds, and
+    "clearly better" than "0.00 ± 0.00"); Student's t otherwise."""
+    return wilson_interval(values) if share else t_interval(values)
 
 
 def clearly_better(a: Interval, b: Interval, higher_is_better: bool) -> bool:

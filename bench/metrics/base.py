@@ -50,6 +50,9 @@ class Metric:
     no_floor_value: ClassVar[float | None] = None  # a failed seed's value: no floor is scored
     needs_weights: ClassVar[bool] = False  # a local weights file; n/a without it
     leaderboard: ClassVar[bool] = True  # a column of the attack tables
+    # each value a share of trials in [0, 1] (labels right, 0/1 exact): rows take Wilson's
+    # interval, since a t-interval of all-0 or all-1 seeds is a point ("± 0", "separated")
+    share: ClassVar[bool] = False
     compute: ClassVar[Callable[..., Any]]
 
     @classmethod
@@ -107,6 +110,8 @@ def register_metric(cls: M) -> M:
         (cls.kind in KINDS, f"kind not in {KINDS}"),
         (cls.inputs in INPUTS, f"inputs not in {INPUTS}"),
         (isinstance(cls.higher_is_better, bool), "higher_is_better is not a bool"),
+        (isinstance(cls.share, bool) and (not cls.share or (cls.best, cls.worst) == (1, 0)),
+         "share must be a bool, and a share's best 1 and worst 0"),
         (isinstance(cls.digits, int) and cls.digits >= 0, "digits is not an int ≥ 0"),
         (isinstance(cls.order, int), "order is not an int"),
         (callable(cls.compute), "compute is not callable"),
