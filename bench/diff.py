@@ -57,7 +57,7 @@ from bench.leaderboard.frames import (
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.markdown import pipe_table
-from bench.metrics import get_metric, resolve_per_item
+from bench.metrics import fixed, get_metric, resolve_per_item
 from bench.paths import store_problem
 from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
@@ -170,6 +170,12 @@ def all_failed(row: pd.Series) -> bool:
     return not pd.isna(n) and int(n) > 0 and not pd.isna(ok) and int(ok) == 0
 
 
+def finished_some(row: pd.Series) -> bool:
+    """Whether a seed of an aggregated row finished (``ok``)."""
+    ok = row.get("n_ok")
+    return not pd.isna(ok) and int(ok) > 0
+
+
 def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
     """B against A: regression, improvement, unchanged (overlap) or not judged (no interval)."""
     if None in (a.low, a.high, b.low, b.high):
@@ -244,6 +250,10 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
                 change = REGRESSION  # no seed of B finished, none had a floor: no value
             elif ia.n == 0 and all_failed(ra[0]):  # type: ignore[index]
                 change = IMPROVEMENT
+            elif all_failed(rb[0]) and finished_some(ra[0]):  # type: ignore[index]
+                # B finished no seed of the row: its floors (a mid-grey guess) can sit above
+                # A's finished values, which had read as an improvement
+                change = REGRESSION
             else:
                 change = judge(ia, ib, m.higher_is_better)
             rows.append(RowChange(key, m.name, change, ia, ib))
@@ -277,7 +287,7 @@ def _row_table(rows: list[RowChange]) -> str:
     table = []
     for r in rows:
         digits = get_metric(r.metric).digits
-        delta = "—" if r.delta is None else f"{r.delta:+.{digits}f}"
+        delta = "—" if r.delta is None else signed(r.delta, digits)
         table.append({"Scenario": scenario_title(r.key[:len(SCENARIO)]),
                       "Defense": r.key[-2], "Attack": r.key[-1], "Metric": r.metric,
                       "A": _fmt_iv(r.a, digits), "B": _fmt_iv(r.b, digits), "Δ mean": delta})
@@ -290,9 +300,18 @@ def _cell_table(cells: list[CellChange]) -> str:
     return pipe_table(table)
 
 
+def signed(value: float, digits: int) -> str:
+    """``+0.12``, ``-0.12``; ``+0.00`` for a change that rounds to zero (never ``-0.00``)."""
+    text = fixed(value, digits)
+    return text if text.startswith("-") else f"+{text}"
+
+
 def _means_differ(r: RowChange) -> bool:
-    a = None if r.a is None else r.a.mean
-    b = None if r.b is None else r.b.mean
+    """Whether a row's means differ as shown (a 1e-9 change printed as "+0.00" had been
+    listed as differing, with the same text on both sides)."""
+    digits = get_metric(r.metric).digits
+    a, b = (None if iv is None or iv.mean is None else fixed(iv.mean, digits)
+            for iv in (r.a, r.b))
     return a != b
 
 

@@ -401,3 +401,27 @@ def test_the_false_alarm_rate_the_report_states() -> None:
         ia, ib = t_interval(a.tolist()), t_interval(b.tolist())
         flagged += clearly_better(ia, ib, True) or clearly_better(ib, ia, True)
     assert 0.002 < flagged / pairs < 0.01
+
+
+def test_a_row_whose_seeds_all_diverge_in_b_is_a_regression_not_an_improvement(
+        base, tmp_path, capsys) -> None:
+    """Every seed ok → diverged: B's floors (a mid-grey guess's score) sat above A's low
+    finished values, and the row was listed as an improvement, exit 0."""
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] and r["psnr_ci_high"] < 30)
+    for cid in cells_of(df, row):  # diverged, and scored at a floor far above A's values
+        rewrite(b, cid, lambda r: (r.update(status="diverged", error="NaN"),
+                                   r["floor_metrics"].update(psnr=99.0)))
+    result = diff(QUICK, b)
+    (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert change.change == REGRESSION and result.regressed
+    code, out, _ = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 1 and "-0.00" not in out and "- improvements: 0" in out
+
+
+def test_a_change_that_rounds_to_zero_prints_no_minus_zero() -> None:
+    from bench.diff import signed
+
+    assert [signed(v, 2) for v in (-1e-9, 1e-9, 0.0, -0.126, 0.126)] == [
+        "+0.00", "+0.00", "+0.00", "-0.13", "+0.13"]
