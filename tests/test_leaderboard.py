@@ -320,3 +320,31 @@ def test_csv_export_writes_structures_as_json():
     assert json.loads(rows[0]["success_rule"]) == {"metric": "rouge1", "at_most": None}
     assert json.loads(rows[0]["text_pairs"]) == [{"correct": [True, False]}]
     assert rows[1]["success_rule"] == "" and rows[1]["psnr"] == "2.0"
+
+
+def test_text_tables_show_converged_only_and_say_which_seeds_had_no_floor(tmp_path):
+    """The image tables did both; the text tables left the seeds without a floor out of the
+    means and n in silence, with no converged-only column (a statistics hunt)."""
+    import json
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "results" / "text" / "records"
+    records = {p.name: json.loads(p.read_text()) for p in sorted(src.glob("*.json"))}
+    first = next(iter(records.values()))
+    same = [(n, r) for n, r in records.items()
+            if (r["batch_size"], r.get("victim"), r["dataset_label"], r["arch_label"])
+            == (first["batch_size"], first.get("victim"), first["dataset_label"],
+                first["arch_label"])]
+    row = [(n, r) for n, r in same if (r["defense_label"], r["attack_label"])
+           == (first["defense_label"], first["attack_label"]) and r["status"] == "ok"][:2]
+    assert len(row) == 2
+    for _, r in same:
+        r.pop("floor_metrics", None)
+    for _, r in row:
+        r.update(status="diverged", error="NaN", metrics=None)
+    (tmp_path / "records").mkdir()
+    for name, r in records.items():
+        (tmp_path / "records" / name).write_text(json.dumps(r))
+    text = write_leaderboard(tmp_path, "markdown").read_text()
+    assert "ROUGE-1 converged only" in text
+    assert "2 diverged or failed seed(s) had no floor to count at" in text

@@ -18,7 +18,7 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
 )
 from bench.leaderboard.frames import scenario_title
-from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell
+from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell, _converged, _missing_note
 from bench.leaderboard.uncertainty import format_rank
 from bench.markdown import Markdown
 from bench.metrics import Metric, fixed, format_value, get_metric, list_metrics
@@ -96,6 +96,7 @@ def protocol_text(df: pd.DataFrame) -> list[str]:
 
 def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     h = text_headline()
+    unstable = bool((summary["n_ok"] < summary["n"]).any())  # as the image tables
     rows = []
     for _, r in rank_attacks(summary, h).iterrows():
         row: dict[str, Any] = {"Defense": r["defense"],
@@ -103,6 +104,8 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
                                "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
         for m in text_metrics():
             row[m.header()] = _cell(m, r)
+            if m.name == h.name and unstable:
+                row[f"{m.header()} converged only"] = _converged(h, r)
         row.update({"Success": f"{r['n_success']}/{r['n']}",
                     "Median time (s)": format_value(r["time"], 2),
                     "Grad evals": format_value(r["grad_evals"], 0),
@@ -213,12 +216,17 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
     tables = []
     for key, g, summary in scenario_summaries(df):
         title = scenario_title(key)
+        missing = _missing_note(summary, text_metrics())  # seeds left out of n: say so
+        converged = "" if (summary["n_ok"] == summary["n"]).all() else (
+            f" {h.label} converged only: the mean over finished seeds alone (n of them), "
+            "shown where a seed diverged or failed.")
         tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
-                            note=TEXT_NOTE.replace("Rank:", f"Rank (by {h.label}):")))
+                            note=TEXT_NOTE.replace("Rank:", f"Rank (by {h.label}):")
+                            + missing + converged))
         tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run; ranks shared where "
-                                 "intervals overlap."))
+                                 "intervals overlap." + missing))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
         if sentences:
