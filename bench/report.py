@@ -64,7 +64,9 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                       fid_kid_of_group(originals, recons, weights, min_group, feature_layer))
             rows.append({"Scenario": scenario_title(key), "Defense": defense, "Attack": attack,
                          "Images": result["n"], fid.header(): fid.format(result["fid"]),
-                         kid.header(): kid.format(result["kid"]), "Note": result["reason"] or ""})
+                         kid.header(): kid.format(result["kid"]),
+                         "KID std": kid.format(result.get("kid_std")),  # over random halves
+                         "Note": result["reason"] or ""})
     return pd.DataFrame(rows)
 
 
