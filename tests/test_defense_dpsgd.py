@@ -460,3 +460,7 @@ def test_mixing_other_items_before_dpsgd_voids_its_epsilon_in_both_tracks(tmp_pa
         else:
             assert privacy["epsilon"] > 0, r["kind"]
     assert {r["kind"] for r in records} == {"attack", "utility"} and len(records) == 4
+    from bench.leaderboard import write_leaderboard
+
+    table = write_leaderboard(tmp_path, "markdown").read_text()
+    assert f"No ε for {name}" in table and "per-item accountant does not bound" in table

@@ -74,6 +74,7 @@ def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None =
             "torch": prov.get("torch"), "leakbench": prov.get("leakbench"),
             "git_commit": prov.get("git_commit"),
             "epsilon": (r.get("defense_info") or {}).get("epsilon"),
+            "epsilon_note": (r.get("defense_info") or {}).get("epsilon_note"),
             "error": r.get("error"),
             "picture": r.get("picture"),
             "modality": record_modality(r), "text_pairs": r.get("text_pairs"),
