@@ -58,6 +58,7 @@ from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval, clearly_better
 from bench.markdown import pipe_table
 from bench.metrics import fixed, get_metric, resolve_per_item
+from bench.metrics.base import signed
 from bench.paths import store_problem
 from bench.records import FAILURE_STATUSES, record_modality
 from bench.registry import LeakbenchError
@@ -170,12 +171,6 @@ def all_failed(row: pd.Series) -> bool:
     return not pd.isna(n) and int(n) > 0 and not pd.isna(ok) and int(ok) == 0
 
 
-def finished_some(row: pd.Series) -> bool:
-    """Whether a seed of an aggregated row finished (``ok``)."""
-    ok = row.get("n_ok")
-    return not pd.isna(ok) and int(ok) > 0
-
-
 def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
     """B against A: regression, improvement, unchanged (overlap) or not judged (no interval)."""
     if None in (a.low, a.high, b.low, b.high):
@@ -250,7 +245,7 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
                 change = REGRESSION  # no seed of B finished, none had a floor: no value
             elif ia.n == 0 and all_failed(ra[0]):  # type: ignore[index]
                 change = IMPROVEMENT
-            elif all_failed(rb[0]) and finished_some(ra[0]):  # type: ignore[index]
+            elif all_failed(rb[0]) and (ra[0].get("n_ok") or 0) > 0:  # type: ignore[index]
                 # B finished no seed of the row: its floors (a mid-grey guess) can sit above
                 # A's finished values, which had read as an improvement
                 change = REGRESSION
@@ -298,12 +293,6 @@ def _cell_table(cells: list[CellChange]) -> str:
     table = [{"Cell": c.cell_id, "Row": c.label, "A": c.a_status or "—",
               "B": c.b_status or "—"} for c in cells]
     return pipe_table(table)
-
-
-def signed(value: float, digits: int) -> str:
-    """``+0.12``, ``-0.12``; ``+0.00`` for a change that rounds to zero (never ``-0.00``)."""
-    text = fixed(value, digits)
-    return text if text.startswith("-") else f"+{text}"
 
 
 def _means_differ(r: RowChange) -> bool:

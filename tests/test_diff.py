@@ -421,7 +421,7 @@ def test_a_row_whose_seeds_all_diverge_in_b_is_a_regression_not_an_improvement(
 
 
 def test_a_change_that_rounds_to_zero_prints_no_minus_zero() -> None:
-    from bench.diff import signed
+    from bench.metrics.base import signed
 
     assert [signed(v, 2) for v in (-1e-9, 1e-9, 0.0, -0.126, 0.126)] == [
         "+0.00", "+0.00", "+0.00", "-0.13", "+0.13"]

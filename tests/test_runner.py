@@ -264,11 +264,10 @@ def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     assert not list(records.glob(".*.tmp"))
 
 
-def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
-    """Ctrl-C signals the whole process group: every worker printed a KeyboardInterrupt
-    traceback before the parent's one line."""
-    # long enough (40 cells of 100 steps, interrupted after the first) that the run is still
-    # going when the signal comes on any machine: at 6 short cells it had sometimes finished
+def _stopped_run(tmp_path, send) -> tuple[int, str, Path]:
+    """A 40-cell run, ``send(pid)`` once its first record is written: (exit status, stderr,
+    out folder). Long enough (40 cells of 100 steps) that the run is still going when the
+    signal comes on any machine: at 6 short cells it had sometimes finished."""
     path = write_suite(tmp_path / "stop.yaml", seeds=40, attacks=[{"dlg": {"steps": 100}}])
     out_dir = tmp_path / "out"
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
@@ -283,16 +282,23 @@ def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
     deadline = time.time() + 600
     while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
+    send(proc.pid)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert err.strip().splitlines()[-1] == ("leakbench: interrupted; finished cells are "
-                                           "kept, re-run to resume")
     written = list(records.glob("*.json"))
     assert len(written) < 40, "the run had finished before the signal"
     for p in written:  # what was written is whole
         json.loads(p.read_text())
+    return proc.returncode, err, out_dir
+
+
+def test_ctrl_c_is_one_line_from_the_parent_and_keeps_finished_cells(tmp_path):
+    """Ctrl-C signals the whole process group: every worker printed a KeyboardInterrupt
+    traceback before the parent's one line."""
+    code, err, _ = _stopped_run(tmp_path, lambda pid: os.killpg(pid, signal.SIGINT))
+    assert code == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == ("leakbench: interrupted; finished cells are "
+                                           "kept, re-run to resume")
 
 
 def test_sigterm_to_the_run_stops_it_as_ctrl_c_does(tmp_path):
@@ -301,28 +307,13 @@ def test_sigterm_to_the_run_stops_it_as_ctrl_c_does(tmp_path):
     releases the lock, keeps the finished cells and says so in one line, exit 143."""
     from bench.lock import LOCK
 
-    path = write_suite(tmp_path / "stop.yaml", seeds=40, attacks=[{"dlg": {"steps": 100}}])
-    out_dir = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
-           "--jobs", "2", "--trials", "1", "--quiet", "--no-leaderboard"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    records = out_dir / "records"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (records.is_dir() and list(records.glob("*.json"))):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGTERM)  # the parent alone, as `kill PID` sends it
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    # the parent alone, as `kill PID` sends it
+    code, err, out_dir = _stopped_run(tmp_path, lambda pid: os.kill(pid, signal.SIGTERM))
+    assert code == 143, err
     assert "Traceback" not in err and "leaked semaphore" not in err, err
     assert err.strip().splitlines()[-1] == ("leakbench: terminated (SIGTERM); finished cells "
                                            "are kept, re-run to resume")
     assert not (out_dir / LOCK).exists()  # released, not left for the next run to take over
-    written = list(records.glob("*.json"))
-    assert len(written) < 40, "the run had finished before the signal"
-    for p in written:
-        json.loads(p.read_text())
 
 
 def test_force_reruns_finished_cells(tmp_path):

@@ -94,6 +94,12 @@ def fixed(value: float, digits: int) -> str:
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
+def signed(value: float, digits: int) -> str:
+    """A change: ``+0.12``, ``-0.12``; ``+0.00`` where it rounds to zero (never ``-0.00``)."""
+    text = fixed(value, digits)
+    return text if text.startswith("-") else f"+{text}"
+
+
 M = TypeVar("M", bound=type[Metric])
 
 
