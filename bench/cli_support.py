@@ -117,7 +117,8 @@ class Terminated(KeyboardInterrupt):
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` while the block runs (in the main thread only,
     where Python delivers signals); the previous handler is restored after it."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # an inherited ignore stays
         yield
         return
 
@@ -127,5 +128,5 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler set outside Python, restored as the default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

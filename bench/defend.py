@@ -47,7 +47,7 @@ def voided_privacy(info: dict[str, Any], chain: Sequence[Defense]) -> dict[str, 
     if not mixers or info.get("epsilon") is None:
         return info
     return {**info, "epsilon": None,
-            "epsilon_note": f"no ε: {', '.join(mixers)} mixes each item with other training "
+            "epsilon_note": f"{', '.join(mixers)} mixes each item with other training "
                             f"items before the update, which the per-item accountant does not "
                             f"bound (an item enters other rows and other steps as a partner)"}
 

@@ -249,6 +249,8 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
                 # B finished no seed of the row: its floors (a mid-grey guess) can sit above
                 # A's finished values, which had read as an improvement
                 change = REGRESSION
+            elif all_failed(ra[0]) and (rb[0].get("n_ok") or 0) > 0:  # type: ignore[index]
+                change = IMPROVEMENT  # the mirror: finished values below A's floors
             else:
                 change = judge(ia, ib, m.higher_is_better)
             rows.append(RowChange(key, m.name, change, ia, ib))

@@ -203,7 +203,9 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
     text = ["# FID and KID of reconstructions, pooled per leaderboard group", "",
             f"Reconstructions of a group's finished cells, pooled over seeds, against the "
             f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
-            f"Features: {'; '.join(sorted(used)) or 'none (no group large enough)'}.", "",
+            "KID: the mean over 100 random halves of the group; KID std: their spread, an "
+            "estimate of the KID's sampling error. Features: "
+            f"{'; '.join(sorted(used)) or 'none (no group large enough)'}.", "",
             pipe_table(table)]  # fixed decimals, as formatted
     path = out_dir / "attack_quality.md"
     write_atomic(path, "\n".join(text) + "\n")

@@ -115,7 +115,9 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
     lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
     lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "
-                 f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images).")
+                 f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
+                 "KID: the mean over 100 random halves of the group; KID std: their spread, "
+                 "an estimate of the KID's sampling error.")
     if not fid.empty:
         lines += ["", pipe_table(fid)]
     lines += ["", "## Gallery", "",

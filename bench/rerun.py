@@ -261,7 +261,10 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         committed = (by_id[cid].get("metrics") or {}).get(m.name)
         checks.append(Check(cid, _row_label(row), iv.n, iv.mean,
                             _within(None if iv.low is None else (iv.low, iv.high), m.bounds()),
-                            _within(prediction_interval(others), m.bounds()), committed, value,
+                            # a share's seeds all 0 or all 1 would make a point of the
+                            # normal model's interval: no prediction for shares
+                            None if m.share else _within(prediction_interval(others), m.bounds()),
+                            committed, value,
                             rec.status, m.name, shared_pass(by_id[cid]), rec.error))
     return checks
 

@@ -699,3 +699,20 @@ def load_claims_text(tmp_path: Path) -> list:
     path = tmp_path / "one.claims.yaml"
     path.write_text("suite: synthetic\nclaims:\n  - id: noise-helps" + only)
     return load_claims(str(path)).claims
+
+
+def test_a_separated_share_claim_is_not_decided_by_a_point_of_paired_differences():
+    """Label accuracy 1 against 0 on the same two batches: the paired differences (1, 1) made
+    a t-interval [1, 1], "holds" after two seeds, while Wilson's intervals overlap."""
+    import pandas as pd
+
+    from bench.claims.evaluate import evaluate
+    from bench.claims.schema import Claim
+
+    rows = [{"attack": a, "attack_name": a, "scenario_seed": s, "value:label_acc": v}
+            for s in ("1", "2") for a, v in (("idlg", 1.0), ("dlg", 0.0))]
+    claim = Claim("x", "p", "s", {"attack": ["idlg"]}, "label_acc",
+                  better_than={"attack": ["dlg"]}, separated=True)
+    outcome = evaluate(claim, pd.DataFrame(rows))
+    assert outcome.verdict == "does not hold" and outcome.difference is None
+    assert "1.00 [0.34, 1.00] (n=2) vs 0.00 [0.00, 0.66] (n=2)" in outcome.measured()

@@ -425,3 +425,18 @@ def test_a_change_that_rounds_to_zero_prints_no_minus_zero() -> None:
 
     assert [signed(v, 2) for v in (-1e-9, 1e-9, 0.0, -0.126, 0.126)] == [
         "+0.00", "+0.00", "+0.00", "-0.13", "+0.13"]
+
+
+def test_a_row_that_finishes_in_b_where_every_seed_of_a_diverged_is_no_regression(
+        base, tmp_path, capsys) -> None:
+    """The mirror of the rule above: A's floors above B's finished values had made the row a
+    regression, exit 1."""
+    _, df, agg = base
+    a = copy_records(QUICK, tmp_path / "a")
+    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] and r["psnr_ci_high"] < 30)
+    for cid in cells_of(df, row):
+        rewrite(a, cid, lambda r: (r.update(status="diverged", error="NaN"),
+                                   r["floor_metrics"].update(psnr=99.0)))
+    result = diff(a, QUICK)
+    (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert change.change == "improvement" and not result.regressed

@@ -608,3 +608,29 @@ def test_an_explicit_cpu_run_gives_no_task_a_gpu_share(monkeypatch, tmp_path, ca
             run_suite(suite, tmp_path / device, executor="ray", device=device, progress=False)
         assert seen["ray"].gpus_per_task == share
     assert "resources.gpus_per_task 0.25 not used: --device cpu" in capsys.readouterr().err
+
+
+def test_joining_and_leaving_ray_keeps_the_clis_sigterm_handler(monkeypatch):
+    """ray.init installs a SIGTERM handler that exits with status 15 (shutdown restores the
+    default, which kills at once): a SIGTERM then skipped the run's stop (workers, lock,
+    one line, exit 143)."""
+    from bench.executors.ray import RayExecutor
+
+    ex = RayExecutor(torch.device("cpu"), 1.0)
+    monkeypatch.setattr(ex.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ex.ray, "init", lambda **kw: signal.signal(
+        signal.SIGTERM, lambda *a: sys.exit(15)))
+    monkeypatch.setattr(ex.ray, "shutdown", lambda: signal.signal(signal.SIGTERM,
+                                                                  signal.SIG_DFL))
+
+    def mine(*args):
+        return None
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        ex._connect()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        ex.close()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -433,3 +433,16 @@ def test_a_metric_without_a_floor_says_what_a_failed_seed_counts_as():
     caption = render_pivot(pivot(records(), value="label_acc", where=MLP), "markdown")
     assert "seed counts as 0 (the metric has no floor)" in caption
     assert "counts at its floor" in render_pivot(pivot(records(), where=MLP), "markdown")
+
+
+def test_a_shares_csv_row_has_its_ends_and_no_half_width(capsys):
+    """A Wilson interval is not centred: "mean ± half_width" read [0.98, 1.02] for 100/100."""
+    import csv as csv_module
+    import io
+
+    assert main(["table", str(ROOT / "results" / "paper-idlg"), "--value", "label_acc",
+                 "--format", "csv"]) == 0
+    rows = list(csv_module.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and all(r["half_width"] == "" and r["ci_low"] and r["ci_high"] for r in rows)
+    assert all(float(r["ci_high"]) <= 1.0 for r in rows)
+

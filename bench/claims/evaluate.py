@@ -232,8 +232,10 @@ def _batch_means(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> 
 def _paired_difference(df: pd.DataFrame, claim: Claim) -> Interval | None:
     """The t-interval of the per-private-batch differences of a separated ordering's two
     sides, where both ran on the same (two or more) batches; ``None`` otherwise (a success
-    rate keeps Wilson's intervals; an architecture property has no seeds to pair)."""
-    if claim.metric in (SUCCESS, RISK_INDEX) or claim.better_than is None:
+    rate or a share keeps Wilson's intervals: a t-interval of 0/1 differences is a point;
+    an architecture property has no seeds to pair)."""
+    if claim.metric in (SUCCESS, RISK_INDEX) or claim.better_than is None \
+            or (claim.metric in METRICS and get_metric(claim.metric).share):
         return None
     a = _batch_means(df, claim.where, claim.metric)
     b = _batch_means(df, {**claim.where, **claim.better_than}, claim.metric)

@@ -21,8 +21,11 @@ Ray is imported only when the executor is made: ``import bench.executors`` works
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -141,6 +144,20 @@ def speaks_http2(conn: Any, seconds: float) -> bool:
     return head[3] == 4  # the frame type: SETTINGS
 
 
+@contextlib.contextmanager
+def keep_sigterm() -> Iterator[None]:
+    """This process's SIGTERM handler, as it was before the block: ``ray.init`` installs one
+    that exits with status 15 (and ``shutdown`` restores the default, which kills at once),
+    so the CLI's stop on SIGTERM (workers stopped, lock released, exit 143) was lost."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def system_failure(error: Exception) -> bool:
     """Whether a task failed because its worker or node did (worth another attempt), not
     because the cell raised."""
@@ -197,18 +214,19 @@ class RayExecutor:
             return
         quiet = {"include_dashboard": False, "logging_level": logging.ERROR,
                  "log_to_driver": False}
-        if self.address is None:
-            # the cores this process may use (affinity, cgroup), as the process pool counts
-            ray.init(address="local", num_cpus=usable_cores(), runtime_env=local_runtime_env(),
-                     **quiet)
-        else:
-            reachable(self.address)
-            try:
-                ray.init(address=self.address, **quiet)
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
-                                     f"cluster: {first}") from None
+        with keep_sigterm():
+            if self.address is None:
+                # the cores this process may use (affinity, cgroup), as the process pool counts
+                ray.init(address="local", num_cpus=usable_cores(),
+                         runtime_env=local_runtime_env(), **quiet)
+            else:
+                reachable(self.address)
+                try:
+                    ray.init(address=self.address, **quiet)
+                except (ConnectionError, ValueError, RuntimeError) as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
+                                         f"cluster: {first}") from None
         self._started_cluster = True
 
     @property
@@ -276,7 +294,8 @@ class RayExecutor:
         """Shut down the cluster this executor started (one it joined stays up); the runner
         calls it when its run ends, however it ends, and calling it again does nothing."""
         if self._started_cluster:
-            self.ray.shutdown()
+            with keep_sigterm():
+                self.ray.shutdown()
             self._started_cluster = False
 
     def _submit(self, running: _Running, options: RunOptions) -> None:

@@ -37,13 +37,14 @@ def headline() -> type[Metric]:
 
 def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     """Per (defense, attack): every per-item metric's mean over all seeds run, its 95%
-    t-interval (``<m>_ci_low``, ``<m>_ci_high``), the seeds in it (``<m>_n``) and the mean over
-    finished seeds only (``<m>_converged``). A diverged, failed or timed-out seed enters at
-    its floor (:func:`~bench.leaderboard.uncertainty.seed_values`, pooled over ``cells``, one
-    scenario); ``n_floor`` counts those, ``n_missing`` the ones with no floor to use (left out
-    of the means, still counted under ``diverged``/``failed``), both on the scenario's ranking
-    metric (ROUGE-1 for text, else PSNR), and ``<m>_n_missing`` per metric (LPIPS has no
-    floor: the grey guess is not scored with it). Skipped cells are no seeds."""
+    interval (t; Wilson's for a share: ``<m>_ci_low``, ``<m>_ci_high``), the seeds in it
+    (``<m>_n``) and the mean over finished seeds only (``<m>_converged``). A diverged, failed
+    or timed-out seed enters at its floor (:func:`~bench.leaderboard.uncertainty.seed_values`,
+    pooled over ``cells``, one scenario); ``n_floor`` counts those, ``n_missing`` the ones with
+    no floor to use (left out of the means, still counted under ``diverged``/``failed``), both
+    on the scenario's ranking metric (ROUGE-1 for text, else PSNR), and ``<m>_n_missing`` per
+    metric (LPIPS has no floor: the grey guess is not scored with it). Skipped cells are no
+    seeds."""
     ran = cells[cells["status"] != "skipped"]
     text = "modality" in cells and len(cells) > 0 and bool((cells["modality"] == "text").all())
     ranked = TEXT_HEADLINE if text else HEADLINE

@@ -40,7 +40,8 @@ def export_columns(df: pd.DataFrame) -> list[str]:
 
 def aggregate_columns() -> list[str]:
     """The aggregated CSV's columns: the scenario, the row, its ranks and counts, then per
-    registered per-item metric its mean over every seed run, 95% t-interval, n and the mean
+    registered per-item metric its mean over every seed run, 95% interval (t; a share's
+    Wilson), n and the mean
     over finished seeds only; last the attack's cost."""
     per_metric = [f"{m.name}{suffix}" for m in list_metrics(kind="per_item")
                   for suffix in ("", "_ci_low", "_ci_high", "_n", "_converged")]

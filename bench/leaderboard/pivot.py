@@ -142,7 +142,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                    metric.digits)
     cells = pd.DataFrame(
         [{"row": r, "col": c, "mean": iv.mean, "low": iv.low, "high": iv.high,
-          "half": iv.half, "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1],
+          "half": iv.half if iv.centred else None,  # a Wilson interval: its ends, no ±
+          "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1],
           "centred": iv.centred}
          for r in row_values for c in col_values if (iv := intervals.get((r, c)))],
         columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied", "centred"])

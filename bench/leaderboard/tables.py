@@ -229,8 +229,9 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         elif len(epsilon):
             note += (" ε: the differential-privacy budget at the defense's δ for its configured "
                      "sampling rate and steps (Opacus's accountant), a whole training run's.")
-        if "epsilon_note" in g:  # a defense with an accountant but no ε: why, once each
-            why = g[g["epsilon"].isna() & g["epsilon_note"].notna()]
+        dashed = {row["Defense"] for row in rows if row.get(eps_column) == "–"}
+        if "epsilon_note" in g:  # a defense shown "–" whose accountant said why: once each
+            why = g[g["epsilon"].isna() & g["epsilon_note"].notna() & g["defense"].isin(dashed)]
             for defense, text in why.groupby("defense")["epsilon_note"].first().items():
                 note += f" No ε for {defense}: {str(text).rstrip('.')}."
         if has_utility:

@@ -117,6 +117,7 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
 def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     h = text_headline()
     best = rank_defenses(strongest_attacks(summary, h), h)
+    unstable = bool((best["n_ok"] < best["n"]).any())
     rows = []
     for _, r in best.iterrows():
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -124,6 +125,8 @@ def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
                                "n": int(r[f"{h.name}_n"])}
         for m in text_metrics():
             row[m.header()] = _cell(m, r)
+            if m.name == h.name and unstable:
+                row[f"{m.header()} converged only"] = _converged(h, r)
         row.update({"Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"])})
         rows.append(row)
     return rows
@@ -226,7 +229,7 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
         tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run; ranks shared where "
-                                 "intervals overlap." + missing))
+                                 "intervals overlap." + _missing_note(summary)))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
         if sentences:
