@@ -767,7 +767,7 @@ def test_the_committed_attack_quality_table_regenerates_with_fixed_decimals(tmp_
     shutil.copytree(ROOT / "results" / "prior", tmp_path / "prior")
     assert main(["prior-curve", "--attacks", str(tmp_path / "prior")]) == 0
     assert (tmp_path / "prior" / "attack_quality.md").read_bytes() == committed.read_bytes()
-    assert "| -1.3110 |" in committed.read_text()
+    assert "| -8.0510 |" in committed.read_text()  # a trailing zero kept (KID over halves)
 
 
 def test_a_committed_report_regenerates_byte_for_byte_under_another_home(tmp_path,
