@@ -100,9 +100,11 @@ def check_parallelism(jobs: int | None, threads: int | None) -> None:
             raise LeakbenchError(f"{flag}: at most {MAX_PARALLELISM}, got {value}")
 
 
-def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple[int, int]:
+def plan_parallelism(jobs: int | None, threads: int | None, cores: int, quiet: bool = False
+                     ) -> tuple[int, int]:
     """``(jobs, threads)`` for a run on ``cores`` cores (see the module's table); ``None`` is
-    "not given". ``jobs`` 0 is inline: cells run in this process, one at a time."""
+    "not given". ``jobs`` 0 is inline: cells run in this process, one at a time. ``quiet``:
+    no oversubscription warning here (a run warns once it knows its tasks)."""
     check_parallelism(jobs, threads)
     cores = max(1, cores)
     if jobs is None:
@@ -111,12 +113,22 @@ def plan_parallelism(jobs: int | None, threads: int | None, cores: int) -> tuple
         plan = jobs, cores if jobs == 0 else max(1, cores // jobs)
     else:
         plan = jobs, threads
-    if max(1, plan[0]) * plan[1] > cores:  # only where asked for: --jobs or --threads past
-        workers = "inline" if plan[0] == 0 else f"--jobs {plan[0]}"  # the cores
-        warn(f"{workers} × --threads {plan[1]} = {max(1, plan[0]) * plan[1]} threads on "
-             f"{cores} usable core{'s' if cores != 1 else ''}: oversubscribed, timings will "
-             f"suffer")
+    if not quiet:
+        warn_oversubscribed(*plan, cores)
     return plan
+
+
+def warn_oversubscribed(jobs: int, threads: int, cores: int, tasks: int | None = None) -> None:
+    """A warning where the workers that will run (``jobs``, or fewer for fewer ``tasks``)
+    times ``threads`` exceed ``cores``: only where --jobs or --threads asked for it. With
+    ``--jobs 5`` and 2 tasks, 2 workers start: it had warned of 5 × threads."""
+    workers = max(1, jobs if tasks is None or jobs == 0 else min(jobs, tasks))
+    if workers * threads <= cores or tasks == 0:
+        return
+    who = ("inline" if jobs == 0 else f"--jobs {jobs}" if workers == jobs
+           else f"{workers} workers (--jobs {jobs}, {tasks} tasks)")
+    warn(f"{who} × --threads {threads} = {workers * threads} threads on {cores} usable "
+         f"core{'s' if cores != 1 else ''}: oversubscribed, timings will suffer")
 
 
 def worker_cores(index: int, jobs: int, threads: int,

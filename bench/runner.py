@@ -26,7 +26,7 @@ from bench.cache import cache_problem
 from bench.cells.base import RunOptions, cell_modality
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
-from bench.cores import plan_parallelism, usable_cores
+from bench.cores import plan_parallelism, usable_cores, warn_oversubscribed
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.outputs import blocked_cell_file, out_folder_problem, writable_problem
@@ -133,7 +133,7 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     if name == "inline" and jobs is None:
         jobs = 0  # one cell at a time: it gets every core
     if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once
-        jobs, threads = plan_parallelism(jobs, threads, usable_cores())
+        jobs, threads = plan_parallelism(jobs, threads, usable_cores(), quiet=True)
     check_size(suite, max_cells)
     with RunLock(out_dir) as lock:
         summary = _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
@@ -210,6 +210,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         if todo and hasattr(runner, "connect"):  # a cluster: its size is known once joined
             runner.connect()
         tasks = group_trials(todo, trials)
+        if name != "ray":  # the workers this run starts: fewer than --jobs for fewer tasks
+            warn_oversubscribed(jobs, threads, usable_cores(), len(tasks))
         for _, outcome in runner.run(tasks, options):
             stamp_parallelism(outcome, runner)
             _write(out_dir, outcome, summary)

@@ -198,3 +198,30 @@ def test_cpu_affinity_reads_as_ranges(monkeypatch):
     assert cpu_ranges([11, 0, 1, 2, 3, 8, 10]) == "0-3,8,10-11"
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2}, raising=False)
     assert cpu_affinity() == "0,2"
+
+
+@pytest.mark.parametrize("jobs, threads, tasks, warned", [
+    (5, 1, 2, False),  # 2 workers start for 2 tasks: 2 threads on 2 cores
+    (5, 1, 3, True), (5, 1, None, True), (0, 3, 4, True), (0, 2, 4, False),
+    (5, 1, 0, False),  # nothing to run
+])
+def test_the_warning_counts_the_workers_that_start(jobs, threads, tasks, warned, capsys):
+    """--jobs 5 on a 2-task suite warned of "5 threads on 2 usable cores"; 2 workers ran."""
+    from bench.cores import warn_oversubscribed
+
+    warn_oversubscribed(jobs, threads, 2, tasks)
+    assert ("oversubscribed" in capsys.readouterr().err) is warned
+
+
+def test_a_run_warns_only_where_its_workers_oversubscribe(tmp_path, monkeypatch, capsys):
+    import bench.runner
+    from bench.runner import run_suite
+    from helpers import make_suite
+
+    monkeypatch.setattr(bench.runner, "usable_cores", lambda: 2)
+    suite = make_suite(attacks=[{"dlg": {"steps": 1}}, {"ig": {"iterations": 1}}])
+    run_suite(suite, tmp_path / "a", jobs=5, threads=1, device="cpu", progress=False)
+    assert "oversubscribed" not in capsys.readouterr().err  # two tasks, two workers
+    run_suite(suite, tmp_path / "b", jobs=3, threads=2, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert "2 workers (--jobs 3, 2 tasks) × --threads 2 = 4 threads on 2 usable cores" in err
