@@ -172,7 +172,7 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
     its cells against their originals (at least MIN_GROUP images), in the features
     :func:`bench.featurenet.quality` picks (Inception if supplied, else the public network)."""
     from bench.metrics.fid import MIN_GROUP
-    from bench.report import attack_frame, pooled_fid_kid
+    from bench.report import POOLED_NOTE, attack_frame, pooled_fid_kid
 
     out_dir = Path(out_dir)
     records, df = attack_frame(out_dir)
@@ -201,10 +201,7 @@ def write_attack_quality(out_dir: Path, inception: str | None = None) -> Path:
 
     table = pooled_fid_kid(out_dir, df, measure=measure)
     text = ["# FID and KID of reconstructions, pooled per leaderboard group", "",
-            f"Reconstructions of a group's finished cells, pooled over seeds, against the "
-            f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
-            "KID: the mean over 100 random halves of the group; KID std: their spread, an "
-            "estimate of the KID's sampling error. Features: "
+            f"{POOLED_NOTE} Features: "
             f"{'; '.join(sorted(used)) or 'none (no group large enough)'}.", "",
             pipe_table(table)]  # fixed decimals, as formatted
     path = out_dir / "attack_quality.md"

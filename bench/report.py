@@ -33,6 +33,13 @@ from bench.pictures import artifact_path, load_cell_arrays
 from bench.registry import LeakbenchError, warn
 from bench.store import load_records, write_atomic
 
+POOLED_NOTE = (
+    "Reconstructions of a group's finished cells, pooled over seeds, against the originals of "
+    f"the same cells (torch-fidelity; at least {MIN_GROUP} images). KID: the mean over 100 "
+    "random halves of the group; KID std: their spread, an estimate of the KID's sampling "
+    "error.")
+"""What a pooled FID/KID table measures (the report's and ``prior-curve --attacks``')."""
+
 
 def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                    min_group: int = MIN_GROUP, feature_layer: str = "2048",
@@ -114,10 +121,7 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
                       curves=curve_tables(records, out_dir), command="leakbench report")
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
     lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
-    lines.append("Reconstructions of a group's finished cells, pooled over seeds, against the "
-                 f"originals of the same cells (torch-fidelity; at least {MIN_GROUP} images). "
-                 "KID: the mean over 100 random halves of the group; KID std: their spread, "
-                 "an estimate of the KID's sampling error.")
+    lines.append(POOLED_NOTE)
     if not fid.empty:
         lines += ["", pipe_table(fid)]
     lines += ["", "## Gallery", "",

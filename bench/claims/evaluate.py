@@ -39,7 +39,7 @@ from bench.leaderboard.uncertainty import (
     t_interval,
     wilson_interval,
 )
-from bench.metrics.base import METRICS, get_metric
+from bench.metrics.base import is_share
 
 HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
 VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_JUDGED)
@@ -215,7 +215,7 @@ def _interval(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> Int
         values = per_private_batch(values, cells["scenario_seed"])
     if metric == SUCCESS:
         return wilson_interval(values)
-    return metric_interval(values, metric in METRICS and get_metric(metric).share)
+    return metric_interval(values, is_share(metric))
 
 
 def _batch_means(df: pd.DataFrame, where: dict[str, list[str]], metric: str) -> pd.Series:
@@ -235,7 +235,7 @@ def _paired_difference(df: pd.DataFrame, claim: Claim) -> Interval | None:
     rate or a share keeps Wilson's intervals: a t-interval of 0/1 differences is a point;
     an architecture property has no seeds to pair)."""
     if claim.metric in (SUCCESS, RISK_INDEX) or claim.better_than is None \
-            or (claim.metric in METRICS and get_metric(claim.metric).share):
+            or is_share(claim.metric):
         return None
     a = _batch_means(df, claim.where, claim.metric)
     b = _batch_means(df, {**claim.where, **claim.better_than}, claim.metric)

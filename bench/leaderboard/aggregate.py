@@ -23,7 +23,8 @@ from bench.leaderboard.uncertainty import (
     shared_ranks,
     t_interval,
 )
-from bench.metrics import METRICS, Metric, get_metric, list_metrics
+from bench.metrics import Metric, get_metric, list_metrics
+from bench.metrics.base import is_share
 
 HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
 TEXT_HEADLINE = "rouge1"  # … in a text scenario
@@ -91,8 +92,8 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
 
     n = row.get(f"{name}_n")
     n = 0 if n is None or pd.isna(n) else int(n)
-    share = name in METRICS and get_metric(name).share  # a Wilson interval (metric_interval)
-    return Interval(get(name), get(f"{name}_ci_low"), get(f"{name}_ci_high"), n, not share)
+    return Interval(get(name), get(f"{name}_ci_low"), get(f"{name}_ci_high"), n,
+                    centred=not is_share(name))  # a share's is Wilson's (metric_interval)
 
 
 def _mean(s: pd.Series) -> float | None:

@@ -151,6 +151,12 @@ def get_metric(name: str) -> type[Metric]:
     return METRICS.get(name).cls
 
 
+def is_share(name: str) -> bool:
+    """Whether ``name`` is a registered metric of shares (:attr:`Metric.share`): columns such
+    as a summary's ``accuracy`` or a claim's ``success`` are not metrics and are not."""
+    return name in METRICS and get_metric(name).share
+
+
 def resolve_per_item(names: list[str], command: str = "diff") -> list[type[Metric]]:
     """The registered per-item metrics ``--metric`` names; ``a,b`` and repeats allowed
     (``command``: the one that compares them, for the message; ``diff`` and ``rerun``)."""

@@ -28,5 +28,5 @@ class ExactMatch(Metric):
     order = 120
     best = 1.0
     worst = 0.0
-    share = True  # a fraction of the batch's labels, sequences or tokens
+    share = True  # a fraction of the sequences recovered exactly
     compute = staticmethod(exact_match)

@@ -35,6 +35,6 @@ class LabelAccuracy(Metric):
     order = 50
     best = 1.0
     worst = 0.0
-    share = True  # a fraction of the batch's labels, sequences or tokens
+    share = True  # a fraction of the labels recovered
     no_floor_value = 0.0  # no guess is scored for labels: a failed seed recovered none
     compute = staticmethod(label_accuracy)

@@ -34,5 +34,5 @@ class TokenAccuracy(Metric):
     order = 110
     best = 1.0
     worst = 0.0
-    share = True  # a fraction of the batch's labels, sequences or tokens
+    share = True  # a fraction of the tokens recovered
     compute = staticmethod(token_accuracy)
