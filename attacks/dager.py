@@ -258,7 +258,10 @@ class Dager(Attack):
                 ) -> list[list[int]]:
         """Up to ``batch`` of the beam's sequences, best first, skipping one whose first-block
         rows add no direction to those already chosen: a false sequence crossing two chosen
-        true ones shares their (token, position) rows."""
+        true ones shares their (token, position) rows. So can a true one ("the dog sat" beside
+        "the cat sat" and "a dog ran"), which passed the later layers' checks as the false ones
+        need not: skipped sequences fill the rows still free, best first, before any chosen
+        sequence is repeated."""
         ids = torch.tensor(seqs, dtype=torch.long, device=device)
         rows = model.blocks[0].ln1(model.inputs(ids)).double().cpu()  # n × L × d
         chosen: list[int] = []
@@ -270,7 +273,8 @@ class Dager(Attack):
                 span = grown
             if len(chosen) == batch:
                 break
-        return [seqs[i] for i in chosen]
+        skipped = [i for i in range(len(seqs)) if i not in chosen]
+        return [seqs[i] for i in chosen + skipped[:batch - len(chosen)]]
 
     @staticmethod
     def _by_rank(per_position: list[list[tuple[float, int]]], batch: int) -> list[list[int]]:

@@ -251,3 +251,26 @@ def test_dlg_on_text_runs_its_restarts_and_keeps_the_lowest_final_loss():
     # the suite's caps are shared between the restarts
     capped = dlg_text(budget={"max_grad_evals": 30}, steps=50, restarts=3)
     assert capped.info["restarts_run"] == 3 and capped.grad_evals <= 30
+
+
+def test_dager_keeps_a_true_sentence_made_of_rows_the_others_already_span():
+    """"the dog sat" beside "the cat sat" and "a dog ran": each of its (token, position)
+    first-block rows is in another sentence, as a false crossing's would be, but it passed
+    the later layers' checks. DAGER had skipped it and repeated another sentence in its
+    place, with ``bound_exceeded`` false (a text-track hunt)."""
+    from attacks.dager import Dager
+    from bench.archs.transformer import TinyTransformer, Transformer
+    from bench.client import compute_update
+    from bench.contracts import ClientSpec, Observation
+    from bench.domains import TokenDomain
+
+    batch = torch.tensor([[5, 7, 9, 11], [6, 8, 10, 12], [5, 8, 10, 11]])
+    torch.manual_seed(0)
+    model = TinyTransformer(50, 4, 64, 2, 4, 128, 4, per_position=False)
+    Transformer().init_weights(model, torch.Generator().manual_seed(0))
+    update = compute_update(model, batch, torch.tensor([0, 1, 2]), ClientSpec())
+    obs = Observation(model, update, 3, TokenDomain((4,), 50, task="classify"), 4,
+                      ClientSpec())
+    recon = Dager().reconstruct(obs)
+    assert recon.info["bound_exceeded"] is False
+    assert sorted(map(tuple, recon.data.tolist())) == sorted(map(tuple, batch.tolist()))
