@@ -45,6 +45,7 @@ from torch import nn
 from attacks import rgap_activations as ra
 from attacks import rgap_solver as rs
 from attacks.closed_form import ClosedFormAttack
+from attacks.labels import count_labels
 from attacks.rgap_chain import Chain, Stage, parse_chain
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
@@ -200,8 +201,11 @@ class RGAP(ClosedFormAttack):
             x_top = (g_top.T @ k) / kk if kk > 0 else torch.zeros(w_top.shape[1], device=dev,
                                                                    dtype=torch.float64)
             cands = [(k, x_top, 1.0)]
-            if top.module.out_features > 1:
-                labels = torch.argsort(k)[:obs.batch_size].cpu()
+            if top.module.out_features > 1:  # batch 1: the most negative entry (exact); a
+                # larger batch: Geng et al.'s counts, which can repeat a class, where the B
+                # most negative entries are B distinct classes
+                labels = (torch.argsort(k)[:1] if obs.batch_size == 1
+                          else count_labels(obs)).cpu()
         else:
             c = float((w_top * g_top).sum())
             roots = ra.invert_udldu(c)

@@ -236,6 +236,19 @@ def test_batch_of_two_recovers_one_mixture():
     assert max(metrics["per_image"]["psnr"]) < 30.0
 
 
+def test_labels_of_a_batch_may_repeat_a_class():
+    """With a biased head at batch > 1, R-GAP took the B most negative entries of the bias
+    gradient: B distinct classes, so a batch of three 3s and a 7 scored at most 0.5 (an
+    R-GAP hunt). It now reads Geng et al.'s counts, as the analytic label attacks do."""
+    from bench.archs.fcn3 import FCN3
+
+    torch.manual_seed(0)
+    model = FCN3(head="linear").build((1, 28, 28), 10)
+    y = torch.tensor([3, 3, 3, 7])
+    rec = RGAP().reconstruct(_observation(model, torch.rand(4, 1, 28, 28), y, (1, 28, 28)))
+    assert sorted(rec.labels.tolist()) == [3, 3, 3, 7]
+
+
 # ---------------------------------------------------------------------------------------------
 # the solver
 
