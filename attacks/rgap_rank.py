@@ -14,11 +14,14 @@ paper counts, per layer,
   only as many independent constraints on ``z`` as the layer above had (the rest of ``z`` is
   unknown). The paper calls these constraints, carried from layer to layer, virtual.
 
-Counting equations is not enough: they are not independent. We count each block by its
-generic (structural) rank, which matches the numerical rank of the actual systems on the
-paper's networks and the configurations tests/test_rank.py checks; under wide padding with few
-output channels (Conv2d(3→4, k3, s2, p2) on 8×8: deficit 1 counted, 12 measured) it can still
-overstate the rank:
+Counting equations is not enough: they are not independent. A convolution of at most
+``NUMERICAL_UNKNOWNS`` unknowns gets the numerical ranks of its actual systems (its weights, a
+generic output gradient ``k``; :func:`numerical_ranks`): the counts below miss identities
+between output channels within one stride phase (C2→O2, k5, s2, p0 on 9×10: gradient rank 100
+counted, 98 measured; C3→O6, k4, s3, p3 on 10×9: deficit 0 counted, 18 measured). A larger
+one, where a dense eigendecomposition costs seconds, gets its generic (structural) rank,
+which matches the numerical rank on the paper's networks and the configurations
+tests/test_rank.py checks but can overstate it there; the table says which (``by``):
 
 - gradient constraints of a convolution: each input channel has its own identical block.
   A kernel offset δ contributes ``min(O, L_δ)`` independent rows (O output channels, L_δ
@@ -36,6 +39,9 @@ overstate the rank:
 
 A layer's **rank** is ``min(unknowns, gradient rank + virtual − dependencies)`` and its
 **deficit** is ``unknowns − rank``: the directions of its input no gradient constrains.
+Counted numerically, the rank is that of the gradient constraints stacked with the forward
+ones (projected on ``virtual`` generic directions where the layer above is rank-deficient,
+the counts' own assumption), and the dependencies are what that leaves of the sum.
 
 **Risk index** (our summary of the paper's analysis, in [0, 1]): the fraction of the input's
 degrees of freedom that R-GAP's layer-by-layer systems pin down, ``Π_layers rank/unknowns``.
@@ -51,14 +57,29 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from attacks.rgap_chain import Chain, Stage, parse_chain
-from attacks.rgap_gram import valid_range
+from attacks.rgap_gram import (
+    conv_forward_gram,
+    conv_gradient_gram,
+    spatial_gradient_gram,
+    valid_range,
+)
 
 MAX_RANK_PARAMETERS = 100_000_000
 """The largest network the rank analysis builds (400 MB of float32 weights), counted on
 the meta device first: a hand-edited input shape or width had asked for tens of GB."""
+
+
+NUMERICAL_UNKNOWNS = 2048
+"""The most unknowns a convolution's rank is measured for (a dense n×n eigendecomposition,
+about a second at 2048 on one core); above, it is counted."""
+
+RELATIVE_TOLERANCE = 1e-9
+"""Eigenvalues of the normalised float64 Gram below this fraction of the largest count as
+zero (the measured gaps run from about 1e-2 down to 1e-15)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class LayerRank:
     dependencies: int  # identities linking gradient and forward constraints
     rank: int
     deficit: int
+    method: str = "structural"  # or "numerical": see NUMERICAL_UNKNOWNS
 
     @property
     def determined(self) -> bool:
@@ -146,6 +168,46 @@ def conv_forward_rank(stage: Stage) -> int:
     return sum(min(o, c * r * k) for r in rows for k in cols)
 
 
+def _rank(gram: torch.Tensor) -> int:
+    values = torch.linalg.eigvalsh(gram)
+    top = float(values[-1])
+    return int((values > RELATIVE_TOLERANCE * top).sum()) if top > 0 else 0
+
+
+def _normalised(gram: torch.Tensor) -> torch.Tensor:
+    scale = float(gram.diagonal().mean())
+    return gram / scale if scale > 0 else gram
+
+
+def numerical_ranks(stage: Stage, virtual: int, index: int = 0) -> tuple[int, int]:
+    """The numerical ranks of a convolution's gradient constraints and of those stacked with
+    ``virtual`` forward constraints, for its weights and a generic output gradient (drawn
+    from ``index``): the forward rows projected on ``virtual`` random directions where they
+    are more (the layer above rank-deficient)."""
+    m = stage.module
+    c, h, w = stage.in_shape
+    n = c * h * w
+    gen = torch.Generator().manual_seed(index)
+    k = torch.randn(stage.out_shape, generator=gen, dtype=torch.float64)
+    spatial = spatial_gradient_gram(k, (h, w), m.kernel_size, stage.stride, stage.padding)
+    g_rank = c * _rank(spatial)  # the Gram is the spatial block once per input channel
+    if g_rank == n or not virtual:
+        return g_rank, g_rank
+    grad = conv_gradient_gram(k, stage.in_shape, m.kernel_size, stage.stride, stage.padding,
+                              spatial=spatial)
+    weight = m.weight.detach().double()
+    forward = math.prod(stage.out_shape)
+    if virtual >= forward:  # every forward constraint is known
+        return g_rank, _rank(_normalised(grad) + _normalised(
+            conv_forward_gram(weight, stage.in_shape, stage.stride, stage.padding)))
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, h, w, c).permute(0, 3, 1, 2)
+    rows = nn.functional.conv2d(basis, weight, None, stage.stride,
+                                stage.padding).reshape(n, -1).T  # channel-last unknowns
+    q, _ = torch.linalg.qr(torch.randn(forward, virtual, generator=gen, dtype=torch.float64))
+    rows = q.T @ rows
+    return g_rank, _rank(_normalised(grad) + _normalised(rows.T @ rows))
+
+
 def analyse_chain(chain: Chain) -> list[LayerRank]:
     """Per-layer counts of an R-GAP chain, bottom layer first."""
     stages = chain.stages
@@ -173,8 +235,13 @@ def analyse_chain(chain: Chain) -> list[LayerRank]:
                 dep = min(m.out_features, g_rank, virtual)
         readable = st.in_shape[0] * conv_read_positions(st) if st.kind == "conv" else n
         rank = min(readable, g_rank + virtual - dep)
+        method = "structural"
+        if st.kind == "conv" and idx < len(stages) - 1 and n <= NUMERICAL_UNKNOWNS:
+            g_rank, rank = numerical_ranks(st, virtual, idx)
+            dep, method = g_rank + virtual - rank, "numerical"
         out.append(LayerRank(idx, _describe(st), tuple(st.in_shape), tuple(st.out_shape), n,
-                             n_weights, g_rank, forward, virtual, dep, rank, n - rank))
+                             n_weights, g_rank, forward, virtual, dep, rank, n - rank,
+                             method))
         above_rank = rank
     return out[::-1]
 
@@ -206,10 +273,11 @@ def risk_index(model: nn.Module, input_shape: tuple[int, ...]) -> float:
 def format_rank_table(layers: list[LayerRank], title: str = "") -> str:
     """A plain-text table of the per-layer counts, top layer first, and the risk index."""
     head = ("layer", "input", "unknowns", "grad eqs", "grad rank", "forward", "virtual",
-            "dependent", "rank", "deficit")
+            "dependent", "rank", "deficit", "by")
     rows = [(f"{lr.index}: {lr.layer}", "×".join(map(str, lr.in_shape)), lr.unknowns,
              lr.gradient_constraints, lr.gradient_rank, lr.forward_constraints,
-             lr.virtual_constraints, lr.dependencies, lr.rank, lr.deficit)
+             lr.virtual_constraints, lr.dependencies, lr.rank, lr.deficit,
+             "measured" if lr.method == "numerical" else "counted")
             for lr in reversed(layers)]
     widths = [max(len(str(v)) for v in col) for col in zip(head, *rows)]
 

@@ -71,8 +71,14 @@ def _numeric_ranks(model, shape):
     (((40, 3, 2, 0),), (2, 8, 8)),
     (((12, 3, 2, 1),), (3, 8, 8)),
     (((4, 2, 2, 0), (9, 3, 2, 0)), (2, 9, 11)),
+    # identities between output channels within one stride phase, which the counts miss
+    # (an R-GAP hunt): gradient rank 100 counted, 98 measured; 102 against 105; deficit 0
+    # counted (risk index 1.0) against 18 measured, where R-GAP in float64 reaches 13 dB
+    (((2, 5, 2, 0),), (2, 9, 10)),
+    (((9, 2, 3, 1),), (3, 10, 7)),
+    (((6, 4, 3, 3),), (3, 10, 9)),
 ])
-def test_structural_ranks_match_the_numerical_ranks(convs, shape, one_thread):
+def test_ranks_match_the_numerical_ranks(convs, shape, one_thread):
     torch.manual_seed(0)
     layers, c = [], shape[0]
     for out, k, s, p in convs:
