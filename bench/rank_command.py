@@ -73,15 +73,21 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def _yaml_value(key: str, text: str) -> object:
-    """``--param``'s VALUE as YAML (safe: no tags that build objects); one line when it is
-    not YAML."""
+    """``--param``'s VALUE as YAML, read as a suite's values are (safe: no tags that build
+    objects; no YAML 1.1 base-60 numbers: ``width=1:30`` had been read as 90); one line when
+    it is not YAML."""
     import yaml
 
+    from bench.suite.read import SAFE_LOADER
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
     except RecursionError:
         raise LeakbenchError(f"--param {key}: not a YAML value (nested too deeply)") from None
     except Exception as e:  # YAMLError, or a tag's constructor failing (!!int _: IndexError)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "flow level" in first:  # libyaml's own depth limit ("while increasing flow level")
+            raise LeakbenchError(f"--param {key}: not a YAML value (nested too deeply)"
+                                 ) from None
         raise LeakbenchError(f"--param {key}={text[:80]}: not a YAML value "
                              f"({first[:120]})") from None

@@ -38,7 +38,7 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
     |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
-_LOADER = _Loader
+SAFE_LOADER = _Loader  # also what `leakbench rank --param` reads a VALUE with
 MAX_KEY = 1024  # YAML 1.1: an implicit key on one line, at most 1024 characters
 LONG_KEY = re.compile(r"[^\s:,\[\]{}]{" + str(MAX_KEY + 1) + r",}\s*:")  # a plain key too long
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -116,9 +116,9 @@ def read_suite_text(path: Path, kind: str = "suite") -> str:
 def parse_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load`` with every failure (syntax, recursion, bad tags) one SuiteError;
     the document's structure is checked from the parser's events first."""
-    scan_yaml(text, where, _LOADER)
+    scan_yaml(text, where, SAFE_LOADER)
     try:
-        raw = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+        raw = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
