@@ -4,8 +4,9 @@ text metrics (token accuracy, exact match, ROUGE-1/2/L) on the matched pairs.
 - Sequences are token ids; the metrics see token strings with the trailing ``[PAD]`` left
   out. A ``[PAD]`` before a real token stays, as a wrong token at its position (ROUGE drops
   it: it is no word).
-- Matching is Hungarian (no sequence is used twice) on the number of the original's real
-  positions whose tokens agree, ties broken by the position-free token overlap.
+- Matching is Hungarian (no sequence is used twice) on ROUGE-1 F, as LAMP's and DAGER's
+  evaluations match (their cost is 1 − ROUGE-1), ties broken by the number of the original's
+  real positions whose tokens agree, then by the position-free token overlap.
 - A text cell succeeds when the suite's success rule holds if that rule is on a text metric,
   else when :data:`TEXT_SUCCESS` holds (mean ROUGE-1 ≥ 0.5): the success rule is per modality.
 - The record keeps the matched sentences side by side (``text_pairs``), each recovered token
@@ -54,10 +55,12 @@ def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
     return out
 
 
-def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 0) -> list[int]:
-    """Indices into ``recon`` matched one-to-one to each original (B×L ids each), on the
-    original's real (non-[PAD]) positions that agree, ties broken by the real tokens they
-    share in any position."""
+def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 0,
+                    primary: torch.Tensor | None = None) -> list[int]:
+    """Indices into ``recon`` matched one-to-one to each original (B×L ids each), on
+    ``primary`` (B×B, higher is better, compared to 6 decimals; :func:`score_text` passes
+    ROUGE-1 F), ties broken by the original's real (non-[PAD]) positions that agree, then by
+    the real tokens they share in any position."""
     real = originals != pad_id  # a [PAD] recovered where the original pads is no evidence
     same = ((originals[:, None, :] == recon[None, :, :]) & real[:, None, :]).sum(-1).double()
 
@@ -67,7 +70,10 @@ def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 
     recovered = [words(r) for r in recon]
     overlap = torch.tensor([[sum((w_o & w_r).values()) for w_r in recovered]
                             for w_o in map(words, originals)], dtype=torch.float64)
-    cost = -(same * (originals.shape[1] + 1) + overlap)
+    length = originals.shape[1]
+    cost = -(same * (length + 1) + overlap)  # integers below (L + 1)²
+    if primary is not None:  # lexicographic, in integers exact in float64
+        cost = cost - torch.round(primary.double() * 1e6) * (length + 1) ** 2
     rows, cols = linear_sum_assignment(cost.numpy())
     order = [0] * len(originals)
     for r, c in zip(rows, cols):
@@ -82,9 +88,13 @@ def score_text(originals: torch.Tensor, recon: torch.Tensor, vocab: tuple[str, .
     if recon.shape != originals.shape:
         raise ValueError(f"reconstruction shape {tuple(recon.shape)} does not match the "
                          f"batch {tuple(originals.shape)}")
-    order = match_sequences(originals, recon, vocab.index(PAD))
     orig = [tokens(o, vocab) for o in originals]
-    rec = [tokens(recon[i], vocab) for i in order]
+    every = [tokens(r, vocab) for r in recon]
+    pairs = len(orig)
+    rouge = get_metric("rouge1").compute(  # of every (original, recovery): the papers match on it
+        [o for o in orig for _ in range(pairs)], every * pairs).reshape(pairs, pairs)
+    order = match_sequences(originals, recon, vocab.index(PAD), rouge)
+    rec = [every[i] for i in order]
     out: dict[str, Any] = {}
     per: dict[str, list[float]] = {}
     for m in list_metrics("text", "per_item"):

@@ -58,6 +58,18 @@ def test_matching_is_one_to_one_not_greedy():
     assert order == [1, 0]
 
 
+def test_sentences_are_matched_on_rouge1_as_lamp_and_dager_match_them():
+    """Matched on positions that agree, "the cat sat cat" took "the dog the dog" (position 0)
+    and the ROUGE-1 pair sum was 0.75; LAMP's and DAGER's evaluations match on ROUGE-1
+    (cost 1 − ROUGE-1 F), which pairs them the other way for 1.0 (a text-track hunt)."""
+    originals = torch.tensor([[2, 3, 4, 3], [7, 3, 5, 4]])  # the cat sat cat / dog cat on sat
+    recon = torch.tensor([[2, 7, 2, 7], [4, 6, 3, 2]])  # the dog the dog / sat mat cat the
+    out = score_text(originals, recon, VOCAB, SuccessRule("rouge1", 0.5))
+    assert out["matching"] == [1, 0]
+    assert out["rouge1"] == pytest.approx(0.5)
+    assert match_sequences(originals, recon) == [0, 1]  # on positions alone, the other way
+
+
 def test_padding_is_no_evidence_in_the_tie_break_either():
     """No position agrees under either pairing; the tie is broken by the real tokens shared,
     not by [PAD]s shared: original 0 (three words, then [PAD]s) goes with the recovery that

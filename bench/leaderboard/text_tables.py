@@ -85,7 +85,8 @@ def protocol_text(df: pd.DataFrame) -> list[str]:
     return [
         "Text protocol: each cell draws a batch of sentences (token ids) and a victim model "
         "from its seed; the attack returns token ids. Recovered sequences are matched "
-        "one-to-one to the originals (Hungarian, on the positions that agree) and scored per "
+        "one-to-one to the originals (Hungarian on ROUGE-1, as LAMP and DAGER match them; "
+        "ties by the positions that agree) and scored per "
         "sequence, [PAD] left out: token accuracy (the original's tokens recovered at their "
         "position), exact match, and ROUGE-1/2/L F-measures (`rouge-score`). Means over every "
         "seed run ± 95% Student-t half-widths (token accuracy and exact match, shares: [95% "
