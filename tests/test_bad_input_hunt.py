@@ -262,6 +262,20 @@ def test_check_warns_of_reference_claims_and_a_claims_file_of_another_suite(tmp_
     assert "1 claim(s) of the reference are not checked here: no-such-claim" in err
 
 
+def test_a_claims_file_naming_no_suite_is_about_the_suites_it_includes(tmp_path, capsys):
+    """A file with no ``suite:`` that includes paper-dlg passed the foreign-suite guard: quick's
+    check files were rewritten under the file's name with paper-dlg's 11 claims "not run",
+    exit 0 (a CLI fuzz). It now warns and leaves them as they are, as paper-dlg itself does."""
+    folder = tmp_path / "q"
+    copy_records(ROOT / "results" / "quick", folder, 4)
+    claims = tmp_path / "mine.yaml"
+    claims.write_text("include: [paper-dlg]\n")
+    assert main(["check", str(folder), "--claims", str(claims)]) == 0
+    assert "mine.yaml holds the claims of suite paper-dlg; the records are of quick; the " \
+           "folder's check files are left as they are" in capsys.readouterr().err
+    assert not (folder / "check.json").exists()
+
+
 @pytest.mark.parametrize("command", [["report", str(ROOT / "results" / "quick")],
                                      ["prior-curve", "--attacks", str(ROOT / "results" / "quick")]])
 def test_fid_weights_named_by_the_environment_are_checked_as_the_flag_is(command, tmp_path,

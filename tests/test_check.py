@@ -287,6 +287,13 @@ BAD = {
                        "'noise(scale=0.1)'}}}\n", "defense=noise(scale=0.1) is on both sides"),
     "empty": ("", "the file is empty"),
     "yaml": ("claims: [\n", "invalid YAML"),
+    # table --where's "either" matched no label here: "not run", exit 0 (a CLI fuzz)
+    "pipe_either": ("claims:\n- {id: a, paper: p, sentence: s, where: {attack: 'dlg|idlg'}, "
+                    "metric: psnr, expect: {at_least: 1}}\n",
+                    "where.attack: 'dlg|idlg': a claim gives either as a list, [dlg, idlg]"),
+    "pipe_either_other_side": ("claims:\n- {id: a, paper: p, sentence: s, where: {defense: "
+                               "none}, metric: psnr, expect: {better_than: {defense: "
+                               "'prune|noise'}}}\n", "a claim gives either as a list"),
 }
 
 

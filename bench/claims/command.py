@@ -60,12 +60,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     suites = sorted({str(r.get("suite", "")) for r in records})
     if args.claims:
         files = [load_claims(n) for n in args.claims]
-        foreign = all(f.suite and f.suite not in suites for f in files)
-        for f in files:  # quick's records against paper-dlg's claims: "11 not run", exit 0
-            if f.suite and f.suite not in suites:
-                warn(f"check: {f.path.name} holds the claims of suite {f.suite}; the records "
-                     f"are of {', '.join(suites)}" + ("; the folder's check files are left "
-                                                      "as they are" if foreign else ""))
+        # a file is about its suite, or else its included files' (a file naming none that
+        # includes paper-dlg had rewritten quick's check files under its own name)
+        alien = [f for f in files if f.about and not set(f.about) & set(suites)]
+        foreign = len(alien) == len(files)
+        for f in alien:  # quick's records against paper-dlg's claims: "11 not run", exit 0
+            warn(f"check: {f.path.name} holds the claims of suite {', '.join(f.about)}; the "
+                 f"records are of {', '.join(suites)}" + ("; the folder's check files are "
+                                                         "left as they are" if foreign else ""))
     else:  # the records' suites name built-in claims files only, never a path in the cwd
         foreign = False
         known = [s for s in suites if (SUITES_DIR / f"{s}{CLAIMS_SUFFIX}.yaml").is_file()]

@@ -85,6 +85,7 @@ class ClaimsFile:
     suite: str
     description: str
     claims: list[Claim] = field(default_factory=list)
+    about: tuple[str, ...] = ()  # its suite, or else the suites its included files are about
 
 
 def claims_path(name_or_path: str) -> Path:
@@ -132,15 +133,18 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
         raise ClaimsError(f"{where}: expected a mapping with a claims list, got {short(raw)}")
     _known(raw, FILE_KEYS, where)
     claims: list[Claim] = []
+    about: list[str] = []
     for i, name in enumerate(_list(raw.get("include", []), f"{where}: include")):
         if not isinstance(name, str):
             raise ClaimsError(f"{where}: include[{i}]: expected a claims file name, "
                               f"got {short(name)}")
         try:
-            included = load_claims(_included(name, path), (*_seen, key), loaded).claims
+            included = load_claims(_included(name, path), (*_seen, key), loaded)
         except ClaimsError as e:
             raise ClaimsError(f"{where}: include[{i}]: {e}") from None
-        claims += [c for c in included if c not in claims]  # a file reached twice (a diamond)
+        # a file reached twice (a diamond)
+        claims += [c for c in included.claims if c not in claims]
+        about += [a for a in included.about if a not in about]
     items = _list(raw.get("claims", []), f"{where}: claims")
     claims += [_claim(item, f"{where}: claims[{i}]") for i, item in enumerate(items)]
     if not claims:
@@ -155,7 +159,8 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
         raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
                           f"'+', '-'), got {short(suite)}")
     description = _text(raw.get("description", ""), f"{where}: description", required=False)
-    loaded[key] = ClaimsFile(path, suite, description, claims)
+    loaded[key] = ClaimsFile(path, suite, description, claims,
+                             (suite,) if suite else tuple(about))
     return loaded[key]
 
 
@@ -244,10 +249,14 @@ def _filter(value: Any, where: str) -> dict[str, list[str]]:
 
 def _value_problem(key: str, value: Any) -> str | None:
     """Why a ``where`` value can match no cell: a seed or batch size that is not an integer
-    (cells' are, and ``1.0`` is not the label ``1``). Names are not checked here: records may
+    (cells' are, and ``1.0`` is not the label ``1``), or ``a|b``, which ``table --where`` reads
+    as either and no label holds. Names are not checked here: records may
     come from a machine with plug-ins this one lacks (``check`` hints at values that match
     nothing)."""
     text = str(value)
+    if "|" in text:  # table --where's "either"; here the whole text was one label, no cell's
+        either = ", ".join(text.split("|"))
+        return f"{short(value)}: a claim gives either as a list, [{either}]"
     if key in ("seed", "batch_size") and not (text.isascii() and text.isdigit()
                                               and str(int(text)) == text):  # "01": no cell's
         return f"expected a non-negative integer as cells have it, got {short(value)}"
