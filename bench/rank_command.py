@@ -86,7 +86,7 @@ def _yaml_value(key: str, text: str) -> object:
         raise LeakbenchError(f"--param {key}: not a YAML value (nested too deeply)") from None
     except Exception as e:  # YAMLError, or a tag's constructor failing (!!int _: IndexError)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "flow level" in first:  # libyaml's own depth limit ("while increasing flow level")
+        if "flow level" in first or "block level" in first:  # libyaml's own depth limits
             raise LeakbenchError(f"--param {key}: not a YAML value (nested too deeply)"
                                  ) from None
         raise LeakbenchError(f"--param {key}={text[:80]}: not a YAML value "

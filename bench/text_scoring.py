@@ -15,6 +15,7 @@ text metrics (token accuracy, exact match, ROUGE-1/2/L) on the matched pairs.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from bench.metrics import SuccessRule, get_metric, list_metrics
+from bench.metrics.text_common import rouge1_fractions
 from bench.textcorpus import PAD
 
 TEXT_SUCCESS = SuccessRule("rouge1", 0.5)
@@ -56,29 +58,49 @@ def tokens(ids: torch.Tensor, vocab: tuple[str, ...]) -> list[str]:
 
 
 def match_sequences(originals: torch.Tensor, recon: torch.Tensor, pad_id: int = 0,
-                    primary: torch.Tensor | None = None) -> list[int]:
+                    primary: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[int]:
     """Indices into ``recon`` matched one-to-one to each original (B×L ids each), on
-    ``primary`` (B×B, higher is better, compared to 6 decimals; :func:`score_text` passes
-    ROUGE-1 F), ties broken by the original's real (non-[PAD]) positions that agree, then by
-    the real tokens they share in any position."""
+    ``primary`` (B×B fractions, numerators and denominators, higher is better;
+    :func:`score_text` passes ROUGE-1 F's), ties broken by the original's real (non-[PAD])
+    positions that agree, then by the real tokens they share in any position."""
     real = originals != pad_id  # a [PAD] recovered where the original pads is no evidence
-    same = ((originals[:, None, :] == recon[None, :, :]) & real[:, None, :]).sum(-1).double()
+    same = ((originals[:, None, :] == recon[None, :, :]) & real[:, None, :]).sum(-1)
 
     def words(ids: torch.Tensor) -> Counter:
         return Counter(t for t in ids.tolist() if t != pad_id)
 
     recovered = [words(r) for r in recon]
     overlap = torch.tensor([[sum((w_o & w_r).values()) for w_r in recovered]
-                            for w_o in map(words, originals)], dtype=torch.float64)
+                            for w_o in map(words, originals)], dtype=torch.int64)
     length = originals.shape[1]
-    cost = -(same * (length + 1) + overlap)  # integers below (L + 1)²
-    if primary is not None:  # lexicographic, in integers exact in float64
-        cost = cost - torch.round(primary.double() * 1e6) * (length + 1) ** 2
+    tie = same * (length + 1) + overlap  # integers below (L + 1)²
+    cost = -tie.double()
+    if primary is not None:
+        cost = _lexicographic(*primary, tie, len(originals) * (length + 1) ** 2)
     rows, cols = linear_sum_assignment(cost.numpy())
     order = [0] * len(originals)
     for r, c in zip(rows, cols):
         order[int(r)] = int(c)
     return order
+
+
+def _lexicographic(num: torch.Tensor, den: torch.Tensor, tie: torch.Tensor, ties: int
+                   ) -> torch.Tensor:
+    """A cost whose every assignment sum orders by Σ num/den first, then by Σ ``tie``
+    (each below ``ties``/B), in integers exact in float64: the fractions over the least
+    common multiple D of their denominators, times W > the largest tie sum. Where
+    B·W·(D + 1) passes 2^53 (long sequences: D grows as lcm(1..2L)), the fractions are
+    rounded to that precision instead, and near-equal sums may be ordered by their ties."""
+    width = ties + 1
+    dens = sorted({int(d) for d in den.flatten().tolist() if d > 0}) or [1]
+    common = math.lcm(*dens)
+    limit = 2 ** 53 // (len(tie) * width)
+    safe = den.clamp_min(1)
+    if common + 1 <= limit:
+        scaled = torch.where(den > 0, num * (common // safe), torch.zeros_like(num))
+    else:
+        scaled = torch.round(num.double() / safe.double() * (limit - 1)).long()
+    return -(scaled * width + tie).double()
 
 
 def score_text(originals: torch.Tensor, recon: torch.Tensor, vocab: tuple[str, ...],
@@ -90,10 +112,8 @@ def score_text(originals: torch.Tensor, recon: torch.Tensor, vocab: tuple[str, .
                          f"batch {tuple(originals.shape)}")
     orig = [tokens(o, vocab) for o in originals]
     every = [tokens(r, vocab) for r in recon]
-    pairs = len(orig)
-    rouge = get_metric("rouge1").compute(  # of every (original, recovery): the papers match on it
-        [o for o in orig for _ in range(pairs)], every * pairs).reshape(pairs, pairs)
-    order = match_sequences(originals, recon, vocab.index(PAD), rouge)
+    # ROUGE-1 of every (original, recovery), exactly: the papers match on it
+    order = match_sequences(originals, recon, vocab.index(PAD), rouge1_fractions(orig, every))
     rec = [every[i] for i in order]
     out: dict[str, Any] = {}
     per: dict[str, list[float]] = {}

@@ -334,6 +334,8 @@ def test_a_file_that_cannot_be_created_is_named_not_its_temporary(tmp_path: Path
     (["--param", "width=!!int _"], "--param width=!!int _: not a YAML value"),
     (["--param", "width=4", "--param", "width=8"], "--param width: given twice"),
     (["--param", "width=" + "[" * 5000], "--param width: not a YAML value (nested too deeply)"),
+    (["--param", "width=" + "- " * 3000 + "1"], "--param width: not a YAML value (nested too "
+                                                "deeply)"),
     # YAML 1.1's base-60 numbers, off in suites, had read 1:30 as 90 here (a CLI fuzz)
     (["--param", "width=1:30"], "convnet.width: expected an integer, got '1:30'"),
 ])

@@ -274,6 +274,12 @@ def test_a_claims_file_naming_no_suite_is_about_the_suites_it_includes(tmp_path,
     assert "mine.yaml holds the claims of suite paper-dlg; the records are of quick; the " \
            "folder's check files are left as they are" in capsys.readouterr().err
     assert not (folder / "check.json").exists()
+    # with a claim of its own it is about the records it is given: its files are written
+    claims.write_text("include: [paper-dlg]\nclaims:\n- {id: mine, paper: p, sentence: s, "
+                      "where: {attack: dlg}, metric: psnr, expect: {at_least: 5}}\n")
+    assert main(["check", str(folder), "--claims", str(claims)]) == 0
+    assert "holds the claims of suite" not in capsys.readouterr().err
+    assert "mine" in (folder / "check.md").read_text()
 
 
 @pytest.mark.parametrize("command", [["report", str(ROOT / "results" / "quick")],

@@ -70,6 +70,31 @@ def test_sentences_are_matched_on_rouge1_as_lamp_and_dager_match_them():
     assert match_sequences(originals, recon) == [0, 1]  # on positions alone, the other way
 
 
+def test_equal_rouge1_sums_are_broken_by_the_positions_that_agree():
+    """Both pairings sum to ROUGE-1 2/3 exactly (1/3 + 1/3 and 2/3 + 0); rounded to 6
+    decimals the second had won by one unit, and token accuracy read 0 where the pairing the
+    documented tie-break picks reads 1/3 (a review)."""
+    originals = torch.tensor([[2, 3, 4], [7, 5, 6]])  # the cat sat / dog on mat
+    recon = torch.tensor([[2, 8, 1], [3, 4, 6]])  # the ran [UNK] / cat sat mat
+    out = score_text(originals, recon, VOCAB, SuccessRule("rouge1", 0.5))
+    assert out["matching"] == [0, 1]
+    assert out["rouge1"] == pytest.approx(1 / 3) and out["token_acc"] == pytest.approx(1 / 3)
+
+
+def test_matchings_rouge1_fractions_are_the_metrics_values():
+    from bench.metrics.text_common import rouge1_fractions
+
+    gen = torch.Generator().manual_seed(0)
+    words = list(VOCAB) + ["The", "CAT"]  # case is folded; [PAD] is no word
+    seqs = [[words[int(i)] for i in torch.randint(len(words), (int(n),), generator=gen)]
+            for n in torch.randint(0, 7, (12,), generator=gen)]
+    num, den = rouge1_fractions(seqs[:6], seqs[6:])
+    for i in range(6):
+        values = rouge1([seqs[i]] * 6, seqs[6:])
+        mine = torch.where(den[i] > 0, num[i] / den[i].clamp_min(1), torch.zeros(6))
+        assert torch.allclose(values, mine.double(), atol=1e-12), i
+
+
 def test_padding_is_no_evidence_in_the_tie_break_either():
     """No position agrees under either pairing; the tie is broken by the real tokens shared,
     not by [PAD]s shared: original 0 (three words, then [PAD]s) goes with the recovery that

@@ -85,7 +85,8 @@ class ClaimsFile:
     suite: str
     description: str
     claims: list[Claim] = field(default_factory=list)
-    about: tuple[str, ...] = ()  # its suite, or else the suites its included files are about
+    # its suite; else, holding only included claims, the suites its included files are about
+    about: tuple[str, ...] = ()
 
 
 def claims_path(name_or_path: str) -> Path:
@@ -159,8 +160,10 @@ def load_claims(name_or_path: str, _seen: tuple[Path, ...] = (),
         raise ClaimsError(f"{where}: suite: expected a suite name (letters, digits, '.', '_', "
                           f"'+', '-'), got {short(suite)}")
     description = _text(raw.get("description", ""), f"{where}: description", required=False)
+    # a file naming no suite with claims of its own is about whatever records it is given
+    own = bool(items)
     loaded[key] = ClaimsFile(path, suite, description, claims,
-                             (suite,) if suite else tuple(about))
+                             (suite,) if suite else () if own else tuple(about))
     return loaded[key]
 
 

@@ -6,6 +6,7 @@ sequences, matched pairs (``[PAD]`` left out), and returns one value per pair.
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import lru_cache
 from typing import Any
 
@@ -45,3 +46,19 @@ def rouge_f(originals: Sequences, recons: Sequences, kind: str) -> torch.Tensor:
 
 def _words(sequence: list[str]) -> str:
     return " ".join(t for t in sequence if t != PAD)
+
+
+def rouge1_fractions(originals: Sequences, recons: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """ROUGE-1 F of every (original i, recovery j) as exact integers ``2·overlap`` and
+    ``|original| + |recovery|`` (B×B each, int64): F = 2PR/(P + R) = 2·overlap/(|o| + |r|) on
+    the words :func:`rouge_f` counts (lower-cased, [PAD] no word); 0/0 is F = 0, as there.
+    What matching compares exactly, and without rouge-score's B² calls."""
+    def words(sequence: list[str]) -> Counter:
+        return Counter(OwnTokens().tokenize(_words(sequence)))
+
+    mine, theirs = [words(o) for o in originals], [words(r) for r in recons]
+    overlap = torch.tensor([[sum((o & r).values()) for r in theirs] for o in mine],
+                           dtype=torch.int64).reshape(len(mine), len(theirs))
+    sizes_o = torch.tensor([sum(o.values()) for o in mine], dtype=torch.int64)
+    sizes_r = torch.tensor([sum(r.values()) for r in theirs], dtype=torch.int64)
+    return 2 * overlap, sizes_o[:, None] + sizes_r[None, :]
