@@ -42,14 +42,26 @@ def voided_privacy(info: dict[str, Any], chain: Sequence[Defense]) -> dict[str, 
     also enters other rows as a partner, drawn whether or not the step sampled it, so one item
     moves several clipped rows and joins steps beyond its sampling rate: DP-SGD's per-item
     accounting (sensitivity C, rate q) no longer bounds it, and reporting its ε would
-    overstate the guarantee."""
-    mixers = [d.registry_name for d in chain if d.level == "data" and d.extra_items(1) > 0]
-    if not mixers or info.get("epsilon") is None:
+    overstate the guarantee. Likewise where a link after the one that makes the update
+    private reads the private batch (Soteria's mask, from the client's images): the shared
+    update is then no post-processing of the private one (which pixels survive is a function
+    of the images themselves), and no ε bounds it."""
+    if info.get("epsilon") is None:
         return info
-    return {**info, "epsilon": None,
-            "epsilon_note": f"{', '.join(mixers)} mixes each item with other training "
-                            f"items before the update, which the per-item accountant does not "
-                            f"bound (an item enters other rows and other steps as a partner)"}
+    mixers = [d.registry_name for d in chain if d.level == "data" and d.extra_items(1) > 0]
+    readers = [d.registry_name for k, d in enumerate(chain)
+               if d.reads_batch and any(c.recomputes_update for c in chain[:k])]
+    notes = []
+    if mixers:
+        notes.append(f"{', '.join(mixers)} mixes each item with other training items before "
+                     f"the update, which the per-item accountant does not bound (an item "
+                     f"enters other rows and other steps as a partner)")
+    if readers:
+        notes.append(f"{', '.join(readers)} reads the private batch after the private update "
+                     f"is made, so what it shares is no post-processing of it")
+    if not notes:
+        return info
+    return {**info, "epsilon": None, "epsilon_note": "; ".join(notes)}
 
 
 def _changed(before: Update, after: Update) -> bool:

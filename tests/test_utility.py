@@ -123,6 +123,31 @@ def test_diverged_training_counts_at_chance_in_the_table(tmp_path):
     assert set(summary["defense"]) >= {"noise(scale=10)"}
 
 
+def test_a_one_logit_model_is_at_chance_one_half(tmp_path):
+    """FCN3 (one logit, scored on the label's parity) recorded chance 1/10 on digits, and a
+    diverged run counted at 0.1 where guessing scores 1/2 (a utility-track hunt)."""
+    suite = make_suite(datasets=[{"digits": {"size": 28, "channels": 1}}], archs=["fcn3"],
+                       defenses=["none"], attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 2, "batch_size": 8, "lr": 1e38, "eval_size": 20})
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    (record,) = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    assert record["status"] == "diverged"
+    assert record["metrics"]["accuracy"] == record["metrics"]["chance"] == 0.5
+
+
+def test_a_dataset_without_a_held_out_split_has_no_utility_cells(tmp_path):
+    """photos' test crops overlap its training crops by half: its "held-out" accuracy was
+    scored on pixels the model trained on (a utility-track hunt)."""
+    from bench.suite import iter_cells
+
+    suite = make_suite(datasets=[{"photos": {"size": 16}}], archs=["lenet"], defenses=["none"],
+                       attacks=[{"dlg": {"steps": 1}}],
+                       utility={"steps": 2, "batch_size": 8, "lr": 0.1, "eval_size": 20})
+    cells = [c for c in iter_cells(suite) if type(c).__name__ == "UtilityCell"]
+    assert cells and all("held-out test split" in c.skip_reason for c in cells)
+    assert all(not c.skip_reason for c in iter_cells(suite) if type(c).__name__ != "UtilityCell")
+
+
 def test_utility_pairs_on_the_scenario_not_the_seed_index():
     """Records of two settings in one folder share seed indices but not scenarios."""
     import pandas as pd

@@ -160,6 +160,20 @@ def run_privacy(chain: list[Any], sample_rate: float, steps: int) -> dict[str, A
     return None
 
 
+def _chance(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """The accuracy of guessing, as :func:`accuracy` scores the model: 1/outputs, and 1/2
+    for a one-logit model scored on the label's parity (CNN6, FCN3: 1/10 had been recorded,
+    and a diverged run counted at it)."""
+    training = model.training
+    model.eval()  # one item through BatchNorm in train mode would raise
+    try:
+        with torch.no_grad():
+            outputs = model(x[:1]).shape[-1]
+    finally:
+        model.train(training)
+    return 0.5 if outputs == 1 else 1.0 / outputs
+
+
 def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     """Train with defended updates and return the utility record; never raises."""
     if cell.skip_reason:
@@ -229,7 +243,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 diverged_at = step + 1
                 break
-        chance = 1.0 / meta.num_classes if meta.num_classes > 1 else 0.5
+        chance = _chance(model, x) if len(x) else (
+            1.0 / meta.num_classes if meta.num_classes > 1 else 0.5)
         if protocol:
             fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                       "training (no utility cost by construction)")
