@@ -13,7 +13,10 @@ input has no glyph for (Δ, ∞, ★, «), stops pdflatex, so each character bec
 - Latin-1 and Latin Extended-A letters that pdflatex sets up by default as they are;
 - anything else as its compatibility decomposition without accents (ą → a, ﬁ → fi), else
   ``[U+XXXX]`` (a label is never lost and never stops the document);
-- a tab or line break as a space (a blank line inside a table cell is an error).
+- a tab or line break as a space (a blank line inside a table cell is an error);
+- TeX's ligatures of ASCII text broken (``--`` would print an en dash, ``` `` ``` and ``''``
+  curly quotes, ``?` `` and ``!` `` ¿ and ¡; a recovered sentence's ``--`` or a label's ``''``
+  must print as typed), and ``"`` in typewriter type (OT1 prints it as a closing quote).
 
 One pass, character by character: no escape is escaped again.
 """
@@ -31,7 +34,11 @@ in a caption or a paragraph cell: a label has no spaces, and ran past the line."
 
 SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "_": "\\_", "#": "\\#",
            "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "{": "\\{",
-           "}": "\\}", "<": "$<$", ">": "$>$", "|": "\\textbar{}", "[": "{[}", "]": "{]}"}
+           "}": "\\}", "<": "$<$", ">": "$>$", "|": "\\textbar{}", "[": "{[}", "]": "{]}",
+           '"': '\\texttt{"}'}
+
+LIGATURES = {("-", "-"), ("`", "`"), ("'", "'"), ("?", "`"), ("!", "`")}
+"""ASCII pairs the OT1 fonts merge into one glyph; an empty group between them keeps both."""
 
 SYMBOLS = {
     "±": "$\\pm$", "·": "$\\cdot$", "×": "$\\times$", "÷": "$\\div$", "–": "--", "—": "---",
@@ -111,8 +118,13 @@ def tex(s: str, extra: Mapping[str, str] | None = None) -> str:
     points) or else :func:`tex_char`, in one pass; an accent left without a composed form is
     dropped."""
     extra = extra or {}
-    return "".join(extra.get(ch) or ("" if unicodedata.combining(ch) else tex_char(ch))
-                   for ch in unicodedata.normalize("NFC", s))
+    text = unicodedata.normalize("NFC", s)
+    out = []
+    for i, ch in enumerate(text):
+        out.append(extra.get(ch) or ("" if unicodedata.combining(ch) else tex_char(ch)))
+        if (ch, text[i + 1:i + 2]) in LIGATURES and ch not in extra:
+            out.append("{}")
+    return "".join(out)
 
 
 def shrink_to_line(tabular: str) -> str:

@@ -122,12 +122,13 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)
     lines: list[str] = [page.rstrip("\n"), "", "## FID and KID, pooled per leaderboard group", ""]
     lines.append(POOLED_NOTE)
-    if not fid.empty:
-        lines += ["", pipe_table(fid)]
+    lines += ["", pipe_table(fid) if not fid.empty else
+              "None here: no finished image cell with saved arrays."]
+    gallery = _gallery(df)
     lines += ["", "## Gallery", "",
               "Each picture: the private images (top) above their matched reconstructions "
-              "(bottom)."]
-    lines += _gallery(df)
+              "(bottom)." if gallery else "None here: no finished image cell has a picture."]
+    lines += gallery
     path = out_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path

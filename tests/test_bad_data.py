@@ -154,11 +154,7 @@ def test_a_damaged_test_image_is_caught_for_a_cell_granted_public_data(tmp_path,
                                                 {"secagg": {"clients": 7}}]}]},  # + 6 × 50
      "450 a cell draws at once (batch_size 50, 450 through the defense mixup(k=3)+secagg("
      "clients=7))"),
-    ({"utility": {"steps": 1, "batch_size": 500}},  # a utility cell's client batch
-     "500 a cell draws at once (utility.batch_size)"),
-    ({"utility": {"steps": 1, "batch_size": 150}, "defenses": [{"mixup": {"k": 5}}]},  # a
-     "600 a cell draws at once (utility.batch_size 150, 600 through the defense mixup(k=5))"),
-    ])  # step's mixed-in images, drawn anew each step
+    ])
 def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, draws,
                                                                         tmp_path, capsys):
     """Every such cell became an error record at run time (a bad-input hunt, a review); the
@@ -173,3 +169,20 @@ def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, 
     assert_one_line(code, capsys.readouterr().err, "photos", "the train split has 408 items, "
                     f"fewer than the {draws}")
     assert not (tmp_path / "out" / "records").exists()
+
+
+@pytest.mark.parametrize("change, draws", [
+    ({"utility": {"steps": 1, "batch_size": 1500}},  # a utility cell's client batch
+     "1500 a cell draws at once (utility.batch_size)"),
+    ({"utility": {"steps": 1, "batch_size": 400}, "defenses": [{"mixup": {"k": 5}}]},  # a
+     "1600 a cell draws at once (utility.batch_size 400, 1600 through the defense mixup(k=5))"),
+    ])  # step's mixed-in images, drawn anew each step (digits: photos has no utility cells)
+def test_a_utility_batch_larger_than_the_train_split_is_refused_before_any_cell(
+        change, draws, tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
+                                    "datasets": [{"digits": {"size": 8}}]}))
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
+                 "--no-leaderboard"])
+    assert_one_line(code, capsys.readouterr().err, "digits", "the train split has 1437 items, "
+                    f"fewer than the {draws}")

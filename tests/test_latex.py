@@ -19,6 +19,15 @@ def test_specials_are_escaped_once():
         "\\textbar{}$<$$>${[}y{]}")
 
 
+def test_ascii_text_prints_as_typed_not_as_tex_ligatures():
+    """A recovered sentence's ``--`` printed as an en dash, ``''`` as a curly quote, ``?` ``
+    as ¿ and ``"`` as a closing quote in the committed text leaderboard's PDF (a site and
+    outputs hunt): an empty group now parts each pair, and ``"`` is set in typewriter type."""
+    assert tex("a--b---c ``d'' ?` !` \"e\"") == (
+        "a-{}-b-{}-{}-c `{}`d'{}' ?{}` !{}` \\texttt{\"}e\\texttt{\"}")
+    assert tex("– —") == "-- ---"  # typographic dashes keep their ligatures
+
+
 @pytest.mark.parametrize(("ch", "expected"), [
     ("Δ", "$\\Delta$"), ("δ", "$\\delta$"), ("ε", "$\\varepsilon$"), ("μ", "$\\mu$"),
     ("Α", "A"), ("ς", "$\\varsigma$"), ("∞", "$\\infty$"), ("★", "$\\star$"),

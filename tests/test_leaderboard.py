@@ -348,3 +348,47 @@ def test_text_tables_show_converged_only_and_say_which_seeds_had_no_floor(tmp_pa
     text = write_leaderboard(tmp_path, "markdown").read_text()
     assert "ROUGE-1 converged only" in text
     assert "2 diverged or failed seed(s) had no floor to count at" in text
+
+
+def test_scenarios_whose_titles_differ_only_in_punctuation_get_their_own_files():
+    """imagefolder(folder=faces-small) and (folder=faces_small) both read faces_small: their
+    tables linked one figure file, and the site kept one gallery page of the two (a site and
+    outputs hunt). Titles of leakbench's own characters keep their plain names."""
+    from bench.leaderboard.frames import scenario_slug
+
+    def key(folder: str) -> tuple:
+        return (f"imagefolder(folder={folder},size=16)", "lenet", 1, "fedsgd", "train", "init")
+
+    assert scenario_slug(key("faces-small")) != scenario_slug(key("faces_small"))
+    assert scenario_slug(key("faces small")) != scenario_slug(key("faces_small"))
+    assert scenario_slug(("digits(size=16)", "convnet(width=16)", 1, "fedsgd", "eval",
+                          "trained:200")) == (
+        "digits_size_16_convnet_width_16_batch_1_BN_eval_victim_trained_200")
+
+
+def test_notes_say_which_cells_they_show_and_count_the_utility_runs(tmp_path, capsys):
+    """A text scenario with no undefended cell showed defended sentences under "Against no
+    defense"; a leaderboard of attack and utility records counted only the attack cells as
+    "Cells" while the site counted both (a site and outputs hunt)."""
+    import json
+
+    from bench.cli import main
+    from helpers import ROOT
+
+    text, mixed = tmp_path / "text", tmp_path / "mixed"
+    for folder in (text, mixed):
+        (folder / "records").mkdir(parents=True)
+    for path in sorted((ROOT / "results" / "text" / "records").glob("*.json")):
+        r = json.loads(path.read_text())
+        if r["defense_label"] != "none" and r["batch_size"] == 1 and r["victim"] == "init":
+            (text / "records" / path.name).write_bytes(path.read_bytes())
+    kinds = {"attack": 0, "utility": 0}
+    for path in sorted((ROOT / "results" / "defenses" / "records").glob("*.json")):
+        kind = json.loads(path.read_text()).get("kind", "attack")
+        if kinds[kind] < 3:
+            kinds[kind] += 1
+            (mixed / "records" / path.name).write_bytes(path.read_bytes())
+    assert main(["leaderboard", str(text)]) == 0 and main(["leaderboard", str(mixed)]) == 0
+    page = (text / "leaderboard.md").read_text()
+    assert "Against no defense" not in page and "No cell ran without a defense" in page
+    assert "attack cells and 3 (" in (mixed / "leaderboard.md").read_text()

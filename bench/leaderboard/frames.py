@@ -3,6 +3,7 @@ groups every table is built per."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -191,11 +192,11 @@ def record_victim(record: dict[str, Any]) -> str:
 
 def no_attack_records(out_dir: object, records: list[dict[str, Any]]) -> str:
     """Why a leaderboard of ``out_dir`` has nothing to rank: no records, or only utility
-    ones (whose table the site shows)."""
+    ones (which the site lists cell by cell)."""
     if not records:
         return store_problem(Path(str(out_dir))) or f"no records under {out_dir}/records"
     return (f"no attack records under {out_dir}/records (only {len(records)} utility "
-            "record(s): `leakbench site` shows their table)")
+            "record(s): `leakbench site` lists them cell by cell)")
 
 
 def client_label(client: dict[str, Any]) -> str | None:
@@ -276,6 +277,18 @@ def scenario_title(key: tuple) -> str:
     return " · ".join(parts)
 
 
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_.()=,:]+|batch \d+|BN \w+|victim \S+")
+
+
 def scenario_slug(key: tuple) -> str:
-    """A file-name form of a scenario title: digits(size=16) · mlp · batch 1 → digits_size_16_…"""
-    return re.sub(r"[^A-Za-z0-9.]+", "_", scenario_title(key)).strip("_")
+    """A file-name form of a scenario title: digits(size=16) · mlp · batch 1 → digits_size_16_…
+
+    Where a part of the title holds other characters than labels are made of (a folder named
+    faces-small beside one named faces_small: both read faces_small, and the two scenarios
+    had shared one figure file and one gallery page), a hash of the whole title is appended,
+    so that such titles get names of their own."""
+    title = scenario_title(key)
+    slug = re.sub(r"[^A-Za-z0-9.]+", "_", title).strip("_")
+    if all(_PLAIN_PART.fullmatch(part) for part in title.split(" · ")):
+        return slug
+    return f"{slug}-{hashlib.sha256(title.encode()).hexdigest()[:8]}"

@@ -200,6 +200,14 @@ def scenario_sentences(g: pd.DataFrame) -> pd.DataFrame:
     return g[g["defense"] == "none"] if (g["defense"] == "none").any() else g
 
 
+def sentences_scope(shown: pd.DataFrame) -> str:
+    """What the sentences table's note says it shows (:func:`scenario_sentences`): it had said
+    "against no defense" over defended cells where no cell ran undefended."""
+    if (shown["defense"] == "none").all():
+        return "Against no defense"
+    return "No cell ran without a defense, so against each defense"
+
+
 def sentence_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
     """Original beside recovered for the best and the worst finished cell (by ROUGE-1) of
     each attack against no defense, and of the strongest attack against each defense."""
@@ -238,8 +246,9 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
                         for defense, attack, which, r in sentence_picks(shown)]
             tables.append(Table(f"Sentences · {title}", pd.DataFrame(sentences),
                                 examples=examples,
-                                note="Against no defense: the best and the worst seed of each "
-                                     "attack by ROUGE-1, each original sentence (its first "
+                                note=f"{sentences_scope(shown)}: the best and the worst "
+                                     "seed of each attack by ROUGE-1, each original sentence "
+                                     "(its first "
                                      "tokens) beside its matched recovery; bold: the "
                                      "recovered token is the original's at that position."))
     return tables

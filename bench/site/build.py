@@ -53,7 +53,7 @@ from bench.registry import LeakbenchError
 from bench.site.claims import Claims, read_claims
 from bench.site.gallery import Shot, write_shot
 from bench.site.pages import cell_fields, cells_table
-from bench.site.sentences import NOTE, Sentences, cell_sentences
+from bench.site.sentences import Sentences, cell_sentences, sentences_note
 from bench.site.tables import HtmlTable, anchor, html_table, note_html
 from bench.store import load_records
 
@@ -172,7 +172,7 @@ def _leaderboard(site: SuiteSite, pages: Path) -> None:
             slug, n = f"{anchor(t.title)}-{n}", n + 1
         seen.add(slug)
         if t.examples:  # sentences: shown as marked tokens, not as the markdown's text
-            table = html_table(t.title, slug, [], NOTE)
+            table = html_table(t.title, slug, [], sentences_note(t.note))
             table.figures = [{"caption": caption, "sentences": site.sentences[cell],
                               "href": url("cells", f"{cell}.html")}
                              for caption, cell in t.examples if cell in site.sentences]
@@ -237,7 +237,8 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
     name = site.name
     home = ("results", "../index.html")
     suite_crumb = (name, "index.html")
-    prot = protocol_lines(site.frame) if not site.frame.empty else []
+    prot = protocol_lines(site.frame, utility_frame(site.records)) \
+        if not site.frame.empty else []
     envs = [line.removeprefix("- ") for line in environment_lines(site.frame)] \
         if not site.frame.empty else []
     skipped = not site.frame.empty and bool((site.frame["status"] == "skipped").all())

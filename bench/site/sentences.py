@@ -17,10 +17,16 @@ from bench.leaderboard.text_tables import token_marks
 from bench.metrics import get_metric
 
 PAIR_METRICS = ("token_acc", "rouge1")  # the per-pair scores shown beside each pair
-NOTE = ("Against no defense: the best and the worst seed of each attack by ROUGE-1, each "
-        "original sentence beside its recovery, in the one-to-one order the scoring matched "
-        "them, with the pair's token accuracy and ROUGE-1; a marked recovered token is the "
-        "original's token at that position.")
+NOTE = ("the best and the worst seed of each attack by ROUGE-1, each original sentence "
+        "beside its recovery, in the one-to-one order the scoring matched them, with the "
+        "pair's token accuracy and ROUGE-1; a marked recovered token is the original's token "
+        "at that position.")
+
+
+def sentences_note(leaderboard_note: str) -> str:
+    """The site's note on a sentences table, over the cells the leaderboard's says it shows
+    (the words before its first colon: against no defense, or against each)."""
+    return f"{leaderboard_note.split(':', 1)[0]}: {NOTE}"
 
 
 @dataclass
