@@ -161,13 +161,16 @@ def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, 
     line names the setting that asks for the items (it had said "lower batch_size" for the
     utility track's batch, with batch_size 1 already). MixUp's mixed-in images count too
     (a mixup k above the split had been an error record per cell)."""
+    _refused_before_any_cell(tmp_path, capsys, change, {"photos": {"size": 32}},
+                             f"the train split has 408 items, fewer than the {draws}")
+
+
+def _refused_before_any_cell(tmp_path, capsys, change: dict, dataset: dict, line: str) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
-                                    "datasets": [{"photos": {"size": 32}}]}))
+    path.write_text(yaml.safe_dump({**TINY_SUITE, **change, "datasets": [dataset]}))
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
                  "--no-leaderboard"])
-    assert_one_line(code, capsys.readouterr().err, "photos", "the train split has 408 items, "
-                    f"fewer than the {draws}")
+    assert_one_line(code, capsys.readouterr().err, next(iter(dataset)), line)
     assert not (tmp_path / "out" / "records").exists()
 
 
@@ -179,10 +182,5 @@ def test_a_batch_larger_than_the_train_split_is_refused_before_any_cell(change, 
     ])  # step's mixed-in images, drawn anew each step (digits: photos has no utility cells)
 def test_a_utility_batch_larger_than_the_train_split_is_refused_before_any_cell(
         change, draws, tmp_path, capsys):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**TINY_SUITE, **change,
-                                    "datasets": [{"digits": {"size": 8}}]}))
-    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--jobs", "0", "--quiet",
-                 "--no-leaderboard"])
-    assert_one_line(code, capsys.readouterr().err, "digits", "the train split has 1437 items, "
-                    f"fewer than the {draws}")
+    _refused_before_any_cell(tmp_path, capsys, change, {"digits": {"size": 8}},
+                             f"the train split has 1437 items, fewer than the {draws}")

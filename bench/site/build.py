@@ -86,6 +86,7 @@ class SuiteSite:
     results: Path
     records: list[dict[str, Any]]
     frame: pd.DataFrame
+    util: pd.DataFrame  # the utility runs (empty without a utility track)
     claims: Claims | None
     scenario: dict[str, tuple] = field(default_factory=dict)  # cell id → scenario key
     shots: dict[str, Shot] = field(default_factory=dict)
@@ -147,7 +148,7 @@ def _load(results: Path) -> SuiteSite:
     if name.casefold() in RESERVED:
         raise LeakbenchError(f"{results}: a results folder may not be named {name!r}, a file "
                              "of the site's own")
-    site = SuiteSite(name, results, records, records_frame(records),
+    site = SuiteSite(name, results, records, records_frame(records), utility_frame(records),
                      read_claims(results))
     if not site.frame.empty:
         for key, g in scenarios(site.frame):
@@ -160,9 +161,8 @@ def _leaderboard(site: SuiteSite, pages: Path) -> None:
     """The leaderboard's tables, with their figures drawn into ``pages/plots``."""
     if site.frame.empty:
         return
-    util = utility_frame(site.records)
-    plots = write_plots(site.frame, util, pages)
-    tables = leaderboard_tables(site.frame, util, plots, architecture_table(site.records),
+    plots = write_plots(site.frame, site.util, pages)
+    tables = leaderboard_tables(site.frame, site.util, plots, architecture_table(site.records),
                                 curve_tables(site.records, pages))
     by_picture = {r["picture"]: r for r in site.records if r.get("picture")}
     seen: set[str] = set()
@@ -237,8 +237,7 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
     name = site.name
     home = ("results", "../index.html")
     suite_crumb = (name, "index.html")
-    prot = protocol_lines(site.frame, utility_frame(site.records)) \
-        if not site.frame.empty else []
+    prot = protocol_lines(site.frame, site.util) if not site.frame.empty else []
     envs = [line.removeprefix("- ") for line in environment_lines(site.frame)] \
         if not site.frame.empty else []
     skipped = not site.frame.empty and bool((site.frame["status"] == "skipped").all())

@@ -105,6 +105,7 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
     if _REASON_CACHE[key, "arch"]:
         return _REASON_CACHE[key, "arch"]
     attack = getattr(cell, "attack", None)
+    overlap = getattr(DATASETS.get(cell.dataset.name).cls, "no_public_split", None)
     if attack is not None:
         cls = ATTACKS.get(attack.name).cls
         needs = set(cls.needs)
@@ -116,14 +117,10 @@ def incompatibility(cell: Any, suite_grants: frozenset[str]) -> str | None:
         missing = sorted(needs - suite_grants)
         if missing:
             return f"{attack.name} needs {', '.join(missing)}, which the suite does not grant"
-        overlap = getattr(DATASETS.get(cell.dataset.name).cls, "no_public_split", None)
         if PUBLIC_DATA in needs and overlap:
             return f"{attack.name} needs public_data, and {cell.dataset.name} has none: {overlap}"
-    else:  # the utility track scores accuracy on the test split: it must be held out
-        overlap = getattr(DATASETS.get(cell.dataset.name).cls, "no_public_split", None)
-        if overlap:
-            return (f"utility needs a held-out test split, and {cell.dataset.name} has none: "
-                    f"{overlap}")
+    elif overlap:  # the utility track scores accuracy on the test split: it must be held out
+        return f"utility needs a held-out test split, and {cell.dataset.name} has none: {overlap}"
     for prefix, spec in _checked(cell):
         cache_key = (key, spec, tuple(cell.defense) if spec is attack else None)
         if cache_key not in _REASON_CACHE:
