@@ -55,7 +55,7 @@ class DLG(Attack):
 
             return [best_text_restart(o, planned_restarts(self.restarts, o), optimise)
                     for o in observations]
-        restarts = planned_restarts(self.restarts, observations[0])
+        restarts = planned_restarts(self.restarts, observations[0], self.line_search)
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
         engine = TrialEngine(observations, cell_of)  # refuses before any dummy is drawn
         starts, logits = [], []

@@ -44,7 +44,8 @@ class IDLG(Attack):
         return self.reconstruct_trials([obs])[0]
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
-        dev, r = observations[0].device, planned_restarts(self.restarts, observations[0])
+        dev = observations[0].device
+        r = planned_restarts(self.restarts, observations[0], self.line_search)
         engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
         labels = torch.stack([infer_labels(o).to(dev) for o in observations for _ in range(r)])
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)

@@ -30,7 +30,8 @@ class Snapshot:
 class TrialResult:
     """One trial's accounting. ``iterations`` counts outer steps begun; ``final_loss`` is
     the loss at the trial's last point (fixed steps: the last point it evaluated, as a step
-    that ends on ``max_iter`` makes one last move that is not evaluated, as in torch)."""
+    that ends on ``max_iter`` makes one last move that is not evaluated, as in torch, unless
+    the point it returns was scored after the pass)."""
 
     iterations: int = 0
     inner_iterations: int = 0
@@ -45,6 +46,10 @@ class TrialResult:
     stop_reason: str = ""  # steps | max_grad_evals | tolerance_grad | tolerance_change |
     # zero_loss | patience | diverged
     snapshots: list[Snapshot] = field(default_factory=list)
+    # the evaluation that scored its returned point after the pass (fixed-step restarts:
+    # attacks.lbfgs_trials.scores_returned_points), outside its clock and round count
+    scoring_evals: int = 0
+    scoring_seconds: float = 0.0
 
 
 @dataclass

@@ -8,6 +8,8 @@ stopping; a single cell is a batch of one.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -55,13 +57,29 @@ def snapshot_points(budget: int, count: int) -> list[int]:
     return sorted({budget >> k for k in range(1, count + 1)} - {0})
 
 
-def planned_restarts(restarts: int, obs: Observation) -> int:
+def planned_restarts(restarts: int, obs: Observation, line_search: str | None = None) -> int:
     """The restarts the suite's caps afford: each gets an equal share of ``max_grad_evals``
-    and ``max_iterations``, and fewer run when a share would be below one."""
-    caps = [c for c in (obs.max_grad_evals, obs.max_iterations) if c is not None]
-    while restarts > 1 and any(c // restarts < 1 for c in caps):
+    and ``max_iterations``, and fewer run when a share would be below one (with fixed steps,
+    below two evaluations: one more scores the point a restart returns,
+    :func:`scores_returned_points`; ``line_search`` None: restarts run one by one, as on
+    text, and score nothing more)."""
+    least = 1 + scores_returned_points(line_search, restarts)
+    while restarts > 1 and (
+            (obs.max_grad_evals is not None and obs.max_grad_evals // restarts < least)
+            or (obs.max_iterations is not None and obs.max_iterations // restarts < 1)):
         restarts -= 1
+        least = 1 + scores_returned_points(line_search, restarts)
     return restarts
+
+
+def scores_returned_points(line_search: str | None, restarts: int) -> int:
+    """1 where a pass evaluates each trial once more at the end, else 0. With fixed steps a
+    step's last move is not evaluated (as in torch and DLG's loop), so the loss a trial last
+    evaluated belongs to the point before the one it returns; restarts are ranked on the
+    points they return, which costs one evaluation each (from the budget, as Inverting
+    Gradients' restarts spend one to score theirs). A strong-Wolfe step ends on its
+    evaluated point, and a lone trial ranks nothing."""
+    return int(restarts > 1 and line_search == "none")
 
 
 def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
@@ -74,18 +92,45 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
     ``objective(variables, rows)``: the losses of trials ``rows`` (``None``: all), whose
     rows ``variables`` hold; once some trials have stopped, only the others are evaluated."""
     obs0 = observations[0]
-    cap_evals = None if obs0.max_grad_evals is None else obs0.max_grad_evals // restarts
+    scoring = scores_returned_points(attack.line_search, restarts)
+    cap_evals = None if obs0.max_grad_evals is None else obs0.max_grad_evals // restarts - scoring
     cap_iters = None if obs0.max_iterations is None else obs0.max_iterations // restarts
     budget = attack.steps * attack.max_eval_per_step
     if cap_evals is not None:
         budget = min(budget, cap_evals)
-    return run_batched_lbfgs(
+    res = run_batched_lbfgs(
         variables, lambda v: objective(v, None), attack.steps, attack.lr, attack.max_eval_per_step,
         history_size=attack.history_size, max_grad_evals=cap_evals,
         line_search_fn=line_search_fn(attack.line_search),
         max_iterations=cap_iters, patience=attack.patience or None,
         min_rel_improvement=attack.min_rel_improvement,
         snapshot_at=snapshot_points(budget, attack.snapshots), rows_objective=objective)
+    if scoring:
+        _score_returned_points(res, variables, objective)
+    return res
+
+
+def _score_returned_points(res: BatchedResult, variables: Sequence[torch.Tensor],
+                           objective: Callable[[Sequence[torch.Tensor], list[int] | None],
+                                               torch.Tensor]) -> None:
+    """Each live trial's ``final_loss`` becomes the loss at the point it returns, from one
+    more batched evaluation (counted in ``scoring_evals``, its time in ``scoring_seconds``);
+    a trial whose returned point has no finite loss is diverged."""
+    live = [k for k, t in enumerate(res.trials) if not t.diverged]
+    if not live:
+        return
+    t0 = time.perf_counter()
+    every = len(live) == len(res.trials)
+    with torch.enable_grad():
+        inputs = [v.detach() if every else v.detach()[live] for v in variables]
+        losses = objective(inputs, None if every else live).detach().tolist()
+    share = (time.perf_counter() - t0) / len(live)
+    for k, f in zip(live, losses):
+        trial = res.trials[k]
+        trial.scoring_evals, trial.scoring_seconds = 1, share
+        trial.final_loss = f
+        if not math.isfinite(f):
+            trial.diverged, trial.stop_reason = True, "diverged"
 
 
 def best_restarts(res: BatchedResult, data: torch.Tensor, labels: list[torch.Tensor | None],
@@ -101,11 +146,11 @@ def best_restarts(res: BatchedResult, data: torch.Tensor, labels: list[torch.Ten
         recon = trial_reconstruction(res.trials[best], data[best], labels[best])
         if restarts > 1:
             mine = [res.trials[k] for k in ks]
-            recon.grad_evals = sum(t.grad_evals for t in mine)
+            recon.grad_evals = sum(t.grad_evals + t.scoring_evals for t in mine)
             recon.iterations = sum(t.iterations for t in mine)
             recon.info.update(restarts_run=restarts, best_restart=best - ks[0],
                               restart_losses=[t.final_loss for t in mine],
-                              trial_seconds=sum(t.seconds for t in mine))
+                              trial_seconds=sum(t.seconds + t.scoring_seconds for t in mine))
             # the schedule's evaluations (the winner's times the restarts, the same for every
             # seed) and the seconds all the cell's restarts had spent by then
             clock, ran = RoundClock(res.round_shares), [t.grad_evals for t in mine]

@@ -19,6 +19,7 @@ import torch
 
 from attacks.clocks import RoundClock
 from attacks.gradient_matching import cosine_distance, dummy_update, l2_distance
+from attacks.labels import infer_labels
 from attacks.trials import TrialEngine, TrialsIncompatible
 from bench.cells import RunOptions
 from bench.cells.trials import TrialsCell, group_trials, members
@@ -341,6 +342,26 @@ def test_restarts_share_the_suites_budget(name, line_search):
                        budget={"max_grad_evals": 30, "max_iterations": 4}, **LENET16)
     recon = observe_and_attack(suite)
     assert recon.grad_evals <= 30 and recon.iterations <= 4
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_idlg_restarts_are_ranked_by_the_loss_of_the_points_they_return(steps):
+    # with fixed steps a step's last move is not evaluated (as in torch and DLG's loop), so
+    # the loss last evaluated is not the returned image's: the ranking must score the
+    # points it returns, or it may keep a restart whose last move went uphill
+    suite = make_suite(seeds=1, attacks=[{"idlg": {"steps": steps, "max_eval_per_step": 4,
+                                                    "restarts": 3}}],
+                       budget={"max_grad_evals": 40}, **LENET16)
+    cell = list(iter_cells(suite))[0]
+    obs = observe_tiny(cell)[0]
+    recon = cell.attack.build().reconstruct(obs)
+    labels = infer_labels(obs)
+    losses = recon.info["restart_losses"]
+    returned = l2_distance(dummy_update(obs.model, recon.data, labels, obs),
+                           obs.update.tensors).item()
+    assert returned == pytest.approx(losses[recon.info["best_restart"]], rel=1e-4)
+    assert recon.info["best_restart"] == losses.index(min(losses))
+    assert recon.grad_evals <= 40  # the scoring evaluations come out of the budget
 
 
 def observe_and_attack(suite):
