@@ -285,6 +285,7 @@ class DPSGD(Defense):
         out = Update(tensors, kind, update.bn_stats, dict(update.info))
         out.info.update(self.privacy())
         out.info["dp_per_sample_norms"] = norms
-        out.info["dp_clipped_fraction"] = (sum(n > self.max_grad_norm for n in norms)
-                                           / max(1, len(norms)))
+        # clipped: scaled down, C/(norm + CLIP_EPS) < 1 (a norm of C itself is)
+        out.info["dp_clipped_fraction"] = (sum(n + CLIP_EPS > self.max_grad_norm
+                                               for n in norms) / max(1, len(norms)))
         return out

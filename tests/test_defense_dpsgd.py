@@ -124,6 +124,19 @@ def test_dpsgd_clips_every_sample_before_averaging():
     plain = compute_update(model, x, y, ClientSpec()).tensors
     assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(out.tensors, plain))
 
+def test_dpsgd_counts_as_clipped_every_sample_it_scales_down():
+    """A sample whose norm is C itself is scaled by C/(C + 1e-6) < 1 (Opacus's guard): it
+    was clipped, and the recorded fraction says so."""
+    model, x, y = model_and_batch(4)
+    first = run(DPSGD(max_grad_norm=1e6, noise_multiplier=0.0), model, x, y)
+    norms = first.info["dp_per_sample_norms"]
+    clip = max(norms)  # the largest sample sits exactly on the bound
+    out = run(DPSGD(max_grad_norm=clip, noise_multiplier=0.0), model, x, y)
+    scaled = [i for i, n in enumerate(out.info["dp_per_sample_norms"]) if clip / (n + 1e-6) < 1]
+    assert norms.index(clip) in scaled
+    assert out.info["dp_clipped_fraction"] == pytest.approx(len(scaled) / 4)
+
+
 
 def test_dpsgd_single_sample_norm_is_min_of_norm_and_clip():
     model, x, y = model_and_batch(1)
