@@ -4,6 +4,7 @@ the harness, and is removed again."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from bench.cells import RunOptions
 from bench.cells.trials import group_trials, members
 from bench.executors import EXECUTORS, make_executor
 from bench.grants import GRANTS, Grant, provide_grants
+from bench.leaderboard import write_leaderboard
 from bench.metrics import METRICS, get_metric
+from bench.metrics.base import Metric, register_metric
 from bench.registry import ATTACKS, DEFENSES
 from bench.scoring import score
 from bench.suite import attack_cells
@@ -67,6 +70,28 @@ def test_the_metric_example_is_scored_and_can_rule_success(registered):
     assert 0.1 < metrics["mae"] < 0.4 and get_metric("mae").higher_is_better is False
     suite = make_suite(success={"metric": "mae", "at_most": 0.5})
     assert suite.success.holds(0.1) and not suite.success.holds(0.9)
+
+
+@pytest.mark.parametrize("suite", ["quick", "text"])
+def test_a_metric_installed_after_the_records_were_scored_adds_no_column(registered, tmp_path,
+                                                                        suite):
+    # a plug-in metric installed later has no value in the committed records: the tables
+    # (attacks, defenses; images and text) stay byte-identical, with no column of n/a
+    registered.append((METRICS, "mae"))
+    exec(example("A metric"), {})
+    registered.append((METRICS, "chars"))
+
+    @register_metric
+    class Chars(Metric):
+        """The text twin: the recovered sequence's length, per matched pair."""
+
+        name, label, modality, kind, inputs = "chars", "Chars", "text", "per_item", "tokens"
+        higher_is_better, digits, order = True, 1, 199
+        compute = staticmethod(lambda a, b: torch.tensor([float(len(r)) for r in b]))
+
+    src = ROOT / "results" / suite
+    shutil.copytree(src / "records", tmp_path / "records")
+    assert write_leaderboard(tmp_path).read_text() == (src / "leaderboard.md").read_text()
 
 
 def test_the_executor_example_runs_a_suite(registered, tmp_path):

@@ -38,18 +38,30 @@ class Table:
     examples: list[tuple[str, str]] = field(default_factory=list)  # (caption, cell id)
 
 
+def scored_metrics(metrics: list[type[Metric]], frame: pd.DataFrame,
+                   keep: type[Metric]) -> list[type[Metric]]:
+    """``metrics`` less those that no row of ``frame`` has a value for, ``keep`` (the
+    headline) always: a weights-needing metric without its weights file (LPIPS), or a plug-in
+    metric installed after the records were scored, would be a column of n/a, and the
+    committed tables would change with what is installed."""
+    return [m for m in metrics if m is keep
+            or (m.name in frame and frame[m.name].notna().any())]
+
+
 def attack_metrics(summary: pd.DataFrame) -> list[type[Metric]]:
-    """The metric columns of an attack table: the per-item leaderboard metrics, leaving out
-    a weights-needing one (LPIPS) that no cell of the table has a value for."""
-    return [m for m in list_metrics("image", "per_item") if m.leaderboard
-            and (not m.needs_weights or summary[m.name].notna().any())]
+    """The metric columns of an attack table: the per-item leaderboard metrics some row of
+    it has a value for (:func:`scored_metrics`)."""
+    return scored_metrics([m for m in list_metrics("image", "per_item") if m.leaderboard],
+                          summary, headline())
 
 
-def defense_metrics() -> list[type[Metric]]:
+def defense_metrics(summary: pd.DataFrame) -> list[type[Metric]]:
     """The metric columns of a defense table: the strongest attack's image metrics that every
-    finished cell has (on the leaderboard, no weights file needed: PSNR, SSIM)."""
-    return [m for m in list_metrics("image", "per_item") if m.leaderboard
-            and m.inputs == "images" and not m.needs_weights]
+    finished cell has (on the leaderboard, no weights file needed: PSNR, SSIM), where some
+    row has a value (:func:`scored_metrics`)."""
+    return scored_metrics([m for m in list_metrics("image", "per_item") if m.leaderboard
+                           and m.inputs == "images" and not m.needs_weights],
+                          summary, headline())
 
 
 def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
@@ -171,10 +183,10 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     from bench.plots import ACCURACY_DIGITS, pareto_front
 
     h = headline()
-    shown = defense_metrics()
     tables = []
     for key, g, summary in scenario_summaries(df):
         best = rank_defenses(strongest_attacks(summary))
+        shown = defense_metrics(best)
         us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
         has_utility = us is not None and not us.empty
         front: set[str] = set()

@@ -18,7 +18,14 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
 )
 from bench.leaderboard.frames import scenario_title
-from bench.leaderboard.tables import ATTACK_NOTE, Table, _cell, _converged, _missing_note
+from bench.leaderboard.tables import (
+    ATTACK_NOTE,
+    Table,
+    _cell,
+    _converged,
+    _missing_note,
+    scored_metrics,
+)
 from bench.leaderboard.uncertainty import format_rank
 from bench.markdown import Markdown
 from bench.metrics import Metric, fixed, format_value, get_metric, list_metrics
@@ -56,8 +63,11 @@ def records_metric(df: pd.DataFrame, chosen: type[Metric] | None, flag: str) -> 
     return chosen
 
 
-def text_metrics() -> list[type[Metric]]:
-    return [m for m in list_metrics("text", "per_item") if m.leaderboard]
+def text_metrics(summary: pd.DataFrame) -> list[type[Metric]]:
+    """The text tables' metric columns: the per-item text metrics some row of ``summary``
+    has a value for (:func:`bench.leaderboard.tables.scored_metrics`)."""
+    return scored_metrics([m for m in list_metrics("text", "per_item") if m.leaderboard],
+                          summary, text_headline())
 
 
 def rule_metric_words(name: Any) -> tuple[str, str]:
@@ -103,7 +113,7 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"Defense": r["defense"],
                                "Rank": format_rank(r["rank_best"], r["rank_worst"]),
                                "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
-        for m in text_metrics():
+        for m in text_metrics(summary):
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
@@ -124,7 +134,7 @@ def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
                                "Defense": r["defense"], "Strongest attack": r["attack"],
                                "n": int(r[f"{h.name}_n"])}
-        for m in text_metrics():
+        for m in text_metrics(best):
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
@@ -228,7 +238,7 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
     tables = []
     for key, g, summary in scenario_summaries(df):
         title = scenario_title(key)
-        missing = _missing_note(summary, text_metrics())  # seeds left out of n: say so
+        missing = _missing_note(summary, text_metrics(summary))  # seeds left out of n: say so
         converged = "" if (summary["n_ok"] == summary["n"]).all() else (
             f" {h.label} converged only: the mean over finished seeds alone (n of them), "
             "shown where a seed diverged or failed.")
