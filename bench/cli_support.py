@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from bench.registry import suggest
+from bench.stops import Terminated
 
 
 @contextlib.contextmanager
@@ -102,15 +103,6 @@ class Parser(argparse.ArgumentParser):
                 message = (f"{message[:wrong.start()]}invalid choice: {wrong['name']!r}{close}; "
                            f"expected one of {', '.join(choices)}")
         self.exit(2, f"leakbench: error: {message}\n")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: a run stopped by a job
-    scheduler or ``kill`` then stops its workers, releases its folder's lock and keeps its
-    finished cells as Ctrl-C does (it had died at once, leaving the lock and its workers'
-    semaphores behind)."""
-
-    signum = signal.SIGTERM
 
 
 @contextlib.contextmanager

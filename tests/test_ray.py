@@ -634,3 +634,33 @@ def test_joining_and_leaving_ray_keeps_the_clis_sigterm_handler(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+
+def test_a_sigterm_while_ray_starts_stops_the_run_as_any_sigterm_does(monkeypatch):
+    """ray.init installs its handler (exit 15) at its start and returns seconds later: a
+    SIGTERM in between had ended the CLI with status 15 and no line, skipping its stop; it
+    is the CLI's Terminated (exit 143, one line), and the CLI's handler is back."""
+    from bench.executors.ray import RayExecutor
+    from bench.stops import Terminated
+
+    ex = RayExecutor(torch.device("cpu"), 1.0)
+    monkeypatch.setattr(ex.ray, "is_initialized", lambda: False)
+
+    def init(**kw):  # Ray's handler, then the signal before init returns
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+    monkeypatch.setattr(ex.ray, "init", init)
+
+    def mine(*args):
+        return None
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(Terminated):
+            ex._connect()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

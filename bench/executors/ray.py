@@ -49,6 +49,7 @@ from bench.executors.base import (
 )
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError, warn
+from bench.stops import Terminated
 
 EXTRA = 'pip install "ray>=2.9" (the extra leakbench[ray]; from a clone: pip install -e ".[ray]")'
 MAX_RETRIES = 2
@@ -148,11 +149,17 @@ def speaks_http2(conn: Any, seconds: float) -> bool:
 def keep_sigterm() -> Iterator[None]:
     """This process's SIGTERM handler, as it was before the block: ``ray.init`` installs one
     that exits with status 15 (and ``shutdown`` restores the default, which kills at once),
-    so the CLI's stop on SIGTERM (workers stopped, lock released, exit 143) was lost."""
+    so the CLI's stop on SIGTERM (workers stopped, lock released, exit 143) was lost. A
+    SIGTERM that Ray's handler took inside the block (``ray.init`` installs it at its start
+    and returns seconds later) is raised as the CLI's :class:`Terminated`."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         yield
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:
+            raise
+        raise Terminated() from None
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
