@@ -264,6 +264,9 @@ def kid_subsets(n: int) -> dict[str, int]:
     return {"kid_subsets": 100, "kid_subset_size": max(2, min(n // 2, 1000))}
 
 
+MIN_GROUP = 10  # images a side below which FID/KID are n/a: too biased or noisy to show
+
+
 def fid_status(weights: str | None = None) -> tuple[bool, str]:
     """(weights file found?, one-line message) for FID/KID; never downloads."""
     path, message = _fid_weights(weights)
@@ -271,7 +274,7 @@ def fid_status(weights: str | None = None) -> tuple[bool, str]:
 
 
 def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | None = None,
-            min_group: int = 10, feature_layer: str = FID_LAYER) -> dict[str, Any]:
+            min_group: int = MIN_GROUP, feature_layer: str = FID_LAYER) -> dict[str, Any]:
     """FID and KID between a pooled group of reconstructions and their originals.
 
     Returns ``{"fid", "kid", "kid_std", "n", "reason", "feature_layer"}``: the metrics are None,

@@ -12,7 +12,15 @@ from bench.registry import LeakbenchError
 MAX_SAMPLES = 100_000  # per configuration; the committed curve draws 1 000 (4–6 min)
 MAX_SCORE_STEPS = 1_000_000  # as a suite's dmcmc score_steps
 CURVE_DEFAULTS = {"dataset": "digits", "size": 16, "samples": 1000, "seed": 0,
-                  "score_steps": 2000, "out": "results/prior"}
+                  "score_steps": 2000, "out": None}  # out: default_out(dataset, size)
+CURVES = Path("results") / "prior" / "curves"  # the committed curve: curves/digits16/
+
+
+def default_out(dataset: str, size: int) -> Path:
+    """Where a curve goes without ``--out``: ``results/prior/curves/<dataset><size>`` (no
+    size: the dataset's own), beside the committed one and not among the prior suite's
+    records."""
+    return CURVES / f"{dataset}{size or ''}"
 
 
 def add_prior_curve_parser(sub: Any) -> None:
@@ -25,7 +33,8 @@ def add_prior_curve_parser(sub: Any) -> None:
     s.add_argument("--score-steps", type=int, help="score-model training steps (default 2000)")
     s.add_argument("--inception", help="Inception weights file for FID/KID (default: the "
                    "usual places, else the public feature network)")
-    s.add_argument("--out", help="output folder (default results/prior)")
+    s.add_argument("--out", help="output folder (default results/prior/curves/<dataset><size>, "
+                   "where the committed digits16 curve lies)")
     s.add_argument("--attacks", metavar="DIR", help="instead: FID/KID of DIR's reconstructions "
                    "pooled per leaderboard group, in the same features (DIR/attack_quality.md)")
     s.set_defaults(func=cmd_prior_curve)
@@ -33,7 +42,7 @@ def add_prior_curve_parser(sub: Any) -> None:
 
 def cmd_prior_curve(args: argparse.Namespace) -> int:
     from bench.outputs import store_part_problem, writable_problem
-    from bench.perceptual import given_fid_weights_problem
+    from bench.perceptual import MIN_GROUP, fid_status, given_fid_weights_problem
     from bench.prior_curve import run_curve, write_attack_quality
 
     problem = given_fid_weights_problem(args.inception, "--inception")  # "": the usual places
@@ -58,10 +67,14 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     if not 2 <= args.samples <= MAX_SAMPLES:
         raise LeakbenchError(f"prior-curve: --samples must be 2 to {MAX_SAMPLES}, got "
                              f"{args.samples}")
+    if args.samples < MIN_GROUP and fid_status(args.inception)[0]:  # not after the sampling
+        raise LeakbenchError(f"prior-curve: --samples must be at least {MIN_GROUP} with "
+                             f"Inception features (FID/KID pool {MIN_GROUP} images or more), "
+                             f"got {args.samples}")
     if not 1 <= args.score_steps <= MAX_SCORE_STEPS:  # a suite's dmcmc score_steps' bound
         raise LeakbenchError(f"prior-curve: --score-steps must be 1 to {MAX_SCORE_STEPS}, got "
                              f"{args.score_steps}")
-    out = Path(args.out)
+    out = default_out(args.dataset, args.size) if args.out is None else Path(args.out)
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # before minutes of sampling, not at the first write
         raise LeakbenchError(f"--out {out}: {blocking} exists and is not a folder")

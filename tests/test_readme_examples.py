@@ -164,9 +164,9 @@ def test_the_python_api_example_runs_as_a_script(tmp_path) -> None:
     code = re.search(r"```python\n(.*?)```", part, re.S).group(1)
     code = "\n".join(line.removeprefix("  ") for line in code.splitlines())
     suite = write_suite(tmp_path / "tiny.yaml")
-    assert 'load_suite("smoke")' in code and '"results/smoke-api"' in code
+    assert 'load_suite("smoke")' in code and '"/tmp/smoke-api"' in code
     code = code.replace('load_suite("smoke")', f"load_suite({str(suite)!r})").replace(
-        '"results/smoke-api"', repr(str(tmp_path / "out")))
+        '"/tmp/smoke-api"', repr(str(tmp_path / "out")))
     script = tmp_path / "api.py"
     script.write_text(code)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

@@ -8,9 +8,7 @@ from typing import Any
 import torch
 
 from bench.metrics.base import Metric, register_metric
-from bench.perceptual import FID_LAYER, fid_kid
-
-MIN_GROUP = 10  # fewer images give FID/KID too biased or noisy to show
+from bench.perceptual import FID_LAYER, MIN_GROUP, fid_kid
 
 
 def fid_kid_of_group(originals: Sequence[torch.Tensor], recons: Sequence[torch.Tensor],
