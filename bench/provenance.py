@@ -80,9 +80,40 @@ def cpu_isa() -> str:
         return "unknown"
 
 
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+               "MKL_CBWR")  # environment variables that cap or fix the CPU kernels' paths
+
+
 def cpu_fingerprint() -> dict[str, str]:
-    """What makes two CPUs give bit-identical results: model, kernel level, torch."""
-    return {"cpu_model": cpu_model(), "isa": cpu_isa(), "torch": torch.__version__.split("+")[0]}
+    """What makes two CPUs give bit-identical results: model, generation, kernel level and the
+    caps set on the kernels, torch. A model name alone is too coarse: a virtual machine's
+    "AMD EPYC" names several generations, whose oneDNN and MKL kernels may differ."""
+    caps = ",".join(f"{k}={os.environ[k]}" for k in KERNEL_CAPS if os.environ.get(k))
+    return {"cpu_model": cpu_model(), "cpu_generation": cpu_generation(), "isa": cpu_isa(),
+            "kernel_caps": caps, "torch": torch.__version__.split("+")[0]}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_generation() -> str:
+    """The CPU's vendor, family, model and stepping (``/proc/cpuinfo``), which tell apart
+    generations sold under one model name; "unknown" where they cannot be read."""
+    try:
+        return generation_of(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return "unknown"
+
+
+def generation_of(cpuinfo: str) -> str:
+    """:func:`cpu_generation` from the text of ``/proc/cpuinfo`` (its first processor)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip() and fields:
+            break
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
+            fields[key] = value.strip()
+    return " ".join(f"{k.replace(' ', '_')}={v}" for k, v in fields.items()) or "unknown"
 
 
 def cpu_affinity() -> str | None:

@@ -57,3 +57,26 @@ def test_prior_curve_refuses_too_few_samples_for_inception_before_any_work(
     assert not no_sampling
     assert cli(capsys, "prior-curve", "--samples", "10", "--out", "/tmp/unused")[0] == 0
     assert no_sampling["samples"] == 10
+
+
+MILAN = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n" \
+        "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n"
+GENOA = MILAN.replace("model\t\t: 1\n", "model\t\t: 17\n", 1)
+
+
+def test_the_smoke_baselines_machine_names_the_cpus_generation_and_kernel_caps(monkeypatch):
+    # "AMD EPYC" with AVX-512 names Zen 4 and Zen 5 alike in a virtual machine: the smoke
+    # metrics stored on one were compared bit for bit on the other, and oneDNN/MKL kernels
+    # capped by the environment (CI's AVX2 pass caps them) were not part of the machine
+    from bench.provenance import KERNEL_CAPS, cpu_fingerprint, generation_of
+
+    assert generation_of(MILAN) == "vendor_id=AuthenticAMD cpu_family=25 model=1 stepping=1"
+    assert generation_of(GENOA) != generation_of(MILAN)
+    assert generation_of("") == "unknown"
+    for cap in KERNEL_CAPS:
+        monkeypatch.delenv(cap, raising=False)
+    plain = cpu_fingerprint()
+    assert set(plain) >= {"cpu_model", "cpu_generation", "isa", "kernel_caps", "torch"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = cpu_fingerprint()
+    assert capped["kernel_caps"] == "ONEDNN_MAX_CPU_ISA=AVX2" and capped != plain

@@ -127,14 +127,20 @@ SMALL = {"pydoc": {"task": "classify", "seq_len": 6}}
 
 
 def test_dlg_on_text_recovers_single_sentences_and_reports_text_metrics():
+    """DLG's claim (a single sentence recovered token-wise) holds on some seeds; others stall.
+    With DLG's fixed L-BFGS steps about one start in four succeeds here, and which seed does
+    depends on the CPU's kernels (of seeds 0–7 on an AMD EPYC AVX2: seed 1, and with ATen's
+    unvectorised kernels seeds 1 and 7), so 3 seeds rested on one. With a strong-Wolfe
+    search, 5 of 6 seeds reach token accuracy 0.67 or more there and 4 of 6 recover the
+    sentence: the test needs one of 6."""
     results = []
-    for cell in cells([{"dlg": {"steps": 10}}], 1, seeds=3, width=32, dataset=SMALL):
+    for cell in cells([{"dlg": {"steps": 10, "line_search": "strong_wolfe"}}], 1, seeds=6,
+                      width=32, dataset=SMALL):
         _, recon, metrics, ids = scored(cell)
         assert recon.grad_evals <= 200 and ids.shape == (1, 6)
         assert set(metrics) >= {"token_acc", "exact", "rouge1", "rouge2", "rougel"}
         assert recon.loss_trace[-1] < recon.loss_trace[0]  # the gradient distance went down
         results.append(metrics["token_acc"])
-    # DLG's claim (a single sentence recovered token-wise) holds on some seeds; others stall
     assert max(results) >= 0.99, results
 
 
