@@ -12,20 +12,23 @@ from helpers import make_suite
 @pytest.mark.slow
 def test_dlg_breaks_lenet_on_32px_photos_unless_pruned(tmp_path):
     # DLG paper (Sec. 4-5): undefended LeNet leaks a 32×32 image; pruning 30% of each
-    # gradient tensor stops the attack.
-    suite = make_suite(seeds=5, datasets=[{"photos": {"size": 32}}],
+    # gradient tensor stops the attack. Some starts stall (seeds 0-4 on an AMD EPYC AVX2:
+    # 53.8, 47.7, 6.2, 43.1, 57.7 dB undefended, at most 13.7 pruned), and a CPU whose
+    # kernels send the 300 steps elsewhere draws new ones: "3 of 5" failed about one time in
+    # 17 at a success rate of 0.8, "half of 8" about one in 100.
+    suite = make_suite(seeds=8, datasets=[{"photos": {"size": 32}}],
                        defenses=["none", {"prune": {"ratio": 0.3}}],
                        attacks=[{"dlg": {"steps": 300}}], success_psnr=30)
     run_suite(suite, tmp_path, jobs=2, device="cpu", progress=False)
     records = load_records(tmp_path)
-    assert len(records) == 10 and all(r["status"] in ("ok", "diverged") for r in records)
+    assert len(records) == 16 and all(r["status"] in ("ok", "diverged") for r in records)
 
     def psnrs(defense: str) -> list[float]:
         return [r["metrics"]["psnr"] if r["metrics"] else 0.0 for r in records
                 if r["defense"][0]["name"] == defense]
 
     undefended, pruned = psnrs("none"), psnrs("prune")
-    assert sum(p >= 30 for p in undefended) >= 3, undefended  # most of 5 seeds
+    assert sum(p >= 30 for p in undefended) >= 4, undefended  # half of 8 seeds
     assert sum(p >= 30 for p in pruned) == 0, pruned
 
 
