@@ -48,14 +48,15 @@ class DLG(Attack):
         if observations[0].domain.kind == "tokens":
             plateau = Plateau(self.patience, self.min_rel_improvement)
 
-            def optimise(o: Observation) -> Reconstruction:
+            def optimise(o: Observation, score_end: bool) -> Reconstruction:
                 return optimise_text(o, l2_distance, "lbfgs", self.steps, self.lr,
                                      self.max_eval_per_step, self.history_size,
-                                     line_search_fn(self.line_search), plateau)
+                                     line_search_fn(self.line_search), plateau, score_end)
 
-            return [best_text_restart(o, planned_restarts(self.restarts, o), optimise)
-                    for o in observations]
-        restarts = planned_restarts(self.restarts, observations[0], self.line_search)
+            return [best_text_restart(o, planned_restarts(self.restarts, o, scoring=True),
+                                      optimise) for o in observations]
+        restarts = planned_restarts(self.restarts, observations[0],
+                                    scoring=self.line_search == "none")
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
         engine = TrialEngine(observations, cell_of)  # refuses before any dummy is drawn
         starts, logits = [], []

@@ -45,7 +45,7 @@ class IDLG(Attack):
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         dev = observations[0].device
-        r = planned_restarts(self.restarts, observations[0], self.line_search)
+        r = planned_restarts(self.restarts, observations[0], scoring=self.line_search == "none")
         engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
         labels = torch.stack([infer_labels(o).to(dev) for o in observations for _ in range(r)])
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)

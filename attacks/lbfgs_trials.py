@@ -39,7 +39,7 @@ LBFGS_PARAMS = (
           help="the relative gain that counts as progress for patience"),
     Param("restarts", int, 1, low=1, high=1000, identity="non-default",
           help="independent dummy initialisations, run as trials of the same pass; the cell "
-               "keeps the one with the lowest final loss"),
+               "keeps the one with the lowest loss at the point it returns"),
     Param("snapshots", int, 4, low=0, high=64, identity=False,
           help="estimates kept at 1/2^k of the evaluation budget, for the quality-versus-"
                "compute curve (scored outside the attack)"),
@@ -57,18 +57,17 @@ def snapshot_points(budget: int, count: int) -> list[int]:
     return sorted({budget >> k for k in range(1, count + 1)} - {0})
 
 
-def planned_restarts(restarts: int, obs: Observation, line_search: str | None = None) -> int:
+def planned_restarts(restarts: int, obs: Observation, scoring: bool = False) -> int:
     """The restarts the suite's caps afford: each gets an equal share of ``max_grad_evals``
-    and ``max_iterations``, and fewer run when a share would be below one (with fixed steps,
-    below two evaluations: one more scores the point a restart returns,
-    :func:`scores_returned_points`; ``line_search`` None: restarts run one by one, as on
-    text, and score nothing more)."""
-    least = 1 + scores_returned_points(line_search, restarts)
+    and ``max_iterations``, and fewer run when a share would be below one; with ``scoring``
+    (several restarts spend one more evaluation each to score the point they return,
+    :func:`scores_returned_points`), below two evaluations."""
+    least = 1 + int(scoring and restarts > 1)
     while restarts > 1 and (
             (obs.max_grad_evals is not None and obs.max_grad_evals // restarts < least)
             or (obs.max_iterations is not None and obs.max_iterations // restarts < 1)):
         restarts -= 1
-        least = 1 + scores_returned_points(line_search, restarts)
+        least = 1 + int(scoring and restarts > 1)
     return restarts
 
 
@@ -129,8 +128,9 @@ def _score_returned_points(res: BatchedResult, variables: Sequence[torch.Tensor]
         trial = res.trials[k]
         trial.scoring_evals, trial.scoring_seconds = 1, share
         trial.final_loss = f
-        if not math.isfinite(f):
+        if not math.isfinite(f):  # no longer converged: its stop is the divergence
             trial.diverged, trial.stop_reason = True, "diverged"
+            trial.converged, trial.converged_at, trial.converged_seconds = False, None, None
 
 
 def best_restarts(res: BatchedResult, data: torch.Tensor, labels: list[torch.Tensor | None],

@@ -53,8 +53,8 @@ def nearest_tokens(model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
 
 def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: int, lr: float,
                   max_eval_per_step: int = 20, history_size: int = 100,
-                  line_search_fn: str | None = None, plateau: Plateau | None = None
-                  ) -> Reconstruction:
+                  line_search_fn: str | None = None, plateau: Plateau | None = None,
+                  score_end: bool = False) -> Reconstruction:
     """Match gradients from dummy embeddings and soft labels with L-BFGS (one step = up to
     ``max_eval_per_step`` evaluations) or Adam (one evaluation per step), within the
     suite's caps; the dummies are drawn from the cell's attack generator.
@@ -63,7 +63,10 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
     step may end early on its tolerances: another is not an extra step), and at most
     ``steps`` × ``max_eval_per_step`` and ``max_grad_evals`` evaluations. ``plateau``
     (L-BFGS): stop once the running best loss, one value per step (the lowest evaluated by
-    the step's end), has stalled (:class:`attacks.stopping.Plateau`)."""
+    the step's end), has stalled (:class:`attacks.stopping.Plateau`). ``score_end``: keep
+    one evaluation of the budget to score the point returned, as ``final_loss`` (the loss a
+    step reports is its start's, before its moves: restarts are ranked on what they
+    return)."""
     model = obs.model.to(obs.device)
     model.train()
     params, target = matched(model, obs.update.tensors)
@@ -82,6 +85,8 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
     budget = steps * (max_eval_per_step if optimizer == "lbfgs" else 1)
     if obs.max_grad_evals:
         budget = min(budget, obs.max_grad_evals)
+    if score_end:
+        budget = max(1, budget - 1)
     plateau = plateau or Plateau()
     trace: list[float] = []
     bests: list[float] = []  # the running best loss at each L-BFGS step's end
@@ -139,13 +144,17 @@ def optimise_text(obs: Observation, distance: Distance, optimizer: str, steps: i
             trace.append(float(value.detach()))  # final_loss ranks restarts
     # a last step may leave non-finite dummies behind a finite loss: no token is nearest
     diverged = diverged or not bool(torch.isfinite(emb).all() and torch.isfinite(logits).all())
+    final = trace[-1] if trace else None
+    if score_end and not diverged:
+        final = float(loss_now().detach())
+        diverged = not math.isfinite(final)
     ids = nearest_tokens(model, emb) if not diverged else torch.zeros(batch, length,
                                                                        dtype=torch.long)
     labels = None if lm else logits.detach().argmax(dim=-1).cpu()
     return Reconstruction(data=ids.cpu(), labels=labels, iterations=iterations,
                           grad_evals=evals, loss_trace=trace,
                           info={"diverged": diverged, "optimizer": optimizer,
-                                "final_loss": trace[-1] if trace else None,
+                                "final_loss": final,
                                 "stop_reason": _stop_reason(diverged, stalled, iterations,
                                                             steps)})
 
@@ -160,18 +169,19 @@ def _stop_reason(diverged: bool, stalled: bool, iterations: int, steps: int) -> 
 
 
 def best_text_restart(obs: Observation, restarts: int,
-                      optimise: Callable[[Observation], Reconstruction]) -> Reconstruction:
-    """``optimise`` run ``restarts`` times on ``obs`` (each with an equal share of the suite's
-    caps, drawing its dummies from the cell's generator in turn, so the first restart is the
-    lone run's draw), and the restart with the lowest final loss among those that did not
-    diverge, with the cost of all of them, as on images."""
+                      optimise: Callable[[Observation, bool], Reconstruction]) -> Reconstruction:
+    """``optimise(obs, score_end)`` run ``restarts`` times on ``obs`` (each with an equal
+    share of the suite's caps, drawing its dummies from the cell's generator in turn, so the
+    first restart is the lone run's draw), and the restart with the lowest loss at the point
+    it returns (one evaluation of its share scores it) among those that did not diverge, with
+    the cost of all of them, as on images."""
     if restarts == 1:
-        return optimise(obs)
+        return optimise(obs, False)
     share = replace(obs, max_grad_evals=None if obs.max_grad_evals is None
                     else obs.max_grad_evals // restarts,
                     max_iterations=None if obs.max_iterations is None
                     else obs.max_iterations // restarts)
-    runs = [optimise(share) for _ in range(restarts)]
+    runs = [optimise(share, True) for _ in range(restarts)]
     live = [k for k, r in enumerate(runs)
             if not r.info["diverged"] and r.info["final_loss"] is not None]
     best = min(live, key=lambda k: runs[k].info["final_loss"]) if live else 0

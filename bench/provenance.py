@@ -80,8 +80,10 @@ def cpu_isa() -> str:
         return "unknown"
 
 
-KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-               "MKL_CBWR")  # environment variables that cap or fix the CPU kernels' paths
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+               "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE",
+               "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL_DEBUG_CPU_TYPE")
+"""Environment variables that cap or fix the CPU kernels' paths (and so their rounding)."""
 
 
 def cpu_fingerprint() -> dict[str, str]:

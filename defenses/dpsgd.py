@@ -168,9 +168,16 @@ def clip_per_sample(per_sample: list[torch.Tensor], max_norm: float
     Returns the clipped per-sample gradients and the norms before clipping (B).
     """
     norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in per_sample))
-    factor = (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+    factor = clip_factors(norms, max_norm)
     clipped = [g * factor.view(-1, *([1] * (g.dim() - 1))) for g in per_sample]
     return clipped, norms
+
+
+def clip_factors(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Each sample's scale, min(1, C / (norm + 1e-6)) in the norms' dtype (Opacus's guard);
+    below 1 exactly where a sample was clipped (in float32 the guard vanishes above norm 32:
+    a norm of C there is not scaled)."""
+    return (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)
 
 
 def noisy_mean(clipped: list[torch.Tensor], max_norm: float, noise_multiplier: float,
@@ -285,7 +292,8 @@ class DPSGD(Defense):
         out = Update(tensors, kind, update.bn_stats, dict(update.info))
         out.info.update(self.privacy())
         out.info["dp_per_sample_norms"] = norms
-        # clipped: scaled down, C/(norm + CLIP_EPS) < 1 (a norm of C itself is)
-        out.info["dp_clipped_fraction"] = (sum(n + CLIP_EPS > self.max_grad_norm
-                                               for n in norms) / max(1, len(norms)))
+        # clipped: scaled down, by the factor clip_per_sample applied (the norms' dtype)
+        dtype = next(ctx.model.parameters()).dtype
+        factors = clip_factors(torch.tensor(norms, dtype=dtype), self.max_grad_norm)
+        out.info["dp_clipped_fraction"] = float((factors < 1).sum()) / max(1, len(norms))
         return out

@@ -137,6 +137,20 @@ def test_dpsgd_counts_as_clipped_every_sample_it_scales_down():
     assert out.info["dp_clipped_fraction"] == pytest.approx(len(scaled) / 4)
 
 
+def test_dpsgd_counts_the_samples_its_float32_factors_scale(monkeypatch):
+    """In float32 C/(norm + 1e-6) is exactly 1 for a norm of C above about 32: that sample
+    is not scaled and not counted; a norm of C below it is both."""
+    import defenses.dpsgd as dpsgd
+
+    model, x, y = model_and_batch(4)
+    for clip, counted in ((100.0, 0.0), (0.5, 0.5)):
+        monkeypatch.setattr(dpsgd, "dp_update", lambda *a, c=clip, **k: (
+            [torch.zeros(1)], "gradient", [c, c / 2]))
+        out = run(DPSGD(max_grad_norm=clip, noise_multiplier=0.0), model, x, y)
+        factors = dpsgd.clip_factors(torch.tensor([clip, clip / 2]), clip)
+        assert out.info["dp_clipped_fraction"] == float((factors < 1).float().mean()) == counted
+
+
 
 def test_dpsgd_single_sample_norm_is_min_of_norm_and_clip():
     model, x, y = model_and_batch(1)

@@ -240,23 +240,68 @@ def test_tag_whose_last_step_leaves_non_finite_embeddings_is_a_diverged_record(m
     assert record["status"] == "diverged" and record["attack_info"]["diverged"] is True
 
 
-def test_dlg_on_text_runs_its_restarts_and_keeps_the_lowest_final_loss():
+@pytest.fixture
+def evaluations(monkeypatch):
+    """Every loss text DLG evaluates, every model output it evaluates it at, and, per run,
+    the model's output at the embeddings it returns with how many of each came before."""
+    import attacks.dlg as dlg_module
+    import attacks.text_matching as tm
+
+    seen: dict = {"losses": [], "outputs": [], "returned": []}
+    distance, loss, nearest = dlg_module.l2_distance, tm.training_loss, tm.nearest_tokens
+
+    def distance_seen(grads, target):
+        value = distance(grads, target)
+        seen["losses"].append(float(value.detach()))
+        return value
+
+    def loss_seen(out, soft):
+        seen["outputs"].append(out.detach().clone())
+        return loss(out, soft)
+
+    def nearest_seen(model, emb):
+        seen["returned"].append((model(emb).detach().clone(), len(seen["losses"])))
+        return nearest(model, emb)
+
+    monkeypatch.setattr(dlg_module, "l2_distance", distance_seen)
+    monkeypatch.setattr(tm, "training_loss", loss_seen)
+    monkeypatch.setattr(tm, "nearest_tokens", nearest_seen)
+    return seen
+
+
+def test_dlg_on_text_runs_its_restarts_and_keeps_the_lowest_final_loss(evaluations):
     from bench.registry import ATTACKS
 
     suite = make_suite(datasets=[SMALL], archs=[{"transformer": {"width": 32}}],
                        attacks=[{"dlg": {"steps": 4, "restarts": 3}}])
     (cell,) = attack_cells(suite)
     best = attack(cell, observe(cell, CPU).obs).recon
+    first_of_restart_0 = evaluations["losses"][0]
+    evaluations["losses"].clear()
     # the same cell's observation attacked once: the first restart is that lone run's draw
     lone = ATTACKS.get("dlg").cls(steps=4).reconstruct(observe(cell, CPU).obs)
     losses = best.info["restart_losses"]
     assert best.info["restarts_run"] == 3 and len(set(losses)) == 3  # three different draws
-    assert losses[0] == lone.info["final_loss"]
+    assert evaluations["losses"][0] == first_of_restart_0
     assert best.info["final_loss"] == min(losses) == losses[best.info["best_restart"]]
     assert lone.iterations < best.iterations <= 3 * 4 and best.grad_evals > lone.grad_evals
     # the suite's caps are shared between the restarts
     capped = dlg_text(budget={"max_grad_evals": 30}, steps=50, restarts=3)
     assert capped.info["restarts_run"] == 3 and capped.grad_evals <= 30
+
+
+@pytest.mark.parametrize("line_search", ["none", "strong_wolfe"])
+def test_dlg_text_restarts_are_ranked_by_the_loss_of_the_points_they_return(evaluations,
+                                                                           line_search):
+    # torch's L-BFGS step returns the loss at the step's start, before its moves (with fixed
+    # steps the last move is never evaluated): a restart's last evaluation must be at the
+    # embeddings it returns, and that loss is the one it is ranked by
+    recon = dlg_text(steps=4, restarts=3, line_search=line_search)
+    assert len(evaluations["returned"]) == 3
+    for k, (out, evaluated) in enumerate(evaluations["returned"]):
+        assert torch.equal(evaluations["outputs"][evaluated - 1], out), k
+        assert recon.info["restart_losses"][k] == evaluations["losses"][evaluated - 1]
+    assert recon.grad_evals == len(evaluations["losses"])
 
 
 def test_dager_keeps_a_true_sentence_made_of_rows_the_others_already_span():

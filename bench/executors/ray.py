@@ -221,6 +221,7 @@ class RayExecutor:
             return
         quiet = {"include_dashboard": False, "logging_level": logging.ERROR,
                  "log_to_driver": False}
+        self._started_cluster = True  # before init: a SIGTERM during it still shuts it down
         with keep_sigterm():
             if self.address is None:
                 # the cores this process may use (affinity, cgroup), as the process pool counts
@@ -234,7 +235,6 @@ class RayExecutor:
                     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                     raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "
                                          f"cluster: {first}") from None
-        self._started_cluster = True
 
     @property
     def workers(self) -> int:
