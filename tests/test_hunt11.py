@@ -80,3 +80,18 @@ def test_the_smoke_baselines_machine_names_the_cpus_generation_and_kernel_caps(m
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     capped = cpu_fingerprint()
     assert capped["kernel_caps"] == "ONEDNN_MAX_CPU_ISA=AVX2" and capped != plain
+
+
+@pytest.mark.parametrize("suite,share", [("rgap", False), ("quick", True)])
+def test_the_attack_tables_note_explains_label_accuracy_only_where_it_is_shown(tmp_path, suite,
+                                                                             share):
+    # rgap's one-logit victims have no label column: its note had still explained one
+    import shutil
+
+    from bench.leaderboard import write_leaderboard
+
+    shutil.copytree(ROOT / "results" / suite / "records", tmp_path / "records")
+    text = write_leaderboard(tmp_path).read_text()
+    attack_tables = text.split("## Attacks", 1)[1].split("\n## ", 1)[0]
+    assert ("| Label acc" in attack_tables) is share
+    assert ("Wilson interval" in attack_tables) is share

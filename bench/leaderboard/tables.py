@@ -84,10 +84,12 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
     return pics
 
 
+SHARE_NOTE = ("; label accuracy, a share of labels: [its 95% Wilson interval], which does not "
+              "shrink to a point where every seed is 0 or 1")
+"""The clause of :data:`ATTACK_NOTE` on a share's interval, left out where no share is shown."""
 ATTACK_NOTE = (
     "Each metric: mean over the n seeds run ± the half-width of its 95% Student-t interval "
-    "(n/a for n = 1); label accuracy, a share of labels: [its 95% Wilson interval], which "
-    "does not shrink to a point where every seed is 0 or 1. A diverged, failed or timed-out "
+    "(n/a for n = 1)" + SHARE_NOTE + ". A diverged, failed or timed-out "
     "seed counts at its floor (the score of "
     "a uniform mid-grey guess, 0.5 in every pixel) and under Diverged/Failed; "
     "none is dropped. Rank: one number where the attack's interval overlaps no other's; a "
@@ -166,7 +168,8 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
-        note = ATTACK_NOTE + _missing_note(summary, shown)
+        note = (ATTACK_NOTE if any(m.share for m in shown)
+                else ATTACK_NOTE.replace(SHARE_NOTE, "")) + _missing_note(summary, shown)
         if unstable:
             note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
                      "them), shown where a seed diverged or failed.")
