@@ -14,6 +14,7 @@ from attacks.lbfgs_trials import (
     line_search_fn,
     planned_restarts,
     run_trials_lbfgs,
+    scores_returned_points,
 )
 from attacks.stopping import Plateau
 from attacks.text_matching import best_text_restart, optimise_text, text_incompatibility
@@ -56,7 +57,7 @@ class DLG(Attack):
             return [best_text_restart(o, planned_restarts(self.restarts, o, scoring=True),
                                       optimise) for o in observations]
         restarts = planned_restarts(self.restarts, observations[0],
-                                    scoring=self.line_search == "none")
+                                    scoring=scores_returned_points(self.line_search))
         cell_of = [c for c in range(len(observations)) for _ in range(restarts)]
         engine = TrialEngine(observations, cell_of)  # refuses before any dummy is drawn
         starts, logits = [], []

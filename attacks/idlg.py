@@ -13,6 +13,7 @@ from attacks.lbfgs_trials import (
     best_restarts,
     planned_restarts,
     run_trials_lbfgs,
+    scores_returned_points,
 )
 from attacks.trials import TrialEngine
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
@@ -45,7 +46,8 @@ class IDLG(Attack):
 
     def reconstruct_trials(self, observations: list[Observation]) -> list[Reconstruction]:
         dev = observations[0].device
-        r = planned_restarts(self.restarts, observations[0], scoring=self.line_search == "none")
+        r = planned_restarts(self.restarts, observations[0],
+                             scoring=scores_returned_points(self.line_search))
         engine = TrialEngine(observations, [c for c in range(len(observations)) for _ in range(r)])
         labels = torch.stack([infer_labels(o).to(dev) for o in observations for _ in range(r)])
         x = torch.stack([torch.randn((1, *o.input_shape), generator=o.generator)

@@ -62,23 +62,22 @@ def planned_restarts(restarts: int, obs: Observation, scoring: bool = False) -> 
     and ``max_iterations``, and fewer run when a share would be below one; with ``scoring``
     (several restarts spend one more evaluation each to score the point they return,
     :func:`scores_returned_points`), below two evaluations."""
-    least = 1 + int(scoring and restarts > 1)
+    least = 1 + int(scoring)  # evaluations a share needs (only several restarts score)
     while restarts > 1 and (
             (obs.max_grad_evals is not None and obs.max_grad_evals // restarts < least)
             or (obs.max_iterations is not None and obs.max_iterations // restarts < 1)):
         restarts -= 1
-        least = 1 + int(scoring and restarts > 1)
     return restarts
 
 
-def scores_returned_points(line_search: str | None, restarts: int) -> int:
-    """1 where a pass evaluates each trial once more at the end, else 0. With fixed steps a
+def scores_returned_points(line_search: str) -> bool:
+    """Whether several restarts evaluate each trial once more at the end. With fixed steps a
     step's last move is not evaluated (as in torch and DLG's loop), so the loss a trial last
     evaluated belongs to the point before the one it returns; restarts are ranked on the
     points they return, which costs one evaluation each (from the budget, as Inverting
     Gradients' restarts spend one to score theirs). A strong-Wolfe step ends on its
-    evaluated point, and a lone trial ranks nothing."""
-    return int(restarts > 1 and line_search == "none")
+    evaluated point (a lone trial ranks nothing either way)."""
+    return line_search == "none"
 
 
 def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
@@ -91,7 +90,7 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
     ``objective(variables, rows)``: the losses of trials ``rows`` (``None``: all), whose
     rows ``variables`` hold; once some trials have stopped, only the others are evaluated."""
     obs0 = observations[0]
-    scoring = scores_returned_points(attack.line_search, restarts)
+    scoring = int(restarts > 1 and scores_returned_points(attack.line_search))
     cap_evals = None if obs0.max_grad_evals is None else obs0.max_grad_evals // restarts - scoring
     cap_iters = None if obs0.max_iterations is None else obs0.max_iterations // restarts
     budget = attack.steps * attack.max_eval_per_step

@@ -108,12 +108,13 @@ def protocol_text(df: pd.DataFrame) -> list[str]:
 def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     h = text_headline()
     unstable = bool((summary["n_ok"] < summary["n"]).any())  # as the image tables
+    shown = text_metrics(summary)
     rows = []
     for _, r in rank_attacks(summary, h).iterrows():
         row: dict[str, Any] = {"Defense": r["defense"],
                                "Rank": format_rank(r["rank_best"], r["rank_worst"]),
                                "Attack": r["attack"], "n": int(r[f"{h.name}_n"])}
-        for m in text_metrics(summary):
+        for m in shown:
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
@@ -129,12 +130,13 @@ def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     h = text_headline()
     best = rank_defenses(strongest_attacks(summary, h), h)
     unstable = bool((best["n_ok"] < best["n"]).any())
+    shown = text_metrics(best)
     rows = []
     for _, r in best.iterrows():
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
                                "Defense": r["defense"], "Strongest attack": r["attack"],
                                "n": int(r[f"{h.name}_n"])}
-        for m in text_metrics(best):
+        for m in shown:
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
