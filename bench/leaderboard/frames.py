@@ -45,7 +45,6 @@ def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None =
     for r in records:
         if r.get("kind", "attack") != "attack":
             continue
-        prov = r.get("provenance") or {}
         timing = r.get("timing") or {}
         client = record_client(r)
         metrics = r.get("metrics") or {}
@@ -71,9 +70,7 @@ def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None =
             "setup_seconds": timing.get("setup_seconds"),
             "score_seconds": timing.get("score_seconds"),
             "peak_memory_bytes": r.get("peak_memory_bytes"), "memory_kind": r.get("memory_kind"),
-            "device": prov.get("device"), "device_name": prov.get("device_name"),
-            "torch": prov.get("torch"), "leakbench": prov.get("leakbench"),
-            "git_commit": prov.get("git_commit"),
+            **provenance_columns(r),
             "epsilon": (r.get("defense_info") or {}).get("epsilon"),
             "epsilon_note": (r.get("defense_info") or {}).get("epsilon_note"),
             "error": r.get("error"),
@@ -237,6 +234,16 @@ def utility_setting(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
 
 
+ENVIRONMENT = ("device", "device_name", "torch", "leakbench", "git_commit")
+"""The provenance fields a leaderboard's Environment lines name, as frame columns."""
+
+
+def provenance_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's :data:`ENVIRONMENT` fields (from its provenance, not this machine)."""
+    prov = record.get("provenance") or {}
+    return {k: prov.get(k) for k in ENVIRONMENT}
+
+
 def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per utility record: test accuracy and update cosine after defended training."""
     rows = []
@@ -251,9 +258,10 @@ def utility_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "epsilon": (m.get("privacy") or {}).get("epsilon"),
                      "scenario": (r.get("derived_seeds") or {}).get("scenario"),
                      "setting": utility_setting(r.get("utility")
-                                                if isinstance(r.get("utility"), dict) else {})})
+                                                if isinstance(r.get("utility"), dict) else {}),
+                     **provenance_columns(r)})
     cols = ["dataset", "arch", "defense", "seed", "status", "accuracy", "update_cosine",
-            "chance", "cell_id", "epsilon", "scenario", "setting"]
+            "chance", "cell_id", "epsilon", "scenario", "setting", *ENVIRONMENT]
     return pd.DataFrame(rows, columns=cols).sort_values("cell_id", kind="stable")
 
 

@@ -6,7 +6,7 @@ Metric columns, their headers, decimals and sort direction come from :mod:`bench
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,17 +84,33 @@ def _pictures(g: pd.DataFrame) -> list[tuple[str, str]]:
     return pics
 
 
-SHARE_NOTE = ("; label accuracy, a share of labels: [its 95% Wilson interval], which does not "
-              "shrink to a point where every seed is 0 or 1")
-"""The clause of :data:`ATTACK_NOTE` on a share's interval, left out where no share is shown."""
-ATTACK_NOTE = (
-    "Each metric: mean over the n seeds run ± the half-width of its 95% Student-t interval "
-    "(n/a for n = 1)" + SHARE_NOTE + ". A diverged, failed or timed-out "
-    "seed counts at its floor (the score of "
-    "a uniform mid-grey guess, 0.5 in every pixel) and under Diverged/Failed; "
-    "none is dropped. Rank: one number where the attack's interval overlaps no other's; a "
-    "shared range a–b otherwise, from 1 + the attacks whose interval lies wholly above its "
-    "own to the last rank less those wholly below.")
+IMAGE_FLOOR = "the score of a uniform mid-grey guess, 0.5 in every pixel"
+
+
+def share_clause(shown: Sequence[type[Metric]]) -> str:
+    """The note's clause on the intervals of the shown columns of shares (Wilson's), naming
+    them; empty where none is shown (the text tables' note had explained a label accuracy
+    they never show, and not their token accuracy and exact match)."""
+    shares = [m.label for m in shown if m.share]
+    if not shares:
+        return ""
+    one = len(shares) == 1
+    return (f"; {' and '.join(shares)}, {'a share' if one else 'shares'}: "
+            f"[{'its' if one else 'their'} 95% Wilson interval{'' if one else 's'}], which "
+            f"{'does' if one else 'do'} not shrink to a point where every seed is 0 or 1")
+
+
+def attack_note(shown: Sequence[type[Metric]], floor: str = IMAGE_FLOOR,
+                rank: str = "Rank") -> str:
+    """The attack tables' note: the intervals of the metrics ``shown``, the floor failed
+    seeds count at, the rank."""
+    return ("Each metric: mean over the n seeds run ± the half-width of its 95% Student-t "
+            "interval (n/a for n = 1)" + share_clause(shown) + ". Median time and grad "
+            "evals: over the finished seeds. A diverged, failed or timed-out seed counts at "
+            f"its floor ({floor}) and under Diverged/Failed; none is dropped. {rank}: one "
+            "number where the attack's interval overlaps no other's; a shared range a–b "
+            "otherwise, from 1 + the attacks whose interval lies wholly above its own to the "
+            "last rank less those wholly below.")
 
 
 def _cell(m: type[Metric], r: pd.Series | dict, name: str | None = None) -> str:
@@ -168,8 +184,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
-        note = (ATTACK_NOTE if any(m.share for m in shown)
-                else ATTACK_NOTE.replace(SHARE_NOTE, "")) + _missing_note(summary, shown)
+        note = attack_note(shown) + _missing_note(summary, shown)
         if unstable:
             note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
                      "them), shown where a seed diverged or failed.")

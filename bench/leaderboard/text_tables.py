@@ -19,11 +19,11 @@ from bench.leaderboard.aggregate import (
 )
 from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.tables import (
-    ATTACK_NOTE,
     Table,
     _cell,
     _converged,
     _missing_note,
+    attack_note,
     scored_metrics,
 )
 from bench.leaderboard.uncertainty import format_rank
@@ -33,9 +33,7 @@ from bench.registry import LeakbenchError
 
 SENTENCES_SHOWN = 4  # original/recovered pairs shown per cell
 
-TEXT_NOTE = ATTACK_NOTE.replace(
-    "(the score of a uniform mid-grey guess, 0.5 in every pixel)",
-    "(the score of an empty guess: every position [PAD])")
+TEXT_FLOOR = "the score of an empty guess: every position [PAD]"
 
 
 def text_headline() -> type[Metric]:
@@ -240,17 +238,20 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
     tables = []
     for key, g, summary in scenario_summaries(df):
         title = scenario_title(key)
-        missing = _missing_note(summary, text_metrics(summary))  # seeds left out of n: say so
+        columns = text_metrics(summary)
+        missing = _missing_note(summary, columns)  # seeds left out of n: say so
         converged = "" if (summary["n_ok"] == summary["n"]).all() else (
             f" {h.label} converged only: the mean over finished seeds alone (n of them), "
             "shown where a seed diverged or failed.")
         tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
-                            note=TEXT_NOTE.replace("Rank:", f"Rank (by {h.label}):")
-                            + missing + converged))
+                            note=attack_note(columns, TEXT_FLOOR,
+                                             f"Rank (by {h.label})") + missing + converged))
         tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
-                                 "(lower is better), over every seed run; ranks shared where "
-                                 "intervals overlap." + _missing_note(summary)))
+                                 "(lower is better), over every seed run (failures at their "
+                                 "floor); n: its seeds; ± and the shared ranks as in the "
+                                 "Text attacks table; the metrics and Success are that "
+                                 "strongest attack's." + _missing_note(summary)))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
         if sentences:

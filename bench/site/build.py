@@ -238,7 +238,7 @@ def _write_suite(env: jinja2.Environment, site: SuiteSite, pages: Path) -> int:
     home = ("results", "../index.html")
     suite_crumb = (name, "index.html")
     prot = protocol_lines(site.frame, site.util) if not site.frame.empty else []
-    envs = [line.removeprefix("- ") for line in environment_lines(site.frame)] \
+    envs = [line.removeprefix("- ") for line in environment_lines(site.frame, site.util)] \
         if not site.frame.empty else []
     skipped = not site.frame.empty and bool((site.frame["status"] == "skipped").all())
     _write(pages / "index.html", env.get_template("suite.html").render(
