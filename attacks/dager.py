@@ -97,6 +97,14 @@ BEAM = 4
 prefix that scores near a true one at its last token falls behind once extended."""
 
 
+def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
+    """A prefix's z-scores, worst (highest) first: prefixes compare by their worst step, then
+    their next worst, … . By the worst step alone, a false sequence that leaves a true one at
+    its last tokens ties with it (their worst step is in the prefix they share) and, ranked
+    first, took a true sequence's place (a text-track hunt: [7]*12 beside [8, 9]*6)."""
+    return tuple(sorted(z, reverse=True))
+
+
 def prefix_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The blocks' linear layers whose input at a position is a function of the prefix up to
     it (causal blocks), all but the first block's query/key/value map (the token check)."""
@@ -229,14 +237,14 @@ class Dager(Attack):
         layers of :func:`prefix_layers` of the log residual of its row at the new position;
         kept when its geometric mean residual is ≤ ``tolerance`` and an outlier below the
         candidates' bulk (the residual alone where no candidate is an outlier); ``BEAM`` ×
-        ``batch`` prefixes ranked by their worst step; the ``batch`` best full sequences (at
-        least the best one)."""
+        ``batch`` prefixes ranked by their worst step, then the next (:func:`worst_first`);
+        the ``batch`` best full sequences (at least the best one)."""
         layers = prefix_layers(model)
         bases = {}
         for name, lin in layers:
             cap = min(batch * length, lin.in_features)
             bases[name] = row_basis(grads[f"blocks.{name}.weight"], cap, self.rank_tol)
-        beam: list[tuple[list[int], float]] = [([], -math.inf)]  # prefix, its worst z
+        beam: list[tuple[list[int], tuple[float, ...]]] = [([], ())]  # prefix, its z's
         for p in range(length):
             cands = [(seq + [t], total) for seq, total in beam for t in found]
             ids = torch.tensor([c for c, _ in cands], dtype=torch.long, device=device)
@@ -248,7 +256,7 @@ class Dager(Attack):
             z = (score - med) / spread  # robust z-score of each candidate at this step
             # no outlier: the true prefixes are no minority (at the first position of short
             # sequences, B of about B·L candidates), and the span check alone decides
-            scored = [(cands[i][0], max(cands[i][1], float(z[i])))
+            scored = [(cands[i][0], worst_first((*cands[i][1], float(z[i]))))
                       for i in passed or below or [int(score.argmin())]]
             beam = sorted(scored, key=lambda c: c[1])[:BEAM * batch]
         return self._fill(self._select(model, [seq for seq, _ in beam], batch, device), batch)

@@ -325,3 +325,27 @@ def test_dager_keeps_a_true_sentence_made_of_rows_the_others_already_span():
     recon = Dager().reconstruct(obs)
     assert recon.info["bound_exceeded"] is False
     assert sorted(map(tuple, recon.data.tolist())) == sorted(map(tuple, batch.tolist()))
+
+
+def test_dager_ranks_a_true_sentence_above_a_false_one_that_ties_it_at_the_worst_step():
+    """[7]*12 beside [8, 9]*6 on the text suite's trained victim: a false sequence that
+    follows the second sentence and leaves it in its last tokens shares the true one's worst
+    step (in their common prefix); ranked by that step alone it took the true one's place,
+    with ``bound_exceeded`` false (a text-track hunt)."""
+    from dataclasses import replace
+
+    from attacks.dager import worst_first
+    from bench.client import training_loss
+    from bench.contracts import Update
+
+    assert worst_first((-9.0, -3.0, -5.0)) == (-3.0, -5.0, -9.0)
+    batch = torch.tensor([[7] * 12, [8, 9] * 6])
+    (cell,) = cells(["dager"], 2, seeds=1, dataset=CLASSIFY, victim="trained:50")
+    obs = observe(cell, CPU).obs
+    model = obs.model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(training_loss(model(batch), torch.tensor([0, 0])), params)
+    recon = cell.attack.build().reconstruct(replace(obs, update=Update([g.detach()
+                                                                       for g in grads])))
+    assert recon.info["bound_exceeded"] is False
+    assert sorted(map(tuple, recon.data.tolist())) == sorted(map(tuple, batch.tolist()))
