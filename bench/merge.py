@@ -179,33 +179,66 @@ def _label(record: dict[str, Any]) -> str:
     return " · ".join(str(record[k]) for k in LABEL_FIELDS if record.get(k))
 
 
-def _artifacts(kept: Copy, report: MergeReport, opened: ExitStack) -> dict[str, IO[bytes]]:
+def _artifacts(kept: Copy, copies: list[Copy], report: MergeReport, opened: ExitStack,
+               keys: tuple[str, ...] = ARTIFACT_FIELDS) -> dict[str, IO[bytes]]:
     """The kept copy's artifact files, open (closed with ``opened``) for the store to copy in
-    chunks; a missing one, or one larger than ``MAX_ARTIFACT_BYTES``, is named and left out."""
+    chunks: from the kept copy's store, else from a copy that agrees with it (the same result
+    and artifact name; a store that lost a picture had dropped it from the merge although
+    another store held it). One found in none, or larger than ``MAX_ARTIFACT_BYTES``, is
+    named and left out."""
     files = {}
-    for key in ARTIFACT_FIELDS:
+    for key in keys:
         rel = kept.record.get(key)
         if not isinstance(rel, str):
             continue
-        cid = kept.record["cell_id"]
-        path, why = locate_artifact(kept.source, rel)  # a file inside the store, or why not
-        try:
-            if path is None:
-                raise FileNotFoundError(rel)
-            file = opened.enter_context(open(path, "rb"))
-            size = os.fstat(file.fileno()).st_size
-        except OSError as e:
-            why = why or f"cannot be read ({e.strerror or e})"
-            report.problems.append(f"{cid}: {kept.source / rel} {why}; the record is merged "
-                                   "without it")
-            continue
-        if size > MAX_ARTIFACT_BYTES:
-            report.problems.append(f"{cid}: {kept.source / rel} is {size} bytes, larger than "
-                                   f"any cell writes ({MAX_ARTIFACT_BYTES} at most); the "
-                                   "record is merged without it")
-            continue
-        files[rel] = file
+        agreeing = [c for c in copies if c is not kept and c.record.get(key) == rel
+                    and c.result() == kept.result()]
+        problems = []
+        for source in [kept, *agreeing]:
+            file, why = _open_artifact(source, rel, opened)
+            if file is not None:
+                files[rel] = file
+                break
+            problems.append(why)
+        else:
+            report.problems.append(problems[0])
     return files
+
+
+def _open_artifact(copy: Copy, rel: str, opened: ExitStack) -> tuple[IO[bytes] | None, str]:
+    """``copy``'s artifact file ``rel``, open; or None and the line saying why not."""
+    cid = copy.record["cell_id"]
+    path, why = locate_artifact(copy.source, rel)  # a file inside the store, or why not
+    try:
+        if path is None:
+            raise FileNotFoundError(rel)
+        file = opened.enter_context(open(path, "rb"))
+        size = os.fstat(file.fileno()).st_size
+    except OSError as e:
+        why = why or f"cannot be read ({e.strerror or e})"
+        return None, f"{cid}: {copy.source / rel} {why}; the record is merged without it"
+    if size > MAX_ARTIFACT_BYTES:
+        return None, (f"{cid}: {copy.source / rel} is {size} bytes, larger than any cell "
+                      f"writes ({MAX_ARTIFACT_BYTES} at most); the record is merged without it")
+    return file, ""
+
+
+def _lost_in_out(kept: Copy, copies: list[Copy]) -> dict[str, str]:
+    """OUT's kept record's artifacts it lacks (null, or its file gone) that a copy agreeing
+    with it holds: field → that copy's path (a merge that had lost a picture could never get
+    it back: OUT's copy always won and was never written again)."""
+    lost = {}
+    for key in ARTIFACT_FIELDS:
+        rel = kept.record.get(key)
+        if isinstance(rel, str) and locate_artifact(kept.source, rel)[0] is not None:
+            continue
+        for c in copies:
+            theirs = c.record.get(key)
+            if c is not kept and isinstance(theirs, str) and c.result() == kept.result() \
+                    and (rel is None or theirs == rel):
+                lost[key] = theirs
+                break
+    return lost
 
 
 def merge_stores(out: Path, dirs: list[Path]) -> MergeReport:
@@ -258,11 +291,23 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
             report.problems.append(f"{cid}: not written: OUT's record "
                                    f"{report.newer_in_out[cid]} was {NEWER}")
         elif kept.source.resolve() != out.resolve():
-            with ExitStack() as opened:
-                files = _artifacts(kept, report, opened)
-                left_out = {k: None for k in ARTIFACT_FIELDS  # never a link to a missing file
-                            if isinstance(kept.record.get(k), str) and kept.record[k] not in files}
-                save_outcome(out, {**kept.record, **left_out}, files)
-            report.written += 1
+            _write_kept(out, kept, kept, copies, report)
+        elif lost := _lost_in_out(kept, copies):  # OUT's copy lost an artifact a DIR holds
+            restored = Copy(kept.source, kept.order, {**kept.record, **lost})
+            _write_kept(out, restored, kept, copies, report, tuple(lost))
     report.problems += label_splits(kept_records)  # what OUT's tables will read
     return report
+
+
+def _write_kept(out: Path, kept: Copy, original: Copy, copies: list[Copy],
+                report: MergeReport, keys: tuple[str, ...] = ARTIFACT_FIELDS) -> None:
+    """Write ``kept`` with the artifacts ``keys`` found for it into OUT (``original``: its
+    copy as read, left out of the copies it may take one from; OUT's own intact artifacts
+    are not among ``keys``)."""
+    with ExitStack() as opened:
+        others = [c for c in copies if c is not original]
+        files = _artifacts(kept, others, report, opened, keys)
+        left_out = {k: None for k in keys  # never a link to a missing file
+                    if isinstance(kept.record.get(k), str) and kept.record[k] not in files}
+        save_outcome(out, {**kept.record, **left_out}, files)
+    report.written += 1

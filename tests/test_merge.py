@@ -353,3 +353,31 @@ def test_a_newer_leakbenchs_record_is_neither_called_damaged_nor_written_over(st
     assert f"{cid}: not written: OUT's record {record_path(out, cid)} was written by a newer " \
            "leakbench" in err
     assert record_path(out, cid).read_bytes() == before
+
+
+def test_an_artifact_lost_in_one_store_is_taken_from_an_agreeing_copy(store, tmp_path,
+                                                                     capsys):
+    """A2 lost a picture that A, whose copy agrees, holds: the merge had written the record
+    without it (A2's copy kept, as given first), and a later merge of A could never bring it
+    back (OUT's copy always wins). Now the picture comes from the agreeing copy, then, in
+    the second merge, into OUT's record that lacks it (a store-integrity hunt)."""
+    a, cid = _copy(store, tmp_path / "a")
+    a2, _ = _copy(store, tmp_path / "a2")
+    picture = json.loads(record_path(a, cid).read_text())["picture"]
+    (a2 / picture).unlink()
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(a2), str(a)]) == 0
+    assert "merged without it" not in capsys.readouterr().err
+    assert (out / picture).read_bytes() == (a / picture).read_bytes()
+    assert json.loads(record_path(out, cid).read_text())["picture"] == picture
+
+    lost = tmp_path / "lost"
+    assert main(["merge", str(lost), str(a2)]) == 0  # a2 alone: merged without it
+    assert json.loads(record_path(lost, cid).read_text())["picture"] is None
+    capsys.readouterr()
+    assert main(["merge", str(lost), str(a)]) == 0
+    assert "2 cells, 1 written, 2 duplicates" in capsys.readouterr().out
+    assert json.loads(record_path(lost, cid).read_text())["picture"] == picture
+    assert (lost / picture).read_bytes() == (a / picture).read_bytes()
+    assert main(["merge", str(lost), str(a)]) == 0  # nothing lost now: nothing written
+    assert "0 written" in capsys.readouterr().out
