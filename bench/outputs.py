@@ -66,8 +66,11 @@ def store_part_problem(folder: Path, what: str) -> str | None:
 def out_folder_problem(out_dir: Path) -> str | None:
     """Why a run may not write its store into ``out_dir`` (a file stands there, or it lies in
     another store's ``records/`` or ``cells/``), or None: what a run and its dry run refuse."""
-    if out_dir.exists() and not out_dir.is_dir():
-        return f"{out_dir}: exists and is not a folder"
+    existing = Path(out_dir)
+    while not existing.exists() and existing.parent != existing:  # FILE/sub: the run failed
+        existing = existing.parent  # at its first write ("Not a directory"), its dry run not
+    if existing.exists() and not existing.is_dir():
+        return f"{existing}: exists and is not a folder"
     return store_part_problem(out_dir, f"--out {out_dir}")
 
 

@@ -250,7 +250,17 @@ def fid_weights_problem(path: str) -> str | None:
         return f"{path} is not a weights file torch can load ({type(err).__name__})"
     if not isinstance(state, dict) or not state:
         return f"{path} holds no state dict (a mapping of weight tensors)"
+    for key, shape in INCEPTION_ANCHORS.items():  # another network's state dict had made
+        tensor = state.get(key)  # every group n/a, exit 0
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
+            return (f"{path} is not torch-fidelity's Inception-v3 (FID) state dict: no "
+                    f"{key} of shape {'×'.join(map(str, shape))}")
     return None
+
+
+INCEPTION_ANCHORS = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "fc.weight": (1008, 2048)}
+"""Two weights of torch-fidelity's Inception-v3 (the FID network, a port of TensorFlow's:
+1 008 logits, where torchvision's Inception-v3 has 1 000) that another file lacks."""
 
 
 def kid_subsets(n: int) -> dict[str, int]:

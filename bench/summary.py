@@ -100,7 +100,9 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
     """List (or summarise by axis) the cells and their status; write nothing (a damaged
     record is named and left in place, not quarantined: no lock is held). Refuses the ``out``
     a run would refuse."""
+    from bench.cells.base import cell_modality
     from bench.outputs import out_folder_problem
+    from bench.preflight import preflight_perceptual
     from bench.resume import iter_plan
 
     problem = out_folder_problem(out)
@@ -115,9 +117,20 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
         warn(f"{suite.name}: {n} cells, above the limit of {limit}: a run is refused unless "
              f"--max-cells {n} allows it (nothing was expanded)")
         return 0
+    scores_images = False  # an image attack cell to run: the run's LPIPS preflight applies
+
+    def watched(rows: Iterable[tuple[Any, str]]) -> Iterable[tuple[Any, str]]:
+        nonlocal scores_images
+        for cell, status in rows:
+            scores_images = scores_images or (status == "to run" and getattr(
+                cell, "attack", None) is not None and cell_modality(cell) == "image")
+            yield cell, status
+
     with frozen_gc():
         folder = iter_plan(suite, out, force, retry_failed, quarantine=False)
-        counts = print_plan(suite, folder, verbose, n, sys.stdout)
+        counts = print_plan(suite, watched(folder), verbose, n, sys.stdout)
+    if scores_images:  # the run refused a missing or foreign LPIPS file; its dry run had not
+        preflight_perceptual(suite.perceptual)
     folder.warn_mismatch()
     statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items()))
     print(f"{suite.name}: {sum(counts.values())} cells" + (f" — {statuses}" if counts else ""))

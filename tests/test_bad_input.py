@@ -201,6 +201,10 @@ MALFORMED = {
     "defense_list_params": ({"defenses": [{"prune": [1]}]}, "defenses[0].prune"),
     "chain_empty": ({"defenses": [{"chain": []}]},  # "expected a list" of a list
                     "chain: expected a non-empty list of defenses, got an empty list"),
+    "chain_number": ({"defenses": [{"chain": 5}]},  # had said "a mapping of parameters"
+                     "defenses[0].chain: expected a non-empty list of defenses, got 5"),
+    "attack_number_params": ({"attacks": [{"dlg": 5}]},
+                             "attacks[0].dlg: expected a mapping of parameters, got 5"),
     "chain_repeat": ({"defenses": [{"chain": [{"mixup": {"k": 2}}, {"mixup": {"k": 3}}]}]},
                      "mixup appears twice in one chain"),  # the first link's info was lost
     "datasets_none": ({"datasets": None}, "datasets"),
@@ -403,6 +407,14 @@ def test_an_fid_weights_file_that_does_not_load_is_refused(tmp_path: Path, capsy
     torch.save([1, 2], tmp_path / "list.pth")
     assert "holds no state dict" in fid_weights_problem(str(tmp_path / "list.pth"))
     assert fid_weights_problem(str(inception_weights)) is None
+    # another network's state dict (here torchvision's Inception-v3 head) had been taken:
+    # every group n/a "Error(s) in loading state_dict", exit 0 (a bad-input hunt)
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3),
+                "fc.weight": torch.zeros(1000, 2048)}, tmp_path / "other.pt")
+    line = one_line(capsys, "report", str(tmp_path), "--fid-weights", str(tmp_path / "other.pt"))
+    assert "is not torch-fidelity's Inception-v3 (FID) state dict: no fc.weight" in line
+    torch.save({"a": torch.zeros(1)}, tmp_path / "dict.pt")
+    assert "no Conv2d_1a_3x3.conv.weight" in fid_weights_problem(str(tmp_path / "dict.pt"))
 
 
 def test_a_missing_inception_file_is_refused(tmp_path: Path, capsys) -> None:

@@ -80,3 +80,39 @@ def test_the_environment_lines_name_the_utility_runs_commits_too(tmp_path):
 
     environment = write_leaderboard(tmp_path).read_text().split("Environment:", 1)[1]
     assert "fffffff" in environment.split("\n\n", 1)[0]
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_run_and_its_dry_run_refuse_an_out_below_a_file(dry, tmp_path, capsys):
+    # --out FILE/sub: the run failed at its first write ("Not a directory") after its
+    # setup, and its dry run listed the cells as to run, exit 0 (a bad-input hunt)
+    import yaml
+
+    from helpers import TINY_SUITE, one_line
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(TINY_SUITE))
+    (tmp_path / "afile").write_text("x")
+    line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "afile" / "sub"),
+                    "--jobs", "0", *(["--dry-run"] if dry else []))
+    assert line == f"leakbench: error: {tmp_path / 'afile'}: exists and is not a folder"
+
+
+def test_a_dry_run_refuses_the_lpips_weights_its_run_refuses(tmp_path, capsys):
+    # the dry run listed the cells as to run, exit 0; the run then refused the file
+    import yaml
+
+    from bench.cli import main
+    from helpers import TINY_SUITE
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "perceptual": {
+        "lpips_weights": str(tmp_path / "nope.pth")}}))
+    code = main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"leakbench: error: perceptual.lpips_weights: no weights file "
+                                 f"at {tmp_path / 'nope.pth'}"]
+    assert not (tmp_path / "o").exists()
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "perceptual": {  # nothing left to run: as
+        "lpips": False, "lpips_weights": str(tmp_path / "nope.pth")}}))  # the run, no check
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0

@@ -50,7 +50,7 @@ def _items(value: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
             name, params = next(iter(item.items()))
             if params is None:
                 params = {}
-            if not isinstance(params, dict) and not (name == "chain" and isinstance(params, list)):
+            if not isinstance(params, dict) and name != "chain":  # a chain's list: defense_axis
                 shown = name if isinstance(name, str) and name.isprintable() else short(name)
                 raise SuiteError(f"{key}[{i}].{shown}: expected a mapping of parameters, "
                                  f"got {short(params)}")  # a newline in the name: two lines
