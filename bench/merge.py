@@ -179,11 +179,11 @@ def _label(record: dict[str, Any]) -> str:
     return " · ".join(str(record[k]) for k in LABEL_FIELDS if record.get(k))
 
 
-def _artifacts(kept: Copy, copies: list[Copy], report: MergeReport, opened: ExitStack,
+def _artifacts(kept: Copy, agreeing: list[Copy], report: MergeReport, opened: ExitStack,
                keys: tuple[str, ...] = ARTIFACT_FIELDS) -> dict[str, IO[bytes]]:
     """The kept copy's artifact files, open (closed with ``opened``) for the store to copy in
-    chunks: from the kept copy's store, else from a copy that agrees with it (the same result
-    and artifact name; a store that lost a picture had dropped it from the merge although
+    chunks: from the kept copy's store, else from one of the copies ``agreeing`` with it that
+    names the same file (a store that lost a picture had dropped it from the merge although
     another store held it). One found in none, or larger than ``MAX_ARTIFACT_BYTES``, is
     named and left out."""
     files = {}
@@ -191,10 +191,8 @@ def _artifacts(kept: Copy, copies: list[Copy], report: MergeReport, opened: Exit
         rel = kept.record.get(key)
         if not isinstance(rel, str):
             continue
-        agreeing = [c for c in copies if c is not kept and c.record.get(key) == rel
-                    and c.result() == kept.result()]
         problems = []
-        for source in [kept, *agreeing]:
+        for source in [kept, *(c for c in agreeing if c.record.get(key) == rel)]:
             file, why = _open_artifact(source, rel, opened)
             if file is not None:
                 files[rel] = file
@@ -223,19 +221,18 @@ def _open_artifact(copy: Copy, rel: str, opened: ExitStack) -> tuple[IO[bytes] |
     return file, ""
 
 
-def _lost_in_out(kept: Copy, copies: list[Copy]) -> dict[str, str]:
-    """OUT's kept record's artifacts it lacks (null, or its file gone) that a copy agreeing
-    with it holds: field → that copy's path (a merge that had lost a picture could never get
-    it back: OUT's copy always won and was never written again)."""
+def _lost_in_out(kept: Copy, agreeing: list[Copy]) -> dict[str, str]:
+    """OUT's kept record's artifacts it lacks (null, or its file gone) that one of the copies
+    ``agreeing`` with it holds: field → that copy's path (a merge that had lost a picture
+    could never get it back: OUT's copy always won and was never written again)."""
     lost = {}
     for key in ARTIFACT_FIELDS:
         rel = kept.record.get(key)
         if isinstance(rel, str) and locate_artifact(kept.source, rel)[0] is not None:
             continue
-        for c in copies:
+        for c in agreeing:
             theirs = c.record.get(key)
-            if c is not kept and isinstance(theirs, str) and c.result() == kept.result() \
-                    and (rel is None or theirs == rel):
+            if isinstance(theirs, str) and (rel is None or theirs == rel):
                 lost[key] = theirs
                 break
     return lost
@@ -280,7 +277,8 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
         copies = sorted(by_cell[cid], key=Copy.rank)
         kept = copies[0]
         kept_records.append(kept.record)
-        if len({c.result() for c in copies}) > 1:
+        agreeing = [c for c in copies[1:] if c.result() == kept.result()]  # may lend files
+        if len(agreeing) < len(copies) - 1:
             dropped = "; ".join(_dropped(kept, c) for c in copies[1:])
             report.conflicts.append(f"conflict {cid} {_label(kept.record)}: kept "
                                     f"{kept.describe()} over {dropped}")
@@ -291,22 +289,20 @@ def _merge_locked(out: Path, stores: list[Path]) -> MergeReport:
             report.problems.append(f"{cid}: not written: OUT's record "
                                    f"{report.newer_in_out[cid]} was {NEWER}")
         elif kept.source.resolve() != out.resolve():
-            _write_kept(out, kept, kept, copies, report)
-        elif lost := _lost_in_out(kept, copies):  # OUT's copy lost an artifact a DIR holds
+            _write_kept(out, kept, agreeing, report)
+        elif lost := _lost_in_out(kept, agreeing):  # OUT's copy lost an artifact a DIR holds
             restored = Copy(kept.source, kept.order, {**kept.record, **lost})
-            _write_kept(out, restored, kept, copies, report, tuple(lost))
+            _write_kept(out, restored, agreeing, report, tuple(lost))
     report.problems += label_splits(kept_records)  # what OUT's tables will read
     return report
 
 
-def _write_kept(out: Path, kept: Copy, original: Copy, copies: list[Copy],
-                report: MergeReport, keys: tuple[str, ...] = ARTIFACT_FIELDS) -> None:
-    """Write ``kept`` with the artifacts ``keys`` found for it into OUT (``original``: its
-    copy as read, left out of the copies it may take one from; OUT's own intact artifacts
-    are not among ``keys``)."""
+def _write_kept(out: Path, kept: Copy, agreeing: list[Copy], report: MergeReport,
+                keys: tuple[str, ...] = ARTIFACT_FIELDS) -> None:
+    """Write ``kept`` with the artifacts ``keys`` found for it (in its store or an agreeing
+    copy's) into OUT; OUT's own intact artifacts are not among ``keys``."""
     with ExitStack() as opened:
-        others = [c for c in copies if c is not original]
-        files = _artifacts(kept, others, report, opened, keys)
+        files = _artifacts(kept, agreeing, report, opened, keys)
         left_out = {k: None for k in keys  # never a link to a missing file
                     if isinstance(kept.record.get(k), str) and kept.record[k] not in files}
         save_outcome(out, {**kept.record, **left_out}, files)
