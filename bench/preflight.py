@@ -112,6 +112,14 @@ def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",)
                             f"({type(e).__name__}: {first}): {fix}") from None
 
 
+def scored_with_lpips(cell: Any) -> bool:
+    """Whether ``cell`` is one LPIPS scores (an image attack cell): the cells for which a run
+    and its dry run check the weights :func:`preflight_perceptual` names."""
+    from bench.cells.base import cell_modality
+
+    return getattr(cell, "attack", None) is not None and cell_modality(cell) == "image"
+
+
 def preflight_perceptual(settings: dict[str, Any]) -> None:
     """The LPIPS weights file a suite names exists and loads, when LPIPS is on: without it
     every record said LPIPS n/a, with a note that read as "put the file here"."""

@@ -23,14 +23,19 @@ import torch
 from tqdm import tqdm
 
 from bench.cache import cache_problem
-from bench.cells.base import RunOptions, cell_modality
+from bench.cells.base import RunOptions
 from bench.cells.trials import DEFAULT_TRIALS, group_trials
 from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores, warn_oversubscribed
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
 from bench.outputs import blocked_cell_file, out_folder_problem, writable_problem
-from bench.preflight import DataError, preflight_cells, preflight_perceptual
+from bench.preflight import (
+    DataError,
+    preflight_cells,
+    preflight_perceptual,
+    scored_with_lpips,
+)
 from bench.prepare import prepare_attacks
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
@@ -181,8 +186,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:
             raise DataError(f"{suite.source or suite.name}: {e}") from None
-        if any(getattr(c, "attack", None) is not None  # LPIPS scores image attack cells only
-               and cell_modality(c) == "image" for c in todo):
+        if any(scored_with_lpips(c) for c in todo):
             preflight_perceptual(suite.perceptual)
         problem = next(filter(None, (writable_problem(out_dir / sub)
                                      for sub in (RECORDS, PICTURES))), None)

@@ -100,9 +100,8 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
     """List (or summarise by axis) the cells and their status; write nothing (a damaged
     record is named and left in place, not quarantined: no lock is held). Refuses the ``out``
     a run would refuse."""
-    from bench.cells.base import cell_modality
     from bench.outputs import out_folder_problem
-    from bench.preflight import preflight_perceptual
+    from bench.preflight import preflight_perceptual, scored_with_lpips
     from bench.resume import iter_plan
 
     problem = out_folder_problem(out)
@@ -122,8 +121,7 @@ def dry_run(suite: Suite, out: Path, force: bool, retry_failed: bool, verbose: b
     def watched(rows: Iterable[tuple[Any, str]]) -> Iterable[tuple[Any, str]]:
         nonlocal scores_images
         for cell, status in rows:
-            scores_images = scores_images or (status == "to run" and getattr(
-                cell, "attack", None) is not None and cell_modality(cell) == "image")
+            scores_images = scores_images or (status == "to run" and scored_with_lpips(cell))
             yield cell, status
 
     with frozen_gc():
