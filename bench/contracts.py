@@ -199,6 +199,7 @@ class Attack(Component):
     # unrolling the local steps as Dimitrov et al. 2022 do)
     update_kinds: frozenset[str] = frozenset({"gradient"})
     paper: str = ""
+    reference: bool = False  # reads no update (a public guess): no defense ranking uses it
 
     def skip_reason(self, ctx: CellContext) -> str | None:
         """Why this attack cannot run on the cell, or None: the update kind, then its own checks."""

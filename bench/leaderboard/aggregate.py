@@ -31,6 +31,17 @@ TEXT_HEADLINE = "rouge1"  # … in a text scenario
 FLOOR_SOURCES = (OWN_FLOOR, BATCH_FLOOR, SCENARIO_FLOOR, NO_FLOOR_VALUE)
 
 
+def is_reference(attack_name: str) -> bool:
+    """Whether the registered attack ``attack_name`` is a reference row that reads no update
+    (``Attack.reference``); a plug-in not installed here is taken for a real attack."""
+    from bench.registry import ATTACKS, LeakbenchError
+
+    try:
+        return bool(getattr(ATTACKS.get(attack_name).cls, "reference", False))
+    except LeakbenchError:
+        return False
+
+
 def headline() -> type[Metric]:
     """The ranking metric's registry entry (its direction decides every sort)."""
     return get_metric(HEADLINE)
@@ -55,7 +66,8 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (defense, attack), g in ran.groupby(["defense", "attack"], sort=True):
         ok = g[g["status"] == "ok"]
-        row: dict = {"defense": defense, "attack": attack}
+        row: dict = {"defense": defense, "attack": attack,
+                     "reference": "attack_name" in g and is_reference(g["attack_name"].iloc[0])}
         for m in metrics:
             if m.name not in g:
                 row.update({m.name: None, f"{m.name}_n": 0})
@@ -113,11 +125,14 @@ def defense_order(label: str) -> tuple[int, str]:
 
 def strongest_attacks(summary: pd.DataFrame, h: type[Metric] | None = None) -> pd.DataFrame:
     """Per defense: the attack with the best mean headline metric (``h``, default PSNR)
-    against it (ties: by name); defenses ordered from the most to the least protective,
-    unscored ones last."""
+    against it (ties: by name), reference rows left out where a real attack ran (a guess
+    that reads no update says nothing of the defense); defenses ordered from the most to the
+    least protective, unscored ones last."""
     h = h or headline()
     rows = []
     for _, g in summary.groupby("defense", sort=True):
+        if "reference" in g and not g["reference"].astype(bool).all():
+            g = g[~g["reference"].astype(bool)]
         scored = g[g[h.name].notna()]
         if scored.empty:
             best = g.sort_values("attack").iloc[0].to_dict()

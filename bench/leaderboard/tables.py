@@ -113,6 +113,20 @@ def attack_note(shown: Sequence[type[Metric]], floor: str = IMAGE_FLOOR,
             "last rank less those wholly below.")
 
 
+def reference_notes(summary: pd.DataFrame) -> tuple[str, str]:
+    """The clauses the attack and the defense tables add where ``summary`` has reference
+    rows (attacks that read no update, ``Attack.reference``); empty otherwise."""
+    refs = sorted(set(summary.loc[summary["reference"].astype(bool), "attack"])) \
+        if "reference" in summary else []
+    if not refs:
+        return "", ""
+    names = ", ".join(refs)
+    return (f" {names}: a reference that reads no update (a guess from public knowledge); an "
+            "attack ranked below it recovered nothing that guess does not give.",
+            f" Reference rows ({names}: they read no update) are left out wherever a real "
+            "attack ran.")
+
+
 def _cell(m: type[Metric], r: pd.Series | dict, name: str | None = None) -> str:
     """A metric's mean ± 95% half-width in a table cell."""
     return interval(r, name or m.name).format(m.digits)
@@ -184,7 +198,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
-        note = attack_note(shown) + _missing_note(summary, shown)
+        note = attack_note(shown) + _missing_note(summary, shown) + reference_notes(summary)[0]
         if unstable:
             note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
                      "them), shown where a seed diverged or failed.")
@@ -248,7 +262,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 "better), over every seed run (failures at their floor); n: its seeds; ± and "
                 "the shared ranks as in the Attacks tables; the metrics and Success are that "
                 "strongest attack's (another may succeed on seeds it misses: see the Attacks "
-                "tables).") + _missing_note(summary)
+                "tables).") + _missing_note(summary) + reference_notes(summary)[1]
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")

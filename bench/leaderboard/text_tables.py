@@ -24,6 +24,7 @@ from bench.leaderboard.tables import (
     _converged,
     _missing_note,
     attack_note,
+    reference_notes,
     scored_metrics,
 )
 from bench.leaderboard.uncertainty import format_rank
@@ -243,15 +244,17 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
         converged = "" if (summary["n_ok"] == summary["n"]).all() else (
             f" {h.label} converged only: the mean over finished seeds alone (n of them), "
             "shown where a seed diverged or failed.")
+        for_attacks, for_defenses = reference_notes(summary)
         tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
-                            note=attack_note(columns, TEXT_FLOOR,
-                                             f"Rank (by {h.label})") + missing + converged))
+                            note=attack_note(columns, TEXT_FLOOR, f"Rank (by {h.label})")
+                            + missing + converged + for_attacks))
         tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run (failures at their "
                                  "floor); n: its seeds; ± and the shared ranks as in the "
                                  "Text attacks table; the metrics and Success are that "
-                                 "strongest attack's." + _missing_note(summary)))
+                                 "strongest attack's." + _missing_note(summary)
+                                 + for_defenses))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
         if sentences:
