@@ -68,9 +68,11 @@ GRANTS: dict[str, Grant] = {g.name: g for g in (
           "(GradInversion's prior, Yin et al. 2021)",
           lambda private: None if private.update.bn_stats is None else
           [(m.detach().clone(), v.detach().clone()) for m, v in private.update.bn_stats]),
-    Grant(PUBLIC_DATA, "a public split of the same distribution, disjoint from every private image",
-          "the dataset's held-out split minus any image also in the training split that private "
-          "batches come from (bench.public): data to train a score-model prior on",
+    Grant(PUBLIC_DATA, "a public split of the same distribution, disjoint from every private "
+          "image or sentence",
+          "the dataset's held-out split minus any item also in the training split that private "
+          "batches come from (bench.public): data to train a score-model prior on, or to count "
+          "words in",
           _public_split),
 )}
 """Every grant a suite may give, by name."""

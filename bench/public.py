@@ -8,6 +8,9 @@ whose held-out items share content with training items in other ways (``photos``
 overlapping by half) declares ``no_public_split`` and has none. An
 attacker granted ``public_data`` (bench.grants) receives it, e.g. to train a score model
 (bench.scoremodel) as its image prior; nothing trained on it ever saw a private image.
+A text dataset's public split is alike: its held-out sentences as token ids (N×L in
+``images``), those equal to a training sequence already left out (bench.datasets.text_common);
+``frequent_words`` counts its words.
 """
 
 from __future__ import annotations
