@@ -2,7 +2,8 @@
 (``to run``: no sound record; ``--force``; ``--retry-failed`` on a failure; a timeout under a
 shorter limit than the suite's now), and which the suite skips; then one warning each for
 what the folder's records say beyond the suite (other cells, other labels, another success
-rule, another dataset root, shorter timeouts).
+rule, another dataset root, shorter timeouts) and, when cells will run, for finished ones run
+otherwise (another device or kernels, another leakbench commit, another CPU).
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ class FolderPlan:
         records, self.newer = read_store(out_dir, quarantine)  # newer: left in place, unread
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
-                                       "root": _data_root(d)} for d in records}
+                                       "root": _data_root(d), "ran_at": _ran_at(d)}
+                        for d in records}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
+        self.kept_commits: dict[str, int] = {}  # … the leakbench commits they ran at
+        self.kept_cpus: dict[str, int] = {}  # … and the CPUs they ran on
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
@@ -72,6 +76,11 @@ class FolderPlan:
         if record["settings"] is not None:
             key = record["settings"]
             self.kept_settings[key] = self.kept_settings.get(key, 0) + 1
+        commit, cpu = record["ran_at"]
+        if commit:
+            self.kept_commits[commit] = self.kept_commits.get(commit, 0) + 1
+        if cpu:
+            self.kept_cpus[cpu] = self.kept_cpus.get(cpu, 0) + 1
         before, now = record["root"], dict(cell.dataset.params).get("root")
         if before != now and _where(before) != _where(now):  # ~/data is /home/u/data
             self.moved.append((before, now))
@@ -135,6 +144,29 @@ class FolderPlan:
             warn(f"{self.out_dir}: finished cells ran otherwise ({ran}) than this run's, on "
                  f"{words(*now)}, and the leaderboard pools both: --force re-runs them all, "
                  "or run into a fresh --out")
+        self._warn_ran_at(device)
+
+    def _warn_ran_at(self, device: torch.device) -> None:
+        """Warn where finished cells ran at another leakbench commit, or (on the CPU) on
+        another CPU model, than the cells about to run: the leaderboard pools them under one
+        row, and its Environment lines name every commit and CPU but not which row is whose."""
+        from bench.provenance import cpu_model, git_commit
+
+        here = {"commit": git_commit(), "CPU": cpu_model() if device.type == "cpu" else None}
+        for what, kept in (("commit", self.kept_commits), ("CPU", self.kept_cpus)):
+            now = here[what]
+            other = {k: n for k, n in kept.items() if now and k != now}
+            if not other:
+                continue
+            named = ", ".join(f"{n} at {k[:12] if what == 'commit' else k}"
+                              for k, n in sorted(other.items()))
+            mine = now[:12] if what == "commit" else now
+            change = ("where the change alters what they compute" if what == "commit" else
+                      "its kernels round otherwise")
+            where = "at another commit" if what == "commit" else "on another CPU"
+            warn(f"{self.out_dir}: {sum(other.values())} finished cell(s) ran {where} "
+                 f"({named}) than this run's ({mine}), and the leaderboard pools them "
+                 f"({change}): --force re-runs them all, or run into a fresh --out")
 
 
 def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
@@ -147,6 +179,18 @@ def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
     device = provenance["device"].split(":")[0]
     conv = provenance.get("cpu_conv") if device == "cpu" else ""
     return (device, conv if isinstance(conv, str) else DEFAULT_CPU_CONV)
+
+
+def _ran_at(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(leakbench commit, CPU model) an attack record's provenance names, each None where
+    absent; (None, None) for a utility record and for a record run off the CPU's CPU model."""
+    provenance = record.get("provenance")
+    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict):
+        return None, None
+    commit, cpu = provenance.get("git_commit"), provenance.get("cpu_model")
+    on_cpu = str(provenance.get("device", "cpu")).startswith("cpu")
+    return (commit if isinstance(commit, str) and commit else None,
+            cpu if isinstance(cpu, str) and cpu and on_cpu else None)
 
 
 def _data_root(record: dict[str, Any]) -> Any:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import ROOT
+from bench.cli import main
+from helpers import ROOT, TINY_SUITE
 
 
 def _section(text: str, heading: str) -> str:
@@ -116,3 +119,42 @@ def test_a_dry_run_refuses_the_lpips_weights_its_run_refuses(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**TINY_SUITE, "perceptual": {  # nothing left to run: as
         "lpips": False, "lpips_weights": str(tmp_path / "nope.pth")}}))  # the run, no check
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+
+
+def _resume_after_editing_a_record(tmp_path, field: str, value: str) -> None:
+    """Run a two-seed tiny suite, give one record another ``provenance[field]``, remove the
+    other record, resume: the warnings printed."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": 2}))
+    out = tmp_path / "o"
+    flags = ["--out", str(out), "--jobs", "0", "--quiet", "--no-leaderboard"]
+    assert main(["run", str(suite), *flags]) == 0
+    first, second = sorted((out / "records").glob("*.json"))
+    record = json.loads(first.read_text())
+    record["provenance"][field] = value
+    first.write_text(json.dumps(record))
+    second.unlink()
+    assert main(["run", str(suite), *flags]) == 0
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("git_commit", "0123456789abcdef0123456789abcdef01234567",
+     "1 finished cell(s) ran at another commit (1 at 0123456789ab) than this run's"),
+    ("cpu_model", "Some Other CPU",
+     "1 finished cell(s) ran on another CPU (1 at Some Other CPU) than this run's"),
+])
+def test_resuming_says_when_finished_cells_ran_at_another_commit_or_on_another_cpu(
+        tmp_path, capsys, field, value, words):
+    """Resume had warned of another device or kernels only: cells run at another commit or
+    on another CPU were pooled with the new ones under one leaderboard row, silently."""
+    _resume_after_editing_a_record(tmp_path, field, value)
+    err = capsys.readouterr().err
+    assert words in err and "the leaderboard pools them" in err
+
+
+def test_resuming_where_every_finished_cell_ran_here_warns_of_nothing(tmp_path, capsys):
+    from bench.provenance import cpu_model
+
+    _resume_after_editing_a_record(tmp_path, "cpu_model", cpu_model())
+    err = capsys.readouterr().err
+    assert "another commit" not in err and "another CPU" not in err
