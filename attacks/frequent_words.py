@@ -63,6 +63,8 @@ class FrequentWords(Attack):
         public = obs.grant(PUBLIC_DATA)
         if public is None:
             raise ValueError("frequent_words needs the public_data grant")
+        if public.images.shape[0] == 0:  # a text folder whose held-out sentences all repeat
+            raise ValueError("frequent_words: the public split holds no sentence to count")
         length = obs.input_shape[0]
         guess = frequent_guess(public.images, length)
         data = guess.unsqueeze(0).repeat(obs.batch_size, 1)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 import pandas as pd
+import pytest
 import torch
+import yaml
 
 from attacks.frequent_words import FrequentWords, frequent_guess, majority_label
 from bench.grants import PUBLIC_DATA
@@ -125,6 +127,60 @@ def test_the_text_suite_runs_the_reference_with_the_public_split_granted():
     assert "frequent_words" in names
     assert PUBLIC_DATA in suite.granted
     # the grant reaches the reference only: the gradient attacks' cells see no public data
-    granted = {c.attack.name: c.granted for c in attack_cells(suite)[:8]}
-    for name, g in granted.items():
-        assert (PUBLIC_DATA in g) == (name == "frequent_words"), name
+    cells = attack_cells(suite)
+    assert {c.attack.name for c in cells} == set(names)
+    for c in cells:
+        assert (PUBLIC_DATA in c.granted) == (c.attack.name == "frequent_words"), c.attack.name
+
+
+def test_an_empty_public_split_is_an_error_naming_it():
+    obs, _ = observe_tiny(_cell(batch=1))
+    empty = dataclasses.replace(obs.grant(PUBLIC_DATA), images=torch.zeros(0, 12, dtype=torch.long),
+                                labels=torch.zeros(0, dtype=torch.long))
+    other = dataclasses.replace(obs, grants={**obs.grants, PUBLIC_DATA: empty})
+    with pytest.raises(ValueError, match="the public split holds no sentence"):
+        FrequentWords().reconstruct(other)
+
+
+def _text_records(tmp_path):
+    """Records of a frequent_words and a tag cell (undefended and under heavy noise) on the
+    tiny transformer: the noise leaves the reference the best mean under it."""
+    from bench.cli import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({
+        "description": "t", "seed": 0, "seeds": 2, "batch_size": 1, "datasets": [CLASSIFY],
+        "archs": [{"transformer": {"width": 32, "layers": 1}}],
+        "defenses": ["none", {"noise": {"scale": 10.0}}],
+        "attacks": ["frequent_words", {"tag": {"iterations": 2}}], "grant": [PUBLIC_DATA],
+        "timeout": 120}))
+    out = tmp_path / "o"
+    assert main(["run", str(suite), "--out", str(out), "--jobs", "0", "--quiet",
+                 "--no-leaderboard"]) == 0
+    return out
+
+
+def test_the_table_export_and_site_tell_a_reference_from_an_attack(tmp_path):
+    """`leakbench table` had set the reference bold as the best attack against a defense,
+    the aggregated export had no column to tell it, and the site counted it an attack."""
+    from bench.leaderboard.export import aggregate_frame
+    from bench.leaderboard.frames import records_frame
+    from bench.leaderboard.pivot import default_caption, pivot
+    from bench.site.build import attack_count
+    from bench.store import load_records
+
+    out = _text_records(tmp_path)
+    records = load_records(out)
+    p = pivot(records)  # rows: defenses, columns: attacks, best per row
+    assert p.references == ["frequent_words"]
+    refs = p.cells[p.cells["col"] == "frequent_words"]
+    assert len(refs) == 2 and not refs["best"].any() and not refs["tied"].any()
+    assert "frequent_words, a reference that reads no update" in default_caption(p)
+    # the reference's mean is above tag's somewhere, so the old rule would have set it bold
+    means = p.cells.pivot(index="row", columns="col", values="mean")
+    assert (means["frequent_words"] > means["tag(iterations=2)"]).any()
+    agg = aggregate_frame(records_frame(records))
+    assert dict(zip(agg["attack"], agg["reference"])) == {"frequent_words": True,
+                                                          "tag(iterations=2)": False}
+    assert not agg.loc[agg["reference"], "strongest"].any()
+    assert attack_count(records_frame(records)) == "1 (+1 reference)"

@@ -341,11 +341,13 @@ def test_the_aggregated_export_ranks_text_scenarios_by_rouge1():
     agg = aggregate_frame(records_frame(load_records(RESULTS / "text")))
     assert len(agg) and agg["psnr"].isna().all() and agg["rouge1"].notna().all()
     keys = agg[[*SCENARIO, "defense"]].astype(str).apply(tuple, axis=1)
+    assert agg["reference"].any() and not agg["reference"].all()  # frequent_words' rows
     for _, g in agg.groupby(keys, sort=False):
-        scored = g[g["rouge1"].notna()]
-        best = scored["rouge1"].max()
+        real = g[~g["reference"].astype(bool)]  # a reference row reads no update
+        best = real.loc[real["rouge1"].notna(), "rouge1"].max()
         strongest = g[g["strongest"]]
         assert len(strongest) == 1 and strongest["rouge1"].iloc[0] == best
+        assert not strongest["reference"].iloc[0]
         assert list(g["rouge1"]) == sorted(g["rouge1"], reverse=True)  # in rank order
         assert list(g["rank_best"]) == sorted(g["rank_best"])
     assert (agg["rank_best"] > 1).any()  # separated intervals: not every rank shared

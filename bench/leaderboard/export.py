@@ -42,10 +42,11 @@ def aggregate_columns() -> list[str]:
     """The aggregated CSV's columns: the scenario, the row, its ranks and counts, then per
     registered per-item metric its mean over every seed run, 95% interval (t; a share's
     Wilson), n and the mean
-    over finished seeds only; last the attack's cost."""
+    over finished seeds only; last the attack's cost. ``reference``: the row's attack reads
+    no update (a guess; never ``strongest`` where a real attack ran)."""
     per_metric = [f"{m.name}{suffix}" for m in list_metrics(kind="per_item")
                   for suffix in ("", "_ci_low", "_ci_high", "_n", "_converged")]
-    return [*SCENARIO, "defense", "attack", "rank_best", "rank_worst", "strongest",
+    return [*SCENARIO, "defense", "attack", "reference", "rank_best", "rank_worst", "strongest",
             "defense_rank_best", "defense_rank_worst", "n", "n_ok", "diverged", "failed",
             "n_floor", "n_missing", *per_metric, "n_success", "success", "time",
             "grad_evals"]

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from bench.latex import BREAKS, shrink_to_line, tex
+from bench.leaderboard.aggregate import is_reference
 from bench.leaderboard.frames import records_frame, scenarios
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import (
@@ -67,6 +68,7 @@ class Pivot:
     pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
     uneven: dict[str, str] = field(default_factory=dict)  # pooled axes whose cells differ
     missing: int = 0  # failed seeds with no floor for the metric: left out of the means
+    references: list[str] = field(default_factory=list)  # reference attacks: never bold
 
     def seed_counts(self) -> list[int]:
         """The distinct n of the entries, ascending (an n/a entry has no seeds to count)."""
@@ -138,12 +140,17 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                                     metric.share)
                  for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
-    flags = _flags(intervals, row_values, col_values, best, metric.higher_is_better,
+    references = sorted({a for a, name in zip(df["attack"], df["attack_name"])
+                         if is_reference(name)}) if "attack" in (rows, cols) else []
+    flags = _flags({k: iv for k, iv in intervals.items()  # a guess is no attack to beat
+                    if k[0 if rows == "attack" else 1] not in references} if references
+                   else intervals, row_values, col_values, best, metric.higher_is_better,
                    metric.digits)
     cells = pd.DataFrame(
         [{"row": r, "col": c, "mean": iv.mean, "low": iv.low, "high": iv.high,
           "half": iv.half if iv.centred else None,  # a Wilson interval: its ends, no ±
-          "n": iv.n, "best": flags[(r, c)][0], "tied": flags[(r, c)][1],
+          "n": iv.n, "best": flags.get((r, c), (False, False))[0],
+          "tied": flags.get((r, c), (False, False))[1],
           "centred": iv.centred}
          for r in row_values for c in col_values if (iv := intervals.get((r, c)))],
         columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied", "centred"])
@@ -153,7 +160,7 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                   if g["_value"].notna().any())  # an n/a entry left no seed out of a mean
     uneven = {a: text for a in pooled if (text := _uneven(a, groups))}
     return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, uneven,
-                 missing)
+                 missing, references)
 
 
 def _uneven(axis: str, groups: dict[tuple[str, str], pd.DataFrame]) -> str:
@@ -268,6 +275,9 @@ def default_caption(p: Pivot) -> str:
         text += (f" Bold: the best mean of its {line} ({direction} is better); "
                  f"{DAGGER}: tied with it (no entry of the {line} has an interval wholly "
                  "better than its own).")
+        if p.references:
+            text += (f" Never bold or {DAGGER}: {', '.join(p.references)}, a reference that "
+                     "reads no update.")
     return text
 
 

@@ -46,6 +46,7 @@ from bench.leaderboard import (
     utility_frame,
     write_plots,
 )
+from bench.leaderboard.aggregate import is_reference
 from bench.leaderboard.curves import curve_tables
 from bench.outputs import store_part_problem
 from bench.paths import resolved, store_problem
@@ -209,6 +210,15 @@ def _galleries(site: SuiteSite) -> None:
                                           bool((g["modality"] == "text").all())))
 
 
+def attack_count(frame: pd.DataFrame) -> str:
+    """The attacks a suite ran, its references (that read no update) counted apart."""
+    if frame.empty:
+        return "0"
+    names = dict(zip(frame["attack"], frame["attack_name"]))
+    refs = sum(is_reference(name) for name in names.values())
+    return f"{len(names) - refs}" + (f" (+{refs} reference)" if refs else "")
+
+
 def suite_row(site: SuiteSite) -> dict[str, str]:
     """A suite's row in the site's index."""
     statuses = Counter(r["status"] for r in site.records)
@@ -216,7 +226,7 @@ def suite_row(site: SuiteSite) -> dict[str, str]:
     return {"Suite": site.name, "Cells": str(len(site.records)),
             "Statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
             "Scenarios": str(len(set(site.scenario.values()))),
-            "Attacks": str(frame["attack"].nunique()) if not frame.empty else "0",
+            "Attacks": attack_count(frame),
             "Defenses": str(frame["defense"].nunique()) if not frame.empty else "0",
             "Pictures": str(len(site.shots)),
             "Claims": site.claims.counts() if site.claims else "–"}
