@@ -179,7 +179,7 @@ def test_rebuild_gives_identical_bytes_and_tolerates_cells_without_pictures(tmp_
         assert min(image.size) >= 128
 
 
-TEXT_CELLS = ("a343a7c142114fb8", "7398b2778f78605b")  # text's tag, batch 2: best, worst
+TEXT_CELLS = ("7ce2e13f66656cca", "6b84dc69559423f7")  # text's tag, batch 2: best, worst
 HOSTILE = '<b>x&"y</b>'  # a token as a user's corpus may hold
 
 
@@ -224,7 +224,7 @@ def test_text_cells_show_their_sentences_side_by_side_with_marks(tmp_path):
         for page in (board, gallery):  # the leaderboard's example and the gallery's
             assert cell[cell.index("<table class=\"sentences\">"):].split("</table>")[0] \
                 .split("<tbody>")[1] in page
-        assert f'<a href="cells/{r["cell_id"]}.html">none · tag(iterations=120): {which}, ' \
+        assert f'<a href="cells/{r["cell_id"]}.html">none · tag(iterations=1000): {which}, ' \
                f'seed {r["seed"]}' in board
     assert HOSTILE not in board + gallery and "&lt;b&gt;x&amp;" in board
     assert "No reconstruction picture" not in gallery + board
