@@ -49,6 +49,19 @@ def git_commit() -> str | None:
     return f"{head}-dirty" if head and changed else head
 
 
+def code_differs(before: str, now: str) -> bool | None:
+    """Whether leakbench's code (:data:`CODE_PATHS`) differs between two commits of its
+    checkout; None where git cannot tell (no checkout, a commit it does not hold)."""
+    root = Path(bench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "diff", "--quiet",
+                              before, now, "--", *CODE_PATHS], capture_output=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: False, 1: True}.get(out.returncode)
+
+
 def device_name(device: torch.device) -> str:
     """The device's name; a CUDA device this process cannot see (a Ray driver on a CPU
     machine writing a GPU task's failure record) is "cuda (remote)", not a crash."""

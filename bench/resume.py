@@ -129,7 +129,7 @@ class FolderPlan:
                  f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
                  "counts each record's own verdict: --force re-runs them")
 
-    def warn_settings(self, device: torch.device, cpu_conv: str) -> None:
+    def warn_settings(self, device: torch.device, cpu_conv: str, cluster: bool = False) -> None:
         """Warn where the cells about to run join finished ones run on another device or with
         other CPU convolution kernels: the two round differently, and the leaderboard pools
         them under one row. Called only when cells will run."""
@@ -144,29 +144,52 @@ class FolderPlan:
             warn(f"{self.out_dir}: finished cells ran otherwise ({ran}) than this run's, on "
                  f"{words(*now)}, and the leaderboard pools both: --force re-runs them all, "
                  "or run into a fresh --out")
-        self._warn_ran_at(device)
+        self._warn_ran_at(device, cluster)
 
-    def _warn_ran_at(self, device: torch.device) -> None:
-        """Warn where finished cells ran at another leakbench commit, or (on the CPU) on
-        another CPU model, than the cells about to run: the leaderboard pools them under one
-        row, and its Environment lines name every commit and CPU but not which row is whose."""
-        from bench.provenance import cpu_model, git_commit
+    def _warn_ran_at(self, device: torch.device, cluster: bool) -> None:
+        """Warn where finished cells ran at a leakbench commit whose code differs from this
+        run's, or (on this machine's CPU; not when a cluster runs the cells) on another CPU
+        model or kernel level: the leaderboard pools them under one row, and its Environment
+        lines name every commit and CPU but not which row is whose."""
+        from bench.provenance import cpu_isa, cpu_model, git_commit
 
-        here = {"commit": git_commit(), "CPU": cpu_model() if device.type == "cpu" else None}
-        for what, kept in (("commit", self.kept_commits), ("CPU", self.kept_cpus)):
-            now = here[what]
-            other = {k: n for k, n in kept.items() if now and k != now}
-            if not other:
-                continue
-            named = ", ".join(f"{n} at {k[:12] if what == 'commit' else k}"
-                              for k, n in sorted(other.items()))
-            mine = now[:12] if what == "commit" else now
-            change = ("where the change alters what they compute" if what == "commit" else
-                      "its kernels round otherwise")
-            where = "at another commit" if what == "commit" else "on another CPU"
-            warn(f"{self.out_dir}: {sum(other.values())} finished cell(s) ran {where} "
-                 f"({named}) than this run's ({mine}), and the leaderboard pools them "
-                 f"({change}): --force re-runs them all, or run into a fresh --out")
+        now = git_commit()
+        if now:
+            other = {k: n for k, n in self.kept_commits.items() if not same_code(k, now)}
+            if other:
+                named = ", ".join(f"{n} at {short_commit(k)}" for k, n in sorted(other.items()))
+                warn(f"{self.out_dir}: {sum(other.values())} finished cell(s) ran at another "
+                     f"commit ({named}) than this run's ({short_commit(now)}), whose code "
+                     "differs, and the leaderboard pools them: where the change alters what "
+                     "they compute, --force re-runs them all, or run into a fresh --out")
+        if device.type != "cpu" or cluster:
+            return
+        here = f"{cpu_model()} ({cpu_isa()})"
+        other = {k: n for k, n in self.kept_cpus.items() if k != here}
+        if other:
+            named = ", ".join(f"{n} on {k}" for k, n in sorted(other.items()))
+            warn(f"{self.out_dir}: {sum(other.values())} finished cell(s) ran on another CPU "
+                 f"({named}) than this one ({here}), whose kernels round otherwise, and the "
+                 "leaderboard pools them: --force re-runs them all, or run into a fresh --out")
+
+
+def short_commit(commit: str) -> str:
+    """A commit as a warning names it: 12 hex digits, ``-dirty`` kept."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def same_code(before: str, now: str) -> bool:
+    """Whether a record's commit ran the code of this run's: the same commit, or two clean
+    commits whose code paths (:data:`bench.provenance.CODE_PATHS`) do not differ (a commit
+    of results or docs changes nothing a cell computes). A dirty one is the same only as
+    itself; a commit this checkout does not hold is another."""
+    if before == now:
+        return True
+    if before.endswith("-dirty") or now.endswith("-dirty"):
+        return False
+    from bench.provenance import code_differs
+
+    return code_differs(before, now) is False
 
 
 def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
@@ -182,15 +205,16 @@ def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _ran_at(record: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(leakbench commit, CPU model) an attack record's provenance names, each None where
-    absent; (None, None) for a utility record and for a record run off the CPU's CPU model."""
+    """(leakbench commit, "CPU model (kernel level)") an attack record's provenance names,
+    each None where absent; (None, None) for a utility record; no CPU for one run off it."""
     provenance = record.get("provenance")
     if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict):
         return None, None
-    commit, cpu = provenance.get("git_commit"), provenance.get("cpu_model")
+    commit, cpu, isa = (provenance.get(k) for k in ("git_commit", "cpu_model", "cpu_isa"))
     on_cpu = str(provenance.get("device", "cpu")).startswith("cpu")
+    known = isinstance(cpu, str) and cpu and isinstance(isa, str) and isa and on_cpu
     return (commit if isinstance(commit, str) and commit else None,
-            cpu if isinstance(cpu, str) and cpu and on_cpu else None)
+            f"{cpu} ({isa})" if known else None)
 
 
 def _data_root(record: dict[str, Any]) -> Any:

@@ -181,7 +181,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             todo.append(cell)
     folder.warn_mismatch()
     if todo:  # missing or damaged data: one line before any cell runs or is recorded
-        folder.warn_settings(dev, options.cpu_conv)
+        folder.warn_settings(dev, options.cpu_conv, cluster=executor_options.address is not None)
         try:
             preflight_cells(todo, ("train", "test") if suite.utility else ("train",))
         except DataError as e:

@@ -184,3 +184,18 @@ def test_the_table_export_and_site_tell_a_reference_from_an_attack(tmp_path):
                                                           "tag(iterations=2)": False}
     assert not agg.loc[agg["reference"], "strongest"].any()
     assert attack_count(records_frame(records)) == "1 (+1 reference)"
+
+
+def test_a_table_pooling_the_attacks_leaves_the_reference_out(tmp_path):
+    """With attack on neither axis, `leakbench table` pooled the guess into every mean."""
+    from bench.leaderboard.pivot import default_caption, pivot
+    from bench.store import load_records
+
+    records = load_records(_text_records(tmp_path))
+    pooled = pivot(records, rows="defense", cols="batch_size")
+    alone = pivot(records, rows="defense", cols="batch_size",
+                  where={"attack": ["tag(iterations=2)"]})
+    assert pooled.references == ["frequent_words"]
+    assert "Left out: frequent_words, a reference" in default_caption(pooled)
+    assert pooled.cells["mean"].tolist() == alone.cells["mean"].tolist()
+    assert pooled.cells["n"].tolist() == alone.cells["n"].tolist()

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bench.cli import main
@@ -121,9 +122,9 @@ def test_a_dry_run_refuses_the_lpips_weights_its_run_refuses(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
 
 
-def _resume_after_editing_a_record(tmp_path, field: str, value: str) -> None:
-    """Run a two-seed tiny suite, give one record another ``provenance[field]``, remove the
-    other record, resume: the warnings printed."""
+def _resume_after_editing_a_record(tmp_path, edit) -> None:
+    """Run a two-seed tiny suite, ``edit`` one record's provenance, remove the other record,
+    resume (so that a cell runs beside the kept one)."""
     suite = tmp_path / "s.yaml"
     suite.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": 2}))
     out = tmp_path / "o"
@@ -131,30 +132,93 @@ def _resume_after_editing_a_record(tmp_path, field: str, value: str) -> None:
     assert main(["run", str(suite), *flags]) == 0
     first, second = sorted((out / "records").glob("*.json"))
     record = json.loads(first.read_text())
-    record["provenance"][field] = value
+    edit(record["provenance"])
     first.write_text(json.dumps(record))
     second.unlink()
     assert main(["run", str(suite), *flags]) == 0
 
 
-@pytest.mark.parametrize("field,value,words", [
-    ("git_commit", "0123456789abcdef0123456789abcdef01234567",
-     "1 finished cell(s) ran at another commit (1 at 0123456789ab) than this run's"),
-    ("cpu_model", "Some Other CPU",
-     "1 finished cell(s) ran on another CPU (1 at Some Other CPU) than this run's"),
+NOW = "0123456789abcdef0123456789abcdef01234567"
+BEFORE = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+@pytest.mark.parametrize("before,differs,words", [
+    (BEFORE, True, "1 finished cell(s) ran at another commit (1 at fedcba987654) than this "
+     "run's (0123456789ab), whose code differs"),
+    (NOW + "-dirty", None, "(1 at 0123456789ab-dirty) than this run's (0123456789ab)"),
+    (BEFORE, None, "ran at another commit (1 at fedcba987654)"),  # a commit git does not hold
 ])
-def test_resuming_says_when_finished_cells_ran_at_another_commit_or_on_another_cpu(
-        tmp_path, capsys, field, value, words):
-    """Resume had warned of another device or kernels only: cells run at another commit or
-    on another CPU were pooled with the new ones under one leaderboard row, silently."""
-    _resume_after_editing_a_record(tmp_path, field, value)
+def test_resuming_says_when_finished_cells_ran_at_a_commit_of_other_code(
+        tmp_path, capsys, monkeypatch, before, differs, words):
+    """Resume had warned of another device or kernels only: cells run at another commit were
+    pooled with the new ones under one leaderboard row, silently."""
+    import bench.provenance
+
+    def edit(provenance):
+        provenance["git_commit"] = before
+        monkeypatch.setattr(bench.provenance, "git_commit", lambda: NOW)
+        monkeypatch.setattr(bench.provenance, "code_differs", lambda a, b: differs)
+
+    _resume_after_editing_a_record(tmp_path, edit)
+    err = capsys.readouterr().err
+    assert words in err and "the leaderboard pools them" in err
+
+
+def test_resuming_after_commits_that_leave_the_code_alone_warns_of_nothing(
+        tmp_path, capsys, monkeypatch):
+    """A commit of results or docs changes nothing a cell computes (the project commits its
+    records after running them): no warning."""
+    import bench.provenance
+
+    def edit(provenance):
+        provenance["git_commit"] = BEFORE
+        monkeypatch.setattr(bench.provenance, "git_commit", lambda: NOW)
+        monkeypatch.setattr(bench.provenance, "code_differs", lambda a, b: False)
+
+    _resume_after_editing_a_record(tmp_path, edit)
+    err = capsys.readouterr().err
+    assert "another commit" not in err and "another CPU" not in err
+
+
+def test_code_differs_reads_the_checkouts_history():
+    from bench.provenance import code_differs, git_commit
+
+    head = git_commit()
+    if head is None or head.endswith("-dirty"):
+        pytest.skip("needs a clean git checkout of leakbench")
+    assert code_differs(head, head) is False
+    assert code_differs("0" * 40, head) is None  # a commit the checkout does not hold
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("cpu_model", "Some Other CPU", "1 finished cell(s) ran on another CPU (1 on Some Other "
+     "CPU ("),
+    ("cpu_isa", "SOME_ISA", " (SOME_ISA)) than this one ("),  # the same model, other kernels
+])
+def test_resuming_says_when_finished_cells_ran_on_another_cpu(tmp_path, capsys, field, value,
+                                                              words):
+    _resume_after_editing_a_record(tmp_path, lambda provenance: provenance.update({field: value}))
     err = capsys.readouterr().err
     assert words in err and "the leaderboard pools them" in err
 
 
 def test_resuming_where_every_finished_cell_ran_here_warns_of_nothing(tmp_path, capsys):
-    from bench.provenance import cpu_model
+    from bench.provenance import cpu_isa, cpu_model
 
-    _resume_after_editing_a_record(tmp_path, "cpu_model", cpu_model())
+    _resume_after_editing_a_record(
+        tmp_path, lambda provenance: provenance.update(cpu_model=cpu_model(), cpu_isa=cpu_isa()))
     err = capsys.readouterr().err
     assert "another commit" not in err and "another CPU" not in err
+
+
+def test_a_cluster_run_compares_no_cpu(tmp_path, capsys):
+    """Cells a cluster runs record its nodes' CPU, not the driver's."""
+    from bench.resume import FolderPlan
+    from bench.suite import parse_suite
+
+    plan = FolderPlan(parse_suite({**TINY_SUITE, "name": "t"}, source="t"), tmp_path)
+    plan.kept_cpus = {"Some Other CPU (AVX2)": 3}
+    plan.warn_settings(torch.device("cpu"), "onednn", cluster=True)
+    assert "another CPU" not in capsys.readouterr().err
+    plan.warn_settings(torch.device("cpu"), "onednn")
+    assert "3 finished cell(s) ran on another CPU" in capsys.readouterr().err

@@ -68,7 +68,8 @@ class Pivot:
     pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
     uneven: dict[str, str] = field(default_factory=dict)  # pooled axes whose cells differ
     missing: int = 0  # failed seeds with no floor for the metric: left out of the means
-    references: list[str] = field(default_factory=list)  # reference attacks: never bold
+    # reference attacks: never bold, or left out where the attacks are pooled
+    references: list[str] = field(default_factory=list)
 
     def seed_counts(self) -> list[int]:
         """The distinct n of the entries, ascending (an n/a entry has no seeds to count)."""
@@ -130,6 +131,11 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         df[axis] = df[axis].map(_text)
     where = where or {}
     df = _filter(df, where)
+    reference = df["attack_name"].map(is_reference).astype(bool)
+    left_out: list[str] = []
+    if "attack" not in (rows, cols) and reference.any() and not reference.all():
+        left_out = sorted(set(df.loc[reference, "attack"]))  # a guess pooled with attacks
+        df = df[~reference]
     if df["_value"].isna().all():  # else a grid of n/a captioned "n = 0 seeds per cell"
         hint = " (it needs a local weights file)" if metric.needs_weights else ""
         raise LeakbenchError(f"--value {metric.name}: n/a on every one of the {len(df)} "
@@ -140,8 +146,8 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                                     metric.share)
                  for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
-    references = sorted({a for a, name in zip(df["attack"], df["attack_name"])
-                         if is_reference(name)}) if "attack" in (rows, cols) else []
+    references = sorted(set(df.loc[reference, "attack"])) \
+        if "attack" in (rows, cols) else left_out
     flags = _flags({k: iv for k, iv in intervals.items()  # a guess is no attack to beat
                     if k[0 if rows == "attack" else 1] not in references} if references
                    else intervals, row_values, col_values, best, metric.higher_is_better,
@@ -275,9 +281,12 @@ def default_caption(p: Pivot) -> str:
         text += (f" Bold: the best mean of its {line} ({direction} is better); "
                  f"{DAGGER}: tied with it (no entry of the {line} has an interval wholly "
                  "better than its own).")
-        if p.references:
+        if p.references and "attack" in (p.rows, p.cols):
             text += (f" Never bold or {DAGGER}: {', '.join(p.references)}, a reference that "
                      "reads no update.")
+    if p.references and "attack" not in (p.rows, p.cols):
+        text += (f" Left out: {', '.join(p.references)}, a reference that reads no update "
+                 "(pooled with the attacks it would enter their means).")
     return text
 
 
