@@ -77,7 +77,8 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     out = default_out(args.dataset, args.size) if args.out is None else Path(args.out)
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # before minutes of sampling, not at the first write
-        raise LeakbenchError(f"--out {out}: {blocking} exists and is not a folder")
+        where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
+        raise LeakbenchError(f"{where}: exists and is not a folder")
     problem = writable_problem(out)
     if problem:
         raise LeakbenchError(f"--out {problem}")

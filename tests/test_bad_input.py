@@ -510,7 +510,7 @@ def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: P
     for out in ("afile", "afile/sub"):
         line = one_line(capsys, "prior-curve", "--samples", "2", "--score-steps", "1",
                         "--out", str(tmp_path / out))
-        assert line.endswith(f"{tmp_path / 'afile'} exists and is not a folder")
+        assert line.endswith(f"{tmp_path / 'afile'}: exists and is not a folder")
     for seed in ("99999999999999999999999", "-1"):  # torch.manual_seed's overflow, after setup
         line = one_line(capsys, "prior-curve", "--seed", seed, "--out", str(tmp_path / "c"))
         assert f"--seed must be 0 to 2**63 - 1, got {seed}" in line

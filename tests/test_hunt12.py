@@ -222,3 +222,31 @@ def test_a_cluster_run_compares_no_cpu(tmp_path, capsys):
     assert "another CPU" not in capsys.readouterr().err
     plan.warn_settings(torch.device("cpu"), "onednn")
     assert "3 finished cell(s) ran on another CPU" in capsys.readouterr().err
+
+
+def test_cosmetic_bad_input_names_the_problem_once(tmp_path, capsys):
+    """Four messages a bad-input hunt found wrong or silent: a stray '|' in --where had said
+    "no record has attack=''", a stray comma in diff's --metric was accepted, prior-curve
+    named a blocking file twice, and the record validator said "is not a int"."""
+    from helpers import one_line
+
+    quick = str(ROOT / "results" / "quick")
+    line = one_line(capsys, "table", quick, "--where", "attack=dlg|")
+    assert line == ("leakbench: error: --where 'attack=dlg|': an empty alternative beside '|'; "
+                    "drop the stray '|' or finish the alternative")
+    line = one_line(capsys, "diff", quick, quick, "--metric", "psnr,,ssim")
+    assert line == ("leakbench: error: --metric 'psnr,,ssim': an empty name between commas; "
+                    "drop the stray comma or finish the name")
+    blocking = tmp_path / "afile"
+    blocking.write_text("x")
+    line = one_line(capsys, "prior-curve", "--out", str(blocking))
+    assert line == f"leakbench: error: --out {blocking}: exists and is not a folder"
+    line = one_line(capsys, "prior-curve", "--out", str(blocking / "sub"))
+    assert line == f"leakbench: error: --out {blocking / 'sub'}: {blocking}: exists and is not " \
+                   "a folder"
+    from bench.store import record_problem
+
+    record = json.loads(sorted((ROOT / "results" / "quick" / "records").glob("*.json"))[0]
+                        .read_text())
+    assert record_problem({**record, "seed": "0"}) == "field 'seed' is not an integer"
+    assert record_problem({**record, "victim": 5}) == "field 'victim' is not a str"

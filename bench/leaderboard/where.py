@@ -38,7 +38,11 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
                                      f"expected one of {', '.join(WHERE)}")
             if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
                 raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
-            out[key] = [v.strip() for v in value.split("|")]
+            alternatives = [v.strip() for v in value.split("|")]
+            if not all(alternatives):  # "attack=dlg|": "no record has attack=''" had said
+                raise LeakbenchError(f"--where {part.strip()!r}: an empty alternative beside "
+                                     "'|'; drop the stray '|' or finish the alternative")
+            out[key] = alternatives
     return out
 
 

@@ -160,8 +160,13 @@ def is_share(name: str) -> bool:
 def resolve_per_item(names: list[str], command: str = "diff") -> list[type[Metric]]:
     """The registered per-item metrics ``--metric`` names; ``a,b`` and repeats allowed
     (``command``: the one that compares them, for the message; ``diff`` and ``rerun``)."""
-    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
     per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
+    for item in names:  # "psnr,,ssim" or "psnr,": a name left out, as --where refuses it
+        names = [n.strip() for n in item.split(",")]
+        if any(names) and not all(names):  # (no name at all: "expected a metric name")
+            raise LeakbenchError(f"--metric {item.strip()!r}: an empty name between commas; "
+                                 "drop the stray comma or finish the name")
+    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
     if not wanted:
         raise LeakbenchError(f"--metric: expected a metric name, one of {per_item}")
     out: list[type[Metric]] = []
