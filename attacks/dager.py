@@ -36,6 +36,11 @@ pass the first-layer check than the batch has rows, the check no longer separate
 from the rest and the record says so (``bound_exceeded``). With one block, the sequences are
 checked at its attention output and MLP maps (the attention is causal: their input at a
 position is a function of the prefix up to it).
+
+Below the bound the beam can still lose a true prefix on a trained model. The record says
+whether the batch returned is right: ``certified`` when every block weight gradient lies in
+the span of the rows that batch gives its layer, to float32 rounding (``unexplained``, the
+largest share of a gradient's energy outside it; :data:`CERTIFIED`).
 """
 
 from __future__ import annotations
@@ -95,6 +100,44 @@ median (DAGER's outlier filter): the false candidates form the bulk."""
 BEAM = 4
 """Prefixes kept per sequence of the batch, ranked by their worst step (z-score): a false
 prefix that scores near a true one at its last token falls behind once extended."""
+
+CERTIFIED = 1e-10
+"""The largest share of a block weight gradient's energy the recovered batch may leave
+unexplained and be certified (:func:`unexplained_energy`). A weight gradient is a sum of
+outer products with the rows its layer saw, so the true batch explains it up to the
+update's rounding (float32: shares of order 1e-14) and a batch with a wrong token leaves the
+rows it lacks unexplained, in proportion to the gradient's weight on that position (1e-7 to
+1e-3 on the text suite's victims); noise or pruning of the update leaves every batch
+uncertified. A wrong row whose position carries less than this share of a layer's gradient
+would pass: the update says too little about it."""
+
+
+def unexplained_energy(model: nn.Module, grads: dict[str, torch.Tensor], ids: torch.Tensor
+                       ) -> float:
+    """The largest share, over every linear layer of the blocks, of its weight gradient's
+    squared norm outside the span of the input rows the sequences ``ids`` give that layer:
+    0 (to rounding) where they are the batch the gradient came from."""
+    layers = [(n, m) for n, m in model.blocks.named_modules() if isinstance(m, nn.Linear)]
+    rows: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(
+        lambda _m, i, _o, n=n: rows.__setitem__(n, i[0].reshape(-1, i[0].shape[-1])))
+        for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    worst = 0.0
+    for name, _ in layers:
+        g = grads[f"blocks.{name}.weight"].detach().double().cpu()
+        total = float(g.norm()) ** 2
+        if total == 0.0:
+            continue
+        _, s, vh = torch.linalg.svd(rows[name].double().cpu(), full_matrices=False)
+        span = vh[: int((s > s[0] * 1e-9).sum())].T if s.numel() and s[0] > 0 else vh[:0].T
+        worst = max(worst, float((g - (g @ span) @ span.T).norm()) ** 2 / total)
+    return worst
 
 
 def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
@@ -193,6 +236,10 @@ class Dager(Attack):
                 info["ordering"] = "span checks of every later layer"
         info["sequences_found"] = len({tuple(s) for s in seqs})
         data = torch.tensor(seqs, dtype=torch.long)
+        # the batch returned explains the whole update, to rounding: exact, and known to be
+        unexplained = unexplained_energy(model, grads, data.to(obs.device))
+        info["unexplained"] = unexplained
+        info["certified"] = not info["bound_exceeded"] and unexplained <= CERTIFIED
         return Reconstruction(data=data, iterations=0, grad_evals=0, info=info)
 
     @staticmethod
