@@ -166,14 +166,7 @@ def load_record(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-_TYPE_WORDS = {int: "an integer"}  # else "a str", "a dict", "a list": the JSON reader's words
-
-
-def _a(typ: type) -> str:
-    """A type as the validator names it: "an integer", not "a int"."""
-    return _TYPE_WORDS.get(typ, f"a {typ.__name__}")
-
-
+_A = {int: "an integer"}  # a type as the validator names it (not "a int"); else "a dict"
 _COMMON = {"suite": str, "cell_id": str, "status": str, "seed": int, "defense": list,
            "arch": dict, "dataset": dict, "defense_label": str, "arch_label": str,
            "dataset_label": str}
@@ -216,10 +209,10 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
         if key not in d:
             return f"missing field {key!r}"
         if isinstance(d[key], bool) or not isinstance(d[key], typ):
-            return f"field {key!r} is not {_a(typ)}"
+            return f"field {key!r} is not {_A.get(typ, 'a ' + typ.__name__)}"
     for key, typ in _OPTIONAL.items():
         if d.get(key) is not None and not isinstance(d[key], typ):
-            return f"field {key!r} is not {_a(typ)}"
+            return f"field {key!r} is not {_A.get(typ, 'a ' + typ.__name__)}"
     if d["status"] not in STATUSES:
         return f"unknown status {d['status']!r}"
     if stem is not None and d["cell_id"] != stem:
