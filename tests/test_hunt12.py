@@ -250,3 +250,14 @@ def test_cosmetic_bad_input_names_the_problem_once(tmp_path, capsys):
                         .read_text())
     assert record_problem({**record, "seed": "0"}) == "field 'seed' is not an integer"
     assert record_problem({**record, "victim": 5}) == "field 'victim' is not a str"
+
+
+def test_repeated_metric_options_are_all_compared():
+    """The stray-comma check had reused the list it walked: `--metric psnr --metric ssim`
+    compared ssim alone (a review's finding)."""
+    from bench.metrics.base import resolve_per_item
+
+    names = lambda given: [m.name for m in resolve_per_item(given)]  # noqa: E731
+    assert names(["psnr", "ssim"]) == ["psnr", "ssim"]
+    assert names(["psnr", "ssim,mse"]) == ["psnr", "ssim", "mse"]
+    assert names(["psnr", ""]) == ["psnr"]  # an empty option adds nothing, as before

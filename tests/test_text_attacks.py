@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.dager import CERTIFIED, numerical_rank, unexplained_energy
+from attacks.dager import CERTIFIED, certificate, numerical_rank, unexplained_energy
 from bench.cells import RunOptions
 from bench.pipeline import attack, observe, score_attack
 from bench.suite import attack_cells
@@ -111,6 +111,32 @@ def test_dager_certifies_only_a_batch_that_explains_the_whole_update(victim):
     noisy = {k: v + 1e-3 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0))
              for k, v in grads.items()}
     assert unexplained_energy(model, noisy, true) > 10 * CERTIFIED
+
+
+def test_dager_certifies_no_batch_from_an_empty_update_or_one_with_a_spare_sentence():
+    """Two ways a review fooled the certificate: an all-zero update (pruned at ratio 1)
+    certified any batch, and a batch holding one sentence twice has spare rows, so a false
+    sentence returned beside the true ones explained the update too."""
+    from bench.client import training_loss
+
+    (cell,) = cells(["dager"], 4, seeds=1, dataset=CLASSIFY)
+    observed = observe(cell, CPU)
+    model = observed.obs.model.to(CPU).eval()
+    true = observed.x01.long().tolist()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    zero = {n: torch.zeros_like(p) for n, p in zip(names, params)}
+    assert unexplained_energy(model, zero, torch.tensor(true)) == 1.0
+    assert certificate(model, zero, true, CPU) == (1.0, False)
+    twice = [true[0], true[0], true[1], true[2]]  # the batch: one sentence twice
+    loss = training_loss(model(torch.tensor(twice)), torch.tensor([0, 0, 1, 2]))
+    grads = dict(zip(names, torch.autograd.grad(loss, params)))
+    assert certificate(model, grads, twice, CPU)[1]
+    # how often a sentence occurs the span cannot say: the right distinct ones certify
+    assert certificate(model, grads, [true[0], true[1], true[2], true[2]], CPU)[1]
+    unexplained, certified = certificate(model, grads, [true[0], true[1], true[2], true[3]],
+                                         CPU)  # true[3] is no sentence of this batch
+    assert unexplained <= CERTIFIED and not certified
 
 
 @pytest.mark.slow

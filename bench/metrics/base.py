@@ -162,8 +162,8 @@ def resolve_per_item(names: list[str], command: str = "diff") -> list[type[Metri
     (``command``: the one that compares them, for the message; ``diff`` and ``rerun``)."""
     per_item = ", ".join(x.name for x in list_metrics(kind="per_item"))
     for item in names:  # "psnr,,ssim" or "psnr,": a name left out, as --where refuses it
-        names = [n.strip() for n in item.split(",")]
-        if any(names) and not all(names):  # (no name at all: "expected a metric name")
+        pieces = [n.strip() for n in item.split(",")]
+        if any(pieces) and not all(pieces):  # (no name at all: "expected a metric name")
             raise LeakbenchError(f"--metric {item.strip()!r}: an empty name between commas; "
                                  "drop the stray comma or finish the name")
     wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
