@@ -120,25 +120,16 @@ def unexplained_energy(model: nn.Module, grads: dict[str, torch.Tensor], ids: to
     squared norm outside the span of the input rows the sequences ``ids`` give that layer:
     0 (to rounding) where they are the batch the gradient came from; 1 where a layer's
     gradient is zero (an update with nothing in it is evidence of no batch)."""
-    layers = [(n, m) for n, m in model.blocks.named_modules() if isinstance(m, nn.Linear)]
-    rows: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(
-        lambda _m, i, _o, n=n: rows.__setitem__(n, i[0].reshape(-1, i[0].shape[-1])))
-        for n, m in layers]
-    try:
-        with torch.no_grad():
-            model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
+    layers = block_linears(model)
+    inputs = layer_inputs(model, layers, ids)
     worst = 0.0
     for name, _ in layers:
         g = grads[f"blocks.{name}.weight"].detach().double().cpu()
         total = float(g.norm()) ** 2
         if not total > 0.0:
             return 1.0
-        _, s, vh = torch.linalg.svd(rows[name].double().cpu(), full_matrices=False)
-        span = vh[: int((s > s[0] * 1e-9).sum())].T if s.numel() and s[0] > 0 else vh[:0].T
+        rows = inputs[name].reshape(-1, inputs[name].shape[-1])
+        span = row_basis(rows, rows.shape[0], 1e-9)
         worst = max(worst, float((g - (g @ span) @ span.T).norm()) ** 2 / total)
     return worst
 
@@ -151,6 +142,8 @@ def certificate(model: nn.Module, grads: dict[str, torch.Tensor], seqs: list[lis
     returned false sentence beside the true ones explain the update too; how often a
     sentence occurs, the span cannot say."""
     ids = torch.tensor(seqs, dtype=torch.long, device=device)
+    grads = {n: g.detach().double().cpu() for n, g in grads.items()  # once, not per batch
+             if n.startswith("blocks.") and n.endswith(".weight")}
     unexplained = unexplained_energy(model, grads, ids)
     distinct = list(dict.fromkeys(map(tuple, seqs)))
     if unexplained > CERTIFIED or len(distinct) == 1:
@@ -169,11 +162,30 @@ def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(sorted(z, reverse=True))
 
 
+def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The blocks' linear layers, by their names under ``model.blocks``."""
+    return [(n, m) for n, m in model.blocks.named_modules() if isinstance(m, nn.Linear)]
+
+
 def prefix_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The blocks' linear layers whose input at a position is a function of the prefix up to
     it (causal blocks), all but the first block's query/key/value map (the token check)."""
-    return [(n, m) for n, m in model.blocks.named_modules()
-            if isinstance(m, nn.Linear) and n != "0.qkv"]
+    return [(n, m) for n, m in block_linears(model) if n != "0.qkv"]
+
+
+def layer_inputs(model: nn.Module, layers: list[tuple[str, nn.Linear]], ids: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """The input each of ``layers`` sees (B×L×its width) when ``model`` reads ``ids``."""
+    rows: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, i, _o, n=n: rows.__setitem__(n, i[0]))
+             for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
 
 
 def log_residual(model: nn.Module, layers: list[tuple[str, nn.Linear]],
@@ -182,15 +194,8 @@ def log_residual(model: nn.Module, layers: list[tuple[str, nn.Linear]],
     position ``p``: one span check per layer, averaged as DAGER averages its layers (a float32
     gradient of a trained model loses its small singular directions, so no single layer
     separates every true prefix from every false one; together they do)."""
-    rows: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, i, _o, n=n: rows.__setitem__(n, i[0][:, p]))
-             for n, m in layers]
-    try:
-        model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
-    logs = [residual(rows[n], bases[n]).clamp_min(1e-30).log() for n, _ in layers]
+    rows = layer_inputs(model, layers, ids)
+    logs = [residual(rows[n][:, p], bases[n]).clamp_min(1e-30).log() for n, _ in layers]
     return torch.stack(logs).mean(0).cpu()
 
 
