@@ -29,13 +29,8 @@ def git_commit() -> str | None:
     root = Path(bench.__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
-        try:  # --no-optional-locks: a status never holds the index lock against a user's commit
-            out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args],
-                                 capture_output=True,
-                                 text=True, timeout=5, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = _git(*args, timeout=5)
+        return None if out is None or out.returncode != 0 else out.stdout.strip() or None
 
     top = git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root or \
@@ -49,17 +44,22 @@ def git_commit() -> str | None:
     return f"{head}-dirty" if head and changed else head
 
 
+def _git(*args: str, timeout: float) -> subprocess.CompletedProcess | None:
+    """``git args`` run in leakbench's checkout (text out), or None where it cannot run;
+    --no-optional-locks: a status never holds the index lock against a user's commit."""
+    root = Path(bench.__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def code_differs(before: str, now: str) -> bool | None:
     """Whether leakbench's code (:data:`CODE_PATHS`) differs between two commits of its
     checkout; None where git cannot tell (no checkout, a commit it does not hold)."""
-    root = Path(bench.__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "diff", "--quiet",
-                              before, now, "--", *CODE_PATHS], capture_output=True,
-                             timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {0: False, 1: True}.get(out.returncode)
+    out = _git("diff", "--quiet", before, now, "--", *CODE_PATHS, timeout=10)
+    return None if out is None else {0: False, 1: True}.get(out.returncode)
 
 
 def device_name(device: torch.device) -> str:

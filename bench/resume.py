@@ -192,12 +192,20 @@ def same_code(before: str, now: str) -> bool:
     return code_differs(before, now) is False
 
 
+def _attack_provenance(record: dict[str, Any]) -> dict[str, Any] | None:
+    """An attack record's provenance; None for a utility record (its training uses no attack
+    kernels) or one without it."""
+    provenance = record.get("provenance")
+    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict):
+        return None
+    return provenance
+
+
 def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
     """(device type, CPU convolution kernels, or "" off the CPU) an attack record ran with;
-    None for a utility record (its training uses no attack kernels)."""
-    provenance = record.get("provenance")
-    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict) or \
-            not isinstance(provenance.get("device"), str):
+    None for a utility record."""
+    provenance = _attack_provenance(record)
+    if provenance is None or not isinstance(provenance.get("device"), str):
         return None
     device = provenance["device"].split(":")[0]
     conv = provenance.get("cpu_conv") if device == "cpu" else ""
@@ -207,8 +215,8 @@ def _settings(record: dict[str, Any]) -> tuple[str, str] | None:
 def _ran_at(record: dict[str, Any]) -> tuple[str | None, str | None]:
     """(leakbench commit, "CPU model (kernel level)") an attack record's provenance names,
     each None where absent; (None, None) for a utility record; no CPU for one run off it."""
-    provenance = record.get("provenance")
-    if record.get("kind", "attack") != "attack" or not isinstance(provenance, dict):
+    provenance = _attack_provenance(record)
+    if provenance is None:
         return None, None
     commit, cpu, isa = (provenance.get(k) for k in ("git_commit", "cpu_model", "cpu_isa"))
     on_cpu = str(provenance.get("device", "cpu")).startswith("cpu")
