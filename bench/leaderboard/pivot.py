@@ -131,11 +131,12 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         df[axis] = df[axis].map(_text)
     where = where or {}
     df = _filter(df, where)
-    reference = df["attack_name"].map(is_reference).astype(bool)
-    left_out: list[str] = []
-    if "attack" not in (rows, cols) and reference.any() and not reference.all():
-        left_out = sorted(set(df.loc[reference, "attack"]))  # a guess pooled with attacks
-        df = df[~reference]
+    reference = df["attack_name"].map({n: is_reference(n) for n in set(df["attack_name"])}
+                                      ).astype(bool)
+    references = sorted(set(df.loc[reference, "attack"]))  # never bold, or left out:
+    if "attack" not in (rows, cols):  # pooled with the attacks, a guess enters their means
+        references = [] if reference.all() else references
+        df = df[~reference] if references else df
     if df["_value"].isna().all():  # else a grid of n/a captioned "n = 0 seeds per cell"
         hint = " (it needs a local weights file)" if metric.needs_weights else ""
         raise LeakbenchError(f"--value {metric.name}: n/a on every one of the {len(df)} "
@@ -146,8 +147,6 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
                                     metric.share)
                  for k, g in groups.items()}
     row_values, col_values = _order(rows, set(df[rows])), _order(cols, set(df[cols]))
-    references = sorted(set(df.loc[reference, "attack"])) \
-        if "attack" in (rows, cols) else left_out
     flags = _flags({k: iv for k, iv in intervals.items()  # a guess is no attack to beat
                     if k[0 if rows == "attack" else 1] not in references} if references
                    else intervals, row_values, col_values, best, metric.higher_is_better,
