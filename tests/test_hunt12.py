@@ -142,6 +142,20 @@ NOW = "0123456789abcdef0123456789abcdef01234567"
 BEFORE = "fedcba9876543210fedcba9876543210fedcba98"
 
 
+def _resume_at(tmp_path, capsys, monkeypatch, before: str, differs: bool | None) -> str:
+    """Resume where one finished record ran at commit ``before``, this checkout at NOW,
+    git saying their code differs (``differs``); the warnings printed."""
+    import bench.provenance
+
+    def edit(provenance):
+        provenance["git_commit"] = before
+        monkeypatch.setattr(bench.provenance, "git_commit", lambda: NOW)
+        monkeypatch.setattr(bench.provenance, "code_differs", lambda a, b: differs)
+
+    _resume_after_editing_a_record(tmp_path, edit)
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize("before,differs,words", [
     (BEFORE, True, "1 finished cell(s) ran at another commit (1 at fedcba987654) than this "
      "run's (0123456789ab), whose code differs"),
@@ -152,15 +166,7 @@ def test_resuming_says_when_finished_cells_ran_at_a_commit_of_other_code(
         tmp_path, capsys, monkeypatch, before, differs, words):
     """Resume had warned of another device or kernels only: cells run at another commit were
     pooled with the new ones under one leaderboard row, silently."""
-    import bench.provenance
-
-    def edit(provenance):
-        provenance["git_commit"] = before
-        monkeypatch.setattr(bench.provenance, "git_commit", lambda: NOW)
-        monkeypatch.setattr(bench.provenance, "code_differs", lambda a, b: differs)
-
-    _resume_after_editing_a_record(tmp_path, edit)
-    err = capsys.readouterr().err
+    err = _resume_at(tmp_path, capsys, monkeypatch, before, differs)
     assert words in err and "the leaderboard pools them" in err
 
 
@@ -168,15 +174,7 @@ def test_resuming_after_commits_that_leave_the_code_alone_warns_of_nothing(
         tmp_path, capsys, monkeypatch):
     """A commit of results or docs changes nothing a cell computes (the project commits its
     records after running them): no warning."""
-    import bench.provenance
-
-    def edit(provenance):
-        provenance["git_commit"] = BEFORE
-        monkeypatch.setattr(bench.provenance, "git_commit", lambda: NOW)
-        monkeypatch.setattr(bench.provenance, "code_differs", lambda a, b: False)
-
-    _resume_after_editing_a_record(tmp_path, edit)
-    err = capsys.readouterr().err
+    err = _resume_at(tmp_path, capsys, monkeypatch, BEFORE, False)
     assert "another commit" not in err and "another CPU" not in err
 
 
