@@ -37,12 +37,16 @@ from the rest and the record says so (``bound_exceeded``). With one block, the s
 checked at its attention output and MLP maps (the attention is causal: their input at a
 position is a function of the prefix up to it).
 
-Below the bound the beam can still lose a true prefix on a trained model. The record says
-when the batch returned is known right: ``certified`` when every block weight gradient lies
-in the span of the rows that batch gives its layer, to float32 rounding (``unexplained``, the
-largest share of a gradient's energy outside it; :data:`CERTIFIED`), and each distinct
-sentence returned is needed for that. Not certified is no verdict of wrong: a perturbed
-update (noise, pruning) is explained by no batch.
+Below the bound the beam's ranking can still get a batch wrong on a trained model. The
+record says when the batch returned is known right: ``certified`` when every block weight
+gradient lies in the span of the rows that batch gives its layer, to float32 rounding
+(``unexplained``, the largest share of a gradient's energy outside it; :data:`CERTIFIED`,
+:mod:`attacks.dager_certificate`), and each distinct sentence returned is needed for that.
+Where the ranked batch is not certified but a batch could be (the first layer's gradient
+rank is at most B·L: no noise or pruning on the update), the same measure searches: the
+beam's sentences are swapped in while that explains more of the update, and the beam is
+widened (``beam``, ``swaps`` in the record). Not certified is no verdict of wrong: a perturbed
+update is explained by no batch.
 """
 
 from __future__ import annotations
@@ -53,47 +57,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from attacks.dager_certificate import CERTIFIED, certificate, explaining_batch
+from attacks.dager_spans import (
+    log_residual,
+    new_span,
+    numerical_rank,
+    prefix_layers,
+    residual,
+    row_basis,
+    span_dimension,
+)
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import Param, register_attack
-
-
-def row_basis(grad: torch.Tensor, cap: int, rank_tol: float) -> torch.Tensor:
-    """An orthonormal basis (d×r, float64) of the row space of ``grad``: the right singular
-    vectors whose singular value exceeds ``rank_tol`` × the largest, at most ``cap``."""
-    _, s, vh = torch.linalg.svd(grad.detach().double().cpu(), full_matrices=False)
-    if s.numel() == 0 or float(s[0]) == 0.0:
-        return torch.zeros(vh.shape[-1], 0, dtype=torch.float64)
-    r = int((s > rank_tol * s[0]).sum()) if rank_tol > 0 else int((s > 0).sum())
-    return vh[: max(1, min(r, cap))].T
-
-
-def numerical_rank(grad: torch.Tensor) -> int:
-    """The numerical rank of ``grad``: its singular values above the largest × max(m, n) × the
-    machine epsilon of its dtype (NumPy's ``matrix_rank`` rule)."""
-    s = torch.linalg.svdvals(grad.detach().double().cpu())
-    if s.numel() == 0 or float(s[0]) == 0.0:
-        return 0
-    eps = torch.finfo(grad.dtype).eps if grad.dtype.is_floating_point else 0.0
-    return int((s > s[0] * max(grad.shape) * eps).sum())
-
-
-def span_dimension(gram: torch.Tensor, count: int, tolerance: float) -> int:
-    """The fewest principal directions of ``count`` unit rows, given their Gram matrix
-    (d×d, Σ zzᵀ), that leave them an RMS relative residual ≤ ``tolerance``: the dimension the
-    rows span, counted to the span check's tolerance."""
-    ev = torch.linalg.eigvalsh(gram.double()).flip(0).clamp_min(0.0)  # descending
-    tail = ev.flip(0).cumsum(0).flip(0) / max(count, 1)  # tail[k]: mean residual² beyond k
-    within = (tail <= tolerance ** 2).nonzero()
-    return int(within[0]) if len(within) else int(ev.numel())
-
-
-def residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """‖z − proj(z)‖ / ‖z‖ for each row of ``z`` (…×d) against the span of ``basis``, on
-    the basis's device (the CPU, where :func:`row_basis` takes its SVD)."""
-    z = z.double().to(basis.device)
-    proj = (z @ basis) @ basis.T
-    return (z - proj).norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-30)
-
 
 OUTLIER = 4.0
 """A true prefix's score lies this many median absolute deviations below the candidates'
@@ -103,55 +78,9 @@ BEAM = 4
 """Prefixes kept per sequence of the batch, ranked by their worst step (z-score): a false
 prefix that scores near a true one at its last token falls behind once extended."""
 
-CERTIFIED = 1e-10
-"""The largest share of a block weight gradient's energy the recovered batch may leave
-unexplained and be certified (:func:`unexplained_energy`). A weight gradient is a sum of
-outer products with the rows its layer saw, so the true batch explains it up to the
-update's rounding (float32: shares of order 1e-14) and a batch with a wrong token leaves the
-rows it lacks unexplained, in proportion to the gradient's weight on that position (1e-7 to
-1e-3 on the text suite's victims); noise or pruning of the update leaves every batch
-uncertified. A wrong row whose position carries less than this share of a layer's gradient
-would pass: the update says too little about it."""
-
-
-def unexplained_energy(model: nn.Module, grads: dict[str, torch.Tensor], ids: torch.Tensor
-                       ) -> float:
-    """The largest share, over every linear layer of the blocks, of its weight gradient's
-    squared norm outside the span of the input rows the sequences ``ids`` give that layer:
-    0 (to rounding) where they are the batch the gradient came from; 1 where a layer's
-    gradient is zero (an update with nothing in it is evidence of no batch)."""
-    layers = block_linears(model)
-    inputs = layer_inputs(model, layers, ids)
-    worst = 0.0
-    for name, _ in layers:
-        g = grads[f"blocks.{name}.weight"].detach().double().cpu()
-        total = float(g.norm()) ** 2
-        if not total > 0.0:
-            return 1.0
-        rows = inputs[name].reshape(-1, inputs[name].shape[-1])
-        span = row_basis(rows, rows.shape[0], 1e-9)
-        worst = max(worst, float((g - (g @ span) @ span.T).norm()) ** 2 / total)
-    return worst
-
-
-def certificate(model: nn.Module, grads: dict[str, torch.Tensor], seqs: list[list[int]],
-                device: torch.device) -> tuple[float, bool]:
-    """(:func:`unexplained_energy` of the batch ``seqs``, whether it is ≤ :data:`CERTIFIED`
-    and each distinct sequence is needed: without it the rest leave more unexplained).
-    The second half catches a batch holding one sentence twice, whose spare rows let a
-    returned false sentence beside the true ones explain the update too; how often a
-    sentence occurs, the span cannot say."""
-    ids = torch.tensor(seqs, dtype=torch.long, device=device)
-    grads = {n: g.detach().double().cpu() for n, g in grads.items()  # once, not per batch
-             if n.startswith("blocks.") and n.endswith(".weight")}
-    unexplained = unexplained_energy(model, grads, ids)
-    distinct = list(dict.fromkeys(map(tuple, seqs)))
-    if unexplained > CERTIFIED or len(distinct) == 1:
-        return unexplained, unexplained <= CERTIFIED
-    needed = all(unexplained_energy(model, grads, torch.tensor(
-        [list(t) for t in distinct if t != d], dtype=torch.long, device=device)) > CERTIFIED
-        for d in distinct)
-    return unexplained, needed
+WIDEST = 16
+"""Prefixes per sequence the beam may widen to, doubling from :data:`BEAM`, while the batch
+found does not explain an update that a batch could explain (:meth:`Dager._search`)."""
 
 
 def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
@@ -160,53 +89,6 @@ def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
     its last tokens ties with it (their worst step is in the prefix they share) and, ranked
     first, took a true sequence's place (a text-track hunt: [7]*12 beside [8, 9]*6)."""
     return tuple(sorted(z, reverse=True))
-
-
-def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The blocks' linear layers, by their names under ``model.blocks``."""
-    return [(n, m) for n, m in model.blocks.named_modules() if isinstance(m, nn.Linear)]
-
-
-def prefix_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The blocks' linear layers whose input at a position is a function of the prefix up to
-    it (causal blocks), all but the first block's query/key/value map (the token check)."""
-    return [(n, m) for n, m in block_linears(model) if n != "0.qkv"]
-
-
-def layer_inputs(model: nn.Module, layers: list[tuple[str, nn.Linear]], ids: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
-    """The input each of ``layers`` sees (B×L×its width) when ``model`` reads ``ids``."""
-    rows: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, i, _o, n=n: rows.__setitem__(n, i[0]))
-             for n, m in layers]
-    try:
-        with torch.no_grad():
-            model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
-    return rows
-
-
-def log_residual(model: nn.Module, layers: list[tuple[str, nn.Linear]],
-                 bases: dict[str, torch.Tensor], ids: torch.Tensor, p: int) -> torch.Tensor:
-    """Mean over ``layers`` of log ‖z − proj(z)‖/‖z‖ for each sequence's input row at
-    position ``p``: one span check per layer, averaged as DAGER averages its layers (a float32
-    gradient of a trained model loses its small singular directions, so no single layer
-    separates every true prefix from every false one; together they do)."""
-    rows = layer_inputs(model, layers, ids)
-    logs = [residual(rows[n][:, p], bases[n]).clamp_min(1e-30).log() for n, _ in layers]
-    return torch.stack(logs).mean(0).cpu()
-
-
-def new_span(span: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """An orthonormal basis of span(``span``'s columns, ``rows``), dropping rows already in it
-    (relative residual ≤ 1e-3)."""
-    for r in rows:
-        rest = r - span @ (span.T @ r)
-        if float(rest.norm()) > 1e-3 * float(r.norm()):
-            span = torch.cat([span, (rest / rest.norm())[:, None]], dim=1)
-    return span
 
 
 @register_attack("dager")
@@ -258,7 +140,7 @@ class Dager(Attack):
                 info["layers_checked"] = len(prefix_layers(model))
                 found = self._token_set(per_position, cap)
                 info["token_set"] = len(found)
-                seqs = self._extend(model, grads, found, length, batch, obs.device)
+                seqs = self._search(model, grads, found, length, batch, obs.device, info)
                 info["ordering"] = "span checks of every later layer"
         info["sequences_found"] = len({tuple(s) for s in seqs})
         data = torch.tensor(seqs, dtype=torch.long)
@@ -305,14 +187,40 @@ class Dager(Attack):
                 best[t] = min(r, best.get(t, r))
         return sorted(best, key=lambda t: (best[t], t))[:cap]
 
+    def _search(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
+                length: int, batch: int, device: torch.device, info: dict[str, Any]
+                ) -> list[list[int]]:
+        """The beam's batch (:meth:`_select`). Where an update that a batch could explain
+        (the bound not exceeded, the first layer's gradient rank ≤ B·L: no noise or pruning
+        on it) is not explained by it, the batch of the beam's sentences that explains most
+        of it (:func:`explaining_batch`), the beam doubled up to :data:`WIDEST` until one
+        explains it: a true prefix that is no outlier at one step can fall out of a beam
+        full of false ones crossing true sentences. ``info`` gets the beam width and swaps."""
+        clean = not info["bound_exceeded"] and info["rank_layer1"] <= info["rows"]
+        width, best = BEAM, (math.inf, [], 0, BEAM)
+        while True:
+            beam = self._extend(model, grads, found, length, batch, device, width)
+            seqs = self._fill(self._select(model, beam, batch, device), batch)
+            if not clean:
+                return seqs
+            seqs, left, swaps = explaining_batch(model, grads, beam, seqs, device)
+            best = min(best, (left, seqs, swaps, width), key=lambda b: b[0])
+            if left <= CERTIFIED or width >= WIDEST:
+                break
+            width *= 2
+        info["beam"], info["swaps"] = best[3], best[2]
+        return best[1]
+
     def _extend(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
-                length: int, batch: int, device: torch.device) -> list[list[int]]:
+                length: int, batch: int, device: torch.device, width: int = BEAM
+                ) -> list[list[int]]:
         """Beam extension: each prefix × each token of the set, scored by the mean over the
         layers of :func:`prefix_layers` of the log residual of its row at the new position;
         kept when its geometric mean residual is ≤ ``tolerance`` and an outlier below the
-        candidates' bulk (the residual alone where no candidate is an outlier); ``BEAM`` ×
-        ``batch`` prefixes ranked by their worst step, then the next (:func:`worst_first`);
-        the ``batch`` best full sequences (at least the best one)."""
+        candidates' bulk (the residual alone where no candidate is an outlier); ``width`` ×
+        ``batch`` prefixes ranked by their worst step, then the next (:func:`worst_first`), the
+        best of the rest below the tolerance filling the room the outliers leave; the beam's
+        full sequences, best first."""
         layers = prefix_layers(model)
         bases = {}
         for name, lin in layers:
@@ -330,10 +238,15 @@ class Dager(Attack):
             z = (score - med) / spread  # robust z-score of each candidate at this step
             # no outlier: the true prefixes are no minority (at the first position of short
             # sequences, B of about B·L candidates), and the span check alone decides
-            scored = [(cands[i][0], worst_first((*cands[i][1], float(z[i]))))
-                      for i in passed or below or [int(score.argmin())]]
-            beam = sorted(scored, key=lambda c: c[1])[:BEAM * batch]
-        return self._fill(self._select(model, [seq for seq, _ in beam], batch, device), batch)
+            kept = [passed or below or [int(score.argmin())]]
+            if passed:  # room left behind the outliers: the best of the rest below the
+                # tolerance (a true prefix need not be an outlier at every step)
+                outliers = set(passed)
+                kept.append([i for i in below if i not in outliers])
+            beam = [c for group in kept for c in sorted(
+                ((cands[i][0], worst_first((*cands[i][1], float(z[i])))) for i in group),
+                key=lambda c: c[1])][:width * batch]
+        return [seq for seq, _ in beam]
 
     @staticmethod
     def _select(model: nn.Module, seqs: list[list[int]], batch: int, device: torch.device
