@@ -259,3 +259,15 @@ def test_repeated_metric_options_are_all_compared():
     assert names(["psnr", "ssim"]) == ["psnr", "ssim"]
     assert names(["psnr", "ssim,mse"]) == ["psnr", "ssim", "mse"]
     assert names(["psnr", ""]) == ["psnr"]  # an empty option adds nothing, as before
+
+
+def test_where_splits_alternatives_outside_parentheses_only():
+    """A label's own '|' (a parameter value such as ``chain=conv|fc``) had split the label in
+    two, so ``--where`` matched neither half; only a '|' outside parentheses separates
+    alternatives, as only a comma outside them separates conditions."""
+    from bench.leaderboard.where import parse_where
+
+    assert parse_where(["defense=noise(a|b)|none,attack=dlg|ig"]) == {
+        "defense": ["noise(a|b)", "none"], "attack": ["dlg", "ig"]}
+    assert parse_where(["attack=rgap(chain=conv|fc, x=1)"]) == {
+        "attack": ["rgap(chain=conv|fc, x=1)"]}

@@ -17,8 +17,9 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     """``["arch=lenet,batch_size=1", "attack=dlg|idlg"]`` → ``{"arch": ["lenet"], …}``.
 
     Conditions are split at commas outside parentheses (labels such as ``noise(scale=0.1,
-    distribution=laplace)`` keep theirs); ``|`` separates alternatives of one condition, and
-    a column is named once (two conditions on it are ambiguous: "and" would keep nothing)."""
+    distribution=laplace)`` keep theirs); ``|`` outside parentheses separates alternatives of
+    one condition (a label's own ``|`` stays in it), and a column is named once (two
+    conditions on it are ambiguous: "and" would keep nothing)."""
     out: dict[str, list[str]] = {}
     for item in items or []:
         parts = _split_top(item)
@@ -38,7 +39,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
                                      f"expected one of {', '.join(WHERE)}")
             if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
                 raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
-            alternatives = [v.strip() for v in value.split("|")]
+            alternatives = [v.strip() for v in _split_top(value, "|")]
             if not all(alternatives):  # "attack=dlg|": "no record has attack=''" had said
                 raise LeakbenchError(f"--where {part.strip()!r}: an empty alternative beside "
                                      "'|'; drop the stray '|' or finish the alternative")
@@ -46,11 +47,12 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
-def _split_top(text: str) -> list[str]:
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at each ``sep`` outside parentheses."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
+        if ch == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     parts.append(text[start:])
