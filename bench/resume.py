@@ -1,9 +1,11 @@
 """Resume: which of a suite's cells a results folder already holds (``done``), which to run
 (``to run``: no sound record; ``--force``; ``--retry-failed`` on a failure; a timeout under a
-shorter limit than the suite's now), and which the suite skips; then one warning each for
-what the folder's records say beyond the suite (other cells, other labels, another success
-rule, another dataset root, shorter timeouts) and, when cells will run, for finished ones run
-otherwise (another device or kernels, another leakbench commit, another CPU).
+shorter limit than the suite's now; a skipped cell the suite no longer skips), and which the
+suite skips (a skipped record whose reason changed is written again with the new one); then
+one warning each for what the folder's records say beyond the suite (other cells, other
+labels, another success rule, another dataset root, shorter timeouts) and, when cells will
+run, for finished ones run otherwise (another device or kernels, another leakbench commit,
+another CPU).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class FolderPlan:
                  retry_failed: bool = False, quarantine: bool = True) -> None:
         self.suite, self.out_dir = suite, Path(out_dir)
         self.force, self.retry_failed = force, retry_failed
-        kept = ("status", "success_rule", *LABEL_FIELDS)  # all a plan reads of a record
+        kept = ("status", "skip_reason", "success_rule", *LABEL_FIELDS)  # all a plan reads
         records, self.newer = read_store(out_dir, quarantine)  # newer: left in place, unread
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
@@ -64,6 +66,11 @@ class FolderPlan:
                     failed = True
                 if not failed and record["status"] != "skipped":  # kept, and holds a result
                     self._kept(cell, record)
+                elif not failed and record["skip_reason"] != cell.skip_reason:  # judged anew:
+                    # a plug-in that now takes the cell runs it; another reason is rewritten
+                    yield cell, (f"skipped: {cell.skip_reason}" if cell.skip_reason
+                                 else "to run")
+                    continue
                 yield cell, "to run" if failed else "done"
             elif cell.skip_reason:
                 yield cell, f"skipped: {cell.skip_reason}"

@@ -271,3 +271,30 @@ def test_where_splits_alternatives_outside_parentheses_only():
         "defense": ["noise(a|b)", "none"], "attack": ["dlg", "ig"]}
     assert parse_where(["attack=rgap(chain=conv|fc, x=1)"]) == {
         "attack": ["rgap(chain=conv|fc, x=1)"]}
+
+
+def test_resume_judges_a_skipped_cell_anew(tmp_path):
+    """A skipped record had stayed done: a cell a fixed plug-in now takes was never run on
+    resume, and a cell skipped for another reason now kept the old one."""
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import make_suite
+
+    suite = make_suite(batch_size=[1, 2], attacks=[{"dlg": {"steps": 2}},
+                                                   {"idlg": {"steps": 2}}])
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = {r["cell_id"]: r for r in load_records(tmp_path)}
+    (skipped,) = [r for r in records.values() if r["status"] == "skipped"]  # iDLG at batch 2
+    ran = next(r for r in records.values() if r["status"] == "ok")
+    reason = skipped["skip_reason"]
+    for record, why in ((skipped, "an older reason"), (ran, "the plug-in took no such cell")):
+        path = tmp_path / "records" / f"{record['cell_id']}.json"
+        path.write_text(json.dumps({**record, "status": "skipped", "error": why,
+                                    "skip_reason": why}))
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert again.counts["ok"] == 1 and again.counts["skipped"] == 1 and again.already_done == 2
+    now = {r["cell_id"]: r for r in load_records(tmp_path)}
+    assert now[skipped["cell_id"]]["skip_reason"] == reason
+    assert now[ran["cell_id"]]["status"] == "ok"
+    third = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert third.already_done == 4 and sum(third.counts.values()) == 0
