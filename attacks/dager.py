@@ -40,13 +40,14 @@ position is a function of the prefix up to it).
 Below the bound the beam's ranking can still get a batch wrong on a trained model. The
 record says when the batch returned is known right: ``certified`` when every block weight
 gradient lies in the span of the rows that batch gives its layer, to float32 rounding
-(``unexplained``, the largest share of a gradient's energy outside it; :data:`CERTIFIED`,
-:mod:`attacks.dager_certificate`), and each distinct sentence returned is needed for that.
-Where the ranked batch is not certified but a batch could be (the first layer's gradient
-rank is at most B·L: no noise or pruning on the update), the same measure searches: the
-beam's sentences are swapped in while that explains more of the update, and the beam is
-widened (``beam``, ``swaps`` in the record). Not certified is no verdict of wrong: a perturbed
-update is explained by no batch.
+(``unexplained``, the largest share of a gradient's energy outside it, at most
+:data:`attacks.dager_certificate.CERTIFIED`), and each distinct sentence returned is needed
+for that. Where the ranked batch is not certified but a batch could be (every block weight
+gradient's energy beyond its B·L largest singular values is within the bound: no noise or
+pruning on the update beyond rounding), the same measure searches
+the beam's sentences, widening the beam, and a batch it certifies replaces the ranked one
+(``searched_widths``, ``swaps`` in the record). Not certified is no verdict of wrong: a
+perturbed update is explained by no batch.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.dager_certificate import CERTIFIED, certificate, explaining_batch
+from attacks.dager_certificate import certifiable, certificate, explaining_batch
 from attacks.dager_spans import (
     log_residual,
     new_span,
@@ -78,9 +79,11 @@ BEAM = 4
 """Prefixes kept per sequence of the batch, ranked by their worst step (z-score): a false
 prefix that scores near a true one at its last token falls behind once extended."""
 
-WIDEST = 16
+WIDEST = 8
 """Prefixes per sequence the beam may widen to, doubling from :data:`BEAM`, while the batch
-found does not explain an update that a batch could explain (:meth:`Dager._search`)."""
+found does not explain an update that a batch could explain (:meth:`Dager._search`). Each
+doubling costs about twice the beam's pass; a search that certifies nothing (a little noise
+the span checks do not survive) is bounded by a few passes."""
 
 
 def worst_first(z: tuple[float, ...]) -> tuple[float, ...]:
@@ -190,37 +193,44 @@ class Dager(Attack):
     def _search(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
                 length: int, batch: int, device: torch.device, info: dict[str, Any]
                 ) -> list[list[int]]:
-        """The beam's batch (:meth:`_select`). Where an update that a batch could explain
-        (the bound not exceeded, the first layer's gradient rank ≤ B·L: no noise or pruning
-        on it) is not explained by it, the batch of the beam's sentences that explains most
-        of it (:func:`explaining_batch`), the beam doubled up to :data:`WIDEST` until one
-        explains it: a true prefix that is no outlier at one step can fall out of a beam
-        full of false ones crossing true sentences. ``info`` gets the beam width and swaps."""
-        clean = not info["bound_exceeded"] and info["rank_layer1"] <= info["rows"]
-        width, best = BEAM, (math.inf, [], 0, BEAM)
+        """The beam's batch (:meth:`_select`), or, where it is not certified but a batch of
+        B·L rows could be (the bound not exceeded, :func:`certifiable`: no noise or pruning
+        beyond rounding on the update), a batch of the beam's sentences that is: swaps of the
+        beam's sentences (:func:`explaining_batch`, at most ``batch`` of them), the beam
+        refilled with the best non-outliers and doubled up to :data:`WIDEST` until one
+        certifies (a true prefix that is no outlier at one step can fall out of a beam full
+        of false ones crossing true sentences). ``info``: the widths searched, the swaps."""
+        beam = self._extend(model, grads, found, length, batch, device, BEAM)
+        ranked = self._fill(self._select(model, beam, batch, device), batch)
+        info["searched_widths"], info["swaps"] = [], 0
+        if (info["bound_exceeded"] or not certifiable(model, grads, info["rows"])
+                or certificate(model, grads, ranked, device)[1]):
+            return ranked
+        width, seqs = BEAM, ranked
         while True:
-            beam = self._extend(model, grads, found, length, batch, device, width)
-            seqs = self._fill(self._select(model, beam, batch, device), batch)
-            if not clean:
-                return seqs
-            seqs, left, swaps = explaining_batch(model, grads, beam, seqs, device)
-            best = min(best, (left, seqs, swaps, width), key=lambda b: b[0])
-            if left <= CERTIFIED or width >= WIDEST:
-                break
+            info["searched_widths"].append(width)
+            certified, swaps = explaining_batch(model, grads, beam, seqs, device, batch)
+            info["swaps"] += swaps
+            if certified is not None:
+                return certified
             width *= 2
-        info["beam"], info["swaps"] = best[3], best[2]
-        return best[1]
+            if width > WIDEST:
+                return ranked
+            beam = self._extend(model, grads, found, length, batch, device, width, fill=True)
+            seqs = self._fill(self._select(model, beam, batch, device), batch)
 
     def _extend(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
-                length: int, batch: int, device: torch.device, width: int = BEAM
-                ) -> list[list[int]]:
+                length: int, batch: int, device: torch.device, width: int = BEAM,
+                fill: bool = False) -> list[list[int]]:
         """Beam extension: each prefix × each token of the set, scored by the mean over the
         layers of :func:`prefix_layers` of the log residual of its row at the new position;
         kept when its geometric mean residual is ≤ ``tolerance`` and an outlier below the
         candidates' bulk (the residual alone where no candidate is an outlier); ``width`` ×
         ``batch`` prefixes ranked by their worst step, then the next (:func:`worst_first`), the
-        best of the rest below the tolerance filling the room the outliers leave; the beam's
-        full sequences, best first."""
+        best of the rest below the tolerance filling the room the outliers leave where
+        ``fill`` (the search's wider beams: the fillers change the next step's candidates and
+        so its bulk, which can push a true prefix out of the first beam); the beam's full
+        sequences, best first."""
         layers = prefix_layers(model)
         bases = {}
         for name, lin in layers:
@@ -239,8 +249,8 @@ class Dager(Attack):
             # no outlier: the true prefixes are no minority (at the first position of short
             # sequences, B of about B·L candidates), and the span check alone decides
             kept = [passed or below or [int(score.argmin())]]
-            if passed:  # room left behind the outliers: the best of the rest below the
-                # tolerance (a true prefix need not be an outlier at every step)
+            if passed and fill:  # room left behind the outliers: the best of the rest below
+                # the tolerance (a true prefix need not be an outlier at every step)
                 outliers = set(passed)
                 kept.append([i for i in below if i not in outliers])
             beam = [c for group in kept for c in sorted(

@@ -150,8 +150,8 @@ def test_dager_searches_the_beam_for_a_batch_that_explains_the_update():
     from attacks.dager import BEAM, Dager
     from attacks.dager_spans import row_basis
 
-    twenty = cells(["dager"], 8, seeds=16, dataset=CLASSIFY, victim="trained:50")
-    for cell, widened in ((twenty[11], True), (twenty[15], False)):
+    sixteen = cells(["dager"], 8, seeds=16, dataset=CLASSIFY, victim="trained:50")
+    for cell, widened in ((sixteen[11], True), (sixteen[15], False)):
         observed = observe(cell, CPU)
         obs, true = observed.obs, sorted(map(tuple, observed.x01.tolist()))
         model = obs.model.to(CPU).eval()
@@ -169,25 +169,36 @@ def test_dager_searches_the_beam_for_a_batch_that_explains_the_update():
         _, recon, metrics, ids = scored(cell)
         assert recon.info["bound_exceeded"] is False and recon.info["certified"] is True
         assert sorted(map(tuple, ids.tolist())) == true and metrics["exact"] == 1.0
-        assert recon.info["swaps"] >= 2 and (recon.info["beam"] > BEAM) is widened, cell.seed
+        assert recon.info["swaps"] >= 2, cell.seed
+        assert (max(recon.info["searched_widths"]) > BEAM) is widened, cell.seed
+
+
+def grads_of(obs):
+    model = obs.model.to(CPU).eval()
+    return model, dict(zip([n for n, p in model.named_parameters() if p.requires_grad],
+                           obs.update.tensors))
+
+
+def noisy(update, scale):
+    from bench.contracts import Update
+
+    gen = torch.Generator().manual_seed(0)
+    return Update([g + scale * torch.randn(g.shape, generator=gen) for g in update.tensors])
 
 
 def test_dager_swaps_in_the_sentences_that_explain_the_update():
     """The search's scores (the rest's span taken once, each candidate's new directions
     added) are the unexplained shares of the swapped batches; from a batch with two false
-    sentences it swaps the true ones in and stops certified. A noisy update, which no batch
-    explains, is not searched."""
+    sentences it swaps the true ones in, within its rounds, and returns it certified. A noisy
+    update, which no batch explains, is not searched."""
     from dataclasses import replace
 
     from attacks.dager_certificate import block_weight_grads, explaining_batch, swap_shares
     from attacks.dager_spans import block_linears, layer_inputs
-    from bench.contracts import Update
 
     (cell,) = cells(["dager"], 4, seeds=1, dataset=CLASSIFY)
     observed = observe(cell, CPU)
-    model = observed.obs.model.to(CPU).eval()
-    grads = dict(zip([n for n, p in model.named_parameters() if p.requires_grad],
-                     observed.obs.update.tensors))
+    model, grads = grads_of(observed.obs)
     true = observed.x01.long().tolist()
     false = [[(t + 1) % 1000 for t in true[0]], true[1][:6] + true[2][6:]]
     batch = [false[0], true[1], false[1], true[3]]
@@ -198,15 +209,41 @@ def test_dager_swaps_in_the_sentences_that_explain_the_update():
     shares = swap_shares(rows, g64, [0, 1, 2, 3], 2, [4, 6, 7])
     for share, k in zip(shares.tolist(), [4, 6, 7]):
         swapped = ids[[0, 1, k, 3]]
-        assert share == pytest.approx(unexplained_energy(model, g64, swapped), abs=1e-9)
-    found, left, swaps = explaining_batch(model, grads, pool, batch, CPU)
-    assert sorted(found) == sorted(true) and left <= CERTIFIED and swaps == 2
-    assert certificate(model, grads, found, CPU) == (left, True)
-    noisy = observed.obs.update.tensors
-    noisy = [g + 1e-3 * torch.randn(g.shape, generator=torch.Generator().manual_seed(0))
-             for g in noisy]
-    recon = cell.attack.build().reconstruct(replace(observed.obs, update=Update(noisy)))
-    assert "beam" not in recon.info and recon.info["certified"] is False
+        assert share == pytest.approx(unexplained_energy(model, g64, swapped), rel=1e-3)
+    found, swaps = explaining_batch(model, grads, pool, batch, CPU, rounds=4)
+    assert sorted(found) == sorted(true) and swaps == 2
+    assert certificate(model, grads, found, CPU)[1]
+    assert explaining_batch(model, grads, pool, batch, CPU, rounds=1) == (None, 1)
+    recon = cell.attack.build().reconstruct(replace(observed.obs,
+                                                    update=noisy(observed.obs.update, 1e-3)))
+    assert recon.info["searched_widths"] == [] and recon.info["certified"] is False
+
+
+def test_dager_search_returns_only_a_certified_batch_and_repeats_a_needed_sentence():
+    """A review's findings: on an update with noise too small to raise the first layer's rank,
+    swaps that explain slightly more fit the noise (the true batch, holding (2, 1) twice, had
+    its repeat swapped for a false sentence): only a certified batch is returned now. On
+    the clean update, the false sentence beside the true ones is dropped and a needed one
+    repeated in its place, which the swaps alone (never adding a sentence already chosen)
+    could not do."""
+    from dataclasses import replace
+
+    from attacks.dager_certificate import explaining_batch
+
+    short = {"pydoc": {"task": "lm", "seq_len": 2}}
+    cell = cells(["dager"], 4, seeds=2, dataset=short)[-1]
+    observed = observe(cell, CPU)
+    true = observed.x01.long().tolist()
+    assert len({tuple(t) for t in true}) == 3  # one sentence twice
+    pool = [[40, 3], [9, 11], [2, 7]]
+    model, grads = grads_of(observed.obs)
+    spare = [t for i, t in enumerate(true) if t not in true[:i]] + [[9, 11]]
+    found, swaps = explaining_batch(model, grads, pool, spare, CPU, rounds=4)
+    assert found is not None and swaps == 0
+    assert {tuple(t) for t in found} == {tuple(t) for t in true} and len(found) == 4
+    shaken = replace(observed.obs, update=noisy(observed.obs.update, 1e-6))
+    model, grads = grads_of(shaken)
+    assert explaining_batch(model, grads, pool, true, CPU, rounds=4)[0] is None
 
 
 def test_dager_bound_is_the_dimension_the_candidate_rows_span():
