@@ -263,14 +263,19 @@ def test_repeated_metric_options_are_all_compared():
 
 def test_where_splits_alternatives_outside_parentheses_only():
     """A label's own '|' (a parameter value such as ``chain=conv|fc``) had split the label in
-    two, so ``--where`` matched neither half; only a '|' outside parentheses separates
-    alternatives, as only a comma outside them separates conditions."""
+    two, so ``--where`` matched neither half and a claim could not name it; only a '|'
+    outside parentheses separates alternatives, as only a comma outside them separates
+    conditions."""
     from bench.leaderboard.where import parse_where
 
     assert parse_where(["defense=noise(a|b)|none,attack=dlg|ig"]) == {
         "defense": ["noise(a|b)", "none"], "attack": ["dlg", "ig"]}
     assert parse_where(["attack=rgap(chain=conv|fc, x=1)"]) == {
         "attack": ["rgap(chain=conv|fc, x=1)"]}
+    from bench.claims.schema import _value_problem
+
+    assert _value_problem("attack", "rgap(chain=conv|fc)") is None  # a claim may name it
+    assert "[dlg, rgap(chain=conv|fc)]" in _value_problem("attack", "dlg|rgap(chain=conv|fc)")
 
 
 def test_resume_judges_a_skipped_cell_anew(tmp_path):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.leaderboard.pivot import WHERE
+from bench.leaderboard.where import split_outside_parentheses
 from bench.registry import LeakbenchError, number_from_text, short, suggest
 from bench.suite.load import SUITE_NAME
 from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR, parse_yaml, read_suite_text
@@ -253,13 +254,13 @@ def _filter(value: Any, where: str) -> dict[str, list[str]]:
 def _value_problem(key: str, value: Any) -> str | None:
     """Why a ``where`` value can match no cell: a seed or batch size that is not an integer
     (cells' are, and ``1.0`` is not the label ``1``), or ``a|b``, which ``table --where`` reads
-    as either and no label holds. Names are not checked here: records may
-    come from a machine with plug-ins this one lacks (``check`` hints at values that match
-    nothing)."""
+    as either and no label holds (a ``|`` inside a label's parentheses is the label's). Names
+    are not checked here: records may come from a machine with plug-ins this one lacks
+    (``check`` hints at values that match nothing)."""
     text = str(value)
-    if "|" in text:  # table --where's "either"; here the whole text was one label, no cell's
-        either = ", ".join(text.split("|"))
-        return f"{short(value)}: a claim gives either as a list, [{either}]"
+    either = split_outside_parentheses(text, "|")  # a label's own '|' stays in it
+    if len(either) > 1:  # table --where's "either"; here the whole text was one label
+        return f"{short(value)}: a claim gives either as a list, [{', '.join(either)}]"
     if key in ("seed", "batch_size") and not (text.isascii() and text.isdigit()
                                               and str(int(text)) == text):  # "01": no cell's
         return f"expected a non-negative integer as cells have it, got {short(value)}"

@@ -22,7 +22,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     conditions on it are ambiguous: "and" would keep nothing)."""
     out: dict[str, list[str]] = {}
     for item in items or []:
-        parts = _split_top(item)
+        parts = split_outside_parentheses(item)
         if not any(p.strip() for p in parts):  # an empty shell variable, or ",": no condition
             raise LeakbenchError(f"--where: expected COLUMN=VALUE, got an empty value"
                                  f"{'' if not item.strip() else f' ({item.strip()!r})'}")
@@ -39,7 +39,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
                                      f"expected one of {', '.join(WHERE)}")
             if key in out:  # "and" (nothing) or "or"? it had meant "or": say so with a|b
                 raise LeakbenchError(f"--where: {key} is given twice; {key}=A|B keeps either")
-            alternatives = [v.strip() for v in _split_top(value, "|")]
+            alternatives = [v.strip() for v in split_outside_parentheses(value, "|")]
             if not all(alternatives):  # "attack=dlg|": "no record has attack=''" had said
                 raise LeakbenchError(f"--where {part.strip()!r}: an empty alternative beside "
                                      "'|'; drop the stray '|' or finish the alternative")
@@ -47,7 +47,7 @@ def parse_where(items: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
-def _split_top(text: str, sep: str = ",") -> list[str]:
+def split_outside_parentheses(text: str, sep: str = ",") -> list[str]:
     """``text`` split at each ``sep`` outside parentheses."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
