@@ -30,6 +30,7 @@ imported (the imports take seconds), so a file that breaks them is refused at on
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import signal
 import sys
@@ -333,9 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _printable(err: UnicodeError) -> tuple[str | bytes, int]:
+    """Encode what a stream's encoding cannot: a path's undecodable bytes (surrogates) as
+    those bytes, any other character as a backslash escape."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    chunk = err.object[err.start:err.end]
+    if all(0xDC80 <= ord(c) <= 0xDCFF for c in chunk):
+        return bytes(ord(c) - 0xDC00 for c in chunk), err.end
+    return codecs.backslashreplace_errors(err)
+
+
+PRINTABLE = "leakbench-printable"
+codecs.register_error(PRINTABLE, _printable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints as its bytes
-        getattr(stream, "reconfigure", lambda **_: None)(errors="surrogateescape")
+    for stream in (sys.stdout, sys.stderr):  # a path that is not UTF-8 prints as its bytes,
+        # and a '—' or '×' on an ASCII terminal (PYTHONIOENCODING=ascii) as an escape: it
+        # had been a traceback, exit 1, after the run's work was done
+        getattr(stream, "reconfigure", lambda **_: None)(errors=PRINTABLE)
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = empty_path_problem(args)

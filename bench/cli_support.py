@@ -56,7 +56,7 @@ class ExecutorChoices:
 # and table --output '' mean their defaults, as they always did; report --fid-weights '' had
 # meant no weights, losing the FID columns of a script's unset variable in silence.)
 POSITIONAL_PATHS = ("dir", "dirs", "a", "b", "suite")
-OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights", "claims")
+OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights", "inception", "claims")
 OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
 
 

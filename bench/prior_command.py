@@ -45,7 +45,7 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     from bench.perceptual import MIN_GROUP, fid_status, given_fid_weights_problem
     from bench.prior_curve import run_curve, write_attack_quality
 
-    problem = given_fid_weights_problem(args.inception, "--inception")  # "": the usual places
+    problem = given_fid_weights_problem(args.inception, "--inception")  # '' is refused first
     if problem:  # before the work, not after it
         raise LeakbenchError(problem)
     curve_flags = [f"--{name.replace('_', '-')}" for name in CURVE_DEFAULTS

@@ -517,7 +517,8 @@ def test_prior_curve_refuses_an_out_that_is_a_file_before_it_samples(tmp_path: P
     # --attacks '' had meant no --attacks (a 2000-step score model, 1000 samples each, into
     # ./results/prior), --out '' the working directory; a file torch cannot load as
     # --inception was a TypeError after all the sampling
-    for flag in ("--attacks", "--out"):
+    for flag in ("--attacks", "--out", "--inception"):  # --inception '': the usual places,
+        # as report --fid-weights '' had been (a bad-input hunt)
         line = one_line(capsys, "prior-curve", flag, "")
         assert line.endswith(f"prior-curve: {flag}: expected a path, got ''")
     (tmp_path / "junk.pt").write_text("not weights")

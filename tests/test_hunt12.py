@@ -303,3 +303,28 @@ def test_resume_judges_a_skipped_cell_anew(tmp_path):
     assert now[ran["cell_id"]]["status"] == "ok"
     third = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
     assert third.already_done == 4 and sum(third.counts.values()) == 0
+
+
+def test_an_ascii_terminal_gets_escapes_not_a_traceback(tmp_path):
+    """With PYTHONIOENCODING=ascii a '—' in the run's summary or a '×' in rank's shape was a
+    UnicodeEncodeError traceback, exit 1, after the run's work was done (a bad-input hunt);
+    such characters now print as backslash escapes."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_suite
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "ascii"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env,
+                              capture_output=True, timeout=300)
+
+    rank = cli("rank", "lenet")
+    assert rank.returncode == 0 and b"Traceback" not in rank.stderr, rank.stderr
+    assert b"on 3\\xd732\\xd732 inputs" in rank.stdout
+    suite = write_suite(tmp_path / "one.yaml")
+    run = cli("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet")
+    assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr
+    assert b"\\u2014" in run.stdout + run.stderr  # the summary's dash, escaped
