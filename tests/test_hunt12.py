@@ -328,3 +328,22 @@ def test_an_ascii_terminal_gets_escapes_not_a_traceback(tmp_path):
     run = cli("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet")
     assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr
     assert b"\\u2014" in run.stdout + run.stderr  # the summary's dash, escaped
+
+
+def test_a_ray_address_needs_a_host_even_in_a_dry_run(capsys, tmp_path):
+    """':80', 'ray://' and 'ray://:80' passed the check (and a dry run), drew the progress
+    bar, then failed to connect: two lines (a bad-input hunt)."""
+    import yaml
+
+    from bench.executors.base import address_problem
+    from helpers import TINY_SUITE, one_line
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump(TINY_SUITE))
+    for address in (":80", "ray://", "ray://:80", "[]:80", "ray:///"):
+        line = one_line(capsys, "run", str(suite), "--executor", "ray", "--dry-run",
+                        "--ray-address", address, "--out", str(tmp_path / "o"))
+        assert line == (f"leakbench: error: --ray-address {address!r}: no host; expected "
+                        "auto, HOST:PORT or ray://HOST:PORT"), address
+    for address in ("auto", "head", "[::1]:6379", "ray://head:10001/", "10.0.0.1:6379"):
+        assert address_problem(address) is None, address

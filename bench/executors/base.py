@@ -177,9 +177,15 @@ def host_port(address: str | None) -> tuple[str, str] | None:
 
 
 def address_problem(address: str | None) -> str | None:
-    """Why a Ray address's port cannot be one: ASCII digits from 1 to 65535 ("6²" passed
-    ``str.isdigit`` and was a traceback, Arabic-Indic digits were read as a port)."""
+    """Why a Ray address cannot be one: a port that is not ASCII digits from 1 to 65535 ("6²"
+    passed ``str.isdigit`` and was a traceback, Arabic-Indic digits were read as a port), or
+    no host (``:80``, ``ray://`` had passed, drawn the progress bar, then failed to connect)."""
     parts = host_port(address)
+    if address is not None and address != "auto":
+        host = parts[0] if parts else address.split("://", 1)[-1].rstrip("/").strip("[]")
+        if not host.strip():
+            return (f"--ray-address {address!r}: no host; expected auto, HOST:PORT or "
+                    "ray://HOST:PORT")
     if parts and not (parts[1].isascii() and parts[1].isdigit() and 1 <= int(parts[1]) <= 65535):
         return f"--ray-address {address!r}: the port must be a number from 1 to 65535"
     return None
