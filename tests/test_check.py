@@ -193,6 +193,22 @@ def test_against_an_explicit_reference_and_a_claim_that_never_held(store, tmp_pa
     assert "deep.json: not a check.json (RecursionError" in capsys.readouterr().err
 
 
+def test_against_a_reference_holding_none_of_the_claims_is_refused(store, tmp_path, capsys):
+    """Another suite's check.json, or one with no rows, had passed a CI gate: no claim of the
+    reference was checked here, so none could break (a bad-input hunt)."""
+    assert check(store) == 0
+    for name, rows in (("empty.json", []), ("other.json", [
+            {"claim": "zzz", "paper": "p", "sentence": "s", "verdict": HOLDS}])):
+        reference = tmp_path / name
+        reference.write_text(json.dumps({"suite": "zzz", "rows": rows}))
+        capsys.readouterr()
+        assert check(store, "--against", str(reference)) == 2
+        err = capsys.readouterr().err
+        assert err == (f"leakbench: error: --against {reference}: gives a verdict for none of "
+                       "the 4 claim(s) checked here, so none could break: give this suite's "
+                       "check.json\n"), err
+
+
 def test_failed_seeds_count_as_floors_and_no_success(store):
     t = json.loads(TEMPLATE.read_text())
     write(store, record(t, 3, "A", "none", 2, None, "diverged"))  # floor 5 dB

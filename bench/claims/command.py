@@ -88,6 +88,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                           if args.against_records else _reference(out, args.against))
     own_file = (out / "check.json").resolve()
     own = not args.against_records and set(sources.values()) <= {own_file}  # DIR/check.json
+    if args.against and not set(reference) & {c.id for c in claims}:  # a CI gate given the
+        # wrong file (another suite's, or one with no rows) had passed: nothing could break
+        raise LeakbenchError(f"--against {' '.join(args.against)}: gives a verdict for none of "
+                             f"the {len(claims)} claim(s) checked here, so none could break: "
+                             "give this suite's check.json")
     unknown = sorted(set(reference) - {c.id for c in claims})
     if unknown and not own:  # a misspelt or foreign reference would hold no claim to account
         warn(f"check: {len(unknown)} claim(s) of the reference are not checked here: "
