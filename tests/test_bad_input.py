@@ -238,6 +238,19 @@ def test_a_base_60_number_is_no_number(tmp_path: Path, capsys) -> None:
     assert "utility.lr" in line and "'1:30'" in line
 
 
+def test_an_octal_number_is_no_number(tmp_path: Path, capsys) -> None:
+    """YAML 1.1 read ``steps: 010`` as 8 (a bad-input hunt); ``0x10`` and ``0b10`` say what
+    they are and stay numbers."""
+    path = tmp_path / "s.yaml"
+    path.write_text(suite_text() + "utility: {steps: 010, batch_size: 4}\n")
+    line = one_line_error(capsys, str(path))
+    assert line.endswith("utility.steps: expected an integer, got '010' (write 10)")
+    from bench.suite.read import parse_yaml
+
+    assert parse_yaml("a: [0x10, 0b10, 0, -7, 1_000, 010.5]", "t") == {
+        "a": [16, 2, 0, -7, 1000, 10.5]}
+
+
 def test_a_key_repeated_in_one_mapping_is_an_error(tmp_path: Path, capsys) -> None:
     """YAML would keep the last of two ``attacks:`` silently."""
     path = tmp_path / "s.yaml"

@@ -22,15 +22,15 @@ _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
-    """The safe loader without YAML 1.1's base-60 numbers: ``lr: 1:30`` was read as 90 (and
-    ``1:30.5`` as 90.5); it is text now, which a number parameter refuses in one line."""
+    """The safe loader without YAML 1.1's base-60 numbers and octal ones: ``lr: 1:30`` was
+    read as 90 (and ``1:30.5`` as 90.5), ``steps: 010`` as 8; they are text now, which a
+    number parameter refuses in one line."""
 
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
     for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(_INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
     |[-+]?(?:0|[1-9][0-9_]*)
     |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
 _Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
