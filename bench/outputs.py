@@ -49,6 +49,18 @@ def blocked_cell_file(out_dir: Path, cell_ids: list[str]) -> str | None:
     return None
 
 
+def leaderboard_problem(out_dir: Path) -> str | None:
+    """Why a run's leaderboard could not be written into ``out_dir`` (a file stands where its
+    figures' folder goes, a folder where its table goes), or None: checked before the cells
+    run, where the error had come after all of them."""
+    plots, board = Path(out_dir) / "plots", Path(out_dir) / "leaderboard.md"
+    if os.path.lexists(plots) and not plots.is_dir():
+        return f"{plots}: exists and is not a folder (the leaderboard's figures go there)"
+    if board.is_dir() and not board.is_symlink():
+        return f"{board}: a folder stands where the leaderboard goes"
+    return None
+
+
 def store_part_problem(folder: Path, what: str) -> str | None:
     """Why ``folder`` (through links) may not receive ``what``: it is, or lies inside, a
     results folder's own ``records/`` or ``cells/``, whose files the store reads as its own or

@@ -29,7 +29,12 @@ from bench.convolutions import DEFAULT_CPU_CONV, check_cpu_conv
 from bench.cores import plan_parallelism, usable_cores, warn_oversubscribed
 from bench.executors import ExecutorOptions, failure_outcome, make_executor
 from bench.lock import RunLock
-from bench.outputs import blocked_cell_file, out_folder_problem, writable_problem
+from bench.outputs import (
+    blocked_cell_file,
+    leaderboard_problem,
+    out_folder_problem,
+    writable_problem,
+)
 from bench.preflight import (
     DataError,
     preflight_cells,
@@ -140,6 +145,9 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
     if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once
         jobs, threads = plan_parallelism(jobs, threads, usable_cores(), quiet=True)
     check_size(suite, max_cells)
+    problem = leaderboard_problem(out_dir) if leaderboard else None
+    if problem:
+        raise LeakbenchError(problem)
     with RunLock(out_dir) as lock:
         summary = _run_locked(suite, out_dir, dev, (name, jobs or 0, threads), force,
                               retry_failed, progress, executor_options, lock, trials,

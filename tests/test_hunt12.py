@@ -347,3 +347,26 @@ def test_a_ray_address_needs_a_host_even_in_a_dry_run(capsys, tmp_path):
                         "auto, HOST:PORT or ray://HOST:PORT"), address
     for address in ("auto", "head", "[::1]:6379", "ray://head:10001/", "10.0.0.1:6379"):
         assert address_problem(address) is None, address
+
+
+def test_a_run_whose_leaderboard_cannot_be_written_stops_before_its_cells(tmp_path, capsys):
+    """A file named plots in --out (or a folder named leaderboard.md) had ended the run with
+    an error after every cell had run (a bad-input hunt); --no-leaderboard writes none."""
+    from helpers import one_line, write_suite
+
+    suite = str(write_suite(tmp_path / "one.yaml"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plots").write_text("x")
+    line = one_line(capsys, "run", suite, "--out", str(out), "--jobs", "0")
+    assert line == (f"leakbench: error: {out / 'plots'}: exists and is not a folder (the "
+                    "leaderboard's figures go there)")
+    assert not (out / "records").exists()  # before any cell ran
+    (out / "plots").unlink()
+    (out / "leaderboard.md").mkdir()
+    line = one_line(capsys, "run", suite, "--out", str(out), "--jobs", "0")
+    assert line.endswith("leaderboard.md: a folder stands where the leaderboard goes")
+    from bench.cli import main
+
+    assert main(["run", suite, "--out", str(out), "--jobs", "0", "--no-leaderboard",
+                 "--quiet"]) == 0
