@@ -370,3 +370,24 @@ def test_a_run_whose_leaderboard_cannot_be_written_stops_before_its_cells(tmp_pa
 
     assert main(["run", suite, "--out", str(out), "--jobs", "0", "--no-leaderboard",
                  "--quiet"]) == 0
+
+
+def test_an_image_that_fails_as_it_is_decoded_names_its_file(tmp_path):
+    """A truncated PNG passes the preflight's header check and fails when decoded: the
+    cell's error record had said only "image file is truncated" (a bad-input hunt)."""
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from bench.datasets.imagefolder import _open_image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((32, 32), 64).convert("RGB").save(buffer, format="PNG")  # ~3 kB
+    whole = tmp_path / "whole.png"
+    whole.write_bytes(buffer.getvalue())
+    assert _open_image(str(whole)).size == (32, 32)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    with pytest.raises(OSError, match=f"^{cut}: "):
+        _open_image(str(cut))

@@ -68,7 +68,18 @@ def _regular_image(path: str) -> bool:
 def _open_image(path: str) -> Any:
     """torchvision's loader (an RGB image), with PIL's warning about a huge image (over 89
     million pixels, decoded whole) raised as the error it gives past twice that; a 16-bit grey
-    image is a 3×H×W float tensor in [0,1] instead, as converting it to RGB clipped it."""
+    image is a 3×H×W float tensor in [0,1] instead, as converting it to RGB clipped it. A
+    file that fails as it is decoded (truncated: its header passed the preflight) names
+    itself: the cell's error record had said only "image file is truncated"."""
+    try:
+        return _decode(path)
+    except OSError as e:
+        if path in str(e):
+            raise
+        raise OSError(f"{path}: {e}") from None
+
+
+def _decode(path: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with open(path, "rb") as f:
