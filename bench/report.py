@@ -129,9 +129,35 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
               "Each picture: the private images (top) above their matched reconstructions "
               "(bottom)." if gallery else "None here: no finished image cell has a picture."]
     lines += gallery
+    text = "\n".join(lines) + "\n"
+    broken = unreadable_links(out_dir, text)
+    if broken:  # they had been linked in silence
+        warn(f"report: {len(broken)} linked file(s) missing or unreadable (e.g. {broken[0]}): "
+             "re-run their cells with --force, or restore the files")
     path = out_dir / "report.md"
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, text)
     return path
+
+
+def unreadable_links(out_dir: Path, markdown: str) -> list[str]:
+    """The relative link targets of ``markdown`` that are not a readable file in ``out_dir``:
+    missing, a folder, or a picture PIL cannot read (a damaged .png)."""
+    from PIL import Image
+
+    broken = []
+    for rel in dict.fromkeys(linked_files(markdown)):
+        if rel.startswith("#"):  # a section of the page itself
+            continue
+        path = out_dir / rel.split("#", 1)[0]
+        try:
+            if not path.is_file():
+                raise OSError("not a file")
+            if path.suffix.lower() == ".png":
+                with Image.open(path) as image:
+                    image.verify()
+        except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+            broken.append(rel)
+    return broken
 
 
 def linked_files(markdown: str) -> list[str]:

@@ -391,3 +391,24 @@ def test_an_image_that_fails_as_it_is_decoded_names_its_file(tmp_path):
     cut.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
     with pytest.raises(OSError, match=f"^{cut}: "):
         _open_image(str(cut))
+
+
+def test_report_names_the_pictures_it_links_that_are_missing_or_damaged(tmp_path, capsys):
+    """A picture deleted, or replaced by junk, was linked from report.md in silence (an
+    unreadable arrays file already got a warning; a bad-input hunt)."""
+    import re
+    import shutil
+
+    from bench.cli import main
+
+    folder = tmp_path / "quick"
+    shutil.copytree(ROOT / "results" / "quick", folder)
+    assert main(["report", str(folder)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    linked = re.findall(r"\]\((cells/[0-9a-f]+\.png)\)", (folder / "report.md").read_text())
+    first, second = sorted(set(linked))[:2]
+    (folder / first).unlink()
+    (folder / second).write_bytes(b"\x89PNG\r\n\x1a\n junk")
+    assert main(["report", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report: 2 linked file(s) missing or unreadable" in err
