@@ -253,13 +253,20 @@ def test_check_warns_of_reference_claims_and_a_claims_file_of_another_suite(tmp_
     folder = tmp_path / "q"
     copy_records(ROOT / "results" / "quick", folder, 4)
     reference = tmp_path / "check.json"
-    reference.write_text(json.dumps({"rows": [{"claim": "no-such-claim", "verdict": "holds"}]}))
+    reference.write_text(json.dumps({"rows": [{"claim": "no-such-claim", "verdict": "holds"},
+                                              {"claim": "dlg-recovers-batch-1",
+                                               "verdict": "holds"}]}))
     assert main(["check", str(folder), "--claims", "paper-dlg", "--against",
                  str(reference)]) == 0
     err = capsys.readouterr().err
     assert "paper-dlg.claims.yaml holds the claims of suite paper-dlg; the records are of " \
            "quick" in err
     assert "1 claim(s) of the reference are not checked here: no-such-claim" in err
+    # a reference holding none of the claims checked can break none: refused since
+    reference.write_text(json.dumps({"rows": [{"claim": "no-such-claim", "verdict": "holds"}]}))
+    assert main(["check", str(folder), "--claims", "paper-dlg", "--against",
+                 str(reference)]) == 2
+    assert "gives a verdict for none of the 11 claim(s)" in capsys.readouterr().err
 
 
 def test_a_claims_file_naming_no_suite_is_about_the_suites_it_includes(tmp_path, capsys):
