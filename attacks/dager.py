@@ -137,19 +137,21 @@ class Dager(Attack):
             per_position = self._tokens(residuals, batch, length)
             info["tokens_per_position"] = [len(t) for t in per_position]
             if batch == 1 or not prefix_layers(model):
-                seqs = self._by_rank(per_position, batch)
+                seqs, judged = self._by_rank(per_position, batch), None
                 info["ordering"] = "one sequence" if batch == 1 else "residual rank"
             else:
                 info["layers_checked"] = len(prefix_layers(model))
                 found = self._token_set(per_position, cap)
                 info["token_set"] = len(found)
-                seqs = self._search(model, grads, found, length, batch, obs.device, info)
+                seqs, judged = self._search(model, grads, found, length, batch, obs.device,
+                                            info)
                 info["ordering"] = "span checks of every later layer"
         info["sequences_found"] = len({tuple(s) for s in seqs})
         data = torch.tensor(seqs, dtype=torch.long)
         # the batch returned explains the whole update, to rounding, and needs each of its
-        # distinct sentences: then they are the batch's, and the record can say so
-        unexplained, explains = certificate(model, grads, seqs, obs.device)
+        # distinct sentences: then they are the batch's, and the record can say so (the
+        # search has judged its answer already, where it ran)
+        unexplained, explains = judged or certificate(model, grads, seqs, obs.device)
         info["unexplained"] = unexplained
         info["certified"] = not info["bound_exceeded"] and explains
         return Reconstruction(data=data, iterations=0, grad_evals=0, info=info)
@@ -192,30 +194,34 @@ class Dager(Attack):
 
     def _search(self, model: nn.Module, grads: dict[str, torch.Tensor], found: list[int],
                 length: int, batch: int, device: torch.device, info: dict[str, Any]
-                ) -> list[list[int]]:
+                ) -> tuple[list[list[int]], tuple[float, bool] | None]:
         """The beam's batch (:meth:`_select`), or, where it is not certified but a batch of
         B·L rows could be (the bound not exceeded, :func:`certifiable`: no noise or pruning
         beyond rounding on the update), a batch of the beam's sentences that is: swaps of the
         beam's sentences (:func:`explaining_batch`, at most ``batch`` of them), the beam
         refilled with the best non-outliers and doubled up to :data:`WIDEST` until one
         certifies (a true prefix that is no outlier at one step can fall out of a beam full
-        of false ones crossing true sentences). ``info``: the widths searched, the swaps."""
+        of false ones crossing true sentences). ``info``: the widths searched, the swaps.
+        With the batch, its :func:`certificate` where the search computed it, else None."""
         beam = self._extend(model, grads, found, length, batch, device, BEAM)
         ranked = self._fill(self._select(model, beam, batch, device), batch)
         info["searched_widths"], info["swaps"] = [], 0
-        if (info["bound_exceeded"] or not certifiable(model, grads, info["rows"])
-                or certificate(model, grads, ranked, device)[1]):
-            return ranked
+        if info["bound_exceeded"] or not certifiable(model, grads, info["rows"]):
+            return ranked, None
+        judged = certificate(model, grads, ranked, device)
+        if judged[1]:
+            return ranked, judged
         width, seqs = BEAM, ranked
         while True:
             info["searched_widths"].append(width)
-            certified, swaps = explaining_batch(model, grads, beam, seqs, device, batch)
+            certified, swaps, unexplained = explaining_batch(model, grads, beam, seqs, device,
+                                                             batch)
             info["swaps"] += swaps
             if certified is not None:
-                return certified
+                return certified, (unexplained, True)
             width *= 2
             if width > WIDEST:
-                return ranked
+                return ranked, judged
             beam = self._extend(model, grads, found, length, batch, device, width, fill=True)
             seqs = self._fill(self._select(model, beam, batch, device), batch)
 

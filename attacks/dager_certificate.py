@@ -5,6 +5,8 @@ unexplained. The same measure picks, among the beam's sentences, a batch that ex
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -110,9 +112,10 @@ def swap_shares(rows: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
 
 def explaining_batch(model: nn.Module, grads: dict[str, torch.Tensor], pool: list[list[int]],
                      batch: list[list[int]], device: torch.device, rounds: int
-                     ) -> tuple[list[list[int]] | None, int]:
+                     ) -> tuple[list[list[int]] | None, int, float]:
     """A batch of ``len(batch)`` sentences, from ``batch`` by swapping its sentences for others
-    of ``pool``, that :func:`certificate` passes, or None; and the swaps made. Each round
+    of ``pool``, that :func:`certificate` passes, or None; the swaps made; and the certified
+    batch's :func:`unexplained_energy` (NaN where there is none). Each round
     makes the swap that leaves least of the update unexplained (by :func:`swap_shares`)
     while it lowers :func:`unexplained_energy`, at most ``rounds`` of them; then a sentence
     the rest explain without is dropped and the rest repeated in its place (a batch may hold
@@ -148,10 +151,11 @@ def explaining_batch(model: nn.Module, grads: dict[str, torch.Tensor], pool: lis
             break
         best, chosen, swaps = share, swapped, swaps + 1
     if best > CERTIFIED:
-        return None, swaps
+        return None, swaps, math.nan
     needed = list(dict.fromkeys(chosen))
     for k in reversed(needed[1:]):  # the latest-ranked first
         if left([j for j in needed if j != k]) <= CERTIFIED:
             needed.remove(k)
     found = [list(sentences[needed[i % len(needed)]]) for i in range(len(batch))]
-    return (found if certificate(model, grads, found, device)[1] else None), swaps
+    unexplained, certified = certificate(model, grads, found, device)
+    return (found, swaps, unexplained) if certified else (None, swaps, math.nan)

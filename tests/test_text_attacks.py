@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -173,6 +175,31 @@ def test_dager_searches_the_beam_for_a_batch_that_explains_the_update():
         assert (max(recon.info["searched_widths"]) > BEAM) is widened, cell.seed
 
 
+def test_dager_judges_its_answer_once(monkeypatch):
+    """The search's certificate of the batch it returns is the record's: it had been computed
+    again in ``reconstruct`` (each is 1 + B span evaluations of every block layer)."""
+    import attacks.dager as dager_module
+    import attacks.dager_certificate as certificate_module
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return certificate(*args, **kwargs)
+
+    monkeypatch.setattr(dager_module, "certificate", counted)
+    monkeypatch.setattr(certificate_module, "certificate", counted)
+    (cell,) = cells(["dager"], 4, seeds=1)
+    observed = observe(cell, CPU)
+    recon = cell.attack.build().reconstruct(observed.obs)
+    assert recon.info["certified"] is True and recon.info["searched_widths"] == []
+    assert len(calls) == 1
+    calls.clear()
+    recon = cell.attack.build().reconstruct(replace(observed.obs,
+                                                    update=noisy(observed.obs.update, 1e-3)))
+    assert recon.info["certified"] is False and len(calls) == 1
+
+
 def grads_of(obs):
     model = obs.model.to(CPU).eval()
     return model, dict(zip([n for n, p in model.named_parameters() if p.requires_grad],
@@ -210,10 +237,10 @@ def test_dager_swaps_in_the_sentences_that_explain_the_update():
     for share, k in zip(shares.tolist(), [4, 6, 7]):
         swapped = ids[[0, 1, k, 3]]
         assert share == pytest.approx(unexplained_energy(model, g64, swapped), rel=1e-3)
-    found, swaps = explaining_batch(model, grads, pool, batch, CPU, rounds=4)
+    found, swaps, share = explaining_batch(model, grads, pool, batch, CPU, rounds=4)
     assert sorted(found) == sorted(true) and swaps == 2
-    assert certificate(model, grads, found, CPU)[1]
-    assert explaining_batch(model, grads, pool, batch, CPU, rounds=1) == (None, 1)
+    assert certificate(model, grads, found, CPU) == (share, True)
+    assert explaining_batch(model, grads, pool, batch, CPU, rounds=1)[:2] == (None, 1)
     recon = cell.attack.build().reconstruct(replace(observed.obs,
                                                     update=noisy(observed.obs.update, 1e-3)))
     assert recon.info["searched_widths"] == [] and recon.info["certified"] is False
@@ -238,7 +265,7 @@ def test_dager_search_returns_only_a_certified_batch_and_repeats_a_needed_senten
     pool = [[40, 3], [9, 11], [2, 7]]
     model, grads = grads_of(observed.obs)
     spare = [t for i, t in enumerate(true) if t not in true[:i]] + [[9, 11]]
-    found, swaps = explaining_batch(model, grads, pool, spare, CPU, rounds=4)
+    found, swaps, _ = explaining_batch(model, grads, pool, spare, CPU, rounds=4)
     assert found is not None and swaps == 0
     assert {tuple(t) for t in found} == {tuple(t) for t in true} and len(found) == 4
     shaken = replace(observed.obs, update=noisy(observed.obs.update, 1e-6))
