@@ -107,6 +107,31 @@ def test_secure_aggregation_costs_no_utility_and_says_why(tmp_path):
     assert "protocol level" in secagg["utility_note"] and "utility_note" not in none
 
 
+def test_noise_after_a_raw_secure_sum_trains_at_its_share_of_the_sum(tmp_path):
+    """`noise` after `secagg(reduce: sum)` is added to the K clients' sum, which the server
+    divides by K: its std on the step is s/K, as the attack track observes it. The utility
+    track had added it to one client's update at full scale (a review's finding), so the
+    chain trained as `noise` with K times the std."""
+    suite = make_suite(datasets=[{"digits": {"size": 16}}], archs=[{"mlp": {"hidden": 64}}],
+                       defenses=[{"noise": {"scale": 0.05}},
+                                 {"chain": [{"secagg": {"clients": 4, "reduce": "sum"}},
+                                            {"noise": {"scale": 0.2}}]},
+                                 {"chain": [{"secagg": {"clients": 4}},
+                                            {"noise": {"scale": 0.2}}]}],
+                       attacks=[{"dlg": {"steps": 1}}], utility=UTILITY)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    records = [r for r in load_records(tmp_path) if r.get("kind") == "utility"]
+    by = {r["defense_label"]: r["metrics"] for r in records}
+    assert all(r["status"] == "ok" for r in records), by
+    quarter = by["noise(scale=0.05)"]
+    summed = next(m for label, m in by.items() if "reduce=sum" in label)
+    mean = next(m for label, m in by.items() if "secagg" in label and "sum" not in label)
+    # the cosine of a noisy update with the clean one is set by the noise's std (the draws
+    # differ: each chain seeds its own): s/K = 0.05 gives 0.13 here, s = 0.2 gives 0.05
+    assert summed["update_cosine"] == pytest.approx(quarter["update_cosine"], rel=0.15)
+    assert mean["update_cosine"] < 0.6 * quarter["update_cosine"]
+
+
 def test_diverged_training_counts_at_chance_in_the_table(tmp_path):
     from bench.leaderboard import utility_frame, utility_summary
 

@@ -33,7 +33,7 @@ from bench.cells.base import (
     register_cell_kind,
 )
 from bench.client import compute_update, has_batchnorm
-from bench.contracts import CellContext, ClientSpec, DefenseContext, Update
+from bench.contracts import CellContext, ClientSpec, Defense, DefenseContext, Update
 from bench.data import input_centre, other_batches, poisson_batch, sample_batch, stack_items
 from bench.defend import defend, voided_privacy
 from bench.domains import TokenDomain, domain_of
@@ -174,6 +174,38 @@ def _chance(model: torch.nn.Module, x: torch.Tensor) -> float:
     return 0.5 if outputs == 1 else 1.0 / outputs
 
 
+class LikeClientsSum(Defense):
+    """Secure aggregation's raw sum (``reduce: sum``) in the utility track: K clients like the
+    private one, so K times its update, which the server divides by K before it applies it.
+    Only the links made inside the protocol after it (``noise``) see the difference: they
+    act on the sum, so their std on the applied step is s/K, as in the attack track."""
+
+    level = "protocol"
+    registry_name = "secagg"
+
+    def __init__(self, clients: int) -> None:
+        super().__init__()
+        self.clients = clients
+
+    def transform_update(self, update: Update, ctx: DefenseContext) -> Update:
+        return Update([t * self.clients for t in update.tensors], update.kind,
+                      update.bn_stats, {**update.info, "aggregate_of": self.clients})
+
+
+def training_links(chain: list[Defense]) -> list[Defense]:
+    """The links of ``chain`` that act in training. Protocol-level links (secure aggregation)
+    change what the server observes, not what trains the model: the aggregate of the same
+    clients trains it as plain aggregation would, so they cost nothing here (training on K
+    clients' data would flatter them); a raw sum stays a sum (:class:`LikeClientsSum`)."""
+    links: list[Defense] = []
+    for d in chain:
+        if d.level != "protocol":
+            links.append(d)
+        elif getattr(d, "reduce", "mean") == "sum" and getattr(d, "clients", 1) > 1:
+            links.append(LikeClientsSum(d.clients))
+    return links
+
+
 def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
     """Train with defended updates and return the utility record; never raises."""
     if cell.skip_reason:
@@ -190,10 +222,7 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         model = victim_model(cell.arch.build(), dataset, meta, "init",
                              seeds["scenario"]).to(device)
         chain = [d.build() for d in cell.defense]
-        # protocol-level links (secure aggregation) change what the server observes, not what
-        # trains the model: the aggregate of the same clients trains it as plain aggregation
-        # would, so they cost nothing here (training on K clients' data would flatter them)
-        defenses = [d for d in chain if d.level != "protocol"]
+        defenses = training_links(chain)
         protocol = [d.registry_name for d in chain if d.level == "protocol"]
         data_gen = torch.Generator().manual_seed(seeds["scenario"])
         defense_gen = torch.Generator().manual_seed(seeds["defense"])
