@@ -80,9 +80,18 @@ def out_folder_problem(out_dir: Path) -> str | None:
     another store's ``records/`` or ``cells/``), or None: what a run and its dry run refuse."""
     existing = Path(out_dir)
     while not existing.exists() and existing.parent != existing:  # FILE/sub: the run failed
-        existing = existing.parent  # at its first write ("Not a directory"), its dry run not
+        nowhere = leads_nowhere(existing)  # at its first write ("Not a directory"), its dry
+        if nowhere:  # run not; a link to nowhere, likewise
+            return nowhere
+        existing = existing.parent
     if existing.exists() and not existing.is_dir():
         return f"{existing}: exists and is not a folder"
+    for part in (RECORDS, PICTURES):  # the store's own folders: the run made them first
+        inner = Path(out_dir) / part
+        problem = leads_nowhere(inner) or (f"{inner}: exists and is not a folder"
+                                           if inner.exists() and not inner.is_dir() else None)
+        if problem:
+            return problem
     return store_part_problem(out_dir, f"--out {out_dir}")
 
 

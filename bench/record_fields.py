@@ -9,7 +9,13 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from bench.records import MAX_METRIC_MAGNITUDE, metric_out_of_bounds, victim_problem
+from bench.records import (
+    MAX_METRIC_MAGNITUDE,
+    metric_out_of_bounds,
+    record_modality,
+    registered_metric,
+    victim_problem,
+)
 from bench.registry import short
 
 MAX_SIDE = 1 << 15  # a stored input's channels, height or width (or a text's length)
@@ -49,6 +55,9 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                                      rule.get("at_most") is None)):
         return ("field 'success_rule' is not {metric: text, and one of at_least/at_most: a "
                 "number}")
+    if rule is not None and registered_metric(rule["metric"]) is None \
+            and rule["metric"] not in (d.get("metrics") or {}):  # a plug-in's: it scored it
+        return f"field 'success_rule' names the unknown metric {short(rule['metric'])}"
     for key in ("picture", "arrays"):  # a file under the folder's cells/ (merge writes it
         rel = d.get(key)  # there: a path into records/ overwrote another cell's record)
         if rel is not None and not (isinstance(rel, str) and "\0" not in rel and _in_cells(rel)):
@@ -56,9 +65,9 @@ def nested_problem(d: dict[str, Any]) -> str | None:
     for key in ("per_image", "per_sequence"):  # the site formats them as numbers
         per_item = (d.get("metrics") or {}).get(key)
         if per_item is not None and not (isinstance(per_item, dict) and all(
-                isinstance(v, list) and all(_kind_of(x, _NUMBER) for x in v)
+                isinstance(v, list) and v and all(_kind_of(x, _NUMBER) for x in v)
                 for v in per_item.values())):
-            return f"field 'metrics.{key}' is not a mapping of metric → list of numbers"
+            return f"field 'metrics.{key}' is not a mapping of metric → non-empty list of numbers"
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
     victim = victim_problem(d["victim"], written=True) if d.get("victim") is not None else None
@@ -144,6 +153,8 @@ def _shape_problem(d: dict[str, Any]) -> str | None:
     if meta is not None and not _input_meta_ok(meta):
         return (f"field 'input_meta' is not {{shape: 1 to 3 sizes of 1..{MAX_SIDE}, at most "
                 f"{MAX_INPUT_VALUES} values, num_classes: 1..{MAX_CLASSES}}}")
+    if meta is not None and record_modality(d) == "image" and len(meta["shape"]) != 3:
+        return "field 'input_meta' of an image dataset is not a shape of 3 sizes (C, H, W)"
     pairs = d.get("text_pairs")
     if pairs is not None and not (isinstance(pairs, list) and all(
             isinstance(p, dict) and all(isinstance(p.get(k), list)

@@ -253,6 +253,8 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     for key, value in shown:  # tables print them: a newline broke a table, or began a heading
         if isinstance(value, str) and has_control(value):
             return f"field {key!r} holds a control character (a line break, a tab, …)"
+    if d["seed"] < 0:  # a suite's seeds are 0..seeds-1 (the tables print it)
+        return f"seed {d['seed']} is negative"
     if kind == "attack" and not 1 <= d["batch_size"] <= MAX_BATCH_SIZE:  # a suite's limit
         return f"batch_size {d['batch_size']} is outside 1..{MAX_BATCH_SIZE}"
     problem = nested_problem(d)

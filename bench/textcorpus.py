@@ -106,7 +106,18 @@ def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
             raise OSError(errno.EFBIG, f"larger than {MAX_TEXT_FILE_BYTES} bytes, more text "
                           "than a benchmark's sentences need: split it", str(f))
     return tuple((f.relative_to(top).with_suffix("").as_posix(), s) for f in files
-                 for s in prose_sentences(f.read_text(encoding="utf-8-sig", errors="replace")))
+                 for s in prose_sentences(_utf8_text(f)))
+
+
+def _utf8_text(path: Path) -> str:
+    """The file's text. A byte that is not UTF-8 is refused, naming the file: replaced, it
+    had entered the vocabulary and the private sentences as U+FFFD in silence."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise OSError(errno.EILSEQ, f"not UTF-8 text (byte {e.start}): the text folder's "
+                      "files are UTF-8", str(path)) from None
 
 
 def tokenizer_cache() -> Path:

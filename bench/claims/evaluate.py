@@ -250,6 +250,7 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
     df = claims_frame(records, {c.metric for c in claims})
     for c in claims:
         _check_modality(c, df)
+        _check_names(c, df)
 
     def seeds(where: dict[str, list[str]] | None) -> int:
         return 0 if df.empty or where is None else int(where_mask(df, where).sum())
@@ -271,3 +272,34 @@ def _check_modality(claim: Claim, df: pd.DataFrame) -> None:
     if len(named) and not (named == modality).any():
         raise ClaimsError(f"claim {claim.id}: {claim.metric} is a metric of {modality} cells, "
                           f"and the cells it names are {named.iloc[0]} cells")
+
+
+COMPONENTS = ("attack", "defense", "arch", "dataset")
+"""The ``where`` columns whose values name registered components."""
+
+
+def _check_names(claim: Claim, df: pd.DataFrame) -> None:
+    """Refuse a ``where`` value that matches no record and names a component neither
+    registered here nor in any record (a typo, ``attack: dlgg``, had read "not run" for ever
+    with exit 0). A name known to the records or to the registry stays a claim on cells not
+    run yet; the schema cannot check names, as plug-ins may live on another machine."""
+    from bench.leaderboard.where import split_outside_parentheses
+    from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, suggest
+
+    registries = {"attack": ATTACKS, "defense": DEFENSES, "arch": ARCHS, "dataset": DATASETS}
+    for side in (claim.where, claim.better_than or {}):
+        for key in COMPONENTS:
+            for value in side.get(key, []):
+                if not df.empty and where_mask(df, {key: [value]}).any():
+                    continue
+                seen = set() if df.empty else {
+                    n for chain in df[f"{key}_name"] for n in str(chain).split("+")}
+                known = sorted(seen | set(registries[key].names()))
+                links = split_outside_parentheses(value, "+") if key == "defense" else [value]
+                for link in links:
+                    name = link.split("(", 1)[0].strip()
+                    if name not in known:
+                        raise ClaimsError(
+                            f"claim {claim.id}: {key} {value!r}: no registered {key} and "
+                            f"no record's is named {name!r}{suggest(name, known)}")
+

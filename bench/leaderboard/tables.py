@@ -6,6 +6,7 @@ Metric columns, their headers, decimals and sort direction come from :mod:`bench
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,13 +310,22 @@ def _built_architectures(records: list[dict[str, Any]]) -> Iterator[tuple[str, s
     anew, and its input shape (the records' ``input_meta``; records before it: the dataset's
     metadata, built), or the exception that stopped the build."""
     seen: dict[tuple[str, str], tuple[dict, dict, Any]] = {}
+    shapes: dict[str, Counter[str]] = {}  # per dataset label: one input
     for r in records:
         if r.get("kind", "attack") == "attack" and record_modality(r) == "image":
             key = (r["arch_label"], r["dataset_label"])
             if key not in seen or (seen[key][2] is None and r.get("input_meta")):
                 seen[key] = (r["arch"], r["dataset"], r.get("input_meta"))
+            if r.get("input_meta"):
+                meta = r["input_meta"]
+                shapes.setdefault(r["dataset_label"], Counter())[
+                    f"{'×'.join(map(str, meta['shape']))}, {meta['num_classes']} classes"] += 1
     for (arch_label, dataset_label), (arch, dataset, known) in sorted(seen.items()):
         try:
+            told = shapes.get(dataset_label, Counter())
+            if len(told) > 1:  # one dataset label, one input: a record was edited or damaged
+                raise ValueError("the records disagree on the input: " + "; ".join(
+                    f"{what} ({n} records)" for what, n in told.most_common()))
             if known:
                 shape, classes = tuple(known["shape"]), int(known["num_classes"])
             else:
