@@ -157,3 +157,16 @@ def test_a_claim_on_registered_components_not_run_stays_not_run(tmp_path, capsys
     claims = _claims(tmp_path, {"attack": "dlg", "defense": "secagg(clients=2)+noise"})
     assert main(["check", str(tmp_path / "r"), "--claims", str(claims)]) == 0
     assert "not run" in (tmp_path / "r" / "check.md").read_text()
+
+
+def test_check_refuses_a_reference_giving_one_claim_twice(tmp_path, capsys):
+    # the last row had won: a claim held and then "not run" in a damaged reference was no
+    # longer guarded (its breakage passed the gate, exit 0)
+    shutil.copytree(ROOT / "results" / "paper-dlg" / "records", tmp_path / "r" / "records")
+    reference = tmp_path / "check.json"
+    reference.write_text(json.dumps({"rows": [
+        {"claim": "dlg-recovers-batch-1", "verdict": "holds"},
+        {"claim": "dlg-recovers-batch-1", "verdict": "not run"}]}))
+    line = one_line(capsys, "check", str(tmp_path / "r"), "--against", str(reference))
+    assert line == (f"leakbench: error: {reference}: row 1: claim 'dlg-recovers-batch-1' is "
+                    "given twice")

@@ -221,4 +221,9 @@ def _check_rows(path: Path) -> list[dict[str, Any]]:
             raise LeakbenchError(f"{path}: row {i}: expected a claim id and a verdict of "
                                  f"{', '.join(VERDICTS)}, got {short(r['claim'])} and "
                                  f"{short(r['verdict'])}")
+    seen: set[str] = set()
+    for i, r in enumerate(rows):  # the last row had won: a claim held and then "not run"
+        if r["claim"] in seen:  # no longer guarded the claim
+            raise LeakbenchError(f"{path}: row {i}: claim {short(r['claim'])} is given twice")
+        seen.add(r["claim"])
     return rows
