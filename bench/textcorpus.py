@@ -15,6 +15,7 @@ them locally, cached by its settings.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import re
@@ -113,11 +114,12 @@ def _utf8_text(path: Path) -> str:
     """The file's text. A byte that is not UTF-8 is refused, naming the file: replaced, it
     had entered the vocabulary and the private sentences as U+FFFD in silence."""
     data = path.read_bytes()
+    mark = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[mark:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise OSError(errno.EILSEQ, f"not UTF-8 text (byte {e.start}): the text folder's "
-                      "files are UTF-8", str(path)) from None
+        raise OSError(errno.EILSEQ, f"not UTF-8 text (byte {mark + e.start}): the text "
+                      "folder's files are UTF-8", str(path)) from None
 
 
 def tokenizer_cache() -> Path:

@@ -52,11 +52,27 @@ def test_a_damaged_record_field_is_named(edit, problem):
 
 
 def test_a_plug_in_metric_the_record_scored_may_rule_success():
+    # a plug-in's metric, not installed here: a finished cell scored it; a cell that did not
+    # finish carries the rule without the metric (a review: they had been quarantined)
     from bench.store import record_problem
 
     (record,) = _quick_records(1)
     record["metrics"]["plugin_score"] = 0.5
     record["success_rule"] = {"metric": "plugin_score", "at_least": 0.4, "at_most": None}
+    assert record_problem(record) is None
+    record.update(status="error", metrics=None, error="RuntimeError: x")
+    assert record_problem(record) is None
+
+
+def test_a_plug_in_dataset_not_installed_here_keeps_its_input_shape():
+    # record_modality says "image" for an unregistered dataset: a plug-in's text dataset's
+    # error records had been quarantined for their one-size shape (a review)
+    from bench.store import record_problem
+
+    (record,) = _quick_records(1)
+    record.update(status="error", metrics=None, error="RuntimeError: x",
+                  dataset={"name": "mytext", "params": {}, "shown": []},
+                  input_meta={"shape": [16], "num_classes": 2})
     assert record_problem(record) is None
 
 
@@ -125,7 +141,10 @@ def test_a_text_folder_file_that_is_not_utf8_is_named(tmp_path, capsys):
     line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--dry-run")
     assert line == (f"leakbench: error: {path}: textfolder: {root / 'b.txt'}: not UTF-8 text "
                     "(byte 3): the text folder's files are UTF-8")
-    (root / "b.txt").write_bytes("café au lait is nice.\n".encode())
+    (root / "b.txt").write_bytes(b"\xef\xbb\xbfcaf\xe9 au lait is nice.\n")  # the offset
+    line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--dry-run")
+    assert line.endswith("b.txt: not UTF-8 text (byte 6): the text folder's files are UTF-8")
+    (root / "b.txt").write_bytes("café au lait is nice.\n".encode())  # counts the mark
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
 
 
@@ -152,9 +171,12 @@ def test_a_claim_naming_no_component_is_refused(where, problem, tmp_path, capsys
     assert line == f"leakbench: error: claim c1: {problem}"
 
 
-def test_a_claim_on_registered_components_not_run_stays_not_run(tmp_path, capsys):
+@pytest.mark.parametrize("where", [{"attack": "dlg", "defense": "secagg(clients=2)+noise"},
+                                   {"attack": "idlg [granted labels]", "arch": "lenet"}])
+def test_a_claim_on_registered_components_not_run_stays_not_run(where, tmp_path, capsys):
+    # a row label of the tables ("[granted labels]") names its attack before the bracket
     shutil.copytree(QUICK, tmp_path / "r" / "records")
-    claims = _claims(tmp_path, {"attack": "dlg", "defense": "secagg(clients=2)+noise"})
+    claims = _claims(tmp_path, where)
     assert main(["check", str(tmp_path / "r"), "--claims", str(claims)]) == 0
     assert "not run" in (tmp_path / "r" / "check.md").read_text()
 

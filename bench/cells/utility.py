@@ -198,11 +198,12 @@ def training_links(chain: list[Defense]) -> list[Defense]:
     clients trains it as plain aggregation would, so they cost nothing here (training on K
     clients' data would flatter them); a raw sum stays a sum (:class:`LikeClientsSum`)."""
     links: list[Defense] = []
-    for d in chain:
+    for k, d in enumerate(chain):
         if d.level != "protocol":
             links.append(d)
-        elif getattr(d, "reduce", "mean") == "sum" and getattr(d, "clients", 1) > 1:
-            links.append(LikeClientsSum(d.clients))
+        elif getattr(d, "reduce", "mean") == "sum" and getattr(d, "clients", 1) > 1 \
+                and k + 1 < len(chain):  # alone, the sum and its division are the identity
+            links.append(LikeClientsSum(d.clients))  # (in float32 only up to rounding)
     return links
 
 

@@ -19,6 +19,7 @@ diff`` calls such a row: either is neither held nor failed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -250,7 +251,7 @@ def check_claims(claims: list[Claim], records: list[dict[str, Any]]) -> list[Out
     df = claims_frame(records, {c.metric for c in claims})
     for c in claims:
         _check_modality(c, df)
-        _check_names(c, df)
+        _check_names(c, df, records)
 
     def seeds(where: dict[str, list[str]] | None) -> int:
         return 0 if df.empty or where is None else int(where_mask(df, where).sum())
@@ -278,7 +279,7 @@ COMPONENTS = ("attack", "defense", "arch", "dataset")
 """The ``where`` columns whose values name registered components."""
 
 
-def _check_names(claim: Claim, df: pd.DataFrame) -> None:
+def _check_names(claim: Claim, df: pd.DataFrame, records: list[dict[str, Any]]) -> None:
     """Refuse a ``where`` value that matches no record and names a component neither
     registered here nor in any record (a typo, ``attack: dlgg``, had read "not run" for ever
     with exit 0). A name known to the records or to the registry stays a claim on cells not
@@ -287,19 +288,20 @@ def _check_names(claim: Claim, df: pd.DataFrame) -> None:
     from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, suggest
 
     registries = {"attack": ATTACKS, "defense": DEFENSES, "arch": ARCHS, "dataset": DATASETS}
-    for side in (claim.where, claim.better_than or {}):
-        for key in COMPONENTS:
-            for value in side.get(key, []):
-                if not df.empty and where_mask(df, {key: [value]}).any():
-                    continue
-                seen = set() if df.empty else {
-                    n for chain in df[f"{key}_name"] for n in str(chain).split("+")}
-                known = sorted(seen | set(registries[key].names()))
-                links = split_outside_parentheses(value, "+") if key == "defense" else [value]
-                for link in links:
-                    name = link.split("(", 1)[0].strip()
-                    if name not in known:
-                        raise ClaimsError(
-                            f"claim {claim.id}: {key} {value!r}: no registered {key} and "
-                            f"no record's is named {name!r}{suggest(name, known)}")
+    for key in COMPONENTS:
+        values = [v for side in (claim.where, claim.better_than or {}) for v in side.get(key, [])
+                  if df.empty or not where_mask(df, {key: [v]}).any()]
+        if not values:
+            continue
+        seen = {str(p.get("name")) for r in records for p in (  # skipped cells' too
+            r.get(key) if key == "defense" else [r.get(key)]) or [] if isinstance(p, dict)}
+        known = sorted(seen | set(registries[key].names()))
+        for value in values:
+            links = split_outside_parentheses(value, "+") if key == "defense" else [value]
+            for link in links:  # a label, or a table's row label: "idlg [granted labels]"
+                name = re.split(r"[(\[]", link, maxsplit=1)[0].strip()
+                if name not in known:
+                    raise ClaimsError(
+                        f"claim {claim.id}: {key} {value!r}: no registered {key} and no "
+                        f"record's is named {name!r}{suggest(name, known)}")
 
