@@ -80,19 +80,22 @@ def out_folder_problem(out_dir: Path) -> str | None:
     another store's ``records/`` or ``cells/``), or None: what a run and its dry run refuse."""
     existing = Path(out_dir)
     while not existing.exists() and existing.parent != existing:  # FILE/sub: the run failed
-        nowhere = leads_nowhere(existing)  # at its first write ("Not a directory"), its dry
-        if nowhere:  # run not; a link to nowhere, likewise
-            return nowhere
+        if existing.is_symlink():  # at its first write ("Not a directory"), its dry run not;
+            return _link_to_nowhere(existing)  # a link to nowhere, likewise
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         return f"{existing}: exists and is not a folder"
     for part in (RECORDS, PICTURES):  # the store's own folders: the run made them first
         inner = Path(out_dir) / part
-        problem = leads_nowhere(inner) or (f"{inner}: exists and is not a folder"
-                                           if inner.exists() and not inner.is_dir() else None)
-        if problem:
-            return problem
+        if inner.is_symlink() and not inner.exists():
+            return _link_to_nowhere(inner)
+        if inner.exists() and not inner.is_dir():
+            return f"{inner}: exists and is not a folder"
     return store_part_problem(out_dir, f"--out {out_dir}")
+
+
+def _link_to_nowhere(path: Path) -> str:
+    return f"{path}: a symbolic link to {os.readlink(path)}, which is missing or a loop"
 
 
 def write_output(path: Path, text: str) -> None:

@@ -116,11 +116,11 @@ def test_a_dry_run_refuses_the_out_folder_its_run_refuses(setup, dry, tmp_path, 
     line = one_line(capsys, "run", str(path), "--out", str(out), "--jobs", "0",
                     *(["--dry-run"] if dry else []))
     if setup in ("loop", "dangling"):
-        assert line == (f"leakbench: error: {out} is a link that leads nowhere (a loop, or no "
-                        "target)")
+        assert line == (f"leakbench: error: {out}: a symbolic link to {os.readlink(out)}, "
+                        "which is missing or a loop")
     elif setup == "records_dangling":
-        assert line == (f"leakbench: error: {out / 'records'} is a link that leads nowhere (a "
-                        "loop, or no target)")
+        assert line == (f"leakbench: error: {out / 'records'}: a symbolic link to "
+                        f"{tmp_path / 'nosuch'}, which is missing or a loop")
     else:
         assert line == f"leakbench: error: {part}: exists and is not a folder"
 
@@ -163,12 +163,14 @@ def _claims(tmp_path: Path, where: dict) -> Path:
      "defense 'secagg(clients=2)+nois': no registered defense and no record's is named 'nois' "
      "(did you mean 'noise', 'none'?)"),
 ])
-def test_a_claim_naming_no_component_is_refused(where, problem, tmp_path, capsys):
-    # a typo had read "no cell ran (none with attack=dlgg)", not run, exit 0, for ever
+def test_a_claim_naming_no_component_is_warned_of(where, problem, tmp_path, capsys):
+    # a typo had read "no cell ran (none with attack=dlgg)", not run, exit 0, in silence; it
+    # stays not run (a plug-in of another machine is named so too), with a warning
     shutil.copytree(QUICK, tmp_path / "r" / "records")
-    line = one_line(capsys, "check", str(tmp_path / "r"), "--claims", str(_claims(tmp_path,
-                                                                                   where)))
-    assert line == f"leakbench: error: claim c1: {problem}"
+    assert main(["check", str(tmp_path / "r"), "--claims", str(_claims(tmp_path, where))]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"leakbench: warning: check: claim c1: {problem}" in err
+    assert "not run" in (tmp_path / "r" / "check.md").read_text()
 
 
 @pytest.mark.parametrize("where", [{"attack": "dlg", "defense": "secagg(clients=2)+noise"},
@@ -179,6 +181,7 @@ def test_a_claim_on_registered_components_not_run_stays_not_run(where, tmp_path,
     claims = _claims(tmp_path, where)
     assert main(["check", str(tmp_path / "r"), "--claims", str(claims)]) == 0
     assert "not run" in (tmp_path / "r" / "check.md").read_text()
+    assert "no registered" not in capsys.readouterr().err
 
 
 def test_check_refuses_a_reference_giving_one_claim_twice(tmp_path, capsys):
