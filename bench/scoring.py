@@ -24,10 +24,19 @@ from bench.metrics.label_accuracy import label_accuracy  # noqa: F401  (re-expor
 from bench.metrics.psnr import PSNR_CAP_DB, psnr  # noqa: F401  (re-exported)
 from bench.metrics.ssim import ssim_per_image  # noqa: F401  (re-exported)
 
+PAIRWISE_BLOCK = 1 << 24
+"""The most differences :func:`pairwise_mse` holds at once (64 MB of float32)."""
+
 
 def pairwise_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """MSE between every image of ``a`` (rows) and of ``b`` (columns)."""
-    return ((a.flatten(1)[:, None, :] - b.flatten(1)[None, :, :]) ** 2).mean(-1)
+    """MSE between every image of ``a`` (rows) and of ``b`` (columns), a block of rows at a
+    time: all N×N×D differences at once had needed 0.8 GB at batch 256 of 32×32 colour
+    images and 13 GB at 1 024 (secure aggregation scores K·B images)."""
+    a, b = a.flatten(1), b.flatten(1)
+    rows = max(1, PAIRWISE_BLOCK // max(1, b.numel()))
+    blocks = [((a[i:i + rows, None, :] - b[None, :, :]) ** 2).mean(-1)
+              for i in range(0, len(a), rows)]
+    return torch.cat(blocks) if blocks else a.new_zeros(0, len(b))
 
 
 def match(originals: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,20 @@ def test_matching_never_reuses_a_reconstruction():
     assert m["psnr_worst"] < 20 < PSNR_CAP_DB and m["psnr"] < PSNR_CAP_DB
 
 
+@pytest.mark.parametrize("block", [1, 3 * 256 * 5, 1 << 24])
+def test_pairwise_mse_in_blocks_is_every_pair_at_once(block, monkeypatch):
+    """The blocks of rows (one row, five rows, all) give what the N×N×D differences at once
+    gave, which had needed 13 GB at batch 1 024 of 32×32 colour images."""
+    import bench.scoring
+    from bench.scoring import pairwise_mse
+
+    a, b = _images(12, 1), _images(12, 2)
+    every = ((a.flatten(1)[:, None, :] - b.flatten(1)[None, :, :]) ** 2).mean(-1)
+    monkeypatch.setattr(bench.scoring, "PAIRWISE_BLOCK", block * 12)
+    assert torch.allclose(pairwise_mse(a, b), every, rtol=1e-6, atol=0)
+    assert pairwise_mse(a[:0], b).shape == (0, 12)
+
+
 def test_fewer_or_more_reconstructions_than_originals_are_refused():
     """Matching is one-to-one: with 3 reconstructions for 4 originals one original had no
     match, and its entry was uninitialised memory (a reconstruction reused, or an index
