@@ -14,6 +14,9 @@ their floor). The metric is, unless ``--metric`` names others, each row's leader
 - **regression** too: A's row has a value and every seed of B's row failed with no floor to
   count at (a scenario whose cells all time out or die: their records have no
   ``floor_metrics``), so B has no value at all; **improvement** the reverse;
+- where the share of the row's seeds that finished fell from A to B, an improvement by the
+  intervals is a **regression** (the failed seeds' floors, a mid-grey guess, can sit above a
+  weak attack's finished values); where it rose, a regression is an **improvement**;
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
   can be told from noise; listed only where the means differ;
 - **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted. A
@@ -45,6 +48,15 @@ from typing import Any
 
 import pandas as pd
 
+from bench.diff_verdicts import (
+    IMPROVEMENT,
+    REGRESSION,
+    UNCHANGED,
+    UNJUDGED,
+    all_failed,
+    finished_first,
+    judge,
+)
 from bench.leaderboard.aggregate import headline, interval
 from bench.leaderboard.export import aggregate_frame, exact_csv
 from bench.leaderboard.frames import (
@@ -55,7 +67,7 @@ from bench.leaderboard.frames import (
     scenarios,
 )
 from bench.leaderboard.text_tables import modality_headline
-from bench.leaderboard.uncertainty import Interval, clearly_better
+from bench.leaderboard.uncertainty import Interval
 from bench.markdown import pipe_table
 from bench.metrics import fixed, get_metric, resolve_per_item
 from bench.metrics.base import signed
@@ -66,8 +78,6 @@ from bench.store import RECORDS, load_records
 
 ROW = [*SCENARIO, "defense", "attack"]
 UTILITY_VALUES = ("accuracy", "update_cosine")  # what a utility cell's value change is on
-REGRESSION, IMPROVEMENT, UNCHANGED, UNJUDGED = "regression", "improvement", "unchanged", \
-    "not judged"
 NOT_APPLICABLE = "metric n/a"  # the metric has no value in the row on either side
 NEW, MISSING, STATUS, VALUE = "new", "missing", "status changed", "value changed"
 FORMATS = ("markdown", "csv")
@@ -164,24 +174,6 @@ def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
     return rows
 
 
-def all_failed(row: pd.Series) -> bool:
-    """Whether every seed of an aggregated row ran and none finished (each diverged, failed or
-    timed out)."""
-    n, ok = row.get("n"), row.get("n_ok")
-    return not pd.isna(n) and int(n) > 0 and not pd.isna(ok) and int(ok) == 0
-
-
-def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:
-    """B against A: regression, improvement, unchanged (overlap) or not judged (no interval)."""
-    if None in (a.low, a.high, b.low, b.high):
-        return UNJUDGED
-    if clearly_better(a, b, higher_is_better):
-        return REGRESSION
-    if clearly_better(b, a, higher_is_better):
-        return IMPROVEMENT
-    return UNCHANGED
-
-
 def _label(r: dict[str, Any]) -> str:
     keys = ("dataset_label", "arch_label", "defense_label", "attack_label")
     parts = [str(r[k]) for k in keys if r.get(k)]
@@ -252,7 +244,8 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
             elif all_failed(ra[0]) and (rb[0].get("n_ok") or 0) > 0:  # type: ignore[index]
                 change = IMPROVEMENT  # the mirror: finished values below A's floors
             else:
-                change = judge(ia, ib, m.higher_is_better)
+                change = finished_first(ra[0], rb[0],  # type: ignore[index]
+                                        judge(ia, ib, m.higher_is_better))
             rows.append(RowChange(key, m.name, change, ia, ib))
     if chosen and rows and all(r.change == NOT_APPLICABLE for r in rows):
         names = ", ".join(m.name for m in chosen)

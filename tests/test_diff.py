@@ -440,3 +440,25 @@ def test_a_row_that_finishes_in_b_where_every_seed_of_a_diverged_is_no_regressio
     result = diff(a, QUICK)
     (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
     assert change.change == "improvement" and not result.regressed
+
+
+def test_a_row_whose_seeds_stop_finishing_but_one_is_a_regression(base, tmp_path,
+                                                                   capsys) -> None:
+    """All seeds but one ok → diverged, their floors far above A's finished values: the
+    row read as an improvement, exit 0, until its last seed diverged too (a hunt for silent
+    wrong results, on the committed labels records). Where B finishes more, the mirror."""
+    _, df, agg = base
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] and r["n"] >= 3
+               and r["psnr_ci_high"] < 30)
+    for cid in cells_of(df, row)[1:]:
+        rewrite(b, cid, lambda r: (r.update(status="diverged", error="NaN"),
+                                   r["floor_metrics"].update(psnr=99.0)))
+    result = diff(QUICK, b)
+    (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert change.b.mean > change.a.mean and change.b.low > change.a.high  # by the intervals
+    assert change.change == REGRESSION and result.regressed
+    assert run(str(QUICK), str(b), capsys=capsys)[0] == 1
+    mirror = diff(b, QUICK)
+    (change,) = [r for r in mirror.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert change.change == "improvement" and not mirror.regressed
