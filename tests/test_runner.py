@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench.executors.process import receive
@@ -45,6 +46,7 @@ def test_inline_run_writes_one_record_per_cell_with_the_schema(tmp_path):
     assert again.already_done == 8 and sum(again.counts.values()) == 0
 
 
+@pytest.mark.slow  # 20-45 s of waiting on a timeout or a kill: the slow tier
 def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(plugin_path, tmp_path):
     # flaky_pass's batched pass raises; its 3 cells re-run alone in the worker and the third
     # hangs: the two that finished keep their records (before: all three became timeouts,
@@ -87,6 +89,7 @@ for cell, outcome in executor.run(tasks, RunOptions()):
 """
 
 
+@pytest.mark.slow  # 20-45 s of waiting on a timeout or a kill: the slow tier
 def test_outcomes_a_dead_worker_sent_first_are_kept(plugin_path, tmp_path):
     # the third cell kills its worker after the second's outcome was sent: while the parent
     # is busy with the first, it must not fail the second (its outcome is in the queue)
@@ -226,6 +229,7 @@ def test_failures_become_records_and_the_matrix_goes_on(plugin_path, tmp_path):
     assert "2 error" in out.stdout and "1 timeout" in out.stdout
 
 
+@pytest.mark.slow  # 20-45 s of waiting on a timeout or a kill: the slow tier
 def test_killed_run_resumes_and_runs_every_cell_once(tmp_path):
     path = write_suite(tmp_path / "resume.yaml", seeds=6, attacks=[{"dlg": {"steps": 15}}])
     out_dir = tmp_path / "out"
