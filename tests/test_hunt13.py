@@ -195,3 +195,22 @@ def test_check_refuses_a_reference_giving_one_claim_twice(tmp_path, capsys):
     line = one_line(capsys, "check", str(tmp_path / "r"), "--against", str(reference))
     assert line == (f"leakbench: error: {reference}: row 1: claim 'dlg-recovers-batch-1' is "
                     "given twice")
+
+
+def test_the_utility_setting_shown_is_the_one_with_most_runs_not_most_skipped_records():
+    # a merged store: setting A ran 2 records, setting B holds 3 whose cells were skipped; B
+    # had been chosen by its record count and the Defenses table showed no utility run
+    import pandas as pd
+
+    from bench.leaderboard import utility_summary
+
+    rows = [{"dataset": "d", "arch": "a", "defense": "none", "seed": k, "status": status,
+             "accuracy": acc, "update_cosine": 1.0, "chance": 0.1, "cell_id": f"u{k}",
+             "epsilon": None, "scenario": k, "setting": setting}
+            for k, (status, acc, setting) in enumerate(
+                [("ok", 0.8, "steps=30"), ("ok", 0.9, "steps=30"), ("skipped", None, "steps=5"),
+                 ("skipped", None, "steps=5"), ("skipped", None, "steps=5")])]
+    summary = utility_summary(pd.DataFrame(rows), "d", "a")
+    assert summary.attrs["utility_setting"] == "steps=30"
+    assert summary.attrs["utility_left_out"] == {"steps=5": 3}
+    assert summary.set_index("defense").loc["none", "accuracy"] == pytest.approx(0.85)

@@ -194,15 +194,19 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
     unstable defense). Pairs are matched on the scenario seed (same initialisation and data
     order), not on the seed index, so records of other suites or settings never pair up.
     Records of one training setting only (a merged store may hold several; 300 steps and
-    30 steps have different accuracies): the one with the most records, ties by name. The
+    30 steps have different accuracies): the one with the most records that ran (skipped
+    ones are no runs), then the most records, ties by name. The
     result's ``attrs`` name it (``utility_setting``) and count the records of the others
     (``utility_left_out``: setting → records).
     """
     mine = util[(util["dataset"] == dataset) & (util["arch"] == arch)]
     settings = mine["setting"].fillna("").value_counts() if "setting" in mine \
         else pd.Series(dtype=int)
-    # the most records; a tie goes to a recorded setting, then by name
-    chosen = min(settings.index, key=lambda s: (-settings[s], s == "", s)) \
+    ran = mine.loc[mine["status"] != "skipped", "setting"].fillna("").value_counts() \
+        if "setting" in mine and "status" in mine else settings
+    # the most records that ran (a merged store's skipped records are no runs), then the
+    # most records; a tie goes to a recorded setting, then by name
+    chosen = min(settings.index, key=lambda s: (-ran.get(s, 0), -settings[s], s == "", s)) \
         if len(settings) else None
     if chosen is not None:
         mine = mine[mine["setting"].fillna("") == chosen]
