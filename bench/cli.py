@@ -51,6 +51,7 @@ from bench.cli_support import (
 )
 from bench.cores import check_parallelism
 from bench.list_command import cmd_list
+from bench.paths import missing_link_target
 from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
 from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
@@ -375,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 and not Path(where).is_dir()):
             reason = "exists and is not a folder"  # mkdir on a file
         elif isinstance(e, FileExistsError) and where is not None and os.path.islink(where):
-            reason = f"a symbolic link to {os.readlink(where)}, which is missing or a loop"
+            reason = missing_link_target(where)
         print(one_line(f"leakbench: error: {str(where) + ': ' if where is not None else ''}"
                        f"{reason}"), file=sys.stderr)
         return 2

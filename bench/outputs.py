@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from bench.paths import leads_nowhere
+from bench.paths import leads_nowhere, missing_link_target
 from bench.registry import LeakbenchError
 from bench.store import PICTURES, RECORDS, write_atomic
 
@@ -81,21 +81,17 @@ def out_folder_problem(out_dir: Path) -> str | None:
     existing = Path(out_dir)
     while not existing.exists() and existing.parent != existing:  # FILE/sub: the run failed
         if existing.is_symlink():  # at its first write ("Not a directory"), its dry run not;
-            return _link_to_nowhere(existing)  # a link to nowhere, likewise
+            return f"{existing}: {missing_link_target(existing)}"  # a link to nowhere too
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         return f"{existing}: exists and is not a folder"
     for part in (RECORDS, PICTURES):  # the store's own folders: the run made them first
         inner = Path(out_dir) / part
         if inner.is_symlink() and not inner.exists():
-            return _link_to_nowhere(inner)
+            return f"{inner}: {missing_link_target(inner)}"
         if inner.exists() and not inner.is_dir():
             return f"{inner}: exists and is not a folder"
     return store_part_problem(out_dir, f"--out {out_dir}")
-
-
-def _link_to_nowhere(path: Path) -> str:
-    return f"{path}: a symbolic link to {os.readlink(path)}, which is missing or a loop"
 
 
 def write_output(path: Path, text: str) -> None:

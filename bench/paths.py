@@ -20,6 +20,12 @@ def expanded(path: str | os.PathLike[str], error: type[LeakbenchError] = Leakben
                     ) from None
 
 
+def missing_link_target(path: str | os.PathLike[str]) -> str:
+    """What a symbolic link whose target is missing (or a loop) is, in the words of the error
+    a write through it gets: the run's and its dry run's, and the CLI's for a failed mkdir."""
+    return f"a symbolic link to {os.readlink(path)}, which is missing or a loop"
+
+
 def leads_nowhere(path: Path) -> str | None:
     """Why ``path`` cannot be followed when it is a symbolic link to nowhere (a loop, or a
     missing target: ``exists()`` is False, and a mkdir or a write there fails), else None."""
