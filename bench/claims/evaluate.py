@@ -286,9 +286,8 @@ def _check_names(claim: Claim, df: pd.DataFrame, records: list[dict[str, Any]]) 
     another machine and not run yet is named so too, and the file's other claims still
     count."""
     from bench.leaderboard.where import split_outside_parentheses
-    from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, suggest, warn
+    from bench.registry import REGISTRIES, suggest, warn
 
-    registries = {"attack": ATTACKS, "defense": DEFENSES, "arch": ARCHS, "dataset": DATASETS}
     for key in COMPONENTS:
         values = [v for side in (claim.where, claim.better_than or {}) for v in side.get(key, [])
                   if df.empty or not where_mask(df, {key: [v]}).any()]
@@ -296,7 +295,7 @@ def _check_names(claim: Claim, df: pd.DataFrame, records: list[dict[str, Any]]) 
             continue
         seen = {str(p.get("name")) for r in records for p in (  # skipped cells' too
             r.get(key) if key == "defense" else [r.get(key)]) or [] if isinstance(p, dict)}
-        known = sorted(seen | set(registries[key].names()))
+        known = sorted(seen | set(REGISTRIES[f"{key}s"].names()))
         for value in values:
             links = split_outside_parentheses(value, "+") if key == "defense" else [value]
             for link in links:  # a label, or a table's row label: "idlg [granted labels]"
