@@ -102,8 +102,10 @@ class Transformer(Arch):
                                len(meta.vocab) if lm else meta.num_classes, per_position=lm)
 
     def init_weights(self, model: nn.Module, generator: torch.Generator) -> None:
-        """GPT-2's initialisation: linear and embedding weights N(0, 0.02²), biases 0,
-        LayerNorms at identity; drawn from the cell's seed."""
+        """GPT-2's initialisation, less its residual scaling: linear and embedding weights
+        N(0, 0.02²), biases 0, LayerNorms at identity; drawn from the cell's seed. GPT-2 also
+        shrinks the residual projections by 1/√(2·layers); the committed text records were drawn
+        without that factor, so it stays out."""
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 with torch.no_grad():
