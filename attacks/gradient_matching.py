@@ -160,8 +160,9 @@ def run_signed_adam(starts: list[torch.Tensor], objective: Callable[[torch.Tenso
     """Inverting Gradients' optimiser over several restarts, run in lock-step.
 
     Each restart r holds dummy images ``starts[r]``. Every iteration evaluates
-    ``objective(x_r)`` (+ ``group(x_r, all x)`` when given: GradInversion's group
-    consistency, which is why restarts advance together), replaces the gradient by its
+    ``objective(x_r)`` (+ ``group(x_r, live x)`` when given: GradInversion's group
+    consistency over the restarts that have not diverged, which is why restarts advance
+    together), replaces the gradient by its
     sign when ``signed`` (Geiping et al. 2020), takes an Adam step at the step-decay
     learning rate and projects each image into ``box`` (the valid pixel range). A
     restart whose loss or image becomes non-finite stops and is left out of the ranking.
@@ -177,13 +178,14 @@ def run_signed_adam(starts: list[torch.Tensor], objective: Callable[[torch.Tenso
         for pg in opt.param_groups:
             pg["lr"] = step_decay_lr(lr, it, iterations, lr_decay)
         losses = []
+        live = [x for x, a in zip(xs, alive) if a]  # a diverged restart leaves the group
         for r, x in enumerate(xs):
             x.grad = None
             if not alive[r]:
                 continue
             loss = objective(x)
-            if group is not None and len(xs) > 1:
-                loss = loss + group(x, xs)
+            if group is not None and len(live) > 1:
+                loss = loss + group(x, live)
             res.grad_evals += 1
             res.iterations += 1
             (g,) = torch.autograd.grad(loss, x)

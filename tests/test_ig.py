@@ -110,6 +110,28 @@ def test_group_consistency_pulls_towards_the_group_mean():
     assert abs(float(res.images.mean()) - 1.0) < 0.3  # both restarts moved to the middle
 
 
+def test_a_diverged_restart_leaves_the_group_mean():
+    """GradInversion's group term averages the live restarts only: a restart frozen on a
+    non-finite loss keeps its stale image, which must not pull the others towards it."""
+    def objective(x):  # flat for the restart at 0; NaN at once for the one at 5
+        return x.sum() * (float("nan") if float(x.detach().mean()) > 2.5 else 0.0)
+
+    xs = [torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 5.0)]
+    res = run_signed_adam(xs, objective, 20, lr=0.1, lr_decay=False,
+                          group=lambda x, all_: group_consistency(x, all_))
+    assert res.best_restart == 0 and math.isinf(res.restart_losses[1])
+    # the first step pulls towards the mean 2.5 (signed gradient −1), then restart 0 is
+    # alone and its gradient is 0: Adam coasts on its momentum. Kept in the mean, it was
+    # pulled all 20 steps, to about 2.0.
+    alone = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    opt = torch.optim.Adam([alone], lr=0.1)
+    for step in range(20):
+        alone.grad = -torch.ones_like(alone) if step == 0 else torch.zeros_like(alone)
+        opt.step()
+    assert torch.equal(res.images, alone.detach())
+    assert float(res.images.mean()) < 1.0
+
+
 def test_bn_prior_vanishes_at_the_private_batch():
     obs, x01, _, _ = scenario(batch_size=4, grant_bn=True)
     prior = BNStatsPrior(obs.model, obs.grant(BN_STATS), "train", obs.device)
