@@ -14,9 +14,12 @@ their floor). The metric is, unless ``--metric`` names others, each row's leader
 - **regression** too: A's row has a value and every seed of B's row failed with no floor to
   count at (a scenario whose cells all time out or die: their records have no
   ``floor_metrics``), so B has no value at all; **improvement** the reverse;
-- where the share of the row's seeds that finished fell from A to B, an improvement by the
-  intervals is a **regression** (the failed seeds' floors, a mid-grey guess, can sit above a
-  weak attack's finished values); where it rose, a regression is an **improvement**;
+- a **regression** too where the finished seeds alone are clearly worse in B, whatever the
+  intervals with floors say; and where the share of the row's seeds that finished fell from
+  A to B, an improvement by the intervals is a **regression** unless the finished seeds
+  alone improved too (the failed seeds' floors, a mid-grey guess, can sit above a weak
+  attack's finished values); where it rose, a regression is an **improvement** (unless the
+  finished seeds alone are worse);
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
   can be told from noise; listed only where the means differ;
 - **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted. A
@@ -55,6 +58,7 @@ from bench.diff_verdicts import (
     UNJUDGED,
     all_failed,
     finished_first,
+    finished_verdict,
     judge,
 )
 from bench.leaderboard.aggregate import headline, interval
@@ -220,6 +224,8 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
     rec_a, rec_b = read_folder(a, "A"), read_folder(b, "B")
     labels = attack_row_labels(rec_a + rec_b)  # one key per row in both folders
     rows_a, rows_b = _rows(rec_a, labels), _rows(rec_b, labels)
+    fin_a, fin_b = (_rows([r for r in rec if r.get("status") == "ok"], labels)  # no floors
+                    for rec in (rec_a, rec_b))
     used: dict[str, None] = {}
     rows = []
     for key in sorted(rows_a.keys() | rows_b.keys()):
@@ -244,8 +250,10 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None) -> Diff:
             elif all_failed(ra[0]) and (rb[0].get("n_ok") or 0) > 0:  # type: ignore[index]
                 change = IMPROVEMENT  # the mirror: finished values below A's floors
             else:
+                fa, fb = (None if f.get(key) is None else f[key][0] for f in (fin_a, fin_b))
                 change = finished_first(ra[0], rb[0],  # type: ignore[index]
-                                        judge(ia, ib, m.higher_is_better))
+                                        judge(ia, ib, m.higher_is_better),
+                                        finished_verdict(fa, fb, m.name, m.higher_is_better))
             rows.append(RowChange(key, m.name, change, ia, ib))
     if chosen and rows and all(r.change == NOT_APPLICABLE for r in rows):
         names = ", ".join(m.name for m in chosen)

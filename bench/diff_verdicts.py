@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.leaderboard.aggregate import interval
 from bench.leaderboard.uncertainty import Interval, clearly_better
 
 REGRESSION, IMPROVEMENT, UNCHANGED, UNJUDGED = "regression", "improvement", "unchanged", \
@@ -18,21 +19,37 @@ def all_failed(row: pd.Series) -> bool:
     return not pd.isna(n) and int(n) > 0 and not pd.isna(ok) and int(ok) == 0
 
 
-def finished_first(a: pd.Series, b: pd.Series, verdict: str) -> str:
-    """``verdict`` on the two rows' intervals, unless the share of seeds that finished moved
-    the other way: a diverged or failed seed enters at its floor (a mid-grey guess), which
-    can sit above a weak attack's finished values, so a row whose seeds stopped finishing
-    had read as an improvement (exit 0), until its last seed failed too (a regression); the
-    share of finished seeds decides then, as it does where every seed of a side failed."""
+def finished_first(a: pd.Series, b: pd.Series, verdict: str, finished: str = UNJUDGED) -> str:
+    """The row's verdict from ``verdict``, on its intervals with failed seeds at their floors,
+    and ``finished``, on its finished seeds alone (:func:`finished_verdict`).
+
+    Finished seeds clearly worse in B make a regression, whatever else moved: B finishing
+    one more seed had turned 17 dB lower values into an improvement, exit 0. Otherwise, where
+    the share of seeds that finished fell, an improvement is a regression unless the finished
+    seeds improved too: a failed seed enters at its floor (a mid-grey guess), which can sit
+    above a weak attack's finished values, so a row whose seeds stopped finishing had read
+    as an improvement until its last seed failed too. Where the share rose, a regression
+    (finished seeds not worse) is the mirror's improvement."""
+    if finished == REGRESSION:
+        return REGRESSION
     share = [int(r["n_ok"]) / int(r["n"]) if not pd.isna(r.get("n")) and int(r["n"]) > 0
              and not pd.isna(r.get("n_ok")) else None for r in (a, b)]
     if None in share or share[0] == share[1]:
         return verdict
-    if share[1] < share[0] and verdict == IMPROVEMENT:
+    if share[1] < share[0] and verdict == IMPROVEMENT and finished != IMPROVEMENT:
         return REGRESSION
     if share[1] > share[0] and verdict == REGRESSION:
         return IMPROVEMENT
     return verdict
+
+
+def finished_verdict(a: pd.Series | None, b: pd.Series | None, name: str,
+                     higher_is_better: bool) -> str:
+    """B against A on metric ``name`` over the finished seeds alone (rows aggregated from the
+    ``ok`` records only; ``None``: no seed of that side finished)."""
+    if a is None or b is None:
+        return UNJUDGED
+    return judge(interval(a, name), interval(b, name), higher_is_better)
 
 
 def judge(a: Interval, b: Interval, higher_is_better: bool) -> str:

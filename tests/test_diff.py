@@ -462,3 +462,23 @@ def test_a_row_whose_seeds_stop_finishing_but_one_is_a_regression(base, tmp_path
     mirror = diff(b, QUICK)
     (change,) = [r for r in mirror.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
     assert change.change == "improvement" and not mirror.regressed
+
+
+def test_finished_seeds_clearly_worse_are_a_regression_where_b_finished_more(
+        base, tmp_path, capsys) -> None:
+    """One seed diverged in A (at a floor far below), every seed finished in B some 17 dB
+    lower: the share that finished rose, and the rule read the regression as an
+    improvement, exit 0 (a statistics review). The finished seeds alone decide it."""
+    _, df, agg = base
+    a, b = copy_records(QUICK, tmp_path / "a"), copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] and r["n"] >= 4
+               and r["psnr_ci_low"] > 25)
+    cells = cells_of(df, row)
+    rewrite(a, cells[0], lambda r: (r.update(status="diverged", error="NaN"),
+                                    r["floor_metrics"].update(psnr=1.0)))
+    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 17 + 0.5 * i
+                                    for i in range(len(cells))])
+    result = diff(a, b)
+    (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert change.change == REGRESSION and result.regressed
+    assert run(str(a), str(b), capsys=capsys)[0] == 1
