@@ -60,7 +60,13 @@ class Spec:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A parameter value in a label: a float as ``:g`` writes it where that reads back as the
+    same float, else in full (``:g`` keeps 6 digits: 0.0010000001 and 0.001 had one label,
+    so one table row pooled them as seeds and one exclude rule matched both)."""
+    if not isinstance(v, float):
+        return str(v)
+    short = f"{v:g}"
+    return short if float(short) == v or v != v else repr(v)
 
 
 def chain_label(chain: tuple[Spec, ...]) -> str:

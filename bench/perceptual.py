@@ -327,11 +327,14 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
     return result
 
 
+LPIPS_OFF = "LPIPS off in the suite"
+
+
 def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
                        settings: dict[str, Any]) -> dict[str, Any]:
     """LPIPS of the matched pairs, or n/a with the one line that says how to supply weights."""
     if not settings.get("lpips", True):
-        return {"lpips": None, "lpips_worst": None, "lpips_note": "LPIPS off in the suite"}
+        return {"lpips": None, "lpips_worst": None, "lpips_note": LPIPS_OFF}
     net, weights = settings.get("lpips_net", "alex"), settings.get("lpips_weights")
     available, message = lpips_status(net, weights)
     if not available or len(matching) != len(x01):
@@ -340,4 +343,20 @@ def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[
     if values is None:
         return {"lpips": None, "lpips_worst": None, "lpips_note": message}
     return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
-            "lpips_note": None, "per_image_lpips": values}
+            "lpips_note": None, "per_image_lpips": values, "lpips_net": net}
+
+
+def lpips_setting(metrics: dict[str, Any] | None) -> str | None:
+    """How a record's LPIPS was scored: "off", its backbone ("alex", "vgg", "squeeze"), or
+    None where that is unknown (n/a for want of weights; a record from before the backbone
+    was recorded)."""
+    metrics = metrics or {}
+    if metrics.get("lpips_note") == LPIPS_OFF:
+        return "off"
+    net = metrics.get("lpips_net")
+    return net if isinstance(net, str) and metrics.get("lpips") is not None else None
+
+
+def suite_lpips_setting(settings: dict[str, Any]) -> str:
+    """The LPIPS a suite's ``perceptual`` settings ask for: "off" or the backbone."""
+    return "off" if not settings.get("lpips", True) else str(settings.get("lpips_net", "alex"))

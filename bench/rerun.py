@@ -47,6 +47,7 @@ from bench.markdown import pipe_table
 from bench.metrics import Metric, SuccessRule, resolve_per_item
 from bench.metrics.base import fixed
 from bench.paths import store_problem
+from bench.perceptual import lpips_setting, lpips_status
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, short, validate_params
 from bench.runner import resolve_device
@@ -104,19 +105,22 @@ def _row_label(r: pd.Series) -> str:
 
 
 def options_of(records: dict[str, dict[str, Any]]) -> RunOptions:
-    """The run's success rule, as its records state it (the suite's other settings do not
-    change a metric)."""
+    """The run's success rule and LPIPS backbone, as its records state them (the suite's
+    other settings do not change a metric)."""
+    nets = [lpips_setting(r.get("metrics")) for r in records.values()]
+    net = next((n for n in nets if n not in (None, "off")), "alex")
+    perceptual = (("lpips_net", net),)
     for r in records.values():
         rule = r.get("success_rule")
         if rule:
             try:  # the record check took its form; its metric and direction are checked here
-                return RunOptions(SuccessRule(**rule))
+                return RunOptions(SuccessRule(**rule), perceptual)
             except (ValueError, LeakbenchError) as e:
                 raise LeakbenchError(f"record {r.get('cell_id')}: success_rule {rule}: {e}"
                                      ) from None
         if r.get("success_psnr") is not None:
-            return RunOptions(SuccessRule("psnr", r["success_psnr"]))
-    return RunOptions()
+            return RunOptions(SuccessRule("psnr", r["success_psnr"]), perceptual)
+    return RunOptions(perceptual=perceptual)
 
 
 def cpu_conv_of(record: dict[str, Any]) -> str:
@@ -135,20 +139,19 @@ def cell_json(record: dict[str, Any]) -> dict[str, Any]:
             "base_seed": record.get("base_seed", 0)}
 
 
-def rerun_metric(name: str | None) -> type[Metric] | None:
+def rerun_metric(name: str | None, lpips_net: str | None = None) -> type[Metric] | None:
     """The one per-item metric ``--metric`` names (None: the records' leaderboard metric), as
-    ``diff`` resolves it; LPIPS only where its weights are found (rerun scores it with the
-    default backbone), else every fresh value would be n/a."""
+    ``diff`` resolves it; LPIPS only where the weights of ``lpips_net``, the backbone the
+    records were scored with (:func:`options_of`), are found, else every fresh value would
+    be n/a (``lpips_net`` None: the name alone is checked)."""
     if name is None:
         return None
     chosen = resolve_per_item([name], "rerun")
     if len(chosen) > 1:
         raise LeakbenchError(f"--metric {name}: rerun compares one metric")
     m = chosen[0]
-    if m.name == "lpips":
-        from bench.perceptual import lpips_status
-
-        available, message = lpips_status()
+    if m.name == "lpips" and lpips_net is not None:
+        available, message = lpips_status(lpips_net)
         if not available:
             raise LeakbenchError(f"--metric lpips: {message}")
     return m
@@ -202,12 +205,15 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     ``jobs=0`` runs inline, with no limit)."""
     if sample < 1:
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
-    chosen = rerun_metric(metric)
+    rerun_metric(metric)  # a bad name is refused before the folder is read
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     problem = cache_problem()  # as a run checks it: else each drawn cell ends in an error
     if problem:
         raise LeakbenchError(problem)
     records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
+    by_id = {r["cell_id"]: r for r in records}
+    base = options_of(by_id)
+    chosen = rerun_metric(metric, dict(base.perceptual)["lpips_net"])
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(store_problem(Path(out_dir))
@@ -219,7 +225,6 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         raise LeakbenchError(f"{out_dir}: no {m.modality} cell ran (every one is skipped, or "
                              f"of another modality): nothing to re-run")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
-    by_id = {r["cell_id"]: r for r in records}
     for cid in picks:  # else each became an error record, counted as a re-run, exit 0
         problem = component_problem(by_id[cid])
         if problem:
@@ -235,7 +240,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     # each on its own kernels, and a cell that timed out under its limit: a fresh "ok" after
     # 600 s had been compared with the intervals of a cell that never finished
     plan = {cid: (cpu_conv_of(by_id[cid]), limit_of(by_id[cid], timeout)) for cid in picks}
-    fresh, base = {}, options_of(by_id)
+    fresh = {}
     for conv, limit in sorted(set(plan.values())):
         executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
                                  limit, jobs, threads=threads)

@@ -3,9 +3,9 @@
 shorter limit than the suite's now; a skipped cell the suite no longer skips), and which the
 suite skips (a skipped record whose reason changed is written again with the new one); then
 one warning each for what the folder's records say beyond the suite (other cells, other
-labels, another success rule, another dataset root, shorter timeouts) and, when cells will
-run, for finished ones run otherwise (another device or kernels, another leakbench commit,
-another CPU).
+labels, another success rule or LPIPS setting, another dataset root, shorter timeouts) and,
+when cells will run, for finished ones run otherwise (another device or kernels, another
+leakbench commit, another CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bench.cells.base import cell_modality
 from bench.convolutions import DEFAULT_CPU_CONV
 from bench.executors.base import timed_out_under
 from bench.identity import LABEL_FIELDS, component_labels
+from bench.perceptual import lpips_setting, suite_lpips_setting
 from bench.records import FAILURE_STATUSES
 from bench.registry import warn
 from bench.store import read_store
@@ -42,7 +43,8 @@ class FolderPlan:
         records, self.newer = read_store(out_dir, quarantine)  # newer: left in place, unread
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
-                                       "root": _data_root(d), "ran_at": _ran_at(d)}
+                                       "root": _data_root(d), "ran_at": _ran_at(d),
+                                       "lpips": lpips_setting(d.get("metrics"))}
                         for d in records}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.kept_commits: dict[str, int] = {}  # … the leakbench commits they ran at
@@ -52,6 +54,7 @@ class FolderPlan:
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
         self.longer: list[float] = []  # the shorter timeouts of timed-out cells run again
         self.moved: list[tuple[Any, Any]] = []  # (the record's dataset root, the suite's)
+        self.rescored: list[tuple[str, str]] = []  # (the record's LPIPS setting, the suite's)
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         for cell in iter_cells(self.suite):
@@ -103,12 +106,16 @@ class FolderPlan:
             now = success_fields(modality, self.suite.success)["success_rule"]
             if rule != now:
                 self.rejudged.append((rule, now))
+        lpips, now_lpips = record["lpips"], suite_lpips_setting(dict(self.suite.perceptual))
+        if lpips is not None and lpips != now_lpips:  # outside the id, as the rule is
+            self.rescored.append((lpips, now_lpips))
 
     def warn_mismatch(self) -> None:
         """Warn of records that are not cells of the suite, of finished cells whose labels
-        the suite now spells otherwise, and of finished cells judged by another success rule:
-        the leaderboard reads every record of the folder, keys its rows by label and counts
-        each record's own verdict, so each changes its tables."""
+        the suite now spells otherwise, and of finished cells judged by another success rule
+        or scored with another LPIPS setting: the leaderboard reads every record of the
+        folder, keys its rows by label and counts each record's own verdict and values, so
+        each changes its tables."""
         where = f"{self.out_dir}: "
         foreign = len(self.records.keys() - self.planned)
         if foreign:
@@ -135,6 +142,11 @@ class FolderPlan:
             warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "
                  f"rule ({old}) than suite {self.suite.name}'s now ({new}); the leaderboard "
                  "counts each record's own verdict: --force re-runs them")
+        if self.rescored:
+            old, new = (f"LPIPS {x}" for x in self.rescored[0])
+            warn(f"{where}{len(self.rescored)} finished cell(s) were scored with {old}, not "
+                 f"suite {self.suite.name}'s {new}; the LPIPS column averages each "
+                 "record's own values: --force re-runs them")
 
     def warn_settings(self, device: torch.device, cpu_conv: str, cluster: bool = False) -> None:
         """Warn where the cells about to run join finished ones run on another device or with

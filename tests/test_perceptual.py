@@ -22,7 +22,9 @@ from bench.perceptual import (
     fid_status,
     kid_subsets,
     lpips_per_image,
+    lpips_setting,
     lpips_status,
+    perceptual_metrics,
 )
 
 ALEX_FILE = "alexnet-owt-7be5be79.pth"
@@ -118,6 +120,18 @@ def test_lpips_grey_small_images_and_env_or_argument(alexnet_weights: Path,
     assert lpips_per_image(grey_a, grey_b, weights=str(alexnet_weights)) == pytest.approx(grey)
     ok, message = lpips_status(weights=str(alexnet_weights.parent / "absent.pth"))
     assert not ok and "absent.pth" in message
+
+
+def test_the_record_names_the_lpips_backbone_it_was_scored_with(
+        alexnet_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backbone is outside the cell id: a resume and ``rerun`` read it from the record."""
+    monkeypatch.setenv(LPIPS_ENV, str(alexnet_weights))
+    a, b = images(5, 2), images(6, 2)
+    scored = perceptual_metrics(a, b, [1, 0], {"lpips": True, "lpips_net": "alex"})
+    assert scored["lpips"] is not None and scored["lpips_net"] == "alex"
+    assert lpips_setting(scored) == "alex"
+    off = perceptual_metrics(a, b, [1, 0], {"lpips": False})
+    assert lpips_setting(off) == "off" and "lpips_net" not in off
 
 
 def test_lpips_not_available_without_weights(tmp_path: Path, downloads: list[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from bench.identity import Spec
 from bench.metrics import SuccessRule
+from bench.records import LPIPS_NETS
 from bench.registry import LeakbenchError, Param
 
 SUITE_KEYS = {
@@ -51,7 +52,7 @@ BUDGET_PARAMS = (
 )
 PERCEPTUAL_PARAMS = (
     Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
-    Param("lpips_net", str, "alex", choices=("alex", "vgg", "squeeze")),
+    Param("lpips_net", str, "alex", choices=LPIPS_NETS),
     Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
