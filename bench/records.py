@@ -120,7 +120,7 @@ class AttackRecord(Record):
     picture_error: str | None = None
     # text: each original sentence beside its matched recovery, tokens marked when correct
     text_pairs: list[dict[str, Any]] | None = None
-    floor_metrics: dict[str, float] | None = None  # the best constant image's scores
+    floor_metrics: dict[str, float] | None = None  # a mid-grey guess's scores (bench.scoring)
     # the dataset's {shape: [C, H, W], num_classes}: the architecture table reads it here, so
     # a leaderboard never rebuilds a dataset (files absent on another machine)
     input_meta: dict[str, Any] | None = None

@@ -34,7 +34,7 @@ def metric_columns() -> list[str]:
 def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None = None
                   ) -> pd.DataFrame:
     """One flat row per cell record (utility records excluded), ordered by cell id; the
-    ``floor_<metric>`` columns are the record's ``floor_metrics`` (the best constant image's
+    ``floor_<metric>`` columns are the record's ``floor_metrics`` (a mid-grey guess's
     scores, which a diverged or failed seed counts at), None where a record has none.
     ``labels``: the rows' attack labels (:func:`attack_row_labels`), when they must agree
     with another frame's (two folders compared); by default those of ``records``."""

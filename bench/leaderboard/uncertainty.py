@@ -7,7 +7,7 @@
   ± 0 at 0/n and n/n);
 - :func:`shared_ranks`: ranks shared where intervals overlap (shown as ``2–3``);
 - :func:`seed_values`: per cell, the value that enters a mean — the measured one for a
-  finished cell, the floor (the best constant image's score) for a diverged, failed or
+  finished cell, the floor (a mid-grey guess's score) for a diverged, failed or
   timed-out one, or the metric's set value where it has no floor (label accuracy: 0), so
   that no seed drops out of a mean.
 
