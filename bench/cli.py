@@ -68,8 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.suite.read import read_suite
 
     document = read_suite(args.suite)  # within the limits, before torch is imported
+    from bench.cells.base import fix_float_mode
     from bench.suite import load_suite
 
+    fix_float_mode()  # before torch's pool threads exist: --jobs 0 cells run in them
     with frozen_gc():
         suite = load_suite(document)
     for message in suite.warnings:
@@ -195,8 +197,10 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from bench.cells.base import fix_float_mode
     from bench.rerun import report, rerun
 
+    fix_float_mode()  # as cmd_run: before torch's pool threads exist
     checks = rerun(Path(args.dir), args.sample, args.metric, args.seed, args.jobs, args.device,
                    timeout=args.timeout, threads=args.threads)
     print(report(checks))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.cells import RunOptions
 from bench.perceptual import lpips_setting, suite_lpips_setting
 from bench.rerun import options_of
 from bench.runner import run_suite
 from bench.suite import iter_cells
-from helpers import ROOT, make_suite
+from helpers import ROOT, TINY_SUITE, make_suite
 
 
 @pytest.mark.parametrize("values", [(0.0010000001, 0.001), (1234567.0, 1234568.0)])
@@ -94,3 +98,50 @@ def test_a_record_naming_its_lpips_backbone_is_sound_and_an_unknown_one_is_damag
     assert record_problem(record, path.stem) is None
     record["metrics"]["lpips_net"] = "resnet"
     assert record_problem(record, path.stem) == "metric 'lpips_net' has a value of the wrong type"
+
+
+DENORMALS = """
+import sys, numpy as np, torch
+import bench.pipeline as pipeline
+x = torch.from_numpy(np.full(1 << 21, 1e-40, dtype=np.float32))  # two threads' worth
+set_mode = pipeline.fix_float_mode
+
+
+def spy():  # the cell's own call, then the same product across the pool, as the cell runs
+    set_mode()
+    print("unflushed", int((x * 1.0 != 0).sum()), "threads", torch.get_num_threads())
+
+
+pipeline.fix_float_mode = spy
+{run}
+"""
+
+
+@pytest.mark.parametrize("run", [
+    # leakbench run --jobs 0: the cells run in the CLI's own process and its pool threads
+    "from bench.cli import main\n"
+    "assert main(['run', sys.argv[1], '--out', sys.argv[2], '--jobs', '0', '--threads', '2',"
+    " '--no-leaderboard']) == 0",
+    # a Ray task, called as a fresh Ray worker calls it: with the cell's JSON
+    "import json\n"
+    "from bench.executors.ray import _run_cell\n"
+    "from bench.cells import RunOptions\n"
+    "cell = json.loads(open(sys.argv[1].replace('.yaml', '.json')).read())\n"
+    "list(_run_cell(cell, RunOptions(), 'cpu', 2))",
+], ids=["inline", "ray-task"])
+def test_cells_run_inline_or_in_a_ray_task_flush_denormals_in_every_torch_thread(
+        run: str, tmp_path: Path) -> None:
+    """The flush-to-zero mode is per thread, inherited by threads made afterwards: the Ray
+    task and ``run --jobs 0`` warmed the worker (its pool threads made) before the cell set
+    the mode, so half of each two-thread operation kept denormals, unlike the process
+    workers (a runner review: 1 048 576 of 2 097 152 unflushed)."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"name": "t", **TINY_SUITE}))
+    (tmp_path / "s.json").write_text(json.dumps(next(iter_cells(make_suite())).to_json()))
+    script = tmp_path / "denormals.py"
+    script.write_text(DENORMALS.format(run=run))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script), str(suite), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unflushed 0 threads 2" in done.stdout, done.stdout

@@ -74,7 +74,9 @@ def fix_float_mode() -> None:
     flushed entry as 0), so every cell must run under the same setting: left to a worker's
     history, a cell computed differently after an attack cell than in a fresh worker. The
     setting is per thread; threads created afterwards inherit it, so a worker sets it before
-    torch's thread pool exists too (:mod:`bench.executors.process`).
+    torch's thread pool exists too (the process and Ray workers, and ``leakbench run`` and
+    ``rerun`` for cells run inline): a pool thread made before keeps denormals, and its
+    share of each parallel operation computed otherwise.
 
     CUDA arithmetic is strict float32: TF32, cuDNN's default for convolutions on Ampere and
     later GPUs, rounds their inputs to 10 mantissa bits (about 1e-3 relative), which the

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from bench.cells.base import CellKind, RunOptions
+from bench.cells.base import CellKind, RunOptions, fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.executors.base import (
     ENDED_WITHOUT,
@@ -29,6 +29,7 @@ class InlineExecutor:
 
     def run(self, cells: Sequence[CellKind], options: RunOptions
             ) -> Iterator[tuple[CellKind, Outcome]]:
+        fix_float_mode()  # before torch's pool threads exist, if a caller has not yet made them
         if cells:  # imports before the first cell's clock, as in a worker process
             warm_up_worker()
         before = torch.get_num_threads()

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from bench.cells import CellKind, RunOptions, cell_from_json
+from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores
 from bench.executors.base import (
@@ -64,6 +65,7 @@ def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threa
               ) -> Iterator[tuple[int, dict[str, Any], dict[str, bytes]]]:
     """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
     ``(member index, record, artifacts)`` as each cell finishes."""
+    fix_float_mode()  # before torch's thread pool exists: its threads inherit the mode
     torch.set_num_threads(threads)
     warm_up_worker()  # a fresh worker's imports, before the clock (once per process)
     yield STARTED, {}, {}  # the cell's clock starts now, not when it waited for room
