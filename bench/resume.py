@@ -1,6 +1,7 @@
 """Resume: which of a suite's cells a results folder already holds (``done``), which to run
 (``to run``: no sound record; ``--force``; ``--retry-failed`` on a failure; a timeout under a
-shorter limit than the suite's now; a skipped cell the suite no longer skips), and which the
+shorter limit than the suite's now; a failure whose cell no worker began; a skipped cell the
+suite no longer skips), and which the
 suite skips (a skipped record whose reason changed is written again with the new one); then
 one warning each for what the folder's records say beyond the suite (other cells, other
 labels, another success rule or LPIPS setting, another dataset root, shorter timeouts) and,
@@ -19,7 +20,7 @@ import torch
 
 from bench.cells.base import cell_modality
 from bench.convolutions import DEFAULT_CPU_CONV
-from bench.executors.base import timed_out_under
+from bench.executors.base import never_began, timed_out_under
 from bench.identity import LABEL_FIELDS, component_labels
 from bench.perceptual import lpips_setting, suite_lpips_setting
 from bench.records import FAILURE_STATUSES
@@ -44,7 +45,8 @@ class FolderPlan:
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
                                        "root": _data_root(d), "ran_at": _ran_at(d),
-                                       "lpips": lpips_setting(d.get("metrics"))}
+                                       "lpips": lpips_setting(d.get("metrics")),
+                                       "began": not never_began(d.get("error"))}
                         for d in records}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.kept_commits: dict[str, int] = {}  # … the leakbench commits they ran at
@@ -53,6 +55,7 @@ class FolderPlan:
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
         self.longer: list[float] = []  # the shorter timeouts of timed-out cells run again
+        self.unbegun = 0  # failure records of cells no worker began, run again
         self.moved: list[tuple[Any, Any]] = []  # (the record's dataset root, the suite's)
         self.rescored: list[tuple[str, str]] = []  # (the record's LPIPS setting, the suite's)
 
@@ -66,6 +69,9 @@ class FolderPlan:
                 failed = self.retry_failed and record["status"] in FAILURE_STATUSES
                 if _shorter(record["limit"], self.suite.timeout):
                     self.longer.append(record["limit"])  # it may finish in the time it has now
+                    failed = True
+                elif not record["began"]:  # no worker began it: the cell is yet to be run
+                    self.unbegun += 1
                     failed = True
                 if not failed and record["status"] != "skipped":  # kept, and holds a result
                     self._kept(cell, record)
@@ -137,6 +143,9 @@ class FolderPlan:
             warn(f"{where}{len(self.longer)} cell(s) timed out under a shorter cell timeout "
                  f"({max(self.longer):g}s or less) than suite {self.suite.name}'s now "
                  f"({self.suite.timeout:g}s): they run again")
+        if self.unbegun:
+            warn(f"{where}{self.unbegun} cell(s) failed without beginning (no worker started "
+                 "them): they run again")
         if self.rejudged:
             old, new = (_rule_text(r) for r in self.rejudged[0])
             warn(f"{where}{len(self.rejudged)} finished cell(s) were judged by another success "

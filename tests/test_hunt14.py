@@ -145,3 +145,26 @@ def test_cells_run_inline_or_in_a_ray_task_flush_denormals_in_every_torch_thread
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "unflushed 0 threads 2" in done.stdout, done.stdout
+
+
+def test_a_cell_no_worker_began_is_no_cell_timeout_and_a_resume_runs_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """A task whose worker had not started 120 s + the limit after its hand-off was recorded
+    "exceeded the cell timeout of Ts", the suite's own limit, so a resume kept it as done
+    (a runner review): the cell had not run at all."""
+    import bench.executors.process as process
+    from bench.executors.base import never_began, timed_out_under
+
+    monkeypatch.setattr(process, "STARTUP_GRACE_SECONDS", 0.0)  # a slower start than 120 s
+    suite = make_suite(timeout=0.5)
+    run_suite(suite, tmp_path, jobs=1, threads=1, progress=False)
+    record = json.loads(_only_record(tmp_path).read_text())
+    assert record["status"] == "timeout" and never_began(record["error"])
+    assert timed_out_under(record["error"]) is None
+    monkeypatch.setattr(process, "STARTUP_GRACE_SECONDS", 120.0)
+    capsys.readouterr()
+    again = run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)  # same limit
+    assert again.already_done == 0 and again.counts["ok"] == 1
+    assert "1 cell(s) failed without beginning (no worker started them): they run again" in \
+        capsys.readouterr().err

@@ -39,6 +39,7 @@ from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
 from bench.executors.base import (
     ENDED_WITHOUT,
+    NEVER_BEGAN,
     register_executor,
     task_failure,
     task_timeout,
@@ -286,7 +287,10 @@ class ProcessExecutor:
             else:  # not begun: a fresh worker imports torch first; allow for it, not forever
                 elapsed = max(0.0, now - s.sent - STARTUP_GRACE_SECONDS)
             if elapsed > task_timeout(s.cell, self.timeout):
-                status, error = "timeout", timeout_error(s.cell, self.timeout)
+                status = "timeout"
+                error = timeout_error(s.cell, self.timeout) if s.started is not None else (
+                    f"{NEVER_BEGAN}its worker had not started {now - s.sent:.0f}s after the "
+                    "hand-off")
             elif not s.process.is_alive():
                 status = "error"
                 error = f"worker process died (exit code {s.process.exitcode})"

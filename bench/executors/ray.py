@@ -39,6 +39,7 @@ from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores
 from bench.executors.base import (
+    NEVER_BEGAN,
     ExecutorOptions,
     address_problem,
     host_port,
@@ -367,8 +368,8 @@ class RayExecutor:
             del self._inflight[stream]
             self.ray.cancel(stream, force=True)
             error = timeout_error(run.task, self.timeout) if run.begun else (
-                f"no worker took the task within {elapsed:.0f}s of its submission (the "
-                "cluster stayed busy, or no node can hold it any more)")
+                f"{NEVER_BEGAN}no worker took the task within {elapsed:.0f}s of its submission "
+                "(the cluster stayed busy, or no node can hold it any more)")
             yield from task_failure(run.task, "timeout", error, options,
                                     run.elapsed(now), torch.device(self.device),
                                     frozenset(run.finished))
