@@ -23,6 +23,11 @@ import torch
 from attacks.gradient_matching import step_decay_lr
 from attacks.stopping import Plateau
 
+ADAM_MAX_LR = float(torch.finfo(torch.float32).max)
+"""The largest Adam step size an attack declares: the step is applied to float32 tensors as
+a float32 scalar, and a larger one failed every cell ("value cannot be converted to type
+float without overflow")."""
+
 TrialLosses = Callable[[torch.Tensor], torch.Tensor]  # x [K, ...] → losses [K]
 RowsLosses = Callable[[torch.Tensor, list[int]], torch.Tensor]  # x's rows [R, ...] → [R]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from attacks.batched_adam import TrialsResult, run_signed_adam_trials
+from attacks.batched_adam import ADAM_MAX_LR, TrialsResult, run_signed_adam_trials
 from attacks.clocks import RoundClock
 from attacks.gradient_matching import (
     cosine_distance,
@@ -54,7 +54,8 @@ class InvertingGradients(Attack):
     params = (
         Param("iterations", int, 200, low=0, high=1_000_000,
               help="Adam steps per restart (paper: 4800; 24000 in its ImageNet showcase)"),
-        Param("lr", float, 0.1, low=0.0, help="Adam step size before the decay"),
+        Param("lr", float, 0.1, low=0.0, high=ADAM_MAX_LR,
+              help="Adam step size before the decay"),
         Param("tv", float, 0.1, low=0.0,
               help="total-variation weight (reference notebooks: 1e-1; its CLI: 1e-4)"),
         Param("restarts", int, 1, low=1, high=1000, help="independent dummy initialisations"),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from attacks.batched_adam import ADAM_MAX_LR
 from attacks.text_matching import optimise_text, text_incompatibility
 from bench.contracts import Attack, CellContext, Observation, Reconstruction
 from bench.registry import Param, register_attack
@@ -33,7 +34,7 @@ class TAG(Attack):
     modalities = frozenset({"text"})
     params = (
         Param("iterations", int, 300, low=1, high=100_000, help="Adam steps (one evaluation)"),
-        Param("lr", float, 0.01, low=0.0, help="Adam learning rate"),
+        Param("lr", float, 0.01, low=0.0, high=ADAM_MAX_LR, help="Adam learning rate"),
         Param("alpha", float, 0.01, low=0.0, help="weight of the L1 term (the paper: 0.01)"),
     )
 

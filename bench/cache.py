@@ -40,8 +40,8 @@ def cache_root() -> Path:
 
 def cache_problem() -> str | None:
     """Why the cache folder cannot hold entries (it, or a folder above it, is a file or a link
-    that leads nowhere), or None: checked before a run, where every trained-victim cell had
-    become an error record."""
+    that leads nowhere, or it cannot be made), or None: checked before a run, where every
+    trained-victim cell had become an error record. The folder is made here."""
     root = cache_root()
     where = "$LEAKBENCH_CACHE" if os.environ.get("LEAKBENCH_CACHE", "").strip() else \
         "the cache folder"
@@ -51,6 +51,11 @@ def cache_problem() -> str | None:
             return f"{where} {root}: {nowhere}"
         if p.exists() and not p.is_dir():
             return f"{where} {root}: {p} exists and is not a folder"
+    try:  # else, under /proc say, every trained-victim cell became an error record, exit 0
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only cache is served as it is (:func:`cached`)
+        if e.errno not in UNWRITABLE:
+            return f"{where} {root}: cannot be made ({e.strerror or e})"
     return None
 
 

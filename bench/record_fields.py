@@ -100,7 +100,27 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                    else None) or _count_problem("curve point", point, ("grad_evals", "seconds"))
         if problem:
             return problem
-    return _shape_problem(d)
+    return _shape_problem(d) or _utility_problem(d)
+
+
+UTILITY_RANGES = {"accuracy": (0.0, 1.0), "chance": (0.0, 1.0), "update_cosine": (-1.0, 1.0)}
+
+
+def _utility_problem(d: dict[str, Any]) -> str | None:
+    """Why a utility record's accuracy, chance level, update cosine or evaluation size cannot
+    be (no metric registry bounds them: an accuracy of 5 was shown, and starred)."""
+    if d.get("kind") != "utility":
+        return None
+    metrics = d.get("metrics") or {}
+    for key, (low, high) in UTILITY_RANGES.items():
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(
+                value) and not low - 1e-6 <= value <= high + 1e-6:  # rounding's slack
+            return f"utility metric {key!r} is {value!r}, outside [{low:g}, {high:g}]"
+    size = metrics.get("eval_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        return f"utility metric 'eval_size' is {short(size)}, not a count"  # 0: none scored
+    return None
 
 
 def _counts(d: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from bench.perceptual import lpips_setting, suite_lpips_setting
 from bench.rerun import options_of
 from bench.runner import run_suite
 from bench.suite import iter_cells
-from helpers import ROOT, TINY_SUITE, make_suite
+from helpers import ROOT, TINY_SUITE, make_suite, one_line
 
 
 @pytest.mark.parametrize("values", [(0.0010000001, 0.001), (1234567.0, 1234568.0)])
@@ -168,3 +168,61 @@ def test_a_cell_no_worker_began_is_no_cell_timeout_and_a_resume_runs_it(
     assert again.already_done == 0 and again.counts["ok"] == 1
     assert "1 cell(s) failed without beginning (no worker started them): they run again" in \
         capsys.readouterr().err
+
+
+# --- the bad-input hunt ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", [{"ig": {"iterations": 2, "lr": 1.0e39}},
+                                    {"tag": {"iterations": 2, "lr": 1.0e39}}])
+def test_an_adam_step_size_beyond_float32_is_refused_at_load(attack, tmp_path, capsys) -> None:
+    """The suite was taken, then every cell became an error record ("value cannot be
+    converted to type float without overflow"), exit 0."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", **TINY_SUITE, "attacks": [attack]}))
+    line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--dry-run")
+    assert "lr" in line and "3.40282e+38" in line, line
+
+
+def test_an_unmakeable_cache_folder_is_refused_before_any_cell_runs(
+        tmp_path, capsys, monkeypatch) -> None:
+    """LEAKBENCH_CACHE under /proc had every trained-victim cell end in an error record
+    ("FileNotFoundError: … '/proc/leak'"), exit 0."""
+    monkeypatch.setenv("LEAKBENCH_CACHE", "/proc/leakbench-cache")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", **TINY_SUITE}))
+    line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--jobs", "0")
+    assert "$LEAKBENCH_CACHE /proc/leakbench-cache: cannot be made" in line, line
+    assert not (tmp_path / "o" / "records").exists() or not any(
+        (tmp_path / "o" / "records").iterdir())
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ({"accuracy": 5.0}, "utility metric 'accuracy' is 5.0, outside [0, 1]"),
+    ({"update_cosine": 9.0}, "utility metric 'update_cosine' is 9.0, outside [-1, 1]"),
+    ({"chance": 7}, "utility metric 'chance' is 7, outside [0, 1]"),
+    ({"eval_size": -4}, "utility metric 'eval_size' is -4, not a count"),
+    ({"eval_size": 2.5}, "utility metric 'eval_size' is 2.5, not a count"),
+])
+def test_a_utility_record_with_an_impossible_value_is_damaged(edit, problem) -> None:
+    """An accuracy of 5 or a cosine of 9 had been shown in the Defenses table, and starred."""
+    from bench.store import record_problem
+
+    path = next(p for p in sorted((ROOT / "results" / "defenses" / "records").glob("*.json"))
+                if json.loads(p.read_text()).get("kind") == "utility")
+    record = json.loads(path.read_text())
+    assert record_problem(record, path.stem) is None
+    record["metrics"].update(edit)
+    assert record_problem(record, path.stem) == problem
+
+
+@pytest.mark.parametrize("value", ["no\nne", "no\x1bne"])
+def test_a_claim_value_with_a_control_character_is_refused(value, tmp_path, capsys) -> None:
+    """A line break in a ``where`` value split check.md's table row, and the claim read "not
+    run", exit 0."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"suite": "quick", "claims": [
+        {"id": "c1", "paper": "P", "sentence": "S", "metric": "psnr",
+         "where": {"attack": "dlg(steps=2)", "defense": value}, "expect": {"at_least": 10}}]}))
+    line = one_line(capsys, "check", str(ROOT / "results" / "quick"), "--claims", str(path))
+    assert "a control character" in line and "where.defense" in line, line

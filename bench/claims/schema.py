@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.leaderboard.pivot import WHERE
 from bench.leaderboard.where import split_outside_parentheses
-from bench.registry import LeakbenchError, number_from_text, short, suggest
+from bench.registry import LeakbenchError, has_control, number_from_text, short, suggest
 from bench.suite.load import SUITE_NAME
 from bench.suite.read import CLAIMS_SUFFIX, SUITES_DIR, parse_yaml, read_suite_text
 
@@ -258,6 +258,8 @@ def _value_problem(key: str, value: Any) -> str | None:
     are not checked here: records may come from a machine with plug-ins this one lacks
     (``check`` hints at values that match nothing)."""
     text = str(value)
+    if has_control(text):  # no label holds one (records refuse them), and check.md's table
+        return f"{short(value)}: a control character (a line break?) no label holds"  # broke
     either = split_outside_parentheses(text, "|")  # a label's own '|' stays in it
     if len(either) > 1:  # table --where's "either"; here the whole text was one label
         return f"{short(value)}: a claim gives either as a list, [{', '.join(either)}]"
