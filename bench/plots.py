@@ -110,7 +110,8 @@ def _log_span(values: list[float]) -> bool:
 def plot_psnr_vs_strength(df: pd.DataFrame, path: Path, title: str) -> Path:
     """Best attack PSNR against defense strength, one line per defense.
 
-    ``df`` has columns ``defense`` (name), ``strength`` (the defense's main parameter) and
+    ``df`` has columns ``defense`` (the line: its label without the main parameter, as
+    ``noise(distribution=laplace)``), ``strength`` (the defense's main parameter) and
     ``psnr`` (dB). The x axis is logarithmic when the positive strengths span more than two
     decades (symmetric-log, linear around 0, when a strength of 0 is present).
     """

@@ -226,3 +226,42 @@ def test_a_claim_value_with_a_control_character_is_refused(value, tmp_path, caps
          "where": {"attack": "dlg(steps=2)", "defense": value}, "expect": {"at_least": 10}}]}))
     line = one_line(capsys, "check", str(ROOT / "results" / "quick"), "--claims", str(path))
     assert "a control character" in line and "where.defense" in line, line
+
+
+# --- the published-outputs review -------------------------------------------------------
+
+
+def test_a_strength_plot_draws_one_line_per_defense_setting_besides_its_strength() -> None:
+    """Gaussian and Laplace noise had been one "noise" line, zig-zagging between them."""
+    from bench.leaderboard.frames import defense_strength, strength_line
+
+    def noise(distribution: str, variance: float, shown: tuple = ("distribution",)) -> list:
+        return [{"name": "noise", "params": {"distribution": distribution,
+                                            "variance": variance, "scale": None},
+                 "shown": [*shown, "variance"]}]
+
+    lines = {strength_line(noise(d, v)) for d in ("gaussian", "laplace") for v in (1e-4, 1e-2)}
+    assert lines == {"noise(distribution=gaussian)", "noise(distribution=laplace)"}
+    assert strength_line(noise("gaussian", 0.1, shown=())) == "noise"
+    assert defense_strength(noise("laplace", 0.01)) == 0.01
+    chain = [{"name": "prune", "params": {"ratio": 0.3}, "shown": ["ratio"]}]
+    assert strength_line(chain) == "prune" and strength_line(chain * 2) is None
+
+
+def test_a_cell_starting_with_a_star_keeps_it_after_the_row_break() -> None:
+    """After ``\\\\`` LaTeX reads a following ``*`` (spaces and line break skipped) as
+    ``\\\\*`` and drops the star from the next row's first cell."""
+    from bench.latex import tex
+
+    assert tex("*starred") == "{}*starred" and tex("a*b") == "a*b"
+    assert tex("*", {"*": "$*$"}) == "$*$"
+
+
+def test_the_tables_caption_says_bold_needs_two_entries(capsys) -> None:
+    """A one-entry row is never bold; the caption had promised "the best mean of its row"."""
+    from bench.cli import main
+
+    assert main(["table", str(ROOT / "results" / "paper-dlg"), "--where", "batch_size=1",
+                 "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "a row of two entries or more" in out

@@ -22,7 +22,7 @@ from bench.registry import LeakbenchError
 from bench.store import load_records
 
 # Frame columns that serve the tables only (a picture path, the threshold, a plot axis).
-INTERNAL_COLUMNS = ("picture", "success_psnr", "strength")
+INTERNAL_COLUMNS = ("picture", "success_psnr", "strength", "line")
 # Whole-number columns: pandas holds them as floats as soon as one row has none (a skipped
 # cell's grad_evals), so they are written as nullable integers, every digit kept.
 COUNT_COLUMNS = ("batch_size", "seed", "scenario_seed", "iterations", "grad_evals",

@@ -29,14 +29,14 @@ def write_plots(df: pd.DataFrame, util: pd.DataFrame, out_dir: Path) -> dict[tup
             plot_privacy_utility(frame.rename(columns={"defense": "defense_label"})
                                  [["defense_label", "psnr", "accuracy"]], out_dir / rel, title)
         else:
-            strength = g[["defense", "defense_name", "strength"]].drop_duplicates("defense")
+            strength = g[["defense", "line", "strength"]].drop_duplicates("defense")
             frame = best.merge(strength, on="defense")
             frame = frame[frame["strength"].notna() & frame["psnr"].notna()]
-            if frame.empty or frame.groupby("defense_name").size().max() < 2:
+            if frame.empty or frame.groupby("line").size().max() < 2:
                 continue
             rel = f"plots/psnr_vs_strength_{scenario_slug(key)}.png"
             plot_psnr_vs_strength(frame.rename(columns={"defense": "defense_label",
-                                                        "defense_name": "defense"})
+                                                        "line": "defense"})
                                   [["defense", "strength", "psnr"]], out_dir / rel, title)
         paths[key] = rel
     return paths

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.identity import Spec
 from bench.metrics import list_metrics
 from bench.paths import store_problem
 from bench.records import record_modality
@@ -77,7 +78,7 @@ def records_frame(records: list[dict[str, Any]], labels: dict[str, str] | None =
             "picture": r.get("picture"),
             "modality": record_modality(r), "text_pairs": r.get("text_pairs"),
             "success_psnr": r.get("success_psnr"), "success_rule": r.get("success_rule"),
-            "strength": defense_strength(r["defense"]),
+            "strength": defense_strength(r["defense"]), "line": strength_line(r["defense"]),
         })
     df = pd.DataFrame(rows)
     if df.empty:
@@ -209,24 +210,39 @@ def client_label(client: dict[str, Any]) -> str | None:
     return f"{mode}({','.join(shown)})" if shown else mode
 
 
-def defense_strength(chain: list[dict[str, Any]]) -> float | None:
-    """The main parameter of a single defense (its ``strength`` attribute, else its first
-    numeric parameter that is set), for PSNR-against-strength plots; None for chains and
-    ``none``."""
-    if len(chain) != 1:
+def _strength_key(chain: list[dict[str, Any]]) -> str | None:
+    """The main parameter's name of a single registered defense (its ``strength``
+    attribute, else its first numeric parameter that is set); None for chains."""
+    if len(chain) != 1 or chain[0]["name"] not in DEFENSES:
         return None
-    name, params = chain[0]["name"], chain[0]["params"]
-    if name not in DEFENSES:
-        return None
-    cls = DEFENSES.get(name).cls
+    cls, params = DEFENSES.get(chain[0]["name"]).cls, chain[0]["params"]
     key = getattr(cls, "strength", None)
     if key is None:  # the first numeric parameter set (noise: its scale, else its variance)
         numeric = [p.name for p in cls.params
                    if p.type in (float, int) and params.get(p.name) is not None]
         key = numeric[0] if numeric else None
-    value = params.get(key) if key else None
+    return key
+
+
+def defense_strength(chain: list[dict[str, Any]]) -> float | None:
+    """The main parameter of a single defense (:func:`_strength_key`), for
+    PSNR-against-strength plots; None for chains and ``none``."""
+    key = _strength_key(chain)
+    value = chain[0]["params"].get(key) if key else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
         else None
+
+
+def strength_line(chain: list[dict[str, Any]]) -> str | None:
+    """The defense's label without its main parameter: one line of a PSNR-against-strength
+    plot (``noise(distribution=laplace)`` apart from Gaussian noise, which one "noise" line
+    had zig-zagged between)."""
+    key = _strength_key(chain)
+    if key is None:
+        return None
+    d = chain[0]
+    return Spec(d["name"], tuple(sorted((k, v) for k, v in d["params"].items() if k != key)),
+                "defenses", tuple(k for k in d.get("shown") or () if k != key)).label
 
 
 def utility_setting(config: dict[str, Any]) -> str:

@@ -277,7 +277,8 @@ def default_caption(p: Pivot) -> str:
                  + "; ".join(p.uneven.values()) + ".")
     if p.best != "none":
         line = {"row": "row", "col": "column"}[p.best]
-        text += (f" Bold: the best mean of its {line} ({direction} is better); "
+        text += (f" Bold: the best mean of its {line} ({direction} is better; a {line} of "
+                 "two entries or more); "
                  f"{DAGGER}: tied with it (no entry of the {line} has an interval wholly "
                  "better than its own).")
         if p.references and "attack" in (p.rows, p.cols):
