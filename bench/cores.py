@@ -1,7 +1,8 @@
 """How many cores this process may use, and how a run splits them into workers × threads.
 
 ``usable_cores()`` is the smaller of the CPUs in the affinity mask (``taskset``, a container's
-cpuset) and the cgroup's CPU quota (a container's ``--cpus``), so a run inside a 2-CPU
+cpuset) and the cgroup's CPU quota (a container's ``--cpus``, a systemd unit's ``CPUQuota=``:
+the process's own group's and its parents'), so a run inside a 2-CPU
 container on a 64-core host uses 2, not 64. ``plan_parallelism`` turns ``--jobs``/``--threads``
 into a plan that never asks for more threads than cores unless a flag does (``--jobs`` or
 ``--threads`` above the cores), and then says so in a warning:
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from bench.registry import LeakbenchError, warn
 
-CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
              Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
 
@@ -62,22 +64,40 @@ def _quota(quota: str, period: str) -> int | None:
     return max(1, math.ceil(q / p))
 
 
-def cgroup_cores(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) -> int | None:
+def cgroup_v2_files(proc: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> list[Path]:
+    """The ``cpu.max`` files that bound this process on cgroup v2, its own group's first, then
+    each parent's up to the root's: a quota on the process's own group (systemd's
+    ``CPUQuota=``, a container sharing the host's cgroup namespace) or on a parent binds it,
+    and only the root's had been read. A container with its own namespace sees its group as
+    the root; a group outside the namespace's view (``..``) leaves the root's alone."""
+    text = _read(proc) or ""
+    rel = next((line[3:] for line in text.splitlines() if line.startswith("0::")), "/")
+    parts = [p for p in rel.split("/") if p]
+    if ".." in parts:
+        parts = []
+    return [root.joinpath(*parts[:i], "cpu.max") for i in range(len(parts), -1, -1)]
+
+
+def cgroup_cores(v2: Path | Sequence[Path] | None = None, v1: tuple[Path, Path] = CGROUP_V1
+                 ) -> int | None:
     """The cgroup's CPU quota in whole cores (rounded up), or None when there is none.
 
-    cgroup v2: ``cpu.max`` holds ``"QUOTA PERIOD"`` or ``"max PERIOD"``; cgroup v1:
+    cgroup v2: each ``cpu.max`` (``v2``, default :func:`cgroup_v2_files`) holds ``"QUOTA
+    PERIOD"`` or ``"max PERIOD"``, and the lowest quota binds; cgroup v1:
     ``cpu.cfs_quota_us`` (``-1``: no limit) and ``cpu.cfs_period_us``."""
-    text = _read(v2)
-    if text is not None:
-        parts = text.split()
-        return _quota(*parts) if len(parts) == 2 else None  # "max PERIOD": no limit
+    files = cgroup_v2_files() if v2 is None else [v2] if isinstance(v2, Path) else list(v2)
+    texts = [text.split() for text in map(_read, files) if text is not None]
+    if texts:  # "max PERIOD": no limit
+        quotas = [q for q in (_quota(*t) if len(t) == 2 else None for t in texts) if q]
+        return min(quotas) if quotas else None
     quota, period = _read(v1[0]), _read(v1[1])
     if quota is None or period is None:
         return None
     return _quota(quota, period)
 
 
-def usable_cores(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) -> int:
+def usable_cores(v2: Path | Sequence[Path] | None = None, v1: tuple[Path, Path] = CGROUP_V1
+                 ) -> int:
     """The cores this process may use: the affinity mask, capped by the cgroup quota; >= 1."""
     cores = affinity_cores()
     quota = cgroup_cores(v2, v1)

@@ -49,6 +49,29 @@ def test_cgroup_v2_wins_over_v1(tmp_path):
                                  period="100000")) == 1
 
 
+@pytest.mark.parametrize("own, quotas, cores", [
+    ("0::/a/b\n", {"a/b": "max 100000", "a": "200000 100000"}, 2),  # a parent's binds
+    ("0::/a/b\n", {"a/b": "50000 100000", "a": "400000 100000"}, 1),  # the lowest binds
+    ("0::/a/b\n", {"": "300000 100000"}, 3),  # a namespaced container: the root's
+    ("0::/../x\n", {"x": "100000 100000", "": "max 100000"}, None),  # outside the view
+    ("0::/\n", {}, None),
+])
+def test_the_processs_own_cgroup_and_its_parents_bind_it(tmp_path, own, quotas, cores):
+    """Only /sys/fs/cgroup/cpu.max had been read: a quota on the process's own group (a
+    systemd unit's CPUQuota=, a container sharing the host's cgroup namespace) was missed,
+    and a run took every core of the affinity mask (a runner review)."""
+    from bench.cores import cgroup_v2_files
+
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    proc.write_text("12:cpu,cpuacct:/\n" + own)
+    for rel, text in quotas.items():
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        (root / rel / "cpu.max").write_text(text + "\n")
+    files = cgroup_v2_files(proc, root)
+    assert files[-1] == root / "cpu.max"
+    assert cgroup_cores(files, v1=(tmp_path / "q", tmp_path / "p")) == cores
+
+
 def test_usable_cores_respects_the_affinity_mask_and_the_quota(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
