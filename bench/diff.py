@@ -14,12 +14,11 @@ their floor). The metric is, unless ``--metric`` names others, each row's leader
 - **regression** too: A's row has a value and every seed of B's row failed with no floor to
   count at (a scenario whose cells all time out or die: their records have no
   ``floor_metrics``), so B has no value at all; **improvement** the reverse;
-- a **regression** too where the finished seeds alone are clearly worse in B, whatever the
-  intervals with floors say; and where the share of the row's seeds that finished fell from
-  A to B, an improvement by the intervals is a **regression** unless the finished seeds
-  alone improved too (the failed seeds' floors, a mid-grey guess, can sit above a weak
-  attack's finished values); where it rose, a regression is an **improvement** (unless the
-  finished seeds alone are worse);
+- where the share of the row's seeds that finished fell from A to B: a **regression** if
+  the finished seeds alone are clearly worse too; if they are clearly better, the intervals
+  with floors judge the mixed change; otherwise an improvement by those intervals is a
+  **regression** (the failed seeds' floors, a mid-grey guess, can sit above a weak attack's
+  finished values); where it rose, the mirror (``diff A B`` mirrors ``diff B A``);
 - **not judged**: a side has no interval (fewer than two seeds with a value), so no change
   can be told from noise; listed only where the means differ;
 - **metric n/a**: neither side has a value of the metric (PSNR of a text row); counted. A

@@ -21,26 +21,26 @@ def all_failed(row: pd.Series) -> bool:
 
 def finished_first(a: pd.Series, b: pd.Series, verdict: str, finished: str = UNJUDGED) -> str:
     """The row's verdict from ``verdict``, on its intervals with failed seeds at their floors,
-    and ``finished``, on its finished seeds alone (:func:`finished_verdict`).
+    ``finished``, on its finished seeds alone (:func:`finished_verdict`), and which side
+    finished the greater share of its seeds; symmetric (A against B mirrors B against A).
 
-    Finished seeds clearly worse in B make a regression, whatever else moved: B finishing
-    one more seed had turned 17 dB lower values into an improvement, exit 0. Otherwise, where
-    the share of seeds that finished fell, an improvement is a regression unless the finished
-    seeds improved too: a failed seed enters at its floor (a mid-grey guess), which can sit
-    above a weak attack's finished values, so a row whose seeds stopped finishing had read
-    as an improvement until its last seed failed too. Where the share rose, a regression
-    (finished seeds not worse) is the mirror's improvement."""
-    if finished == REGRESSION:
-        return REGRESSION
+    Where the share that finished fell: finished seeds worse too make a regression; finished
+    seeds better is a mixed change, which the floors' intervals judge; otherwise an
+    improvement by those intervals is a regression, since a failed seed enters at its floor
+    (a mid-grey guess), which can sit above a weak attack's finished values (a row whose
+    seeds stopped finishing had read as an improvement until its last seed failed too).
+    Where the share rose, the mirror."""
     share = [int(r["n_ok"]) / int(r["n"]) if not pd.isna(r.get("n")) and int(r["n"]) > 0
              and not pd.isna(r.get("n_ok")) else None for r in (a, b)]
     if None in share or share[0] == share[1]:
         return verdict
-    if share[1] < share[0] and verdict == IMPROVEMENT and finished != IMPROVEMENT:
-        return REGRESSION
-    if share[1] > share[0] and verdict == REGRESSION:
-        return IMPROVEMENT
-    return verdict
+    moved, against = (REGRESSION, IMPROVEMENT) if share[1] < share[0] else \
+        (IMPROVEMENT, REGRESSION)  # what the share's move says, and its opposite
+    if finished == moved:
+        return moved
+    if finished == against:
+        return verdict
+    return moved if verdict == against else verdict
 
 
 def finished_verdict(a: pd.Series | None, b: pd.Series | None, name: str,

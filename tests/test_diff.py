@@ -466,19 +466,40 @@ def test_a_row_whose_seeds_stop_finishing_but_one_is_a_regression(base, tmp_path
 
 def test_finished_seeds_clearly_worse_are_a_regression_where_b_finished_more(
         base, tmp_path, capsys) -> None:
-    """One seed diverged in A (at a floor far below), every seed finished in B some 17 dB
-    lower: the share that finished rose, and the rule read the regression as an
-    improvement, exit 0 (a statistics review). The finished seeds alone decide it."""
+    """One seed diverged in A (at its own floor), every seed finished in B 17 dB lower: the
+    share that finished rose, and the rule read the regression as an improvement, exit 0
+    (a statistics review). A mixed change is judged by the intervals with floors."""
     _, df, agg = base
     a, b = copy_records(QUICK, tmp_path / "a"), copy_records(QUICK, tmp_path / "b")
-    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] and r["n"] >= 4
-               and r["psnr_ci_low"] > 25)
+    row = pick(agg, "psnr", lambda r: (r["dataset"], r["arch"], r["defense"], r["attack"]) == (
+        "digits(size=16)", "lenet", "prune(ratio=0.3)", "idlg(steps=100)"))  # the review's
     cells = cells_of(df, row)
-    rewrite(a, cells[0], lambda r: (r.update(status="diverged", error="NaN"),
-                                    r["floor_metrics"].update(psnr=1.0)))
-    doctor_row(b, df, row, "psnr", [row["psnr_ci_low"] - 17 + 0.5 * i
-                                    for i in range(len(cells))])
+    seed0 = next(c for c in cells if int(df.loc[df["cell_id"] == c, "seed"].iloc[0]) == 0)
+    rewrite(a, seed0, lambda r: r.update(status="diverged", error="NaN", metrics=None))
+    values = [float(df.loc[df["cell_id"] == c, "psnr"].iloc[0]) - 17 for c in cells]
+    doctor_row(b, df, row, "psnr", values)
     result = diff(a, b)
     (change,) = [r for r in result.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
     assert change.change == REGRESSION and result.regressed
     assert run(str(a), str(b), capsys=capsys)[0] == 1
+    (back,) = [r for r in diff(b, a).rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+    assert back.change == "improvement"
+
+
+def test_the_finished_seeds_rule_is_symmetric(base, tmp_path) -> None:
+    """A's two finished seeds at 30 dB (the lucky ones; three diverged at a floor of 10)
+    against B's five at 25: A against B read a regression, B against A unchanged (a
+    review). Each direction now mirrors the other."""
+    _, df, agg = base
+    a, b = copy_records(QUICK, tmp_path / "a"), copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["n_ok"] == r["n"] == 5)
+    cells = cells_of(df, row)
+    doctor_row(a, df, row, "psnr", [30.0, 30.2, 30.0, 30.0, 30.0])
+    for cid in cells[2:]:
+        rewrite(a, cid, lambda r: (r.update(status="diverged", error="NaN", metrics=None),
+                                   r["floor_metrics"].update(psnr=10.0)))
+    doctor_row(b, df, row, "psnr", [25.0, 25.1, 25.2, 24.9, 24.8])
+    mirror = {REGRESSION: "improvement", "improvement": REGRESSION}
+    there, back = ([r.change for r in d.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
+                   for d in (diff(a, b), diff(b, a)))
+    assert len(there) == len(back) == 1 and back[0] == mirror.get(there[0], there[0])
