@@ -66,7 +66,7 @@ def _fmt(v: Any) -> str:
     if not isinstance(v, float):
         return str(v)
     short = f"{v:g}"
-    return short if float(short) == v or v != v else repr(v)
+    return short if float(short) == v or v != v else repr(float(v))  # np.float64's repr
 
 
 def chain_label(chain: tuple[Spec, ...]) -> str:

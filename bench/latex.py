@@ -116,11 +116,12 @@ def tex(s: str, extra: Mapping[str, str] | None = None) -> str:
     """``s`` as pdflatex text: composed (NFC: a folder name from macOS spells é as e and a
     combining accent), every character through ``extra`` (a caller's spellings, e.g. break
     points) or else :func:`tex_char`, in one pass; an accent left without a composed form is
-    dropped. A leading ``*`` gets an empty group before it: after a row's ``\\\\`` (spaces and
-    the line break skipped) LaTeX reads it as ``\\\\*`` and the star is lost."""
+    dropped. A leading ``*`` (spaces before it too) gets an empty group before it: after a
+    row's ``\\\\`` (spaces and the line break skipped) LaTeX reads it as ``\\\\*`` and the star
+    is lost."""
     extra = extra or {}
     text = unicodedata.normalize("NFC", s)
-    out = ["{}"] if text.startswith("*") and "*" not in extra else []
+    out = ["{}"] if text.lstrip().startswith("*") and "*" not in extra else []
     for i, ch in enumerate(text):
         out.append(extra.get(ch) or ("" if unicodedata.combining(ch) else tex_char(ch)))
         if (ch, text[i + 1:i + 2]) in LIGATURES and ch not in extra:

@@ -67,10 +67,11 @@ class Copy:
 
     def result(self) -> str:
         """The fields two copies must share to agree; the metrics' notes (a machine's paths)
-        left out."""
+        and LPIPS's backbone (absent from records written before it was kept) left out."""
         out = {k: self.record.get(k) for k in RESULT_FIELDS}
         if isinstance(out["metrics"], dict):
-            out["metrics"] = {k: v for k, v in out["metrics"].items() if not k.endswith("_note")}
+            out["metrics"] = {k: v for k, v in out["metrics"].items()
+                              if not k.endswith("_note") and k != "lpips_scoring"}
         return json.dumps(out, sort_keys=True)
 
     def differs(self, other: Copy) -> str:

@@ -328,6 +328,10 @@ def fid_kid(originals01: torch.Tensor, recon01: torch.Tensor, weights: str | Non
 
 
 LPIPS_OFF = "LPIPS off in the suite"
+LPIPS_SCORING = "lpips_scoring"
+"""The metrics' entry naming LPIPS's backbone, ``{"net": "alex"}``: a mapping, which records'
+readers take as a structure beside the metrics (an earlier leakbench too, where a text
+value had made the record damaged)."""
 
 
 def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[int],
@@ -343,7 +347,7 @@ def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[
     if values is None:
         return {"lpips": None, "lpips_worst": None, "lpips_note": message}
     return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
-            "lpips_note": None, "per_image_lpips": values, "lpips_net": net}
+            "lpips_note": None, "per_image_lpips": values, LPIPS_SCORING: {"net": net}}
 
 
 def lpips_setting(metrics: dict[str, Any] | None) -> str | None:
@@ -353,7 +357,7 @@ def lpips_setting(metrics: dict[str, Any] | None) -> str | None:
     metrics = metrics or {}
     if metrics.get("lpips_note") == LPIPS_OFF:
         return "off"
-    net = metrics.get("lpips_net")
+    net = (metrics.get(LPIPS_SCORING) or {}).get("net")
     return net if isinstance(net, str) and metrics.get("lpips") is not None else None
 
 

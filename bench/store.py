@@ -27,7 +27,6 @@ import torch
 
 from bench.record_fields import PICTURES, nested_problem
 from bench.records import (
-    LPIPS_NETS,
     MAX_BATCH_SIZE,
     RECORD_TYPES,
     RECORD_VERSION,
@@ -224,8 +223,8 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     for key, value in (d.get("metrics") or {}).items():
         if value is None or (isinstance(value, (dict, list)) and not _metric_value_key(key)):
             continue  # n/a, or a structure beside the metrics (per_image, matching, privacy)
-        if key in ("success", "lpips_net"):  # a bool only (tables and check count it); the
-            ok = isinstance(value, bool) if key == "success" else value in LPIPS_NETS  # backbone
+        if key == "success":  # counted by the tables and by check alike: a bool only
+            ok = isinstance(value, bool)
         elif key.endswith("_note"):
             ok = isinstance(value, str)
         else:

@@ -60,7 +60,8 @@ def test_a_resume_warns_of_records_scored_with_another_lpips_setting(
     assert again.already_done == 1
     assert "1 finished cell(s) were scored with LPIPS off, not suite t's LPIPS vgg" in err
     record = json.loads(path.read_text())  # as a machine with AlexNet's weights scores it
-    record["metrics"].update(lpips=0.25, lpips_worst=0.25, lpips_note=None, lpips_net="alex")
+    record["metrics"].update(lpips=0.25, lpips_worst=0.25, lpips_note=None,
+                             lpips_scoring={"net": "alex"})
     path.write_text(json.dumps(record))
     run_suite(make_suite(perceptual={"lpips_net": "vgg"}), tmp_path, jobs=0, device="cpu",
               progress=False)
@@ -73,7 +74,7 @@ def test_lpips_settings_read_from_records_and_suites() -> None:
     assert suite_lpips_setting({}) == "alex"
     assert suite_lpips_setting({"lpips": False, "lpips_net": "vgg"}) == "off"
     assert suite_lpips_setting({"lpips_net": "squeeze"}) == "squeeze"
-    assert lpips_setting({"lpips": 0.2, "lpips_net": "vgg"}) == "vgg"
+    assert lpips_setting({"lpips": 0.2, "lpips_scoring": {"net": "vgg"}}) == "vgg"
     assert lpips_setting({"lpips": None, "lpips_note": "LPIPS n/a: no weights"}) is None
     assert lpips_setting({"lpips": 0.2}) is None  # written before the backbone was recorded
     assert lpips_setting(None) is None
@@ -82,7 +83,7 @@ def test_lpips_settings_read_from_records_and_suites() -> None:
 def test_rerun_scores_lpips_with_the_backbone_the_records_name() -> None:
     """``rerun`` scored LPIPS with AlexNet whatever network the records had used."""
     records = {"a": {"metrics": {"lpips": None, "lpips_note": "LPIPS off in the suite"}},
-               "b": {"metrics": {"lpips": 0.3, "lpips_net": "vgg"}}}
+               "b": {"metrics": {"lpips": 0.3, "lpips_scoring": {"net": "vgg"}}}}
     assert dict(options_of(records).perceptual)["lpips_net"] == "vgg"
     assert dict(options_of({"a": {"metrics": {}}}).perceptual)["lpips_net"] == "alex"
     assert isinstance(options_of(records), RunOptions)
@@ -94,10 +95,12 @@ def test_a_record_naming_its_lpips_backbone_is_sound_and_an_unknown_one_is_damag
     path = next(p for p in sorted((ROOT / "results" / "quick" / "records").glob("*.json"))
                 if json.loads(p.read_text())["status"] == "ok")
     record = json.loads(path.read_text())
-    record["metrics"].update(lpips=0.2, lpips_worst=0.3, lpips_note=None, lpips_net="vgg")
+    record["metrics"].update(lpips=0.2, lpips_worst=0.3, lpips_note=None,
+                             lpips_scoring={"net": "vgg"})
     assert record_problem(record, path.stem) is None
-    record["metrics"]["lpips_net"] = "resnet"
-    assert record_problem(record, path.stem) == "metric 'lpips_net' has a value of the wrong type"
+    record["metrics"]["lpips_scoring"] = {"net": "resnet"}
+    assert record_problem(record, path.stem) == (
+        "field 'metrics.lpips_scoring' is not {net: one of alex, vgg, squeeze}")
 
 
 DENORMALS = """
@@ -265,3 +268,33 @@ def test_the_tables_caption_says_bold_needs_two_entries(capsys) -> None:
                  "--format", "markdown"]) == 0
     out = capsys.readouterr().out
     assert "a row of two entries or more" in out
+
+
+# --- the review of this session's change --------------------------------------------------
+
+
+def test_a_copy_naming_its_lpips_backbone_agrees_with_an_older_copy_without_it() -> None:
+    """merge had called the two copies of one cell a conflict ([lpips_net null ≠ "alex"])."""
+    from bench.merge import Copy
+
+    path = next(p for p in sorted((ROOT / "results" / "quick" / "records").glob("*.json"))
+                if json.loads(p.read_text())["status"] == "ok")
+    older = json.loads(path.read_text())
+    newer = json.loads(path.read_text())
+    newer["metrics"]["lpips_scoring"] = {"net": "alex"}
+    assert Copy(path, 0, older).result() == Copy(path, 1, newer).result()
+
+
+def test_a_numpy_float_label_reads_as_a_plain_float() -> None:
+    import numpy as np
+
+    from bench.identity import _fmt
+
+    assert _fmt(np.float64(0.00031622776601683794)) == "0.00031622776601683794"
+    assert _fmt(np.float64(0.5)) == "0.5"
+
+
+def test_a_star_after_leading_spaces_keeps_it_too() -> None:
+    from bench.latex import tex
+
+    assert tex("  *x") == "{}  *x"

@@ -128,10 +128,10 @@ def test_the_record_names_the_lpips_backbone_it_was_scored_with(
     monkeypatch.setenv(LPIPS_ENV, str(alexnet_weights))
     a, b = images(5, 2), images(6, 2)
     scored = perceptual_metrics(a, b, [1, 0], {"lpips": True, "lpips_net": "alex"})
-    assert scored["lpips"] is not None and scored["lpips_net"] == "alex"
+    assert scored["lpips"] is not None and scored["lpips_scoring"] == {"net": "alex"}
     assert lpips_setting(scored) == "alex"
     off = perceptual_metrics(a, b, [1, 0], {"lpips": False})
-    assert lpips_setting(off) == "off" and "lpips_net" not in off
+    assert lpips_setting(off) == "off" and "lpips_scoring" not in off
 
 
 def test_lpips_not_available_without_weights(tmp_path: Path, downloads: list[str]) -> None:
