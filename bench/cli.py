@@ -68,12 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.suite.read import read_suite
 
     document = read_suite(args.suite)  # within the limits, before torch is imported
-    from bench.cells.base import fix_float_mode
     from bench.suite import load_suite
 
-    fix_float_mode()  # before torch's pool threads exist: --jobs 0 cells run in them
     with frozen_gc():
-        suite = load_suite(document)
+        suite = load_suite(document)  # refuses before torch is imported, and makes no threads
+    from bench.cells.base import fix_float_mode
+
+    fix_float_mode()  # before torch's pool threads exist: --jobs 0 cells run in them
     for message in suite.warnings:
         warn(f"{suite.source or suite.name}: {message}")
     out = Path(args.out) if args.out else RESULTS / suite.name

@@ -10,7 +10,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bench.records import (
-    LPIPS_NETS,
     MAX_METRIC_MAGNITUDE,
     metric_out_of_bounds,
     record_modality,
@@ -18,6 +17,7 @@ from bench.records import (
     victim_problem,
 )
 from bench.registry import DATASETS, short
+from bench.suite.schema import LPIPS_NETS
 
 MAX_SIDE = 1 << 15  # a stored input's channels, height or width (or a text's length)
 MAX_INPUT_VALUES = 1 << 26  # a shape past these was hand-edited: the architecture table

@@ -25,7 +25,6 @@ MAX_BATCH_SIZE = 100_000
 """The largest batch a suite may ask for; a record with a larger one is damaged."""
 MAX_VICTIM_STEPS = 1_000_000  # SGD steps of a trained:N victim (trained:50 takes seconds)
 STATUSES = ("ok", "diverged", "error", "timeout", "skipped")
-LPIPS_NETS = ("alex", "vgg", "squeeze")  # LPIPS backbones; a record's metrics name its own
 
 
 def victim_problem(v: Any, written: bool = False) -> str | None:

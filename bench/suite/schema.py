@@ -10,8 +10,10 @@ from typing import Any
 
 from bench.identity import Spec
 from bench.metrics import SuccessRule
-from bench.records import LPIPS_NETS
 from bench.registry import LeakbenchError, Param
+
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+"""The LPIPS backbones (torchmetrics' ``net_type``)."""
 
 SUITE_KEYS = {
     "name": "suite name (defaults to the file name)",
@@ -52,7 +54,7 @@ BUDGET_PARAMS = (
 )
 PERCEPTUAL_PARAMS = (
     Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
-    Param("lpips_net", str, "alex", choices=LPIPS_NETS),
+    Param("lpips_net", str, "alex", choices=LPIPS_NETS),  # a record's metrics name its own
     Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
