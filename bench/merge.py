@@ -40,6 +40,7 @@ from bench.leaderboard.frames import label_splits
 from bench.lock import RunLock
 from bench.outputs import store_part_problem
 from bench.paths import resolved, store_problem
+from bench.perceptual import LPIPS_SCORING
 from bench.pictures import MAX_ARRAY_VALUES, locate_artifact, own_artifact
 from bench.registry import LeakbenchError
 from bench.store import NEWER, RECORDS, read_record, save_outcome
@@ -71,7 +72,7 @@ class Copy:
         out = {k: self.record.get(k) for k in RESULT_FIELDS}
         if isinstance(out["metrics"], dict):
             out["metrics"] = {k: v for k, v in out["metrics"].items()
-                              if not k.endswith("_note") and k != "lpips_scoring"}
+                              if not k.endswith("_note") and k != LPIPS_SCORING}
         return json.dumps(out, sort_keys=True)
 
     def differs(self, other: Copy) -> str:

@@ -9,6 +9,7 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
+from bench.perceptual import LPIPS_SCORING
 from bench.records import (
     MAX_METRIC_MAGNITUDE,
     metric_out_of_bounds,
@@ -71,10 +72,11 @@ def nested_problem(d: dict[str, Any]) -> str | None:
                 isinstance(v, list) and v and all(_kind_of(x, _NUMBER) for x in v)
                 for v in per_item.values())):
             return f"field 'metrics.{key}' is not a mapping of metric → non-empty list of numbers"
-    scoring = (d.get("metrics") or {}).get("lpips_scoring")
+    scoring = (d.get("metrics") or {}).get(LPIPS_SCORING)
     if scoring is not None and not (isinstance(scoring, dict) and set(scoring) == {"net"}
                                     and scoring["net"] in LPIPS_NETS):
-        return f"field 'metrics.lpips_scoring' is not {{net: one of {', '.join(LPIPS_NETS)}}}"
+        return (f"field 'metrics.{LPIPS_SCORING}' is not {{net: one of "
+                f"{', '.join(LPIPS_NETS)}}}")
     if not all(isinstance(g, str) for g in d.get("granted") or []):
         return "a grant that is not text"
     victim = victim_problem(d["victim"], written=True) if d.get("victim") is not None else None

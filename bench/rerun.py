@@ -139,22 +139,25 @@ def cell_json(record: dict[str, Any]) -> dict[str, Any]:
             "base_seed": record.get("base_seed", 0)}
 
 
-def rerun_metric(name: str | None, lpips_net: str | None = None) -> type[Metric] | None:
+def rerun_metric(name: str | None) -> type[Metric] | None:
     """The one per-item metric ``--metric`` names (None: the records' leaderboard metric), as
-    ``diff`` resolves it; LPIPS only where the weights of ``lpips_net``, the backbone the
-    records were scored with (:func:`options_of`), are found, else every fresh value would
-    be n/a (``lpips_net`` None: the name alone is checked)."""
+    ``diff`` resolves it (LPIPS's weights are checked once the records name their backbone:
+    :func:`lpips_problem`)."""
     if name is None:
         return None
     chosen = resolve_per_item([name], "rerun")
     if len(chosen) > 1:
         raise LeakbenchError(f"--metric {name}: rerun compares one metric")
-    m = chosen[0]
-    if m.name == "lpips" and lpips_net is not None:
-        available, message = lpips_status(lpips_net)
-        if not available:
-            raise LeakbenchError(f"--metric lpips: {message}")
-    return m
+    return chosen[0]
+
+
+def lpips_problem(metric: type[Metric] | None, options: RunOptions) -> str | None:
+    """Why ``--metric lpips`` cannot be scored here: the weights of the backbone the records
+    were scored with (:func:`options_of`) are not found, so every fresh value would be n/a."""
+    if metric is None or metric.name != "lpips":
+        return None
+    available, message = lpips_status(dict(options.perceptual)["lpips_net"])
+    return None if available else f"--metric lpips: {message}"
 
 
 def component_problem(record: dict[str, Any]) -> str | None:
@@ -205,7 +208,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     ``jobs=0`` runs inline, with no limit)."""
     if sample < 1:
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
-    rerun_metric(metric)  # a bad name is refused before the folder is read
+    chosen = rerun_metric(metric)  # a bad name is refused before the folder is read
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     problem = cache_problem()  # as a run checks it: else each drawn cell ends in an error
     if problem:
@@ -213,7 +216,9 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     records = load_records(Path(out_dir), quarantine=False)  # only read: nothing moves
     by_id = {r["cell_id"]: r for r in records}
     base = options_of(by_id)
-    chosen = rerun_metric(metric, dict(base.perceptual)["lpips_net"])
+    problem = lpips_problem(chosen, base)
+    if problem:
+        raise LeakbenchError(problem)
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(store_problem(Path(out_dir))

@@ -58,6 +58,7 @@ class FolderPlan:
         self.unbegun = 0  # failure records of cells no worker began, run again
         self.moved: list[tuple[Any, Any]] = []  # (the record's dataset root, the suite's)
         self.rescored: list[tuple[str, str]] = []  # (the record's LPIPS setting, the suite's)
+        self.lpips = suite_lpips_setting(dict(suite.perceptual))
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         for cell in iter_cells(self.suite):
@@ -112,9 +113,8 @@ class FolderPlan:
             now = success_fields(modality, self.suite.success)["success_rule"]
             if rule != now:
                 self.rejudged.append((rule, now))
-        lpips, now_lpips = record["lpips"], suite_lpips_setting(dict(self.suite.perceptual))
-        if lpips is not None and lpips != now_lpips:  # outside the id, as the rule is
-            self.rescored.append((lpips, now_lpips))
+        if record["lpips"] not in (None, self.lpips):  # outside the id, as the rule is
+            self.rescored.append((record["lpips"], self.lpips))
 
     def warn_mismatch(self) -> None:
         """Warn of records that are not cells of the suite, of finished cells whose labels
