@@ -149,7 +149,26 @@ def defense_axis(value: Any) -> list[tuple[Spec, ...]]:
         else:
             chains += [(s,) for s in component_axis([{name: params}], DEFENSES,
                                                  f"defenses[{i}]")]
-    return one_per_identity(unique(chains), "defenses", lambda chain: chain)
+    chains = one_per_identity(unique(chains), "defenses", lambda chain: chain)
+    _no_reordered_twins(chains)
+    return chains
+
+
+def _no_reordered_twins(chains: list[tuple[Spec, ...]]) -> None:
+    """A SuiteError where two chains run the same procedure in a different order: every batch
+    transform (a data-level link) runs before the update wherever it stands, so
+    [prune, mixup] is [mixup, prune]. Their labels differ, and so would their defense seeds:
+    one defense would make two rows of the table, each half its seeds'."""
+    seen: dict[tuple, tuple[Spec, ...]] = {}
+    for chain in chains:
+        data = [s for s in chain if DEFENSES.get(s.name).cls.level == "data"]
+        key = (tuple(data), tuple(s for s in chain if s not in data))
+        other = seen.setdefault(key, chain)
+        if other != chain:
+            names = ["+".join(s.name for s in c) for c in (other, chain)]
+            raise SuiteError(f"defenses: {names[0]} and {names[1]} run the same procedure "
+                             f"(a data-level link transforms the batch before the update, "
+                             f"wherever it stands in a chain); give one of them")
 
 
 def _check_chain_order(chain: tuple[Spec, ...], where: str) -> None:
