@@ -27,26 +27,28 @@ METADATA = {"Software": None}  # no matplotlib version stamp in the PNG
 ACCURACY_DIGITS = 3  # the decimals of test accuracy in the defense tables
 
 
-def pareto_front(df: pd.DataFrame, digits: tuple[int, int] | None = None) -> list[str]:
+def pareto_front(df: pd.DataFrame, digits: tuple[int, int] | None = None,
+                 privacy: str = "psnr") -> list[str]:
     """The defense labels on the privacy–utility Pareto front, by increasing accuracy.
 
-    Both high accuracy and low attack PSNR are good. A defense is on the front when no other
-    one has accuracy ≥ and PSNR ≤ with at least one of them strict, compared as the tables
-    print them (rounded to ``digits``: accuracy's, PSNR's; by default the tables' decimals),
-    so two defenses that read level are level. Rows whose accuracy or PSNR is missing (NaN) are
-    never on the front; identical points are all kept.
+    Both high accuracy and a low attack score (column ``privacy``: PSNR, or ROUGE-1 for text)
+    are good. A defense is on the front when no other one has accuracy ≥ and score ≤ with at
+    least one of them strict, compared as the tables print them (rounded to ``digits``:
+    accuracy's, the score's; by default the tables' decimals), so two defenses that read level
+    are level. Rows whose accuracy or score is missing (NaN) are never on the front; identical
+    points are all kept.
     """
     if digits is None:
-        digits = (ACCURACY_DIGITS, get_metric("psnr").digits)
-    rows = df[["defense_label", "accuracy", "psnr"]].dropna(subset=["accuracy", "psnr"])
-    points = [(str(r.defense_label), round(float(r.accuracy), digits[0]),
-               round(float(r.psnr), digits[1])) for r in rows.itertuples(index=False)]
+        digits = (ACCURACY_DIGITS, get_metric(privacy).digits)
+    rows = df[["defense_label", "accuracy", privacy]].dropna(subset=["accuracy", privacy])
+    points = [(str(label), round(float(acc), digits[0]), round(float(score), digits[1]))
+              for label, acc, score in rows.itertuples(index=False)]
     front = []
-    for label, acc, psnr in points:
-        dominated = any(a >= acc and p <= psnr and (a > acc or p < psnr)
+    for label, acc, score in points:
+        dominated = any(a >= acc and p <= score and (a > acc or p < score)
                         for _, a, p in points)
         if not dominated:
-            front.append((acc, psnr, label))
+            front.append((acc, score, label))
     return [label for _, _, label in sorted(front)]
 
 

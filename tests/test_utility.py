@@ -240,6 +240,13 @@ def test_text_datasets_train_and_score_through_the_utility_track(tmp_path, task)
             assert 20 <= m["eval_positions"] < 20 * 8
         else:
             assert "eval_positions" not in m
+    # the text Defenses table shows them (it had counted them in the header, then left them out)
+    page = write_leaderboard(tmp_path).read_text()
+    table = page.split("## Text defenses", 1)[1].split("\n## ", 1)[0]
+    for column in ("| Accuracy", "| Δ acc", "| Update cos", "| n (utility)", "| Pareto"):
+        assert column in table
+    assert "★" in table and "lower ROUGE-1, higher accuracy" in table
+    assert f"{records[0]['metrics']['accuracy']:.3f} ± n/a" in table
 
 
 def test_language_model_accuracy_is_per_scored_position():

@@ -113,7 +113,7 @@ def leaderboard_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     tables = []
     if not images.empty:
         tables += attack_tables(images) + defense_tables(images, util, plots)
-    tables += text_tables(text) if not text.empty else []
+    tables += text_tables(text, util) if not text.empty else []
     return tables + ([archs] if archs else []) + (curves or [])
 
 

@@ -213,20 +213,13 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
     """Per scenario: defenses ranked by the strongest attack against each (worst case over
     attacks, ties where intervals overlap), with the utility track's accuracy, its paired
     drop and the Pareto front."""
-    from bench.plots import ACCURACY_DIGITS, pareto_front
-
     h = headline()
     tables = []
     for key, g, summary in scenario_summaries(df):
         best = rank_defenses(strongest_attacks(summary))
         shown = defense_metrics(best)
-        us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
-        has_utility = us is not None and not us.empty
-        front: set[str] = set()
-        if has_utility:
-            best = best.merge(us, on="defense", how="left")
-            both = best[best[h.name].notna() & best["accuracy"].notna()]
-            front = set(pareto_front(both.rename(columns={"defense": "defense_label"})))
+        best, us, front = utility_join(best, util, key, "psnr")
+        has_utility = us is not None
         unstable = bool((best["n_ok"] < best["n"]).any())
         # ε beside the numbers it belongs to: the utility run's own (q, T) where the table
         # shows its accuracy, else the attack cells' configured (q, T); never a mix
@@ -251,12 +244,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 eps = epsilon.get(r["defense"])
                 row[eps_column] = "–" if eps is None or pd.isna(eps) else format_value(eps, 2)
             if has_utility:
-                n_acc = r.get("accuracy_n")
-                row.update({"Accuracy": interval(r, "accuracy").format(ACCURACY_DIGITS),
-                            "Δ acc": interval(r, "drop").format(ACCURACY_DIGITS),
-                            "Update cos": interval(r, "update_cosine").format(ACCURACY_DIGITS),
-                            "n (utility)": "0" if pd.isna(n_acc) else str(int(n_acc)),
-                            "Pareto": "★" if r["defense"] in front else ""})
+                row.update(utility_cells(r, front))
             rows.append(row)
         direction = "lower" if h.higher_is_better else "higher"
         note = (f"Ranked by the best mean {h.label} any attack reaches ({direction} is "
@@ -280,17 +268,50 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
             for defense, text in why.groupby("defense")["epsilon_note"].first().items():
                 note += f" No ε for {defense}: {str(text).rstrip('.')}."
         if has_utility:
-            note += (" Accuracy: test accuracy after the utility track's training with defended "
-                     "updates (mean over the n (utility) seeds); Δ acc: its drop against `none` "
-                     "on the same seeds (paired); Update cos: cosine between defended and clean "
-                     "updates; ★: on the privacy–utility Pareto front (lower PSNR, higher "
-                     "accuracy, means as printed).")
-            note += _other_settings_note(us)
+            note += utility_note(us, "PSNR")
         pics = [(f"figure: {scenario_title(key)}", plots[key])] if plots and key in plots \
             else []
         tables.append(Table(f"Defenses · {scenario_title(key)}", pd.DataFrame(rows),
                             note=note, pictures=pics))
     return tables
+
+
+def utility_join(best: pd.DataFrame, util: pd.DataFrame | None, key: tuple, privacy: str
+                 ) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str]]:
+    """``best`` (one row per defense of scenario ``key``) with the utility track's summary of
+    that dataset and architecture merged in, the summary (None where no utility record
+    covers them), and the defenses on the privacy–utility Pareto front, ``privacy`` being the
+    attack's metric column (lower is more private)."""
+    from bench.plots import pareto_front
+
+    us = utility_summary(util, key[0], key[1]) if util is not None and len(util) else None
+    if us is None or us.empty:
+        return best, None, set()
+    best = best.merge(us, on="defense", how="left")
+    both = best[best[privacy].notna() & best["accuracy"].notna()]
+    return best, us, set(pareto_front(both.rename(columns={"defense": "defense_label"}),
+                                      privacy=privacy))
+
+
+def utility_cells(r: pd.Series, front: set[str]) -> dict[str, str]:
+    """A Defenses-table row's utility columns (see :func:`utility_note`)."""
+    from bench.plots import ACCURACY_DIGITS
+
+    n_acc = r.get("accuracy_n")
+    return {"Accuracy": interval(r, "accuracy").format(ACCURACY_DIGITS),
+            "Δ acc": interval(r, "drop").format(ACCURACY_DIGITS),
+            "Update cos": interval(r, "update_cosine").format(ACCURACY_DIGITS),
+            "n (utility)": "0" if pd.isna(n_acc) else str(int(n_acc)),
+            "Pareto": "★" if r["defense"] in front else ""}
+
+
+def utility_note(us: pd.DataFrame, privacy: str) -> str:
+    """What a Defenses table's utility columns mean (``privacy``: the attack metric's label)."""
+    return (" Accuracy: test accuracy after the utility track's training with defended "
+            "updates (mean over the n (utility) seeds); Δ acc: its drop against `none` "
+            "on the same seeds (paired); Update cos: cosine between defended and clean "
+            f"updates; ★: on the privacy–utility Pareto front (lower {privacy}, higher "
+            "accuracy, means as printed).") + _other_settings_note(us)
 
 
 def _other_settings_note(us: pd.DataFrame) -> str:

@@ -26,6 +26,9 @@ from bench.leaderboard.tables import (
     attack_note,
     reference_notes,
     scored_metrics,
+    utility_cells,
+    utility_join,
+    utility_note,
 )
 from bench.leaderboard.uncertainty import format_rank
 from bench.markdown import Markdown
@@ -125,11 +128,16 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
+def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: tuple = ()
+                 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
+    """One row per defense, by its strongest attack; with the utility track's columns where
+    ``util`` holds runs of the scenario ``key``'s dataset and architecture (their summary is
+    returned beside the rows, None where there are none)."""
     h = text_headline()
     best = rank_defenses(strongest_attacks(summary, h), h)
     unstable = bool((best["n_ok"] < best["n"]).any())
     shown = text_metrics(best)
+    best, us, front = utility_join(best, util, key, h.name)
     rows = []
     for _, r in best.iterrows():
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -140,8 +148,10 @@ def defense_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
         row.update({"Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"])})
+        if us is not None:
+            row.update(utility_cells(r, front))
         rows.append(row)
-    return rows
+    return rows, us
 
 
 def md_token(token: str) -> str:
@@ -232,9 +242,10 @@ def sentence_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
-def text_tables(df: pd.DataFrame) -> list[Table]:
+def text_tables(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Table]:
     """Per text scenario: attacks (ranked by ROUGE-1 per defense), defenses (by their
-    strongest attack's ROUGE-1), and sentences side by side."""
+    strongest attack's ROUGE-1, with the utility track's accuracy where ``util`` has it), and
+    sentences side by side."""
     h = text_headline()
     tables = []
     for key, g, summary in scenario_summaries(df):
@@ -248,13 +259,15 @@ def text_tables(df: pd.DataFrame) -> list[Table]:
         tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
                             note=attack_note(columns, TEXT_FLOOR, f"Rank (by {h.label})")
                             + missing + converged + for_attacks))
-        tables.append(Table(f"Text defenses · {title}", pd.DataFrame(defense_rows(summary)),
+        rows, us = defense_rows(summary, util, key)
+        tables.append(Table(f"Text defenses · {title}", pd.DataFrame(rows),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run (failures at their "
                                  "floor); n: its seeds; ± and the shared ranks as in the "
                                  "Text attacks table; the metrics and Success are that "
                                  "strongest attack's." + _missing_note(summary)
-                                 + for_defenses))
+                                 + for_defenses
+                                 + ("" if us is None else utility_note(us, h.label))))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
         if sentences:
