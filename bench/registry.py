@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
 import pkgutil
 import re
 import sys
@@ -101,6 +102,10 @@ class Param:
     # value than its default — for a parameter added later whose default keeps the old
     # behaviour, so that existing cells keep their ids
     identity: bool | str = True
+    # True: a file or folder. A relative one is made absolute against the directory the suite
+    # is read in, so that a worker started elsewhere (a Ray node, or a `ray start` run from
+    # another folder) reads the folder the driver checked; `~` stays each machine's home
+    path: bool = False
 
     def __post_init__(self) -> None:
         """A declaration a suite could never use is refused where it is written (a plug-in's
@@ -173,6 +178,8 @@ class Param:
             raise ParamError(f"{where}: {short(value)} is below the minimum {self.low:g}")
         if self.high is not None and value > self.high:
             raise ParamError(f"{where}: {short(value)} is above the maximum {self.high:g}")
+        if self.path and value and not value.startswith("~") and not os.path.isabs(value):
+            value = os.path.abspath(value)
         return value
 
 

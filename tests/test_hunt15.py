@@ -29,3 +29,44 @@ def test_update_links_in_another_order_stay_two_defenses() -> None:
                                  {"chain": ["mixup", clip, noise]},
                                  {"chain": [noise, "mixup", clip]}])
     assert len({c.defense_label for c in attack_cells(suite)}) == 4
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagefolder", "textfolder"])
+def test_a_relative_data_root_is_the_drivers_folder(dataset: str, tmp_path, monkeypatch
+                                                    ) -> None:
+    """A relative ``root`` had travelled to the workers as written, so a Ray worker started
+    from another folder read another folder (or none) than the one the driver checked."""
+    monkeypatch.chdir(tmp_path)
+    suite = make_suite(datasets=[{dataset: {"root": "data"}}])
+    assert suite.datasets[0].kwargs["root"] == str(tmp_path / "data")
+    home = make_suite(datasets=[{dataset: {"root": "~/data"}}])  # each machine's own home
+    assert home.datasets[0].kwargs["root"] == "~/data"
+    weights = make_suite(perceptual={"lpips_weights": "w.pth"}).perceptual["lpips_weights"]
+    assert weights == str(tmp_path / "w.pth")
+
+
+def test_a_joined_ray_cluster_gets_the_drivers_data_and_cache(tmp_path, monkeypatch) -> None:
+    """Only a cluster the run started got the driver's environment; one it joined ran its
+    tasks with the worker nodes' own (no LEAKBENCH_DATA: every cell an error record, exit 0)."""
+    ray = pytest.importorskip("ray")
+    import torch
+
+    from bench.executors import ExecutorOptions
+    from bench.executors.ray import RayExecutor
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEAKBENCH_DATA", "data")
+    monkeypatch.setenv("LEAKBENCH_CACHE", "~/cache")
+    monkeypatch.setenv("LEAKBENCH_LPIPS_WEIGHTS", " ")  # blank: unset, as its reader takes it
+    monkeypatch.delenv("LEAKBENCH_FID_WEIGHTS", raising=False)
+    seen: dict = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(address="auto"))._connect()
+    assert seen["address"] == "auto"
+    assert seen["runtime_env"] == {"env_vars": {"LEAKBENCH_DATA": str(tmp_path / "data"),
+                                                "LEAKBENCH_CACHE": "~/cache"}}
+    started: dict = {}
+    monkeypatch.setattr(ray, "init", lambda **kw: started.update(kw))
+    RayExecutor(torch.device("cpu"), 60.0)._connect()  # a cluster the run starts: the same
+    assert started["runtime_env"]["env_vars"]["LEAKBENCH_DATA"] == str(tmp_path / "data")

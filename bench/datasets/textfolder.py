@@ -34,7 +34,7 @@ class TextFolder(TextDataset):
     ``.txt`` (classify task)."""
 
     paper = "local text files"
-    params = (Param("root", str, None, nullable=True, identity=False,
+    params = (Param("root", str, None, nullable=True, identity=False, path=True,
                     help="folder of .txt files, read recursively (default: $LEAKBENCH_DATA/text)"),
               ) + TEXT_PARAMS
 

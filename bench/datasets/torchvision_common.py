@@ -37,7 +37,7 @@ DATA_ENV = "LEAKBENCH_DATA"
 # The parameters every torchvision-backed dataset declares.
 # root/download/verify say where and how to load, not what is measured: they stay out of
 # the cell identity, so ids and seeds do not depend on a machine's paths.
-ROOT_PARAM = Param("root", str, None, nullable=True, identity=False,
+ROOT_PARAM = Param("root", str, None, nullable=True, identity=False, path=True,
                    help=f"folder given to torchvision as its root (default: ${DATA_ENV})")
 DOWNLOAD_PARAM = Param("download", bool, False, identity=False,
                        help="let torchvision download the files when they are missing")

@@ -98,11 +98,29 @@ def import_ray() -> Any:
     return ray
 
 
+FORWARDED_ENV = ("LEAKBENCH_DATA", "LEAKBENCH_CACHE", "LEAKBENCH_LPIPS_WEIGHTS",
+                 "LEAKBENCH_FID_WEIGHTS")
+
+
+def driver_env() -> dict[str, str]:
+    """The driver's data, cache and weight locations (those of :data:`FORWARDED_ENV` it sets),
+    a relative one made absolute against its working directory: the driver checked them before
+    the run, and a worker started elsewhere (another node, or a ``ray start`` run without these
+    variables or from another folder) would otherwise read its own, or none."""
+    out = {}
+    for name in FORWARDED_ENV:
+        value = os.environ.get(name, "").strip()  # blank is unset, as the readers take it
+        if value:
+            out[name] = value if value.startswith("~") else os.path.abspath(value)
+    return out
+
+
 def local_runtime_env() -> dict[str, Any]:
-    """What workers of a cluster started here need to import leakbench and its plugins."""
+    """What workers of a cluster started here need to import leakbench and its plugins, and
+    the driver's locations (:func:`driver_env`)."""
     root = str(Path(__file__).resolve().parents[2])
     paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), **driver_env()}}
 
 
 def reachable(address: str, seconds: float = 5.0) -> None:
@@ -232,8 +250,10 @@ class RayExecutor:
                          runtime_env=local_runtime_env(), **quiet)
             else:
                 reachable(self.address)
+                env = driver_env()
                 try:
-                    ray.init(address=self.address, **quiet)
+                    ray.init(address=self.address,
+                             runtime_env={"env_vars": env} if env else None, **quiet)
                 except (ConnectionError, ValueError, RuntimeError) as e:
                     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                     raise LeakbenchError(f"--ray-address {self.address}: cannot join the Ray "

@@ -55,7 +55,7 @@ BUDGET_PARAMS = (
 PERCEPTUAL_PARAMS = (
     Param("lpips", bool, True, help="score LPIPS when its weights are found locally"),
     Param("lpips_net", str, "alex", choices=LPIPS_NETS),  # a record's metrics name its own
-    Param("lpips_weights", str, None, nullable=True, help="backbone weights file"),
+    Param("lpips_weights", str, None, nullable=True, path=True, help="backbone weights file"),
 )
 EXCLUDE_AXES = ("attack", "defense", "arch", "dataset", "batch_size", "mode", "bn_mode", "victim",
                 "seed")
