@@ -213,7 +213,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         _write(out_dir, failure_outcome(cell, "skipped", cell.skip_reason or "", options, 0.0, dev),
                summary)
     name, jobs, threads = parallel
-    bar = _progress(len(todo), suite.name, progress)
+    bar = None
     runner = make_executor(name, dev, suite.timeout, jobs,
                            with_resources(executor_options, suite.resources), threads)
     if hasattr(runner, "on_start"):
@@ -221,6 +221,7 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
     try:
         if todo and hasattr(runner, "connect"):  # a cluster: its size is known once joined
             runner.connect()
+        bar = _progress(len(todo), suite.name, progress)  # after: a refusal is one line alone
         tasks = group_trials(todo, trials)
         if name != "ray":  # the workers this run starts: fewer than --jobs for fewer tasks
             warn_oversubscribed(jobs, threads, usable_cores(), len(tasks))
@@ -231,7 +232,8 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)
             bar.update(1)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if hasattr(runner, "close"):  # a cluster it started, even if planning failed
             runner.close()
     summary.seconds = time.perf_counter() - t0

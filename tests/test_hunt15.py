@@ -70,3 +70,24 @@ def test_a_joined_ray_cluster_gets_the_drivers_data_and_cache(tmp_path, monkeypa
     monkeypatch.setattr(ray, "init", lambda **kw: started.update(kw))
     RayExecutor(torch.device("cpu"), 60.0)._connect()  # a cluster the run starts: the same
     assert started["runtime_env"]["env_vars"]["LEAKBENCH_DATA"] == str(tmp_path / "data")
+
+
+def test_photo_crops_larger_than_the_photos_are_refused_at_load() -> None:
+    """size 128 at scale 64 cut no crop at all: every cell failed on torch.stack's
+    "non-empty TensorList", which named nothing the suite said."""
+    with pytest.raises(SuiteError, match="scale ≥ 256"):
+        make_suite(datasets=[{"photos": {"size": 128, "scale": 64}}])
+    suite = make_suite(datasets=[{"photos": {"size": 32, "scale": 64}}])  # one crop a row
+    assert len(attack_cells(suite)) == 1
+
+
+def test_an_unreachable_ray_head_is_one_line_without_a_progress_bar(tmp_path, capsys) -> None:
+    """The run's progress bar had been drawn (0/1) before the executor joined the cluster,
+    so the refusal came below an empty bar."""
+    pytest.importorskip("ray")
+    from helpers import one_line, write_suite
+
+    suite = write_suite(tmp_path / "s.yaml")
+    line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "out"),
+                    "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert "127.0.0.1:1: nothing answers there" in line

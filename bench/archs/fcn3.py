@@ -14,7 +14,11 @@ from bench.registry import Param, register_arch
 
 @register_arch("fcn3")
 class FCN3(Arch):
-    """R-GAP's FCN3 on the flat image: bias-free hidden layers (1000, 100) with LeakyReLU(0.2)."""
+    """R-GAP's FCN3 on the flat image: bias-free hidden layers (1000, 100) with LeakyReLU(0.2).
+
+    The output is the head's raw logit: R-GAP's code puts a LeakyReLU after the last layer too,
+    which a positive logit passes unchanged and a negative one scales by the slope; leakbench's
+    heads, as every other architecture's, end at the linear layer."""
 
     paper = "Zhu & Blaschko. R-GAP: Recursive Gradient Attack on Privacy. ICLR 2021"
     params = (

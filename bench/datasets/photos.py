@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -50,6 +52,15 @@ class Photos(Dataset):
         Param("scale", int, 256, low=64, high=512, help="photos are resized to this shorter side"),
         Param("normalize", bool, False, help="standardise with the training split's statistics"),
     )
+
+    @classmethod
+    def check_params(cls, config: Mapping[str, Any]) -> str | None:
+        """A crop (twice ``size``, then downsampled) must fit in the resized photos."""
+        if 2 * config["size"] > config["scale"]:
+            return (f"size {config['size']} cuts crops of {2 * config['size']} px, more than "
+                    f"the photos' shorter side (scale {config['scale']}): give scale ≥ "
+                    f"{2 * config['size']}")
+        return None
 
     def meta(self) -> DatasetMeta:
         pixel_mean, pixel_std = channel_stats(self.load("train").tensors[0])
