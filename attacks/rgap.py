@@ -50,6 +50,16 @@ from attacks.rgap_chain import Chain, Stage, parse_chain
 from bench.contracts import Observation, Reconstruction
 from bench.registry import Param, register_attack
 
+MAX_UNKNOWNS = 16_384
+"""The most unknowns a layer's input may have: each layer solves dense n×n normal equations
+(a float64 Gram matrix, its float32 copy and factor: 16·n² bytes, 4 GiB at this bound; the
+papers' 32×32×3 input has 3 072)."""
+
+FIT_RESIDUAL = 1e-6
+"""A candidate's next-layer residual at or below this fits the layer (the true root's sits at
+the ridge's and rounding's level: about 1e-8 in float64, 3e-7 in float32; a wrong label sign
+leaves one of order 1), so the pixel box, not ``sign_margin``, decides among such fits."""
+
 # ---------------------------------------------------------------------------------------------
 # the recursion
 
@@ -181,7 +191,16 @@ class RGAP(ClosedFormAttack):
 
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[Chain | None, str | None]:
-        return parse_chain(model, input_shape)
+        chain, reason = parse_chain(model, input_shape)
+        if chain is None:
+            return chain, reason
+        widest = max(chain.stages, key=lambda st: math.prod(st.in_shape))
+        n = math.prod(widest.in_shape)
+        if n > MAX_UNKNOWNS:  # the same reason on every machine, whatever its memory
+            return None, (f"a layer's input has {n} unknowns (shape {widest.in_shape}), above "
+                          f"{MAX_UNKNOWNS}: its dense {n}×{n} Gram matrix and factor would take "
+                          f"{16 * n * n / 2 ** 30:.0f} GiB")
+        return chain, None
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         chain = self.parsed(obs)
@@ -251,7 +270,9 @@ class RGAP(ClosedFormAttack):
             best = min(res.values())
             info["candidate_residuals"] = [res[i] if math.isfinite(res[i]) else None
                                            for i in range(len(cands))]
-            alive = [i for i in alive if res[i] <= self.sign_margin * best + 1e-12
+            # a residual at the ridge's and rounding's level is a fit, however much smaller
+            # another one is: between fits the pixel box decides (a wrong sign leaves O(1))
+            alive = [i for i in alive if res[i] <= max(self.sign_margin * best, FIT_RESIDUAL)
                      or not math.isfinite(best)]
         lo, hi = obs.domain.bounds(obs.device)
         lo, hi = lo[0].to(torch.float64), hi[0].to(torch.float64)

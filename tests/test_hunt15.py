@@ -91,3 +91,50 @@ def test_an_unreachable_ray_head_is_one_line_without_a_progress_bar(tmp_path, ca
     line = one_line(capsys, "run", str(suite), "--out", str(tmp_path / "out"),
                     "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert "127.0.0.1:1: nothing answers there" in line
+
+
+def test_rgap_lets_the_box_choose_between_two_roots_that_both_fit() -> None:
+    """A sigmoid layer under a LeakyReLU one: both roots of the top layer fit the layer below
+    to rounding (residuals 1e-8 and 1e-9 in float64); the relative margin alone had dropped
+    the true root for being 14× the other's, and returned the other, every pixel outside the
+    box (−243 dB)."""
+    import copy
+    import math
+
+    import torch
+    from torch import nn
+
+    from attacks.rgap import RGAP
+    from bench.client import compute_update
+    from bench.contracts import ClientSpec, Observation
+    from bench.domains import PixelBox
+
+    torch.manual_seed(6)
+    shape = (3, 8, 8)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1, bias=False), nn.Sigmoid(),
+                          nn.Conv2d(12, 16, 3, stride=2, padding=1, bias=False),
+                          nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(256, 1, bias=False)
+                          ).double()
+    x = torch.rand(1, *shape, dtype=torch.float64)
+    update = compute_update(model, x, torch.tensor([0]), ClientSpec())
+    obs = Observation(model=copy.deepcopy(model), update=update, batch_size=1,
+                      domain=PixelBox(shape, (0.0,) * 3, (1.0,) * 3), num_classes=10,
+                      client=ClientSpec(), generator=torch.Generator().manual_seed(0))
+    rec = RGAP().reconstruct(obs)
+    residuals = sorted(r for r in rec.info["candidate_residuals"])
+    assert residuals[1] < 1e-6 < residuals[2]  # two fits, two wrong signs
+    assert len(rec.info["candidates_descended"]) == 2
+    psnr = 10 * math.log10(1 / float(((rec.data.double() - x) ** 2).mean()))
+    assert psnr > 60, psnr
+
+
+def test_rgap_skips_a_layer_too_wide_for_dense_normal_equations() -> None:
+    """cnn6 on 128-px photos has 50 700 unknowns in a layer's input (12×65×65): a 19 GiB
+    float64 Gram matrix (and as much again in float32), which had been accepted and would
+    exhaust the memory of most machines."""
+    suite = make_suite(datasets=[{"photos": {"size": 128, "scale": 256}}],
+                       archs=["cnn6"], attacks=["rgap"])
+    cell = attack_cells(suite)[0]
+    assert "50700 unknowns" in (cell.skip_reason or ""), cell.skip_reason
+    fits = make_suite(datasets=[{"photos": {"size": 32}}], archs=["cnn6"], attacks=["rgap"])
+    assert not attack_cells(fits)[0].skip_reason
