@@ -312,8 +312,8 @@ class DefenseContext:
     # aggregated with this client's update, in order: the pipeline scores against them too
     aggregated: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     # the dataset's per-channel pixel mean in model-input space, (1, C, 1, 1) on the batch's
-    # device (0 where the harness normalises); None where unknown (text, or a dataset that
-    # states no ``pixel_mean``): :func:`bench.data.input_centre`
+    # device (0 where the harness normalises; mid-grey where a dataset states no
+    # ``pixel_mean``); None for text: :func:`bench.data.input_centre`
     centre: torch.Tensor | None = None
     # a Poisson-sampled batch's expected size (the utility track's DP training, FedSGD), by
     # which a DP mean divides; None: the batch has a fixed size, len(x)

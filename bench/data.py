@@ -29,11 +29,12 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
 
 def input_centre(meta: Any, like: torch.Tensor) -> torch.Tensor | None:
     """The dataset's per-channel pixel mean in model-input space, shaped (1, C, 1, 1) with
-    ``like``'s dtype and device (0 where the harness normalises with that mean); None for
-    text or a dataset whose metadata states no ``pixel_mean``."""
-    pixel_mean = getattr(meta, "pixel_mean", ())
-    if getattr(meta, "modality", "image") == "text" or not pixel_mean:
+    ``like``'s dtype and device (0 where the harness normalises with that mean); mid-grey
+    (0.5) for a dataset whose metadata states no ``pixel_mean`` (InstaHide's flip about
+    pixel 0 would be undone by absolute values); None for text."""
+    if getattr(meta, "modality", "image") == "text":
         return None
+    pixel_mean = getattr(meta, "pixel_mean", ()) or (0.5,) * int(meta.shape[0])
     return normalize(_channels(pixel_mean, like), meta.mean, meta.std)
 
 

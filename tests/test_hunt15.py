@@ -138,3 +138,19 @@ def test_rgap_skips_a_layer_too_wide_for_dense_normal_equations() -> None:
     assert "50700 unknowns" in (cell.skip_reason or ""), cell.skip_reason
     fits = make_suite(datasets=[{"photos": {"size": 32}}], archs=["cnn6"], attacks=["rgap"])
     assert not attack_cells(fits)[0].skip_reason
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_dataset_stating_no_pixel_mean_is_flipped_about_mid_grey(normalize: bool) -> None:
+    """A plug-in dataset without ``pixel_mean`` had no centre, so InstaHide flipped its
+    non-negative [0, 1] pixels about 0, which absolute values undo (plain MixUp)."""
+    import torch
+
+    from bench.contracts import DatasetMeta
+    from bench.data import input_centre
+
+    mean, std = ((0.3, 0.4, 0.5), (0.2, 0.2, 0.2)) if normalize else ((0.0,) * 3, (1.0,) * 3)
+    meta = DatasetMeta((3, 8, 8), 2, mean, std)
+    centre = input_centre(meta, torch.zeros((), dtype=torch.float64))
+    pixels = centre.flatten() * torch.tensor(std, dtype=torch.float64) + torch.tensor(mean)
+    assert centre.shape == (1, 3, 1, 1) and pixels.tolist() == pytest.approx([0.5] * 3)
