@@ -43,8 +43,10 @@ Counted numerically, the rank is that of the gradient constraints stacked with t
 ones (projected on ``virtual`` generic directions where the layer above is rank-deficient,
 the counts' own assumption), and the dependencies are what that leaves of the sum.
 
-**Risk index** (our summary of the paper's analysis, in [0, 1]): the fraction of the input's
-degrees of freedom that R-GAP's layer-by-layer systems pin down, ``Π_layers rank/unknowns``.
+**Risk index** (our summary of the paper's analysis, in [0, 1]): the product over layers of
+the fraction of each layer's input that its own system pins down, ``Π_layers rank/unknowns``
+(not a fraction of the network's input: a deficit handed down as virtual constraints is
+counted at the layer that has it, so CNN6-d scores 0.919 while its input layer is determined).
 1 means every layer is determined: the gradient reveals the input exactly (CNN6, FCN3);
 below 1 the recursion meets a rank-deficient layer and can only return the minimum-norm
 part of it (CNN6-d, whose narrowed second conv has 280 undetermined directions at 32×32).
