@@ -54,8 +54,8 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
         ok = g[(g["status"] == "ok") & g["arrays"].notna()]
         for (defense, attack), cells in ok.groupby(["defense", "attack"], sort=True):
             originals, recons = [], []
-            for cell, rel in cells.sort_values("cell_id")[["cell_id", "arrays"]].itertuples(
-                    index=False):
+            shapes = cells["images_shape"] if "images_shape" in cells else [None] * len(cells)
+            for cell, rel, expected in sorted(zip(cells["cell_id"], cells["arrays"], shapes)):
                 path = artifact_path(out_dir, rel, cell)
                 if path is None:
                     continue
@@ -64,6 +64,10 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                 except (OSError, ValueError, TypeError, EOFError) as e:
                     warn(f"cell {cell}: cannot read {rel} ({type(e).__name__}: {e}); left out "
                          "of FID/KID")
+                    continue
+                if isinstance(expected, tuple) and tuple(o.shape) != expected:
+                    warn(f"cell {cell}: {rel} holds images of shape {tuple(o.shape)}, its "
+                         f"record's observed batch {tuple(expected)}; left out of FID/KID")
                     continue
                 originals.append(o)
                 recons.append(r)
@@ -101,9 +105,21 @@ def attack_frame(out_dir: Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     df = records_frame(records)
     if df.empty:
         raise LeakbenchError(no_attack_records(out_dir, records))
-    df["arrays"] = [r.get("arrays") for r in sorted(
-        (r for r in records if r.get("kind", "attack") == "attack"), key=lambda r: r["cell_id"])]
+    attack = sorted((r for r in records if r.get("kind", "attack") == "attack"),
+                    key=lambda r: r["cell_id"])
+    df["arrays"] = [r.get("arrays") for r in attack]
+    df["images_shape"] = [observed_images(r) for r in attack]
     return records, df
+
+
+def observed_images(record: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of the originals a record's arrays hold: its observed batch (a secure
+    aggregate's every client's images) of its input shape; None where the record names none."""
+    shape = (record.get("input_meta") or {}).get("shape")
+    n = (record.get("aggregate") or {}).get("observed_batch", record.get("batch_size"))
+    if not isinstance(shape, list) or not isinstance(n, int):
+        return None
+    return (n, *shape)
 
 
 def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str = "2048"

@@ -135,6 +135,37 @@ def test_an_unreadable_arrays_file_is_left_out_of_fid_with_a_warning(results, tm
     assert ".npz archive" in out.stderr and "shown without it" in out.stderr
 
 
+def test_arrays_of_another_shape_than_their_record_are_left_out_of_fid(results, tmp_path,
+                                                                     capsys):
+    """A cell's arrays were checked only for "originals above reconstructions in uint8": one
+    17 px wide crashed `report` and `prior-curve --attacks` on torch.cat (a traceback), and
+    five images in a cell of two counted as five in the pool, exit 0."""
+    import shutil
+
+    import numpy as np
+
+    from bench.report import attack_frame, pooled_fid_kid
+
+    copy = tmp_path / "r"
+    shutil.copytree(results, copy)
+    cells = sorted((r for r in load_records(copy) if r["defense_label"] == "none"),
+                   key=lambda r: r["cell_id"])
+    np.save(copy / cells[0]["arrays"], np.zeros((2, 2, 1, 16, 17), np.uint8))
+    np.save(copy / cells[1]["arrays"], np.zeros((2, 5, 1, 16, 16), np.uint8))
+    _, df = attack_frame(copy)
+
+    def count(originals: list, recons: list) -> dict:
+        torch.cat(originals)  # the pool's images agree in shape
+        return {"n": sum(len(o) for o in originals), "fid": None, "kid": None, "reason": None}
+
+    table = pooled_fid_kid(copy, df, measure=count).set_index("Defense")
+    assert table.loc["none", "Images"] == 6 and table.loc["noise(scale=0.3)", "Images"] == 10
+    err = capsys.readouterr().err
+    for cell, shape in ((cells[0], "(2, 1, 16, 17)"), (cells[1], "(5, 1, 16, 16)")):
+        assert f"cell {cell['cell_id']}: {cell['arrays']} holds images of shape {shape}, " \
+               "its record's observed batch (2, 1, 16, 16)" in err
+
+
 def test_committed_reports_hold_every_leaderboard_section():
     """The report left out the leaderboard's quality-versus-compute tables and figures."""
     import re
