@@ -160,6 +160,17 @@ def lpips_problem(metric: type[Metric] | None, options: RunOptions) -> str | Non
     return None if available else f"--metric lpips: {message}"
 
 
+def rule_problem(record: dict[str, Any], options: RunOptions) -> str | None:
+    """Why a record's success rule cannot be judged here: a rule on LPIPS without the weights
+    of the records' backbone (``run`` refuses such a suite before any cell; each drawn cell
+    had re-run into an error record, exit 0)."""
+    rule = record.get("success_rule")
+    if not (isinstance(rule, dict) and rule.get("metric") == "lpips"):
+        return None
+    available, message = lpips_status(dict(options.perceptual)["lpips_net"])
+    return None if available else f"its success rule is on lpips: {message}"
+
+
 def component_problem(record: dict[str, Any]) -> str | None:
     """Why a record's cell would not build as recorded (a component's parameter its registry
     does not declare or refuses; a client, grant or budget the suite schema refuses), or
@@ -231,7 +242,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
                              f"of another modality): nothing to re-run")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
     for cid in picks:  # else each became an error record, counted as a re-run, exit 0
-        problem = component_problem(by_id[cid])
+        problem = component_problem(by_id[cid]) or rule_problem(by_id[cid], base)
         if problem:
             raise LeakbenchError(f"{out_dir}: record {cid}: {problem}")
     keyed = df.assign(**{c: df[c].fillna("") for c in ROW})

@@ -154,3 +154,27 @@ def test_a_dataset_stating_no_pixel_mean_is_flipped_about_mid_grey(normalize: bo
     centre = input_centre(meta, torch.zeros((), dtype=torch.float64))
     pixels = centre.flatten() * torch.tensor(std, dtype=torch.float64) + torch.tensor(mean)
     assert centre.shape == (1, 3, 1, 1) and pixels.tolist() == pytest.approx([0.5] * 3)
+
+
+def test_rerun_refuses_records_ruled_on_lpips_without_its_weights(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    """``run`` refuses a success rule on LPIPS where its weights are missing; ``rerun`` of
+    such records had re-run every drawn cell into an error record ("success rule over
+    'lpips', which score() does not compute"), exit 0."""
+    import json
+
+    from bench.runner import run_suite
+    from bench.store import load_records
+    from helpers import one_line
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("LEAKBENCH_LPIPS_WEIGHTS", raising=False)
+    out = tmp_path / "out"
+    run_suite(make_suite(seeds=2, attacks=[{"dlg": {"steps": 1}}]), out, jobs=0,
+              device="cpu", progress=False)
+    for record in load_records(out):
+        record["success_rule"] = {"metric": "lpips", "at_most": 0.2}
+        record.pop("success_psnr", None)
+        (out / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
+    line = one_line(capsys, "rerun", str(out), "--sample", "1", "--jobs", "0")
+    assert "its success rule is on lpips" in line and "LPIPS" in line
