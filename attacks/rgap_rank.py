@@ -257,7 +257,8 @@ def rank_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRan
 
 
 def index_from_layers(layers: list[LayerRank]) -> float:
-    """Π rank/unknowns over the layers: the fraction of the input R-GAP's systems pin down."""
+    """Π rank/unknowns over the layers: the product of the fractions of each layer's input
+    that its own system pins down (the risk index)."""
     out = 1.0
     for layer in layers:
         out *= layer.rank / layer.unknowns if layer.unknowns else 1.0

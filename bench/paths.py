@@ -55,3 +55,20 @@ def store_problem(out_dir: Path) -> str | None:
     if not (folder / "records").is_dir():
         return f"{folder}: no records folder (run a suite into it first)"
     return None
+
+
+FORWARDED_ENV = ("LEAKBENCH_DATA", "LEAKBENCH_CACHE", "LEAKBENCH_LPIPS_WEIGHTS",
+                 "LEAKBENCH_FID_WEIGHTS")
+
+
+def driver_env() -> dict[str, str]:
+    """The driver's data, cache and weight locations (those of :data:`FORWARDED_ENV` it sets),
+    a relative one made absolute against its working directory: the driver checked them before
+    the run, and a worker started elsewhere (another node, or a ``ray start`` run without these
+    variables or from another folder) would otherwise read its own, or none."""
+    out = {}
+    for name in FORWARDED_ENV:
+        value = os.environ.get(name, "").strip()  # blank is unset, as the readers take it
+        if value:
+            out[name] = value if value.startswith("~") else os.path.abspath(value)
+    return out

@@ -115,6 +115,8 @@ class Param:
         if not (isinstance(self.name, str) and PARAM_NAME.fullmatch(self.name)):
             raise TypeError(f"Param {self.name!r}: the name must be letters, digits, '_' or '-', "
                             "starting with a letter or '_'")
+        if self.path and self.type is not str:
+            raise TypeError(f"Param {self.name!r}: path=True needs type str")
         if self.type not in PARAM_TYPES:
             raise TypeError(f"Param {self.name!r}: type {getattr(self.type, '__name__', self.type)}"
                             " is not one a suite can give (int, float, str or bool; a list is "

@@ -7,6 +7,7 @@ locally available FID weights, which only decide between numbers and n/a).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,24 +54,7 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
     for key, g in scenarios(df):
         ok = g[(g["status"] == "ok") & g["arrays"].notna()]
         for (defense, attack), cells in ok.groupby(["defense", "attack"], sort=True):
-            originals, recons = [], []
-            shapes = cells["images_shape"] if "images_shape" in cells else [None] * len(cells)
-            for cell, rel, expected in sorted(zip(cells["cell_id"], cells["arrays"], shapes)):
-                path = artifact_path(out_dir, rel, cell)
-                if path is None:
-                    continue
-                try:
-                    o, r = load_cell_arrays(path)
-                except (OSError, ValueError, TypeError, EOFError) as e:
-                    warn(f"cell {cell}: cannot read {rel} ({type(e).__name__}: {e}); left out "
-                         "of FID/KID")
-                    continue
-                if isinstance(expected, tuple) and tuple(o.shape) != expected:
-                    warn(f"cell {cell}: {rel} holds images of shape {tuple(o.shape)}, its "
-                         f"record's observed batch {tuple(expected)}; left out of FID/KID")
-                    continue
-                originals.append(o)
-                recons.append(r)
+            originals, recons = group_arrays(out_dir, cells)
             result = (measure(originals, recons) if measure is not None else
                       fid_kid_of_group(originals, recons, weights, min_group, feature_layer))
             rows.append({"Scenario": scenario_title(key), "Defense": defense, "Attack": attack,
@@ -79,6 +63,40 @@ def pooled_fid_kid(out_dir: Path, df: pd.DataFrame, weights: str | None = None,
                          "KID std": kid.format(result.get("kid_std")),  # over random halves
                          "Note": result["reason"] or ""})
     return pd.DataFrame(rows)
+
+
+def group_arrays(out_dir: Path, cells: pd.DataFrame) -> tuple[list, list]:
+    """The originals and reconstructions of a group's cells, each file checked against its
+    record (:func:`observed_images`; a record from before ``input_meta`` by its count, and its
+    images by the shape most of the group's hold): one that disagrees, or cannot be read, is
+    left out with a warning (another width had crashed the pool's ``torch.cat``)."""
+    loaded = []
+    shapes = cells["images_shape"] if "images_shape" in cells else [None] * len(cells)
+    for cell, rel, expected in sorted(zip(cells["cell_id"], cells["arrays"], shapes)):
+        path = artifact_path(out_dir, rel, cell)
+        if path is None:
+            continue
+        try:
+            o, r = load_cell_arrays(path)
+        except (OSError, ValueError, TypeError, EOFError) as e:
+            warn(f"cell {cell}: cannot read {rel} ({type(e).__name__}: {e}); left out of "
+                 "FID/KID")
+            continue
+        if isinstance(expected, tuple) and tuple(o.shape)[:len(expected)] != expected:
+            warn(f"cell {cell}: {rel} holds images of shape {tuple(o.shape)}, its record's "
+                 f"observed batch {expected}; left out of FID/KID")
+            continue
+        loaded.append((cell, rel, o, r))
+    common = Counter(tuple(o.shape[1:]) for _, _, o, _ in loaded).most_common(1)
+    originals, recons = [], []
+    for cell, rel, o, r in loaded:
+        if tuple(o.shape[1:]) != common[0][0]:
+            warn(f"cell {cell}: {rel} holds images of shape {tuple(o.shape[1:])}, most of its "
+                 f"group's {common[0][0]}; left out of FID/KID")
+            continue
+        originals.append(o)
+        recons.append(r)
+    return originals, recons
 
 
 def _gallery(df: pd.DataFrame) -> list[str]:
@@ -114,12 +132,13 @@ def attack_frame(out_dir: Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
 
 def observed_images(record: dict[str, Any]) -> tuple[int, ...] | None:
     """The shape of the originals a record's arrays hold: its observed batch (a secure
-    aggregate's every client's images) of its input shape; None where the record names none."""
-    shape = (record.get("input_meta") or {}).get("shape")
+    aggregate's every client's images) of its input shape, or the count alone where the
+    record predates ``input_meta``; None where it names neither."""
     n = (record.get("aggregate") or {}).get("observed_batch", record.get("batch_size"))
-    if not isinstance(shape, list) or not isinstance(n, int):
+    if not isinstance(n, int):
         return None
-    return (n, *shape)
+    shape = (record.get("input_meta") or {}).get("shape")
+    return (n, *shape) if isinstance(shape, list) else (n,)
 
 
 def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str = "2048"

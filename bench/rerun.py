@@ -53,6 +53,7 @@ from bench.registry import REGISTRIES, LeakbenchError, short, validate_params
 from bench.runner import resolve_device
 from bench.store import load_records
 from bench.suite.schema import BUDGET_PARAMS, CLIENT_PARAMS
+from bench.text_scoring import success_rule
 
 ROW = [*SCENARIO, "defense", "attack"]
 
@@ -160,15 +161,16 @@ def lpips_problem(metric: type[Metric] | None, options: RunOptions) -> str | Non
     return None if available else f"--metric lpips: {message}"
 
 
-def rule_problem(record: dict[str, Any], options: RunOptions) -> str | None:
-    """Why a record's success rule cannot be judged here: a rule on LPIPS without the weights
-    of the records' backbone (``run`` refuses such a suite before any cell; each drawn cell
-    had re-run into an error record, exit 0)."""
-    rule = record.get("success_rule")
-    if not (isinstance(rule, dict) and rule.get("metric") == "lpips"):
+def rule_problem(options: RunOptions, modality: str) -> str | None:
+    """Why the success rule the re-run cells of ``modality`` are judged by (the records',
+    :func:`options_of`) cannot be judged here: a rule on LPIPS without the weights of the
+    records' backbone (``run`` refuses such a suite before any cell; each drawn cell had
+    re-run into an error record, exit 0)."""
+    rule = success_rule(modality, options.success)
+    if rule.metric != "lpips":
         return None
     available, message = lpips_status(dict(options.perceptual)["lpips_net"])
-    return None if available else f"its success rule is on lpips: {message}"
+    return None if available else f"the records' success rule is on lpips: {message}"
 
 
 def component_problem(record: dict[str, Any]) -> str | None:
@@ -235,6 +237,9 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         raise LeakbenchError(store_problem(Path(out_dir))
                              or f"no attack records under {Path(out_dir) / 'records'}")
     m = records_metric(df, chosen, "--metric")
+    problem = rule_problem(base, m.modality)
+    if problem:
+        raise LeakbenchError(f"{out_dir}: {problem}")
     ran = df[df["status"].isin([s for s in STATUSES if s != "skipped"])
              & (df["modality"] == m.modality)]
     if ran.empty:  # every cell skipped: "Re-ran 0 cells", "0/0" read like a pass
@@ -242,7 +247,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
                              f"of another modality): nothing to re-run")
     picks = random.Random(seed).sample(sorted(ran["cell_id"]), min(sample, len(ran)))
     for cid in picks:  # else each became an error record, counted as a re-run, exit 0
-        problem = component_problem(by_id[cid]) or rule_problem(by_id[cid], base)
+        problem = component_problem(by_id[cid])
         if problem:
             raise LeakbenchError(f"{out_dir}: record {cid}: {problem}")
     keyed = df.assign(**{c: df[c].fillna("") for c in ROW})

@@ -12,7 +12,7 @@ mean in model-input space, x̃ = μ + s ⊙ (m − μ) (``ctx.centre``): with ``
 μ is 0 and this is the paper's encoding; with ``normalize: false`` (the bundled image
 datasets' default) it is the same encoding written in [0,1] pixels (an affine change of
 the model's input, the same for every image). Flipping uncentred [0,1] pixels instead
-would be undone by |x̃|. A dataset that states no pixel mean is flipped about model-input 0.
+would be undone by |x̃|. A dataset that states no pixel mean is flipped about mid-grey.
 """
 
 from __future__ import annotations

@@ -177,4 +177,13 @@ def test_rerun_refuses_records_ruled_on_lpips_without_its_weights(tmp_path, monk
         record.pop("success_psnr", None)
         (out / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
     line = one_line(capsys, "rerun", str(out), "--sample", "1", "--jobs", "0")
-    assert "its success rule is on lpips" in line and "LPIPS" in line
+    assert "the records' success rule is on lpips" in line and "LPIPS" in line
+
+
+def test_a_path_parameter_must_be_text() -> None:
+    """``Param(..., int, path=True)`` had been accepted, then raised AttributeError (a
+    traceback) on the first value a suite gave it."""
+    from bench.registry import Param
+
+    with pytest.raises(TypeError, match="path=True needs type str"):
+        Param("n", int, 5, path=True)

@@ -164,6 +164,20 @@ def test_arrays_of_another_shape_than_their_record_are_left_out_of_fid(results, 
     for cell, shape in ((cells[0], "(2, 1, 16, 17)"), (cells[1], "(5, 1, 16, 16)")):
         assert f"cell {cell['cell_id']}: {cell['arrays']} holds images of shape {shape}, " \
                "its record's observed batch (2, 1, 16, 16)" in err
+    # records from before input_meta: the count from the batch, the shape from the group's
+    import json
+
+    for record in load_records(copy):
+        record.pop("input_meta", None)
+        (copy / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
+    _, df = attack_frame(copy)
+    table = pooled_fid_kid(copy, df, measure=count).set_index("Defense")
+    assert table.loc["none", "Images"] == 6
+    err = capsys.readouterr().err
+    assert f"cell {cells[0]['cell_id']}: {cells[0]['arrays']} holds images of shape " \
+           "(1, 16, 17), most of its group's (1, 16, 16)" in err
+    assert f"cell {cells[1]['cell_id']}: {cells[1]['arrays']} holds images of shape " \
+           "(5, 1, 16, 16), its record's observed batch (2,)" in err
 
 
 def test_committed_reports_hold_every_leaderboard_section():

@@ -49,6 +49,7 @@ from bench.executors.base import (
     timeout_error,
     warm_up_worker,
 )
+from bench.paths import driver_env
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError, warn
 from bench.stops import Terminated
@@ -96,23 +97,6 @@ def import_ray() -> Any:
     except ImportError:
         raise LeakbenchError(f"--executor ray: Ray is not installed; {EXTRA}") from None
     return ray
-
-
-FORWARDED_ENV = ("LEAKBENCH_DATA", "LEAKBENCH_CACHE", "LEAKBENCH_LPIPS_WEIGHTS",
-                 "LEAKBENCH_FID_WEIGHTS")
-
-
-def driver_env() -> dict[str, str]:
-    """The driver's data, cache and weight locations (those of :data:`FORWARDED_ENV` it sets),
-    a relative one made absolute against its working directory: the driver checked them before
-    the run, and a worker started elsewhere (another node, or a ``ray start`` run without these
-    variables or from another folder) would otherwise read its own, or none."""
-    out = {}
-    for name in FORWARDED_ENV:
-        value = os.environ.get(name, "").strip()  # blank is unset, as the readers take it
-        if value:
-            out[name] = value if value.startswith("~") else os.path.abspath(value)
-    return out
 
 
 def local_runtime_env() -> dict[str, Any]:
