@@ -132,7 +132,7 @@ def accepted() -> dict[str, str]:
         # every axis at its limit: 10 000 values per component axis, 10 000 clients, 5 000
         # seeds, batch sizes and victims (too many cells for a run: the dry run summarises)
         "every_axis_full": (
-            "datasets: [{photos: {size: [" + _ints(100, 8) + "], scale: [" + _ints(100, 64)
+            "datasets: [{photos: {size: [" + _ints(100, 8) + "], scale: [" + _ints(100, 214)
             + "]}}]\narchs: [{lenet: {width: [" + _ints(100, 1) + "], init_range: ["
             + _floats(100) + "]}}]\ndefenses: [{chain: [{noise: {scale: [" + _floats(100)
             + "]}}, {clip: {max_norm: [" + _floats(100) + "]}}]}]\nattacks: [" + grid + "]\n"

@@ -58,10 +58,13 @@ def test_engine_matches_the_lone_objective_of_every_trial(case):
         batched = engine.losses(distance, x, y)
         lone = torch.stack([distance(dummy_update(o.model, x[k], y[k], o), o.update.tensors)
                             for k, o in enumerate(obs)])
-        assert torch.allclose(batched, lone, rtol=1e-4, atol=1e-7), (batched, lone)
+        # 1 − cos near 0 keeps only cos's absolute rounding (float32: a few 1e-7; a trial at
+        # 5e-5 differed by 1.2e-7 under ATEN_CPU_CAPABILITY=default)
+        atol = 1e-6 if distance is cosine_distance else 1e-7
+        assert torch.allclose(batched, lone, rtol=1e-4, atol=atol), (batched, lone)
         for rows in ([2], [0, 2], [1, 2]):  # the trials still running, once others stopped
             some = engine.losses(distance, x[rows], y[rows], rows=rows)
-            assert torch.allclose(some, lone[rows], rtol=1e-4, atol=1e-7), (rows, some)
+            assert torch.allclose(some, lone[rows], rtol=1e-4, atol=atol), (rows, some)
 
 
 @pytest.mark.parametrize("arch", [{"convnet": {"width": 2}}, {"resnet": {"width": 4}}],
