@@ -13,7 +13,7 @@
                     [--label LABEL] [--output FILE]
     leakbench report [DIR] [--fid-weights FILE]
     leakbench rerun DIR [--sample N] [--jobs N] [--threads T] [--timeout S]
-    leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv]
+    leakbench diff A B [--metric psnr[,ssim]] [--format markdown|csv] [--common]
     leakbench rank ARCH [--input-shape C,H,W] [--param NAME=VALUE]
     leakbench site DIR... --out SITE
     leakbench check DIR [--claims NAME|FILE] [--against CHECK_JSON|DIR | --against-records DIR]
@@ -50,6 +50,7 @@ from bench.cli_support import (
     sigterm_as_interrupt,
 )
 from bench.cores import check_parallelism
+from bench.diff_command import add_diff_parser
 from bench.list_command import cmd_list
 from bench.paths import missing_link_target
 from bench.prior_command import add_prior_curve_parser
@@ -208,14 +209,6 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    from bench.diff import diff, render
-
-    result = diff(Path(args.a), Path(args.b), args.metric)
-    sys.stdout.write(render(result, args.format))
-    return 1 if result.regressed else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="leakbench", description="Benchmark gradient-leakage attacks and defenses.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -324,15 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="file to write atomically (default: stdout)")
     s.set_defaults(func=cmd_table)
 
-    s = sub.add_parser("diff", help="compare results folder B against A row by row; exit 1 "
-                                    "on a regression or a cell that stopped finishing")
-    s.add_argument("a", metavar="A", help="reference results folder")
-    s.add_argument("b", metavar="B", help="results folder compared with A")
-    s.add_argument("--metric", action="append", help="registered per-item metric compared "
-                   "(repeatable or a,b; default: each row's leaderboard metric, psnr for "
-                   "images, rouge1 for text)")
-    s.add_argument("--format", default="markdown", choices=["markdown", "csv"])
-    s.set_defaults(func=cmd_diff)
+    add_diff_parser(sub)
 
     add_site_parser(sub)
     add_prior_curve_parser(sub)

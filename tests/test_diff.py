@@ -503,3 +503,29 @@ def test_the_finished_seeds_rule_is_symmetric(base, tmp_path) -> None:
     there, back = ([r.change for r in d.rows if r.key == tuple(row[ROW]) and r.metric == "psnr"]
                    for d in (diff(a, b), diff(b, a)))
     assert len(there) == len(back) == 1 and back[0] == mirror.get(there[0], there[0])
+
+
+def test_common_compares_a_subset_run_on_its_own_cells(base, tmp_path, capsys):
+    """A nightly run holds some seeds of a suite's rows; against all the committed records its
+    rows pooled other seeds than A's (identical cells read as a change of mean, and missing
+    rows and cells filled the report). ``--common`` keeps the cells in both folders."""
+    records, df, agg = base
+    a = copy_records(QUICK, tmp_path / "a")
+    b = copy_records(QUICK, tmp_path / "b")
+    row = pick(agg, "psnr", lambda r: r["psnr_n"] >= 3)
+    kept = cells_of(df, row)[:2]
+    for cid in {r["cell_id"] for r in records} - set(kept):
+        (b / "records" / f"{cid}.json").unlink()
+    whole = diff(a, b)
+    assert len(whole.cell_changes(MISSING)) == len(records) - 2
+    assert any(r.change == MISSING for r in whole.rows)
+    mine = diff(a, b, common=True)
+    assert mine.common == 2 and not mine.cells and {r.change for r in mine.rows} <= {
+        "unchanged", "not judged"}
+    assert all(r.delta == 0 for r in mine.rows)
+    code = main(["diff", str(a), str(b), "--common"])
+    out = capsys.readouterr().out
+    assert code == 0 and "- compared on the 2 cells found in both folders (--common)" in out
+    other = copy_records(LABELS, tmp_path / "c")  # another suite's cells: none in common
+    assert main(["diff", str(a), str(other), "--common"]) == 2
+    assert "share no cell" in capsys.readouterr().err
