@@ -133,8 +133,11 @@ def _dummy_statistics(obs: Observation, draws: int, generator: torch.Generator
 
 def _round_counts(raw: torch.Tensor, total: int, present: torch.Tensor) -> torch.Tensor:
     """Non-negative integer counts summing to ``total`` closest to ``raw`` (largest remainder);
-    classes known to be ``present`` get at least one when the total allows."""
-    raw = raw.clamp_min(0.0)
+    classes known to be ``present`` get at least one when the total allows. A raw count is
+    read within [0, total] (a non-finite one as 0): no class can hold more than the batch,
+    and the loops below move one unit a step (a raw 15 175 928 for a batch of 1, from a
+    sign-quantised update, had spun for minutes; an infinite one for ever)."""
+    raw = raw.nan_to_num(nan=0.0, posinf=float(total), neginf=0.0).clamp(0.0, float(total))
     counts = raw.floor().long()
     for c in torch.nonzero(present).flatten().tolist():
         if counts[c] == 0 and int(counts.sum()) < total:

@@ -187,3 +187,21 @@ def test_a_path_parameter_must_be_text() -> None:
 
     with pytest.raises(TypeError, match="path=True needs type str"):
         Param("n", int, 5, path=True)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ([15175928.0, -15175927.0], [1, 0]),  # from a sign-quantised update on CNN6-d
+    ([float("inf"), 0.2, float("nan")], [1, 0, 0]),
+    ([3e9, 2.6, 0.4], [2, 1, 0]),
+])
+def test_label_counts_round_at_once_whatever_the_raw_counts(raw: list, expected: list
+                                                           ) -> None:
+    """Rounding moved one unit a loop step: a raw count of 15 million for a batch of one spun
+    for minutes (a timeout record, or a hang with --jobs 0), an infinite one for ever."""
+    import torch
+
+    from attacks.labels import _round_counts
+
+    total = sum(expected)
+    counts = _round_counts(torch.tensor(raw), total, torch.zeros(len(raw), dtype=torch.bool))
+    assert counts.tolist() == expected
