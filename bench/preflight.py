@@ -46,6 +46,25 @@ def preflight_cells(cells: Iterable[Any], splits: Iterable[str] = ("train",)) ->
     for spec, wanted in cell_splits(cells, splits).items():
         batch, why = largest.get(spec, (1, ""))
         preflight_datasets([spec], wanted, batch=batch, why=why)
+    from bench.grants import PUBLIC_DATA
+
+    for spec in dict.fromkeys(c.dataset for c in cells
+                              if PUBLIC_DATA in getattr(c, "granted", ())):
+        _nonempty_public_split(spec)
+
+
+def _nonempty_public_split(spec: Spec) -> None:
+    """A DataError where a dataset's public split (its test split less copies of training
+    items, :mod:`bench.public`) is empty: every cell granted it had failed ("the public split
+    holds no sentence to count"), exit 0."""
+    from bench.public import public_data
+
+    dataset = spec.build()
+    if dataset.no_public_split:  # the cell's own check says why
+        return
+    if len(public_data(dataset).images) == 0:
+        raise DataError(f"{spec.label}: its public split is empty (every test item is a copy "
+                        "of a training item), and the cells granted public_data read it")
 
 
 def _draws(cell: Any) -> tuple[int, str]:

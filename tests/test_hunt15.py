@@ -205,3 +205,17 @@ def test_label_counts_round_at_once_whatever_the_raw_counts(raw: list, expected:
     total = sum(expected)
     counts = _round_counts(torch.tensor(raw), total, torch.zeros(len(raw), dtype=torch.bool))
     assert counts.tolist() == expected
+
+
+def test_an_empty_public_split_is_refused_before_any_cell(tmp_path) -> None:
+    """pydoc at seq_len 2 has one test sentence, a copy of a training one: the public split
+    left none, and every cell granted it became an error record, exit 0."""
+    from bench.registry import LeakbenchError
+    from bench.runner import run_suite
+
+    suite = make_suite(datasets=[{"pydoc": {"task": "lm", "seq_len": 2, "vocab_size": 8}}],
+                       archs=[{"transformer": {"width": 8, "layers": 1, "heads": 2}}],
+                       attacks=["frequent_words"], grant=["public_data"])
+    with pytest.raises(LeakbenchError, match="its public split is empty"):
+        run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    assert not list(tmp_path.glob("records/*.json"))
