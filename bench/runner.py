@@ -154,9 +154,12 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
                               replace(run_options(suite), cpu_conv=cpu_conv))
         if leaderboard and (out_dir / RECORDS).is_dir():
             from bench.leaderboard import write_leaderboard
+            from bench.leaderboard.frames import NoAttackRecords
 
             try:
                 summary.leaderboard = write_leaderboard(out_dir)
+            except NoAttackRecords as e:  # a suite of utility cells alone: they ran
+                warn(f"no leaderboard: {e}")
             except LeakbenchError as e:
                 summary.leaderboard_problem = str(e)
         return summary

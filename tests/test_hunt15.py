@@ -219,3 +219,20 @@ def test_an_empty_public_split_is_refused_before_any_cell(tmp_path) -> None:
     with pytest.raises(LeakbenchError, match="its public split is empty"):
         run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
     assert not list(tmp_path.glob("records/*.json"))
+
+
+def test_a_suite_of_utility_cells_alone_runs_and_exits_0(tmp_path, capsys) -> None:
+    """Its cells ran and were recorded, then the run exited 2 because the leaderboard had no
+    attack record to rank (again on every resume)."""
+    from bench.cli import main
+    from helpers import write_suite
+
+    suite = write_suite(tmp_path / "u.yaml", datasets=[{"digits": {"size": 8}}],
+                        exclude=[{"attack": "dlg"}],
+                        utility={"steps": 1, "batch_size": 2, "eval_size": 5})
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--out", str(out), "--jobs", "0", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no leaderboard: no attack records" in err
+    assert len(list(out.glob("records/*.json"))) == 1
+    assert main(["leaderboard", str(out)]) == 2  # asked for, it is still an error

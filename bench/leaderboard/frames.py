@@ -15,7 +15,7 @@ from bench.identity import Spec
 from bench.metrics import list_metrics
 from bench.paths import store_problem
 from bench.records import record_modality
-from bench.registry import DEFENSES
+from bench.registry import DEFENSES, LeakbenchError
 from bench.suite.schema import CLIENT_PARAMS
 
 CLIENT_DEFAULTS = {p.name: p.default for p in CLIENT_PARAMS}
@@ -186,6 +186,11 @@ def record_client(record: dict[str, Any]) -> dict[str, Any]:
 def record_victim(record: dict[str, Any]) -> str:
     """The record's victim state, "init" where it has none."""
     return record.get("victim") or "init"
+
+
+class NoAttackRecords(LeakbenchError):
+    """A results folder holds records, only utility ones: no leaderboard to write (``run``
+    of a suite whose attack cells are all excluded warns of it and exits 0)."""
 
 
 def no_attack_records(out_dir: object, records: list[dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ from bench.leaderboard.aggregate import shared_summaries
 from bench.leaderboard.curves import curve_tables
 from bench.leaderboard.figures import write_plots
 from bench.leaderboard.frames import (
+    NoAttackRecords,
     label_splits,
     no_attack_records,
     records_frame,
@@ -203,7 +204,8 @@ def write_leaderboard(out_dir: Path, fmt: str = "markdown") -> Path:
     records = load_records(out_dir)
     df = records_frame(records)
     if df.empty:
-        raise LeakbenchError(no_attack_records(out_dir, records))
+        raise (NoAttackRecords if records else LeakbenchError)(
+            no_attack_records(out_dir, records))
     for line in label_splits(records):
         warn(f"{out_dir}: {line}")
     missing = unregistered_metrics(records)
