@@ -157,8 +157,8 @@ def lpips_problem(metric: type[Metric] | None, options: RunOptions) -> str | Non
     were scored with (:func:`options_of`) are not found, so every fresh value would be n/a."""
     if metric is None or metric.name != "lpips":
         return None
-    available, message = lpips_status(dict(options.perceptual)["lpips_net"])
-    return None if available else f"--metric lpips: {message}"
+    missing = _lpips_missing(options)
+    return None if missing is None else f"--metric lpips: {missing}"
 
 
 def rule_problem(options: RunOptions, modality: str) -> str | None:
@@ -166,11 +166,17 @@ def rule_problem(options: RunOptions, modality: str) -> str | None:
     :func:`options_of`) cannot be judged here: a rule on LPIPS without the weights of the
     records' backbone (``run`` refuses such a suite before any cell; each drawn cell had
     re-run into an error record, exit 0)."""
-    rule = success_rule(modality, options.success)
-    if rule.metric != "lpips":
+    if success_rule(modality, options.success).metric != "lpips":
         return None
+    missing = _lpips_missing(options)
+    return None if missing is None else f"the records' success rule is on lpips: {missing}"
+
+
+def _lpips_missing(options: RunOptions) -> str | None:
+    """LPIPS's one-line message where the weights of the records' backbone are not found
+    here, else None."""
     available, message = lpips_status(dict(options.perceptual)["lpips_net"])
-    return None if available else f"the records' success rule is on lpips: {message}"
+    return None if available else message
 
 
 def component_problem(record: dict[str, Any]) -> str | None:
