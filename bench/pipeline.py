@@ -43,6 +43,7 @@ from bench.data import input_centre, other_batches, sample_batch
 from bench.defend import defend, diverged_reason
 from bench.domains import domain_of
 from bench.grants import LABELS, PrivateSide, provide_grants
+from bench.json_values import jsonable
 from bench.memory import PeakMemory
 from bench.metrics import SuccessRule
 from bench.perceptual import perceptual_metrics
@@ -50,7 +51,6 @@ from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.returns import checked_reconstructions
 from bench.scoring import floor_metrics, score
-from bench.store import jsonable
 from bench.text_scoring import (
     score_text,
     success_fields,

@@ -149,7 +149,7 @@ def _finite(value: float) -> bool:
 
 def _count_problem(where: str, values: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     """A count or a duration that is negative or beyond any run (the tables print it); NaN
-    and infinity are the writer's check (:func:`bench.store.unwritable`)."""
+    and infinity are the writer's check (:func:`bench.json_values.unwritable`)."""
     for key in keys:
         value = values.get(key)
         if value is not None and _finite(value) and not 0 <= value <= MAX_METRIC_MAGNITUDE:

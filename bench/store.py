@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import stat
@@ -22,9 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-import torch
-
+from bench.json_values import dumps, unwritable
 from bench.record_fields import PICTURES, nested_problem
 from bench.records import (
     MAX_BATCH_SIZE,
@@ -98,52 +95,6 @@ def remove_stale_temporaries(out_dir: Path) -> int:
                 tmp.unlink(missing_ok=True)
                 removed += 1
     return removed
-
-
-def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"
-
-
-def jsonable(d: Any) -> Any:
-    """``d`` (a dict, a list, a value) as JSON can hold it: tensors and numpy arrays as
-    lists, numpy scalars as numbers, non-finite floats (a diverged restart's loss) as None,
-    at any depth. Anything else stays as it is (:func:`unwritable` names it)."""
-    return _json_value(d)
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, (torch.Tensor, np.ndarray, np.generic)):
-        v = v.tolist()
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):  # keys as JSON writes them: 0 → "0"
-        return {k if isinstance(k, str) else json.dumps(_json_value(k)).strip('"'):
-                _json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    return v
-
-
-def unwritable(value: Any, where: str = "record") -> str | None:
-    """Where ``value`` holds what :func:`dumps` cannot write (an object JSON has no form for,
-    a non-finite float, a non-string key), as one line; None when it can be written.
-    ``where`` names ``value`` in that line (empty: paths start at its keys)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is not a finite number (NaN or infinity)"
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return f"{where or 'the record'} has the key {k!r}, not a string"
-            problem = unwritable(v, f"{where}.{k}" if where else k)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, (list, tuple)):
-        return next((p for i, v in enumerate(value) if (p := unwritable(v, f"{where}[{i}]"))),
-                    None)
-    return f"{where} is of type {type(value).__name__}, which JSON cannot hold"
 
 
 def save_record(out_dir: Path, record: dict[str, Any]) -> Path:

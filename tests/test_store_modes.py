@@ -46,7 +46,7 @@ def test_jsonable_writes_numpy_and_tensors_and_unwritable_names_the_rest():
     import numpy as np
     import torch
 
-    from bench.store import dumps, jsonable, unwritable
+    from bench.json_values import dumps, jsonable, unwritable
 
     info = jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": torch.tensor([1.0]),
                      "d": {"e": [np.int64(2), math.inf]}})

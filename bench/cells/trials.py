@@ -28,9 +28,10 @@ from bench.cells.base import (
     register_cell_kind,
 )
 from bench.contracts import observed_batch
+from bench.json_values import dumps, unwritable
 from bench.records import Outcome
 from bench.registry import REGISTRIES
-from bench.store import MAX_RECORD_BYTES, dumps, record_problem, unwritable
+from bench.store import MAX_RECORD_BYTES, record_problem
 
 DEFAULT_TRIALS = 16
 """Cells per batched pass unless ``--trials`` says otherwise (1: every cell alone)."""

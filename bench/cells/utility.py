@@ -38,8 +38,8 @@ from bench.data import input_centre, other_batches, poisson_batch, sample_batch,
 from bench.defend import defend, voided_privacy
 from bench.domains import TokenDomain, domain_of
 from bench.identity import Spec, chain_label, digest, seed_from
+from bench.json_values import jsonable
 from bench.records import Outcome, UtilityRecord, new_record
-from bench.store import jsonable
 from bench.victim import victim_model
 
 
