@@ -25,6 +25,7 @@ class ClosedFormAttack(Attack):
     """Base class: ``parse_model`` returns ``(structure, None)`` or ``(None, reason)``."""
 
     update_kinds = frozenset({"gradient"})
+    counts_iterations = False  # R-GAP's iterations are the layers it inverted
 
     def parse_model(self, model: nn.Module, input_shape: tuple[int, ...]
                     ) -> tuple[Any | None, str | None]:

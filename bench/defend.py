@@ -22,7 +22,7 @@ def defend(chain: Sequence[Defense], ctx: DefenseContext,
     """
     for d in chain:
         if len(ctx.x):  # an empty batch (a Poisson draw of none) has nothing to transform
-            ctx.x, ctx.y = checked_batch(d, d.transform_batch(ctx.x, ctx.y, ctx))
+            ctx.x, ctx.y = checked_batch(d, d.transform_batch(ctx.x, ctx.y, ctx), ctx.x)
     update = compute(ctx.x, ctx.y)
     for d in chain:
         before = update

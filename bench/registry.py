@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import multiprocessing
 import os
 import pkgutil
 import re
@@ -324,7 +325,8 @@ def import_components(packages: Iterable[str], entry_point_group: str,
         except (Exception, SystemExit) as e:  # a plug-in's own bug or typo (or its
             # sys.exit, which had ended every command silently): name it, not a traceback
             raise PluginError(f"{where}, failed to load: {load_failure(e, ep.module)}") from e
-        if count is not None and fresh and count() == before:
+        if count is not None and fresh and count() == before and \
+                multiprocessing.parent_process() is None:  # the driver's, not each worker's
             warn(f"{where}: loaded, but registered no {what} (a class without its "
                  f"@register_{what} decorator?)")
 

@@ -47,6 +47,7 @@ def checked_reconstructions(attack: Any, recons: object, observations: Sequence[
                             "Reconstruction")
         diverged = isinstance(recon.info, dict) and bool(recon.info.get("diverged"))
         _check_data(name, recon.data, obs, diverged)
+        _check_budget(attack, name, recon, obs)
         if recon.labels is not None:
             _check_labels(name, recon.labels, obs)
     return list(recons)
@@ -56,6 +57,9 @@ def _check_data(name: str, data: object, obs: Any, diverged: bool) -> None:
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"attack {name}: its Reconstruction.data is {kind_of(data)}, "
                         "expected a tensor")
+    if data.device.type == "meta":  # the scorer copies it to the CPU: a meta tensor has no data
+        raise ValueError(f"attack {name}: its Reconstruction.data is on the meta device, "
+                         "expected a tensor holding values")
     expected = (obs.batch_size, *obs.domain.shape)
     if tuple(data.shape) != expected:
         raise ValueError(f"attack {name}: its Reconstruction.data has shape "
@@ -73,6 +77,20 @@ def _check_data(name: str, data: object, obs: Any, diverged: bool) -> None:
         if outside:
             raise ValueError(f"attack {name}: its Reconstruction.data holds token id(s) "
                              f"{outside}, outside the vocabulary 0…{vocab - 1}")
+
+
+def _check_budget(attack: Any, name: str, recon: Reconstruction, obs: Any) -> None:
+    """The counts a Reconstruction reports are within the suite's caps: a plug-in's 10**6
+    evaluations under ``max_grad_evals: 10`` had been ranked as they stood (a count's type is
+    the record's check)."""
+    caps = [("grad_evals", getattr(obs, "max_grad_evals", None))]
+    if getattr(attack, "counts_iterations", True):
+        caps.append(("iterations", getattr(obs, "max_iterations", None)))
+    for field, cap in caps:
+        count = getattr(recon, field)
+        if cap is not None and isinstance(count, numbers.Real) and count > cap:
+            raise ValueError(f"attack {name}: it reported {count} {field}, over the suite's "
+                             f"max_{field} of {cap}")
 
 
 def _check_labels(name: str, labels: object, obs: Any) -> None:
@@ -223,14 +241,21 @@ def meta_problem(meta: object) -> str | None:
     return None
 
 
-def checked_batch(defense: Any, out: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """A link's ``transform_batch`` result when it is a tuple ``(x, y)`` of tensors."""
+def checked_batch(defense: Any, out: object, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A link's ``transform_batch`` result when it is a tuple ``(x, y)`` of tensors, its x of
+    the shape of the batch it was given (``x``) and one label (index or row) per item: another
+    shape had surfaced later as the model's or the loss's shape error, naming no defense."""
+    name = name_of(defense)
     if not (isinstance(out, tuple) and len(out) == 2
             and all(isinstance(t, torch.Tensor) for t in out)):
-        name = name_of(defense)
         raise TypeError(f"defense {name}: transform_batch returned {kind_of(out)}, expected a "
                         "tuple (x, y) of tensors")
-    return out  # type: ignore[return-value]
+    new_x, new_y = out
+    if new_x.shape != x.shape or new_y.dim() == 0 or len(new_y) != len(x):
+        raise ValueError(f"defense {name}: transform_batch returned x of shape "
+                         f"{tuple(new_x.shape)} and y of shape {tuple(new_y.shape)}, expected x "
+                         f"of shape {tuple(x.shape)}, as given, and one label per item")
+    return new_x, new_y
 
 
 def check_update(defense: Any, before: Update, after: object) -> None:

@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.cli import main
+from bench.contracts import Reconstruction
 from bench.json_values import unwritable
 from bench.records import record_modality
+from bench.registry import ATTACKS
 from bench.store import QUARANTINE, load_records, read_record, record_problem
 
 TEXT_RECORDS = Path(__file__).resolve().parent.parent / "results" / "text" / "records"
@@ -75,3 +78,113 @@ def test_a_record_with_a_lone_surrogate_is_quarantined_not_a_traceback(
     assert "Traceback" not in err and "lone surrogate" in err
     assert (out / "records" / QUARANTINE / path.name).is_file()
     assert len(load_records(out)) == 1
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS.names()))
+def test_every_attack_keeps_within_max_iterations(name, tmp_path, monkeypatch) -> None:
+    """The harness now refuses counts over the suite's caps (next test), so every built-in
+    must keep within them: ``max_grad_evals`` is the conformance test's, ``max_iterations``
+    this one's."""
+    from test_conformance import tiny_cell
+
+    from bench.returns import checked_reconstructions
+    from helpers import observe_tiny
+
+    monkeypatch.setenv("LEAKBENCH_CACHE", str(tmp_path))
+    cell = tiny_cell(name)
+    obs, _ = observe_tiny(cell)
+    obs.max_iterations = 2
+    attacker = ATTACKS.get(name).cls(**cell.attack.kwargs)
+    (recon,) = checked_reconstructions(attacker, [attacker.reconstruct(obs)], [obs],
+                                       "reconstruct")
+    assert recon.iterations <= 2 or not attacker.counts_iterations  # a closed form's layers
+
+
+def test_counts_over_the_suites_caps_are_an_error_naming_the_attack() -> None:
+    from types import SimpleNamespace
+
+    from test_conformance import tiny_cell
+
+    from bench.returns import checked_reconstructions
+    from helpers import observe_tiny
+
+    obs, _ = observe_tiny(tiny_cell("ig"))
+    data = torch.zeros(obs.batch_size, *obs.domain.shape)
+    attacker = SimpleNamespace(registry_name="greedy")
+    obs.max_grad_evals, obs.max_iterations = 10, 5
+    within = Reconstruction(data, grad_evals=10, iterations=5)
+    assert checked_reconstructions(attacker, [within], [obs], "reconstruct") == [within]
+    for counts, cap in (({"grad_evals": 10**6}, "max_grad_evals of 10"),
+                        ({"iterations": 6}, "max_iterations of 5")):
+        with pytest.raises(ValueError, match=f"attack greedy: it reported .*, over the "
+                                             f"suite's {cap}"):
+            checked_reconstructions(attacker, [Reconstruction(data, **counts)], [obs],
+                                    "reconstruct")
+    obs.max_grad_evals = obs.max_iterations = None  # no caps: any count stands
+    assert checked_reconstructions(attacker, [Reconstruction(data, grad_evals=10**6)], [obs])
+
+
+@pytest.mark.parametrize("name,needle", [
+    ("halve+noise", "the name 'halve+noise' is not one a suite can write"),
+    ("chain", "the name 'chain' is a suite's keyword for a defense chain"),
+])
+def test_a_defense_name_a_chain_label_or_keyword_would_shadow_is_refused(name, needle) -> None:
+    """A defense named ``halve+noise`` pooled with the chain ``[halve, noise]`` into one row
+    (chain labels join links with '+'); one named ``chain`` loaded and was listed, and no suite
+    could name it (``{chain: ...}`` is the keyword)."""
+    from bench.contracts import Defense
+    from bench.registry import DEFENSES, register_defense
+
+    cls = type("Shadow", (Defense,), {"__doc__": "A name under test."})
+    with pytest.raises(TypeError, match=f"defense '{name}': {needle}".replace("+", r"\+")):
+        register_defense(name)(cls)
+    assert name not in DEFENSES
+
+
+def test_a_batch_transform_of_another_shape_is_named_where_it_returns() -> None:
+    """Another x shape or a y of another length had surfaced in the model or the loss
+    ("mat1 and mat2 shapes cannot be multiplied"), naming no defense."""
+    from types import SimpleNamespace
+
+    from bench.returns import checked_batch
+
+    halve = SimpleNamespace(registry_name="halve")
+    x, y = torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])
+    soft = torch.full((2, 3), 1 / 3)
+    assert checked_batch(halve, (x * 0.5, soft), x)[1] is soft  # soft label rows stand
+    for out in ((x[:, :, :2], y), (x, y[:1]), (x[:1], y[:1]), (x, torch.tensor(0))):
+        with pytest.raises(ValueError, match=r"defense halve: transform_batch returned x of "
+                                             r"shape .* expected x of shape \(2, 1, 4, 4\)"):
+            checked_batch(halve, out, x)
+
+
+def test_a_reconstruction_on_the_meta_device_is_the_attacks_error() -> None:
+    """It had failed in scoring ("score: NotImplementedError: Cannot copy out of meta
+    tensor"), blaming the wrong stage and no attack."""
+    from types import SimpleNamespace
+
+    from test_conformance import tiny_cell
+
+    from bench.returns import checked_reconstructions
+    from helpers import observe_tiny
+
+    obs, _ = observe_tiny(tiny_cell("ig"))
+    data = torch.zeros(obs.batch_size, *obs.domain.shape, device="meta")
+    with pytest.raises(ValueError, match="attack ghost: its Reconstruction.data is on the "
+                                         "meta device"):
+        checked_reconstructions(SimpleNamespace(registry_name="ghost"), [Reconstruction(data)],
+                                [obs], "reconstruct")
+
+
+def test_a_plugin_that_registers_nothing_is_named_once_not_once_per_worker(tmp_path) -> None:
+    """Each process worker loads the plug-ins again and had repeated the driver's warning."""
+    from helpers import run_cli, write_plugin, write_suite
+    from test_hunt8 import FORGOT
+
+    root = write_plugin(tmp_path, "leakbench_forgot", FORGOT,
+                        "[leakbench.attacks]\nforgot = leakbench_forgot:Forgot\n")
+    suite = write_suite(tmp_path / "tiny.yaml")
+    out = run_cli("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "1",
+                  extra_path=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("registered no attack") == 1, out.stderr
