@@ -68,6 +68,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def gpu_jobs(jobs: int | None, device: torch.device) -> int | None:
+    """Workers for a run on CUDA: one per GPU unless ``--jobs`` says (one per core had put
+    every worker, each with its own CUDA context and cache, on one GPU, where each cell's
+    timed attack also ran the others' kernels). More workers than GPUs are warned of."""
+    gpus = 1 if device.index is not None else max(1, torch.cuda.device_count())
+    if jobs is None:
+        return gpus
+    if jobs > gpus:
+        warn(f"--jobs {jobs} on {gpus} GPU(s): workers share a GPU, so each cell's attack "
+             "time includes the kernels of the others on it")
+    return jobs
+
+
 def run_options(suite: Suite) -> RunOptions:
     """The settings every cell of a suite's run shares."""
     return RunOptions(suite.success, tuple(sorted(suite.perceptual.items())))
@@ -142,6 +155,8 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
         executor_options = replace(executor_options, gpus_per_task=0.0)
     if name == "inline" and jobs is None:
         jobs = 0  # one cell at a time: it gets every core
+    if name == "process" and dev.type == "cuda":
+        jobs = gpu_jobs(jobs, dev)
     if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once
         jobs, threads = plan_parallelism(jobs, threads, usable_cores(), quiet=True)
     check_size(suite, max_cells)

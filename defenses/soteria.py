@@ -84,6 +84,8 @@ def soteria_scores(model: nn.Module, x: torch.Tensor, offset: float = 0.1,
         seeds[torch.arange(n), :, start + torch.arange(n)] = 1.0  # one feature, every sample
         try:
             (g,) = torch.autograd.grad(r, xin, seeds, retain_graph=True, is_grads_batched=True)
+        except torch.cuda.OutOfMemoryError:  # a RuntimeError too: the loop below is no cure
+            raise
         except RuntimeError:  # an op without a batching rule: one backward pass per feature
             g = torch.stack([torch.autograd.grad(r, xin, s, retain_graph=True)[0]
                              for s in seeds])

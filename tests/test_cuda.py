@@ -145,3 +145,13 @@ def test_a_cuda_run_through_spawned_workers_groups_trials_and_writes_the_leaderb
     assert all(r["trial_batch"]["trials"] >= 2 for r in records)
     text = write_leaderboard(tmp_path).read_text()
     assert "## Quality versus compute" in text
+
+
+@needs_cuda
+def test_a_cuda_run_defaults_to_one_worker_per_gpu(tmp_path):
+    """One worker per core had put every worker on cuda:0 (4 cells, one task each)."""
+    suite = make_suite(seeds=4, **LENET16)
+    run_suite(suite, tmp_path, device="cuda", progress=False, trials=1)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")]
+    assert len(records) == 4
+    assert {r["provenance"]["workers"] for r in records} == {min(torch.cuda.device_count(), 4)}

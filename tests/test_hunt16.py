@@ -178,8 +178,9 @@ def test_a_reconstruction_on_the_meta_device_is_the_attacks_error() -> None:
 
 def test_a_plugin_that_registers_nothing_is_named_once_not_once_per_worker(tmp_path) -> None:
     """Each process worker loads the plug-ins again and had repeated the driver's warning."""
-    from helpers import run_cli, write_plugin, write_suite
     from test_hunt8 import FORGOT
+
+    from helpers import run_cli, write_plugin, write_suite
 
     root = write_plugin(tmp_path, "leakbench_forgot", FORGOT,
                         "[leakbench.attacks]\nforgot = leakbench_forgot:Forgot\n")
@@ -188,3 +189,56 @@ def test_a_plugin_that_registers_nothing_is_named_once_not_once_per_worker(tmp_p
                   extra_path=root)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("registered no attack") == 1, out.stderr
+
+
+def test_workers_on_cuda_spread_over_the_gpus_and_default_to_one_each(monkeypatch,
+                                                                        capsys) -> None:
+    """``--device cuda`` had started one worker per core, every one on cuda:0 (a CUDA context
+    and cache each; each cell's timed attack also ran its neighbours' kernels)."""
+    from bench.executors.base import worker_device
+    from bench.runner import gpu_jobs
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    cuda = torch.device("cuda")
+    assert [worker_device(cuda, i) for i in range(4)] == [
+        torch.device("cuda", i) for i in (0, 1, 2, 0)]
+    assert worker_device(torch.device("cuda", 2), 0) == torch.device("cuda", 2)
+    assert worker_device(torch.device("cpu"), 1) == torch.device("cpu")
+    assert gpu_jobs(None, cuda) == 3 and gpu_jobs(None, torch.device("cuda", 1)) == 1
+    assert gpu_jobs(2, cuda) == 2 and capsys.readouterr().err == ""
+    assert gpu_jobs(8, cuda) == 8
+    assert "--jobs 8 on 3 GPU(s): workers share a GPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_device(cuda, 1) == cuda
+
+
+def test_a_finished_task_hands_its_gpu_cache_back(monkeypatch) -> None:
+    from bench.executors.base import release_device_cache
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    release_device_cache(torch.device("cpu"))
+    assert calls == []
+    release_device_cache(torch.device("cuda", 0))
+    assert calls == [1]
+
+
+def test_soteria_does_not_take_out_of_memory_for_a_missing_batching_rule(monkeypatch) -> None:
+    """An out-of-memory in the batched Jacobian had fallen back to one backward pass per
+    feature (up to 256 times slower), silently: it is a RuntimeError too."""
+    from bench.registry import ARCHS
+    from defenses import soteria
+
+    real = torch.autograd.grad
+
+    def grad(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    model = ARCHS.get("lenet").cls(width=4).build((1, 12, 12), 10)
+    x = torch.rand(2, 1, 12, 12)
+    assert soteria.soteria_scores(model, x).shape[0] > 0  # the batched pass, unpatched
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        soteria.soteria_scores(model, x)

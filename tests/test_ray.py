@@ -425,7 +425,7 @@ def test_a_ray_task_imports_the_components_before_its_clock_starts(monkeypatch):
     from bench.cells import RunOptions
 
     order: list[str] = []
-    monkeypatch.setattr(ray_executor, "warm_up_worker", lambda: order.append("imports"))
+    monkeypatch.setattr(ray_executor, "warm_up_worker", lambda device=None: order.append("imports"))
     (cell,) = iter_cells(make_suite())
     task = ray_executor._run_cell(cell.to_json(), RunOptions(), "cpu", 1)
     first = next(task)

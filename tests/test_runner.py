@@ -468,7 +468,7 @@ def test_a_worker_imports_the_components_before_its_first_tasks_clock_starts(mon
 
     monkeypatch.setattr(process, "die_with_parent", lambda parent: None)
     monkeypatch.setattr(process.signal, "signal", lambda *args: None)  # the test's own SIGINT
-    monkeypatch.setattr(process, "warm_up_worker", lambda: order.append("imports"))
+    monkeypatch.setattr(process, "warm_up_worker", lambda device=None: order.append("imports"))
     (cell,) = attack_cells(make_suite(attacks=[{"ig": {"iterations": 1}}]))
     tasks: queue.Queue = queue.Queue()
     tasks.put((cell.to_json(), RunOptions()))

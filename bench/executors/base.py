@@ -100,19 +100,38 @@ def timed_out_under(error: object) -> float | None:
 _WARM = False  # this process has run warm_up_worker
 
 
-def warm_up_worker() -> None:
+def worker_device(device: torch.device, index: int) -> torch.device:
+    """Worker ``index``'s device: on a host with several GPUs, plain ``cuda`` spreads the
+    workers over them in turn (``cuda:index mod n``) instead of stacking every worker on
+    cuda:0; an indexed GPU, or the CPU, as given."""
+    if device.type != "cuda" or device.index is not None:
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", index % count) if count > 1 else device
+
+
+def release_device_cache(device: torch.device) -> None:
+    """Hand a finished task's cached GPU memory back: a worker kept its largest cell's cache,
+    which a neighbour packed on the same GPU (Ray's fractional ``gpus_per_task``) then lacked."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def warm_up_worker(device: torch.device | None = None) -> None:
     """Import every registered component (torchvision among them: seconds) and the scoring
     libraries a cell's setup first calls (its floor metrics: torchmetrics and what it pulls
     in) in a fresh worker, before its first task's clock starts, so that task's setup time
     and timeout are its own, not the worker's imports. A component that fails to import is
     left for the cell that uses it, which records the error. Once per process: a Ray worker
-    calls it at every task's start."""
+    calls it at every task's start. On a GPU it also creates the CUDA context, which had been
+    the first cell's setup time."""
     global _WARM
     if _WARM:
         return
     _WARM = True
-    import torch
-
+    if device is not None and device.type == "cuda":
+        torch.empty(1, device=device)
+        torch.cuda.synchronize(device)
     from bench.registry import REGISTRIES
     from bench.scoring import floor_metrics
 

@@ -31,7 +31,7 @@ class InlineExecutor:
             ) -> Iterator[tuple[CellKind, Outcome]]:
         fix_float_mode()  # before torch's pool threads exist, if a caller has not yet made them
         if cells:  # imports before the first cell's clock, as in a worker process
-            warm_up_worker()
+            warm_up_worker(self.device)
         before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)

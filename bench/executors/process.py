@@ -41,10 +41,12 @@ from bench.executors.base import (
     ENDED_WITHOUT,
     NEVER_BEGAN,
     register_executor,
+    release_device_cache,
     task_failure,
     task_timeout,
     timeout_error,
     warm_up_worker,
+    worker_device,
 )
 from bench.records import Outcome, Record
 
@@ -102,7 +104,7 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
         pin_process(cores)
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    warm_up_worker()  # before any task's clock starts
+    warm_up_worker(dev)  # before any task's clock starts
     while True:
         try:
             item = tasks.get(timeout=1.0)
@@ -116,6 +118,7 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
         for i, outcome in iter_task(task, dev, options):  # each member as it finishes: a
             events.send(("cell", (i, outcome.record.to_json(),  # later hang cannot take
                                   outcome.artifacts)))  # it down
+        release_device_cache(dev)
         events.send(("done", None))
 
 
@@ -206,8 +209,8 @@ class ProcessExecutor:
         # worker i: its own cores, when the workers this run starts fill the mask
         cores = worker_cores(index, self._started, self.threads)
         p = self._ctx.Process(target=_worker, daemon=True,
-                              args=(tasks, writer, str(self.device), self.threads, os.getpid(),
-                                    cores))
+                              args=(tasks, writer, str(worker_device(self.device, index)),
+                                    self.threads, os.getpid(), cores))
         with _main_not_rerun(), _interrupt_ignored_by_children():
             p.start()
         writer.close()  # the worker holds the only write end: its death ends the pipe

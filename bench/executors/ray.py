@@ -44,6 +44,7 @@ from bench.executors.base import (
     address_problem,
     host_port,
     register_executor,
+    release_device_cache,
     task_failure,
     task_timeout,
     timeout_error,
@@ -69,11 +70,13 @@ def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threa
     ``(member index, record, artifacts)`` as each cell finishes."""
     fix_float_mode()  # before torch's thread pool exists: its threads inherit the mode
     torch.set_num_threads(threads)
-    warm_up_worker()  # a fresh worker's imports, before the clock (once per process)
+    dev = torch.device(device)
+    warm_up_worker(dev)  # a fresh worker's imports, before the clock (once per process)
     yield STARTED, {}, {}  # the cell's clock starts now, not when it waited for room
     task = cell_from_json(cell_json)
-    for i, outcome in iter_task(task, torch.device(device), options):
+    for i, outcome in iter_task(task, dev, options):
         yield i, outcome.record.to_json(), outcome.artifacts
+    release_device_cache(dev)  # Ray reuses the worker: a packed neighbour needs the memory
 
 
 @dataclass
