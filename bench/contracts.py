@@ -200,8 +200,7 @@ class Attack(Component):
     update_kinds: frozenset[str] = frozenset({"gradient"})
     paper: str = ""
     reference: bool = False  # reads no update (a public guess): no defense ranking uses it
-    counts_iterations: bool = True  # False: ``iterations`` counts no optimiser's steps, so
-    # the suite's max_iterations does not bound it (a closed form's layers inverted)
+    counts_iterations: bool = True  # False: no optimiser steps, so max_iterations caps none
 
     def skip_reason(self, ctx: CellContext) -> str | None:
         """Why this attack cannot run on the cell, or None: the update kind, then its own checks."""
