@@ -12,8 +12,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # no '+': it joins a chain's labels
-RESERVED = {"defense": "chain"}  # a suite's keyword there: ``{chain: [...]}``
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MODALITIES = frozenset({"image", "text"})  # the data a cell's dataset holds
 UPDATE_KINDS = frozenset({"gradient", "delta"})  # what a FedSGD / FedAvg client shares
 LEVELS = ("none", "data", "update", "protocol")  # where a defense acts (contracts.Defense)
@@ -23,10 +22,11 @@ def declaration_problem(kind: str, name: str, cls: Any) -> str | None:
     """Why ``cls``, registered as ``name`` in the ``kind`` registry, declares what no suite
     could use; None when it declares nothing wrong."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        return (f"the name {name!r} is not one a suite can write (letters, digits, '_', '.' "
-                "or '-', starting with a letter or digit, at most 64)")
-    if RESERVED.get(kind) == name:
-        return f"the name {name!r} is a suite's keyword for a {kind} chain"
+        return (f"the name {name!r} is not one a suite can write (letters, digits, '_', '.', "
+                "'+' or '-', starting with a letter or digit, at most 64)")
+    if kind == "defense" and ("+" in name or name == "chain"):  # a chain's label joins its
+        return (f"the name {name!r} is not one a defense can take: '+' joins a chain's "  # links
+                "labels, and 'chain' is a suite's keyword")
     sets = {"modalities": MODALITIES, "update_kinds": UPDATE_KINDS,
             "batched_trials": MODALITIES}  # an attack's needs/wants: checked against the
     # grants when a suite names it (bench.suite.match), since a grant may be added at run time

@@ -193,8 +193,8 @@ def input_meta(meta: Any) -> dict[str, Any]:
 
 def record_modality(record: dict[str, Any]) -> str:
     """"image" or "text": the modality of a record's dataset. A dataset not registered here
-    (a plug-in this machine lacks) is read off the record's metrics: text where they hold
-    ROUGE-1 and no PSNR, image otherwise."""
+    (a plug-in this machine lacks) is read off the record's metrics (text where they hold
+    ROUGE-1 and no PSNR), or where it has none off its success rule's metric."""
     from bench.registry import DATASETS
 
     name = (record.get("dataset") or {}).get("name")
@@ -203,7 +203,12 @@ def record_modality(record: dict[str, Any]) -> str:
     for metrics in (record.get("metrics"), record.get("floor_metrics")):
         if isinstance(metrics, dict) and metrics:
             return "text" if "rouge1" in metrics and "psnr" not in metrics else "image"
-    return "image"
+    from bench.metrics import METRICS
+
+    rule = record.get("success_rule")  # a skipped or failed cell's too: its suite's rule
+    metric = rule.get("metric") if isinstance(rule, dict) else None
+    return METRICS.get(metric).cls.modality if isinstance(metric, str) and metric in METRICS \
+        else "image"
 
 
 MAX_METRIC_MAGNITUDE = 1e12

@@ -50,7 +50,7 @@ from bench.paths import store_problem
 from bench.perceptual import lpips_setting, lpips_status
 from bench.records import STATUSES
 from bench.registry import REGISTRIES, LeakbenchError, short, validate_params
-from bench.runner import resolve_device
+from bench.runner import gpu_jobs, resolve_device
 from bench.store import load_records
 from bench.suite.schema import BUDGET_PARAMS, CLIENT_PARAMS
 from bench.text_scoring import success_rule
@@ -228,6 +228,9 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     if sample < 1:
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
     chosen = rerun_metric(metric)  # a bad name is refused before the folder is read
+    dev = resolve_device(device)
+    if dev.type == "cuda" and jobs != 0:  # one worker per GPU, as a run's
+        jobs = gpu_jobs(jobs, dev)
     jobs, threads = plan_parallelism(jobs, threads, usable_cores())
     problem = cache_problem()  # as a run checks it: else each drawn cell ends in an error
     if problem:
@@ -269,7 +272,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
     plan = {cid: (cpu_conv_of(by_id[cid]), limit_of(by_id[cid], timeout)) for cid in picks}
     fresh = {}
     for conv, limit in sorted(set(plan.values())):
-        executor = make_executor("inline" if jobs <= 0 else "process", resolve_device(device),
+        executor = make_executor("inline" if jobs <= 0 else "process", dev,
                                  limit, jobs, threads=threads)
         group = [cells[cid] for cid in picks if plan[cid] == (conv, limit)]
         outcomes = executor.run(group, replace(base, cpu_conv=conv))

@@ -42,6 +42,9 @@ def test_a_text_record_of_a_dataset_this_machine_lacks_is_sound(tmp_path) -> Non
     image = {"dataset": {"name": "my_plugin_photos"}, "metrics": {"psnr": 12.0, "ssim": 0.1}}
     assert record_modality(image) == "image"
     assert record_modality({"dataset": {"name": "my_plugin_photos"}}) == "image"
+    skipped = {"dataset": {"name": "my_plugin_corpus"}, "status": "skipped", "metrics": None,
+               "success_rule": {"metric": "rouge1", "at_least": 0.5, "at_most": None}}
+    assert record_modality(skipped) == "text"  # one had made a text folder read as mixed
 
 
 def test_a_lone_surrogate_is_unwritable_and_undecodable_bytes_are_not() -> None:
@@ -124,21 +127,25 @@ def test_counts_over_the_suites_caps_are_an_error_naming_the_attack() -> None:
     assert checked_reconstructions(attacker, [Reconstruction(data, grad_evals=10**6)], [obs])
 
 
-@pytest.mark.parametrize("name,needle", [
-    ("halve+noise", "the name 'halve+noise' is not one a suite can write"),
-    ("chain", "the name 'chain' is a suite's keyword for a defense chain"),
-])
-def test_a_defense_name_a_chain_label_or_keyword_would_shadow_is_refused(name, needle) -> None:
+@pytest.mark.parametrize("name", ["halve+noise", "chain"])
+def test_a_defense_name_a_chain_label_or_keyword_would_shadow_is_refused(name) -> None:
     """A defense named ``halve+noise`` pooled with the chain ``[halve, noise]`` into one row
     (chain labels join links with '+'); one named ``chain`` loaded and was listed, and no suite
-    could name it (``{chain: ...}`` is the keyword)."""
-    from bench.contracts import Defense
-    from bench.registry import DEFENSES, register_defense
+    could name it (``{chain: ...}`` is the keyword). Other kinds keep '+'."""
+    from bench.contracts import Attack, Defense
+    from bench.registry import ATTACKS, DEFENSES, register_attack, register_defense
 
     cls = type("Shadow", (Defense,), {"__doc__": "A name under test."})
-    with pytest.raises(TypeError, match=f"defense '{name}': {needle}".replace("+", r"\+")):
+    with pytest.raises(TypeError, match=f"defense '{name}': the name '{name}' is not one a "
+                                        "defense can take".replace("+", r"\+")):
         register_defense(name)(cls)
     assert name not in DEFENSES
+    attack = type("Plus", (Attack,), {"__doc__": "A name under test."})
+    try:
+        register_attack("dlg+tv")(attack)
+        assert "dlg+tv" in ATTACKS
+    finally:
+        ATTACKS._entries.pop("dlg+tv", None)
 
 
 def test_a_batch_transform_of_another_shape_is_named_where_it_returns() -> None:
@@ -242,3 +249,36 @@ def test_soteria_does_not_take_out_of_memory_for_a_missing_batching_rule(monkeyp
     monkeypatch.setattr(torch.autograd, "grad", grad)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         soteria.soteria_scores(model, x)
+
+
+def test_a_rerun_on_cuda_defaults_to_one_worker_per_gpu(monkeypatch, tmp_path) -> None:
+    """``rerun --device cuda`` had planned a worker per core, every one on cuda:0."""
+    import bench.rerun as rerun_module
+
+    planned = []
+
+    def plan(jobs, threads, cores):
+        planned.append(jobs)
+        raise RuntimeError("planned")
+
+    monkeypatch.setattr(rerun_module, "resolve_device", lambda name: torch.device(name))
+    monkeypatch.setattr(rerun_module, "plan_parallelism", plan)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device, jobs, expected in (("cuda", None, 2), ("cuda", 0, 0), ("cpu", None, None)):
+        with pytest.raises(RuntimeError, match="planned"):
+            rerun_module.rerun(tmp_path, 1, jobs=jobs, device=device)
+        assert planned.pop() == expected
+
+
+def test_a_worker_whose_gpu_fails_at_warm_up_leaves_the_error_to_its_cell(monkeypatch) -> None:
+    """An unguarded CUDA context creation killed a process worker before its first task (its
+    cells dead-worker records without the CUDA message) and an inline run with a traceback."""
+    from bench.executors import base
+
+    def empty(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available (simulated)")
+
+    monkeypatch.setattr(base, "_WARM", False)
+    monkeypatch.setattr(torch, "empty", empty)
+    base.warm_up_worker(torch.device("cuda"))  # does not raise
+    assert base._WARM
