@@ -38,7 +38,8 @@ def _json_value(v: Any) -> Any:
 
 def unwritable(value: Any, where: str = "record") -> str | None:
     """Where ``value`` holds what :func:`dumps` cannot write (an object JSON has no form for,
-    a non-finite float, a non-string key), as one line; None when it can be written.
+    a non-finite float, a non-string key, a lone surrogate), as one line; None when it can be
+    written.
     ``where`` names ``value`` in that line (empty: paths start at its keys)."""
     if isinstance(value, str):  # a lone surrogate UTF-8 cannot write (undecodable bytes can)
         try:

@@ -229,9 +229,7 @@ def rerun(out_dir: Path, sample: int, metric: str | None = None, seed: int = 0,
         raise LeakbenchError(f"--sample: expected at least 1 cell, got {sample}")
     chosen = rerun_metric(metric)  # a bad name is refused before the folder is read
     dev = resolve_device(device)
-    if dev.type == "cuda" and jobs != 0:  # one worker per GPU, as a run's
-        jobs = gpu_jobs(jobs, dev)
-    jobs, threads = plan_parallelism(jobs, threads, usable_cores())
+    jobs, threads = plan_parallelism(gpu_jobs(jobs, dev), threads, usable_cores())
     problem = cache_problem()  # as a run checks it: else each drawn cell ends in an error
     if problem:
         raise LeakbenchError(problem)

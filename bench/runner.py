@@ -71,7 +71,10 @@ def resolve_device(name: str) -> torch.device:
 def gpu_jobs(jobs: int | None, device: torch.device) -> int | None:
     """Workers for a run on CUDA: one per GPU unless ``--jobs`` says (one per core had put
     every worker, each with its own CUDA context and cache, on one GPU, where each cell's
-    timed attack also ran the others' kernels). More workers than GPUs are warned of."""
+    timed attack also ran the others' kernels). More workers than GPUs are warned of.
+    ``jobs`` as given on the CPU, and for an inline run (0)."""
+    if device.type != "cuda" or jobs == 0:
+        return jobs
     gpus = 1 if device.index is not None else max(1, torch.cuda.device_count())
     if jobs is None:
         return gpus
@@ -155,7 +158,7 @@ def run_suite(suite: Suite, out_dir: Path, jobs: int | None = None, device: str 
         executor_options = replace(executor_options, gpus_per_task=0.0)
     if name == "inline" and jobs is None:
         jobs = 0  # one cell at a time: it gets every core
-    if name == "process" and dev.type == "cuda":
+    if name == "process":
         jobs = gpu_jobs(jobs, dev)
     if name != "ray":  # Ray: the cluster's resources decide how many tasks run at once
         jobs, threads = plan_parallelism(jobs, threads, usable_cores(), quiet=True)
