@@ -37,6 +37,7 @@ from bench.leaderboard.uncertainty import (
     OWN_FLOOR,
     SCENARIO_FLOOR,
     pool_floors,
+    wilson_interval,
 )
 from bench.store import load_records
 
@@ -476,3 +477,27 @@ def test_a_share_metric_must_run_from_0_to_1():
 
     with pytest.raises(TypeError, match="share must be a bool, and a share's best 1"):
         register_metric(Odd)
+
+
+def test_the_converged_mean_is_the_headline_mean_when_every_seed_finished_in_any_order():
+    """``<m>_converged`` is summed as the headline is (``math.fsum``): equal to it where every
+    seed finished, and unchanged by the order of the cells (pandas' ``mean`` added them in
+    frame order: the last digit moved with the cell ids)."""
+    values = [69.583, 72.15, 59.1, 90.1, 2.232211, 54.1412, 68.6484]
+    orders = (list(range(7)), list(range(6, -1, -1)), [3, 0, 6, 1, 5, 2, 4])
+    assert len({sum(values[i] for i in order) for order in orders}) == 3  # order matters here
+    t = _template()
+    records = [_record(t, i + 1, "a", i, "ok", v) for i, v in enumerate(values)]
+    frame = records_frame(records)
+    firsts = {summarize_attacks(frame.iloc[order]).iloc[0]["psnr_converged"] for order in orders}
+    row = summarize_attacks(frame).iloc[0]
+    assert firsts == {row["psnr"]} == {math.fsum(values) / len(values)}
+
+
+def test_a_share_within_the_schemas_rounding_slack_stays_inside_its_own_interval():
+    """A share a hair above 1 (the record check allows 1e-6 of rounding) is read as 1: its
+    Wilson interval contains the mean it reports."""
+    for shares, mean in (([1.0000005] * 5, 1.0), ([-4e-7, 0.0, -1e-7], 0.0),
+                         ([1.0000005, 0.0, 1.0, 1.0], 0.75)):
+        iv = wilson_interval(shares)
+        assert iv.mean == mean and iv.low <= iv.mean <= iv.high, (shares, iv)

@@ -5,6 +5,7 @@ overlap, and the utility track's paired accuracy drop."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import pandas as pd
@@ -109,8 +110,9 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
 
 
 def _mean(s: pd.Series) -> float | None:
+    """The mean summed as the headline's (``math.fsum``): independent of the cells' order."""
     s = pd.to_numeric(s, errors="coerce").dropna()
-    return float(s.mean()) if len(s) else None
+    return math.fsum(s) / len(s) if len(s) else None
 
 
 def _median(s: pd.Series) -> float | None:

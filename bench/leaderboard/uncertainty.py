@@ -118,7 +118,8 @@ def wilson_interval(shares: Sequence[float] | pd.Series, level: float = LEVEL) -
     """A success rate over ``n`` independent seeds (each 0 or 1, or a private batch's share)
     and its Wilson score interval (Wilson 1927): unlike a t-interval of 0/1 values it does
     not collapse to a point at 0/n or n/n (0/8: [0, 0.32]). One seed has no interval."""
-    x = _finite(shares)
+    # a share a hair outside [0, 1] is rounding (the record check allows 1e-6): read at its bound
+    x = [min(1.0, max(0.0, v)) for v in _finite(shares)]
     if len(x) < 2:
         return _too_few(x)
     n = len(x)
