@@ -74,11 +74,15 @@ class Analytic(ClosedFormAttack):
         gw = obs.update.tensors[index[id(layer.weight)]].to(dev, torch.float64)
         gb = obs.update.tensors[index[id(layer.bias)]].to(dev, torch.float64)
         scale = float(gb.abs().max())
-        rows = torch.nonzero(gb.abs() > self.min_bias_ratio * scale).flatten()
+        # rows below the fraction are ignored: the largest always stays (min_bias_ratio 1)
+        rows = torch.nonzero(gb.abs() >= self.min_bias_ratio * scale).flatten()
         info: dict[str, object] = {"rows_used": int(rows.numel()), "rows": int(gb.numel())}
-        if scale == 0.0 or rows.numel() == 0:
+        if not scale > 0.0:  # zero (top-k keeping nothing, pruning everything) or NaN
             images = torch.zeros(obs.batch_size, *obs.input_shape, device=dev)
-            info["diverged"] = True
+            info.update(diverged=True, diverged_reason=(
+                "the bias gradient of the first linear layer is zero: no row to divide by"
+                if scale == 0.0 else "the bias gradient of the first linear layer is not "
+                "finite"))
             return Reconstruction(images, None, 1, 0, [], info)
         if obs.batch_size == 1:
             # every row gives the image; least squares over all of them: Σ ∇b ∇W / Σ ∇b²

@@ -98,11 +98,14 @@ def l2_distance(dummy: Sequence[torch.Tensor], observed: Sequence[torch.Tensor])
 
 def cosine_distance(dummy: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]
                     ) -> torch.Tensor:
-    """Inverting Gradients' objective: 1 − cosine similarity of all gradients concatenated."""
+    """Inverting Gradients' objective: 1 − cosine similarity of all gradients concatenated.
+    The dummy's squared norm is floored at 1e-30 before its root: a bias-free network's
+    gradient at a zero input is zero, where sqrt's derivative (inf × 0) made the objective's
+    gradient NaN; above the floor nothing changes."""
     dot = sum((d * o).sum() for d, o in zip(dummy, observed))
     dn = sum((d * d).sum() for d in dummy)
     on = sum((o * o).sum() for o in observed)
-    return 1 - dot / (dn.sqrt() * on.sqrt() + 1e-12)
+    return 1 - dot / (dn.clamp_min(1e-30).sqrt() * on.sqrt() + 1e-12)
 
 
 @dataclass

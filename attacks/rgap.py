@@ -210,6 +210,11 @@ class RGAP(ClosedFormAttack):
             images = torch.full((obs.batch_size, *obs.input_shape), float("nan"), device=dev)
             return Reconstruction(images, None, 0, 0, [], {"diverged": True,
                                                            "reason": "non-finite gradient"})
+        if not any(bool(g.any()) for g in grads):  # no information: every root is 0
+            images = torch.zeros((obs.batch_size, *obs.input_shape), device=dev)
+            return Reconstruction(images, None, 0, 0, [], {
+                "diverged": True, "diverged_reason": "the shared update is all zero: R-GAP "
+                "has nothing to invert"})
         top = chain.stages[-1]
         w_top, g_top = _weights(top, grads, dev)
         info: dict[str, Any] = {"top": chain.top}

@@ -71,11 +71,15 @@ def _changed(before: Update, after: Update) -> bool:
                for a, b in zip(before.tensors, after.tensors))
 
 
-def diverged_reason(update: Update | None, chain_label: str) -> str:
-    """Why a cell diverged: the attack's loss or image became NaN/inf, and where the shared
-    update already held such values, that the defense made them (fp16 past ±65504, a plug-in
-    multiplying by NaN), which had read as the attack's failure alone."""
-    reason = "the attack's loss or image became NaN/inf"
+def diverged_reason(update: Update | None, chain_label: str, attack_said: object = None
+                    ) -> str:
+    """Why a cell diverged: the attack's own reason where its ``info`` gives one
+    (``diverged_reason``: a closed form given an all-zero update), else that its loss or
+    image became NaN/inf; and where the shared update already held such values, that the
+    defense made them (fp16 past ±65504, a plug-in multiplying by NaN), which had read as the
+    attack's failure alone."""
+    reason = (attack_said if isinstance(attack_said, str) and attack_said
+              else "the attack's loss or image became NaN/inf")
     if update is not None and not all(bool(torch.isfinite(t).all()) for t in update.tensors):
         reason += f" (the update shared after {chain_label} already held non-finite values)"
     return reason

@@ -323,8 +323,9 @@ class _Run:
         if self.error is None and self.done is not None:
             self.guard("score", lambda r: r._score(options))
         status = "error" if self.error is not None else self.status
+        said = self.done.recon.info.get("diverged_reason") if self.done is not None else None
         error = self.error or (diverged_reason(self.observed and self.observed.obs.update,
-                                               self.cell.defense_label)
+                                               self.cell.defense_label, said)
                                if status == "diverged" else None)
         record = record_attack(self.cell, device, options, status, error, timing=self.timing,
                                **self.fields)

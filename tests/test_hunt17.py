@@ -1,0 +1,65 @@
+"""Defects found by session 61's reviews, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks.gradient_matching import cosine_distance
+from bench.suite import iter_cells
+from helpers import make_suite, run_record
+
+DIGITS = [{"digits": {"size": 16}}]
+
+
+def _records(**axes) -> list[dict]:
+    return [run_record(c) for c in iter_cells(make_suite(datasets=DIGITS, **axes))]
+
+
+def test_the_cosine_distance_has_a_finite_gradient_at_an_all_zero_dummy_gradient() -> None:
+    """A bias-free network's gradient at a zero input is zero; sqrt's derivative at 0 made
+    the objective's gradient NaN (inf × 0) although its value was finite."""
+    observed = [torch.randn(3, 4), torch.randn(5)]
+    x = torch.zeros(4, requires_grad=True)
+    dummy = [torch.outer(torch.ones(3), x), 2 * x.sum() * torch.ones(5)]  # zero at x = 0
+    loss = cosine_distance(dummy, observed)
+    (g,) = torch.autograd.grad(loss, x)
+    assert float(loss.detach()) == 1.0 and bool(torch.isfinite(g).all()) and bool(g.abs().sum() > 0)
+    y = torch.randn(4, requires_grad=True)  # elsewhere: the same value and gradient as before
+    dummy = [torch.outer(torch.ones(3), y), 2 * y.sum() * torch.ones(5)]
+    dot = sum((d * o).sum() for d, o in zip(dummy, observed))
+    norms = sum((d * d).sum() for d in dummy).sqrt() * sum((o * o).sum() for o in observed).sqrt()
+    assert torch.equal(cosine_distance(dummy, observed), 1 - dot / (norms + 1e-12))
+
+
+@pytest.mark.parametrize("arch", ["cnn6", "fcn3"])
+def test_inverting_gradients_from_zeros_runs_on_a_bias_free_network(arch: str) -> None:
+    """``ig`` with ``init: zeros`` on cnn6/cnn6d/fcn3 (no biases) was recorded ``diverged``
+    before its first step, by the NaN above."""
+    (record,) = _records(archs=[arch], attacks=[{"ig": {"iterations": 3, "init": "zeros"}}])
+    assert record["status"] == "ok", record["error"]
+
+
+def test_analytic_at_min_bias_ratio_1_keeps_the_largest_row() -> None:
+    """Rows *below* the fraction are ignored, so at 1 the largest row stays; ``>`` had left no
+    row at all, and the cell diverged."""
+    (record,) = _records(archs=["mlp"], attacks=[{"analytic": {"min_bias_ratio": 1.0}}])
+    assert record["status"] == "ok", record["error"]
+    assert record["attack_info"]["rows_used"] >= 1
+
+
+@pytest.mark.parametrize(("attack", "arch", "says"), [
+    ("analytic", "mlp", "bias gradient of the first linear layer is zero"),
+    ("rgap", "fcn3", "the shared update is all zero"),
+    ("rgap", "cnn6", "the shared update is all zero"),
+])
+def test_a_closed_form_on_an_all_zero_update_diverges_and_says_why(attack, arch, says) -> None:
+    """Given a zeroed update (top-k keeping nothing, pruning everything), ``analytic`` was
+    recorded as having hit NaN/inf, which it had not, and ``rgap`` as ``ok``: zero residuals
+    and a reconstruction below the grey guess's PSNR, from no information."""
+    records = _records(archs=[arch], attacks=[attack],
+                       defenses=[{"topk": {"fraction": 0.0}}, {"prune": {"ratio": 1.0}}])
+    for record in records:
+        assert record["status"] == "diverged", record["metrics"]
+        assert says in record["error"] and "NaN" not in record["error"], record["error"]
+        assert record["attack_info"]["diverged_reason"] in record["error"]
