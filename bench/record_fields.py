@@ -49,7 +49,7 @@ def nested_problem(d: dict[str, Any]) -> str | None:
             isinstance(k, str) for k in p.get("shown", [])) for p in parts):
         return "a component whose 'shown' is not a list of parameter names"
     rule = d.get("success_rule")
-    if rule is not None and not (isinstance(rule, dict) and _kind_of(rule.get("metric"), _TEXT)
+    if rule is not None and not (isinstance(rule, dict) and isinstance(rule.get("metric"), str)
                                  and set(rule) <= {"metric", "at_least", "at_most"}
                                  and _kind_of(rule.get("at_least"), _NUMBER)
                                  and _kind_of(rule.get("at_most"), _NUMBER)

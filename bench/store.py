@@ -147,8 +147,8 @@ def record_problem(d: Any, stem: str | None = None) -> str | None:
     if not isinstance(d, dict):
         return "not a JSON object"
     kind = d.get("kind", "attack")
-    if kind not in RECORD_TYPES:
-        return f"unknown kind {kind!r}"
+    if not isinstance(kind, str) or kind not in RECORD_TYPES:  # a list is unhashable
+        return f"unknown kind {short(kind)}"
     version = d.get("record_version", RECORD_VERSION)  # absent: the records before the field
     if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_VERSION:
         return f"{NEWER} (record_version {version}; this one reads 1 to {RECORD_VERSION})"

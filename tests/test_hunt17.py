@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
 from attacks.gradient_matching import cosine_distance
+from bench.cli import main
+from bench.store import QUARANTINE, load_records, record_problem
 from bench.suite import iter_cells
 from helpers import make_suite, run_record
 
@@ -63,3 +69,37 @@ def test_a_closed_form_on_an_all_zero_update_diverges_and_says_why(attack, arch,
         assert record["status"] == "diverged", record["metrics"]
         assert says in record["error"] and "NaN" not in record["error"], record["error"]
         assert record["attack_info"]["diverged_reason"] in record["error"]
+
+
+@pytest.fixture(scope="module")
+def two_records(tmp_path_factory) -> Path:
+    from bench.runner import run_suite
+
+    out = tmp_path_factory.mktemp("clean")
+    run_suite(make_suite(seeds=2), out, jobs=0, device="cpu", progress=False)
+    return out
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("kind", [], "unknown kind"),
+    ("kind", {"a": 1}, "unknown kind"),
+    ("success_rule", {"metric": None, "at_least": 20.0}, "success_rule"),
+    ("success_rule", {"at_least": 20.0}, "success_rule"),
+])
+@pytest.mark.parametrize("command", ["leaderboard", "export"])
+def test_a_damaged_kind_or_success_rule_is_quarantined_not_a_traceback(
+        command, field, value, says, two_records: Path, tmp_path, capsys) -> None:
+    """The record check itself raised on these (a list is unhashable; a rule without a
+    metric name), so every command reading the folder ended in a traceback, exit 1."""
+    out = tmp_path / "out"
+    shutil.copytree(two_records, out)
+    path = sorted((out / "records").glob("*.json"))[0]
+    record = json.loads(path.read_text())
+    record[field] = value
+    assert says in (record_problem(record) or "")
+    path.write_text(json.dumps(record))
+    assert main([command, str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and says in err
+    assert (out / "records" / QUARANTINE / path.name).is_file()
+    assert len(load_records(out)) == 1
