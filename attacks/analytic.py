@@ -74,10 +74,11 @@ class Analytic(ClosedFormAttack):
         gw = obs.update.tensors[index[id(layer.weight)]].to(dev, torch.float64)
         gb = obs.update.tensors[index[id(layer.bias)]].to(dev, torch.float64)
         scale = float(gb.abs().max())
-        # rows below the fraction are ignored: the largest always stays (min_bias_ratio 1)
-        rows = torch.nonzero(gb.abs() >= self.min_bias_ratio * scale).flatten()
+        # rows below the fraction are ignored: the largest always stays (min_bias_ratio 1);
+        # a zero row never (0/0)
+        rows = torch.nonzero((gb.abs() >= self.min_bias_ratio * scale) & (gb != 0)).flatten()
         info: dict[str, object] = {"rows_used": int(rows.numel()), "rows": int(gb.numel())}
-        if not scale > 0.0:  # zero (top-k keeping nothing, pruning everything) or NaN
+        if not 0.0 < scale < math.inf:  # zero (top-k keeping nothing, pruning all), inf, NaN
             images = torch.zeros(obs.batch_size, *obs.input_shape, device=dev)
             info.update(diverged=True, diverged_reason=(
                 "the bias gradient of the first linear layer is zero: no row to divide by"

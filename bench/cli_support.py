@@ -58,16 +58,18 @@ class ExecutorChoices:
 POSITIONAL_PATHS = ("dir", "dirs", "a", "b", "suite")
 OPTION_PATHS = ("against", "against_records", "attacks", "fid_weights", "inception", "claims")
 OUT_IS_A_PATH = ("site", "merge", "prior-curve")  # run's --out '' is results/<suite>
+BLANK_MEANS_DEFAULT = ("out", "output")  # '' is the default; ' ' named a file or folder ' '
 
 
 def empty_path_problem(args: argparse.Namespace) -> str | None:
     """The first path argument given as empty text, in one line, or None."""
     names = (*POSITIONAL_PATHS, *OPTION_PATHS,
-             *(("out",) if args.command in OUT_IS_A_PATH else ()))
+             *(("out",) if args.command in OUT_IS_A_PATH else BLANK_MEANS_DEFAULT))
     for name in names:
         value = getattr(args, name, None)
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str) and not v.strip():
+            if isinstance(v, str) and not v.strip() and (
+                    v or name not in BLANK_MEANS_DEFAULT or args.command in OUT_IS_A_PATH):
                 positional = name in POSITIONAL_PATHS or (
                     name == "out" and args.command == "merge")
                 flag = name.upper() if positional else f"--{name.replace('_', '-')}"

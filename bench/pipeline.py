@@ -323,7 +323,8 @@ class _Run:
         if self.error is None and self.done is not None:
             self.guard("score", lambda r: r._score(options))
         status = "error" if self.error is not None else self.status
-        said = self.done.recon.info.get("diverged_reason") if self.done is not None else None
+        info = self.done.recon.info if self.done is not None else None
+        said = info.get("diverged_reason") if isinstance(info, dict) else None
         error = self.error or (diverged_reason(self.observed and self.observed.obs.update,
                                                self.cell.defense_label, said)
                                if status == "diverged" else None)

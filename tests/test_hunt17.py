@@ -103,3 +103,79 @@ def test_a_damaged_kind_or_success_rule_is_quarantined_not_a_traceback(
     assert "Traceback" not in err and says in err
     assert (out / "records" / QUARANTINE / path.name).is_file()
     assert len(load_records(out)) == 1
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["table", "DIR", "--output", " "], "table: --output: expected a path, got ' '"),
+    (["export", "DIR", "--output", "\t"], "export: --output: expected a path, got '\\t'"),
+    (["run", "smoke", "--dry-run", "--out", "  "], "run: --out: expected a path, got '  '"),
+])
+def test_a_blank_output_path_is_refused(args, expected, two_records: Path, tmp_path,
+                                        monkeypatch, capsys) -> None:
+    """'' keeps meaning the default (standard output, DIR/cells.csv, results/<suite>); ' '
+    had written a file or folder named by the blank in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(two_records) if a == "DIR" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(expected) and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _analytic_cell(batch_size: int):
+    return next(iter_cells(make_suite(datasets=DIGITS, archs=["mlp"], attacks=["analytic"],
+                                      batch_size=batch_size)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize("ratio", [0.0, 1e-3])
+def test_analytic_on_an_infinite_bias_gradient_diverges_and_says_why(batch_size, ratio) -> None:
+    """An fp16 overflow's inf in ∇b: the row guard had gone, and at ratio 0 no row was kept
+    (0·inf is NaN; an IndexError), at 1e-3 only the inf row (batch 2: ``ok`` from zeros)."""
+    from attacks.analytic import Analytic
+    from helpers import observe_tiny
+
+    obs, _ = observe_tiny(_analytic_cell(batch_size))
+    obs.update.tensors[1][0] = float("inf")  # the first linear layer's bias
+    recon = Analytic(min_bias_ratio=ratio).reconstruct(obs)
+    assert recon.info["diverged"] and "not finite" in recon.info["diverged_reason"]
+
+
+def test_analytic_never_divides_by_a_zero_bias_row() -> None:
+    """At min_bias_ratio 0, ``>=`` kept the rows whose ∇b is 0 (0/0 candidates)."""
+    from attacks.analytic import Analytic
+    from helpers import observe_tiny
+
+    obs, _ = observe_tiny(_analytic_cell(2))
+    bias = obs.update.tensors[1]
+    bias[::2] = 0.0
+    recon = Analytic(min_bias_ratio=0.0).reconstruct(obs)
+    assert recon.info["rows_used"] == int((bias != 0).sum()) < bias.numel()
+    assert bool(torch.isfinite(recon.data).all())
+
+
+def test_an_attack_whose_info_is_not_a_mapping_still_gets_a_record(monkeypatch) -> None:
+    """Reading the attack's ``diverged_reason`` outside the scoring guard let an info of None
+    escape ``run_cell`` (no record) where it had been an error record."""
+    from attacks.analytic import Analytic
+
+    real = Analytic.reconstruct
+
+    def no_info(self, obs):
+        recon = real(self, obs)
+        recon.info = None
+        return recon
+
+    monkeypatch.setattr(Analytic, "reconstruct", no_info)
+    record = run_record(_analytic_cell(1))
+    assert record["status"] in ("error", "ok"), record
+    assert record["status"] == "ok" or "score" in record["error"]
+
+
+def test_a_shares_converged_mean_reads_it_into_its_bounds_as_the_headline_does() -> None:
+    import pandas as pd
+
+    from bench.leaderboard.aggregate import _mean
+
+    assert _mean(pd.Series([1.0000005] * 3), share=True) == 1.0
+    assert _mean(pd.Series([1.0000005] * 3)) == pytest.approx(1.0000005, abs=0)

@@ -78,7 +78,7 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             iv = metric_interval(values["value"], m.share)
             row.update({m.name: iv.mean, f"{m.name}_ci_low": iv.low,
                         f"{m.name}_ci_high": iv.high, f"{m.name}_n": iv.n,
-                        f"{m.name}_converged": _mean(ok[m.name]),
+                        f"{m.name}_converged": _mean(ok[m.name], m.share),
                         f"{m.name}_n_missing": int((values["source"] == MISSING).sum())})
             if m.name == ranked:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
@@ -109,9 +109,12 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
                     centred=not is_share(name))  # a share's is Wilson's (metric_interval)
 
 
-def _mean(s: pd.Series) -> float | None:
-    """The mean summed as the headline's (``math.fsum``): independent of the cells' order."""
+def _mean(s: pd.Series, share: bool = False) -> float | None:
+    """The mean summed as the headline's (``math.fsum``): independent of the cells' order;
+    a share's values read into [0, 1] as its Wilson interval reads them."""
     s = pd.to_numeric(s, errors="coerce").dropna()
+    if share:
+        s = s.clip(0.0, 1.0)
     return math.fsum(s) / len(s) if len(s) else None
 
 
