@@ -63,13 +63,11 @@ BLANK_MEANS_DEFAULT = ("out", "output")  # '' is the default; ' ' named a file o
 
 def empty_path_problem(args: argparse.Namespace) -> str | None:
     """The first path argument given as empty text, in one line, or None."""
-    names = (*POSITIONAL_PATHS, *OPTION_PATHS,
-             *(("out",) if args.command in OUT_IS_A_PATH else BLANK_MEANS_DEFAULT))
-    for name in names:
+    may_be_empty = () if args.command in OUT_IS_A_PATH else BLANK_MEANS_DEFAULT
+    for name in (*POSITIONAL_PATHS, *OPTION_PATHS, *BLANK_MEANS_DEFAULT):
         value = getattr(args, name, None)
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str) and not v.strip() and (
-                    v or name not in BLANK_MEANS_DEFAULT or args.command in OUT_IS_A_PATH):
+            if isinstance(v, str) and not v.strip() and (v or name not in may_be_empty):
                 positional = name in POSITIONAL_PATHS or (
                     name == "out" and args.command == "merge")
                 flag = name.upper() if positional else f"--{name.replace('_', '-')}"

@@ -5,7 +5,6 @@ overlap, and the utility track's paired accuracy drop."""
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import pandas as pd
@@ -110,12 +109,9 @@ def interval(row: pd.Series | dict, name: str) -> Interval:
 
 
 def _mean(s: pd.Series, share: bool = False) -> float | None:
-    """The mean summed as the headline's (``math.fsum``): independent of the cells' order;
-    a share's values read into [0, 1] as its Wilson interval reads them."""
-    s = pd.to_numeric(s, errors="coerce").dropna()
-    if share:
-        s = s.clip(0.0, 1.0)
-    return math.fsum(s) / len(s) if len(s) else None
+    """The mean as the headline computes it (:func:`metric_interval`: summed with
+    ``math.fsum``, independent of the cells' order; a share's values read into [0, 1])."""
+    return metric_interval(pd.to_numeric(s, errors="coerce"), share).mean
 
 
 def _median(s: pd.Series) -> float | None:
