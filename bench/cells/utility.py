@@ -114,6 +114,25 @@ def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.flatten() for t in tensors])
 
 
+def update_cosine(defended: torch.Tensor, clean: torch.Tensor) -> float | None:
+    """Cosine similarity of two flat updates, None where either has an inf or NaN entry.
+
+    Where float32's norm of either overflows (a noise scale near 1e30) or underflows to 0
+    while the update is not zero, both are taken in float64 divided by their largest
+    magnitude first (the cosine does not change with scale); elsewhere the float32 value is
+    kept as it was computed before this guard, so records stay comparable across versions.
+    """
+    if not (torch.isfinite(defended).all() and torch.isfinite(clean).all()):
+        return None
+    norms = [float(v.norm()) for v in (defended, clean)]
+    if any(not math.isfinite(n) or (n == 0.0 and bool(v.any()))
+           for n, v in zip(norms, (defended, clean))):
+        defended, clean = (v.double() / v.abs().amax() if v.any() else v.double()
+                           for v in (defended, clean))
+    cos = float(torch.nn.functional.cosine_similarity(defended, clean, dim=0, eps=1e-12))
+    return max(-1.0, min(1.0, cos))
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256,
              pad_id: int | None = None) -> tuple[float, int]:
@@ -258,11 +277,8 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             update = defend(defenses, ctx, compute)
             scale = 1.0 / float(update.info.get("aggregate_of", 1))  # secure aggregation: a sum
             if len(x):  # an empty batch has no clean update to compare with
-                a, b = _flat(update.tensors) * scale, _flat(clean.tensors)
-                cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12))
-                # an update with a non-finite entry has no cosine (NaN, which clamping turns
-                # to 1.0)
-                cosines.append(max(-1.0, min(1.0, cos)) if math.isfinite(cos) else None)
+                cosines.append(update_cosine(_flat(update.tensors) * scale,
+                                             _flat(clean.tensors)))
             with torch.no_grad():
                 model.train()
                 if has_bn and len(ctx.x):  # BatchNorm's running statistics are buffers: a
