@@ -123,6 +123,15 @@ class Dager(Attack):
         grads = dict(zip([n for n, p in model.named_parameters() if p.requires_grad],
                          obs.update.tensors))
         batch, length = obs.batch_size, obs.input_shape[0]
+        first = grads["blocks.0.qkv.weight"]
+        said = ("no span to check tokens against in a non-finite update"
+                if not all(bool(torch.isfinite(t).all()) for t in obs.update.tensors) else
+                "the first layer's gradient is all zero: no span to check tokens against"
+                if not bool(first.any()) else None)
+        if said:  # a closed form given nothing: diverged and says why (as R-GAP, analytic)
+            return Reconstruction(data=torch.zeros(batch, length, dtype=torch.long),
+                                  iterations=0, grad_evals=0,
+                                  info={"diverged": True, "diverged_reason": said})
         rows, width = batch * length, model.tok.weight.shape[1]
         cap = min(rows, width)
         basis1 = row_basis(grads["blocks.0.qkv.weight"], cap, self.rank_tol)

@@ -50,3 +50,23 @@ def test_update_cosine_keeps_float32_values_where_the_norms_are_finite():
     assert update_cosine(a, b) == expected
     a[7] = float("nan")
     assert update_cosine(a, b) is None
+
+
+@pytest.mark.parametrize("defense, reason", [
+    ({"topk": {"fraction": 0.0}}, "the first layer's gradient is all zero"),
+    ({"noise": {"scale": 1e39}}, "no span to check tokens against in a non-finite update"),
+])
+def test_dager_given_nothing_diverges_and_says_why(tmp_path, defense, reason):
+    """DAGER on an all-zero update was recorded `ok` (ROUGE-1 0, an empty span judged as a
+    batch), and on an update that overflowed float32 an `error` from a failed SVD, where the
+    other closed forms (analytic, R-GAP) diverge and say why."""
+    from bench.runner import run_suite
+
+    suite = make_suite(datasets=[{"pydoc": {"task": "classify", "seq_len": 6,
+                                            "vocab_size": 200, "classes": 4}}],
+                       archs=[{"transformer": {"width": 32, "layers": 1, "heads": 2}}],
+                       defenses=[defense], attacks=["dager"], seeds=1)
+    run_suite(suite, tmp_path, jobs=0, device="cpu", progress=False)
+    (record,) = load_records(tmp_path)
+    assert record["status"] == "diverged"
+    assert record["error"].startswith(reason)
