@@ -22,7 +22,8 @@ do). A step ends early on ``max_eval`` evaluations, ``max|g| <= tolerance_grad``
 <= tolerance_change``, a loss change below ``tolerance_change`` or ``g.d > -tolerance_change``.
 
 Per-trial stopping, where torch would go on evaluating the same point forever (converged):
-``max|g| <= tolerance_grad`` at a step's start, a zero loss, ``g.d > -tolerance_change``, or a
+``max|g| <= tolerance_grad`` at a step's start, a loss at ``loss_floor`` (opt-in: the least
+value the objective can take, 0 for a squared distance), ``g.d > -tolerance_change``, or a
 line search (not the run's first) that finds no lower point with the most evaluations a
 search gets (not cut short by earlier iterations of its step).
 A stopped trial is frozen; with ``rows_objective`` it also leaves the evaluations (the rest
@@ -78,6 +79,7 @@ def run_batched_lbfgs(
     min_rel_improvement: float = 0.0,
     snapshot_at: Sequence[int] | None = None,
     rows_objective: RowsObjective | None = None,
+    loss_floor: float | None = None,
 ) -> BatchedResult:
     """Minimise K independent objectives with one L-BFGS per trial, evaluated together.
 
@@ -93,7 +95,11 @@ def run_batched_lbfgs(
     copied. A trial whose loss, gradient or variables turn non-finite is marked diverged and
     frozen. ``rows_objective(variables, rows)``, when given, is ``objective`` over the listed
     trials only (``variables`` then hold those rows): once a trial has stopped, each
-    evaluation costs only the trials still running. Memory: ``2 K m n`` elements of history
+    evaluation costs only the trials still running. ``loss_floor``: the least value each
+    objective can take (gradient matching in squared L2: 0); a trial whose loss reaches it
+    stops (``zero_loss``), where torch would go on evaluating a minimum it cannot leave.
+    None (the default, as torch): no such stop, for objectives that can go below any
+    bound. Memory: ``2 K m n`` elements of history
     plus ``2 K m**2`` float64 products, for ``m = history_size`` cut to the pairs the run
     can make (``steps * max_iter``, ``max_grad_evals``) and ``n`` a trial's variable count,
     as K torch optimisers would.
@@ -197,7 +203,7 @@ def run_batched_lbfgs(
         st.bests.append(st.best)
         if gmax <= tolerance_grad:
             stop(k, "tolerance_grad")
-        elif st.loss == 0.0:  # an exact match: L-BFGS can make no further progress
+        elif loss_floor is not None and st.loss <= loss_floor:  # an exact match: no way down
             stop(k, "zero_loss")
         elif plateau.stalled(st.bests):
             stop(k, "patience")

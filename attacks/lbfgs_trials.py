@@ -102,7 +102,8 @@ def run_trials_lbfgs(attack: object, observations: Sequence[Observation],
         line_search_fn=line_search_fn(attack.line_search),
         max_iterations=cap_iters, patience=attack.patience or None,
         min_rel_improvement=attack.min_rel_improvement,
-        snapshot_at=snapshot_points(budget, attack.snapshots), rows_objective=objective)
+        snapshot_at=snapshot_points(budget, attack.snapshots), rows_objective=objective,
+        loss_floor=0.0)  # DLG's and iDLG's squared gradient distance is never below 0
     if scoring:
         _score_returned_points(res, variables, objective)
     return res

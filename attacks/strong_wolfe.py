@@ -36,23 +36,32 @@ class Point:
 LineSearch = Generator[float, tuple[float, float, Any], tuple[Point, bool]]
 
 
+def _divide(n: float, d: float) -> float:
+    """``n / d`` in IEEE arithmetic, as torch's 0-d tensors divide: ±inf or NaN where ``d``
+    is 0 (Python's floats raise there)."""
+    if d != 0.0:
+        return n / d
+    if n == 0.0 or math.isnan(n):
+        return math.nan
+    return math.copysign(math.inf, n) * math.copysign(1.0, d)
+
+
 def cubic_minimiser(a: Point, b: Point, bounds: tuple[float, float] | None = None) -> float:
     """The minimiser of the cubic matching the losses and slopes at ``a`` and ``b``
     (Nocedal & Wright eq. 3.59), clipped to ``bounds`` (default: the interval between them);
-    the interval's midpoint where the cubic has no minimiser."""
+    the interval's midpoint where the cubic has no minimiser. In IEEE arithmetic, as torch's
+    ``_cubic_interpolate`` computes it: on a linear stretch (equal slopes) the minimiser is
+    ±inf and clips to a bound. Where torch's would be NaN (0/0), the midpoint."""
     low, high = bounds if bounds is not None else (min(a.t, b.t), max(a.t, b.t))
     if a.t > b.t:
         a, b = b, a
-    try:
-        d1 = a.gtd + b.gtd - 3 * (a.f - b.f) / (a.t - b.t)
-        disc = d1 * d1 - a.gtd * b.gtd
-        if disc < 0:
-            return (low + high) / 2
-        d2 = math.sqrt(disc)
-        t = b.t - (b.t - a.t) * (b.gtd + d2 - d1) / (b.gtd - a.gtd + 2 * d2)
-    except (ZeroDivisionError, OverflowError):
+    d1 = a.gtd + b.gtd - 3 * _divide(a.f - b.f, a.t - b.t)
+    disc = d1 * d1 - a.gtd * b.gtd
+    if not disc >= 0:  # no real minimiser (or NaN)
         return (low + high) / 2
-    if not math.isfinite(t):
+    d2 = math.sqrt(disc)
+    t = b.t - (b.t - a.t) * _divide(b.gtd + d2 - d1, b.gtd - a.gtd + 2 * d2)
+    if math.isnan(t):
         return (low + high) / 2
     return min(max(t, low), high)
 

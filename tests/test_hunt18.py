@@ -70,3 +70,48 @@ def test_dager_given_nothing_diverges_and_says_why(tmp_path, defense, reason):
     (record,) = load_records(tmp_path)
     assert record["status"] == "diverged"
     assert record["error"].startswith(reason)
+
+
+def _torch_cubic(a, b, bounds):
+    from torch.optim.lbfgs import _cubic_interpolate
+
+    f64 = torch.float64
+    return float(_cubic_interpolate(a.t, a.f, torch.tensor(a.gtd, dtype=f64), b.t, b.f,
+                                    torch.tensor(b.gtd, dtype=f64), bounds=bounds))
+
+
+def test_cubic_step_on_a_linear_stretch_clips_to_the_bound_as_torch_does():
+    """Equal slopes at both ends (a linear piece of an L1 loss): the cubic's minimiser is
+    ±inf, which torch's 0-d tensors clip to a bound (10 t when extrapolating); Python's
+    ZeroDivisionError made it the interval's midpoint, so the search left torch's path."""
+    from attacks.strong_wolfe import Point, cubic_minimiser
+
+    a, b = Point(0.0, 1.0, -1.0), Point(1.0, 0.0, -1.0)
+    assert cubic_minimiser(a, b, (1.01, 10.0)) == _torch_cubic(a, b, (1.01, 10.0)) == 10.0
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(500):  # generic, equal-slope and equal-loss points agree with torch's
+        t1, t2, f1, f2, g1, g2 = torch.randn(6, generator=gen, dtype=torch.float64).tolist()
+        choice = int(torch.randint(3, (1,), generator=gen))
+        g2 = g1 if choice == 1 else g2
+        f2 = f1 if choice == 2 else f2
+        a, b = Point(t1, f1, g1), Point(t2, f2, g2)
+        bounds = (min(t1, t2), max(t1, t2) + 5.0)
+        expected = _torch_cubic(a, b, bounds)
+        if expected == expected:  # torch's NaN (0/0) is the one case kept at the midpoint
+            assert cubic_minimiser(a, b, bounds) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_a_loss_of_zero_stops_a_trial_only_below_a_declared_floor():
+    """A trial whose loss was exactly 0.0 stopped as converged, though its objective could go
+    lower (‖y − 1‖² − 2 at y = 0, gradient −2): torch goes on to −2. The stop is now the
+    objective's declared ``loss_floor`` (DLG's squared distance: 0)."""
+    from attacks.batched_lbfgs import run_batched_lbfgs
+
+    def objective(v):
+        return ((v[0] - 1) ** 2).sum(1) - 2
+
+    for floor, expected in ((None, -2.0), (0.0, 0.0)):
+        y = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+        trial = run_batched_lbfgs([y], objective, 5, loss_floor=floor).trials[0]
+        assert trial.final_loss == pytest.approx(expected, abs=1e-9)
+        assert (trial.stop_reason == "zero_loss") == (floor is not None)
