@@ -50,8 +50,10 @@ def cubic_minimiser(a: Point, b: Point, bounds: tuple[float, float] | None = Non
     """The minimiser of the cubic matching the losses and slopes at ``a`` and ``b``
     (Nocedal & Wright eq. 3.59), clipped to ``bounds`` (default: the interval between them);
     the interval's midpoint where the cubic has no minimiser. In IEEE arithmetic, as torch's
-    ``_cubic_interpolate`` computes it: on a linear stretch (equal slopes) the minimiser is
-    ±inf and clips to a bound. Where torch's would be NaN (0/0), the midpoint."""
+    ``_cubic_interpolate`` computes it: where the formula divides by zero (a linear stretch,
+    equal slopes, whose discriminant rounds to ≥ 0), the ±inf clips to a bound instead of
+    Python raising; where it rounds below 0, the midpoint, as torch. Where torch's would be
+    NaN (0/0), the midpoint. On such a stretch one rounding decides, in torch too."""
     low, high = bounds if bounds is not None else (min(a.t, b.t), max(a.t, b.t))
     if a.t > b.t:
         a, b = b, a

@@ -115,3 +115,68 @@ def test_a_loss_of_zero_stops_a_trial_only_below_a_declared_floor():
         trial = run_batched_lbfgs([y], objective, 5, loss_floor=floor).trials[0]
         assert trial.final_loss == pytest.approx(expected, abs=1e-9)
         assert (trial.stop_reason == "zero_loss") == (floor is not None)
+
+
+def test_a_defense_that_fails_every_cell_is_not_ranked_most_private(tmp_path):
+    """A plug-in defense whose update lost a tensor failed every cell at setup; those seeds
+    borrowed the scenario's grey-guess floor, so the Defenses table ranked the broken
+    defense above `none`, and Success read 0/n as if every attack had failed against it."""
+    from bench.contracts import Defense
+    from bench.leaderboard import aggregate_frame, records_frame
+    from bench.registry import DEFENSES, register_defense
+    from bench.runner import run_suite
+
+    @register_defense("droptensor")
+    class DropTensor(Defense):
+        """Returns one tensor fewer than the model has parameters."""
+
+        def transform_update(self, update, ctx):
+            out = update.clone()
+            out.tensors = update.tensors[:-1]
+            return out
+
+    try:
+        run_suite(make_suite(defenses=["none", "droptensor"], seeds=2), tmp_path, jobs=0,
+                  device="cpu", progress=False)
+    finally:
+        DEFENSES.unregister("droptensor")
+    records = load_records(tmp_path)
+    broken = [r for r in records if r["defense_label"] == "droptensor"]
+    assert broken and all(r["status"] == "error" and r["error"].startswith("setup: ")
+                          for r in broken)
+    agg = aggregate_frame(records_frame(records)).set_index("defense")
+    row = agg.loc["droptensor"]
+    assert pd_isna(row["psnr"]) and row["psnr_n"] == 0 and row["n_attacked"] == 0
+    assert row["failed"] == 2 and pd_isna(row["success"])
+    assert agg.loc["none", "defense_rank_best"] == 1  # the broken defense ranks below it
+    assert row["defense_rank_best"] == 2
+    from bench.leaderboard import write_leaderboard
+
+    text = write_leaderboard(tmp_path).read_text()
+    assert "failed before the attack ran" in text and "| 0/0 " in text
+
+
+def pd_isna(v) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(v))
+
+
+def test_a_claim_on_success_leaves_out_seeds_never_attacked(tmp_path):
+    """`check` counted a seed whose setup failed as an unsuccessful attack (value 0)."""
+    import math
+
+    from bench.claims.evaluate import claims_frame
+
+    records = [{**r, "status": "error", "error": "setup: ValueError: a broken defense",
+                "metrics": None} if i == 0 else r
+               for i, r in enumerate(_two_seed_records(tmp_path))]
+    values = claims_frame(records, {"success"})["value:success"].tolist()
+    assert math.isnan(values[0]) and all(v in (0.0, 1.0) for v in values[1:])
+
+
+def _two_seed_records(out) -> list[dict]:
+    from bench.runner import run_suite
+
+    run_suite(make_suite(seeds=2), out, jobs=0, device="cpu", progress=False)
+    return sorted(load_records(out), key=lambda r: r["cell_id"])

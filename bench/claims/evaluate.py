@@ -35,6 +35,7 @@ from bench.leaderboard.uncertainty import (
     Interval,
     clearly_better,
     metric_interval,
+    never_attacked,
     per_private_batch,
     seed_values,
     t_interval,
@@ -130,9 +131,12 @@ def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFra
     ran = df[df["status"].isin(SEED_STATUSES)].copy()
     for name, values in cols.items():
         ran[f"value:{name}"] = values.reindex(ran.index)
-    if SUCCESS in metrics:  # a seed that did not finish did not succeed
-        ran[f"value:{SUCCESS}"] = [1.0 if s == "ok" and isinstance(v, (bool, np.bool_)) and v
-                                   else 0.0 for s, v in zip(ran["status"], ran["success"])]
+    if SUCCESS in metrics:  # a seed that did not finish did not succeed; one whose setup
+        # failed was never attacked (left out, as the tables leave it)
+        ran[f"value:{SUCCESS}"] = [
+            math.nan if s == "error" and never_attacked(e) else
+            1.0 if s == "ok" and isinstance(v, (bool, np.bool_)) and v else 0.0
+            for s, v, e in zip(ran["status"], ran["success"], ran["error"])]
     if RISK_INDEX in metrics:
         ran[f"value:{RISK_INDEX}"] = _risk_indices(records, ran)
     for axis in WHERE:

@@ -18,6 +18,7 @@ from bench.leaderboard.uncertainty import (
     SCENARIO_FLOOR,
     Interval,
     metric_interval,
+    never_attacked,
     pool_floors,
     seed_values,
     shared_ranks,
@@ -56,7 +57,9 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
     no floor to use (left out of the means, still counted under ``diverged``/``failed``), both
     on the scenario's ranking metric (ROUGE-1 for text, else PSNR), and ``<m>_n_missing`` per
     metric (LPIPS has no floor: the grey guess is not scored with it). Skipped cells are no
-    seeds."""
+    seeds. A cell that failed before its attack ran (setup: data, victim, client update or
+    defense) measured nothing: left out of the means (``n_missing``) and of the success rate,
+    whose denominator is ``n_attacked``; it still counts under ``failed``."""
     ran = cells[cells["status"] != "skipped"]
     text = "modality" in cells and len(cells) > 0 and bool((cells["modality"] == "text").all())
     ranked = TEXT_HEADLINE if text else HEADLINE
@@ -82,9 +85,13 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
             if m.name == ranked:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
                 row["n_missing"] = int((values["source"] == MISSING).sum())
+        n_success = int(ok["success"].fillna(False).astype(bool).sum())
+        n_attacked = len(g) - int(((g["status"] == "error")
+                                   & g["error"].map(never_attacked)).sum()) \
+            if "error" in g else len(g)
         row.update({
-            "success": float(ok["success"].fillna(False).astype(bool).sum()) / len(g),
-            "n_success": int(ok["success"].fillna(False).astype(bool).sum()),
+            "success": n_success / n_attacked if n_attacked else None,
+            "n_success": n_success, "n_attacked": n_attacked,
             "n": len(g), "n_ok": len(ok),
             "diverged": int((g["status"] == "diverged").sum()),
             "failed": int(g["status"].isin(FAILED).sum()),

@@ -28,7 +28,7 @@ INTERNAL_COLUMNS = ("picture", "success_psnr", "strength", "line")
 COUNT_COLUMNS = ("batch_size", "seed", "scenario_seed", "iterations", "grad_evals",
                  "peak_memory_bytes", "rank_best", "rank_worst", "defense_rank_best",
                  "defense_rank_worst", "n", "n_ok", "diverged", "failed", "n_floor",
-                 "n_missing", "n_success")
+                 "n_missing", "n_success", "n_attacked")
 
 
 def export_columns(df: pd.DataFrame) -> list[str]:
@@ -48,7 +48,7 @@ def aggregate_columns() -> list[str]:
                   for suffix in ("", "_ci_low", "_ci_high", "_n", "_converged")]
     return [*SCENARIO, "defense", "attack", "reference", "rank_best", "rank_worst", "strongest",
             "defense_rank_best", "defense_rank_worst", "n", "n_ok", "diverged", "failed",
-            "n_floor", "n_missing", *per_metric, "n_success", "success", "time",
+            "n_floor", "n_missing", *per_metric, "n_success", "n_attacked", "success", "time",
             "grad_evals"]
 
 

@@ -144,8 +144,14 @@ def _missing_note(summary: pd.DataFrame, shown: list[type[Metric]] = ()) -> str:
     """Failed seeds left out of a mean: on the ranking metric (no floor in the scenario's
     records), and on a shown metric that has no floor where the ranking metric has one
     (LPIPS: the grey guess is not scored with it), whose column's n is then smaller."""
-    missing = int(summary["n_missing"].sum()) if "n_missing" in summary else 0
-    text = "" if not missing else (
+    unattacked = int((summary["n"] - summary["n_attacked"]).sum()) \
+        if "n_attacked" in summary else 0
+    missing = (int(summary["n_missing"].sum()) if "n_missing" in summary else 0) - unattacked
+    text = "" if not unattacked else (
+        f" Except {unattacked} seed(s) that failed before the attack ran (setup: data, "
+        "victim, client update or defense): they measured nothing, so they are left out of "
+        "the means, n and Success, and counted under Failed.")
+    text += "" if not missing else (
         f" {missing} diverged or failed seed(s) had no floor to count at (no "
         "floor_metrics in the scenario's records): left out of the means and n, counted "
         "under Diverged/Failed.")
@@ -193,7 +199,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 if m.name == h.name and unstable:
                     row[f"{m.header()} converged only"] = _converged(h, r)
             row.update({
-                "Success": f"{r['n_success']}/{r['n']}",
+                "Success": f"{r['n_success']}/{r['n_attacked']}",
                 "Median time (s)": format_value(r["time"], 2),
                 "Grad evals": format_value(r["grad_evals"], 0),
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
@@ -238,7 +244,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 row[m.header()] = _cell(m, r)
                 if m.name == h.name and unstable:
                     row[f"{m.header()} converged only"] = _converged(h, r)
-            row.update({"Success": f"{r['n_success']}/{r['n']}",
+            row.update({"Success": f"{r['n_success']}/{r['n_attacked']}",
                         "Attacks tried": int(r["attacks"])})
             if len(epsilon):
                 eps = epsilon.get(r["defense"])

@@ -120,7 +120,7 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
-        row.update({"Success": f"{r['n_success']}/{r['n']}",
+        row.update({"Success": f"{r['n_success']}/{r['n_attacked']}",
                     "Median time (s)": format_value(r["time"], 2),
                     "Grad evals": format_value(r["grad_evals"], 0),
                     "Diverged": int(r["diverged"]), "Failed": int(r["failed"])})
@@ -147,7 +147,8 @@ def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: t
             row[m.header()] = _cell(m, r)
             if m.name == h.name and unstable:
                 row[f"{m.header()} converged only"] = _converged(h, r)
-        row.update({"Success": f"{r['n_success']}/{r['n']}", "Attacks tried": int(r["attacks"])})
+        row.update({"Success": f"{r['n_success']}/{r['n_attacked']}",
+                    "Attacks tried": int(r["attacks"])})
         if us is not None:
             row.update(utility_cells(r, front))
         rows.append(row)
