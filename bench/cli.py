@@ -43,7 +43,6 @@ from bench.cli_support import (
     BUILTIN_EXECUTORS,
     ExecutorChoices,
     Parser,
-    Terminated,
     empty_path_problem,
     frozen_gc,
     ignored_run_flags,
@@ -57,6 +56,7 @@ from bench.prior_command import add_prior_curve_parser
 from bench.rank_command import add_rank_parser
 from bench.registry import REGISTRIES, LeakbenchError, one_line, warn
 from bench.site.command import add_site_parser
+from bench.stops import Terminated, is_sigterm
 
 if TYPE_CHECKING:
     from bench.executors import ExecutorOptions
@@ -371,12 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"{reason}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # a forced run's unreached cells keep their old records
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        term = is_sigterm(e)
+        how = "terminated (SIGTERM)" if term else "interrupted"
         kept = "" if args.command != "run" else "; finished cells are kept, " + (
             "the cells not reached keep their old records: --force again redoes every cell"
             if getattr(args, "force", False) else "re-run to resume")
         print(f"leakbench: {how}{kept}", file=sys.stderr)
-        return 128 + (Terminated.signum if isinstance(e, Terminated) else signal.SIGINT)
+        return 128 + (Terminated.signum if term else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from bench.registry import suggest
-from bench.stops import Terminated
+from bench.stops import forget_sigterm, note_sigterm
 
 
 @contextlib.contextmanager
@@ -115,8 +115,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise Terminated()
+        raise note_sigterm()
 
+    forget_sigterm()
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield

@@ -256,6 +256,49 @@ def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
     assert not list(records.glob(".*.tmp"))
 
 
+@pytest.mark.slow
+def test_a_sigterm_to_a_ray_run_exits_143_as_any_sigterm_does(cluster, tmp_path):
+    """Ray's ``ray.wait``, where a Ray driver spends its time, re-raises whatever a signal
+    handler raised inside it as a plain KeyboardInterrupt: a SIGTERM (the CLI's Terminated)
+    ended a Ray run with exit 130, "interrupted", not 143, "terminated (SIGTERM)"."""
+    from bench.lock import LOCK
+
+    path = write_suite(tmp_path / "term.yaml", seeds=8, attacks=[{"dlg": {"steps": 60}}])
+    out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
+           "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard",
+           "--trials", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if records.is_dir() and list(records.glob("*.json")):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # the driver alone, as `kill PID` sends it
+    _, err = proc.communicate(timeout=120)
+    assert len(list(records.glob("*.json"))) < 8, "the run had finished before the signal"
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("leakbench: terminated (SIGTERM); finished cells "
+                                           "are kept, re-run to resume")
+    assert not (out_dir / LOCK).exists()
+
+
+def test_an_interrupt_a_library_made_of_the_sigterm_still_reads_as_sigterm():
+    """The CLI's exit status follows the signal that arrived, not the exception class a
+    library re-raised it as (Ray: KeyboardInterrupt)."""
+    from bench.stops import Terminated, forget_sigterm, is_sigterm, note_sigterm
+
+    forget_sigterm()
+    assert not is_sigterm(KeyboardInterrupt()) and is_sigterm(Terminated())
+    assert isinstance(note_sigterm(), Terminated)
+    assert is_sigterm(KeyboardInterrupt())
+    forget_sigterm()
+    assert not is_sigterm(KeyboardInterrupt())
+
+
 def test_without_ray_the_executor_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path,
                                                                         capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
