@@ -63,7 +63,11 @@ from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import (
     SCENARIO,
     attack_row_labels,
+    client_label,
+    record_client,
+    record_victim,
     records_frame,
+    scenario_title,
     scenarios,
 )
 from bench.leaderboard.text_tables import modality_headline
@@ -111,6 +115,7 @@ class CellChange:
     metric: str | None = None
     a_value: float | None = None
     b_value: float | None = None
+    key: tuple | None = None  # the cell's ROW (scenario, defense, attack); None: a utility run
 
 
 @dataclass
@@ -173,9 +178,26 @@ def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
     return rows
 
 
+def _key(r: dict[str, Any]) -> tuple | None:
+    """An attack cell's row key (``ROW``: its scenario, with batch size, client, BN mode and
+    victim, then defense and attack); None for a utility run, which has no such row."""
+    if r.get("kind", "attack") != "attack":
+        return None
+    client = record_client(r)
+    return (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
+            client_label(client), client.get("bn_mode"), record_victim(r),
+            r.get("defense_label"), r.get("attack_label"))
+
+
 def _label(r: dict[str, Any]) -> str:
-    keys = ("dataset_label", "arch_label", "defense_label", "attack_label")
-    parts = [str(r[k]) for k in keys if r.get(k)]
+    """A cell in words: its scenario's title (two cells that differ only in batch size or
+    client had read alike), defense, attack (a utility run: "utility") and seed."""
+    key = _key(r)
+    if key is None:
+        parts = [str(r[k]) for k in ("dataset_label", "arch_label", "defense_label")
+                 if r.get(k)] + ["utility"]
+    else:
+        parts = [scenario_title(key[:len(SCENARIO)]), *(str(k) for k in key[len(SCENARIO):])]
     return " · ".join(parts + ([f"seed {r['seed']}"] if "seed" in r else []))
 
 
@@ -198,9 +220,10 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
             r = rb if ra is None else ra
             out.append(CellChange(cid, NEW if ra is None else MISSING, _label(r),
                                   None if ra is None else ra["status"],
-                                  None if rb is None else rb["status"]))
+                                  None if rb is None else rb["status"], key=_key(r)))
         elif ra["status"] != rb["status"]:
-            out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"]))
+            out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"],
+                                  key=_key(ra)))
         else:
             utility = ra.get("kind") == "utility"
             for m in UTILITY_VALUES if utility else \
@@ -208,7 +231,7 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
                     out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],
-                                          m, va, vb))
+                                          m, va, vb, _key(ra)))
     return out
 
 

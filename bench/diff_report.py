@@ -142,8 +142,9 @@ def render_csv(d: Diff) -> str:
         rows.append(row)
     for c in d.cells:
         rows.append({"kind": "cell", "change": c.change, "metric": c.metric,
-                     "cell_id": c.cell_id, "row": c.label, "a_status": c.a_status,
-                     "b_status": c.b_status, "a_value": c.a_value, "b_value": c.b_value})
+                     **dict(zip(ROW, c.key or ())), "cell_id": c.cell_id, "row": c.label,
+                     "a_status": c.a_status, "b_status": c.b_status,
+                     "a_value": c.a_value, "b_value": c.b_value})
     frame = pd.DataFrame(rows, columns=CSV_COLUMNS).astype({"a_n": "Int64", "b_n": "Int64"})
     return exact_csv(frame)
 

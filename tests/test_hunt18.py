@@ -180,3 +180,24 @@ def _two_seed_records(out) -> list[dict]:
 
     run_suite(make_suite(seeds=2), out, jobs=0, device="cpu", progress=False)
     return sorted(load_records(out), key=lambda r: r["cell_id"])
+
+
+def test_diff_names_cells_by_their_whole_scenario(tmp_path):
+    """Two new cells that differ only in batch size (or client mode) read alike in diff's
+    cell lists, and a cell's CSV line left the scenario columns empty."""
+    import csv
+    import io
+
+    from bench.diff import diff
+    from bench.diff_report import render
+    from bench.runner import run_suite
+
+    run_suite(make_suite(seeds=1), tmp_path / "a", jobs=0, device="cpu", progress=False)
+    run_suite(make_suite(seeds=1, batch_size=[1, 2]), tmp_path / "b", jobs=0, device="cpu",
+              progress=False)
+    d = diff(tmp_path / "a", tmp_path / "b")
+    (new,) = [c for c in d.cells if c.change == "new"]
+    assert " · batch 2 · " in new.label
+    rows = [r for r in csv.DictReader(io.StringIO(render(d, "csv"))) if r["kind"] == "cell"]
+    line = next(r for r in rows if r["cell_id"] == new.cell_id)
+    assert line["batch_size"] == "2" and line["mode"] == "fedsgd" and line["attack"]
