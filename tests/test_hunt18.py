@@ -201,3 +201,17 @@ def test_diff_names_cells_by_their_whole_scenario(tmp_path):
     rows = [r for r in csv.DictReader(io.StringIO(render(d, "csv"))) if r["kind"] == "cell"]
     line = next(r for r in rows if r["cell_id"] == new.cell_id)
     assert line["batch_size"] == "2" and line["mode"] == "fedsgd" and line["attack"]
+
+
+def test_a_broken_plug_in_is_named_as_itself_not_as_the_suites_first_attack(tmp_path):
+    """A broken installed plug-in stopped `run smoke` with "smoke.yaml: attacks[0]: plug-in
+    … failed to load", blaming the suite's first attack (another component)."""
+    from helpers import run_cli, write_plugin
+
+    root = write_plugin(tmp_path, "leakbench_brokenattack", "import no_such_library_here\n",
+                        "[leakbench.attacks]\nbrokenattack = leakbench_brokenattack\n")
+    out = run_cli("run", "smoke", "--dry-run", extra_path=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("leakbench: error: plug-in brokenattack = leakbench_brokenattack")
+    assert "smoke.yaml" not in line and "attacks[0]" not in line

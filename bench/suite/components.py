@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench.identity import Spec, digest
-from bench.registry import DEFENSES, LeakbenchError, Registry, short, validate_params
+from bench.registry import (
+    DEFENSES,
+    LeakbenchError,
+    PluginError,
+    Registry,
+    short,
+    validate_params,
+)
 from bench.suite.limits import MAX_AXIS_VALUES
 from bench.suite.schema import SuiteError
 
@@ -83,6 +90,8 @@ def component_axis(value: Any, registry: Registry, key: str) -> list[Spec]:
     for i, (name, params) in enumerate(_items(value, key)):
         try:
             registry.get(name)
+        except PluginError:  # an installed plug-in is broken, not this suite's entry
+            raise
         except LeakbenchError as e:
             raise SuiteError(f"{key}[{i}]: {e}") from None
         where = f"{key}[{i}].{name}"

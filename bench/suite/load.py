@@ -15,6 +15,7 @@ from bench.registry import (
     ATTACKS,
     DATASETS,
     LeakbenchError,
+    PluginError,
     number_from_text,
     short,
     suggest,
@@ -60,7 +61,7 @@ def parse_suite(raw: Any, default_name: str = "suite", source: str = "") -> Suit
     """Validate a suite mapping; every problem is a SuiteError naming its key."""
     try:
         return _parse_suite(raw, default_name, source)
-    except SuiteError:
+    except (SuiteError, PluginError):  # a broken plug-in is named as itself, not as a key
         raise
     except LeakbenchError as e:
         raise SuiteError(str(e)) from None
