@@ -45,12 +45,14 @@ class FolderPlan:
         self.records = {d["cell_id"]: {**{k: d.get(k) for k in kept},
                                        "settings": _settings(d), "limit": _limit(d),
                                        "root": _data_root(d), "ran_at": _ran_at(d),
+                                       "plugins": _plugins(d),
                                        "lpips": lpips_setting(d.get("metrics")),
                                        "began": not never_began(d.get("error"))}
                         for d in records}
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.kept_commits: dict[str, int] = {}  # … the leakbench commits they ran at
         self.kept_cpus: dict[str, int] = {}  # … and the CPUs they ran on
+        self.kept_plugins: dict[tuple[str, str], int] = {}  # … the plug-ins' versions
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
@@ -98,6 +100,8 @@ class FolderPlan:
             self.kept_commits[commit] = self.kept_commits.get(commit, 0) + 1
         if cpu:
             self.kept_cpus[cpu] = self.kept_cpus.get(cpu, 0) + 1
+        for plugin in record["plugins"]:
+            self.kept_plugins[plugin] = self.kept_plugins.get(plugin, 0) + 1
         before, now = record["root"], dict(cell.dataset.params).get("root")
         if before != now and _where(before) != _where(now):  # ~/data is /home/u/data
             self.moved.append((before, now))
@@ -190,6 +194,7 @@ class FolderPlan:
                      f"commit ({named}) than this run's ({short_commit(now)}), whose code "
                      "differs, and the leaderboard pools them: where the change alters what "
                      "they compute, --force re-runs them all, or run into a fresh --out")
+        self._warn_plugins()
         if device.type != "cpu" or cluster:
             return
         here = f"{cpu_model()} ({cpu_isa()})"
@@ -199,6 +204,32 @@ class FolderPlan:
             warn(f"{self.out_dir}: {sum(other.values())} finished cell(s) ran on another CPU "
                  f"({named}) than this one ({here}), whose kernels round otherwise, and the "
                  "leaderboard pools them: --force re-runs them all, or run into a fresh --out")
+
+
+    def _warn_plugins(self) -> None:
+        """Warn where finished cells ran with a plug-in at another version than the one
+        installed now (their records' ``provenance.plugins``): leakbench's commit is the same,
+        yet what the plug-in computes may not be."""
+        from bench.provenance import installed_version
+
+        changed = [(name, was, now, n) for (name, was), n in sorted(self.kept_plugins.items())
+                   if (now := installed_version(name)) is not None and now != was]
+        if changed:
+            named = ", ".join(f"{n} with {name} {was} (now {now})"
+                              for name, was, now, n in changed)
+            warn(f"{self.out_dir}: {sum(c[3] for c in changed)} finished cell(s) ran with "
+                 f"another version of a plug-in ({named}), and the leaderboard pools them: "
+                 "--force re-runs them all, or run into a fresh --out")
+
+
+def _plugins(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (distribution, version) pairs of the plug-ins a record's cell ran
+    (``provenance.plugins``), [] where it names none."""
+    provenance = record.get("provenance")
+    plugins = provenance.get("plugins") if isinstance(provenance, dict) else None
+    if not isinstance(plugins, dict):
+        return []
+    return [(k, v) for k, v in plugins.items() if isinstance(k, str) and isinstance(v, str)]
 
 
 def short_commit(commit: str) -> str:

@@ -215,3 +215,27 @@ def test_a_broken_plug_in_is_named_as_itself_not_as_the_suites_first_attack(tmp_
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("leakbench: error: plug-in brokenattack = leakbench_brokenattack")
     assert "smoke.yaml" not in line and "attacks[0]" not in line
+
+
+def test_a_resume_warns_of_finished_cells_run_with_another_plug_in_version(tmp_path):
+    """After a plug-in was upgraded, a resume pooled the cells it had run at the old version
+    with new ones, without a word: only leakbench's own commit was compared."""
+    from helpers import PLUGIN, run_cli, write_plugin, write_suite
+
+    (tmp_path / "plug").mkdir()
+    root = write_plugin(tmp_path / "plug", "leakbench_versioned", PLUGIN,
+                        "[leakbench.defenses]\nflip = leakbench_versioned\n")
+    suite = write_suite(tmp_path / "s.yaml", seeds=1, defenses=["flip"])
+    out = tmp_path / "out"
+    first = run_cli("run", str(suite), "--out", str(out), "--jobs", "0", "--no-leaderboard",
+                    extra_path=root)
+    assert first.returncode == 0, first.stderr
+    info = next(root.glob("*.dist-info"))
+    meta = info / "METADATA"
+    meta.write_text(meta.read_text().replace("Version: 0.0.1", "Version: 0.0.2"))
+    write_suite(suite, seeds=2, defenses=["flip"])
+    again = run_cli("run", str(suite), "--out", str(out), "--jobs", "0", "--no-leaderboard",
+                    extra_path=root)
+    assert again.returncode == 0, again.stderr
+    assert ("1 finished cell(s) ran with another version of a plug-in (1 with "
+            "leakbench-versioned 0.0.1 (now 0.0.2))") in again.stderr
