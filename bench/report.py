@@ -151,7 +151,7 @@ def write_report(out_dir: Path, fid_weights: str | None = None, fid_layer: str =
     images = split_modalities(df)[0]  # text cells show sentences, not plots or pictures
     with shared_summaries():  # the figures and the tables summarise the same scenarios
         plots = write_plots(images, util, out_dir) if not images.empty else None
-        page = render(df, "markdown", title=out_dir.resolve().name, util=util,
+        page = render(df, "markdown", util=util,  # titled by its suites, as the leaderboard
                       plots=plots, archs=architecture_table(records),
                       curves=curve_tables(records, out_dir), command="leakbench report")
     fid = pooled_fid_kid(out_dir, df, fid_weights, feature_layer=fid_layer)

@@ -239,3 +239,17 @@ def test_a_resume_warns_of_finished_cells_run_with_another_plug_in_version(tmp_p
     assert again.returncode == 0, again.stderr
     assert ("1 finished cell(s) ran with another version of a plug-in (1 with "
             "leakbench-versioned 0.0.1 (now 0.0.2))") in again.stderr
+
+
+def test_a_report_is_titled_by_its_suites_as_the_leaderboard_is(tmp_path):
+    """report.md was titled by its folder's name (``mineA``) where leaderboard.md named the
+    suite (``mine``)."""
+    from bench.leaderboard import write_leaderboard
+    from bench.report import write_report
+    from bench.runner import run_suite
+
+    out = tmp_path / "folder_named_otherwise"
+    run_suite(make_suite(), out, jobs=0, device="cpu", progress=False)
+    first = write_report(out, fid_layer="64").read_text().splitlines()[0]
+    assert first == "# leakbench report: t"
+    assert write_leaderboard(out).read_text().splitlines()[0] == "# leakbench leaderboard: t"
