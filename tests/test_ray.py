@@ -409,6 +409,12 @@ def test_a_task_no_node_can_hold_is_refused_when_the_run_joins(monkeypatch, tmp_
         ex = RayExecutor(torch.device("cpu"), 60.0, options=options)
         with pytest.raises(LeakbenchError, match=re.escape(what)):
             ex.connect()
+    with pytest.raises(LeakbenchError, match=re.escape("lower --cpus-per-task or")):
+        RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(cpus_per_task=4)).connect()
+    # --threads alone is a task's CPUs: the flag to lower is the one given (it named
+    # --cpus-per-task, which the user had not given)
+    with pytest.raises(LeakbenchError, match=re.escape("lower --threads (a task's CPUs")):
+        RayExecutor(torch.device("cpu"), 60.0, threads=3).connect()
     fits = RayExecutor(torch.device("cpu"), 60.0, options=ExecutorOptions(cpus_per_task=2))
     fits.connect()
     assert fits.workers == 2

@@ -205,6 +205,7 @@ class RayExecutor:
         self.timeout, self.address = timeout, options.address
         cpus = options.cpus_per_task  # --threads alone is the task's CPUs, as its help says
         self.cpus = cpus if cpus is not None else float(threads) if threads is not None else 1.0
+        self.cpus_from_threads = cpus is None and threads is not None  # what to lower
         gpus = options.gpus_per_task
         if gpus is None:
             gpus = 1.0 if device.type == "cuda" else 0.0
@@ -264,7 +265,9 @@ class RayExecutor:
             need = (f"no node of the cluster has {self.cpus:g} CPU(s) and {self.gpus:g} GPU(s) "
                     f"for a task (the largest: {most['CPU']:g} CPU(s), {most['GPU']:g} GPU(s))")
             if self.address is None:  # the cluster this run started: nothing will add a node
-                raise LeakbenchError(f"--executor ray: {need}; lower --cpus-per-task/"
+                lower = ("--threads (a task's CPUs where --cpus-per-task is not given)"
+                         if self.cpus_from_threads else "--cpus-per-task")
+                raise LeakbenchError(f"--executor ray: {need}; lower {lower} or "
                                      "--gpus-per-task")
             warn(f"--executor ray: {need} yet; the tasks wait for an autoscaler to add one "
                  f"(up to {QUEUE_WAIT_S:g}s beyond a cell's timeout)")
