@@ -22,8 +22,8 @@ do). A step ends early on ``max_eval`` evaluations, ``max|g| <= tolerance_grad``
 <= tolerance_change``, a loss change below ``tolerance_change`` or ``g.d > -tolerance_change``.
 
 Per-trial stopping, where torch would go on evaluating the same point forever (converged):
-``max|g| <= tolerance_grad`` at a step's start, a loss at ``loss_floor`` (opt-in: the least
-value the objective can take, 0 for a squared distance), ``g.d > -tolerance_change``, or a
+``max|g| <= tolerance_grad`` at a step's start, a loss at the opt-in ``loss_floor``,
+``g.d > -tolerance_change``, or a
 line search (not the run's first) that finds no lower point with the most evaluations a
 search gets (not cut short by earlier iterations of its step).
 A stopped trial is frozen; with ``rows_objective`` it also leaves the evaluations (the rest
@@ -96,10 +96,8 @@ def run_batched_lbfgs(
     frozen. ``rows_objective(variables, rows)``, when given, is ``objective`` over the listed
     trials only (``variables`` then hold those rows): once a trial has stopped, each
     evaluation costs only the trials still running. ``loss_floor``: the least value each
-    objective can take (gradient matching in squared L2: 0); a trial whose loss reaches it
-    stops (``zero_loss``), where torch would go on evaluating a minimum it cannot leave.
-    None (the default, as torch): no such stop, for objectives that can go below any
-    bound. Memory: ``2 K m n`` elements of history
+    objective can take (squared L2: 0), where a trial stops (``zero_loss``); None, as torch:
+    no such stop. Memory: ``2 K m n`` elements of history
     plus ``2 K m**2`` float64 products, for ``m = history_size`` cut to the pairs the run
     can make (``steps * max_iter``, ``max_grad_evals``) and ``n`` a trial's variable count,
     as K torch optimisers would.

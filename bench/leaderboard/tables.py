@@ -24,6 +24,7 @@ from bench.leaderboard.aggregate import (
     utility_summary,
 )
 from bench.leaderboard.frames import scenario_title
+from bench.leaderboard.notes import missing_note
 from bench.leaderboard.uncertainty import format_rank
 from bench.metrics import Metric, fixed, format_value, list_metrics
 from bench.records import record_modality
@@ -140,34 +141,6 @@ def _converged(h: type[Metric], r: pd.Series | dict) -> str:
     return h.format(r[f"{h.name}_converged"]) + f" (n={int(r['n_ok'])})"
 
 
-def _missing_note(summary: pd.DataFrame, shown: list[type[Metric]] = ()) -> str:
-    """Failed seeds left out of a mean: on the ranking metric (no floor in the scenario's
-    records), and on a shown metric that has no floor where the ranking metric has one
-    (LPIPS: the grey guess is not scored with it), whose column's n is then smaller."""
-    unattacked = int((summary["n"] - summary["n_attacked"]).sum()) \
-        if "n_attacked" in summary else 0
-    missing = (int(summary["n_missing"].sum()) if "n_missing" in summary else 0) - unattacked
-    text = "" if not unattacked else (
-        f" Except {unattacked} seed(s) that failed before the attack ran (setup: data, "
-        "victim, client update or defense): they measured nothing, so they are left out of "
-        "the means, n and Success, and counted under Failed.")
-    text += "" if not missing else (
-        f" {missing} diverged or failed seed(s) had no floor to count at (no "
-        "floor_metrics in the scenario's records): left out of the means and n, counted "
-        "under Diverged/Failed.")
-    for m in shown:
-        col = f"{m.name}_n_missing"
-        if col not in summary:
-            continue
-        rows = summary[summary[f"{m.name}_n"].fillna(0) > 0]  # an n/a column drops no seed
-        more = int((rows[col].fillna(0) - rows.get("n_missing", 0)).clip(lower=0).sum())
-        if more:
-            text += (f" {m.label}: {more} diverged or failed seed(s) have no floor for it "
-                     f"(no floor_{m.name} in the records): left out of its mean, which is "
-                     "over fewer seeds than n.")
-    return text
-
-
 def _granted(g: pd.DataFrame) -> dict[str, str]:
     """Each attack's grants in a scenario (bench.grants), or {} when no attack had one."""
     if "granted" not in g or not g["granted"].astype(bool).any():
@@ -205,7 +178,7 @@ def attack_tables(df: pd.DataFrame) -> list[Table]:
                 "Diverged": int(r["diverged"]), "Failed": int(r["failed"]),
             })
             rows.append(row)
-        note = attack_note(shown) + _missing_note(summary, shown) + reference_notes(summary)[0]
+        note = attack_note(shown) + missing_note(summary, shown) + reference_notes(summary)[0]
         if unstable:
             note += (f" {h.label} converged only: the mean over finished seeds alone (n of "
                      "them), shown where a seed diverged or failed.")
@@ -257,7 +230,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 "better), over every seed run (failures at their floor); n: its seeds; ± and "
                 "the shared ranks as in the Attacks tables; the metrics and Success are that "
                 "strongest attack's (another may succeed on seeds it misses: see the Attacks "
-                "tables).") + _missing_note(summary) + reference_notes(summary)[1]
+                "tables).") + missing_note(summary) + reference_notes(summary)[1]
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")

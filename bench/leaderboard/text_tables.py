@@ -18,11 +18,11 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
 )
 from bench.leaderboard.frames import scenario_title
+from bench.leaderboard.notes import missing_note
 from bench.leaderboard.tables import (
     Table,
     _cell,
     _converged,
-    _missing_note,
     attack_note,
     reference_notes,
     scored_metrics,
@@ -252,7 +252,7 @@ def text_tables(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Tabl
     for key, g, summary in scenario_summaries(df):
         title = scenario_title(key)
         columns = text_metrics(summary)
-        missing = _missing_note(summary, columns)  # seeds left out of n: say so
+        missing = missing_note(summary, columns)  # seeds left out of n: say so
         converged = "" if (summary["n_ok"] == summary["n"]).all() else (
             f" {h.label} converged only: the mean over finished seeds alone (n of them), "
             "shown where a seed diverged or failed.")
@@ -266,7 +266,7 @@ def text_tables(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Tabl
                                  "(lower is better), over every seed run (failures at their "
                                  "floor); n: its seeds; ± and the shared ranks as in the "
                                  "Text attacks table; the metrics and Success are that "
-                                 "strongest attack's." + _missing_note(summary)
+                                 "strongest attack's." + missing_note(summary)
                                  + for_defenses
                                  + ("" if us is None else utility_note(us, h.label))))
         shown = scenario_sentences(g)
