@@ -134,6 +134,10 @@ def dp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: f
     except Exception as e:  # MemoryError, ValueError, OverflowError… from the accountant
         return None, one_line(f"accountant failed: {type(e).__name__}: {e}")
     note = warnings_note([str(w.message) for w in caught])
+    if eps < 0:  # RDP's conversion at a large δ (0.5: −0.53); ε = 0 holds whenever it does
+        eps = 0.0
+        note = "; ".join(n for n in (note, "the accountant's ε was below 0 at this δ: shown 0")
+                         if n)
     return (eps if math.isfinite(eps) else None), note
 
 

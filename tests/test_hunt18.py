@@ -253,3 +253,50 @@ def test_a_report_is_titled_by_its_suites_as_the_leaderboard_is(tmp_path):
     first = write_report(out, fid_layer="64").read_text().splitlines()[0]
     assert first == "# leakbench report: t"
     assert write_leaderboard(out).read_text().splitlines()[0] == "# leakbench leaderboard: t"
+
+
+def test_a_sentence_that_writes_pad_is_words_not_padding(tmp_path, monkeypatch):
+    """A textfolder sentence that wrote "[PAD]" (a tokenizer tutorial) encoded as padding ids:
+    an all-[PAD] original, which an empty guess matched with token accuracy 1.0. U+001F split
+    words for the metrics (``str.split``) but not for the tokenizer."""
+    from bench import textcorpus
+
+    monkeypatch.setattr(textcorpus, "tokenizer_cache", lambda: tmp_path)
+    sentences = ("see [PAD] [PAD] and [UNK] here now", "alpha\x1fbeta gamma delta", "w x y z")
+    tok = textcorpus.word_tokenizer(sentences, 50)
+    ids = tok.encode("[PAD] [PAD] [PAD] [PAD] w w w").ids
+    assert 0 not in ids and tok.token_to_id("[PAD]") == 0 and tok.token_to_id("[UNK]") == 1
+    assert tok.encode("see [UNK]").tokens == ["see", "[", "unk", "]"]
+    assert tok.encode("alpha\x1fbeta").tokens == "alpha\x1fbeta".split()
+    assert tok.encode("never seen").ids == [1, 1]  # unknown words are still [UNK]
+
+
+def test_a_utility_batch_above_the_train_split_is_an_error_for_every_defense():
+    """``run_utility`` (the API; a run's preflight refuses such a suite first) with
+    utility.batch_size 2000 on 1437 training images: `none` failed ("cannot give 2000 more
+    distinct ones") while `dpsgd` finished `ok` at a sampling rate 1.39, dividing every step
+    by 2000 with ε None; the pair could not be compared."""
+    from bench.cells.utility import run_utility
+    from bench.suite import utility_cells
+    from helpers import CPU
+
+    suite = make_suite(datasets=[{"digits": {"size": 8}}], archs=[{"mlp": {"hidden": 8}}],
+                       defenses=["none", {"dpsgd": {"noise_multiplier": 1.0}}],
+                       utility={"steps": 1, "batch_size": 2000, "lr": 0.1, "eval_size": 20})
+    cells = utility_cells(suite)
+    assert len(cells) == 2
+    for cell in cells:
+        record = run_utility(cell, CPU)
+        assert record.status == "error"
+        assert "utility.batch_size 2000 is above the train split's 1437 items" in record.error
+
+
+def test_epsilon_is_never_below_zero():
+    """At δ = 0.5 Opacus's RDP conversion gives ε = −0.53 (σ 1, q 0.01, T 1 000), which a
+    table showed as it was."""
+    from defenses.dpsgd import dp_epsilon
+
+    eps, note = dp_epsilon(1.0, 0.01, 1000, 0.5, "rdp")
+    assert eps == 0.0 and "below 0" in note
+    eps, _ = dp_epsilon(1.0, 0.01, 1000, 1e-5, "rdp")
+    assert eps == pytest.approx(2.1014, abs=1e-3)

@@ -252,7 +252,11 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
         has_bn = has_batchnorm(model)
         # the ε of this very run (its own q and T), beside its accuracy; a defense with an
         # accountant trains on the batches it assumes: Poisson-sampled at q (Abadi et al.)
-        sample_rate = cfg["batch_size"] / len(dataset.load("train"))
+        train_size = len(dataset.load("train"))
+        if cfg["batch_size"] > train_size:  # no batch of distinct items; DP-SGD's q above 1
+            raise ValueError(f"utility.batch_size {cfg['batch_size']} is above the train "
+                             f"split's {train_size} items")
+        sample_rate = cfg["batch_size"] / train_size
         privacy = run_privacy(chain, sample_rate, cfg["steps"])
         poisson = privacy is not None
         cosines: list[float | None] = []
