@@ -109,6 +109,7 @@ class Parser(argparse.ArgumentParser):
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` while the block runs (in the main thread only,
     where Python delivers signals); the previous handler is restored after it."""
+    forget_sigterm()  # a SIGTERM of an earlier block in this process says nothing of this one
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # an inherited ignore stays
         yield
@@ -117,7 +118,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         raise note_sigterm()
 
-    forget_sigterm()
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield

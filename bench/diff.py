@@ -178,21 +178,22 @@ def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
     return rows
 
 
-def _key(r: dict[str, Any]) -> tuple | None:
+def _key(r: dict[str, Any], labels: dict[str, str]) -> tuple | None:
     """An attack cell's row key (``ROW``: its scenario, with batch size, client, BN mode and
-    victim, then defense and attack); None for a utility run, which has no such row."""
+    victim, then defense and its row's attack label, ``labels`` as the rows'); None for a
+    utility run, which has no such row."""
     if r.get("kind", "attack") != "attack":
         return None
     client = record_client(r)
     return (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
             client_label(client), client.get("bn_mode"), record_victim(r),
-            r.get("defense_label"), r.get("attack_label"))
+            r.get("defense_label"), labels.get(r.get("cell_id"), r.get("attack_label")))
 
 
-def _label(r: dict[str, Any]) -> str:
+def _label(r: dict[str, Any], labels: dict[str, str]) -> str:
     """A cell in words: its scenario's title (two cells that differ only in batch size or
     client had read alike), defense, attack (a utility run: "utility") and seed."""
-    key = _key(r)
+    key = _key(r, labels)
     if key is None:
         parts = [str(r[k]) for k in ("dataset_label", "arch_label", "defense_label")
                  if r.get(k)] + ["utility"]
@@ -209,7 +210,7 @@ def _value(r: dict[str, Any], metric: str) -> float | None:
 
 
 def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
-           metrics: list[str] | None) -> list[CellChange]:
+           metrics: list[str] | None, labels: dict[str, str]) -> list[CellChange]:
     """Cell changes; values compared on ``metrics``, or each record's leaderboard metric."""
     by_a = {r["cell_id"]: r for r in a}
     by_b = {r["cell_id"]: r for r in b}
@@ -218,20 +219,20 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
         ra, rb = by_a.get(cid), by_b.get(cid)
         if ra is None or rb is None:
             r = rb if ra is None else ra
-            out.append(CellChange(cid, NEW if ra is None else MISSING, _label(r),
+            out.append(CellChange(cid, NEW if ra is None else MISSING, _label(r, labels),
                                   None if ra is None else ra["status"],
-                                  None if rb is None else rb["status"], key=_key(r)))
+                                  None if rb is None else rb["status"], key=_key(r, labels)))
         elif ra["status"] != rb["status"]:
-            out.append(CellChange(cid, STATUS, _label(ra), ra["status"], rb["status"],
-                                  key=_key(ra)))
+            out.append(CellChange(cid, STATUS, _label(ra, labels), ra["status"], rb["status"],
+                                  key=_key(ra, labels)))
         else:
             utility = ra.get("kind") == "utility"
             for m in UTILITY_VALUES if utility else \
                     metrics or [modality_headline(record_modality(ra)).name]:
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
-                    out.append(CellChange(cid, VALUE, _label(ra), ra["status"], rb["status"],
-                                          m, va, vb, _key(ra)))
+                    out.append(CellChange(cid, VALUE, _label(ra, labels), ra["status"],
+                                          rb["status"], m, va, vb, _key(ra, labels)))
     return out
 
 
@@ -295,6 +296,6 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None, common: bool = Fals
     out = Diff(Path(a), Path(b), list(used) or [headline().name], rows=rows,
                suites_a=sorted({r["suite"] for r in rec_a}),
                suites_b=sorted({r["suite"] for r in rec_b}))
-    out.cells = _cells(rec_a, rec_b, [m.name for m in chosen] if chosen else None)
+    out.cells = _cells(rec_a, rec_b, [m.name for m in chosen] if chosen else None, labels)
     out.common = len(rec_a) if common else None
     return out

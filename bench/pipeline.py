@@ -51,6 +51,7 @@ from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.returns import checked_reconstructions
 from bench.scoring import floor_metrics, score
+from bench.stages import SETUP
 from bench.text_scoring import (
     score_text,
     success_fields,
@@ -227,7 +228,7 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
     fix_float_mode()
     runs = [_Run(cell) for cell in cells]
     for run in runs:
-        run.guard("setup", lambda r: r.observe(device))
+        run.guard(SETUP, lambda r: r.observe(device))
     for i, r in enumerate(runs):
         if r.error is not None:
             yield i, r.finish(device, options)

@@ -199,17 +199,6 @@ def plugin_versions(cell: Any) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def installed_version(name: str) -> str | None:
-    """The version :func:`plugin_versions` would record for ``name`` now: the installed
-    distribution's, else that of the module of that name on the path (its ``__version__``,
-    "unknown" without one); None where neither is found."""
-    version = _version(name)
-    if version is not None:
-        return version
-    module = sys.modules.get(name)
-    return None if module is None else str(getattr(module, "__version__", None) or "unknown")
-
-
 @functools.cache
 def _distributions(top: str) -> dict[str, str]:
     if top in OWN_PACKAGES:

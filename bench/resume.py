@@ -20,11 +20,12 @@ import torch
 
 from bench.cells.base import cell_modality
 from bench.convolutions import DEFAULT_CPU_CONV
-from bench.executors.base import never_began, timed_out_under
+from bench.executors.base import timed_out_under
 from bench.identity import LABEL_FIELDS, component_labels
 from bench.perceptual import lpips_setting, suite_lpips_setting
 from bench.records import FAILURE_STATUSES
 from bench.registry import warn
+from bench.stages import never_began
 from bench.store import read_store
 from bench.suite import Suite, iter_cells
 from bench.text_scoring import success_fields
@@ -52,7 +53,7 @@ class FolderPlan:
         self.kept_settings: dict[tuple[str, str], int] = {}  # of the finished cells kept
         self.kept_commits: dict[str, int] = {}  # … the leakbench commits they ran at
         self.kept_cpus: dict[str, int] = {}  # … and the CPUs they ran on
-        self.kept_plugins: dict[tuple[str, str], int] = {}  # … the plug-ins' versions
+        self.replugged: list[tuple[str, str, str]] = []  # (plug-in, version then, now)
         self.planned: set[str] = set()  # of the records' ids only: memory stays flat
         self.relabelled: list[tuple[str, str]] = []  # (the record's label, the cell's now)
         self.rejudged: list[tuple[Any, Any]] = []  # (the record's success rule, the suite's)
@@ -100,8 +101,14 @@ class FolderPlan:
             self.kept_commits[commit] = self.kept_commits.get(commit, 0) + 1
         if cpu:
             self.kept_cpus[cpu] = self.kept_cpus.get(cpu, 0) + 1
-        for plugin in record["plugins"]:
-            self.kept_plugins[plugin] = self.kept_plugins.get(plugin, 0) + 1
+        if record["plugins"]:  # what the cell would record now, by the same lookup
+            from bench.provenance import plugin_versions
+
+            now_versions = plugin_versions(cell)
+            changed = [(name, was, now_versions[name]) for name, was in record["plugins"]
+                       if name in now_versions and now_versions[name] != was]
+            if changed:
+                self.replugged.append(changed[0])
         before, now = record["root"], dict(cell.dataset.params).get("root")
         if before != now and _where(before) != _where(now):  # ~/data is /home/u/data
             self.moved.append((before, now))
@@ -210,16 +217,12 @@ class FolderPlan:
         """Warn where finished cells ran with a plug-in at another version than the one
         installed now (their records' ``provenance.plugins``): leakbench's commit is the same,
         yet what the plug-in computes may not be."""
-        from bench.provenance import installed_version
-
-        changed = [(name, was, now, n) for (name, was), n in sorted(self.kept_plugins.items())
-                   if (now := installed_version(name)) is not None and now != was]
-        if changed:
-            named = ", ".join(f"{n} with {name} {was} (now {now})"
-                              for name, was, now, n in changed)
-            warn(f"{self.out_dir}: {sum(c[3] for c in changed)} finished cell(s) ran with "
-                 f"another version of a plug-in ({named}), and the leaderboard pools them: "
-                 "--force re-runs them all, or run into a fresh --out")
+        if self.replugged:
+            name, was, now = self.replugged[0]
+            warn(f"{self.out_dir}: {len(self.replugged)} finished cell(s) ran with another "
+                 f"version of a plug-in than the one installed now (e.g. {name} {was}, now "
+                 f"{now}), and the leaderboard pools them: --force re-runs them all, or run "
+                 "into a fresh --out")
 
 
 def _plugins(record: dict[str, Any]) -> list[tuple[str, str]]:

@@ -157,7 +157,8 @@ def test_a_cell_no_worker_began_is_no_cell_timeout_and_a_resume_runs_it(
     "exceeded the cell timeout of Ts", the suite's own limit, so a resume kept it as done
     (a runner review): the cell had not run at all."""
     import bench.executors.process as process
-    from bench.executors.base import never_began, timed_out_under
+    from bench.executors.base import timed_out_under
+    from bench.stages import never_began
 
     monkeypatch.setattr(process, "STARTUP_GRACE_SECONDS", 0.0)  # a slower start than 120 s
     suite = make_suite(timeout=0.5)

@@ -114,18 +114,22 @@ def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.flatten() for t in tensors])
 
 
+SMALL_NORM = 1e-6  # below it, float32 norms lose the cosine (update_cosine)
+
+
 def update_cosine(defended: torch.Tensor, clean: torch.Tensor) -> float | None:
     """Cosine similarity of two flat updates, None where either has an inf or NaN entry.
 
-    Where float32's norm of either overflows (a noise scale near 1e30) or underflows to 0
-    while the update is not zero, both are taken in float64 divided by their largest
-    magnitude first (the cosine does not change with scale); elsewhere the float32 value is
-    kept as it was computed before this guard, so records stay comparable across versions.
+    Where float32's norm of either overflows (a noise scale near 1e30) or falls below 1e-6
+    while the update is not zero (``cosine_similarity`` clamps each norm at its ``eps``, 1e-12:
+    a 1e-14 scale read 0.70), both are taken in float64 divided by their largest magnitude
+    first (the cosine does not change with scale); elsewhere the float32 value is kept as it
+    was computed before this guard, so records stay comparable across versions.
     """
     if not (torch.isfinite(defended).all() and torch.isfinite(clean).all()):
         return None
     norms = [float(v.norm()) for v in (defended, clean)]
-    if any(not math.isfinite(n) or (n == 0.0 and bool(v.any()))
+    if any(not math.isfinite(n) or (n < SMALL_NORM and bool(v.any()))
            for n, v in zip(norms, (defended, clean))):
         defended, clean = (v.double() / v.abs().amax() if v.any() else v.double()
                            for v in (defended, clean))

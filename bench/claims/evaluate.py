@@ -35,13 +35,13 @@ from bench.leaderboard.uncertainty import (
     Interval,
     clearly_better,
     metric_interval,
-    never_attacked,
     per_private_batch,
     seed_values,
     t_interval,
     wilson_interval,
 )
 from bench.metrics.base import is_share
+from bench.stages import never_attacked
 
 HOLDS, FAILS, NOT_RUN, NOT_JUDGED = "holds", "does not hold", "not run", "not judged"
 VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_JUDGED)
@@ -134,7 +134,7 @@ def claims_frame(records: list[dict[str, Any]], metrics: set[str]) -> pd.DataFra
     if SUCCESS in metrics:  # a seed that did not finish did not succeed; one whose setup
         # failed was never attacked (left out, as the tables leave it)
         ran[f"value:{SUCCESS}"] = [
-            math.nan if s == "error" and never_attacked(e) else
+            math.nan if never_attacked(s, e) else
             1.0 if s == "ok" and isinstance(v, (bool, np.bool_)) and v else 0.0
             for s, v, e in zip(ran["status"], ran["success"], ran["error"])]
     if RISK_INDEX in metrics:

@@ -78,15 +78,6 @@ def timeout_error(task: Any, timeout: float) -> str:
                     "pass and any lone re-runs after it)" if n > 1 else "")
 
 
-NEVER_BEGAN = "never began: "  # a task no worker started: no fault of its cells
-
-
-def never_began(error: object) -> bool:
-    """Whether a failure record's ``error`` says its cell never began (resume runs it again:
-    it says nothing of the cell, only of the machine or cluster at the time)."""
-    return isinstance(error, str) and error.startswith(NEVER_BEGAN)
-
-
 def timed_out_under(error: object) -> float | None:
     """The cell timeout a ``timeout`` record's ``error`` says it ran under (None: another
     kind of timeout, such as a task no cluster worker took)."""

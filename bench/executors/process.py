@@ -39,7 +39,6 @@ from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores, worker_cores
 from bench.executors.base import (
     ENDED_WITHOUT,
-    NEVER_BEGAN,
     register_executor,
     release_device_cache,
     task_failure,
@@ -49,6 +48,7 @@ from bench.executors.base import (
     worker_device,
 )
 from bench.records import Outcome, Record
+from bench.stages import NEVER_BEGAN
 
 WATCHDOG_S = 0.25
 

@@ -39,7 +39,6 @@ from bench.cells.base import fix_float_mode
 from bench.cells.trials import iter_task, members
 from bench.cores import usable_cores
 from bench.executors.base import (
-    NEVER_BEGAN,
     ExecutorOptions,
     address_problem,
     host_port,
@@ -53,6 +52,7 @@ from bench.executors.base import (
 from bench.paths import driver_env
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError, warn
+from bench.stages import NEVER_BEGAN
 from bench.stops import Terminated
 
 EXTRA = 'pip install "ray>=2.9" (the extra leakbench[ray]; from a clone: pip install -e ".[ray]")'

@@ -20,8 +20,9 @@ def missing_note(summary: pd.DataFrame, shown: Sequence[type[Metric]] = ()) -> s
     missing = (int(summary["n_missing"].sum()) if "n_missing" in summary else 0) - unattacked
     text = "" if not unattacked else (
         f" Except {unattacked} seed(s) that failed before the attack ran (setup: data, "
-        "victim, client update or defense): they measured nothing, so they are left out of "
-        "the means, n and Success, and counted under Failed.")
+        "victim, client update or defense; or a task no worker began): they measured "
+        "nothing, so they are left out of the means, n and Success, and counted under "
+        "Failed.")
     text += "" if not missing else (
         f" {missing} diverged or failed seed(s) had no floor to count at (no "
         "floor_metrics in the scenario's records): left out of the means and n, counted "

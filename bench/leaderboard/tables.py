@@ -230,7 +230,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
                 "better), over every seed run (failures at their floor); n: its seeds; ± and "
                 "the shared ranks as in the Attacks tables; the metrics and Success are that "
                 "strongest attack's (another may succeed on seeds it misses: see the Attacks "
-                "tables).") + missing_note(summary) + reference_notes(summary)[1]
+                "tables).") + missing_note(best) + reference_notes(summary)[1]
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")

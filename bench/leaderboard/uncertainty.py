@@ -26,11 +26,11 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from bench.metrics.base import fixed
+from bench.stages import never_attacked
 
 LEVEL = 0.95  # two-sided coverage of every interval in the tables
 SEED_STATUSES = ("ok", "diverged", "error", "timeout")  # a skipped cell is no seed of its row
 FLOORED = ("diverged", "error", "timeout")  # enter the means at the floor
-SETUP_STAGE = "setup: "  # a failed cell's error from before its attack ran
 FLOOR_PREFIX = "floor_"  # frame column of a record's floor_metrics[m]: floor_psnr, …
 
 # where a cell's value came from (seed_values' ``source``)
@@ -227,7 +227,8 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     ``cells``; the leaderboard passes the whole scenario, or ``floors`` (its
     :func:`pool_floors`, where it has them already), never both. A cell that failed before
     its attack ran (its error's stage ``setup``: data, victim, client update or defense)
-    measured nothing of the attack or the defense: ``missing``, never a floor, so that a
+    measured nothing of the attack or the defense (:func:`bench.stages.never_attacked`; a
+    task no worker began too): ``missing``, never a floor, so that a
     defense that raises in every cell is not ranked as the most private.
     """
     if pool is not None and floors is not None:
@@ -250,7 +251,7 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
             values.append(_number(measured))
             sources.append(MEASURED)
             continue
-        if status == "error" and never_attacked(error):
+        if never_attacked(status, error):
             values.append(math.nan)  # nothing was measured: a broken defense is not private
             sources.append(MISSING)
             continue
@@ -272,12 +273,6 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
             values.append(math.nan)
             sources.append(MISSING)
     return pd.DataFrame({"value": values, "source": sources}, index=index)
-
-
-def never_attacked(error: object) -> bool:
-    """Whether a failed cell's error is from its setup stage (``setup: …``, written by
-    :meth:`bench.pipeline._Run.guard`): the attack never saw an update."""
-    return isinstance(error, str) and error.startswith(SETUP_STAGE)
 
 
 def _floors(pool: pd.DataFrame, col: str) -> pd.Series:
