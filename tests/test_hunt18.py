@@ -307,3 +307,23 @@ def test_epsilon_is_never_below_zero():
     assert eps == 0.0 and "below 0" in note
     eps, _ = dp_epsilon(1.0, 0.01, 1000, 1e-5, "rdp")
     assert eps == pytest.approx(2.1014, abs=1e-3)
+
+
+def test_a_table_names_seeds_never_attacked_apart_from_seeds_without_a_floor(tmp_path):
+    """`leakbench table` captioned a seed whose setup failed as one with "no floor for psnr"
+    once such seeds were left out of the means (a hunt of the paper tables)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from bench.leaderboard.pivot import default_caption, pivot
+
+    src = Path(__file__).resolve().parent.parent / "results" / "quick" / "records"
+    shutil.copytree(src, tmp_path / "records")
+    first = sorted((tmp_path / "records").glob("*.json"))[0]
+    record = json.loads(first.read_text())
+    record.update(status="error", error="setup: ValueError: a broken defense", metrics=None)
+    first.write_text(json.dumps(record))
+    caption = default_caption(pivot(load_records(tmp_path), value="psnr"))
+    assert "1 seed(s) that failed before the attack ran" in caption
+    assert "have no floor" not in caption

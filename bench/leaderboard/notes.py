@@ -10,6 +10,14 @@ import pandas as pd
 from bench.metrics import Metric
 
 
+def unattacked_note(n: int, lead: str = "", what: str = " and n") -> str:
+    """The sentence on ``n`` seeds that failed before their attack ran ("" for none)."""
+    return "" if not n else (
+        f"{lead} {n} seed(s) that failed before the attack ran (setup: data, victim, client "
+        "update or defense; or a task no worker began): they measured nothing, so they are "
+        f"left out of the means{what}.")
+
+
 def missing_note(summary: pd.DataFrame, shown: Sequence[type[Metric]] = ()) -> str:
     """Seeds left out of a mean: those that failed before their attack ran (they measured
     nothing), those of the ranking metric without a floor in the scenario's records, and
@@ -18,11 +26,7 @@ def missing_note(summary: pd.DataFrame, shown: Sequence[type[Metric]] = ()) -> s
     unattacked = int((summary["n"] - summary["n_attacked"]).sum()) \
         if "n_attacked" in summary else 0
     missing = (int(summary["n_missing"].sum()) if "n_missing" in summary else 0) - unattacked
-    text = "" if not unattacked else (
-        f" Except {unattacked} seed(s) that failed before the attack ran (setup: data, "
-        "victim, client update or defense; or a task no worker began): they measured "
-        "nothing, so they are left out of the means, n and Success, and counted under "
-        "Failed.")
+    text = unattacked_note(unattacked, " Except", ", n and Success, and counted under Failed")
     text += "" if not missing else (
         f" {missing} diverged or failed seed(s) had no floor to count at (no "
         "floor_metrics in the scenario's records): left out of the means and n, counted "

@@ -28,6 +28,7 @@ import pandas as pd
 from bench.latex import BREAKS, shrink_to_line, tex
 from bench.leaderboard.aggregate import is_reference
 from bench.leaderboard.frames import records_frame, scenarios
+from bench.leaderboard.notes import unattacked_note
 from bench.leaderboard.text_tables import records_metric
 from bench.leaderboard.uncertainty import (
     LEVEL,
@@ -45,6 +46,7 @@ from bench.metrics import Metric, list_metrics
 from bench.outputs import write_output
 from bench.paths import store_problem
 from bench.registry import LeakbenchError, short, suggest
+from bench.stages import never_attacked
 from bench.store import load_records
 
 FORMATS = ("latex", "markdown", "csv")
@@ -67,9 +69,8 @@ class Pivot:
     best: str = "row"
     pooled: dict[str, list[str]] = field(default_factory=dict)  # axes varying inside cells
     uneven: dict[str, str] = field(default_factory=dict)  # pooled axes whose cells differ
-    missing: int = 0  # failed seeds with no floor for the metric: left out of the means
-    # reference attacks: never bold, or left out where the attacks are pooled
-    references: list[str] = field(default_factory=list)
+    missing: tuple[int, int] = (0, 0)  # seeds left out: (no floor for the metric, unattacked)
+    references: list[str] = field(default_factory=list)  # never bold, or left out if pooled
 
     def seed_counts(self) -> list[int]:
         """The distinct n of the entries, ascending (an n/a entry has no seeds to count)."""
@@ -161,8 +162,9 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
         columns=["row", "col", "mean", "low", "high", "half", "n", "best", "tied", "centred"])
     pooled = {a: _order(a, set(df[a])) for a in AXES
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
-    missing = sum(int((g["_source"] == MISSING).sum()) for g in groups.values()
-                  if g["_value"].notna().any())  # an n/a entry left no seed out of a mean
+    left = [g[g["_source"] == MISSING] for g in groups.values() if g["_value"].notna().any()]
+    unattacked = sum(sum(map(never_attacked, g["status"], g["error"])) for g in left)
+    missing = (sum(map(len, left)) - unattacked, unattacked)  # an n/a entry left none out
     uneven = {a: text for a in pooled if (text := _uneven(a, groups))}
     return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, uneven,
                  missing, references)
@@ -261,10 +263,10 @@ def default_caption(p: Pivot) -> str:
               "interval (n/a for one seed)")
     text = (f"{m.header()}, rows: {p.rows}, columns: {p.cols}. Each cell: mean over its seeds "
             f"{spread}; n = {n} {'seed' if n == '1' else 'seeds'} per cell{shown}; a diverged, "
-            f"failed or timed-out seed counts {counts}.")
-    if p.missing:
-        text += (f" {p.missing} diverged or failed seed(s) have no floor for {m.name}: left out "
-                 "of the means and n.")
+            f"failed or timed-out seed counts {counts}.") + unattacked_note(p.missing[1])
+    if p.missing[0]:
+        text += (f" {p.missing[0]} diverged or failed seed(s) have no floor for {m.name}: "
+                 "left out of the means and n.")
     if p.where:
         text += " Records with " + ", ".join(f"{k}={'|'.join(v)}" for k, v in p.where.items()) \
             + "."
