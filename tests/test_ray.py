@@ -222,24 +222,32 @@ def test_a_hung_cell_of_a_pass_keeps_its_finished_batch_mates(cluster, tmp_path)
     assert sorted(records[2]["trial_batch"]["cells"]) == ids
 
 
-@pytest.mark.slow
-def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
-    path = write_suite(tmp_path / "resume.yaml", seeds=4, attacks=[{"dlg": {"steps": 15}}])
-    out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
-    # --trials 1: four tasks, so a kill can land between cells (batched passes are resumed
-    # in tests/test_runner.py)
+def _ray_run_until_a_record(cluster: str, path: Path, out_dir: Path
+                            ) -> tuple[subprocess.Popen, list[str], dict[str, str]]:
+    """``leakbench run`` of ``path`` on ``cluster``, one cell per task, in its own session
+    (text pipes); returns once its first record is written: (process, command, env)."""
     cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
            "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard",
            "--trials", "1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 600
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records, deadline = out_dir / "records", time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if records.is_dir() and len(list(records.glob("*.json"))) >= 1:
+        if records.is_dir() and list(records.glob("*.json")):
             break
         time.sleep(0.05)
+    return proc, cmd, env
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_and_records_every_cell_once(cluster, tmp_path):
+    path = write_suite(tmp_path / "resume.yaml", seeds=4, attacks=[{"dlg": {"steps": 15}}])
+    out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
+    # --trials 1: four tasks, so a kill can land between cells (batched passes are resumed
+    # in tests/test_runner.py)
+    proc, cmd, env = _ray_run_until_a_record(cluster, path, out_dir)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
@@ -265,18 +273,7 @@ def test_a_sigterm_to_a_ray_run_exits_143_as_any_sigterm_does(cluster, tmp_path)
 
     path = write_suite(tmp_path / "term.yaml", seeds=8, attacks=[{"dlg": {"steps": 60}}])
     out_dir, records = tmp_path / "out", tmp_path / "out" / "records"
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out_dir),
-           "--executor", "ray", "--ray-address", cluster, "--quiet", "--no-leaderboard",
-           "--trials", "1"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if records.is_dir() and list(records.glob("*.json")):
-            break
-        time.sleep(0.05)
+    proc, _, _ = _ray_run_until_a_record(cluster, path, out_dir)
     os.kill(proc.pid, signal.SIGTERM)  # the driver alone, as `kill PID` sends it
     _, err = proc.communicate(timeout=120)
     assert len(list(records.glob("*.json"))) < 8, "the run had finished before the signal"
