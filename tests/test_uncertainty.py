@@ -224,7 +224,7 @@ def test_a_failed_seed_without_an_lpips_floor_is_said_so_under_the_lpips_column(
     assert "LPIPS: 2 diverged or failed seed(s) have no floor for it" in table.note
     assert "had no floor" not in table.note  # PSNR's failed seeds counted at their floor
     lpips = pivot(records, value="lpips")  # leakbench table --value lpips: its caption too
-    assert lpips.missing == 2 and lpips.cells.iloc[0]["n"] == 2
+    assert lpips.missing == (2, 0) and lpips.cells.iloc[0]["n"] == 2  # (no floor, never attacked)
     assert "2 diverged or failed seed(s) have no floor for lpips" in default_caption(lpips)
     for r in records[:2]:  # an attack that reports no labels: its column is n/a, and no
         r["metrics"]["label_acc"] = None  # note says a failed seed left its mean
