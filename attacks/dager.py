@@ -134,7 +134,7 @@ class Dager(Attack):
                                   info={"diverged": True, "diverged_reason": said})
         rows, width = batch * length, model.tok.weight.shape[1]
         cap = min(rows, width)
-        basis1 = row_basis(grads["blocks.0.qkv.weight"], cap, self.rank_tol)
+        basis1 = row_basis(first, cap, self.rank_tol)
         with torch.no_grad():
             residuals, gram = self._residuals(model, basis1, length)
             dim = span_dimension(gram, len(residuals) * len(residuals[0]), self.tolerance)
@@ -142,7 +142,7 @@ class Dager(Attack):
             info: dict[str, Any] = {
                 "rows": rows, "width": width, "candidate_dim": dim, "tokens_in_span": in_span,
                 "bound_exceeded": rows >= dim or in_span > rows,
-                "rank_layer1": numerical_rank(grads["blocks.0.qkv.weight"])}
+                "rank_layer1": numerical_rank(first)}
             per_position = self._tokens(residuals, batch, length)
             info["tokens_per_position"] = [len(t) for t in per_position]
             if batch == 1 or not prefix_layers(model):

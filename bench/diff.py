@@ -63,10 +63,9 @@ from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import (
     SCENARIO,
     attack_row_labels,
-    client_label,
-    record_client,
-    record_victim,
+    record_scenario,
     records_frame,
+    row_label,
     scenario_title,
     scenarios,
 )
@@ -184,16 +183,20 @@ def _key(r: dict[str, Any], labels: dict[str, str]) -> tuple | None:
     utility run, which has no such row."""
     if r.get("kind", "attack") != "attack":
         return None
-    client = record_client(r)
-    return (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
-            client_label(client), client.get("bn_mode"), record_victim(r),
-            r.get("defense_label"), labels.get(r.get("cell_id"), r.get("attack_label")))
+    return (*record_scenario(r), r.get("defense_label"), row_label(r, labels))
 
 
-def _label(r: dict[str, Any], labels: dict[str, str]) -> str:
-    """A cell in words: its scenario's title (two cells that differ only in batch size or
-    client had read alike), defense, attack (a utility run: "utility") and seed."""
+def _change(cid: str, change: str, r: dict[str, Any], labels: dict[str, str],
+            a_status: str | None, b_status: str | None, *value: Any) -> CellChange:
+    """A cell's change, named and keyed by its record ``r`` (:func:`_label`, :func:`_key`)."""
     key = _key(r, labels)
+    return CellChange(cid, change, _label(r, key), a_status, b_status, *value, key=key)
+
+
+def _label(r: dict[str, Any], key: tuple | None) -> str:
+    """A cell in words: its scenario's title (two cells that differ only in batch size or
+    client had read alike), defense, attack (a utility run, ``key`` None: "utility") and
+    seed."""
     if key is None:
         parts = [str(r[k]) for k in ("dataset_label", "arch_label", "defense_label")
                  if r.get(k)] + ["utility"]
@@ -219,20 +222,19 @@ def _cells(a: list[dict[str, Any]], b: list[dict[str, Any]],
         ra, rb = by_a.get(cid), by_b.get(cid)
         if ra is None or rb is None:
             r = rb if ra is None else ra
-            out.append(CellChange(cid, NEW if ra is None else MISSING, _label(r, labels),
-                                  None if ra is None else ra["status"],
-                                  None if rb is None else rb["status"], key=_key(r, labels)))
+            out.append(_change(cid, NEW if ra is None else MISSING, r, labels,
+                               None if ra is None else ra["status"],
+                               None if rb is None else rb["status"]))
         elif ra["status"] != rb["status"]:
-            out.append(CellChange(cid, STATUS, _label(ra, labels), ra["status"], rb["status"],
-                                  key=_key(ra, labels)))
+            out.append(_change(cid, STATUS, ra, labels, ra["status"], rb["status"]))
         else:
             utility = ra.get("kind") == "utility"
             for m in UTILITY_VALUES if utility else \
                     metrics or [modality_headline(record_modality(ra)).name]:
                 va, vb = _value(ra, m), _value(rb, m)
                 if va != vb:
-                    out.append(CellChange(cid, VALUE, _label(ra, labels), ra["status"],
-                                          rb["status"], m, va, vb, _key(ra, labels)))
+                    out.append(_change(cid, VALUE, ra, labels, ra["status"], rb["status"],
+                                       m, va, vb))
     return out
 
 

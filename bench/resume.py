@@ -212,7 +212,6 @@ class FolderPlan:
                  f"({named}) than this one ({here}), whose kernels round otherwise, and the "
                  "leaderboard pools them: --force re-runs them all, or run into a fresh --out")
 
-
     def _warn_plugins(self) -> None:
         """Warn where finished cells ran with a plug-in at another version than the one
         installed now (their records' ``provenance.plugins``): leakbench's commit is the same,

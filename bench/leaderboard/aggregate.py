@@ -18,6 +18,7 @@ from bench.leaderboard.uncertainty import (
     SCENARIO_FLOOR,
     Interval,
     metric_interval,
+    never_attacked_count,
     pool_floors,
     seed_values,
     shared_ranks,
@@ -25,7 +26,6 @@ from bench.leaderboard.uncertainty import (
 )
 from bench.metrics import Metric, get_metric, list_metrics
 from bench.metrics.base import is_share
-from bench.stages import never_attacked
 
 HEADLINE = "psnr"  # the metric attacks and defenses are ranked by
 TEXT_HEADLINE = "rouge1"  # … in a text scenario
@@ -86,8 +86,7 @@ def summarize_attacks(cells: pd.DataFrame) -> pd.DataFrame:
                 row["n_floor"] = int(values["source"].isin(FLOOR_SOURCES).sum())
                 row["n_missing"] = int((values["source"] == MISSING).sum())
         n_success = int(ok["success"].fillna(False).astype(bool).sum())
-        n_attacked = len(g) - sum(map(never_attacked, g["status"], g["error"])) \
-            if "error" in g else len(g)
+        n_attacked = len(g) - never_attacked_count(g)
         row.update({
             "success": n_success / n_attacked if n_attacked else None,
             "n_success": n_success, "n_attacked": n_attacked,

@@ -18,9 +18,7 @@ import pandas as pd
 
 from bench.leaderboard.frames import (
     attack_row_labels,
-    client_label,
-    record_client,
-    record_victim,
+    record_scenario,
     row_label,
     scenario_slug,
 )
@@ -76,9 +74,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         final = next((p for p in curve if p.get("final")), None)
         if final is None or r.get("defense_label") != "none":
             continue
-        client = record_client(r)
-        key = (r["dataset_label"], r["arch_label"], r["batch_size"], client_label(client),
-               client["bn_mode"], record_victim(r), row_label(r, labels))
+        key = (*record_scenario(r), row_label(r, labels))
         kept = {p["grad_evals"]: p for p in curve if not p.get("final")}
         runs[key].append((kept, _stop(r, final), final))
         batch = r.get("trial_batch")

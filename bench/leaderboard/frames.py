@@ -97,10 +97,7 @@ def attack_row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     for r in records:
         if r.get("kind", "attack") != "attack":
             continue
-        client = record_client(r)
-        row = (r.get("dataset_label"), r.get("arch_label"), r.get("batch_size"),
-               client_label(client), client.get("bn_mode"), record_victim(r),
-               r["attack_label"])
+        row = (*record_scenario(r), r["attack_label"])
         if r.get("cell_id") is not None:
             groups[row][r["cell_id"]] = _threat(r)
     labels = {}
@@ -181,6 +178,14 @@ def record_client(record: dict[str, Any]) -> dict[str, Any]:
     scenario, title and files."""
     given = record.get("client") or {}
     return {**CLIENT_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+
+
+def record_scenario(record: dict[str, Any]) -> tuple:
+    """An attack record's scenario key, in :data:`SCENARIO`'s order (dataset, arch, batch
+    size, client, BN mode, victim), as the tables, curves and ``diff`` key their rows."""
+    client = record_client(record)
+    return (record.get("dataset_label"), record.get("arch_label"), record.get("batch_size"),
+            client_label(client), client.get("bn_mode"), record_victim(record))
 
 
 def record_victim(record: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from bench.leaderboard.uncertainty import (
     Interval,
     interval_text,
     metric_interval,
+    never_attacked_count,
     per_private_batch,
     seed_values,
     shared_ranks,
@@ -46,7 +47,6 @@ from bench.metrics import Metric, list_metrics
 from bench.outputs import write_output
 from bench.paths import store_problem
 from bench.registry import LeakbenchError, short, suggest
-from bench.stages import never_attacked
 from bench.store import load_records
 
 FORMATS = ("latex", "markdown", "csv")
@@ -163,7 +163,7 @@ def pivot(records: list[dict[str, Any]], rows: str = "defense", cols: str = "att
     pooled = {a: _order(a, set(df[a])) for a in AXES
               if a not in (rows, cols) and df.groupby([rows, cols])[a].nunique().max() > 1}
     left = [g[g["_source"] == MISSING] for g in groups.values() if g["_value"].notna().any()]
-    unattacked = sum(sum(map(never_attacked, g["status"], g["error"])) for g in left)
+    unattacked = sum(map(never_attacked_count, left))
     missing = (sum(map(len, left)) - unattacked, unattacked)  # an n/a entry left none out
     uneven = {a: text for a in pooled if (text := _uneven(a, groups))}
     return Pivot(metric, rows, cols, row_values, col_values, cells, where, best, pooled, uneven,

@@ -23,9 +23,9 @@ from bench.leaderboard.frames import (
 )
 from bench.leaderboard.tables import Table, architecture_table, attack_tables, defense_tables
 from bench.leaderboard.text_tables import Tokens, protocol_text, rule_metric_words, text_tables
+from bench.leaderboard.uncertainty import never_attacked_count
 from bench.markdown import pipe_table
 from bench.registry import LeakbenchError, warn
-from bench.stages import never_attacked
 from bench.store import load_records, write_atomic
 
 
@@ -55,7 +55,7 @@ def protocol_lines(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[s
     images, text = split_modalities(df)
     lines = [f"Cells: {counted(df)}." if util is None or util.empty else
              f"Cells: {counted(df)} attack cells and {counted(util)} utility runs."]
-    unattacked = sum(map(never_attacked, df["status"], df["error"])) if "error" in df else 0
+    unattacked = never_attacked_count(df)
     if unattacked:  # the protocols' floors and shares do not apply to them
         lines[0] += (f" {unattacked} of them failed before their attack ran (setup, or a "
                      "task no worker began): they measured nothing and count in no mean or "

@@ -275,6 +275,11 @@ def seed_values(cells: pd.DataFrame, metric: str, higher_is_better: bool = True,
     return pd.DataFrame({"value": values, "source": sources}, index=index)
 
 
+def never_attacked_count(cells: pd.DataFrame) -> int:
+    """How many of ``cells`` failed before their attack ran (:func:`never_attacked`)."""
+    return sum(map(never_attacked, cells["status"], cells["error"])) if "error" in cells else 0
+
+
 def _floors(pool: pd.DataFrame, col: str) -> pd.Series:
     if col not in pool:
         return pd.Series(dtype=float)
