@@ -266,7 +266,7 @@ def text_tables(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Tabl
                                  "(lower is better), over every seed run (failures at their "
                                  "floor); n: its seeds; ± and the shared ranks as in the "
                                  "Text attacks table; the metrics and Success are that "
-                                 "strongest attack's." + missing_note(strongest_attacks(summary))
+                                 "strongest attack's." + missing_note(strongest_attacks(summary, h))
                                  + for_defenses
                                  + ("" if us is None else utility_note(us, h.label))))
         shown = scenario_sentences(g)
