@@ -6,8 +6,7 @@
     record:  record + artifacts (the picture grid), returned to the runner, which writes them
 
 ``run_cell`` composes them; a batched engine or a test reuses each one. The attacker receives
-the :class:`Observation` only; the private side stays in :class:`Observed`.
-"""
+the :class:`Observation` only; the private side stays in :class:`Observed`."""
 
 from __future__ import annotations
 
@@ -51,7 +50,7 @@ from bench.pictures import cell_artifacts
 from bench.records import AttackRecord, Outcome, input_meta, new_record
 from bench.returns import checked_reconstructions
 from bench.scoring import floor_metrics, score
-from bench.stages import SETUP
+from bench.stages import ATTACK, SETUP, STAGE
 from bench.text_scoring import (
     score_text,
     success_fields,
@@ -215,8 +214,8 @@ def run_trials(cells: list[Any], device: torch.device, options: RunOptions) -> l
     return [done[i] for i in range(len(cells))]
 
 
-def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
-                ) -> Iterator[tuple[int, Outcome]]:
+def iter_trials(cells: list[Any], device: torch.device, options: RunOptions,
+                marks: bool = False) -> Iterator[tuple[int, Any]]:
     """Cells that differ only by seed, attacked as trials of one vectorised pass when the
     attack vectorises (:meth:`~bench.contracts.Attack.reconstruct_trials`): each is observed,
     scored and recorded on its own, and the pass's time is divided between them by their
@@ -224,15 +223,20 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
     ``(index in cells, outcome)`` as each cell finishes, so an executor can keep what is done
     when a later cell hangs. A cell whose observation fails is an error record at once; a
     pass that raises is re-run cell by cell, so no cell's failure takes down its
-    batch-mates, and their records say why (``trial_batch.fallback``)."""
+    batch-mates, and their records say why (``trial_batch.fallback``). ``marks``: also
+    ``(STAGE, stage)`` as the cells enter setup and attack (for an executor that stops a task)."""
     fix_float_mode()
     runs = [_Run(cell) for cell in cells]
+    if marks:
+        yield STAGE, SETUP
     for run in runs:
         run.guard(SETUP, lambda r: r.observe(device))
     for i, r in enumerate(runs):
         if r.error is not None:
             yield i, r.finish(device, options)
     live = [(i, r) for i, r in enumerate(runs) if r.error is None]
+    if marks and live:
+        yield STAGE, ATTACK
     if len(live) > 1:
         states = [_generator_state(r) for _, r in live]
         try:
@@ -250,7 +254,7 @@ def iter_trials(cells: list[Any], device: torch.device, options: RunOptions
     for i, r in live:
         if r.done is None:
             with cpu_convolutions(options.cpu_conv, device):
-                r.guard("attack", lambda r: r.attack_alone())
+                r.guard(ATTACK, lambda r: r.attack_alone())
         yield i, r.finish(device, options)
 
 

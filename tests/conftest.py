@@ -29,7 +29,8 @@ def plugin_path(tmp_path_factory) -> Path:
     """A folder holding a module and its dist-info with leakbench entry points."""
     return write_plugin(tmp_path_factory.mktemp("plugin"), "leakbench_testplugin", PLUGIN,
                         "[leakbench.attacks]\nboom = leakbench_testplugin\n\n"
-                        "[leakbench.defenses]\nflip = leakbench_testplugin:Flip\n")
+                        "[leakbench.defenses]\nflip = leakbench_testplugin:Flip\n"
+                        "stall = leakbench_testplugin:Stall\n")
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,20 @@ class NaNAttack(Attack):
         return Reconstruction(torch.full((obs.batch_size, *obs.input_shape), float("nan")))
 
 
+@register_defense("stall")
+class Stall(Defense):
+    """Hangs past any timeout before the attack sees an update (``dies``: kills its process
+    instead, as an OOM kill in a defense would)."""
+
+    params = (Param("dies", bool, False),)
+
+    def transform_update(self, update, ctx):
+        if self.dies:
+            os._exit(9)
+        time.sleep(600)
+        return update
+
+
 @register_defense("flip")
 class Flip(Defense):
     """Negates the update (a plugin defense)."""

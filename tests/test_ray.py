@@ -476,7 +476,8 @@ def test_a_ray_task_imports_the_components_before_its_clock_starts(monkeypatch):
     task = ray_executor._run_cell(cell.to_json(), RunOptions(), "cpu", 1)
     first = next(task)
     assert order == ["imports"] and first[0] == ray_executor.STARTED
-    assert [i for i, _, _ in task] == [0]
+    assert [(i, r) if i == ray_executor.STAGE else i for i, r, _ in task] == [
+        (ray_executor.STAGE, "setup"), (ray_executor.STAGE, "attack"), 0]  # stages, then the cell
 
 
 def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
@@ -561,6 +562,54 @@ def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(mo
 
     assert system_failure(ray.exceptions.ObjectReconstructionFailedError("x"))
     assert not system_failure(ValueError("the cell raised"))
+
+
+def test_a_task_stopped_in_its_setup_says_so_on_ray_too(monkeypatch):
+    """A task whose cells had not reached their attack when its clock ran out (or its worker
+    died for good) measured nothing: its records say ``setup: …`` (the worker's stage marks),
+    as the process executor's do; a retry starts its stages afresh."""
+    from bench.cells import RunOptions
+    from bench.executors.ray import STARTED, RayExecutor, _Running
+    from bench.stages import STAGE, never_attacked
+
+    ex = RayExecutor(torch.device("cpu"), 4.0, options=ExecutorOptions(max_retries=1))
+    (cell,) = iter_cells(make_suite())
+
+    def get(ref):
+        if isinstance(ref, Exception):
+            raise ref
+        return ref
+
+    monkeypatch.setattr(ex.ray, "get", get)
+    monkeypatch.setattr(ex.ray, "cancel", lambda ref, force: None)
+    submitted: list[FakeStream] = []
+
+    class Remote:
+        def remote(self, *args):
+            submitted.append(FakeStream([], ends=False))
+            return submitted[-1]
+
+    ex._remote = Remote()
+    for stage, prefix in (("setup", "setup: "), ("attack", "")):
+        hung = FakeStream([(STARTED, {}, {}), (STAGE, stage, {})], ends=False)
+        ex._inflight = {hung: _Running(cell, time.perf_counter())}
+        assert ex._collect(hung, RunOptions()) == [] and ex._inflight[hung].stage == stage
+        ex._inflight[hung].started -= 10.0
+        ((_, outcome),) = list(ex._expire(RunOptions()))
+        record = outcome.record
+        assert record.status == "timeout", record.error
+        assert record.error.startswith(prefix + "exceeded the cell timeout of 4s")
+        assert never_attacked(record.status, record.error) == bool(prefix)
+    first = FakeStream([(STARTED, {}, {}), (STAGE, "setup", {}),
+                        ray.exceptions.WorkerCrashedError()], ends=False)
+    ex._inflight = {first: _Running(cell, time.perf_counter())}
+    assert ex._collect(first, RunOptions()) == []  # died in its setup: retried
+    (retry,) = submitted
+    assert ex._inflight[retry].stage is None and ex._inflight[retry].attempt == 1
+    retry.refs += [(STARTED, {}, {}), (STAGE, "setup", {}), ray.exceptions.WorkerCrashedError()]
+    ((_, outcome),) = ex._collect(retry, RunOptions())
+    assert outcome.record.status == "error"
+    assert outcome.record.error.startswith("setup: ") and "Ray worker died" in outcome.record.error
 
 
 def test_a_joined_cluster_without_a_fitting_node_may_autoscale(monkeypatch, capsys):

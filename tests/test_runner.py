@@ -474,7 +474,7 @@ def test_a_worker_imports_the_components_before_its_first_tasks_clock_starts(mon
     tasks.put((cell.to_json(), RunOptions()))
     tasks.put(None)
     process._worker(tasks, Pipe(), "cpu", 1, os.getppid())
-    assert order == ["imports", "started", "cell", "done"]
+    assert order == ["imports", "started", "stage", "stage", "cell", "done"]  # setup, attack
 
 
 def test_warming_up_imports_every_registry_and_leaves_a_broken_one_to_its_cells(monkeypatch):

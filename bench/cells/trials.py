@@ -31,6 +31,7 @@ from bench.contracts import observed_batch
 from bench.json_values import dumps, unwritable
 from bench.records import Outcome
 from bench.registry import REGISTRIES
+from bench.stages import STAGE
 from bench.store import MAX_RECORD_BYTES, record_problem
 
 DEFAULT_TRIALS = 16
@@ -77,16 +78,22 @@ def run_task(task: Any, device: torch.device, options: RunOptions
     return [(cell, done[i]) for i, cell in enumerate(members(task))]
 
 
-def iter_task(task: Any, device: torch.device, options: RunOptions
-              ) -> Iterator[tuple[int, Outcome]]:
+def iter_task(task: Any, device: torch.device, options: RunOptions, marks: bool = False
+              ) -> Iterator[tuple[int, Any]]:
     """Run a cell or a group: ``(member index, outcome)`` as each member finishes. A record
     that cannot be written as JSON (a plug-in's field) becomes that cell's error record here,
-    where the cell ran, before a worker pipe or the store meets it: never a lost run."""
+    where the cell ran, before a worker pipe or the store meets it: never a lost run. With
+    ``marks``, an attack task's stage marks too (``(STAGE, stage)``,
+    :func:`bench.pipeline.iter_trials`)."""
     cells = members(task)
-    done = (pipeline.iter_trials(list(task.cells), device, options) if isinstance(task, TrialsCell)
-            else iter([(0, task.run(device, options))]))
+    if isinstance(task, TrialsCell):
+        done = pipeline.iter_trials(list(task.cells), device, options, marks)
+    elif isinstance(task, AttackCell) and not task.skip_reason:  # as its run(), marked
+        done = pipeline.iter_trials([task], device, options, marks)
+    else:
+        done = iter([(0, task.run(device, options))])
     for i, outcome in done:
-        yield i, writable(cells[i], outcome, device, options)
+        yield (i, outcome) if i == STAGE else (i, writable(cells[i], outcome, device, options))
 
 
 def writable(cell: CellKind, outcome: Outcome, device: torch.device, options: RunOptions

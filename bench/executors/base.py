@@ -20,6 +20,7 @@ import torch
 from bench.cells.base import CellKind, RunOptions, failure_outcome
 from bench.records import Outcome
 from bench.registry import LeakbenchError, import_components, suggest
+from bench.stages import SETUP
 from bench.suite.schema import MAX_TASK_RETRIES, resource_problem
 
 
@@ -64,7 +65,7 @@ def task_failure(task: Any, status: str, error: str, options: RunOptions, elapse
     return out
 
 
-TIMEOUT_ERROR = re.compile(r"exceeded the cell timeout of ([0-9.eE+-]+)s")
+TIMEOUT_ERROR = re.compile(rf"(?:{SETUP}: )?exceeded the cell timeout of ([0-9.eE+-]+)s")
 
 
 def timeout_error(task: Any, timeout: float) -> str:

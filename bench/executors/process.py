@@ -48,7 +48,7 @@ from bench.executors.base import (
     worker_device,
 )
 from bench.records import Outcome, Record
-from bench.stages import NEVER_BEGAN
+from bench.stages import NEVER_BEGAN, STAGE, in_stage
 
 WATCHDOG_S = 0.25
 
@@ -115,9 +115,11 @@ def _worker(tasks: Any, events: Connection, device: str, threads: int, parent: i
         task_json, options = item
         task = cell_from_json(task_json)  # a cell, or a group of batched trials
         events.send(("started", None))  # the task's clock starts now
-        for i, outcome in iter_task(task, dev, options):  # each member as it finishes: a
-            events.send(("cell", (i, outcome.record.to_json(),  # later hang cannot take
-                                  outcome.artifacts)))  # it down
+        for i, outcome in iter_task(task, dev, options, marks=True):  # each member as it
+            if i == STAGE:  # finishes (a later hang cannot take it down), and its stages
+                events.send(("stage", outcome))
+                continue
+            events.send(("cell", (i, outcome.record.to_json(), outcome.artifacts)))
         release_device_cache(dev)
         events.send(("done", None))
 
@@ -188,6 +190,7 @@ class _Slot:
     cell: Any = None
     sent: float = 0.0  # when the cell was handed to the worker
     started: float | None = None  # when the worker began the cell
+    stage: str | None = None  # the stage its worker last said the task entered
     finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
 
 
@@ -231,6 +234,7 @@ class ProcessExecutor:
                         if s.events is None or not s.process.is_alive():  # died idle
                             s = self._replace(i)
                         s.cell, s.started, s.sent = pending.pop(), None, time.perf_counter()
+                        s.stage = None
                         s.finished = set()
                         s.tasks.put((s.cell.to_json(), options))
                 yield from self._drain(options, wait=0.2)
@@ -265,6 +269,8 @@ class ProcessExecutor:
                 continue
             if kind == "started":
                 s.started = time.perf_counter()
+            elif kind == "stage":
+                s.stage = payload
             elif kind == "cell":
                 i, record, artifacts = payload
                 s.finished.add(i)
@@ -299,11 +305,14 @@ class ProcessExecutor:
                 error = f"worker process died (exit code {s.process.exitcode})"
             else:
                 continue
-            wall = now - (s.started if s.started is not None else s.sent)
+            begun = s.started is not None
+            wall = now - (s.started if begun else s.sent)
             s.process.kill()
             s.process.join()
-            if s.events is not None:  # the outcomes it sent before it stopped
+            if s.events is not None:  # the outcomes and stage marks it sent before it stopped
                 yield from self._handle(s, options)
+            if begun:
+                error = in_stage(s.stage, error)  # stopped in its setup: no attack measured
             task, s.cell = s.cell, None
             if s.events is not None:
                 s.events.close()

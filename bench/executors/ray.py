@@ -52,7 +52,7 @@ from bench.executors.base import (
 from bench.paths import driver_env
 from bench.records import Outcome, Record
 from bench.registry import LeakbenchError, warn
-from bench.stages import NEVER_BEGAN
+from bench.stages import NEVER_BEGAN, STAGE, in_stage
 from bench.stops import Terminated
 
 EXTRA = 'pip install "ray>=2.9" (the extra leakbench[ray]; from a clone: pip install -e ".[ray]")'
@@ -67,15 +67,17 @@ SYSTEM_FAILURES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "O
 def _run_cell(cell_json: dict[str, Any], options: RunOptions, device: str, threads: int
               ) -> Iterator[tuple[int, dict[str, Any], dict[str, bytes]]]:
     """The Ray task: one cell or a batched group, in a worker with ``threads`` torch threads;
-    ``(member index, record, artifacts)`` as each cell finishes."""
+    ``(member index, record, artifacts)`` as each cell finishes, and ``(STAGE, stage, {})``
+    as its cells enter a stage."""
     fix_float_mode()  # before torch's thread pool exists: its threads inherit the mode
     torch.set_num_threads(threads)
     dev = torch.device(device)
     warm_up_worker(dev)  # a fresh worker's imports, before the clock (once per process)
     yield STARTED, {}, {}  # the cell's clock starts now, not when it waited for room
     task = cell_from_json(cell_json)
-    for i, outcome in iter_task(task, dev, options):
-        yield i, outcome.record.to_json(), outcome.artifacts
+    for i, outcome in iter_task(task, dev, options, marks=True):
+        yield (i, outcome, {}) if i == STAGE else (i, outcome.record.to_json(),
+                                                   outcome.artifacts)
     release_device_cache(dev)  # Ray reuses the worker: a packed neighbour needs the memory
 
 
@@ -85,6 +87,7 @@ class _Running:
     started: float  # submitted, then (when ``begun``) the moment a worker took it
     finished: set[int] = field(default_factory=set)  # members whose outcomes arrived
     begun: bool = False
+    stage: str | None = None  # the stage its worker last said the task entered (this attempt)
     attempt: int = 0  # retries so far (the driver's, after a worker died)
     spent: float = 0.0  # seconds the earlier attempts ran after a worker took them
 
@@ -339,7 +342,7 @@ class RayExecutor:
                 if len(running.finished) < len(cells) and not isinstance(e, StopIteration) \
                         and system_failure(e) and running.attempt < self.max_retries \
                         and not over:
-                    self._submit(replace(running, started=now, begun=False,
+                    self._submit(replace(running, started=now, begun=False, stage=None,
                                          attempt=running.attempt + 1,
                                          spent=running.elapsed(now)), options)
                 elif len(running.finished) < len(cells):
@@ -347,6 +350,7 @@ class RayExecutor:
                              "the Ray task ended without this cell's outcome"
                              if isinstance(e, StopIteration) else
                              failure_cause(e, self.max_retries))
+                    error = in_stage(running.stage, error)  # stopped before an attack ran?
                     out += task_failure(running.task, "timeout" if over else "error", error,
                                         options,
                                         running.elapsed(now), torch.device(self.device),
@@ -354,6 +358,8 @@ class RayExecutor:
                 return out
             if i == STARTED:  # a worker took the task (this attempt): its clock starts
                 running.started, running.begun = time.perf_counter(), True
+            elif i == STAGE:
+                running.stage = record
             elif i not in running.finished:  # a retried task may yield a cell again: once
                 running.finished.add(i)
                 out.append((cells[i], Outcome(Record.from_json(record), artifacts)))
@@ -377,7 +383,8 @@ class RayExecutor:
                 continue
             del self._inflight[stream]
             self.ray.cancel(stream, force=True)
-            error = timeout_error(run.task, self.timeout) if run.begun else (
+            error = in_stage(run.stage, timeout_error(run.task, self.timeout)) \
+                if run.begun else (
                 f"{NEVER_BEGAN}no worker took the task within {elapsed:.0f}s of its submission "
                 "(the cluster stayed busy, or no node can hold it any more)")
             yield from task_failure(run.task, "timeout", error, options,
