@@ -32,7 +32,10 @@ tests/test_rank.py checks but can overstate it there; the table says which (``by
 - the forward constraints of a convolution count per output position at most the
   non-padding inputs its patch reads, ``min(O, C·|valid patch|)``;
 - an input position no kernel offset reads (stride 2 without padding can skip the last row
-  and column) is in no equation: the layer's rank is at most ``C ×`` the positions read;
+  and column) is in no equation: the layer's rank is at most ``C ×`` the positions read.
+  The layer below then has output positions nothing above reads: its output gradient is 0
+  there and ``z`` unknown, so its gradient, forward and read positions are counted over
+  the positions read (the pixels feeding only unread ones are free);
 - the two blocks are linked by the identities ``Σ W[o'] · ∇W[o] = Σ_l k[o, l] z[o', l]`` (for
   every pair of output channels o, o'), which remove up to ``O · min(O, C·kh·kw, L)``
   equations.
@@ -119,14 +122,31 @@ def _describe(stage: Stage) -> str:
     return f"Linear({m.in_features}→{m.out_features}{', bias' if m.bias is not None else ''})"
 
 
-def conv_gradient_rank(stage: Stage) -> int:
-    """Structural rank of a convolution's gradient constraints (see the module docstring)."""
+Positions = tuple[frozenset[int], frozenset[int]]
+"""Output rows and columns of a convolution that the layer above reads (a product set)."""
+
+
+def all_positions(stage: Stage) -> Positions:
+    return frozenset(range(stage.out_shape[1])), frozenset(range(stage.out_shape[2]))
+
+
+def _reads(n_out: int, stride: int, offset: int, pad: int, size: int,
+           used: frozenset[int]) -> list[int]:
+    """The used output positions whose read at ``offset`` is inside the input."""
+    return [p for p in range(*valid_range(n_out, stride, offset, pad, size)) if p in used]
+
+
+def conv_gradient_rank(stage: Stage, out: Positions | None = None) -> int:
+    """Structural rank of a convolution's gradient constraints (see the module docstring),
+    over the output positions ``out`` (default all) the layer above reads: the output
+    gradient is 0 at the others."""
     m = stage.module
     c, h, w = stage.in_shape
     o, ho, wo = stage.out_shape
     kh, kw = m.kernel_size
     sh, sw = stage.stride
     ph, pw = stage.padding
+    used_rows, used_cols = out or all_positions(stage)
     total = 0
     for a in range(min(sh, kh)):
         for b in range(min(sw, kw)):
@@ -134,39 +154,48 @@ def conv_gradient_rank(stage: Stage) -> int:
             cols_used: set[int] = set()
             eqs = 0
             for i in range(a, kh, sh):
-                plo, phi = valid_range(ho, sh, i, ph, h)
-                rows_used.update(p * sh + i - ph for p in range(plo, phi))
+                ps = _reads(ho, sh, i, ph, h, used_rows)
+                rows_used.update(p * sh + i - ph for p in ps)
                 for j in range(b, kw, sw):
-                    qlo, qhi = valid_range(wo, sw, j, pw, w)
-                    cols_used.update(q * sw + j - pw for q in range(qlo, qhi))
-                    eqs += min(o, max(0, phi - plo) * max(0, qhi - qlo))
+                    qs = _reads(wo, sw, j, pw, w, used_cols)
+                    cols_used.update(q * sw + j - pw for q in qs)
+                    eqs += min(o, len(ps) * len(qs))
             total += min(len(rows_used) * len(cols_used), eqs)
     return c * total
 
 
-def conv_read_positions(stage: Stage) -> int:
-    """Input positions (per channel) that some kernel offset reads at some output position:
-    with stride 2 and no padding the last row or column may never be read, and no equation
-    of the layer holds those pixels."""
+def conv_read_sets(stage: Stage, out: Positions | None = None) -> Positions:
+    """Input rows and columns that some kernel offset reads at some output position of
+    ``out`` (default all): with stride 2 and no padding the last row or column may never be
+    read, and no equation of the layer holds those pixels."""
     m = stage.module
     _, h, w = stage.in_shape
     _, ho, wo = stage.out_shape
     (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, stage.stride, stage.padding
-    rows = {p * sh + i - ph for i in range(kh) for p in range(*valid_range(ho, sh, i, ph, h))}
-    cols = {q * sw + j - pw for j in range(kw) for q in range(*valid_range(wo, sw, j, pw, w))}
+    used_rows, used_cols = out or all_positions(stage)
+    rows = {p * sh + i - ph for i in range(kh) for p in _reads(ho, sh, i, ph, h, used_rows)}
+    cols = {q * sw + j - pw for j in range(kw) for q in _reads(wo, sw, j, pw, w, used_cols)}
+    return frozenset(rows), frozenset(cols)
+
+
+def conv_read_positions(stage: Stage, out: Positions | None = None) -> int:
+    """How many input positions (per channel) :func:`conv_read_sets` holds."""
+    rows, cols = conv_read_sets(stage, out)
     return len(rows) * len(cols)
 
 
-def conv_forward_rank(stage: Stage) -> int:
-    """Structural rank of a convolution's forward constraints ``W x = z``: per output
-    position, at most as many independent rows as the non-padding inputs its patch reads
-    (a border position under wide padding reads fewer than ``O``)."""
+def conv_forward_rank(stage: Stage, out: Positions | None = None) -> int:
+    """Structural rank of a convolution's forward constraints ``W x = z`` at the output
+    positions ``out`` (default all; ``z`` is unknown where the layer above reads nothing):
+    per output position, at most as many independent rows as the non-padding inputs its
+    patch reads (a border position under wide padding reads fewer than ``O``)."""
     m = stage.module
     c, h, w = stage.in_shape
-    o, ho, wo = stage.out_shape
+    o, _, _ = stage.out_shape
     (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, stage.stride, stage.padding
-    rows = [sum(0 <= p * sh + i - ph < h for i in range(kh)) for p in range(ho)]
-    cols = [sum(0 <= q * sw + j - pw < w for j in range(kw)) for q in range(wo)]
+    used_rows, used_cols = out or all_positions(stage)
+    rows = [sum(0 <= p * sh + i - ph < h for i in range(kh)) for p in sorted(used_rows)]
+    cols = [sum(0 <= q * sw + j - pw < w for j in range(kw)) for q in sorted(used_cols)]
     return sum(min(o, c * r * k) for r in rows for k in cols)
 
 
@@ -181,16 +210,23 @@ def _normalised(gram: torch.Tensor) -> torch.Tensor:
     return gram / scale if scale > 0 else gram
 
 
-def numerical_ranks(stage: Stage, virtual: int, index: int = 0) -> tuple[int, int]:
+def numerical_ranks(stage: Stage, virtual: int, index: int = 0, out: Positions | None = None
+                    ) -> tuple[int, int]:
     """The numerical ranks of a convolution's gradient constraints and of those stacked with
     ``virtual`` forward constraints, for its weights and a generic output gradient (drawn
-    from ``index``): the forward rows projected on ``virtual`` random directions where they
-    are more (the layer above rank-deficient)."""
+    from ``index``; 0 at output positions outside ``out``, which the layer above never
+    reads): the forward rows at ``out``, projected on ``virtual`` random directions where
+    they are more (the layer above rank-deficient)."""
     m = stage.module
     c, h, w = stage.in_shape
     n = c * h * w
     gen = torch.Generator().manual_seed(index)
     k = torch.randn(stage.out_shape, generator=gen, dtype=torch.float64)
+    used = torch.zeros(stage.out_shape[1:], dtype=torch.bool)
+    rows_out, cols_out = out or all_positions(stage)
+    used[sorted(rows_out)] = True
+    used[:, sorted(set(range(stage.out_shape[2])) - cols_out)] = False
+    k = k * used
     spatial = spatial_gradient_gram(k, (h, w), m.kernel_size, stage.stride, stage.padding)
     g_rank = c * _rank(spatial)  # the Gram is the spatial block once per input channel
     if g_rank == n or not virtual:
@@ -198,13 +234,15 @@ def numerical_ranks(stage: Stage, virtual: int, index: int = 0) -> tuple[int, in
     grad = conv_gradient_gram(k, stage.in_shape, m.kernel_size, stage.stride, stage.padding,
                               spatial=spatial)
     weight = m.weight.detach().double()
-    forward = math.prod(stage.out_shape)
-    if virtual >= forward:  # every forward constraint is known
+    forward = stage.out_shape[0] * int(used.sum())
+    if virtual >= forward and bool(used.all()):  # every forward constraint is known
         return g_rank, _rank(_normalised(grad) + _normalised(
             conv_forward_gram(weight, stage.in_shape, stage.stride, stage.padding)))
     basis = torch.eye(n, dtype=torch.float64).reshape(n, h, w, c).permute(0, 3, 1, 2)
-    rows = nn.functional.conv2d(basis, weight, None, stage.stride,
-                                stage.padding).reshape(n, -1).T  # channel-last unknowns
+    rows = nn.functional.conv2d(basis, weight, None, stage.stride, stage.padding)
+    rows = rows[:, :, used].reshape(n, -1).T  # the known outputs; channel-last unknowns
+    if virtual >= forward:
+        return g_rank, _rank(_normalised(grad) + _normalised(rows.T @ rows))
     q, _ = torch.linalg.qr(torch.randn(forward, virtual, generator=gen, dtype=torch.float64))
     rows = q.T @ rows
     return g_rank, _rank(_normalised(grad) + _normalised(rows.T @ rows))
@@ -215,6 +253,7 @@ def analyse_chain(chain: Chain) -> list[LayerRank]:
     stages = chain.stages
     out: list[LayerRank] = []
     above_rank: int | None = None
+    read: Positions | None = None  # this layer's outputs the layer above reads (None: all)
     for idx in range(len(stages) - 1, -1, -1):
         st = stages[idx]
         n = math.prod(st.in_shape)
@@ -222,29 +261,30 @@ def analyse_chain(chain: Chain) -> list[LayerRank]:
         n_weights = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
         if idx == len(stages) - 1:  # the top: ∇W = k xᵀ with k from the logit equation/bias
             g_rank, forward, virtual, dep = n, 0, 0, 0
-        else:
-            forward = math.prod(st.out_shape)
-            independent = conv_forward_rank(st) if st.kind == "conv" else min(forward, n)
+        else:  # a conv's outputs the layer above never reads: no gradient, no known z
+            positions = len(read[0]) * len(read[1]) if read else math.prod(st.out_shape[1:])
+            forward = st.out_shape[0] * positions if st.kind == "conv" else st.out_shape[0]
+            independent = conv_forward_rank(st, read) if st.kind == "conv" else min(forward, n)
             virtual = min(independent, above_rank if above_rank is not None else forward)
             if st.kind == "conv":
-                g_rank = conv_gradient_rank(st)
+                g_rank = conv_gradient_rank(st, read)
                 o = st.out_shape[0]
                 patch = st.in_shape[0] * m.kernel_size[0] * m.kernel_size[1]
-                positions = st.out_shape[1] * st.out_shape[2]
                 dep = min(o * min(o, patch, positions), g_rank, virtual)
             else:
                 g_rank = n
                 dep = min(m.out_features, g_rank, virtual)
-        readable = st.in_shape[0] * conv_read_positions(st) if st.kind == "conv" else n
+        readable = st.in_shape[0] * conv_read_positions(st, read) if st.kind == "conv" else n
         rank = min(readable, g_rank + virtual - dep)
         method = "structural"
         if st.kind == "conv" and idx < len(stages) - 1 and n <= NUMERICAL_UNKNOWNS:
-            g_rank, rank = numerical_ranks(st, virtual, idx)
+            g_rank, rank = numerical_ranks(st, virtual, idx, read)
             dep, method = g_rank + virtual - rank, "numerical"
         out.append(LayerRank(idx, _describe(st), tuple(st.in_shape), tuple(st.out_shape), n,
                              n_weights, g_rank, forward, virtual, dep, rank, n - rank,
                              method))
         above_rank = rank
+        read = conv_read_sets(st, read) if st.kind == "conv" else None
     return out[::-1]
 
 

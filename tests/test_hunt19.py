@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench.stages import STAGE, never_attacked
 from helpers import CPU, ROOT, make_suite, write_suite
@@ -104,3 +105,36 @@ def test_the_text_defenses_note_counts_the_strongest_attacks_left_out_seeds(tmp_
     (row,) = [line for line in table.split("\n") if "| dpsgd(" in line]
     assert "dlg(steps=6)" in row  # the strongest attack under DP-SGD by ROUGE-1
     assert ("Except 2 seed(s) that failed before the attack ran" in table) == said, table
+
+
+def test_the_rank_table_counts_pixels_only_unread_outputs_see_as_free():
+    """A stride-2 convolution without padding never reads its input's last row and column,
+    so the output gradient below is 0 there and its z unknown: the pixels of the first
+    layer that feed only those positions are in no equation, yet the table counted layer 0
+    determined (its forward constraints projected on generic directions, its k generic).
+    The deficit now equals the nullity of the gradient's Jacobian with respect to the input."""
+    from torch import nn
+
+    from attacks.rgap_rank import rank_layers
+    from bench.client import training_loss
+
+    shape = (3, 10, 10)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.LeakyReLU(0.2),  # 10 → 8
+                          nn.Conv2d(4, 8, 3, stride=2, bias=False), nn.LeakyReLU(0.2),  # reads 0–6
+                          nn.Flatten(), nn.Linear(8 * 9, 1, bias=False)).double()
+    layers = rank_layers(model, shape)
+    x, y = torch.rand(1, *shape, dtype=torch.float64), torch.tensor([0])
+
+    def gradients(v: torch.Tensor) -> torch.Tensor:
+        loss = training_loss(model(v.reshape(1, *shape)), y)
+        grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+        return torch.cat([g.flatten() for g in grads])
+
+    jacobian = torch.autograd.functional.jacobian(gradients, x.flatten())
+    values = torch.linalg.svdvals(jacobian)
+    nullity = x.numel() - int((values > 1e-9 * values[0]).sum())
+    assert nullity == 3 * (10 * 10 - 9 * 9)  # input row 9 and column 9: only output row/col 7
+    assert layers[0].deficit == nullity, [lr.as_dict() for lr in layers]
+    assert layers[0].forward_constraints == 4 * 7 * 7  # z known where layer 1 reads it
+    assert layers[1].deficit == 4 * (8 * 8 - 7 * 7)  # its own unread row and column
