@@ -520,7 +520,7 @@ def test_a_metric_without_values_is_not_reported_as_no_cell_ran(tmp_path, capsys
     (outcome,) = check_claims(load_claims(str(tmp_path / "lpips.claims.yaml")).claims,
                               load_records(folder))
     assert outcome.verdict == NOT_RUN and outcome.cells > 0
-    assert outcome.measured() == f"lpips n/a on the {outcome.cells} seed(s) that ran"
+    assert outcome.measured() == f"lpips n/a on the {outcome.cells} cell(s) that ran"
     assert main(["table", str(folder), "--value", "lpips"]) == 2
     assert "--value lpips: n/a on every one of the" in capsys.readouterr().err
 

@@ -55,7 +55,7 @@ class Outcome:
     verdict: str
     value: Interval
     other: Interval | None = None
-    cells: int = 0  # the seeds of ``df`` the claim's filter matches, whatever their status
+    cells: int = 0  # the cells (rows of ``df``) the claim's filter matches, whatever their status
     other_cells: int = 0  # the same for the ordering's second side
     unmatched: tuple[str, ...] = ()  # ``key=value`` of the filters no seed that ran matches
     difference: Interval | None = None  # a separated ordering's paired per-batch difference
@@ -65,7 +65,7 @@ class Outcome:
         hint = f" (none with {', '.join(self.unmatched)})" if self.unmatched else ""
         if self.verdict == NOT_RUN and not self.value.n:
             if self.cells:  # they ran; the metric has no value on them (LPIPS without weights)
-                return f"{self.claim.metric} n/a on the {self.cells} seed(s) that ran"
+                return f"{self.claim.metric} n/a on the {self.cells} cell(s) that ran"
             return "no cell ran" + hint  # a hint names a misspelt label, most often
         text = _show(self.claim.metric, self.value)
         if self.other is not None:
