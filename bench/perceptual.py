@@ -75,6 +75,12 @@ def lpips_weights_file(net: str = "alex") -> str:
     return enum.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
 
 
+HUB_WORDS = "torch's hub checkpoints ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/" \
+    "checkpoints)"
+"""Where the hub cache is, in words: a record's or a report's note names no machine's home
+folder, so the committed outputs regenerate byte for byte on any machine."""
+
+
 def _locate(explicit: str | None, env: str, filename: str) -> tuple[Path | None, str]:
     """(path or None, where it was looked for): argument, environment variable, hub cache."""
     if explicit:
@@ -130,7 +136,8 @@ def _lpips_load(net: str, weights: str | None) -> tuple[nn.Module | None, str]:
         return None, f"LPIPS n/a: unknown backbone {net!r} (expected one of {sorted(_BACKBONES)})"
     filename = lpips_weights_file(net)
     path, where = _locate(weights, LPIPS_ENV, filename)
-    if path is None:
+    if path is None:  # the hub cache in words: a record names no machine's home folder
+        where = where if weights or os.environ.get(LPIPS_ENV, "").strip() else HUB_WORDS
         return None, (f"LPIPS n/a: put {filename} in {where}, or set {LPIPS_ENV} to the "
                       f"file's path")
     try:
@@ -208,12 +215,6 @@ class _Uint8Images(TorchDataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i]
-
-
-HUB_WORDS = "torch's hub checkpoints ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch/hub/" \
-    "checkpoints)"
-"""Where the hub cache is, in words: a report's note names no machine's home folder, so the
-committed report regenerates byte for byte on any machine."""
 
 
 def _fid_weights(weights: str | None) -> tuple[Path | None, str]:
