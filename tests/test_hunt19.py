@@ -138,3 +138,18 @@ def test_the_rank_table_counts_pixels_only_unread_outputs_see_as_free():
     assert layers[0].deficit == nullity, [lr.as_dict() for lr in layers]
     assert layers[0].forward_constraints == 4 * 7 * 7  # z known where layer 1 reads it
     assert layers[1].deficit == 4 * (8 * 8 - 7 * 7)  # its own unread row and column
+
+
+def test_the_lpips_note_of_a_record_names_no_machines_home_folder(tmp_path, monkeypatch):
+    """Without weights, every record's ``lpips_note`` named the run machine's torch hub
+    folder (``/root/.cache/torch/hub/checkpoints``), and the site showed it on each cell's
+    page; FID's note already said where in words."""
+    from bench.perceptual import HUB_WORDS, LPIPS_ENV, _lpips_load
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(LPIPS_ENV, raising=False)
+    model, note = _lpips_load("alex", None)
+    assert model is None and HUB_WORDS in note and str(tmp_path) not in note
+    given = tmp_path / "mine.pth"  # a path the user gave is theirs to see
+    model, note = _lpips_load("alex", str(given))
+    assert model is None and str(given) in note
