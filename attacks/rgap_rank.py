@@ -136,31 +136,44 @@ def _reads(n_out: int, stride: int, offset: int, pad: int, size: int,
     return [p for p in range(*valid_range(n_out, stride, offset, pad, size)) if p in used]
 
 
+def _disjoint_groups(reads: list[set[int]]) -> list[tuple[set[int], list[int]]]:
+    """Kernel offsets (along one axis) grouped so that two groups never read a common input
+    position: ``(the positions a group reads, its offsets)``. Without holes in the outputs
+    read these are the stride phases; a layer above that reads every other output splits
+    a phase into offsets on disjoint sub-grids."""
+    groups: list[tuple[set[int], list[int]]] = []
+    for offset, read in enumerate(reads):
+        positions, members, apart = set(read), [offset], []
+        for group in groups:
+            if group[0] & positions:
+                positions |= group[0]
+                members += group[1]
+            else:
+                apart.append(group)
+        groups = [*apart, (positions, members)]
+    return groups
+
+
 def conv_gradient_rank(stage: Stage, out: Positions | None = None) -> int:
     """Structural rank of a convolution's gradient constraints (see the module docstring),
     over the output positions ``out`` (default all) the layer above reads: the output
-    gradient is 0 at the others."""
+    gradient is 0 at the others. Offsets that read disjoint input positions hold disjoint
+    unknowns, so each group of them is counted on its own."""
     m = stage.module
     c, h, w = stage.in_shape
     o, ho, wo = stage.out_shape
     kh, kw = m.kernel_size
-    sh, sw = stage.stride
-    ph, pw = stage.padding
+    (sh, sw), (ph, pw) = stage.stride, stage.padding
     used_rows, used_cols = out or all_positions(stage)
+    ps = [_reads(ho, sh, i, ph, h, used_rows) for i in range(kh)]
+    qs = [_reads(wo, sw, j, pw, w, used_cols) for j in range(kw)]
     total = 0
-    for a in range(min(sh, kh)):
-        for b in range(min(sw, kw)):
-            rows_used: set[int] = set()
-            cols_used: set[int] = set()
-            eqs = 0
-            for i in range(a, kh, sh):
-                ps = _reads(ho, sh, i, ph, h, used_rows)
-                rows_used.update(p * sh + i - ph for p in ps)
-                for j in range(b, kw, sw):
-                    qs = _reads(wo, sw, j, pw, w, used_cols)
-                    cols_used.update(q * sw + j - pw for q in qs)
-                    eqs += min(o, len(ps) * len(qs))
-            total += min(len(rows_used) * len(cols_used), eqs)
+    for rows, row_offsets in _disjoint_groups([{p * sh + i - ph for p in ps[i]}
+                                               for i in range(kh)]):
+        for cols, col_offsets in _disjoint_groups([{q * sw + j - pw for q in qs[j]}
+                                                   for j in range(kw)]):
+            eqs = sum(min(o, len(ps[i]) * len(qs[j])) for i in row_offsets for j in col_offsets)
+            total += min(len(rows) * len(cols), eqs)
     return c * total
 
 

@@ -153,3 +153,57 @@ def test_the_lpips_note_of_a_record_names_no_machines_home_folder(tmp_path, monk
     given = tmp_path / "mine.pth"  # a path the user gave is theirs to see
     model, note = _lpips_load("alex", str(given))
     assert model is None and str(given) in note
+
+
+@pytest.mark.parametrize("dies", [True, False])
+def test_what_a_stopped_worker_sent_is_read_before_its_error_is_worded(dies):
+    """A worker that began its cell, marked its setup and died (or hung) with those events
+    still unread in its pipe was recorded as a plain death (or as a task that never began):
+    the parent worded the error from the slot before reading the pipe (review: 1 of 6 dying
+    setups with a slow consumer)."""
+    import multiprocessing as mp
+    import time
+
+    from bench.cells.base import RunOptions
+    from bench.executors.process import STARTUP_GRACE_SECONDS, ProcessExecutor, _Slot
+    from bench.suite import attack_cells
+
+    ctx = mp.get_context("spawn")
+    (cell,) = attack_cells(make_suite())
+    executor = ProcessExecutor(CPU, timeout=5, jobs=1, threads=1)
+    reader, writer = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=os._exit if dies else time.sleep, args=(9 if dies else 60,))
+    worker.start()
+    if dies:
+        worker.join()
+    writer.send(("started", None))  # sent, not yet read
+    writer.send(("stage", "setup"))
+    writer.close()
+    sent = time.perf_counter() - (0 if dies else STARTUP_GRACE_SECONDS + 10)
+    executor._slots = [_Slot(worker, ctx.Queue(), reader, cell=cell, sent=sent)]
+    ((_, outcome),) = list(executor._reap(RunOptions()))
+    assert outcome.record.status == ("error" if dies else "timeout")
+    assert outcome.record.error == ("setup: worker process died (exit code 9)" if dies else
+                                    "setup: exceeded the cell timeout of 5s")
+
+
+def test_counted_gradient_ranks_split_offsets_that_read_disjoint_pixels():
+    """A layer above with stride 2 and a 1×1 kernel reads every other output: the offsets
+    of one stride phase then read disjoint sub-grids of the input, whose unknowns are
+    counted apart (the count had pooled the phase: 648 where 576 is measured)."""
+    from torch import nn
+
+    from attacks.rgap_chain import parse_chain
+    from attacks.rgap_rank import conv_gradient_rank, conv_read_sets, numerical_ranks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, bias=False), nn.LeakyReLU(0.2),
+                          nn.Conv2d(6, 12, 3, bias=False), nn.LeakyReLU(0.2),
+                          nn.Conv2d(12, 24, 1, stride=2, bias=False), nn.LeakyReLU(0.2),
+                          nn.Flatten(), nn.Linear(24 * 25, 1, bias=False)).double()
+    chain, _ = parse_chain(model, (2, 13, 13))
+    read = conv_read_sets(chain.stages[2])
+    assert sorted(read[0]) == [0, 2, 4, 6, 8]
+    measured = numerical_ranks(chain.stages[1], 0, 1, read)[0]
+    assert conv_gradient_rank(chain.stages[1], read) == measured == 576
+    assert conv_gradient_rank(chain.stages[1]) == numerical_ranks(chain.stages[1], 0, 1)[0]

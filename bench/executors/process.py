@@ -297,22 +297,25 @@ class ProcessExecutor:
                 elapsed = max(0.0, now - s.sent - STARTUP_GRACE_SECONDS)
             if elapsed > task_timeout(s.cell, self.timeout):
                 status = "timeout"
-                error = timeout_error(s.cell, self.timeout) if s.started is not None else (
-                    f"{NEVER_BEGAN}its worker had not started {now - s.sent:.0f}s after the "
-                    "hand-off")
             elif not s.process.is_alive():
-                status = "error"
-                error = f"worker process died (exit code {s.process.exitcode})"
+                status, died = "error", f"worker process died (exit code {s.process.exitcode})"
             else:
                 continue
-            begun = s.started is not None
-            wall = now - (s.started if begun else s.sent)
+            wall = now - (s.started if s.started is not None else s.sent)
+            planned = s.cell
             s.process.kill()
             s.process.join()
-            if s.events is not None:  # the outcomes and stage marks it sent before it stopped
+            # what it sent before it stopped (its outcomes, its start, its stage marks) is
+            # read before the error is worded: it may have died with them still unread
+            if s.events is not None:
                 yield from self._handle(s, options)
-            if begun:
-                error = in_stage(s.stage, error)  # stopped in its setup: no attack measured
+            if status == "error":
+                error = in_stage(s.stage, died)  # died in its setup: no attack measured
+            elif s.started is not None:
+                error = in_stage(s.stage, timeout_error(planned, self.timeout))
+            else:
+                error = (f"{NEVER_BEGAN}its worker had not started {now - s.sent:.0f}s after "
+                         "the hand-off")
             task, s.cell = s.cell, None
             if s.events is not None:
                 s.events.close()
