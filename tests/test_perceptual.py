@@ -17,6 +17,7 @@ from bench import perceptual
 from bench.perceptual import (
     FID_ENV,
     FID_WEIGHTS_FILE,
+    HUB_WORDS,
     LPIPS_ENV,
     fid_kid,
     fid_status,
@@ -138,7 +139,8 @@ def test_lpips_not_available_without_weights(tmp_path: Path, downloads: list[str
     ok, message = lpips_status()
     assert not ok and "\n" not in message
     assert message.startswith("LPIPS n/a") and ALEX_FILE in message and LPIPS_ENV in message
-    assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in message
+    # where, in words: a record's note names no machine's home folder (as FID's)
+    assert HUB_WORDS in message and str(tmp_path) not in message
     assert lpips_per_image(images(1, 2), images(2, 2)) is None
     broken = tmp_path / ALEX_FILE
     broken.write_bytes(b"not a checkpoint")
