@@ -506,12 +506,11 @@ def test_a_cells_clock_starts_when_a_worker_takes_its_task(monkeypatch):
     assert "no worker took the task within 100s" in gave_up[1].record.error
 
 
-def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(monkeypatch):
-    """Ray's own retries re-yield no first item, so a retry's wait and worker start counted
-    against the cell's timeout: a cell whose worker crashed after 2.5 s of a 4 s limit was
-    recorded "timeout", its crash lost, its time the limit's."""
-    from bench.cells import RunOptions
-    from bench.executors.ray import STARTED, RayExecutor, _Running
+def _driver_on_fake_streams(monkeypatch) -> tuple:
+    """A Ray executor (4 s timeout, one retry) whose streams are :class:`FakeStream`: its
+    ``get`` raises an exception item, and each task it submits is a fresh, empty stream
+    (the list returned); with the one cell it runs."""
+    from bench.executors.ray import RayExecutor
 
     ex = RayExecutor(torch.device("cpu"), 4.0, options=ExecutorOptions(max_retries=1))
     (cell,) = iter_cells(make_suite())
@@ -531,6 +530,17 @@ def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(mo
             return submitted[-1]
 
     ex._remote = Remote()
+    return ex, cell, submitted
+
+
+def test_a_dead_worker_is_retried_by_the_driver_each_attempt_on_its_own_clock(monkeypatch):
+    """Ray's own retries re-yield no first item, so a retry's wait and worker start counted
+    against the cell's timeout: a cell whose worker crashed after 2.5 s of a 4 s limit was
+    recorded "timeout", its crash lost, its time the limit's."""
+    from bench.cells import RunOptions
+    from bench.executors.ray import STARTED, _Running
+
+    ex, cell, submitted = _driver_on_fake_streams(monkeypatch)
     first = FakeStream([(STARTED, {}, {})], ends=False)
     ex._inflight = {first: _Running(cell, time.perf_counter())}
     assert ex._collect(first, RunOptions()) == [] and ex._inflight[first].begun
@@ -569,27 +579,10 @@ def test_a_task_stopped_in_its_setup_says_so_on_ray_too(monkeypatch):
     died for good) measured nothing: its records say ``setup: …`` (the worker's stage marks),
     as the process executor's do; a retry starts its stages afresh."""
     from bench.cells import RunOptions
-    from bench.executors.ray import STARTED, RayExecutor, _Running
+    from bench.executors.ray import STARTED, _Running
     from bench.stages import STAGE, never_attacked
 
-    ex = RayExecutor(torch.device("cpu"), 4.0, options=ExecutorOptions(max_retries=1))
-    (cell,) = iter_cells(make_suite())
-
-    def get(ref):
-        if isinstance(ref, Exception):
-            raise ref
-        return ref
-
-    monkeypatch.setattr(ex.ray, "get", get)
-    monkeypatch.setattr(ex.ray, "cancel", lambda ref, force: None)
-    submitted: list[FakeStream] = []
-
-    class Remote:
-        def remote(self, *args):
-            submitted.append(FakeStream([], ends=False))
-            return submitted[-1]
-
-    ex._remote = Remote()
+    ex, cell, submitted = _driver_on_fake_streams(monkeypatch)
     for stage, prefix in (("setup", "setup: "), ("attack", "")):
         hung = FakeStream([(STARTED, {}, {}), (STAGE, stage, {})], ends=False)
         ex._inflight = {hung: _Running(cell, time.perf_counter())}
