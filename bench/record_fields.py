@@ -121,6 +121,8 @@ def _utility_problem(d: dict[str, Any]) -> str | None:
     metrics = d.get("metrics") or {}
     for key, (low, high) in UTILITY_RANGES.items():
         value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"utility metric {key!r} is {short(value)}, not a number"  # the tables' mean
         if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(
                 value) and not low - 1e-6 <= value <= high + 1e-6:  # rounding's slack
             return f"utility metric {key!r} is {value!r}, outside [{low:g}, {high:g}]"

@@ -207,3 +207,32 @@ def test_counted_gradient_ranks_split_offsets_that_read_disjoint_pixels():
     measured = numerical_ranks(chain.stages[1], 0, 1, read)[0]
     assert conv_gradient_rank(chain.stages[1], read) == measured == 576
     assert conv_gradient_rank(chain.stages[1]) == numerical_ranks(chain.stages[1], 0, 1)[0]
+
+
+@pytest.mark.parametrize("value", [1, [], {"a": 1}])
+def test_a_utility_records_accuracy_of_another_type_is_no_traceback(tmp_path, value):
+    """A utility record whose accuracy was an integer (every record's: an int column, which
+    the failed runs' float chance level could not enter) or a list made `leaderboard`,
+    `report`, `site` and a resume print a traceback, exit 1 (CLI fuzz hunt). A non-number is
+    now quarantined by the record check; an integer is a number, averaged as a float."""
+    import json
+
+    from bench.leaderboard import utility_frame, utility_summary
+    from bench.store import load_records, record_problem
+
+    records = [json.loads(p.read_text()) for p in
+               sorted((ROOT / "results" / "defenses" / "records").glob("*.json"))]
+    util = [r for r in records if r.get("kind") == "utility" and r.get("metrics")]
+    for r in util:
+        r["metrics"]["accuracy"] = value
+    if not isinstance(value, int):
+        assert "'accuracy'" in record_problem(util[0], util[0]["cell_id"])
+        (tmp_path / "records").mkdir()
+        (tmp_path / "records" / f"{util[0]['cell_id']}.json").write_text(json.dumps(util[0]))
+        assert load_records(tmp_path) == []  # quarantined (one line on stderr)
+        return
+    assert record_problem(util[0], util[0]["cell_id"]) is None
+    frame = utility_frame(util)
+    dataset, arch = frame["dataset"].iloc[0], frame["arch"].iloc[0]
+    summary = utility_summary(frame, dataset, arch)
+    assert (summary["accuracy"].dropna() <= 1.0).all() and len(summary)

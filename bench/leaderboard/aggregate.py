@@ -226,6 +226,7 @@ def utility_summary(util: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame
 def _utility_rows(mine: pd.DataFrame) -> pd.DataFrame:
     """:func:`utility_summary` over the records of one dataset, arch and setting."""
     g = mine[mine["status"].isin(["ok", "diverged", *FAILED])].copy()
+    g["accuracy"] = g["accuracy"].astype(float)  # all integers (0 or 1): an int column
     chance = pd.to_numeric(mine["chance"], errors="coerce").dropna() if "chance" in mine \
         else pd.Series(dtype=float)
     failed = g["status"].isin(FAILED)
