@@ -85,6 +85,9 @@ def cmd_prior_curve(args: argparse.Namespace) -> int:
     problem = store_part_problem(out, f"--out {out}")  # samplers.json read as a record
     if problem:
         raise LeakbenchError(problem)
+    for name in ("samplers.json", "samplers.md", "samplers.png"):  # found after the sampling
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            raise LeakbenchError(f"--out {out}: a folder stands where {name} goes")
     params = {"size": args.size} if args.size else {}
     run_curve(args.dataset, params, out, args.samples, args.seed,
               ScoreSettings(steps=args.score_steps), inception=args.inception)

@@ -122,8 +122,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if kept and not foreign:
         warn(f"check: {out}'s check files are left as they were ({out / 'check.json'} is the "
              "reference the claims broke against); --accept writes this check's")
-    for name, text in texts.items():
-        if not (foreign or kept):
+    if not (foreign or kept):
+        for name in texts:  # all three or none: a folder at check.tex had been found after
+            if (out / name).is_dir() and not (out / name).is_symlink():  # check.md, .json
+                # had been rewritten
+                raise LeakbenchError(f"{out / name}: a folder stands where the check's "
+                                     f"{name} goes")
+        for name, text in texts.items():
             write_atomic(out / name, text)
     if args.format in ("markdown", "both"):
         sys.stdout.write(texts["check.md"])
