@@ -31,6 +31,7 @@ Nothing here downloads: a missing file makes the metric "n/a" with a one-line re
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from functools import lru_cache
@@ -126,6 +127,9 @@ def _lpips_model(net: str, file_key: tuple[str, int, int]) -> nn.Module:
         if source not in state:
             raise KeyError(f"{source} missing: not a torchvision {_BACKBONES[net][0]} state dict")
         mapped[key] = state[source]
+        if torch.is_floating_point(mapped[key]) and not torch.isfinite(mapped[key]).all():
+            # every distance would be NaN, and every cell's record refused (exit 0)
+            raise ValueError(f"{source} holds NaN or infinite values")
     model.net.load_state_dict(mapped, strict=True)
     model.eval().requires_grad_(False)
     return model
@@ -347,6 +351,10 @@ def perceptual_metrics(x01: torch.Tensor, recon01: torch.Tensor, matching: list[
     values = lpips_per_image(x01, recon01[torch.as_tensor(matching)], net, weights)
     if values is None:
         return {"lpips": None, "lpips_worst": None, "lpips_note": message}
+    if not all(math.isfinite(v) for v in values):  # the record, and the attack's result in
+        # it, had been refused as a whole
+        return {"lpips": None, "lpips_worst": None, "lpips_note": (
+            f"LPIPS n/a: the network gave a distance that is not a finite number ({message})")}
     return {"lpips": sum(values) / len(values), "lpips_worst": max(values),
             "lpips_note": None, "per_image_lpips": values, LPIPS_SCORING: {"net": net}}
 

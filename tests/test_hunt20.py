@@ -41,3 +41,47 @@ def test_prior_curve_refuses_a_folder_where_its_output_goes_before_it_samples(
     line = one_line(capsys, "prior-curve", "--samples", "2", "--score-steps", "1", "--out",
                     str(tmp_path / "c"))
     assert line.endswith(f"a folder stands where {name} goes"), line
+
+
+def _alexnet_file(path, value=None):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).features.state_dict()
+    if value is not None:
+        state["3.weight"][0, 0, 0, 0] = value
+    torch.save({f"features.{k}": v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_lpips_weights_that_are_not_finite_are_refused_before_the_run(tmp_path, capsys, value):
+    """Every distance was NaN, every cell's record refused as a whole (the attack's result
+    with it), and the run said "N error" and exited 0."""
+    import yaml
+
+    from helpers import TINY_SUITE
+
+    weights = _alexnet_file(tmp_path / "alexnet.pth", value)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SUITE, "perceptual": {"lpips_weights": str(weights)}}))
+    line = one_line(capsys, "run", str(path), "--out", str(tmp_path / "o"), "--jobs", "0")
+    assert line == (f"leakbench: error: perceptual.lpips_weights: {weights} could not be loaded "
+                    "(features.3.weight holds NaN or infinite values)")
+    assert not (tmp_path / "o" / "records").exists()
+
+
+def test_a_distance_that_is_not_finite_is_lpips_na_not_a_lost_record(tmp_path, monkeypatch):
+    """A NaN distance (finite weights can overflow) made the whole record unwritable."""
+    import torch
+
+    import bench.perceptual as perceptual
+
+    weights = _alexnet_file(tmp_path / "alexnet.pth")
+    monkeypatch.setattr(perceptual, "lpips_per_image", lambda *a, **k: [0.1, float("nan")])
+    x = torch.rand(2, 3, 16, 16)
+    out = perceptual.perceptual_metrics(x, x, [0, 1], {"lpips_weights": str(weights)})
+    assert out["lpips"] is None and out["lpips_worst"] is None
+    assert out["lpips_note"].startswith("LPIPS n/a: the network gave a distance that is not a "
+                                        "finite number"), out
