@@ -3,6 +3,7 @@ one table per kind of change) or CSV (every compared row and every cell change).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -50,6 +51,33 @@ def _cell_table(cells: list[CellChange]) -> str:
     table = [{"Cell": c.cell_id, "Row": c.label, "A": c.a_status or "—",
               "B": c.b_status or "—"} for c in cells]
     return pipe_table(table)
+
+
+SHOWN_VALUE_CHANGES = 30
+
+
+def _value_table(cells: list[CellChange]) -> str:
+    """The cells whose value changed with their status the same: per metric, a value that
+    appeared or went first, then the largest changes; at most :data:`SHOWN_VALUE_CHANGES`
+    (the count had named no cell, and a nightly run off in one cell could not tell which)."""
+    def size(c: CellChange) -> float:
+        if c.a_value is None or c.b_value is None:
+            return math.inf
+        return abs(c.b_value - c.a_value)
+
+    order = {m: i for i, m in enumerate(dict.fromkeys(c.metric for c in cells))}  # metric
+    ranked = sorted(cells, key=lambda c: (order[c.metric], -size(c), c.cell_id))  # by metric
+    table = []
+    for c in ranked[:SHOWN_VALUE_CHANGES]:
+        digits = get_metric(c.metric).digits if c.metric else 2
+        a, b = ("n/a" if v is None else fixed(v, digits) for v in (c.a_value, c.b_value))
+        delta = "—" if math.isinf(size(c)) else signed(c.b_value - c.a_value,  # type: ignore
+                                                       digits)
+        table.append({"Cell": c.cell_id, "Row": c.label, "Metric": c.metric, "A": a, "B": b,
+                      "Δ": delta})
+    more = len(ranked) - SHOWN_VALUE_CHANGES
+    note = f"\n\n… and {more} more (`--format csv` lists every one)" if more > 0 else ""
+    return pipe_table(table) + note
 
 
 def _means_differ(r: RowChange) -> bool:
@@ -109,7 +137,9 @@ def render_markdown(d: Diff) -> str:
                 (f"New rows (only in B; {d.metrics[0]})", _row_table, new_rows),
                 (f"Missing rows (only in A; {d.metrics[0]})", _row_table, missing_rows),
                 ("New cells (only in B)", _cell_table, d.cell_changes(NEW)),
-                ("Missing cells (only in A)", _cell_table, d.cell_changes(MISSING))]
+                ("Missing cells (only in A)", _cell_table, d.cell_changes(MISSING)),
+                ("Changed values, same status (per metric, largest first)", _value_table,
+                 d.cell_changes(VALUE))]
     for title, render, items in sections:
         if items:
             lines += ["", f"## {title}", "", render(items)]  # type: ignore[operator]

@@ -529,3 +529,27 @@ def test_common_compares_a_subset_run_on_its_own_cells(base, tmp_path, capsys):
     other = copy_records(LABELS, tmp_path / "c")  # another suite's cells: none in common
     assert main(["diff", str(a), str(other), "--common"]) == 2
     assert "share no cell" in capsys.readouterr().err
+
+
+def test_changed_values_are_named_largest_first_and_capped(base, tmp_path, capsys) -> None:
+    """The count of cells with a changed value named none of them: a nightly run off in one
+    cell could not tell which from its diff.md."""
+    from bench.diff_report import SHOWN_VALUE_CHANGES
+
+    records, _, _ = base
+    b = copy_records(QUICK, tmp_path / "b")
+    finished = sorted((r for r in records if r["status"] == "ok"
+                       and r["metrics"]["psnr"] < 90), key=lambda r: r["cell_id"])  # 100: the cap
+    moved = finished[:SHOWN_VALUE_CHANGES + 2]
+    for i, r in enumerate(moved):  # 0.01 dB to 0.32 dB: inside every interval
+        rewrite(b, r["cell_id"], lambda rec, i=i: set_metric(
+            rec, "psnr", rec["metrics"]["psnr"] + 0.01 * (i + 1)))
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0, err
+    assert f"- cells with a changed value, same status: {len(moved)}\n" in out
+    table = section(out, "Changed values, same status")
+    lines = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert len(lines) == SHOWN_VALUE_CHANGES
+    assert lines[0].startswith(f"| {moved[-1]['cell_id']} ") and "| +0.32 |" in lines[0]
+    assert lines[-1].startswith(f"| {moved[2]['cell_id']} ") and "| +0.03 |" in lines[-1]
+    assert "… and 2 more (`--format csv` lists every one)" in table
