@@ -45,6 +45,7 @@ from bench.prepare import prepare_attacks
 from bench.records import FAILURE_STATUSES, Outcome
 from bench.registry import LeakbenchError, warn
 from bench.resume import iter_plan, plan  # noqa: F401  (plan: kept importable from here)
+from bench.stages import NEVER_BEGAN
 from bench.store import (
     NEWER,
     PICTURES,
@@ -246,12 +247,24 @@ def _run_locked(suite: Suite, out_dir: Path, dev: torch.device,
         tasks = group_trials(todo, trials)
         if name != "ray":  # the workers this run starts: fewer than --jobs for fewer tasks
             warn_oversubscribed(jobs, threads, usable_cores(), len(tasks))
+        written: set[str] = set()
         for _, outcome in runner.run(tasks, options):
             stamp_parallelism(outcome, runner)
             _write(out_dir, outcome, summary)
+            written.add(outcome.record.cell_id)
             failures = sum(summary.counts[s] for s in FAILURE_STATUSES)
             bar.set_postfix(failed=failures, diverged=summary.counts["diverged"], refresh=False)
             bar.update(1)
+        lost = [c for c in todo if c.cell_id not in written]
+        if lost:  # an executor that returned without some cells: they had left no record,
+            # and the run had said all was done
+            warn(f"run: the {name} executor gave no outcome for {len(lost)} cell(s) (e.g. "
+                 f"{lost[0].cell_id}); each is recorded as an error that a resume runs again")
+        for cell in lost:  # no measurement: out of the tables, and run again by a resume
+            outcome = failure_outcome(cell, "error", f"{NEVER_BEGAN}no outcome came back from "
+                                      f"the {name} executor", options, 0.0, dev)
+            stamp_parallelism(outcome, runner)
+            _write(out_dir, outcome, summary)
     finally:
         if bar is not None:
             bar.close()

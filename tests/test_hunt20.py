@@ -85,3 +85,40 @@ def test_a_distance_that_is_not_finite_is_lpips_na_not_a_lost_record(tmp_path, m
     assert out["lpips"] is None and out["lpips_worst"] is None
     assert out["lpips_note"].startswith("LPIPS n/a: the network gave a distance that is not a "
                                         "finite number"), out
+
+
+def test_a_cell_its_executor_never_returned_is_recorded_and_run_again(tmp_path, capsys):
+    """A (plug-in) executor that returned without some cells' outcomes left no record of them,
+    and the run said all was done (exit 0): the nightly's diff --common and claims then never
+    saw the lost cell."""
+    import yaml
+
+    from bench.executors.base import EXECUTORS, register_executor
+    from bench.executors.inline import InlineExecutor
+    from bench.stages import never_began
+    from bench.store import load_records
+    from helpers import TINY_SUITE
+
+    class DropsTheLast(InlineExecutor):
+        def run(self, cells, options):
+            yield from super().run(list(cells)[:-1], options)
+
+    register_executor("drops-the-last")(DropsTheLast)
+    try:
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({**TINY_SUITE, "seeds": 2}))
+        out = tmp_path / "o"
+        code = main(["run", str(path), "--out", str(out), "--executor", "drops-the-last",
+                     "--trials", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "the drops-the-last executor gave no outcome for 1 cell(s)" in err
+        records = load_records(out)
+        assert len(records) == 2
+        lost = [r for r in records if r["status"] != "ok"]
+        assert len(lost) == 1 and never_began(lost[0]["error"]), lost
+        code = main(["run", str(path), "--out", str(out), "--jobs", "0", "--quiet"])
+        assert code == 0 and "1 ok, 1 already done" in capsys.readouterr().out  # run again
+        assert [r["status"] for r in load_records(out)] == ["ok", "ok"]
+    finally:
+        EXECUTORS.pop("drops-the-last", None)
