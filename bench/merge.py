@@ -174,6 +174,10 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
                                    f"{own_artifact(record['cell_id'], foreign)})")
             continue
         copies.append(Copy(folder, order, record))
+    if not any(p.is_file() for p in (folder / RECORDS).glob("*.json")) and not (
+            order == 0 and folder == report.out):  # a DIR given by mistake (an empty run's
+        report.problems.append(f"{folder}: its {RECORDS}/ holds no record: nothing merged "
+                               "from it")  # folder) had passed in silence
     return copies
 
 

@@ -122,3 +122,16 @@ def test_a_cell_its_executor_never_returned_is_recorded_and_run_again(tmp_path, 
         assert [r["status"] for r in load_records(out)] == ["ok", "ok"]
     finally:
         EXECUTORS.pop("drops-the-last", None)
+
+
+def test_merge_warns_of_a_store_that_holds_no_record(tmp_path, capsys):
+    """A DIR whose records/ is empty (the wrong folder, an empty run's) merged in silence."""
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    shutil.copytree(ROOT / "results" / "paper-dlg", tmp_path / "a")
+    assert main(["merge", str(tmp_path / "out"), str(tmp_path / "a"),
+                 str(tmp_path / "empty")]) == 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"leakbench: warning: {tmp_path / 'empty'}: its "
+                                        "records/ holds no record: nothing merged from it"]
+    assert main(["merge", str(tmp_path / "out"), str(tmp_path / "a")]) == 0  # OUT's own
+    assert capsys.readouterr().err == ""  # records are not a DIR's
