@@ -41,7 +41,7 @@ Below the bound the beam's ranking can still get a batch wrong on a trained mode
 record says when the batch returned is known right: ``certified`` when every block weight
 gradient lies in the span of the rows that batch gives its layer, to float32 rounding
 (``unexplained``, the largest share of a gradient's energy outside it, at most
-:data:`attacks.dager_certificate.CERTIFIED`), and each distinct sentence returned is needed
+:func:`attacks.dager_certificate.certified_share`), and each distinct sentence returned is needed
 for that. Where the ranked batch is not certified but a batch could be (every block weight
 gradient's energy beyond its B·L largest singular values is within the bound: no noise or
 pruning on the update beyond rounding), the same measure searches

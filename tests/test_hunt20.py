@@ -135,3 +135,43 @@ def test_merge_warns_of_a_store_that_holds_no_record(tmp_path, capsys):
                                         "records/ holds no record: nothing merged from it"]
     assert main(["merge", str(tmp_path / "out"), str(tmp_path / "a")]) == 0  # OUT's own
     assert capsys.readouterr().err == ""  # records are not a DIR's
+
+
+WRONG_BUT_EXPLAINING = """
+description: "a text-track hunt: dager certified a batch with two wrong sentences"
+seed: 100
+seeds: 2
+batch_size: [16]
+victim: ["trained:20"]
+datasets:
+  - pydoc: {task: classify, seq_len: 3, vocab_size: 300, classes: 4}
+archs:
+  - transformer: {width: 128, layers: 2, heads: 4}
+defenses: [none]
+attacks: [dager]
+"""
+
+
+def test_a_batch_with_wrong_sentences_is_not_certified_at_rounding_above_float32(tmp_path):
+    """DAGER's search swapped sentences until the batch left under 1e-10 of the update
+    unexplained, and certified one with 2 of 16 sentences wrong at 9.8e-11 (the true batch:
+    7e-15): the bound now scales with float32's rounding for the batch's rows."""
+    from attacks.dager_certificate import CERTIFIED, certificate, certified_share
+    from bench.pipeline import observe
+    from bench.suite import attack_cells, load_suite
+    from helpers import CPU
+
+    (tmp_path / "s.yaml").write_text(WRONG_BUT_EXPLAINING)
+    cell = list(attack_cells(load_suite(tmp_path / "s.yaml")))[1]
+    observed = observe(cell, CPU)
+    model = observed.obs.model
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    grads = dict(zip(names, observed.obs.update.tensors))
+    true = observed.x01.tolist()
+    assert [93, 1, 2] in true and [2, 1, 1] in true, true  # the hunt's batch (pydoc 3.11)
+    wrong = [{(93, 1, 2): [8, 3, 2], (2, 1, 1): [93, 1, 1]}.get(tuple(s), s) for s in true]
+    share, certified = certificate(model, grads, true, CPU)
+    assert certified and share < certified_share(48) / 100, share
+    share, certified = certificate(model, grads, wrong, CPU)
+    assert share > certified_share(48) and not certified  # the old bound, 1e-10, passed it
+    assert certified_share(48) < CERTIFIED / 5
