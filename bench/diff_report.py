@@ -25,7 +25,7 @@ from bench.leaderboard.export import exact_csv
 from bench.leaderboard.frames import SCENARIO, scenario_title
 from bench.leaderboard.uncertainty import Interval
 from bench.markdown import pipe_table
-from bench.metrics import fixed, get_metric
+from bench.metrics import METRICS, fixed, get_metric
 from bench.metrics.base import signed
 from bench.registry import LeakbenchError
 
@@ -69,7 +69,8 @@ def _value_table(cells: list[CellChange]) -> str:
     ranked = sorted(cells, key=lambda c: (order[c.metric], -size(c), c.cell_id))  # by metric
     table = []
     for c in ranked[:SHOWN_VALUE_CHANGES]:
-        digits = get_metric(c.metric).digits if c.metric else 2
+        digits = get_metric(c.metric).digits if c.metric in METRICS else 3  # a utility
+        # cell's accuracy or update cosine: no registered metric
         a, b = ("n/a" if v is None else fixed(v, digits) for v in (c.a_value, c.b_value))
         delta = "—" if math.isinf(size(c)) else signed(c.b_value - c.a_value,  # type: ignore
                                                        digits)

@@ -175,3 +175,19 @@ def test_a_batch_with_wrong_sentences_is_not_certified_at_rounding_above_float32
     share, certified = certificate(model, grads, wrong, CPU)
     assert share > certified_share(48) and not certified  # the old bound, 1e-10, passed it
     assert certified_share(48) < CERTIFIED / 5
+
+
+def test_diff_names_a_utility_cell_whose_accuracy_changed(tmp_path, capsys):
+    """The changed-values table looked up a utility cell's accuracy as a registered metric:
+    every diff of two utility runs that differ (another thread count) exited 2."""
+    import json
+
+    source = ROOT / "results" / "defenses" / "records"
+    shutil.copytree(source, tmp_path / "b" / "records")
+    utility = sorted(p for p in source.glob("*.json") if p.name.startswith("u"))[0]
+    record = json.loads(utility.read_text())
+    record["metrics"]["accuracy"] += 0.001
+    (tmp_path / "b" / "records" / utility.name).write_text(json.dumps(record))
+    assert main(["diff", str(source.parent), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert f"| {utility.stem} " in out and "| accuracy " in out and "| +0.001 |" in out, out
