@@ -191,3 +191,23 @@ def test_diff_names_a_utility_cell_whose_accuracy_changed(tmp_path, capsys):
     assert main(["diff", str(source.parent), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert f"| {utility.stem} " in out and "| accuracy " in out and "| +0.001 |" in out, out
+
+
+def test_a_one_logit_models_chance_level_is_one_half_after_an_empty_poisson_draw(tmp_path):
+    """DP-SGD's Poisson draw at batch 1 is empty about once in e: the chance level then came
+    from the dataset's 10 classes, not the model's one logit scored on parity (a diverged run
+    would be counted at 0.1)."""
+    import json
+
+    import yaml
+
+    suite = {"seed": 0, "seeds": 4, "batch_size": 1, "datasets": [{"digits": {"size": 8}}],
+             "archs": [{"fcn3": {"hidden1": 16, "hidden2": 8}}], "defenses": ["dpsgd"],
+             "attacks": [{"dlg": {"steps": 1}}],
+             "utility": {"steps": 3, "batch_size": 1, "lr": 0.1, "eval_size": 40}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    assert main(["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--jobs", "0",
+                 "--quiet", "--no-leaderboard"]) == 0
+    utility = [json.loads(p.read_text()) for p in (tmp_path / "o" / "records").glob("u*.json")]
+    assert len(utility) == 4
+    assert [r["metrics"]["chance"] for r in utility] == [0.5] * 4

@@ -297,8 +297,10 @@ def run_utility(cell: UtilityCell, device: torch.device) -> UtilityRecord:
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 diverged_at = step + 1
                 break
-        chance = _chance(model, x) if len(x) else (
-            1.0 / meta.num_classes if meta.num_classes > 1 else 0.5)
+        # the model's outputs, not the dataset's classes: a one-logit model is scored on
+        # parity (an empty last Poisson draw had been given 1/classes); the empty batch keeps
+        # an item's shape and dtype
+        chance = _chance(model, x if len(x) else x.new_zeros((1, *x.shape[1:])))
         if protocol:
             fields["utility_note"] = (f"{', '.join(protocol)}: protocol level, not applied in "
                                       "training (no utility cost by construction)")
