@@ -211,3 +211,25 @@ def test_a_one_logit_models_chance_level_is_one_half_after_an_empty_poisson_draw
     utility = [json.loads(p.read_text()) for p in (tmp_path / "o" / "records").glob("u*.json")]
     assert len(utility) == 4
     assert [r["metrics"]["chance"] for r in utility] == [0.5] * 4
+
+
+def test_the_text_defenses_table_shows_the_epsilon_dp_sgd_reports(tmp_path):
+    """The image Defenses tables had an ε column; the text ones none, DP-SGD's included."""
+    import json
+
+    from bench.leaderboard import records_frame
+    from bench.leaderboard.text_tables import text_tables
+    from bench.store import load_records
+
+    text = ROOT / "results" / "text"
+    dpsgd = next(json.loads(p.read_text()) for p in sorted((text / "records").glob("*.json"))
+                 if json.loads(p.read_text())["defense"][0]["name"] == "dpsgd")
+    epsilon = dpsgd["defense_info"]["epsilon"]
+    tables = [t for t in text_tables(records_frame(load_records(text)))
+              if t.title.startswith("Text defenses")]
+    assert tables
+    for table in tables:
+        rows = table.frame.set_index("Defense")["ε"]
+        assert rows["dpsgd(noise_multiplier=1)"] == f"{epsilon:.2f}"
+        assert rows["none"] == "–"
+        assert "ε: the differential-privacy budget" in table.note

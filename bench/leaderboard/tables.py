@@ -23,6 +23,7 @@ from bench.leaderboard.aggregate import (
     strongest_attacks,
     utility_summary,
 )
+from bench.leaderboard.epsilon import epsilon_cell, epsilon_column, epsilon_note
 from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.notes import missing_note
 from bench.leaderboard.uncertainty import format_rank
@@ -200,14 +201,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         best, us, front = utility_join(best, util, key, "psnr")
         has_utility = us is not None
         unstable = bool((best["n_ok"] < best["n"]).any())
-        # ε beside the numbers it belongs to: the utility run's own (q, T) where the table
-        # shows its accuracy, else the attack cells' configured (q, T); never a mix
-        if has_utility and best["utility_epsilon"].notna().any():
-            epsilon = best.set_index("defense")["utility_epsilon"].dropna()
-            eps_column = "ε (utility run)"
-        else:
-            epsilon = g.dropna(subset=["epsilon"]).groupby("defense")["epsilon"].first()
-            eps_column = "ε (configured)" if has_utility else "ε"
+        epsilon, eps_column = epsilon_column(best, g, has_utility)
         rows = []
         for _, r in best.iterrows():
             row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -220,8 +214,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
             row.update({"Success": f"{r['n_success']}/{r['n_attacked']}",
                         "Attacks tried": int(r["attacks"])})
             if len(epsilon):
-                eps = epsilon.get(r["defense"])
-                row[eps_column] = "–" if eps is None or pd.isna(eps) else format_value(eps, 2)
+                row[eps_column] = epsilon_cell(epsilon, r["defense"])
             if has_utility:
                 row.update(utility_cells(r, front))
             rows.append(row)
@@ -234,18 +227,7 @@ def defense_tables(df: pd.DataFrame, util: pd.DataFrame | None = None,
         if unstable:
             note += (f" {h.label} converged only: that attack's mean over finished seeds "
                      "alone, shown where a seed diverged or failed.")
-        if len(epsilon) and eps_column == "ε (utility run)":
-            note += (" ε (utility run): the differential-privacy budget at the defense's δ of "
-                     "the utility track's own training (sampling rate = its batch / the train "
-                     "split, steps = its steps; Opacus's accountant), beside its accuracy.")
-        elif len(epsilon):
-            note += (" ε: the differential-privacy budget at the defense's δ for its configured "
-                     "sampling rate and steps (Opacus's accountant), a whole training run's.")
-        dashed = {row["Defense"] for row in rows if row.get(eps_column) == "–"}
-        if "epsilon_note" in g:  # a defense shown "–" whose accountant said why: once each
-            why = g[g["epsilon"].isna() & g["epsilon_note"].notna() & g["defense"].isin(dashed)]
-            for defense, text in why.groupby("defense")["epsilon_note"].first().items():
-                note += f" No ε for {defense}: {str(text).rstrip('.')}."
+        note += epsilon_note(epsilon, eps_column, g, rows)
         if has_utility:
             note += utility_note(us, "PSNR")
         pics = [(f"figure: {scenario_title(key)}", plots[key])] if plots and key in plots \

@@ -17,6 +17,7 @@ from bench.leaderboard.aggregate import (
     scenario_summaries,
     strongest_attacks,
 )
+from bench.leaderboard.epsilon import epsilon_cell, epsilon_column, epsilon_note
 from bench.leaderboard.frames import scenario_title
 from bench.leaderboard.notes import missing_note
 from bench.leaderboard.tables import (
@@ -128,16 +129,21 @@ def attack_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: tuple = ()
-                 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
+def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: tuple = (),
+                 g: pd.DataFrame | None = None
+                 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None, str]:
     """One row per defense, by its strongest attack; with the utility track's columns where
     ``util`` holds runs of the scenario ``key``'s dataset and architecture (their summary is
-    returned beside the rows, None where there are none)."""
+    returned beside the rows, None where there are none), and ε where a defense of the
+    scenario's records ``g`` reports one (the note on it is returned last: the text tables
+    had shown no ε, DP-SGD's included)."""
     h = text_headline()
     best = rank_defenses(strongest_attacks(summary, h), h)
     unstable = bool((best["n_ok"] < best["n"]).any())
     shown = text_metrics(best)
     best, us, front = utility_join(best, util, key, h.name)
+    epsilon, eps_column = epsilon_column(best, pd.DataFrame() if g is None else g,
+                                         us is not None)
     rows = []
     for _, r in best.iterrows():
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -149,10 +155,13 @@ def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: t
                 row[f"{m.header()} converged only"] = _converged(h, r)
         row.update({"Success": f"{r['n_success']}/{r['n_attacked']}",
                     "Attacks tried": int(r["attacks"])})
+        if len(epsilon):
+            row[eps_column] = epsilon_cell(epsilon, r["defense"])
         if us is not None:
             row.update(utility_cells(r, front))
         rows.append(row)
-    return rows, us
+    return rows, us, epsilon_note(epsilon, eps_column, pd.DataFrame() if g is None else g,
+                                  rows)
 
 
 def md_token(token: str) -> str:
@@ -260,14 +269,14 @@ def text_tables(df: pd.DataFrame, util: pd.DataFrame | None = None) -> list[Tabl
         tables.append(Table(f"Text attacks · {title}", pd.DataFrame(attack_rows(summary)),
                             note=attack_note(columns, TEXT_FLOOR, f"Rank (by {h.label})")
                             + missing + converged + for_attacks))
-        rows, us = defense_rows(summary, util, key)
+        rows, us, eps_note = defense_rows(summary, util, key, g)
         tables.append(Table(f"Text defenses · {title}", pd.DataFrame(rows),
                             note=f"Ranked by the best mean {h.label} any attack reaches "
                                  "(lower is better), over every seed run (failures at their "
                                  "floor); n: its seeds; ± and the shared ranks as in the "
                                  "Text attacks table; the metrics and Success are that "
                                  "strongest attack's." + missing_note(strongest_attacks(summary, h))
-                                 + for_defenses
+                                 + for_defenses + eps_note
                                  + ("" if us is None else utility_note(us, h.label))))
         shown = scenario_sentences(g)
         sentences = sentence_rows(shown)
