@@ -379,3 +379,29 @@ def test_download_only_when_asked_and_its_failure_is_one_line(
         make("cifar10", root=str(tmp_path), download=True).load("train")
     assert len(calls) == 1 and calls[0].endswith("cifar-10-python.tar.gz")
     assert "download failed" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_imagefolder_split_and_class_folders_are_what_they_say(tmp_path: Path) -> None:
+    """A datasets hunt: train/ beside validation/ was read as two classes named after the
+    splits (each label its split), train/ alone as one class, a hidden .ipynb_checkpoints/
+    as class 0 (every real label shifted by one), and an empty folder as a class no image
+    could be drawn of."""
+    root = tmp_path / "split"
+    write_pngs(root / "train", {"cat": 3, "dog": 3}, side=8, seed=0)
+    write_pngs(root / "validation", {"cat": 1, "dog": 1}, side=8, seed=9)
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    ds = make("imagefolder", root=str(root), size=8)
+    assert ds.meta().classes == ("cat", "dog")
+    assert items(ds.load("train"))[1] == [0, 0, 0, 1, 1, 1]
+    assert items(ds.load("test"))[1] == [0, 1]
+    alone = tmp_path / "alone"
+    write_pngs(alone / "train", {"cat": 3}, side=8, seed=0)
+    with pytest.raises(DatasetNotFoundError, match=r"holds train/ but not train/ beside a "
+                                                   r"test/ \(or val/, valid/, validation/\)"):
+        make("imagefolder", root=str(alone), size=8).meta()
+    empty = tmp_path / "empty"
+    write_pngs(empty, {"cat": 3}, side=8, seed=0)
+    (empty / "dog").mkdir()
+    (empty / "dog" / "notes.txt").write_text("no image")
+    with pytest.raises(DatasetNotFoundError, match=r"class folder .*dog holds no image"):
+        make("imagefolder", root=str(empty), size=8).meta()

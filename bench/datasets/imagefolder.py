@@ -105,13 +105,33 @@ class _FolderWithClasses(torchvision.datasets.ImageFolder):
         return list(self._fixed), dict(self._fixed)
 
 
+TEST_FOLDERS = ("test", "val", "valid", "validation")
+"""The names of a split layout's test folder beside ``train/``, in the order looked for."""
+
+
 def _layout(root: Path) -> tuple[Path, Path | None]:
     """(folder of the train classes, folder of the test classes or None for one folder)."""
     train = root / "train"
-    for name in ("test", "val"):
+    for name in TEST_FOLDERS:
         if train.is_dir() and (root / name).is_dir():
             return train, root / name
     return root, None
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The class sub-folders of ``folder``, sorted as torchvision sorts them, hidden ones
+    (``.ipynb_checkpoints``, ``.git``) left out: they had been class 0, every real label
+    shifted by one."""
+    _, found = find_classes(folder)
+    return sorted(c for c in found if not c.startswith("."))
+
+
+def _holds_an_image(folder: Path) -> bool:
+    """Whether any file under ``folder`` is one the dataset reads (stops at the first)."""
+    for here, _, files in os.walk(folder, followlinks=True):
+        if any(_regular_image(os.path.join(here, f)) for f in files):
+            return True
+    return False
 
 
 def _crop(size: int) -> Any:
@@ -159,13 +179,27 @@ class ImageFolder(Dataset):
 
     def classes(self) -> list[str]:
         """The class names: the sub-folders of the train folder, sorted (torchvision's rule)."""
-        train, _ = _layout(self._root())
+        name, root = self.registry_name, self._root()
+        train, test = _layout(root)
         try:
-            classes, _ = find_classes(train)
-        except FileNotFoundError as err:
+            classes = _class_folders(train)
+        except FileNotFoundError:
+            classes = []
+        if not classes:
             raise DatasetNotFoundError(
-                f"{self.registry_name}: no class sub-folders in {train}: put each class's "
-                f"images in a sub-folder of its own (<class>/<image>.png|jpg)") from err
+                f"{name}: no class sub-folders in {train}: put each class's images in a "
+                f"sub-folder of its own (<class>/<image>.png|jpg)")
+        splits = sorted({"train", *TEST_FOLDERS} & set(classes))
+        if test is None and splits:  # a split folder read as a class: each label its split
+            raise DatasetNotFoundError(
+                f"{name}: {root} holds {', '.join(f'{c}/' for c in splits)} but not train/ "
+                f"beside a test/ (or {', '.join(f'{c}/' for c in TEST_FOLDERS[1:])}): give "
+                "both, or point root at a folder of class sub-folders")
+        empty = next((c for c in classes if not _holds_an_image(train / c)), None)
+        if empty is not None:  # a class no image can be drawn of, counted in the labels
+            raise DatasetNotFoundError(
+                f"{name}: class folder {train / empty} holds no image (files ending "
+                f"{', '.join(IMG_EXTENSIONS)}): remove it or add its images")
         return classes
 
     def meta(self) -> DatasetMeta:
