@@ -405,3 +405,34 @@ def test_imagefolder_split_and_class_folders_are_what_they_say(tmp_path: Path) -
     (empty / "dog" / "notes.txt").write_text("no image")
     with pytest.raises(DatasetNotFoundError, match=r"class folder .*dog holds no image"):
         make("imagefolder", root=str(empty), size=8).meta()
+
+
+def test_idx_gz_files_on_a_read_only_folder_or_truncated_say_so(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A datasets hunt: .gz files on a read-only mount were refused as "damaged files" (the
+    decompressed copy could not be written beside them), and a truncated archive left a
+    0-byte NAME.PID.tmp in the data folder on every run."""
+    import errno
+
+    write_mnist_like(tmp_path, "MNIST", gz=True)
+    raw = tmp_path / "MNIST" / "raw"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision_common, "open", read_only, raising=False)
+    with pytest.raises(DatasetNotFoundError, match=r"train-images-idx3-ubyte\.gz: its "
+                       r"decompressed copy cannot be written beside it \(Read-only file "
+                       r"system\): decompress the \.gz files there \(gunzip -k\)"):
+        make("mnist").load("train")
+    monkeypatch.undo()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    packed = raw / "train-images-idx3-ubyte.gz"
+    packed.write_bytes(packed.read_bytes()[:-40])  # truncated: gzip's EOFError
+    with pytest.raises(Exception):  # noqa: B017 - whatever the archive's error, no debris
+        make("mnist").load("train")
+    assert sorted(p.name for p in raw.iterdir() if p.suffix == ".tmp") == []

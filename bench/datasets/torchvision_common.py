@@ -17,6 +17,7 @@ as the :class:`bench.contracts.Dataset` contract asks.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -211,9 +212,20 @@ def gunzip_missing(raw: Path, files: Sequence[str]) -> None:
         if target.is_file() or not packed.is_file():
             continue
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-            dst.write(src.read())
-        os.replace(tmp, target)
+        try:
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise DatasetNotFoundError(  # it had read as "replace the damaged files"
+                f"{packed}: its decompressed copy cannot be written beside it "
+                f"({e.strerror}): decompress the .gz files there (gunzip -k), or copy the "
+                f"folder somewhere writable") from None
+        finally:  # a truncated archive had left a 0-byte NAME.PID.tmp in the data folder
+            if os.path.lexists(tmp):
+                tmp.unlink()
 
 
 class IdxDataset:
