@@ -91,14 +91,26 @@ MAX_TEXT_FILE_BYTES = 100_000_000
 
 
 def text_files(root: str) -> Iterator[Path]:
-    """The ``.txt`` files under ``root`` (``A.TXT`` too), as the walk finds them."""
-    return (f for f in expanded(root).rglob("*") if f.suffix.lower() == ".txt")
+    """The ``.txt`` files under ``root`` (``A.TXT`` too), as the walk finds them; none under a
+    hidden folder or hidden itself (``.ipynb_checkpoints/t-checkpoint.txt`` had been a topic
+    of its own)."""
+    top = expanded(root)
+    return (f for f in top.rglob("*") if f.suffix.lower() == ".txt"
+            and not any(part.startswith(".") for part in f.relative_to(top).parts))
 
 
-def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
+def line_sentences(text: str) -> list[str]:
+    """One sentence per line (Penn Treebank, WikiText's tokenised lines): each line of at
+    least :data:`MIN_WORDS` words, stripped; :func:`prose_sentences` would join lines without
+    final punctuation into one paragraph."""
+    return [line.strip() for line in text.splitlines() if len(line.split()) >= MIN_WORDS]
+
+
+def folder_sentences(root: str, lines: bool = False) -> tuple[tuple[str, str], ...]:
     """(topic, sentence) pairs of every ``*.txt`` under ``root``, files in path order; the
     topic is the file's path under ``root`` without ``.txt`` (``a/t`` and ``b/t`` are two
-    topics, not one ``t``). A byte-order mark is not text (it had become an [UNK] token)."""
+    topics, not one ``t``). A byte-order mark is not text (it had become an [UNK] token).
+    ``lines``: one sentence per line (:func:`line_sentences`), else prose."""
     top, files = expanded(root), sorted(text_files(root))
     for f in files:  # a FIFO blocked the read for ever (a folder or a dangling link raises)
         if f.exists() and not f.is_dir() and not f.is_file():
@@ -107,7 +119,7 @@ def folder_sentences(root: str) -> tuple[tuple[str, str], ...]:
             raise OSError(errno.EFBIG, f"larger than {MAX_TEXT_FILE_BYTES} bytes, more text "
                           "than a benchmark's sentences need: split it", str(f))
     return tuple((f.relative_to(top).with_suffix("").as_posix(), s) for f in files
-                 for s in prose_sentences(_utf8_text(f)))
+                 for s in (line_sentences if lines else prose_sentences)(_utf8_text(f)))
 
 
 def _utf8_text(path: Path) -> str:

@@ -436,3 +436,21 @@ def test_idx_gz_files_on_a_read_only_folder_or_truncated_say_so(tmp_path: Path,
     with pytest.raises(Exception):  # noqa: B017 - whatever the archive's error, no debris
         make("mnist").load("train")
     assert sorted(p.name for p in raw.iterdir() if p.suffix == ".tmp") == []
+
+
+def test_textfolder_reads_one_sentence_per_line_and_skips_hidden_folders(tmp_path: Path
+                                                                        ) -> None:
+    """A datasets hunt: a Penn Treebank-style file (lower case, no final stops) became one
+    paragraph, 500 lines two sentences, in silence; `lines: true` reads a sentence per line.
+    A notebook's .ipynb_checkpoints/*-checkpoint.txt had been a topic of its own."""
+    root = tmp_path / "ptb"
+    root.mkdir()
+    words = ["the", "market", "rose", "sharply", "after", "news", "of", "a", "merger"]
+    lines = [" ".join(words[(i + k) % len(words)] for k in range(6)) for i in range(40)]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "train-checkpoint.txt").write_text("\n".join(lines))
+    prose = make("textfolder", root=str(root)).corpus()
+    assert len(prose) == 1 and {t for t, _ in prose} == {"train"}  # one paragraph
+    per_line = make("textfolder", root=str(root), lines=True).corpus()
+    assert [s for _, s in per_line] == lines and {t for t, _ in per_line} == {"train"}
