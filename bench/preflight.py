@@ -6,6 +6,7 @@ the test split: :mod:`bench.public`)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -79,10 +80,18 @@ def _draws(cell: Any) -> tuple[int, str]:
         b = int(cell.batch_size)  # over the cell (a plug-in aggregate: its observed batch)
         n = max(b + sum(d.extra_items(b) for d in links), observed_batch(links, b))
         return n, "batch_size" if n == b else f"batch_size {b}, {n} through the defense {chain}"
+    from bench.contracts import Defense
+
     b = int(dict(getattr(cell, "config", ())).get("batch_size", 1))  # a utility step: each
-    n = max([b] + [d.extra_items(b) for d in links if d.level != "protocol"])  # draw alone
+    # a link with an accountant trains on Poisson batches of mean b: their mixed-in images
+    # are sized for 5 standard deviations above it (sized for b, a MixUp + DP-SGD run had
+    # failed at its first larger draw, and ranked at chance accuracy)
+    poisson = any(type(d).privacy_of_training is not Defense.privacy_of_training for d in links)
+    top = b + math.ceil(5 * math.sqrt(b)) if poisson else b
+    n = max([b] + [d.extra_items(top) for d in links if d.level != "protocol"])  # draw alone
+    sized = f" (Poisson batches up to {top})" if poisson and n > b else ""
     return n, ("utility.batch_size" if n == b
-               else f"utility.batch_size {b}, {n} through the defense {chain}")
+               else f"utility.batch_size {b}, {n} through the defense {chain}{sized}")
 
 
 def preflight_datasets(specs: Iterable[Spec], splits: Iterable[str] = ("train",),

@@ -233,3 +233,21 @@ def test_the_text_defenses_table_shows_the_epsilon_dp_sgd_reports(tmp_path):
         assert rows["dpsgd(noise_multiplier=1)"] == f"{epsilon:.2f}"
         assert rows["none"] == "–"
         assert "ε: the differential-privacy budget" in table.note
+
+
+def test_mixup_under_dp_sgd_is_sized_for_its_poisson_batches_before_the_run(tmp_path, capsys):
+    """The preflight sized MixUp's mixed-in images for the utility batch b; DP-SGD trains on
+    Poisson batches of mean b, and a larger draw found too few distinct images: both seeds
+    error records, counted at chance accuracy, the chain starred on the Pareto front."""
+    import yaml
+
+    suite = {"seed": 0, "seeds": 1, "batch_size": 1, "datasets": [{"digits": {"size": 8}}],
+             "archs": [{"mlp": {"hidden": 8}}], "defenses": [{"chain": ["mixup", "dpsgd"]}],
+             "attacks": [{"dlg": {"steps": 1}}],
+             "utility": {"steps": 5, "batch_size": 470, "lr": 0.1, "eval_size": 40}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    line = one_line(capsys, "run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"),
+                    "--jobs", "0")
+    assert line.endswith("fewer than the 1737 a cell draws at once (utility.batch_size 470, "
+                         "1737 through the defense mixup+dpsgd (Poisson batches up to 579)): "
+                         "lower it or give the dataset more items"), line
