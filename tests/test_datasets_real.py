@@ -399,6 +399,10 @@ def test_imagefolder_split_and_class_folders_are_what_they_say(tmp_path: Path) -
     with pytest.raises(DatasetNotFoundError, match=r"holds train/ but not train/ beside a "
                                                    r"test/ \(or val/, valid/, validation/\)"):
         make("imagefolder", root=str(alone), size=8).meta()
+    voc = tmp_path / "voc"  # a class named train beside others is a class
+    write_pngs(voc, {"aeroplane": 5, "bus": 5, "train": 5}, side=8, seed=0)
+    assert make("imagefolder", root=str(voc), size=8).meta().classes == (
+        "aeroplane", "bus", "train")
     empty = tmp_path / "empty"
     write_pngs(empty, {"cat": 3}, side=8, seed=0)
     (empty / "dog").mkdir()

@@ -189,10 +189,11 @@ class ImageFolder(Dataset):
             raise DatasetNotFoundError(
                 f"{name}: no class sub-folders in {train}: put each class's images in a "
                 f"sub-folder of its own (<class>/<image>.png|jpg)")
-        splits = sorted({"train", *TEST_FOLDERS} & set(classes))
-        if test is None and splits:  # a split folder read as a class: each label its split
+        if test is None and set(classes) <= {"train", *TEST_FOLDERS}:  # split folders read
+            # as classes, each label its split (a class named "train" beside others, as in
+            # PASCAL VOC, is a class)
             raise DatasetNotFoundError(
-                f"{name}: {root} holds {', '.join(f'{c}/' for c in splits)} but not train/ "
+                f"{name}: {root} holds {', '.join(f'{c}/' for c in classes)} but not train/ "
                 f"beside a test/ (or {', '.join(f'{c}/' for c in TEST_FOLDERS[1:])}): give "
                 "both, or point root at a folder of class sub-folders")
         empty = next((c for c in classes if not _holds_an_image(train / c)), None)
