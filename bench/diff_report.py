@@ -59,25 +59,34 @@ SHOWN_VALUE_CHANGES = 30
 def _value_table(cells: list[CellChange]) -> str:
     """The cells whose value changed with their status the same: per metric, a value that
     appeared or went first, then the largest changes; at most :data:`SHOWN_VALUE_CHANGES`
-    (the count had named no cell, and a nightly run off in one cell could not tell which)."""
+    of each metric (the count had named no cell, and a nightly run off in one cell could not
+    tell which). A change too small for the metric's decimals shows its Δ as ``+1.2e-12``."""
     def size(c: CellChange) -> float:
         if c.a_value is None or c.b_value is None:
             return math.inf
         return abs(c.b_value - c.a_value)
 
-    order = {m: i for i, m in enumerate(dict.fromkeys(c.metric for c in cells))}  # metric
-    ranked = sorted(cells, key=lambda c: (order[c.metric], -size(c), c.cell_id))  # by metric
-    table = []
-    for c in ranked[:SHOWN_VALUE_CHANGES]:
-        digits = get_metric(c.metric).digits if c.metric in METRICS else 3  # a utility
-        # cell's accuracy or update cosine: no registered metric
-        a, b = ("n/a" if v is None else fixed(v, digits) for v in (c.a_value, c.b_value))
-        delta = "—" if math.isinf(size(c)) else signed(c.b_value - c.a_value,  # type: ignore
-                                                       digits)
-        table.append({"Cell": c.cell_id, "Row": c.label, "Metric": c.metric, "A": a, "B": b,
-                      "Δ": delta})
-    more = len(ranked) - SHOWN_VALUE_CHANGES
-    note = f"\n\n… and {more} more (`--format csv` lists every one)" if more > 0 else ""
+    by_metric: dict[str | None, list[CellChange]] = {}
+    for c in cells:
+        by_metric.setdefault(c.metric, []).append(c)
+    table, left = [], []
+    for metric, changed in by_metric.items():
+        ranked = sorted(changed, key=lambda c: (-size(c), c.cell_id))
+        digits = get_metric(metric).digits if metric in METRICS else 3  # a utility cell's
+        # accuracy or update cosine: no registered metric
+        for c in ranked[:SHOWN_VALUE_CHANGES]:
+            a, b = ("n/a" if v is None else fixed(v, digits) for v in (c.a_value, c.b_value))
+            delta = "—"
+            if not math.isinf(size(c)):
+                change = c.b_value - c.a_value  # type: ignore[operator]
+                delta = signed(change, digits)
+                if not delta.strip("+-0."):  # it had read "+0.00": A and B alike
+                    delta = f"{change:+.1e}"
+            table.append({"Cell": c.cell_id, "Row": c.label, "Metric": metric, "A": a,
+                          "B": b, "Δ": delta})
+        if len(ranked) > SHOWN_VALUE_CHANGES:
+            left.append(f"{len(ranked) - SHOWN_VALUE_CHANGES} more of {metric}")
+    note = f"\n\n… and {', '.join(left)} (`--format csv` lists every one)" if left else ""
     return pipe_table(table) + note
 
 

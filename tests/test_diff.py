@@ -552,4 +552,19 @@ def test_changed_values_are_named_largest_first_and_capped(base, tmp_path, capsy
     assert len(lines) == SHOWN_VALUE_CHANGES
     assert lines[0].startswith(f"| {moved[-1]['cell_id']} ") and "| +0.32 |" in lines[0]
     assert lines[-1].startswith(f"| {moved[2]['cell_id']} ") and "| +0.03 |" in lines[-1]
-    assert "… and 2 more (`--format csv` lists every one)" in table
+    assert "… and 2 more of psnr (`--format csv` lists every one)" in table
+
+
+def test_a_change_below_the_metrics_decimals_shows_its_size(base, tmp_path, capsys) -> None:
+    """A 1e-9 dB change read "A 23.41 | B 23.41 | Δ +0.00": listed, yet alike on both sides."""
+    records, _, _ = base
+    b = copy_records(QUICK, tmp_path / "b")
+    cell = next(r for r in sorted(records, key=lambda r: r["cell_id"])
+                if r["status"] == "ok" and r["metrics"]["psnr"] < 90)
+    rewrite(b, cell["cell_id"], lambda rec: set_metric(rec, "psnr",
+                                                        rec["metrics"]["psnr"] + 1e-9))
+    code, out, err = run(str(QUICK), str(b), capsys=capsys)
+    assert code == 0, err
+    line = next(x for x in section(out, "Changed values").splitlines()
+                if x.startswith(f"| {cell['cell_id']} "))
+    assert line.rstrip(" |").endswith("+1.0e-09"), line
