@@ -32,13 +32,19 @@ summary and listed in the CSV (a re-run on another CPU changes them all; the row
 that matters): an attack cell's on the chosen metrics, a utility cell's on its test accuracy
 and update cosine.
 
+**Utility rows** are each defense's test accuracy after the utility track's training, per
+dataset and architecture (one training setting, chosen as the tables choose it), with its
+95% t-interval over the seeds (diverged and failed runs at chance, as the Defenses tables
+count them), judged as the attack rows are, higher being better: an accuracy that collapsed
+is a regression (it had been a list of changed cells, exit 0).
+
 Suites are not part of the key: a folder is compared as the leaderboard shows it. A suite in
 one folder only contributes new or missing cells and rows, and the summary names it. Both
 folders are only read: a damaged record is named in a warning and left in place, never
-quarantined (:func:`bench.store.load_records` with ``quarantine=False``). The exit status is
-1 when any row regressed or any cell that finished (``ok``) in A failed (``error``,
-``timeout``) in B, else 0; bad input (a missing folder, no records, an unknown or pooled
-metric) is a :class:`~bench.registry.LeakbenchError` (one line, exit 2).
+quarantined (:func:`bench.store.load_records` with ``quarantine=False``). The exit status
+is 1 when any row (attack or utility) regressed or any cell that finished (``ok``) in A
+failed (``error``, ``timeout``) in B, else 0; bad input (a missing folder, no records, an
+unknown or pooled metric) is a :class:`~bench.registry.LeakbenchError` (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from bench.diff_verdicts import (
     finished_verdict,
     judge,
 )
-from bench.leaderboard.aggregate import headline, interval
+from bench.leaderboard.aggregate import headline, interval, utility_summary
 from bench.leaderboard.export import aggregate_frame
 from bench.leaderboard.frames import (
     SCENARIO,
@@ -68,6 +74,7 @@ from bench.leaderboard.frames import (
     row_label,
     scenario_title,
     scenarios,
+    utility_frame,
 )
 from bench.leaderboard.text_tables import modality_headline
 from bench.leaderboard.uncertainty import Interval
@@ -79,6 +86,8 @@ from bench.store import RECORDS, load_records
 
 ROW = [*SCENARIO, "defense", "attack"]
 UTILITY_VALUES = ("accuracy", "update_cosine")  # what a utility cell's value change is on
+UTILITY_ROW = ["dataset", "arch", "setting", "defense"]  # a utility row's key
+UTILITY_METRIC = "accuracy"  # what a utility row is judged on (higher is better)
 NOT_APPLICABLE = "metric n/a"  # the metric has no value in the row on either side
 NEW, MISSING, STATUS, VALUE = "new", "missing", "status changed", "value changed"
 FORMATS = ("markdown", "csv")
@@ -129,6 +138,7 @@ class Diff:
     suites_a: list[str] = field(default_factory=list)
     suites_b: list[str] = field(default_factory=list)
     common: int | None = None  # the cells compared, under ``common``: those in both folders
+    utility: list[RowChange] = field(default_factory=list)  # keyed UTILITY_ROW, on accuracy
 
     def row_changes(self, change: str) -> list[RowChange]:
         return [r for r in self.rows if r.change == change]
@@ -141,10 +151,15 @@ class Diff:
         return [c for c in self.cell_changes(STATUS)
                 if c.a_status == "ok" and c.b_status in FAILURE_STATUSES]
 
+    def utility_changes(self, change: str) -> list[RowChange]:
+        return [r for r in self.utility if r.change == change]
+
     @property
     def regressed(self) -> bool:
-        """A row regressed, or a cell that finished in A failed in B (exit status 1)."""
-        return any(r.change == REGRESSION for r in self.rows) or bool(self.stopped_finishing())
+        """A row regressed (an attack row, or a defense's utility accuracy), or a cell that
+        finished in A failed in B (exit status 1)."""
+        return any(r.change == REGRESSION for r in (*self.rows, *self.utility)) or \
+            bool(self.stopped_finishing())
 
 
 def read_folder(folder: Path, side: str) -> list[dict[str, Any]]:
@@ -174,6 +189,24 @@ def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
     for _, r in agg.iterrows():
         key = tuple(r[c] for c in ROW)
         rows[key] = (r, modality.get(key[:len(SCENARIO)], "image"))
+    return rows
+
+
+def _utility_rows(records: list[dict[str, Any]]) -> dict[tuple, Interval]:
+    """Each defense's test accuracy after the utility track's training, per dataset and
+    architecture (its setting chosen as the tables choose it), with its 95% t-interval over
+    the seeds, diverged and failed runs at chance, as :func:`utility_summary` computes it."""
+    util = utility_frame(records)
+    rows: dict[tuple, Interval] = {}
+    for dataset, arch in sorted(set(zip(util["dataset"], util["arch"]))):
+        summary = utility_summary(util, dataset, arch)
+        setting = summary.attrs.get("utility_setting")
+        for _, r in summary.iterrows():
+            low, high = (None if pd.isna(r[c]) else float(r[c])
+                         for c in ("accuracy_ci_low", "accuracy_ci_high"))
+            mean = None if pd.isna(r["accuracy"]) else float(r["accuracy"])
+            rows[(dataset, arch, setting, r["defense"])] = Interval(mean, low, high,
+                                                                    int(r["accuracy_n"]))
     return rows
 
 
@@ -299,5 +332,10 @@ def diff(a: Path, b: Path, metrics: list[str] | None = None, common: bool = Fals
                suites_a=sorted({r["suite"] for r in rec_a}),
                suites_b=sorted({r["suite"] for r in rec_b}))
     out.cells = _cells(rec_a, rec_b, [m.name for m in chosen] if chosen else None, labels)
+    util_a, util_b = _utility_rows(rec_a), _utility_rows(rec_b)  # a utility regression had
+    for key in sorted(util_a.keys() | util_b.keys(), key=str):  # been a listed cell, exit 0
+        ia, ib = util_a.get(key), util_b.get(key)
+        change = NEW if ia is None else MISSING if ib is None else judge(ia, ib, True)
+        out.utility.append(RowChange(key, UTILITY_METRIC, change, ia, ib))
     out.common = len(rec_a) if common else None
     return out

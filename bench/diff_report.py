@@ -15,6 +15,7 @@ from bench.diff import (
     NOT_APPLICABLE,
     ROW,
     STATUS,
+    UTILITY_ROW,
     VALUE,
     CellChange,
     Diff,
@@ -90,6 +91,14 @@ def _value_table(cells: list[CellChange]) -> str:
     return pipe_table(table) + note
 
 
+def _utility_table(rows: list[RowChange]) -> str:
+    """Utility rows: a defense's test accuracy per dataset, architecture and setting."""
+    table = [{"Dataset": r.key[0], "Arch": r.key[1], "Setting": r.key[2] or "—",
+              "Defense": r.key[3], "A": _fmt_iv(r.a, 3), "B": _fmt_iv(r.b, 3),
+              "Δ mean": "—" if r.delta is None else signed(r.delta, 3)} for r in rows]
+    return pipe_table(table)
+
+
 def _means_differ(r: RowChange) -> bool:
     """Whether a row's means differ as shown (a 1e-9 change printed as "+0.00" had been
     listed as differing, with the same text on both sides)."""
@@ -132,6 +141,12 @@ def render_markdown(d: Diff) -> str:
               ("cells with a changed value, same status",
                len({c.cell_id for c in d.cell_changes(VALUE)}))]
     lines += [f"- {name}: {n}" for name, n in counts]
+    if d.utility:  # a defense's accuracy after the utility track's training, judged alike
+        lines.append("- utility rows (test accuracy; higher is better): " + ", ".join(
+            f"{len(d.utility_changes(c))} {name}" for c, name in (
+                (REGRESSION, "regressions"), (IMPROVEMENT, "improvements"),
+                (UNCHANGED, "unchanged"), (UNJUDGED, "not judged"), (NEW, "new"),
+                (MISSING, "missing"))))
     if d.common is not None:
         lines.append(f"- compared on the {d.common} cells found in both folders (--common); "
                      "the others left out")
@@ -142,6 +157,10 @@ def render_markdown(d: Diff) -> str:
                      f"{', '.join(only_b) or 'none'}")
     sections = [("Regressions", _row_table, d.row_changes(REGRESSION)),
                 ("Improvements", _row_table, d.row_changes(IMPROVEMENT)),
+                ("Utility regressions (test accuracy)", _utility_table,
+                 d.utility_changes(REGRESSION)),
+                ("Utility improvements (test accuracy)", _utility_table,
+                 d.utility_changes(IMPROVEMENT)),
                 ("Not judged, means differ (a side has n < 2)", _row_table, unjudged),
                 ("Status changes", _cell_table, d.cell_changes(STATUS)),
                 (f"New rows (only in B; {d.metrics[0]})", _row_table, new_rows),
@@ -154,7 +173,7 @@ def render_markdown(d: Diff) -> str:
         if items:
             lines += ["", f"## {title}", "", render(items)]  # type: ignore[operator]
     verdict = "no regressions"
-    if d.row_changes(REGRESSION):
+    if d.row_changes(REGRESSION) or d.utility_changes(REGRESSION):
         verdict = "regressions found"
     elif d.regressed:  # only cells that stopped finishing
         verdict = (f"regressions found: {len(d.stopped_finishing())} cell(s) that finished in "
@@ -165,7 +184,7 @@ def render_markdown(d: Diff) -> str:
 
 CSV_COLUMNS = ["kind", "change", "metric", *SCENARIO, "defense", "attack", "a_mean", "a_ci_low",
                "a_ci_high", "a_n", "b_mean", "b_ci_low", "b_ci_high", "b_n", "delta", "cell_id",
-               "row", "a_status", "b_status", "a_value", "b_value"]
+               "row", "a_status", "b_status", "a_value", "b_value", "setting"]
 
 
 def render_csv(d: Diff) -> str:
@@ -175,6 +194,14 @@ def render_csv(d: Diff) -> str:
     for r in d.rows:
         row: dict[str, Any] = {"kind": "row", "change": r.change, "metric": r.metric,
                                **dict(zip(ROW, r.key)), "delta": r.delta}
+        for side, iv in (("a", r.a), ("b", r.b)):
+            if iv is not None:
+                row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,
+                            f"{side}_ci_high": iv.high, f"{side}_n": iv.n})
+        rows.append(row)
+    for r in d.utility:  # a defense's utility accuracy: dataset, arch, setting, defense
+        row = {"kind": "utility row", "change": r.change, "metric": r.metric,
+               **dict(zip(UTILITY_ROW, r.key)), "delta": r.delta}
         for side, iv in (("a", r.a), ("b", r.b)):
             if iv is not None:
                 row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,

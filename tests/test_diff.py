@@ -568,3 +568,31 @@ def test_a_change_below_the_metrics_decimals_shows_its_size(base, tmp_path, caps
     line = next(x for x in section(out, "Changed values").splitlines()
                 if x.startswith(f"| {cell['cell_id']} "))
     assert line.rstrip(" |").endswith("+1.0e-09"), line
+
+
+def test_a_defenses_utility_accuracy_that_collapsed_is_a_regression(tmp_path, capsys) -> None:
+    """A utility hunt: every seed of a defense's utility run at chance accuracy was a list
+    of changed cells, and diff said "no regressions", exit 0."""
+    defenses = ROOT / "results" / "defenses"
+    b = copy_records(defenses, tmp_path / "b")
+    utility = [r for r in load_records(defenses) if r.get("kind") == "utility"
+               and r["status"] == "ok" and r["defense_label"] == "none"]
+    scenario = (utility[0]["dataset_label"], utility[0]["arch_label"])
+    collapsed = [r for r in utility if (r["dataset_label"], r["arch_label"]) == scenario]
+    assert len(collapsed) >= 2
+    for i, r in enumerate(collapsed):  # a little spread: an interval, far below A's
+        rewrite(b, r["cell_id"], lambda rec, i=i: rec["metrics"].update(
+            accuracy=rec["metrics"]["chance"] + 0.001 * i))
+    code, out, err = run(str(defenses), str(b), capsys=capsys)
+    assert code == 1, err
+    assert "- utility rows (test accuracy; higher is better): 1 regressions, 0 improvements" \
+        in out
+    table = section(out, "Utility regressions (test accuracy)")
+    lines = [x for x in table.splitlines() if x.startswith("| ")][1:]
+    assert len(lines) == 1 and f"| {scenario[0]} " in lines[0] and "| none " in lines[0]
+    assert out.rstrip().endswith("Result: regressions found.")
+    code, out, _ = run(str(defenses), str(b), "--format", "csv", capsys=capsys)
+    table = pd.read_csv(io.StringIO(out))
+    rows = table[table["kind"] == "utility row"]
+    assert list(rows[rows["change"] == "regression"]["defense"]) == ["none"]
+    assert rows["setting"].notna().all()
