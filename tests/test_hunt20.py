@@ -253,3 +253,17 @@ def test_mixup_under_dp_sgd_is_sized_for_its_poisson_batches_before_the_run(tmp_
     assert line.endswith("fewer than the 1737 a cell draws at once (utility.batch_size 470, "
                          "1737 through the defense mixup+dpsgd (Poisson batches up to 579)): "
                          "lower it or give the dataset more items"), line
+
+
+def test_a_blank_utility_key_is_refused_as_a_blank_perceptual_key_is(tmp_path, capsys):
+    """`utility:` with its settings commented out turned the track off in silence, while
+    `perceptual:` blank was refused."""
+    from helpers import TINY_SUITE
+
+    (tmp_path / "s.yaml").write_text(
+        "\n".join(f"{k}: {v!r}".replace("'", '"') for k, v in TINY_SUITE.items())
+        + "\nutility:\n  # steps: 300\n")
+    line = one_line(capsys, "run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"),
+                    "--dry-run")
+    assert line.endswith("utility: null turns the utility track off, as leaving the key out "
+                         "does; give a mapping ({} for its defaults) or remove the key"), line

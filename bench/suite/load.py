@@ -143,6 +143,10 @@ def _parse_suite(raw: Any, default_name: str, source: str) -> Suite:
         _check_victim(v)
     victims = no_repeats(victims, "victim")
     budget = _settings(raw, "budget", BUDGET_PARAMS, of="caps")
+    if "utility" in raw and raw["utility"] is None:  # `utility:` with its settings all
+        # commented out had turned the track off in silence
+        raise SuiteError("utility: null turns the utility track off, as leaving the key out "
+                         "does; give a mapping ({} for its defaults) or remove the key")
     utility = None if raw.get("utility") is None else _settings(raw, "utility", UTILITY_PARAMS)
     if utility is not None and utility["lr"] == 0:  # an untrained model's accuracy, "ok"
         raise SuiteError("utility.lr: 0 never moves the model, so no defense costs anything; "
