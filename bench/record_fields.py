@@ -95,9 +95,17 @@ def nested_problem(d: dict[str, Any]) -> str | None:
               *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
                 for k in ("grad_evals", "iterations", "seconds")),
               *((key, value, _NUMBER) for key, value in _counts(d).items())]
+    privacy = (d.get("metrics") or {}).get("privacy") if d.get("kind") == "utility" else None
+    epsilons = [("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon")),
+                ("metrics.privacy.epsilon",
+                 privacy.get("epsilon") if isinstance(privacy, dict) else None)]
+    checks += [(where, eps, _NUMBER) for where, eps in epsilons[1:]]
     for where, value, want in checks:
         if not _kind_of(value, want):
             return f"field {where!r} is not {want}"
+    for where, eps in epsilons:  # -5 had been shown as ε -5.00
+        if eps is not None and not eps >= 0:
+            return f"field {where!r} is {eps!r}: a privacy budget ε is 0 or more"
     for point in d.get("curve") or []:
         if not isinstance(point, dict) or not all(
                 point.get(k) is not None and _kind_of(point[k], _NUMBER)

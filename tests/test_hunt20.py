@@ -267,3 +267,29 @@ def test_a_blank_utility_key_is_refused_as_a_blank_perceptual_key_is(tmp_path, c
                     "--dry-run")
     assert line.endswith("utility: null turns the utility track off, as leaving the key out "
                          "does; give a mapping ({} for its defaults) or remove the key"), line
+
+
+@pytest.mark.parametrize("where", ["utility", "attack"])
+@pytest.mark.parametrize("value", [-5, "abc"])
+def test_a_records_epsilon_below_zero_or_not_a_number_is_refused(where, value):
+    """A hand-edited ε of -5 was shown as "-5.00" in the Defenses tables, and "abc" was
+    taken as it was (utility hunt)."""
+    import json
+
+    from bench.store import record_problem
+
+    records = [json.loads(p.read_text()) for p in
+               sorted((ROOT / "results" / "defenses" / "records").glob("*.json"))]
+    if where == "utility":
+        r = next(r for r in records if r.get("kind") == "utility"
+                 and ((r.get("metrics") or {}).get("privacy") or {}).get("epsilon") is not None)
+        assert record_problem(r, r["cell_id"]) is None
+        r["metrics"]["privacy"]["epsilon"] = value
+        field = "metrics.privacy.epsilon"
+    else:
+        r = next(r for r in records if r.get("kind", "attack") == "attack"
+                 and (r.get("defense_info") or {}).get("epsilon") is not None)
+        assert record_problem(r, r["cell_id"]) is None
+        r["defense_info"]["epsilon"] = value
+        field = "defense_info.epsilon"
+    assert f"field '{field}'" in (record_problem(r, r["cell_id"]) or "")
