@@ -140,7 +140,8 @@ def test_an_image_of_no_known_range_is_one_line_naming_it(mode, tmp_path, capsys
 def test_a_folder_of_gifs_names_the_extensions_read(tmp_path, capsys):
     save_twice(Image.new("RGB", (8, 8)), tmp_path / "d" / "a", "gif")
     line = one_line(capsys, *run_args(tmp_path, image_suite(tmp_path, tmp_path / "d")))
-    assert "no train images" in line and ".png" in line and ".jpg" in line
+    assert "holds no image" in line and ".png" in line and ".jpg" in line  # the class
+    assert ".gif, are not read" in line  # folder's check (7931fb0) comes first now
 
 
 # --- 3. extreme aspect ------------------------------------------------------------------------

@@ -199,8 +199,9 @@ class ImageFolder(Dataset):
         empty = next((c for c in classes if not _holds_an_image(train / c)), None)
         if empty is not None:  # a class no image can be drawn of, counted in the labels
             raise DatasetNotFoundError(
-                f"{name}: class folder {train / empty} holds no image (files ending "
-                f"{', '.join(IMG_EXTENSIONS)}): remove it or add its images")
+                f"{name}: class folder {train / empty} holds no image (images are the files "
+                f"ending {', '.join(IMG_EXTENSIONS)}; others, such as .gif, are not read): "
+                "remove it or add its images")
         return classes
 
     def meta(self) -> DatasetMeta:
