@@ -33,7 +33,7 @@ that matters): an attack cell's on the chosen metrics, a utility cell's on its t
 and update cosine.
 
 **Utility rows** are each defense's test accuracy after the utility track's training, per
-dataset and architecture (one training setting, chosen as the tables choose it), with its
+dataset, architecture and training setting (every setting, where the tables show one), with its
 95% t-interval over the seeds (diverged and failed runs at chance, as the Defenses tables
 count them), judged as the attack rows are, higher being better: an accuracy that collapsed
 is a regression (it had been a list of changed cells, exit 0).
@@ -193,14 +193,17 @@ def _rows(records: list[dict[str, Any]], labels: dict[str, str] | None = None
 
 
 def _utility_rows(records: list[dict[str, Any]]) -> dict[tuple, Interval]:
-    """Each defense's test accuracy after the utility track's training, per dataset and
-    architecture (its setting chosen as the tables choose it), with its 95% t-interval over
+    """Each defense's test accuracy after the utility track's training, per dataset,
+    architecture and training setting, with its 95% t-interval over
     the seeds, diverged and failed runs at chance, as :func:`utility_summary` computes it."""
     util = utility_frame(records)
+    util["setting"] = util["setting"].fillna("")
     rows: dict[tuple, Interval] = {}
-    for dataset, arch in sorted(set(zip(util["dataset"], util["arch"]))):
-        summary = utility_summary(util, dataset, arch)
-        setting = summary.attrs.get("utility_setting")
+    for dataset, arch, setting in sorted(set(zip(util["dataset"], util["arch"],
+                                                 util["setting"]))):
+        # every setting (the tables show one each; a folder with more records of another
+        # had left the rows of the first new and missing, unjudged)
+        summary = utility_summary(util[util["setting"] == setting], dataset, arch)
         for _, r in summary.iterrows():
             low, high = (None if pd.isna(r[c]) else float(r[c])
                          for c in ("accuracy_ci_low", "accuracy_ci_high"))

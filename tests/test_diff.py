@@ -596,3 +596,21 @@ def test_a_defenses_utility_accuracy_that_collapsed_is_a_regression(tmp_path, ca
     rows = table[table["kind"] == "utility row"]
     assert list(rows[rows["change"] == "regression"]["defense"]) == ["none"]
     assert rows["setting"].notna().all()
+    # B holding more runs of another setting (the one its tables then show) had left A's
+    # setting's rows missing and B's new, the collapse unjudged, exit 0 (review)
+    import copy
+    import hashlib
+
+    for r in [r for r in load_records(defenses) if r.get("kind") == "utility"]:
+        for extra in range(2):
+            x = copy.deepcopy(r)
+            x["utility"] = {**x["utility"], "steps": 7}
+            x["cell_id"] = "u" + hashlib.sha256(f"{r['cell_id']}{extra}".encode()
+                                                ).hexdigest()[:15]
+            x["seed"] = r["seed"] + 100 * (extra + 1)
+            x["derived_seeds"] = {**x["derived_seeds"],
+                                  "scenario": x["derived_seeds"]["scenario"] + 1000 + extra}
+            (b / "records" / f"{x['cell_id']}.json").write_text(json.dumps(x))
+    code, out, err = run(str(defenses), str(b), capsys=capsys)
+    assert code == 1 and "regressions found" in out, err
+    assert "- utility rows (test accuracy; higher is better): 1 regressions" in out

@@ -211,10 +211,12 @@ def gunzip_missing(raw: Path, files: Sequence[str]) -> None:
         target, packed = raw / name, raw / f"{name}.gz"
         if target.is_file() or not packed.is_file():
             continue
+        with gzip.open(packed, "rb") as src:  # a truncated or unreadable archive: its own
+            data = src.read()  # error, and nothing written
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         try:
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                dst.write(src.read())
+            with open(tmp, "wb") as dst:
+                dst.write(data)
             os.replace(tmp, target)
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -223,8 +225,8 @@ def gunzip_missing(raw: Path, files: Sequence[str]) -> None:
                 f"{packed}: its decompressed copy cannot be written beside it "
                 f"({e.strerror}): decompress the .gz files there (gunzip -k), or copy the "
                 f"folder somewhere writable") from None
-        finally:  # a truncated archive had left a 0-byte NAME.PID.tmp in the data folder
-            if os.path.lexists(tmp):
+        finally:  # a failed write leaves no NAME.PID.tmp in the data folder (a truncated
+            if os.path.lexists(tmp):  # archive had left a 0-byte one on every run)
                 tmp.unlink()
 
 
