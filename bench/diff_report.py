@@ -191,22 +191,16 @@ def render_csv(d: Diff) -> str:
     """Every compared row (``kind`` row, unchanged ones too), then every cell change (``kind``
     cell: new, missing, status changed, value changed), one line each."""
     rows: list[dict[str, Any]] = []
-    for r in d.rows:
-        row: dict[str, Any] = {"kind": "row", "change": r.change, "metric": r.metric,
-                               **dict(zip(ROW, r.key)), "delta": r.delta}
-        for side, iv in (("a", r.a), ("b", r.b)):
-            if iv is not None:
-                row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,
-                            f"{side}_ci_high": iv.high, f"{side}_n": iv.n})
-        rows.append(row)
-    for r in d.utility:  # a defense's utility accuracy: dataset, arch, setting, defense
-        row = {"kind": "utility row", "change": r.change, "metric": r.metric,
-               **dict(zip(UTILITY_ROW, r.key)), "delta": r.delta}
-        for side, iv in (("a", r.a), ("b", r.b)):
-            if iv is not None:
-                row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,
-                            f"{side}_ci_high": iv.high, f"{side}_n": iv.n})
-        rows.append(row)
+    for kind, key, changes in (("row", ROW, d.rows),  # a defense's utility accuracy:
+                               ("utility row", UTILITY_ROW, d.utility)):  # dataset, arch,
+        for r in changes:  # setting, defense
+            row: dict[str, Any] = {"kind": kind, "change": r.change, "metric": r.metric,
+                                   **dict(zip(key, r.key)), "delta": r.delta}
+            for side, iv in (("a", r.a), ("b", r.b)):
+                if iv is not None:
+                    row.update({f"{side}_mean": iv.mean, f"{side}_ci_low": iv.low,
+                                f"{side}_ci_high": iv.high, f"{side}_n": iv.n})
+            rows.append(row)
     for c in d.cells:
         rows.append({"kind": "cell", "change": c.change, "metric": c.metric,
                      **dict(zip(ROW, c.key or ())), "cell_id": c.cell_id, "row": c.label,

@@ -153,10 +153,11 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
     """The store's sound records; a damaged one (as every reader judges it:
     :func:`bench.store.read_record`) is named and left out, so it never outranks a sound copy
     in OUT nor replaces it."""
-    copies = []
+    copies, files = [], 0
     for path in sorted((folder / RECORDS).glob("*.json")):
         if not path.is_file():  # a FIFO would block the read, a folder is no record: every
             continue  # other reader skips them too (bench.store)
+        files += 1
         record, problem = read_record(path)
         if record is None and problem.startswith(NEWER):  # sound to that leakbench: not
             report.problems.append(f"record left out: {path} ({problem})")  # "damaged"
@@ -174,10 +175,9 @@ def _read_store(folder: Path, order: int, report: MergeReport) -> list[Copy]:
                                    f"{own_artifact(record['cell_id'], foreign)})")
             continue
         copies.append(Copy(folder, order, record))
-    if not any(p.is_file() for p in (folder / RECORDS).glob("*.json")) and not (
-            order == 0 and folder == report.out):  # a DIR given by mistake (an empty run's
+    if not files and not (order == 0 and folder == report.out):  # a DIR given by mistake
         report.problems.append(f"{folder}: its {RECORDS}/ holds no record: nothing merged "
-                               "from it")  # folder) had passed in silence
+                               "from it")  # (an empty run's folder) had passed in silence
     return copies
 
 

@@ -87,19 +87,18 @@ def nested_problem(d: dict[str, Any]) -> str | None:
         if isinstance(value, (dict, list)) or (key in ("mode", "bn_mode")
                                                and not _kind_of(value, _TEXT)):
             return f"client field {key!r} has a value of the wrong type"
+    privacy = (d.get("metrics") or {}).get("privacy") if d.get("kind") == "utility" else None
+    epsilons = [("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon")),
+                ("metrics.privacy.epsilon",
+                 privacy.get("epsilon") if isinstance(privacy, dict) else None)]
     checks = [("success_psnr", d.get("success_psnr"), _NUMBER),
-              ("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon"), _NUMBER),
+              *((where, eps, _NUMBER) for where, eps in epsilons),
               ("attack_info.restarts_run", (d.get("attack_info") or {}).get("restarts_run"),
                _NUMBER),
               ("trial_batch.time_share", (d.get("trial_batch") or {}).get("time_share"), _TEXT),
               *((f"converged_at.{k}", (d.get("converged_at") or {}).get(k), _NUMBER)
                 for k in ("grad_evals", "iterations", "seconds")),
               *((key, value, _NUMBER) for key, value in _counts(d).items())]
-    privacy = (d.get("metrics") or {}).get("privacy") if d.get("kind") == "utility" else None
-    epsilons = [("defense_info.epsilon", (d.get("defense_info") or {}).get("epsilon")),
-                ("metrics.privacy.epsilon",
-                 privacy.get("epsilon") if isinstance(privacy, dict) else None)]
-    checks += [(where, eps, _NUMBER) for where, eps in epsilons[1:]]
     for where, value, want in checks:
         if not _kind_of(value, want):
             return f"field {where!r} is not {want}"

@@ -142,8 +142,8 @@ def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: t
     unstable = bool((best["n_ok"] < best["n"]).any())
     shown = text_metrics(best)
     best, us, front = utility_join(best, util, key, h.name)
-    epsilon, eps_column = epsilon_column(best, pd.DataFrame() if g is None else g,
-                                         us is not None)
+    g = pd.DataFrame() if g is None else g
+    epsilon, eps_column = epsilon_column(best, g, us is not None)
     rows = []
     for _, r in best.iterrows():
         row: dict[str, Any] = {"Rank": format_rank(r["rank_best"], r["rank_worst"]),
@@ -160,8 +160,7 @@ def defense_rows(summary: pd.DataFrame, util: pd.DataFrame | None = None, key: t
         if us is not None:
             row.update(utility_cells(r, front))
         rows.append(row)
-    return rows, us, epsilon_note(epsilon, eps_column, pd.DataFrame() if g is None else g,
-                                  rows)
+    return rows, us, epsilon_note(epsilon, eps_column, g, rows)
 
 
 def md_token(token: str) -> str:
